@@ -1,0 +1,58 @@
+"""The dead-letter topic: where a message that cannot be processed goes, with the reason.
+
+The record keeps the original key and value bytes unchanged; the reason travels in headers:
+
+- ``dlq.reason``: what is wrong, naming the field (``$.amount_minor: Expected `int`...``);
+- ``dlq.field``: the JSON path of the field (``$`` for an unreadable message, ``key``);
+- ``dlq.source.topic`` / ``dlq.source.partition`` / ``dlq.source.offset``: where it came from;
+- ``dlq.failed_at``: when it was dead-lettered (UTC, ISO 8601).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from faust.types import EventT
+
+from stream_app.app import app
+from stream_app.topics import DEAD_LETTER
+
+dead_letter_topic = app.topic(
+    DEAD_LETTER,
+    key_type=bytes,
+    value_type=bytes,
+    key_serializer="raw",
+    value_serializer="raw",
+    partitions=app.conf.topic_partitions,
+)
+
+
+def dead_letter_headers(
+    *, field: str, reason: str, topic: str, partition: int, offset: int
+) -> list[tuple[str, bytes]]:
+    """The headers of a dead-letter record (see the module docstring)."""
+    return [
+        ("dlq.reason", f"{field}: {reason}".encode()),
+        ("dlq.field", field.encode()),
+        ("dlq.source.topic", topic.encode()),
+        ("dlq.source.partition", str(partition).encode()),
+        ("dlq.source.offset", str(offset).encode()),
+        ("dlq.failed_at", datetime.now(UTC).isoformat().encode()),
+    ]
+
+
+async def send_to_dead_letter(event: EventT, *, field: str, reason: str) -> None:
+    """Publish ``event``'s original key and value to the dead-letter topic with the reason.
+
+    Awaits the broker's acknowledgement, so the input offset is committed only after the
+    dead-letter record is durable: a bad event is never lost.
+    """
+    msg = event.message
+    fut = await dead_letter_topic.send(
+        key=msg.key,
+        value=msg.value,
+        headers=dead_letter_headers(
+            field=field, reason=reason, topic=msg.topic, partition=msg.partition, offset=msg.offset
+        ),
+    )
+    await fut

@@ -1,0 +1,79 @@
+"""Publishes coalesced metric changes to ``realtime-metrics-updates``.
+
+Agents call :meth:`MetricPublisher.record` for every row a batch changes and
+:meth:`MetricPublisher.drain` after the batch. Repeated changes of one row between two drains
+become one message (``old`` from the first change, ``new`` from the last), which keeps the
+topic's volume proportional to rows changed rather than to events.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from stream_app.observability import METRIC_UPDATES_PUBLISHED
+from stream_app.schemas.base import encode_event
+from stream_app.schemas.updates import MetricUpdate, MetricValues, MetricWindow
+
+
+@dataclass(slots=True)
+class _Pending:
+    old: MetricValues
+    new: MetricValues
+    event_time: datetime
+    events: int
+
+
+class MetricPublisher:
+    """Collects row changes and turns them into :class:`MetricUpdate` messages."""
+
+    def __init__(self) -> None:
+        self._pending: dict[tuple[str, str, str, str, str], _Pending] = {}
+
+    def record(
+        self,
+        *,
+        metric: str,
+        organization_id: str,
+        key: str,
+        grain: str,
+        period: str,
+        old: MetricValues,
+        new: MetricValues,
+        event_time: datetime,
+        events: int = 1,
+    ) -> None:
+        """Note that a row changed from ``old`` to ``new`` through ``events`` events, the
+        latest at ``event_time``."""
+        slot = (metric, organization_id, key, grain, period)
+        pending = self._pending.get(slot)
+        if pending is None:
+            self._pending[slot] = _Pending(old, new, event_time, events)
+        else:
+            pending.new = new
+            pending.event_time = max(pending.event_time, event_time)
+            pending.events += events
+
+    def drain(self) -> list[tuple[bytes, bytes]]:
+        """Take every pending change as ``(key, value)`` messages ready to produce."""
+        if not self._pending:
+            return []
+        pending, self._pending = self._pending, {}
+        now = datetime.now(UTC)
+        out: list[tuple[bytes, bytes]] = []
+        for (metric, org, key, grain, period), p in pending.items():
+            update = MetricUpdate(
+                kind="metric_update",
+                metric=metric,
+                organization_id=org,
+                key=key,
+                window=MetricWindow(grain=grain, period=period),
+                old=p.old,
+                new=p.new,
+                event_time=p.event_time.astimezone(UTC),
+                published_at=now,
+                events=p.events,
+            )
+            out.append((f"{org}/{key}".encode(), encode_event(update)))
+        METRIC_UPDATES_PUBLISHED.inc(len(out))
+        return out

@@ -1,0 +1,183 @@
+"""``wedding-engine``: the one command line of the product.
+
+Subcommands: ``services`` (local Kafka + PostgreSQL), ``init`` (topics + migrations),
+``worker`` (a Faust worker), ``replay`` (the hotel data set to events), ``report`` (request a
+report and wait for it), ``token`` (a development API token), ``demo`` (all of it, end to end).
+
+When ``KAFKA_BOOTSTRAP`` / ``POSTGRES_DSN`` are not set, they are read from the services
+started by ``wedding-engine services up`` (``$WEDDING_STATE_DIR/services.json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from datetime import date
+from pathlib import Path
+
+
+def _load_service_env() -> None:
+    """Fill KAFKA_BOOTSTRAP/POSTGRES_DSN from running local services when unset."""
+    if os.environ.get("KAFKA_BOOTSTRAP") and os.environ.get("POSTGRES_DSN"):
+        return
+    from stream_app.devservices import manager
+
+    found = manager.status(None)
+    if found.settings is not None and found.all_running:
+        os.environ.setdefault("KAFKA_BOOTSTRAP", found.settings.kafka_bootstrap)
+        os.environ.setdefault("POSTGRES_DSN", found.settings.postgres_dsn)
+
+
+def _cmd_init(_: argparse.Namespace) -> int:
+    from stream_app.db.migrate import migrate
+    from stream_app.settings import load_settings
+    from stream_app.topics import ensure_topics
+
+    s = load_settings()
+
+    async def run() -> None:
+        created = await ensure_topics(s.kafka_bootstrap, s.topic_partitions)
+        applied = await migrate(s.postgres_dsn)
+        print(f"topics created: {created or 'none (all exist)'}")
+        print(f"migrations applied: {applied or 'none (up to date)'}")
+
+    asyncio.run(run())
+    return 0
+
+
+def _cmd_worker(args: argparse.Namespace) -> int:
+    if args.web_port is not None:
+        os.environ["WEDDING_WEB_PORT"] = str(args.web_port)
+    if args.data_dir is not None:
+        os.environ["WEDDING_DATA_DIR"] = str(args.data_dir)
+    _cmd_init(args)
+    from faust import Worker
+
+    from stream_app.worker import app
+
+    worker = Worker(app, loglevel=args.loglevel)
+    worker.execute_from_commandline()
+    return 0
+
+
+def _cmd_replay(args: argparse.Namespace) -> int:
+    from stream_app.replay.produce import replay_hotel_bookings
+    from stream_app.settings import load_settings
+
+    summary = asyncio.run(
+        replay_hotel_bookings(
+            load_settings(), Path(args.path), source=args.source, load_history=not args.no_history
+        )
+    )
+    print(
+        f"produced {summary.events} events ({summary.bookings} bookings, "
+        f"{summary.cancellations} cancellations) in {summary.seconds:.1f} s; "
+        f"history rows new: {summary.history_rows_new}, "
+        f"not storable: {summary.history_rows_skipped}"
+    )
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from stream_app.client import request_report_and_wait
+    from stream_app.settings import load_settings
+
+    status = asyncio.run(
+        request_report_and_wait(
+            load_settings(),
+            organization_id=args.org,
+            report_type=args.type,
+            date_from=date.fromisoformat(args.date_from),
+            date_to=date.fromisoformat(args.date_to),
+            output_formats=args.formats.split(","),
+            timeout_s=args.timeout,
+        )
+    )
+    print(
+        f"report {status.report_id}: {status.status}"
+        + (f" ({status.error})" if status.error else "")
+    )
+    for a in status.artifacts:
+        print(f"  {a.format}: {a.uri} ({a.size_bytes} bytes, {a.rows} rows, sha256 {a.sha256})")
+    return 0 if status.status == "completed" else 1
+
+
+def _cmd_token(args: argparse.Namespace) -> int:
+    from stream_app.settings import load_settings
+    from stream_app.web.auth import issue_token
+
+    print(
+        issue_token(
+            load_settings().jwt_secret,
+            user_id=args.user,
+            organization_id=args.org,
+            ttl_seconds=args.ttl,
+        )
+    )
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from stream_app.demo import run_demo
+
+    return run_demo(Path(args.path), keep_services=args.keep_services)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of every subcommand."""
+    p = argparse.ArgumentParser(prog="wedding-engine", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser(
+        "services", help="up|down|status of the local Kafka and PostgreSQL", add_help=False
+    )
+    sub.add_parser("init", help="create topics and apply database migrations")
+    w = sub.add_parser("worker", help="run a Faust worker (agents, tables, HTTP)")
+    w.add_argument("--web-port", type=int, default=None)
+    w.add_argument("--data-dir", type=Path, default=None)
+    w.add_argument("--loglevel", default="warning")
+    r = sub.add_parser("replay", help="produce the hotel booking data set as booking events")
+    r.add_argument("path", help="hotel_bookings.csv or .csv.gz")
+    r.add_argument("--source", default=None, help="name event ids derive from (default: file name)")
+    r.add_argument("--no-history", action="store_true", help="do not load PostgreSQL history")
+    rep = sub.add_parser("report", help="request a report and wait for its final status")
+    rep.add_argument("--org", required=True)
+    rep.add_argument("--type", default="monthly_booking_summary")
+    rep.add_argument("--from", dest="date_from", required=True, help="YYYY-MM-DD (local)")
+    rep.add_argument("--to", dest="date_to", required=True, help="YYYY-MM-DD (local, inclusive)")
+    rep.add_argument("--formats", default="csv,json")
+    rep.add_argument("--timeout", type=float, default=120.0, help="seconds")
+    t = sub.add_parser("token", help="print a development API token")
+    t.add_argument("--org", required=True)
+    t.add_argument("--user", default="dev")
+    t.add_argument("--ttl", type=int, default=3600, help="seconds")
+    d = sub.add_parser("demo", help="services up, worker, replay, report, services down")
+    d.add_argument("path", nargs="?", default="../shared/data/hotel_bookings.csv.gz")
+    d.add_argument("--keep-services", action="store_true")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``wedding-engine`` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["services"]:
+        from stream_app.devservices.cli import main as services_main
+
+        return services_main(argv[1:])
+    args = build_parser().parse_args(argv)
+    if args.command not in ("token", "demo"):
+        _load_service_env()
+    handlers = {
+        "init": _cmd_init,
+        "worker": _cmd_worker,
+        "replay": _cmd_replay,
+        "report": _cmd_report,
+        "token": _cmd_token,
+        "demo": _cmd_demo,
+    }
+    return handlers[args.command](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

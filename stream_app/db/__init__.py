@@ -1,0 +1,1 @@
+"""PostgreSQL history: schema migrations, tenant-scoped access and bulk loading (asyncpg)."""

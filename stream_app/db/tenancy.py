@@ -1,0 +1,129 @@
+"""Tenant-scoped reads: every query runs as the RLS-restricted role with the tenant set.
+
+Row-level security (migration 001) lets the ``wedding_tenant`` role see only rows whose
+``organization_id`` equals the transaction setting ``app.organization_id``. The query layer
+also names the organisation in every predicate; RLS is the second wall behind it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import asyncpg
+
+
+class UnknownOrganizationError(LookupError):
+    """The organisation id names no organisation (or one the caller may not see)."""
+
+    retriable = False
+
+
+@dataclass(frozen=True, slots=True)
+class Organization:
+    """An organisation (tenant).
+
+    Attributes:
+        id: the tenant id carried by every event and key.
+        name: display name.
+        time_zone: IANA zone; months, weeks and schedules are computed in it.
+        currency: default ISO 4217 currency.
+    """
+
+    id: str
+    name: str
+    time_zone: str
+    currency: str
+
+    @property
+    def zone(self) -> ZoneInfo:
+        """The organisation's zone as a :class:`zoneinfo.ZoneInfo`."""
+        return ZoneInfo(self.time_zone)
+
+
+@dataclass(frozen=True, slots=True)
+class Venue:
+    """A venue of an organisation; ``capacity`` is events per day (None when unknown)."""
+
+    id: str
+    name: str
+    capacity: int | None
+
+
+def check_time_zone(name: str) -> str:
+    """Return ``name`` if it is an IANA zone known to this machine, else raise ValueError."""
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"time_zone: {name!r} is not an IANA time zone") from exc
+    return name
+
+
+@asynccontextmanager
+async def tenant_transaction(
+    conn: asyncpg.Connection, organization_id: str
+) -> AsyncIterator[asyncpg.Connection]:
+    """A transaction in which ``conn`` sees only ``organization_id``'s rows (RLS enforced)."""
+    async with conn.transaction():
+        await conn.execute("SET LOCAL ROLE wedding_tenant")
+        await conn.execute("SELECT set_config('app.organization_id', $1, true)", organization_id)
+        yield conn
+
+
+async def upsert_organization(conn: asyncpg.Connection, org: Organization) -> None:
+    """Create or update an organisation (admin path, not tenant-scoped).
+
+    Raises:
+        ValueError: ``time_zone`` is not an IANA zone.
+    """
+    check_time_zone(org.time_zone)
+    await conn.execute(
+        "INSERT INTO organizations (id, name, time_zone, currency) VALUES ($1, $2, $3, $4)"
+        " ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name,"
+        " time_zone = EXCLUDED.time_zone, currency = EXCLUDED.currency",
+        org.id,
+        org.name,
+        org.time_zone,
+        org.currency,
+    )
+
+
+async def upsert_venue(conn: asyncpg.Connection, organization_id: str, venue: Venue) -> None:
+    """Create or update a venue of ``organization_id``."""
+    await conn.execute(
+        "INSERT INTO venues (organization_id, id, name, capacity) VALUES ($1, $2, $3, $4)"
+        " ON CONFLICT (organization_id, id) DO UPDATE SET name = EXCLUDED.name,"
+        " capacity = EXCLUDED.capacity",
+        organization_id,
+        venue.id,
+        venue.name,
+        venue.capacity,
+    )
+
+
+async def fetch_organization(conn: asyncpg.Connection, organization_id: str) -> Organization:
+    """Read one organisation within a tenant transaction.
+
+    Raises:
+        UnknownOrganizationError: no such organisation.
+    """
+    async with tenant_transaction(conn, organization_id):
+        row = await conn.fetchrow(
+            "SELECT id, name, time_zone, currency FROM organizations WHERE id = $1",
+            organization_id,
+        )
+    if row is None:
+        raise UnknownOrganizationError(f"organization_id: {organization_id!r} does not exist")
+    return Organization(row["id"], row["name"], row["time_zone"], row["currency"].strip())
+
+
+async def fetch_venues(conn: asyncpg.Connection, organization_id: str) -> list[Venue]:
+    """The venues of ``organization_id``, by id (tenant transaction)."""
+    async with tenant_transaction(conn, organization_id):
+        rows = await conn.fetch(
+            "SELECT id, name, capacity FROM venues WHERE organization_id = $1 ORDER BY id",
+            organization_id,
+        )
+    return [Venue(r["id"], r["name"], r["capacity"]) for r in rows]

@@ -1,0 +1,44 @@
+"""Prometheus metrics of a worker, served at ``/metrics``.
+
+Names follow Prometheus conventions (``_total`` counters, base units: seconds, bytes).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+EVENTS_IN = Counter(
+    "wedding_events_in_total", "Events read from an input topic.", ["topic"], registry=REGISTRY
+)
+EVENTS_OUTCOME = Counter(
+    "wedding_events_outcome_total",
+    "Events by outcome: counted, duplicate, dead_lettered.",
+    ["topic", "outcome"],
+    registry=REGISTRY,
+)
+METRIC_UPDATES_PUBLISHED = Counter(
+    "wedding_metric_updates_published_total",
+    "Messages published to realtime-metrics-updates.",
+    registry=REGISTRY,
+)
+REPORTS = Counter(
+    "wedding_reports_total",
+    "Reports by final status.",
+    ["report_type", "status"],
+    registry=REGISTRY,
+)
+REPORT_SECONDS = Histogram(
+    "wedding_report_generation_seconds",
+    "Wall time from a report request being read to its completed status.",
+    ["report_type"],
+    registry=REGISTRY,
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+)
+HTTP_REQUESTS = Counter(
+    "wedding_http_requests_total",
+    "HTTP requests by route and status.",
+    ["route", "status"],
+    registry=REGISTRY,
+)

@@ -1,0 +1,1 @@
+"""Turn real data sets into events on the input topics (and history rows in PostgreSQL)."""

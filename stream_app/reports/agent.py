@@ -1,0 +1,226 @@
+"""The report agent: ``report-requests`` in; artifacts and status changes out.
+
+For each request: validate it (a malformed request is dead-lettered and, when its id and
+organisation can be read, ends ``failed`` with the cause), record it in PostgreSQL as
+``queued`` (a request whose id is known is not generated again: its current status is
+republished), move it to ``processing``, read the organisation and venues from PostgreSQL and
+the figures from the bookings table, render each requested format in a worker thread (so live
+metrics keep flowing), store the files with SHA-256 and size, and end ``completed`` with the
+links, or ``failed`` with the cause. Every status change is published on
+``realtime-metrics-updates`` and ``report-results``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterable
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from faust.types import TP, EventT
+
+from stream_app.agents.bookings import venue_bookings
+from stream_app.agents.context import outside_any_event
+from stream_app.agents.deadletter import send_to_dead_letter
+from stream_app.app import app, settings
+from stream_app.db import reports as report_db
+from stream_app.db.pool import get_pool
+from stream_app.db.tenancy import UnknownOrganizationError, fetch_organization, fetch_venues
+from stream_app.observability import REPORT_SECONDS, REPORTS
+from stream_app.partitioning import partition_for
+from stream_app.reports import booking_summary
+from stream_app.reports.artifacts import ArtifactStore
+from stream_app.reports.model import ReportTable
+from stream_app.reports.render import RENDERERS
+from stream_app.schemas.base import EventValidationError, decode_event, encode_event
+from stream_app.schemas.reports import ReportRequest
+from stream_app.schemas.updates import ArtifactLink, ReportStatus, ReportStatusName
+from stream_app.topics import (
+    REALTIME_METRICS_UPDATES,
+    REPORT_REQUESTS,
+    REPORT_RESULTS,
+    WEDDING_BOOKINGS,
+)
+
+_raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
+report_requests_topic = app.topic(REPORT_REQUESTS, partitions=settings.topic_partitions, **_raw)
+report_results_topic = app.topic(REPORT_RESULTS, partitions=settings.topic_partitions, **_raw)
+updates_topic = app.topic(REALTIME_METRICS_UPDATES, partitions=settings.topic_partitions, **_raw)
+
+store = ArtifactStore(settings.artifact_dir)
+
+
+class ReportFailure(Exception):
+    """A report cannot be generated; the message is the cause shown to the user."""
+
+    retriable = False
+
+
+async def publish_status(status: ReportStatus) -> None:
+    """Publish a status change on both status topics and wait for the broker's ack."""
+    key = f"{status.organization_id}/{status.report_id}".encode()
+    value = encode_event(status)
+    futs = [
+        await updates_topic.send(key=key, value=value),
+        await report_results_topic.send(key=key, value=value),
+    ]
+    await asyncio.gather(*futs)
+
+
+def _status(
+    req: ReportRequest, status: ReportStatusName, started: float, **extra: Any
+) -> ReportStatus:
+    return ReportStatus(
+        kind="report_status",
+        report_id=req.report_id,
+        organization_id=req.organization_id,
+        report_type=req.report_type,
+        status=status,
+        at=datetime.now(UTC),
+        processing_ms=(time.perf_counter() - started) * 1000,
+        **extra,
+    )
+
+
+def _check_local(organization_id: str, venue_ids: list[str]) -> None:
+    """Raise ReportFailure unless every venue's partition is active on this worker."""
+    actives = app.assignor.assigned_actives()
+    for venue_id in venue_ids:
+        p = partition_for(f"{organization_id}/{venue_id}".encode(), settings.topic_partitions)
+        if TP(WEDDING_BOOKINGS, p) not in actives:
+            raise ReportFailure(
+                f"venue {venue_id!r}: its partition {p} is not assigned to this worker; "
+                "run reports on a single worker until cross-worker reads land"
+            )
+
+
+def _render_all(table: ReportTable, req: ReportRequest) -> list[ArtifactLink]:
+    links: list[ArtifactLink] = []
+    for fmt in req.output_formats:
+        ext, render = RENDERERS[fmt]
+        with store.write(req.organization_id, req.report_id, f"{req.report_type}.{ext}", fmt) as (
+            writer,
+            out,
+        ):
+            render(table, writer)
+        links.extend(out)
+    return links
+
+
+async def generate(req: ReportRequest) -> list[ArtifactLink]:
+    """Build and render the report of ``req``; return the stored artifacts.
+
+    Raises:
+        ReportFailure: the organisation is unknown, has no venues, or its data is not local.
+    """
+    pool = await get_pool(settings.postgres_dsn)
+    async with pool.acquire() as conn:
+        try:
+            org = await fetch_organization(conn, req.organization_id)
+        except UnknownOrganizationError as exc:
+            raise ReportFailure(str(exc)) from exc
+        venues = await fetch_venues(conn, req.organization_id)
+    if not venues:
+        raise ReportFailure(f"organization_id: {req.organization_id!r} has no venues")
+    _check_local(org.id, [v.id for v in venues])
+    with outside_any_event():  # venue rows live in other partitions than the request
+        table = booking_summary.build_report(
+            venue_bookings.get, org, venues, req.date_from, req.date_to
+        )
+    return await asyncio.to_thread(_render_all, table, req)
+
+
+async def _fail_unreadable(event: EventT, exc: EventValidationError) -> None:
+    """Dead-letter a malformed request; if its id and tenant are readable, mark it failed."""
+    await send_to_dead_letter(event, field=exc.field, reason=exc.reason)
+    try:
+        doc = orjson.loads(event.message.value)
+        report_id, org = str(doc["report_id"]), str(doc["organization_id"])
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return
+    status = ReportStatus(
+        kind="report_status",
+        report_id=report_id,
+        organization_id=org,
+        report_type=str(doc.get("report_type", "unknown")),
+        status="failed",
+        at=datetime.now(UTC),
+        error=f"invalid request: {exc}",
+    )
+    await publish_status(status)
+    REPORTS.labels(status.report_type, "failed").inc()
+
+
+async def handle_report_request(event: EventT) -> ReportStatusName | None:
+    """Process one ``report-requests`` message; return the final status (None if dropped)."""
+    started = time.perf_counter()
+    try:
+        req = decode_event(event.message.value, ReportRequest)
+    except EventValidationError as exc:
+        await _fail_unreadable(event, exc)
+        return "failed"
+    expected_key = f"{req.organization_id}/{req.report_id}".encode()
+    if event.message.key != expected_key:
+        await send_to_dead_letter(
+            event,
+            field="key",
+            reason=f"message key {event.message.key!r} does not match {expected_key!r}",
+        )
+        return None
+    pool = await get_pool(settings.postgres_dsn)
+    async with pool.acquire() as conn:
+        try:
+            is_new = await report_db.insert_queued(
+                conn,
+                report_id=req.report_id,
+                organization_id=req.organization_id,
+                user_id=req.user_id,
+                report_type=req.report_type,
+                request=orjson.loads(event.message.value),
+            )
+        except Exception as exc:  # noqa: BLE001 - e.g. unknown organisation (foreign key)
+            status = _status(req, "failed", started, error=f"cannot record request: {exc}")
+            await publish_status(status)
+            REPORTS.labels(req.report_type, "failed").inc()
+            return "failed"
+        if not is_new:
+            known = await report_db.fetch_report(conn, req.organization_id, req.report_id)
+            if known is not None and known.status in ("completed", "failed", "cancelled"):
+                return None  # already done: a redelivered request is not generated twice
+        await publish_status(_status(req, "queued", started))
+        await report_db.set_status(conn, req.report_id, "processing")
+    await publish_status(_status(req, "processing", started))
+    try:
+        links = await generate(req)
+    except Exception as exc:  # noqa: BLE001 - any failure ends the report 'failed' with its cause
+        cause = str(exc) if isinstance(exc, ReportFailure) else f"{type(exc).__name__}: {exc}"
+        status = _status(req, "failed", started, error=cause)
+        async with pool.acquire() as conn:
+            await report_db.set_status(
+                conn, req.report_id, "failed", error=cause, processing_ms=status.processing_ms
+            )
+        await publish_status(status)
+        REPORTS.labels(req.report_type, "failed").inc()
+        return "failed"
+    status = _status(req, "completed", started, artifacts=links)
+    async with pool.acquire() as conn:
+        await report_db.set_status(
+            conn,
+            req.report_id,
+            "completed",
+            artifacts=[orjson.loads(encode_event(a)) for a in links],
+            processing_ms=status.processing_ms,
+        )
+    await publish_status(status)
+    REPORTS.labels(req.report_type, "completed").inc()
+    REPORT_SECONDS.labels(req.report_type).observe(time.perf_counter() - started)
+    return "completed"
+
+
+@app.agent(report_requests_topic, concurrency=1)
+async def report_agent(stream: AsyncIterable[Any]) -> None:
+    """Consume ``report-requests`` for ever (see the module docstring)."""
+    async for event in stream.events():  # type: ignore[attr-defined]
+        await handle_report_request(event)

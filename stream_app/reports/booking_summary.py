@@ -1,0 +1,151 @@
+"""Report type ``monthly_booking_summary``: bookings, cancellations and revenue per venue and month.
+
+Definitions (those of :mod:`stream_app.tables.bookings`):
+
+- a month is a calendar month of the service date (wedding date, or the stay's first night)
+  in the organisation's IANA zone; a range that starts or ends inside a month counts only
+  the days inside the range (read from the day rows), whole months come from the month rows;
+- ``bookings``: bookings whose service date falls in the month, cancelled ones included;
+- ``cancellations``: those of them that were cancelled;
+- ``cancellation_rate``: cancellations ÷ bookings × 100, rounded half-even to 2 decimals
+  (empty when there are no bookings);
+- ``revenue``: booked value minus cancelled value, in the row's currency, exact; one row per
+  venue, month and currency (a venue with no bookings in a month has one row with zeros in the
+  organisation's currency).
+
+Data sources: the venue list and the organisation (name, zone, currency) come from
+PostgreSQL; the figures come from the ``venue-bookings`` table of the bookings agent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from datetime import date, timedelta
+from decimal import ROUND_HALF_EVEN, Decimal
+from typing import Any
+
+from stream_app.db.tenancy import Organization, Venue
+from stream_app.money import to_major
+from stream_app.reports.model import Cell, Column, ReportTable
+from stream_app.tables.bookings import VenueTotals, table_key
+
+REPORT_TYPE = "monthly_booking_summary"
+
+COLUMNS = (
+    Column("venue_id", "text", "venue id"),
+    Column("venue_name", "text", "venue name"),
+    Column("month", "month", "calendar month of the service date (YYYY-MM, organisation zone)"),
+    Column("bookings", "int", "bookings with a service date in the month"),
+    Column("cancellations", "int", "of which cancelled"),
+    Column("cancellation_rate", "percent", "cancellations / bookings × 100, 2 decimals"),
+    Column("currency", "text", "ISO 4217 code of the revenue columns"),
+    Column("revenue", "money", "booked minus cancelled value, major units, exact"),
+    Column("revenue_minor", "int", "the same in minor units (cents)"),
+)
+
+Lookup = Callable[[str], dict[str, Any] | None]
+"""Reads one row of the ``venue-bookings`` table by key; ``None`` when absent."""
+
+
+def months_in(date_from: date, date_to: date) -> list[tuple[str, list[date] | None]]:
+    """The months overlapping ``[date_from, date_to]`` as ``(YYYY-MM, days)``.
+
+    ``days`` is None when the whole month is inside the range, else the list of its days that
+    are inside.
+    """
+    out: list[tuple[str, list[date] | None]] = []
+    first = date_from.replace(day=1)
+    while first <= date_to:
+        nxt = (first + timedelta(days=32)).replace(day=1)
+        last = nxt - timedelta(days=1)
+        lo, hi = max(first, date_from), min(last, date_to)
+        if lo == first and hi == last:
+            out.append((first.isoformat()[:7], None))
+        else:
+            out.append(
+                (first.isoformat()[:7], [lo + timedelta(d) for d in range((hi - lo).days + 1)])
+            )
+        first = nxt
+    return out
+
+
+def _totals(row: dict[str, Any] | None) -> VenueTotals:
+    return VenueTotals.from_json(row["totals"] if row else None)
+
+
+def venue_month_totals(
+    lookup: Lookup, organization_id: str, venue_id: str, month: str, days: list[date] | None
+) -> VenueTotals:
+    """Totals of one venue in one month, or in the listed days of it."""
+    if days is None:
+        return _totals(lookup(table_key(organization_id, venue_id, "month", month)))
+    acc = VenueTotals()
+    for day in days:
+        t = _totals(lookup(table_key(organization_id, venue_id, "day", day.isoformat())))
+        acc.bookings += t.bookings
+        acc.cancellations += t.cancellations
+        for c, v in t.booked_minor.items():
+            acc.booked_minor[c] = acc.booked_minor.get(c, 0) + v
+        for c, v in t.cancelled_minor.items():
+            acc.cancelled_minor[c] = acc.cancelled_minor.get(c, 0) + v
+    return acc
+
+
+def cancellation_rate(bookings: int, cancellations: int) -> str | None:
+    """``cancellations / bookings × 100`` to 2 decimals, half-even; None when no bookings."""
+    if bookings == 0:
+        return None
+    rate = Decimal(cancellations * 100) / Decimal(bookings)
+    return str(rate.quantize(Decimal("0.01"), rounding=ROUND_HALF_EVEN))
+
+
+def build_rows(
+    lookup: Lookup,
+    org: Organization,
+    venues: Sequence[Venue],
+    date_from: date,
+    date_to: date,
+) -> Iterator[list[Cell]]:
+    """The report's rows: per venue (by id), per month, per currency."""
+    months = months_in(date_from, date_to)
+    for venue in venues:
+        for month, days in months:
+            t = venue_month_totals(lookup, org.id, venue.id, month, days)
+            revenue = t.revenue_minor or {org.currency: 0}
+            for currency, minor in sorted(revenue.items()):
+                yield [
+                    venue.id,
+                    venue.name,
+                    month,
+                    t.bookings,
+                    t.cancellations,
+                    cancellation_rate(t.bookings, t.cancellations),
+                    currency,
+                    str(to_major(minor, currency)),
+                    minor,
+                ]
+
+
+def build_report(
+    lookup: Lookup,
+    org: Organization,
+    venues: Sequence[Venue],
+    date_from: date,
+    date_to: date,
+) -> ReportTable:
+    """The monthly booking summary of ``org`` for the local dates ``[date_from, date_to]``."""
+    return ReportTable(
+        report_type=REPORT_TYPE,
+        organization_id=org.id,
+        organization_name=org.name,
+        time_zone=org.time_zone,
+        date_from=date_from,
+        date_to=date_to,
+        columns=COLUMNS,
+        rows=list(build_rows(lookup, org, venues, date_from, date_to)),
+        notes=(
+            "Months are calendar months of the service date in the organisation's time zone.",
+            "Revenue = booked value − cancelled value, exact, per currency; "
+            "currencies are never added together.",
+        ),
+    )

@@ -1,0 +1,41 @@
+"""Schema of the ``client-interactions`` topic: inquiries, responses, ratings."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from stream_app.schemas.base import EventBase, Identifier, check_schema_version
+
+INTERACTION_SCHEMA_VERSIONS = frozenset({1})
+
+
+class ClientInteractionEvent(EventBase, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A contact between a couple (the client) and the business.
+
+    Key on the topic: ``organization_id/client_id``.
+
+    Attributes:
+        event_type: ``inquiry`` (first contact), ``response`` (the business answered),
+            ``rating`` (a satisfaction score), ``nps`` (likelihood to recommend, 0–10).
+        client_id: the client.
+        inquiry_id: the inquiry a response answers or a booking converts; None otherwise.
+        channel: ``email``, ``phone``, ``web``, ...; free text.
+        score: 1–5 for ``rating``, 0–10 for ``nps``; None for other types.
+        supplier_id: the supplier or venue concerned, when there is one.
+    """
+
+    event_type: Literal["inquiry", "response", "rating", "nps"]
+    client_id: Identifier
+    inquiry_id: Identifier | None = None
+    channel: str | None = None
+    score: int | None = None
+    supplier_id: Identifier | None = None
+
+    def __post_init__(self) -> None:
+        check_schema_version(self.schema_version, INTERACTION_SCHEMA_VERSIONS)
+        if self.event_type == "rating" and (self.score is None or not 1 <= self.score <= 5):
+            raise ValueError("$.score: a rating needs a score from 1 to 5")
+        if self.event_type == "nps" and (self.score is None or not 0 <= self.score <= 10):
+            raise ValueError("$.score: an nps answer needs a score from 0 to 10")
+        if self.event_type in ("inquiry", "response") and self.score is not None:
+            raise ValueError(f"$.score: not allowed on {self.event_type}")

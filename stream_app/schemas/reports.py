@@ -1,0 +1,65 @@
+"""Schema of the ``report-requests`` topic: a request to generate a report."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Literal
+
+import msgspec
+
+from stream_app.schemas.base import Identifier, UtcDateTime
+
+REPORT_TYPES = frozenset({"monthly_booking_summary"})
+OUTPUT_FORMATS = frozenset({"csv", "json"})
+REPORT_REQUEST_SCHEMA_VERSIONS = frozenset({1})
+
+
+class ReportRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A report to generate.
+
+    Key on the topic: ``organization_id/report_id``.
+
+    Attributes:
+        schema_version: 1.
+        report_id: caller-chosen unique id (a UUID is usual); re-sending a request with a known
+            id does not generate the report twice.
+        organization_id: the tenant whose data the report reads.
+        user_id: who asked (for the audit log).
+        report_type: one of :data:`REPORT_TYPES`.
+        date_from / date_to: inclusive range of local calendar dates in the organisation's zone.
+        output_formats: one or more of :data:`OUTPUT_FORMATS`, no repeats.
+        priority: ``low``, ``normal``, ``high`` or ``critical``.
+        requested_at: when the request was made (UTC).
+    """
+
+    schema_version: int
+    report_id: Identifier
+    organization_id: Identifier
+    user_id: Identifier
+    report_type: str
+    date_from: date
+    date_to: date
+    output_formats: list[str]
+    requested_at: UtcDateTime
+    priority: Literal["low", "normal", "high", "critical"] = "normal"
+
+    def __post_init__(self) -> None:
+        if self.schema_version not in REPORT_REQUEST_SCHEMA_VERSIONS:
+            raise ValueError(f"$.schema_version: version {self.schema_version} is not supported")
+        if self.report_type not in REPORT_TYPES:
+            raise ValueError(
+                f"$.report_type: {self.report_type!r} is not one of {sorted(REPORT_TYPES)}"
+            )
+        if self.date_to < self.date_from:
+            raise ValueError("$.date_to: must not be before date_from")
+        if (self.date_to - self.date_from).days > 366 * 10:
+            raise ValueError("$.date_to: the range may span at most 10 years")
+        if not self.output_formats:
+            raise ValueError("$.output_formats: at least one format is required")
+        unknown = [f for f in self.output_formats if f not in OUTPUT_FORMATS]
+        if unknown:
+            raise ValueError(
+                f"$.output_formats: {unknown} not supported (choose from {sorted(OUTPUT_FORMATS)})"
+            )
+        if len(set(self.output_formats)) != len(self.output_formats):
+            raise ValueError("$.output_formats: a format is listed twice")

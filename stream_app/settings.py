@@ -1,0 +1,70 @@
+"""Runtime configuration, read once from the environment.
+
+Every setting has a written default; the ones that carry risk say so next to the default.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(name, default)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Configuration of a worker, the CLI and the tests.
+
+    Attributes:
+        kafka_bootstrap: ``host:port`` of a Kafka broker (``KAFKA_BOOTSTRAP``).
+        postgres_dsn: libpq URL of the PostgreSQL history database (``POSTGRES_DSN``).
+        app_id: Faust application id; it names the consumer group and the changelog topics
+            (``WEDDING_APP_ID``). Changing it on a running system starts from empty tables.
+        topic_partitions: partitions of every topic this app creates (``WEDDING_PARTITIONS``).
+            Tables are co-partitioned with their source topic, so this cannot be changed on
+            existing topics without a re-partition.
+        data_dir: where each worker keeps its RocksDB tables (``WEDDING_DATA_DIR``).
+        artifact_dir: the artifact store, a folder (``WEDDING_ARTIFACT_DIR``).
+        web_host / web_port: the worker's HTTP listener (``WEDDING_WEB_HOST``/``WEDDING_WEB_PORT``).
+        jwt_secret: HS256 secret for API bearer tokens (``WEDDING_JWT_SECRET``). The default is a
+            development secret: set a real one in any deployment.
+        rocksdb_block_cache_bytes: RocksDB block cache per opened partition. faust-streaming's
+            default is 2 GiB per partition; 16 MiB keeps 4 tables × 4 partitions under ~300 MiB.
+        rocksdb_write_buffer_bytes: memtable size per partition (faust default 64 MiB × 3).
+        batch_max_events / batch_max_seconds: an agent folds up to this many events, or what
+            arrived within this many seconds, before it publishes the coalesced metric changes.
+    """
+
+    kafka_bootstrap: str = field(default_factory=lambda: _env("KAFKA_BOOTSTRAP", "127.0.0.1:9092"))
+    postgres_dsn: str = field(
+        default_factory=lambda: _env("POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/wedding")
+    )
+    app_id: str = field(default_factory=lambda: _env("WEDDING_APP_ID", "wedding-engine"))
+    topic_partitions: int = field(default_factory=lambda: int(_env("WEDDING_PARTITIONS", "4")))
+    data_dir: Path = field(
+        default_factory=lambda: Path(_env("WEDDING_DATA_DIR", ".state/worker-data"))
+    )
+    artifact_dir: Path = field(
+        default_factory=lambda: Path(_env("WEDDING_ARTIFACT_DIR", ".state/artifacts"))
+    )
+    web_host: str = field(default_factory=lambda: _env("WEDDING_WEB_HOST", "127.0.0.1"))
+    web_port: int = field(default_factory=lambda: int(_env("WEDDING_WEB_PORT", "6066")))
+    jwt_secret: str = field(
+        default_factory=lambda: _env("WEDDING_JWT_SECRET", "dev-only-secret-change-me-0123456789")
+    )
+    rocksdb_block_cache_bytes: int = 16 * 1024 * 1024
+    rocksdb_write_buffer_bytes: int = 16 * 1024 * 1024
+    batch_max_events: int = field(
+        default_factory=lambda: int(_env("WEDDING_BATCH_MAX_EVENTS", "500"))
+    )
+    batch_max_seconds: float = field(
+        default_factory=lambda: float(_env("WEDDING_BATCH_MAX_SECONDS", "0.05"))
+    )
+
+
+def load_settings() -> Settings:
+    """Read the settings from the environment (see :class:`Settings` for the variables)."""
+    return Settings()

@@ -1,0 +1,1 @@
+"""HTTP views served by each worker (Faust web on aiohttp): metrics, reports, health."""

@@ -1,0 +1,30 @@
+"""Machine-readable HTTP errors: ``{"error": {"code", "reason", "field"?}}`` with a 4xx/5xx."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+
+class ApiError(Exception):
+    """An error answered to the caller.
+
+    Attributes:
+        status: HTTP status (400 bad input, 401 no/bad token, 403 other tenant, 404, 503).
+        code: stable machine code, e.g. ``invalid_field``, ``unauthorized``, ``not_found``.
+        reason: human-readable cause.
+        field: the offending request field (JSON path or query parameter), when there is one.
+    """
+
+    def __init__(self, status: int, code: str, reason: str, field: str | None = None) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.code = code
+        self.reason = reason
+        self.field = field
+
+    def response(self) -> web.Response:
+        """The JSON response of this error."""
+        body: dict[str, str] = {"code": self.code, "reason": self.reason}
+        if self.field is not None:
+            body["field"] = self.field
+        return web.json_response({"error": body}, status=self.status)

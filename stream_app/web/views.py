@@ -1,0 +1,281 @@
+"""HTTP API of a worker.
+
+- ``GET /health``: liveness and the partitions this worker owns.
+- ``GET /metrics``: Prometheus exposition.
+- ``GET /orgs/{org}/venues/{venue}/metrics?grain=month&from=2016-01&to=2016-12``: a venue's
+  booking totals per period (``grain`` = ``day`` with ``YYYY-MM-DD`` bounds, or ``month`` with
+  ``YYYY-MM`` bounds, inclusive; at most 400 periods).
+- ``POST /orgs/{org}/reports``: request a report (202 with its id and status link).
+- ``GET /orgs/{org}/reports/{report_id}``: a report's status, artifacts and error.
+- ``GET /orgs/{org}/reports/{report_id}/files/{format}``: download a completed report's file.
+
+All ``/orgs`` routes need a bearer token of that organisation (:mod:`stream_app.web.auth`).
+Errors are JSON: ``{"error": {"code", "reason", "field"}}``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import orjson
+from aiohttp import web
+from aiokafka.errors import KafkaError
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from stream_app.agents.bookings import venue_bookings
+from stream_app.app import app, settings
+from stream_app.db import reports as report_db
+from stream_app.db.pool import get_pool
+from stream_app.db.tenancy import UnknownOrganizationError, fetch_organization
+from stream_app.observability import HTTP_REQUESTS, REGISTRY
+from stream_app.partitioning import partition_for
+from stream_app.reports.agent import report_requests_topic
+from stream_app.schemas.base import EventValidationError, decode_event
+from stream_app.schemas.reports import ReportRequest
+from stream_app.tables.bookings import VenueTotals, table_key
+from stream_app.topics import WEDDING_BOOKINGS
+from stream_app.web.auth import authenticate
+from stream_app.web.errors import ApiError
+
+MAX_PERIODS = 400
+Handler = Callable[..., Awaitable[web.StreamResponse]]
+
+
+def api(route: str) -> Callable[[Handler], Handler]:
+    """Wrap a handler: ApiError → JSON error response; count requests by route and status."""
+
+    def decorate(fn: Handler) -> Handler:
+        async def wrapper(*args: Any, **kwargs: Any) -> web.StreamResponse:
+            try:
+                resp = await fn(*args, **kwargs)
+            except ApiError as exc:
+                resp = exc.response()
+            HTTP_REQUESTS.labels(route, str(resp.status)).inc()
+            return resp
+
+        wrapper.__doc__ = fn.__doc__
+        return wrapper
+
+    return decorate
+
+
+def _periods(grain: str, start: str, end: str) -> list[str]:
+    """The period labels from ``start`` to ``end`` inclusive (validated)."""
+    try:
+        if grain == "day":
+            lo, hi = date.fromisoformat(start), date.fromisoformat(end)
+            if len(start) != 10 or len(end) != 10:
+                raise ValueError
+        elif grain == "month":
+            lo, hi = date.fromisoformat(start + "-01"), date.fromisoformat(end + "-01")
+        else:
+            raise ApiError(400, "invalid_field", "grain must be 'day' or 'month'", field="grain")
+    except ValueError:
+        fmt = "YYYY-MM-DD" if grain == "day" else "YYYY-MM"
+        raise ApiError(
+            400, "invalid_field", f"from/to must be {fmt} for grain={grain}", field="from"
+        ) from None
+    if hi < lo:
+        raise ApiError(400, "invalid_field", "to must not be before from", field="to")
+    out: list[str] = []
+    cur = lo
+    while cur <= hi:
+        out.append(cur.isoformat() if grain == "day" else cur.isoformat()[:7])
+        if len(out) > MAX_PERIODS:
+            raise ApiError(
+                400, "range_too_large", f"at most {MAX_PERIODS} periods per request", field="to"
+            )
+        cur = (
+            cur + timedelta(days=1) if grain == "day" else (cur + timedelta(days=32)).replace(day=1)
+        )
+    return out
+
+
+@app.page("/health")
+@api("/health")
+async def health(self: Any, request: web.Request) -> web.StreamResponse:
+    """Liveness and the input partitions this worker owns."""
+    actives = sorted(
+        tp.partition for tp in app.assignor.assigned_actives() if tp.topic == WEDDING_BOOKINGS
+    )
+    return web.json_response({"status": "ok", "bookings_partitions": actives})
+
+
+@app.page("/metrics")
+@api("/metrics")
+async def metrics(self: Any, request: web.Request) -> web.StreamResponse:
+    """Prometheus metrics of this worker."""
+    resp = web.Response(body=generate_latest(REGISTRY))
+    resp.headers["Content-Type"] = CONTENT_TYPE_LATEST
+    return resp
+
+
+@app.page("/orgs/{org}/venues/{venue}/metrics")
+@api("/orgs/{org}/venues/{venue}/metrics")
+async def venue_metrics(
+    self: Any, request: web.Request, org: str, venue: str
+) -> web.StreamResponse:
+    """A venue's booking totals per period (see the module docstring)."""
+    authenticate(request, settings.jwt_secret, org)
+    q = request.query
+    grain = q.get("grain", "month")
+    if "from" not in q or "to" not in q:
+        raise ApiError(
+            400,
+            "missing_field",
+            "query parameters 'from' and 'to' are required",
+            field="from" if "from" not in q else "to",
+        )
+    periods = _periods(grain, q["from"], q["to"])
+    p = partition_for(f"{org}/{venue}".encode(), settings.topic_partitions)
+    from faust.types import TP
+
+    if TP(WEDDING_BOOKINGS, p) not in app.assignor.assigned_actives():
+        raise ApiError(503, "not_owner", f"partition {p} of this venue is on another worker")
+    rows = []
+    for period in periods:
+        row = venue_bookings.get(table_key(org, venue, grain, period))  # type: ignore[arg-type]
+        t = VenueTotals.from_json(row["totals"] if row else None)
+        rows.append(
+            {
+                "period": period,
+                "bookings": t.bookings,
+                "cancellations": t.cancellations,
+                "booked_minor": t.booked_minor,
+                "cancelled_minor": t.cancelled_minor,
+                "revenue_minor": t.revenue_minor,
+            }
+        )
+    return web.json_response(
+        {"organization_id": org, "venue_id": venue, "grain": grain, "periods": rows}
+    )
+
+
+@app.page("/orgs/{org}/reports")
+@api("/orgs/{org}/reports")
+async def request_report(self: Any, request: web.Request, org: str) -> web.StreamResponse:
+    """Validate a report request, publish it to ``report-requests``, answer 202."""
+    if request.method != "POST":
+        raise ApiError(405, "method_not_allowed", "use POST")
+    principal = authenticate(request, settings.jwt_secret, org)
+    try:
+        body = orjson.loads(await request.read())
+    except orjson.JSONDecodeError as exc:
+        raise ApiError(400, "invalid_json", f"body is not JSON: {exc}", field="$") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "invalid_field", "body must be a JSON object", field="$")
+    for forbidden in ("organization_id", "user_id", "schema_version", "requested_at"):
+        if forbidden in body:
+            raise ApiError(
+                400, "invalid_field", f"{forbidden} is set by the server", field=f"$.{forbidden}"
+            )
+    doc = {
+        "schema_version": 1,
+        "report_id": body.pop("report_id", None) or str(uuid.uuid4()),
+        "organization_id": org,
+        "user_id": principal.user_id,
+        "requested_at": datetime.now(UTC).isoformat(),
+        **body,
+    }
+    raw = orjson.dumps(doc)
+    try:
+        req = decode_event(raw, ReportRequest)
+    except EventValidationError as exc:
+        raise ApiError(400, "invalid_field", exc.reason, field=exc.field) from None
+    pool = await get_pool(settings.postgres_dsn)
+    async with pool.acquire() as conn:
+        try:
+            await fetch_organization(conn, org)
+        except UnknownOrganizationError as exc:
+            raise ApiError(404, "not_found", str(exc), field="organization_id") from None
+        await conn.execute(
+            "INSERT INTO audit_log (organization_id, actor, action, target, details)"
+            " VALUES ($1, $2, 'report.requested', $3, $4::jsonb)",
+            org,
+            principal.user_id,
+            req.report_id,
+            raw.decode(),
+        )
+    try:
+        fut = await report_requests_topic.send(key=f"{org}/{req.report_id}".encode(), value=raw)
+        await fut
+    except KafkaError as exc:
+        raise ApiError(503, "unavailable", f"could not enqueue the request: {exc}") from None
+    return web.json_response(
+        {
+            "report_id": req.report_id,
+            "status": "queued",
+            "status_url": f"/orgs/{org}/reports/{req.report_id}",
+        },
+        status=202,
+    )
+
+
+@app.page("/orgs/{org}/reports/{report_id}")
+@api("/orgs/{org}/reports/{report_id}")
+async def report_status(
+    self: Any, request: web.Request, org: str, report_id: str
+) -> web.StreamResponse:
+    """A report's stored status (404 when unknown to this organisation)."""
+    authenticate(request, settings.jwt_secret, org)
+    pool = await get_pool(settings.postgres_dsn)
+    async with pool.acquire() as conn:
+        rec = await report_db.fetch_report(conn, org, report_id)
+    if rec is None:
+        raise ApiError(
+            404, "not_found", f"no report {report_id!r} in this organisation", field="report_id"
+        )
+    return web.json_response(
+        {
+            "report_id": rec.id,
+            "organization_id": rec.organization_id,
+            "report_type": rec.report_type,
+            "status": rec.status,
+            "artifacts": [
+                {**a, "download_url": f"/orgs/{org}/reports/{rec.id}/files/{a['format']}"}
+                for a in rec.artifacts
+            ],
+            "error": rec.error,
+            "processing_ms": rec.processing_ms,
+            "created_at": rec.created_at.isoformat(),
+            "updated_at": rec.updated_at.isoformat(),
+        }
+    )
+
+
+@app.page("/orgs/{org}/reports/{report_id}/files/{fmt}")
+@api("/orgs/{org}/reports/{report_id}/files/{fmt}")
+async def report_file(
+    self: Any, request: web.Request, org: str, report_id: str, fmt: str
+) -> web.StreamResponse:
+    """Download one file of a completed report."""
+    authenticate(request, settings.jwt_secret, org)
+    pool = await get_pool(settings.postgres_dsn)
+    async with pool.acquire() as conn:
+        rec = await report_db.fetch_report(conn, org, report_id)
+    if rec is None:
+        raise ApiError(
+            404, "not_found", f"no report {report_id!r} in this organisation", field="report_id"
+        )
+    match = [a for a in rec.artifacts if a["format"] == fmt]
+    if rec.status != "completed" or not match:
+        raise ApiError(404, "not_found", f"report has no completed {fmt!r} file", field="format")
+    root = settings.artifact_dir.resolve()
+    path = (root / match[0]["path"]).resolve()
+    if root not in path.parents or not path.is_file():
+        raise ApiError(404, "not_found", "artifact file is missing from the store")
+    return web.FileResponse(
+        path,
+        headers={
+            "Content-Disposition": f'attachment; filename="{Path(path).name}"',
+            "Digest": f"sha-256={match[0]['sha256']}",
+        },
+    )
+
+
+_unused = msgspec  # msgspec is the schema engine behind decode_event

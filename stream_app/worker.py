@@ -1,0 +1,15 @@
+"""The worker process: the Faust app with every agent, table, timer and HTTP view registered.
+
+Import this module (not :mod:`stream_app.app`) to run a worker; ``wedding-engine worker``
+does, after creating the topics and applying the database migrations.
+"""
+
+from __future__ import annotations
+
+from stream_app import agents as _agents  # noqa: F401
+from stream_app.agents import bookings as _bookings  # noqa: F401
+from stream_app.app import app
+from stream_app.reports import agent as _report_agent  # noqa: F401
+from stream_app.web import views as _views  # noqa: F401
+
+__all__ = ["app"]
