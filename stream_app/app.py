@@ -60,3 +60,8 @@ app = faust.App(
     web_stats_enabled=False,
     web_metrics_enabled=False,
 )
+
+# faust queues table changelog messages in a buffer of 100 by default and pauses the stream
+# (logging a warning each time) whenever it is full; a batch of our agent writes hundreds
+# of rows at once, so the buffer holds a few batches' worth.
+app.producer.buffer.max_messages = 10_000

@@ -23,6 +23,11 @@ METRIC_UPDATES_PUBLISHED = Counter(
     "Messages published to realtime-metrics-updates.",
     registry=REGISTRY,
 )
+METRIC_UPDATES_FAILED = Counter(
+    "wedding_metric_updates_failed_total",
+    "Messages to realtime-metrics-updates whose delivery failed.",
+    registry=REGISTRY,
+)
 REPORTS = Counter(
     "wedding_reports_total",
     "Reports by final status.",

@@ -50,7 +50,6 @@ _raw: dict[str, Any] = {
     "value_serializer": "raw",
 }
 bookings_topic = app.topic(WEDDING_BOOKINGS, partitions=settings.topic_partitions, **_raw)
-metrics_topic = app.topic(REALTIME_METRICS_UPDATES, partitions=settings.topic_partitions, **_raw)
 
 venue_bookings = app.Table(
     "venue-bookings",
@@ -140,5 +139,4 @@ async def bookings_agent(stream: AsyncIterable[Any]) -> None:
             by_partition[event.message.partition].append(event)
         for events in by_partition.values():
             await process_partition_batch(events)
-        for key, value in publisher.drain():
-            await metrics_topic.send(key=key, value=value)
+        await publisher.publish(app.producer, REALTIME_METRICS_UPDATES)

@@ -8,12 +8,24 @@ topic's volume proportional to rows changed rather than to events.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
-from stream_app.observability import METRIC_UPDATES_PUBLISHED
+from stream_app.observability import METRIC_UPDATES_FAILED, METRIC_UPDATES_PUBLISHED
 from stream_app.schemas.base import encode_event
 from stream_app.schemas.updates import MetricUpdate, MetricValues, MetricWindow
+
+
+log = logging.getLogger(__name__)
+
+
+def _on_delivered(fut: asyncio.Future[Any]) -> None:
+    if fut.cancelled() or fut.exception() is not None:
+        METRIC_UPDATES_FAILED.inc()
+        log.error("metric update not delivered: %r", None if fut.cancelled() else fut.exception())
 
 
 @dataclass(slots=True)
@@ -77,3 +89,20 @@ class MetricPublisher:
             out.append((f"{org}/{key}".encode(), encode_event(update)))
         METRIC_UPDATES_PUBLISHED.inc(len(out))
         return out
+
+    async def publish(self, producer: Any, topic: str) -> int:
+        """Produce every pending change to ``topic`` without waiting for each acknowledgement.
+
+        ``producer`` is the worker's faust producer (``app.producer``); a send returns once the
+        message is in the client's batch, and a failed delivery is logged and counted in
+        ``wedding_metric_updates_failed_total``. Updates carry absolute values, so a lost one
+        is repaired by the next update of the same row.
+
+        Returns:
+            The number of messages handed to the producer.
+        """
+        messages = self.drain()
+        for key, value in messages:
+            fut = await producer.send(topic, key, value, None, None, None)
+            fut.add_done_callback(_on_delivered)
+        return len(messages)

@@ -228,6 +228,9 @@ def start(state_dir: Path) -> KafkaInstance:
             cwd=home,
             start_new_session=True,
         )
+    # keep the handle while the broker runs in this process's lifetime: dropping a running
+    # Popen raises a ResourceWarning, and the handle reaps the broker when it is stopped
+    _CHILDREN[process.pid] = process
     instance = KafkaInstance(f"127.0.0.1:{port}", process.pid, log_path)
     try:
         _wait_ready(instance, process)
@@ -303,6 +306,10 @@ def is_running(instance: KafkaInstance) -> bool:
     return _is_broker(instance.pid) and port_open(instance.port)
 
 
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+"""Brokers started by this process, by pid (reaped by :func:`stop`)."""
+
+
 def stop(pid: int, timeout_s: float = STOP_TIMEOUT_S) -> None:
     """Stop the broker: SIGTERM, then SIGKILL if it is still alive after ``timeout_s``.
 
@@ -326,3 +333,6 @@ def stop(pid: int, timeout_s: float = STOP_TIMEOUT_S) -> None:
             time.sleep(0.1)
     if pid_alive(pid):
         raise ServiceError(f"kafka: the broker (pid {pid}) survived SIGKILL")
+    child = _CHILDREN.pop(pid, None)
+    if child is not None:
+        child.wait(timeout=5)

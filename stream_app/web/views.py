@@ -21,6 +21,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import faust.web
 import msgspec
 import orjson
 from aiohttp import web
@@ -41,6 +42,8 @@ from stream_app.tables.bookings import VenueTotals, table_key
 from stream_app.topics import WEDDING_BOOKINGS
 from stream_app.web.auth import authenticate
 from stream_app.web.errors import ApiError
+
+View = faust.web.View
 
 MAX_PERIODS = 400
 Handler = Callable[..., Awaitable[web.StreamResponse]]
@@ -156,12 +159,9 @@ async def venue_metrics(
     )
 
 
-@app.page("/orgs/{org}/reports")
 @api("/orgs/{org}/reports")
 async def request_report(self: Any, request: web.Request, org: str) -> web.StreamResponse:
     """Validate a report request, publish it to ``report-requests``, answer 202."""
-    if request.method != "POST":
-        raise ApiError(405, "method_not_allowed", "use POST")
     principal = authenticate(request, settings.jwt_secret, org)
     try:
         body = orjson.loads(await request.read())
@@ -214,6 +214,13 @@ async def request_report(self: Any, request: web.Request, org: str) -> web.Strea
         },
         status=202,
     )
+
+
+@app.page("/orgs/{org}/reports")
+class ReportCollection(View):
+    """``POST`` a report request."""
+
+    post = request_report
 
 
 @app.page("/orgs/{org}/reports/{report_id}")

@@ -1,0 +1,221 @@
+"""Signed, expiring download links for report files, and the ``api`` delivery method.
+
+A link is ``<base_url>/downloads/<token>`` where the token is a JWT (HS256, PyJWT) with the
+organisation, the artifact's path relative to the artifact store, an audience of
+``wedding-download`` and an ``exp`` (UTC seconds since the epoch). :func:`verify_link`
+rejects a token whose signature, audience or claims do not check out, or whose ``exp`` is
+not after ``now``. The HTTP layer serves ``GET /downloads/{token}`` with
+:meth:`LinkSigner.verify` and :func:`resolve_download`.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import ClassVar
+from urllib.parse import urlsplit
+
+import jwt
+
+from stream_app.delivery.base import DeliveryJob, DeliveryMethod, SendReceipt
+from stream_app.schedules.model import ApiTarget
+
+AUDIENCE = "wedding-download"
+MIN_SECRET_BYTES = 32  # HS256 wants a key of at least the hash size (RFC 7518 §3.2)
+
+
+class LinkError(ValueError):
+    """A download link is invalid: tampered, expired, or for a path outside the store.
+
+    Attributes:
+        reason: what is wrong.
+    """
+
+    retriable = False
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class LinkClaims:
+    """What a valid link grants.
+
+    Attributes:
+        organization_id: the tenant that owns the file.
+        path: the artifact's path relative to the store root (``<org>/<report>/<file>``).
+        expires_at: when the link stops working (UTC).
+    """
+
+    organization_id: str
+    path: str
+    expires_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class SignedLink:
+    """A download link and its expiry (UTC)."""
+
+    url: str
+    expires_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class LinkSigner:
+    """Signs and verifies download links.
+
+    Attributes:
+        secret: HS256 key, at least 32 bytes (not shown in ``repr``).
+        base_url: public URL of the HTTP API (``https://reports.example.org``).
+        default_ttl_s: link lifetime when none is given, seconds.
+    """
+
+    secret: str = field(repr=False)
+    base_url: str
+    default_ttl_s: int = 7 * 24 * 3600
+
+    def __post_init__(self) -> None:
+        if len(self.secret.encode()) < MIN_SECRET_BYTES:
+            raise ValueError(f"secret: must be at least {MIN_SECRET_BYTES} bytes")
+        url = urlsplit(self.base_url)
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise ValueError(f"base_url: {self.base_url!r} is not an http(s) URL")
+
+    def sign(
+        self, organization_id: str, path: str, *, now: datetime, ttl_s: int | None = None
+    ) -> SignedLink:
+        """A link to the artifact at ``path`` (relative to the store) valid until now + ttl.
+
+        Args:
+            organization_id: the file's tenant.
+            path: relative artifact path (as in :class:`ArtifactLink.path`).
+            now: the signing time, UTC-aware.
+            ttl_s: lifetime in seconds (default ``default_ttl_s``).
+
+        Raises:
+            LinkError: ``path`` is absolute, escapes the store or is not the tenant's.
+        """
+        _check_path(organization_id, path)
+        expires = (now + timedelta(seconds=ttl_s or self.default_ttl_s)).astimezone(UTC)
+        expires = expires.replace(microsecond=0)
+        token = jwt.encode(
+            {
+                "org": organization_id,
+                "path": path,
+                "aud": AUDIENCE,
+                "iat": int(now.timestamp()),
+                "exp": int(expires.timestamp()),
+            },
+            self.secret,
+            algorithm="HS256",
+        )
+        return SignedLink(f"{self.base_url.rstrip('/')}/downloads/{token}", expires)
+
+    def verify(self, link: str, *, now: datetime) -> LinkClaims:
+        """Check a link (or its bare token) at ``now``; see :func:`verify_link`."""
+        return verify_link(link, self.secret, now=now)
+
+
+def _check_path(organization_id: str, path: str) -> None:
+    normal = posixpath.normpath(path)
+    if (
+        path.startswith("/")
+        or normal != path
+        or normal.startswith("..")
+        or not normal.startswith(f"{organization_id}/")
+    ):
+        raise LinkError(f"path {path!r} is not a file of organisation {organization_id!r}")
+
+
+def verify_link(link: str, secret: str, *, now: datetime) -> LinkClaims:
+    """Verify a download link (full URL or bare token) at ``now`` (UTC-aware).
+
+    Returns:
+        The claims: organisation, relative artifact path, expiry.
+
+    Raises:
+        LinkError: bad signature or format (tampered), wrong audience, missing claims, the
+            link has expired (``exp <= now``), or its path is not the organisation's.
+    """
+    token = link.rsplit("/", 1)[-1]
+    try:
+        claims = jwt.decode(
+            token,
+            secret,
+            algorithms=["HS256"],
+            audience=AUDIENCE,
+            # exp is checked below against the injected `now`, not the machine clock
+            options={
+                "verify_exp": False,
+                "verify_iat": False,
+                "require": ["exp", "iat", "aud", "org", "path"],
+            },
+        )
+    except jwt.InvalidTokenError as exc:
+        raise LinkError(f"invalid link: {exc}") from exc
+    org, path, exp = claims["org"], claims["path"], claims["exp"]
+    if not isinstance(org, str) or not isinstance(path, str) or not isinstance(exp, int):
+        raise LinkError("invalid link: malformed claims")
+    try:
+        expires_at = datetime.fromtimestamp(exp, UTC)
+    except (ValueError, OverflowError, OSError) as exc:
+        raise LinkError("invalid link: exp out of range") from exc
+    if expires_at <= now:
+        raise LinkError(f"link expired at {expires_at.isoformat()}")
+    _check_path(org, path)
+    return LinkClaims(org, path, expires_at)
+
+
+def resolve_download(artifact_root: Path, claims: LinkClaims) -> Path:
+    """The local file a verified link points to.
+
+    Raises:
+        LinkError: the path leaves the store (e.g. through a symlink) or the file is missing.
+    """
+    root = artifact_root.resolve()
+    target = (root / claims.path).resolve()
+    if not target.is_relative_to(root) or not target.is_file():
+        raise LinkError(f"{claims.path!r} is not in the artifact store")
+    return target
+
+
+class ApiMethod(DeliveryMethod):
+    """Delivery by signed download links, recorded in the delivery log for the API to list.
+
+    Attributes:
+        signer: signs the links.
+    """
+
+    name: ClassVar[str] = "api"
+
+    def __init__(self, signer: LinkSigner) -> None:
+        self.signer = signer
+
+    def describe_target(self, job: DeliveryJob) -> str:
+        """``api`` plus the link base URL."""
+        return f"api {self.signer.base_url}"
+
+    async def send(self, job: DeliveryJob) -> SendReceipt:
+        """Sign one link per file, valid for the target's ``link_ttl_seconds``."""
+        target = job.schedule.delivery
+        ttl = target.link_ttl_seconds if isinstance(target, ApiTarget) else None
+        now = datetime.now(UTC)
+        links = [
+            self.signer.sign(job.schedule.organization_id, f.link.path, now=now, ttl_s=ttl)
+            for f in job.files
+        ]
+        listing = [
+            {"format": f.link.format, "url": s.url, "expires_at": s.expires_at.isoformat()}
+            for f, s in zip(job.files, links, strict=True)
+        ]
+        return SendReceipt(
+            location=json.dumps(listing),
+            detail=f"{len(links)} link(s) valid until {links[0].expires_at.isoformat()}"
+            if links
+            else "no files",
+            links=tuple(s.url for s in links),
+        )

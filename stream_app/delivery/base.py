@@ -1,0 +1,154 @@
+"""What every delivery method shares: the job it is given, its result, and its errors.
+
+Error taxonomy: a method raises :class:`DeliveryError` (never anything else for a failure it
+can foresee). ``retriable`` says whether trying again may help: connection failures,
+timeouts, HTTP 5xx and SMTP 4xx replies are retriable (:class:`TransientDeliveryError`);
+rejected credentials, HTTP 4xx, SMTP 5xx replies, a wrong host key or a missing file are not
+(:class:`PermanentDeliveryError`). :mod:`stream_app.delivery.dispatch` retries only the
+former, with the schedule's backoff.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from datetime import date, datetime
+from pathlib import Path
+from typing import ClassVar, Literal
+
+from stream_app.schedules.model import Schedule
+from stream_app.schemas.updates import ArtifactLink, ReportStatus
+
+Outcome = Literal["delivered", "skipped", "failed"]
+
+
+class DeliveryError(Exception):
+    """A delivery attempt failed.
+
+    Attributes:
+        retriable: whether another attempt may succeed.
+        detail: the cause, in words (no secrets).
+    """
+
+    retriable: bool = False
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class TransientDeliveryError(DeliveryError):
+    """A failure that may pass: connection refused or lost, timeout, HTTP 5xx, SMTP 4xx."""
+
+    retriable = True
+
+
+class PermanentDeliveryError(DeliveryError):
+    """A failure that will repeat: bad credentials or address, HTTP 4xx, SMTP 5xx."""
+
+    retriable = False
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryFile:
+    """A report file to deliver.
+
+    Attributes:
+        link: the artifact as the report agent stored it (format, relative path, checksum).
+        path: the file on this machine (artifact root / ``link.path``).
+    """
+
+    link: ArtifactLink
+    path: Path
+
+    @property
+    def filename(self) -> str:
+        """The file's base name (``monthly_booking_summary.csv``)."""
+        return self.path.name
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryJob:
+    """One report of one run, to deliver to one audience.
+
+    Attributes:
+        schedule: the schedule (its ``delivery`` is the target).
+        run_id: ``schedule_runs.id``.
+        fire_time: the run's fire time (UTC).
+        date_from / date_to: the report's inclusive local date range.
+        report_id: the report.
+        recipients: the audience's email recipients (empty for other methods).
+        filters: the audience's filters (recorded; applied by the report when supported).
+        status: the report's ``completed`` status.
+        files: the report's files, checked against their SHA-256.
+    """
+
+    schedule: Schedule
+    run_id: int
+    fire_time: datetime
+    date_from: date
+    date_to: date
+    report_id: str
+    recipients: tuple[str, ...]
+    filters: tuple[tuple[str, tuple[str, ...]], ...]
+    status: ReportStatus
+    files: tuple[DeliveryFile, ...]
+
+    @property
+    def total_rows(self) -> int:
+        """Data rows over all files."""
+        return sum(f.link.rows for f in self.files)
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryResult:
+    """The end of a delivery, after any retries.
+
+    Attributes:
+        outcome: ``delivered``, ``skipped`` (e.g. an empty report with ``skip_if_empty``) or
+            ``failed``.
+        attempts: attempts made (0 when nothing was attempted).
+        detail: what happened, in words (the cause when failed).
+        location: where it went (recipients, URL, remote paths, links), when delivered.
+        links: signed download links created for the delivery (API and email-link cases).
+    """
+
+    outcome: Outcome
+    attempts: int
+    detail: str
+    location: str | None = None
+    links: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SendReceipt:
+    """What one successful attempt reports back.
+
+    Attributes:
+        location: where the report went (no secrets).
+        detail: anything worth logging (server reply, partial refusals).
+        links: signed download links handed out.
+    """
+
+    location: str
+    detail: str = ""
+    links: tuple[str, ...] = ()
+
+
+class DeliveryMethod(ABC):
+    """One way of delivering a report. Implementations hold server-wide configuration only;
+    the per-schedule target is ``job.schedule.delivery``."""
+
+    name: ClassVar[str]
+
+    @abstractmethod
+    async def send(self, job: DeliveryJob) -> SendReceipt:
+        """Make one delivery attempt.
+
+        Raises:
+            DeliveryError: the attempt failed (``retriable`` says whether to try again).
+        """
+
+    @abstractmethod
+    def describe_target(self, job: DeliveryJob) -> str:
+        """Where ``job`` would go, for the delivery log (never a secret)."""

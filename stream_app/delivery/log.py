@@ -1,0 +1,143 @@
+"""The delivery log: one ``delivery_log`` row per delivery attempt and its outcome."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+
+from stream_app.db.tenancy import tenant_transaction
+
+LOG_OUTCOMES = frozenset({"delivered", "retrying", "failed", "skipped"})
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryLogEntry:
+    """One row of the delivery log.
+
+    Attributes:
+        id: row id (attempts of a report are in id order).
+        run_id: the run (``None`` once the schedule was deleted).
+        schedule_id / organization_id / report_id: what was delivered.
+        method: ``email``, ``webhook``, ``sftp`` or ``api``.
+        attempt: 1-based attempt number; 0 when nothing was attempted (skipped, or the
+            report itself failed).
+        outcome: ``delivered``, ``retrying`` (failed, another attempt follows), ``failed``
+            (final) or ``skipped``.
+        retriable: whether the attempt's error was retriable.
+        detail: server reply or cause.
+        target: where it went (no secrets).
+        started_at / finished_at: the attempt's wall-clock span (UTC).
+    """
+
+    id: int
+    run_id: int | None
+    schedule_id: str
+    organization_id: str
+    report_id: str
+    method: str
+    attempt: int
+    outcome: str
+    retriable: bool
+    detail: str | None
+    target: str | None
+    started_at: datetime
+    finished_at: datetime
+
+
+async def log_attempt(
+    conn: asyncpg.Connection,
+    *,
+    run_id: int,
+    schedule_id: str,
+    organization_id: str,
+    report_id: str,
+    method: str,
+    attempt: int,
+    outcome: str,
+    retriable: bool = False,
+    detail: str | None,
+    target: str | None,
+    started_at: datetime,
+    finished_at: datetime,
+) -> int:
+    """Append one attempt to the log; returns the row id.
+
+    Raises:
+        ValueError: ``outcome`` is not one of :data:`LOG_OUTCOMES`.
+    """
+    if outcome not in LOG_OUTCOMES:
+        raise ValueError(f"outcome: {outcome!r} is not one of {sorted(LOG_OUTCOMES)}")
+    row_id: int = await conn.fetchval(
+        "INSERT INTO delivery_log (run_id, schedule_id, organization_id, report_id, method,"
+        " attempt, outcome, retriable, detail, target, started_at, finished_at)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id",
+        run_id,
+        schedule_id,
+        organization_id,
+        report_id,
+        method,
+        attempt,
+        outcome,
+        retriable,
+        detail,
+        target,
+        started_at,
+        finished_at,
+    )
+    return row_id
+
+
+def _entry(row: asyncpg.Record) -> DeliveryLogEntry:
+    return DeliveryLogEntry(
+        id=row["id"],
+        run_id=row["run_id"],
+        schedule_id=row["schedule_id"],
+        organization_id=row["organization_id"],
+        report_id=row["report_id"],
+        method=row["method"],
+        attempt=row["attempt"],
+        outcome=row["outcome"],
+        retriable=row["retriable"],
+        detail=row["detail"],
+        target=row["target"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+    )
+
+
+_SELECT = (
+    "SELECT id, run_id, schedule_id, organization_id, report_id, method, attempt, outcome,"
+    " retriable, detail, target, started_at, finished_at FROM delivery_log"
+)
+
+
+async def fetch_run_log(conn: asyncpg.Connection, run_id: int) -> list[DeliveryLogEntry]:
+    """Every logged attempt of a run, in order (scheduler path, all tenants)."""
+    rows = await conn.fetch(f"{_SELECT} WHERE run_id = $1 ORDER BY id", run_id)
+    return [_entry(r) for r in rows]
+
+
+async def fetch_schedule_log(
+    conn: asyncpg.Connection, organization_id: str, schedule_id: str, *, limit: int = 200
+) -> list[DeliveryLogEntry]:
+    """The latest logged attempts of a schedule, newest first (tenant-scoped)."""
+    async with tenant_transaction(conn, organization_id):
+        rows = await conn.fetch(
+            f"{_SELECT} WHERE organization_id = $1 AND schedule_id = $2 ORDER BY id DESC LIMIT $3",
+            organization_id,
+            schedule_id,
+            limit,
+        )
+    return [_entry(r) for r in rows]
+
+
+async def final_outcomes(conn: asyncpg.Connection, run_id: int) -> dict[str, str]:
+    """The latest logged outcome of each report of a run: ``{report_id: outcome}``."""
+    rows = await conn.fetch(
+        "SELECT DISTINCT ON (report_id) report_id, outcome FROM delivery_log"
+        " WHERE run_id = $1 ORDER BY report_id, id DESC",
+        run_id,
+    )
+    return {r["report_id"]: r["outcome"] for r in rows}

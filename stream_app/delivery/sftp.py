@@ -1,0 +1,128 @@
+"""SFTP delivery (asyncssh): each file is uploaded under a temporary name, then renamed.
+
+A reader polling the remote folder never sees half a file: the upload goes to
+``.<name>.part-<random>`` and is renamed to ``<name>`` only after the whole file was written
+and closed. The rename uses the ``posix-rename@openssh.com`` extension (atomic, replaces an
+existing file) when the server offers it, else a plain SFTP rename after removing an existing
+target. Remote names: ``<schedule_id>_<fire time UTC>_<artifact file name>``.
+
+The server's host key must match the target's ``host_key`` (no trust on first use), and
+neither ``~/.ssh/config``, ``~/.ssh/known_hosts``, default keys nor an SSH agent are used.
+Classification: connection refused/lost, timeouts and generic SFTP failures are retriable;
+rejected credentials, a host key mismatch and permission/no-such-path errors are permanent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import posixpath
+import secrets
+from typing import ClassVar
+
+import asyncssh
+
+from stream_app.delivery.base import (
+    DeliveryJob,
+    DeliveryMethod,
+    PermanentDeliveryError,
+    SendReceipt,
+    TransientDeliveryError,
+)
+from stream_app.schedules.model import SftpTarget
+
+DEFAULT_CONNECT_TIMEOUT_S = 20.0
+
+
+def remote_name(job: DeliveryJob, filename: str) -> str:
+    """The remote file name of one artifact of ``job``."""
+    return f"{job.schedule.schedule_id}_{job.fire_time:%Y%m%dT%H%M%SZ}_{filename}"
+
+
+class SftpMethod(DeliveryMethod):
+    """Delivery by SFTP upload (see the module docstring).
+
+    Attributes:
+        connect_timeout_s: seconds allowed for TCP connect plus SSH handshake and login.
+    """
+
+    name: ClassVar[str] = "sftp"
+
+    def __init__(self, connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S) -> None:
+        self.connect_timeout_s = connect_timeout_s
+
+    def describe_target(self, job: DeliveryJob) -> str:
+        """``sftp://user@host:port/path``."""
+        t = job.schedule.delivery
+        if not isinstance(t, SftpTarget):
+            return "sftp"
+        return f"sftp://{t.username}@{t.host}:{t.port}{posixpath.join('/', t.path)}"
+
+    async def send(self, job: DeliveryJob) -> SendReceipt:
+        """Upload every file of ``job`` once.
+
+        Raises:
+            TransientDeliveryError: connection refused or lost, timeout, SFTP failure.
+            PermanentDeliveryError: bad credentials, host key mismatch, permission denied,
+                the target is not SFTP.
+        """
+        target = job.schedule.delivery
+        if not isinstance(target, SftpTarget):
+            raise PermanentDeliveryError(f"schedule target is {target.method}, not sftp")
+        where = self.describe_target(job)
+        try:
+            uploaded = await self._upload(job, target)
+        except (asyncssh.PermissionDenied, asyncssh.HostKeyNotVerifiable) as exc:
+            raise PermanentDeliveryError(f"{where}: {type(exc).__name__}: {exc.reason}") from exc
+        except (asyncssh.SFTPPermissionDenied, asyncssh.SFTPNoSuchFile) as exc:
+            raise PermanentDeliveryError(f"{where}: {type(exc).__name__}: {exc.reason}") from exc
+        except (asyncssh.Error, asyncssh.SFTPError) as exc:
+            raise TransientDeliveryError(f"{where}: {type(exc).__name__}: {exc.reason}") from exc
+        except (OSError, TimeoutError) as exc:
+            raise TransientDeliveryError(f"{where}: {type(exc).__name__}: {exc}") from exc
+        return SendReceipt(location=", ".join(uploaded), detail=f"{len(uploaded)} file(s)")
+
+    async def _upload(self, job: DeliveryJob, target: SftpTarget) -> list[str]:
+        keys = [asyncssh.import_private_key(target.private_key)] if target.private_key else None
+        host_key = asyncssh.import_public_key(target.host_key)
+        async with (
+            asyncssh.connect(
+                target.host,
+                target.port,
+                username=target.username,
+                password=target.password,
+                client_keys=keys,
+                known_hosts=([host_key], [], []),
+                agent_path=None,
+                config=None,
+                connect_timeout=self.connect_timeout_s,
+                login_timeout=self.connect_timeout_s,
+            ) as conn,
+            conn.start_sftp_client() as sftp,
+        ):
+            if not await sftp.isdir(target.path):
+                await sftp.makedirs(target.path, exist_ok=True)
+            uploaded: list[str] = []
+            for f in job.files:
+                final = posixpath.join(target.path, remote_name(job, f.filename))
+                temp = posixpath.join(
+                    target.path, f".{remote_name(job, f.filename)}.part-{secrets.token_hex(4)}"
+                )
+                try:
+                    await sftp.put(str(f.path), temp)
+                    try:
+                        await sftp.posix_rename(temp, final)
+                    except asyncssh.SFTPOpUnsupported:
+                        if await sftp.exists(final):
+                            await sftp.remove(final)
+                        await sftp.rename(temp, final)
+                except BaseException:
+                    await _remove_quietly(sftp, temp)
+                    raise
+                uploaded.append(final)
+            return uploaded
+
+
+async def _remove_quietly(sftp: asyncssh.SFTPClient, path: str) -> None:
+    with contextlib.suppress(asyncssh.Error, asyncssh.SFTPError, OSError):
+        await asyncio.shield(sftp.remove(path))

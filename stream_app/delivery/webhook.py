@@ -1,0 +1,139 @@
+"""Webhook delivery: an HTTP POST of the result JSON, signed with HMAC-SHA256.
+
+Headers sent with every attempt:
+
+* ``X-Wedding-Timestamp``: the attempt's time, whole seconds since the Unix epoch (UTC);
+* ``X-Wedding-Signature``: ``sha256=<hex>``, the HMAC-SHA256 of ``"<timestamp>.<body>"``
+  (the timestamp's ASCII digits, a dot, then the exact body bytes) keyed with the target's
+  secret. Receivers recompute it and compare in constant time, and reject old timestamps
+  to stop replays;
+* ``X-Wedding-Delivery``: the report id (an idempotency key for the receiver).
+
+Each attempt is signed anew with its own timestamp. Classification: 2xx is delivered;
+timeouts, connection errors, 5xx, 408 (Request Timeout) and 429 (Too Many Requests) are
+retriable; any other status (other 4xx, and 3xx: redirects are not followed) is permanent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+import aiohttp
+import orjson
+
+from stream_app.delivery.api import LinkSigner
+from stream_app.delivery.base import (
+    DeliveryJob,
+    DeliveryMethod,
+    PermanentDeliveryError,
+    SendReceipt,
+    TransientDeliveryError,
+)
+from stream_app.schedules.model import WebhookTarget
+
+SIGNATURE_HEADER = "X-Wedding-Signature"
+TIMESTAMP_HEADER = "X-Wedding-Timestamp"
+DELIVERY_HEADER = "X-Wedding-Delivery"
+_RETRIABLE_4XX = frozenset({408, 429})
+
+
+def sign(secret: str, timestamp: str, body: bytes) -> str:
+    """The ``X-Wedding-Signature`` value: ``sha256=`` + hex HMAC-SHA256 of ``ts.body``."""
+    mac = hmac.new(secret.encode(), timestamp.encode("ascii") + b"." + body, hashlib.sha256)
+    return f"sha256={mac.hexdigest()}"
+
+
+def verify_signature(secret: str, timestamp: str, body: bytes, signature: str) -> bool:
+    """Whether ``signature`` is :func:`sign` of the same input (constant-time comparison)."""
+    return hmac.compare_digest(sign(secret, timestamp, body), signature)
+
+
+def result_payload(job: DeliveryJob, signer: LinkSigner, now: datetime) -> dict[str, Any]:
+    """The JSON document posted for ``job``: run, report and signed download links."""
+    status = job.status
+    return {
+        "kind": "scheduled_report",
+        "schedule_id": job.schedule.schedule_id,
+        "organization_id": job.schedule.organization_id,
+        "run_id": job.run_id,
+        "fire_time": job.fire_time.astimezone(UTC).isoformat(),
+        "report_id": job.report_id,
+        "report_type": status.report_type,
+        "status": status.status,
+        "completed_at": status.at.astimezone(UTC).isoformat(),
+        "date_from": job.date_from.isoformat(),
+        "date_to": job.date_to.isoformat(),
+        "artifacts": [
+            {
+                "format": f.link.format,
+                "sha256": f.link.sha256,
+                "size_bytes": f.link.size_bytes,
+                "rows": f.link.rows,
+                "download_url": link.url,
+                "download_expires_at": link.expires_at.isoformat(),
+            }
+            for f in job.files
+            for link in [signer.sign(job.schedule.organization_id, f.link.path, now=now)]
+        ],
+    }
+
+
+class WebhookMethod(DeliveryMethod):
+    """Delivery by signed HTTP POST (see the module docstring).
+
+    Attributes:
+        signer: signs the download links in the payload.
+    """
+
+    name: ClassVar[str] = "webhook"
+
+    def __init__(self, signer: LinkSigner) -> None:
+        self.signer = signer
+
+    def describe_target(self, job: DeliveryJob) -> str:
+        """The webhook URL."""
+        target = job.schedule.delivery
+        return f"POST {target.url}" if isinstance(target, WebhookTarget) else "webhook"
+
+    async def send(self, job: DeliveryJob) -> SendReceipt:
+        """POST the signed result once.
+
+        Raises:
+            TransientDeliveryError: timeout, connection error, 5xx, 408 or 429.
+            PermanentDeliveryError: any other non-2xx status, or the target is not a webhook.
+        """
+        target = job.schedule.delivery
+        if not isinstance(target, WebhookTarget):
+            raise PermanentDeliveryError(f"schedule target is {target.method}, not webhook")
+        now = datetime.now(UTC)
+        body = orjson.dumps(result_payload(job, self.signer, now))
+        timestamp = str(int(now.timestamp()))
+        headers = {
+            "Content-Type": "application/json",
+            TIMESTAMP_HEADER: timestamp,
+            SIGNATURE_HEADER: sign(target.secret, timestamp, body),
+            DELIVERY_HEADER: job.report_id,
+        }
+        timeout = aiohttp.ClientTimeout(total=target.timeout_s)
+        try:
+            async with (
+                aiohttp.ClientSession(timeout=timeout) as session,
+                session.post(target.url, data=body, headers=headers, allow_redirects=False) as resp,
+            ):
+                reply = (await resp.text(errors="replace"))[:200]
+                code = resp.status
+        except TimeoutError as exc:
+            raise TransientDeliveryError(
+                f"POST {target.url}: no response within {target.timeout_s} s"
+            ) from exc
+        except aiohttp.ClientError as exc:
+            raise TransientDeliveryError(f"POST {target.url}: {type(exc).__name__}: {exc}") from exc
+        if 200 <= code < 300:
+            return SendReceipt(location=f"POST {target.url}", detail=f"HTTP {code}")
+        message = f"POST {target.url}: HTTP {code} {reply!r}"
+        if code >= 500 or code in _RETRIABLE_4XX:
+            raise TransientDeliveryError(message)
+        raise PermanentDeliveryError(message)

@@ -1,0 +1,456 @@
+"""A report schedule as a validated, immutable value.
+
+A :class:`Schedule` says *what* to generate (report type, a date range relative to the fire
+time, output formats), *when* (a 5-field cron expression read in an IANA time zone, see
+:mod:`stream_app.schedules.cron`), *where to* (one delivery target: email, webhook, SFTP or
+API) and *how hard to try* (retry policy). Construction validates every field and raises
+:class:`ScheduleValidationError` naming the field; checks that need the current time
+(expiration in the past) are in :meth:`Schedule.check_at`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Literal
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import asyncssh
+
+from stream_app.schedules.cron import CronExpressionError, validate_cron
+from stream_app.schemas.reports import OUTPUT_FORMATS, REPORT_TYPES
+
+DEFAULT_MIN_INTERVAL_SECONDS = 300
+"""Default minimum spacing of two runs of one schedule, seconds (between their fire times)."""
+
+MAX_MIN_INTERVAL_SECONDS = 31 * 24 * 3600
+FILTER_FIELDS = frozenset({"venue_id"})
+"""Report dimensions a per-recipient filter may restrict."""
+
+_ID_RE = re.compile(r"^[A-Za-z0-9._:\-]{1,64}$")
+_EMAIL_RE = re.compile(r"^[^@\s<>,;\"]+@[^@\s<>,;\"]+\.[^@\s<>,;\"]+$")
+_LAST_N_RE = re.compile(r"^last_n_days:([0-9]{1,4})$")
+MAX_LAST_N_DAYS = 3660
+
+DateRangeRule = str
+"""``previous_day``, ``previous_week`` (ISO week, Monday–Sunday), ``previous_month``,
+``previous_quarter`` or ``last_n_days:N`` (the N whole days before the fire date)."""
+
+Priority = Literal["low", "normal", "high", "critical"]
+
+
+class ScheduleValidationError(ValueError):
+    """A schedule field is invalid.
+
+    Attributes:
+        field: the field's name (dotted for nested ones: ``delivery.url``, ``retry.max_attempts``).
+        reason: what is wrong, in words.
+    """
+
+    retriable = False
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+
+def _check_id(name: str, value: str) -> None:
+    if not isinstance(value, str) or not _ID_RE.match(value):
+        raise ScheduleValidationError(
+            name, f"{value!r} must be 1–64 characters of letters, digits and . _ : -"
+        )
+
+
+def _check_secret(name: str, value: str, min_length: int = 16) -> None:
+    if len(value) < min_length:
+        raise ScheduleValidationError(name, f"must be at least {min_length} characters")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EmailTarget:
+    """Deliver by email.
+
+    Attributes:
+        recipients: one or more addresses (``user@example.org``), no repeats.
+        subject: the subject line; ``None`` gives ``"<report type> <from> – <to>"``.
+    """
+
+    recipients: tuple[str, ...]
+    subject: str | None = None
+    method: Literal["email"] = "email"
+
+    def __post_init__(self) -> None:
+        if not self.recipients:
+            raise ScheduleValidationError("delivery.recipients", "at least one is required")
+        for address in self.recipients:
+            if not _EMAIL_RE.match(address):
+                raise ScheduleValidationError(
+                    "delivery.recipients", f"{address!r} is not an email address"
+                )
+        if len({a.lower() for a in self.recipients}) != len(self.recipients):
+            raise ScheduleValidationError("delivery.recipients", "an address is listed twice")
+        if self.subject is not None and ("\n" in self.subject or "\r" in self.subject):
+            raise ScheduleValidationError("delivery.subject", "must be a single line")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WebhookTarget:
+    """Deliver by an HTTP POST of the result JSON, signed with HMAC-SHA256.
+
+    Attributes:
+        url: ``http`` or ``https`` URL with a host.
+        secret: the shared HMAC key (at least 16 characters; not shown in ``repr``).
+        timeout_s: per-attempt timeout, seconds (0 < t ≤ 300).
+    """
+
+    url: str
+    secret: str = field(repr=False)
+    timeout_s: float = 10.0
+    method: Literal["webhook"] = "webhook"
+
+    def __post_init__(self) -> None:
+        try:
+            parsed = urlsplit(self.url)
+            _ = parsed.port  # raises ValueError on a bad port
+        except (ValueError, TypeError) as exc:
+            raise ScheduleValidationError("delivery.url", f"{self.url!r} is not a URL") from exc
+        if (
+            parsed.scheme not in ("http", "https")
+            or not parsed.hostname
+            or any(c.isspace() or ord(c) < 32 for c in self.url)
+        ):
+            raise ScheduleValidationError(
+                "delivery.url", f"{self.url!r} must be an http(s) URL with a host"
+            )
+        _check_secret("delivery.secret", self.secret)
+        if not 0 < self.timeout_s <= 300:
+            raise ScheduleValidationError("delivery.timeout_s", "must be in (0, 300] seconds")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SftpTarget:
+    """Deliver by SFTP upload (temporary name, then rename).
+
+    Attributes:
+        host / port: the server.
+        username: the login.
+        path: the remote folder the files go into (created if missing).
+        host_key: the server's public host key, OpenSSH format (``ssh-ed25519 AAAA...``);
+            the connection is refused if the server presents another key.
+        password / private_key: credentials (at least one; private key in OpenSSH or PEM
+            format, unencrypted). Not shown in ``repr``.
+    """
+
+    host: str
+    username: str
+    path: str
+    host_key: str
+    port: int = 22
+    password: str | None = field(default=None, repr=False)
+    private_key: str | None = field(default=None, repr=False)
+    method: Literal["sftp"] = "sftp"
+
+    def __post_init__(self) -> None:
+        if not self.host or any(c.isspace() for c in self.host):
+            raise ScheduleValidationError("delivery.host", f"{self.host!r} is not a host name")
+        if not 1 <= self.port <= 65535:
+            raise ScheduleValidationError("delivery.port", f"{self.port} is not a TCP port")
+        if not self.username:
+            raise ScheduleValidationError("delivery.username", "is required")
+        if not self.path or "\x00" in self.path:
+            raise ScheduleValidationError("delivery.path", "is required")
+        try:
+            asyncssh.import_public_key(self.host_key)
+        except (asyncssh.KeyImportError, ValueError) as exc:
+            raise ScheduleValidationError(
+                "delivery.host_key", f"not an OpenSSH public key: {exc}"
+            ) from exc
+        if self.password is None and self.private_key is None:
+            raise ScheduleValidationError(
+                "delivery.password", "a password or a private_key is required"
+            )
+        if self.private_key is not None:
+            try:
+                asyncssh.import_private_key(self.private_key)
+            except (asyncssh.KeyImportError, ValueError) as exc:
+                raise ScheduleValidationError(
+                    "delivery.private_key", f"not an unencrypted private key: {exc}"
+                ) from exc
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ApiTarget:
+    """Deliver by publishing signed download links (fetched over the HTTP API).
+
+    Attributes:
+        link_ttl_seconds: how long a link stays valid, seconds (60 s – 30 days).
+    """
+
+    link_ttl_seconds: int = 7 * 24 * 3600
+    method: Literal["api"] = "api"
+
+    def __post_init__(self) -> None:
+        if not 60 <= self.link_ttl_seconds <= 30 * 24 * 3600:
+            raise ScheduleValidationError(
+                "delivery.link_ttl_seconds", "must be between 60 and 2592000 seconds"
+            )
+
+
+DeliveryTarget = EmailTarget | WebhookTarget | SftpTarget | ApiTarget
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RetryPolicy:
+    """How often and how patiently a delivery is retried.
+
+    The wait before attempt ``n + 1`` is ``min(base_backoff_s * 2**(n-1), max_backoff_s)``
+    seconds (exponential backoff). Only errors marked retriable are retried.
+
+    Attributes:
+        max_attempts: attempts in all, 1–10 (1 = no retry).
+        base_backoff_s: first wait, seconds (> 0, ≤ 3600).
+        max_backoff_s: cap of one wait, seconds (≥ base_backoff_s, ≤ 86400).
+    """
+
+    max_attempts: int = 3
+    base_backoff_s: float = 30.0
+    max_backoff_s: float = 900.0
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.max_attempts <= 10:
+            raise ScheduleValidationError("retry.max_attempts", "must be between 1 and 10")
+        if not 0 < self.base_backoff_s <= 3600:
+            raise ScheduleValidationError("retry.base_backoff_s", "must be in (0, 3600] seconds")
+        if not self.base_backoff_s <= self.max_backoff_s <= 86400:
+            raise ScheduleValidationError(
+                "retry.max_backoff_s", "must be between base_backoff_s and 86400 seconds"
+            )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RecipientFilter:
+    """Restrict what one email recipient receives to some values of a report dimension.
+
+    Attributes:
+        recipient: one of the email target's recipients.
+        field: a dimension of :data:`FILTER_FIELDS` (``venue_id``).
+        values: the allowed values, one or more.
+    """
+
+    recipient: str
+    field: str
+    values: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if self.field not in FILTER_FIELDS:
+            raise ScheduleValidationError(
+                "recipient_filters.field",
+                f"{self.field!r} is not one of {sorted(FILTER_FIELDS)}",
+            )
+        if not self.values or any(not v for v in self.values):
+            raise ScheduleValidationError(
+                "recipient_filters.values", f"{self.recipient}: at least one non-empty value"
+            )
+
+
+def parse_date_range(rule: str) -> tuple[str, int]:
+    """Split a date range rule into ``(kind, n)``; ``n`` is 0 except for ``last_n_days``.
+
+    Raises:
+        ScheduleValidationError: on ``date_range`` when the rule is not one of
+            :data:`DateRangeRule`.
+    """
+    if rule in ("previous_day", "previous_week", "previous_month", "previous_quarter"):
+        return rule, 0
+    match = _LAST_N_RE.match(rule)
+    if match:
+        n = int(match.group(1))
+        if 1 <= n <= MAX_LAST_N_DAYS:
+            return "last_n_days", n
+    raise ScheduleValidationError(
+        "date_range",
+        f"{rule!r} is not previous_day, previous_week, previous_month, previous_quarter "
+        f"or last_n_days:N (1 ≤ N ≤ {MAX_LAST_N_DAYS})",
+    )
+
+
+def report_dates(rule: str, fire_date: date) -> tuple[date, date]:
+    """The inclusive local date range a run fired on ``fire_date`` (local date) reports on.
+
+    ``previous_week`` is the ISO week (Monday–Sunday) before the one holding ``fire_date``;
+    ``previous_month`` / ``previous_quarter`` are the calendar month / quarter before;
+    ``last_n_days:N`` is the N days ending the day before ``fire_date``.
+
+    Raises:
+        ScheduleValidationError: the rule is unknown (see :func:`parse_date_range`).
+    """
+    kind, n = parse_date_range(rule)
+    if kind == "previous_day":
+        day = fire_date - timedelta(days=1)
+        return day, day
+    if kind == "previous_week":
+        this_monday = fire_date - timedelta(days=fire_date.weekday())
+        return this_monday - timedelta(days=7), this_monday - timedelta(days=1)
+    if kind == "previous_month":
+        last = fire_date.replace(day=1) - timedelta(days=1)
+        return last.replace(day=1), last
+    if kind == "previous_quarter":
+        quarter_start_month = 3 * ((fire_date.month - 1) // 3) + 1
+        last = fire_date.replace(month=quarter_start_month, day=1) - timedelta(days=1)
+        first_month = last.month - 2
+        return date(last.year, first_month, 1), last
+    end = fire_date - timedelta(days=1)
+    return end - timedelta(days=n - 1), end
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Schedule:
+    """A report schedule (see the module docstring).
+
+    Attributes:
+        schedule_id: 1–64 characters of letters, digits and ``. _ : -``; unique.
+        organization_id: the tenant.
+        created_by: the user who owns the schedule (becomes the report request's user_id).
+        report_type: one of :data:`stream_app.schemas.reports.REPORT_TYPES`.
+        date_range: a :data:`DateRangeRule`, computed from the fire time's local date.
+        output_formats: one or more of :data:`stream_app.schemas.reports.OUTPUT_FORMATS`.
+        cron: 5-field cron expression (minute hour day-of-month month day-of-week), read in
+            ``time_zone`` (see :mod:`stream_app.schedules.cron` for the DST policy).
+        time_zone: IANA zone name.
+        delivery: where the report goes.
+        retry: delivery retry policy.
+        expires_at: no fire time at or after this instant runs (UTC; ``None`` = never).
+        paused: a paused schedule does not fire; resuming does not catch up the pause.
+        skip_if_empty: do not deliver a report whose files have no data rows.
+        min_interval_seconds: a fire time less than this many seconds after the previous
+            run's fire time is skipped (0 – 31 days).
+        recipient_filters: per-recipient restrictions (email only).
+        priority: the report requests' priority lane.
+    """
+
+    schedule_id: str
+    organization_id: str
+    created_by: str
+    report_type: str
+    date_range: DateRangeRule
+    output_formats: tuple[str, ...]
+    cron: str
+    time_zone: str
+    delivery: DeliveryTarget
+    retry: RetryPolicy = RetryPolicy()
+    expires_at: datetime | None = None
+    paused: bool = False
+    skip_if_empty: bool = False
+    min_interval_seconds: int = DEFAULT_MIN_INTERVAL_SECONDS
+    recipient_filters: tuple[RecipientFilter, ...] = ()
+    priority: Priority = "normal"
+
+    def __post_init__(self) -> None:
+        _check_id("schedule_id", self.schedule_id)
+        _check_id("organization_id", self.organization_id)
+        _check_id("created_by", self.created_by)
+        if self.report_type not in REPORT_TYPES:
+            raise ScheduleValidationError(
+                "report_type", f"{self.report_type!r} is not one of {sorted(REPORT_TYPES)}"
+            )
+        parse_date_range(self.date_range)
+        if not self.output_formats:
+            raise ScheduleValidationError("output_formats", "at least one format is required")
+        unknown = [f for f in self.output_formats if f not in OUTPUT_FORMATS]
+        if unknown:
+            raise ScheduleValidationError(
+                "output_formats", f"{unknown} not supported (choose from {sorted(OUTPUT_FORMATS)})"
+            )
+        if len(set(self.output_formats)) != len(self.output_formats):
+            raise ScheduleValidationError("output_formats", "a format is listed twice")
+        try:
+            ZoneInfo(self.time_zone)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ScheduleValidationError(
+                "time_zone", f"{self.time_zone!r} is not an IANA time zone"
+            ) from exc
+        try:
+            validate_cron(self.cron, self.time_zone)
+        except CronExpressionError as exc:
+            raise ScheduleValidationError("cron", str(exc)) from exc
+        if self.expires_at is not None:
+            if self.expires_at.tzinfo is None or self.expires_at.utcoffset() is None:
+                raise ScheduleValidationError("expires_at", "must carry a UTC offset")
+            object.__setattr__(self, "expires_at", self.expires_at.astimezone(UTC))
+        if not 0 <= self.min_interval_seconds <= MAX_MIN_INTERVAL_SECONDS:
+            raise ScheduleValidationError(
+                "min_interval_seconds", f"must be between 0 and {MAX_MIN_INTERVAL_SECONDS}"
+            )
+        if self.priority not in ("low", "normal", "high", "critical"):
+            raise ScheduleValidationError("priority", f"{self.priority!r} is not a priority")
+        if self.recipient_filters:
+            if not isinstance(self.delivery, EmailTarget):
+                raise ScheduleValidationError(
+                    "recipient_filters", "only email deliveries have recipients to filter for"
+                )
+            known = set(self.delivery.recipients)
+            seen: set[tuple[str, str]] = set()
+            for flt in self.recipient_filters:
+                if flt.recipient not in known:
+                    raise ScheduleValidationError(
+                        "recipient_filters.recipient",
+                        f"{flt.recipient!r} is not one of the email recipients",
+                    )
+                if (flt.recipient, flt.field) in seen:
+                    raise ScheduleValidationError(
+                        "recipient_filters", f"{flt.recipient}: {flt.field} is filtered twice"
+                    )
+                seen.add((flt.recipient, flt.field))
+
+    @property
+    def zone(self) -> ZoneInfo:
+        """The schedule's zone."""
+        return ZoneInfo(self.time_zone)
+
+    def check_at(self, now: datetime) -> None:
+        """Checks that depend on the current time ``now`` (UTC-aware).
+
+        Raises:
+            ScheduleValidationError: on ``expires_at`` when it is not after ``now``.
+        """
+        if self.expires_at is not None and self.expires_at <= now:
+            raise ScheduleValidationError(
+                "expires_at", f"{self.expires_at.isoformat()} is in the past"
+            )
+
+    def audiences(self) -> list[Audience]:
+        """Who receives which variant of a run's report.
+
+        Email recipients with the same filters share one report; recipients without filters
+        share the unfiltered one. Other delivery methods have a single audience. The order is
+        stable: the unfiltered audience first, then by first recipient.
+        """
+        if not isinstance(self.delivery, EmailTarget):
+            return [Audience(recipients=(), filters=())]
+        by_recipient: dict[str, list[tuple[str, tuple[str, ...]]]] = {}
+        for flt in self.recipient_filters:
+            by_recipient.setdefault(flt.recipient, []).append(
+                (flt.field, tuple(sorted(set(flt.values))))
+            )
+        groups: dict[tuple[tuple[str, tuple[str, ...]], ...], list[str]] = {}
+        for address in self.delivery.recipients:
+            key = tuple(sorted(by_recipient.get(address, [])))
+            groups.setdefault(key, []).append(address)
+        ordered = sorted(groups.items(), key=lambda kv: (kv[0] != (), kv[1][0]))
+        return [Audience(recipients=tuple(r), filters=f) for f, r in ordered]
+
+
+@dataclass(frozen=True, slots=True)
+class Audience:
+    """Recipients that receive one variant of a report.
+
+    Attributes:
+        recipients: email addresses (empty for non-email methods).
+        filters: ``((field, values), ...)`` restrictions of the report; empty = unfiltered.
+    """
+
+    recipients: tuple[str, ...]
+    filters: tuple[tuple[str, tuple[str, ...]], ...]

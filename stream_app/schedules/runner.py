@@ -1,0 +1,144 @@
+"""The scheduler: claim due runs and submit their report requests.
+
+Any number of workers may run :func:`scheduler_loop` against one database; the claiming
+protocol of :mod:`stream_app.schedules.store` gives exactly one run per fire time. A run's
+reports are submitted through an injected ``submit`` callable (in production: produce the
+request to ``report-requests``), then the run becomes ``submitted``. A worker that dies
+between claim and submission leaves the run ``claimed``; any worker re-submits it after
+``resubmit_after_s`` seconds (safe: report ids are deterministic, and the report agent does
+not generate a known id twice).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from datetime import UTC, datetime
+
+import asyncpg
+
+from stream_app.schedules.store import (
+    ClaimedRun,
+    PlannedReport,
+    claim_due_runs,
+    mark_submitted,
+    reclaim_stale_runs,
+)
+from stream_app.schemas.reports import ReportRequest
+
+log = logging.getLogger(__name__)
+
+Submit = Callable[[ReportRequest], Awaitable[None]]
+"""Sends one report request (e.g. produces it to ``report-requests`` and awaits the ack)."""
+
+DEFAULT_RESUBMIT_AFTER_S = 300.0
+
+
+def build_request(run: ClaimedRun, planned: PlannedReport, now: datetime) -> ReportRequest:
+    """The report request of one planned report of ``run``, requested at ``now`` (UTC).
+
+    The run's ``cache_strategy`` (always ``skip``: fresh data) and the audience's filters are
+    recorded on the run; :class:`ReportRequest` has no fields for them yet.
+    """
+    schedule = run.schedule
+    return ReportRequest(
+        schema_version=1,
+        report_id=planned.report_id,
+        organization_id=schedule.organization_id,
+        user_id=schedule.created_by,
+        report_type=schedule.report_type,
+        date_from=run.date_from,
+        date_to=run.date_to,
+        output_formats=list(schedule.output_formats),
+        requested_at=now.astimezone(UTC),
+        priority=schedule.priority,
+    )
+
+
+async def run_scheduler_tick(
+    pool: asyncpg.Pool,
+    now: datetime,
+    submit: Submit,
+    *,
+    worker_id: str | None = None,
+    resubmit_after_s: float = DEFAULT_RESUBMIT_AFTER_S,
+) -> list[ClaimedRun]:
+    """Claim the runs due at ``now`` and submit their report requests.
+
+    Args:
+        pool: PostgreSQL pool (scheduler role, not tenant-scoped).
+        now: the current time, UTC-aware (injected: tests simulate time with it).
+        submit: sends one :class:`ReportRequest`; awaited once per planned report.
+        worker_id: recorded as the runs' ``claimed_by`` (default ``host:pid``).
+        resubmit_after_s: runs left ``claimed`` this many seconds are taken over and
+            re-submitted.
+
+    Returns:
+        The runs whose requests were all submitted by this call (status ``submitted``), by
+        fire time. A run whose ``submit`` raised stays ``claimed`` (logged) and is re-submitted
+        by a later tick after ``resubmit_after_s``.
+
+    Raises:
+        asyncpg.PostgresError, OSError: the database is unreachable or a query failed.
+    """
+    async with pool.acquire() as conn:
+        runs = await claim_due_runs(conn, now, worker_id=worker_id)
+        runs += await reclaim_stale_runs(
+            conn, now, older_than_s=resubmit_after_s, worker_id=worker_id
+        )
+    submitted: list[ClaimedRun] = []
+    for run in runs:
+        try:
+            for planned in run.reports:
+                await submit(build_request(run, planned, now))
+        except Exception:  # logged; one failed submission must not stop the others
+            log.exception(
+                "schedule %s: submitting run %s (fire time %s) failed; it stays claimed",
+                run.schedule.schedule_id,
+                run.run_id,
+                run.fire_time.isoformat(),
+            )
+            continue
+        async with pool.acquire() as conn:
+            await mark_submitted(conn, run.run_id)
+        submitted.append(replace(run, status="submitted"))
+    return submitted
+
+
+async def scheduler_loop(
+    pool: asyncpg.Pool,
+    submit: Submit,
+    interval_s: float,
+    stop_event: asyncio.Event,
+    *,
+    worker_id: str | None = None,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> None:
+    """Run :func:`run_scheduler_tick` every ``interval_s`` seconds until ``stop_event`` is set.
+
+    A failing tick (database down, a bug) is logged and the loop goes on; the next tick
+    catches up what was missed (one run per schedule for the missed period).
+
+    Args:
+        pool: PostgreSQL pool.
+        submit: see :func:`run_scheduler_tick`.
+        interval_s: seconds between ticks (> 0); fire times are claimed up to this late.
+        stop_event: set it to stop the loop after the current tick.
+        worker_id: see :func:`run_scheduler_tick`.
+        clock: returns the current UTC time.
+
+    Raises:
+        ValueError: ``interval_s`` is not positive.
+    """
+    if interval_s <= 0:
+        raise ValueError("interval_s: must be positive")
+    while not stop_event.is_set():
+        try:
+            await run_scheduler_tick(pool, clock(), submit, worker_id=worker_id)
+        except Exception:  # logged; the loop must outlive a failed tick
+            log.exception("scheduler tick failed; retrying in %.1f s", interval_s)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop_event.wait(), timeout=interval_s)

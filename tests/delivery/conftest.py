@@ -1,0 +1,113 @@
+"""Fixtures of the delivery tests: the shared PostgreSQL cluster (tests/schedules/pg_fixtures.py),
+an artifact store, a link signer, and a factory for a claimed run with its stored report."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import ModuleType
+
+import asyncpg
+import pytest
+
+from stream_app.delivery.api import LinkSigner
+from stream_app.reports.artifacts import ArtifactStore
+from stream_app.schedules.model import Schedule
+from stream_app.schedules.store import ClaimedRun, claim_due_runs, create_schedule, mark_submitted
+from stream_app.schemas.updates import ArtifactLink, ReportStatus
+
+
+def _load_shared() -> ModuleType:
+    name = "wedding_sched_pg_fixtures"
+    if name not in sys.modules:
+        path = Path(__file__).parents[1] / "schedules" / "pg_fixtures.py"
+        spec = importlib.util.spec_from_file_location(name, path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+_shared = _load_shared()
+pg_dsn = _shared.pg_dsn
+pg_pool = _shared.pg_pool
+db = _shared.db
+new_org = _shared.new_org
+
+T0 = datetime(2031, 1, 6, 9, 0, 30, tzinfo=UTC)
+"""Schedules are created at T0 with cron ``0 * * * *`` and claimed at 10:00:01 UTC."""
+LINK_SECRET = "test-link-secret-0123456789abcdefghijklmnop"
+CSV_BYTES = b"venue_id,bookings,revenue_minor,currency\r\nv1,3,450000,GBP\r\nv2,1,99999,GBP\r\n"
+JSON_BYTES = b'{"rows":[{"venue_id":"v1","bookings":3},{"venue_id":"v2","bookings":1}]}'
+
+
+@pytest.fixture
+def artifact_root(tmp_path: Path) -> Path:
+    """An empty artifact store folder."""
+    root = tmp_path / "artifacts"
+    root.mkdir()
+    return root
+
+
+@pytest.fixture
+def signer() -> LinkSigner:
+    """The link signer of the tests (base URL https://reports.example.test)."""
+    return LinkSigner(secret=LINK_SECRET, base_url="https://reports.example.test")
+
+
+MakeRun = Callable[..., Awaitable[tuple[ClaimedRun, list[ReportStatus]]]]
+
+
+@pytest.fixture
+def make_run(
+    db: asyncpg.Pool, new_org: Callable[..., Awaitable[str]], artifact_root: Path
+) -> MakeRun:
+    """Create a schedule (``build(org_id)``), claim and submit its 10:00 run, store each planned
+    report's files (csv, json; ``rows`` data rows each) and return the run and one
+    ``completed`` status per planned report."""
+
+    async def make(
+        build: Callable[[str], Schedule], *, rows: int = 2
+    ) -> tuple[ClaimedRun, list[ReportStatus]]:
+        org = await new_org()
+        schedule = build(org)
+        async with db.acquire() as conn:
+            await create_schedule(conn, schedule, T0)
+            (run,) = await claim_due_runs(conn, T0 + timedelta(minutes=59, seconds=31))
+            await mark_submitted(conn, run.run_id)  # as the scheduler tick does
+        store = ArtifactStore(artifact_root)
+        statuses = []
+        for planned in run.reports:
+            links: list[ArtifactLink] = []
+            for fmt, data in (("csv", CSV_BYTES), ("json", JSON_BYTES)):
+                if fmt not in schedule.output_formats:
+                    continue
+                name = f"{schedule.report_type}.{fmt}"
+                with store.write(org, planned.report_id, name, fmt) as (writer, out):
+                    writer.write(data)
+                    writer.rows = rows
+                links.extend(out)
+            statuses.append(
+                ReportStatus(
+                    kind="report_status",
+                    report_id=planned.report_id,
+                    organization_id=org,
+                    report_type=schedule.report_type,
+                    status="completed",
+                    at=T0 + timedelta(hours=1, seconds=5),
+                    artifacts=links,
+                )
+            )
+        return run, statuses
+
+    return make
+
+
+@pytest.fixture
+def report_bytes() -> dict[str, bytes]:
+    """The bytes ``make_run`` stores per format."""
+    return {"csv": CSV_BYTES, "json": JSON_BYTES}

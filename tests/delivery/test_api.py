@@ -1,0 +1,229 @@
+"""API delivery (signed, expiring download links) and the dispatcher's non-sending paths:
+skip when empty, a failed report, an altered file."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import jwt
+import pytest
+from msgspec.structs import replace
+
+from stream_app.delivery.api import (
+    ApiMethod,
+    LinkError,
+    LinkSigner,
+    resolve_download,
+    verify_link,
+)
+from stream_app.delivery.dispatch import deliver, load_delivery_config
+from stream_app.delivery.log import fetch_run_log
+from stream_app.schedules.model import ApiTarget, Schedule
+
+NOW = datetime(2031, 1, 6, 10, 0, tzinfo=UTC)
+SECRET = "test-link-secret-0123456789abcdefghijklmnop"
+
+
+def api_schedule(**overrides: Any) -> Callable[[str], Schedule]:
+    def build(org: str) -> Schedule:
+        fields: dict[str, Any] = {
+            "schedule_id": f"api-{org}",
+            "organization_id": org,
+            "created_by": "user-1",
+            "report_type": "monthly_booking_summary",
+            "date_range": "previous_month",
+            "output_formats": ("csv", "json"),
+            "cron": "0 * * * *",
+            "time_zone": "UTC",
+            "delivery": ApiTarget(link_ttl_seconds=3600),
+            "min_interval_seconds": 0,
+        }
+        fields.update(overrides)
+        return Schedule(**fields)
+
+    return build
+
+
+# --- links ------------------------------------------------------------------------------
+
+
+def test_link_round_trip_and_expiry(signer: LinkSigner) -> None:
+    link = signer.sign("org-1", "org-1/r1/report.csv", now=NOW, ttl_s=600)
+    assert link.url.startswith("https://reports.example.test/downloads/")
+    assert link.expires_at == datetime(2031, 1, 6, 10, 10, tzinfo=UTC)
+    claims = verify_link(link.url, SECRET, now=NOW + timedelta(seconds=599))
+    assert (claims.organization_id, claims.path) == ("org-1", "org-1/r1/report.csv")
+    with pytest.raises(LinkError, match="expired"):
+        verify_link(link.url, SECRET, now=NOW + timedelta(seconds=600))
+
+
+def _resign_payload(token: str, change: dict[str, Any]) -> str:
+    """Swap the payload of a JWT, keeping its original signature (a tampered link)."""
+    header, payload, signature = token.split(".")
+    doc = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    doc.update(change)
+    new = base64.urlsafe_b64encode(json.dumps(doc).encode()).rstrip(b"=").decode()
+    return f"{header}.{new}.{signature}"
+
+
+def test_tampered_links_are_rejected(signer: LinkSigner) -> None:
+    link = signer.sign("org-1", "org-1/r1/report.csv", now=NOW, ttl_s=600)
+    token = link.url.rsplit("/", 1)[1]
+    for change in ({"path": "org-1/r2/report.csv"}, {"exp": int(NOW.timestamp()) + 10**6}):
+        with pytest.raises(LinkError, match="invalid link"):
+            verify_link(_resign_payload(token, change), SECRET, now=NOW)
+    with pytest.raises(LinkError, match="invalid link"):
+        verify_link(link.url, "another-secret-0123456789abcdefghijkl", now=NOW)
+    # a token signed with the right key but for another purpose (audience) is refused
+    other = jwt.encode(
+        {"org": "org-1", "path": "org-1/r1/report.csv", "aud": "api", "iat": 1, "exp": 2**33},
+        SECRET,
+        algorithm="HS256",
+    )
+    with pytest.raises(LinkError, match="invalid link"):
+        verify_link(other, SECRET, now=NOW)
+    far = jwt.encode(
+        {
+            "org": "org-1",
+            "path": "org-1/r1/report.csv",
+            "aud": "wedding-download",
+            "iat": 1,
+            "exp": 2**40,
+        },
+        SECRET,
+        algorithm="HS256",
+    )
+    with pytest.raises(LinkError, match="out of range"):
+        verify_link(far, SECRET, now=NOW)
+
+
+def test_links_only_reach_the_organisations_files(signer: LinkSigner, tmp_path: Path) -> None:
+    for path in ("org-2/r1/x.csv", "/etc/passwd", "org-1/../org-2/r1/x.csv"):
+        with pytest.raises(LinkError):
+            signer.sign("org-1", path, now=NOW)
+    # a forged token naming another tenant's path, correctly signed, is still refused
+    forged = jwt.encode(
+        {
+            "org": "org-1",
+            "path": "org-1/../../etc/passwd",
+            "aud": "wedding-download",
+            "iat": 1,
+            "exp": 2**33,
+        },
+        SECRET,
+        algorithm="HS256",
+    )
+    with pytest.raises(LinkError):
+        verify_link(forged, SECRET, now=NOW)
+    root = tmp_path / "store"
+    (root / "org-1" / "r1").mkdir(parents=True)
+    (root / "org-1" / "r1" / "x.csv").write_bytes(b"a,b\n")
+    claims = verify_link(signer.sign("org-1", "org-1/r1/x.csv", now=NOW).url, SECRET, now=NOW)
+    assert resolve_download(root, claims).read_bytes() == b"a,b\n"
+    missing = verify_link(signer.sign("org-1", "org-1/r1/y.csv", now=NOW).url, SECRET, now=NOW)
+    with pytest.raises(LinkError):
+        resolve_download(root, missing)
+
+
+def test_short_secret_is_refused() -> None:
+    with pytest.raises(ValueError, match="32 bytes"):
+        LinkSigner(secret="short", base_url="https://x.test")
+    with pytest.raises(ValueError, match="WEDDING_LINK_SECRET"):
+        load_delivery_config({})
+    config = load_delivery_config(
+        {"WEDDING_SMTP_PORT": "2525", "WEDDING_SMTP_TLS": "starttls"}, fallback_secret=SECRET
+    )
+    assert (config.smtp.port, config.smtp.start_tls, config.smtp.use_tls) == (2525, True, False)
+
+
+# --- the api method through the dispatcher ---------------------------------------------
+
+
+async def test_api_delivery_records_expiring_links(
+    db: asyncpg.Pool,
+    make_run: Any,
+    signer: LinkSigner,
+    artifact_root: Path,
+    report_bytes: dict[str, bytes],
+) -> None:
+    run, (status,) = await make_run(api_schedule())
+    before = datetime.now(UTC).replace(microsecond=0)
+    result = await deliver(db, run, status, artifact_root, ApiMethod(signer))
+    assert result.outcome == "delivered" and len(result.links) == 2
+    for link, artifact in zip(result.links, status.artifacts, strict=True):
+        claims = signer.verify(link, now=datetime.now(UTC))
+        assert claims.path == artifact.path
+        assert before + timedelta(seconds=3600) <= claims.expires_at
+        assert claims.expires_at <= before + timedelta(seconds=3602)
+        assert resolve_download(artifact_root, claims).read_bytes() == report_bytes[artifact.format]
+        with pytest.raises(LinkError, match="expired"):
+            signer.verify(link, now=datetime.now(UTC) + timedelta(seconds=3601))
+    async with db.acquire() as conn:
+        (entry,) = await fetch_run_log(conn, run.run_id)
+    assert entry.outcome == "delivered" and entry.method == "api"
+    assert result.location is not None
+    assert [x["url"] for x in json.loads(result.location)] == list(result.links)
+
+
+async def test_empty_report_is_skipped(
+    db: asyncpg.Pool, make_run: Any, signer: LinkSigner, artifact_root: Path
+) -> None:
+    run, (status,) = await make_run(api_schedule(skip_if_empty=True), rows=0)
+    result = await deliver(db, run, status, artifact_root, ApiMethod(signer))
+    assert (result.outcome, result.attempts, result.links) == ("skipped", 0, ())
+    async with db.acquire() as conn:
+        (entry,) = await fetch_run_log(conn, run.run_id)
+        state = await conn.fetchval("SELECT status FROM schedule_runs WHERE id = $1", run.run_id)
+    assert (entry.attempt, entry.outcome) == (0, "skipped")
+    assert state == "skipped"
+
+
+async def test_empty_report_is_delivered_without_skip_if_empty(
+    db: asyncpg.Pool, make_run: Any, signer: LinkSigner, artifact_root: Path
+) -> None:
+    run, (status,) = await make_run(api_schedule(skip_if_empty=False), rows=0)
+    result = await deliver(db, run, status, artifact_root, ApiMethod(signer))
+    assert result.outcome == "delivered" and len(result.links) == 2
+
+
+async def test_failed_report_fails_the_run_with_its_cause(
+    db: asyncpg.Pool, make_run: Any, signer: LinkSigner, artifact_root: Path
+) -> None:
+    run, (status,) = await make_run(api_schedule())
+    failed = replace(status, status="failed", artifacts=[], error="venue v9 has no partition")
+    result = await deliver(db, run, failed, artifact_root, ApiMethod(signer))
+    assert (result.outcome, result.attempts) == ("failed", 0)
+    async with db.acquire() as conn:
+        row = await conn.fetchrow(
+            "SELECT status, error FROM schedule_runs WHERE id = $1", run.run_id
+        )
+    assert row is not None and row["status"] == "failed"
+    assert row["error"] == "report failed: venue v9 has no partition"
+
+
+async def test_altered_artifact_is_not_delivered(
+    db: asyncpg.Pool, make_run: Any, signer: LinkSigner, artifact_root: Path
+) -> None:
+    run, (status,) = await make_run(api_schedule())
+    (artifact_root / status.artifacts[0].path).write_bytes(b"tampered")
+    result = await deliver(db, run, status, artifact_root, ApiMethod(signer))
+    assert result.outcome == "failed" and result.links == ()
+    assert "does not match its checksum" in result.detail
+
+
+async def test_non_final_status_and_unknown_report_are_refused(
+    db: asyncpg.Pool, make_run: Any, signer: LinkSigner, artifact_root: Path
+) -> None:
+    run, (status,) = await make_run(api_schedule())
+    with pytest.raises(ValueError, match="not final"):
+        await deliver(
+            db, run, replace(status, status="processing"), artifact_root, ApiMethod(signer)
+        )
+    with pytest.raises(ValueError, match="not part of run"):
+        await deliver(db, run, replace(status, report_id="other"), artifact_root, ApiMethod(signer))

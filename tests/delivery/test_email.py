@@ -1,0 +1,267 @@
+"""Email delivery against a real SMTP server (aiosmtpd) started by the test."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import socket
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+from aiosmtpd.controller import Controller
+
+from stream_app.delivery.api import LinkSigner
+from stream_app.delivery.dispatch import deliver
+from stream_app.delivery.email import EmailMethod, SmtpConfig
+from stream_app.delivery.log import fetch_run_log
+from stream_app.schedules.model import EmailTarget, RecipientFilter, RetryPolicy, Schedule
+
+
+@dataclass
+class Mailbox:
+    """aiosmtpd handler: records messages; replies from ``rcpt_replies`` first, in order."""
+
+    rcpt_replies: list[str] = field(default_factory=list)
+    messages: list[tuple[str, list[str], bytes]] = field(default_factory=list)
+    rcpt_commands: int = 0
+
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: list[str]
+    ) -> str:
+        self.rcpt_commands += 1
+        if self.rcpt_replies:
+            return self.rcpt_replies.pop(0)
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.messages.append((envelope.mail_from, list(envelope.rcpt_tos), envelope.content))
+        return "250 Message accepted for delivery"
+
+    def parsed(self, index: int) -> EmailMessage:
+        msg = email.message_from_bytes(self.messages[index][2], policy=email.policy.default)
+        assert isinstance(msg, EmailMessage)
+        return msg
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[tuple[Mailbox, int]]:
+    mailbox = Mailbox()
+    port = free_port()
+    controller = Controller(mailbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield mailbox, port
+    finally:
+        controller.stop()
+
+
+FAST = RetryPolicy(max_attempts=3, base_backoff_s=0.01, max_backoff_s=0.05)
+
+
+def email_schedule(recipients: tuple[str, ...], **overrides: Any) -> Callable[[str], Schedule]:
+    def build(org: str) -> Schedule:
+        fields: dict[str, Any] = {
+            "schedule_id": f"mail-{org}",
+            "organization_id": org,
+            "created_by": "user-1",
+            "report_type": "monthly_booking_summary",
+            "date_range": "previous_month",
+            "output_formats": ("csv", "json"),
+            "cron": "0 * * * *",
+            "time_zone": "Europe/London",
+            "delivery": EmailTarget(recipients=recipients, subject="Monthly numbers"),
+            "retry": FAST,
+            "min_interval_seconds": 0,
+        }
+        fields.update(overrides)
+        return Schedule(**fields)
+
+    return build
+
+
+def method(port: int, signer: LinkSigner, limit: int = 1_000_000) -> EmailMethod:
+    smtp = SmtpConfig(host="127.0.0.1", port=port, sender="reports@wedding.test", start_tls=False)
+    return EmailMethod(smtp, signer, max_attachment_bytes=limit)
+
+
+async def run_status(db: asyncpg.Pool, run_id: int) -> tuple[str, str | None]:
+    async with db.acquire() as conn:
+        row = await conn.fetchrow("SELECT status, error FROM schedule_runs WHERE id = $1", run_id)
+    assert row is not None
+    return row["status"], row["error"]
+
+
+async def test_email_with_attachments(
+    db: asyncpg.Pool,
+    make_run: Any,
+    smtp_server: tuple[Mailbox, int],
+    signer: LinkSigner,
+    artifact_root: Path,
+    report_bytes: dict[str, bytes],
+) -> None:
+    mailbox, port = smtp_server
+    run, (status,) = await make_run(email_schedule(("ceo@studio.test", "ops@studio.test")))
+    result = await deliver(db, run, status, artifact_root, method(port, signer))
+
+    assert result.outcome == "delivered" and result.attempts == 1
+    (sender, rcpts, _raw) = mailbox.messages[0]
+    assert sender == "reports@wedding.test"
+    assert rcpts == ["ceo@studio.test", "ops@studio.test"]
+    msg = mailbox.parsed(0)
+    assert msg["Subject"] == "Monthly numbers"
+    assert msg["X-Wedding-Report-Id"] == status.report_id
+    attachments = {p.get_filename(): p.get_payload(decode=True) for p in msg.iter_attachments()}
+    assert attachments == {
+        "monthly_booking_summary.csv": report_bytes["csv"],
+        "monthly_booking_summary.json": report_bytes["json"],
+    }
+    body = msg.get_body(("plain",))
+    assert body is not None and "2030-12-01 to 2030-12-31" in body.get_content()
+    assert await run_status(db, run.run_id) == ("delivered", None)
+    async with db.acquire() as conn:
+        (entry,) = await fetch_run_log(conn, run.run_id)
+    assert (entry.attempt, entry.outcome, entry.method) == (1, "delivered", "email")
+    assert entry.target is not None and "ceo@studio.test" in entry.target
+
+
+async def test_email_over_the_size_limit_sends_a_link(
+    db: asyncpg.Pool,
+    make_run: Any,
+    smtp_server: tuple[Mailbox, int],
+    signer: LinkSigner,
+    artifact_root: Path,
+    report_bytes: dict[str, bytes],
+) -> None:
+    mailbox, port = smtp_server
+    run, (status,) = await make_run(email_schedule(("ceo@studio.test",)))
+    csv_size = len(report_bytes["csv"])
+    # room for the csv only: the json (listed second) goes as a link
+    result = await deliver(db, run, status, artifact_root, method(port, signer, limit=csv_size))
+    assert result.outcome == "delivered"
+    msg = mailbox.parsed(0)
+    names = [p.get_filename() for p in msg.iter_attachments()]
+    assert names == ["monthly_booking_summary.csv"]
+    (link,) = result.links
+    body = msg.get_body(("plain",))
+    assert body is not None and link in body.get_content()
+    claims = signer.verify(link, now=datetime.now(UTC))
+    json_artifact = next(a for a in status.artifacts if a.format == "json")
+    assert claims.path == json_artifact.path
+    assert claims.organization_id == status.organization_id
+
+
+async def test_email_transient_refusal_is_retried(
+    db: asyncpg.Pool,
+    make_run: Any,
+    smtp_server: tuple[Mailbox, int],
+    signer: LinkSigner,
+    artifact_root: Path,
+) -> None:
+    mailbox, port = smtp_server
+    mailbox.rcpt_replies = ["451 4.7.1 greylisted, try later"] * 2
+    run, (status,) = await make_run(email_schedule(("ceo@studio.test",)))
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+
+    result = await deliver(db, run, status, artifact_root, method(port, signer), sleep=sleep)
+    assert result.outcome == "delivered" and result.attempts == 3
+    assert len(mailbox.messages) == 1
+    assert waits == [0.01, 0.02]  # exponential: base, 2 × base
+    async with db.acquire() as conn:
+        log = await fetch_run_log(conn, run.run_id)
+    assert [(e.attempt, e.outcome, e.retriable) for e in log] == [
+        (1, "retrying", True),
+        (2, "retrying", True),
+        (3, "delivered", False),
+    ]
+    assert log[0].detail is not None and "451" in log[0].detail
+
+
+async def test_email_permanent_refusal_fails_the_run_and_keeps_the_report(
+    db: asyncpg.Pool,
+    make_run: Any,
+    smtp_server: tuple[Mailbox, int],
+    signer: LinkSigner,
+    artifact_root: Path,
+) -> None:
+    mailbox, port = smtp_server
+    mailbox.rcpt_replies = ["550 5.1.1 no such mailbox"]
+    run, (status,) = await make_run(email_schedule(("nobody@studio.test",)))
+    result = await deliver(db, run, status, artifact_root, method(port, signer))
+    assert result.outcome == "failed" and result.attempts == 1
+    assert mailbox.messages == [] and mailbox.rcpt_commands == 1  # not retried
+    state, error = await run_status(db, run.run_id)
+    assert state == "failed"
+    assert error is not None and "550" in error and "after 1 attempt" in error
+    for artifact in status.artifacts:  # the report itself is kept
+        assert (artifact_root / artifact.path).is_file()
+
+
+async def test_email_server_down_retries_then_fails(
+    db: asyncpg.Pool, make_run: Any, signer: LinkSigner, artifact_root: Path
+) -> None:
+    run, (status,) = await make_run(email_schedule(("ceo@studio.test",)))
+    closed_port = free_port()  # nothing listens there
+    result = await deliver(db, run, status, artifact_root, method(closed_port, signer))
+    assert result.outcome == "failed" and result.attempts == 3
+    async with db.acquire() as conn:
+        log = await fetch_run_log(conn, run.run_id)
+    assert [e.outcome for e in log] == ["retrying", "retrying", "failed"]
+    assert (await run_status(db, run.run_id))[0] == "failed"
+
+
+async def test_each_audience_gets_its_own_report(
+    db: asyncpg.Pool,
+    make_run: Any,
+    smtp_server: tuple[Mailbox, int],
+    signer: LinkSigner,
+    artifact_root: Path,
+) -> None:
+    mailbox, port = smtp_server
+    build = email_schedule(
+        ("boss@studio.test", "venue1@studio.test"),
+        recipient_filters=(
+            RecipientFilter(recipient="venue1@studio.test", field="venue_id", values=("v1",)),
+        ),
+    )
+    run, statuses = await make_run(build)
+    assert len(statuses) == 2
+    first = await deliver(db, run, statuses[0], artifact_root, method(port, signer))
+    assert first.outcome == "delivered"
+    assert (await run_status(db, run.run_id))[0] == "submitted"  # one audience still pending
+    await deliver(db, run, statuses[1], artifact_root, method(port, signer))
+    assert [m[1] for m in mailbox.messages] == [["boss@studio.test"], ["venue1@studio.test"]]
+    assert [mailbox.parsed(i)["X-Wedding-Report-Id"] for i in (0, 1)] == [
+        s.report_id for s in statuses
+    ]
+    assert (await run_status(db, run.run_id))[0] == "delivered"
+
+
+async def test_redelivered_status_is_not_sent_twice(
+    db: asyncpg.Pool,
+    make_run: Any,
+    smtp_server: tuple[Mailbox, int],
+    signer: LinkSigner,
+    artifact_root: Path,
+) -> None:
+    mailbox, port = smtp_server
+    run, (status,) = await make_run(email_schedule(("ceo@studio.test",)))
+    await deliver(db, run, status, artifact_root, method(port, signer))
+    again = await deliver(db, run, status, artifact_root, method(port, signer))
+    assert (again.outcome, again.attempts, again.detail) == ("delivered", 0, "already delivered")
+    assert len(mailbox.messages) == 1

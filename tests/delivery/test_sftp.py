@@ -1,0 +1,190 @@
+"""SFTP delivery against a real asyncssh SFTP server started by the test, rooted in a temp
+folder, with a generated host key and a password login."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import asyncssh
+import pytest_asyncio
+
+from stream_app.delivery.dispatch import deliver
+from stream_app.delivery.log import fetch_run_log
+from stream_app.delivery.sftp import SftpMethod
+from stream_app.schedules.model import RetryPolicy, Schedule, SftpTarget
+
+USER, PASSWORD = "uploader", "correct horse battery staple"
+
+
+@dataclass
+class SftpServer:
+    root: Path
+    port: int
+    host_key: str  # OpenSSH public key line
+    ops: list[tuple[str, ...]] = field(default_factory=list)
+
+
+class _Auth(asyncssh.SSHServer):
+    def begin_auth(self, username: str) -> bool:
+        return True
+
+    def password_auth_supported(self) -> bool:
+        return True
+
+    def validate_password(self, username: str, password: str) -> bool:
+        return username == USER and password == PASSWORD
+
+
+@pytest_asyncio.fixture
+async def sftp_server(tmp_path: Path) -> AsyncIterator[SftpServer]:
+    root = tmp_path / "sftp-root"
+    root.mkdir()
+    key = asyncssh.generate_private_key("ssh-ed25519")
+    ops: list[tuple[str, ...]] = []
+
+    class Recording(asyncssh.SFTPServer):
+        """The real asyncssh SFTP server, chrooted, noting opens and renames."""
+
+        def __init__(self, chan: asyncssh.SSHServerChannel[bytes]) -> None:
+            super().__init__(chan, chroot=str(root).encode())
+
+        def open(self, path: bytes, pflags: int, attrs: asyncssh.SFTPAttrs) -> object:
+            ops.append(("open", path.decode()))
+            return super().open(path, pflags, attrs)
+
+        def posix_rename(self, oldpath: bytes, newpath: bytes) -> None:
+            ops.append(("rename", oldpath.decode(), newpath.decode()))
+            super().posix_rename(oldpath, newpath)
+
+    server = await asyncssh.listen(
+        "127.0.0.1",
+        0,
+        server_host_keys=[key],
+        server_factory=_Auth,
+        sftp_factory=Recording,
+    )
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield SftpServer(root, port, key.export_public_key().decode().strip(), ops)
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+def sftp_schedule(
+    server: SftpServer,
+    *,
+    password: str = PASSWORD,
+    port: int | None = None,
+    host_key: str | None = None,
+    attempts: int = 3,
+) -> Callable[[str], Schedule]:
+    def build(org: str) -> Schedule:
+        return Schedule(
+            schedule_id=f"sftp-{org}",
+            organization_id=org,
+            created_by="user-1",
+            report_type="monthly_booking_summary",
+            date_range="previous_quarter",
+            output_formats=("csv", "json"),
+            cron="0 * * * *",
+            time_zone="Asia/Kolkata",
+            delivery=SftpTarget(
+                host="127.0.0.1",
+                port=port or server.port,
+                username=USER,
+                password=password,
+                path="/inbox/compliance",
+                host_key=host_key or server.host_key,
+            ),
+            retry=RetryPolicy(max_attempts=attempts, base_backoff_s=0.01, max_backoff_s=0.05),
+            min_interval_seconds=0,
+        )
+
+    return build
+
+
+async def run_row(db: asyncpg.Pool, run_id: int) -> tuple[str, str | None]:
+    async with db.acquire() as conn:
+        row = await conn.fetchrow("SELECT status, error FROM schedule_runs WHERE id = $1", run_id)
+    assert row is not None
+    return row["status"], row["error"]
+
+
+async def test_upload_under_temporary_name_then_rename(
+    db: asyncpg.Pool,
+    make_run: Any,
+    sftp_server: SftpServer,
+    artifact_root: Path,
+    report_bytes: dict[str, bytes],
+) -> None:
+    run, (status,) = await make_run(sftp_schedule(sftp_server))
+    result = await deliver(db, run, status, artifact_root, SftpMethod(connect_timeout_s=5))
+    assert result.outcome == "delivered" and result.attempts == 1
+
+    folder = sftp_server.root / "inbox" / "compliance"
+    # Asia/Kolkata is +05:30: "0 * * * *" fires at :30 UTC, here 09:30 UTC (15:00 IST)
+    assert run.fire_time.isoformat() == "2031-01-06T09:30:00+00:00"
+    prefix = f"{run.schedule.schedule_id}_20310106T093000Z_monthly_booking_summary"
+    assert sorted(p.name for p in folder.iterdir()) == [f"{prefix}.csv", f"{prefix}.json"]
+    assert (folder / f"{prefix}.csv").read_bytes() == report_bytes["csv"]
+    assert (folder / f"{prefix}.json").read_bytes() == report_bytes["json"]
+
+    # each file was opened for writing under a hidden temporary name, then renamed
+    for ext in ("csv", "json"):
+        final = f"/inbox/compliance/{prefix}.{ext}"
+        (opened,) = [
+            op[1] for op in sftp_server.ops if op[0] == "open" and f".{ext}.part-" in op[1]
+        ]
+        assert opened.startswith(f"/inbox/compliance/.{prefix}.{ext}.part-")
+        assert ("rename", opened, final) in sftp_server.ops
+        assert ("open", final) not in sftp_server.ops
+    assert await run_row(db, run.run_id) == ("delivered", None)
+    assert result.location is not None and f"/inbox/compliance/{prefix}.csv" in result.location
+
+
+async def test_wrong_password_is_not_retried(
+    db: asyncpg.Pool, make_run: Any, sftp_server: SftpServer, artifact_root: Path
+) -> None:
+    run, (status,) = await make_run(sftp_schedule(sftp_server, password="wrong"))
+    result = await deliver(db, run, status, artifact_root, SftpMethod(connect_timeout_s=5))
+    assert result.outcome == "failed" and result.attempts == 1
+    state, error = await run_row(db, run.run_id)
+    assert state == "failed" and error is not None and "PermissionDenied" in error
+    assert not (sftp_server.root / "inbox").exists()
+    for artifact in status.artifacts:
+        assert (artifact_root / artifact.path).is_file()
+
+
+async def test_unexpected_host_key_is_refused(
+    db: asyncpg.Pool, make_run: Any, sftp_server: SftpServer, artifact_root: Path
+) -> None:
+    other = asyncssh.generate_private_key("ssh-ed25519").export_public_key().decode()
+    run, (status,) = await make_run(sftp_schedule(sftp_server, host_key=other))
+    result = await deliver(db, run, status, artifact_root, SftpMethod(connect_timeout_s=5))
+    assert result.outcome == "failed" and result.attempts == 1
+    assert "HostKeyNotVerifiable" in result.detail
+    assert sftp_server.ops == []
+
+
+async def test_server_unreachable_is_retried_then_fails(
+    db: asyncpg.Pool, make_run: Any, sftp_server: SftpServer, artifact_root: Path
+) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed = int(sock.getsockname()[1])
+    run, (status,) = await make_run(sftp_schedule(sftp_server, port=closed, attempts=2))
+    result = await deliver(db, run, status, artifact_root, SftpMethod(connect_timeout_s=5))
+    assert result.outcome == "failed" and result.attempts == 2
+    async with db.acquire() as conn:
+        log = await fetch_run_log(conn, run.run_id)
+    assert [(e.attempt, e.outcome, e.retriable) for e in log] == [
+        (1, "retrying", True),
+        (2, "failed", True),
+    ]
+    assert (await run_row(db, run.run_id))[0] == "failed"

@@ -1,0 +1,231 @@
+"""Webhook delivery against a real aiohttp server started by the test, which checks the
+HMAC-SHA256 signature itself (independently of the code under test)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+import pytest_asyncio
+from aiohttp import web
+
+from stream_app.delivery.api import LinkSigner
+from stream_app.delivery.dispatch import deliver
+from stream_app.delivery.log import fetch_run_log
+from stream_app.delivery.webhook import WebhookMethod
+from stream_app.schedules.model import RetryPolicy, Schedule, WebhookTarget
+
+SECRET = "whsec-0123456789-abcdefghij"
+
+
+@dataclass
+class Receiver:
+    """Replies with ``script`` in order (then 200); ``"slow"`` sleeps past the timeout."""
+
+    script: list[str] = field(default_factory=list)
+    calls: int = 0
+    accepted: list[dict[str, Any]] = field(default_factory=list)
+    bad_signatures: int = 0
+    timestamps: list[str] = field(default_factory=list)
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.calls += 1
+        body = await request.read()
+        timestamp = request.headers["X-Wedding-Timestamp"]
+        self.timestamps.append(timestamp)
+        expected = hmac.new(
+            SECRET.encode(), f"{timestamp}.".encode() + body, hashlib.sha256
+        ).hexdigest()
+        if not hmac.compare_digest(request.headers["X-Wedding-Signature"], f"sha256={expected}"):
+            self.bad_signatures += 1
+            return web.Response(status=401, text="bad signature")
+        action = self.script.pop(0) if self.script else "200"
+        if action == "slow":
+            await asyncio.sleep(1.0)
+            return web.Response(status=200)
+        if action != "200":
+            return web.Response(status=int(action), text=f"scripted {action}")
+        self.accepted.append(json.loads(body))
+        return web.Response(status=200, text="ok")
+
+
+@pytest_asyncio.fixture
+async def receiver() -> AsyncIterator[tuple[Receiver, str]]:
+    recv = Receiver()
+    app = web.Application()
+    app.router.add_post("/hook", recv.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        yield recv, f"http://127.0.0.1:{port}/hook"
+    finally:
+        await runner.cleanup()
+
+
+def hook_schedule(
+    url: str, *, attempts: int = 4, timeout_s: float = 5.0
+) -> Callable[[str], Schedule]:
+    def build(org: str) -> Schedule:
+        return Schedule(
+            schedule_id=f"hook-{org}",
+            organization_id=org,
+            created_by="user-1",
+            report_type="monthly_booking_summary",
+            date_range="previous_week",
+            output_formats=("csv",),
+            cron="0 * * * *",
+            time_zone="America/New_York",
+            delivery=WebhookTarget(url=url, secret=SECRET, timeout_s=timeout_s),
+            retry=RetryPolicy(max_attempts=attempts, base_backoff_s=0.01, max_backoff_s=1),
+            min_interval_seconds=0,
+        )
+
+    return build
+
+
+async def test_signed_post_is_accepted(
+    db: asyncpg.Pool,
+    make_run: Any,
+    receiver: tuple[Receiver, str],
+    signer: LinkSigner,
+    artifact_root: Path,
+) -> None:
+    recv, url = receiver
+    run, (status,) = await make_run(hook_schedule(url))
+    result = await deliver(db, run, status, artifact_root, WebhookMethod(signer))
+    assert result.outcome == "delivered" and result.attempts == 1
+    assert recv.bad_signatures == 0
+    (doc,) = recv.accepted
+    assert doc["report_id"] == status.report_id
+    assert doc["schedule_id"] == run.schedule.schedule_id
+    assert doc["fire_time"] == "2031-01-06T10:00:00+00:00"
+    # fire 10:00 UTC = 05:00 EST on Mon 6 Jan: the previous ISO week is 30 Dec – 5 Jan
+    assert (doc["date_from"], doc["date_to"]) == ("2030-12-30", "2031-01-05")
+    (artifact,) = doc["artifacts"]
+    assert artifact["sha256"] == status.artifacts[0].sha256
+    claims = signer.verify(artifact["download_url"], now=datetime.now(UTC))
+    assert claims.path == status.artifacts[0].path
+    # the timestamp header is the current Unix time in whole seconds
+    assert abs(int(recv.timestamps[0]) - datetime.now(UTC).timestamp()) < 30
+
+
+async def test_503_is_retried_with_backoff(
+    db: asyncpg.Pool,
+    make_run: Any,
+    receiver: tuple[Receiver, str],
+    signer: LinkSigner,
+    artifact_root: Path,
+) -> None:
+    recv, url = receiver
+    recv.script = ["503", "503"]
+    run, (status,) = await make_run(hook_schedule(url))
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+
+    result = await deliver(db, run, status, artifact_root, WebhookMethod(signer), sleep=sleep)
+    assert result.outcome == "delivered" and result.attempts == 3
+    assert recv.calls == 3 and len(recv.accepted) == 1 and recv.bad_signatures == 0
+    assert waits == [0.01, 0.02]
+    async with db.acquire() as conn:
+        log = await fetch_run_log(conn, run.run_id)
+    assert [(e.attempt, e.outcome, e.retriable) for e in log] == [
+        (1, "retrying", True),
+        (2, "retrying", True),
+        (3, "delivered", False),
+    ]
+    assert log[0].detail is not None and "HTTP 503" in log[0].detail
+
+
+async def test_400_is_not_retried_and_fails_the_run(
+    db: asyncpg.Pool,
+    make_run: Any,
+    receiver: tuple[Receiver, str],
+    signer: LinkSigner,
+    artifact_root: Path,
+) -> None:
+    recv, url = receiver
+    recv.script = ["400"]
+    run, (status,) = await make_run(hook_schedule(url))
+    result = await deliver(db, run, status, artifact_root, WebhookMethod(signer))
+    assert result.outcome == "failed" and result.attempts == 1
+    assert recv.calls == 1
+    async with db.acquire() as conn:
+        log = await fetch_run_log(conn, run.run_id)
+        row = await conn.fetchrow(
+            "SELECT status, error FROM schedule_runs WHERE id = $1", run.run_id
+        )
+    assert [(e.attempt, e.outcome, e.retriable) for e in log] == [(1, "failed", False)]
+    assert row is not None and row["status"] == "failed" and "HTTP 400" in row["error"]
+    assert (artifact_root / status.artifacts[0].path).is_file()
+
+
+async def test_timeout_is_retried(
+    db: asyncpg.Pool,
+    make_run: Any,
+    receiver: tuple[Receiver, str],
+    signer: LinkSigner,
+    artifact_root: Path,
+) -> None:
+    recv, url = receiver
+    recv.script = ["slow"]
+    run, (status,) = await make_run(hook_schedule(url, timeout_s=0.3))
+    result = await deliver(db, run, status, artifact_root, WebhookMethod(signer))
+    assert result.outcome == "delivered" and result.attempts == 2
+    async with db.acquire() as conn:
+        log = await fetch_run_log(conn, run.run_id)
+    assert [e.outcome for e in log] == ["retrying", "delivered"]
+    assert log[0].detail is not None and "no response within 0.3 s" in log[0].detail
+
+
+async def test_5xx_until_attempts_run_out(
+    db: asyncpg.Pool,
+    make_run: Any,
+    receiver: tuple[Receiver, str],
+    signer: LinkSigner,
+    artifact_root: Path,
+) -> None:
+    recv, url = receiver
+    recv.script = ["500", "502", "503"]
+    run, (status,) = await make_run(hook_schedule(url, attempts=3))
+    result = await deliver(db, run, status, artifact_root, WebhookMethod(signer))
+    assert result.outcome == "failed" and result.attempts == 3 and recv.calls == 3
+    assert "after 3 attempt(s)" in result.detail and "HTTP 503" in result.detail
+
+
+@pytest.mark.parametrize("tamper", ["body", "timestamp"])
+async def test_the_receiver_would_reject_a_tampered_delivery(
+    receiver: tuple[Receiver, str], tamper: str
+) -> None:
+    """The test receiver's own check works (so its acceptance above means something)."""
+    import aiohttp
+
+    from stream_app.delivery.webhook import sign
+
+    recv, url = receiver
+    body, ts = b'{"a":1}', "1700000000"
+    signature = sign(SECRET, ts, body)
+    if tamper == "body":
+        body = b'{"a":2}'
+    else:
+        ts = "1700000001"
+    headers = {"X-Wedding-Timestamp": ts, "X-Wedding-Signature": signature}
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(url, data=body, headers=headers) as r,
+    ):
+        assert r.status == 401
+    assert recv.bad_signatures == 1

@@ -1,0 +1,110 @@
+"""Helpers of the end-to-end tests: HTTP calls with tokens, topic reads, independent figures."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import gzip
+import time
+from collections import defaultdict
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+from stream_app.settings import Settings
+from stream_app.web.auth import issue_token
+
+MONTHS = {m: i for i, m in enumerate(
+    ["January", "February", "March", "April", "May", "June", "July", "August", "September",
+     "October", "November", "December"], start=1)}
+VENUE_OF_HOTEL = {"Resort Hotel": "resort-hotel", "City Hotel": "city-hotel"}
+
+
+def expected_monthly_from_csv(path: Path) -> dict[tuple[str, str], tuple[int, int, int]]:
+    """(venue, YYYY-MM) → (bookings, cancellations, revenue cents), straight from the CSV.
+
+    Rules (the mapping's, restated independently): a row is a booking in its arrival month;
+    a cancelled row (is_canceled = 1) is also a cancellation; revenue is ADR × nights of the
+    rows not cancelled, exact; the one row with a negative ADR is invalid and not counted.
+    """
+    out: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0, 0])
+    with gzip.open(path, "rt", encoding="utf-8", newline="") as fh:
+        for r in csv.DictReader(fh):
+            adr = Decimal(r["adr"])
+            if adr < 0:
+                continue
+            month = f"{int(r['arrival_date_year']):04d}-{MONTHS[r['arrival_date_month']]:02d}"
+            acc = out[(VENUE_OF_HOTEL[r["hotel"]], month)]
+            acc[0] += 1
+            if r["is_canceled"] == "1":
+                acc[1] += 1
+            else:
+                nights = int(r["stays_in_weekend_nights"]) + int(r["stays_in_week_nights"])
+                cents = adr * 100 * nights
+                assert cents == cents.to_integral_value()
+                acc[2] += int(cents)
+    return {k: (v[0], v[1], v[2]) for k, v in out.items()}
+
+
+def auth(settings: Settings, org: str, user: str = "tester") -> dict[str, str]:
+    token = issue_token(settings.jwt_secret, user_id=user, organization_id=org, ttl_seconds=600)
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def request_report_http(
+    base_url: str, settings: Settings, org: str, body: dict[str, Any], timeout_s: float = 120
+) -> dict[str, Any]:
+    """POST a report request, then poll its status until it is final; return the status body."""
+    async with aiohttp.ClientSession(base_url) as s:
+        async with s.post(f"/orgs/{org}/reports", json=body, headers=auth(settings, org)) as r:
+            assert r.status == 202, await r.text()
+            accepted = await r.json()
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            async with s.get(accepted["status_url"], headers=auth(settings, org)) as r:
+                if r.status == 200:
+                    status: dict[str, Any] = await r.json()
+                    if status["status"] in ("completed", "failed", "cancelled"):
+                        return status
+            await asyncio.sleep(0.3)
+    raise TimeoutError(f"report {accepted['report_id']} not final in {timeout_s} s")
+
+
+async def download(base_url: str, settings: Settings, org: str, url: str) -> bytes:
+    async with aiohttp.ClientSession(base_url) as s:
+        async with s.get(url, headers=auth(settings, org)) as r:
+            assert r.status == 200, await r.text()
+            return await r.read()
+
+
+async def read_topic(bootstrap: str, topic: str) -> list[Any]:
+    """Every record currently in ``topic`` (all partitions, from the start to the end)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        await admin.start()
+        try:
+            described = await admin.describe_topics([topic])
+        finally:
+            await admin.close()
+        parts = sorted(p["partition"] for p in described[0]["partitions"])
+        tps = [TopicPartition(topic, p) for p in parts]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        records: list[Any] = []
+        async def behind() -> bool:
+            return any([await consumer.position(tp) < ends[tp] for tp in tps])
+
+        while await behind():
+            batch = await consumer.getmany(timeout_ms=1000)
+            for recs in batch.values():
+                records.extend(recs)
+        return records
+    finally:
+        await consumer.stop()

@@ -1,0 +1,74 @@
+"""Renderers and the monthly booking summary's arithmetic, without services."""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from stream_app.db.tenancy import Organization, Venue
+from stream_app.reports import booking_summary
+from stream_app.reports.artifacts import ArtifactStore
+from stream_app.reports.render import render_csv, render_json
+from stream_app.tables.bookings import table_key
+
+ORG = Organization("org", "Ünïcode Weddings =HYPERLINK()", "Europe/Lisbon", "EUR")
+
+
+def test_months_in_splits_partial_months_into_days() -> None:
+    months = booking_summary.months_in(date(2016, 1, 30), date(2016, 3, 2))
+    assert [m for m, _ in months] == ["2016-01", "2016-02", "2016-03"]
+    assert months[0][1] == [date(2016, 1, 30), date(2016, 1, 31)]
+    assert months[1][1] is None  # February 2016 (29 days) is whole
+    assert months[2][1] == [date(2016, 3, 1), date(2016, 3, 2)]
+
+
+def test_cancellation_rate_rounds_half_even() -> None:
+    assert booking_summary.cancellation_rate(40060, 11122) == "27.76"
+    assert booking_summary.cancellation_rate(8, 1) == "12.50"
+    assert booking_summary.cancellation_rate(0, 0) is None
+
+
+def _store() -> dict[str, Any]:
+    row = {"totals": {"bookings": 3, "cancellations": 1, "booked_minor": {"EUR": 30001},
+                      "cancelled_minor": {"EUR": 10000}}, "offset": 9}
+    day = {**row, "event_ids": ["a", "b", "c", "d"]}
+    return {
+        table_key("org", "v1", "month", "2016-02"): row,
+        table_key("org", "v1", "day", "2016-01-31"): day,
+    }
+
+
+def test_summary_rows_read_months_and_days(tmp_path: Path) -> None:
+    venues = [Venue("v1", "-Venue, \"One\"", None)]
+    table = booking_summary.build_report(
+        _store().get, ORG, venues, date(2016, 1, 31), date(2016, 2, 29)
+    )
+    rows = list(table.rows)
+    assert rows[0][2:] == ["2016-01", 3, 1, "33.33", "EUR", "200.01", 20001]
+    assert rows[1][2:] == ["2016-02", 3, 1, "33.33", "EUR", "200.01", 20001]
+
+    store = ArtifactStore(tmp_path)
+    with store.write("org", "r1", "s.csv", "csv") as (w, out_csv):
+        render_csv(table, w)
+    with store.write("org", "r1", "s.json", "json") as (w, out_json):
+        render_json(table, w)
+    raw = (tmp_path / out_csv[0].path).read_bytes()
+    assert raw.startswith(b"\xef\xbb\xbf")
+    parsed = list(csv.reader(io.StringIO(raw.decode("utf-8-sig"))))
+    # a text cell starting with '-' is made inert; numbers are untouched
+    assert parsed[1][1] == "'-Venue, \"One\""
+    assert parsed[1][7] == "200.01"
+    assert out_csv[0].rows == 2
+    import hashlib
+
+    assert out_csv[0].sha256 == hashlib.sha256(raw).hexdigest()
+    assert out_csv[0].size_bytes == len(raw)
+    doc = orjson.loads((tmp_path / out_json[0].path).read_bytes())
+    assert doc["report"]["organization_name"] == ORG.name
+    assert doc["rows"][0]["revenue"] == "200.01" and doc["rows"][0]["revenue_minor"] == 20001
+    assert not list(tmp_path.rglob("*.partial-*"))

@@ -1,0 +1,75 @@
+"""Each malformed case is rejected with the offending field named."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+
+import orjson
+import pytest
+
+from stream_app.schemas import BookingEvent, EventValidationError, PaymentEvent, decode_event
+from stream_app.schemas.interactions import ClientInteractionEvent
+
+VALID = {
+    "schema_version": 1,
+    "event_id": "e-1",
+    "organization_id": "org-1",
+    "occurred_at": "2026-06-01T10:00:00+02:00",
+    "event_type": "booking_created",
+    "booking_id": "b-1",
+    "venue_id": "v-1",
+    "service_date": "2026-09-12",
+    "amount_minor": 1250000,
+    "currency": "EUR",
+    "nights": 1,
+}
+
+
+def with_(**changes: object) -> bytes:
+    doc = {**VALID, **changes}
+    return orjson.dumps({k: v for k, v in doc.items() if v is not ...})
+
+
+def test_valid_event_decodes_to_utc_instant() -> None:
+    ev = decode_event(with_(), BookingEvent)
+    assert ev.occurred_at.astimezone(UTC) == datetime(2026, 6, 1, 8, 0, tzinfo=UTC)
+    assert ev.service_date == date(2026, 9, 12)
+    assert ev.amount_minor == 1250000
+
+
+@pytest.mark.parametrize(
+    ("raw", "field", "words"),
+    [
+        (b"not json at all", "$", "not valid JSON"),
+        (b"[1, 2]", "$", "object"),
+        (with_(amount_minor=...), "$.amount_minor", "required"),
+        (with_(amount_minor="1250000"), "$.amount_minor", "int"),
+        (with_(amount_minor=12500.5), "$.amount_minor", "int"),
+        (with_(amount_minor=-1), "$.amount_minor", ">= 0"),
+        (with_(currency="EUX"), "$.currency", "ISO 4217"),
+        (with_(occurred_at="2026-06-01T10:00:00"), "$.occurred_at", "timezone"),
+        (with_(schema_version=2), "$.schema_version", "not supported"),
+        (with_(event_type="booking_exploded"), "$.event_type", "Invalid enum value"),
+        (with_(venue_id="a/b"), "$.venue_id", "match"),
+        (with_(unexpected="x"), "$", "unknown field"),
+    ],
+)
+def test_malformed_events_name_the_field(raw: bytes, field: str, words: str) -> None:
+    with pytest.raises(EventValidationError) as info:
+        decode_event(raw, BookingEvent)
+    assert info.value.field == field
+    assert words in info.value.reason
+
+
+def test_payment_and_interaction_rules() -> None:
+    pay = {k: v for k, v in VALID.items() if k not in ("venue_id", "service_date", "nights")}
+    pay.update(event_type="refund_issued", payment_id="p-1")
+    assert decode_event(orjson.dumps(pay), PaymentEvent).amount_minor == 1250000
+    rating = {
+        "schema_version": 1, "event_id": "i-1", "organization_id": "org-1",
+        "occurred_at": "2026-06-01T10:00:00Z", "event_type": "rating", "client_id": "c-1",
+        "score": 6,
+    }
+    with pytest.raises(EventValidationError) as info:
+        decode_event(orjson.dumps(rating), ClientInteractionEvent)
+    assert info.value.field == "$.score"

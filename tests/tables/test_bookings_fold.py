@@ -1,0 +1,113 @@
+"""The batch fold: duplicates, redelivery after a crash that kept a prefix of the writes."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from stream_app.schemas.bookings import BookingEvent
+from stream_app.tables.bookings import VenueTotals, fold_batch, table_key
+
+
+def booking(n: int, *, cancel: bool = False, day: int = 1, amount: int = 1000) -> BookingEvent:
+    return BookingEvent(
+        schema_version=1,
+        event_id=f"e-{n}-{'c' if cancel else 'b'}",
+        organization_id="org",
+        occurred_at=datetime(2026, 1, 1, tzinfo=UTC) + timedelta(minutes=n),
+        event_type="booking_cancelled" if cancel else "booking_created",
+        booking_id=f"b-{n}",
+        venue_id="v1" if n % 2 else "v2",
+        service_date=date(2026, 6, day),
+        amount_minor=amount,
+        currency="EUR",
+    )
+
+
+def batch_of(events: list[BookingEvent], first_offset: int = 0) -> list[tuple[int, BookingEvent]]:
+    return [(first_offset + i, e) for i, e in enumerate(events)]
+
+
+def apply(store: dict[str, Any], batch: list[tuple[int, BookingEvent]], keep: int | None = None) -> None:
+    result = fold_batch(store.get, batch)
+    writes = result.writes if keep is None else result.writes[:keep]
+    for k, v in writes:
+        store[k] = v
+
+
+def month(store: dict[str, Any], venue: str) -> VenueTotals:
+    return VenueTotals.from_json(store[table_key("org", venue, "month", "2026-06")]["totals"])
+
+
+EVENTS = [booking(n, day=1 + n % 3, amount=1000 + n) for n in range(1, 21)] + [
+    booking(n, cancel=True, day=1 + n % 3, amount=1000 + n) for n in (3, 4, 9)
+]
+
+
+def expected() -> dict[str, tuple[int, int, int]]:
+    out: dict[str, tuple[int, int, int]] = {}
+    for v in ("v1", "v2"):
+        mine = [e for e in EVENTS if e.venue_id == v]
+        b = sum(1 for e in mine if e.event_type == "booking_created")
+        c = sum(1 for e in mine if e.event_type == "booking_cancelled")
+        rev = sum(e.amount_minor if e.event_type == "booking_created" else -e.amount_minor
+                  for e in mine)
+        out[v] = (b, c, rev)
+    return out
+
+
+def totals(store: dict[str, Any]) -> dict[str, tuple[int, int, int]]:
+    return {
+        v: (month(store, v).bookings, month(store, v).cancellations,
+            month(store, v).revenue_minor["EUR"])
+        for v in ("v1", "v2")
+    }
+
+
+def test_batch_folds_every_event_once_and_orders_month_rows_first() -> None:
+    store: dict[str, Any] = {}
+    result = fold_batch(store.get, batch_of(EVENTS))
+    assert result.outcomes == ["counted"] * len(EVENTS)
+    grains = [k.split("/")[2] for k, _ in result.writes]
+    assert grains == sorted(grains, key=lambda g: g != "month")
+    apply(store, batch_of(EVENTS))
+    assert totals(store) == expected()
+    # v1 has the odd n: 10 bookings (1..19 odd), cancellations of 3 and 9
+    assert expected()["v1"][:2] == (10, 2)
+
+
+def test_duplicate_messages_at_later_offsets_are_skipped() -> None:
+    store: dict[str, Any] = {}
+    apply(store, batch_of(EVENTS))
+    again = fold_batch(store.get, batch_of(EVENTS, first_offset=1000))
+    assert again.outcomes == ["duplicate"] * len(EVENTS)
+    assert again.writes == []
+    # a duplicate inside one batch
+    store2: dict[str, Any] = {}
+    twice = fold_batch(store2.get, batch_of([EVENTS[0], EVENTS[0]]))
+    assert twice.outcomes == ["counted", "duplicate"]
+
+
+@pytest.mark.parametrize("kept", range(0, 20))
+def test_redelivery_after_a_crash_that_kept_a_prefix_of_the_writes(kept: int) -> None:
+    first, second = EVENTS[:12], EVENTS[12:]
+    store: dict[str, Any] = {}
+    apply(store, batch_of(first))  # committed batch
+    b2 = batch_of(second, first_offset=12)
+    apply(store, b2, keep=kept)  # crash: only the first `kept` writes reached the changelog
+    apply(store, b2)  # redelivery from the committed offset
+    assert totals(store) == expected()
+
+
+def test_currencies_are_never_added_together() -> None:
+    usd = BookingEvent(
+        schema_version=1, event_id="usd-1", organization_id="org",
+        occurred_at=datetime(2026, 1, 1, tzinfo=UTC), event_type="booking_created",
+        booking_id="b-usd", venue_id="v1", service_date=date(2026, 6, 2),
+        amount_minor=500, currency="USD",
+    )
+    store: dict[str, Any] = {}
+    apply(store, batch_of([EVENTS[0], usd]))
+    assert month(store, "v1").revenue_minor == {"EUR": 1001, "USD": 500}
