@@ -59,7 +59,9 @@ async def request_report_and_wait(
     try:
         parts = await producer.partitions_for(REPORT_RESULTS)
         if not parts:
-            raise RuntimeError(f"topic {REPORT_RESULTS!r} does not exist: run 'wedding-engine init'")
+            raise RuntimeError(
+                f"topic {REPORT_RESULTS!r} does not exist: run 'wedding-engine init'"
+            )
         tps = [TopicPartition(REPORT_RESULTS, p) for p in sorted(parts)]
         consumer.assign(tps)
         await consumer.seek_to_end(*tps)

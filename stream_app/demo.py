@@ -65,8 +65,10 @@ async def _run(path: Path) -> int:
         )
         await wait_for_lag_zero(settings.kafka_bootstrap, settings.app_id, WEDDING_BOOKINGS, 900)
         took = time.perf_counter() - t0
-        print(f"all events folded into the tables in {took:.1f} s "
-              f"({summary.events / took:,.0f} events/s, replay included)")
+        print(
+            f"all events folded into the tables in {took:.1f} s "
+            f"({summary.events / took:,.0f} events/s, replay included)"
+        )
         status = await request_report_and_wait(
             settings,
             organization_id="hotel-demand-pt",
@@ -81,7 +83,9 @@ async def _run(path: Path) -> int:
             print(f"  cause: {status.error}")
             return 1
         for a in status.artifacts:
-            print(f"  {a.format}: {a.path} ({a.size_bytes:,} bytes, {a.rows} rows, sha256 {a.sha256})")
+            print(
+                f"  {a.format}: {a.path} ({a.size_bytes:,} bytes, {a.rows} rows, sha256 {a.sha256})"
+            )
             print(f"      {a.uri}")
         csv_link = next(a for a in status.artifacts if a.format == "csv")
         print("headline figures (arrivals 2015-07 .. 2017-08):")

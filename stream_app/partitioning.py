@@ -11,4 +11,5 @@ from aiokafka.partitioner import murmur2
 
 def partition_for(key: bytes, partitions: int) -> int:
     """The partition of ``key`` among ``partitions`` (Kafka's default partitioner)."""
-    return (murmur2(key) & 0x7FFFFFFF) % partitions
+    hashed: int = murmur2(key)
+    return (hashed & 0x7FFFFFFF) % partitions

@@ -6,10 +6,12 @@ does, after creating the topics and applying the database migrations.
 
 from __future__ import annotations
 
-from stream_app import agents as _agents  # noqa: F401
 from stream_app.agents import bookings as _bookings  # noqa: F401
+from stream_app.agents import delivery as _delivery  # noqa: F401
+from stream_app.agents import scheduler as _scheduler  # noqa: F401
 from stream_app.app import app
 from stream_app.reports import agent as _report_agent  # noqa: F401
+from stream_app.web import schedules as _schedule_views  # noqa: F401
 from stream_app.web import views as _views  # noqa: F401
 
 __all__ = ["app"]

@@ -23,7 +23,9 @@ from stream_app.devservices.workers import WorkerProcess, start_worker
 from stream_app.settings import Settings
 from stream_app.topics import ensure_topics
 
-DATA_DIR = Path(os.environ.get("WEDDING_TEST_DATA", Path(__file__).parents[1].parent / "shared" / "data"))
+DATA_DIR = Path(
+    os.environ.get("WEDDING_TEST_DATA", Path(__file__).parents[1].parent / "shared" / "data")
+)
 HOTEL_CSV = DATA_DIR / "hotel_bookings.csv.gz"
 
 

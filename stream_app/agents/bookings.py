@@ -79,7 +79,7 @@ def key_mismatch(key: bytes | None, event: BookingEvent) -> str | None:
     return None
 
 
-async def validate(event: EventT) -> BookingEvent | None:
+async def validate(event: EventT[bytes]) -> BookingEvent | None:
     """Decode one message; dead-letter it and return None when it is invalid."""
     raw = event.message.value
     try:
@@ -94,7 +94,7 @@ async def validate(event: EventT) -> BookingEvent | None:
     return booking
 
 
-async def process_partition_batch(events: Sequence[EventT]) -> None:
+async def process_partition_batch(events: Sequence[EventT[bytes]]) -> None:
     """Validate, fold and write one partition's share of a batch (ascending offsets)."""
     valid: list[tuple[int, BookingEvent]] = []
     for event in events:
@@ -134,7 +134,7 @@ async def bookings_agent(stream: AsyncIterable[Any]) -> None:
         settings.batch_max_events, within=settings.batch_max_seconds
     ):
         EVENTS_IN.labels(WEDDING_BOOKINGS).inc(len(batch))
-        by_partition: dict[int, list[EventT]] = defaultdict(list)
+        by_partition: dict[int, list[EventT[bytes]]] = defaultdict(list)
         for event in batch:
             by_partition[event.message.partition].append(event)
         for events in by_partition.values():

@@ -19,7 +19,7 @@ from faust.types import EventT
 
 
 @contextmanager
-def acting_for(event: EventT) -> Iterator[None]:
+def acting_for(event: EventT[bytes]) -> Iterator[None]:
     """Within the block, table writes go to ``event``'s partition."""
     token = streams._current_event.set(weakref.ref(event))
     try:

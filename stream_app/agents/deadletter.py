@@ -41,7 +41,7 @@ def dead_letter_headers(
     ]
 
 
-async def send_to_dead_letter(event: EventT, *, field: str, reason: str) -> None:
+async def send_to_dead_letter(event: EventT[bytes], *, field: str, reason: str) -> None:
     """Publish ``event``'s original key and value to the dead-letter topic with the reason.
 
     Awaits the broker's acknowledgement, so the input offset is committed only after the

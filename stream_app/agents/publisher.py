@@ -18,7 +18,6 @@ from stream_app.observability import METRIC_UPDATES_FAILED, METRIC_UPDATES_PUBLI
 from stream_app.schemas.base import encode_event
 from stream_app.schemas.updates import MetricUpdate, MetricValues, MetricWindow
 
-
 log = logging.getLogger(__name__)
 
 

@@ -49,7 +49,14 @@ def _bin(name: str) -> str:
     """Path of a server binary, taken from the folder ``initdb`` really lives in."""
     initdb = shutil.which("initdb")
     if initdb is None:
-        raise ServiceError("postgres: `initdb` is not on PATH; install the PostgreSQL server")
+        # Debian's packages keep the server binaries off PATH, one folder per major version
+        found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+        if not found:
+            raise ServiceError(
+                "postgres: no `initdb` on PATH or in /usr/lib/postgresql/*/bin; "
+                "install the PostgreSQL server (apt-get install postgresql)"
+            )
+        initdb = str(found[-1])
     return str(Path(initdb).resolve().parent / name)
 
 

@@ -15,13 +15,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterable
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import orjson
-from faust.types import TP, EventT
+from faust.types import EventT
 
-from stream_app.agents.bookings import venue_bookings
 from stream_app.agents.context import outside_any_event
 from stream_app.agents.deadletter import send_to_dead_letter
 from stream_app.app import app, settings
@@ -29,7 +28,6 @@ from stream_app.db import reports as report_db
 from stream_app.db.pool import get_pool
 from stream_app.db.tenancy import UnknownOrganizationError, fetch_organization, fetch_venues
 from stream_app.observability import REPORT_SECONDS, REPORTS
-from stream_app.partitioning import partition_for
 from stream_app.reports import booking_summary
 from stream_app.reports.artifacts import ArtifactStore
 from stream_app.reports.model import ReportTable
@@ -37,14 +35,17 @@ from stream_app.reports.render import RENDERERS
 from stream_app.schemas.base import EventValidationError, decode_event, encode_event
 from stream_app.schemas.reports import ReportRequest
 from stream_app.schemas.updates import ArtifactLink, ReportStatus, ReportStatusName
-from stream_app.topics import (
-    REALTIME_METRICS_UPDATES,
-    REPORT_REQUESTS,
-    REPORT_RESULTS,
-    WEDDING_BOOKINGS,
-)
+from stream_app.tables.bookings import table_key
+from stream_app.topics import REALTIME_METRICS_UPDATES, REPORT_REQUESTS, REPORT_RESULTS
+from stream_app.web.errors import ApiError
+from stream_app.web.routing import as_table_row, local_periods, owner_url, remote_periods
 
-_raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
+_raw: dict[str, Any] = {
+    "key_type": bytes,
+    "value_type": bytes,
+    "key_serializer": "raw",
+    "value_serializer": "raw",
+}
 report_requests_topic = app.topic(REPORT_REQUESTS, partitions=settings.topic_partitions, **_raw)
 report_results_topic = app.topic(REPORT_RESULTS, partitions=settings.topic_partitions, **_raw)
 updates_topic = app.topic(REALTIME_METRICS_UPDATES, partitions=settings.topic_partitions, **_raw)
@@ -84,16 +85,41 @@ def _status(
     )
 
 
-def _check_local(organization_id: str, venue_ids: list[str]) -> None:
-    """Raise ReportFailure unless every venue's partition is active on this worker."""
-    actives = app.assignor.assigned_actives()
+async def read_venue_rows(
+    organization_id: str, venue_ids: list[str], date_from: date, date_to: date
+) -> dict[str, dict[str, Any]]:
+    """The table rows a booking summary of ``[date_from, date_to]`` needs, by table key.
+
+    Rows of venues held by this worker come from its table; the others from the worker that
+    holds them, over HTTP (:mod:`stream_app.web.routing`).
+
+    Raises:
+        ReportFailure: a holder of some venue's rows cannot be reached.
+    """
+    months = booking_summary.months_in(date_from, date_to)
+    whole = [m for m, days in months if days is None]
+    partial_days = [d.isoformat() for _, days in months if days for d in days]
+    wanted: list[tuple[str, list[str]]] = [("month", whole), ("day", partial_days)]
+    rows: dict[str, dict[str, Any]] = {}
     for venue_id in venue_ids:
-        p = partition_for(f"{organization_id}/{venue_id}".encode(), settings.topic_partitions)
-        if TP(WEDDING_BOOKINGS, p) not in actives:
-            raise ReportFailure(
-                f"venue {venue_id!r}: its partition {p} is not assigned to this worker; "
-                "run reports on a single worker until cross-worker reads land"
-            )
+        try:
+            owner = owner_url(organization_id, venue_id)
+            for grain, periods in wanted:
+                if not periods:
+                    continue
+                if owner is None:
+                    with outside_any_event():
+                        found = local_periods(organization_id, venue_id, grain, periods)
+                else:
+                    found = await remote_periods(
+                        owner, organization_id, venue_id, grain, periods[0], periods[-1]
+                    )
+                for p in found:
+                    key = table_key(organization_id, venue_id, grain, p["period"])  # type: ignore[arg-type]
+                    rows[key] = as_table_row(p)
+        except ApiError as exc:
+            raise ReportFailure(f"venue {venue_id!r}: {exc.reason}") from exc
+    return rows
 
 
 def _render_all(table: ReportTable, req: ReportRequest) -> list[ArtifactLink]:
@@ -124,19 +150,16 @@ async def generate(req: ReportRequest) -> list[ArtifactLink]:
         venues = await fetch_venues(conn, req.organization_id)
     if not venues:
         raise ReportFailure(f"organization_id: {req.organization_id!r} has no venues")
-    _check_local(org.id, [v.id for v in venues])
-    with outside_any_event():  # venue rows live in other partitions than the request
-        table = booking_summary.build_report(
-            venue_bookings.get, org, venues, req.date_from, req.date_to
-        )
+    rows = await read_venue_rows(org.id, [v.id for v in venues], req.date_from, req.date_to)
+    table = booking_summary.build_report(rows.get, org, venues, req.date_from, req.date_to)
     return await asyncio.to_thread(_render_all, table, req)
 
 
-async def _fail_unreadable(event: EventT, exc: EventValidationError) -> None:
+async def _fail_unreadable(event: EventT[bytes], exc: EventValidationError) -> None:
     """Dead-letter a malformed request; if its id and tenant are readable, mark it failed."""
     await send_to_dead_letter(event, field=exc.field, reason=exc.reason)
     try:
-        doc = orjson.loads(event.message.value)
+        doc = orjson.loads(event.message.value or b"")
         report_id, org = str(doc["report_id"]), str(doc["organization_id"])
     except (orjson.JSONDecodeError, KeyError, TypeError):
         return
@@ -153,11 +176,11 @@ async def _fail_unreadable(event: EventT, exc: EventValidationError) -> None:
     REPORTS.labels(status.report_type, "failed").inc()
 
 
-async def handle_report_request(event: EventT) -> ReportStatusName | None:
+async def handle_report_request(event: EventT[bytes]) -> ReportStatusName | None:
     """Process one ``report-requests`` message; return the final status (None if dropped)."""
     started = time.perf_counter()
     try:
-        req = decode_event(event.message.value, ReportRequest)
+        req = decode_event(event.message.value or b"", ReportRequest)
     except EventValidationError as exc:
         await _fail_unreadable(event, exc)
         return "failed"
@@ -178,7 +201,7 @@ async def handle_report_request(event: EventT) -> ReportStatusName | None:
                 organization_id=req.organization_id,
                 user_id=req.user_id,
                 report_type=req.report_type,
-                request=orjson.loads(event.message.value),
+                request=orjson.loads(event.message.value or b"{}"),
             )
         except Exception as exc:  # noqa: BLE001 - e.g. unknown organisation (foreign key)
             status = _status(req, "failed", started, error=f"cannot record request: {exc}")

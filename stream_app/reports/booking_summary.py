@@ -26,7 +26,7 @@ from typing import Any
 
 from stream_app.db.tenancy import Organization, Venue
 from stream_app.money import to_major
-from stream_app.reports.model import Cell, Column, ReportTable
+from stream_app.reports.model import Cell, ChartSpec, Column, ReportTable
 from stream_app.tables.bookings import VenueTotals, table_key
 
 REPORT_TYPE = "monthly_booking_summary"
@@ -42,6 +42,20 @@ COLUMNS = (
     Column("revenue", "money", "booked minus cancelled value, major units, exact"),
     Column("revenue_minor", "int", "the same in minor units (cents)"),
 )
+
+CHART = ChartSpec(
+    title="Revenue by month (all venues)",
+    category_column="month",
+    value_columns=("revenue",),
+    kind="column",
+    series_column="currency",
+)
+"""Revenue summed over venues per month, one series per currency.
+
+Revenue rather than bookings: a venue-month with bookings in two currencies has two rows that
+both carry the venue-month's booking count, so summing ``bookings`` over rows would count it
+twice; revenue is split by currency and adds up exactly.
+"""
 
 Lookup = Callable[[str], dict[str, Any] | None]
 """Reads one row of the ``venue-bookings`` table by key; ``None`` when absent."""
@@ -148,4 +162,5 @@ def build_report(
             "Revenue = booked value − cancelled value, exact, per currency; "
             "currencies are never added together.",
         ),
+        chart=CHART,
     )

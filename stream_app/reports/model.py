@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
+from decimal import Decimal
 from typing import Literal
 
 ColumnType = Literal["text", "int", "money", "percent", "date", "month"]
 Cell = str | int | None
+ChartKind = Literal["column", "line"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +31,32 @@ class Column:
 
 
 @dataclass(frozen=True, slots=True)
+class ChartSpec:
+    """Which columns a report's chart plots (Excel, PDF and PowerPoint draw it natively).
+
+    The rows are grouped by ``category_column``; each value column is summed per category
+    (exactly, as :class:`~decimal.Decimal`). Only ``int`` and ``money`` columns can be values.
+
+    Attributes:
+        title: the chart's title.
+        category_column: the x axis: one bar (or point) per distinct value of this column,
+            in ascending order for ``month``, ``date`` and ``int`` columns, else in order of
+            first appearance.
+        value_columns: the summed columns, one series each.
+        kind: ``column`` (vertical bars) or ``line``.
+        series_column: optional; when set, each value column is split into one series per
+            distinct value of this column, named ``"<value column> (<value>)"``. Use the
+            currency column so amounts in different currencies are never added together.
+    """
+
+    title: str
+    category_column: str
+    value_columns: tuple[str, ...]
+    kind: ChartKind = "column"
+    series_column: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ReportTable:
     """A report's data: metadata, columns and rows (each row has one cell per column).
 
@@ -39,6 +67,7 @@ class ReportTable:
         columns: the column definitions.
         rows: the data rows, any iterable (renderers stream it).
         notes: definitions and caveats printed with the report.
+        chart: what to plot, or None for no chart.
     """
 
     report_type: str
@@ -50,3 +79,138 @@ class ReportTable:
     columns: Sequence[Column]
     rows: Iterable[Sequence[Cell]]
     notes: Sequence[str] = field(default_factory=tuple)
+    chart: ChartSpec | None = None
+
+
+def display_text(value: Cell, column_type: ColumnType) -> str:
+    """``value`` as a person reads it in a PDF or a slide, with every digit kept.
+
+    ``int`` and ``money`` get thousands separators (``1,234`` and ``11,601,850.23``: the
+    money string's decimals are kept as they are), ``percent`` gets a ``%`` sign
+    (``27.76%``), empty cells are ``""``; other values are shown unchanged.
+    """
+    if value is None:
+        return ""
+    if isinstance(value, int):
+        return f"{value:,}"
+    if column_type == "money":
+        return format(Decimal(value), ",")
+    if column_type == "percent":
+        return f"{value}%"
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class ChartSeries:
+    """One plotted series.
+
+    Attributes:
+        name: the legend text (the value column's name, then the series value in brackets).
+        column: the summed column.
+        series_value: the value of :attr:`ChartSpec.series_column` (e.g. ``EUR``) or None.
+        values: the exact sum per category, in the order of :attr:`ChartData.categories`
+            (0 for a category without rows in this series); money in major units.
+    """
+
+    name: str
+    column: Column
+    series_value: str | None
+    values: tuple[Decimal, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ChartData:
+    """A chart's figures: the spec, the category column, category labels and series."""
+
+    spec: ChartSpec
+    category: Column
+    categories: tuple[str, ...]
+    series: tuple[ChartSeries, ...]
+
+
+BLANK_LABEL = "(blank)"
+"""The category or series label of an empty cell."""
+
+
+class ChartAccumulator:
+    """Sums a table's rows into :class:`ChartData` in one pass over the rows.
+
+    Memory is one :class:`~decimal.Decimal` per category and series, whatever the row count.
+
+    Raises:
+        ValueError: (from the constructor) a column named in the spec is not in the table,
+            ``value_columns`` is empty, or a value column is not ``int`` or ``money``.
+    """
+
+    def __init__(self, spec: ChartSpec, columns: Sequence[Column]) -> None:
+        index = {c.name: i for i, c in enumerate(columns)}
+
+        def position(name: str, role: str) -> int:
+            if name not in index:
+                raise ValueError(f"chart {spec.title!r}: {role} {name!r} is not a column")
+            return index[name]
+
+        if not spec.value_columns:
+            raise ValueError(f"chart {spec.title!r}: value_columns is empty")
+        self._spec = spec
+        self._columns = columns
+        self._category = position(spec.category_column, "category_column")
+        self._values = [position(n, "value column") for n in spec.value_columns]
+        for i in self._values:
+            if columns[i].type not in ("int", "money"):
+                raise ValueError(
+                    f"chart {spec.title!r}: value column {columns[i].name!r} is "
+                    f"{columns[i].type!r}; only int and money columns can be summed"
+                )
+        self._series = (
+            None if spec.series_column is None else position(spec.series_column, "series_column")
+        )
+        self._categories: dict[Cell, None] = {}
+        self._sums: dict[tuple[int, Cell], dict[Cell, Decimal]] = {}
+
+    def add(self, row: Sequence[Cell]) -> None:
+        """Add one row's values to the sums of its category (empty value cells are skipped)."""
+        category = row[self._category]
+        self._categories.setdefault(category)
+        key = None if self._series is None else row[self._series]
+        for i in self._values:
+            value = row[i]
+            if value is None:
+                continue
+            sums = self._sums.setdefault((i, key), {})
+            sums[category] = sums.get(category, Decimal(0)) + Decimal(value)
+
+    def result(self) -> ChartData:
+        """The chart's figures for the rows added so far."""
+        category_column = self._columns[self._category]
+        present = [c for c in self._categories if c is not None]
+        if category_column.type == "int":
+            present.sort(key=lambda c: Decimal(c))
+        elif category_column.type in ("month", "date"):
+            present.sort(key=str)
+        order: list[Cell] = [*present, *([None] if None in self._categories else [])]
+        series: list[ChartSeries] = []
+        for i in self._values:
+            keys = sorted((k for c, k in self._sums if c == i), key=lambda k: (k is None, str(k)))
+            for key in keys:
+                sums = self._sums[(i, key)]
+                name = self._columns[i].name
+                label = None if self._series is None else _label(key)
+                series.append(
+                    ChartSeries(
+                        name=name if label is None else f"{name} ({label})",
+                        column=self._columns[i],
+                        series_value=label,
+                        values=tuple(sums.get(c, Decimal(0)) for c in order),
+                    )
+                )
+        return ChartData(
+            spec=self._spec,
+            category=category_column,
+            categories=tuple(_label(c) for c in order),
+            series=tuple(series),
+        )
+
+
+def _label(value: Cell) -> str:
+    return BLANK_LABEL if value is None else str(value)

@@ -22,28 +22,23 @@ from pathlib import Path
 from typing import Any
 
 import faust.web
-import msgspec
 import orjson
 from aiohttp import web
 from aiokafka.errors import KafkaError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from stream_app.agents.bookings import venue_bookings
 from stream_app.app import app, settings
 from stream_app.db import reports as report_db
 from stream_app.db.pool import get_pool
 from stream_app.db.tenancy import UnknownOrganizationError, fetch_organization
 from stream_app.observability import HTTP_REQUESTS, REGISTRY
-from stream_app.partitioning import partition_for
 from stream_app.reports.agent import report_requests_topic
 from stream_app.schemas.base import EventValidationError, decode_event
 from stream_app.schemas.reports import ReportRequest
-from stream_app.tables.bookings import VenueTotals, table_key
 from stream_app.topics import WEDDING_BOOKINGS
 from stream_app.web.auth import authenticate
 from stream_app.web.errors import ApiError
-
-View = faust.web.View
+from stream_app.web.routing import FORWARDED_HEADER, local_periods, owner_url, remote_periods
 
 MAX_PERIODS = 400
 Handler = Callable[..., Awaitable[web.StreamResponse]]
@@ -63,6 +58,22 @@ def api(route: str) -> Callable[[Handler], Handler]:
 
         wrapper.__doc__ = fn.__doc__
         return wrapper
+
+    return decorate
+
+
+def page(path: str, method: str = "get") -> Callable[[Handler], Handler]:
+    """Register ``fn`` as the ``method`` handler of ``path`` on the worker's web server.
+
+    The handler is wrapped by :func:`api` (JSON errors, request counting) and becomes the
+    method of a :class:`faust.web.View` subclass (faust maps a bare function to GET only).
+    """
+
+    def decorate(fn: Handler) -> Handler:
+        wrapped = api(path)(fn)
+        view = type(fn.__name__, (faust.web.View,), {method: wrapped, "__doc__": fn.__doc__})
+        app.page(path)(view)
+        return fn
 
     return decorate
 
@@ -99,8 +110,7 @@ def _periods(grain: str, start: str, end: str) -> list[str]:
     return out
 
 
-@app.page("/health")
-@api("/health")
+@page("/health")
 async def health(self: Any, request: web.Request) -> web.StreamResponse:
     """Liveness and the input partitions this worker owns."""
     actives = sorted(
@@ -109,8 +119,7 @@ async def health(self: Any, request: web.Request) -> web.StreamResponse:
     return web.json_response({"status": "ok", "bookings_partitions": actives})
 
 
-@app.page("/metrics")
-@api("/metrics")
+@page("/metrics")
 async def metrics(self: Any, request: web.Request) -> web.StreamResponse:
     """Prometheus metrics of this worker."""
     resp = web.Response(body=generate_latest(REGISTRY))
@@ -118,12 +127,15 @@ async def metrics(self: Any, request: web.Request) -> web.StreamResponse:
     return resp
 
 
-@app.page("/orgs/{org}/venues/{venue}/metrics")
-@api("/orgs/{org}/venues/{venue}/metrics")
+@page("/orgs/{org}/venues/{venue}/metrics")
 async def venue_metrics(
     self: Any, request: web.Request, org: str, venue: str
 ) -> web.StreamResponse:
-    """A venue's booking totals per period (see the module docstring)."""
+    """A venue's booking totals per period (see the module docstring).
+
+    Answered from whichever worker holds the venue's partition: a request reaching another
+    worker is forwarded once (the caller does not need to know which worker owns what).
+    """
     authenticate(request, settings.jwt_secret, org)
     q = request.query
     grain = q.get("grain", "month")
@@ -135,31 +147,19 @@ async def venue_metrics(
             field="from" if "from" not in q else "to",
         )
     periods = _periods(grain, q["from"], q["to"])
-    p = partition_for(f"{org}/{venue}".encode(), settings.topic_partitions)
-    from faust.types import TP
-
-    if TP(WEDDING_BOOKINGS, p) not in app.assignor.assigned_actives():
-        raise ApiError(503, "not_owner", f"partition {p} of this venue is on another worker")
-    rows = []
-    for period in periods:
-        row = venue_bookings.get(table_key(org, venue, grain, period))  # type: ignore[arg-type]
-        t = VenueTotals.from_json(row["totals"] if row else None)
-        rows.append(
-            {
-                "period": period,
-                "bookings": t.bookings,
-                "cancellations": t.cancellations,
-                "booked_minor": t.booked_minor,
-                "cancelled_minor": t.cancelled_minor,
-                "revenue_minor": t.revenue_minor,
-            }
-        )
+    owner = owner_url(org, venue)
+    if owner is not None:
+        if request.headers.get(FORWARDED_HEADER):
+            raise ApiError(503, "rebalancing", "partition ownership is moving; retry")
+        rows = await remote_periods(owner, org, venue, grain, periods[0], periods[-1])
+    else:
+        rows = local_periods(org, venue, grain, periods)
     return web.json_response(
         {"organization_id": org, "venue_id": venue, "grain": grain, "periods": rows}
     )
 
 
-@api("/orgs/{org}/reports")
+@page("/orgs/{org}/reports", method="post")
 async def request_report(self: Any, request: web.Request, org: str) -> web.StreamResponse:
     """Validate a report request, publish it to ``report-requests``, answer 202."""
     principal = authenticate(request, settings.jwt_secret, org)
@@ -216,15 +216,7 @@ async def request_report(self: Any, request: web.Request, org: str) -> web.Strea
     )
 
 
-@app.page("/orgs/{org}/reports")
-class ReportCollection(View):
-    """``POST`` a report request."""
-
-    post = request_report
-
-
-@app.page("/orgs/{org}/reports/{report_id}")
-@api("/orgs/{org}/reports/{report_id}")
+@page("/orgs/{org}/reports/{report_id}")
 async def report_status(
     self: Any, request: web.Request, org: str, report_id: str
 ) -> web.StreamResponse:
@@ -255,8 +247,7 @@ async def report_status(
     )
 
 
-@app.page("/orgs/{org}/reports/{report_id}/files/{fmt}")
-@api("/orgs/{org}/reports/{report_id}/files/{fmt}")
+@page("/orgs/{org}/reports/{report_id}/files/{fmt}")
 async def report_file(
     self: Any, request: web.Request, org: str, report_id: str, fmt: str
 ) -> web.StreamResponse:
@@ -283,6 +274,3 @@ async def report_file(
             "Digest": f"sha-256={match[0]['sha256']}",
         },
     )
-
-
-_unused = msgspec  # msgspec is the schema engine behind decode_event

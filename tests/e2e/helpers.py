@@ -18,9 +18,26 @@ from aiokafka.admin import AIOKafkaAdminClient
 from stream_app.settings import Settings
 from stream_app.web.auth import issue_token
 
-MONTHS = {m: i for i, m in enumerate(
-    ["January", "February", "March", "April", "May", "June", "July", "August", "September",
-     "October", "November", "December"], start=1)}
+MONTHS = {
+    m: i
+    for i, m in enumerate(
+        [
+            "January",
+            "February",
+            "March",
+            "April",
+            "May",
+            "June",
+            "July",
+            "August",
+            "September",
+            "October",
+            "November",
+            "December",
+        ],
+        start=1,
+    )
+}
 VENUE_OF_HOTEL = {"Resort Hotel": "resort-hotel", "City Hotel": "city-hotel"}
 
 
@@ -75,10 +92,12 @@ async def request_report_http(
 
 
 async def download(base_url: str, settings: Settings, org: str, url: str) -> bytes:
-    async with aiohttp.ClientSession(base_url) as s:
-        async with s.get(url, headers=auth(settings, org)) as r:
-            assert r.status == 200, await r.text()
-            return await r.read()
+    async with (
+        aiohttp.ClientSession(base_url) as s,
+        s.get(url, headers=auth(settings, org)) as r,
+    ):
+        assert r.status == 200, await r.text()
+        return await r.read()
 
 
 async def read_topic(bootstrap: str, topic: str) -> list[Any]:
@@ -98,6 +117,7 @@ async def read_topic(bootstrap: str, topic: str) -> list[Any]:
         await consumer.seek_to_beginning(*tps)
         ends = await consumer.end_offsets(tps)
         records: list[Any] = []
+
         async def behind() -> bool:
             return any([await consumer.position(tp) < ends[tp] for tp in tps])
 

@@ -34,8 +34,12 @@ ORG = "hotel-demand-pt"
 GROUP = "wedding-tests"
 pytestmark = pytest.mark.slow
 
-FULL_RANGE = {"report_type": "monthly_booking_summary", "date_from": "2015-07-01",
-              "date_to": "2017-08-31", "output_formats": ["csv", "json"]}
+FULL_RANGE = {
+    "report_type": "monthly_booking_summary",
+    "date_from": "2015-07-01",
+    "date_to": "2017-08-31",
+    "output_formats": ["csv", "json"],
+}
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +57,9 @@ def report_figures(csv_bytes: bytes) -> dict[tuple[str, str], tuple[int, int, in
     for r in rows:
         assert r["currency"] == "EUR"
         out[(r["venue_id"], r["month"])] = (
-            int(r["bookings"]), int(r["cancellations"]), int(r["revenue_minor"])
+            int(r["bookings"]),
+            int(r["cancellations"]),
+            int(r["revenue_minor"]),
         )
     return out
 
@@ -78,8 +84,10 @@ async def test_report_equals_csv_for_every_venue_month(
     assert figures == replayed
     json_link = next(a for a in status["artifacts"] if a["format"] == "json")
     doc = orjson.loads(await download(main_worker.url, settings, ORG, json_link["download_url"]))
-    from_json = {(r["venue_id"], r["month"]): (r["bookings"], r["cancellations"],
-                                                r["revenue_minor"]) for r in doc["rows"]}
+    from_json = {
+        (r["venue_id"], r["month"]): (r["bookings"], r["cancellations"], r["revenue_minor"])
+        for r in doc["rows"]
+    }
     assert from_json == replayed
     # published headline figures of the data set (README of the data): City Hotel
     city = [v for (venue, _), v in replayed.items() if venue == "city-hotel"]
@@ -93,21 +101,23 @@ async def test_metric_updates_end_at_the_table_values(
     last: dict[tuple[str, str], dict[str, Any]] = {}
     for rec in await read_topic(settings.kafka_bootstrap, REALTIME_METRICS_UPDATES):
         doc = orjson.loads(rec.value)
-        if doc.get("kind") == "metric_update" and doc["organization_id"] == ORG \
-                and doc["window"]["grain"] == "month":
+        if (
+            doc.get("kind") == "metric_update"
+            and doc["organization_id"] == ORG
+            and doc["window"]["grain"] == "month"
+        ):
             last[(doc["key"], doc["window"]["period"])] = doc["new"]
-    got = {k: (v["bookings"], v["cancellations"], v["revenue_minor"]["EUR"])
-           for k, v in last.items()}
+    got = {
+        k: (v["bookings"], v["cancellations"], v["revenue_minor"]["EUR"]) for k, v in last.items()
+    }
     assert got == replayed
 
 
 async def test_negative_adr_booking_is_dead_lettered_with_reason(
     settings: Settings, replayed: Any
 ) -> None:
-    mine = []
-    for rec in await read_topic(settings.kafka_bootstrap, DEAD_LETTER):
-        if rec.key == f"{ORG}/resort-hotel".encode():
-            mine.append(rec)
+    records = await read_topic(settings.kafka_bootstrap, DEAD_LETTER)
+    mine = [rec for rec in records if rec.key == f"{ORG}/resort-hotel".encode()]
     assert len(mine) == 1
     headers = dict(mine[0].headers)
     assert headers["dlq.field"] == b"$.amount_minor"
@@ -117,7 +127,9 @@ async def test_negative_adr_booking_is_dead_lettered_with_reason(
 
 
 async def test_replaying_the_file_again_changes_nothing(
-    settings: Settings, main_worker: WorkerProcess, hotel_csv: Path,
+    settings: Settings,
+    main_worker: WorkerProcess,
+    hotel_csv: Path,
     replayed: dict[tuple[str, str], tuple[int, int, int]],
 ) -> None:
     summary = await replay_hotel_bookings(settings, hotel_csv)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import gzip
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 from stream_app.replay import hotel
@@ -52,7 +52,7 @@ def test_first_row_fields_and_lisbon_noon(hotel_csv: Path) -> None:
     assert ev.payload["amount_minor"] == 0
     # booked 342 days before 2015-07-01 = 2014-07-24, 12:00 Lisbon summer time (UTC+1)
     assert ev.occurred_at == datetime(2014, 7, 24, 11, 0, tzinfo=UTC)
-    winter = hotel.local_noon_utc(datetime(2016, 1, 15).date())
+    winter = hotel.local_noon_utc(date(2016, 1, 15))
     assert winter == datetime(2016, 1, 15, 12, 0, tzinfo=UTC)
 
 
@@ -61,11 +61,19 @@ def test_revenue_is_adr_cents_times_nights_exactly() -> None:
     assert hotel.adr_cents("0.1") == 10
     assert hotel.adr_cents("-6.38") == -638
     row = {
-        "hotel": "City Hotel", "is_canceled": "1", "lead_time": "10",
-        "arrival_date_year": "2016", "arrival_date_month": "March",
-        "arrival_date_day_of_month": "27", "stays_in_weekend_nights": "2",
-        "stays_in_week_nights": "3", "adults": "2", "children": "NA", "babies": "0",
-        "adr": "123.45", "reservation_status_date": "2016-03-01",
+        "hotel": "City Hotel",
+        "is_canceled": "1",
+        "lead_time": "10",
+        "arrival_date_year": "2016",
+        "arrival_date_month": "March",
+        "arrival_date_day_of_month": "27",
+        "stays_in_weekend_nights": "2",
+        "stays_in_week_nights": "3",
+        "adults": "2",
+        "children": "NA",
+        "babies": "0",
+        "adr": "123.45",
+        "reservation_status_date": "2016-03-01",
     }
     created, cancelled = hotel.map_row(row, 7, "src")
     assert created.payload["amount_minor"] == cancelled.payload["amount_minor"] == 61725
@@ -75,9 +83,7 @@ def test_revenue_is_adr_cents_times_nights_exactly() -> None:
 
 
 def test_negative_adr_row_is_rejected_by_the_schema(hotel_csv: Path) -> None:
-    negative = [
-        e for e in hotel.map_file(hotel_csv) if int(str(e.payload["amount_minor"])) < 0
-    ]
+    negative = [e for e in hotel.map_file(hotel_csv) if int(str(e.payload["amount_minor"])) < 0]
     assert len(negative) == 1
     import orjson
 

@@ -34,8 +34,15 @@ def test_cancellation_rate_rounds_half_even() -> None:
 
 
 def _store() -> dict[str, Any]:
-    row = {"totals": {"bookings": 3, "cancellations": 1, "booked_minor": {"EUR": 30001},
-                      "cancelled_minor": {"EUR": 10000}}, "offset": 9}
+    row = {
+        "totals": {
+            "bookings": 3,
+            "cancellations": 1,
+            "booked_minor": {"EUR": 30001},
+            "cancelled_minor": {"EUR": 10000},
+        },
+        "offset": 9,
+    }
     day = {**row, "event_ids": ["a", "b", "c", "d"]}
     return {
         table_key("org", "v1", "month", "2016-02"): row,
@@ -44,7 +51,7 @@ def _store() -> dict[str, Any]:
 
 
 def test_summary_rows_read_months_and_days(tmp_path: Path) -> None:
-    venues = [Venue("v1", "-Venue, \"One\"", None)]
+    venues = [Venue("v1", '-Venue, "One"', None)]
     table = booking_summary.build_report(
         _store().get, ORG, venues, date(2016, 1, 31), date(2016, 2, 29)
     )
@@ -61,7 +68,7 @@ def test_summary_rows_read_months_and_days(tmp_path: Path) -> None:
     assert raw.startswith(b"\xef\xbb\xbf")
     parsed = list(csv.reader(io.StringIO(raw.decode("utf-8-sig"))))
     # a text cell starting with '-' is made inert; numbers are untouched
-    assert parsed[1][1] == "'-Venue, \"One\""
+    assert parsed[1][1] == '\'-Venue, "One"'
     assert parsed[1][7] == "200.01"
     assert out_csv[0].rows == 2
     import hashlib

@@ -66,8 +66,12 @@ def test_payment_and_interaction_rules() -> None:
     pay.update(event_type="refund_issued", payment_id="p-1")
     assert decode_event(orjson.dumps(pay), PaymentEvent).amount_minor == 1250000
     rating = {
-        "schema_version": 1, "event_id": "i-1", "organization_id": "org-1",
-        "occurred_at": "2026-06-01T10:00:00Z", "event_type": "rating", "client_id": "c-1",
+        "schema_version": 1,
+        "event_id": "i-1",
+        "organization_id": "org-1",
+        "occurred_at": "2026-06-01T10:00:00Z",
+        "event_type": "rating",
+        "client_id": "c-1",
         "score": 6,
     }
     with pytest.raises(EventValidationError) as info:

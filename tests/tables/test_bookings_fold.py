@@ -30,11 +30,12 @@ def batch_of(events: list[BookingEvent], first_offset: int = 0) -> list[tuple[in
     return [(first_offset + i, e) for i, e in enumerate(events)]
 
 
-def apply(store: dict[str, Any], batch: list[tuple[int, BookingEvent]], keep: int | None = None) -> None:
+def apply(
+    store: dict[str, Any], batch: list[tuple[int, BookingEvent]], keep: int | None = None
+) -> None:
     result = fold_batch(store.get, batch)
     writes = result.writes if keep is None else result.writes[:keep]
-    for k, v in writes:
-        store[k] = v
+    store.update(writes)
 
 
 def month(store: dict[str, Any], venue: str) -> VenueTotals:
@@ -52,16 +53,20 @@ def expected() -> dict[str, tuple[int, int, int]]:
         mine = [e for e in EVENTS if e.venue_id == v]
         b = sum(1 for e in mine if e.event_type == "booking_created")
         c = sum(1 for e in mine if e.event_type == "booking_cancelled")
-        rev = sum(e.amount_minor if e.event_type == "booking_created" else -e.amount_minor
-                  for e in mine)
+        rev = sum(
+            e.amount_minor if e.event_type == "booking_created" else -e.amount_minor for e in mine
+        )
         out[v] = (b, c, rev)
     return out
 
 
 def totals(store: dict[str, Any]) -> dict[str, tuple[int, int, int]]:
     return {
-        v: (month(store, v).bookings, month(store, v).cancellations,
-            month(store, v).revenue_minor["EUR"])
+        v: (
+            month(store, v).bookings,
+            month(store, v).cancellations,
+            month(store, v).revenue_minor["EUR"],
+        )
         for v in ("v1", "v2")
     }
 
@@ -103,10 +108,16 @@ def test_redelivery_after_a_crash_that_kept_a_prefix_of_the_writes(kept: int) ->
 
 def test_currencies_are_never_added_together() -> None:
     usd = BookingEvent(
-        schema_version=1, event_id="usd-1", organization_id="org",
-        occurred_at=datetime(2026, 1, 1, tzinfo=UTC), event_type="booking_created",
-        booking_id="b-usd", venue_id="v1", service_date=date(2026, 6, 2),
-        amount_minor=500, currency="USD",
+        schema_version=1,
+        event_id="usd-1",
+        organization_id="org",
+        occurred_at=datetime(2026, 1, 1, tzinfo=UTC),
+        event_type="booking_created",
+        booking_id="b-usd",
+        venue_id="v1",
+        service_date=date(2026, 6, 2),
+        amount_minor=500,
+        currency="USD",
     )
     store: dict[str, Any] = {}
     apply(store, batch_of([EVENTS[0], usd]))

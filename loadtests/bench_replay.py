@@ -1,0 +1,140 @@
+"""Benchmark: replay-to-table throughput and report latency on the real hotel data set.
+
+Prints:
+- produce rate of the replay (events/s into ``wedding-bookings``);
+- sustained fold rate of one worker catching up on the whole topic (events/s from the moment
+  it is ready until its committed offsets reach the end, i.e. every event is in the tables);
+- the ceiling: a bare aiokafka consumer reading the same topic (events/s), and our ratio to it;
+- report latency: time from producing a ``report-requests`` message to reading its
+  ``completed`` status, over several requests (p50 and max, milliseconds).
+
+Usage: ``python -m loadtests.bench_replay [path/to/hotel_bookings.csv.gz] [--reports N]``.
+It starts its own Kafka and PostgreSQL in a fresh state folder and stops them at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import statistics
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+from aiokafka import AIOKafkaConsumer
+
+from stream_app.client import request_report_and_wait
+from stream_app.db.migrate import migrate
+from stream_app.devservices import manager
+from stream_app.devservices.workers import start_worker
+from stream_app.lag import wait_for_lag_zero
+from stream_app.replay.produce import replay_hotel_bookings
+from stream_app.settings import Settings
+from stream_app.topics import WEDDING_BOOKINGS, ensure_topics
+
+
+async def bare_consume(bootstrap: str, topic: str, total: int) -> float:
+    """Seconds a bare aiokafka consumer group takes to read ``total`` messages of ``topic``."""
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=f"bare-{time.time_ns()}",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    try:
+        seen = 0
+        started = None
+        while seen < total:
+            batch = await consumer.getmany(timeout_ms=1000, max_records=10_000)
+            if started is None and batch:
+                started = time.perf_counter()
+            seen += sum(len(v) for v in batch.values())
+        assert started is not None
+        return time.perf_counter() - started
+    finally:
+        await consumer.stop()
+
+
+async def run(path: Path, reports: int, state: Path) -> None:
+    services = manager.up(state)
+    s = Settings(
+        kafka_bootstrap=services.kafka_bootstrap,
+        postgres_dsn=services.postgres_dsn,
+        artifact_dir=state / "artifacts",
+        data_dir=state / "worker-data",
+    )
+    await ensure_topics(s.kafka_bootstrap, s.topic_partitions)
+    await migrate(s.postgres_dsn)
+    summary = await replay_hotel_bookings(s, path)
+    print(
+        f"replay: produced {summary.events:,} events in {summary.seconds:.1f} s "
+        f"= {summary.events / summary.seconds:,.0f} events/s"
+    )
+
+    worker = start_worker(
+        kafka_bootstrap=s.kafka_bootstrap,
+        postgres_dsn=s.postgres_dsn,
+        data_dir=state / "bench-worker",
+        log_path=state / "bench-worker.log",
+        artifact_dir=s.artifact_dir,
+        app_id="bench",
+    )
+    try:
+        await worker.wait_ready(timeout_s=120, min_partitions=4)
+        t0 = time.perf_counter()
+        await wait_for_lag_zero(s.kafka_bootstrap, "bench", WEDDING_BOOKINGS, 1800, poll_s=0.5)
+        fold_s = time.perf_counter() - t0
+        rate = summary.events / fold_s
+        print(
+            f"fold: one worker folded {summary.events:,} events into the tables in "
+            f"{fold_s:.1f} s = {rate:,.0f} events/s (sustained, catching up from offset 0)"
+        )
+        bare_s = await bare_consume(s.kafka_bootstrap, WEDDING_BOOKINGS, summary.events)
+        bare = summary.events / bare_s
+        print(
+            f"ceiling: bare aiokafka consumer read them in {bare_s:.1f} s = {bare:,.0f} "
+            f"events/s; ours = {rate / bare:.1%} of it"
+        )
+        latencies = []
+        for _ in range(reports):
+            t = time.perf_counter()
+            status = await request_report_and_wait(
+                s,
+                organization_id="hotel-demand-pt",
+                report_type="monthly_booking_summary",
+                date_from=date(2015, 7, 1),
+                date_to=date(2017, 8, 31),
+                output_formats=["csv", "json"],
+                user_id="bench",
+            )
+            assert status.status == "completed", status
+            latencies.append((time.perf_counter() - t) * 1000)
+        print(
+            f"report request -> completed (csv+json, 52 rows, {reports} requests): "
+            f"p50 {statistics.median(latencies):.0f} ms, max {max(latencies):.0f} ms"
+        )
+    finally:
+        worker.stop()
+        manager.down(state)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("path", nargs="?", default="../shared/data/hotel_bookings.csv.gz")
+    parser.add_argument("--reports", type=int, default=10)
+    args = parser.parse_args()
+    state = Path(tempfile.gettempdir()) / f"wedding-bench-{os.getpid()}"
+    state.mkdir(mode=0o755)
+    try:
+        asyncio.run(run(Path(args.path), args.reports, state))
+    finally:
+        shutil.rmtree(state, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

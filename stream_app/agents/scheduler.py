@@ -1,0 +1,41 @@
+"""The scheduler task of a worker: claims due schedule runs and requests their reports.
+
+Every worker runs it; exactly one run per fire time comes from PostgreSQL
+(``UNIQUE (schedule_id, fire_time)`` on ``schedule_runs``, see
+:mod:`stream_app.schedules.store`), not from electing a leader, so a worker that dies does not
+stop schedules. Requests go to ``report-requests`` like any other report request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from stream_app.app import app, settings
+from stream_app.db.pool import get_pool
+from stream_app.reports.agent import report_requests_topic
+from stream_app.schedules.runner import scheduler_loop
+from stream_app.schemas.base import encode_event
+from stream_app.schemas.reports import ReportRequest
+
+log = logging.getLogger(__name__)
+
+
+async def submit_report_request(request: ReportRequest) -> None:
+    """Produce ``request`` to ``report-requests`` and wait for the broker's acknowledgement."""
+    fut = await report_requests_topic.send(
+        key=f"{request.organization_id}/{request.report_id}".encode(),
+        value=encode_event(request),
+    )
+    await fut
+
+
+@app.task  # type: ignore[untyped-decorator]
+async def run_scheduler() -> None:
+    """Tick every ``WEDDING_SCHEDULER_INTERVAL_S`` seconds until the worker stops."""
+    pool = await get_pool(settings.postgres_dsn)
+    stop = asyncio.Event()
+    try:
+        await scheduler_loop(pool, submit_report_request, settings.scheduler_interval_s, stop)
+    finally:
+        stop.set()

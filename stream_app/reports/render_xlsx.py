@@ -1,0 +1,411 @@
+"""Excel renderer: a :class:`ReportTable` as an ``.xlsx`` workbook with typed cells and a chart.
+
+Sheets, in order:
+
+- ``data``: a bold header row, then one row per table row; the header is frozen and has an
+  autofilter. Past Excel's limit of :data:`MAX_ROWS_PER_SHEET` rows (header included) the
+  rows continue on ``data (2)``, ``data (3)``, ... each with the same header: nothing is
+  dropped.
+- ``chart`` (when the table has a :class:`~stream_app.reports.model.ChartSpec` and rows): the
+  summed figures per category and a native Excel chart of them.
+- ``metadata``: organisation, time zone, date range, row count, sheets, notes and the column
+  definitions.
+
+Cells are typed: ``int`` cells are numbers (format ``#,##0``); ``money`` cells are numbers
+shown with the row currency's ISO 4217 minor-unit digits and its code (``#,##0.00 "EUR"``,
+``#,##0 "JPY"``, ``#,##0.000 "KWD"``; the row's currency is the text column named
+``currency``, else the number of decimals in the cell); ``percent`` cells (``"27.76"``
+meaning 27.76 %) are the fraction 0.2776 with the format ``0.00%``; ``month`` and ``date``
+cells are Excel dates (``yyyy-mm``, ``yyyy-mm-dd``); text is always written as a string,
+never as a formula, so ``=HYPERLINK(...)`` stays inert text.
+
+Why money is exact: Excel stores every number as an IEEE 754 double. A decimal with at most
+15 significant digits survives the trip decimal → nearest double → decimal (15 is the
+``DBL_DIG`` of a double), so the value Excel shows with the currency's decimals, and any
+reader that rounds the double to those decimals, gets back exactly the decimal string of
+the table: that covers every amount below 10^15 minor units (10 trillion EUR, 1 quadrillion
+JPY, 1 trillion KWD). A money cell with more significant digits (or an ``int`` cell past
+2^53) is written as its exact text instead of a rounded number, and the metadata sheet says
+how many such cells there are. The exact integer ``revenue_minor`` column of the booking
+summary is a second, integer check.
+
+The workbook is written in xlsxwriter's ``constant_memory`` mode (one row in memory at a
+time) to a temporary directory, then streamed into the artifact in 1 MiB chunks; the
+temporary directory is deleted whatever happens.
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from collections.abc import Iterable, Sequence
+from datetime import date
+from decimal import Decimal
+from itertools import chain, islice
+from pathlib import Path
+from typing import Any
+
+import xlsxwriter
+
+from stream_app.money import minor_unit_exponent
+from stream_app.reports.artifacts import HashingWriter
+from stream_app.reports.model import (
+    Cell,
+    ChartAccumulator,
+    ChartData,
+    Column,
+    ReportTable,
+    display_text,
+)
+
+MAX_ROWS_PER_SHEET = 1_048_576
+"""Rows per worksheet, header included (Excel's limit); tests lower it."""
+
+MAX_COLUMNS = 16_384
+"""Excel's column limit."""
+
+MAX_TEXT = 32_767
+"""Excel's limit on the characters in one cell."""
+
+EXACT_DIGITS = 15
+"""Significant digits of a decimal that always round-trip through a double (``DBL_DIG``)."""
+
+EXACT_INT = 2**53
+"""Integers with an absolute value up to this are exact as doubles."""
+
+MAX_CHART_SERIES = 255
+"""Excel's limit on the series of one chart."""
+
+_CHUNK = 1 << 20
+_WIDTH_SAMPLE = 1000
+_MAX_WIDTH = 60
+_CURRENCY_CODE = re.compile(r"[A-Z]{3}")
+
+
+def render_xlsx(table: ReportTable, out: HashingWriter) -> None:
+    """Write ``table`` as an Excel workbook to ``out`` (see the module docstring for layout).
+
+    Reads ``table.rows`` once. Sets ``out.rows`` to the number of data rows written (all of
+    them, across the ``data`` sheets).
+
+    Raises:
+        ValueError: a ``month``/``date`` cell is not ``YYYY-MM``/``YYYY-MM-DD``, a ``money``
+            or ``percent`` cell is not a decimal number, a text cell is longer than Excel's
+            32,767 characters, the table has more than 16,384 columns, or the chart spec
+            names an unknown or non-numeric column.
+    """
+    if len(table.columns) > MAX_COLUMNS:
+        raise ValueError(f"{len(table.columns)} columns; Excel allows at most {MAX_COLUMNS}")
+    with tempfile.TemporaryDirectory(prefix="report-xlsx-") as tmp:
+        path = Path(tmp) / "report.xlsx"
+        out.rows = _Workbook(path, tmp, table).write()
+        with path.open("rb") as fh:
+            while chunk := fh.read(_CHUNK):
+                out.write(chunk)
+
+
+class _Workbook:
+    """One workbook being written; :meth:`write` does it all and returns the row count."""
+
+    def __init__(self, path: Path, tmpdir: str, table: ReportTable) -> None:
+        self.table = table
+        self.book: Any = xlsxwriter.Workbook(
+            str(path),
+            {
+                "constant_memory": True,
+                "tmpdir": tmpdir,
+                "strings_to_numbers": False,
+                "strings_to_formulas": False,
+                "strings_to_urls": False,
+            },
+        )
+        self.book.set_properties(
+            {
+                "title": _title(table),
+                "company": table.organization_name,
+                "comments": f"{table.date_from.isoformat()} to {table.date_to.isoformat()}, "
+                f"{table.time_zone}",
+            }
+        )
+        b = self.book
+        self.bold = b.add_format({"bold": True, "bottom": 1, "bg_color": "#DDE4EE"})
+        self.bold_plain = b.add_format({"bold": True})
+        self.wrap = b.add_format({"text_wrap": True, "valign": "top"})
+        self.int_fmt = b.add_format({"num_format": "#,##0"})
+        self.date_fmt = b.add_format({"num_format": "yyyy-mm-dd"})
+        self.month_fmt = b.add_format({"num_format": "yyyy-mm"})
+        self.title_fmt = b.add_format({"bold": True, "font_size": 14})
+        self._money_fmts: dict[tuple[int, str | None], Any] = {}
+        self._percent_fmts: dict[int, Any] = {}
+        names = [c.name for c in table.columns]
+        self.currency_index = names.index("currency") if "currency" in names else None
+        self.as_text = 0
+        self.sheets: list[str] = []
+
+    # -- formats ---------------------------------------------------------------------------
+
+    def money_fmt(self, exponent: int, currency: str | None) -> Any:
+        """The number format of a money cell with ``exponent`` decimals in ``currency``."""
+        key = (exponent, currency)
+        fmt = self._money_fmts.get(key)
+        if fmt is None:
+            pattern = "#,##0" + ("." + "0" * exponent if exponent > 0 else "")
+            if currency is not None:
+                pattern += f' "{currency}"'
+            fmt = self.book.add_format({"num_format": pattern})
+            self._money_fmts[key] = fmt
+        return fmt
+
+    def percent_fmt(self, decimals: int) -> Any:
+        """The format of a percent cell whose text has ``decimals`` digits after the point."""
+        fmt = self._percent_fmts.get(decimals)
+        if fmt is None:
+            pattern = "0" + ("." + "0" * decimals if decimals > 0 else "") + "%"
+            fmt = self.book.add_format({"num_format": pattern})
+            self._percent_fmts[decimals] = fmt
+        return fmt
+
+    # -- cells -----------------------------------------------------------------------------
+
+    def string(self, sheet: Any, r: int, c: int, text: str, fmt: Any = None) -> None:
+        """Write ``text`` as a string cell (never a formula); raise if Excel would cut it."""
+        if len(text) > MAX_TEXT:
+            raise ValueError(
+                f"sheet {sheet.name!r} row {r + 1} column {c + 1}: {len(text)} characters; "
+                f"an Excel cell holds at most {MAX_TEXT}"
+            )
+        sheet.write_string(r, c, text, fmt)
+
+    def cell(self, sheet: Any, r: int, c: int, col: Column, value: Cell, currency: Cell) -> None:
+        """Write one data cell with its type (see the module docstring)."""
+        if value is None:
+            return
+        try:
+            self._cell(sheet, r, c, col, value, currency)
+        except (ArithmeticError, ValueError) as exc:
+            raise ValueError(f"column {col.name!r} ({col.type}), value {value!r}: {exc}") from exc
+
+    def _cell(self, sheet: Any, r: int, c: int, col: Column, value: str | int, cur: Cell) -> None:
+        if isinstance(value, int):
+            if abs(value) <= EXACT_INT:
+                sheet.write_number(r, c, value, self.int_fmt)
+            else:
+                self.as_text += 1
+                self.string(sheet, r, c, str(value))
+            return
+        kind = col.type
+        if kind == "money":
+            amount = Decimal(value)
+            if not amount.is_finite():
+                raise ValueError("not a finite decimal")
+            decimals = max(-int(amount.as_tuple().exponent), 0)
+            currency = cur if isinstance(cur, str) and _CURRENCY_CODE.fullmatch(cur) else None
+            if currency is not None:
+                decimals = max(decimals, minor_unit_exponent(currency))
+            if len(amount.as_tuple().digits) <= EXACT_DIGITS:
+                sheet.write_number(r, c, float(amount), self.money_fmt(decimals, currency))
+            else:
+                self.as_text += 1
+                self.string(sheet, r, c, value)
+        elif kind == "percent":
+            rate = Decimal(value)
+            if not rate.is_finite():
+                raise ValueError("not a finite decimal")
+            decimals = max(-int(rate.as_tuple().exponent), 0)
+            sheet.write_number(r, c, float(rate / 100), self.percent_fmt(decimals))
+        elif kind == "month":
+            if len(value) != 7:
+                raise ValueError("not a YYYY-MM month")
+            sheet.write_datetime(r, c, date.fromisoformat(value + "-01"), self.month_fmt)
+        elif kind == "date":
+            sheet.write_datetime(r, c, date.fromisoformat(value), self.date_fmt)
+        else:
+            self.string(sheet, r, c, value)
+
+    # -- sheets ----------------------------------------------------------------------------
+
+    def data_sheet(self, widths: Sequence[float]) -> Any:
+        """A new ``data`` sheet with the header row, frozen and filterable."""
+        name = "data" if not self.sheets else f"data ({len(self.sheets) + 1})"
+        sheet = self.book.add_worksheet(name)
+        self.sheets.append(name)
+        for c, col in enumerate(self.table.columns):
+            sheet.set_column(c, c, widths[c])
+            self.string(sheet, 0, c, col.name, self.bold)
+        sheet.freeze_panes(1, 0)
+        return sheet
+
+    def write(self) -> int:
+        """Write every sheet and close the workbook; returns the number of data rows."""
+        table = self.table
+        columns = list(table.columns)
+        rows = iter(table.rows)
+        head = list(islice(rows, _WIDTH_SAMPLE))
+        widths = _widths(columns, head)
+        chart = ChartAccumulator(table.chart, columns) if table.chart is not None else None
+        per_sheet = MAX_ROWS_PER_SHEET - 1
+        if per_sheet < 1:
+            raise ValueError("MAX_ROWS_PER_SHEET must leave room for a header and a row")
+        ci = self.currency_index
+        sheet = self.data_sheet(widths)
+        r = 0  # data rows on the current sheet
+        total = 0
+        for row in chain(head, rows):
+            if len(row) != len(columns):
+                raise ValueError(f"row {total + 1} has {len(row)} cells for {len(columns)} columns")
+            if r == per_sheet:
+                sheet.autofilter(0, 0, r, len(columns) - 1)
+                sheet = self.data_sheet(widths)
+                r = 0
+            r += 1
+            currency = row[ci] if ci is not None else None
+            for c, (col, value) in enumerate(zip(columns, row, strict=True)):
+                self.cell(sheet, r, c, col, value, currency)
+            if chart is not None:
+                chart.add(row)
+            total += 1
+        sheet.autofilter(0, 0, r, len(columns) - 1)
+        data = chart.result() if chart is not None else None
+        chart_sheet = self.chart_sheet(data) if data is not None else None
+        self.metadata_sheet(total, chart_sheet)
+        self.book.close()
+        return total
+
+    def chart_sheet(self, data: ChartData) -> str | None:
+        """The ``chart`` sheet: the summed figures and a native chart; None when empty."""
+        if not data.categories or not data.series:
+            return None
+        series = data.series[:MAX_CHART_SERIES]
+        sheet = self.book.add_worksheet("chart")
+        sheet.set_column(0, 0, max(12, min(_MAX_WIDTH, 2 + max(map(len, data.categories)))))
+        sheet.set_column(1, len(series), 18)
+        self.string(sheet, 0, 0, data.category.name, self.bold)
+        for s, ser in enumerate(series, start=1):
+            self.string(sheet, 0, s, ser.name, self.bold)
+        fmts = []
+        for ser in series:
+            if ser.column.type == "money":
+                currency = (
+                    ser.series_value
+                    if data.spec.series_column == "currency"
+                    and ser.series_value is not None
+                    and _CURRENCY_CODE.fullmatch(ser.series_value)
+                    else None
+                )
+                decimals = max((max(-int(v.as_tuple().exponent), 0) for v in ser.values), default=0)
+                if currency is not None:
+                    decimals = max(decimals, minor_unit_exponent(currency))
+                fmts.append(self.money_fmt(decimals, currency))
+            else:
+                fmts.append(self.int_fmt)
+        for i, category in enumerate(data.categories, start=1):
+            self.string(sheet, i, 0, category)
+            for s, ser in enumerate(series, start=1):
+                sheet.write_number(i, s, float(ser.values[i - 1]), fmts[s - 1])
+        n = len(data.categories)
+        chart = self.book.add_chart(
+            {"type": "column"} if data.spec.kind == "column" else {"type": "line"}
+        )
+        for s in range(1, len(series) + 1):
+            chart.add_series(
+                {
+                    "name": ["chart", 0, s],
+                    "categories": ["chart", 1, 0, n, 0],
+                    "values": ["chart", 1, s, n, s],
+                    **({"marker": {"type": "circle"}} if data.spec.kind == "line" else {}),
+                }
+            )
+        chart.set_title({"name": data.spec.title})
+        chart.set_x_axis({"name": data.category.name})
+        chart.set_y_axis({"major_gridlines": {"visible": True}, "num_format": "#,##0"})
+        chart.set_legend({"position": "bottom"})
+        chart.set_size({"width": 760, "height": 420})
+        sheet.insert_chart(1, len(series) + 2, chart)
+        if len(data.series) > MAX_CHART_SERIES:
+            self.string(
+                sheet,
+                n + 2,
+                0,
+                f"The chart shows the first {MAX_CHART_SERIES} of {len(data.series)} series "
+                "(Excel's limit); the data sheets hold every row.",
+            )
+        return "chart"
+
+    def metadata_sheet(self, total: int, chart_sheet: str | None) -> None:
+        """The ``metadata`` sheet: who, when, what, and the column definitions."""
+        t = self.table
+        sheet = self.book.add_worksheet("metadata")
+        sheet.set_column(0, 0, 22)
+        sheet.set_column(1, 1, 50)
+        sheet.set_column(2, 2, 80)
+        r = 0
+        self.string(sheet, r, 0, _title(t), self.title_fmt)
+        pairs: list[tuple[str, str | int | date]] = [
+            ("report type", t.report_type),
+            ("organisation", t.organization_name),
+            ("organisation id", t.organization_id),
+            ("time zone", t.time_zone),
+            ("from", t.date_from),
+            ("to", t.date_to),
+            ("rows", total),
+            ("data sheets", ", ".join(self.sheets)),
+        ]
+        if chart_sheet is not None and t.chart is not None:
+            pairs.append(("chart", f"{t.chart.title} (sheet {chart_sheet!r})"))
+        if self.as_text:
+            pairs.append(
+                (
+                    "cells kept as text",
+                    f"{self.as_text} numbers too long to be exact as Excel numbers "
+                    f"(over {EXACT_DIGITS} significant digits) are written as exact text",
+                )
+            )
+        r += 1
+        for key, value in pairs:
+            r += 1
+            self.string(sheet, r, 0, key, self.bold_plain)
+            if isinstance(value, date):
+                sheet.write_datetime(r, 1, value, self.date_fmt)
+            elif isinstance(value, int):
+                sheet.write_number(r, 1, value, self.int_fmt)
+            else:
+                self.string(sheet, r, 1, value)
+        if t.notes:
+            r += 2
+            self.string(sheet, r, 0, "notes", self.bold_plain)
+            for note in t.notes:
+                self.string(sheet, r, 1, note)
+                r += 1
+        r += 2
+        for c, head in enumerate(("column", "type", "description")):
+            self.string(sheet, r, c, head, self.bold)
+        for col in t.columns:
+            r += 1
+            self.string(sheet, r, 0, col.name)
+            self.string(sheet, r, 1, col.type)
+            self.string(sheet, r, 2, col.description, self.wrap)
+
+
+def _title(table: ReportTable) -> str:
+    return table.report_type.replace("_", " ").capitalize()
+
+
+def _widths(columns: Sequence[Column], sample: Iterable[Sequence[Cell]]) -> list[float]:
+    """Column widths (in characters) from the header and the first rows."""
+    widths = [float(len(c.name) + 2) for c in columns]
+    for row in sample:
+        for i, (col, value) in enumerate(zip(columns, row, strict=False)):
+            shown = _shown_width(col, value)
+            if shown + 2 > widths[i]:
+                widths[i] = float(shown + 2)
+    return [min(w, _MAX_WIDTH) for w in widths]
+
+
+def _shown_width(col: Column, value: Cell) -> int:
+    if col.type == "money":
+        return len(display_text(value, col.type)) + 4  # the currency code
+    if col.type == "month":
+        return 7
+    if col.type == "date":
+        return 10
+    return len(display_text(value, col.type))

@@ -1,0 +1,394 @@
+"""HTTP API of report schedules (create, read, update, pause, resume, delete, preview, runs).
+
+- ``POST /orgs/{org}/schedules``: create (201); body: ``report_type``, ``date_range``
+  (``previous_month``, ``previous_week``, ``previous_day``, ``previous_quarter``,
+  ``last_n_days:N``), ``output_formats``, ``cron`` (5 fields), ``time_zone`` (IANA; default
+  the organisation's), ``delivery`` (``{"method": "email"|"webhook"|"sftp"|"api", ...}``),
+  optional ``schedule_id``, ``retry``, ``expires_at``, ``skip_if_empty``,
+  ``min_interval_seconds``, ``recipient_filters``, ``priority``.
+- ``GET /orgs/{org}/schedules`` and ``GET /orgs/{org}/schedules/{id}`` (with the next fire
+  times); ``PUT /orgs/{org}/schedules/{id}`` replaces it; ``DELETE`` removes it;
+  ``POST /orgs/{org}/schedules/{id}/pause`` and ``/resume``.
+- ``GET /orgs/{org}/schedules/{id}/runs``: runs and the delivery log.
+- ``GET /orgs/{org}/schedules/preview?cron=…&time_zone=…&count=5``: fire times (UTC).
+- ``GET /downloads/{token}``: a signed download link of the API delivery method (no bearer
+  token: the link is the credential, and it expires).
+
+Secrets (webhook keys, SFTP passwords and keys) are accepted and never returned.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+import orjson
+from aiohttp import web
+
+from stream_app.app import settings
+from stream_app.db.pool import get_pool
+from stream_app.db.tenancy import UnknownOrganizationError, fetch_organization
+from stream_app.delivery.api import LinkError, resolve_download
+from stream_app.delivery.log import fetch_schedule_log
+from stream_app.schedules import store
+from stream_app.schedules.cron import CronExpressionError, preview
+from stream_app.schedules.model import (
+    ApiTarget,
+    EmailTarget,
+    RecipientFilter,
+    RetryPolicy,
+    Schedule,
+    ScheduleValidationError,
+    SftpTarget,
+    WebhookTarget,
+)
+from stream_app.web.auth import Principal, authenticate
+from stream_app.web.errors import ApiError
+from stream_app.web.views import page
+
+TARGETS: dict[str, type[Any]] = {
+    "email": EmailTarget,
+    "webhook": WebhookTarget,
+    "sftp": SftpTarget,
+    "api": ApiTarget,
+}
+_FIELDS = {
+    "schedule_id",
+    "report_type",
+    "date_range",
+    "output_formats",
+    "cron",
+    "time_zone",
+    "delivery",
+    "retry",
+    "expires_at",
+    "paused",
+    "skip_if_empty",
+    "min_interval_seconds",
+    "recipient_filters",
+    "priority",
+}
+
+
+def _convert(value: Any, typ: type[Any], field: str) -> Any:
+    try:
+        return msgspec.convert(value, typ, strict=False)
+    except ScheduleValidationError:
+        raise
+    except msgspec.ValidationError as exc:
+        raise ApiError(400, "invalid_field", str(exc), field=field) from None
+
+
+def schedule_from_json(
+    body: Any,
+    *,
+    organization_id: str,
+    principal: Principal,
+    default_zone: str,
+    schedule_id: str | None = None,
+) -> Schedule:
+    """Build and validate a :class:`Schedule` from a request body.
+
+    Raises:
+        ApiError: 400 naming the field (unknown field, wrong type, invalid value).
+    """
+    if not isinstance(body, dict):
+        raise ApiError(400, "invalid_field", "body must be a JSON object", field="$")
+    unknown = sorted(set(body) - _FIELDS)
+    if unknown:
+        raise ApiError(400, "invalid_field", f"unknown field(s) {unknown}", field=unknown[0])
+    for required in ("report_type", "date_range", "output_formats", "cron", "delivery"):
+        if required not in body:
+            raise ApiError(400, "missing_field", f"{required} is required", field=required)
+    delivery = body["delivery"]
+    if not isinstance(delivery, dict) or delivery.get("method") not in TARGETS:
+        raise ApiError(
+            400,
+            "invalid_field",
+            f"delivery.method must be one of {sorted(TARGETS)}",
+            field="delivery.method",
+        )
+    try:
+        target = _convert(delivery, TARGETS[delivery["method"]], "delivery")
+        retry = _convert(body.get("retry", {}), RetryPolicy, "retry")
+        filters = tuple(
+            _convert(f, RecipientFilter, "recipient_filters")
+            for f in body.get("recipient_filters", [])
+        )
+        expires_at = body.get("expires_at")
+        return Schedule(
+            schedule_id=schedule_id or body.get("schedule_id") or f"sch-{uuid.uuid4().hex[:16]}",
+            organization_id=organization_id,
+            created_by=principal.user_id,
+            report_type=str(body["report_type"]),
+            date_range=str(body["date_range"]),
+            output_formats=tuple(body["output_formats"]),
+            cron=str(body["cron"]),
+            time_zone=str(body.get("time_zone") or default_zone),
+            delivery=target,
+            retry=retry,
+            expires_at=_convert(expires_at, datetime, "expires_at") if expires_at else None,
+            paused=bool(body.get("paused", False)),
+            skip_if_empty=bool(body.get("skip_if_empty", False)),
+            min_interval_seconds=int(body.get("min_interval_seconds", 300)),
+            recipient_filters=filters,
+            priority=body.get("priority", "normal"),
+        )
+    except ScheduleValidationError as exc:
+        raise ApiError(400, "invalid_field", exc.reason, field=exc.field) from None
+    except (TypeError, ValueError) as exc:
+        raise ApiError(400, "invalid_field", str(exc), field="$") from None
+
+
+def schedule_to_json(stored: store.StoredSchedule, upcoming: list[datetime]) -> dict[str, Any]:
+    """The public view of a stored schedule (no secrets)."""
+    s = stored.schedule
+    target = s.delivery
+    delivery: dict[str, Any] = {"method": target.method}
+    if isinstance(target, EmailTarget):
+        delivery.update(recipients=list(target.recipients), subject=target.subject)
+    elif isinstance(target, WebhookTarget):
+        delivery.update(url=target.url, timeout_s=target.timeout_s)
+    elif isinstance(target, SftpTarget):
+        delivery.update(
+            host=target.host, port=target.port, username=target.username, path=target.path
+        )
+    else:
+        delivery.update(link_ttl_seconds=target.link_ttl_seconds)
+
+    def iso(d: datetime | None) -> str | None:
+        return d.isoformat() if d else None
+
+    return {
+        "schedule_id": s.schedule_id,
+        "organization_id": s.organization_id,
+        "created_by": s.created_by,
+        "report_type": s.report_type,
+        "date_range": s.date_range,
+        "output_formats": list(s.output_formats),
+        "cron": s.cron,
+        "time_zone": s.time_zone,
+        "delivery": delivery,
+        "retry": {
+            "max_attempts": s.retry.max_attempts,
+            "base_backoff_s": s.retry.base_backoff_s,
+            "max_backoff_s": s.retry.max_backoff_s,
+        },
+        "expires_at": iso(s.expires_at),
+        "paused": s.paused,
+        "skip_if_empty": s.skip_if_empty,
+        "min_interval_seconds": s.min_interval_seconds,
+        "priority": s.priority,
+        "next_fire_time": iso(stored.next_fire_time),
+        "last_fire_time": iso(stored.last_fire_time),
+        "upcoming_fire_times": [d.isoformat() for d in upcoming],
+    }
+
+
+def _upcoming(s: Schedule, now: datetime) -> list[datetime]:
+    if s.paused:
+        return []
+    times = preview(s.cron, s.time_zone, now, count=5)
+    return [t for t in times if s.expires_at is None or t < s.expires_at]
+
+
+async def _body(request: web.Request) -> Any:
+    try:
+        return orjson.loads(await request.read())
+    except orjson.JSONDecodeError as exc:
+        raise ApiError(400, "invalid_json", f"body is not JSON: {exc}", field="$") from None
+
+
+async def _save(request: web.Request, org: str, schedule_id: str | None) -> web.Response:
+    principal = authenticate(request, settings.jwt_secret, org)
+    body = await _body(request)
+    pool = await get_pool(settings.postgres_dsn)
+    now = datetime.now(UTC)
+    async with pool.acquire() as conn:
+        try:
+            organization = await fetch_organization(conn, org)
+        except UnknownOrganizationError as exc:
+            raise ApiError(404, "not_found", str(exc), field="organization_id") from None
+        schedule = schedule_from_json(
+            body,
+            organization_id=org,
+            principal=principal,
+            default_zone=organization.time_zone,
+            schedule_id=schedule_id,
+        )
+        try:
+            schedule.check_at(now)
+        except ScheduleValidationError as exc:
+            raise ApiError(400, "invalid_field", exc.reason, field=exc.field) from None
+        try:
+            if schedule_id is None:
+                await store.create_schedule(conn, schedule, now)
+            else:
+                await store.update_schedule(conn, schedule, now)
+        except store.ScheduleExistsError as exc:
+            raise ApiError(409, "conflict", str(exc), field="schedule_id") from None
+        except store.ScheduleNotFoundError as exc:
+            raise ApiError(404, "not_found", str(exc), field="schedule_id") from None
+        stored = await store.get_schedule(conn, org, schedule.schedule_id)
+    return web.json_response(
+        schedule_to_json(stored, _upcoming(schedule, now)),
+        status=201 if schedule_id is None else 200,
+    )
+
+
+@page("/orgs/{org}/schedules", method="post")
+async def create_schedule(self: Any, request: web.Request, org: str) -> web.StreamResponse:
+    """Create a schedule (201)."""
+    return await _save(request, org, None)
+
+
+@page("/orgs/{org}/schedules")
+async def list_schedules(self: Any, request: web.Request, org: str) -> web.StreamResponse:
+    """Every schedule of the organisation."""
+    authenticate(request, settings.jwt_secret, org)
+    pool = await get_pool(settings.postgres_dsn)
+    now = datetime.now(UTC)
+    async with pool.acquire() as conn:
+        found = await store.list_schedules(conn, org)
+    return web.json_response(
+        {"schedules": [schedule_to_json(s, _upcoming(s.schedule, now)) for s in found]}
+    )
+
+
+@page("/orgs/{org}/schedules/preview")
+async def preview_fire_times(self: Any, request: web.Request, org: str) -> web.StreamResponse:
+    """Next fire times (UTC) of a cron expression in a zone, without storing anything."""
+    authenticate(request, settings.jwt_secret, org)
+    q = request.query
+    if "cron" not in q or "time_zone" not in q:
+        raise ApiError(
+            400,
+            "missing_field",
+            "query parameters cron and time_zone are required",
+            field="cron" if "cron" not in q else "time_zone",
+        )
+    try:
+        count = int(q.get("count", "5"))
+        times = preview(q["cron"], q["time_zone"], datetime.now(UTC), count=count)
+    except CronExpressionError as exc:
+        raise ApiError(400, "invalid_field", str(exc), field="cron") from None
+    except ValueError as exc:
+        raise ApiError(400, "invalid_field", str(exc), field="count") from None
+    return web.json_response({"fire_times": [t.isoformat() for t in times]})
+
+
+async def _one(org: str, schedule_id: str) -> store.StoredSchedule:
+    pool = await get_pool(settings.postgres_dsn)
+    async with pool.acquire() as conn:
+        try:
+            return await store.get_schedule(conn, org, schedule_id)
+        except store.ScheduleNotFoundError as exc:
+            raise ApiError(404, "not_found", str(exc), field="schedule_id") from None
+
+
+@page("/orgs/{org}/schedules/{schedule_id}")
+async def get_schedule(
+    self: Any, request: web.Request, org: str, schedule_id: str
+) -> web.StreamResponse:
+    """One schedule with its next fire times."""
+    authenticate(request, settings.jwt_secret, org)
+    stored = await _one(org, schedule_id)
+    return web.json_response(
+        schedule_to_json(stored, _upcoming(stored.schedule, datetime.now(UTC)))
+    )
+
+
+@page("/orgs/{org}/schedules/{schedule_id}", method="put")
+async def replace_schedule(
+    self: Any, request: web.Request, org: str, schedule_id: str
+) -> web.StreamResponse:
+    """Replace a schedule's definition (its id stays)."""
+    return await _save(request, org, schedule_id)
+
+
+@page("/orgs/{org}/schedules/{schedule_id}", method="delete")
+async def delete_schedule(
+    self: Any, request: web.Request, org: str, schedule_id: str
+) -> web.StreamResponse:
+    """Delete a schedule (its delivery log is kept)."""
+    authenticate(request, settings.jwt_secret, org)
+    pool = await get_pool(settings.postgres_dsn)
+    async with pool.acquire() as conn:
+        if not await store.delete_schedule(conn, org, schedule_id):
+            raise ApiError(404, "not_found", f"no schedule {schedule_id!r}", field="schedule_id")
+    return web.json_response({"schedule_id": schedule_id, "deleted": True})
+
+
+async def _set_paused(
+    request: web.Request, org: str, schedule_id: str, pause: bool
+) -> web.Response:
+    authenticate(request, settings.jwt_secret, org)
+    pool = await get_pool(settings.postgres_dsn)
+    now = datetime.now(UTC)
+    async with pool.acquire() as conn:
+        try:
+            if pause:
+                await store.pause_schedule(conn, org, schedule_id, now)
+            else:
+                await store.resume_schedule(conn, org, schedule_id, now)
+        except store.ScheduleNotFoundError as exc:
+            raise ApiError(404, "not_found", str(exc), field="schedule_id") from None
+        stored = await store.get_schedule(conn, org, schedule_id)
+    return web.json_response(schedule_to_json(stored, _upcoming(stored.schedule, now)))
+
+
+@page("/orgs/{org}/schedules/{schedule_id}/pause", method="post")
+async def pause(self: Any, request: web.Request, org: str, schedule_id: str) -> web.StreamResponse:
+    """Pause a schedule: it stops firing until resumed."""
+    return await _set_paused(request, org, schedule_id, True)
+
+
+@page("/orgs/{org}/schedules/{schedule_id}/resume", method="post")
+async def resume(self: Any, request: web.Request, org: str, schedule_id: str) -> web.StreamResponse:
+    """Resume a schedule; the paused period is not caught up."""
+    return await _set_paused(request, org, schedule_id, False)
+
+
+@page("/orgs/{org}/schedules/{schedule_id}/runs")
+async def runs(self: Any, request: web.Request, org: str, schedule_id: str) -> web.StreamResponse:
+    """The latest runs of a schedule and every delivery attempt."""
+    authenticate(request, settings.jwt_secret, org)
+    await _one(org, schedule_id)
+    pool = await get_pool(settings.postgres_dsn)
+    async with pool.acquire() as conn:
+        found = await store.list_runs(conn, org, schedule_id)
+        log = await fetch_schedule_log(conn, org, schedule_id)
+    return web.json_response(
+        {
+            "runs": [
+                {
+                    "run_id": r.run_id,
+                    "fire_time": r.fire_time.isoformat(),
+                    "missed_from": r.missed_from.isoformat(),
+                    "status": r.status,
+                    "error": r.error,
+                    "claimed_by": r.claimed_by,
+                    "date_from": r.date_from.isoformat(),
+                    "date_to": r.date_to.isoformat(),
+                    "report_ids": [p.report_id for p in r.reports],
+                }
+                for r in found
+            ],
+            "deliveries": [msgspec.to_builtins(entry) for entry in log],
+        }
+    )
+
+
+@page("/downloads/{token}")
+async def download(self: Any, request: web.Request, token: str) -> web.StreamResponse:
+    """A file behind a signed, expiring link (the API delivery method)."""
+    from stream_app.agents.delivery import config
+
+    try:
+        claims = config.signer.verify(token, now=datetime.now(UTC))
+        path = resolve_download(settings.artifact_dir, claims)
+    except LinkError as exc:
+        raise ApiError(403, "invalid_link", str(exc), field="token") from None
+    return web.FileResponse(path)
