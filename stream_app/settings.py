@@ -36,6 +36,9 @@ class Settings:
         rocksdb_write_buffer_bytes: memtable size per partition (faust default 64 MiB × 3).
         batch_max_events / batch_max_seconds: an agent folds up to this many events, or what
             arrived within this many seconds, before it publishes the coalesced metric changes.
+        offset_reset: where a new consumer group starts reading the input topics,
+            ``earliest`` (default: every event ever produced) or ``latest`` (only new ones)
+            (``WEDDING_OFFSET_RESET``).
         scheduler_interval_s: seconds between two scheduler ticks of a worker
             (``WEDDING_SCHEDULER_INTERVAL_S``); a fire time is claimed at most this late.
     """
@@ -65,6 +68,7 @@ class Settings:
     batch_max_seconds: float = field(
         default_factory=lambda: float(_env("WEDDING_BATCH_MAX_SECONDS", "0.05"))
     )
+    offset_reset: str = field(default_factory=lambda: _env("WEDDING_OFFSET_RESET", "earliest"))
     scheduler_interval_s: float = field(
         default_factory=lambda: float(_env("WEDDING_SCHEDULER_INTERVAL_S", "15"))
     )

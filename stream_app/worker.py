@@ -12,6 +12,8 @@ from stream_app.agents import scheduler as _scheduler  # noqa: F401
 from stream_app.app import app
 from stream_app.reports import agent as _report_agent  # noqa: F401
 from stream_app.web import schedules as _schedule_views  # noqa: F401
-from stream_app.web import views as _views  # noqa: F401
+from stream_app.web import views as _views
+
+_views.register_routes()
 
 __all__ = ["app"]

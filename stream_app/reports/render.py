@@ -20,6 +20,9 @@ import orjson
 
 from stream_app.reports.artifacts import HashingWriter
 from stream_app.reports.model import Cell, ReportTable
+from stream_app.reports.render_pdf import render_pdf
+from stream_app.reports.render_pptx import render_pptx
+from stream_app.reports.render_xlsx import render_xlsx
 
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
@@ -82,5 +85,8 @@ def render_json(table: ReportTable, out: HashingWriter) -> None:
 RENDERERS: dict[str, tuple[str, Callable[[ReportTable, HashingWriter], None]]] = {
     "csv": ("csv", render_csv),
     "json": ("json", render_json),
+    "excel": ("xlsx", render_xlsx),
+    "pdf": ("pdf", render_pdf),
+    "powerpoint": ("pptx", render_pptx),
 }
 """Format name → (file extension, renderer)."""

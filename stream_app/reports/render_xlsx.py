@@ -133,6 +133,8 @@ class _Workbook:
         self.wrap = b.add_format({"text_wrap": True, "valign": "top"})
         self.int_fmt = b.add_format({"num_format": "#,##0"})
         self.date_fmt = b.add_format({"num_format": "yyyy-mm-dd"})
+        self.date_left = b.add_format({"num_format": "yyyy-mm-dd", "align": "left"})
+        self.int_left = b.add_format({"num_format": "#,##0", "align": "left"})
         self.month_fmt = b.add_format({"num_format": "yyyy-mm"})
         self.title_fmt = b.add_format({"bold": True, "font_size": 14})
         self._money_fmts: dict[tuple[int, str | None], Any] = {}
@@ -233,6 +235,9 @@ class _Workbook:
             sheet.set_column(c, c, widths[c])
             self.string(sheet, 0, c, col.name, self.bold)
         sheet.freeze_panes(1, 0)
+        sheet.repeat_rows(0)  # printing: the header on every page
+        sheet.set_landscape()
+        sheet.fit_to_pages(1, 0)  # printing: all columns on one page wide
         return sheet
 
     def write(self) -> int:
@@ -351,7 +356,7 @@ class _Workbook:
             ("data sheets", ", ".join(self.sheets)),
         ]
         if chart_sheet is not None and t.chart is not None:
-            pairs.append(("chart", f"{t.chart.title} (sheet {chart_sheet!r})"))
+            pairs.append(("chart", f"{t.chart.title}, on the sheet {chart_sheet}"))
         if self.as_text:
             pairs.append(
                 (
@@ -365,9 +370,9 @@ class _Workbook:
             r += 1
             self.string(sheet, r, 0, key, self.bold_plain)
             if isinstance(value, date):
-                sheet.write_datetime(r, 1, value, self.date_fmt)
+                sheet.write_datetime(r, 1, value, self.date_left)
             elif isinstance(value, int):
-                sheet.write_number(r, 1, value, self.int_fmt)
+                sheet.write_number(r, 1, value, self.int_left)
             else:
                 self.string(sheet, r, 1, value)
         if t.notes:

@@ -10,7 +10,7 @@ import msgspec
 from stream_app.schemas.base import Identifier, UtcDateTime
 
 REPORT_TYPES = frozenset({"monthly_booking_summary"})
-OUTPUT_FORMATS = frozenset({"csv", "json"})
+OUTPUT_FORMATS = frozenset({"csv", "json", "excel", "pdf", "powerpoint"})
 REPORT_REQUEST_SCHEMA_VERSIONS = frozenset({1})
 
 

@@ -62,20 +62,35 @@ def api(route: str) -> Callable[[Handler], Handler]:
     return decorate
 
 
-def page(path: str, method: str = "get") -> Callable[[Handler], Handler]:
-    """Register ``fn`` as the ``method`` handler of ``path`` on the worker's web server.
+_ROUTES: dict[str, dict[str, Handler]] = {}
 
-    The handler is wrapped by :func:`api` (JSON errors, request counting) and becomes the
-    method of a :class:`faust.web.View` subclass (faust maps a bare function to GET only).
+
+def page(path: str, method: str = "get") -> Callable[[Handler], Handler]:
+    """Declare ``fn`` as the ``method`` handler of ``path`` (see :func:`register_routes`).
+
+    The handler is wrapped by :func:`api` (JSON errors, request counting).
     """
 
     def decorate(fn: Handler) -> Handler:
-        wrapped = api(path)(fn)
-        view = type(fn.__name__, (faust.web.View,), {method: wrapped, "__doc__": fn.__doc__})
-        app.page(path)(view)
+        methods = _ROUTES.setdefault(path, {})
+        if method in methods:
+            raise RuntimeError(f"{method.upper()} {path} is declared twice")
+        methods[method] = api(path)(fn)
         return fn
 
     return decorate
+
+
+def register_routes() -> None:
+    """Register every declared route on the worker's web server, one view per path.
+
+    faust builds one :class:`faust.web.View` per path with all its methods (and maps a bare
+    function to GET only), so the handlers declared with :func:`page` are gathered first.
+    """
+    for path, methods in _ROUTES.items():
+        view = type(f"View{len(path)}_{abs(hash(path))}", (faust.web.View,), dict(methods))
+        app.page(path)(view)
+    _ROUTES.clear()
 
 
 def _periods(grain: str, start: str, end: str) -> list[str]:

@@ -1,0 +1,477 @@
+"""PDF renderer: a :class:`ReportTable` as a paginated PDF with a chart and the data table.
+
+Layout: title and organisation, a metadata block (organisation, id, time zone, period, rows,
+notes), the chart of the table's :class:`~stream_app.reports.model.ChartSpec` (a reportlab
+bar or line chart drawn as vectors, with a legend), then the table with its header row
+repeated on every page. Pages are A4, landscape when the table has more than
+:data:`LANDSCAPE_FROM_COLUMNS` columns; every page has a footer with the report, the
+organisation and the page number.
+
+Fonts: DejaVu Sans (Debian ``fonts-dejavu-core``: Latin, Greek, Cyrillic, Hebrew and more)
+is embedded (as a subset) for all text; characters it lacks, such as Chinese, Japanese and
+Korean ideographs, are set in Droid Sans Fallback (Debian ``fonts-droid-fallback``), also
+embedded. Both are required: a missing font file raises :class:`FontMissingError` naming the
+path and the package. Right-to-left scripts are drawn in logical order, without shaping.
+
+Size: a PDF is a document to read, not a data dump; it lists the first
+:data:`MAX_TABLE_ROWS` rows and, when there are more, says so above and below the table
+("the first N of M rows; all M rows are in the CSV, JSON and Excel files"). The chart and
+the row count always cover every row. ``out.rows`` is set to the number of rows listed.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from xml.sax.saxutils import escape
+
+from reportlab.graphics.charts.barcharts import VerticalBarChart
+from reportlab.graphics.charts.legends import Legend
+from reportlab.graphics.charts.linecharts import HorizontalLineChart
+from reportlab.graphics.shapes import Drawing
+from reportlab.lib import colors
+from reportlab.lib.enums import TA_RIGHT
+from reportlab.lib.pagesizes import A4, landscape
+from reportlab.lib.styles import ParagraphStyle
+from reportlab.lib.units import mm
+from reportlab.pdfbase import pdfmetrics
+from reportlab.pdfbase.ttfonts import TTFont
+from reportlab.platypus import (
+    Flowable,
+    KeepTogether,
+    LongTable,
+    Paragraph,
+    SimpleDocTemplate,
+    Spacer,
+    Table,
+    TableStyle,
+)
+
+from stream_app.reports.artifacts import HashingWriter
+from stream_app.reports.model import (
+    Cell,
+    ChartAccumulator,
+    ChartData,
+    Column,
+    ReportTable,
+    display_text,
+)
+
+FONT_PATH = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")
+"""Body font (Debian package ``fonts-dejavu-core``)."""
+
+BOLD_FONT_PATH = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf")
+"""Bold body font (Debian package ``fonts-dejavu-core``)."""
+
+FALLBACK_FONT_PATH = Path("/usr/share/fonts/truetype/droid/DroidSansFallbackFull.ttf")
+"""Font for characters DejaVu Sans lacks, e.g. CJK (Debian package ``fonts-droid-fallback``)."""
+
+FONT = "DejaVuSans"
+BOLD_FONT = "DejaVuSans-Bold"
+FALLBACK_FONT = "DroidSansFallback"
+
+MAX_TABLE_ROWS = 5_000
+"""Rows listed in the PDF's table (about 120 pages); the rest are counted and stated."""
+
+LANDSCAPE_FROM_COLUMNS = 7
+"""Tables with at least this many columns are printed on landscape pages."""
+
+_PALETTE = (
+    colors.HexColor("#1F77B4"),
+    colors.HexColor("#FF7F0E"),
+    colors.HexColor("#2CA02C"),
+    colors.HexColor("#D62728"),
+    colors.HexColor("#9467BD"),
+    colors.HexColor("#8C564B"),
+    colors.HexColor("#E377C2"),
+    colors.HexColor("#7F7F7F"),
+)
+MAX_CHART_SERIES = 32
+"""Series drawn in the chart; a note says so when there are more."""
+
+_HEADER_BG = colors.HexColor("#DDE4EE")
+_STRIPE_BG = colors.HexColor("#F4F6F9")
+_NUMERIC = frozenset({"int", "money", "percent"})
+_MAX_CHART_CATEGORY_LABELS = 24
+
+
+class FontMissingError(FileNotFoundError):
+    """A font file the PDF renderer embeds is not installed."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Fonts:
+    main: frozenset[int]
+    fallback: frozenset[int]
+
+
+_fonts: _Fonts | None = None
+_fonts_lock = threading.Lock()
+
+
+def _register_fonts() -> _Fonts:
+    """Register the fonts with reportlab once; returns the code points each covers."""
+    global _fonts
+    with _fonts_lock:
+        if _fonts is not None:
+            return _fonts
+        for path, package in (
+            (FONT_PATH, "fonts-dejavu-core"),
+            (BOLD_FONT_PATH, "fonts-dejavu-core"),
+            (FALLBACK_FONT_PATH, "fonts-droid-fallback"),
+        ):
+            if not path.is_file():
+                raise FontMissingError(
+                    f"PDF reports need the font {path}; install the Debian package {package} "
+                    "(scripts/install does)"
+                )
+        main = TTFont(FONT, str(FONT_PATH))
+        bold = TTFont(BOLD_FONT, str(BOLD_FONT_PATH))
+        fallback = TTFont(FALLBACK_FONT, str(FALLBACK_FONT_PATH))
+        for font in (main, bold, fallback):
+            pdfmetrics.registerFont(font)
+        pdfmetrics.registerFontFamily(FONT, normal=FONT, bold=BOLD_FONT)
+        _fonts = _Fonts(
+            main=frozenset(main.face.charToGlyph), fallback=frozenset(fallback.face.charToGlyph)
+        )
+        return _fonts
+
+
+def render_pdf(table: ReportTable, out: HashingWriter) -> None:
+    """Write ``table`` as a PDF document to ``out`` (see the module docstring for layout).
+
+    Reads ``table.rows`` once, keeping at most :data:`MAX_TABLE_ROWS` rows in memory; the
+    document is assembled in memory (bounded by that cap) and written to ``out`` at the end.
+    Sets ``out.rows`` to the number of rows listed in the table.
+
+    Raises:
+        FontMissingError: DejaVu Sans or Droid Sans Fallback is not installed (the message
+            names the path and the Debian package).
+        ValueError: a row has the wrong number of cells, or the chart spec names an unknown
+            or non-numeric column.
+    """
+    fonts = _register_fonts()
+    columns = list(table.columns)
+    chart = ChartAccumulator(table.chart, columns) if table.chart is not None else None
+    listed: list[Sequence[Cell]] = []
+    total = 0
+    for row in table.rows:
+        if len(row) != len(columns):
+            raise ValueError(f"row {total + 1} has {len(row)} cells for {len(columns)} columns")
+        if total < MAX_TABLE_ROWS:
+            listed.append(row)
+        if chart is not None:
+            chart.add(row)
+        total += 1
+
+    pagesize = landscape(A4) if len(columns) >= LANDSCAPE_FROM_COLUMNS else A4
+    margin = 15 * mm
+    width = pagesize[0] - 2 * margin
+    styles = _Styles()
+    title = table.report_type.replace("_", " ").capitalize()
+    text = _Text(fonts)
+
+    story: list[Flowable] = [
+        Paragraph(escape(title), styles.title),
+        Paragraph(text.markup(table.organization_name), styles.subtitle),
+        _metadata_block(table, total, text, styles, width),
+    ]
+    data = chart.result() if chart is not None else None
+    if data is not None and data.categories and data.series:
+        story.append(Spacer(1, 6 * mm))
+        story.append(
+            KeepTogether(
+                [
+                    Paragraph(text.markup(data.spec.title), styles.heading),
+                    _chart_drawing(data, text, width, 80 * mm),
+                ]
+            )
+        )
+        if len(data.series) > MAX_CHART_SERIES:
+            story.append(
+                Paragraph(
+                    f"The chart shows the first {MAX_CHART_SERIES} of {len(data.series)} series.",
+                    styles.note,
+                )
+            )
+    story.append(Spacer(1, 6 * mm))
+    story.append(Paragraph("Data", styles.heading))
+    cap_note = (
+        f"This PDF lists the first {len(listed):,} of {total:,} rows; all {total:,} rows "
+        "are in the CSV, JSON and Excel files of this report."
+        if total > len(listed)
+        else None
+    )
+    if cap_note:
+        story.append(Paragraph(cap_note, styles.warning))
+    story.append(_data_table(columns, listed, text, styles, width))
+    if cap_note:
+        story.append(Spacer(1, 3 * mm))
+        story.append(Paragraph(cap_note, styles.warning))
+    if total == 0:
+        story.append(Paragraph("No rows.", styles.note))
+
+    footer = f"{title} · {table.organization_name}"
+
+    def on_page(canvas: Any, doc: Any) -> None:
+        canvas.saveState()
+        font = FONT if text.covered(footer) else FALLBACK_FONT
+        canvas.setFont(font, 7)
+        canvas.setFillColor(colors.grey)
+        canvas.drawString(margin, 8 * mm, footer)
+        canvas.drawRightString(pagesize[0] - margin, 8 * mm, f"page {doc.page}")
+        canvas.restoreState()
+
+    buf = io.BytesIO()
+    doc = SimpleDocTemplate(
+        buf,
+        pagesize=pagesize,
+        leftMargin=margin,
+        rightMargin=margin,
+        topMargin=margin,
+        bottomMargin=margin,
+        title=f"{title} — {table.organization_name}",
+        author=table.organization_name,
+        subject=f"{table.date_from.isoformat()} to {table.date_to.isoformat()}",
+        creator="wedding-reporting-engine",
+        initialFontName=FONT,
+    )
+    doc.build(story, onFirstPage=on_page, onLaterPages=on_page)
+    out.write(buf.getvalue())
+    out.rows = len(listed)
+
+
+class _Styles:
+    def __init__(self) -> None:
+        self.title = ParagraphStyle("title", fontName=BOLD_FONT, fontSize=18, leading=22)
+        self.subtitle = ParagraphStyle(
+            "subtitle", fontName=FONT, fontSize=12, leading=16, spaceAfter=4 * mm
+        )
+        self.heading = ParagraphStyle(
+            "heading", fontName=BOLD_FONT, fontSize=12, leading=15, spaceAfter=2 * mm
+        )
+        self.note = ParagraphStyle("note", fontName=FONT, fontSize=8, leading=10, spaceBefore=1)
+        self.warning = ParagraphStyle(
+            "warning", fontName=BOLD_FONT, fontSize=8, leading=10, textColor=colors.darkred
+        )
+        self.cell = ParagraphStyle("cell", fontName=FONT, fontSize=7, leading=8.5)
+        self.cell_right = ParagraphStyle("cell_right", parent=self.cell, alignment=TA_RIGHT)
+        self.head = ParagraphStyle("head", fontName=BOLD_FONT, fontSize=7, leading=8.5)
+        self.head_right = ParagraphStyle("head_right", parent=self.head, alignment=TA_RIGHT)
+        self.meta_key = ParagraphStyle("meta_key", fontName=BOLD_FONT, fontSize=9, leading=11)
+        self.meta_value = ParagraphStyle("meta_value", fontName=FONT, fontSize=9, leading=11)
+
+
+class _Text:
+    """Paragraph markup that sets each character in a font that has it."""
+
+    def __init__(self, fonts: _Fonts) -> None:
+        self.fonts = fonts
+
+    def covered(self, text: str) -> bool:
+        """Whether DejaVu Sans has every character of ``text``."""
+        main = self.fonts.main
+        return all(ord(ch) in main for ch in text)
+
+    def markup(self, text: str) -> str:
+        """``text`` escaped for a Paragraph, with runs DejaVu lacks in the fallback font."""
+        if self.covered(text):
+            return escape(text)
+        main, fallback = self.fonts.main, self.fonts.fallback
+        parts: list[str] = []
+        run: list[str] = []
+        in_fallback = False
+        for ch in text:
+            cp = ord(ch)
+            use_fallback = cp not in main and cp in fallback
+            if use_fallback != in_fallback and run:
+                parts.append(_run(run, in_fallback))
+                run = []
+            in_fallback = use_fallback
+            run.append(ch)
+        if run:
+            parts.append(_run(run, in_fallback))
+        return "".join(parts)
+
+    def font_for(self, texts: Sequence[str]) -> str:
+        """One font for single-font labels (chart axes, legend): DejaVu unless it lacks one."""
+        return FONT if all(self.covered(t) for t in texts) else FALLBACK_FONT
+
+
+def _run(chars: list[str], fallback: bool) -> str:
+    body = escape("".join(chars))
+    return f'<font name="{FALLBACK_FONT}">{body}</font>' if fallback else body
+
+
+def _metadata_block(
+    table: ReportTable, total: int, text: _Text, styles: _Styles, width: float
+) -> Table:
+    pairs = [
+        ("Organisation", table.organization_name),
+        ("Organisation id", table.organization_id),
+        ("Time zone", table.time_zone),
+        ("Period", f"{table.date_from.isoformat()} to {table.date_to.isoformat()}"),
+        ("Rows", f"{total:,}"),
+        ("Report type", table.report_type),
+    ]
+    data = [
+        [Paragraph(escape(k), styles.meta_key), Paragraph(text.markup(v), styles.meta_value)]
+        for k, v in pairs
+    ]
+    for i, note in enumerate(table.notes):
+        key = Paragraph("Notes" if i == 0 else "", styles.meta_key)
+        data.append([key, Paragraph(text.markup(note), styles.meta_value)])
+    block = Table(data, colWidths=[35 * mm, width - 35 * mm], hAlign="LEFT")
+    block.setStyle(
+        TableStyle(
+            [
+                ("FONT", (0, 0), (-1, -1), FONT, 9),
+                ("VALIGN", (0, 0), (-1, -1), "TOP"),
+                ("BOTTOMPADDING", (0, 0), (-1, -1), 1),
+                ("TOPPADDING", (0, 0), (-1, -1), 1),
+                ("LEFTPADDING", (0, 0), (-1, -1), 0),
+            ]
+        )
+    )
+    return block
+
+
+def _column_widths(
+    columns: Sequence[Column], rows: Sequence[Sequence[Cell]], width: float
+) -> list[float]:
+    """Widths in points: numbers get what their longest sample needs, text shares the rest."""
+    sample = rows[:500]
+    pad = 6.0
+    needed: list[float] = []
+    for i, col in enumerate(columns):
+        header = pdfmetrics.stringWidth(col.name.replace("_", " "), BOLD_FONT, 7)
+        longest = max(
+            (pdfmetrics.stringWidth(display_text(r[i], col.type), FONT, 7) for r in sample),
+            default=0.0,
+        )
+        if col.type in _NUMERIC or col.type in ("month", "date"):
+            needed.append(max(longest, min(header, 60.0)) + pad)
+        else:
+            needed.append(max(longest, header, 30.0) + pad)
+    fixed = sum(w for w, c in zip(needed, columns, strict=True) if c.type != "text")
+    flexible = [w for w, c in zip(needed, columns, strict=True) if c.type == "text"]
+    room = width - fixed
+    if not flexible or sum(flexible) <= room:
+        scale = min(1.0, width / sum(needed)) if needed else 1.0
+        return [w * scale for w in needed]
+    # text columns wrap: share the room in proportion to need, at least 40 pt each
+    share = [max(40.0, room * w / sum(flexible)) for w in flexible]
+    it = iter(share)
+    widths = [next(it) if c.type == "text" else w for w, c in zip(needed, columns, strict=True)]
+    scale = min(1.0, width / sum(widths))
+    return [w * scale for w in widths]
+
+
+def _data_table(
+    columns: Sequence[Column],
+    rows: Sequence[Sequence[Cell]],
+    text: _Text,
+    styles: _Styles,
+    width: float,
+) -> Table:
+    header = [
+        Paragraph(
+            escape(c.name.replace("_", " ")),
+            styles.head_right if c.type in _NUMERIC else styles.head,
+        )
+        for c in columns
+    ]
+    widths = _column_widths(columns, rows, width)
+    pad = 6.0  # LEFTPADDING + RIGHTPADDING below
+    body: list[list[Any]] = [header]
+    for row in rows:
+        cells: list[Any] = []
+        for col, w, value in zip(columns, widths, row, strict=True):
+            shown = display_text(value, col.type)
+            # plain strings are ten times cheaper than Paragraphs; wrap or mix fonts only
+            # where needed
+            if col.type in _NUMERIC or (
+                text.covered(shown) and pdfmetrics.stringWidth(shown, FONT, 7) <= w - pad
+            ):
+                cells.append(shown)
+            else:
+                cells.append(Paragraph(text.markup(shown), styles.cell))
+        body.append(cells)
+    table = LongTable(body, colWidths=widths, repeatRows=1, hAlign="LEFT")
+    numeric = [i for i, c in enumerate(columns) if c.type in _NUMERIC]
+    commands: list[tuple[Any, ...]] = [
+        ("FONT", (0, 0), (-1, -1), FONT, 7),
+        ("LEADING", (0, 0), (-1, -1), 8.5),
+        ("VALIGN", (0, 0), (-1, -1), "TOP"),
+        ("BACKGROUND", (0, 0), (-1, 0), _HEADER_BG),
+        ("LINEBELOW", (0, 0), (-1, 0), 0.6, colors.HexColor("#4A5A70")),
+        ("ROWBACKGROUNDS", (0, 1), (-1, -1), [colors.white, _STRIPE_BG]),
+        ("TOPPADDING", (0, 0), (-1, -1), 2),
+        ("BOTTOMPADDING", (0, 0), (-1, -1), 2),
+        ("LEFTPADDING", (0, 0), (-1, -1), 3),
+        ("RIGHTPADDING", (0, 0), (-1, -1), 3),
+    ]
+    commands.extend(("ALIGN", (i, 1), (i, -1), "RIGHT") for i in numeric)
+    table.setStyle(TableStyle(commands))
+    return table
+
+
+def _chart_drawing(data: ChartData, text: _Text, width: float, height: float) -> Drawing:
+    """A vector bar (or line) chart of ``data`` with a legend below it."""
+    drawing = Drawing(width, height, initialFontName=FONT, initialFontSize=7)
+    series = data.series[:MAX_CHART_SERIES]
+    legend_rows = (len(series) + 3) // 4
+    legend_height = 12.0 * legend_rows + 6
+    label_font = text.font_for(list(data.categories))
+    legend_font = text.font_for([s.name for s in series])
+    chart: Any = VerticalBarChart() if data.spec.kind == "column" else HorizontalLineChart()
+    chart.x = 55
+    chart.y = legend_height + 18
+    chart.width = width - 70
+    chart.height = height - chart.y - 6
+    chart.data = [tuple(float(v) for v in s.values) for s in series]
+    step = max(1, -(-len(data.categories) // _MAX_CHART_CATEGORY_LABELS))
+    chart.categoryAxis.categoryNames = [
+        label if i % step == 0 else "" for i, label in enumerate(data.categories)
+    ]
+    chart.categoryAxis.labels.fontName = label_font
+    chart.categoryAxis.labels.fontSize = 7
+    chart.categoryAxis.labels.boxAnchor = "n"
+    chart.valueAxis.labels.fontName = FONT
+    chart.valueAxis.labels.fontSize = 7
+    chart.valueAxis.labelTextFormat = _axis_number
+    chart.valueAxis.forceZero = 1
+    chart.valueAxis.visibleGrid = 1
+    chart.valueAxis.gridStrokeColor = colors.HexColor("#DDDDDD")
+    chart.valueAxis.gridStrokeWidth = 0.3
+    if data.spec.kind == "column":
+        chart.groupSpacing = 6
+        chart.barSpacing = 1
+        for i in range(len(series)):
+            chart.bars[i].fillColor = _PALETTE[i % len(_PALETTE)]
+            chart.bars[i].strokeColor = None
+    else:
+        for i in range(len(series)):
+            chart.lines[i].strokeColor = _PALETTE[i % len(_PALETTE)]
+            chart.lines[i].strokeWidth = 1.5
+    drawing.add(chart)
+    legend = Legend()
+    legend.x = 55
+    legend.y = legend_height - 4
+    legend.fontName = legend_font
+    legend.fontSize = 7
+    legend.alignment = "right"
+    legend.columnMaximum = legend_rows
+    legend.dx = legend.dy = 7
+    legend.deltax = 120
+    legend.colorNamePairs = [(_PALETTE[i % len(_PALETTE)], s.name) for i, s in enumerate(series)]
+    drawing.add(legend)
+    return drawing
+
+
+def _axis_number(value: float) -> str:
+    return f"{value:,.0f}" if abs(value) >= 10 or value == int(value) else f"{value:,.2f}"

@@ -1,0 +1,326 @@
+"""PowerPoint renderer: a :class:`ReportTable` as a 16:9 ``.pptx`` deck.
+
+Slides, in order:
+
+1. Title: the report, the organisation, the period and time zone.
+2. Key figures (one slide per :data:`KPIS_PER_SLIDE` figures): the row count, then the total
+   of every series of the table's chart (e.g. ``revenue (EUR)``: revenue summed over all rows
+   in EUR). A table without a chart gets the total of every ``money`` and ``int`` column,
+   per currency when the table has a ``currency`` column.
+3. The chart (when the table has a chart spec and rows): a native PowerPoint chart built from
+   chart data (clustered columns or lines), editable in PowerPoint, one series per chart
+   series.
+4. Table slides, :data:`ROWS_PER_SLIDE` rows each, at most :data:`MAX_TABLE_SLIDES` of them.
+5. Notes: the table's notes and the row count; when the table slides do not hold every row,
+   this last slide says how many rows the deck shows and that all rows are in the CSV, JSON
+   and Excel files. That is a stated summary, not a silent truncation: a deck is for
+   presenting, the data files are for the data.
+
+All totals are exact decimal sums, shown with thousands separators. ``out.rows`` is set to
+the number of rows shown on the table slides.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from decimal import Decimal
+from typing import Any
+
+from pptx import Presentation
+from pptx.chart.data import CategoryChartData
+from pptx.dml.color import RGBColor
+from pptx.enum.chart import XL_CHART_TYPE, XL_LEGEND_POSITION
+from pptx.enum.shapes import MSO_SHAPE
+from pptx.enum.text import PP_ALIGN
+from pptx.util import Emu, Inches, Pt
+
+from stream_app.reports.artifacts import HashingWriter
+from stream_app.reports.model import (
+    BLANK_LABEL,
+    Cell,
+    ChartAccumulator,
+    ChartData,
+    Column,
+    ReportTable,
+    display_text,
+)
+
+# python-pptx leaves these constructors unannotated; typed as Any so strict mypy accepts calls
+_RGB: Any = RGBColor
+_CategoryChartData: Any = CategoryChartData
+
+ROWS_PER_SLIDE = 15
+"""Data rows on one table slide."""
+
+MAX_TABLE_SLIDES = 20
+"""Table slides at most (300 rows); the last slide states how many rows there are in all."""
+
+KPIS_PER_SLIDE = 6
+"""Key figures on one slide (two rows of three)."""
+
+_WIDTH = Inches(13.333)
+_HEIGHT = Inches(7.5)
+_MARGIN = Inches(0.5)
+_NUMERIC = frozenset({"int", "money", "percent"})
+_ACCENT = _RGB(0x1F, 0x4E, 0x79)
+_HEADER_FILL = _RGB(0xDD, 0xE4, 0xEE)
+_KPI_FILL = _RGB(0xF2, 0xF5, 0xF9)
+_TITLE_SLIDE, _TITLE_ONLY = 0, 5
+
+
+def render_pptx(table: ReportTable, out: HashingWriter) -> None:
+    """Write ``table`` as a PowerPoint deck to ``out`` (see the module docstring for slides).
+
+    Reads ``table.rows`` once, keeping at most ``ROWS_PER_SLIDE × MAX_TABLE_SLIDES`` rows in
+    memory; the deck is assembled in memory and written to ``out`` at the end. Sets
+    ``out.rows`` to the number of rows shown on the table slides.
+
+    Raises:
+        ValueError: a row has the wrong number of cells, a ``money`` or ``int`` cell is not
+            a number, or the chart spec names an unknown or non-numeric column.
+    """
+    columns = list(table.columns)
+    chart = ChartAccumulator(table.chart, columns) if table.chart is not None else None
+    totals = None if chart is not None else _Totals(columns)
+    cap = ROWS_PER_SLIDE * MAX_TABLE_SLIDES
+    shown: list[Sequence[Cell]] = []
+    total = 0
+    for row in table.rows:
+        if len(row) != len(columns):
+            raise ValueError(f"row {total + 1} has {len(row)} cells for {len(columns)} columns")
+        if total < cap:
+            shown.append(row)
+        if chart is not None:
+            chart.add(row)
+        if totals is not None:
+            totals.add(row)
+        total += 1
+    data = chart.result() if chart is not None else None
+
+    prs: Any = Presentation()
+    prs.slide_width = _WIDTH
+    prs.slide_height = _HEIGHT
+    title = table.report_type.replace("_", " ").capitalize()
+    prs.core_properties.title = f"{title} — {table.organization_name}"
+    prs.core_properties.author = table.organization_name
+
+    slide = prs.slides.add_slide(prs.slide_layouts[_TITLE_SLIDE])
+    # the default template's placeholders are laid out for 4:3; span the 16:9 width
+    heading, subtitle = slide.shapes.title, slide.placeholders[1]
+    heading.left, heading.top = _MARGIN, Inches(2.0)
+    heading.width, heading.height = _WIDTH - 2 * _MARGIN, Inches(1.5)
+    subtitle.left, subtitle.top = _MARGIN, Inches(3.7)
+    subtitle.width, subtitle.height = _WIDTH - 2 * _MARGIN, Inches(1.8)
+    heading.text = title
+    heading.text_frame.paragraphs[0].font.color.rgb = _ACCENT
+    subtitle.text = (
+        f"{table.organization_name}\n"
+        f"{table.date_from.isoformat()} to {table.date_to.isoformat()} ({table.time_zone})"
+    )
+
+    kpis: list[tuple[str, str]] = [("Rows", f"{total:,}")]
+    if data is not None:
+        kpis.extend(_series_totals(data))
+    elif totals is not None:
+        kpis.extend(totals.result())
+    for start in range(0, len(kpis), KPIS_PER_SLIDE):
+        part = "" if len(kpis) <= KPIS_PER_SLIDE else f" ({start // KPIS_PER_SLIDE + 1})"
+        _kpi_slide(prs, f"Key figures{part}", kpis[start : start + KPIS_PER_SLIDE])
+
+    if data is not None and data.categories and data.series:
+        _chart_slide(prs, data)
+
+    for start in range(0, len(shown), ROWS_PER_SLIDE):
+        chunk = shown[start : start + ROWS_PER_SLIDE]
+        _table_slide(
+            prs,
+            f"Data: rows {start + 1:,}–{start + len(chunk):,} of {total:,}",
+            columns,
+            chunk,
+        )
+
+    slide = _titled(prs, "Notes")
+    lines = list(table.notes)
+    if total > len(shown):
+        lines.append(
+            f"The table slides show the first {len(shown):,} of {total:,} rows; all "
+            f"{total:,} rows are in the CSV, JSON and Excel files of this report."
+        )
+    else:
+        lines.append(f"The table slides show all {total:,} rows.")
+    body = slide.shapes.add_textbox(_MARGIN, Inches(1.5), _WIDTH - 2 * _MARGIN, Inches(5))
+    frame = body.text_frame
+    frame.word_wrap = True
+    for i, line in enumerate(lines):
+        para = frame.paragraphs[0] if i == 0 else frame.add_paragraph()
+        para.text = line
+        para.font.size = Pt(18)
+        para.space_after = Pt(8)
+
+    buf = io.BytesIO()
+    prs.save(buf)
+    out.write(buf.getvalue())
+    out.rows = len(shown)
+
+
+def _titled(prs: Any, title: str) -> Any:
+    slide = prs.slides.add_slide(prs.slide_layouts[_TITLE_ONLY])
+    shape = slide.shapes.title
+    shape.left, shape.top = _MARGIN, Inches(0.3)
+    shape.width, shape.height = _WIDTH - 2 * _MARGIN, Inches(1)
+    shape.text = title
+    para = shape.text_frame.paragraphs[0]
+    para.alignment = PP_ALIGN.LEFT
+    para.font.size = Pt(30)
+    para.font.bold = True
+    para.font.color.rgb = _ACCENT
+    return slide
+
+
+def _kpi_slide(prs: Any, title: str, kpis: Sequence[tuple[str, str]]) -> None:
+    slide = _titled(prs, title)
+    per_row = 3
+    gap = Inches(0.3)
+    box_w = int((_WIDTH - 2 * _MARGIN - gap * (per_row - 1)) / per_row)
+    box_h = Inches(2.2)
+    for i, (label, value) in enumerate(kpis):
+        left = _MARGIN + (i % per_row) * (box_w + gap)
+        top = Inches(1.6) + (i // per_row) * (box_h + gap)
+        box = slide.shapes.add_shape(MSO_SHAPE.ROUNDED_RECTANGLE, left, top, box_w, box_h)
+        box.fill.solid()
+        box.fill.fore_color.rgb = _KPI_FILL
+        box.line.color.rgb = _HEADER_FILL
+        box.shadow.inherit = False
+        frame = box.text_frame
+        frame.word_wrap = True
+        value_para = frame.paragraphs[0]
+        value_para.text = value
+        value_para.alignment = PP_ALIGN.CENTER
+        value_para.font.size = Pt(_kpi_points(len(value)))
+        value_para.font.bold = True
+        value_para.font.color.rgb = _ACCENT
+        label_para = frame.add_paragraph()
+        label_para.text = label
+        label_para.alignment = PP_ALIGN.CENTER
+        label_para.font.size = Pt(16)
+        label_para.font.color.rgb = _RGB(0x40, 0x40, 0x40)
+
+
+def _kpi_points(chars: int) -> int:
+    """A font size at which ``chars`` bold digits fit one line of a KPI box (about 4 in)."""
+    return 36 if chars <= 9 else 28 if chars <= 12 else 22 if chars <= 16 else 16
+
+
+def _chart_slide(prs: Any, data: ChartData) -> None:
+    slide = _titled(prs, data.spec.title)
+    chart_data = _CategoryChartData()
+    chart_data.categories = list(data.categories)
+    for s in data.series:
+        decimals = max((max(-int(v.as_tuple().exponent), 0) for v in s.values), default=0)
+        fmt = "#,##0" + ("." + "0" * decimals if decimals else "")
+        chart_data.add_series(s.name, [float(v) for v in s.values], number_format=fmt)
+    kind = (
+        XL_CHART_TYPE.COLUMN_CLUSTERED if data.spec.kind == "column" else XL_CHART_TYPE.LINE_MARKERS
+    )
+    frame = slide.shapes.add_chart(
+        kind, _MARGIN, Inches(1.4), _WIDTH - 2 * _MARGIN, Inches(5.7), chart_data
+    )
+    chart = frame.chart
+    chart.has_legend = True
+    chart.legend.position = XL_LEGEND_POSITION.BOTTOM
+    chart.legend.include_in_layout = False
+    chart.legend.font.size = Pt(12)
+    chart.category_axis.tick_labels.font.size = Pt(11)
+    chart.value_axis.tick_labels.font.size = Pt(11)
+    chart.value_axis.has_major_gridlines = True
+    chart.value_axis.tick_labels.number_format = "#,##0"
+    chart.value_axis.tick_labels.number_format_is_linked = False
+
+
+def _table_slide(
+    prs: Any, title: str, columns: Sequence[Column], rows: Sequence[Sequence[Cell]]
+) -> None:
+    slide = _titled(prs, title)
+    width = _WIDTH - 2 * _MARGIN
+    row_h = Inches(0.33)
+    shape = slide.shapes.add_table(
+        len(rows) + 1, len(columns), _MARGIN, Inches(1.4), width, row_h * (len(rows) + 1)
+    )
+    grid = shape.table
+    texts = [[display_text(v, c.type) for c, v in zip(columns, row, strict=True)] for row in rows]
+    need = [max([len(c.name), *(len(t[i]) for t in texts)]) + 2 for i, c in enumerate(columns)]
+    for i, n in enumerate(need):
+        grid.columns[i].width = Emu(int(width * n / sum(need)))
+    size = Pt(12 if len(columns) <= 6 else 10 if len(columns) <= 10 else 8)
+    for i, col in enumerate(columns):
+        _cell(grid.cell(0, i), col.name.replace("_", " "), size, col.type in _NUMERIC, True)
+    for r, row_texts in enumerate(texts, start=1):
+        grid.rows[r].height = row_h
+        for i, (col, text) in enumerate(zip(columns, row_texts, strict=True)):
+            _cell(grid.cell(r, i), text, size, col.type in _NUMERIC, False)
+
+
+def _cell(cell: Any, text: str, size: Pt, right: bool, header: bool) -> None:
+    cell.text = text
+    cell.margin_left = cell.margin_right = Inches(0.05)
+    cell.margin_top = cell.margin_bottom = Inches(0.02)
+    para = cell.text_frame.paragraphs[0]
+    para.alignment = PP_ALIGN.RIGHT if right else PP_ALIGN.LEFT
+    para.font.size = size
+    if header:
+        para.font.bold = True
+        para.font.color.rgb = _RGB(0x10, 0x10, 0x10)
+        cell.fill.solid()
+        cell.fill.fore_color.rgb = _HEADER_FILL
+
+
+def _series_totals(data: ChartData) -> list[tuple[str, str]]:
+    """``(label, total)`` of every chart series, exact, with thousands separators."""
+    out = []
+    for s in data.series:
+        total = sum(s.values, Decimal(0))
+        out.append((f"Total {s.name}", display_text(str(total), "money")))
+    return out
+
+
+class _Totals:
+    """Totals of the ``int`` and ``money`` columns, for tables without a chart.
+
+    When the table has a ``currency`` column every total is per currency (the rows of that
+    currency), so amounts in different currencies, including minor-unit integers, are never
+    added together.
+    """
+
+    def __init__(self, columns: Sequence[Column]) -> None:
+        self.columns = columns
+        names = [c.name for c in columns]
+        self.currency = names.index("currency") if "currency" in names else None
+        self.summed = [i for i, c in enumerate(columns) if c.type in ("int", "money")]
+        self.sums: dict[tuple[int, Cell], Decimal] = {}
+
+    def add(self, row: Sequence[Cell]) -> None:
+        """Add one row."""
+        key = row[self.currency] if self.currency is not None else None
+        for i in self.summed:
+            value = row[i]
+            if value is None:
+                continue
+            self.sums[(i, key)] = self.sums.get((i, key), Decimal(0)) + Decimal(value)
+
+    def result(self) -> list[tuple[str, str]]:
+        """``(label, total)`` per column (and currency), in column order."""
+        out = []
+        for (i, currency), total in sorted(
+            self.sums.items(), key=lambda kv: (kv[0][0], kv[0][1] is None, str(kv[0][1]))
+        ):
+            col = self.columns[i]
+            label = f"Total {col.name}"
+            if self.currency is not None:
+                label += f" ({BLANK_LABEL if currency is None else currency})"
+            if col.type == "money":
+                value = display_text(str(total), "money")
+            else:
+                value = display_text(int(total), "int")
+            out.append((label, value))
+        return out

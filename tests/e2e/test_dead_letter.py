@@ -1,0 +1,83 @@
+"""Malformed booking events reach the dead-letter topic with their reason; valid ones count."""
+
+from __future__ import annotations
+
+import orjson
+from aiokafka import AIOKafkaProducer
+
+from stream_app.devservices.workers import WorkerProcess
+from stream_app.lag import wait_for_lag_zero
+from stream_app.settings import Settings
+from stream_app.topics import DEAD_LETTER, WEDDING_BOOKINGS
+from tests.e2e.helpers import auth, read_topic
+
+ORG = "dlq-test-org"
+KEY = f"{ORG}/v1".encode()
+
+
+def event(n: int, **changes: object) -> dict[str, object]:
+    doc: dict[str, object] = {
+        "schema_version": 1,
+        "event_id": f"dlq-{n}",
+        "organization_id": ORG,
+        "occurred_at": "2026-03-01T09:00:00Z",
+        "event_type": "booking_created",
+        "booking_id": f"b-{n}",
+        "venue_id": "v1",
+        "service_date": "2026-07-04",
+        "amount_minor": 100_00,
+        "currency": "EUR",
+    }
+    doc.update(changes)
+    return doc
+
+
+MALFORMED: list[tuple[bytes, bytes, str]] = [
+    (KEY, b"{this is not json", "$"),
+    (KEY, orjson.dumps({k: v for k, v in event(2).items() if k != "currency"}), "$.currency"),
+    (KEY, orjson.dumps(event(3, amount_minor="100")), "$.amount_minor"),
+    (KEY, orjson.dumps(event(4, currency="EUX")), "$.currency"),
+    (KEY, orjson.dumps(event(5, amount_minor=99.5)), "$.amount_minor"),
+    (KEY, orjson.dumps(event(6, occurred_at="2026-03-01T09:00:00")), "$.occurred_at"),
+    (b"other-org/v1", orjson.dumps(event(7)), "key"),
+]
+
+
+async def test_each_malformed_case_is_dead_lettered_and_valid_events_still_count(
+    settings: Settings, main_worker: WorkerProcess
+) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+    await producer.start()
+    try:
+        await producer.send_and_wait(WEDDING_BOOKINGS, orjson.dumps(event(1)), key=KEY)
+        for key, value, _ in MALFORMED:
+            await producer.send_and_wait(WEDDING_BOOKINGS, value, key=key)
+        # after the bad ones: a valid event, and a duplicate of the first
+        await producer.send_and_wait(WEDDING_BOOKINGS, orjson.dumps(event(8)), key=KEY)
+        await producer.send_and_wait(WEDDING_BOOKINGS, orjson.dumps(event(1)), key=KEY)
+    finally:
+        await producer.stop()
+    await wait_for_lag_zero(settings.kafka_bootstrap, "wedding-tests", WEDDING_BOOKINGS, 300)
+
+    dead = {rec.value: rec for rec in await read_topic(settings.kafka_bootstrap, DEAD_LETTER)}
+    for _key, value, field in MALFORMED:
+        assert value in dead, f"not dead-lettered: {value!r}"
+        headers = dict(dead[value].headers)
+        assert headers["dlq.field"] == field.encode()
+        assert headers["dlq.reason"].startswith(field.encode() + b": ")
+        assert headers["dlq.source.topic"] == WEDDING_BOOKINGS.encode()
+    assert b"EUX" in dict(dead[MALFORMED[3][1]].headers)["dlq.reason"]
+
+    import aiohttp
+
+    async with (
+        aiohttp.ClientSession(main_worker.url) as s,
+        s.get(
+            f"/orgs/{ORG}/venues/v1/metrics",
+            params={"grain": "month", "from": "2026-07", "to": "2026-07"},
+            headers=auth(settings, ORG),
+        ) as r,
+    ):
+        body = await r.json()
+    (july,) = body["periods"]
+    assert (july["bookings"], july["revenue_minor"]) == (2, {"EUR": 200_00})

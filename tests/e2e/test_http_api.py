@@ -1,0 +1,111 @@
+"""HTTP errors are JSON with a code, a reason and the field; tenants cannot cross."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiohttp
+import asyncpg
+
+from stream_app.db.tenancy import Organization, upsert_organization
+from stream_app.devservices.workers import WorkerProcess
+from stream_app.settings import Settings
+from tests.e2e.helpers import auth, request_report_http
+
+
+async def call(
+    worker: WorkerProcess, method: str, path: str, headers: dict[str, str] | None = None, **kw: Any
+) -> tuple[int, Any]:
+    async with (
+        aiohttp.ClientSession(worker.url) as s,
+        s.request(method, path, headers=headers or {}, **kw) as r,
+    ):
+        return r.status, await r.json()
+
+
+async def test_tokens_are_required_and_bound_to_one_tenant(
+    settings: Settings, main_worker: WorkerProcess
+) -> None:
+    path = "/orgs/org-a/venues/v1/metrics?grain=month&from=2026-01&to=2026-02"
+    status, body = await call(main_worker, "GET", path)
+    assert status == 401 and body["error"]["field"] == "Authorization"
+    status, body = await call(main_worker, "GET", path, auth(settings, "org-b"))
+    assert (status, body["error"]["code"]) == (403, "forbidden")
+    bad = {"Authorization": "Bearer not-a-jwt"}
+    status, body = await call(main_worker, "GET", path, bad)
+    assert (status, body["error"]["code"]) == (401, "unauthorized")
+
+
+async def test_bad_queries_name_the_field(settings: Settings, main_worker: WorkerProcess) -> None:
+    h = auth(settings, "org-a")
+    base = "/orgs/org-a/venues/v1/metrics"
+    cases = [
+        ("?grain=week&from=2026-01&to=2026-02", "grain"),
+        ("?grain=month&from=2026-13&to=2026-14", "from"),
+        ("?grain=month&to=2026-02", "from"),
+        ("?grain=month&from=2026-03&to=2026-01", "to"),
+        ("?grain=day&from=2020-01-01&to=2026-01-01", "to"),
+    ]
+    for query, field in cases:
+        status, body = await call(main_worker, "GET", base + query, h)
+        assert status == 400, (query, body)
+        assert body["error"]["field"] == field, (query, body)
+
+
+async def test_bad_report_requests_are_400_naming_the_field(
+    settings: Settings, main_worker: WorkerProcess
+) -> None:
+    h = auth(settings, "org-a")
+    good = {
+        "report_type": "monthly_booking_summary",
+        "date_from": "2026-01-01",
+        "date_to": "2026-01-31",
+        "output_formats": ["csv"],
+    }
+    cases: list[tuple[Any, str]] = [
+        ({**good, "report_type": "horoscope"}, "$.report_type"),
+        ({**good, "output_formats": ["csv", "docx"]}, "$.output_formats"),
+        ({**good, "date_to": "2025-12-31"}, "$.date_to"),
+        ({**good, "date_from": "01/01/2026"}, "$.date_from"),
+        ({**good, "priority": "urgent"}, "$.priority"),
+        ({**good, "organization_id": "org-b"}, "$.organization_id"),
+        ({**good, "surprise": 1}, "$"),
+        ([1, 2], "$"),
+    ]
+    for body_in, field in cases:
+        status, body = await call(main_worker, "POST", "/orgs/org-a/reports", h, json=body_in)
+        assert status == 400, (body_in, body)
+        assert body["error"]["field"] == field, (body_in, body)
+    status, body = await call(main_worker, "POST", "/orgs/org-a/reports", h, data=b"{oops")
+    assert (status, body["error"]["code"]) == (400, "invalid_json")
+    # organisation unknown to the database
+    status, body = await call(main_worker, "POST", "/orgs/org-a/reports", h, json=good)
+    assert (status, body["error"]["field"]) == (404, "organization_id")
+    status, body = await call(main_worker, "GET", "/orgs/org-a/reports/nope", h)
+    assert (status, body["error"]["code"]) == (404, "not_found")
+
+
+async def test_a_report_that_cannot_be_built_ends_failed_with_its_cause(
+    settings: Settings, main_worker: WorkerProcess
+) -> None:
+    conn = await asyncpg.connect(settings.postgres_dsn)
+    try:
+        await upsert_organization(
+            conn, Organization("no-venues-org", "Empty", "Europe/Paris", "EUR")
+        )
+    finally:
+        await conn.close()
+    status = await request_report_http(
+        main_worker.url,
+        settings,
+        "no-venues-org",
+        {
+            "report_type": "monthly_booking_summary",
+            "date_from": "2026-01-01",
+            "date_to": "2026-01-31",
+            "output_formats": ["csv", "json"],
+        },
+    )
+    assert status["status"] == "failed"
+    assert status["error"] == "organization_id: 'no-venues-org' has no venues"
+    assert status["artifacts"] == []
