@@ -39,6 +39,9 @@ class Settings:
         offset_reset: where a new consumer group starts reading the input topics,
             ``earliest`` (default: every event ever produced) or ``latest`` (only new ones)
             (``WEDDING_OFFSET_RESET``).
+        session_timeout_s: how long the group coordinator waits for a silent worker before
+            giving its partitions to the others (``WEDDING_SESSION_TIMEOUT_S``). Lower means a
+            crashed worker's partitions move sooner, but a long GC pause can cost a rebalance.
         scheduler_interval_s: seconds between two scheduler ticks of a worker
             (``WEDDING_SCHEDULER_INTERVAL_S``); a fire time is claimed at most this late.
     """
@@ -69,6 +72,9 @@ class Settings:
         default_factory=lambda: float(_env("WEDDING_BATCH_MAX_SECONDS", "0.05"))
     )
     offset_reset: str = field(default_factory=lambda: _env("WEDDING_OFFSET_RESET", "earliest"))
+    session_timeout_s: float = field(
+        default_factory=lambda: float(_env("WEDDING_SESSION_TIMEOUT_S", "30"))
+    )
     scheduler_interval_s: float = field(
         default_factory=lambda: float(_env("WEDDING_SCHEDULER_INTERVAL_S", "15"))
     )

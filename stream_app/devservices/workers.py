@@ -121,7 +121,14 @@ def start_worker(
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "stream_app.cli", "worker", "--loglevel", "warning"],
+            [
+                sys.executable,
+                "-m",
+                "stream_app.cli",
+                "worker",
+                "--loglevel",
+                os.environ.get("WEDDING_WORKER_LOGLEVEL", "warning"),
+            ],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,

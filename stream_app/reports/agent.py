@@ -148,6 +148,12 @@ async def generate(req: ReportRequest) -> list[ArtifactLink]:
         except UnknownOrganizationError as exc:
             raise ReportFailure(str(exc)) from exc
         venues = await fetch_venues(conn, req.organization_id)
+    if "venue_id" in req.data_filters:
+        allowed = set(req.data_filters["venue_id"])
+        unknown = sorted(allowed - {v.id for v in venues})
+        if unknown:
+            raise ReportFailure(f"data_filters.venue_id: unknown venue(s) {unknown}")
+        venues = [v for v in venues if v.id in allowed]
     if not venues:
         raise ReportFailure(f"organization_id: {req.organization_id!r} has no venues")
     rows = await read_venue_rows(org.id, [v.id for v in venues], req.date_from, req.date_to)

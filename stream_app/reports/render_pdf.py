@@ -16,7 +16,8 @@ path and the package. Right-to-left scripts are drawn in logical order, without 
 Size: a PDF is a document to read, not a data dump; it lists the first
 :data:`MAX_TABLE_ROWS` rows and, when there are more, says so above and below the table
 ("the first N of M rows; all M rows are in the CSV, JSON and Excel files"). The chart and
-the row count always cover every row. ``out.rows`` is set to the number of rows listed.
+the row count always cover every row. ``out.rows`` is set to the number of rows listed. A
+text cell longer than :data:`MAX_CELL_CHARS` is likewise cut with a note saying so.
 """
 
 from __future__ import annotations
@@ -76,6 +77,11 @@ FALLBACK_FONT = "DroidSansFallback"
 
 MAX_TABLE_ROWS = 5_000
 """Rows listed in the PDF's table (about 120 pages); the rest are counted and stated."""
+
+MAX_CELL_CHARS = 500
+"""Characters of one text cell printed in full; a longer one is cut there with a note saying
+how many characters follow and that the CSV, JSON and Excel files hold the full text (a
+single table row must fit on a page)."""
 
 LANDSCAPE_FROM_COLUMNS = 7
 """Tables with at least this many columns are printed on landscape pages."""
@@ -215,14 +221,15 @@ def render_pdf(table: ReportTable, out: HashingWriter) -> None:
     if total == 0:
         story.append(Paragraph("No rows.", styles.note))
 
-    footer = f"{title} · {table.organization_name}"
+    footer_markup = text.markup(f"{title} · {table.organization_name}")
 
     def on_page(canvas: Any, doc: Any) -> None:
         canvas.saveState()
-        font = FONT if text.covered(footer) else FALLBACK_FONT
-        canvas.setFont(font, 7)
+        line = Paragraph(footer_markup, styles.footer)
+        line.wrap(pagesize[0] - 2 * margin - 60, 10 * mm)
+        line.drawOn(canvas, margin, 8 * mm)
+        canvas.setFont(FONT, 7)
         canvas.setFillColor(colors.grey)
-        canvas.drawString(margin, 8 * mm, footer)
         canvas.drawRightString(pagesize[0] - margin, 8 * mm, f"page {doc.page}")
         canvas.restoreState()
 
@@ -262,6 +269,9 @@ class _Styles:
         self.cell_right = ParagraphStyle("cell_right", parent=self.cell, alignment=TA_RIGHT)
         self.head = ParagraphStyle("head", fontName=BOLD_FONT, fontSize=7, leading=8.5)
         self.head_right = ParagraphStyle("head_right", parent=self.head, alignment=TA_RIGHT)
+        self.footer = ParagraphStyle(
+            "footer", fontName=FONT, fontSize=7, leading=8.5, textColor=colors.grey
+        )
         self.meta_key = ParagraphStyle("meta_key", fontName=BOLD_FONT, fontSize=9, leading=11)
         self.meta_value = ParagraphStyle("meta_value", fontName=FONT, fontSize=9, leading=11)
 
@@ -298,8 +308,15 @@ class _Text:
         return "".join(parts)
 
     def font_for(self, texts: Sequence[str]) -> str:
-        """One font for single-font labels (chart axes, legend): DejaVu unless it lacks one."""
-        return FONT if all(self.covered(t) for t in texts) else FALLBACK_FONT
+        """One font for single-font labels (chart axes and legend): DejaVu Sans, or Droid Sans
+        Fallback when only it has every character (it has no Latin letters, so a label that
+        mixes CJK and Latin shows its CJK characters in the table, not on the chart)."""
+        if all(self.covered(t) for t in texts):
+            return FONT
+        fallback = self.fonts.fallback
+        if all(ord(ch) in fallback for t in texts for ch in t):
+            return FALLBACK_FONT
+        return FONT
 
 
 def _run(chars: list[str], fallback: bool) -> str:
@@ -391,7 +408,7 @@ def _data_table(
     for row in rows:
         cells: list[Any] = []
         for col, w, value in zip(columns, widths, row, strict=True):
-            shown = display_text(value, col.type)
+            shown = _clip(display_text(value, col.type))
             # plain strings are ten times cheaper than Paragraphs; wrap or mix fonts only
             # where needed
             if col.type in _NUMERIC or (
@@ -420,6 +437,16 @@ def _data_table(
     return table
 
 
+def _clip(text: str) -> str:
+    if len(text) <= MAX_CELL_CHARS:
+        return text
+    rest = len(text) - MAX_CELL_CHARS
+    return (
+        f"{text[:MAX_CELL_CHARS]}… [{rest:,} more characters; the full text is in the CSV, "
+        "JSON and Excel files]"
+    )
+
+
 def _chart_drawing(data: ChartData, text: _Text, width: float, height: float) -> Drawing:
     """A vector bar (or line) chart of ``data`` with a legend below it."""
     drawing = Drawing(width, height, initialFontName=FONT, initialFontSize=7)
@@ -429,9 +456,10 @@ def _chart_drawing(data: ChartData, text: _Text, width: float, height: float) ->
     label_font = text.font_for(list(data.categories))
     legend_font = text.font_for([s.name for s in series])
     chart: Any = VerticalBarChart() if data.spec.kind == "column" else HorizontalLineChart()
-    chart.x = 55
+    top = max((abs(float(v)) for s in series for v in s.values), default=0.0)
+    chart.x = 12 + pdfmetrics.stringWidth(_axis_number(-top * 1.25), FONT, 7)
     chart.y = legend_height + 18
-    chart.width = width - 70
+    chart.width = width - chart.x - 15
     chart.height = height - chart.y - 6
     chart.data = [tuple(float(v) for v in s.values) for s in series]
     step = max(1, -(-len(data.categories) // _MAX_CHART_CATEGORY_LABELS))
@@ -445,6 +473,7 @@ def _chart_drawing(data: ChartData, text: _Text, width: float, height: float) ->
     chart.valueAxis.labels.fontSize = 7
     chart.valueAxis.labelTextFormat = _axis_number
     chart.valueAxis.forceZero = 1
+    chart.valueAxis.rangeRound = "both"  # the axis ends on a labelled tick above the tallest bar
     chart.valueAxis.visibleGrid = 1
     chart.valueAxis.gridStrokeColor = colors.HexColor("#DDDDDD")
     chart.valueAxis.gridStrokeWidth = 0.3
@@ -460,7 +489,7 @@ def _chart_drawing(data: ChartData, text: _Text, width: float, height: float) ->
             chart.lines[i].strokeWidth = 1.5
     drawing.add(chart)
     legend = Legend()
-    legend.x = 55
+    legend.x = chart.x
     legend.y = legend_height - 4
     legend.fontName = legend_font
     legend.fontSize = 7

@@ -16,8 +16,9 @@ Slides, in order:
    and Excel files. That is a stated summary, not a silent truncation: a deck is for
    presenting, the data files are for the data.
 
-All totals are exact decimal sums, shown with thousands separators. ``out.rows`` is set to
-the number of rows shown on the table slides.
+All totals are exact decimal sums, shown with thousands separators. A table cell longer than
+:data:`MAX_CELL_CHARS` characters is cut there and says how many characters follow.
+``out.rows`` is set to the number of rows shown on the table slides.
 """
 
 from __future__ import annotations
@@ -55,6 +56,10 @@ ROWS_PER_SLIDE = 15
 
 MAX_TABLE_SLIDES = 20
 """Table slides at most (300 rows); the last slide states how many rows there are in all."""
+
+MAX_CELL_CHARS = 120
+"""Characters of one table cell shown on a slide; a longer one ends in ``… [+N characters]``
+(the data files hold the full text)."""
 
 KPIS_PER_SLIDE = 6
 """Key figures on one slide (two rows of three)."""
@@ -248,17 +253,58 @@ def _table_slide(
         len(rows) + 1, len(columns), _MARGIN, Inches(1.4), width, row_h * (len(rows) + 1)
     )
     grid = shape.table
-    texts = [[display_text(v, c.type) for c, v in zip(columns, row, strict=True)] for row in rows]
-    need = [max([len(c.name), *(len(t[i]) for t in texts)]) + 2 for i, c in enumerate(columns)]
-    for i, n in enumerate(need):
-        grid.columns[i].width = Emu(int(width * n / sum(need)))
-    size = Pt(12 if len(columns) <= 6 else 10 if len(columns) <= 10 else 8)
+    texts = [
+        [_clip(display_text(v, c.type)) for c, v in zip(columns, row, strict=True)] for row in rows
+    ]
+    widths, size = _layout(columns, texts, width)
+    for i, w in enumerate(widths):
+        grid.columns[i].width = Emu(w)
     for i, col in enumerate(columns):
         _cell(grid.cell(0, i), col.name.replace("_", " "), size, col.type in _NUMERIC, True)
     for r, row_texts in enumerate(texts, start=1):
         grid.rows[r].height = row_h
         for i, (col, text) in enumerate(zip(columns, row_texts, strict=True)):
             _cell(grid.cell(r, i), text, size, col.type in _NUMERIC, False)
+
+
+def _layout(
+    columns: Sequence[Column], texts: Sequence[Sequence[str]], width: int
+) -> tuple[list[int], Pt]:
+    """Column widths (EMU) and the font size of a table slide.
+
+    Numbers, dates and headers never wrap: the largest font from 12 pt down to 7 pt at which
+    they fit is used; text columns share the rest of the width in proportion to their longest
+    cell (text wraps past 40 characters, and past 20 when the table is tight).
+    """
+    pad = Inches(0.12)
+    for points in (12, 11, 10, 9, 8, 7):
+        char = Pt(points) * 0.62  # average glyph width of the theme's sans serif
+        need, least = [], []
+        for i, col in enumerate(columns):
+            longest = max((len(t[i]) for t in texts), default=0)
+            header = len(col.name) * 1.1
+            if col.type == "text":
+                need.append(int(max(header, min(40, longest)) * char + pad))
+                least.append(int(max(header, min(20, longest)) * char + pad))
+            else:
+                need.append(int(max(header, longest) * char + pad))
+                least.append(need[-1])
+        if sum(least) <= width:
+            break
+    # every column gets its least; what is left goes to the text columns that want more
+    spare = width - sum(least)
+    wants = [n - m for n, m in zip(need, least, strict=True)]
+    if spare > 0 and sum(wants) > 0:
+        share = min(1.0, spare / sum(wants))
+        least = [m + int(w * share) for m, w in zip(least, wants, strict=True)]
+    scale = min(1.0, width / sum(least)) if least else 1.0
+    return [int(n * scale) for n in least], Pt(points)
+
+
+def _clip(text: str) -> str:
+    if len(text) <= MAX_CELL_CHARS:
+        return text
+    return f"{text[:MAX_CELL_CHARS]}… [+{len(text) - MAX_CELL_CHARS:,} characters]"
 
 
 def _cell(cell: Any, text: str, size: Pt, right: bool, header: bool) -> None:

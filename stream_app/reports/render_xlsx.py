@@ -185,7 +185,8 @@ class _Workbook:
         try:
             self._cell(sheet, r, c, col, value, currency)
         except (ArithmeticError, ValueError) as exc:
-            raise ValueError(f"column {col.name!r} ({col.type}), value {value!r}: {exc}") from exc
+            shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:77] + "..."
+            raise ValueError(f"column {col.name!r} ({col.type}), value {shown}: {exc}") from exc
 
     def _cell(self, sheet: Any, r: int, c: int, col: Column, value: str | int, cur: Cell) -> None:
         if isinstance(value, int):
@@ -242,6 +243,21 @@ class _Workbook:
 
     def write(self) -> int:
         """Write every sheet and close the workbook; returns the number of data rows."""
+        try:
+            return self._write()
+        except BaseException:
+            self.abandon()
+            raise
+
+    def abandon(self) -> None:
+        """Close the per-sheet row files of ``constant_memory`` mode after a failure (the
+        workbook is not closed, so nothing more is written; the directory is deleted)."""
+        for sheet in self.book.worksheets():
+            fh = getattr(sheet, "row_data_fh", None)
+            if fh is not None and not fh.closed:
+                fh.close()
+
+    def _write(self) -> int:
         table = self.table
         columns = list(table.columns)
         rows = iter(table.rows)

@@ -40,8 +40,8 @@ DEFAULT_RESUBMIT_AFTER_S = 300.0
 def build_request(run: ClaimedRun, planned: PlannedReport, now: datetime) -> ReportRequest:
     """The report request of one planned report of ``run``, requested at ``now`` (UTC).
 
-    The run's ``cache_strategy`` (always ``skip``: fresh data) and the audience's filters are
-    recorded on the run; :class:`ReportRequest` has no fields for them yet.
+    The request carries the run's ``cache_strategy`` (always ``skip``: fresh data) and the
+    audience's filters as ``data_filters`` (each recipient group gets its own report).
     """
     schedule = run.schedule
     return ReportRequest(
@@ -55,6 +55,8 @@ def build_request(run: ClaimedRun, planned: PlannedReport, now: datetime) -> Rep
         output_formats=list(schedule.output_formats),
         requested_at=now.astimezone(UTC),
         priority=schedule.priority,
+        data_filters={field: list(values) for field, values in planned.audience.filters},
+        cache_strategy="skip",
     )
 
 

@@ -12,6 +12,7 @@ from stream_app.schemas.base import Identifier, UtcDateTime
 REPORT_TYPES = frozenset({"monthly_booking_summary"})
 OUTPUT_FORMATS = frozenset({"csv", "json", "excel", "pdf", "powerpoint"})
 REPORT_REQUEST_SCHEMA_VERSIONS = frozenset({1})
+FILTER_DIMENSIONS = frozenset({"venue_id"})
 
 
 class ReportRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -30,6 +31,10 @@ class ReportRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
         output_formats: one or more of :data:`OUTPUT_FORMATS`, no repeats.
         priority: ``low``, ``normal``, ``high`` or ``critical``.
         requested_at: when the request was made (UTC).
+        data_filters: restrictions of the report's rows, ``{dimension: [allowed values]}``;
+            dimensions: :data:`FILTER_DIMENSIONS` (``venue_id``). Empty = everything.
+        cache_strategy: ``use_cache``, ``refresh`` or ``skip`` (scheduled runs send ``skip``:
+            they always read fresh data).
     """
 
     schema_version: int
@@ -42,8 +47,17 @@ class ReportRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     output_formats: list[str]
     requested_at: UtcDateTime
     priority: Literal["low", "normal", "high", "critical"] = "normal"
+    data_filters: dict[str, list[str]] = {}
+    cache_strategy: Literal["use_cache", "refresh", "skip"] = "use_cache"
 
     def __post_init__(self) -> None:
+        for dimension, values in self.data_filters.items():
+            if dimension not in FILTER_DIMENSIONS:
+                raise ValueError(
+                    f"$.data_filters: {dimension!r} is not one of {sorted(FILTER_DIMENSIONS)}"
+                )
+            if not values:
+                raise ValueError(f"$.data_filters.{dimension}: at least one value is required")
         if self.schema_version not in REPORT_REQUEST_SCHEMA_VERSIONS:
             raise ValueError(f"$.schema_version: version {self.schema_version} is not supported")
         if self.report_type not in REPORT_TYPES:

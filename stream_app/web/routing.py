@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import aiohttp
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from stream_app.agents.bookings import venue_bookings
 from stream_app.app import app, settings
@@ -31,8 +32,12 @@ def owner_url(organization_id: str, venue_id: str) -> str | None:
     """Base URL of the worker holding the venue's rows; None when it is this worker.
 
     Raises:
-        ApiError: 503 when no worker holds the partition (a rebalance is under way).
+        ApiError: 503 while this worker restores its tables, or when no worker holds the
+            partition (a rebalance is under way).
     """
+    if getattr(app, "in_recovery", False) or getattr(app, "rebalancing", False):
+        # rows being restored from the changelog would read as zeros: refuse, the caller retries
+        raise ApiError(503, "recovering", "this worker is restoring its tables; retry")
     partition = venue_partition(organization_id, venue_id)
     changelog = venue_bookings.changelog_topic.get_topic_name()
     if any(
@@ -72,9 +77,35 @@ async def remote_periods(
 ) -> list[dict[str, Any]]:
     """The venue's rows for ``start``..``end`` read from the worker at ``base_url``.
 
+    A 503 (the owner is restoring its tables or rebalancing) or a connection error is retried
+    with exponential backoff (0.5 s doubling to 4 s, 6 attempts, tenacity).
+
     Raises:
-        ApiError: 503 when that worker does not answer or answers with an error.
+        ApiError: 503 when that worker still cannot answer after the retries, or answers
+            with another error.
     """
+    retrying = AsyncRetrying(
+        stop=stop_after_attempt(6),
+        wait=wait_exponential(multiplier=0.5, max=4),
+        retry=retry_if_exception(lambda e: isinstance(e, _Retriable)),
+        reraise=True,
+    )
+    try:
+        async for attempt in retrying:
+            with attempt:
+                return await _fetch_periods(base_url, organization_id, venue_id, grain, start, end)
+    except _Retriable as exc:
+        raise ApiError(503, "owner_unavailable", f"worker {base_url}: {exc}") from None
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+class _Retriable(Exception):
+    """The owner did not answer yet (503 or connection error)."""
+
+
+async def _fetch_periods(
+    base_url: str, organization_id: str, venue_id: str, grain: str, start: str, end: str
+) -> list[dict[str, Any]]:
     token = issue_token(
         settings.jwt_secret, user_id="internal", organization_id=organization_id, ttl_seconds=60
     )
@@ -89,6 +120,8 @@ async def remote_periods(
             ) as resp,
         ):
             body = await resp.json()
+            if resp.status == 503:
+                raise _Retriable(f"answered 503: {body}")
             if resp.status != 200:
                 raise ApiError(
                     503, "owner_error", f"worker {base_url} answered {resp.status}: {body}"
@@ -96,7 +129,7 @@ async def remote_periods(
             periods: list[dict[str, Any]] = body["periods"]
             return periods
     except (aiohttp.ClientError, TimeoutError) as exc:
-        raise ApiError(503, "owner_unreachable", f"worker {base_url}: {exc}") from None
+        raise _Retriable(str(exc)) from None
 
 
 def as_table_row(period: dict[str, Any]) -> dict[str, Any]:

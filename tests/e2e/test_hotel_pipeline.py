@@ -144,3 +144,21 @@ async def test_replaying_the_file_again_changes_nothing(
     finally:
         await conn.close()
     assert n == 119_389
+
+
+async def test_a_filtered_report_holds_only_the_allowed_venue(
+    settings: Settings,
+    main_worker: WorkerProcess,
+    replayed: dict[tuple[str, str], tuple[int, int, int]],
+) -> None:
+    body = {**FULL_RANGE, "output_formats": ["csv"], "data_filters": {"venue_id": ["city-hotel"]}}
+    status = await request_report_http(main_worker.url, settings, ORG, body)
+    assert status["status"] == "completed", status
+    csv_bytes = await download(
+        main_worker.url, settings, ORG, status["artifacts"][0]["download_url"]
+    )
+    assert report_figures(csv_bytes) == {k: v for k, v in replayed.items() if k[0] == "city-hotel"}
+    bad = {**FULL_RANGE, "data_filters": {"venue_id": ["atlantis"]}}
+    failed = await request_report_http(main_worker.url, settings, ORG, bad)
+    assert failed["status"] == "failed"
+    assert failed["error"] == "data_filters.venue_id: unknown venue(s) ['atlantis']"

@@ -482,3 +482,39 @@ def test_booking_summary_renders_with_its_chart(tmp_path: Path, fmt: str) -> Non
         slides = list(Presentation(str(path)).slides)
         chart = next(s.chart for slide in slides for s in slide.shapes if s.has_chart)
         assert [list(s.values) for s in chart.plots[0].series] == [[0.0, 200.01]]
+
+
+@pytest.mark.parametrize("fmt", ["excel", "pdf", "powerpoint"])
+def test_an_empty_table_renders(tmp_path: Path, fmt: str) -> None:
+    path, rows = render(tmp_path, fmt, make_table([]))
+    assert rows == 0
+    if fmt == "excel":
+        wb = openpyxl.load_workbook(path)
+        assert wb.sheetnames == ["data", "metadata"]  # no figures, no chart
+        assert [c.value for c in wb["data"][1]] == [c.name for c in COLUMNS]
+    elif fmt == "pdf":
+        assert "Norows." in squash("".join(pdf_text(path)))
+    else:
+        slides = list(Presentation(str(path)).slides)
+        assert len(slides) == 3  # title, key figures, notes
+        assert "show all 0 rows" in "\n".join(slide_texts(slides[-1]))
+
+
+def test_an_overlong_text_cell_is_stated_in_documents_and_refused_by_excel(
+    tmp_path: Path,
+) -> None:
+    name = "Quinta " + "x" * 40_000
+    rows: list[list[Cell]] = [
+        ["v1", name, "2016-01", None, 1, None, "EUR", "1.00", 100],
+    ]
+    text = squash("".join(pdf_text(render(tmp_path / "pdf", "pdf", make_table(rows))[0])))
+    limit = render_pdf.MAX_CELL_CHARS
+    assert f"[{len(name) - limit:,}morecharacters;thefulltextisintheCSV,JSONandExcelfiles]" in text
+    deck = Presentation(str(render(tmp_path / "pptx", "powerpoint", make_table(rows))[0]))
+    table_slide = list(deck.slides)[3]
+    grid = next(s.table for s in table_slide.shapes if s.has_table)
+    cut = render_pptx.MAX_CELL_CHARS
+    assert grid.cell(1, 1).text == f"{name[:cut]}… [+{len(name) - cut:,} characters]"
+    with pytest.raises(ValueError, match="40007 characters; an Excel cell holds at most 32767"):
+        render(tmp_path / "xlsx", "excel", make_table(rows))
+    assert not list((tmp_path / "xlsx").rglob("*.xlsx*"))

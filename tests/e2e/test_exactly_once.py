@@ -1,0 +1,151 @@
+"""Every event counted exactly once in the tables through duplicates on the topic, a worker
+killed with SIGKILL mid-stream (state rebuilt from the changelog by a fresh worker), and a
+rebalance from one worker to two. Expected totals are computed from the produced events."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections import defaultdict
+from datetime import date
+from pathlib import Path
+
+import aiohttp
+import orjson
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from stream_app.devservices.workers import WorkerProcess
+from stream_app.lag import consumer_lag, wait_for_lag_zero
+from stream_app.settings import Settings
+from stream_app.topics import WEDDING_BOOKINGS
+from tests.conftest import WorkerFactory
+from tests.e2e.helpers import auth
+
+pytestmark = pytest.mark.slow
+VENUES = [f"v{i}" for i in range(8)]
+Totals = dict[tuple[str, str], tuple[int, int, int]]
+
+
+def make_events(org: str, n: int, seed: int) -> tuple[list[tuple[bytes, bytes]], Totals]:
+    """``n`` distinct events (bookings, some cancelled) plus 5 % re-sent duplicates, and the
+    totals per (venue, month) counting each event id once."""
+    rng = random.Random(seed)
+    messages: list[tuple[bytes, bytes]] = []
+    acc: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0, 0])
+    made = 0
+    while made < n:
+        venue = rng.choice(VENUES)
+        day = date(2026, rng.randint(1, 12), rng.randint(1, 28))
+        amount = rng.randint(0, 5_000_00)
+        base = {
+            "schema_version": 1,
+            "organization_id": org,
+            "booking_id": f"b{made}",
+            "venue_id": venue,
+            "service_date": day.isoformat(),
+            "amount_minor": amount,
+            "currency": "EUR",
+            "occurred_at": "2026-01-01T10:00:00Z",
+        }
+        key = f"{org}/{venue}".encode()
+        kinds = ["booking_created"] + (["booking_cancelled"] if rng.random() < 0.3 else [])
+        for kind in kinds:
+            value = orjson.dumps({**base, "event_id": f"{org}-{made}-{kind}", "event_type": kind})
+            messages.append((key, value))
+            if rng.random() < 0.05:
+                messages.append((key, value))  # a duplicate, later on the topic
+            a = acc[(venue, day.isoformat()[:7])]
+            if kind == "booking_created":
+                a[0] += 1
+                a[2] += amount
+            else:
+                a[1] += 1
+                a[2] -= amount
+        made += 1
+    return messages, {k: (v[0], v[1], v[2]) for k, v in acc.items()}
+
+
+async def produce(bootstrap: str, messages: list[tuple[bytes, bytes]]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    await producer.start()
+    try:
+        futs = [await producer.send(WEDDING_BOOKINGS, v, key=k) for k, v in messages]
+        await asyncio.gather(*futs)
+    finally:
+        await producer.stop()
+
+
+async def read_totals(worker: WorkerProcess, settings: Settings, org: str) -> Totals:
+    out: Totals = {}
+    async with aiohttp.ClientSession(worker.url) as s:
+        for venue in VENUES:
+            for _ in range(120):  # a worker restoring its tables answers 503: retry
+                async with s.get(
+                    f"/orgs/{org}/venues/{venue}/metrics",
+                    headers=auth(settings, org),
+                    params={"grain": "month", "from": "2026-01", "to": "2026-12"},
+                ) as r:
+                    body = await r.json()
+                    status = r.status
+                if status != 503:
+                    break
+                await asyncio.sleep(0.5)
+            assert status == 200, body
+            for p in body["periods"]:
+                if p["bookings"] or p["cancellations"]:
+                    out[(venue, p["period"])] = (
+                        p["bookings"],
+                        p["cancellations"],
+                        p["revenue_minor"].get("EUR", 0),
+                    )
+    return out
+
+
+async def wait_until_partly_done(bootstrap: str, group: str, total: int) -> None:
+    """Wait until the group has committed some but not all of the ``total`` new messages."""
+    for _ in range(600):
+        lag = await consumer_lag(bootstrap, group, WEDDING_BOOKINGS)
+        if lag < total * 0.8:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError("the worker made no progress")
+
+
+ENV = {"WEDDING_OFFSET_RESET": "latest", "WEDDING_SESSION_TIMEOUT_S": "6"}
+
+
+async def test_sigkill_mid_stream_then_recovery_from_the_changelog(
+    settings: Settings, worker_factory: WorkerFactory, state_dir: Path
+) -> None:
+    org, group = "crash-org", "wedding-crash-tests"
+    first = worker_factory.start(group, "first", **ENV)
+    await first.wait_ready(timeout_s=120, min_partitions=4)
+    messages, expected = make_events(org, 12_000, seed=7)
+    await produce(settings.kafka_bootstrap, messages)
+    await wait_until_partly_done(settings.kafka_bootstrap, group, len(messages))
+    assert first.kill() == -9
+    # a fresh worker with an empty RocksDB folder: every row comes back from the changelog
+    second = worker_factory.start(group, "second", **ENV)
+    await second.wait_ready(timeout_s=120, min_partitions=4)
+    await wait_for_lag_zero(settings.kafka_bootstrap, group, WEDDING_BOOKINGS, 600)
+    assert await read_totals(second, settings, org) == expected
+
+
+async def test_rebalance_from_one_worker_to_two(
+    settings: Settings, worker_factory: WorkerFactory
+) -> None:
+    org, group = "rebalance-org", "wedding-rebalance-tests"
+    one = worker_factory.start(group, "one", **ENV)
+    await one.wait_ready(timeout_s=120, min_partitions=4)
+    messages, expected = make_events(org, 12_000, seed=11)
+    await produce(settings.kafka_bootstrap, messages)
+    await wait_until_partly_done(settings.kafka_bootstrap, group, len(messages))
+    two = worker_factory.start(group, "two", **ENV)
+    await two.wait_ready(timeout_s=120)
+    await wait_for_lag_zero(settings.kafka_bootstrap, group, WEDDING_BOOKINGS, 600)
+    owned_one, owned_two = await one.wait_ready(), await two.wait_ready()
+    assert sorted(owned_one + owned_two) == [0, 1, 2, 3] and owned_one and owned_two
+    # either worker answers for every venue, wherever its rows now live
+    assert await read_totals(one, settings, org) == expected
+    assert await read_totals(two, settings, org) == expected
