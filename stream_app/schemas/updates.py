@@ -74,7 +74,7 @@ class ArtifactLink(msgspec.Struct, frozen=True, kw_only=True):
     """A stored report file.
 
     Attributes:
-        format: ``csv`` or ``json`` (more formats follow).
+        format: ``csv``, ``json``, ``excel``, ``pdf`` or ``powerpoint``.
         uri: ``file://`` URI of the artifact in the store.
         path: path relative to the artifact store root.
         sha256: hex SHA-256 of the file's bytes.

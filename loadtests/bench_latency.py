@@ -1,0 +1,154 @@
+"""Benchmark: produce-to-update latency of live metrics at steady rates, and the highest
+sustained rate before consumer lag grows.
+
+For each rate, a producer sends booking events at that rate for ``--seconds`` seconds; each
+event has ``occurred_at`` = its produce time and its own venue-day row, so every
+``realtime-metrics-updates`` message of grain ``day`` carries exactly one event. Latency =
+time the benchmark reads the update − the event's produce time (same clock). After the run,
+the consumer lag of the worker's group says whether the worker kept up.
+
+Usage: ``python -m loadtests.bench_latency [--rates 250,500,1000,2000] [--seconds 15]``.
+Starts its own Kafka, PostgreSQL and one worker in a fresh state folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import statistics
+import tempfile
+import time
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from stream_app.db.migrate import migrate
+from stream_app.devservices import manager
+from stream_app.devservices.workers import start_worker
+from stream_app.lag import consumer_lag
+from stream_app.topics import REALTIME_METRICS_UPDATES, WEDDING_BOOKINGS, ensure_topics
+
+GROUP = "bench-latency"
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The ``q`` quantile (0–1) by the nearest-rank method."""
+    ordered = sorted(values)
+    return ordered[max(0, min(len(ordered) - 1, round(q * len(ordered)) - 1))]
+
+
+async def run_rate(bootstrap: str, rate: int, seconds: float, tag: str) -> tuple[list[float], int]:
+    org = f"lat-{tag}"
+    consumer = AIOKafkaConsumer(
+        REALTIME_METRICS_UPDATES,
+        bootstrap_servers=bootstrap,
+        group_id=f"bench-reader-{tag}",
+        auto_offset_reset="latest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    await consumer.getmany(timeout_ms=2000)  # join and settle at the end of the topic
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks=1, linger_ms=0)
+    await producer.start()
+    latencies: list[float] = []
+    total = int(rate * seconds)
+    done = asyncio.Event()
+
+    async def read() -> None:
+        while not done.is_set() or len(latencies) < total:
+            batch = await consumer.getmany(timeout_ms=500)
+            now = time.time()
+            for records in batch.values():
+                for rec in records:
+                    doc = orjson.loads(rec.value)
+                    if doc.get("organization_id") != org or doc["window"]["grain"] != "day":
+                        continue
+                    sent = datetime.fromisoformat(doc["event_time"]).timestamp()
+                    latencies.append((now - sent) * 1000)
+            if done.is_set() and not batch:
+                break
+
+    reader = asyncio.create_task(read())
+    start = time.perf_counter()
+    base = date(2030, 1, 1)
+    for i in range(total):
+        due = start + i / rate
+        delay = due - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        venue = f"v{i % 16}"
+        doc = {
+            "schema_version": 1,
+            "event_id": f"{org}-{i}",
+            "organization_id": org,
+            "occurred_at": datetime.now(UTC).isoformat(),
+            "event_type": "booking_created",
+            "booking_id": f"b{i}",
+            "venue_id": venue,
+            "service_date": (base + timedelta(days=i // 16)).isoformat(),
+            "amount_minor": 1000,
+            "currency": "EUR",
+        }
+        await producer.send(WEDDING_BOOKINGS, orjson.dumps(doc), key=f"{org}/{venue}".encode())
+    await producer.flush()
+    await asyncio.sleep(3)
+    lag = await consumer_lag(bootstrap, GROUP, WEDDING_BOOKINGS)
+    done.set()
+    await asyncio.wait_for(reader, timeout=60)
+    await producer.stop()
+    await consumer.stop()
+    return latencies, lag
+
+
+async def main_async(rates: list[int], seconds: float, state: Path) -> None:
+    services = manager.up(state)
+    await ensure_topics(services.kafka_bootstrap, 4)
+    await migrate(services.postgres_dsn)
+    worker = start_worker(
+        kafka_bootstrap=services.kafka_bootstrap,
+        postgres_dsn=services.postgres_dsn,
+        data_dir=state / "worker",
+        log_path=state / "worker.log",
+        app_id=GROUP,
+        extra_env={"WEDDING_OFFSET_RESET": "latest"},
+    )
+    try:
+        await worker.wait_ready(timeout_s=120, min_partitions=4)
+        for rate in rates:
+            lat, lag = await run_rate(
+                services.kafka_bootstrap, rate, seconds, f"{rate}-{os.getpid()}"
+            )
+            kept_up = "kept up" if lag < rate else f"FELL BEHIND (lag {lag:,} after 3 s)"
+            if lat:
+                print(
+                    f"{rate:>6,} events/s for {seconds:.0f} s: {len(lat):,} updates, "
+                    f"p50 {statistics.median(lat):.0f} ms, p99 {percentile(lat, 0.99):.0f} ms, "
+                    f"max {max(lat):.0f} ms; {kept_up}"
+                )
+            else:
+                print(f"{rate:>6,} events/s: no updates read; {kept_up}")
+            await asyncio.sleep(2)
+    finally:
+        worker.stop()
+        manager.down(state)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rates", default="250,500,1000,2000")
+    parser.add_argument("--seconds", type=float, default=15.0)
+    args = parser.parse_args()
+    state = Path(tempfile.gettempdir()) / f"wedding-latency-{os.getpid()}"
+    state.mkdir(mode=0o755)
+    try:
+        asyncio.run(main_async([int(r) for r in args.rates.split(",")], args.seconds, state))
+    finally:
+        shutil.rmtree(state, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
