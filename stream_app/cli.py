@@ -17,6 +17,8 @@ import sys
 from datetime import date
 from pathlib import Path
 
+from aiokafka.errors import KafkaConnectionError
+
 
 def _load_service_env() -> None:
     """Fill KAFKA_BOOTSTRAP/POSTGRES_DSN from running local services when unset."""
@@ -63,12 +65,15 @@ def _cmd_worker(args: argparse.Namespace) -> int:
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:
+    from stream_app.lag import wait_for_lag_zero
     from stream_app.replay.produce import replay_hotel_bookings
     from stream_app.settings import load_settings
+    from stream_app.topics import WEDDING_BOOKINGS
 
+    s = load_settings()
     summary = asyncio.run(
         replay_hotel_bookings(
-            load_settings(), Path(args.path), source=args.source, load_history=not args.no_history
+            s, Path(args.path), source=args.source, load_history=not args.no_history
         )
     )
     print(
@@ -77,20 +82,34 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         f"history rows new: {summary.history_rows_new}, "
         f"not storable: {summary.history_rows_skipped}"
     )
+    if args.wait:
+        print(f"waiting until the workers of group {s.app_id!r} have folded every event...")
+        took = asyncio.run(wait_for_lag_zero(s.kafka_bootstrap, s.app_id, WEDDING_BOOKINGS, 1800))
+        print(f"all events are in the tables ({took:.0f} s)")
     return 0
+
+
+def _date_arg(name: str, value: str) -> date:
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"{name}: {value!r} is not a date (YYYY-MM-DD)") from None
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
     from stream_app.client import request_report_and_wait
     from stream_app.settings import load_settings
 
+    if args.timeout <= 0:
+        raise ValueError(f"--timeout: must be positive, got {args.timeout}")
+
     status = asyncio.run(
         request_report_and_wait(
             load_settings(),
             organization_id=args.org,
             report_type=args.type,
-            date_from=date.fromisoformat(args.date_from),
-            date_to=date.fromisoformat(args.date_to),
+            date_from=_date_arg("--from", args.date_from),
+            date_to=_date_arg("--to", args.date_to),
             output_formats=args.formats.split(","),
             timeout_s=args.timeout,
         )
@@ -107,6 +126,11 @@ def _cmd_report(args: argparse.Namespace) -> int:
 def _cmd_token(args: argparse.Namespace) -> int:
     from stream_app.settings import load_settings
     from stream_app.web.auth import issue_token
+
+    if not args.org.strip():
+        raise ValueError("--org: must not be empty")
+    if args.ttl <= 0:
+        raise ValueError(f"--ttl: must be a positive number of seconds, got {args.ttl}")
 
     print(
         issue_token(
@@ -141,6 +165,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("path", help="hotel_bookings.csv or .csv.gz")
     r.add_argument("--source", default=None, help="name event ids derive from (default: file name)")
     r.add_argument("--no-history", action="store_true", help="do not load PostgreSQL history")
+    r.add_argument(
+        "--wait",
+        action="store_true",
+        help="then wait until the worker group has folded every event into the tables",
+    )
     rep = sub.add_parser("report", help="request a report and wait for its final status")
     rep.add_argument("--org", required=True)
     rep.add_argument("--type", default="monthly_booking_summary")
@@ -176,7 +205,18 @@ def main(argv: list[str] | None = None) -> int:
         "token": _cmd_token,
         "demo": _cmd_demo,
     }
-    return handlers[args.command](args)
+    try:
+        return handlers[args.command](args)
+    except KafkaConnectionError as exc:
+        print(
+            f"error: {exc}. Is Kafka running? Start it with 'wedding-engine services up' "
+            "(with the same WEDDING_STATE_DIR) or set KAFKA_BOOTSTRAP.",
+            file=sys.stderr,
+        )
+        return 2
+    except (OSError, ValueError, TimeoutError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

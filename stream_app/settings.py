@@ -42,6 +42,9 @@ class Settings:
         session_timeout_s: how long the group coordinator waits for a silent worker before
             giving its partitions to the others (``WEDDING_SESSION_TIMEOUT_S``). Lower means a
             crashed worker's partitions move sooner, but a long GC pause can cost a rebalance.
+        allow_private_targets: accept webhook URLs and SFTP hosts on loopback, private or
+            link-local addresses (``WEDDING_ALLOW_PRIVATE_TARGETS=1``). Off by default: a tenant
+            must not point deliveries at the cluster's internal services (SSRF).
         scheduler_interval_s: seconds between two scheduler ticks of a worker
             (``WEDDING_SCHEDULER_INTERVAL_S``); a fire time is claimed at most this late.
     """
@@ -74,6 +77,9 @@ class Settings:
     offset_reset: str = field(default_factory=lambda: _env("WEDDING_OFFSET_RESET", "earliest"))
     session_timeout_s: float = field(
         default_factory=lambda: float(_env("WEDDING_SESSION_TIMEOUT_S", "30"))
+    )
+    allow_private_targets: bool = field(
+        default_factory=lambda: _env("WEDDING_ALLOW_PRIVATE_TARGETS", "0") == "1"
     )
     scheduler_interval_s: float = field(
         default_factory=lambda: float(_env("WEDDING_SCHEDULER_INTERVAL_S", "15"))

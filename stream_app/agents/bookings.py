@@ -82,8 +82,11 @@ def key_mismatch(key: bytes | None, event: BookingEvent) -> str | None:
 async def validate(event: EventT[bytes]) -> BookingEvent | None:
     """Decode one message; dead-letter it and return None when it is invalid."""
     raw = event.message.value
+    if raw is None:
+        await send_to_dead_letter(event, field="$", reason="the value is null (a tombstone)")
+        return None
     try:
-        booking = decode_event(raw if isinstance(raw, bytes) else b"", BookingEvent)
+        booking = decode_event(raw, BookingEvent)
     except EventValidationError as exc:
         await send_to_dead_letter(event, field=exc.field, reason=exc.reason)
         return None

@@ -1,6 +1,7 @@
 """The dead-letter topic: where a message that cannot be processed goes, with the reason.
 
-The record keeps the original key and value bytes unchanged; the reason travels in headers:
+The record keeps the original key, value bytes and headers unchanged; the reason travels in
+added headers:
 
 - ``dlq.reason``: what is wrong, naming the field (``$.amount_minor: Expected `int`...``);
 - ``dlq.field``: the JSON path of the field (``$`` for an unreadable message, ``key``);
@@ -10,6 +11,7 @@ The record keeps the original key and value bytes unchanged; the reason travels 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 
 from faust.types import EventT
@@ -48,10 +50,18 @@ async def send_to_dead_letter(event: EventT[bytes], *, field: str, reason: str) 
     dead-letter record is durable: a bad event is never lost.
     """
     msg = event.message
+    raw_headers = msg.headers or []
+    pairs = list(raw_headers.items()) if isinstance(raw_headers, Mapping) else list(raw_headers)
+    original: list[tuple[str, bytes]] = [
+        (str(k), v if isinstance(v, bytes) else str(v).encode())
+        for k, v in pairs
+        if not str(k).startswith("dlq.")
+    ]
     fut = await dead_letter_topic.send(
         key=msg.key,
         value=msg.value,
-        headers=dead_letter_headers(
+        headers=original
+        + dead_letter_headers(
             field=field, reason=reason, topic=msg.topic, partition=msg.partition, offset=msg.offset
         ),
     )

@@ -12,6 +12,7 @@ endpoint in its backoff does not hold up the others.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import AsyncIterable
 from typing import Any
 
@@ -25,7 +26,13 @@ from stream_app.schemas.updates import ReportStatus
 
 log = logging.getLogger(__name__)
 FINAL = frozenset({"completed", "failed", "cancelled"})
-config = load_delivery_config(fallback_secret=settings.jwt_secret)
+config = load_delivery_config(
+    {
+        "WEDDING_PUBLIC_BASE_URL": f"http://{settings.web_host}:{settings.web_port}",
+        **os.environ,
+    },
+    fallback_secret=settings.jwt_secret,
+)
 
 
 async def handle_report_result(raw: bytes) -> str | None:
@@ -55,4 +62,7 @@ async def handle_report_result(raw: bytes) -> str | None:
 async def delivery_agent(stream: AsyncIterable[Any]) -> None:
     """Consume ``report-results`` for ever (see the module docstring)."""
     async for event in stream.events():  # type: ignore[attr-defined]
-        await handle_report_result(event.message.value or b"")
+        try:
+            await handle_report_result(event.message.value or b"")
+        except Exception:
+            log.exception("delivery of report-results offset %s failed", event.message.offset)

@@ -119,11 +119,46 @@ def adr_cents(adr: str) -> int:
     return int(cents)
 
 
+REQUIRED_COLUMNS = (
+    "hotel",
+    "is_canceled",
+    "lead_time",
+    "arrival_date_year",
+    "arrival_date_month",
+    "arrival_date_day_of_month",
+    "stays_in_weekend_nights",
+    "stays_in_week_nights",
+    "adults",
+    "children",
+    "babies",
+    "adr",
+    "reservation_status_date",
+)
+
+
+class SourceFileError(ValueError):
+    """The file is not the hotel booking demand CSV (unreadable, wrong header, no rows)."""
+
+
 def open_csv(path: Path) -> Iterator[dict[str, str]]:
-    """Rows of the CSV at ``path`` (plain or ``.gz``) as dicts, streaming."""
+    """Rows of the CSV at ``path`` (plain or ``.gz``) as dicts, streaming.
+
+    Raises:
+        SourceFileError: the file is not gzip/UTF-8 text, or its header lacks a column.
+    """
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as raw, io.TextIOWrapper(raw, encoding="utf-8", newline="") as text:
-        yield from csv.DictReader(text)
+    try:
+        with opener(path, "rb") as raw, io.TextIOWrapper(raw, encoding="utf-8", newline="") as text:
+            reader = csv.DictReader(text)
+            header = reader.fieldnames or []
+            missing = [c for c in REQUIRED_COLUMNS if c not in header]
+            if missing:
+                raise SourceFileError(
+                    f"{path}: not the hotel booking demand CSV (missing column(s) {missing})"
+                )
+            yield from reader
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise SourceFileError(f"{path}: cannot read it as a (gzip) UTF-8 CSV: {exc}") from exc
 
 
 def map_row(row: dict[str, str], row_number: int, source: str) -> list[MappedEvent]:
@@ -197,5 +232,7 @@ def map_file(path: Path, source: str | None = None) -> list[MappedEvent]:
     events: list[MappedEvent] = []
     for n, row in enumerate(open_csv(path), start=1):
         events.extend(map_row(row, n, name))
+    if not events:
+        raise SourceFileError(f"{path}: the file has a header but no rows")
     events.sort(key=lambda e: e.occurred_at)
     return events

@@ -147,6 +147,7 @@ async def replay_hotel_bookings(
     """
     if not await asyncio.to_thread(path.is_file):
         raise FileNotFoundError(f"path: {path} is not a file")
+    # errors of the file itself surface before anything is written anywhere
     events = await asyncio.to_thread(hotel.map_file, path, source)
     await migrate(settings.postgres_dsn)
     await ensure_topics(settings.kafka_bootstrap, settings.topic_partitions)

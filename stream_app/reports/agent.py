@@ -18,6 +18,7 @@ from collections.abc import AsyncIterable
 from datetime import UTC, date, datetime
 from typing import Any
 
+import asyncpg
 import orjson
 from faust.types import EventT
 
@@ -209,7 +210,13 @@ async def handle_report_request(event: EventT[bytes]) -> ReportStatusName | None
                 report_type=req.report_type,
                 request=orjson.loads(event.message.value or b"{}"),
             )
-        except Exception as exc:  # noqa: BLE001 - e.g. unknown organisation (foreign key)
+        except asyncpg.ForeignKeyViolationError:
+            cause = f"organization_id: {req.organization_id!r} does not exist"
+            status = _status(req, "failed", started, error=cause)
+            await publish_status(status)
+            REPORTS.labels(req.report_type, "failed").inc()
+            return "failed"
+        except Exception as exc:  # noqa: BLE001 - recorded as the report's cause
             status = _status(req, "failed", started, error=f"cannot record request: {exc}")
             await publish_status(status)
             REPORTS.labels(req.report_type, "failed").inc()

@@ -19,9 +19,11 @@ Secrets (webhook keys, SFTP passwords and keys) are accepted and never returned.
 
 from __future__ import annotations
 
+import ipaddress
 import uuid
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import msgspec
 import orjson
@@ -33,7 +35,7 @@ from stream_app.db.tenancy import UnknownOrganizationError, fetch_organization
 from stream_app.delivery.api import LinkError, resolve_download
 from stream_app.delivery.log import fetch_schedule_log
 from stream_app.schedules import store
-from stream_app.schedules.cron import CronExpressionError, preview
+from stream_app.schedules.cron import CronExpressionError, fire_times, preview
 from stream_app.schedules.model import (
     ApiTarget,
     EmailTarget,
@@ -110,6 +112,10 @@ def schedule_from_json(
             f"delivery.method must be one of {sorted(TARGETS)}",
             field="delivery.method",
         )
+    if delivery["method"] == "webhook":
+        check_target_address(urlsplit(str(delivery.get("url", ""))).hostname, "delivery.url")
+    if delivery["method"] == "sftp":
+        check_target_address(str(delivery.get("host", "")), "delivery.host")
     try:
         target = _convert(delivery, TARGETS[delivery["method"]], "delivery")
         retry = _convert(body.get("retry", {}), RetryPolicy, "retry")
@@ -140,6 +146,36 @@ def schedule_from_json(
         raise ApiError(400, "invalid_field", exc.reason, field=exc.field) from None
     except (TypeError, ValueError) as exc:
         raise ApiError(400, "invalid_field", str(exc), field="$") from None
+
+
+def check_target_address(host: str | None, field: str) -> None:
+    """Refuse delivery targets on internal addresses unless allowed (SSRF guard).
+
+    Literal IPs in loopback, private, link-local (cloud metadata), multicast, reserved or
+    unspecified ranges and the name ``localhost`` are refused. Names are not resolved here;
+    a deployment that needs more puts deliveries behind an egress proxy.
+
+    Raises:
+        ApiError: 400 naming ``field``.
+    """
+    if settings.allow_private_targets or not host:
+        return
+    name = host.strip("[]").lower()
+    if name == "localhost" or name.endswith(".localhost"):
+        raise ApiError(400, "invalid_field", f"{host!r} is an internal address", field=field)
+    try:
+        ip = ipaddress.ip_address(name)
+    except ValueError:
+        return
+    if (
+        ip.is_private
+        or ip.is_loopback
+        or ip.is_link_local
+        or ip.is_multicast
+        or ip.is_reserved
+        or ip.is_unspecified
+    ):
+        raise ApiError(400, "invalid_field", f"{host!r} is an internal address", field=field)
 
 
 def schedule_to_json(stored: store.StoredSchedule, upcoming: list[datetime]) -> dict[str, Any]:
@@ -187,11 +223,21 @@ def schedule_to_json(stored: store.StoredSchedule, upcoming: list[datetime]) -> 
     }
 
 
-def _upcoming(s: Schedule, now: datetime) -> list[datetime]:
+def _upcoming(s: Schedule, now: datetime, last_fire: datetime | None = None) -> list[datetime]:
+    """The next (up to) five fire times that will really run: after ``now``, before the
+    expiration, and at least ``min_interval_seconds`` after the previous run."""
     if s.paused:
         return []
-    times = preview(s.cron, s.time_zone, now, count=5)
-    return [t for t in times if s.expires_at is None or t < s.expires_at]
+    out: list[datetime] = []
+    previous = last_fire
+    for n, t in enumerate(fire_times(s.cron, s.time_zone, now)):
+        if n > 10_000 or len(out) == 5 or (s.expires_at is not None and t >= s.expires_at):
+            break
+        if previous is not None and (t - previous).total_seconds() < s.min_interval_seconds:
+            continue
+        out.append(t)
+        previous = t
+    return out
 
 
 async def _body(request: web.Request) -> Any:
@@ -233,7 +279,7 @@ async def _save(request: web.Request, org: str, schedule_id: str | None) -> web.
             raise ApiError(404, "not_found", str(exc), field="schedule_id") from None
         stored = await store.get_schedule(conn, org, schedule.schedule_id)
     return web.json_response(
-        schedule_to_json(stored, _upcoming(schedule, now)),
+        schedule_to_json(stored, _upcoming(schedule, now, stored.last_fire_time)),
         status=201 if schedule_id is None else 200,
     )
 
@@ -253,7 +299,11 @@ async def list_schedules(self: Any, request: web.Request, org: str) -> web.Strea
     async with pool.acquire() as conn:
         found = await store.list_schedules(conn, org)
     return web.json_response(
-        {"schedules": [schedule_to_json(s, _upcoming(s.schedule, now)) for s in found]}
+        {
+            "schedules": [
+                schedule_to_json(s, _upcoming(s.schedule, now, s.last_fire_time)) for s in found
+            ]
+        }
     )
 
 
@@ -296,7 +346,9 @@ async def get_schedule(
     authenticate(request, settings.jwt_secret, org)
     stored = await _one(org, schedule_id)
     return web.json_response(
-        schedule_to_json(stored, _upcoming(stored.schedule, datetime.now(UTC)))
+        schedule_to_json(
+            stored, _upcoming(stored.schedule, datetime.now(UTC), stored.last_fire_time)
+        )
     )
 
 
@@ -336,7 +388,9 @@ async def _set_paused(
         except store.ScheduleNotFoundError as exc:
             raise ApiError(404, "not_found", str(exc), field="schedule_id") from None
         stored = await store.get_schedule(conn, org, schedule_id)
-    return web.json_response(schedule_to_json(stored, _upcoming(stored.schedule, now)))
+    return web.json_response(
+        schedule_to_json(stored, _upcoming(stored.schedule, now, stored.last_fire_time))
+    )
 
 
 @page("/orgs/{org}/schedules/{schedule_id}/pause", method="post")

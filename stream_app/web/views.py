@@ -81,12 +81,27 @@ def page(path: str, method: str = "get") -> Callable[[Handler], Handler]:
     return decorate
 
 
+@web.middleware
+async def json_errors(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """aiohttp's own errors (unknown route 404, 405, 413 body too large) as JSON errors too."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = exc.reason.lower().replace(" ", "_")
+        return web.json_response({"error": {"code": code, "reason": exc.reason}}, status=exc.status)
+
+
 def register_routes() -> None:
     """Register every declared route on the worker's web server, one view per path.
 
     faust builds one :class:`faust.web.View` per path with all its methods (and maps a bare
     function to GET only), so the handlers declared with :func:`page` are gathered first.
     """
+    app.web.web_app.middlewares.append(json_errors)  # type: ignore[attr-defined]
     for path, methods in _ROUTES.items():
         view = type(f"View{len(path)}_{abs(hash(path))}", (faust.web.View,), dict(methods))
         app.page(path)(view)
@@ -208,6 +223,13 @@ async def request_report(self: Any, request: web.Request, org: str) -> web.Strea
             await fetch_organization(conn, org)
         except UnknownOrganizationError as exc:
             raise ApiError(404, "not_found", str(exc), field="organization_id") from None
+        if await report_db.fetch_report(conn, org, req.report_id) is not None:
+            raise ApiError(
+                409,
+                "conflict",
+                f"report {req.report_id!r} already exists; read it at its status URL",
+                field="$.report_id",
+            )
         await conn.execute(
             "INSERT INTO audit_log (organization_id, actor, action, target, details)"
             " VALUES ($1, $2, 'report.requested', $3, $4::jsonb)",

@@ -109,3 +109,61 @@ async def test_a_report_that_cannot_be_built_ends_failed_with_its_cause(
     assert status["status"] == "failed"
     assert status["error"] == "organization_id: 'no-venues-org' has no venues"
     assert status["artifacts"] == []
+
+
+async def test_framework_errors_are_json_too(
+    settings: Settings, main_worker: WorkerProcess
+) -> None:
+    status, body = await call(main_worker, "GET", "/no/such/route")
+    assert (status, body["error"]["code"]) == (404, "not_found")
+    status, body = await call(main_worker, "PATCH", "/health")
+    assert status == 405 and body["error"]["code"] == "method_not_allowed"
+
+
+async def test_known_report_id_is_a_conflict_and_internal_webhooks_are_refused(
+    settings: Settings, main_worker: WorkerProcess
+) -> None:
+    conn = await asyncpg.connect(settings.postgres_dsn)
+    try:
+        await upsert_organization(conn, Organization("conflict-org", "C", "Europe/Paris", "EUR"))
+    finally:
+        await conn.close()
+    h = auth(settings, "conflict-org")
+    body_in = {
+        "report_id": "same-id-1",
+        "report_type": "monthly_booking_summary",
+        "date_from": "2026-01-01",
+        "date_to": "2026-01-31",
+        "output_formats": ["csv"],
+    }
+    first = await request_report_http(main_worker.url, settings, "conflict-org", body_in)
+    assert first["status"] == "failed"  # the organisation has no venues
+    status, body = await call(
+        main_worker,
+        "POST",
+        "/orgs/conflict-org/reports",
+        h,
+        json={**body_in, "output_formats": ["json"]},
+    )
+    assert (status, body["error"]["field"]) == (409, "$.report_id")
+
+    schedule = {
+        "report_type": "monthly_booking_summary",
+        "date_range": "previous_month",
+        "output_formats": ["csv"],
+        "cron": "0 8 1 * *",
+        "delivery": {
+            "method": "webhook",
+            "url": "http://169.254.169.254/latest/meta-data",
+            "secret": "s" * 20,
+        },
+    }
+    status, body = await call(main_worker, "POST", "/orgs/conflict-org/schedules", h, json=schedule)
+    assert (status, body["error"]["field"]) == (400, "delivery.url")
+    schedule["delivery"]["url"] = "http://localhost:8080/hook"  # type: ignore[index]
+    status, body = await call(main_worker, "POST", "/orgs/conflict-org/schedules", h, json=schedule)
+    assert (status, body["error"]["field"]) == (400, "delivery.url")
+    schedule["cron"] = "0 8 1 * * *"
+    schedule["delivery"]["url"] = "https://hooks.example.org/x"  # type: ignore[index]
+    status, body = await call(main_worker, "POST", "/orgs/conflict-org/schedules", h, json=schedule)
+    assert (status, body["error"]["field"]) == (400, "cron")

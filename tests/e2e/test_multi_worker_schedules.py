@@ -90,7 +90,11 @@ async def receiver() -> AsyncIterator[tuple[Receiver, str]]:
 async def two_workers(
     settings: Settings, worker_factory: WorkerFactory
 ) -> AsyncIterator[tuple[WorkerProcess, WorkerProcess]]:
-    env = {"WEDDING_SCHEDULER_INTERVAL_S": "2", "WEDDING_OFFSET_RESET": "latest"}
+    env = {
+        "WEDDING_SCHEDULER_INTERVAL_S": "2",
+        "WEDDING_OFFSET_RESET": "latest",
+        "WEDDING_ALLOW_PRIVATE_TARGETS": "1",  # the test's webhook receiver is on loopback
+    }
     a = worker_factory.start(GROUP, "a", **env)
     b = worker_factory.start(GROUP, "b", **env)
     parts_a = await a.wait_ready(timeout_s=120)
