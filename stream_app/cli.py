@@ -55,6 +55,14 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     if args.data_dir is not None:
         os.environ["WEDDING_DATA_DIR"] = str(args.data_dir)
     _cmd_init(args)
+    from stream_app.settings import load_settings
+
+    s = load_settings()
+    if s.offset_reset == "latest":
+        from stream_app.lag import start_group_at_end
+        from stream_app.topics import INPUT_TOPICS
+
+        asyncio.run(start_group_at_end(s.kafka_bootstrap, s.app_id, list(INPUT_TOPICS)))
     from faust import Worker
 
     from stream_app.worker import app

@@ -7,6 +7,29 @@ import time
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
+from aiokafka.structs import OffsetAndMetadata
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay, wait_exponential
+
+
+async def _committed(
+    admin: AIOKafkaAdminClient, group_id: str, tps: list[TopicPartition]
+) -> dict[TopicPartition, OffsetAndMetadata]:
+    """The group's committed offsets, retrying retriable broker errors (e.g. the group
+    coordinator not yet available on a new broker) for up to ~30 s (tenacity)."""
+    retrying = AsyncRetrying(
+        stop=stop_after_delay(30),
+        wait=wait_exponential(multiplier=0.2, max=2),
+        retry=retry_if_exception(lambda e: isinstance(e, KafkaError) and e.retriable),
+        reraise=True,
+    )
+    async for attempt in retrying:
+        with attempt:
+            found: dict[
+                TopicPartition, OffsetAndMetadata
+            ] = await admin.list_consumer_group_offsets(group_id, partitions=tps)
+            return found
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 async def consumer_lag(bootstrap: str, group_id: str, topic: str) -> int:
@@ -22,7 +45,7 @@ async def consumer_lag(bootstrap: str, group_id: str, topic: str) -> int:
         parts = await _partitions(admin, topic)
         tps = [TopicPartition(topic, p) for p in parts]
         ends = await consumer.end_offsets(tps)
-        committed = await admin.list_consumer_group_offsets(group_id, partitions=tps)
+        committed = await _committed(admin, group_id, tps)
         lag = 0
         for tp in tps:
             meta = committed.get(tp)
@@ -57,3 +80,41 @@ async def wait_for_lag_zero(
             return time.monotonic() - started
         await asyncio.sleep(poll_s)
     raise TimeoutError(f"group {group_id!r} still {lag} messages behind on {topic!r}")
+
+
+async def start_group_at_end(bootstrap: str, group_id: str, topics: list[str]) -> int:
+    """Commit the end offset for every partition of ``topics`` that ``group_id`` never committed.
+
+    This is what ``WEDDING_OFFSET_RESET=latest`` means for a new consumer group: it starts with
+    the events produced from now on. faust-streaming seeks a partition without a committed offset
+    to its beginning whatever ``consumer_auto_offset_reset`` says, so the offsets are committed
+    before the worker joins. Partitions the group already committed are left alone; if the group
+    has active members the broker refuses the commit and nothing changes.
+
+    Returns:
+        The number of partitions whose offset was set.
+    """
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=group_id, enable_auto_commit=False
+    )
+    await admin.start()
+    await consumer.start()
+    try:
+        tps = [
+            TopicPartition(topic, p) for topic in topics for p in await _partitions(admin, topic)
+        ]
+        committed = await _committed(admin, group_id, tps)
+        fresh = [tp for tp in tps if committed.get(tp) is None or committed[tp].offset < 0]
+        if not fresh:
+            return 0
+        ends = await consumer.end_offsets(fresh)
+        consumer.assign(fresh)
+        try:
+            await consumer.commit({tp: ends[tp] for tp in fresh})
+        except KafkaError:
+            return 0
+        return len(fresh)
+    finally:
+        await consumer.stop()
+        await admin.close()

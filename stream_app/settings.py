@@ -37,8 +37,9 @@ class Settings:
         batch_max_events / batch_max_seconds: an agent folds up to this many events, or what
             arrived within this many seconds, before it publishes the coalesced metric changes.
         offset_reset: where a new consumer group starts reading the input topics,
-            ``earliest`` (default: every event ever produced) or ``latest`` (only new ones)
-            (``WEDDING_OFFSET_RESET``).
+            ``earliest`` (default: every event ever produced) or ``latest`` (only new ones;
+            the worker commits the end offsets for the new group before it joins, see
+            :func:`stream_app.lag.start_group_at_end`) (``WEDDING_OFFSET_RESET``).
         session_timeout_s: how long the group coordinator waits for a silent worker before
             giving its partitions to the others (``WEDDING_SESSION_TIMEOUT_S``). Lower means a
             crashed worker's partitions move sooner, but a long GC pause can cost a rebalance.

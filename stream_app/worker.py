@@ -8,10 +8,14 @@ from __future__ import annotations
 
 from stream_app.agents import bookings as _bookings  # noqa: F401
 from stream_app.agents import delivery as _delivery  # noqa: F401
+from stream_app.agents import interactions as _interactions  # noqa: F401
+from stream_app.agents import payments as _payments  # noqa: F401
 from stream_app.agents import scheduler as _scheduler  # noqa: F401
+from stream_app.agents import suppliers as _suppliers  # noqa: F401
 from stream_app.app import app
 from stream_app.reports import agent as _report_agent  # noqa: F401
 from stream_app.web import schedules as _schedule_views  # noqa: F401
+from stream_app.web import streams as _stream_views  # noqa: F401
 from stream_app.web import views as _views
 
 _views.register_routes()

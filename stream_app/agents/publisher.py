@@ -16,7 +16,12 @@ from typing import Any
 
 from stream_app.observability import METRIC_UPDATES_FAILED, METRIC_UPDATES_PUBLISHED
 from stream_app.schemas.base import encode_event
-from stream_app.schemas.updates import MetricUpdate, MetricValues, MetricWindow
+from stream_app.schemas.updates import (
+    GenericMetricUpdate,
+    MetricUpdate,
+    MetricValues,
+    MetricWindow,
+)
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +105,77 @@ class MetricPublisher:
         Returns:
             The number of messages handed to the producer.
         """
+        messages = self.drain()
+        for key, value in messages:
+            fut = await producer.send(topic, key, value, None, None, None)
+            fut.add_done_callback(_on_delivered)
+        return len(messages)
+
+
+@dataclass(slots=True)
+class _GenericPending:
+    old: dict[str, Any]
+    new: dict[str, Any]
+    event_time: datetime
+    events: int
+
+
+class GenericMetricPublisher:
+    """Like :class:`MetricPublisher`, for :class:`GenericMetricUpdate` messages (tables whose
+    values are not venue booking totals); one instance per agent."""
+
+    def __init__(self) -> None:
+        self._pending: dict[tuple[str, str, str, str, str], _GenericPending] = {}
+
+    def record(
+        self,
+        *,
+        metric: str,
+        organization_id: str,
+        key: str,
+        grain: str,
+        period: str,
+        old: dict[str, Any],
+        new: dict[str, Any],
+        event_time: datetime,
+        events: int = 1,
+    ) -> None:
+        """Note that a row changed from ``old`` to ``new`` through ``events`` events."""
+        slot = (metric, organization_id, key, grain, period)
+        pending = self._pending.get(slot)
+        if pending is None:
+            self._pending[slot] = _GenericPending(old, new, event_time, events)
+        else:
+            pending.new = new
+            pending.event_time = max(pending.event_time, event_time)
+            pending.events += events
+
+    def drain(self) -> list[tuple[bytes, bytes]]:
+        """Take every pending change as ``(key, value)`` messages ready to produce."""
+        if not self._pending:
+            return []
+        pending, self._pending = self._pending, {}
+        now = datetime.now(UTC)
+        out: list[tuple[bytes, bytes]] = []
+        for (metric, org, key, grain, period), p in pending.items():
+            update = GenericMetricUpdate(
+                kind="generic_metric_update",
+                metric=metric,
+                organization_id=org,
+                key=key,
+                window=MetricWindow(grain=grain, period=period),
+                old=p.old,
+                new=p.new,
+                event_time=p.event_time.astimezone(UTC),
+                published_at=now,
+                events=p.events,
+            )
+            out.append((f"{org}/{key}".encode(), encode_event(update)))
+        METRIC_UPDATES_PUBLISHED.inc(len(out))
+        return out
+
+    async def publish(self, producer: Any, topic: str) -> int:
+        """Produce every pending change to ``topic`` (as :meth:`MetricPublisher.publish`)."""
         messages = self.drain()
         for key, value in messages:
             fut = await producer.send(topic, key, value, None, None, None)

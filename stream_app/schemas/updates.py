@@ -7,7 +7,7 @@ Key: ``organization_id/<entity>`` (a venue for metric updates, the report id for
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 
@@ -115,3 +115,39 @@ class ReportStatus(msgspec.Struct, frozen=True, kw_only=True):
     artifacts: list[ArtifactLink] = []
     error: str | None = None
     processing_ms: float | None = None
+
+
+class GenericMetricUpdate(msgspec.Struct, frozen=True, kw_only=True):
+    """One changed row of a table other than ``venue_bookings``, published after the change.
+
+    Same coalescing and semantics as :class:`MetricUpdate` (absolute values, ``old`` before the
+    batch's first change, ``new`` after its last), with the values as a JSON object whose shape
+    is the table's (documented in its module under :mod:`stream_app.tables`): integers
+    (counts, minor units), objects of integers keyed by currency, score, supplier or person,
+    ISO 8601 timestamps or nulls; never floats.
+
+    Attributes:
+        kind: always ``generic_metric_update`` (tells it apart from ``metric_update``).
+        metric: the table: ``booking_payments``, ``client_interactions`` or
+            ``supplier_activity``.
+        organization_id: the tenant.
+        key: the entity within the tenant (booking, client or supplier id).
+        window: the calendar period; ``grain`` ``month`` (UTC calendar month ``YYYY-MM``) or
+            ``all`` (period ``all``: all time).
+        old: values before the change (``{}`` for a new row).
+        new: values after the change.
+        event_time: ``occurred_at`` of the latest event folded into ``new`` (UTC).
+        published_at: when this message was produced (UTC).
+        events: number of events folded since the previous update of this row.
+    """
+
+    kind: Literal["generic_metric_update"]
+    metric: str
+    organization_id: str
+    key: str
+    window: MetricWindow
+    old: dict[str, Any]
+    new: dict[str, Any]
+    event_time: datetime
+    published_at: datetime
+    events: int

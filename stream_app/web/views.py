@@ -108,7 +108,7 @@ def register_routes() -> None:
     _ROUTES.clear()
 
 
-def _periods(grain: str, start: str, end: str) -> list[str]:
+def period_labels(grain: str, start: str, end: str) -> list[str]:
     """The period labels from ``start`` to ``end`` inclusive (validated)."""
     try:
         if grain == "day":
@@ -176,7 +176,7 @@ async def venue_metrics(
             "query parameters 'from' and 'to' are required",
             field="from" if "from" not in q else "to",
         )
-    periods = _periods(grain, q["from"], q["to"])
+    periods = period_labels(grain, q["from"], q["to"])
     owner = owner_url(org, venue)
     if owner is not None:
         if request.headers.get(FORWARDED_HEADER):

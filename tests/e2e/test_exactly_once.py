@@ -22,7 +22,7 @@ from stream_app.topics import WEDDING_BOOKINGS
 from tests.conftest import WorkerFactory
 from tests.e2e.helpers import auth
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.recovery]
 VENUES = [f"v{i}" for i in range(8)]
 Totals = dict[tuple[str, str], tuple[int, int, int]]
 

@@ -1,0 +1,144 @@
+"""The batch loop shared by the payments, interactions and suppliers agents.
+
+The same design as :mod:`stream_app.agents.bookings`, written once: events are taken in
+batches (up to ``WEDDING_BATCH_MAX_EVENTS`` or what arrives within
+``WEDDING_BATCH_MAX_SECONDS``), grouped by source partition; each message is decoded and
+validated (a bad one goes to the dead-letter topic, byte for byte, and the agent goes on), its
+key checked against ``organization_id/<entity>`` of the event; the valid events of a partition
+are folded by the table's pure ``fold_batch`` (:mod:`stream_app.tables.guarded`: exactly once
+under redelivery without Kafka transactions), the rows are written in the fold's order on
+behalf of an event of that partition (:func:`stream_app.agents.context.acting_for`), and each
+changed row is published, coalesced per batch, as a
+:class:`stream_app.schemas.updates.GenericMetricUpdate` on ``realtime-metrics-updates``.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import AsyncIterable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+import msgspec
+from faust.types import EventT
+
+from stream_app.agents.context import acting_for
+from stream_app.agents.deadletter import send_to_dead_letter
+from stream_app.agents.publisher import GenericMetricPublisher
+from stream_app.app import app, settings
+from stream_app.observability import EVENTS_IN, EVENTS_OUTCOME
+from stream_app.schemas.base import EventValidationError, decode_event
+from stream_app.tables.guarded import GuardedBatch, Lookup
+from stream_app.topics import REALTIME_METRICS_UPDATES
+
+E = TypeVar("E", bound=msgspec.Struct)
+
+RAW_TOPIC: dict[str, Any] = {
+    "key_type": bytes,
+    "value_type": bytes,
+    "key_serializer": "raw",
+    "value_serializer": "raw",
+}
+"""Topic options: keys and values as raw bytes (decoded and validated by the agent)."""
+
+
+@dataclass(slots=True)
+class GuardedStream(Generic[E]):
+    """One input topic folded into one table.
+
+    Attributes:
+        topic: the input topic's name.
+        schema: the msgspec event class of the topic.
+        entity_field: the event attribute naming the entity of the message key
+            (``booking_id``, ``client_id``, ``supplier_id``).
+        table: the faust Table (changelogged, co-partitioned with ``topic``).
+        metric: the metric name in ``realtime-metrics-updates``.
+        fold: the table's pure ``fold_batch``.
+        publisher: collects the changed rows between two publishes.
+    """
+
+    topic: str
+    schema: type[E]
+    entity_field: str
+    table: Any
+    metric: str
+    fold: Callable[[Lookup, Sequence[tuple[int, E]]], GuardedBatch[Any]]
+    publisher: GenericMetricPublisher = field(default_factory=GenericMetricPublisher)
+
+    def key_mismatch(self, key: bytes | None, event: E) -> str | None:
+        """Why the message key does not fit the event (``None`` when it fits).
+
+        The key must be ``organization_id/<entity>`` of the event: a wrong key would put the
+        event in another partition than its entity's rows (and possibly next to another
+        tenant's data).
+        """
+        org = getattr(event, "organization_id")  # noqa: B009
+        expected = f"{org}/{getattr(event, self.entity_field)}".encode()
+        if key != expected:
+            return (
+                f"message key {key!r} does not match organization_id/{self.entity_field}"
+                f" {expected!r}"
+            )
+        return None
+
+    async def validate(self, event: EventT[bytes]) -> E | None:
+        """Decode one message; dead-letter it and return None when it is invalid."""
+        raw = event.message.value
+        if raw is None:
+            await send_to_dead_letter(event, field="$", reason="the value is null (a tombstone)")
+            return None
+        try:
+            decoded = decode_event(raw, self.schema)
+        except EventValidationError as exc:
+            await send_to_dead_letter(event, field=exc.field, reason=exc.reason)
+            return None
+        mismatch = self.key_mismatch(event.message.key, decoded)
+        if mismatch is not None:
+            await send_to_dead_letter(event, field="key", reason=mismatch)
+            return None
+        return decoded
+
+    async def process_partition_batch(self, events: Sequence[EventT[bytes]]) -> None:
+        """Validate, fold and write one partition's share of a batch (ascending offsets)."""
+        valid: list[tuple[int, E]] = []
+        for event in events:
+            decoded = await self.validate(event)
+            if decoded is None:
+                EVENTS_OUTCOME.labels(self.topic, "dead_lettered").inc()
+            else:
+                valid.append((event.message.offset, decoded))
+        if not valid:
+            return
+        with acting_for(events[-1]):  # reads and writes in this partition's store
+            result = self.fold(self.table.get, valid)
+            for key, value in result.writes:
+                self.table[key] = value
+        for outcome in ("counted", "duplicate"):
+            n = result.outcomes.count(outcome)
+            if n:
+                EVENTS_OUTCOME.labels(self.topic, outcome).inc(n)
+        for c in result.changes:
+            self.publisher.record(
+                metric=self.metric,
+                organization_id=c.row.organization_id,
+                key=c.row.entity,
+                grain=c.row.grain,
+                period=c.row.period,
+                old=c.old or {},
+                new=c.new,
+                event_time=c.event_time,
+                events=c.events,
+            )
+
+    async def run(self, stream: AsyncIterable[Any]) -> None:
+        """Consume the topic for ever (the body of the agent)."""
+        async for batch in stream.take_events(  # type: ignore[attr-defined]
+            settings.batch_max_events, within=settings.batch_max_seconds
+        ):
+            EVENTS_IN.labels(self.topic).inc(len(batch))
+            by_partition: dict[int, list[EventT[bytes]]] = defaultdict(list)
+            for event in batch:
+                by_partition[event.message.partition].append(event)
+            for events in by_partition.values():
+                await self.process_partition_batch(events)
+            await self.publisher.publish(app.producer, REALTIME_METRICS_UPDATES)

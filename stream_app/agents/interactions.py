@@ -1,0 +1,55 @@
+"""The interactions agent: folds ``client-interactions`` into ``client-interaction-totals``.
+
+Per event: decode and validate (a bad event goes to the dead-letter topic and the agent goes
+on), check that the message key is ``organization_id/client_id`` of the event, skip an
+``event_id`` already folded, update the rows (metrics, units and row keys in
+:mod:`stream_app.tables.interactions`) and publish each changed row, coalesced per batch, as a
+``GenericMetricUpdate`` (metric ``client_interactions``) on ``realtime-metrics-updates``.
+
+Batches, partitions and exactly once without transactions: as the bookings agent, through
+:class:`stream_app.agents.guarded.GuardedStream`; the dedupe record (event ids) lives in a
+guard row of the same changelog partition as the totals and is written after them (argument
+in :mod:`stream_app.tables.guarded`).
+
+State: one RocksDB table, ``client-interaction-totals``,
+changelogged and co-partitioned with ``client-interactions``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable
+from typing import Any
+
+from stream_app.agents.guarded import RAW_TOPIC, GuardedStream
+from stream_app.app import app, rocksdb_options, settings
+from stream_app.schemas.interactions import ClientInteractionEvent
+from stream_app.tables.interactions import fold_batch
+from stream_app.topics import CLIENT_INTERACTIONS
+
+METRIC = "client_interactions"
+
+interactions_topic = app.topic(
+    CLIENT_INTERACTIONS, partitions=settings.topic_partitions, **RAW_TOPIC
+)
+
+client_interactions_table = app.Table(
+    "client-interaction-totals",
+    default=None,
+    partitions=settings.topic_partitions,
+    options=rocksdb_options(settings),
+)
+
+interactions_stream: GuardedStream[ClientInteractionEvent] = GuardedStream(
+    topic=CLIENT_INTERACTIONS,
+    schema=ClientInteractionEvent,
+    entity_field="client_id",
+    table=client_interactions_table,
+    metric=METRIC,
+    fold=fold_batch,
+)
+
+
+@app.agent(interactions_topic)
+async def interactions_agent(stream: AsyncIterable[Any]) -> None:
+    """Consume ``client-interactions`` for ever (see the module docstring)."""
+    await interactions_stream.run(stream)

@@ -1,0 +1,148 @@
+"""Client interaction totals per client.
+
+``client-interactions`` is keyed ``organization_id/client_id``, so every row an event changes
+is a row of its client (keys ``organization_id/client_id/...``) and lives in the event's
+partition. There are no organisation-level rows (they would mix clients of every partition):
+organisation totals are obtained at read time by adding the client rows of all partitions
+(every worker's table), and the first-response time of an organisation is then a distribution
+(or mean) of its clients' ``first_response_seconds``.
+
+Definitions (per client, all time):
+
+- ``inquiries`` / ``responses``: counts of ``inquiry`` / ``response`` events;
+- ``first_inquiry_at``: the earliest ``occurred_at`` of an inquiry (UTC, ISO 8601);
+- ``first_response_at``: the earliest ``occurred_at`` of a response at or after
+  ``first_inquiry_at`` (a response before the first inquiry does not answer it);
+- ``first_response_seconds``: ``first_response_at − first_inquiry_at`` in whole seconds
+  (rounded down), ``null`` until both exist;
+- ``ratings``: the distribution of ``rating`` scores, ``{"1": count, …, "5": count}``; the
+  average rating is ``Σ score × count ÷ Σ count``, computed at read time (no floats stored);
+- ``nps``: the distribution of ``nps`` answers, ``{"0": count, …, "10": count}``; the Net
+  Promoter Score is ``100 × (answers 9–10 − answers 0–6) ÷ answers``, computed at read time.
+
+The fold does not depend on the order of events: responses seen before any inquiry, or before
+an inquiry that turns out to be earlier, are kept in ``early_responses`` (ISO timestamps of the
+responses earlier than ``first_inquiry_at``, or all responses while there is no inquiry), so a
+late-arriving earlier inquiry still finds its first response exactly.
+
+Conversion inquiry → booking needs ``wedding-bookings`` events, which are keyed by venue, not
+by client; it is left to read time (not computed here).
+
+Rows: ``org/client/all/all`` (the values above) and ``org/client/~ids/all`` (the guard row).
+Exactly once: see :mod:`stream_app.tables.guarded` (data rows first, then the guard row).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from stream_app.schemas.interactions import ClientInteractionEvent
+from stream_app.tables.guarded import (
+    GuardedBatch,
+    Lookup,
+    Plan,
+    RowRef,
+    Values,
+    add,
+    fold_guarded,
+)
+
+
+def client_key(organization_id: str, client_id: str) -> str:
+    """Key of a client's row."""
+    return f"{organization_id}/{client_id}/all/all"
+
+
+def guard_key(organization_id: str, client_id: str) -> str:
+    """Key of a client's dedupe record (``~`` never occurs in an id)."""
+    return f"{organization_id}/{client_id}/~ids/all"
+
+
+def empty() -> Values:
+    """The values of a client with no event yet."""
+    return {
+        "inquiries": 0,
+        "responses": 0,
+        "first_inquiry_at": None,
+        "first_response_at": None,
+        "first_response_seconds": None,
+        "early_responses": [],
+        "ratings": {},
+        "nps": {},
+    }
+
+
+def _iso(t: datetime) -> str:
+    return t.astimezone(UTC).isoformat()
+
+
+def _t(s: str) -> datetime:
+    return datetime.fromisoformat(s)
+
+
+def _settle(out: Values) -> None:
+    """Recompute the first response and the early responses after a change."""
+    first_inq = out["first_inquiry_at"]
+    if first_inq is None:
+        return
+    inq = _t(first_inq)
+    candidates = [_t(r) for r in out["early_responses"]]
+    if out["first_response_at"] is not None:
+        candidates.append(_t(out["first_response_at"]))
+    answering = [r for r in candidates if r >= inq]
+    out["early_responses"] = sorted(_iso(r) for r in candidates if r < inq)
+    if answering:
+        first = min(answering)
+        out["first_response_at"] = _iso(first)
+        out["first_response_seconds"] = int((first - inq).total_seconds())
+
+
+def fold_interaction(values: Values | None, ev: ClientInteractionEvent) -> Values:
+    """Apply one event to a client's row (returns new values; order-independent)."""
+    out = dict(values or empty())
+    at = ev.occurred_at
+    if ev.event_type == "inquiry":
+        out["inquiries"] += 1
+        cur = out["first_inquiry_at"]
+        if cur is None or at < _t(cur):
+            out["first_inquiry_at"] = _iso(at)
+            _settle(out)
+    elif ev.event_type == "response":
+        out["responses"] += 1
+        out["early_responses"] = [*out["early_responses"], _iso(at)]
+        _settle(out)
+        if out["first_inquiry_at"] is None:
+            out["early_responses"] = sorted(out["early_responses"])
+    elif ev.event_type == "rating":
+        out["ratings"] = add(out["ratings"], str(ev.score), 1)
+    else:
+        out["nps"] = add(out["nps"], str(ev.score), 1)
+    return out
+
+
+def plan(ev: ClientInteractionEvent) -> Plan:
+    """The guard row and data row of one interaction event."""
+    org, client = ev.organization_id, ev.client_id
+    return Plan(
+        guard=guard_key(org, client),
+        rows=[
+            (
+                RowRef(client_key(org, client), org, client, "all", "all"),
+                lambda v: fold_interaction(v, ev),
+            )
+        ],
+    )
+
+
+def fold_batch(
+    get: Lookup, batch: Sequence[tuple[int, ClientInteractionEvent]]
+) -> GuardedBatch[ClientInteractionEvent]:
+    """Fold one source partition's batch (ascending offsets) into the client rows.
+
+    Exactly once under redelivery: the writes are every data row, then the guard rows; a crash
+    keeps a prefix of them, so an event whose id survived in its guard row has its data row,
+    and an event folded again skips a data row whose ``offset`` already covers it (the full
+    argument is in :mod:`stream_app.tables.guarded`).
+    """
+    return fold_guarded(get, batch, plan)

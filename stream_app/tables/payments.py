@@ -1,0 +1,138 @@
+"""Payment totals per booking, all time and per UTC calendar month by supplier.
+
+``payment-events`` is keyed ``organization_id/booking_id`` (see
+:class:`stream_app.schemas.payments.PaymentEvent`), so an event's partition is decided by its
+booking, and every row an event changes is a row of that booking (keys
+``organization_id/booking_id/...``). Rows per supplier would mix bookings of every partition,
+so there are none: a per-supplier total is obtained at read time by adding the ``by_supplier``
+entries of the booking month rows across all partitions (every worker's table), per currency.
+
+Definitions (amounts in minor units of their ISO 4217 currency, integers; amounts in different
+currencies are never added together):
+
+- a *payment* is one ``payment_received`` event; *paid* (per booking) or *collected* (per
+  supplier) is the sum of their ``amount_minor``;
+- a *refund* is one ``refund_issued`` event; *refunded* is the sum of their ``amount_minor``;
+- the month of an event is the calendar month of ``occurred_at`` **in UTC** (the month in the
+  organisation's IANA zone needs the zone from PostgreSQL, out of scope here);
+- the supplier of an event is its ``supplier_id``, or ``-`` when none (the organisation itself);
+- the *outstanding balance* of a booking, per currency, is computed at report time as
+  booked value (``wedding-bookings``) − paid + refunded; it is not stored here.
+
+Rows:
+
+- ``org/booking/all/all``: ``{"payments", "refunds": counts, "paid_minor", "refunded_minor":
+  {currency: minor units}}``;
+- ``org/booking/month/YYYY-MM``: ``{"by_supplier": {supplier: {"payments", "refunds",
+  "collected_minor", "refunded_minor"}}}`` (same units);
+- ``org/booking/~ids/all``: the guard row (ids of the folded events).
+
+Exactly once: see :mod:`stream_app.tables.guarded` (data rows first, then the guard row).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC
+
+from stream_app.schemas.payments import PaymentEvent
+from stream_app.tables.guarded import (
+    GuardedBatch,
+    Lookup,
+    Plan,
+    RowRef,
+    Values,
+    add,
+    fold_guarded,
+)
+
+
+def total_key(organization_id: str, booking_id: str) -> str:
+    """Key of a booking's all-time payment row."""
+    return f"{organization_id}/{booking_id}/all/all"
+
+
+def month_key(organization_id: str, booking_id: str, month: str) -> str:
+    """Key of a booking's payment row for the UTC month ``YYYY-MM``."""
+    return f"{organization_id}/{booking_id}/month/{month}"
+
+
+def guard_key(organization_id: str, booking_id: str) -> str:
+    """Key of a booking's dedupe record (``~`` never occurs in an id)."""
+    return f"{organization_id}/{booking_id}/~ids/all"
+
+
+def month_of(ev: PaymentEvent) -> str:
+    """``YYYY-MM`` of ``occurred_at`` in UTC."""
+    return ev.occurred_at.astimezone(UTC).strftime("%Y-%m")
+
+
+def empty_total() -> Values:
+    """The values of a booking with no payment yet."""
+    return {"payments": 0, "refunds": 0, "paid_minor": {}, "refunded_minor": {}}
+
+
+def fold_total(values: Values | None, ev: PaymentEvent) -> Values:
+    """Apply one event to a booking's all-time row (returns new values)."""
+    v = values or empty_total()
+    out = dict(v)
+    if ev.event_type == "payment_received":
+        out["payments"] = v["payments"] + 1
+        out["paid_minor"] = add(v["paid_minor"], ev.currency, ev.amount_minor)
+    else:
+        out["refunds"] = v["refunds"] + 1
+        out["refunded_minor"] = add(v["refunded_minor"], ev.currency, ev.amount_minor)
+    return out
+
+
+def fold_month(values: Values | None, ev: PaymentEvent) -> Values:
+    """Apply one event to a booking's month row, under its supplier (returns new values)."""
+    by_supplier = dict((values or {}).get("by_supplier", {}))
+    supplier = ev.supplier_id or "-"
+    s = by_supplier.get(supplier) or {
+        "payments": 0,
+        "refunds": 0,
+        "collected_minor": {},
+        "refunded_minor": {},
+    }
+    s = dict(s)
+    if ev.event_type == "payment_received":
+        s["payments"] += 1
+        s["collected_minor"] = add(s["collected_minor"], ev.currency, ev.amount_minor)
+    else:
+        s["refunds"] += 1
+        s["refunded_minor"] = add(s["refunded_minor"], ev.currency, ev.amount_minor)
+    by_supplier[supplier] = s
+    return {"by_supplier": by_supplier}
+
+
+def plan(ev: PaymentEvent) -> Plan:
+    """The guard row and data rows of one payment event (all rows of its booking)."""
+    org, booking = ev.organization_id, ev.booking_id
+    month = month_of(ev)
+    return Plan(
+        guard=guard_key(org, booking),
+        rows=[
+            (
+                RowRef(total_key(org, booking), org, booking, "all", "all"),
+                lambda v: fold_total(v, ev),
+            ),
+            (
+                RowRef(month_key(org, booking, month), org, booking, "month", month),
+                lambda v: fold_month(v, ev),
+            ),
+        ],
+    )
+
+
+def fold_batch(
+    get: Lookup, batch: Sequence[tuple[int, PaymentEvent]]
+) -> GuardedBatch[PaymentEvent]:
+    """Fold one source partition's batch (ascending offsets) into the booking rows.
+
+    Exactly once under redelivery: the writes are every data row, then the guard rows; a crash
+    keeps a prefix of them, so an event whose id survived in its guard row has all its data
+    rows, and an event folded again skips every data row whose ``offset`` already covers it
+    (the full argument is in :mod:`stream_app.tables.guarded`).
+    """
+    return fold_guarded(get, batch, plan)

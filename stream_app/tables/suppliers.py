@@ -1,0 +1,115 @@
+"""Supplier activity per supplier and UTC calendar month.
+
+``supplier-activities`` is keyed ``organization_id/supplier_id``, so every row an event
+changes is a row of its supplier (keys ``organization_id/supplier_id/...``) and lives in the
+event's partition.
+
+Definitions (all counts of events, integers):
+
+- the month of an event is the calendar month of ``occurred_at`` **in UTC** (the month in the
+  organisation's IANA zone needs the zone from PostgreSQL, out of scope here);
+- ``tasks_assigned`` / ``tasks_completed`` / ``deliveries_made``: events of type
+  ``task_assigned`` / ``task_completed`` / ``delivery_made``;
+- a *completion* is a ``task_completed`` or ``delivery_made`` event; it is ``late`` when its
+  ``occurred_at`` is after its ``due_at``, ``on_time`` when at or before it, and ``no_due``
+  when it has no ``due_at``; ``on_time + late + no_due = tasks_completed + deliveries_made``;
+- ``per_person``: per ``person_id`` (``-`` when none), the count of each event type: the
+  workload per person.
+
+Rows:
+
+- ``org/supplier/month/YYYY-MM``: ``{"tasks_assigned", "tasks_completed", "deliveries_made",
+  "on_time", "late", "no_due", "per_person": {person: {event_type: count}}}``;
+- ``org/supplier/~ids/YYYY-MM``: the guard row (ids of the events folded into that month; a
+  guard per month keeps each dedupe record bounded by one month's events).
+
+Exactly once: see :mod:`stream_app.tables.guarded` (data rows first, then the guard row).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC
+
+from stream_app.schemas.suppliers import SupplierActivityEvent
+from stream_app.tables.guarded import (
+    GuardedBatch,
+    Lookup,
+    Plan,
+    RowRef,
+    Values,
+    add,
+    fold_guarded,
+)
+
+COUNTERS = ("tasks_assigned", "tasks_completed", "deliveries_made", "on_time", "late", "no_due")
+_COUNTER_OF = {
+    "task_assigned": "tasks_assigned",
+    "task_completed": "tasks_completed",
+    "delivery_made": "deliveries_made",
+}
+
+
+def month_key(organization_id: str, supplier_id: str, month: str) -> str:
+    """Key of a supplier's row for the UTC month ``YYYY-MM``."""
+    return f"{organization_id}/{supplier_id}/month/{month}"
+
+
+def guard_key(organization_id: str, supplier_id: str, month: str) -> str:
+    """Key of a supplier-month's dedupe record (``~`` never occurs in an id)."""
+    return f"{organization_id}/{supplier_id}/~ids/{month}"
+
+
+def month_of(ev: SupplierActivityEvent) -> str:
+    """``YYYY-MM`` of ``occurred_at`` in UTC."""
+    return ev.occurred_at.astimezone(UTC).strftime("%Y-%m")
+
+
+def empty() -> Values:
+    """The values of a supplier-month with no event yet."""
+    return {**dict.fromkeys(COUNTERS, 0), "per_person": {}}
+
+
+def fold_activity(values: Values | None, ev: SupplierActivityEvent) -> Values:
+    """Apply one event to a supplier-month row (returns new values)."""
+    out = dict(values or empty())
+    out[_COUNTER_OF[ev.event_type]] += 1
+    if ev.event_type != "task_assigned":
+        if ev.due_at is None:
+            out["no_due"] += 1
+        elif ev.occurred_at > ev.due_at:
+            out["late"] += 1
+        else:
+            out["on_time"] += 1
+    per_person = dict(out["per_person"])
+    person = ev.person_id or "-"
+    per_person[person] = add(per_person.get(person), ev.event_type, 1)
+    out["per_person"] = per_person
+    return out
+
+
+def plan(ev: SupplierActivityEvent) -> Plan:
+    """The guard row and data row of one activity event."""
+    org, supplier, month = ev.organization_id, ev.supplier_id, month_of(ev)
+    return Plan(
+        guard=guard_key(org, supplier, month),
+        rows=[
+            (
+                RowRef(month_key(org, supplier, month), org, supplier, "month", month),
+                lambda v: fold_activity(v, ev),
+            )
+        ],
+    )
+
+
+def fold_batch(
+    get: Lookup, batch: Sequence[tuple[int, SupplierActivityEvent]]
+) -> GuardedBatch[SupplierActivityEvent]:
+    """Fold one source partition's batch (ascending offsets) into the supplier-month rows.
+
+    Exactly once under redelivery: the writes are every data row, then the guard rows; a crash
+    keeps a prefix of them, so an event whose id survived in its guard row has its data row,
+    and an event folded again skips a data row whose ``offset`` already covers it (the full
+    argument is in :mod:`stream_app.tables.guarded`).
+    """
+    return fold_guarded(get, batch, plan)

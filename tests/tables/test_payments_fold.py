@@ -1,0 +1,139 @@
+"""The payments fold: totals per booking and currency, duplicates, crash-prefix redelivery."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from stream_app.schemas.payments import PaymentEvent
+from stream_app.tables.payments import fold_batch, month_key, total_key
+
+
+def payment(n: int, *, refund: bool = False, currency: str = "EUR") -> PaymentEvent:
+    return PaymentEvent(
+        schema_version=1,
+        event_id=f"p-{n}-{'r' if refund else 'p'}-{currency}",
+        organization_id="org",
+        # n = 0..: months 2026-05 (n < 10) and 2026-06; the boundary is UTC midnight
+        occurred_at=datetime(2026, 5, 31, 23, 0, tzinfo=UTC) + timedelta(minutes=6 * (n - 9)),
+        event_type="refund_issued" if refund else "payment_received",
+        payment_id=f"pay-{n}-{refund}",
+        booking_id=f"b{n % 3}",
+        amount_minor=1000 * n + 7,
+        currency=currency,
+        supplier_id=None if n % 4 == 0 else f"s{n % 2}",
+    )
+
+
+EVENTS = (
+    [payment(n) for n in range(20)]
+    + [payment(n, currency="USD") for n in (2, 5, 11)]
+    + [payment(n, refund=True) for n in (3, 4, 12)]
+    + [payment(n, refund=True, currency="USD") for n in (5,)]
+)
+
+
+def batch_of(events: list[PaymentEvent], first: int = 0) -> list[tuple[int, PaymentEvent]]:
+    return [(first + i, e) for i, e in enumerate(events)]
+
+
+def apply(
+    store: dict[str, Any], batch: list[tuple[int, PaymentEvent]], keep: int | None = None
+) -> None:
+    writes = fold_batch(store.get, batch).writes
+    store.update(writes if keep is None else writes[:keep])
+
+
+def expected_totals() -> dict[str, dict[str, Any]]:
+    """Per booking, straight from the events: counts and sums per currency."""
+    out: dict[str, dict[str, Any]] = {}
+    for b in ("b0", "b1", "b2"):
+        mine = [e for e in EVENTS if e.booking_id == b]
+        paid: dict[str, int] = defaultdict(int)
+        refunded: dict[str, int] = defaultdict(int)
+        for e in mine:
+            (paid if e.event_type == "payment_received" else refunded)[e.currency] += e.amount_minor
+        out[b] = {
+            "payments": sum(e.event_type == "payment_received" for e in mine),
+            "refunds": sum(e.event_type == "refund_issued" for e in mine),
+            "paid_minor": dict(paid),
+            "refunded_minor": dict(refunded),
+        }
+    return out
+
+
+def expected_supplier_months() -> dict[tuple[str, str, str], dict[str, int]]:
+    """(supplier, month, currency) → collected and refunded, aggregated across bookings."""
+    out: dict[tuple[str, str, str], dict[str, int]] = defaultdict(
+        lambda: {"collected": 0, "refunded": 0}
+    )
+    for e in EVENTS:
+        month = "2026-05" if e.occurred_at < datetime(2026, 6, 1, tzinfo=UTC) else "2026-06"
+        kind = "collected" if e.event_type == "payment_received" else "refunded"
+        out[(e.supplier_id or "-", month, e.currency)][kind] += e.amount_minor
+    return dict(out)
+
+
+def actual_totals(store: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {b: store[total_key("org", b)]["values"] for b in ("b0", "b1", "b2")}
+
+
+def actual_supplier_months(store: dict[str, Any]) -> dict[tuple[str, str, str], dict[str, int]]:
+    """Read-time aggregation across bookings (as the module docstring describes)."""
+    out: dict[tuple[str, str, str], dict[str, int]] = defaultdict(
+        lambda: {"collected": 0, "refunded": 0}
+    )
+    for b in ("b0", "b1", "b2"):
+        for month in ("2026-05", "2026-06"):
+            row = store.get(month_key("org", b, month))
+            for supplier, s in (row["values"]["by_supplier"] if row else {}).items():
+                for cur, v in s["collected_minor"].items():
+                    out[(supplier, month, cur)]["collected"] += v
+                for cur, v in s["refunded_minor"].items():
+                    out[(supplier, month, cur)]["refunded"] += v
+    return dict(out)
+
+
+def test_every_event_counted_once_per_booking_currency_and_supplier_month() -> None:
+    store: dict[str, Any] = {}
+    result = fold_batch(store.get, batch_of(EVENTS))
+    assert result.outcomes == ["counted"] * len(EVENTS)
+    guards = [i for i, (k, _) in enumerate(result.writes) if "/~ids/" in k]
+    assert guards == list(range(len(result.writes) - len(guards), len(result.writes)))
+    apply(store, batch_of(EVENTS))
+    assert actual_totals(store) == expected_totals()
+    assert actual_supplier_months(store) == expected_supplier_months()
+
+
+def test_currencies_are_never_added_together() -> None:
+    store: dict[str, Any] = {}
+    apply(store, batch_of([payment(2), payment(2, currency="USD"), payment(5, refund=True)]))
+    assert store[total_key("org", "b2")]["values"]["paid_minor"] == {"EUR": 2007, "USD": 2007}
+    assert store[total_key("org", "b2")]["values"]["refunded_minor"] == {"EUR": 5007}
+
+
+def test_duplicates_are_skipped() -> None:
+    store: dict[str, Any] = {}
+    apply(store, batch_of(EVENTS))
+    again = fold_batch(store.get, batch_of(EVENTS, first=1000))
+    assert again.outcomes == ["duplicate"] * len(EVENTS)
+    assert again.writes == []
+    empty: dict[str, Any] = {}
+    twice = fold_batch(empty.get, batch_of([EVENTS[0], EVENTS[0]]))
+    assert twice.outcomes == ["counted", "duplicate"]
+
+
+@pytest.mark.parametrize("kept", range(0, 11))
+def test_redelivery_after_a_crash_that_kept_a_prefix_of_the_writes(kept: int) -> None:
+    first, second = EVENTS[:12], EVENTS[12:]
+    store: dict[str, Any] = {}
+    apply(store, batch_of(first))
+    b2 = batch_of(second, first=12)
+    assert kept <= len(fold_batch(store.get, b2).writes)
+    apply(store, b2, keep=kept)  # crash: only the first `kept` writes reached the changelog
+    apply(store, b2)  # redelivery from the committed offset
+    assert actual_totals(store) == expected_totals()
+    assert actual_supplier_months(store) == expected_supplier_months()
