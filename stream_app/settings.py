@@ -46,6 +46,11 @@ class Settings:
         allow_private_targets: accept webhook URLs and SFTP hosts on loopback, private or
             link-local addresses (``WEDDING_ALLOW_PRIVATE_TARGETS=1``). Off by default: a tenant
             must not point deliveries at the cluster's internal services (SSRF).
+        scheduling_enabled: run the scheduler task and deliver scheduled reports
+            (``WEDDING_SCHEDULING``, ``1``/``0``). Every worker of one app may; exactly once
+            holds. Turn it off on workers of a second app id sharing the same database and
+            topics (e.g. a test or a staging app), whose scheduler and delivery agent would
+            otherwise act on the same schedules.
         scheduler_interval_s: seconds between two scheduler ticks of a worker
             (``WEDDING_SCHEDULER_INTERVAL_S``); a fire time is claimed at most this late.
     """
@@ -82,6 +87,7 @@ class Settings:
     allow_private_targets: bool = field(
         default_factory=lambda: _env("WEDDING_ALLOW_PRIVATE_TARGETS", "0") == "1"
     )
+    scheduling_enabled: bool = field(default_factory=lambda: _env("WEDDING_SCHEDULING", "1") == "1")
     scheduler_interval_s: float = field(
         default_factory=lambda: float(_env("WEDDING_SCHEDULER_INTERVAL_S", "15"))
     )

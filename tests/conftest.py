@@ -99,7 +99,8 @@ def worker_factory(settings: Settings, state_dir: Path) -> Iterator[WorkerFactor
 @pytest.fixture(scope="session")
 async def main_worker(worker_factory: WorkerFactory) -> AsyncIterator[WorkerProcess]:
     """One worker owning every partition, shared by the end-to-end tests."""
-    worker = worker_factory.start("wedding-tests", "main")
+    # schedules are exercised by their own workers (tests/e2e/test_multi_worker_schedules.py)
+    worker = worker_factory.start("wedding-tests", "main", WEDDING_SCHEDULING="0")
     await worker.wait_ready(timeout_s=120, min_partitions=4)
     yield worker
 

@@ -46,7 +46,7 @@ async def handle_report_result(raw: bytes) -> str | None:
     except EventValidationError:
         log.exception("unreadable report-results message skipped")
         return None
-    if status.status not in FINAL:
+    if status.status not in FINAL or not settings.scheduling_enabled:
         return None
     pool = await get_pool(settings.postgres_dsn)
     async with pool.acquire() as conn:

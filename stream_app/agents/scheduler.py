@@ -33,6 +33,8 @@ async def submit_report_request(request: ReportRequest) -> None:
 @app.task  # type: ignore[untyped-decorator]
 async def run_scheduler() -> None:
     """Tick every ``WEDDING_SCHEDULER_INTERVAL_S`` seconds until the worker stops."""
+    if not settings.scheduling_enabled:
+        return
     pool = await get_pool(settings.postgres_dsn)
     stop = asyncio.Event()
     try:

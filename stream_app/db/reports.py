@@ -49,6 +49,25 @@ async def insert_queued(
     return bool(status.endswith(" 1"))
 
 
+async def claim_processing(
+    conn: asyncpg.Connection, report_id: str, *, stale_after_s: float = 300.0
+) -> bool:
+    """Move a report from ``queued`` to ``processing`` for this caller; True if it got it.
+
+    One generation at a time: a report already ``processing`` is taken over only when its
+    last change is older than ``stale_after_s`` seconds (its worker died). A redelivered or
+    doubly consumed request therefore does not generate the report twice at once.
+    """
+    status = await conn.execute(
+        "UPDATE reports SET status = 'processing', updated_at = now() WHERE id = $1 AND"
+        " (status = 'queued' OR (status = 'processing'"
+        "  AND updated_at < now() - make_interval(secs => $2)))",
+        report_id,
+        stale_after_s,
+    )
+    return bool(status.endswith(" 1"))
+
+
 async def set_status(
     conn: asyncpg.Connection,
     report_id: str,

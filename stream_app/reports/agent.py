@@ -2,9 +2,10 @@
 
 For each request: validate it (a malformed request is dead-lettered and, when its id and
 organisation can be read, ends ``failed`` with the cause), record it in PostgreSQL as
-``queued`` (a request whose id is known is not generated again: its current status is
-republished), move it to ``processing``, read the organisation and venues from PostgreSQL and
-the figures from the bookings table, render each requested format in a worker thread (so live
+``queued`` (a request whose id already reached a final status is not generated again: a
+redelivered request is ignored), move it to ``processing``, read the organisation and venues
+from PostgreSQL and the figures from the bookings table (from this worker, or over HTTP from
+the worker that holds a venue's partition), render each requested format in a worker thread (so live
 metrics keep flowing), store the files with SHA-256 and size, and end ``completed`` with the
 links, or ``failed`` with the cause. Every status change is published on
 ``realtime-metrics-updates`` and ``report-results``.
@@ -221,12 +222,11 @@ async def handle_report_request(event: EventT[bytes]) -> ReportStatusName | None
             await publish_status(status)
             REPORTS.labels(req.report_type, "failed").inc()
             return "failed"
-        if not is_new:
-            known = await report_db.fetch_report(conn, req.organization_id, req.report_id)
-            if known is not None and known.status in ("completed", "failed", "cancelled"):
-                return None  # already done: a redelivered request is not generated twice
-        await publish_status(_status(req, "queued", started))
-        await report_db.set_status(conn, req.report_id, "processing")
+        if is_new:
+            await publish_status(_status(req, "queued", started))
+        # a final report is not generated again; one in progress elsewhere is left to it
+        if not await report_db.claim_processing(conn, req.report_id):
+            return None  # another worker is generating it right now
     await publish_status(_status(req, "processing", started))
     try:
         links = await generate(req)

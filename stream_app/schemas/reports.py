@@ -34,7 +34,8 @@ class ReportRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
         data_filters: restrictions of the report's rows, ``{dimension: [allowed values]}``;
             dimensions: :data:`FILTER_DIMENSIONS` (``venue_id``). Empty = everything.
         cache_strategy: ``use_cache``, ``refresh`` or ``skip`` (scheduled runs send ``skip``:
-            they always read fresh data).
+            they always read fresh data). There is no report cache yet, so every report reads
+            the tables as they are now whatever this says.
     """
 
     schema_version: int
