@@ -12,7 +12,9 @@ import asyncio
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Generic, TypeVar
+
+import msgspec
 
 from stream_app.observability import METRIC_UPDATES_FAILED, METRIC_UPDATES_PUBLISHED
 from stream_app.schemas.base import encode_event
@@ -32,19 +34,23 @@ def _on_delivered(fut: asyncio.Future[Any]) -> None:
         log.error("metric update not delivered: %r", None if fut.cancelled() else fut.exception())
 
 
+V = TypeVar("V")
+"""The value type of a row: :class:`MetricValues` or a JSON-ready dict."""
+
+
 @dataclass(slots=True)
-class _Pending:
-    old: MetricValues
-    new: MetricValues
+class _Pending(Generic[V]):
+    old: V
+    new: V
     event_time: datetime
     events: int
 
 
-class MetricPublisher:
-    """Collects row changes and turns them into :class:`MetricUpdate` messages."""
+class _CoalescingPublisher(Generic[V]):
+    """Coalesces row changes between drains and produces them; subclasses build the message."""
 
     def __init__(self) -> None:
-        self._pending: dict[tuple[str, str, str, str, str], _Pending] = {}
+        self._pending: dict[tuple[str, str, str, str, str], _Pending[V]] = {}
 
     def record(
         self,
@@ -54,8 +60,8 @@ class MetricPublisher:
         key: str,
         grain: str,
         period: str,
-        old: MetricValues,
-        new: MetricValues,
+        old: V,
+        new: V,
         event_time: datetime,
         events: int = 1,
     ) -> None:
@@ -70,27 +76,34 @@ class MetricPublisher:
             pending.event_time = max(pending.event_time, event_time)
             pending.events += events
 
+    def _message(
+        self,
+        metric: str,
+        org: str,
+        key: str,
+        window: MetricWindow,
+        p: _Pending[V],
+        now: datetime,
+    ) -> msgspec.Struct:
+        raise NotImplementedError
+
     def drain(self) -> list[tuple[bytes, bytes]]:
         """Take every pending change as ``(key, value)`` messages ready to produce."""
         if not self._pending:
             return []
         pending, self._pending = self._pending, {}
         now = datetime.now(UTC)
-        out: list[tuple[bytes, bytes]] = []
-        for (metric, org, key, grain, period), p in pending.items():
-            update = MetricUpdate(
-                kind="metric_update",
-                metric=metric,
-                organization_id=org,
-                key=key,
-                window=MetricWindow(grain=grain, period=period),
-                old=p.old,
-                new=p.new,
-                event_time=p.event_time.astimezone(UTC),
-                published_at=now,
-                events=p.events,
+        out = [
+            (
+                f"{org}/{key}".encode(),
+                encode_event(
+                    self._message(
+                        metric, org, key, MetricWindow(grain=grain, period=period), p, now
+                    )
+                ),
             )
-            out.append((f"{org}/{key}".encode(), encode_event(update)))
+            for (metric, org, key, grain, period), p in pending.items()
+        ]
         METRIC_UPDATES_PUBLISHED.inc(len(out))
         return out
 
@@ -112,72 +125,54 @@ class MetricPublisher:
         return len(messages)
 
 
-@dataclass(slots=True)
-class _GenericPending:
-    old: dict[str, Any]
-    new: dict[str, Any]
-    event_time: datetime
-    events: int
+class MetricPublisher(_CoalescingPublisher[MetricValues]):
+    """Collects venue booking row changes and turns them into :class:`MetricUpdate` messages."""
+
+    def _message(
+        self,
+        metric: str,
+        org: str,
+        key: str,
+        window: MetricWindow,
+        p: _Pending[MetricValues],
+        now: datetime,
+    ) -> MetricUpdate:
+        return MetricUpdate(
+            kind="metric_update",
+            metric=metric,
+            organization_id=org,
+            key=key,
+            window=window,
+            old=p.old,
+            new=p.new,
+            event_time=p.event_time.astimezone(UTC),
+            published_at=now,
+            events=p.events,
+        )
 
 
-class GenericMetricPublisher:
+class GenericMetricPublisher(_CoalescingPublisher[dict[str, Any]]):
     """Like :class:`MetricPublisher`, for :class:`GenericMetricUpdate` messages (tables whose
     values are not venue booking totals); one instance per agent."""
 
-    def __init__(self) -> None:
-        self._pending: dict[tuple[str, str, str, str, str], _GenericPending] = {}
-
-    def record(
+    def _message(
         self,
-        *,
         metric: str,
-        organization_id: str,
+        org: str,
         key: str,
-        grain: str,
-        period: str,
-        old: dict[str, Any],
-        new: dict[str, Any],
-        event_time: datetime,
-        events: int = 1,
-    ) -> None:
-        """Note that a row changed from ``old`` to ``new`` through ``events`` events."""
-        slot = (metric, organization_id, key, grain, period)
-        pending = self._pending.get(slot)
-        if pending is None:
-            self._pending[slot] = _GenericPending(old, new, event_time, events)
-        else:
-            pending.new = new
-            pending.event_time = max(pending.event_time, event_time)
-            pending.events += events
-
-    def drain(self) -> list[tuple[bytes, bytes]]:
-        """Take every pending change as ``(key, value)`` messages ready to produce."""
-        if not self._pending:
-            return []
-        pending, self._pending = self._pending, {}
-        now = datetime.now(UTC)
-        out: list[tuple[bytes, bytes]] = []
-        for (metric, org, key, grain, period), p in pending.items():
-            update = GenericMetricUpdate(
-                kind="generic_metric_update",
-                metric=metric,
-                organization_id=org,
-                key=key,
-                window=MetricWindow(grain=grain, period=period),
-                old=p.old,
-                new=p.new,
-                event_time=p.event_time.astimezone(UTC),
-                published_at=now,
-                events=p.events,
-            )
-            out.append((f"{org}/{key}".encode(), encode_event(update)))
-        METRIC_UPDATES_PUBLISHED.inc(len(out))
-        return out
-
-    async def publish(self, producer: Any, topic: str) -> int:
-        """Produce every pending change to ``topic`` (as :meth:`MetricPublisher.publish`)."""
-        messages = self.drain()
-        for key, value in messages:
-            fut = await producer.send(topic, key, value, None, None, None)
-            fut.add_done_callback(_on_delivered)
-        return len(messages)
+        window: MetricWindow,
+        p: _Pending[dict[str, Any]],
+        now: datetime,
+    ) -> GenericMetricUpdate:
+        return GenericMetricUpdate(
+            kind="generic_metric_update",
+            metric=metric,
+            organization_id=org,
+            key=key,
+            window=window,
+            old=p.old,
+            new=p.new,
+            event_time=p.event_time.astimezone(UTC),
+            published_at=now,
+            events=p.events,
+        )
