@@ -30,9 +30,10 @@ from stream_app.db import reports as report_db
 from stream_app.db.pool import get_pool
 from stream_app.db.tenancy import UnknownOrganizationError, fetch_organization, fetch_venues
 from stream_app.observability import REPORT_SECONDS, REPORTS
-from stream_app.reports import booking_summary
+from stream_app.reports import booking_summary, registry
 from stream_app.reports.artifacts import ArtifactStore
 from stream_app.reports.model import ReportTable
+from stream_app.reports.registry import ReportContext, ReportInputError
 from stream_app.reports.render import RENDERERS
 from stream_app.schemas.base import EventValidationError, decode_event, encode_event
 from stream_app.schemas.reports import ReportRequest
@@ -141,7 +142,8 @@ async def generate(req: ReportRequest) -> list[ArtifactLink]:
     """Build and render the report of ``req``; return the stored artifacts.
 
     Raises:
-        ReportFailure: the organisation is unknown, has no venues, or its data is not local.
+        ReportFailure: the organisation is unknown, or the report type's builder refused the
+            request (:class:`~stream_app.reports.registry.ReportInputError`).
     """
     pool = await get_pool(settings.postgres_dsn)
     async with pool.acquire() as conn:
@@ -150,16 +152,13 @@ async def generate(req: ReportRequest) -> list[ArtifactLink]:
         except UnknownOrganizationError as exc:
             raise ReportFailure(str(exc)) from exc
         venues = await fetch_venues(conn, req.organization_id)
-    if "venue_id" in req.data_filters:
-        allowed = set(req.data_filters["venue_id"])
-        unknown = sorted(allowed - {v.id for v in venues})
-        if unknown:
-            raise ReportFailure(f"data_filters.venue_id: unknown venue(s) {unknown}")
-        venues = [v for v in venues if v.id in allowed]
-    if not venues:
-        raise ReportFailure(f"organization_id: {req.organization_id!r} has no venues")
-    rows = await read_venue_rows(org.id, [v.id for v in venues], req.date_from, req.date_to)
-    table = booking_summary.build_report(rows.get, org, venues, req.date_from, req.date_to)
+    ctx = ReportContext(
+        request=req, organization=org, venues=venues, pool=pool, read_venue_rows=read_venue_rows
+    )
+    try:
+        table = await registry.get(req.report_type).build(ctx)
+    except ReportInputError as exc:
+        raise ReportFailure(str(exc)) from exc
     return await asyncio.to_thread(_render_all, table, req)
 
 

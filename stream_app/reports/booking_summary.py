@@ -27,6 +27,7 @@ from typing import Any
 from stream_app.db.tenancy import Organization, Venue
 from stream_app.money import to_major
 from stream_app.reports.model import Cell, ChartSpec, Column, ReportTable
+from stream_app.reports.registry import ReportContext, ReportInputError, ReportType, register
 from stream_app.tables.bookings import VenueTotals, table_key
 
 REPORT_TYPE = "monthly_booking_summary"
@@ -164,3 +165,37 @@ def build_report(
         ),
         chart=CHART,
     )
+
+
+async def build(ctx: ReportContext) -> ReportTable:
+    """The report of ``ctx.request`` (registry builder).
+
+    Raises:
+        ReportInputError: ``data_filters.venue_id`` names an unknown venue, or the
+            organisation has no venues.
+    """
+    req = ctx.request
+    venues = ctx.venues
+    if "venue_id" in req.data_filters:
+        allowed = set(req.data_filters["venue_id"])
+        unknown = sorted(allowed - {v.id for v in venues})
+        if unknown:
+            raise ReportInputError(f"data_filters.venue_id: unknown venue(s) {unknown}")
+        venues = [v for v in venues if v.id in allowed]
+    if not venues:
+        raise ReportInputError(f"organization_id: {req.organization_id!r} has no venues")
+    rows = await ctx.read_venue_rows(
+        ctx.organization.id, [v.id for v in venues], req.date_from, req.date_to
+    )
+    return build_report(rows.get, ctx.organization, venues, req.date_from, req.date_to)
+
+
+register(
+    ReportType(
+        name=REPORT_TYPE,
+        title="Monthly booking summary",
+        cache_class="financial",
+        build=build,
+        reads=frozenset({"bookings"}),
+    )
+)

@@ -57,6 +57,41 @@ class ChartSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class Kpi:
+    """A headline figure shown on a KPI slide / summary block.
+
+    Attributes:
+        label: what it is, e.g. ``"Revenue 2024 (EUR)"``.
+        value: the figure as a person reads it, every digit kept (``"1,234,567.89"``).
+    """
+
+    label: str
+    value: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReportSection:
+    """A further table of a report (e.g. "Satisfaction by photographer").
+
+    A report type with several tables puts its first one in :class:`ReportTable` itself and
+    the others here. Renderers: CSV and JSON add them after the main table, Excel gives each
+    a sheet, PDF and PowerPoint a heading and table (and chart) each.
+
+    Attributes:
+        name: machine name, unique in the report (``[a-z0-9_]+``; JSON key, sheet name).
+        title: the heading.
+        columns / rows / chart / notes: as in :class:`ReportTable`.
+    """
+
+    name: str
+    title: str
+    columns: Sequence[Column]
+    rows: Iterable[Sequence[Cell]]
+    chart: ChartSpec | None = None
+    notes: Sequence[str] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True, slots=True)
 class ReportTable:
     """A report's data: metadata, columns and rows (each row has one cell per column).
 
@@ -68,6 +103,10 @@ class ReportTable:
         rows: the data rows, any iterable (renderers stream it).
         notes: definitions and caveats printed with the report.
         chart: what to plot, or None for no chart.
+        sections: further tables after the main one (see :class:`ReportSection`).
+        kpis: headline figures (PowerPoint KPI slides, PDF and JSON summary).
+        validation: findings of the input data's validation, one line each, carried into
+            every format (empty = nothing found).
     """
 
     report_type: str
@@ -80,6 +119,9 @@ class ReportTable:
     rows: Iterable[Sequence[Cell]]
     notes: Sequence[str] = field(default_factory=tuple)
     chart: ChartSpec | None = None
+    sections: Sequence[ReportSection] = field(default_factory=tuple)
+    kpis: Sequence[Kpi] = field(default_factory=tuple)
+    validation: Sequence[str] = field(default_factory=tuple)
 
 
 def display_text(value: Cell, column_type: ColumnType) -> str:
