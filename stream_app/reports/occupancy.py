@@ -673,7 +673,7 @@ def build_report(
             notes=("Weekdays of local dates in the organisation's time zone.",),
         ),
         ReportSection(
-            "revenue_per_available_date",
+            "revpad_by_month",
             "Revenue per available date (RevPAD) by venue and month",
             REVENUE_COLUMNS,
             revenue_rows,
@@ -691,7 +691,7 @@ def build_report(
             ),
         ),
         ReportSection(
-            "revenue_per_available_date_by_venue",
+            "revpad_by_venue",
             "Revenue per available date (RevPAD) by venue, whole range",
             REVENUE_TOTAL_COLUMNS,
             revenue_total_rows,

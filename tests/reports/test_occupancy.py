@@ -20,7 +20,7 @@ import sys
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from fractions import Fraction
@@ -50,7 +50,7 @@ from stream_app.replay import hotel
 from stream_app.replay.produce import history_rows, register_hotel_organization
 from stream_app.reports import occupancy, registry
 from stream_app.reports.artifacts import ArtifactStore
-from stream_app.reports.model import ReportTable
+from stream_app.reports.model import Column, ReportTable
 from stream_app.reports.registry import ReportContext, ReportInputError
 from stream_app.reports.render import RENDERERS
 from stream_app.schemas.reports import REPORT_TYPES, ReportRequest
@@ -278,8 +278,8 @@ class Expected:
                 )
         return rows
 
-    def backtest(self) -> tuple[dict[str, tuple[Fraction, Fraction | None, int]], list[int]]:
-        """Per venue: (MAE, MAPE %, months with actual > 0); and all absolute errors."""
+    def backtest(self) -> dict[str, tuple[Fraction, Fraction | None, int]]:
+        """Per venue with 24 months of history: (MAE, MAPE %, months with actual > 0)."""
         out: dict[str, tuple[Fraction, Fraction | None, int]] = {}
         for v, _, _ in self.venues:
             h = self.history(v)
@@ -290,7 +290,7 @@ class Expected:
             ape = [Fraction(e, a) for e, a in zip(errors, actual, strict=True) if a]
             mape = sum(ape, Fraction(0)) * 100 / len(ape) if ape else None
             out[v] = (Fraction(sum(errors), 12), mape, len(ape))
-        return out, []
+        return out
 
     def recommendations(self) -> set[tuple[str, str, str]]:
         out: set[tuple[str, str, str]] = set()
@@ -340,13 +340,13 @@ def check_report(table: ReportTable, exp: Expected, horizon: int = 12) -> None:
     assert [list(r) for r in table.rows] == exp.main_rows()
     sections = {s.name: [list(r) for r in s.rows] for s in table.sections}
     assert sections["occupancy_by_weekday"] == exp.weekday_rows()
-    assert sections["revenue_per_available_date"] == exp.revenue_rows()
-    assert sections["revenue_per_available_date_by_venue"] == exp.revenue_total_rows()
+    assert sections["revpad_by_month"] == exp.revenue_rows()
+    assert sections["revpad_by_venue"] == exp.revenue_total_rows()
     assert sections["demand_forecast"] == exp.forecast_rows(horizon)
     recs = sections["recommendations"]
     assert {(r[0], r[1], r[3]) for r in recs} == exp.recommendations()
     assert len(recs) == len(exp.recommendations())
-    per_venue, _ = exp.backtest()
+    per_venue = exp.backtest()
     backtest = {r[0]: r for r in sections["forecast_backtest"]}
     all_errors_mae: list[Fraction] = []
     for v, (mae, mape, n_pct) in per_venue.items():
@@ -411,11 +411,16 @@ async def hotel_loaded(pg_pool: asyncpg.Pool, hotel_csv: Path) -> AsyncIterator[
 
 
 @pytest.fixture(scope="module")
-def hotel_expected(hotel_csv: Path) -> Expected:
+def hotel_bookings(hotel_csv: Path) -> list[B]:
+    return hotel_rows_from_csv(hotel_csv)
+
+
+@pytest.fixture(scope="module")
+def hotel_expected(hotel_bookings: list[B]) -> Expected:
     return Expected(
         [("city-hotel", "City Hotel (H2)", None), ("resort-hotel", "Resort Hotel (H1)", None)],
         set(),
-        hotel_rows_from_csv(hotel_csv),
+        hotel_bookings,
         HOTEL_FROM,
         HOTEL_TO,
         "EUR",
@@ -478,13 +483,13 @@ async def test_hotel_occupancy_equals_the_csv(
 
 
 async def test_hotel_partial_range(
-    pg_pool: asyncpg.Pool, hotel_loaded: None, hotel_csv: Path
+    pg_pool: asyncpg.Pool, hotel_loaded: None, hotel_bookings: list[B]
 ) -> None:
     d0, d1 = date(2016, 2, 10), date(2017, 3, 20)
     exp = Expected(
         [("city-hotel", "City Hotel (H2)", None), ("resort-hotel", "Resort Hotel (H1)", None)],
         set(),
-        hotel_rows_from_csv(hotel_csv),
+        hotel_bookings,
         d0,
         d1,
         "EUR",
@@ -507,72 +512,173 @@ def _render(tmp_path: Path, fmt: str, table: ReportTable) -> Path:
 
 
 def _display(value: Any, type_: str) -> str:
-    """How a person reads a cell (thousands separators, % signs), written out here."""
+    """How a person reads a cell in a PDF or a slide (thousands separators, % signs)."""
     if value is None:
         return ""
     if isinstance(value, int):
         return f"{value:,}"
+    if type_ == "money":
+        return format(Decimal(value), ",")
     if type_ == "percent":
         return f"{value}%"
     return str(value)
 
 
-async def test_hotel_report_in_every_format(
-    pg_pool: asyncpg.Pool, hotel_loaded: None, hotel_expected: Expected, tmp_path: Path
-) -> None:
-    table = await build_via_registry(pg_pool, hotel.ORGANIZATION_ID, HOTEL_FROM, HOTEL_TO)
-    table = _materialised(table)
-    expected = hotel_expected.main_rows()
-    names = [c.name for c in occupancy.COLUMNS]
-    types = [c.type for c in occupancy.COLUMNS]
+def _csv_text(value: Any, column: Column) -> str:
+    if value is None:
+        return ""
+    text = str(value)
+    return "'" + text if column.type == "text" and text[:1] in "=+-@\t\r" else text
 
-    raw = _render(tmp_path, "csv", table).read_bytes()
-    parsed = list(csv.reader(io.StringIO(raw.decode("utf-8-sig"))))
-    assert parsed[0] == names
-    assert parsed[1:] == [["" if v is None else str(v) for v in r] for r in expected]
 
-    doc = orjson.loads(_render(tmp_path, "json", table).read_bytes())
-    assert doc["rows"] == [dict(zip(names, r, strict=True)) for r in expected]
-    assert doc["report"]["report_type"] == "venue_occupancy"
-
-    wb = openpyxl.load_workbook(_render(tmp_path, "excel", table))
-    got = [list(r) for r in wb["data"].iter_rows(min_row=2, values_only=True)]
-    assert len(got) == len(expected)
-    for g, e in zip(got, expected, strict=True):
-        assert g[:2] == e[:2] and g[2].date() == date.fromisoformat(f"{e[2]}-01")
-        assert g[3:10] == e[3:10] and g[11] == e[11]
-        assert Decimal(repr(float(g[10]))) * 100 == Decimal(e[10])
-    chart = [r for r in wb["chart"].iter_rows(values_only=True)]
-    assert chart[0] == ("month", "occupied_slots", "available_slots")
-    for month_row in chart[1:]:
-        month = str(month_row[0])
-        rows = [r for r in expected if r[2] == month]
-        assert month_row[1:] == (sum(r[9] for r in rows), sum(r[8] for r in rows))
-
-    text = "".join(p.extract_text() for p in pypdf.PdfReader(_render(tmp_path, "pdf", table)).pages)
-    squashed = "".join(text.split())
-    for r in expected:
-        line = "".join(_display(v, t) for v, t in zip(r, types, strict=True))
-        assert "".join(line.split()) in squashed, r
-
-    deck = Presentation(str(_render(tmp_path, "powerpoint", table)))
-    cells: list[list[str]] = []
-    for slide in deck.slides:
-        for shape in slide.shapes:
-            if shape.has_table:
-                grid = shape.table
-                cells.extend(
-                    [grid.cell(i, j).text for j in range(len(names))]
-                    for i in range(1, len(grid.rows))
-                )
-    assert cells == [[_display(v, t) for v, t in zip(r, types, strict=True)] for r in expected]
+def _excel_matches(got: Any, want: Any, column: Column) -> bool:
+    if want is None:
+        return got is None
+    if column.type == "int":
+        return type(got) is int and got == want
+    if column.type == "money":
+        return Decimal(repr(float(got))) == Decimal(want)
+    if column.type == "percent":
+        return Decimal(repr(float(got))) * 100 == Decimal(want)
+    if column.type == "month":
+        return bool(got.date() == date.fromisoformat(f"{want}-01"))
+    return bool(got == want)
 
 
 def _materialised(table: ReportTable) -> ReportTable:
-    """The same table with its rows as lists, so that every renderer can read them."""
-    from dataclasses import replace
+    """The same table with its rows (and its sections' rows) as lists, for several reads."""
+    sections = tuple(replace(s, rows=[list(r) for r in s.rows]) for s in table.sections)
+    return replace(table, rows=[list(r) for r in table.rows], sections=sections)
 
-    return replace(table, rows=[list(r) for r in table.rows])
+
+async def test_hotel_report_in_every_format(
+    pg_pool: asyncpg.Pool, hotel_loaded: None, hotel_expected: Expected, tmp_path: Path
+) -> None:
+    table = _materialised(
+        await build_via_registry(pg_pool, hotel.ORGANIZATION_ID, HOTEL_FROM, HOTEL_TO)
+    )
+    assert len(table.kpis) == 8 and len(table.validation) == 1
+    check_formats(tmp_path, table, hotel_expected)
+
+
+def check_formats(tmp_path: Path, table: ReportTable, expected: Expected) -> None:
+    """Render ``table`` in the five formats; every block, key figure and finding of each file
+    equals the table, and the table equals ``expected`` (the independent computation)."""
+    check_report(table, expected)
+    # (name, title, columns, rows): the main table's rows are the independent ones
+    blocks: list[tuple[str, str, Sequence[Column], list[list[Any]]]] = [
+        ("data", "Data", occupancy.COLUMNS, expected.main_rows()),
+        *((s.name, s.title, s.columns, [list(r) for r in s.rows]) for s in table.sections),
+    ]
+    assert [b[0] for b in blocks] == [
+        "data", "occupancy_by_weekday", "revpad_by_month", "revpad_by_venue",
+        "recommendations", "demand_forecast", "forecast_backtest",
+    ]  # fmt: skip
+    kpis = [(k.label, k.value) for k in table.kpis]
+
+    # CSV: blocks separated by an empty line; a section block starts with "# <title>"
+    raw = _render(tmp_path, "csv", table).read_bytes()
+    lines = list(csv.reader(io.StringIO(raw.decode("utf-8-sig"), newline="")))
+    parsed: list[list[list[str]]] = [[]]
+    for line in lines:
+        if line == []:
+            parsed.append([])
+        else:
+            parsed[-1].append(line)
+    assert len(parsed) == len(blocks) + 1  # + validation
+    for i, ((_, title, columns, rows), got) in enumerate(zip(blocks, parsed, strict=False)):
+        header = got if i == 0 else got[1:]
+        if i:
+            assert got[0] == [f"# {title}"]
+        assert header[0] == [c.name for c in columns]
+        assert header[1:] == [
+            [_csv_text(v, c) for v, c in zip(r, columns, strict=True)] for r in rows
+        ], title
+    assert parsed[-1] == [["# Validation"], ["finding"], *[[f] for f in table.validation]]
+
+    # JSON
+    doc = orjson.loads(_render(tmp_path, "json", table).read_bytes())
+    assert doc["report"]["report_type"] == "venue_occupancy"
+    assert doc["rows"] == [
+        dict(zip([c.name for c in occupancy.COLUMNS], r, strict=True)) for r in blocks[0][3]
+    ]
+    assert [s["name"] for s in doc["sections"]] == [b[0] for b in blocks[1:]]
+    for (_, _, columns, rows), section in zip(blocks[1:], doc["sections"], strict=True):
+        names = [c.name for c in columns]
+        assert section["rows"] == [dict(zip(names, r, strict=True)) for r in rows]
+    assert doc["kpis"] == [{"label": k, "value": v} for k, v in kpis]
+    assert doc["validation"] == list(table.validation)
+
+    # Excel: a sheet per block, typed cells; key figures and findings on the metadata sheet
+    wb = openpyxl.load_workbook(_render(tmp_path, "excel", table))
+    assert wb.sheetnames == [
+        "data", "chart", "occupancy_by_weekday", "revpad_by_month", "revpad_by_month chart",
+        "revpad_by_venue", "recommendations", "demand_forecast", "demand_forecast chart",
+        "forecast_backtest", "metadata",
+    ]  # fmt: skip
+    for name, _, columns, rows in blocks:
+        got = [list(r) for r in wb[name].iter_rows(min_row=2, values_only=True)]
+        assert len(got) == len(rows), name
+        for g, e in zip(got, rows, strict=True):
+            for gv, ev, c in zip(g, e, columns, strict=True):
+                assert _excel_matches(gv, ev, c), (name, c.name, gv, ev)
+    chart = list(wb["chart"].iter_rows(values_only=True))
+    assert chart[0] == ("month", "occupied_slots", "available_slots")
+    main = blocks[0][3]
+    for month_row in chart[1:]:
+        rows_m = [r for r in main if r[2] == month_row[0]]
+        assert month_row[1:] == (sum(r[9] for r in rows_m), sum(r[8] for r in rows_m))
+    meta = list(wb["metadata"].iter_rows(values_only=True))
+    first = {r[0]: r for r in meta if r[0] is not None}
+    start = meta.index(first["key figures"])
+    assert [(r[1], r[2]) for r in meta[start : start + len(kpis)]] == kpis
+    start = meta.index(first["validation"])
+    assert [r[1] for r in meta[start : start + len(table.validation)]] == list(table.validation)
+
+    # PDF: every row of every block as printed, cell after cell, after its title
+    text = "".join(
+        "".join(p.extract_text().split())
+        for p in pypdf.PdfReader(_render(tmp_path, "pdf", table)).pages
+    )
+    for label, value in kpis:
+        assert "".join((label + value).split()) in text, label
+    for finding in table.validation:
+        assert "".join(finding.split()) in text, finding
+    position = 0
+    for name, title, columns, rows in blocks:
+        if name != "data":
+            position = text.index("".join(title.split()), position)
+        for r in rows:
+            cells = ["".join(_display(v, c.type).split()) for v, c in zip(r, columns, strict=True)]
+            if name == "recommendations":  # long cells wrap inside their boxes: cell by cell
+                assert all(cell in text[position:] for cell in cells), r
+            else:
+                assert "".join(cells) in text[position:], (name, r)
+
+    # PowerPoint: headline figures, and the table slides of each block
+    deck = list(Presentation(str(_render(tmp_path, "powerpoint", table))).slides)
+    titles = [_slide_texts(s)[0] for s in deck]
+    boxes = [
+        t.split("\n")
+        for slide, title in zip(deck, titles, strict=True)
+        if title.startswith("Headline figures")  # "(1)", "(2)": six figures a slide
+        for t in _slide_texts(slide)[1:]
+    ]
+    assert [(b[1], b[0]) for b in boxes] == kpis
+    for _, title, columns, rows in blocks:
+        shown: list[list[str]] = []
+        prefix = "Data: rows " if title == "Data" else f"{title}: rows "
+        for slide, slide_title in zip(deck, titles, strict=True):
+            if slide_title.startswith(prefix):
+                grid = next(sh.table for sh in slide.shapes if sh.has_table)
+                shown.extend([c.text for c in row.cells] for row in list(grid.rows)[1:])
+        assert shown == [
+            [_display(v, c.type) for v, c in zip(r, columns, strict=True)] for r in rows
+        ], title
+
+
+def _slide_texts(slide: Any) -> list[str]:
+    return [shape.text_frame.text for shape in slide.shapes if shape.has_text_frame]
 
 
 # -- a hand-built set: capacity > 1, capacity 0, unknown capacity, closures, two currencies ---
@@ -700,6 +806,16 @@ async def test_hand_built_set(
     over_barn = sum(1 for d in exp.open["barn"] if exp.units[("barn", d)] > 1)
     assert any(line.startswith(f"warning: barn: {over_barn} available date(s)") for line in v)
     assert "info: hall: revenue in 2 currencies (JPY, NZD), shown separately" in v
+
+
+async def test_hand_built_report_in_every_format(
+    pg_pool: asyncpg.Pool, hb_org: tuple[str, Expected, set[tuple[str, date]]], tmp_path: Path
+) -> None:
+    org_id, exp, _ = hb_org
+    table = _materialised(await build_via_registry(pg_pool, org_id, HB_FROM, HB_TO))
+    # two currencies: revenue and RevPAD key figures for each
+    assert {k.label for k in table.kpis} >= {"RevPAD, all venues (JPY)", "RevPAD, all venues (NZD)"}
+    check_formats(tmp_path, table, exp)
 
 
 async def test_venue_filter_and_errors(
