@@ -281,6 +281,7 @@ class Expected:
     def backtest(self) -> dict[str, tuple[Fraction, Fraction | None, int]]:
         """Per venue with 24 months of history: (MAE, MAPE %, months with actual > 0)."""
         out: dict[str, tuple[Fraction, Fraction | None, int]] = {}
+        self.all_ape = []
         for v, _, _ in self.venues:
             h = self.history(v)
             if len(h) < 24:
@@ -290,7 +291,10 @@ class Expected:
             ape = [Fraction(e, a) for e, a in zip(errors, actual, strict=True) if a]
             mape = sum(ape, Fraction(0)) * 100 / len(ape) if ape else None
             out[v] = (Fraction(sum(errors), 12), mape, len(ape))
+            self.all_ape.extend(ape)
         return out
+
+    all_ape: list[Fraction]
 
     def recommendations(self) -> set[tuple[str, str, str]]:
         out: set[tuple[str, str, str]] = set()
@@ -365,6 +369,26 @@ def check_report(table: ReportTable, exp: Expected, horizon: int = 12) -> None:
         # pooled MAE = mean of all venue-month errors = mean of the venues' MAEs (12 each)
         pooled = sum(all_errors_mae, Fraction(0)) / len(all_errors_mae)
         assert kpis["Forecast back-test MAE (bookings per venue-month)"] == fixed2(pooled)
+        pooled_mape = sum(exp.all_ape, Fraction(0)) * 100 / len(exp.all_ape)
+        assert kpis["Forecast back-test MAPE"] == f"{fixed2(pooled_mape)}%"
+        if len(exp.venues) > 1:
+            row = backtest["all venues"]
+            assert row[5:10] == [
+                12 * len(per_venue), fixed2(pooled), fixed2(pooled_mape), len(exp.all_ape), "ok"
+            ]  # fmt: skip
+    revenue: Counter[str] = Counter()
+    dates = 0
+    for v in exp.cap:
+        revenue.update(exp.revenue_of(v, exp.open[v]))
+        dates += len(exp.open[v])
+    for currency, minor in revenue.items():
+        assert kpis[f"Revenue of available dates ({currency})"] == format(
+            Decimal(major(minor, currency)), ","
+        )
+        assert kpis[f"RevPAD, all venues ({currency})"] == format(
+            Decimal(str(per(minor, dates, currency))), ","
+        )
+    assert kpis["Recommendations"] == str(len(recs))
     forecast_total = sum(r[3] for r in exp.forecast_rows(horizon))
     assert kpis[f"Forecast bookings, next {horizon} months"] == f"{forecast_total:,}"
 
