@@ -109,7 +109,7 @@ MAX_CHART_SERIES = 32
 
 _HEADER_BG = colors.HexColor("#DDE4EE")
 _STRIPE_BG = colors.HexColor("#F4F6F9")
-_NUMERIC = frozenset({"int", "money", "percent"})
+_NUMERIC = frozenset({"int", "money", "percent", "decimal"})
 _MAX_CHART_CATEGORY_LABELS = 24
 
 
