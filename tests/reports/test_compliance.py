@@ -122,12 +122,16 @@ GDPR = [
     G("g9", "c9", "erasure", t("2026-02-28T22:59"), t("2026-03-28T23:30"), "completed"),
     G("g10", "c10", "access", t("2026-02-28T23:00"), None, "received"),
     G("g11", "c11", "access", t("2025-11-01T10:00"), t("2025-11-20T10:00"), "completed"),
+    G("g12", "c12", "rectification", t("2026-02-10T10:00"), t("2026-03-10T23:00"), "completed"),
+    G("g13", "c13", "rectification", t("2026-02-10T10:00"), t("2026-03-10T22:59:59"), "completed"),
 ]
 # by hand: g1 answered 23:30 local on its deadline day (15 Feb); g2 at 00:30 local on 11 Feb,
 # a day late (still 10 Feb in UTC); g3 deadline 28 Feb (no 31 Feb), open on 20 Mar: 20 days
 # past; g4 deadline 25 Mar; g8 received 00:30 local 1 Feb (31 Jan UTC): deadline 1 Mar, met
 # at 23:00 local that day; g9 received 23:59 local 28 Feb, answered 00:30 local 29 Mar: 1 day
-# late; g6 (before the period, open), g7 and g10 (00:00 local 1 Mar) and g11 are out of scope.
+# late; g12 and g13 (deadline 10 Mar, ending at 00:00 local 11 Mar = 23:00 UTC 10 Mar):
+# answered at exactly that instant (missed) and one second before it (met); g6 (before the
+# period, open), g7 and g10 (00:00 local 1 Mar) and g11 are out of scope.
 EXPECTED_OUTCOMES = {
     "g1": ("2026-02-15", "met", None),
     "g2": ("2026-02-10", "missed", 1),
@@ -136,6 +140,8 @@ EXPECTED_OUTCOMES = {
     "g5": ("2026-03-01", "met", None),
     "g8": ("2026-03-01", "met", None),
     "g9": ("2026-03-28", "missed", 1),
+    "g12": ("2026-03-10", "missed", 1),
+    "g13": ("2026-03-10", "met", None),
 }
 
 BOOKINGS = [
@@ -483,7 +489,7 @@ def test_the_independent_figures_match_the_hand_checked_ones() -> None:
     assert e.main == [
         ["access", 3, 3, 0, 0, 0, "100.00"],
         ["erasure", 2, 0, 2, 0, 0, "0.00"],
-        ["rectification", 1, 0, 0, 1, 0, "0.00"],
+        ["rectification", 3, 1, 1, 1, 0, "33.33"],
         ["portability", 1, 0, 0, 0, 1, None],
     ]
     recon = {r[0]: r for r in e.sections["payment_reconciliation"]}
