@@ -129,5 +129,6 @@ def _load_builtin() -> None:
     # importing a report module registers it
     from stream_app.reports import (
         booking_summary,  # noqa: F401
+        compliance,  # noqa: F401
         occupancy,  # noqa: F401
     )
