@@ -211,7 +211,7 @@ BACKTEST_COLUMNS = (
     Column("holdout_from", "month", "first hold-out month"),
     Column("holdout_to", "month", "last hold-out month"),
     Column("holdout_months", "int", "hold-out venue-months"),
-    Column("mae", "text", "mean absolute error, bookings per venue-month, 2 decimals"),
+    Column("mae", "decimal", "mean absolute error, bookings per venue-month, 2 decimals"),
     Column("mape", "percent", "mean absolute percentage error, months with actual > 0"),
     Column("mape_months", "int", "hold-out venue-months with actual > 0"),
     Column("status", "text", "'ok', or why there is no forecast / back-test"),

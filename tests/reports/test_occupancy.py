@@ -541,7 +541,7 @@ def _display(value: Any, type_: str) -> str:
         return ""
     if isinstance(value, int):
         return f"{value:,}"
-    if type_ == "money":
+    if type_ in ("money", "decimal"):
         return format(Decimal(value), ",")
     if type_ == "percent":
         return f"{value}%"
@@ -560,7 +560,7 @@ def _excel_matches(got: Any, want: Any, column: Column) -> bool:
         return got is None
     if column.type == "int":
         return type(got) is int and got == want
-    if column.type == "money":
+    if column.type in ("money", "decimal"):
         return Decimal(repr(float(got))) == Decimal(want)
     if column.type == "percent":
         return Decimal(repr(float(got))) * 100 == Decimal(want)
