@@ -277,9 +277,11 @@ class OccupancyData:
     orphan_bookings: int = 0
 
 
-# The venues of the report, their capacity (1 when unknown) and the dates of the range on
-# which they are open. $1 organisation, $2 first date, $3 last date, $4 venue ids.
-_OPEN_DAYS = """
+# v: the venues of the report with their capacity (1 when unknown); open_days: the dates of
+# the range on which each is open; nights: every covered date of every non-cancelled booking
+# overlapping the range with its share of the amount (whole minor units, the remainder on
+# the first dates). $1 organisation, $2 first date, $3 last date, $4 venue ids.
+_COMMON_CTES = """
     v AS (
         SELECT id, COALESCE(capacity, 1) AS cap
         FROM venues
@@ -307,7 +309,7 @@ _OPEN_DAYS = """
 """
 
 OCCUPANCY_SQL = f"""
-WITH {_OPEN_DAYS},
+WITH {_COMMON_CTES},
 covered AS (
     SELECT venue_id, day, count(*) AS units FROM nights GROUP BY venue_id, day
 ),
@@ -328,7 +330,7 @@ GROUP BY GROUPING SETS ((venue_id, month), (venue_id, isodow), (venue_id))
 """Occupancy counts per venue and month (level 1), weekday (level 2) and range (level 3)."""
 
 REVENUE_SQL = f"""
-WITH {_OPEN_DAYS},
+WITH {_COMMON_CTES},
 per_day AS (
     SELECT venue_id, day, currency, sum(share) AS revenue_minor
     FROM nights GROUP BY venue_id, day, currency
@@ -788,7 +790,12 @@ def _recommendations(
                 continue
             name = WEEKDAYS[dow - 1]
             rate = percent(c.occupied_slots, c.available_slots)
-            if stated and rate is not None and Decimal(rate) < R1.threshold_pct:
+            # exact comparisons throughout: the printed rate is rounded, the test is not
+            if (
+                stated
+                and rate is not None
+                and (c.occupied_slots * 100 < R1.threshold_pct * c.available_slots)
+            ):
                 out.append(
                     _rec(
                         R1,
