@@ -19,8 +19,9 @@ CREATE TABLE gdpr_requests (
 CREATE INDEX gdpr_requests_received ON gdpr_requests (organization_id, received_at);
 CREATE INDEX gdpr_requests_open ON gdpr_requests (organization_id) WHERE completed_at IS NULL;
 
--- The payment audit joins payments to their booking.
-CREATE INDEX IF NOT EXISTS payments_booking ON payments (organization_id, booking_id);
+-- The payment audit joins payments to their booking (same name as in 003_business.sql, so
+-- whichever runs first creates it and the other finds it).
+CREATE INDEX IF NOT EXISTS payments_org_booking ON payments (organization_id, booking_id);
 
 -- Row-level security, as in 001: the tenant role sees only the rows of the organisation named
 -- in app.organization_id.
