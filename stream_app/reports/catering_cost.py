@@ -142,8 +142,8 @@ MENU_SQL = f"""
         GROUP BY ev.menu_id, ev.currency
     ),
     sold AS (
-        SELECT menu_id, currency, count(*) AS events, sum(covers) AS covers,
-               sum(amount_minor) AS revenue
+        SELECT menu_id, currency, count(*) AS events, sum(covers)::bigint AS covers,
+               sum(amount_minor)::bigint AS revenue
         FROM ev GROUP BY menu_id, currency
     )
     SELECT sold.menu_id, m.name, sold.currency, sold.events, sold.covers, sold.revenue,

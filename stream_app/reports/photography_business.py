@@ -120,7 +120,8 @@ MAIN_SQL = f"""
     SELECT b.supplier_id, s.name, to_char(b.service_date, 'YYYY-MM') AS month, b.currency,
            count(*) AS bookings,
            count(*) FILTER (WHERE b.status = 'cancelled') AS cancellations,
-           coalesce(sum(b.amount_minor) FILTER (WHERE b.status <> 'cancelled'), 0) AS revenue
+           coalesce(sum(b.amount_minor) FILTER (WHERE b.status <> 'cancelled'), 0)::bigint
+               AS revenue
     {_PHOTOGRAPHER_BOOKINGS}
       AND b.service_date BETWEEN $2 AND $3
     GROUP BY b.supplier_id, s.name, month, b.currency
@@ -134,7 +135,7 @@ SATISFACTION_SQL = f"""
           AND b.service_date BETWEEN $2 AND $3
     )
     SELECT k.supplier_id, min(k.name) AS name,
-           count(f.rating) AS ratings, coalesce(sum(f.rating), 0) AS rating_sum,
+           count(f.rating) AS ratings, coalesce(sum(f.rating), 0)::bigint AS rating_sum,
            count(*) FILTER (WHERE f.rating = 1) AS r1,
            count(*) FILTER (WHERE f.rating = 2) AS r2,
            count(*) FILTER (WHERE f.rating = 3) AS r3,

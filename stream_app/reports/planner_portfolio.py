@@ -97,11 +97,13 @@ FIGURES_SQL = """
            count(*) FILTER (WHERE b.service_date BETWEEN $2 AND $3
                             AND b.status = 'cancelled') AS cancellations,
            coalesce(sum(b.amount_minor) FILTER (WHERE b.service_date BETWEEN $2 AND $3
-                                                AND b.status <> 'cancelled'), 0) AS revenue,
+                                                AND b.status <> 'cancelled'), 0)::bigint
+               AS revenue,
            count(*) FILTER (WHERE b.service_date BETWEEN $4 AND $5
                             AND b.status <> 'cancelled') AS prior_weddings,
            coalesce(sum(b.amount_minor) FILTER (WHERE b.service_date BETWEEN $4 AND $5
-                                                AND b.status <> 'cancelled'), 0) AS prior_revenue
+                                                AND b.status <> 'cancelled'), 0)::bigint
+               AS prior_revenue
     FROM bookings b
     JOIN offices o ON o.organization_id = b.organization_id AND o.id = b.office_id
     WHERE b.organization_id = $1 AND o.organization_id = $1
