@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
@@ -122,6 +123,24 @@ class ReportTable:
     sections: Sequence[ReportSection] = field(default_factory=tuple)
     kpis: Sequence[Kpi] = field(default_factory=tuple)
     validation: Sequence[str] = field(default_factory=tuple)
+
+
+_SECTION_NAME = re.compile(r"[a-z0-9_]+")
+
+
+def check_sections(table: ReportTable) -> None:
+    """Check that every section name is ``[a-z0-9_]+`` and unique in the report.
+
+    Raises:
+        ValueError: naming the section and the reason.
+    """
+    seen: set[str] = set()
+    for section in table.sections:
+        if not _SECTION_NAME.fullmatch(section.name):
+            raise ValueError(f"section name {section.name!r}: must match [a-z0-9_]+")
+        if section.name in seen:
+            raise ValueError(f"section name {section.name!r}: used twice in the report")
+        seen.add(section.name)
 
 
 def display_text(value: Cell, column_type: ColumnType) -> str:
