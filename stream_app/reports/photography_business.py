@@ -89,7 +89,7 @@ SATISFACTION_COLUMNS = (
     Column("promoters", "int", "answers 9–10"),
     Column("passives", "int", "answers 7–8"),
     Column("detractors", "int", "answers 0–6"),
-    Column("nps", "text", "% promoters − % detractors, 2 decimals (−100 to 100)"),
+    Column("nps", "percent", "% promoters − % detractors, in points (−100 to 100)"),
 )
 
 MONTH_TREND_COLUMNS = (

@@ -23,7 +23,7 @@ from stream_app.synthetic.generator import Chunk, SynthConfig
 from tests.synthetic.helpers import (
     assert_rows,
     build,
-    check_main_table,
+    check_files,
     half_even,
     load,
     major,
@@ -126,7 +126,11 @@ async def test_catering_cost(rows: Chunk, settings: Settings, tmp_path: Path) ->
     assert kpis["Revenue (EUR)"] == f"{revenue // 100:,}.{revenue % 100:02d}"
 
     files = render_and_read(table, tmp_path)
-    check_main_table(files, COLUMNS, want["menus"])
+    check_files(
+        files,
+        table,
+        {"": want["menus"], "events": want["events"], "ingredients": want["ingredients"]},
+    )
 
 
 async def test_mixed_currencies_are_refused(rows: Chunk, settings: Settings) -> None:

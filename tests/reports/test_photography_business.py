@@ -21,7 +21,7 @@ from stream_app.synthetic.generator import Chunk, SynthConfig
 from tests.synthetic.helpers import (
     assert_rows,
     build,
-    check_main_table,
+    check_files,
     load,
     major,
     pct,
@@ -142,7 +142,16 @@ async def test_photography_business(rows: Chunk, settings: Settings, tmp_path: P
     )
 
     files = render_and_read(table, tmp_path)
-    check_main_table(files, COLUMNS, main)
+    check_files(
+        files,
+        table,
+        {
+            "": main,
+            "satisfaction": expected_satisfaction(rows),
+            "trend_by_month": want_months,
+            "trend_by_weekday": want_days,
+        },
+    )
 
 
 async def test_filters_are_refused(rows: Chunk, settings: Settings) -> None:

@@ -164,83 +164,130 @@ def assert_rows(rows: Any, columns: Sequence[Column], expected: Expected) -> Non
                 assert type(value) is want, (column.name, value)
 
 
-def check_main_table(
-    files: Files, columns: Sequence[Column], expected: Expected, *, pdf_rows: int = 5_000
-) -> None:
-    """Every format's main table equals ``expected`` (the independently computed rows).
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
-    CSV and JSON: every cell, exactly. Excel: the ``data`` sheet, typed (ints are ints, money
-    a number whose shortest decimal form is the amount, percent that / 100, months and dates
-    as dates). PDF: each row's shown cells, in order, in the extracted text. PowerPoint: the
-    table slides' cells as shown (the deck holds at most 300 rows: those are compared).
+
+def csv_text(value: Any, column_type: str) -> str:
+    """A cell as the CSV holds it (a text cell that looks like a formula gets a ``'``)."""
+    if value is None:
+        return ""
+    text = str(value)
+    if column_type == "text" and text.startswith(_FORMULA_START):
+        return "'" + text
+    return text
+
+
+def _excel_matches(value: Any, cell: Any, kind: str) -> None:
+    if value is None:
+        assert cell is None
+    elif kind == "int":
+        assert type(cell) is int and cell == value
+    elif kind == "money":
+        assert isinstance(cell, (int, float))
+        assert Decimal(repr(float(cell))) == Decimal(value)
+    elif kind == "percent":
+        assert isinstance(cell, (int, float))
+        assert Decimal(repr(float(cell))) * 100 == Decimal(value)
+    elif kind == "month":
+        assert isinstance(cell, datetime) and cell.date() == date.fromisoformat(f"{value}-01")
+    elif kind == "date":
+        assert isinstance(cell, datetime) and cell.date() == date.fromisoformat(value)
+    else:
+        assert cell == value
+
+
+def check_files(
+    files: Files, table: ReportTable, expected: dict[str, Expected], pptx_rows: int = 300
+) -> None:
+    """Every format holds the main table (key ``""``) and each section (key: its name) with
+    exactly the ``expected`` rows, and the key figures.
+
+    CSV: blocks separated by an empty line, each section titled ``# title``; every cell.
+    JSON: ``rows`` and ``sections[].rows``, every cell, and ``kpis``. Excel: the ``data`` sheet
+    and a sheet per section, typed (ints are ints, money a number whose shortest decimal
+    form is the amount, percent that ÷ 100, months and dates as dates). PDF: each row's
+    cells as shown, in order, after its table's title; the key figures. PowerPoint: the
+    table slides' cells as shown (at most ``pptx_rows`` rows a table) and the headline
+    figures.
     """
-    names = [c.name for c in columns]
-    types = [c.type for c in columns]
+    blocks: list[tuple[str, str, Sequence[Column]]] = [("", "Data", table.columns)]
+    blocks += [(s.name, s.title, s.columns) for s in table.sections]
+    assert sorted(expected) == sorted(name for name, _, _ in blocks)
 
     # CSV
     text = files.paths["csv"].read_bytes().decode("utf-8-sig")
-    lines = list(csv.reader(io.StringIO(text)))
-    assert lines[0] == names
-    body = lines[1 : 1 + len(expected)]
-    want = [["" if v is None else str(v) for v in row] for row in expected]
-    assert body == want
-    assert len(lines) == 1 + len(expected) or lines[1 + len(expected)] in ([], [""])
+    parts: list[list[list[str]]] = [[]]
+    for line in csv.reader(io.StringIO(text, newline="")):
+        if line == []:
+            parts.append([])
+        else:
+            parts[-1].append(line)
+    assert len(parts) == len(blocks)
+    for part, (name, title, columns) in zip(parts, blocks, strict=True):
+        types = [c.type for c in columns]
+        if name:
+            assert part[0] == [f"# {title}"]
+            part = part[1:]
+        assert part[0] == [c.name for c in columns]
+        want = [[csv_text(v, t) for v, t in zip(r, types, strict=True)] for r in expected[name]]
+        assert part[1:] == want, name
 
     # JSON
     doc = orjson.loads(files.paths["json"].read_bytes())
-    assert [c["name"] for c in doc["columns"]] == names
-    assert doc["rows"] == [dict(zip(names, row, strict=True)) for row in expected]
+    names = [c.name for c in table.columns]
+    assert doc["rows"] == [dict(zip(names, r, strict=True)) for r in expected[""]]
+    assert doc["kpis"] == [{"label": k.label, "value": k.value} for k in table.kpis]
+    assert [s["name"] for s in doc["sections"]] == [s.name for s in table.sections]
+    for section in doc["sections"]:
+        cols = [c["name"] for c in section["columns"]]
+        assert section["rows"] == [
+            dict(zip(cols, r, strict=True)) for r in expected[section["name"]]
+        ]
 
     # Excel
     wb = openpyxl.load_workbook(files.paths["excel"], read_only=True)
-    ws = wb["data"]
-    got = list(ws.iter_rows(values_only=True))
-    assert list(got[0]) == names
-    assert len(got) == 1 + len(expected)
-    for row, cells in zip(expected, got[1:], strict=True):
-        for value, cell, kind in zip(row, cells, types, strict=True):
-            if value is None:
-                assert cell is None
-            elif kind == "int":
-                assert type(cell) is int and cell == value
-            elif kind == "money":
-                assert isinstance(cell, (int, float))
-                assert Decimal(repr(float(cell))) == Decimal(value)
-            elif kind == "percent":
-                assert isinstance(cell, (int, float))
-                assert Decimal(repr(float(cell))) * 100 == Decimal(value)
-            elif kind == "month":
-                assert isinstance(cell, datetime) and cell.date() == date.fromisoformat(
-                    f"{value}-01"
-                )
-            elif kind == "date":
-                assert isinstance(cell, datetime) and cell.date() == date.fromisoformat(value)
-            else:
-                assert cell == value
+    for name, _, columns in blocks:
+        got = list(wb[name or "data"].iter_rows(values_only=True))
+        assert list(got[0]) == [c.name for c in columns]
+        assert len(got) == 1 + len(expected[name]), name
+        for row, cells in zip(expected[name], got[1:], strict=True):
+            for value, cell, column in zip(row, cells, columns, strict=True):
+                _excel_matches(value, cell, column.type)
     wb.close()
 
-    # PDF: each row's cells, in order, as one run of text
+    # PDF: key figures, then each table's rows in order after its title
     pdf = squash("".join(p.extract_text() for p in pypdf.PdfReader(files.paths["pdf"]).pages))
+    for kpi in table.kpis:
+        assert squash(kpi.label) + squash(kpi.value) in pdf, kpi
     position = 0
-    for row in expected[:pdf_rows]:
-        run = squash("".join(shown(v, t) for v, t in zip(row, types, strict=True)))
-        found = pdf.find(run, position)
-        assert found >= 0, f"row {row} not in the PDF (after position {position})"
-        position = found + len(run)
+    for name, title, columns in blocks:
+        if name:
+            position = pdf.index(squash(title), position)
+        types = [c.type for c in columns]
+        for row in expected[name]:
+            run = squash("".join(shown(v, t) for v, t in zip(row, types, strict=True)))
+            found = pdf.find(run, position)
+            assert found >= 0, f"{name or 'main'} row {row} not in the PDF after {position}"
+            position = found + len(run)
 
-    # PowerPoint: the table slides, in order
+    # PowerPoint: headline figures, then the table slides of each table
     deck = Presentation(str(files.paths["powerpoint"]))
-    header = [n.replace("_", " ") for n in names]
-    seen: list[list[str]] = []
+    seen: dict[str, list[list[str]]] = {name: [] for name, _, _ in blocks}
+    headline: dict[str, str] = {}
     for slide in deck.slides:
+        texts = [sh.text_frame.text for sh in slide.shapes if sh.has_text_frame]
+        if texts and texts[0].startswith("Headline figures"):
+            headline.update((t.split("\n")[1], t.split("\n")[0]) for t in texts[1:])
         for shape in slide.shapes:
-            if shape.has_table:
-                grid = shape.table
-                cells = [
-                    [grid.cell(r, c).text for c in range(len(names))] for r in range(len(grid.rows))
-                ]
-                if cells[0] == header:
-                    seen.extend(cells[1:])
-    shown_rows = [[shown(v, t) for v, t in zip(row, types, strict=True)] for row in expected]
-    assert seen == shown_rows[: len(seen)]
-    assert len(seen) == min(len(expected), 300)
+            if not shape.has_table:
+                continue
+            block = next(b for b in blocks if texts[0].startswith(f"{b[1]}: rows"))
+            grid = shape.table
+            cells = [[c.text for c in row.cells] for row in grid.rows]
+            assert cells[0] == [c.name.replace("_", " ") for c in block[2]]
+            seen[block[0]].extend(cells[1:])
+    assert headline == {k.label: k.value for k in table.kpis}
+    for name, _, columns in blocks:
+        types = [c.type for c in columns]
+        want = [[shown(v, t) for v, t in zip(r, types, strict=True)] for r in expected[name]]
+        assert seen[name] == want[:pptx_rows], name
