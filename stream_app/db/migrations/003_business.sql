@@ -58,7 +58,7 @@ CREATE TABLE catering_events (
     event_date      date NOT NULL,      -- local date, organisation zone
     covers          integer NOT NULL CHECK (covers >= 0),
     PRIMARY KEY (organization_id, id),
-    FOREIGN KEY (organization_id, menu_id) REFERENCES catering_menus
+    FOREIGN KEY (organization_id, menu_id) REFERENCES catering_menus ON DELETE CASCADE
 );
 CREATE INDEX catering_events_date ON catering_events (organization_id, event_date);
 
@@ -73,6 +73,7 @@ CREATE TABLE catering_usage (
     PRIMARY KEY (organization_id, event_id, ingredient_id),
     FOREIGN KEY (organization_id, event_id) REFERENCES catering_events ON DELETE CASCADE,
     FOREIGN KEY (organization_id, ingredient_id) REFERENCES catering_ingredients
+        ON DELETE CASCADE
 );
 
 -- Reads of the business reports: by organisation and service date; payments and feedback by
