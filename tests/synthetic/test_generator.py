@@ -3,6 +3,7 @@ the consistency of the rows (amounts, payments, statuses) checked row by row."""
 
 from __future__ import annotations
 
+import csv
 import hashlib
 from collections import Counter
 from datetime import date
@@ -122,3 +123,33 @@ def test_rows_are_consistent(business: Business) -> None:
             assert b[12] == "completed" and b[10] == e[6] * menus[e[4]]
         for u in rows["catering_usage"]:
             assert 0 <= u[4] <= u[3]
+
+
+def test_shares_agree_with_the_real_marriage_series() -> None:
+    """Saturday share vs Paris marriages 2010–2019, June–September share vs Toronto marriage
+    licences 2011–2023 (complete years), both read from ``../shared/data``."""
+    from tests.conftest import DATA_DIR
+
+    paris = DATA_DIR / "paris_marriages_by_weekday_2010_2022.csv"
+    toronto = DATA_DIR / "toronto_marriage_licences_monthly_2011_2024.csv"
+    if not (paris.is_file() and toronto.is_file()):
+        pytest.fail(f"the real marriage series are missing in {DATA_DIR} (set WEDDING_TEST_DATA)")
+    by_day: Counter[str] = Counter()
+    with paris.open(encoding="utf-8-sig", newline="") as f:
+        for row in csv.DictReader(f, delimiter=";"):
+            if int(row["Année"]) <= 2019:
+                by_day[row["jour"]] += int(float(row["nombre"]))
+    saturday_real = by_day["Samedi"] / sum(by_day.values())
+    by_month: Counter[int] = Counter()
+    with toronto.open(encoding="utf-8", newline="") as f:
+        for row in csv.DictReader(f):
+            year, month = row["TIME_PERIOD"].split("-")
+            if int(year) <= 2023:
+                by_month[int(month)] += int(row["MARRIAGE_LICENSES"])
+    summer_real = sum(by_month[m] for m in range(6, 10)) / sum(by_month.values())
+    assert round(saturday_real, 4) == 0.5628  # as the data README states
+    dates = [r[3] for r in generate_all(SynthConfig("photography", 30_000, 13))["weddings"]]
+    saturday = sum(1 for d in dates if d.weekday() == 5) / len(dates)
+    summer = sum(1 for d in dates if 6 <= d.month <= 9) / len(dates)
+    assert abs(saturday - saturday_real) < 0.015
+    assert abs(summer - summer_real) < 0.015
