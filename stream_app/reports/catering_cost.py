@@ -190,6 +190,10 @@ def _figures(revenue: int, cost: Decimal, waste: Decimal, currency: str) -> list
 async def _read(
     conn: asyncpg.Connection, org_id: str, date_from: date, date_to: date
 ) -> dict[str, Any]:
+    if not await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM catering_menus WHERE organization_id = $1)", org_id
+    ):
+        raise ReportInputError(f"organization_id: {org_id!r} has no catering menus")
     mixed = await conn.fetchrow(MIXED_SQL, org_id, date_from, date_to)
     if mixed is not None:
         raise ReportInputError(
@@ -293,7 +297,8 @@ async def build(ctx: ReportContext) -> ReportTable:
     """The report of ``ctx.request`` (registry builder).
 
     Raises:
-        ReportInputError: data filters were given, or an event mixes currencies.
+        ReportInputError: data filters were given, the organisation has no menus, or an
+            event mixes currencies.
     """
     req = ctx.request
     reject_filters(req)

@@ -51,7 +51,7 @@ from stream_app.reports.business import (
     year_earlier,
 )
 from stream_app.reports.model import Cell, ChartSpec, Column, Kpi, ReportSection, ReportTable
-from stream_app.reports.registry import ReportContext, ReportType, register
+from stream_app.reports.registry import ReportContext, ReportInputError, ReportType, register
 
 REPORT_TYPE = "photography_business"
 
@@ -179,6 +179,14 @@ def months_between(date_from: date, date_to: date) -> list[str]:
 async def _read(
     conn: asyncpg.Connection, org_id: str, date_from: date, date_to: date
 ) -> dict[str, Any]:
+    if not await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM suppliers"
+        " WHERE organization_id = $1 AND kind = 'photographer')",
+        org_id,
+    ):
+        raise ReportInputError(
+            f"organization_id: {org_id!r} has no photographers (suppliers of kind photographer)"
+        )
     last_from, last_to = year_earlier(date_from), year_earlier(date_to)
     return {
         "main": await conn.fetch(MAIN_SQL, org_id, date_from, date_to),
@@ -340,7 +348,8 @@ async def build(ctx: ReportContext) -> ReportTable:
     """The report of ``ctx.request`` (registry builder).
 
     Raises:
-        ReportInputError: the request carries data filters (not supported).
+        ReportInputError: the request carries data filters (not supported), or the
+            organisation has no photographers.
     """
     req = ctx.request
     reject_filters(req)

@@ -130,7 +130,7 @@ async def test_an_office_without_bookings_has_a_zero_row(rows: Chunk, settings: 
         assert row[13] == pct(int(Decimal(w[7]) * 100) * 5, total)
 
 
-async def test_no_offices_is_refused(settings: Settings) -> None:
+async def test_no_offices_is_refused_even_with_history(settings: Settings) -> None:
     await load(settings, SynthConfig("photography", 1_000, 1, organization_id="test-no-offices"))
     with pytest.raises(ReportInputError, match=r"'test-no-offices' has no offices"):
         await build(settings, "planner_portfolio", "test-no-offices", FROM, TO)
