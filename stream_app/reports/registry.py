@@ -130,6 +130,7 @@ def _load_builtin() -> None:
     from stream_app.reports import (  # noqa: F401
         booking_summary,
         catering_cost,
+        compliance,
         photography_business,
         planner_portfolio,
     )

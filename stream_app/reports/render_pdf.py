@@ -109,7 +109,7 @@ MAX_CHART_SERIES = 32
 
 _HEADER_BG = colors.HexColor("#DDE4EE")
 _STRIPE_BG = colors.HexColor("#F4F6F9")
-_NUMERIC = frozenset({"int", "money", "percent"})
+_NUMERIC = frozenset({"int", "money", "percent", "decimal"})
 _MAX_CHART_CATEGORY_LABELS = 24
 
 
@@ -354,7 +354,12 @@ class _Styles:
             "heading", fontName=BOLD_FONT, fontSize=12, leading=15, spaceAfter=2 * mm
         )
         self.section = ParagraphStyle(
-            "section", fontName=BOLD_FONT, fontSize=14, leading=18, spaceAfter=2 * mm
+            "section",
+            fontName=BOLD_FONT,
+            fontSize=14,
+            leading=18,
+            spaceAfter=2 * mm,
+            keepWithNext=1,  # never the last line of a page
         )
         self.finding = ParagraphStyle(
             "finding", fontName=FONT, fontSize=9, leading=11, leftIndent=8, firstLineIndent=-8

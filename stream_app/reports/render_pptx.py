@@ -18,11 +18,11 @@ Slides, in order:
 7. Per section (:class:`~stream_app.reports.model.ReportSection`), in order: its chart slide
    (native, as above) and its table slides titled ``<section title>: rows a–b of n``
    (capped like the main table; a section without rows gets one slide saying so).
-8. Notes: the table's notes, each section's notes and the row counts, and "Data validation:
-   no findings." when there are none; when table slides do not hold every row of a table,
-   this last slide says how many rows the deck shows and that all rows are in the CSV, JSON
-   and Excel files. That is a stated summary, not a silent truncation: a deck is for
-   presenting, the data files are for the data.
+8. Notes (:data:`NOTES_PER_SLIDE` lines a slide): the table's notes, each section's notes
+   and the row counts, and "Data validation: no findings." when there are none; when table
+   slides do not hold every row of a table, these slides say how many rows the deck shows
+   and that all rows are in the CSV, JSON and Excel files. That is a stated summary, not a
+   silent truncation: a deck is for presenting, the data files are for the data.
 
 All totals are exact decimal sums, shown with thousands separators. A table cell longer than
 :data:`MAX_CELL_CHARS` characters is cut there and says how many characters follow.
@@ -77,10 +77,13 @@ KPIS_PER_SLIDE = 6
 FINDINGS_PER_SLIDE = 8
 """Validation findings on one slide."""
 
+NOTES_PER_SLIDE = 10
+"""Lines on one notes slide (further ones go to ``Notes (2)``, ...)."""
+
 _WIDTH = Inches(13.333)
 _HEIGHT = Inches(7.5)
 _MARGIN = Inches(0.5)
-_NUMERIC = frozenset({"int", "money", "percent"})
+_NUMERIC = frozenset({"int", "money", "percent", "decimal"})
 _ACCENT = _RGB(0x1F, 0x4E, 0x79)
 _HEADER_FILL = _RGB(0xDD, 0xE4, 0xEE)
 _KPI_FILL = _RGB(0xF2, 0xF5, 0xF9)
@@ -153,7 +156,9 @@ def render_pptx(table: ReportTable, out: HashingWriter) -> None:
     if not findings:
         lines.append("Data validation: no findings.")
 
-    _text_slide(prs, "Notes", lines)
+    for start in range(0, len(lines), NOTES_PER_SLIDE):
+        part = "" if len(lines) <= NOTES_PER_SLIDE else f" ({start // NOTES_PER_SLIDE + 1})"
+        _text_slide(prs, f"Notes{part}", lines[start : start + NOTES_PER_SLIDE])
     buf = io.BytesIO()
     prs.save(buf)
     out.write(buf.getvalue())
@@ -228,14 +233,16 @@ def _table_slides(
 
 
 def _text_slide(prs: Any, title: str, lines: Sequence[str]) -> None:
+    """A titled slide of text lines: 18 pt for up to 6 lines, 14 pt for more."""
     slide = _titled(prs, title)
+    size = Pt(18) if len(lines) <= 6 else Pt(14)
     body = slide.shapes.add_textbox(_MARGIN, Inches(1.5), _WIDTH - 2 * _MARGIN, Inches(5))
     frame = body.text_frame
     frame.word_wrap = True
     for i, line in enumerate(lines):
         para = frame.paragraphs[0] if i == 0 else frame.add_paragraph()
         para.text = line
-        para.font.size = Pt(18)
+        para.font.size = size
         para.space_after = Pt(8)
 
 

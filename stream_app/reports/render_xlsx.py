@@ -23,9 +23,10 @@ Cells are typed: ``int`` cells are numbers (format ``#,##0``); ``money`` cells a
 shown with the row currency's ISO 4217 minor-unit digits and its code (``#,##0.00 "EUR"``,
 ``#,##0 "JPY"``, ``#,##0.000 "KWD"``; the row's currency is the text column named
 ``currency``, else the number of decimals in the cell); ``percent`` cells (``"27.76"``
-meaning 27.76 %) are the fraction 0.2776 with the format ``0.00%``; ``month`` and ``date``
-cells are Excel dates (``yyyy-mm``, ``yyyy-mm-dd``); text is always written as a string,
-never as a formula, so ``=HYPERLINK(...)`` stays inert text.
+meaning 27.76 %) are the fraction 0.2776 with the format ``0.00%``; ``decimal`` cells are
+numbers shown with their own decimals (``#,##0.00``), exact by the same rule as money;
+``month`` and ``date`` cells are Excel dates (``yyyy-mm``, ``yyyy-mm-dd``); text is always
+written as a string, never as a formula, so ``=HYPERLINK(...)`` stays inert text.
 
 Why money is exact: Excel stores every number as an IEEE 754 double. A decimal with at most
 15 significant digits survives the trip decimal → nearest double → decimal (15 is the
@@ -255,6 +256,16 @@ class _Workbook:
                 decimals = max(decimals, minor_unit_exponent(currency))
             if len(amount.as_tuple().digits) <= EXACT_DIGITS:
                 sheet.write_number(r, c, float(amount), self.money_fmt(decimals, currency))
+            else:
+                self.as_text += 1
+                self.string(sheet, r, c, value)
+        elif kind == "decimal":
+            number = Decimal(value)
+            if not number.is_finite():
+                raise ValueError("not a finite decimal")
+            if len(number.as_tuple().digits) <= EXACT_DIGITS:
+                decimals = max(-int(number.as_tuple().exponent), 0)
+                sheet.write_number(r, c, float(number), self.money_fmt(decimals, None))
             else:
                 self.as_text += 1
                 self.string(sheet, r, c, value)

@@ -10,7 +10,13 @@ import msgspec
 from stream_app.schemas.base import Identifier, UtcDateTime
 
 REPORT_TYPES = frozenset(
-    {"monthly_booking_summary", "photography_business", "catering_cost", "planner_portfolio"}
+    {
+        "monthly_booking_summary",
+        "compliance",
+        "photography_business",
+        "catering_cost",
+        "planner_portfolio",
+    }
 )
 OUTPUT_FORMATS = frozenset({"csv", "json", "excel", "pdf", "powerpoint"})
 REPORT_REQUEST_SCHEMA_VERSIONS = frozenset({1})

@@ -584,3 +584,22 @@ def test_sections_are_read_once_as_generators(tmp_path: Path, fmt: str) -> None:
     assert rows == len(MAIN_ROWS) and path.stat().st_size > 0
     for section in sections:
         assert next(iter(section.rows), None) is None  # consumed
+
+
+def test_powerpoint_pages_long_findings_and_notes(tmp_path: Path) -> None:
+    findings = [f"Befund {i} — ü" for i in range(1, 10)]  # 9: 8 on the first slide
+    table = make_table(sections=(), kpis=(), validation=findings)
+    notes = [f"Anmerkung {i}" for i in range(1, 12)]  # 11 + the row count line = 12 lines
+    table = ReportTable(**{**{f: getattr(table, f) for f in table.__slots__}, "notes": notes})
+    path, _ = render(tmp_path, "powerpoint", table)
+    slides = list(Presentation(str(path)).slides)
+    by_title = {
+        texts[0]: texts[1].split("\n")
+        for texts in map(slide_texts, slides)
+        if texts[0].startswith(("Data validation", "Notes"))
+    }
+    assert len(by_title) == 4
+    assert by_title["Data validation (1)"] == findings[:8]
+    assert by_title["Data validation (2)"] == findings[8:]
+    assert by_title["Notes (1)"] == notes[:10]
+    assert by_title["Notes (2)"] == [*notes[10:], "The table slides show all 2 rows."]
