@@ -112,7 +112,11 @@ async def wait_until_partly_done(bootstrap: str, group: str, total: int) -> None
     raise AssertionError("the worker made no progress")
 
 
-ENV = {"WEDDING_OFFSET_RESET": "latest", "WEDDING_SESSION_TIMEOUT_S": "6"}
+ENV = {
+    "WEDDING_OFFSET_RESET": "latest",
+    "WEDDING_SESSION_TIMEOUT_S": "6",
+    "WEDDING_STALL_REPORT_S": "30",  # faust logs why a partition makes no progress
+}
 
 
 async def test_sigkill_mid_stream_then_recovery_from_the_changelog(
