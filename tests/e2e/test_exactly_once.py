@@ -116,6 +116,7 @@ ENV = {
     "WEDDING_OFFSET_RESET": "latest",
     "WEDDING_SESSION_TIMEOUT_S": "6",
     "WEDDING_STALL_REPORT_S": "30",  # faust logs why a partition makes no progress
+    "WEDDING_DEBUG": "1",  # GET /debug/consumer: faust's offset bookkeeping
 }
 
 
