@@ -16,6 +16,7 @@ from typing import Any
 
 import faust
 
+from stream_app import offsets
 from stream_app.settings import Settings, load_settings
 
 settings: Settings = load_settings()
@@ -69,3 +70,7 @@ app = faust.App(
 # (logging a warning each time) whenever it is full; a batch of our agent writes hundreds
 # of rows at once, so the buffer holds a few batches' worth.
 app.producer.buffer.max_messages = 10_000
+
+# commit what the in-order agents processed, not faust's run of consecutive acks (which
+# stalls after a crash and a rebalance): see stream_app/offsets.py
+offsets.install()
