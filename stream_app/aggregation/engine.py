@@ -1,0 +1,209 @@
+"""Run a compiled aggregation inside a tenant transaction and shape its result.
+
+Part of the query layer (reports); reads PostgreSQL only, as the RLS-restricted role
+``wedding_tenant`` with the organisation set (:func:`stream_app.db.tenancy.tenant_transaction`),
+under a statement timeout so one query cannot occupy the database for long.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from decimal import ROUND_HALF_EVEN, Decimal
+from typing import Any
+
+import asyncpg
+
+from stream_app.aggregation.compiler import (
+    CompiledQuery,
+    Extract,
+    OutputColumn,
+    compile_request,
+    describe,
+)
+from stream_app.aggregation.request import AggregationRequest, request_from_dict
+from stream_app.db.tenancy import fetch_organization, tenant_transaction
+
+STATEMENT_TIMEOUT_MS = 10_000
+"""Longest one aggregation may run (``statement_timeout``, milliseconds). Raising it lets one
+request hold a connection and a CPU that long."""
+
+AVG_DECIMALS = Decimal("0.000001")
+"""Averages are rounded half-even to 6 decimal places (of the field's unit)."""
+
+Cell = str | int | None
+
+
+class AggregationTimeoutError(Exception):
+    """The statement ran longer than :data:`STATEMENT_TIMEOUT_MS` and was cancelled."""
+
+    retriable = False
+
+
+@dataclass(frozen=True, slots=True)
+class AggregationResult:
+    """The answer of one aggregation.
+
+    Attributes:
+        dataset: the dataset read.
+        organization_id / time_zone: the tenant and the zone its grains are computed in.
+        columns: the result's columns (group columns first, then metrics).
+        rows: one dict per group (column name → cell), ordered by the group columns.
+        truncated: there were more groups than ``limit``; only the first ``limit`` are here.
+        sample: ``{"percent", "seed", "method"}`` when the rows were sampled, else None.
+        estimate: True when sampled: counts and sums are of the sampled rows only
+            (multiply by 100 / percent to estimate totals); averages, minima, maxima and
+            percentiles of the sample estimate those of all rows.
+        currency_grouped: the ``currency`` column was added to the groups (money metrics are
+            never combined across currencies).
+        query_ms: the statement's wall time in milliseconds.
+    """
+
+    dataset: str
+    organization_id: str
+    time_zone: str
+    columns: tuple[OutputColumn, ...]
+    rows: list[dict[str, Cell]]
+    truncated: bool
+    sample: dict[str, object] | None
+    estimate: bool
+    currency_grouped: bool
+    query_ms: float
+
+    def to_json(self) -> dict[str, object]:
+        """The result as a JSON-ready dict (the HTTP API's body)."""
+        notes = []
+        if self.estimate and self.sample is not None:
+            notes.append(
+                f"estimate: computed over a {self.sample['method']} sample of about "
+                f"{self.sample['percent']} % of the rows; counts and sums are of the sample"
+            )
+        if self.currency_grouped:
+            notes.append("grouped by currency: amounts are never combined across currencies")
+        return {
+            "dataset": self.dataset,
+            "organization_id": self.organization_id,
+            "time_zone": self.time_zone,
+            "columns": describe(self.columns),
+            "rows": self.rows,
+            "row_count": len(self.rows),
+            "truncated": self.truncated,
+            "sample": self.sample,
+            "estimate": self.estimate,
+            "notes": notes,
+            "query_ms": round(self.query_ms, 3),
+        }
+
+
+def _float_text(value: float) -> str:
+    """A double as its shortest round-trip decimal string, without exponent (``21270.3``)."""
+    if value.is_integer():
+        return str(int(value))
+    return format(Decimal(repr(value)), "f")
+
+
+def _cell(row: asyncpg.Record, extract: Extract) -> Cell:
+    values = [row[p] for p in extract.positions]
+    first = values[0]
+    if extract.convert == "avg":
+        total, count = values
+        if not count:
+            return None
+        return str((Decimal(int(total)) / Decimal(count)).quantize(AVG_DECIMALS, ROUND_HALF_EVEN))
+    if first is None:
+        return None
+    if extract.convert == "int":
+        return int(first)
+    if extract.convert == "date":
+        assert isinstance(first, date)
+        return first.isoformat()
+    if extract.convert == "timestamp":
+        assert isinstance(first, datetime)
+        return first.astimezone(UTC).isoformat()
+    if extract.convert == "float":
+        return _float_text(float(first))
+    return str(first) if not isinstance(first, int) else first
+
+
+async def run_compiled(conn: asyncpg.Connection, query: CompiledQuery) -> list[asyncpg.Record]:
+    """Execute ``query`` in a tenant transaction of ``query.params[0]`` with the timeout.
+
+    Raises:
+        AggregationTimeoutError: cancelled by the statement timeout.
+    """
+    organization_id = str(query.params[0])
+    try:
+        async with tenant_transaction(conn, organization_id):
+            await conn.execute(
+                "SELECT set_config('statement_timeout', $1, true)", str(STATEMENT_TIMEOUT_MS)
+            )
+            return list(await conn.fetch(query.sql, *query.params))
+    except asyncpg.QueryCanceledError as exc:
+        raise AggregationTimeoutError(
+            f"the aggregation ran longer than {STATEMENT_TIMEOUT_MS / 1000:g} s and was "
+            "cancelled; narrow the time range, filter more, group less or sample"
+        ) from exc
+
+
+async def aggregate(
+    db: asyncpg.Pool | asyncpg.Connection,
+    organization_id: str,
+    request: AggregationRequest | Mapping[str, Any],
+) -> AggregationResult:
+    """Run one aggregation for ``organization_id`` (the Python API; HTTP calls this too).
+
+    Args:
+        db: a pool (a connection is borrowed) or a connection (not inside a transaction).
+        organization_id: the tenant; only its rows are read.
+        request: an :class:`AggregationRequest` or a dict of the JSON shape.
+
+    Returns:
+        The groups and their figures (see :class:`AggregationResult`).
+
+    Raises:
+        AggregationError: the request is malformed or names something not allowed
+            (``field`` is its JSON path).
+        stream_app.db.tenancy.UnknownOrganizationError: no such organisation.
+        AggregationTimeoutError: the statement timeout cancelled the query.
+    """
+    req = request if isinstance(request, AggregationRequest) else request_from_dict(dict(request))
+    if isinstance(db, asyncpg.Pool):
+        async with db.acquire() as conn:
+            return await _aggregate(conn, organization_id, req)
+    return await _aggregate(db, organization_id, req)
+
+
+async def _aggregate(
+    conn: asyncpg.Connection, organization_id: str, req: AggregationRequest
+) -> AggregationResult:
+    org = await fetch_organization(conn, organization_id)
+    query = compile_request(req, org.id, org.time_zone)
+    started = time.perf_counter()
+    records = await run_compiled(conn, query)
+    elapsed_ms = (time.perf_counter() - started) * 1000
+    truncated = len(records) > query.limit
+    rows = [
+        {c.name: _cell(r, e) for c, e in zip(query.columns, query.extracts, strict=True)}
+        for r in records[: query.limit]
+    ]
+    sample: dict[str, object] | None = None
+    if query.sample is not None:
+        sample = {
+            "percent": query.sample.percent,
+            "seed": query.sample.seed,
+            "method": query.sample.method,
+        }
+    return AggregationResult(
+        dataset=req.dataset,
+        organization_id=org.id,
+        time_zone=org.time_zone,
+        columns=query.columns,
+        rows=rows,
+        truncated=truncated,
+        sample=sample,
+        estimate=sample is not None,
+        currency_grouped=query.currency_grouped,
+        query_ms=elapsed_ms,
+    )
