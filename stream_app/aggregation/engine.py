@@ -8,7 +8,7 @@ under a statement timeout so one query cannot occupy the database for long.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import ROUND_HALF_EVEN, Decimal
@@ -104,6 +104,20 @@ def _float_text(value: float) -> str:
     return format(Decimal(repr(value)), "f")
 
 
+def _iso_week(day: date) -> str:
+    year, week, _ = day.isocalendar()
+    return f"{year:04d}-W{week:02d}"
+
+
+_LABELS: dict[str, Callable[[date], str]] = {
+    "day": date.isoformat,
+    "week": _iso_week,
+    "month": lambda d: f"{d.year:04d}-{d.month:02d}",
+    "year": lambda d: f"{d.year:04d}",
+}
+"""Grain labels from the period's first day (see :data:`~.compiler.GRAIN_LABELS`)."""
+
+
 def _cell(row: asyncpg.Record, extract: Extract) -> Cell:
     values = [row[p] for p in extract.positions]
     first = values[0]
@@ -122,6 +136,9 @@ def _cell(row: asyncpg.Record, extract: Extract) -> Cell:
     if extract.convert == "timestamp":
         assert isinstance(first, datetime)
         return first.astimezone(UTC).isoformat()
+    if extract.convert in _LABELS:
+        assert isinstance(first, date)
+        return _LABELS[extract.convert](first)
     if extract.convert == "float":
         return _float_text(float(first))
     return str(first) if not isinstance(first, int) else first
