@@ -10,7 +10,9 @@ distinct clients) three ways, ``--repeat`` times each after one warm-up:
   tenant transaction with RLS, statement timeout, result shaping);
 - HTTP (``POST /orgs/{org}/aggregations`` on a real worker: token check, JSON both ways);
 - bare: the same compiled SQL and parameters with ``asyncpg`` ``fetch`` as the superuser
-  (no RLS, no transaction, no shaping): the floor;
+  (no RLS, no shaping), once with the server's default planner settings and once with the
+  engine's ``enable_indexscan = off`` (see :data:`stream_app.aggregation.engine.PLAIN_INDEX_SCANS`):
+  the floor the ratios are taken against;
 
 and prints the medians and the ratios to bare. Target: under 2 s.
 
@@ -112,6 +114,11 @@ async def load(dsn: str, rows: int, seed: int) -> float:
 T = TypeVar("T")
 
 
+def report(label: str, seconds: float, bare_s: float) -> None:
+    """Print one timing and its ratio to bare."""
+    print(f"  {label:<46} {seconds * 1000:7.0f} ms = {seconds / bare_s:.2f}x bare")
+
+
 async def timed(fn: Callable[[], Awaitable[T]], repeat: int) -> tuple[float, T]:
     """Median seconds of ``repeat`` calls after one warm-up, and the last answer."""
     answer = await fn()
@@ -147,15 +154,23 @@ async def run(state: Path, rows: int, seed: int, repeat: int, http: bool) -> Non
             async with pool.acquire() as conn:
                 return list(await conn.fetch(query.sql, *query.params))
 
+        async def bare_same_settings() -> list[asyncpg.Record]:
+            async with pool.acquire() as conn, conn.transaction():
+                await conn.execute("SET LOCAL enable_indexscan = off")
+                return list(await conn.fetch(query.sql, *query.params))
+
         api_s, result = await timed(python_api, repeat)
-        bare_s, records = await timed(bare, repeat)
+        default_s, _ = await timed(bare, repeat)
+        bare_s, records = await timed(bare_same_settings, repeat)
         groups = len(result.rows)
         assert groups == len(records), (groups, len(records))
         counted = sum(int(str(r["count"])) for r in result.rows)
         assert counted == rows, counted
         print(f"aggregation: {rows:,} rows -> {groups:,} groups (venue x month x currency)")
-        print(f"  bare asyncpg, same SQL:   {bare_s * 1000:8.0f} ms (median of {repeat})")
-        print(f"  Python API:               {api_s * 1000:8.0f} ms = {api_s / bare_s:.2f}x bare")
+        print(f"  medians of {repeat} runs after a warm-up:")
+        report("bare asyncpg, default planner settings", default_s, bare_s)
+        report("bare asyncpg, enable_indexscan off (= bare)", bare_s, bare_s)
+        report("Python API", api_s, bare_s)
         if http:
             await ensure_topics(s.kafka_bootstrap, s.topic_partitions)
             worker = start_worker(
@@ -186,9 +201,7 @@ async def run(state: Path, rows: int, seed: int, repeat: int, http: bool) -> Non
 
                 http_s, body = await timed(over_http, repeat)
             assert body["row_count"] == groups
-            print(
-                f"  HTTP (worker, JSON):      {http_s * 1000:8.0f} ms = {http_s / bare_s:.2f}x bare"
-            )
+            report("HTTP (worker, JSON)", http_s, bare_s)
         print("  target: under 2,000 ms")
     finally:
         await pool.close()
