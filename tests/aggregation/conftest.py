@@ -14,6 +14,7 @@ import dataclasses
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -82,6 +83,46 @@ def other_org_rows() -> list[BookingRow]:
     ]
 
 
+OTHER_TABLES: dict[str, tuple[tuple[str, ...], list[tuple[Any, ...]]]] = {
+    # table: (columns after organization_id, rows) of agg-other, hand-written
+    "payments": (
+        ("id", "booking_id", "kind", "amount_minor", "currency", "occurred_at"),
+        [
+            ("pay-1", "other-1", "payment", 600, "EUR", datetime(2016, 2, 1, 9, tzinfo=UTC)),
+            ("pay-2", "other-1", "payment", 400, "EUR", datetime(2016, 2, 2, 9, tzinfo=UTC)),
+            ("pay-3", "other-1", "refund", 150, "EUR", datetime(2016, 3, 1, 9, tzinfo=UTC)),
+            ("pay-4", "other-3", "payment", 5000, "USD", datetime(2016, 2, 11, 9, tzinfo=UTC)),
+        ],
+    ),
+    "feedback": (
+        ("id", "client_id", "booking_id", "rating", "nps", "submitted_at"),
+        [
+            ("fb-1", "cl-1", "other-1", 5, 10, datetime(2016, 3, 6, 9, tzinfo=UTC)),
+            ("fb-2", "cl-2", "other-2", 4, 7, datetime(2016, 3, 6, 9, tzinfo=UTC)),
+            ("fb-3", "cl-2", "other-3", 2, None, datetime(2016, 3, 7, 9, tzinfo=UTC)),
+        ],
+    ),
+    "weddings": (
+        ("id", "client_id", "wedding_date", "venue_id", "guest_count"),
+        [
+            ("w-1", "cl-1", date(2016, 3, 5), "city-hotel", 120),
+            ("w-2", "cl-2", date(2016, 3, 6), "resort-hotel", 80),
+        ],
+    ),
+    "clients": (
+        ("id", "display_name", "email", "country", "created_at"),
+        [
+            ("cl-1", "A", "a@example.org", "NZ", datetime(2015, 12, 1, tzinfo=UTC)),
+            ("cl-2", "B", "b@example.org", "PT", datetime(2015, 12, 2, tzinfo=UTC)),
+        ],
+    ),
+    "suppliers": (
+        ("id", "name", "kind", "capacity"),
+        [("s-1", "Lens", "photographer", 2), ("s-2", "Feast", "caterer", None)],
+    ),
+}
+
+
 @dataclass(frozen=True)
 class AggData:
     """The loaded data and the CSV read independently."""
@@ -108,6 +149,13 @@ async def agg_data(settings: Settings, hotel_csv: Path) -> AggData:
                 await upsert_venue(conn, org, Venue(venue, venue, None))
         await copy_bookings(conn, rows)
         await copy_bookings(conn, other_org_rows())
+        for table, (columns, table_rows) in OTHER_TABLES.items():
+            await conn.execute(f"DELETE FROM {table} WHERE organization_id = $1", OTHER_ORG)
+            await conn.copy_records_to_table(
+                table,
+                records=[(OTHER_ORG, *r) for r in table_rows],
+                columns=("organization_id", *columns),
+            )
         await conn.execute("ANALYZE bookings")
     finally:
         await conn.close()
