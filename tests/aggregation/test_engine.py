@@ -381,10 +381,11 @@ async def test_every_field_metric_and_grain_of_the_allow_list_runs(agg_data: Agg
     for name, ds in DATASETS.items():
         for fname, spec in ds.fields.items():
             if spec.groupable:
-                grains: list[str | None] = {
+                by_type: dict[str, list[str | None]] = {
                     "date": [None, *GRAINS],  # a date groups as it is, or by a grain
                     "timestamp": list(GRAINS),  # a timestamp needs a grain
-                }.get(spec.type, [None])
+                }
+                grains = by_type.get(spec.type, [None])
                 for grain in grains:
                     key: Any = fname if grain is None else {"field": fname, "grain": grain}
                     result = await run(
