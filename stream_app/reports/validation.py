@@ -2,8 +2,8 @@
 
 Part of the reports stage; reads PostgreSQL only, inside
 :func:`stream_app.db.tenancy.tenant_transaction` (row-level security) with the organisation in
-every predicate. A report type calls :func:`validate_report_input` and puts
-``result.lines()`` into :attr:`stream_app.reports.model.ReportTable.validation`.
+every predicate. A report type calls :func:`validate_for_report` (or :func:`validate_report_input`)
+and puts ``result.lines()`` into :attr:`stream_app.reports.model.ReportTable.validation`.
 
 Rows in scope: ``bookings`` whose ``service_date`` is in ``[date_from, date_to]``;
 ``payments`` whose ``occurred_at`` and ``feedback`` whose ``submitted_at`` fall on those local
@@ -61,6 +61,7 @@ import asyncpg
 
 from stream_app.db.tenancy import Organization, tenant_transaction
 from stream_app.money import minor_unit_exponent
+from stream_app.reports.registry import ReportContext
 from stream_app.schemas.base import ISO_4217_CODES
 
 Severity = Literal["error", "warning"]
@@ -538,6 +539,31 @@ async def validate_report_input(
         errors=tuple(f for f in findings if f.severity == "error"),
         warnings=tuple(f for f in findings if f.severity == "warning"),
         checks_run=len(checks),
+    )
+
+
+async def validate_for_report(
+    ctx: ReportContext,
+    tables: Sequence[TableName] = TABLES,
+    thresholds: ValidationThresholds | None = None,
+) -> ValidationResult:
+    """:func:`validate_report_input` for a report being built: its pool, tenant and dates.
+
+    Use in a report type's builder::
+
+        checked = await validate_for_report(ctx, tables=("bookings", "payments"))
+        return ReportTable(..., validation=checked.lines())
+
+    Raises:
+        ValueError: as :func:`validate_report_input`.
+    """
+    return await validate_report_input(
+        ctx.pool,
+        ctx.organization,
+        ctx.request.date_from,
+        ctx.request.date_to,
+        tables=tables,
+        thresholds=thresholds,
     )
 
 

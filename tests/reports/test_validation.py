@@ -15,7 +15,13 @@ import pytest
 
 from stream_app.db.tenancy import Organization, upsert_organization
 from stream_app.reports.model import ReportTable
-from stream_app.reports.validation import ValidationResult, validate_report_input
+from stream_app.reports.registry import ReportContext
+from stream_app.reports.validation import (
+    ValidationResult,
+    validate_for_report,
+    validate_report_input,
+)
+from stream_app.schemas.reports import ReportRequest
 from stream_app.settings import Settings
 
 ORG = Organization("val-org", "Validation", "Europe/Lisbon", "EUR")
@@ -277,6 +283,38 @@ async def test_lines_fit_the_report_model(validated: dict[str, ValidationResult]
         validation=lines,
     )
     assert table.validation == lines
+
+
+async def test_a_report_builder_gets_the_findings(
+    settings: Settings, validated: dict[str, ValidationResult]
+) -> None:
+    pool = await asyncpg.create_pool(settings.postgres_dsn, min_size=1, max_size=1)
+    try:
+        request = ReportRequest(
+            schema_version=1,
+            report_id="r-validation",
+            organization_id=NOISE.id,
+            user_id="tester",
+            report_type="monthly_booking_summary",
+            date_from=FROM,
+            date_to=TO,
+            output_formats=["csv"],
+            requested_at=NOW,
+        )
+        ctx = ReportContext(request, NOISE, [], pool, _no_table_rows)
+        checked = await validate_for_report(ctx, tables=("payments",))
+    finally:
+        await pool.close()
+    # val-noise's one payment names a booking only val-org has (hand-built above)
+    assert checked.lines() == (
+        "error: payments.booking_id: 1 payments whose booking does not exist (e.g. p-n)",
+    )
+
+
+async def _no_table_rows(
+    org: str, venues: list[str], date_from: date, date_to: date
+) -> dict[str, dict[str, Any]]:
+    return {}
 
 
 async def test_table_selection_and_bad_arguments(settings: Settings) -> None:
