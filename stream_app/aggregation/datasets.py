@@ -226,3 +226,36 @@ DATASETS: dict[str, Dataset] = {
     ]
 }
 """Every dataset by name."""
+
+
+def describe_datasets() -> list[dict[str, object]]:
+    """The allow-list as JSON (what ``GET /orgs/{org}/aggregations/datasets`` answers).
+
+    Returns:
+        One object per dataset: ``name``, ``description``, ``currency_field`` and ``fields``
+        (each with ``name``, ``type``, ``description``, ``groupable``, ``grains``,
+        ``metrics`` and ``filters``, the last two sorted).
+    """
+    out: list[dict[str, object]] = []
+    for ds in DATASETS.values():
+        fields = [
+            {
+                "name": f.name,
+                "type": f.type,
+                "description": f.description,
+                "groupable": f.groupable,
+                "grains": list(GRAINS) if f.type in ("date", "timestamp") else [],
+                "metrics": sorted(f.allowed_metrics),
+                "filters": sorted(f.allowed_filters),
+            }
+            for f in ds.fields.values()
+        ]
+        out.append(
+            {
+                "name": ds.name,
+                "description": ds.description,
+                "currency_field": ds.currency_field,
+                "fields": fields,
+            }
+        )
+    return out

@@ -2,6 +2,8 @@
 
 - ``POST /orgs/{org}/aggregations``: run one aggregation over the organisation's history in
   PostgreSQL (body: see :mod:`stream_app.aggregation`); 200 with the columns and rows.
+- ``GET /orgs/{org}/aggregations/datasets``: the allow-list: datasets, their fields with
+  types, grains, and the metrics and filter operators each allows.
 
 Errors: 400 naming the JSON path (``$.metrics[2].field``) for a bad dataset, field, operator,
 grain or value; 401/403 for the token; 404 for an unknown organisation; 422
@@ -24,6 +26,7 @@ from stream_app.aggregation import (
     aggregate,
     decode_request,
 )
+from stream_app.aggregation.datasets import describe_datasets
 from stream_app.app import settings
 from stream_app.db.pool import get_pool
 from stream_app.db.tenancy import UnknownOrganizationError
@@ -78,3 +81,10 @@ async def run_aggregation(self: Any, request: web.Request, org: str) -> web.Stre
     return web.Response(
         body=orjson.dumps(result.to_json()), content_type="application/json", charset="utf-8"
     )
+
+
+@page("/orgs/{org}/aggregations/datasets")
+async def aggregation_datasets(self: Any, request: web.Request, org: str) -> web.StreamResponse:
+    """The datasets and fields an aggregation may name (see the module docstring)."""
+    authenticate(request, settings.jwt_secret, org)
+    return web.json_response({"datasets": describe_datasets()})

@@ -7,6 +7,7 @@ from datetime import date
 from typing import Any
 
 import aiohttp
+import asyncpg
 
 from stream_app.devservices.workers import WorkerProcess
 from tests.aggregation.cases import BAD, GOOD
@@ -92,3 +93,40 @@ async def test_injection_in_values_is_inert(agg_data: AggData, main_worker: Work
         main_worker, HOTEL_ORG, {"dataset": "bookings", "metrics": [{"op": "count"}]}, h
     )
     assert (status, body["rows"]) == (200, [{"count": len(agg_data.csv)}])
+
+
+async def test_the_allow_list_names_real_columns_and_no_personal_data(
+    agg_data: AggData, main_worker: WorkerProcess
+) -> None:
+    h = auth(agg_data.settings, HOTEL_ORG)
+    async with (
+        aiohttp.ClientSession(main_worker.url) as s,
+        s.get(f"/orgs/{HOTEL_ORG}/aggregations/datasets", headers=h) as r,
+    ):
+        assert r.status == 200
+        listed = (await r.json())["datasets"]
+    conn = await asyncpg.connect(agg_data.settings.postgres_dsn)
+    try:
+        columns = await conn.fetch(
+            "SELECT table_name, column_name, data_type FROM information_schema.columns"
+            " WHERE table_schema = 'public'"
+        )
+    finally:
+        await conn.close()
+    actual = {(c["table_name"], c["column_name"]): c["data_type"] for c in columns}
+    sql_types = {
+        "text": {"text", "character"},
+        "int": {"integer", "smallint", "bigint"},
+        "money": {"bigint"},
+        "date": {"date"},
+        "timestamp": {"timestamp with time zone"},
+    }
+    assert {d["name"] for d in listed} == {
+        "bookings", "payments", "feedback", "weddings", "clients", "suppliers", "venues"
+    }  # fmt: skip
+    for ds in listed:
+        for f in ds["fields"]:
+            assert actual[(ds["name"], f["name"])] in sql_types[f["type"]], (ds["name"], f)
+        names = {f["name"] for f in ds["fields"]}
+        assert "organization_id" not in names
+        assert not names & {"email", "display_name", "name"}
