@@ -4,7 +4,9 @@ Loads ``--rows`` synthetic booking rows (default 1,000,000; deterministic: ``ran
 with ``--seed``) of one organisation with COPY (:func:`stream_app.db.history.copy_bookings`),
 then times a representative aggregation (every row; per venue and service month, with the
 currency added automatically: count, sum, average and 90th percentile of the amount,
-distinct clients) three ways, ``--repeat`` times each after one warm-up:
+distinct clients) several ways, in ``--repeat`` interleaved rounds after one warm-up each
+(every round runs every way once, in rotating order, so load from other processes on a shared
+machine falls on all of them alike):
 
 - the Python API (:func:`stream_app.aggregation.aggregate`: organisation lookup, compile,
   tenant transaction with RLS, statement timeout, result shaping);
@@ -33,12 +35,12 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import aiohttp
 import asyncpg
 
-from stream_app.aggregation import AggregationResult, aggregate, compile_request, request_from_dict
+from stream_app.aggregation import aggregate, compile_request, request_from_dict
 from stream_app.db.history import BookingRow, copy_bookings
 from stream_app.db.migrate import migrate
 from stream_app.db.tenancy import Organization, Venue, upsert_organization, upsert_venue
@@ -111,23 +113,23 @@ async def load(dsn: str, rows: int, seed: int) -> float:
         await conn.close()
 
 
-T = TypeVar("T")
+Variant = Callable[[], Awaitable[int]]
+"""One way of running the aggregation; returns the number of groups it got."""
 
 
-def report(label: str, seconds: float, bare_s: float) -> None:
-    """Print one timing and its ratio to bare."""
-    print(f"  {label:<46} {seconds * 1000:7.0f} ms = {seconds / bare_s:.2f}x bare")
-
-
-async def timed(fn: Callable[[], Awaitable[T]], repeat: int) -> tuple[float, T]:
-    """Median seconds of ``repeat`` calls after one warm-up, and the last answer."""
-    answer = await fn()
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        answer = await fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times), answer
+async def interleaved(variants: dict[str, Variant], repeat: int) -> dict[str, list[float]]:
+    """Seconds of ``repeat`` rounds; each round runs every variant once, in rotating order,
+    so a burst of load from other processes falls on all of them alike. One warm-up each."""
+    groups = {name: await fn() for name, fn in variants.items()}
+    assert len(set(groups.values())) == 1, groups
+    names = list(variants)
+    times: dict[str, list[float]] = {n: [] for n in names}
+    for i in range(repeat):
+        for name in names[i % len(names) :] + names[: i % len(names)]:
+            t = time.perf_counter()
+            await variants[name]()
+            times[name].append(time.perf_counter() - t)
+    return times
 
 
 async def run(state: Path, rows: int, seed: int, repeat: int, http: bool) -> None:
@@ -144,33 +146,29 @@ async def run(state: Path, rows: int, seed: int, repeat: int, http: bool) -> Non
 
     pool = await asyncpg.create_pool(s.postgres_dsn, min_size=1, max_size=2)
     worker = None
+    session: aiohttp.ClientSession | None = None
     try:
         query = compile_request(request_from_dict(REQUEST), ORG.id, ORG.time_zone)
 
-        async def python_api() -> AggregationResult:
-            return await aggregate(pool, ORG.id, REQUEST)
+        async def python_api() -> int:
+            result = await aggregate(pool, ORG.id, REQUEST)
+            assert sum(int(str(r["count"])) for r in result.rows) == rows
+            return len(result.rows)
 
-        async def bare() -> list[asyncpg.Record]:
+        async def bare_default() -> int:
             async with pool.acquire() as conn:
-                return list(await conn.fetch(query.sql, *query.params))
+                return len(await conn.fetch(query.sql, *query.params))
 
-        async def bare_same_settings() -> list[asyncpg.Record]:
+        async def bare() -> int:
             async with pool.acquire() as conn, conn.transaction():
                 await conn.execute("SET LOCAL enable_indexscan = off")
-                return list(await conn.fetch(query.sql, *query.params))
+                return len(await conn.fetch(query.sql, *query.params))
 
-        api_s, result = await timed(python_api, repeat)
-        default_s, _ = await timed(bare, repeat)
-        bare_s, records = await timed(bare_same_settings, repeat)
-        groups = len(result.rows)
-        assert groups == len(records), (groups, len(records))
-        counted = sum(int(str(r["count"])) for r in result.rows)
-        assert counted == rows, counted
-        print(f"aggregation: {rows:,} rows -> {groups:,} groups (venue x month x currency)")
-        print(f"  medians of {repeat} runs after a warm-up:")
-        report("bare asyncpg, default planner settings", default_s, bare_s)
-        report("bare asyncpg, enable_indexscan off (= bare)", bare_s, bare_s)
-        report("Python API", api_s, bare_s)
+        variants: dict[str, Variant] = {
+            "bare asyncpg, default planner settings": bare_default,
+            "bare asyncpg, enable_indexscan off (= bare)": bare,
+            "Python API": python_api,
+        }
         if http:
             await ensure_topics(s.kafka_bootstrap, s.topic_partitions)
             worker = start_worker(
@@ -186,24 +184,40 @@ async def run(state: Path, rows: int, seed: int, repeat: int, http: bool) -> Non
             token = issue_token(
                 s.jwt_secret, user_id="bench", organization_id=ORG.id, ttl_seconds=3600
             )
-            async with aiohttp.ClientSession(
-                worker.url, timeout=aiohttp.ClientTimeout(total=60)
-            ) as session:
+            session = aiohttp.ClientSession(worker.url, timeout=aiohttp.ClientTimeout(total=60))
+            http_session = session
 
-                async def over_http() -> Any:
-                    async with session.post(
-                        f"/orgs/{ORG.id}/aggregations",
-                        json=REQUEST,
-                        headers={"Authorization": f"Bearer {token}"},
-                    ) as r:
-                        assert r.status == 200, await r.text()
-                        return await r.json()
+            async def over_http() -> int:
+                async with http_session.post(
+                    f"/orgs/{ORG.id}/aggregations",
+                    json=REQUEST,
+                    headers={"Authorization": f"Bearer {token}"},
+                ) as r:
+                    assert r.status == 200, await r.text()
+                    body: dict[str, Any] = await r.json()
+                    return int(body["row_count"])
 
-                http_s, body = await timed(over_http, repeat)
-            assert body["row_count"] == groups
-            report("HTTP (worker, JSON)", http_s, bare_s)
+            variants["HTTP (worker, JSON)"] = over_http
+        load_before = os.getloadavg()[0]
+        times = await interleaved(variants, repeat)
+        load_after = os.getloadavg()[0]
+        groups = await python_api()
+        print(f"aggregation: {rows:,} rows -> {groups:,} groups (venue x month x currency)")
+        print(
+            f"  medians of {repeat} interleaved rounds after a warm-up "
+            f"(1-min load average {load_before:.1f} -> {load_after:.1f} on {os.cpu_count()} cores):"
+        )
+        bare_s = statistics.median(times["bare asyncpg, enable_indexscan off (= bare)"])
+        for name, values in times.items():
+            median = statistics.median(values)
+            print(
+                f"  {name:<44} {median * 1000:7.0f} ms = {median / bare_s:.2f}x bare"
+                f"  (min {min(values) * 1000:.0f} ms)"
+            )
         print("  target: under 2,000 ms")
     finally:
+        if session is not None:
+            await session.close()
         await pool.close()
         if worker is not None:
             worker.stop()

@@ -17,14 +17,13 @@ from typing import Any
 import asyncpg
 
 from stream_app.aggregation.compiler import (
-    CompiledQuery,
     Extract,
     OutputColumn,
     compile_request,
     describe,
 )
 from stream_app.aggregation.request import AggregationRequest, request_from_dict
-from stream_app.db.tenancy import fetch_organization, tenant_transaction
+from stream_app.db.tenancy import UnknownOrganizationError, tenant_transaction
 
 STATEMENT_TIMEOUT_MS = 10_000
 """Longest one aggregation may run (``statement_timeout``, milliseconds). Raising it lets one
@@ -152,29 +151,11 @@ def _cell(row: asyncpg.Record, extract: Extract) -> Cell:
     return str(first) if not isinstance(first, int) else first
 
 
-async def run_compiled(conn: asyncpg.Connection, query: CompiledQuery) -> list[asyncpg.Record]:
-    """Execute ``query`` in a tenant transaction of ``query.params[0]``.
-
-    The transaction sets :data:`STATEMENT_TIMEOUT_MS` and :data:`PLAIN_INDEX_SCANS`.
-
-    Raises:
-        AggregationTimeoutError: cancelled by the statement timeout.
-    """
-    organization_id = str(query.params[0])
-    try:
-        async with tenant_transaction(conn, organization_id):
-            await conn.execute(
-                "SELECT set_config('statement_timeout', $1, true),"
-                " set_config('enable_indexscan', $2, true)",
-                str(STATEMENT_TIMEOUT_MS),
-                "on" if PLAIN_INDEX_SCANS else "off",
-            )
-            return list(await conn.fetch(query.sql, *query.params))
-    except asyncpg.QueryCanceledError as exc:
-        raise AggregationTimeoutError(
-            f"the aggregation ran longer than {STATEMENT_TIMEOUT_MS / 1000:g} s and was "
-            "cancelled; narrow the time range, filter more, group less or sample"
-        ) from exc
+_SETUP = (
+    "SELECT o.id, o.time_zone, set_config('statement_timeout', $2, true),"
+    " set_config('enable_indexscan', $3, true) FROM organizations o WHERE o.id = $1"
+)
+"""Reads the organisation and sets the transaction's limits in one round trip."""
 
 
 async def aggregate(
@@ -208,11 +189,30 @@ async def aggregate(
 async def _aggregate(
     conn: asyncpg.Connection, organization_id: str, req: AggregationRequest
 ) -> AggregationResult:
-    org = await fetch_organization(conn, organization_id)
-    query = compile_request(req, org.id, org.time_zone)
-    started = time.perf_counter()
-    records = await run_compiled(conn, query)
-    elapsed_ms = (time.perf_counter() - started) * 1000
+    # a bad request is refused before any database work (the zone changes no validation)
+    compile_request(req, organization_id, "UTC")
+    try:
+        async with tenant_transaction(conn, organization_id):
+            org = await conn.fetchrow(
+                _SETUP,
+                organization_id,
+                str(STATEMENT_TIMEOUT_MS),
+                "on" if PLAIN_INDEX_SCANS else "off",
+            )
+            if org is None:
+                raise UnknownOrganizationError(
+                    f"organization_id: {organization_id!r} does not exist"
+                )
+            time_zone = str(org["time_zone"])
+            query = compile_request(req, organization_id, time_zone)
+            started = time.perf_counter()
+            records = await conn.fetch(query.sql, *query.params)
+            elapsed_ms = (time.perf_counter() - started) * 1000
+    except asyncpg.QueryCanceledError as exc:
+        raise AggregationTimeoutError(
+            f"the aggregation ran longer than {STATEMENT_TIMEOUT_MS / 1000:g} s and was "
+            "cancelled; narrow the time range, filter more, group less or sample"
+        ) from exc
     truncated = len(records) > query.limit
     rows = [
         {c.name: _cell(r, e) for c, e in zip(query.columns, query.extracts, strict=True)}
@@ -227,8 +227,8 @@ async def _aggregate(
         }
     return AggregationResult(
         dataset=req.dataset,
-        organization_id=org.id,
-        time_zone=org.time_zone,
+        organization_id=organization_id,
+        time_zone=time_zone,
         columns=query.columns,
         rows=rows,
         truncated=truncated,
