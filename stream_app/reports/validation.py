@@ -162,6 +162,15 @@ class _Check:
     sql: str
     """``SELECT n, ex`` over the CTE ``p`` of parameters (see :data:`_PARAMS`)."""
 
+    def text(self, limits: ValidationThresholds) -> str:
+        """The message with the thresholds written in."""
+        return self.message.format(
+            earliest=limits.earliest.date().isoformat(),
+            max_amount=f"{limits.max_amount_major:,}",
+            max_nights=limits.max_nights,
+            max_lead_days=f"{limits.max_lead_days:,}",
+        )
+
 
 _PARAMS = (
     "WITH p AS (SELECT $1::text AS org, $2::date AS d_from, $3::date AS d_to,"
@@ -253,7 +262,7 @@ _CHECKS: tuple[_Check, ...] = (
         "date_out_of_range",
         "bookings",
         "booked_at",
-        "bookings booked before 1990 or after now",
+        "bookings booked before {earliest} or after now",
         "(b.booked_at < p.earliest OR b.booked_at > p.now)",
     ),
     _beyond_first(
@@ -282,7 +291,7 @@ _CHECKS: tuple[_Check, ...] = (
         "absurd_amount",
         "bookings",
         "amount_minor",
-        "bookings above 1,000,000 major units of their currency",
+        "bookings above {max_amount} major units of their currency",
         f"b.amount_minor > {_MAX_OF.format(cur='b.currency::text')}",
     ),
     _simple(
@@ -290,7 +299,7 @@ _CHECKS: tuple[_Check, ...] = (
         "absurd_nights",
         "bookings",
         "nights",
-        "stays longer than the limit",
+        "stays longer than {max_nights} nights",
         "b.nights > p.max_nights",
     ),
     _simple(
@@ -306,7 +315,7 @@ _CHECKS: tuple[_Check, ...] = (
         "long_lead",
         "bookings",
         "booked_at",
-        "bookings made more than the lead-time limit before their service date",
+        "bookings made more than {max_lead_days} days before their service date",
         "b.service_date - (b.booked_at AT TIME ZONE p.tz)::date > p.max_lead",
     ),
     _simple(
@@ -374,7 +383,7 @@ _CHECKS: tuple[_Check, ...] = (
         "absurd_amount",
         "payments",
         "amount_minor",
-        "payments above 1,000,000 major units of their currency",
+        "payments above {max_amount} major units of their currency",
         f"y.amount_minor > {_MAX_OF.format(cur='y.currency::text')}",
     ),
     _beyond_first(
@@ -529,9 +538,9 @@ async def validate_report_input(
     checks = [c for c in _CHECKS if c.table in tables]
     if isinstance(db, asyncpg.Pool):
         async with db.acquire() as conn:
-            findings = await _run(conn, organization.id, checks, params, limits.examples)
+            findings = await _run(conn, organization.id, checks, params, limits)
     else:
-        findings = await _run(db, organization.id, checks, params, limits.examples)
+        findings = await _run(db, organization.id, checks, params, limits)
     return ValidationResult(
         organization_id=organization.id,
         date_from=date_from,
@@ -572,13 +581,13 @@ async def _run(
     organization_id: str,
     checks: Sequence[_Check],
     params: tuple[object, ...],
-    examples: int,
+    limits: ValidationThresholds,
 ) -> list[Finding]:
     findings: list[Finding] = []
     async with tenant_transaction(conn, organization_id):
         for check in checks:
             row = await conn.fetchrow(
-                _PARAMS + check.sql.replace("{k}", str(int(examples))), *params
+                _PARAMS + check.sql.replace("{k}", str(int(limits.examples))), *params
             )
             assert row is not None
             if row["n"]:
@@ -590,7 +599,7 @@ async def _run(
                         field=check.field,
                         count=int(row["n"]),
                         example_ids=tuple(row["ex"] or ()),
-                        message=check.message,
+                        message=check.text(limits),
                     )
                 )
     return findings

@@ -18,6 +18,7 @@ from stream_app.reports.model import ReportTable
 from stream_app.reports.registry import ReportContext
 from stream_app.reports.validation import (
     ValidationResult,
+    ValidationThresholds,
     validate_for_report,
     validate_report_input,
 )
@@ -323,6 +324,18 @@ async def test_table_selection_and_bad_arguments(settings: Settings) -> None:
         only = await validate_report_input(conn, ORG, FROM, TO, tables=("feedback",), now=NOW)
         assert {f.table for f in only.errors + only.warnings} == {"feedback"}
         assert only.checks_run == 6
+        looser = ValidationThresholds(max_nights=400, max_amount_major=50_000)
+        custom = await validate_report_input(conn, ORG, FROM, TO, tables=("bookings",), now=NOW)
+        assert "stays longer than 365 nights" in "\n".join(custom.lines())
+        custom = await validate_report_input(
+            conn, ORG, FROM, TO, tables=("bookings",), now=NOW, thresholds=looser
+        )
+        assert custom.find("bookings", "nights", "absurd_nights") is None  # 400 is not > 400
+        absurd = custom.find("bookings", "amount_minor", "absurd_amount")
+        # above 50,000 major units: EUR 50,000.00 = 5,000,000 cents (b-absurd; every other EUR
+        # row is at most 300,000 cents) and JPY 50,000 = 50,000 (b-jpy: 5,000,000 yen)
+        assert absurd is not None and absurd.example_ids == ("b-absurd", "b-jpy")
+        assert "above 50,000 major units" in absurd.message
         with pytest.raises(ValueError, match="date_to"):
             await validate_report_input(conn, ORG, TO, FROM)
         with pytest.raises(ValueError, match="tables"):
