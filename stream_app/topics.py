@@ -21,6 +21,7 @@ REPORT_REQUESTS = "report-requests"
 REPORT_RESULTS = "report-results"
 REALTIME_METRICS_UPDATES = "realtime-metrics-updates"
 DEAD_LETTER = "dead-letter-events"
+LATE_EVENTS = "late-events"
 
 INPUT_TOPICS: tuple[str, ...] = (
     WEDDING_BOOKINGS,
@@ -34,6 +35,7 @@ ALL_TOPICS: tuple[str, ...] = (
     REPORT_RESULTS,
     REALTIME_METRICS_UPDATES,
     DEAD_LETTER,
+    LATE_EVENTS,
 )
 
 
