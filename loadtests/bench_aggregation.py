@@ -1,0 +1,243 @@
+"""Benchmark: one aggregation over 1,000,000 booking rows, ours next to the same SQL run bare.
+
+Loads ``--rows`` synthetic booking rows (default 1,000,000; deterministic: ``random.Random``
+with ``--seed``) of one organisation with COPY (:func:`stream_app.db.history.copy_bookings`),
+then times a representative aggregation (every row; per venue and service month, with the
+currency added automatically: count, sum, average and 90th percentile of the amount,
+distinct clients) several ways, in ``--repeat`` interleaved rounds after one warm-up each
+(every round runs every way once, in rotating order, so load from other processes on a shared
+machine falls on all of them alike):
+
+- the Python API (:func:`stream_app.aggregation.aggregate`: organisation lookup, compile,
+  tenant transaction with RLS, statement timeout, result shaping);
+- HTTP (``POST /orgs/{org}/aggregations`` on a real worker: token check, JSON both ways);
+- bare: the same compiled SQL and parameters with ``asyncpg`` ``fetch`` as the superuser
+  (no RLS, no shaping), once with the server's default planner settings and once with the
+  engine's ``enable_indexscan = off`` (see :data:`stream_app.aggregation.engine.PLAIN_INDEX_SCANS`):
+  the floor the ratios are taken against;
+
+and prints the medians and the ratios to bare. Target: under 2 s.
+
+Usage: ``python -m loadtests.bench_aggregation [--rows N] [--repeat N] [--no-http]``. It starts
+its own Kafka and PostgreSQL in a fresh state folder and stops them at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import shutil
+import statistics
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+
+from stream_app.aggregation import aggregate, compile_request, request_from_dict
+from stream_app.db.history import BookingRow, copy_bookings
+from stream_app.db.migrate import migrate
+from stream_app.db.tenancy import Organization, Venue, upsert_organization, upsert_venue
+from stream_app.devservices import manager
+from stream_app.devservices.workers import start_worker
+from stream_app.settings import Settings
+from stream_app.topics import ensure_topics
+from stream_app.web.auth import issue_token
+
+ORG = Organization("bench-aggregation", "Aggregation benchmark", "Europe/Lisbon", "EUR")
+VENUES = 50
+FIRST_DAY = date(2015, 1, 1)
+DAYS = 4 * 365
+REQUEST: dict[str, Any] = {
+    "dataset": "bookings",
+    "group_by": ["venue_id", {"field": "service_date", "grain": "month"}],
+    "metrics": [
+        {"op": "count"},
+        {"op": "sum", "field": "amount_minor"},
+        {"op": "avg", "field": "amount_minor"},
+        {"op": "percentile", "field": "amount_minor", "p": 0.9},
+        {"op": "distinct_count", "field": "client_id"},
+    ],
+    "time_range": {"field": "service_date", "from": "2015-01-01", "to": "2018-12-31"},
+    "limit": 10_000,
+}
+
+
+def synthetic_rows(n: int, seed: int) -> Iterator[BookingRow]:
+    """``n`` bookings: 50 venues, service dates 2015-2018, 5 % in USD, 20 % cancelled."""
+    rng = random.Random(seed)
+    for i in range(n):
+        service = FIRST_DAY + timedelta(days=rng.randrange(DAYS))
+        booked = datetime.combine(
+            service - timedelta(days=rng.randrange(1, 500)), datetime.min.time(), tzinfo=UTC
+        ) + timedelta(minutes=rng.randrange(24 * 60))
+        cancelled = rng.random() < 0.2
+        yield BookingRow(
+            organization_id=ORG.id,
+            id=f"bench-{i}",
+            venue_id=f"venue-{rng.randrange(VENUES):02d}",
+            service_date=service,
+            nights=rng.randrange(0, 8),
+            booked_at=booked,
+            amount_minor=rng.randrange(10_000, 2_000_000),
+            currency="USD" if rng.random() < 0.05 else "EUR",
+            status="cancelled" if cancelled else "booked",
+            cancelled_at=booked + timedelta(days=1) if cancelled else None,
+            source_event_id=None,
+        )
+
+
+async def load(dsn: str, rows: int, seed: int) -> float:
+    """Create the organisation and COPY the rows; returns the seconds the load took."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        await upsert_organization(conn, ORG)
+        for v in range(VENUES):
+            await upsert_venue(conn, ORG.id, Venue(f"venue-{v:02d}", f"Venue {v}", 1))
+        started = time.perf_counter()
+        loaded = await copy_bookings(conn, synthetic_rows(rows, seed))
+        await conn.execute("ANALYZE bookings")
+        seconds = time.perf_counter() - started
+        total = await conn.fetchval(
+            "SELECT count(*) FROM bookings WHERE organization_id = $1", ORG.id
+        )
+        assert total == rows, (total, loaded)
+        return seconds
+    finally:
+        await conn.close()
+
+
+Variant = Callable[[], Awaitable[int]]
+"""One way of running the aggregation; returns the number of groups it got."""
+
+
+async def interleaved(variants: dict[str, Variant], repeat: int) -> dict[str, list[float]]:
+    """Seconds of ``repeat`` rounds; each round runs every variant once, in rotating order,
+    so a burst of load from other processes falls on all of them alike. One warm-up each."""
+    groups = {name: await fn() for name, fn in variants.items()}
+    assert len(set(groups.values())) == 1, groups
+    names = list(variants)
+    times: dict[str, list[float]] = {n: [] for n in names}
+    for i in range(repeat):
+        for name in names[i % len(names) :] + names[: i % len(names)]:
+            t = time.perf_counter()
+            await variants[name]()
+            times[name].append(time.perf_counter() - t)
+    return times
+
+
+async def run(state: Path, rows: int, seed: int, repeat: int, http: bool) -> None:
+    services = manager.up(state)
+    s = Settings(
+        kafka_bootstrap=services.kafka_bootstrap,
+        postgres_dsn=services.postgres_dsn,
+        artifact_dir=state / "artifacts",
+        data_dir=state / "worker-data",
+    )
+    await migrate(s.postgres_dsn)
+    load_s = await load(s.postgres_dsn, rows, seed)
+    print(f"load: {rows:,} booking rows with COPY in {load_s:.1f} s = {rows / load_s:,.0f} rows/s")
+
+    pool = await asyncpg.create_pool(s.postgres_dsn, min_size=1, max_size=2)
+    worker = None
+    session: aiohttp.ClientSession | None = None
+    try:
+        query = compile_request(request_from_dict(REQUEST), ORG.id, ORG.time_zone)
+
+        async def python_api() -> int:
+            result = await aggregate(pool, ORG.id, REQUEST)
+            assert sum(int(str(r["count"])) for r in result.rows) == rows
+            return len(result.rows)
+
+        async def bare_default() -> int:
+            async with pool.acquire() as conn:
+                return len(await conn.fetch(query.sql, *query.params))
+
+        async def bare() -> int:
+            async with pool.acquire() as conn, conn.transaction():
+                await conn.execute("SET LOCAL enable_indexscan = off")
+                return len(await conn.fetch(query.sql, *query.params))
+
+        variants: dict[str, Variant] = {
+            "bare asyncpg, default planner settings": bare_default,
+            "bare asyncpg, enable_indexscan off (= bare)": bare,
+            "Python API": python_api,
+        }
+        if http:
+            await ensure_topics(s.kafka_bootstrap, s.topic_partitions)
+            worker = start_worker(
+                kafka_bootstrap=s.kafka_bootstrap,
+                postgres_dsn=s.postgres_dsn,
+                data_dir=state / "bench-worker",
+                log_path=state / "bench-worker.log",
+                artifact_dir=s.artifact_dir,
+                app_id="bench-aggregation",
+                extra_env={"WEDDING_SCHEDULING": "0"},
+            )
+            await worker.wait_ready(timeout_s=120, min_partitions=1)
+            token = issue_token(
+                s.jwt_secret, user_id="bench", organization_id=ORG.id, ttl_seconds=3600
+            )
+            session = aiohttp.ClientSession(worker.url, timeout=aiohttp.ClientTimeout(total=60))
+            http_session = session
+
+            async def over_http() -> int:
+                async with http_session.post(
+                    f"/orgs/{ORG.id}/aggregations",
+                    json=REQUEST,
+                    headers={"Authorization": f"Bearer {token}"},
+                ) as r:
+                    assert r.status == 200, await r.text()
+                    body: dict[str, Any] = await r.json()
+                    return int(body["row_count"])
+
+            variants["HTTP (worker, JSON)"] = over_http
+        load_before = os.getloadavg()[0]
+        times = await interleaved(variants, repeat)
+        load_after = os.getloadavg()[0]
+        groups = await python_api()
+        print(f"aggregation: {rows:,} rows -> {groups:,} groups (venue x month x currency)")
+        print(
+            f"  medians of {repeat} interleaved rounds after a warm-up "
+            f"(1-min load average {load_before:.1f} -> {load_after:.1f} on {os.cpu_count()} cores):"
+        )
+        bare_s = statistics.median(times["bare asyncpg, enable_indexscan off (= bare)"])
+        for name, values in times.items():
+            median = statistics.median(values)
+            print(
+                f"  {name:<44} {median * 1000:7.0f} ms = {median / bare_s:.2f}x bare"
+                f"  (min {min(values) * 1000:.0f} ms)"
+            )
+        print("  target: under 2,000 ms")
+    finally:
+        if session is not None:
+            await session.close()
+        await pool.close()
+        if worker is not None:
+            worker.stop()
+        manager.down(state)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--seed", type=int, default=20261129)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--no-http", action="store_true", help="skip the worker and HTTP")
+    args = parser.parse_args()
+    state = Path(tempfile.gettempdir()) / f"wedding-bench-agg-{os.getpid()}"
+    state.mkdir(mode=0o755)
+    try:
+        asyncio.run(run(state, args.rows, args.seed, args.repeat, not args.no_http))
+    finally:
+        shutil.rmtree(state, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
