@@ -29,6 +29,7 @@ ingredients have different currencies makes the report fail with that reason.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import defaultdict
 from datetime import date
 from decimal import Decimal
@@ -41,6 +42,7 @@ from stream_app.money import to_major
 from stream_app.reports.business import percent, reject_filters, round_minor
 from stream_app.reports.model import Cell, ChartSpec, Column, Kpi, ReportSection, ReportTable
 from stream_app.reports.registry import ReportContext, ReportInputError, ReportType, register
+from stream_app.reports.validation import validate_for_report
 
 REPORT_TYPE = "catering_cost"
 
@@ -294,7 +296,8 @@ def build_report(
 
 
 async def build(ctx: ReportContext) -> ReportTable:
-    """The report of ``ctx.request`` (registry builder).
+    """The report of ``ctx.request`` (registry builder), with the validation findings of its
+    input (:mod:`stream_app.reports.validation`) in ``validation``.
 
     Raises:
         ReportInputError: data filters were given, the organisation has no menus, or an
@@ -305,7 +308,7 @@ async def build(ctx: ReportContext) -> ReportTable:
     org = ctx.organization
     async with ctx.pool.acquire() as conn, tenant_transaction(conn, org.id):
         data = await _read(conn, org.id, req.date_from, req.date_to)
-    return build_report(
+    table = build_report(
         data,
         organization_id=org.id,
         organization_name=org.name,
@@ -313,6 +316,8 @@ async def build(ctx: ReportContext) -> ReportTable:
         date_from=req.date_from,
         date_to=req.date_to,
     )
+    checked = await validate_for_report(ctx, tables=("bookings", "payments"))
+    return dataclasses.replace(table, validation=checked.lines())
 
 
 register(

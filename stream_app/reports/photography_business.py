@@ -33,6 +33,7 @@ month, currency. A photographer-month without bookings has no row.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import defaultdict
 from datetime import date
 from typing import Any
@@ -52,6 +53,7 @@ from stream_app.reports.business import (
 )
 from stream_app.reports.model import Cell, ChartSpec, Column, Kpi, ReportSection, ReportTable
 from stream_app.reports.registry import ReportContext, ReportInputError, ReportType, register
+from stream_app.reports.validation import validate_for_report
 
 REPORT_TYPE = "photography_business"
 
@@ -345,7 +347,8 @@ def build_report(
 
 
 async def build(ctx: ReportContext) -> ReportTable:
-    """The report of ``ctx.request`` (registry builder).
+    """The report of ``ctx.request`` (registry builder), with the validation findings of its
+    input (:mod:`stream_app.reports.validation`) in ``validation``.
 
     Raises:
         ReportInputError: the request carries data filters (not supported), or the
@@ -356,7 +359,7 @@ async def build(ctx: ReportContext) -> ReportTable:
     org = ctx.organization
     async with ctx.pool.acquire() as conn, tenant_transaction(conn, org.id):
         data = await _read(conn, org.id, req.date_from, req.date_to)
-    return build_report(
+    table = build_report(
         data,
         organization_id=org.id,
         organization_name=org.name,
@@ -364,6 +367,8 @@ async def build(ctx: ReportContext) -> ReportTable:
         date_from=req.date_from,
         date_to=req.date_to,
     )
+    checked = await validate_for_report(ctx, tables=("bookings", "payments", "feedback"))
+    return dataclasses.replace(table, validation=checked.lines())
 
 
 register(

@@ -222,6 +222,8 @@ def check_files(
             parts.append([])
         else:
             parts[-1].append(line)
+    if table.validation:  # the findings block comes last
+        assert parts.pop() == [["# Validation"], ["finding"], *[[v] for v in table.validation]]
     assert len(parts) == len(blocks)
     for part, (name, title, columns) in zip(parts, blocks, strict=True):
         types = [c.type for c in columns]
