@@ -1,0 +1,122 @@
+"""``GET /orgs/{org}/venues/{venue}/occupancy``: live occupancy of a venue per date or month.
+
+Query: ``grain=day&from=YYYY-MM-DD&to=YYYY-MM-DD`` or ``grain=month&from=YYYY-MM&to=YYYY-MM``
+(at most 400 dates). Capacity and closed dates come from PostgreSQL (tenant transaction), the
+bookings from the venue's day rows, from whichever worker holds them. Definitions:
+:mod:`stream_app.tables.occupancy`. Answer::
+
+    {"organization_id", "venue_id", "grain", "capacity", "capacity_known",
+     "periods": [{"period", "available_slots", "booked", "occupied_slots", "closed_dates",
+                  "occupancy_rate"}]}
+
+Errors: 400 naming ``grain``/``from``/``to``; 404 ``unknown_venue``; 401/403 as every route.
+"""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+from typing import Any
+
+from aiohttp import web
+
+from stream_app.app import settings
+from stream_app.db.pool import get_pool
+from stream_app.db.tenancy import tenant_transaction
+from stream_app.tables.occupancy import occupancy
+from stream_app.web.auth import authenticate
+from stream_app.web.errors import ApiError
+from stream_app.web.routing import FORWARDED_HEADER, local_periods, owner_url, remote_periods
+from stream_app.web.views import MAX_PERIODS, page
+
+
+def date_range(grain: str, start: str, end: str) -> list[date]:
+    """The dates from ``start`` to ``end`` (days, or whole months), validated.
+
+    Raises:
+        ApiError: 400 naming the bad parameter.
+    """
+    if grain not in ("day", "month"):
+        raise ApiError(400, "invalid_field", "grain must be 'day' or 'month'", field="grain")
+    shape = "YYYY-MM-DD" if grain == "day" else "YYYY-MM"
+    bounds: list[date] = []
+    for name, text in (("from", start), ("to", end)):
+        try:
+            if len(text) != len(shape):
+                raise ValueError
+            bounds.append(date.fromisoformat(text if grain == "day" else text + "-01"))
+        except ValueError:
+            raise ApiError(
+                400, "invalid_field", f"{name} must be {shape} for grain={grain}", field=name
+            ) from None
+    lo, hi = bounds
+    if grain == "month":
+        hi = (hi + timedelta(days=32)).replace(day=1) - timedelta(days=1)
+    if hi < lo:
+        raise ApiError(400, "invalid_field", "to must not be before from", field="to")
+    days = (hi - lo).days + 1
+    if days > MAX_PERIODS:
+        raise ApiError(400, "range_too_large", f"at most {MAX_PERIODS} dates per request", "to")
+    return [lo + timedelta(days=i) for i in range(days)]
+
+
+@page("/orgs/{org}/venues/{venue}/occupancy")
+async def venue_occupancy(
+    self: Any, request: web.Request, org: str, venue: str
+) -> web.StreamResponse:
+    """A venue's live occupancy per date or month (see the module docstring)."""
+    authenticate(request, settings.jwt_secret, org)
+    q = request.query
+    grain = q.get("grain", "day")
+    if "from" not in q or "to" not in q:
+        missing = "from" if "from" not in q else "to"
+        raise ApiError(400, "missing_field", f"query parameter {missing!r} is required", missing)
+    dates = date_range(grain, q["from"], q["to"])
+    pool = await get_pool(settings.postgres_dsn)
+    async with pool.acquire() as conn, tenant_transaction(conn, org):
+        found = await conn.fetchrow(
+            "SELECT capacity FROM venues WHERE organization_id = $1 AND id = $2", org, venue
+        )
+        if found is None:
+            raise ApiError(404, "unknown_venue", f"venue {venue!r} does not exist", "venue")
+        closed = {
+            r["closed_on"]
+            for r in await conn.fetch(
+                "SELECT closed_on FROM venue_closures WHERE organization_id = $1"
+                " AND venue_id = $2 AND closed_on BETWEEN $3 AND $4",
+                org,
+                venue,
+                dates[0],
+                dates[-1],
+            )
+        }
+    labels = [d.isoformat() for d in dates]
+    owner = owner_url(org, venue)
+    if owner is None:
+        rows = local_periods(org, venue, "day", labels)
+    elif request.headers.get(FORWARDED_HEADER):
+        raise ApiError(503, "rebalancing", "partition ownership is moving; retry")
+    else:
+        rows = await remote_periods(owner, org, venue, "day", labels[0], labels[-1])
+    booked_on = {date.fromisoformat(r["period"]): r["bookings"] - r["cancellations"] for r in rows}
+    capacity = found["capacity"]
+    periods = occupancy(dates, booked_on, capacity, closed, grain)
+    return web.json_response(
+        {
+            "organization_id": org,
+            "venue_id": venue,
+            "grain": grain,
+            "capacity": 1 if capacity is None else capacity,
+            "capacity_known": capacity is not None,
+            "periods": [
+                {
+                    "period": p.period,
+                    "available_slots": p.available_slots,
+                    "booked": p.booked,
+                    "occupied_slots": p.occupied_slots,
+                    "closed_dates": p.closed_dates,
+                    "occupancy_rate": p.occupancy_rate,
+                }
+                for p in periods
+            ],
+        }
+    )

@@ -1,0 +1,141 @@
+"""Live occupancy over HTTP: capacity and a closed date from PostgreSQL, bookings and a
+cancellation from the stream, compared with a count of the produced events."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import date, timedelta
+from decimal import ROUND_HALF_EVEN, Decimal
+
+import aiohttp
+import asyncpg
+import orjson
+from aiokafka import AIOKafkaProducer
+
+from stream_app.db.tenancy import Organization, Venue, upsert_organization, upsert_venue
+from stream_app.devservices.workers import WorkerProcess
+from stream_app.lag import wait_for_lag_zero
+from stream_app.settings import Settings
+from stream_app.topics import WEDDING_BOOKINGS
+from tests.e2e.helpers import auth
+
+ORG = "occupancy-live-org"
+VENUE = "barn"
+CAPACITY = 2
+CLOSED = date(2026, 8, 3)
+# (service date, kind): three on 1 Aug (one cancelled later), one on 2 Aug, two on the closed day
+EVENTS = [
+    (date(2026, 8, 1), "booking_created"),
+    (date(2026, 8, 1), "booking_created"),
+    (date(2026, 8, 1), "booking_created"),
+    (date(2026, 8, 2), "booking_created"),
+    (date(2026, 8, 3), "booking_created"),
+    (date(2026, 8, 1), "booking_cancelled"),
+]
+
+
+def message(n: int, day: date, kind: str) -> bytes:
+    return orjson.dumps(
+        {
+            "schema_version": 1,
+            "event_id": f"occ-{n}",
+            "organization_id": ORG,
+            "occurred_at": "2026-02-01T10:00:00Z",
+            "event_type": kind,
+            "booking_id": f"b-{n}",
+            "venue_id": VENUE,
+            "service_date": day.isoformat(),
+            "amount_minor": 500_000,
+            "currency": "EUR",
+        }
+    )
+
+
+def pct(occupied: int, available: int) -> str:
+    return str((Decimal(occupied * 100) / available).quantize(Decimal("0.01"), ROUND_HALF_EVEN))
+
+
+async def test_occupancy_follows_bookings_capacity_and_closures(
+    settings: Settings, main_worker: WorkerProcess
+) -> None:
+    conn = await asyncpg.connect(settings.postgres_dsn)
+    try:
+        await upsert_organization(conn, Organization(ORG, "Occupancy", "Europe/Lisbon", "EUR"))
+        await upsert_venue(conn, ORG, Venue(VENUE, "The Barn", CAPACITY))
+        await conn.execute(
+            "INSERT INTO venue_closures (organization_id, venue_id, closed_on) VALUES ($1, $2, $3)"
+            " ON CONFLICT DO NOTHING",
+            ORG,
+            VENUE,
+            CLOSED,
+        )
+    finally:
+        await conn.close()
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+    await producer.start()
+    try:
+        for n, (day, kind) in enumerate(EVENTS):
+            await producer.send_and_wait(
+                WEDDING_BOOKINGS, message(n, day, kind), key=f"{ORG}/{VENUE}".encode()
+            )
+    finally:
+        await producer.stop()
+    await wait_for_lag_zero(settings.kafka_bootstrap, "wedding-tests", WEDDING_BOOKINGS, 300)
+
+    net: Counter[date] = Counter()
+    for day, kind in EVENTS:
+        net[day] += 1 if kind == "booking_created" else -1
+    august = [date(2026, 8, 1) + timedelta(days=i) for i in range(31)]
+    available = {d: 0 if d == CLOSED else CAPACITY for d in august}
+    occupied = {d: min(max(net[d], 0), available[d]) for d in august}
+
+    async with aiohttp.ClientSession(main_worker.url) as s:
+        async with s.get(
+            f"/orgs/{ORG}/venues/{VENUE}/occupancy",
+            params={"grain": "day", "from": "2026-08-01", "to": "2026-08-03"},
+            headers=auth(settings, ORG),
+        ) as r:
+            days = await r.json()
+            assert r.status == 200, days
+        async with s.get(
+            f"/orgs/{ORG}/venues/{VENUE}/occupancy",
+            params={"grain": "month", "from": "2026-08", "to": "2026-08"},
+            headers=auth(settings, ORG),
+        ) as r:
+            month = await r.json()
+            assert r.status == 200, month
+        async with s.get(
+            f"/orgs/{ORG}/venues/nowhere/occupancy",
+            params={"grain": "day", "from": "2026-08-01", "to": "2026-08-03"},
+            headers=auth(settings, ORG),
+        ) as r:
+            unknown = await r.json()
+            assert r.status == 404 and unknown["error"]["field"] == "venue", unknown
+        async with s.get(
+            f"/orgs/{ORG}/venues/{VENUE}/occupancy",
+            params={"grain": "month", "from": "2026-08-01", "to": "2026-08"},
+            headers=auth(settings, ORG),
+        ) as r:
+            bad = await r.json()
+            assert r.status == 400 and bad["error"]["field"] == "from", bad
+
+    assert [
+        (p["period"], p["available_slots"], p["occupied_slots"], p["occupancy_rate"])
+        for p in days["periods"]
+    ] == [
+        (
+            d.isoformat(),
+            available[d],
+            occupied[d],
+            pct(occupied[d], available[d]) if available[d] else None,
+        )
+        for d in august[:3]
+    ]
+    (m,) = month["periods"]
+    total_available, total_occupied = sum(available.values()), sum(occupied.values())
+    assert (m["available_slots"], m["occupied_slots"], m["closed_dates"]) == (
+        total_available,
+        total_occupied,
+        1,
+    )
+    assert m["occupancy_rate"] == pct(total_occupied, total_available)
