@@ -754,11 +754,10 @@ async def route_request(event: EventT[bytes]) -> ReportStatusName | None:
             await publish_status(_status(req, "failed", started, error=cause))
             REPORTS.labels(req.report_type, "failed").inc()
             return "failed"
-        if not is_new:
-            current = await report_db.current_status(conn, req.report_id)
-            if current not in ("queued", "processing"):
-                return None  # a redelivered request of a final report
-    if is_new:
+        current = "queued" if is_new else await report_db.current_status(conn, req.report_id)
+    if current not in ("queued", "processing"):
+        return None  # cancelled before it was routed, or a redelivered final report
+    if current == "queued":  # new here, or recorded by the HTTP view that accepted it
         await publish_status(_status(req, "queued", started))
     fut = await lane_topics[req.priority].send(
         key=cache.message_key(req.organization_id, key), value=raw

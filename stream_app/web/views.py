@@ -33,6 +33,7 @@ from stream_app.db import reports as report_db
 from stream_app.db.pool import get_pool
 from stream_app.db.tenancy import UnknownOrganizationError, fetch_organization
 from stream_app.observability import HTTP_REQUESTS, REGISTRY
+from stream_app.reports import cache as report_cache
 from stream_app.reports.agent import cancel_report, report_requests_topic
 from stream_app.schemas.base import EventValidationError, decode_event
 from stream_app.schemas.reports import ReportRequest
@@ -238,6 +239,18 @@ async def request_report(self: Any, request: web.Request, org: str) -> web.Strea
             principal.user_id,
             req.report_id,
             raw.decode(),
+        )
+        # recorded before it is published, so it can be read and cancelled at once
+        await report_db.insert_queued(
+            conn,
+            report_id=req.report_id,
+            organization_id=org,
+            user_id=principal.user_id,
+            report_type=req.report_type,
+            request=orjson.loads(raw),
+            priority=req.priority,
+            cache_strategy=req.cache_strategy,
+            cache_key=report_cache.cache_key(req),
         )
     try:
         fut = await report_requests_topic.send(key=f"{org}/{req.report_id}".encode(), value=raw)
