@@ -82,7 +82,7 @@ def expected(bookings: list[Booking]) -> dict[tuple[str, str], tuple[int, int, i
 
 
 def csv_figures(body: bytes) -> dict[tuple[str, str], tuple[int, int, int]]:
-    rows = csv.DictReader(io.StringIO(body.decode("utf-8")))
+    rows = csv.DictReader(io.StringIO(body.decode("utf-8-sig")))
     return {
         (r["venue_id"], r["month"]): (
             int(r["bookings"]),
@@ -111,6 +111,8 @@ async def folded_bookings(worker: WorkerProcess, settings: Settings, org: str) -
             url = f"/orgs/{org}/venues/{v}/metrics?grain=month&from=2026-01&to=2026-03"
             async with s.get(url, headers=auth(settings, org)) as r:
                 body = await r.json()
+                if r.status != 200:  # e.g. 503 while the worker restores its tables
+                    return -1
                 total += sum(p["bookings"] for p in body["periods"])
     return total
 
