@@ -41,6 +41,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import resource
 import shutil
 import threading
 import time
@@ -236,30 +238,80 @@ class _Run:
             self.query_s += time.perf_counter() - t0
 
 
-class _MemoryTracer:
-    """tracemalloc on while at least one report runs on this worker (see PerformanceMetrics)."""
+def _rss_bytes() -> int:
+    """Resident set size of this process now (``/proc/self/statm``; else the peak so far)."""
+    try:
+        with open("/proc/self/statm", "rb") as fh:
+            return int(fh.read().split()[1]) * _PAGE
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
-    def __init__(self) -> None:
-        self.active = 0
+
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+class _MemoryTracer:
+    """Peak memory of each running report, in one of two modes (``WEDDING_REPORT_MEMORY``).
+
+    - ``rss`` (default): a sampler thread reads the process's resident set size every 5 ms
+      while reports run; a report's figure is the peak RSS above the RSS at its start (what
+      it made the worker grow by; memory reused from earlier reports does not count again).
+    - ``tracemalloc``: peak of Python allocations above the level at the report's start
+      (exact for one report at a time, an upper bound when reports overlap; it slows
+      allocation-heavy rendering 2–5× here, hence not the default).
+    """
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+        self.active: dict[int, list[int]] = {}  # token -> [baseline, peak]
+        self._lock = threading.Lock()
+        self._next = 0
+        self._sampler: threading.Thread | None = None
 
     def begin(self) -> int:
-        """Start (or join) tracing; the traced bytes now (the report's baseline)."""
-        if self.active == 0:
-            tracemalloc.start()
-            tracemalloc.reset_peak()
-        self.active += 1
-        return tracemalloc.get_traced_memory()[0]
+        """Start measuring one report; returns its token."""
+        with self._lock:
+            self._next += 1
+            token = self._next
+            if self.mode == "tracemalloc":
+                if not self.active:
+                    tracemalloc.start()
+                    tracemalloc.reset_peak()
+                now = tracemalloc.get_traced_memory()[0]
+            else:
+                now = _rss_bytes()
+            self.active[token] = [now, now]
+            if self.mode != "tracemalloc" and self._sampler is None:
+                self._sampler = threading.Thread(target=self._sample, daemon=True)
+                self._sampler.start()
+        return token
 
-    def end(self, baseline: int) -> int:
-        """Leave tracing; the peak bytes above ``baseline`` since it began."""
-        peak = tracemalloc.get_traced_memory()[1] if tracemalloc.is_tracing() else baseline
-        self.active -= 1
-        if self.active == 0:
-            tracemalloc.stop()
+    def _sample(self) -> None:
+        while True:
+            with self._lock:
+                if not self.active:
+                    self._sampler = None
+                    return
+                rss = _rss_bytes()
+                for pair in self.active.values():
+                    pair[1] = max(pair[1], rss)
+            time.sleep(0.005)
+
+    def end(self, token: int) -> int:
+        """Stop measuring the report of ``token``; its peak bytes above its start."""
+        with self._lock:
+            baseline, peak = self.active.pop(token, [0, 0])
+            if self.mode == "tracemalloc":
+                if tracemalloc.is_tracing():
+                    peak = max(peak, tracemalloc.get_traced_memory()[1])
+                if not self.active:
+                    tracemalloc.stop()
+            else:
+                peak = max(peak, _rss_bytes())
         return max(0, peak - baseline)
 
 
-_memory = _MemoryTracer()
+_memory = _MemoryTracer(os.environ.get("WEDDING_REPORT_MEMORY", "rss"))
 
 _TIMED_METHODS = frozenset(
     {"fetch", "fetchrow", "fetchval", "execute", "executemany", "copy_from_query"}
@@ -472,7 +524,7 @@ async def _produce(
     key = cache.cache_key(req)
     ttl = CACHE_TTL_S[rtype.cache_class]
     pool = await get_pool(settings.postgres_dsn)
-    baseline = _memory.begin()
+    token = _memory.begin()
     peak = 0
     try:
         async with pool.acquire() as conn:
@@ -517,14 +569,14 @@ async def _produce(
                 cache.materialize, entry, req.organization_id, req.report_id
             )
     except Exception as exc:
-        peak = _memory.end(baseline)
-        baseline = -1
+        peak = _memory.end(token)
+        token = -1
         if isinstance(exc, ReportCancelledError):
             raise
         return await _fail(req, event, started, exc, run, peak)
     finally:
-        if baseline >= 0:
-            peak = _memory.end(baseline)
+        if token >= 0:
+            peak = _memory.end(token)
     age = max(0.0, (datetime.now(UTC) - entry.generated_at).total_seconds()) if hit else 0.0
     info = CacheInfo(
         level=level,

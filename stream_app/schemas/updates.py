@@ -123,9 +123,10 @@ class PerformanceMetrics(msgspec.Struct, frozen=True, kw_only=True):
         processing_ms: building the report's rows from what was read (build time − query).
         rendering_ms: writing every requested file (worker thread).
         total_ms: request read → final status.
-        peak_memory_bytes: peak of Python allocations (tracemalloc) above the level at the
-            report's start; reports that overlap on one worker share the process's peak, so
-            for them it is an upper bound.
+        peak_memory_bytes: peak memory of the worker above its level at the report's start,
+            bytes: resident set size sampled every 5 ms (default), or Python allocations
+            (tracemalloc) with ``WEDDING_REPORT_MEMORY=tracemalloc``; reports that overlap on
+            one worker share the process's peak (an upper bound for each).
         cpu_ms: CPU time of the render thread (``time.thread_time``) plus CPU time of the
             event-loop thread while building (which includes other work interleaved with it:
             an upper bound).
