@@ -256,6 +256,14 @@ async def request_report(self: Any, request: web.Request, org: str) -> web.Strea
         fut = await report_requests_topic.send(key=f"{org}/{req.report_id}".encode(), value=raw)
         await fut
     except KafkaError as exc:
+        async with pool.acquire() as conn:
+            await report_db.set_status(
+                conn,
+                req.report_id,
+                "failed",
+                error=f"could not enqueue: {exc}",
+                only_from=["queued"],
+            )
         raise ApiError(503, "unavailable", f"could not enqueue the request: {exc}") from None
     return web.json_response(
         {
