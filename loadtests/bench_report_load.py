@@ -10,7 +10,10 @@ and one worker:
 2. **cache**: N concurrent requests drawn from a pool of 100 distinct ones with Zipf-like
    popularity (dashboards asking for the same popular reports), ``use_cache``; prints the hit
    ratio (levels l1 / l2 / l3 and single-flight shares) and the generations actually run;
-3. **correctness after a data change**: one more booking of the City Hotel arriving in
+3. **shared levels**: the 20 most popular requests again on the restarted worker (level 2,
+   the cache table restored) and on a worker of another consumer group (level 3, the stored
+   artifacts found in PostgreSQL);
+4. **correctness after a data change**: one more booking of the City Hotel arriving in
    2016-08 is produced; once it is folded, the popular requests covering that month are asked
    again: each must be a miss and its CSV must show the month's bookings + 1, compared with
    the figures computed straight from the CSV file (:mod:`tests.e2e.helpers`).
@@ -198,15 +201,19 @@ async def run(path: Path, n: int, state: Path) -> None:
     await migrate(s.postgres_dsn)
     summary = await replay_hotel_bookings(s, path)
     print(f"replay: {summary.events:,} events produced")
-    worker = start_worker(
-        kafka_bootstrap=s.kafka_bootstrap,
-        postgres_dsn=s.postgres_dsn,
-        data_dir=state / "bench-worker",
-        log_path=state / "bench-worker.log",
-        artifact_dir=s.artifact_dir,
-        app_id="bench",
-        extra_env={"WEDDING_SCHEDULING": "0"},
-    )
+
+    def new_worker(app_id: str = "bench", **env: str) -> WorkerProcess:
+        return start_worker(
+            kafka_bootstrap=s.kafka_bootstrap,
+            postgres_dsn=s.postgres_dsn,
+            data_dir=state / f"worker-{app_id}",
+            log_path=state / f"worker-{app_id}.log",
+            artifact_dir=s.artifact_dir,
+            app_id=app_id,
+            extra_env={"WEDDING_SCHEDULING": "0", **env},
+        )
+
+    worker = new_worker()
     try:
         await worker.wait_ready(timeout_s=120, min_partitions=4)
         await wait_for_lag_zero(s.kafka_bootstrap, "bench", WEDDING_BOOKINGS, 1800, poll_s=0.5)
@@ -234,7 +241,7 @@ async def run(path: Path, n: int, state: Path) -> None:
         total_ms = sorted(st.performance.total_ms for st in final.values() if st.performance)
         print(
             f"load: per-report total time p50 {total_ms[len(total_ms) // 2]:,.0f} ms,"
-            f" p99 {total_ms[int(len(total_ms) * 0.99)]:,.0f} ms (request read -> final)"
+            f" p99 {total_ms[int(len(total_ms) * 0.99)]:,.0f} ms (read from its lane -> final)"
         )
         print(
             f"load: worker peak RSS {peak_rss(worker.process.pid) / 2**20:,.0f} MiB"
@@ -262,15 +269,37 @@ async def run(path: Path, n: int, state: Path) -> None:
         )
         assert all(st.status == "completed" for st in final.values())
 
+        # 4. the shared levels: the 20 most popular requests after a restart (l1 is empty, the
+        # cache table is back from RocksDB: l2), then on a worker of another consumer group
+        # (its own empty cache table; PostgreSQL and the artifact store are shared: l3)
+        top = [as_request(pool[i], "normal", "use_cache") for i in range(20)]
+        worker.stop()
+        worker = new_worker()
+        await worker.wait_ready(timeout_s=120, min_partitions=4)
+        _, again_a = await run_batch(s, top)
+        worker.stop()
+        other = new_worker("bench-other", WEDDING_OFFSET_RESET="latest")
+        try:
+            await other.wait_ready(timeout_s=120, min_partitions=4)
+            top = [as_request(pool[i], "normal", "use_cache") for i in range(20)]
+            _, again_b = await run_batch(s, top)
+        finally:
+            other.stop()
+        for label, res in (("restarted worker", again_a), ("another group's worker", again_b)):
+            lv = Counter(st.cache.level if st.cache else "none" for st in res.values())
+            print(f"shared levels: top 20 requests on a {label}: {dict(lv)}")
+        worker = new_worker()
+        await worker.wait_ready(timeout_s=120, min_partitions=4)
+
         # 3. correctness after a data change: one more City Hotel booking in 2016-08
         expected = expected_monthly_from_csv(path)
         covering = [
             b
-            for b in pool[:10]
+            for b in pool
             if b["date_from"] <= "2016-08-01"
             and b["date_to"] >= "2016-08-31"
             and b["data_filters"].get("venue_id", ["city-hotel"]) == ["city-hotel"]
-        ] or [
+        ][:5] or [
             {
                 "report_type": "monthly_booking_summary",
                 "date_from": "2016-08-01",

@@ -555,7 +555,10 @@ async def _produce(
                 )
 
             if req.cache_strategy == "use_cache":
-                entry, leader = await cache.single_flight.run(key, produce_entry)
+                # one flight per key *and* data versions: a request that saw newer data
+                # does not join a generation that started before the change
+                flight = f"{key}@{orjson.dumps(versions, option=orjson.OPT_SORT_KEYS).decode()}"
+                entry, leader = await cache.single_flight.run(flight, produce_entry)
                 level = "miss" if leader else "in_flight"
                 if not leader:
                     REPORT_CACHE.labels("in_flight", "hit").inc()
