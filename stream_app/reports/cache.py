@@ -31,8 +31,10 @@ the number of changed rows to a per-(organisation, stream) counter in PostgreSQL
 Invalidation therefore follows a table change by the time the metric update is consumed
 (milliseconds); a request in that gap can still be served the older copy.
 
-**Single flight**: identical requests (one cache key) that run at the same time on a worker
-share one generation (:class:`SingleFlight`); the others answer ``in_flight`` with its files.
+**Single flight**: identical requests (one cache key, same data versions) that run at the
+same time on a worker share one generation (:class:`SingleFlight`); the others answer
+``in_flight`` with its files. The lanes are keyed by cache key, so identical requests of one
+priority meet on one worker.
 
 **Strategies**: ``use_cache`` looks up and stores; ``refresh`` generates and stores; ``skip``
 (scheduled runs) generates and neither reads nor stores.
