@@ -1,9 +1,10 @@
 """``wedding-engine``: the one command line of the product.
 
 Subcommands: ``services`` (local Kafka + PostgreSQL), ``init`` (topics + migrations),
-``worker`` (a Faust worker), ``replay`` (the hotel data set to events), ``report`` (request a
-report and wait for it), ``cancel`` (cancel a queued or running report), ``token`` (a
-development API token), ``demo`` (all of it, end to end).
+``worker`` (a Faust worker), ``replay`` (the hotel data set to events), ``synth`` (load a
+synthetic business history into PostgreSQL), ``report`` (request a report and wait for it),
+``cancel`` (cancel a queued or running report), ``token`` (a development API token), ``demo``
+(all of it, end to end).
 
 When ``KAFKA_BOOTSTRAP`` / ``POSTGRES_DSN`` are not set, they are read from the services
 started by ``wedding-engine services up`` (``$WEDDING_STATE_DIR/services.json``).
@@ -95,6 +96,52 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         print(f"waiting until the workers of group {s.app_id!r} have folded every event...")
         took = asyncio.run(wait_for_lag_zero(s.kafka_bootstrap, s.app_id, WEDDING_BOOKINGS, 1800))
         print(f"all events are in the tables ({took:.0f} s)")
+    return 0
+
+
+def _cmd_synth(args: argparse.Namespace) -> int:
+    import asyncpg
+
+    from stream_app.db.migrate import migrate
+    from stream_app.settings import load_settings
+    from stream_app.synthetic.generator import SynthConfig
+    from stream_app.synthetic.load import load_synthetic
+
+    config = SynthConfig(
+        business=args.business,
+        weddings=args.weddings,
+        seed=args.seed,
+        organization_id=args.org,
+        start_year=args.start_year,
+        years=args.years,
+    )
+    s = load_settings()
+
+    def progress(done: int) -> None:
+        print(f"  {done:,} / {config.weddings:,} weddings", flush=True)
+
+    async def run() -> None:
+        await migrate(s.postgres_dsn)
+        conn = await asyncpg.connect(s.postgres_dsn)
+        try:
+            summary = await load_synthetic(conn, config, replace=args.replace, progress=progress)
+        except asyncpg.PostgresError as exc:
+            raise RuntimeError(f"database: {exc}") from exc
+        finally:
+            await conn.close()
+        org = summary.organization
+        print(
+            f"organisation {org.id!r} ({org.name}, {org.time_zone}, {org.currency}): "
+            f"{config.business}, seed {config.seed}, weddings {config.start_year}-"
+            f"{config.start_year + config.years - 1} (history ends {config.as_of})"
+        )
+        for table, count in summary.rows.items():
+            if count:
+                print(f"  {table}: {count:,} rows")
+        total = sum(summary.rows.values())
+        print(f"loaded {total:,} rows in {summary.seconds:.1f} s")
+
+    asyncio.run(run())
     return 0
 
 
@@ -193,6 +240,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="then wait until the worker group has folded every event into the tables",
     )
+    sy = sub.add_parser("synth", help="load a synthetic business history into PostgreSQL")
+    sy.add_argument("--business", required=True, choices=["photography", "catering", "planner"])
+    sy.add_argument("--weddings", type=int, required=True, help="1,000 to 1,000,000")
+    sy.add_argument("--seed", type=int, default=1, help="same seed, same rows")
+    sy.add_argument("--org", default=None, help="organisation id (default synth-<business>)")
+    sy.add_argument("--start-year", type=int, default=2023, help="first year of weddings")
+    sy.add_argument("--years", type=int, default=3, help="consecutive years (2 to 10)")
+    sy.add_argument("--replace", action="store_true", help="delete the organisation first")
     rep = sub.add_parser("report", help="request a report and wait for its final status")
     rep.add_argument("--org", required=True)
     rep.add_argument("--type", default="monthly_booking_summary")
@@ -229,6 +284,7 @@ def main(argv: list[str] | None = None) -> int:
         "init": _cmd_init,
         "worker": _cmd_worker,
         "replay": _cmd_replay,
+        "synth": _cmd_synth,
         "report": _cmd_report,
         "cancel": _cmd_cancel,
         "token": _cmd_token,

@@ -73,13 +73,40 @@ async def wait_for_lag_zero(
         TimeoutError: lag is still above zero after ``timeout_s`` seconds.
     """
     started = time.monotonic()
-    lag = -1
+    lag: dict[int, tuple[int, int]] = {}
     while time.monotonic() - started < timeout_s:
-        lag = await consumer_lag(bootstrap, group_id, topic)
-        if lag == 0:
+        lag = await partition_lag(bootstrap, group_id, topic)
+        if all(end <= done for end, done in lag.values()):
             return time.monotonic() - started
         await asyncio.sleep(poll_s)
-    raise TimeoutError(f"group {group_id!r} still {lag} messages behind on {topic!r}")
+    behind = {p: f"committed {done} of {end}" for p, (end, done) in lag.items() if end > done}
+    raise TimeoutError(f"group {group_id!r} still behind on {topic!r}: {behind}")
+
+
+async def partition_lag(bootstrap: str, group_id: str, topic: str) -> dict[int, tuple[int, int]]:
+    """``{partition: (end offset, committed offset)}`` of ``group_id`` on ``topic``.
+
+    A partition the group never committed has committed offset 0.
+    """
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await admin.start()
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in await _partitions(admin, topic)]
+        ends = await consumer.end_offsets(tps)
+        committed = await _committed(admin, group_id, tps)
+        out: dict[int, tuple[int, int]] = {}
+        for tp in tps:
+            meta = committed.get(tp)
+            out[tp.partition] = (
+                ends[tp],
+                meta.offset if meta is not None and meta.offset >= 0 else 0,
+            )
+        return out
+    finally:
+        await consumer.stop()
+        await admin.close()
 
 
 async def start_group_at_end(bootstrap: str, group_id: str, topics: list[str]) -> int:

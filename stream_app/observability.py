@@ -5,7 +5,7 @@ Names follow Prometheus conventions (``_total`` counters, base units: seconds, b
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -14,7 +14,8 @@ EVENTS_IN = Counter(
 )
 EVENTS_OUTCOME = Counter(
     "wedding_events_outcome_total",
-    "Events by outcome: counted, duplicate, dead_lettered.",
+    "Events by outcome: counted, late (counted, but too late for an event-time window),"
+    " duplicate, dead_lettered.",
     ["topic", "outcome"],
     registry=REGISTRY,
 )
@@ -57,5 +58,26 @@ REPORT_GENERATIONS = Counter(
     "wedding_report_generations_total",
     "Report generation attempts actually run (cache hits excluded), by type and outcome.",
     ["report_type", "outcome"],
+    registry=REGISTRY,
+)
+LATE_EVENTS = Counter(
+    "wedding_late_events_total",
+    "Events too late for a closed event-time window, per window grain.",
+    ["topic", "grain"],
+    registry=REGISTRY,
+)
+END_TO_END_SECONDS = Histogram(
+    "wedding_end_to_end_latency_seconds",
+    "From an event's Kafka timestamp (producer create time) to the publication of the metric"
+    " updates it caused.",
+    ["topic"],
+    registry=REGISTRY,
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+CONSUMER_LAG = Gauge(
+    "wedding_consumer_lag_messages",
+    "Messages of an input partition not yet read by this worker (highwater - next offset),"
+    " sampled after each batch.",
+    ["topic", "partition"],
     registry=REGISTRY,
 )

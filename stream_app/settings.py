@@ -36,6 +36,11 @@ class Settings:
         rocksdb_write_buffer_bytes: memtable size per partition (faust default 64 MiB × 3).
         batch_max_events / batch_max_seconds: an agent folds up to this many events, or what
             arrived within this many seconds, before it publishes the coalesced metric changes.
+        stall_report_s: seconds without fetch, processing or commit progress on an assigned
+            partition before faust logs its diagnosis (``WEDDING_STALL_REPORT_S``, 300).
+        grace_s: grace period of the event-time windows, seconds (event time): a window
+            accepts events until its partition's watermark passes its end by this much
+            (``WEDDING_GRACE_S``, default 3600).
         offset_reset: where a new consumer group starts reading the input topics,
             ``earliest`` (default: every event ever produced) or ``latest`` (only new ones;
             the worker commits the end offsets for the new group before it joins, see
@@ -87,6 +92,10 @@ class Settings:
         default_factory=lambda: float(_env("WEDDING_BATCH_MAX_SECONDS", "0.05"))
     )
     offset_reset: str = field(default_factory=lambda: _env("WEDDING_OFFSET_RESET", "earliest"))
+    stall_report_s: float = field(
+        default_factory=lambda: float(_env("WEDDING_STALL_REPORT_S", "300"))
+    )
+    grace_s: float = field(default_factory=lambda: float(_env("WEDDING_GRACE_S", "3600")))
     session_timeout_s: float = field(
         default_factory=lambda: float(_env("WEDDING_SESSION_TIMEOUT_S", "30"))
     )

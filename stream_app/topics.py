@@ -27,6 +27,7 @@ REPORT_LANES: dict[str, str] = {
 """Priority lane topics of the report agent (see :mod:`stream_app.reports.agent`)."""
 REPORT_CACHE_TOPIC = "report-cache"
 """Entries of the report cache's level 2 (see :mod:`stream_app.reports.cache`)."""
+LATE_EVENTS = "late-events"
 
 INPUT_TOPICS: tuple[str, ...] = (
     WEDDING_BOOKINGS,
@@ -42,6 +43,7 @@ ALL_TOPICS: tuple[str, ...] = (
     DEAD_LETTER,
     *REPORT_LANES.values(),
     REPORT_CACHE_TOPIC,
+    LATE_EVENTS,
 )
 
 

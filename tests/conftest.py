@@ -36,7 +36,8 @@ def state_dir() -> Iterator[Path]:
     path.mkdir(parents=True, exist_ok=True)
     path.chmod(0o755)
     yield path
-    shutil.rmtree(path, ignore_errors=True)
+    if os.environ.get("WEDDING_KEEP_TEST_STATE") != "1":  # 1: keep logs and data to debug
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -24,8 +24,11 @@ so table changes are visible at once instead of at the next commit (2.8 s by def
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections import defaultdict
-from collections.abc import AsyncIterable, Sequence
+from collections.abc import AsyncIterable, Mapping, Sequence
+from datetime import timedelta
 from typing import Any
 
 from faust.types import EventT
@@ -33,12 +36,20 @@ from faust.types import EventT
 from stream_app.agents.context import acting_for
 from stream_app.agents.deadletter import send_to_dead_letter
 from stream_app.agents.publisher import MetricPublisher
+from stream_app.agents.zones import OrganizationZones
 from stream_app.app import app, rocksdb_options, settings
-from stream_app.observability import EVENTS_IN, EVENTS_OUTCOME
+from stream_app.observability import (
+    CONSUMER_LAG,
+    END_TO_END_SECONDS,
+    EVENTS_IN,
+    EVENTS_OUTCOME,
+    LATE_EVENTS,
+)
 from stream_app.schemas.base import EventValidationError, decode_event
 from stream_app.schemas.bookings import BookingEvent
 from stream_app.schemas.updates import MetricValues
-from stream_app.tables.bookings import VenueTotals, fold_batch
+from stream_app.tables.bookings import VenueTotals, WindowPolicy, fold_batch
+from stream_app.topics import LATE_EVENTS as LATE_EVENTS_TOPIC
 from stream_app.topics import REALTIME_METRICS_UPDATES, WEDDING_BOOKINGS
 
 METRIC = "venue_bookings"
@@ -50,6 +61,9 @@ _raw: dict[str, Any] = {
     "value_serializer": "raw",
 }
 bookings_topic = app.topic(WEDDING_BOOKINGS, partitions=settings.topic_partitions, **_raw)
+late_events_topic = app.topic(LATE_EVENTS_TOPIC, partitions=settings.topic_partitions, **_raw)
+zones = OrganizationZones(settings.postgres_dsn)
+GRACE = timedelta(seconds=settings.grace_s)
 
 venue_bookings = app.Table(
     "venue-bookings",
@@ -97,6 +111,53 @@ async def validate(event: EventT[bytes]) -> BookingEvent | None:
     return booking
 
 
+async def send_late(
+    events: Sequence[EventT[bytes]],
+    valid: Sequence[tuple[int, BookingEvent]],
+    late: Mapping[int, Sequence[str]],
+) -> None:
+    """Copy each late event (original key and value) to ``late-events``; await the acks.
+
+    Headers: ``late.grains`` (comma-separated window grains it missed), ``late.grace_s``,
+    ``late.source.topic`` / ``.partition`` / ``.offset``.
+    """
+    by_offset = {e.message.offset: e for e in events}
+    futs = []
+    for index, grains in late.items():
+        offset, _ = valid[index]
+        msg = by_offset[offset].message
+        for grain in grains:
+            LATE_EVENTS.labels(WEDDING_BOOKINGS, grain).inc()
+        headers = [
+            ("late.grains", ",".join(grains).encode()),
+            ("late.grace_s", str(settings.grace_s).encode()),
+            ("late.source.topic", msg.topic.encode()),
+            ("late.source.partition", str(msg.partition).encode()),
+            ("late.source.offset", str(msg.offset).encode()),
+        ]
+        futs.append(await late_events_topic.send(key=msg.key, value=msg.value, headers=headers))
+    await asyncio.gather(*futs)
+
+
+def observe_batch(batch: Sequence[EventT[bytes]]) -> None:
+    """Record end-to-end latency (Kafka timestamp → now) and the lag of each partition."""
+    now = time.time()
+    last: dict[int, int] = {}
+    for event in batch:
+        END_TO_END_SECONDS.labels(WEDDING_BOOKINGS).observe(max(0.0, now - event.message.timestamp))
+        last[event.message.partition] = event.message.offset
+    for partition, offset in last.items():
+        tp = batch[-1].message.tp._replace(partition=partition)
+        try:
+            highwater = app.consumer.highwater(tp)
+        except Exception:  # noqa: BLE001 - a partition revoked meanwhile has no highwater
+            continue
+        if highwater is not None:
+            CONSUMER_LAG.labels(WEDDING_BOOKINGS, str(partition)).set(
+                max(0, highwater - offset - 1)
+            )
+
+
 async def process_partition_batch(events: Sequence[EventT[bytes]]) -> None:
     """Validate, fold and write one partition's share of a batch (ascending offsets)."""
     valid: list[tuple[int, BookingEvent]] = []
@@ -108,14 +169,19 @@ async def process_partition_batch(events: Sequence[EventT[bytes]]) -> None:
             valid.append((event.message.offset, booking))
     if not valid:
         return
+    await zones.load(b.organization_id for _, b in valid)
+    partition = events[-1].message.partition
+    policy = WindowPolicy(zones.zone_of, GRACE, lambda org: f"~watermark/{partition}/{org}")
     with acting_for(events[-1]):  # reads and writes in this partition's store
-        result = fold_batch(venue_bookings.get, valid)
+        result = fold_batch(venue_bookings.get, valid, policy)
         for key, value in result.writes:
             venue_bookings[key] = value
-    for outcome in ("counted", "duplicate"):
+    for outcome in ("counted", "late", "duplicate"):
         n = result.outcomes.count(outcome)
         if n:
             EVENTS_OUTCOME.labels(WEDDING_BOOKINGS, outcome).inc(n)
+    if result.late:
+        await send_late(events, valid, result.late)
     for c in result.changes:
         publisher.record(
             metric=METRIC,
@@ -143,3 +209,4 @@ async def bookings_agent(stream: AsyncIterable[Any]) -> None:
         for events in by_partition.values():
             await process_partition_batch(events)
         await publisher.publish(app.producer, REALTIME_METRICS_UPDATES)
+        observe_batch(batch)

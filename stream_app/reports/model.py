@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
 from typing import Literal
 
-ColumnType = Literal["text", "int", "money", "percent", "date", "month"]
+ColumnType = Literal["text", "int", "money", "percent", "decimal", "date", "month"]
 Cell = str | int | None
 ChartKind = Literal["column", "line"]
 
@@ -21,7 +22,9 @@ class Column:
         name: machine name (CSV header, JSON key).
         type: how to render it: ``money`` cells are exact decimal strings in the row's currency
             (``"11601850.23"``), ``percent`` cells decimal strings with two decimals
-            (``"27.76"``), ``int`` integers, ``month`` ``YYYY-MM``, ``date`` ``YYYY-MM-DD``.
+            (``"27.76"``), ``decimal`` exact decimal strings of a quantity that is neither
+            money nor a percentage, its unit in the description (``"3.25"`` days), ``int``
+            integers, ``month`` ``YYYY-MM``, ``date`` ``YYYY-MM-DD``.
         description: what the column means, with its unit.
     """
 
@@ -124,18 +127,36 @@ class ReportTable:
     validation: Sequence[str] = field(default_factory=tuple)
 
 
+_SECTION_NAME = re.compile(r"[a-z0-9_]+")
+
+
+def check_sections(table: ReportTable) -> None:
+    """Check that every section name is ``[a-z0-9_]+`` and unique in the report.
+
+    Raises:
+        ValueError: naming the section and the reason.
+    """
+    seen: set[str] = set()
+    for section in table.sections:
+        if not _SECTION_NAME.fullmatch(section.name):
+            raise ValueError(f"section name {section.name!r}: must match [a-z0-9_]+")
+        if section.name in seen:
+            raise ValueError(f"section name {section.name!r}: used twice in the report")
+        seen.add(section.name)
+
+
 def display_text(value: Cell, column_type: ColumnType) -> str:
     """``value`` as a person reads it in a PDF or a slide, with every digit kept.
 
-    ``int`` and ``money`` get thousands separators (``1,234`` and ``11,601,850.23``: the
-    money string's decimals are kept as they are), ``percent`` gets a ``%`` sign
+    ``int``, ``money`` and ``decimal`` get thousands separators (``1,234`` and
+    ``11,601,850.23``: the string's decimals are kept as they are), ``percent`` gets a ``%`` sign
     (``27.76%``), empty cells are ``""``; other values are shown unchanged.
     """
     if value is None:
         return ""
     if isinstance(value, int):
         return f"{value:,}"
-    if column_type == "money":
+    if column_type in ("money", "decimal"):
         return format(Decimal(value), ",")
     if column_type == "percent":
         return f"{value}%"

@@ -131,4 +131,11 @@ def all_types() -> list[ReportType]:
 
 def _load_builtin() -> None:
     # importing a report module registers it
-    from stream_app.reports import booking_summary  # noqa: F401
+    from stream_app.reports import (  # noqa: F401
+        booking_summary,
+        catering_cost,
+        compliance,
+        occupancy,
+        photography_business,
+        planner_portfolio,
+    )

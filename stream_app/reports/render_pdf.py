@@ -1,9 +1,13 @@
 """PDF renderer: a :class:`ReportTable` as a paginated PDF with a chart and the data table.
 
 Layout: title and organisation, a metadata block (organisation, id, time zone, period, rows,
-notes), the chart of the table's :class:`~stream_app.reports.model.ChartSpec` (a reportlab
-bar or line chart drawn as vectors, with a legend), then the table with its header row
-repeated on every page. Pages are A4, landscape when the table has more than
+notes), the key figures (``kpis``: a two-column block of label and value, when there are
+any), the validation findings ("Data validation": one line each, or "No findings."), the
+chart of the table's :class:`~stream_app.reports.model.ChartSpec` (a reportlab bar or line
+chart drawn as vectors, with a legend), then the table with its header row repeated on every
+page; then, for each :class:`~stream_app.reports.model.ReportSection` in order, its title as
+a heading, its notes, its chart and its table, laid out and capped like the main ones. Pages
+are A4, landscape when the main table or a section has at least
 :data:`LANDSCAPE_FROM_COLUMNS` columns; every page has a footer with the report, the
 organisation and the page number.
 
@@ -15,16 +19,17 @@ path and the package. Right-to-left scripts are drawn in logical order, without 
 
 Size: a PDF is a document to read, not a data dump; it lists the first
 :data:`MAX_TABLE_ROWS` rows and, when there are more, says so above and below the table
-("the first N of M rows; all M rows are in the CSV, JSON and Excel files"). The chart and
-the row count always cover every row. ``out.rows`` is set to the number of rows listed. A
-text cell longer than :data:`MAX_CELL_CHARS` is likewise cut with a note saying so.
+("the first N of M rows; all M rows are in the CSV, JSON and Excel files"); each section's
+table is capped the same way. The charts and the row counts always cover every row.
+``out.rows`` is set to the number of rows of the main table listed. A text cell longer than
+:data:`MAX_CELL_CHARS` is likewise cut with a note saying so.
 """
 
 from __future__ import annotations
 
 import io
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,8 +62,11 @@ from stream_app.reports.model import (
     Cell,
     ChartAccumulator,
     ChartData,
+    ChartSpec,
     Column,
+    Kpi,
     ReportTable,
+    check_sections,
     display_text,
 )
 
@@ -101,7 +109,7 @@ MAX_CHART_SERIES = 32
 
 _HEADER_BG = colors.HexColor("#DDE4EE")
 _STRIPE_BG = colors.HexColor("#F4F6F9")
-_NUMERIC = frozenset({"int", "money", "percent"})
+_NUMERIC = frozenset({"int", "money", "percent", "decimal"})
 _MAX_CHART_CATEGORY_LABELS = 24
 
 
@@ -150,31 +158,23 @@ def _register_fonts() -> _Fonts:
 def render_pdf(table: ReportTable, out: HashingWriter) -> None:
     """Write ``table`` as a PDF document to ``out`` (see the module docstring for layout).
 
-    Reads ``table.rows`` once, keeping at most :data:`MAX_TABLE_ROWS` rows in memory; the
-    document is assembled in memory (bounded by that cap) and written to ``out`` at the end.
-    Sets ``out.rows`` to the number of rows listed in the table.
+    Reads ``table.rows`` and each section's rows once, keeping at most
+    :data:`MAX_TABLE_ROWS` rows of each in memory; the document is assembled in memory
+    (bounded by that cap) and written to ``out`` at the end. Sets ``out.rows`` to the number
+    of rows of the main table listed.
 
     Raises:
         FontMissingError: DejaVu Sans or Droid Sans Fallback is not installed (the message
             names the path and the Debian package).
-        ValueError: a row has the wrong number of cells, or the chart spec names an unknown
-            or non-numeric column.
+        ValueError: a row has the wrong number of cells, a chart spec names an unknown or
+            non-numeric column, or two sections share a name.
     """
+    check_sections(table)
     fonts = _register_fonts()
     columns = list(table.columns)
-    chart = ChartAccumulator(table.chart, columns) if table.chart is not None else None
-    listed: list[Sequence[Cell]] = []
-    total = 0
-    for row in table.rows:
-        if len(row) != len(columns):
-            raise ValueError(f"row {total + 1} has {len(row)} cells for {len(columns)} columns")
-        if total < MAX_TABLE_ROWS:
-            listed.append(row)
-        if chart is not None:
-            chart.add(row)
-        total += 1
-
-    pagesize = landscape(A4) if len(columns) >= LANDSCAPE_FROM_COLUMNS else A4
+    listed, total, data = _read(columns, table.rows, table.chart, "the table")
+    widest = max([len(columns), *(len(s.columns) for s in table.sections)])
+    pagesize = landscape(A4) if widest >= LANDSCAPE_FROM_COLUMNS else A4
     margin = 15 * mm
     width = pagesize[0] - 2 * margin
     styles = _Styles()
@@ -186,40 +186,32 @@ def render_pdf(table: ReportTable, out: HashingWriter) -> None:
         Paragraph(text.markup(table.organization_name), styles.subtitle),
         _metadata_block(table, total, text, styles, width),
     ]
-    data = chart.result() if chart is not None else None
-    if data is not None and data.categories and data.series:
+    if table.kpis:
         story.append(Spacer(1, 6 * mm))
-        story.append(
-            KeepTogether(
-                [
-                    Paragraph(text.markup(data.spec.title), styles.heading),
-                    _chart_drawing(data, text, width, 80 * mm),
-                ]
-            )
-        )
-        if len(data.series) > MAX_CHART_SERIES:
-            story.append(
-                Paragraph(
-                    f"The chart shows the first {MAX_CHART_SERIES} of {len(data.series)} series.",
-                    styles.note,
-                )
-            )
+        story.append(Paragraph("Key figures", styles.heading))
+        story.append(_kpi_block(table.kpis, text, styles, width))
+    story.append(Spacer(1, 6 * mm))
+    story.append(Paragraph("Data validation", styles.heading))
+    story.extend(Paragraph("• " + text.markup(f), styles.finding) for f in table.validation)
+    if not table.validation:
+        story.append(Paragraph("No findings.", styles.note))
+    story.extend(_chart_flowables(data, text, styles, width))
     story.append(Spacer(1, 6 * mm))
     story.append(Paragraph("Data", styles.heading))
-    cap_note = (
-        f"This PDF lists the first {len(listed):,} of {total:,} rows; all {total:,} rows "
-        "are in the CSV, JSON and Excel files of this report."
-        if total > len(listed)
-        else None
-    )
-    if cap_note:
-        story.append(Paragraph(cap_note, styles.warning))
-    story.append(_data_table(columns, listed, text, styles, width))
-    if cap_note:
-        story.append(Spacer(1, 3 * mm))
-        story.append(Paragraph(cap_note, styles.warning))
-    if total == 0:
-        story.append(Paragraph("No rows.", styles.note))
+    story.extend(_table_flowables(columns, listed, total, text, styles, width))
+
+    for section in table.sections:
+        s_columns = list(section.columns)
+        s_listed, s_total, s_data = _read(
+            s_columns, section.rows, section.chart, f"section {section.name!r}"
+        )
+        story.append(Spacer(1, 8 * mm))
+        story.append(Paragraph(text.markup(section.title), styles.section))
+        story.extend(Paragraph(text.markup(note), styles.note) for note in section.notes)
+        story.extend(_chart_flowables(s_data, text, styles, width))
+        if s_data is not None:
+            story.append(Spacer(1, 4 * mm))
+        story.extend(_table_flowables(s_columns, s_listed, s_total, text, styles, width))
 
     footer_markup = text.markup(f"{title} · {table.organization_name}")
 
@@ -252,6 +244,106 @@ def render_pdf(table: ReportTable, out: HashingWriter) -> None:
     out.rows = len(listed)
 
 
+def _read(
+    columns: Sequence[Column],
+    rows: Iterable[Sequence[Cell]],
+    spec: ChartSpec | None,
+    what: str,
+) -> tuple[list[Sequence[Cell]], int, ChartData | None]:
+    """Read ``rows`` once: the first :data:`MAX_TABLE_ROWS` rows, the count, the chart."""
+    chart = ChartAccumulator(spec, columns) if spec is not None else None
+    listed: list[Sequence[Cell]] = []
+    total = 0
+    for row in rows:
+        if len(row) != len(columns):
+            raise ValueError(
+                f"{what}: row {total + 1} has {len(row)} cells for {len(columns)} columns"
+            )
+        if total < MAX_TABLE_ROWS:
+            listed.append(row)
+        if chart is not None:
+            chart.add(row)
+        total += 1
+    return listed, total, chart.result() if chart is not None else None
+
+
+def _chart_flowables(
+    data: ChartData | None, text: _Text, styles: _Styles, width: float
+) -> list[Flowable]:
+    """The chart's heading and drawing (and a note past :data:`MAX_CHART_SERIES`), or
+    nothing when there is nothing to plot."""
+    if data is None or not data.categories or not data.series:
+        return []
+    out: list[Flowable] = [
+        Spacer(1, 6 * mm),
+        KeepTogether(
+            [
+                Paragraph(text.markup(data.spec.title), styles.heading),
+                _chart_drawing(data, text, width, 80 * mm),
+            ]
+        ),
+    ]
+    if len(data.series) > MAX_CHART_SERIES:
+        out.append(
+            Paragraph(
+                f"The chart shows the first {MAX_CHART_SERIES} of {len(data.series)} series.",
+                styles.note,
+            )
+        )
+    return out
+
+
+def _table_flowables(
+    columns: Sequence[Column],
+    listed: Sequence[Sequence[Cell]],
+    total: int,
+    text: _Text,
+    styles: _Styles,
+    width: float,
+) -> list[Flowable]:
+    """A table of the listed rows, with the cap stated above and below it when it applies."""
+    out: list[Flowable] = []
+    cap_note = (
+        f"This PDF lists the first {len(listed):,} of {total:,} rows; all {total:,} rows "
+        "are in the CSV, JSON and Excel files of this report."
+        if total > len(listed)
+        else None
+    )
+    if cap_note:
+        out.append(Paragraph(cap_note, styles.warning))
+    out.append(_data_table(columns, listed, text, styles, width))
+    if cap_note:
+        out.append(Spacer(1, 3 * mm))
+        out.append(Paragraph(cap_note, styles.warning))
+    if total == 0:
+        out.append(Paragraph("No rows.", styles.note))
+    return out
+
+
+def _kpi_block(kpis: Sequence[Kpi], text: _Text, styles: _Styles, width: float) -> Table:
+    """The key figures: label on the left, value (as the report states it) on the right."""
+    data = [
+        [
+            Paragraph(text.markup(k.label), styles.meta_value),
+            Paragraph(text.markup(k.value), styles.kpi_value),
+        ]
+        for k in kpis
+    ]
+    block = Table(data, colWidths=[min(110 * mm, width * 0.6), 60 * mm], hAlign="LEFT")
+    block.setStyle(
+        TableStyle(
+            [
+                ("VALIGN", (0, 0), (-1, -1), "TOP"),
+                ("LINEBELOW", (0, 0), (-1, -1), 0.3, colors.HexColor("#DDDDDD")),
+                ("TOPPADDING", (0, 0), (-1, -1), 2),
+                ("BOTTOMPADDING", (0, 0), (-1, -1), 2),
+                ("LEFTPADDING", (0, 0), (-1, -1), 0),
+            ]
+        )
+    )
+    return block
+
+
 class _Styles:
     def __init__(self) -> None:
         self.title = ParagraphStyle("title", fontName=BOLD_FONT, fontSize=18, leading=22)
@@ -260,6 +352,20 @@ class _Styles:
         )
         self.heading = ParagraphStyle(
             "heading", fontName=BOLD_FONT, fontSize=12, leading=15, spaceAfter=2 * mm
+        )
+        self.section = ParagraphStyle(
+            "section",
+            fontName=BOLD_FONT,
+            fontSize=14,
+            leading=18,
+            spaceAfter=2 * mm,
+            keepWithNext=1,  # never the last line of a page
+        )
+        self.finding = ParagraphStyle(
+            "finding", fontName=FONT, fontSize=9, leading=11, leftIndent=8, firstLineIndent=-8
+        )
+        self.kpi_value = ParagraphStyle(
+            "kpi_value", fontName=BOLD_FONT, fontSize=10, leading=12, alignment=TA_RIGHT
         )
         self.note = ParagraphStyle("note", fontName=FONT, fontSize=8, leading=10, spaceBefore=1)
         self.warning = ParagraphStyle(

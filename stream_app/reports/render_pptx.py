@@ -3,28 +3,36 @@
 Slides, in order:
 
 1. Title: the report, the organisation, the period and time zone.
-2. Key figures (one slide per :data:`KPIS_PER_SLIDE` figures): the row count, then the total
+2. Headline figures (when the table has ``kpis``; one slide per :data:`KPIS_PER_SLIDE`):
+   the report's own key figures, label and value as the report states them.
+3. Key figures (one slide per :data:`KPIS_PER_SLIDE` figures): the row count, then the total
    of every series of the table's chart (e.g. ``revenue (EUR)``: revenue summed over all rows
    in EUR). A table without a chart gets the total of every ``money`` and ``int`` column,
    per currency when the table has a ``currency`` column.
-3. The chart (when the table has a chart spec and rows): a native PowerPoint chart built from
+4. Data validation (when there are findings; :data:`FINDINGS_PER_SLIDE` a slide): one
+   finding a line.
+5. The chart (when the table has a chart spec and rows): a native PowerPoint chart built from
    chart data (clustered columns or lines), editable in PowerPoint, one series per chart
    series.
-4. Table slides, :data:`ROWS_PER_SLIDE` rows each, at most :data:`MAX_TABLE_SLIDES` of them.
-5. Notes: the table's notes and the row count; when the table slides do not hold every row,
-   this last slide says how many rows the deck shows and that all rows are in the CSV, JSON
-   and Excel files. That is a stated summary, not a silent truncation: a deck is for
-   presenting, the data files are for the data.
+6. Table slides, :data:`ROWS_PER_SLIDE` rows each, at most :data:`MAX_TABLE_SLIDES` of them.
+7. Per section (:class:`~stream_app.reports.model.ReportSection`), in order: its chart slide
+   (native, as above) and its table slides titled ``<section title>: rows a–b of n``
+   (capped like the main table; a section without rows gets one slide saying so).
+8. Notes (:data:`NOTES_PER_SLIDE` lines a slide): the table's notes, each section's notes
+   and the row counts, and "Data validation: no findings." when there are none; when table
+   slides do not hold every row of a table, these slides say how many rows the deck shows
+   and that all rows are in the CSV, JSON and Excel files. That is a stated summary, not a
+   silent truncation: a deck is for presenting, the data files are for the data.
 
 All totals are exact decimal sums, shown with thousands separators. A table cell longer than
 :data:`MAX_CELL_CHARS` characters is cut there and says how many characters follow.
-``out.rows`` is set to the number of rows shown on the table slides.
+``out.rows`` is set to the number of rows of the main table shown on the table slides.
 """
 
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -42,8 +50,10 @@ from stream_app.reports.model import (
     Cell,
     ChartAccumulator,
     ChartData,
+    ChartSpec,
     Column,
     ReportTable,
+    check_sections,
     display_text,
 )
 
@@ -64,10 +74,16 @@ MAX_CELL_CHARS = 120
 KPIS_PER_SLIDE = 6
 """Key figures on one slide (two rows of three)."""
 
+FINDINGS_PER_SLIDE = 8
+"""Validation findings on one slide."""
+
+NOTES_PER_SLIDE = 10
+"""Lines on one notes slide (further ones go to ``Notes (2)``, ...)."""
+
 _WIDTH = Inches(13.333)
 _HEIGHT = Inches(7.5)
 _MARGIN = Inches(0.5)
-_NUMERIC = frozenset({"int", "money", "percent"})
+_NUMERIC = frozenset({"int", "money", "percent", "decimal"})
 _ACCENT = _RGB(0x1F, 0x4E, 0x79)
 _HEADER_FILL = _RGB(0xDD, 0xE4, 0xEE)
 _KPI_FILL = _RGB(0xF2, 0xF5, 0xF9)
@@ -85,23 +101,10 @@ def render_pptx(table: ReportTable, out: HashingWriter) -> None:
         ValueError: a row has the wrong number of cells, a ``money`` or ``int`` cell is not
             a number, or the chart spec names an unknown or non-numeric column.
     """
+    check_sections(table)
     columns = list(table.columns)
-    chart = ChartAccumulator(table.chart, columns) if table.chart is not None else None
-    totals = None if chart is not None else _Totals(columns)
-    cap = ROWS_PER_SLIDE * MAX_TABLE_SLIDES
-    shown: list[Sequence[Cell]] = []
-    total = 0
-    for row in table.rows:
-        if len(row) != len(columns):
-            raise ValueError(f"row {total + 1} has {len(row)} cells for {len(columns)} columns")
-        if total < cap:
-            shown.append(row)
-        if chart is not None:
-            chart.add(row)
-        if totals is not None:
-            totals.add(row)
-        total += 1
-    data = chart.result() if chart is not None else None
+    totals = None if table.chart is not None else _Totals(columns)
+    shown, total, data = _read(columns, table.rows, table.chart, totals, "the table")
 
     prs: Any = Presentation()
     prs.slide_width = _WIDTH
@@ -124,49 +127,123 @@ def render_pptx(table: ReportTable, out: HashingWriter) -> None:
         f"{table.date_from.isoformat()} to {table.date_to.isoformat()} ({table.time_zone})"
     )
 
+    _kpi_slides(prs, "Headline figures", [(k.label, k.value) for k in table.kpis])
     kpis: list[tuple[str, str]] = [("Rows", f"{total:,}")]
     if data is not None:
         kpis.extend(_series_totals(data))
     elif totals is not None:
         kpis.extend(totals.result())
+    _kpi_slides(prs, "Key figures", kpis)
+
+    findings = list(table.validation)
+    for start in range(0, len(findings), FINDINGS_PER_SLIDE):
+        part = (
+            "" if len(findings) <= FINDINGS_PER_SLIDE else f" ({start // FINDINGS_PER_SLIDE + 1})"
+        )
+        _text_slide(prs, f"Data validation{part}", findings[start : start + FINDINGS_PER_SLIDE])
+
+    lines = list(table.notes)
+    lines.append(_shown_line("The table slides", len(shown), total))
+    _table_slides(prs, "Data", columns, shown, total, data, say_empty=False)
+    for section in table.sections:
+        s_columns = list(section.columns)
+        s_shown, s_total, s_data = _read(
+            s_columns, section.rows, section.chart, None, f"section {section.name!r}"
+        )
+        _table_slides(prs, section.title, s_columns, s_shown, s_total, s_data, say_empty=True)
+        lines.extend(f"{section.title}: {note}" for note in section.notes)
+        lines.append(_shown_line(f"The slides of {section.title}", len(s_shown), s_total))
+    if not findings:
+        lines.append("Data validation: no findings.")
+
+    for start in range(0, len(lines), NOTES_PER_SLIDE):
+        part = "" if len(lines) <= NOTES_PER_SLIDE else f" ({start // NOTES_PER_SLIDE + 1})"
+        _text_slide(prs, f"Notes{part}", lines[start : start + NOTES_PER_SLIDE])
+    buf = io.BytesIO()
+    prs.save(buf)
+    out.write(buf.getvalue())
+    out.rows = len(shown)
+
+
+def _read(
+    columns: Sequence[Column],
+    rows: Iterable[Sequence[Cell]],
+    spec: ChartSpec | None,
+    totals: _Totals | None,
+    what: str,
+) -> tuple[list[Sequence[Cell]], int, ChartData | None]:
+    """Read ``rows`` once: the rows the table slides show, the row count, the chart data."""
+    chart = ChartAccumulator(spec, columns) if spec is not None else None
+    cap = ROWS_PER_SLIDE * MAX_TABLE_SLIDES
+    shown: list[Sequence[Cell]] = []
+    total = 0
+    for row in rows:
+        if len(row) != len(columns):
+            raise ValueError(
+                f"{what}: row {total + 1} has {len(row)} cells for {len(columns)} columns"
+            )
+        if total < cap:
+            shown.append(row)
+        if chart is not None:
+            chart.add(row)
+        if totals is not None:
+            totals.add(row)
+        total += 1
+    return shown, total, chart.result() if chart is not None else None
+
+
+def _shown_line(what: str, shown: int, total: int) -> str:
+    if total > shown:
+        return (
+            f"{what} show the first {shown:,} of {total:,} rows; all {total:,} rows are in "
+            "the CSV, JSON and Excel files of this report."
+        )
+    return f"{what} show all {total:,} rows."
+
+
+def _kpi_slides(prs: Any, title: str, kpis: Sequence[tuple[str, str]]) -> None:
     for start in range(0, len(kpis), KPIS_PER_SLIDE):
         part = "" if len(kpis) <= KPIS_PER_SLIDE else f" ({start // KPIS_PER_SLIDE + 1})"
-        _kpi_slide(prs, f"Key figures{part}", kpis[start : start + KPIS_PER_SLIDE])
+        _kpi_slide(prs, f"{title}{part}", kpis[start : start + KPIS_PER_SLIDE])
 
+
+def _table_slides(
+    prs: Any,
+    title: str,
+    columns: Sequence[Column],
+    shown: Sequence[Sequence[Cell]],
+    total: int,
+    data: ChartData | None,
+    say_empty: bool,
+) -> None:
+    """The chart slide (if any) and the table slides of one table; with ``say_empty``, a
+    slide saying "No rows." when there are none."""
     if data is not None and data.categories and data.series:
         _chart_slide(prs, data)
-
     for start in range(0, len(shown), ROWS_PER_SLIDE):
         chunk = shown[start : start + ROWS_PER_SLIDE]
         _table_slide(
             prs,
-            f"Data: rows {start + 1:,}–{start + len(chunk):,} of {total:,}",
+            f"{title}: rows {start + 1:,}–{start + len(chunk):,} of {total:,}",
             columns,
             chunk,
         )
+    if say_empty and not shown:
+        _text_slide(prs, title, ["No rows."])
 
-    slide = _titled(prs, "Notes")
-    lines = list(table.notes)
-    if total > len(shown):
-        lines.append(
-            f"The table slides show the first {len(shown):,} of {total:,} rows; all "
-            f"{total:,} rows are in the CSV, JSON and Excel files of this report."
-        )
-    else:
-        lines.append(f"The table slides show all {total:,} rows.")
+
+def _text_slide(prs: Any, title: str, lines: Sequence[str]) -> None:
+    """A titled slide of text lines: 18 pt for up to 6 lines, 14 pt for more."""
+    slide = _titled(prs, title)
+    size = Pt(18) if len(lines) <= 6 else Pt(14)
     body = slide.shapes.add_textbox(_MARGIN, Inches(1.5), _WIDTH - 2 * _MARGIN, Inches(5))
     frame = body.text_frame
     frame.word_wrap = True
     for i, line in enumerate(lines):
         para = frame.paragraphs[0] if i == 0 else frame.add_paragraph()
         para.text = line
-        para.font.size = Pt(18)
+        para.font.size = size
         para.space_after = Pt(8)
-
-    buf = io.BytesIO()
-    prs.save(buf)
-    out.write(buf.getvalue())
-    out.rows = len(shown)
 
 
 def _titled(prs: Any, title: str) -> Any:

@@ -1,4 +1,4 @@
-"""Excel renderer: a :class:`ReportTable` as an ``.xlsx`` workbook with typed cells and a chart.
+r"""Excel renderer: a :class:`ReportTable` as an ``.xlsx`` workbook with typed cells and a chart.
 
 Sheets, in order:
 
@@ -8,16 +8,25 @@ Sheets, in order:
   dropped.
 - ``chart`` (when the table has a :class:`~stream_app.reports.model.ChartSpec` and rows): the
   summed figures per category and a native Excel chart of them.
-- ``metadata``: organisation, time zone, date range, row count, sheets, notes and the column
-  definitions.
+- per section (:class:`~stream_app.reports.model.ReportSection`), in order: a sheet named
+  after the section's ``name`` laid out like ``data`` (continuing on ``<sheet> (2)``, ... past
+  the row limit), then, when it has a chart and rows, ``<sheet> chart`` laid out like
+  ``chart``. Sheet names follow Excel's rules: at most 31 characters (a long name is cut to
+  fit its suffix), none of ``[ ] : * ? / \``, unique without regard to case (a name already
+  taken gets ``~2``, ``~3``, ...); ``metadata`` is reserved.
+- ``metadata``: organisation, time zone, date range, row count, sheets, notes, the sections
+  (title, sheets, rows, chart sheet, notes), the key figures (``kpis``: label and value as
+  text, as the report states them), the validation findings (one per row, or "no findings")
+  and the column definitions of the main table and of every section.
 
 Cells are typed: ``int`` cells are numbers (format ``#,##0``); ``money`` cells are numbers
 shown with the row currency's ISO 4217 minor-unit digits and its code (``#,##0.00 "EUR"``,
 ``#,##0 "JPY"``, ``#,##0.000 "KWD"``; the row's currency is the text column named
 ``currency``, else the number of decimals in the cell); ``percent`` cells (``"27.76"``
-meaning 27.76 %) are the fraction 0.2776 with the format ``0.00%``; ``month`` and ``date``
-cells are Excel dates (``yyyy-mm``, ``yyyy-mm-dd``); text is always written as a string,
-never as a formula, so ``=HYPERLINK(...)`` stays inert text.
+meaning 27.76 %) are the fraction 0.2776 with the format ``0.00%``; ``decimal`` cells are
+numbers shown with their own decimals (``#,##0.00``), exact by the same rule as money;
+``month`` and ``date`` cells are Excel dates (``yyyy-mm``, ``yyyy-mm-dd``); text is always
+written as a string, never as a formula, so ``=HYPERLINK(...)`` stays inert text.
 
 Why money is exact: Excel stores every number as an IEEE 754 double. A decimal with at most
 15 significant digits survives the trip decimal → nearest double → decimal (15 is the
@@ -39,6 +48,7 @@ from __future__ import annotations
 import re
 import tempfile
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
 from itertools import chain, islice
@@ -53,8 +63,11 @@ from stream_app.reports.model import (
     Cell,
     ChartAccumulator,
     ChartData,
+    ChartSpec,
     Column,
+    ReportSection,
     ReportTable,
+    check_sections,
     display_text,
 )
 
@@ -76,10 +89,44 @@ EXACT_INT = 2**53
 MAX_CHART_SERIES = 255
 """Excel's limit on the series of one chart."""
 
+MAX_SHEET_NAME = 31
+"""Excel's limit on the characters of a sheet name."""
+
 _CHUNK = 1 << 20
 _WIDTH_SAMPLE = 1000
 _MAX_WIDTH = 60
 _CURRENCY_CODE = re.compile(r"[A-Z]{3}")
+_SHEET_FORBIDDEN = re.compile(r"[\[\]:*?/\\]")
+
+
+class _SheetNames:
+    r"""Hands out sheet names that Excel accepts: at most 31 characters, no ``[]:*?/\``, not
+    starting or ending with ``'``, unique without regard to case, never ``History``."""
+
+    def __init__(self, reserved: Sequence[str]) -> None:
+        self.taken = {"history", *(n.lower() for n in reserved)}
+
+    def take(self, base: str, suffix: str = "") -> str:
+        """A free name: ``base`` (cleaned, cut so that ``suffix`` fits) + ``suffix``; when
+        that is taken, ``~2``, ``~3``, ... before the suffix."""
+        clean = _SHEET_FORBIDDEN.sub("_", base).strip("'") or "sheet"
+        for n in range(1, 10_000):
+            mark = "" if n == 1 else f"~{n}"
+            room = MAX_SHEET_NAME - len(suffix) - len(mark)
+            name = clean[:room].rstrip("'") + mark + suffix
+            if name.lower() not in self.taken:
+                self.taken.add(name.lower())
+                return name
+        raise ValueError(f"no free sheet name for {base!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class _Written:
+    """What one table (the main one or a section) became: its data sheets, rows, chart sheet."""
+
+    sheets: list[str]
+    rows: int
+    chart_sheet: str | None
 
 
 def render_xlsx(table: ReportTable, out: HashingWriter) -> None:
@@ -91,11 +138,15 @@ def render_xlsx(table: ReportTable, out: HashingWriter) -> None:
     Raises:
         ValueError: a ``month``/``date`` cell is not ``YYYY-MM``/``YYYY-MM-DD``, a ``money``
             or ``percent`` cell is not a decimal number, a text cell is longer than Excel's
-            32,767 characters, the table has more than 16,384 columns, or the chart spec
-            names an unknown or non-numeric column.
+            32,767 characters, the table or a section has more than 16,384 columns, a chart
+            spec names an unknown or non-numeric column, or two sections share a name.
     """
-    if len(table.columns) > MAX_COLUMNS:
-        raise ValueError(f"{len(table.columns)} columns; Excel allows at most {MAX_COLUMNS}")
+    check_sections(table)
+    for what, columns in [("the table", table.columns)] + [
+        (f"section {s.name!r}", s.columns) for s in table.sections
+    ]:
+        if len(columns) > MAX_COLUMNS:
+            raise ValueError(f"{what}: {len(columns)} columns; Excel allows at most {MAX_COLUMNS}")
     with tempfile.TemporaryDirectory(prefix="report-xlsx-") as tmp:
         path = Path(tmp) / "report.xlsx"
         out.rows = _Workbook(path, tmp, table).write()
@@ -139,10 +190,8 @@ class _Workbook:
         self.title_fmt = b.add_format({"bold": True, "font_size": 14})
         self._money_fmts: dict[tuple[int, str | None], Any] = {}
         self._percent_fmts: dict[int, Any] = {}
-        names = [c.name for c in table.columns]
-        self.currency_index = names.index("currency") if "currency" in names else None
         self.as_text = 0
-        self.sheets: list[str] = []
+        self.names = _SheetNames(reserved=["metadata"])
 
     # -- formats ---------------------------------------------------------------------------
 
@@ -210,6 +259,16 @@ class _Workbook:
             else:
                 self.as_text += 1
                 self.string(sheet, r, c, value)
+        elif kind == "decimal":
+            number = Decimal(value)
+            if not number.is_finite():
+                raise ValueError("not a finite decimal")
+            if len(number.as_tuple().digits) <= EXACT_DIGITS:
+                decimals = max(-int(number.as_tuple().exponent), 0)
+                sheet.write_number(r, c, float(number), self.money_fmt(decimals, None))
+            else:
+                self.as_text += 1
+                self.string(sheet, r, c, value)
         elif kind == "percent":
             rate = Decimal(value)
             if not rate.is_finite():
@@ -227,12 +286,10 @@ class _Workbook:
 
     # -- sheets ----------------------------------------------------------------------------
 
-    def data_sheet(self, widths: Sequence[float]) -> Any:
-        """A new ``data`` sheet with the header row, frozen and filterable."""
-        name = "data" if not self.sheets else f"data ({len(self.sheets) + 1})"
+    def data_sheet(self, name: str, columns: Sequence[Column], widths: Sequence[float]) -> Any:
+        """A new data sheet ``name`` with the header row, frozen and filterable."""
         sheet = self.book.add_worksheet(name)
-        self.sheets.append(name)
-        for c, col in enumerate(self.table.columns):
+        for c, col in enumerate(columns):
             sheet.set_column(c, c, widths[c])
             self.string(sheet, 0, c, col.name, self.bold)
         sheet.freeze_panes(1, 0)
@@ -259,24 +316,52 @@ class _Workbook:
 
     def _write(self) -> int:
         table = self.table
-        columns = list(table.columns)
-        rows = iter(table.rows)
+        main = self.table_sheets(table.columns, table.rows, table.chart, "data", None)
+        sections = [
+            (section, self.table_sheets(
+                section.columns, section.rows, section.chart, section.name, " chart"
+            ))
+            for section in table.sections
+        ]  # fmt: skip
+        self.metadata_sheet(main, sections)
+        self.book.close()
+        return main.rows
+
+    def table_sheets(
+        self,
+        columns: Sequence[Column],
+        rows_in: Iterable[Sequence[Cell]],
+        spec: ChartSpec | None,
+        base: str,
+        chart_suffix: str | None,
+    ) -> _Written:
+        """Write one table on data sheets ``base``, ``base (2)``, ... and its chart sheet,
+        named ``chart`` when ``chart_suffix`` is None, else the first data sheet's name (cut
+        to fit) + ``chart_suffix``."""
+        columns = list(columns)
+        rows = iter(rows_in)
         head = list(islice(rows, _WIDTH_SAMPLE))
         widths = _widths(columns, head)
-        chart = ChartAccumulator(table.chart, columns) if table.chart is not None else None
+        chart = ChartAccumulator(spec, columns) if spec is not None else None
         per_sheet = MAX_ROWS_PER_SHEET - 1
         if per_sheet < 1:
             raise ValueError("MAX_ROWS_PER_SHEET must leave room for a header and a row")
-        ci = self.currency_index
-        sheet = self.data_sheet(widths)
+        names = [c.name for c in columns]
+        ci = names.index("currency") if "currency" in names else None
+        sheets = [self.names.take(base)]
+        sheet = self.data_sheet(sheets[-1], columns, widths)
         r = 0  # data rows on the current sheet
         total = 0
         for row in chain(head, rows):
             if len(row) != len(columns):
-                raise ValueError(f"row {total + 1} has {len(row)} cells for {len(columns)} columns")
+                raise ValueError(
+                    f"sheet {sheets[0]!r}: row {total + 1} has {len(row)} cells for "
+                    f"{len(columns)} columns"
+                )
             if r == per_sheet:
                 sheet.autofilter(0, 0, r, len(columns) - 1)
-                sheet = self.data_sheet(widths)
+                sheets.append(self.names.take(sheets[0], f" ({len(sheets) + 1})"))
+                sheet = self.data_sheet(sheets[-1], columns, widths)
                 r = 0
             r += 1
             currency = row[ci] if ci is not None else None
@@ -287,17 +372,18 @@ class _Workbook:
             total += 1
         sheet.autofilter(0, 0, r, len(columns) - 1)
         data = chart.result() if chart is not None else None
-        chart_sheet = self.chart_sheet(data) if data is not None else None
-        self.metadata_sheet(total, chart_sheet)
-        self.book.close()
-        return total
+        chart_name = ("chart", "") if chart_suffix is None else (sheets[0], chart_suffix)
+        chart_sheet = self.chart_sheet(data, *chart_name) if data is not None else None
+        return _Written(sheets, total, chart_sheet)
 
-    def chart_sheet(self, data: ChartData) -> str | None:
-        """The ``chart`` sheet: the summed figures and a native chart; None when empty."""
+    def chart_sheet(self, data: ChartData, base: str, suffix: str) -> str | None:
+        """A chart sheet (named ``base + suffix`` if free): the summed figures and a native
+        chart; returns its name, or None when there is nothing to plot (no sheet then)."""
         if not data.categories or not data.series:
             return None
         series = data.series[:MAX_CHART_SERIES]
-        sheet = self.book.add_worksheet("chart")
+        name = self.names.take(base, suffix)
+        sheet = self.book.add_worksheet(name)
         sheet.set_column(0, 0, max(12, min(_MAX_WIDTH, 2 + max(map(len, data.categories)))))
         sheet.set_column(1, len(series), 18)
         self.string(sheet, 0, 0, data.category.name, self.bold)
@@ -330,9 +416,9 @@ class _Workbook:
         for s in range(1, len(series) + 1):
             chart.add_series(
                 {
-                    "name": ["chart", 0, s],
-                    "categories": ["chart", 1, 0, n, 0],
-                    "values": ["chart", 1, s, n, s],
+                    "name": [name, 0, s],
+                    "categories": [name, 1, 0, n, 0],
+                    "values": [name, 1, s, n, s],
                     **({"marker": {"type": "circle"}} if data.spec.kind == "line" else {}),
                 }
             )
@@ -350,10 +436,13 @@ class _Workbook:
                 f"The chart shows the first {MAX_CHART_SERIES} of {len(data.series)} series "
                 "(Excel's limit); the data sheets hold every row.",
             )
-        return "chart"
+        return name
 
-    def metadata_sheet(self, total: int, chart_sheet: str | None) -> None:
-        """The ``metadata`` sheet: who, when, what, and the column definitions."""
+    def metadata_sheet(
+        self, main: _Written, sections: Sequence[tuple[ReportSection, _Written]]
+    ) -> None:
+        """The ``metadata`` sheet: who, when, what, sections, key figures, validation
+        findings and the column definitions."""
         t = self.table
         sheet = self.book.add_worksheet("metadata")
         sheet.set_column(0, 0, 22)
@@ -368,11 +457,11 @@ class _Workbook:
             ("time zone", t.time_zone),
             ("from", t.date_from),
             ("to", t.date_to),
-            ("rows", total),
-            ("data sheets", ", ".join(self.sheets)),
+            ("rows", main.rows),
+            ("data sheets", ", ".join(main.sheets)),
         ]
-        if chart_sheet is not None and t.chart is not None:
-            pairs.append(("chart", f"{t.chart.title}, on the sheet {chart_sheet}"))
+        if main.chart_sheet is not None and t.chart is not None:
+            pairs.append(("chart", f"{t.chart.title}, on the sheet {main.chart_sheet}"))
         if self.as_text:
             pairs.append(
                 (
@@ -397,14 +486,47 @@ class _Workbook:
             for note in t.notes:
                 self.string(sheet, r, 1, note)
                 r += 1
+        if sections:
+            r += 2
+            self.string(sheet, r, 0, "sections", self.bold_plain)
+            for section, written in sections:
+                where = f"sheet {', '.join(written.sheets)}: {written.rows:,} rows"
+                if written.chart_sheet is not None and section.chart is not None:
+                    where += f"; chart {section.chart.title!r} on the sheet {written.chart_sheet}"
+                self.string(sheet, r, 1, section.title, self.bold_plain)
+                self.string(sheet, r, 2, where)
+                r += 1
+                for note in section.notes:
+                    self.string(sheet, r, 2, note, self.wrap)
+                    r += 1
+        if t.kpis:
+            r += 2
+            self.string(sheet, r, 0, "key figures", self.bold_plain)
+            for kpi in t.kpis:
+                self.string(sheet, r, 1, kpi.label)
+                self.string(sheet, r, 2, kpi.value)
+                r += 1
         r += 2
-        for c, head in enumerate(("column", "type", "description")):
-            self.string(sheet, r, c, head, self.bold)
-        for col in t.columns:
+        self.string(sheet, r, 0, "validation", self.bold_plain)
+        if not t.validation:
+            self.string(sheet, r, 1, "no findings")
+        for finding in t.validation:
+            self.string(sheet, r, 1, finding)
             r += 1
-            self.string(sheet, r, 0, col.name)
-            self.string(sheet, r, 1, col.type)
-            self.string(sheet, r, 2, col.description, self.wrap)
+        blocks: list[tuple[str | None, Sequence[Column]]] = [(None, t.columns)]
+        blocks.extend((s.title, s.columns) for s, _ in sections)
+        for title, columns in blocks:
+            r += 2
+            if title is not None:
+                self.string(sheet, r, 0, f"columns of {title}", self.bold_plain)
+                r += 1
+            for c, head in enumerate(("column", "type", "description")):
+                self.string(sheet, r, c, head, self.bold)
+            for col in columns:
+                r += 1
+                self.string(sheet, r, 0, col.name)
+                self.string(sheet, r, 1, col.type)
+                self.string(sheet, r, 2, col.description, self.wrap)
 
 
 def _title(table: ReportTable) -> str:

@@ -9,7 +9,16 @@ import msgspec
 
 from stream_app.schemas.base import Identifier, UtcDateTime
 
-REPORT_TYPES = frozenset({"monthly_booking_summary"})
+REPORT_TYPES = frozenset(
+    {
+        "monthly_booking_summary",
+        "compliance",
+        "venue_occupancy",
+        "photography_business",
+        "catering_cost",
+        "planner_portfolio",
+    }
+)
 OUTPUT_FORMATS = frozenset({"csv", "json", "excel", "pdf", "powerpoint"})
 REPORT_REQUEST_SCHEMA_VERSIONS = frozenset({1})
 FILTER_DIMENSIONS = frozenset({"venue_id"})

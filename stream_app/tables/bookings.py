@@ -11,16 +11,23 @@ Definitions (used by the tables, the HTTP reads and the monthly booking summary)
 - *booked value* is the sum of ``amount_minor`` of bookings, *cancelled value* that of
   cancellations, and *revenue* is booked minus cancelled value, per currency, in minor units.
   Amounts in different currencies are never added together.
+
+The same table also holds **event-time windows** of booking activity (bookings made and
+cancelled, by ``occurred_at``): tumbling hours and UTC days, and calendar days, ISO weeks and
+months in the organisation's zone (grains and lateness: :mod:`stream_app.tables.windows`).
+Their rows have the same shape; only the grain and the period label differ.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any, Literal
+from zoneinfo import ZoneInfo
 
 from stream_app.schemas.bookings import BookingEvent
+from stream_app.tables.windows import WindowGrain, is_closed, windows_of
 
 Grain = Literal["day", "month"]
 GRAINS: tuple[Grain, ...] = ("day", "month")
@@ -31,7 +38,7 @@ def period_of(service_date: date, grain: Grain) -> str:
     return service_date.isoformat() if grain == "day" else service_date.isoformat()[:7]
 
 
-def table_key(organization_id: str, venue_id: str, grain: Grain, period: str) -> str:
+def table_key(organization_id: str, venue_id: str, grain: Grain | WindowGrain, period: str) -> str:
     """Key of a venue-period row: ``organization_id/venue_id/grain/period``."""
     return f"{organization_id}/{venue_id}/{grain}/{period}"
 
@@ -120,7 +127,7 @@ class RowChange:
 
     organization_id: str
     venue_id: str
-    grain: Grain
+    grain: Grain | WindowGrain
     period: str
     old: VenueTotals
     new: VenueTotals
@@ -133,18 +140,46 @@ class BatchResult:
     """What a batch does to the table.
 
     Attributes:
-        writes: ``(key, value)`` to write, in this order: every month row, then every day row
-            (see :func:`fold_batch` for why the order matters).
-        outcomes: per input event, ``counted`` or ``duplicate``.
+        writes: ``(key, value)`` to write, in this order: every month and event-time window
+            row, then every day row, then the watermark row (see :func:`fold_batch` for why
+            the order matters).
+        outcomes: per input event, ``counted``, ``late`` (counted in the service-date totals
+            but too late for at least one event-time window) or ``duplicate``.
         changes: the changed rows, for ``realtime-metrics-updates``.
+        late: per late event (index into the batch), the window grains it missed.
     """
 
     writes: list[tuple[str, dict[str, Any]]]
     outcomes: list[str]
     changes: list[RowChange]
+    late: dict[int, list[WindowGrain]] = field(default_factory=dict)
 
 
-def fold_batch(get: Lookup, batch: Sequence[tuple[int, BookingEvent]]) -> BatchResult:
+@dataclass(frozen=True, slots=True)
+class WindowPolicy:
+    """How a batch folds event-time windows (None in :func:`fold_batch`: no windows).
+
+    Attributes:
+        zone_of: the IANA zone of an organisation (calendar windows are computed in it).
+        grace: how long after a window's end it still accepts events (event time).
+        watermark_key: the table key of an organisation's watermark row in this partition,
+            ``{"event_time": ISO 8601 UTC, "offset": source offset}``.
+
+    The watermark is kept per organisation (and partition), not per partition alone: tenants
+    share partitions, and one tenant's clock running ahead must not make another tenant's
+    events late.
+    """
+
+    zone_of: Callable[[str], ZoneInfo]
+    grace: timedelta
+    watermark_key: Callable[[str], str]
+
+
+def fold_batch(
+    get: Lookup,
+    batch: Sequence[tuple[int, BookingEvent]],
+    windows: WindowPolicy | None = None,
+) -> BatchResult:
     """Fold a batch of one partition's events, in offset order, into the venue rows.
 
     Args:
@@ -160,6 +195,13 @@ def fold_batch(get: Lookup, batch: Sequence[tuple[int, BookingEvent]]) -> BatchR
     rows precede day rows, so an event whose day row (with its id) survived also has its month
     row; an event whose day row was lost is folded again, except into month rows whose
     ``offset`` shows they already hold it.
+
+    Event-time windows (when ``windows`` is given) are written with the month rows and follow
+    the same ``offset`` rule. An organisation's watermark (greatest ``occurred_at`` of its
+    events folded from this partition) is read once, advanced event by event, and written
+    last: a crash that loses it leaves an older watermark, under which a redelivered event can
+    only look *less* late, so no event that was on time is ever dropped from a window by a
+    redelivery.
     """
     rows: dict[str, dict[str, Any]] = {}
     id_sets: dict[str, set[str]] = {}
@@ -175,7 +217,50 @@ def fold_batch(get: Lookup, batch: Sequence[tuple[int, BookingEvent]]) -> BatchR
             rows[key] = value
         return rows[key]
 
-    for offset, ev in batch:
+    late: dict[int, list[WindowGrain]] = {}
+    marks: dict[str, datetime | None] = {}
+    marks_start: dict[str, datetime | None] = {}
+
+    def watermark_of(org: str) -> datetime | None:
+        if org not in marks:
+            assert windows is not None
+            mark = get(windows.watermark_key(org))
+            marks[org] = marks_start[org] = (
+                None if mark is None else datetime.fromisoformat(mark["event_time"])
+            )
+        return marks[org]
+
+    def apply(
+        key: str, grain: Grain | WindowGrain, period: str, offset: int, ev: BookingEvent
+    ) -> None:
+        row = load(key)
+        if grain != "day" and row is not None and row["offset"] >= offset:
+            return  # this row already holds the event (written before a crash)
+        old = VenueTotals.from_json(row["totals"] if row else None)
+        originals.setdefault(key, old)
+        new = fold_booking(old, ev)
+        new_row: dict[str, Any] = {"totals": new.to_json(), "offset": offset}
+        if grain == "day":
+            new_row["event_ids"] = [*(row["event_ids"] if row else []), ev.event_id]
+        rows[key] = new_row
+        change = changes.get(key)
+        if change is None:
+            changes[key] = RowChange(
+                ev.organization_id,
+                ev.venue_id,
+                grain,
+                period,
+                originals[key],
+                new,
+                ev.occurred_at,
+                1,
+            )
+        else:
+            change.new = new
+            change.event_time = max(change.event_time, ev.occurred_at)
+            change.events += 1
+
+    for index, (offset, ev) in enumerate(batch):
         day_period = period_of(ev.service_date, "day")
         day_key = table_key(ev.organization_id, ev.venue_id, "day", day_period)
         day_row = load(day_key)
@@ -185,35 +270,32 @@ def fold_batch(get: Lookup, batch: Sequence[tuple[int, BookingEvent]]) -> BatchR
             outcomes.append("duplicate")
             continue
         id_sets[day_key].add(ev.event_id)
+        missed: list[WindowGrain] = []
+        if windows is not None:
+            watermark = watermark_of(ev.organization_id)
+            for w in windows_of(ev.occurred_at, windows.zone_of(ev.organization_id)):
+                if is_closed(w, watermark, windows.grace):
+                    missed.append(w.grain)
+                    continue
+                key = table_key(ev.organization_id, ev.venue_id, w.grain, w.label)
+                apply(key, w.grain, w.label, offset, ev)
+            if watermark is None or ev.occurred_at > watermark:
+                marks[ev.organization_id] = ev.occurred_at
         for grain in ("month", "day"):
             period = period_of(ev.service_date, grain)
-            key = table_key(ev.organization_id, ev.venue_id, grain, period)
-            row = load(key)
-            if grain == "month" and row is not None and row["offset"] >= offset:
-                continue  # this month row already holds the event (written before a crash)
-            old = VenueTotals.from_json(row["totals"] if row else None)
-            originals.setdefault(key, old)
-            new = fold_booking(old, ev)
-            new_row: dict[str, Any] = {"totals": new.to_json(), "offset": offset}
-            if grain == "day":
-                new_row["event_ids"] = [*(row["event_ids"] if row else []), ev.event_id]
-            rows[key] = new_row
-            change = changes.get(key)
-            if change is None:
-                changes[key] = RowChange(
-                    ev.organization_id,
-                    ev.venue_id,
-                    grain,
-                    period,
-                    originals[key],
-                    new,
-                    ev.occurred_at,
-                    1,
-                )
-            else:
-                change.new = new
-                change.event_time = max(change.event_time, ev.occurred_at)
-                change.events += 1
-        outcomes.append("counted")
-    ordered = sorted(changes, key=lambda k: changes[k].grain != "month")
-    return BatchResult([(k, rows[k]) for k in ordered], outcomes, list(changes.values()))
+            apply(
+                table_key(ev.organization_id, ev.venue_id, grain, period), grain, period, offset, ev
+            )
+        if missed:
+            late[index] = missed
+            outcomes.append("late")
+        else:
+            outcomes.append("counted")
+    ordered = sorted(changes, key=lambda k: changes[k].grain == "day")
+    writes = [(k, rows[k]) for k in ordered]
+    if windows is not None:
+        for org, mark in marks.items():
+            if mark is not None and mark != marks_start[org]:
+                mark_row = {"event_time": mark.isoformat(), "offset": batch[-1][0]}
+                writes.append((windows.watermark_key(org), mark_row))
+    return BatchResult(writes, outcomes, list(changes.values()), late)

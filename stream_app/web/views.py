@@ -37,6 +37,7 @@ from stream_app.reports import cache as report_cache
 from stream_app.reports.agent import cancel_report, report_requests_topic
 from stream_app.schemas.base import EventValidationError, decode_event
 from stream_app.schemas.reports import ReportRequest
+from stream_app.tables.windows import WINDOW_GRAINS, window_labels
 from stream_app.topics import WEDDING_BOOKINGS
 from stream_app.web.auth import authenticate
 from stream_app.web.errors import ApiError
@@ -111,7 +112,17 @@ def register_routes() -> None:
 
 
 def period_labels(grain: str, start: str, end: str) -> list[str]:
-    """The period labels from ``start`` to ``end`` inclusive (validated)."""
+    """The period labels from ``start`` to ``end`` inclusive (validated).
+
+    ``day``/``month`` are service-date periods; the ``event_*`` grains are event-time
+    windows (labels: :mod:`stream_app.tables.windows`).
+    """
+    if grain in WINDOW_GRAINS:
+        try:
+            return window_labels(grain, start, end, MAX_PERIODS)
+        except ValueError as exc:
+            field = "to" if "before" in str(exc) or "at most" in str(exc) else "from"
+            raise ApiError(400, "invalid_field", str(exc), field=field) from None
     try:
         if grain == "day":
             lo, hi = date.fromisoformat(start), date.fromisoformat(end)
@@ -120,7 +131,12 @@ def period_labels(grain: str, start: str, end: str) -> list[str]:
         elif grain == "month":
             lo, hi = date.fromisoformat(start + "-01"), date.fromisoformat(end + "-01")
         else:
-            raise ApiError(400, "invalid_field", "grain must be 'day' or 'month'", field="grain")
+            raise ApiError(
+                400,
+                "invalid_field",
+                f"grain must be one of {['day', 'month', *WINDOW_GRAINS]}",
+                field="grain",
+            )
     except ValueError:
         fmt = "YYYY-MM-DD" if grain == "day" else "YYYY-MM"
         raise ApiError(

@@ -112,7 +112,11 @@ async def wait_until_partly_done(bootstrap: str, group: str, total: int) -> None
     raise AssertionError("the worker made no progress")
 
 
-ENV = {"WEDDING_OFFSET_RESET": "latest", "WEDDING_SESSION_TIMEOUT_S": "6"}
+ENV = {
+    "WEDDING_OFFSET_RESET": "latest",
+    "WEDDING_SESSION_TIMEOUT_S": "6",
+    "WEDDING_STALL_REPORT_S": "30",  # faust logs why a partition makes no progress
+}
 
 
 async def test_sigkill_mid_stream_then_recovery_from_the_changelog(
@@ -128,7 +132,7 @@ async def test_sigkill_mid_stream_then_recovery_from_the_changelog(
     # a fresh worker with an empty RocksDB folder: every row comes back from the changelog
     second = worker_factory.start(group, "second", **ENV)
     await second.wait_ready(timeout_s=120, min_partitions=4)
-    await wait_for_lag_zero(settings.kafka_bootstrap, group, WEDDING_BOOKINGS, 600)
+    await wait_for_lag_zero(settings.kafka_bootstrap, group, WEDDING_BOOKINGS, 240)
     assert await read_totals(second, settings, org) == expected
 
 
@@ -143,7 +147,7 @@ async def test_rebalance_from_one_worker_to_two(
     await wait_until_partly_done(settings.kafka_bootstrap, group, len(messages))
     two = worker_factory.start(group, "two", **ENV)
     await two.wait_ready(timeout_s=120)
-    await wait_for_lag_zero(settings.kafka_bootstrap, group, WEDDING_BOOKINGS, 600)
+    await wait_for_lag_zero(settings.kafka_bootstrap, group, WEDDING_BOOKINGS, 240)
     owned_one, owned_two = await one.wait_ready(), await two.wait_ready()
     assert sorted(owned_one + owned_two) == [0, 1, 2, 3] and owned_one and owned_two
     # either worker answers for every venue, wherever its rows now live

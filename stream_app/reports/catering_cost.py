@@ -1,0 +1,326 @@
+"""Report type ``catering_cost``: ingredients, waste, cost and margin per menu and per event.
+
+Reads PostgreSQL history only (``catering_events``, ``catering_usage``,
+``catering_ingredients``, ``catering_menus``, ``bookings``) inside a tenant transaction with
+the organisation in every predicate; sums are exact ``numeric`` aggregates in SQL.
+
+Definitions:
+
+- an **event** is a ``catering_events`` row whose event date (a local date in the
+  organisation's zone) is inside the request's range and whose booking is not cancelled;
+  **covers** are the meals it served;
+- **revenue** of an event: the amount of its booking (covers × the menu's price per cover
+  when it was booked), exact minor units, in the booking's currency;
+- **quantity used** of an ingredient: what was taken from stock for the event, in the
+  ingredient's unit (kg, l or piece); **quantity wasted**: the part of it thrown away;
+- **ingredient cost** = Σ quantity used × unit cost (minor units per unit), exact, shown
+  rounded half-even to the minor unit; **waste cost** = Σ quantity wasted × unit cost;
+- **waste share**: per ingredient, quantity wasted ÷ quantity used × 100 (one unit, so the
+  quantities add up); per menu and per event, where ingredients of different units meet,
+  waste cost ÷ ingredient cost × 100 (the value-weighted share);
+- **margin** = revenue − ingredient cost (rounded), and margin % = margin ÷ revenue × 100;
+  ingredient cost only: labour, rent and other overheads are not in the data;
+- ``ingredients`` of a menu: distinct ingredients used by its events; of an event: its usage
+  lines.
+
+A cost and a revenue in different currencies are never compared: an event whose booking and
+ingredients have different currencies makes the report fail with that reason.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import date
+from decimal import Decimal
+from typing import Any
+
+import asyncpg
+
+from stream_app.db.tenancy import tenant_transaction
+from stream_app.money import to_major
+from stream_app.reports.business import percent, reject_filters, round_minor
+from stream_app.reports.model import Cell, ChartSpec, Column, Kpi, ReportSection, ReportTable
+from stream_app.reports.registry import ReportContext, ReportInputError, ReportType, register
+
+REPORT_TYPE = "catering_cost"
+
+COLUMNS = (
+    Column("menu_id", "text", "menu id"),
+    Column("menu_name", "text", "menu name"),
+    Column("events", "int", "events served with the menu in the range"),
+    Column("covers", "int", "meals served"),
+    Column("ingredients", "int", "distinct ingredients used"),
+    Column("currency", "text", "ISO 4217 code of the money columns"),
+    Column("revenue", "money", "booking amounts of the events, exact"),
+    Column("ingredient_cost", "money", "Σ quantity used × unit cost, rounded half-even"),
+    Column("waste_cost", "money", "Σ quantity wasted × unit cost, rounded half-even"),
+    Column("waste_share", "percent", "waste cost / ingredient cost × 100"),
+    Column("margin", "money", "revenue − ingredient cost"),
+    Column("margin_percent", "percent", "margin / revenue × 100"),
+)
+
+CHART = ChartSpec(
+    title="Revenue and ingredient cost by menu",
+    category_column="menu_name",
+    value_columns=("revenue", "ingredient_cost"),
+    series_column="currency",
+)
+
+EVENT_COLUMNS = (
+    Column("event_id", "text", "event id"),
+    Column("event_date", "date", "local date of the event"),
+    Column("menu_id", "text", "menu id"),
+    Column("covers", "int", "meals served"),
+    Column("ingredients", "int", "usage lines (ingredients used)"),
+    Column("currency", "text", "ISO 4217 code of the money columns"),
+    Column("revenue", "money", "booking amount, exact"),
+    Column("ingredient_cost", "money", "Σ quantity used × unit cost, rounded half-even"),
+    Column("waste_cost", "money", "Σ quantity wasted × unit cost, rounded half-even"),
+    Column("waste_share", "percent", "waste cost / ingredient cost × 100"),
+    Column("margin", "money", "revenue − ingredient cost"),
+    Column("margin_percent", "percent", "margin / revenue × 100"),
+)
+
+INGREDIENT_COLUMNS = (
+    Column("ingredient_id", "text", "ingredient id"),
+    Column("ingredient_name", "text", "ingredient name"),
+    Column("unit", "text", "kg, l or piece"),
+    Column("events", "int", "events that used it"),
+    Column("quantity_used", "text", "units used, exact (3 decimals)"),
+    Column("quantity_wasted", "text", "units wasted, exact (3 decimals)"),
+    Column("waste_share", "percent", "quantity wasted / quantity used × 100"),
+    Column("currency", "text", "ISO 4217 code of the cost"),
+    Column("ingredient_cost", "money", "quantity used × unit cost, rounded half-even"),
+    Column("waste_cost", "money", "quantity wasted × unit cost, rounded half-even"),
+)
+
+_EVENTS = """
+    SELECT e.id, e.event_date, e.menu_id, e.covers, b.amount_minor, b.currency
+    FROM catering_events e
+    JOIN bookings b ON b.organization_id = e.organization_id AND b.id = e.booking_id
+    WHERE e.organization_id = $1 AND b.organization_id = $1
+      AND e.event_date BETWEEN $2 AND $3 AND b.status <> 'cancelled'
+"""
+
+MIXED_SQL = f"""
+    WITH ev AS ({_EVENTS})
+    SELECT ev.id, ev.currency, i.currency AS cost_currency
+    FROM ev
+    JOIN catering_usage u ON u.organization_id = $1 AND u.event_id = ev.id
+    JOIN catering_ingredients i ON i.organization_id = $1 AND i.id = u.ingredient_id
+    WHERE i.currency <> ev.currency
+    LIMIT 1
+"""
+
+EVENT_SQL = f"""
+    WITH ev AS ({_EVENTS}),
+    used AS (
+        SELECT u.event_id, count(*) AS lines,
+               sum(u.quantity_used * i.unit_cost_minor) AS cost,
+               sum(u.quantity_wasted * i.unit_cost_minor) AS waste
+        FROM catering_usage u
+        JOIN catering_ingredients i ON i.organization_id = $1 AND i.id = u.ingredient_id
+        WHERE u.organization_id = $1 AND u.event_id IN (SELECT id FROM ev)
+        GROUP BY u.event_id
+    )
+    SELECT ev.id, ev.event_date, ev.menu_id, ev.covers, ev.amount_minor, ev.currency,
+           coalesce(used.lines, 0) AS lines, coalesce(used.cost, 0) AS cost,
+           coalesce(used.waste, 0) AS waste
+    FROM ev LEFT JOIN used ON used.event_id = ev.id
+    ORDER BY ev.event_date, ev.id
+"""
+
+MENU_SQL = f"""
+    WITH ev AS ({_EVENTS}),
+    used AS (
+        SELECT ev.menu_id, ev.currency, count(DISTINCT u.ingredient_id) AS ingredients,
+               sum(u.quantity_used * i.unit_cost_minor) AS cost,
+               sum(u.quantity_wasted * i.unit_cost_minor) AS waste
+        FROM ev
+        JOIN catering_usage u ON u.organization_id = $1 AND u.event_id = ev.id
+        JOIN catering_ingredients i ON i.organization_id = $1 AND i.id = u.ingredient_id
+        GROUP BY ev.menu_id, ev.currency
+    ),
+    sold AS (
+        SELECT menu_id, currency, count(*) AS events, sum(covers)::bigint AS covers,
+               sum(amount_minor)::bigint AS revenue
+        FROM ev GROUP BY menu_id, currency
+    )
+    SELECT sold.menu_id, m.name, sold.currency, sold.events, sold.covers, sold.revenue,
+           coalesce(used.ingredients, 0) AS ingredients, coalesce(used.cost, 0) AS cost,
+           coalesce(used.waste, 0) AS waste
+    FROM sold
+    JOIN catering_menus m ON m.organization_id = $1 AND m.id = sold.menu_id
+    LEFT JOIN used ON used.menu_id = sold.menu_id AND used.currency = sold.currency
+    ORDER BY sold.menu_id, sold.currency
+"""
+
+INGREDIENT_SQL = f"""
+    WITH ev AS ({_EVENTS})
+    SELECT i.id, i.name, i.unit, i.currency, count(*) AS events,
+           sum(u.quantity_used) AS used, sum(u.quantity_wasted) AS wasted,
+           sum(u.quantity_used * i.unit_cost_minor) AS cost,
+           sum(u.quantity_wasted * i.unit_cost_minor) AS waste
+    FROM ev
+    JOIN catering_usage u ON u.organization_id = $1 AND u.event_id = ev.id
+    JOIN catering_ingredients i ON i.organization_id = $1 AND i.id = u.ingredient_id
+    GROUP BY i.id, i.name, i.unit, i.currency
+    ORDER BY i.id
+"""
+
+
+def _money(minor: int, currency: str) -> str:
+    return str(to_major(minor, currency))
+
+
+def _figures(revenue: int, cost: Decimal, waste: Decimal, currency: str) -> list[Cell]:
+    """revenue, ingredient cost, waste cost, waste share, margin, margin % of one row."""
+    cost_minor = round_minor(cost)
+    margin = revenue - cost_minor
+    return [
+        _money(revenue, currency),
+        _money(cost_minor, currency),
+        _money(round_minor(waste), currency),
+        percent(waste, cost),
+        _money(margin, currency),
+        percent(margin, revenue),
+    ]
+
+
+async def _read(
+    conn: asyncpg.Connection, org_id: str, date_from: date, date_to: date
+) -> dict[str, Any]:
+    if not await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM catering_menus WHERE organization_id = $1)", org_id
+    ):
+        raise ReportInputError(f"organization_id: {org_id!r} has no catering menus")
+    mixed = await conn.fetchrow(MIXED_SQL, org_id, date_from, date_to)
+    if mixed is not None:
+        raise ReportInputError(
+            f"event {mixed['id']!r}: booking currency {mixed['currency'].strip()} and "
+            f"ingredient cost currency {mixed['cost_currency'].strip()} differ; a margin "
+            "across currencies is not computed"
+        )
+    return {
+        "menus": await conn.fetch(MENU_SQL, org_id, date_from, date_to),
+        "events": await conn.fetch(EVENT_SQL, org_id, date_from, date_to),
+        "ingredients": await conn.fetch(INGREDIENT_SQL, org_id, date_from, date_to),
+    }
+
+
+def build_report(
+    data: dict[str, Any],
+    *,
+    organization_id: str,
+    organization_name: str,
+    time_zone: str,
+    date_from: date,
+    date_to: date,
+) -> ReportTable:
+    """The report from the query results of :func:`_read` (pure; see the module docstring)."""
+    totals: dict[str, list[Any]] = defaultdict(lambda: [0, 0, 0, Decimal(0), Decimal(0)])
+    menus: list[list[Cell]] = []
+    for r in data["menus"]:
+        currency = r["currency"].strip()
+        t = totals[currency]
+        t[0] += r["events"]
+        t[1] += r["covers"]
+        t[2] += r["revenue"]
+        t[3] += r["cost"]
+        t[4] += r["waste"]
+        menus.append(
+            [r["menu_id"], r["name"], r["events"], r["covers"], r["ingredients"], currency,
+             *_figures(r["revenue"], r["cost"], r["waste"], currency)]
+        )  # fmt: skip
+    events: list[list[Cell]] = []
+    for r in data["events"]:
+        currency = r["currency"].strip()
+        events.append(
+            [r["id"], r["event_date"].isoformat(), r["menu_id"], r["covers"], r["lines"],
+             currency, *_figures(r["amount_minor"], r["cost"], r["waste"], currency)]
+        )  # fmt: skip
+    ingredients: list[list[Cell]] = []
+    for r in data["ingredients"]:
+        currency = r["currency"].strip()
+        ingredients.append(
+            [r["id"], r["name"], r["unit"], r["events"], str(r["used"]), str(r["wasted"]),
+             percent(r["wasted"], r["used"]), currency,
+             _money(round_minor(r["cost"]), currency), _money(round_minor(r["waste"]), currency)]
+        )  # fmt: skip
+    kpis: list[Kpi] = []
+    for currency, (n_events, covers, revenue, cost, waste) in sorted(totals.items()):
+        cost_minor = round_minor(cost)
+        suffix = f" ({currency})" if len(totals) > 1 else ""
+        kpis += [
+            Kpi(f"Events{suffix}", f"{n_events:,}"),
+            Kpi(f"Covers{suffix}", f"{covers:,}"),
+            Kpi(f"Revenue ({currency})", format(to_major(revenue, currency), ",")),
+            Kpi(f"Ingredient cost ({currency})", format(to_major(cost_minor, currency), ",")),
+            Kpi(f"Waste share{suffix}", f"{percent(waste, cost) or '–'}%"),
+            Kpi(f"Margin{suffix}", f"{percent(revenue - cost_minor, revenue) or '–'}%"),
+        ]
+    return ReportTable(
+        report_type=REPORT_TYPE,
+        organization_id=organization_id,
+        organization_name=organization_name,
+        time_zone=time_zone,
+        date_from=date_from,
+        date_to=date_to,
+        columns=COLUMNS,
+        rows=menus,
+        notes=(
+            f"Events by their local date (time zone {time_zone}); cancelled bookings excluded.",
+            "Waste share per menu and event = waste cost / ingredient cost (value-weighted); "
+            "per ingredient = quantity wasted / quantity used.",
+            "Margin = revenue − ingredient cost only (no labour or overheads).",
+        ),
+        chart=CHART,
+        sections=(
+            ReportSection(
+                name="events",
+                title="Cost and margin per event",
+                columns=EVENT_COLUMNS,
+                rows=events,
+            ),
+            ReportSection(
+                name="ingredients",
+                title="Ingredients used and wasted",
+                columns=INGREDIENT_COLUMNS,
+                rows=ingredients,
+            ),
+        ),
+        kpis=kpis,
+    )
+
+
+async def build(ctx: ReportContext) -> ReportTable:
+    """The report of ``ctx.request`` (registry builder).
+
+    Raises:
+        ReportInputError: data filters were given, the organisation has no menus, or an
+            event mixes currencies.
+    """
+    req = ctx.request
+    reject_filters(req)
+    org = ctx.organization
+    async with ctx.pool.acquire() as conn, tenant_transaction(conn, org.id):
+        data = await _read(conn, org.id, req.date_from, req.date_to)
+    return build_report(
+        data,
+        organization_id=org.id,
+        organization_name=org.name,
+        time_zone=org.time_zone,
+        date_from=req.date_from,
+        date_to=req.date_to,
+    )
+
+
+register(
+    ReportType(
+        name=REPORT_TYPE,
+        title="Catering cost and margin",
+        cache_class="operational",
+        build=build,
+        reads=frozenset(),
+    )
+)

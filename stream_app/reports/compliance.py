@@ -1,0 +1,785 @@
+"""Report type ``compliance``: GDPR request deadlines, a payment audit and operational metrics.
+
+Reads PostgreSQL only (``gdpr_requests``, ``bookings``, ``payments``), inside
+:func:`~stream_app.db.tenancy.tenant_transaction` with the organisation named in every
+predicate. The period is the request's inclusive local date range ``[date_from, date_to]``
+in the organisation's IANA zone: from ``date_from`` 00:00 local to ``date_to + 1`` 00:00
+local, as UTC instants. Cache class ``financial``; it reads no live table, but a cached copy
+is treated as stale after ``bookings`` or ``payments`` events.
+
+Definitions
+-----------
+
+**GDPR requests** (main table, one row per kind ``access``, ``erasure``, ``rectification``,
+``portability``; section ``gdpr_requests`` lists each request):
+
+- in scope: requests *received* in the period;
+- answered: ``completed_at`` is set (the request was fulfilled, or refused with reasons:
+  Art. 12(4) GDPR gives refusals the same deadline);
+- deadline (Art. 12(3) GDPR, "within one month of receipt of the request"), counted as
+  Regulation (EEC, Euratom) No 1182/71 Art. 3 counts a period in months and as the EDPB's
+  Guidelines 01/2022 on the right of access apply it: the local date of receipt in the
+  organisation's zone, plus one calendar month, same day number (15 January → 15 February);
+  when the next month has no such day, its last day (31 January → 28 or 29 February). The
+  deadline ends at the end of that local day (the next local midnight, as a UTC instant).
+  Not modelled, so the report is stricter than the law: the move of a deadline falling on a
+  Saturday, Sunday or public holiday to the next working day (1182/71 Art. 3(4)), and the
+  extension by two further months for complex requests (Art. 12(3), second sentence);
+- outcome: ``met`` (answered before the deadline's end), ``missed`` (answered at or after
+  it), ``open_overdue`` (not answered, the deadline's end at or before ``now``),
+  ``open_within_deadline`` (not answered, the deadline still ahead); ``now`` is the time the
+  report is generated (UTC), printed in the notes;
+- ``days_past_deadline``: local calendar days from the deadline date to the answer's local
+  date (missed) or to ``now``'s local date (open and overdue);
+- ``on_time_rate``: met ÷ (met + missed + open_overdue) × 100, half-even to 2 decimals,
+  i.e. of the requests whose answer is in or whose deadline has passed, the share answered
+  in time (empty when there are none);
+- requests received before the period and still open are counted in a key figure.
+
+**Payment audit** (sections ``payment_reconciliation``, ``payment_totals``,
+``payment_exceptions``):
+
+- in scope: bookings whose service date falls in the period, with all their payments and
+  refunds whatever their date; orphan payments dated (``occurred_at``) in the period;
+- per booking, in the booking's currency and only from payments in that currency:
+  ``booked`` = the booking's amount; ``paid`` = sum of its ``payment`` rows; ``refunded`` =
+  sum of its ``refund`` rows; for bookings not cancelled (``booked``, ``completed``,
+  ``no_show``) ``balance = booked − paid + refunded``, ``outstanding = max(balance, 0)`` and
+  ``overpaid = max(−balance, 0)``; a cancelled booking owes nothing (empty outstanding and
+  overpaid) and its ``paid − refunded`` is reported as ``cancelled_net_received``;
+- currency mismatch: a payment or refund in another currency than its booking's; it is
+  not netted against the booking (no exchange rates are assumed) but listed under the
+  exceptions and counted, under its own currency, in ``mismatched_payments``;
+- orphan payment: a payment or refund whose ``booking_id`` names no booking of the
+  organisation;
+- totals are per currency, never across currencies: ``booked``, ``paid``, ``refunded``,
+  ``outstanding`` and ``overpaid`` sum the non-cancelled bookings in that currency (so
+  ``booked − paid + refunded = outstanding − overpaid``);
+- exceptions: every orphan payment, currency mismatch, overpaid booking and booking whose
+  refunds exceed its payments.
+
+**Operational metrics** (section ``operational_metrics``), per local calendar month of the
+*booking date* (``booked_at``), for the bookings made in the period:
+
+- ``bookings``: bookings made in the month, any status;
+- ``cancellations``: of those, the ones now cancelled; ``cancellation_rate`` =
+  cancellations ÷ bookings × 100, half-even to 2 decimals;
+- ``paid_bookings``: of those, the ones with at least one ``payment`` (any currency);
+- ``avg_days_to_first_payment``: mean over ``paid_bookings`` of (first payment's
+  ``occurred_at`` − ``booked_at``) in days of 86,400 s, half-even to 2 decimals (negative
+  when a deposit was recorded before the booking);
+- ``unpaid_open_bookings``: bookings not cancelled without any payment.
+
+Validation findings carried by the report: orphan payments, currency mismatches, bookings
+whose refunds exceed their payments, and GDPR requests received after ``now``.
+"""
+
+from __future__ import annotations
+
+import calendar
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import ROUND_HALF_EVEN, Decimal
+from typing import Literal
+from zoneinfo import ZoneInfo
+
+import asyncpg
+
+from stream_app.db.tenancy import Organization, tenant_transaction
+from stream_app.money import to_major
+from stream_app.reports.model import (
+    Cell,
+    ChartSpec,
+    Column,
+    Kpi,
+    ReportSection,
+    ReportTable,
+    display_text,
+)
+from stream_app.reports.registry import ReportContext, ReportInputError, ReportType, register
+
+REPORT_TYPE = "compliance"
+
+GDPR_KINDS = ("access", "erasure", "rectification", "portability")
+"""The request kinds, in the order of the main table (Art. 15, 17, 16, 20 GDPR)."""
+
+Outcome = Literal["met", "missed", "open_overdue", "open_within_deadline"]
+OUTCOMES: tuple[Outcome, ...] = ("met", "missed", "open_overdue", "open_within_deadline")
+
+NOT_CANCELLED = ("booked", "completed", "no_show")
+"""Booking statuses that still owe their amount."""
+
+MAX_IDS_IN_FINDING = 10
+"""Ids named in one validation finding; the rest are counted ("and N more")."""
+
+_CENT = Decimal("0.01")
+_DAY_S = Decimal(86_400)
+
+GDPR_COLUMNS = (
+    Column("kind", "text", "request kind: access, erasure, rectification, portability"),
+    Column("received", "int", "requests received in the period"),
+    Column("met", "int", "answered before the end of the deadline day"),
+    Column("missed", "int", "answered after the deadline day"),
+    Column("open_overdue", "int", "not answered, deadline passed at report time"),
+    Column("open_within_deadline", "int", "not answered, deadline still ahead"),
+    Column("on_time_rate", "percent", "met ÷ (met + missed + open_overdue) × 100"),
+)
+GDPR_CHART = ChartSpec(
+    title="GDPR requests by kind and outcome",
+    category_column="kind",
+    value_columns=("met", "missed", "open_overdue", "open_within_deadline"),
+)
+
+REQUEST_COLUMNS = (
+    Column("request_id", "text", "request id"),
+    Column("kind", "text", "request kind"),
+    Column("client_id", "text", "the data subject's client id"),
+    Column("received_on", "date", "local date of receipt"),
+    Column("deadline", "date", "last local day to answer (receipt + 1 month)"),
+    Column("completed_on", "date", "local date of the answer (empty: open)"),
+    Column("status", "text", "status as recorded"),
+    Column("outcome", "text", "met, missed, open_overdue or open_within_deadline"),
+    Column("days_past_deadline", "int", "days from the deadline to the answer or to now"),
+)
+
+RECONCILIATION_COLUMNS = (
+    Column("booking_id", "text", "booking id"),
+    Column("status", "text", "booking status"),
+    Column("service_date", "date", "local service date"),
+    Column("currency", "text", "the booking's ISO 4217 currency"),
+    Column("booked", "money", "the booking's amount, major units"),
+    Column("paid", "money", "payments in the booking's currency"),
+    Column("refunded", "money", "refunds in the booking's currency"),
+    Column("outstanding", "money", "max(booked − paid + refunded, 0); empty when cancelled"),
+    Column("overpaid", "money", "max(paid − refunded − booked, 0); empty when cancelled"),
+    Column("mismatched_payments", "int", "payments or refunds in another currency"),
+    Column("finding", "text", "what the audit found, if anything"),
+)
+
+TOTALS_COLUMNS = (
+    Column("currency", "text", "ISO 4217 currency"),
+    Column("bookings", "int", "bookings not cancelled in this currency"),
+    Column("booked", "money", "their booked amount"),
+    Column("paid", "money", "their payments in this currency"),
+    Column("refunded", "money", "their refunds in this currency"),
+    Column("outstanding", "money", "sum of outstanding balances"),
+    Column("overpaid", "money", "sum of overpaid amounts"),
+    Column("overpaid_bookings", "int", "bookings overpaid"),
+    Column("cancelled_bookings", "int", "cancelled bookings in this currency"),
+    Column("cancelled_net_received", "money", "payments − refunds on cancelled bookings"),
+    Column("orphan_payments", "int", "payments and refunds naming no booking"),
+    Column(
+        "mismatched_payments",
+        "int",
+        "payments and refunds in this currency on a booking in another",
+    ),
+)
+
+EXCEPTION_COLUMNS = (
+    Column("exception", "text", "orphan payment, currency mismatch, overpaid, refunds exceed"),
+    Column("payment_id", "text", "the payment or refund, when one is at fault"),
+    Column("booking_id", "text", "the booking named"),
+    Column("occurred_on", "date", "local date of the payment"),
+    Column("currency", "text", "ISO 4217 currency of the amount"),
+    Column("amount", "money", "the payment's amount, or the amount overpaid / over-refunded"),
+    Column("detail", "text", "explanation"),
+)
+
+OPERATIONS_COLUMNS = (
+    Column("month", "month", "local month of the booking date"),
+    Column("bookings", "int", "bookings made in the month"),
+    Column("cancellations", "int", "of which cancelled"),
+    Column("cancellation_rate", "percent", "cancellations ÷ bookings × 100"),
+    Column("paid_bookings", "int", "bookings with at least one payment"),
+    Column("avg_days_to_first_payment", "decimal", "mean days from booking to first payment"),
+    Column("unpaid_open_bookings", "int", "bookings not cancelled without any payment"),
+)
+OPERATIONS_CHART = ChartSpec(
+    title="Bookings and cancellations by booking month",
+    category_column="month",
+    value_columns=("bookings", "cancellations"),
+)
+
+
+# -- inputs ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class GdprRequest:
+    """A row of ``gdpr_requests`` (times are aware, UTC)."""
+
+    id: str
+    kind: str
+    client_id: str | None
+    received_at: datetime
+    completed_at: datetime | None
+    status: str
+
+
+@dataclass(frozen=True, slots=True)
+class BookingBalance:
+    """A booking in scope with its same-currency payments and refunds (minor units)."""
+
+    id: str
+    status: str
+    service_date: date
+    currency: str
+    booked_minor: int
+    paid_minor: int
+    refunded_minor: int
+    mismatched: int
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentRow:
+    """A payment or refund singled out (orphan or currency mismatch)."""
+
+    id: str
+    booking_id: str
+    kind: str
+    currency: str
+    amount_minor: int
+    occurred_at: datetime
+    booking_currency: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class MonthOps:
+    """Operational counts of the bookings made in one local month."""
+
+    month: str
+    bookings: int
+    cancellations: int
+    paid_bookings: int
+    seconds_to_first_payment: Decimal
+    unpaid_open: int
+
+
+@dataclass(frozen=True, slots=True)
+class ComplianceData:
+    """Everything the report reads from PostgreSQL."""
+
+    requests: list[GdprRequest]
+    open_before: int
+    balances: list[BookingBalance]
+    orphans: list[PaymentRow]
+    mismatches: list[PaymentRow]
+    months: list[MonthOps] = field(default_factory=list)
+
+
+def period_bounds(zone: ZoneInfo, date_from: date, date_to: date) -> tuple[datetime, datetime]:
+    """``[date_from 00:00 local, date_to + 1 day 00:00 local)`` as UTC instants."""
+    start = datetime.combine(date_from, time(0), zone).astimezone(UTC)
+    end = datetime.combine(date_to + timedelta(days=1), time(0), zone).astimezone(UTC)
+    return start, end
+
+
+async def load(
+    pool: asyncpg.Pool, org: Organization, date_from: date, date_to: date
+) -> ComplianceData:
+    """Read the report's inputs in one tenant transaction (the organisation in every
+    predicate; row-level security as the second wall)."""
+    start, end = period_bounds(org.zone, date_from, date_to)
+    async with pool.acquire() as conn, tenant_transaction(conn, org.id):
+        requests = await conn.fetch(
+            "SELECT id, kind, client_id, received_at, completed_at, status FROM gdpr_requests"
+            " WHERE organization_id = $1 AND received_at >= $2 AND received_at < $3"
+            " ORDER BY received_at, id",
+            org.id,
+            start,
+            end,
+        )
+        open_before = await conn.fetchval(
+            "SELECT count(*) FROM gdpr_requests WHERE organization_id = $1"
+            " AND received_at < $2 AND completed_at IS NULL",
+            org.id,
+            start,
+        )
+        balances = await conn.fetch(
+            "SELECT b.id, b.status, b.service_date, b.currency, b.amount_minor,"
+            " coalesce(sum(p.amount_minor) FILTER"
+            "   (WHERE p.kind = 'payment' AND p.currency = b.currency), 0) AS paid,"
+            " coalesce(sum(p.amount_minor) FILTER"
+            "   (WHERE p.kind = 'refund' AND p.currency = b.currency), 0) AS refunded,"
+            " count(p.id) FILTER (WHERE p.currency <> b.currency) AS mismatched"
+            " FROM bookings b LEFT JOIN payments p"
+            "   ON p.organization_id = b.organization_id AND p.booking_id = b.id"
+            " WHERE b.organization_id = $1 AND b.service_date BETWEEN $2 AND $3"
+            " GROUP BY b.organization_id, b.id ORDER BY b.id",
+            org.id,
+            date_from,
+            date_to,
+        )
+        orphans = await conn.fetch(
+            "SELECT p.id, p.booking_id, p.kind, p.currency, p.amount_minor, p.occurred_at"
+            " FROM payments p WHERE p.organization_id = $1"
+            " AND p.occurred_at >= $2 AND p.occurred_at < $3"
+            " AND NOT EXISTS (SELECT 1 FROM bookings b"
+            "   WHERE b.organization_id = $1 AND b.id = p.booking_id)"
+            " ORDER BY p.id",
+            org.id,
+            start,
+            end,
+        )
+        mismatches = await conn.fetch(
+            "SELECT p.id, p.booking_id, p.kind, p.currency, p.amount_minor, p.occurred_at,"
+            " b.currency AS booking_currency"
+            " FROM payments p JOIN bookings b"
+            "   ON b.organization_id = p.organization_id AND b.id = p.booking_id"
+            " WHERE p.organization_id = $1 AND b.organization_id = $1"
+            " AND b.service_date BETWEEN $2 AND $3 AND p.currency <> b.currency"
+            " ORDER BY p.id",
+            org.id,
+            date_from,
+            date_to,
+        )
+        months = await conn.fetch(
+            "SELECT to_char(b.booked_at AT TIME ZONE $4, 'YYYY-MM') AS month,"
+            " count(*) AS bookings,"
+            " count(*) FILTER (WHERE b.status = 'cancelled') AS cancellations,"
+            " count(f.first_at) AS paid_bookings,"
+            " coalesce(sum(extract(epoch FROM f.first_at - b.booked_at)), 0) AS seconds,"
+            " count(*) FILTER (WHERE b.status <> 'cancelled' AND f.first_at IS NULL)"
+            "   AS unpaid_open"
+            " FROM bookings b LEFT JOIN LATERAL ("
+            "   SELECT min(p.occurred_at) AS first_at FROM payments p"
+            "   WHERE p.organization_id = $1 AND p.booking_id = b.id AND p.kind = 'payment'"
+            " ) f ON true"
+            " WHERE b.organization_id = $1 AND b.booked_at >= $2 AND b.booked_at < $3"
+            " GROUP BY 1 ORDER BY 1",
+            org.id,
+            start,
+            end,
+            org.time_zone,
+        )
+
+    def payment(r: asyncpg.Record, booking_currency: str | None) -> PaymentRow:
+        return PaymentRow(
+            r["id"],
+            r["booking_id"],
+            r["kind"],
+            r["currency"].strip(),
+            int(r["amount_minor"]),
+            r["occurred_at"],
+            booking_currency,
+        )
+
+    return ComplianceData(
+        requests=[
+            GdprRequest(
+                r["id"], r["kind"], r["client_id"], r["received_at"], r["completed_at"], r["status"]
+            )
+            for r in requests
+        ],
+        open_before=int(open_before),
+        balances=[
+            BookingBalance(
+                r["id"],
+                r["status"],
+                r["service_date"],
+                r["currency"].strip(),
+                int(r["amount_minor"]),
+                int(r["paid"]),
+                int(r["refunded"]),
+                int(r["mismatched"]),
+            )
+            for r in balances
+        ],
+        orphans=[payment(r, None) for r in orphans],
+        mismatches=[payment(r, r["booking_currency"].strip()) for r in mismatches],
+        months=[
+            MonthOps(
+                r["month"],
+                int(r["bookings"]),
+                int(r["cancellations"]),
+                int(r["paid_bookings"]),
+                Decimal(r["seconds"]),
+                int(r["unpaid_open"]),
+            )
+            for r in months
+        ],
+    )
+
+
+# -- definitions ----------------------------------------------------------------------------
+
+
+def deadline_date(received_on: date) -> date:
+    """The last local day to answer a request received on ``received_on``: the same day
+    number one calendar month later, or that month's last day when it has no such day
+    (Regulation 1182/71 Art. 3(2)(c); see the module docstring)."""
+    year, month = (
+        (received_on.year + 1, 1)
+        if received_on.month == 12
+        else (received_on.year, received_on.month + 1)
+    )
+    return date(year, month, min(received_on.day, calendar.monthrange(year, month)[1]))
+
+
+def outcome(req: GdprRequest, zone: ZoneInfo, now: datetime) -> tuple[date, Outcome, int | None]:
+    """``(deadline date, outcome, days past the deadline)`` of ``req`` at ``now`` (UTC)."""
+    deadline = deadline_date(req.received_at.astimezone(zone).date())
+    ends = datetime.combine(deadline + timedelta(days=1), time(0), zone)
+    if req.completed_at is not None:
+        if req.completed_at < ends:
+            return deadline, "met", None
+        return deadline, "missed", (req.completed_at.astimezone(zone).date() - deadline).days
+    if now >= ends:
+        return deadline, "open_overdue", (now.astimezone(zone).date() - deadline).days
+    return deadline, "open_within_deadline", None
+
+
+def percent(numerator: int, denominator: int) -> str | None:
+    """``numerator ÷ denominator × 100``, half-even to 2 decimals; None when the divisor is 0."""
+    if denominator == 0:
+        return None
+    return str((Decimal(numerator * 100) / denominator).quantize(_CENT, ROUND_HALF_EVEN))
+
+
+def months_between(date_from: date, date_to: date) -> list[str]:
+    """``YYYY-MM`` of every month overlapping ``[date_from, date_to]``."""
+    out = []
+    y, m = date_from.year, date_from.month
+    while (y, m) <= (date_to.year, date_to.month):
+        out.append(f"{y:04d}-{m:02d}")
+        y, m = (y + 1, 1) if m == 12 else (y, m + 1)
+    return out
+
+
+def _money(minor: int, currency: str) -> str:
+    return str(to_major(minor, currency))
+
+
+def _ids(ids: Sequence[str]) -> str:
+    shown = ", ".join(ids[:MAX_IDS_IN_FINDING])
+    more = len(ids) - MAX_IDS_IN_FINDING
+    return shown + (f" and {more} more" if more > 0 else "")
+
+
+# -- the report -----------------------------------------------------------------------------
+
+
+def build_report(
+    data: ComplianceData, org: Organization, date_from: date, date_to: date, now: datetime
+) -> ReportTable:
+    """The compliance report of ``org`` for ``[date_from, date_to]`` as of ``now`` (UTC)."""
+    zone = org.zone
+
+    # GDPR
+    per_kind: dict[str, Counter[str]] = {k: Counter() for k in GDPR_KINDS}
+    request_rows: list[list[Cell]] = []
+    future: list[str] = []
+    for req in data.requests:
+        deadline, result, late = outcome(req, zone, now)
+        per_kind.setdefault(req.kind, Counter())[result] += 1
+        if req.received_at > now:
+            future.append(req.id)
+        request_rows.append(
+            [
+                req.id,
+                req.kind,
+                req.client_id,
+                req.received_at.astimezone(zone).date().isoformat(),
+                deadline.isoformat(),
+                None
+                if req.completed_at is None
+                else req.completed_at.astimezone(zone).date().isoformat(),
+                req.status,
+                result,
+                late,
+            ]
+        )
+    gdpr_rows: list[list[Cell]] = []
+    for kind, counts in per_kind.items():
+        due = counts["met"] + counts["missed"] + counts["open_overdue"]
+        gdpr_rows.append(
+            [
+                kind,
+                sum(counts.values()),
+                *(counts[o] for o in OUTCOMES),
+                percent(counts["met"], due),
+            ]
+        )
+
+    # payment audit
+    recon_rows: list[list[Cell]] = []
+    totals: dict[str, Counter[str]] = defaultdict(Counter)
+    exceptions: list[list[Cell]] = []
+    over_refunded: list[str] = []
+    for b in data.balances:
+        t = totals[b.currency]
+        findings = []
+        if b.mismatched:
+            findings.append(f"{b.mismatched} payment(s) in another currency, not netted")
+        if b.refunded_minor > b.paid_minor:
+            findings.append("refunds exceed payments")
+            over_refunded.append(b.id)
+            exceptions.append(
+                [
+                    "refunds exceed payments",
+                    None,
+                    b.id,
+                    None,
+                    b.currency,
+                    _money(b.refunded_minor - b.paid_minor, b.currency),
+                    f"refunded {_money(b.refunded_minor, b.currency)}, "
+                    f"paid {_money(b.paid_minor, b.currency)} {b.currency}",
+                ]
+            )
+        outstanding: str | None = None
+        overpaid: str | None = None
+        if b.status == "cancelled":
+            t["cancelled_bookings"] += 1
+            t["cancelled_net_received"] += b.paid_minor - b.refunded_minor
+        else:
+            balance = b.booked_minor - b.paid_minor + b.refunded_minor
+            t["bookings"] += 1
+            t["booked"] += b.booked_minor
+            t["paid"] += b.paid_minor
+            t["refunded"] += b.refunded_minor
+            t["outstanding"] += max(balance, 0)
+            t["overpaid"] += max(-balance, 0)
+            outstanding = _money(max(balance, 0), b.currency)
+            overpaid = _money(max(-balance, 0), b.currency)
+            if balance < 0:
+                t["overpaid_bookings"] += 1
+                findings.append("overpaid")
+                exceptions.append(
+                    [
+                        "overpaid",
+                        None,
+                        b.id,
+                        None,
+                        b.currency,
+                        _money(-balance, b.currency),
+                        f"booked {_money(b.booked_minor, b.currency)}, paid "
+                        f"{_money(b.paid_minor, b.currency)}, refunded "
+                        f"{_money(b.refunded_minor, b.currency)} {b.currency}",
+                    ]
+                )
+        recon_rows.append(
+            [
+                b.id,
+                b.status,
+                b.service_date.isoformat(),
+                b.currency,
+                _money(b.booked_minor, b.currency),
+                _money(b.paid_minor, b.currency),
+                _money(b.refunded_minor, b.currency),
+                outstanding,
+                overpaid,
+                b.mismatched,
+                "; ".join(findings) or None,
+            ]
+        )
+    for p in data.orphans:
+        totals[p.currency]["orphan_payments"] += 1
+        exceptions.append(
+            [
+                "orphan payment",
+                p.id,
+                p.booking_id,
+                p.occurred_at.astimezone(zone).date().isoformat(),
+                p.currency,
+                _money(p.amount_minor, p.currency),
+                f"{p.kind} naming booking {p.booking_id!r}, which does not exist",
+            ]
+        )
+    for p in data.mismatches:
+        totals[p.currency]["mismatched_payments"] += 1
+        exceptions.append(
+            [
+                "currency mismatch",
+                p.id,
+                p.booking_id,
+                p.occurred_at.astimezone(zone).date().isoformat(),
+                p.currency,
+                _money(p.amount_minor, p.currency),
+                f"{p.kind} in {p.currency} on a booking in {p.booking_currency}; not netted",
+            ]
+        )
+    order = {"orphan payment": 0, "currency mismatch": 1, "overpaid": 2}
+    exceptions.sort(key=lambda r: (order.get(str(r[0]), 3), str(r[2]), str(r[1] or "")))
+    totals_rows: list[list[Cell]] = []
+    for currency in sorted(totals):
+        t = totals[currency]
+        totals_rows.append(
+            [
+                currency,
+                t["bookings"],
+                _money(t["booked"], currency),
+                _money(t["paid"], currency),
+                _money(t["refunded"], currency),
+                _money(t["outstanding"], currency),
+                _money(t["overpaid"], currency),
+                t["overpaid_bookings"],
+                t["cancelled_bookings"],
+                _money(t["cancelled_net_received"], currency),
+                t["orphan_payments"],
+                t["mismatched_payments"],
+            ]
+        )
+
+    # operational metrics
+    by_month = {m.month: m for m in data.months}
+    ops_rows: list[list[Cell]] = []
+    made = cancelled = 0
+    for month in months_between(date_from, date_to):
+        m = by_month.get(month) or MonthOps(month, 0, 0, 0, Decimal(0), 0)
+        made += m.bookings
+        cancelled += m.cancellations
+        avg = (
+            None
+            if m.paid_bookings == 0
+            else str(
+                (m.seconds_to_first_payment / m.paid_bookings / _DAY_S).quantize(
+                    _CENT, ROUND_HALF_EVEN
+                )
+            )
+        )
+        ops_rows.append(
+            [
+                month,
+                m.bookings,
+                m.cancellations,
+                percent(m.cancellations, m.bookings),
+                m.paid_bookings,
+                avg,
+                m.unpaid_open,
+            ]
+        )
+
+    # key figures and findings
+    received = len(data.requests)
+    met = sum(c["met"] for c in per_kind.values())
+    due = met + sum(c["missed"] + c["open_overdue"] for c in per_kind.values())
+    kpis = [
+        Kpi("GDPR requests received", display_text(received, "int")),
+        Kpi("GDPR answered on time", display_text(percent(met, due), "percent") or "–"),
+        Kpi(
+            "GDPR requests open past deadline",
+            display_text(sum(c["open_overdue"] for c in per_kind.values()), "int"),
+        ),
+        Kpi("GDPR requests open from before the period", display_text(data.open_before, "int")),
+    ]
+    kpis.extend(
+        Kpi(f"Outstanding ({c})", f"{display_text(_money(totals[c]['outstanding'], c), 'money')}")
+        for c in sorted(totals)
+        if totals[c]["bookings"]
+    )
+    kpis.append(Kpi("Orphan payments", display_text(len(data.orphans), "int")))
+    kpis.append(Kpi("Currency mismatches", display_text(len(data.mismatches), "int")))
+    kpis.append(
+        Kpi(
+            "Cancellation rate (bookings made)",
+            display_text(percent(cancelled, made), "percent") or "–",
+        )
+    )
+
+    validation: list[str] = []
+    if data.orphans:
+        validation.append(
+            f"{len(data.orphans)} payment(s) or refund(s) dated in the period name a booking "
+            f"that does not exist: {_ids([p.id for p in data.orphans])}"
+        )
+    if data.mismatches:
+        validation.append(
+            f"{len(data.mismatches)} payment(s) or refund(s) are in another currency than "
+            f"their booking (not netted): {_ids([p.id for p in data.mismatches])}"
+        )
+    if over_refunded:
+        validation.append(
+            f"{len(over_refunded)} booking(s) have more refunded than paid: {_ids(over_refunded)}"
+        )
+    if future:
+        validation.append(
+            f"{len(future)} GDPR request(s) are received after the report time: {_ids(future)}"
+        )
+
+    return ReportTable(
+        report_type=REPORT_TYPE,
+        organization_id=org.id,
+        organization_name=org.name,
+        time_zone=org.time_zone,
+        date_from=date_from,
+        date_to=date_to,
+        columns=GDPR_COLUMNS,
+        rows=gdpr_rows,
+        notes=(
+            f"Status as of {now.astimezone(UTC).isoformat(timespec='seconds')} (UTC).",
+            "GDPR deadline: local date of receipt + 1 calendar month (same day number, else "
+            "the month's last day), ending at local midnight; weekends, holidays and the "
+            "Art. 12(3) extension are not applied.",
+            "Money is per currency and never added across currencies; payments in another "
+            "currency than their booking are not netted.",
+            "Operational metrics are by the local month of the booking date.",
+        ),
+        chart=GDPR_CHART,
+        sections=(
+            ReportSection(
+                "gdpr_requests",
+                "GDPR requests received in the period",
+                REQUEST_COLUMNS,
+                request_rows,
+            ),
+            ReportSection(
+                "payment_reconciliation",
+                "Payment reconciliation per booking (service date in the period)",
+                RECONCILIATION_COLUMNS,
+                recon_rows,
+            ),
+            ReportSection(
+                "payment_totals", "Payment audit totals per currency", TOTALS_COLUMNS, totals_rows
+            ),
+            ReportSection(
+                "payment_exceptions", "Payment exceptions", EXCEPTION_COLUMNS, exceptions
+            ),
+            ReportSection(
+                "operational_metrics",
+                "Operational metrics by booking month",
+                OPERATIONS_COLUMNS,
+                ops_rows,
+                OPERATIONS_CHART,
+            ),
+        ),
+        kpis=kpis,
+        validation=validation,
+    )
+
+
+async def build_at(ctx: ReportContext, now: datetime) -> ReportTable:
+    """The report of ``ctx.request`` with GDPR outcomes as of ``now`` (aware).
+
+    Raises:
+        ReportInputError: the request carries data filters (the report covers the whole
+            organisation), or ``now`` is naive.
+    """
+    req = ctx.request
+    for dimension in req.data_filters:
+        raise ReportInputError(
+            f"data_filters.{dimension}: not supported by report type {REPORT_TYPE!r}"
+        )
+    if now.tzinfo is None:
+        raise ReportInputError("now: must carry a time zone")
+    data = await load(ctx.pool, ctx.organization, req.date_from, req.date_to)
+    return build_report(data, ctx.organization, req.date_from, req.date_to, now)
+
+
+async def build(ctx: ReportContext) -> ReportTable:
+    """The report of ``ctx.request`` as of now (registry builder); see :func:`build_at`."""
+    return await build_at(ctx, datetime.now(UTC))
+
+
+register(
+    ReportType(
+        name=REPORT_TYPE,
+        title="Compliance: GDPR deadlines, payment audit, operational metrics",
+        cache_class="financial",
+        build=build,
+        # conservative: the bookings and payments history in PostgreSQL is loaded with the
+        # same facts as these streams, so their events may change the report
+        reads=frozenset({"bookings", "payments"}),
+    )
+)

@@ -1,0 +1,287 @@
+"""Report type ``planner_portfolio``: a wedding planner's offices side by side.
+
+Reads PostgreSQL history only (``offices``, ``bookings.office_id``) inside a tenant
+transaction with the organisation in every predicate; counts and sums are aggregated in SQL.
+
+Definitions:
+
+- a **booking** of an office is a ``bookings`` row with that ``office_id`` whose service date
+  (the wedding date, a local date in the organisation's IANA zone) is inside the range;
+  cancelled bookings are included in ``bookings``;
+- a **wedding** is a booking that is not cancelled; **cancellation rate** = cancellations ÷
+  bookings × 100;
+- **revenue**: the amount of the weddings (bookings not cancelled), exact minor units, per
+  currency (never added across currencies); **average booking value** = revenue ÷ weddings,
+  rounded half-even to the minor unit;
+- **year-over-year growth**: against the same dates one year earlier (29 February → 28
+  February): (this − prior) ÷ prior × 100, for weddings and for revenue; empty when the
+  prior figure is 0;
+- **benchmark**: the organisation's mean per office = the organisation's total ÷ the number
+  of its offices (every office in ``offices``, those without bookings included);
+  ``revenue_index`` = office revenue ÷ mean revenue per office × 100 (100 = average);
+  ``cancellation_vs_org`` = office cancellation rate − the organisation's rate, in
+  percentage points (both rounded to 2 decimals first).
+
+Rows: one per office and currency (an office without bookings in the range or the year
+before has one row in the organisation's currency with zeros), by office id and currency.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import date
+from decimal import Decimal
+from typing import Any
+
+import asyncpg
+
+from stream_app.db.tenancy import tenant_transaction
+from stream_app.money import to_major
+from stream_app.reports.business import (
+    growth,
+    mean_text,
+    percent,
+    reject_filters,
+    round_minor,
+    year_earlier,
+)
+from stream_app.reports.model import Cell, ChartSpec, Column, Kpi, ReportSection, ReportTable
+from stream_app.reports.registry import ReportContext, ReportInputError, ReportType, register
+
+REPORT_TYPE = "planner_portfolio"
+
+COLUMNS = (
+    Column("office_id", "text", "office id"),
+    Column("office_name", "text", "office name"),
+    Column("city", "text", "city"),
+    Column("currency", "text", "ISO 4217 code of the money columns"),
+    Column("bookings", "int", "bookings with a wedding date in the range, cancelled included"),
+    Column("weddings", "int", "bookings not cancelled"),
+    Column("cancellation_rate", "percent", "cancelled / bookings × 100"),
+    Column("revenue", "money", "amount of the weddings, exact"),
+    Column("average_booking_value", "money", "revenue / weddings, rounded half-even"),
+    Column("prior_weddings", "int", "weddings of the same dates a year earlier"),
+    Column("prior_revenue", "money", "revenue of the same dates a year earlier"),
+    Column("weddings_growth", "percent", "(weddings − prior) / prior × 100"),
+    Column("revenue_growth", "percent", "(revenue − prior) / prior × 100"),
+    Column("revenue_index", "percent", "revenue / organisation mean per office × 100"),
+    Column("cancellation_vs_org", "percent", "cancellation rate − organisation rate (points)"),
+)
+
+CHART = ChartSpec(
+    title="Revenue by office, this period and a year earlier",
+    category_column="office_name",
+    value_columns=("revenue", "prior_revenue"),
+    series_column="currency",
+)
+
+BENCHMARK_COLUMNS = (
+    Column("currency", "text", "ISO 4217 code"),
+    Column("offices", "int", "offices of the organisation"),
+    Column("bookings", "int", "bookings, all offices"),
+    Column("weddings", "int", "weddings, all offices"),
+    Column("cancellation_rate", "percent", "cancelled / bookings × 100"),
+    Column("revenue", "money", "revenue, all offices"),
+    Column("mean_revenue_per_office", "money", "revenue / offices, rounded half-even"),
+    Column("mean_weddings_per_office", "text", "weddings / offices, 2 decimals"),
+    Column("average_booking_value", "money", "revenue / weddings, rounded half-even"),
+    Column("prior_revenue", "money", "revenue a year earlier"),
+    Column("revenue_growth", "percent", "(revenue − prior) / prior × 100"),
+)
+
+OFFICES_SQL = "SELECT id, name, city FROM offices WHERE organization_id = $1 ORDER BY id"
+
+FIGURES_SQL = """
+    SELECT b.office_id, b.currency,
+           count(*) FILTER (WHERE b.service_date BETWEEN $2 AND $3) AS bookings,
+           count(*) FILTER (WHERE b.service_date BETWEEN $2 AND $3
+                            AND b.status = 'cancelled') AS cancellations,
+           coalesce(sum(b.amount_minor) FILTER (WHERE b.service_date BETWEEN $2 AND $3
+                                                AND b.status <> 'cancelled'), 0)::bigint
+               AS revenue,
+           count(*) FILTER (WHERE b.service_date BETWEEN $4 AND $5
+                            AND b.status <> 'cancelled') AS prior_weddings,
+           coalesce(sum(b.amount_minor) FILTER (WHERE b.service_date BETWEEN $4 AND $5
+                                                AND b.status <> 'cancelled'), 0)::bigint
+               AS prior_revenue
+    FROM bookings b
+    JOIN offices o ON o.organization_id = b.organization_id AND o.id = b.office_id
+    WHERE b.organization_id = $1 AND o.organization_id = $1
+      AND (b.service_date BETWEEN $2 AND $3 OR b.service_date BETWEEN $4 AND $5)
+    GROUP BY b.office_id, b.currency
+"""
+
+
+async def _read(
+    conn: asyncpg.Connection, org_id: str, date_from: date, date_to: date
+) -> dict[str, Any]:
+    return {
+        "offices": await conn.fetch(OFFICES_SQL, org_id),
+        "figures": await conn.fetch(
+            FIGURES_SQL, org_id, date_from, date_to, year_earlier(date_from), year_earlier(date_to)
+        ),
+    }
+
+
+def _major(minor: int, currency: str) -> str:
+    return str(to_major(minor, currency))
+
+
+def _minus(a: str | None, b: str | None) -> str | None:
+    return None if a is None or b is None else str(Decimal(a) - Decimal(b))
+
+
+def build_report(
+    data: dict[str, Any],
+    *,
+    organization_id: str,
+    organization_name: str,
+    time_zone: str,
+    currency: str,
+    date_from: date,
+    date_to: date,
+) -> ReportTable:
+    """The report from the query results of :func:`_read` (pure; see the module docstring).
+
+    Raises:
+        ReportInputError: the organisation has no offices.
+    """
+    offices = data["offices"]
+    if not offices:
+        raise ReportInputError(f"organization_id: {organization_id!r} has no offices")
+    by_office: dict[str, dict[str, Any]] = defaultdict(dict)
+    for r in data["figures"]:
+        by_office[r["office_id"]][r["currency"].strip()] = r
+    # organisation totals per currency: bookings, cancellations, revenue, prior revenue
+    org_totals: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+    for per_currency in by_office.values():
+        for cur, r in per_currency.items():
+            t = org_totals[cur]
+            t[0] += r["bookings"]
+            t[1] += r["cancellations"]
+            t[2] += r["revenue"]
+            t[3] += r["prior_revenue"]
+    n = len(offices)
+    org_rate = {cur: percent(t[1], t[0]) for cur, t in org_totals.items()}
+    mean_revenue = {cur: Decimal(t[2]) / n for cur, t in org_totals.items()}
+
+    rows: list[list[Cell]] = []
+    for office in offices:
+        figures = by_office.get(office["id"]) or {currency: None}
+        for cur in sorted(figures):
+            r = figures[cur]
+            bookings = r["bookings"] if r else 0
+            cancellations = r["cancellations"] if r else 0
+            revenue = r["revenue"] if r else 0
+            prior_weddings = r["prior_weddings"] if r else 0
+            prior_revenue = r["prior_revenue"] if r else 0
+            weddings = bookings - cancellations
+            rate = percent(cancellations, bookings)
+            rows.append(
+                [
+                    office["id"],
+                    office["name"],
+                    office["city"],
+                    cur,
+                    bookings,
+                    weddings,
+                    rate,
+                    _major(revenue, cur),
+                    _major(round_minor(Decimal(revenue) / weddings), cur) if weddings else None,
+                    prior_weddings,
+                    _major(prior_revenue, cur),
+                    growth(weddings, prior_weddings),
+                    growth(revenue, prior_revenue),
+                    percent(revenue, mean_revenue.get(cur, Decimal(0))),
+                    _minus(rate, org_rate.get(cur)),
+                ]
+            )
+
+    benchmark: list[list[Cell]] = []
+    kpis = [Kpi("Offices", f"{n:,}")]
+    for cur, (bookings, cancellations, revenue, prior_revenue) in sorted(org_totals.items()):
+        weddings = bookings - cancellations
+        benchmark.append(
+            [
+                cur,
+                n,
+                bookings,
+                weddings,
+                org_rate[cur],
+                _major(revenue, cur),
+                _major(round_minor(mean_revenue[cur]), cur),
+                mean_text(weddings, n),
+                _major(round_minor(Decimal(revenue) / weddings), cur) if weddings else None,
+                _major(prior_revenue, cur),
+                growth(revenue, prior_revenue),
+            ]
+        )
+        kpis += [
+            Kpi(f"Weddings ({cur})", f"{weddings:,}"),
+            Kpi(f"Revenue ({cur})", format(to_major(revenue, cur), ",")),
+            Kpi(
+                f"Mean revenue per office ({cur})",
+                format(to_major(round_minor(mean_revenue[cur]), cur), ","),
+            ),
+            Kpi(f"Revenue growth ({cur})", f"{growth(revenue, prior_revenue) or '–'}%"),
+            Kpi(f"Cancellation rate ({cur})", f"{org_rate[cur] or '–'}%"),
+        ]
+    return ReportTable(
+        report_type=REPORT_TYPE,
+        organization_id=organization_id,
+        organization_name=organization_name,
+        time_zone=time_zone,
+        date_from=date_from,
+        date_to=date_to,
+        columns=COLUMNS,
+        rows=rows,
+        notes=(
+            f"Weddings by their local date (time zone {time_zone}); growth against the same "
+            "dates a year earlier.",
+            "Revenue = amount of the bookings not cancelled, exact, per currency.",
+            "revenue_index = office revenue / (organisation revenue / offices) × 100.",
+        ),
+        chart=CHART,
+        sections=(
+            ReportSection(
+                name="benchmark",
+                title="Organisation totals and means per office",
+                columns=BENCHMARK_COLUMNS,
+                rows=benchmark,
+            ),
+        ),
+        kpis=kpis,
+    )
+
+
+async def build(ctx: ReportContext) -> ReportTable:
+    """The report of ``ctx.request`` (registry builder).
+
+    Raises:
+        ReportInputError: data filters were given, or the organisation has no offices.
+    """
+    req = ctx.request
+    reject_filters(req)
+    org = ctx.organization
+    async with ctx.pool.acquire() as conn, tenant_transaction(conn, org.id):
+        data = await _read(conn, org.id, req.date_from, req.date_to)
+    return build_report(
+        data,
+        organization_id=org.id,
+        organization_name=org.name,
+        time_zone=org.time_zone,
+        currency=org.currency,
+        date_from=req.date_from,
+        date_to=req.date_to,
+    )
+
+
+register(
+    ReportType(
+        name=REPORT_TYPE,
+        title="Planner portfolio",
+        cache_class="portfolio",
+        build=build,
+        reads=frozenset(),
+    )
+)

@@ -1,0 +1,163 @@
+"""Event-time windows: which window an event's ``occurred_at`` falls in, and when it closes.
+
+Five window grains, all by **event time** (``occurred_at``, never arrival time):
+
+========================  ===================================================  ==================
+grain                     window                                               label
+========================  ===================================================  ==================
+``event_hour``            tumbling, 3,600 s, aligned to the UTC epoch          ``2026-11-29T10``
+``event_day_utc``         tumbling, 86,400 s, aligned to the UTC epoch          ``2026-11-29``
+``event_day``             calendar day in the organisation's IANA zone          ``2026-11-29``
+``event_week``            ISO 8601 week (Monday–Sunday) in the zone            ``2026-W48``
+``event_month``           calendar month in the zone                           ``2026-11``
+========================  ===================================================  ==================
+
+Calendar windows are computed in the zone with :mod:`zoneinfo`, so a day across a
+daylight-saving change lasts 23 or 25 hours and a month is a calendar month, not 30 days.
+A local midnight that does not exist (a zone that springs forward at 00:00) starts the day at
+the first instant that does exist. Tumbling windows have a fixed length in seconds and ignore
+the zone (hours and UTC days are the same everywhere).
+
+Lateness (the grace period): the *watermark* of a partition is the greatest ``occurred_at``
+folded from it so far. A window is *closed* once ``watermark >= window end + grace``; an event
+whose window of some grain is closed is *late for that grain*: it is not folded into that
+window (the window's published figure is final) but it still counts in its open windows of
+other grains and in the service-date totals of :mod:`stream_app.tables.bookings`, which are
+not event-time windows and stay exact. Every late event is copied to the ``late-events`` topic
+with the grains it missed, and counted (``events_outcome_total{outcome="late"}`` and
+``late_events_total{grain}``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Literal
+from zoneinfo import ZoneInfo
+
+WindowGrain = Literal["event_hour", "event_day_utc", "event_day", "event_week", "event_month"]
+WINDOW_GRAINS: tuple[WindowGrain, ...] = (
+    "event_hour",
+    "event_day_utc",
+    "event_day",
+    "event_week",
+    "event_month",
+)
+
+_HOUR_S = 3600
+_DAY_S = 86400
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """One window: its grain, label and ``[start, end)`` in UTC."""
+
+    grain: WindowGrain
+    label: str
+    start: datetime
+    end: datetime
+
+
+def _local_midnight(day: date, zone: ZoneInfo) -> datetime:
+    """The first instant of local ``day`` in ``zone``, in UTC."""
+    naive = datetime.combine(day, time(0))
+    instant = naive.replace(tzinfo=zone).astimezone(UTC)
+    # a midnight skipped by a spring-forward transition maps to the instant of the
+    # transition itself (fold=0 reads it with the earlier offset), which is the day's
+    # first existing instant; check it did not land on the previous local day
+    if instant.astimezone(zone).date() < day:  # pragma: no cover - no such zone rule today
+        instant = instant + timedelta(hours=1)
+    return instant
+
+
+def window_of(grain: WindowGrain, at: datetime, zone: ZoneInfo) -> Window:
+    """The ``grain`` window containing the instant ``at`` (timezone-aware).
+
+    Raises:
+        ValueError: ``at`` is naive.
+    """
+    if at.tzinfo is None:
+        raise ValueError("at: a timezone-aware datetime is required")
+    if grain in ("event_hour", "event_day_utc"):
+        size = _HOUR_S if grain == "event_hour" else _DAY_S
+        ts = int(at.timestamp()) // size * size
+        start = datetime.fromtimestamp(ts, UTC)
+        label = start.strftime("%Y-%m-%dT%H" if grain == "event_hour" else "%Y-%m-%d")
+        return Window(grain, label, start, start + timedelta(seconds=size))
+    local = at.astimezone(zone).date()
+    if grain == "event_day":
+        first, nxt = local, local + timedelta(days=1)
+        label = local.isoformat()
+    elif grain == "event_week":
+        first = local - timedelta(days=local.weekday())
+        nxt = first + timedelta(days=7)
+        year, week, _ = local.isocalendar()
+        label = f"{year}-W{week:02d}"
+    else:
+        first = local.replace(day=1)
+        nxt = (first + timedelta(days=32)).replace(day=1)
+        label = first.isoformat()[:7]
+    return Window(grain, label, _local_midnight(first, zone), _local_midnight(nxt, zone))
+
+
+def windows_of(at: datetime, zone: ZoneInfo) -> list[Window]:
+    """The window of every grain containing ``at``, in :data:`WINDOW_GRAINS` order."""
+    return [window_of(g, at, zone) for g in WINDOW_GRAINS]
+
+
+def is_closed(window: Window, watermark: datetime | None, grace: timedelta) -> bool:
+    """Whether ``window`` is closed: ``watermark >= window.end + grace`` (None: nothing seen)."""
+    return watermark is not None and watermark >= window.end + grace
+
+
+def window_labels(grain: WindowGrain, first: str, last: str, limit: int) -> list[str]:
+    """The labels of consecutive ``grain`` windows from ``first`` to ``last`` inclusive.
+
+    Labels as in the module table; a week label is ``YYYY-Www``.
+
+    Raises:
+        ValueError: a label is malformed, ``last`` precedes ``first``, or there are more than
+            ``limit`` windows.
+    """
+    utc = ZoneInfo("UTC")
+    start, end = _parse_label(grain, first), _parse_label(grain, last)
+    if end < start:
+        raise ValueError("to must not be before from")
+    out: list[str] = []
+    cur = window_of(grain, start, utc)
+    while cur.start <= end:
+        out.append(cur.label)
+        if len(out) > limit:
+            raise ValueError(f"at most {limit} windows per request")
+        cur = window_of(grain, cur.end, utc)
+    return out
+
+
+def _parse_label(grain: WindowGrain, label: str) -> datetime:
+    """A UTC instant inside the window labelled ``label`` (labels read as UTC dates)."""
+    try:
+        if grain == "event_hour":
+            if len(label) != 13 or label[10] != "T":
+                raise ValueError
+            return datetime.strptime(label, "%Y-%m-%dT%H").replace(tzinfo=UTC)
+        if grain in ("event_day_utc", "event_day"):
+            if len(label) != 10:
+                raise ValueError
+            return datetime.combine(date.fromisoformat(label), time(12), UTC)
+        if grain == "event_week":
+            year, week = label.split("-W")
+            if len(week) != 2:
+                raise ValueError
+            return datetime.combine(date.fromisocalendar(int(year), int(week), 3), time(12), UTC)
+        if len(label) != 7:
+            raise ValueError
+        return datetime.combine(date.fromisoformat(label + "-15"), time(12), UTC)
+    except ValueError:
+        shape = {
+            "event_hour": "YYYY-MM-DDTHH",
+            "event_day_utc": "YYYY-MM-DD",
+            "event_day": "YYYY-MM-DD",
+            "event_week": "YYYY-Www",
+            "event_month": "YYYY-MM",
+        }[grain]
+        raise ValueError(f"{label!r} is not a {grain} label ({shape})") from None

@@ -1,0 +1,150 @@
+"""``catering_cost`` on a generated caterer in the test PostgreSQL.
+
+Cost, waste and margin are computed again below in plain Python (exact ``Decimal``) over the
+generated rows and compared exactly; the report is rendered in all five formats and the main
+table read back from each file.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import date
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+from stream_app.reports.catering_cost import COLUMNS
+from stream_app.reports.registry import ReportInputError
+from stream_app.settings import Settings
+from stream_app.synthetic.generator import Chunk, SynthConfig
+from tests.synthetic.helpers import (
+    assert_rows,
+    build,
+    check_files,
+    half_even,
+    load,
+    major,
+    pct,
+    render_and_read,
+)
+
+ORG = "test-catering"
+CONFIG = SynthConfig("catering", 2_000, seed=9, organization_id=ORG)
+FROM, TO = date(2024, 4, 1), date(2024, 9, 30)
+
+
+@pytest.fixture(scope="module")
+async def rows(settings: Settings) -> Chunk:
+    return await load(settings, CONFIG)
+
+
+def money_row(revenue: int, cost: Decimal, waste: Decimal) -> list[Any]:
+    cost_minor = half_even(cost)
+    return [
+        major(revenue),
+        major(cost_minor),
+        major(half_even(waste)),
+        pct(waste, cost),
+        major(revenue - cost_minor),
+        pct(revenue - cost_minor, revenue),
+    ]
+
+
+def expected(rows: Chunk) -> dict[str, list[list[Any]]]:
+    bookings = {b[1]: b for b in rows["bookings"]}
+    unit_cost = {i[1]: i for i in rows["catering_ingredients"]}
+    menus = {m[1]: m[2] for m in rows["catering_menus"]}
+    events = [
+        e
+        for e in rows["catering_events"]
+        if FROM <= e[5] <= TO and bookings[e[2]][12] != "cancelled"
+    ]
+    wanted = {e[1] for e in events}
+    usage: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
+    for u in rows["catering_usage"]:
+        if u[1] in wanted:
+            usage[u[1]].append(u)
+
+    event_rows = []
+    per_menu: dict[str, list[Any]] = defaultdict(lambda: [0, 0, set(), 0, Decimal(0), Decimal(0)])
+    per_ingredient: dict[str, list[Any]] = defaultdict(
+        lambda: [0, Decimal(0), Decimal(0), Decimal(0), Decimal(0)]
+    )
+    for e in sorted(events, key=lambda e: (e[5], e[1])):
+        revenue = bookings[e[2]][10]
+        cost = sum((u[3] * unit_cost[u[2]][4] for u in usage[e[1]]), Decimal(0))
+        waste = sum((u[4] * unit_cost[u[2]][4] for u in usage[e[1]]), Decimal(0))
+        event_rows.append(
+            [e[1], e[5].isoformat(), e[4], e[6], len(usage[e[1]]), "EUR",
+             *money_row(revenue, cost, waste)]
+        )  # fmt: skip
+        m = per_menu[e[4]]
+        m[0] += 1
+        m[1] += e[6]
+        m[2].update(u[2] for u in usage[e[1]])
+        m[3] += revenue
+        m[4] += cost
+        m[5] += waste
+        for u in usage[e[1]]:
+            g = per_ingredient[u[2]]
+            g[0] += 1
+            g[1] += u[3]
+            g[2] += u[4]
+            g[3] += u[3] * unit_cost[u[2]][4]
+            g[4] += u[4] * unit_cost[u[2]][4]
+    menu_rows = [
+        [mid, menus[mid], n, covers, len(ings), "EUR", *money_row(rev, cost, waste)]
+        for mid, (n, covers, ings, rev, cost, waste) in sorted(per_menu.items())
+    ]
+    ingredient_rows = [
+        [iid, unit_cost[iid][2], unit_cost[iid][3], n, str(used), str(wasted),
+         pct(wasted, used), "EUR", major(half_even(cost)), major(half_even(waste))]
+        for iid, (n, used, wasted, cost, waste) in sorted(per_ingredient.items())
+    ]  # fmt: skip
+    return {"menus": menu_rows, "events": event_rows, "ingredients": ingredient_rows}
+
+
+async def test_catering_cost(rows: Chunk, settings: Settings, tmp_path: Path) -> None:
+    table = await build(settings, "catering_cost", ORG, FROM, TO)
+    want = expected(rows)
+    assert len(want["menus"]) == 8 and len(want["events"]) > 300
+    assert_rows(table.rows, COLUMNS, want["menus"])
+    sections = {s.name: s for s in table.sections}
+    assert_rows(sections["events"].rows, sections["events"].columns, want["events"])
+    assert_rows(sections["ingredients"].rows, sections["ingredients"].columns, want["ingredients"])
+    # the waste share of every ingredient is inside the generator's stated 2–18 % band
+    assert all(Decimal("1.9") < Decimal(r[6]) < Decimal("18.1") for r in want["ingredients"])
+
+    kpis = {k.label: k.value for k in table.kpis}
+    events = want["events"]
+    revenue = sum(int(Decimal(r[6]) * 100) for r in events)
+    assert kpis["Events"] == f"{len(events):,}"
+    assert kpis["Covers"] == f"{sum(r[3] for r in events):,}"
+    assert kpis["Revenue (EUR)"] == f"{revenue // 100:,}.{revenue % 100:02d}"
+
+    files = render_and_read(table, tmp_path)
+    check_files(
+        files,
+        table,
+        {"": want["menus"], "events": want["events"], "ingredients": want["ingredients"]},
+    )
+
+
+async def test_mixed_currencies_are_refused(rows: Chunk, settings: Settings) -> None:
+    conn = await asyncpg.connect(settings.postgres_dsn)
+    try:
+        await conn.execute(
+            "UPDATE catering_ingredients SET currency = 'USD'"
+            " WHERE organization_id = $1 AND id = 'in-24'",
+            ORG,
+        )
+        with pytest.raises(ReportInputError, match=r"booking currency EUR and ingredient cost"):
+            await build(settings, "catering_cost", ORG, FROM, TO)
+    finally:
+        await conn.execute(
+            "UPDATE catering_ingredients SET currency = 'EUR' WHERE organization_id = $1", ORG
+        )
+        await conn.close()

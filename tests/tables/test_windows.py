@@ -1,0 +1,222 @@
+"""Event-time windows: bounds across daylight-saving changes, ISO weeks, labels, lateness,
+and the windowed fold (late events, duplicates, redelivery after a crash)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from stream_app.schemas.bookings import BookingEvent
+from stream_app.tables.bookings import VenueTotals, WindowPolicy, fold_batch, table_key
+from stream_app.tables.windows import is_closed, window_labels, window_of
+
+LONDON = ZoneInfo("Europe/London")
+NEW_YORK = ZoneInfo("America/New_York")
+KOLKATA = ZoneInfo("Asia/Kolkata")  # UTC+05:30
+UTCZ = ZoneInfo("UTC")
+
+
+def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0, sec: int = 0) -> datetime:
+    return datetime(year, month, day, hour, minute, sec, tzinfo=UTC)
+
+
+def test_tumbling_hour_and_utc_day_ignore_the_zone() -> None:
+    at = utc(2026, 3, 29, 0, 59, 59)
+    h = window_of("event_hour", at, LONDON)
+    assert (h.label, h.start, h.end) == ("2026-03-29T00", utc(2026, 3, 29, 0), utc(2026, 3, 29, 1))
+    d = window_of("event_day_utc", at, KOLKATA)
+    assert (d.label, d.start, d.end) == ("2026-03-29", utc(2026, 3, 29), utc(2026, 3, 30))
+
+
+@pytest.mark.parametrize(
+    ("zone", "day", "hours", "start"),
+    [
+        # clocks go forward 01:00 GMT -> 02:00 BST on 2026-03-29: a 23-hour day
+        (LONDON, date(2026, 3, 29), 23, utc(2026, 3, 29, 0)),
+        # back 02:00 BST -> 01:00 GMT on 2026-10-25: a 25-hour day starting at 23:00 UTC
+        (LONDON, date(2026, 10, 25), 25, utc(2026, 10, 24, 23)),
+        # New York: 2026-03-08 (EST -> EDT) and 2026-11-01 (EDT -> EST)
+        (NEW_YORK, date(2026, 3, 8), 23, utc(2026, 3, 8, 5)),
+        (NEW_YORK, date(2026, 11, 1), 25, utc(2026, 11, 1, 4)),
+        # a 30-minute offset: the local day starts at 18:30 UTC the evening before
+        (KOLKATA, date(2026, 7, 1), 24, utc(2026, 6, 30, 18, 30)),
+    ],
+)
+def test_local_day_lasts_23_or_25_hours_across_dst(
+    zone: ZoneInfo, day: date, hours: int, start: datetime
+) -> None:
+    noon = datetime(day.year, day.month, day.day, 12, tzinfo=zone)
+    w = window_of("event_day", noon, UTCZ if zone is UTCZ else zone)
+    assert w.label == day.isoformat()
+    assert w.start == start
+    assert w.end - w.start == timedelta(hours=hours)
+
+
+def test_local_month_and_iso_week_in_the_zone() -> None:
+    # 2026-01-31 23:30 UTC is already 1 February in Kolkata (05:00) but not in New York
+    at = utc(2026, 1, 31, 23, 30)
+    assert window_of("event_month", at, KOLKATA).label == "2026-02"
+    assert window_of("event_month", at, NEW_YORK).label == "2026-01"
+    feb = window_of("event_month", at, KOLKATA)
+    assert feb.start == utc(2026, 1, 31, 18, 30) and feb.end == utc(2026, 2, 28, 18, 30)
+    # ISO weeks: 2026-12-31 (Thursday) and 2027-01-01 are in 2026-W53; 2027-01-04 is 2027-W01
+    assert window_of("event_week", utc(2026, 12, 31, 12), UTCZ).label == "2026-W53"
+    assert window_of("event_week", utc(2027, 1, 1, 12), UTCZ).label == "2026-W53"
+    assert window_of("event_week", utc(2027, 1, 4, 12), UTCZ).label == "2027-W01"
+    # the week containing London's autumn change has 7 × 24 + 1 hours
+    w = window_of("event_week", utc(2026, 10, 25, 12), LONDON)
+    assert w.label == "2026-W43"
+    assert w.end - w.start == timedelta(hours=169)
+
+
+def test_window_labels_and_their_errors() -> None:
+    assert window_labels("event_hour", "2026-03-28T22", "2026-03-29T01", 100) == [
+        "2026-03-28T22",
+        "2026-03-28T23",
+        "2026-03-29T00",
+        "2026-03-29T01",
+    ]
+    assert window_labels("event_week", "2026-W52", "2027-W01", 100) == [
+        "2026-W52",
+        "2026-W53",
+        "2027-W01",
+    ]
+    assert window_labels("event_month", "2026-11", "2027-02", 100) == [
+        "2026-11",
+        "2026-12",
+        "2027-01",
+        "2027-02",
+    ]
+    with pytest.raises(ValueError, match="event_hour label"):
+        window_labels("event_hour", "2026-03-28", "2026-03-29T01", 100)
+    with pytest.raises(ValueError, match="before"):
+        window_labels("event_day", "2026-03-29", "2026-03-28", 100)
+    with pytest.raises(ValueError, match="at most 3"):
+        window_labels("event_day", "2026-03-01", "2026-03-28", 3)
+
+
+def test_a_window_closes_at_end_plus_grace() -> None:
+    w = window_of("event_hour", utc(2026, 5, 1, 10, 15), UTCZ)
+    grace = timedelta(minutes=10)
+    assert not is_closed(w, None, grace)
+    assert not is_closed(w, utc(2026, 5, 1, 11, 9, 59), grace)
+    assert is_closed(w, utc(2026, 5, 1, 11, 10), grace)
+
+
+# --- the windowed fold -------------------------------------------------------------------
+
+ORG = "org"
+
+
+def ev(n: int, at: datetime, *, cancel: bool = False, amount: int = 100) -> BookingEvent:
+    return BookingEvent(
+        schema_version=1,
+        event_id=f"w-{n}-{'c' if cancel else 'b'}",
+        organization_id=ORG,
+        occurred_at=at,
+        event_type="booking_cancelled" if cancel else "booking_created",
+        booking_id=f"b-{n}",
+        venue_id="v1",
+        service_date=date(2026, 9, 5),
+        amount_minor=amount,
+        currency="EUR",
+    )
+
+
+POLICY = WindowPolicy(lambda org: LONDON, timedelta(minutes=30), lambda org: f"~watermark/0/{org}")
+
+
+def fold(store: dict[str, Any], events: list[BookingEvent], first: int, keep: int | None = None):  # type: ignore[no-untyped-def]
+    result = fold_batch(store.get, [(first + i, e) for i, e in enumerate(events)], POLICY)
+    store.update(result.writes if keep is None else result.writes[:keep])
+    return result
+
+
+def row(store: dict[str, Any], grain: str, label: str) -> VenueTotals:
+    value = store.get(table_key(ORG, "v1", grain, label))  # type: ignore[arg-type]
+    return VenueTotals.from_json(value["totals"] if value else None)
+
+
+# events in event-time order, then one 2 hours late (outside the 30-minute grace of its
+# hour and of nothing else), and one 10 minutes late (inside the grace)
+STREAM = [
+    ev(1, utc(2026, 5, 1, 9, 5)),
+    ev(2, utc(2026, 5, 1, 9, 50), amount=250),
+    ev(3, utc(2026, 5, 1, 10, 20)),
+    ev(4, utc(2026, 5, 1, 11, 40), amount=70),
+    ev(5, utc(2026, 5, 1, 9, 30), amount=1000),  # late for hour 09 (closed at 10:30 + ...)
+    ev(6, utc(2026, 5, 1, 11, 25), amount=5),  # 15 min behind the watermark: in its hour
+    ev(2, utc(2026, 5, 1, 9, 50), amount=250),  # a duplicate message of event 2
+]
+
+
+def independent_hours() -> Counter[str]:
+    """Bookings per UTC hour of the on-time events, worked out by hand from STREAM:
+    event 5's hour (09) closed when the watermark (11:40) passed 10:00 + 30 min."""
+    return Counter({"2026-05-01T09": 2, "2026-05-01T10": 1, "2026-05-01T11": 2})
+
+
+def test_late_events_miss_only_their_closed_windows() -> None:
+    store: dict[str, Any] = {}
+    result = fold(store, STREAM, 0)
+    assert result.outcomes == ["counted"] * 4 + ["late", "counted", "duplicate"]
+    assert result.late == {4: ["event_hour"]}
+    hours = {h: row(store, "event_hour", h).bookings for h in independent_hours()}
+    assert hours == dict(independent_hours())
+    # every on-time or late event is in the local day / week / month (the 10:30 BST day)
+    assert row(store, "event_day", "2026-05-01").bookings == 6
+    assert row(store, "event_month", "2026-05").booked_minor == {
+        "EUR": 100 + 250 + 100 + 70 + 1000 + 5
+    }
+    assert row(store, "event_week", "2026-W18").bookings == 6
+    # the service-date totals count every event, late or not
+    assert row(store, "month", "2026-09").bookings == 6
+    assert store["~watermark/0/org"]["event_time"] == "2026-05-01T11:40:00+00:00"
+
+
+def test_watermark_persists_between_batches() -> None:
+    store: dict[str, Any] = {}
+    fold(store, STREAM[:4], 0)
+    result = fold(store, [STREAM[4]], 4)
+    assert result.late == {0: ["event_hour"]}
+    assert row(store, "event_hour", "2026-05-01T09").bookings == 2
+
+
+@pytest.mark.parametrize("kept", range(0, 16))
+def test_redelivery_after_a_crash_keeps_windows_exact(kept: int) -> None:
+    whole: dict[str, Any] = {}
+    fold(whole, STREAM[:3], 0)
+    fold(whole, STREAM[3:], 3)
+    crashed: dict[str, Any] = {}
+    fold(crashed, STREAM[:3], 0)
+    fold(crashed, STREAM[3:], 3, keep=kept)  # only a prefix of the writes survived
+    fold(crashed, STREAM[3:], 3)  # redelivered from the committed offset
+    for key in whole:
+        if key.startswith("~"):
+            continue
+        assert crashed[key]["totals"] == whole[key]["totals"], key
+
+
+def test_each_tenant_has_its_own_watermark() -> None:
+    """Another organisation's clock running a day ahead in the same partition does not make
+    this organisation's events late."""
+    ahead = BookingEvent(
+        schema_version=1,
+        event_id="other-1",
+        organization_id="other",
+        occurred_at=utc(2026, 5, 2, 12),
+        event_type="booking_created",
+        booking_id="o-1",
+        venue_id="v9",
+        service_date=date(2026, 9, 5),
+        amount_minor=1,
+        currency="EUR",
+    )
+    store: dict[str, Any] = {}
+    result = fold(store, [ahead, *STREAM[:4]], 0)
+    assert result.outcomes == ["counted"] * 5
+    assert store["~watermark/0/other"]["event_time"] == "2026-05-02T12:00:00+00:00"
