@@ -433,3 +433,19 @@ async def test_retriable_failure_is_retried_then_dead_lettered_and_a_running_can
             if rec.key == f"{RETRY_ORG}/{running}".encode()
         ]
         assert statuses == ["queued", "processing", "cancelled"]
+
+
+async def test_a_non_retriable_cause_fails_at_once(
+    settings: Settings, main_worker: WorkerProcess, proc_org: list[Booking]
+) -> None:
+    body = {**BASE_BODY, "data_filters": {"venue_id": ["v1", "nowhere"]}}
+    st = await request_report_http(main_worker.url, settings, ORG, body)
+    assert st["status"] == "failed" and st["attempts"] == 1, st
+    assert st["error"] == "data_filters.venue_id: unknown venue(s) ['nowhere']"
+    assert [e["attempt"] for e in st["attempt_errors"]] == [1]
+    dead = [
+        rec
+        for rec in await read_topic(settings.kafka_bootstrap, DEAD_LETTER)
+        if st["report_id"].encode() in (rec.value or b"")
+    ]
+    assert dead == []
