@@ -3,7 +3,8 @@
 Subcommands: ``services`` (local Kafka + PostgreSQL), ``init`` (topics + migrations),
 ``worker`` (a Faust worker), ``replay`` (the hotel data set to events), ``synth`` (load a
 synthetic business history into PostgreSQL), ``report`` (request a report and wait for it),
-``token`` (a development API token), ``demo`` (all of it, end to end).
+``cancel`` (cancel a queued or running report), ``token`` (a development API token), ``demo``
+(all of it, end to end).
 
 When ``KAFKA_BOOTSTRAP`` / ``POSTGRES_DSN`` are not set, they are read from the services
 started by ``wedding-engine services up`` (``$WEDDING_STATE_DIR/services.json``).
@@ -167,6 +168,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
             date_to=_date_arg("--to", args.date_to),
             output_formats=args.formats.split(","),
             timeout_s=args.timeout,
+            priority=args.priority,
+            cache_strategy=args.cache,
         )
     )
     print(
@@ -176,6 +179,18 @@ def _cmd_report(args: argparse.Namespace) -> int:
     for a in status.artifacts:
         print(f"  {a.format}: {a.uri} ({a.size_bytes} bytes, {a.rows} rows, sha256 {a.sha256})")
     return 0 if status.status == "completed" else 1
+
+
+def _cmd_cancel(args: argparse.Namespace) -> int:
+    from stream_app.client import cancel_report
+    from stream_app.settings import load_settings
+
+    outcome = asyncio.run(cancel_report(load_settings(), args.org, args.report_id))
+    if outcome is None:
+        print(f"error: no report {args.report_id!r} in {args.org!r}", file=sys.stderr)
+        return 1
+    print(f"report {args.report_id}: {outcome}")
+    return 0 if outcome == "cancelled" else 1
 
 
 def _cmd_token(args: argparse.Namespace) -> int:
@@ -240,6 +255,11 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--to", dest="date_to", required=True, help="YYYY-MM-DD (local, inclusive)")
     rep.add_argument("--formats", default="csv,json")
     rep.add_argument("--timeout", type=float, default=120.0, help="seconds")
+    rep.add_argument("--priority", default="normal", choices=["low", "normal", "high", "critical"])
+    rep.add_argument("--cache", default="use_cache", choices=["use_cache", "refresh", "skip"])
+    c = sub.add_parser("cancel", help="cancel a queued or running report")
+    c.add_argument("--org", required=True)
+    c.add_argument("report_id")
     t = sub.add_parser("token", help="print a development API token")
     t.add_argument("--org", required=True)
     t.add_argument("--user", default="dev")
@@ -266,6 +286,7 @@ def main(argv: list[str] | None = None) -> int:
         "replay": _cmd_replay,
         "synth": _cmd_synth,
         "report": _cmd_report,
+        "cancel": _cmd_cancel,
         "token": _cmd_token,
         "demo": _cmd_demo,
     }

@@ -1,4 +1,4 @@
-"""A small client: publish a report request to Kafka and wait for its final status.
+"""A small client: publish a report request to Kafka and wait for its final status; cancel one.
 
 Used by the CLI, the demo, the tests and the benchmarks. It reads ``report-results`` from the
 end (subscribing before it publishes, so the answer cannot be missed).
@@ -9,14 +9,17 @@ from __future__ import annotations
 import time
 import uuid
 from datetime import UTC, date, datetime
+from typing import Any, Literal
 
+import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from stream_app.db import reports as report_db
 from stream_app.schemas.base import decode_event, encode_event
 from stream_app.schemas.reports import ReportRequest
 from stream_app.schemas.updates import ReportStatus
 from stream_app.settings import Settings
-from stream_app.topics import REPORT_REQUESTS, REPORT_RESULTS
+from stream_app.topics import REALTIME_METRICS_UPDATES, REPORT_REQUESTS, REPORT_RESULTS
 
 FINAL = frozenset({"completed", "failed", "cancelled"})
 
@@ -32,8 +35,15 @@ async def request_report_and_wait(
     user_id: str = "cli",
     report_id: str | None = None,
     timeout_s: float = 120.0,
+    priority: Literal["low", "normal", "high", "critical"] = "normal",
+    cache_strategy: Literal["use_cache", "refresh", "skip"] = "use_cache",
+    data_filters: dict[str, list[str]] | None = None,
+    configuration: dict[str, Any] | None = None,
 ) -> ReportStatus:
     """Request a report and return its final status (completed, failed or cancelled).
+
+    ``priority``, ``cache_strategy``, ``data_filters`` and ``configuration`` are the request's
+    (:class:`~stream_app.schemas.reports.ReportRequest`).
 
     Raises:
         msgspec.ValidationError / ValueError: the request is invalid (raised before sending).
@@ -49,6 +59,10 @@ async def request_report_and_wait(
         date_to=date_to,
         output_formats=output_formats,
         requested_at=datetime.now(UTC),
+        priority=priority,
+        cache_strategy=cache_strategy,
+        data_filters=data_filters or {},
+        configuration=configuration or {},
     )
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False
@@ -86,3 +100,42 @@ async def request_report_and_wait(
     finally:
         await producer.stop()
         await consumer.stop()
+
+
+async def cancel_report(settings: Settings, organization_id: str, report_id: str) -> str | None:
+    """Cancel a queued or running report; publish ``cancelled`` when this call cancelled it.
+
+    The worker running it sees the status in PostgreSQL and stops
+    (:mod:`stream_app.reports.agent`).
+
+    Returns:
+        ``"cancelled"``, else the report's final status, or None when there is no such report.
+    """
+    conn = await asyncpg.connect(settings.postgres_dsn)
+    try:
+        outcome = await report_db.cancel(conn, organization_id, report_id)
+        rec = await report_db.fetch_report(conn, organization_id, report_id)
+    finally:
+        await conn.close()
+    if outcome != "cancelled" or rec is None:
+        return outcome
+    status = ReportStatus(
+        kind="report_status",
+        report_id=report_id,
+        organization_id=organization_id,
+        report_type=rec.report_type,
+        status="cancelled",
+        at=datetime.now(UTC),
+        error="cancelled by request",
+        priority=rec.priority,
+        attempts=rec.attempts,
+    )
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+    await producer.start()
+    try:
+        key = f"{organization_id}/{report_id}".encode()
+        for topic in (REALTIME_METRICS_UPDATES, REPORT_RESULTS):
+            await producer.send_and_wait(topic, key=key, value=encode_event(status))
+    finally:
+        await producer.stop()
+    return "cancelled"

@@ -48,6 +48,18 @@ HTTP_REQUESTS = Counter(
     ["route", "status"],
     registry=REGISTRY,
 )
+REPORT_CACHE = Counter(
+    "wedding_report_cache_total",
+    "Report cache lookups by level (l1, l2, l3, in_flight) and outcome (hit, miss).",
+    ["level", "outcome"],
+    registry=REGISTRY,
+)
+REPORT_GENERATIONS = Counter(
+    "wedding_report_generations_total",
+    "Report generation attempts actually run (cache hits excluded), by type and outcome.",
+    ["report_type", "outcome"],
+    registry=REGISTRY,
+)
 LATE_EVENTS = Counter(
     "wedding_late_events_total",
     "Events too late for a closed event-time window, per window grain.",

@@ -58,6 +58,12 @@ class Settings:
             otherwise act on the same schedules.
         scheduler_interval_s: seconds between two scheduler ticks of a worker
             (``WEDDING_SCHEDULER_INTERVAL_S``); a fire time is claimed at most this late.
+        report_lane_concurrency: reports generated at once per priority lane on a worker,
+            ``critical=4,high=3,normal=3,low=2`` (``WEDDING_REPORT_LANES``).
+        report_retry_base_s: first wait before retrying a report whose generation failed for
+            a retriable cause; doubled for each further attempt (``WEDDING_REPORT_RETRY_BASE_S``).
+        report_cancel_poll_s: how often a running report checks PostgreSQL for a cancellation
+            made on another worker (``WEDDING_REPORT_CANCEL_POLL_S``).
     """
 
     kafka_bootstrap: str = field(default_factory=lambda: _env("KAFKA_BOOTSTRAP", "127.0.0.1:9092"))
@@ -100,6 +106,33 @@ class Settings:
     scheduler_interval_s: float = field(
         default_factory=lambda: float(_env("WEDDING_SCHEDULER_INTERVAL_S", "15"))
     )
+
+    report_lane_concurrency: dict[str, int] = field(
+        default_factory=lambda: _lanes(
+            _env("WEDDING_REPORT_LANES", "critical=4,high=3,normal=3,low=2")
+        )
+    )
+    report_retry_base_s: float = field(
+        default_factory=lambda: float(_env("WEDDING_REPORT_RETRY_BASE_S", "1.0"))
+    )
+    report_cancel_poll_s: float = field(
+        default_factory=lambda: float(_env("WEDDING_REPORT_CANCEL_POLL_S", "0.5"))
+    )
+
+
+def _lanes(spec: str) -> dict[str, int]:
+    """``"critical=4,low=1"`` → ``{"critical": 4, "high": 1, "normal": 1, "low": 1}``.
+
+    Raises:
+        ValueError: an unknown lane or a concurrency below 1.
+    """
+    out = {"critical": 1, "high": 1, "normal": 1, "low": 1}
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        name, _, value = part.partition("=")
+        if name not in out or int(value) < 1:
+            raise ValueError(f"WEDDING_REPORT_LANES: bad entry {part!r}")
+        out[name] = int(value)
+    return out
 
 
 def load_settings() -> Settings:

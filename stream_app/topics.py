@@ -21,6 +21,12 @@ REPORT_REQUESTS = "report-requests"
 REPORT_RESULTS = "report-results"
 REALTIME_METRICS_UPDATES = "realtime-metrics-updates"
 DEAD_LETTER = "dead-letter-events"
+REPORT_LANES: dict[str, str] = {
+    p: f"report-requests-{p}" for p in ("critical", "high", "normal", "low")
+}
+"""Priority lane topics of the report agent (see :mod:`stream_app.reports.agent`)."""
+REPORT_CACHE_TOPIC = "report-cache"
+"""Entries of the report cache's level 2 (see :mod:`stream_app.reports.cache`)."""
 LATE_EVENTS = "late-events"
 
 INPUT_TOPICS: tuple[str, ...] = (
@@ -35,6 +41,8 @@ ALL_TOPICS: tuple[str, ...] = (
     REPORT_RESULTS,
     REALTIME_METRICS_UPDATES,
     DEAD_LETTER,
+    *REPORT_LANES.values(),
+    REPORT_CACHE_TOPIC,
     LATE_EVENTS,
 )
 

@@ -1,7 +1,15 @@
-"""The ``reports`` table: each report request, its status, artifacts and error."""
+"""The ``reports`` table: each report request, its status, artifacts, error, cache and cost.
+
+Also the data versions of the report cache (``report_data_versions``): one counter per
+(organisation, stream) that moves whenever events change that stream's tables.
+
+Status changes that end or stop a report are conditional (``WHERE status = …``), so a
+cancellation racing a completion is decided by PostgreSQL: exactly one of them wins.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -12,9 +20,17 @@ import orjson
 from stream_app.db.tenancy import tenant_transaction
 
 
+def _json(value: Any) -> str | None:
+    return None if value is None else orjson.dumps(value).decode()
+
+
 @dataclass(frozen=True, slots=True)
 class ReportRecord:
-    """A stored report status (see :class:`stream_app.schemas.updates.ReportStatus`)."""
+    """A stored report status (see :class:`stream_app.schemas.updates.ReportStatus`).
+
+    ``cache``, ``performance`` and ``data_versions`` are the JSON objects stored with it
+    (``None`` until set); ``attempt_errors`` lists ``{"attempt", "error", "at"}``.
+    """
 
     id: str
     organization_id: str
@@ -25,6 +41,55 @@ class ReportRecord:
     processing_ms: float | None
     created_at: datetime
     updated_at: datetime
+    priority: str = "normal"
+    cache_strategy: str = "use_cache"
+    cache_key: str | None = None
+    cache: dict[str, Any] | None = None
+    data_versions: dict[str, int] | None = None
+    performance: dict[str, Any] | None = None
+    metadata: dict[str, Any] | None = None
+    attempts: int = 0
+    attempt_errors: list[dict[str, Any]] | None = None
+    generated_at: datetime | None = None
+    data_size_bytes: int | None = None
+    data_rows: int | None = None
+
+
+_COLUMNS = (
+    "id, organization_id, report_type, status, artifacts, error, processing_ms, created_at,"
+    " updated_at, priority, cache_strategy, cache_key, cache, data_versions, performance,"
+    " metadata, attempts, attempt_errors, generated_at, data_size_bytes, data_rows"
+)
+
+
+def _record(row: asyncpg.Record) -> ReportRecord:
+    def js(name: str) -> Any:
+        raw = row[name]
+        return None if raw is None else orjson.loads(raw)
+
+    return ReportRecord(
+        id=row["id"],
+        organization_id=row["organization_id"],
+        report_type=row["report_type"],
+        status=row["status"],
+        artifacts=orjson.loads(row["artifacts"]),
+        error=row["error"],
+        processing_ms=row["processing_ms"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        priority=row["priority"],
+        cache_strategy=row["cache_strategy"],
+        cache_key=row["cache_key"],
+        cache=js("cache"),
+        data_versions=js("data_versions"),
+        performance=js("performance"),
+        metadata=js("metadata"),
+        attempts=row["attempts"],
+        attempt_errors=js("attempt_errors"),
+        generated_at=row["generated_at"],
+        data_size_bytes=row["data_size_bytes"],
+        data_rows=row["data_rows"],
+    )
 
 
 async def insert_queued(
@@ -35,16 +100,27 @@ async def insert_queued(
     user_id: str,
     report_type: str,
     request: dict[str, Any],
+    priority: str = "normal",
+    cache_strategy: str = "use_cache",
+    cache_key: str | None = None,
 ) -> bool:
-    """Record a new request as ``queued``; False if a report with this id already exists."""
+    """Record a new request as ``queued``; False if a report with this id already exists.
+
+    Raises:
+        asyncpg.ForeignKeyViolationError: the organisation does not exist.
+    """
     status = await conn.execute(
-        "INSERT INTO reports (id, organization_id, user_id, report_type, status, request)"
-        " VALUES ($1, $2, $3, $4, 'queued', $5::jsonb) ON CONFLICT (id) DO NOTHING",
+        "INSERT INTO reports (id, organization_id, user_id, report_type, status, request,"
+        " priority, cache_strategy, cache_key)"
+        " VALUES ($1, $2, $3, $4, 'queued', $5::jsonb, $6, $7, $8) ON CONFLICT (id) DO NOTHING",
         report_id,
         organization_id,
         user_id,
         report_type,
         orjson.dumps(request).decode(),
+        priority,
+        cache_strategy,
+        cache_key,
     )
     return bool(status.endswith(" 1"))
 
@@ -56,7 +132,8 @@ async def claim_processing(
 
     One generation at a time: a report already ``processing`` is taken over only when its
     last change is older than ``stale_after_s`` seconds (its worker died). A redelivered or
-    doubly consumed request therefore does not generate the report twice at once.
+    doubly consumed request therefore does not generate the report twice at once; a
+    cancelled, completed or failed report is never claimed.
     """
     status = await conn.execute(
         "UPDATE reports SET status = 'processing', updated_at = now() WHERE id = $1 AND"
@@ -68,6 +145,39 @@ async def claim_processing(
     return bool(status.endswith(" 1"))
 
 
+async def start_attempt(conn: asyncpg.Connection, report_id: str) -> int:
+    """Count one more generation attempt of a ``processing`` report; return its number.
+
+    Returns 0 when the report is no longer ``processing`` (it was cancelled).
+    """
+    n = await conn.fetchval(
+        "UPDATE reports SET attempts = attempts + 1, updated_at = now()"
+        " WHERE id = $1 AND status = 'processing' RETURNING attempts",
+        report_id,
+    )
+    return int(n or 0)
+
+
+async def record_attempt_error(
+    conn: asyncpg.Connection, report_id: str, attempt: int, error: str
+) -> None:
+    """Append ``{"attempt", "error", "at"}`` to the report's attempt errors."""
+    await conn.execute(
+        "UPDATE reports SET attempt_errors = attempt_errors || jsonb_build_array("
+        " jsonb_build_object('attempt', $2::int, 'error', $3::text, 'at', now())),"
+        " updated_at = now() WHERE id = $1",
+        report_id,
+        attempt,
+        error,
+    )
+
+
+async def current_status(conn: asyncpg.Connection, report_id: str) -> str | None:
+    """The stored status of a report (any tenant: worker-side), None when unknown."""
+    value = await conn.fetchval("SELECT status FROM reports WHERE id = $1", report_id)
+    return None if value is None else str(value)
+
+
 async def set_status(
     conn: asyncpg.Connection,
     report_id: str,
@@ -76,18 +186,72 @@ async def set_status(
     artifacts: list[dict[str, Any]] | None = None,
     error: str | None = None,
     processing_ms: float | None = None,
-) -> None:
-    """Move a report to ``status`` (with its artifacts, error and timing when given)."""
-    await conn.execute(
+    only_from: Iterable[str] | None = None,
+    cache: dict[str, Any] | None = None,
+    data_versions: dict[str, int] | None = None,
+    performance: dict[str, Any] | None = None,
+    metadata: dict[str, Any] | None = None,
+    generated_at: datetime | None = None,
+    data_size_bytes: int | None = None,
+    data_rows: int | None = None,
+) -> bool:
+    """Move a report to ``status`` with whatever details are given; True if it moved.
+
+    ``only_from``: move only from one of these statuses (e.g. ``["processing"]`` so that a
+    report cancelled meanwhile stays cancelled); None moves from any status.
+    """
+    allowed = list(only_from) if only_from is not None else None
+    result = await conn.execute(
         "UPDATE reports SET status = $2, artifacts = COALESCE($3::jsonb, artifacts),"
-        " error = $4, processing_ms = COALESCE($5, processing_ms), updated_at = now()"
-        " WHERE id = $1",
+        " error = $4, processing_ms = COALESCE($5, processing_ms),"
+        " cache = COALESCE($7::jsonb, cache),"
+        " data_versions = COALESCE($8::jsonb, data_versions),"
+        " performance = COALESCE($9::jsonb, performance),"
+        " metadata = COALESCE($10::jsonb, metadata),"
+        " generated_at = COALESCE($11, generated_at),"
+        " data_size_bytes = COALESCE($12, data_size_bytes),"
+        " data_rows = COALESCE($13, data_rows), updated_at = now()"
+        " WHERE id = $1 AND ($6::text[] IS NULL OR status = ANY($6::text[]))",
         report_id,
         status,
-        orjson.dumps(artifacts).decode() if artifacts is not None else None,
+        _json(artifacts),
         error,
         processing_ms,
+        allowed,
+        _json(cache),
+        _json(data_versions),
+        _json(performance),
+        _json(metadata),
+        generated_at,
+        data_size_bytes,
+        data_rows,
     )
+    return bool(result.endswith(" 1"))
+
+
+async def cancel(conn: asyncpg.Connection, organization_id: str, report_id: str) -> str | None:
+    """Cancel a ``queued`` or ``processing`` report of ``organization_id``.
+
+    Returns:
+        ``"cancelled"`` when this call cancelled it, else the report's current status
+        (``completed``, ``failed`` or already ``cancelled``), or None when there is no such
+        report in the organisation.
+    """
+    row = await conn.fetchrow(
+        "UPDATE reports SET status = 'cancelled', error = 'cancelled by request',"
+        " updated_at = now() WHERE organization_id = $1 AND id = $2"
+        " AND status IN ('queued', 'processing') RETURNING status",
+        organization_id,
+        report_id,
+    )
+    if row is not None:
+        return "cancelled"
+    value = await conn.fetchval(
+        "SELECT status FROM reports WHERE organization_id = $1 AND id = $2",
+        organization_id,
+        report_id,
+    )
+    return None if value is None else str(value)
 
 
 async def fetch_report(
@@ -96,21 +260,56 @@ async def fetch_report(
     """A report of ``organization_id`` by id (tenant transaction); None when not found."""
     async with tenant_transaction(conn, organization_id):
         row = await conn.fetchrow(
-            "SELECT id, organization_id, report_type, status, artifacts, error, processing_ms,"
-            " created_at, updated_at FROM reports WHERE organization_id = $1 AND id = $2",
+            f"SELECT {_COLUMNS} FROM reports WHERE organization_id = $1 AND id = $2",
             organization_id,
             report_id,
         )
-    if row is None:
-        return None
-    return ReportRecord(
-        id=row["id"],
-        organization_id=row["organization_id"],
-        report_type=row["report_type"],
-        status=row["status"],
-        artifacts=orjson.loads(row["artifacts"]),
-        error=row["error"],
-        processing_ms=row["processing_ms"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
+    return None if row is None else _record(row)
+
+
+async def latest_completed_for_key(
+    conn: asyncpg.Connection, organization_id: str, cache_key: str, max_age_s: float
+) -> ReportRecord | None:
+    """The newest ``completed`` generation (not itself a cache hit) of ``cache_key``.
+
+    Only generations younger than ``max_age_s`` seconds count (level 3 of the report cache).
+    """
+    row = await conn.fetchrow(
+        f"SELECT {_COLUMNS} FROM reports WHERE organization_id = $1 AND cache_key = $2"
+        " AND status = 'completed' AND generated_at > now() - make_interval(secs => $3)"
+        " AND cache->>'level' IN ('miss')"
+        " ORDER BY generated_at DESC LIMIT 1",
+        organization_id,
+        cache_key,
+        max_age_s,
     )
+    return None if row is None else _record(row)
+
+
+async def bump_data_versions(conn: asyncpg.Connection, counts: dict[tuple[str, str], int]) -> None:
+    """Add ``n`` to the data version of each ``(organization_id, stream) -> n``."""
+    if not counts:
+        return
+    await conn.executemany(
+        "INSERT INTO report_data_versions (organization_id, stream, version) VALUES ($1, $2, $3)"
+        " ON CONFLICT (organization_id, stream) DO UPDATE"
+        " SET version = report_data_versions.version + EXCLUDED.version, updated_at = now()",
+        [(org, stream, n) for (org, stream), n in sorted(counts.items())],
+    )
+
+
+async def data_versions(
+    conn: asyncpg.Connection, organization_id: str, streams: Iterable[str]
+) -> dict[str, int]:
+    """The current data version of each of ``streams`` of ``organization_id`` (0 if none)."""
+    wanted = sorted(set(streams))
+    if not wanted:
+        return {}
+    rows = await conn.fetch(
+        "SELECT stream, version FROM report_data_versions"
+        " WHERE organization_id = $1 AND stream = ANY($2::text[])",
+        organization_id,
+        wanted,
+    )
+    found = {r["stream"]: int(r["version"]) for r in rows}
+    return {s: found.get(s, 0) for s in wanted}

@@ -1,27 +1,63 @@
-"""The report agent: ``report-requests`` in; artifacts and status changes out.
+"""The report agent: ``report-requests`` in; priority lanes; artifacts and status changes out.
 
-For each request: validate it (a malformed request is dead-lettered and, when its id and
-organisation can be read, ends ``failed`` with the cause), record it in PostgreSQL as
-``queued`` (a request whose id already reached a final status is not generated again: a
-redelivered request is ignored), move it to ``processing``, read the organisation and venues
-from PostgreSQL and the figures from the bookings table (from this worker, or over HTTP from
-the worker that holds a venue's partition), render each requested format in a worker thread (so live
-metrics keep flowing), store the files with SHA-256 and size, and end ``completed`` with the
-links, or ``failed`` with the cause. Every status change is published on
-``realtime-metrics-updates`` and ``report-results``.
+**Lanes.** A router agent (:func:`report_agent`) reads ``report-requests``, validates each
+request (a malformed one is dead-lettered and, when its id and organisation can be read, ends
+``failed``), records it in PostgreSQL as ``queued``, publishes ``queued`` and re-publishes the
+request to the topic of its priority, ``report-requests-<priority>``. Each lane topic has its
+own agent with its own concurrency (:attr:`Settings.report_lane_concurrency`), so a
+``critical`` report never waits behind ``low`` ones: they are different partitions read by
+different actors, and a backlog of one lane is invisible to the others. Why topics, not an
+in-process priority queue: the lanes keep everything a Kafka topic gives (a request survives a
+crash, lanes scale out with partitions and workers, a lane's lag is visible) and the router
+keeps the one input contract (``report-requests``) every producer already uses. The lane key is
+``organization_id/<cache key>``, so identical requests meet on one worker (single flight) and
+land where their key's cache table partition lives (:mod:`stream_app.reports.cache`).
+
+**Generation** (lane agent): claim the report (``queued → processing`` in PostgreSQL, so a
+redelivered request is generated once), publish ``processing``, answer from the cache when the
+strategy allows (hit levels in :mod:`stream_app.reports.cache`), else read the organisation
+and venues from PostgreSQL and the figures from the tables, render each format in a worker
+thread (live metrics keep flowing), store the files with SHA-256 and size, and end
+``completed`` with the links, cache info and measured performance, or ``failed`` with the
+cause. Every status change goes to ``realtime-metrics-updates`` and ``report-results``.
+
+**Retries.** A retriable cause (:func:`is_retriable`: I/O errors of the artifact store, lost
+PostgreSQL connections, an unreachable table holder) is retried with exponential backoff
+(tenacity; waits ``base``, ``2 × base``; three attempts); each attempt and its error are
+recorded (``attempts``, ``attempt_errors``). After the third, the report ends ``failed`` with
+the cause and the request goes to ``dead-letter-events``. A non-retriable cause (unknown
+organisation or venue, bad filter, a builder's :class:`ReportInputError`) fails at once.
+
+**Cancellation** (:func:`cancel_report`, HTTP ``POST …/cancel``, ``wedding-engine cancel``):
+PostgreSQL moves a ``queued`` or ``processing`` report to ``cancelled`` and the canceller
+publishes ``cancelled``. A queued report is then never claimed. A running one is stopped: at
+once when it runs on the worker that took the cancel (its task is cancelled), else within
+:attr:`Settings.report_cancel_poll_s` by a watchdog reading its status; the render thread stops
+before the next format, and the report's files are deleted. Completion is conditional on
+``processing`` in PostgreSQL, so a cancel racing a completion has one winner.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
+import resource
+import shutil
+import threading
 import time
-from collections.abc import AsyncIterable
-from datetime import UTC, date, datetime
-from typing import Any
+import tracemalloc
+from collections.abc import AsyncIterable, Awaitable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any, cast
 
+import aiohttp
 import asyncpg
+import msgspec
 import orjson
 from faust.types import EventT
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from stream_app.agents.context import outside_any_event
 from stream_app.agents.deadletter import send_to_dead_letter
@@ -29,19 +65,37 @@ from stream_app.app import app, settings
 from stream_app.db import reports as report_db
 from stream_app.db.pool import get_pool
 from stream_app.db.tenancy import UnknownOrganizationError, fetch_organization, fetch_venues
-from stream_app.observability import REPORT_SECONDS, REPORTS
-from stream_app.reports import booking_summary, registry
+from stream_app.observability import REPORT_CACHE, REPORT_GENERATIONS, REPORT_SECONDS, REPORTS
+from stream_app.reports import booking_summary, cache, registry
 from stream_app.reports.artifacts import ArtifactStore
+from stream_app.reports.cache import CacheEntry
 from stream_app.reports.model import ReportTable
-from stream_app.reports.registry import ReportContext, ReportInputError
+from stream_app.reports.registry import CACHE_TTL_S, ReportContext, ReportInputError
 from stream_app.reports.render import RENDERERS
 from stream_app.schemas.base import EventValidationError, decode_event, encode_event
-from stream_app.schemas.reports import ReportRequest
-from stream_app.schemas.updates import ArtifactLink, ReportStatus, ReportStatusName
+from stream_app.schemas.reports import PRIORITIES, ReportRequest
+from stream_app.schemas.updates import (
+    ArtifactLink,
+    CacheInfo,
+    CacheLevel,
+    PerformanceMetrics,
+    ReportStatus,
+    ReportStatusName,
+)
 from stream_app.tables.bookings import table_key
-from stream_app.topics import REALTIME_METRICS_UPDATES, REPORT_REQUESTS, REPORT_RESULTS
+from stream_app.topics import (
+    REALTIME_METRICS_UPDATES,
+    REPORT_LANES,
+    REPORT_REQUESTS,
+    REPORT_RESULTS,
+)
 from stream_app.web.errors import ApiError
 from stream_app.web.routing import as_table_row, local_periods, owner_url, remote_periods
+
+log = logging.getLogger(__name__)
+
+RETRY_ATTEMPTS = 3
+"""Generation attempts of a report whose failures are retriable (the first included)."""
 
 _raw: dict[str, Any] = {
     "key_type": bytes,
@@ -52,14 +106,48 @@ _raw: dict[str, Any] = {
 report_requests_topic = app.topic(REPORT_REQUESTS, partitions=settings.topic_partitions, **_raw)
 report_results_topic = app.topic(REPORT_RESULTS, partitions=settings.topic_partitions, **_raw)
 updates_topic = app.topic(REALTIME_METRICS_UPDATES, partitions=settings.topic_partitions, **_raw)
+lane_topics = {
+    p: app.topic(REPORT_LANES[p], partitions=settings.topic_partitions, **_raw) for p in PRIORITIES
+}
 
 store = ArtifactStore(settings.artifact_dir)
 
 
 class ReportFailure(Exception):
-    """A report cannot be generated; the message is the cause shown to the user."""
+    """A report cannot be generated; the message is the cause shown to the user.
 
-    retriable = False
+    Attributes:
+        retriable: True when a later attempt may succeed (a holder of table rows could not be
+            reached); False for causes in the request or the data.
+    """
+
+    def __init__(self, cause: str, *, retriable: bool = False) -> None:
+        super().__init__(cause)
+        self.retriable = retriable
+
+
+class ReportCancelledError(Exception):
+    """The report was cancelled (seen in PostgreSQL) before an attempt could start."""
+
+
+def is_retriable(exc: BaseException) -> bool:
+    """True when a failed generation may succeed if tried again.
+
+    An exception's own ``retriable`` attribute decides when it has one (style: errors carry
+    their retry class); otherwise I/O errors (``OSError``: the artifact store, sockets),
+    timeouts, lost PostgreSQL connections and HTTP client errors are retriable, others not.
+    """
+    flag = getattr(exc, "retriable", None)
+    if isinstance(flag, bool):
+        return flag
+    return isinstance(
+        exc,
+        OSError
+        | TimeoutError
+        | asyncpg.PostgresConnectionError
+        | asyncpg.InterfaceError
+        | aiohttp.ClientError,
+    )
 
 
 async def publish_status(status: ReportStatus) -> None:
@@ -84,6 +172,7 @@ def _status(
         status=status,
         at=datetime.now(UTC),
         processing_ms=(time.perf_counter() - started) * 1000,
+        priority=req.priority,
         **extra,
     )
 
@@ -97,7 +186,7 @@ async def read_venue_rows(
     holds them, over HTTP (:mod:`stream_app.web.routing`).
 
     Raises:
-        ReportFailure: a holder of some venue's rows cannot be reached.
+        ReportFailure: a holder of some venue's rows cannot be reached (retriable).
     """
     months = booking_summary.months_in(date_from, date_to)
     whole = [m for m, days in months if days is None]
@@ -121,13 +210,184 @@ async def read_venue_rows(
                     key = table_key(organization_id, venue_id, grain, p["period"])  # type: ignore[arg-type]
                     rows[key] = as_table_row(p)
         except ApiError as exc:
-            raise ReportFailure(f"venue {venue_id!r}: {exc.reason}") from exc
+            raise ReportFailure(f"venue {venue_id!r}: {exc.reason}", retriable=True) from exc
     return rows
 
 
-def _render_all(table: ReportTable, req: ReportRequest) -> list[ArtifactLink]:
+# ---------------------------------------------------------------------------------------------
+# measuring
+
+
+@dataclass
+class _Run:
+    """What one report's generation measured (seconds, bytes) and its stop flag."""
+
+    query_s: float = 0.0
+    processing_s: float = 0.0
+    rendering_s: float = 0.0
+    cpu_s: float = 0.0
+    attempts: int = 0
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    async def timed(self, aw: Awaitable[Any]) -> Any:
+        """Await ``aw``, adding its wall time to the query time."""
+        t0 = time.perf_counter()
+        try:
+            return await aw
+        finally:
+            self.query_s += time.perf_counter() - t0
+
+
+def _rss_bytes() -> int:
+    """Resident set size of this process now (``/proc/self/statm``; else the peak so far)."""
+    try:
+        with open("/proc/self/statm", "rb") as fh:
+            return int(fh.read().split()[1]) * _PAGE
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+class _MemoryTracer:
+    """Peak memory of each running report, in one of two modes (``WEDDING_REPORT_MEMORY``).
+
+    - ``rss`` (default): a sampler thread reads the process's resident set size every 5 ms
+      while reports run; a report's figure is the peak RSS above the RSS at its start (what
+      it made the worker grow by; memory reused from earlier reports does not count again).
+    - ``tracemalloc``: peak of Python allocations above the level at the report's start
+      (exact for one report at a time, an upper bound when reports overlap; it slows
+      allocation-heavy rendering 2–5× here, hence not the default).
+    """
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+        self.active: dict[int, list[int]] = {}  # token -> [baseline, peak]
+        self._lock = threading.Lock()
+        self._next = 0
+        self._sampler: threading.Thread | None = None
+
+    def begin(self) -> int:
+        """Start measuring one report; returns its token."""
+        with self._lock:
+            self._next += 1
+            token = self._next
+            if self.mode == "tracemalloc":
+                if not self.active:
+                    tracemalloc.start()
+                    tracemalloc.reset_peak()
+                now = tracemalloc.get_traced_memory()[0]
+            else:
+                now = _rss_bytes()
+            self.active[token] = [now, now]
+            if self.mode != "tracemalloc" and self._sampler is None:
+                self._sampler = threading.Thread(target=self._sample, daemon=True)
+                self._sampler.start()
+        return token
+
+    def _sample(self) -> None:
+        while True:
+            with self._lock:
+                if not self.active:
+                    self._sampler = None
+                    return
+                rss = _rss_bytes()
+                for pair in self.active.values():
+                    pair[1] = max(pair[1], rss)
+            time.sleep(0.005)
+
+    def end(self, token: int) -> int:
+        """Stop measuring the report of ``token``; its peak bytes above its start."""
+        with self._lock:
+            baseline, peak = self.active.pop(token, [0, 0])
+            if self.mode == "tracemalloc":
+                if tracemalloc.is_tracing():
+                    peak = max(peak, tracemalloc.get_traced_memory()[1])
+                if not self.active:
+                    tracemalloc.stop()
+            else:
+                peak = max(peak, _rss_bytes())
+        return max(0, peak - baseline)
+
+
+_memory = _MemoryTracer(os.environ.get("WEDDING_REPORT_MEMORY", "rss"))
+
+_TIMED_METHODS = frozenset(
+    {"fetch", "fetchrow", "fetchval", "execute", "executemany", "copy_from_query"}
+)
+
+
+class _TimedConnection:
+    """An asyncpg connection whose queries add their wall time to a run's query time."""
+
+    def __init__(self, conn: asyncpg.Connection, run: _Run) -> None:
+        self._conn = conn
+        self._run = run
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._conn, name)
+        if name not in _TIMED_METHODS:
+            return attr
+        run = self._run
+
+        async def timed(*args: Any, **kwargs: Any) -> Any:
+            return await run.timed(attr(*args, **kwargs))
+
+        return timed
+
+
+class _TimedAcquire:
+    def __init__(self, ctx: Any, run: _Run) -> None:
+        self._ctx = ctx
+        self._run = run
+
+    async def __aenter__(self) -> _TimedConnection:
+        conn = await self._run.timed(self._ctx.__aenter__())
+        return _TimedConnection(conn, self._run)
+
+    async def __aexit__(self, *exc: Any) -> Any:
+        return await self._ctx.__aexit__(*exc)
+
+
+class _TimedPool:
+    """The pool a report's builder gets: ``async with pool.acquire()`` and the pool's own
+    query methods are timed; everything else is the asyncpg pool's."""
+
+    def __init__(self, pool: asyncpg.Pool, run: _Run) -> None:
+        self._pool = pool
+        self._run = run
+
+    def acquire(self, *, timeout: float | None = None) -> _TimedAcquire:
+        return _TimedAcquire(self._pool.acquire(timeout=timeout), self._run)
+
+    def __getattr__(self, name: str) -> Any:
+        return _TimedConnection.__getattr__(cast(Any, self), name)
+
+    @property
+    def _conn(self) -> asyncpg.Pool:  # what _TimedConnection.__getattr__ reads
+        return self._pool
+
+
+# ---------------------------------------------------------------------------------------------
+# generating
+
+
+def _render_all(
+    table: ReportTable, req: ReportRequest, stop: threading.Event
+) -> tuple[list[ArtifactLink], float]:
+    """Render every requested format (worker thread); ``(links, CPU seconds of this thread)``.
+
+    Stops before the next format once ``stop`` is set, deleting what it wrote.
+
+    Raises:
+        ReportCancelledError: ``stop`` was set.
+    """
+    cpu0 = time.thread_time()
     links: list[ArtifactLink] = []
     for fmt in req.output_formats:
+        if stop.is_set():
+            break
         ext, render = RENDERERS[fmt]
         with store.write(req.organization_id, req.report_id, f"{req.report_type}.{ext}", fmt) as (
             writer,
@@ -135,31 +395,351 @@ def _render_all(table: ReportTable, req: ReportRequest) -> list[ArtifactLink]:
         ):
             render(table, writer)
         links.extend(out)
-    return links
+    if stop.is_set():
+        for link in links:
+            (settings.artifact_dir / link.path).unlink(missing_ok=True)
+        raise ReportCancelledError(req.report_id)
+    return links, time.thread_time() - cpu0
 
 
-async def generate(req: ReportRequest) -> list[ArtifactLink]:
+async def generate(req: ReportRequest, run: _Run | None = None) -> list[ArtifactLink]:
     """Build and render the report of ``req``; return the stored artifacts.
+
+    Adds the query, processing, rendering and CPU time to ``run``.
 
     Raises:
         ReportFailure: the organisation is unknown, or the report type's builder refused the
-            request (:class:`~stream_app.reports.registry.ReportInputError`).
+            request (:class:`~stream_app.reports.registry.ReportInputError`), both not
+            retriable; or a table holder is unreachable (retriable).
+        ReportCancelledError: the run's stop flag was set while rendering.
+        OSError, asyncpg errors: see :func:`is_retriable`.
     """
+    run = run or _Run()
     pool = await get_pool(settings.postgres_dsn)
-    async with pool.acquire() as conn:
+    async with _TimedPool(pool, run).acquire() as conn:
         try:
-            org = await fetch_organization(conn, req.organization_id)
+            org = await run.timed(fetch_organization(cast(Any, conn), req.organization_id))
         except UnknownOrganizationError as exc:
             raise ReportFailure(str(exc)) from exc
-        venues = await fetch_venues(conn, req.organization_id)
+        venues = await run.timed(fetch_venues(cast(Any, conn), req.organization_id))
+
+    async def timed_rows(
+        organization_id: str, venue_ids: list[str], date_from: date, date_to: date
+    ) -> dict[str, dict[str, Any]]:
+        result: dict[str, dict[str, Any]] = await run.timed(
+            read_venue_rows(organization_id, venue_ids, date_from, date_to)
+        )
+        return result
+
     ctx = ReportContext(
-        request=req, organization=org, venues=venues, pool=pool, read_venue_rows=read_venue_rows
+        request=req,
+        organization=org,
+        venues=venues,
+        pool=cast(asyncpg.Pool, _TimedPool(pool, run)),
+        read_venue_rows=timed_rows,
     )
+    t0, q0, cpu0 = time.perf_counter(), run.query_s, time.thread_time()
     try:
         table = await registry.get(req.report_type).build(ctx)
     except ReportInputError as exc:
         raise ReportFailure(str(exc)) from exc
-    return await asyncio.to_thread(_render_all, table, req)
+    finally:
+        run.processing_s += (time.perf_counter() - t0) - (run.query_s - q0)
+        run.cpu_s += time.thread_time() - cpu0
+    t1 = time.perf_counter()
+    try:
+        links, cpu = await asyncio.to_thread(_render_all, table, req, run.stop)
+    finally:
+        run.rendering_s += time.perf_counter() - t1
+    run.cpu_s += cpu
+    return links
+
+
+async def _generate_with_retries(req: ReportRequest, run: _Run) -> list[ArtifactLink]:
+    """:func:`generate` with up to :data:`RETRY_ATTEMPTS` attempts for retriable causes.
+
+    Each attempt is counted in PostgreSQL and each failure recorded with its cause.
+
+    Raises:
+        the last attempt's exception; ReportCancelledError when the report was cancelled.
+    """
+    base = settings.report_retry_base_s
+    pool = await get_pool(settings.postgres_dsn)
+    async for attempt in AsyncRetrying(
+        stop=stop_after_attempt(RETRY_ATTEMPTS),
+        wait=wait_exponential(multiplier=base, min=base, max=base * 4),
+        retry=retry_if_exception(is_retriable),
+        reraise=True,
+    ):
+        with attempt:
+            async with pool.acquire() as conn:
+                n = await report_db.start_attempt(conn, req.report_id)
+            if n == 0:
+                raise ReportCancelledError(req.report_id)
+            run.attempts = n
+            try:
+                links = await generate(req, run)
+            except ReportCancelledError:
+                raise
+            except Exception as exc:
+                REPORT_GENERATIONS.labels(req.report_type, "failed").inc()
+                async with pool.acquire() as conn:
+                    await report_db.record_attempt_error(conn, req.report_id, n, _cause(exc))
+                log.warning("report %s attempt %d failed: %s", req.report_id, n, _cause(exc))
+                raise
+            REPORT_GENERATIONS.labels(req.report_type, "completed").inc()
+            return links
+    raise AssertionError("unreachable: tenacity re-raises the last error")
+
+
+def _cause(exc: BaseException) -> str:
+    return str(exc) if isinstance(exc, ReportFailure) else f"{type(exc).__name__}: {exc}"
+
+
+def _metadata(req: ReportRequest, versions: dict[str, int]) -> dict[str, Any]:
+    rtype = registry.get(req.report_type)
+    return {
+        "title": rtype.title,
+        "cache_class": rtype.cache_class,
+        "reads": sorted(rtype.reads),
+        "data_versions": versions,
+        "date_from": req.date_from.isoformat(),
+        "date_to": req.date_to.isoformat(),
+        "data_filters": req.data_filters,
+        "configuration": req.configuration,
+        "output_formats": req.output_formats,
+    }
+
+
+async def _discard_files(req: ReportRequest) -> None:
+    folder = settings.artifact_dir / req.organization_id / req.report_id
+    await asyncio.to_thread(shutil.rmtree, folder, True)
+
+
+async def _produce(
+    req: ReportRequest, event: EventT[bytes], started: float, run: _Run
+) -> ReportStatusName:
+    """Answer one claimed request: from the cache, from a running identical one, or generated."""
+    rtype = registry.get(req.report_type)
+    key = cache.cache_key(req)
+    ttl = CACHE_TTL_S[rtype.cache_class]
+    pool = await get_pool(settings.postgres_dsn)
+    token = _memory.begin()
+    peak = 0
+    try:
+        async with pool.acquire() as conn:
+            versions = await run.timed(
+                cache.current_versions(conn, req.organization_id, rtype.reads)
+            )
+            hit = None
+            if req.cache_strategy == "use_cache":
+                hit = await run.timed(cache.lookup(conn, req, key, versions, ttl))
+        level: CacheLevel
+        if hit is not None:
+            entry, level = hit
+        else:
+
+            async def produce_entry() -> CacheEntry:
+                links = await _generate_with_retries(req, run)
+                now = datetime.now(UTC)
+                return CacheEntry(
+                    key=key,
+                    organization_id=req.organization_id,
+                    report_id=req.report_id,
+                    report_type=req.report_type,
+                    artifacts=links,
+                    generated_at=now,
+                    expires_at=now + timedelta(seconds=ttl),
+                    data_versions=versions,
+                    metadata=_metadata(req, versions),
+                )
+
+            if req.cache_strategy == "use_cache":
+                # one flight per key *and* data versions: a request that saw newer data
+                # does not join a generation that started before the change
+                flight = f"{key}@{orjson.dumps(versions, option=orjson.OPT_SORT_KEYS).decode()}"
+                entry, leader = await cache.single_flight.run(flight, produce_entry)
+                level = "miss" if leader else "in_flight"
+                if not leader:
+                    REPORT_CACHE.labels("in_flight", "hit").inc()
+            else:
+                entry = await produce_entry()
+                level = "miss" if req.cache_strategy == "refresh" else "skipped"
+        if entry.report_id == req.report_id:
+            links = entry.artifacts
+        else:
+            links = await asyncio.to_thread(
+                cache.materialize, entry, req.organization_id, req.report_id
+            )
+    except Exception as exc:
+        peak = _memory.end(token)
+        token = -1
+        if isinstance(exc, ReportCancelledError):
+            raise
+        return await _fail(req, event, started, exc, run, peak)
+    finally:
+        if token >= 0:
+            peak = _memory.end(token)
+    age = max(0.0, (datetime.now(UTC) - entry.generated_at).total_seconds()) if hit else 0.0
+    info = CacheInfo(
+        level=level,
+        key=key,
+        age_s=round(age, 3),
+        source_report_id=None if entry.report_id == req.report_id else entry.report_id,
+    )
+    status = _status(
+        req,
+        "completed",
+        started,
+        artifacts=links,
+        attempts=run.attempts,
+        generated_at=entry.generated_at,
+        data_size_bytes=sum(a.size_bytes for a in links),
+        data_rows=max((a.rows for a in links), default=0),
+        metadata=entry.metadata,
+        cache=info,
+        performance=_performance(run, started, peak),
+    )
+    async with pool.acquire() as conn:
+        moved = await report_db.set_status(
+            conn,
+            req.report_id,
+            "completed",
+            artifacts=[msgspec.to_builtins(a) for a in links],
+            processing_ms=status.processing_ms,
+            only_from=["processing"],
+            cache=msgspec.to_builtins(info),
+            data_versions=entry.data_versions,
+            performance=msgspec.to_builtins(status.performance),
+            metadata=entry.metadata,
+            generated_at=entry.generated_at,
+            data_size_bytes=status.data_size_bytes,
+            data_rows=status.data_rows,
+        )
+    if not moved:  # cancelled meanwhile: its canceller published 'cancelled'
+        await _discard_files(req)
+        raise ReportCancelledError(req.report_id)
+    if level == "miss":
+        await cache.store(entry)
+    await publish_status(status)
+    REPORTS.labels(req.report_type, "completed").inc()
+    REPORT_SECONDS.labels(req.report_type).observe(time.perf_counter() - started)
+    return "completed"
+
+
+def _performance(run: _Run, started: float, peak: int) -> PerformanceMetrics:
+    return PerformanceMetrics(
+        query_ms=round(run.query_s * 1000, 3),
+        processing_ms=round(max(0.0, run.processing_s) * 1000, 3),
+        rendering_ms=round(run.rendering_s * 1000, 3),
+        total_ms=round((time.perf_counter() - started) * 1000, 3),
+        peak_memory_bytes=peak,
+        cpu_ms=round(run.cpu_s * 1000, 3),
+    )
+
+
+async def _fail(
+    req: ReportRequest,
+    event: EventT[bytes],
+    started: float,
+    exc: BaseException,
+    run: _Run,
+    peak: int,
+) -> ReportStatusName:
+    """End a report ``failed`` with its cause; dead-letter it after exhausted retries."""
+    cause = _cause(exc)
+    exhausted = is_retriable(exc)
+    if exhausted:
+        cause = f"failed after {run.attempts} attempts: {cause}"
+    status = _status(
+        req,
+        "failed",
+        started,
+        error=cause,
+        attempts=run.attempts,
+        performance=_performance(run, started, peak),
+    )
+    pool = await get_pool(settings.postgres_dsn)
+    async with pool.acquire() as conn:
+        moved = await report_db.set_status(
+            conn,
+            req.report_id,
+            "failed",
+            error=cause,
+            processing_ms=status.processing_ms,
+            only_from=["processing"],
+            performance=msgspec.to_builtins(status.performance),
+        )
+    if not moved:
+        raise ReportCancelledError(req.report_id)
+    await _discard_files(req)
+    if exhausted:
+        await send_to_dead_letter(event, field="$", reason=cause)
+    await publish_status(status)
+    REPORTS.labels(req.report_type, "failed").inc()
+    return "failed"
+
+
+# ---------------------------------------------------------------------------------------------
+# cancelling
+
+_running: dict[str, tuple[asyncio.Task[ReportStatusName], _Run]] = {}
+"""Reports generating on this worker, by id."""
+
+
+async def cancel_report(organization_id: str, report_id: str) -> str | None:
+    """Cancel a queued or running report of ``organization_id`` (see the module docstring).
+
+    Returns:
+        ``"cancelled"`` when this call cancelled it (and published ``cancelled``), else the
+        report's final status (``completed``, ``failed``, ``cancelled``), or None when the
+        organisation has no such report.
+    """
+    pool = await get_pool(settings.postgres_dsn)
+    async with pool.acquire() as conn:
+        outcome = await report_db.cancel(conn, organization_id, report_id)
+        rec = await report_db.fetch_report(conn, organization_id, report_id)
+    if outcome != "cancelled" or rec is None:
+        return outcome
+    running = _running.get(report_id)
+    if running is not None:
+        running[1].stop.set()
+        running[0].cancel()
+    await publish_status(
+        ReportStatus(
+            kind="report_status",
+            report_id=report_id,
+            organization_id=organization_id,
+            report_type=rec.report_type,
+            status="cancelled",
+            at=datetime.now(UTC),
+            error="cancelled by request",
+            priority=rec.priority,
+            attempts=rec.attempts,
+        )
+    )
+    REPORTS.labels(rec.report_type, "cancelled").inc()
+    return "cancelled"
+
+
+async def _watch_cancel(report_id: str, task: asyncio.Task[Any], stop: threading.Event) -> None:
+    """Cancel ``task`` (and stop its render thread) once the report is ``cancelled``."""
+    pool = await get_pool(settings.postgres_dsn)
+    while not task.done():
+        await asyncio.sleep(settings.report_cancel_poll_s)
+        try:
+            async with pool.acquire() as conn:
+                status = await report_db.current_status(conn, report_id)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            continue
+        if status == "cancelled":
+            stop.set()
+            task.cancel()
+            return
+
+
+# ---------------------------------------------------------------------------------------------
+# agents
 
 
 async def _fail_unreadable(event: EventT[bytes], exc: EventValidationError) -> None:
@@ -183,11 +763,16 @@ async def _fail_unreadable(event: EventT[bytes], exc: EventValidationError) -> N
     REPORTS.labels(status.report_type, "failed").inc()
 
 
-async def handle_report_request(event: EventT[bytes]) -> ReportStatusName | None:
-    """Process one ``report-requests`` message; return the final status (None if dropped)."""
+async def route_request(event: EventT[bytes]) -> ReportStatusName | None:
+    """Router: validate, record ``queued``, publish it, forward to the request's lane.
+
+    Returns ``queued`` when forwarded, ``failed`` when refused, None when dropped (a key that
+    does not match, or a redelivered request whose report is already final).
+    """
     started = time.perf_counter()
+    raw = event.message.value or b""
     try:
-        req = decode_event(event.message.value or b"", ReportRequest)
+        req = decode_event(raw, ReportRequest)
     except EventValidationError as exc:
         await _fail_unreadable(event, exc)
         return "failed"
@@ -199,6 +784,7 @@ async def handle_report_request(event: EventT[bytes]) -> ReportStatusName | None
             reason=f"message key {event.message.key!r} does not match {expected_key!r}",
         )
         return None
+    key = cache.cache_key(req)
     pool = await get_pool(settings.postgres_dsn)
     async with pool.acquire() as conn:
         try:
@@ -208,54 +794,94 @@ async def handle_report_request(event: EventT[bytes]) -> ReportStatusName | None
                 organization_id=req.organization_id,
                 user_id=req.user_id,
                 report_type=req.report_type,
-                request=orjson.loads(event.message.value or b"{}"),
+                request=orjson.loads(raw),
+                priority=req.priority,
+                cache_strategy=req.cache_strategy,
+                cache_key=key,
             )
         except asyncpg.ForeignKeyViolationError:
             cause = f"organization_id: {req.organization_id!r} does not exist"
-            status = _status(req, "failed", started, error=cause)
-            await publish_status(status)
+            await publish_status(_status(req, "failed", started, error=cause))
             REPORTS.labels(req.report_type, "failed").inc()
             return "failed"
         except Exception as exc:  # noqa: BLE001 - recorded as the report's cause
-            status = _status(req, "failed", started, error=f"cannot record request: {exc}")
-            await publish_status(status)
+            cause = f"cannot record request: {exc}"
+            await publish_status(_status(req, "failed", started, error=cause))
             REPORTS.labels(req.report_type, "failed").inc()
             return "failed"
-        if is_new:
-            await publish_status(_status(req, "queued", started))
-        # a final report is not generated again; one in progress elsewhere is left to it
-        if not await report_db.claim_processing(conn, req.report_id):
-            return None  # another worker is generating it right now
-    await publish_status(_status(req, "processing", started))
+        current = "queued" if is_new else await report_db.current_status(conn, req.report_id)
+    if current not in ("queued", "processing"):
+        return None  # cancelled before it was routed, or a redelivered final report
+    if current == "queued":  # new here, or recorded by the HTTP view that accepted it
+        await publish_status(_status(req, "queued", started))
+    fut = await lane_topics[req.priority].send(
+        key=cache.message_key(req.organization_id, key), value=raw
+    )
+    await fut
+    return "queued"
+
+
+async def handle_lane_request(event: EventT[bytes]) -> ReportStatusName | None:
+    """Lane: claim one request and answer it; the final status, None when not claimed."""
+    started = time.perf_counter()
     try:
-        links = await generate(req)
-    except Exception as exc:  # noqa: BLE001 - any failure ends the report 'failed' with its cause
-        cause = str(exc) if isinstance(exc, ReportFailure) else f"{type(exc).__name__}: {exc}"
-        status = _status(req, "failed", started, error=cause)
-        async with pool.acquire() as conn:
-            await report_db.set_status(
-                conn, req.report_id, "failed", error=cause, processing_ms=status.processing_ms
-            )
-        await publish_status(status)
-        REPORTS.labels(req.report_type, "failed").inc()
-        return "failed"
-    status = _status(req, "completed", started, artifacts=links)
+        req = decode_event(event.message.value or b"", ReportRequest)
+    except EventValidationError as exc:  # the router validated it: only a foreign producer
+        await send_to_dead_letter(event, field=exc.field, reason=exc.reason)
+        return None
+    pool = await get_pool(settings.postgres_dsn)
     async with pool.acquire() as conn:
-        await report_db.set_status(
-            conn,
-            req.report_id,
-            "completed",
-            artifacts=[orjson.loads(encode_event(a)) for a in links],
-            processing_ms=status.processing_ms,
-        )
-    await publish_status(status)
-    REPORTS.labels(req.report_type, "completed").inc()
-    REPORT_SECONDS.labels(req.report_type).observe(time.perf_counter() - started)
-    return "completed"
+        if not await report_db.claim_processing(conn, req.report_id):
+            return None  # cancelled, final, or generating elsewhere right now
+    await publish_status(_status(req, "processing", started))
+    run = _Run()
+    task = asyncio.create_task(_produce(req, event, started, run))
+    _running[req.report_id] = (task, run)
+    watchdog = asyncio.create_task(_watch_cancel(req.report_id, task, run.stop))
+    try:
+        return await task
+    except (asyncio.CancelledError, ReportCancelledError):
+        me = asyncio.current_task()
+        if me is not None and me.cancelling():  # the worker is stopping, not the report
+            task.cancel()
+            raise
+        await _discard_files(req)
+        log.info("report %s cancelled while %s", req.report_id, "running")
+        return "cancelled"
+    finally:
+        watchdog.cancel()
+        _running.pop(req.report_id, None)
 
 
-@app.agent(report_requests_topic, concurrency=1)
+@app.agent(report_requests_topic, concurrency=2)
 async def report_agent(stream: AsyncIterable[Any]) -> None:
-    """Consume ``report-requests`` for ever (see the module docstring)."""
+    """Consume ``report-requests`` for ever and route each request to its lane."""
     async for event in stream.events():  # type: ignore[attr-defined]
-        await handle_report_request(event)
+        try:
+            await route_request(event)
+        except Exception:  # an agent that dies stops every request after it
+            log.exception("report router: request at offset %s", event.message.offset)
+
+
+def _lane_agent(priority: str) -> Any:
+    async def lane(stream: AsyncIterable[Any]) -> None:
+        async for event in stream.events():  # type: ignore[attr-defined]
+            try:
+                await handle_lane_request(event)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception(
+                    "report lane %s: request at offset %s", priority, event.message.offset
+                )
+
+    lane.__name__ = lane.__qualname__ = f"report_lane_{priority}"
+    lane.__doc__ = f"Generate the ``{priority}`` reports (concurrency from the settings)."
+    return app.agent(
+        lane_topics[priority],
+        name=f"stream_app.reports.agent.report_lane_{priority}",
+        concurrency=settings.report_lane_concurrency[priority],
+    )(lane)
+
+
+lane_agents = {p: _lane_agent(p) for p in PRIORITIES}

@@ -18,6 +18,7 @@ from datetime import date
 from typing import Any, Literal
 
 import asyncpg
+import msgspec
 
 from stream_app.db.tenancy import Organization, Venue
 from stream_app.reports.model import ReportTable
@@ -81,6 +82,8 @@ class ReportType:
         build: the builder.
         reads: the event streams whose changes make a cached copy stale (``bookings``,
             ``payments``, ``interactions``, ``suppliers``); history-only types list none.
+        config: the options a request's ``configuration`` may carry, as a msgspec Struct
+            (``forbid_unknown_fields=True``); ``None``: the type takes no options.
     """
 
     name: str
@@ -88,6 +91,7 @@ class ReportType:
     cache_class: CacheClass
     build: Builder
     reads: frozenset[str]
+    config: type[msgspec.Struct] | None = None
 
 
 _REGISTRY: dict[str, ReportType] = {}

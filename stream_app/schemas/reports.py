@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import date
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 
@@ -22,6 +22,9 @@ REPORT_TYPES = frozenset(
 OUTPUT_FORMATS = frozenset({"csv", "json", "excel", "pdf", "powerpoint"})
 REPORT_REQUEST_SCHEMA_VERSIONS = frozenset({1})
 FILTER_DIMENSIONS = frozenset({"venue_id"})
+DELIVERY_METHODS = frozenset({"email", "webhook", "sftp", "api"})
+PRIORITIES: tuple[str, ...] = ("critical", "high", "normal", "low")
+"""The priority lanes, most urgent first (see :mod:`stream_app.reports.agent`)."""
 
 
 class ReportRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -42,9 +45,16 @@ class ReportRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
         requested_at: when the request was made (UTC).
         data_filters: restrictions of the report's rows, ``{dimension: [allowed values]}``;
             dimensions: :data:`FILTER_DIMENSIONS` (``venue_id``). Empty = everything.
-        cache_strategy: ``use_cache``, ``refresh`` or ``skip`` (scheduled runs send ``skip``:
-            they always read fresh data). There is no report cache yet, so every report reads
-            the tables as they are now whatever this says.
+        cache_strategy: ``use_cache`` (serve an equal earlier report while its data has not
+            changed and its time to live lasts), ``refresh`` (generate, then cache the result)
+            or ``skip`` (generate; the cache is neither read nor written: scheduled runs send
+            ``skip``, they always read fresh data). See :mod:`stream_app.reports.cache`.
+        configuration: options of the report type, validated against its ``config`` struct
+            (:class:`stream_app.reports.registry.ReportType`): an unknown key is an error naming
+            it (``$.configuration.<key>``); a type without options accepts only ``{}``.
+        delivery: where to send the finished report, the shape of a schedule's ``delivery``
+            (``{"method": "email"|"webhook"|"sftp"|"api", ...}``); recorded with the report.
+            ``None``: the caller downloads the files.
     """
 
     schema_version: int
@@ -59,6 +69,8 @@ class ReportRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     priority: Literal["low", "normal", "high", "critical"] = "normal"
     data_filters: dict[str, list[str]] = {}
     cache_strategy: Literal["use_cache", "refresh", "skip"] = "use_cache"
+    configuration: dict[str, Any] = {}
+    delivery: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         for dimension, values in self.data_filters.items():
@@ -87,3 +99,40 @@ class ReportRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
             )
         if len(set(self.output_formats)) != len(self.output_formats):
             raise ValueError("$.output_formats: a format is listed twice")
+        check_configuration(self.report_type, self.configuration)
+        if self.delivery is not None and self.delivery.get("method") not in DELIVERY_METHODS:
+            raise ValueError(
+                f"$.delivery.method: {self.delivery.get('method')!r} is not one of"
+                f" {sorted(DELIVERY_METHODS)}"
+            )
+
+
+def check_configuration(report_type: str, configuration: dict[str, Any]) -> None:
+    """Validate ``configuration`` against the ``config`` struct of ``report_type``.
+
+    Raises:
+        ValueError: ``"$.configuration.<key>: ..."`` for an unknown key (naming every unknown
+            key) or a value of the wrong type.
+    """
+    from stream_app.reports import registry  # the registry imports this module
+
+    spec = registry.get(report_type).config
+    allowed = set(spec.__struct_fields__) if spec is not None else set()
+    unknown = sorted(set(configuration) - allowed)
+    if unknown:
+        raise ValueError(
+            f"$.configuration.{unknown[0]}: unknown key(s) {unknown} for {report_type!r}"
+            f" (allowed: {sorted(allowed)})"
+        )
+    if spec is not None:
+        try:
+            msgspec.convert(configuration, spec)
+        except msgspec.ValidationError as exc:
+            text = str(exc)
+            where = text.rsplit(" - at `", 1)
+            path = (
+                where[1].rstrip("`").replace("$", "$.configuration", 1)
+                if len(where) == 2
+                else "$.configuration"
+            )
+            raise ValueError(f"{path}: {where[0]}") from None

@@ -92,6 +92,53 @@ class ArtifactLink(msgspec.Struct, frozen=True, kw_only=True):
 
 ReportStatusName = Literal["queued", "processing", "completed", "failed", "cancelled"]
 
+CacheLevel = Literal["l1", "l2", "l3", "in_flight", "miss", "skipped"]
+"""Where a report's files came from: ``l1`` the worker's in-process LRU, ``l2`` the shared
+RocksDB-backed cache table, ``l3`` an earlier stored report found in PostgreSQL, ``in_flight``
+an identical request generating at the same time (single flight), ``miss`` generated
+(and cached), ``skipped`` generated with the cache bypassed (strategy ``skip``)."""
+
+
+class CacheInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """How the report cache answered a request (see :mod:`stream_app.reports.cache`).
+
+    Attributes:
+        level: :data:`CacheLevel`.
+        key: hex SHA-256 of the request's canonical form.
+        age_s: on a hit, seconds since the reused files were generated; 0 otherwise.
+        source_report_id: on a hit, the report whose files were reused.
+    """
+
+    level: CacheLevel
+    key: str
+    age_s: float = 0.0
+    source_report_id: str | None = None
+
+
+class PerformanceMetrics(msgspec.Struct, frozen=True, kw_only=True):
+    """Measured cost of one report (all wall times in milliseconds).
+
+    Attributes:
+        query_ms: waiting for PostgreSQL and the tables (organisation, venues, figures).
+        processing_ms: building the report's rows from what was read (build time − query).
+        rendering_ms: writing every requested file (worker thread).
+        total_ms: request read → final status.
+        peak_memory_bytes: peak memory of the worker above its level at the report's start,
+            bytes: resident set size sampled every 5 ms (default), or Python allocations
+            (tracemalloc) with ``WEDDING_REPORT_MEMORY=tracemalloc``; reports that overlap on
+            one worker share the process's peak (an upper bound for each).
+        cpu_ms: CPU time of the render thread (``time.thread_time``) plus CPU time of the
+            event-loop thread while building (which includes other work interleaved with it:
+            an upper bound).
+    """
+
+    query_ms: float
+    processing_ms: float
+    rendering_ms: float
+    total_ms: float
+    peak_memory_bytes: int
+    cpu_ms: float
+
 
 class ReportStatus(msgspec.Struct, frozen=True, kw_only=True):
     """A report's status change, published on ``realtime-metrics-updates`` and ``report-results``.
@@ -104,6 +151,14 @@ class ReportStatus(msgspec.Struct, frozen=True, kw_only=True):
         artifacts: the stored files (only on ``completed``).
         error: the cause (only on ``failed``).
         processing_ms: wall time from reading the request to this status, milliseconds.
+        priority: the request's lane (``critical`` … ``low``).
+        attempts: generation attempts started so far (retries included).
+        generated_at: when the files were generated (UTC; on a cache hit, the original's).
+        data_size_bytes / data_rows: total bytes and data rows of the files.
+        metadata: what the report says about itself (title, cache class, reads, data
+            versions read, date range).
+        cache: how the cache answered (on ``completed``).
+        performance: measured cost (on ``completed`` and ``failed``).
     """
 
     kind: Literal["report_status"]
@@ -115,6 +170,14 @@ class ReportStatus(msgspec.Struct, frozen=True, kw_only=True):
     artifacts: list[ArtifactLink] = []
     error: str | None = None
     processing_ms: float | None = None
+    priority: str = "normal"
+    attempts: int = 0
+    generated_at: datetime | None = None
+    data_size_bytes: int | None = None
+    data_rows: int | None = None
+    metadata: dict[str, Any] = {}
+    cache: CacheInfo | None = None
+    performance: PerformanceMetrics | None = None
 
 
 class GenericMetricUpdate(msgspec.Struct, frozen=True, kw_only=True):

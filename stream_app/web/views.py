@@ -8,6 +8,7 @@
 - ``POST /orgs/{org}/reports``: request a report (202 with its id and status link).
 - ``GET /orgs/{org}/reports/{report_id}``: a report's status, artifacts and error.
 - ``GET /orgs/{org}/reports/{report_id}/files/{format}``: download a completed report's file.
+- ``POST /orgs/{org}/reports/{report_id}/cancel``: cancel a queued or running report.
 
 All ``/orgs`` routes need a bearer token of that organisation (:mod:`stream_app.web.auth`).
 Errors are JSON: ``{"error": {"code", "reason", "field"}}``.
@@ -32,7 +33,8 @@ from stream_app.db import reports as report_db
 from stream_app.db.pool import get_pool
 from stream_app.db.tenancy import UnknownOrganizationError, fetch_organization
 from stream_app.observability import HTTP_REQUESTS, REGISTRY
-from stream_app.reports.agent import report_requests_topic
+from stream_app.reports import cache as report_cache
+from stream_app.reports.agent import cancel_report, report_requests_topic
 from stream_app.schemas.base import EventValidationError, decode_event
 from stream_app.schemas.reports import ReportRequest
 from stream_app.tables.windows import WINDOW_GRAINS, window_labels
@@ -254,10 +256,30 @@ async def request_report(self: Any, request: web.Request, org: str) -> web.Strea
             req.report_id,
             raw.decode(),
         )
+        # recorded before it is published, so it can be read and cancelled at once
+        await report_db.insert_queued(
+            conn,
+            report_id=req.report_id,
+            organization_id=org,
+            user_id=principal.user_id,
+            report_type=req.report_type,
+            request=orjson.loads(raw),
+            priority=req.priority,
+            cache_strategy=req.cache_strategy,
+            cache_key=report_cache.cache_key(req),
+        )
     try:
         fut = await report_requests_topic.send(key=f"{org}/{req.report_id}".encode(), value=raw)
         await fut
     except KafkaError as exc:
+        async with pool.acquire() as conn:
+            await report_db.set_status(
+                conn,
+                req.report_id,
+                "failed",
+                error=f"could not enqueue: {exc}",
+                only_from=["queued"],
+            )
         raise ApiError(503, "unavailable", f"could not enqueue the request: {exc}") from None
     return web.json_response(
         {
@@ -296,8 +318,44 @@ async def report_status(
             "processing_ms": rec.processing_ms,
             "created_at": rec.created_at.isoformat(),
             "updated_at": rec.updated_at.isoformat(),
+            "priority": rec.priority,
+            "cache_strategy": rec.cache_strategy,
+            "attempts": rec.attempts,
+            "attempt_errors": rec.attempt_errors or [],
+            "generated_at": rec.generated_at.isoformat() if rec.generated_at else None,
+            "data_size": {"bytes": rec.data_size_bytes, "rows": rec.data_rows},
+            "metadata": rec.metadata or {},
+            "cache": rec.cache,
+            "performance": rec.performance,
         }
     )
+
+
+@page("/orgs/{org}/reports/{report_id}/cancel", method="post")
+async def report_cancel(
+    self: Any, request: web.Request, org: str, report_id: str
+) -> web.StreamResponse:
+    """Cancel a queued or running report: 200 ``{"status": "cancelled"}``; 409 when final."""
+    principal = authenticate(request, settings.jwt_secret, org)
+    outcome = await cancel_report(org, report_id)
+    if outcome is None:
+        raise ApiError(
+            404, "not_found", f"no report {report_id!r} in this organisation", field="report_id"
+        )
+    if outcome != "cancelled":
+        raise ApiError(
+            409, "conflict", f"report is already {outcome}; it cannot be cancelled", field="status"
+        )
+    pool = await get_pool(settings.postgres_dsn)
+    async with pool.acquire() as conn:
+        await conn.execute(
+            "INSERT INTO audit_log (organization_id, actor, action, target, details)"
+            " VALUES ($1, $2, 'report.cancelled', $3, '{}'::jsonb)",
+            org,
+            principal.user_id,
+            report_id,
+        )
+    return web.json_response({"report_id": report_id, "status": "cancelled"})
 
 
 @page("/orgs/{org}/reports/{report_id}/files/{fmt}")

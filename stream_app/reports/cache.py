@@ -1,0 +1,376 @@
+"""The report cache: an earlier report's files answer an equal request while its data holds.
+
+Part of the report pipeline (used by :mod:`stream_app.reports.agent`); it reads and writes the
+``reports`` and ``report_data_versions`` tables, the ``report-cache`` topic and table, and the
+artifact store. Three levels, looked up in order:
+
+1. **l1**: this worker's in-process LRU (:class:`cachetools.LRUCache`, ``L1_MAX_ENTRIES``);
+2. **l2**: the ``report-cache`` Faust table (RocksDB, recoverable and movable through its
+   changelog topic). An entry is written by :func:`cache_writer` from the ``report-cache``
+   topic keyed ``organization_id/<cache key>``; the report lanes are keyed the same way, so a
+   request lands on the worker that holds its key's table partition;
+3. **l3**: the stored artifacts of an earlier ``completed`` generation of the same cache key,
+   found in PostgreSQL (any worker, after any restart).
+
+An entry (:class:`CacheEntry`) is the earlier report's artifact links and metadata. A hit
+**hard-links** (copies when the store spans file systems) the earlier files into the new
+report's own folder ``<org>/<report id>/``: same bytes and SHA-256, each report keeps working
+links of its own whatever happens to the other, and no bytes are copied on one file system.
+
+**Key**: hex SHA-256 of the canonical JSON (sorted keys) of organisation, report type, date
+range, data filters (dimensions sorted, values sorted and de-duplicated), configuration and
+output formats (sorted). Report id, user, priority, time of request, cache strategy and
+delivery are not part of it: equal requests, whatever their key order, give one key.
+
+**Freshness**: an entry is served while it is younger than its type's time to live
+(:data:`stream_app.reports.registry.CACHE_TTL_S` of its cache class) *and* the data versions
+it read still hold. :func:`invalidation_agent` consumes ``realtime-metrics-updates`` and adds
+the number of changed rows to a per-(organisation, stream) counter in PostgreSQL
+(``report_data_versions``); an entry remembers the versions of the streams its type reads
+(:attr:`ReportType.reads`) at the start of its generation and is stale once one has moved.
+Invalidation therefore follows a table change by the time the metric update is consumed
+(milliseconds); a request in that gap can still be served the older copy.
+
+**Single flight**: identical requests (one cache key, same data versions) that run at the
+same time on a worker share one generation (:class:`SingleFlight`); the others answer
+``in_flight`` with its files. The lanes are keyed by cache key, so identical requests of one
+priority meet on one worker.
+
+**Strategies**: ``use_cache`` looks up and stores; ``refresh`` generates and stores; ``skip``
+(scheduled runs) generates and neither reads nor stores.
+
+Counts per level and outcome are the Prometheus counter ``wedding_report_cache_total``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import shutil
+from collections import defaultdict
+from collections.abc import AsyncIterable, Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import msgspec
+import orjson
+from cachetools import LRUCache
+
+from stream_app.agents.context import outside_any_event
+from stream_app.app import app, rocksdb_options, settings
+from stream_app.db import reports as report_db
+from stream_app.db.pool import get_pool
+from stream_app.observability import REPORT_CACHE
+from stream_app.schemas.reports import ReportRequest
+from stream_app.schemas.updates import ArtifactLink, CacheLevel
+from stream_app.topics import REALTIME_METRICS_UPDATES, REPORT_CACHE_TOPIC
+
+L1_MAX_ENTRIES = 1024
+"""Entries kept by a worker's in-process LRU (an entry is a few hundred bytes of links)."""
+
+STREAM_OF_METRIC: dict[str, str] = {
+    "venue_bookings": "bookings",
+    "booking_payments": "payments",
+    "client_interactions": "interactions",
+    "supplier_activity": "suppliers",
+}
+"""Table (``metric`` of an update) → the stream name report types list in ``reads``; a table
+not listed here counts under its own name."""
+
+
+def canonical_request(req: ReportRequest) -> dict[str, Any]:
+    """The parts of ``req`` that decide its content, in a canonical form (see module doc)."""
+    return {
+        "organization_id": req.organization_id,
+        "report_type": req.report_type,
+        "date_from": req.date_from.isoformat(),
+        "date_to": req.date_to.isoformat(),
+        "data_filters": {k: sorted(set(v)) for k, v in sorted(req.data_filters.items())},
+        "configuration": req.configuration,
+        "output_formats": sorted(req.output_formats),
+    }
+
+
+def cache_key(req: ReportRequest) -> str:
+    """Hex SHA-256 of the canonical JSON of ``req`` (object keys sorted at every depth)."""
+    raw = orjson.dumps(canonical_request(req), option=orjson.OPT_SORT_KEYS)
+    return hashlib.sha256(raw).hexdigest()
+
+
+def message_key(organization_id: str, key: str) -> bytes:
+    """Kafka key of the report lanes and of ``report-cache``: ``organization_id/<key>``."""
+    return f"{organization_id}/{key}".encode()
+
+
+class CacheEntry(msgspec.Struct, frozen=True, kw_only=True):
+    """A cached report: where its files are and what it read.
+
+    Attributes:
+        key: the cache key.
+        organization_id: the tenant.
+        report_id: the report that generated the files.
+        report_type: its type.
+        artifacts: the files (paths relative to the artifact store).
+        generated_at: when the files were generated (UTC).
+        expires_at: ``generated_at`` + the type's time to live (UTC).
+        data_versions: ``{stream: version}`` read at the start of the generation.
+        metadata: the generated report's metadata.
+    """
+
+    key: str
+    organization_id: str
+    report_id: str
+    report_type: str
+    artifacts: list[ArtifactLink]
+    generated_at: datetime
+    expires_at: datetime
+    data_versions: dict[str, int]
+    metadata: dict[str, Any] = {}
+
+    def is_fresh(self, versions: dict[str, int], now: datetime) -> bool:
+        """True while unexpired and none of the versions it read has moved."""
+        return now < self.expires_at and all(
+            self.data_versions.get(s) == v for s, v in versions.items()
+        )
+
+    def files_exist(self, root: Path) -> bool:
+        """True when every file of the entry is still in the store at ``root``."""
+        return all((root / a.path).is_file() for a in self.artifacts)
+
+
+_l1: LRUCache[str, CacheEntry] = LRUCache(maxsize=L1_MAX_ENTRIES)
+
+cache_topic = app.topic(
+    REPORT_CACHE_TOPIC,
+    partitions=settings.topic_partitions,
+    key_type=bytes,
+    value_type=bytes,
+    key_serializer="raw",
+    value_serializer="raw",
+)
+cache_table = app.Table(
+    "report-cache",
+    default=None,
+    partitions=settings.topic_partitions,
+    options=rocksdb_options(settings),
+)
+updates_in_topic = app.topic(
+    REALTIME_METRICS_UPDATES,
+    partitions=settings.topic_partitions,
+    key_type=bytes,
+    value_type=bytes,
+    key_serializer="raw",
+    value_serializer="raw",
+)
+
+
+@app.agent(cache_topic)
+async def cache_writer(stream: AsyncIterable[Any]) -> None:
+    """Write each ``report-cache`` message into the ``report-cache`` table (level 2).
+
+    The write happens in the message's own partition, so the table row and its changelog
+    record sit in the partition of the key (a table write takes the current event's).
+    """
+    async for event in stream.events():  # type: ignore[attr-defined]
+        key = (event.message.key or b"").decode()
+        cache_table[key] = orjson.loads(event.message.value or b"null")
+
+
+class _UpdateHead(msgspec.Struct, kw_only=True):
+    """The fields of a ``realtime-metrics-updates`` message the invalidation reads."""
+
+    kind: str
+    organization_id: str = ""
+    metric: str = ""
+
+
+_head_decoder = msgspec.json.Decoder(_UpdateHead)
+
+
+def count_changes(values: list[bytes | None]) -> dict[tuple[str, str], int]:
+    """``(organization_id, stream) -> changed rows`` of a batch of update messages.
+
+    Report status messages (same topic) and unreadable messages are ignored.
+    """
+    counts: dict[tuple[str, str], int] = defaultdict(int)
+    for value in values:
+        try:
+            head = _head_decoder.decode(value or b"")
+        except msgspec.DecodeError:
+            continue
+        if head.kind in ("metric_update", "generic_metric_update") and head.organization_id:
+            counts[(head.organization_id, STREAM_OF_METRIC.get(head.metric, head.metric))] += 1
+    return dict(counts)
+
+
+@app.agent(updates_in_topic)
+async def invalidation_agent(stream: AsyncIterable[Any]) -> None:
+    """Bump the data versions of the (organisation, stream) pairs that metric updates name.
+
+    Batches of up to 1,000 messages or 50 ms; one PostgreSQL statement per batch. The offsets
+    are committed after the versions are written (at-least-once: a redelivered batch bumps
+    again, which only makes more entries stale).
+    """
+    async for batch in stream.take_events(1000, within=0.05):  # type: ignore[attr-defined]
+        counts = count_changes([e.message.value for e in batch])
+        if not counts:
+            continue
+        pool = await get_pool(settings.postgres_dsn)
+        async with pool.acquire() as conn:
+            await report_db.bump_data_versions(conn, counts)
+
+
+async def current_versions(
+    conn: asyncpg.Connection, organization_id: str, reads: frozenset[str]
+) -> dict[str, int]:
+    """The data versions of the streams a report type reads, for ``organization_id``."""
+    return await report_db.data_versions(conn, organization_id, reads)
+
+
+def _count(level: str, outcome: str) -> None:
+    REPORT_CACHE.labels(level, outcome).inc()
+
+
+async def lookup(
+    conn: asyncpg.Connection,
+    req: ReportRequest,
+    key: str,
+    versions: dict[str, int],
+    ttl_s: float,
+) -> tuple[CacheEntry, CacheLevel] | None:
+    """Find a fresh entry of ``key``: l1, then l2, then l3; None on a miss at every level.
+
+    Each level counts one hit or miss. A hit is copied into the faster levels.
+    """
+    now = datetime.now(UTC)
+    root = settings.artifact_dir
+    entry = _l1.get(key)
+    if entry is not None and entry.is_fresh(versions, now) and entry.files_exist(root):
+        _count("l1", "hit")
+        return entry, "l1"
+    _l1.pop(key, None)
+    _count("l1", "miss")
+    with outside_any_event():
+        raw = cache_table.get(message_key(req.organization_id, key).decode())
+    if raw is not None:
+        entry = msgspec.convert(raw, CacheEntry, strict=False)
+        if entry.is_fresh(versions, now) and entry.files_exist(root):
+            _count("l2", "hit")
+            _l1[key] = entry
+            return entry, "l2"
+    _count("l2", "miss")
+    rec = await report_db.latest_completed_for_key(conn, req.organization_id, key, ttl_s)
+    if rec is not None and rec.generated_at is not None:
+        entry = CacheEntry(
+            key=key,
+            organization_id=rec.organization_id,
+            report_id=rec.id,
+            report_type=rec.report_type,
+            artifacts=[msgspec.convert(a, ArtifactLink) for a in rec.artifacts],
+            generated_at=rec.generated_at,
+            expires_at=rec.generated_at + timedelta(seconds=ttl_s),
+            data_versions=rec.data_versions or {},
+            metadata=rec.metadata or {},
+        )
+        if entry.is_fresh(versions, now) and entry.files_exist(root):
+            _count("l3", "hit")
+            await store(entry)
+            return entry, "l3"
+    _count("l3", "miss")
+    return None
+
+
+async def store(entry: CacheEntry) -> None:
+    """Keep ``entry`` in l1 and publish it to the ``report-cache`` table (l2)."""
+    _l1[entry.key] = entry
+    fut = await cache_topic.send(
+        key=message_key(entry.organization_id, entry.key),
+        value=orjson.dumps(msgspec.to_builtins(entry)),
+    )
+    await fut
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f".{dst.name}.link-{os.getpid()}")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(src, tmp)
+    except OSError:
+        shutil.copyfile(src, tmp)
+    tmp.replace(dst)
+
+
+def materialize(entry: CacheEntry, organization_id: str, report_id: str) -> list[ArtifactLink]:
+    """Hard-link (or copy) ``entry``'s files into the folder of ``report_id``; the new links.
+
+    Blocking file I/O: run it in a worker thread.
+
+    Raises:
+        OSError: a file vanished or the store cannot be written.
+    """
+    root = settings.artifact_dir
+    out: list[ArtifactLink] = []
+    for a in entry.artifacts:
+        rel = Path(organization_id) / report_id / Path(a.path).name
+        _link_or_copy(root / a.path, root / rel)
+        out.append(
+            ArtifactLink(
+                format=a.format,
+                uri=(root / rel).resolve().as_uri(),
+                path=rel.as_posix(),
+                sha256=a.sha256,
+                size_bytes=a.size_bytes,
+                rows=a.rows,
+            )
+        )
+    return out
+
+
+@dataclass
+class SingleFlight:
+    """At most one generation per cache key at a time on this worker.
+
+    :meth:`run` of a key already running waits for the running call's result instead.
+    """
+
+    _running: dict[str, asyncio.Future[CacheEntry]] = field(default_factory=dict)
+
+    async def run(
+        self, key: str, generate: Callable[[], Awaitable[CacheEntry]]
+    ) -> tuple[CacheEntry, bool]:
+        """``(entry, leader)``: the result of the one running ``generate`` for ``key``.
+
+        ``leader`` is True for the caller that generated. A follower whose leader failed or
+        was cancelled generates itself (its own request may succeed).
+        """
+        running = self._running.get(key)
+        if running is not None:
+            try:
+                return await asyncio.shield(running), False
+            except (Exception, asyncio.CancelledError):
+                if asyncio.current_task() is not None and asyncio.current_task().cancelling():  # type: ignore[union-attr]
+                    raise
+        fut: asyncio.Future[CacheEntry] = asyncio.get_running_loop().create_future()
+        fut.add_done_callback(lambda f: f.cancelled() or f.exception())
+        self._running[key] = fut
+        try:
+            entry = await generate()
+        except BaseException as exc:
+            if isinstance(exc, asyncio.CancelledError):
+                fut.cancel()
+            else:
+                fut.set_exception(exc)
+            raise
+        finally:
+            if self._running.get(key) is fut:
+                del self._running[key]
+        fut.set_result(entry)
+        return entry, True
+
+
+single_flight = SingleFlight()
