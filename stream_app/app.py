@@ -71,6 +71,6 @@ app = faust.App(
 # of rows at once, so the buffer holds a few batches' worth.
 app.producer.buffer.max_messages = 10_000
 
-# commit what the in-order agents processed, not faust's run of consecutive acks (which
-# stalls after a crash and a rebalance): see stream_app/offsets.py
+# faust commits runs of consecutive acks; drop repeated acks first and never commit past
+# messages faust skipped: see stream_app/offsets.py
 offsets.install()

@@ -81,3 +81,10 @@ CONSUMER_LAG = Gauge(
     ["topic", "partition"],
     registry=REGISTRY,
 )
+STREAM_REWINDS = Counter(
+    "wedding_stream_rewinds_total",
+    "Input partitions sought back to their committed offset because messages after it were"
+    " never delivered to the stream (see stream_app/offsets.py).",
+    ["topic"],
+    registry=REGISTRY,
+)

@@ -1,31 +1,34 @@
-"""Committable offsets for agents that process each partition in order.
+"""Offset commits of the input topics that survive faust's re-deliveries and skipped messages.
 
-faust-streaming decides what to commit from the offsets its streams acknowledged: it sorts
-them, takes the first run of consecutive numbers from the committed offset, and removes that
-run from its list *before* the commit is sent. Two things break that after a crash and a
-rebalance (reproduced by ``tests/e2e/test_exactly_once.py`` about one run in four, and
-inspected with ``GET /debug/consumer``):
+faust-streaming commits, per partition, the run of consecutive acknowledged offsets that starts
+at the committed offset. After a crash and a rebalance (``tests/e2e/test_exactly_once.py``,
+inspected with ``GET /debug/consumer``) two things break that:
 
 - a message delivered to the stream twice around the seek that follows table recovery is
   acknowledged twice (``[2666, 2667, 2667, 2668, 2668, …]``): the run stops at the first
-  repeat, so each commit advances by one or two offsets and the group falls behind for good;
-- a run removed from the list for a commit that then does not happen (the partitions were
-  revoked meanwhile) is lost, leaving a hole at the head (committed 3214, first acknowledged
-  3228): faust never commits that partition again.
+  repeat, so each commit advances by one or two offsets and the group never catches up;
+- messages fetched before that seek move faust's read position past the committed offset, and
+  the seek's messages below it are then dropped as already read: the partition is processed
+  from 3228 while 3214–3227 were never delivered. faust never commits that partition again
+  (correct: committing past them would lose them), and the group stalls.
 
-The agents on :data:`IN_ORDER_TOPICS` process every partition strictly in offset order (one
-actor, ``take_events`` batches folded before the next batch is taken), so the highest
-acknowledged offset + 1 is committable: every offset below it was processed. For those topics
-this module replaces faust's choice with exactly that; every other topic (e.g. the delivery
-agent, whose actors run concurrently) keeps faust's behaviour. Redelivered events stay
-harmless: the folds are idempotent (see :mod:`stream_app.tables.bookings`).
+This module keeps faust's rule but (1) drops repeated and already-committed offsets before it
+runs, and (2) repairs a hole at the head: when a partition of an input topic has
+acknowledged offsets above the committed one, none at it, and no recorded gap covering the
+hole, for :data:`HOLE_REPAIR_AFTER_S` seconds, the partition is sought back to the committed
+offset so the missing messages are delivered (and everything after them again). That is safe
+because the folds are order-independent and idempotent per row (see
+:func:`stream_app.tables.bookings.fold_batch` and :mod:`stream_app.tables.guarded`):
+re-delivered events are recognised as duplicates.
 
 Pinned to faust-streaming 0.15 (``Consumer._new_offset``, ``_acked``, ``_acked_index``,
-``_committed_offset``), like :mod:`stream_app.agents.context`.
+``_committed_offset``, ``_gap``, ``seek``), like :mod:`stream_app.agents.context`.
 """
 
 from __future__ import annotations
 
+import logging
+import time
 from typing import Any
 
 from faust.transport.consumer import Consumer
@@ -33,32 +36,108 @@ from faust.types import TP
 
 from stream_app.topics import INPUT_TOPICS
 
+log = logging.getLogger(__name__)
+
 IN_ORDER_TOPICS: frozenset[str] = frozenset(INPUT_TOPICS)
-"""Topics whose single agent processes each partition in offset order."""
+"""Input topics whose agents fold idempotently per row (re-delivery is harmless)."""
+
+HOLE_REPAIR_AFTER_S = 10.0
+"""Seconds a hole at the head of a partition's acknowledged offsets may last before repair."""
 
 _faust_new_offset = Consumer._new_offset
 
 
-def new_offset_in_order(consumer: Any, tp: TP) -> int | None:
-    """The offset to commit for ``tp``: highest acknowledged + 1, or None when nothing new.
-
-    For topics outside :data:`IN_ORDER_TOPICS` this is faust's own rule.
-    """
-    if tp.topic not in IN_ORDER_TOPICS:
-        result: int | None = _faust_new_offset(consumer, tp)
-        return result
+def clean_acked(consumer: Any, tp: TP) -> None:
+    """Remove repeated offsets and offsets below the committed one from ``tp``'s acks."""
     acked = consumer._acked[tp]
     if not acked:
-        return None
-    top: int = max(acked)
-    acked.clear()
-    consumer._acked_index[tp].clear()
+        return
     committed: int | None = consumer._committed_offset[tp]
-    if committed is not None and top + 1 <= committed:
+    unique = sorted({o for o in acked if committed is None or o >= committed})
+    acked[:] = unique
+    consumer._acked_index[tp] = set(unique)
+
+
+def head_hole(consumer: Any, tp: TP) -> tuple[int, int] | None:
+    """``(first missing, first acknowledged)`` when offsets at the head were never acknowledged.
+
+    None when there is no hole: nothing acknowledged, nothing committed yet, the committed
+    offset itself acknowledged, or every missing offset inside a gap faust recorded (offsets
+    that hold no message, e.g. transaction markers).
+    """
+    acked = consumer._acked[tp]
+    committed: int | None = consumer._committed_offset[tp]
+    if not acked or committed is None:
         return None
-    return top + 1
+    first: int = min(acked)
+    if first <= committed:
+        return None
+    gap = consumer._gap.get(tp)
+    if gap and all(gap.overlaps_point(o) for o in range(committed, min(first, committed + 1000))):
+        return None
+    return committed, first
+
+
+def new_offset(consumer: Any, tp: TP) -> int | None:
+    """faust's committable offset for ``tp``, after :func:`clean_acked` on input topics.
+
+    A hole at the head (:func:`head_hole`) commits nothing, like faust.
+    """
+    if tp.topic in IN_ORDER_TOPICS:
+        clean_acked(consumer, tp)
+        if head_hole(consumer, tp) is not None:
+            return None
+    result: int | None = _faust_new_offset(consumer, tp)
+    return result
+
+
+class HoleRepair:
+    """Seeks input partitions with a lasting head hole back to their committed offset.
+
+    Call :meth:`check` periodically (the worker does every 5 s); it returns the partitions it
+    sought back.
+    """
+
+    def __init__(self, after_s: float = HOLE_REPAIR_AFTER_S) -> None:
+        self.after_s = after_s
+        self._since: dict[TP, tuple[tuple[int, int], float]] = {}
+
+    async def check(self, consumer: Any, now: float | None = None) -> list[TP]:
+        """Repair the holes older than ``after_s``; forget the ones that closed."""
+        now = time.monotonic() if now is None else now
+        repaired: list[TP] = []
+        seen: set[TP] = set()
+        for tp in list(consumer._acked):
+            if tp.topic not in IN_ORDER_TOPICS:
+                continue
+            clean_acked(consumer, tp)
+            hole = head_hole(consumer, tp)
+            if hole is None:
+                continue
+            seen.add(tp)
+            first_seen = self._since.get(tp)
+            if first_seen is None or first_seen[0] != hole:
+                self._since[tp] = (hole, now)
+                continue
+            if now - first_seen[1] < self.after_s:
+                continue
+            log.warning(
+                "%s/%d: offsets %d..%d were never delivered to the stream; seeking back to %d",
+                tp.topic,
+                tp.partition,
+                hole[0],
+                hole[1] - 1,
+                hole[0],
+            )
+            await consumer.seek(tp, hole[0])
+            del self._since[tp]
+            repaired.append(tp)
+        for tp in list(self._since):
+            if tp not in seen:
+                del self._since[tp]
+        return repaired
 
 
 def install() -> None:
-    """Use :func:`new_offset_in_order` in every faust consumer of this process (idempotent)."""
-    Consumer._new_offset = new_offset_in_order  # type: ignore[method-assign,assignment]
+    """Use :func:`new_offset` in every faust consumer of this process (idempotent)."""
+    Consumer._new_offset = new_offset  # type: ignore[method-assign,assignment]

@@ -9,6 +9,7 @@ from __future__ import annotations
 from stream_app.agents import bookings as _bookings  # noqa: F401
 from stream_app.agents import delivery as _delivery  # noqa: F401
 from stream_app.agents import interactions as _interactions  # noqa: F401
+from stream_app.agents import offset_repair as _offset_repair  # noqa: F401
 from stream_app.agents import payments as _payments  # noqa: F401
 from stream_app.agents import scheduler as _scheduler  # noqa: F401
 from stream_app.agents import suppliers as _suppliers  # noqa: F401

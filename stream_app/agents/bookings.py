@@ -10,16 +10,17 @@ Events are taken in batches (up to ``WEDDING_BATCH_MAX_EVENTS`` or what arrives 
 written once per batch: the changelog carries one message per changed row, not per event.
 
 State: one RocksDB table, ``venue-bookings``, changelogged and co-partitioned with
-``wedding-bookings``; key ``org/venue/grain/period``, value ``{"totals", "offset",
-"event_ids" (day rows)}`` (see :func:`stream_app.tables.bookings.fold_batch`).
+``wedding-bookings``; key ``org/venue/grain/period``; id rows (days, hours) hold
+``{"totals", "event_ids"}``, roll-up rows (months, weeks) ``{"days": {day: totals}}`` (see
+:func:`stream_app.tables.bookings.fold_batch`).
 
-Exactly once in the table, with at-least-once delivery: the dedupe record of an event (its id
-in the day row) lives in the same changelog partition as the totals, and the writes of a batch
-go to that partition in a fixed order (month rows, then day rows). A partition is an ordered
-log written by one producer, so a crash keeps a prefix of the writes; the redelivered events
-are recognised row by row (ids in day rows, offsets in month rows). A duplicate *message*
-(same ``event_id``, another offset) is recognised by its id. No Kafka transaction is needed,
-so table changes are visible at once instead of at the next commit (2.8 s by default).
+Exactly once in the table, with at-least-once delivery: every row that adds events up lists
+the ids of the events it holds, in the same changelog record as its totals, and roll-ups are
+copies of their day rows, never increments. So a redelivered, reordered or duplicated event
+is recognised row by row, whatever survived a crash and in whatever order faust delivers the
+partition again (it can re-deliver and skip offsets around a rebalance: see
+:mod:`stream_app.offsets`). No Kafka transaction is needed, so table changes are visible at
+once instead of at the next commit (2.8 s by default).
 """
 
 from __future__ import annotations

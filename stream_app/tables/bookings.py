@@ -20,14 +20,14 @@ Their rows have the same shape; only the grain and the period label differ.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from stream_app.schemas.bookings import BookingEvent
-from stream_app.tables.windows import WindowGrain, is_closed, windows_of
+from stream_app.tables.windows import WindowGrain, is_closed, window_of, windows_of
 
 Grain = Literal["day", "month"]
 GRAINS: tuple[Grain, ...] = ("day", "month")
@@ -135,14 +135,38 @@ class RowChange:
     events: int
 
 
+ROLLUP_GRAINS: frozenset[str] = frozenset({"month", "event_week", "event_month"})
+"""Grains whose rows are roll-ups: ``{"days": {day label: totals JSON}}``, summed on read."""
+
+
+def row_totals(row: dict[str, Any] | None) -> VenueTotals:
+    """The totals a row of any grain holds (a roll-up row is the sum of its day entries)."""
+    if not row:
+        return VenueTotals()
+    if "days" in row:
+        return sum_totals(VenueTotals.from_json(v) for v in row["days"].values())
+    return VenueTotals.from_json(row["totals"])
+
+
+def sum_totals(parts: Iterable[VenueTotals]) -> VenueTotals:
+    """The sum of ``parts`` (counts added, amounts added per currency)."""
+    out = VenueTotals()
+    for t in parts:
+        out.bookings += t.bookings
+        out.cancellations += t.cancellations
+        for c, v in t.booked_minor.items():
+            out.booked_minor[c] = out.booked_minor.get(c, 0) + v
+        for c, v in t.cancelled_minor.items():
+            out.cancelled_minor[c] = out.cancelled_minor.get(c, 0) + v
+    return out
+
+
 @dataclass(slots=True)
 class BatchResult:
     """What a batch does to the table.
 
     Attributes:
-        writes: ``(key, value)`` to write, in this order: every month and event-time window
-            row, then every day row, then the watermark row (see :func:`fold_batch` for why
-            the order matters).
+        writes: ``(key, value)`` to write; any order (see :func:`fold_batch`).
         outcomes: per input event, ``counted``, ``late`` (counted in the service-date totals
             but too late for at least one event-time window) or ``duplicate``.
         changes: the changed rows, for ``realtime-metrics-updates``.
@@ -163,7 +187,7 @@ class WindowPolicy:
         zone_of: the IANA zone of an organisation (calendar windows are computed in it).
         grace: how long after a window's end it still accepts events (event time).
         watermark_key: the table key of an organisation's watermark row in this partition,
-            ``{"event_time": ISO 8601 UTC, "offset": source offset}``.
+            ``{"event_time": ISO 8601 UTC}``.
 
     The watermark is kept per organisation (and partition), not per partition alone: tenants
     share partitions, and one tenant's clock running ahead must not make another tenant's
@@ -175,127 +199,167 @@ class WindowPolicy:
     watermark_key: Callable[[str], str]
 
 
+_ID_WINDOWS: tuple[WindowGrain, ...] = ("event_hour", "event_day_utc", "event_day")
+
+
 def fold_batch(
     get: Lookup,
     batch: Sequence[tuple[int, BookingEvent]],
     windows: WindowPolicy | None = None,
 ) -> BatchResult:
-    """Fold a batch of one partition's events, in offset order, into the venue rows.
+    """Fold a batch of one partition's events into the venue rows, exactly once.
 
     Args:
         get: reads the current value of a row.
-        batch: ``(source offset, event)`` pairs of one source partition, ascending offsets.
+        batch: ``(source offset, event)`` pairs of one source partition.
+        windows: the event-time window policy, or None for the service-date rows only.
 
-    Row values: ``{"totals": VenueTotals JSON, "offset": highest source offset applied}``;
-    day rows also hold ``"event_ids"``, the ids of every event folded into them. An event is a
-    duplicate when its day row already lists its id.
+    Rows:
 
-    Exactly once under redelivery (at-least-once input, a crash anywhere): the caller writes
-    ``writes`` in order to one changelog partition, so a crash keeps a prefix of them. Month
-    rows precede day rows, so an event whose day row (with its id) survived also has its month
-    row; an event whose day row was lost is folded again, except into month rows whose
-    ``offset`` shows they already hold it.
+    - *id rows* (service ``day``; windows ``event_hour``, ``event_day_utc``, ``event_day``):
+      ``{"totals": VenueTotals JSON, "event_ids": [...]}``, the ids of every event folded
+      into the row. An event is folded into an id row unless the row already lists its id;
+    - *roll-up rows* (service ``month``; windows ``event_week``, ``event_month``):
+      ``{"days": {day label: totals JSON}}``, a copy of each of their day rows' totals,
+      refreshed from the day row whenever an event of that day passes through the batch
+      (also a duplicate). Their totals are the sum of the entries (:func:`row_totals`).
 
-    Event-time windows (when ``windows`` is given) are written with the month rows and follow
-    the same ``offset`` rule. An organisation's watermark (greatest ``occurred_at`` of its
-    events folded from this partition) is read once, advanced event by event, and written
-    last: a crash that loses it leaves an older watermark, under which a redelivered event can
-    only look *less* late, so no event that was on time is ever dropped from a window by a
-    redelivery.
+    Exactly once with at-least-once input, in any order and after a crash at any point: each
+    id row decides alone whether it holds an event, so no write order, offset order or
+    cross-row invariant is needed; a crash that lost some writes of a batch is repaired when
+    the batch is redelivered (the lost id rows fold their events again, and the roll-ups copy
+    the day rows again). A duplicate *message* (same ``event_id``) is recognised by its id.
+    Event-time windows follow the lateness rule of :mod:`stream_app.tables.windows`; a day
+    window closed for an event keeps the event out of its week and month too (they are sums
+    of days). The watermark of an organisation only grows and is written after the rows of its
+    batch (one producer writes a changelog partition in order), so a crash keeps it no newer
+    than the rows; lateness never affects the service-date totals.
     """
-    rows: dict[str, dict[str, Any]] = {}
-    id_sets: dict[str, set[str]] = {}
+    rows: dict[str, dict[str, Any] | None] = {}
+    changed: dict[str, None] = {}
     originals: dict[str, VenueTotals] = {}
     changes: dict[str, RowChange] = {}
+    touched: dict[str, tuple[str, str, str, str, Grain | WindowGrain, str]] = {}
     outcomes: list[str] = []
-
-    def load(key: str) -> dict[str, Any] | None:
-        if key not in rows:
-            value = get(key)
-            if value is None:
-                return None
-            rows[key] = value
-        return rows[key]
-
     late: dict[int, list[WindowGrain]] = {}
     marks: dict[str, datetime | None] = {}
     marks_start: dict[str, datetime | None] = {}
 
-    def watermark_of(org: str) -> datetime | None:
-        if org not in marks:
-            assert windows is not None
-            mark = get(windows.watermark_key(org))
-            marks[org] = marks_start[org] = (
-                None if mark is None else datetime.fromisoformat(mark["event_time"])
-            )
-        return marks[org]
+    def load(key: str) -> dict[str, Any] | None:
+        if key not in rows:
+            rows[key] = get(key)
+        return rows[key]
 
-    def apply(
-        key: str, grain: Grain | WindowGrain, period: str, offset: int, ev: BookingEvent
-    ) -> None:
-        row = load(key)
-        if grain != "day" and row is not None and row["offset"] >= offset:
-            return  # this row already holds the event (written before a crash)
-        old = VenueTotals.from_json(row["totals"] if row else None)
-        originals.setdefault(key, old)
-        new = fold_booking(old, ev)
-        new_row: dict[str, Any] = {"totals": new.to_json(), "offset": offset}
-        if grain == "day":
-            new_row["event_ids"] = [*(row["event_ids"] if row else []), ev.event_id]
-        rows[key] = new_row
+    def note(key: str, ev: BookingEvent, grain: Grain | WindowGrain, period: str) -> None:
+        old, new = originals[key], row_totals(rows[key])
         change = changes.get(key)
         if change is None:
             changes[key] = RowChange(
-                ev.organization_id,
-                ev.venue_id,
-                grain,
-                period,
-                originals[key],
-                new,
-                ev.occurred_at,
-                1,
+                ev.organization_id, ev.venue_id, grain, period, old, new, ev.occurred_at, 1
             )
         else:
             change.new = new
             change.event_time = max(change.event_time, ev.occurred_at)
             change.events += 1
 
-    for index, (offset, ev) in enumerate(batch):
-        day_period = period_of(ev.service_date, "day")
-        day_key = table_key(ev.organization_id, ev.venue_id, "day", day_period)
-        day_row = load(day_key)
-        if day_key not in id_sets:
-            id_sets[day_key] = set(day_row["event_ids"]) if day_row else set()
-        if ev.event_id in id_sets[day_key]:
-            outcomes.append("duplicate")
-            continue
-        id_sets[day_key].add(ev.event_id)
+    def fold_into(key: str, ev: BookingEvent, grain: Grain | WindowGrain, period: str) -> None:
+        row = load(key)
+        originals.setdefault(key, row_totals(row))
+        new = fold_booking(row_totals(row), ev)
+        ids = [*(row["event_ids"] if row else []), ev.event_id]
+        rows[key] = {"totals": new.to_json(), "event_ids": ids}
+        changed[key] = None
+        note(key, ev, grain, period)
+
+    def holds(key: str, event_id: str) -> bool:
+        row = load(key)
+        return row is not None and event_id in row["event_ids"]
+
+    def watermark_of(org: str) -> datetime | None:
+        if org not in marks:
+            assert windows is not None
+            mark = get(windows.watermark_key(org))
+            value = None if mark is None else datetime.fromisoformat(mark["event_time"])
+            marks[org] = marks_start[org] = value
+        return marks[org]
+
+    for index, (_offset, ev) in enumerate(batch):
+        org, venue = ev.organization_id, ev.venue_id
+        day = period_of(ev.service_date, "day")
+        day_key = table_key(org, venue, "day", day)
+        month = period_of(ev.service_date, "month")
+        duplicate = holds(day_key, ev.event_id)
+        if not duplicate:
+            fold_into(day_key, ev, "day", day)
+        touched[table_key(org, venue, "month", month)] = (day_key, day, org, venue, "month", month)
         missed: list[WindowGrain] = []
         if windows is not None:
-            watermark = watermark_of(ev.organization_id)
-            for w in windows_of(ev.occurred_at, windows.zone_of(ev.organization_id)):
-                if is_closed(w, watermark, windows.grace):
-                    missed.append(w.grain)
+            watermark = watermark_of(org)
+            for w in windows_of(ev.occurred_at, windows.zone_of(org)):
+                if w.grain not in _ID_WINDOWS:
                     continue
-                key = table_key(ev.organization_id, ev.venue_id, w.grain, w.label)
-                apply(key, w.grain, w.label, offset, ev)
+                key = table_key(org, venue, w.grain, w.label)
+                if not holds(key, ev.event_id):
+                    if is_closed(w, watermark, windows.grace):
+                        if not duplicate:
+                            missed.append(w.grain)
+                    else:
+                        fold_into(key, ev, w.grain, w.label)
+                if w.grain == "event_day":
+                    zone = windows.zone_of(org)
+                    for grain in ("event_week", "event_month"):
+                        up = window_of(grain, ev.occurred_at, zone)
+                        up_key = table_key(org, venue, up.grain, up.label)
+                        touched[up_key] = (key, w.label, org, venue, up.grain, up.label)
             if watermark is None or ev.occurred_at > watermark:
-                marks[ev.organization_id] = ev.occurred_at
-        for grain in ("month", "day"):
-            period = period_of(ev.service_date, grain)
-            apply(
-                table_key(ev.organization_id, ev.venue_id, grain, period), grain, period, offset, ev
-            )
-        if missed:
+                marks[org] = ev.occurred_at
+        if duplicate:
+            outcomes.append("duplicate")
+        elif missed:
             late[index] = missed
             outcomes.append("late")
         else:
             outcomes.append("counted")
-    ordered = sorted(changes, key=lambda k: changes[k].grain == "day")
-    writes = [(k, rows[k]) for k in ordered]
+        _refresh_rollups(touched, rows, load, changed, originals, changes, ev)
+        touched.clear()
+
+    writes = [(k, rows[k]) for k in changed if rows[k] is not None]
     if windows is not None:
         for org, mark in marks.items():
             if mark is not None and mark != marks_start[org]:
-                mark_row = {"event_time": mark.isoformat(), "offset": batch[-1][0]}
-                writes.append((windows.watermark_key(org), mark_row))
-    return BatchResult(writes, outcomes, list(changes.values()), late)
+                writes.append((windows.watermark_key(org), {"event_time": mark.isoformat()}))
+    return BatchResult(writes, outcomes, list(changes.values()), late)  # type: ignore[arg-type]
+
+
+def _refresh_rollups(
+    touched: dict[str, tuple[str, str, str, str, Grain | WindowGrain, str]],
+    rows: dict[str, dict[str, Any] | None],
+    load: Callable[[str], dict[str, Any] | None],
+    changed: dict[str, None],
+    originals: dict[str, VenueTotals],
+    changes: dict[str, RowChange],
+    ev: BookingEvent,
+) -> None:
+    """Copy each touched roll-up's source day row into its entry; note real changes."""
+    for up_key, (source_key, label, org, venue, grain, period) in touched.items():
+        source = load(source_key)
+        if source is None:
+            continue
+        up = load(up_key)
+        days = dict(up["days"]) if up else {}
+        if days.get(label) == source["totals"]:
+            continue
+        originals.setdefault(up_key, row_totals(up))
+        days[label] = source["totals"]
+        rows[up_key] = {"days": days}
+        changed[up_key] = None
+        new = row_totals(rows[up_key])
+        change = changes.get(up_key)
+        if change is None:
+            changes[up_key] = RowChange(
+                org, venue, grain, period, originals[up_key], new, ev.occurred_at, 1
+            )
+        else:
+            change.new = new
+            change.event_time = max(change.event_time, ev.occurred_at)
+            change.events += 1

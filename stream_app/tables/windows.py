@@ -18,8 +18,13 @@ A local midnight that does not exist (a zone that springs forward at 00:00) star
 the first instant that does exist. Tumbling windows have a fixed length in seconds and ignore
 the zone (hours and UTC days are the same everywhere).
 
-Lateness (the grace period): the *watermark* of a partition is the greatest ``occurred_at``
-folded from it so far. A window is *closed* once ``watermark >= window end + grace``; an event
+``event_week`` and ``event_month`` are stored as roll-ups of their ``event_day`` windows (a
+calendar week or month is a union of local days), so an event late for its day window is in
+neither its week nor its month.
+
+Lateness (the grace period): the *watermark* of an organisation in a partition is the
+greatest ``occurred_at`` of its events folded from that partition so far. A window is
+*closed* once ``watermark >= window end + grace``; an event
 whose window of some grain is closed is *late for that grain*: it is not folded into that
 window (the window's published figure is final) but it still counts in its open windows of
 other grains and in the service-date totals of :mod:`stream_app.tables.bookings`, which are

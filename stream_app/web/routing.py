@@ -16,7 +16,7 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait
 from stream_app.agents.bookings import venue_bookings
 from stream_app.app import app, settings
 from stream_app.partitioning import partition_for
-from stream_app.tables.bookings import VenueTotals, table_key
+from stream_app.tables.bookings import row_totals, table_key
 from stream_app.web.auth import issue_token
 from stream_app.web.errors import ApiError
 
@@ -58,7 +58,7 @@ def local_periods(
     out = []
     for period in periods:
         row = venue_bookings.get(table_key(organization_id, venue_id, grain, period))  # type: ignore[arg-type]
-        t = VenueTotals.from_json(row["totals"] if row else None)
+        t = row_totals(row)
         out.append(
             {
                 "period": period,
