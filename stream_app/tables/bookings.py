@@ -236,6 +236,7 @@ def fold_batch(
     than the rows; lateness never affects the service-date totals.
     """
     rows: dict[str, dict[str, Any] | None] = {}
+    id_sets: dict[str, set[str]] = {}
     changed: dict[str, None] = {}
     originals: dict[str, VenueTotals] = {}
     changes: dict[str, RowChange] = {}
@@ -268,12 +269,15 @@ def fold_batch(
         new = fold_booking(row_totals(row), ev)
         ids = [*(row["event_ids"] if row else []), ev.event_id]
         rows[key] = {"totals": new.to_json(), "event_ids": ids}
+        id_sets.setdefault(key, set()).add(ev.event_id)
         changed[key] = None
         note(key, ev, grain, period)
 
     def holds(key: str, event_id: str) -> bool:
-        row = load(key)
-        return row is not None and event_id in row["event_ids"]
+        if key not in id_sets:
+            row = load(key)
+            id_sets[key] = set(row["event_ids"]) if row else set()
+        return event_id in id_sets[key]
 
     def watermark_of(org: str) -> datetime | None:
         if org not in marks:

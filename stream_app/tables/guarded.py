@@ -7,7 +7,7 @@ source partition of the event, and so in one changelog partition.
 
 Row values:
 
-- data rows: ``{"values": <the metric values, JSON>, "offset": <highest source offset applied>}``;
+- data rows: ``{"values": <the metric values, JSON>, "event_ids": [<ids folded into it>]}``;
 - guard rows: ``{"event_ids": [<ids of the events folded under this guard>]}``.
 
 Exactly once under redelivery (at-least-once input, a crash at any point). The caller writes
@@ -17,17 +17,15 @@ guard row. Hence:
 
 - an event whose guard row survived (its id is listed) also has every data row it changed:
   those precede all guard rows. It is recognised as a duplicate and skipped;
-- an event whose guard row was lost is folded again, but a data row that survived holds every
-  event of the crashed batch that touched it (a row is written once per batch, with its final
-  value), and its ``offset`` is at least the offset of each of them. A data row whose
-  ``offset`` is at or above the event's source offset is therefore skipped; a data row that
-  did not survive has none of the batch and is updated.
+- an event whose guard row was lost is folded again, but only into the data rows that do
+  not list its id yet (a data row that survived the crash lists every event of the batch
+  that touched it).
 
-Offsets increase within a source partition, so in normal operation a row's ``offset`` is
-below every offset of a new batch and the check never skips. A duplicate *message* (same
-``event_id``, another offset) is recognised by the id in its guard row (or earlier in the same
-batch). The argument assumes an event always maps to the same rows (the plan is a function of
-the event alone) and that the source topic is never deleted and recreated (offsets restart).
+No offset order is relied on: faust can deliver a partition again from an earlier offset, or
+deliver offsets it had skipped after later ones (see :mod:`stream_app.offsets`), and each row
+still recognises what it holds. A duplicate *message* (same ``event_id``, another offset) is
+recognised by the id in its guard row (or earlier in the same batch). The argument assumes an
+event always maps to the same rows (the plan is a function of the event alone).
 """
 
 from __future__ import annotations
@@ -135,9 +133,10 @@ def fold_guarded(
     listed: dict[str, list[str]] = {}  # a guard row's ids, in folding order
     changed_guards: dict[str, None] = {}  # guard rows to write, in first-change order
     id_sets: dict[str, set[str]] = {}
+    row_ids: dict[str, set[str]] = {}  # ids held by each data row
     changes: dict[str, Change] = {}
     outcomes: list[str] = []
-    for offset, ev in batch:
+    for _offset, ev in batch:
         p = plan(ev)
         if p.guard not in id_sets:
             guard_row = get(p.guard)
@@ -153,11 +152,15 @@ def fold_guarded(
         changed_guards.setdefault(p.guard, None)
         for ref, update in p.rows:
             row = data[ref.key] if ref.key in data else get(ref.key)
-            if row is not None and row["offset"] >= offset:
+            held = row.get("event_ids", []) if row else []
+            if ref.key not in row_ids:
+                row_ids[ref.key] = set(held)
+            if ev.event_id in row_ids[ref.key]:
                 continue  # the row already holds this event (written before a crash)
+            row_ids[ref.key].add(ev.event_id)
             old = row["values"] if row else None
             new = update(old)
-            data[ref.key] = {"values": new, "offset": offset}
+            data[ref.key] = {"values": new, "event_ids": [*held, ev.event_id]}
             change = changes.get(ref.key)
             if change is None:
                 changes[ref.key] = Change(ref, old, new, ev.occurred_at, 1)
