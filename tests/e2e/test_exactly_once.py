@@ -77,27 +77,46 @@ async def produce(bootstrap: str, messages: list[tuple[bytes, bytes]]) -> None:
 
 
 async def read_totals(worker: WorkerProcess, settings: Settings, org: str) -> Totals:
+    """Month totals per venue read over HTTP; each month also checked against its day rows."""
     out: Totals = {}
     async with aiohttp.ClientSession(worker.url) as s:
         for venue in VENUES:
-            for _ in range(120):  # a worker restoring its tables answers 503: retry
-                async with s.get(
-                    f"/orgs/{org}/venues/{venue}/metrics",
-                    headers=auth(settings, org),
-                    params={"grain": "month", "from": "2026-01", "to": "2026-12"},
-                ) as r:
-                    body = await r.json()
-                    status = r.status
-                if status != 503:
-                    break
-                await asyncio.sleep(0.5)
-            assert status == 200, body
-            for p in body["periods"]:
+            by_grain: dict[str, list[dict[str, object]]] = {}
+            for grain, lo, hi in (
+                ("month", "2026-01", "2026-12"),
+                ("day", "2026-01-01", "2026-12-31"),
+            ):
+                for _ in range(120):  # a worker restoring its tables answers 503: retry
+                    async with s.get(
+                        f"/orgs/{org}/venues/{venue}/metrics",
+                        headers=auth(settings, org),
+                        params={"grain": grain, "from": lo, "to": hi},
+                    ) as r:
+                        body = await r.json()
+                        status = r.status
+                    if status != 503:
+                        break
+                    await asyncio.sleep(0.5)
+                assert status == 200, body
+                by_grain[grain] = body["periods"]
+            days: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
+            for p in by_grain["day"]:
+                d = days[str(p["period"])[:7]]
+                d[0] += int(p["bookings"])  # type: ignore[call-overload]
+                d[1] += int(p["cancellations"])  # type: ignore[call-overload]
+                d[2] += int(p["revenue_minor"].get("EUR", 0))  # type: ignore[attr-defined]
+            for p in by_grain["month"]:
                 if p["bookings"] or p["cancellations"]:
-                    out[(venue, p["period"])] = (
-                        p["bookings"],
-                        p["cancellations"],
-                        p["revenue_minor"].get("EUR", 0),
+                    month = (
+                        int(p["bookings"]),  # type: ignore[call-overload]
+                        int(p["cancellations"]),  # type: ignore[call-overload]
+                        int(p["revenue_minor"].get("EUR", 0)),  # type: ignore[attr-defined]
+                    )
+                    out[(venue, str(p["period"]))] = month
+                    assert month == tuple(days[str(p["period"])]), (
+                        venue,
+                        p["period"],
+                        "month != Σ days",
                     )
     return out
 
