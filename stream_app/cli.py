@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
 import sys
 from datetime import date
 from pathlib import Path
@@ -99,6 +100,29 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_org_id(name: str, value: str | None) -> None:
+    """Raise ValueError naming ``name`` unless ``value`` is a valid organisation id."""
+    if value is not None and not re.fullmatch(r"[A-Za-z0-9._:\-]{1,128}", value):
+        raise ValueError(
+            f"{name}: {value!r} is not an id (1-128 of letters, digits, '.', '_', ':', '-')"
+        )
+
+
+async def _require_organization(dsn: str, organization_id: str) -> None:
+    """Raise ValueError when the organisation is not registered (a report would never run)."""
+    import asyncpg
+
+    from stream_app.db.tenancy import UnknownOrganizationError, fetch_organization
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        await fetch_organization(conn, organization_id)
+    except UnknownOrganizationError as exc:
+        raise ValueError(f"--org: {exc}") from None
+    finally:
+        await conn.close()
+
+
 def _cmd_synth(args: argparse.Namespace) -> int:
     import asyncpg
 
@@ -107,6 +131,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     from stream_app.synthetic.generator import SynthConfig
     from stream_app.synthetic.load import load_synthetic
 
+    _check_org_id("--org", args.org)
     config = SynthConfig(
         business=args.business,
         weddings=args.weddings,
@@ -158,6 +183,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
     if args.timeout <= 0:
         raise ValueError(f"--timeout: must be positive, got {args.timeout}")
+    _check_org_id("--org", args.org)
+    asyncio.run(_require_organization(load_settings().postgres_dsn, args.org))
 
     status = asyncio.run(
         request_report_and_wait(

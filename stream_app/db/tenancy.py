@@ -61,12 +61,26 @@ def check_time_zone(name: str) -> str:
     return name
 
 
+STATEMENT_TIMEOUT = "120s"
+"""Longest run time of one tenant-scoped statement."""
+
+TEMP_FILE_LIMIT = "1GB"
+"""Most temporary file space one tenant-scoped statement may use."""
+
+
 @asynccontextmanager
 async def tenant_transaction(
     conn: asyncpg.Connection, organization_id: str
 ) -> AsyncIterator[asyncpg.Connection]:
-    """A transaction in which ``conn`` sees only ``organization_id``'s rows (RLS enforced)."""
+    """A transaction in which ``conn`` sees only ``organization_id``'s rows (RLS enforced).
+
+    Every statement in it is bounded: at most :data:`STATEMENT_TIMEOUT` of run time and
+    :data:`TEMP_FILE_LIMIT` of temporary files (a request over a huge range fails with the
+    database's reason instead of filling the disk).
+    """
     async with conn.transaction():
+        await conn.execute(f"SET LOCAL statement_timeout = '{STATEMENT_TIMEOUT}'")
+        await conn.execute(f"SET LOCAL temp_file_limit = '{TEMP_FILE_LIMIT}'")
         await conn.execute("SET LOCAL ROLE wedding_tenant")
         await conn.execute("SELECT set_config('app.organization_id', $1, true)", organization_id)
         yield conn

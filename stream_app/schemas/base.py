@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, TypeVar
 
 import msgspec
@@ -58,6 +58,24 @@ class EventBase(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     event_id: Identifier
     organization_id: Identifier
     occurred_at: UtcDateTime
+
+
+MAX_CLOCK_SKEW = timedelta(hours=24)
+"""How far ahead of this worker's clock an ``occurred_at`` may be (producers' clocks drift;
+an event from the far future would close every event-time window of its organisation)."""
+
+
+def check_event_time(occurred_at: datetime) -> None:
+    """Raise ``ValueError("$.occurred_at: ...")`` for a time before 1900 or in the future
+    (beyond :data:`MAX_CLOCK_SKEW`)."""
+    if occurred_at.year < 1900:
+        raise ValueError("$.occurred_at: must not be before 1900")
+    latest = datetime.now(UTC) + MAX_CLOCK_SKEW
+    if occurred_at > latest:
+        raise ValueError(
+            f"$.occurred_at: {occurred_at.isoformat()} is more than"
+            f" {MAX_CLOCK_SKEW.total_seconds() / 3600:.0f} h in the future"
+        )
 
 
 def check_currency(code: str) -> None:

@@ -10,6 +10,7 @@ from stream_app.schemas.base import (
     Identifier,
     MinorUnits,
     check_currency,
+    check_event_time,
     check_schema_version,
 )
 
@@ -48,6 +49,7 @@ class BookingEvent(EventBase, frozen=True, kw_only=True, forbid_unknown_fields=T
     guest_count: int | None = None
 
     def __post_init__(self) -> None:
+        check_event_time(self.occurred_at)
         check_schema_version(self.schema_version, BOOKING_SCHEMA_VERSIONS)
         check_currency(self.currency)
         if self.nights < 0:

@@ -9,6 +9,7 @@ from stream_app.schemas.base import (
     Identifier,
     MinorUnits,
     check_currency,
+    check_event_time,
     check_schema_version,
 )
 
@@ -40,5 +41,6 @@ class PaymentEvent(EventBase, frozen=True, kw_only=True, forbid_unknown_fields=T
     method: str | None = None
 
     def __post_init__(self) -> None:
+        check_event_time(self.occurred_at)
         check_schema_version(self.schema_version, PAYMENT_SCHEMA_VERSIONS)
         check_currency(self.currency)

@@ -21,6 +21,9 @@ REPORT_TYPES = frozenset(
 )
 OUTPUT_FORMATS = frozenset({"csv", "json", "excel", "pdf", "powerpoint"})
 REPORT_REQUEST_SCHEMA_VERSIONS = frozenset({1})
+FIRST_REPORT_DATE = date(1900, 1, 1)
+LAST_REPORT_DATE = date(2099, 12, 31)
+"""The dates a report may cover (a range outside them is refused before any query runs)."""
 FILTER_DIMENSIONS = frozenset({"venue_id"})
 DELIVERY_METHODS = frozenset({"email", "webhook", "sftp", "api"})
 PRIORITIES: tuple[str, ...] = ("critical", "high", "normal", "low")
@@ -86,6 +89,11 @@ class ReportRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
             raise ValueError(
                 f"$.report_type: {self.report_type!r} is not one of {sorted(REPORT_TYPES)}"
             )
+        for name, value in (("date_from", self.date_from), ("date_to", self.date_to)):
+            if not FIRST_REPORT_DATE <= value <= LAST_REPORT_DATE:
+                raise ValueError(
+                    f"$.{name}: must be between {FIRST_REPORT_DATE} and {LAST_REPORT_DATE}"
+                )
         if self.date_to < self.date_from:
             raise ValueError("$.date_to: must not be before date_from")
         if (self.date_to - self.date_from).days > 366 * 10:

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from typing import Literal
 
-from stream_app.schemas.base import EventBase, Identifier, UtcDateTime, check_schema_version
+from stream_app.schemas.base import (
+    EventBase,
+    Identifier,
+    UtcDateTime,
+    check_event_time,
+    check_schema_version,
+)
 
 SUPPLIER_SCHEMA_VERSIONS = frozenset({1})
 
@@ -31,4 +37,5 @@ class SupplierActivityEvent(EventBase, frozen=True, kw_only=True, forbid_unknown
     person_id: Identifier | None = None
 
     def __post_init__(self) -> None:
+        check_event_time(self.occurred_at)
         check_schema_version(self.schema_version, SUPPLIER_SCHEMA_VERSIONS)

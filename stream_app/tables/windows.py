@@ -115,25 +115,46 @@ def is_closed(window: Window, watermark: datetime | None, grace: timedelta) -> b
     return watermark is not None and watermark >= window.end + grace
 
 
+FIRST_YEAR, LAST_YEAR = 1900, 2099
+"""Years a window label may name (reads outside them are refused, not computed)."""
+
+
+class LabelError(ValueError):
+    """A bad window label or range; ``field`` is ``from``, ``to``."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(reason)
+        self.field = field
+
+
 def window_labels(grain: WindowGrain, first: str, last: str, limit: int) -> list[str]:
     """The labels of consecutive ``grain`` windows from ``first`` to ``last`` inclusive.
 
     Labels as in the module table; a week label is ``YYYY-Www``.
 
     Raises:
-        ValueError: a label is malformed, ``last`` precedes ``first``, or there are more than
-            ``limit`` windows.
+        LabelError: a label is malformed or outside the years 1900–2099, ``last`` precedes
+            ``first``, or there are more than ``limit`` windows (``field`` names which).
     """
     utc = ZoneInfo("UTC")
-    start, end = _parse_label(grain, first), _parse_label(grain, last)
+    bounds = []
+    for field_name, label in (("from", first), ("to", last)):
+        try:
+            at = _parse_label(grain, label)
+        except ValueError as exc:
+            raise LabelError(field_name, f"{field_name}: {exc}") from None
+        if not FIRST_YEAR <= at.year <= LAST_YEAR:
+            raise LabelError(field_name, f"{field_name}: must be in {FIRST_YEAR}..{LAST_YEAR}")
+        bounds.append(at)
+    start, end = bounds
     if end < start:
-        raise ValueError("to must not be before from")
+        raise LabelError("to", "to must not be before from")
     out: list[str] = []
     cur = window_of(grain, start, utc)
     while cur.start <= end:
         out.append(cur.label)
         if len(out) > limit:
-            raise ValueError(f"at most {limit} windows per request")
+            raise LabelError("to", f"at most {limit} windows per request")
         cur = window_of(grain, cur.end, utc)
     return out
 
@@ -165,4 +186,4 @@ def _parse_label(grain: WindowGrain, label: str) -> datetime:
             "event_week": "YYYY-Www",
             "event_month": "YYYY-MM",
         }[grain]
-        raise ValueError(f"{label!r} is not a {grain} label ({shape})") from None
+        raise ValueError(f"{label!r} is not an {grain} label ({shape})") from None

@@ -23,6 +23,7 @@ from stream_app.app import settings
 from stream_app.db.pool import get_pool
 from stream_app.db.tenancy import tenant_transaction
 from stream_app.tables.occupancy import occupancy
+from stream_app.tables.windows import FIRST_YEAR, LAST_YEAR
 from stream_app.web.auth import authenticate
 from stream_app.web.errors import ApiError
 from stream_app.web.routing import FORWARDED_HEADER, local_periods, owner_url, remote_periods
@@ -49,6 +50,11 @@ def date_range(grain: str, start: str, end: str) -> list[date]:
                 400, "invalid_field", f"{name} must be {shape} for grain={grain}", field=name
             ) from None
     lo, hi = bounds
+    for name, bound in (("from", lo), ("to", hi)):
+        if not FIRST_YEAR <= bound.year <= LAST_YEAR:
+            raise ApiError(
+                400, "invalid_field", f"{name} must be in {FIRST_YEAR}..{LAST_YEAR}", field=name
+            )
     if grain == "month":
         hi = (hi + timedelta(days=32)).replace(day=1) - timedelta(days=1)
     if hi < lo:

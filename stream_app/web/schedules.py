@@ -20,6 +20,7 @@ Secrets (webhook keys, SFTP passwords and keys) are accepted and never returned.
 from __future__ import annotations
 
 import ipaddress
+import socket
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -31,7 +32,7 @@ from aiohttp import web
 
 from stream_app.app import settings
 from stream_app.db.pool import get_pool
-from stream_app.db.tenancy import UnknownOrganizationError, fetch_organization
+from stream_app.db.tenancy import UnknownOrganizationError, check_time_zone, fetch_organization
 from stream_app.delivery.api import LinkError, resolve_download
 from stream_app.delivery.log import fetch_schedule_log
 from stream_app.schedules import store
@@ -48,7 +49,7 @@ from stream_app.schedules.model import (
 )
 from stream_app.web.auth import Principal, authenticate
 from stream_app.web.errors import ApiError
-from stream_app.web.views import page
+from stream_app.web.views import media_type, page
 
 TARGETS: dict[str, type[Any]] = {
     "email": EmailTarget,
@@ -163,10 +164,11 @@ def check_target_address(host: str | None, field: str) -> None:
     name = host.strip("[]").lower()
     if name == "localhost" or name.endswith(".localhost"):
         raise ApiError(400, "invalid_field", f"{host!r} is an internal address", field=field)
-    try:
-        ip = ipaddress.ip_address(name)
-    except ValueError:
+    ip = _literal_ip(name)
+    if ip is None:
         return
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
     if (
         ip.is_private
         or ip.is_loopback
@@ -176,6 +178,23 @@ def check_target_address(host: str | None, field: str) -> None:
         or ip.is_unspecified
     ):
         raise ApiError(400, "invalid_field", f"{host!r} is an internal address", field=field)
+
+
+def _literal_ip(name: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address a literal host denotes, read the way the C library reads it.
+
+    Besides dotted quads this covers the forms ``inet_aton`` accepts and HTTP clients may
+    connect to: ``0x7f000001``, ``2130706433``, ``127.1``, ``0177.0.0.1``, ``0``. None for a
+    name that is not a literal address.
+    """
+    try:
+        return ipaddress.ip_address(name)
+    except ValueError:
+        pass
+    try:
+        return ipaddress.IPv4Address(socket.inet_aton(name))
+    except (OSError, ValueError):
+        return None
 
 
 def schedule_to_json(stored: store.StoredSchedule, upcoming: list[datetime]) -> dict[str, Any]:
@@ -321,6 +340,15 @@ async def preview_fire_times(self: Any, request: web.Request, org: str) -> web.S
         )
     try:
         count = int(q.get("count", "5"))
+    except ValueError:
+        raise ApiError(
+            400, "invalid_field", f"count: {q['count']!r} is not an integer", field="count"
+        ) from None
+    try:
+        check_time_zone(q["time_zone"])
+    except ValueError as exc:
+        raise ApiError(400, "invalid_field", str(exc), field="time_zone") from None
+    try:
         times = preview(q["cron"], q["time_zone"], datetime.now(UTC), count=count)
     except CronExpressionError as exc:
         raise ApiError(400, "invalid_field", str(exc), field="cron") from None
@@ -445,4 +473,4 @@ async def download(self: Any, request: web.Request, token: str) -> web.StreamRes
         path = resolve_download(settings.artifact_dir, claims)
     except LinkError as exc:
         raise ApiError(403, "invalid_link", str(exc), field="token") from None
-    return web.FileResponse(path)
+    return web.FileResponse(path, headers={"Content-Type": media_type(path)})

@@ -22,6 +22,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import faust.web
 import orjson
 from aiohttp import web
@@ -37,7 +38,13 @@ from stream_app.reports import cache as report_cache
 from stream_app.reports.agent import cancel_report, report_requests_topic
 from stream_app.schemas.base import EventValidationError, decode_event
 from stream_app.schemas.reports import ReportRequest
-from stream_app.tables.windows import WINDOW_GRAINS, window_labels
+from stream_app.tables.windows import (
+    FIRST_YEAR,
+    LAST_YEAR,
+    WINDOW_GRAINS,
+    LabelError,
+    window_labels,
+)
 from stream_app.topics import WEDDING_BOOKINGS
 from stream_app.web.auth import authenticate
 from stream_app.web.errors import ApiError
@@ -88,14 +95,23 @@ def page(path: str, method: str = "get") -> Callable[[Handler], Handler]:
 async def json_errors(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
-    """aiohttp's own errors (unknown route 404, 405, 413 body too large) as JSON errors too."""
+    """aiohttp's own errors (unknown route 404, 405, 413 body too large) as JSON errors too,
+    and text the database cannot hold (a NUL byte in an id) as a 400 naming the path."""
     try:
         return await handler(request)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
         code = exc.reason.lower().replace(" ", "_")
-        return web.json_response({"error": {"code": code, "reason": exc.reason}}, status=exc.status)
+        return web.json_response(
+            {"error": {"code": code, "reason": exc.reason, "field": None}}, status=exc.status
+        )
+    except (
+        asyncpg.CharacterNotInRepertoireError,
+        asyncpg.UntranslatableCharacterError,
+    ) as exc:
+        reason = f"the request holds text the database cannot store: {exc}"
+        return ApiError(400, "invalid_field", reason, field="path").response()
 
 
 def register_routes() -> None:
@@ -120,9 +136,8 @@ def period_labels(grain: str, start: str, end: str) -> list[str]:
     if grain in WINDOW_GRAINS:
         try:
             return window_labels(grain, start, end, MAX_PERIODS)
-        except ValueError as exc:
-            field = "to" if "before" in str(exc) or "at most" in str(exc) else "from"
-            raise ApiError(400, "invalid_field", str(exc), field=field) from None
+        except LabelError as exc:
+            raise ApiError(400, "invalid_field", str(exc), field=exc.field) from None
     try:
         if grain == "day":
             lo, hi = date.fromisoformat(start), date.fromisoformat(end)
@@ -142,6 +157,11 @@ def period_labels(grain: str, start: str, end: str) -> list[str]:
         raise ApiError(
             400, "invalid_field", f"from/to must be {fmt} for grain={grain}", field="from"
         ) from None
+    for name, bound in (("from", lo), ("to", hi)):
+        if not FIRST_YEAR <= bound.year <= LAST_YEAR:
+            raise ApiError(
+                400, "invalid_field", f"{name} must be in {FIRST_YEAR}..{LAST_YEAR}", field=name
+            )
     if hi < lo:
         raise ApiError(400, "invalid_field", "to must not be before from", field="to")
     out: list[str] = []
@@ -257,7 +277,7 @@ async def request_report(self: Any, request: web.Request, org: str) -> web.Strea
             raw.decode(),
         )
         # recorded before it is published, so it can be read and cancelled at once
-        await report_db.insert_queued(
+        is_new = await report_db.insert_queued(
             conn,
             report_id=req.report_id,
             organization_id=org,
@@ -268,6 +288,10 @@ async def request_report(self: Any, request: web.Request, org: str) -> web.Strea
             cache_strategy=req.cache_strategy,
             cache_key=report_cache.cache_key(req),
         )
+        if not is_new:  # the id is taken (report ids are global; another tenant's is not shown)
+            raise ApiError(
+                409, "conflict", f"report_id {req.report_id!r} is already in use", "$.report_id"
+            )
     try:
         fut = await report_requests_topic.send(key=f"{org}/{req.report_id}".encode(), value=raw)
         await fut
@@ -382,6 +406,23 @@ async def report_file(
         path,
         headers={
             "Content-Disposition": f'attachment; filename="{Path(path).name}"',
+            "Content-Type": media_type(path),
             "Digest": f"sha-256={match[0]['sha256']}",
         },
     )
+
+
+MEDIA_TYPES = {
+    ".csv": "text/csv; charset=utf-8",
+    ".json": "application/json",
+    ".xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+    ".pdf": "application/pdf",
+    ".pptx": "application/vnd.openxmlformats-officedocument.presentationml.presentation",
+}
+"""The IANA media type of each artifact extension (set explicitly: the machine's mime
+database may not know the Office formats)."""
+
+
+def media_type(path: Path) -> str:
+    """The media type of an artifact file (``application/octet-stream`` if unknown)."""
+    return MEDIA_TYPES.get(path.suffix.lower(), "application/octet-stream")

@@ -40,6 +40,8 @@ MALFORMED: list[tuple[bytes, bytes, str]] = [
     (KEY, orjson.dumps(event(5, amount_minor=99.5)), "$.amount_minor"),
     (KEY, orjson.dumps(event(6, occurred_at="2026-03-01T09:00:00")), "$.occurred_at"),
     (b"other-org/v1", orjson.dumps(event(7)), "key"),
+    # from the far future: it would close every event-time window of the organisation
+    (KEY, orjson.dumps(event(9, occurred_at="2099-01-01T00:00:00Z")), "$.occurred_at"),
 ]
 
 

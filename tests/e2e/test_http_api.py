@@ -146,6 +146,35 @@ async def test_known_report_id_is_a_conflict_and_internal_webhooks_are_refused(
         json={**body_in, "output_formats": ["json"]},
     )
     assert (status, body["error"]["field"]) == (409, "$.report_id")
+    # another organisation reusing the id gets a 409 too, not a silently lost request
+    conn = await asyncpg.connect(settings.postgres_dsn)
+    try:
+        await upsert_organization(conn, Organization("other-org", "O", "Europe/Paris", "EUR"))
+    finally:
+        await conn.close()
+    status, body = await call(
+        main_worker, "POST", "/orgs/other-org/reports", auth(settings, "other-org"), json=body_in
+    )
+    assert (status, body["error"]["field"]) == (409, "$.report_id")
+    assert "conflict-org" not in body["error"]["reason"]
+    # dates outside 1900..2099 are refused before any query runs
+    status, body = await call(
+        main_worker,
+        "POST",
+        "/orgs/conflict-org/reports",
+        h,
+        json={**body_in, "report_id": "far-1", "date_from": "0001-01-01", "date_to": "0001-12-31"},
+    )
+    assert (status, body["error"]["field"]) == (400, "$.date_from")
+    status, body = await call(
+        main_worker,
+        "GET",
+        "/orgs/conflict-org/venues/v1/metrics?grain=day&from=9999-12-31&to=9999-12-31",
+        h,
+    )
+    assert (status, body["error"]["field"]) == (400, "from")
+    status, body = await call(main_worker, "GET", "/orgs/conflict-org/reports/%00", h)
+    assert (status, body["error"]["code"]) == (400, "invalid_field")
 
     schedule = {
         "report_type": "monthly_booking_summary",
@@ -160,9 +189,21 @@ async def test_known_report_id_is_a_conflict_and_internal_webhooks_are_refused(
     }
     status, body = await call(main_worker, "POST", "/orgs/conflict-org/schedules", h, json=schedule)
     assert (status, body["error"]["field"]) == (400, "delivery.url")
-    schedule["delivery"]["url"] = "http://localhost:8080/hook"  # type: ignore[index]
-    status, body = await call(main_worker, "POST", "/orgs/conflict-org/schedules", h, json=schedule)
-    assert (status, body["error"]["field"]) == (400, "delivery.url")
+    # loopback written the ways the C library (and so an HTTP client) also reads it
+    for host in [
+        "localhost",
+        "0x7f000001",
+        "2130706433",
+        "127.1",
+        "0177.0.0.1",
+        "0",
+        "[::ffff:127.0.0.1]",
+    ]:
+        schedule["delivery"]["url"] = f"http://{host}:8080/hook"  # type: ignore[index]
+        status, body = await call(
+            main_worker, "POST", "/orgs/conflict-org/schedules", h, json=schedule
+        )
+        assert (status, body["error"]["field"]) == (400, "delivery.url"), host
     schedule["cron"] = "0 8 1 * * *"
     schedule["delivery"]["url"] = "https://hooks.example.org/x"  # type: ignore[index]
     status, body = await call(main_worker, "POST", "/orgs/conflict-org/schedules", h, json=schedule)
