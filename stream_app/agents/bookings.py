@@ -35,6 +35,7 @@ from typing import Any
 from faust.types import EventT
 
 from stream_app.agents.context import acting_for
+from stream_app.agents.data_versions import DataVersions
 from stream_app.agents.deadletter import send_to_dead_letter
 from stream_app.agents.publisher import MetricPublisher
 from stream_app.agents.zones import OrganizationZones
@@ -74,6 +75,7 @@ venue_bookings = app.Table(
 )
 
 publisher = MetricPublisher()
+versions = DataVersions(settings.postgres_dsn, "bookings")
 
 
 def _values(t: VenueTotals) -> MetricValues:
@@ -184,6 +186,7 @@ async def process_partition_batch(events: Sequence[EventT[bytes]]) -> None:
     if result.late:
         await send_late(events, valid, result.late)
     for c in result.changes:
+        versions.record(c.organization_id)
         publisher.record(
             metric=METRIC,
             organization_id=c.organization_id,
@@ -209,5 +212,6 @@ async def bookings_agent(stream: AsyncIterable[Any]) -> None:
             by_partition[event.message.partition].append(event)
         for events in by_partition.values():
             await process_partition_batch(events)
+        await versions.flush()  # cached reports that read these rows are stale from now on
         await publisher.publish(app.producer, REALTIME_METRICS_UPDATES)
         observe_batch(batch)

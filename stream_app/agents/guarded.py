@@ -23,6 +23,7 @@ import msgspec
 from faust.types import EventT
 
 from stream_app.agents.context import acting_for
+from stream_app.agents.data_versions import STREAM_OF_METRIC, DataVersions
 from stream_app.agents.deadletter import send_to_dead_letter
 from stream_app.agents.publisher import GenericMetricPublisher
 from stream_app.app import app, settings
@@ -64,6 +65,12 @@ class GuardedStream(Generic[E]):
     metric: str
     fold: Callable[[Lookup, Sequence[tuple[int, E]]], GuardedBatch[Any]]
     publisher: GenericMetricPublisher = field(default_factory=GenericMetricPublisher)
+    versions: DataVersions = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.versions = DataVersions(
+            settings.postgres_dsn, STREAM_OF_METRIC.get(self.metric, self.metric)
+        )
 
     def key_mismatch(self, key: bytes | None, event: E) -> str | None:
         """Why the message key does not fit the event (``None`` when it fits).
@@ -118,6 +125,7 @@ class GuardedStream(Generic[E]):
             if n:
                 EVENTS_OUTCOME.labels(self.topic, outcome).inc(n)
         for c in result.changes:
+            self.versions.record(c.row.organization_id)
             self.publisher.record(
                 metric=self.metric,
                 organization_id=c.row.organization_id,
@@ -141,4 +149,5 @@ class GuardedStream(Generic[E]):
                 by_partition[event.message.partition].append(event)
             for events in by_partition.values():
                 await self.process_partition_batch(events)
+            await self.versions.flush()  # cached reports that read these rows are stale now
             await self.publisher.publish(app.producer, REALTIME_METRICS_UPDATES)

@@ -24,12 +24,11 @@ delivery are not part of it: equal requests, whatever their key order, give one 
 
 **Freshness**: an entry is served while it is younger than its type's time to live
 (:data:`stream_app.reports.registry.CACHE_TTL_S` of its cache class) *and* the data versions
-it read still hold. :func:`invalidation_agent` consumes ``realtime-metrics-updates`` and adds
-the number of changed rows to a per-(organisation, stream) counter in PostgreSQL
-(``report_data_versions``); an entry remembers the versions of the streams its type reads
-(:attr:`ReportType.reads`) at the start of its generation and is stale once one has moved.
-Invalidation therefore follows a table change by the time the metric update is consumed
-(milliseconds); a request in that gap can still be served the older copy.
+it read still hold. The fold agents add the number of changed rows of each batch to a
+per-(organisation, stream) counter in PostgreSQL (``report_data_versions``) before they
+publish the batch's updates (:mod:`stream_app.agents.data_versions`); an entry remembers the
+versions of the streams its type reads (:attr:`ReportType.reads`) at the start of its
+generation and is stale once one has moved.
 
 **Single flight**: identical requests (one cache key, same data versions) that run at the
 same time on a worker share one generation (:class:`SingleFlight`); the others answer
@@ -48,7 +47,6 @@ import asyncio
 import hashlib
 import os
 import shutil
-from collections import defaultdict
 from collections.abc import AsyncIterable, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -63,23 +61,13 @@ from cachetools import LRUCache
 from stream_app.agents.context import outside_any_event
 from stream_app.app import app, rocksdb_options, settings
 from stream_app.db import reports as report_db
-from stream_app.db.pool import get_pool
 from stream_app.observability import REPORT_CACHE
 from stream_app.schemas.reports import ReportRequest
 from stream_app.schemas.updates import ArtifactLink, CacheLevel
-from stream_app.topics import REALTIME_METRICS_UPDATES, REPORT_CACHE_TOPIC
+from stream_app.topics import REPORT_CACHE_TOPIC
 
 L1_MAX_ENTRIES = 1024
 """Entries kept by a worker's in-process LRU (an entry is a few hundred bytes of links)."""
-
-STREAM_OF_METRIC: dict[str, str] = {
-    "venue_bookings": "bookings",
-    "booking_payments": "payments",
-    "client_interactions": "interactions",
-    "supplier_activity": "suppliers",
-}
-"""Table (``metric`` of an update) → the stream name report types list in ``reads``; a table
-not listed here counts under its own name."""
 
 
 def canonical_request(req: ReportRequest) -> dict[str, Any]:
@@ -158,14 +146,6 @@ cache_table = app.Table(
     partitions=settings.topic_partitions,
     options=rocksdb_options(settings),
 )
-updates_in_topic = app.topic(
-    REALTIME_METRICS_UPDATES,
-    partitions=settings.topic_partitions,
-    key_type=bytes,
-    value_type=bytes,
-    key_serializer="raw",
-    value_serializer="raw",
-)
 
 
 @app.agent(cache_topic)
@@ -178,50 +158,6 @@ async def cache_writer(stream: AsyncIterable[Any]) -> None:
     async for event in stream.events():  # type: ignore[attr-defined]
         key = (event.message.key or b"").decode()
         cache_table[key] = orjson.loads(event.message.value or b"null")
-
-
-class _UpdateHead(msgspec.Struct, kw_only=True):
-    """The fields of a ``realtime-metrics-updates`` message the invalidation reads."""
-
-    kind: str
-    organization_id: str = ""
-    metric: str = ""
-
-
-_head_decoder = msgspec.json.Decoder(_UpdateHead)
-
-
-def count_changes(values: list[bytes | None]) -> dict[tuple[str, str], int]:
-    """``(organization_id, stream) -> changed rows`` of a batch of update messages.
-
-    Report status messages (same topic) and unreadable messages are ignored.
-    """
-    counts: dict[tuple[str, str], int] = defaultdict(int)
-    for value in values:
-        try:
-            head = _head_decoder.decode(value or b"")
-        except msgspec.DecodeError:
-            continue
-        if head.kind in ("metric_update", "generic_metric_update") and head.organization_id:
-            counts[(head.organization_id, STREAM_OF_METRIC.get(head.metric, head.metric))] += 1
-    return dict(counts)
-
-
-@app.agent(updates_in_topic)
-async def invalidation_agent(stream: AsyncIterable[Any]) -> None:
-    """Bump the data versions of the (organisation, stream) pairs that metric updates name.
-
-    Batches of up to 1,000 messages or 50 ms; one PostgreSQL statement per batch. The offsets
-    are committed after the versions are written (at-least-once: a redelivered batch bumps
-    again, which only makes more entries stale).
-    """
-    async for batch in stream.take_events(1000, within=0.05):  # type: ignore[attr-defined]
-        counts = count_changes([e.message.value for e in batch])
-        if not counts:
-            continue
-        pool = await get_pool(settings.postgres_dsn)
-        async with pool.acquire() as conn:
-            await report_db.bump_data_versions(conn, counts)
 
 
 async def current_versions(

@@ -536,11 +536,11 @@ async def validate_report_input(
         limits.earliest,
     )
     checks = [c for c in _CHECKS if c.table in tables]
-    if isinstance(db, asyncpg.Pool):
+    if isinstance(db, asyncpg.Connection):
+        findings = await _run(db, organization.id, checks, params, limits)
+    else:  # a pool (asyncpg's, or one that wraps it)
         async with db.acquire() as conn:
             findings = await _run(conn, organization.id, checks, params, limits)
-    else:
-        findings = await _run(db, organization.id, checks, params, limits)
     return ValidationResult(
         organization_id=organization.id,
         date_from=date_from,

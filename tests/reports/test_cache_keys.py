@@ -7,7 +7,7 @@ computed here by hand (sha256 over a JSON text written out in this file).
 from __future__ import annotations
 
 import hashlib
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -17,7 +17,7 @@ import pytest
 
 from stream_app.reports import registry
 from stream_app.reports.agent import ReportFailure, is_retriable
-from stream_app.reports.cache import CacheEntry, cache_key, count_changes
+from stream_app.reports.cache import CacheEntry, cache_key
 from stream_app.reports.registry import ReportInputError, ReportType
 from stream_app.schemas.base import EventValidationError, decode_event
 from stream_app.schemas.reports import ReportRequest, check_configuration
@@ -129,22 +129,3 @@ def test_freshness_needs_unexpired_and_unmoved_versions() -> None:
     assert entry.is_fresh({"bookings": 7}, now.replace(minute=59))
     assert not entry.is_fresh({"bookings": 8}, now)
     assert not entry.is_fresh({"bookings": 7}, now.replace(hour=13))
-
-
-def test_update_messages_count_per_organisation_and_stream() -> None:
-    msgs = [
-        orjson.dumps(
-            {"kind": "metric_update", "organization_id": "o1", "metric": "venue_bookings"}
-        ),
-        orjson.dumps(
-            {"kind": "metric_update", "organization_id": "o1", "metric": "venue_bookings"}
-        ),
-        orjson.dumps(
-            {"kind": "generic_metric_update", "organization_id": "o2", "metric": "booking_payments"}
-        ),
-        orjson.dumps({"kind": "report_status", "organization_id": "o1", "report_id": "x"}),
-        b"not json",
-        None,
-    ]
-    assert count_changes(msgs) == {("o1", "bookings"): 2, ("o2", "payments"): 1}
-    assert date(2016, 1, 1) == req().date_from
