@@ -107,7 +107,13 @@ async def two_workers(
             break
         await asyncio.sleep(1)
     assert sorted(parts_a + parts_b) == [0, 1, 2, 3]
-    yield a, b
+    try:
+        yield a, b
+    finally:
+        # a second consumer group on the same topics would also answer every later test's
+        # report requests
+        a.stop()
+        b.stop()
 
 
 async def test_schedule_fires_once_per_minute_across_two_workers(
