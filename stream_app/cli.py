@@ -22,6 +22,8 @@ from pathlib import Path
 
 from aiokafka.errors import KafkaConnectionError
 
+from stream_app.schemas.reports import REPORT_TYPES
+
 
 def _load_service_env() -> None:
     """Fill KAFKA_BOOTSTRAP/POSTGRES_DSN from running local services when unset."""
@@ -277,11 +279,20 @@ def build_parser() -> argparse.ArgumentParser:
     sy.add_argument("--replace", action="store_true", help="delete the organisation first")
     rep = sub.add_parser("report", help="request a report and wait for its final status")
     rep.add_argument("--org", required=True)
-    rep.add_argument("--type", default="monthly_booking_summary")
+    rep.add_argument(
+        "--type",
+        default="monthly_booking_summary",
+        choices=sorted(REPORT_TYPES),
+        help="report type",
+    )
     rep.add_argument("--from", dest="date_from", required=True, help="YYYY-MM-DD (local)")
     rep.add_argument("--to", dest="date_to", required=True, help="YYYY-MM-DD (local, inclusive)")
-    rep.add_argument("--formats", default="csv,json")
-    rep.add_argument("--timeout", type=float, default=120.0, help="seconds")
+    rep.add_argument(
+        "--formats", default="csv,json", help="comma-separated: csv,json,excel,pdf,powerpoint"
+    )
+    rep.add_argument(
+        "--timeout", type=float, default=120.0, help="seconds to wait (default %(default)s)"
+    )
     rep.add_argument("--priority", default="normal", choices=["low", "normal", "high", "critical"])
     rep.add_argument("--cache", default="use_cache", choices=["use_cache", "refresh", "skip"])
     c = sub.add_parser("cancel", help="cancel a queued or running report")
