@@ -38,6 +38,7 @@ from stream_app.agents.context import acting_for
 from stream_app.agents.data_versions import DataVersions
 from stream_app.agents.deadletter import send_to_dead_letter
 from stream_app.agents.publisher import MetricPublisher
+from stream_app.agents.settle import settle
 from stream_app.agents.zones import OrganizationZones
 from stream_app.app import app, rocksdb_options, settings
 from stream_app.observability import (
@@ -208,7 +209,7 @@ async def bookings_agent(stream: AsyncIterable[Any]) -> None:
     ):
         EVENTS_IN.labels(WEDDING_BOOKINGS).inc(len(batch))
         by_partition: dict[int, list[EventT[bytes]]] = defaultdict(list)
-        for event in batch:
+        for event in await settle(batch):
             by_partition[event.message.partition].append(event)
         for events in by_partition.values():
             await process_partition_batch(events)

@@ -26,6 +26,7 @@ from stream_app.agents.context import acting_for
 from stream_app.agents.data_versions import STREAM_OF_METRIC, DataVersions
 from stream_app.agents.deadletter import send_to_dead_letter
 from stream_app.agents.publisher import GenericMetricPublisher
+from stream_app.agents.settle import settle
 from stream_app.app import app, settings
 from stream_app.observability import EVENTS_IN, EVENTS_OUTCOME
 from stream_app.schemas.base import EventValidationError, decode_event
@@ -145,7 +146,7 @@ class GuardedStream(Generic[E]):
         ):
             EVENTS_IN.labels(self.topic).inc(len(batch))
             by_partition: dict[int, list[EventT[bytes]]] = defaultdict(list)
-            for event in batch:
+            for event in await settle(batch):
                 by_partition[event.message.partition].append(event)
             for events in by_partition.values():
                 await self.process_partition_batch(events)
