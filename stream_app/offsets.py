@@ -31,6 +31,7 @@ import logging
 import time
 from typing import Any
 
+from aiokafka.errors import KafkaError
 from faust.transport.consumer import Consumer
 from faust.types import TP
 
@@ -103,7 +104,9 @@ class HoleRepair:
         self._since: dict[TP, tuple[tuple[int, int], float]] = {}
 
     async def check(self, consumer: Any, now: float | None = None) -> list[TP]:
-        """Repair the holes older than ``after_s``; forget the ones that closed."""
+        """Repair the holes older than ``after_s`` of partitions still assigned; forget the
+        ones that closed. A seek that fails (the partition was revoked meanwhile) is logged
+        and skipped, never raised: the timer must not crash the worker."""
         now = time.monotonic() if now is None else now
         repaired: list[TP] = []
         seen: set[TP] = set()
@@ -129,8 +132,14 @@ class HoleRepair:
                 hole[1] - 1,
                 hole[0],
             )
-            await consumer.seek(tp, hole[0])
             del self._since[tp]
+            if tp not in consumer.assignment():
+                continue  # revoked meanwhile: its new owner reads from the committed offset
+            try:
+                await consumer.seek(tp, hole[0])
+            except KafkaError as exc:  # e.g. revoked between the check and the seek
+                log.warning("%s/%d: seek back failed (%s)", tp.topic, tp.partition, exc)
+                continue
             repaired.append(tp)
         for tp in list(self._since):
             if tp not in seen:

@@ -38,6 +38,9 @@ class Settings:
             arrived within this many seconds, before it publishes the coalesced metric changes.
         stall_report_s: seconds without fetch, processing or commit progress on an assigned
             partition before faust logs its diagnosis (``WEDDING_STALL_REPORT_S``, 300).
+        stream_wait_empty: whether faust waits, when partitions are revoked, until every
+            event being processed is acknowledged, then flushes the changelog writes
+            (``WEDDING_STREAM_WAIT_EMPTY``, 0).
         grace_s: grace period of the event-time windows, seconds (event time): a window
             accepts events until its partition's watermark passes its end by this much
             (``WEDDING_GRACE_S``, default 3600).
@@ -94,6 +97,9 @@ class Settings:
     offset_reset: str = field(default_factory=lambda: _env("WEDDING_OFFSET_RESET", "earliest"))
     stall_report_s: float = field(
         default_factory=lambda: float(_env("WEDDING_STALL_REPORT_S", "300"))
+    )
+    stream_wait_empty: bool = field(
+        default_factory=lambda: _env("WEDDING_STREAM_WAIT_EMPTY", "0") == "1"
     )
     grace_s: float = field(default_factory=lambda: float(_env("WEDDING_GRACE_S", "3600")))
     session_timeout_s: float = field(

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
+from aiokafka.errors import IllegalStateError
 from faust.types import TP
 from intervaltree import IntervalTree  # type: ignore[import-untyped]
 
@@ -26,9 +27,15 @@ class Bookkeeping:
         self._gap: dict[TP, Any] = defaultdict(IntervalTree)
         self._read_offset: dict[TP, int | None] = {}
         self.sought: list[tuple[TP, int]] = []
+        self.assigned: set[TP] = {tp}
 
     async def seek(self, tp: TP, offset: int) -> None:
+        if tp not in self.assigned:
+            raise IllegalStateError(f"No current assignment for partition {tp}")
         self.sought.append((tp, offset))
+
+    def assignment(self) -> set[TP]:
+        return set(self.assigned)
 
 
 TP_BOOKINGS = TP(WEDDING_BOOKINGS, 0)
@@ -73,3 +80,12 @@ async def test_a_lasting_hole_is_repaired_by_seeking_back() -> None:
     state._acked[TP_BOOKINGS] = list(range(3214, 3230))
     assert await repair.check(state, now=200.0) == []
     assert new_offset(state, TP_BOOKINGS) == 3230
+
+
+async def test_a_partition_revoked_meanwhile_is_not_sought() -> None:
+    state = Bookkeeping(TP_BOOKINGS, [3228, 3229], 3214)
+    repair = HoleRepair(after_s=10)
+    await repair.check(state, now=100.0)
+    state.assigned = set()  # revoked by a rebalance
+    assert await repair.check(state, now=120.0) == []
+    assert state.sought == []

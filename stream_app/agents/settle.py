@@ -18,12 +18,16 @@ from typing import Any
 
 from faust.types import EventT
 
-from stream_app.app import app
+from stream_app.app import app, settings
 
 POLL_S = 0.05
 
 
 def _busy() -> bool:
+    if settings.stream_wait_empty:
+        # faust waits for this batch before it revokes partitions: waiting for the
+        # rebalance here would wait for ever; only a table restore is waited for
+        return bool(getattr(app, "in_recovery", False))
     return bool(getattr(app, "rebalancing", False) or getattr(app, "in_recovery", False))
 
 

@@ -5,6 +5,7 @@ rebalance from one worker to two. Expected totals are computed from the produced
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 from collections import defaultdict
 from datetime import date
@@ -136,6 +137,7 @@ ENV = {
     "WEDDING_SESSION_TIMEOUT_S": "6",
     "WEDDING_STALL_REPORT_S": "30",  # faust logs why a partition makes no progress
     "WEDDING_DEBUG": "1",  # GET /debug/consumer: faust's offset bookkeeping
+    "WEDDING_STREAM_WAIT_EMPTY": os.environ.get("WEDDING_STREAM_WAIT_EMPTY", "0"),
 }
 
 
