@@ -6,10 +6,18 @@ refusal of data filters these reports do not support. No I/O.
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import date
 from decimal import ROUND_HALF_EVEN, Decimal
+from typing import TypeVar
 
-from stream_app.reports.registry import ReportInputError
+import asyncpg
+
+from stream_app.db.tenancy import tenant_transaction
+from stream_app.reports.model import ReportTable
+from stream_app.reports.registry import ReportContext, ReportInputError
+from stream_app.reports.validation import TableName, validate_for_report
 from stream_app.schemas.reports import ReportRequest
 
 WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
@@ -69,3 +77,31 @@ def reject_filters(request: ReportRequest) -> None:
         raise ReportInputError(
             f"data_filters.{dimension}: not supported by report type {request.report_type!r}"
         )
+
+
+T = TypeVar("T")
+
+
+async def read_history(
+    ctx: ReportContext,
+    read: Callable[[asyncpg.Connection, str, date, date], Awaitable[T]],
+) -> T:
+    """Refuse data filters, then run ``read(conn, organization_id, date_from, date_to)``
+    inside the organisation's tenant transaction.
+
+    Raises:
+        ReportInputError: data filters were given.
+    """
+    req = ctx.request
+    reject_filters(req)
+    org = ctx.organization
+    async with ctx.pool.acquire() as conn, tenant_transaction(conn, org.id):
+        return await read(conn, org.id, req.date_from, req.date_to)
+
+
+async def with_validation(
+    ctx: ReportContext, table: ReportTable, tables: Sequence[TableName]
+) -> ReportTable:
+    """``table`` carrying the validation findings of ``tables`` for the report's range."""
+    checked = await validate_for_report(ctx, tables=tables)
+    return dataclasses.replace(table, validation=checked.lines())

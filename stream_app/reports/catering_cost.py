@@ -29,7 +29,6 @@ ingredients have different currencies makes the report fail with that reason.
 
 from __future__ import annotations
 
-import dataclasses
 from collections import defaultdict
 from datetime import date
 from decimal import Decimal
@@ -37,12 +36,15 @@ from typing import Any
 
 import asyncpg
 
-from stream_app.db.tenancy import tenant_transaction
 from stream_app.money import to_major
-from stream_app.reports.business import percent, reject_filters, round_minor
+from stream_app.reports.business import (
+    percent,
+    read_history,
+    round_minor,
+    with_validation,
+)
 from stream_app.reports.model import Cell, ChartSpec, Column, Kpi, ReportSection, ReportTable
 from stream_app.reports.registry import ReportContext, ReportInputError, ReportType, register
-from stream_app.reports.validation import validate_for_report
 
 REPORT_TYPE = "catering_cost"
 
@@ -303,11 +305,8 @@ async def build(ctx: ReportContext) -> ReportTable:
         ReportInputError: data filters were given, the organisation has no menus, or an
             event mixes currencies.
     """
-    req = ctx.request
-    reject_filters(req)
-    org = ctx.organization
-    async with ctx.pool.acquire() as conn, tenant_transaction(conn, org.id):
-        data = await _read(conn, org.id, req.date_from, req.date_to)
+    req, org = ctx.request, ctx.organization
+    data = await read_history(ctx, _read)
     table = build_report(
         data,
         organization_id=org.id,
@@ -316,8 +315,7 @@ async def build(ctx: ReportContext) -> ReportTable:
         date_from=req.date_from,
         date_to=req.date_to,
     )
-    checked = await validate_for_report(ctx, tables=("bookings", "payments"))
-    return dataclasses.replace(table, validation=checked.lines())
+    return await with_validation(ctx, table, ("bookings", "payments"))
 
 
 register(

@@ -33,14 +33,12 @@ month, currency. A photographer-month without bookings has no row.
 
 from __future__ import annotations
 
-import dataclasses
 from collections import defaultdict
 from datetime import date
 from typing import Any
 
 import asyncpg
 
-from stream_app.db.tenancy import tenant_transaction
 from stream_app.money import to_major
 from stream_app.reports.business import (
     WEEKDAYS,
@@ -48,12 +46,12 @@ from stream_app.reports.business import (
     mean_text,
     month_earlier_label,
     percent,
-    reject_filters,
+    read_history,
+    with_validation,
     year_earlier,
 )
 from stream_app.reports.model import Cell, ChartSpec, Column, Kpi, ReportSection, ReportTable
 from stream_app.reports.registry import ReportContext, ReportInputError, ReportType, register
-from stream_app.reports.validation import validate_for_report
 
 REPORT_TYPE = "photography_business"
 
@@ -354,11 +352,8 @@ async def build(ctx: ReportContext) -> ReportTable:
         ReportInputError: the request carries data filters (not supported), or the
             organisation has no photographers.
     """
-    req = ctx.request
-    reject_filters(req)
-    org = ctx.organization
-    async with ctx.pool.acquire() as conn, tenant_transaction(conn, org.id):
-        data = await _read(conn, org.id, req.date_from, req.date_to)
+    req, org = ctx.request, ctx.organization
+    data = await read_history(ctx, _read)
     table = build_report(
         data,
         organization_id=org.id,
@@ -367,8 +362,7 @@ async def build(ctx: ReportContext) -> ReportTable:
         date_from=req.date_from,
         date_to=req.date_to,
     )
-    checked = await validate_for_report(ctx, tables=("bookings", "payments", "feedback"))
-    return dataclasses.replace(table, validation=checked.lines())
+    return await with_validation(ctx, table, ("bookings", "payments", "feedback"))
 
 
 register(

@@ -28,7 +28,6 @@ before has one row in the organisation's currency with zeros), by office id and 
 
 from __future__ import annotations
 
-import dataclasses
 from collections import defaultdict
 from datetime import date
 from decimal import Decimal
@@ -36,19 +35,18 @@ from typing import Any
 
 import asyncpg
 
-from stream_app.db.tenancy import tenant_transaction
 from stream_app.money import to_major
 from stream_app.reports.business import (
     growth,
     mean_text,
     percent,
-    reject_filters,
+    read_history,
     round_minor,
+    with_validation,
     year_earlier,
 )
 from stream_app.reports.model import Cell, ChartSpec, Column, Kpi, ReportSection, ReportTable
 from stream_app.reports.registry import ReportContext, ReportInputError, ReportType, register
-from stream_app.reports.validation import validate_for_report
 
 REPORT_TYPE = "planner_portfolio"
 
@@ -263,11 +261,8 @@ async def build(ctx: ReportContext) -> ReportTable:
     Raises:
         ReportInputError: data filters were given, or the organisation has no offices.
     """
-    req = ctx.request
-    reject_filters(req)
-    org = ctx.organization
-    async with ctx.pool.acquire() as conn, tenant_transaction(conn, org.id):
-        data = await _read(conn, org.id, req.date_from, req.date_to)
+    req, org = ctx.request, ctx.organization
+    data = await read_history(ctx, _read)
     table = build_report(
         data,
         organization_id=org.id,
@@ -277,8 +272,7 @@ async def build(ctx: ReportContext) -> ReportTable:
         date_from=req.date_from,
         date_to=req.date_to,
     )
-    checked = await validate_for_report(ctx, tables=("bookings", "payments"))
-    return dataclasses.replace(table, validation=checked.lines())
+    return await with_validation(ctx, table, ("bookings", "payments"))
 
 
 register(

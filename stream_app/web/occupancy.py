@@ -23,42 +23,26 @@ from stream_app.app import settings
 from stream_app.db.pool import get_pool
 from stream_app.db.tenancy import tenant_transaction
 from stream_app.tables.occupancy import occupancy
-from stream_app.tables.windows import FIRST_YEAR, LAST_YEAR
 from stream_app.web.auth import authenticate
 from stream_app.web.errors import ApiError
 from stream_app.web.routing import FORWARDED_HEADER, local_periods, owner_url, remote_periods
-from stream_app.web.views import MAX_PERIODS, page
+from stream_app.web.views import MAX_PERIODS, page, period_labels
 
 
 def date_range(grain: str, start: str, end: str) -> list[date]:
-    """The dates from ``start`` to ``end`` (days, or whole months), validated.
+    """The dates from ``start`` to ``end`` (days, or whole months), validated like every
+    period read (:func:`stream_app.web.views.period_labels`).
 
     Raises:
         ApiError: 400 naming the bad parameter.
     """
     if grain not in ("day", "month"):
         raise ApiError(400, "invalid_field", "grain must be 'day' or 'month'", field="grain")
-    shape = "YYYY-MM-DD" if grain == "day" else "YYYY-MM"
-    bounds: list[date] = []
-    for name, text in (("from", start), ("to", end)):
-        try:
-            if len(text) != len(shape):
-                raise ValueError
-            bounds.append(date.fromisoformat(text if grain == "day" else text + "-01"))
-        except ValueError:
-            raise ApiError(
-                400, "invalid_field", f"{name} must be {shape} for grain={grain}", field=name
-            ) from None
-    lo, hi = bounds
-    for name, bound in (("from", lo), ("to", hi)):
-        if not FIRST_YEAR <= bound.year <= LAST_YEAR:
-            raise ApiError(
-                400, "invalid_field", f"{name} must be in {FIRST_YEAR}..{LAST_YEAR}", field=name
-            )
+    labels = period_labels(grain, start, end)
+    lo = date.fromisoformat(labels[0] if grain == "day" else labels[0] + "-01")
+    hi = date.fromisoformat(labels[-1] if grain == "day" else labels[-1] + "-01")
     if grain == "month":
         hi = (hi + timedelta(days=32)).replace(day=1) - timedelta(days=1)
-    if hi < lo:
-        raise ApiError(400, "invalid_field", "to must not be before from", field="to")
     days = (hi - lo).days + 1
     if days > MAX_PERIODS:
         raise ApiError(400, "range_too_large", f"at most {MAX_PERIODS} dates per request", "to")
