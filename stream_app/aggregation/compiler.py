@@ -169,13 +169,24 @@ def _field(ds: Dataset, name: str, path: str) -> FieldSpec:
     return spec
 
 
+FIRST_YEAR, LAST_YEAR = 1900, 2099
+"""Years a date or timestamp of a request may name (as for reports and table reads)."""
+
+
+def _in_years(value: date, path: str) -> None:
+    if not FIRST_YEAR <= value.year <= LAST_YEAR:
+        raise AggregationError(path, f"must be in the years {FIRST_YEAR}..{LAST_YEAR}")
+
+
 def _parse_date(value: Any, path: str) -> date:
     if not isinstance(value, str) or len(value) != 10:
         raise AggregationError(path, f"expected a date YYYY-MM-DD, got {value!r}")
     try:
-        return date.fromisoformat(value)
+        parsed = date.fromisoformat(value)
     except ValueError:
         raise AggregationError(path, f"expected a date YYYY-MM-DD, got {value!r}") from None
+    _in_years(parsed, path)
+    return parsed
 
 
 def _parse_timestamp(value: Any, path: str) -> datetime:
@@ -188,6 +199,7 @@ def _parse_timestamp(value: Any, path: str) -> datetime:
         raise AggregationError(path, reason) from None
     if parsed.tzinfo is None:
         raise AggregationError(path, reason)
+    _in_years(parsed.date(), path)
     return parsed
 
 

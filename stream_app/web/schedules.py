@@ -161,7 +161,9 @@ def check_target_address(host: str | None, field: str) -> None:
     """
     if settings.allow_private_targets or not host:
         return
-    name = host.strip("[]").lower()
+    if any(c in host for c in "%\x00\\") or not host.isprintable():
+        raise ApiError(400, "invalid_field", f"{host!r} is not a plain host name", field=field)
+    name = host.strip("[]").lower().rstrip(".")  # 'localhost.' and '127.0.0.1.' are the same
     if name == "localhost" or name.endswith(".localhost"):
         raise ApiError(400, "invalid_field", f"{host!r} is an internal address", field=field)
     ip = _literal_ip(name)

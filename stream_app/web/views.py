@@ -244,7 +244,7 @@ async def request_report(self: Any, request: web.Request, org: str) -> web.Strea
             )
     doc = {
         "schema_version": 1,
-        "report_id": body.pop("report_id", None) or str(uuid.uuid4()),
+        "report_id": body.pop("report_id") if "report_id" in body else str(uuid.uuid4()),
         "organization_id": org,
         "user_id": principal.user_id,
         "requested_at": datetime.now(UTC).isoformat(),

@@ -102,6 +102,15 @@ BAD: list[tuple[dict[str, Any] | list[int], str]] = [
         _with(time_range={"field": "service_date", "from": "2016-02-01", "to": "2016-01-31"}),
         "$.time_range.to",
     ),
+    # years outside 1900..2099 (year 9999 used to overflow into a 500)
+    (
+        _with(time_range={"field": "booked_at", "from": "2016-01-01", "to": "9999-12-31"}),
+        "$.time_range.to",
+    ),
+    (
+        _with(time_range={"field": "service_date", "from": "0001-01-01", "to": "2016-12-31"}),
+        "$.time_range.from",
+    ),
     (_with(time_range={"field": "service_date", "from": "2016-01-01"}), "$.time_range.to"),
     # sampling, limit, body
     (_with(sample={"percent": 0}), "$.sample.percent"),

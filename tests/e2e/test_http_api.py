@@ -167,6 +167,10 @@ async def test_known_report_id_is_a_conflict_and_internal_webhooks_are_refused(
     )
     assert (status, body["error"]["field"]) == (400, "$.date_from")
     status, body = await call(
+        main_worker, "POST", "/orgs/conflict-org/reports", h, json={**body_in, "report_id": ""}
+    )
+    assert (status, body["error"]["field"]) == (400, "$.report_id")
+    status, body = await call(
         main_worker,
         "GET",
         "/orgs/conflict-org/venues/v1/metrics?grain=day&from=9999-12-31&to=9999-12-31",
@@ -196,6 +200,10 @@ async def test_known_report_id_is_a_conflict_and_internal_webhooks_are_refused(
         "2130706433",
         "127.1",
         "0177.0.0.1",
+        "127.0.0.1.",
+        "LOCALHOST.",
+        "%31%32%37.0.0.1",
+        "127.0.0.1%00.example.com",
         "0",
         "[::ffff:127.0.0.1]",
     ]:
