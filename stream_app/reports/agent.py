@@ -538,11 +538,17 @@ async def _produce(
         if hit is not None:
             entry, level = hit
         else:
+            late_hit: list[CacheEntry] = []
 
             async def produce_entry() -> CacheEntry:
+                if req.cache_strategy == "use_cache":
+                    done = cache.fresh_in_l1(key, versions)
+                    if done is not None:
+                        late_hit.append(done)
+                        return done
                 links = await _generate_with_retries(req, run)
                 now = datetime.now(UTC)
-                return CacheEntry(
+                made = CacheEntry(
                     key=key,
                     organization_id=req.organization_id,
                     report_id=req.report_id,
@@ -553,6 +559,9 @@ async def _produce(
                     data_versions=versions,
                     metadata=_metadata(req, versions),
                 )
+                if req.cache_strategy != "skip":
+                    cache.remember(made)  # before the flight is released: no second generation
+                return made
 
             if req.cache_strategy == "use_cache":
                 # one flight per key *and* data versions: a request that saw newer data
@@ -560,7 +569,11 @@ async def _produce(
                 flight = f"{key}@{orjson.dumps(versions, option=orjson.OPT_SORT_KEYS).decode()}"
                 entry, leader = await cache.single_flight.run(flight, produce_entry)
                 level = "miss" if leader else "in_flight"
-                if not leader:
+                if late_hit:
+                    hit = (entry, "l1")
+                    level = "l1"
+                    REPORT_CACHE.labels("l1", "hit").inc()
+                elif not leader:
                     REPORT_CACHE.labels("in_flight", "hit").inc()
             else:
                 entry = await produce_entry()
@@ -617,6 +630,8 @@ async def _produce(
             data_rows=status.data_rows,
         )
     if not moved:  # cancelled meanwhile: its canceller published 'cancelled'
+        if level == "miss":
+            cache.forget(entry)
         await _discard_files(req)
         raise ReportCancelledError(req.report_id)
     if level == "miss":

@@ -220,6 +220,35 @@ async def lookup(
     return None
 
 
+def remember(entry: CacheEntry) -> None:
+    """Keep ``entry`` in l1 at once.
+
+    The leader of a single flight calls this before it releases the flight, so an identical
+    request arriving between the release and :func:`store` finds the entry instead of
+    generating again.
+    """
+    _l1[entry.key] = entry
+
+
+def fresh_in_l1(key: str, versions: dict[str, int]) -> CacheEntry | None:
+    """The l1 entry of ``key`` if it is fresh for ``versions`` and its files exist; no counting.
+
+    The leader of a single flight looks here first: an identical request may have finished
+    between this request's :func:`lookup` and its joining the flight.
+    """
+    entry = _l1.get(key)
+    now = datetime.now(UTC)
+    if entry is None or not entry.is_fresh(versions, now):
+        return None
+    return entry if entry.files_exist(settings.artifact_dir) else None
+
+
+def forget(entry: CacheEntry) -> None:
+    """Drop ``entry`` from l1 if it is still the one held for its key (its report was cancelled)."""
+    if _l1.get(entry.key) is entry:
+        del _l1[entry.key]
+
+
 async def store(entry: CacheEntry) -> None:
     """Keep ``entry`` in l1 and publish it to the ``report-cache`` table (l2)."""
     _l1[entry.key] = entry
