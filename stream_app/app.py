@@ -16,7 +16,7 @@ from typing import Any
 
 import faust
 
-from stream_app import offsets
+from stream_app import fetching, offsets
 from stream_app.settings import Settings, load_settings
 
 settings: Settings = load_settings()
@@ -74,3 +74,7 @@ app.producer.buffer.max_messages = 10_000
 # faust commits runs of consecutive acks; drop repeated acks first and never commit past
 # messages faust skipped: see stream_app/offsets.py
 offsets.install()
+
+# faust lets the broker hold each fetch 1.5 s, which stalls busy partitions: see
+# stream_app/fetching.py
+fetching.install(settings.fetch_max_wait_ms)

@@ -36,6 +36,9 @@ class Settings:
         rocksdb_write_buffer_bytes: memtable size per partition (faust default 64 MiB × 3).
         batch_max_events / batch_max_seconds: an agent folds up to this many events, or what
             arrived within this many seconds, before it publishes the coalesced metric changes.
+        fetch_max_wait_ms: longest time the broker may hold the worker consumer's fetch
+            request, milliseconds (``WEDDING_FETCH_MAX_WAIT_MS``, 20; faust's own 1,500 stalls
+            busy partitions: see :mod:`stream_app.fetching`).
         stall_report_s: seconds without fetch, processing or commit progress on an assigned
             partition before faust logs its diagnosis (``WEDDING_STALL_REPORT_S``, 300).
         stream_wait_empty: whether faust waits, when partitions are revoked, until every
@@ -93,6 +96,9 @@ class Settings:
     )
     batch_max_seconds: float = field(
         default_factory=lambda: float(_env("WEDDING_BATCH_MAX_SECONDS", "0.05"))
+    )
+    fetch_max_wait_ms: int = field(
+        default_factory=lambda: int(_env("WEDDING_FETCH_MAX_WAIT_MS", "20"))
     )
     offset_reset: str = field(default_factory=lambda: _env("WEDDING_OFFSET_RESET", "earliest"))
     stall_report_s: float = field(

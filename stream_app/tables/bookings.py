@@ -201,6 +201,44 @@ class WindowPolicy:
 
 _ID_WINDOWS: tuple[WindowGrain, ...] = ("event_hour", "event_day_utc", "event_day")
 
+_RowId = tuple[str, str, Grain | WindowGrain, str]
+"""``(organization_id, venue_id, grain, period)`` of a row."""
+
+
+@dataclass(slots=True)
+class _IdRow:
+    """An id row being changed by a batch: mutable totals and ids, serialised once at the end."""
+
+    ident: _RowId
+    old: VenueTotals
+    totals: VenueTotals
+    ids: list[str]
+    event_time: datetime
+    events: int = 0
+
+    def add(self, ev: BookingEvent) -> None:
+        t = self.totals
+        if ev.event_type == "booking_created":
+            t.bookings += 1
+            t.booked_minor[ev.currency] = t.booked_minor.get(ev.currency, 0) + ev.amount_minor
+        else:
+            t.cancellations += 1
+            t.cancelled_minor[ev.currency] = t.cancelled_minor.get(ev.currency, 0) + ev.amount_minor
+        self.ids.append(ev.event_id)
+        self.events += 1
+        if ev.occurred_at > self.event_time:
+            self.event_time = ev.occurred_at
+
+
+@dataclass(slots=True)
+class _RollupTouch:
+    """A roll-up row touched by a batch: which day entries to copy from which id rows."""
+
+    ident: _RowId
+    sources: dict[str, str]
+    event_time: datetime
+    events: int = 0
+
 
 def fold_batch(
     get: Lookup,
@@ -221,8 +259,8 @@ def fold_batch(
       into the row. An event is folded into an id row unless the row already lists its id;
     - *roll-up rows* (service ``month``; windows ``event_week``, ``event_month``):
       ``{"days": {day label: totals JSON}}``, a copy of each of their day rows' totals,
-      refreshed from the day row whenever an event of that day passes through the batch
-      (also a duplicate). Their totals are the sum of the entries (:func:`row_totals`).
+      refreshed at the end of the batch from every day row an event of the batch passed
+      through (also a duplicate). Their totals are the sum of the entries (:func:`row_totals`).
 
     Exactly once with at-least-once input, in any order and after a crash at any point: each
     id row decides alone whether it holds an event, so no write order, offset order or
@@ -234,13 +272,14 @@ def fold_batch(
     of days). The watermark of an organisation only grows and is written after the rows of its
     batch (one producer writes a changelog partition in order), so a crash keeps it no newer
     than the rows; lateness never affects the service-date totals.
+
+    Cost: every row is read at most once and written at most once per batch, and a roll-up's
+    totals are summed twice per batch (before and after), not once per event.
     """
     rows: dict[str, dict[str, Any] | None] = {}
     id_sets: dict[str, set[str]] = {}
-    changed: dict[str, None] = {}
-    originals: dict[str, VenueTotals] = {}
-    changes: dict[str, RowChange] = {}
-    touched: dict[str, tuple[str, str, str, str, Grain | WindowGrain, str]] = {}
+    work: dict[str, _IdRow] = {}
+    rollups: dict[str, _RollupTouch] = {}
     outcomes: list[str] = []
     late: dict[int, list[WindowGrain]] = {}
     marks: dict[str, datetime | None] = {}
@@ -251,33 +290,32 @@ def fold_batch(
             rows[key] = get(key)
         return rows[key]
 
-    def note(key: str, ev: BookingEvent, grain: Grain | WindowGrain, period: str) -> None:
-        old, new = originals[key], row_totals(rows[key])
-        change = changes.get(key)
-        if change is None:
-            changes[key] = RowChange(
-                ev.organization_id, ev.venue_id, grain, period, old, new, ev.occurred_at, 1
-            )
-        else:
-            change.new = new
-            change.event_time = max(change.event_time, ev.occurred_at)
-            change.events += 1
-
-    def fold_into(key: str, ev: BookingEvent, grain: Grain | WindowGrain, period: str) -> None:
-        row = load(key)
-        originals.setdefault(key, row_totals(row))
-        new = fold_booking(row_totals(row), ev)
-        ids = [*(row["event_ids"] if row else []), ev.event_id]
-        rows[key] = {"totals": new.to_json(), "event_ids": ids}
-        id_sets.setdefault(key, set()).add(ev.event_id)
-        changed[key] = None
-        note(key, ev, grain, period)
-
     def holds(key: str, event_id: str) -> bool:
-        if key not in id_sets:
+        ids = id_sets.get(key)
+        if ids is None:
             row = load(key)
-            id_sets[key] = set(row["event_ids"]) if row else set()
-        return event_id in id_sets[key]
+            ids = id_sets[key] = set(row["event_ids"]) if row else set()
+        return event_id in ids
+
+    def fold_into(key: str, ev: BookingEvent, ident: _RowId) -> None:
+        row = work.get(key)
+        if row is None:
+            original = load(key)
+            old = row_totals(original)
+            current = VenueTotals.from_json(original["totals"]) if original else VenueTotals()
+            ids = list(original["event_ids"]) if original else []
+            row = work[key] = _IdRow(ident, old, current, ids, ev.occurred_at)
+        row.add(ev)
+        id_sets[key].add(ev.event_id)
+
+    def touch(up_key: str, label: str, source_key: str, ev: BookingEvent, ident: _RowId) -> None:
+        up = rollups.get(up_key)
+        if up is None:
+            up = rollups[up_key] = _RollupTouch(ident, {}, ev.occurred_at)
+        up.sources[label] = source_key
+        up.events += 1
+        if ev.occurred_at > up.event_time:
+            up.event_time = ev.occurred_at
 
     def watermark_of(org: str) -> datetime | None:
         if org not in marks:
@@ -294,12 +332,13 @@ def fold_batch(
         month = period_of(ev.service_date, "month")
         duplicate = holds(day_key, ev.event_id)
         if not duplicate:
-            fold_into(day_key, ev, "day", day)
-        touched[table_key(org, venue, "month", month)] = (day_key, day, org, venue, "month", month)
+            fold_into(day_key, ev, (org, venue, "day", day))
+        touch(table_key(org, venue, "month", month), day, day_key, ev, (org, venue, "month", month))
         missed: list[WindowGrain] = []
         if windows is not None:
             watermark = watermark_of(org)
-            for w in windows_of(ev.occurred_at, windows.zone_of(org)):
+            zone = windows.zone_of(org)
+            for w in windows_of(ev.occurred_at, zone):
                 if w.grain not in _ID_WINDOWS:
                     continue
                 key = table_key(org, venue, w.grain, w.label)
@@ -308,13 +347,12 @@ def fold_batch(
                         if not duplicate:
                             missed.append(w.grain)
                     else:
-                        fold_into(key, ev, w.grain, w.label)
+                        fold_into(key, ev, (org, venue, w.grain, w.label))
                 if w.grain == "event_day":
-                    zone = windows.zone_of(org)
                     for grain in ("event_week", "event_month"):
-                        up = window_of(grain, ev.occurred_at, zone)
-                        up_key = table_key(org, venue, up.grain, up.label)
-                        touched[up_key] = (key, w.label, org, venue, up.grain, up.label)
+                        wide = window_of(grain, ev.occurred_at, zone)
+                        up_key = table_key(org, venue, wide.grain, wide.label)
+                        touch(up_key, w.label, key, ev, (org, venue, wide.grain, wide.label))
             if watermark is None or ev.occurred_at > watermark:
                 marks[org] = ev.occurred_at
         if duplicate:
@@ -324,46 +362,40 @@ def fold_batch(
             outcomes.append("late")
         else:
             outcomes.append("counted")
-        _refresh_rollups(touched, rows, load, changed, originals, changes, ev)
-        touched.clear()
 
-    writes = [(k, rows[k]) for k in changed if rows[k] is not None]
+    writes: list[tuple[str, dict[str, Any]]] = []
+    changes: list[RowChange] = []
+    for key, row in work.items():
+        writes.append((key, {"totals": row.totals.to_json(), "event_ids": row.ids}))
+        org, venue, grain, period = row.ident
+        changes.append(
+            RowChange(org, venue, grain, period, row.old, row.totals, row.event_time, row.events)
+        )
+    for up_key, touched in rollups.items():
+        up = load(up_key)
+        days = dict(up["days"]) if up else {}
+        moved = False
+        for label, source_key in touched.sources.items():
+            source = work.get(source_key)
+            if source is not None:
+                copy: dict[str, Any] | None = source.totals.to_json()
+            else:
+                original = load(source_key)
+                copy = None if original is None else original["totals"]
+            if copy is None or days.get(label) == copy:
+                continue
+            days[label] = copy
+            moved = True
+        if not moved:
+            continue
+        writes.append((up_key, {"days": days}))
+        org, venue, grain, period = touched.ident
+        old, new = row_totals(up), sum_totals(VenueTotals.from_json(v) for v in days.values())
+        changes.append(
+            RowChange(org, venue, grain, period, old, new, touched.event_time, touched.events)
+        )
     if windows is not None:
         for org, mark in marks.items():
             if mark is not None and mark != marks_start[org]:
                 writes.append((windows.watermark_key(org), {"event_time": mark.isoformat()}))
-    return BatchResult(writes, outcomes, list(changes.values()), late)  # type: ignore[arg-type]
-
-
-def _refresh_rollups(
-    touched: dict[str, tuple[str, str, str, str, Grain | WindowGrain, str]],
-    rows: dict[str, dict[str, Any] | None],
-    load: Callable[[str], dict[str, Any] | None],
-    changed: dict[str, None],
-    originals: dict[str, VenueTotals],
-    changes: dict[str, RowChange],
-    ev: BookingEvent,
-) -> None:
-    """Copy each touched roll-up's source day row into its entry; note real changes."""
-    for up_key, (source_key, label, org, venue, grain, period) in touched.items():
-        source = load(source_key)
-        if source is None:
-            continue
-        up = load(up_key)
-        days = dict(up["days"]) if up else {}
-        if days.get(label) == source["totals"]:
-            continue
-        originals.setdefault(up_key, row_totals(up))
-        days[label] = source["totals"]
-        rows[up_key] = {"days": days}
-        changed[up_key] = None
-        new = row_totals(rows[up_key])
-        change = changes.get(up_key)
-        if change is None:
-            changes[up_key] = RowChange(
-                org, venue, grain, period, originals[up_key], new, ev.occurred_at, 1
-            )
-        else:
-            change.new = new
-            change.event_time = max(change.event_time, ev.occurred_at)
-            change.events += 1
+    return BatchResult(writes, outcomes, changes, late)
