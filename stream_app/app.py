@@ -16,7 +16,7 @@ from typing import Any
 
 import faust
 
-from stream_app import fetching, offsets
+from stream_app import fetching, offsets, producer_flush
 from stream_app.settings import Settings, load_settings
 
 settings: Settings = load_settings()
@@ -78,3 +78,7 @@ offsets.install()
 # faust lets the broker hold each fetch 1.5 s, which stalls busy partitions: see
 # stream_app/fetching.py
 fetching.install(settings.fetch_max_wait_ms)
+
+# faust's buffer flush gives up after 0.1 s per record, so offsets could be committed before
+# their changelog records were sent: see stream_app/producer_flush.py
+producer_flush.install()

@@ -70,10 +70,18 @@ def _cmd_worker(args: argparse.Namespace) -> int:
         asyncio.run(start_group_at_end(s.kafka_bootstrap, s.app_id, list(INPUT_TOPICS)))
     from faust import Worker
 
+    from stream_app import statedir
     from stream_app.worker import app
 
+    tabledir = Path(app.conf.tabledir)
+    statedir.open_state(tabledir)  # after a crash: rebuilt from the changelog
     worker = Worker(app, loglevel=args.loglevel)
-    worker.execute_from_commandline()
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as exc:
+        if exc.code in (0, None) and worker.crash_reason is None:
+            statedir.mark_clean(tabledir)
+        raise
     return 0
 
 

@@ -93,7 +93,8 @@ def new_offset(consumer: Any, tp: TP) -> int | None:
 
 
 class HoleRepair:
-    """Seeks input partitions with a lasting head hole back to their committed offset.
+    """Seeks input partitions with a lasting head hole, or a stalled tail, back to their
+    committed offset.
 
     Call :meth:`check` periodically (the worker does every 5 s); it returns the partitions it
     sought back.
@@ -102,6 +103,7 @@ class HoleRepair:
     def __init__(self, after_s: float = HOLE_REPAIR_AFTER_S) -> None:
         self.after_s = after_s
         self._since: dict[TP, tuple[tuple[int, int], float]] = {}
+        self._tails: dict[TP, tuple[tuple[int, int], float]] = {}
 
     async def check(self, consumer: Any, now: float | None = None) -> list[TP]:
         """Repair the holes older than ``after_s`` of partitions still assigned; forget the
@@ -144,6 +146,59 @@ class HoleRepair:
         for tp in list(self._since):
             if tp not in seen:
                 del self._since[tp]
+        repaired.extend(await self._repair_stalled_tails(consumer, now))
+        return repaired
+
+    async def _repair_stalled_tails(self, consumer: Any, now: float) -> list[TP]:
+        """Seek back assigned input partitions whose committed offset is below the end, with
+        nothing acknowledged above it and nothing newer delivered, for ``after_s`` seconds.
+
+        Seen after a rebalance under load: the message at the committed offset was fetched,
+        then dropped by faust when the rebalance suspended the stream, and the fetch position
+        had already moved past it, so it is never delivered again and the group stays one
+        message behind for ever.
+        """
+        repaired: list[TP] = []
+        stalled: set[TP] = set()
+        for tp in consumer.assignment():
+            if tp.topic not in IN_ORDER_TOPICS or consumer._acked.get(tp):
+                continue
+            committed: int | None = consumer._committed_offset.get(tp)
+            try:
+                end = consumer.highwater(tp)
+            except Exception:  # noqa: BLE001 - no end known yet (or revoked meanwhile)
+                continue
+            read = consumer._read_offset.get(tp)
+            if committed is None or end is None or committed >= end:
+                continue
+            if read is not None and read >= committed:
+                continue  # delivered to the stream and being processed
+            state = (committed, -1)
+            stalled.add(tp)
+            first_seen = self._tails.get(tp)
+            if first_seen is None or first_seen[0] != state:
+                self._tails[tp] = (state, now)
+                continue
+            if now - first_seen[1] < self.after_s:
+                continue
+            del self._tails[tp]
+            log.warning(
+                "%s/%d: offsets %d..%d were never delivered to the stream; seeking back to %d",
+                tp.topic,
+                tp.partition,
+                committed,
+                end - 1,
+                committed,
+            )
+            try:
+                await consumer.seek(tp, committed)
+            except KafkaError as exc:
+                log.warning("%s/%d: seek back failed (%s)", tp.topic, tp.partition, exc)
+                continue
+            repaired.append(tp)
+        for tp in list(self._tails):
+            if tp not in stalled:
+                del self._tails[tp]
         return repaired
 
 

@@ -28,6 +28,10 @@ class Bookkeeping:
         self._read_offset: dict[TP, int | None] = {}
         self.sought: list[tuple[TP, int]] = []
         self.assigned: set[TP] = {tp}
+        self.ends: dict[TP, int] = {}
+
+    def highwater(self, tp: TP) -> int | None:
+        return self.ends.get(tp)
 
     async def seek(self, tp: TP, offset: int) -> None:
         if tp not in self.assigned:
@@ -88,4 +92,36 @@ async def test_a_partition_revoked_meanwhile_is_not_sought() -> None:
     await repair.check(state, now=100.0)
     state.assigned = set()  # revoked by a rebalance
     assert await repair.check(state, now=120.0) == []
+    assert state.sought == []
+
+
+async def test_a_stalled_tail_is_repaired_by_seeking_back() -> None:
+    # after a rebalance: 6130 committed, the topic ends at 6131, the stream last saw 6126
+    state = Bookkeeping(TP_BOOKINGS, [], 6130)
+    state.ends[TP_BOOKINGS] = 6131
+    state._read_offset[TP_BOOKINGS] = 6126
+    repair = HoleRepair(after_s=10)
+    assert await repair.check(state, now=100.0) == []  # first seen
+    assert await repair.check(state, now=105.0) == []  # not yet lasting
+    assert await repair.check(state, now=110.0) == [TP_BOOKINGS]
+    assert state.sought == [(TP_BOOKINGS, 6130)]
+
+
+async def test_a_tail_being_processed_or_caught_up_is_left_alone() -> None:
+    state = Bookkeeping(TP_BOOKINGS, [], 6130)
+    state.ends[TP_BOOKINGS] = 6131
+    state._read_offset[TP_BOOKINGS] = 6130  # delivered to the stream, not acknowledged yet
+    repair = HoleRepair(after_s=10)
+    for now in (100.0, 110.0, 120.0):
+        assert await repair.check(state, now=now) == []
+    state._read_offset[TP_BOOKINGS] = 6126
+    state.ends[TP_BOOKINGS] = 6130  # caught up: committed == end
+    for now in (130.0, 140.0, 150.0):
+        assert await repair.check(state, now=now) == []
+    state.ends[TP_BOOKINGS] = 6131
+    state._committed_offset[TP_BOOKINGS] = 6130
+    assert await repair.check(state, now=160.0) == []
+    state._committed_offset[TP_BOOKINGS] = 6131  # the commit moved on: not a stall
+    state.ends[TP_BOOKINGS] = 6140
+    assert await repair.check(state, now=175.0) == []
     assert state.sought == []

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import defaultdict
 from collections.abc import AsyncIterable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any
@@ -51,7 +50,7 @@ from stream_app.observability import (
 from stream_app.schemas.base import EventValidationError, decode_event
 from stream_app.schemas.bookings import BookingEvent
 from stream_app.schemas.updates import MetricValues
-from stream_app.tables.bookings import VenueTotals, WindowPolicy, fold_batch
+from stream_app.tables.bookings import BatchResult, VenueTotals, WindowPolicy, fold_batch
 from stream_app.topics import LATE_EVENTS as LATE_EVENTS_TOPIC
 from stream_app.topics import REALTIME_METRICS_UPDATES, WEDDING_BOOKINGS
 
@@ -162,24 +161,41 @@ def observe_batch(batch: Sequence[EventT[bytes]]) -> None:
             )
 
 
-async def process_partition_batch(events: Sequence[EventT[bytes]]) -> None:
-    """Validate, fold and write one partition's share of a batch (ascending offsets)."""
-    valid: list[tuple[int, BookingEvent]] = []
+async def decode_batch(
+    events: Sequence[EventT[bytes]],
+) -> dict[int, tuple[list[EventT[bytes]], list[tuple[int, BookingEvent]]]]:
+    """Validate a batch (bad events are dead-lettered): per partition, its events and the
+    valid ``(offset, event)`` pairs, in ascending offsets."""
+    out: dict[int, tuple[list[EventT[bytes]], list[tuple[int, BookingEvent]]]] = {}
     for event in events:
+        part = out.setdefault(event.message.partition, ([], []))
+        part[0].append(event)
         booking = await validate(event)
         if booking is None:
             EVENTS_OUTCOME.labels(WEDDING_BOOKINGS, "dead_lettered").inc()
         else:
-            valid.append((event.message.offset, booking))
-    if not valid:
-        return
-    await zones.load(b.organization_id for _, b in valid)
-    partition = events[-1].message.partition
+            part[1].append((event.message.offset, booking))
+    return out
+
+
+def fold_partition(
+    partition: int, last: EventT[bytes], valid: Sequence[tuple[int, BookingEvent]]
+) -> BatchResult:
+    """Fold one partition's valid events and write the rows (synchronous: no await)."""
     policy = WindowPolicy(zones.zone_of, GRACE, lambda org: f"~watermark/{partition}/{org}")
-    with acting_for(events[-1]):  # reads and writes in this partition's store
+    with acting_for(last):  # reads and writes in this partition's store
         result = fold_batch(venue_bookings.get, valid, policy)
         for key, value in result.writes:
             venue_bookings[key] = value
+    return result
+
+
+async def after_fold(
+    events: Sequence[EventT[bytes]],
+    valid: Sequence[tuple[int, BookingEvent]],
+    result: BatchResult,
+) -> None:
+    """Count the outcomes, copy late events to ``late-events`` and note the row changes."""
     for outcome in ("counted", "late", "duplicate"):
         n = result.outcomes.count(outcome)
         if n:
@@ -201,6 +217,29 @@ async def process_partition_batch(events: Sequence[EventT[bytes]]) -> None:
         )
 
 
+async def process_batch(batch: Sequence[EventT[bytes]]) -> None:
+    """Validate, fold and write a batch, then publish its changes.
+
+    Everything that awaits (dead-letter sends, the organisations' zones from PostgreSQL) comes
+    before :func:`stream_app.agents.settle.settle`; from its ownership check to the last row
+    written nothing awaits, so a rebalance cannot take a partition away between the check and
+    the writes: a worker never writes rows of a partition another worker may be restoring.
+    """
+    parts = await decode_batch(batch)
+    await zones.load(b.organization_id for _, valid in parts.values() for _, b in valid)
+    owned = {e.message.partition for e in await settle(batch)}
+    # --- no await from here to the last write ---
+    results = {
+        p: fold_partition(p, events[-1], valid)
+        for p, (events, valid) in parts.items()
+        if p in owned and valid
+    }
+    # --- writes done ---
+    for p, result in results.items():
+        events, valid = parts[p]
+        await after_fold(events, valid, result)
+
+
 @app.agent(bookings_topic)
 async def bookings_agent(stream: AsyncIterable[Any]) -> None:
     """Consume ``wedding-bookings`` for ever (see the module docstring)."""
@@ -208,11 +247,7 @@ async def bookings_agent(stream: AsyncIterable[Any]) -> None:
         settings.batch_max_events, within=settings.batch_max_seconds
     ):
         EVENTS_IN.labels(WEDDING_BOOKINGS).inc(len(batch))
-        by_partition: dict[int, list[EventT[bytes]]] = defaultdict(list)
-        for event in await settle(batch):
-            by_partition[event.message.partition].append(event)
-        for events in by_partition.values():
-            await process_partition_batch(events)
+        await process_batch(batch)
         await versions.flush()  # cached reports that read these rows are stale from now on
         await publisher.publish(app.producer, REALTIME_METRICS_UPDATES)
         observe_batch(batch)

@@ -14,7 +14,6 @@ changed row is published, coalesced per batch, as a
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import AsyncIterable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -106,21 +105,32 @@ class GuardedStream(Generic[E]):
             return None
         return decoded
 
-    async def process_partition_batch(self, events: Sequence[EventT[bytes]]) -> None:
-        """Validate, fold and write one partition's share of a batch (ascending offsets)."""
-        valid: list[tuple[int, E]] = []
+    async def decode_batch(
+        self, events: Sequence[EventT[bytes]]
+    ) -> dict[int, tuple[EventT[bytes], list[tuple[int, E]]]]:
+        """Validate a batch (bad events are dead-lettered): per partition, its last event and
+        the valid ``(offset, event)`` pairs, in ascending offsets."""
+        out: dict[int, tuple[EventT[bytes], list[tuple[int, E]]]] = {}
         for event in events:
+            valid = out[event.message.partition][1] if event.message.partition in out else []
+            out[event.message.partition] = (event, valid)
             decoded = await self.validate(event)
             if decoded is None:
                 EVENTS_OUTCOME.labels(self.topic, "dead_lettered").inc()
             else:
                 valid.append((event.message.offset, decoded))
-        if not valid:
-            return
-        with acting_for(events[-1]):  # reads and writes in this partition's store
+        return out
+
+    def fold_partition(self, last: EventT[bytes], valid: Sequence[tuple[int, E]]) -> Any:
+        """Fold one partition's valid events and write the rows (synchronous: no await)."""
+        with acting_for(last):  # reads and writes in this partition's store
             result = self.fold(self.table.get, valid)
             for key, value in result.writes:
                 self.table[key] = value
+        return result
+
+    def after_fold(self, result: GuardedBatch[Any]) -> None:
+        """Count the outcomes and note the row changes for the next publish."""
         for outcome in ("counted", "duplicate"):
             n = result.outcomes.count(outcome)
             if n:
@@ -139,16 +149,32 @@ class GuardedStream(Generic[E]):
                 events=c.events,
             )
 
+    async def process_batch(self, batch: Sequence[EventT[bytes]]) -> None:
+        """Validate, fold and write a batch.
+
+        Dead-letter sends (which await) come before
+        :func:`stream_app.agents.settle.settle`; from its ownership check to the last row
+        written nothing awaits, so a rebalance cannot take a partition away between the check
+        and the writes (see :func:`stream_app.agents.bookings.process_batch`).
+        """
+        parts = await self.decode_batch(batch)
+        owned = {e.message.partition for e in await settle(batch)}
+        # --- no await from here to the last write ---
+        results = [
+            self.fold_partition(last, valid)
+            for p, (last, valid) in parts.items()
+            if p in owned and valid
+        ]
+        # --- writes done ---
+        for result in results:
+            self.after_fold(result)
+
     async def run(self, stream: AsyncIterable[Any]) -> None:
         """Consume the topic for ever (the body of the agent)."""
         async for batch in stream.take_events(  # type: ignore[attr-defined]
             settings.batch_max_events, within=settings.batch_max_seconds
         ):
             EVENTS_IN.labels(self.topic).inc(len(batch))
-            by_partition: dict[int, list[EventT[bytes]]] = defaultdict(list)
-            for event in await settle(batch):
-                by_partition[event.message.partition].append(event)
-            for events in by_partition.values():
-                await self.process_partition_batch(events)
+            await self.process_batch(batch)
             await self.versions.flush()  # cached reports that read these rows are stale now
             await self.publisher.publish(app.producer, REALTIME_METRICS_UPDATES)

@@ -1,6 +1,7 @@
 """Every event counted exactly once in the tables through duplicates on the topic, a worker
-killed with SIGKILL mid-stream (state rebuilt from the changelog by a fresh worker), and a
-rebalance from one worker to two. Expected totals are computed from the produced events."""
+killed with SIGKILL mid-stream and restarted on its own folder (state rebuilt from the
+changelog), and a rebalance from one worker to two. Expected totals are computed from the
+produced events."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from aiokafka import AIOKafkaProducer
 from stream_app.devservices.workers import WorkerProcess
 from stream_app.lag import consumer_lag, wait_for_lag_zero
 from stream_app.settings import Settings
+from stream_app.statedir import CLEAN_MARKER
 from stream_app.topics import WEDDING_BOOKINGS
 from tests.conftest import WorkerFactory
 from tests.e2e.helpers import auth
@@ -151,11 +153,19 @@ async def test_sigkill_mid_stream_then_recovery_from_the_changelog(
     await produce(settings.kafka_bootstrap, messages)
     await wait_until_partly_done(settings.kafka_bootstrap, group, len(messages))
     assert first.kill() == -9
-    # a fresh worker with an empty RocksDB folder: every row comes back from the changelog
-    second = worker_factory.start(group, "second", **ENV)
+    tables = state_dir / "workers" / group / "first" / "v1" / "tables"
+    assert any(tables.iterdir()) and not (tables / CLEAN_MARKER).exists()
+    # the same worker restarted on the same folder: the crash left no clean-stop marker, so
+    # its local RocksDB is dropped and every row comes back from the changelog
+    second = worker_factory.start(group, "first", **ENV)
     await second.wait_ready(timeout_s=120, min_partitions=4)
     await wait_for_lag_zero(settings.kafka_bootstrap, group, WEDDING_BOOKINGS, 240)
     assert await read_totals(second, settings, org) == expected
+    log = (state_dir / "logs" / f"{group}-first.log").read_text()
+    assert "did not stop cleanly; local table state deleted" in log
+    # a graceful stop leaves the marker: the next start keeps the local state
+    assert second.stop() == 0
+    assert (tables / CLEAN_MARKER).exists()
 
 
 async def test_rebalance_from_one_worker_to_two(

@@ -1,0 +1,61 @@
+"""The producer flush waits until faust's buffer is empty, however slow each hand-over is."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+import pytest
+
+from stream_app.producer_flush import flush_all
+
+
+@dataclass
+class SlowBuffer:
+    """A buffer whose background sender hands over one record every ``delay_s`` seconds
+    (faust's own flush returned after 0.1 s without a hand-over)."""
+
+    size: int
+    delay_s: float
+    state: str = "running"
+    message_sent: asyncio.Event = field(default_factory=asyncio.Event)
+    sent: int = 0
+
+    async def sender(self) -> None:
+        while self.size:
+            await asyncio.sleep(self.delay_s)
+            self.size -= 1
+            self.sent += 1
+            self.message_sent.set()
+
+
+async def test_flush_returns_only_when_every_record_is_handed_over() -> None:
+    buffer = SlowBuffer(size=3, delay_s=0.25)
+    task = asyncio.create_task(buffer.sender())
+    await flush_all(buffer)
+    assert (buffer.size, buffer.sent) == (0, 3)
+    await task
+
+
+async def test_an_empty_buffer_flushes_at_once() -> None:
+    buffer = SlowBuffer(size=0, delay_s=10.0)
+    await asyncio.wait_for(flush_all(buffer), timeout=1.0)
+    assert buffer.sent == 0
+
+
+async def test_a_stopped_producer_with_records_left_is_an_error() -> None:
+    buffer = SlowBuffer(size=2, delay_s=10.0, state="stopping")
+    with pytest.raises(RuntimeError, match="Producer not Running"):
+        await flush_all(buffer)
+
+
+async def test_the_worker_installs_it_on_faust_producer_buffer() -> None:
+    from faust.transport.producer import ProducerBuffer
+
+    import stream_app.app  # noqa: F401 - installs the flush
+
+    buffer = SlowBuffer(size=2, delay_s=0.25)  # faust's flush would return with 2 left
+    task = asyncio.create_task(buffer.sender())
+    await ProducerBuffer.flush(buffer)  # type: ignore[arg-type]
+    assert (buffer.size, buffer.sent) == (0, 2)
+    await task
