@@ -150,13 +150,13 @@ class HoleRepair:
         return repaired
 
     async def _repair_stalled_tails(self, consumer: Any, now: float) -> list[TP]:
-        """Seek back assigned input partitions whose committed offset is below the end, with
-        nothing acknowledged above it and nothing newer delivered, for ``after_s`` seconds.
+        """Seek back assigned input partitions whose committed offset is below the end while
+        this worker's read position is stale, for ``after_s`` seconds.
 
-        Seen after a rebalance under load: the message at the committed offset was fetched,
-        then dropped by faust when the rebalance suspended the stream, and the fetch position
-        had already moved past it, so it is never delivered again and the group stays one
-        message behind for ever.
+        Seen after a rebalance under load: another worker processed and committed offsets
+        past this worker's last read position (``read < committed - 1``, which a single owner
+        can never produce), the message at the committed offset was never delivered here
+        again, and the group stayed one message behind for ever.
         """
         repaired: list[TP] = []
         stalled: set[TP] = set()
@@ -171,8 +171,10 @@ class HoleRepair:
             read = consumer._read_offset.get(tp)
             if committed is None or end is None or committed >= end:
                 continue
-            if read is not None and read >= committed:
-                continue  # delivered to the stream and being processed
+            if read is None or read >= committed - 1:
+                # a worker cannot commit past what it read: this is ordinary progress (or
+                # flow control holding the partition), not a stall
+                continue
             state = (committed, -1)
             stalled.add(tp)
             first_seen = self._tails.get(tp)

@@ -11,8 +11,10 @@ written once per batch: the changelog carries one message per changed row, not p
 
 State: one RocksDB table, ``venue-bookings``, changelogged and co-partitioned with
 ``wedding-bookings``; key ``org/venue/grain/period``; id rows (days, hours) hold
-``{"totals", "event_ids"}``, roll-up rows (months, weeks) ``{"days": {day: totals}}`` (see
-:func:`stream_app.tables.bookings.fold_batch`).
+``{"totals", "event_ids", "offsets"}``, roll-up rows (months, weeks) ``{"days": {day: totals}}``
+(see :func:`stream_app.tables.bookings.fold_batch`). Event-time window rows keep the ids of
+events at or above the partition's committed offset only (:func:`committed_offset`), so the
+rows of the current hour and day do not grow with every event.
 
 Exactly once in the table, with at-least-once delivery: every row that adds events up lists
 the ids of the events it holds, in the same changelog record as its totals, and roll-ups are
@@ -20,7 +22,10 @@ copies of their day rows, never increments. So a redelivered, reordered or dupli
 is recognised row by row, whatever survived a crash and in whatever order faust delivers the
 partition again (it can re-deliver and skip offsets around a rebalance: see
 :mod:`stream_app.offsets`). No Kafka transaction is needed, so table changes are visible at
-once instead of at the next commit (2.8 s by default).
+once instead of at the next commit (2.8 s by default). What else a crash or a rebalance needs
+(a complete changelog flush before each commit, local state dropped after an unclean stop, no
+await between the ownership check and the writes) is in :func:`process_batch`,
+:mod:`stream_app.producer_flush` and :mod:`stream_app.statedir`.
 """
 
 from __future__ import annotations
@@ -178,13 +183,22 @@ async def decode_batch(
     return out
 
 
+def committed_offset(event: EventT[bytes]) -> int | None:
+    """The committed offset of ``event``'s partition as this worker's consumer knows it (the
+    group's last commit; None before the first). faust commits only after flushing the
+    changelog, so no message below it is delivered again."""
+    committed: dict[Any, int | None] = getattr(app.consumer, "_committed_offset", {})
+    return committed.get(event.message.tp)
+
+
 def fold_partition(
     partition: int, last: EventT[bytes], valid: Sequence[tuple[int, BookingEvent]]
 ) -> BatchResult:
     """Fold one partition's valid events and write the rows (synchronous: no await)."""
     policy = WindowPolicy(zones.zone_of, GRACE, lambda org: f"~watermark/{partition}/{org}")
+    committed = committed_offset(last)
     with acting_for(last):  # reads and writes in this partition's store
-        result = fold_batch(venue_bookings.get, valid, policy)
+        result = fold_batch(venue_bookings.get, valid, policy, committed)
         for key, value in result.writes:
             venue_bookings[key] = value
     return result

@@ -213,10 +213,11 @@ class _IdRow:
     old: VenueTotals
     totals: VenueTotals
     ids: list[str]
+    offsets: list[int]
     event_time: datetime
     events: int = 0
 
-    def add(self, ev: BookingEvent) -> None:
+    def add(self, ev: BookingEvent, offset: int) -> None:
         t = self.totals
         if ev.event_type == "booking_created":
             t.bookings += 1
@@ -225,6 +226,7 @@ class _IdRow:
             t.cancellations += 1
             t.cancelled_minor[ev.currency] = t.cancelled_minor.get(ev.currency, 0) + ev.amount_minor
         self.ids.append(ev.event_id)
+        self.offsets.append(offset)
         self.events += 1
         if ev.occurred_at > self.event_time:
             self.event_time = ev.occurred_at
@@ -240,10 +242,20 @@ class _RollupTouch:
     events: int = 0
 
 
+def _id_offsets(row: dict[str, Any] | None) -> dict[str, int]:
+    """``{event_id: source offset}`` of an id row (offset -1 for rows written without them)."""
+    if not row:
+        return {}
+    ids = row["event_ids"]
+    offsets = row.get("offsets") or [-1] * len(ids)
+    return dict(zip(ids, offsets, strict=True))
+
+
 def fold_batch(
     get: Lookup,
     batch: Sequence[tuple[int, BookingEvent]],
     windows: WindowPolicy | None = None,
+    committed: int | None = None,
 ) -> BatchResult:
     """Fold a batch of one partition's events into the venue rows, exactly once.
 
@@ -251,12 +263,16 @@ def fold_batch(
         get: reads the current value of a row.
         batch: ``(source offset, event)`` pairs of one source partition.
         windows: the event-time window policy, or None for the service-date rows only.
+        committed: the partition's committed offset, if known: no message below it is
+            delivered again, so the window rows written by this batch keep only the ids of
+            events at or above it (see below).
 
     Rows:
 
     - *id rows* (service ``day``; windows ``event_hour``, ``event_day_utc``, ``event_day``):
-      ``{"totals": VenueTotals JSON, "event_ids": [...]}``, the ids of every event folded
-      into the row. An event is folded into an id row unless the row already lists its id;
+      ``{"totals": VenueTotals JSON, "event_ids": [...], "offsets": [...]}``, the id and
+      source offset of every event folded into the row. An event is folded into an id row
+      unless the row already lists its id;
     - *roll-up rows* (service ``month``; windows ``event_week``, ``event_month``):
       ``{"days": {day label: totals JSON}}``, a copy of each of their day rows' totals,
       refreshed at the end of the batch from every day row an event of the batch passed
@@ -273,11 +289,21 @@ def fold_batch(
     batch (one producer writes a changelog partition in order), so a crash keeps it no newer
     than the rows; lateness never affects the service-date totals.
 
+    Bounded window rows: a service day row keeps every id (a message re-sent by a producer can
+    come at any time, at a new offset), but the window rows of the current hour and day would
+    grow with every event and be rewritten whole on every batch. A message is delivered again
+    only from the committed offset on (the worker flushes its changelog before it commits), so
+    a window row needs the ids of events at or above ``committed`` only, to recognise a
+    redelivery; it drops the others when it is written. An event whose id its service day row
+    already holds *at another offset* is a re-sent message: it is kept out of the windows too
+    (its first message was counted there, or was late for them). At the same offset it is a
+    redelivery after a crash, and each window row decides by its own ids, as above.
+
     Cost: every row is read at most once and written at most once per batch, and a roll-up's
     totals are summed twice per batch (before and after), not once per event.
     """
     rows: dict[str, dict[str, Any] | None] = {}
-    id_sets: dict[str, set[str]] = {}
+    id_sets: dict[str, dict[str, int]] = {}
     work: dict[str, _IdRow] = {}
     rollups: dict[str, _RollupTouch] = {}
     outcomes: list[str] = []
@@ -290,23 +316,27 @@ def fold_batch(
             rows[key] = get(key)
         return rows[key]
 
-    def holds(key: str, event_id: str) -> bool:
+    def offsets_of(key: str) -> dict[str, int]:
         ids = id_sets.get(key)
         if ids is None:
-            row = load(key)
-            ids = id_sets[key] = set(row["event_ids"]) if row else set()
-        return event_id in ids
+            ids = id_sets[key] = _id_offsets(load(key))
+        return ids
 
-    def fold_into(key: str, ev: BookingEvent, ident: _RowId) -> None:
+    def holds(key: str, event_id: str) -> bool:
+        return event_id in offsets_of(key)
+
+    def fold_into(key: str, ev: BookingEvent, offset: int, ident: _RowId) -> None:
         row = work.get(key)
         if row is None:
             original = load(key)
             old = row_totals(original)
             current = VenueTotals.from_json(original["totals"]) if original else VenueTotals()
-            ids = list(original["event_ids"]) if original else []
-            row = work[key] = _IdRow(ident, old, current, ids, ev.occurred_at)
-        row.add(ev)
-        id_sets[key].add(ev.event_id)
+            known = offsets_of(key)
+            row = work[key] = _IdRow(
+                ident, old, current, list(known), list(known.values()), ev.occurred_at
+            )
+        row.add(ev, offset)
+        id_sets[key][ev.event_id] = offset
 
     def touch(up_key: str, label: str, source_key: str, ev: BookingEvent, ident: _RowId) -> None:
         up = rollups.get(up_key)
@@ -325,14 +355,16 @@ def fold_batch(
             marks[org] = marks_start[org] = value
         return marks[org]
 
-    for index, (_offset, ev) in enumerate(batch):
+    for index, (offset, ev) in enumerate(batch):
         org, venue = ev.organization_id, ev.venue_id
         day = period_of(ev.service_date, "day")
         day_key = table_key(org, venue, "day", day)
         month = period_of(ev.service_date, "month")
-        duplicate = holds(day_key, ev.event_id)
+        first_offset = offsets_of(day_key).get(ev.event_id)
+        duplicate = first_offset is not None
+        resent = duplicate and first_offset not in (offset, -1)
         if not duplicate:
-            fold_into(day_key, ev, (org, venue, "day", day))
+            fold_into(day_key, ev, offset, (org, venue, "day", day))
         touch(table_key(org, venue, "month", month), day, day_key, ev, (org, venue, "month", month))
         missed: list[WindowGrain] = []
         if windows is not None:
@@ -342,12 +374,12 @@ def fold_batch(
                 if w.grain not in _ID_WINDOWS:
                     continue
                 key = table_key(org, venue, w.grain, w.label)
-                if not holds(key, ev.event_id):
+                if not resent and not holds(key, ev.event_id):
                     if is_closed(w, watermark, windows.grace):
                         if not duplicate:
                             missed.append(w.grain)
                     else:
-                        fold_into(key, ev, (org, venue, w.grain, w.label))
+                        fold_into(key, ev, offset, (org, venue, w.grain, w.label))
                 if w.grain == "event_day":
                     for grain in ("event_week", "event_month"):
                         wide = window_of(grain, ev.occurred_at, zone)
@@ -366,8 +398,12 @@ def fold_batch(
     writes: list[tuple[str, dict[str, Any]]] = []
     changes: list[RowChange] = []
     for key, row in work.items():
-        writes.append((key, {"totals": row.totals.to_json(), "event_ids": row.ids}))
         org, venue, grain, period = row.ident
+        ids, offsets = row.ids, row.offsets
+        if committed is not None and grain != "day":
+            kept = [i for i, o in enumerate(offsets) if o >= committed]
+            ids, offsets = [ids[i] for i in kept], [offsets[i] for i in kept]
+        writes.append((key, {"totals": row.totals.to_json(), "event_ids": ids, "offsets": offsets}))
         changes.append(
             RowChange(org, venue, grain, period, row.old, row.totals, row.event_time, row.events)
         )

@@ -9,6 +9,7 @@ import asyncio
 import os
 import random
 from collections import defaultdict
+from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 
@@ -136,6 +137,7 @@ async def wait_until_partly_done(bootstrap: str, group: str, total: int) -> None
 
 ENV = {
     "WEDDING_OFFSET_RESET": "latest",
+    "WEDDING_SCHEDULING": "0",
     "WEDDING_SESSION_TIMEOUT_S": "6",
     "WEDDING_STALL_REPORT_S": "30",  # faust logs why a partition makes no progress
     "WEDDING_DEBUG": "1",  # GET /debug/consumer: faust's offset bookkeeping
@@ -143,6 +145,17 @@ ENV = {
 }
 
 
+@pytest.fixture
+def own_workers(worker_factory: WorkerFactory) -> Iterator[None]:
+    """Stop the workers a test started when it ends: they run their own consumer group, so
+    left running they would also take the later tests' events and report requests."""
+    started = len(worker_factory.workers)
+    yield
+    for worker in worker_factory.workers[started:]:
+        worker.stop()
+
+
+@pytest.mark.usefixtures("own_workers")
 async def test_sigkill_mid_stream_then_recovery_from_the_changelog(
     settings: Settings, worker_factory: WorkerFactory, state_dir: Path
 ) -> None:
@@ -168,6 +181,7 @@ async def test_sigkill_mid_stream_then_recovery_from_the_changelog(
     assert (tables / CLEAN_MARKER).exists()
 
 
+@pytest.mark.usefixtures("own_workers")
 async def test_rebalance_from_one_worker_to_two(
     settings: Settings, worker_factory: WorkerFactory
 ) -> None:

@@ -235,3 +235,81 @@ def test_each_tenant_has_its_own_watermark() -> None:
     result = fold(store, [ahead, *STREAM[:4]], 0)
     assert result.outcomes == ["counted"] * 5
     assert store["~watermark/0/other"]["event_time"] == "2026-05-02T12:00:00+00:00"
+
+
+def hot_hour(n: int) -> list[BookingEvent]:
+    """``n`` bookings of one venue in one event-time hour (the live case: every new event lands
+    in the current hour and day), each for its own service date."""
+    return [
+        BookingEvent(
+            schema_version=1,
+            event_id=f"hot-{i}",
+            organization_id=ORG,
+            occurred_at=utc(2026, 5, 1, 9, 0, i % 60),
+            event_type="booking_created",
+            booking_id=f"hb-{i}",
+            venue_id="v1",
+            service_date=date(2026, 1, 1) + timedelta(days=i),
+            amount_minor=100 + i,
+            currency="EUR",
+        )
+        for i in range(n)
+    ]
+
+
+def test_window_rows_keep_only_ids_at_or_above_the_committed_offset() -> None:
+    events = hot_hour(30)
+    store: dict[str, Any] = {}
+    for first in range(0, 30, 10):  # three batches, the group commits after each
+        batch = [(first + i, e) for i, e in enumerate(events[first : first + 10])]
+        store.update(fold_batch(store.get, batch, POLICY, committed=first or None).writes)
+    hour = store[table_key(ORG, "v1", "event_hour", "2026-05-01T09")]
+    assert hour["offsets"] == list(range(20, 30))  # written by the third batch, committed 20
+    assert hour["event_ids"] == [f"hot-{i}" for i in range(20, 30)]
+    assert row_totals(hour).bookings == 30  # the totals keep every event
+    assert row_totals(hour).booked_minor == {"EUR": sum(100 + i for i in range(30))}
+    # service day rows keep every id, whatever the committed offset
+    day0 = store[table_key(ORG, "v1", "day", "2026-01-01")]
+    assert day0["event_ids"] == ["hot-0"] and day0["offsets"] == [0]
+
+
+def test_a_message_sent_again_later_is_not_counted_in_the_windows() -> None:
+    events = hot_hour(12)
+    store: dict[str, Any] = {}
+    store.update(fold_batch(store.get, list(enumerate(events[:10])), POLICY).writes)
+    store.update(
+        fold_batch(store.get, [(10, events[10]), (11, events[11])], POLICY, committed=10).writes
+    )
+    hour_key = table_key(ORG, "v1", "event_hour", "2026-05-01T09")
+    assert "hot-3" not in store[hour_key]["event_ids"]  # forgotten: below the committed offset
+    # a producer sends event 3 again, much later, at offset 50
+    again = fold_batch(store.get, [(50, events[3])], POLICY, committed=12)
+    assert again.outcomes == ["duplicate"]
+    store.update(again.writes)
+    assert row(store, "event_hour", "2026-05-01T09").bookings == 12
+    assert row(store, "event_day", "2026-05-01").bookings == 12
+    assert row(store, "event_month", "2026-05").bookings == 12
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_a_crash_between_commits_keeps_pruned_windows_exact(seed: int) -> None:
+    """Commit after batch 1, crash in batch 2 keeping any subset of its writes, redeliver batch
+    2 (shuffled) from the committed offset: every row equals the run without a crash."""
+    rng = random.Random(seed)
+    events = hot_hour(20)
+    b1 = list(enumerate(events[:10]))
+    b2 = [(10 + i, e) for i, e in enumerate(events[10:])]
+    whole: dict[str, Any] = {}
+    whole.update(fold_batch(whole.get, b1, POLICY).writes)
+    whole.update(fold_batch(whole.get, b2, POLICY, committed=10).writes)
+    crashed: dict[str, Any] = {}
+    crashed.update(fold_batch(crashed.get, b1, POLICY).writes)
+    lost = fold_batch(crashed.get, b2, POLICY, committed=10)
+    crashed.update(w for w in lost.writes if rng.random() < 0.5)
+    again = b2[:]
+    rng.shuffle(again)
+    crashed.update(fold_batch(crashed.get, again, POLICY, committed=10).writes)
+    for key in whole:
+        if not key.startswith("~"):
+            assert row_totals(crashed[key]) == row_totals(whole[key]), key
+    assert row(crashed, "event_hour", "2026-05-01T09").bookings == 20
