@@ -120,34 +120,36 @@ class HoleRepair:
             if hole is None:
                 continue
             seen.add(tp)
-            first_seen = self._since.get(tp)
-            if first_seen is None or first_seen[0] != hole:
-                self._since[tp] = (hole, now)
+            if not self._lasted(self._since, tp, hole, now):
                 continue
-            if now - first_seen[1] < self.after_s:
-                continue
-            log.warning(
-                "%s/%d: offsets %d..%d were never delivered to the stream; seeking back to %d",
-                tp.topic,
-                tp.partition,
-                hole[0],
-                hole[1] - 1,
-                hole[0],
-            )
-            del self._since[tp]
+            _log_seek_back(tp, hole[0], hole[1] - 1)
             if tp not in consumer.assignment():
                 continue  # revoked meanwhile: its new owner reads from the committed offset
-            try:
-                await consumer.seek(tp, hole[0])
-            except KafkaError as exc:  # e.g. revoked between the check and the seek
-                log.warning("%s/%d: seek back failed (%s)", tp.topic, tp.partition, exc)
-                continue
-            repaired.append(tp)
+            if await _seek_back(consumer, tp, hole[0]):
+                repaired.append(tp)
         for tp in list(self._since):
             if tp not in seen:
                 del self._since[tp]
         repaired.extend(await self._repair_stalled_tails(consumer, now))
         return repaired
+
+    def _lasted(
+        self,
+        since: dict[TP, tuple[tuple[int, int], float]],
+        tp: TP,
+        state: tuple[int, int],
+        now: float,
+    ) -> bool:
+        """Whether ``tp`` has been in ``state`` for ``after_s`` seconds (then it is forgotten,
+        so the next repair waits again); a new or changed state starts the clock."""
+        first_seen = since.get(tp)
+        if first_seen is None or first_seen[0] != state:
+            since[tp] = (state, now)
+            return False
+        if now - first_seen[1] < self.after_s:
+            return False
+        del since[tp]
+        return True
 
     async def _repair_stalled_tails(self, consumer: Any, now: float) -> list[TP]:
         """Seek back assigned input partitions whose committed offset is below the end while
@@ -175,33 +177,38 @@ class HoleRepair:
                 # a worker cannot commit past what it read: this is ordinary progress (or
                 # flow control holding the partition), not a stall
                 continue
-            state = (committed, -1)
             stalled.add(tp)
-            first_seen = self._tails.get(tp)
-            if first_seen is None or first_seen[0] != state:
-                self._tails[tp] = (state, now)
+            if not self._lasted(self._tails, tp, (committed, -1), now):
                 continue
-            if now - first_seen[1] < self.after_s:
-                continue
-            del self._tails[tp]
-            log.warning(
-                "%s/%d: offsets %d..%d were never delivered to the stream; seeking back to %d",
-                tp.topic,
-                tp.partition,
-                committed,
-                end - 1,
-                committed,
-            )
-            try:
-                await consumer.seek(tp, committed)
-            except KafkaError as exc:
-                log.warning("%s/%d: seek back failed (%s)", tp.topic, tp.partition, exc)
-                continue
-            repaired.append(tp)
+            _log_seek_back(tp, committed, end - 1)
+            if await _seek_back(consumer, tp, committed):
+                repaired.append(tp)
         for tp in list(self._tails):
             if tp not in stalled:
                 del self._tails[tp]
         return repaired
+
+
+def _log_seek_back(tp: TP, first: int, last: int) -> None:
+    log.warning(
+        "%s/%d: offsets %d..%d were never delivered to the stream; seeking back to %d",
+        tp.topic,
+        tp.partition,
+        first,
+        last,
+        first,
+    )
+
+
+async def _seek_back(consumer: Any, tp: TP, offset: int) -> bool:
+    """Seek ``tp`` to ``offset``; False (logged, never raised) when the seek fails, e.g. the
+    partition was revoked between the check and the seek."""
+    try:
+        await consumer.seek(tp, offset)
+    except KafkaError as exc:
+        log.warning("%s/%d: seek back failed (%s)", tp.topic, tp.partition, exc)
+        return False
+    return True
 
 
 def install() -> None:

@@ -112,8 +112,8 @@ class GuardedStream(Generic[E]):
         the valid ``(offset, event)`` pairs, in ascending offsets."""
         out: dict[int, tuple[EventT[bytes], list[tuple[int, E]]]] = {}
         for event in events:
-            valid = out[event.message.partition][1] if event.message.partition in out else []
-            out[event.message.partition] = (event, valid)
+            valid = out.setdefault(event.message.partition, (event, []))[1]
+            out[event.message.partition] = (event, valid)  # the partition's last event
             decoded = await self.validate(event)
             if decoded is None:
                 EVENTS_OUTCOME.labels(self.topic, "dead_lettered").inc()

@@ -184,8 +184,8 @@ async def lookup(
     """
     now = datetime.now(UTC)
     root = settings.artifact_dir
-    entry = _l1.get(key)
-    if entry is not None and entry.is_fresh(versions, now) and entry.files_exist(root):
+    entry = fresh_in_l1(key, versions)
+    if entry is not None:
         _count("l1", "hit")
         return entry, "l1"
     _l1.pop(key, None)
@@ -251,7 +251,7 @@ def forget(entry: CacheEntry) -> None:
 
 async def store(entry: CacheEntry) -> None:
     """Keep ``entry`` in l1 and publish it to the ``report-cache`` table (l2)."""
-    _l1[entry.key] = entry
+    remember(entry)
     fut = await cache_topic.send(
         key=message_key(entry.organization_id, entry.key),
         value=orjson.dumps(msgspec.to_builtins(entry)),

@@ -95,19 +95,20 @@ class VenueTotals:
         )
 
 
-def fold_booking(totals: VenueTotals, event: BookingEvent) -> VenueTotals:
-    """Apply one booking event to a venue-period's totals (returns a new value).
+def fold_booking(totals: VenueTotals, event: BookingEvent) -> None:
+    """Apply one booking event to a venue-period's totals, in place.
 
     The fold is commutative: the totals do not depend on the order of events, so a
     cancellation that arrives before its booking gives the same month-end figures.
     """
-    booked = dict(totals.booked_minor)
-    cancelled = dict(totals.cancelled_minor)
     if event.event_type == "booking_created":
+        totals.bookings += 1
+        booked = totals.booked_minor
         booked[event.currency] = booked.get(event.currency, 0) + event.amount_minor
-        return VenueTotals(totals.bookings + 1, totals.cancellations, booked, cancelled)
-    cancelled[event.currency] = cancelled.get(event.currency, 0) + event.amount_minor
-    return VenueTotals(totals.bookings, totals.cancellations + 1, booked, cancelled)
+    else:
+        totals.cancellations += 1
+        cancelled = totals.cancelled_minor
+        cancelled[event.currency] = cancelled.get(event.currency, 0) + event.amount_minor
 
 
 Lookup = Callable[[str], dict[str, Any] | None]
@@ -218,13 +219,7 @@ class _IdRow:
     events: int = 0
 
     def add(self, ev: BookingEvent, offset: int) -> None:
-        t = self.totals
-        if ev.event_type == "booking_created":
-            t.bookings += 1
-            t.booked_minor[ev.currency] = t.booked_minor.get(ev.currency, 0) + ev.amount_minor
-        else:
-            t.cancellations += 1
-            t.cancelled_minor[ev.currency] = t.cancelled_minor.get(ev.currency, 0) + ev.amount_minor
+        fold_booking(self.totals, ev)
         self.ids.append(ev.event_id)
         self.offsets.append(offset)
         self.events += 1
