@@ -5,6 +5,7 @@ Every setting has a written default; the ones that carry risk say so next to the
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,6 +13,50 @@ from pathlib import Path
 
 def _env(name: str, default: str) -> str:
     return os.environ.get(name, default)
+
+
+def _int(name: str, default: int, low: int, high: int) -> int:
+    """The integer variable ``name`` (``default`` when unset), within ``[low, high]``.
+
+    Raises:
+        ValueError: not an integer, or out of range; the message names the variable.
+    """
+    raw = _env(name, str(default)).strip()
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{name}: expected an integer, got {raw!r}") from None
+    if not low <= value <= high:
+        raise ValueError(f"{name}: must be between {low} and {high}, got {value}")
+    return value
+
+
+def _float(name: str, default: float, low: float, high: float) -> float:
+    """The number variable ``name`` (``default`` when unset), finite and within ``[low, high]``.
+
+    Raises:
+        ValueError: not a number, not finite, or out of range; the message names the variable.
+    """
+    raw = _env(name, str(default)).strip()
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{name}: expected a number, got {raw!r}") from None
+    if not math.isfinite(value) or not low <= value <= high:
+        raise ValueError(f"{name}: must be a number between {low:g} and {high:g}, got {raw!r}")
+    return value
+
+
+def _choice(name: str, default: str, allowed: tuple[str, ...]) -> str:
+    """The variable ``name`` (``default`` when unset), one of ``allowed``.
+
+    Raises:
+        ValueError: any other value; the message names the variable.
+    """
+    value = _env(name, default)
+    if value not in allowed:
+        raise ValueError(f"{name}: must be one of {', '.join(allowed)}, got {value!r}")
+    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +122,7 @@ class Settings:
         default_factory=lambda: _env("POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/wedding")
     )
     app_id: str = field(default_factory=lambda: _env("WEDDING_APP_ID", "wedding-engine"))
-    topic_partitions: int = field(default_factory=lambda: int(_env("WEDDING_PARTITIONS", "4")))
+    topic_partitions: int = field(default_factory=lambda: _int("WEDDING_PARTITIONS", 4, 1, 1000))
     data_dir: Path = field(
         default_factory=lambda: Path(_env("WEDDING_DATA_DIR", ".state/worker-data"))
     )
@@ -85,38 +130,40 @@ class Settings:
         default_factory=lambda: Path(_env("WEDDING_ARTIFACT_DIR", ".state/artifacts"))
     )
     web_host: str = field(default_factory=lambda: _env("WEDDING_WEB_HOST", "127.0.0.1"))
-    web_port: int = field(default_factory=lambda: int(_env("WEDDING_WEB_PORT", "6066")))
+    web_port: int = field(default_factory=lambda: _int("WEDDING_WEB_PORT", 6066, 1, 65535))
     jwt_secret: str = field(
         default_factory=lambda: _env("WEDDING_JWT_SECRET", "dev-only-secret-change-me-0123456789")
     )
     rocksdb_block_cache_bytes: int = 16 * 1024 * 1024
     rocksdb_write_buffer_bytes: int = 16 * 1024 * 1024
     batch_max_events: int = field(
-        default_factory=lambda: int(_env("WEDDING_BATCH_MAX_EVENTS", "500"))
+        default_factory=lambda: _int("WEDDING_BATCH_MAX_EVENTS", 500, 1, 1_000_000)
     )
     batch_max_seconds: float = field(
-        default_factory=lambda: float(_env("WEDDING_BATCH_MAX_SECONDS", "0.05"))
+        default_factory=lambda: _float("WEDDING_BATCH_MAX_SECONDS", 0.05, 0.001, 60)
     )
     fetch_max_wait_ms: int = field(
-        default_factory=lambda: int(_env("WEDDING_FETCH_MAX_WAIT_MS", "20"))
+        default_factory=lambda: _int("WEDDING_FETCH_MAX_WAIT_MS", 20, 0, 60_000)
     )
-    offset_reset: str = field(default_factory=lambda: _env("WEDDING_OFFSET_RESET", "earliest"))
+    offset_reset: str = field(
+        default_factory=lambda: _choice("WEDDING_OFFSET_RESET", "earliest", ("earliest", "latest"))
+    )
     stall_report_s: float = field(
-        default_factory=lambda: float(_env("WEDDING_STALL_REPORT_S", "300"))
+        default_factory=lambda: _float("WEDDING_STALL_REPORT_S", 300, 1, 86_400)
     )
     stream_wait_empty: bool = field(
         default_factory=lambda: _env("WEDDING_STREAM_WAIT_EMPTY", "0") == "1"
     )
-    grace_s: float = field(default_factory=lambda: float(_env("WEDDING_GRACE_S", "3600")))
+    grace_s: float = field(default_factory=lambda: _float("WEDDING_GRACE_S", 3600, 0, 31 * 86_400))
     session_timeout_s: float = field(
-        default_factory=lambda: float(_env("WEDDING_SESSION_TIMEOUT_S", "30"))
+        default_factory=lambda: _float("WEDDING_SESSION_TIMEOUT_S", 30, 1, 1800)
     )
     allow_private_targets: bool = field(
         default_factory=lambda: _env("WEDDING_ALLOW_PRIVATE_TARGETS", "0") == "1"
     )
     scheduling_enabled: bool = field(default_factory=lambda: _env("WEDDING_SCHEDULING", "1") == "1")
     scheduler_interval_s: float = field(
-        default_factory=lambda: float(_env("WEDDING_SCHEDULER_INTERVAL_S", "15"))
+        default_factory=lambda: _float("WEDDING_SCHEDULER_INTERVAL_S", 15, 0.1, 3600)
     )
 
     report_lane_concurrency: dict[str, int] = field(
@@ -125,10 +172,10 @@ class Settings:
         )
     )
     report_retry_base_s: float = field(
-        default_factory=lambda: float(_env("WEDDING_REPORT_RETRY_BASE_S", "1.0"))
+        default_factory=lambda: _float("WEDDING_REPORT_RETRY_BASE_S", 1.0, 0, 3600)
     )
     report_cancel_poll_s: float = field(
-        default_factory=lambda: float(_env("WEDDING_REPORT_CANCEL_POLL_S", "0.5"))
+        default_factory=lambda: _float("WEDDING_REPORT_CANCEL_POLL_S", 0.5, 0.01, 60)
     )
 
 
