@@ -59,3 +59,56 @@ async def test_the_worker_installs_it_on_faust_producer_buffer() -> None:
     await ProducerBuffer.flush(buffer)  # type: ignore[arg-type]
     assert (buffer.size, buffer.sent) == (0, 2)
     await task
+
+
+@dataclass
+class HandOverBuffer(SlowBuffer):
+    """faust's real order: a record leaves the queue first, then aiokafka takes ``delay_s``
+    to accept it (its accumulator is full). The queue is empty during the hand-over."""
+
+    _wedding_in_flight: int = 0
+
+    async def sender(self) -> None:
+        while self.size:
+            self.size -= 1
+            self._wedding_in_flight += 1
+            await asyncio.sleep(self.delay_s)
+            self._wedding_in_flight -= 1
+            self.sent += 1
+            self.message_sent.set()
+
+
+async def test_flush_waits_for_the_record_in_the_hand_over() -> None:
+    buffer = HandOverBuffer(size=1, delay_s=0.3)
+    task = asyncio.create_task(buffer.sender())
+    await asyncio.sleep(0.05)  # the record is off the queue, not yet accepted
+    assert (buffer.size, buffer._wedding_in_flight) == (0, 1)
+    await flush_all(buffer)
+    assert buffer.sent == 1
+    await task
+
+
+async def test_the_installed_hand_over_is_counted_while_it_awaits() -> None:
+    from types import SimpleNamespace
+
+    from faust.transport.producer import ProducerBuffer
+
+    import stream_app.app  # noqa: F401 - installs the counting hand-over
+
+    accepted = asyncio.Event()
+    seen: list[int] = []
+
+    class Channel:
+        async def publish_message(self, fut: object, wait: bool) -> None:
+            await accepted.wait()
+
+    buffer = SimpleNamespace(message_sent=asyncio.Event())
+    fut = SimpleNamespace(message=SimpleNamespace(channel=Channel()))
+    send = asyncio.create_task(ProducerBuffer._send_pending(buffer, fut))  # type: ignore[arg-type]
+    await asyncio.sleep(0.05)
+    seen.append(buffer._wedding_in_flight)
+    accepted.set()
+    await send
+    seen.append(buffer._wedding_in_flight)
+    assert seen == [1, 0]
+    assert buffer.message_sent.is_set()

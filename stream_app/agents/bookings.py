@@ -43,6 +43,7 @@ from stream_app.agents.data_versions import DataVersions
 from stream_app.agents.deadletter import send_to_dead_letter
 from stream_app.agents.publisher import MetricPublisher
 from stream_app.agents.settle import settle
+from stream_app.agents.table_writer import TableWriter
 from stream_app.agents.zones import OrganizationZones
 from stream_app.app import app, rocksdb_options, settings
 from stream_app.observability import (
@@ -79,6 +80,7 @@ venue_bookings = app.Table(
     options=rocksdb_options(settings),
 )
 
+writer = TableWriter(venue_bookings)
 publisher = MetricPublisher()
 versions = DataVersions(settings.postgres_dsn, "bookings")
 
@@ -199,8 +201,7 @@ def fold_partition(
     committed = committed_offset(last)
     with acting_for(last):  # reads and writes in this partition's store
         result = fold_batch(venue_bookings.get, valid, policy, committed)
-        for key, value in result.writes:
-            venue_bookings[key] = value
+    writer.write(partition, result.writes)
     return result
 
 
@@ -252,6 +253,9 @@ async def process_batch(batch: Sequence[EventT[bytes]]) -> None:
     for p, result in results.items():
         events, valid = parts[p]
         await after_fold(events, valid, result)
+    # the changelog holds every row before the batch's offsets can be committed, and the
+    # cached reports that read these rows are stale before their updates are published
+    await asyncio.gather(writer.flush(app.producer), versions.flush())
 
 
 @app.agent(bookings_topic)
@@ -262,6 +266,5 @@ async def bookings_agent(stream: AsyncIterable[Any]) -> None:
     ):
         EVENTS_IN.labels(WEDDING_BOOKINGS).inc(len(batch))
         await process_batch(batch)
-        await versions.flush()  # cached reports that read these rows are stale from now on
         await publisher.publish(app.producer, REALTIME_METRICS_UPDATES)
         observe_batch(batch)

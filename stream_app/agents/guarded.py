@@ -14,6 +14,7 @@ changed row is published, coalesced per batch, as a
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -26,6 +27,7 @@ from stream_app.agents.data_versions import STREAM_OF_METRIC, DataVersions
 from stream_app.agents.deadletter import send_to_dead_letter
 from stream_app.agents.publisher import GenericMetricPublisher
 from stream_app.agents.settle import settle
+from stream_app.agents.table_writer import TableWriter
 from stream_app.app import app, settings
 from stream_app.observability import EVENTS_IN, EVENTS_OUTCOME
 from stream_app.schemas.base import EventValidationError, decode_event
@@ -66,8 +68,10 @@ class GuardedStream(Generic[E]):
     fold: Callable[[Lookup, Sequence[tuple[int, E]]], GuardedBatch[Any]]
     publisher: GenericMetricPublisher = field(default_factory=GenericMetricPublisher)
     versions: DataVersions = field(init=False)
+    writer: TableWriter = field(init=False)
 
     def __post_init__(self) -> None:
+        self.writer = TableWriter(self.table)
         self.versions = DataVersions(
             settings.postgres_dsn, STREAM_OF_METRIC.get(self.metric, self.metric)
         )
@@ -123,10 +127,9 @@ class GuardedStream(Generic[E]):
 
     def fold_partition(self, last: EventT[bytes], valid: Sequence[tuple[int, E]]) -> Any:
         """Fold one partition's valid events and write the rows (synchronous: no await)."""
-        with acting_for(last):  # reads and writes in this partition's store
+        with acting_for(last):  # reads in this partition's store
             result = self.fold(self.table.get, valid)
-            for key, value in result.writes:
-                self.table[key] = value
+        self.writer.write(last.message.partition, result.writes)
         return result
 
     def after_fold(self, result: GuardedBatch[Any]) -> None:
@@ -168,6 +171,9 @@ class GuardedStream(Generic[E]):
         # --- writes done ---
         for result in results:
             self.after_fold(result)
+        # the changelog holds every row before the batch's offsets can be committed, and the
+        # cached reports that read these rows are stale before their updates are published
+        await asyncio.gather(self.writer.flush(app.producer), self.versions.flush())
 
     async def run(self, stream: AsyncIterable[Any]) -> None:
         """Consume the topic for ever (the body of the agent)."""
@@ -176,5 +182,4 @@ class GuardedStream(Generic[E]):
         ):
             EVENTS_IN.labels(self.topic).inc(len(batch))
             await self.process_batch(batch)
-            await self.versions.flush()  # cached reports that read these rows are stale now
             await self.publisher.publish(app.producer, REALTIME_METRICS_UPDATES)
