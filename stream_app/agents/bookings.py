@@ -11,7 +11,8 @@ written once per batch: the changelog carries one message per changed row, not p
 
 State: one RocksDB table, ``venue-bookings``, changelogged and co-partitioned with
 ``wedding-bookings``; key ``org/venue/grain/period``; id rows (days, hours) hold
-``{"totals", "event_ids", "offsets"}``, roll-up rows (months, weeks) ``{"days": {day: totals}}``
+``{"totals", "event_ids", "offsets"}``, roll-up rows (months, weeks)
+``{"days": {day: totals}, "totals": sum}``
 (see :func:`stream_app.tables.bookings.fold_batch`). Event-time window rows keep the ids of
 events at or above the partition's committed offset only (:func:`committed_offset`), so the
 rows of the current hour and day do not grow with every event.
@@ -38,7 +39,6 @@ from typing import Any
 
 from faust.types import EventT
 
-from stream_app.agents.context import acting_for
 from stream_app.agents.data_versions import DataVersions
 from stream_app.agents.deadletter import send_to_dead_letter
 from stream_app.agents.publisher import MetricPublisher
@@ -199,8 +199,7 @@ def fold_partition(
     """Fold one partition's valid events and write the rows (synchronous: no await)."""
     policy = WindowPolicy(zones.zone_of, GRACE, lambda org: f"~watermark/{partition}/{org}")
     committed = committed_offset(last)
-    with acting_for(last):  # reads and writes in this partition's store
-        result = fold_batch(venue_bookings.get, valid, policy, committed)
+    result = fold_batch(writer.reader(partition), valid, policy, committed)
     writer.write(partition, result.writes)
     return result
 

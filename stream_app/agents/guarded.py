@@ -6,8 +6,9 @@ batches (up to ``WEDDING_BATCH_MAX_EVENTS`` or what arrives within
 validated (a bad one goes to the dead-letter topic, byte for byte, and the agent goes on), its
 key checked against ``organization_id/<entity>`` of the event; the valid events of a partition
 are folded by the table's pure ``fold_batch`` (:mod:`stream_app.tables.guarded`: exactly once
-under redelivery without Kafka transactions), the rows are written in the fold's order on
-behalf of an event of that partition (:func:`stream_app.agents.context.acting_for`), and each
+under redelivery without Kafka transactions), the rows are written in the fold's order to
+that partition's RocksDB and changelog (:class:`stream_app.agents.table_writer.TableWriter`,
+acknowledged before the batch's offsets can be committed), and each
 changed row is published, coalesced per batch, as a
 :class:`stream_app.schemas.updates.GenericMetricUpdate` on ``realtime-metrics-updates``.
 """
@@ -22,7 +23,6 @@ from typing import Any, Generic, TypeVar
 import msgspec
 from faust.types import EventT
 
-from stream_app.agents.context import acting_for
 from stream_app.agents.data_versions import STREAM_OF_METRIC, DataVersions
 from stream_app.agents.deadletter import send_to_dead_letter
 from stream_app.agents.publisher import GenericMetricPublisher
@@ -127,9 +127,9 @@ class GuardedStream(Generic[E]):
 
     def fold_partition(self, last: EventT[bytes], valid: Sequence[tuple[int, E]]) -> Any:
         """Fold one partition's valid events and write the rows (synchronous: no await)."""
-        with acting_for(last):  # reads in this partition's store
-            result = self.fold(self.table.get, valid)
-        self.writer.write(last.message.partition, result.writes)
+        partition = last.message.partition
+        result = self.fold(self.writer.reader(partition), valid)
+        self.writer.write(partition, result.writes)
         return result
 
     def after_fold(self, result: GuardedBatch[Any]) -> None:

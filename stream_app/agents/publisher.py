@@ -9,6 +9,7 @@ topic's volume proportional to rows changed rather than to events.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -16,7 +17,9 @@ from typing import Any, Generic, TypeVar
 
 import msgspec
 
+from stream_app.agents.bulk_send import Record, send_records
 from stream_app.observability import METRIC_UPDATES_FAILED, METRIC_UPDATES_PUBLISHED
+from stream_app.partitioning import partition_for
 from stream_app.schemas.base import encode_event
 from stream_app.schemas.updates import (
     GenericMetricUpdate,
@@ -28,9 +31,9 @@ from stream_app.schemas.updates import (
 log = logging.getLogger(__name__)
 
 
-def _on_delivered(fut: asyncio.Future[Any]) -> None:
+def _on_delivered(fut: asyncio.Future[Any], count: int = 1) -> None:
     if fut.cancelled() or fut.exception() is not None:
-        METRIC_UPDATES_FAILED.inc()
+        METRIC_UPDATES_FAILED.inc(count)
         log.error("metric update not delivered: %r", None if fut.cancelled() else fut.exception())
 
 
@@ -108,20 +111,30 @@ class _CoalescingPublisher(Generic[V]):
         return out
 
     async def publish(self, producer: Any, topic: str) -> int:
-        """Produce every pending change to ``topic`` without waiting for each acknowledgement.
+        """Produce every pending change to ``topic`` without waiting for the acknowledgements.
 
-        ``producer`` is the worker's faust producer (``app.producer``); a send returns once the
-        message is in the client's batch, and a failed delivery is logged and counted in
-        ``wedding_metric_updates_failed_total``. Updates carry absolute values, so a lost one
-        is repaired by the next update of the same row.
+        ``producer`` is the worker's faust producer (``app.producer``). Messages are keyed
+        ``organization_id/key`` and placed by Kafka's default partitioner
+        (:func:`stream_app.partitioning.partition_for`), in aiokafka record batches
+        (:func:`stream_app.agents.bulk_send.send_records`); a send returns once the batches
+        are queued, and a failed delivery is logged and counted in
+        ``wedding_metric_updates_failed_total`` (per message). Updates carry absolute
+        values, so a lost one is repaired by the next update of the same row.
 
         Returns:
             The number of messages handed to the producer.
         """
         messages = self.drain()
+        if not messages:
+            return 0
+        client = producer._ensure_producer()
+        partitions = await client.partitions_for(topic)
+        n = len(partitions)
+        by_partition: dict[int, list[Record]] = {}
         for key, value in messages:
-            fut = await producer.send(topic, key, value, None, None, None)
-            fut.add_done_callback(_on_delivered)
+            by_partition.setdefault(partition_for(key, n), []).append((key, value))
+        for _, count, fut in await send_records(client, topic, by_partition):
+            fut.add_done_callback(functools.partial(_on_delivered, count=count))
         return len(messages)
 
 

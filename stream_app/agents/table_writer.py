@@ -30,11 +30,14 @@ Pinned to faust-streaming 0.15's RocksDB store (``_db_for_partition``, ``_key_in
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
+import orjson
 import rocksdict
 from faust.types import TP
+
+from stream_app.agents.bulk_send import Record, send_records
 
 
 class TableWriter:
@@ -46,7 +49,7 @@ class TableWriter:
 
     def __init__(self, table: Any) -> None:
         self.table = table
-        self._pending: dict[int, list[tuple[bytes, bytes]]] = {}
+        self._pending: dict[int, list[Record]] = {}
 
     def write(self, partition: int, rows: Iterable[tuple[Any, Any]]) -> int:
         """Write ``rows`` (``(key, value)`` as the table stores them) to ``partition``'s
@@ -73,6 +76,22 @@ class TableWriter:
             store._db_for_partition(partition).write(batch)
         return n
 
+    def reader(self, partition: int) -> Callable[[str], Any]:
+        """A lookup of ``partition``'s rows: key → the stored JSON value, ``None`` when absent.
+
+        Reads RocksDB directly (the table's key encoding, orjson for the value) instead of
+        through faust's five-layer mapping; it sees every :meth:`write` at once.
+        """
+        store = self.table.data
+        db = store._db_for_partition(partition)
+        encode = store._encode_key
+
+        def get(key: str) -> Any:
+            raw = db.get(encode(key))
+            return None if raw is None else orjson.loads(raw)
+
+        return get
+
     @property
     def pending(self) -> int:
         """Changelog records queued and not yet flushed."""
@@ -92,24 +111,8 @@ class TableWriter:
         if not self._pending:
             return
         pending, self._pending = self._pending, {}
-        client = producer._ensure_producer()  # the aiokafka producer faust wraps
         topic: str = self.table.changelog_topic.get_topic_name()
-        sent: list[tuple[int, int, asyncio.Future[Any]]] = []
-        for partition, records in pending.items():
-            batch = client.create_batch()
-            count = 0
-            for kb, vb in records:
-                if batch.append(key=kb, value=vb, timestamp=None) is None:
-                    fut = await client.send_batch(batch, topic, partition=partition)
-                    sent.append((partition, count, fut))
-                    batch = client.create_batch()
-                    count = 0
-                    # an empty batch always takes its first record, whatever its size
-                    batch.append(key=kb, value=vb, timestamp=None)
-                count += 1
-            if count:
-                fut = await client.send_batch(batch, topic, partition=partition)
-                sent.append((partition, count, fut))
+        sent = await send_records(producer._ensure_producer(), topic, pending)
         metas = await asyncio.gather(*(fut for _, _, fut in sent))
         last: dict[int, int] = {}
         for (partition, count, _), meta in zip(sent, metas, strict=True):

@@ -69,9 +69,23 @@ class VenueTotals:
 
     @property
     def revenue_minor(self) -> dict[str, int]:
-        """Booked minus cancelled value, per currency, in minor units."""
-        currencies = sorted(set(self.booked_minor) | set(self.cancelled_minor))
-        return {c: self.booked_minor.get(c, 0) - self.cancelled_minor.get(c, 0) for c in currencies}
+        """Booked minus cancelled value, per currency (sorted by code), in minor units."""
+        booked, cancelled = self.booked_minor, self.cancelled_minor
+        if len(booked) == 1 and (not cancelled or cancelled.keys() == booked.keys()):
+            ((c, v),) = booked.items()  # the common case: one currency
+            return {c: v - cancelled.get(c, 0)}
+        currencies = sorted(set(booked) | set(cancelled))
+        return {c: booked.get(c, 0) - cancelled.get(c, 0) for c in currencies}
+
+    def add(self, other: VenueTotals, sign: int = 1) -> None:
+        """Add ``other`` (``sign=1``) or take it away (``sign=-1``), in place; a currency
+        whose booked or cancelled value returns to 0 keeps its 0 entry."""
+        self.bookings += sign * other.bookings
+        self.cancellations += sign * other.cancellations
+        for c, v in other.booked_minor.items():
+            self.booked_minor[c] = self.booked_minor.get(c, 0) + sign * v
+        for c, v in other.cancelled_minor.items():
+            self.cancelled_minor[c] = self.cancelled_minor.get(c, 0) + sign * v
 
     def to_json(self) -> dict[str, Any]:
         """The table value: a JSON object with the four fields (integers only)."""
@@ -137,16 +151,17 @@ class RowChange:
 
 
 ROLLUP_GRAINS: frozenset[str] = frozenset({"month", "event_week", "event_month"})
-"""Grains whose rows are roll-ups: ``{"days": {day label: totals JSON}}``, summed on read."""
+"""Grains whose rows are roll-ups: ``{"days": {day label: totals JSON}, "totals": their sum}``."""
 
 
 def row_totals(row: dict[str, Any] | None) -> VenueTotals:
-    """The totals a row of any grain holds (a roll-up row is the sum of its day entries)."""
+    """The totals a row of any grain holds (a roll-up row is the sum of its day entries,
+    stored beside them in ``totals``; rows written before that field existed are summed)."""
     if not row:
         return VenueTotals()
-    if "days" in row:
-        return sum_totals(VenueTotals.from_json(v) for v in row["days"].values())
-    return VenueTotals.from_json(row["totals"])
+    if "totals" in row:
+        return VenueTotals.from_json(row["totals"])
+    return sum_totals(VenueTotals.from_json(v) for v in row["days"].values())
 
 
 def sum_totals(parts: Iterable[VenueTotals]) -> VenueTotals:
@@ -269,9 +284,11 @@ def fold_batch(
       source offset of every event folded into the row. An event is folded into an id row
       unless the row already lists its id;
     - *roll-up rows* (service ``month``; windows ``event_week``, ``event_month``):
-      ``{"days": {day label: totals JSON}}``, a copy of each of their day rows' totals,
-      refreshed at the end of the batch from every day row an event of the batch passed
-      through (also a duplicate). Their totals are the sum of the entries (:func:`row_totals`).
+      ``{"days": {day label: totals JSON}, "totals": totals JSON}``, a copy of each of their
+      day rows' totals, refreshed at the end of the batch from every day row an event of the
+      batch passed through (also a duplicate), and their sum (:func:`row_totals`), kept in
+      the same record: a changed entry's old copy is taken away and its new copy added, so a
+      batch does not sum a month's days.
 
     Exactly once with at-least-once input, in any order and after a crash at any point: each
     id row decides alone whether it holds an event, so no write order, offset order or
@@ -295,7 +312,7 @@ def fold_batch(
     redelivery after a crash, and each window row decides by its own ids, as above.
 
     Cost: every row is read at most once and written at most once per batch, and a roll-up's
-    totals are summed twice per batch (before and after), not once per event.
+    totals change by the entries the batch changed, not by a sum of all its days.
     """
     rows: dict[str, dict[str, Any] | None] = {}
     id_sets: dict[str, dict[str, int]] = {}
@@ -405,6 +422,8 @@ def fold_batch(
     for up_key, touched in rollups.items():
         up = load(up_key)
         days = dict(up["days"]) if up else {}
+        old = row_totals(up)
+        new = VenueTotals.from_json(old.to_json())
         moved = False
         for label, source_key in touched.sources.items():
             source = work.get(source_key)
@@ -415,13 +434,15 @@ def fold_batch(
                 copy = None if original is None else original["totals"]
             if copy is None or days.get(label) == copy:
                 continue
+            if label in days:
+                new.add(VenueTotals.from_json(days[label]), -1)
+            new.add(VenueTotals.from_json(copy))
             days[label] = copy
             moved = True
         if not moved:
             continue
-        writes.append((up_key, {"days": days}))
+        writes.append((up_key, {"days": days, "totals": new.to_json()}))
         org, venue, grain, period = touched.ident
-        old, new = row_totals(up), sum_totals(VenueTotals.from_json(v) for v in days.values())
         changes.append(
             RowChange(org, venue, grain, period, old, new, touched.event_time, touched.events)
         )
