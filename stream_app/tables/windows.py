@@ -35,6 +35,8 @@ with the grains it missed, and counted (``events_outcome_total{outcome="late"}``
 
 from __future__ import annotations
 
+import functools
+import math
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Literal
@@ -85,7 +87,7 @@ def window_of(grain: WindowGrain, at: datetime, zone: ZoneInfo) -> Window:
         raise ValueError("at: a timezone-aware datetime is required")
     if grain in ("event_hour", "event_day_utc"):
         size = _HOUR_S if grain == "event_hour" else _DAY_S
-        ts = int(at.timestamp()) // size * size
+        ts = math.floor(at.timestamp()) // size * size
         start = datetime.fromtimestamp(ts, UTC)
         label = start.strftime("%Y-%m-%dT%H" if grain == "event_hour" else "%Y-%m-%d")
         return Window(grain, label, start, start + timedelta(seconds=size))
@@ -105,8 +107,36 @@ def window_of(grain: WindowGrain, at: datetime, zone: ZoneInfo) -> Window:
     return Window(grain, label, _local_midnight(first, zone), _local_midnight(nxt, zone))
 
 
+_BUCKET_S = 900
+"""Windows are computed once per 15 minutes of UTC time and zone: every window boundary of
+today's zones (whole hours, local midnights at offsets in multiples of 15 minutes) falls on
+such a bucket's edge. A bucket some boundary cuts (a historical offset such as Paris's
++00:09:21 before 1911) is computed per instant instead."""
+
+
+@functools.lru_cache(maxsize=8192)
+def _bucket_windows(bucket: int, zone: ZoneInfo) -> tuple[Window, ...] | None:
+    """The windows of every grain around UTC bucket ``bucket`` (``ts // _BUCKET_S``), or
+    None when a window boundary cuts the bucket."""
+    start = datetime.fromtimestamp(bucket * _BUCKET_S, UTC)
+    end = start + timedelta(seconds=_BUCKET_S)
+    out = tuple(window_of(g, start, zone) for g in WINDOW_GRAINS)
+    if all(w.start <= start and end <= w.end for w in out):
+        return out
+    return None
+
+
 def windows_of(at: datetime, zone: ZoneInfo) -> list[Window]:
-    """The window of every grain containing ``at``, in :data:`WINDOW_GRAINS` order."""
+    """The window of every grain containing ``at``, in :data:`WINDOW_GRAINS` order.
+
+    Raises:
+        ValueError: ``at`` is naive.
+    """
+    if at.tzinfo is None:
+        raise ValueError("at: a timezone-aware datetime is required")
+    cached = _bucket_windows(math.floor(at.timestamp()) // _BUCKET_S, zone)
+    if cached is not None:
+        return list(cached)
     return [window_of(g, at, zone) for g in WINDOW_GRAINS]
 
 

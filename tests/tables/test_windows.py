@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -19,7 +19,13 @@ from stream_app.tables.bookings import (
     row_totals,
     table_key,
 )
-from stream_app.tables.windows import is_closed, window_labels, window_of
+from stream_app.tables.windows import (
+    WINDOW_GRAINS,
+    is_closed,
+    window_labels,
+    window_of,
+    windows_of,
+)
 
 LONDON = ZoneInfo("Europe/London")
 NEW_YORK = ZoneInfo("America/New_York")
@@ -313,3 +319,28 @@ def test_a_crash_between_commits_keeps_pruned_windows_exact(seed: int) -> None:
         if not key.startswith("~"):
             assert row_totals(crashed[key]) == row_totals(whole[key]), key
     assert row(crashed, "event_hour", "2026-05-01T09").bookings == 20
+
+
+@pytest.mark.parametrize(
+    "zone_name",
+    ["Europe/Paris", "Asia/Kathmandu", "Australia/Lord_Howe", "America/St_Johns", "UTC"],
+)
+def test_cached_windows_equal_the_windows_computed_per_instant(zone_name: str) -> None:
+    """windows_of reuses one computation per 15 minutes; it must give exactly what
+    window_of gives for each instant, also across daylight-saving changes, at 45- and
+    30-minute offsets, and in 1905 Paris (local mean time, +00:09:21)."""
+    zone = ZoneInfo(zone_name)
+    rng = random.Random(zone_name)
+    starts = [datetime(1905, 3, 1, tzinfo=UTC), datetime(2026, 3, 1, tzinfo=UTC)]
+    instants = [
+        s + timedelta(seconds=rng.randrange(0, 300 * 86_400), microseconds=rng.randrange(10**6))
+        for s in starts
+        for _ in range(3_000)
+    ]
+    # every local midnight and the instants around it
+    for s in starts:
+        for day in range(300):
+            midnight = datetime.combine(s.date() + timedelta(days=day), time(0), zone)
+            instants.extend(midnight.astimezone(UTC) + timedelta(seconds=d) for d in (-1, 0, 1))
+    for at in instants:
+        assert windows_of(at, zone) == [window_of(g, at, zone) for g in WINDOW_GRAINS], at
