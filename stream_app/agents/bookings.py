@@ -232,7 +232,8 @@ async def after_fold(
 
 
 async def process_batch(batch: Sequence[EventT[bytes]]) -> None:
-    """Validate, fold and write a batch, then publish its changes.
+    """Validate, fold and write a batch; return when its changelog records are acknowledged
+    and its changes published (:func:`announce`).
 
     Everything that awaits (dead-letter sends, the organisations' zones from PostgreSQL) comes
     before :func:`stream_app.agents.settle.settle`; from its ownership check to the last row
@@ -252,9 +253,19 @@ async def process_batch(batch: Sequence[EventT[bytes]]) -> None:
     for p, result in results.items():
         events, valid = parts[p]
         await after_fold(events, valid, result)
-    # the changelog holds every row before the batch's offsets can be committed, and the
-    # cached reports that read these rows are stale before their updates are published
-    await asyncio.gather(writer.flush(app.producer), versions.flush())
+    await asyncio.gather(writer.flush(app.producer), announce())
+
+
+async def announce() -> None:
+    """Mark the cached reports that read the changed rows stale, then publish the changes.
+
+    Runs beside the changelog flush: an update can go out before its rows' changelog records
+    are acknowledged. If the worker dies in between, the events are folded again (their
+    offsets were not committed) into the same values, and the same updates go out again:
+    updates are at-least-once and carry absolute values.
+    """
+    await versions.flush()
+    await publisher.publish(app.producer, REALTIME_METRICS_UPDATES)
 
 
 @app.agent(bookings_topic)
@@ -265,5 +276,4 @@ async def bookings_agent(stream: AsyncIterable[Any]) -> None:
     ):
         EVENTS_IN.labels(WEDDING_BOOKINGS).inc(len(batch))
         await process_batch(batch)
-        await publisher.publish(app.producer, REALTIME_METRICS_UPDATES)
         observe_batch(batch)

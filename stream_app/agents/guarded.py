@@ -171,9 +171,13 @@ class GuardedStream(Generic[E]):
         # --- writes done ---
         for result in results:
             self.after_fold(result)
-        # the changelog holds every row before the batch's offsets can be committed, and the
-        # cached reports that read these rows are stale before their updates are published
-        await asyncio.gather(self.writer.flush(app.producer), self.versions.flush())
+        await asyncio.gather(self.writer.flush(app.producer), self.announce())
+
+    async def announce(self) -> None:
+        """Mark cached reports stale, then publish the changes, beside the changelog flush
+        (see :func:`stream_app.agents.bookings.announce`)."""
+        await self.versions.flush()
+        await self.publisher.publish(app.producer, REALTIME_METRICS_UPDATES)
 
     async def run(self, stream: AsyncIterable[Any]) -> None:
         """Consume the topic for ever (the body of the agent)."""
@@ -182,4 +186,3 @@ class GuardedStream(Generic[E]):
         ):
             EVENTS_IN.labels(self.topic).inc(len(batch))
             await self.process_batch(batch)
-            await self.publisher.publish(app.producer, REALTIME_METRICS_UPDATES)
