@@ -88,3 +88,10 @@ STREAM_REWINDS = Counter(
     ["topic"],
     registry=REGISTRY,
 )
+SKIPPED_OFFSETS = Counter(
+    "wedding_stream_skipped_offsets_total",
+    "Input offsets faust's consumer jumped over while draining (its read position moved past"
+    " them); they are not committed until delivered (see stream_app/offsets.py).",
+    ["topic"],
+    registry=REGISTRY,
+)

@@ -13,7 +13,7 @@ from aiokafka.errors import IllegalStateError
 from faust.types import TP
 from intervaltree import IntervalTree  # type: ignore[import-untyped]
 
-from stream_app.offsets import HoleRepair, head_hole, new_offset
+from stream_app.offsets import HoleRepair, head_hole, new_offset, record_gap
 from stream_app.topics import REPORT_RESULTS, WEDDING_BOOKINGS
 
 
@@ -65,6 +65,29 @@ def test_a_hole_that_faust_recorded_as_a_gap_is_not_a_hole() -> None:
     state._gap[TP_BOOKINGS].addi(3214, 3228)  # offsets without messages (e.g. markers)
     assert head_hole(state, TP_BOOKINGS) is None
     assert new_offset(state, TP_BOOKINGS) == 3230
+
+
+async def test_offsets_faust_skips_on_an_input_topic_are_never_committed() -> None:
+    """The SIGKILL test's loss: faust drained 3345 while its read position was 2775, recorded
+    2776..3344 as a gap and committed 3345 with those messages never folded."""
+    state = Bookkeeping(TP_BOOKINGS, [2770, 2771, 2772, 2773, 2774, 2775], 2770)
+    await record_gap(state, TP_BOOKINGS, 2776, 3345)
+    state._acked[TP_BOOKINGS].append(3345)
+    state._acked_index[TP_BOOKINGS].add(3345)
+    assert not state._gap[TP_BOOKINGS]
+    assert new_offset(state, TP_BOOKINGS) == 2776  # the run up to the skipped offsets only
+    state._committed_offset[TP_BOOKINGS] = 2776
+    assert head_hole(state, TP_BOOKINGS) == (2776, 3345)  # repaired by seeking back
+    assert new_offset(state, TP_BOOKINGS) is None
+
+
+async def test_other_topics_keep_fausts_gaps() -> None:
+    tp = TP(REPORT_RESULTS, 0)
+    state = Bookkeeping(tp, [5], 5)
+    state._read_offset = {}
+    await record_gap(state, tp, 6, 9)  # faust's call: (read + 1, offset drained)
+    state._acked[tp].append(9)
+    assert new_offset(state, tp) == 10
 
 
 def test_other_topics_keep_fausts_rule() -> None:
