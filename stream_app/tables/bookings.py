@@ -71,9 +71,14 @@ class VenueTotals:
     def revenue_minor(self) -> dict[str, int]:
         """Booked minus cancelled value, per currency (sorted by code), in minor units."""
         booked, cancelled = self.booked_minor, self.cancelled_minor
-        if len(booked) == 1 and (not cancelled or cancelled.keys() == booked.keys()):
-            ((c, v),) = booked.items()  # the common case: one currency
-            return {c: v - cancelled.get(c, 0)}
+        if len(booked) <= 1 and len(cancelled) <= 1:  # the common case: one currency
+            if not cancelled:
+                return dict(booked)
+            if not booked:
+                return {c: -v for c, v in cancelled.items()}
+            if booked.keys() == cancelled.keys():
+                ((c, v),) = booked.items()
+                return {c: v - cancelled[c]}
         currencies = sorted(set(booked) | set(cancelled))
         return {c: booked.get(c, 0) - cancelled.get(c, 0) for c in currencies}
 

@@ -163,3 +163,17 @@ def test_currencies_are_never_added_together() -> None:
     store: dict[str, Any] = {}
     apply(store, batch_of([EVENTS[0], usd]))
     assert month(store, "v1").revenue_minor == {"EUR": 1001, "USD": 500}
+
+
+def test_revenue_is_booked_minus_cancelled_per_currency_sorted_by_code() -> None:
+    """The one-currency shortcut and the general rule agree with the definition."""
+    rng = random.Random(3)
+    for _ in range(5_000):
+        codes = ["EUR", "USD", "GBP"]
+        booked = {c: rng.randint(0, 9) for c in rng.sample(codes, rng.randint(0, 3))}
+        cancelled = {c: rng.randint(0, 9) for c in rng.sample(codes, rng.randint(0, 3))}
+        got = VenueTotals(booked_minor=booked, cancelled_minor=cancelled).revenue_minor
+        want = {
+            c: booked.get(c, 0) - cancelled.get(c, 0) for c in sorted(set(booked) | set(cancelled))
+        }
+        assert list(got.items()) == list(want.items()), (booked, cancelled)
