@@ -3,9 +3,11 @@
 - ``GET /orgs/{org}/bookings/{booking}/payments[?from=YYYY-MM&to=YYYY-MM]``: a booking's
   all-time payment totals (``total``) and, with ``from``/``to``, its rows per UTC month with
   the split by supplier (``months``); see :mod:`stream_app.tables.payments`.
-- ``GET /orgs/{org}/clients/{client}/interactions``: a client's interaction totals, with the
-  average rating (``average_rating_milli``: thousandths, rounded down) and the NPS
-  (``nps_score``: −100..100, rounded toward zero) derived at read time;
+- ``GET /orgs/{org}/clients/{client}/interactions``: a client's interaction totals (inquiries,
+  responses, first response, bookings, ``booked_at``, ``converted_at``, ``days_to_book``,
+  ``direct_bookings``, ratings, NPS answers), with the average rating
+  (``average_rating_milli``: thousandths, rounded down) and the NPS (``nps_score``:
+  −100..100, rounded toward zero) derived at read time;
   see :mod:`stream_app.tables.interactions`.
 - ``GET /orgs/{org}/suppliers/{supplier}/activity?from=YYYY-MM&to=YYYY-MM``: a supplier's
   activity per UTC month; see :mod:`stream_app.tables.suppliers`.
@@ -126,11 +128,11 @@ async def client_interactions(
         fwd := await forward_if_remote(request, client_interactions_table, org, client)
     ) is not None:
         return fwd
-    values = (
+    values = interactions_tables.with_defaults(
         _values(client_interactions_table, interactions_tables.client_key(org, client))
-        or interactions_tables.empty()
     )
     values.pop("early_responses", None)
+    values.pop("early_bookings", None)
     ratings: dict[str, int] = values["ratings"]
     n_ratings = sum(ratings.values())
     nps: dict[str, int] = values["nps"]
