@@ -153,6 +153,25 @@ def _entity_grain_period(key: str) -> tuple[str, str, str]:
     return parts[1], parts[2], parts[3]
 
 
+def coverage_problem(partition_lists: Iterable[Iterable[int]], partitions: int) -> str | None:
+    """Why parts reading ``partition_lists`` do not cover ``0..partitions-1`` exactly once.
+
+    Returns:
+        None when every partition is read exactly once, else a reason naming the missing
+        partitions and those read more than once.
+    """
+    seen = [p for ps in partition_lists for p in ps]
+    expected = list(range(partitions))
+    if sorted(seen) == expected:
+        return None
+    missing = sorted(set(expected) - set(seen))
+    doubled = sorted({p for p in seen if seen.count(p) > 1})
+    unknown = sorted(set(seen) - set(expected))
+    return f"partitions missing {missing}, read twice {doubled}" + (
+        f", unknown {unknown}" if unknown else ""
+    )
+
+
 # ---------------------------------------------------------------------------------------------
 # interactions
 

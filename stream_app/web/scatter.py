@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from stream_app.app import app, settings
+from stream_app.tables.summaries import coverage_problem
 from stream_app.web.errors import ApiError
 from stream_app.web.routing import remote_json
 
@@ -143,15 +144,13 @@ async def gather_parts(
     envelopes = [mine, *answers]
     for t in tables:
         changelog = _changelog(t)
-        seen: list[int] = [p for e in envelopes for p in e["partitions"].get(changelog, [])]
-        expected = list(range(settings.topic_partitions))
-        if sorted(seen) != expected:
-            missing = sorted(set(expected) - set(seen))
-            doubled = sorted({p for p in seen if seen.count(p) > 1})
+        problem = coverage_problem(
+            (e["partitions"].get(changelog, []) for e in envelopes), settings.topic_partitions
+        )
+        if problem is not None:
             raise ApiError(
                 503,
                 "incomplete",
-                f"{changelog}: partitions missing {missing}, read twice {doubled}"
-                " (partitions are moving between workers); retry",
+                f"{changelog}: {problem} (partitions are moving between workers); retry",
             )
     return [e["part"] for e in envelopes]
