@@ -53,7 +53,8 @@ async def forward_if_remote(
         owner's JSON answer to the same path and query.
 
     Raises:
-        ApiError: 503 ``recovering`` when nobody can answer (see the module docstring).
+        ApiError: 503 ``recovering`` when nobody can answer (see the module docstring); the
+            reason says why (this worker restoring, no owner, the owner not answering).
     """
     partition = partition_for(f"{organization_id}/{entity}".encode(), settings.topic_partitions)
     owner = changelog_owner(table.changelog_topic.get_topic_name(), partition)
@@ -62,7 +63,13 @@ async def forward_if_remote(
     if request.headers.get(FORWARDED_HEADER):
         # the sender thought we own it, we think it does: ownership is moving
         raise ApiError(503, "recovering", "partition ownership is moving; retry")
-    body = await remote_json(owner, request.rel_url.raw_path, dict(request.query), organization_id)
+    try:
+        body = await remote_json(
+            owner, request.rel_url.raw_path, dict(request.query), organization_id
+        )
+    except ApiError as exc:
+        # the owner did not answer after the retries: nobody can answer right now
+        raise ApiError(503, "recovering", f"{exc.code}: {exc.reason}; retry") from None
     return web.json_response(body)
 
 

@@ -31,13 +31,14 @@ from stream_app.partitioning import partition_for
 from stream_app.settings import Settings
 from stream_app.topics import (
     CLIENT_INTERACTIONS,
+    DEAD_LETTER,
     PAYMENT_EVENTS,
     SUPPLIER_ACTIVITIES,
     WEDDING_BOOKINGS,
 )
 from stream_app.web.auth import issue_token
 from tests.conftest import WorkerFactory
-from tests.e2e.helpers import auth
+from tests.e2e.helpers import auth, read_topic
 
 pytestmark = pytest.mark.slow
 GROUP = "wedding-org-read-tests"
@@ -327,8 +328,18 @@ async def test_entity_reads_are_answered_by_either_worker(
     sends = [(PAYMENT_EVENTS, f"{ORG}/{e['booking_id']}", e) for e in payments]
     sends += [(CLIENT_INTERACTIONS, f"{ORG}/{e['client_id']}", e) for e in interactions]
     sends += [(SUPPLIER_ACTIVITIES, f"{ORG}/{e['supplier_id']}", e) for e in activities]
+    # a booked event with a score is malformed: dead-lettered naming $.score, not folded
+    bad_booked = {**base("bad-booked", 5), "event_type": "booked", "client_id": "cl-0", "score": 5}
+    sends.append((CLIENT_INTERACTIONS, f"{ORG}/cl-0", bad_booked))
     await produce(settings, sends)
     await wait_folded(two_workers)
+    dead = [
+        r
+        for r in await read_topic(settings.kafka_bootstrap, DEAD_LETTER)
+        if r.value == orjson.dumps(bad_booked)
+    ]
+    assert dead, "the booked event with a score was not dead-lettered"
+    assert dict(dead[0].headers)["dlq.field"] == b"$.score"
 
     owned = {a.url: await partitions_of(a), b.url: await partitions_of(b)}
     remote_reads: Counter[str] = Counter()
@@ -344,6 +355,7 @@ async def test_entity_reads_are_answered_by_either_worker(
             assert status == 200, body
             want = expected_client(interactions, client)
             assert {k: body[k] for k in want} == want
+            assert (body["bookings"], body["booked_at"]) == (0, None)
         for supplier in SUPPLIERS:
             status, body = await get(
                 worker,
