@@ -1,4 +1,4 @@
-"""Schema of the ``client-interactions`` topic: inquiries, responses, ratings."""
+"""Schema of the ``client-interactions`` topic: inquiries, responses, bookings, ratings."""
 
 from __future__ import annotations
 
@@ -16,15 +16,19 @@ class ClientInteractionEvent(EventBase, frozen=True, kw_only=True, forbid_unknow
 
     Attributes:
         event_type: ``inquiry`` (first contact), ``response`` (the business answered),
-            ``rating`` (a satisfaction score), ``nps`` (likelihood to recommend, 0–10).
+            ``booked`` (the client signed / booked: the conversion of an inquiry, or a direct
+            booking when no inquiry came before it), ``rating`` (a satisfaction score),
+            ``nps`` (likelihood to recommend, 0–10).
         client_id: the client.
-        inquiry_id: the inquiry a response answers or a booking converts; None otherwise.
+        inquiry_id: the inquiry a response answers or a ``booked`` event converts (optional,
+            informative: conversion is decided by event times, see
+            :mod:`stream_app.tables.interactions`); None otherwise.
         channel: ``email``, ``phone``, ``web``, ...; free text.
         score: 1–5 for ``rating``, 0–10 for ``nps``; None for other types.
-        supplier_id: the supplier or venue concerned, when there is one.
+        supplier_id: the supplier or venue concerned (e.g. the one booked), when there is one.
     """
 
-    event_type: Literal["inquiry", "response", "rating", "nps"]
+    event_type: Literal["inquiry", "response", "booked", "rating", "nps"]
     client_id: Identifier
     inquiry_id: Identifier | None = None
     channel: str | None = None
@@ -38,5 +42,5 @@ class ClientInteractionEvent(EventBase, frozen=True, kw_only=True, forbid_unknow
             raise ValueError("$.score: a rating needs a score from 1 to 5")
         if self.event_type == "nps" and (self.score is None or not 0 <= self.score <= 10):
             raise ValueError("$.score: an nps answer needs a score from 0 to 10")
-        if self.event_type in ("inquiry", "response") and self.score is not None:
+        if self.event_type in ("inquiry", "response", "booked") and self.score is not None:
             raise ValueError(f"$.score: not allowed on {self.event_type}")

@@ -35,7 +35,7 @@ Exactly once: see :mod:`stream_app.tables.guarded` (data rows first, then the gu
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from stream_app.schemas.interactions import ClientInteractionEvent
 from stream_app.tables.guarded import (
@@ -68,9 +68,21 @@ def empty() -> Values:
         "first_response_at": None,
         "first_response_seconds": None,
         "early_responses": [],
+        "bookings": 0,
+        "booked_at": None,
+        "converted_at": None,
+        "days_to_book": None,
+        "direct_bookings": 0,
+        "early_bookings": [],
         "ratings": {},
         "nps": {},
     }
+
+
+def with_defaults(values: Values | None) -> Values:
+    """``values`` with every field of :func:`empty` present (older rows lack the booking
+    fields); a new dict."""
+    return {**empty(), **(values or {})}
 
 
 def _iso(t: datetime) -> str:
@@ -82,11 +94,21 @@ def _t(s: str) -> datetime:
 
 
 def _settle(out: Values) -> None:
-    """Recompute the first response and the early responses after a change."""
+    """Recompute the first response, the conversion and the early lists after a change."""
     first_inq = out["first_inquiry_at"]
     if first_inq is None:
         return
     inq = _t(first_inq)
+    booked = [_t(b) for b in out["early_bookings"]]
+    if out["converted_at"] is not None:
+        booked.append(_t(out["converted_at"]))
+    converting = [b for b in booked if b >= inq]
+    out["early_bookings"] = sorted(_iso(b) for b in booked if b < inq)
+    out["direct_bookings"] = len(out["early_bookings"])
+    if converting:
+        first_booked = min(converting)
+        out["converted_at"] = _iso(first_booked)
+        out["days_to_book"] = (first_booked - inq) // timedelta(days=1)
     candidates = [_t(r) for r in out["early_responses"]]
     if out["first_response_at"] is not None:
         candidates.append(_t(out["first_response_at"]))
@@ -100,7 +122,7 @@ def _settle(out: Values) -> None:
 
 def fold_interaction(values: Values | None, ev: ClientInteractionEvent) -> Values:
     """Apply one event to a client's row (returns new values; order-independent)."""
-    out = dict(values or empty())
+    out = with_defaults(values)
     at = ev.occurred_at
     if ev.event_type == "inquiry":
         out["inquiries"] += 1
@@ -114,6 +136,16 @@ def fold_interaction(values: Values | None, ev: ClientInteractionEvent) -> Value
         _settle(out)
         if out["first_inquiry_at"] is None:
             out["early_responses"] = sorted(out["early_responses"])
+    elif ev.event_type == "booked":
+        out["bookings"] += 1
+        cur = out["booked_at"]
+        if cur is None or at < _t(cur):
+            out["booked_at"] = _iso(at)
+        out["early_bookings"] = [*out["early_bookings"], _iso(at)]
+        _settle(out)
+        if out["first_inquiry_at"] is None:
+            out["early_bookings"] = sorted(out["early_bookings"])
+            out["direct_bookings"] = len(out["early_bookings"])
     elif ev.event_type == "rating":
         out["ratings"] = add(out["ratings"], str(ev.score), 1)
     else:

@@ -1,17 +1,22 @@
-"""Which worker owns a venue's rows, and reading them from there.
+"""Which worker owns an entity's rows, and reading them from there.
 
 A venue's rows live in the partition of its message key ``organization_id/venue_id`` (of
-``wedding-bookings`` and, co-partitioned, of the table's changelog). Faust's partition
-assignor knows which worker (by its canonical URL) holds each changelog partition; a read for
-a partition this worker does not hold goes to that worker's HTTP API with an internal token.
+``wedding-bookings`` and, co-partitioned, of the table's changelog); a booking's payments, a
+client's interactions and a supplier's activity likewise live in the partition of
+``organization_id/<entity>`` of their table's changelog. Faust's partition assignor knows
+which worker (by its canonical URL) holds each changelog partition; a read for a partition
+this worker does not hold goes to that worker's HTTP API with an internal token
+(:func:`remote_json`, retried while the owner restores its tables).
 """
 
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
+from yarl import URL
 
 from stream_app.agents.bookings import venue_bookings
 from stream_app.app import app, settings
@@ -51,6 +56,62 @@ def owner_url(organization_id: str, venue_id: str) -> str | None:
     raise ApiError(503, "rebalancing", f"no worker holds partition {partition} right now; retry")
 
 
+def changelog_owner(changelog: str, partition: int) -> str | None:
+    """Base URL of the worker holding ``partition`` of the table changelog ``changelog``.
+
+    Returns:
+        None when this worker holds it, else the owner's base URL (no trailing ``/``).
+
+    Raises:
+        ApiError: 503 ``recovering`` while this worker restores its tables or rebalances, or
+            when no worker holds the partition right now (nobody can answer; retry).
+    """
+    if getattr(app, "in_recovery", False) or getattr(app, "rebalancing", False):
+        raise ApiError(503, "recovering", "this worker is restoring its tables; retry")
+    if any(
+        tp.topic == changelog and tp.partition == partition
+        for tp in app.assignor.assigned_actives()
+    ):
+        return None
+    for url, topics in app.assignor.table_metadata(changelog).items():
+        if partition in topics.get(changelog, []):
+            return str(url).rstrip("/")
+    raise ApiError(503, "recovering", f"no worker holds partition {partition} right now; retry")
+
+
+async def remote_json(
+    base_url: str,
+    path: str,
+    params: dict[str, str],
+    organization_id: str,
+    headers: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """GET ``base_url + path`` with an internal token of ``organization_id``; its JSON body.
+
+    ``path`` must already be URL-encoded. The request carries :data:`FORWARDED_HEADER` (so
+    the receiver never forwards it again) and ``headers``. A 503 (the other worker is
+    restoring its tables or rebalancing) or a connection error is retried with exponential
+    backoff (0.5 s doubling to 4 s, 6 attempts, tenacity).
+
+    Raises:
+        ApiError: 503 ``owner_unavailable`` when that worker still cannot answer after the
+            retries; 503 ``owner_error`` when it answers with another error status.
+    """
+    retrying = AsyncRetrying(
+        stop=stop_after_attempt(6),
+        wait=wait_exponential(multiplier=0.5, max=4),
+        retry=retry_if_exception(lambda e: isinstance(e, _Retriable)),
+        reraise=True,
+    )
+    try:
+        async for attempt in retrying:
+            with attempt:
+                return await _fetch_json(base_url, path, params, organization_id, headers or {})
+    except _Retriable as exc:
+        raise ApiError(503, "owner_unavailable", f"worker {base_url}: {exc}") from None
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
 def local_periods(
     organization_id: str, venue_id: str, grain: str, periods: list[str]
 ) -> list[dict[str, Any]]:
@@ -77,46 +138,47 @@ async def remote_periods(
 ) -> list[dict[str, Any]]:
     """The venue's rows for ``start``..``end`` read from the worker at ``base_url``.
 
-    A 503 (the owner is restoring its tables or rebalancing) or a connection error is retried
-    with exponential backoff (0.5 s doubling to 4 s, 6 attempts, tenacity).
+    Retries as :func:`remote_json`.
 
     Raises:
         ApiError: 503 when that worker still cannot answer after the retries, or answers
             with another error.
     """
-    retrying = AsyncRetrying(
-        stop=stop_after_attempt(6),
-        wait=wait_exponential(multiplier=0.5, max=4),
-        retry=retry_if_exception(lambda e: isinstance(e, _Retriable)),
-        reraise=True,
+    body = await remote_json(
+        base_url,
+        f"/orgs/{quote(organization_id, safe='')}/venues/{quote(venue_id, safe='')}/metrics",
+        {"grain": grain, "from": start, "to": end},
+        organization_id,
     )
-    try:
-        async for attempt in retrying:
-            with attempt:
-                return await _fetch_periods(base_url, organization_id, venue_id, grain, start, end)
-    except _Retriable as exc:
-        raise ApiError(503, "owner_unavailable", f"worker {base_url}: {exc}") from None
-    raise AssertionError("unreachable")  # pragma: no cover
+    periods: list[dict[str, Any]] = body["periods"]
+    return periods
 
 
 class _Retriable(Exception):
     """The owner did not answer yet (503 or connection error)."""
 
 
-async def _fetch_periods(
-    base_url: str, organization_id: str, venue_id: str, grain: str, start: str, end: str
-) -> list[dict[str, Any]]:
+async def _fetch_json(
+    base_url: str,
+    path: str,
+    params: dict[str, str],
+    organization_id: str,
+    headers: dict[str, str],
+) -> dict[str, Any]:
     token = issue_token(
         settings.jwt_secret, user_id="internal", organization_id=organization_id, ttl_seconds=60
     )
-    url = f"{base_url}/orgs/{organization_id}/venues/{venue_id}/metrics"
     try:
         async with (
             aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session,
             session.get(
-                url,
-                params={"grain": grain, "from": start, "to": end},
-                headers={"Authorization": f"Bearer {token}", FORWARDED_HEADER: "1"},
+                URL(base_url + path, encoded=True),
+                params=params,
+                headers={
+                    "Authorization": f"Bearer {token}",
+                    FORWARDED_HEADER: "1",
+                    **headers,
+                },
             ) as resp,
         ):
             body = await resp.json()
@@ -126,8 +188,9 @@ async def _fetch_periods(
                 raise ApiError(
                     503, "owner_error", f"worker {base_url} answered {resp.status}: {body}"
                 )
-            periods: list[dict[str, Any]] = body["periods"]
-            return periods
+            if not isinstance(body, dict):
+                raise ApiError(503, "owner_error", f"worker {base_url} answered {body!r}")
+            return body
     except (aiohttp.ClientError, TimeoutError) as exc:
         raise _Retriable(str(exc)) from None
 

@@ -3,20 +3,24 @@
 - ``GET /orgs/{org}/bookings/{booking}/payments[?from=YYYY-MM&to=YYYY-MM]``: a booking's
   all-time payment totals (``total``) and, with ``from``/``to``, its rows per UTC month with
   the split by supplier (``months``); see :mod:`stream_app.tables.payments`.
-- ``GET /orgs/{org}/clients/{client}/interactions``: a client's interaction totals, with the
-  average rating (``average_rating_milli``: thousandths, rounded down) and the NPS
-  (``nps_score``: −100..100, rounded toward zero) derived at read time;
+- ``GET /orgs/{org}/clients/{client}/interactions``: a client's interaction totals (inquiries,
+  responses, first response, bookings, ``booked_at``, ``converted_at``, ``days_to_book``,
+  ``direct_bookings``, ratings, NPS answers), with the average rating
+  (``average_rating_milli``: thousandths, rounded down) and the NPS (``nps_score``:
+  −100..100, rounded toward zero) derived at read time;
   see :mod:`stream_app.tables.interactions`.
 - ``GET /orgs/{org}/suppliers/{supplier}/activity?from=YYYY-MM&to=YYYY-MM``: a supplier's
   activity per UTC month; see :mod:`stream_app.tables.suppliers`.
 
 A missing row reads as zeros. Every route needs a bearer token of ``org``.
 
-Local reads only: an entity's rows live in the partition of its message key
-``organization_id/<entity>`` (computed as in :mod:`stream_app.web.routing`); a worker that does
-not hold that partition of the table's changelog answers **503** ``not_owner`` naming the
-owner's URL when known (no forwarding yet, unlike the venue metrics), and 503 ``recovering``
-while it restores its tables. With a single worker every read is local.
+Answered by any worker: an entity's rows live in the partition of its message key
+``organization_id/<entity>`` of the table's changelog; a worker that does not hold that
+partition forwards the request once, with an internal token, to the worker that does (as the
+venue metrics reads, :mod:`stream_app.web.routing`) and answers with its body. **503**
+``recovering`` only when nobody can answer: this worker or the owner is restoring its tables
+(the owner is retried for a few seconds first), or no worker holds the partition (a rebalance
+is under way). With a single worker every read is local.
 """
 
 from __future__ import annotations
@@ -28,42 +32,45 @@ from aiohttp import web
 from stream_app.agents.interactions import client_interactions_table
 from stream_app.agents.payments import booking_payments_table
 from stream_app.agents.suppliers import supplier_activity_table
-from stream_app.app import app, settings
+from stream_app.app import settings
 from stream_app.partitioning import partition_for
 from stream_app.tables import interactions as interactions_tables
 from stream_app.tables import payments as payments_tables
 from stream_app.tables import suppliers as suppliers_tables
 from stream_app.web.auth import authenticate
 from stream_app.web.errors import ApiError
+from stream_app.web.routing import FORWARDED_HEADER, changelog_owner, remote_json
 from stream_app.web.views import page, period_labels
 
 
-def require_local(table: Any, organization_id: str, entity: str) -> None:
-    """Return when this worker holds the partition of ``organization_id/entity`` of ``table``.
+async def forward_if_remote(
+    request: web.Request, table: Any, organization_id: str, entity: str
+) -> web.StreamResponse | None:
+    """Answer from the owner of ``organization_id/entity``'s partition of ``table``, if remote.
+
+    Returns:
+        None when this worker holds the partition (the caller reads its own table), else the
+        owner's JSON answer to the same path and query.
 
     Raises:
-        ApiError: 503 ``recovering`` while tables are restored or rebalanced; 503 ``not_owner``
-            when another worker (or none) holds the partition.
+        ApiError: 503 ``recovering`` when nobody can answer (see the module docstring); the
+            reason says why (this worker restoring, no owner, the owner not answering).
     """
-    if getattr(app, "in_recovery", False) or getattr(app, "rebalancing", False):
-        raise ApiError(503, "recovering", "this worker is restoring its tables; retry")
     partition = partition_for(f"{organization_id}/{entity}".encode(), settings.topic_partitions)
-    changelog = table.changelog_topic.get_topic_name()
-    if any(
-        tp.topic == changelog and tp.partition == partition
-        for tp in app.assignor.assigned_actives()
-    ):
-        return
-    owner = next(
-        (
-            str(url).rstrip("/")
-            for url, topics in app.assignor.table_metadata(changelog).items()
-            if partition in topics.get(changelog, [])
-        ),
-        None,
-    )
-    where = f"ask {owner}" if owner else "no worker holds it right now"
-    raise ApiError(503, "not_owner", f"partition {partition} is not on this worker; {where}")
+    owner = changelog_owner(table.changelog_topic.get_topic_name(), partition)
+    if owner is None:
+        return None
+    if request.headers.get(FORWARDED_HEADER):
+        # the sender thought we own it, we think it does: ownership is moving
+        raise ApiError(503, "recovering", "partition ownership is moving; retry")
+    try:
+        body = await remote_json(
+            owner, request.rel_url.raw_path, dict(request.query), organization_id
+        )
+    except ApiError as exc:
+        # the owner did not answer after the retries: nobody can answer right now
+        raise ApiError(503, "recovering", f"{exc.code}: {exc.reason}; retry") from None
+    return web.json_response(body)
 
 
 def _toward_zero(numerator: int, denominator: int) -> int:
@@ -96,7 +103,8 @@ async def booking_payments(
     """A booking's payment totals (see the module docstring)."""
     authenticate(request, settings.jwt_secret, org)
     months = _months(request) if "from" in request.query or "to" in request.query else []
-    require_local(booking_payments_table, org, booking)
+    if (fwd := await forward_if_remote(request, booking_payments_table, org, booking)) is not None:
+        return fwd
     total = _values(booking_payments_table, payments_tables.total_key(org, booking))
     return web.json_response(
         {
@@ -123,12 +131,15 @@ async def client_interactions(
 ) -> web.StreamResponse:
     """A client's interaction totals (see the module docstring)."""
     authenticate(request, settings.jwt_secret, org)
-    require_local(client_interactions_table, org, client)
-    values = (
+    if (
+        fwd := await forward_if_remote(request, client_interactions_table, org, client)
+    ) is not None:
+        return fwd
+    values = interactions_tables.with_defaults(
         _values(client_interactions_table, interactions_tables.client_key(org, client))
-        or interactions_tables.empty()
     )
     values.pop("early_responses", None)
+    values.pop("early_bookings", None)
     ratings: dict[str, int] = values["ratings"]
     n_ratings = sum(ratings.values())
     nps: dict[str, int] = values["nps"]
@@ -157,7 +168,10 @@ async def supplier_activity(
     """A supplier's activity per UTC month (see the module docstring)."""
     authenticate(request, settings.jwt_secret, org)
     months = _months(request)
-    require_local(supplier_activity_table, org, supplier)
+    if (
+        fwd := await forward_if_remote(request, supplier_activity_table, org, supplier)
+    ) is not None:
+        return fwd
     return web.json_response(
         {
             "organization_id": org,

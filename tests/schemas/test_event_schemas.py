@@ -77,3 +77,27 @@ def test_payment_and_interaction_rules() -> None:
     with pytest.raises(EventValidationError) as info:
         decode_event(orjson.dumps(rating), ClientInteractionEvent)
     assert info.value.field == "$.score"
+
+
+def test_booked_interaction_is_valid_without_a_score_and_rejects_one() -> None:
+    booked = {
+        "schema_version": 1,
+        "event_id": "i-2",
+        "organization_id": "org-1",
+        "occurred_at": "2026-06-01T10:00:00Z",
+        "event_type": "booked",
+        "client_id": "c-1",
+        "inquiry_id": "inq-1",
+        "supplier_id": "venue-1",
+    }
+    ev = decode_event(orjson.dumps(booked), ClientInteractionEvent)
+    assert (ev.event_type, ev.inquiry_id, ev.supplier_id) == ("booked", "inq-1", "venue-1")
+    minimal = {k: v for k, v in booked.items() if k not in ("inquiry_id", "supplier_id")}
+    assert decode_event(orjson.dumps(minimal), ClientInteractionEvent).inquiry_id is None
+    with pytest.raises(EventValidationError) as info:
+        decode_event(orjson.dumps({**booked, "score": 5}), ClientInteractionEvent)
+    assert info.value.field == "$.score"
+    assert "booked" in info.value.reason
+    with pytest.raises(EventValidationError) as info:
+        decode_event(orjson.dumps({**booked, "schema_version": 2}), ClientInteractionEvent)
+    assert info.value.field == "$.schema_version"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -49,6 +50,11 @@ EXPECTED = {
     "first_response_seconds": 120,
     "ratings": {"5": 2, "3": 1},
     "nps": {"10": 1, "6": 1, "0": 1},
+    "bookings": 0,
+    "booked_at": None,
+    "converted_at": None,
+    "days_to_book": None,
+    "direct_bookings": 0,
 }
 
 
@@ -64,6 +70,7 @@ def apply(store: dict[str, Any], batch: list[tuple[int, Any]], keep: int | None 
 def actual(store: dict[str, Any]) -> dict[str, Any]:
     values = dict(store[client_key("org", "c1")]["values"])
     values.pop("early_responses")
+    values.pop("early_bookings")
     return values
 
 
@@ -106,3 +113,140 @@ def test_redelivery_after_a_crash_that_kept_a_prefix_of_the_writes(kept: int) ->
     apply(store, b2, keep=kept)
     apply(store, b2)
     assert actual(store) == EXPECTED
+
+
+# ---------------------------------------------------------------------------------------------
+# booked events: conversion, direct bookings, days to book
+
+
+def booked_expectation(events: list[ClientInteractionEvent]) -> dict[str, Any]:
+    """The booking fields of a client, straight from the definitions (independent of the fold).
+
+    Converted: a ``booked`` event at or after the first inquiry; direct booking: a ``booked``
+    event with no inquiry at or before it; days to book: whole days from the first inquiry to
+    the first converting booking.
+    """
+    inquiries = [e.occurred_at for e in events if e.event_type == "inquiry"]
+    booked = [e.occurred_at for e in events if e.event_type == "booked"]
+    first_inq = min(inquiries) if inquiries else None
+    converting = [b for b in booked if first_inq is not None and b >= first_inq]
+    direct = [b for b in booked if first_inq is None or b < first_inq]
+    conv = min(converting) if converting else None
+    days = None
+    if conv is not None and first_inq is not None:
+        days = int((conv - first_inq).total_seconds() // 86_400)
+    return {
+        "bookings": len(booked),
+        "booked_at": min(booked).isoformat() if booked else None,
+        "converted_at": conv.isoformat() if conv else None,
+        "days_to_book": days,
+        "direct_bookings": len(direct),
+    }
+
+
+def booking_fields(store: dict[str, Any]) -> dict[str, Any]:
+    values = store[client_key("org", "c1")]["values"]
+    return {
+        k: values[k]
+        for k in ("bookings", "booked_at", "converted_at", "days_to_book", "direct_bookings")
+    }
+
+
+DAY = 24 * 60
+BOOKED_EVENTS = [
+    ev(21, "booked", -3 * DAY),  # before every inquiry: a direct booking
+    ev(22, "inquiry", 2 * DAY),
+    ev(23, "booked", 5 * DAY + 7),  # converts the inquiry of day 2 … (3 days, 7 min)
+    ev(24, "inquiry", -DAY - 1),  # … until this earlier inquiry arrives: 6 days and 8 min
+    ev(25, "booked", 9 * DAY),
+    ev(26, "response", -DAY),
+]
+
+
+@pytest.mark.parametrize("n", range(1, len(BOOKED_EVENTS) + 1))
+def test_booked_fold_does_not_depend_on_the_order(n: int) -> None:
+    events = BOOKED_EVENTS[:n]
+    want = booked_expectation(events)
+    for perm in itertools.permutations(events):
+        store: dict[str, Any] = {}
+        for i, e in enumerate(perm):  # one event per batch
+            apply(store, [(i, e)])
+        assert booking_fields(store) == want, [e.event_id for e in perm]
+        one_batch: dict[str, Any] = {}
+        apply(one_batch, batch_of(list(perm)))
+        assert booking_fields(one_batch) == want
+
+
+def test_booked_expectations_by_hand() -> None:
+    """The full list, checked against a hand computation as well."""
+    store: dict[str, Any] = {}
+    apply(store, batch_of(BOOKED_EVENTS))
+    assert booking_fields(store) == {
+        "bookings": 3,
+        "booked_at": (T0 - timedelta(days=3)).isoformat(),
+        # the first inquiry is day −1 minus 1 minute; the first booking at or after it is
+        # day 5 + 7 min: 6 days and 8 minutes later
+        "converted_at": (T0 + timedelta(days=5, minutes=7)).isoformat(),
+        "days_to_book": 6,
+        "direct_bookings": 1,
+    }
+
+
+def test_booking_at_the_inquiry_instant_converts_and_a_lone_booking_is_direct() -> None:
+    store: dict[str, Any] = {}
+    apply(store, batch_of([ev(31, "booked", 0), ev(32, "inquiry", 0)]))
+    assert booking_fields(store) == {
+        "bookings": 1,
+        "booked_at": T0.isoformat(),
+        "converted_at": T0.isoformat(),
+        "days_to_book": 0,
+        "direct_bookings": 0,
+    }
+    lone: dict[str, Any] = {}
+    apply(lone, batch_of([ev(33, "booked", 10), ev(34, "rating", 11, score=4)]))
+    assert booking_fields(lone) == {
+        "bookings": 1,
+        "booked_at": (T0 + timedelta(minutes=10)).isoformat(),
+        "converted_at": None,
+        "days_to_book": None,
+        "direct_bookings": 1,
+    }
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_booked_duplicates_and_redelivery_count_once(seed: int) -> None:
+    rng = random.Random(seed)
+    events = list(BOOKED_EVENTS)
+    with_dups = events + [rng.choice(events) for _ in range(4)]
+    rng.shuffle(with_dups)
+    store: dict[str, Any] = {}
+    half = len(with_dups) // 2
+    apply(store, batch_of(with_dups[:half]))
+    second = batch_of(with_dups[half:], first=half)
+    apply(store, second, keep=rng.randrange(0, 2))  # a crash kept a prefix of the writes
+    apply(store, second)
+    again = fold_batch(store.get, batch_of(events, first=100))
+    assert again.outcomes == ["duplicate"] * len(events)
+    assert booking_fields(store) == booked_expectation(events)
+
+
+def test_rows_written_before_booked_existed_read_with_zero_bookings() -> None:
+    old_row = {
+        "inquiries": 1,
+        "responses": 0,
+        "first_inquiry_at": T0.isoformat(),
+        "first_response_at": None,
+        "first_response_seconds": None,
+        "early_responses": [],
+        "ratings": {},
+        "nps": {},
+    }
+    store: dict[str, Any] = {client_key("org", "c1"): {"values": old_row, "event_ids": ["x"]}}
+    apply(store, batch_of([ev(41, "booked", 2 * DAY + 5)]))
+    assert booking_fields(store) == {
+        "bookings": 1,
+        "booked_at": (T0 + timedelta(days=2, minutes=5)).isoformat(),
+        "converted_at": (T0 + timedelta(days=2, minutes=5)).isoformat(),
+        "days_to_book": 2,
+        "direct_bookings": 0,
+    }

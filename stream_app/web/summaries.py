@@ -1,0 +1,193 @@
+"""HTTP reads of organisation-wide summaries, gathered from every worker's partitions.
+
+- ``GET /orgs/{org}/interactions/summary?from=YYYY-MM&to=YYYY-MM``: per cohort month (the
+  month of each client's first inquiry in the organisation's IANA zone): clients, responded,
+  first-response seconds (median and p90 by nearest rank, mean rounded down), converted, the
+  conversion rate (exact fraction and basis points), days to book, direct bookings; and over
+  all clients: the ratings distribution and average, the NPS distribution and score.
+- ``GET /orgs/{org}/payments/summary``: per currency, collected, refunded, booked and
+  outstanding, minor units.
+- ``GET /orgs/{org}/suppliers/summary?from=YYYY-MM&to=YYYY-MM``: per UTC month, tasks and
+  deliveries (on time, late, without a due date) and workload per person, over the
+  organisation's suppliers.
+
+Definitions and shapes: :mod:`stream_app.tables.summaries`; how the parts are gathered and
+checked complete: :mod:`stream_app.web.scatter`. Every route needs a bearer token of ``org``;
+a bad or unknown query parameter is a 400 naming it (``field``); an organisation unknown to
+PostgreSQL is a 404 for the interactions summary (its months need the organisation's zone);
+503 ``recovering`` / ``incomplete`` / ``owner_unavailable`` when not every partition can be
+read right now (retry).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+from typing import Any
+from urllib.parse import quote
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from aiohttp import web
+
+from stream_app.agents.bookings import venue_bookings
+from stream_app.agents.interactions import client_interactions_table
+from stream_app.agents.payments import booking_payments_table
+from stream_app.agents.suppliers import supplier_activity_table
+from stream_app.app import settings
+from stream_app.db.pool import get_pool
+from stream_app.db.tenancy import UnknownOrganizationError, fetch_organization
+from stream_app.tables import summaries
+from stream_app.web.auth import authenticate
+from stream_app.web.errors import ApiError
+from stream_app.web.scatter import PART_HEADER, gather_parts, local_part, org_rows
+from stream_app.web.views import page, period_labels
+
+_MONTH = re.compile(r"^\d{4}-\d{2}$")
+
+
+def _check_params(request: web.Request, allowed: set[str]) -> None:
+    for name in request.query:
+        if name not in allowed:
+            raise ApiError(
+                400,
+                "invalid_field",
+                f"unknown query parameter {name!r}; allowed: {sorted(allowed)}",
+                field=name,
+            )
+
+
+def month_range(request: web.Request) -> list[str]:
+    """The months ``from``..``to`` (``YYYY-MM``, inclusive) of the query, validated.
+
+    Raises:
+        ApiError: 400 ``missing_field`` / ``invalid_field`` / ``range_too_large`` naming the
+            parameter (a missing or malformed bound, ``to`` before ``from``, a year outside
+            the supported range, more than 400 months).
+    """
+    q = request.query
+    for name in ("from", "to"):
+        if name not in q:
+            raise ApiError(
+                400, "missing_field", f"query parameter {name!r} (YYYY-MM) is required", name
+            )
+        value = q[name]
+        try:
+            if not _MONTH.match(value):
+                raise ValueError
+            date.fromisoformat(value + "-01")
+        except ValueError:
+            raise ApiError(
+                400, "invalid_field", f"{name} must be a month YYYY-MM, got {value!r}", name
+            ) from None
+    return period_labels("month", q["from"], q["to"])
+
+
+def _zone_param(request: web.Request) -> ZoneInfo:
+    name = request.query.get("zone", "")
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ApiError(400, "invalid_field", f"zone {name!r} is not an IANA zone", "zone") from None
+
+
+def _path(org: str, tail: str) -> str:
+    return f"/orgs/{quote(org, safe='')}/{tail}"
+
+
+@page("/orgs/{org}/interactions/summary")
+async def interactions_summary(self: Any, request: web.Request, org: str) -> web.StreamResponse:
+    """The organisation's interactions summary (see the module docstring)."""
+    authenticate(request, settings.jwt_secret, org)
+    part_request = bool(request.headers.get(PART_HEADER))
+    _check_params(request, {"from", "to", "zone"} if part_request else {"from", "to"})
+    months = month_range(request)
+    tables = [client_interactions_table]
+
+    def compute(zone: ZoneInfo) -> Any:
+        return lambda held: summaries.interactions_part(
+            org_rows(client_interactions_table, org, next(iter(held.values()))), zone, months
+        )
+
+    if part_request:
+        return web.json_response(local_part(tables, compute(_zone_param(request))))
+    pool = await get_pool(settings.postgres_dsn)
+    async with pool.acquire() as conn:
+        try:
+            organization = await fetch_organization(conn, org)
+        except UnknownOrganizationError as exc:
+            raise ApiError(404, "not_found", str(exc), field="organization_id") from None
+    zone = ZoneInfo(organization.time_zone)
+    parts = await gather_parts(
+        tables,
+        org,
+        _path(org, "interactions/summary"),
+        {"from": months[0], "to": months[-1], "zone": organization.time_zone},
+        compute(zone),
+    )
+    return web.json_response(
+        {
+            "organization_id": org,
+            "time_zone": organization.time_zone,
+            "from": months[0],
+            "to": months[-1],
+            **summaries.finish_interactions(summaries.merge_interactions(parts), months),
+        }
+    )
+
+
+@page("/orgs/{org}/payments/summary")
+async def payments_summary(self: Any, request: web.Request, org: str) -> web.StreamResponse:
+    """The organisation's payments summary per currency (see the module docstring)."""
+    authenticate(request, settings.jwt_secret, org)
+    _check_params(request, set())
+    tables = [booking_payments_table, venue_bookings]
+    payments_changelog = booking_payments_table.changelog_topic.get_topic_name()
+    bookings_changelog = venue_bookings.changelog_topic.get_topic_name()
+
+    def compute(held: dict[str, list[int]]) -> Any:
+        return summaries.payments_part(
+            org_rows(booking_payments_table, org, held[payments_changelog]),
+            org_rows(venue_bookings, org, held[bookings_changelog], raw=True),
+        )
+
+    if request.headers.get(PART_HEADER):
+        return web.json_response(local_part(tables, compute))
+    parts = await gather_parts(tables, org, _path(org, "payments/summary"), {}, compute)
+    return web.json_response(
+        {
+            "organization_id": org,
+            **summaries.finish_payments(summaries.merge_payments(parts)),
+        }
+    )
+
+
+@page("/orgs/{org}/suppliers/summary")
+async def suppliers_summary(self: Any, request: web.Request, org: str) -> web.StreamResponse:
+    """The organisation's supplier activity per UTC month (see the module docstring)."""
+    authenticate(request, settings.jwt_secret, org)
+    _check_params(request, {"from", "to"})
+    months = month_range(request)
+    tables = [supplier_activity_table]
+
+    def compute(held: dict[str, list[int]]) -> Any:
+        return summaries.suppliers_part(
+            org_rows(supplier_activity_table, org, next(iter(held.values()))), months
+        )
+
+    if request.headers.get(PART_HEADER):
+        return web.json_response(local_part(tables, compute))
+    parts = await gather_parts(
+        tables,
+        org,
+        _path(org, "suppliers/summary"),
+        {"from": months[0], "to": months[-1]},
+        compute,
+    )
+    return web.json_response(
+        {
+            "organization_id": org,
+            "from": months[0],
+            "to": months[-1],
+            **summaries.finish_suppliers(summaries.merge_suppliers(parts), months),
+        }
+    )
