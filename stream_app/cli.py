@@ -75,6 +75,9 @@ def _cmd_worker(args: argparse.Namespace) -> int:
 
     tabledir = Path(app.conf.tabledir)
     statedir.open_state(tabledir)  # after a crash: rebuilt from the changelog
+    from stream_app.gc_tuning import tune
+
+    tune(s.gc_gen0_threshold)
     worker = Worker(app, loglevel=args.loglevel)
     try:
         worker.execute_from_commandline()

@@ -22,6 +22,7 @@ from stream_app.settings import load_settings
         ("WEDDING_GRACE_S", "-1", "WEDDING_GRACE_S: must be a number between 0"),
         ("WEDDING_PARTITIONS", "0", "WEDDING_PARTITIONS: must be between 1"),
         ("WEDDING_OFFSET_RESET", "bogus", "WEDDING_OFFSET_RESET: must be one of earliest, latest"),
+        ("WEDDING_GC_GEN0_THRESHOLD", "-1", "WEDDING_GC_GEN0_THRESHOLD: must be between 0"),
     ],
 )
 def test_a_bad_value_names_its_variable(
