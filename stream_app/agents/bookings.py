@@ -87,7 +87,11 @@ versions = DataVersions(settings.postgres_dsn, "bookings")
 
 def _values(t: VenueTotals) -> MetricValues:
     return MetricValues(
-        bookings=t.bookings, cancellations=t.cancellations, revenue_minor=t.revenue_minor
+        bookings=t.bookings,
+        cancellations=t.cancellations,
+        revenue_minor=t.revenue_minor,
+        lead_time_days_sum=t.lead_time_days_sum,
+        lead_time_bookings=t.lead_time_bookings,
     )
 
 

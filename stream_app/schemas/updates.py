@@ -31,11 +31,16 @@ class MetricValues(msgspec.Struct, frozen=True, kw_only=True):
         bookings: count of bookings.
         cancellations: count of cancellations.
         revenue_minor: booked minus cancelled value per ISO 4217 currency, minor units.
+        lead_time_days_sum / lead_time_bookings: the sum of the bookings' lead times (days
+            from booking to service date) and how many bookings state one; their quotient is
+            the average lead time (see :class:`stream_app.tables.bookings.VenueTotals`).
     """
 
     bookings: int
     cancellations: int
     revenue_minor: dict[str, int]
+    lead_time_days_sum: int = 0
+    lead_time_bookings: int = 0
 
 
 class MetricUpdate(msgspec.Struct, frozen=True, kw_only=True):

@@ -60,12 +60,27 @@ class VenueTotals:
         cancellations: number of cancellations (``booking_cancelled`` events).
         booked_minor: booked value per ISO 4217 currency, in minor units.
         cancelled_minor: cancelled value per currency, in minor units.
+        lead_time_days_sum: the sum of ``lead_time_days`` (days from booking to service date)
+            over the bookings that state it.
+        lead_time_bookings: how many bookings state a lead time. The average lead time of
+            the period's bookings is ``lead_time_days_sum ÷ lead_time_bookings``
+            (:attr:`average_lead_time_milli_days`); a cancellation does not change it.
     """
 
     bookings: int = 0
     cancellations: int = 0
     booked_minor: dict[str, int] = field(default_factory=dict)
     cancelled_minor: dict[str, int] = field(default_factory=dict)
+    lead_time_days_sum: int = 0
+    lead_time_bookings: int = 0
+
+    @property
+    def average_lead_time_milli_days(self) -> int | None:
+        """Average lead time of the bookings that state one, in thousandths of a day rounded
+        down; None when none does."""
+        if not self.lead_time_bookings:
+            return None
+        return self.lead_time_days_sum * 1000 // self.lead_time_bookings
 
     @property
     def revenue_minor(self) -> dict[str, int]:
@@ -87,23 +102,28 @@ class VenueTotals:
         whose booked or cancelled value returns to 0 keeps its 0 entry."""
         self.bookings += sign * other.bookings
         self.cancellations += sign * other.cancellations
+        self.lead_time_days_sum += sign * other.lead_time_days_sum
+        self.lead_time_bookings += sign * other.lead_time_bookings
         for c, v in other.booked_minor.items():
             self.booked_minor[c] = self.booked_minor.get(c, 0) + sign * v
         for c, v in other.cancelled_minor.items():
             self.cancelled_minor[c] = self.cancelled_minor.get(c, 0) + sign * v
 
     def to_json(self) -> dict[str, Any]:
-        """The table value: a JSON object with the four fields (integers only)."""
+        """The table value: a JSON object with the six fields (integers only)."""
         return {
             "bookings": self.bookings,
             "cancellations": self.cancellations,
             "booked_minor": dict(self.booked_minor),
             "cancelled_minor": dict(self.cancelled_minor),
+            "lead_time_days_sum": self.lead_time_days_sum,
+            "lead_time_bookings": self.lead_time_bookings,
         }
 
     @classmethod
     def from_json(cls, value: dict[str, Any] | None) -> VenueTotals:
-        """Rebuild from :meth:`to_json` output; ``None`` (no row yet) gives zeros."""
+        """Rebuild from :meth:`to_json` output; ``None`` (no row yet) gives zeros. Rows
+        written before the lead-time fields existed read them as 0."""
         if not value:
             return cls()
         return cls(
@@ -111,6 +131,8 @@ class VenueTotals:
             cancellations=int(value["cancellations"]),
             booked_minor={k: int(v) for k, v in value["booked_minor"].items()},
             cancelled_minor={k: int(v) for k, v in value["cancelled_minor"].items()},
+            lead_time_days_sum=int(value.get("lead_time_days_sum", 0)),
+            lead_time_bookings=int(value.get("lead_time_bookings", 0)),
         )
 
 
@@ -124,6 +146,9 @@ def fold_booking(totals: VenueTotals, event: BookingEvent) -> None:
         totals.bookings += 1
         booked = totals.booked_minor
         booked[event.currency] = booked.get(event.currency, 0) + event.amount_minor
+        if event.lead_time_days is not None:
+            totals.lead_time_days_sum += event.lead_time_days
+            totals.lead_time_bookings += 1
     else:
         totals.cancellations += 1
         cancelled = totals.cancelled_minor
@@ -179,6 +204,8 @@ def sum_totals(parts: Iterable[VenueTotals]) -> VenueTotals:
             out.booked_minor[c] = out.booked_minor.get(c, 0) + v
         for c, v in t.cancelled_minor.items():
             out.cancelled_minor[c] = out.cancelled_minor.get(c, 0) + v
+        out.lead_time_days_sum += t.lead_time_days_sum
+        out.lead_time_bookings += t.lead_time_bookings
     return out
 
 

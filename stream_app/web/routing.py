@@ -128,6 +128,9 @@ def local_periods(
                 "booked_minor": t.booked_minor,
                 "cancelled_minor": t.cancelled_minor,
                 "revenue_minor": t.revenue_minor,
+                "lead_time_days_sum": t.lead_time_days_sum,
+                "lead_time_bookings": t.lead_time_bookings,
+                "average_lead_time_milli_days": t.average_lead_time_milli_days,
             }
         )
     return out
@@ -203,5 +206,7 @@ def as_table_row(period: dict[str, Any]) -> dict[str, Any]:
             "cancellations": period["cancellations"],
             "booked_minor": period["booked_minor"],
             "cancelled_minor": period["cancelled_minor"],
+            "lead_time_days_sum": period.get("lead_time_days_sum", 0),
+            "lead_time_bookings": period.get("lead_time_bookings", 0),
         }
     }

@@ -8,9 +8,11 @@ the CSV. Then replay the same file again and check that nothing changed.
 from __future__ import annotations
 
 import csv
+import gzip
 import hashlib
 import io
 from collections.abc import AsyncIterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,8 @@ from stream_app.replay.produce import replay_hotel_bookings
 from stream_app.settings import Settings
 from stream_app.topics import DEAD_LETTER, REALTIME_METRICS_UPDATES, WEDDING_BOOKINGS
 from tests.e2e.helpers import (
+    MONTHS,
+    VENUE_OF_HOTEL,
     download,
     expected_monthly_from_csv,
     read_topic,
@@ -96,7 +100,7 @@ async def test_report_equals_csv_for_every_venue_month(
 
 
 async def test_metric_updates_end_at_the_table_values(
-    settings: Settings, replayed: dict[tuple[str, str], tuple[int, int, int]]
+    settings: Settings, replayed: dict[tuple[str, str], tuple[int, int, int]], hotel_csv: Path
 ) -> None:
     last: dict[tuple[str, str], dict[str, Any]] = {}
     for rec in await read_topic(settings.kafka_bootstrap, REALTIME_METRICS_UPDATES):
@@ -111,6 +115,23 @@ async def test_metric_updates_end_at_the_table_values(
         k: (v["bookings"], v["cancellations"], v["revenue_minor"]["EUR"]) for k, v in last.items()
     }
     assert got == replayed
+    lead = {k: (v["lead_time_days_sum"], v["lead_time_bookings"]) for k, v in last.items()}
+    assert lead == lead_times_from_csv(hotel_csv)
+
+
+def lead_times_from_csv(path: Path) -> dict[tuple[str, str], tuple[int, int]]:
+    """(venue, arrival month) → (Σ lead_time, rows), straight from the CSV (every row is a
+    booking stating its lead time; the negative-ADR row is invalid and not counted)."""
+    out: dict[tuple[str, str], list[int]] = {}
+    with gzip.open(path, "rt", encoding="utf-8", newline="") as fh:
+        for r in csv.DictReader(fh):
+            if Decimal(r["adr"]) < 0:
+                continue
+            month = f"{int(r['arrival_date_year']):04d}-{MONTHS[r['arrival_date_month']]:02d}"
+            acc = out.setdefault((VENUE_OF_HOTEL[r["hotel"]], month), [0, 0])
+            acc[0] += int(r["lead_time"])
+            acc[1] += 1
+    return {k: (v[0], v[1]) for k, v in out.items()}
 
 
 async def test_negative_adr_booking_is_dead_lettered_with_reason(

@@ -6,6 +6,7 @@ import random
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+import msgspec
 import pytest
 
 from stream_app.schemas.bookings import BookingEvent
@@ -177,3 +178,24 @@ def test_revenue_is_booked_minus_cancelled_per_currency_sorted_by_code() -> None
             c: booked.get(c, 0) - cancelled.get(c, 0) for c in sorted(set(booked) | set(cancelled))
         }
         assert list(got.items()) == list(want.items()), (booked, cancelled)
+
+
+def test_lead_time_sums_the_bookings_that_state_one_and_ignores_cancellations() -> None:
+    events = []
+    for n in range(1, 31):
+        b = booking(n, day=1 + n % 3)
+        lead = None if n % 7 == 0 else (n * 13) % 200
+        events.append(msgspec.structs.replace(b, lead_time_days=lead))
+    cancels = [
+        msgspec.structs.replace(booking(n, cancel=True, day=1 + n % 3), lead_time_days=999)
+        for n in (2, 5)
+    ]
+    store: dict[str, Any] = {}
+    apply(store, batch_of(events + cancels))
+    for v in ("v1", "v2"):
+        mine = [e for e in events if e.venue_id == v and e.lead_time_days is not None]
+        want_sum, want_n = sum(e.lead_time_days or 0 for e in mine), len(mine)
+        got = month(store, v)
+        assert (got.lead_time_days_sum, got.lead_time_bookings) == (want_sum, want_n)
+        assert got.average_lead_time_milli_days == want_sum * 1000 // want_n
+    assert VenueTotals().average_lead_time_milli_days is None
