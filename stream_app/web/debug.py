@@ -15,6 +15,7 @@ from typing import Any
 from aiohttp import web
 
 from stream_app.app import app
+from stream_app.producer_flush import in_flight
 from stream_app.web.views import page
 
 
@@ -23,6 +24,7 @@ def _consumer_state() -> dict[str, Any]:
     out: dict[str, Any] = {
         "commit_in_flight": consumer._commit_fut is not None,
         "producer_buffer_pending": app.producer.buffer.pending.qsize(),
+        "producer_buffer_in_flight": in_flight(app.producer.buffer),
         "partitions": {},
     }
     tps = set(consumer._acked) | set(consumer._committed_offset)

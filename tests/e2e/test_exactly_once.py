@@ -145,6 +145,17 @@ ENV = {
 }
 
 
+async def print_offset_bookkeeping(*workers: WorkerProcess) -> None:
+    """Print each worker's ``/debug/consumer`` (faust's offsets, commit in flight, producer
+    buffer): what a stalled group needs to be diagnosed from the test's output."""
+    for worker in workers:
+        try:
+            async with aiohttp.ClientSession(worker.url) as s, s.get("/debug/consumer") as r:
+                print("offset bookkeeping of", worker.url, await r.text())
+        except aiohttp.ClientError as exc:
+            print("offset bookkeeping of", worker.url, "unavailable:", exc)
+
+
 @pytest.fixture
 def own_workers(worker_factory: WorkerFactory) -> Iterator[None]:
     """Stop the workers a test started when it ends: they run their own consumer group, so
@@ -193,7 +204,11 @@ async def test_rebalance_from_one_worker_to_two(
     await wait_until_partly_done(settings.kafka_bootstrap, group, len(messages))
     two = worker_factory.start(group, "two", **ENV)
     await two.wait_ready(timeout_s=120)
-    await wait_for_lag_zero(settings.kafka_bootstrap, group, WEDDING_BOOKINGS, 240)
+    try:
+        await wait_for_lag_zero(settings.kafka_bootstrap, group, WEDDING_BOOKINGS, 240)
+    except TimeoutError:
+        await print_offset_bookkeeping(one, two)
+        raise
     owned_one, owned_two = await one.wait_ready(), await two.wait_ready()
     assert sorted(owned_one + owned_two) == [0, 1, 2, 3] and owned_one and owned_two
     # either worker answers for every venue, wherever its rows now live
