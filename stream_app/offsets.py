@@ -56,6 +56,10 @@ IN_ORDER_TOPICS: frozenset[str] = frozenset(INPUT_TOPICS)
 HOLE_REPAIR_AFTER_S = 10.0
 """Seconds a hole at the head of a partition's acknowledged offsets may last before repair."""
 
+TAIL_PATIENCE = 3.0
+"""How many times ``HOLE_REPAIR_AFTER_S`` a lagging tail whose read position sits at the
+committed offset may stay without progress before it is sought back."""
+
 _faust_new_offset = Consumer._new_offset
 _faust_add_gap = Consumer._add_gap
 
@@ -151,26 +155,35 @@ class HoleRepair:
         tp: TP,
         state: tuple[int, int],
         now: float,
+        patience: float = 1.0,
     ) -> bool:
-        """Whether ``tp`` has been in ``state`` for ``after_s`` seconds (then it is forgotten,
-        so the next repair waits again); a new or changed state starts the clock."""
+        """Whether ``tp`` has been in ``state`` for ``patience × after_s`` seconds (then it is
+        forgotten, so the next repair waits again); a new or changed state starts the clock."""
         first_seen = since.get(tp)
         if first_seen is None or first_seen[0] != state:
             since[tp] = (state, now)
             return False
-        if now - first_seen[1] < self.after_s:
+        if now - first_seen[1] < self.after_s * patience:
             return False
         del since[tp]
         return True
 
     async def _repair_stalled_tails(self, consumer: Any, now: float) -> list[TP]:
-        """Seek back assigned input partitions whose committed offset is below the end while
-        this worker's read position is stale, for ``after_s`` seconds.
+        """Seek back assigned input partitions that lag (committed offset below the end) with
+        nothing acknowledged and no progress (same committed and read offsets) for
+        ``after_s`` seconds, or ``TAIL_PATIENCE × after_s`` when the read position is at the
+        committed offset.
 
         Seen after a rebalance under load: another worker processed and committed offsets
         past this worker's last read position (``read < committed - 1``, which a single owner
         can never produce), the message at the committed offset was never delivered here
-        again, and the group stayed one message behind for ever.
+        again, and the group stayed one message behind for ever. Seen in a CI run: a
+        partition 14 messages behind for 4 minutes after a rebalance, with no hole and no
+        acknowledgement; whatever holds such a tail (its messages dropped around the
+        rebalance, a fetch position that stopped), a seek to the committed offset delivers
+        them again. A read position at the committed offset is also where a partition paused
+        by flow control waits, so it gets more patience; a redelivery is harmless anyway (the
+        folds are idempotent), it only costs time.
         """
         repaired: list[TP] = []
         stalled: set[TP] = set()
@@ -185,12 +198,10 @@ class HoleRepair:
             read = consumer._read_offset.get(tp)
             if committed is None or end is None or committed >= end:
                 continue
-            if read is None or read >= committed - 1:
-                # a worker cannot commit past what it read: this is ordinary progress (or
-                # flow control holding the partition), not a stall
-                continue
+            patience = 1.0 if read is None or read < committed - 1 else TAIL_PATIENCE
             stalled.add(tp)
-            if not self._lasted(self._tails, tp, (committed, -1), now):
+            state = (committed, -1 if read is None else read)
+            if not self._lasted(self._tails, tp, state, now, patience):
                 continue
             _log_seek_back(tp, committed, end - 1)
             if await _seek_back(consumer, tp, committed):

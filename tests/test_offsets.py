@@ -149,3 +149,23 @@ async def test_a_tail_being_processed_or_caught_up_is_left_alone() -> None:
     state.ends[TP_BOOKINGS] = 6140
     assert await repair.check(state, now=175.0) == []
     assert state.sought == []
+
+
+async def test_a_tail_without_progress_at_the_committed_offset_is_repaired_later() -> None:
+    """The CI case: 14 messages behind after a rebalance, nothing acknowledged, the read
+    position at the committed offset, for minutes: after 3 × 10 s it is sought back."""
+    state = Bookkeeping(TP_BOOKINGS, [], 6127)
+    state.ends[TP_BOOKINGS] = 6141
+    state._read_offset[TP_BOOKINGS] = 6127
+    repair = HoleRepair(after_s=10)
+    for now in (100.0, 110.0, 120.0, 129.0):
+        assert await repair.check(state, now=now) == []
+    assert await repair.check(state, now=130.0) == [TP_BOOKINGS]
+    assert state.sought == [(TP_BOOKINGS, 6127)]
+    # progress restarts the clock
+    state._read_offset[TP_BOOKINGS] = 6128
+    assert await repair.check(state, now=131.0) == []
+    state._committed_offset[TP_BOOKINGS] = 6128
+    assert await repair.check(state, now=150.0) == []
+    assert await repair.check(state, now=175.0) == []
+    assert state.sought == [(TP_BOOKINGS, 6127)]
