@@ -15,13 +15,13 @@ def _env(name: str, default: str) -> str:
     return os.environ.get(name, default)
 
 
-def _int(name: str, default: int, low: int, high: int) -> int:
-    """The integer variable ``name`` (``default`` when unset), within ``[low, high]``.
+def parse_int(name: str, raw: str, low: int, high: int) -> int:
+    """``raw``, the value of variable ``name``, as an integer within ``[low, high]``.
 
     Raises:
         ValueError: not an integer, or out of range; the message names the variable.
     """
-    raw = _env(name, str(default)).strip()
+    raw = raw.strip()
     try:
         value = int(raw)
     except ValueError:
@@ -31,19 +31,70 @@ def _int(name: str, default: int, low: int, high: int) -> int:
     return value
 
 
-def _float(name: str, default: float, low: float, high: float) -> float:
-    """The number variable ``name`` (``default`` when unset), finite and within ``[low, high]``.
+def parse_float(name: str, raw: str, low: float, high: float) -> float:
+    """``raw``, the value of variable ``name``, as a finite number within ``[low, high]``.
 
     Raises:
         ValueError: not a number, not finite, or out of range; the message names the variable.
     """
-    raw = _env(name, str(default)).strip()
+    raw = raw.strip()
     try:
         value = float(raw)
     except ValueError:
         raise ValueError(f"{name}: expected a number, got {raw!r}") from None
     if not math.isfinite(value) or not low <= value <= high:
         raise ValueError(f"{name}: must be a number between {low:g} and {high:g}, got {raw!r}")
+    return value
+
+
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def parse_flag(name: str, raw: str) -> bool:
+    """``raw``, the value of variable ``name``, as a switch: ``1``/``true``/``yes``/``on`` or
+    ``0``/``false``/``no``/``off`` (any case).
+
+    Raises:
+        ValueError: anything else; the message names the variable.
+    """
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ValueError(f"{name}: must be 1/true/yes/on or 0/false/no/off, got {raw!r}")
+
+
+def _int(name: str, default: int, low: int, high: int) -> int:
+    """The integer variable ``name`` (``default`` when unset): :func:`parse_int`."""
+    return parse_int(name, _env(name, str(default)), low, high)
+
+
+def _float(name: str, default: float, low: float, high: float) -> float:
+    """The number variable ``name`` (``default`` when unset): :func:`parse_float`."""
+    return parse_float(name, _env(name, str(default)), low, high)
+
+
+def _flag(name: str, default: bool) -> bool:
+    """The switch variable ``name`` (``default`` when unset): :func:`parse_flag`."""
+    return parse_flag(name, _env(name, "1" if default else "0"))
+
+
+MIN_SECRET_BYTES = 32
+"""Shortest HS256 secret accepted (RFC 7518 §3.2: a key of at least the hash's 256 bits)."""
+
+
+def _secret(name: str, default: str) -> str:
+    """The secret variable ``name`` (``default`` when unset), at least 32 bytes.
+
+    Raises:
+        ValueError: shorter; the message names the variable.
+    """
+    value = _env(name, default)
+    if len(value.encode()) < MIN_SECRET_BYTES:
+        raise ValueError(
+            f"{name}: must be at least {MIN_SECRET_BYTES} bytes, got {len(value.encode())}"
+        )
     return value
 
 
@@ -136,7 +187,9 @@ class Settings:
     web_host: str = field(default_factory=lambda: _env("WEDDING_WEB_HOST", "127.0.0.1"))
     web_port: int = field(default_factory=lambda: _int("WEDDING_WEB_PORT", 6066, 1, 65535))
     jwt_secret: str = field(
-        default_factory=lambda: _env("WEDDING_JWT_SECRET", "dev-only-secret-change-me-0123456789")
+        default_factory=lambda: _secret(
+            "WEDDING_JWT_SECRET", "dev-only-secret-change-me-0123456789"
+        )
     )
     rocksdb_block_cache_bytes: int = 16 * 1024 * 1024
     rocksdb_write_buffer_bytes: int = 16 * 1024 * 1024
@@ -159,16 +212,16 @@ class Settings:
         default_factory=lambda: _float("WEDDING_STALL_REPORT_S", 300, 1, 86_400)
     )
     stream_wait_empty: bool = field(
-        default_factory=lambda: _env("WEDDING_STREAM_WAIT_EMPTY", "0") == "1"
+        default_factory=lambda: _flag("WEDDING_STREAM_WAIT_EMPTY", False)
     )
     grace_s: float = field(default_factory=lambda: _float("WEDDING_GRACE_S", 3600, 0, 31 * 86_400))
     session_timeout_s: float = field(
         default_factory=lambda: _float("WEDDING_SESSION_TIMEOUT_S", 30, 1, 1800)
     )
     allow_private_targets: bool = field(
-        default_factory=lambda: _env("WEDDING_ALLOW_PRIVATE_TARGETS", "0") == "1"
+        default_factory=lambda: _flag("WEDDING_ALLOW_PRIVATE_TARGETS", False)
     )
-    scheduling_enabled: bool = field(default_factory=lambda: _env("WEDDING_SCHEDULING", "1") == "1")
+    scheduling_enabled: bool = field(default_factory=lambda: _flag("WEDDING_SCHEDULING", True))
     scheduler_interval_s: float = field(
         default_factory=lambda: _float("WEDDING_SCHEDULER_INTERVAL_S", 15, 0.1, 3600)
     )

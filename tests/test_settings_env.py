@@ -23,6 +23,10 @@ from stream_app.settings import load_settings
         ("WEDDING_PARTITIONS", "0", "WEDDING_PARTITIONS: must be between 1"),
         ("WEDDING_OFFSET_RESET", "bogus", "WEDDING_OFFSET_RESET: must be one of earliest, latest"),
         ("WEDDING_GC_GEN0_THRESHOLD", "-1", "WEDDING_GC_GEN0_THRESHOLD: must be between 0"),
+        ("WEDDING_SCHEDULING", "maybe", "WEDDING_SCHEDULING: must be 1/true/yes/on or 0/f"),
+        ("WEDDING_ALLOW_PRIVATE_TARGETS", "2", "WEDDING_ALLOW_PRIVATE_TARGETS: must be 1/true"),
+        ("WEDDING_JWT_SECRET", "x", "WEDDING_JWT_SECRET: must be at least 32 bytes, got 1"),
+        ("WEDDING_JWT_SECRET", "", "WEDDING_JWT_SECRET: must be at least 32 bytes, got 0"),
     ],
 )
 def test_a_bad_value_names_its_variable(
@@ -45,3 +49,30 @@ def test_good_values_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
         "latest",
         0.0,
     )
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("1", True), ("true", True), ("YES", True), ("on", True), ("0", False), ("off", False)],
+)
+def test_switches_read_the_usual_spellings(
+    monkeypatch: pytest.MonkeyPatch, value: str, expected: bool
+) -> None:
+    monkeypatch.setenv("WEDDING_SCHEDULING", value)
+    assert load_settings().scheduling_enabled is expected
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("WEDDING_SMTP_PORT", "abc", "WEDDING_SMTP_PORT: expected an integer"),
+        ("WEDDING_SMTP_PORT", "0", "WEDDING_SMTP_PORT: must be between 1 and 65535"),
+        ("WEDDING_SFTP_CONNECT_TIMEOUT_S", "nan", "WEDDING_SFTP_CONNECT_TIMEOUT_S: must be"),
+        ("WEDDING_EMAIL_MAX_ATTACHMENT_BYTES", "-1", "WEDDING_EMAIL_MAX_ATTACHMENT_BYTES: must"),
+    ],
+)
+def test_delivery_variables_name_themselves(variable: str, value: str, message: str) -> None:
+    from stream_app.delivery.dispatch import load_delivery_config
+
+    with pytest.raises(ValueError, match=message):
+        load_delivery_config({variable: value}, fallback_secret="s" * 32)

@@ -49,6 +49,7 @@ from stream_app.schedules.model import (
 )
 from stream_app.schedules.store import ClaimedRun, set_run_status
 from stream_app.schemas.updates import ReportStatus
+from stream_app.settings import parse_float, parse_int
 
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -113,10 +114,13 @@ def load_delivery_config(
         raise ValueError(f"WEDDING_SMTP_TLS: {tls!r} is not implicit, starttls or none")
     secret = env.get("WEDDING_LINK_SECRET") or fallback_secret
     if not secret:
-        raise ValueError("WEDDING_LINK_SECRET: required (at least 32 bytes)")
+        raise ValueError(
+            "WEDDING_LINK_SECRET: required (at least 32 bytes; it defaults to"
+            " WEDDING_JWT_SECRET, which is empty)"
+        )
     smtp = SmtpConfig(
         host=env.get("WEDDING_SMTP_HOST", "127.0.0.1"),
-        port=int(env.get("WEDDING_SMTP_PORT", "25")),
+        port=parse_int("WEDDING_SMTP_PORT", env.get("WEDDING_SMTP_PORT", "25"), 1, 65535),
         sender=env.get("WEDDING_SMTP_SENDER", "reports@localhost"),
         username=env.get("WEDDING_SMTP_USERNAME") or None,
         password=env.get("WEDDING_SMTP_PASSWORD") or None,
@@ -128,11 +132,17 @@ def load_delivery_config(
         signer=LinkSigner(
             secret=secret, base_url=env.get("WEDDING_PUBLIC_BASE_URL", "http://127.0.0.1:6066")
         ),
-        max_attachment_bytes=int(
-            env.get("WEDDING_EMAIL_MAX_ATTACHMENT_BYTES", str(DEFAULT_MAX_ATTACHMENT_BYTES))
+        max_attachment_bytes=parse_int(
+            "WEDDING_EMAIL_MAX_ATTACHMENT_BYTES",
+            env.get("WEDDING_EMAIL_MAX_ATTACHMENT_BYTES", str(DEFAULT_MAX_ATTACHMENT_BYTES)),
+            0,
+            1 << 40,
         ),
-        sftp_connect_timeout_s=float(
-            env.get("WEDDING_SFTP_CONNECT_TIMEOUT_S", str(DEFAULT_CONNECT_TIMEOUT_S))
+        sftp_connect_timeout_s=parse_float(
+            "WEDDING_SFTP_CONNECT_TIMEOUT_S",
+            env.get("WEDDING_SFTP_CONNECT_TIMEOUT_S", str(DEFAULT_CONNECT_TIMEOUT_S)),
+            0.1,
+            3600,
         ),
     )
 

@@ -13,8 +13,18 @@ from stream_app.schemas.base import (
     check_event_time,
     check_schema_version,
 )
+from stream_app.tables.windows import FIRST_YEAR, LAST_YEAR
 
 BOOKING_SCHEMA_VERSIONS = frozenset({1})
+
+FIRST_SERVICE_YEAR, LAST_SERVICE_YEAR = FIRST_YEAR, LAST_YEAR
+"""Service dates the tables accept: the years their reads accept."""
+MAX_NIGHTS = 366
+"""Longest stay in nights (a year)."""
+MAX_LEAD_DAYS = 36_600
+"""Longest lead time in days (a hundred years): it is summed in the tables."""
+MAX_GUESTS = 100_000
+"""Most guests of one booking."""
 
 
 class BookingEvent(EventBase, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -52,9 +62,14 @@ class BookingEvent(EventBase, frozen=True, kw_only=True, forbid_unknown_fields=T
         check_event_time(self.occurred_at)
         check_schema_version(self.schema_version, BOOKING_SCHEMA_VERSIONS)
         check_currency(self.currency)
-        if self.nights < 0:
-            raise ValueError("$.nights: must be >= 0")
-        if self.lead_time_days is not None and self.lead_time_days < 0:
-            raise ValueError("$.lead_time_days: must be >= 0")
-        if self.guest_count is not None and self.guest_count < 0:
-            raise ValueError("$.guest_count: must be >= 0")
+        if not FIRST_SERVICE_YEAR <= self.service_date.year <= LAST_SERVICE_YEAR:
+            raise ValueError(
+                f"$.service_date: the year must be {FIRST_SERVICE_YEAR}..{LAST_SERVICE_YEAR}"
+                " (the years the tables can be read for)"
+            )
+        if not 0 <= self.nights <= MAX_NIGHTS:
+            raise ValueError(f"$.nights: must be between 0 and {MAX_NIGHTS}")
+        if self.lead_time_days is not None and not 0 <= self.lead_time_days <= MAX_LEAD_DAYS:
+            raise ValueError(f"$.lead_time_days: must be between 0 and {MAX_LEAD_DAYS}")
+        if self.guest_count is not None and not 0 <= self.guest_count <= MAX_GUESTS:
+            raise ValueError(f"$.guest_count: must be between 0 and {MAX_GUESTS}")

@@ -429,6 +429,9 @@ def fold_batch(
                         wide = window_of(grain, ev.occurred_at, zone)
                         up_key = table_key(org, venue, wide.grain, wide.label)
                         touch(up_key, w.label, key, ev, (org, venue, wide.grain, wide.label))
+            if "event_day" in missed:
+                # the week and month are sums of local days: a day too late is missed there too
+                missed.extend(("event_week", "event_month"))
             if watermark is None or ev.occurred_at > watermark:
                 marks[org] = ev.occurred_at
         if duplicate:

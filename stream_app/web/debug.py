@@ -16,6 +16,7 @@ from aiohttp import web
 
 from stream_app.app import app
 from stream_app.producer_flush import in_flight
+from stream_app.settings import parse_flag
 from stream_app.web.views import page
 
 
@@ -42,7 +43,7 @@ def _consumer_state() -> dict[str, Any]:
     return out
 
 
-if os.environ.get("WEDDING_DEBUG") == "1":
+if parse_flag("WEDDING_DEBUG", os.environ.get("WEDDING_DEBUG", "0")):
 
     @page("/debug/consumer")
     async def debug_consumer(self: Any, request: web.Request) -> web.StreamResponse:

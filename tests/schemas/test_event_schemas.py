@@ -52,6 +52,12 @@ def test_valid_event_decodes_to_utc_instant() -> None:
         (with_(event_type="booking_exploded"), "$.event_type", "Invalid enum value"),
         (with_(venue_id="a/b"), "$.venue_id", "match"),
         (with_(unexpected="x"), "$", "unknown field"),
+        (with_(service_date="9999-12-31"), "$.service_date", "1900..2099"),
+        (with_(service_date="1899-12-31"), "$.service_date", "1900..2099"),
+        (with_(nights=10**12), "$.nights", "between 0 and 366"),
+        (with_(nights=-1), "$.nights", "between 0 and 366"),
+        (with_(guest_count=2**63), "$.guest_count", "between 0 and 100000"),
+        (with_(lead_time_days=2**63), "$.lead_time_days", "between 0 and 36600"),
     ],
 )
 def test_malformed_events_name_the_field(raw: bytes, field: str, words: str) -> None:

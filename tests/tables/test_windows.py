@@ -190,6 +190,21 @@ def test_late_events_miss_only_their_closed_windows() -> None:
     assert store["~watermark/0/org"]["event_time"] == "2026-05-01T11:40:00+00:00"
 
 
+def test_a_day_too_late_is_missed_by_its_week_and_month_and_says_so() -> None:
+    """The fresh user's case: 20 March, then 18 March. The 18th's day is closed, its week
+    (W12) and month still open, but they are sums of local days: the event misses them too,
+    and ``late`` lists them, so the late-events header and counter tell the truth."""
+    store: dict[str, Any] = {}
+    result = fold(store, [ev(1, utc(2026, 3, 20, 12)), ev(2, utc(2026, 3, 18, 12))], 0)
+    assert result.outcomes == ["counted", "late"]
+    assert result.late == {
+        1: ["event_hour", "event_day_utc", "event_day", "event_week", "event_month"]
+    }
+    assert row(store, "event_week", "2026-W12").bookings == 1
+    assert row(store, "event_month", "2026-03").bookings == 1
+    assert row(store, "month", "2026-09").bookings == 2  # the service-date totals: both
+
+
 def test_watermark_persists_between_batches() -> None:
     store: dict[str, Any] = {}
     fold(store, STREAM[:4], 0)
