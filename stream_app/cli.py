@@ -233,6 +233,84 @@ def _cmd_cancel(args: argparse.Namespace) -> int:
     return 0 if outcome == "cancelled" else 1
 
 
+_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+"""The event schemas' identifier rule (``stream_app.schemas.base.Identifier``)."""
+
+
+def _check_id(option: str, value: str) -> str:
+    if not _ID.match(value):
+        raise ValueError(
+            f"{option}: 1-128 characters of A-Z, a-z, 0-9, '.', '_', ':' or '-', got {value!r}"
+        )
+    return value
+
+
+def _cmd_org(args: argparse.Namespace) -> int:
+    """Create or update an organisation in PostgreSQL (its zone and default currency)."""
+    import asyncpg
+
+    from stream_app.db.tenancy import Organization, check_time_zone, upsert_organization
+    from stream_app.schemas.base import check_currency
+    from stream_app.settings import load_settings
+
+    org = Organization(
+        id=_check_id("ORG", args.org),
+        name=args.name or args.org,
+        time_zone=args.zone,
+        currency=args.currency,
+    )
+    try:
+        check_currency(org.currency)
+    except ValueError as exc:
+        raise ValueError(f"--currency: {str(exc).removeprefix('$.currency: ')}") from None
+    try:
+        check_time_zone(org.time_zone)
+    except ValueError:
+        raise ValueError(f"--zone: {org.time_zone!r} is not an IANA time zone") from None
+
+    async def run() -> None:
+        conn = await asyncpg.connect(load_settings().postgres_dsn)
+        try:
+            await upsert_organization(conn, org)
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
+    print(f"organisation {org.id}: {org.name}, {org.time_zone}, {org.currency}")
+    return 0
+
+
+def _cmd_venue(args: argparse.Namespace) -> int:
+    """Create or update a venue of an existing organisation (capacity: events per day)."""
+    import asyncpg
+
+    from stream_app.db.tenancy import Venue, upsert_venue
+    from stream_app.settings import load_settings
+
+    org = _check_id("ORG", args.org)
+    venue = Venue(
+        id=_check_id("VENUE", args.venue), name=args.name or args.venue, capacity=args.capacity
+    )
+    if venue.capacity is not None and venue.capacity < 0:
+        raise ValueError(f"--capacity: must be >= 0, got {venue.capacity}")
+
+    async def run() -> None:
+        conn = await asyncpg.connect(load_settings().postgres_dsn)
+        try:
+            await upsert_venue(conn, org, venue)
+        finally:
+            await conn.close()
+
+    try:
+        asyncio.run(run())
+    except asyncpg.ForeignKeyViolationError:
+        raise ValueError(
+            f"ORG: no organisation {org!r}; create it first: wedding-engine org {org} --zone …"
+        ) from None
+    print(f"venue {org}/{venue.id}: {venue.name}, capacity {venue.capacity}")
+    return 0
+
+
 def _cmd_token(args: argparse.Namespace) -> int:
     from stream_app.settings import load_settings
     from stream_app.web.auth import issue_token
@@ -309,6 +387,16 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("cancel", help="cancel a queued or running report")
     c.add_argument("--org", required=True)
     c.add_argument("report_id")
+    o = sub.add_parser("org", help="create or update an organisation (tenant)")
+    o.add_argument("org", metavar="ORG")
+    o.add_argument("--zone", required=True, help="IANA time zone, e.g. Europe/Lisbon")
+    o.add_argument("--currency", default="EUR", help="default ISO 4217 currency")
+    o.add_argument("--name", default=None, help="display name (default: the id)")
+    v = sub.add_parser("venue", help="create or update a venue of an organisation")
+    v.add_argument("org", metavar="ORG")
+    v.add_argument("venue", metavar="VENUE")
+    v.add_argument("--capacity", type=int, default=None, help="events per day (default unknown)")
+    v.add_argument("--name", default=None, help="display name (default: the id)")
     t = sub.add_parser("token", help="print a development API token")
     t.add_argument("--org", required=True)
     t.add_argument("--user", default="dev")
@@ -338,6 +426,8 @@ def main(argv: list[str] | None = None) -> int:
         "cancel": _cmd_cancel,
         "token": _cmd_token,
         "demo": _cmd_demo,
+        "org": _cmd_org,
+        "venue": _cmd_venue,
     }
     try:
         return handlers[args.command](args)

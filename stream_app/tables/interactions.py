@@ -25,8 +25,12 @@ an inquiry that turns out to be earlier, are kept in ``early_responses`` (ISO ti
 responses earlier than ``first_inquiry_at``, or all responses while there is no inquiry), so a
 late-arriving earlier inquiry still finds its first response exactly.
 
-Conversion inquiry → booking needs ``wedding-bookings`` events, which are keyed by venue, not
-by client; it is left to read time (not computed here).
+Conversion inquiry → booking: a ``booked`` event (the client signed) is folded into the
+client's row (``bookings``, ``booked_at``, ``converted_at`` = the first booking at or after the
+first inquiry, ``days_to_book`` in whole days rounded down, ``direct_bookings`` = bookings
+with no earlier inquiry; order-independent like the first response, through
+``early_bookings``). An organisation's conversion per cohort is added up at read time
+(:mod:`stream_app.tables.summaries`).
 
 Rows: ``org/client/all/all`` (the values above) and ``org/client/~ids/all`` (the guard row).
 Exactly once: see :mod:`stream_app.tables.guarded` (data rows first, then the guard row).
