@@ -16,8 +16,9 @@ Errors are JSON: ``{"error": {"code", "reason", "field"}}``.
 
 from __future__ import annotations
 
+import re
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -54,12 +55,53 @@ MAX_PERIODS = 400
 Handler = Callable[..., Awaitable[web.StreamResponse]]
 
 
+ENTITY_PATH_PARAMS: frozenset[str] = frozenset({"org", "venue", "booking", "client", "supplier"})
+"""Path segments that name an organisation or an entity of the events."""
+
+_IDENTIFIER = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
+"""The event schemas' identifier rule (:data:`stream_app.schemas.base.Identifier`)."""
+
+
+def check_path_ids(params: Mapping[str, Any]) -> None:
+    """Refuse a path id no event could carry (the events' identifier rule).
+
+    Raises:
+        ApiError: 400 ``invalid_field``, ``field`` = ``path.<name>``.
+    """
+    for name in ENTITY_PATH_PARAMS & params.keys():
+        value = params[name]
+        if not isinstance(value, str) or not _IDENTIFIER.fullmatch(value):
+            raise ApiError(
+                400,
+                "invalid_field",
+                f"{name}: 1-128 characters of A-Z, a-z, 0-9, '.', '_', ':' or '-'",
+                field=f"path.{name}",
+            )
+
+
+def check_single_query_values(request: web.Request) -> None:
+    """Refuse a query parameter given twice (which one would count is a guess).
+
+    Raises:
+        ApiError: 400 ``invalid_field`` naming the parameter.
+    """
+    for key in request.query.keys():  # noqa: SIM118 - a multidict: each key once
+        if len(request.query.getall(key)) > 1:
+            raise ApiError(400, "invalid_field", f"{key}: given more than once", field=key)
+
+
 def api(route: str) -> Callable[[Handler], Handler]:
-    """Wrap a handler: ApiError → JSON error response; count requests by route and status."""
+    """Wrap a handler: ApiError → JSON error response; count requests by route and status.
+    Path ids (:data:`ENTITY_PATH_PARAMS`) and repeated query parameters are checked first
+    (:func:`check_path_ids`, :func:`check_single_query_values`)."""
 
     def decorate(fn: Handler) -> Handler:
         async def wrapper(*args: Any, **kwargs: Any) -> web.StreamResponse:
             try:
+                check_path_ids(kwargs)
+                for arg in args:
+                    if isinstance(getattr(arg, "query", None), Mapping):  # the request
+                        check_single_query_values(arg)
                 resp = await fn(*args, **kwargs)
             except ApiError as exc:
                 resp = exc.response()

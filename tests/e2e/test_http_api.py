@@ -6,6 +6,7 @@ from typing import Any
 
 import aiohttp
 import asyncpg
+import pytest
 
 from stream_app.db.tenancy import Organization, upsert_organization
 from stream_app.devservices.workers import WorkerProcess
@@ -50,6 +51,26 @@ async def test_bad_queries_name_the_field(settings: Settings, main_worker: Worke
         status, body = await call(main_worker, "GET", base + query, h)
         assert status == 400, (query, body)
         assert body["error"]["field"] == field, (query, body)
+
+
+@pytest.mark.parametrize(
+    ("path", "field"),
+    [
+        ("/orgs/org-a/clients/c%2F1/interactions", "path.client"),
+        ("/orgs/org-a/clients/%F0%9F%98%80/interactions", "path.client"),
+        (f"/orgs/org-a/clients/{'a' * 129}/interactions", "path.client"),
+        ("/orgs/org-a/suppliers/~ids/activity?from=2026-01&to=2026-01", "path.supplier"),
+        ("/orgs/org-a/bookings/b%201/payments", "path.booking"),
+        ("/orgs/org-a/venues/ba%20rn/metrics?grain=month&from=2026-01&to=2026-02", "path.venue"),
+        ("/orgs/org%20a/payments/summary", "path.org"),
+        ("/orgs/org-a/interactions/summary?from=2026-01&to=2026-02&from=2025-01", "from"),
+    ],
+)
+async def test_path_ids_no_event_could_carry_and_repeated_parameters_are_400s(
+    settings: Settings, main_worker: WorkerProcess, path: str, field: str
+) -> None:
+    status, body = await call(main_worker, "GET", path, auth(settings, "org-a"))
+    assert (status, body["error"]["code"], body["error"]["field"]) == (400, "invalid_field", field)
 
 
 async def test_bad_report_requests_are_400_naming_the_field(
