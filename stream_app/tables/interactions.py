@@ -182,3 +182,24 @@ def fold_batch(
     argument is in :mod:`stream_app.tables.guarded`).
     """
     return fold_guarded(get, batch, plan)
+
+
+def average_rating_milli(ratings: dict[str, int]) -> int | None:
+    """Average of a ratings distribution ``{"1": count, …, "5": count}``: ``Σ score × count ÷
+    Σ count`` in thousandths, rounded down; None without ratings."""
+    n = sum(ratings.values())
+    return sum(int(s) * c for s, c in ratings.items()) * 1000 // n if n else None
+
+
+def nps_figures(nps: dict[str, int]) -> tuple[int, int, int, int | None]:
+    """``(answers, promoters, detractors, score)`` of an NPS distribution ``{"0": count, …,
+    "10": count}``: promoters answer 9–10, detractors 0–6, score = ``100 × (promoters −
+    detractors) ÷ answers`` rounded toward zero (−100..100; None without answers)."""
+    answers = sum(nps.values())
+    promoters = sum(n for s, n in nps.items() if int(s) >= 9)
+    detractors = sum(n for s, n in nps.items() if int(s) <= 6)
+    if not answers:
+        return answers, promoters, detractors, None
+    diff = 100 * (promoters - detractors)
+    q = abs(diff) // answers
+    return answers, promoters, detractors, q if diff >= 0 else -q

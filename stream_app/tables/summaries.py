@@ -72,6 +72,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from stream_app.tables.bookings import row_totals
+from stream_app.tables.interactions import average_rating_milli, nps_figures
 from stream_app.tables.suppliers import COUNTERS
 
 Part = dict[str, Any]
@@ -132,11 +133,6 @@ def rate(numerator: int, denominator: int) -> dict[str, int | None]:
         "denominator": denominator,
         "basis_points": numerator * 10_000 // denominator if denominator else None,
     }
-
-
-def _toward_zero(numerator: int, denominator: int) -> int:
-    q = abs(numerator) // denominator
-    return q if numerator >= 0 else -q
 
 
 def local_month(iso: str, zone: ZoneInfo) -> str:
@@ -271,11 +267,8 @@ def finish_interactions(merged: Part, months: list[str]) -> dict[str, Any]:
         for c in merged["cohorts"].values()
     )["cohorts"].get("*", _empty_cohort())
     ratings: dict[str, int] = merged["ratings"]
-    n_ratings = sum(ratings.values())
     nps: dict[str, int] = merged["nps"]
-    answers = sum(nps.values())
-    promoters = sum(n for s, n in nps.items() if int(s) >= 9)
-    detractors = sum(n for s, n in nps.items() if int(s) <= 6)
+    answers, promoters, detractors, score = nps_figures(nps)
     return {
         "cohorts": [
             {
@@ -289,19 +282,15 @@ def finish_interactions(merged: Part, months: list[str]) -> dict[str, Any]:
         "totals": _cohort_figures(all_months, sum(merged["direct"].values())),
         "ratings": {
             "distribution": dict(sorted(ratings.items(), key=lambda kv: int(kv[0]))),
-            "count": n_ratings,
-            "average_milli": (
-                sum(int(s) * n for s, n in ratings.items()) * 1000 // n_ratings
-                if n_ratings
-                else None
-            ),
+            "count": sum(ratings.values()),
+            "average_milli": average_rating_milli(ratings),
         },
         "nps": {
             "distribution": dict(sorted(nps.items(), key=lambda kv: int(kv[0]))),
             "answers": answers,
             "promoters": promoters,
             "detractors": detractors,
-            "score": _toward_zero(100 * (promoters - detractors), answers) if answers else None,
+            "score": score,
         },
     }
 
@@ -326,14 +315,7 @@ def payments_part(
         ``{"bookings": payment rows read, "payments", "refunds": counts, "collected_minor",
         "refunded_minor", "booked_minor": {currency: minor units}}``.
     """
-    out: Part = {
-        "bookings": 0,
-        "payments": 0,
-        "refunds": 0,
-        "collected_minor": {},
-        "refunded_minor": {},
-        "booked_minor": {},
-    }
+    out = _empty_payments()
     for key, values in payment_rows:
         if _entity_grain_period(key)[1:] != ("all", "all"):
             continue
@@ -349,9 +331,8 @@ def payments_part(
     return out
 
 
-def merge_payments(parts: Iterable[Part]) -> Part:
-    """The sum of payments parts (same shape as one part)."""
-    out: Part = {
+def _empty_payments() -> Part:
+    return {
         "bookings": 0,
         "payments": 0,
         "refunds": 0,
@@ -359,6 +340,11 @@ def merge_payments(parts: Iterable[Part]) -> Part:
         "refunded_minor": {},
         "booked_minor": {},
     }
+
+
+def merge_payments(parts: Iterable[Part]) -> Part:
+    """The sum of payments parts (same shape as one part)."""
+    out = _empty_payments()
     for p in parts:
         for field in ("bookings", "payments", "refunds"):
             out[field] += p[field]

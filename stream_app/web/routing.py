@@ -40,31 +40,24 @@ def owner_url(organization_id: str, venue_id: str) -> str | None:
         ApiError: 503 while this worker restores its tables, or when no worker holds the
             partition (a rebalance is under way).
     """
-    if getattr(app, "in_recovery", False) or getattr(app, "rebalancing", False):
-        # rows being restored from the changelog would read as zeros: refuse, the caller retries
-        raise ApiError(503, "recovering", "this worker is restoring its tables; retry")
-    partition = venue_partition(organization_id, venue_id)
     changelog = venue_bookings.changelog_topic.get_topic_name()
-    if any(
-        tp.topic == changelog and tp.partition == partition
-        for tp in app.assignor.assigned_actives()
-    ):
-        return None
-    for url, topics in app.assignor.table_metadata(changelog).items():
-        if partition in topics.get(changelog, []):
-            return str(url).rstrip("/")
-    raise ApiError(503, "rebalancing", f"no worker holds partition {partition} right now; retry")
+    return changelog_owner(
+        changelog, venue_partition(organization_id, venue_id), no_owner_code="rebalancing"
+    )
 
 
-def changelog_owner(changelog: str, partition: int) -> str | None:
+def changelog_owner(
+    changelog: str, partition: int, *, no_owner_code: str = "recovering"
+) -> str | None:
     """Base URL of the worker holding ``partition`` of the table changelog ``changelog``.
 
     Returns:
         None when this worker holds it, else the owner's base URL (no trailing ``/``).
 
     Raises:
-        ApiError: 503 ``recovering`` while this worker restores its tables or rebalances, or
-            when no worker holds the partition right now (nobody can answer; retry).
+        ApiError: 503 ``recovering`` while this worker restores its tables or rebalances
+            (rows being restored would read as zeros), or ``no_owner_code`` when no worker
+            holds the partition right now (nobody can answer; retry).
     """
     if getattr(app, "in_recovery", False) or getattr(app, "rebalancing", False):
         raise ApiError(503, "recovering", "this worker is restoring its tables; retry")
@@ -76,7 +69,7 @@ def changelog_owner(changelog: str, partition: int) -> str | None:
     for url, topics in app.assignor.table_metadata(changelog).items():
         if partition in topics.get(changelog, []):
             return str(url).rstrip("/")
-    raise ApiError(503, "recovering", f"no worker holds partition {partition} right now; retry")
+    raise ApiError(503, no_owner_code, f"no worker holds partition {partition} right now; retry")
 
 
 async def remote_json(

@@ -73,12 +73,6 @@ async def forward_if_remote(
     return web.json_response(body)
 
 
-def _toward_zero(numerator: int, denominator: int) -> int:
-    """``numerator ÷ denominator`` rounded toward zero, in integers (``denominator`` > 0)."""
-    q = abs(numerator) // denominator
-    return q if numerator >= 0 else -q
-
-
 def _values(table: Any, key: str) -> dict[str, Any] | None:
     row = table.get(key)
     return None if row is None else dict(row["values"])
@@ -140,23 +134,13 @@ async def client_interactions(
     )
     values.pop("early_responses", None)
     values.pop("early_bookings", None)
-    ratings: dict[str, int] = values["ratings"]
-    n_ratings = sum(ratings.values())
-    nps: dict[str, int] = values["nps"]
-    answers = sum(nps.values())
-    promoters = sum(n for s, n in nps.items() if int(s) >= 9)
-    detractors = sum(n for s, n in nps.items() if int(s) <= 6)
     return web.json_response(
         {
             "organization_id": org,
             "client_id": client,
             **values,
-            "average_rating_milli": (
-                sum(int(s) * n for s, n in ratings.items()) * 1000 // n_ratings
-                if n_ratings
-                else None
-            ),
-            "nps_score": _toward_zero(100 * (promoters - detractors), answers) if answers else None,
+            "average_rating_milli": interactions_tables.average_rating_milli(values["ratings"]),
+            "nps_score": interactions_tables.nps_figures(values["nps"])[3],
         }
     )
 
