@@ -74,6 +74,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     from stream_app.worker import app
 
     tabledir = Path(app.conf.tabledir)
+    statedir.lock_state(tabledir)  # one worker per data folder, held until the process ends
     statedir.open_state(tabledir)  # after a crash: rebuilt from the changelog
     from stream_app.gc_tuning import tune
 
@@ -291,8 +292,8 @@ def _cmd_venue(args: argparse.Namespace) -> int:
     venue = Venue(
         id=_check_id("VENUE", args.venue), name=args.name or args.venue, capacity=args.capacity
     )
-    if venue.capacity is not None and venue.capacity < 0:
-        raise ValueError(f"--capacity: must be >= 0, got {venue.capacity}")
+    if venue.capacity is not None and not 0 <= venue.capacity <= 2**31 - 1:
+        raise ValueError(f"--capacity: must be between 0 and {2**31 - 1}, got {venue.capacity}")
 
     async def run() -> None:
         conn = await asyncpg.connect(load_settings().postgres_dsn)

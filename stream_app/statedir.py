@@ -21,7 +21,9 @@ applies the same rule to its state directory after an unclean shutdown under exa
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
 import shutil
 from datetime import UTC, datetime
 from pathlib import Path
@@ -64,3 +66,36 @@ def mark_clean(tabledir: Path) -> None:
     """
     tabledir.mkdir(parents=True, exist_ok=True)
     (tabledir / CLEAN_MARKER).write_text(datetime.now(UTC).isoformat() + "\n")
+
+
+LOCK_FILE = "worker.lock"
+"""File beside the table folder that a running worker holds an exclusive lock on."""
+
+
+def lock_state(tabledir: Path) -> int:
+    """Take the exclusive lock of ``tabledir``'s data folder for this process's lifetime.
+
+    Two workers on one folder would share RocksDB files, and the second would judge the
+    first's live state "not stopped cleanly" and delete it. The lock (``flock`` on
+    :data:`LOCK_FILE` beside the table folder) is released by the kernel when the process
+    ends, however it ends. Returns the lock's file descriptor (keep it open).
+
+    Raises:
+        RuntimeError: another running worker holds the folder; the message names it and
+            ``WEDDING_DATA_DIR``.
+    """
+    tabledir.parent.mkdir(parents=True, exist_ok=True)
+    path = tabledir.parent / LOCK_FILE
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise RuntimeError(
+            f"WEDDING_DATA_DIR: {tabledir.parent} is used by a running worker (pid {holder});"
+            " give this worker its own WEDDING_DATA_DIR"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.write(fd, str(os.getpid()).encode())
+    return fd

@@ -52,7 +52,8 @@ def test_an_organisation_and_its_venues_are_created_then_updated(env: Settings) 
         (["org", "cli-bad", "--zone", "UTC", "--currency", "EUX"], "--currency: 'EUX' is not"),
         (["venue", "no-such-org", "barn"], "ORG: no organisation 'no-such-org'"),
         (["venue", "cli-org2", "b a r n"], "VENUE: 1-128 characters"),
-        (["venue", "cli-org2", "barn", "--capacity", "-1"], "--capacity: must be >= 0"),
+        (["venue", "cli-org2", "barn", "--capacity", "-1"], "--capacity: must be between 0"),
+        (["venue", "cli-org2", "barn", "--capacity", "2147483648"], "--capacity: must be betw"),
     ],
 )
 def test_bad_arguments_name_the_argument(
