@@ -26,7 +26,7 @@ from stream_app.schemas.reports import REPORT_TYPES
 
 
 def _load_service_env() -> None:
-    """Fill KAFKA_BOOTSTRAP/POSTGRES_DSN from running local services when unset."""
+    """Fill KAFKA_BOOTSTRAP and the POSTGRES_*DSN logins from running local services when unset."""
     if os.environ.get("KAFKA_BOOTSTRAP") and os.environ.get("POSTGRES_DSN"):
         return
     from stream_app.devservices import manager
@@ -34,7 +34,9 @@ def _load_service_env() -> None:
     found = manager.status(None)
     if found.settings is not None and found.all_running:
         os.environ.setdefault("KAFKA_BOOTSTRAP", found.settings.kafka_bootstrap)
-        os.environ.setdefault("POSTGRES_DSN", found.settings.postgres_dsn)
+        os.environ.setdefault("POSTGRES_DSN", found.settings.app_dsn)
+        os.environ.setdefault("POSTGRES_SYSTEM_DSN", found.settings.system_dsn)
+        os.environ.setdefault("POSTGRES_OWNER_DSN", found.settings.owner_dsn)
 
 
 def _cmd_init(_: argparse.Namespace) -> int:
@@ -46,7 +48,7 @@ def _cmd_init(_: argparse.Namespace) -> int:
 
     async def run() -> None:
         created = await ensure_topics(s.kafka_bootstrap, s.topic_partitions)
-        applied = await migrate(s.postgres_dsn)
+        applied = await migrate(s.postgres_owner_dsn)
         print(f"topics created: {created or 'none (all exist)'}")
         print(f"migrations applied: {applied or 'none (up to date)'}")
 
@@ -59,10 +61,17 @@ def _cmd_worker(args: argparse.Namespace) -> int:
         os.environ["WEDDING_WEB_PORT"] = str(args.web_port)
     if args.data_dir is not None:
         os.environ["WEDDING_DATA_DIR"] = str(args.data_dir)
-    _cmd_init(args)
+    from stream_app.db.migrate import check_worker_database
     from stream_app.settings import load_settings
+    from stream_app.topics import ensure_topics
 
     s = load_settings()
+
+    async def preflight() -> None:
+        await ensure_topics(s.kafka_bootstrap, s.topic_partitions)
+        await check_worker_database(s.postgres_dsn, s.postgres_system_dsn)
+
+    asyncio.run(preflight())
     if s.offset_reset == "latest":
         from stream_app.lag import start_group_at_end
         from stream_app.topics import INPUT_TOPICS
@@ -160,8 +169,8 @@ def _cmd_synth(args: argparse.Namespace) -> int:
         print(f"  {done:,} / {config.weddings:,} weddings", flush=True)
 
     async def run() -> None:
-        await migrate(s.postgres_dsn)
-        conn = await asyncpg.connect(s.postgres_dsn)
+        await migrate(s.postgres_owner_dsn)
+        conn = await asyncpg.connect(s.postgres_owner_dsn)
         try:
             summary = await load_synthetic(conn, config, replace=args.replace, progress=progress)
         except asyncpg.PostgresError as exc:
@@ -270,7 +279,7 @@ def _cmd_org(args: argparse.Namespace) -> int:
         raise ValueError(f"--zone: {org.time_zone!r} is not an IANA time zone") from None
 
     async def run() -> None:
-        conn = await asyncpg.connect(load_settings().postgres_dsn)
+        conn = await asyncpg.connect(load_settings().postgres_owner_dsn)
         try:
             await upsert_organization(conn, org)
         finally:
@@ -296,7 +305,7 @@ def _cmd_venue(args: argparse.Namespace) -> int:
         raise ValueError(f"--capacity: must be between 0 and {2**31 - 1}, got {venue.capacity}")
 
     async def run() -> None:
-        conn = await asyncpg.connect(load_settings().postgres_dsn)
+        conn = await asyncpg.connect(load_settings().postgres_owner_dsn)
         try:
             await upsert_venue(conn, org, venue)
         finally:

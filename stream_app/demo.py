@@ -40,13 +40,16 @@ def _headline(csv_path: Path) -> list[str]:
 
 async def _run(path: Path) -> int:
     from stream_app.client import request_report_and_wait
+    from stream_app.db.migrate import migrate
     from stream_app.lag import wait_for_lag_zero
     from stream_app.replay.produce import replay_hotel_bookings
     from stream_app.settings import load_settings
-    from stream_app.topics import WEDDING_BOOKINGS
+    from stream_app.topics import WEDDING_BOOKINGS, ensure_topics
 
     settings = load_settings()
     state = manager.default_state_dir()
+    await ensure_topics(settings.kafka_bootstrap, settings.topic_partitions)
+    await migrate(settings.postgres_owner_dsn)  # a worker never migrates (no owner login)
     worker = start_worker(
         kafka_bootstrap=settings.kafka_bootstrap,
         postgres_dsn=settings.postgres_dsn,
@@ -104,8 +107,10 @@ def run_demo(path: Path, *, keep_services: bool = False) -> int:
     print("starting Kafka and PostgreSQL (first run fetches Kafka from Maven Central)...")
     services = manager.up(None)
     os.environ["KAFKA_BOOTSTRAP"] = services.kafka_bootstrap
-    os.environ["POSTGRES_DSN"] = services.postgres_dsn
-    print(f"  KAFKA_BOOTSTRAP={services.kafka_bootstrap}\n  POSTGRES_DSN={services.postgres_dsn}")
+    os.environ["POSTGRES_DSN"] = services.app_dsn
+    os.environ["POSTGRES_SYSTEM_DSN"] = services.system_dsn
+    os.environ["POSTGRES_OWNER_DSN"] = services.owner_dsn
+    print(f"  KAFKA_BOOTSTRAP={services.kafka_bootstrap}\n  POSTGRES_DSN={services.app_dsn}")
     try:
         return asyncio.run(_run(path))
     finally:

@@ -9,6 +9,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 
 def _env(name: str, default: str) -> str:
@@ -80,6 +81,19 @@ def _flag(name: str, default: bool) -> bool:
     return parse_flag(name, _env(name, "1" if default else "0"))
 
 
+def dsn_as_role(dsn: str, role: str) -> str:
+    """``dsn`` with its user replaced by ``role`` (no password; host, port, database kept).
+
+    The local services' cluster trusts local connections, so their DSNs differ only by user;
+    a deployment sets each login's DSN (with its password) explicitly.
+    """
+    parts = urlsplit(dsn)
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{role}@{host}"))
+
+
+_DEFAULT_DSN = "postgresql://wedding_app@127.0.0.1:5432/wedding"
+
 MIN_SECRET_BYTES = 32
 """Shortest HS256 secret accepted (RFC 7518 §3.2: a key of at least the hash's 256 bits)."""
 
@@ -116,7 +130,15 @@ class Settings:
 
     Attributes:
         kafka_bootstrap: ``host:port`` of a Kafka broker (``KAFKA_BOOTSTRAP``).
-        postgres_dsn: libpq URL of the PostgreSQL history database (``POSTGRES_DSN``).
+        postgres_dsn: libpq URL of the PostgreSQL history database as the application role
+            ``wedding_app`` (``POSTGRES_DSN``): tenant work, under row-level security. A worker
+            refuses a login that is a superuser, has BYPASSRLS or owns a table.
+        postgres_system_dsn: the same database as the system role ``wedding_system``
+            (``POSTGRES_SYSTEM_DSN``; default: ``POSTGRES_DSN`` with that user): work that
+            spans tenants (due schedules, the delivery queue, retention), nothing else.
+        postgres_owner_dsn: the same database as the owner role ``wedding_owner``
+            (``POSTGRES_OWNER_DSN``; default: ``POSTGRES_DSN`` with that user): migrations
+            (``init``), ``org``/``venue`` registration, history loads. Never used by a worker.
         app_id: Faust application id; it names the consumer group and the changelog topics
             (``WEDDING_APP_ID``). Changing it on a running system starts from empty tables.
         topic_partitions: partitions of every topic this app creates (``WEDDING_PARTITIONS``).
@@ -173,8 +195,16 @@ class Settings:
     """
 
     kafka_bootstrap: str = field(default_factory=lambda: _env("KAFKA_BOOTSTRAP", "127.0.0.1:9092"))
-    postgres_dsn: str = field(
-        default_factory=lambda: _env("POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/wedding")
+    postgres_dsn: str = field(default_factory=lambda: _env("POSTGRES_DSN", _DEFAULT_DSN))
+    postgres_system_dsn: str = field(
+        default_factory=lambda: _env(
+            "POSTGRES_SYSTEM_DSN", dsn_as_role(_env("POSTGRES_DSN", _DEFAULT_DSN), "wedding_system")
+        )
+    )
+    postgres_owner_dsn: str = field(
+        default_factory=lambda: _env(
+            "POSTGRES_OWNER_DSN", dsn_as_role(_env("POSTGRES_DSN", _DEFAULT_DSN), "wedding_owner")
+        )
     )
     app_id: str = field(default_factory=lambda: _env("WEDDING_APP_ID", "wedding-engine"))
     topic_partitions: int = field(default_factory=lambda: _int("WEDDING_PARTITIONS", 4, 1, 1000))

@@ -70,7 +70,7 @@ _raw: dict[str, Any] = {
 }
 bookings_topic = app.topic(WEDDING_BOOKINGS, partitions=settings.topic_partitions, **_raw)
 late_events_topic = app.topic(LATE_EVENTS_TOPIC, partitions=settings.topic_partitions, **_raw)
-zones = OrganizationZones(settings.postgres_dsn)
+zones = OrganizationZones(settings.postgres_system_dsn)
 GRACE = timedelta(seconds=settings.grace_s)
 
 venue_bookings = app.Table(
@@ -82,7 +82,7 @@ venue_bookings = app.Table(
 
 writer = TableWriter(venue_bookings)
 publisher = MetricPublisher()
-versions = DataVersions(settings.postgres_dsn, "bookings")
+versions = DataVersions(settings.postgres_system_dsn, "bookings")
 
 
 def _values(t: VenueTotals) -> MetricValues:

@@ -17,7 +17,7 @@ from collections import Counter
 import asyncpg
 
 from stream_app.db import reports as report_db
-from stream_app.db.pool import get_pool
+from stream_app.db.pool import get_system_pool
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ class DataVersions:
             return
         counts = {(org, self.stream): n for org, n in self.pending.items()}
         try:
-            pool = await get_pool(self.dsn)
+            pool = await get_system_pool(self.dsn)
             async with pool.acquire() as conn:
                 await report_db.bump_data_versions(conn, counts)
         except (OSError, asyncpg.PostgresError) as exc:

@@ -73,7 +73,7 @@ class GuardedStream(Generic[E]):
     def __post_init__(self) -> None:
         self.writer = TableWriter(self.table)
         self.versions = DataVersions(
-            settings.postgres_dsn, STREAM_OF_METRIC.get(self.metric, self.metric)
+            settings.postgres_system_dsn, STREAM_OF_METRIC.get(self.metric, self.metric)
         )
 
     def key_mismatch(self, key: bytes | None, event: E) -> str | None:

@@ -22,7 +22,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import asyncpg
 
-from stream_app.db.pool import get_pool
+from stream_app.db.pool import get_system_pool
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ class OrganizationZones:
         if not wanted:
             return
         try:
-            pool = await get_pool(self._dsn)
+            pool = await get_system_pool(self._dsn)
             async with pool.acquire() as conn:
                 rows = await conn.fetch(
                     "SELECT id, time_zone FROM organizations WHERE id = ANY($1::text[])", wanted

@@ -1,7 +1,14 @@
-"""Applies the numbered SQL files in ``db/migrations`` once each, in order.
+"""Applies the numbered SQL files in ``db/migrations`` once each, in order, as the owner role.
 
 Each file runs in its own transaction with its version recorded in ``schema_migrations``;
 a session advisory lock makes concurrent callers (two workers starting) apply each once.
+After them, ``db/policies.sql`` (row-level security and grants of every tenant table) is
+applied on every call, so tables added by any migration get the same wall.
+
+Run it with the owner's login (``POSTGRES_OWNER_DSN``). Given a superuser's login instead (the
+local services, the tests), it first creates the roles (:data:`stream_app.db.roles.ROLES_SQL`),
+hands every table of the ``public`` schema to the owner role, and applies the files as the
+owner role (``SET ROLE``), so the objects belong to the owner either way.
 """
 
 from __future__ import annotations
@@ -9,6 +16,8 @@ from __future__ import annotations
 from importlib import resources
 
 import asyncpg
+
+from stream_app.db.roles import OWNER_ROLE, ROLES_SQL, check_serving_role
 
 _LOCK_ID = 7_311_2026  # arbitrary, constant: the advisory lock of this project's migrations
 
@@ -36,6 +45,10 @@ async def migrate(dsn: str) -> list[str]:
     conn = await asyncpg.connect(dsn)
     try:
         await conn.execute("SELECT pg_advisory_lock($1)", _LOCK_ID)
+        if await conn.fetchval("SELECT rolsuper FROM pg_roles WHERE rolname = current_user"):
+            await conn.execute(ROLES_SQL)
+            await _hand_to_owner(conn)
+            await conn.execute(f"SET ROLE {OWNER_ROLE}")
         await conn.execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations ("
             " version integer PRIMARY KEY, name text NOT NULL,"
@@ -52,7 +65,85 @@ async def migrate(dsn: str) -> list[str]:
                     "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", version, name
                 )
             applied.append(name)
+        async with conn.transaction():
+            await conn.execute(policies_sql())
         return applied
     finally:
+        await conn.execute("RESET ROLE")
         await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK_ID)
         await conn.close()
+
+
+def policies_sql() -> str:
+    """The row-level security and grants step (``db/policies.sql``), applied on every call."""
+    return (resources.files("stream_app.db") / "policies.sql").read_text(encoding="utf-8")
+
+
+async def _hand_to_owner(conn: asyncpg.Connection) -> None:
+    """Make the owner role own every table, sequence and function of ``public`` (superuser)."""
+    await conn.execute(
+        f"""
+        DO $$
+        DECLARE obj record;
+        BEGIN
+            FOR obj IN
+                SELECT c.relname, c.relkind FROM pg_class c
+                  JOIN pg_namespace n ON n.oid = c.relnamespace
+                 WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p', 'S', 'v', 'm')
+                   AND pg_get_userbyid(c.relowner) <> '{OWNER_ROLE}'
+                   AND NOT (c.relkind = 'S' AND EXISTS (
+                       SELECT 1 FROM pg_depend d WHERE d.objid = c.oid AND d.deptype = 'a'))
+            LOOP
+                EXECUTE format('ALTER %s %I OWNER TO {OWNER_ROLE}',
+                    CASE obj.relkind WHEN 'S' THEN 'SEQUENCE' WHEN 'v' THEN 'VIEW'
+                         WHEN 'm' THEN 'MATERIALIZED VIEW' ELSE 'TABLE' END, obj.relname);
+            END LOOP;
+            FOR obj IN
+                SELECT p.oid::regprocedure AS sig FROM pg_proc p
+                  JOIN pg_namespace n ON n.oid = p.pronamespace
+                 WHERE n.nspname = 'public' AND pg_get_userbyid(p.proowner) <> '{OWNER_ROLE}'
+            LOOP
+                EXECUTE format('ALTER FUNCTION %s OWNER TO {OWNER_ROLE}', obj.sig);
+            END LOOP;
+        END $$;
+        """
+    )
+
+
+class SchemaNotReadyError(RuntimeError):
+    """The database lacks migrations this code needs (``wedding-engine init`` was not run)."""
+
+    retriable = False
+
+
+async def check_worker_database(app_dsn: str, system_dsn: str) -> None:
+    """Check, before a worker starts, that both its logins are safe and the schema is current.
+
+    A worker never migrates: that is the owner's work (``wedding-engine init``), and a worker
+    holds no owner login.
+
+    Raises:
+        UnsafeDatabaseRoleError: a login is a superuser, has BYPASSRLS or owns a table.
+        SchemaNotReadyError: a shipped migration is not applied; names the first missing one.
+        asyncpg.PostgresError / OSError: a login is refused or the database is unreachable.
+    """
+    for dsn, variable in ((app_dsn, "POSTGRES_DSN"), (system_dsn, "POSTGRES_SYSTEM_DSN")):
+        conn = await asyncpg.connect(dsn)
+        try:
+            await check_serving_role(conn, variable)
+            if variable == "POSTGRES_DSN":
+                await _check_applied(conn)
+        finally:
+            await conn.close()
+
+
+async def _check_applied(conn: asyncpg.Connection) -> None:
+    if await conn.fetchval("SELECT to_regclass('public.schema_migrations')") is None:
+        raise SchemaNotReadyError("database: no migrations applied; run `wedding-engine init`")
+    done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+    missing = [name for version, name, _ in migration_files() if version not in done]
+    if missing:
+        raise SchemaNotReadyError(
+            f"database: migration {missing[0]} (and {len(missing) - 1} more) not applied; "
+            "run `wedding-engine init` with the owner's login (POSTGRES_OWNER_DSN)"
+        )

@@ -1,8 +1,10 @@
-"""Tenant-scoped reads: every query runs as the RLS-restricted role with the tenant set.
+"""Tenant scope: every statement on tenant rows runs as the RLS-restricted role, tenant set once.
 
-Row-level security (migration 001) lets the ``wedding_tenant`` role see only rows whose
-``organization_id`` equals the transaction setting ``app.organization_id``. The query layer
-also names the organisation in every predicate; RLS is the second wall behind it.
+Row-level security (``db/policies.sql``) lets the ``wedding_tenant`` role see and write only
+rows whose ``organization_id`` is the tenant of the current transaction, which
+``wedding_enter_tenant`` (migration 007) records once per transaction: a later call naming
+another organisation, ``set_config`` of any setting and ``RESET ROLE`` change nothing of it.
+The query layer also names the organisation in every predicate; RLS is the second wall.
 """
 
 from __future__ import annotations
@@ -72,17 +74,23 @@ TEMP_FILE_LIMIT = "1GB"
 async def tenant_transaction(
     conn: asyncpg.Connection, organization_id: str
 ) -> AsyncIterator[asyncpg.Connection]:
-    """A transaction in which ``conn`` sees only ``organization_id``'s rows (RLS enforced).
+    """A transaction in which ``conn`` sees and writes only ``organization_id``'s rows.
 
-    Every statement in it is bounded: at most :data:`STATEMENT_TIMEOUT` of run time and
-    :data:`TEMP_FILE_LIMIT` of temporary files (a request over a huge range fails with the
-    database's reason instead of filling the disk).
+    The tenant is fixed for the whole transaction (``wedding_enter_tenant``), then the role is
+    set to ``wedding_tenant``. Nested inside an open transaction (a savepoint) it must name the
+    same organisation, or PostgreSQL refuses it (SQLSTATE 42501). Every statement in it is
+    bounded: at most :data:`STATEMENT_TIMEOUT` of run time and :data:`TEMP_FILE_LIMIT` of
+    temporary files (a request over a huge range fails with the database's reason instead of
+    filling the disk).
+
+    Raises:
+        asyncpg.InsufficientPrivilegeError: the transaction already belongs to another tenant.
     """
     async with conn.transaction():
         await conn.execute(f"SET LOCAL statement_timeout = '{STATEMENT_TIMEOUT}'")
         await conn.execute(f"SET LOCAL temp_file_limit = '{TEMP_FILE_LIMIT}'")
+        await conn.execute("SELECT wedding_enter_tenant($1)", organization_id)
         await conn.execute("SET LOCAL ROLE wedding_tenant")
-        await conn.execute("SELECT set_config('app.organization_id', $1, true)", organization_id)
         yield conn
 
 

@@ -37,7 +37,9 @@ def build_parser(prog: str = "wedding-engine services") -> argparse.ArgumentPars
 def _settings_lines(settings: manager.ServiceSettings) -> list[str]:
     return [
         f"KAFKA_BOOTSTRAP={shlex.quote(settings.kafka_bootstrap)}",
-        f"POSTGRES_DSN={shlex.quote(settings.postgres_dsn)}",
+        f"POSTGRES_DSN={shlex.quote(settings.app_dsn)}",
+        f"POSTGRES_SYSTEM_DSN={shlex.quote(settings.system_dsn)}",
+        f"POSTGRES_OWNER_DSN={shlex.quote(settings.owner_dsn)}",
     ]
 
 

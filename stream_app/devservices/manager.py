@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from stream_app.db.roles import APP_ROLE, OWNER_ROLE, SYSTEM_ROLE, as_role
 from stream_app.devservices import kafka, postgres
 from stream_app.devservices.common import ServiceError, file_lock
 
@@ -39,7 +40,9 @@ class ServiceSettings:
 
     Attributes:
         kafka_bootstrap: ``127.0.0.1:PORT`` of the broker.
-        postgres_dsn: ``postgresql://postgres@127.0.0.1:PORT/wedding``.
+        postgres_dsn: ``postgresql://postgres@127.0.0.1:PORT/wedding``, the cluster's
+            superuser: for the tests' fixtures and ``init`` on these throw-away services only;
+            the roles' DSNs are :attr:`app_dsn`, :attr:`system_dsn` and :attr:`owner_dsn`.
         kafka_pid / postgres_pid: process ids of the broker's JVM and of the postmaster.
         kafka_log / postgres_log: the services' log files.
         started_at: when the newer of the two was started (UTC).
@@ -78,6 +81,21 @@ class ServiceSettings:
             postgres_log=Path(raw["postgres_log"]),
             started_at=datetime.fromisoformat(raw["started_at"]).astimezone(UTC),
         )
+
+    @property
+    def app_dsn(self) -> str:
+        """The application role's DSN (``POSTGRES_DSN`` of a worker)."""
+        return as_role(self.postgres_dsn, APP_ROLE)
+
+    @property
+    def system_dsn(self) -> str:
+        """The system role's DSN (``POSTGRES_SYSTEM_DSN``)."""
+        return as_role(self.postgres_dsn, SYSTEM_ROLE)
+
+    @property
+    def owner_dsn(self) -> str:
+        """The owner role's DSN (``POSTGRES_OWNER_DSN``: migrations, registration, loads)."""
+        return as_role(self.postgres_dsn, OWNER_ROLE)
 
     @property
     def kafka_instance(self) -> kafka.KafkaInstance:

@@ -16,6 +16,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from stream_app.db.roles import ROLES_SQL
 from stream_app.devservices.common import ServiceError, free_ports, log_tail, pid_alive, port_open
 
 DATABASE = "wedding"
@@ -110,7 +111,8 @@ def start(state_dir: Path) -> PostgresInstance:
             system user, so not below a ``0700`` folder such as pytest's ``tmp_path``.
 
     Returns:
-        The running cluster with its ``wedding`` database created.
+        The running cluster with its ``wedding`` database and the project's roles
+        (:mod:`stream_app.db.roles`) created.
 
     Raises:
         ServiceError: a binary is missing, the folder is not reachable by the server's user,
@@ -153,6 +155,12 @@ def start(state_dir: Path) -> PostgresInstance:
         "starting the server", user,
         [_bin("pg_ctl"), "-D", str(data), "-o", options, "-l", str(log_path), "-w",
          "-t", str(START_TIMEOUT_S), "start"],
+        log_path,
+    )  # fmt: skip
+    _run(
+        "creating the database roles", None,
+        [_bin("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p", str(port),
+         "-U", SUPERUSER, "-d", DATABASE, "-c", ROLES_SQL],
         log_path,
     )  # fmt: skip
     pid = _postmaster_pid(data)

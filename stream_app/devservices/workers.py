@@ -18,6 +18,7 @@ from pathlib import Path
 
 import aiohttp
 
+from stream_app.db.roles import APP_ROLE, SYSTEM_ROLE, as_role
 from stream_app.devservices.common import ServiceError, free_ports, log_tail
 
 
@@ -101,13 +102,18 @@ def start_worker(
     web_port: int | None = None,
     extra_env: dict[str, str] | None = None,
 ) -> WorkerProcess:
-    """Start ``wedding-engine worker`` as a child process (see the module docstring)."""
+    """Start ``wedding-engine worker`` as a child process (see the module docstring).
+
+    ``postgres_dsn`` may be any login of the local cluster: the worker logs in as the
+    application and system roles (:mod:`stream_app.db.roles`) on the same host and database.
+    """
     port = web_port or free_ports(1)[0]
     env = dict(os.environ)
     env.update(
         {
             "KAFKA_BOOTSTRAP": kafka_bootstrap,
-            "POSTGRES_DSN": postgres_dsn,
+            "POSTGRES_DSN": as_role(postgres_dsn, APP_ROLE),
+            "POSTGRES_SYSTEM_DSN": as_role(postgres_dsn, SYSTEM_ROLE),
             "WEDDING_WEB_PORT": str(port),
             "WEDDING_DATA_DIR": str(data_dir),
         }

@@ -149,9 +149,10 @@ async def replay_hotel_bookings(
         raise FileNotFoundError(f"path: {path} is not a file")
     # errors of the file itself surface before anything is written anywhere
     events = await asyncio.to_thread(hotel.map_file, path, source)
-    await migrate(settings.postgres_dsn)
+    await migrate(settings.postgres_owner_dsn)
     await ensure_topics(settings.kafka_bootstrap, settings.topic_partitions)
-    conn = await asyncpg.connect(settings.postgres_dsn)
+    # history loads are the operator's work: the owner login (COPY is refused under RLS)
+    conn = await asyncpg.connect(settings.postgres_owner_dsn)
     try:
         await register_hotel_organization(conn)
         new_rows = skipped = 0

@@ -1,0 +1,274 @@
+"""The PostgreSQL wall: as the application's role, nothing of another tenant is read or written.
+
+Two organisations share entity ids (client ``c1``, booking ``b1``). Every check logs in as the
+role a worker uses (``wedding_app``) or the system role, never as the superuser that loads the
+fixtures, and compares exact rows.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import asyncpg
+import pytest
+
+from stream_app.db.roles import (
+    APP_ROLE,
+    OWNER_ROLE,
+    SYSTEM_ROLE,
+    UnsafeDatabaseRoleError,
+    as_role,
+    check_serving_role,
+)
+from stream_app.db.tenancy import tenant_transaction
+from stream_app.settings import Settings
+
+A, B = "wall-a", "wall-b"
+EMAIL = {A: "alice@a.example", B: "bob@b.example"}
+
+
+@pytest.fixture(scope="module")
+async def tenants(settings: Settings) -> AsyncIterator[None]:
+    """Organisations A and B with the same client, booking and schedule ids (as superuser)."""
+    conn = await asyncpg.connect(settings.postgres_dsn)
+    try:
+        for org in (A, B):
+            await conn.execute("DELETE FROM organizations WHERE id = $1", org)
+            await conn.execute(
+                "INSERT INTO organizations (id, name, time_zone, currency)"
+                " VALUES ($1, $1, 'Europe/Lisbon', 'EUR')",
+                org,
+            )
+            await conn.execute(
+                "INSERT INTO clients (organization_id, id, display_name, email)"
+                " VALUES ($1, 'c1', $2, $3)",
+                org,
+                f"client of {org}",
+                EMAIL[org],
+            )
+            await conn.execute(
+                "INSERT INTO bookings (organization_id, id, client_id, service_date, booked_at,"
+                " amount_minor, currency, status) VALUES ($1, 'b1', 'c1', '2026-06-06', $2,"
+                " $3, 'EUR', 'booked')",
+                org,
+                datetime(2026, 1, 1, tzinfo=UTC),
+                100 if org == A else 200,
+            )
+        yield
+    finally:
+        for org in (A, B):
+            await conn.execute("DELETE FROM audit_log WHERE organization_id = $1", org)
+            await conn.execute("DELETE FROM organizations WHERE id = $1", org)
+        await conn.close()
+
+
+@pytest.fixture
+async def app_conn(settings: Settings, tenants: None) -> AsyncIterator[asyncpg.Connection]:
+    conn = await asyncpg.connect(as_role(settings.postgres_dsn, APP_ROLE))
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+async def emails(conn: asyncpg.Connection) -> list[tuple[str, str]]:
+    """Every client row the connection can see, with no organisation predicate."""
+    rows = await conn.fetch("SELECT organization_id, email FROM clients ORDER BY 1")
+    return [(r[0], r[1]) for r in rows if r[0] in (A, B)]
+
+
+async def superuser_rows(settings: Settings, sql: str) -> list[tuple[object, ...]]:
+    conn = await asyncpg.connect(settings.postgres_dsn)
+    try:
+        return [tuple(r) for r in await conn.fetch(sql)]
+    finally:
+        await conn.close()
+
+
+async def test_outside_a_tenant_scope_the_app_role_sees_and_writes_nothing(
+    app_conn: asyncpg.Connection,
+) -> None:
+    assert await emails(app_conn) == []
+    assert await app_conn.fetchval("SELECT count(*) FROM bookings") == 0
+    # the old mechanism: a setting any statement can change
+    async with app_conn.transaction():
+        await app_conn.execute("SELECT set_config('app.organization_id', $1, true)", A)
+        assert await emails(app_conn) == []
+    with pytest.raises(asyncpg.InsufficientPrivilegeError, match="row-level security"):
+        await app_conn.execute(
+            "INSERT INTO clients (organization_id, id, email) VALUES ($1, 'x', 'x@x')", A
+        )
+
+
+async def test_a_query_without_the_organisation_predicate_reads_only_the_tenant(
+    app_conn: asyncpg.Connection,
+) -> None:
+    for org in (A, B):
+        async with tenant_transaction(app_conn, org):
+            assert await emails(app_conn) == [(org, EMAIL[org])]
+            total = await app_conn.fetchval("SELECT sum(amount_minor) FROM bookings")
+            assert total == (100 if org == A else 200)
+
+
+async def test_set_config_and_reset_role_inside_the_scope_do_not_switch_the_tenant(
+    app_conn: asyncpg.Connection,
+) -> None:
+    async with tenant_transaction(app_conn, A):
+        await app_conn.execute("SELECT set_config('app.organization_id', $1, true)", B)
+        assert await emails(app_conn) == [(A, EMAIL[A])]
+        await app_conn.execute("RESET ROLE")
+        assert await app_conn.fetchval("SELECT current_user") == APP_ROLE
+        assert await emails(app_conn) == [(A, EMAIL[A])]
+        # writes stay in A as well
+        with pytest.raises(asyncpg.InsufficientPrivilegeError, match="row-level security"):
+            await app_conn.execute(
+                "INSERT INTO clients (organization_id, id, email) VALUES ($1, 'x', 'x@x')", B
+            )
+    async with tenant_transaction(app_conn, A):
+        await app_conn.execute("RESET ROLE")
+        with pytest.raises(asyncpg.InsufficientPrivilegeError, match="cannot be changed"):
+            await app_conn.execute("SELECT wedding_enter_tenant($1)", B)
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):
+        async with tenant_transaction(app_conn, A), tenant_transaction(app_conn, B):
+            pass
+    # the record of the scope is out of reach
+    for sql in ("SELECT * FROM tenant_scope", "UPDATE tenant_scope SET organization_id = 'x'"):
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await app_conn.execute(sql)
+    # nor can it take a role that reads across tenants
+    for role in (SYSTEM_ROLE, OWNER_ROLE, "postgres"):
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await app_conn.execute(f"SET ROLE {role}")
+
+
+async def test_the_scope_ends_with_its_transaction(app_conn: asyncpg.Connection) -> None:
+    async with tenant_transaction(app_conn, A):
+        assert len(await emails(app_conn)) == 1
+    assert await emails(app_conn) == []
+    async with app_conn.transaction():
+        assert await emails(app_conn) == []
+
+
+async def test_writes_cannot_reach_or_move_rows_into_another_tenant(
+    settings: Settings, app_conn: asyncpg.Connection
+) -> None:
+    tx = app_conn.transaction()
+    await tx.start()
+    try:
+        await app_conn.execute("SELECT wedding_enter_tenant($1)", A)
+        await app_conn.execute("SET LOCAL ROLE wedding_tenant")
+        with pytest.raises(asyncpg.InsufficientPrivilegeError, match="row-level security"):
+            async with app_conn.transaction():
+                await app_conn.execute("UPDATE clients SET organization_id = $1", B)
+        # no predicate: only A's rows are touched
+        assert await app_conn.execute("UPDATE bookings SET amount_minor = 1") == "UPDATE 1"
+        assert await app_conn.execute("DELETE FROM clients") == "DELETE 1"
+    finally:
+        await tx.rollback()
+    rows = await superuser_rows(
+        settings,
+        f"SELECT organization_id, amount_minor FROM bookings WHERE organization_id IN "
+        f"('{A}', '{B}') ORDER BY 1",
+    )
+    assert rows == [(A, 100), (B, 200)]
+
+
+async def test_every_tenant_table_forces_row_level_security_with_both_clauses(
+    settings: Settings,
+) -> None:
+    tables = await superuser_rows(
+        settings,
+        "SELECT c.relname, c.relrowsecurity, c.relforcerowsecurity,"
+        " (SELECT count(*) FROM pg_policy p WHERE p.polrelid = c.oid"
+        "   AND p.polname = 'tenant_isolation' AND p.polqual IS NOT NULL"
+        "   AND (p.polwithcheck IS NOT NULL OR c.relname = 'organizations'))"
+        " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE n.nspname = 'public' AND c.relkind = 'r' AND c.relname <> 'tenant_scope'"
+        " AND (c.relname = 'organizations'"
+        "   OR EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid"
+        "   AND a.attname = 'organization_id' AND NOT a.attisdropped))"
+        " ORDER BY 1",
+    )
+    names = [t[0] for t in tables]
+    for needed in ("audit_log", "report_data_versions", "reports", "clients", "schedules"):
+        assert needed in names
+    assert [t for t in tables if t[1:] != (True, True, 1)] == []
+    owners = await superuser_rows(
+        settings,
+        "SELECT DISTINCT pg_get_userbyid(c.relowner) FROM pg_class c"
+        " JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE n.nspname = 'public' AND c.relkind = 'r'",
+    )
+    assert owners == [(OWNER_ROLE,)]
+
+
+async def test_the_audit_log_is_append_only_for_the_app_role(
+    app_conn: asyncpg.Connection,
+) -> None:
+    async with tenant_transaction(app_conn, A):
+        await app_conn.execute(
+            "INSERT INTO audit_log (organization_id, actor, action) VALUES ($1, 'u', 'probe')", A
+        )
+    for sql in ("UPDATE audit_log SET actor = 'x'", "DELETE FROM audit_log", "TRUNCATE audit_log"):
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            async with tenant_transaction(app_conn, A):
+                await app_conn.execute(sql)
+
+
+async def test_the_system_role_reads_schedules_of_all_tenants_but_no_history(
+    settings: Settings, tenants: None
+) -> None:
+    conn = await asyncpg.connect(as_role(settings.postgres_dsn, SYSTEM_ROLE))
+    try:
+        n = await conn.fetchval("SELECT count(*) FROM organizations WHERE id IN ($1, $2)", A, B)
+        assert n == 2
+        await conn.fetchval("SELECT count(*) FROM schedules")
+        for table in ("clients", "bookings", "payments", "feedback", "gdpr_requests"):
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await conn.fetchval(f"SELECT count(*) FROM {table}")
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await conn.execute("SELECT wedding_enter_tenant($1)", A)
+    finally:
+        await conn.close()
+
+
+async def test_only_a_role_under_row_level_security_may_serve(settings: Settings) -> None:
+    for role, reason in (
+        ("postgres", "is a superuser"),
+        (OWNER_ROLE, "has BYPASSRLS"),
+    ):
+        conn = await asyncpg.connect(as_role(settings.postgres_dsn, role))
+        try:
+            with pytest.raises(UnsafeDatabaseRoleError, match=f"POSTGRES_DSN: .*{reason}"):
+                await check_serving_role(conn, "POSTGRES_DSN")
+        finally:
+            await conn.close()
+    for role in (APP_ROLE, SYSTEM_ROLE):
+        conn = await asyncpg.connect(as_role(settings.postgres_dsn, role))
+        try:
+            assert await check_serving_role(conn, "POSTGRES_DSN") == role
+        finally:
+            await conn.close()
+
+
+def test_a_worker_refuses_to_start_as_the_superuser(settings: Settings) -> None:
+    env = dict(os.environ)
+    env.update(
+        KAFKA_BOOTSTRAP=settings.kafka_bootstrap,
+        POSTGRES_DSN=settings.postgres_dsn,  # the superuser
+        POSTGRES_SYSTEM_DSN=as_role(settings.postgres_dsn, SYSTEM_ROLE),
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "stream_app.cli", "worker"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "POSTGRES_DSN: the database role 'postgres' is a superuser" in done.stderr
