@@ -8,7 +8,8 @@
 --   policy tenant_isolation for wedding_tenant: USING and WITH CHECK organization_id =
 --   the tenant of the transaction (a row of another organisation is neither read nor written);
 --   wedding_tenant gets SELECT, INSERT, UPDATE, DELETE, except on audit_log (SELECT, INSERT:
---   append-only) and organizations (SELECT: registration is the operator's).
+--   append-only), schedule_runs and gdpr_requests (no DELETE) and organizations (SELECT: registration is the
+--   operator's).
 -- The system role gets a policy and grants on the tables its cross-tenant work needs, nothing
 -- else (no grant on clients, bookings, payments, feedback, ...).
 
@@ -33,6 +34,8 @@ BEGIN
         EXECUTE format('REVOKE ALL ON %I FROM wedding_tenant, wedding_app, wedding_system', t);
         IF t = 'audit_log' THEN
             EXECUTE format('GRANT SELECT, INSERT ON %I TO wedding_tenant', t);
+        ELSIF t IN ('schedule_runs', 'gdpr_requests') THEN  -- records: settled, never removed
+            EXECUTE format('GRANT SELECT, INSERT, UPDATE ON %I TO wedding_tenant', t);
         ELSE
             EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON %I TO wedding_tenant', t);
         END IF;
