@@ -12,7 +12,7 @@ import asyncio
 import logging
 
 from stream_app.app import app, settings
-from stream_app.db.pool import get_pool
+from stream_app.db.pool import get_system_pool
 from stream_app.reports.agent import report_requests_topic
 from stream_app.schedules.runner import scheduler_loop
 from stream_app.schemas.base import encode_event
@@ -35,7 +35,7 @@ async def run_scheduler() -> None:
     """Tick every ``WEDDING_SCHEDULER_INTERVAL_S`` seconds until the worker stops."""
     if not settings.scheduling_enabled:
         return
-    pool = await get_pool(settings.postgres_dsn)
+    pool = await get_system_pool(settings.postgres_system_dsn)
     stop = asyncio.Event()
     try:
         await scheduler_loop(pool, submit_report_request, settings.scheduler_interval_s, stop)
