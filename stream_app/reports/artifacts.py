@@ -63,7 +63,7 @@ def report_folder(root: Path, organization_id: str, report_id: str) -> Path:
 
     Raises:
         ArtifactPathError: an id breaks the id rule, or the folder is not exactly two levels
-            under ``root`` (a symlinked organisation folder pointing elsewhere).
+            under ``root`` once resolved (a symlinked organisation or report folder).
     """
     try:
         check_id("organization_id", organization_id)
@@ -71,8 +71,9 @@ def report_folder(root: Path, organization_id: str, report_id: str) -> Path:
     except ValueError as exc:
         raise ArtifactPathError(str(exc)) from None
     base = root.resolve()
-    folder = (base / organization_id / report_id).resolve()
-    if folder.parent.parent != base or folder == base:
+    folder = base / organization_id / report_id
+    if folder.resolve() != folder or folder.parent.parent != base:
+        # a symlinked organisation or report folder would lead to another tenant's files
         raise ArtifactPathError(f"report folder {organization_id}/{report_id} leaves the store")
     return folder
 
