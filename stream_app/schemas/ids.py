@@ -61,5 +61,5 @@ class InvalidIdError(ValueError):
 
     def __init__(self, field: str, value: object) -> None:
         self.field = field
-        self.reason = f"must be {ID_RULE}, got {value!r}"
+        self.reason = f"{ID_RULE}, got {value!r}"
         super().__init__(f"{field}: {self.reason}")
