@@ -15,13 +15,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import re
 import sys
 from datetime import date
 from pathlib import Path
 
 from aiokafka.errors import KafkaConnectionError
 
+from stream_app.schemas.ids import check_id
 from stream_app.schemas.reports import REPORT_TYPES
 
 
@@ -125,10 +125,8 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 
 def _check_org_id(name: str, value: str | None) -> None:
     """Raise ValueError naming ``name`` unless ``value`` is a valid organisation id."""
-    if value is not None and not re.fullmatch(r"[A-Za-z0-9._:\-]{1,128}", value):
-        raise ValueError(
-            f"{name}: {value!r} is not an id (1-128 of letters, digits, '.', '_', ':', '-')"
-        )
+    if value is not None:
+        check_id(name, value)
 
 
 async def _require_organization(dsn: str, organization_id: str) -> None:
@@ -207,6 +205,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
     if args.timeout <= 0:
         raise ValueError(f"--timeout: must be positive, got {args.timeout}")
     _check_org_id("--org", args.org)
+    if args.report_id is not None:
+        _check_id("--report-id", args.report_id)
     asyncio.run(_require_organization(load_settings().postgres_dsn, args.org))
 
     status = asyncio.run(
@@ -220,6 +220,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
             timeout_s=args.timeout,
             priority=args.priority,
             cache_strategy=args.cache,
+            report_id=args.report_id,
         )
     )
     print(
@@ -235,6 +236,8 @@ def _cmd_cancel(args: argparse.Namespace) -> int:
     from stream_app.client import cancel_report
     from stream_app.settings import load_settings
 
+    _check_id("--org", args.org)
+    _check_id("REPORT_ID", args.report_id)
     outcome = asyncio.run(cancel_report(load_settings(), args.org, args.report_id))
     if outcome is None:
         print(f"error: no report {args.report_id!r} in {args.org!r}", file=sys.stderr)
@@ -243,16 +246,9 @@ def _cmd_cancel(args: argparse.Namespace) -> int:
     return 0 if outcome == "cancelled" else 1
 
 
-_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
-"""The event schemas' identifier rule (``stream_app.schemas.base.Identifier``)."""
-
-
 def _check_id(option: str, value: str) -> str:
-    if not _ID.match(value):
-        raise ValueError(
-            f"{option}: 1-128 characters of A-Z, a-z, 0-9, '.', '_', ':' or '-', got {value!r}"
-        )
-    return value
+    """``value`` if it satisfies the id rule (:mod:`stream_app.schemas.ids`), else ValueError."""
+    return check_id(option, value)
 
 
 def _cmd_org(args: argparse.Namespace) -> int:
@@ -325,8 +321,8 @@ def _cmd_token(args: argparse.Namespace) -> int:
     from stream_app.settings import load_settings
     from stream_app.web.auth import issue_token
 
-    if not args.org.strip():
-        raise ValueError("--org: must not be empty")
+    _check_id("--org", args.org)
+    _check_id("--user", args.user)
     if args.ttl <= 0:
         raise ValueError(f"--ttl: must be a positive number of seconds, got {args.ttl}")
 
@@ -394,6 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rep.add_argument("--priority", default="normal", choices=["low", "normal", "high", "critical"])
     rep.add_argument("--cache", default="use_cache", choices=["use_cache", "refresh", "skip"])
+    rep.add_argument("--report-id", default=None, help="the report's id (default a new UUID)")
     c = sub.add_parser("cancel", help="cancel a queued or running report")
     c.add_argument("--org", required=True)
     c.add_argument("report_id")

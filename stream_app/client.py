@@ -16,6 +16,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from stream_app.db import reports as report_db
 from stream_app.schemas.base import decode_event, encode_event
+from stream_app.schemas.ids import check_id
 from stream_app.schemas.reports import ReportRequest
 from stream_app.schemas.updates import ReportStatus
 from stream_app.settings import Settings
@@ -51,7 +52,7 @@ async def request_report_and_wait(
     """
     req = ReportRequest(
         schema_version=1,
-        report_id=report_id or str(uuid.uuid4()),
+        report_id=check_id("report_id", report_id or str(uuid.uuid4())),
         organization_id=organization_id,
         user_id=user_id,
         report_type=report_type,

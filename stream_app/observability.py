@@ -95,3 +95,9 @@ SKIPPED_OFFSETS = Counter(
     ["topic"],
     registry=REGISTRY,
 )
+SCHEDULE_RUNS_TIMED_OUT = Counter(
+    "wedding_schedule_runs_timed_out_total",
+    "Scheduled runs marked failed because a report was not done within the run timeout"
+    " (WEDDING_SCHEDULE_RUN_TIMEOUT_S after submission).",
+    registry=REGISTRY,
+)

@@ -186,6 +186,10 @@ class Settings:
             otherwise act on the same schedules.
         scheduler_interval_s: seconds between two scheduler ticks of a worker
             (``WEDDING_SCHEDULER_INTERVAL_S``); a fire time is claimed at most this late.
+        schedule_run_timeout_s: a scheduled run ``submitted`` this many seconds ago whose
+            reports have not all reached a delivery outcome is marked ``failed`` with the cause
+            (``WEDDING_SCHEDULE_RUN_TIMEOUT_S``, default one hour; it must exceed the longest
+            report generation, or slow reports are failed while still running).
         report_lane_concurrency: reports generated at once per priority lane on a worker,
             ``critical=4,high=3,normal=3,low=2`` (``WEDDING_REPORT_LANES``).
         report_retry_base_s: first wait before retrying a report whose generation failed for
@@ -254,6 +258,9 @@ class Settings:
     scheduling_enabled: bool = field(default_factory=lambda: _flag("WEDDING_SCHEDULING", True))
     scheduler_interval_s: float = field(
         default_factory=lambda: _float("WEDDING_SCHEDULER_INTERVAL_S", 15, 0.1, 3600)
+    )
+    schedule_run_timeout_s: float = field(
+        default_factory=lambda: _float("WEDDING_SCHEDULE_RUN_TIMEOUT_S", 3600, 1, 30 * 86400)
     )
 
     report_lane_concurrency: dict[str, int] = field(

@@ -50,7 +50,7 @@ async def handle_report_result(raw: bytes) -> str | None:
         return None
     pool = await get_pool(settings.postgres_dsn)
     async with pool.acquire() as conn:
-        run = await find_run_for_report(conn, status.report_id)
+        run = await find_run_for_report(conn, status.organization_id, status.report_id)
     if run is None:
         return None
     method = build_method(run.schedule.delivery, config)

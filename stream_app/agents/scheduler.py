@@ -1,7 +1,7 @@
 """The scheduler task of a worker: claims due schedule runs and requests their reports.
 
 Every worker runs it; exactly one run per fire time comes from PostgreSQL
-(``UNIQUE (schedule_id, fire_time)`` on ``schedule_runs``, see
+(``UNIQUE (organization_id, schedule_id, fire_time)`` on ``schedule_runs``, see
 :mod:`stream_app.schedules.store`), not from electing a leader, so a worker that dies does not
 stop schedules. Requests go to ``report-requests`` like any other report request.
 """
@@ -38,6 +38,12 @@ async def run_scheduler() -> None:
     pool = await get_system_pool(settings.postgres_system_dsn)
     stop = asyncio.Event()
     try:
-        await scheduler_loop(pool, submit_report_request, settings.scheduler_interval_s, stop)
+        await scheduler_loop(
+            pool,
+            submit_report_request,
+            settings.scheduler_interval_s,
+            stop,
+            submitted_timeout_s=settings.schedule_run_timeout_s,
+        )
     finally:
         stop.set()

@@ -5,6 +5,10 @@ Also the data versions of the report cache (``report_data_versions``): one count
 
 Status changes that end or stop a report are conditional (``WHERE status = …``), so a
 cancellation racing a completion is decided by PostgreSQL: exactly one of them wins.
+
+A report is identified by ``(organization_id, id)`` (migration 008): every statement names
+both and runs in :func:`~stream_app.db.tenancy.tenant_transaction`, so another tenant's report
+with the same id is neither read nor written.
 """
 
 from __future__ import annotations
@@ -104,29 +108,54 @@ async def insert_queued(
     cache_strategy: str = "use_cache",
     cache_key: str | None = None,
 ) -> bool:
-    """Record a new request as ``queued``; False if a report with this id already exists.
+    """Record a new request as ``queued``; False if the organisation already has this id.
 
     Raises:
         asyncpg.ForeignKeyViolationError: the organisation does not exist.
     """
-    status = await conn.execute(
-        "INSERT INTO reports (id, organization_id, user_id, report_type, status, request,"
-        " priority, cache_strategy, cache_key)"
-        " VALUES ($1, $2, $3, $4, 'queued', $5::jsonb, $6, $7, $8) ON CONFLICT (id) DO NOTHING",
-        report_id,
-        organization_id,
-        user_id,
-        report_type,
-        orjson.dumps(request).decode(),
-        priority,
-        cache_strategy,
-        cache_key,
-    )
+    async with tenant_transaction(conn, organization_id):
+        status = await conn.execute(
+            "INSERT INTO reports (id, organization_id, user_id, report_type, status, request,"
+            " priority, cache_strategy, cache_key)"
+            " VALUES ($1, $2, $3, $4, 'queued', $5::jsonb, $6, $7, $8)"
+            " ON CONFLICT (organization_id, id) DO NOTHING",
+            report_id,
+            organization_id,
+            user_id,
+            report_type,
+            orjson.dumps(request).decode(),
+            priority,
+            cache_strategy,
+            cache_key,
+        )
     return bool(status.endswith(" 1"))
 
 
+async def same_request(
+    conn: asyncpg.Connection, organization_id: str, report_id: str, request: dict[str, Any]
+) -> bool | None:
+    """Whether the stored request of ``(organization_id, report_id)`` equals ``request``.
+
+    ``requested_at`` is left out of the comparison (a re-submitted scheduled request carries
+    a new one). Returns None when the organisation has no such report.
+    """
+    async with tenant_transaction(conn, organization_id):
+        same = await conn.fetchval(
+            "SELECT (request - 'requested_at') = ($3::jsonb - 'requested_at') FROM reports"
+            " WHERE organization_id = $1 AND id = $2",
+            organization_id,
+            report_id,
+            orjson.dumps(request).decode(),
+        )
+    return None if same is None else bool(same)
+
+
 async def claim_processing(
-    conn: asyncpg.Connection, report_id: str, *, stale_after_s: float = 300.0
+    conn: asyncpg.Connection,
+    organization_id: str,
+    report_id: str,
+    *,
+    stale_after_s: float = 300.0,
 ) -> bool:
     """Move a report from ``queued`` to ``processing`` for this caller; True if it got it.
 
@@ -135,51 +164,67 @@ async def claim_processing(
     doubly consumed request therefore does not generate the report twice at once; a
     cancelled, completed or failed report is never claimed.
     """
-    status = await conn.execute(
-        "UPDATE reports SET status = 'processing', updated_at = now() WHERE id = $1 AND"
-        " (status = 'queued' OR (status = 'processing'"
-        "  AND updated_at < now() - make_interval(secs => $2)))",
-        report_id,
-        stale_after_s,
-    )
+    async with tenant_transaction(conn, organization_id):
+        status = await conn.execute(
+            "UPDATE reports SET status = 'processing', updated_at = now()"
+            " WHERE organization_id = $1 AND id = $2 AND"
+            " (status = 'queued' OR (status = 'processing'"
+            "  AND updated_at < now() - make_interval(secs => $3)))",
+            organization_id,
+            report_id,
+            stale_after_s,
+        )
     return bool(status.endswith(" 1"))
 
 
-async def start_attempt(conn: asyncpg.Connection, report_id: str) -> int:
+async def start_attempt(conn: asyncpg.Connection, organization_id: str, report_id: str) -> int:
     """Count one more generation attempt of a ``processing`` report; return its number.
 
     Returns 0 when the report is no longer ``processing`` (it was cancelled).
     """
-    n = await conn.fetchval(
-        "UPDATE reports SET attempts = attempts + 1, updated_at = now()"
-        " WHERE id = $1 AND status = 'processing' RETURNING attempts",
-        report_id,
-    )
+    async with tenant_transaction(conn, organization_id):
+        n = await conn.fetchval(
+            "UPDATE reports SET attempts = attempts + 1, updated_at = now()"
+            " WHERE organization_id = $1 AND id = $2 AND status = 'processing'"
+            " RETURNING attempts",
+            organization_id,
+            report_id,
+        )
     return int(n or 0)
 
 
 async def record_attempt_error(
-    conn: asyncpg.Connection, report_id: str, attempt: int, error: str
+    conn: asyncpg.Connection, organization_id: str, report_id: str, attempt: int, error: str
 ) -> None:
     """Append ``{"attempt", "error", "at"}`` to the report's attempt errors."""
-    await conn.execute(
-        "UPDATE reports SET attempt_errors = attempt_errors || jsonb_build_array("
-        " jsonb_build_object('attempt', $2::int, 'error', $3::text, 'at', now())),"
-        " updated_at = now() WHERE id = $1",
-        report_id,
-        attempt,
-        error,
-    )
+    async with tenant_transaction(conn, organization_id):
+        await conn.execute(
+            "UPDATE reports SET attempt_errors = attempt_errors || jsonb_build_array("
+            " jsonb_build_object('attempt', $3::int, 'error', $4::text, 'at', now())),"
+            " updated_at = now() WHERE organization_id = $1 AND id = $2",
+            organization_id,
+            report_id,
+            attempt,
+            error,
+        )
 
 
-async def current_status(conn: asyncpg.Connection, report_id: str) -> str | None:
-    """The stored status of a report (any tenant: worker-side), None when unknown."""
-    value = await conn.fetchval("SELECT status FROM reports WHERE id = $1", report_id)
+async def current_status(
+    conn: asyncpg.Connection, organization_id: str, report_id: str
+) -> str | None:
+    """The stored status of a report of ``organization_id``, None when unknown."""
+    async with tenant_transaction(conn, organization_id):
+        value = await conn.fetchval(
+            "SELECT status FROM reports WHERE organization_id = $1 AND id = $2",
+            organization_id,
+            report_id,
+        )
     return None if value is None else str(value)
 
 
 async def set_status(
     conn: asyncpg.Connection,
+    organization_id: str,
     report_id: str,
     status: str,
     *,
@@ -201,31 +246,34 @@ async def set_status(
     report cancelled meanwhile stays cancelled); None moves from any status.
     """
     allowed = list(only_from) if only_from is not None else None
-    result = await conn.execute(
-        "UPDATE reports SET status = $2, artifacts = COALESCE($3::jsonb, artifacts),"
-        " error = $4, processing_ms = COALESCE($5, processing_ms),"
-        " cache = COALESCE($7::jsonb, cache),"
-        " data_versions = COALESCE($8::jsonb, data_versions),"
-        " performance = COALESCE($9::jsonb, performance),"
-        " metadata = COALESCE($10::jsonb, metadata),"
-        " generated_at = COALESCE($11, generated_at),"
-        " data_size_bytes = COALESCE($12, data_size_bytes),"
-        " data_rows = COALESCE($13, data_rows), updated_at = now()"
-        " WHERE id = $1 AND ($6::text[] IS NULL OR status = ANY($6::text[]))",
-        report_id,
-        status,
-        _json(artifacts),
-        error,
-        processing_ms,
-        allowed,
-        _json(cache),
-        _json(data_versions),
-        _json(performance),
-        _json(metadata),
-        generated_at,
-        data_size_bytes,
-        data_rows,
-    )
+    async with tenant_transaction(conn, organization_id):
+        result = await conn.execute(
+            "UPDATE reports SET status = $2, artifacts = COALESCE($3::jsonb, artifacts),"
+            " error = $4, processing_ms = COALESCE($5, processing_ms),"
+            " cache = COALESCE($7::jsonb, cache),"
+            " data_versions = COALESCE($8::jsonb, data_versions),"
+            " performance = COALESCE($9::jsonb, performance),"
+            " metadata = COALESCE($10::jsonb, metadata),"
+            " generated_at = COALESCE($11, generated_at),"
+            " data_size_bytes = COALESCE($12, data_size_bytes),"
+            " data_rows = COALESCE($13, data_rows), updated_at = now()"
+            " WHERE organization_id = $14 AND id = $1"
+            " AND ($6::text[] IS NULL OR status = ANY($6::text[]))",
+            report_id,
+            status,
+            _json(artifacts),
+            error,
+            processing_ms,
+            allowed,
+            _json(cache),
+            _json(data_versions),
+            _json(performance),
+            _json(metadata),
+            generated_at,
+            data_size_bytes,
+            data_rows,
+            organization_id,
+        )
     return bool(result.endswith(" 1"))
 
 
@@ -237,20 +285,21 @@ async def cancel(conn: asyncpg.Connection, organization_id: str, report_id: str)
         (``completed``, ``failed`` or already ``cancelled``), or None when there is no such
         report in the organisation.
     """
-    row = await conn.fetchrow(
-        "UPDATE reports SET status = 'cancelled', error = 'cancelled by request',"
-        " updated_at = now() WHERE organization_id = $1 AND id = $2"
-        " AND status IN ('queued', 'processing') RETURNING status",
-        organization_id,
-        report_id,
-    )
-    if row is not None:
-        return "cancelled"
-    value = await conn.fetchval(
-        "SELECT status FROM reports WHERE organization_id = $1 AND id = $2",
-        organization_id,
-        report_id,
-    )
+    async with tenant_transaction(conn, organization_id):
+        row = await conn.fetchrow(
+            "UPDATE reports SET status = 'cancelled', error = 'cancelled by request',"
+            " updated_at = now() WHERE organization_id = $1 AND id = $2"
+            " AND status IN ('queued', 'processing') RETURNING status",
+            organization_id,
+            report_id,
+        )
+        if row is not None:
+            return "cancelled"
+        value = await conn.fetchval(
+            "SELECT status FROM reports WHERE organization_id = $1 AND id = $2",
+            organization_id,
+            report_id,
+        )
     return None if value is None else str(value)
 
 
@@ -274,15 +323,16 @@ async def latest_completed_for_key(
 
     Only generations younger than ``max_age_s`` seconds count (level 3 of the report cache).
     """
-    row = await conn.fetchrow(
-        f"SELECT {_COLUMNS} FROM reports WHERE organization_id = $1 AND cache_key = $2"
-        " AND status = 'completed' AND generated_at > now() - make_interval(secs => $3)"
-        " AND cache->>'level' IN ('miss')"
-        " ORDER BY generated_at DESC LIMIT 1",
-        organization_id,
-        cache_key,
-        max_age_s,
-    )
+    async with tenant_transaction(conn, organization_id):
+        row = await conn.fetchrow(
+            f"SELECT {_COLUMNS} FROM reports WHERE organization_id = $1 AND cache_key = $2"
+            " AND status = 'completed' AND generated_at > now() - make_interval(secs => $3)"
+            " AND cache->>'level' IN ('miss')"
+            " ORDER BY generated_at DESC LIMIT 1",
+            organization_id,
+            cache_key,
+            max_age_s,
+        )
     return None if row is None else _record(row)
 
 

@@ -7,6 +7,11 @@ seconds after failed attempt ``n`` (``wait_exponential``), and only after a
 a ``delivery_log`` row. When the last attempt fails the run becomes ``failed`` with the cause;
 the report's files stay in the artifact store (nothing here deletes them).
 
+The files sent are **derived** from the run's organisation, the planned report id, the
+schedule's report type and each format (:func:`stream_app.reports.artifacts.artifact_path`);
+the ``path`` a ``report-results`` message carries is never opened. Every statement on the
+run's rows runs in the organisation's tenant transaction.
+
 Run status after delivery: ``failed`` as soon as one of its reports fails (sticky);
 otherwise, once every planned report is ``delivered`` or ``skipped``, the run is
 ``delivered`` (if any was delivered) or ``skipped``.
@@ -23,8 +28,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
+import msgspec
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 
+from stream_app.db.tenancy import tenant_transaction
 from stream_app.delivery.api import ApiMethod, LinkSigner
 from stream_app.delivery.base import (
     DeliveryError,
@@ -39,6 +46,12 @@ from stream_app.delivery.email import DEFAULT_MAX_ATTACHMENT_BYTES, EmailMethod,
 from stream_app.delivery.log import final_outcomes, log_attempt
 from stream_app.delivery.sftp import DEFAULT_CONNECT_TIMEOUT_S, SftpMethod
 from stream_app.delivery.webhook import WebhookMethod
+from stream_app.reports.artifacts import (
+    ArtifactPathError,
+    artifact_path,
+    artifact_relpath,
+    download_url,
+)
 from stream_app.schedules.model import (
     ApiTarget,
     DeliveryTarget,
@@ -47,7 +60,7 @@ from stream_app.schedules.model import (
     SftpTarget,
     WebhookTarget,
 )
-from stream_app.schedules.store import ClaimedRun, set_run_status
+from stream_app.schedules.store import ClaimedRun, set_run_status, update_run_status
 from stream_app.schemas.updates import ReportStatus
 from stream_app.settings import parse_float, parse_int
 
@@ -159,25 +172,43 @@ def build_method(target: DeliveryTarget, config: DeliveryConfig) -> DeliveryMeth
     return ApiMethod(config.signer)
 
 
-def resolve_files(status: ReportStatus, artifact_root: Path) -> tuple[DeliveryFile, ...]:
+def resolve_files(
+    status: ReportStatus, artifact_root: Path, *, organization_id: str, report_type: str
+) -> tuple[DeliveryFile, ...]:
     """The local files of a completed report, each checked against its size and SHA-256.
 
+    Each file's path is derived from ``(organization_id, status.report_id, report_type,
+    format)`` (the run's organisation and the schedule's type, not the message's), so a
+    ``report-results`` message cannot point the delivery at another file; the links handed
+    on carry that derived relative path.
+
     Raises:
-        PermanentDeliveryError: a file is missing, outside the store, or altered.
+        PermanentDeliveryError: the status is another organisation's, a format or id is bad,
+            or a file is missing or altered.
     """
-    root = artifact_root.resolve()
+    if status.organization_id != organization_id:
+        raise PermanentDeliveryError(
+            f"report status of {status.organization_id!r} for a run of {organization_id!r}"
+        )
     files = []
     for link in status.artifacts:
-        path = (root / link.path).resolve()
-        if not path.is_relative_to(root):
-            raise PermanentDeliveryError(f"artifact {link.path!r} is outside the store")
+        try:
+            path = artifact_path(
+                artifact_root, organization_id, status.report_id, report_type, link.format
+            )
+            rel = artifact_relpath(organization_id, status.report_id, report_type, link.format)
+        except ArtifactPathError as exc:
+            raise PermanentDeliveryError(f"artifact {link.format!r}: {exc}") from exc
         try:
             data = path.read_bytes()
         except OSError as exc:
-            raise PermanentDeliveryError(f"artifact {link.path!r} unreadable: {exc}") from exc
+            raise PermanentDeliveryError(f"artifact {rel!r} unreadable: {exc}") from exc
         if len(data) != link.size_bytes or hashlib.sha256(data).hexdigest() != link.sha256:
-            raise PermanentDeliveryError(f"artifact {link.path!r} does not match its checksum")
-        files.append(DeliveryFile(link=link, path=path))
+            raise PermanentDeliveryError(f"artifact {rel!r} does not match its checksum")
+        derived = msgspec.structs.replace(
+            link, path=rel, uri=download_url(organization_id, status.report_id, link.format)
+        )
+        files.append(DeliveryFile(link=derived, path=path))
     return tuple(files)
 
 
@@ -256,17 +287,20 @@ async def send_with_retry(
 
 async def _settle_run(conn: asyncpg.Connection, run: ClaimedRun) -> None:
     """Set the run's status from the final outcome of each planned report (see module)."""
-    async with conn.transaction():
+    org = run.schedule.organization_id
+    async with tenant_transaction(conn, org):
         current = await conn.fetchval(
-            "SELECT status FROM schedule_runs WHERE id = $1 FOR UPDATE", run.run_id
+            "SELECT status FROM schedule_runs WHERE organization_id = $1 AND id = $2 FOR UPDATE",
+            org,
+            run.run_id,
         )
         if current is None or current == "failed":
             return
-        outcomes = await final_outcomes(conn, run.run_id)
+        outcomes = await final_outcomes(conn, org, run.run_id)
         finals = [outcomes.get(p.report_id) for p in run.reports]
         if all(o in ("delivered", "skipped") for o in finals):
-            await set_run_status(
-                conn, run.run_id, "delivered" if "delivered" in finals else "skipped"
+            await update_run_status(
+                conn, org, run.run_id, "delivered" if "delivered" in finals else "skipped"
             )
 
 
@@ -355,11 +389,13 @@ async def deliver(
         now = datetime.now(UTC)
         async with pool.acquire() as conn:
             await write_log(conn, 0, "failed", False, cause, now, now)
-            await set_run_status(conn, run.run_id, "failed", error=cause)
+            await set_run_status(conn, schedule.organization_id, run.run_id, "failed", error=cause)
         return DeliveryResult(outcome="failed", attempts=0, detail=cause)
 
-    async with pool.acquire() as conn:
-        previous = (await final_outcomes(conn, run.run_id)).get(planned.report_id)
+    async with pool.acquire() as conn, tenant_transaction(conn, schedule.organization_id):
+        previous = (await final_outcomes(conn, schedule.organization_id, run.run_id)).get(
+            planned.report_id
+        )
     if previous in ("delivered", "skipped"):
         return DeliveryResult(
             outcome="delivered" if previous == "delivered" else "skipped",
@@ -375,7 +411,12 @@ async def deliver(
             await _settle_run(conn, run)
         return DeliveryResult(outcome="skipped", attempts=0, detail="report has no rows")
     try:
-        files = resolve_files(status, artifact_root)
+        files = resolve_files(
+            status,
+            artifact_root,
+            organization_id=schedule.organization_id,
+            report_type=schedule.report_type,
+        )
     except PermanentDeliveryError as exc:
         return await fail_without_attempt(exc.detail)
     job = DeliveryJob(
@@ -410,7 +451,7 @@ async def deliver(
         assert error is not None
         cause = f"{method.name} delivery failed after {attempts} attempt(s): {error.detail}"
         async with pool.acquire() as conn:
-            await set_run_status(conn, run.run_id, "failed", error=cause)
+            await set_run_status(conn, schedule.organization_id, run.run_id, "failed", error=cause)
         return DeliveryResult(outcome="failed", attempts=attempts, detail=cause)
     async with pool.acquire() as conn:
         await _settle_run(conn, run)

@@ -62,30 +62,31 @@ async def log_attempt(
     started_at: datetime,
     finished_at: datetime,
 ) -> int:
-    """Append one attempt to the log; returns the row id.
+    """Append one attempt to the log (in the organisation's tenant transaction); the row id.
 
     Raises:
         ValueError: ``outcome`` is not one of :data:`LOG_OUTCOMES`.
     """
     if outcome not in LOG_OUTCOMES:
         raise ValueError(f"outcome: {outcome!r} is not one of {sorted(LOG_OUTCOMES)}")
-    row_id: int = await conn.fetchval(
-        "INSERT INTO delivery_log (run_id, schedule_id, organization_id, report_id, method,"
-        " attempt, outcome, retriable, detail, target, started_at, finished_at)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id",
-        run_id,
-        schedule_id,
-        organization_id,
-        report_id,
-        method,
-        attempt,
-        outcome,
-        retriable,
-        detail,
-        target,
-        started_at,
-        finished_at,
-    )
+    async with tenant_transaction(conn, organization_id):
+        row_id: int = await conn.fetchval(
+            "INSERT INTO delivery_log (run_id, schedule_id, organization_id, report_id, method,"
+            " attempt, outcome, retriable, detail, target, started_at, finished_at)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id",
+            run_id,
+            schedule_id,
+            organization_id,
+            report_id,
+            method,
+            attempt,
+            outcome,
+            retriable,
+            detail,
+            target,
+            started_at,
+            finished_at,
+        )
     return row_id
 
 
@@ -133,11 +134,16 @@ async def fetch_schedule_log(
     return [_entry(r) for r in rows]
 
 
-async def final_outcomes(conn: asyncpg.Connection, run_id: int) -> dict[str, str]:
-    """The latest logged outcome of each report of a run: ``{report_id: outcome}``."""
+async def final_outcomes(
+    conn: asyncpg.Connection, organization_id: str, run_id: int
+) -> dict[str, str]:
+    """The latest logged outcome of each report of run ``(organization_id, run_id)``:
+    ``{report_id: outcome}``. Opens no transaction: call it inside the organisation's
+    :func:`~stream_app.db.tenancy.tenant_transaction`."""
     rows = await conn.fetch(
         "SELECT DISTINCT ON (report_id) report_id, outcome FROM delivery_log"
-        " WHERE run_id = $1 ORDER BY report_id, id DESC",
+        " WHERE organization_id = $1 AND run_id = $2 ORDER BY report_id, id DESC",
+        organization_id,
         run_id,
     )
     return {r["report_id"]: r["outcome"] for r in rows}

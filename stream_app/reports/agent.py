@@ -43,7 +43,6 @@ import asyncio
 import logging
 import os
 import resource
-import shutil
 import threading
 import time
 import tracemalloc
@@ -67,12 +66,18 @@ from stream_app.db.pool import get_pool
 from stream_app.db.tenancy import UnknownOrganizationError, fetch_organization, fetch_venues
 from stream_app.observability import REPORT_CACHE, REPORT_GENERATIONS, REPORT_SECONDS, REPORTS
 from stream_app.reports import booking_summary, cache, registry
-from stream_app.reports.artifacts import ArtifactStore
+from stream_app.reports.artifacts import (
+    ArtifactPathError,
+    ArtifactStore,
+    artifact_path,
+    remove_report_folder,
+)
 from stream_app.reports.cache import CacheEntry
 from stream_app.reports.model import ReportTable
 from stream_app.reports.registry import CACHE_TTL_S, ReportContext, ReportInputError
 from stream_app.reports.render import RENDERERS
 from stream_app.schemas.base import EventValidationError, decode_event, encode_event
+from stream_app.schemas.ids import is_valid_id
 from stream_app.schemas.reports import PRIORITIES, ReportRequest
 from stream_app.schemas.updates import (
     ArtifactLink,
@@ -397,7 +402,13 @@ def _render_all(
         links.extend(out)
     if stop.is_set():
         for link in links:
-            (settings.artifact_dir / link.path).unlink(missing_ok=True)
+            artifact_path(
+                settings.artifact_dir,
+                req.organization_id,
+                req.report_id,
+                req.report_type,
+                link.format,
+            ).unlink(missing_ok=True)
         raise ReportCancelledError(req.report_id)
     return links, time.thread_time() - cpu0
 
@@ -473,7 +484,7 @@ async def _generate_with_retries(req: ReportRequest, run: _Run) -> list[Artifact
     ):
         with attempt:
             async with pool.acquire() as conn:
-                n = await report_db.start_attempt(conn, req.report_id)
+                n = await report_db.start_attempt(conn, req.organization_id, req.report_id)
             if n == 0:
                 raise ReportCancelledError(req.report_id)
             run.attempts = n
@@ -484,7 +495,9 @@ async def _generate_with_retries(req: ReportRequest, run: _Run) -> list[Artifact
             except Exception as exc:
                 REPORT_GENERATIONS.labels(req.report_type, "failed").inc()
                 async with pool.acquire() as conn:
-                    await report_db.record_attempt_error(conn, req.report_id, n, _cause(exc))
+                    await report_db.record_attempt_error(
+                        conn, req.organization_id, req.report_id, n, _cause(exc)
+                    )
                 log.warning("report %s attempt %d failed: %s", req.report_id, n, _cause(exc))
                 raise
             REPORT_GENERATIONS.labels(req.report_type, "completed").inc()
@@ -512,8 +525,14 @@ def _metadata(req: ReportRequest, versions: dict[str, int]) -> dict[str, Any]:
 
 
 async def _discard_files(req: ReportRequest) -> None:
-    folder = settings.artifact_dir / req.organization_id / req.report_id
-    await asyncio.to_thread(shutil.rmtree, folder, True)
+    """Delete the files of ``req``'s report: its own folder ``<store>/<org>/<report_id>`` only
+    (:func:`~stream_app.reports.artifacts.remove_report_folder` refuses anything else)."""
+    try:
+        await asyncio.to_thread(
+            remove_report_folder, settings.artifact_dir, req.organization_id, req.report_id
+        )
+    except (ArtifactPathError, OSError) as exc:
+        log.error("report %s/%s: files not deleted: %s", req.organization_id, req.report_id, exc)
 
 
 async def _produce(
@@ -616,6 +635,7 @@ async def _produce(
     async with pool.acquire() as conn:
         moved = await report_db.set_status(
             conn,
+            req.organization_id,
             req.report_id,
             "completed",
             artifacts=[msgspec.to_builtins(a) for a in links],
@@ -678,6 +698,7 @@ async def _fail(
     async with pool.acquire() as conn:
         moved = await report_db.set_status(
             conn,
+            req.organization_id,
             req.report_id,
             "failed",
             error=cause,
@@ -698,8 +719,8 @@ async def _fail(
 # ---------------------------------------------------------------------------------------------
 # cancelling
 
-_running: dict[str, tuple[asyncio.Task[ReportStatusName], _Run]] = {}
-"""Reports generating on this worker, by id."""
+_running: dict[tuple[str, str], tuple[asyncio.Task[ReportStatusName], _Run]] = {}
+"""Reports generating on this worker, by ``(organization_id, report_id)``."""
 
 
 async def cancel_report(organization_id: str, report_id: str) -> str | None:
@@ -716,7 +737,7 @@ async def cancel_report(organization_id: str, report_id: str) -> str | None:
         rec = await report_db.fetch_report(conn, organization_id, report_id)
     if outcome != "cancelled" or rec is None:
         return outcome
-    running = _running.get(report_id)
+    running = _running.get((organization_id, report_id))
     if running is not None:
         running[1].stop.set()
         running[0].cancel()
@@ -737,14 +758,16 @@ async def cancel_report(organization_id: str, report_id: str) -> str | None:
     return "cancelled"
 
 
-async def _watch_cancel(report_id: str, task: asyncio.Task[Any], stop: threading.Event) -> None:
+async def _watch_cancel(
+    organization_id: str, report_id: str, task: asyncio.Task[Any], stop: threading.Event
+) -> None:
     """Cancel ``task`` (and stop its render thread) once the report is ``cancelled``."""
     pool = await get_pool(settings.postgres_dsn)
     while not task.done():
         await asyncio.sleep(settings.report_cancel_poll_s)
         try:
             async with pool.acquire() as conn:
-                status = await report_db.current_status(conn, report_id)
+                status = await report_db.current_status(conn, organization_id, report_id)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
             continue
         if status == "cancelled":
@@ -762,9 +785,15 @@ async def _fail_unreadable(event: EventT[bytes], exc: EventValidationError) -> N
     await send_to_dead_letter(event, field=exc.field, reason=exc.reason)
     try:
         doc = orjson.loads(event.message.value or b"")
-        report_id, org = str(doc["report_id"]), str(doc["organization_id"])
+        report_id, org = doc["report_id"], doc["organization_id"]
     except (orjson.JSONDecodeError, KeyError, TypeError):
         return
+    if not (is_valid_id(report_id) and is_valid_id(org)):
+        return  # no status for an id that breaks the rule (`..`, `a/b`, ...)
+    pool = await get_pool(settings.postgres_dsn)
+    async with pool.acquire() as conn:
+        if await report_db.current_status(conn, org, report_id) is not None:
+            return  # the id is an existing report's: a bad request must not end it
     status = ReportStatus(
         kind="report_status",
         report_id=report_id,
@@ -782,7 +811,9 @@ async def route_request(event: EventT[bytes]) -> ReportStatusName | None:
     """Router: validate, record ``queued``, publish it, forward to the request's lane.
 
     Returns ``queued`` when forwarded, ``failed`` when refused, None when dropped (a key that
-    does not match, or a redelivered request whose report is already final).
+    does not match, a redelivered request whose report is already final, or a request whose
+    ``(organization_id, report_id)`` already names a different request: that one is
+    dead-lettered naming ``$.report_id`` and the stored report is left as it is).
     """
     started = time.perf_counter()
     raw = event.message.value or b""
@@ -824,7 +855,20 @@ async def route_request(event: EventT[bytes]) -> ReportStatusName | None:
             await publish_status(_status(req, "failed", started, error=cause))
             REPORTS.labels(req.report_type, "failed").inc()
             return "failed"
-        current = "queued" if is_new else await report_db.current_status(conn, req.report_id)
+        current: str | None = "queued"
+        if not is_new:
+            same = await report_db.same_request(
+                conn, req.organization_id, req.report_id, orjson.loads(raw)
+            )
+            if same is False:  # an id of this organisation re-used for another request
+                await send_to_dead_letter(
+                    event,
+                    field="$.report_id",
+                    reason=f"report_id {req.report_id!r} already names another request of"
+                    f" organization {req.organization_id!r}; the stored report is kept",
+                )
+                return None
+            current = await report_db.current_status(conn, req.organization_id, req.report_id)
     if current not in ("queued", "processing"):
         return None  # cancelled before it was routed, or a redelivered final report
     if current == "queued":  # new here, or recorded by the HTTP view that accepted it
@@ -846,13 +890,21 @@ async def handle_lane_request(event: EventT[bytes]) -> ReportStatusName | None:
         return None
     pool = await get_pool(settings.postgres_dsn)
     async with pool.acquire() as conn:
-        if not await report_db.claim_processing(conn, req.report_id):
+        stored = orjson.loads(event.message.value or b"")
+        if await report_db.same_request(conn, req.organization_id, req.report_id, stored) is False:
+            await send_to_dead_letter(
+                event, field="$.report_id", reason="differs from the stored request of this id"
+            )
+            return None
+        if not await report_db.claim_processing(conn, req.organization_id, req.report_id):
             return None  # cancelled, final, or generating elsewhere right now
     await publish_status(_status(req, "processing", started))
     run = _Run()
     task = asyncio.create_task(_produce(req, event, started, run))
-    _running[req.report_id] = (task, run)
-    watchdog = asyncio.create_task(_watch_cancel(req.report_id, task, run.stop))
+    _running[(req.organization_id, req.report_id)] = (task, run)
+    watchdog = asyncio.create_task(
+        _watch_cancel(req.organization_id, req.report_id, task, run.stop)
+    )
     try:
         return await task
     except (asyncio.CancelledError, ReportCancelledError):
@@ -865,7 +917,7 @@ async def handle_lane_request(event: EventT[bytes]) -> ReportStatusName | None:
         return "cancelled"
     finally:
         watchdog.cancel()
-        _running.pop(req.report_id, None)
+        _running.pop((req.organization_id, req.report_id), None)
 
 
 @app.agent(report_requests_topic, concurrency=2)

@@ -62,6 +62,12 @@ from stream_app.agents.context import outside_any_event
 from stream_app.app import app, rocksdb_options, settings
 from stream_app.db import reports as report_db
 from stream_app.observability import REPORT_CACHE
+from stream_app.reports.artifacts import (
+    ArtifactPathError,
+    artifact_path,
+    artifact_relpath,
+    download_url,
+)
 from stream_app.schemas.reports import ReportRequest
 from stream_app.schemas.updates import ArtifactLink, CacheLevel
 from stream_app.topics import REPORT_CACHE_TOPIC
@@ -125,9 +131,21 @@ class CacheEntry(msgspec.Struct, frozen=True, kw_only=True):
             self.data_versions.get(s) == v for s, v in versions.items()
         )
 
+    def source_path(self, root: Path, fmt: str) -> Path:
+        """The entry's ``fmt`` file, derived from its (organisation, report id, type), never
+        from the entry's stored ``path`` (entries travel through Kafka).
+
+        Raises:
+            ArtifactPathError: the entry's ids or format do not name a file of the store.
+        """
+        return artifact_path(root, self.organization_id, self.report_id, self.report_type, fmt)
+
     def files_exist(self, root: Path) -> bool:
         """True when every file of the entry is still in the store at ``root``."""
-        return all((root / a.path).is_file() for a in self.artifacts)
+        try:
+            return all(self.source_path(root, a.format).is_file() for a in self.artifacts)
+        except ArtifactPathError:
+            return False
 
 
 _l1: LRUCache[str, CacheEntry] = LRUCache(maxsize=L1_MAX_ENTRIES)
@@ -194,7 +212,11 @@ async def lookup(
         raw = cache_table.get(message_key(req.organization_id, key).decode())
     if raw is not None:
         entry = msgspec.convert(raw, CacheEntry, strict=False)
-        if entry.is_fresh(versions, now) and entry.files_exist(root):
+        if (
+            entry.organization_id == req.organization_id
+            and entry.is_fresh(versions, now)
+            and entry.files_exist(root)
+        ):
             _count("l2", "hit")
             _l1[key] = entry
             return entry, "l2"
@@ -273,21 +295,28 @@ def _link_or_copy(src: Path, dst: Path) -> None:
 def materialize(entry: CacheEntry, organization_id: str, report_id: str) -> list[ArtifactLink]:
     """Hard-link (or copy) ``entry``'s files into the folder of ``report_id``; the new links.
 
-    Blocking file I/O: run it in a worker thread.
+    Both paths are derived (:mod:`stream_app.reports.artifacts`), never read from the entry,
+    and only an entry of the same organisation is used. Blocking file I/O: run it in a worker
+    thread.
 
     Raises:
         OSError: a file vanished or the store cannot be written.
+        ArtifactPathError: the entry is another organisation's, or an id or format is bad.
     """
+    if entry.organization_id != organization_id:
+        raise ArtifactPathError(
+            f"cache entry of {entry.organization_id!r} cannot answer {organization_id!r}"
+        )
     root = settings.artifact_dir
     out: list[ArtifactLink] = []
     for a in entry.artifacts:
-        rel = Path(organization_id) / report_id / Path(a.path).name
-        _link_or_copy(root / a.path, root / rel)
+        dst = artifact_path(root, organization_id, report_id, entry.report_type, a.format)
+        _link_or_copy(entry.source_path(root, a.format), dst)
         out.append(
             ArtifactLink(
                 format=a.format,
-                uri=(root / rel).resolve().as_uri(),
-                path=rel.as_posix(),
+                uri=download_url(organization_id, report_id, a.format),
+                path=artifact_relpath(organization_id, report_id, entry.report_type, a.format),
                 sha256=a.sha256,
                 size_bytes=a.size_bytes,
                 rows=a.rows,

@@ -38,7 +38,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 import orjson
 
-from stream_app.reports.artifacts import HashingWriter
+from stream_app.reports.artifacts import FORMAT_EXTENSIONS, HashingWriter
 from stream_app.reports.model import Cell, Column, ReportTable, check_sections
 from stream_app.reports.render_pdf import render_pdf
 from stream_app.reports.render_pptx import render_pptx
@@ -175,10 +175,10 @@ def _json_rows(
 
 
 RENDERERS: dict[str, tuple[str, Callable[[ReportTable, HashingWriter], None]]] = {
-    "csv": ("csv", render_csv),
-    "json": ("json", render_json),
-    "excel": ("xlsx", render_xlsx),
-    "pdf": ("pdf", render_pdf),
-    "powerpoint": ("pptx", render_pptx),
+    "csv": (FORMAT_EXTENSIONS["csv"], render_csv),
+    "json": (FORMAT_EXTENSIONS["json"], render_json),
+    "excel": (FORMAT_EXTENSIONS["excel"], render_xlsx),
+    "pdf": (FORMAT_EXTENSIONS["pdf"], render_pdf),
+    "powerpoint": (FORMAT_EXTENSIONS["powerpoint"], render_pptx),
 }
 """Format name → (file extension, renderer)."""

@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import asyncssh
 
 from stream_app.schedules.cron import CronExpressionError, validate_cron
+from stream_app.schemas.ids import ID_RULE, is_valid_id
 from stream_app.schemas.reports import OUTPUT_FORMATS, REPORT_TYPES
 
 DEFAULT_MIN_INTERVAL_SECONDS = 300
@@ -29,7 +30,6 @@ MAX_MIN_INTERVAL_SECONDS = 31 * 24 * 3600
 FILTER_FIELDS = frozenset({"venue_id"})
 """Report dimensions a per-recipient filter may restrict."""
 
-_ID_RE = re.compile(r"^[A-Za-z0-9._:\-]{1,64}$")
 _EMAIL_RE = re.compile(r"^[^@\s<>,;\"]+@[^@\s<>,;\"]+\.[^@\s<>,;\"]+$")
 _LAST_N_RE = re.compile(r"^last_n_days:([0-9]{1,4})$")
 MAX_LAST_N_DAYS = 3660
@@ -58,10 +58,9 @@ class ScheduleValidationError(ValueError):
 
 
 def _check_id(name: str, value: str) -> None:
-    if not isinstance(value, str) or not _ID_RE.match(value):
-        raise ScheduleValidationError(
-            name, f"{value!r} must be 1–64 characters of letters, digits and . _ : -"
-        )
+    """The product's one id rule (:mod:`stream_app.schemas.ids`)."""
+    if not is_valid_id(value):
+        raise ScheduleValidationError(name, f"{value!r} must be {ID_RULE}")
 
 
 def _check_secret(name: str, value: str, min_length: int = 16) -> None:
@@ -311,7 +310,7 @@ class Schedule:
     """A report schedule (see the module docstring).
 
     Attributes:
-        schedule_id: 1–64 characters of letters, digits and ``. _ : -``; unique.
+        schedule_id: an id (:mod:`stream_app.schemas.ids`); unique within the organisation.
         organization_id: the tenant.
         created_by: the user who owns the schedule (becomes the report request's user_id).
         report_type: one of :data:`stream_app.schemas.reports.REPORT_TYPES`.

@@ -5,8 +5,10 @@ protocol of :mod:`stream_app.schedules.store` gives exactly one run per fire tim
 reports are submitted through an injected ``submit`` callable (in production: produce the
 request to ``report-requests``), then the run becomes ``submitted``. A worker that dies
 between claim and submission leaves the run ``claimed``; any worker re-submits it after
-``resubmit_after_s`` seconds (safe: report ids are deterministic, and the report agent does
-not generate a known id twice).
+``resubmit_after_s`` seconds (safe: the run row holds its report ids, and the report agent
+does not generate a known (organisation, id) twice). A run ``submitted`` more than
+``submitted_timeout_s`` seconds ago whose reports have not all reached a delivery outcome is
+marked ``failed`` with the cause, logged and counted (``wedding_schedule_runs_timed_out_total``).
 """
 
 from __future__ import annotations
@@ -20,10 +22,12 @@ from datetime import UTC, datetime
 
 import asyncpg
 
+from stream_app.observability import SCHEDULE_RUNS_TIMED_OUT
 from stream_app.schedules.store import (
     ClaimedRun,
     PlannedReport,
     claim_due_runs,
+    fail_stale_submitted_runs,
     mark_submitted,
     reclaim_stale_runs,
 )
@@ -35,6 +39,9 @@ Submit = Callable[[ReportRequest], Awaitable[None]]
 """Sends one report request (e.g. produces it to ``report-requests`` and awaits the ack)."""
 
 DEFAULT_RESUBMIT_AFTER_S = 300.0
+DEFAULT_SUBMITTED_TIMEOUT_S = 3600.0
+"""Seconds a run may stay ``submitted`` with reports lacking an outcome (see the settings'
+``schedule_run_timeout_s``)."""
 
 
 def build_request(run: ClaimedRun, planned: PlannedReport, now: datetime) -> ReportRequest:
@@ -67,8 +74,11 @@ async def run_scheduler_tick(
     *,
     worker_id: str | None = None,
     resubmit_after_s: float = DEFAULT_RESUBMIT_AFTER_S,
+    submitted_timeout_s: float = DEFAULT_SUBMITTED_TIMEOUT_S,
 ) -> list[ClaimedRun]:
-    """Claim the runs due at ``now`` and submit their report requests.
+    """Claim the runs due at ``now`` and submit their report requests; fail stale runs.
+
+    Cross-tenant: the scheduler's own connection, no tenant transaction.
 
     Args:
         pool: PostgreSQL pool (scheduler role, not tenant-scoped).
@@ -77,6 +87,8 @@ async def run_scheduler_tick(
         worker_id: recorded as the runs' ``claimed_by`` (default ``host:pid``).
         resubmit_after_s: runs left ``claimed`` this many seconds are taken over and
             re-submitted.
+        submitted_timeout_s: runs ``submitted`` this many seconds ago with a report that has
+            no delivery outcome are marked ``failed`` (logged, counted).
 
     Returns:
         The runs whose requests were all submitted by this call (status ``submitted``), by
@@ -91,6 +103,15 @@ async def run_scheduler_tick(
         runs += await reclaim_stale_runs(
             conn, now, older_than_s=resubmit_after_s, worker_id=worker_id
         )
+        for stale in await fail_stale_submitted_runs(conn, now, older_than_s=submitted_timeout_s):
+            SCHEDULE_RUNS_TIMED_OUT.inc()
+            log.error(
+                "schedule %s/%s: run %s failed: %s",
+                stale.organization_id,
+                stale.schedule_id,
+                stale.run_id,
+                stale.error,
+            )
     submitted: list[ClaimedRun] = []
     for run in runs:
         try:
@@ -105,7 +126,7 @@ async def run_scheduler_tick(
             )
             continue
         async with pool.acquire() as conn:
-            await mark_submitted(conn, run.run_id)
+            await mark_submitted(conn, run.run_id, now)
         submitted.append(replace(run, status="submitted"))
     return submitted
 
@@ -118,6 +139,7 @@ async def scheduler_loop(
     *,
     worker_id: str | None = None,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    submitted_timeout_s: float = DEFAULT_SUBMITTED_TIMEOUT_S,
 ) -> None:
     """Run :func:`run_scheduler_tick` every ``interval_s`` seconds until ``stop_event`` is set.
 
@@ -131,6 +153,7 @@ async def scheduler_loop(
         stop_event: set it to stop the loop after the current tick.
         worker_id: see :func:`run_scheduler_tick`.
         clock: returns the current UTC time.
+        submitted_timeout_s: see :func:`run_scheduler_tick`.
 
     Raises:
         ValueError: ``interval_s`` is not positive.
@@ -139,7 +162,13 @@ async def scheduler_loop(
         raise ValueError("interval_s: must be positive")
     while not stop_event.is_set():
         try:
-            await run_scheduler_tick(pool, clock(), submit, worker_id=worker_id)
+            await run_scheduler_tick(
+                pool,
+                clock(),
+                submit,
+                worker_id=worker_id,
+                submitted_timeout_s=submitted_timeout_s,
+            )
         except Exception:  # logged; the loop must outlive a failed tick
             log.exception("scheduler tick failed; retrying in %.1f s", interval_s)
         with contextlib.suppress(TimeoutError):

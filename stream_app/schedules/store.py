@@ -6,11 +6,12 @@ runs is the scheduler's cross-tenant path and runs on the connection's own role.
 
 Firing policy (see :func:`claim_due_runs`):
 
-* **Exactly once.** A run is a row of ``schedule_runs`` with ``UNIQUE (schedule_id,
-  fire_time)``. Claimers lock the due schedule rows with ``FOR UPDATE SKIP LOCKED`` and insert
-  with ``ON CONFLICT DO NOTHING``; the lock makes concurrent workers skip a schedule another
-  worker is handling, and the constraint guarantees one run per fire time even if the lock
-  were bypassed. State lives in the database, so restarts neither repeat nor lose a run.
+* **Exactly once.** A run is a row of ``schedule_runs`` with ``UNIQUE (organization_id,
+  schedule_id, fire_time)``. Claimers lock the due schedule rows with ``FOR UPDATE SKIP
+  LOCKED`` and insert with ``ON CONFLICT DO NOTHING``; the lock makes concurrent workers
+  skip a schedule another worker is handling, and the constraint guarantees one run per fire
+  time even if the lock were bypassed. State lives in the database, so restarts neither
+  repeat nor lose a run.
 * **Catch-up.** After downtime a schedule gets **one** run for the whole missed period: the
   run's ``fire_time`` is the **latest** missed fire time (its report covers the period that
   fire time asks for) and ``missed_from`` the earliest. The missed fire times in between
@@ -24,12 +25,20 @@ Firing policy (see :func:`claim_due_runs`):
   tz database) is logged and stops firing (``next_fire_time`` NULL); the others go on.
 * **Pause.** A paused schedule is not claimed; resuming starts from the first fire time after
   the resume (the paused period is not caught up).
+* **Identity.** Schedules and runs are keyed by ``(organization_id, id)`` (migration 008):
+  two organisations may both own schedule ``monthly``. A run's report ids are random
+  (:func:`plan_reports`), drawn by the claimer and stored in the run row by the same insert
+  that claims it, so they cannot be guessed and a re-submission re-uses them.
+* **Runs that never complete.** A run ``submitted`` longer than a bound while some of its
+  reports has no delivery outcome is marked ``failed`` with the cause
+  (:func:`fail_stale_submitted_runs`).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import secrets
 import socket
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -103,9 +112,10 @@ class PlannedReport:
     """One report of a run: its request id and who receives it.
 
     Attributes:
-        report_id: the :class:`~stream_app.schemas.reports.ReportRequest` id (deterministic:
-            ``sched-<schedule_id>-<fire time>`` plus ``-a<n>`` when a run has several
-            audiences), so a re-submitted request is not generated twice.
+        report_id: the :class:`~stream_app.schemas.reports.ReportRequest` id: ``sched-`` and
+            128 random bits in hex (:func:`secrets.token_hex`), drawn when the run is claimed
+            and stored in the run row, so nobody can guess it and a re-submitted request
+            carries the same id (it is not generated twice).
         audience: recipients and filters.
     """
 
@@ -316,6 +326,8 @@ async def create_schedule(
 ) -> StoredSchedule:
     """Store a new schedule; its first fire time is the first one strictly after ``now``.
 
+    Schedule ids are per organisation: another organisation's ``monthly`` does not conflict.
+
     Args:
         conn: a connection (the write runs as the tenant role of ``schedule``'s organisation).
         schedule: the schedule.
@@ -323,7 +335,7 @@ async def create_schedule(
 
     Raises:
         ScheduleValidationError: ``expires_at`` is not after ``now``.
-        ScheduleExistsError: the id is taken.
+        ScheduleExistsError: the organisation already has a schedule with this id.
         asyncpg.ForeignKeyViolationError: the organisation does not exist.
     """
     _require_aware("now", now)
@@ -465,13 +477,22 @@ async def delete_schedule(conn: asyncpg.Connection, organization_id: str, schedu
 # --- runs -------------------------------------------------------------------------------
 
 
+SCHEDULED_ID_BYTES = 16
+"""Random bytes of a scheduled report id (128 bits: not guessable, no collisions)."""
+
+
+def new_scheduled_report_id() -> str:
+    """A fresh scheduled report id, ``sched-<32 hex digits>`` (:mod:`secrets`)."""
+    return f"sched-{secrets.token_hex(SCHEDULED_ID_BYTES)}"
+
+
 def plan_reports(schedule: Schedule, fire_time: datetime) -> tuple[PlannedReport, ...]:
-    """The reports of a run fired at ``fire_time``: one per audience, with stable ids."""
-    base = f"sched-{schedule.schedule_id}-{fire_time.astimezone(UTC):%Y%m%dT%H%M%SZ}"
-    audiences = schedule.audiences()
-    if len(audiences) == 1:
-        return (PlannedReport(base, audiences[0]),)
-    return tuple(PlannedReport(f"{base}-a{i}", a) for i, a in enumerate(audiences))
+    """The reports of a run fired at ``fire_time``: one per audience, each with a random id.
+
+    The ids are drawn here, once per claim attempt; only the claimer whose insert wins keeps
+    them (in the run row), so every worker re-submitting the run uses the same ids.
+    """
+    return tuple(PlannedReport(new_scheduled_report_id(), a) for a in schedule.audiences())
 
 
 def _reports_to_db(reports: tuple[PlannedReport, ...]) -> str:
@@ -511,8 +532,9 @@ async def insert_run(
 ) -> ClaimedRun | None:
     """Insert the run of ``schedule`` for ``fire_time`` unless one exists.
 
-    ``INSERT ... ON CONFLICT (schedule_id, fire_time) DO NOTHING``: of any number of callers
-    for the same fire time exactly one gets the run; the others get ``None``.
+    ``INSERT ... ON CONFLICT (organization_id, schedule_id, fire_time) DO NOTHING``: of any
+    number of callers for the same fire time exactly one gets the run (and its random report
+    ids); the others get ``None``. Cross-tenant (the scheduler's connection).
     """
     local_date = fire_time.astimezone(schedule.zone).date()
     date_from, date_to = report_dates(schedule.date_range, local_date)
@@ -522,7 +544,7 @@ async def insert_run(
         " claimed_at, claimed_by, status, cache_strategy, date_from, date_to, report_ids,"
         " reports, updated_at)"
         " VALUES ($1, $2, $3, $4, $5, $6, 'claimed', $7, $8, $9, $10, $11::jsonb, $5)"
-        " ON CONFLICT (schedule_id, fire_time) DO NOTHING RETURNING id",
+        " ON CONFLICT (organization_id, schedule_id, fire_time) DO NOTHING RETURNING id",
         schedule.schedule_id,
         schedule.organization_id,
         fire_time,
@@ -555,7 +577,7 @@ async def insert_run(
 async def claim_due_runs(
     conn: asyncpg.Connection, now: datetime, *, worker_id: str | None = None, limit: int = 100
 ) -> list[ClaimedRun]:
-    """Claim the runs that are due at ``now``, at most one per schedule.
+    """Claim the runs that are due at ``now``, at most one per schedule (cross-tenant).
 
     In one transaction: lock the active schedules whose ``next_fire_time <= now`` (``FOR
     UPDATE SKIP LOCKED``, so a schedule another worker is handling is skipped, not waited
@@ -596,7 +618,10 @@ async def claim_due_runs(
                 # e.g. a zone no longer in the tz database: stop this schedule, keep the others
                 log.error("schedule %s cannot be read, it stops firing: %s", row["id"], exc)
                 await conn.execute(
-                    "UPDATE schedules SET next_fire_time = NULL WHERE id = $1", row["id"]
+                    "UPDATE schedules SET next_fire_time = NULL"
+                    " WHERE organization_id = $1 AND id = $2",
+                    row["organization_id"],
+                    row["id"],
                 )
                 continue
             first_due: datetime = row["next_fire_time"]
@@ -619,10 +644,12 @@ async def claim_due_runs(
             if last_fire is not None and min_gap:
                 resume_after = max(now, last_fire + min_gap - _TINY)
             await conn.execute(
-                "UPDATE schedules SET next_fire_time = $2, last_fire_time = $3 WHERE id = $1",
+                "UPDATE schedules SET next_fire_time = $2, last_fire_time = $3"
+                " WHERE id = $1 AND organization_id = $4",
                 schedule.schedule_id,
                 _first_fire_after(schedule, resume_after),
                 last_fire,
+                schedule.organization_id,
             )
     return sorted(claimed, key=lambda r: r.fire_time)
 
@@ -631,7 +658,8 @@ _RUN_SELECT = (
     "SELECT r.id AS run_id, r.fire_time, r.missed_from, r.claimed_at, r.claimed_by, r.status,"
     " r.cache_strategy, r.date_from, r.date_to, r.reports, r.error,"
     f" {', '.join('s.' + c.strip() for c in _COLUMNS.split(','))}"
-    " FROM schedule_runs r JOIN schedules s ON s.id = r.schedule_id"
+    " FROM schedule_runs r JOIN schedules s"
+    " ON s.organization_id = r.organization_id AND s.id = r.schedule_id"
 )
 
 
@@ -662,8 +690,9 @@ async def reclaim_stale_runs(
 ) -> list[ClaimedRun]:
     """Take over runs still ``claimed`` (never submitted) ``older_than_s`` seconds after claim.
 
-    A worker that dies between claiming and submitting leaves such a run; re-submitting it is
-    safe because its report ids are deterministic and the report agent ignores known ids.
+    Cross-tenant (the scheduler). A worker that dies between claiming and submitting leaves
+    such a run; re-submitting it is safe because its report ids are stored in the run row and
+    the report agent does not generate a known (organisation, id) twice.
     The taken-over runs get ``claimed_at = now`` and ``claimed_by = worker_id``.
     """
     _require_aware("now", now)
@@ -691,10 +720,16 @@ async def reclaim_stale_runs(
     return [_run_from_row(r) for r in rows]
 
 
-async def set_run_status(
-    conn: asyncpg.Connection, run_id: int, status: str, *, error: str | None = None
+async def update_run_status(
+    conn: asyncpg.Connection,
+    organization_id: str,
+    run_id: int,
+    status: str,
+    *,
+    error: str | None = None,
 ) -> None:
-    """Set a run's status (one of :data:`RUN_STATUSES`) and, for ``failed``, its cause.
+    """The statement of :func:`set_run_status`, for a caller already in the tenant's
+    :func:`~stream_app.db.tenancy.tenant_transaction` (it opens none itself).
 
     Raises:
         ValueError: unknown status.
@@ -702,35 +737,144 @@ async def set_run_status(
     if status not in RUN_STATUSES:
         raise ValueError(f"status: {status!r} is not one of {sorted(RUN_STATUSES)}")
     await conn.execute(
-        "UPDATE schedule_runs SET status = $2, error = $3, updated_at = now() WHERE id = $1",
+        "UPDATE schedule_runs SET status = $3, error = $4, updated_at = now()"
+        " WHERE organization_id = $1 AND id = $2",
+        organization_id,
         run_id,
         status,
         error,
     )
 
 
-async def mark_submitted(conn: asyncpg.Connection, run_id: int) -> bool:
-    """Move a run from ``claimed`` to ``submitted``; False if it was no longer ``claimed``."""
+async def set_run_status(
+    conn: asyncpg.Connection,
+    organization_id: str,
+    run_id: int,
+    status: str,
+    *,
+    error: str | None = None,
+) -> None:
+    """Set the status of run ``(organization_id, run_id)`` (one of :data:`RUN_STATUSES`) and,
+    for ``failed``, its cause; in the organisation's tenant transaction.
+
+    Raises:
+        ValueError: unknown status.
+    """
+    async with tenant_transaction(conn, organization_id):
+        await update_run_status(conn, organization_id, run_id, status, error=error)
+
+
+async def mark_submitted(
+    conn: asyncpg.Connection, run_id: int, now: datetime | None = None
+) -> bool:
+    """Move a run from ``claimed`` to ``submitted`` at ``now`` (default the database's clock);
+    False if it was no longer ``claimed``. Cross-tenant (the scheduler)."""
     status = await conn.execute(
-        "UPDATE schedule_runs SET status = 'submitted', updated_at = now()"
-        " WHERE id = $1 AND status = 'claimed'",
+        "UPDATE schedule_runs SET status = 'submitted', updated_at = now(),"
+        " submitted_at = COALESCE($2, now()) WHERE id = $1 AND status = 'claimed'",
         run_id,
+        now,
     )
     return bool(status == "UPDATE 1")
 
 
+@dataclass(frozen=True, slots=True)
+class StaleRun:
+    """A run that was ``submitted`` too long ago and is now ``failed``.
+
+    Attributes:
+        organization_id / schedule_id / run_id: which run.
+        submitted_at: when it was submitted (UTC).
+        missing: the planned report ids that never reached a delivery outcome.
+        error: the cause stored on the run.
+    """
+
+    organization_id: str
+    schedule_id: str
+    run_id: int
+    submitted_at: datetime
+    missing: tuple[str, ...]
+    error: str
+
+
+async def fail_stale_submitted_runs(
+    conn: asyncpg.Connection, now: datetime, *, older_than_s: float, limit: int = 100
+) -> list[StaleRun]:
+    """Mark ``failed`` the runs ``submitted`` at least ``older_than_s`` seconds before ``now``
+    of which some planned report has no delivery outcome yet (cross-tenant: the scheduler).
+
+    Such a run would otherwise wait for ever: its report was lost, never generated, or (before
+    migration 008) squatted by another request. A run whose reports all have an outcome is
+    left to the delivery agent (it may be retrying). Rows are locked ``FOR UPDATE SKIP
+    LOCKED``, so workers sweeping at once fail each run once.
+
+    Returns:
+        The runs this call failed, with the cause stored on each.
+
+    Raises:
+        ValueError: ``now`` is naive.
+    """
+    _require_aware("now", now)
+    cutoff = now - timedelta(seconds=older_than_s)
+    failed: list[StaleRun] = []
+    async with conn.transaction():
+        rows = await conn.fetch(
+            "SELECT r.id, r.organization_id, r.schedule_id, r.submitted_at,"
+            " ARRAY(SELECT unnest(r.report_ids) EXCEPT SELECT d.report_id FROM delivery_log d"
+            "       WHERE d.organization_id = r.organization_id AND d.run_id = r.id) AS missing"
+            " FROM schedule_runs r WHERE r.status = 'submitted' AND r.submitted_at <= $1"
+            " ORDER BY r.submitted_at LIMIT $2 FOR UPDATE OF r SKIP LOCKED",
+            cutoff,
+            limit,
+        )
+        for row in rows:
+            missing = tuple(sorted(row["missing"]))
+            if not missing:
+                continue
+            cause = (
+                f"report(s) {', '.join(missing)} did not finish within {older_than_s:g} s of"
+                f" submission (submitted {row['submitted_at'].astimezone(UTC).isoformat()})"
+            )
+            await conn.execute(
+                "UPDATE schedule_runs SET status = 'failed', error = $3, updated_at = now()"
+                " WHERE organization_id = $1 AND id = $2 AND status = 'submitted'",
+                row["organization_id"],
+                row["id"],
+                cause,
+            )
+            failed.append(
+                StaleRun(
+                    organization_id=row["organization_id"],
+                    schedule_id=row["schedule_id"],
+                    run_id=row["id"],
+                    submitted_at=row["submitted_at"],
+                    missing=missing,
+                    error=cause,
+                )
+            )
+    return failed
+
+
 async def get_run(conn: asyncpg.Connection, run_id: int) -> ClaimedRun | None:
-    """A run by id (scheduler path, all tenants), or ``None``."""
+    """A run by its surrogate id, or ``None``; cross-tenant (scheduler and tests)."""
     row = await conn.fetchrow(f"{_RUN_SELECT} WHERE r.id = $1", run_id)
     return None if row is None else _run_from_row(row)
 
 
-async def find_run_for_report(conn: asyncpg.Connection, report_id: str) -> ClaimedRun | None:
-    """The run that planned ``report_id`` (scheduler path, all tenants), or ``None``.
+async def find_run_for_report(
+    conn: asyncpg.Connection, organization_id: str, report_id: str
+) -> ClaimedRun | None:
+    """The run of ``organization_id`` that planned ``report_id``, or ``None`` (tenant-scoped).
 
-    Use it on each ``report-results`` status to find out whether a report was scheduled.
+    Use it on each ``report-results`` status to find out whether a report was scheduled; a
+    report of another organisation with the same id never matches.
     """
-    row = await conn.fetchrow(f"{_RUN_SELECT} WHERE r.report_ids @> ARRAY[$1]::text[]", report_id)
+    async with tenant_transaction(conn, organization_id):
+        row = await conn.fetchrow(
+            f"{_RUN_SELECT} WHERE r.organization_id = $1 AND r.report_ids @> ARRAY[$2]::text[]",
+            organization_id,
+            report_id,
+        )
     return None if row is None else _run_from_row(row)
 
 

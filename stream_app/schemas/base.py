@@ -9,16 +9,15 @@ from typing import Annotated, TypeVar
 import msgspec
 import pycountry
 
+from stream_app.schemas.ids import Identifier
+
 #: Active ISO 4217 alphabetic codes, from the pycountry package's copy of the standard.
 ISO_4217_CODES: frozenset[str] = frozenset(c.alpha_3 for c in pycountry.currencies)
 
 UtcDateTime = Annotated[datetime, msgspec.Meta(tz=True)]
 """A timestamp with an explicit UTC offset (ISO 8601); naive timestamps are rejected."""
 
-Identifier = Annotated[
-    str, msgspec.Meta(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:\-]+$")
-]
-"""An id: 1–128 characters of letters, digits and ``. _ : -`` (no ``/``, the key separator)."""
+__all__ = ["Identifier"]  # re-exported: the one id rule lives in stream_app.schemas.ids
 
 MinorUnits = Annotated[int, msgspec.Meta(ge=0, le=10**15)]
 """A non-negative amount in the currency's minor unit (cents for EUR), at most 10^15."""

@@ -80,7 +80,8 @@ class ArtifactLink(msgspec.Struct, frozen=True, kw_only=True):
 
     Attributes:
         format: ``csv``, ``json``, ``excel``, ``pdf`` or ``powerpoint``.
-        uri: ``file://`` URI of the artifact in the store.
+        uri: the download path of the file, ``/orgs/<org>/reports/<id>/files/<format>``
+            (relative to the API's base URL; never a local ``file://`` path).
         path: path relative to the artifact store root.
         sha256: hex SHA-256 of the file's bytes.
         size_bytes: file size in bytes.

@@ -7,7 +7,8 @@
   ``YYYY-MM`` bounds, inclusive; at most 400 periods).
 - ``POST /orgs/{org}/reports``: request a report (202 with its id and status link).
 - ``GET /orgs/{org}/reports/{report_id}``: a report's status, artifacts and error.
-- ``GET /orgs/{org}/reports/{report_id}/files/{format}``: download a completed report's file.
+- ``GET /orgs/{org}/reports/{report_id}/files/{format}``: download a completed report's file
+  (its path is derived from organisation, report id, type and format, never read from a row).
 - ``POST /orgs/{org}/reports/{report_id}/cancel``: cancel a queued or running report.
 
 All ``/orgs`` routes need a bearer token of that organisation (:mod:`stream_app.web.auth`).
@@ -16,7 +17,6 @@ Errors are JSON: ``{"error": {"code", "reason", "field"}}``.
 
 from __future__ import annotations
 
-import re
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, date, datetime, timedelta
@@ -37,7 +37,14 @@ from stream_app.db.tenancy import UnknownOrganizationError, fetch_organization
 from stream_app.observability import HTTP_REQUESTS, REGISTRY
 from stream_app.reports import cache as report_cache
 from stream_app.reports.agent import cancel_report, report_requests_topic
+from stream_app.reports.artifacts import (
+    ArtifactPathError,
+    artifact_path,
+    artifact_relpath,
+    download_url,
+)
 from stream_app.schemas.base import EventValidationError, decode_event
+from stream_app.schemas.ids import ID_RULE, is_valid_id
 from stream_app.schemas.reports import ReportRequest
 from stream_app.tables.windows import (
     FIRST_YEAR,
@@ -55,11 +62,10 @@ MAX_PERIODS = 400
 Handler = Callable[..., Awaitable[web.StreamResponse]]
 
 
-ENTITY_PATH_PARAMS: frozenset[str] = frozenset({"org", "venue", "booking", "client", "supplier"})
-"""Path segments that name an organisation or an entity of the events."""
-
-_IDENTIFIER = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
-"""The event schemas' identifier rule (:data:`stream_app.schemas.base.Identifier`)."""
+ENTITY_PATH_PARAMS: frozenset[str] = frozenset(
+    {"org", "venue", "booking", "client", "supplier", "report_id", "schedule_id"}
+)
+"""Path segments that name an organisation, a report, a schedule or an entity of the events."""
 
 
 def check_path_ids(params: Mapping[str, Any]) -> None:
@@ -70,13 +76,8 @@ def check_path_ids(params: Mapping[str, Any]) -> None:
     """
     for name in ENTITY_PATH_PARAMS & params.keys():
         value = params[name]
-        if not isinstance(value, str) or not _IDENTIFIER.fullmatch(value):
-            raise ApiError(
-                400,
-                "invalid_field",
-                f"{name}: 1-128 characters of A-Z, a-z, 0-9, '.', '_', ':' or '-'",
-                field=f"path.{name}",
-            )
+        if not is_valid_id(value):
+            raise ApiError(400, "invalid_field", f"{name}: {ID_RULE}", field=f"path.{name}")
 
 
 def check_single_query_values(request: web.Request) -> None:
@@ -330,7 +331,7 @@ async def request_report(self: Any, request: web.Request, org: str) -> web.Strea
             cache_strategy=req.cache_strategy,
             cache_key=report_cache.cache_key(req),
         )
-        if not is_new:  # the id is taken (report ids are global; another tenant's is not shown)
+        if not is_new:  # taken meanwhile by the organisation itself (ids are per organisation)
             raise ApiError(
                 409, "conflict", f"report_id {req.report_id!r} is already in use", "$.report_id"
             )
@@ -341,6 +342,7 @@ async def request_report(self: Any, request: web.Request, org: str) -> web.Strea
         async with pool.acquire() as conn:
             await report_db.set_status(
                 conn,
+                org,
                 req.report_id,
                 "failed",
                 error=f"could not enqueue: {exc}",
@@ -376,10 +378,7 @@ async def report_status(
             "organization_id": rec.organization_id,
             "report_type": rec.report_type,
             "status": rec.status,
-            "artifacts": [
-                {**a, "download_url": f"/orgs/{org}/reports/{rec.id}/files/{a['format']}"}
-                for a in rec.artifacts
-            ],
+            "artifacts": [public_artifact(org, rec.id, rec.report_type, a) for a in rec.artifacts],
             "error": rec.error,
             "processing_ms": rec.processing_ms,
             "created_at": rec.created_at.isoformat(),
@@ -438,11 +437,13 @@ async def report_file(
             404, "not_found", f"no report {report_id!r} in this organisation", field="report_id"
         )
     match = [a for a in rec.artifacts if a["format"] == fmt]
-    if rec.status != "completed" or not match:
+    if rec.organization_id != org or rec.status != "completed" or not match:
         raise ApiError(404, "not_found", f"report has no completed {fmt!r} file", field="format")
-    root = settings.artifact_dir.resolve()
-    path = (root / match[0]["path"]).resolve()
-    if root not in path.parents or not path.is_file():
+    try:  # derived from (organisation, report id, type, format); the row's path is not read
+        path = artifact_path(settings.artifact_dir, org, rec.id, rec.report_type, fmt)
+    except ArtifactPathError:
+        raise ApiError(404, "not_found", f"report has no {fmt!r} file", field="format") from None
+    if not path.is_file():
         raise ApiError(404, "not_found", "artifact file is missing from the store")
     return web.FileResponse(
         path,
@@ -452,6 +453,28 @@ async def report_file(
             "Digest": f"sha-256={match[0]['sha256']}",
         },
     )
+
+
+def public_artifact(
+    organization_id: str, report_id: str, report_type: str, stored: Mapping[str, Any]
+) -> dict[str, Any]:
+    """An artifact as a status answer shows it: format, checksum, size, rows, the path
+    relative to the store (derived) and the download URL; never a local ``file://`` URI."""
+    fmt = str(stored.get("format"))
+    url = download_url(organization_id, report_id, fmt)
+    try:
+        rel: str | None = artifact_relpath(organization_id, report_id, report_type, fmt)
+    except ArtifactPathError:
+        rel = None
+    return {
+        "format": fmt,
+        "path": rel,
+        "uri": url,
+        "download_url": url,
+        "sha256": stored.get("sha256"),
+        "size_bytes": stored.get("size_bytes"),
+        "rows": stored.get("rows"),
+    }
 
 
 MEDIA_TYPES = {

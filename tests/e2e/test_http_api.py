@@ -167,7 +167,8 @@ async def test_known_report_id_is_a_conflict_and_internal_webhooks_are_refused(
         json={**body_in, "output_formats": ["json"]},
     )
     assert (status, body["error"]["field"]) == (409, "$.report_id")
-    # another organisation reusing the id gets a 409 too, not a silently lost request
+    # ids are per organisation: another organisation's "same-id-1" is its own report, and
+    # conflict-org's stays as it was (issue 9: no answer reveals another tenant's ids)
     conn = await asyncpg.connect(settings.postgres_dsn)
     try:
         await upsert_organization(conn, Organization("other-org", "O", "Europe/Paris", "EUR"))
@@ -176,8 +177,9 @@ async def test_known_report_id_is_a_conflict_and_internal_webhooks_are_refused(
     status, body = await call(
         main_worker, "POST", "/orgs/other-org/reports", auth(settings, "other-org"), json=body_in
     )
-    assert (status, body["error"]["field"]) == (409, "$.report_id")
-    assert "conflict-org" not in body["error"]["reason"]
+    assert (status, body["report_id"]) == (202, "same-id-1")
+    status, body = await call(main_worker, "GET", "/orgs/conflict-org/reports/same-id-1", h)
+    assert (status, body["status"], body["updated_at"]) == (200, "failed", first["updated_at"])
     # dates outside 1900..2099 are refused before any query runs
     status, body = await call(
         main_worker,

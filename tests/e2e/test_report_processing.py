@@ -265,7 +265,11 @@ async def test_identical_concurrent_requests_generate_once(
     after = await metric(main_worker, "wedding_report_generations_total", 'outcome="completed"')
     assert after - before == 1
     levels = sorted(s["cache"]["level"] for s in statuses)
-    assert levels.count("miss") == 1 and all(lv in ("miss", "in_flight", "l1") for lv in levels)
+    # one generation; the others joined it or hit the cache (a request whose lookup reaches
+    # PostgreSQL just after the leader completed hits level 3)
+    assert levels.count("miss") == 1 and all(
+        lv in ("miss", "in_flight", "l1", "l2", "l3") for lv in levels
+    )
     assert len({by_format(s)["csv"]["sha256"] for s in statuses}) == 1
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import sys
 import time
 from collections import Counter
@@ -328,7 +329,9 @@ async def test_tick_submits_fresh_report_requests(db: asyncpg.Pool, new_org: Any
     assert run.status == "submitted" and run.cache_strategy == "skip"
     assert run.fire_time == datetime(2031, 4, 1, 7, 0, tzinfo=UTC)
     (req,) = sent
-    assert req.report_id == "sched-monthly-20310401T070000Z"
+    # random, unguessable, and the one stored in the run row
+    assert re.fullmatch(r"sched-[0-9a-f]{32}", req.report_id)
+    assert [p.report_id for p in run.reports] == [req.report_id]
     assert (req.date_from, req.date_to) == (date(2031, 3, 1), date(2031, 3, 31))
     assert req.organization_id == org and req.user_id == "user-1"
     assert req.output_formats == ["csv", "json"] and req.requested_at == now
@@ -337,9 +340,11 @@ async def test_tick_submits_fresh_report_requests(db: asyncpg.Pool, new_org: Any
             "SELECT status, cache_strategy, claimed_by FROM schedule_runs WHERE id = $1", run.run_id
         )
         assert dict(row) == {"status": "submitted", "cache_strategy": "skip", "claimed_by": "w1"}
-        found = await find_run_for_report(conn, req.report_id)
+        found = await find_run_for_report(conn, org, req.report_id)
         assert found is not None and found.run_id == run.run_id
-        assert await find_run_for_report(conn, "sched-monthly-nope") is None
+        assert await find_run_for_report(conn, org, "sched-monthly-nope") is None
+        other = await new_org()  # another organisation never finds this run by its id
+        assert await find_run_for_report(conn, other, req.report_id) is None
     assert await run_scheduler_tick(db, now + timedelta(seconds=30), submit) == []
     assert len(sent) == 1
 
@@ -370,7 +375,8 @@ async def test_failed_submission_is_resubmitted_with_the_same_report_id(
         db, at_ten + timedelta(seconds=61), working, resubmit_after_s=60
     )
     assert run.fire_time == datetime(2031, 1, 6, 10, 0, tzinfo=UTC)
-    assert attempts == ["sched-flaky-20310106T100000Z"] * 2
+    assert len(attempts) == 2 and attempts[0] == attempts[1]  # the id stored with the run
+    assert [p.report_id for p in run.reports] == attempts[:1]
     async with db.acquire() as conn:
         (listed,) = await list_runs(conn, org, "flaky")
     assert listed.status == "submitted"
@@ -396,7 +402,7 @@ async def test_audiences_become_separate_reports(db: asyncpg.Pool, new_org: Any)
         sent.append(req.report_id)
 
     (run,) = await run_scheduler_tick(db, datetime(2031, 1, 6, 10, 0, 1, tzinfo=UTC), submit)
-    assert sent == ["sched-split-20310106T100000Z-a0", "sched-split-20310106T100000Z-a1"]
+    assert sent == [p.report_id for p in run.reports] and len(set(sent)) == 2
     assert [p.audience.recipients for p in run.reports] == [("boss@x.org",), ("venue1@x.org",)]
     assert run.reports[1].audience.filters == (("venue_id", ("v1",)),)
 
@@ -419,7 +425,12 @@ async def test_scheduler_loop_ticks_until_stopped(db: asyncpg.Pool, new_org: Any
             stop.set()
 
     await asyncio.wait_for(scheduler_loop(db, submit, 0.01, stop, clock=clock), timeout=10)
-    assert sent == [f"sched-loop-20310106T090{n}00Z" for n in (1, 2, 3)]
+    async with db.acquire() as conn:
+        runs = await list_runs(conn, org, "loop")
+    assert [r.fire_time for r in sorted(runs, key=lambda r: r.fire_time)] == [
+        datetime(2031, 1, 6, 9, n, tzinfo=UTC) for n in (1, 2, 3)
+    ]
+    assert sorted(sent) == sorted(r.reports[0].report_id for r in runs)
 
 
 async def test_an_unreadable_schedule_does_not_block_the_others(

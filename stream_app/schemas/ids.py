@@ -1,0 +1,65 @@
+"""The one id rule of the product: what an organisation, report, schedule or entity id may be.
+
+A leaf module (imports only the standard library and msgspec): every entry point checks ids
+with it, HTTP paths and bodies (:mod:`stream_app.web.views`), the CLI, the Kafka schemas
+(:data:`Identifier`) and the artifact store, which turns ids into folder names.
+
+The rule: 1 to 128 characters of ``A-Z a-z 0-9 . _ : -``, and not ``.`` or ``..`` as a
+whole. So an id never holds a path separator (``/``, ``\\``), a percent sign, white space or
+a control character, and never names the current or parent folder; ``/`` stays free as the
+separator of Kafka keys (``organization_id/report_id``).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+import msgspec
+
+ID_MAX_LENGTH = 128
+"""Longest id, characters."""
+
+ID_PATTERN = r"^(?!\.\.?\Z)[A-Za-z0-9._:\-]{1,128}\Z"
+"""The rule as a regular expression (``\\Z``, not ``$``: ``$`` would accept a final newline)."""
+
+ID_RULE = "1-128 characters of A-Z, a-z, 0-9, '.', '_', ':' or '-', and not '.' or '..'"
+"""The rule in words, for error messages."""
+
+_ID_RE = re.compile(ID_PATTERN)
+
+Identifier = Annotated[
+    str, msgspec.Meta(min_length=1, max_length=ID_MAX_LENGTH, pattern=ID_PATTERN)
+]
+"""An id field of a wire schema (decoding fails naming the field when the rule is broken)."""
+
+
+def is_valid_id(value: object) -> bool:
+    """True when ``value`` is a str that satisfies the id rule."""
+    return isinstance(value, str) and _ID_RE.match(value) is not None
+
+
+def check_id(field: str, value: object) -> str:
+    """Return ``value`` when it is a valid id.
+
+    Args:
+        field: the name of the field or option, used in the error (``report_id``, ``--org``).
+        value: what was given.
+
+    Raises:
+        InvalidIdError: ``"<field>: <rule>, got <value!r>"``.
+    """
+    if not is_valid_id(value):
+        raise InvalidIdError(field, value)
+    return str(value)
+
+
+class InvalidIdError(ValueError):
+    """An id that breaks the rule; ``field`` names where it was given."""
+
+    retriable = False
+
+    def __init__(self, field: str, value: object) -> None:
+        self.field = field
+        self.reason = f"{ID_RULE}, got {value!r}"
+        super().__init__(f"{field}: {self.reason}")

@@ -1,0 +1,107 @@
+"""Artifact paths are derived from (organisation, report id, type, format) and stay inside the
+report's own folder; the cleanup of a report deletes that folder and nothing else."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from stream_app.reports.artifacts import (
+    ArtifactPathError,
+    ArtifactStore,
+    artifact_path,
+    artifact_relpath,
+    remove_report_folder,
+    report_folder,
+)
+
+TYPE = "monthly_booking_summary"
+
+
+def fill(root: Path) -> dict[str, bytes]:
+    """Two organisations' files (org-a: r1, r2; org-b: r1) written through the store."""
+    store = ArtifactStore(root)
+    written: dict[str, bytes] = {}
+    for org, report in (("org-a", "r1"), ("org-a", "r2"), ("org-b", "r1")):
+        for fmt, ext in (("csv", "csv"), ("excel", "xlsx")):
+            data = f"{org}/{report}/{fmt}".encode()
+            with store.write(org, report, f"{TYPE}.{ext}", fmt) as (writer, out):
+                writer.write(data)
+            (link,) = out
+            assert link.sha256 == hashlib.sha256(data).hexdigest()
+            assert link.uri == f"/orgs/{org}/reports/{report}/files/{fmt}"  # no file:// path
+            written[link.path] = data
+    return written
+
+
+def snapshot(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def test_paths_are_derived_from_identity(tmp_path: Path) -> None:
+    written = fill(tmp_path)
+    assert artifact_relpath("org-a", "r1", TYPE, "excel") == f"org-a/r1/{TYPE}.xlsx"
+    path = artifact_path(tmp_path, "org-b", "r1", TYPE, "csv")
+    assert path == (tmp_path / "org-b" / "r1" / f"{TYPE}.csv").resolve()
+    assert path.read_bytes() == written[f"org-b/r1/{TYPE}.csv"] == b"org-b/r1/csv"
+
+
+@pytest.mark.parametrize(
+    ("org", "report", "rtype", "fmt"),
+    [
+        ("org-a", "..", TYPE, "csv"),
+        ("org-a", ".", TYPE, "csv"),
+        ("..", "org-b", TYPE, "csv"),
+        ("org-a", "r1/../../org-b/r1", TYPE, "csv"),
+        ("org-a", "r1", "../r2/x", "csv"),
+        ("org-a", "r1", TYPE, "exe"),
+        ("org-a", "r1", TYPE, "../csv"),
+    ],
+)
+def test_anything_but_an_own_file_is_refused(
+    tmp_path: Path, org: str, report: str, rtype: str, fmt: str
+) -> None:
+    with pytest.raises(ArtifactPathError):
+        artifact_path(tmp_path, org, report, rtype, fmt)
+
+
+def test_a_symlinked_organisation_folder_is_not_followed(tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    fill(root)
+    (root / "org-c").symlink_to(root / "org-b")  # org-c would read and delete org-b's files
+    with pytest.raises(ArtifactPathError):
+        report_folder(root, "org-c", "r1")
+    with pytest.raises(ArtifactPathError):
+        remove_report_folder(root, "org-c", "r1")
+    assert (root / "org-b" / "r1" / f"{TYPE}.csv").is_file()
+
+
+def test_cleanup_removes_exactly_one_report_folder(tmp_path: Path) -> None:
+    written = fill(tmp_path)
+    assert remove_report_folder(tmp_path, "org-a", "r1") is True
+    left = snapshot(tmp_path)
+    assert left == {k: v for k, v in written.items() if not k.startswith("org-a/r1/")}
+    assert remove_report_folder(tmp_path, "org-a", "r1") is False  # gone already
+
+
+@pytest.mark.parametrize(
+    ("org", "report"),
+    [("org-a", ".."), ("org-a", "."), ("..", "org-a"), ("org-a", ""), (".", "r1")],
+)
+def test_cleanup_refuses_the_store_and_organisation_folders(
+    tmp_path: Path, org: str, report: str
+) -> None:
+    written = fill(tmp_path)
+    with pytest.raises(ArtifactPathError):
+        remove_report_folder(tmp_path, org, report)
+    assert snapshot(tmp_path) == written  # all 6 files still there
+
+
+@pytest.mark.parametrize("report", ["..", ".", "a/b"])
+def test_the_store_writes_only_into_a_report_folder(tmp_path: Path, report: str) -> None:
+    store = ArtifactStore(tmp_path)
+    with pytest.raises(ArtifactPathError), store.write("org-a", report, f"{TYPE}.csv", "csv"):
+        pytest.fail("the block must not run")
+    assert snapshot(tmp_path) == {}
