@@ -14,6 +14,7 @@ import asyncssh
 import pytest_asyncio
 
 from stream_app.delivery.dispatch import deliver
+from stream_app.delivery.egress import EgressPolicy
 from stream_app.delivery.log import fetch_run_log
 from stream_app.delivery.sftp import SftpMethod
 from stream_app.schedules.model import RetryPolicy, Schedule, SftpTarget
@@ -122,9 +123,12 @@ async def test_upload_under_temporary_name_then_rename(
     sftp_server: SftpServer,
     artifact_root: Path,
     report_bytes: dict[str, bytes],
+    loopback: EgressPolicy,
 ) -> None:
     run, (status,) = await make_run(sftp_schedule(sftp_server))
-    result = await deliver(db, run, status, artifact_root, SftpMethod(connect_timeout_s=5))
+    result = await deliver(
+        db, run, status, artifact_root, SftpMethod(connect_timeout_s=5, egress=loopback)
+    )
     assert result.outcome == "delivered" and result.attempts == 1
 
     folder = sftp_server.root / "inbox" / "compliance"
@@ -149,10 +153,16 @@ async def test_upload_under_temporary_name_then_rename(
 
 
 async def test_wrong_password_is_not_retried(
-    db: asyncpg.Pool, make_run: Any, sftp_server: SftpServer, artifact_root: Path
+    db: asyncpg.Pool,
+    make_run: Any,
+    sftp_server: SftpServer,
+    artifact_root: Path,
+    loopback: EgressPolicy,
 ) -> None:
     run, (status,) = await make_run(sftp_schedule(sftp_server, password="wrong"))
-    result = await deliver(db, run, status, artifact_root, SftpMethod(connect_timeout_s=5))
+    result = await deliver(
+        db, run, status, artifact_root, SftpMethod(connect_timeout_s=5, egress=loopback)
+    )
     assert result.outcome == "failed" and result.attempts == 1
     state, error = await run_row(db, run.run_id)
     assert state == "failed" and error is not None and "PermissionDenied" in error
@@ -162,24 +172,37 @@ async def test_wrong_password_is_not_retried(
 
 
 async def test_unexpected_host_key_is_refused(
-    db: asyncpg.Pool, make_run: Any, sftp_server: SftpServer, artifact_root: Path
+    db: asyncpg.Pool,
+    make_run: Any,
+    sftp_server: SftpServer,
+    artifact_root: Path,
+    loopback: EgressPolicy,
 ) -> None:
     other = asyncssh.generate_private_key("ssh-ed25519").export_public_key().decode()
     run, (status,) = await make_run(sftp_schedule(sftp_server, host_key=other))
-    result = await deliver(db, run, status, artifact_root, SftpMethod(connect_timeout_s=5))
+    result = await deliver(
+        db, run, status, artifact_root, SftpMethod(connect_timeout_s=5, egress=loopback)
+    )
     assert result.outcome == "failed" and result.attempts == 1
     assert "HostKeyNotVerifiable" in result.detail
     assert sftp_server.ops == []
 
 
 async def test_server_unreachable_is_retried_then_fails(
-    db: asyncpg.Pool, make_run: Any, sftp_server: SftpServer, artifact_root: Path
+    db: asyncpg.Pool,
+    make_run: Any,
+    sftp_server: SftpServer,
+    artifact_root: Path,
+    loopback: EgressPolicy,
+    deliver_with_retries: Any,
 ) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         closed = int(sock.getsockname()[1])
     run, (status,) = await make_run(sftp_schedule(sftp_server, port=closed, attempts=2))
-    result = await deliver(db, run, status, artifact_root, SftpMethod(connect_timeout_s=5))
+    result, _ = await deliver_with_retries(
+        db, run, status, artifact_root, SftpMethod(connect_timeout_s=5, egress=loopback)
+    )
     assert result.outcome == "failed" and result.attempts == 2
     async with db.acquire() as conn:
         log = await fetch_run_log(conn, run.run_id)
