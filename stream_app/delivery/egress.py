@@ -136,8 +136,8 @@ def load_policy(env: Mapping[str, str]) -> EgressPolicy:
 def literal_address(host: str) -> IPAddress | None:
     """The address ``host`` is written as (``[::1]`` included), or None for a name.
 
-    Other spellings the C library accepts (``2130706433``, ``0x7f.1``) are names here: they
-    reach :func:`resolve_checked` / :class:`GuardedResolver`, whose ``getaddrinfo`` turns them
+    Other spellings the C library accepts (``2130706433``, ``0x7f.1``) are not literals here:
+    :func:`resolve_checked`, :class:`GuardedResolver` and :func:`check_url_host` turn them
     into the address that is then checked.
     """
     try:
@@ -212,11 +212,26 @@ class GuardedResolver(AbstractResolver):
 
 
 def check_url_host(policy: EgressPolicy, host: str) -> None:
-    """Check a URL's host when it is a literal address (names are checked by the resolver).
+    """Check a URL host that aiohttp would connect to without asking its resolver.
+
+    aiohttp takes any host that contains ``:`` or is made of digits and dots for an address
+    and hands it straight to the socket layer, which also reads legacy spellings
+    (``2130706433``, ``0177.0.0.1``, ``127.1`` are all 127.0.0.1). Such a host is turned
+    into its address(es) here with a numeric-only ``getaddrinfo`` (no DNS: the same answer
+    the socket layer gets) and checked. Names are checked by :class:`GuardedResolver`.
 
     Raises:
-        EgressRefusedError: the literal address is refused.
+        EgressRefusedError: the address is refused, or the host is not an address.
     """
     literal = literal_address(host)
     if literal is not None:
         check_address(policy, host, str(literal))
+        return
+    if ":" not in host and not host.replace(".", "").isdigit():
+        return
+    try:
+        infos = socket.getaddrinfo(host, 0, type=socket.SOCK_STREAM, flags=socket.AI_NUMERICHOST)
+    except (socket.gaierror, UnicodeError):
+        raise EgressRefusedError(host, host, "not an IP address") from None
+    for info in infos:
+        check_address(policy, host, str(info[4][0]))

@@ -44,7 +44,7 @@ new_org = _shared.new_org
 T0 = datetime(2031, 1, 6, 9, 0, 30, tzinfo=UTC)
 """Schedules are created at T0 with cron ``0 * * * *`` and claimed at 10:00:01 UTC."""
 LINK_SECRET = "test-link-secret-0123456789abcdefghijklmnop"
-LOOPBACK = EgressPolicy(allow_networks=parse_allow_networks("127.0.0.0/8"))
+LOOPBACK = EgressPolicy(allow_networks=parse_allow_networks("127.0.0.0/8, ::1/128"))
 """The tests' receivers listen on loopback, which deliveries refuse unless allowed."""
 CSV_BYTES = b"venue_id,bookings,revenue_minor,currency\r\nv1,3,450000,GBP\r\nv2,1,99999,GBP\r\n"
 JSON_BYTES = b'{"rows":[{"venue_id":"v1","bookings":3},{"venue_id":"v2","bookings":1}]}'

@@ -3,6 +3,7 @@ folder, with a generated host key and a password login."""
 
 from __future__ import annotations
 
+import re
 import socket
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -84,6 +85,7 @@ def sftp_schedule(
     port: int | None = None,
     host_key: str | None = None,
     attempts: int = 3,
+    host: str = "127.0.0.1",
 ) -> Callable[[str], Schedule]:
     def build(org: str) -> Schedule:
         return Schedule(
@@ -96,7 +98,7 @@ def sftp_schedule(
             cron="0 * * * *",
             time_zone="Asia/Kolkata",
             delivery=SftpTarget(
-                host="127.0.0.1",
+                host=host,
                 port=port or server.port,
                 username=USER,
                 password=password,
@@ -211,3 +213,39 @@ async def test_server_unreachable_is_retried_then_fails(
         (2, "failed", True),
     ]
     assert (await run_row(db, run.run_id))[0] == "failed"
+
+
+async def test_host_name_of_an_internal_address_is_refused(
+    db: asyncpg.Pool, make_run: Any, sftp_server: SftpServer, artifact_root: Path
+) -> None:
+    """SSRF: ``localhost`` resolves to 127.0.0.1 at delivery time; without an allow-list the
+    upload is refused before any connection, permanently, with the reason in the log."""
+    run, (status,) = await make_run(sftp_schedule(sftp_server, host="localhost"))
+    result = await deliver(
+        db, run, status, artifact_root, SftpMethod(connect_timeout_s=5, egress=EgressPolicy())
+    )
+    assert (result.outcome, result.attempts) == ("failed", 1)
+    assert sftp_server.ops == [] and not (sftp_server.root / "inbox").exists()
+    async with db.acquire() as conn:
+        (entry,) = await fetch_run_log(conn, run.run_id)
+    assert entry.detail is not None
+    assert re.search(
+        r"refused: 'localhost' resolves to (127\.0\.0\.1|::1) \(loopback\)", entry.detail
+    )
+
+
+async def test_host_name_of_an_allowed_address_is_uploaded_to(
+    db: asyncpg.Pool,
+    make_run: Any,
+    sftp_server: SftpServer,
+    artifact_root: Path,
+    loopback: EgressPolicy,
+) -> None:
+    """The name is resolved once and the checked address is connected to; the host key
+    check still holds (the key is the target's, not looked up by name)."""
+    run, (status,) = await make_run(sftp_schedule(sftp_server, host="localhost"))
+    result = await deliver(
+        db, run, status, artifact_root, SftpMethod(connect_timeout_s=5, egress=loopback)
+    )
+    assert result.outcome == "delivered"
+    assert len(list((sftp_server.root / "inbox" / "compliance").iterdir())) == 2
