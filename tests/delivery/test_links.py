@@ -109,7 +109,7 @@ async def test_api_links_are_handed_back_with_the_run(
             status.report_id,
         )
     assert [(r["format"], r["run_id"]) for r in rows] == [("csv", run.run_id), ("json", run.run_id)]
-    assert sorted(link["url"] for link in found[status.report_id]) == sorted(result.links)
+    assert sorted(str(link["url"]) for link in found[status.report_id]) == sorted(result.links)
     assert not any(link["revoked"] for link in found[status.report_id])
     # another organisation reading the same report id sees none of them
     async with db.acquire() as conn:
