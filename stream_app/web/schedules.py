@@ -161,8 +161,9 @@ def check_target_address(host: str | None, field: str) -> None:
     """Refuse delivery targets on internal addresses unless allowed (SSRF guard).
 
     Literal IPs in loopback, private, link-local (cloud metadata), multicast, reserved or
-    unspecified ranges and the name ``localhost`` are refused. Names are not resolved here;
-    a deployment that needs more puts deliveries behind an egress proxy.
+    unspecified ranges and the name ``localhost`` are refused. Names are not resolved here
+    (what a name resolves to may change): every delivery resolves and checks them again
+    (:mod:`stream_app.delivery.egress`).
 
     Raises:
         ApiError: 400 naming ``field``.
