@@ -256,8 +256,8 @@ async def deliver(
       ``failed`` with the report's cause (logged as attempt 0).
     * An empty report (no data rows in any file) of a ``skip_if_empty`` schedule is logged
       ``skipped``.
-    * A report already delivered or skipped for this run is not sent again (a redelivered
-      ``report-results`` message is harmless).
+    * A report already delivered, skipped or failed for good for this run is not sent again
+      (a redelivered ``report-results`` message is harmless).
     * Otherwise one attempt is made and logged. A retriable failure with attempts left is
       queued for ``now`` + the backoff (see the module docstring) and answered ``retrying``;
       after the last failed attempt the run becomes ``failed`` with the cause. The report
@@ -337,11 +337,17 @@ async def deliver(
 
     async with pool.acquire() as conn:
         previous = (await final_outcomes(conn, run.run_id)).get(planned.report_id)
-    if previous in ("delivered", "skipped"):
+    if previous in ("delivered", "skipped", "failed"):
         async with pool.acquire() as conn:
             await remove(conn, run.run_id, planned.report_id)
         return DeliveryResult(
-            outcome="delivered" if previous == "delivered" else "skipped",
+            outcome=(
+                "delivered"
+                if previous == "delivered"
+                else "skipped"
+                if previous == "skipped"
+                else "failed"
+            ),
             attempts=0,
             detail=f"already {previous}",
         )

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -71,7 +71,7 @@ class Scenario:
     b_arrival_s: float
 
 
-def schedule(schedule_id: str, url: str, retry: dict[str, float]) -> dict[str, Any]:
+def schedule(schedule_id: str, url: str, retry: Mapping[str, float]) -> dict[str, Any]:
     return {
         "schedule_id": schedule_id,
         "report_type": "monthly_booking_summary",
@@ -81,7 +81,7 @@ def schedule(schedule_id: str, url: str, retry: dict[str, float]) -> dict[str, A
         "time_zone": "UTC",
         "min_interval_seconds": 0,
         "delivery": {"method": "webhook", "url": url, "secret": SECRET},
-        "retry": retry,
+        "retry": dict(retry),
     }
 
 
