@@ -42,6 +42,8 @@ class DeliveryWorker:
         artifact_root: the artifact store's root folder.
         slots: the fair-share slot counter.
         worker_id: recorded as ``claimed_by`` of leased rows.
+
+    ``clock`` (default the system clock) says what is due; tests inject it to simulate time.
     """
 
     def __init__(
@@ -51,14 +53,15 @@ class DeliveryWorker:
         artifact_root: Path,
         *,
         worker_id: str | None = None,
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock: Callable[[], datetime] | None = None,
     ) -> None:
         self.pool = pool
         self.config = config
         self.artifact_root = artifact_root
         self.slots = DeliverySlots(config.slots)
         self.worker_id = worker_id or default_worker_id()
-        self._clock = clock
+        self._injected_clock = clock
+        self._clock = clock or (lambda: datetime.now(UTC))
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -137,7 +140,8 @@ class DeliveryWorker:
                 self.artifact_root,
                 method,
                 attempt=item.attempt,
-                now=self._clock(),
+                # the backoff counts from the end of the attempt, or from the injected clock
+                now=self._injected_clock() if self._injected_clock else None,
             )
         except Exception:  # logged; the lease runs out and the row is attempted again
             log.exception("delivery of report %s (run %s) failed", item.report_id, item.run_id)

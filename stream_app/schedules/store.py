@@ -125,7 +125,8 @@ class ClaimedRun:
         missed_from: the earliest fire time this run stands for (= ``fire_time`` normally).
         claimed_at: the ``now`` of the claim (UTC).
         claimed_by: the claiming worker's id.
-        status: ``claimed`` → ``submitted`` → ``delivered`` | ``skipped`` | ``failed``.
+        status: ``claimed`` → ``submitted`` (→ ``retrying``) → ``delivered`` | ``skipped`` |
+            ``failed``.
         cache_strategy: always ``skip`` (fresh data).
         date_from / date_to: the report's inclusive local date range.
         reports: the reports to generate and deliver.

@@ -30,10 +30,12 @@ ATTACK_RETRY = RetryPolicy(max_attempts=10, base_backoff_s=3600, max_backoff_s=8
 
 @dataclass
 class Receiver:
-    """A webhook endpoint answering ``status`` after ``delay_s``; notes arrivals in order."""
+    """A webhook endpoint answering ``status`` after ``delay_s`` (or the next of ``delays``);
+    notes arrivals in order."""
 
     status: int = 200
     delay_s: float = 0.0
+    delays: list[float] = field(default_factory=list)
     arrivals: list[tuple[float, str]] = field(default_factory=list)
     in_flight: int = 0
     max_in_flight: int = 0
@@ -44,7 +46,7 @@ class Receiver:
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
-            await asyncio.sleep(self.delay_s)
+            await asyncio.sleep(self.delays.pop(0) if self.delays else self.delay_s)
         finally:
             self.in_flight -= 1
         return web.Response(status=self.status, text=f"scripted {self.status}")
@@ -231,8 +233,12 @@ async def test_no_tenant_holds_more_than_its_share_of_slots(
     loopback: EgressPolicy,
 ) -> None:
     """A holds all four slots with slow endpoints and has two more deliveries due; B's one
-    delivery arrives: it takes the first slot that frees, before A's fifth and sixth."""
-    slow, slow_url = await receivers(status=200, delay_s=1.0)
+    delivery arrives: it takes the first slot that frees, before A's fifth and sixth.
+
+    A's first four answer after 1, 2, 3 and 4 s, so slots free one at a time: the first
+    goes to B (A holds 3 of 4, more than its share of 2 while B waits), the next to A."""
+    slow, slow_url = await receivers(status=200, delay_s=0.1)
+    slow.delays = [1.0, 2.0, 3.0, 4.0]
     org_a = await new_org()
     a_statuses = []
     for n in range(6):
@@ -248,7 +254,7 @@ async def test_no_tenant_holds_more_than_its_share_of_slots(
     stop = asyncio.Event()
     loop_task = asyncio.create_task(worker.run(stop))
     try:
-        await wait_for(lambda: len(slow.arrivals) == 7, 15)
+        await wait_for(lambda: len(slow.arrivals) == 7, 20)
         await wait_for(lambda: status_is(db, b_run.run_id, "delivered"), 10)
     finally:
         stop.set()
@@ -257,6 +263,8 @@ async def test_no_tenant_holds_more_than_its_share_of_slots(
     assert order[:4] == [org_a] * 4
     assert order[4] == b_status.organization_id  # B before A's fifth and sixth
     assert order[5:] == [org_a, org_a]
+    start = slow.arrivals[0][0]
+    assert slow.arrivals[4][0] - start < 1.8  # B went out when A's first slot freed (≈ 1 s)
 
 
 async def test_two_workers_never_send_one_delivery_twice(
