@@ -149,6 +149,9 @@ class Settings:
         web_host / web_port: the worker's HTTP listener (``WEDDING_WEB_HOST``/``WEDDING_WEB_PORT``).
         jwt_secret: HS256 secret for API bearer tokens (``WEDDING_JWT_SECRET``). The default is a
             development secret: set a real one in any deployment.
+        link_secret: HS256 key of signed download links (``WEDDING_LINK_SECRET``), a key of its
+            own so a link can never pass as a bearer token or the reverse. The default is a
+            development secret, handled like ``jwt_secret``: set a real one in any deployment.
         rocksdb_block_cache_bytes: RocksDB block cache per opened partition. faust-streaming's
             default is 2 GiB per partition; 16 MiB keeps 4 tables × 4 partitions under ~300 MiB.
         rocksdb_write_buffer_bytes: memtable size per partition (faust default 64 MiB × 3).
@@ -223,6 +226,11 @@ class Settings:
     jwt_secret: str = field(
         default_factory=lambda: _secret(
             "WEDDING_JWT_SECRET", "dev-only-secret-change-me-0123456789"
+        )
+    )
+    link_secret: str = field(
+        default_factory=lambda: _secret(
+            "WEDDING_LINK_SECRET", "dev-only-link-secret-change-me-0123456789"
         )
     )
     rocksdb_block_cache_bytes: int = 16 * 1024 * 1024

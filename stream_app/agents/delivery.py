@@ -1,61 +1,69 @@
 """The delivery agent: delivers the finished reports of scheduled runs.
 
-Consumes ``report-results``; for each final status (``completed``, ``failed``,
-``cancelled``) of a report that a schedule run planned, it delivers the files with the
-schedule's method and retry policy (:func:`stream_app.delivery.dispatch.deliver`), which logs
-every attempt and settles the run. Kafka's at-least-once delivery of ``report-results`` plus
-the delivery log (a report already delivered for a run is not sent again) make each report
-reach its destination once. Several deliveries run at once (``concurrency``), so one slow
-endpoint in its backoff does not hold up the others.
+Consumes ``report-results``; each final status (``completed``, ``failed``, ``cancelled``) of
+a report that a schedule run planned becomes a row of the delivery queue, due at once
+(:meth:`stream_app.delivery.worker.DeliveryWorker.enqueue_report`); consuming never waits
+for an endpoint. The ``run_delivery_worker`` task attempts due rows in fair-share slots and
+queues retries with their due time (:mod:`stream_app.delivery.worker`). Kafka's
+at-least-once delivery of ``report-results``, the queue's one row per (run, report) and the
+delivery log (a report already delivered for a run is not sent again) make each report reach
+its destination once.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from collections.abc import AsyncIterable
 from typing import Any
 
 from stream_app.app import app, settings
-from stream_app.db.pool import get_pool
-from stream_app.delivery.dispatch import build_method, deliver, load_delivery_config
+from stream_app.db.pool import get_pool, get_system_pool
+from stream_app.delivery.dispatch import load_delivery_config
+from stream_app.delivery.worker import DeliveryWorker
 from stream_app.reports.agent import report_results_topic
-from stream_app.schedules.store import find_run_for_report
 from stream_app.schemas.base import EventValidationError, decode_event
 from stream_app.schemas.updates import ReportStatus
 
 log = logging.getLogger(__name__)
-FINAL = frozenset({"completed", "failed", "cancelled"})
+if settings.link_secret == settings.jwt_secret:
+    raise ValueError("WEDDING_LINK_SECRET: must differ from WEDDING_JWT_SECRET")
 config = load_delivery_config(
     {
         "WEDDING_PUBLIC_BASE_URL": f"http://{settings.web_host}:{settings.web_port}",
         **os.environ,
     },
-    fallback_secret=settings.jwt_secret,
+    fallback_secret=settings.link_secret,
 )
+_worker: DeliveryWorker | None = None
+
+
+async def delivery_worker() -> DeliveryWorker:
+    """This process's delivery worker, created on first use."""
+    global _worker
+    if _worker is None:
+        pool = await get_pool(settings.postgres_dsn)
+        system_pool = await get_system_pool(settings.postgres_system_dsn)
+        _worker = DeliveryWorker(pool, config, settings.artifact_dir, system_pool=system_pool)
+    return _worker
 
 
 async def handle_report_result(raw: bytes) -> str | None:
-    """Deliver the report of one ``report-results`` message if a schedule run planned it.
+    """Queue the delivery of one ``report-results`` message if a schedule run planned it.
 
     Returns:
-        The delivery outcome, or None when there is nothing to deliver.
+        ``"queued"``, or None when there is nothing to deliver (or it is already queued).
     """
     try:
         status = decode_event(raw, ReportStatus)
     except EventValidationError:
         log.exception("unreadable report-results message skipped")
         return None
-    if status.status not in FINAL or not settings.scheduling_enabled:
+    if not settings.scheduling_enabled:
         return None
-    pool = await get_pool(settings.postgres_dsn)
-    async with pool.acquire() as conn:
-        run = await find_run_for_report(conn, status.organization_id, status.report_id)
-    if run is None:
-        return None
-    method = build_method(run.schedule.delivery, config)
-    result = await deliver(pool, run, status, settings.artifact_dir, method)
-    return str(result.outcome)
+    worker = await delivery_worker()
+    return "queued" if await worker.enqueue_report(status) else None
 
 
 @app.agent(report_results_topic, concurrency=4)
@@ -66,3 +74,16 @@ async def delivery_agent(stream: AsyncIterable[Any]) -> None:
             await handle_report_result(event.message.value or b"")
         except Exception:
             log.exception("delivery of report-results offset %s failed", event.message.offset)
+
+
+@app.task  # type: ignore[untyped-decorator]
+async def run_delivery_worker() -> None:
+    """Attempt due deliveries until the worker stops (see the module docstring)."""
+    if not settings.scheduling_enabled:
+        return
+    worker = await delivery_worker()
+    stop = asyncio.Event()
+    try:
+        await worker.run(stop)
+    finally:
+        stop.set()

@@ -77,15 +77,21 @@ async def tenant_transaction(
     """A transaction in which ``conn`` sees and writes only ``organization_id``'s rows.
 
     The tenant is fixed for the whole transaction (``wedding_enter_tenant``), then the role is
-    set to ``wedding_tenant``. Nested inside an open transaction (a savepoint) it must name the
-    same organisation, or PostgreSQL refuses it (SQLSTATE 42501). Every statement in it is
-    bounded: at most :data:`STATEMENT_TIMEOUT` of run time and :data:`TEMP_FILE_LIMIT` of
-    temporary files (a request over a huge range fails with the database's reason instead of
-    filling the disk).
+    set to ``wedding_tenant``. Nested inside the same organisation's scope it is a savepoint;
+    inside another organisation's scope PostgreSQL refuses it (SQLSTATE 42501). Every
+    statement in it is bounded: at most :data:`STATEMENT_TIMEOUT` of run time and
+    :data:`TEMP_FILE_LIMIT` of temporary files (a request over a huge range fails with the
+    database's reason instead of filling the disk).
 
     Raises:
         asyncpg.InsufficientPrivilegeError: the transaction already belongs to another tenant.
     """
+    if conn.is_in_transaction():
+        entered = await conn.fetchval("SELECT wedding_current_tenant()")
+        if entered == organization_id:  # nested in the same tenant's scope: a savepoint
+            async with conn.transaction():
+                yield conn
+            return
     async with conn.transaction():
         await conn.execute(f"SET LOCAL statement_timeout = '{STATEMENT_TIMEOUT}'")
         await conn.execute(f"SET LOCAL temp_file_limit = '{TEMP_FILE_LIMIT}'")

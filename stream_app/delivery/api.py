@@ -1,17 +1,22 @@
 """Signed, expiring download links for report files, and the ``api`` delivery method.
 
-A link is ``<base_url>/downloads/<token>`` where the token is a JWT (HS256, PyJWT) with the
-organisation, the artifact's path relative to the artifact store, an audience of
-``wedding-download`` and an ``exp`` (UTC seconds since the epoch). :func:`verify_link`
-rejects a token whose signature, audience or claims do not check out, or whose ``exp`` is
-not after ``now``. The HTTP layer serves ``GET /downloads/{token}`` with
-:meth:`LinkSigner.verify` and :func:`resolve_download`.
+A link is ``<base_url>/downloads/<token>`` where the token is a JWT (HS256, PyJWT) signed
+with the link key (``WEDDING_LINK_SECRET``, never the bearer-token key) with the organisation
+(``org``), the artifact's path relative to the artifact store (``path``), the report id
+(``rid``), the schedule id (``sid``, absent for a report without a schedule), a link id
+(``jti``), an audience of ``wedding-download``, the issue time (``iat``, UTC seconds since
+the epoch with microseconds, so a revocation made in the same second is ordered) and an
+``exp`` (UTC seconds since the epoch). :func:`verify_link` rejects a token whose signature,
+audience or claims do not check out, or whose ``exp`` is not after ``now``. Revocation (per
+report, per schedule) is checked at download against PostgreSQL
+(:mod:`stream_app.delivery.links`). The HTTP layer serves ``GET /downloads/{token}``.
 """
 
 from __future__ import annotations
 
 import json
 import posixpath
+import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,8 +25,8 @@ from urllib.parse import urlsplit
 
 import jwt
 
-from stream_app.delivery.base import DeliveryJob, DeliveryMethod, SendReceipt
-from stream_app.schedules.model import ApiTarget
+from stream_app.delivery.base import DeliveryJob, DeliveryMethod, IssuedLink, SendReceipt
+from stream_app.schedules.model import link_ttl_seconds
 
 AUDIENCE = "wedding-download"
 MIN_SECRET_BYTES = 32  # HS256 wants a key of at least the hash size (RFC 7518 §3.2)
@@ -49,19 +54,46 @@ class LinkClaims:
         organization_id: the tenant that owns the file.
         path: the artifact's path relative to the store root (``<org>/<report>/<file>``).
         expires_at: when the link stops working (UTC).
+        report_id: the report the file belongs to (revocable per report).
+        schedule_id: the schedule that delivered it (revocable per schedule), or None.
+        link_id: the link's id (``jti``), named in the audit log.
+        issued_at: when it was signed (UTC, microseconds).
     """
 
     organization_id: str
     path: str
     expires_at: datetime
+    report_id: str
+    schedule_id: str | None
+    link_id: str
+    issued_at: datetime
 
 
 @dataclass(frozen=True, slots=True)
 class SignedLink:
-    """A download link and its expiry (UTC)."""
+    """A download link and its expiry (UTC).
+
+    Attributes:
+        url: the link.
+        expires_at: when it stops working (UTC, whole seconds).
+        link_id: its ``jti``.
+        issued_at: when it was signed (UTC).
+    """
 
     url: str
     expires_at: datetime
+    link_id: str = ""
+    issued_at: datetime | None = None
+
+    def issued(self, fmt: str) -> IssuedLink:
+        """This link as a delivery's record of it, for the file of format ``fmt``."""
+        return IssuedLink(
+            url=self.url,
+            format=fmt,
+            link_id=self.link_id,
+            issued_at=self.issued_at or self.expires_at,
+            expires_at=self.expires_at,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +118,14 @@ class LinkSigner:
             raise ValueError(f"base_url: {self.base_url!r} is not an http(s) URL")
 
     def sign(
-        self, organization_id: str, path: str, *, now: datetime, ttl_s: int | None = None
+        self,
+        organization_id: str,
+        path: str,
+        *,
+        now: datetime,
+        report_id: str,
+        schedule_id: str | None = None,
+        ttl_s: int | None = None,
     ) -> SignedLink:
         """A link to the artifact at ``path`` (relative to the store) valid until now + ttl.
 
@@ -94,6 +133,8 @@ class LinkSigner:
             organization_id: the file's tenant.
             path: relative artifact path (as in :class:`ArtifactLink.path`).
             now: the signing time, UTC-aware.
+            report_id: the report the file belongs to.
+            schedule_id: the schedule delivering it, if any.
             ttl_s: lifetime in seconds (default ``default_ttl_s``).
 
         Raises:
@@ -102,18 +143,25 @@ class LinkSigner:
         _check_path(organization_id, path)
         expires = (now + timedelta(seconds=ttl_s or self.default_ttl_s)).astimezone(UTC)
         expires = expires.replace(microsecond=0)
-        token = jwt.encode(
-            {
-                "org": organization_id,
-                "path": path,
-                "aud": AUDIENCE,
-                "iat": int(now.timestamp()),
-                "exp": int(expires.timestamp()),
-            },
-            self.secret,
-            algorithm="HS256",
+        link_id = uuid.uuid4().hex
+        claims: dict[str, object] = {
+            "org": organization_id,
+            "path": path,
+            "rid": report_id,
+            "jti": link_id,
+            "aud": AUDIENCE,
+            "iat": round(now.timestamp(), 6),
+            "exp": int(expires.timestamp()),
+        }
+        if schedule_id is not None:
+            claims["sid"] = schedule_id
+        token = jwt.encode(claims, self.secret, algorithm="HS256")
+        return SignedLink(
+            f"{self.base_url.rstrip('/')}/downloads/{token}",
+            expires,
+            link_id=link_id,
+            issued_at=now.astimezone(UTC),
         )
-        return SignedLink(f"{self.base_url.rstrip('/')}/downloads/{token}", expires)
 
     def verify(self, link: str, *, now: datetime) -> LinkClaims:
         """Check a link (or its bare token) at ``now``; see :func:`verify_link`."""
@@ -152,22 +200,29 @@ def verify_link(link: str, secret: str, *, now: datetime) -> LinkClaims:
             options={
                 "verify_exp": False,
                 "verify_iat": False,
-                "require": ["exp", "iat", "aud", "org", "path"],
+                "require": ["exp", "iat", "aud", "org", "path", "rid", "jti"],
             },
         )
     except jwt.InvalidTokenError as exc:
         raise LinkError(f"invalid link: {exc}") from exc
-    org, path, exp = claims["org"], claims["path"], claims["exp"]
-    if not isinstance(org, str) or not isinstance(path, str) or not isinstance(exp, int):
+    org, path, exp, iat = claims["org"], claims["path"], claims["exp"], claims["iat"]
+    rid, jti, sid = claims["rid"], claims["jti"], claims.get("sid")
+    if (
+        not all(isinstance(v, str) for v in (org, path, rid, jti))
+        or not isinstance(exp, int)
+        or not isinstance(iat, int | float)
+        or not (sid is None or isinstance(sid, str))
+    ):
         raise LinkError("invalid link: malformed claims")
     try:
         expires_at = datetime.fromtimestamp(exp, UTC)
+        issued_at = datetime.fromtimestamp(iat, UTC)
     except (ValueError, OverflowError, OSError) as exc:
         raise LinkError("invalid link: exp out of range") from exc
     if expires_at <= now:
         raise LinkError(f"link expired at {expires_at.isoformat()}")
     _check_path(org, path)
-    return LinkClaims(org, path, expires_at)
+    return LinkClaims(org, path, expires_at, rid, sid, jti, issued_at)
 
 
 def resolve_download(artifact_root: Path, claims: LinkClaims) -> Path:
@@ -200,12 +255,18 @@ class ApiMethod(DeliveryMethod):
         return f"api {self.signer.base_url}"
 
     async def send(self, job: DeliveryJob) -> SendReceipt:
-        """Sign one link per file, valid for the target's ``link_ttl_seconds``."""
-        target = job.schedule.delivery
-        ttl = target.link_ttl_seconds if isinstance(target, ApiTarget) else None
+        """Sign one link per file, valid for the schedule's ``link_ttl_seconds``."""
+        ttl = link_ttl_seconds(job.schedule.delivery)
         now = datetime.now(UTC)
         links = [
-            self.signer.sign(job.schedule.organization_id, f.link.path, now=now, ttl_s=ttl)
+            self.signer.sign(
+                job.schedule.organization_id,
+                f.link.path,
+                now=now,
+                ttl_s=ttl,
+                report_id=job.report_id,
+                schedule_id=job.schedule.schedule_id,
+            )
             for f in job.files
         ]
         listing = [
@@ -218,4 +279,5 @@ class ApiMethod(DeliveryMethod):
             if links
             else "no files",
             links=tuple(s.url for s in links),
+            issued=tuple(s.issued(f.link.format) for f, s in zip(job.files, links, strict=True)),
         )

@@ -19,7 +19,7 @@ from typing import ClassVar, Literal
 from stream_app.schedules.model import Schedule
 from stream_app.schemas.updates import ArtifactLink, ReportStatus
 
-Outcome = Literal["delivered", "skipped", "failed"]
+Outcome = Literal["delivered", "skipped", "failed", "retrying"]
 
 
 class DeliveryError(Exception):
@@ -102,15 +102,16 @@ class DeliveryJob:
 
 @dataclass(frozen=True, slots=True)
 class DeliveryResult:
-    """The end of a delivery, after any retries.
+    """What one delivery attempt came to.
 
     Attributes:
-        outcome: ``delivered``, ``skipped`` (e.g. an empty report with ``skip_if_empty``) or
-            ``failed``.
-        attempts: attempts made (0 when nothing was attempted).
+        outcome: ``delivered``, ``skipped`` (e.g. an empty report with ``skip_if_empty``),
+            ``failed`` or ``retrying`` (the next attempt is queued).
+        attempts: the number of the attempt made (0 when nothing was attempted).
         detail: what happened, in words (the cause when failed).
         location: where it went (recipients, URL, remote paths, links), when delivered.
         links: signed download links created for the delivery (API and email-link cases).
+        due_at: when ``retrying``, the time the next attempt is due (UTC).
     """
 
     outcome: Outcome
@@ -118,6 +119,25 @@ class DeliveryResult:
     detail: str
     location: str | None = None
     links: tuple[str, ...] = ()
+    due_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedLink:
+    """A signed download link a delivery handed out (recorded in ``download_links``).
+
+    Attributes:
+        url: the link (a credential until it expires or is revoked).
+        format: the file's format.
+        link_id: the link's ``jti``.
+        issued_at / expires_at: UTC.
+    """
+
+    url: str
+    format: str
+    link_id: str
+    issued_at: datetime
+    expires_at: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,11 +148,13 @@ class SendReceipt:
         location: where the report went (no secrets).
         detail: anything worth logging (server reply, partial refusals).
         links: signed download links handed out.
+        issued: the same links with their format, id and expiry (to record them).
     """
 
     location: str
     detail: str = ""
     links: tuple[str, ...] = ()
+    issued: tuple[IssuedLink, ...] = ()
 
 
 class DeliveryMethod(ABC):

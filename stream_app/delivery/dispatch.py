@@ -1,11 +1,15 @@
-"""Run a delivery with the schedule's retry policy, log every attempt, settle the run.
+"""Make one delivery attempt, log it, and settle the run or queue the next attempt.
 
-Retries use `tenacity <https://tenacity.readthedocs.io/>`_: at most
-``retry.max_attempts`` attempts, waiting ``min(base_backoff_s * 2**(n-1), max_backoff_s)``
-seconds after failed attempt ``n`` (``wait_exponential``), and only after a
-:class:`~stream_app.delivery.base.DeliveryError` whose ``retriable`` is true. Every attempt is
-a ``delivery_log`` row. When the last attempt fails the run becomes ``failed`` with the cause;
-the report's files stay in the artifact store (nothing here deletes them).
+:func:`deliver` makes **one** attempt and never sleeps. When it fails with a
+:class:`~stream_app.delivery.base.DeliveryError` whose ``retriable`` is true and attempts are
+left (``retry.max_attempts`` in all), the next attempt is written to the delivery queue
+(:mod:`stream_app.delivery.queue`) due ``min(base_backoff_s * 2**(n-1), max_backoff_s)``
+seconds after failed attempt ``n`` (computed by `tenacity`_'s ``wait_exponential``), the run
+becomes ``retrying`` and the caller's slot is free at once; the delivery worker
+(:mod:`stream_app.delivery.worker`) makes the attempt when it is due. Every attempt is a
+``delivery_log`` row. When the last attempt fails the run becomes ``failed`` with the cause;
+the report's files stay in the artifact store (nothing here deletes them). The signed links a
+delivered attempt handed out are stored (``download_links``).
 
 The files sent are **derived** from the run's organisation, the planned report id, the
 schedule's report type and each format (:func:`stream_app.reports.artifacts.artifact_path`);
@@ -13,23 +17,24 @@ the ``path`` a ``report-results`` message carries is never opened. Every stateme
 run's rows runs in the organisation's tenant transaction.
 
 Run status after delivery: ``failed`` as soon as one of its reports fails (sticky);
-otherwise, once every planned report is ``delivered`` or ``skipped``, the run is
-``delivered`` (if any was delivered) or ``skipped``.
+``retrying`` while a report waits for its next attempt; once every planned report is
+``delivered`` or ``skipped``, the run is ``delivered`` (if any was delivered) or ``skipped``.
+
+.. _tenacity: https://tenacity.readthedocs.io/
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import os
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
 import msgspec
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
+from tenacity import RetryCallState, wait_exponential
 
 from stream_app.db.tenancy import tenant_transaction
 from stream_app.delivery.api import ApiMethod, LinkSigner
@@ -42,8 +47,11 @@ from stream_app.delivery.base import (
     PermanentDeliveryError,
     SendReceipt,
 )
+from stream_app.delivery.egress import EgressPolicy, load_policy
 from stream_app.delivery.email import DEFAULT_MAX_ATTACHMENT_BYTES, EmailMethod, SmtpConfig
+from stream_app.delivery.links import record_issued
 from stream_app.delivery.log import final_outcomes, log_attempt
+from stream_app.delivery.queue import remove, reschedule
 from stream_app.delivery.sftp import DEFAULT_CONNECT_TIMEOUT_S, SftpMethod
 from stream_app.delivery.webhook import WebhookMethod
 from stream_app.reports.artifacts import (
@@ -60,31 +68,13 @@ from stream_app.schedules.model import (
     SftpTarget,
     WebhookTarget,
 )
-from stream_app.schedules.store import ClaimedRun, set_run_status, update_run_status
+from stream_app.schedules.store import ClaimedRun, update_run_status
 from stream_app.schemas.updates import ReportStatus
 from stream_app.settings import parse_float, parse_int
 
-Sleep = Callable[[float], Awaitable[None]]
-
-
-@dataclass(frozen=True, slots=True)
-class AttemptRecord:
-    """One finished attempt, as handed to the ``on_attempt`` callback.
-
-    Attributes:
-        attempt: 1-based number.
-        outcome: ``delivered``, ``retrying`` or ``failed``.
-        retriable: whether the error was retriable (False when delivered).
-        detail: reply or cause.
-        started_at / finished_at: UTC.
-    """
-
-    attempt: int
-    outcome: str
-    retriable: bool
-    detail: str
-    started_at: datetime
-    finished_at: datetime
+DEFAULT_SLOTS = 4
+DEFAULT_POLL_S = 1.0
+DEFAULT_LEASE_S = 900.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,12 +86,23 @@ class DeliveryConfig:
         signer: download-link signer (base URL and secret).
         max_attachment_bytes: email attachment budget, bytes.
         sftp_connect_timeout_s: SFTP connect + login timeout, seconds.
+        egress: addresses webhook and SFTP deliveries may reach (SSRF guard; default public
+            addresses only).
+        slots: delivery attempts at once per worker, shared fairly between organisations.
+        poll_s: how often a worker looks for due deliveries, seconds.
+        lease_s: how long a claimed delivery is reserved for the worker attempting it,
+            seconds; it must outlast one attempt (webhook timeouts are at most 300 s),
+            else another worker may attempt the same delivery again.
     """
 
     smtp: SmtpConfig
     signer: LinkSigner
     max_attachment_bytes: int = DEFAULT_MAX_ATTACHMENT_BYTES
     sftp_connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S
+    egress: EgressPolicy = field(default_factory=EgressPolicy)
+    slots: int = DEFAULT_SLOTS
+    poll_s: float = DEFAULT_POLL_S
+    lease_s: float = DEFAULT_LEASE_S
 
 
 def load_delivery_config(
@@ -115,7 +116,10 @@ def load_delivery_config(
     unset = STARTTLS when offered), ``WEDDING_LINK_SECRET`` (default ``fallback_secret``, e.g.
     the JWT secret; at least 32 bytes), ``WEDDING_PUBLIC_BASE_URL``
     (``http://127.0.0.1:6066``), ``WEDDING_EMAIL_MAX_ATTACHMENT_BYTES`` (10 MiB),
-    ``WEDDING_SFTP_CONNECT_TIMEOUT_S`` (20).
+    ``WEDDING_SFTP_CONNECT_TIMEOUT_S`` (20), ``WEDDING_DELIVERY_ALLOW_PRIVATE_NETWORKS``
+    (empty: deliveries reach public addresses only; e.g. ``127.0.0.0/8`` for tests),
+    ``WEDDING_DELIVERY_SLOTS`` (4), ``WEDDING_DELIVERY_POLL_S`` (1),
+    ``WEDDING_DELIVERY_LEASE_S`` (900).
 
     Raises:
         ValueError: a number does not parse, TLS mode is unknown, or the link secret is
@@ -127,10 +131,7 @@ def load_delivery_config(
         raise ValueError(f"WEDDING_SMTP_TLS: {tls!r} is not implicit, starttls or none")
     secret = env.get("WEDDING_LINK_SECRET") or fallback_secret
     if not secret:
-        raise ValueError(
-            "WEDDING_LINK_SECRET: required (at least 32 bytes; it defaults to"
-            " WEDDING_JWT_SECRET, which is empty)"
-        )
+        raise ValueError("WEDDING_LINK_SECRET: required (at least 32 bytes)")
     smtp = SmtpConfig(
         host=env.get("WEDDING_SMTP_HOST", "127.0.0.1"),
         port=parse_int("WEDDING_SMTP_PORT", env.get("WEDDING_SMTP_PORT", "25"), 1, 65535),
@@ -157,6 +158,14 @@ def load_delivery_config(
             0.1,
             3600,
         ),
+        egress=load_policy(env),
+        slots=parse_int("WEDDING_DELIVERY_SLOTS", env.get("WEDDING_DELIVERY_SLOTS", "4"), 1, 1024),
+        poll_s=parse_float(
+            "WEDDING_DELIVERY_POLL_S", env.get("WEDDING_DELIVERY_POLL_S", "1"), 0.05, 3600
+        ),
+        lease_s=parse_float(
+            "WEDDING_DELIVERY_LEASE_S", env.get("WEDDING_DELIVERY_LEASE_S", "900"), 1, 86_400
+        ),
     )
 
 
@@ -165,9 +174,9 @@ def build_method(target: DeliveryTarget, config: DeliveryConfig) -> DeliveryMeth
     if isinstance(target, EmailTarget):
         return EmailMethod(config.smtp, config.signer, config.max_attachment_bytes)
     if isinstance(target, WebhookTarget):
-        return WebhookMethod(config.signer)
+        return WebhookMethod(config.signer, config.egress)
     if isinstance(target, SftpTarget):
-        return SftpMethod(config.sftp_connect_timeout_s)
+        return SftpMethod(config.sftp_connect_timeout_s, config.egress)
     assert isinstance(target, ApiTarget)
     return ApiMethod(config.signer)
 
@@ -212,77 +221,30 @@ def resolve_files(
     return tuple(files)
 
 
-def _retriable(exc: BaseException) -> bool:
-    return isinstance(exc, DeliveryError) and exc.retriable
+def retry_wait_s(policy: RetryPolicy, failed_attempt: int) -> float:
+    """Seconds to wait after failed attempt ``failed_attempt`` (1-based) before the next.
 
-
-async def send_with_retry(
-    method: DeliveryMethod,
-    job: DeliveryJob,
-    policy: RetryPolicy,
-    *,
-    on_attempt: Callable[[AttemptRecord], Awaitable[None]] | None = None,
-    sleep: Sleep = asyncio.sleep,
-) -> tuple[SendReceipt | None, int, DeliveryError | None]:
-    """Run ``method.send(job)`` under ``policy`` (see the module docstring).
-
-    An exception other than :class:`DeliveryError` (a bug) ends the delivery as a permanent
-    failure naming its type.
-
-    Args:
-        method: the delivery method.
-        job: what to deliver.
-        policy: attempts and backoff (seconds).
-        on_attempt: awaited after every attempt (e.g. to write the delivery log).
-        sleep: the backoff sleep (seconds); injectable for tests.
-
-    Returns:
-        ``(receipt, attempts, None)`` when delivered, ``(None, attempts, error)`` when the
-        last attempt failed.
+    ``min(base_backoff_s * 2**(n-1), max_backoff_s)``: tenacity's ``wait_exponential`` with
+    the schedule's base and cap, evaluated for attempt ``n``.
     """
-    attempts = 0
-    receipt: SendReceipt | None = None
-    retrying = AsyncRetrying(
-        stop=stop_after_attempt(policy.max_attempts),
-        wait=wait_exponential(multiplier=policy.base_backoff_s, max=policy.max_backoff_s),
-        retry=retry_if_exception(_retriable),
-        reraise=True,
-        sleep=sleep,
-    )
+    state = RetryCallState(retry_object=None, fn=None, args=(), kwargs={})  # type: ignore[arg-type]
+    state.attempt_number = failed_attempt
+    wait = wait_exponential(multiplier=policy.base_backoff_s, max=policy.max_backoff_s)
+    return float(wait(state))
+
+
+async def attempt_once(method: DeliveryMethod, job: DeliveryJob) -> SendReceipt | DeliveryError:
+    """Make one attempt: the receipt, or the error it failed with.
+
+    An exception other than :class:`DeliveryError` (a bug in a method) becomes a permanent
+    failure naming its type.
+    """
     try:
-        async for attempt in retrying:
-            with attempt:
-                attempts = attempt.retry_state.attempt_number
-                started = datetime.now(UTC)
-                error: DeliveryError | None = None
-                try:
-                    receipt = await method.send(job)
-                except DeliveryError as exc:
-                    error = exc
-                except Exception as exc:  # noqa: BLE001 - a bug in a method fails the delivery
-                    error = PermanentDeliveryError(f"{type(exc).__name__}: {exc}")
-                if error is None:
-                    assert receipt is not None
-                    record = AttemptRecord(
-                        attempts, "delivered", False, receipt.detail, started, datetime.now(UTC)
-                    )
-                else:
-                    last = not error.retriable or attempts >= policy.max_attempts
-                    record = AttemptRecord(
-                        attempts,
-                        "failed" if last else "retrying",
-                        error.retriable,
-                        error.detail,
-                        started,
-                        datetime.now(UTC),
-                    )
-                if on_attempt is not None:
-                    await on_attempt(record)
-                if error is not None:
-                    raise error
+        return await method.send(job)
     except DeliveryError as exc:
-        return None, attempts, exc
-    return receipt, attempts, None
+        return exc
+    except Exception as exc:  # noqa: BLE001 - a bug in a method fails the delivery
+        return PermanentDeliveryError(f"{type(exc).__name__}: {exc}")
 
 
 async def _settle_run(conn: asyncpg.Connection, run: ClaimedRun) -> None:
@@ -302,6 +264,20 @@ async def _settle_run(conn: asyncpg.Connection, run: ClaimedRun) -> None:
             await update_run_status(
                 conn, org, run.run_id, "delivered" if "delivered" in finals else "skipped"
             )
+        elif current != "retrying" and await conn.fetchval(
+            "SELECT 1 FROM delivery_queue WHERE organization_id = $1 AND run_id = $2"
+            " AND attempt > 1",
+            org,
+            run.run_id,
+        ):
+            await update_run_status(conn, org, run.run_id, "retrying")
+        elif current == "retrying" and not await conn.fetchval(
+            "SELECT 1 FROM delivery_queue WHERE organization_id = $1 AND run_id = $2"
+            " AND attempt > 1",
+            org,
+            run.run_id,
+        ):
+            await update_run_status(conn, org, run.run_id, "submitted")
 
 
 async def deliver(
@@ -311,18 +287,21 @@ async def deliver(
     artifact_root: Path,
     method: DeliveryMethod,
     *,
-    sleep: Sleep = asyncio.sleep,
+    attempt: int = 1,
+    now: datetime | None = None,
 ) -> DeliveryResult:
-    """Deliver one finished report of ``run`` with ``method`` under the schedule's retries.
+    """Make attempt number ``attempt`` to deliver one finished report of ``run`` (no sleeping).
 
     * A report that ended ``failed`` or ``cancelled`` is not delivered: the run is marked
       ``failed`` with the report's cause (logged as attempt 0).
     * An empty report (no data rows in any file) of a ``skip_if_empty`` schedule is logged
       ``skipped``.
-    * A report already delivered or skipped for this run is not sent again (a redelivered
-      ``report-results`` message is harmless).
-    * Otherwise every attempt is logged; after the last failed attempt the run becomes
-      ``failed`` with the cause. The report files are never removed.
+    * A report already delivered, skipped or failed for good for this run is not sent again
+      (a redelivered ``report-results`` message is harmless).
+    * Otherwise one attempt is made and logged. A retriable failure with attempts left is
+      queued for ``now`` + the backoff (see the module docstring) and answered ``retrying``;
+      after the last failed attempt the run becomes ``failed`` with the cause. The report
+      files are never removed.
 
     Args:
         pool: PostgreSQL pool (scheduler role).
@@ -330,10 +309,13 @@ async def deliver(
         status: the report's final status (``completed``, ``failed`` or ``cancelled``).
         artifact_root: the artifact store's root folder.
         method: the method for ``run.schedule.delivery`` (see :func:`build_method`).
-        sleep: backoff sleep, seconds (tests inject a fast one).
+        attempt: the number of this attempt (1-based; the queue keeps it between attempts).
+        now: the time the backoff counts from (UTC-aware; default the clock after the
+            attempt). Tests inject it to simulate time.
 
     Returns:
-        The outcome, attempts, detail and, when delivered, where it went.
+        The outcome (``delivered``, ``skipped``, ``failed`` or ``retrying`` with ``due_at``),
+        the attempt number, detail and, when delivered, where it went and its links.
 
     Raises:
         ValueError: ``status`` is not a final status or names a report the run did not plan.
@@ -387,18 +369,29 @@ async def deliver(
 
     async def fail_without_attempt(cause: str) -> DeliveryResult:
         now = datetime.now(UTC)
-        async with pool.acquire() as conn:
+        async with pool.acquire() as conn, tenant_transaction(conn, schedule.organization_id):
             await write_log(conn, 0, "failed", False, cause, now, now)
-            await set_run_status(conn, schedule.organization_id, run.run_id, "failed", error=cause)
+            await remove(conn, run.run_id, planned.report_id)
+            await update_run_status(
+                conn, schedule.organization_id, run.run_id, "failed", error=cause
+            )
         return DeliveryResult(outcome="failed", attempts=0, detail=cause)
 
     async with pool.acquire() as conn, tenant_transaction(conn, schedule.organization_id):
         previous = (await final_outcomes(conn, schedule.organization_id, run.run_id)).get(
             planned.report_id
         )
-    if previous in ("delivered", "skipped"):
+    if previous in ("delivered", "skipped", "failed"):
+        async with pool.acquire() as conn, tenant_transaction(conn, schedule.organization_id):
+            await remove(conn, run.run_id, planned.report_id)
         return DeliveryResult(
-            outcome="delivered" if previous == "delivered" else "skipped",
+            outcome=(
+                "delivered"
+                if previous == "delivered"
+                else "skipped"
+                if previous == "skipped"
+                else "failed"
+            ),
             attempts=0,
             detail=f"already {previous}",
         )
@@ -406,8 +399,9 @@ async def deliver(
         return await fail_without_attempt(f"report {status.status}: {status.error or 'no cause'}")
     if schedule.skip_if_empty and sum(a.rows for a in status.artifacts) == 0:
         now = datetime.now(UTC)
-        async with pool.acquire() as conn:
+        async with pool.acquire() as conn, tenant_transaction(conn, schedule.organization_id):
             await write_log(conn, 0, "skipped", False, "report has no rows", now, now)
+            await remove(conn, run.run_id, planned.report_id)
             await _settle_run(conn, run)
         return DeliveryResult(outcome="skipped", attempts=0, detail="report has no rows")
     try:
@@ -431,34 +425,52 @@ async def deliver(
         status=status,
         files=files,
     )
-
-    async def on_attempt(record: AttemptRecord) -> None:
-        async with pool.acquire() as conn:
-            await write_log(
+    started = datetime.now(UTC)
+    outcome = await attempt_once(method, job)
+    finished = datetime.now(UTC)
+    if isinstance(outcome, SendReceipt):
+        async with pool.acquire() as conn, tenant_transaction(conn, schedule.organization_id):
+            await write_log(conn, attempt, "delivered", False, outcome.detail, started, finished)
+            await record_issued(
                 conn,
-                record.attempt,
-                record.outcome,
-                record.retriable,
-                record.detail,
-                record.started_at,
-                record.finished_at,
+                organization_id=schedule.organization_id,
+                report_id=planned.report_id,
+                schedule_id=schedule.schedule_id,
+                run_id=run.run_id,
+                method=method.name,
+                links=outcome.issued,
             )
-
-    receipt, attempts, error = await send_with_retry(
-        method, job, schedule.retry, on_attempt=on_attempt, sleep=sleep
-    )
-    if receipt is None:
-        assert error is not None
-        cause = f"{method.name} delivery failed after {attempts} attempt(s): {error.detail}"
-        async with pool.acquire() as conn:
-            await set_run_status(conn, schedule.organization_id, run.run_id, "failed", error=cause)
-        return DeliveryResult(outcome="failed", attempts=attempts, detail=cause)
-    async with pool.acquire() as conn:
-        await _settle_run(conn, run)
-    return DeliveryResult(
-        outcome="delivered",
-        attempts=attempts,
-        detail=receipt.detail,
-        location=receipt.location,
-        links=receipt.links,
-    )
+            await remove(conn, run.run_id, planned.report_id)
+            await _settle_run(conn, run)
+        return DeliveryResult(
+            outcome="delivered",
+            attempts=attempt,
+            detail=outcome.detail,
+            location=outcome.location,
+            links=outcome.links,
+        )
+    error = outcome
+    if error.retriable and attempt < schedule.retry.max_attempts:
+        due = (now or finished) + timedelta(seconds=retry_wait_s(schedule.retry, attempt))
+        detail = f"{error.detail}; attempt {attempt + 1} due at {due.isoformat()}"
+        async with pool.acquire() as conn, tenant_transaction(conn, schedule.organization_id):
+            await write_log(conn, attempt, "retrying", True, detail, started, finished)
+            await reschedule(
+                conn,
+                organization_id=schedule.organization_id,
+                run_id=run.run_id,
+                schedule_id=schedule.schedule_id,
+                report_id=planned.report_id,
+                status=status,
+                attempt=attempt + 1,
+                due_at=due,
+                error=error.detail,
+            )
+            await _settle_run(conn, run)
+        return DeliveryResult(outcome="retrying", attempts=attempt, detail=detail, due_at=due)
+    cause = f"{method.name} delivery failed after {attempt} attempt(s): {error.detail}"
+    async with pool.acquire() as conn, tenant_transaction(conn, schedule.organization_id):
+        await write_log(conn, attempt, "failed", error.retriable, error.detail, started, finished)
+        await remove(conn, run.run_id, planned.report_id)
+        await update_run_status(conn, schedule.organization_id, run.run_id, "failed", error=cause)
+    return DeliveryResult(outcome="failed", attempts=attempt, detail=cause)

@@ -24,11 +24,12 @@ from stream_app.delivery.base import (
     DeliveryError,
     DeliveryJob,
     DeliveryMethod,
+    IssuedLink,
     PermanentDeliveryError,
     SendReceipt,
     TransientDeliveryError,
 )
-from stream_app.schedules.model import EmailTarget
+from stream_app.schedules.model import EmailTarget, link_ttl_seconds
 
 DEFAULT_MAX_ATTACHMENT_BYTES = 10 * 1024 * 1024
 
@@ -90,7 +91,9 @@ class EmailMethod(DeliveryMethod):
         """The recipients and the SMTP server."""
         return f"smtp {self.smtp.host}:{self.smtp.port} to {', '.join(job.recipients)}"
 
-    def build_message(self, job: DeliveryJob, now: datetime) -> tuple[EmailMessage, list[str]]:
+    def build_message(
+        self, job: DeliveryJob, now: datetime
+    ) -> tuple[EmailMessage, list[IssuedLink]]:
         """The message for ``job`` and the download links it carries instead of attachments.
 
         Raises:
@@ -114,7 +117,7 @@ class EmailMethod(DeliveryMethod):
             "",
         ]
         attach: list[tuple[str, bytes]] = []
-        links: list[str] = []
+        links: list[IssuedLink] = []
         budget = self.max_attachment_bytes
         for f in job.files:
             if f.link.size_bytes <= budget:
@@ -126,8 +129,15 @@ class EmailMethod(DeliveryMethod):
                 budget -= len(data)
                 lines.append(f"Attached: {f.filename} ({f.link.size_bytes} bytes).")
             else:
-                link = self.signer.sign(job.schedule.organization_id, f.link.path, now=now)
-                links.append(link.url)
+                link = self.signer.sign(
+                    job.schedule.organization_id,
+                    f.link.path,
+                    now=now,
+                    report_id=job.report_id,
+                    schedule_id=job.schedule.schedule_id,
+                    ttl_s=link_ttl_seconds(job.schedule.delivery),
+                )
+                links.append(link.issued(f.link.format))
                 lines.append(
                     f"Download {f.filename} ({f.link.size_bytes} bytes, too large to attach) "
                     f"until {link.expires_at:%Y-%m-%d %H:%M} UTC:\n{link.url}"
@@ -182,4 +192,9 @@ class EmailMethod(DeliveryMethod):
             detail += "; refused: " + "; ".join(
                 f"{addr}: {r.code} {r.message}" for addr, r in refused.items()
             )
-        return SendReceipt(location=where, detail=detail, links=tuple(links))
+        return SendReceipt(
+            location=where,
+            detail=detail,
+            links=tuple(link.url for link in links),
+            issued=tuple(links),
+        )

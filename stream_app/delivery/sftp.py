@@ -10,6 +10,11 @@ The server's host key must match the target's ``host_key`` (no trust on first us
 neither ``~/.ssh/config``, ``~/.ssh/known_hosts``, default keys nor an SSH agent are used.
 Classification: connection refused/lost, timeouts and generic SFTP failures are retriable;
 rejected credentials, a host key mismatch and permission/no-such-path errors are permanent.
+
+SSRF (:mod:`stream_app.delivery.egress`): the host is resolved when the attempt is made,
+every address is checked, and the connection goes to the first checked address as an IP
+literal (no second lookup). The host key check does not depend on the name: the target's
+``host_key`` is the only key trusted. A refused address is a permanent failure.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from stream_app.delivery.base import (
     SendReceipt,
     TransientDeliveryError,
 )
+from stream_app.delivery.egress import EgressPolicy, EgressRefusedError, resolve_checked
 from stream_app.schedules.model import SftpTarget
 
 DEFAULT_CONNECT_TIMEOUT_S = 20.0
@@ -44,12 +50,18 @@ class SftpMethod(DeliveryMethod):
 
     Attributes:
         connect_timeout_s: seconds allowed for TCP connect plus SSH handshake and login.
+        egress: which addresses uploads may go to (default: public addresses only).
     """
 
     name: ClassVar[str] = "sftp"
 
-    def __init__(self, connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S) -> None:
+    def __init__(
+        self,
+        connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
+        egress: EgressPolicy | None = None,
+    ) -> None:
         self.connect_timeout_s = connect_timeout_s
+        self.egress = egress or EgressPolicy()
 
     def describe_target(self, job: DeliveryJob) -> str:
         """``sftp://user@host:port/path``."""
@@ -64,14 +76,22 @@ class SftpMethod(DeliveryMethod):
         Raises:
             TransientDeliveryError: connection refused or lost, timeout, SFTP failure.
             PermanentDeliveryError: bad credentials, host key mismatch, permission denied,
-                the target is not SFTP.
+                the host resolves to a refused address, the target is not SFTP.
         """
         target = job.schedule.delivery
         if not isinstance(target, SftpTarget):
             raise PermanentDeliveryError(f"schedule target is {target.method}, not sftp")
         where = self.describe_target(job)
         try:
-            uploaded = await self._upload(job, target)
+            addresses = await asyncio.wait_for(
+                resolve_checked(self.egress, target.host, target.port), self.connect_timeout_s
+            )
+        except EgressRefusedError as exc:
+            raise PermanentDeliveryError(f"{where}: {exc}") from exc
+        except (OSError, TimeoutError) as exc:
+            raise TransientDeliveryError(f"{where}: cannot resolve: {exc}") from exc
+        try:
+            uploaded = await self._upload(job, target, str(addresses[0]))
         except (asyncssh.PermissionDenied, asyncssh.HostKeyNotVerifiable) as exc:
             raise PermanentDeliveryError(f"{where}: {type(exc).__name__}: {exc.reason}") from exc
         except (asyncssh.SFTPPermissionDenied, asyncssh.SFTPNoSuchFile) as exc:
@@ -82,12 +102,12 @@ class SftpMethod(DeliveryMethod):
             raise TransientDeliveryError(f"{where}: {type(exc).__name__}: {exc}") from exc
         return SendReceipt(location=", ".join(uploaded), detail=f"{len(uploaded)} file(s)")
 
-    async def _upload(self, job: DeliveryJob, target: SftpTarget) -> list[str]:
+    async def _upload(self, job: DeliveryJob, target: SftpTarget, address: str) -> list[str]:
         keys = [asyncssh.import_private_key(target.private_key)] if target.private_key else None
         host_key = asyncssh.import_public_key(target.host_key)
         async with (
             asyncssh.connect(
-                target.host,
+                address,  # the checked address: no second lookup of target.host
                 target.port,
                 username=target.username,
                 password=target.password,

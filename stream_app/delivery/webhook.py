@@ -11,7 +11,13 @@ Headers sent with every attempt:
 
 Each attempt is signed anew with its own timestamp. Classification: 2xx is delivered;
 timeouts, connection errors, 5xx, 408 (Request Timeout) and 429 (Too Many Requests) are
-retriable; any other status (other 4xx, and 3xx: redirects are not followed) is permanent.
+retriable; any other status (other 4xx, and 3xx) is permanent.
+
+SSRF (:mod:`stream_app.delivery.egress`): the URL's host is resolved when the attempt is made
+and every address is checked by the connector's resolver; the connection goes to the checked
+address. A refused address is a permanent failure naming the address and why. **Redirects
+are refused altogether**: a 3xx is never followed (the POST does not reach the ``Location``),
+it fails the delivery permanently with the ``Location`` named in the log.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import hashlib
 import hmac
 from datetime import UTC, datetime
 from typing import Any, ClassVar
+from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
@@ -28,11 +35,18 @@ from stream_app.delivery.api import LinkSigner
 from stream_app.delivery.base import (
     DeliveryJob,
     DeliveryMethod,
+    IssuedLink,
     PermanentDeliveryError,
     SendReceipt,
     TransientDeliveryError,
 )
-from stream_app.schedules.model import WebhookTarget
+from stream_app.delivery.egress import (
+    EgressPolicy,
+    EgressRefusedError,
+    GuardedResolver,
+    check_url_host,
+)
+from stream_app.schedules.model import WebhookTarget, link_ttl_seconds
 
 SIGNATURE_HEADER = "X-Wedding-Signature"
 TIMESTAMP_HEADER = "X-Wedding-Timestamp"
@@ -51,9 +65,28 @@ def verify_signature(secret: str, timestamp: str, body: bytes, signature: str) -
     return hmac.compare_digest(sign(secret, timestamp, body), signature)
 
 
-def result_payload(job: DeliveryJob, signer: LinkSigner, now: datetime) -> dict[str, Any]:
-    """The JSON document posted for ``job``: run, report and signed download links."""
+def result_payload(
+    job: DeliveryJob, signer: LinkSigner, now: datetime, issued: list[IssuedLink] | None = None
+) -> dict[str, Any]:
+    """The JSON document posted for ``job``: run, report and signed download links.
+
+    The links last the schedule's ``link_ttl_seconds``; each is appended to ``issued`` when
+    given.
+    """
     status = job.status
+    links = [
+        signer.sign(
+            job.schedule.organization_id,
+            f.link.path,
+            now=now,
+            report_id=job.report_id,
+            schedule_id=job.schedule.schedule_id,
+            ttl_s=link_ttl_seconds(job.schedule.delivery),
+        )
+        for f in job.files
+    ]
+    if issued is not None:
+        issued.extend(link.issued(f.link.format) for f, link in zip(job.files, links, strict=True))
     return {
         "kind": "scheduled_report",
         "schedule_id": job.schedule.schedule_id,
@@ -75,8 +108,7 @@ def result_payload(job: DeliveryJob, signer: LinkSigner, now: datetime) -> dict[
                 "download_url": link.url,
                 "download_expires_at": link.expires_at.isoformat(),
             }
-            for f in job.files
-            for link in [signer.sign(job.schedule.organization_id, f.link.path, now=now)]
+            for f, link in zip(job.files, links, strict=True)
         ],
     }
 
@@ -86,12 +118,14 @@ class WebhookMethod(DeliveryMethod):
 
     Attributes:
         signer: signs the download links in the payload.
+        egress: which addresses the POST may go to (default: public addresses only).
     """
 
     name: ClassVar[str] = "webhook"
 
-    def __init__(self, signer: LinkSigner) -> None:
+    def __init__(self, signer: LinkSigner, egress: EgressPolicy | None = None) -> None:
         self.signer = signer
+        self.egress = egress or EgressPolicy()
 
     def describe_target(self, job: DeliveryJob) -> str:
         """The webhook URL."""
@@ -103,13 +137,19 @@ class WebhookMethod(DeliveryMethod):
 
         Raises:
             TransientDeliveryError: timeout, connection error, 5xx, 408 or 429.
-            PermanentDeliveryError: any other non-2xx status, or the target is not a webhook.
+            PermanentDeliveryError: any other non-2xx status (redirects included), the host
+                resolves to a refused address, or the target is not a webhook.
         """
         target = job.schedule.delivery
         if not isinstance(target, WebhookTarget):
             raise PermanentDeliveryError(f"schedule target is {target.method}, not webhook")
+        try:
+            check_url_host(self.egress, urlsplit(target.url).hostname or "")
+        except EgressRefusedError as exc:
+            raise PermanentDeliveryError(f"POST {target.url}: {exc}") from exc
         now = datetime.now(UTC)
-        body = orjson.dumps(result_payload(job, self.signer, now))
+        issued: list[IssuedLink] = []
+        body = orjson.dumps(result_payload(job, self.signer, now, issued))
         timestamp = str(int(now.timestamp()))
         headers = {
             "Content-Type": "application/json",
@@ -118,13 +158,19 @@ class WebhookMethod(DeliveryMethod):
             DELIVERY_HEADER: job.report_id,
         }
         timeout = aiohttp.ClientTimeout(total=target.timeout_s)
+        connector = aiohttp.TCPConnector(resolver=GuardedResolver(self.egress), use_dns_cache=False)
         try:
             async with (
-                aiohttp.ClientSession(timeout=timeout) as session,
+                aiohttp.ClientSession(timeout=timeout, connector=connector) as session,
                 session.post(target.url, data=body, headers=headers, allow_redirects=False) as resp,
             ):
                 reply = (await resp.text(errors="replace"))[:200]
                 code = resp.status
+                location = resp.headers.get("Location")
+        except aiohttp.ClientConnectorError as exc:
+            if isinstance(exc.os_error, EgressRefusedError):
+                raise PermanentDeliveryError(f"POST {target.url}: {exc.os_error}") from exc
+            raise TransientDeliveryError(f"POST {target.url}: {type(exc).__name__}: {exc}") from exc
         except TimeoutError as exc:
             raise TransientDeliveryError(
                 f"POST {target.url}: no response within {target.timeout_s} s"
@@ -132,7 +178,17 @@ class WebhookMethod(DeliveryMethod):
         except aiohttp.ClientError as exc:
             raise TransientDeliveryError(f"POST {target.url}: {type(exc).__name__}: {exc}") from exc
         if 200 <= code < 300:
-            return SendReceipt(location=f"POST {target.url}", detail=f"HTTP {code}")
+            return SendReceipt(
+                location=f"POST {target.url}",
+                detail=f"HTTP {code}",
+                links=tuple(link.url for link in issued),
+                issued=tuple(issued),
+            )
+        if 300 <= code < 400:
+            raise PermanentDeliveryError(
+                f"POST {target.url}: HTTP {code} redirect to {location!r} refused:"
+                " webhook redirects are never followed"
+            )
         message = f"POST {target.url}: HTTP {code} {reply!r}"
         if code >= 500 or code in _RETRIABLE_4XX:
             raise TransientDeliveryError(message)

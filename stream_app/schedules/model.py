@@ -63,6 +63,23 @@ def _check_id(name: str, value: str) -> None:
         raise ScheduleValidationError(name, f"{value!r} must be {ID_RULE}")
 
 
+DEFAULT_LINK_TTL_SECONDS = 7 * 24 * 3600
+"""Default lifetime of a delivery's download links, seconds (7 days)."""
+MIN_LINK_TTL_SECONDS, MAX_LINK_TTL_SECONDS = 60, 30 * 24 * 3600
+
+
+def _check_link_ttl(value: int) -> None:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or not MIN_LINK_TTL_SECONDS <= value <= MAX_LINK_TTL_SECONDS
+    ):
+        raise ScheduleValidationError(
+            "delivery.link_ttl_seconds",
+            f"must be between {MIN_LINK_TTL_SECONDS} and {MAX_LINK_TTL_SECONDS} seconds",
+        )
+
+
 def _check_secret(name: str, value: str, min_length: int = 16) -> None:
     if len(value) < min_length:
         raise ScheduleValidationError(name, f"must be at least {min_length} characters")
@@ -75,13 +92,17 @@ class EmailTarget:
     Attributes:
         recipients: one or more addresses (``user@example.org``), no repeats.
         subject: the subject line; ``None`` gives ``"<report type> <from> – <to>"``.
+        link_ttl_seconds: lifetime of the download links sent for files too large to attach,
+            seconds (60 s – 30 days).
     """
 
     recipients: tuple[str, ...]
     subject: str | None = None
+    link_ttl_seconds: int = DEFAULT_LINK_TTL_SECONDS
     method: Literal["email"] = "email"
 
     def __post_init__(self) -> None:
+        _check_link_ttl(self.link_ttl_seconds)
         if not self.recipients:
             raise ScheduleValidationError("delivery.recipients", "at least one is required")
         for address in self.recipients:
@@ -103,14 +124,18 @@ class WebhookTarget:
         url: ``http`` or ``https`` URL with a host.
         secret: the shared HMAC key (at least 16 characters; not shown in ``repr``).
         timeout_s: per-attempt timeout, seconds (0 < t ≤ 300).
+        link_ttl_seconds: lifetime of the download links in the posted result, seconds
+            (60 s – 30 days).
     """
 
     url: str
     secret: str = field(repr=False)
     timeout_s: float = 10.0
+    link_ttl_seconds: int = DEFAULT_LINK_TTL_SECONDS
     method: Literal["webhook"] = "webhook"
 
     def __post_init__(self) -> None:
+        _check_link_ttl(self.link_ttl_seconds)
         try:
             parsed = urlsplit(self.url)
             _ = parsed.port  # raises ValueError on a bad port
@@ -188,17 +213,22 @@ class ApiTarget:
         link_ttl_seconds: how long a link stays valid, seconds (60 s – 30 days).
     """
 
-    link_ttl_seconds: int = 7 * 24 * 3600
+    link_ttl_seconds: int = DEFAULT_LINK_TTL_SECONDS
     method: Literal["api"] = "api"
 
     def __post_init__(self) -> None:
-        if not 60 <= self.link_ttl_seconds <= 30 * 24 * 3600:
-            raise ScheduleValidationError(
-                "delivery.link_ttl_seconds", "must be between 60 and 2592000 seconds"
-            )
+        _check_link_ttl(self.link_ttl_seconds)
 
 
 DeliveryTarget = EmailTarget | WebhookTarget | SftpTarget | ApiTarget
+
+
+def link_ttl_seconds(target: DeliveryTarget) -> int:
+    """How long the download links of a delivery to ``target`` stay valid, seconds.
+
+    SFTP hands out no links; it answers the default (7 days) for completeness.
+    """
+    return getattr(target, "link_ttl_seconds", DEFAULT_LINK_TTL_SECONDS)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

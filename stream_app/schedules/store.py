@@ -50,6 +50,7 @@ import orjson
 from stream_app.db.tenancy import tenant_transaction
 from stream_app.schedules.cron import latest_fire_time, next_fire_time
 from stream_app.schedules.model import (
+    DEFAULT_LINK_TTL_SECONDS,
     ApiTarget,
     Audience,
     DeliveryTarget,
@@ -67,7 +68,7 @@ log = logging.getLogger(__name__)
 CACHE_STRATEGY: Final = "skip"
 """Scheduled runs always read fresh data; recorded on every run for the report agent."""
 
-RUN_STATUSES = frozenset({"claimed", "submitted", "delivered", "skipped", "failed"})
+RUN_STATUSES = frozenset({"claimed", "submitted", "retrying", "delivered", "skipped", "failed"})
 _TINY = timedelta(microseconds=1)
 
 
@@ -134,7 +135,8 @@ class ClaimedRun:
         missed_from: the earliest fire time this run stands for (= ``fire_time`` normally).
         claimed_at: the ``now`` of the claim (UTC).
         claimed_by: the claiming worker's id.
-        status: ``claimed`` → ``submitted`` → ``delivered`` | ``skipped`` | ``failed``.
+        status: ``claimed`` → ``submitted`` (→ ``retrying``) → ``delivered`` | ``skipped`` |
+            ``failed``.
         cache_strategy: always ``skip`` (fresh data).
         date_from / date_to: the report's inclusive local date range.
         reports: the reports to generate and deliver.
@@ -172,11 +174,23 @@ class ClaimedRun:
 def _target_to_db(target: DeliveryTarget) -> tuple[str, dict[str, Any], dict[str, Any]]:
     """``(method, options, secrets)`` of a delivery target."""
     if isinstance(target, EmailTarget):
-        return "email", {"recipients": list(target.recipients), "subject": target.subject}, {}
+        return (
+            "email",
+            {
+                "recipients": list(target.recipients),
+                "subject": target.subject,
+                "link_ttl_seconds": target.link_ttl_seconds,
+            },
+            {},
+        )
     if isinstance(target, WebhookTarget):
         return (
             "webhook",
-            {"url": target.url, "timeout_s": target.timeout_s},
+            {
+                "url": target.url,
+                "timeout_s": target.timeout_s,
+                "link_ttl_seconds": target.link_ttl_seconds,
+            },
             {"secret": target.secret},
         )
     if isinstance(target, SftpTarget):
@@ -198,10 +212,17 @@ def _target_from_db(
     method: str, options: dict[str, Any], secrets: dict[str, Any]
 ) -> DeliveryTarget:
     if method == "email":
-        return EmailTarget(recipients=tuple(options["recipients"]), subject=options["subject"])
+        return EmailTarget(
+            recipients=tuple(options["recipients"]),
+            subject=options["subject"],
+            link_ttl_seconds=int(options.get("link_ttl_seconds", DEFAULT_LINK_TTL_SECONDS)),
+        )
     if method == "webhook":
         return WebhookTarget(
-            url=options["url"], secret=secrets["secret"], timeout_s=float(options["timeout_s"])
+            url=options["url"],
+            secret=secrets["secret"],
+            timeout_s=float(options["timeout_s"]),
+            link_ttl_seconds=int(options.get("link_ttl_seconds", DEFAULT_LINK_TTL_SECONDS)),
         )
     if method == "sftp":
         return SftpTarget(

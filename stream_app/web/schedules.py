@@ -9,10 +9,14 @@
 - ``GET /orgs/{org}/schedules`` and ``GET /orgs/{org}/schedules/{id}`` (with the next fire
   times); ``PUT /orgs/{org}/schedules/{id}`` replaces it; ``DELETE`` removes it;
   ``POST /orgs/{org}/schedules/{id}/pause`` and ``/resume``.
-- ``GET /orgs/{org}/schedules/{id}/runs``: runs and the delivery log.
+- ``GET /orgs/{org}/schedules/{id}/runs``: runs (with their queued retries and the download
+  links their deliveries handed out) and the delivery log.
 - ``GET /orgs/{org}/schedules/preview?cron=…&time_zone=…&count=5``: fire times (UTC).
-- ``GET /downloads/{token}``: a signed download link of the API delivery method (no bearer
-  token: the link is the credential, and it expires).
+- ``GET /downloads/{token}``: a signed download link of a delivery (no bearer token: the link
+  is the credential; it expires, can be revoked, and every download is audited).
+- ``POST /orgs/{org}/reports/{report_id}/links/revoke`` and
+  ``POST /orgs/{org}/schedules/{schedule_id}/links/revoke``: revoke every download link of a
+  report / schedule issued until now. Deleting a schedule revokes its links too.
 
 Secrets (webhook keys, SFTP passwords and keys) are accepted and never returned.
 """
@@ -31,10 +35,14 @@ import orjson
 from aiohttp import web
 
 from stream_app.app import settings
+from stream_app.db import reports as report_db
+from stream_app.db.audit_events import record as audit
 from stream_app.db.pool import get_pool
 from stream_app.db.tenancy import UnknownOrganizationError, check_time_zone, fetch_organization
 from stream_app.delivery.api import LinkError, resolve_download
+from stream_app.delivery.links import check_not_revoked, links_of_reports, revoke
 from stream_app.delivery.log import fetch_schedule_log
+from stream_app.delivery.queue import pending_by_run
 from stream_app.schedules import store
 from stream_app.schedules.cron import CronExpressionError, fire_times, preview
 from stream_app.schedules.model import (
@@ -153,8 +161,9 @@ def check_target_address(host: str | None, field: str) -> None:
     """Refuse delivery targets on internal addresses unless allowed (SSRF guard).
 
     Literal IPs in loopback, private, link-local (cloud metadata), multicast, reserved or
-    unspecified ranges and the name ``localhost`` are refused. Names are not resolved here;
-    a deployment that needs more puts deliveries behind an egress proxy.
+    unspecified ranges and the name ``localhost`` are refused. Names are not resolved here
+    (what a name resolves to may change): every delivery resolves and checks them again
+    (:mod:`stream_app.delivery.egress`).
 
     Raises:
         ApiError: 400 naming ``field``.
@@ -205,9 +214,15 @@ def schedule_to_json(stored: store.StoredSchedule, upcoming: list[datetime]) -> 
     target = s.delivery
     delivery: dict[str, Any] = {"method": target.method}
     if isinstance(target, EmailTarget):
-        delivery.update(recipients=list(target.recipients), subject=target.subject)
+        delivery.update(
+            recipients=list(target.recipients),
+            subject=target.subject,
+            link_ttl_seconds=target.link_ttl_seconds,
+        )
     elif isinstance(target, WebhookTarget):
-        delivery.update(url=target.url, timeout_s=target.timeout_s)
+        delivery.update(
+            url=target.url, timeout_s=target.timeout_s, link_ttl_seconds=target.link_ttl_seconds
+        )
     elif isinstance(target, SftpTarget):
         delivery.update(
             host=target.host, port=target.port, username=target.username, path=target.path
@@ -444,6 +459,8 @@ async def runs(self: Any, request: web.Request, org: str, schedule_id: str) -> w
     async with pool.acquire() as conn:
         found = await store.list_runs(conn, org, schedule_id)
         log = await fetch_schedule_log(conn, org, schedule_id)
+        pending = await pending_by_run(conn, org, [r.run_id for r in found])
+        links = await links_of_reports(conn, org, [p.report_id for r in found for p in r.reports])
     return web.json_response(
         {
             "runs": [
@@ -457,6 +474,16 @@ async def runs(self: Any, request: web.Request, org: str, schedule_id: str) -> w
                     "date_from": r.date_from.isoformat(),
                     "date_to": r.date_to.isoformat(),
                     "report_ids": [p.report_id for p in r.reports],
+                    "pending_deliveries": pending.get(r.run_id, []),
+                    "next_attempt_at": min(
+                        (str(q["due_at"]) for q in pending.get(r.run_id, [])), default=None
+                    ),
+                    "links": [
+                        {"report_id": p.report_id, **link}
+                        for p in r.reports
+                        for link in links.get(p.report_id, [])
+                        if link["run_id"] == r.run_id
+                    ],
                 }
                 for r in found
             ],
@@ -467,12 +494,61 @@ async def runs(self: Any, request: web.Request, org: str, schedule_id: str) -> w
 
 @page("/downloads/{token}")
 async def download(self: Any, request: web.Request, token: str) -> web.StreamResponse:
-    """A file behind a signed, expiring link (the API delivery method)."""
+    """A file behind a signed, expiring, revocable link; every download is audited."""
     from stream_app.agents.delivery import config
 
+    pool = await get_pool(settings.postgres_dsn)
     try:
         claims = config.signer.verify(token, now=datetime.now(UTC))
+        async with pool.acquire() as conn:
+            await check_not_revoked(conn, claims)
         path = resolve_download(settings.artifact_dir, claims)
     except LinkError as exc:
         raise ApiError(403, "invalid_link", str(exc), field="token") from None
+    async with pool.acquire() as conn:
+        await audit(
+            conn,
+            claims.organization_id,
+            f"link:{claims.link_id}",
+            "link.downloaded",
+            claims.report_id,
+            {"schedule_id": claims.schedule_id, "path": claims.path, "link_id": claims.link_id},
+        )
     return web.FileResponse(path, headers={"Content-Type": media_type(path)})
+
+
+@page("/orgs/{org}/reports/{report_id}/links/revoke", method="post")
+async def revoke_report_links(
+    self: Any, request: web.Request, org: str, report_id: str
+) -> web.StreamResponse:
+    """Revoke every download link of a report issued until now (404 for an unknown report)."""
+    principal = authenticate(request, settings.jwt_secret, org)
+    pool = await get_pool(settings.postgres_dsn)
+    async with pool.acquire() as conn:
+        if await report_db.fetch_report(conn, org, report_id) is None:
+            raise ApiError(
+                404, "not_found", f"no report {report_id!r} in this organisation", field="report_id"
+            )
+        revoked_at = await revoke(conn, org, "report", report_id, actor=principal.user_id)
+        await audit(conn, org, principal.user_id, "links.revoked", report_id, {"scope": "report"})
+    return web.json_response(
+        {"report_id": report_id, "links_revoked_before": revoked_at.isoformat()}
+    )
+
+
+@page("/orgs/{org}/schedules/{schedule_id}/links/revoke", method="post")
+async def revoke_schedule_links(
+    self: Any, request: web.Request, org: str, schedule_id: str
+) -> web.StreamResponse:
+    """Revoke every download link a schedule handed out until now (404 for an unknown one)."""
+    principal = authenticate(request, settings.jwt_secret, org)
+    await _one(org, schedule_id)
+    pool = await get_pool(settings.postgres_dsn)
+    async with pool.acquire() as conn:
+        revoked_at = await revoke(conn, org, "schedule", schedule_id, actor=principal.user_id)
+        await audit(
+            conn, org, principal.user_id, "links.revoked", schedule_id, {"scope": "schedule"}
+        )
+    return web.json_response(
+        {"schedule_id": schedule_id, "links_revoked_before": revoked_at.isoformat()}
+    )

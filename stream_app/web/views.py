@@ -34,6 +34,7 @@ from stream_app.app import app, settings
 from stream_app.db import reports as report_db
 from stream_app.db.pool import get_pool
 from stream_app.db.tenancy import UnknownOrganizationError, fetch_organization
+from stream_app.delivery.links import links_of_reports
 from stream_app.observability import HTTP_REQUESTS, REGISTRY
 from stream_app.reports import cache as report_cache
 from stream_app.reports.agent import cancel_report, report_requests_topic
@@ -368,6 +369,7 @@ async def report_status(
     pool = await get_pool(settings.postgres_dsn)
     async with pool.acquire() as conn:
         rec = await report_db.fetch_report(conn, org, report_id)
+        links = [] if rec is None else (await links_of_reports(conn, org, [rec.id])).get(rec.id, [])
     if rec is None:
         raise ApiError(
             404, "not_found", f"no report {report_id!r} in this organisation", field="report_id"
@@ -392,6 +394,7 @@ async def report_status(
             "metadata": rec.metadata or {},
             "cache": rec.cache,
             "performance": rec.performance,
+            "delivery_links": links,
         }
     )
 

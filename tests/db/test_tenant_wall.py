@@ -272,3 +272,12 @@ def test_a_worker_refuses_to_start_as_the_superuser(settings: Settings) -> None:
     )
     assert done.returncode == 2
     assert "POSTGRES_DSN: the database role 'postgres' is a superuser" in done.stderr
+
+
+async def test_a_nested_scope_of_the_same_tenant_is_a_savepoint(
+    app_conn: asyncpg.Connection,
+) -> None:
+    async with tenant_transaction(app_conn, A):
+        async with tenant_transaction(app_conn, A):
+            assert await emails(app_conn) == [(A, EMAIL[A])]
+        assert await emails(app_conn) == [(A, EMAIL[A])]

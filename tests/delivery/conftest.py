@@ -14,6 +14,9 @@ import asyncpg
 import pytest
 
 from stream_app.delivery.api import LinkSigner
+from stream_app.delivery.base import DeliveryMethod, DeliveryResult
+from stream_app.delivery.dispatch import deliver
+from stream_app.delivery.egress import EgressPolicy, parse_allow_networks
 from stream_app.reports.artifacts import ArtifactStore
 from stream_app.schedules.model import Schedule
 from stream_app.schedules.store import ClaimedRun, claim_due_runs, create_schedule, mark_submitted
@@ -41,6 +44,8 @@ new_org = _shared.new_org
 T0 = datetime(2031, 1, 6, 9, 0, 30, tzinfo=UTC)
 """Schedules are created at T0 with cron ``0 * * * *`` and claimed at 10:00:01 UTC."""
 LINK_SECRET = "test-link-secret-0123456789abcdefghijklmnop"
+LOOPBACK = EgressPolicy(allow_networks=parse_allow_networks("127.0.0.0/8, ::1/128"))
+"""The tests' receivers listen on loopback, which deliveries refuse unless allowed."""
 CSV_BYTES = b"venue_id,bookings,revenue_minor,currency\r\nv1,3,450000,GBP\r\nv2,1,99999,GBP\r\n"
 JSON_BYTES = b'{"rows":[{"venue_id":"v1","bookings":3},{"venue_id":"v2","bookings":1}]}'
 
@@ -71,9 +76,9 @@ def make_run(
     ``completed`` status per planned report."""
 
     async def make(
-        build: Callable[[str], Schedule], *, rows: int = 2
+        build: Callable[[str], Schedule], *, rows: int = 2, org: str | None = None
     ) -> tuple[ClaimedRun, list[ReportStatus]]:
-        org = await new_org()
+        org = org or await new_org()
         schedule = build(org)
         async with db.acquire() as conn:
             await create_schedule(conn, schedule, T0)
@@ -111,3 +116,53 @@ def make_run(
 def report_bytes() -> dict[str, bytes]:
     """The bytes ``make_run`` stores per format."""
     return {"csv": CSV_BYTES, "json": JSON_BYTES}
+
+
+RetryDriver = Callable[..., Awaitable[tuple[DeliveryResult, list[float]]]]
+
+
+@pytest.fixture
+def loopback() -> EgressPolicy:
+    """The egress policy of the tests: loopback allowed (the receivers listen there)."""
+    return LOOPBACK
+
+
+@pytest.fixture
+def deliver_with_retries() -> RetryDriver:
+    """:func:`_deliver_with_retries`."""
+    return _deliver_with_retries
+
+
+async def _deliver_with_retries(
+    db: asyncpg.Pool,
+    run: ClaimedRun,
+    status: ReportStatus,
+    artifact_root: Path,
+    method: DeliveryMethod,
+) -> tuple[DeliveryResult, list[float]]:
+    """Make the attempts the delivery queue would make, each as soon as it is due.
+
+    Returns:
+        The last attempt's result and the waits (seconds) the queue rows asked for between
+        attempts, read from ``delivery_queue`` (not from the code under test's answer).
+    """
+    waits: list[float] = []
+    attempt = 1
+    while True:
+        now = datetime.now(UTC)
+        result = await deliver(db, run, status, artifact_root, method, attempt=attempt, now=now)
+        if result.outcome != "retrying":
+            return result, waits
+        async with db.acquire() as conn:
+            row = await conn.fetchrow(
+                "SELECT attempt, due_at FROM delivery_queue WHERE run_id = $1 AND report_id = $2",
+                run.run_id,
+                status.report_id,
+            )
+            run_status = await conn.fetchval(
+                "SELECT status FROM schedule_runs WHERE id = $1", run.run_id
+            )
+        assert row is not None and row["attempt"] == attempt + 1
+        assert run_status == "retrying"
+        waits.append(round((row["due_at"] - now).total_seconds(), 6))
+        attempt += 1

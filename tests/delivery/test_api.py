@@ -54,7 +54,7 @@ def api_schedule(**overrides: Any) -> Callable[[str], Schedule]:
 
 
 def test_link_round_trip_and_expiry(signer: LinkSigner) -> None:
-    link = signer.sign("org-1", "org-1/r1/report.csv", now=NOW, ttl_s=600)
+    link = signer.sign("org-1", "org-1/r1/report.csv", now=NOW, ttl_s=600, report_id="r1")
     assert link.url.startswith("https://reports.example.test/downloads/")
     assert link.expires_at == datetime(2031, 1, 6, 10, 10, tzinfo=UTC)
     claims = verify_link(link.url, SECRET, now=NOW + timedelta(seconds=599))
@@ -73,7 +73,7 @@ def _resign_payload(token: str, change: dict[str, Any]) -> str:
 
 
 def test_tampered_links_are_rejected(signer: LinkSigner) -> None:
-    link = signer.sign("org-1", "org-1/r1/report.csv", now=NOW, ttl_s=600)
+    link = signer.sign("org-1", "org-1/r1/report.csv", now=NOW, ttl_s=600, report_id="r1")
     token = link.url.rsplit("/", 1)[1]
     for change in ({"path": "org-1/r2/report.csv"}, {"exp": int(NOW.timestamp()) + 10**6}):
         with pytest.raises(LinkError, match="invalid link"):
@@ -93,6 +93,8 @@ def test_tampered_links_are_rejected(signer: LinkSigner) -> None:
             "org": "org-1",
             "path": "org-1/r1/report.csv",
             "aud": "wedding-download",
+            "rid": "r1",
+            "jti": "j1",
             "iat": 1,
             "exp": 2**40,
         },
@@ -106,13 +108,15 @@ def test_tampered_links_are_rejected(signer: LinkSigner) -> None:
 def test_links_only_reach_the_organisations_files(signer: LinkSigner, tmp_path: Path) -> None:
     for path in ("org-2/r1/x.csv", "/etc/passwd", "org-1/../org-2/r1/x.csv"):
         with pytest.raises(LinkError):
-            signer.sign("org-1", path, now=NOW)
+            signer.sign("org-1", path, now=NOW, report_id="r1")
     # a forged token naming another tenant's path, correctly signed, is still refused
     forged = jwt.encode(
         {
             "org": "org-1",
             "path": "org-1/../../etc/passwd",
             "aud": "wedding-download",
+            "rid": "r1",
+            "jti": "j1",
             "iat": 1,
             "exp": 2**33,
         },
@@ -124,9 +128,13 @@ def test_links_only_reach_the_organisations_files(signer: LinkSigner, tmp_path: 
     root = tmp_path / "store"
     (root / "org-1" / "r1").mkdir(parents=True)
     (root / "org-1" / "r1" / "x.csv").write_bytes(b"a,b\n")
-    claims = verify_link(signer.sign("org-1", "org-1/r1/x.csv", now=NOW).url, SECRET, now=NOW)
+    claims = verify_link(
+        signer.sign("org-1", "org-1/r1/x.csv", now=NOW, report_id="r1").url, SECRET, now=NOW
+    )
     assert resolve_download(root, claims).read_bytes() == b"a,b\n"
-    missing = verify_link(signer.sign("org-1", "org-1/r1/y.csv", now=NOW).url, SECRET, now=NOW)
+    missing = verify_link(
+        signer.sign("org-1", "org-1/r1/y.csv", now=NOW, report_id="r1").url, SECRET, now=NOW
+    )
     with pytest.raises(LinkError):
         resolve_download(root, missing)
 

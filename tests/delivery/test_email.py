@@ -169,16 +169,12 @@ async def test_email_transient_refusal_is_retried(
     smtp_server: tuple[Mailbox, int],
     signer: LinkSigner,
     artifact_root: Path,
+    deliver_with_retries: Any,
 ) -> None:
     mailbox, port = smtp_server
     mailbox.rcpt_replies = ["451 4.7.1 greylisted, try later"] * 2
     run, (status,) = await make_run(email_schedule(("ceo@studio.test",)))
-    waits: list[float] = []
-
-    async def sleep(seconds: float) -> None:
-        waits.append(seconds)
-
-    result = await deliver(db, run, status, artifact_root, method(port, signer), sleep=sleep)
+    result, waits = await deliver_with_retries(db, run, status, artifact_root, method(port, signer))
     assert result.outcome == "delivered" and result.attempts == 3
     assert len(mailbox.messages) == 1
     assert waits == [0.01, 0.02]  # exponential: base, 2 × base
@@ -213,11 +209,17 @@ async def test_email_permanent_refusal_fails_the_run_and_keeps_the_report(
 
 
 async def test_email_server_down_retries_then_fails(
-    db: asyncpg.Pool, make_run: Any, signer: LinkSigner, artifact_root: Path
+    db: asyncpg.Pool,
+    make_run: Any,
+    signer: LinkSigner,
+    artifact_root: Path,
+    deliver_with_retries: Any,
 ) -> None:
     run, (status,) = await make_run(email_schedule(("ceo@studio.test",)))
     closed_port = free_port()  # nothing listens there
-    result = await deliver(db, run, status, artifact_root, method(closed_port, signer))
+    result, _ = await deliver_with_retries(
+        db, run, status, artifact_root, method(closed_port, signer)
+    )
     assert result.outcome == "failed" and result.attempts == 3
     async with db.acquire() as conn:
         log = await fetch_run_log(conn, run.run_id)

@@ -3,6 +3,7 @@ folder, with a generated host key and a password login."""
 
 from __future__ import annotations
 
+import re
 import socket
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ import asyncssh
 import pytest_asyncio
 
 from stream_app.delivery.dispatch import deliver
+from stream_app.delivery.egress import EgressPolicy
 from stream_app.delivery.log import fetch_run_log
 from stream_app.delivery.sftp import SftpMethod
 from stream_app.schedules.model import RetryPolicy, Schedule, SftpTarget
@@ -83,6 +85,7 @@ def sftp_schedule(
     port: int | None = None,
     host_key: str | None = None,
     attempts: int = 3,
+    host: str = "127.0.0.1",
 ) -> Callable[[str], Schedule]:
     def build(org: str) -> Schedule:
         return Schedule(
@@ -95,7 +98,7 @@ def sftp_schedule(
             cron="0 * * * *",
             time_zone="Asia/Kolkata",
             delivery=SftpTarget(
-                host="127.0.0.1",
+                host=host,
                 port=port or server.port,
                 username=USER,
                 password=password,
@@ -122,9 +125,12 @@ async def test_upload_under_temporary_name_then_rename(
     sftp_server: SftpServer,
     artifact_root: Path,
     report_bytes: dict[str, bytes],
+    loopback: EgressPolicy,
 ) -> None:
     run, (status,) = await make_run(sftp_schedule(sftp_server))
-    result = await deliver(db, run, status, artifact_root, SftpMethod(connect_timeout_s=5))
+    result = await deliver(
+        db, run, status, artifact_root, SftpMethod(connect_timeout_s=5, egress=loopback)
+    )
     assert result.outcome == "delivered" and result.attempts == 1
 
     folder = sftp_server.root / "inbox" / "compliance"
@@ -149,10 +155,16 @@ async def test_upload_under_temporary_name_then_rename(
 
 
 async def test_wrong_password_is_not_retried(
-    db: asyncpg.Pool, make_run: Any, sftp_server: SftpServer, artifact_root: Path
+    db: asyncpg.Pool,
+    make_run: Any,
+    sftp_server: SftpServer,
+    artifact_root: Path,
+    loopback: EgressPolicy,
 ) -> None:
     run, (status,) = await make_run(sftp_schedule(sftp_server, password="wrong"))
-    result = await deliver(db, run, status, artifact_root, SftpMethod(connect_timeout_s=5))
+    result = await deliver(
+        db, run, status, artifact_root, SftpMethod(connect_timeout_s=5, egress=loopback)
+    )
     assert result.outcome == "failed" and result.attempts == 1
     state, error = await run_row(db, run.run_id)
     assert state == "failed" and error is not None and "PermissionDenied" in error
@@ -162,24 +174,37 @@ async def test_wrong_password_is_not_retried(
 
 
 async def test_unexpected_host_key_is_refused(
-    db: asyncpg.Pool, make_run: Any, sftp_server: SftpServer, artifact_root: Path
+    db: asyncpg.Pool,
+    make_run: Any,
+    sftp_server: SftpServer,
+    artifact_root: Path,
+    loopback: EgressPolicy,
 ) -> None:
     other = asyncssh.generate_private_key("ssh-ed25519").export_public_key().decode()
     run, (status,) = await make_run(sftp_schedule(sftp_server, host_key=other))
-    result = await deliver(db, run, status, artifact_root, SftpMethod(connect_timeout_s=5))
+    result = await deliver(
+        db, run, status, artifact_root, SftpMethod(connect_timeout_s=5, egress=loopback)
+    )
     assert result.outcome == "failed" and result.attempts == 1
     assert "HostKeyNotVerifiable" in result.detail
     assert sftp_server.ops == []
 
 
 async def test_server_unreachable_is_retried_then_fails(
-    db: asyncpg.Pool, make_run: Any, sftp_server: SftpServer, artifact_root: Path
+    db: asyncpg.Pool,
+    make_run: Any,
+    sftp_server: SftpServer,
+    artifact_root: Path,
+    loopback: EgressPolicy,
+    deliver_with_retries: Any,
 ) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         closed = int(sock.getsockname()[1])
     run, (status,) = await make_run(sftp_schedule(sftp_server, port=closed, attempts=2))
-    result = await deliver(db, run, status, artifact_root, SftpMethod(connect_timeout_s=5))
+    result, _ = await deliver_with_retries(
+        db, run, status, artifact_root, SftpMethod(connect_timeout_s=5, egress=loopback)
+    )
     assert result.outcome == "failed" and result.attempts == 2
     async with db.acquire() as conn:
         log = await fetch_run_log(conn, run.run_id)
@@ -188,3 +213,39 @@ async def test_server_unreachable_is_retried_then_fails(
         (2, "failed", True),
     ]
     assert (await run_row(db, run.run_id))[0] == "failed"
+
+
+async def test_host_name_of_an_internal_address_is_refused(
+    db: asyncpg.Pool, make_run: Any, sftp_server: SftpServer, artifact_root: Path
+) -> None:
+    """SSRF: ``localhost`` resolves to 127.0.0.1 at delivery time; without an allow-list the
+    upload is refused before any connection, permanently, with the reason in the log."""
+    run, (status,) = await make_run(sftp_schedule(sftp_server, host="localhost"))
+    result = await deliver(
+        db, run, status, artifact_root, SftpMethod(connect_timeout_s=5, egress=EgressPolicy())
+    )
+    assert (result.outcome, result.attempts) == ("failed", 1)
+    assert sftp_server.ops == [] and not (sftp_server.root / "inbox").exists()
+    async with db.acquire() as conn:
+        (entry,) = await fetch_run_log(conn, run.run_id)
+    assert entry.detail is not None
+    assert re.search(
+        r"refused: 'localhost' resolves to (127\.0\.0\.1|::1) \(loopback\)", entry.detail
+    )
+
+
+async def test_host_name_of_an_allowed_address_is_uploaded_to(
+    db: asyncpg.Pool,
+    make_run: Any,
+    sftp_server: SftpServer,
+    artifact_root: Path,
+    loopback: EgressPolicy,
+) -> None:
+    """The name is resolved once and the checked address is connected to; the host key
+    check still holds (the key is the target's, not looked up by name)."""
+    run, (status,) = await make_run(sftp_schedule(sftp_server, host="localhost"))
+    result = await deliver(
+        db, run, status, artifact_root, SftpMethod(connect_timeout_s=5, egress=loopback)
+    )
+    assert result.outcome == "delivered"
+    assert len(list((sftp_server.root / "inbox" / "compliance").iterdir())) == 2

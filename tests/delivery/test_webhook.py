@@ -20,6 +20,7 @@ from aiohttp import web
 
 from stream_app.delivery.api import LinkSigner
 from stream_app.delivery.dispatch import deliver
+from stream_app.delivery.egress import EgressPolicy
 from stream_app.delivery.log import fetch_run_log
 from stream_app.delivery.webhook import WebhookMethod
 from stream_app.schedules.model import RetryPolicy, Schedule, WebhookTarget
@@ -101,10 +102,11 @@ async def test_signed_post_is_accepted(
     receiver: tuple[Receiver, str],
     signer: LinkSigner,
     artifact_root: Path,
+    loopback: EgressPolicy,
 ) -> None:
     recv, url = receiver
     run, (status,) = await make_run(hook_schedule(url))
-    result = await deliver(db, run, status, artifact_root, WebhookMethod(signer))
+    result = await deliver(db, run, status, artifact_root, WebhookMethod(signer, loopback))
     assert result.outcome == "delivered" and result.attempts == 1
     assert recv.bad_signatures == 0
     (doc,) = recv.accepted
@@ -127,16 +129,15 @@ async def test_503_is_retried_with_backoff(
     receiver: tuple[Receiver, str],
     signer: LinkSigner,
     artifact_root: Path,
+    loopback: EgressPolicy,
+    deliver_with_retries: Any,
 ) -> None:
     recv, url = receiver
     recv.script = ["503", "503"]
     run, (status,) = await make_run(hook_schedule(url))
-    waits: list[float] = []
-
-    async def sleep(seconds: float) -> None:
-        waits.append(seconds)
-
-    result = await deliver(db, run, status, artifact_root, WebhookMethod(signer), sleep=sleep)
+    result, waits = await deliver_with_retries(
+        db, run, status, artifact_root, WebhookMethod(signer, loopback)
+    )
     assert result.outcome == "delivered" and result.attempts == 3
     assert recv.calls == 3 and len(recv.accepted) == 1 and recv.bad_signatures == 0
     assert waits == [0.01, 0.02]
@@ -156,11 +157,12 @@ async def test_400_is_not_retried_and_fails_the_run(
     receiver: tuple[Receiver, str],
     signer: LinkSigner,
     artifact_root: Path,
+    loopback: EgressPolicy,
 ) -> None:
     recv, url = receiver
     recv.script = ["400"]
     run, (status,) = await make_run(hook_schedule(url))
-    result = await deliver(db, run, status, artifact_root, WebhookMethod(signer))
+    result = await deliver(db, run, status, artifact_root, WebhookMethod(signer, loopback))
     assert result.outcome == "failed" and result.attempts == 1
     assert recv.calls == 1
     async with db.acquire() as conn:
@@ -179,11 +181,15 @@ async def test_timeout_is_retried(
     receiver: tuple[Receiver, str],
     signer: LinkSigner,
     artifact_root: Path,
+    loopback: EgressPolicy,
+    deliver_with_retries: Any,
 ) -> None:
     recv, url = receiver
     recv.script = ["slow"]
     run, (status,) = await make_run(hook_schedule(url, timeout_s=0.3))
-    result = await deliver(db, run, status, artifact_root, WebhookMethod(signer))
+    result, _ = await deliver_with_retries(
+        db, run, status, artifact_root, WebhookMethod(signer, loopback)
+    )
     assert result.outcome == "delivered" and result.attempts == 2
     async with db.acquire() as conn:
         log = await fetch_run_log(conn, run.run_id)
@@ -197,11 +203,15 @@ async def test_5xx_until_attempts_run_out(
     receiver: tuple[Receiver, str],
     signer: LinkSigner,
     artifact_root: Path,
+    loopback: EgressPolicy,
+    deliver_with_retries: Any,
 ) -> None:
     recv, url = receiver
     recv.script = ["500", "502", "503"]
     run, (status,) = await make_run(hook_schedule(url, attempts=3))
-    result = await deliver(db, run, status, artifact_root, WebhookMethod(signer))
+    result, _ = await deliver_with_retries(
+        db, run, status, artifact_root, WebhookMethod(signer, loopback)
+    )
     assert result.outcome == "failed" and result.attempts == 3 and recv.calls == 3
     assert "after 3 attempt(s)" in result.detail and "HTTP 503" in result.detail
 

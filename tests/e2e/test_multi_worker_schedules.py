@@ -94,6 +94,7 @@ async def two_workers(
         "WEDDING_SCHEDULER_INTERVAL_S": "2",
         "WEDDING_OFFSET_RESET": "latest",
         "WEDDING_ALLOW_PRIVATE_TARGETS": "1",  # the test's webhook receiver is on loopback
+        "WEDDING_DELIVERY_ALLOW_PRIVATE_NETWORKS": "127.0.0.0/8",  # ... at delivery time too
     }
     a = worker_factory.start(GROUP, "a", **env)
     b = worker_factory.start(GROUP, "b", **env)

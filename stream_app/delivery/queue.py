@@ -1,0 +1,212 @@
+"""The delivery queue in PostgreSQL (``delivery_queue``, migration 010): what is to be sent, when.
+
+Every scheduled report to deliver is a row with the number of its next attempt and the
+time it is due. The delivery agent enqueues a report when its final status arrives (due at
+once); a failed attempt that may be retried moves its row's ``due_at`` to the end of the
+backoff and frees its slot (nothing sleeps). Workers take due rows with
+:func:`claim_due`: ``FOR UPDATE SKIP LOCKED`` plus a lease (``claimed_until``), so two
+workers never attempt one row at the same time, and a worker that dies mid-attempt leaves a
+lease that runs out and another worker takes the row over.
+
+This is the cross-tenant path of the delivery worker (the connection's own role), except
+:func:`pending_by_run`, which is tenant-scoped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import asyncpg
+
+from stream_app.db.tenancy import tenant_transaction
+from stream_app.schemas.base import decode_event, encode_event
+from stream_app.schemas.updates import ReportStatus
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedDelivery:
+    """A claimed row of the queue.
+
+    Attributes:
+        id: row id.
+        organization_id: the tenant.
+        run_id / schedule_id / report_id: what to deliver.
+        attempt: the number of the attempt to make now (1-based).
+        status: the report's final status, as the report agent published it.
+    """
+
+    id: int
+    organization_id: str
+    run_id: int
+    schedule_id: str
+    report_id: str
+    attempt: int
+    status: ReportStatus
+
+
+async def enqueue(
+    conn: asyncpg.Connection,
+    *,
+    organization_id: str,
+    run_id: int,
+    schedule_id: str,
+    report_id: str,
+    status: ReportStatus,
+    due_at: datetime,
+) -> bool:
+    """Queue the first attempt of a report's delivery, due at ``due_at`` (UTC-aware).
+
+    A report already queued for this run is left as it is (a redelivered ``report-results``
+    message neither resets its attempts nor sends it twice).
+
+    Returns:
+        Whether a row was added.
+    """
+    row_id = await conn.fetchval(
+        "INSERT INTO delivery_queue (organization_id, run_id, schedule_id, report_id, attempt,"
+        " due_at, status) VALUES ($1, $2, $3, $4, 1, $5, $6::jsonb)"
+        " ON CONFLICT (run_id, report_id) DO NOTHING RETURNING id",
+        organization_id,
+        run_id,
+        schedule_id,
+        report_id,
+        due_at,
+        encode_event(status).decode(),
+    )
+    return row_id is not None
+
+
+async def reschedule(
+    conn: asyncpg.Connection,
+    *,
+    organization_id: str,
+    run_id: int,
+    schedule_id: str,
+    report_id: str,
+    status: ReportStatus,
+    attempt: int,
+    due_at: datetime,
+    error: str,
+) -> None:
+    """Queue attempt number ``attempt`` for ``due_at`` and release any lease on the row."""
+    await conn.execute(
+        "INSERT INTO delivery_queue (organization_id, run_id, schedule_id, report_id, attempt,"
+        " due_at, status, last_error) VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8)"
+        " ON CONFLICT (run_id, report_id) DO UPDATE SET attempt = EXCLUDED.attempt,"
+        " due_at = EXCLUDED.due_at, last_error = EXCLUDED.last_error,"
+        " claimed_by = NULL, claimed_until = NULL",
+        organization_id,
+        run_id,
+        schedule_id,
+        report_id,
+        attempt,
+        due_at,
+        encode_event(status).decode(),
+        error,
+    )
+
+
+async def remove(conn: asyncpg.Connection, run_id: int, report_id: str) -> None:
+    """Drop the row of a delivery that is over (delivered, skipped or failed for good)."""
+    await conn.execute(
+        "DELETE FROM delivery_queue WHERE run_id = $1 AND report_id = $2", run_id, report_id
+    )
+
+
+async def is_queued(conn: asyncpg.Connection, run_id: int, report_id: str) -> bool:
+    """Whether the report has a pending delivery in the queue."""
+    found = await conn.fetchval(
+        "SELECT 1 FROM delivery_queue WHERE run_id = $1 AND report_id = $2", run_id, report_id
+    )
+    return found is not None
+
+
+async def due_organizations(conn: asyncpg.Connection, now: datetime) -> list[str]:
+    """Organisations with a due, unleased row, the one waiting longest first."""
+    rows = await conn.fetch(
+        "SELECT organization_id FROM delivery_queue"
+        " WHERE due_at <= $1 AND (claimed_until IS NULL OR claimed_until <= $1)"
+        " GROUP BY organization_id ORDER BY min(due_at), organization_id",
+        now,
+    )
+    return [r["organization_id"] for r in rows]
+
+
+async def claim_due(
+    conn: asyncpg.Connection,
+    organization_id: str,
+    now: datetime,
+    *,
+    limit: int,
+    lease_s: float,
+    worker_id: str,
+) -> list[QueuedDelivery]:
+    """Lease up to ``limit`` due rows of one organisation for ``lease_s`` seconds.
+
+    Rows another worker holds locked are skipped (``SKIP LOCKED``), rows under a running
+    lease are not due; the leased rows are invisible to other claimers until the lease ends.
+    A row whose stored status no longer decodes is dropped (it could never be delivered).
+    """
+    if limit <= 0:
+        return []
+    async with conn.transaction():
+        rows = await conn.fetch(
+            "SELECT id, organization_id, run_id, schedule_id, report_id, attempt, status"
+            " FROM delivery_queue WHERE organization_id = $1 AND due_at <= $2"
+            " AND (claimed_until IS NULL OR claimed_until <= $2)"
+            " ORDER BY due_at, id LIMIT $3 FOR UPDATE SKIP LOCKED",
+            organization_id,
+            now,
+            limit,
+        )
+        if not rows:
+            return []
+        await conn.execute(
+            "UPDATE delivery_queue SET claimed_by = $2, claimed_until = $3"
+            " WHERE id = ANY($1::bigint[])",
+            [r["id"] for r in rows],
+            worker_id,
+            now + timedelta(seconds=lease_s),
+        )
+    return [
+        QueuedDelivery(
+            id=r["id"],
+            organization_id=r["organization_id"],
+            run_id=r["run_id"],
+            schedule_id=r["schedule_id"],
+            report_id=r["report_id"],
+            attempt=r["attempt"],
+            status=decode_event(r["status"].encode(), ReportStatus),
+        )
+        for r in rows
+    ]
+
+
+async def pending_by_run(
+    conn: asyncpg.Connection, organization_id: str, run_ids: Iterable[int]
+) -> dict[int, list[dict[str, object]]]:
+    """The queued deliveries of some runs of one organisation (tenant-scoped).
+
+    Returns:
+        ``{run_id: [{"report_id", "next_attempt", "due_at" (ISO 8601 UTC), "last_error"}]}``.
+    """
+    async with tenant_transaction(conn, organization_id):
+        rows = await conn.fetch(
+            "SELECT run_id, report_id, attempt, due_at, last_error FROM delivery_queue"
+            " WHERE organization_id = $1 AND run_id = ANY($2::bigint[]) ORDER BY due_at",
+            organization_id,
+            list(run_ids),
+        )
+    out: dict[int, list[dict[str, object]]] = {}
+    for r in rows:
+        out.setdefault(r["run_id"], []).append(
+            {
+                "report_id": r["report_id"],
+                "next_attempt": r["attempt"],
+                "due_at": r["due_at"].isoformat(),
+                "last_error": r["last_error"],
+            }
+        )
+    return out

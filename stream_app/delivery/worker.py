@@ -1,0 +1,179 @@
+"""The delivery worker: queues finished scheduled reports and attempts them when due.
+
+:meth:`DeliveryWorker.enqueue_report` turns a final ``report-results`` status of a scheduled
+report into a ``delivery_queue`` row due at once (it sends nothing, so consuming the topic
+never waits for an endpoint). :meth:`DeliveryWorker.tick` claims due rows
+(:func:`stream_app.delivery.queue.claim_due`: ``FOR UPDATE SKIP LOCKED`` plus a lease, so no
+two workers attempt one delivery at the same time) and starts one attempt per claimed row,
+each holding one of the worker's :class:`~stream_app.delivery.slots.DeliverySlots` for the
+attempt only. Organisations are served in the order their oldest due delivery waits, and
+none takes more than its share of slots, so a tenant with many failing endpoints cannot stop
+another tenant's deliveries. A failed attempt that may be retried is queued again with its
+due time by :func:`stream_app.delivery.dispatch.deliver` (nothing sleeps in a slot).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import asyncpg
+
+from stream_app.db.tenancy import tenant_transaction
+from stream_app.delivery.dispatch import DeliveryConfig, build_method, deliver
+from stream_app.delivery.queue import QueuedDelivery, claim_due, due_organizations, enqueue, remove
+from stream_app.delivery.slots import DeliverySlots
+from stream_app.schedules.store import default_worker_id, find_run_for_report, get_run
+from stream_app.schemas.updates import ReportStatus
+
+log = logging.getLogger(__name__)
+FINAL = frozenset({"completed", "failed", "cancelled"})
+
+
+class DeliveryWorker:
+    """Queues and attempts the deliveries of one worker process (see the module docstring).
+
+    Attributes:
+        pool: PostgreSQL pool of the application role: every statement on a run or a queued
+            row runs in its organisation's tenant transaction.
+        system_pool: pool of the cross-tenant system role, used for one thing: which
+            organisations have due rows (:func:`due_organizations`). Defaults to ``pool``.
+        config: server-wide delivery settings (slots, poll interval, lease, egress policy).
+        artifact_root: the artifact store's root folder.
+        slots: the fair-share slot counter.
+        worker_id: recorded as ``claimed_by`` of leased rows.
+
+    ``clock`` (default the system clock) says what is due; tests inject it to simulate time.
+    """
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        config: DeliveryConfig,
+        artifact_root: Path,
+        *,
+        system_pool: asyncpg.Pool | None = None,
+        worker_id: str | None = None,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        self.pool = pool
+        self.system_pool = system_pool or pool
+        self.config = config
+        self.artifact_root = artifact_root
+        self.slots = DeliverySlots(config.slots)
+        self.worker_id = worker_id or default_worker_id()
+        self._injected_clock = clock
+        self._clock = clock or (lambda: datetime.now(UTC))
+        self._wake = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def enqueue_report(self, status: ReportStatus) -> bool:
+        """Queue the delivery of a scheduled report's final status, due now.
+
+        Returns:
+            Whether a delivery was queued (False: not final, not scheduled, already queued,
+            or the status names another organisation than the run's).
+        """
+        if status.status not in FINAL:
+            return False
+        org = status.organization_id
+        async with self.pool.acquire() as conn, tenant_transaction(conn, org):
+            run = await find_run_for_report(conn, org, status.report_id)
+            if run is None:
+                return False
+            if run.schedule.organization_id != status.organization_id:
+                log.warning(
+                    "report %s: status of organisation %s for a run of %s ignored",
+                    status.report_id,
+                    status.organization_id,
+                    run.schedule.organization_id,
+                )
+                return False
+            added = await enqueue(
+                conn,
+                organization_id=run.schedule.organization_id,
+                run_id=run.run_id,
+                schedule_id=run.schedule.schedule_id,
+                report_id=status.report_id,
+                status=status,
+                due_at=self._clock(),
+            )
+        self._wake.set()
+        return added
+
+    async def tick(self) -> int:
+        """Claim what is due and fits the free slots, start those attempts; returns how many."""
+        now = self._clock()
+        async with self.system_pool.acquire() as conn:
+            waiting = await due_organizations(conn, now)
+        started = 0
+        for org in waiting:
+            allowed = self.slots.allowance(org, waiting)
+            if allowed == 0:
+                continue
+            async with self.pool.acquire() as conn, tenant_transaction(conn, org):
+                items = await claim_due(
+                    conn,
+                    org,
+                    now,
+                    limit=allowed,
+                    lease_s=self.config.lease_s,
+                    worker_id=self.worker_id,
+                )
+            for item in items:
+                self.slots.take(org)
+                task = asyncio.create_task(self._attempt(item))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+                started += 1
+        return started
+
+    async def _attempt(self, item: QueuedDelivery) -> None:
+        try:
+            async with self.pool.acquire() as conn, tenant_transaction(conn, item.organization_id):
+                run = await get_run(conn, item.run_id)  # under RLS: the organisation's only
+                if run is None:  # the schedule was deleted meanwhile
+                    await remove(conn, item.run_id, item.report_id)
+                    return
+            method = build_method(run.schedule.delivery, self.config)
+            await deliver(
+                self.pool,
+                run,
+                item.status,
+                self.artifact_root,
+                method,
+                attempt=item.attempt,
+                # the backoff counts from the end of the attempt, or from the injected clock
+                now=self._injected_clock() if self._injected_clock else None,
+            )
+        except Exception:  # logged; the lease runs out and the row is attempted again
+            log.exception("delivery of report %s (run %s) failed", item.report_id, item.run_id)
+        finally:
+            self.slots.release(item.organization_id)
+            self._wake.set()
+
+    async def drain(self) -> None:
+        """Wait for the attempts under way to finish."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Tick until ``stop`` is set: after each enqueue, freed slot, or ``poll_s`` seconds.
+
+        A failing tick (database down) is logged and the loop goes on.
+        """
+        try:
+            while not stop.is_set():
+                self._wake.clear()
+                try:
+                    await self.tick()
+                except Exception:  # logged; the loop must outlive a failed tick
+                    log.exception("delivery tick failed")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=self.config.poll_s)
+        finally:
+            await self.drain()
