@@ -7,6 +7,7 @@ from datetime import datetime
 
 import asyncpg
 
+from stream_app.db import audit_events
 from stream_app.db.tenancy import tenant_transaction
 
 LOG_OUTCOMES = frozenset({"delivered", "retrying", "failed", "skipped"})
@@ -64,28 +65,50 @@ async def log_attempt(
 ) -> int:
     """Append one attempt to the log; returns the row id.
 
+    The attempt is also recorded in the audit log (``delivery.attempt``, actor ``delivery``,
+    outcome ``failed`` for ``retrying``/``failed``), in the same transaction. The audit row
+    keeps the method, attempt and outcome, not the target (recipients are personal data).
+
     Raises:
         ValueError: ``outcome`` is not one of :data:`LOG_OUTCOMES`.
     """
     if outcome not in LOG_OUTCOMES:
         raise ValueError(f"outcome: {outcome!r} is not one of {sorted(LOG_OUTCOMES)}")
-    row_id: int = await conn.fetchval(
-        "INSERT INTO delivery_log (run_id, schedule_id, organization_id, report_id, method,"
-        " attempt, outcome, retriable, detail, target, started_at, finished_at)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id",
-        run_id,
-        schedule_id,
-        organization_id,
-        report_id,
-        method,
-        attempt,
-        outcome,
-        retriable,
-        detail,
-        target,
-        started_at,
-        finished_at,
-    )
+    async with conn.transaction():
+        row_id: int = await conn.fetchval(
+            "INSERT INTO delivery_log (run_id, schedule_id, organization_id, report_id, method,"
+            " attempt, outcome, retriable, detail, target, started_at, finished_at)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id",
+            run_id,
+            schedule_id,
+            organization_id,
+            report_id,
+            method,
+            attempt,
+            outcome,
+            retriable,
+            detail,
+            target,
+            started_at,
+            finished_at,
+        )
+        await audit_events.record(
+            conn,
+            organization_id,
+            "delivery",
+            "delivery.attempt",
+            report_id,
+            {
+                "schedule_id": schedule_id,
+                "run_id": run_id,
+                "method": method,
+                "attempt": attempt,
+                "delivery_outcome": outcome,
+                "retriable": retriable,
+                "delivery_log_id": row_id,
+            },
+            outcome="failed" if outcome in ("retrying", "failed") else "ok",
+        )
     return row_id
 
 

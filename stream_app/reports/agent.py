@@ -62,12 +62,14 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait
 from stream_app.agents.context import outside_any_event
 from stream_app.agents.deadletter import send_to_dead_letter
 from stream_app.app import app, settings
+from stream_app.db import audit_events
 from stream_app.db import reports as report_db
 from stream_app.db.pool import get_pool
 from stream_app.db.tenancy import UnknownOrganizationError, fetch_organization, fetch_venues
 from stream_app.observability import REPORT_CACHE, REPORT_GENERATIONS, REPORT_SECONDS, REPORTS
 from stream_app.reports import booking_summary, cache, registry
 from stream_app.reports.artifacts import ArtifactStore
+from stream_app.reports.audit_details import REPORT_AGENT_ACTOR, request_details, status_details
 from stream_app.reports.cache import CacheEntry
 from stream_app.reports.model import ReportTable
 from stream_app.reports.registry import CACHE_TTL_S, ReportContext, ReportInputError
@@ -613,7 +615,7 @@ async def _produce(
         cache=info,
         performance=_performance(run, started, peak),
     )
-    async with pool.acquire() as conn:
+    async with pool.acquire() as conn, conn.transaction():
         moved = await report_db.set_status(
             conn,
             req.report_id,
@@ -629,6 +631,9 @@ async def _produce(
             data_size_bytes=status.data_size_bytes,
             data_rows=status.data_rows,
         )
+        if moved:
+            formats = [a.format for a in links]
+            await _audit_status(conn, req, "completed", formats=formats, attempts=run.attempts)
     if not moved:  # cancelled meanwhile: its canceller published 'cancelled'
         if level == "miss":
             cache.forget(entry)
@@ -675,7 +680,7 @@ async def _fail(
         performance=_performance(run, started, peak),
     )
     pool = await get_pool(settings.postgres_dsn)
-    async with pool.acquire() as conn:
+    async with pool.acquire() as conn, conn.transaction():
         moved = await report_db.set_status(
             conn,
             req.report_id,
@@ -685,6 +690,8 @@ async def _fail(
             only_from=["processing"],
             performance=msgspec.to_builtins(status.performance),
         )
+        if moved:
+            await _audit_status(conn, req, "failed", attempts=run.attempts)
     if not moved:
         raise ReportCancelledError(req.report_id)
     await _discard_files(req)
@@ -695,6 +702,26 @@ async def _fail(
     return "failed"
 
 
+async def _audit_status(
+    conn: asyncpg.Connection,
+    req: ReportRequest,
+    status: str,
+    *,
+    formats: list[str] | None = None,
+    attempts: int = 0,
+) -> None:
+    """Record a status change made by this agent (in the caller's transaction)."""
+    await audit_events.record(
+        conn,
+        req.organization_id,
+        REPORT_AGENT_ACTOR,
+        "report.status",
+        req.report_id,
+        status_details(status, req.report_type, formats=formats, attempts=attempts),
+        outcome="failed" if status == "failed" else "ok",
+    )
+
+
 # ---------------------------------------------------------------------------------------------
 # cancelling
 
@@ -702,8 +729,12 @@ _running: dict[str, tuple[asyncio.Task[ReportStatusName], _Run]] = {}
 """Reports generating on this worker, by id."""
 
 
-async def cancel_report(organization_id: str, report_id: str) -> str | None:
+async def cancel_report(
+    organization_id: str, report_id: str, *, actor: str = "system"
+) -> str | None:
     """Cancel a queued or running report of ``organization_id`` (see the module docstring).
+
+    ``actor`` (who asked) is recorded in the audit log with the cancellation.
 
     Returns:
         ``"cancelled"`` when this call cancelled it (and published ``cancelled``), else the
@@ -712,7 +743,17 @@ async def cancel_report(organization_id: str, report_id: str) -> str | None:
     """
     pool = await get_pool(settings.postgres_dsn)
     async with pool.acquire() as conn:
-        outcome = await report_db.cancel(conn, organization_id, report_id)
+        async with conn.transaction():
+            outcome = await report_db.cancel(conn, organization_id, report_id)
+            if outcome == "cancelled":
+                await audit_events.record(
+                    conn,
+                    organization_id,
+                    actor,
+                    "report.status",
+                    report_id,
+                    {"status": "cancelled"},
+                )
         rec = await report_db.fetch_report(conn, organization_id, report_id)
     if outcome != "cancelled" or rec is None:
         return outcome
@@ -803,17 +844,27 @@ async def route_request(event: EventT[bytes]) -> ReportStatusName | None:
     pool = await get_pool(settings.postgres_dsn)
     async with pool.acquire() as conn:
         try:
-            is_new = await report_db.insert_queued(
-                conn,
-                report_id=req.report_id,
-                organization_id=req.organization_id,
-                user_id=req.user_id,
-                report_type=req.report_type,
-                request=orjson.loads(raw),
-                priority=req.priority,
-                cache_strategy=req.cache_strategy,
-                cache_key=key,
-            )
+            async with conn.transaction():  # the audit row commits with the queued row
+                is_new = await report_db.insert_queued(
+                    conn,
+                    report_id=req.report_id,
+                    organization_id=req.organization_id,
+                    user_id=req.user_id,
+                    report_type=req.report_type,
+                    request=orjson.loads(raw),
+                    priority=req.priority,
+                    cache_strategy=req.cache_strategy,
+                    cache_key=key,
+                )
+                if is_new:  # not through the HTTP API, which records its own requests
+                    await audit_events.record(
+                        conn,
+                        req.organization_id,
+                        req.user_id,
+                        "report.requested",
+                        req.report_id,
+                        request_details(req, "kafka"),
+                    )
         except asyncpg.ForeignKeyViolationError:
             cause = f"organization_id: {req.organization_id!r} does not exist"
             await publish_status(_status(req, "failed", started, error=cause))
@@ -845,9 +896,10 @@ async def handle_lane_request(event: EventT[bytes]) -> ReportStatusName | None:
         await send_to_dead_letter(event, field=exc.field, reason=exc.reason)
         return None
     pool = await get_pool(settings.postgres_dsn)
-    async with pool.acquire() as conn:
+    async with pool.acquire() as conn, conn.transaction():
         if not await report_db.claim_processing(conn, req.report_id):
             return None  # cancelled, final, or generating elsewhere right now
+        await _audit_status(conn, req, "processing")
     await publish_status(_status(req, "processing", started))
     run = _Run()
     task = asyncio.create_task(_produce(req, event, started, run))
