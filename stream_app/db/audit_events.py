@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -394,17 +394,42 @@ def expected_hash(event: AuditEvent) -> str:
     )
 
 
-async def _chain_rows(
-    conn: asyncpg.Connection, organization_id: str, batch: int
-) -> AsyncIterator[AuditEvent]:
-    """The organisation's rows by ``seq`` (then ``id``), read from a server-side cursor."""
-    async with conn.transaction(isolation="repeatable_read", readonly=True):
-        async for row in conn.cursor(
-            f"SELECT {_COLUMNS} FROM audit_log WHERE organization_id = $1 ORDER BY seq, id",
-            organization_id,
-            prefetch=batch,
-        ):
-            yield _event(row)
+def _fault(ev: AuditEvent, prev_seq: int, prev_hash: str, prev_id: int) -> ChainFault | None:
+    """What is wrong with ``ev``, the row after one found intact (``prev_*``); None if
+    nothing is."""
+    if ev.seq > prev_seq + 1:
+        gap = f"seq {prev_seq + 1}" + ("" if ev.seq == prev_seq + 2 else f"..{ev.seq - 1}")
+        return ChainFault(ev.seq, ev.id, "deleted", f"{gap} missing before this row (deleted)")
+    if ev.seq <= prev_seq:
+        return ChainFault(ev.seq, ev.id, "reordered", f"seq {ev.seq} repeated after {prev_seq}")
+    if ev.prev_hash != prev_hash:
+        return ChainFault(
+            ev.seq,
+            ev.id,
+            "reordered",
+            f"prev_hash {ev.prev_hash[:12]}… is not the row_hash {prev_hash[:12]}… of"
+            f" seq {prev_seq} (rows reordered, or removed and renumbered)",
+        )
+    if ev.id <= prev_id:
+        return ChainFault(
+            ev.seq,
+            ev.id,
+            "reordered",
+            f"id {ev.id} is not after id {prev_id} of seq {prev_seq} (rows reordered)",
+        )
+    try:
+        want = expected_hash(ev)
+    except rfc8785.CanonicalizationError as exc:
+        want = f"unhashable details: {exc}"
+    if want != ev.row_hash:
+        return ChainFault(
+            ev.seq,
+            ev.id,
+            "edited",
+            f"content hash {want[:12]}… differs from the stored row_hash"
+            f" {ev.row_hash[:12]}… (the row was edited)",
+        )
+    return None
 
 
 async def verify_chain(
@@ -426,53 +451,19 @@ async def verify_chain(
     """
     checked = 0
     prev_seq, prev_hash, prev_id = 0, GENESIS_HASH, 0
-    async for ev in _chain_rows(conn, organization_id, batch):
-        fault: ChainFault | None = None
-        if ev.seq > prev_seq + 1:
-            missing = (
-                f"seq {prev_seq + 1}"
-                if ev.seq == prev_seq + 2
-                else f"seq {prev_seq + 1}..{ev.seq - 1}"
-            )
-            fault = ChainFault(
-                ev.seq, ev.id, "deleted", f"{missing} missing before this row (deleted)"
-            )
-        elif ev.seq <= prev_seq:
-            fault = ChainFault(
-                ev.seq, ev.id, "reordered", f"seq {ev.seq} repeated after seq {prev_seq}"
-            )
-        elif ev.prev_hash != prev_hash:
-            fault = ChainFault(
-                ev.seq,
-                ev.id,
-                "reordered",
-                f"prev_hash {ev.prev_hash[:12]}… is not the row_hash {prev_hash[:12]}… of"
-                f" seq {prev_seq} (rows reordered, or removed and renumbered)",
-            )
-        elif ev.id <= prev_id:
-            fault = ChainFault(
-                ev.seq,
-                ev.id,
-                "reordered",
-                f"id {ev.id} is not after id {prev_id} of seq {prev_seq} (rows reordered)",
-            )
-        else:
-            try:
-                want = expected_hash(ev)
-            except rfc8785.CanonicalizationError as exc:
-                want = f"unhashable details: {exc}"
-            if want != ev.row_hash:
-                fault = ChainFault(
-                    ev.seq,
-                    ev.id,
-                    "edited",
-                    f"content hash {want[:12]}… differs from the stored row_hash"
-                    f" {ev.row_hash[:12]}… (the row was edited)",
-                )
-        if fault is not None:
-            return ChainReport(organization_id, checked, prev_seq, prev_hash, fault)
-        checked += 1
-        prev_seq, prev_hash, prev_id = ev.seq, ev.row_hash, ev.id
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        cursor = conn.cursor(
+            f"SELECT {_COLUMNS} FROM audit_log WHERE organization_id = $1 ORDER BY seq, id",
+            organization_id,
+            prefetch=batch,
+        )
+        async for row in cursor:
+            ev = _event(row)
+            fault = _fault(ev, prev_seq, prev_hash, prev_id)
+            if fault is not None:
+                return ChainReport(organization_id, checked, prev_seq, prev_hash, fault)
+            checked += 1
+            prev_seq, prev_hash, prev_id = ev.seq, ev.row_hash, ev.id
     return ChainReport(organization_id, checked, prev_seq, prev_hash, None)
 
 
