@@ -33,7 +33,12 @@ from aiohttp import web
 from stream_app.app import settings
 from stream_app.db import audit_events
 from stream_app.db.pool import get_pool
-from stream_app.db.tenancy import UnknownOrganizationError, check_time_zone, fetch_organization
+from stream_app.db.tenancy import (
+    UnknownOrganizationError,
+    check_time_zone,
+    fetch_organization,
+    tenant_transaction,
+)
 from stream_app.delivery.api import LinkError, resolve_download
 from stream_app.delivery.log import fetch_schedule_log
 from stream_app.schedules import store
@@ -438,15 +443,17 @@ async def _set_paused(
     now = datetime.now(UTC)
     async with pool.acquire() as conn:
         try:
-            async with conn.transaction():  # the audit row commits with the change
-                if pause:
-                    await store.pause_schedule(conn, org, schedule_id, now)
-                else:
-                    await store.resume_schedule(conn, org, schedule_id, now)
-                action = "schedule.paused" if pause else "schedule.resumed"
-                await audit_events.record(conn, org, principal.user_id, action, schedule_id)
+            if pause:
+                await store.pause_schedule(conn, org, schedule_id, now)
+            else:
+                await store.resume_schedule(conn, org, schedule_id, now)
         except store.ScheduleNotFoundError as exc:
             raise ApiError(404, "not_found", str(exc), field="schedule_id") from None
+        # recorded right after (not in the change's transaction: the store function runs
+        # three tenant transactions, which do not nest in one outer transaction)
+        async with tenant_transaction(conn, org):
+            action = "schedule.paused" if pause else "schedule.resumed"
+            await audit_events.record(conn, org, principal.user_id, action, schedule_id)
         stored = await store.get_schedule(conn, org, schedule_id)
     return web.json_response(
         schedule_to_json(stored, _upcoming(stored.schedule, now, stored.last_fire_time))

@@ -6,6 +6,7 @@ that organisation only, and ``wedding-engine audit verify`` passes on the result
 from __future__ import annotations
 
 import asyncio
+import getpass
 import itertools
 import os
 import sys
@@ -187,3 +188,105 @@ async def test_report_activity_and_refusals_are_audited_per_organisation(
     assert len(refused) <= 6  # first + summary per key, at most two minutes touched
     code, out = await verify(settings, ORG_A)
     assert code == 0, out
+
+
+async def call(
+    base: str, method: str, path: str, headers: dict[str, str], body: Any = None
+) -> tuple[int, Any]:
+    async with (
+        aiohttp.ClientSession(base) as s,
+        s.request(method, path, headers=headers, json=body) as r,
+    ):
+        return r.status, await r.json()
+
+
+async def test_schedule_changes_are_audited(settings: Settings, main_worker: WorkerProcess) -> None:
+    org = "audit-org-sched"
+    conn = await asyncpg.connect(settings.postgres_dsn)
+    try:
+        await upsert_organization(conn, Organization(org, "S", "Europe/Paris", "EUR"))
+    finally:
+        await conn.close()
+    h = auth(settings, org, "planner")
+    schedule = {
+        "schedule_id": "weekly",
+        "report_type": "monthly_booking_summary",
+        "date_range": "previous_month",
+        "output_formats": ["csv"],
+        "cron": "0 8 1 * *",
+        "delivery": {"method": "email", "recipients": ["someone@example.org"]},
+    }
+    base = main_worker.url
+    status, body = await call(base, "POST", f"/orgs/{org}/schedules", h, schedule)
+    assert status == 201, body
+    status, body = await call(
+        base, "PUT", f"/orgs/{org}/schedules/weekly", h, {**schedule, "cron": "0 9 1 * *"}
+    )
+    assert status == 200, body
+    for action in ("pause", "resume"):
+        status, body = await call(base, "POST", f"/orgs/{org}/schedules/weekly/{action}", h)
+        assert status == 200, body
+    status, body = await call(base, "DELETE", f"/orgs/{org}/schedules/weekly", h)
+    assert status == 200, body
+    # a refused change (unknown schedule) is not an event: nothing changed
+    status, body = await call(base, "DELETE", f"/orgs/{org}/schedules/weekly", h)
+    assert status == 404
+
+    events = await all_events(base, settings, org)
+    assert [(e["action"], e["actor"], e["target"]) for e in events] == [
+        ("schedule.created", "planner", "weekly"),
+        ("schedule.updated", "planner", "weekly"),
+        ("schedule.paused", "planner", "weekly"),
+        ("schedule.resumed", "planner", "weekly"),
+        ("schedule.deleted", "planner", "weekly"),
+    ]
+    assert events[0]["details"]["cron"] == "0 8 1 * *"
+    assert events[1]["details"]["cron"] == "0 9 1 * *"
+    assert events[0]["details"]["delivery_method"] == "email"
+    assert "someone@example.org" not in str(events)  # recipients are not kept
+    code, out = await verify(settings, org)
+    assert code == 0 and f"{org}: 5 rows checked, chain intact" in out, out
+
+
+async def test_a_cli_report_request_is_audited_with_the_os_user(
+    settings: Settings, main_worker: WorkerProcess
+) -> None:
+    org = "audit-org-cli"
+    conn = await asyncpg.connect(settings.postgres_dsn)
+    try:
+        await upsert_organization(conn, Organization(org, "C", "Europe/Paris", "EUR"))
+        await upsert_venue(conn, org, Venue("hall", "Hall", 1))
+    finally:
+        await conn.close()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "stream_app.cli",
+        "report",
+        "--org",
+        org,
+        "--from",
+        "2026-01-01",
+        "--to",
+        "2026-01-31",
+        "--formats",
+        "csv",
+        env={
+            **os.environ,
+            "POSTGRES_DSN": settings.postgres_dsn,
+            "KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        },
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await proc.communicate()
+    assert proc.returncode == 0, (out, err)
+    report_id = out.decode().split()[1].rstrip(":")
+    events = await all_events(main_worker.url, settings, org)
+    [requested] = [e for e in events if e["action"] == "report.requested"]
+    assert requested["actor"] == f"cli:{getpass.getuser()}"
+    assert (requested["target"], requested["details"]["channel"]) == (report_id, "kafka")
+    assert [e["details"]["status"] for e in events if e["action"] == "report.status"] == [
+        "processing",
+        "completed",
+    ]
