@@ -108,7 +108,8 @@ async def cancel_report(
 ) -> str | None:
     """Cancel a queued or running report; publish ``cancelled`` when this call cancelled it.
 
-    ``actor`` (who asked) is recorded in the audit log with the cancellation.
+    ``actor`` (who asked) is recorded in the audit log with the cancellation (again for a
+    repeated cancel: :func:`stream_app.db.reports.cancel` answers ``cancelled`` for both).
 
     The worker running it sees the status in PostgreSQL and stops
     (:mod:`stream_app.reports.agent`).

@@ -734,7 +734,8 @@ async def cancel_report(
 ) -> str | None:
     """Cancel a queued or running report of ``organization_id`` (see the module docstring).
 
-    ``actor`` (who asked) is recorded in the audit log with the cancellation.
+    ``actor`` (who asked) is recorded in the audit log with the cancellation (again for a
+    repeated cancel: :func:`stream_app.db.reports.cancel` answers ``cancelled`` for both).
 
     Returns:
         ``"cancelled"`` when this call cancelled it (and published ``cancelled``), else the

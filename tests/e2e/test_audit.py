@@ -15,6 +15,9 @@ from typing import Any
 import aiohttp
 import asyncpg
 
+from stream_app.client import cancel_report
+from stream_app.db.audit_events import list_events
+from stream_app.db.reports import insert_queued
 from stream_app.db.tenancy import Organization, Venue, upsert_organization, upsert_venue
 from stream_app.devservices.workers import WorkerProcess
 from stream_app.settings import Settings
@@ -289,4 +292,37 @@ async def test_a_cli_report_request_is_audited_with_the_os_user(
     assert [e["details"]["status"] for e in events if e["action"] == "report.status"] == [
         "processing",
         "completed",
+    ]
+
+
+async def test_a_cancellation_is_audited_with_who_asked(settings: Settings) -> None:
+    org = "audit-org-cancel"
+    conn = await asyncpg.connect(settings.postgres_dsn)
+    try:
+        await upsert_organization(conn, Organization(org, "X", "Europe/Paris", "EUR"))
+        await insert_queued(
+            conn,
+            report_id="audit-cancel-1",
+            organization_id=org,
+            user_id="u1",
+            report_type="monthly_booking_summary",
+            request={},
+        )
+        assert await cancel_report(settings, org, "audit-cancel-1", actor="cli:ops") == "cancelled"
+        # a cancel of a completed report changes nothing and records nothing
+        await insert_queued(
+            conn,
+            report_id="audit-cancel-2",
+            organization_id=org,
+            user_id="u1",
+            report_type="monthly_booking_summary",
+            request={},
+        )
+        await conn.execute("UPDATE reports SET status = 'completed' WHERE id = 'audit-cancel-2'")
+        assert await cancel_report(settings, org, "audit-cancel-2", actor="cli:ops") == "completed"
+        events = await list_events(conn, org)
+    finally:
+        await conn.close()
+    assert [(e.actor, e.action, e.target, e.details) for e in events] == [
+        ("cli:ops", "report.status", "audit-cancel-1", {"status": "cancelled"})
     ]

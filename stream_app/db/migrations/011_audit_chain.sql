@@ -5,8 +5,12 @@
 -- Time: timestamptz (UTC). Hashes: lowercase hex SHA-256.
 
 -- Rows written before this migration carry no chain (and some no organisation). They are
--- kept as they were, unchained, in audit_log_legacy, which only the owner can read.
-CREATE TABLE audit_log_legacy AS SELECT * FROM audit_log;
+-- kept as they were, unchained, in audit_log_legacy, which only the owner can read. Its
+-- organisation column is named recorded_organization_id so that the tenant grants given to
+-- every table with an organization_id column do not reach it.
+CREATE TABLE audit_log_legacy AS
+    SELECT id, organization_id AS recorded_organization_id, actor, action, target, details, at
+    FROM audit_log;
 REVOKE ALL ON audit_log_legacy FROM PUBLIC;
 REVOKE ALL ON audit_log_legacy FROM wedding_tenant;
 DELETE FROM audit_log;
