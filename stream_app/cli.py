@@ -3,8 +3,8 @@
 Subcommands: ``services`` (local Kafka + PostgreSQL), ``init`` (topics + migrations),
 ``worker`` (a Faust worker), ``replay`` (the hotel data set to events), ``synth`` (load a
 synthetic business history into PostgreSQL), ``report`` (request a report and wait for it),
-``cancel`` (cancel a queued or running report), ``token`` (a development API token), ``demo``
-(all of it, end to end).
+``cancel`` (cancel a queued or running report), ``token`` (a development API token), ``audit
+verify`` (recompute the audit log's hash chains), ``demo`` (all of it, end to end).
 
 When ``KAFKA_BOOTSTRAP`` / ``POSTGRES_DSN`` are not set, they are read from the services
 started by ``wedding-engine services up`` (``$WEDDING_STATE_DIR/services.json``).
@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import os
+import re
 import sys
 from datetime import date
 from pathlib import Path
@@ -198,6 +200,16 @@ def _date_arg(name: str, value: str) -> date:
         raise ValueError(f"{name}: {value!r} is not a date (YYYY-MM-DD)") from None
 
 
+def cli_actor() -> str:
+    """Who runs this command, for the audit log: ``cli:<OS user>`` (as a report's user id:
+    characters outside ``[A-Za-z0-9._-]`` become ``_``)."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no user name for this uid (e.g. a bare container)
+        user = f"uid{os.getuid()}"
+    return "cli:" + re.sub(r"[^A-Za-z0-9._-]", "_", user)[:100]
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     from stream_app.client import request_report_and_wait
     from stream_app.settings import load_settings
@@ -213,6 +225,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
         request_report_and_wait(
             load_settings(),
             organization_id=args.org,
+            user_id=cli_actor(),
             report_type=args.type,
             date_from=_date_arg("--from", args.date_from),
             date_to=_date_arg("--to", args.date_to),
@@ -238,7 +251,9 @@ def _cmd_cancel(args: argparse.Namespace) -> int:
 
     _check_id("--org", args.org)
     _check_id("REPORT_ID", args.report_id)
-    outcome = asyncio.run(cancel_report(load_settings(), args.org, args.report_id))
+    outcome = asyncio.run(
+        cancel_report(load_settings(), args.org, args.report_id, actor=cli_actor())
+    )
     if outcome is None:
         print(f"error: no report {args.report_id!r} in {args.org!r}", file=sys.stderr)
         return 1
@@ -337,6 +352,52 @@ def _cmd_token(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_audit(args: argparse.Namespace) -> int:
+    """``audit verify [--org ORG]``: recompute the hash chains of the audit log.
+
+    Prints one line per organisation: the rows checked and the head (``seq``, ``row_hash``:
+    keep it elsewhere to notice a truncated or recomputed chain later) when intact, else the
+    first bad row (``seq``, ``id``) and what is wrong with it. Exit 0 when every chain is
+    intact, 1 when one is not. Reads with the system login (``POSTGRES_SYSTEM_DSN``), which
+    sees every chain; the application login sees none outside a tenant scope.
+    """
+    import asyncpg
+
+    from stream_app.db.audit_events import SYSTEM_ORG, ChainReport, verify_chains
+    from stream_app.settings import load_settings
+
+    if args.org != SYSTEM_ORG:
+        _check_org_id("--org", args.org)
+
+    async def run() -> list[ChainReport]:
+        conn = await asyncpg.connect(load_settings().postgres_system_dsn)
+        try:
+            return await verify_chains(conn, args.org)
+        except asyncpg.PostgresError as exc:
+            raise RuntimeError(f"database: {exc}") from exc
+        finally:
+            await conn.close()
+
+    reports = asyncio.run(run())
+    if not reports:
+        print("no audit rows")
+    broken = 0
+    for r in reports:
+        f = r.fault
+        if f is None:
+            print(
+                f"{r.organization_id}: {r.rows_checked} rows checked, chain intact"
+                f" (head seq {r.head_seq}, row_hash {r.head_hash})"
+            )
+        else:
+            broken += 1
+            print(
+                f"{r.organization_id}: chain BROKEN at seq {f.seq} (id {f.row_id}): {f.kind}:"
+                f" {f.reason}; {r.rows_checked} rows before it are intact"
+            )
+    return 1 if broken else 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from stream_app.demo import run_demo
 
@@ -408,6 +469,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--org", required=True)
     t.add_argument("--user", default="dev")
     t.add_argument("--ttl", type=int, default=3600, help="seconds")
+    au = sub.add_parser("audit", help="the hash-chained audit log")
+    au_sub = au.add_subparsers(dest="audit_command", required=True)
+    av = au_sub.add_parser(
+        "verify", help="recompute every chain; exit 1 naming the first bad row of a chain"
+    )
+    av.add_argument("--org", default=None, help="only this organisation's chain")
     d = sub.add_parser("demo", help="services up, worker, replay, report, services down")
     d.add_argument("path", nargs="?", default="../shared/data/hotel_bookings.csv.gz")
     d.add_argument("--keep-services", action="store_true")
@@ -435,6 +502,7 @@ def main(argv: list[str] | None = None) -> int:
         "demo": _cmd_demo,
         "org": _cmd_org,
         "venue": _cmd_venue,
+        "audit": _cmd_audit,
     }
     try:
         return handlers[args.command](args)

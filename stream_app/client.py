@@ -14,7 +14,9 @@ from typing import Any, Literal
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from stream_app.db import audit_events
 from stream_app.db import reports as report_db
+from stream_app.db.tenancy import tenant_transaction
 from stream_app.schemas.base import decode_event, encode_event
 from stream_app.schemas.ids import check_id
 from stream_app.schemas.reports import ReportRequest
@@ -103,8 +105,13 @@ async def request_report_and_wait(
         await consumer.stop()
 
 
-async def cancel_report(settings: Settings, organization_id: str, report_id: str) -> str | None:
+async def cancel_report(
+    settings: Settings, organization_id: str, report_id: str, *, actor: str = "cli"
+) -> str | None:
     """Cancel a queued or running report; publish ``cancelled`` when this call cancelled it.
+
+    ``actor`` (who asked) is recorded in the audit log with the cancellation (again for a
+    repeated cancel: :func:`stream_app.db.reports.cancel` answers ``cancelled`` for both).
 
     The worker running it sees the status in PostgreSQL and stops
     (:mod:`stream_app.reports.agent`).
@@ -114,7 +121,12 @@ async def cancel_report(settings: Settings, organization_id: str, report_id: str
     """
     conn = await asyncpg.connect(settings.postgres_dsn)
     try:
-        outcome = await report_db.cancel(conn, organization_id, report_id)
+        async with tenant_transaction(conn, organization_id):
+            outcome = await report_db.cancel(conn, organization_id, report_id)
+            if outcome == "cancelled":
+                await audit_events.record(
+                    conn, organization_id, actor, "report.status", report_id, {"status": outcome}
+                )
         rec = await report_db.fetch_report(conn, organization_id, report_id)
     finally:
         await conn.close()

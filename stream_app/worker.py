@@ -16,6 +16,7 @@ from stream_app.agents import suppliers as _suppliers  # noqa: F401
 from stream_app.app import app
 from stream_app.reports import agent as _report_agent  # noqa: F401
 from stream_app.web import aggregation as _aggregation_views  # noqa: F401
+from stream_app.web import audit as _audit_views  # noqa: F401
 from stream_app.web import debug as _debug_views  # noqa: F401
 from stream_app.web import occupancy as _occupancy_views  # noqa: F401
 from stream_app.web import schedules as _schedule_views  # noqa: F401

@@ -7,6 +7,7 @@ from datetime import datetime
 
 import asyncpg
 
+from stream_app.db import audit_events
 from stream_app.db.tenancy import tenant_transaction
 
 LOG_OUTCOMES = frozenset({"delivered", "retrying", "failed", "skipped"})
@@ -64,6 +65,10 @@ async def log_attempt(
 ) -> int:
     """Append one attempt to the log (in the organisation's tenant transaction); the row id.
 
+    The attempt is also recorded in the audit log (``delivery.attempt``, actor ``delivery``,
+    outcome ``failed`` for ``retrying``/``failed``), in the same transaction. The audit row
+    keeps the method, attempt and outcome, not the target (recipients are personal data).
+
     Raises:
         ValueError: ``outcome`` is not one of :data:`LOG_OUTCOMES`.
     """
@@ -86,6 +91,23 @@ async def log_attempt(
             target,
             started_at,
             finished_at,
+        )
+        await audit_events.record(
+            conn,
+            organization_id,
+            "delivery",
+            "delivery.attempt",
+            report_id,
+            {
+                "schedule_id": schedule_id,
+                "run_id": run_id,
+                "method": method,
+                "attempt": attempt,
+                "delivery_outcome": outcome,
+                "retriable": retriable,
+                "delivery_log_id": row_id,
+            },
+            outcome="failed" if outcome in ("retrying", "failed") else "ok",
         )
     return row_id
 

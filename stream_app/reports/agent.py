@@ -61,9 +61,15 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait
 from stream_app.agents.context import outside_any_event
 from stream_app.agents.deadletter import send_to_dead_letter
 from stream_app.app import app, settings
+from stream_app.db import audit_events
 from stream_app.db import reports as report_db
 from stream_app.db.pool import get_pool
-from stream_app.db.tenancy import UnknownOrganizationError, fetch_organization, fetch_venues
+from stream_app.db.tenancy import (
+    UnknownOrganizationError,
+    fetch_organization,
+    fetch_venues,
+    tenant_transaction,
+)
 from stream_app.observability import REPORT_CACHE, REPORT_GENERATIONS, REPORT_SECONDS, REPORTS
 from stream_app.reports import booking_summary, cache, registry
 from stream_app.reports.artifacts import (
@@ -72,6 +78,7 @@ from stream_app.reports.artifacts import (
     artifact_path,
     remove_report_folder,
 )
+from stream_app.reports.audit_details import REPORT_AGENT_ACTOR, request_details, status_details
 from stream_app.reports.cache import CacheEntry
 from stream_app.reports.model import ReportTable
 from stream_app.reports.registry import CACHE_TTL_S, ReportContext, ReportInputError
@@ -632,7 +639,7 @@ async def _produce(
         cache=info,
         performance=_performance(run, started, peak),
     )
-    async with pool.acquire() as conn:
+    async with pool.acquire() as conn, tenant_transaction(conn, req.organization_id):
         moved = await report_db.set_status(
             conn,
             req.organization_id,
@@ -649,6 +656,9 @@ async def _produce(
             data_size_bytes=status.data_size_bytes,
             data_rows=status.data_rows,
         )
+        if moved:
+            formats = [a.format for a in links]
+            await _audit_status(conn, req, "completed", formats=formats, attempts=run.attempts)
     if not moved:  # cancelled meanwhile: its canceller published 'cancelled'
         if level == "miss":
             cache.forget(entry)
@@ -695,7 +705,7 @@ async def _fail(
         performance=_performance(run, started, peak),
     )
     pool = await get_pool(settings.postgres_dsn)
-    async with pool.acquire() as conn:
+    async with pool.acquire() as conn, tenant_transaction(conn, req.organization_id):
         moved = await report_db.set_status(
             conn,
             req.organization_id,
@@ -706,6 +716,8 @@ async def _fail(
             only_from=["processing"],
             performance=msgspec.to_builtins(status.performance),
         )
+        if moved:
+            await _audit_status(conn, req, "failed", attempts=run.attempts)
     if not moved:
         raise ReportCancelledError(req.report_id)
     await _discard_files(req)
@@ -716,6 +728,26 @@ async def _fail(
     return "failed"
 
 
+async def _audit_status(
+    conn: asyncpg.Connection,
+    req: ReportRequest,
+    status: str,
+    *,
+    formats: list[str] | None = None,
+    attempts: int = 0,
+) -> None:
+    """Record a status change made by this agent (in the caller's transaction)."""
+    await audit_events.record(
+        conn,
+        req.organization_id,
+        REPORT_AGENT_ACTOR,
+        "report.status",
+        req.report_id,
+        status_details(status, req.report_type, formats=formats, attempts=attempts),
+        outcome="failed" if status == "failed" else "ok",
+    )
+
+
 # ---------------------------------------------------------------------------------------------
 # cancelling
 
@@ -723,8 +755,13 @@ _running: dict[tuple[str, str], tuple[asyncio.Task[ReportStatusName], _Run]] = {
 """Reports generating on this worker, by ``(organization_id, report_id)``."""
 
 
-async def cancel_report(organization_id: str, report_id: str) -> str | None:
+async def cancel_report(
+    organization_id: str, report_id: str, *, actor: str = "system"
+) -> str | None:
     """Cancel a queued or running report of ``organization_id`` (see the module docstring).
+
+    ``actor`` (who asked) is recorded in the audit log with the cancellation (again for a
+    repeated cancel: :func:`stream_app.db.reports.cancel` answers ``cancelled`` for both).
 
     Returns:
         ``"cancelled"`` when this call cancelled it (and published ``cancelled``), else the
@@ -733,7 +770,17 @@ async def cancel_report(organization_id: str, report_id: str) -> str | None:
     """
     pool = await get_pool(settings.postgres_dsn)
     async with pool.acquire() as conn:
-        outcome = await report_db.cancel(conn, organization_id, report_id)
+        async with tenant_transaction(conn, organization_id):
+            outcome = await report_db.cancel(conn, organization_id, report_id)
+            if outcome == "cancelled":
+                await audit_events.record(
+                    conn,
+                    organization_id,
+                    actor,
+                    "report.status",
+                    report_id,
+                    {"status": "cancelled"},
+                )
         rec = await report_db.fetch_report(conn, organization_id, report_id)
     if outcome != "cancelled" or rec is None:
         return outcome
@@ -834,17 +881,27 @@ async def route_request(event: EventT[bytes]) -> ReportStatusName | None:
     pool = await get_pool(settings.postgres_dsn)
     async with pool.acquire() as conn:
         try:
-            is_new = await report_db.insert_queued(
-                conn,
-                report_id=req.report_id,
-                organization_id=req.organization_id,
-                user_id=req.user_id,
-                report_type=req.report_type,
-                request=orjson.loads(raw),
-                priority=req.priority,
-                cache_strategy=req.cache_strategy,
-                cache_key=key,
-            )
+            async with tenant_transaction(conn, req.organization_id):  # with the queued row
+                is_new = await report_db.insert_queued(
+                    conn,
+                    report_id=req.report_id,
+                    organization_id=req.organization_id,
+                    user_id=req.user_id,
+                    report_type=req.report_type,
+                    request=orjson.loads(raw),
+                    priority=req.priority,
+                    cache_strategy=req.cache_strategy,
+                    cache_key=key,
+                )
+                if is_new:  # not through the HTTP API, which records its own requests
+                    await audit_events.record(
+                        conn,
+                        req.organization_id,
+                        req.user_id,
+                        "report.requested",
+                        req.report_id,
+                        request_details(req, "kafka"),
+                    )
         except asyncpg.ForeignKeyViolationError:
             cause = f"organization_id: {req.organization_id!r} does not exist"
             await publish_status(_status(req, "failed", started, error=cause))
@@ -896,8 +953,10 @@ async def handle_lane_request(event: EventT[bytes]) -> ReportStatusName | None:
                 event, field="$.report_id", reason="differs from the stored request of this id"
             )
             return None
+    async with pool.acquire() as conn, tenant_transaction(conn, req.organization_id):
         if not await report_db.claim_processing(conn, req.organization_id, req.report_id):
             return None  # cancelled, final, or generating elsewhere right now
+        await _audit_status(conn, req, "processing")
     await publish_status(_status(req, "processing", started))
     run = _Run()
     task = asyncio.create_task(_produce(req, event, started, run))

@@ -3,12 +3,14 @@
 Any number of workers may run :func:`scheduler_loop` against one database; the claiming
 protocol of :mod:`stream_app.schedules.store` gives exactly one run per fire time. A run's
 reports are submitted through an injected ``submit`` callable (in production: produce the
-request to ``report-requests``), then the run becomes ``submitted``. A worker that dies
-between claim and submission leaves the run ``claimed``; any worker re-submits it after
-``resubmit_after_s`` seconds (safe: the run row holds its report ids, and the report agent
-does not generate a known (organisation, id) twice). A run ``submitted`` more than
-``submitted_timeout_s`` seconds ago whose reports have not all reached a delivery outcome is
-marked ``failed`` with the cause, logged and counted (``wedding_schedule_runs_timed_out_total``).
+request to ``report-requests``), then the run becomes ``submitted`` and a ``schedule.fired``
+audit event lists its report ids (the report agent records each request as it arrives). A
+worker that dies between claim and submission leaves the run ``claimed``; any worker
+re-submits it after ``resubmit_after_s`` seconds (safe: the run row holds its report ids, and
+the report agent does not generate a known (organisation, id) twice). A run ``submitted`` more
+than ``submitted_timeout_s`` seconds ago whose reports have not all reached a delivery outcome
+is marked ``failed`` with the cause, logged and counted
+(``wedding_schedule_runs_timed_out_total``).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from datetime import UTC, datetime
 
 import asyncpg
 
+from stream_app.db import audit_events
 from stream_app.observability import SCHEDULE_RUNS_TIMED_OUT
 from stream_app.schedules.store import (
     ClaimedRun,
@@ -42,6 +45,9 @@ DEFAULT_RESUBMIT_AFTER_S = 300.0
 DEFAULT_SUBMITTED_TIMEOUT_S = 3600.0
 """Seconds a run may stay ``submitted`` with reports lacking an outcome (see the settings'
 ``schedule_run_timeout_s``)."""
+
+SCHEDULER_ACTOR = "scheduler"
+"""The actor of ``schedule.fired`` audit events (a run's requests were submitted)."""
 
 
 def build_request(run: ClaimedRun, planned: PlannedReport, now: datetime) -> ReportRequest:
@@ -125,8 +131,22 @@ async def run_scheduler_tick(
                 run.fire_time.isoformat(),
             )
             continue
-        async with pool.acquire() as conn:
-            await mark_submitted(conn, run.run_id, now)
+        async with pool.acquire() as conn, conn.transaction():
+            if await mark_submitted(conn, run.run_id, now):
+                await audit_events.record(
+                    conn,
+                    run.schedule.organization_id,
+                    SCHEDULER_ACTOR,
+                    "schedule.fired",
+                    run.schedule.schedule_id,
+                    {
+                        "run_id": run.run_id,
+                        "fire_time": run.fire_time.isoformat(),
+                        "missed_from": run.missed_from.isoformat(),
+                        "report_ids": [p.report_id for p in run.reports],
+                        "requested_for": run.schedule.created_by,
+                    },
+                )
         submitted.append(replace(run, status="submitted"))
     return submitted
 

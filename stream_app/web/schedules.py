@@ -35,10 +35,16 @@ import orjson
 from aiohttp import web
 
 from stream_app.app import settings
+from stream_app.db import audit_events
 from stream_app.db import reports as report_db
 from stream_app.db.audit_events import record as audit
 from stream_app.db.pool import get_pool
-from stream_app.db.tenancy import UnknownOrganizationError, check_time_zone, fetch_organization
+from stream_app.db.tenancy import (
+    UnknownOrganizationError,
+    check_time_zone,
+    fetch_organization,
+    tenant_transaction,
+)
 from stream_app.delivery.api import LinkError, resolve_download
 from stream_app.delivery.links import check_not_revoked, links_of_reports, revoke
 from stream_app.delivery.log import fetch_schedule_log
@@ -283,6 +289,22 @@ async def _body(request: web.Request) -> Any:
         raise ApiError(400, "invalid_json", f"body is not JSON: {exc}", field="$") from None
 
 
+def _audit_details(schedule: Schedule) -> dict[str, Any]:
+    """What the audit log keeps of a saved schedule: its settings, never its recipients,
+    addresses or secrets."""
+    return {
+        "report_type": schedule.report_type,
+        "date_range": schedule.date_range,
+        "output_formats": list(schedule.output_formats),
+        "cron": schedule.cron,
+        "time_zone": schedule.time_zone,
+        "delivery_method": schedule.delivery.method,
+        "paused": schedule.paused,
+        "priority": schedule.priority,
+        "expires_at": None if schedule.expires_at is None else schedule.expires_at.isoformat(),
+    }
+
+
 async def _save(request: web.Request, org: str, schedule_id: str | None) -> web.Response:
     principal = authenticate(request, settings.jwt_secret, org)
     body = await _body(request)
@@ -305,10 +327,19 @@ async def _save(request: web.Request, org: str, schedule_id: str | None) -> web.
         except ScheduleValidationError as exc:
             raise ApiError(400, "invalid_field", exc.reason, field=exc.field) from None
         try:
-            if schedule_id is None:
-                await store.create_schedule(conn, schedule, now)
-            else:
-                await store.update_schedule(conn, schedule, now)
+            async with tenant_transaction(conn, org):  # the audit row commits with the change
+                if schedule_id is None:
+                    await store.create_schedule(conn, schedule, now)
+                else:
+                    await store.update_schedule(conn, schedule, now)
+                await audit_events.record(
+                    conn,
+                    org,
+                    principal.user_id,
+                    "schedule.created" if schedule_id is None else "schedule.updated",
+                    schedule.schedule_id,
+                    _audit_details(schedule),
+                )
         except store.ScheduleExistsError as exc:
             raise ApiError(409, "conflict", str(exc), field="schedule_id") from None
         except store.ScheduleNotFoundError as exc:
@@ -410,18 +441,19 @@ async def delete_schedule(
     self: Any, request: web.Request, org: str, schedule_id: str
 ) -> web.StreamResponse:
     """Delete a schedule (its delivery log is kept)."""
-    authenticate(request, settings.jwt_secret, org)
+    principal = authenticate(request, settings.jwt_secret, org)
     pool = await get_pool(settings.postgres_dsn)
-    async with pool.acquire() as conn:
+    async with pool.acquire() as conn, tenant_transaction(conn, org):
         if not await store.delete_schedule(conn, org, schedule_id):
             raise ApiError(404, "not_found", f"no schedule {schedule_id!r}", field="schedule_id")
+        await audit_events.record(conn, org, principal.user_id, "schedule.deleted", schedule_id)
     return web.json_response({"schedule_id": schedule_id, "deleted": True})
 
 
 async def _set_paused(
     request: web.Request, org: str, schedule_id: str, pause: bool
 ) -> web.Response:
-    authenticate(request, settings.jwt_secret, org)
+    principal = authenticate(request, settings.jwt_secret, org)
     pool = await get_pool(settings.postgres_dsn)
     now = datetime.now(UTC)
     async with pool.acquire() as conn:
@@ -432,6 +464,11 @@ async def _set_paused(
                 await store.resume_schedule(conn, org, schedule_id, now)
         except store.ScheduleNotFoundError as exc:
             raise ApiError(404, "not_found", str(exc), field="schedule_id") from None
+        # recorded right after (not in the change's transaction: the store function runs
+        # three tenant transactions, which do not nest in one outer transaction)
+        async with tenant_transaction(conn, org):
+            action = "schedule.paused" if pause else "schedule.resumed"
+            await audit_events.record(conn, org, principal.user_id, action, schedule_id)
         stored = await store.get_schedule(conn, org, schedule_id)
     return web.json_response(
         schedule_to_json(stored, _upcoming(stored.schedule, now, stored.last_fire_time))

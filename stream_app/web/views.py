@@ -31,9 +31,10 @@ from aiokafka.errors import KafkaError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from stream_app.app import app, settings
+from stream_app.db import audit_events
 from stream_app.db import reports as report_db
 from stream_app.db.pool import get_pool
-from stream_app.db.tenancy import UnknownOrganizationError, fetch_organization
+from stream_app.db.tenancy import UnknownOrganizationError, fetch_organization, tenant_transaction
 from stream_app.delivery.links import links_of_reports
 from stream_app.observability import HTTP_REQUESTS, REGISTRY
 from stream_app.reports import cache as report_cache
@@ -44,6 +45,7 @@ from stream_app.reports.artifacts import (
     artifact_relpath,
     download_url,
 )
+from stream_app.reports.audit_details import request_details, status_details
 from stream_app.schemas.base import EventValidationError, decode_event
 from stream_app.schemas.ids import ID_RULE, is_valid_id
 from stream_app.schemas.reports import ReportRequest
@@ -57,6 +59,7 @@ from stream_app.tables.windows import (
 from stream_app.topics import WEDDING_BOOKINGS
 from stream_app.web.auth import authenticate
 from stream_app.web.errors import ApiError
+from stream_app.web.refusals import REFUSED_STATUSES, Refusal, note_refusal, token_subject
 from stream_app.web.routing import FORWARDED_HEADER, local_periods, owner_url, remote_periods
 
 MAX_PERIODS = 400
@@ -140,7 +143,51 @@ async def json_errors(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
     """aiohttp's own errors (unknown route 404, 405, 413 body too large) as JSON errors too,
-    and text the database cannot hold (a NUL byte in an id) as a 400 naming the path."""
+    and text the database cannot hold (a NUL byte in an id) as a 400 naming the path.
+
+    A 401, 403 or 429 answered for an organisation path is recorded in the audit log as a
+    refused request, aggregated per (organisation, client, reason) and minute so that a flood
+    cannot fill the log (:mod:`stream_app.web.refusals`)."""
+    resp = await _json_errors(request, handler)
+    if resp.status in REFUSED_STATUSES:
+        refusal = _refusal(request, resp)
+        if refusal is not None:
+            await note_refusal(refusal)
+    return resp
+
+
+def _refusal(request: web.Request, resp: web.StreamResponse) -> Refusal | None:
+    """The refusal of ``request`` answered by ``resp`` (code and field from its JSON body);
+    None when the path names no organisation, or not one with a valid id."""
+    org = request.match_info.get("org")
+    if org is None or not is_valid_id(org):
+        return None
+    error: dict[str, Any] = {}
+    body = getattr(resp, "body", None)
+    if isinstance(body, bytes):
+        try:
+            doc = orjson.loads(body)
+            error = doc["error"] if isinstance(doc, dict) else {}
+        except (orjson.JSONDecodeError, KeyError):
+            error = {}
+    resource = getattr(request.match_info.route, "resource", None)
+    return Refusal(
+        organization_id=org,
+        client=request.remote or "unknown",
+        status=resp.status,
+        code=str(error.get("code", resp.status))[:64],
+        field=None if error.get("field") is None else str(error["field"])[:128],
+        method=request.method,
+        route=resource.canonical if resource is not None else request.path[:256],
+        subject=(
+            token_subject(request.headers.get("Authorization", "")) if resp.status == 403 else None
+        ),
+    )
+
+
+async def _json_errors(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
     try:
         return await handler(request)
     except web.HTTPException as exc:
@@ -312,26 +359,28 @@ async def request_report(self: Any, request: web.Request, org: str) -> web.Strea
                 f"report {req.report_id!r} already exists; read it at its status URL",
                 field="$.report_id",
             )
-        await conn.execute(
-            "INSERT INTO audit_log (organization_id, actor, action, target, details)"
-            " VALUES ($1, $2, 'report.requested', $3, $4::jsonb)",
-            org,
-            principal.user_id,
-            req.report_id,
-            raw.decode(),
-        )
         # recorded before it is published, so it can be read and cancelled at once
-        is_new = await report_db.insert_queued(
-            conn,
-            report_id=req.report_id,
-            organization_id=org,
-            user_id=principal.user_id,
-            report_type=req.report_type,
-            request=orjson.loads(raw),
-            priority=req.priority,
-            cache_strategy=req.cache_strategy,
-            cache_key=report_cache.cache_key(req),
-        )
+        async with tenant_transaction(conn, org):  # the audit row commits with the queued row
+            is_new = await report_db.insert_queued(
+                conn,
+                report_id=req.report_id,
+                organization_id=org,
+                user_id=principal.user_id,
+                report_type=req.report_type,
+                request=orjson.loads(raw),
+                priority=req.priority,
+                cache_strategy=req.cache_strategy,
+                cache_key=report_cache.cache_key(req),
+            )
+            if is_new:
+                await audit_events.record(
+                    conn,
+                    org,
+                    principal.user_id,
+                    "report.requested",
+                    req.report_id,
+                    request_details(req, "http"),
+                )
         if not is_new:  # taken meanwhile by the organisation itself (ids are per organisation)
             raise ApiError(
                 409, "conflict", f"report_id {req.report_id!r} is already in use", "$.report_id"
@@ -340,15 +389,24 @@ async def request_report(self: Any, request: web.Request, org: str) -> web.Strea
         fut = await report_requests_topic.send(key=f"{org}/{req.report_id}".encode(), value=raw)
         await fut
     except KafkaError as exc:
-        async with pool.acquire() as conn:
-            await report_db.set_status(
+        async with pool.acquire() as conn, tenant_transaction(conn, org):
+            if await report_db.set_status(
                 conn,
                 org,
                 req.report_id,
                 "failed",
                 error=f"could not enqueue: {exc}",
                 only_from=["queued"],
-            )
+            ):
+                await audit_events.record(
+                    conn,
+                    org,
+                    "http-api",
+                    "report.status",
+                    req.report_id,
+                    status_details("failed", req.report_type),
+                    outcome="failed",
+                )
         raise ApiError(503, "unavailable", f"could not enqueue the request: {exc}") from None
     return web.json_response(
         {
@@ -405,7 +463,7 @@ async def report_cancel(
 ) -> web.StreamResponse:
     """Cancel a queued or running report: 200 ``{"status": "cancelled"}``; 409 when final."""
     principal = authenticate(request, settings.jwt_secret, org)
-    outcome = await cancel_report(org, report_id)
+    outcome = await cancel_report(org, report_id, actor=principal.user_id)
     if outcome is None:
         raise ApiError(
             404, "not_found", f"no report {report_id!r} in this organisation", field="report_id"
@@ -414,15 +472,6 @@ async def report_cancel(
         raise ApiError(
             409, "conflict", f"report is already {outcome}; it cannot be cancelled", field="status"
         )
-    pool = await get_pool(settings.postgres_dsn)
-    async with pool.acquire() as conn:
-        await conn.execute(
-            "INSERT INTO audit_log (organization_id, actor, action, target, details)"
-            " VALUES ($1, $2, 'report.cancelled', $3, '{}'::jsonb)",
-            org,
-            principal.user_id,
-            report_id,
-        )
     return web.json_response({"report_id": report_id, "status": "cancelled"})
 
 
@@ -430,8 +479,8 @@ async def report_cancel(
 async def report_file(
     self: Any, request: web.Request, org: str, report_id: str, fmt: str
 ) -> web.StreamResponse:
-    """Download one file of a completed report."""
-    authenticate(request, settings.jwt_secret, org)
+    """Download one file of a completed report (audited: ``report.downloaded``)."""
+    principal = authenticate(request, settings.jwt_secret, org)
     pool = await get_pool(settings.postgres_dsn)
     async with pool.acquire() as conn:
         rec = await report_db.fetch_report(conn, org, report_id)
@@ -448,6 +497,15 @@ async def report_file(
         raise ApiError(404, "not_found", f"report has no {fmt!r} file", field="format") from None
     if not path.is_file():
         raise ApiError(404, "not_found", "artifact file is missing from the store")
+    async with pool.acquire() as conn, tenant_transaction(conn, org):
+        await audit_events.record(
+            conn,
+            org,
+            principal.user_id,
+            "report.downloaded",
+            report_id,
+            {"format": fmt, "sha256": match[0]["sha256"], "channel": "http"},
+        )
     return web.FileResponse(
         path,
         headers={
