@@ -351,15 +351,17 @@ async def bump_data_versions(conn: asyncpg.Connection, counts: dict[tuple[str, s
 async def data_versions(
     conn: asyncpg.Connection, organization_id: str, streams: Iterable[str]
 ) -> dict[str, int]:
-    """The current data version of each of ``streams`` of ``organization_id`` (0 if none)."""
+    """The current data version of each of ``streams`` of ``organization_id`` (0 if none;
+    tenant-scoped: outside it row-level security would read every version as 0)."""
     wanted = sorted(set(streams))
     if not wanted:
         return {}
-    rows = await conn.fetch(
-        "SELECT stream, version FROM report_data_versions"
-        " WHERE organization_id = $1 AND stream = ANY($2::text[])",
-        organization_id,
-        wanted,
-    )
+    async with tenant_transaction(conn, organization_id):
+        rows = await conn.fetch(
+            "SELECT stream, version FROM report_data_versions"
+            " WHERE organization_id = $1 AND stream = ANY($2::text[])",
+            organization_id,
+            wanted,
+        )
     found = {r["stream"]: int(r["version"]) for r in rows}
     return {s: found.get(s, 0) for s in wanted}

@@ -542,7 +542,7 @@ async def download(self: Any, request: web.Request, token: str) -> web.StreamRes
         path = resolve_download(settings.artifact_dir, claims)
     except LinkError as exc:
         raise ApiError(403, "invalid_link", str(exc), field="token") from None
-    async with pool.acquire() as conn:
+    async with pool.acquire() as conn, tenant_transaction(conn, claims.organization_id):
         await audit(
             conn,
             claims.organization_id,
@@ -561,7 +561,7 @@ async def revoke_report_links(
     """Revoke every download link of a report issued until now (404 for an unknown report)."""
     principal = authenticate(request, settings.jwt_secret, org)
     pool = await get_pool(settings.postgres_dsn)
-    async with pool.acquire() as conn:
+    async with pool.acquire() as conn, tenant_transaction(conn, org):
         if await report_db.fetch_report(conn, org, report_id) is None:
             raise ApiError(
                 404, "not_found", f"no report {report_id!r} in this organisation", field="report_id"
@@ -581,7 +581,7 @@ async def revoke_schedule_links(
     principal = authenticate(request, settings.jwt_secret, org)
     await _one(org, schedule_id)
     pool = await get_pool(settings.postgres_dsn)
-    async with pool.acquire() as conn:
+    async with pool.acquire() as conn, tenant_transaction(conn, org):
         revoked_at = await revoke(conn, org, "schedule", schedule_id, actor=principal.user_id)
         await audit(
             conn, org, principal.user_id, "links.revoked", schedule_id, {"scope": "schedule"}
