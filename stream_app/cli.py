@@ -40,12 +40,28 @@ def _load_service_env() -> None:
 def _cmd_init(_: argparse.Namespace) -> int:
     from stream_app.db.migrate import migrate
     from stream_app.settings import load_settings
-    from stream_app.topics import ensure_topics
+    from stream_app.topics import (
+        CLIENT_KEYED_TABLES,
+        changelog_topic,
+        compacted_changelog_configs,
+        ensure_topics,
+        set_topic_configs,
+    )
 
     s = load_settings()
 
     async def run() -> None:
-        created = await ensure_topics(s.kafka_bootstrap, s.topic_partitions)
+        created = await ensure_topics(s.kafka_bootstrap, s.topic_partitions, s.input_retention_ms)
+        # faust creates a changelog with its table's configs but never updates them
+        await set_topic_configs(
+            s.kafka_bootstrap,
+            {
+                changelog_topic(s.app_id, t): compacted_changelog_configs(
+                    s.changelog_max_compaction_lag_ms
+                )
+                for t in CLIENT_KEYED_TABLES
+            },
+        )
         applied = await migrate(s.postgres_dsn)
         print(f"topics created: {created or 'none (all exist)'}")
         print(f"migrations applied: {applied or 'none (up to date)'}")
