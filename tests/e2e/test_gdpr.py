@@ -4,9 +4,11 @@ Two organisations share a client id. Everything the erasure test checks afterwar
 by scans written here, independent of the code under test: every row of every PostgreSQL
 table (as the superuser, ``to_jsonb`` of the whole row), every RocksDB database in the
 worker's data folder (opened read-only after the worker stopped), the interactions table's
-changelog topic (the latest record of each of the client's keys must be a tombstone:
-compaction itself runs later, bounded by the topic's configs, which are checked), and every
-file of the artifact store. Each scan is first shown to find the client before the erasure.
+changelog topic read with aiokafka (first: the latest record of each of the client's keys is a
+tombstone; then, with the worker's compaction lag set to 2 s and the partition kept busy,
+after compaction: no record of the client at all, tombstones included), the report cache's
+changelog (A's entries tombstoned) and every file of the artifact store. The PostgreSQL and
+artifact scans are first shown to find the client before the erasure.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from stream_app.db.tenancy import Organization, Venue, upsert_organization, upsert_venue
 from stream_app.devservices.workers import WorkerProcess
+from stream_app.partitioning import partition_for
 from stream_app.settings import Settings
 from stream_app.topics import CLIENT_INTERACTIONS
 from stream_app.web.auth import issue_token
@@ -47,7 +50,7 @@ PERSON = {
     ORG_A: (f"Ana Apagada {SUFFIX}", f"ana.{SUFFIX}@example.org"),
     ORG_B: (f"Bea Guardada {SUFFIX}", f"bea.{SUFFIX}@example.net"),
 }
-LAG_MS = 60_000  # the changelog's max.compaction.lag.ms for this worker
+LAG_MS = 2_000  # the changelog's max.compaction.lag.ms for this worker (short: the test waits)
 NOW = datetime.now(UTC).replace(microsecond=0)
 
 
@@ -269,6 +272,37 @@ def scan_rocksdb(data_dir: Path) -> tuple[int, int, int]:
         finally:
             db.close()
     return a, b, dbs
+
+
+async def compact_away(settings: Settings, changelog: str, started: float) -> float | None:
+    """Write fillers to the partition of A's client until the changelog holds no record of
+    the client (seconds since ``started``), or None after 150 s. B's rows must stay."""
+    partition = partition_for(f"{ORG_A}/{CLIENT}".encode(), settings.topic_partitions)
+    fillers = [
+        c for c in (f"fill-{SUFFIX}-{n}" for n in range(200))
+        if partition_for(f"{ORG_A}/{c}".encode(), settings.topic_partitions) == partition
+    ][:5]  # fmt: skip
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+    await producer.start()
+    try:
+        n = 0
+        while time.monotonic() - started < 150:
+            n += 1
+            client = fillers[n % len(fillers)]
+            await producer.send_and_wait(
+                CLIENT_INTERACTIONS,
+                interaction(ORG_A, client, n, "inquiry", 0),
+                key=f"{ORG_A}/{client}".encode(),
+            )
+            records = await read_topic(settings.kafka_bootstrap, changelog)
+            if not any(f"{ORG_A}/{CLIENT}/".encode() in r.key for r in records):
+                b_rows = [r for r in records if f"{ORG_B}/{CLIENT}/".encode() in r.key]
+                assert b_rows and b_rows[-1].value is not None
+                return time.monotonic() - started
+            await asyncio.sleep(1)
+    finally:
+        await producer.stop()
+    return None
 
 
 def file_hashes(folder: Path) -> dict[Path, str]:
@@ -632,6 +666,14 @@ async def test_export_then_erasure_leaves_no_trace_of_the_client_in_a_and_b_inta
     assert a_cache and all(v is None for v in a_cache.values())
     inputs = await topic_configs(settings, CLIENT_INTERACTIONS)
     assert (inputs["retention.ms"], inputs["segment.ms"]) == (str(7 * 86_400_000), "86400000")
+
+    # compaction: while the partition keeps being written (fillers of another client of A in
+    # the same partition), the broker removes the client's records, tombstones included,
+    # within the configured bound: afterwards the changelog holds no record of A's client
+    started = time.monotonic()
+    gone_after = await compact_away(settings, changelog, started)
+    assert gone_after is not None, "A's client still in the changelog after 150 s"
+    print(f"changelog compacted {gone_after:.1f} s after the erasure (lag {LAG_MS} ms)")
 
     # RocksDB: stop the worker, open every database read-only
     gdpr_worker.stop()
