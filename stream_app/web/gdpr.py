@@ -176,6 +176,7 @@ async def gdpr_erase(self: Any, request: web.Request, org: str) -> web.StreamRes
     principal = authenticate(request, settings.jwt_secret, org)
     client_id = _client_id(await _body(request), frozenset({"client_id"}))
     pool = await get_pool(settings.postgres_dsn)
+    # a connection is held per step, never across the waits for Kafka
     async with pool.acquire() as conn:
         await _require_organization(conn, org)
         async with conn.transaction():
@@ -184,10 +185,12 @@ async def gdpr_erase(self: Any, request: web.Request, org: str) -> web.StreamRes
                 conn, org, principal.user_id, "gdpr.erasure.received", request_id, {}
             )
         await gdpr_requests.mark_in_progress(conn, org, request_id)
-        partition, offset = await live.send_erasure(org, client_id)
-        pseudonym = new_pseudonym()
+    partition, offset = await live.send_erasure(org, client_id)
+    pseudonym = new_pseudonym()
+    async with pool.acquire() as conn:
         pg_counts = await erase_client_rows(conn, org, client_id, pseudonym)
-        folded = await live.wait_folded(partition, offset, settings.gdpr_erasure_wait_s)
+    folded = await live.wait_folded(partition, offset, settings.gdpr_erasure_wait_s)
+    async with pool.acquire() as conn:
         purge = await purge_organization_files(conn, settings.artifact_dir, org, request_id)
         await report_cache.purge_organization(org, purge.cache_keys)
         result: dict[str, Any] = {
