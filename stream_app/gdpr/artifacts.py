@@ -89,6 +89,7 @@ async def purge_organization_files(
 ) -> Purge:
     """Remove every report file of ``organization_id`` but those of running reports, and
     clear the rows' artifacts and cache keys (the erasure rule of the module docstring).
+    Call it inside :func:`stream_app.db.tenancy.tenant_transaction` of the organisation.
 
     Args:
         reason: recorded in each cleared row's ``metadata.artifacts_purged`` (a request id).

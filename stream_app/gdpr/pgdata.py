@@ -30,16 +30,15 @@ DELETED_TABLES = frozenset({"feedback"})
 pseudonymised)."""
 
 _CLIENT_TABLES_SQL = """
-SELECT c.table_name
-FROM information_schema.columns c
-JOIN information_schema.tables t
-  ON t.table_schema = c.table_schema AND t.table_name = c.table_name
-WHERE c.table_schema = current_schema() AND t.table_type = 'BASE TABLE'
-  AND c.column_name = 'client_id'
-  AND EXISTS (SELECT 1 FROM information_schema.columns o
-              WHERE o.table_schema = c.table_schema AND o.table_name = c.table_name
-                AND o.column_name = 'organization_id')
-ORDER BY c.table_name
+SELECT c.relname AS table_name
+FROM pg_class c
+JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p')
+  AND EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid
+              AND a.attname = 'client_id' AND NOT a.attisdropped)
+  AND EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid
+              AND a.attname = 'organization_id' AND NOT a.attisdropped)
+ORDER BY c.relname
 """
 
 
@@ -49,7 +48,12 @@ def new_pseudonym() -> str:
 
 
 async def client_tables(conn: asyncpg.Connection) -> list[str]:
-    """Base tables of the current schema with ``organization_id`` and ``client_id``, by name."""
+    """Tables of the current schema with ``organization_id`` and ``client_id``, by name.
+
+    Read from the catalogue (``pg_class``), which lists every table whatever the caller's
+    privileges (``information_schema`` hides tables the role may not read): a table the
+    tenant role may not change makes an erasure fail instead of being skipped.
+    """
     return [r["table_name"] for r in await conn.fetch(_CLIENT_TABLES_SQL)]
 
 
@@ -66,7 +70,8 @@ async def _rows(conn: asyncpg.Connection, sql: str, *args: Any) -> list[dict[str
 async def client_rows(
     conn: asyncpg.Connection, organization_id: str, client_id: str
 ) -> dict[str, list[dict[str, Any]]]:
-    """Every row of PostgreSQL about ``client_id`` of ``organization_id``.
+    """Every row of PostgreSQL about ``client_id`` of ``organization_id`` (call it inside
+    :func:`stream_app.db.tenancy.tenant_transaction` of the organisation).
 
     Returns:
         ``{table: [row, ...]}``, rows as PostgreSQL's ``to_jsonb`` gives them (dates and
@@ -110,7 +115,12 @@ async def erase_client_rows(
 ) -> dict[str, int]:
     """Delete or pseudonymise ``client_id``'s rows of ``organization_id`` (module docstring).
 
-    Runs in one transaction (nested in the caller's, if any).
+    Runs in one transaction (nested in the caller's, if any); call it inside
+    :func:`stream_app.db.tenancy.tenant_transaction` of the organisation.
+
+    Raises:
+        asyncpg.InsufficientPrivilegeError: a table holding the client that the tenant role
+            may not change (the request then stays ``in_progress``).
 
     Returns:
         ``{"<table>.deleted" | "<table>.pseudonymised": rows}`` per table touched.

@@ -31,6 +31,7 @@ import asyncpg
 import orjson
 
 from stream_app.db import audit_events
+from stream_app.db.tenancy import tenant_transaction
 from stream_app.gdpr.artifacts import TERMINAL, remove_report_dirs
 
 FIELDS: tuple[str, ...] = ("artifacts_days", "report_rows_days", "delivery_log_days")
@@ -94,8 +95,8 @@ def parse_rule(body: Any) -> RetentionRule:
 async def store_rule(
     conn: asyncpg.Connection, organization_id: str, rule: RetentionRule, actor: str
 ) -> None:
-    """Create or replace ``organization_id``'s rule and audit the change (one transaction)."""
-    async with conn.transaction():
+    """Create or replace ``organization_id``'s rule (tenant scope), then audit the change."""
+    async with tenant_transaction(conn, organization_id):
         await conn.execute(
             "INSERT INTO retention_rules (organization_id, artifacts_days, report_rows_days,"
             " delivery_log_days, updated_by) VALUES ($1, $2, $3, $4, $5)"
@@ -110,9 +111,9 @@ async def store_rule(
             rule.delivery_log_days,
             actor,
         )
-        await audit_events.record(
-            conn, organization_id, actor, "retention.rule_set", organization_id, rule.as_dict()
-        )
+    await audit_events.record(
+        conn, organization_id, actor, "retention.rule_set", organization_id, rule.as_dict()
+    )
 
 
 async def fetch_rule(conn: asyncpg.Connection, organization_id: str) -> RetentionRule:
@@ -154,7 +155,8 @@ async def apply_rule(
     rule: RetentionRule,
     now: datetime,
 ) -> dict[str, int]:
-    """Delete what ``rule`` lets expire at ``now`` for one organisation (module docstring).
+    """Delete what ``rule`` lets expire at ``now`` for one organisation (module docstring);
+    call it inside :func:`stream_app.db.tenancy.tenant_transaction` of the organisation.
 
     Returns:
         ``{"artifact_files", "artifact_reports", "report_rows", "delivery_log_rows"}``.
@@ -210,8 +212,10 @@ async def run_once(
     """Claim the current interval and apply every organisation's rule; None when another
     worker (or an earlier call) has claimed it.
 
-    Each organisation's deletions and its audit event (``retention.run``, actor
-    ``system:retention``, target the interval start, details the counts) commit together.
+    Each organisation's deletions run in its tenant scope (row-level security), then its
+    audit event is recorded (``retention.run``, actor ``system:retention``, target the
+    interval start, details the counts). Listing the rules and claiming the interval span
+    tenants (the deployment's narrow role for scheduled work).
 
     Returns:
         ``{organization_id: counts}`` (see :func:`apply_rule`).
@@ -228,16 +232,16 @@ async def run_once(
         out: dict[str, dict[str, int]] = {}
         for r in rules:
             rule = RetentionRule(*(r[f] for f in FIELDS))
-            async with conn.transaction():
+            async with tenant_transaction(conn, r["organization_id"]):
                 counts = await apply_rule(conn, root, r["organization_id"], rule, now)
-                await audit_events.record(
-                    conn,
-                    r["organization_id"],
-                    "system:retention",
-                    "retention.run",
-                    start.isoformat(),
-                    {**counts, "rule": rule.as_dict(), "worker": worker},
-                )
+            await audit_events.record(
+                conn,
+                r["organization_id"],
+                "system:retention",
+                "retention.run",
+                start.isoformat(),
+                {**counts, "rule": rule.as_dict(), "worker": worker},
+            )
             out[r["organization_id"]] = counts
         await conn.execute(
             "UPDATE retention_runs SET finished_at = now(), counts = $2::jsonb"

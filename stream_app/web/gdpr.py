@@ -90,6 +90,21 @@ async def _require_organization(conn: asyncpg.Connection, org: str) -> None:
         raise ApiError(404, "not_found", str(exc), field="organization_id") from None
 
 
+async def _open(
+    conn: asyncpg.Connection, org: str, kind: gdpr_requests.RequestKind, client_id: str, actor: str
+) -> str:
+    """Check the organisation, record the request (tenant scope) and audit it; its id.
+
+    Raises:
+        ApiError: 404 when the organisation does not exist.
+    """
+    await _require_organization(conn, org)
+    async with tenant_transaction(conn, org):
+        request_id = await gdpr_requests.open_request(conn, org, kind, client_id)
+    await audit_events.record(conn, org, actor, f"gdpr.{kind}.received", request_id, {"kind": kind})
+    return request_id
+
+
 @page("/orgs/{org}/gdpr/export", method="post")
 async def gdpr_export(self: Any, request: web.Request, org: str) -> web.StreamResponse:
     """Everything held about a client (GDPR Art. 15 / Art. 20); admin role.
@@ -116,16 +131,12 @@ async def gdpr_export(self: Any, request: web.Request, org: str) -> web.StreamRe
         )
     pool = await get_pool(settings.postgres_dsn)
     async with pool.acquire() as conn:
-        await _require_organization(conn, org)
-        async with conn.transaction():
-            request_id = await gdpr_requests.open_request(conn, org, kind, client_id)
-            await audit_events.record(
-                conn, org, principal.user_id, f"gdpr.{kind}.received", request_id, {"kind": kind}
-            )
-        await gdpr_requests.mark_in_progress(conn, org, request_id)
+        request_id = await _open(conn, org, kind, client_id, principal.user_id)
         async with tenant_transaction(conn, org):
+            await gdpr_requests.mark_in_progress(conn, org, request_id)
             rows = await client_rows(conn, org, client_id)
-        live_row = await live.interactions_row(org, client_id)
+    live_row = await live.interactions_row(org, client_id)
+    async with pool.acquire() as conn:
         doc = {
             "format": EXPORT_FORMAT,
             "request_id": request_id,
@@ -142,11 +153,11 @@ async def gdpr_export(self: Any, request: web.Request, org: str) -> web.StreamRe
             },
         }
         result = {"rows": {t: len(r) for t, r in rows.items()}, "live_rows": 1}
-        async with conn.transaction():
+        async with tenant_transaction(conn, org):
             await gdpr_requests.complete(conn, org, request_id, result)
-            await audit_events.record(
-                conn, org, principal.user_id, f"gdpr.{kind}.completed", request_id, result
-            )
+        await audit_events.record(
+            conn, org, principal.user_id, f"gdpr.{kind}.completed", request_id, result
+        )
     return web.Response(
         body=orjson.dumps(doc),
         content_type="application/json",
@@ -178,20 +189,17 @@ async def gdpr_erase(self: Any, request: web.Request, org: str) -> web.StreamRes
     pool = await get_pool(settings.postgres_dsn)
     # a connection is held per step, never across the waits for Kafka
     async with pool.acquire() as conn:
-        await _require_organization(conn, org)
-        async with conn.transaction():
-            request_id = await gdpr_requests.open_request(conn, org, "erasure", client_id)
-            await audit_events.record(
-                conn, org, principal.user_id, "gdpr.erasure.received", request_id, {}
-            )
-        await gdpr_requests.mark_in_progress(conn, org, request_id)
+        request_id = await _open(conn, org, "erasure", client_id, principal.user_id)
+        async with tenant_transaction(conn, org):
+            await gdpr_requests.mark_in_progress(conn, org, request_id)
     partition, offset = await live.send_erasure(org, client_id)
     pseudonym = new_pseudonym()
-    async with pool.acquire() as conn:
+    async with pool.acquire() as conn, tenant_transaction(conn, org):
         pg_counts = await erase_client_rows(conn, org, client_id, pseudonym)
     folded = await live.wait_folded(partition, offset, settings.gdpr_erasure_wait_s)
     async with pool.acquire() as conn:
-        purge = await purge_organization_files(conn, settings.artifact_dir, org, request_id)
+        async with tenant_transaction(conn, org):
+            purge = await purge_organization_files(conn, settings.artifact_dir, org, request_id)
         await report_cache.purge_organization(org, purge.cache_keys)
         result: dict[str, Any] = {
             "postgresql": pg_counts,
@@ -201,11 +209,11 @@ async def gdpr_erase(self: Any, request: web.Request, org: str) -> web.StreamRes
             "cache_keys_purged": len(purge.cache_keys),
             "running_reports": purge.running,
         }
-        async with conn.transaction():
-            if folded:
+        if folded:
+            async with tenant_transaction(conn, org):
                 await gdpr_requests.complete(conn, org, request_id, result, pseudonym)
-            action = "gdpr.erasure.completed" if folded else "gdpr.erasure.pending"
-            await audit_events.record(conn, org, principal.user_id, action, request_id, result)
+        action = "gdpr.erasure.completed" if folded else "gdpr.erasure.pending"
+        await audit_events.record(conn, org, principal.user_id, action, request_id, result)
     status = "completed" if folded else "in_progress"
     return web.json_response(
         {"request_id": request_id, "status": status, "result": result},
@@ -220,7 +228,8 @@ async def retention_get(self: Any, request: web.Request, org: str) -> web.Stream
     pool = await get_pool(settings.postgres_dsn)
     async with pool.acquire() as conn:
         await _require_organization(conn, org)
-        rule = await fetch_rule(conn, org)
+        async with tenant_transaction(conn, org):
+            rule = await fetch_rule(conn, org)
     return web.json_response({"organization_id": org, **rule.as_dict()})
 
 

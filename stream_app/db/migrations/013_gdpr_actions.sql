@@ -39,3 +39,16 @@ ALTER TABLE retention_rules ENABLE ROW LEVEL SECURITY;
 CREATE POLICY tenant_isolation ON retention_rules TO wedding_tenant
     USING (organization_id = current_setting('app.organization_id', true));
 GRANT SELECT ON retention_rules TO wedding_tenant;
+
+-- GDPR actions and retention run inside tenant_transaction (role wedding_tenant, row-level
+-- security on the organisation): the tenant role gets exactly the writes they make. A table
+-- added later with a client_id column must grant UPDATE (client_id) (or DELETE) to
+-- wedding_tenant, or an erasure fails loudly with permission denied (never silently).
+GRANT DELETE ON clients, feedback TO wedding_tenant;
+GRANT UPDATE (client_id) ON bookings, weddings TO wedding_tenant;
+GRANT INSERT, UPDATE (client_id, status, completed_at, result, pseudonym)
+    ON gdpr_requests TO wedding_tenant;
+GRANT UPDATE (artifacts, cache_key, cache, metadata, updated_at), DELETE
+    ON reports TO wedding_tenant;
+GRANT DELETE ON delivery_log TO wedding_tenant;
+GRANT INSERT, UPDATE ON retention_rules TO wedding_tenant;
