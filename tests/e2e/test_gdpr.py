@@ -64,6 +64,9 @@ async def gdpr_worker(worker_factory: WorkerFactory) -> AsyncIterator[WorkerProc
         WEDDING_RETENTION_INTERVAL_S="2",
         WEDDING_CHANGELOG_MAX_COMPACTION_LAG_MS=str(LAG_MS),
         WEDDING_GDPR_ERASURE_WAIT_S="90",
+        # the test's events are produced after the worker is ready: other tests' events of
+        # the session are not folded again by this worker
+        WEDDING_OFFSET_RESET="latest",
     )
     await worker.wait_ready(timeout_s=120, min_partitions=4)
     yield worker
