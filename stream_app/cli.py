@@ -44,12 +44,12 @@ def _load_service_env() -> None:
 def _cmd_init(_: argparse.Namespace) -> int:
     from stream_app.db.migrate import migrate
     from stream_app.settings import load_settings
-    from stream_app.topics import ensure_topics
+    from stream_app.topics import prepare_topics
 
     s = load_settings()
 
     async def run() -> None:
-        created = await ensure_topics(s.kafka_bootstrap, s.topic_partitions)
+        created = await prepare_topics(s)
         applied = await migrate(s.postgres_owner_dsn)
         print(f"topics created: {created or 'none (all exist)'}")
         print(f"migrations applied: {applied or 'none (up to date)'}")
@@ -65,12 +65,12 @@ def _cmd_worker(args: argparse.Namespace) -> int:
         os.environ["WEDDING_DATA_DIR"] = str(args.data_dir)
     from stream_app.db.migrate import check_worker_database
     from stream_app.settings import load_settings
-    from stream_app.topics import ensure_topics
+    from stream_app.topics import prepare_topics
 
     s = load_settings()
 
     async def preflight() -> None:
-        await ensure_topics(s.kafka_bootstrap, s.topic_partitions)
+        await prepare_topics(s)
         await check_worker_database(s.postgres_dsn, s.postgres_system_dsn)
 
     asyncio.run(preflight())

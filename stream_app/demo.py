@@ -44,11 +44,11 @@ async def _run(path: Path) -> int:
     from stream_app.lag import wait_for_lag_zero
     from stream_app.replay.produce import replay_hotel_bookings
     from stream_app.settings import load_settings
-    from stream_app.topics import WEDDING_BOOKINGS, ensure_topics
+    from stream_app.topics import WEDDING_BOOKINGS, prepare_topics
 
     settings = load_settings()
     state = manager.default_state_dir()
-    await ensure_topics(settings.kafka_bootstrap, settings.topic_partitions)
+    await prepare_topics(settings)
     await migrate(settings.postgres_owner_dsn)  # a worker never migrates (no owner login)
     worker = start_worker(
         kafka_bootstrap=settings.kafka_bootstrap,

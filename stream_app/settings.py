@@ -199,6 +199,20 @@ class Settings:
             a retriable cause; doubled for each further attempt (``WEDDING_REPORT_RETRY_BASE_S``).
         report_cancel_poll_s: how often a running report checks PostgreSQL for a cancellation
             made on another worker (``WEDDING_REPORT_CANCEL_POLL_S``).
+        changelog_max_compaction_lag_ms: longest time a superseded or deleted record of a
+            client-keyed table changelog stays uncompacted, milliseconds
+            (``WEDDING_CHANGELOG_MAX_COMPACTION_LAG_MS``, one day); also its ``segment.ms`` and
+            ``delete.retention.ms`` (how long a tombstone stays after compaction). Part of the
+            GDPR erasure bound (README, "GDPR data map"): raising it delays erasure.
+        input_retention_ms: ``retention.ms`` of the input topics and of the topics that copy
+            their keys (``WEDDING_INPUT_RETENTION_MS``, 7 days; their ``segment.ms`` is one day
+            at most). Events cannot be edited in place: an erased client's id leaves them
+            when their segment expires, so this is part of the erasure bound too.
+        retention_interval_s: seconds between two runs of the retention job
+            (``WEDDING_RETENTION_INTERVAL_S``, 3600); one run per interval across all workers.
+        gdpr_erasure_wait_s: how long ``POST /orgs/{org}/gdpr/erase`` waits for the live table
+            to apply the erasure before it answers 202 ``in_progress``
+            (``WEDDING_GDPR_ERASURE_WAIT_S``, 60).
     """
 
     kafka_bootstrap: str = field(default_factory=lambda: _env("KAFKA_BOOTSTRAP", "127.0.0.1:9092"))
@@ -281,6 +295,22 @@ class Settings:
     )
     report_cancel_poll_s: float = field(
         default_factory=lambda: _float("WEDDING_REPORT_CANCEL_POLL_S", 0.5, 0.01, 60)
+    )
+    changelog_max_compaction_lag_ms: int = field(
+        default_factory=lambda: _int(
+            "WEDDING_CHANGELOG_MAX_COMPACTION_LAG_MS", 86_400_000, 1_000, 30 * 86_400_000
+        )
+    )
+    input_retention_ms: int = field(
+        default_factory=lambda: _int(
+            "WEDDING_INPUT_RETENTION_MS", 7 * 86_400_000, 60_000, 365 * 86_400_000
+        )
+    )
+    retention_interval_s: float = field(
+        default_factory=lambda: _float("WEDDING_RETENTION_INTERVAL_S", 3600, 0.5, 7 * 86_400)
+    )
+    gdpr_erasure_wait_s: float = field(
+        default_factory=lambda: _float("WEDDING_GDPR_ERASURE_WAIT_S", 60, 1, 3600)
     )
 
 

@@ -9,9 +9,14 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.errors import TopicAlreadyExistsError, for_code
+
+if TYPE_CHECKING:
+    from stream_app.settings import Settings
 
 WEDDING_BOOKINGS = "wedding-bookings"
 PAYMENT_EVENTS = "payment-events"
@@ -47,6 +52,66 @@ ALL_TOPICS: tuple[str, ...] = (
 )
 
 
+CLIENT_KEYED_TOPICS: tuple[str, ...] = (
+    *INPUT_TOPICS,
+    REALTIME_METRICS_UPDATES,
+    DEAD_LETTER,
+    LATE_EVENTS,
+)
+"""Topics whose records can carry a client id (in the key or the value) and cannot be edited
+in place: they get a bounded retention (GDPR Art. 17, README "GDPR data map")."""
+
+CLIENT_INTERACTION_TOTALS = "client-interaction-totals"
+"""The faust table of client interaction totals (:mod:`stream_app.agents.interactions`)."""
+CLIENT_KEYED_TABLES: tuple[str, ...] = (CLIENT_INTERACTION_TOTALS,)
+"""Tables whose rows are keyed by client: their changelogs are compacted within a bound."""
+
+
+def changelog_topic(app_id: str, table: str) -> str:
+    """The changelog topic of faust table ``table`` of application ``app_id`` (faust's naming:
+    ``<app id>-<table>-changelog``)."""
+    return f"{app_id}-{table}-changelog"
+
+
+DEFAULT_INPUT_RETENTION_MS = 7 * 86_400_000
+"""``retention.ms`` of :data:`CLIENT_KEYED_TOPICS` unless set (Kafka's own default, stated)."""
+
+MAX_SEGMENT_MS = 86_400_000
+"""Longest ``segment.ms`` of a bounded topic: a segment is deleted only as a whole, once its
+newest record is older than ``retention.ms``, so a record can outlive ``retention.ms`` by up
+to one segment's time span."""
+
+
+def bounded_retention_configs(retention_ms: int) -> tuple[tuple[str, str], ...]:
+    """Broker configs of a topic whose records must be gone within ``retention_ms`` +
+    ``min(retention_ms, MAX_SEGMENT_MS)`` (plus the broker's retention check interval,
+    ``log.retention.check.interval.ms``, 5 minutes by default)."""
+    return (
+        ("cleanup.policy", "delete"),
+        ("retention.ms", str(retention_ms)),
+        ("segment.ms", str(min(retention_ms, MAX_SEGMENT_MS))),
+    )
+
+
+def compacted_changelog_configs(max_lag_ms: int) -> dict[str, str]:
+    """Broker configs of a changelog whose deleted keys must vanish in bounded time.
+
+    A record superseded by a later one of its key (a tombstone included) becomes eligible for
+    compaction at most ``max_lag_ms`` after it was written (``max.compaction.lag.ms``,
+    KIP-354; the active segment is rolled after ``segment.ms`` = ``max_lag_ms`` at the
+    partition's next write); the tombstone itself is dropped by a later cleaning once it is
+    ``delete.retention.ms`` = ``max_lag_ms`` old. The log cleaner wakes every
+    ``log.cleaner.backoff.ms`` (15 s by default).
+    """
+    return {
+        "cleanup.policy": "compact",
+        "max.compaction.lag.ms": str(max_lag_ms),
+        "segment.ms": str(max_lag_ms),
+        "delete.retention.ms": str(max_lag_ms),
+        "min.cleanable.dirty.ratio": "0.1",
+    }
+
+
 @dataclass(frozen=True, slots=True)
 class TopicSpec:
     """A topic to create: its name, partition count and extra broker configs."""
@@ -56,11 +121,17 @@ class TopicSpec:
     configs: tuple[tuple[str, str], ...] = ()
 
 
-def topic_specs(partitions: int) -> list[TopicSpec]:
-    """The topics of the product, each with ``partitions`` partitions (must be >= 1)."""
+def topic_specs(partitions: int, retention_ms: int = DEFAULT_INPUT_RETENTION_MS) -> list[TopicSpec]:
+    """The topics of the product, each with ``partitions`` partitions (must be >= 1); the
+    :data:`CLIENT_KEYED_TOPICS` keep records ``retention_ms`` milliseconds
+    (:func:`bounded_retention_configs`)."""
     if partitions < 1:
         raise ValueError(f"partitions: must be >= 1, got {partitions}")
-    return [TopicSpec(name, partitions) for name in ALL_TOPICS]
+    bounded = bounded_retention_configs(retention_ms)
+    return [
+        TopicSpec(name, partitions, bounded if name in CLIENT_KEYED_TOPICS else ())
+        for name in ALL_TOPICS
+    ]
 
 
 def message_key(organization_id: str, entity_id: str) -> bytes:
@@ -68,8 +139,11 @@ def message_key(organization_id: str, entity_id: str) -> bytes:
     return f"{organization_id}/{entity_id}".encode()
 
 
-async def ensure_topics(bootstrap: str, partitions: int) -> list[str]:
-    """Create every missing product topic; return the names created (existing ones are kept).
+async def ensure_topics(
+    bootstrap: str, partitions: int, retention_ms: int = DEFAULT_INPUT_RETENTION_MS
+) -> list[str]:
+    """Create every missing product topic; return the names created. Existing topics are
+    kept, and those with configs (:func:`topic_specs`) get them set again.
 
     Raises:
         aiokafka.errors.KafkaError: the broker could not be reached or refused the request.
@@ -78,7 +152,11 @@ async def ensure_topics(bootstrap: str, partitions: int) -> list[str]:
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        wanted = [s for s in topic_specs(partitions) if s.name not in existing]
+        specs = topic_specs(partitions, retention_ms)
+        configured = {s.name: dict(s.configs) for s in specs if s.configs and s.name in existing}
+        if configured:
+            await _alter_topic_configs(admin, configured)
+        wanted = [s for s in specs if s.name not in existing]
         if not wanted:
             return []
         # another worker may create them concurrently: the goal is met either way
@@ -97,3 +175,67 @@ async def ensure_topics(bootstrap: str, partitions: int) -> list[str]:
         return [s.name for s in wanted]
     finally:
         await admin.close()
+
+
+async def _alter_topic_configs(
+    admin: AIOKafkaAdminClient, configs: dict[str, dict[str, str]]
+) -> None:
+    """Set ``configs`` (topic → broker configs) on existing topics.
+
+    Kafka's AlterConfigs replaces a topic's whole set of dynamic configs, so each topic's
+    entry must hold every config it should keep.
+
+    Raises:
+        aiokafka.errors.KafkaError: the broker refused a topic's configs (named).
+    """
+    responses = await admin.alter_configs(
+        [ConfigResource(ConfigResourceType.TOPIC, name, c) for name, c in configs.items()]
+    )
+    for response in responses:
+        for error_code, message, _type, name in response.resources:
+            if error_code:
+                raise for_code(error_code)(f"{name}: {message}")
+
+
+async def set_topic_configs(bootstrap: str, configs: dict[str, dict[str, str]]) -> list[str]:
+    """Set ``configs`` (topic → broker configs) on the topics of it that exist; the names set.
+
+    Used for the table changelogs, which faust creates on first start (with the table's
+    configs) but never updates.
+
+    Raises:
+        aiokafka.errors.KafkaError: the broker could not be reached or refused the request.
+    """
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        present = {n: c for n, c in configs.items() if n in existing}
+        if present:
+            await _alter_topic_configs(admin, present)
+        return sorted(present)
+    finally:
+        await admin.close()
+
+
+async def prepare_topics(settings: Settings) -> list[str]:
+    """Create the app's topics with their retention and bring the client-keyed changelogs'
+    compaction settings up to date (faust creates a changelog with its table's configs but
+    never updates them). Run by ``wedding-engine init`` and before every worker starts.
+
+    Returns:
+        The names of the topics created by this call.
+    """
+    created = await ensure_topics(
+        settings.kafka_bootstrap, settings.topic_partitions, settings.input_retention_ms
+    )
+    await set_topic_configs(
+        settings.kafka_bootstrap,
+        {
+            changelog_topic(settings.app_id, t): compacted_changelog_configs(
+                settings.changelog_max_compaction_lag_ms
+            )
+            for t in CLIENT_KEYED_TABLES
+        },
+    )
+    return created

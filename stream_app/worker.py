@@ -11,6 +11,7 @@ from stream_app.agents import delivery as _delivery  # noqa: F401
 from stream_app.agents import interactions as _interactions  # noqa: F401
 from stream_app.agents import offset_repair as _offset_repair  # noqa: F401
 from stream_app.agents import payments as _payments  # noqa: F401
+from stream_app.agents import retention as _retention  # noqa: F401
 from stream_app.agents import scheduler as _scheduler  # noqa: F401
 from stream_app.agents import suppliers as _suppliers  # noqa: F401
 from stream_app.app import app
@@ -18,6 +19,7 @@ from stream_app.reports import agent as _report_agent  # noqa: F401
 from stream_app.web import aggregation as _aggregation_views  # noqa: F401
 from stream_app.web import audit as _audit_views  # noqa: F401
 from stream_app.web import debug as _debug_views  # noqa: F401
+from stream_app.web import gdpr as _gdpr_views  # noqa: F401
 from stream_app.web import occupancy as _occupancy_views  # noqa: F401
 from stream_app.web import schedules as _schedule_views  # noqa: F401
 from stream_app.web import streams as _stream_views  # noqa: F401

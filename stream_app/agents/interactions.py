@@ -12,7 +12,10 @@ guard row of the same changelog partition as the totals and is written after the
 in :mod:`stream_app.tables.guarded`).
 
 State: one RocksDB table, ``client-interaction-totals``,
-changelogged and co-partitioned with ``client-interactions``.
+changelogged and co-partitioned with ``client-interactions``. Its rows are keyed by client, so
+its changelog is compacted within a bounded lag
+(:func:`stream_app.topics.compacted_changelog_configs`): a ``client_erased`` event's tombstones
+remove the client from it (GDPR Art. 17).
 """
 
 from __future__ import annotations
@@ -24,7 +27,11 @@ from stream_app.agents.guarded import RAW_TOPIC, GuardedStream
 from stream_app.app import app, rocksdb_options, settings
 from stream_app.schemas.interactions import ClientInteractionEvent
 from stream_app.tables.interactions import fold_batch
-from stream_app.topics import CLIENT_INTERACTIONS
+from stream_app.topics import (
+    CLIENT_INTERACTION_TOTALS,
+    CLIENT_INTERACTIONS,
+    compacted_changelog_configs,
+)
 
 METRIC = "client_interactions"
 
@@ -33,10 +40,11 @@ interactions_topic = app.topic(
 )
 
 client_interactions_table = app.Table(
-    "client-interaction-totals",
+    CLIENT_INTERACTION_TOTALS,
     default=None,
     partitions=settings.topic_partitions,
     options=rocksdb_options(settings),
+    extra_topic_configs=compacted_changelog_configs(settings.changelog_max_compaction_lag_ms),
 )
 
 interactions_stream: GuardedStream[ClientInteractionEvent] = GuardedStream(

@@ -54,8 +54,11 @@ class TableWriter:
     def write(self, partition: int, rows: Iterable[tuple[Any, Any]]) -> int:
         """Write ``rows`` (``(key, value)`` as the table stores them) to ``partition``'s
         RocksDB at once, in one write batch, and queue their changelog records for
-        :meth:`flush`. Synchronous: nothing awaits, so it can run between an ownership check
-        and the end of a batch. Returns the number of rows written.
+        :meth:`flush`. A value of ``None`` deletes the row: a RocksDB delete and a changelog
+        record with a null value (a tombstone, which compaction keeps as the key's last word
+        and then removes; faust's restore deletes the key on it). Synchronous: nothing awaits,
+        so it can run between an ownership check and the end of a batch. Returns the number
+        of rows written or deleted.
 
         Raises:
             TypeError: a key or value the table's serializers cannot encode.
@@ -67,6 +70,12 @@ class TableWriter:
         n = 0
         for key, value in rows:
             kb: bytes = store._encode_key(key)
+            if value is None:
+                batch.delete(kb)
+                index.pop(kb, None)
+                queued.append((kb, None))
+                n += 1
+                continue
             vb: bytes = store._encode_value(value)
             batch.put(kb, vb)
             index[kb] = partition

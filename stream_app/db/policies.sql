@@ -82,5 +82,11 @@ END $$;
 
 GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO wedding_tenant, wedding_system;
 REVOKE ALL ON tenant_scope FROM PUBLIC;
+-- the retention job's claim of an interval (no organisation: one row per interval)
+DO $$ BEGIN
+    IF to_regclass('public.retention_runs') IS NOT NULL THEN
+        GRANT SELECT, INSERT, UPDATE ON retention_runs TO wedding_system;
+    END IF;
+END $$;
 -- a worker checks at start that the schema is current (stream_app.db.migrate)
 GRANT SELECT ON schema_migrations TO wedding_app;

@@ -171,11 +171,17 @@ async def cache_writer(stream: AsyncIterable[Any]) -> None:
     """Write each ``report-cache`` message into the ``report-cache`` table (level 2).
 
     The write happens in the message's own partition, so the table row and its changelog
-    record sit in the partition of the key (a table write takes the current event's).
+    record sit in the partition of the key (a table write takes the current event's). A
+    message with a null value deletes the entry (a tombstone in the table's changelog; sent by
+    :func:`purge_organization`).
     """
     async for event in stream.events():  # type: ignore[attr-defined]
         key = (event.message.key or b"").decode()
-        cache_table[key] = orjson.loads(event.message.value or b"null")
+        if event.message.value is None:
+            if key in cache_table:
+                del cache_table[key]
+        else:
+            cache_table[key] = orjson.loads(event.message.value)
 
 
 async def current_versions(
@@ -279,6 +285,23 @@ async def store(entry: CacheEntry) -> None:
         value=orjson.dumps(msgspec.to_builtins(entry)),
     )
     await fut
+
+
+async def purge_organization(organization_id: str, keys: list[str]) -> int:
+    """Drop the cache entries ``keys`` of ``organization_id`` from every level: l1 on this
+    worker, l2 by a null message on ``report-cache`` per key (the owning worker deletes the
+    row and its changelog gets a tombstone). Level 3 is PostgreSQL (the caller clears the
+    rows' ``cache_key``); an l1 entry on another worker is never served once its files are
+    gone (:meth:`CacheEntry.files_exist`). Returns the number of keys purged.
+    """
+    for key in keys:
+        _l1.pop(key, None)
+    futures = [
+        await cache_topic.send(key=message_key(organization_id, key), value=None) for key in keys
+    ]
+    for fut in futures:
+        await fut
+    return len(keys)
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:

@@ -109,12 +109,14 @@ class GuardedBatch(Generic[E]):
     """What a batch does to the table.
 
     Attributes:
-        writes: ``(key, value)`` to write in this order: data rows, then guard rows.
+        writes: ``(key, value)`` to write in this order: data rows, then guard rows; a value
+            of ``None`` deletes the row (a tombstone in the changelog, see
+            :func:`stream_app.tables.interactions.fold_batch`).
         outcomes: per input event, ``counted`` or ``duplicate``.
         changes: the changed data rows, for ``realtime-metrics-updates``.
     """
 
-    writes: list[tuple[str, dict[str, Any]]]
+    writes: list[tuple[str, dict[str, Any] | None]]
     outcomes: list[str]
     changes: list[Change]
 
@@ -169,7 +171,7 @@ def fold_guarded(
                 change.event_time = max(change.event_time, ev.occurred_at)
                 change.events += 1
         outcomes.append("counted")
-    writes: list[tuple[str, dict[str, Any]]] = list(data.items())
+    writes: list[tuple[str, dict[str, Any] | None]] = list(data.items())
     writes += [(k, {"event_ids": listed[k]}) for k in changed_guards]
     return GuardedBatch(writes, outcomes, list(changes.values()))
 

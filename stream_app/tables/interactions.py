@@ -34,15 +34,22 @@ with no earlier inquiry; order-independent like the first response, through
 
 Rows: ``org/client/all/all`` (the values above) and ``org/client/~ids/all`` (the guard row).
 Exactly once: see :mod:`stream_app.tables.guarded` (data rows first, then the guard row).
+
+Erasure (GDPR Art. 17): a ``client_erased`` event deletes both rows of its client: the batch
+writes ``None`` for them (a RocksDB delete and a changelog tombstone), after the rows of the
+events before it and before the rows of the events after it (a client may come back). The
+erasure is idempotent and is not deduplicated: folded again after a crash it deletes again.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from stream_app.schemas.interactions import ClientInteractionEvent
 from stream_app.tables.guarded import (
+    Change,
     GuardedBatch,
     Lookup,
     Plan,
@@ -180,8 +187,49 @@ def fold_batch(
     keeps a prefix of them, so an event whose id survived in its guard row has its data row,
     and an event folded again skips a data row whose ``offset`` already covers it (the full
     argument is in :mod:`stream_app.tables.guarded`).
+
+    Events before a ``client_erased`` event of the same batch are folded, then the erased
+    client's rows are deleted (their writes dropped, ``None`` written for both rows) and the
+    events after it are folded on top of the deletions. The outcome of an erasure is
+    ``erased``; a deleted row is not among :attr:`GuardedBatch.changes` (its client id is not
+    published again).
     """
-    return fold_guarded(get, batch, plan)
+    writes: list[tuple[str, dict[str, Any] | None]] = []
+    outcomes: list[str] = []
+    changes: list[Change] = []
+    overlay: dict[str, dict[str, Any] | None] = {}
+
+    def current(key: str) -> dict[str, Any] | None:
+        return overlay[key] if key in overlay else get(key)
+
+    segment: list[tuple[int, ClientInteractionEvent]] = []
+
+    def fold_segment() -> None:
+        if segment:
+            result = fold_guarded(current, segment, plan)
+            overlay.update(result.writes)
+            writes.extend(result.writes)
+            outcomes.extend(result.outcomes)
+            changes.extend(result.changes)
+            segment.clear()
+
+    for offset, ev in batch:
+        if ev.event_type != "client_erased":
+            segment.append((offset, ev))
+            continue
+        fold_segment()
+        erased = {
+            client_key(ev.organization_id, ev.client_id),
+            guard_key(ev.organization_id, ev.client_id),
+        }
+        writes[:] = [w for w in writes if w[0] not in erased]
+        changes[:] = [c for c in changes if c.row.key not in erased]
+        for key in sorted(erased):
+            overlay[key] = None
+            writes.append((key, None))
+        outcomes.append("erased")
+    fold_segment()
+    return GuardedBatch(writes, outcomes, changes)
 
 
 def average_rating_milli(ratings: dict[str, int]) -> int | None:

@@ -129,20 +129,24 @@ async def client_interactions(
         fwd := await forward_if_remote(request, client_interactions_table, org, client)
     ) is not None:
         return fwd
+    return web.json_response(client_interactions_body(org, client))
+
+
+def client_interactions_body(org: str, client: str) -> dict[str, Any]:
+    """The answer of ``GET /orgs/{org}/clients/{client}/interactions`` from this worker's
+    table (the caller checked that this worker holds the client's partition)."""
     values = interactions_tables.with_defaults(
         _values(client_interactions_table, interactions_tables.client_key(org, client))
     )
     values.pop("early_responses", None)
     values.pop("early_bookings", None)
-    return web.json_response(
-        {
-            "organization_id": org,
-            "client_id": client,
-            **values,
-            "average_rating_milli": interactions_tables.average_rating_milli(values["ratings"]),
-            "nps_score": interactions_tables.nps_figures(values["nps"])[3],
-        }
-    )
+    return {
+        "organization_id": org,
+        "client_id": client,
+        **values,
+        "average_rating_milli": interactions_tables.average_rating_milli(values["ratings"]),
+        "nps_score": interactions_tables.nps_figures(values["nps"])[3],
+    }
 
 
 @page("/orgs/{org}/suppliers/{supplier}/activity")

@@ -1,0 +1,71 @@
+"""The ``gdpr_requests`` rows of data-subject requests: opened, in progress, completed.
+
+Every request gets a row when it arrives and its completion (Art. 12(3): answered within one
+month; the compliance report reads these rows). The audit log names a request by its id,
+never by the client id: the log is append-only and could not be erased.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import asyncpg
+import orjson
+
+RequestKind = Literal["access", "portability", "erasure"]
+
+
+def new_request_id() -> str:
+    """A fresh request id: ``gdpr-`` and 32 hex digits (random, UUID 4)."""
+    return f"gdpr-{uuid.uuid4().hex}"
+
+
+async def open_request(
+    conn: asyncpg.Connection, organization_id: str, kind: RequestKind, client_id: str
+) -> str:
+    """Record a request as ``received`` now; its id.
+
+    Raises:
+        asyncpg.ForeignKeyViolationError: the organisation does not exist.
+    """
+    request_id = new_request_id()
+    await conn.execute(
+        "INSERT INTO gdpr_requests (organization_id, id, client_id, kind, received_at, status)"
+        " VALUES ($1, $2, $3, $4, clock_timestamp(), 'received')",
+        organization_id,
+        request_id,
+        client_id,
+        kind,
+    )
+    return request_id
+
+
+async def mark_in_progress(conn: asyncpg.Connection, organization_id: str, request_id: str) -> None:
+    """Set a received request ``in_progress``."""
+    await conn.execute(
+        "UPDATE gdpr_requests SET status = 'in_progress'"
+        " WHERE organization_id = $1 AND id = $2 AND status = 'received'",
+        organization_id,
+        request_id,
+    )
+
+
+async def complete(
+    conn: asyncpg.Connection,
+    organization_id: str,
+    request_id: str,
+    result: Mapping[str, Any],
+    pseudonym: str | None = None,
+) -> None:
+    """Set a request ``completed`` now, with what it did (``result``: counts, no personal
+    data) and, for an erasure, the pseudonym left in the kept rows."""
+    await conn.execute(
+        "UPDATE gdpr_requests SET status = 'completed', completed_at = clock_timestamp(),"
+        " result = $3::jsonb, pseudonym = $4 WHERE organization_id = $1 AND id = $2",
+        organization_id,
+        request_id,
+        orjson.dumps(dict(result)).decode(),
+        pseudonym,
+    )
