@@ -111,9 +111,9 @@ async def store_rule(
             rule.delivery_log_days,
             actor,
         )
-    await audit_events.record(
-        conn, organization_id, actor, "retention.rule_set", organization_id, rule.as_dict()
-    )
+        await audit_events.record(
+            conn, organization_id, actor, "retention.rule_set", organization_id, rule.as_dict()
+        )
 
 
 async def fetch_rule(conn: asyncpg.Connection, organization_id: str) -> RetentionRule:

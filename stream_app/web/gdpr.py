@@ -101,7 +101,9 @@ async def _open(
     await _require_organization(conn, org)
     async with tenant_transaction(conn, org):
         request_id = await gdpr_requests.open_request(conn, org, kind, client_id)
-    await audit_events.record(conn, org, actor, f"gdpr.{kind}.received", request_id, {"kind": kind})
+        await audit_events.record(
+            conn, org, actor, f"gdpr.{kind}.received", request_id, {"kind": kind}
+        )
     return request_id
 
 
@@ -153,11 +155,11 @@ async def gdpr_export(self: Any, request: web.Request, org: str) -> web.StreamRe
             },
         }
         result = {"rows": {t: len(r) for t, r in rows.items()}, "live_rows": 1}
-        async with tenant_transaction(conn, org):
+        async with tenant_transaction(conn, org):  # the audit row commits with the answer
             await gdpr_requests.complete(conn, org, request_id, result)
-        await audit_events.record(
-            conn, org, principal.user_id, f"gdpr.{kind}.completed", request_id, result
-        )
+            await audit_events.record(
+                conn, org, principal.user_id, f"gdpr.{kind}.completed", request_id, result
+            )
     return web.Response(
         body=orjson.dumps(doc),
         content_type="application/json",
@@ -209,11 +211,11 @@ async def gdpr_erase(self: Any, request: web.Request, org: str) -> web.StreamRes
             "cache_keys_purged": len(purge.cache_keys),
             "running_reports": purge.running,
         }
-        if folded:
-            async with tenant_transaction(conn, org):
-                await gdpr_requests.complete(conn, org, request_id, result, pseudonym)
         action = "gdpr.erasure.completed" if folded else "gdpr.erasure.pending"
-        await audit_events.record(conn, org, principal.user_id, action, request_id, result)
+        async with tenant_transaction(conn, org):  # the audit row commits with the answer
+            if folded:
+                await gdpr_requests.complete(conn, org, request_id, result, pseudonym)
+            await audit_events.record(conn, org, principal.user_id, action, request_id, result)
     status = "completed" if folded else "in_progress"
     return web.json_response(
         {"request_id": request_id, "status": status, "result": result},
