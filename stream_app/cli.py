@@ -3,8 +3,8 @@
 Subcommands: ``services`` (local Kafka + PostgreSQL), ``init`` (topics + migrations),
 ``worker`` (a Faust worker), ``replay`` (the hotel data set to events), ``synth`` (load a
 synthetic business history into PostgreSQL), ``report`` (request a report and wait for it),
-``cancel`` (cancel a queued or running report), ``token`` (a development API token), ``demo``
-(all of it, end to end).
+``cancel`` (cancel a queued or running report), ``token`` (a development API token), ``keys
+rotate`` (encryption keys), ``demo`` (all of it, end to end).
 
 When ``KAFKA_BOOTSTRAP`` / ``POSTGRES_DSN`` are not set, they are read from the services
 started by ``wedding-engine services up`` (``$WEDDING_STATE_DIR/services.json``).
@@ -60,9 +60,15 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     if args.data_dir is not None:
         os.environ["WEDDING_DATA_DIR"] = str(args.data_dir)
     _cmd_init(args)
+    from stream_app.crypto.keys import load_master_keys
     from stream_app.settings import load_settings
 
     s = load_settings()
+    if load_master_keys().current.development:  # raises without a key outside dev mode
+        print(
+            "warning: development master key (WEDDING_DEV_MODE): files are not protected",
+            file=sys.stderr,
+        )
     if s.offset_reset == "latest":
         from stream_app.lag import start_group_at_end
         from stream_app.topics import INPUT_TOPICS
@@ -332,8 +338,47 @@ def _cmd_token(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_keys(args: argparse.Namespace) -> int:
+    from stream_app.crypto.keys import MasterKey, MasterKeys, load_master_keys
+    from stream_app.crypto.rotation import rotate
+    from stream_app.settings import load_settings
+
+    env = dict(os.environ)
+    if args.previous_key_file is not None:
+        env["WEDDING_MASTER_KEY_PREVIOUS_FILE"] = str(args.previous_key_file)
+        env.pop("WEDDING_MASTER_KEY_PREVIOUS", None)
+    masters = load_master_keys(env)
+    if args.master and masters.previous is None:
+        raise ValueError(
+            "--master: give the previous master key (WEDDING_MASTER_KEY_PREVIOUS or"
+            " --previous-key-file)"
+        )
+    if masters.current.development:
+        print("warning: using the development master key (WEDDING_DEV_MODE)", file=sys.stderr)
+    assert isinstance(masters, MasterKeys) and isinstance(masters.current, MasterKey)
+    results = asyncio.run(
+        rotate(
+            load_settings().postgres_dsn,
+            masters,
+            organization_id=args.org,
+            data=args.data or not args.master,
+            master=args.master,
+        )
+    )
+    for r in results:
+        parts = []
+        if r.new_version is not None:
+            parts.append(f"data key version {r.new_version}")
+        if args.master:
+            parts.append(f"{r.rewrapped} key(s) re-wrapped under {masters.current.key_id}")
+        print(f"{r.organization_id}: {', '.join(parts)}")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from stream_app.demo import run_demo
+
+    os.environ.setdefault("WEDDING_DEV_MODE", "1")  # the demo runs on development keys
 
     return run_demo(Path(args.path), keep_services=args.keep_services)
 
@@ -402,6 +447,22 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--org", required=True)
     t.add_argument("--user", default="dev")
     t.add_argument("--ttl", type=int, default=3600, help="seconds")
+    k = sub.add_parser("keys", help="encryption keys: rotate data keys or the master key")
+    ksub = k.add_subparsers(dest="keys_command", required=True)
+    kr = ksub.add_parser("rotate", help="new data-key versions and/or re-wrap under a new master")
+    kr.add_argument("--org", default=None, help="one organisation (default: all)")
+    kr.add_argument("--data", action="store_true", help="new data-key version (the default)")
+    kr.add_argument(
+        "--master",
+        action="store_true",
+        help="re-wrap every data key under WEDDING_MASTER_KEY (previous key needed)",
+    )
+    kr.add_argument(
+        "--previous-key-file",
+        type=Path,
+        default=None,
+        help="file with the previous master key (base64; else WEDDING_MASTER_KEY_PREVIOUS)",
+    )
     d = sub.add_parser("demo", help="services up, worker, replay, report, services down")
     d.add_argument("path", nargs="?", default="../shared/data/hotel_bookings.csv.gz")
     d.add_argument("--keep-services", action="store_true")
@@ -429,6 +490,7 @@ def main(argv: list[str] | None = None) -> int:
         "demo": _cmd_demo,
         "org": _cmd_org,
         "venue": _cmd_venue,
+        "keys": _cmd_keys,
     }
     try:
         return handlers[args.command](args)

@@ -170,6 +170,10 @@ class Settings:
             a retriable cause; doubled for each further attempt (``WEDDING_REPORT_RETRY_BASE_S``).
         report_cancel_poll_s: how often a running report checks PostgreSQL for a cancellation
             made on another worker (``WEDDING_REPORT_CANCEL_POLL_S``).
+        dev_mode: the development switch (``WEDDING_DEV_MODE``, off). On, development
+            defaults are allowed where a deployment must set a secret: without
+            ``WEDDING_MASTER_KEY`` the public development master key is used
+            (:mod:`stream_app.crypto.keys`). Never set it in a deployment.
     """
 
     kafka_bootstrap: str = field(default_factory=lambda: _env("KAFKA_BOOTSTRAP", "127.0.0.1:9092"))
@@ -237,6 +241,7 @@ class Settings:
     report_cancel_poll_s: float = field(
         default_factory=lambda: _float("WEDDING_REPORT_CANCEL_POLL_S", 0.5, 0.01, 60)
     )
+    dev_mode: bool = field(default_factory=lambda: _flag("WEDDING_DEV_MODE", False))
 
 
 def _lanes(spec: str) -> dict[str, int]:

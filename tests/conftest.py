@@ -23,6 +23,10 @@ from stream_app.devservices.workers import WorkerProcess, start_worker
 from stream_app.settings import Settings
 from stream_app.topics import ensure_topics
 
+# The tests run with the development master key (stream_app.crypto.keys) unless a test gives
+# its own; a deployment never sets this switch.
+os.environ.setdefault("WEDDING_DEV_MODE", "1")
+
 DATA_DIR = Path(
     os.environ.get("WEDDING_TEST_DATA", Path(__file__).parents[1].parent / "shared" / "data")
 )

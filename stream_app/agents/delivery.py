@@ -17,6 +17,7 @@ from collections.abc import AsyncIterable
 from typing import Any
 
 from stream_app.app import app, settings
+from stream_app.crypto.keyring import get_keyring
 from stream_app.db.pool import get_pool
 from stream_app.delivery.dispatch import build_method, deliver, load_delivery_config
 from stream_app.reports.agent import report_results_topic
@@ -54,7 +55,8 @@ async def handle_report_result(raw: bytes) -> str | None:
     if run is None:
         return None
     method = build_method(run.schedule.delivery, config)
-    result = await deliver(pool, run, status, settings.artifact_dir, method)
+    keys = await get_keyring(settings.postgres_dsn)
+    result = await deliver(pool, run, status, settings.artifact_dir, method, keys=keys)
     return str(result.outcome)
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 import asyncpg
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 
+from stream_app.crypto.keyring import KeyRing
 from stream_app.delivery.api import ApiMethod, LinkSigner
 from stream_app.delivery.base import (
     DeliveryError,
@@ -39,6 +40,7 @@ from stream_app.delivery.email import DEFAULT_MAX_ATTACHMENT_BYTES, EmailMethod,
 from stream_app.delivery.log import final_outcomes, log_attempt
 from stream_app.delivery.sftp import DEFAULT_CONNECT_TIMEOUT_S, SftpMethod
 from stream_app.delivery.webhook import WebhookMethod
+from stream_app.reports.artifacts import ArtifactIntegrityError, ArtifactReader, open_artifact
 from stream_app.schedules.model import (
     ApiTarget,
     DeliveryTarget,
@@ -159,26 +161,38 @@ def build_method(target: DeliveryTarget, config: DeliveryConfig) -> DeliveryMeth
     return ApiMethod(config.signer)
 
 
-def resolve_files(status: ReportStatus, artifact_root: Path) -> tuple[DeliveryFile, ...]:
-    """The local files of a completed report, each checked against its size and SHA-256.
+async def resolve_files(
+    status: ReportStatus, artifact_root: Path, keys: KeyRing
+) -> tuple[DeliveryFile, ...]:
+    """The files of a completed report, opened (decrypting) and checked against the size and
+    SHA-256 of their plaintext. The check streams: one 64 KiB segment in memory at a time.
 
     Raises:
-        PermanentDeliveryError: a file is missing, outside the store, or altered.
+        PermanentDeliveryError: a file is missing, outside the store, fails authentication,
+            or does not match its checksum.
     """
-    root = artifact_root.resolve()
     files = []
     for link in status.artifacts:
-        path = (root / link.path).resolve()
-        if not path.is_relative_to(root):
-            raise PermanentDeliveryError(f"artifact {link.path!r} is outside the store")
         try:
-            data = path.read_bytes()
-        except OSError as exc:
+            reader = await open_artifact(artifact_root, status.organization_id, link.path, keys)
+            digest = await asyncio.to_thread(_plaintext_sha256, reader)
+        except ArtifactIntegrityError as exc:
+            raise PermanentDeliveryError(
+                f"artifact {link.path!r} fails authentication: {exc}"
+            ) from exc
+        except (OSError, LookupError, RuntimeError) as exc:
             raise PermanentDeliveryError(f"artifact {link.path!r} unreadable: {exc}") from exc
-        if len(data) != link.size_bytes or hashlib.sha256(data).hexdigest() != link.sha256:
+        if reader.size != link.size_bytes or digest != link.sha256:
             raise PermanentDeliveryError(f"artifact {link.path!r} does not match its checksum")
-        files.append(DeliveryFile(link=link, path=path))
+        files.append(DeliveryFile(link=link, path=reader.path, reader=reader))
     return tuple(files)
+
+
+def _plaintext_sha256(reader: ArtifactReader) -> str:
+    sha = hashlib.sha256()
+    for chunk in reader.iter_chunks():
+        sha.update(chunk)
+    return sha.hexdigest()
 
 
 def _retriable(exc: BaseException) -> bool:
@@ -278,6 +292,7 @@ async def deliver(
     method: DeliveryMethod,
     *,
     sleep: Sleep = asyncio.sleep,
+    keys: KeyRing | None = None,
 ) -> DeliveryResult:
     """Deliver one finished report of ``run`` with ``method`` under the schedule's retries.
 
@@ -297,6 +312,8 @@ async def deliver(
         artifact_root: the artifact store's root folder.
         method: the method for ``run.schedule.delivery`` (see :func:`build_method`).
         sleep: backoff sleep, seconds (tests inject a fast one).
+        keys: the worker's data-key cache (:func:`stream_app.crypto.keyring.get_keyring`);
+            default: a new one on ``pool`` (the master key from the environment).
 
     Returns:
         The outcome, attempts, detail and, when delivered, where it went.
@@ -375,7 +392,7 @@ async def deliver(
             await _settle_run(conn, run)
         return DeliveryResult(outcome="skipped", attempts=0, detail="report has no rows")
     try:
-        files = resolve_files(status, artifact_root)
+        files = await resolve_files(status, artifact_root, keys or KeyRing(pool))
     except PermanentDeliveryError as exc:
         return await fail_without_attempt(exc.detail)
     job = DeliveryJob(

@@ -28,6 +28,7 @@ from stream_app.delivery.base import (
     SendReceipt,
     TransientDeliveryError,
 )
+from stream_app.reports.artifacts import ArtifactIntegrityError
 from stream_app.schedules.model import EmailTarget
 
 DEFAULT_MAX_ATTACHMENT_BYTES = 10 * 1024 * 1024
@@ -90,7 +91,9 @@ class EmailMethod(DeliveryMethod):
         """The recipients and the SMTP server."""
         return f"smtp {self.smtp.host}:{self.smtp.port} to {', '.join(job.recipients)}"
 
-    def build_message(self, job: DeliveryJob, now: datetime) -> tuple[EmailMessage, list[str]]:
+    async def build_message(
+        self, job: DeliveryJob, now: datetime
+    ) -> tuple[EmailMessage, list[str]]:
         """The message for ``job`` and the download links it carries instead of attachments.
 
         Raises:
@@ -119,8 +122,8 @@ class EmailMethod(DeliveryMethod):
         for f in job.files:
             if f.link.size_bytes <= budget:
                 try:
-                    data = f.path.read_bytes()
-                except OSError as exc:
+                    data = await f.read_bytes()
+                except (OSError, ArtifactIntegrityError) as exc:
                     raise PermanentDeliveryError(f"cannot read {f.link.path}: {exc}") from exc
                 attach.append((f.filename, data))
                 budget -= len(data)
@@ -149,7 +152,7 @@ class EmailMethod(DeliveryMethod):
         """
         if not job.recipients:
             raise PermanentDeliveryError("no recipients")
-        msg, links = self.build_message(job, datetime.now(UTC))
+        msg, links = await self.build_message(job, datetime.now(UTC))
         where = f"{', '.join(job.recipients)} via {self.smtp.host}:{self.smtp.port}"
         try:
             refused, reply = await aiosmtplib.send(

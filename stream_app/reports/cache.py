@@ -13,9 +13,10 @@ artifact store. Three levels, looked up in order:
    found in PostgreSQL (any worker, after any restart).
 
 An entry (:class:`CacheEntry`) is the earlier report's artifact links and metadata. A hit
-**hard-links** (copies when the store spans file systems) the earlier files into the new
-report's own folder ``<org>/<report id>/``: same bytes and SHA-256, each report keeps working
-links of its own whatever happens to the other, and no bytes are copied on one file system.
+copies the earlier files into the new report's own folder ``<org>/<report id>/``, decrypted
+and sealed again for the new report (an encrypted artifact is bound to its report id, see
+:mod:`stream_app.reports.artifacts`): same plaintext SHA-256, and each report keeps working
+links of its own whatever happens to the other.
 
 **Key**: hex SHA-256 of the canonical JSON (sorted keys) of organisation, report type, date
 range, data filters (dimensions sorted, values sorted and de-duplicated), configuration and
@@ -45,8 +46,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import os
-import shutil
 from collections.abc import AsyncIterable, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -60,8 +59,15 @@ from cachetools import LRUCache
 
 from stream_app.agents.context import outside_any_event
 from stream_app.app import app, rocksdb_options, settings
+from stream_app.crypto.keyring import KeyRing
 from stream_app.db import reports as report_db
 from stream_app.observability import REPORT_CACHE
+from stream_app.reports.artifacts import (
+    ArtifactIntegrityError,
+    ArtifactStore,
+    open_artifact,
+    reseal,
+)
 from stream_app.schemas.reports import ReportRequest
 from stream_app.schemas.updates import ArtifactLink, CacheLevel
 from stream_app.topics import REPORT_CACHE_TOPIC
@@ -259,40 +265,29 @@ async def store(entry: CacheEntry) -> None:
     await fut
 
 
-def _link_or_copy(src: Path, dst: Path) -> None:
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.link-{os.getpid()}")
-    tmp.unlink(missing_ok=True)
-    try:
-        os.link(src, tmp)
-    except OSError:
-        shutil.copyfile(src, tmp)
-    tmp.replace(dst)
+async def materialize(
+    entry: CacheEntry, organization_id: str, report_id: str, keys: KeyRing
+) -> list[ArtifactLink]:
+    """Copy ``entry``'s files into the folder of ``report_id``; the new links.
 
-
-def materialize(entry: CacheEntry, organization_id: str, report_id: str) -> list[ArtifactLink]:
-    """Hard-link (or copy) ``entry``'s files into the folder of ``report_id``; the new links.
-
-    Blocking file I/O: run it in a worker thread.
+    Each file is decrypted and sealed again for its new identity (an encrypted artifact is
+    bound to its report id, so a plain hard link would not open), under the organisation's
+    current data key; the plaintext checksums stay those of the entry.
 
     Raises:
         OSError: a file vanished or the store cannot be written.
+        ArtifactIntegrityError: a cached file fails authentication.
     """
     root = settings.artifact_dir
+    store = ArtifactStore(root)
+    key = await keys.current(organization_id)
     out: list[ArtifactLink] = []
     for a in entry.artifacts:
-        rel = Path(organization_id) / report_id / Path(a.path).name
-        _link_or_copy(root / a.path, root / rel)
-        out.append(
-            ArtifactLink(
-                format=a.format,
-                uri=(root / rel).resolve().as_uri(),
-                path=rel.as_posix(),
-                sha256=a.sha256,
-                size_bytes=a.size_bytes,
-                rows=a.rows,
-            )
-        )
+        reader = await open_artifact(root, organization_id, a.path, keys)
+        link = await asyncio.to_thread(reseal, reader, store, report_id, a.format, key)
+        if (link.sha256, link.size_bytes) != (a.sha256, a.size_bytes):
+            raise ArtifactIntegrityError(f"{a.path!r} does not match its cached checksum")
+        out.append(msgspec.structs.replace(link, rows=a.rows))
     return out
 
 

@@ -31,6 +31,7 @@ import orjson
 from aiohttp import web
 
 from stream_app.app import settings
+from stream_app.crypto.keyring import get_keyring
 from stream_app.db.pool import get_pool
 from stream_app.db.tenancy import UnknownOrganizationError, check_time_zone, fetch_organization
 from stream_app.delivery.api import LinkError, resolve_download
@@ -47,6 +48,7 @@ from stream_app.schedules.model import (
     SftpTarget,
     WebhookTarget,
 )
+from stream_app.web.artifact_download import open_for_download, stream_artifact
 from stream_app.web.auth import Principal, authenticate
 from stream_app.web.errors import ApiError
 from stream_app.web.views import media_type, page
@@ -472,7 +474,11 @@ async def download(self: Any, request: web.Request, token: str) -> web.StreamRes
 
     try:
         claims = config.signer.verify(token, now=datetime.now(UTC))
-        path = resolve_download(settings.artifact_dir, claims)
+        resolve_download(settings.artifact_dir, claims)
     except LinkError as exc:
         raise ApiError(403, "invalid_link", str(exc), field="token") from None
-    return web.FileResponse(path, headers={"Content-Type": media_type(path)})
+    keys = await get_keyring(settings.postgres_dsn)
+    reader = await open_for_download(
+        settings.artifact_dir, claims.organization_id, claims.path, keys
+    )
+    return await stream_artifact(request, reader, {"Content-Type": media_type(reader.path)})

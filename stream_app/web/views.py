@@ -31,6 +31,7 @@ from aiokafka.errors import KafkaError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from stream_app.app import app, settings
+from stream_app.crypto.keyring import get_keyring
 from stream_app.db import reports as report_db
 from stream_app.db.pool import get_pool
 from stream_app.db.tenancy import UnknownOrganizationError, fetch_organization
@@ -47,6 +48,7 @@ from stream_app.tables.windows import (
     window_labels,
 )
 from stream_app.topics import WEDDING_BOOKINGS
+from stream_app.web.artifact_download import open_for_download, stream_artifact
 from stream_app.web.auth import authenticate
 from stream_app.web.errors import ApiError
 from stream_app.web.routing import FORWARDED_HEADER, local_periods, owner_url, remote_periods
@@ -440,13 +442,13 @@ async def report_file(
     match = [a for a in rec.artifacts if a["format"] == fmt]
     if rec.status != "completed" or not match:
         raise ApiError(404, "not_found", f"report has no completed {fmt!r} file", field="format")
-    root = settings.artifact_dir.resolve()
-    path = (root / match[0]["path"]).resolve()
-    if root not in path.parents or not path.is_file():
-        raise ApiError(404, "not_found", "artifact file is missing from the store")
-    return web.FileResponse(
-        path,
-        headers={
+    keys = await get_keyring(settings.postgres_dsn)
+    reader = await open_for_download(settings.artifact_dir, org, match[0]["path"], keys)
+    path = reader.path
+    return await stream_artifact(
+        request,
+        reader,
+        {
             "Content-Disposition": f'attachment; filename="{Path(path).name}"',
             "Content-Type": media_type(path),
             "Digest": f"sha-256={match[0]['sha256']}",
