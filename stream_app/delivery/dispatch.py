@@ -49,6 +49,7 @@ from stream_app.schedules.model import (
     SftpTarget,
     WebhookTarget,
 )
+from stream_app.schedules.sealing import unseal_schedule
 from stream_app.schedules.store import ClaimedRun, set_run_status
 from stream_app.schemas.updates import ReportStatus
 from stream_app.settings import parse_float, parse_int
@@ -327,7 +328,14 @@ async def deliver(
         raise ValueError(str(exc.args[0])) from exc
     if status.status not in ("completed", "failed", "cancelled"):
         raise ValueError(f"status: {status.status!r} is not final")
-    schedule = run.schedule
+    keys = keys or KeyRing(pool)
+    try:
+        schedule = await unseal_schedule(run.schedule, keys)  # secrets in memory only from here
+    except (ValueError, LookupError, RuntimeError) as exc:
+        schedule = run.schedule
+        secrets_error: str | None = f"delivery secrets cannot be opened: {exc}"
+    else:
+        secrets_error = None
     target = method.describe_target(
         DeliveryJob(
             schedule=schedule,
@@ -392,7 +400,9 @@ async def deliver(
             await _settle_run(conn, run)
         return DeliveryResult(outcome="skipped", attempts=0, detail="report has no rows")
     try:
-        files = await resolve_files(status, artifact_root, keys or KeyRing(pool))
+        if secrets_error is not None:
+            raise PermanentDeliveryError(secrets_error)
+        files = await resolve_files(status, artifact_root, keys)
     except PermanentDeliveryError as exc:
         return await fail_without_attempt(exc.detail)
     job = DeliveryJob(
