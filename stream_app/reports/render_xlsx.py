@@ -38,21 +38,24 @@ JPY, 1 trillion KWD). A money cell with more significant digits (or an ``int`` c
 how many such cells there are. The exact integer ``revenue_minor`` column of the booking
 summary is a second, integer check.
 
-The workbook is written in xlsxwriter's ``constant_memory`` mode (one row in memory at a
-time) to a temporary directory, then streamed into the artifact in 1 MiB chunks; the
-temporary directory is deleted whatever happens.
+No temporary file: the workbook is built in xlsxwriter's ``in_memory`` mode and its zip
+container is written straight into the artifact writer (which encrypts,
+:mod:`stream_app.reports.artifacts`), so no plaintext of a report touches the disk.
+xlsxwriter's ``constant_memory`` mode would keep one row in memory but spools every sheet's
+rows, and then each sheet's XML, to plaintext temporary files; encryption at rest rules that
+out. The cost, measured (``/tmp`` script in the encryption work, 8 columns): peak RSS 26 MB
+→ 29 MB at 1,000 rows, 28 MB → 217 MB at 100,000 rows (about 2 KB per row while the
+workbook is built); rendering time unchanged (4.9 s → 4.6 s at 100,000 rows).
 """
 
 from __future__ import annotations
 
 import re
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
 from itertools import chain, islice
-from pathlib import Path
 from typing import Any
 
 import xlsxwriter
@@ -92,7 +95,6 @@ MAX_CHART_SERIES = 255
 MAX_SHEET_NAME = 31
 """Excel's limit on the characters of a sheet name."""
 
-_CHUNK = 1 << 20
 _WIDTH_SAMPLE = 1000
 _MAX_WIDTH = 60
 _CURRENCY_CODE = re.compile(r"[A-Z]{3}")
@@ -147,24 +149,28 @@ def render_xlsx(table: ReportTable, out: HashingWriter) -> None:
     ]:
         if len(columns) > MAX_COLUMNS:
             raise ValueError(f"{what}: {len(columns)} columns; Excel allows at most {MAX_COLUMNS}")
-    with tempfile.TemporaryDirectory(prefix="report-xlsx-") as tmp:
-        path = Path(tmp) / "report.xlsx"
-        out.rows = _Workbook(path, tmp, table).write()
-        with path.open("rb") as fh:
-            while chunk := fh.read(_CHUNK):
-                out.write(chunk)
+    out.rows = _Workbook(out, table).write()
+
+
+class _ZipSink:
+    """``out`` as the write-only file object :class:`zipfile.ZipFile` wants."""
+
+    def __init__(self, out: HashingWriter) -> None:
+        self.write = out.write
+
+    def flush(self) -> None:
+        """Nothing to flush: the artifact store flushes when the file is complete."""
 
 
 class _Workbook:
     """One workbook being written; :meth:`write` does it all and returns the row count."""
 
-    def __init__(self, path: Path, tmpdir: str, table: ReportTable) -> None:
+    def __init__(self, out: HashingWriter, table: ReportTable) -> None:
         self.table = table
         self.book: Any = xlsxwriter.Workbook(
-            str(path),
+            _ZipSink(out),  # write-only: zipfile writes data descriptors, never seeks
             {
-                "constant_memory": True,
-                "tmpdir": tmpdir,
+                "in_memory": True,
                 "strings_to_numbers": False,
                 "strings_to_formulas": False,
                 "strings_to_urls": False,
