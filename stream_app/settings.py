@@ -174,6 +174,9 @@ class Settings:
             defaults are allowed where a deployment must set a secret: without
             ``WEDDING_MASTER_KEY`` the public development master key is used
             (:mod:`stream_app.crypto.keys`). Never set it in a deployment.
+        data_key_ttl_s: seconds a worker keeps sealing an organisation's new files with the
+            data-key version it last read before asking PostgreSQL again
+            (``WEDDING_DATA_KEY_TTL_S``, 30): how soon ``keys rotate`` reaches new files.
     """
 
     kafka_bootstrap: str = field(default_factory=lambda: _env("KAFKA_BOOTSTRAP", "127.0.0.1:9092"))
@@ -242,6 +245,9 @@ class Settings:
         default_factory=lambda: _float("WEDDING_REPORT_CANCEL_POLL_S", 0.5, 0.01, 60)
     )
     dev_mode: bool = field(default_factory=lambda: _flag("WEDDING_DEV_MODE", False))
+    data_key_ttl_s: float = field(
+        default_factory=lambda: _float("WEDDING_DATA_KEY_TTL_S", 30, 0.1, 86_400)
+    )
 
 
 def _lanes(spec: str) -> dict[str, int]:

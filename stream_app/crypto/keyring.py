@@ -23,12 +23,14 @@ from stream_app.crypto.keys import (
     load_master_keys,
 )
 from stream_app.db.pool import get_pool
+from stream_app.settings import load_settings
 
 CACHE_SIZE = 4096
 """Unwrapped data keys kept per worker (32 bytes each)."""
 
 CURRENT_TTL_S = 30.0
-"""Seconds a worker keeps using an organisation's newest version before asking again."""
+"""Default seconds a worker keeps using an organisation's newest version before asking again
+(``WEDDING_DATA_KEY_TTL_S``, :attr:`stream_app.settings.Settings.data_key_ttl_s`)."""
 
 
 class KeyRing:
@@ -37,13 +39,19 @@ class KeyRing:
     Args:
         pool: PostgreSQL pool (key rows are read in tenant scope).
         masters: the master keys (default: :func:`load_master_keys` from the environment).
+        current_ttl_s: seconds the newest version of an organisation is trusted.
     """
 
-    def __init__(self, pool: asyncpg.Pool, masters: MasterKeys | None = None) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        masters: MasterKeys | None = None,
+        current_ttl_s: float = CURRENT_TTL_S,
+    ) -> None:
         self.pool = pool
         self.masters = masters if masters is not None else load_master_keys()
         self._keys: LRUCache[tuple[str, int], DataKey] = LRUCache(CACHE_SIZE)
-        self._current: TTLCache[str, DataKey] = TTLCache(CACHE_SIZE, CURRENT_TTL_S)
+        self._current: TTLCache[str, DataKey] = TTLCache(CACHE_SIZE, current_ttl_s)
         self.unwraps = 0
         """Keys unwrapped so far (cache misses), for tests and metrics."""
 
@@ -97,5 +105,6 @@ async def get_keyring(dsn: str) -> KeyRing:
     async with _lock:
         ring = _rings.get(dsn)
         if ring is None:
-            ring = _rings[dsn] = KeyRing(await get_pool(dsn))
+            ttl = load_settings().data_key_ttl_s
+            ring = _rings[dsn] = KeyRing(await get_pool(dsn), current_ttl_s=ttl)
         return ring
