@@ -339,7 +339,7 @@ def _cmd_token(args: argparse.Namespace) -> int:
 
 
 def _cmd_keys(args: argparse.Namespace) -> int:
-    from stream_app.crypto.keys import MasterKey, MasterKeys, load_master_keys
+    from stream_app.crypto.keys import load_master_keys
     from stream_app.crypto.rotation import rotate
     from stream_app.settings import load_settings
 
@@ -355,7 +355,6 @@ def _cmd_keys(args: argparse.Namespace) -> int:
         )
     if masters.current.development:
         print("warning: using the development master key (WEDDING_DEV_MODE)", file=sys.stderr)
-    assert isinstance(masters, MasterKeys) and isinstance(masters.current, MasterKey)
     results = asyncio.run(
         rotate(
             load_settings().postgres_dsn,

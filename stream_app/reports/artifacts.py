@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import os
 from collections.abc import AsyncIterator, Generator, Iterator
 from contextlib import contextmanager
@@ -142,6 +143,14 @@ class ArtifactStore:
         )
 
 
+SEGMENTS_PER_HOP = 16
+"""Segments an async reader decrypts per thread hop (16 × 64 KiB = 1 MiB in memory)."""
+
+
+def _take(it: Iterator[bytes], n: int) -> list[bytes]:
+    return list(itertools.islice(it, n))
+
+
 class ArtifactMissingError(FileNotFoundError):
     """The artifact's path is malformed, outside the store, or the file is gone."""
 
@@ -183,13 +192,14 @@ class ArtifactReader:
             yield from decrypt_segments(fh, self._key.key, self.header, self.context, total)
 
     async def chunks(self) -> AsyncIterator[bytes]:
-        """:meth:`iter_chunks` without blocking the event loop (each segment in a thread)."""
+        """:meth:`iter_chunks` without blocking the event loop: up to
+        :data:`SEGMENTS_PER_HOP` segments (1 MiB) are read and decrypted per worker-thread
+        call, then yielded one by one."""
         it = self.iter_chunks()
-        done = object()
         try:
-            while (chunk := await asyncio.to_thread(next, it, done)) is not done:
-                assert isinstance(chunk, bytes)
-                yield chunk
+            while batch := await asyncio.to_thread(_take, it, SEGMENTS_PER_HOP):
+                for chunk in batch:
+                    yield chunk
         finally:
             it.close()
 
