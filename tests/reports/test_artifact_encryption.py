@@ -16,7 +16,8 @@ import importlib.util
 import io
 import os
 import sys
-from collections.abc import Awaitable, Callable
+import tempfile
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 
@@ -295,3 +296,36 @@ def test_master_key_sources_and_the_development_switch(tmp_path: Path) -> None:
     )
     assert both.previous is not None and both.previous.key_id == MASTER_A.key_id
     assert "key=" not in repr(both)  # the key bytes never show in a repr or a log line
+
+
+def test_excel_rendering_leaves_no_plaintext_in_temporary_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Mid-render, every file the process has open under the temporary folder (the row spool
+    is an anonymous file, reachable through /proc/self/fd) holds none of the rows' text."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp))
+    marker = "Quinta da Regaleira Hall"
+    seen: list[int] = []
+
+    def rows() -> Iterator[list[Cell]]:
+        for i in range(30_000):
+            if i == 29_000:  # about 1.5 MB of row XML spooled by now
+                for fd in Path("/proc/self/fd").iterdir():
+                    target = os.readlink(fd) if fd.is_symlink() else ""
+                    if target.startswith(str(tmp)):
+                        data = fd.read_bytes() if fd.exists() else b""
+                        seen.append(len(data))
+                        assert marker.encode() not in data and b"<row" not in data
+            yield [f"{marker} {i}", f"{i}.25"]
+
+    columns = (Column("venue_name", "text", "venue"), Column("revenue", "money", "revenue"))
+    table = make_table(rows(), columns, None)
+    buf = io.BytesIO()
+    RENDERERS["excel"][1](table, HashingWriter(buf))
+    assert seen and max(seen) > 1_000_000  # the spool was found, and it holds the rows
+    assert list(tmp.iterdir()) == []  # nothing left behind
+    sheet = openpyxl.load_workbook(io.BytesIO(buf.getvalue()), read_only=True)["data"]
+    got = [r[0] for r in sheet.iter_rows(min_row=2, values_only=True)]
+    assert len(got) == 30_000 and got[29_999] == f"{marker} 29999"
