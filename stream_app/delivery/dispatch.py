@@ -26,6 +26,8 @@ import asyncpg
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from stream_app.crypto.keyring import KeyRing
+from stream_app.crypto.keys import DataKeyNotFoundError, MasterKeyError
+from stream_app.crypto.sealed import SealedValueError
 from stream_app.delivery.api import ApiMethod, LinkSigner
 from stream_app.delivery.base import (
     DeliveryError,
@@ -181,7 +183,7 @@ async def resolve_files(
             raise PermanentDeliveryError(
                 f"artifact {link.path!r} fails authentication: {exc}"
             ) from exc
-        except (OSError, LookupError, RuntimeError) as exc:
+        except (OSError, DataKeyNotFoundError, MasterKeyError) as exc:
             raise PermanentDeliveryError(f"artifact {link.path!r} unreadable: {exc}") from exc
         if reader.size != link.size_bytes or digest != link.sha256:
             raise PermanentDeliveryError(f"artifact {link.path!r} does not match its checksum")
@@ -331,7 +333,7 @@ async def deliver(
     keys = keys or KeyRing(pool)
     try:
         schedule = await unseal_schedule(run.schedule, keys)  # secrets in memory only from here
-    except (ValueError, LookupError, RuntimeError) as exc:
+    except (SealedValueError, DataKeyNotFoundError, MasterKeyError) as exc:
         schedule = run.schedule
         secrets_error: str | None = f"delivery secrets cannot be opened: {exc}"
     else:

@@ -3,7 +3,8 @@
 Used by the report download (:func:`stream_app.web.views.report_file`) and the signed-link
 download (:mod:`stream_app.web.schedules`). The response is an aiohttp
 :class:`~aiohttp.web.StreamResponse` with ``Content-Length`` = the plaintext size; the file
-is decrypted one authenticated 64 KiB segment at a time (never whole in memory).
+is decrypted in a worker thread 16 authenticated 64 KiB segments (1 MiB) at a time, never
+whole in memory.
 :func:`~stream_app.reports.artifacts.open_artifact` authenticates the header and first
 segment before the response starts, so a swapped or foreign file is a 404/500 answer; a
 segment that fails later (the file altered on disk while being served) aborts the connection,

@@ -17,6 +17,7 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
+import aiohttp
 import asyncpg
 import pytest
 
@@ -24,7 +25,7 @@ from stream_app.crypto.keys import MasterKey
 from stream_app.settings import Settings
 from stream_app.synthetic.generator import SynthConfig
 from tests.conftest import WorkerFactory
-from tests.e2e.helpers import download, request_report_http
+from tests.e2e.helpers import auth, download, request_report_http
 from tests.synthetic.helpers import load
 
 ORG = "enc-ph"
@@ -173,6 +174,22 @@ async def test_files_are_encrypted_and_survive_data_and_master_key_rotation(
     assert await check_downloads(second.url, settings, old) == old_bodies
     assert await check_downloads(second.url, settings, mid) == mid_bodies
     new = await report(second.url, settings, 2023)
+    await check_downloads(second.url, settings, new)
+
+    # a file swapped on disk with another report's is refused, not served
+    old_csv = settings.artifact_dir / ORG / old["report_id"] / "photography_business.csv"
+    new_csv = settings.artifact_dir / ORG / new["report_id"] / "photography_business.csv"
+    saved = new_csv.read_bytes()
+    new_csv.write_bytes(old_csv.read_bytes())
+    url = next(a["download_url"] for a in new["artifacts"] if a["format"] == "csv")
+    async with (
+        aiohttp.ClientSession(second.url) as s,
+        s.get(url, headers=auth(settings, ORG)) as r,
+    ):
+        assert r.status == 500
+        assert (await r.json())["error"]["code"] == "artifact_corrupt"
+    new_csv.write_bytes(saved)
+    assert await check_downloads(second.url, settings, old) == old_bodies
     await check_downloads(second.url, settings, new)
 
 
