@@ -45,9 +45,11 @@ sealed with AES-256-GCM under a key that exists only in memory
 zip container written straight into the artifact writer (which encrypts,
 :mod:`stream_app.reports.artifacts`). xlsxwriter's plain ``constant_memory`` mode spooled rows
 and sheet XML to plaintext temporary files, and its ``in_memory`` mode keeps every cell as
-an object. Peak RSS of one render of 100,000 rows × 8 columns (3.5 MB workbook): 28 MB
-with plaintext temporary files (before), 217 MB with ``in_memory``, 118 MB with the sealed
-spool (the sheet XML held once while the zip is written: about 0.9 KB per row).
+an object. One render of 100,000 rows × 8 columns (3.5 MB workbook), same process and
+imports, 2026-12-05: plaintext temporary files (before) 41 MB peak RSS, 6.2 s; sealed spool
+118 MB, 6.5 s; xlsxwriter's ``in_memory`` 230 MB. The sealed spool costs the sheet's XML
+held once in memory while the zip is written (about 0.8 KB per row); at 1,000 rows the
+peak is the same (39 → 41 MB).
 """
 
 from __future__ import annotations
