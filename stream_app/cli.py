@@ -343,6 +343,17 @@ def _cmd_keys(args: argparse.Namespace) -> int:
     from stream_app.crypto.rotation import rotate
     from stream_app.settings import load_settings
 
+    if args.keys_command == "seal-existing":
+        from stream_app.crypto.backfill import seal_existing
+
+        s = load_settings()
+        done = asyncio.run(seal_existing(s.postgres_dsn, load_master_keys(), s.artifact_dir))
+        print(
+            f"files sealed: {done.files_sealed}, already sealed: {done.files_already},"
+            f" skipped: {done.files_skipped}; schedules sealed: {done.schedules_sealed}"
+        )
+        return 0
+
     env = dict(os.environ)
     if args.previous_key_file is not None:
         env["WEDDING_MASTER_KEY_PREVIOUS_FILE"] = str(args.previous_key_file)
@@ -461,6 +472,10 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         default=None,
         help="file with the previous master key (base64; else WEDDING_MASTER_KEY_PREVIOUS)",
+    )
+    ksub.add_parser(
+        "seal-existing",
+        help="encrypt artifact files and delivery secrets stored before encryption at rest",
     )
     d = sub.add_parser("demo", help="services up, worker, replay, report, services down")
     d.add_argument("path", nargs="?", default="../shared/data/hotel_bookings.csv.gz")

@@ -18,6 +18,7 @@ import os
 import sys
 import tempfile
 from collections.abc import Awaitable, Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType
 
@@ -25,6 +26,7 @@ import asyncpg
 import openpyxl
 import pytest
 
+from stream_app.crypto.backfill import seal_existing
 from stream_app.crypto.keyring import KeyRing
 from stream_app.crypto.keys import (
     DataKeyNotFoundError,
@@ -44,7 +46,10 @@ from stream_app.reports.artifacts import (
 )
 from stream_app.reports.model import Cell, Column, ReportTable
 from stream_app.reports.render import RENDERERS
+from stream_app.schedules.sealing import unseal_schedule
+from stream_app.schedules.store import create_schedule, get_schedule
 from stream_app.schemas.updates import ArtifactLink
+from tests.delivery.test_webhook import SECRET, hook_schedule
 from tests.reports.test_render_formats import CAFE, make_table
 
 
@@ -329,3 +334,40 @@ def test_excel_rendering_leaves_no_plaintext_in_temporary_files(
     sheet = openpyxl.load_workbook(io.BytesIO(buf.getvalue()), read_only=True)["data"]
     got = [r[0] for r in sheet.iter_rows(min_row=2, values_only=True)]
     assert len(got) == 30_000 and got[29_999] == f"{marker} 29999"
+
+
+async def test_seal_existing_encrypts_what_was_stored_in_plaintext(
+    tmp_path: Path, pg_dsn: str, pg_pool: asyncpg.Pool, new_org: NewOrg
+) -> None:
+    org = await new_org()
+    store = ArtifactStore(tmp_path)
+    link = store_file(store, org, "old-report", "csv", make_table(), None)  # before encryption
+    (tmp_path / "no-such-org" / "r").mkdir(parents=True)
+    (tmp_path / "no-such-org" / "r" / "x.csv").write_bytes(b"a,b\r\n")
+    schedule = hook_schedule("https://hooks.example.org/in")(org)
+    async with pg_pool.acquire() as conn:
+        await create_schedule(conn, schedule, datetime.now(UTC))
+        # as a row written before encryption at rest: the secret in plaintext
+        await conn.execute(
+            "UPDATE schedules SET delivery_secrets = $2::text::jsonb WHERE organization_id = $1",
+            org,
+            f'{{"secret": "{SECRET}"}}',
+        )
+    masters = load_master_keys()  # the environment's (development) key, as create_schedule's
+    done = await seal_existing(pg_dsn, masters, tmp_path)
+    assert (done.files_sealed, done.files_skipped, done.schedules_sealed) == (1, 1, 1)
+    raw = (tmp_path / link.path).read_bytes()
+    assert raw[:4] == b"WEDA" and CAFE.encode() not in raw
+    ring = KeyRing(pg_pool, masters)
+    got = (await open_artifact(tmp_path, org, link.path, ring)).read_all()
+    assert got == plain("csv", make_table()) and hashlib.sha256(got).hexdigest() == link.sha256
+    async with pg_pool.acquire() as conn:
+        stored = await get_schedule(conn, org, schedule.schedule_id)
+        column = await conn.fetchval(
+            "SELECT delivery_secrets::text FROM schedules WHERE organization_id = $1", org
+        )
+        await conn.execute("DELETE FROM schedules WHERE organization_id = $1", org)
+    assert SECRET not in column and "wedding-sealed:v1:1:" in column
+    assert await unseal_schedule(stored.schedule, ring) == schedule
+    again = await seal_existing(pg_dsn, masters, tmp_path)  # idempotent
+    assert (again.files_sealed, again.files_already, again.schedules_sealed) == (0, 1, 0)
