@@ -151,7 +151,7 @@ async def run(dsn: str, out_dir: Path, n: int, seed: int) -> None:
     render_total = 0.0
     for fmt, (ext, renderer) in RENDERERS.items():
         r0 = time.perf_counter()
-        with store.write(ORG.id, "bench", f"compliance.{ext}", fmt) as (writer, out):
+        with store.write(ORG.id, "bench", f"compliance.{ext}", fmt, key=None) as (writer, out):
             await asyncio.to_thread(renderer, table, writer)
         elapsed = time.perf_counter() - r0
         render_total += elapsed

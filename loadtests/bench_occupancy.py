@@ -100,7 +100,9 @@ async def in_process(s: Settings, path: Path, runs: int, out_dir: Path) -> None:
             for fmt in FORMATS:
                 ext, render = RENDERERS[fmt]
                 t = time.perf_counter()
-                with store.write(req.organization_id, req.report_id, f"occ.{ext}", fmt) as (
+                with store.write(
+                    req.organization_id, req.report_id, f"occ.{ext}", fmt, key=None
+                ) as (
                     writer,
                     out,
                 ):

@@ -60,7 +60,10 @@ def _render_all(table: ReportTable, store: ArtifactStore, report_id: str) -> lis
     links: list[ArtifactLink] = []
     for fmt in FORMATS:
         ext, renderer = RENDERERS[fmt]
-        with store.write(table.organization_id, report_id, f"report.{ext}", fmt) as (w, out):
+        with store.write(table.organization_id, report_id, f"report.{ext}", fmt, key=None) as (
+            w,
+            out,
+        ):
             renderer(table, w)
         links.extend(out)
     return links

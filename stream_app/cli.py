@@ -4,7 +4,8 @@ Subcommands: ``services`` (local Kafka + PostgreSQL), ``init`` (topics + migrati
 ``worker`` (a Faust worker), ``replay`` (the hotel data set to events), ``synth`` (load a
 synthetic business history into PostgreSQL), ``report`` (request a report and wait for it),
 ``cancel`` (cancel a queued or running report), ``token`` (a development API token), ``audit
-verify`` (recompute the audit log's hash chains), ``demo`` (all of it, end to end).
+verify`` (recompute the audit log's hash chains), ``keys rotate`` (encryption keys), ``demo``
+(all of it, end to end).
 
 When ``KAFKA_BOOTSTRAP`` / ``POSTGRES_DSN`` are not set, they are read from the services
 started by ``wedding-engine services up`` (``$WEDDING_STATE_DIR/services.json``).
@@ -63,11 +64,17 @@ def _cmd_worker(args: argparse.Namespace) -> int:
         os.environ["WEDDING_WEB_PORT"] = str(args.web_port)
     if args.data_dir is not None:
         os.environ["WEDDING_DATA_DIR"] = str(args.data_dir)
+    from stream_app.crypto.keys import load_master_keys
     from stream_app.db.migrate import check_worker_database
     from stream_app.settings import load_settings
     from stream_app.topics import prepare_topics
 
     s = load_settings()
+    if load_master_keys().current.development:  # raises without a key outside dev mode
+        print(
+            "warning: development master key (WEDDING_DEV_MODE): files are not protected",
+            file=sys.stderr,
+        )
 
     async def preflight() -> None:
         await prepare_topics(s)
@@ -398,8 +405,63 @@ def _cmd_audit(args: argparse.Namespace) -> int:
     return 1 if broken else 0
 
 
+def _cmd_keys(args: argparse.Namespace) -> int:
+    from stream_app.crypto.keys import load_master_keys
+    from stream_app.crypto.rotation import rotate
+    from stream_app.settings import load_settings
+
+    if args.keys_command == "seal-existing":
+        from stream_app.crypto.backfill import seal_existing
+
+        s = load_settings()
+        done = asyncio.run(
+            seal_existing(
+                s.postgres_dsn, load_master_keys(), s.artifact_dir, system_dsn=s.postgres_system_dsn
+            )
+        )
+        print(
+            f"files sealed: {done.files_sealed}, already sealed: {done.files_already},"
+            f" skipped: {done.files_skipped}; schedules sealed: {done.schedules_sealed}"
+        )
+        return 0
+
+    env = dict(os.environ)
+    if args.previous_key_file is not None:
+        env["WEDDING_MASTER_KEY_PREVIOUS_FILE"] = str(args.previous_key_file)
+        env.pop("WEDDING_MASTER_KEY_PREVIOUS", None)
+    masters = load_master_keys(env)
+    if args.master and masters.previous is None:
+        raise ValueError(
+            "--master: give the previous master key (WEDDING_MASTER_KEY_PREVIOUS or"
+            " --previous-key-file)"
+        )
+    if masters.current.development:
+        print("warning: using the development master key (WEDDING_DEV_MODE)", file=sys.stderr)
+    s = load_settings()
+    results = asyncio.run(
+        rotate(
+            s.postgres_dsn,
+            masters,
+            organization_id=args.org,
+            data=args.data or not args.master,
+            master=args.master,
+            system_dsn=s.postgres_system_dsn,
+        )
+    )
+    for r in results:
+        parts = []
+        if r.new_version is not None:
+            parts.append(f"data key version {r.new_version}")
+        if args.master:
+            parts.append(f"{r.rewrapped} key(s) re-wrapped under {masters.current.key_id}")
+        print(f"{r.organization_id}: {', '.join(parts)}")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from stream_app.demo import run_demo
+
+    os.environ.setdefault("WEDDING_DEV_MODE", "1")  # the demo runs on development keys
 
     return run_demo(Path(args.path), keep_services=args.keep_services)
 
@@ -475,6 +537,26 @@ def build_parser() -> argparse.ArgumentParser:
         "verify", help="recompute every chain; exit 1 naming the first bad row of a chain"
     )
     av.add_argument("--org", default=None, help="only this organisation's chain")
+    k = sub.add_parser("keys", help="encryption keys: rotate data keys or the master key")
+    ksub = k.add_subparsers(dest="keys_command", required=True)
+    kr = ksub.add_parser("rotate", help="new data-key versions and/or re-wrap under a new master")
+    kr.add_argument("--org", default=None, help="one organisation (default: all)")
+    kr.add_argument("--data", action="store_true", help="new data-key version (the default)")
+    kr.add_argument(
+        "--master",
+        action="store_true",
+        help="re-wrap every data key under WEDDING_MASTER_KEY (previous key needed)",
+    )
+    kr.add_argument(
+        "--previous-key-file",
+        type=Path,
+        default=None,
+        help="file with the previous master key (base64; else WEDDING_MASTER_KEY_PREVIOUS)",
+    )
+    ksub.add_parser(
+        "seal-existing",
+        help="encrypt artifact files and delivery secrets stored before encryption at rest",
+    )
     d = sub.add_parser("demo", help="services up, worker, replay, report, services down")
     d.add_argument("path", nargs="?", default="../shared/data/hotel_bookings.csv.gz")
     d.add_argument("--keep-services", action="store_true")
@@ -503,6 +585,7 @@ def main(argv: list[str] | None = None) -> int:
         "org": _cmd_org,
         "venue": _cmd_venue,
         "audit": _cmd_audit,
+        "keys": _cmd_keys,
     }
     try:
         return handlers[args.command](args)

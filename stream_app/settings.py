@@ -213,6 +213,13 @@ class Settings:
         gdpr_erasure_wait_s: how long ``POST /orgs/{org}/gdpr/erase`` waits for the live table
             to apply the erasure before it answers 202 ``in_progress``
             (``WEDDING_GDPR_ERASURE_WAIT_S``, 60).
+        dev_mode: the development switch (``WEDDING_DEV_MODE``, off). On, development
+            defaults are allowed where a deployment must set a secret: without
+            ``WEDDING_MASTER_KEY`` the public development master key is used
+            (:mod:`stream_app.crypto.keys`). Never set it in a deployment.
+        data_key_ttl_s: seconds a worker keeps sealing an organisation's new files with the
+            data-key version it last read before asking PostgreSQL again
+            (``WEDDING_DATA_KEY_TTL_S``, 30): how soon ``keys rotate`` reaches new files.
     """
 
     kafka_bootstrap: str = field(default_factory=lambda: _env("KAFKA_BOOTSTRAP", "127.0.0.1:9092"))
@@ -311,6 +318,10 @@ class Settings:
     )
     gdpr_erasure_wait_s: float = field(
         default_factory=lambda: _float("WEDDING_GDPR_ERASURE_WAIT_S", 60, 1, 3600)
+    )
+    dev_mode: bool = field(default_factory=lambda: _flag("WEDDING_DEV_MODE", False))
+    data_key_ttl_s: float = field(
+        default_factory=lambda: _float("WEDDING_DATA_KEY_TTL_S", 30, 0.1, 86_400)
     )
 
 

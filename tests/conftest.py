@@ -23,6 +23,12 @@ from stream_app.devservices.workers import WorkerProcess, start_worker
 from stream_app.settings import Settings
 from stream_app.topics import ensure_topics
 
+# The tests run with the development master key (stream_app.crypto.keys) unless a test gives
+# its own; a deployment never sets this switch. Workers re-read an organisation's newest data
+# key every second, so a key rotation reaches new files quickly (tests/e2e/test_encryption.py).
+os.environ.setdefault("WEDDING_DEV_MODE", "1")
+os.environ.setdefault("WEDDING_DATA_KEY_TTL_S", "1")
+
 DATA_DIR = Path(
     os.environ.get("WEDDING_TEST_DATA", Path(__file__).parents[1].parent / "shared" / "data")
 )

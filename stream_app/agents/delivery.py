@@ -45,7 +45,13 @@ async def delivery_worker() -> DeliveryWorker:
     if _worker is None:
         pool = await get_pool(settings.postgres_dsn)
         system_pool = await get_system_pool(settings.postgres_system_dsn)
-        _worker = DeliveryWorker(pool, config, settings.artifact_dir, system_pool=system_pool)
+        _worker = DeliveryWorker(
+            pool,
+            config,
+            settings.artifact_dir,
+            system_pool=system_pool,
+            keys=await get_keyring(settings.postgres_dsn),
+        )
     return _worker
 
 

@@ -10,12 +10,15 @@ former, with the schedule's backoff.
 
 from __future__ import annotations
 
+import asyncio
 from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
 from typing import ClassVar, Literal
 
+from stream_app.reports.artifacts import ArtifactReader
 from stream_app.schedules.model import Schedule
 from stream_app.schemas.updates import ArtifactLink, ReportStatus
 
@@ -55,11 +58,31 @@ class DeliveryFile:
 
     Attributes:
         link: the artifact as the report agent stored it (format, relative path, checksum).
-        path: the file on this machine (artifact root / ``link.path``).
+        path: the file on this machine (artifact root / ``link.path``); encrypted: read it
+            through ``reader``, never directly.
+        reader: the opened artifact (:func:`stream_app.reports.artifacts.open_artifact`).
     """
 
     link: ArtifactLink
     path: Path
+    reader: ArtifactReader
+
+    def chunks(self) -> AsyncIterator[bytes]:
+        """The decrypted file, one authenticated segment (at most 64 KiB) at a time.
+
+        Raises:
+            ArtifactIntegrityError: a segment fails authentication.
+        """
+        return self.reader.chunks()
+
+    async def read_bytes(self) -> bytes:
+        """The whole decrypted file (for bounded uses: email attachments).
+
+        Raises:
+            ArtifactIntegrityError: a segment fails authentication.
+            OSError: the file cannot be read.
+        """
+        return await asyncio.to_thread(self.reader.read_all)
 
     @property
     def filename(self) -> str:

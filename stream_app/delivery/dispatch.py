@@ -25,6 +25,7 @@ Run status after delivery: ``failed`` as soon as one of its reports fails (stick
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 from collections.abc import Mapping
@@ -36,6 +37,9 @@ import asyncpg
 import msgspec
 from tenacity import RetryCallState, wait_exponential
 
+from stream_app.crypto.keyring import KeyRing
+from stream_app.crypto.keys import DataKeyNotFoundError, MasterKeyError
+from stream_app.crypto.sealed import SealedValueError
 from stream_app.db.tenancy import tenant_transaction
 from stream_app.delivery.api import ApiMethod, LinkSigner
 from stream_app.delivery.base import (
@@ -55,10 +59,13 @@ from stream_app.delivery.queue import remove, reschedule
 from stream_app.delivery.sftp import DEFAULT_CONNECT_TIMEOUT_S, SftpMethod
 from stream_app.delivery.webhook import WebhookMethod
 from stream_app.reports.artifacts import (
+    ArtifactIntegrityError,
     ArtifactPathError,
+    ArtifactReader,
     artifact_path,
     artifact_relpath,
     download_url,
+    open_artifact,
 )
 from stream_app.schedules.model import (
     ApiTarget,
@@ -68,6 +75,7 @@ from stream_app.schedules.model import (
     SftpTarget,
     WebhookTarget,
 )
+from stream_app.schedules.sealing import unseal_schedule
 from stream_app.schedules.store import ClaimedRun, update_run_status
 from stream_app.schemas.updates import ReportStatus
 from stream_app.settings import parse_float, parse_int
@@ -181,10 +189,16 @@ def build_method(target: DeliveryTarget, config: DeliveryConfig) -> DeliveryMeth
     return ApiMethod(config.signer)
 
 
-def resolve_files(
-    status: ReportStatus, artifact_root: Path, *, organization_id: str, report_type: str
+async def resolve_files(
+    status: ReportStatus,
+    artifact_root: Path,
+    keys: KeyRing,
+    *,
+    organization_id: str,
+    report_type: str,
 ) -> tuple[DeliveryFile, ...]:
-    """The local files of a completed report, each checked against its size and SHA-256.
+    """The files of a completed report, opened (decrypting) and checked against the size and
+    SHA-256 of their plaintext. The check streams: one 64 KiB segment in memory at a time.
 
     Each file's path is derived from ``(organization_id, status.report_id, report_type,
     format)`` (the run's organisation and the schedule's type, not the message's), so a
@@ -193,7 +207,7 @@ def resolve_files(
 
     Raises:
         PermanentDeliveryError: the status is another organisation's, a format or id is bad,
-            or a file is missing or altered.
+            or a file is missing, fails authentication or does not match its checksum.
     """
     if status.organization_id != organization_id:
         raise PermanentDeliveryError(
@@ -202,23 +216,33 @@ def resolve_files(
     files = []
     for link in status.artifacts:
         try:
-            path = artifact_path(
+            rel = artifact_relpath(organization_id, status.report_id, report_type, link.format)
+            artifact_path(
                 artifact_root, organization_id, status.report_id, report_type, link.format
             )
-            rel = artifact_relpath(organization_id, status.report_id, report_type, link.format)
         except ArtifactPathError as exc:
             raise PermanentDeliveryError(f"artifact {link.format!r}: {exc}") from exc
         try:
-            data = path.read_bytes()
-        except OSError as exc:
+            reader = await open_artifact(artifact_root, organization_id, rel, keys)
+            digest = await asyncio.to_thread(_plaintext_sha256, reader)
+        except ArtifactIntegrityError as exc:
+            raise PermanentDeliveryError(f"artifact {rel!r} fails authentication: {exc}") from exc
+        except (OSError, DataKeyNotFoundError, MasterKeyError) as exc:
             raise PermanentDeliveryError(f"artifact {rel!r} unreadable: {exc}") from exc
-        if len(data) != link.size_bytes or hashlib.sha256(data).hexdigest() != link.sha256:
+        if reader.size != link.size_bytes or digest != link.sha256:
             raise PermanentDeliveryError(f"artifact {rel!r} does not match its checksum")
         derived = msgspec.structs.replace(
             link, path=rel, uri=download_url(organization_id, status.report_id, link.format)
         )
-        files.append(DeliveryFile(link=derived, path=path))
+        files.append(DeliveryFile(link=derived, path=reader.path, reader=reader))
     return tuple(files)
+
+
+def _plaintext_sha256(reader: ArtifactReader) -> str:
+    sha = hashlib.sha256()
+    for chunk in reader.iter_chunks():
+        sha.update(chunk)
+    return sha.hexdigest()
 
 
 def retry_wait_s(policy: RetryPolicy, failed_attempt: int) -> float:
@@ -289,6 +313,7 @@ async def deliver(
     *,
     attempt: int = 1,
     now: datetime | None = None,
+    keys: KeyRing | None = None,
 ) -> DeliveryResult:
     """Make attempt number ``attempt`` to deliver one finished report of ``run`` (no sleeping).
 
@@ -312,6 +337,8 @@ async def deliver(
         attempt: the number of this attempt (1-based; the queue keeps it between attempts).
         now: the time the backoff counts from (UTC-aware; default the clock after the
             attempt). Tests inject it to simulate time.
+        keys: the worker's data-key cache (:func:`stream_app.crypto.keyring.get_keyring`);
+            default: a new one on ``pool`` (the master key from the environment).
 
     Returns:
         The outcome (``delivered``, ``skipped``, ``failed`` or ``retrying`` with ``due_at``),
@@ -326,7 +353,14 @@ async def deliver(
         raise ValueError(str(exc.args[0])) from exc
     if status.status not in ("completed", "failed", "cancelled"):
         raise ValueError(f"status: {status.status!r} is not final")
-    schedule = run.schedule
+    keys = keys or KeyRing(pool)
+    try:
+        schedule = await unseal_schedule(run.schedule, keys)  # secrets in memory only from here
+    except (SealedValueError, DataKeyNotFoundError, MasterKeyError) as exc:
+        schedule = run.schedule
+        secrets_error: str | None = f"delivery secrets cannot be opened: {exc}"
+    else:
+        secrets_error = None
     target = method.describe_target(
         DeliveryJob(
             schedule=schedule,
@@ -405,9 +439,12 @@ async def deliver(
             await _settle_run(conn, run)
         return DeliveryResult(outcome="skipped", attempts=0, detail="report has no rows")
     try:
-        files = resolve_files(
+        if secrets_error is not None:
+            raise PermanentDeliveryError(secrets_error)
+        files = await resolve_files(
             status,
             artifact_root,
+            keys,
             organization_id=schedule.organization_id,
             report_type=schedule.report_type,
         )

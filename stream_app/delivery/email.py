@@ -29,6 +29,7 @@ from stream_app.delivery.base import (
     SendReceipt,
     TransientDeliveryError,
 )
+from stream_app.reports.artifacts import ArtifactIntegrityError
 from stream_app.schedules.model import EmailTarget, link_ttl_seconds
 
 DEFAULT_MAX_ATTACHMENT_BYTES = 10 * 1024 * 1024
@@ -91,7 +92,7 @@ class EmailMethod(DeliveryMethod):
         """The recipients and the SMTP server."""
         return f"smtp {self.smtp.host}:{self.smtp.port} to {', '.join(job.recipients)}"
 
-    def build_message(
+    async def build_message(
         self, job: DeliveryJob, now: datetime
     ) -> tuple[EmailMessage, list[IssuedLink]]:
         """The message for ``job`` and the download links it carries instead of attachments.
@@ -122,8 +123,8 @@ class EmailMethod(DeliveryMethod):
         for f in job.files:
             if f.link.size_bytes <= budget:
                 try:
-                    data = f.path.read_bytes()
-                except OSError as exc:
+                    data = await f.read_bytes()
+                except (OSError, ArtifactIntegrityError) as exc:
                     raise PermanentDeliveryError(f"cannot read {f.link.path}: {exc}") from exc
                 attach.append((f.filename, data))
                 budget -= len(data)
@@ -159,7 +160,7 @@ class EmailMethod(DeliveryMethod):
         """
         if not job.recipients:
             raise PermanentDeliveryError("no recipients")
-        msg, links = self.build_message(job, datetime.now(UTC))
+        msg, links = await self.build_message(job, datetime.now(UTC))
         where = f"{', '.join(job.recipients)} via {self.smtp.host}:{self.smtp.port}"
         try:
             refused, reply = await aiosmtplib.send(

@@ -129,7 +129,9 @@ class SftpMethod(DeliveryMethod):
                     target.path, f".{remote_name(job, f.filename)}.part-{secrets.token_hex(4)}"
                 )
                 try:
-                    await sftp.put(str(f.path), temp)
+                    async with sftp.open(temp, "wb") as remote:
+                        async for chunk in f.chunks():  # decrypted: the plaintext is uploaded
+                            await remote.write(chunk)
                     try:
                         await sftp.posix_rename(temp, final)
                     except asyncssh.SFTPOpUnsupported:

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import asyncpg
 
+from stream_app.crypto.keyring import KeyRing
 from stream_app.db.tenancy import tenant_transaction
 from stream_app.delivery.dispatch import DeliveryConfig, build_method, deliver
 from stream_app.delivery.queue import QueuedDelivery, claim_due, due_organizations, enqueue, remove
@@ -42,6 +43,7 @@ class DeliveryWorker:
             row runs in its organisation's tenant transaction.
         system_pool: pool of the cross-tenant system role, used for one thing: which
             organisations have due rows (:func:`due_organizations`). Defaults to ``pool``.
+        keys: the worker's data-key cache (decrypts artifacts, opens sealed secrets).
         config: server-wide delivery settings (slots, poll interval, lease, egress policy).
         artifact_root: the artifact store's root folder.
         slots: the fair-share slot counter.
@@ -57,11 +59,13 @@ class DeliveryWorker:
         artifact_root: Path,
         *,
         system_pool: asyncpg.Pool | None = None,
+        keys: KeyRing | None = None,
         worker_id: str | None = None,
         clock: Callable[[], datetime] | None = None,
     ) -> None:
         self.pool = pool
         self.system_pool = system_pool or pool
+        self.keys = keys or KeyRing(pool)
         self.config = config
         self.artifact_root = artifact_root
         self.slots = DeliverySlots(config.slots)
@@ -147,6 +151,7 @@ class DeliveryWorker:
                 self.artifact_root,
                 method,
                 attempt=item.attempt,
+                keys=self.keys,
                 # the backoff counts from the end of the attempt, or from the injected clock
                 now=self._injected_clock() if self._injected_clock else None,
             )

@@ -61,6 +61,8 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait
 from stream_app.agents.context import outside_any_event
 from stream_app.agents.deadletter import send_to_dead_letter
 from stream_app.app import app, settings
+from stream_app.crypto.keyring import get_keyring
+from stream_app.crypto.keys import DataKey
 from stream_app.db import audit_events
 from stream_app.db import reports as report_db
 from stream_app.db.pool import get_pool
@@ -386,9 +388,11 @@ class _TimedPool:
 
 
 def _render_all(
-    table: ReportTable, req: ReportRequest, stop: threading.Event
+    table: ReportTable, req: ReportRequest, stop: threading.Event, key: DataKey
 ) -> tuple[list[ArtifactLink], float]:
     """Render every requested format (worker thread); ``(links, CPU seconds of this thread)``.
+
+    Each file is sealed with ``key``, the organisation's current data key.
 
     Stops before the next format once ``stop`` is set, deleting what it wrote.
 
@@ -401,10 +405,8 @@ def _render_all(
         if stop.is_set():
             break
         ext, render = RENDERERS[fmt]
-        with store.write(req.organization_id, req.report_id, f"{req.report_type}.{ext}", fmt) as (
-            writer,
-            out,
-        ):
+        name = f"{req.report_type}.{ext}"
+        with store.write(req.organization_id, req.report_id, name, fmt, key=key) as (writer, out):
             render(table, writer)
         links.extend(out)
     if stop.is_set():
@@ -464,9 +466,10 @@ async def generate(req: ReportRequest, run: _Run | None = None) -> list[Artifact
     finally:
         run.processing_s += (time.perf_counter() - t0) - (run.query_s - q0)
         run.cpu_s += time.thread_time() - cpu0
+    key = await (await get_keyring(settings.postgres_dsn)).current(req.organization_id)
     t1 = time.perf_counter()
     try:
-        links, cpu = await asyncio.to_thread(_render_all, table, req, run.stop)
+        links, cpu = await asyncio.to_thread(_render_all, table, req, run.stop, key)
     finally:
         run.rendering_s += time.perf_counter() - t1
     run.cpu_s += cpu
@@ -607,8 +610,11 @@ async def _produce(
         if entry.report_id == req.report_id:
             links = entry.artifacts
         else:
-            links = await asyncio.to_thread(
-                cache.materialize, entry, req.organization_id, req.report_id
+            links = await cache.materialize(
+                entry,
+                req.organization_id,
+                req.report_id,
+                await get_keyring(settings.postgres_dsn),
             )
     except Exception as exc:
         peak = _memory.end(token)

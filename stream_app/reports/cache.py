@@ -13,9 +13,10 @@ artifact store. Three levels, looked up in order:
    found in PostgreSQL (any worker, after any restart).
 
 An entry (:class:`CacheEntry`) is the earlier report's artifact links and metadata. A hit
-**hard-links** (copies when the store spans file systems) the earlier files into the new
-report's own folder ``<org>/<report id>/``: same bytes and SHA-256, each report keeps working
-links of its own whatever happens to the other, and no bytes are copied on one file system.
+copies the earlier files into the new report's own folder ``<org>/<report id>/``, decrypted
+and sealed again for the new report (an encrypted artifact is bound to its report id, see
+:mod:`stream_app.reports.artifacts`): same plaintext SHA-256, and each report keeps working
+links of its own whatever happens to the other.
 
 **Key**: hex SHA-256 of the canonical JSON (sorted keys) of organisation, report type, date
 range, data filters (dimensions sorted, values sorted and de-duplicated), configuration and
@@ -45,8 +46,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import os
-import shutil
 from collections.abc import AsyncIterable, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -60,13 +59,18 @@ from cachetools import LRUCache
 
 from stream_app.agents.context import outside_any_event
 from stream_app.app import app, rocksdb_options, settings
+from stream_app.crypto.keyring import KeyRing
 from stream_app.db import reports as report_db
 from stream_app.observability import REPORT_CACHE
 from stream_app.reports.artifacts import (
+    ArtifactIntegrityError,
     ArtifactPathError,
+    ArtifactStore,
     artifact_path,
     artifact_relpath,
     download_url,
+    open_artifact,
+    reseal,
 )
 from stream_app.schemas.reports import ReportRequest
 from stream_app.schemas.updates import ArtifactLink, CacheLevel
@@ -304,26 +308,21 @@ async def purge_organization(organization_id: str, keys: list[str]) -> int:
     return len(keys)
 
 
-def _link_or_copy(src: Path, dst: Path) -> None:
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.link-{os.getpid()}")
-    tmp.unlink(missing_ok=True)
-    try:
-        os.link(src, tmp)
-    except OSError:
-        shutil.copyfile(src, tmp)
-    tmp.replace(dst)
+async def materialize(
+    entry: CacheEntry, organization_id: str, report_id: str, keys: KeyRing
+) -> list[ArtifactLink]:
+    """Copy ``entry``'s files into the folder of ``report_id``; the new links.
 
-
-def materialize(entry: CacheEntry, organization_id: str, report_id: str) -> list[ArtifactLink]:
-    """Hard-link (or copy) ``entry``'s files into the folder of ``report_id``; the new links.
+    Each file is decrypted and sealed again for its new identity (an encrypted artifact is
+    bound to its report id, so a plain hard link would not open), under the organisation's
+    current data key; the plaintext checksums stay those of the entry.
 
     Both paths are derived (:mod:`stream_app.reports.artifacts`), never read from the entry,
-    and only an entry of the same organisation is used. Blocking file I/O: run it in a worker
-    thread.
+    and only an entry of the same organisation is used.
 
     Raises:
         OSError: a file vanished or the store cannot be written.
+        ArtifactIntegrityError: a cached file fails authentication.
         ArtifactPathError: the entry is another organisation's, or an id or format is bad.
     """
     if entry.organization_id != organization_id:
@@ -331,18 +330,21 @@ def materialize(entry: CacheEntry, organization_id: str, report_id: str) -> list
             f"cache entry of {entry.organization_id!r} cannot answer {organization_id!r}"
         )
     root = settings.artifact_dir
+    store = ArtifactStore(root)
+    key = await keys.current(organization_id)
     out: list[ArtifactLink] = []
     for a in entry.artifacts:
-        dst = artifact_path(root, organization_id, report_id, entry.report_type, a.format)
-        _link_or_copy(entry.source_path(root, a.format), dst)
+        src = artifact_relpath(organization_id, entry.report_id, entry.report_type, a.format)
+        reader = await open_artifact(root, organization_id, src, keys)
+        link = await asyncio.to_thread(reseal, reader, store, report_id, a.format, key)
+        if (link.sha256, link.size_bytes) != (a.sha256, a.size_bytes):
+            raise ArtifactIntegrityError(f"{src!r} does not match its cached checksum")
         out.append(
-            ArtifactLink(
-                format=a.format,
+            msgspec.structs.replace(
+                link,
+                rows=a.rows,
                 uri=download_url(organization_id, report_id, a.format),
                 path=artifact_relpath(organization_id, report_id, entry.report_type, a.format),
-                sha256=a.sha256,
-                size_bytes=a.size_bytes,
-                rows=a.rows,
             )
         )
     return out

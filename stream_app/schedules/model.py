@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import asyncssh
 
+from stream_app.crypto.sealed import is_sealed
 from stream_app.schedules.cron import CronExpressionError, validate_cron
 from stream_app.schemas.ids import ID_RULE, is_valid_id
 from stream_app.schemas.reports import OUTPUT_FORMATS, REPORT_TYPES
@@ -196,8 +197,8 @@ class SftpTarget:
             raise ScheduleValidationError(
                 "delivery.password", "a password or a private_key is required"
             )
-        if self.private_key is not None:
-            try:
+        if self.private_key is not None and not is_sealed(self.private_key):  # sealed: checked
+            try:  # when it was stored (stream_app.schedules.sealing)
                 asyncssh.import_private_key(self.private_key)
             except (asyncssh.KeyImportError, ValueError) as exc:
                 raise ScheduleValidationError(

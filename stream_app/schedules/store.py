@@ -47,6 +47,7 @@ from typing import Any, Final
 import asyncpg
 import orjson
 
+from stream_app.crypto.keys import current_data_key, load_master_keys
 from stream_app.db.tenancy import tenant_transaction
 from stream_app.schedules.cron import latest_fire_time, next_fire_time
 from stream_app.schedules.model import (
@@ -62,6 +63,7 @@ from stream_app.schedules.model import (
     WebhookTarget,
     report_dates,
 )
+from stream_app.schedules.sealing import seal_schedule
 
 log = logging.getLogger(__name__)
 
@@ -326,6 +328,16 @@ _SELECT = (
 )
 
 
+async def _sealed(conn: asyncpg.Connection, schedule: Schedule) -> Schedule:
+    """``schedule`` with its delivery secrets sealed under the organisation's current data
+    key (:mod:`stream_app.schedules.sealing`); the stored and returned schedule hold no
+    plaintext secret."""
+    if isinstance(schedule.delivery, WebhookTarget | SftpTarget):
+        key = await current_data_key(conn, load_master_keys(), schedule.organization_id)
+        return seal_schedule(schedule, key)
+    return schedule
+
+
 def _require_aware(name: str, value: datetime) -> None:
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError(f"{name}: a naive datetime is not accepted; give a UTC offset")
@@ -363,6 +375,7 @@ async def create_schedule(
     schedule.check_at(now)
     upcoming = None if schedule.paused else _first_fire_after(schedule, now)
     placeholders = ", ".join(f"${i}" for i in range(1, 21))
+    schedule = await _sealed(conn, schedule)
     try:
         async with tenant_transaction(conn, schedule.organization_id):
             row = await conn.fetchrow(
@@ -424,6 +437,7 @@ async def update_schedule(
     sets = ", ".join(
         f"{name.strip()} = ${i}" for i, name in enumerate(_COLUMNS.split(",")[2:], start=3)
     )
+    schedule = await _sealed(conn, schedule)
     async with tenant_transaction(conn, schedule.organization_id):
         row = await conn.fetchrow(
             f"UPDATE schedules SET {sets}, next_fire_time = $21, updated_at = $22"

@@ -35,6 +35,7 @@ import orjson
 from aiohttp import web
 
 from stream_app.app import settings
+from stream_app.crypto.keyring import get_keyring
 from stream_app.db import audit_events
 from stream_app.db import reports as report_db
 from stream_app.db.audit_events import record as audit
@@ -61,6 +62,7 @@ from stream_app.schedules.model import (
     SftpTarget,
     WebhookTarget,
 )
+from stream_app.web.artifact_download import open_for_download, stream_artifact
 from stream_app.web.auth import Principal, authenticate
 from stream_app.web.errors import ApiError
 from stream_app.web.views import media_type, page
@@ -539,7 +541,7 @@ async def download(self: Any, request: web.Request, token: str) -> web.StreamRes
         claims = config.signer.verify(token, now=datetime.now(UTC))
         async with pool.acquire() as conn:
             await check_not_revoked(conn, claims)
-        path = resolve_download(settings.artifact_dir, claims)
+        resolve_download(settings.artifact_dir, claims)
     except LinkError as exc:
         raise ApiError(403, "invalid_link", str(exc), field="token") from None
     async with pool.acquire() as conn, tenant_transaction(conn, claims.organization_id):
@@ -551,7 +553,11 @@ async def download(self: Any, request: web.Request, token: str) -> web.StreamRes
             claims.report_id,
             {"schedule_id": claims.schedule_id, "path": claims.path, "link_id": claims.link_id},
         )
-    return web.FileResponse(path, headers={"Content-Type": media_type(path)})
+    keys = await get_keyring(settings.postgres_dsn)
+    reader = await open_for_download(
+        settings.artifact_dir, claims.organization_id, claims.path, keys
+    )
+    return await stream_artifact(request, reader, {"Content-Type": media_type(reader.path)})
 
 
 @page("/orgs/{org}/reports/{report_id}/links/revoke", method="post")

@@ -31,6 +31,7 @@ from aiokafka.errors import KafkaError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from stream_app.app import app, settings
+from stream_app.crypto.keyring import get_keyring
 from stream_app.db import audit_events
 from stream_app.db import reports as report_db
 from stream_app.db.pool import get_pool
@@ -57,6 +58,7 @@ from stream_app.tables.windows import (
     window_labels,
 )
 from stream_app.topics import WEDDING_BOOKINGS
+from stream_app.web.artifact_download import open_for_download, stream_artifact
 from stream_app.web.auth import authenticate
 from stream_app.web.errors import ApiError
 from stream_app.web.refusals import REFUSED_STATUSES, Refusal, note_refusal, token_subject
@@ -492,11 +494,13 @@ async def report_file(
     if rec.organization_id != org or rec.status != "completed" or not match:
         raise ApiError(404, "not_found", f"report has no completed {fmt!r} file", field="format")
     try:  # derived from (organisation, report id, type, format); the row's path is not read
-        path = artifact_path(settings.artifact_dir, org, rec.id, rec.report_type, fmt)
+        rel = artifact_relpath(org, rec.id, rec.report_type, fmt)
+        artifact_path(settings.artifact_dir, org, rec.id, rec.report_type, fmt)
     except ArtifactPathError:
         raise ApiError(404, "not_found", f"report has no {fmt!r} file", field="format") from None
-    if not path.is_file():
-        raise ApiError(404, "not_found", "artifact file is missing from the store")
+    keys = await get_keyring(settings.postgres_dsn)
+    reader = await open_for_download(settings.artifact_dir, org, rel, keys)
+    path = reader.path
     async with pool.acquire() as conn, tenant_transaction(conn, org):
         await audit_events.record(
             conn,
@@ -506,9 +510,10 @@ async def report_file(
             report_id,
             {"format": fmt, "sha256": match[0]["sha256"], "channel": "http"},
         )
-    return web.FileResponse(
-        path,
-        headers={
+    return await stream_artifact(
+        request,
+        reader,
+        {
             "Content-Disposition": f'attachment; filename="{Path(path).name}"',
             "Content-Type": media_type(path),
             "Digest": f"sha-256={match[0]['sha256']}",

@@ -13,6 +13,7 @@ from types import ModuleType
 import asyncpg
 import pytest
 
+from stream_app.crypto.keyring import KeyRing
 from stream_app.delivery.api import LinkSigner
 from stream_app.delivery.base import DeliveryMethod, DeliveryResult
 from stream_app.delivery.dispatch import deliver
@@ -85,6 +86,7 @@ def make_run(
             (run,) = await claim_due_runs(conn, T0 + timedelta(minutes=59, seconds=31))
             await mark_submitted(conn, run.run_id)  # as the scheduler tick does
         store = ArtifactStore(artifact_root)
+        key = await KeyRing(db).current(org)  # master key: WEDDING_DEV_MODE (tests/conftest.py)
         statuses = []
         for planned in run.reports:
             links: list[ArtifactLink] = []
@@ -92,7 +94,7 @@ def make_run(
                 if fmt not in schedule.output_formats:
                     continue
                 name = f"{schedule.report_type}.{fmt}"
-                with store.write(org, planned.report_id, name, fmt) as (writer, out):
+                with store.write(org, planned.report_id, name, fmt, key=key) as (writer, out):
                     writer.write(data)
                     writer.rows = rows
                 links.extend(out)

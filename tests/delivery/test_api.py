@@ -15,6 +15,7 @@ import jwt
 import pytest
 from msgspec.structs import replace
 
+from stream_app.crypto.keyring import KeyRing
 from stream_app.delivery.api import (
     ApiMethod,
     LinkError,
@@ -24,6 +25,7 @@ from stream_app.delivery.api import (
 )
 from stream_app.delivery.dispatch import deliver, load_delivery_config
 from stream_app.delivery.log import fetch_run_log
+from stream_app.reports.artifacts import open_artifact
 from stream_app.schedules.model import ApiTarget, Schedule
 
 NOW = datetime(2031, 1, 6, 10, 0, tzinfo=UTC)
@@ -161,6 +163,7 @@ async def test_api_delivery_records_expiring_links(
     report_bytes: dict[str, bytes],
 ) -> None:
     run, (status,) = await make_run(api_schedule())
+    keys = KeyRing(db)
     before = datetime.now(UTC).replace(microsecond=0)
     result = await deliver(db, run, status, artifact_root, ApiMethod(signer))
     assert result.outcome == "delivered" and len(result.links) == 2
@@ -169,7 +172,9 @@ async def test_api_delivery_records_expiring_links(
         assert claims.path == artifact.path
         assert before + timedelta(seconds=3600) <= claims.expires_at
         assert claims.expires_at <= before + timedelta(seconds=3602)
-        assert resolve_download(artifact_root, claims).read_bytes() == report_bytes[artifact.format]
+        assert resolve_download(artifact_root, claims) == artifact_root / artifact.path
+        reader = await open_artifact(artifact_root, claims.organization_id, claims.path, keys)
+        assert reader.read_all() == report_bytes[artifact.format]
         with pytest.raises(LinkError, match="expired"):
             signer.verify(link, now=datetime.now(UTC) + timedelta(seconds=3601))
     async with db.acquire() as conn:
@@ -222,7 +227,7 @@ async def test_altered_artifact_is_not_delivered(
     (artifact_root / status.artifacts[0].path).write_bytes(b"tampered")
     result = await deliver(db, run, status, artifact_root, ApiMethod(signer))
     assert result.outcome == "failed" and result.links == ()
-    assert "does not match its checksum" in result.detail
+    assert "fails authentication" in result.detail or "not an encrypted artifact" in result.detail
 
 
 async def test_non_final_status_and_unknown_report_are_refused(

@@ -4,12 +4,15 @@ from the run's organisation, the report id, the schedule's type and the format (
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
+import asyncpg
 import msgspec
 import pytest
 
+from stream_app.crypto.keyring import KeyRing
 from stream_app.delivery.base import PermanentDeliveryError
 from stream_app.delivery.dispatch import resolve_files
 from stream_app.reports.artifacts import ArtifactStore
@@ -18,11 +21,21 @@ from stream_app.schemas.updates import ArtifactLink, ReportStatus
 TYPE = "monthly_booking_summary"
 
 
-def store_file(root: Path, org: str, report: str, data: bytes) -> ArtifactLink:
-    with ArtifactStore(root).write(org, report, f"{TYPE}.csv", "csv") as (writer, out):
+NewOrg = Callable[..., Awaitable[str]]
+
+
+async def store_file(root: Path, keys: KeyRing, org: str, report: str, data: bytes) -> ArtifactLink:
+    key = await keys.current(org)
+    with ArtifactStore(root).write(org, report, f"{TYPE}.csv", "csv", key=key) as (writer, out):
         writer.write(data)
         writer.rows = 1
     return out[0]
+
+
+@pytest.fixture
+def keys(db: asyncpg.Pool) -> KeyRing:
+    """Data keys of the test organisations (master key: WEDDING_DEV_MODE, tests/conftest.py)."""
+    return KeyRing(db)
 
 
 def status(org: str, report: str, link: ArtifactLink) -> ReportStatus:
@@ -42,41 +55,54 @@ def forged(link: ArtifactLink, **changes: object) -> ArtifactLink:
     return msgspec.structs.replace(link, **changes)
 
 
-def test_a_forged_path_to_another_tenants_file_is_not_followed(tmp_path: Path) -> None:
-    own = store_file(tmp_path, "org-a", "r1", b"a's rows\r\n")
-    victim = store_file(tmp_path, "org-b", "secret", b"b's confidential rows\r\n")
+async def test_a_forged_path_to_another_tenants_file_is_not_followed(
+    tmp_path: Path, keys: KeyRing, new_org: NewOrg
+) -> None:
+    a, b = await new_org(), await new_org()
+    own = await store_file(tmp_path, keys, a, "r1", b"a's rows\r\n")
+    victim = await store_file(tmp_path, keys, b, "secret", b"b's confidential rows\r\n")
     # the message points at B's file and carries B's checksum and size
     message = status(
-        "org-a",
+        a,
         "r1",
         forged(own, path=victim.path, sha256=victim.sha256, size_bytes=victim.size_bytes),
     )
     with pytest.raises(PermanentDeliveryError, match="does not match its checksum"):
-        resolve_files(message, tmp_path, organization_id="org-a", report_type=TYPE)
+        await resolve_files(message, tmp_path, keys, organization_id=a, report_type=TYPE)
     # with the report's own checksum the file sent is A's own, whatever path the message says
-    message = status("org-a", "r1", forged(own, path="../../etc/passwd", uri="file:///etc/passwd"))
-    (sent,) = resolve_files(message, tmp_path, organization_id="org-a", report_type=TYPE)
-    assert sent.path == (tmp_path / "org-a" / "r1" / f"{TYPE}.csv").resolve()
-    assert hashlib.sha256(sent.path.read_bytes()).hexdigest() == own.sha256
-    assert sent.link.path == f"org-a/r1/{TYPE}.csv"  # what gets signed into download links
-    assert sent.link.uri == "/orgs/org-a/reports/r1/files/csv"
+    message = status(a, "r1", forged(own, path="../../etc/passwd", uri="file:///etc/passwd"))
+    (sent,) = await resolve_files(message, tmp_path, keys, organization_id=a, report_type=TYPE)
+    assert sent.path == (tmp_path / a / "r1" / f"{TYPE}.csv").resolve()
+    assert sent.reader is not None
+    plain = b"".join(sent.reader.iter_chunks())
+    assert plain == b"a's rows\r\n"
+    assert hashlib.sha256(plain).hexdigest() == own.sha256
+    assert sent.link.path == f"{a}/r1/{TYPE}.csv"  # what gets signed into download links
+    assert sent.link.uri == f"/orgs/{a}/reports/r1/files/csv"
 
 
-def test_a_status_of_another_organisation_is_refused(tmp_path: Path) -> None:
-    victim = store_file(tmp_path, "org-b", "r1", b"b's rows\r\n")
-    with pytest.raises(PermanentDeliveryError, match="for a run of 'org-a'"):
-        resolve_files(
-            status("org-b", "r1", victim), tmp_path, organization_id="org-a", report_type=TYPE
+async def test_a_status_of_another_organisation_is_refused(
+    tmp_path: Path, keys: KeyRing, new_org: NewOrg
+) -> None:
+    a, b = await new_org(), await new_org()
+    victim = await store_file(tmp_path, keys, b, "r1", b"b's rows\r\n")
+    with pytest.raises(PermanentDeliveryError, match=f"for a run of '{a}'"):
+        await resolve_files(
+            status(b, "r1", victim), tmp_path, keys, organization_id=a, report_type=TYPE
         )
 
 
 @pytest.mark.parametrize("fmt", ["exe", "../csv"])
-def test_an_unknown_format_is_refused(tmp_path: Path, fmt: str) -> None:
-    own = store_file(tmp_path, "org-a", "r1", b"rows\r\n")
+async def test_an_unknown_format_is_refused(
+    tmp_path: Path, keys: KeyRing, new_org: NewOrg, fmt: str
+) -> None:
+    a = await new_org()
+    own = await store_file(tmp_path, keys, a, "r1", b"rows\r\n")
     with pytest.raises(PermanentDeliveryError, match="format"):
-        resolve_files(
-            status("org-a", "r1", forged(own, format=fmt)),
+        await resolve_files(
+            status(a, "r1", forged(own, format=fmt)),
             tmp_path,
-            organization_id="org-a",
+            keys,
+            organization_id=a,
             report_type=TYPE,
         )

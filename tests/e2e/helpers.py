@@ -12,9 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from stream_app.crypto.keyring import KeyRing
+from stream_app.reports.artifacts import open_artifact
 from stream_app.settings import Settings
 from stream_app.web.auth import issue_token
 
@@ -98,6 +101,17 @@ async def download(base_url: str, settings: Settings, org: str, url: str) -> byt
     ):
         assert r.status == 200, await r.text()
         return await r.read()
+
+
+async def read_artifact(settings: Settings, org: str, rel_path: str) -> bytes:
+    """The decrypted bytes of a stored artifact (the files on disk are encrypted), read with
+    the master key of this process's environment (the tests' development key)."""
+    pool = await asyncpg.create_pool(settings.postgres_dsn, min_size=1, max_size=2)
+    try:
+        reader = await open_artifact(settings.artifact_dir, org, rel_path, KeyRing(pool))
+        return reader.read_all()
+    finally:
+        await pool.close()
 
 
 async def read_topic(bootstrap: str, topic: str) -> list[Any]:

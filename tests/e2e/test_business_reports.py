@@ -13,6 +13,7 @@ from stream_app.client import request_report_and_wait
 from stream_app.devservices.workers import WorkerProcess
 from stream_app.settings import Settings
 from stream_app.synthetic.generator import SynthConfig
+from tests.e2e.helpers import read_artifact
 from tests.synthetic.helpers import load, major, pct
 
 FROM, TO = date(2024, 1, 1), date(2024, 12, 31)
@@ -64,11 +65,8 @@ async def test_business_reports_through_a_worker(
         )
         assert status.status == "completed", status.error
         assert {a.format for a in status.artifacts} == {"json", "pdf"}
-        doc = orjson.loads(
-            (
-                settings.artifact_dir / next(a for a in status.artifacts if a.format == "json").path
-            ).read_bytes()
-        )
+        json_path = next(a for a in status.artifacts if a.format == "json").path
+        doc = orjson.loads(await read_artifact(settings, org, json_path))
         assert doc["report"]["report_type"] == report_type
         if report_type == "photography_business":
             assert doc["rows"] == expected

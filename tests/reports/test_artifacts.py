@@ -27,7 +27,7 @@ def fill(root: Path) -> dict[str, bytes]:
     for org, report in (("org-a", "r1"), ("org-a", "r2"), ("org-b", "r1")):
         for fmt, ext in (("csv", "csv"), ("excel", "xlsx")):
             data = f"{org}/{report}/{fmt}".encode()
-            with store.write(org, report, f"{TYPE}.{ext}", fmt) as (writer, out):
+            with store.write(org, report, f"{TYPE}.{ext}", fmt, key=None) as (writer, out):
                 writer.write(data)
             (link,) = out
             assert link.sha256 == hashlib.sha256(data).hexdigest()
@@ -102,6 +102,9 @@ def test_cleanup_refuses_the_store_and_organisation_folders(
 @pytest.mark.parametrize("report", ["..", ".", "a/b"])
 def test_the_store_writes_only_into_a_report_folder(tmp_path: Path, report: str) -> None:
     store = ArtifactStore(tmp_path)
-    with pytest.raises(ArtifactPathError), store.write("org-a", report, f"{TYPE}.csv", "csv"):
+    with (
+        pytest.raises(ArtifactPathError),
+        store.write("org-a", report, f"{TYPE}.csv", "csv", key=None),
+    ):
         pytest.fail("the block must not run")
     assert snapshot(tmp_path) == {}

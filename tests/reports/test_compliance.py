@@ -571,7 +571,7 @@ async def test_the_registry_builder_runs_as_of_now(
 def render(tmp_path: Path, fmt: str, table: ReportTable) -> Path:
     ext, renderer = RENDERERS[fmt]
     store = ArtifactStore(tmp_path)
-    with store.write("org", "r1", f"compliance.{ext}", fmt) as (writer, out):
+    with store.write("org", "r1", f"compliance.{ext}", fmt, key=None) as (writer, out):
         renderer(table, writer)
     return tmp_path / out[0].path
 

@@ -530,7 +530,7 @@ async def test_hotel_partial_range(
 def _render(tmp_path: Path, fmt: str, table: ReportTable) -> Path:
     ext, renderer = RENDERERS[fmt]
     store = ArtifactStore(tmp_path)
-    with store.write("org", "r", f"venue_occupancy.{ext}", fmt) as (writer, out):
+    with store.write("org", "r", f"venue_occupancy.{ext}", fmt, key=None) as (writer, out):
         renderer(table, writer)
     return tmp_path / out[0].path
 

@@ -60,9 +60,9 @@ def test_summary_rows_read_months_and_days(tmp_path: Path) -> None:
     assert rows[1][2:] == ["2016-02", 3, 1, "33.33", "EUR", "200.01", 20001]
 
     store = ArtifactStore(tmp_path)
-    with store.write("org", "r1", "s.csv", "csv") as (w, out_csv):
+    with store.write("org", "r1", "s.csv", "csv", key=None) as (w, out_csv):
         render_csv(table, w)
-    with store.write("org", "r1", "s.json", "json") as (w, out_json):
+    with store.write("org", "r1", "s.json", "json", key=None) as (w, out_json):
         render_json(table, w)
     raw = (tmp_path / out_csv[0].path).read_bytes()
     assert raw.startswith(b"\xef\xbb\xbf")

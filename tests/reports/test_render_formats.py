@@ -109,7 +109,7 @@ def render(tmp_path: Path, fmt: str, table: ReportTable) -> tuple[Path, int]:
     """Render ``table`` in ``fmt`` through the artifact store; returns (file, rows written)."""
     ext, renderer = RENDERERS[fmt]
     store = ArtifactStore(tmp_path)
-    with store.write("org-1", "r1", f"report.{ext}", fmt) as (writer, out):
+    with store.write("org-1", "r1", f"report.{ext}", fmt, key=None) as (writer, out):
         renderer(table, writer)
     assert not list(tmp_path.rglob("*.partial-*"))
     path = tmp_path / out[0].path

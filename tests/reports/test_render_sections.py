@@ -127,7 +127,7 @@ def make_table(
 def render(tmp_path: Path, fmt: str, table: ReportTable) -> tuple[Path, int]:
     ext, renderer = RENDERERS[fmt]
     store = ArtifactStore(tmp_path)
-    with store.write("org-s", "r1", f"report.{ext}", fmt) as (writer, out):
+    with store.write("org-s", "r1", f"report.{ext}", fmt, key=None) as (writer, out):
         renderer(table, writer)
     return tmp_path / out[0].path, out[0].rows
 

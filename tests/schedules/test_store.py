@@ -17,6 +17,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+from stream_app.crypto.keyring import KeyRing
 from stream_app.db.tenancy import tenant_transaction
 from stream_app.schedules.model import (
     ApiTarget,
@@ -28,6 +29,7 @@ from stream_app.schedules.model import (
     WebhookTarget,
 )
 from stream_app.schedules.runner import run_scheduler_tick, scheduler_loop
+from stream_app.schedules.sealing import unseal_schedule
 from stream_app.schedules.store import (
     ScheduleExistsError,
     ScheduleNotFoundError,
@@ -99,7 +101,10 @@ async def test_crud_round_trip(db: asyncpg.Pool, new_org: Any) -> None:
         assert created.next_fire_time == datetime(2031, 1, 13, 8, 0, tzinfo=UTC)
         assert created.last_fire_time is None
         got = await get_schedule(conn, org, "crud-1")
-        assert got.schedule == s  # every field, secrets included, survives the round trip
+        assert isinstance(got.schedule.delivery, WebhookTarget)
+        assert got.schedule.delivery.secret.startswith("wedding-sealed:v1:")  # sealed at rest
+        # every field, secrets included (opened as the delivery does), survives the round trip
+        assert await unseal_schedule(got.schedule, KeyRing(db)) == s
         assert [x.schedule.schedule_id for x in await list_schedules(conn, org)] == ["crud-1"]
 
         with pytest.raises(ScheduleExistsError):
@@ -109,7 +114,8 @@ async def test_crud_round_trip(db: asyncpg.Pool, new_org: Any) -> None:
         updated = await update_schedule(conn, changed, T0 + timedelta(hours=1))
         # 10:00:30 UTC = 05:00:30 EST; next 07:30 EST = 12:30 UTC the same day
         assert updated.next_fire_time == datetime(2031, 1, 6, 12, 30, tzinfo=UTC)
-        assert (await get_schedule(conn, org, "crud-1")).schedule == changed
+        stored = (await get_schedule(conn, org, "crud-1")).schedule
+        assert await unseal_schedule(stored, KeyRing(db)) == changed
 
         paused = await pause_schedule(conn, org, "crud-1", T0)
         assert paused.schedule.paused and paused.next_fire_time is None

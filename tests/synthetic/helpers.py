@@ -142,7 +142,7 @@ def render_and_read(table: ReportTable, folder: Path) -> Files:
     store = ArtifactStore(folder)
     paths: dict[str, Path] = {}
     for fmt, (ext, renderer) in RENDERERS.items():
-        with store.write("org", "r", f"report.{ext}", fmt) as (writer, out):
+        with store.write("org", "r", f"report.{ext}", fmt, key=None) as (writer, out):
             renderer(table, writer)
         paths[fmt] = folder / out[0].path
     return Files(paths)
