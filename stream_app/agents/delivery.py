@@ -19,6 +19,7 @@ from collections.abc import AsyncIterable
 from typing import Any
 
 from stream_app.app import app, settings
+from stream_app.crypto.keyring import get_keyring
 from stream_app.db.pool import get_pool, get_system_pool
 from stream_app.delivery.dispatch import load_delivery_config
 from stream_app.delivery.worker import DeliveryWorker
