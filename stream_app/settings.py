@@ -224,16 +224,8 @@ class Settings:
 
     kafka_bootstrap: str = field(default_factory=lambda: _env("KAFKA_BOOTSTRAP", "127.0.0.1:9092"))
     postgres_dsn: str = field(default_factory=lambda: _env("POSTGRES_DSN", _DEFAULT_DSN))
-    postgres_system_dsn: str = field(
-        default_factory=lambda: _env(
-            "POSTGRES_SYSTEM_DSN", dsn_as_role(_env("POSTGRES_DSN", _DEFAULT_DSN), "wedding_system")
-        )
-    )
-    postgres_owner_dsn: str = field(
-        default_factory=lambda: _env(
-            "POSTGRES_OWNER_DSN", dsn_as_role(_env("POSTGRES_DSN", _DEFAULT_DSN), "wedding_owner")
-        )
-    )
+    postgres_system_dsn: str = field(default_factory=lambda: _env("POSTGRES_SYSTEM_DSN", ""))
+    postgres_owner_dsn: str = field(default_factory=lambda: _env("POSTGRES_OWNER_DSN", ""))
     app_id: str = field(default_factory=lambda: _env("WEDDING_APP_ID", "wedding-engine"))
     topic_partitions: int = field(default_factory=lambda: _int("WEDDING_PARTITIONS", 4, 1, 1000))
     data_dir: Path = field(
@@ -323,6 +315,17 @@ class Settings:
     data_key_ttl_s: float = field(
         default_factory=lambda: _float("WEDDING_DATA_KEY_TTL_S", 30, 0.1, 86_400)
     )
+
+    def __post_init__(self) -> None:
+        # the system and owner logins default to the same cluster as postgres_dsn
+        if not self.postgres_system_dsn:
+            object.__setattr__(
+                self, "postgres_system_dsn", dsn_as_role(self.postgres_dsn, "wedding_system")
+            )
+        if not self.postgres_owner_dsn:
+            object.__setattr__(
+                self, "postgres_owner_dsn", dsn_as_role(self.postgres_dsn, "wedding_owner")
+            )
 
 
 def _lanes(spec: str) -> dict[str, int]:

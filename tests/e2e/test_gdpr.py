@@ -31,9 +31,11 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
+from stream_app.crypto.keyring import KeyRing
 from stream_app.db.tenancy import Organization, Venue, upsert_organization, upsert_venue
 from stream_app.devservices.workers import WorkerProcess
 from stream_app.partitioning import partition_for
+from stream_app.reports.artifacts import open_artifact
 from stream_app.settings import Settings
 from stream_app.topics import CLIENT_INTERACTIONS
 from stream_app.web.auth import issue_token
@@ -238,14 +240,27 @@ async def scan_postgres(conn: asyncpg.Connection, needles: dict[str, str]) -> di
     return found
 
 
-def scan_files(root: Path, needles: dict[str, str]) -> dict[str, int]:
-    """Files under ``root`` holding each needle (bytes, UTF-8)."""
+def _files_under(root: Path) -> list[Path]:
+    return [p for p in root.rglob("*") if p.is_file()] if root.exists() else []
+
+
+async def scan_files(settings: Settings, root: Path, needles: dict[str, str]) -> dict[str, int]:
+    """Files of the store ``root`` holding each needle (UTF-8), in their raw bytes or, for an
+    encrypted artifact (every report file), in its decrypted plaintext."""
     found = dict.fromkeys(needles, 0)
-    for path in root.rglob("*") if root.exists() else []:
-        if path.is_file():
-            data = path.read_bytes()
+    pool = await asyncpg.create_pool(settings.postgres_dsn, min_size=1, max_size=2)
+    try:
+        keys = KeyRing(pool)
+        for path in await asyncio.to_thread(_files_under, root):
+            data = await asyncio.to_thread(path.read_bytes)
+            rel = path.relative_to(root)
+            if data.startswith(b"WEDA") and len(rel.parts) == 3:
+                reader = await open_artifact(root, rel.parts[0], rel.as_posix(), keys)
+                data = await asyncio.to_thread(reader.read_all)
             for label, needle in needles.items():
                 found[label] += needle.encode() in data
+    finally:
+        await pool.close()
     return found
 
 
@@ -576,7 +591,7 @@ async def test_export_then_erasure_leaves_no_trace_of_the_client_in_a_and_b_inta
     # the scans do find the client before the erasure (clients, weddings, bookings, feedback,
     # gdpr_requests)
     assert before_pg["client_id"] >= 5 and before_pg["name"] == before_pg["email"] == 1
-    assert scan_files(root / ORG_A, needles)["client_id"] >= 1
+    assert (await scan_files(settings, root, needles))["client_id"] >= 1
     assert totals_before == (2, 800000, 350000, 2, 4.0)
 
     # --- erasure (Art. 17) ---
@@ -646,7 +661,7 @@ async def test_export_then_erasure_leaves_no_trace_of_the_client_in_a_and_b_inta
         ]
     finally:
         await conn.close()
-    assert scan_files(root, needles) == {"client_id": 0, "name": 0, "email": 0}
+    assert await scan_files(settings, root, needles) == {"client_id": 0, "name": 0, "email": 0}
 
     # changelogs: the latest record of each of A's client keys is a tombstone; B's is a value
     changelog = f"{APP_ID}-client-interaction-totals-changelog"

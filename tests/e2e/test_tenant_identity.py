@@ -407,7 +407,14 @@ async def test_both_organisations_own_schedule_monthly_and_scheduled_ids_are_ran
     b_row = await report_row(settings, B, scheduled_id)
     assert b_row["status"] == "completed"
     b_file = settings.artifact_dir / B / scheduled_id / "monthly_booking_summary.csv"
-    b_bytes = b_file.read_bytes()
+    b_bytes = b_file.read_bytes()  # ciphertext on disk (encryption at rest)
+    async with (
+        aiohttp.ClientSession(worker.url) as s,
+        s.get(f"/orgs/{B}/reports/{scheduled_id}/files/csv", headers=auth(settings, B)) as r,
+    ):
+        assert r.status == 200
+        b_plain = await r.read()
+    assert b"monthly" not in b_bytes and b_plain != b_bytes
 
     # (a) A squats B's scheduled id (even knowing it): it only ever names A's own report
     a_status = await request_report_http(
@@ -424,7 +431,7 @@ async def test_both_organisations_own_schedule_monthly_and_scheduled_ids_are_ran
         aiohttp.ClientSession(worker.url) as s,
         s.get(f"/orgs/{B}/reports/{scheduled_id}/files/csv", headers=auth(settings, B)) as r,
     ):
-        assert r.status == 200 and await r.read() == b_bytes
+        assert r.status == 200 and await r.read() == b_plain
 
     # stop B's schedule so it leaves no work behind
     async with (
