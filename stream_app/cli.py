@@ -3,7 +3,7 @@
 Subcommands: ``services`` (local Kafka + PostgreSQL), ``init`` (topics + migrations),
 ``worker`` (a Faust worker), ``replay`` (the hotel data set to events), ``synth`` (load a
 synthetic business history into PostgreSQL), ``report`` (request a report and wait for it),
-``cancel`` (cancel a queued or running report), ``token`` (a development API token), ``demo``
+``cancel`` (cancel a queued or running report), ``token`` (issue or revoke API tokens), ``demo``
 (all of it, end to end).
 
 When ``KAFKA_BOOTSTRAP`` / ``POSTGRES_DSN`` are not set, they are read from the services
@@ -17,7 +17,7 @@ import asyncio
 import os
 import re
 import sys
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 
 from aiokafka.errors import KafkaConnectionError
@@ -27,7 +27,11 @@ from stream_app.schemas.reports import REPORT_TYPES
 
 def _load_service_env() -> None:
     """Fill KAFKA_BOOTSTRAP/POSTGRES_DSN from running local services when unset."""
-    if os.environ.get("KAFKA_BOOTSTRAP") and os.environ.get("POSTGRES_DSN"):
+    if (
+        os.environ.get("KAFKA_BOOTSTRAP")
+        and os.environ.get("POSTGRES_DSN")
+        and os.environ.get("WEDDING_REDIS_URL")
+    ):
         return
     from stream_app.devservices import manager
 
@@ -35,6 +39,8 @@ def _load_service_env() -> None:
     if found.settings is not None and found.all_running:
         os.environ.setdefault("KAFKA_BOOTSTRAP", found.settings.kafka_bootstrap)
         os.environ.setdefault("POSTGRES_DSN", found.settings.postgres_dsn)
+        if found.settings.redis_url:
+            os.environ.setdefault("WEDDING_REDIS_URL", found.settings.redis_url)
 
 
 def _cmd_init(_: argparse.Namespace) -> int:
@@ -59,9 +65,10 @@ def _cmd_worker(args: argparse.Namespace) -> int:
         os.environ["WEDDING_WEB_PORT"] = str(args.web_port)
     if args.data_dir is not None:
         os.environ["WEDDING_DATA_DIR"] = str(args.data_dir)
-    _cmd_init(args)
-    from stream_app.settings import load_settings
+    from stream_app.settings import check_production_secret, load_settings
 
+    check_production_secret(load_settings())  # before anything starts
+    _cmd_init(args)
     s = load_settings()
     if s.offset_reset == "latest":
         from stream_app.lag import start_group_at_end
@@ -313,22 +320,57 @@ def _cmd_venue(args: argparse.Namespace) -> int:
 
 
 def _cmd_token(args: argparse.Namespace) -> int:
+    """Issue a token (recorded in ``tokens``, audited) or revoke tokens of an organisation."""
+    import asyncpg
+
+    from stream_app import tokens
     from stream_app.settings import load_settings
-    from stream_app.web.auth import issue_token
 
-    if not args.org.strip():
-        raise ValueError("--org: must not be empty")
-    if args.ttl <= 0:
-        raise ValueError(f"--ttl: must be a positive number of seconds, got {args.ttl}")
+    _check_id("--org", args.org)
+    s = load_settings()
+    actor = f"cli:{os.environ.get('USER', 'unknown')}"
+    if args.action == "revoke":
+        if (args.jti is None) == (args.before is None):
+            raise ValueError("revoke: give exactly one of --jti and --before")
+        before = None
+        if args.before is not None:
+            try:
+                before = datetime.fromisoformat(args.before)
+            except ValueError:
+                raise ValueError(f"--before: {args.before!r} is not ISO 8601") from None
 
-    print(
-        issue_token(
-            load_settings().jwt_secret,
-            user_id=args.user,
-            organization_id=args.org,
-            ttl_seconds=args.ttl,
+        async def revoke() -> int:
+            conn = await asyncpg.connect(s.postgres_dsn)
+            try:
+                return await tokens.revoke(
+                    conn, s, organization_id=args.org, actor=actor, jti=args.jti,
+                    issued_before=before,
+                )  # fmt: skip
+            finally:
+                await conn.close()
+
+        count = asyncio.run(revoke())
+        print(
+            f"revoked ({count} recorded token(s)); in force on every worker within"
+            f" {s.revocation_cache_s:g} s"
         )
-    )
+        return 0
+    _check_id("--user", args.user)
+    venues = [_check_id("--venue", v) for v in args.venue] if args.venue else None
+
+    async def issue() -> str:
+        conn = await asyncpg.connect(s.postgres_dsn)
+        try:
+            issued = await tokens.issue(
+                conn, s, organization_id=args.org, subject=args.user, role=args.role,
+                ttl_seconds=args.ttl, venues=venues, actor=actor,
+            )  # fmt: skip
+        finally:
+            await conn.close()
+        print(f"# jti {issued.jti}, expires {issued.expires_at.isoformat()}", file=sys.stderr)
+        return issued.token
+
+    print(asyncio.run(issue()))
     return 0
 
 
@@ -398,10 +440,21 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("venue", metavar="VENUE")
     v.add_argument("--capacity", type=int, default=None, help="events per day (default unknown)")
     v.add_argument("--name", default=None, help="display name (default: the id)")
-    t = sub.add_parser("token", help="print a development API token")
+    t = sub.add_parser(
+        "token", help="issue an API token (recorded, audited) or revoke an organisation's tokens"
+    )
+    t.add_argument("action", nargs="?", default="issue", choices=["issue", "revoke"])
     t.add_argument("--org", required=True)
-    t.add_argument("--user", default="dev")
-    t.add_argument("--ttl", type=int, default=3600, help="seconds")
+    t.add_argument("--user", default="dev", help="the token's subject")
+    t.add_argument("--role", default="viewer", choices=["viewer", "analyst", "admin"])
+    t.add_argument("--venue", action="append", help="limit the token to this venue (repeatable)")
+    t.add_argument(
+        "--ttl", type=int, default=3600, help="seconds (at most WEDDING_TOKEN_MAX_TTL_S)"
+    )
+    t.add_argument("--jti", default=None, help="revoke: the token id")
+    t.add_argument(
+        "--before", default=None, help="revoke: every token issued before this ISO 8601 time"
+    )
     d = sub.add_parser("demo", help="services up, worker, replay, report, services down")
     d.add_argument("path", nargs="?", default="../shared/data/hotel_bookings.csv.gz")
     d.add_argument("--keep-services", action="store_true")
@@ -416,7 +469,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return services_main(argv[1:])
     args = build_parser().parse_args(argv)
-    if args.command not in ("token", "demo"):
+    if args.command != "demo":
         _load_service_env()
     handlers = {
         "init": _cmd_init,

@@ -56,10 +56,21 @@ async def settings(services: ServiceSettings, state_dir: Path) -> Settings:
         postgres_dsn=services.postgres_dsn,
         artifact_dir=state_dir / "artifacts",
         data_dir=state_dir / "worker-data",
+        redis_url=services.redis_url,
     )
     await ensure_topics(s.kafka_bootstrap, s.topic_partitions)
     await migrate(s.postgres_dsn)
     return s
+
+
+UNLIMITED_ENV = {
+    "WEDDING_RATE_LIMITS": "reads=1000000/minute,reports=1000000/minute,"
+    "aggregations=1000000/minute,downloads=1000000/minute",
+    "WEDDING_ORG_RATE_LIMITS": "reads=1000000/minute,reports=1000000/minute,"
+    "aggregations=1000000/minute,downloads=1000000/minute",
+    "WEDDING_AUTH_FAILURE_LIMIT": "1000000/minute",
+}
+"""Limits no functional test reaches."""
 
 
 class WorkerFactory:
@@ -71,8 +82,13 @@ class WorkerFactory:
         self.workers: list[WorkerProcess] = []
 
     def start(self, app_id: str, name: str | None = None, **extra_env: str) -> WorkerProcess:
-        """A new worker in consumer group ``app_id`` with its own RocksDB folder."""
+        """A new worker in consumer group ``app_id`` with its own RocksDB folder.
+
+        Rate limits are set out of reach unless ``extra_env`` sets them: the functional tests
+        poll and retry freely; tests/e2e/test_rate_limits.py sets its own.
+        """
         name = name or uuid.uuid4().hex[:8]
+        extra_env = {**UNLIMITED_ENV, **extra_env}
         worker = start_worker(
             kafka_bootstrap=self.settings.kafka_bootstrap,
             postgres_dsn=self.settings.postgres_dsn,
@@ -81,6 +97,8 @@ class WorkerFactory:
             artifact_dir=self.settings.artifact_dir,
             app_id=app_id,
             extra_env=extra_env,
+            redis_url=self.settings.redis_url,
+            dev_mode=True,  # the tests sign tokens with the development secret
         )
         self.workers.append(worker)
         return worker

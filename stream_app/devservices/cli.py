@@ -38,6 +38,8 @@ def _settings_lines(settings: manager.ServiceSettings) -> list[str]:
     return [
         f"KAFKA_BOOTSTRAP={shlex.quote(settings.kafka_bootstrap)}",
         f"POSTGRES_DSN={shlex.quote(settings.postgres_dsn)}",
+        f"REDIS_URL={shlex.quote(settings.redis_url)}",
+        f"WEDDING_REDIS_URL={shlex.quote(settings.redis_url)}",
     ]
 
 
@@ -68,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         f"KAFKA_RUNNING={'yes' if found.kafka_running else 'no'}",
         f"POSTGRES_RUNNING={'yes' if found.postgres_running else 'no'}",
+        f"REDIS_RUNNING={'yes' if found.redis_running else 'no'}",
     ]
     if found.settings is not None and found.all_running:
         lines += _settings_lines(found.settings)

@@ -100,8 +100,15 @@ def start_worker(
     app_id: str | None = None,
     web_port: int | None = None,
     extra_env: dict[str, str] | None = None,
+    redis_url: str | None = None,
+    dev_mode: bool = False,
 ) -> WorkerProcess:
-    """Start ``wedding-engine worker`` as a child process (see the module docstring)."""
+    """Start ``wedding-engine worker`` as a child process (see the module docstring).
+
+    ``redis_url`` becomes ``WEDDING_REDIS_URL`` (the shared rate-limit store); ``dev_mode``
+    sets ``WEDDING_DEV_MODE=1``, which lets the worker run with the public development JWT
+    secret (demo and tests only; ``extra_env`` can still override it).
+    """
     port = web_port or free_ports(1)[0]
     env = dict(os.environ)
     env.update(
@@ -116,6 +123,10 @@ def start_worker(
         env["WEDDING_ARTIFACT_DIR"] = str(artifact_dir)
     if app_id is not None:
         env["WEDDING_APP_ID"] = app_id
+    if redis_url:
+        env["WEDDING_REDIS_URL"] = redis_url
+    if dev_mode:
+        env["WEDDING_DEV_MODE"] = "1"
     env.update(extra_env or {})
     data_dir.mkdir(parents=True, exist_ok=True)
     log_path.parent.mkdir(parents=True, exist_ok=True)

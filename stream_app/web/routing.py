@@ -22,7 +22,7 @@ from stream_app.agents.bookings import venue_bookings
 from stream_app.app import app, settings
 from stream_app.partitioning import partition_for
 from stream_app.tables.bookings import row_totals, table_key
-from stream_app.web.auth import issue_token
+from stream_app.web.auth import new_token
 from stream_app.web.errors import ApiError
 
 FORWARDED_HEADER = "X-Wedding-Forwarded"
@@ -161,9 +161,15 @@ async def _fetch_json(
     organization_id: str,
     headers: dict[str, str],
 ) -> dict[str, Any]:
-    token = issue_token(
-        settings.jwt_secret, user_id="internal", organization_id=organization_id, ttl_seconds=60
-    )
+    token = new_token(
+        settings.jwt_secret,
+        user_id="internal",
+        organization_id=organization_id,
+        ttl_seconds=60,
+        issuer=settings.token_issuer,
+        audience=settings.token_audience,
+        internal=True,
+    ).token
     try:
         async with (
             aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session,

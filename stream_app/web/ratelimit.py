@@ -1,0 +1,155 @@
+"""Rate limits of the HTTP API, counted in a store every worker shares (the ``limits`` package).
+
+Part of the HTTP layer; touches only the rate-limit store. Three kinds of limit:
+
+- per token and route class (``reads``, ``reports``, ``aggregations``, ``downloads``):
+  ``settings.rate_limits`` (``WEDDING_RATE_LIMITS``);
+- per organisation and route class, all its tokens together: ``settings.org_rate_limits``;
+- per client address, requests with a bad token (lockout): ``settings.auth_failure_limit``.
+
+Over a limit: **429** with ``Retry-After`` (whole seconds until the window lets one more
+request in) and ``{"error": {"code": "rate_limited", "field": ..., "reason": ...}}``, where
+``field`` names what is limited (``Authorization`` for the token and the lockout,
+``organization_id`` for the organisation).
+
+Counting: the moving-window strategy (``limits``' ``MovingWindowRateLimiter``: no burst of
+twice the limit at a window boundary). The store is Redis (``WEDDING_REDIS_URL``; ``limits``'
+async Redis storage over ``coredis``): one counter per key for all workers, updated by one
+atomic Lua script per hit, so N workers together allow the limit, not N times it. Why Redis:
+a limit check sits on every request, and Redis answers in well under a millisecond with
+atomic scripts and key expiry built in; PostgreSQL would add a write per request to the
+database the reports read. Without ``WEDDING_REDIS_URL`` each worker counts in its own memory
+(development only). If the store cannot be reached, requests are let through and the error is
+logged (a rate limit must not take the API down with it).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import Any
+
+from aiohttp import web
+from limits import RateLimitItem, parse
+from limits.aio.strategies import MovingWindowRateLimiter
+from limits.storage import storage_from_string
+
+from stream_app.app import settings
+from stream_app.web.auth import Principal
+from stream_app.web.errors import ApiError
+
+log = logging.getLogger(__name__)
+
+
+class RateLimitedError(ApiError):
+    """429 with a ``Retry-After`` header.
+
+    Attributes:
+        retry_after_s: whole seconds until one more request is allowed (at least 1).
+    """
+
+    def __init__(self, reason: str, field: str, retry_after_s: int) -> None:
+        super().__init__(429, "rate_limited", reason, field=field)
+        self.retry_after_s = retry_after_s
+
+    def response(self) -> web.Response:
+        """The JSON error with ``Retry-After``."""
+        resp = super().response()
+        resp.headers["Retry-After"] = str(self.retry_after_s)
+        return resp
+
+
+_limiter: MovingWindowRateLimiter | None = None
+_items: dict[str, RateLimitItem] = {}
+
+
+def limiter() -> MovingWindowRateLimiter:
+    """The process's limiter over the configured store (created on first use)."""
+    global _limiter
+    if _limiter is None:
+        uri = settings.redis_url
+        if uri.startswith("redis://"):
+            uri = "async+" + uri
+        # counters of one app id (its workers) apart from another's sharing the server
+        options = {"key_prefix": f"wedding-limits:{settings.app_id}"} if uri else {}
+        storage: Any = storage_from_string(uri or "async+memory://", **options)
+        _limiter = MovingWindowRateLimiter(storage)
+    return _limiter
+
+
+def _item(spec: str) -> RateLimitItem:
+    found = _items.get(spec)
+    if found is None:
+        found = _items[spec] = parse(spec)
+    return found
+
+
+async def _retry_after(item: RateLimitItem, *keys: str) -> int:
+    stats = await limiter().get_window_stats(item, *keys)
+    return max(1, math.ceil(stats.reset_time - time.time()))
+
+
+async def _hit(item: RateLimitItem, *keys: str) -> bool:
+    """Count one request; False when over the limit. True when the store fails (logged)."""
+    try:
+        return await limiter().hit(item, *keys)
+    except Exception:  # any store failure: let the request through, loudly
+        log.exception("rate-limit store %s failed; request not limited", settings.redis_url)
+        return True
+
+
+async def check_request(principal: Principal, rate_class: str) -> None:
+    """Count a request of ``principal`` in ``rate_class`` against its token and organisation.
+
+    Raises:
+        RateLimitedError: 429 naming ``Authorization`` (the token's limit) or
+            ``organization_id`` (the organisation's).
+    """
+    token_spec = settings.rate_limits[rate_class]
+    token_item = _item(token_spec)
+    token_key = principal.jti or f"sub:{principal.user_id}"
+    if not await _hit(token_item, "token", principal.organization_id, token_key, rate_class):
+        retry = await _retry_after(token_item, "token", principal.organization_id, token_key)
+        raise RateLimitedError(
+            f"this token's limit for {rate_class} ({token_spec}) is used up; retry in {retry} s",
+            "Authorization",
+            retry,
+        )
+    org_spec = settings.org_rate_limits[rate_class]
+    org_item = _item(org_spec)
+    if not await _hit(org_item, "org", principal.organization_id, rate_class):
+        retry = await _retry_after(org_item, "org", principal.organization_id, rate_class)
+        raise RateLimitedError(
+            f"the organisation's limit for {rate_class} ({org_spec}) is used up;"
+            f" retry in {retry} s",
+            "organization_id",
+            retry,
+        )
+
+
+async def check_not_locked_out(client: str) -> None:
+    """Refuse a client address that sent too many bad tokens recently.
+
+    Raises:
+        RateLimitedError: 429 naming ``Authorization``.
+    """
+    item = _item(settings.auth_failure_limit)
+    try:
+        ok = await limiter().test(item, "authfail", client)
+    except Exception:
+        log.exception("rate-limit store %s failed; lockout not checked", settings.redis_url)
+        return
+    if not ok:
+        retry = await _retry_after(item, "authfail", client)
+        raise RateLimitedError(
+            f"too many requests with a bad token from this address"
+            f" ({settings.auth_failure_limit}); retry in {retry} s",
+            "Authorization",
+            retry,
+        )
+
+
+async def record_auth_failure(client: str) -> None:
+    """Count one request with a bad token from ``client``."""
+    await _hit(_item(settings.auth_failure_limit), "authfail", client)
