@@ -63,16 +63,6 @@ async def settings(services: ServiceSettings, state_dir: Path) -> Settings:
     return s
 
 
-UNLIMITED_ENV = {
-    "WEDDING_RATE_LIMITS": "reads=1000000/minute,reports=1000000/minute,"
-    "aggregations=1000000/minute,downloads=1000000/minute",
-    "WEDDING_ORG_RATE_LIMITS": "reads=1000000/minute,reports=1000000/minute,"
-    "aggregations=1000000/minute,downloads=1000000/minute",
-    "WEDDING_AUTH_FAILURE_LIMIT": "1000000/minute",
-}
-"""Limits no functional test reaches."""
-
-
 class WorkerFactory:
     """Starts worker processes against the session's services; stops them all at the end."""
 
@@ -88,7 +78,6 @@ class WorkerFactory:
         poll and retry freely; tests/e2e/test_rate_limits.py sets its own.
         """
         name = name or uuid.uuid4().hex[:8]
-        extra_env = {**UNLIMITED_ENV, **extra_env}
         worker = start_worker(
             kafka_bootstrap=self.settings.kafka_bootstrap,
             postgres_dsn=self.settings.postgres_dsn,
@@ -99,6 +88,7 @@ class WorkerFactory:
             extra_env=extra_env,
             redis_url=self.settings.redis_url,
             dev_mode=True,  # the tests sign tokens with the development secret
+            unlimited_rates=True,  # tests/e2e/test_rate_limits.py sets its own in extra_env
         )
         self.workers.append(worker)
         return worker

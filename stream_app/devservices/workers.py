@@ -20,6 +20,15 @@ import aiohttp
 
 from stream_app.devservices.common import ServiceError, free_ports, log_tail
 
+UNLIMITED_RATES: dict[str, str] = {
+    "WEDDING_RATE_LIMITS": "reads=1000000/minute,reports=1000000/minute,"
+    "aggregations=1000000/minute,downloads=1000000/minute",
+    "WEDDING_ORG_RATE_LIMITS": "reads=1000000/minute,reports=1000000/minute,"
+    "aggregations=1000000/minute,downloads=1000000/minute",
+    "WEDDING_AUTH_FAILURE_LIMIT": "1000000/minute",
+}
+"""Rate limits no functional test or benchmark reaches (:mod:`stream_app.web.ratelimit`)."""
+
 
 @dataclass
 class WorkerProcess:
@@ -102,12 +111,14 @@ def start_worker(
     extra_env: dict[str, str] | None = None,
     redis_url: str | None = None,
     dev_mode: bool = False,
+    unlimited_rates: bool = False,
 ) -> WorkerProcess:
     """Start ``wedding-engine worker`` as a child process (see the module docstring).
 
     ``redis_url`` becomes ``WEDDING_REDIS_URL`` (the shared rate-limit store); ``dev_mode``
     sets ``WEDDING_DEV_MODE=1``, which lets the worker run with the public development JWT
-    secret (demo and tests only; ``extra_env`` can still override it).
+    secret (demo and tests only; ``extra_env`` can still override it). ``unlimited_rates``
+    sets :data:`UNLIMITED_RATES` (before ``extra_env``).
     """
     port = web_port or free_ports(1)[0]
     env = dict(os.environ)
@@ -127,6 +138,8 @@ def start_worker(
         env["WEDDING_REDIS_URL"] = redis_url
     if dev_mode:
         env["WEDDING_DEV_MODE"] = "1"
+    if unlimited_rates:
+        env.update(UNLIMITED_RATES)
     env.update(extra_env or {})
     data_dir.mkdir(parents=True, exist_ok=True)
     log_path.parent.mkdir(parents=True, exist_ok=True)

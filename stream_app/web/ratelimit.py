@@ -99,6 +99,39 @@ async def _hit(item: RateLimitItem, *keys: str) -> bool:
         return True
 
 
+_blocked: dict[tuple[str, ...], tuple[float, str, str]] = {}
+"""Keys found over their limit by this worker → (monotonic time the window frees a request,
+the refusal's reason and field). Until then the refusal is answered without asking the
+store: no request could be allowed before that time, so a flood costs the store one round
+trip per window, not one per request."""
+
+
+def _blocked_error(key: tuple[str, ...]) -> RateLimitedError | None:
+    found = _blocked.get(key)
+    if found is None:
+        return None
+    until, reason, field = found
+    remaining = until - time.monotonic()
+    if remaining <= 0:
+        del _blocked[key]
+        return None
+    retry = max(1, math.ceil(remaining))
+    return RateLimitedError(f"{reason}; retry in {retry} s", field, retry)
+
+
+async def _limit(item: RateLimitItem, keys: tuple[str, ...], reason: str, field: str) -> None:
+    """Count one request against ``item`` for ``keys``; raise 429 when over it."""
+    if (blocked := _blocked_error(keys)) is not None:
+        raise blocked
+    if await _hit(item, *keys):
+        return
+    retry = await _retry_after(item, *keys)
+    if len(_blocked) > 100_000:  # stale entries of many tokens: start over
+        _blocked.clear()
+    _blocked[keys] = (time.monotonic() + retry, reason, field)
+    raise RateLimitedError(f"{reason}; retry in {retry} s", field, retry)
+
+
 async def check_request(principal: Principal, rate_class: str) -> None:
     """Count a request of ``principal`` in ``rate_class`` against its token and organisation.
 
@@ -107,25 +140,20 @@ async def check_request(principal: Principal, rate_class: str) -> None:
             ``organization_id`` (the organisation's).
     """
     token_spec = settings.rate_limits[rate_class]
-    token_item = _item(token_spec)
     token_key = principal.jti or f"sub:{principal.user_id}"
-    if not await _hit(token_item, "token", principal.organization_id, token_key, rate_class):
-        retry = await _retry_after(token_item, "token", principal.organization_id, token_key)
-        raise RateLimitedError(
-            f"this token's limit for {rate_class} ({token_spec}) is used up; retry in {retry} s",
-            "Authorization",
-            retry,
-        )
+    await _limit(
+        _item(token_spec),
+        ("token", principal.organization_id, token_key, rate_class),
+        f"this token's limit for {rate_class} ({token_spec}) is used up",
+        "Authorization",
+    )
     org_spec = settings.org_rate_limits[rate_class]
-    org_item = _item(org_spec)
-    if not await _hit(org_item, "org", principal.organization_id, rate_class):
-        retry = await _retry_after(org_item, "org", principal.organization_id, rate_class)
-        raise RateLimitedError(
-            f"the organisation's limit for {rate_class} ({org_spec}) is used up;"
-            f" retry in {retry} s",
-            "organization_id",
-            retry,
-        )
+    await _limit(
+        _item(org_spec),
+        ("org", principal.organization_id, rate_class),
+        f"the organisation's limit for {rate_class} ({org_spec}) is used up",
+        "organization_id",
+    )
 
 
 async def check_not_locked_out(client: str) -> None:
