@@ -223,3 +223,35 @@ async def test_venue_scope_and_priority(
             s, "POST", "/orgs/{org}/reports", token(settings, "admin"), urgent
         )
         assert status == 202, body
+
+
+async def test_a_schedule_is_owned_by_the_subject_that_created_it(
+    main_worker: WorkerProcess, settings: Settings, orgs: None
+) -> None:
+    def admin(user: str) -> str:
+        return issue_token(
+            settings.jwt_secret, user_id=user, organization_id=ORG, ttl_seconds=600, role="admin"
+        )
+
+    body = {
+        "report_type": "monthly_booking_summary",
+        "date_range": "previous_month",
+        "output_formats": ["csv"],
+        "cron": "0 8 1 * *",
+        "delivery": {"method": "api"},
+        "paused": True,
+    }
+    async with aiohttp.ClientSession(main_worker.url) as s:
+        status, created = await call(s, "POST", "/orgs/{org}/schedules", admin("alice"), body)
+        assert status == 201, created
+        assert created["created_by"] == "alice"
+        path = f"/orgs/{{org}}/schedules/{created['schedule_id']}"
+        status, replaced = await call(s, "PUT", path, admin("bob"), {**body, "cron": "0 9 1 * *"})
+        assert status == 200, replaced
+        assert (replaced["created_by"], replaced["cron"]) == ("alice", "0 9 1 * *")
+        # an analyst cannot touch it, and a body claiming another owner is refused
+        status, refused = await call(s, "DELETE", path, token(settings, "analyst"))
+        assert (status, refused["error"]["field"]) == (403, "role")
+        forged = {**body, "created_by": "mallory"}
+        status, refused = await call(s, "POST", "/orgs/{org}/schedules", admin("bob"), forged)
+        assert status == 400
