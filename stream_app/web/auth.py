@@ -48,6 +48,7 @@ class Principal:
         jti: the token id ("" for tokens decoded without one).
         issued_at: the token's ``iat`` (UTC).
         internal: a worker-to-worker token.
+        expires_at: the token's ``exp`` (UTC).
     """
 
     user_id: str
@@ -57,6 +58,7 @@ class Principal:
     jti: str = ""
     issued_at: datetime | None = None
     internal: bool = False
+    expires_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,6 +210,7 @@ def decode_token(
         jti=str(claims["jti"]),
         issued_at=datetime.fromtimestamp(claims["iat"], UTC),
         internal=claims.get(INTERNAL_CLAIM) is True,
+        expires_at=datetime.fromtimestamp(claims["exp"], UTC),
     )
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
@@ -78,6 +79,40 @@ class RouteSpec:
         )
 
 
+_verified: dict[str, Principal] = {}
+"""Tokens this worker verified → their principal (bounded by :data:`VERIFIED_CACHE_SIZE`)."""
+VERIFIED_CACHE_SIZE = 10_000
+
+
+def verified(token: str) -> Principal:
+    """:func:`~stream_app.web.auth.decode_token` with the settings' issuer, audience and
+    lifetime, remembered per token string until the token expires.
+
+    The string includes the signature, and issuer, audience and secret do not change while
+    the worker runs, so a token verified once verifies again until ``exp``, which is checked
+    on every use. Revocation is not part of this (checked per request).
+
+    Raises:
+        ApiError: 401 as :func:`~stream_app.web.auth.decode_token`.
+    """
+    found = _verified.get(token)
+    if found is not None:
+        if found.expires_at is not None and found.expires_at > datetime.now(UTC):
+            return found
+        del _verified[token]
+    principal = decode_token(
+        token,
+        settings.jwt_secret,
+        issuer=settings.token_issuer,
+        audience=settings.token_audience,
+        max_ttl_s=settings.token_max_ttl_s,
+    )
+    if len(_verified) >= VERIFIED_CACHE_SIZE:
+        _verified.clear()
+    _verified[token] = principal
+    return principal
+
+
 def _client(request: web.Request) -> str:
     return request.remote or "unknown"
 
@@ -101,13 +136,7 @@ async def check(request: web.Request, spec: RouteSpec, params: Mapping[str, Any]
     client = _client(request)
     await ratelimit.check_not_locked_out(client)
     try:
-        principal = decode_token(
-            bearer_token(request),
-            settings.jwt_secret,
-            issuer=settings.token_issuer,
-            audience=settings.token_audience,
-            max_ttl_s=settings.token_max_ttl_s,
-        )
+        principal = verified(bearer_token(request))
     except ApiError:
         await ratelimit.record_auth_failure(client)
         raise

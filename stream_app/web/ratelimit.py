@@ -5,7 +5,8 @@ Part of the HTTP layer; touches only the rate-limit store. Three kinds of limit:
 - per token and route class (``reads``, ``reports``, ``aggregations``, ``downloads``):
   ``settings.rate_limits`` (``WEDDING_RATE_LIMITS``);
 - per organisation and route class, all its tokens together: ``settings.org_rate_limits``;
-- per client address, requests with a bad token (lockout): ``settings.auth_failure_limit``.
+- per client address, requests with a bad token (lockout): ``settings.auth_failure_limit``;
+  once over it, every request from the address is refused until the window frees a slot.
 
 Over a limit: **429** with ``Retry-After`` (whole seconds until the window lets one more
 request in) and ``{"error": {"code": "rate_limited", "field": ..., "reason": ...}}``, where
@@ -156,28 +157,56 @@ async def check_request(principal: Principal, rate_class: str) -> None:
     )
 
 
+LOCKOUT_RECHECK_S = 1.0
+"""How long a worker trusts the store's "this address is not locked out" before asking again:
+a lockout tripped on another worker is in force here within this many seconds (on the
+worker that tripped it, at once). Keeps the store off the path of most good requests."""
+_not_locked: dict[str, float] = {}
+"""client address → monotonic time the store last said it is not locked out."""
+
+
 async def check_not_locked_out(client: str) -> None:
-    """Refuse a client address that sent too many bad tokens recently.
+    """Refuse a client address that sent too many bad tokens recently (every request from it,
+    good token or not: a locked-out address learns nothing from its guesses).
 
     Raises:
         RateLimitedError: 429 naming ``Authorization``.
     """
+    keys = ("authfail", client)
+    if (blocked := _blocked_error(keys)) is not None:
+        raise blocked
+    now = time.monotonic()
+    if now - _not_locked.get(client, -math.inf) < LOCKOUT_RECHECK_S:
+        return
     item = _item(settings.auth_failure_limit)
     try:
-        ok = await limiter().test(item, "authfail", client)
+        ok = await limiter().test(item, *keys)
     except Exception:
         log.exception("rate-limit store %s failed; lockout not checked", settings.redis_url)
         return
-    if not ok:
-        retry = await _retry_after(item, "authfail", client)
-        raise RateLimitedError(
-            f"too many requests with a bad token from this address"
-            f" ({settings.auth_failure_limit}); retry in {retry} s",
-            "Authorization",
-            retry,
-        )
+    if ok:
+        if len(_not_locked) > 100_000:
+            _not_locked.clear()
+        _not_locked[client] = now
+        return
+    await _lock_out(item, client)
+
+
+async def _lock_out(item: RateLimitItem, client: str) -> None:
+    retry = await _retry_after(item, "authfail", client)
+    reason = f"too many requests with a bad token from this address ({settings.auth_failure_limit})"
+    _not_locked.pop(client, None)
+    _blocked[("authfail", client)] = (time.monotonic() + retry, reason, "Authorization")
+    raise RateLimitedError(f"{reason}; retry in {retry} s", "Authorization", retry)
 
 
 async def record_auth_failure(client: str) -> None:
-    """Count one request with a bad token from ``client``."""
-    await _hit(_item(settings.auth_failure_limit), "authfail", client)
+    """Count one request with a bad token from ``client``.
+
+    Raises:
+        RateLimitedError: this failure is over the address's budget (the lockout starts; the
+            caller answers 429 instead of 401).
+    """
+    item = _item(settings.auth_failure_limit)
+    if not await _hit(item, "authfail", client):
+        await _lock_out(item, client)
