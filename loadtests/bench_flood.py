@@ -8,7 +8,9 @@ counted in the shared Redis):
 2. **flood**: one token of the flooding organisation sends N requests (default 5,000; 32 at
    a time, alternating between the workers) to the same kind of read while the victim reads
    as in 1; prints the flooder's 200 and 429 counts (with the index of the first 429) and
-   the victim's p50/p99 and status counts.
+   the victim's p50/p99 and status counts. The flooding client runs in a process of its own
+   at ``nice`` 19 (the attacker's CPU is not the server's); the machine's load average is
+   printed before and after, as other work on the machine moves every figure.
 
 The victim's users stop after 400 requests each during the flood (with the baseline's this
 stays under the organisation's default 2,400 reads a minute, so any 429 of the victim would be
@@ -134,8 +136,13 @@ async def flood(urls: list[str], secret: str, n: int) -> tuple[Counter[int], int
 
 
 def flood_process(urls: list[str], secret: str, n: int) -> tuple[Counter[int], int | None, float]:
-    """:func:`flood` in a process of its own (so its client work does not delay the victim's
-    event loop and inflate the victim's measured latencies)."""
+    """:func:`flood` in a process of its own, at the lowest CPU priority (``nice`` 19).
+
+    An attacker's client runs on the attacker's machine; here it shares two cores with the
+    workers and the victim, so it gets the CPU they leave (its own event loop apart, so its
+    work does not delay the victim's and inflate the victim's measured latencies).
+    """
+    os.nice(19)
     return asyncio.run(flood(urls, secret, n))
 
 
@@ -205,6 +212,7 @@ async def run(n: int, state: Path) -> None:
     try:
         await asyncio.gather(*(w.wait_ready(timeout_s=180) for w in workers))
         print(
+            f"load average {os.getloadavg()[0]:.1f} (2 cores); "
             f"two workers ({', '.join(w.url for w in workers)}), limits per token "
             f"{s.rate_limits['reads']} reads, per organisation {s.org_rate_limits['reads']}, "
             f"store {services.redis_url}"
@@ -233,6 +241,7 @@ async def run(n: int, state: Path) -> None:
                 f"first 429 at request #{first}"
             )
             describe("victim during the flood", latencies, statuses)
+            print(f"load average {os.getloadavg()[0]:.1f}")
     finally:
         for w in workers:
             w.stop()

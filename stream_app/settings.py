@@ -246,6 +246,9 @@ class Settings:
             is locked out (``WEDDING_AUTH_FAILURE_LIMIT``, ``20/minute``).
         priority_orgs: organisations whose analysts may request ``high``/``critical``
             priorities (``WEDDING_PRIORITY_ORGS``, comma-separated; admins always may).
+        org_inflight: requests of one organisation a worker checks and handles at once
+            (``WEDDING_ORG_INFLIGHT``, 8); more wait their turn
+            (:func:`stream_app.web.guard.guarded`), so one tenant's flood queues behind itself.
         org_slot_share: the largest share of a worker's report-lane or aggregation slots one
             organisation may hold at once (``WEDDING_ORG_SLOT_SHARE``, 0.5; at least one slot).
     """
@@ -353,6 +356,7 @@ class Settings:
             filter(None, (o.strip() for o in _env("WEDDING_PRIORITY_ORGS", "").split(",")))
         )
     )
+    org_inflight: int = field(default_factory=lambda: _int("WEDDING_ORG_INFLIGHT", 8, 1, 10_000))
     org_slot_share: float = field(
         default_factory=lambda: _float("WEDDING_ORG_SLOT_SHARE", 0.5, 0.01, 1)
     )

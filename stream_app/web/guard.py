@@ -13,12 +13,17 @@ Part of the HTTP layer (called by :func:`stream_app.web.views.api` for every rou
    enforce the scope themselves or name the venue (403 ``venue_scope`` elsewhere);
 8. the token's and the organisation's rate limit for the route class (429, :mod:`.ratelimit`).
 
+Steps 5 to 8 and the handler run within the organisation's share of the worker's requests in
+flight (:func:`guarded`).
+
 The verified principal is left on the request for :func:`stream_app.web.auth.authenticate`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -117,17 +122,27 @@ def _client(request: web.Request) -> str:
     return request.remote or "unknown"
 
 
-async def check(request: web.Request, spec: RouteSpec, params: Mapping[str, Any]) -> None:
-    """Run the checks of the module docstring for a request to a route declared ``spec``.
+@asynccontextmanager
+async def guarded(
+    request: web.Request, spec: RouteSpec, params: Mapping[str, Any]
+) -> AsyncIterator[None]:
+    """Run the checks of the module docstring, then the block (the handler) within the
+    caller's organisation's share of this worker's requests in flight.
+
+    An organisation has at most ``settings.org_inflight`` requests being checked and handled
+    at once on a worker (worker-to-worker requests aside); more wait, in arrival order, so a
+    flooding tenant queues behind itself while other tenants' requests go on. A request that
+    waited ``INFLIGHT_WAIT_S`` is refused with 503 ``busy``.
 
     Args:
         params: the path parameters (``org``, ``venue``, ...).
 
     Raises:
-        ApiError: 401, 403 or 429 (:class:`~stream_app.web.ratelimit.RateLimitedError`).
+        ApiError: 401, 403, 429 (:class:`~stream_app.web.ratelimit.RateLimitedError`) or 503.
     """
     access = spec.access
     if access is PUBLIC:
+        yield
         return
     if not isinstance(access, Permission):
         raise ApiError(
@@ -143,6 +158,40 @@ async def check(request: web.Request, spec: RouteSpec, params: Mapping[str, Any]
     org = params.get("org")
     if isinstance(org, str):
         check_organization(principal, org)
+    if principal.internal:
+        await _check_principal(request, spec, access, principal, params, client)
+        yield
+        return
+    slots = _inflight.setdefault(
+        principal.organization_id, asyncio.Semaphore(settings.org_inflight)
+    )
+    try:
+        await asyncio.wait_for(slots.acquire(), INFLIGHT_WAIT_S)
+    except TimeoutError:
+        raise ApiError(
+            503, "busy", "this organisation has too many requests in flight; retry later"
+        ) from None
+    try:
+        await _check_principal(request, spec, access, principal, params, client)
+        yield
+    finally:
+        slots.release()
+
+
+INFLIGHT_WAIT_S = 10.0
+"""Longest wait for one of the organisation's in-flight slots before 503 ``busy``."""
+_inflight: dict[str, asyncio.Semaphore] = {}
+
+
+async def _check_principal(
+    request: web.Request,
+    spec: RouteSpec,
+    access: Permission,
+    principal: Principal,
+    params: Mapping[str, Any],
+    client: str,
+) -> None:
+    """Steps 5-8 of the module docstring; leaves the principal on the request."""
     if not principal.internal and await revocation.is_revoked(principal):
         await ratelimit.record_auth_failure(client)
         raise ApiError(401, "token_revoked", "the token has been revoked", field="Authorization")

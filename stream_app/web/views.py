@@ -98,18 +98,17 @@ def api(route: str, spec: RouteSpec | None = None) -> Callable[[Handler], Handle
     """Wrap a handler: ApiError → JSON error response; count requests by route and status.
     Path ids (:data:`ENTITY_PATH_PARAMS`) and repeated query parameters are checked first
     (:func:`check_path_ids`, :func:`check_single_query_values`), then the token, role, venue
-    scope and rate limits of the route's ``spec`` (:func:`stream_app.web.guard.check`)."""
+    scope and rate limits of the route's ``spec`` (:func:`stream_app.web.guard.guarded`)."""
     spec = spec or RouteSpec()
 
     def decorate(fn: Handler) -> Handler:
         async def wrapper(*args: Any, **kwargs: Any) -> web.StreamResponse:
             try:
                 check_path_ids(kwargs)
-                for arg in args:
-                    if isinstance(getattr(arg, "query", None), Mapping):  # the request
-                        check_single_query_values(arg)
-                        await guard.check(arg, spec, kwargs)
-                resp = await fn(*args, **kwargs)
+                request = next(a for a in args if isinstance(getattr(a, "query", None), Mapping))
+                check_single_query_values(request)
+                async with guard.guarded(request, spec, kwargs):
+                    resp = await fn(*args, **kwargs)
             except ApiError as exc:
                 resp = exc.response()
             HTTP_REQUESTS.labels(route, str(resp.status)).inc()
