@@ -61,16 +61,7 @@ async def issue(
     except ValueError as exc:
         raise ValueError(f"--{exc}") from None
     async with conn.transaction():
-        await token_db.record_issued(
-            conn,
-            jti=issued.jti,
-            organization_id=organization_id,
-            subject=subject,
-            role=role,
-            venues=None if venues is None else sorted(set(venues)),
-            issued_at=issued.issued_at,
-            expires_at=issued.expires_at,
-        )
+        # the audit row first: the tenant role of the insert lasts to the end of the transaction
         await audit_events.record(
             conn,
             organization_id,
@@ -84,6 +75,16 @@ async def issue(
                 "issued_at": issued.issued_at.isoformat(),
                 "expires_at": issued.expires_at.isoformat(),
             },
+        )
+        await token_db.record_issued(
+            conn,
+            jti=issued.jti,
+            organization_id=organization_id,
+            subject=subject,
+            role=role,
+            venues=None if venues is None else sorted(set(venues)),
+            issued_at=issued.issued_at,
+            expires_at=issued.expires_at,
         )
     return issued
 
@@ -114,6 +115,15 @@ async def revoke(
     max_ttl = timedelta(seconds=settings.token_max_ttl_s)
     keep_until = (issued_before or now) + max_ttl if jti is None else now + max_ttl
     async with conn.transaction():
+        # the audit row first: the tenant role of the insert lasts to the end of the transaction
+        await audit_events.record(
+            conn,
+            organization_id,
+            actor,
+            "token.revoked",
+            jti or "*",
+            {"jti": jti, "issued_before": issued_before.isoformat() if issued_before else None},
+        )
         count = await token_db.revoke(
             conn,
             organization_id,
@@ -121,17 +131,5 @@ async def revoke(
             keep_until=keep_until,
             jti=jti,
             issued_before=issued_before,
-        )
-        await audit_events.record(
-            conn,
-            organization_id,
-            actor,
-            "token.revoked",
-            jti or "*",
-            {
-                "jti": jti,
-                "issued_before": issued_before.isoformat() if issued_before else None,
-                "recorded_tokens": count,
-            },
         )
     return count

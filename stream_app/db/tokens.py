@@ -1,7 +1,10 @@
 """The ``tokens`` and ``token_revocations`` tables: issued API tokens and their revocations.
 
-Part of the database layer; reads and writes those two tables only (the audit event of an
-issue or a revocation is the caller's, through :mod:`stream_app.db.audit_events`).
+Part of the database layer; reads and writes those two tables only, each statement in the
+organisation's tenant transaction (row-level security). The audit event of an issue or a
+revocation is the caller's (:mod:`stream_app.db.audit_events`); inside one outer transaction
+write it first: the tenant role set by :func:`~stream_app.db.tenancy.tenant_transaction` lasts
+until the outer transaction ends.
 """
 
 from __future__ import annotations
@@ -10,6 +13,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import asyncpg
+
+from stream_app.db.tenancy import tenant_transaction
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,21 +52,22 @@ async def record_issued(
     issued_at: datetime,
     expires_at: datetime,
 ) -> None:
-    """Record an issued token.
+    """Record an issued token (in the organisation's tenant transaction).
 
     Raises:
         asyncpg.ForeignKeyViolationError: the organisation does not exist.
     """
+    async with tenant_transaction(conn, organization_id):
+        await _insert_token(
+            conn, jti, organization_id, subject, role, venues, issued_at, expires_at
+        )
+
+
+async def _insert_token(conn: asyncpg.Connection, *args: object) -> None:
     await conn.execute(
         "INSERT INTO tokens (jti, organization_id, subject, role, venue_scope, issued_at,"
         " expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        jti,
-        organization_id,
-        subject,
-        role,
-        venues,
-        issued_at,
-        expires_at,
+        *args,
     )
 
 
@@ -89,6 +95,18 @@ async def revoke(
     """
     if (jti is None) == (issued_before is None):
         raise ValueError("give exactly one of jti and issued_before")
+    async with tenant_transaction(conn, organization_id):
+        return await _revoke(conn, organization_id, revoked_by, keep_until, jti, issued_before)
+
+
+async def _revoke(
+    conn: asyncpg.Connection,
+    organization_id: str,
+    revoked_by: str,
+    keep_until: datetime,
+    jti: str | None,
+    issued_before: datetime | None,
+) -> int:
     await conn.execute(
         "INSERT INTO token_revocations (organization_id, jti, issued_before, revoked_by,"
         " keep_until) VALUES ($1, $2, $3, $4, $5)",
@@ -116,13 +134,14 @@ async def revoke(
 async def fetch_revocations(
     conn: asyncpg.Connection, organization_id: str, now: datetime
 ) -> Revocations:
-    """The organisation's revocations still in force at ``now``."""
-    rows = await conn.fetch(
-        "SELECT jti, issued_before FROM token_revocations"
-        " WHERE organization_id = $1 AND keep_until > $2",
-        organization_id,
-        now,
-    )
+    """The organisation's revocations still in force at ``now`` (tenant transaction)."""
+    async with tenant_transaction(conn, organization_id):
+        rows = await conn.fetch(
+            "SELECT jti, issued_before FROM token_revocations"
+            " WHERE organization_id = $1 AND keep_until > $2",
+            organization_id,
+            now,
+        )
     befores = [r["issued_before"] for r in rows if r["issued_before"] is not None]
     return Revocations(
         frozenset(r["jti"] for r in rows if r["jti"] is not None),
