@@ -10,7 +10,9 @@
 - ``GET /orgs/{org}/reports/{report_id}/files/{format}``: download a completed report's file.
 - ``POST /orgs/{org}/reports/{report_id}/cancel``: cancel a queued or running report.
 
-All ``/orgs`` routes need a bearer token of that organisation (:mod:`stream_app.web.auth`).
+All ``/orgs`` routes need a bearer token of that organisation whose role grants the route's
+permission (:mod:`stream_app.web.auth`, :mod:`stream_app.web.permissions`; checked with the
+rate limits by :mod:`stream_app.web.guard` before the handler).
 Errors are JSON: ``{"error": {"code", "reason", "field"}}``.
 """
 
