@@ -65,7 +65,14 @@ from stream_app.app import app, settings
 from stream_app.db import reports as report_db
 from stream_app.db.pool import get_pool
 from stream_app.db.tenancy import UnknownOrganizationError, fetch_organization, fetch_venues
-from stream_app.observability import REPORT_CACHE, REPORT_GENERATIONS, REPORT_SECONDS, REPORTS
+from stream_app.observability import (
+    REPORT_CACHE,
+    REPORT_GENERATIONS,
+    REPORT_LANE_ORG_HELD,
+    REPORT_LANE_ORGS,
+    REPORT_SECONDS,
+    REPORTS,
+)
 from stream_app.quotas import org_share
 from stream_app.reports import booking_summary, cache, registry
 from stream_app.reports.artifacts import ArtifactStore
@@ -860,10 +867,20 @@ async def handle_lane_request(event: EventT[bytes]) -> ReportStatusName | None:
         await fut
         return None
     _lane_held[share] = _lane_held.get(share, 0) + 1
+    _publish_lane_shares(req.priority)
     try:
         return await _claim_and_generate(req, event, started)
     finally:
         _lane_held[share] -= 1
+        if _lane_held[share] == 0:
+            del _lane_held[share]
+        _publish_lane_shares(req.priority)
+
+
+def _publish_lane_shares(lane: str) -> None:
+    held = [n for (p, _), n in _lane_held.items() if p == lane]
+    REPORT_LANE_ORG_HELD.labels(lane).set(max(held, default=0))
+    REPORT_LANE_ORGS.labels(lane).set(len(held))
 
 
 QUOTA_REQUEUE_DELAY_S = 0.5
