@@ -53,6 +53,7 @@ async def test_a_flooding_tenant_keeps_to_its_share_of_a_lane(
     worker_factory: WorkerFactory, settings: Settings
 ) -> None:
     conn = await asyncpg.connect(settings.postgres_dsn)
+    worker: WorkerProcess | None = None
     try:
         for org, weddings in ((FLOOD_ORG, 10_000), (OTHER_ORG, 2_000)):
             config = SynthConfig(
@@ -93,6 +94,8 @@ async def test_a_flooding_tenant_keeps_to_its_share_of_a_lane(
         }
     finally:
         await conn.close()
+        if worker is not None:  # it reads the shared report topics: not beyond this test
+            worker.stop()
     assert set(statuses.values()) == {"completed"}, statuses
     # never two of A's at once on this worker, though the lane has two slots
     assert most_held == 1
