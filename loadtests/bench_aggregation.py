@@ -172,6 +172,8 @@ async def run(state: Path, rows: int, seed: int, repeat: int, http: bool) -> Non
         if http:
             await ensure_topics(s.kafka_bootstrap, s.topic_partitions)
             worker = start_worker(
+                dev_mode=True,
+                unlimited_rates=True,
                 kafka_bootstrap=s.kafka_bootstrap,
                 postgres_dsn=s.postgres_dsn,
                 data_dir=state / "bench-worker",

@@ -116,6 +116,8 @@ async def main_async(rates: list[int], seconds: float, state: Path) -> None:
     await ensure_topics(services.kafka_bootstrap, 4)
     await migrate(services.postgres_dsn)
     worker = start_worker(
+        dev_mode=True,
+        unlimited_rates=True,
         kafka_bootstrap=services.kafka_bootstrap,
         postgres_dsn=services.postgres_dsn,
         data_dir=state / "worker",

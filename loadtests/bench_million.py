@@ -139,6 +139,8 @@ async def run(n: int, state: Path) -> None:
     produce_s = await produce(s.kafka_bootstrap, messages)
     print(f"produce: {len(messages):,} events in {produce_s:.1f} s")
     worker = start_worker(
+        dev_mode=True,
+        unlimited_rates=True,
         kafka_bootstrap=s.kafka_bootstrap,
         postgres_dsn=s.postgres_dsn,
         data_dir=state / "bench-worker",

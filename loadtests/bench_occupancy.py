@@ -124,6 +124,8 @@ async def in_process(s: Settings, path: Path, runs: int, out_dir: Path) -> None:
 async def end_to_end(s: Settings, reports: int, state: Path) -> None:
     """Through a real worker: request → ``completed`` (history loaded; tables not needed)."""
     worker = start_worker(
+        dev_mode=True,
+        unlimited_rates=True,
         kafka_bootstrap=s.kafka_bootstrap,
         postgres_dsn=s.postgres_dsn,
         data_dir=state / "bench-worker",

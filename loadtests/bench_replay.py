@@ -77,6 +77,8 @@ async def run(path: Path, reports: int, state: Path) -> None:
     )
 
     worker = start_worker(
+        dev_mode=True,
+        unlimited_rates=True,
         kafka_bootstrap=s.kafka_bootstrap,
         postgres_dsn=s.postgres_dsn,
         data_dir=state / "bench-worker",

@@ -204,6 +204,8 @@ async def run(path: Path, n: int, state: Path) -> None:
 
     def new_worker(app_id: str = "bench", **env: str) -> WorkerProcess:
         return start_worker(
+            dev_mode=True,
+            unlimited_rates=True,
             kafka_bootstrap=s.kafka_bootstrap,
             postgres_dsn=s.postgres_dsn,
             data_dir=state / f"worker-{app_id}",

@@ -139,6 +139,8 @@ async def run(sizes: list[int], repeat: int, worker: bool, state: Path) -> None:
         if not worker:
             return
         proc = start_worker(
+            dev_mode=True,
+            unlimited_rates=True,
             kafka_bootstrap=s.kafka_bootstrap,
             postgres_dsn=s.postgres_dsn,
             data_dir=state / "bench-worker",

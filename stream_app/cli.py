@@ -3,7 +3,7 @@
 Subcommands: ``services`` (local Kafka + PostgreSQL), ``init`` (topics + migrations),
 ``worker`` (a Faust worker), ``replay`` (the hotel data set to events), ``synth`` (load a
 synthetic business history into PostgreSQL), ``report`` (request a report and wait for it),
-``cancel`` (cancel a queued or running report), ``token`` (a development API token), ``audit
+``cancel`` (cancel a queued or running report), ``token`` (issue or revoke API tokens), ``audit
 verify`` (recompute the audit log's hash chains), ``keys rotate`` (encryption keys), ``demo``
 (all of it, end to end).
 
@@ -19,7 +19,7 @@ import getpass
 import os
 import re
 import sys
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 
 from aiokafka.errors import KafkaConnectionError
@@ -30,7 +30,11 @@ from stream_app.schemas.reports import REPORT_TYPES
 
 def _load_service_env() -> None:
     """Fill KAFKA_BOOTSTRAP and the POSTGRES_*DSN logins from running local services when unset."""
-    if os.environ.get("KAFKA_BOOTSTRAP") and os.environ.get("POSTGRES_DSN"):
+    if (
+        os.environ.get("KAFKA_BOOTSTRAP")
+        and os.environ.get("POSTGRES_DSN")
+        and os.environ.get("WEDDING_REDIS_URL")
+    ):
         return
     from stream_app.devservices import manager
 
@@ -40,6 +44,8 @@ def _load_service_env() -> None:
         os.environ.setdefault("POSTGRES_DSN", found.settings.app_dsn)
         os.environ.setdefault("POSTGRES_SYSTEM_DSN", found.settings.system_dsn)
         os.environ.setdefault("POSTGRES_OWNER_DSN", found.settings.owner_dsn)
+        if found.settings.redis_url:
+            os.environ.setdefault("WEDDING_REDIS_URL", found.settings.redis_url)
 
 
 def _cmd_init(_: argparse.Namespace) -> int:
@@ -66,10 +72,11 @@ def _cmd_worker(args: argparse.Namespace) -> int:
         os.environ["WEDDING_DATA_DIR"] = str(args.data_dir)
     from stream_app.crypto.keys import load_master_keys
     from stream_app.db.migrate import check_worker_database
-    from stream_app.settings import load_settings
+    from stream_app.settings import check_production_secret, load_settings
     from stream_app.topics import prepare_topics
 
     s = load_settings()
+    check_production_secret(s)  # before anything starts
     if load_master_keys().current.development:  # raises without a key outside dev mode
         print(
             "warning: development master key (WEDDING_DEV_MODE): files are not protected",
@@ -340,22 +347,59 @@ def _cmd_venue(args: argparse.Namespace) -> int:
 
 
 def _cmd_token(args: argparse.Namespace) -> int:
+    """Issue a token (recorded in ``tokens``, audited) or revoke tokens of an organisation."""
+    import asyncpg
+
+    from stream_app import tokens
     from stream_app.settings import load_settings
-    from stream_app.web.auth import issue_token
 
     _check_id("--org", args.org)
+    s = load_settings()
+    actor = cli_actor()
+    if args.action == "revoke":
+        if (args.jti is None) == (args.before is None):
+            raise ValueError("revoke: give exactly one of --jti and --before")
+        before = None
+        if args.before is not None:
+            try:
+                before = datetime.fromisoformat(args.before)
+            except ValueError:
+                raise ValueError(f"--before: {args.before!r} is not ISO 8601") from None
+
+        async def revoke() -> int:
+            conn = await asyncpg.connect(s.postgres_dsn)
+            try:
+                return await tokens.revoke(
+                    conn, s, organization_id=args.org, actor=actor, jti=args.jti,
+                    issued_before=before,
+                )  # fmt: skip
+            finally:
+                await conn.close()
+
+        count = asyncio.run(revoke())
+        print(
+            f"revoked ({count} recorded token(s)); in force on every worker within"
+            f" {s.revocation_cache_s:g} s"
+        )
+        return 0
     _check_id("--user", args.user)
     if args.ttl <= 0:
         raise ValueError(f"--ttl: must be a positive number of seconds, got {args.ttl}")
+    venues = [_check_id("--venue", v) for v in args.venue] if args.venue else None
 
-    print(
-        issue_token(
-            load_settings().jwt_secret,
-            user_id=args.user,
-            organization_id=args.org,
-            ttl_seconds=args.ttl,
-        )
-    )
+    async def issue() -> str:
+        conn = await asyncpg.connect(s.postgres_dsn)
+        try:
+            issued = await tokens.issue(
+                conn, s, organization_id=args.org, subject=args.user, role=args.role,
+                ttl_seconds=args.ttl, venues=venues, actor=actor,
+            )  # fmt: skip
+        finally:
+            await conn.close()
+        print(f"# jti {issued.jti}, expires {issued.expires_at.isoformat()}", file=sys.stderr)
+        return issued.token
+
+    print(asyncio.run(issue()))
     return 0
 
 
@@ -527,10 +571,21 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("venue", metavar="VENUE")
     v.add_argument("--capacity", type=int, default=None, help="events per day (default unknown)")
     v.add_argument("--name", default=None, help="display name (default: the id)")
-    t = sub.add_parser("token", help="print a development API token")
+    t = sub.add_parser(
+        "token", help="issue an API token (recorded, audited) or revoke an organisation's tokens"
+    )
+    t.add_argument("action", nargs="?", default="issue", choices=["issue", "revoke"])
     t.add_argument("--org", required=True)
-    t.add_argument("--user", default="dev")
-    t.add_argument("--ttl", type=int, default=3600, help="seconds")
+    t.add_argument("--user", default="dev", help="the token's subject")
+    t.add_argument("--role", default="viewer", choices=["viewer", "analyst", "admin"])
+    t.add_argument("--venue", action="append", help="limit the token to this venue (repeatable)")
+    t.add_argument(
+        "--ttl", type=int, default=3600, help="seconds (at most WEDDING_TOKEN_MAX_TTL_S)"
+    )
+    t.add_argument("--jti", default=None, help="revoke: the token id")
+    t.add_argument(
+        "--before", default=None, help="revoke: every token issued before this ISO 8601 time"
+    )
     au = sub.add_parser("audit", help="the hash-chained audit log")
     au_sub = au.add_subparsers(dest="audit_command", required=True)
     av = au_sub.add_parser(
@@ -571,7 +626,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return services_main(argv[1:])
     args = build_parser().parse_args(argv)
-    if args.command not in ("token", "demo"):
+    if args.command != "demo":
         _load_service_env()
     handlers = {
         "init": _cmd_init,

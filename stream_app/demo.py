@@ -56,6 +56,8 @@ async def _run(path: Path) -> int:
         data_dir=state / "demo-worker",
         log_path=state / "demo-worker.log",
         artifact_dir=settings.artifact_dir,
+        redis_url=settings.redis_url,
+        dev_mode=True,  # the demo signs its tokens with the public development secret
     )
     try:
         print(f"worker started (pid {worker.process.pid}, HTTP {worker.url}); waiting for it")
@@ -110,6 +112,8 @@ def run_demo(path: Path, *, keep_services: bool = False) -> int:
     os.environ["POSTGRES_DSN"] = services.app_dsn
     os.environ["POSTGRES_SYSTEM_DSN"] = services.system_dsn
     os.environ["POSTGRES_OWNER_DSN"] = services.owner_dsn
+    os.environ["WEDDING_REDIS_URL"] = services.redis_url
+    os.environ["WEDDING_DEV_MODE"] = "1"
     print(f"  KAFKA_BOOTSTRAP={services.kafka_bootstrap}\n  POSTGRES_DSN={services.app_dsn}")
     try:
         return asyncio.run(_run(path))

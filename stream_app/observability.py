@@ -101,3 +101,15 @@ SCHEDULE_RUNS_TIMED_OUT = Counter(
     " (WEDDING_SCHEDULE_RUN_TIMEOUT_S after submission).",
     registry=REGISTRY,
 )
+REPORT_LANE_ORG_HELD = Gauge(
+    "wedding_report_lane_org_held_max",
+    "Most slots of a report lane one organisation holds on this worker right now",
+    ["lane"],
+    registry=REGISTRY,
+)
+REPORT_LANE_ORGS = Gauge(
+    "wedding_report_lane_organisations",
+    "Organisations generating reports in a lane on this worker right now",
+    ["lane"],
+    registry=REGISTRY,
+)

@@ -112,6 +112,71 @@ def _secret(name: str, default: str) -> str:
     return value
 
 
+DEV_JWT_SECRET = "dev-only-secret-change-me-0123456789"
+DEV_LINK_SECRET = "dev-only-link-secret-change-me-0123456789"
+"""The development default of ``WEDDING_JWT_SECRET``: public (it is in this file), so anyone
+can mint tokens with it. A worker refuses it unless ``WEDDING_DEV_MODE=1``
+(:func:`check_production_secret`)."""
+
+
+def check_production_secret(settings: Settings) -> None:
+    """Refuse to serve with a public development secret outside development mode.
+
+    Raises:
+        ValueError: ``jwt_secret`` is :data:`DEV_JWT_SECRET` or ``link_secret`` is
+            :data:`DEV_LINK_SECRET` and ``dev_mode`` is off; the message names the variable
+            and ``WEDDING_DEV_MODE``.
+    """
+    if settings.dev_mode:
+        return
+    if settings.jwt_secret == DEV_JWT_SECRET:
+        raise ValueError(
+            "WEDDING_JWT_SECRET: the development secret is public (anyone could mint tokens);"
+            " set a secret of at least 32 random bytes, or WEDDING_DEV_MODE=1 for local"
+            " development only"
+        )
+    if settings.link_secret == DEV_LINK_SECRET:
+        raise ValueError(
+            "WEDDING_LINK_SECRET: the development secret is public (anyone could sign download"
+            " links); set a secret of at least 32 random bytes, other than WEDDING_JWT_SECRET,"
+            " or WEDDING_DEV_MODE=1 for local development only"
+        )
+
+
+def parse_limits(name: str, raw: str, classes: tuple[str, ...]) -> dict[str, str]:
+    """``"reads=600/minute,reports=30/minute"`` → ``{"reads": "600/minute", ...}``.
+
+    Every class of ``classes`` must be given; each value is a ``limits`` rate string
+    (``N/second|minute|hour|day``, see https://limits.readthedocs.io, "Rate limit string
+    notation").
+
+    Raises:
+        ValueError: an unknown or missing class, or a value ``limits`` cannot parse; the
+            message names the variable.
+    """
+    from limits import parse
+
+    out: dict[str, str] = {}
+    for part in filter(None, (p.strip() for p in raw.split(","))):
+        key, _, value = part.partition("=")
+        key = key.strip()
+        if key not in classes:
+            raise ValueError(f"{name}: unknown class {key!r}; expected {', '.join(classes)}")
+        try:
+            parse(value.strip())
+        except ValueError:
+            raise ValueError(f"{name}: {key}: {value!r} is not a rate like 600/minute") from None
+        out[key] = value.strip()
+    missing = [c for c in classes if c not in out]
+    if missing:
+        raise ValueError(f"{name}: missing {', '.join(missing)}")
+    return out
+
+
+RATE_CLASSES: tuple[str, ...] = ("reads", "reports", "aggregations", "downloads")
+"""Route classes of the rate limits (:mod:`stream_app.web.ratelimit`)."""
+
+
 def _choice(name: str, default: str, allowed: tuple[str, ...]) -> str:
     """The variable ``name`` (``default`` when unset), one of ``allowed``.
 
@@ -214,12 +279,37 @@ class Settings:
             to apply the erasure before it answers 202 ``in_progress``
             (``WEDDING_GDPR_ERASURE_WAIT_S``, 60).
         dev_mode: the development switch (``WEDDING_DEV_MODE``, off). On, development
-            defaults are allowed where a deployment must set a secret: without
-            ``WEDDING_MASTER_KEY`` the public development master key is used
-            (:mod:`stream_app.crypto.keys`). Never set it in a deployment.
+            defaults are allowed where a deployment must set a secret: the public development
+            JWT secret and link secret, and without ``WEDDING_MASTER_KEY`` the public
+            development master key (:mod:`stream_app.crypto.keys`). Never set it in a
+            deployment.
         data_key_ttl_s: seconds a worker keeps sealing an organisation's new files with the
             data-key version it last read before asking PostgreSQL again
             (``WEDDING_DATA_KEY_TTL_S``, 30): how soon ``keys rotate`` reaches new files.
+        token_issuer / token_audience: the ``iss`` / ``aud`` every token must carry
+            (``WEDDING_TOKEN_ISSUER``, ``WEDDING_TOKEN_AUDIENCE``).
+        token_max_ttl_s: longest lifetime of a token, seconds (``WEDDING_TOKEN_MAX_TTL_S``,
+            30 days): ``wedding-engine token --ttl`` beyond it is refused, and so is any
+            token whose ``exp - iat`` is longer.
+        revocation_cache_s: how long a worker keeps an organisation's revocations before
+            reading them again from PostgreSQL (``WEDDING_REVOCATION_CACHE_S``, 5): a
+            revocation is in force on every worker within this many seconds.
+        redis_url: the shared rate-limit store (``WEDDING_REDIS_URL``, ``redis://host:port``).
+            Empty: each worker counts alone in memory, so N workers allow N times the limits
+            (development only).
+        rate_limits: per token, per route class (``WEDDING_RATE_LIMITS``,
+            ``reads=600/minute,reports=30/minute,aggregations=60/minute,downloads=120/minute``).
+        org_rate_limits: per organisation, all its tokens together (``WEDDING_ORG_RATE_LIMITS``,
+            four times the token limits).
+        auth_failure_limit: requests with a bad token one client address may make before it
+            is locked out (``WEDDING_AUTH_FAILURE_LIMIT``, ``20/minute``).
+        priority_orgs: organisations whose analysts may request ``high``/``critical``
+            priorities (``WEDDING_PRIORITY_ORGS``, comma-separated; admins always may).
+        org_inflight: requests of one organisation a worker checks and handles at once
+            (``WEDDING_ORG_INFLIGHT``, 8); more wait their turn
+            (:func:`stream_app.web.guard.guarded`), so one tenant's flood queues behind itself.
+        org_slot_share: the largest share of a worker's report-lane or aggregation slots one
+            organisation may hold at once (``WEDDING_ORG_SLOT_SHARE``, 0.5; at least one slot).
     """
 
     kafka_bootstrap: str = field(default_factory=lambda: _env("KAFKA_BOOTSTRAP", "127.0.0.1:9092"))
@@ -236,15 +326,9 @@ class Settings:
     )
     web_host: str = field(default_factory=lambda: _env("WEDDING_WEB_HOST", "127.0.0.1"))
     web_port: int = field(default_factory=lambda: _int("WEDDING_WEB_PORT", 6066, 1, 65535))
-    jwt_secret: str = field(
-        default_factory=lambda: _secret(
-            "WEDDING_JWT_SECRET", "dev-only-secret-change-me-0123456789"
-        )
-    )
+    jwt_secret: str = field(default_factory=lambda: _secret("WEDDING_JWT_SECRET", DEV_JWT_SECRET))
     link_secret: str = field(
-        default_factory=lambda: _secret(
-            "WEDDING_LINK_SECRET", "dev-only-link-secret-change-me-0123456789"
-        )
+        default_factory=lambda: _secret("WEDDING_LINK_SECRET", DEV_LINK_SECRET)
     )
     rocksdb_block_cache_bytes: int = 16 * 1024 * 1024
     rocksdb_write_buffer_bytes: int = 16 * 1024 * 1024
@@ -314,6 +398,52 @@ class Settings:
     dev_mode: bool = field(default_factory=lambda: _flag("WEDDING_DEV_MODE", False))
     data_key_ttl_s: float = field(
         default_factory=lambda: _float("WEDDING_DATA_KEY_TTL_S", 30, 0.1, 86_400)
+    )
+
+    token_issuer: str = field(
+        default_factory=lambda: _env("WEDDING_TOKEN_ISSUER", "wedding-engine")
+    )
+    token_audience: str = field(
+        default_factory=lambda: _env("WEDDING_TOKEN_AUDIENCE", "wedding-engine-api")
+    )
+    token_max_ttl_s: int = field(
+        default_factory=lambda: _int("WEDDING_TOKEN_MAX_TTL_S", 30 * 86_400, 60, 366 * 86_400)
+    )
+    revocation_cache_s: float = field(
+        default_factory=lambda: _float("WEDDING_REVOCATION_CACHE_S", 5, 0, 300)
+    )
+    redis_url: str = field(default_factory=lambda: _env("WEDDING_REDIS_URL", ""))
+    rate_limits: dict[str, str] = field(
+        default_factory=lambda: parse_limits(
+            "WEDDING_RATE_LIMITS",
+            _env(
+                "WEDDING_RATE_LIMITS",
+                "reads=600/minute,reports=30/minute,aggregations=60/minute,downloads=120/minute",
+            ),
+            RATE_CLASSES,
+        )
+    )
+    org_rate_limits: dict[str, str] = field(
+        default_factory=lambda: parse_limits(
+            "WEDDING_ORG_RATE_LIMITS",
+            _env(
+                "WEDDING_ORG_RATE_LIMITS",
+                "reads=2400/minute,reports=120/minute,aggregations=240/minute,downloads=480/minute",
+            ),
+            RATE_CLASSES,
+        )
+    )
+    auth_failure_limit: str = field(
+        default_factory=lambda: _env("WEDDING_AUTH_FAILURE_LIMIT", "20/minute")
+    )
+    priority_orgs: frozenset[str] = field(
+        default_factory=lambda: frozenset(
+            filter(None, (o.strip() for o in _env("WEDDING_PRIORITY_ORGS", "").split(",")))
+        )
+    )
+    org_inflight: int = field(default_factory=lambda: _int("WEDDING_ORG_INFLIGHT", 8, 1, 10_000))
+    org_slot_share: float = field(
+        default_factory=lambda: _float("WEDDING_ORG_SLOT_SHARE", 0.5, 0.01, 1)
     )
 
     def __post_init__(self) -> None:

@@ -62,6 +62,7 @@ async def settings(services: ServiceSettings, state_dir: Path) -> Settings:
         postgres_dsn=services.postgres_dsn,
         artifact_dir=state_dir / "artifacts",
         data_dir=state_dir / "worker-data",
+        redis_url=services.redis_url,
     )
     await ensure_topics(s.kafka_bootstrap, s.topic_partitions)
     await migrate(s.postgres_dsn)
@@ -77,7 +78,11 @@ class WorkerFactory:
         self.workers: list[WorkerProcess] = []
 
     def start(self, app_id: str, name: str | None = None, **extra_env: str) -> WorkerProcess:
-        """A new worker in consumer group ``app_id`` with its own RocksDB folder."""
+        """A new worker in consumer group ``app_id`` with its own RocksDB folder.
+
+        Rate limits are set out of reach unless ``extra_env`` sets them: the functional tests
+        poll and retry freely; tests/e2e/test_rate_limits.py sets its own.
+        """
         name = name or uuid.uuid4().hex[:8]
         worker = start_worker(
             kafka_bootstrap=self.settings.kafka_bootstrap,
@@ -87,6 +92,9 @@ class WorkerFactory:
             artifact_dir=self.settings.artifact_dir,
             app_id=app_id,
             extra_env=extra_env,
+            redis_url=self.settings.redis_url,
+            dev_mode=True,  # the tests sign tokens with the development secret
+            unlimited_rates=True,  # tests/e2e/test_rate_limits.py sets its own in extra_env
         )
         self.workers.append(worker)
         return worker

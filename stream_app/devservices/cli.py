@@ -40,6 +40,8 @@ def _settings_lines(settings: manager.ServiceSettings) -> list[str]:
         f"POSTGRES_DSN={shlex.quote(settings.app_dsn)}",
         f"POSTGRES_SYSTEM_DSN={shlex.quote(settings.system_dsn)}",
         f"POSTGRES_OWNER_DSN={shlex.quote(settings.owner_dsn)}",
+        f"REDIS_URL={shlex.quote(settings.redis_url)}",
+        f"WEDDING_REDIS_URL={shlex.quote(settings.redis_url)}",
     ]
 
 
@@ -70,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         f"KAFKA_RUNNING={'yes' if found.kafka_running else 'no'}",
         f"POSTGRES_RUNNING={'yes' if found.postgres_running else 'no'}",
+        f"REDIS_RUNNING={'yes' if found.redis_running else 'no'}",
     ]
     if found.settings is not None and found.all_running:
         lines += _settings_lines(found.settings)

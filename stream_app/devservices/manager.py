@@ -1,4 +1,4 @@
-"""Start, stop and inspect the local Kafka broker and PostgreSQL cluster as one unit.
+"""Start, stop and inspect the local Kafka broker, PostgreSQL cluster and Redis as one unit.
 
 What runs is recorded in ``<state_dir>/services.json``. ``up`` is idempotent: services that
 are running (process alive and port answering) are kept with their settings, the others are
@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from stream_app.db.roles import APP_ROLE, OWNER_ROLE, SYSTEM_ROLE, as_role
-from stream_app.devservices import kafka, postgres
+from stream_app.devservices import kafka, postgres, redis
 from stream_app.devservices.common import ServiceError, file_lock
 
 __all__ = [
@@ -46,6 +46,8 @@ class ServiceSettings:
         kafka_pid / postgres_pid: process ids of the broker's JVM and of the postmaster.
         kafka_log / postgres_log: the services' log files.
         started_at: when the newer of the two was started (UTC).
+        redis_url / redis_pid / redis_log: the rate-limit store (``redis://127.0.0.1:PORT``;
+            empty in a ``services.json`` written before it existed).
     """
 
     kafka_bootstrap: str
@@ -55,6 +57,9 @@ class ServiceSettings:
     kafka_log: Path
     postgres_log: Path
     started_at: datetime
+    redis_url: str = ""
+    redis_pid: int = 0
+    redis_log: Path = Path()
 
     def to_json(self) -> dict[str, Any]:
         """Return the settings as JSON-ready values (paths and the time as strings)."""
@@ -80,6 +85,9 @@ class ServiceSettings:
             kafka_log=Path(raw["kafka_log"]),
             postgres_log=Path(raw["postgres_log"]),
             started_at=datetime.fromisoformat(raw["started_at"]).astimezone(UTC),
+            redis_url=str(raw.get("redis_url", "")),
+            redis_pid=int(raw.get("redis_pid", 0)),
+            redis_log=Path(raw.get("redis_log", "")),
         )
 
     @property
@@ -107,6 +115,13 @@ class ServiceSettings:
         """The PostgreSQL part of the settings."""
         return postgres.PostgresInstance(self.postgres_dsn, self.postgres_pid, self.postgres_log)
 
+    @property
+    def redis_instance(self) -> redis.RedisInstance | None:
+        """The rate-limit store part of the settings (None when never started)."""
+        if not self.redis_url:
+            return None
+        return redis.RedisInstance(self.redis_url, self.redis_pid, self.redis_log)
+
 
 @dataclass(frozen=True, slots=True)
 class ServiceStatus:
@@ -121,11 +136,12 @@ class ServiceStatus:
     kafka_running: bool
     postgres_running: bool
     settings: ServiceSettings | None
+    redis_running: bool = False
 
     @property
     def all_running(self) -> bool:
-        """Whether both services run."""
-        return self.kafka_running and self.postgres_running
+        """Whether every service runs."""
+        return self.kafka_running and self.postgres_running and self.redis_running
 
 
 def default_state_dir() -> Path:
@@ -171,7 +187,9 @@ def up(state_dir: Path | None = None) -> ServiceSettings:
         cluster = current.postgres_instance if current else None
         kafka_ok = broker is not None and kafka.is_running(broker)
         postgres_ok = cluster is not None and postgres.is_running(cluster)
-        if current is not None and kafka_ok and postgres_ok:
+        store = current.redis_instance if current else None
+        redis_ok = store is not None and redis.is_running(store)
+        if current is not None and kafka_ok and postgres_ok and redis_ok:
             return current
         if broker is None or not kafka_ok:
             if broker is not None:
@@ -179,6 +197,10 @@ def up(state_dir: Path | None = None) -> ServiceSettings:
             broker = kafka.start(state_dir)
         if cluster is None or not postgres_ok:
             cluster = postgres.start(state_dir)
+        if store is None or not redis_ok:
+            if store is not None:
+                redis.stop(store.pid)
+            store = redis.start(state_dir)
         settings = ServiceSettings(
             kafka_bootstrap=broker.bootstrap,
             postgres_dsn=cluster.dsn,
@@ -187,6 +209,9 @@ def up(state_dir: Path | None = None) -> ServiceSettings:
             kafka_log=broker.log_path,
             postgres_log=cluster.log_path,
             started_at=datetime.now(UTC),
+            redis_url=store.url,
+            redis_pid=store.pid,
+            redis_log=store.log_path,
         )
         _save(state_dir, settings)
         return settings
@@ -208,6 +233,8 @@ def down(state_dir: Path | None = None) -> None:
         current = _load(state_dir)
         if current is not None:
             kafka.stop(current.kafka_pid)
+            if current.redis_pid:
+                redis.stop(current.redis_pid)
         postgres.stop(state_dir)
 
 
@@ -231,4 +258,7 @@ def status(state_dir: Path | None = None) -> ServiceStatus:
         kafka_running=kafka.is_running(current.kafka_instance),
         postgres_running=postgres.is_running(current.postgres_instance),
         settings=current,
+        redis_running=(
+            current.redis_instance is not None and redis.is_running(current.redis_instance)
+        ),
     )

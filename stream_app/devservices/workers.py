@@ -21,6 +21,15 @@ import aiohttp
 from stream_app.db.roles import APP_ROLE, SYSTEM_ROLE, as_role
 from stream_app.devservices.common import ServiceError, free_ports, log_tail
 
+UNLIMITED_RATES: dict[str, str] = {
+    "WEDDING_RATE_LIMITS": "reads=1000000/minute,reports=1000000/minute,"
+    "aggregations=1000000/minute,downloads=1000000/minute",
+    "WEDDING_ORG_RATE_LIMITS": "reads=1000000/minute,reports=1000000/minute,"
+    "aggregations=1000000/minute,downloads=1000000/minute",
+    "WEDDING_AUTH_FAILURE_LIMIT": "1000000/minute",
+}
+"""Rate limits no functional test or benchmark reaches (:mod:`stream_app.web.ratelimit`)."""
+
 
 @dataclass
 class WorkerProcess:
@@ -101,11 +110,18 @@ def start_worker(
     app_id: str | None = None,
     web_port: int | None = None,
     extra_env: dict[str, str] | None = None,
+    redis_url: str | None = None,
+    dev_mode: bool = False,
+    unlimited_rates: bool = False,
 ) -> WorkerProcess:
     """Start ``wedding-engine worker`` as a child process (see the module docstring).
 
     ``postgres_dsn`` may be any login of the local cluster: the worker logs in as the
     application and system roles (:mod:`stream_app.db.roles`) on the same host and database.
+    ``redis_url`` becomes ``WEDDING_REDIS_URL`` (the shared rate-limit store); ``dev_mode``
+    sets ``WEDDING_DEV_MODE=1``, which lets the worker run with the public development JWT
+    secret (demo and tests only; ``extra_env`` can still override it). ``unlimited_rates``
+    sets :data:`UNLIMITED_RATES` (before ``extra_env``).
     """
     port = web_port or free_ports(1)[0]
     env = dict(os.environ)
@@ -122,6 +138,12 @@ def start_worker(
         env["WEDDING_ARTIFACT_DIR"] = str(artifact_dir)
     if app_id is not None:
         env["WEDDING_APP_ID"] = app_id
+    if redis_url:
+        env["WEDDING_REDIS_URL"] = redis_url
+    if dev_mode:
+        env["WEDDING_DEV_MODE"] = "1"
+    if unlimited_rates:
+        env.update(UNLIMITED_RATES)
     env.update(extra_env or {})
     data_dir.mkdir(parents=True, exist_ok=True)
     log_path.parent.mkdir(parents=True, exist_ok=True)

@@ -72,7 +72,15 @@ from stream_app.db.tenancy import (
     fetch_venues,
     tenant_transaction,
 )
-from stream_app.observability import REPORT_CACHE, REPORT_GENERATIONS, REPORT_SECONDS, REPORTS
+from stream_app.observability import (
+    REPORT_CACHE,
+    REPORT_GENERATIONS,
+    REPORT_LANE_ORG_HELD,
+    REPORT_LANE_ORGS,
+    REPORT_SECONDS,
+    REPORTS,
+)
+from stream_app.quotas import org_share
 from stream_app.reports import booking_summary, cache, registry
 from stream_app.reports.artifacts import (
     ArtifactPathError,
@@ -944,13 +952,54 @@ async def route_request(event: EventT[bytes]) -> ReportStatusName | None:
 
 
 async def handle_lane_request(event: EventT[bytes]) -> ReportStatusName | None:
-    """Lane: claim one request and answer it; the final status, None when not claimed."""
+    """Lane: claim one request and answer it; the final status, None when not claimed.
+
+    An organisation holds at most its share (``WEDDING_ORG_SLOT_SHARE``) of the lane's
+    concurrency on this worker; a request over it goes back to the end of its lane.
+    """
     started = time.perf_counter()
     try:
         req = decode_event(event.message.value or b"", ReportRequest)
     except EventValidationError as exc:  # the router validated it: only a foreign producer
         await send_to_dead_letter(event, field=exc.field, reason=exc.reason)
         return None
+    share = (req.priority, req.organization_id)
+    if _lane_held.get(share, 0) >= org_share(
+        settings.report_lane_concurrency[req.priority], settings.org_slot_share
+    ):
+        # the organisation holds its share of this lane here: back to the end of the lane,
+        # so this slot takes the next request (maybe another tenant's) instead of waiting
+        await asyncio.sleep(QUOTA_REQUEUE_DELAY_S)
+        fut = await lane_topics[req.priority].send(key=event.message.key, value=event.message.value)
+        await fut
+        return None
+    _lane_held[share] = _lane_held.get(share, 0) + 1
+    _publish_lane_shares(req.priority)
+    try:
+        return await _claim_and_generate(req, event, started)
+    finally:
+        _lane_held[share] -= 1
+        if _lane_held[share] == 0:
+            del _lane_held[share]
+        _publish_lane_shares(req.priority)
+
+
+def _publish_lane_shares(lane: str) -> None:
+    held = [n for (p, _), n in _lane_held.items() if p == lane]
+    REPORT_LANE_ORG_HELD.labels(lane).set(max(held, default=0))
+    REPORT_LANE_ORGS.labels(lane).set(len(held))
+
+
+QUOTA_REQUEUE_DELAY_S = 0.5
+"""Pause before a request over its organisation's share goes back to its lane (so a lane
+holding only one tenant's backlog does not spin)."""
+_lane_held: dict[tuple[str, str], int] = {}
+"""(priority, organization_id) → lane slots of this worker it holds now."""
+
+
+async def _claim_and_generate(
+    req: ReportRequest, event: EventT[bytes], started: float
+) -> ReportStatusName | None:
     pool = await get_pool(settings.postgres_dsn)
     async with pool.acquire() as conn:
         stored = orjson.loads(event.message.value or b"")

@@ -8,15 +8,17 @@
 Errors: 400 naming the JSON path (``$.metrics[2].field``) for a bad dataset, field, operator,
 grain or value; 401/403 for the token; 404 for an unknown organisation; 422
 ``query_timeout`` when the statement timeout cancelled the query; 503 ``busy`` when this
-worker already runs :data:`MAX_CONCURRENT` aggregations and one more waited
-:data:`QUEUE_WAIT_S` seconds for a slot.
+worker already runs :data:`MAX_CONCURRENT` aggregations (or the organisation its share of
+them, ``WEDDING_ORG_SLOT_SHARE``) and one more waited :data:`QUEUE_WAIT_S` seconds for a
+slot; 403 for a role without ``aggregations:run``, and for a venue-scoped token on a dataset
+without ``venue_id`` (otherwise its venues are forced as a filter).
 """
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
+import msgspec
 import orjson
 from aiohttp import web
 
@@ -26,12 +28,15 @@ from stream_app.aggregation import (
     aggregate,
     decode_request,
 )
-from stream_app.aggregation.datasets import describe_datasets
+from stream_app.aggregation.datasets import DATASETS, describe_datasets
+from stream_app.aggregation.request import AggregationRequest, Filter
 from stream_app.app import settings
 from stream_app.db.pool import get_pool
 from stream_app.db.tenancy import UnknownOrganizationError
-from stream_app.web.auth import authenticate
+from stream_app.quotas import SlotsBusyError, TenantSlots, org_share
+from stream_app.web.auth import Principal, authenticate
 from stream_app.web.errors import ApiError
+from stream_app.web.permissions import Permission
 from stream_app.web.views import page
 
 MAX_CONCURRENT = 2
@@ -41,20 +46,50 @@ QUEUE_WAIT_S = 10.0
 """Seconds a request waits for a slot before 503 ``busy``."""
 MAX_BODY_BYTES = 64 * 1024
 
-_slots: asyncio.Semaphore | None = None
+_slots: TenantSlots | None = None
 
 
-def _semaphore() -> asyncio.Semaphore:
+def _tenant_slots() -> TenantSlots:
+    """The worker's aggregation slots: :data:`MAX_CONCURRENT`, an organisation's share
+    ``WEDDING_ORG_SLOT_SHARE`` of them (one of two by default)."""
     global _slots
     if _slots is None:
-        _slots = asyncio.Semaphore(MAX_CONCURRENT)
+        _slots = TenantSlots(MAX_CONCURRENT, org_share(MAX_CONCURRENT, settings.org_slot_share))
     return _slots
 
 
-@page("/orgs/{org}/aggregations", method="post")
+def scope_aggregation(principal: Principal, req: AggregationRequest) -> AggregationRequest:
+    """A venue-scoped token's request with a ``venue_id in <scope>`` filter added.
+
+    Raises:
+        ApiError: 403 naming ``$.dataset`` when the dataset has no ``venue_id`` field (its
+            rows cannot be limited to venues).
+    """
+    if principal.venues is None:
+        return req
+    dataset = DATASETS.get(req.dataset)
+    if dataset is None:
+        return req  # unknown dataset: the aggregation's own validation answers 400
+    if "venue_id" not in dataset.fields:
+        raise ApiError(
+            403,
+            "forbidden",
+            f"dataset {req.dataset!r} has no venue_id; a venue-scoped token cannot read it",
+            field="$.dataset",
+        )
+    scope = Filter("venue_id", "in", sorted(principal.venues))
+    return msgspec.structs.replace(req, filters=[*req.filters, scope])
+
+
+@page(
+    "/orgs/{org}/aggregations",
+    method="post",
+    permission=Permission.AGGREGATIONS_RUN,
+    venue_aware=True,
+)
 async def run_aggregation(self: Any, request: web.Request, org: str) -> web.StreamResponse:
     """Validate and run one aggregation of ``org`` (see the module docstring)."""
-    authenticate(request, settings.jwt_secret, org)
+    principal = authenticate(request, settings.jwt_secret, org)
     raw = await request.read()
     if len(raw) > MAX_BODY_BYTES:
         raise ApiError(413, "too_large", f"body is over {MAX_BODY_BYTES} bytes", field="$")
@@ -62,28 +97,30 @@ async def run_aggregation(self: Any, request: web.Request, org: str) -> web.Stre
         req = decode_request(raw)
     except AggregationError as exc:
         raise ApiError(400, exc.code, exc.reason, field=exc.field) from None
-    slots = _semaphore()
+    req = scope_aggregation(principal, req)
     try:
-        await asyncio.wait_for(slots.acquire(), QUEUE_WAIT_S)
-    except TimeoutError:
-        raise ApiError(503, "busy", "too many aggregations running; retry later") from None
-    try:
-        pool = await get_pool(settings.postgres_dsn)
-        result = await aggregate(pool, org, req)
+        async with _tenant_slots().slot(org, QUEUE_WAIT_S):
+            pool = await get_pool(settings.postgres_dsn)
+            result = await aggregate(pool, org, req)
+    except SlotsBusyError as exc:
+        reason = (
+            "this organisation already runs its share of aggregations; retry later"
+            if exc.organization
+            else "too many aggregations running; retry later"
+        )
+        raise ApiError(503, "busy", reason) from None
     except AggregationError as exc:
         raise ApiError(400, exc.code, exc.reason, field=exc.field) from None
     except UnknownOrganizationError as exc:
         raise ApiError(404, "not_found", str(exc), field="organization_id") from None
     except AggregationTimeoutError as exc:
         raise ApiError(422, "query_timeout", str(exc)) from None
-    finally:
-        slots.release()
     return web.Response(
         body=orjson.dumps(result.to_json()), content_type="application/json", charset="utf-8"
     )
 
 
-@page("/orgs/{org}/aggregations/datasets")
+@page("/orgs/{org}/aggregations/datasets", permission=Permission.AGGREGATIONS_RUN, venue_aware=True)
 async def aggregation_datasets(self: Any, request: web.Request, org: str) -> web.StreamResponse:
     """The datasets and fields an aggregation may name (see the module docstring)."""
     authenticate(request, settings.jwt_secret, org)

@@ -15,6 +15,7 @@ from stream_app.db import audit_events
 from stream_app.db.pool import get_pool
 from stream_app.web.auth import authenticate
 from stream_app.web.errors import ApiError
+from stream_app.web.permissions import Permission
 from stream_app.web.views import page
 
 DEFAULT_LIMIT = 100
@@ -57,7 +58,7 @@ def event_to_json(event: audit_events.AuditEvent) -> dict[str, Any]:
     }
 
 
-@page("/orgs/{org}/audit")
+@page("/orgs/{org}/audit", permission=Permission.AUDIT_READ)
 async def audit_log(self: Any, request: web.Request, org: str) -> web.StreamResponse:
     """The organisation's audit events, oldest first, paged by ``seq``.
 

@@ -1,11 +1,22 @@
-"""Bearer tokens: HS256 JWTs naming the user (``sub``) and the tenant (``org``).
+"""Bearer tokens: HS256 JWTs naming the user (``sub``), the tenant (``org``) and a ``role``.
+
+Claims of every token: ``iss`` and ``aud`` (:data:`DEFAULT_ISSUER`, :data:`DEFAULT_AUDIENCE`,
+or the settings ``WEDDING_TOKEN_ISSUER``/``WEDDING_TOKEN_AUDIENCE``), ``jti`` (a random id,
+what a revocation names), ``iat`` and ``exp`` (``exp - iat`` at most the maximum lifetime),
+``sub``, ``org``, ``role`` (``viewer`` | ``analyst`` | ``admin``, see
+:mod:`stream_app.web.permissions`) and, optionally, ``venues``: the venue ids the token is
+limited to.
 
 A request may read or write only the organisation named in its token; the path's
-organisation must equal the token's ``org`` claim (403 otherwise).
+organisation must equal the token's ``org`` claim (403 otherwise). The checks that need the
+database or the rate-limit store (revocation, limits) run in :mod:`stream_app.web.guard`
+before the handler; :func:`authenticate`, called by each handler, then returns the principal
+the guard verified.
 """
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -13,36 +24,123 @@ import jwt
 from aiohttp import web
 
 from stream_app.web.errors import ApiError
+from stream_app.web.permissions import ROLES
 
 ALGORITHM = "HS256"
+DEFAULT_ISSUER = "wedding-engine"
+DEFAULT_AUDIENCE = "wedding-engine-api"
+DEFAULT_MAX_TTL_S = 30 * 86_400
+INTERNAL_CLAIM = "wedding_internal"
+"""Set on worker-to-worker tokens (forwarded reads): not rate limited a second time."""
+PRINCIPAL_KEY = "wedding.principal"
+"""Where :mod:`stream_app.web.guard` leaves the verified principal on the request."""
 
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """Who is calling: ``user_id`` acting for ``organization_id``."""
+    """Who is calling: ``user_id`` acting for ``organization_id``.
+
+    Attributes:
+        user_id: the token's subject (``sub``).
+        organization_id: the tenant (``org``).
+        role: ``viewer``, ``analyst`` or ``admin``.
+        venues: the venue ids the token is limited to; None = every venue.
+        jti: the token id ("" for tokens decoded without one).
+        issued_at: the token's ``iat`` (UTC).
+        internal: a worker-to-worker token.
+        expires_at: the token's ``exp`` (UTC).
+    """
 
     user_id: str
     organization_id: str
+    role: str = "admin"
+    venues: frozenset[str] | None = None
+    jti: str = ""
+    issued_at: datetime | None = None
+    internal: bool = False
+    expires_at: datetime | None = None
 
 
-def issue_token(secret: str, *, user_id: str, organization_id: str, ttl_seconds: int) -> str:
-    """A signed token for ``user_id`` of ``organization_id``, valid ``ttl_seconds`` seconds."""
-    now = datetime.now(UTC)
-    claims = {
+@dataclass(frozen=True, slots=True)
+class IssuedToken:
+    """A token and the facts recorded about it (``tokens`` table)."""
+
+    token: str
+    jti: str
+    issued_at: datetime
+    expires_at: datetime
+
+
+def new_token(
+    secret: str,
+    *,
+    user_id: str,
+    organization_id: str,
+    ttl_seconds: int,
+    role: str = "admin",
+    venues: list[str] | None = None,
+    issuer: str = DEFAULT_ISSUER,
+    audience: str = DEFAULT_AUDIENCE,
+    internal: bool = False,
+) -> IssuedToken:
+    """Sign a token (see the module docstring); ``ttl_seconds`` from now.
+
+    Raises:
+        ValueError: an unknown ``role``.
+    """
+    if role not in ROLES:
+        raise ValueError(f"role: must be one of {', '.join(ROLES)}, got {role!r}")
+    now = datetime.now(UTC).replace(microsecond=0)
+    jti = uuid.uuid4().hex
+    claims: dict[str, object] = {
+        "iss": issuer,
+        "aud": audience,
+        "jti": jti,
         "sub": user_id,
         "org": organization_id,
+        "role": role,
         "iat": now,
         "exp": now + timedelta(seconds=ttl_seconds),
     }
-    return jwt.encode(claims, secret, algorithm=ALGORITHM)
+    if venues is not None:
+        claims["venues"] = sorted(set(venues))
+    if internal:
+        claims[INTERNAL_CLAIM] = True
+    token = jwt.encode(claims, secret, algorithm=ALGORITHM)
+    return IssuedToken(token, jti, now, now + timedelta(seconds=ttl_seconds))
 
 
-def authenticate(request: web.Request, secret: str, organization_id: str) -> Principal:
-    """The caller of ``request``, checked against the path's ``organization_id``.
+def issue_token(
+    secret: str,
+    *,
+    user_id: str,
+    organization_id: str,
+    ttl_seconds: int,
+    role: str = "admin",
+    venues: list[str] | None = None,
+    internal: bool = False,
+) -> str:
+    """A signed token for ``user_id`` of ``organization_id``, valid ``ttl_seconds`` seconds.
+
+    ``role`` defaults to ``admin`` (the holder of the secret can mint anything anyway; the
+    CLI asks for a role explicitly). Issuer and audience are the defaults.
+    """
+    return new_token(
+        secret,
+        user_id=user_id,
+        organization_id=organization_id,
+        ttl_seconds=ttl_seconds,
+        role=role,
+        venues=venues,
+        internal=internal,
+    ).token
+
+
+def bearer_token(request: web.Request) -> str:
+    """The token of the ``Authorization: Bearer`` header.
 
     Raises:
-        ApiError: 401 when the token is missing, malformed, badly signed or expired;
-            403 when it belongs to another organisation.
+        ApiError: 401 ``unauthorized`` when the header is missing or not a bearer token.
     """
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
@@ -53,9 +151,31 @@ def authenticate(request: web.Request, secret: str, organization_id: str) -> Pri
             "an 'Authorization: Bearer <token>' header is required",
             field="Authorization",
         )
+    return token
+
+
+def decode_token(
+    token: str,
+    secret: str,
+    *,
+    issuer: str = DEFAULT_ISSUER,
+    audience: str = DEFAULT_AUDIENCE,
+    max_ttl_s: int = DEFAULT_MAX_TTL_S,
+) -> Principal:
+    """Verify ``token`` (signature, expiry, issuer, audience, claims, lifetime).
+
+    Raises:
+        ApiError: 401 ``token_expired`` or ``unauthorized`` naming the cause, ``field`` =
+            ``Authorization``.
+    """
     try:
         claims = jwt.decode(
-            token, secret, algorithms=[ALGORITHM], options={"require": ["exp", "sub", "org"]}
+            token,
+            secret,
+            algorithms=[ALGORITHM],
+            issuer=issuer,
+            audience=audience,
+            options={"require": ["exp", "iat", "iss", "aud", "jti", "sub", "org", "role"]},
         )
     except jwt.ExpiredSignatureError:
         raise ApiError(
@@ -65,11 +185,60 @@ def authenticate(request: web.Request, secret: str, organization_id: str) -> Pri
         raise ApiError(
             401, "unauthorized", f"invalid token: {exc}", field="Authorization"
         ) from None
-    if claims["org"] != organization_id:
+    role = claims["role"]
+    if role not in ROLES:
+        raise ApiError(
+            401, "unauthorized", f"invalid token: unknown role {role!r}", "Authorization"
+        )
+    if not isinstance(claims["iat"], int | float) or claims["exp"] - claims["iat"] > max_ttl_s:
+        raise ApiError(
+            401,
+            "unauthorized",
+            f"invalid token: lifetime over the maximum of {max_ttl_s} s",
+            field="Authorization",
+        )
+    venues = claims.get("venues")
+    if venues is not None and (
+        not isinstance(venues, list) or not all(isinstance(v, str) for v in venues)
+    ):
+        raise ApiError(401, "unauthorized", "invalid token: venues is not a list", "Authorization")
+    return Principal(
+        user_id=str(claims["sub"]),
+        organization_id=str(claims["org"]),
+        role=role,
+        venues=None if venues is None else frozenset(venues),
+        jti=str(claims["jti"]),
+        issued_at=datetime.fromtimestamp(claims["iat"], UTC),
+        internal=claims.get(INTERNAL_CLAIM) is True,
+        expires_at=datetime.fromtimestamp(claims["exp"], UTC),
+    )
+
+
+def check_organization(principal: Principal, organization_id: str) -> None:
+    """Raise 403 (``field`` = ``organization_id``) unless the token is of ``organization_id``."""
+    if principal.organization_id != organization_id:
         raise ApiError(
             403,
             "forbidden",
             "the token does not grant access to this organisation",
             field="organization_id",
         )
-    return Principal(str(claims["sub"]), str(claims["org"]))
+
+
+def authenticate(request: web.Request, secret: str, organization_id: str) -> Principal:
+    """The caller of ``request``, checked against the path's ``organization_id``.
+
+    Returns the principal :mod:`stream_app.web.guard` verified (role, revocation, limits);
+    without one (a handler called outside the guard) the token is verified here with the
+    default issuer, audience and lifetime.
+
+    Raises:
+        ApiError: 401 when the token is missing, malformed, badly signed or expired;
+            403 when it belongs to another organisation.
+    """
+    found = request.get(PRINCIPAL_KEY)
+    principal = (
+        found if isinstance(found, Principal) else decode_token(bearer_token(request), secret)
+    )
+    check_organization(principal, organization_id)
+    return principal

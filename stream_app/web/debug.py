@@ -17,6 +17,7 @@ from aiohttp import web
 from stream_app.app import app
 from stream_app.producer_flush import in_flight
 from stream_app.settings import parse_flag
+from stream_app.web.permissions import Permission
 from stream_app.web.views import page
 
 
@@ -45,7 +46,7 @@ def _consumer_state() -> dict[str, Any]:
 
 if parse_flag("WEDDING_DEBUG", os.environ.get("WEDDING_DEBUG", "0")):
 
-    @page("/debug/consumer")
+    @page("/debug/consumer", permission=Permission.DEBUG_READ)
     async def debug_consumer(self: Any, request: web.Request) -> web.StreamResponse:
         """faust's offset bookkeeping (see the module docstring)."""
         return web.json_response(_consumer_state(), dumps=lambda o: json.dumps(o, default=str))

@@ -37,6 +37,7 @@ from stream_app.gdpr.retention import RuleError, fetch_rule, parse_rule, store_r
 from stream_app.reports import cache as report_cache
 from stream_app.web.auth import authenticate
 from stream_app.web.errors import ApiError
+from stream_app.web.permissions import Permission
 from stream_app.web.views import page
 
 EXPORT_FORMAT = "wedding-engine.gdpr-export/1"
@@ -107,7 +108,7 @@ async def _open(
     return request_id
 
 
-@page("/orgs/{org}/gdpr/export", method="post")
+@page("/orgs/{org}/gdpr/export", method="post", permission=Permission.GDPR_MANAGE)
 async def gdpr_export(self: Any, request: web.Request, org: str) -> web.StreamResponse:
     """Everything held about a client (GDPR Art. 15 / Art. 20); admin role.
 
@@ -167,7 +168,7 @@ async def gdpr_export(self: Any, request: web.Request, org: str) -> web.StreamRe
     )
 
 
-@page("/orgs/{org}/gdpr/erase", method="post")
+@page("/orgs/{org}/gdpr/erase", method="post", permission=Permission.GDPR_MANAGE)
 async def gdpr_erase(self: Any, request: web.Request, org: str) -> web.StreamResponse:
     """Erase a client (GDPR Art. 17); admin role.
 
@@ -223,7 +224,7 @@ async def gdpr_erase(self: Any, request: web.Request, org: str) -> web.StreamRes
     )
 
 
-@page("/orgs/{org}/retention")
+@page("/orgs/{org}/retention", permission=Permission.RETENTION_MANAGE)
 async def retention_get(self: Any, request: web.Request, org: str) -> web.StreamResponse:
     """The organisation's retention rule (days; ``null`` = kept for ever); admin role."""
     authenticate(request, settings.jwt_secret, org)
@@ -235,7 +236,7 @@ async def retention_get(self: Any, request: web.Request, org: str) -> web.Stream
     return web.json_response({"organization_id": org, **rule.as_dict()})
 
 
-@page("/orgs/{org}/retention", method="put")
+@page("/orgs/{org}/retention", method="put", permission=Permission.RETENTION_MANAGE)
 async def retention_put(self: Any, request: web.Request, org: str) -> web.StreamResponse:
     """Replace the organisation's retention rule; admin role.
 

@@ -25,6 +25,7 @@ from stream_app.db.tenancy import tenant_transaction
 from stream_app.tables.occupancy import occupancy
 from stream_app.web.auth import authenticate
 from stream_app.web.errors import ApiError
+from stream_app.web.permissions import Permission
 from stream_app.web.routing import FORWARDED_HEADER, local_periods, owner_url, remote_periods
 from stream_app.web.views import MAX_PERIODS, page, period_labels
 
@@ -49,7 +50,7 @@ def date_range(grain: str, start: str, end: str) -> list[date]:
     return [lo + timedelta(days=i) for i in range(days)]
 
 
-@page("/orgs/{org}/venues/{venue}/occupancy")
+@page("/orgs/{org}/venues/{venue}/occupancy", permission=Permission.TABLES_READ)
 async def venue_occupancy(
     self: Any, request: web.Request, org: str, venue: str
 ) -> web.StreamResponse:

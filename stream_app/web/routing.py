@@ -11,6 +11,8 @@ this worker does not hold goes to that worker's HTTP API with an internal token
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Any
 from urllib.parse import quote
 
@@ -22,7 +24,7 @@ from stream_app.agents.bookings import venue_bookings
 from stream_app.app import app, settings
 from stream_app.partitioning import partition_for
 from stream_app.tables.bookings import row_totals, table_key
-from stream_app.web.auth import issue_token
+from stream_app.web.auth import new_token
 from stream_app.web.errors import ApiError
 
 FORWARDED_HEADER = "X-Wedding-Forwarded"
@@ -150,6 +152,42 @@ async def remote_periods(
     return periods
 
 
+_internal: dict[str, tuple[float, str]] = {}
+"""organization_id → (monotonic time to renew, internal token): one token of 60 s is used for
+50 s, so the receiving worker verifies it once (it remembers verified tokens)."""
+
+
+def _internal_token(organization_id: str) -> str:
+    now = time.monotonic()
+    found = _internal.get(organization_id)
+    if found is not None and found[0] > now:
+        return found[1]
+    token = new_token(
+        settings.jwt_secret,
+        user_id="internal",
+        organization_id=organization_id,
+        ttl_seconds=60,
+        issuer=settings.token_issuer,
+        audience=settings.token_audience,
+        internal=True,
+    ).token
+    _internal[organization_id] = (now + 50, token)
+    return token
+
+
+_sessions: dict[int, aiohttp.ClientSession] = {}
+
+
+def _session() -> aiohttp.ClientSession:
+    """This event loop's client session for worker-to-worker reads (kept-alive connections:
+    a new session per read cost a TCP connection each time)."""
+    key = id(asyncio.get_running_loop())
+    found = _sessions.get(key)
+    if found is None or found.closed:
+        found = _sessions[key] = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
+    return found
+
+
 class _Retriable(Exception):
     """The owner did not answer yet (503 or connection error)."""
 
@@ -161,13 +199,10 @@ async def _fetch_json(
     organization_id: str,
     headers: dict[str, str],
 ) -> dict[str, Any]:
-    token = issue_token(
-        settings.jwt_secret, user_id="internal", organization_id=organization_id, ttl_seconds=60
-    )
+    token = _internal_token(organization_id)
     try:
         async with (
-            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session,
-            session.get(
+            _session().get(
                 URL(base_url + path, encoded=True),
                 params=params,
                 headers={

@@ -23,6 +23,7 @@ Secrets (webhook keys, SFTP passwords and keys) are accepted and never returned.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import socket
 import uuid
@@ -65,6 +66,7 @@ from stream_app.schedules.model import (
 from stream_app.web.artifact_download import open_for_download, stream_artifact
 from stream_app.web.auth import Principal, authenticate
 from stream_app.web.errors import ApiError
+from stream_app.web.permissions import PUBLIC, Permission
 from stream_app.web.views import media_type, page
 
 TARGETS: dict[str, type[Any]] = {
@@ -324,6 +326,12 @@ async def _save(request: web.Request, org: str, schedule_id: str | None) -> web.
             default_zone=organization.time_zone,
             schedule_id=schedule_id,
         )
+        if schedule_id is not None:  # the owner stays the creator (the token's subject then)
+            try:
+                existing = await store.get_schedule(conn, org, schedule_id)
+            except store.ScheduleNotFoundError as exc:
+                raise ApiError(404, "not_found", str(exc), field="schedule_id") from None
+            schedule = dataclasses.replace(schedule, created_by=existing.schedule.created_by)
         try:
             schedule.check_at(now)
         except ScheduleValidationError as exc:
@@ -353,13 +361,13 @@ async def _save(request: web.Request, org: str, schedule_id: str | None) -> web.
     )
 
 
-@page("/orgs/{org}/schedules", method="post")
+@page("/orgs/{org}/schedules", method="post", permission=Permission.SCHEDULES_MANAGE)
 async def create_schedule(self: Any, request: web.Request, org: str) -> web.StreamResponse:
     """Create a schedule (201)."""
     return await _save(request, org, None)
 
 
-@page("/orgs/{org}/schedules")
+@page("/orgs/{org}/schedules", permission=Permission.SCHEDULES_MANAGE)
 async def list_schedules(self: Any, request: web.Request, org: str) -> web.StreamResponse:
     """Every schedule of the organisation."""
     authenticate(request, settings.jwt_secret, org)
@@ -376,7 +384,7 @@ async def list_schedules(self: Any, request: web.Request, org: str) -> web.Strea
     )
 
 
-@page("/orgs/{org}/schedules/preview")
+@page("/orgs/{org}/schedules/preview", permission=Permission.SCHEDULES_MANAGE)
 async def preview_fire_times(self: Any, request: web.Request, org: str) -> web.StreamResponse:
     """Next fire times (UTC) of a cron expression in a zone, without storing anything."""
     authenticate(request, settings.jwt_secret, org)
@@ -416,7 +424,7 @@ async def _one(org: str, schedule_id: str) -> store.StoredSchedule:
             raise ApiError(404, "not_found", str(exc), field="schedule_id") from None
 
 
-@page("/orgs/{org}/schedules/{schedule_id}")
+@page("/orgs/{org}/schedules/{schedule_id}", permission=Permission.SCHEDULES_MANAGE)
 async def get_schedule(
     self: Any, request: web.Request, org: str, schedule_id: str
 ) -> web.StreamResponse:
@@ -430,7 +438,7 @@ async def get_schedule(
     )
 
 
-@page("/orgs/{org}/schedules/{schedule_id}", method="put")
+@page("/orgs/{org}/schedules/{schedule_id}", method="put", permission=Permission.SCHEDULES_MANAGE)
 async def replace_schedule(
     self: Any, request: web.Request, org: str, schedule_id: str
 ) -> web.StreamResponse:
@@ -438,7 +446,9 @@ async def replace_schedule(
     return await _save(request, org, schedule_id)
 
 
-@page("/orgs/{org}/schedules/{schedule_id}", method="delete")
+@page(
+    "/orgs/{org}/schedules/{schedule_id}", method="delete", permission=Permission.SCHEDULES_MANAGE
+)
 async def delete_schedule(
     self: Any, request: web.Request, org: str, schedule_id: str
 ) -> web.StreamResponse:
@@ -477,19 +487,27 @@ async def _set_paused(
     )
 
 
-@page("/orgs/{org}/schedules/{schedule_id}/pause", method="post")
+@page(
+    "/orgs/{org}/schedules/{schedule_id}/pause",
+    method="post",
+    permission=Permission.SCHEDULES_MANAGE,
+)
 async def pause(self: Any, request: web.Request, org: str, schedule_id: str) -> web.StreamResponse:
     """Pause a schedule: it stops firing until resumed."""
     return await _set_paused(request, org, schedule_id, True)
 
 
-@page("/orgs/{org}/schedules/{schedule_id}/resume", method="post")
+@page(
+    "/orgs/{org}/schedules/{schedule_id}/resume",
+    method="post",
+    permission=Permission.SCHEDULES_MANAGE,
+)
 async def resume(self: Any, request: web.Request, org: str, schedule_id: str) -> web.StreamResponse:
     """Resume a schedule; the paused period is not caught up."""
     return await _set_paused(request, org, schedule_id, False)
 
 
-@page("/orgs/{org}/schedules/{schedule_id}/runs")
+@page("/orgs/{org}/schedules/{schedule_id}/runs", permission=Permission.DELIVERIES_READ)
 async def runs(self: Any, request: web.Request, org: str, schedule_id: str) -> web.StreamResponse:
     """The latest runs of a schedule and every delivery attempt."""
     authenticate(request, settings.jwt_secret, org)
@@ -531,7 +549,7 @@ async def runs(self: Any, request: web.Request, org: str, schedule_id: str) -> w
     )
 
 
-@page("/downloads/{token}")
+@page("/downloads/{token}", permission=PUBLIC)
 async def download(self: Any, request: web.Request, token: str) -> web.StreamResponse:
     """A file behind a signed, expiring, revocable link; every download is audited."""
     from stream_app.agents.delivery import config
@@ -560,7 +578,11 @@ async def download(self: Any, request: web.Request, token: str) -> web.StreamRes
     return await stream_artifact(request, reader, {"Content-Type": media_type(reader.path)})
 
 
-@page("/orgs/{org}/reports/{report_id}/links/revoke", method="post")
+@page(
+    "/orgs/{org}/reports/{report_id}/links/revoke",
+    method="post",
+    permission=Permission.SCHEDULES_MANAGE,
+)
 async def revoke_report_links(
     self: Any, request: web.Request, org: str, report_id: str
 ) -> web.StreamResponse:
@@ -579,7 +601,11 @@ async def revoke_report_links(
     )
 
 
-@page("/orgs/{org}/schedules/{schedule_id}/links/revoke", method="post")
+@page(
+    "/orgs/{org}/schedules/{schedule_id}/links/revoke",
+    method="post",
+    permission=Permission.SCHEDULES_MANAGE,
+)
 async def revoke_schedule_links(
     self: Any, request: web.Request, org: str, schedule_id: str
 ) -> web.StreamResponse:

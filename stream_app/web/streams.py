@@ -39,6 +39,7 @@ from stream_app.tables import payments as payments_tables
 from stream_app.tables import suppliers as suppliers_tables
 from stream_app.web.auth import authenticate
 from stream_app.web.errors import ApiError
+from stream_app.web.permissions import Permission
 from stream_app.web.routing import FORWARDED_HEADER, changelog_owner, remote_json
 from stream_app.web.views import page, period_labels
 
@@ -90,7 +91,7 @@ def _months(request: web.Request) -> list[str]:
     return period_labels("month", q["from"], q["to"])
 
 
-@page("/orgs/{org}/bookings/{booking}/payments")
+@page("/orgs/{org}/bookings/{booking}/payments", permission=Permission.TABLES_READ)
 async def booking_payments(
     self: Any, request: web.Request, org: str, booking: str
 ) -> web.StreamResponse:
@@ -119,7 +120,7 @@ async def booking_payments(
     )
 
 
-@page("/orgs/{org}/clients/{client}/interactions")
+@page("/orgs/{org}/clients/{client}/interactions", permission=Permission.TABLES_READ)
 async def client_interactions(
     self: Any, request: web.Request, org: str, client: str
 ) -> web.StreamResponse:
@@ -149,7 +150,7 @@ def client_interactions_body(org: str, client: str) -> dict[str, Any]:
     }
 
 
-@page("/orgs/{org}/suppliers/{supplier}/activity")
+@page("/orgs/{org}/suppliers/{supplier}/activity", permission=Permission.TABLES_READ)
 async def supplier_activity(
     self: Any, request: web.Request, org: str, supplier: str
 ) -> web.StreamResponse:

@@ -39,6 +39,7 @@ from stream_app.db.tenancy import UnknownOrganizationError, fetch_organization
 from stream_app.tables import summaries
 from stream_app.web.auth import authenticate
 from stream_app.web.errors import ApiError
+from stream_app.web.permissions import Permission
 from stream_app.web.scatter import PART_HEADER, gather_parts, local_part, org_rows
 from stream_app.web.views import page, period_labels
 
@@ -94,7 +95,7 @@ def _path(org: str, tail: str) -> str:
     return f"/orgs/{quote(org, safe='')}/{tail}"
 
 
-@page("/orgs/{org}/interactions/summary")
+@page("/orgs/{org}/interactions/summary", permission=Permission.TABLES_READ)
 async def interactions_summary(self: Any, request: web.Request, org: str) -> web.StreamResponse:
     """The organisation's interactions summary (see the module docstring)."""
     authenticate(request, settings.jwt_secret, org)
@@ -135,7 +136,7 @@ async def interactions_summary(self: Any, request: web.Request, org: str) -> web
     )
 
 
-@page("/orgs/{org}/payments/summary")
+@page("/orgs/{org}/payments/summary", permission=Permission.TABLES_READ)
 async def payments_summary(self: Any, request: web.Request, org: str) -> web.StreamResponse:
     """The organisation's payments summary per currency (see the module docstring)."""
     authenticate(request, settings.jwt_secret, org)
@@ -161,7 +162,7 @@ async def payments_summary(self: Any, request: web.Request, org: str) -> web.Str
     )
 
 
-@page("/orgs/{org}/suppliers/summary")
+@page("/orgs/{org}/suppliers/summary", permission=Permission.TABLES_READ)
 async def suppliers_summary(self: Any, request: web.Request, org: str) -> web.StreamResponse:
     """The organisation's supplier activity per UTC month (see the module docstring)."""
     authenticate(request, settings.jwt_secret, org)

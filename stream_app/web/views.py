@@ -11,7 +11,9 @@
   (its path is derived from organisation, report id, type and format, never read from a row).
 - ``POST /orgs/{org}/reports/{report_id}/cancel``: cancel a queued or running report.
 
-All ``/orgs`` routes need a bearer token of that organisation (:mod:`stream_app.web.auth`).
+All ``/orgs`` routes need a bearer token of that organisation whose role grants the route's
+permission (:mod:`stream_app.web.auth`, :mod:`stream_app.web.permissions`; checked with the
+rate limits by :mod:`stream_app.web.guard` before the handler).
 Errors are JSON: ``{"error": {"code", "reason", "field"}}``.
 """
 
@@ -35,6 +37,7 @@ from stream_app.crypto.keyring import get_keyring
 from stream_app.db import audit_events
 from stream_app.db import reports as report_db
 from stream_app.db.pool import get_pool
+from stream_app.db.report_scope import report_venues
 from stream_app.db.tenancy import UnknownOrganizationError, fetch_organization, tenant_transaction
 from stream_app.delivery.links import links_of_reports
 from stream_app.observability import HTTP_REQUESTS, REGISTRY
@@ -58,9 +61,12 @@ from stream_app.tables.windows import (
     window_labels,
 )
 from stream_app.topics import WEDDING_BOOKINGS
+from stream_app.web import guard
 from stream_app.web.artifact_download import open_for_download, stream_artifact
-from stream_app.web.auth import authenticate
+from stream_app.web.auth import Principal, authenticate
 from stream_app.web.errors import ApiError
+from stream_app.web.guard import RouteSpec, check_priority, scoped_venues
+from stream_app.web.permissions import PUBLIC, UNDECLARED, Permission, RouteAccess
 from stream_app.web.refusals import REFUSED_STATUSES, Refusal, note_refusal, token_subject
 from stream_app.web.routing import FORWARDED_HEADER, local_periods, owner_url, remote_periods
 
@@ -97,19 +103,21 @@ def check_single_query_values(request: web.Request) -> None:
             raise ApiError(400, "invalid_field", f"{key}: given more than once", field=key)
 
 
-def api(route: str) -> Callable[[Handler], Handler]:
+def api(route: str, spec: RouteSpec | None = None) -> Callable[[Handler], Handler]:
     """Wrap a handler: ApiError → JSON error response; count requests by route and status.
     Path ids (:data:`ENTITY_PATH_PARAMS`) and repeated query parameters are checked first
-    (:func:`check_path_ids`, :func:`check_single_query_values`)."""
+    (:func:`check_path_ids`, :func:`check_single_query_values`), then the token, role, venue
+    scope and rate limits of the route's ``spec`` (:func:`stream_app.web.guard.guarded`)."""
+    spec = spec or RouteSpec()
 
     def decorate(fn: Handler) -> Handler:
         async def wrapper(*args: Any, **kwargs: Any) -> web.StreamResponse:
             try:
                 check_path_ids(kwargs)
-                for arg in args:
-                    if isinstance(getattr(arg, "query", None), Mapping):  # the request
-                        check_single_query_values(arg)
-                resp = await fn(*args, **kwargs)
+                request = next(a for a in args if isinstance(getattr(a, "query", None), Mapping))
+                check_single_query_values(request)
+                async with guard.guarded(request, spec, kwargs):
+                    resp = await fn(*args, **kwargs)
             except ApiError as exc:
                 resp = exc.response()
             HTTP_REQUESTS.labels(route, str(resp.status)).inc()
@@ -122,19 +130,37 @@ def api(route: str) -> Callable[[Handler], Handler]:
 
 
 _ROUTES: dict[str, dict[str, Handler]] = {}
+ROUTE_SPECS: dict[tuple[str, str], RouteSpec] = {}
+"""``(METHOD, path)`` → what the route declared (its permission, rate class, venue scope)."""
 
 
-def page(path: str, method: str = "get") -> Callable[[Handler], Handler]:
+def page(
+    path: str,
+    method: str = "get",
+    *,
+    permission: RouteAccess = UNDECLARED,
+    rate_class: str | None = None,
+    venue_aware: bool = False,
+) -> Callable[[Handler], Handler]:
     """Declare ``fn`` as the ``method`` handler of ``path`` (see :func:`register_routes`).
 
-    The handler is wrapped by :func:`api` (JSON errors, request counting).
+    Args:
+        permission: what the caller's role must grant (:mod:`stream_app.web.permissions`),
+            or ``PUBLIC``; a route that declares nothing is refused to every caller.
+        rate_class: the rate-limit class, when not the permission's (see
+            :class:`~stream_app.web.guard.RouteSpec`).
+        venue_aware: the handler restricts its answer to a venue-scoped token's venues.
+
+    The handler is wrapped by :func:`api` (JSON errors, request counting, the guard).
     """
 
     def decorate(fn: Handler) -> Handler:
         methods = _ROUTES.setdefault(path, {})
         if method in methods:
             raise RuntimeError(f"{method.upper()} {path} is declared twice")
-        methods[method] = api(path)(fn)
+        spec = RouteSpec(permission, rate_class, venue_aware)
+        ROUTE_SPECS[(method.upper(), path)] = spec
+        methods[method] = api(path, spec)(fn)
         return fn
 
     return decorate
@@ -271,7 +297,50 @@ def period_labels(grain: str, start: str, end: str) -> list[str]:
     return out
 
 
-@page("/health")
+def scope_report_filters(principal: Principal, body: dict[str, Any]) -> None:
+    """Limit a venue-scoped token's report request to its venues (``body`` is changed).
+
+    Without ``data_filters.venue_id`` the filter becomes the token's venues; with it, every
+    venue named must be in the scope. A malformed filter is left to the request's validation.
+
+    Raises:
+        ApiError: 403 naming ``$.data_filters.venue_id``.
+    """
+    if principal.venues is None:
+        return
+    filters = body.get("data_filters", {})
+    if not isinstance(filters, dict):
+        return
+    requested = filters.get("venue_id")
+    if requested is not None and not isinstance(requested, list):
+        return
+    body["data_filters"] = {
+        **filters,
+        "venue_id": scoped_venues(principal, requested, "$.data_filters.venue_id"),
+    }
+
+
+async def check_report_scope(
+    conn: asyncpg.Connection, principal: Principal, report_id: str
+) -> None:
+    """Refuse a venue-scoped token a report not limited to venues within its scope.
+
+    Raises:
+        ApiError: 403 naming ``venue_scope``.
+    """
+    if principal.venues is None:
+        return
+    venues = await report_venues(conn, principal.organization_id, report_id)
+    if venues is None or not set(venues) <= principal.venues:
+        raise ApiError(
+            403,
+            "forbidden",
+            "the report is not limited to the token's venue scope",
+            field="venue_scope",
+        )
+
+
+@page("/health", permission=PUBLIC)
 async def health(self: Any, request: web.Request) -> web.StreamResponse:
     """Liveness and the input partitions this worker owns."""
     actives = sorted(
@@ -280,7 +349,7 @@ async def health(self: Any, request: web.Request) -> web.StreamResponse:
     return web.json_response({"status": "ok", "bookings_partitions": actives})
 
 
-@page("/metrics")
+@page("/metrics", permission=PUBLIC)
 async def metrics(self: Any, request: web.Request) -> web.StreamResponse:
     """Prometheus metrics of this worker."""
     resp = web.Response(body=generate_latest(REGISTRY))
@@ -288,7 +357,7 @@ async def metrics(self: Any, request: web.Request) -> web.StreamResponse:
     return resp
 
 
-@page("/orgs/{org}/venues/{venue}/metrics")
+@page("/orgs/{org}/venues/{venue}/metrics", permission=Permission.TABLES_READ)
 async def venue_metrics(
     self: Any, request: web.Request, org: str, venue: str
 ) -> web.StreamResponse:
@@ -320,7 +389,12 @@ async def venue_metrics(
     )
 
 
-@page("/orgs/{org}/reports", method="post")
+@page(
+    "/orgs/{org}/reports",
+    method="post",
+    permission=Permission.REPORTS_REQUEST,
+    venue_aware=True,
+)
 async def request_report(self: Any, request: web.Request, org: str) -> web.StreamResponse:
     """Validate a report request, publish it to ``report-requests``, answer 202."""
     principal = authenticate(request, settings.jwt_secret, org)
@@ -335,6 +409,7 @@ async def request_report(self: Any, request: web.Request, org: str) -> web.Strea
             raise ApiError(
                 400, "invalid_field", f"{forbidden} is set by the server", field=f"$.{forbidden}"
             )
+    scope_report_filters(principal, body)
     doc = {
         "schema_version": 1,
         "report_id": body.pop("report_id") if "report_id" in body else str(uuid.uuid4()),
@@ -348,6 +423,7 @@ async def request_report(self: Any, request: web.Request, org: str) -> web.Strea
         req = decode_event(raw, ReportRequest)
     except EventValidationError as exc:
         raise ApiError(400, "invalid_field", exc.reason, field=exc.field) from None
+    check_priority(principal, req.priority)
     pool = await get_pool(settings.postgres_dsn)
     async with pool.acquire() as conn:
         try:
@@ -420,14 +496,15 @@ async def request_report(self: Any, request: web.Request, org: str) -> web.Strea
     )
 
 
-@page("/orgs/{org}/reports/{report_id}")
+@page("/orgs/{org}/reports/{report_id}", permission=Permission.REPORTS_READ, venue_aware=True)
 async def report_status(
     self: Any, request: web.Request, org: str, report_id: str
 ) -> web.StreamResponse:
     """A report's stored status (404 when unknown to this organisation)."""
-    authenticate(request, settings.jwt_secret, org)
+    principal = authenticate(request, settings.jwt_secret, org)
     pool = await get_pool(settings.postgres_dsn)
     async with pool.acquire() as conn:
+        await check_report_scope(conn, principal, report_id)
         rec = await report_db.fetch_report(conn, org, report_id)
         links = [] if rec is None else (await links_of_reports(conn, org, [rec.id])).get(rec.id, [])
     if rec is None:
@@ -459,12 +536,20 @@ async def report_status(
     )
 
 
-@page("/orgs/{org}/reports/{report_id}/cancel", method="post")
+@page(
+    "/orgs/{org}/reports/{report_id}/cancel",
+    method="post",
+    permission=Permission.REPORTS_REQUEST,
+    venue_aware=True,
+)
 async def report_cancel(
     self: Any, request: web.Request, org: str, report_id: str
 ) -> web.StreamResponse:
     """Cancel a queued or running report: 200 ``{"status": "cancelled"}``; 409 when final."""
     principal = authenticate(request, settings.jwt_secret, org)
+    if principal.venues is not None:
+        async with (await get_pool(settings.postgres_dsn)).acquire() as conn:
+            await check_report_scope(conn, principal, report_id)
     outcome = await cancel_report(org, report_id, actor=principal.user_id)
     if outcome is None:
         raise ApiError(
@@ -477,7 +562,12 @@ async def report_cancel(
     return web.json_response({"report_id": report_id, "status": "cancelled"})
 
 
-@page("/orgs/{org}/reports/{report_id}/files/{fmt}")
+@page(
+    "/orgs/{org}/reports/{report_id}/files/{fmt}",
+    permission=Permission.REPORTS_READ,
+    rate_class="downloads",
+    venue_aware=True,
+)
 async def report_file(
     self: Any, request: web.Request, org: str, report_id: str, fmt: str
 ) -> web.StreamResponse:
@@ -485,6 +575,7 @@ async def report_file(
     principal = authenticate(request, settings.jwt_secret, org)
     pool = await get_pool(settings.postgres_dsn)
     async with pool.acquire() as conn:
+        await check_report_scope(conn, principal, report_id)
         rec = await report_db.fetch_report(conn, org, report_id)
     if rec is None:
         raise ApiError(

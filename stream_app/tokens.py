@@ -1,0 +1,135 @@
+"""Issuing and revoking API tokens, recorded in PostgreSQL and in the audit log.
+
+Used by ``wedding-engine token`` and ``POST /orgs/{org}/tokens/revoke``. Touches
+``organizations`` (read), ``tokens``, ``token_revocations`` and, through
+:func:`stream_app.db.audit_events.record`, ``audit_log``.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+
+from stream_app.db import audit_events
+from stream_app.db import tokens as token_db
+from stream_app.db.tenancy import UnknownOrganizationError, fetch_organization
+from stream_app.settings import Settings
+from stream_app.web.auth import IssuedToken, new_token
+
+
+async def issue(
+    conn: asyncpg.Connection,
+    settings: Settings,
+    *,
+    organization_id: str,
+    subject: str,
+    role: str,
+    ttl_seconds: int,
+    venues: list[str] | None = None,
+    actor: str,
+) -> IssuedToken:
+    """Sign a token, record it in ``tokens`` and audit ``token.issued`` (one transaction).
+
+    Raises:
+        ValueError: ``--org`` names no organisation; ``--ttl`` is not within 1 s and
+            ``settings.token_max_ttl_s``; an unknown ``--role``. Messages name the option.
+    """
+    if not 0 < ttl_seconds <= settings.token_max_ttl_s:
+        raise ValueError(
+            f"--ttl: must be between 1 and {settings.token_max_ttl_s} seconds"
+            f" (WEDDING_TOKEN_MAX_TTL_S), got {ttl_seconds}"
+        )
+    try:
+        await fetch_organization(conn, organization_id)
+    except UnknownOrganizationError:
+        raise ValueError(
+            f"--org: no organisation {organization_id!r}; create it first: "
+            f"wedding-engine org {organization_id} --zone …"
+        ) from None
+    try:
+        issued = new_token(
+            settings.jwt_secret,
+            user_id=subject,
+            organization_id=organization_id,
+            ttl_seconds=ttl_seconds,
+            role=role,
+            venues=venues,
+            issuer=settings.token_issuer,
+            audience=settings.token_audience,
+        )
+    except ValueError as exc:
+        raise ValueError(f"--{exc}") from None
+    async with conn.transaction():
+        # the audit row first: the tenant role of the insert lasts to the end of the transaction
+        await audit_events.record(
+            conn,
+            organization_id,
+            actor,
+            "token.issued",
+            issued.jti,
+            {
+                "subject": subject,
+                "role": role,
+                "venues": venues,
+                "issued_at": issued.issued_at.isoformat(),
+                "expires_at": issued.expires_at.isoformat(),
+            },
+        )
+        await token_db.record_issued(
+            conn,
+            jti=issued.jti,
+            organization_id=organization_id,
+            subject=subject,
+            role=role,
+            venues=None if venues is None else sorted(set(venues)),
+            issued_at=issued.issued_at,
+            expires_at=issued.expires_at,
+        )
+    return issued
+
+
+async def revoke(
+    conn: asyncpg.Connection,
+    settings: Settings,
+    *,
+    organization_id: str,
+    actor: str,
+    jti: str | None = None,
+    issued_before: datetime | None = None,
+) -> int:
+    """Revoke one token or all the organisation's issued before a time; audit
+    ``token.revoked`` (one transaction). In force on every worker within
+    ``settings.revocation_cache_s`` seconds (:mod:`stream_app.web.revocation`).
+
+    Returns:
+        How many recorded tokens the revocation covers.
+
+    Raises:
+        ValueError: neither or both of ``jti`` and ``issued_before``, or a naive
+            ``issued_before``.
+    """
+    if issued_before is not None and issued_before.tzinfo is None:
+        raise ValueError("--before: give a time zone (e.g. 2026-12-05T08:00:00+00:00)")
+    now = datetime.now(UTC)
+    max_ttl = timedelta(seconds=settings.token_max_ttl_s)
+    keep_until = (issued_before or now) + max_ttl if jti is None else now + max_ttl
+    async with conn.transaction():
+        # the audit row first: the tenant role of the insert lasts to the end of the transaction
+        await audit_events.record(
+            conn,
+            organization_id,
+            actor,
+            "token.revoked",
+            jti or "*",
+            {"jti": jti, "issued_before": issued_before.isoformat() if issued_before else None},
+        )
+        count = await token_db.revoke(
+            conn,
+            organization_id,
+            revoked_by=actor,
+            keep_until=keep_until,
+            jti=jti,
+            issued_before=issued_before,
+        )
+    return count

@@ -1,0 +1,280 @@
+"""The checks every HTTP request passes before its handler runs, in this order.
+
+Part of the HTTP layer (called by :func:`stream_app.web.views.api` for every route):
+
+1. a route open to all (:data:`~stream_app.web.permissions.PUBLIC`) passes; one that declared
+   no permission is refused (403 ``field: "permission"``);
+2. a client address over its bad-token budget gets 429 (lockout, :mod:`.ratelimit`);
+3. the token is verified (401, counted as a bad-token request from the address);
+4. its organisation must be the path's (403 ``organization_id``);
+5. it must not be revoked (401 ``token_revoked``; :mod:`.revocation`, cached a few seconds);
+6. its role must grant the route's permission (403 ``field: "role"`` naming the permission);
+7. a venue-scoped token may read only its venues (403 ``path.venue``) and only at routes that
+   enforce the scope themselves or name the venue (403 ``venue_scope`` elsewhere);
+8. the token's and the organisation's rate limit for the route class (429, :mod:`.ratelimit`).
+
+Steps 5 to 8 and the handler run within the organisation's share of the worker's requests in
+flight (:func:`guarded`).
+
+The verified principal is left on the request for :func:`stream_app.web.auth.authenticate`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+
+from stream_app.app import settings
+from stream_app.web import ratelimit, revocation
+from stream_app.web.auth import (
+    PRINCIPAL_KEY,
+    Principal,
+    bearer_token,
+    check_organization,
+    decode_token,
+)
+from stream_app.web.errors import ApiError
+from stream_app.web.permissions import (
+    PUBLIC,
+    UNDECLARED,
+    Permission,
+    RouteAccess,
+    allowed,
+    least_role,
+)
+
+_RATE_CLASS = {
+    Permission.REPORTS_REQUEST: "reports",
+    Permission.AGGREGATIONS_RUN: "aggregations",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class RouteSpec:
+    """What a route declares (``@page(..., permission=, rate_class=, venue_aware=)``).
+
+    Attributes:
+        access: the permission it needs, :data:`PUBLIC` or :data:`UNDECLARED`.
+        rate_class: ``reads``, ``reports``, ``aggregations`` or ``downloads``; None = from the
+            permission (report requests → ``reports``, aggregations → ``aggregations``, the
+            rest ``reads``).
+        venue_aware: the handler restricts its answer to a venue-scoped token's venues (or the
+            path names the venue, checked here); otherwise such tokens are refused.
+    """
+
+    access: RouteAccess = UNDECLARED
+    rate_class: str | None = None
+    venue_aware: bool = False
+
+    @property
+    def limit_class(self) -> str:
+        """The rate-limit class of the route."""
+        if self.rate_class is not None:
+            return self.rate_class
+        return (
+            _RATE_CLASS.get(self.access, "reads")
+            if isinstance(self.access, Permission)
+            else "reads"
+        )
+
+
+_verified: dict[str, Principal] = {}
+"""Tokens this worker verified → their principal (bounded by :data:`VERIFIED_CACHE_SIZE`)."""
+VERIFIED_CACHE_SIZE = 10_000
+
+
+def verified(token: str) -> Principal:
+    """:func:`~stream_app.web.auth.decode_token` with the settings' issuer, audience and
+    lifetime, remembered per token string until the token expires.
+
+    The string includes the signature, and issuer, audience and secret do not change while
+    the worker runs, so a token verified once verifies again until ``exp``, which is checked
+    on every use. Revocation is not part of this (checked per request).
+
+    Raises:
+        ApiError: 401 as :func:`~stream_app.web.auth.decode_token`.
+    """
+    found = _verified.get(token)
+    if found is not None:
+        if found.expires_at is not None and found.expires_at > datetime.now(UTC):
+            return found
+        del _verified[token]
+    principal = decode_token(
+        token,
+        settings.jwt_secret,
+        issuer=settings.token_issuer,
+        audience=settings.token_audience,
+        max_ttl_s=settings.token_max_ttl_s,
+    )
+    if len(_verified) >= VERIFIED_CACHE_SIZE:
+        _verified.clear()
+    _verified[token] = principal
+    return principal
+
+
+def _client(request: web.Request) -> str:
+    return request.remote or "unknown"
+
+
+@asynccontextmanager
+async def guarded(
+    request: web.Request, spec: RouteSpec, params: Mapping[str, Any]
+) -> AsyncIterator[None]:
+    """Run the checks of the module docstring, then the block (the handler) within the
+    caller's organisation's share of this worker's requests in flight.
+
+    An organisation has at most ``settings.org_inflight`` requests being checked and handled
+    at once on a worker (worker-to-worker requests aside); more wait, in arrival order, so a
+    flooding tenant queues behind itself while other tenants' requests go on. A request that
+    waited ``INFLIGHT_WAIT_S`` is refused with 503 ``busy``.
+
+    Args:
+        params: the path parameters (``org``, ``venue``, ...).
+
+    Raises:
+        ApiError: 401, 403, 429 (:class:`~stream_app.web.ratelimit.RateLimitedError`) or 503.
+    """
+    access = spec.access
+    if access is PUBLIC:
+        yield
+        return
+    if not isinstance(access, Permission):
+        raise ApiError(
+            403, "forbidden", "this route declares no permission; refused", field="permission"
+        )
+    client = _client(request)
+    await ratelimit.check_not_locked_out(client)
+    try:
+        principal = verified(bearer_token(request))
+    except ApiError:
+        await ratelimit.record_auth_failure(client)
+        raise
+    org = params.get("org")
+    if isinstance(org, str):
+        check_organization(principal, org)
+    if principal.internal:
+        await _check_principal(request, spec, access, principal, params, client)
+        yield
+        return
+    slots = _inflight.setdefault(
+        principal.organization_id, asyncio.Semaphore(settings.org_inflight)
+    )
+    try:
+        await asyncio.wait_for(slots.acquire(), INFLIGHT_WAIT_S)
+    except TimeoutError:
+        raise ApiError(
+            503, "busy", "this organisation has too many requests in flight; retry later"
+        ) from None
+    try:
+        await _check_principal(request, spec, access, principal, params, client)
+        yield
+    finally:
+        slots.release()
+
+
+INFLIGHT_WAIT_S = 10.0
+"""Longest wait for one of the organisation's in-flight slots before 503 ``busy``."""
+_inflight: dict[str, asyncio.Semaphore] = {}
+
+
+async def _check_principal(
+    request: web.Request,
+    spec: RouteSpec,
+    access: Permission,
+    principal: Principal,
+    params: Mapping[str, Any],
+    client: str,
+) -> None:
+    """Steps 5-8 of the module docstring; leaves the principal on the request."""
+    if not principal.internal and await revocation.is_revoked(principal):
+        await ratelimit.record_auth_failure(client)
+        raise ApiError(401, "token_revoked", "the token has been revoked", field="Authorization")
+    if not allowed(principal.role, access):
+        raise ApiError(
+            403,
+            "forbidden",
+            f"role {principal.role!r} lacks permission {access.value!r}"
+            f" (granted to {least_role(access)!r} and above)",
+            field="role",
+        )
+    check_venue_scope(principal, spec, params)
+    if not principal.internal:
+        await ratelimit.check_request(principal, spec.limit_class)
+    request[PRINCIPAL_KEY] = principal
+
+
+def check_venue_scope(principal: Principal, spec: RouteSpec, params: Mapping[str, Any]) -> None:
+    """Refuse a venue-scoped token outside its venues (see the module docstring, step 7).
+
+    Raises:
+        ApiError: 403 naming ``path.venue`` or ``venue_scope``.
+    """
+    if principal.venues is None:
+        return
+    venue = params.get("venue")
+    if isinstance(venue, str):
+        if venue not in principal.venues:
+            raise ApiError(
+                403, "forbidden", f"the token's venue scope excludes {venue!r}", "path.venue"
+            )
+        return
+    if not spec.venue_aware:
+        raise ApiError(
+            403,
+            "forbidden",
+            "a venue-scoped token cannot use this organisation-wide route",
+            field="venue_scope",
+        )
+
+
+def scoped_venues(
+    principal: Principal, requested: list[str] | None, field: str
+) -> list[str] | None:
+    """The venue filter a request of ``principal`` must run with.
+
+    Args:
+        requested: the venues the request asks for (None = all).
+        field: the request field that names them (for the error).
+
+    Returns:
+        ``requested`` when the token is not venue-scoped; else ``requested`` when inside the
+        scope, or the whole scope (sorted) when ``requested`` is None.
+
+    Raises:
+        ApiError: 403 naming ``field`` when ``requested`` names a venue outside the scope.
+    """
+    if principal.venues is None:
+        return requested
+    if requested is None:
+        return sorted(principal.venues)
+    outside = sorted(set(requested) - principal.venues)
+    if outside:
+        raise ApiError(403, "forbidden", f"the token's venue scope excludes {outside}", field=field)
+    return requested
+
+
+def check_priority(principal: Principal, priority: str, field: str = "$.priority") -> None:
+    """Refuse a priority above ``normal`` unless the caller may use one.
+
+    Admins may; so may every role of an organisation listed in ``WEDDING_PRIORITY_ORGS``.
+
+    Raises:
+        ApiError: 403 naming ``field``.
+    """
+    if priority not in ("high", "critical") or principal.role == "admin":
+        return
+    if principal.organization_id in settings.priority_orgs:
+        return
+    raise ApiError(
+        403,
+        "forbidden",
+        f"priority {priority!r} is reserved for admins and the organisations configured for it"
+        " (WEDDING_PRIORITY_ORGS); use 'normal' or 'low'",
+        field=field,
+    )

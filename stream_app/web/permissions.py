@@ -1,0 +1,95 @@
+"""Roles and what they may do: the one permission table of the HTTP API.
+
+Every route declares the permission it needs (``@page(..., permission=Permission.X)``, see
+:func:`stream_app.web.views.page`); a token's ``role`` claim grants a set of permissions
+(:data:`ROLE_PERMISSIONS`). A caller whose role lacks the route's permission gets **403**
+``{"error": {"code": "forbidden", "field": "role", "reason": "role 'viewer' lacks permission
+'reports:request' ..."}}``.
+
+Roles, each including the one before:
+
+- ``viewer``: table reads, report status and downloads;
+- ``analyst``: also report requests (and cancelling them) and aggregations;
+- ``admin``: also schedules, deliveries, tokens, GDPR actions, retention rules, audit reads.
+
+A route open to everyone (``/health``, ``/metrics``, signed download links, which carry their
+own credential) declares :data:`PUBLIC`; a route that declares nothing is refused to every
+caller (:data:`UNDECLARED`, fail closed) and fails ``tests/e2e/test_roles.py``.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Final
+
+
+class Permission(StrEnum):
+    """One thing a route does; the value is what a 403 names."""
+
+    TABLES_READ = "tables:read"
+    """Live table reads: venue metrics and occupancy, payments, interactions, suppliers, the
+    organisation summaries."""
+    REPORTS_READ = "reports:read"
+    """A report's status and its files."""
+    REPORTS_REQUEST = "reports:request"
+    """Request a report, cancel one."""
+    AGGREGATIONS_RUN = "aggregations:run"
+    """Run an aggregation over the history, list the datasets."""
+    SCHEDULES_MANAGE = "schedules:manage"
+    """Create, read, change, pause, resume and delete schedules."""
+    DELIVERIES_READ = "deliveries:read"
+    """A schedule's runs and delivery log."""
+    TOKENS_MANAGE = "tokens:manage"
+    """Revoke tokens."""
+    GDPR_MANAGE = "gdpr:manage"
+    """GDPR export and erasure."""
+    RETENTION_MANAGE = "retention:manage"
+    """Retention rules."""
+    AUDIT_READ = "audit:read"
+    """Read the audit log."""
+    DEBUG_READ = "debug:read"
+    """Worker internals (``/debug/*``, served only with ``WEDDING_DEBUG=1``)."""
+
+
+class _Public:
+    """The marker of routes without a bearer token (see the module docstring)."""
+
+    def __repr__(self) -> str:
+        return "PUBLIC"
+
+
+class _Undeclared:
+    """The marker of a route that declared no permission: refused to everyone."""
+
+    def __repr__(self) -> str:
+        return "UNDECLARED"
+
+
+PUBLIC: Final = _Public()
+UNDECLARED: Final = _Undeclared()
+RouteAccess = Permission | _Public | _Undeclared
+"""What a route declares: a permission, :data:`PUBLIC` or (by default) :data:`UNDECLARED`."""
+
+ROLES: tuple[str, ...] = ("viewer", "analyst", "admin")
+"""The roles a token may carry, least to most."""
+
+_VIEWER = frozenset({Permission.TABLES_READ, Permission.REPORTS_READ})
+_ANALYST = _VIEWER | {Permission.REPORTS_REQUEST, Permission.AGGREGATIONS_RUN}
+_ADMIN = frozenset(Permission)
+
+ROLE_PERMISSIONS: dict[str, frozenset[Permission]] = {
+    "viewer": _VIEWER,
+    "analyst": _ANALYST,
+    "admin": _ADMIN,
+}
+"""The permissions each role grants."""
+
+
+def allowed(role: str, permission: Permission) -> bool:
+    """Whether ``role`` grants ``permission`` (an unknown role grants nothing)."""
+    return permission in ROLE_PERMISSIONS.get(role, frozenset())
+
+
+def least_role(permission: Permission) -> str:
+    """The least role granting ``permission`` (for error messages)."""
+    return next(r for r in ROLES if permission in ROLE_PERMISSIONS[r])

@@ -1,0 +1,212 @@
+"""Rate limits of the HTTP API, counted in a store every worker shares (the ``limits`` package).
+
+Part of the HTTP layer; touches only the rate-limit store. Three kinds of limit:
+
+- per token and route class (``reads``, ``reports``, ``aggregations``, ``downloads``):
+  ``settings.rate_limits`` (``WEDDING_RATE_LIMITS``);
+- per organisation and route class, all its tokens together: ``settings.org_rate_limits``;
+- per client address, requests with a bad token (lockout): ``settings.auth_failure_limit``;
+  once over it, every request from the address is refused until the window frees a slot.
+
+Over a limit: **429** with ``Retry-After`` (whole seconds until the window lets one more
+request in) and ``{"error": {"code": "rate_limited", "field": ..., "reason": ...}}``, where
+``field`` names what is limited (``Authorization`` for the token and the lockout,
+``organization_id`` for the organisation).
+
+Counting: the moving-window strategy (``limits``' ``MovingWindowRateLimiter``: no burst of
+twice the limit at a window boundary). The store is Redis (``WEDDING_REDIS_URL``; ``limits``'
+async Redis storage over ``coredis``): one counter per key for all workers, updated by one
+atomic Lua script per hit, so N workers together allow the limit, not N times it. Why Redis:
+a limit check sits on every request, and Redis answers in well under a millisecond with
+atomic scripts and key expiry built in; PostgreSQL would add a write per request to the
+database the reports read. Without ``WEDDING_REDIS_URL`` each worker counts in its own memory
+(development only). If the store cannot be reached, requests are let through and the error is
+logged (a rate limit must not take the API down with it).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import Any
+
+from aiohttp import web
+from limits import RateLimitItem, parse
+from limits.aio.strategies import MovingWindowRateLimiter
+from limits.storage import storage_from_string
+
+from stream_app.app import settings
+from stream_app.web.auth import Principal
+from stream_app.web.errors import ApiError
+
+log = logging.getLogger(__name__)
+
+
+class RateLimitedError(ApiError):
+    """429 with a ``Retry-After`` header.
+
+    Attributes:
+        retry_after_s: whole seconds until one more request is allowed (at least 1).
+    """
+
+    def __init__(self, reason: str, field: str, retry_after_s: int) -> None:
+        super().__init__(429, "rate_limited", reason, field=field)
+        self.retry_after_s = retry_after_s
+
+    def response(self) -> web.Response:
+        """The JSON error with ``Retry-After``."""
+        resp = super().response()
+        resp.headers["Retry-After"] = str(self.retry_after_s)
+        return resp
+
+
+_limiter: MovingWindowRateLimiter | None = None
+_items: dict[str, RateLimitItem] = {}
+
+
+def limiter() -> MovingWindowRateLimiter:
+    """The process's limiter over the configured store (created on first use)."""
+    global _limiter
+    if _limiter is None:
+        uri = settings.redis_url
+        if uri.startswith("redis://"):
+            uri = "async+" + uri
+        # counters of one app id (its workers) apart from another's sharing the server
+        options = {"key_prefix": f"wedding-limits:{settings.app_id}"} if uri else {}
+        storage: Any = storage_from_string(uri or "async+memory://", **options)
+        _limiter = MovingWindowRateLimiter(storage)
+    return _limiter
+
+
+def _item(spec: str) -> RateLimitItem:
+    found = _items.get(spec)
+    if found is None:
+        found = _items[spec] = parse(spec)
+    return found
+
+
+async def _retry_after(item: RateLimitItem, *keys: str) -> int:
+    stats = await limiter().get_window_stats(item, *keys)
+    return max(1, math.ceil(stats.reset_time - time.time()))
+
+
+async def _hit(item: RateLimitItem, *keys: str) -> bool:
+    """Count one request; False when over the limit. True when the store fails (logged)."""
+    try:
+        return await limiter().hit(item, *keys)
+    except Exception:  # any store failure: let the request through, loudly
+        log.exception("rate-limit store %s failed; request not limited", settings.redis_url)
+        return True
+
+
+_blocked: dict[tuple[str, ...], tuple[float, str, str]] = {}
+"""Keys found over their limit by this worker → (monotonic time the window frees a request,
+the refusal's reason and field). Until then the refusal is answered without asking the
+store: no request could be allowed before that time, so a flood costs the store one round
+trip per window, not one per request."""
+
+
+def _blocked_error(key: tuple[str, ...]) -> RateLimitedError | None:
+    found = _blocked.get(key)
+    if found is None:
+        return None
+    until, reason, field = found
+    remaining = until - time.monotonic()
+    if remaining <= 0:
+        del _blocked[key]
+        return None
+    retry = max(1, math.ceil(remaining))
+    return RateLimitedError(f"{reason}; retry in {retry} s", field, retry)
+
+
+async def _limit(item: RateLimitItem, keys: tuple[str, ...], reason: str, field: str) -> None:
+    """Count one request against ``item`` for ``keys``; raise 429 when over it."""
+    if (blocked := _blocked_error(keys)) is not None:
+        raise blocked
+    if await _hit(item, *keys):
+        return
+    retry = await _retry_after(item, *keys)
+    if len(_blocked) > 100_000:  # stale entries of many tokens: start over
+        _blocked.clear()
+    _blocked[keys] = (time.monotonic() + retry, reason, field)
+    raise RateLimitedError(f"{reason}; retry in {retry} s", field, retry)
+
+
+async def check_request(principal: Principal, rate_class: str) -> None:
+    """Count a request of ``principal`` in ``rate_class`` against its token and organisation.
+
+    Raises:
+        RateLimitedError: 429 naming ``Authorization`` (the token's limit) or
+            ``organization_id`` (the organisation's).
+    """
+    token_spec = settings.rate_limits[rate_class]
+    token_key = principal.jti or f"sub:{principal.user_id}"
+    await _limit(
+        _item(token_spec),
+        ("token", principal.organization_id, token_key, rate_class),
+        f"this token's limit for {rate_class} ({token_spec}) is used up",
+        "Authorization",
+    )
+    org_spec = settings.org_rate_limits[rate_class]
+    await _limit(
+        _item(org_spec),
+        ("org", principal.organization_id, rate_class),
+        f"the organisation's limit for {rate_class} ({org_spec}) is used up",
+        "organization_id",
+    )
+
+
+LOCKOUT_RECHECK_S = 1.0
+"""How long a worker trusts the store's "this address is not locked out" before asking again:
+a lockout tripped on another worker is in force here within this many seconds (on the
+worker that tripped it, at once). Keeps the store off the path of most good requests."""
+_not_locked: dict[str, float] = {}
+"""client address → monotonic time the store last said it is not locked out."""
+
+
+async def check_not_locked_out(client: str) -> None:
+    """Refuse a client address that sent too many bad tokens recently (every request from it,
+    good token or not: a locked-out address learns nothing from its guesses).
+
+    Raises:
+        RateLimitedError: 429 naming ``Authorization``.
+    """
+    keys = ("authfail", client)
+    if (blocked := _blocked_error(keys)) is not None:
+        raise blocked
+    now = time.monotonic()
+    if now - _not_locked.get(client, -math.inf) < LOCKOUT_RECHECK_S:
+        return
+    item = _item(settings.auth_failure_limit)
+    try:
+        ok = await limiter().test(item, *keys)
+    except Exception:
+        log.exception("rate-limit store %s failed; lockout not checked", settings.redis_url)
+        return
+    if ok:
+        if len(_not_locked) > 100_000:
+            _not_locked.clear()
+        _not_locked[client] = now
+        return
+    await _lock_out(item, client)
+
+
+async def _lock_out(item: RateLimitItem, client: str) -> None:
+    retry = await _retry_after(item, "authfail", client)
+    reason = f"too many requests with a bad token from this address ({settings.auth_failure_limit})"
+    _not_locked.pop(client, None)
+    _blocked[("authfail", client)] = (time.monotonic() + retry, reason, "Authorization")
+    raise RateLimitedError(f"{reason}; retry in {retry} s", "Authorization", retry)
+
+
+async def record_auth_failure(client: str) -> None:
+    """Count one request with a bad token from ``client``.
+
+    Raises:
+        RateLimitedError: this failure is over the address's budget (the lockout starts; the
+            caller answers 429 instead of 401).
+    """
+    item = _item(settings.auth_failure_limit)
+    if not await _hit(item, "authfail", client):
+        await _lock_out(item, client)

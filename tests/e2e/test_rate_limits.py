@@ -1,0 +1,181 @@
+"""Rate limits, the bad-token lockout and revocation, across two real workers sharing Redis.
+
+Both workers are in one consumer group (one app id, so one set of counters) and count in the
+session's Redis. The limits are small so the tests are quick: per token 10 aggregation
+requests a minute, per organisation 15.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import aiohttp
+import asyncpg
+import pytest
+
+from stream_app.db.tenancy import Organization, upsert_organization
+from stream_app.devservices.workers import WorkerProcess
+from stream_app.settings import Settings
+from stream_app.web.auth import issue_token
+from tests.conftest import WorkerFactory
+
+ORG, OTHER, THIRD = "limits-a", "limits-b", "limits-c"
+ROUTE = "/orgs/{org}/aggregations/datasets"
+"""An ``aggregations`` route that touches no table (the answer is the allow-list)."""
+REVOCATION_CACHE_S = 1.0
+LOCKOUT_RECHECK_S = 1.0
+"""``stream_app.web.ratelimit.LOCKOUT_RECHECK_S`` (not imported: it would build the app here)."""
+
+
+@pytest.fixture(scope="module")
+async def workers(
+    worker_factory: WorkerFactory, settings: Settings
+) -> AsyncIterator[tuple[WorkerProcess, WorkerProcess]]:
+    conn = await asyncpg.connect(settings.postgres_dsn)
+    try:
+        for org in (ORG, OTHER, THIRD):
+            await upsert_organization(conn, Organization(org, org, "Europe/Lisbon", "EUR"))
+    finally:
+        await conn.close()
+    env = {
+        "WEDDING_SCHEDULING": "0",
+        "WEDDING_RATE_LIMITS": "reads=1000/minute,reports=1000/minute,"
+        "aggregations=10/minute,downloads=1000/minute",
+        "WEDDING_ORG_RATE_LIMITS": "reads=1000/minute,reports=1000/minute,"
+        "aggregations=15/minute,downloads=1000/minute",
+        "WEDDING_AUTH_FAILURE_LIMIT": "5/minute",
+        "WEDDING_REVOCATION_CACHE_S": str(REVOCATION_CACHE_S),
+    }
+    a = worker_factory.start("wedding-limits", "a", **env)
+    b = worker_factory.start("wedding-limits", "b", **env)
+    await asyncio.gather(a.wait_ready(timeout_s=180), b.wait_ready(timeout_s=180))
+    yield a, b
+    a.stop()
+    b.stop()
+
+
+def bearer(settings: Settings, org: str, role: str = "analyst", user: str = "u") -> dict[str, str]:
+    tok = issue_token(
+        settings.jwt_secret, user_id=user, organization_id=org, ttl_seconds=600, role=role
+    )
+    return {"Authorization": f"Bearer {tok}"}
+
+
+async def get(
+    worker: WorkerProcess, org: str, headers: dict[str, str], source: str = "127.0.0.1"
+) -> tuple[int, dict[str, str], dict[str, Any]]:
+    """GET :data:`ROUTE` from the client address ``source`` (any of 127/8 reaches loopback)."""
+    connector = aiohttp.TCPConnector(local_addr=(source, 0))
+    async with (
+        aiohttp.ClientSession(worker.url, connector=connector) as s,
+        s.get(ROUTE.format(org=org), headers=headers) as r,
+    ):
+        return r.status, dict(r.headers), await r.json()
+
+
+async def test_token_and_organisation_limits_hold_across_workers(
+    workers: tuple[WorkerProcess, WorkerProcess], settings: Settings
+) -> None:
+    a, b = workers
+    first = bearer(settings, ORG, user="first")
+    # 10 a minute per token: 6 on worker a, 5 on worker b -> the 11th is refused
+    statuses = [(await get(a, ORG, first))[0] for _ in range(6)]
+    statuses += [(await get(b, ORG, first))[0] for _ in range(4)]
+    assert statuses == [200] * 10
+    status, headers, body = await get(b, ORG, first)
+    assert status == 429
+    assert (body["error"]["code"], body["error"]["field"]) == ("rate_limited", "Authorization")
+    assert "10/minute" in body["error"]["reason"]
+    assert 1 <= int(headers["Retry-After"]) <= 60
+    # the organisation's limit (15) counts every token of it: a second token gets 5 more
+    second = bearer(settings, ORG, user="second")
+    statuses = [(await get(a if i % 2 else b, ORG, second))[0] for i in range(6)]
+    assert statuses == [200] * 5 + [429]
+    status, headers, body = await get(a, ORG, second)
+    assert (status, body["error"]["field"]) == (429, "organization_id")
+    # another organisation is not affected
+    status, _, _ = await get(a, OTHER, bearer(settings, OTHER))
+    assert status == 200
+
+
+async def test_revocation_reaches_every_worker_within_the_cache_bound(
+    workers: tuple[WorkerProcess, WorkerProcess], settings: Settings
+) -> None:
+    a, b = workers
+    victim = bearer(settings, OTHER, user="leaked")
+    keeper = bearer(settings, OTHER, user="keeper")
+    assert (await get(b, OTHER, victim))[0] == 200  # worker b caches "nothing revoked"
+    jti = _jti(victim)
+    admin = bearer(settings, OTHER, role="admin", user="boss")
+    async with (
+        aiohttp.ClientSession(a.url) as s,
+        s.post(f"/orgs/{OTHER}/tokens/revoke", json={"jti": jti}, headers=admin) as r,
+    ):
+        assert r.status == 200, await r.text()
+        answer = await r.json()
+    assert answer["effective_within_s"] == REVOCATION_CACHE_S
+    revoked_at = time.monotonic()
+    # refused on both workers no later than the bound (plus a request's time)
+    for w in (a, b):
+        while True:
+            status, _, body = await get(w, OTHER, victim)
+            if status == 401:
+                assert body["error"]["code"] == "token_revoked"
+                break
+            assert status == 200
+            assert time.monotonic() - revoked_at < REVOCATION_CACHE_S + 0.5
+            await asyncio.sleep(0.3)
+    assert (await get(b, OTHER, keeper))[0] == 200  # another token of the organisation works
+    conn = await asyncpg.connect(settings.postgres_dsn)
+    try:
+        audited = await conn.fetchval(
+            "SELECT count(*) FROM audit_log WHERE organization_id = $1"
+            " AND action = 'token.revoked' AND target = $2 AND actor = 'boss'",
+            OTHER,
+            jti,
+        )
+    finally:
+        await conn.close()
+    assert audited == 1
+    # all tokens issued before now: the keeper goes too
+    before = (datetime.now(UTC) + timedelta(seconds=1)).isoformat()
+    async with (
+        aiohttp.ClientSession(b.url) as s,
+        s.post(f"/orgs/{OTHER}/tokens/revoke", json={"before": before}, headers=admin) as r,
+    ):
+        assert r.status == 200, await r.text()
+    await asyncio.sleep(REVOCATION_CACHE_S + 0.2)
+    assert (await get(a, OTHER, keeper))[0] == 401
+    assert (await get(b, OTHER, keeper))[0] == 401
+
+
+async def test_repeated_bad_tokens_lock_the_address_out(
+    workers: tuple[WorkerProcess, WorkerProcess], settings: Settings
+) -> None:
+    a, b = workers
+    attacker = "127.0.0.7"  # an address of its own: the other tests' failures do not count
+    bad = {"Authorization": "Bearer not-a-token"}
+    statuses = [(await get(a if i % 2 else b, ORG, bad, attacker))[0] for i in range(5)]
+    assert statuses == [401] * 5
+    status, headers, body = await get(a, ORG, bad, attacker)
+    assert (status, body["error"]["field"]) == (429, "Authorization")
+    assert int(headers["Retry-After"]) >= 1
+    # locked out on every worker (on the other within its re-check bound): even a good token
+    # from this address waits, so a guess that happens to be right is not told apart ...
+    await asyncio.sleep(LOCKOUT_RECHECK_S + 0.1)
+    good = bearer(settings, THIRD, user="late")
+    assert (await get(b, THIRD, good, attacker))[0] == 429
+    assert (await get(a, THIRD, good, attacker))[0] == 429
+    # ... while another address is served
+    assert (await get(b, THIRD, good, "127.0.0.8"))[0] == 200
+
+
+def _jti(headers: dict[str, str]) -> str:
+    import jwt
+
+    claims = jwt.decode(headers["Authorization"][7:], options={"verify_signature": False})
+    return str(claims["jti"])

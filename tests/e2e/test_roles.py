@@ -1,0 +1,257 @@
+"""The role × route matrix against a real worker, and the venue scope and priority rules.
+
+Routes are enumerated from the worker application's own router (in a child process, as a
+worker builds it), so a route added without a declared permission fails here. The expected
+grants are written out below by hand, independently of ``stream_app.web.permissions``.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from typing import Any
+
+import aiohttp
+import asyncpg
+import pytest
+
+from stream_app.db.tenancy import Organization, Venue, upsert_organization, upsert_venue
+from stream_app.devservices.workers import WorkerProcess
+from stream_app.settings import Settings
+from stream_app.web.auth import issue_token
+
+ORG, OTHER = "roles-a", "roles-b"
+
+GRANTS = {
+    "viewer": {"tables:read", "reports:read"},
+    "analyst": {"tables:read", "reports:read", "reports:request", "aggregations:run"},
+    "admin": {
+        "tables:read",
+        "reports:read",
+        "reports:request",
+        "aggregations:run",
+        "schedules:manage",
+        "deliveries:read",
+        "tokens:manage",
+        "gdpr:manage",
+        "retention:manage",
+        "audit:read",
+        "debug:read",
+    },
+}
+"""What each role may do (the issue's list, restated by hand)."""
+
+PUBLIC_ROUTES = {("GET", "/health"), ("GET", "/metrics"), ("GET", "/downloads/{token}")}
+"""The only routes without a bearer token (a signed link is its own credential)."""
+
+PATH_VALUES = {
+    "org": ORG,
+    "venue": "v1",
+    "report_id": "no-such-report",
+    "fmt": "csv",
+    "schedule_id": "no-such-schedule",
+    "booking": "b1",
+    "client": "c1",
+    "supplier": "s1",
+    "token": "x",
+}
+QUERY = {"from": "2016-01", "to": "2016-02"}
+
+_ENUMERATE = """
+import json
+from stream_app.worker import app
+from stream_app.web.views import ROUTE_SPECS
+from stream_app.web.permissions import Permission
+out = []
+for route in app.web.web_app.router.routes():
+    if route.method == "HEAD":
+        continue
+    path = route.resource.canonical
+    spec = ROUTE_SPECS.get((route.method, path))
+    access = None if spec is None else (
+        spec.access.value if isinstance(spec.access, Permission) else repr(spec.access))
+    out.append([route.method, path, access, bool(spec and spec.venue_aware)])
+print(json.dumps(out))
+"""
+
+
+def router_routes() -> list[tuple[str, str, str | None, bool]]:
+    """(method, path, declared access, venue_aware) of every route a worker serves."""
+    done = subprocess.run(
+        [sys.executable, "-c", _ENUMERATE], capture_output=True, text=True, check=True
+    )
+    rows = json.loads(done.stdout.strip().splitlines()[-1])
+    return [(str(m), str(p), a, bool(v)) for m, p, a, v in rows]
+
+
+def token(settings: Settings, role: str, org: str = ORG, venues: list[str] | None = None) -> str:
+    return issue_token(
+        settings.jwt_secret,
+        user_id=f"{role}-user",
+        organization_id=org,
+        ttl_seconds=600,
+        role=role,
+        venues=venues,
+    )
+
+
+async def call(
+    s: aiohttp.ClientSession, method: str, path: str, bearer: str, body: Any = None
+) -> tuple[int, dict[str, Any]]:
+    url = path.format(**PATH_VALUES)
+    kwargs: dict[str, Any] = {"headers": {"Authorization": f"Bearer {bearer}"}}
+    if method in ("POST", "PUT"):
+        kwargs["json"] = {} if body is None else body
+    else:
+        kwargs["params"] = QUERY
+    async with s.request(method, url, **kwargs) as r:
+        try:
+            parsed = await r.json(content_type=None)
+        except ValueError:
+            parsed = {}
+        return r.status, parsed if isinstance(parsed, dict) else {}
+
+
+@pytest.fixture(scope="module")
+async def orgs(settings: Settings) -> None:
+    conn = await asyncpg.connect(settings.postgres_dsn)
+    try:
+        for org in (ORG, OTHER):
+            await upsert_organization(conn, Organization(org, org, "Europe/Lisbon", "EUR"))
+            for v in ("v1", "v2"):
+                await upsert_venue(conn, org, Venue(v, v, 10))
+    finally:
+        await conn.close()
+
+
+def test_every_route_declares_a_permission() -> None:
+    routes = router_routes()
+    assert len(routes) >= 27  # the API as of this test; a new route only adds
+    undeclared = [(m, p) for m, p, access, _ in routes if access in (None, "UNDECLARED")]
+    assert undeclared == []
+    public = {(m, p) for m, p, access, _ in routes if access == "PUBLIC"}
+    assert public == PUBLIC_ROUTES
+    known = set().union(*GRANTS.values())
+    assert {a for _, _, a, _ in routes if a != "PUBLIC"} <= known
+
+
+async def test_role_matrix(main_worker: WorkerProcess, settings: Settings, orgs: None) -> None:
+    routes = [r for r in router_routes() if r[2] != "PUBLIC"]
+    checked = 0
+    async with aiohttp.ClientSession(main_worker.url) as s:
+        for method, path, access, venue_aware in routes:
+            assert access is not None
+            for role in ("viewer", "analyst", "admin"):
+                status, body = await call(s, method, path, token(settings, role))
+                if access in GRANTS[role]:
+                    assert status not in (401, 403), (role, method, path, status, body)
+                else:
+                    assert status == 403, (role, method, path, status, body)
+                    assert body["error"]["field"] == "role"
+                    assert f"'{access}'" in body["error"]["reason"]
+                checked += 1
+            if "{org}" in path:
+                # the other organisation's admin: refused whatever the role
+                status, body = await call(s, method, path, token(settings, "admin", OTHER))
+                assert (status, body["error"]["field"]) == (403, "organization_id"), path
+                # the right organisation, a token limited to venue v2
+                scoped = token(settings, "admin", venues=["v2"])
+                status, body = await call(s, method, path, scoped)
+                if "{venue}" in path:
+                    assert (status, body["error"]["field"]) == (403, "path.venue"), path
+                elif not venue_aware:
+                    assert (status, body["error"]["field"]) == (403, "venue_scope"), path
+                else:
+                    assert status != 401, (path, body)
+    assert checked == 3 * len(routes)
+
+
+async def test_venue_scope_and_priority(
+    main_worker: WorkerProcess, settings: Settings, orgs: None
+) -> None:
+    scoped = token(settings, "analyst", venues=["v1"])
+    analyst = token(settings, "analyst")
+    report = {
+        "report_type": "monthly_booking_summary",
+        "date_from": "2016-01-01",
+        "date_to": "2016-01-31",
+        "output_formats": ["csv"],
+    }
+    async with aiohttp.ClientSession(main_worker.url) as s:
+        # the scoped token reads its venue, not the other one
+        status, _ = await call(s, "GET", "/orgs/{org}/venues/v1/metrics", scoped)
+        assert status == 200
+        status, body = await call(s, "GET", "/orgs/{org}/venues/v2/occupancy", scoped)
+        assert (status, body["error"]["field"]) == (403, "path.venue")
+        # a report filter outside the scope is refused
+        body_v2 = {**report, "data_filters": {"venue_id": ["v2"]}}
+        status, body = await call(s, "POST", "/orgs/{org}/reports", scoped, body_v2)
+        assert (status, body["error"]["field"]) == (403, "$.data_filters.venue_id")
+        # without a filter, the scope becomes the filter: the stored request says v1 only
+        status, body = await call(s, "POST", "/orgs/{org}/reports", scoped, report)
+        assert status == 202, body
+        report_id = body["report_id"]
+        conn = await asyncpg.connect(settings.postgres_dsn)
+        try:
+            stored = await conn.fetchval(
+                "SELECT request -> 'data_filters' -> 'venue_id' FROM reports"
+                " WHERE organization_id = $1 AND id = $2",
+                ORG,
+                report_id,
+            )
+        finally:
+            await conn.close()
+        assert json.loads(stored) == ["v1"]
+        # a report of every venue is not shown to the scoped token
+        status, body = await call(s, "POST", "/orgs/{org}/reports", analyst, report)
+        assert status == 202, body
+        status, body = await call(s, "GET", f"/orgs/{{org}}/reports/{body['report_id']}", scoped)
+        assert (status, body["error"]["field"]) == (403, "venue_scope")
+        status, _ = await call(s, "GET", f"/orgs/{{org}}/reports/{report_id}", scoped)
+        assert status == 200
+        # aggregations: a dataset without venue_id is refused to the scoped token
+        agg = {"dataset": "payments", "metrics": [{"op": "count"}]}
+        status, body = await call(s, "POST", "/orgs/{org}/aggregations", scoped, agg)
+        assert (status, body["error"]["field"]) == (403, "$.dataset")
+        # priorities above normal: not for an analyst of an organisation not configured
+        urgent = {**report, "priority": "critical"}
+        status, body = await call(s, "POST", "/orgs/{org}/reports", analyst, urgent)
+        assert (status, body["error"]["field"]) == (403, "$.priority")
+        assert "critical" in body["error"]["reason"]
+        status, body = await call(
+            s, "POST", "/orgs/{org}/reports", token(settings, "admin"), urgent
+        )
+        assert status == 202, body
+
+
+async def test_a_schedule_is_owned_by_the_subject_that_created_it(
+    main_worker: WorkerProcess, settings: Settings, orgs: None
+) -> None:
+    def admin(user: str) -> str:
+        return issue_token(
+            settings.jwt_secret, user_id=user, organization_id=ORG, ttl_seconds=600, role="admin"
+        )
+
+    body = {
+        "report_type": "monthly_booking_summary",
+        "date_range": "previous_month",
+        "output_formats": ["csv"],
+        "cron": "0 8 1 * *",
+        "delivery": {"method": "api"},
+        "paused": True,
+    }
+    async with aiohttp.ClientSession(main_worker.url) as s:
+        status, created = await call(s, "POST", "/orgs/{org}/schedules", admin("alice"), body)
+        assert status == 201, created
+        assert created["created_by"] == "alice"
+        path = f"/orgs/{{org}}/schedules/{created['schedule_id']}"
+        status, replaced = await call(s, "PUT", path, admin("bob"), {**body, "cron": "0 9 1 * *"})
+        assert status == 200, replaced
+        assert (replaced["created_by"], replaced["cron"]) == ("alice", "0 9 1 * *")
+        # an analyst cannot touch it, and a body claiming another owner is refused
+        status, refused = await call(s, "DELETE", path, token(settings, "analyst"))
+        assert (status, refused["error"]["field"]) == (403, "role")
+        forged = {**body, "created_by": "mallory"}
+        status, refused = await call(s, "POST", "/orgs/{org}/schedules", admin("bob"), forged)
+        assert status == 400
