@@ -1,6 +1,6 @@
 """``wedding-engine demo``: the whole product end to end on the real hotel booking data.
 
-Starts Kafka and PostgreSQL, a worker, replays the data set, waits until every event is in
+Starts Kafka, PostgreSQL and Redis, a worker, replays the data set, waits until every event is in
 the tables, requests the monthly booking summary for the whole period, prints the artifact
 paths and headline figures, then stops the worker and (unless asked not to) the services.
 """
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import io
 import os
 import time
 from collections import defaultdict
@@ -16,18 +17,21 @@ from datetime import date
 from decimal import Decimal
 from pathlib import Path
 
+import asyncpg
+
+from stream_app.crypto.keyring import KeyRing
 from stream_app.devservices import manager
 from stream_app.devservices.workers import start_worker
+from stream_app.reports.artifacts import open_artifact
 
 
-def _headline(csv_path: Path) -> list[str]:
+def _headline(csv_text: str) -> list[str]:
     per_venue: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
-    with csv_path.open(encoding="utf-8-sig", newline="") as fh:
-        for row in csv.DictReader(fh):
-            acc = per_venue[row["venue_name"]]
-            acc[0] += int(row["bookings"])
-            acc[1] += int(row["cancellations"])
-            acc[2] += int(row["revenue_minor"])
+    for row in csv.DictReader(io.StringIO(csv_text, newline="")):
+        acc = per_venue[row["venue_name"]]
+        acc[0] += int(row["bookings"])
+        acc[1] += int(row["cancellations"])
+        acc[2] += int(row["revenue_minor"])
     lines = []
     for venue, (b, c, rev) in sorted(per_venue.items()):
         rate = Decimal(c * 100) / Decimal(b) if b else Decimal(0)
@@ -94,7 +98,16 @@ async def _run(path: Path) -> int:
             print(f"      {a.uri}")
         csv_link = next(a for a in status.artifacts if a.format == "csv")
         print("headline figures (arrivals 2015-07 .. 2017-08):")
-        for line in _headline(settings.artifact_dir / csv_link.path):
+        # the file on disk is encrypted: read it as a download does
+        pool = await asyncpg.create_pool(settings.postgres_dsn, min_size=1, max_size=1)
+        try:
+            reader = await open_artifact(
+                settings.artifact_dir, status.organization_id, csv_link.path, KeyRing(pool)
+            )
+            csv_text = (await asyncio.to_thread(reader.read_all)).decode("utf-8-sig")
+        finally:
+            await pool.close()
+        for line in _headline(csv_text):
             print(line)
         return 0
     finally:
@@ -106,7 +119,7 @@ def run_demo(path: Path, *, keep_services: bool = False) -> int:
     if not path.is_file():
         print(f"error: path: {path} is not a file (the hotel_bookings.csv.gz data set)")
         return 2
-    print("starting Kafka and PostgreSQL (first run fetches Kafka from Maven Central)...")
+    print("starting Kafka, PostgreSQL and Redis (first run fetches Kafka from Maven Central)...")
     services = manager.up(None)
     os.environ["KAFKA_BOOTSTRAP"] = services.kafka_bootstrap
     os.environ["POSTGRES_DSN"] = services.app_dsn

@@ -13,7 +13,11 @@ import asyncpg
 
 from stream_app.db import audit_events
 from stream_app.db import tokens as token_db
-from stream_app.db.tenancy import UnknownOrganizationError, fetch_organization
+from stream_app.db.tenancy import (
+    UnknownOrganizationError,
+    fetch_organization,
+    tenant_transaction,
+)
 from stream_app.settings import Settings
 from stream_app.web.auth import IssuedToken, new_token
 
@@ -60,8 +64,7 @@ async def issue(
         )
     except ValueError as exc:
         raise ValueError(f"--{exc}") from None
-    async with conn.transaction():
-        # the audit row first: the tenant role of the insert lasts to the end of the transaction
+    async with tenant_transaction(conn, organization_id):  # the audit row commits with it
         await audit_events.record(
             conn,
             organization_id,
@@ -114,8 +117,7 @@ async def revoke(
     now = datetime.now(UTC)
     max_ttl = timedelta(seconds=settings.token_max_ttl_s)
     keep_until = (issued_before or now) + max_ttl if jti is None else now + max_ttl
-    async with conn.transaction():
-        # the audit row first: the tenant role of the insert lasts to the end of the transaction
+    async with tenant_transaction(conn, organization_id):  # the audit row commits with it
         await audit_events.record(
             conn,
             organization_id,

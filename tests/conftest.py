@@ -8,6 +8,7 @@ state folder of their own, so a developer's running services are left alone. Wor
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import tempfile
 import uuid
@@ -28,6 +29,10 @@ from stream_app.topics import ensure_topics
 # key every second, so a key rotation reaches new files quickly (tests/e2e/test_encryption.py).
 os.environ.setdefault("WEDDING_DEV_MODE", "1")
 os.environ.setdefault("WEDDING_DATA_KEY_TTL_S", "1")
+# secrets of this test session, not the public development ones: a worker started with
+# WEDDING_DEV_MODE=0 (as in a deployment) accepts them, and the session's tokens still work
+os.environ.setdefault("WEDDING_JWT_SECRET", secrets.token_urlsafe(32))
+os.environ.setdefault("WEDDING_LINK_SECRET", secrets.token_urlsafe(32))
 
 DATA_DIR = Path(
     os.environ.get("WEDDING_TEST_DATA", Path(__file__).parents[1].parent / "shared" / "data")

@@ -10,12 +10,13 @@ import asyncpg
 import pytest
 
 from stream_app.cli import main
+from stream_app.db.roles import APP_ROLE, as_role
 from stream_app.settings import Settings
 
 
 @pytest.fixture
 def env(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Settings:
-    monkeypatch.setenv("POSTGRES_DSN", settings.postgres_dsn)
+    monkeypatch.setenv("POSTGRES_DSN", as_role(settings.postgres_dsn, APP_ROLE))
     monkeypatch.setenv("KAFKA_BOOTSTRAP", settings.kafka_bootstrap)
     return settings
 

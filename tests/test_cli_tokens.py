@@ -17,6 +17,7 @@ import jwt
 import pytest
 
 from stream_app.cli import main
+from stream_app.db.roles import APP_ROLE, as_role
 from stream_app.settings import DEV_JWT_SECRET, Settings
 
 ORG = "cli-tokens"
@@ -24,7 +25,7 @@ ORG = "cli-tokens"
 
 @pytest.fixture
 def env(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Settings:
-    monkeypatch.setenv("POSTGRES_DSN", settings.postgres_dsn)
+    monkeypatch.setenv("POSTGRES_DSN", as_role(settings.postgres_dsn, APP_ROLE))
     monkeypatch.setenv("KAFKA_BOOTSTRAP", settings.kafka_bootstrap)
     monkeypatch.setenv("WEDDING_REDIS_URL", settings.redis_url)
     monkeypatch.setenv("USER", "operator")
@@ -124,7 +125,10 @@ def test_a_worker_refuses_the_development_secret(settings: Settings) -> None:
     env = {
         k: v for k, v in os.environ.items() if k not in ("WEDDING_JWT_SECRET", "WEDDING_DEV_MODE")
     }
-    env.update(KAFKA_BOOTSTRAP=settings.kafka_bootstrap, POSTGRES_DSN=settings.postgres_dsn)
+    env.update(
+        KAFKA_BOOTSTRAP=settings.kafka_bootstrap,
+        POSTGRES_DSN=as_role(settings.postgres_dsn, APP_ROLE),
+    )
     done = subprocess.run(
         [sys.executable, "-m", "stream_app.cli", "worker"],
         env=env,

@@ -77,8 +77,11 @@ async def tenant_transaction(
     """A transaction in which ``conn`` sees and writes only ``organization_id``'s rows.
 
     The tenant is fixed for the whole transaction (``wedding_enter_tenant``), then the role is
-    set to ``wedding_tenant``. Nested inside the same organisation's scope it is a savepoint;
-    inside another organisation's scope PostgreSQL refuses it (SQLSTATE 42501). Every
+    set to ``wedding_tenant``, always at the top level of the transaction (migration 014: a
+    tenant entered inside a savepoint could be rolled back and switched). Inside an open
+    transaction without a tenant it enters at that level; nested inside the same
+    organisation's scope it is a savepoint; inside another organisation's scope PostgreSQL
+    refuses it (SQLSTATE 42501). Every
     statement in it is bounded: at most :data:`STATEMENT_TIMEOUT` of run time and
     :data:`TEMP_FILE_LIMIT` of temporary files (a request over a huge range fails with the
     database's reason instead of filling the disk).
@@ -88,16 +91,25 @@ async def tenant_transaction(
     """
     if conn.is_in_transaction():
         entered = await conn.fetchval("SELECT wedding_current_tenant()")
+        if entered is None:  # an open transaction without a tenant: enter it at that level
+            await _enter(conn, organization_id)
+            entered = organization_id
         if entered == organization_id:  # nested in the same tenant's scope: a savepoint
             async with conn.transaction():
                 yield conn
             return
     async with conn.transaction():
-        await conn.execute(f"SET LOCAL statement_timeout = '{STATEMENT_TIMEOUT}'")
-        await conn.execute(f"SET LOCAL temp_file_limit = '{TEMP_FILE_LIMIT}'")
-        await conn.execute("SELECT wedding_enter_tenant($1)", organization_id)
-        await conn.execute("SET LOCAL ROLE wedding_tenant")
+        await _enter(conn, organization_id)
         yield conn
+
+
+async def _enter(conn: asyncpg.Connection, organization_id: str) -> None:
+    """Bound the transaction's statements, fix its tenant, take the tenant role (in that
+    order: only the application role may call ``wedding_enter_tenant``)."""
+    await conn.execute(f"SET LOCAL statement_timeout = '{STATEMENT_TIMEOUT}'")
+    await conn.execute(f"SET LOCAL temp_file_limit = '{TEMP_FILE_LIMIT}'")
+    await conn.execute("SELECT wedding_enter_tenant($1)", organization_id)
+    await conn.execute("SET LOCAL ROLE wedding_tenant")
 
 
 async def upsert_organization(conn: asyncpg.Connection, org: Organization) -> None:

@@ -29,6 +29,7 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+import yarl
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import ThreadedResolver
 
@@ -209,6 +210,20 @@ class GuardedResolver(AbstractResolver):
     async def close(self) -> None:
         """Release the inner resolver."""
         await self._inner.close()
+
+
+def url_host(url: str) -> str | None:
+    """The host of ``url`` as aiohttp connects to it: yarl's IDNA-normalised host.
+
+    Checking any other spelling is not enough: ``http://127。0。0。1/`` (ideographic full
+    stops, U+3002; also U+FF0E, U+FF61) has no plain IPv4 host for ``urlsplit``, but yarl
+    maps those dots to ``.`` and aiohttp connects to the literal ``127.0.0.1`` without asking
+    any resolver. None when ``url`` has no host or cannot be parsed.
+    """
+    try:
+        return yarl.URL(url).raw_host
+    except (ValueError, TypeError, UnicodeError):
+        return None
 
 
 def check_url_host(policy: EgressPolicy, host: str) -> None:

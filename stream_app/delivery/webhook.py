@@ -26,7 +26,6 @@ import hashlib
 import hmac
 from datetime import UTC, datetime
 from typing import Any, ClassVar
-from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
@@ -45,6 +44,7 @@ from stream_app.delivery.egress import (
     EgressRefusedError,
     GuardedResolver,
     check_url_host,
+    url_host,
 )
 from stream_app.schedules.model import WebhookTarget, link_ttl_seconds
 
@@ -144,7 +144,7 @@ class WebhookMethod(DeliveryMethod):
         if not isinstance(target, WebhookTarget):
             raise PermanentDeliveryError(f"schedule target is {target.method}, not webhook")
         try:
-            check_url_host(self.egress, urlsplit(target.url).hostname or "")
+            check_url_host(self.egress, url_host(target.url) or "")
         except EgressRefusedError as exc:
             raise PermanentDeliveryError(f"POST {target.url}: {exc}") from exc
         now = datetime.now(UTC)

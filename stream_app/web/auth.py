@@ -181,6 +181,14 @@ def decode_token(
         raise ApiError(
             401, "token_expired", "the token has expired", field="Authorization"
         ) from None
+    except jwt.DecodeError:
+        raise ApiError(
+            401,
+            "unauthorized",
+            "invalid token: not a token of this deployment (malformed, or signed with another"
+            " key); issue one with `wedding-engine token --org ORG --role ROLE`",
+            field="Authorization",
+        ) from None
     except jwt.InvalidTokenError as exc:
         raise ApiError(
             401, "unauthorized", f"invalid token: {exc}", field="Authorization"

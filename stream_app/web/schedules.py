@@ -29,7 +29,6 @@ import socket
 import uuid
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlsplit
 
 import msgspec
 import orjson
@@ -48,6 +47,7 @@ from stream_app.db.tenancy import (
     tenant_transaction,
 )
 from stream_app.delivery.api import LinkError, resolve_download
+from stream_app.delivery.egress import url_host
 from stream_app.delivery.links import check_not_revoked, links_of_reports, revoke
 from stream_app.delivery.log import fetch_schedule_log
 from stream_app.delivery.queue import pending_by_run
@@ -132,7 +132,7 @@ def schedule_from_json(
             field="delivery.method",
         )
     if delivery["method"] == "webhook":
-        check_target_address(urlsplit(str(delivery.get("url", ""))).hostname, "delivery.url")
+        check_target_address(url_host(str(delivery.get("url", ""))), "delivery.url")
     if delivery["method"] == "sftp":
         check_target_address(str(delivery.get("host", "")), "delivery.host")
     try:

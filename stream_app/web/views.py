@@ -19,6 +19,8 @@ Errors are JSON: ``{"error": {"code", "reason", "field"}}``.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, date, datetime, timedelta
@@ -69,6 +71,8 @@ from stream_app.web.guard import RouteSpec, check_priority, scoped_venues
 from stream_app.web.permissions import PUBLIC, UNDECLARED, Permission, RouteAccess
 from stream_app.web.refusals import REFUSED_STATUSES, Refusal, note_refusal, token_subject
 from stream_app.web.routing import FORWARDED_HEADER, local_periods, owner_url, remote_periods
+
+log = logging.getLogger(__name__)
 
 MAX_PERIODS = 400
 Handler = Callable[..., Awaitable[web.StreamResponse]]
@@ -171,7 +175,9 @@ async def json_errors(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
     """aiohttp's own errors (unknown route 404, 405, 413 body too large) as JSON errors too,
-    and text the database cannot hold (a NUL byte in an id) as a 400 naming the path.
+    text the database cannot hold (a NUL byte in an id) as a 400 naming the path, an
+    unreachable database as a 503 ``service_unavailable`` with ``Retry-After``, and any other
+    failure as a JSON 500 ``internal_error`` with an incident id (logged with its traceback).
 
     A 401, 403 or 429 answered for an organisation path is recorded in the audit log as a
     refused request, aggregated per (organisation, client, reason) and minute so that a flood
@@ -231,6 +237,23 @@ async def _json_errors(
     ) as exc:
         reason = f"the request holds text the database cannot store: {exc}"
         return ApiError(400, "invalid_field", reason, field="path").response()
+    except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError) as exc:
+        # PostgreSQL (or another service) unreachable: retriable, said as such, never a
+        # plain-text 500
+        log.warning("%s %s: a service is unavailable: %r", request.method, request.path, exc)
+        resp = ApiError(
+            503, "service_unavailable", "a backing service is unavailable; retry later"
+        ).response()
+        resp.headers["Retry-After"] = "5"
+        return resp
+    except asyncio.CancelledError:
+        raise
+    except Exception:  # a bug: logged with an incident id the answer carries
+        incident = uuid.uuid4().hex
+        log.exception("%s %s failed (incident %s)", request.method, request.path, incident)
+        return ApiError(
+            500, "internal_error", f"the request failed on our side (incident {incident})"
+        ).response()
 
 
 def register_routes() -> None:

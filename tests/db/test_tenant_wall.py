@@ -282,3 +282,25 @@ async def test_a_nested_scope_of_the_same_tenant_is_a_savepoint(
         async with tenant_transaction(app_conn, A):
             assert await emails(app_conn) == [(A, EMAIL[A])]
         assert await emails(app_conn) == [(A, EMAIL[A])]
+
+
+async def test_a_rolled_back_savepoint_cannot_switch_the_tenant(
+    app_conn: asyncpg.Connection,
+) -> None:
+    """The attack tests' sequence: enter A inside a savepoint, roll it back, enter B."""
+    with pytest.raises(asyncpg.InsufficientPrivilegeError, match="top level"):
+        async with app_conn.transaction():
+            await app_conn.execute("SAVEPOINT s1")
+            await app_conn.execute("SELECT wedding_enter_tenant($1)", A)
+    # entered at the top level, a later savepoint rolled back keeps it
+    async with tenant_transaction(app_conn, A):
+        await app_conn.execute("SAVEPOINT s2")
+        await app_conn.execute("ROLLBACK TO SAVEPOINT s2")
+        assert await emails(app_conn) == [(A, EMAIL[A])]
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await app_conn.execute("SELECT wedding_enter_tenant($1)", B)
+    # an open transaction without a tenant: the scope is entered at its level and stays
+    async with app_conn.transaction():
+        async with tenant_transaction(app_conn, A):
+            pass
+        assert await emails(app_conn) == [(A, EMAIL[A])]

@@ -18,6 +18,7 @@ import asyncpg
 from stream_app.client import cancel_report
 from stream_app.db.audit_events import list_events
 from stream_app.db.reports import insert_queued
+from stream_app.db.roles import APP_ROLE, as_role
 from stream_app.db.tenancy import Organization, Venue, upsert_organization, upsert_venue
 from stream_app.devservices.workers import WorkerProcess
 from stream_app.settings import Settings
@@ -64,7 +65,7 @@ async def verify(settings: Settings, org: str) -> tuple[int, str]:
         org,
         env={
             **os.environ,
-            "POSTGRES_DSN": settings.postgres_dsn,
+            "POSTGRES_DSN": as_role(settings.postgres_dsn, APP_ROLE),
             "KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
         },
         stdout=asyncio.subprocess.PIPE,
@@ -276,7 +277,7 @@ async def test_a_cli_report_request_is_audited_with_the_os_user(
         "csv",
         env={
             **os.environ,
-            "POSTGRES_DSN": settings.postgres_dsn,
+            "POSTGRES_DSN": as_role(settings.postgres_dsn, APP_ROLE),
             "KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
         },
         stdout=asyncio.subprocess.PIPE,

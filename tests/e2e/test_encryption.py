@@ -26,6 +26,7 @@ import asyncpg
 import pytest
 
 from stream_app.crypto.keys import DEV_MASTER_KEY, MasterKey
+from stream_app.db.roles import APP_ROLE, as_role
 from stream_app.devservices.workers import WorkerProcess
 from stream_app.settings import Settings
 from stream_app.synthetic.generator import SynthConfig
@@ -54,7 +55,10 @@ def cli(settings: Settings, *args: str, **env: str) -> subprocess.CompletedProce
     full = {
         k: v for k, v in os.environ.items() if not k.startswith(("WEDDING_MASTER", "WEDDING_DEV"))
     }
-    full.update(POSTGRES_DSN=settings.postgres_dsn, KAFKA_BOOTSTRAP=settings.kafka_bootstrap)
+    full.update(
+        POSTGRES_DSN=as_role(settings.postgres_dsn, APP_ROLE),
+        KAFKA_BOOTSTRAP=settings.kafka_bootstrap,
+    )
     full.update(env)
     return subprocess.run(
         [sys.executable, "-m", "stream_app.cli", *args],

@@ -229,6 +229,8 @@ async def test_known_report_id_is_a_conflict_and_internal_webhooks_are_refused(
         "127.0.0.1%00.example.com",
         "0",
         "[::ffff:127.0.0.1]",
+        "127\u30020\u30020\u30021",  # ideographic full stops: the HTTP client reads '.'
+        "169\uff0e254\uff0e169\uff0e254",  # fullwidth full stops, the metadata address
     ]:
         schedule["delivery"]["url"] = f"http://{host}:8080/hook"  # type: ignore[index]
         status, body = await call(

@@ -31,6 +31,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from stream_app.db.roles import APP_ROLE, as_role
 from stream_app.devservices.workers import WorkerProcess
 from stream_app.settings import Settings
 from stream_app.topics import DEAD_LETTER, REPORT_REQUESTS
@@ -308,7 +309,7 @@ async def test_bad_report_ids_are_refused_at_http_kafka_and_cli(
     env = {
         **os.environ,
         "KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-        "POSTGRES_DSN": settings.postgres_dsn,
+        "POSTGRES_DSN": as_role(settings.postgres_dsn, APP_ROLE),
     }
     for args, option in (
         (
