@@ -143,10 +143,13 @@ def check_production_secret(settings: Settings) -> None:
         )
 
 
-def parse_limits(name: str, raw: str, classes: tuple[str, ...]) -> dict[str, str]:
+def parse_limits(
+    name: str, raw: str, classes: tuple[str, ...], defaults: dict[str, str] | None = None
+) -> dict[str, str]:
     """``"reads=600/minute,reports=30/minute"`` → ``{"reads": "600/minute", ...}``.
 
-    Every class of ``classes`` must be given; each value is a ``limits`` rate string
+    Every class of ``classes`` must be given or have a value in ``defaults``; each value is a
+    ``limits`` rate string
     (``N/second|minute|hour|day``, see https://limits.readthedocs.io, "Rate limit string
     notation").
 
@@ -156,7 +159,7 @@ def parse_limits(name: str, raw: str, classes: tuple[str, ...]) -> dict[str, str
     """
     from limits import parse
 
-    out: dict[str, str] = {}
+    out: dict[str, str] = dict(defaults or {})
     for part in filter(None, (p.strip() for p in raw.split(","))):
         key, _, value = part.partition("=")
         key = key.strip()
@@ -173,7 +176,15 @@ def parse_limits(name: str, raw: str, classes: tuple[str, ...]) -> dict[str, str
     return out
 
 
-RATE_CLASSES: tuple[str, ...] = ("reads", "reports", "aggregations", "downloads")
+RATE_CLASSES: tuple[str, ...] = ("reads", "reports", "aggregations", "downloads", "admin")
+_TOKEN_LIMITS = (
+    "reads=600/minute,reports=30/minute,aggregations=60/minute,downloads=120/minute,"
+    "admin=120/minute"
+)
+_ORG_LIMITS = (
+    "reads=2400/minute,reports=120/minute,aggregations=240/minute,downloads=480/minute,"
+    "admin=480/minute"
+)
 """Route classes of the rate limits (:mod:`stream_app.web.ratelimit`)."""
 
 
@@ -298,7 +309,10 @@ class Settings:
             Empty: each worker counts alone in memory, so N workers allow N times the limits
             (development only).
         rate_limits: per token, per route class (``WEDDING_RATE_LIMITS``,
-            ``reads=600/minute,reports=30/minute,aggregations=60/minute,downloads=120/minute``).
+            ``reads=600/minute,reports=30/minute,aggregations=60/minute,downloads=120/minute,
+            admin=120/minute``; a class left out keeps its default). ``admin`` is the class of
+            the admin routes (tokens, schedules, GDPR, retention, audit), so a flood of reads
+            cannot stop an admin from revoking the flooding token.
         org_rate_limits: per organisation, all its tokens together (``WEDDING_ORG_RATE_LIMITS``,
             four times the token limits).
         auth_failure_limit: requests with a bad token one client address may make before it
@@ -416,21 +430,17 @@ class Settings:
     rate_limits: dict[str, str] = field(
         default_factory=lambda: parse_limits(
             "WEDDING_RATE_LIMITS",
-            _env(
-                "WEDDING_RATE_LIMITS",
-                "reads=600/minute,reports=30/minute,aggregations=60/minute,downloads=120/minute",
-            ),
+            _env("WEDDING_RATE_LIMITS", _TOKEN_LIMITS),
             RATE_CLASSES,
+            parse_limits("default", _TOKEN_LIMITS, RATE_CLASSES),
         )
     )
     org_rate_limits: dict[str, str] = field(
         default_factory=lambda: parse_limits(
             "WEDDING_ORG_RATE_LIMITS",
-            _env(
-                "WEDDING_ORG_RATE_LIMITS",
-                "reads=2400/minute,reports=120/minute,aggregations=240/minute,downloads=480/minute",
-            ),
+            _env("WEDDING_ORG_RATE_LIMITS", _ORG_LIMITS),
             RATE_CLASSES,
+            parse_limits("default", _ORG_LIMITS, RATE_CLASSES),
         )
     )
     auth_failure_limit: str = field(

@@ -23,9 +23,9 @@ from stream_app.devservices.common import ServiceError, free_ports, log_tail
 
 UNLIMITED_RATES: dict[str, str] = {
     "WEDDING_RATE_LIMITS": "reads=1000000/minute,reports=1000000/minute,"
-    "aggregations=1000000/minute,downloads=1000000/minute",
+    "aggregations=1000000/minute,downloads=1000000/minute,admin=1000000/minute",
     "WEDDING_ORG_RATE_LIMITS": "reads=1000000/minute,reports=1000000/minute,"
-    "aggregations=1000000/minute,downloads=1000000/minute",
+    "aggregations=1000000/minute,downloads=1000000/minute,admin=1000000/minute",
     "WEDDING_AUTH_FAILURE_LIMIT": "1000000/minute",
 }
 """Rate limits no functional test or benchmark reaches (:mod:`stream_app.web.ratelimit`)."""

@@ -52,6 +52,12 @@ from stream_app.web.permissions import (
 _RATE_CLASS = {
     Permission.REPORTS_REQUEST: "reports",
     Permission.AGGREGATIONS_RUN: "aggregations",
+    Permission.SCHEDULES_MANAGE: "admin",
+    Permission.DELIVERIES_READ: "admin",
+    Permission.TOKENS_MANAGE: "admin",
+    Permission.GDPR_MANAGE: "admin",
+    Permission.RETENTION_MANAGE: "admin",
+    Permission.AUDIT_READ: "admin",
 }
 
 
@@ -61,9 +67,9 @@ class RouteSpec:
 
     Attributes:
         access: the permission it needs, :data:`PUBLIC` or :data:`UNDECLARED`.
-        rate_class: ``reads``, ``reports``, ``aggregations`` or ``downloads``; None = from the
-            permission (report requests → ``reports``, aggregations → ``aggregations``, the
-            rest ``reads``).
+        rate_class: ``reads``, ``reports``, ``aggregations``, ``downloads`` or ``admin``;
+            None = from the permission (report requests → ``reports``, aggregations →
+            ``aggregations``, admin permissions → ``admin``, the rest ``reads``).
         venue_aware: the handler restricts its answer to a venue-scoped token's venues (or the
             path names the venue, checked here); otherwise such tokens are refused.
     """
