@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import re
 import socket
 import uuid
 from datetime import UTC, datetime
@@ -93,13 +94,30 @@ _FIELDS = {
 }
 
 
+def _error_field(message: str, field: str) -> str:
+    """The field a msgspec validation message of ``field``'s value is about, in the API's
+    dotted form: ``Object missing required field `recipients``` → ``delivery.recipients``;
+    ``... - at `$.timeout_s``` → ``delivery.timeout_s``; a model check's own
+    ``delivery.secret: reason`` → ``delivery.secret``; else ``field``."""
+    missing = re.search(r"missing required field `([^`]+)`", message)
+    at = re.search(r" - at `\$((?:\.[A-Za-z_][A-Za-z0-9_]*|\[\d+\])+)`", message)
+    if at is not None:
+        path = field + at.group(1)
+        return f"{path}.{missing.group(1)}" if missing is not None else path
+    if missing is not None:
+        return f"{field}.{missing.group(1)}"
+    own = re.match(rf"({re.escape(field)}(?:\.[A-Za-z_][A-Za-z0-9_]*)+): ", message)
+    return own.group(1) if own is not None else field
+
+
 def _convert(value: Any, typ: type[Any], field: str) -> Any:
     try:
         return msgspec.convert(value, typ, strict=False)
     except ScheduleValidationError:
         raise
     except msgspec.ValidationError as exc:
-        raise ApiError(400, "invalid_field", str(exc), field=field) from None
+        message = str(exc)
+        raise ApiError(400, "invalid_field", message, field=_error_field(message, field)) from None
 
 
 def schedule_from_json(
