@@ -488,6 +488,7 @@ def _cmd_keys(args: argparse.Namespace) -> int:
             data=args.data or not args.master,
             master=args.master,
             system_dsn=s.postgres_system_dsn,
+            actor=cli_actor(),
         )
     )
     for r in results:

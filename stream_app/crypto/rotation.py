@@ -21,6 +21,8 @@ from dataclasses import dataclass
 import asyncpg
 
 from stream_app.crypto.keys import MasterKeys, rewrap_organization, rotate_data_key
+from stream_app.db import audit_events
+from stream_app.db.tenancy import tenant_transaction
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +48,7 @@ async def rotate(
     data: bool = True,
     master: bool = False,
     system_dsn: str | None = None,
+    actor: str = "cli",
 ) -> list[RotationResult]:
     """Rotate the keys of ``organization_id`` (or of every organisation).
 
@@ -54,6 +57,8 @@ async def rotate(
     Args:
         dsn: PostgreSQL URL of the application login (each organisation's keys are
             rewritten in its tenant scope).
+        actor: who rotates (``cli:<os user>``), recorded with each organisation's
+            ``keys.rotated`` audit event.
         system_dsn: the system login, which lists the organisations (default ``dsn``; the
             application login sees no organisation outside a tenant scope).
         masters: current master key and, for ``master``, the previous one.
@@ -86,6 +91,19 @@ async def rotate(
         for org in orgs:
             rewrapped = await rewrap_organization(conn, masters, org) if master else 0
             version = await rotate_data_key(conn, masters, org) if data else None
+            async with tenant_transaction(conn, org):
+                await audit_events.record(
+                    conn,
+                    org,
+                    actor,
+                    "keys.rotated",
+                    None,
+                    {
+                        "data_key_version": version,
+                        "rewrapped": rewrapped,
+                        "master_key_id": masters.current.key_id,
+                    },
+                )
             out.append(RotationResult(org, version, rewrapped))
         return out
     finally:

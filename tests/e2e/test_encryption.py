@@ -23,6 +23,7 @@ from typing import Any
 
 import aiohttp
 import asyncpg
+import orjson
 import pytest
 
 from stream_app.crypto.keys import DEV_MASTER_KEY, MasterKey
@@ -149,6 +150,18 @@ async def test_files_are_encrypted_and_survive_data_and_master_key_rotation(
     done = cli(settings, "keys", "rotate", "--org", ORG, WEDDING_DEV_MODE="1")
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == f"{ORG}: data key version 2"
+    conn = await asyncpg.connect(settings.postgres_dsn)
+    try:
+        rotated = await conn.fetch(
+            "SELECT actor, details FROM audit_log WHERE organization_id = $1"
+            " AND action = 'keys.rotated' ORDER BY seq",
+            ORG,
+        )
+    finally:
+        await conn.close()
+    assert [r["actor"].startswith("cli:") for r in rotated] == [True]
+    details = orjson.loads(rotated[0]["details"])
+    assert (details["data_key_version"], details["rewrapped"]) == (2, 0)
     await asyncio.sleep(1.5)  # the worker re-reads the newest version every second
     mid = await report(first.url, settings, 2025)
     for f in (settings.artifact_dir / ORG / mid["report_id"]).iterdir():
