@@ -17,14 +17,21 @@ import asyncpg
 
 from stream_app.schedules.store import claim_due_runs
 
+WALL_STEP_S = 0.05
+"""Wall-clock seconds between two simulated steps (the lockstep of both processes)."""
+
 
 async def main(dsn: str, worker: str, start: str, step_s: float, steps: int, go_at: float) -> None:
     conn = await asyncpg.connect(dsn)
     try:
         begin = datetime.fromisoformat(start)
-        time.sleep(max(0.0, go_at - time.time()))  # noqa: ASYNC251 - a start barrier, nothing else runs
         claimed: list[str] = []
         for i in range(steps):
+            # lockstep: both processes take simulated step i at the same wall instant, so their
+            # simulated clocks never drift apart (one running a minute ahead would fold two
+            # fire times into one catch-up run, which is right for a late worker but not what
+            # this test counts)
+            time.sleep(max(0.0, go_at + i * WALL_STEP_S - time.time()))  # noqa: ASYNC251 - a barrier, nothing else runs
             runs = await claim_due_runs(
                 conn, begin + timedelta(seconds=i * step_s), worker_id=worker
             )
