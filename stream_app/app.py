@@ -2,6 +2,8 @@
 
 Importing this module creates ``app`` from the environment (see :mod:`stream_app.settings`);
 importing :mod:`stream_app.worker` also registers every agent, table and HTTP view on it.
+Neither patches faust: a worker process applies :func:`stream_app.runtime.install` when it
+starts (``wedding-engine worker``).
 
 Processing guarantee: at-least-once delivery from Kafka, made exactly-once *in the tables* by
 idempotent updates: every agent records the ``event_id`` of each event it folds in a table
@@ -16,7 +18,6 @@ from typing import Any
 
 import faust
 
-from stream_app import fetching, offsets, producer_flush
 from stream_app.settings import Settings, load_settings
 
 settings: Settings = load_settings()
@@ -65,20 +66,3 @@ app = faust.App(
     web_stats_enabled=False,
     web_metrics_enabled=False,
 )
-
-# faust queues table changelog messages in a buffer of 100 by default and pauses the stream
-# (logging a warning each time) whenever it is full; a batch of our agent writes hundreds
-# of rows at once, so the buffer holds a few batches' worth.
-app.producer.buffer.max_messages = 10_000
-
-# faust commits runs of consecutive acks; drop repeated acks first and never commit past
-# messages faust skipped: see stream_app/offsets.py
-offsets.install()
-
-# faust lets the broker hold each fetch 1.5 s, which stalls busy partitions: see
-# stream_app/fetching.py
-fetching.install(settings.fetch_max_wait_ms)
-
-# faust's buffer flush gives up after 0.1 s per record, so offsets could be committed before
-# their changelog records were sent: see stream_app/producer_flush.py
-producer_flush.install()

@@ -101,9 +101,11 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     tabledir = Path(app.conf.tabledir)
     statedir.lock_state(tabledir)  # one worker per data folder, held until the process ends
     statedir.open_state(tabledir)  # after a crash: rebuilt from the changelog
-    from stream_app.gc_tuning import tune
+    from stream_app import runtime
+    from stream_app.runtime.gc_tuning import tune
 
-    tune(s.gc_gen0_threshold)
+    runtime.install(s)  # faust/mode/aiokafka patches: before the worker starts, never at import
+    tune(s.gc_gen0_threshold)  # last: freezes the heap built above
     worker = Worker(app, loglevel=args.loglevel)
     try:
         worker.execute_from_commandline()

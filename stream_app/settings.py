@@ -236,10 +236,10 @@ class Settings:
             (5,000 / 0.01 s: the figures are in the README's benchmarks).
         gc_gen0_threshold: the worker's first-generation garbage-collection threshold
             (``WEDDING_GC_GEN0_THRESHOLD``, 50,000; Python's is 700; 0 leaves Python's
-            settings alone): see :func:`stream_app.gc_tuning.tune`.
+            settings alone): see :func:`stream_app.runtime.gc_tuning.tune`.
         fetch_max_wait_ms: longest time the broker may hold the worker consumer's fetch
             request, milliseconds (``WEDDING_FETCH_MAX_WAIT_MS``, 20; faust's own 1,500 stalls
-            busy partitions: see :mod:`stream_app.fetching`).
+            busy partitions: see :mod:`stream_app.runtime.fetching`).
         stall_report_s: seconds without fetch, processing or commit progress on an assigned
             partition before faust logs its diagnosis (``WEDDING_STALL_REPORT_S``, 300).
         stream_wait_empty: whether faust waits, when partitions are revoked, until every

@@ -58,7 +58,6 @@ import orjson
 from faust.types import EventT
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 
-from stream_app.agents.context import outside_any_event
 from stream_app.agents.deadletter import send_to_dead_letter
 from stream_app.app import app, settings
 from stream_app.crypto.keyring import get_keyring
@@ -93,6 +92,7 @@ from stream_app.reports.cache import CacheEntry
 from stream_app.reports.model import ReportTable
 from stream_app.reports.registry import CACHE_TTL_S, ReportContext, ReportInputError
 from stream_app.reports.render import RENDERERS
+from stream_app.runtime.context import outside_any_event
 from stream_app.schemas.base import EventValidationError, decode_event, encode_event
 from stream_app.schemas.ids import is_valid_id
 from stream_app.schemas.reports import PRIORITIES, ReportRequest

@@ -57,7 +57,6 @@ import msgspec
 import orjson
 from cachetools import LRUCache
 
-from stream_app.agents.context import outside_any_event
 from stream_app.app import app, rocksdb_options, settings
 from stream_app.crypto.keyring import KeyRing
 from stream_app.db import reports as report_db
@@ -72,6 +71,7 @@ from stream_app.reports.artifacts import (
     open_artifact,
     reseal,
 )
+from stream_app.runtime.context import outside_any_event
 from stream_app.schemas.reports import ReportRequest
 from stream_app.schemas.updates import ArtifactLink, CacheLevel
 from stream_app.topics import REPORT_CACHE_TOPIC

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from stream_app.app import app, settings
+from stream_app.runtime.table_scan import scan_prefix
 from stream_app.tables.summaries import coverage_problem
 from stream_app.web.errors import ApiError
 from stream_app.web.routing import remote_json
@@ -59,32 +60,18 @@ def org_rows(table: Any, organization_id: str, partitions: list[int], *, raw: bo
     ``values`` object (guarded tables: payments, interactions, suppliers) or, with
     ``raw=True``, the whole stored row (the venue-bookings table).
 
-    Reads the partitions' RocksDB databases directly (faust-streaming 0.15's store:
-    ``_db_for_partition``, ``_encode_key``, ``_decode_value``), seeking to the organisation's
-    key prefix, so the cost is the organisation's rows, not the table's.
+    Reads the partitions' RocksDB databases directly, seeking to the organisation's key
+    prefix (:func:`stream_app.runtime.table_scan.scan_prefix`), so the cost is the
+    organisation's rows, not the table's.
     """
-    store = table.data
     prefix = f"{organization_id}/"
-    # the bytes every encoded key of the organisation starts with (the table's key serializer
-    # is JSON: '"org/' ; a raw one would give 'org/')
-    a: bytes = store._encode_key(prefix + "a")
-    b: bytes = store._encode_key(prefix + "b")
-    n = next(i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y)
-    enc = a[:n]
-    for partition in partitions:
-        db = store._db_for_partition(partition)
-        it = db.iter()
-        it.seek(enc)
-        while it.valid():
-            kb: bytes = it.key()
-            if not kb.startswith(enc):
-                break
-            key = store._decode_key(kb)
-            if isinstance(key, str) and key.startswith(prefix) and "/~" not in key:
-                row = store._decode_value(it.value())
-                if isinstance(row, dict):
-                    yield key, (row if raw else row.get("values", {}))
-            it.next()
+
+    def keep(key: Any) -> bool:
+        return isinstance(key, str) and key.startswith(prefix) and "/~" not in key
+
+    for key, row in scan_prefix(table, prefix, partitions, keep):
+        if isinstance(row, dict):
+            yield key, (row if raw else row.get("values", {}))
 
 
 def local_part(tables: list[Any], compute: Callable[[dict[str, list[int]]], Any]) -> dict[str, Any]:

@@ -6,8 +6,9 @@ from typing import Any
 
 import pytest
 
-from stream_app import fetching
+from stream_app import runtime
 from stream_app.app import app, settings
+from stream_app.runtime import fetching
 
 
 async def _fetch_wait_of_a_new_worker_consumer() -> int:
@@ -21,6 +22,7 @@ async def _fetch_wait_of_a_new_worker_consumer() -> int:
 
 
 async def test_the_worker_consumer_uses_the_configured_fetch_wait() -> None:
+    runtime.install(settings)  # as a worker does when it starts
     assert settings.fetch_max_wait_ms == 20  # the documented default
     assert await _fetch_wait_of_a_new_worker_consumer() == 20  # faust itself would set 1500
     try:

@@ -14,8 +14,9 @@ of events whose offsets are already committed: the recovery test
 (``tests/e2e/test_exactly_once.py``) then found month roll-ups two bookings below the sum of
 their days after a SIGKILL.
 
-:func:`install` replaces it with a flush that waits until the buffer is empty (it still
-refuses, like faust, to flush a producer that is no longer running), and logs every
+:func:`install` (applied by :func:`stream_app.runtime.install` when a worker starts) replaces
+it with a flush that waits until the buffer is empty (it still refuses, like faust, to flush
+a producer that is no longer running), and logs every
 ``WARN_AFTER_S`` seconds while it waits. The buffer's task takes a record off the queue
 *before* aiokafka accepts it (``publish_message`` can await, for instance while aiokafka's
 accumulator is full), so an empty queue is not enough: the record in that hand-over is

@@ -7,11 +7,11 @@ walk every object of the process (faust's, aiokafka's, the tables' caches). Meas
 ``loadtests.bench_latency`` at 1,000 events/s on 2 cores: p99 105 ms with Python's
 defaults, 63–65 ms with the settings below (README, Benchmarks).
 
-:func:`tune` (called once before the worker starts) collects, then *freezes* what exists
-at start (modules, the app, its tables: ``gc.freeze``, as Instagram's Django fleet does;
-they are never scanned again) and raises the thresholds to ``(gen0, 20, 100)``: fewer,
-larger young-generation passes over objects that mostly die young anyway. Reference
-counting still frees every acyclic object at once; only cycles wait longer.
+:func:`tune` (called once before the worker starts, after :func:`stream_app.runtime.install`)
+collects, then *freezes* what exists at start (modules, the app, its tables: ``gc.freeze``,
+as Instagram's Django fleet does; they are never scanned again) and raises the thresholds
+to ``(gen0, 20, 100)``: fewer, larger young-generation passes over objects that mostly die
+young anyway. Reference counting still frees every acyclic object at once; only cycles wait longer.
 """
 
 from __future__ import annotations

@@ -7,7 +7,9 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from stream_app.producer_flush import flush_all
+from stream_app import runtime
+from stream_app.runtime.producer_flush import flush_all
+from stream_app.settings import load_settings
 
 
 @dataclass
@@ -52,7 +54,7 @@ async def test_a_stopped_producer_with_records_left_is_an_error() -> None:
 async def test_the_worker_installs_it_on_faust_producer_buffer() -> None:
     from faust.transport.producer import ProducerBuffer
 
-    import stream_app.app  # noqa: F401 - installs the flush
+    runtime.install(load_settings())  # as a worker does when it starts
 
     buffer = SlowBuffer(size=2, delay_s=0.25)  # faust's flush would return with 2 left
     task = asyncio.create_task(buffer.sender())
@@ -93,7 +95,7 @@ async def test_the_installed_hand_over_is_counted_while_it_awaits() -> None:
 
     from faust.transport.producer import ProducerBuffer
 
-    import stream_app.app  # noqa: F401 - installs the counting hand-over
+    runtime.install(load_settings())  # installs the counting hand-over
 
     accepted = asyncio.Event()
     seen: list[int] = []

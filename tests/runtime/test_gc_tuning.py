@@ -14,7 +14,7 @@ import pytest
 )
 def test_tune_sets_the_thresholds_and_freezes_the_start_up_heap(gen0: int, expected: str) -> None:
     code = (
-        "import gc; from stream_app.gc_tuning import tune; "
+        "import gc; from stream_app.runtime.gc_tuning import tune; "
         f"t = tune({gen0}); print(t, gc.get_freeze_count() > 0)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -12,7 +12,8 @@ events/s with the stock 1,500 ms, 54 s of a 65 s run spent waiting inside fetche
 14,950 events/s with 20 ms. The stall is also what put 1.5–1.8 s at the p99 of
 produce-to-update latency.
 
-:func:`install` overrides the wait on the consumer faust creates, before it starts. A short
+:func:`install` overrides the wait on the consumer faust creates, before it starts (a worker
+calls it through :func:`stream_app.runtime.install`). A short
 wait costs empty fetch round trips on an idle topic (one per partition leader per wait), which
 a local broker answers in well under a millisecond.
 

@@ -3,7 +3,7 @@
 faust-streaming decides which RocksDB partition a table read looks in from the *current
 event* (a context variable set per event by the stream). :func:`outside_any_event` clears it.
 It uses ``faust.streams._current_event``, the variable ``faust.streams.current_event()``
-reads; pinned by the ``faust-streaming<0.16`` requirement.
+reads (faust-streaming 0.15; :data:`stream_app.runtime.PINNED`). Needs no install step.
 """
 
 from __future__ import annotations
