@@ -102,13 +102,15 @@ def install(settings: Settings) -> None:
     """
     global _installed
     check_pins()
-    # stream_app.offsets is the lead's module, on its way into this package; imported here so
-    # that importing stream_app.runtime stays free of stream_app's own modules.
+    # stream_app.offsets is on its way into this package (issue 13); imported here so that
+    # importing stream_app.runtime loads no stream_app module beyond the settings.
     from stream_app import offsets
 
+    fetching.install(settings.fetch_max_wait_ms)  # first: it validates before it patches
     offsets.install()
-    fetching.install(settings.fetch_max_wait_ms)
     producer_flush.install()
+    # on the class: every buffer of this process, the app's producer's included (it was
+    # ``app.producer.buffer.max_messages = 10_000`` at import of stream_app.app)
     ProducerBuffer.max_messages = PRODUCER_BUFFER_MAX_MESSAGES
     if not _installed:
         log.info("faust/mode/aiokafka runtime patches installed")
