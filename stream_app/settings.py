@@ -324,6 +324,10 @@ class Settings:
             (:func:`stream_app.web.guard.guarded`), so one tenant's flood queues behind itself.
         org_slot_share: the largest share of a worker's report-lane or aggregation slots one
             organisation may hold at once (``WEDDING_ORG_SLOT_SHARE``, 0.5; at least one slot).
+        progress_interval_s: seconds between two progress lines of a long CLI job
+            (``replay``, ``synth``, ``--wait``) when its output is not a terminal
+            (``WEDDING_PROGRESS_INTERVAL_S``, 10; 0 writes a line per update); on a terminal a
+            bar is redrawn instead (:mod:`stream_app.progress`).
     """
 
     kafka_bootstrap: str = field(default_factory=lambda: _env("KAFKA_BOOTSTRAP", "127.0.0.1:9092"))
@@ -454,6 +458,9 @@ class Settings:
     org_inflight: int = field(default_factory=lambda: _int("WEDDING_ORG_INFLIGHT", 8, 1, 10_000))
     org_slot_share: float = field(
         default_factory=lambda: _float("WEDDING_ORG_SLOT_SHARE", 0.5, 0.01, 1)
+    )
+    progress_interval_s: float = field(
+        default_factory=lambda: _float("WEDDING_PROGRESS_INTERVAL_S", 10, 0, 3600)
     )
 
     def __post_init__(self) -> None:
