@@ -223,6 +223,13 @@ class Settings:
         data_dir: where each worker keeps its RocksDB tables (``WEDDING_DATA_DIR``).
         artifact_dir: the artifact store, a folder (``WEDDING_ARTIFACT_DIR``).
         web_host / web_port: the worker's HTTP listener (``WEDDING_WEB_HOST``/``WEDDING_WEB_PORT``).
+            ``web_host`` is also the name other workers use to reach this one (faust's
+            canonical URL ``http://<web_host>:<web_port>``, to which requests for the
+            partitions it owns are forwarded): in a container, the pod's or service's DNS
+            name, never ``0.0.0.0``.
+        web_bind: the address the HTTP listener binds (``WEDDING_WEB_BIND``; default
+            ``web_host``): ``0.0.0.0`` in a container, so probes and port-forwards reach it
+            while ``web_host`` names it for the other workers.
         jwt_secret: HS256 secret for API bearer tokens (``WEDDING_JWT_SECRET``). The default is a
             development secret: set a real one in any deployment.
         link_secret: HS256 key of signed download links (``WEDDING_LINK_SECRET``), a key of its
@@ -344,6 +351,7 @@ class Settings:
     )
     web_host: str = field(default_factory=lambda: _env("WEDDING_WEB_HOST", "127.0.0.1"))
     web_port: int = field(default_factory=lambda: _int("WEDDING_WEB_PORT", 6066, 1, 65535))
+    web_bind: str = field(default_factory=lambda: _env("WEDDING_WEB_BIND", ""))
     jwt_secret: str = field(default_factory=lambda: _secret("WEDDING_JWT_SECRET", DEV_JWT_SECRET))
     link_secret: str = field(
         default_factory=lambda: _secret("WEDDING_LINK_SECRET", DEV_LINK_SECRET)
@@ -464,6 +472,8 @@ class Settings:
     )
 
     def __post_init__(self) -> None:
+        if not self.web_bind:
+            object.__setattr__(self, "web_bind", self.web_host)
         # the system and owner logins default to the same cluster as postgres_dsn
         if not self.postgres_system_dsn:
             object.__setattr__(
