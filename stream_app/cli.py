@@ -198,6 +198,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
         conn = await asyncpg.connect(s.postgres_owner_dsn)
         try:
             with progress:
+                progress(0, config.weddings)
                 summary = await load_synthetic(
                     conn,
                     config,

@@ -34,7 +34,8 @@ from stream_app.settings import Settings
 CLI = str(Path(sys.executable).parent / "wedding-engine")
 LINE = re.compile(
     r"synth: (?P<done>[\d,]+) / 2,000 weddings \((?P<share>[\d.]+) %\)"
-    r"(?:, (?P<rate>[\d,]+) weddings/s, about (?P<left>[\d,]+) s left| in [\d.]+ s)"
+    r"(?:, (?P<rate>[\d,]+) weddings/s, about (?P<left>[\d,]+) s left| in [\d.]+ s"
+    r"|, time left unknown)"
 )
 
 
@@ -67,9 +68,10 @@ def test_synth_writes_plain_progress_lines_when_not_on_a_terminal(settings: Sett
     assert done.returncode == 0, done.stderr
     assert "\r" not in done.stdout and "█" not in done.stdout  # no bar in a pipe
     lines = [m for m in map(LINE.fullmatch, done.stdout.splitlines()) if m]
-    assert [m["done"] for m in lines] == ["500", "1,000", "1,500", "2,000"]
-    assert [m["share"] for m in lines] == ["25.0", "50.0", "75.0", "100.0"]
-    for m in lines[:-1]:
+    assert [m["done"] for m in lines] == ["0", "500", "1,000", "1,500", "2,000"]
+    assert [m["share"] for m in lines] == ["0.0", "25.0", "50.0", "75.0", "100.0"]
+    assert lines[0].group(0) == "synth: 0 / 2,000 weddings (0.0 %), time left unknown"
+    for m in lines[1:-1]:
         done_n = int(m["done"].replace(",", ""))
         rate = int(m["rate"].replace(",", ""))
         assert rate > 0
@@ -89,19 +91,24 @@ def test_plain_lines_are_at_most_one_per_interval(settings: Settings) -> None:
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    # the first update, then nothing for an hour, except the final line
+    # the first update (the start), then nothing for an hour, except the final line
     lines = [m["done"] for m in map(LINE.fullmatch, done.stdout.splitlines()) if m]
-    assert lines == ["500", "2,000"]
+    assert lines == ["0", "2,000"]
 
 
-def test_synth_draws_a_bar_with_rate_and_time_left_on_a_terminal(settings: Settings) -> None:
+@pytest.mark.parametrize("columns", [120, 0])
+def test_synth_draws_a_bar_with_rate_and_time_left_on_a_terminal(
+    settings: Settings, columns: int
+) -> None:
     master, slave = pty.openpty()
-    # a terminal of 40 rows × 120 columns (a fresh pseudo-terminal has no size)
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    # a terminal of 40 rows × 120 columns, or one that reports no size (as a fresh
+    # pseudo-terminal does): the bar then takes 80 columns
+    if columns:
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
     out = b""
     with subprocess.Popen(
-        synth_argv("cli-progress-tty"),
-        env=cli_env(settings),
+        synth_argv(f"cli-progress-tty-{columns}"),
+        env=cli_env(settings, COLUMNS="", LINES=""),
         stdin=subprocess.DEVNULL,
         stdout=slave,
         stderr=subprocess.PIPE,
@@ -125,7 +132,10 @@ def test_synth_draws_a_bar_with_rate_and_time_left_on_a_terminal(settings: Setti
     text = out.decode()
     assert "\r" in text  # redrawn in place
     bar = r"synth: 100%\|[^|]*\| 2000/2000 \[\d\d:\d\d<00:00, +[\d.]+ weddings/s\]"
-    assert re.search(bar, text)  # count, elapsed<left, rate
+    final = re.search(bar, text)  # count, elapsed<left, rate
+    assert final is not None
+    line = text[text.rfind("\r", 0, final.start()) + 1 : text.find("\r", final.end())]
+    assert len(line) == (columns or 80), line  # the bar fills the terminal's width
     assert not LINE.search(text)  # no plain lines on a terminal
 
 
@@ -189,6 +199,7 @@ async def test_wait_reports_committed_progress_of_a_real_group(settings: Setting
     ("done", "total", "elapsed", "line"),
     [
         (250, 1000, 5.0, "job: 250 / 1,000 rows (25.0 %), 50 rows/s, about 15 s left"),
+        (250, 1000, 0.0, "job: 250 / 1,000 rows (25.0 %), time left unknown"),
         (0, 1000, 5.0, "job: 0 / 1,000 rows (0.0 %), time left unknown"),
         (1000, 1000, 12.34, "job: 1,000 / 1,000 rows (100.0 %) in 12.3 s"),
         (0, 0, 0.5, "job: 0 / 0 rows (100.0 %) in 0.5 s"),
@@ -197,3 +208,9 @@ async def test_wait_reports_committed_progress_of_a_real_group(settings: Setting
 def test_plain_line_figures(done: int, total: int, elapsed: float, line: str) -> None:
     # 250 rows in 5 s: 50 rows/s; 750 left at 50/s: 15 s
     assert Progress("job", "rows", terminal=False).plain_line(done, total, elapsed) == line
+
+
+def test_the_rate_counts_from_the_first_update() -> None:
+    # 400 done at the first update, 600 five seconds later: 40 rows/s, 400 left: 10 s
+    line = Progress("job", "rows", terminal=False).plain_line(600, 1000, 5.0, first_done=400)
+    assert line == "job: 600 / 1,000 rows (60.0 %), 40 rows/s, about 10 s left"

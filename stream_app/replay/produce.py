@@ -58,8 +58,8 @@ async def produce_events(
     """Produce ``(key, value)`` pairs to ``topic``, waiting for every acknowledgement.
 
     Uses an idempotent producer (``acks=all``), so a retried batch is not written twice.
-    ``progress``, when given, is called with the number of messages acknowledged so far after
-    every ``chunk`` messages and at the end.
+    ``progress``, when given, is called with the number of messages acknowledged so far: 0
+    once connected, then after every ``chunk`` messages and at the end.
 
     Returns:
         The number of messages acknowledged.
@@ -77,6 +77,8 @@ async def produce_events(
     )
     await producer.start()
     sent = 0
+    if progress is not None:
+        progress(0)
     try:
         pending: list[asyncio.Future[object]] = []
         for key, value in events:
