@@ -18,7 +18,8 @@ RUN python -m venv /opt/venv
 COPY pyproject.toml README.md ./
 RUN mkdir -p stream_app && touch stream_app/__init__.py \
     && /opt/venv/bin/pip install . \
-    && /opt/venv/bin/pip uninstall -y wedding-reporting-engine
+    && /opt/venv/bin/pip uninstall -y wedding-reporting-engine \
+    && rm -rf build stream_app ./*.egg-info
 COPY stream_app ./stream_app
 RUN /opt/venv/bin/pip install --no-deps . \
     && /opt/venv/bin/wedding-engine --help > /dev/null
