@@ -58,7 +58,7 @@ app = faust.App(
     web_enabled=True,
     web_host=settings.web_host,
     web_port=settings.web_port,
-    web_bind=settings.web_host,
+    web_bind=settings.web_bind,
     # faust's /table blueprint serves raw table contents to anyone: off. So are its
     # graph, stats and metrics pages; our own /metrics serves Prometheus.
     web_tables_enabled=False,

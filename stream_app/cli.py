@@ -24,6 +24,7 @@ from pathlib import Path
 
 from aiokafka.errors import KafkaConnectionError
 
+from stream_app.progress import Progress
 from stream_app.schemas.ids import check_id
 from stream_app.schemas.reports import REPORT_TYPES
 
@@ -123,11 +124,16 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     from stream_app.topics import WEDDING_BOOKINGS
 
     s = load_settings()
-    summary = asyncio.run(
-        replay_hotel_bookings(
-            s, Path(args.path), source=args.source, load_history=not args.no_history
+    with Progress("replay", "events", interval_s=s.progress_interval_s) as progress:
+        summary = asyncio.run(
+            replay_hotel_bookings(
+                s,
+                Path(args.path),
+                source=args.source,
+                load_history=not args.no_history,
+                progress=progress,
+            )
         )
-    )
     print(
         f"produced {summary.events} events ({summary.bookings} bookings, "
         f"{summary.cancellations} cancellations) in {summary.seconds:.1f} s; "
@@ -136,7 +142,12 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     )
     if args.wait:
         print(f"waiting until the workers of group {s.app_id!r} have folded every event...")
-        took = asyncio.run(wait_for_lag_zero(s.kafka_bootstrap, s.app_id, WEDDING_BOOKINGS, 1800))
+        with Progress("folded", "events", interval_s=s.progress_interval_s) as progress:
+            took = asyncio.run(
+                wait_for_lag_zero(
+                    s.kafka_bootstrap, s.app_id, WEDDING_BOOKINGS, 1800, progress=progress
+                )
+            )
         print(f"all events are in the tables ({took:.0f} s)")
     return 0
 
@@ -180,15 +191,23 @@ def _cmd_synth(args: argparse.Namespace) -> int:
         years=args.years,
     )
     s = load_settings()
-
-    def progress(done: int) -> None:
-        print(f"  {done:,} / {config.weddings:,} weddings", flush=True)
+    # about 20 progress updates, in chunks of 500 to 20,000 weddings (memory ∝ chunk)
+    chunk = min(20_000, max(500, config.weddings // 20))
+    progress = Progress("synth", "weddings", interval_s=s.progress_interval_s)
 
     async def run() -> None:
         await migrate(s.postgres_owner_dsn)
         conn = await asyncpg.connect(s.postgres_owner_dsn)
         try:
-            summary = await load_synthetic(conn, config, replace=args.replace, progress=progress)
+            with progress:
+                progress(0, config.weddings)
+                summary = await load_synthetic(
+                    conn,
+                    config,
+                    replace=args.replace,
+                    chunk_weddings=chunk,
+                    progress=lambda done: progress(done, config.weddings),
+                )
         except asyncpg.PostgresError as exc:
             raise RuntimeError(f"database: {exc}") from exc
         finally:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -65,17 +66,33 @@ async def _partitions(admin: AIOKafkaAdminClient, topic: str) -> list[int]:
 
 
 async def wait_for_lag_zero(
-    bootstrap: str, group_id: str, topic: str, timeout_s: float, poll_s: float = 1.0
+    bootstrap: str,
+    group_id: str,
+    topic: str,
+    timeout_s: float,
+    poll_s: float = 1.0,
+    progress: Callable[[int, int], None] | None = None,
 ) -> float:
     """Wait until ``group_id`` has committed everything in ``topic``; return seconds waited.
+
+    ``progress``, when given, is called after every poll with ``(messages committed since the
+    wait began, messages that were or became uncommitted since then)``: the first poll's lag
+    plus whatever was produced after it, so the second figure may grow.
 
     Raises:
         TimeoutError: lag is still above zero after ``timeout_s`` seconds.
     """
     started = time.monotonic()
     lag: dict[int, tuple[int, int]] = {}
+    base: dict[int, int] | None = None
     while time.monotonic() - started < timeout_s:
         lag = await partition_lag(bootstrap, group_id, topic)
+        if progress is not None:
+            if base is None:
+                base = {p: done for p, (_, done) in lag.items()}
+            start = sum(base.get(p, 0) for p in lag)
+            ends = sum(max(end, done) for end, done in lag.values())
+            progress(sum(done for _, done in lag.values()) - start, ends - start)
         if all(end <= done for end, done in lag.values()):
             return time.monotonic() - started
         await asyncio.sleep(poll_s)

@@ -223,6 +223,13 @@ class Settings:
         data_dir: where each worker keeps its RocksDB tables (``WEDDING_DATA_DIR``).
         artifact_dir: the artifact store, a folder (``WEDDING_ARTIFACT_DIR``).
         web_host / web_port: the worker's HTTP listener (``WEDDING_WEB_HOST``/``WEDDING_WEB_PORT``).
+            ``web_host`` is also the name other workers use to reach this one (faust's
+            canonical URL ``http://<web_host>:<web_port>``, to which requests for the
+            partitions it owns are forwarded): in a container, the pod's or service's DNS
+            name, never ``0.0.0.0``.
+        web_bind: the address the HTTP listener binds (``WEDDING_WEB_BIND``; default
+            ``web_host``): ``0.0.0.0`` in a container, so probes and port-forwards reach it
+            while ``web_host`` names it for the other workers.
         jwt_secret: HS256 secret for API bearer tokens (``WEDDING_JWT_SECRET``). The default is a
             development secret: set a real one in any deployment.
         link_secret: HS256 key of signed download links (``WEDDING_LINK_SECRET``), a key of its
@@ -324,6 +331,10 @@ class Settings:
             (:func:`stream_app.web.guard.guarded`), so one tenant's flood queues behind itself.
         org_slot_share: the largest share of a worker's report-lane or aggregation slots one
             organisation may hold at once (``WEDDING_ORG_SLOT_SHARE``, 0.5; at least one slot).
+        progress_interval_s: seconds between two progress lines of a long CLI job
+            (``replay``, ``synth``, ``--wait``) when its output is not a terminal
+            (``WEDDING_PROGRESS_INTERVAL_S``, 10; 0 writes a line per update); on a terminal a
+            bar is redrawn instead (:mod:`stream_app.progress`).
     """
 
     kafka_bootstrap: str = field(default_factory=lambda: _env("KAFKA_BOOTSTRAP", "127.0.0.1:9092"))
@@ -340,6 +351,7 @@ class Settings:
     )
     web_host: str = field(default_factory=lambda: _env("WEDDING_WEB_HOST", "127.0.0.1"))
     web_port: int = field(default_factory=lambda: _int("WEDDING_WEB_PORT", 6066, 1, 65535))
+    web_bind: str = field(default_factory=lambda: _env("WEDDING_WEB_BIND", ""))
     jwt_secret: str = field(default_factory=lambda: _secret("WEDDING_JWT_SECRET", DEV_JWT_SECRET))
     link_secret: str = field(
         default_factory=lambda: _secret("WEDDING_LINK_SECRET", DEV_LINK_SECRET)
@@ -455,8 +467,13 @@ class Settings:
     org_slot_share: float = field(
         default_factory=lambda: _float("WEDDING_ORG_SLOT_SHARE", 0.5, 0.01, 1)
     )
+    progress_interval_s: float = field(
+        default_factory=lambda: _float("WEDDING_PROGRESS_INTERVAL_S", 10, 0, 3600)
+    )
 
     def __post_init__(self) -> None:
+        if not self.web_bind:
+            object.__setattr__(self, "web_bind", self.web_host)
         # the system and owner logins default to the same cluster as postgres_dsn
         if not self.postgres_system_dsn:
             object.__setattr__(

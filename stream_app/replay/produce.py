@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -49,11 +49,17 @@ class ReplaySummary:
 
 
 async def produce_events(
-    bootstrap: str, topic: str, events: Iterable[tuple[bytes, bytes]], chunk: int = 20_000
+    bootstrap: str,
+    topic: str,
+    events: Iterable[tuple[bytes, bytes]],
+    chunk: int = 20_000,
+    progress: Callable[[int], None] | None = None,
 ) -> int:
     """Produce ``(key, value)`` pairs to ``topic``, waiting for every acknowledgement.
 
     Uses an idempotent producer (``acks=all``), so a retried batch is not written twice.
+    ``progress``, when given, is called with the number of messages acknowledged so far: 0
+    once connected, then after every ``chunk`` messages and at the end.
 
     Returns:
         The number of messages acknowledged.
@@ -71,6 +77,8 @@ async def produce_events(
     )
     await producer.start()
     sent = 0
+    if progress is not None:
+        progress(0)
     try:
         pending: list[asyncio.Future[object]] = []
         for key, value in events:
@@ -79,9 +87,13 @@ async def produce_events(
                 await asyncio.gather(*pending)
                 sent += len(pending)
                 pending.clear()
+                if progress is not None:
+                    progress(sent)
         await producer.flush()
         await asyncio.gather(*pending)
         sent += len(pending)
+        if progress is not None:
+            progress(sent)
     finally:
         await producer.stop()
     return sent
@@ -136,9 +148,17 @@ async def register_hotel_organization(conn: asyncpg.Connection) -> None:
 
 
 async def replay_hotel_bookings(
-    settings: Settings, path: Path, *, source: str | None = None, load_history: bool = True
+    settings: Settings,
+    path: Path,
+    *,
+    source: str | None = None,
+    load_history: bool = True,
+    progress: Callable[[int, int], None] | None = None,
 ) -> ReplaySummary:
     """Replay the hotel booking CSV at ``path`` (see :mod:`stream_app.replay.hotel`).
+
+    ``progress``, when given, is called with ``(events acknowledged, events to produce)``
+    while the events are produced (:func:`produce_events`).
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
@@ -166,6 +186,7 @@ async def replay_hotel_bookings(
         settings.kafka_bootstrap,
         WEDDING_BOOKINGS,
         ((e.key, orjson.dumps(e.payload)) for e in events),
+        progress=None if progress is None else lambda sent: progress(sent, len(events)),
     )
     seconds = time.perf_counter() - started
     created = sum(1 for e in events if e.payload["event_type"] == "booking_created")

@@ -33,10 +33,16 @@ Why money is exact: Excel stores every number as an IEEE 754 double. A decimal w
 ``DBL_DIG`` of a double), so the value Excel shows with the currency's decimals, and any
 reader that rounds the double to those decimals, gets back exactly the decimal string of
 the table: that covers every amount below 10^15 minor units (10 trillion EUR, 1 quadrillion
-JPY, 1 trillion KWD). A money cell with more significant digits (or an ``int`` cell past
-2^53) is written as its exact text instead of a rounded number, and the metadata sheet says
-how many such cells there are. The exact integer ``revenue_minor`` column of the booking
-summary is a second, integer check.
+JPY, 1 trillion KWD). Any number with more significant digits, in a column of any type (an
+integer of 16 digits is exact as a double, but Excel shows only 15 of them: 1234567890123456
+would read 1,234,567,890,123,460), is written as its exact text instead of a rounded number,
+and the metadata sheet says how many such cells there are. The exact integer
+``revenue_minor`` column of the booking summary is a second, integer check.
+
+Identifiers are text whatever their value: a cell of a ``text`` column, or of a column named
+``id`` or ``*_id`` (:func:`is_identifier`), is written as a string even when the row holds an
+``int``, so an id keeps its leading zeros and all its digits and is never summed or shown
+with thousands separators.
 
 No plaintext temporary file: the workbook is written in xlsxwriter's ``constant_memory``
 mode (one row in memory at a time), its finished rows spooled to an anonymous temporary file
@@ -91,8 +97,7 @@ MAX_TEXT = 32_767
 EXACT_DIGITS = 15
 """Significant digits of a decimal that always round-trip through a double (``DBL_DIG``)."""
 
-EXACT_INT = 2**53
-"""Integers with an absolute value up to this are exact as doubles."""
+_IDENTIFIER = re.compile(r"(?:.*_)?id")
 
 MAX_CHART_SERIES = 255
 """Excel's limit on the series of one chart."""
@@ -104,6 +109,21 @@ _WIDTH_SAMPLE = 1000
 _MAX_WIDTH = 60
 _CURRENCY_CODE = re.compile(r"[A-Z]{3}")
 _SHEET_FORBIDDEN = re.compile(r"[\[\]:*?/\\]")
+
+
+def is_identifier(col: Column) -> bool:
+    """Whether ``col`` holds identifiers, written as text whatever the value's type: a ``text``
+    column, or one named ``id`` or ``<something>_id``."""
+    return col.type == "text" or _IDENTIFIER.fullmatch(col.name) is not None
+
+
+def significant_digits(value: int) -> int:
+    """Significant digits of an integer: its digits without sign and trailing zeros (0 has 1).
+
+    >>> significant_digits(1_234_567_890_123_456), significant_digits(-120_000)
+    (16, 2)
+    """
+    return len(str(abs(value)).rstrip("0")) or 1
 
 
 class _SheetNames:
@@ -255,7 +275,9 @@ class _Workbook:
 
     def _cell(self, sheet: Any, r: int, c: int, col: Column, value: str | int, cur: Cell) -> None:
         if isinstance(value, int):
-            if abs(value) <= EXACT_INT:
+            if is_identifier(col):
+                self.string(sheet, r, c, str(value))
+            elif significant_digits(value) <= EXACT_DIGITS:
                 sheet.write_number(r, c, value, self.int_fmt)
             else:
                 self.as_text += 1
@@ -290,7 +312,11 @@ class _Workbook:
             if not rate.is_finite():
                 raise ValueError("not a finite decimal")
             decimals = max(-int(rate.as_tuple().exponent), 0)
-            sheet.write_number(r, c, float(rate / 100), self.percent_fmt(decimals))
+            if len(rate.as_tuple().digits) <= EXACT_DIGITS:
+                sheet.write_number(r, c, float(rate / 100), self.percent_fmt(decimals))
+            else:
+                self.as_text += 1
+                self.string(sheet, r, c, value)
         elif kind == "month":
             if len(value) != 7:
                 raise ValueError("not a YYYY-MM month")
@@ -424,7 +450,12 @@ class _Workbook:
         for i, category in enumerate(data.categories, start=1):
             self.string(sheet, i, 0, category)
             for s, ser in enumerate(series, start=1):
-                sheet.write_number(i, s, float(ser.values[i - 1]), fmts[s - 1])
+                total = ser.values[i - 1]
+                if len(total.as_tuple().digits) <= EXACT_DIGITS:
+                    sheet.write_number(i, s, float(total), fmts[s - 1])
+                else:  # a sum too long to be exact: its text (the chart skips the point)
+                    self.as_text += 1
+                    self.string(sheet, i, s, str(total))
         n = len(data.categories)
         chart = self.book.add_chart(
             {"type": "column"} if data.spec.kind == "column" else {"type": "line"}

@@ -1,6 +1,7 @@
 """HTTP API of a worker.
 
-- ``GET /health``: liveness and the partitions this worker owns.
+- ``GET /health``: readiness (503 while starting, rebalancing or recovering) and the
+  partitions this worker owns.
 - ``GET /metrics``: Prometheus exposition.
 - ``GET /orgs/{org}/venues/{venue}/metrics?grain=month&from=2016-01&to=2016-12``: a venue's
   booking totals per period (``grain`` = ``day`` with ``YYYY-MM-DD`` bounds, or ``month`` with
@@ -363,13 +364,37 @@ async def check_report_scope(
         )
 
 
+def readiness() -> str:
+    """This worker's state for ``/health``: ``starting`` (not yet in its consumer group),
+    ``rebalancing`` (partitions moving), ``recovering`` (restoring tables from their
+    changelogs) or ``ok`` (its table reads answer)."""
+    if getattr(app, "rebalancing_count", 0) == 0:
+        return "starting"
+    if getattr(app, "rebalancing", False):
+        return "rebalancing"
+    if getattr(app, "in_recovery", False):
+        return "recovering"
+    return "ok"
+
+
 @page("/health", permission=PUBLIC)
 async def health(self: Any, request: web.Request) -> web.StreamResponse:
-    """Liveness and the input partitions this worker owns."""
+    """Readiness and the input partitions this worker owns.
+
+    200 ``{"status": "ok", "ready": true, "bookings_partitions": [0, 2]}`` when the worker
+    can answer table reads; 503 with ``status`` ``starting``, ``rebalancing`` or
+    ``recovering`` and ``ready`` false before that (:func:`readiness`), so a readiness probe
+    keeps clients away while its reads would answer 503 ``recovering``. A liveness probe
+    reads ``/metrics`` instead: a long table restore is not a hung worker.
+    """
     actives = sorted(
         tp.partition for tp in app.assignor.assigned_actives() if tp.topic == WEDDING_BOOKINGS
     )
-    return web.json_response({"status": "ok", "bookings_partitions": actives})
+    status = readiness()
+    return web.json_response(
+        {"status": status, "ready": status == "ok", "bookings_partitions": actives},
+        status=200 if status == "ok" else 503,
+    )
 
 
 @page("/metrics", permission=PUBLIC)

@@ -234,6 +234,58 @@ def test_excel_keeps_numbers_too_long_for_a_double_as_exact_text(tmp_path: Path)
     assert "2 numbers too long" in str(meta["cells kept as text"])
 
 
+def test_excel_writes_identifiers_and_integers_over_15_digits_as_exact_text(
+    tmp_path: Path,
+) -> None:
+    # Excel keeps 15 significant digits: 1234567890123456 as a number shows 1,234,567,890,123,460
+    sixteen = 1_234_567_890_123_456
+    columns = (
+        Column("booking_id", "int", "an identifier held as an integer"),
+        Column("client_ref", "text", "a text column whose rows hold integers"),
+        Column("id", "int", "a bare id"),
+        Column("guests", "int", "a count"),
+        Column("share", "percent", "a share"),
+        Column("amount", "decimal", "a quantity"),
+        Column("currency", "text", "ISO 4217 code"),
+        Column("revenue", "money", "revenue"),
+    )
+    rows: list[list[Cell]] = [
+        [sixteen, sixteen, 7, sixteen, "12.3456789012345678", "1234567890123456", "EUR", "1.00"],
+        [42, 7, 8, 999_999_999_999_999, "12.50", "3.25", "EUR", "1234567890123.45"],
+        [43, 8, 9, -120_000_000_000_000_000, "0.00", "0", "EUR", "1234567890123456"],
+    ]
+    path, _ = render(tmp_path, "excel", make_table(rows, columns, chart=None))
+    wb = openpyxl.load_workbook(path)
+    got = [[c.value for c in row] for row in wb["data"].iter_rows(min_row=2)]
+    # identifiers: text whatever their length
+    assert [r[0] for r in got] == ["1234567890123456", "42", "43"]
+    assert [r[1] for r in got] == ["1234567890123456", "7", "8"]
+    assert [r[2] for r in got] == ["7", "8", "9"]
+    # other integers: numbers up to 15 significant digits, exact text beyond
+    assert got[0][3] == "1234567890123456"
+    assert type(got[1][3]) is int and got[1][3] == 999_999_999_999_999
+    assert got[2][3] == -120_000_000_000_000_000  # 2 significant digits: exact as a number
+    # the same rule in the percent, decimal and money columns
+    assert got[0][4] == "12.3456789012345678" and got[1][4] == pytest.approx(0.125)
+    assert got[0][5] == "1234567890123456" and got[1][5] == pytest.approx(3.25)
+    assert got[2][7] == "1234567890123456" and got[1][7] == 1234567890123.45
+    # 16, 18, 16 and 16 digits: four cells kept as text (identifiers are not counted)
+    meta = {r[0]: r[1] for r in wb["metadata"].iter_rows(values_only=True) if r[0]}
+    assert str(meta["cells kept as text"]).startswith("4 numbers too long")
+
+
+def test_excel_chart_sums_over_15_digits_are_exact_text(tmp_path: Path) -> None:
+    rows: list[list[Cell]] = [
+        ["v1", CAFE, "2016-01", None, 1, None, "EUR", "9999999999999.99", 1],
+        ["v1", CAFE, "2016-01", None, 1, None, "EUR", "0.02", 1],  # sum: 17 digits
+        ["v1", CAFE, "2016-02", None, 1, None, "EUR", "1.50", 1],
+    ]
+    path, _ = render(tmp_path, "excel", make_table(rows))
+    wb = openpyxl.load_workbook(path)
+    chart = [[c.value for c in r] for r in wb["chart"].iter_rows(min_row=2)]
+    assert chart == [["2016-01", "10000000000000.01"], ["2016-02", 1.5]]
+
+
 @pytest.mark.parametrize("count", [9, 18, 25])
 def test_excel_rows_past_the_sheet_limit_continue_on_further_sheets(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, count: int
