@@ -324,6 +324,11 @@ class Settings:
             (:func:`stream_app.web.guard.guarded`), so one tenant's flood queues behind itself.
         org_slot_share: the largest share of a worker's report-lane or aggregation slots one
             organisation may hold at once (``WEDDING_ORG_SLOT_SHARE``, 0.5; at least one slot).
+        updates_queue: live updates (``GET /orgs/{org}/updates``) a browser may fall behind
+            by before the worker drops it (``WEDDING_UPDATES_QUEUE``, 1000 messages); a
+            dropped client reconnects with ``Last-Event-ID`` and gets what it missed.
+        updates_max_clients: live-update streams one organisation may hold open on a worker
+            (``WEDDING_UPDATES_MAX_CLIENTS``, 50); one more is refused with 429.
     """
 
     kafka_bootstrap: str = field(default_factory=lambda: _env("KAFKA_BOOTSTRAP", "127.0.0.1:9092"))
@@ -454,6 +459,12 @@ class Settings:
     org_inflight: int = field(default_factory=lambda: _int("WEDDING_ORG_INFLIGHT", 8, 1, 10_000))
     org_slot_share: float = field(
         default_factory=lambda: _float("WEDDING_ORG_SLOT_SHARE", 0.5, 0.01, 1)
+    )
+    updates_queue: int = field(
+        default_factory=lambda: _int("WEDDING_UPDATES_QUEUE", 1000, 1, 1_000_000)
+    )
+    updates_max_clients: int = field(
+        default_factory=lambda: _int("WEDDING_UPDATES_MAX_CLIENTS", 50, 1, 100_000)
     )
 
     def __post_init__(self) -> None:

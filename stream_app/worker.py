@@ -25,6 +25,7 @@ from stream_app.web import schedules as _schedule_views  # noqa: F401
 from stream_app.web import streams as _stream_views  # noqa: F401
 from stream_app.web import summaries as _summary_views  # noqa: F401
 from stream_app.web import tokens as _token_views  # noqa: F401
+from stream_app.web import updates as _update_views  # noqa: F401
 from stream_app.web import views as _views
 
 _views.register_routes()

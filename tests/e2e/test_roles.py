@@ -106,6 +106,8 @@ async def call(
     else:
         kwargs["params"] = QUERY
     async with s.request(method, url, **kwargs) as r:
+        if r.headers.get("Content-Type", "").startswith("text/event-stream"):
+            return r.status, {}  # a live stream (GET /orgs/{org}/updates): its status is enough
         try:
             parsed = await r.json(content_type=None)
         except ValueError:
