@@ -42,7 +42,13 @@ GRANTS = {
 }
 """What each role may do (the issue's list, restated by hand)."""
 
-PUBLIC_ROUTES = {("GET", "/health"), ("GET", "/metrics"), ("GET", "/downloads/{token}")}
+PUBLIC_ROUTES = {
+    ("GET", "/health"),
+    ("GET", "/metrics"),
+    ("GET", "/downloads/{token}"),
+    ("GET", "/openapi.json"),  # the API's description, no tenant data
+    ("GET", "/dashboard"),  # a static page; its data comes with the token the user gives it
+}
 """The only routes without a bearer token (a signed link is its own credential)."""
 
 PATH_VALUES = {
