@@ -18,6 +18,7 @@ from stream_app.app import app
 from stream_app.reports import agent as _report_agent  # noqa: F401
 from stream_app.web import aggregation as _aggregation_views  # noqa: F401
 from stream_app.web import audit as _audit_views  # noqa: F401
+from stream_app.web import dashboard as _dashboard_views  # noqa: F401
 from stream_app.web import debug as _debug_views  # noqa: F401
 from stream_app.web import gdpr as _gdpr_views  # noqa: F401
 from stream_app.web import occupancy as _occupancy_views  # noqa: F401

@@ -191,6 +191,11 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         response={"type": "string"},
         media=("text/html",),
     ),
+    ("GET", "/dashboard/{asset}"): Operation(
+        "A file of the dashboard page (its script, style sheet, vendored Chart.js).",
+        response={"type": "string"},
+        media=("text/javascript", "text/css"),
+    ),
     ("GET", "/orgs/{org}/updates"): Operation(
         "Live updates of the organisation (Server-Sent Events).",
         response={"type": "string", "description": SSE_DOC},

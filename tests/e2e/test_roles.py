@@ -48,6 +48,7 @@ PUBLIC_ROUTES = {
     ("GET", "/downloads/{token}"),
     ("GET", "/openapi.json"),  # the API's description, no tenant data
     ("GET", "/dashboard"),  # a static page; its data comes with the token the user gives it
+    ("GET", "/dashboard/{asset}"),  # the page's script, style sheet and vendored chart library
 }
 """The only routes without a bearer token (a signed link is its own credential)."""
 
