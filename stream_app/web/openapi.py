@@ -36,7 +36,7 @@ from stream_app.aggregation.request import AggregationRequest
 from stream_app.app import app
 from stream_app.schedules.model import RecipientFilter, RetryPolicy
 from stream_app.schemas.ids import ID_MAX_LENGTH, ID_PATTERN
-from stream_app.schemas.reports import ReportRequest
+from stream_app.schemas.reports import OUTPUT_FORMATS, REPORT_TYPES, ReportRequest
 from stream_app.schemas.updates import GenericMetricUpdate, MetricUpdate, ReportStatus
 from stream_app.web.guard import RouteSpec
 from stream_app.web.permissions import PUBLIC, Permission
@@ -97,7 +97,22 @@ def _ref(name: str) -> Schema:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
-MONTH = {"type": "string", "pattern": r"^\d{4}-\d{2}$"}
+def _answer(required: dict[str, Schema], **optional: Schema) -> Schema:
+    """An object with ``required`` properties (and ``optional`` ones)."""
+    return {
+        "type": "object",
+        "required": sorted(required),
+        "properties": {**required, **optional},
+    }
+
+
+STR: Schema = {"type": "string"}
+TIME: Schema = {"type": "string", "format": "date-time"}
+LIST: Schema = {"type": "array", "items": OBJECT}
+LINKS_REVOKED = {"links_revoked_before": TIME}
+
+
+MONTH = {"type": "string", "pattern": r"^\d{4}-(0[1-9]|1[0-2])$"}
 _FROM_TO = (
     Param("from", {"type": "string"}, True, "first period (YYYY-MM, or YYYY-MM-DD for day)"),
     Param("to", {"type": "string"}, True, "last period, inclusive"),
@@ -136,6 +151,26 @@ SCHEDULE_BODY: Schema = {
         "priority": {"enum": ["low", "normal", "high", "critical"]},
     },
 }
+SCHEDULE_ANSWER: Schema = _answer(
+    {
+        "schedule_id": STR,
+        "organization_id": STR,
+        "created_by": STR,
+        "report_type": STR,
+        "date_range": STR,
+        "output_formats": {"type": "array", "items": STR},
+        "cron": STR,
+        "time_zone": STR,
+        "delivery": _answer({"method": {"enum": ["email", "webhook", "sftp", "api"]}}),
+        "retry": OBJECT,
+        "paused": {"type": "boolean"},
+        "next_fire_time": {"type": ["string", "null"]},
+        "upcoming_fire_times": {"type": "array", "items": STR},
+    },
+    expires_at={"type": ["string", "null"]},
+    last_fire_time={"type": ["string", "null"]},
+)
+"""A schedule as the API shows it (``stream_app.web.schedules.schedule_to_json``; no secrets)."""
 REPORT_STATUS_ANSWER: Schema = {
     "type": "object",
     "required": ["report_id", "organization_id", "report_type", "status", "artifacts"],
@@ -235,21 +270,45 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("GET", "/orgs/{org}/reports/{report_id}"): Operation(
         "A report's status, files and delivery links.", response=REPORT_STATUS_ANSWER
     ),
-    ("POST", "/orgs/{org}/reports/{report_id}/cancel"): Operation("Cancel a report."),
+    ("POST", "/orgs/{org}/reports/{report_id}/cancel"): Operation(
+        "Cancel a report.",
+        response=_answer({"report_id": STR, "status": {"const": "cancelled"}}),
+    ),
     ("GET", "/orgs/{org}/reports/{report_id}/files/{fmt}"): Operation(
         "Download a completed report's file.",
         response={"type": "string", "contentMediaType": "application/octet-stream"},
         media=FILES,
     ),
     ("POST", "/orgs/{org}/reports/{report_id}/links/revoke"): Operation(
-        "Revoke a report's download links."
+        "Revoke a report's download links.",
+        response=_answer({"report_id": STR, **LINKS_REVOKED}),
     ),
     ("POST", "/orgs/{org}/aggregations"): Operation(
         "Run an aggregation over the history.", body=_ref("AggregationRequest")
     ),
-    ("GET", "/orgs/{org}/aggregations/datasets"): Operation("The datasets and their fields."),
+    ("GET", "/orgs/{org}/aggregations/datasets"): Operation(
+        "The datasets and their fields.", response=_answer({"datasets": LIST})
+    ),
     ("GET", "/orgs/{org}/audit"): Operation(
         "The audit log.",
+        response=_answer(
+            {
+                "organization_id": STR,
+                "events": {
+                    "type": "array",
+                    "items": _answer(
+                        {
+                            "seq": {"type": "integer"},
+                            "action": STR,
+                            "actor": STR,
+                            "at": STR,
+                            "row_hash": STR,
+                        }
+                    ),
+                },
+                "next_after_seq": {"type": ["integer", "null"]},
+            }
+        ),
         query=(
             Param("after_seq", {"type": "integer", "minimum": 0}),
             Param("limit", {"type": "integer", "minimum": 1, "maximum": 1000}),
@@ -275,29 +334,43 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("GET", "/orgs/{org}/retention"): Operation("The retention rule."),
     ("PUT", "/orgs/{org}/retention"): Operation("Set the retention rule.", body=OBJECT),
     ("POST", "/orgs/{org}/schedules"): Operation(
-        "Create a schedule.", success=201, body=SCHEDULE_BODY
+        "Create a schedule.", success=201, body=SCHEDULE_BODY, response=SCHEDULE_ANSWER
     ),
-    ("GET", "/orgs/{org}/schedules"): Operation("The schedules."),
+    ("GET", "/orgs/{org}/schedules"): Operation(
+        "The schedules.",
+        response=_answer({"schedules": {"type": "array", "items": SCHEDULE_ANSWER}}),
+    ),
     ("GET", "/orgs/{org}/schedules/preview"): Operation(
         "The next fire times of a cron expression.",
+        response=_answer({"fire_times": {"type": "array", "items": TIME}}),
         query=(
             Param("cron", {"type": "string"}, True),
             Param("time_zone", {"type": "string"}, True),
             Param("count", {"type": "integer", "minimum": 1}),
         ),
     ),
-    ("GET", "/orgs/{org}/schedules/{schedule_id}"): Operation("A schedule."),
-    ("PUT", "/orgs/{org}/schedules/{schedule_id}"): Operation(
-        "Replace a schedule.", body=SCHEDULE_BODY
+    ("GET", "/orgs/{org}/schedules/{schedule_id}"): Operation(
+        "A schedule.", response=SCHEDULE_ANSWER
     ),
-    ("DELETE", "/orgs/{org}/schedules/{schedule_id}"): Operation("Delete a schedule."),
-    ("POST", "/orgs/{org}/schedules/{schedule_id}/pause"): Operation("Pause a schedule."),
-    ("POST", "/orgs/{org}/schedules/{schedule_id}/resume"): Operation("Resume a schedule."),
+    ("PUT", "/orgs/{org}/schedules/{schedule_id}"): Operation(
+        "Replace a schedule.", body=SCHEDULE_BODY, response=SCHEDULE_ANSWER
+    ),
+    ("DELETE", "/orgs/{org}/schedules/{schedule_id}"): Operation(
+        "Delete a schedule.",
+        response=_answer({"schedule_id": STR, "deleted": {"const": True}}),
+    ),
+    ("POST", "/orgs/{org}/schedules/{schedule_id}/pause"): Operation(
+        "Pause a schedule.", response=SCHEDULE_ANSWER
+    ),
+    ("POST", "/orgs/{org}/schedules/{schedule_id}/resume"): Operation(
+        "Resume a schedule.", response=SCHEDULE_ANSWER
+    ),
     ("GET", "/orgs/{org}/schedules/{schedule_id}/runs"): Operation(
         "A schedule's runs and deliveries."
     ),
     ("POST", "/orgs/{org}/schedules/{schedule_id}/links/revoke"): Operation(
-        "Revoke a schedule's download links."
+        "Revoke a schedule's download links.",
+        response=_answer({"schedule_id": STR, **LINKS_REVOKED}),
     ),
     ("GET", "/downloads/{token}"): Operation(
         "A file by its signed link (the link is the credential).",
@@ -327,6 +400,10 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
             "type": "object",
             "properties": {"jti": {"type": "string"}, "before": {"type": "string"}},
         },
+        response=_answer(
+            {"revoked": OBJECT, "recorded_tokens": {"type": "integer"}},
+            effective_within_s={"type": "number"},
+        ),
     ),
     ("GET", "/debug/consumer"): Operation("The worker's consumer state (WEDDING_DEBUG=1 only)."),
 }
@@ -372,6 +449,13 @@ def components() -> dict[str, Schema]:
         body["properties"].pop(name, None)
     body["required"] = [r for r in body.get("required", []) if r not in SERVER_SET]
     body["required"] = [r for r in body["required"] if r != "report_id"]  # the server picks one
+    body["properties"]["report_type"] = {"enum": sorted(REPORT_TYPES)}
+    body["properties"]["output_formats"] = {
+        "type": "array",
+        "minItems": 1,
+        "uniqueItems": True,
+        "items": {"enum": sorted(OUTPUT_FORMATS)},
+    }
     schemas["ReportRequestBody"] = body
     schemas["Error"] = ERROR
     return schemas

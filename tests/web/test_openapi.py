@@ -13,6 +13,7 @@ from typing import Any
 import aiohttp
 import asyncpg
 import pytest
+from jsonschema import Draft202012Validator
 from openapi_spec_validator import validate
 
 from stream_app.db.tenancy import Organization, Venue, upsert_organization, upsert_venue
@@ -69,6 +70,66 @@ async def test_the_document_lists_every_served_route_and_validates(
     assert not {"organization_id", "user_id", "requested_at"} & set(body["properties"])
     assert "AggregationRequest" in doc["components"]["schemas"]
     assert doc["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+
+
+def answer_schema(doc: dict[str, Any], method: str, path: str, status: int) -> dict[str, Any]:
+    """The document's schema of one answer, with the components its references point into."""
+    content = doc["paths"][path][method.lower()]["responses"][str(status)]["content"]
+    schema = content["application/json"]["schema"]
+    return {"allOf": [schema], "components": doc["components"]}
+
+
+async def test_real_answers_match_the_document(
+    main_worker: WorkerProcess, settings: Settings, org: None
+) -> None:
+    doc = await fetch_document(main_worker.url)
+    token = issue_token(
+        settings.jwt_secret, user_id="doc", organization_id=ORG, ttl_seconds=600, role="admin"
+    )
+    schedule = {
+        "report_type": "monthly_booking_summary",
+        "date_range": "previous_month",
+        "output_formats": ["csv"],
+        "cron": "0 8 1 * *",
+        "delivery": {"method": "api"},
+        "paused": True,
+    }
+    report = {
+        "report_type": "monthly_booking_summary",
+        "date_from": "2016-01-01",
+        "date_to": "2016-01-31",
+        "output_formats": ["csv"],
+    }
+    headers = {"Authorization": f"Bearer {token}"}
+    checked = 0
+    async with aiohttp.ClientSession(main_worker.url, headers=headers) as s:
+
+        async def check(
+            method: str, route: str, status: int, body: Any = None, ids: Any = None, **q: str
+        ) -> Any:
+            nonlocal checked
+            url = route.format(org=ORG, **(ids or {}))
+            async with s.request(method, url, json=body, params=q or None) as r:
+                got = await r.json()
+                assert r.status == status, got
+            Draft202012Validator(answer_schema(doc, method, route, status)).validate(got)
+            checked += 1
+            return got
+
+        await check("GET", "/health", 200)
+        created = await check("POST", "/orgs/{org}/schedules", 201, schedule)
+        sid = created["schedule_id"]
+        await check("GET", "/orgs/{org}/schedules/{schedule_id}", 200, ids={"schedule_id": sid})
+        await check("GET", "/orgs/{org}/schedules", 200)
+        await check("GET", "/orgs/{org}/schedules/preview", 200, cron="0 8 * * *", time_zone="UTC")
+        accepted = await check("POST", "/orgs/{org}/reports", 202, report)
+        rid = accepted["report_id"]
+        await check("GET", "/orgs/{org}/reports/{report_id}", 200, ids={"report_id": rid})
+        await check("GET", "/orgs/{org}/audit", 200)
+        await check("GET", "/orgs/{org}/aggregations/datasets", 200)
+        await check("POST", "/orgs/{org}/reports", 400, {**report, "output_formats": ["doc"]})
+        await check("GET", "/orgs/{org}/venues/{venue}/metrics", 400, ids={"venue": "v1"})
+    assert checked == 11
 
 
 @pytest.fixture(scope="module")
