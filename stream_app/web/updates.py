@@ -41,7 +41,7 @@ from stream_app.web import revocation
 from stream_app.web.auth import Principal, authenticate
 from stream_app.web.permissions import Permission
 from stream_app.web.updates_filter import UpdateFilter, Verdict, parse_filter
-from stream_app.web.updates_hub import UpdatesHub, decode_position, encode_position
+from stream_app.web.updates_hub import END, UpdatesHub, decode_position, encode_position
 from stream_app.web.views import page
 
 KEEPALIVE_S = 15.0
@@ -150,12 +150,17 @@ async def updates(self: Any, request: web.Request, org: str) -> web.StreamRespon
                     await resp.write(sse_event(event_id, str(doc.get("kind")), raw))
         loop = asyncio.get_running_loop()
         recheck_at = loop.time() + RECHECK_S
-        while not sub.dropped:
+        while True:
             try:
-                event_id, kind, raw, doc = await asyncio.wait_for(sub.queue.get(), KEEPALIVE_S)
+                item = await asyncio.wait_for(sub.queue.get(), KEEPALIVE_S)
             except TimeoutError:
+                if sub.dropped:
+                    break
                 await resp.write(b": keep-alive\n\n")
             else:
+                if item is END:  # the worker is stopping
+                    break
+                event_id, kind, raw, doc = item
                 if await _admits(filt, scope, (org + "/").encode(), doc):
                     await resp.write(sse_event(event_id, kind, raw))
             if loop.time() >= recheck_at:

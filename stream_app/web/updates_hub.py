@@ -79,6 +79,12 @@ def decode_position(text: str, field_name: str = "Last-Event-ID") -> Position:
     return out
 
 
+Item = tuple[str, str, bytes, dict[str, Any]]
+"""(event id, kind, raw JSON body, decoded body) of one message for a stream."""
+END: Item = ("", "", b"", {})
+"""Put in a stream's queue when the stream must end (its writer stops at it)."""
+
+
 @dataclass(eq=False)
 class Subscriber:
     """One open stream.
@@ -93,7 +99,7 @@ class Subscriber:
     """
 
     filter: UpdateFilter
-    queue: asyncio.Queue[tuple[str, str, bytes, dict[str, Any]]]
+    queue: asyncio.Queue[Item]
     floor: Position = field(default_factory=dict)
     on_drop: Callable[[], None] = lambda: None
     dropped: bool = False
@@ -195,7 +201,7 @@ class UpdatesHub:
         UPDATES_DROPPED.inc()
         sub.dropped = True
         self.unsubscribe(sub)
-        sub.on_drop()
+        sub.on_drop()  # its writer may be blocked on the socket: the abort wakes it
 
     async def subscribe(
         self, filt: UpdateFilter, resume: Position | None, on_drop: Callable[[], None]
@@ -282,11 +288,16 @@ class UpdatesHub:
             await consumer.stop()
 
     async def stop(self) -> None:
-        """Drop every stream and stop reading (the worker's shutdown)."""
+        """End every stream and stop reading (the worker's shutdown): a stream ends cleanly
+        after what it has queued; one whose queue is full (a client not reading) is dropped."""
         for subs in list(self._by_org.values()):
             for sub in list(subs):
                 self.unsubscribe(sub)
-                sub.on_drop()
+                sub.dropped = True
+                try:
+                    sub.queue.put_nowait(END)
+                except asyncio.QueueFull:
+                    sub.on_drop()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -22,6 +23,7 @@ from stream_app.devservices.workers import WorkerProcess
 from stream_app.settings import Settings
 from stream_app.topics import REALTIME_METRICS_UPDATES
 from stream_app.web.auth import issue_token
+from tests.conftest import WorkerFactory
 
 A, B, SLOW = "upd-a", "upd-b", "upd-slow"
 Event = tuple[str, str, dict[str, Any]]
@@ -328,3 +330,22 @@ async def test_a_slow_client_is_dropped_and_a_fast_one_is_not(
         received += chunk.count(b"event: metric_update")
     assert received < total
     writer.close()
+
+
+async def test_a_stopping_worker_ends_its_streams_cleanly_and_soon(
+    worker_factory: WorkerFactory, settings: Settings
+) -> None:
+    """A SIGTERM ends the open streams at once (the client sees a clean end and reconnects
+    elsewhere): the worker does not wait for them (a keep-alive period was 15 s)."""
+    worker = worker_factory.start("updates-stop", "one", WEDDING_SCHEDULING="0")
+    await worker.wait_ready(timeout_s=120, min_partitions=4)
+    timeout = aiohttp.ClientTimeout(total=None, sock_read=None)
+    async with aiohttp.ClientSession(worker.url, timeout=timeout) as s:
+        stream = await open_stream(s, A, token(settings, A))
+        started = time.monotonic()
+        code = await asyncio.to_thread(worker.stop, 60)
+        took = time.monotonic() - started
+        rest = await asyncio.wait_for(stream.resp.content.read(), 10)  # a clean end of body
+    assert code == 0
+    assert took < 8, took
+    assert rest == b""
