@@ -335,6 +335,11 @@ class Settings:
             (``replay``, ``synth``, ``--wait``) when its output is not a terminal
             (``WEDDING_PROGRESS_INTERVAL_S``, 10; 0 writes a line per update); on a terminal a
             bar is redrawn instead (:mod:`stream_app.progress`).
+        updates_queue: live updates (``GET /orgs/{org}/updates``) a browser may fall behind
+            by before the worker drops it (``WEDDING_UPDATES_QUEUE``, 1000 messages); a
+            dropped client reconnects with ``Last-Event-ID`` and gets what it missed.
+        updates_max_clients: live-update streams one organisation may hold open on a worker
+            (``WEDDING_UPDATES_MAX_CLIENTS``, 50); one more is refused with 429.
     """
 
     kafka_bootstrap: str = field(default_factory=lambda: _env("KAFKA_BOOTSTRAP", "127.0.0.1:9092"))
@@ -469,6 +474,12 @@ class Settings:
     )
     progress_interval_s: float = field(
         default_factory=lambda: _float("WEDDING_PROGRESS_INTERVAL_S", 10, 0, 3600)
+    )
+    updates_queue: int = field(
+        default_factory=lambda: _int("WEDDING_UPDATES_QUEUE", 1000, 1, 1_000_000)
+    )
+    updates_max_clients: int = field(
+        default_factory=lambda: _int("WEDDING_UPDATES_MAX_CLIENTS", 50, 1, 100_000)
     )
 
     def __post_init__(self) -> None:

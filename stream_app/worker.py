@@ -18,13 +18,16 @@ from stream_app.app import app
 from stream_app.reports import agent as _report_agent  # noqa: F401
 from stream_app.web import aggregation as _aggregation_views  # noqa: F401
 from stream_app.web import audit as _audit_views  # noqa: F401
+from stream_app.web import dashboard as _dashboard_views  # noqa: F401
 from stream_app.web import debug as _debug_views  # noqa: F401
 from stream_app.web import gdpr as _gdpr_views  # noqa: F401
 from stream_app.web import occupancy as _occupancy_views  # noqa: F401
+from stream_app.web import openapi as _openapi_views  # noqa: F401
 from stream_app.web import schedules as _schedule_views  # noqa: F401
 from stream_app.web import streams as _stream_views  # noqa: F401
 from stream_app.web import summaries as _summary_views  # noqa: F401
 from stream_app.web import tokens as _token_views  # noqa: F401
+from stream_app.web import updates as _update_views  # noqa: F401
 from stream_app.web import views as _views
 
 _views.register_routes()

@@ -72,11 +72,16 @@ class RouteSpec:
             ``aggregations``, admin permissions → ``admin``, the rest ``reads``).
         venue_aware: the handler restricts its answer to a venue-scoped token's venues (or the
             path names the venue, checked here); otherwise such tokens are refused.
+        streaming: a long-lived response (Server-Sent Events): the token may also come in the
+            ``access_token`` query parameter (browsers' ``EventSource`` cannot set headers),
+            and the request holds none of the organisation's in-flight slots (the handler
+            caps its own streams).
     """
 
     access: RouteAccess = UNDECLARED
     rate_class: str | None = None
     venue_aware: bool = False
+    streaming: bool = False
 
     @property
     def limit_class(self) -> str:
@@ -124,6 +129,24 @@ def verified(token: str) -> Principal:
     return principal
 
 
+ACCESS_TOKEN_PARAM = "access_token"
+"""The query parameter carrying the token of a streaming route (see :class:`RouteSpec`)."""
+
+
+def stream_token(request: web.Request) -> str:
+    """The token of a streaming request: the ``Authorization`` header, else the
+    ``access_token`` query parameter.
+
+    Raises:
+        ApiError: 401 ``unauthorized`` (``field`` = ``Authorization``) when neither is given.
+    """
+    if "Authorization" not in request.headers:
+        token = request.query.get(ACCESS_TOKEN_PARAM, "")
+        if token:
+            return token
+    return bearer_token(request)
+
+
 def _client(request: web.Request) -> str:
     return request.remote or "unknown"
 
@@ -157,14 +180,14 @@ async def guarded(
     client = _client(request)
     await ratelimit.check_not_locked_out(client)
     try:
-        principal = verified(bearer_token(request))
+        principal = verified(stream_token(request) if spec.streaming else bearer_token(request))
     except ApiError:
         await ratelimit.record_auth_failure(client)
         raise
     org = params.get("org")
     if isinstance(org, str):
         check_organization(principal, org)
-    if principal.internal:
+    if principal.internal or spec.streaming:
         await _check_principal(request, spec, access, principal, params, client)
         yield
         return

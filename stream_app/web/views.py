@@ -146,6 +146,7 @@ def page(
     permission: RouteAccess = UNDECLARED,
     rate_class: str | None = None,
     venue_aware: bool = False,
+    streaming: bool = False,
 ) -> Callable[[Handler], Handler]:
     """Declare ``fn`` as the ``method`` handler of ``path`` (see :func:`register_routes`).
 
@@ -155,6 +156,7 @@ def page(
         rate_class: the rate-limit class, when not the permission's (see
             :class:`~stream_app.web.guard.RouteSpec`).
         venue_aware: the handler restricts its answer to a venue-scoped token's venues.
+        streaming: a long-lived response (see :class:`~stream_app.web.guard.RouteSpec`).
 
     The handler is wrapped by :func:`api` (JSON errors, request counting, the guard).
     """
@@ -163,7 +165,7 @@ def page(
         methods = _ROUTES.setdefault(path, {})
         if method in methods:
             raise RuntimeError(f"{method.upper()} {path} is declared twice")
-        spec = RouteSpec(permission, rate_class, venue_aware)
+        spec = RouteSpec(permission, rate_class, venue_aware, streaming)
         ROUTE_SPECS[(method.upper(), path)] = spec
         methods[method] = api(path, spec)(fn)
         return fn

@@ -42,7 +42,14 @@ GRANTS = {
 }
 """What each role may do (the issue's list, restated by hand)."""
 
-PUBLIC_ROUTES = {("GET", "/health"), ("GET", "/metrics"), ("GET", "/downloads/{token}")}
+PUBLIC_ROUTES = {
+    ("GET", "/health"),
+    ("GET", "/metrics"),
+    ("GET", "/downloads/{token}"),
+    ("GET", "/openapi.json"),  # the API's description, no tenant data
+    ("GET", "/dashboard"),  # a static page; its data comes with the token the user gives it
+    ("GET", "/dashboard/{asset}"),  # the page's script, style sheet and vendored chart library
+}
 """The only routes without a bearer token (a signed link is its own credential)."""
 
 PATH_VALUES = {
@@ -106,6 +113,8 @@ async def call(
     else:
         kwargs["params"] = QUERY
     async with s.request(method, url, **kwargs) as r:
+        if r.headers.get("Content-Type", "").startswith("text/event-stream"):
+            return r.status, {}  # a live stream (GET /orgs/{org}/updates): its status is enough
         try:
             parsed = await r.json(content_type=None)
         except ValueError:

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from stream_app.web.schedules import _error_field
+from stream_app.web.auth import Principal
+from stream_app.web.errors import ApiError
+from stream_app.web.schedules import _error_field, schedule_from_json
 
 
 @pytest.mark.parametrize(
@@ -21,3 +23,19 @@ from stream_app.web.schedules import _error_field
 )
 def test_the_field_is_named(message: str, field: str, expected: str) -> None:
     assert _error_field(message, field) == expected
+
+
+@pytest.mark.parametrize("method", [{}, [], None, 3, "fax"])
+def test_a_delivery_method_that_is_no_method_name_is_a_400(method: object) -> None:
+    """Found by Schemathesis (tests/web/test_openapi.py): ``{"method": {}}`` was a 500."""
+    body = {
+        "report_type": "monthly_booking_summary",
+        "date_range": "previous_month",
+        "output_formats": ["csv"],
+        "cron": "0 8 1 * *",
+        "delivery": {"method": method},
+    }
+    principal = Principal(user_id="u", organization_id="o", role="admin")
+    with pytest.raises(ApiError) as caught:
+        schedule_from_json(body, organization_id="o", principal=principal, default_zone="UTC")
+    assert (caught.value.status, caught.value.field) == (400, "delivery.method")

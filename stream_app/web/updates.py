@@ -1,0 +1,174 @@
+"""``GET /orgs/{org}/updates``: a tenant's live updates as Server-Sent Events.
+
+Part of the HTTP layer. Each event is one message of ``realtime-metrics-updates`` the caller may
+see (:mod:`stream_app.web.updates_filter`), its JSON body unchanged (fields this worker does not
+know, such as a window's ``"final": true``, are passed through)::
+
+    id: 0:17,1:4,2:0,3:9
+    event: metric_update
+    data: {"kind": "metric_update", "organization_id": "acme", "key": "v1", ...}
+
+- ``event``: the message's ``kind`` (``metric_update``, ``generic_metric_update``,
+  ``report_status``); the stream starts with ``event: ready`` (``data: {"id": ...}``) once it is
+  live, and a ``: keep-alive`` comment is written every 15 s of silence.
+- Token: ``Authorization: Bearer`` or, for a browser's ``EventSource`` (which cannot set
+  headers), the ``access_token`` query parameter. A query string can end up in proxies' logs
+  and the browser's history: give the page a short-lived token (``wedding-engine token --ttl
+  900``); this worker writes no access log. The stream ends when the token expires or is
+  revoked (checked every :data:`RECHECK_S` seconds).
+- Filters: ``metric`` and ``venue``, comma-separated (``report_status`` as a metric selects
+  report status changes).
+- Resume: ``Last-Event-ID`` (header, as ``EventSource`` sends it, or the ``last_event_id``
+  query parameter) replays exactly the messages after that event, then goes on live.
+- Slow clients are dropped (:mod:`stream_app.web.updates_hub`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from stream_app.app import app, settings
+from stream_app.db.pool import get_pool
+from stream_app.db.report_scope import report_venues
+from stream_app.topics import REALTIME_METRICS_UPDATES
+from stream_app.web import revocation
+from stream_app.web.auth import Principal, authenticate
+from stream_app.web.permissions import Permission
+from stream_app.web.updates_filter import UpdateFilter, Verdict, parse_filter
+from stream_app.web.updates_hub import END, UpdatesHub, decode_position, encode_position
+from stream_app.web.views import page
+
+KEEPALIVE_S = 15.0
+RECHECK_S = 30.0
+"""How often an open stream re-checks its token's expiry and revocation, seconds."""
+RETRY_MS = 3000
+"""The reconnection delay a client is told (``retry:``), milliseconds."""
+_KIND = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+
+hub = UpdatesHub(
+    settings.kafka_bootstrap,
+    REALTIME_METRICS_UPDATES,
+    queue_size=settings.updates_queue,
+    max_streams_per_org=settings.updates_max_clients,
+)
+
+
+async def _stop_hub(_: web.Application) -> None:
+    await hub.stop()
+
+
+app.web.web_app.on_shutdown.append(_stop_hub)  # type: ignore[attr-defined]
+
+
+def sse_event(event_id: str, kind: str, data: bytes) -> bytes:
+    """One Server-Sent Event (WHATWG HTML, "Server-sent events"): ``data`` must be one line
+    of JSON (it is re-encoded if it holds a line break)."""
+    if b"\n" in data or b"\r" in data:
+        data = orjson.dumps(orjson.loads(data))
+    name = kind if _KIND.match(kind) else "message"
+    return b"id: %s\nevent: %s\ndata: %s\n\n" % (event_id.encode(), name.encode(), data)
+
+
+class _ReportScope:
+    """Whether report ids are within a venue-scoped token's venues (looked up once each)."""
+
+    def __init__(self, principal: Principal) -> None:
+        self.principal = principal
+        self.known: dict[str, bool] = {}
+
+    async def admits(self, report_id: object) -> bool:
+        if not isinstance(report_id, str) or self.principal.venues is None:
+            return False
+        if report_id not in self.known:
+            pool = await get_pool(settings.postgres_dsn)
+            async with pool.acquire() as conn:
+                venues = await report_venues(conn, self.principal.organization_id, report_id)
+            self.known[report_id] = venues is not None and set(venues) <= self.principal.venues
+        return self.known[report_id]
+
+
+async def _admits(filt: UpdateFilter, scope: _ReportScope, key: bytes, doc: dict[str, Any]) -> bool:
+    verdict = filt.verdict(key, doc)
+    if verdict is Verdict.CHECK_REPORT:
+        return await scope.admits(doc.get("report_id"))
+    return verdict is Verdict.SHOW
+
+
+async def _still_valid(principal: Principal) -> bool:
+    if principal.expires_at is not None and principal.expires_at <= datetime.now(UTC):
+        return False
+    return not await revocation.is_revoked(principal)
+
+
+@page(
+    "/orgs/{org}/updates",
+    permission=Permission.TABLES_READ,
+    venue_aware=True,
+    streaming=True,
+)
+async def updates(self: Any, request: web.Request, org: str) -> web.StreamResponse:
+    """The organisation's live updates as Server-Sent Events (see the module docstring)."""
+    principal = authenticate(request, settings.jwt_secret, org)
+    filt = parse_filter(principal, request.query.get("metric"), request.query.get("venue"))
+    last = request.headers.get("Last-Event-ID") or request.query.get("last_event_id")
+    resume = None
+    if last:
+        field = "Last-Event-ID" if "Last-Event-ID" in request.headers else "last_event_id"
+        resume = decode_position(last, field)
+    resp = web.StreamResponse(
+        headers={
+            "Content-Type": "text/event-stream",
+            "Cache-Control": "no-store",
+            "X-Accel-Buffering": "no",
+        }
+    )
+
+    def close() -> None:  # at once, unsent bytes discarded (close() would wait for them)
+        if request.transport is not None:
+            request.transport.abort()
+
+    sub, joined = await hub.subscribe(filt, resume, close)
+    scope = _ReportScope(principal)
+    try:
+        await resp.prepare(request)
+        ready_id = encode_position({**joined, **(resume or {})} if resume else joined)
+        await resp.write(
+            b"retry: %d\nid: %s\nevent: ready\ndata: %s\n\n"
+            % (RETRY_MS, ready_id.encode(), orjson.dumps({"id": ready_id}))
+        )
+        if resume:
+            async for event_id, key, raw, doc, _, _ in hub.replay(resume, joined):
+                if sub.dropped:
+                    return resp
+                if await _admits(filt, scope, key, doc):
+                    await resp.write(sse_event(event_id, str(doc.get("kind")), raw))
+        loop = asyncio.get_running_loop()
+        recheck_at = loop.time() + RECHECK_S
+        while True:
+            try:
+                item = await asyncio.wait_for(sub.queue.get(), KEEPALIVE_S)
+            except TimeoutError:
+                if sub.dropped:
+                    break
+                await resp.write(b": keep-alive\n\n")
+            else:
+                if item is END:  # the worker is stopping
+                    break
+                event_id, kind, raw, doc = item
+                if await _admits(filt, scope, (org + "/").encode(), doc):
+                    await resp.write(sse_event(event_id, kind, raw))
+            if loop.time() >= recheck_at:
+                if not await _still_valid(principal):
+                    break
+                recheck_at = loop.time() + RECHECK_S
+    except ConnectionError:  # the client left, or was dropped
+        pass
+    finally:
+        hub.unsubscribe(sub)
+    return resp

@@ -1,0 +1,351 @@
+"""``GET /orgs/{org}/updates`` against a real worker and a real ``realtime-metrics-updates``.
+
+Messages are produced to the topic in its wire schema (:mod:`stream_app.schemas.updates`), each
+with a marker (``new.bookings``), so what every stream must show is known before it is read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import asyncpg
+import orjson
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from stream_app.db.tenancy import Organization, Venue, upsert_organization, upsert_venue
+from stream_app.devservices.workers import WorkerProcess
+from stream_app.settings import Settings
+from stream_app.topics import REALTIME_METRICS_UPDATES
+from stream_app.web.auth import issue_token
+from tests.conftest import WorkerFactory
+
+A, B, SLOW = "upd-a", "upd-b", "upd-slow"
+Event = tuple[str, str, dict[str, Any]]
+"""(id, event name, decoded data)."""
+
+
+def token(
+    settings: Settings, org: str, venues: list[str] | None = None, role: str = "viewer"
+) -> str:
+    return issue_token(
+        settings.jwt_secret,
+        user_id="dash",
+        organization_id=org,
+        ttl_seconds=600,
+        role=role,
+        venues=venues,
+    )
+
+
+def metric_update(org: str, venue: str, marker: int, **extra: Any) -> dict[str, Any]:
+    """A ``metric_update`` as the bookings agent publishes it; ``marker`` is ``new.bookings``."""
+    values = {"bookings": marker, "cancellations": 0, "revenue_minor": {"EUR": marker * 100}}
+    return {
+        "kind": "metric_update",
+        "metric": "venue_bookings",
+        "organization_id": org,
+        "key": venue,
+        "window": {"grain": "month", "period": "2016-07"},
+        "old": {"bookings": 0, "cancellations": 0, "revenue_minor": {}},
+        "new": values,
+        "event_time": "2016-07-01T10:00:00+00:00",
+        "published_at": "2026-12-05T10:00:00+00:00",
+        "events": 1,
+        **extra,
+    }
+
+
+@pytest.fixture(scope="module")
+async def orgs(settings: Settings) -> None:
+    conn = await asyncpg.connect(settings.postgres_dsn)
+    try:
+        for org in (A, B, SLOW):
+            await upsert_organization(conn, Organization(org, org, "Europe/Lisbon", "EUR"))
+            for v in ("v1", "v2", "v3", "v4"):
+                await upsert_venue(conn, org, Venue(v, v, 10))
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+async def producer(settings: Settings) -> AsyncIterator[AIOKafkaProducer]:
+    p = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=5)
+    await p.start()
+    yield p
+    await p.stop()
+
+
+async def produce(p: AIOKafkaProducer, docs: list[dict[str, Any]]) -> None:
+    """Send ``docs`` keyed ``<organization_id>/<entity>`` (or ``_key``'s organisation)."""
+    for doc in docs:
+        entity = doc.get("key") or doc.get("report_id")
+        if "_key" in doc:
+            doc = dict(doc)
+            await p.send(REALTIME_METRICS_UPDATES, orjson.dumps(doc), key=doc.pop("_key").encode())
+            continue
+        await p.send(
+            REALTIME_METRICS_UPDATES,
+            orjson.dumps(doc),
+            key=f"{doc['organization_id']}/{entity}".encode(),
+        )
+    await p.flush()
+
+
+class Stream:
+    """An open event stream read line by line (the SSE wire format, parsed by hand)."""
+
+    def __init__(self, resp: aiohttp.ClientResponse) -> None:
+        self.resp = resp
+
+    async def next(self, wait_s: float = 10.0) -> Event:
+        fields: dict[str, str] = {}
+        while True:
+            line = await asyncio.wait_for(self.resp.content.readline(), wait_s)
+            if not line:
+                raise EOFError("stream closed")
+            text = line.decode().rstrip("\n")
+            if text.startswith(":"):
+                continue
+            if text == "":
+                if "data" in fields:
+                    return (
+                        fields.get("id", ""),
+                        fields.get("event", "message"),
+                        orjson.loads(fields["data"]),
+                    )
+                continue
+            name, _, value = text.partition(": ")
+            fields[name] = value
+
+    async def drain(self, idle_s: float = 2.5) -> list[Event]:
+        """Every event until ``idle_s`` seconds pass without one."""
+        out: list[Event] = []
+        while True:
+            try:
+                out.append(await self.next(idle_s))
+            except TimeoutError:
+                return out
+
+
+async def open_stream(
+    s: aiohttp.ClientSession,
+    org: str,
+    tok: str,
+    *,
+    query: dict[str, str] | None = None,
+    header: bool = True,
+    last_id: str | None = None,
+) -> Stream:
+    headers = {"Authorization": f"Bearer {tok}"} if header else {}
+    params = dict(query or {})
+    if not header:
+        params["access_token"] = tok
+    if last_id is not None:
+        headers["Last-Event-ID"] = last_id
+    resp = await s.get(f"/orgs/{org}/updates", headers=headers, params=params)
+    assert resp.status == 200, await resp.text()
+    assert resp.headers["Content-Type"].startswith("text/event-stream")
+    stream = Stream(resp)
+    _, name, _ = await stream.next(30)
+    assert name == "ready"
+    return stream
+
+
+def markers(events: list[Event]) -> list[int]:
+    return sorted(int(d["new"]["bookings"]) for _, n, d in events if n == "metric_update")
+
+
+async def test_tenants_scopes_and_filters(
+    main_worker: WorkerProcess, settings: Settings, orgs: None, producer: AIOKafkaProducer
+) -> None:
+    timeout = aiohttp.ClientTimeout(total=None, sock_read=None)
+    async with aiohttp.ClientSession(main_worker.url, timeout=timeout) as s:
+        # refusals first: no token, another tenant's token, a venue outside the scope, bad input
+        async with s.get(f"/orgs/{A}/updates") as r:
+            assert (r.status, (await r.json())["error"]["field"]) == (401, "Authorization")
+        async with s.get(f"/orgs/{A}/updates", params={"access_token": token(settings, B)}) as r:
+            assert (r.status, (await r.json())["error"]["field"]) == (403, "organization_id")
+        scoped = token(settings, A, venues=["v1"])
+        async with s.get(f"/orgs/{A}/updates", params={"access_token": scoped, "venue": "v2"}) as r:
+            assert (r.status, (await r.json())["error"]["field"]) == (403, "venue")
+        async with s.get(
+            f"/orgs/{A}/updates", params={"access_token": scoped, "metric": "Bad-Name"}
+        ) as r:
+            assert (r.status, (await r.json())["error"]["field"]) == (400, "metric")
+        async with s.get(
+            f"/orgs/{A}/updates",
+            params={"access_token": scoped},
+            headers={"Last-Event-ID": "zz"},
+        ) as r:
+            assert (r.status, (await r.json())["error"]["field"]) == (400, "Last-Event-ID")
+
+        a_all = await open_stream(s, A, token(settings, A))
+        b_all = await open_stream(s, B, token(settings, B), header=False)  # EventSource's way
+        a_scoped = await open_stream(s, A, scoped, header=False)
+        v2_rows = {"venue": "v2", "metric": "venue_bookings"}
+        a_v2 = await open_stream(s, A, token(settings, A), query=v2_rows)
+        a_reports = await open_stream(s, A, token(settings, A), query={"metric": "report_status"})
+        generic = {
+            "kind": "generic_metric_update",
+            "metric": "booking_payments",
+            "organization_id": A,
+            "key": "b1",
+            "window": {"grain": "all", "period": "all"},
+            "old": {},
+            "new": {"paid_minor": {"EUR": 500}},
+            "event_time": "2016-07-01T10:00:00+00:00",
+            "published_at": "2026-12-05T10:00:00+00:00",
+            "events": 1,
+        }
+        report = {
+            "kind": "report_status",
+            "report_id": "upd-r1",
+            "organization_id": A,
+            "report_type": "monthly_booking_summary",
+            "status": "completed",
+            "at": "2026-12-05T10:00:00+00:00",
+        }
+        await produce(
+            producer,
+            [
+                metric_update(A, "v1", 1, final=True),  # a field this worker does not know
+                metric_update(A, "v2", 2),
+                metric_update(B, "v1", 3),
+                metric_update(B, "v2", 4),
+                generic,
+                report,
+                # a body of tenant A under B's key, and one of B under A's: shown to nobody
+                {**metric_update(A, "v1", 5), "_key": f"{B}/v1"},
+                {**metric_update(B, "v1", 6), "_key": f"{A}/v1"},
+            ],
+        )
+        got_a = await a_all.drain()
+        assert markers(got_a) == [1, 2]
+        assert next(d for _, n, d in got_a if n == "metric_update" and d["key"] == "v1")["final"]
+        assert sorted(n for _, n, _ in got_a) == sorted(
+            ["metric_update", "metric_update", "generic_metric_update", "report_status"]
+        )
+        got_b = await b_all.drain(0.5)
+        assert markers(got_b) == [3, 4] and len(got_b) == 2  # never one of A's
+        got_scoped = await a_scoped.drain(0.5)
+        # v1 only; no booking-keyed row, no report not limited to v1
+        assert markers(got_scoped) == [1] and len(got_scoped) == 1
+        got_v2 = await a_v2.drain(0.5)
+        assert markers(got_v2) == [2] and len(got_v2) == 1
+        got_reports = await a_reports.drain(0.5)
+        assert [(n, d["report_id"]) for _, n, d in got_reports] == [("report_status", "upd-r1")]
+        for st in (a_all, b_all, a_scoped, a_v2, a_reports):
+            st.resp.close()
+
+
+async def test_last_event_id_resumes_with_exactly_the_missed_updates(
+    main_worker: WorkerProcess, settings: Settings, orgs: None, producer: AIOKafkaProducer
+) -> None:
+    timeout = aiohttp.ClientTimeout(total=None, sock_read=None)
+    tok = token(settings, A)
+    venues = ["v1", "v2", "v3", "v4"]  # spread over partitions
+    async with aiohttp.ClientSession(main_worker.url, timeout=timeout) as s:
+        first = await open_stream(s, A, tok)
+        await produce(producer, [metric_update(A, venues[i % 4], 100 + i) for i in range(6)])
+        seen = [await first.next() for _ in range(6)]
+        assert markers(seen) == list(range(100, 106))
+        last_id = seen[-1][0]
+        first.resp.close()
+        # missed while away, with another tenant's traffic in between
+        await produce(
+            producer,
+            [metric_update(A, venues[i % 4], 200 + i) for i in range(8)]
+            + [metric_update(B, "v1", 900)],
+        )
+        await asyncio.sleep(1.0)
+        again = await open_stream(s, A, tok, last_id=last_id)
+        replayed = [await again.next() for _ in range(8)]
+        assert markers(replayed) == list(range(200, 208))
+        # then live, with nothing twice
+        await produce(producer, [metric_update(A, "v3", 300)])
+        rest = await again.drain()
+        assert markers(rest) == [300]
+        again.resp.close()
+
+
+async def _dropped_total(s: aiohttp.ClientSession) -> float:
+    async with s.get("/metrics") as r:
+        for line in (await r.text()).splitlines():
+            if line.startswith("wedding_updates_dropped_total "):
+                return float(line.split()[1])
+    return 0.0
+
+
+async def test_a_slow_client_is_dropped_and_a_fast_one_is_not(
+    main_worker: WorkerProcess, settings: Settings, orgs: None, producer: AIOKafkaProducer
+) -> None:
+    total = 30_000  # ~20 MB of events: more than the socket buffers and the 1000-event queue
+    tok = token(settings, SLOW)
+    host, port = main_worker.url.removeprefix("http://").split(":")
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, (host, int(port)))
+    reader, writer = await asyncio.open_connection(sock=sock, limit=2**20)
+    writer.write(
+        f"GET /orgs/{SLOW}/updates HTTP/1.1\r\nHost: {host}\r\n"
+        f"Authorization: Bearer {tok}\r\n\r\n".encode()
+    )
+    head = await asyncio.wait_for(reader.readuntil(b"event: ready"), 30)
+    assert head.startswith(b"HTTP/1.1 200")
+    timeout = aiohttp.ClientTimeout(total=None, sock_read=None)
+    async with aiohttp.ClientSession(main_worker.url, timeout=timeout) as s:
+        before = await _dropped_total(s)
+        fast = await open_stream(s, SLOW, tok)
+
+        async def read_all() -> int:
+            n = 0
+            while n < total:
+                _, name, _ = await fast.next(60)
+                n += name == "metric_update"
+            return n
+
+        reading = asyncio.create_task(read_all())
+        # the slow client reads nothing while the updates are produced (~5,000 a second)
+        for start in range(0, total, 500):
+            await produce(
+                producer, [metric_update(SLOW, "v1", i) for i in range(start, start + 500)]
+            )
+            await asyncio.sleep(0.1)
+        assert await asyncio.wait_for(reading, 120) == total
+        assert await _dropped_total(s) == before + 1
+        fast.resp.close()
+    # the slow connection was closed by the worker: reading it ends before all the events
+    received = 0
+    while True:
+        chunk = await asyncio.wait_for(reader.read(1 << 16), 30)
+        if not chunk:
+            break
+        received += chunk.count(b"event: metric_update")
+    assert received < total
+    writer.close()
+
+
+async def test_a_stopping_worker_ends_its_streams_cleanly_and_soon(
+    worker_factory: WorkerFactory, settings: Settings
+) -> None:
+    """A SIGTERM ends the open streams at once (the client sees a clean end and reconnects
+    elsewhere): the worker does not wait for them (a keep-alive period was 15 s)."""
+    worker = worker_factory.start("updates-stop", "one", WEDDING_SCHEDULING="0")
+    await worker.wait_ready(timeout_s=120, min_partitions=4)
+    timeout = aiohttp.ClientTimeout(total=None, sock_read=None)
+    async with aiohttp.ClientSession(worker.url, timeout=timeout) as s:
+        stream = await open_stream(s, A, token(settings, A))
+        started = time.monotonic()
+        code = await asyncio.to_thread(worker.stop, 60)
+        took = time.monotonic() - started
+        rest = await asyncio.wait_for(stream.resp.content.read(), 10)  # a clean end of body
+    assert code == 0
+    assert took < 8, took
+    assert rest == b""
