@@ -59,6 +59,7 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
 
 from loadtests.bench_million import (
     events,
@@ -70,7 +71,7 @@ from loadtests.bench_replay import bare_consume
 from loadtests.committed import CommitWatcher
 from stream_app.db.migrate import migrate
 from stream_app.devservices import manager
-from stream_app.devservices.common import free_ports, log_tail
+from stream_app.devservices.common import ServiceError, free_ports, log_tail
 from stream_app.settings import Settings
 from stream_app.topics import WEDDING_BOOKINGS, ensure_topics
 
@@ -142,8 +143,9 @@ async def until_committed_or_exit(
 
 
 async def stop_child(proc: asyncio.subprocess.Process) -> bytes:
-    """SIGTERM ``proc`` and return its stdout (SIGKILL after 120 s)."""
-    proc.send_signal(signal.SIGTERM)
+    """SIGTERM ``proc`` (if still running) and return its stdout (SIGKILL after 120 s)."""
+    if proc.returncode is None:
+        proc.send_signal(signal.SIGTERM)
     try:
         out, _ = await asyncio.wait_for(proc.communicate(), timeout=120)
     except TimeoutError:
@@ -226,7 +228,7 @@ async def run_faust(
             "loadtests.peer_faust",
             "worker",
             "--loglevel",
-            "warning",
+            "warn",
             env=env,
             stdout=err,
             stderr=err,
@@ -238,8 +240,13 @@ async def run_faust(
     first = float(first_file.read_text())
     got = await last_values(bootstrap, f"{app_id}-peer-amounts-changelog")
     want = expected_amounts(messages)
-    if got != want:
-        raise AssertionError(f"faust: amounts per key differ ({len(got)} keys, {len(want)} want)")
+    wrong = sorted(k for k in want.keys() | got.keys() if got.get(k) != want.get(k))
+    if wrong:
+        k = wrong[0]
+        raise AssertionError(
+            f"faust: {len(wrong)} of {len(want)} keys' amounts differ, e.g. {k!r}: "
+            f"changelog {got.get(k)}, produced {want.get(k)}"
+        )
     return Result(
         "faust-streaming agent, 1-day window table + counter (at-least-once)",
         end - first,
@@ -250,7 +257,8 @@ async def run_faust(
 
 
 async def last_values(bootstrap: str, topic: str) -> dict[str, int]:
-    """The last JSON value per (UTF-8) key of ``topic``, read from the start to its end."""
+    """The last value per key of ``topic`` (faust's changelog: JSON key and value), read from
+    the start to its end."""
     consumer = AIOKafkaConsumer(
         topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
     )
@@ -269,7 +277,7 @@ async def last_values(bootstrap: str, topic: str) -> dict[str, int]:
             for records in batch.values():
                 for rec in records:
                     if rec.key is not None and rec.value is not None:
-                        out[rec.key.decode()] = int(orjson.loads(rec.value))
+                        out[str(orjson.loads(rec.key))] = int(orjson.loads(rec.value))
         return out
     finally:
         await consumer.stop()
@@ -315,6 +323,33 @@ def print_table(results: list[Result]) -> None:
         print(f"ours / Quix Streams: {ours.rate / quix.rate:.2f}x (target >= 2x)")
 
 
+async def fold_with(
+    system: str,
+    s: Settings,
+    state: Path,
+    watcher: CommitWatcher,
+    messages: list[tuple[bytes, bytes]],
+    bookings: Counter[str],
+) -> Result:
+    """Fold the topic with ``system`` (one of :data:`SYSTEMS`) and return its result."""
+    if system == "bare":
+        secs = await bare_consume(s.kafka_bootstrap, WEDDING_BOOKINGS, len(messages))
+        return Result("bare aiokafka consume loop (ceiling)", secs, len(messages))
+    if system == "quix":
+        return await run_quix(s.kafka_bootstrap, watcher, state, messages)
+    if system == "ours":
+        return await run_ours(s, state, watcher, bookings)
+    if system == "faust":
+        return await run_faust(s.kafka_bootstrap, watcher, state, messages)
+    raise ValueError(f"unknown system {system!r}")
+
+
+async def end_offsets_total(bootstrap: str) -> int:
+    """Messages in ``wedding-bookings`` (sum of its end offsets)."""
+    async with CommitWatcher(bootstrap, WEDDING_BOOKINGS) as watcher:
+        return await watcher.end_total()
+
+
 async def run(n: int, partitions: int, systems: list[str], state: Path) -> None:
     """Produce the topic, fold it with each of ``systems`` in turn, print the table."""
     services = manager.up(state)
@@ -334,21 +369,30 @@ async def run(n: int, partitions: int, systems: list[str], state: Path) -> None:
             f"produce: {len(messages):,} events in {produce_s:.1f} s to {WEDDING_BOOKINGS} "
             f"({partitions} partitions)"
         )
+        if await end_offsets_total(s.kafka_bootstrap) != len(messages):
+            raise AssertionError(f"{WEDDING_BOOKINGS} does not hold exactly the produced events")
         results: list[Result] = []
+        failed: list[str] = []
         async with CommitWatcher(s.kafka_bootstrap, WEDDING_BOOKINGS) as watcher:
             for system in systems:
-                if system == "bare":
-                    secs = await bare_consume(s.kafka_bootstrap, WEDDING_BOOKINGS, len(messages))
-                    bare = Result("bare aiokafka consume loop (ceiling)", secs, len(messages))
-                    results.append(bare)
-                elif system == "quix":
-                    results.append(await run_quix(s.kafka_bootstrap, watcher, state, messages))
-                elif system == "ours":
-                    results.append(await run_ours(s, state, watcher, bookings))
-                elif system == "faust":
-                    results.append(await run_faust(s.kafka_bootstrap, watcher, state, messages))
+                try:
+                    results.append(await fold_with(system, s, state, watcher, messages, bookings))
+                except (
+                    AssertionError,
+                    RuntimeError,
+                    TimeoutError,
+                    OSError,
+                    ServiceError,
+                    KafkaError,
+                ) as e:
+                    # the other systems still run: one failure does not lose their figures
+                    failed.append(system)
+                    print(f"FAILED: {system}: {e}", flush=True)
+                    continue
                 print(f"done: {results[-1].system}: {results[-1].rate:,.0f} events/s", flush=True)
         print_table(results)
+        if failed:
+            raise SystemExit(f"failed: {', '.join(failed)}")
     finally:
         manager.down(state)
 

@@ -17,6 +17,9 @@ from types import TracebackType
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
+from aiokafka.structs import OffsetAndMetadata
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay, wait_exponential
 
 
 class CommitWatcher:
@@ -64,8 +67,22 @@ class CommitWatcher:
         return sum(ends[tp] for tp in self._tps)
 
     async def committed_total(self, group_id: str) -> int:
-        """Sum over partitions of ``group_id``'s committed offsets (0 where none)."""
-        found = await self._admin.list_consumer_group_offsets(group_id, partitions=self._tps)
+        """Sum over partitions of ``group_id``'s committed offsets (0 where none).
+
+        Retriable broker errors are retried for up to 30 s, then raised (``KafkaError``).
+        """
+        retrying = AsyncRetrying(  # a fresh broker answers "coordinator not available" a while
+            stop=stop_after_delay(30),
+            wait=wait_exponential(multiplier=0.1, max=1),
+            retry=retry_if_exception(lambda e: isinstance(e, KafkaError) and e.retriable),
+            reraise=True,
+        )
+        found: dict[TopicPartition, OffsetAndMetadata] = {}
+        async for attempt in retrying:
+            with attempt:
+                found = await self._admin.list_consumer_group_offsets(
+                    group_id, partitions=self._tps
+                )
         total = 0
         for tp in self._tps:
             meta = found.get(tp)

@@ -10,11 +10,11 @@ Run as its own process by :mod:`loadtests.bench_peer`::
 
     PEER_BOOTSTRAP=HOST:PORT PEER_APP_ID=ID PEER_DATADIR=DIR PEER_WEB_PORT=PORT \
     PEER_FIRST_FILE=FILE PEER_PARTITIONS=4 PEER_TOPIC=wedding-bookings \
-        python -m loadtests.peer_faust worker --loglevel warning
+        python -m loadtests.peer_faust worker --loglevel warn
 
 At the first event it writes ``time.monotonic()`` to ``PEER_FIRST_FILE`` (the parent times
 the fold from there). The counter table's changelog is ``<PEER_APP_ID>-peer-amounts-changelog``
-(JSON integers keyed by the message key), which the parent reads to check the sums.
+(JSON integers under the JSON-encoded message key), which the parent reads to check the sums.
 """
 
 from __future__ import annotations
