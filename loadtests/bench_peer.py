@@ -142,16 +142,15 @@ async def until_committed_or_exit(
     raise RuntimeError(f"{group} exited with {proc.returncode}\n{log_tail(log)}")
 
 
-async def stop_child(proc: asyncio.subprocess.Process) -> bytes:
-    """SIGTERM ``proc`` (if still running) and return its stdout (SIGKILL after 120 s)."""
+async def stop_child(proc: asyncio.subprocess.Process) -> None:
+    """SIGTERM ``proc`` (if still running) and wait for it (SIGKILL after 120 s)."""
     if proc.returncode is None:
         proc.send_signal(signal.SIGTERM)
     try:
-        out, _ = await asyncio.wait_for(proc.communicate(), timeout=120)
+        await asyncio.wait_for(proc.wait(), timeout=120)
     except TimeoutError:
         proc.kill()
-        out, _ = await proc.communicate()
-    return out
+        await proc.wait()
 
 
 async def run_quix(
@@ -160,6 +159,7 @@ async def run_quix(
     """Fold the topic with Quix Streams in a child process (:mod:`loadtests.peer_quix`)."""
     group = "bench-peer-quix"
     log = state / "quix.log"
+    result_file = state / "quix-result.json"
     spawned = time.monotonic()
     with log.open("wb") as err:
         proc = await asyncio.create_subprocess_exec(
@@ -176,14 +176,18 @@ async def run_quix(
             str(state / "quix-state"),
             "--events",
             str(len(messages)),
-            stdout=asyncio.subprocess.PIPE,
+            "--result",
+            str(result_file),
+            stdout=err,
             stderr=err,
         )
     try:
         end = await until_committed_or_exit(watcher, group, proc, log)
     finally:
-        out = await stop_child(proc)
-    got: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
+        await stop_child(proc)
+    if proc.returncode != 0 or not result_file.exists():
+        raise RuntimeError(f"quix exited with {proc.returncode}\n{log_tail(log)}")
+    got: dict[str, Any] = json.loads(result_file.read_bytes())
     first: float = got["first_processed"]
     windows: dict[str, list[int]] = got["windows"]
     want = expected_windows(messages)

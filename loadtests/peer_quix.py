@@ -4,7 +4,7 @@ Run as its own process by :mod:`loadtests.bench_peer` (so that nothing else shar
 interpreter)::
 
     python -m loadtests.peer_quix --bootstrap HOST:PORT --topic T --group G --state-dir DIR \
-        --events N
+        --events N --result FILE
 
 Idiomatic Quix Streams 3.x: a ``StreamingDataFrame`` over the booking topic (JSON values,
 event time = the event's ``occurred_at``), ``.tumbling_window(timedelta(days=1))`` with
@@ -15,15 +15,16 @@ which for time-ordered events never happens to the last day). The application ru
 ``processing_guarantee="exactly-once"`` and its default commit interval (5 s) until the
 parent sends SIGTERM (Quix then commits its last checkpoint and returns from ``run``).
 
-It prints one JSON line on stdout when it stops::
+When it stops it writes one JSON document to ``FILE``::
 
     {"first_processed": <time.monotonic() of the first message processed>,
      "last_processed": <time.monotonic() when the N-th message was processed, or null>,
      "processed": <messages processed>,
      "windows": {"<key>|<window start ms>": [count, amount_minor sum], ...}}
 
-``windows`` holds the last emitted value of every window row (the check against an
-independent count is the parent's). ``time.monotonic`` is system-wide on Linux, so the parent
+``windows`` holds the last emitted value of every window row, kept by an ``.update`` that
+stores each emitted row in a dict (one dict assignment per event, the only work beyond the
+window; the check against an independent count is the parent's). ``time.monotonic`` is system-wide on Linux, so the parent
 compares these times with its own.
 """
 
@@ -34,6 +35,7 @@ import json
 import logging
 import time
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from quixstreams import Application
@@ -85,17 +87,18 @@ def run(bootstrap: str, topic: str, group: str, state_dir: str, events: int) -> 
 
 
 def main() -> None:
-    """Parse the arguments, run the fold, print the JSON result line."""
+    """Parse the arguments, run the fold, write the JSON result."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bootstrap", required=True)
     parser.add_argument("--topic", required=True)
     parser.add_argument("--group", required=True)
     parser.add_argument("--state-dir", required=True)
     parser.add_argument("--events", type=int, required=True)
+    parser.add_argument("--result", type=Path, required=True)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     result = run(args.bootstrap, args.topic, args.group, args.state_dir, args.events)
-    print(json.dumps(result), flush=True)
+    args.result.write_text(json.dumps(result))
 
 
 if __name__ == "__main__":
