@@ -362,7 +362,9 @@ async def run(n: int, state: Path, worker_counts: list[int], restart: bool) -> N
                 f"restart ({len(runs[0].workers)} worker(s)): worker 0 SIGKILLed after the fold of "
                 f"{len(messages):,} events, restarted on its state folder: partitions assigned "
                 f"after {ready_s:.1f} s, exact bookings of all {len(ORGS)} organisations over "
-                f"HTTP after {exact_s:.1f} s (target < 10 s)"
+                f"HTTP after {exact_s:.1f} s (target < 10 s; a killed member stays in the group "
+                f"until its session times out: WEDDING_SESSION_TIMEOUT_S = "
+                f"{s.session_timeout_s:g} s)"
             )
     finally:
         for fold in runs:

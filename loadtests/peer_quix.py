@@ -24,8 +24,8 @@ When it stops it writes one JSON document to ``FILE``::
 
 ``windows`` holds the last emitted value of every window row, kept by an ``.update`` that
 stores each emitted row in a dict (one dict assignment per event, the only work beyond the
-window; the check against an independent count is the parent's). ``time.monotonic`` is system-wide on Linux, so the parent
-compares these times with its own.
+window; the check against an independent count is the parent's). ``time.monotonic`` is
+system-wide on Linux, so the parent compares these times with its own.
 """
 
 from __future__ import annotations
