@@ -4,9 +4,18 @@ sustained rate before consumer lag grows.
 For each rate, a producer sends booking events at that rate for ``--seconds`` seconds; each
 event has ``occurred_at`` = its produce time and its own venue-day row, so every
 ``realtime-metrics-updates`` message of grain ``day`` carries exactly one event. Latency =
-time the benchmark reads the update − the event's produce time (same clock). After the run,
-the consumer lag of the worker's group says whether the worker kept up (zero within 15 s of the
-last event; committed offsets trail the tables by up to one commit interval).
+time the benchmark reads the update − the event's produce time (same clock).
+
+A rate is **sustained** when the worker's lag did not grow during the run, judged two ways,
+both needed: the group's committed lag is zero within 15 s of the last event (committed
+offsets trail the tables by up to one commit interval, 2.8 s), and the latency did not grow
+from the start to the end of the run (the median latency of the updates of the last tenth of
+the events is at most twice that of the first tenth plus 50 ms; a worker slower than the
+rate queues events, and their latency grows with the queue).
+
+It prints one line per rate (updates read, p50, p99 and max latency in ms, kept up or fell
+behind and why), then ``highest sustained rate: R events/s`` (the highest rate of
+``--rates`` that was sustained) or that none was.
 
 Usage: ``python -m loadtests.bench_latency [--rates 250,500,1000,2000] [--seconds 15]``.
 Starts its own Kafka, PostgreSQL and one worker in a fresh state folder.
@@ -42,7 +51,30 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[max(0, min(len(ordered) - 1, round(q * len(ordered)) - 1))]
 
 
-async def run_rate(bootstrap: str, rate: int, seconds: float, tag: str) -> tuple[list[float], int]:
+def latency_growth(timed: list[tuple[float, float]]) -> tuple[float, float] | None:
+    """Median latency (ms) of the updates of the first and of the last tenth of the events, by
+    produce time, or ``None`` with fewer than 20 updates."""
+    if len(timed) < 20:
+        return None
+    ordered = [ms for _, ms in sorted(timed)]
+    tenth = len(ordered) // 10
+    return statistics.median(ordered[:tenth]), statistics.median(ordered[-tenth:])
+
+
+def rates_text(rates: list[int]) -> str:
+    """``[250, 1000]`` -> ``"250, 1,000"``."""
+    return ", ".join(f"{r:,}" for r in rates)
+
+
+async def run_rate(
+    bootstrap: str, rate: int, seconds: float, tag: str
+) -> tuple[list[tuple[float, float]], int]:
+    """Send ``rate`` events/s for ``seconds`` s and read their updates.
+
+    Returns:
+        ``(produce time of the event in epoch s, latency in ms)`` per day-grain update read,
+        and the worker group's committed lag left 15 s after the last event.
+    """
     org = f"lat-{tag}"
     consumer = AIOKafkaConsumer(
         REALTIME_METRICS_UPDATES,
@@ -55,7 +87,7 @@ async def run_rate(bootstrap: str, rate: int, seconds: float, tag: str) -> tuple
     await consumer.getmany(timeout_ms=2000)  # join and settle at the end of the topic
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks=1, linger_ms=0)
     await producer.start()
-    latencies: list[float] = []
+    latencies: list[tuple[float, float]] = []
     total = int(rate * seconds)
     done = asyncio.Event()
 
@@ -69,7 +101,7 @@ async def run_rate(bootstrap: str, rate: int, seconds: float, tag: str) -> tuple
                     if doc.get("organization_id") != org or doc["window"]["grain"] != "day":
                         continue
                     sent = datetime.fromisoformat(doc["event_time"]).timestamp()
-                    latencies.append((now - sent) * 1000)
+                    latencies.append((sent, (now - sent) * 1000))
             if done.is_set() and not batch:
                 break
 
@@ -127,20 +159,37 @@ async def main_async(rates: list[int], seconds: float, state: Path) -> None:
     )
     try:
         await worker.wait_ready(timeout_s=120, min_partitions=4)
+        sustained: list[int] = []
         for rate in rates:
-            lat, lag = await run_rate(
+            timed, lag = await run_rate(
                 services.kafka_bootstrap, rate, seconds, f"{rate}-{os.getpid()}"
             )
-            kept_up = "kept up" if lag == 0 else f"FELL BEHIND (lag {lag:,} 15 s after the end)"
+            lat = [ms for _, ms in timed]
+            growth = latency_growth(timed)
+            if lag != 0:
+                verdict = f"FELL BEHIND (lag {lag:,} 15 s after the end)"
+            elif growth is not None and growth[1] > 2 * growth[0] + 50:
+                verdict = (
+                    f"FELL BEHIND (latency grew: median {growth[0]:.0f} ms over the first "
+                    f"tenth, {growth[1]:.0f} ms over the last)"
+                )
+            else:
+                verdict = "kept up"
+                sustained.append(rate)
             if lat:
                 print(
                     f"{rate:>6,} events/s for {seconds:.0f} s: {len(lat):,} updates, "
                     f"p50 {statistics.median(lat):.0f} ms, p99 {percentile(lat, 0.99):.0f} ms, "
-                    f"max {max(lat):.0f} ms; {kept_up}"
+                    f"max {max(lat):.0f} ms; {verdict}",
+                    flush=True,
                 )
             else:
-                print(f"{rate:>6,} events/s: no updates read; {kept_up}")
+                print(f"{rate:>6,} events/s: no updates read; {verdict}", flush=True)
             await asyncio.sleep(2)
+        if sustained:
+            print(f"highest sustained rate: {max(sustained):,} events/s (of {rates_text(rates)})")
+        else:
+            print(f"highest sustained rate: none of {rates_text(rates)} events/s was sustained")
     finally:
         worker.stop()
         manager.down(state)
