@@ -3,11 +3,16 @@
 Importing this module creates ``app`` from the environment (see :mod:`stream_app.settings`);
 importing :mod:`stream_app.worker` also registers every agent, table and HTTP view on it.
 
-Processing guarantee: at-least-once delivery from Kafka, made exactly-once *in the tables* by
-idempotent updates: every agent records the ``event_id`` of each event it folds in a table
-co-partitioned with the totals, so a redelivered or replayed event is recognised and skipped.
-Kafka transactions (``exactly_once``) would hide every table change until the next commit
-(every 2.8 s by default) and so put a floor under the latency of live metrics.
+Processing guarantee: at-least-once delivery from Kafka, made exactly-once *in the tables*:
+each row keeps the input offset it has applied up to (tables are co-partitioned with their
+input, so a row is fed by one partition in offset order) and a re-sent event is recognised by
+its dedupe record (:mod:`stream_app.agents.batch`). Kafka transactions (``exactly_once``)
+would hide every table change until the next commit (every 2.8 s by default) and so put a
+floor under the latency of live metrics.
+
+The consumer is faust's, with batch delivery for the input topics
+(:mod:`stream_app.runtime.consumer`, transport ``weddingkafka``): a fold agent receives what
+one fetch returned for a partition as one item.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from typing import Any
 
 import faust
 
-from stream_app import fetching, offsets, producer_flush
+from stream_app import fetching, producer_flush
 from stream_app.settings import Settings, load_settings
 
 settings: Settings = load_settings()
@@ -41,6 +46,8 @@ def rocksdb_options(s: Settings) -> dict[str, Any]:
 app = faust.App(
     settings.app_id,
     broker=f"kafka://{settings.kafka_bootstrap}",
+    broker_consumer=f"weddingkafka://{settings.kafka_bootstrap}",
+    broker_max_poll_records=settings.batch_max_events,
     store="rocksdb://",
     datadir=str(settings.data_dir),
     topic_partitions=settings.topic_partitions,
@@ -70,10 +77,6 @@ app = faust.App(
 # (logging a warning each time) whenever it is full; a batch of our agent writes hundreds
 # of rows at once, so the buffer holds a few batches' worth.
 app.producer.buffer.max_messages = 10_000
-
-# faust commits runs of consecutive acks; drop repeated acks first and never commit past
-# messages faust skipped: see stream_app/offsets.py
-offsets.install()
 
 # faust lets the broker hold each fetch 1.5 s, which stalls busy partitions: see
 # stream_app/fetching.py

@@ -100,17 +100,11 @@ def _cmd_worker(args: argparse.Namespace) -> int:
 
     tabledir = Path(app.conf.tabledir)
     statedir.lock_state(tabledir)  # one worker per data folder, held until the process ends
-    statedir.open_state(tabledir)  # after a crash: rebuilt from the changelog
     from stream_app.gc_tuning import tune
 
     tune(s.gc_gen0_threshold)
     worker = Worker(app, loglevel=args.loglevel)
-    try:
-        worker.execute_from_commandline()
-    except SystemExit as exc:
-        if exc.code in (0, None) and worker.crash_reason is None:
-            statedir.mark_clean(tabledir)
-        raise
+    worker.execute_from_commandline()
     return 0
 
 

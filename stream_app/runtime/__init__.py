@@ -1,0 +1,1 @@
+"""Everything pinned to faust-streaming, mode and aiokafka internals."""
