@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+import logging
 import os
 import re
 import sys
@@ -104,6 +105,9 @@ def _cmd_worker(args: argparse.Namespace) -> int:
 
     tune(s.gc_gen0_threshold)
     worker = Worker(app, loglevel=args.loglevel)
+    # aiokafka logs at DEBUG per request and per produced batch; below INFO its records are
+    # built and dropped on the hot path (measured: ~4 % of the worker's main thread)
+    logging.getLogger("aiokafka").setLevel(max(logging.INFO, logging.getLogger().level))
     worker.execute_from_commandline()
     return 0
 

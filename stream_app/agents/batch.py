@@ -162,6 +162,9 @@ class BatchStream(Generic[E]):
             if isinstance(message, BatchMessage):
                 EVENTS_IN.labels(self.topic).inc(len(message.records))
                 await self.process(message)
+                # acknowledged here, once its rows are durable: faust's own acknowledgement
+                # of the event (when the stream moves on) does not reach a batch message
+                event.ack()
                 self.observe(message)
 
     async def _settled(self, message: BatchMessage) -> bool:
@@ -246,12 +249,11 @@ class BatchStream(Generic[E]):
         if now - last < SWEEP_EVERY_S:
             return []
         deletes: list[Row] = []
-        seen = 0
         next_cursor: str | None = None
-        for key, value in self.state.scan_from(partition, cursor or dedupe_key("")[:3]):
+        scan = self.state.scan_from(partition, cursor or dedupe_key("")[:3])
+        for seen, (key, value) in enumerate(scan, start=1):
             if not key.startswith("~e/"):
                 break
-            seen += 1
             if expired(value, newest, horizon_ms):
                 deletes.append((key, None))
             if seen >= SWEEP_MAX:

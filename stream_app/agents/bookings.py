@@ -89,8 +89,8 @@ async def late_copies(
     raw: Callable[[int], Any],
 ) -> None:
     """Copy each late event to ``late-events`` (its original key and value, byte for byte)
-    and await the acknowledgements. Headers: ``late.grains`` (comma-separated window grains it missed),
-    ``late.grace_s``, ``late.source.topic`` / ``.partition`` / ``.offset``."""
+    and await the acknowledgements. Headers: ``late.grains`` (comma-separated window grains
+    it missed), ``late.grace_s``, ``late.source.topic`` / ``.partition`` / ``.offset``."""
     client = producer_client(app)
     futs = []
     for index, grains in result.late.items():

