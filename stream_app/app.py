@@ -5,11 +5,16 @@ importing :mod:`stream_app.worker` also registers every agent, table and HTTP vi
 Neither patches faust: a worker process applies :func:`stream_app.runtime.install` when it
 starts (``wedding-engine worker``).
 
-Processing guarantee: at-least-once delivery from Kafka, made exactly-once *in the tables* by
-idempotent updates: every agent records the ``event_id`` of each event it folds in a table
-co-partitioned with the totals, so a redelivered or replayed event is recognised and skipped.
-Kafka transactions (``exactly_once``) would hide every table change until the next commit
-(every 2.8 s by default) and so put a floor under the latency of live metrics.
+Processing guarantee: at-least-once delivery from Kafka, made exactly-once *in the tables*:
+each row keeps the input offset it has applied up to (tables are co-partitioned with their
+input, so a row is fed by one partition in offset order) and a re-sent event is recognised by
+its dedupe record (:mod:`stream_app.agents.batch`). Kafka transactions (``exactly_once``)
+would hide every table change until the next commit (every 2.8 s by default) and so put a
+floor under the latency of live metrics.
+
+The consumer is faust's, with batch delivery for the input topics
+(:mod:`stream_app.runtime.consumer`, transport ``weddingkafka``): a fold agent receives what
+one fetch returned for a partition as one item.
 """
 
 from __future__ import annotations
@@ -42,6 +47,8 @@ def rocksdb_options(s: Settings) -> dict[str, Any]:
 app = faust.App(
     settings.app_id,
     broker=f"kafka://{settings.kafka_bootstrap}",
+    broker_consumer=f"weddingkafka://{settings.kafka_bootstrap}",
+    broker_max_poll_records=settings.batch_max_events,
     store="rocksdb://",
     datadir=str(settings.data_dir),
     topic_partitions=settings.topic_partitions,

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+import logging
 import os
 import re
 import sys
@@ -101,19 +102,13 @@ def _cmd_worker(args: argparse.Namespace) -> int:
 
     tabledir = Path(app.conf.tabledir)
     statedir.lock_state(tabledir)  # one worker per data folder, held until the process ends
-    statedir.open_state(tabledir)  # after a crash: rebuilt from the changelog
     from stream_app import runtime
     from stream_app.runtime.gc_tuning import tune
 
     runtime.install(s)  # faust/mode/aiokafka patches: before the worker starts, never at import
     tune(s.gc_gen0_threshold)  # last: freezes the heap built above
     worker = Worker(app, loglevel=args.loglevel)
-    try:
-        worker.execute_from_commandline()
-    except SystemExit as exc:
-        if exc.code in (0, None) and worker.crash_reason is None:
-            statedir.mark_clean(tabledir)
-        raise
+    worker.execute_from_commandline()
     return 0
 
 

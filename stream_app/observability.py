@@ -15,8 +15,22 @@ EVENTS_IN = Counter(
 EVENTS_OUTCOME = Counter(
     "wedding_events_outcome_total",
     "Events by outcome: counted, late (counted, but too late for an event-time window),"
-    " duplicate, dead_lettered.",
+    " duplicate (a re-send within the dedupe horizon), redelivered (the same message again,"
+    " already in every row), dead_lettered.",
     ["topic", "outcome"],
+    registry=REGISTRY,
+)
+EXPIRED_RESENDS = Counter(
+    "wedding_dedupe_expired_resends_total",
+    "Events re-sent (same event_id, a new offset) more than WEDDING_DEDUPE_HORIZON_S after"
+    " their first arrival: counted again (see stream_app.tables.dedupe).",
+    ["topic"],
+    registry=REGISTRY,
+)
+FINAL_WINDOWS = Counter(
+    "wedding_final_windows_total",
+    "Event-time windows closed by the watermark whose final value was published.",
+    ["topic", "grain"],
     registry=REGISTRY,
 )
 METRIC_UPDATES_PUBLISHED = Counter(
@@ -84,14 +98,7 @@ CONSUMER_LAG = Gauge(
 STREAM_REWINDS = Counter(
     "wedding_stream_rewinds_total",
     "Input partitions sought back to their committed offset because messages after it were"
-    " never delivered to the stream (see stream_app/offsets.py).",
-    ["topic"],
-    registry=REGISTRY,
-)
-SKIPPED_OFFSETS = Counter(
-    "wedding_stream_skipped_offsets_total",
-    "Input offsets faust's consumer jumped over while draining (its read position moved past"
-    " them); they are not committed until delivered (see stream_app/offsets.py).",
+    " never delivered to the stream (see stream_app/runtime/consumer.py).",
     ["topic"],
     registry=REGISTRY,
 )

@@ -252,6 +252,9 @@ class Settings:
         stream_wait_empty: whether faust waits, when partitions are revoked, until every
             event being processed is acknowledged, then flushes the changelog writes
             (``WEDDING_STREAM_WAIT_EMPTY``, 0).
+        dedupe_horizon_s: how long after an event's arrival (its Kafka timestamp) a re-send
+            of it (same ``event_id``, a new offset) is recognised and skipped, seconds; 30 days
+            by default (:mod:`stream_app.tables.dedupe`).
         grace_s: grace period of the event-time windows, seconds (event time): a window
             accepts events until its partition's watermark passes its end by this much
             (``WEDDING_GRACE_S``, default 3600).
@@ -385,6 +388,9 @@ class Settings:
         default_factory=lambda: _flag("WEDDING_STREAM_WAIT_EMPTY", False)
     )
     grace_s: float = field(default_factory=lambda: _float("WEDDING_GRACE_S", 3600, 0, 31 * 86_400))
+    dedupe_horizon_s: float = field(
+        default_factory=lambda: _float("WEDDING_DEDUPE_HORIZON_S", 30 * 86_400, 1, 3650 * 86_400)
+    )
     session_timeout_s: float = field(
         default_factory=lambda: _float("WEDDING_SESSION_TIMEOUT_S", 30, 1, 1800)
     )

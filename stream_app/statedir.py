@@ -1,22 +1,8 @@
-"""Local table state after a crash: rebuilt from the changelog, never trusted.
+"""The worker's data folder: one worker per folder.
 
-A worker writes a table row to RocksDB at once and its changelog record a moment later (the
-producer batches it). faust keeps, per changelog partition, the offset of the last record the
-broker acknowledged (the *persisted offset*) and on start replays only the changelog records
-after it. After a crash (SIGKILL, OOM kill, power loss) the local RocksDB can therefore hold
-writes whose changelog records never reached the broker. Those rows are newer than anything
-another worker could restore, and the events that made them are read again (their offsets
-were never committed: faust flushes the producer before it commits). Re-reading them finds
-their ids already in the local rows, so nothing is written again and the changelog stays
-without them: the next worker to own the partition restores the older rows while the
-committed offsets have moved past those events, and they are lost there.
-
-So the worker trusts its local state only after a clean stop. :func:`open_state` runs before
-the worker starts: when the marker file :data:`CLEAN_MARKER` written by :func:`mark_clean`
-after the previous run's graceful stop is missing, it deletes the table folder, and faust
-rebuilds every assigned partition from the changelog (the crashed run's lost writes are then
-redone from the uncommitted events, and this time they reach the changelog). Kafka Streams
-applies the same rule to its state directory after an unclean shutdown under exactly-once.
+Local table state survives a crash: rows reach RocksDB only after their changelog records are
+acknowledged, together with the changelog offset, in one write batch
+(:mod:`stream_app.runtime.state`), so after any stop faust replays only the changelog's tail.
 """
 
 from __future__ import annotations
@@ -24,49 +10,9 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
-import shutil
-from datetime import UTC, datetime
 from pathlib import Path
 
 log = logging.getLogger(__name__)
-
-CLEAN_MARKER = "CLEAN_SHUTDOWN"
-"""File in the table folder whose presence says the previous run stopped gracefully."""
-
-
-def open_state(tabledir: Path) -> bool:
-    """Prepare ``tabledir`` for a new run; True when it was deleted (previous run crashed).
-
-    A missing folder is a first start (nothing to delete). The marker is removed, so a crash
-    of this run leaves no marker behind.
-
-    Raises:
-        OSError: the folder cannot be read or deleted.
-    """
-    if not tabledir.exists():
-        return False
-    marker = tabledir / CLEAN_MARKER
-    if marker.exists():
-        marker.unlink()
-        return False
-    log.warning(
-        "%s: the previous run did not stop cleanly; local table state deleted, "
-        "it is rebuilt from the changelog",
-        tabledir,
-    )
-    shutil.rmtree(tabledir)
-    return True
-
-
-def mark_clean(tabledir: Path) -> None:
-    """Record that this run stopped gracefully (its changelog writes were flushed).
-
-    Raises:
-        OSError: the marker cannot be written.
-    """
-    tabledir.mkdir(parents=True, exist_ok=True)
-    (tabledir / CLEAN_MARKER).write_text(datetime.now(UTC).isoformat() + "\n")
-
 
 LOCK_FILE = "worker.lock"
 """File beside the table folder that a running worker holds an exclusive lock on."""
@@ -75,8 +21,8 @@ LOCK_FILE = "worker.lock"
 def lock_state(tabledir: Path) -> int:
     """Take the exclusive lock of ``tabledir``'s data folder for this process's lifetime.
 
-    Two workers on one folder would share RocksDB files, and the second would judge the
-    first's live state "not stopped cleanly" and delete it. The lock (``flock`` on
+    Two workers on one folder would share RocksDB files (RocksDB refuses a second opener of a
+    database, and the second worker would fail late and confusingly). The lock (``flock`` on
     :data:`LOCK_FILE` beside the table folder) is released by the kernel when the process
     ends, however it ends. Returns the lock's file descriptor (keep it open).
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from typing import Any
 
 from faust.types import EventT
 
@@ -66,3 +67,24 @@ async def send_to_dead_letter(event: EventT[bytes], *, field: str, reason: str) 
         ),
     )
     await fut
+
+
+def dead_letter_record(
+    record: Any, *, topic: str, partition: int, field: str, reason: str
+) -> tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]:
+    """``(key, value, headers)`` of the dead-letter copy of a raw Kafka record
+    (aiokafka ``ConsumerRecord``: ``key``, ``value``, ``headers``, ``offset``), its own
+    ``dlq.*`` headers replaced by the reason's (see the module docstring)."""
+    original = [
+        (str(k), v if isinstance(v, bytes) else str(v).encode())
+        for k, v in (record.headers or [])
+        if not str(k).startswith("dlq.")
+    ]
+    return (
+        record.key,
+        record.value,
+        original
+        + dead_letter_headers(
+            field=field, reason=reason, topic=topic, partition=partition, offset=record.offset
+        ),
+    )

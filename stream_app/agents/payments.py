@@ -2,14 +2,14 @@
 
 Per event: decode and validate (a bad event goes to the dead-letter topic and the agent goes
 on), check that the message key is ``organization_id/booking_id`` of the event, skip an
-``event_id`` already folded, update the rows (metrics, units and row keys in
+event re-sent within the dedupe horizon, update the rows (metrics, units and row keys in
 :mod:`stream_app.tables.payments`) and publish each changed row, coalesced per batch, as a
 ``GenericMetricUpdate`` (metric ``booking_payments``) on ``realtime-metrics-updates``.
 
 Batches, partitions and exactly once without transactions: as the bookings agent, through
-:class:`stream_app.agents.guarded.GuardedStream`; the dedupe record (event ids) lives in a
-guard row of the same changelog partition as the totals and is written after them (argument
-in :mod:`stream_app.tables.guarded`).
+:class:`stream_app.agents.guarded.GuardedStream` on the shared batch loop
+(:mod:`stream_app.agents.batch`); each row keeps the input offset it has applied up to
+(:mod:`stream_app.tables.guarded`).
 
 State: one RocksDB table, ``booking-payments``,
 changelogged and co-partitioned with ``payment-events``.

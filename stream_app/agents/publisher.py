@@ -17,9 +17,9 @@ from typing import Any, Generic, TypeVar
 
 import msgspec
 
-from stream_app.agents.bulk_send import Record, send_records
 from stream_app.observability import METRIC_UPDATES_FAILED, METRIC_UPDATES_PUBLISHED
 from stream_app.partitioning import partition_for
+from stream_app.runtime.bulk_send import Record, send_records
 from stream_app.schemas.base import encode_event
 from stream_app.schemas.updates import (
     GenericMetricUpdate,
@@ -47,6 +47,7 @@ class _Pending(Generic[V]):
     new: V
     event_time: datetime
     events: int
+    final: bool = False
 
 
 class _CoalescingPublisher(Generic[V]):
@@ -67,17 +68,19 @@ class _CoalescingPublisher(Generic[V]):
         new: V,
         event_time: datetime,
         events: int = 1,
+        final: bool = False,
     ) -> None:
         """Note that a row changed from ``old`` to ``new`` through ``events`` events, the
-        latest at ``event_time``."""
+        latest at ``event_time``; ``final``: ``new`` is the closed window's final value."""
         slot = (metric, organization_id, key, grain, period)
         pending = self._pending.get(slot)
         if pending is None:
-            self._pending[slot] = _Pending(old, new, event_time, events)
+            self._pending[slot] = _Pending(old, new, event_time, events, final)
         else:
             pending.new = new
             pending.event_time = max(pending.event_time, event_time)
             pending.events += events
+            pending.final = pending.final or final
 
     def _message(
         self,
@@ -110,13 +113,15 @@ class _CoalescingPublisher(Generic[V]):
         METRIC_UPDATES_PUBLISHED.inc(len(out))
         return out
 
-    async def publish(self, producer: Any, topic: str) -> int:
+    async def publish(self, producer: Any, topic: str, *, wait: bool = False) -> int:
         """Produce every pending change to ``topic`` without waiting for the acknowledgements.
 
-        ``producer`` is the worker's faust producer (``app.producer``). Messages are keyed
-        ``organization_id/key`` and placed by Kafka's default partitioner
+        ``producer`` is the worker's ``aiokafka.AIOKafkaProducer``
+        (:func:`stream_app.runtime.state.producer_client`); with ``wait`` the call returns
+        once the broker has acknowledged every message (and raises if one was not). Messages
+        are keyed ``organization_id/key`` and placed by Kafka's default partitioner
         (:func:`stream_app.partitioning.partition_for`), in aiokafka record batches
-        (:func:`stream_app.agents.bulk_send.send_records`); a send returns once the batches
+        (:func:`stream_app.runtime.bulk_send.send_records`); a send returns once the batches
         are queued, and a failed delivery is logged and counted in
         ``wedding_metric_updates_failed_total`` (per message). Updates carry absolute
         values, so a lost one is repaired by the next update of the same row.
@@ -127,14 +132,17 @@ class _CoalescingPublisher(Generic[V]):
         messages = self.drain()
         if not messages:
             return 0
-        client = producer._ensure_producer()
+        client = producer
         partitions = await client.partitions_for(topic)
         n = len(partitions)
         by_partition: dict[int, list[Record]] = {}
         for key, value in messages:
             by_partition.setdefault(partition_for(key, n), []).append((key, value))
-        for _, count, fut in await send_records(client, topic, by_partition):
+        sent = await send_records(client, topic, by_partition)
+        for _, count, fut in sent:
             fut.add_done_callback(functools.partial(_on_delivered, count=count))
+        if wait:
+            await asyncio.gather(*(fut for _, _, fut in sent))
         return len(messages)
 
 
@@ -161,6 +169,7 @@ class MetricPublisher(_CoalescingPublisher[MetricValues]):
             event_time=p.event_time.astimezone(UTC),
             published_at=now,
             events=p.events,
+            final=p.final,
         )
 
 

@@ -9,7 +9,7 @@ tombstones to the changelog (:func:`stream_app.tables.interactions.fold_batch`).
 :func:`wait_folded` knows the erasure is applied when the worker group's committed offset of
 the event's partition has passed the event: the interactions agent commits an offset only
 after the changelog holds every row its events changed
-(:mod:`stream_app.agents.table_writer`).
+(:mod:`stream_app.runtime.state`).
 """
 
 from __future__ import annotations

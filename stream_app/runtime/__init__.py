@@ -12,9 +12,6 @@ which every worker the demo, the tests and the benchmarks start runs); importing
 
 What :func:`install` changes, and why (each module's docstring has the measurements):
 
-- **offset commits** (:mod:`stream_app.offsets`, faust-streaming 0.15 ``Consumer._new_offset``
-  and ``Consumer._add_gap``): faust commits runs of consecutive acknowledgements; repeated
-  acks are dropped first and nothing is committed across offsets faust skipped.
 - **fetch wait** (:mod:`stream_app.runtime.fetching`, faust-streaming 0.15
   ``AIOKafkaConsumerThread._create_worker_consumer``, aiokafka 0.14
   ``AIOKafkaConsumer._fetch_max_wait_ms``): faust lets the broker hold each fetch 1.5 s,
@@ -28,12 +25,26 @@ What :func:`install` changes, and why (each module's docstring has the measureme
   records wait in the buffer than that; a fold batch writes hundreds of rows at once, so
   the buffer holds :data:`PRODUCER_BUFFER_MAX_MESSAGES`.
 
-Also here, used without :func:`install`: :mod:`stream_app.runtime.context` (table reads
-outside the current event, faust's ``streams._current_event``),
-:mod:`stream_app.runtime.introspect` (the consumer's offset bookkeeping for
-``GET /debug/consumer``), :mod:`stream_app.runtime.table_scan` (prefix scans of a table's
-RocksDB partitions) and :mod:`stream_app.runtime.gc_tuning` (the worker's garbage-collector
-settings, applied last before the worker starts: :func:`stream_app.runtime.gc_tuning.tune`).
+- **aiokafka's DEBUG records**: aiokafka logs at DEBUG per request and per produced batch;
+  its logger is kept at INFO or above so those records are not built on the hot path
+  (measured with py-spy: ~4 % of the worker's main thread).
+
+Also here, used without :func:`install` (selected by configuration or called by name):
+
+- :mod:`stream_app.runtime.consumer`: batch delivery inside faust, the ``weddingkafka``
+  transport (``broker_consumer`` in :mod:`stream_app.app`; a ``faust.transports`` entry
+  point), pinned to faust's ``Consumer._drain_messages`` and its offset bookkeeping;
+- :mod:`stream_app.runtime.state`: write-behind table state (changelog acknowledged, then one
+  RocksDB write batch with the changelog offset), pinned to faust's RocksDB store;
+- :mod:`stream_app.runtime.bulk_send`: aiokafka record batches (``create_batch`` /
+  ``send_batch``);
+- :mod:`stream_app.runtime.context`: table reads outside the current event (faust's
+  ``streams._current_event``);
+- :mod:`stream_app.runtime.introspect`: the consumer's offset bookkeeping for
+  ``GET /debug/consumer``;
+- :mod:`stream_app.runtime.table_scan`: prefix scans of a table's RocksDB partitions;
+- :mod:`stream_app.runtime.gc_tuning`: the worker's garbage-collector settings, applied last
+  before the worker starts (:func:`stream_app.runtime.gc_tuning.tune`).
 
 mode-streaming 0.7 is pinned because faust-streaming 0.15 is built on it (its services and
 ``wait_first``); no module here patches it yet.
@@ -102,13 +113,10 @@ def install(settings: Settings) -> None:
     """
     global _installed
     check_pins()
-    # stream_app.offsets is on its way into this package (issue 13); imported here so that
-    # importing stream_app.runtime loads no stream_app module beyond the settings.
-    from stream_app import offsets
-
     fetching.install(settings.fetch_max_wait_ms)  # first: it validates before it patches
-    offsets.install()
     producer_flush.install()
+    aiokafka_log = logging.getLogger("aiokafka")
+    aiokafka_log.setLevel(max(logging.INFO, aiokafka_log.getEffectiveLevel()))
     # on the class: every buffer of this process, the app's producer's included (it was
     # ``app.producer.buffer.max_messages = 10_000`` at import of stream_app.app)
     ProducerBuffer.max_messages = PRODUCER_BUFFER_MAX_MESSAGES

@@ -23,7 +23,7 @@ accumulator is full), so an empty queue is not enough: the record in that hand-o
 counted too (:func:`in_flight`), and the flush waits for it.
 
 The fold agents no longer write their tables through this buffer
-(:mod:`stream_app.agents.table_writer`); other tables (the report cache) still do.
+(:mod:`stream_app.runtime.state`); other tables (the report cache) still do.
 
 Pinned to faust-streaming 0.15 (``faust.transport.producer.ProducerBuffer``: ``size``,
 ``message_sent``, ``state``, ``flush``).

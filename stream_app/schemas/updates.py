@@ -61,6 +61,11 @@ class MetricUpdate(msgspec.Struct, frozen=True, kw_only=True):
         event_time: ``occurred_at`` of the latest event folded into ``new`` (UTC).
         published_at: when this message was produced (UTC).
         events: number of events folded since the previous update of this row.
+        final: ``true`` once, when the row is an event-time window (grains ``event_*``)
+            that its organisation's watermark has closed (end + grace period passed): ``new``
+            is its final value and no update of it follows. ``false`` for early updates (a
+            window still open, and every service-date row). A worker that crashes after
+            sending a final value can send it again, with the same value.
     """
 
     kind: Literal["metric_update"]
@@ -73,6 +78,7 @@ class MetricUpdate(msgspec.Struct, frozen=True, kw_only=True):
     event_time: datetime
     published_at: datetime
     events: int
+    final: bool = False
 
 
 class ArtifactLink(msgspec.Struct, frozen=True, kw_only=True):

@@ -27,7 +27,7 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from stream_app.schemas.bookings import BookingEvent
-from stream_app.tables.windows import WindowGrain, is_closed, window_of, windows_of
+from stream_app.tables.windows import WindowGrain, is_closed, window_end, windows_of
 
 Grain = Literal["day", "month"]
 GRAINS: tuple[Grain, ...] = ("day", "month")
@@ -41,14 +41,6 @@ def period_of(service_date: date, grain: Grain) -> str:
 def table_key(organization_id: str, venue_id: str, grain: Grain | WindowGrain, period: str) -> str:
     """Key of a venue-period row: ``organization_id/venue_id/grain/period``."""
     return f"{organization_id}/{venue_id}/{grain}/{period}"
-
-
-def seen_key(event_id: str) -> str:
-    """Key of the dedupe record of an event: ``~event/<event_id>``.
-
-    ``~`` cannot occur in an organisation id, so these keys never collide with totals rows.
-    """
-    return f"~event/{event_id}"
 
 
 @dataclass(slots=True)
@@ -168,6 +160,8 @@ class RowChange:
         old / new: totals before the batch's first change and after its last.
         event_time: the latest ``occurred_at`` folded into the row by the batch.
         events: events of the batch folded into the row.
+        final: the row is an event-time window the batch closed: ``new`` is its final
+            value (see :func:`fold_batch`).
     """
 
     organization_id: str
@@ -178,6 +172,7 @@ class RowChange:
     new: VenueTotals
     event_time: datetime
     events: int
+    final: bool = False
 
 
 ROLLUP_GRAINS: frozenset[str] = frozenset({"month", "event_week", "event_month"})
@@ -214,17 +209,28 @@ class BatchResult:
     """What a batch does to the table.
 
     Attributes:
-        writes: ``(key, value)`` to write; any order (see :func:`fold_batch`).
+        writes: ``(key, value)`` to write, in this order: the rows, then the organisations'
+            watermark rows (see :func:`fold_batch`).
         outcomes: per input event, ``counted``, ``late`` (counted in the service-date totals
-            but too late for at least one event-time window) or ``duplicate``.
-        changes: the changed rows, for ``realtime-metrics-updates``.
+            but too late for at least one event-time window) or ``redelivered`` (every row
+            already held it: a message delivered again at its own offset).
+        changes: the changed rows, for ``realtime-metrics-updates``; closed windows last,
+            with ``final=True``.
         late: per late event (index into the batch), the window grains it missed.
+        opened: ``(organization_id, key, closes at)`` of the window rows the batch wrote
+            that are still open (for :class:`stream_app.tables.closing.OpenWindows`).
     """
 
     writes: list[tuple[str, dict[str, Any]]]
     outcomes: list[str]
     changes: list[RowChange]
     late: dict[int, list[WindowGrain]] = field(default_factory=dict)
+    opened: list[tuple[str, str, datetime]] = field(default_factory=list)
+
+
+Closing = Callable[[str, datetime], Iterable[str]]
+"""``(organization_id, new watermark)`` → keys of the open window rows the watermark closes
+(each key once; see :class:`stream_app.tables.closing.OpenWindows`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,7 +241,9 @@ class WindowPolicy:
         zone_of: the IANA zone of an organisation (calendar windows are computed in it).
         grace: how long after a window's end it still accepts events (event time).
         watermark_key: the table key of an organisation's watermark row in this partition,
-            ``{"event_time": ISO 8601 UTC}``.
+            ``{"event_time": ISO 8601 UTC, "o": input offset}``.
+        closing: the open windows a new watermark closes (None: windows never report a
+            final value).
 
     The watermark is kept per organisation (and partition), not per partition alone: tenants
     share partitions, and one tenant's clock running ahead must not make another tenant's
@@ -245,244 +253,203 @@ class WindowPolicy:
     zone_of: Callable[[str], ZoneInfo]
     grace: timedelta
     watermark_key: Callable[[str], str]
+    closing: Closing | None = None
 
-
-_ID_WINDOWS: tuple[WindowGrain, ...] = ("event_hour", "event_day_utc", "event_day")
 
 _RowId = tuple[str, str, Grain | WindowGrain, str]
 """``(organization_id, venue_id, grain, period)`` of a row."""
 
 
 @dataclass(slots=True)
-class _IdRow:
-    """An id row being changed by a batch: mutable totals and ids, serialised once at the end."""
+class _Row:
+    """A row being changed by a batch: its totals, the input offset it has applied up to."""
 
     ident: _RowId
+    applied: int
     old: VenueTotals
     totals: VenueTotals
-    ids: list[str]
-    offsets: list[int]
-    event_time: datetime
+    final: bool
+    offset: int = -1
+    event_time: datetime | None = None
     events: int = 0
-
-    def add(self, ev: BookingEvent, offset: int) -> None:
-        fold_booking(self.totals, ev)
-        self.ids.append(ev.event_id)
-        self.offsets.append(offset)
-        self.events += 1
-        if ev.occurred_at > self.event_time:
-            self.event_time = ev.occurred_at
+    closing: bool = False
 
 
-@dataclass(slots=True)
-class _RollupTouch:
-    """A roll-up row touched by a batch: which day entries to copy from which id rows."""
+def _load(get: Lookup, key: str, ident: _RowId) -> _Row:
+    value = get(key)
+    if not value:
+        return _Row(ident, -1, VenueTotals(), VenueTotals(), False)
+    old = row_totals(value)
+    return _Row(
+        ident,
+        int(value.get("o", -1)),
+        old,
+        VenueTotals.from_json(old.to_json()),
+        bool(value.get("final")),
+    )
 
-    ident: _RowId
-    sources: dict[str, str]
-    event_time: datetime
-    events: int = 0
 
-
-def _id_offsets(row: dict[str, Any] | None) -> dict[str, int]:
-    """``{event_id: source offset}`` of an id row (offset -1 for rows written without them)."""
-    if not row:
-        return {}
-    ids = row["event_ids"]
-    offsets = row.get("offsets") or [-1] * len(ids)
-    return dict(zip(ids, offsets, strict=True))
+def _closing_time(changed: datetime | None, mark: datetime | None) -> datetime:
+    """Event time of a final value: the row's latest event of the batch, else the
+    watermark that closed it."""
+    out = changed or mark
+    assert out is not None
+    return out
 
 
 def fold_batch(
     get: Lookup,
     batch: Sequence[tuple[int, BookingEvent]],
     windows: WindowPolicy | None = None,
-    committed: int | None = None,
 ) -> BatchResult:
-    """Fold a batch of one partition's events into the venue rows, exactly once.
+    """Fold a batch of one partition's events (ascending offsets) into the venue rows,
+    exactly once per row.
 
     Args:
-        get: reads the current value of a row.
-        batch: ``(source offset, event)`` pairs of one source partition.
+        get: reads the current value of a row of the partition.
+        batch: ``(source offset, event)`` pairs of one source partition, ascending offsets.
         windows: the event-time window policy, or None for the service-date rows only.
-        committed: the partition's committed offset, if known: no message below it is
-            delivered again, so the window rows written by this batch keep only the ids of
-            events at or above it (see below).
 
-    Rows:
+    Rows: ``{"totals": VenueTotals JSON, "o": the input offset applied up to}`` (window rows
+    gain ``"final": true`` when they close). Per event, its service ``day`` and ``month``
+    rows and its windows (``event_hour``, ``event_day_utc``, ``event_day``, ``event_week``,
+    ``event_month``): seven rows, each read once and written once per batch, whatever the
+    number of events that touch it.
 
-    - *id rows* (service ``day``; windows ``event_hour``, ``event_day_utc``, ``event_day``):
-      ``{"totals": VenueTotals JSON, "event_ids": [...], "offsets": [...]}``, the id and
-      source offset of every event folded into the row. An event is folded into an id row
-      unless the row already lists its id;
-    - *roll-up rows* (service ``month``; windows ``event_week``, ``event_month``):
-      ``{"days": {day label: totals JSON}, "totals": totals JSON}``, a copy of each of their
-      day rows' totals, refreshed at the end of the batch from every day row an event of the
-      batch passed through (also a duplicate), and their sum (:func:`row_totals`), kept in
-      the same record: a changed entry's old copy is taken away and its new copy added, so a
-      batch does not sum a month's days.
+    Exactly once: the table is co-partitioned with its input, so each row is fed by one
+    input partition, in offset order; an event at or below a row's ``o`` is already in it
+    and is not applied to that row again. That recognises a message delivered again at its
+    own offset after a crash or a rebalance whatever subset of rows survived; a message
+    *re-sent* at a new offset is recognised before the fold
+    (:mod:`stream_app.tables.dedupe`). Rows are constant-size: no row lists event ids.
 
-    Exactly once with at-least-once input, in any order and after a crash at any point: each
-    id row decides alone whether it holds an event, so no write order, offset order or
-    cross-row invariant is needed; a crash that lost some writes of a batch is repaired when
-    the batch is redelivered (the lost id rows fold their events again, and the roll-ups copy
-    the day rows again). A duplicate *message* (same ``event_id``) is recognised by its id.
-    Event-time windows follow the lateness rule of :mod:`stream_app.tables.windows`; a day
-    window closed for an event keeps the event out of its week and month too (they are sums
-    of days). The watermark of an organisation only grows and is written after the rows of its
-    batch (one producer writes a changelog partition in order), so a crash keeps it no newer
-    than the rows; lateness never affects the service-date totals.
+    Lateness (:mod:`stream_app.tables.windows`): an event whose window is closed by its
+    organisation's watermark (``watermark >= end + grace``) is not folded into it; an event
+    late for its local day is in neither its week nor its month (they are unions of days).
+    A row that already holds the event is left alone without asking. The watermark rows come
+    last in :attr:`BatchResult.writes`: the caller writes them in order to one changelog
+    partition, so a crash that keeps a watermark keeps every row written before it, and a
+    replayed event never meets a watermark newer than the rows it was folded with.
 
-    Bounded window rows: a service day row keeps every id (a message re-sent by a producer can
-    come at any time, at a new offset), but the window rows of the current hour and day would
-    grow with every event and be rewritten whole on every batch. A message is delivered again
-    only from the committed offset on (the worker flushes its changelog before it commits), so
-    a window row needs the ids of events at or above ``committed`` only, to recognise a
-    redelivery; it drops the others when it is written. An event whose id its service day row
-    already holds *at another offset* is a re-sent message: it is kept out of the windows too
-    (its first message was counted there, or was late for them). At the same offset it is a
-    redelivery after a crash, and each window row decides by its own ids, as above.
-
-    Cost: every row is read at most once and written at most once per batch, and a roll-up's
-    totals change by the entries the batch changed, not by a sum of all its days.
+    Final values: when the watermark of an organisation moves, ``windows.closing`` names
+    the open windows it closes; each is written with ``"final": true`` and reported as a
+    change with ``final=True`` (its value can no longer change).
     """
-    rows: dict[str, dict[str, Any] | None] = {}
-    id_sets: dict[str, dict[str, int]] = {}
-    work: dict[str, _IdRow] = {}
-    rollups: dict[str, _RollupTouch] = {}
+    rows: dict[str, _Row] = {}
     outcomes: list[str] = []
     late: dict[int, list[WindowGrain]] = {}
-    marks: dict[str, datetime | None] = {}
+    marks: dict[str, tuple[datetime | None, int]] = {}
     marks_start: dict[str, datetime | None] = {}
 
-    def load(key: str) -> dict[str, Any] | None:
-        if key not in rows:
-            rows[key] = get(key)
-        return rows[key]
+    def row(key: str, ident: _RowId) -> _Row:
+        r = rows.get(key)
+        if r is None:
+            r = rows[key] = _load(get, key, ident)
+        return r
 
-    def offsets_of(key: str) -> dict[str, int]:
-        ids = id_sets.get(key)
-        if ids is None:
-            ids = id_sets[key] = _id_offsets(load(key))
-        return ids
-
-    def holds(key: str, event_id: str) -> bool:
-        return event_id in offsets_of(key)
-
-    def fold_into(key: str, ev: BookingEvent, offset: int, ident: _RowId) -> None:
-        row = work.get(key)
-        if row is None:
-            original = load(key)
-            old = row_totals(original)
-            current = VenueTotals.from_json(original["totals"]) if original else VenueTotals()
-            known = offsets_of(key)
-            row = work[key] = _IdRow(
-                ident, old, current, list(known), list(known.values()), ev.occurred_at
-            )
-        row.add(ev, offset)
-        id_sets[key][ev.event_id] = offset
-
-    def touch(up_key: str, label: str, source_key: str, ev: BookingEvent, ident: _RowId) -> None:
-        up = rollups.get(up_key)
-        if up is None:
-            up = rollups[up_key] = _RollupTouch(ident, {}, ev.occurred_at)
-        up.sources[label] = source_key
-        up.events += 1
-        if ev.occurred_at > up.event_time:
-            up.event_time = ev.occurred_at
+    def apply(r: _Row, ev: BookingEvent, offset: int) -> None:
+        fold_booking(r.totals, ev)
+        r.offset = offset
+        r.events += 1
+        if r.event_time is None or ev.occurred_at > r.event_time:
+            r.event_time = ev.occurred_at
 
     def watermark_of(org: str) -> datetime | None:
         if org not in marks:
             assert windows is not None
             mark = get(windows.watermark_key(org))
             value = None if mark is None else datetime.fromisoformat(mark["event_time"])
-            marks[org] = marks_start[org] = value
-        return marks[org]
+            marks[org] = (value, -1)
+            marks_start[org] = value
+        return marks[org][0]
 
     for index, (offset, ev) in enumerate(batch):
         org, venue = ev.organization_id, ev.venue_id
+        applied = False
         day = period_of(ev.service_date, "day")
-        day_key = table_key(org, venue, "day", day)
-        month = period_of(ev.service_date, "month")
-        first_offset = offsets_of(day_key).get(ev.event_id)
-        duplicate = first_offset is not None
-        resent = duplicate and first_offset not in (offset, -1)
-        if not duplicate:
-            fold_into(day_key, ev, offset, (org, venue, "day", day))
-        touch(table_key(org, venue, "month", month), day, day_key, ev, (org, venue, "month", month))
+        for grain, period in (("day", day), ("month", day[:7])):
+            r = row(f"{org}/{venue}/{grain}/{period}", (org, venue, grain, period))  # type: ignore[arg-type]
+            if offset > r.applied:
+                apply(r, ev, offset)
+                applied = True
         missed: list[WindowGrain] = []
         if windows is not None:
             watermark = watermark_of(org)
-            zone = windows.zone_of(org)
-            for w in windows_of(ev.occurred_at, zone):
-                if w.grain not in _ID_WINDOWS:
+            grace = windows.grace
+            for w in windows_of(ev.occurred_at, windows.zone_of(org)):
+                key = f"{org}/{venue}/{w.grain}/{w.label}"
+                r = row(key, (org, venue, w.grain, w.label))
+                if offset <= r.applied:
                     continue
-                key = table_key(org, venue, w.grain, w.label)
-                if not resent and not holds(key, ev.event_id):
-                    if is_closed(w, watermark, windows.grace):
-                        if not duplicate:
-                            missed.append(w.grain)
-                    else:
-                        fold_into(key, ev, offset, (org, venue, w.grain, w.label))
-                if w.grain == "event_day":
-                    for grain in ("event_week", "event_month"):
-                        wide = window_of(grain, ev.occurred_at, zone)
-                        up_key = table_key(org, venue, wide.grain, wide.label)
-                        touch(up_key, w.label, key, ev, (org, venue, wide.grain, wide.label))
-            if "event_day" in missed:
-                # the week and month are sums of local days: a day too late is missed there too
-                missed.extend(("event_week", "event_month"))
+                if (
+                    (w.grain in ("event_week", "event_month") and "event_day" in missed)
+                    or r.final
+                    or is_closed(w, watermark, grace)
+                ):
+                    missed.append(w.grain)
+                    continue
+                apply(r, ev, offset)
+                applied = True
             if watermark is None or ev.occurred_at > watermark:
-                marks[org] = ev.occurred_at
-        if duplicate:
-            outcomes.append("duplicate")
-        elif missed:
+                marks[org] = (ev.occurred_at, offset)
+            else:
+                marks[org] = (watermark, offset)
+        if missed:
             late[index] = missed
             outcomes.append("late")
-        else:
+        elif applied:
             outcomes.append("counted")
+        else:
+            outcomes.append("redelivered")
+
+    closed: list[str] = []
+    if windows is not None and windows.closing is not None:
+        for org, (mark, _) in marks.items():
+            if mark is not None and mark != marks_start[org]:
+                for key in windows.closing(org, mark):
+                    org_, venue, grain, period = key.split("/", 3)
+                    r = row(key, (org_, venue, grain, period))  # type: ignore[arg-type]
+                    if not r.final:
+                        r.closing = True
+                        closed.append(key)
 
     writes: list[tuple[str, dict[str, Any]]] = []
     changes: list[RowChange] = []
-    for key, row in work.items():
-        org, venue, grain, period = row.ident
-        ids, offsets = row.ids, row.offsets
-        if committed is not None and grain != "day":
-            kept = [i for i, o in enumerate(offsets) if o >= committed]
-            ids, offsets = [ids[i] for i in kept], [offsets[i] for i in kept]
-        writes.append((key, {"totals": row.totals.to_json(), "event_ids": ids, "offsets": offsets}))
-        changes.append(
-            RowChange(org, venue, grain, period, row.old, row.totals, row.event_time, row.events)
-        )
-    for up_key, touched in rollups.items():
-        up = load(up_key)
-        days = dict(up["days"]) if up else {}
-        old = row_totals(up)
-        new = VenueTotals.from_json(old.to_json())
-        moved = False
-        for label, source_key in touched.sources.items():
-            source = work.get(source_key)
-            if source is not None:
-                copy: dict[str, Any] | None = source.totals.to_json()
-            else:
-                original = load(source_key)
-                copy = None if original is None else original["totals"]
-            if copy is None or days.get(label) == copy:
-                continue
-            if label in days:
-                new.add(VenueTotals.from_json(days[label]), -1)
-            new.add(VenueTotals.from_json(copy))
-            days[label] = copy
-            moved = True
-        if not moved:
+    opened: list[tuple[str, str, datetime]] = []
+    finals: list[RowChange] = []
+    for key, r in rows.items():
+        if r.events == 0 and not r.closing:
             continue
-        writes.append((up_key, {"days": days, "totals": new.to_json()}))
-        org, venue, grain, period = touched.ident
-        changes.append(
-            RowChange(org, venue, grain, period, old, new, touched.event_time, touched.events)
-        )
+        org, venue, grain, period = r.ident
+        value: dict[str, Any] = {"totals": r.totals.to_json(), "o": max(r.offset, r.applied)}
+        if r.closing:
+            value["final"] = True
+        writes.append((key, value))
+        at = r.event_time
+        if r.events:
+            assert at is not None
+            changes.append(RowChange(org, venue, grain, period, r.old, r.totals, at, r.events))
+        if r.closing:
+            finals.append(
+                RowChange(
+                    org,
+                    venue,
+                    grain,
+                    period,
+                    r.totals,
+                    r.totals,
+                    _closing_time(at, marks[org][0]),
+                    0,
+                    final=True,
+                )
+            )
+        elif r.events and grain not in ("day", "month") and windows is not None:
+            zone = windows.zone_of(org)
+            opened.append((org, key, window_end(grain, period, zone) + windows.grace))  # type: ignore[arg-type]
     if windows is not None:
-        for org, mark in marks.items():
+        for org, (mark, mark_offset) in marks.items():
             if mark is not None and mark != marks_start[org]:
-                writes.append((windows.watermark_key(org), {"event_time": mark.isoformat()}))
-    return BatchResult(writes, outcomes, changes, late)
+                writes.append(
+                    (windows.watermark_key(org), {"event_time": mark.isoformat(), "o": mark_offset})
+                )
+    return BatchResult(writes, outcomes, changes + finals, late, opened)

@@ -1,31 +1,18 @@
 """Exactly-once folding of one partition's batch, shared by payments, interactions, suppliers.
 
-Each event names (through a *plan*) the rows it changes and one *guard* row, the dedupe record
-holding the ids of the events folded under it. Every one of these rows is keyed by the entity
-of the event's message key (the booking, the client, the supplier), so they all live in the
-source partition of the event, and so in one changelog partition.
+Each event names (through a *plan*) the data rows it changes. Every one of these rows is keyed
+by the entity of the event's message key (the booking, the client, the supplier), so they all
+live in the source partition of the event, and so in one changelog partition, and each is fed
+by that one input partition in offset order.
 
-Row values:
+Row values: ``{"values": <the metric values, JSON>, "o": <the input offset applied up to>}``.
 
-- data rows: ``{"values": <the metric values, JSON>, "event_ids": [<ids folded into it>]}``;
-- guard rows: ``{"event_ids": [<ids of the events folded under this guard>]}``.
-
-Exactly once under redelivery (at-least-once input, a crash at any point). The caller writes
-:attr:`GuardedBatch.writes` in order to one changelog partition (an ordered log written by one
-producer), so a crash keeps a *prefix* of them. The order is: every data row, then every
-guard row. Hence:
-
-- an event whose guard row survived (its id is listed) also has every data row it changed:
-  those precede all guard rows. It is recognised as a duplicate and skipped;
-- an event whose guard row was lost is folded again, but only into the data rows that do
-  not list its id yet (a data row that survived the crash lists every event of the batch
-  that touched it).
-
-No offset order is relied on: faust can deliver a partition again from an earlier offset, or
-deliver offsets it had skipped after later ones (see :mod:`stream_app.offsets`), and each row
-still recognises what it holds. A duplicate *message* (same ``event_id``, another offset) is
-recognised by the id in its guard row (or earlier in the same batch). The argument assumes an
-event always maps to the same rows (the plan is a function of the event alone).
+Exactly once under redelivery (at-least-once input, a crash at any point): an event at or
+below a row's ``o`` is already in that row and is not applied to it again, whatever subset of
+a batch's rows survived a crash. A message *re-sent* at a new offset is recognised before the
+fold by its dedupe record (:mod:`stream_app.tables.dedupe`). No row lists event ids: rows
+are constant-size. The argument assumes an event always maps to the same rows (the plan is a
+function of the event alone).
 """
 
 from __future__ import annotations
@@ -79,9 +66,8 @@ Update = Callable[[Values | None], Values]
 
 @dataclass(frozen=True, slots=True)
 class Plan:
-    """What one event does: its guard row's key and the data rows it updates."""
+    """What one event does: the data rows it updates."""
 
-    guard: str
     rows: list[tuple[RowRef, Update]]
 
 
@@ -109,10 +95,10 @@ class GuardedBatch(Generic[E]):
     """What a batch does to the table.
 
     Attributes:
-        writes: ``(key, value)`` to write in this order: data rows, then guard rows; a value
-            of ``None`` deletes the row (a tombstone in the changelog, see
-            :func:`stream_app.tables.interactions.fold_batch`).
-        outcomes: per input event, ``counted`` or ``duplicate``.
+        writes: ``(key, value)`` to write; a value of ``None`` deletes the row (a tombstone
+            in the changelog, see :func:`stream_app.tables.interactions.fold_batch`).
+        outcomes: per input event, ``counted`` or ``redelivered`` (every row already held
+            it).
         changes: the changed data rows, for ``realtime-metrics-updates``.
     """
 
@@ -124,55 +110,41 @@ class GuardedBatch(Generic[E]):
 def fold_guarded(
     get: Lookup, batch: Sequence[tuple[int, E]], plan: Callable[[E], Plan]
 ) -> GuardedBatch[E]:
-    """Fold a batch of one source partition's events (ascending offsets) exactly once.
+    """Fold a batch of one source partition's events (ascending offsets) exactly once per row.
 
     Args:
         get: reads the current value of a row (of the partition being written).
         batch: ``(source offset, event)`` pairs of one source partition, ascending offsets.
-        plan: the guard row and data-row updates of an event (see the module docstring).
+        plan: the data-row updates of an event (see the module docstring).
     """
     data: dict[str, dict[str, Any]] = {}
-    listed: dict[str, list[str]] = {}  # a guard row's ids, in folding order
-    changed_guards: dict[str, None] = {}  # guard rows to write, in first-change order
-    id_sets: dict[str, set[str]] = {}
-    row_ids: dict[str, set[str]] = {}  # ids held by each data row
+    applied: dict[str, int] = {}  # each row's offset before the batch
     changes: dict[str, Change] = {}
     outcomes: list[str] = []
-    for _offset, ev in batch:
-        p = plan(ev)
-        if p.guard not in id_sets:
-            guard_row = get(p.guard)
-            known = list(guard_row["event_ids"]) if guard_row else []
-            id_sets[p.guard] = set(known)
-            listed[p.guard] = known
-        ids = id_sets[p.guard]
-        if ev.event_id in ids:
-            outcomes.append("duplicate")
-            continue
-        ids.add(ev.event_id)
-        listed[p.guard].append(ev.event_id)
-        changed_guards.setdefault(p.guard, None)
-        for ref, update in p.rows:
-            row = data[ref.key] if ref.key in data else get(ref.key)
-            held = row.get("event_ids", []) if row else []
-            if ref.key not in row_ids:
-                row_ids[ref.key] = set(held)
-            if ev.event_id in row_ids[ref.key]:
+    for offset, ev in batch:
+        folded = False
+        for ref, update in plan(ev).rows:
+            key = ref.key
+            if key in data:
+                row: dict[str, Any] | None = data[key]
+            else:
+                row = get(key)
+                applied[key] = int(row.get("o", -1)) if row else -1
+            if offset <= applied[key]:
                 continue  # the row already holds this event (written before a crash)
-            row_ids[ref.key].add(ev.event_id)
             old = row["values"] if row else None
             new = update(old)
-            data[ref.key] = {"values": new, "event_ids": [*held, ev.event_id]}
-            change = changes.get(ref.key)
+            data[key] = {"values": new, "o": offset}
+            folded = True
+            change = changes.get(key)
             if change is None:
-                changes[ref.key] = Change(ref, old, new, ev.occurred_at, 1)
+                changes[key] = Change(ref, old, new, ev.occurred_at, 1)
             else:
                 change.new = new
                 change.event_time = max(change.event_time, ev.occurred_at)
                 change.events += 1
-        outcomes.append("counted")
+        outcomes.append("counted" if folded else "redelivered")
     writes: list[tuple[str, dict[str, Any] | None]] = list(data.items())
-    writes += [(k, {"event_ids": listed[k]}) for k in changed_guards]
     return GuardedBatch(writes, outcomes, list(changes.values()))
 
 

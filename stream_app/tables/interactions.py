@@ -32,8 +32,9 @@ with no earlier inquiry; order-independent like the first response, through
 ``early_bookings``). An organisation's conversion per cohort is added up at read time
 (:mod:`stream_app.tables.summaries`).
 
-Rows: ``org/client/all/all`` (the values above) and ``org/client/~ids/all`` (the guard row).
-Exactly once: see :mod:`stream_app.tables.guarded` (data rows first, then the guard row).
+Rows: ``org/client/all/all`` (the values above).
+Exactly once: each row keeps the input offset it has applied up to (see
+:mod:`stream_app.tables.guarded`); re-sent events are caught by :mod:`stream_app.tables.dedupe`.
 
 Erasure (GDPR Art. 17): a ``client_erased`` event deletes both rows of its client: the batch
 writes ``None`` for them (a RocksDB delete and a changelog tombstone), after the rows of the
@@ -63,11 +64,6 @@ from stream_app.tables.guarded import (
 def client_key(organization_id: str, client_id: str) -> str:
     """Key of a client's row."""
     return f"{organization_id}/{client_id}/all/all"
-
-
-def guard_key(organization_id: str, client_id: str) -> str:
-    """Key of a client's dedupe record (``~`` never occurs in an id)."""
-    return f"{organization_id}/{client_id}/~ids/all"
 
 
 def empty() -> Values:
@@ -165,10 +161,9 @@ def fold_interaction(values: Values | None, ev: ClientInteractionEvent) -> Value
 
 
 def plan(ev: ClientInteractionEvent) -> Plan:
-    """The guard row and data row of one interaction event."""
+    """The data row of one interaction event."""
     org, client = ev.organization_id, ev.client_id
     return Plan(
-        guard=guard_key(org, client),
         rows=[
             (
                 RowRef(client_key(org, client), org, client, "all", "all"),
@@ -183,13 +178,11 @@ def fold_batch(
 ) -> GuardedBatch[ClientInteractionEvent]:
     """Fold one source partition's batch (ascending offsets) into the client rows.
 
-    Exactly once under redelivery: the writes are every data row, then the guard rows; a crash
-    keeps a prefix of them, so an event whose id survived in its guard row has its data row,
-    and an event folded again skips a data row whose ``offset`` already covers it (the full
-    argument is in :mod:`stream_app.tables.guarded`).
+    Exactly once under redelivery: each row keeps the input offset it has applied up to
+    (:mod:`stream_app.tables.guarded`).
 
     Events before a ``client_erased`` event of the same batch are folded, then the erased
-    client's rows are deleted (their writes dropped, ``None`` written for both rows) and the
+    client's row is deleted (its writes dropped, ``None`` written) and the
     events after it are folded on top of the deletions. The outcome of an erasure is
     ``erased``; a deleted row is not among :attr:`GuardedBatch.changes` (its client id is not
     published again).
@@ -218,10 +211,7 @@ def fold_batch(
             segment.append((offset, ev))
             continue
         fold_segment()
-        erased = {
-            client_key(ev.organization_id, ev.client_id),
-            guard_key(ev.organization_id, ev.client_id),
-        }
+        erased = {client_key(ev.organization_id, ev.client_id)}
         writes[:] = [w for w in writes if w[0] not in erased]
         changes[:] = [c for c in changes if c.row.key not in erased]
         for key in sorted(erased):

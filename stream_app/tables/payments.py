@@ -25,9 +25,9 @@ Rows:
   {currency: minor units}}``;
 - ``org/booking/month/YYYY-MM``: ``{"by_supplier": {supplier: {"payments", "refunds",
   "collected_minor", "refunded_minor"}}}`` (same units);
-- ``org/booking/~ids/all``: the guard row (ids of the folded events).
 
-Exactly once: see :mod:`stream_app.tables.guarded` (data rows first, then the guard row).
+Exactly once: each row keeps the input offset it has applied up to (see
+:mod:`stream_app.tables.guarded`); re-sent events are caught by :mod:`stream_app.tables.dedupe`.
 """
 
 from __future__ import annotations
@@ -55,11 +55,6 @@ def total_key(organization_id: str, booking_id: str) -> str:
 def month_key(organization_id: str, booking_id: str, month: str) -> str:
     """Key of a booking's payment row for the UTC month ``YYYY-MM``."""
     return f"{organization_id}/{booking_id}/month/{month}"
-
-
-def guard_key(organization_id: str, booking_id: str) -> str:
-    """Key of a booking's dedupe record (``~`` never occurs in an id)."""
-    return f"{organization_id}/{booking_id}/~ids/all"
 
 
 def month_of(ev: PaymentEvent) -> str:
@@ -107,11 +102,10 @@ def fold_month(values: Values | None, ev: PaymentEvent) -> Values:
 
 
 def plan(ev: PaymentEvent) -> Plan:
-    """The guard row and data rows of one payment event (all rows of its booking)."""
+    """The data rows of one payment event (all rows of its booking)."""
     org, booking = ev.organization_id, ev.booking_id
     month = month_of(ev)
     return Plan(
-        guard=guard_key(org, booking),
         rows=[
             (
                 RowRef(total_key(org, booking), org, booking, "all", "all"),
@@ -130,9 +124,7 @@ def fold_batch(
 ) -> GuardedBatch[PaymentEvent]:
     """Fold one source partition's batch (ascending offsets) into the booking rows.
 
-    Exactly once under redelivery: the writes are every data row, then the guard rows; a crash
-    keeps a prefix of them, so an event whose id survived in its guard row has all its data
-    rows, and an event folded again skips every data row whose ``offset`` already covers it
-    (the full argument is in :mod:`stream_app.tables.guarded`).
+    Exactly once under redelivery: each row keeps the input offset it has applied up to
+    (:mod:`stream_app.tables.guarded`).
     """
     return fold_guarded(get, batch, plan)

@@ -20,10 +20,9 @@ Rows:
 
 - ``org/supplier/month/YYYY-MM``: ``{"tasks_assigned", "tasks_completed", "deliveries_made",
   "on_time", "late", "no_due", "per_person": {person: {event_type: count}}}``;
-- ``org/supplier/~ids/YYYY-MM``: the guard row (ids of the events folded into that month; a
-  guard per month keeps each dedupe record bounded by one month's events).
 
-Exactly once: see :mod:`stream_app.tables.guarded` (data rows first, then the guard row).
+Exactly once: each row keeps the input offset it has applied up to (see
+:mod:`stream_app.tables.guarded`); re-sent events are caught by :mod:`stream_app.tables.dedupe`.
 """
 
 from __future__ import annotations
@@ -55,11 +54,6 @@ def month_key(organization_id: str, supplier_id: str, month: str) -> str:
     return f"{organization_id}/{supplier_id}/month/{month}"
 
 
-def guard_key(organization_id: str, supplier_id: str, month: str) -> str:
-    """Key of a supplier-month's dedupe record (``~`` never occurs in an id)."""
-    return f"{organization_id}/{supplier_id}/~ids/{month}"
-
-
 def month_of(ev: SupplierActivityEvent) -> str:
     """``YYYY-MM`` of ``occurred_at`` in UTC."""
     return ev.occurred_at.astimezone(UTC).strftime("%Y-%m")
@@ -89,10 +83,9 @@ def fold_activity(values: Values | None, ev: SupplierActivityEvent) -> Values:
 
 
 def plan(ev: SupplierActivityEvent) -> Plan:
-    """The guard row and data row of one activity event."""
+    """The data row of one activity event."""
     org, supplier, month = ev.organization_id, ev.supplier_id, month_of(ev)
     return Plan(
-        guard=guard_key(org, supplier, month),
         rows=[
             (
                 RowRef(month_key(org, supplier, month), org, supplier, "month", month),
@@ -107,9 +100,7 @@ def fold_batch(
 ) -> GuardedBatch[SupplierActivityEvent]:
     """Fold one source partition's batch (ascending offsets) into the supplier-month rows.
 
-    Exactly once under redelivery: the writes are every data row, then the guard rows; a crash
-    keeps a prefix of them, so an event whose id survived in its guard row has its data row,
-    and an event folded again skips a data row whose ``offset`` already covers it (the full
-    argument is in :mod:`stream_app.tables.guarded`).
+    Exactly once under redelivery: each row keeps the input offset it has applied up to
+    (:mod:`stream_app.tables.guarded`).
     """
     return fold_guarded(get, batch, plan)

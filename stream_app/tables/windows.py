@@ -217,3 +217,22 @@ def _parse_label(grain: WindowGrain, label: str) -> datetime:
             "event_month": "YYYY-MM",
         }[grain]
         raise ValueError(f"{label!r} is not an {grain} label ({shape})") from None
+
+
+def window_end(grain: WindowGrain, label: str, zone: ZoneInfo) -> datetime:
+    """The end (exclusive, UTC-aware) of the window labelled ``label`` in ``zone``.
+
+    Raises:
+        ValueError: ``label`` is not a label of ``grain``.
+    """
+    at = _parse_label(grain, label)
+    if grain == "event_hour":
+        return at + timedelta(hours=1)
+    if grain == "event_day_utc":
+        return datetime.combine(at.date() + timedelta(days=1), time(0), UTC)
+    day = at.date()
+    if grain == "event_day":
+        return _local_midnight(day + timedelta(days=1), zone)
+    if grain == "event_week":
+        return _local_midnight(day - timedelta(days=day.weekday()) + timedelta(days=7), zone)
+    return _local_midnight((day.replace(day=1) + timedelta(days=32)).replace(day=1), zone)

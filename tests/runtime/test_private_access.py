@@ -38,17 +38,7 @@ RUNTIME = PACKAGE / "runtime"
 
 # The lead is rewriting these modules (issue 13) and moves what they pin to library internals
 # into stream_app/runtime/; the lead empties this set, entry by entry, as each one is done.
-PENDING_LEAD_MOVE = {
-    "stream_app/agents/table_writer.py",
-    "stream_app/agents/bulk_send.py",
-    "stream_app/agents/settle.py",
-    "stream_app/offsets.py",
-    "stream_app/agents/offset_repair.py",
-    "stream_app/statedir.py",
-    "stream_app/agents/bookings.py",
-    "stream_app/agents/guarded.py",
-    "stream_app/agents/publisher.py",
-}
+PENDING_LEAD_MOVE: set[str] = set()
 
 ATTRIBUTE_FUNCTIONS = frozenset({"getattr", "setattr", "hasattr", "delattr"})
 

@@ -1,0 +1,290 @@
+"""The batch loop shared by the four fold agents (bookings, payments, interactions, suppliers).
+
+Each agent's stream yields one :class:`stream_app.runtime.consumer.BatchMessage` per fetched
+batch of one partition (the records one fetch returned, no per-message wait). Per batch:
+
+1. **decode** every record (msgspec; a bad one, or one whose key is not
+   ``organization_id/<entity>`` of its event, is copied to the dead-letter topic with the
+   field and the reason; nothing stops the agent);
+2. **settle**: wait while faust rebalances or restores tables, and drop the batch if its
+   partition is no longer this worker's (its new owner reads it again from the committed
+   offset);
+3. **screen re-sends** through the dedupe records (:mod:`stream_app.tables.dedupe`);
+4. **fold** in memory, one read, one change and one write per distinct row
+   (the stream's pure fold, e.g. :func:`stream_app.tables.bookings.fold_batch`);
+5. **write behind**: send the changed rows to the changelog and await the acknowledgements,
+   together with whatever must be durable before the input is acknowledged (dead-letter and
+   late-event copies, final window values), then write the rows and the changelog offset to
+   RocksDB in one write batch (:class:`stream_app.runtime.state.WriteBehindTable`);
+6. **announce** the changes on ``realtime-metrics-updates`` (absolute values,
+   at-least-once) and mark cached reports stale;
+7. return: the stream acknowledges the batch's offsets when it asks for the next one, and
+   faust commits them (after flushing its producer).
+
+A crash at any point leaves the local state a prefix of the changelog and the input
+uncommitted past the last acknowledged batch; the replay is recognised row by row (each row
+keeps the input offset it has applied up to).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterable, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+import msgspec
+
+from stream_app.agents.deadletter import dead_letter_record
+from stream_app.app import app, settings
+from stream_app.observability import (
+    CONSUMER_LAG,
+    END_TO_END_SECONDS,
+    EVENTS_IN,
+    EVENTS_OUTCOME,
+    EXPIRED_RESENDS,
+)
+from stream_app.runtime.bulk_send import send_records
+from stream_app.runtime.consumer import BatchMessage
+from stream_app.runtime.state import Row, WriteBehindTable, producer_client
+from stream_app.schemas.base import EventValidationError, decode_event
+from stream_app.tables.dedupe import Dedupe, dedupe_key, expired
+from stream_app.topics import DEAD_LETTER
+
+E = TypeVar("E", bound=msgspec.Struct)
+
+POLL_S = 0.05
+"""How often a batch waiting for a rebalance or a table restore looks again, seconds."""
+
+SWEEP_EVERY_S = 60.0
+"""How often a partition's expired dedupe records are looked for, seconds."""
+
+SWEEP_MAX = 5_000
+"""Most dedupe records one sweep looks at (the next sweep goes on from there)."""
+
+
+@dataclass(slots=True)
+class Folded:
+    """What a stream's fold did to one partition's batch.
+
+    Attributes:
+        writes: rows to write, in order (a value of ``None`` deletes the row).
+        outcomes: per folded event, its outcome label (``counted``, ``late``, ...).
+        durable: coroutines to await with the changelog, before the input is acknowledged
+            (late-event copies, final window values).
+        after: called once the rows are durable (records the changes for publishing).
+    """
+
+    writes: list[Row]
+    outcomes: list[str]
+    durable: list[Awaitable[Any]] = field(default_factory=list)
+    after: Callable[[], None] | None = None
+
+
+Fold = Callable[
+    [int, Callable[[str], Any], Sequence[tuple[int, Any]], Callable[[int], Any]], Folded
+]
+"""``(partition, row lookup, [(offset, event)], raw record by offset) -> Folded``;
+synchronous and pure apart from the lookups."""
+
+
+def _decode(
+    message: BatchMessage, schema: type[E], key_of: Callable[[E], bytes]
+) -> tuple[list[tuple[int, int, E]], list[tuple[Any, str, str]]]:
+    """``(valid (offset, arrival ms, event), bad (record, field, reason))`` of a batch."""
+    valid: list[tuple[int, int, E]] = []
+    bad: list[tuple[Any, str, str]] = []
+    decode = msgspec.json.Decoder(schema).decode
+    for record in message.records:
+        raw = record.value
+        if raw is None:
+            bad.append((record, "$", "the value is null (a tombstone)"))
+            continue
+        try:
+            event = decode(raw)
+        except msgspec.ValidationError:
+            try:
+                decode_event(raw, schema)
+            except EventValidationError as exc:
+                bad.append((record, exc.field, exc.reason))
+                continue
+            raise
+        except msgspec.DecodeError:
+            bad.append((record, "$", "the value is not JSON"))
+            continue
+        expected = key_of(event)
+        if record.key != expected:
+            bad.append((record, "key", f"message key {record.key!r} does not match {expected!r}"))
+            continue
+        ts = record.timestamp
+        valid.append((record.offset, ts if ts is not None else int(time.time() * 1000), event))
+    return valid, bad
+
+
+@dataclass(slots=True)
+class BatchStream(Generic[E]):
+    """One input topic folded into one table by the batch loop (see the module docstring).
+
+    Attributes:
+        topic: the input topic's name.
+        schema: the msgspec event class of the topic.
+        key_of: the message key an event must have (``organization_id/<entity>``).
+        table: the faust Table (changelogged, co-partitioned with ``topic``).
+        fold: the stream's fold.
+        prepare: awaited with the decoded events of a batch before it is folded (e.g. loads
+            the organisations' zones); optional.
+        announce: awaited after the rows are durable (publish the changes); optional.
+        on_partition: called with a partition the first time a batch of it is folded after
+            an assignment, before the fold (e.g. rebuilds in-memory indexes); optional.
+    """
+
+    topic: str
+    schema: type[E]
+    key_of: Callable[[E], bytes]
+    table: Any
+    fold: Fold
+    prepare: Callable[[Sequence[E]], Awaitable[None]] | None = None
+    announce: Callable[[], Awaitable[None]] | None = None
+    on_partition: Callable[[int], Awaitable[None]] | None = None
+    state: WriteBehindTable = field(init=False)
+    _generations: dict[int, int] = field(default_factory=dict)
+    _swept: dict[int, tuple[float, str | None]] = field(default_factory=dict)
+    _newest_arrival: dict[int, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.state = WriteBehindTable(self.table)
+
+    async def run(self, stream: AsyncIterable[Any]) -> None:
+        """Consume the topic for ever (the body of the agent)."""
+        async for event in stream.events():  # type: ignore[attr-defined]
+            message = event.message
+            if isinstance(message, BatchMessage):
+                EVENTS_IN.labels(self.topic).inc(len(message.records))
+                await self.process(message)
+                # acknowledged here, once its rows are durable: faust's own acknowledgement
+                # of the event (when the stream moves on) does not reach a batch message
+                event.ack()
+                self.observe(message)
+
+    async def _settled(self, message: BatchMessage) -> bool:
+        """Wait out a rebalance or a table restore; whether the batch is still ours."""
+        while app.rebalancing or app.in_recovery:  # noqa: ASYNC110 - faust's plain flags
+            await asyncio.sleep(POLL_S)
+        return (
+            message.generation_id == app.consumer_generation_id
+            and message.tp in app.consumer.assignment()
+        )
+
+    async def process(self, message: BatchMessage) -> None:
+        """Fold one partition's batch exactly once into the table (module docstring)."""
+        partition = message.partition
+        valid, bad = _decode(message, self.schema, self.key_of)
+        client = producer_client(app)
+        durable: list[Awaitable[Any]] = []
+        if bad:
+            EVENTS_OUTCOME.labels(self.topic, "dead_lettered").inc(len(bad))
+            records = [
+                dead_letter_record(r, topic=self.topic, partition=partition, field=f, reason=why)
+                for r, f, why in bad
+            ]
+            durable.append(self._send_dead_letters(client, records))
+        if self.prepare is not None and valid:
+            await self.prepare([e for _, _, e in valid])
+        if not await self._settled(message):
+            for aw in durable:
+                await aw
+            return
+        if self._generations.get(partition) != app.consumer_generation_id:
+            self._generations[partition] = app.consumer_generation_id
+            if self.on_partition is not None:
+                await self.on_partition(partition)
+                if not await self._settled(message):
+                    for aw in durable:
+                        await aw
+                    return
+        # --- no await from here to the changelog send: the fold sees a settled partition ---
+        get = self.state.reader(partition)
+        horizon_ms = int(settings.dedupe_horizon_s * 1000)
+        dedupe = Dedupe(get, horizon_ms)
+        kept: list[tuple[int, E]] = []
+        duplicates = expired_resends = 0
+        newest = self._newest_arrival.get(partition, 0)
+        for offset, arrival, event in valid:
+            newest = max(newest, arrival)
+            verdict = dedupe.check(event.event_id, offset, arrival)  # type: ignore[attr-defined]
+            if verdict == "duplicate":
+                duplicates += 1
+                continue
+            if verdict == "expired":
+                expired_resends += 1
+            kept.append((offset, event))
+        self._newest_arrival[partition] = newest
+        by_offset = {r.offset: r for r in message.records} if kept else {}
+        folded = self.fold(partition, get, kept, by_offset.__getitem__) if kept else Folded([], [])
+        writes: list[Row] = [*dedupe.writes(), *self._sweep(partition, newest, horizon_ms)]
+        writes += folded.writes
+        durable += folded.durable
+        await asyncio.gather(
+            self.state.commit(client, {partition: writes}) if writes else asyncio.sleep(0),
+            *durable,
+        )
+        # --- the rows are durable, in the changelog and in RocksDB ---
+        if duplicates:
+            EVENTS_OUTCOME.labels(self.topic, "duplicate").inc(duplicates)
+        if expired_resends:
+            EXPIRED_RESENDS.labels(self.topic).inc(expired_resends)
+        for outcome in set(folded.outcomes):
+            EVENTS_OUTCOME.labels(self.topic, outcome).inc(folded.outcomes.count(outcome))
+        if folded.after is not None:
+            folded.after()
+        if self.announce is not None:
+            await self.announce()
+
+    def _sweep(self, partition: int, newest: int, horizon_ms: int) -> list[Row]:
+        """Tombstones for expired dedupe records of ``partition``: at most once a minute,
+        at most :data:`SWEEP_MAX` records per sweep, going on from where the last stopped."""
+        now = time.monotonic()
+        last, cursor = self._swept.get(partition, (0.0, None))
+        if now - last < SWEEP_EVERY_S:
+            return []
+        deletes: list[Row] = []
+        next_cursor: str | None = None
+        scan = self.state.scan_from(partition, cursor or dedupe_key("")[:3])
+        for seen, (key, value) in enumerate(scan, start=1):
+            if not key.startswith("~e/"):
+                break
+            if expired(value, newest, horizon_ms):
+                deletes.append((key, None))
+            if seen >= SWEEP_MAX:
+                next_cursor = key
+                break
+        self._swept[partition] = (now, next_cursor)
+        return deletes
+
+    @staticmethod
+    async def _send_dead_letters(
+        client: Any, records: list[tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]]
+    ) -> None:
+        """Send dead-letter copies and await their acknowledgements."""
+        futs = [await client.send(DEAD_LETTER, key=k, value=v, headers=h) for k, v, h in records]
+        await asyncio.gather(*futs)
+
+    def observe(self, message: BatchMessage) -> None:
+        """Record end-to-end latency (Kafka timestamp → now) and the partition's lag."""
+        now_ms = time.time() * 1000
+        hist = END_TO_END_SECONDS.labels(self.topic)
+        for record in message.records:
+            if record.timestamp is not None:
+                hist.observe(max(0.0, (now_ms - record.timestamp) / 1000))
+        try:
+            highwater = app.consumer.highwater(message.tp)
+        except Exception:  # noqa: BLE001 - a partition revoked meanwhile has no highwater
+            return
+        if highwater is not None:
+            CONSUMER_LAG.labels(self.topic, str(message.partition)).set(
+                max(0, highwater - message.offset - 1)
+            )
+
+
+__all__ = ["BatchStream", "Fold", "Folded", "send_records"]

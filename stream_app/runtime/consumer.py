@@ -1,0 +1,308 @@
+"""Batch delivery inside faust: a partition's fetched records reach the agent as one item.
+
+faust-streaming 0.15 hands every Kafka message to its Conductor through
+``Service.wait_first(callback(message), suspend_flow.wait())`` (``Consumer._drain_messages``):
+four asyncio tasks created and three cancelled per message, 42–96 µs, which caps a worker at
+roughly 10,000–24,000 messages/s whatever its agents do (``research/stream-core.md`` §2).
+
+:class:`BatchConsumer` keeps faust's consumer (group membership, rebalancing, generation ids,
+flow control, commits, table recovery) and replaces only the drain loop. For a topic in
+:attr:`BatchConsumer.batch_topics` it wraps everything one fetch returned for a partition in
+one :class:`BatchMessage` and hands that to the Conductor once: the agent's stream yields one
+event per fetched batch, with no per-message wait, no per-message ``Event`` and no
+``within`` timer (a batch is whatever the fetch returned *now*, so a quiet topic adds no
+latency). Other topics (report requests, schedules) keep faust's per-message path.
+
+Acknowledgement: acking a :class:`BatchMessage` acknowledges every offset from its first
+record to its last (:meth:`BatchConsumer.ack`), kept as merged ranges per partition instead
+of faust's list of single offsets, and :meth:`BatchConsumer._new_offset` commits the end of
+the range that starts at the committed offset. A range that starts *above* the committed
+offset (a hole: offsets never delivered, e.g. a fetch from before a seek that arrived after
+it) commits nothing until the hole is filled; :meth:`BatchConsumer.repair_holes` seeks such a
+partition back to its committed offset once the hole has lasted ``after_s`` seconds (the
+folds are idempotent per row, so a redelivery only costs time).
+
+Nothing is dropped: faust's drain drops a message whose offset is below its read position,
+which after a seek back left offsets that were never delivered (see
+:mod:`stream_app.runtime.offsets`); here every fetched record is delivered, and the per-row
+offsets of the folds make a redelivery harmless.
+
+Registered as the ``weddingkafka`` transport (``faust.transports`` entry point in
+pyproject.toml) and selected by ``broker_consumer="weddingkafka://host:port"``.
+
+Pinned to faust-streaming 0.15 (``Consumer._drain_messages``, ``_wait_next_records``,
+``_acked``, ``_committed_offset``, ``_read_offset``, ``_n_acked``, ``_commit_every``,
+``_buffered_partitions``, ``_unacked_messages``, ``_waiting_for_ack``) and aiokafka 0.14
+(``ConsumerRecord``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+from faust.transport.consumer import CONSUMER_FETCHING
+from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import TP
+from faust.types.tuples import ConsumerMessage, ack_lock
+from mode.utils.futures import notify
+
+from stream_app.topics import INPUT_TOPICS
+
+log = logging.getLogger(__name__)
+
+
+class BatchMessage(ConsumerMessage):
+    """Every record one fetch returned for one partition, as one faust message.
+
+    ``offset`` is the last record's offset (what faust's monitors and lag use) and ``value``
+    is empty; the records are in :attr:`records` (aiokafka ``ConsumerRecord``: ``offset``,
+    ``timestamp`` in ms, ``key``, ``value``, ``headers``), in offset order.
+    """
+
+    __slots__ = ("first_offset", "records")
+
+    records: Sequence[Any]
+    first_offset: int
+
+    @classmethod
+    def of(cls, tp: TP, records: Sequence[Any], generation_id: int) -> BatchMessage:
+        """Wrap ``records`` (non-empty, one partition, ascending offsets)."""
+        last = records[-1]
+        ts = last.timestamp
+        message = cls(
+            tp.topic,
+            tp.partition,
+            last.offset,
+            ts / 1000.0 if ts is not None else time.time(),
+            last.timestamp_type,
+            [],
+            None,
+            b"",
+            None,
+            0,
+            0,
+            tp,
+            generation_id=generation_id,
+        )
+        message.records = records
+        message.first_offset = records[0].offset
+        return message
+
+
+def _merge(ranges: list[list[int]], lo: int, hi: int) -> None:
+    """Add ``[lo, hi]`` to sorted, disjoint, non-adjacent ``ranges`` (in place)."""
+    i = len(ranges)
+    while i > 0 and ranges[i - 1][0] > lo:
+        i -= 1
+    ranges.insert(i, [lo, hi])
+    # merge with the left neighbour, then swallow right neighbours
+    if i > 0 and ranges[i - 1][1] + 1 >= lo:
+        ranges[i - 1][1] = max(ranges[i - 1][1], hi)
+        del ranges[i]
+        i -= 1
+    while i + 1 < len(ranges) and ranges[i][1] + 1 >= ranges[i + 1][0]:
+        ranges[i][1] = max(ranges[i][1], ranges[i + 1][1])
+        del ranges[i + 1]
+
+
+class BatchConsumer(faust_aiokafka.Consumer):
+    """faust's aiokafka consumer with batch delivery for :attr:`batch_topics` (see module)."""
+
+    batch_topics: ClassVar[frozenset[str]] = frozenset(INPUT_TOPICS)
+    """Topics delivered as :class:`BatchMessage`: the four input topics (their agents run
+    :class:`stream_app.agents.batch.BatchStream`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._acked_ranges: dict[TP, list[list[int]]] = {}
+        self._holes_since: dict[TP, tuple[int, int, float]] = {}
+
+    # --- acknowledgements -------------------------------------------------------------
+    def ack(self, message: Any) -> bool:
+        """Acknowledge ``message``; a :class:`BatchMessage` acknowledges its whole range."""
+        if not isinstance(message, BatchMessage):
+            return bool(super().ack(message))
+        with ack_lock:
+            if message.acked:
+                return False
+            message.acked = True
+            self._unacked_messages.discard(message)
+            tp = message.tp
+            try:
+                committed = self._committed_offset.get(tp)
+                lo, hi = message.first_offset, message.offset
+                if committed is not None:
+                    lo = max(lo, committed)
+                if lo <= hi:
+                    _merge(self._acked_ranges.setdefault(tp, []), lo, hi)
+                    _ = self._acked[tp]  # lists the partition for faust's commit
+                    self._n_acked += hi - lo + 1
+                    return True
+                return False
+            finally:
+                notify(self._waiting_for_ack)
+
+    def _new_offset(self, tp: TP) -> int | None:
+        if tp.topic not in self.batch_topics:
+            result: int | None = super()._new_offset(tp)
+            return result
+        ranges = self._acked_ranges.get(tp)
+        if not ranges:
+            return None
+        committed = self._committed_offset.get(tp)
+        if committed is not None:
+            while ranges and ranges[0][1] < committed:
+                ranges.pop(0)
+            if not ranges or ranges[0][0] > committed:
+                return None  # a hole at the head: nothing is committed past it
+        return ranges[0][1] + 1
+
+    def head_hole(self, tp: TP) -> tuple[int, int] | None:
+        """``(committed offset, first acknowledged offset above it)`` when a batch
+        partition's acknowledgements start above its committed offset; None otherwise."""
+        ranges = self._acked_ranges.get(tp)
+        committed = self._committed_offset.get(tp)
+        if not ranges or committed is None:
+            return None
+        first = next((r[0] for r in ranges if r[1] >= committed), None)
+        if first is None or first <= committed:
+            return None
+        return committed, first
+
+    async def repair_holes(self, after_s: float, now: float | None = None) -> list[TP]:
+        """Seek back each assigned batch partition whose head hole has lasted ``after_s``
+        seconds to its committed offset; the partitions sought back."""
+        now = time.monotonic() if now is None else now
+        repaired: list[TP] = []
+        seen: set[TP] = set()
+        for tp in list(self._acked_ranges):
+            hole = self.head_hole(tp)
+            if hole is None:
+                continue
+            seen.add(tp)
+            since = self._holes_since.get(tp)
+            if since is None or since[:2] != hole:
+                self._holes_since[tp] = (*hole, now)
+                continue
+            if now - since[2] < after_s or tp not in self.assignment():
+                continue
+            log.warning(
+                "%s/%d: offsets %d..%d were never delivered; seeking back to %d",
+                tp.topic,
+                tp.partition,
+                hole[0],
+                hole[1] - 1,
+                hole[0],
+            )
+            del self._holes_since[tp]
+            await self.seek(tp, hole[0])
+            repaired.append(tp)
+        for tp in list(self._holes_since):
+            if tp not in seen:
+                del self._holes_since[tp]
+        return repaired
+
+    def acked_ranges(self, tp: TP) -> list[tuple[int, int]]:
+        """The acknowledged, not yet committed offset ranges of a batch partition."""
+        return [(lo, hi) for lo, hi in self._acked_ranges.get(tp, [])]
+
+    async def on_partitions_revoked(self, revoked: set[TP]) -> None:
+        for tp in revoked:
+            self._acked_ranges.pop(tp, None)
+            self._holes_since.pop(tp, None)
+        await super().on_partitions_revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned: set[TP], generation_id: int = 0) -> None:
+        for tp in assigned:
+            self._acked_ranges.pop(tp, None)
+        await super().on_partitions_assigned(assigned, generation_id)
+
+    # --- the drain loop ---------------------------------------------------------------
+    async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover - the loop
+        """faust's drain loop (``Consumer._drain_messages``) with batch delivery."""
+        callback = self.callback
+        consumer_should_stop = self._stopped.is_set
+        fetcher_should_stop = fetcher._stopped.is_set
+        batch_topics = self.batch_topics
+        try:
+            while not (consumer_should_stop() or fetcher_should_stop()):
+                self.diag.set_flag(CONSUMER_FETCHING)
+                records, active = await self._wait_next_records(1.0)
+                await asyncio.sleep(0)
+                if records is None or self.should_stop:
+                    continue
+                if not self.flow_active:
+                    try:
+                        await self.perform_seek()
+                    except Exception as exc:  # noqa: BLE001 - faust logs and goes on too
+                        log.warning("exception performing seek when flow not active %r", exc)
+                    continue
+                generation_id = self.app.consumer_generation_id
+                for tp, tp_records in records.items():
+                    if not tp_records or not self.flow_active:
+                        continue
+                    if self.app.consumer_generation_id != generation_id:
+                        break
+                    if not (active is None or tp in active or tp in self._buffered_partitions):
+                        continue
+                    self.app.monitor.track_tp_end_offset(tp, self.highwater(tp))
+                    if tp.topic in batch_topics:
+                        await self._deliver_batch(callback, tp, tp_records, generation_id)
+                    else:
+                        await self._deliver_each(callback, tp, tp_records)
+                self.diag.unset_flag(CONSUMER_FETCHING)
+        except self.consumer_stopped_errors:
+            if self.transport.app.should_stop:
+                log.info("Broker stopped consumer, shutting down...")
+                return
+            raise
+        except asyncio.CancelledError:
+            if self.transport.app.should_stop:
+                log.info("Consumer shutting down for user cancel.")
+                return
+            raise
+        except Exception as exc:
+            log.exception("Drain messages raised: %r", exc)
+            raise
+        finally:
+            self.diag.unset_flag(CONSUMER_FETCHING)
+
+    async def _maybe_commit(self) -> None:
+        commit_every = self._commit_every
+        if commit_every is not None and self._n_acked >= commit_every:
+            self._n_acked = 0
+            await self.commit()
+
+    async def _deliver_batch(
+        self, callback: Any, tp: TP, records: Sequence[Any], generation_id: int
+    ) -> None:
+        await self._maybe_commit()
+        message = BatchMessage.of(tp, records, generation_id)
+        await self.wait_first(callback(message), self.suspend_flow.wait())
+        self._read_offset[tp] = message.offset
+
+    async def _deliver_each(self, callback: Any, tp: TP, records: Sequence[Any]) -> None:
+        """faust's per-message path (gap tracking, read position, ``wait_first``)."""
+        acks_enabled = self.app.topics.acks_enabled_for(tp.topic)
+        for n, record in enumerate(records):
+            if n and n % 100 == 0:
+                await asyncio.sleep(0)
+            offset = record.offset
+            r_offset = self._read_offset[tp]
+            if r_offset is not None and offset < r_offset:
+                continue
+            if r_offset and offset - r_offset > 1 and acks_enabled:
+                await self._add_gap(tp, r_offset + 1, offset)
+            await self._maybe_commit()
+            await self.wait_first(callback(self._to_message(tp, record)), self.suspend_flow.wait())
+            self._read_offset[tp] = offset
+
+
+class Transport(faust_aiokafka.Transport):
+    """faust's aiokafka transport with :class:`BatchConsumer` (scheme ``weddingkafka``)."""
+
+    Consumer = BatchConsumer

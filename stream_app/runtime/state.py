@@ -1,0 +1,143 @@
+"""Write-behind table state: a batch's rows reach the changelog first, then local RocksDB.
+
+Per batch, an agent folds in memory and hands :meth:`WriteBehindTable.commit` the rows it
+changed, per partition. ``commit``:
+
+1. sends one changelog record per changed row (aiokafka record batches,
+   :func:`stream_app.runtime.bulk_send.send_records`) to the table's changelog partition (the
+   partition of the source events: tables are co-partitioned with their input) and awaits the
+   broker's acknowledgement of every one;
+2. then writes the rows *and* the partition's changelog offset (faust's *persisted offset*,
+   ``__faust\\0offset__``) in one RocksDB ``WriteBatch``: atomic on disk.
+
+Only then does the agent acknowledge the batch's input offsets. So local state is never
+ahead of its changelog: after a crash (SIGKILL, OOM kill, power loss) the local RocksDB is a
+prefix of the changelog, faust replays only the changelog's tail after the persisted offset,
+and the worker keeps its state instead of restoring every changelog from the start (Kafka
+Streams' KIP-892 and Quix Streams' checkpoints make the same ordering:
+``research/stream-core.md`` §3). The events of a batch whose changelog was only partly
+acknowledged are read again (their offsets were not committed) and the rows that already hold
+them skip them (each row keeps the input offset it has applied up to).
+
+Rows are encoded as faust's table would (key: the table's JSON key serializer; value: JSON),
+so faust's own reads, recovery and standby replicas work on them unchanged. Reads
+(:meth:`WriteBehindTable.reader`) go to RocksDB directly.
+
+Pinned to faust-streaming 0.15's RocksDB store (``_db_for_partition``, ``_key_index``,
+``offset_key``) and aiokafka 0.14's batch API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, cast
+
+import orjson
+import rocksdict
+
+from stream_app.runtime.bulk_send import Record, send_records
+
+Row = tuple[str, Any]
+"""``(key, JSON value)`` of one row; a value of ``None`` deletes the row (a tombstone)."""
+
+
+def encode_key(key: str) -> bytes:
+    """The table key as faust's JSON key serializer writes it (``"key"``); keys are ASCII
+    without quotes or backslashes (the id rule of :mod:`stream_app.schemas.ids`), so the
+    JSON string is the key between double quotes.
+
+    Raises:
+        ValueError: a key outside that alphabet (it would be encoded differently by faust).
+    """
+    if not key.isascii() or '"' in key or "\\" in key or not key.isprintable():
+        raise ValueError(f"table key {key!r} is not printable ASCII without quotes")
+    return b'"' + key.encode() + b'"'
+
+
+def producer_client(app: Any) -> Any:
+    """The ``aiokafka.AIOKafkaProducer`` inside the worker's faust producer."""
+    return app.producer._ensure_producer()
+
+
+class WriteBehindTable:
+    """Batched, write-behind writes of one faust RocksDB table (see the module docstring).
+
+    Args:
+        table: a faust ``Table`` with a RocksDB store and a changelog topic.
+    """
+
+    def __init__(self, table: Any) -> None:
+        self.table = table
+
+    def _db(self, partition: int) -> Any:
+        return self.table.data._db_for_partition(partition)
+
+    def reader(self, partition: int) -> Callable[[str], Any]:
+        """A lookup of ``partition``'s rows: key → the stored JSON value, ``None`` when
+        absent. Sees every :meth:`commit` that has returned."""
+        get = self._db(partition).get
+
+        def read(key: str) -> Any:
+            raw = get(encode_key(key))
+            return None if raw is None else orjson.loads(raw)
+
+        return read
+
+    def scan(self, partition: int) -> Any:
+        """Every ``(key, JSON value)`` of ``partition`` (the persisted offset left out)."""
+        offset_key = self.table.data.offset_key
+        for kb, vb in self._db(partition).items():
+            if kb == offset_key or not kb.startswith(b'"'):
+                continue
+            yield kb[1:-1].decode(), orjson.loads(vb)
+
+    def scan_from(self, partition: int, start: str) -> Any:
+        """``(key, JSON value)`` of ``partition`` in key order from ``start`` on."""
+        it = self._db(partition).items(from_key=encode_key(start))
+        for kb, vb in it:
+            if not kb.startswith(b'"'):
+                continue
+            yield kb[1:-1].decode(), orjson.loads(vb)
+
+    async def commit(self, producer: Any, rows: Mapping[int, Sequence[Row]]) -> int:
+        """Write ``rows`` (per partition, in order) to the changelog, await the broker's
+        acknowledgements, then write them and the new persisted offset to RocksDB in one
+        write batch per partition. Returns the number of rows written.
+
+        ``producer`` is the worker's ``aiokafka.AIOKafkaProducer`` (:func:`producer_client`).
+
+        Raises:
+            aiokafka.errors.KafkaError: a record was not acknowledged; nothing was written
+                locally (the batch's input offsets stay unacknowledged).
+        """
+        encoded: dict[int, list[tuple[bytes, bytes | None]]] = {}
+        for partition, part in rows.items():
+            if part:
+                encoded[partition] = [
+                    (encode_key(k), None if v is None else orjson.dumps(v)) for k, v in part
+                ]
+        if not encoded:
+            return 0
+        topic: str = self.table.changelog_topic.get_topic_name()
+        sent = await send_records(producer, topic, cast(dict[int, list[Record]], encoded))
+        metas = await asyncio.gather(*(fut for _, _, fut in sent))
+        last: dict[int, int] = {}
+        for (partition, count, _), meta in zip(sent, metas, strict=True):
+            last[partition] = max(last.get(partition, -1), meta.offset + count - 1)
+        store = self.table.data
+        index = store._key_index
+        n = 0
+        for partition, records in encoded.items():
+            batch = rocksdict.WriteBatch(raw_mode=True)
+            for kb, vb in records:
+                if vb is None:
+                    batch.delete(kb)
+                    index.pop(kb, None)
+                else:
+                    batch.put(kb, vb)
+                    index[kb] = partition
+            batch.put(store.offset_key, str(last[partition]).encode())
+            self._db(partition).write(batch)
+            n += len(records)
+        return n
