@@ -19,6 +19,7 @@ from stream_app.tables.bookings import (
     table_key,
 )
 from stream_app.tables.closing import OpenWindows
+from stream_app.tables.windows import window_end
 from tests.tables.model import (
     GRACE,
     data_rows,
@@ -206,8 +207,6 @@ def crash_and_redeliver(seed: int, closing: bool) -> None:
 
 
 def window_end_of(key: str) -> datetime:
-    from stream_app.tables.windows import window_end
-
     org, _, grain, label = key.split("/")
     return window_end(grain, label, zone_of(org))  # type: ignore[arg-type]
 
