@@ -422,8 +422,14 @@ def fold_batch(
             continue
         org, venue, grain, period = r.ident
         closes_at: datetime | None = None
-        if r.events and not r.closing and not r.final and grain not in ("day", "month"):
-            assert windows is not None
+        if (
+            r.events
+            and not r.closing
+            and not r.final
+            and grain not in ("day", "month")
+            and windows is not None
+            and windows.closing is not None
+        ):
             closes_at = window_end(grain, period, windows.zone_of(org)) + windows.grace  # type: ignore[arg-type]
             mark = marks[org][0]
             if mark is not None and mark >= closes_at:

@@ -137,11 +137,6 @@ def test_a_window_opened_and_closed_by_one_batch_is_final_in_that_batch() -> Non
     assert hour_key("a", "13") not in {k for _, k, _ in result.opened}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="fold_batch marks a window opened and closed by one batch final even when"
-    " WindowPolicy.closing is None, whose docstring says windows then never report a final value",
-)
 def test_without_closing_no_window_is_final() -> None:
     store: dict[str, Any] = {}
     batch = [(0, booking(1, "a", utc(5, 1, 13, 5))), (1, booking(2, "a", utc(5, 1, 15)))]
