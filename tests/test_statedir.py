@@ -1,4 +1,4 @@
-"""Local table state is kept after a clean stop and deleted after a crash."""
+"""One worker per data folder: the folder's lock (stream_app.statedir.lock_state)."""
 
 from __future__ import annotations
 
@@ -7,37 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from stream_app.statedir import CLEAN_MARKER, lock_state, mark_clean, open_state
-
-
-def _tables_with_a_store(root: Path) -> Path:
-    tables = root / "v1" / "tables"
-    (tables / "venue-bookings-0.db").mkdir(parents=True)
-    (tables / "venue-bookings-0.db" / "CURRENT").write_text("MANIFEST-000001\n")
-    return tables
-
-
-def test_a_first_start_has_nothing_to_delete(tmp_path: Path) -> None:
-    assert open_state(tmp_path / "v1" / "tables") is False
-    assert not (tmp_path / "v1").exists()
-
-
-def test_after_a_crash_the_state_is_deleted(tmp_path: Path) -> None:
-    tables = _tables_with_a_store(tmp_path)
-    assert open_state(tables) is True
-    assert not tables.exists()
-
-
-def test_after_a_clean_stop_the_state_is_kept_once(tmp_path: Path) -> None:
-    tables = _tables_with_a_store(tmp_path)
-    mark_clean(tables)
-    assert (tables / CLEAN_MARKER).is_file()
-    assert open_state(tables) is False
-    assert (tables / "venue-bookings-0.db" / "CURRENT").read_text() == "MANIFEST-000001\n"
-    # the marker is consumed: a crash of this run must not look like a clean stop
-    assert not (tables / CLEAN_MARKER).exists()
-    assert open_state(tables) is True
-    assert not tables.exists()
+from stream_app.statedir import lock_state
 
 
 def test_a_second_process_cannot_take_a_data_folder_in_use(tmp_path: Path) -> None:

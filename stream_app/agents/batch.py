@@ -45,6 +45,7 @@ from stream_app.observability import (
     EVENTS_OUTCOME,
     EXPIRED_RESENDS,
 )
+from stream_app.runtime import failpoints
 from stream_app.runtime.bulk_send import send_records
 from stream_app.runtime.consumer import BatchMessage
 from stream_app.runtime.state import Row, WriteBehindTable, producer_client
@@ -180,6 +181,7 @@ class BatchStream(Generic[E]):
         """Fold one partition's batch exactly once into the table (module docstring)."""
         partition = message.partition
         valid, bad = _decode(message, self.schema, self.key_of)
+        failpoints.hit("decoded")
         client = producer_client(app)
         durable: list[Awaitable[Any]] = []
         if bad:
@@ -225,6 +227,7 @@ class BatchStream(Generic[E]):
         writes: list[Row] = [*dedupe.writes(), *self._sweep(partition, newest, horizon_ms)]
         writes += folded.writes
         durable += folded.durable
+        failpoints.hit("folded")
         await asyncio.gather(
             self.state.commit(client, {partition: writes}) if writes else asyncio.sleep(0),
             *durable,
@@ -240,6 +243,7 @@ class BatchStream(Generic[E]):
             folded.after()
         if self.announce is not None:
             await self.announce()
+        failpoints.hit("announced")
 
     def _sweep(self, partition: int, newest: int, horizon_ms: int) -> list[Row]:
         """Tombstones for expired dedupe records of ``partition``: at most once a minute,

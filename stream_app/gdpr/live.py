@@ -3,8 +3,8 @@
 The ``client-interaction-totals`` table is owned per partition by one worker; an erasure is
 therefore an event, ``client_erased`` on ``client-interactions`` keyed
 ``organization_id/client_id`` like every interaction, so it reaches the owner in order after
-every earlier event of the client. The owner deletes both rows of the client and writes
-tombstones to the changelog (:func:`stream_app.tables.interactions.fold_batch`).
+every earlier event of the client. The owner deletes the client's row and writes a
+tombstone to the changelog (:func:`stream_app.tables.interactions.fold_batch`).
 
 :func:`wait_folded` knows the erasure is applied when the worker group's committed offset of
 the event's partition has passed the event: the interactions agent commits an offset only

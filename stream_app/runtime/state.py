@@ -36,6 +36,7 @@ from typing import Any, cast
 import orjson
 import rocksdict
 
+from stream_app.runtime import failpoints
 from stream_app.runtime.bulk_send import Record, send_records
 
 Row = tuple[str, Any]
@@ -121,7 +122,9 @@ class WriteBehindTable:
             return 0
         topic: str = self.table.changelog_topic.get_topic_name()
         sent = await send_records(producer, topic, cast(dict[int, list[Record]], encoded))
+        failpoints.hit("changelog_sent")
         metas = await asyncio.gather(*(fut for _, _, fut in sent))
+        failpoints.hit("changelog_acked")
         last: dict[int, int] = {}
         for (partition, count, _), meta in zip(sent, metas, strict=True):
             last[partition] = max(last.get(partition, -1), meta.offset + count - 1)
@@ -140,4 +143,5 @@ class WriteBehindTable:
             batch.put(store.offset_key, str(last[partition]).encode())
             self._db(partition).write(batch)
             n += len(records)
+        failpoints.hit("state_written")
         return n

@@ -421,6 +421,19 @@ def fold_batch(
         if r.events == 0 and not r.closing:
             continue
         org, venue, grain, period = r.ident
+        closes_at: datetime | None = None
+        if (
+            r.events
+            and not r.closing
+            and not r.final
+            and grain not in ("day", "month")
+            and windows is not None
+            and windows.closing is not None
+        ):
+            closes_at = window_end(grain, period, windows.zone_of(org)) + windows.grace  # type: ignore[arg-type]
+            mark = marks[org][0]
+            if mark is not None and mark >= closes_at:
+                r.closing = True  # opened and closed by the same batch
         value: dict[str, Any] = {"totals": r.totals.to_json(), "o": max(r.offset, r.applied)}
         if r.closing:
             value["final"] = True
@@ -443,9 +456,8 @@ def fold_batch(
                     final=True,
                 )
             )
-        elif r.events and grain not in ("day", "month") and windows is not None:
-            zone = windows.zone_of(org)
-            opened.append((org, key, window_end(grain, period, zone) + windows.grace))  # type: ignore[arg-type]
+        elif closes_at is not None:
+            opened.append((org, key, closes_at))
     if windows is not None:
         for org, (mark, mark_offset) in marks.items():
             if mark is not None and mark != marks_start[org]:

@@ -36,7 +36,7 @@ Rows: ``org/client/all/all`` (the values above).
 Exactly once: each row keeps the input offset it has applied up to (see
 :mod:`stream_app.tables.guarded`); re-sent events are caught by :mod:`stream_app.tables.dedupe`.
 
-Erasure (GDPR Art. 17): a ``client_erased`` event deletes both rows of its client: the batch
+Erasure (GDPR Art. 17): a ``client_erased`` event deletes the client's row: the batch
 writes ``None`` for them (a RocksDB delete and a changelog tombstone), after the rows of the
 events before it and before the rows of the events after it (a client may come back). The
 erasure is idempotent and is not deduplicated: folded again after a crash it deletes again.

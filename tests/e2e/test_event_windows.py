@@ -140,3 +140,34 @@ async def test_bad_window_labels_are_400_naming_the_field(
                 body = await r.json()
                 assert r.status == 400, body
                 assert body["error"]["field"] == field, body
+
+
+async def test_closed_windows_publish_their_final_value_once(
+    settings: Settings, main_worker: WorkerProcess
+) -> None:
+    """After :func:`test_windows_in_the_zone_and_a_late_event` (same organisation), the
+    watermark (23:10) has closed the hours 18:00 and 20:00 (end + 1 h grace <= 23:10) and no
+    other window: exactly one ``"final": true`` update each, with the on-time count."""
+    await wait_for_lag_zero(settings.kafka_bootstrap, "wedding-tests", WEDDING_BOOKINGS, 300)
+    mark = max(TIMES)
+    expected: dict[tuple[str, str], int] = {}
+    for at in TIMES[:3]:  # the on-time events (the fourth is late for its hour)
+        start = at.replace(minute=0, second=0, microsecond=0)
+        if (mark - start).total_seconds() >= 3600 + GRACE_S:
+            label = start.strftime("%Y-%m-%dT%H")
+            expected[("event_hour", label)] = expected.get(("event_hour", label), 0) + 1
+    assert expected == {("event_hour", "2026-05-01T18"): 1, ("event_hour", "2026-05-01T20"): 1}
+    updates = [
+        orjson.loads(r.value)
+        for r in await read_topic(settings.kafka_bootstrap, "realtime-metrics-updates")
+        if r.key == KEY
+    ]
+    finals = [u for u in updates if u.get("kind") == "metric_update" and u.get("final")]
+    got = {(u["window"]["grain"], u["window"]["period"]): u["new"]["bookings"] for u in finals}
+    assert got == expected
+    assert len(finals) == len(expected)  # once each
+    # early updates of the same windows came before, without the flag
+    early = [u for u in updates if u.get("kind") == "metric_update" and not u.get("final")]
+    assert {("event_hour", "2026-05-01T18"), ("event_hour", "2026-05-01T20")} <= {
+        (u["window"]["grain"], u["window"]["period"]) for u in early
+    }

@@ -1,4 +1,5 @@
-"""The batch fold: duplicates, redelivery after a crash that kept a prefix of the writes."""
+"""The booking fold: every event once per row, redelivery after a crash that kept a prefix of
+the writes (all seven grains, windows with lateness), currencies, lead time."""
 
 from __future__ import annotations
 
@@ -11,11 +12,23 @@ import pytest
 
 from stream_app.schemas.bookings import BookingEvent
 from stream_app.tables.bookings import (
+    BatchResult,
     VenueTotals,
     fold_batch,
     row_totals,
-    sum_totals,
     table_key,
+)
+from stream_app.tables.closing import OpenWindows
+from stream_app.tables.windows import window_end
+from tests.tables.model import (
+    GRACE,
+    data_rows,
+    expected_rows,
+    policy,
+    random_bookings,
+    split,
+    watermark_key,
+    zone_of,
 )
 
 
@@ -38,12 +51,8 @@ def batch_of(events: list[BookingEvent], first_offset: int = 0) -> list[tuple[in
     return [(first_offset + i, e) for i, e in enumerate(events)]
 
 
-def apply(
-    store: dict[str, Any], batch: list[tuple[int, BookingEvent]], keep: int | None = None
-) -> None:
-    result = fold_batch(store.get, batch)
-    writes = result.writes if keep is None else result.writes[:keep]
-    store.update(writes)
+def apply(store: dict[str, Any], batch: list[tuple[int, BookingEvent]]) -> None:
+    store.update(fold_batch(store.get, batch).writes)
 
 
 def month(store: dict[str, Any], venue: str) -> VenueTotals:
@@ -83,69 +92,161 @@ def test_batch_folds_every_event_once() -> None:
     store: dict[str, Any] = {}
     result = fold_batch(store.get, batch_of(EVENTS))
     assert result.outcomes == ["counted"] * len(EVENTS)
-    apply(store, batch_of(EVENTS))
-    # the month roll-up equals the sum of its day rows
+    store.update(result.writes)
+    # the month row equals the sum of its day rows
     for v in ("v1", "v2"):
         days = [store.get(table_key("org", v, "day", f"2026-06-0{d}")) for d in (1, 2, 3)]
         assert sum(row_totals(r).bookings for r in days) == month(store, v).bookings
     assert totals(store) == expected()
     # v1 has the odd n: 10 bookings (1..19 odd), cancellations of 3 and 9
     assert expected()["v1"][:2] == (10, 2)
+    # rows are constant-size: the totals and the input offset applied up to, nothing else
+    want, _ = expected_rows(batch_of(EVENTS), windows=False)
+    assert store == want
+    assert store[table_key("org", "v1", "month", "2026-06")]["o"] == len(EVENTS) - 1
 
 
-def test_duplicate_messages_at_later_offsets_are_skipped() -> None:
+def test_a_batch_delivered_again_at_its_own_offsets_changes_nothing() -> None:
     store: dict[str, Any] = {}
-    apply(store, batch_of(EVENTS))
-    again = fold_batch(store.get, batch_of(EVENTS, first_offset=1000))
-    assert again.outcomes == ["duplicate"] * len(EVENTS)
-    assert again.writes == []
-    # a duplicate inside one batch
-    store2: dict[str, Any] = {}
-    twice = fold_batch(store2.get, batch_of([EVENTS[0], EVENTS[0]]))
-    assert twice.outcomes == ["counted", "duplicate"]
+    store.update(fold_batch(store.get, batch_of(EVENTS)).writes)
+    again = fold_batch(store.get, batch_of(EVENTS))
+    assert again.outcomes == ["redelivered"] * len(EVENTS)
+    assert again.writes == [] and again.changes == []
+    # half of it again, then the rest new: only the new offsets count
+    more = [booking(n, day=2, amount=5) for n in range(30, 34)]
+    mixed = fold_batch(store.get, batch_of(EVENTS[10:] + more, first_offset=10))
+    assert mixed.outcomes == ["redelivered"] * (len(EVENTS) - 10) + ["counted"] * 4
+    store.update(mixed.writes)
+    want = expected()
+    assert totals(store) == {
+        "v1": (want["v1"][0] + 2, want["v1"][1], want["v1"][2] + 10),
+        "v2": (want["v2"][0] + 2, want["v2"][1], want["v2"][2] + 10),
+    }
 
 
-@pytest.mark.parametrize("seed", range(40))
-def test_redelivery_after_a_crash_that_kept_any_subset_of_the_writes(seed: int) -> None:
-    """A crash may keep any subset of a batch's writes (no ordering is relied on); the
-    redelivery may come in another order and in other batches."""
+def run_batch(
+    store: dict[str, Any],
+    events: list[BookingEvent],
+    first: int,
+    stop: int,
+    index: OpenWindows | None,
+    keep: int | None = None,
+) -> BatchResult:
+    """Fold offsets ``[first, stop)``; write all the writes (and track the opened windows as
+    the agent does once they are durable) or, for a crash, only the first ``keep``."""
+    result = fold_batch(store.get, [(o, events[o]) for o in range(first, stop)], policy(index))
+    if keep is None:
+        store.update(result.writes)
+        if index is not None:
+            for org, key, closes_at in result.opened:
+                index.add(org, key, closes_at)
+    else:
+        store.update(result.writes[:keep])
+    return result
+
+
+def crash_and_redeliver(seed: int, closing: bool) -> None:
+    """Batches folded one after the other; up to three crashes, each keeping a random prefix
+    of its batch's writes (the changelog is an ordered log), after which the input is read
+    again from the start of a random earlier batch (the committed offset) in other batches.
+    Every row must equal the independent model of folding each event once; a final window
+    never changes again and its final value is the model's."""
     rng = random.Random(seed)
-    first, second = EVENTS[:12], EVENTS[12:]
+    events = random_bookings(rng, 70)
+    want, _ = expected_rows(list(enumerate(events)))
+    assert len(want) > 20  # many rows (late events: see the test below)
     store: dict[str, Any] = {}
-    apply(store, batch_of(first))  # committed batch
-    b2 = batch_of(second, first_offset=12)
-    result = fold_batch(store.get, b2)
-    store.update(w for w in result.writes if rng.random() < 0.5)  # the crash
-    redelivered = b2[:]
-    rng.shuffle(redelivered)
-    cut = rng.randrange(len(redelivered) + 1)
-    apply(store, redelivered[:cut])
-    apply(store, redelivered[cut:])
-    assert totals(store) == expected()
-    assert_rollups_sum_their_days(store)
+    index = OpenWindows() if closing else None
+    boundaries = [0]
+    finals: dict[str, Any] = {}
+    crashes = 0
+    offset = 0
+    while offset < len(events):
+        stop = min(len(events), offset + rng.randint(1, 12))
+        crash = crashes < 3 and rng.random() < 0.3
+        result: BatchResult
+        if crash:
+            writes = fold_batch(
+                store.get, [(o, events[o]) for o in range(offset, stop)], policy(index)
+            ).writes
+            keep = rng.randint(0, len(writes))
+            # the watermark rows come last: a kept watermark means every row was kept
+            marks = [i for i, (k, _) in enumerate(writes) if k.startswith("~watermark/")]
+            assert marks == list(range(len(writes) - len(marks), len(writes)))
+            store.update(writes[:keep])
+            crashes += 1
+            offset = rng.choice([b for b in boundaries if b <= offset])
+            if index is not None:  # the partition is taken again: open windows from the rows
+                index = OpenWindows.rebuild(data_rows(store).items(), zone_of, GRACE)
+        else:
+            result = run_batch(store, events, offset, stop, index)
+            for c in result.changes:
+                key = table_key(c.organization_id, c.venue_id, c.grain, c.period)
+                if c.final:
+                    assert c.new.to_json() == want[key]["totals"], key
+            offset = stop
+            boundaries.append(offset)
+        for key, value in store.items():
+            if key in finals:
+                assert value == finals[key], key  # final: never written again differently
+            elif isinstance(value, dict) and value.get("final"):
+                finals[key] = value
+    rows = data_rows(store)
+    assert {k: {"totals": v["totals"], "o": v["o"]} for k, v in rows.items()} == want
+    for org in ("a", "b"):
+        mark = max(e.occurred_at for e in events if e.organization_id == org)
+        assert store[watermark_key(org)]["event_time"] == mark.isoformat()
+    if closing:
+        assert finals  # windows were closed and reported
+    for key in finals:
+        org = key.split("/")[0]
+        assert row_totals(store[key]).to_json() == want[key]["totals"]
+        assert key.split("/")[2] not in ("day", "month")
+        closed_at = window_end_of(key) + GRACE
+        assert datetime.fromisoformat(store[watermark_key(org)]["event_time"]) >= closed_at
 
 
-def assert_rollups_sum_their_days(store: dict[str, Any]) -> None:
-    """A roll-up row's stored ``totals`` equal the sum of its day entries, recomputed here."""
-    rollups = {k: v for k, v in store.items() if "days" in v}
-    assert rollups
-    for key, row in rollups.items():
-        summed = sum_totals(VenueTotals.from_json(d) for d in row["days"].values())
-        assert VenueTotals.from_json(row["totals"]) == summed, key
+def window_end_of(key: str) -> datetime:
+    org, _, grain, label = key.split("/")
+    return window_end(grain, label, zone_of(org))  # type: ignore[arg-type]
 
 
-def test_rollup_rows_written_before_their_totals_field_still_read_and_update() -> None:
-    """Rows from before ``totals`` was stored read as the sum of their days, and the next
-    batch writes the field."""
+@pytest.mark.parametrize("seed", range(60))
+def test_redelivery_after_a_crash_that_kept_a_prefix_folds_every_row_once(seed: int) -> None:
+    crash_and_redeliver(seed, closing=False)
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_redelivery_after_a_crash_with_final_windows_folds_every_row_once(seed: int) -> None:
+    crash_and_redeliver(seed, closing=True)
+
+
+def test_the_first_pass_reports_the_late_events_of_the_model() -> None:
+    events = random_bookings(random.Random(7), 200)
+    _, late = expected_rows(list(enumerate(events)))
     store: dict[str, Any] = {}
-    apply(store, batch_of(EVENTS[:10]))
-    for row in store.values():
-        if "days" in row:
-            del row["totals"]
-    assert totals(store) != expected()  # only part of the events so far
-    apply(store, batch_of(EVENTS[10:], first_offset=10))
-    assert totals(store) == expected()
-    assert_rollups_sum_their_days(store)
+    got_late: dict[int, list[str]] = {}
+    outcomes: list[str] = []
+    for first, stop in split(random.Random(8), 0, len(events)):
+        result = run_batch(store, events, first, stop, None)
+        got_late.update({first + i: list(g) for i, g in result.late.items()})
+        outcomes += result.outcomes
+    assert got_late == late
+    assert [o for o, out in enumerate(outcomes) if out == "late"] == sorted(late)
+    assert set(outcomes) == {"counted", "late"}
+
+
+def test_rows_of_the_old_roll_up_shape_still_read() -> None:
+    """Rows written before rows carried ``o`` (month roll-ups with ``days``) read as the sum
+    of their days."""
+    row = {
+        "days": {
+            "2026-06-01": VenueTotals(1, 0, {"EUR": 5}).to_json(),
+            "2026-06-02": VenueTotals(2, 1, {"EUR": 7}, {"EUR": 3}).to_json(),
+        }
+    }
+    got = row_totals(row)
+    assert (got.bookings, got.cancellations, got.revenue_minor) == (3, 1, {"EUR": 9})
 
 
 def test_currencies_are_never_added_together() -> None:

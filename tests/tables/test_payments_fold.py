@@ -1,7 +1,9 @@
-"""The payments fold: totals per booking and currency, duplicates, crash-prefix redelivery."""
+"""The payments fold: totals per booking and currency, redelivery after a crash that kept a
+prefix of the writes."""
 
 from __future__ import annotations
 
+import random
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -10,6 +12,7 @@ import pytest
 
 from stream_app.schemas.payments import PaymentEvent
 from stream_app.tables.payments import fold_batch, month_key, total_key
+from tests.tables.model import apply_writes, crash_and_redeliver
 
 
 def payment(n: int, *, refund: bool = False, currency: str = "EUR") -> PaymentEvent:
@@ -40,11 +43,8 @@ def batch_of(events: list[PaymentEvent], first: int = 0) -> list[tuple[int, Paym
     return [(first + i, e) for i, e in enumerate(events)]
 
 
-def apply(
-    store: dict[str, Any], batch: list[tuple[int, PaymentEvent]], keep: int | None = None
-) -> None:
-    writes = fold_batch(store.get, batch).writes
-    store.update(writes if keep is None else writes[:keep])
+def apply(store: dict[str, Any], batch: list[tuple[int, PaymentEvent]]) -> None:
+    apply_writes(store, fold_batch(store.get, batch).writes)
 
 
 def expected_totals() -> dict[str, dict[str, Any]]:
@@ -101,8 +101,11 @@ def test_every_event_counted_once_per_booking_currency_and_supplier_month() -> N
     store: dict[str, Any] = {}
     result = fold_batch(store.get, batch_of(EVENTS))
     assert result.outcomes == ["counted"] * len(EVENTS)
-    guards = [i for i, (k, _) in enumerate(result.writes) if "/~ids/" in k]
-    assert guards == list(range(len(result.writes) - len(guards), len(result.writes)))
+    # one write per distinct row, each {"values", "o"}: no guard rows, no id lists
+    keys = [k for k, _ in result.writes]
+    months = {(e.booking_id, f"{e.occurred_at:%Y-%m}") for e in EVENTS}
+    assert len(keys) == len(set(keys)) == 3 + len(months)  # all-time rows, booking months
+    assert all(set(v or {}) == {"values", "o"} for _, v in result.writes)
     apply(store, batch_of(EVENTS))
     assert actual_totals(store) == expected_totals()
     assert actual_supplier_months(store) == expected_supplier_months()
@@ -115,25 +118,23 @@ def test_currencies_are_never_added_together() -> None:
     assert store[total_key("org", "b2")]["values"]["refunded_minor"] == {"EUR": 5007}
 
 
-def test_duplicates_are_skipped() -> None:
+def test_a_batch_delivered_again_at_its_own_offsets_changes_nothing() -> None:
     store: dict[str, Any] = {}
     apply(store, batch_of(EVENTS))
-    again = fold_batch(store.get, batch_of(EVENTS, first=1000))
-    assert again.outcomes == ["duplicate"] * len(EVENTS)
-    assert again.writes == []
-    empty: dict[str, Any] = {}
-    twice = fold_batch(empty.get, batch_of([EVENTS[0], EVENTS[0]]))
-    assert twice.outcomes == ["counted", "duplicate"]
+    again = fold_batch(store.get, batch_of(EVENTS))
+    assert again.outcomes == ["redelivered"] * len(EVENTS)
+    assert again.writes == [] and again.changes == []
 
 
-@pytest.mark.parametrize("kept", range(0, 11))
-def test_redelivery_after_a_crash_that_kept_a_prefix_of_the_writes(kept: int) -> None:
-    first, second = EVENTS[:12], EVENTS[12:]
+@pytest.mark.parametrize("seed", range(60))
+def test_redelivery_after_a_crash_that_kept_a_prefix_of_the_writes(seed: int) -> None:
+    """Batches one after the other; up to three crashes keeping a random prefix of their
+    batch's writes, each followed by a redelivery from the start of a random earlier batch
+    (the committed offset), in other batches."""
+    rng = random.Random(seed)
+    events = list(EVENTS)
+    rng.shuffle(events)
     store: dict[str, Any] = {}
-    apply(store, batch_of(first))
-    b2 = batch_of(second, first=12)
-    assert kept <= len(fold_batch(store.get, b2).writes)
-    apply(store, b2, keep=kept)  # crash: only the first `kept` writes reached the changelog
-    apply(store, b2)  # redelivery from the committed offset
+    crash_and_redeliver(rng, store, events, lambda get, batch: fold_batch(get, batch).writes)
     assert actual_totals(store) == expected_totals()
     assert actual_supplier_months(store) == expected_supplier_months()

@@ -139,9 +139,11 @@ def test_interaction_figures_against_plain_python() -> None:
 
 
 def test_rows_of_other_shapes_are_ignored() -> None:
-    rows: list[tuple[str, dict[str, Any]]] = [
-        ("org/c1/~ids/all", {"event_ids": ["x"]}),
+    rows: list[tuple[str, Any]] = [
+        ("org/c1/~ids/all", {"event_ids": ["x"]}),  # an id list of the old rows
         ("org/c1/month/2026-01", {"x": 1}),
+        ("~e/0123456789abcdef0123456789abcdef", [3, 1_780_000_000_000]),  # a dedupe record
+        ("~watermark/0/org", {"event_time": "2026-01-01T00:00:00+00:00", "o": 3}),
     ]
     part = summaries.interactions_part(rows, ZONE, MONTHS)
     assert part == {"cohorts": {}, "direct": {}, "ratings": {}, "nps": {}}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -10,6 +11,7 @@ import pytest
 
 from stream_app.schemas.suppliers import SupplierActivityEvent
 from stream_app.tables.suppliers import fold_batch, month_key
+from tests.tables.model import apply_writes, crash_and_redeliver
 
 Kind = Literal["task_assigned", "task_completed", "delivery_made"]
 KINDS: tuple[Kind, ...] = ("task_assigned", "task_completed", "delivery_made")
@@ -39,9 +41,8 @@ def batch_of(events: list[SupplierActivityEvent], first: int = 0) -> list[tuple[
     return [(first + i, e) for i, e in enumerate(events)]
 
 
-def apply(store: dict[str, Any], batch: list[tuple[int, Any]], keep: int | None = None) -> None:
-    writes = fold_batch(store.get, batch).writes
-    store.update(writes if keep is None else writes[:keep])
+def apply(store: dict[str, Any], batch: list[tuple[int, Any]]) -> None:
+    apply_writes(store, fold_batch(store.get, batch).writes)
 
 
 def expected() -> dict[str, dict[str, Any]]:
@@ -75,21 +76,29 @@ def test_every_event_counted_once() -> None:
     assert expected()["2026-04"]["late"] > 0 and expected()["2026-04"]["on_time"] > 0
 
 
-def test_duplicates_are_skipped() -> None:
+def test_one_write_per_distinct_row_of_constant_size() -> None:
+    store: dict[str, Any] = {}
+    result = fold_batch(store.get, batch_of(EVENTS))
+    assert [k for k, _ in result.writes] == [month_key("org", "sup", m) for m in expected()]
+    assert [(v or {}).get("o") for _, v in result.writes] == [
+        max(i for i, e in enumerate(EVENTS) if f"{e.occurred_at:%Y-%m}" == m) for m in expected()
+    ]
+    assert all(set(v or {}) == {"values", "o"} for _, v in result.writes)
+
+
+def test_a_batch_delivered_again_at_its_own_offsets_changes_nothing() -> None:
     store: dict[str, Any] = {}
     apply(store, batch_of(EVENTS))
-    again = fold_batch(store.get, batch_of(EVENTS, first=500))
-    assert again.outcomes == ["duplicate"] * len(EVENTS)
-    assert again.writes == []
+    again = fold_batch(store.get, batch_of(EVENTS))
+    assert again.outcomes == ["redelivered"] * len(EVENTS)
+    assert again.writes == [] and again.changes == []
 
 
-@pytest.mark.parametrize("kept", range(0, 5))
-def test_redelivery_after_a_crash_that_kept_a_prefix_of_the_writes(kept: int) -> None:
-    first, second = EVENTS[:2], EVENTS[2:]  # the second batch spans both months
+@pytest.mark.parametrize("seed", range(60))
+def test_redelivery_after_a_crash_that_kept_a_prefix_of_the_writes(seed: int) -> None:
+    rng = random.Random(seed)
+    events = list(EVENTS)
+    rng.shuffle(events)
     store: dict[str, Any] = {}
-    apply(store, batch_of(first))
-    b2 = batch_of(second, first=2)
-    assert len(fold_batch(store.get, b2).writes) == 4  # 2 month rows, then 2 guard rows
-    apply(store, b2, keep=kept)
-    apply(store, b2)
+    crash_and_redeliver(rng, store, events, lambda get, batch: fold_batch(get, batch).writes)
     assert actual(store) == expected()

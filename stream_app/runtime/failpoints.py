@@ -1,0 +1,36 @@
+"""Failpoints: a worker that kills itself at a named point of its batch loop, for the
+crash tests (``tests/e2e/test_crash_points.py``).
+
+``WEDDING_FAILPOINT=<point>:<n>`` makes the worker end with ``os._exit(137)`` (no cleanup, no
+flush: what SIGKILL leaves) the ``n``-th time it reaches ``<point>``. Unset (the default), a
+failpoint costs one dictionary lookup. The points of :class:`stream_app.agents.batch.BatchStream`
+are :data:`POINTS`.
+"""
+
+from __future__ import annotations
+
+import os
+
+POINTS: tuple[str, ...] = (
+    "decoded",  # the batch decoded, nothing sent
+    "folded",  # folded in memory, nothing sent
+    "changelog_sent",  # changelog records handed to the producer, not acknowledged
+    "changelog_acked",  # changelog acknowledged, RocksDB not written
+    "state_written",  # RocksDB written, updates not published, input not acknowledged
+    "announced",  # updates published, input not acknowledged
+)
+
+_spec = os.environ.get("WEDDING_FAILPOINT", "")
+_point, _, _nth = _spec.partition(":")
+_left = int(_nth or "1") if _point else 0
+
+
+def hit(point: str) -> None:
+    """Exit the process at once (status 137) when ``point`` is the armed failpoint and this is
+    its ``n``-th hit; otherwise nothing."""
+    global _left
+    if point != _point or _left <= 0:
+        return
+    _left -= 1
+    if _left == 0:
+        os._exit(137)

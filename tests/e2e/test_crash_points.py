@@ -1,0 +1,40 @@
+"""A worker killed at every point of a batch (``WEDDING_FAILPOINT``, an ``os._exit`` that
+leaves what SIGKILL leaves) and restarted on its own folder counts every event exactly once.
+Expected totals are computed from the produced events (:func:`make_events`)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from stream_app.lag import wait_for_lag_zero
+from stream_app.runtime.failpoints import POINTS
+from stream_app.settings import Settings
+from stream_app.topics import WEDDING_BOOKINGS
+from tests.conftest import WorkerFactory
+from tests.e2e.test_exactly_once import ENV, make_events, own_workers, produce, read_totals
+
+pytestmark = [pytest.mark.slow, pytest.mark.recovery]
+__all__ = ["own_workers"]  # the fixture, shared with test_exactly_once
+
+
+@pytest.mark.usefixtures("own_workers")
+@pytest.mark.parametrize("point", POINTS)
+async def test_a_crash_at_every_point_of_a_batch(
+    settings: Settings, worker_factory: WorkerFactory, point: str
+) -> None:
+    org, group = f"crashpoint-{point.replace('_', '-')}", f"wedding-crashpoint-{point}"
+    doomed = worker_factory.start(group, "w", **ENV, WEDDING_FAILPOINT=f"{point}:3")
+    await doomed.wait_ready(timeout_s=120, min_partitions=4)
+    messages, expected = make_events(org, 3_000, seed=len(point))
+    await produce(settings.kafka_bootstrap, messages)
+    for _ in range(600):  # the third batch reaching the point ends the process
+        if doomed.process.poll() is not None:
+            break
+        await asyncio.sleep(0.1)
+    assert doomed.process.returncode == 137, f"the worker did not stop at {point}"
+    again = worker_factory.start(group, "w", **ENV)
+    await again.wait_ready(timeout_s=120, min_partitions=4)
+    await wait_for_lag_zero(settings.kafka_bootstrap, group, WEDDING_BOOKINGS, 240)
+    assert await read_totals(again, settings, org) == expected

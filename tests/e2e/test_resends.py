@@ -1,0 +1,97 @@
+"""Events re-sent at new offsets through a real worker: within the dedupe horizon they change
+nothing; after it they are counted again and counted in
+``wedding_dedupe_expired_resends_total``. Kafka timestamps set by the producer stand for the
+arrival times (the horizon is measured between them)."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import aiohttp
+import orjson
+from aiokafka import AIOKafkaProducer
+
+from stream_app.devservices.workers import WorkerProcess
+from stream_app.lag import wait_for_lag_zero
+from stream_app.settings import Settings
+from stream_app.topics import WEDDING_BOOKINGS
+from tests.e2e.helpers import auth
+
+ORG = "resend-test-org"
+KEY = f"{ORG}/hall".encode()
+DAY_MS = 86_400_000
+HORIZON_DAYS = 30  # the worker's default WEDDING_DEDUPE_HORIZON_S
+
+
+def booking(n: int, amount: int) -> bytes:
+    return orjson.dumps(
+        {
+            "schema_version": 1,
+            "event_id": f"resend-{n}",
+            "organization_id": ORG,
+            "occurred_at": "2026-03-01T10:00:00Z",
+            "event_type": "booking_created",
+            "booking_id": f"b-{n}",
+            "venue_id": "hall",
+            "service_date": "2026-09-12",
+            "amount_minor": amount,
+            "currency": "EUR",
+        }
+    )
+
+
+async def metric(base_url: str, series: str) -> float:
+    """The value of one series of the worker's ``/metrics`` (0 when absent)."""
+    async with aiohttp.ClientSession(base_url) as s, s.get("/metrics") as r:
+        text = await r.text()
+    m = re.search(re.escape(series) + r" (\S+)", text)
+    return float(m.group(1)) if m else 0.0
+
+
+EXPIRED = 'wedding_dedupe_expired_resends_total{topic="wedding-bookings"}'
+DUPLICATES = 'wedding_events_outcome_total{outcome="duplicate",topic="wedding-bookings"}'
+
+
+async def september(base: str, settings: Settings) -> tuple[int, int]:
+    async with (
+        aiohttp.ClientSession(base) as s,
+        s.get(
+            f"/orgs/{ORG}/venues/hall/metrics",
+            params={"grain": "month", "from": "2026-09", "to": "2026-09"},
+            headers=auth(settings, ORG),
+        ) as r,
+    ):
+        body = await r.json()
+        assert r.status == 200, body
+    (p,) = body["periods"]
+    return int(p["bookings"]), int(p["revenue_minor"].get("EUR", 0))
+
+
+async def test_resends_within_and_after_the_horizon(
+    settings: Settings, main_worker: WorkerProcess
+) -> None:
+    now = int(time.time() * 1000)
+    old = now - (HORIZON_DAYS + 5) * DAY_MS  # arrived 35 days ago
+    recent = now - 2 * DAY_MS
+    sends = [
+        (booking(1, 100), old),  # first sight, 35 days ago
+        (booking(2, 200), recent),  # first sight, 2 days ago
+        (booking(2, 200), now),  # re-send after 2 days: skipped
+        (booking(1, 100), now),  # re-send after 35 days: past the horizon, counted again
+        (booking(1, 100), now),  # and its re-send right after: skipped
+    ]
+    expired_before = await metric(main_worker.url, EXPIRED)
+    duplicates_before = await metric(main_worker.url, DUPLICATES)
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+    await producer.start()
+    try:
+        for value, ts in sends:
+            await producer.send_and_wait(WEDDING_BOOKINGS, value, key=KEY, timestamp_ms=ts)
+    finally:
+        await producer.stop()
+    await wait_for_lag_zero(settings.kafka_bootstrap, "wedding-tests", WEDDING_BOOKINGS, 300)
+    # independently: event 1 counted twice (its re-send came after the horizon), event 2 once
+    assert await september(main_worker.url, settings) == (3, 100 + 200 + 100)
+    assert await metric(main_worker.url, EXPIRED) == expired_before + 1
+    assert await metric(main_worker.url, DUPLICATES) == duplicates_before + 2

@@ -1,0 +1,223 @@
+"""Re-sent events: the dedupe records combined with the folds as the batch loop combines them
+(stream_app.agents.batch.BatchStream.process), with crashes, horizons and sweeping."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import pytest
+
+from stream_app.schemas.bookings import BookingEvent
+from stream_app.tables import bookings, interactions, payments, suppliers
+from stream_app.tables.dedupe import Dedupe, Verdict, dedupe_key, expired
+from tests.tables import test_interactions_fold as interactions_case
+from tests.tables import test_payments_fold as payments_case
+from tests.tables import test_suppliers_fold as suppliers_case
+from tests.tables.model import (
+    apply_writes,
+    crash_and_redeliver,
+    data_rows,
+    expected_rows,
+    policy,
+    random_bookings,
+    screen_and_fold,
+)
+
+HORIZON_MS = 30 * 86_400_000  # the default horizon, 30 days
+T0_MS = 1_780_000_000_000  # 2026-05-28, a Kafka timestamp
+
+
+def with_resends(rng: random.Random, events: Sequence[Any]) -> tuple[list[Any], list[int]]:
+    """The stream with about 10 % of its events sent again later (a copy inserted at a random
+    later position), and the positions of the copies."""
+    stream: list[tuple[Any, bool]] = [(e, False) for e in events]
+    for _ in range(max(1, len(events) // 10)):
+        i = rng.randrange(len(stream))
+        original = stream[i][0]
+        stream.insert(rng.randint(i + 1, len(stream)), (original, True))
+    return [e for e, _ in stream], [p for p, (_, copy) in enumerate(stream) if copy]
+
+
+def run_with_dedupe(
+    rng: random.Random,
+    stream: list[Any],
+    fold: Callable[[Callable[[str], Any], list[tuple[int, Any]]], Any],
+    crashes: bool,
+) -> tuple[dict[str, Any], list[Verdict]]:
+    """Fold ``stream`` (offsets 0.., arrivals a second apart) through dedupe + fold, in random
+    batches, with crashes keeping a prefix of a batch's writes when ``crashes``. Returns the
+    table and the verdicts of the last delivery of each offset."""
+    store: dict[str, Any] = {}
+    verdicts: dict[int, Verdict] = {}
+
+    def writes_of(get: Callable[[str], Any], batch: list[tuple[int, Any]]) -> list[Any]:
+        timed = [(o, T0_MS + 1000 * o, e) for o, e in batch]
+        got, _, writes = screen_and_fold(store, timed, fold, HORIZON_MS, lambda r: r.writes)
+        verdicts.update(zip([o for o, _ in batch], got, strict=True))
+        return writes
+
+    if crashes:
+        crash_and_redeliver(rng, store, stream, writes_of)
+    else:
+        for first in range(0, len(stream), 7):
+            batch = [(o, stream[o]) for o in range(first, min(len(stream), first + 7))]
+            apply_writes(store, writes_of(store.get, batch))
+    return store, [verdicts[o] for o in range(len(stream))]
+
+
+def fold_bookings(get: Callable[[str], Any], batch: list[tuple[int, Any]]) -> Any:
+    return bookings.fold_batch(get, batch, policy())
+
+
+@pytest.mark.parametrize("crashes", [False, True])
+@pytest.mark.parametrize("seed", range(30))
+def test_resent_bookings_within_the_horizon_change_nothing(seed: int, crashes: bool) -> None:
+    """10 % of the events sent again at later offsets: every row (all seven grains, windows
+    with lateness) equals folding each original once at its own offset."""
+    rng = random.Random(seed)
+    stream, copies = with_resends(rng, random_bookings(rng, 80))
+    store, verdicts = run_with_dedupe(rng, stream, fold_bookings, crashes)
+    originals = [(o, e) for o, e in enumerate(stream) if o not in copies]
+    want, _ = expected_rows(originals)
+    assert {k: {"totals": v["totals"], "o": v["o"]} for k, v in data_rows(store).items()} == want
+    assert [o for o, v in enumerate(verdicts) if v == "duplicate"] == copies
+    assert set(verdicts) <= ({"new", "duplicate", "again"} if crashes else {"new", "duplicate"})
+    records = {k for k in store if k.startswith("~e/")}
+    assert records == {dedupe_key(e.event_id) for _, e in originals}
+    for o, e in originals:  # each record names the first offset of its event
+        assert store[dedupe_key(e.event_id)] == [o, T0_MS + 1000 * o]
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_resent_payments_supplier_activities_and_interactions_change_nothing(seed: int) -> None:
+    rng = random.Random(seed)
+    stream, _ = with_resends(rng, payments_case.EVENTS)
+    store, _ = run_with_dedupe(rng, stream, payments.fold_batch, crashes=True)
+    assert payments_case.actual_totals(store) == payments_case.expected_totals()
+    assert payments_case.actual_supplier_months(store) == payments_case.expected_supplier_months()
+
+    stream, _ = with_resends(rng, suppliers_case.EVENTS)
+    store, _ = run_with_dedupe(rng, stream, suppliers.fold_batch, crashes=True)
+    assert suppliers_case.actual(store) == suppliers_case.expected()
+
+    stream, _ = with_resends(rng, interactions_case.EVENTS)
+    store, _ = run_with_dedupe(rng, stream, interactions.fold_batch, crashes=True)
+    assert interactions_case.actual(store) == interactions_case.EXPECTED
+
+
+def booking_stream() -> list[BookingEvent]:
+    return random_bookings(random.Random(99), 3)
+
+
+def one_batch(
+    store: dict[str, Any], batch: list[tuple[int, int, BookingEvent]]
+) -> tuple[list[Verdict], Any]:
+    """Dedupe + the service-date fold of one batch, written."""
+    verdicts, result, writes = screen_and_fold(
+        store, batch, bookings.fold_batch, HORIZON_MS, lambda r: r.writes
+    )
+    apply_writes(store, writes)
+    return verdicts, result
+
+
+def month_events(store: dict[str, Any], ev: BookingEvent) -> int:
+    key = bookings.table_key(
+        ev.organization_id, ev.venue_id, "month", ev.service_date.isoformat()[:7]
+    )
+    totals = bookings.row_totals(store[key])
+    return totals.bookings + totals.cancellations
+
+
+def test_a_resend_at_the_horizon_is_a_duplicate_and_after_it_is_counted_again() -> None:
+    a = booking_stream()[0]
+    store: dict[str, Any] = {}
+    assert one_batch(store, [(0, T0_MS, a)])[0] == ["new"]
+    # exactly one horizon later: still the same event
+    assert one_batch(store, [(1, T0_MS + HORIZON_MS, a)])[0] == ["duplicate"]
+    assert month_events(store, a) == 1
+    # a millisecond later: expired, counted as a new event, its record renewed
+    verdicts, result = one_batch(store, [(2, T0_MS + HORIZON_MS + 1, a)])
+    assert verdicts == ["expired"] and result.outcomes == ["counted"]
+    assert month_events(store, a) == 2
+    assert store[dedupe_key(a.event_id)] == [2, T0_MS + HORIZON_MS + 1]
+    # measured from the renewed arrival: 1.9 horizons after the first is a duplicate again
+    late = T0_MS + HORIZON_MS * 19 // 10
+    assert one_batch(store, [(3, late, a)])[0] == ["duplicate"]
+    assert month_events(store, a) == 2
+    # the renewed offset delivered again (a crash after the renewal) is "again"
+    verdicts, result = one_batch(store, [(2, T0_MS + HORIZON_MS + 1, a)])
+    assert verdicts == ["again"] and result.outcomes == ["redelivered"]
+    assert month_events(store, a) == 2
+
+
+def test_a_record_is_deletable_only_after_two_horizons() -> None:
+    record = [0, T0_MS]
+    assert not expired(record, T0_MS + HORIZON_MS + 1, HORIZON_MS)
+    assert not expired(record, T0_MS + 2 * HORIZON_MS, HORIZON_MS)
+    assert expired(record, T0_MS + 2 * HORIZON_MS + 1, HORIZON_MS)
+    # between one and two horizons the record is kept: a re-send is recognised as expired
+    a = booking_stream()[1]
+    store: dict[str, Any] = {}
+    one_batch(store, [(0, T0_MS, a)])
+    key = dedupe_key(a.event_id)
+    newest = T0_MS + HORIZON_MS * 3 // 2
+    assert not expired(store[key], newest, HORIZON_MS)
+    assert one_batch(store, [(1, newest, a)])[0] == ["expired"]
+    # past two horizons the sweep deletes it: the event can no longer be told from a new one
+    b = booking_stream()[2]
+    one_batch(store, [(2, T0_MS, b)])
+    newest = T0_MS + 2 * HORIZON_MS + 1
+    swept = [
+        (k, None)
+        for k, v in store.items()
+        if k.startswith("~e/") and expired(v, newest, HORIZON_MS)
+    ]
+    assert swept == [(dedupe_key(b.event_id), None)]  # a's record was renewed at 1.5 horizons
+    apply_writes(store, swept)
+    assert one_batch(store, [(3, newest, b)])[0] == ["new"]
+
+
+def test_the_same_offsets_delivered_again_are_again_and_write_nothing() -> None:
+    events = random_bookings(random.Random(5), 40)
+    batch = [(o, T0_MS + o, e) for o, e in enumerate(events)]
+    store: dict[str, Any] = {}
+    verdicts, result, writes = screen_and_fold(
+        store, batch, fold_bookings, HORIZON_MS, lambda r: r.writes
+    )
+    assert verdicts == ["new"] * len(events)
+    first = result
+    assert "late" in first.outcomes
+    apply_writes(store, writes)
+    before = dict(store)
+    verdicts, result, writes = screen_and_fold(
+        store, batch, fold_bookings, HORIZON_MS, lambda r: r.writes
+    )
+    assert verdicts == ["again"] * len(events)
+    # an event late for a window is late for it again (the window still lacks it); every
+    # other event is in all its rows already
+    assert result.outcomes == ["late" if out == "late" else "redelivered" for out in first.outcomes]
+    assert result.late == first.late
+    assert writes == [] and result.changes == []
+    assert store == before
+
+
+def test_the_dedupe_key_is_a_16_byte_digest_outside_the_row_keys() -> None:
+    key = dedupe_key("evt-1")
+    assert key == "~e/" + hashlib.blake2b(b"evt-1", digest_size=16).hexdigest()
+    assert len(key) == 3 + 32
+    assert dedupe_key("evt-2") != key
+    # a batch that sees an event twice reads its record once and writes it once
+    reads: list[str] = []
+    store: dict[str, Any] = {}
+
+    def get(k: str) -> Any:
+        reads.append(k)
+        return store.get(k)
+
+    d = Dedupe(get, HORIZON_MS)
+    assert [d.check("x", 0, T0_MS), d.check("x", 5, T0_MS + 1)] == ["new", "duplicate"]
+    assert reads == [dedupe_key("x")]
+    assert d.writes() == [(dedupe_key("x"), [0, T0_MS])]
