@@ -159,6 +159,10 @@ class BatchStream(Generic[E]):
     async def run(self, stream: AsyncIterable[Any]) -> None:
         """Consume the topic for ever (the body of the agent)."""
         announcing: asyncio.Future[None] | None = None
+        # faust's compiled stream iterator acknowledges an event when the stream moves on,
+        # inlining Consumer.ack (so not the batch consumer's): here a batch is acknowledged
+        # explicitly, after its rows are durable and its changes announced
+        stream.enable_acks = False  # type: ignore[attr-defined]
         try:
             async for event in stream.events():  # type: ignore[attr-defined]
                 message = event.message
