@@ -58,6 +58,7 @@ app = faust.App(
     consumer_auto_offset_reset=settings.offset_reset,
     producer_linger_ms=1,
     broker_session_timeout=settings.session_timeout_s,
+    consumer_group_instance_id=settings.group_instance_id or None,
     broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 3),
     stream_wait_empty=settings.stream_wait_empty,
     stream_processing_timeout=settings.stall_report_s,

@@ -265,6 +265,11 @@ class Settings:
         session_timeout_s: how long the group coordinator waits for a silent worker before
             giving its partitions to the others (``WEDDING_SESSION_TIMEOUT_S``). Lower means a
             crashed worker's partitions move sooner, but a long GC pause can cost a rebalance.
+        group_instance_id: the worker's static group membership id (KIP-345,
+            ``WEDDING_GROUP_INSTANCE_ID``; empty by default: dynamic membership). A worker
+            restarted with the same id (a StatefulSet pod name) takes its partitions back at
+            once instead of after the session timeout, with no rebalance; a worker stopped for
+            good keeps its partitions until the session timeout.
         allow_private_targets: accept webhook URLs and SFTP hosts on loopback, private or
             link-local addresses (``WEDDING_ALLOW_PRIVATE_TARGETS=1``). Off by default: a tenant
             must not point deliveries at the cluster's internal services (SSRF).
@@ -394,6 +399,7 @@ class Settings:
     session_timeout_s: float = field(
         default_factory=lambda: _float("WEDDING_SESSION_TIMEOUT_S", 30, 1, 1800)
     )
+    group_instance_id: str = field(default_factory=lambda: _env("WEDDING_GROUP_INSTANCE_ID", ""))
     allow_private_targets: bool = field(
         default_factory=lambda: _flag("WEDDING_ALLOW_PRIVATE_TARGETS", False)
     )

@@ -17,9 +17,9 @@ batch of one partition (the records one fetch returned, no per-message wait). Pe
    late-event copies, final window values), then write the rows and the changelog offset to
    RocksDB in one write batch (:class:`stream_app.runtime.state.WriteBehindTable`);
 6. **announce** the changes on ``realtime-metrics-updates`` (absolute values,
-   at-least-once) and mark cached reports stale;
-7. return: the stream acknowledges the batch's offsets when it asks for the next one, and
-   faust commits them (after flushing its producer).
+   at-least-once) and mark cached reports stale, while the next batch is decoded and folded;
+7. acknowledge the batch's offsets (in order, after its announcement); faust commits them
+   (after flushing its producer, so the updates are out before the commit).
 
 A crash at any point leaves the local state a prefix of the changelog and the input
 uncommitted past the last acknowledged batch; the replay is recognised row by row (each row
@@ -158,15 +158,35 @@ class BatchStream(Generic[E]):
 
     async def run(self, stream: AsyncIterable[Any]) -> None:
         """Consume the topic for ever (the body of the agent)."""
-        async for event in stream.events():  # type: ignore[attr-defined]
-            message = event.message
-            if isinstance(message, BatchMessage):
+        announcing: asyncio.Future[None] | None = None
+        # faust's compiled stream iterator acknowledges an event when the stream moves on,
+        # inlining Consumer.ack (so not the batch consumer's): here a batch is acknowledged
+        # explicitly, after its rows are durable and its changes announced
+        stream.enable_acks = False  # type: ignore[attr-defined]
+        try:
+            async for event in stream.events():  # type: ignore[attr-defined]
+                message = event.message
+                if not isinstance(message, BatchMessage):
+                    continue
                 EVENTS_IN.labels(self.topic).inc(len(message.records))
                 await self.process(message)
-                # acknowledged here, once its rows are durable: faust's own acknowledgement
-                # of the event (when the stream moves on) does not reach a batch message
-                event.ack()
-                self.observe(message)
+                # the previous batch's updates go out while this one was folded; they are
+                # published (and that batch acknowledged) before this one's
+                if announcing is not None:
+                    await announcing
+                announcing = asyncio.ensure_future(self._announce_and_ack(event, message))
+        finally:
+            if announcing is not None and not announcing.done():
+                announcing.cancel()
+
+    async def _announce_and_ack(self, event: Any, message: BatchMessage) -> None:
+        """Publish the batch's changes, then acknowledge its offsets (the stream's own
+        acknowledgement, when it moves on, does not reach a batch message)."""
+        if self.announce is not None:
+            await self.announce()
+        failpoints.hit("announced")
+        event.ack()
+        self.observe(message)
 
     async def _settled(self, message: BatchMessage) -> bool:
         """Wait out a rebalance or a table restore; whether the batch is still ours."""
@@ -241,9 +261,6 @@ class BatchStream(Generic[E]):
             EVENTS_OUTCOME.labels(self.topic, outcome).inc(folded.outcomes.count(outcome))
         if folded.after is not None:
             folded.after()
-        if self.announce is not None:
-            await self.announce()
-        failpoints.hit("announced")
 
     def _sweep(self, partition: int, newest: int, horizon_ms: int) -> list[Row]:
         """Tombstones for expired dedupe records of ``partition``: at most once a minute,

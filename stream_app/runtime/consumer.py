@@ -120,6 +120,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
         super().__init__(*args, **kwargs)
         self._acked_ranges: dict[TP, list[list[int]]] = {}
         self._holes_since: dict[TP, tuple[int, int, float]] = {}
+        self._tails_since: dict[TP, tuple[int, int, float]] = {}
 
     # --- acknowledgements -------------------------------------------------------------
     def ack(self, message: Any) -> bool:
@@ -174,8 +175,9 @@ class BatchConsumer(faust_aiokafka.Consumer):
         return committed, first
 
     async def repair_holes(self, after_s: float, now: float | None = None) -> list[TP]:
-        """Seek back each assigned batch partition whose head hole has lasted ``after_s``
-        seconds to its committed offset; the partitions sought back."""
+        """Seek back to its committed offset each assigned batch partition whose head hole
+        has lasted ``after_s`` seconds, or whose tail made no progress
+        (:meth:`_repair_stalled_tails`); the partitions sought back."""
         now = time.monotonic() if now is None else now
         repaired: list[TP] = []
         seen: set[TP] = set()
@@ -204,6 +206,55 @@ class BatchConsumer(faust_aiokafka.Consumer):
         for tp in list(self._holes_since):
             if tp not in seen:
                 del self._holes_since[tp]
+        return repaired + await self._repair_stalled_tails(after_s, now)
+
+    async def _repair_stalled_tails(self, after_s: float, now: float) -> list[TP]:
+        """Seek back assigned batch partitions that lag (committed offset below the end)
+        with nothing acknowledged and no progress (same committed offset and read position)
+        for ``after_s`` seconds (three times that when the read position is at the committed
+        offset, where a partition paused by flow control also waits).
+
+        Seen after a crash and a restart in the crash tests (and, before batch delivery,
+        after rebalances in CI): the consumer sought the partition to its committed offset
+        after recovering its tables and then fetched nothing more for it, for minutes; a
+        seek to the committed offset starts its fetches again. A redelivery is harmless (the
+        folds skip what their rows hold), it only costs time.
+        """
+        repaired: list[TP] = []
+        stalled: set[TP] = set()
+        for tp in self.assignment():
+            if tp.topic not in self.batch_topics or self._acked_ranges.get(tp):
+                continue
+            committed = self._committed_offset.get(tp)
+            try:
+                end = self.highwater(tp)
+            except Exception:  # noqa: BLE001 - no end known yet, or revoked meanwhile
+                continue
+            if committed is None or end is None or committed >= end:
+                continue
+            read = self._read_offset.get(tp)
+            state = (committed, -1 if read is None else read)
+            stalled.add(tp)
+            since = self._tails_since.get(tp)
+            if since is None or since[:2] != state:
+                self._tails_since[tp] = (*state, now)
+                continue
+            patience = 3.0 if read is not None and read >= committed else 1.0
+            if now - since[2] < after_s * patience:
+                continue
+            del self._tails_since[tp]
+            log.warning(
+                "%s/%d: no progress from committed offset %d to the end %d; seeking back",
+                tp.topic,
+                tp.partition,
+                committed,
+                end,
+            )
+            await self.seek(tp, committed)
+            repaired.append(tp)
+        for tp in list(self._tails_since):
+            if tp not in stalled:
+                del self._tails_since[tp]
         return repaired
 
     def acked_ranges(self, tp: TP) -> list[tuple[int, int]]:
