@@ -50,6 +50,12 @@ FETCH_RECORDS = 200
 default queue, so a burst does not drop a client that keeps up."""
 
 
+MAX_OFFSET = 2**63 - 1
+"""The largest Kafka offset (a signed 64-bit integer)."""
+MAX_POSITION_CHARS = 4096
+"""The longest event id accepted back (``Last-Event-ID``)."""
+
+
 def encode_position(position: Position) -> str:
     """``{0: 17, 1: 4}`` → ``"0:17,1:4"`` (partitions in order)."""
     return ",".join(f"{p}:{o}" for p, o in sorted(position.items()))
@@ -63,11 +69,18 @@ def decode_position(text: str, field_name: str = "Last-Event-ID") -> Position:
     """
     out: Position = {}
     try:
+        if len(text) > MAX_POSITION_CHARS:
+            raise ValueError
         for part in text.split(","):
             p, _, o = part.partition(":")
+            if not (p.isascii() and p.isdigit() and o.isascii() and o.isdigit()):
+                raise ValueError  # int() would take "０", "+1", " 1", "1_0"
             partition, offset = int(p), int(o)
-            if not (0 <= partition < MAX_PARTITIONS and offset >= 0) or partition in out:
+            if not (0 <= partition < MAX_PARTITIONS and 0 <= offset <= MAX_OFFSET):
                 raise ValueError
+            if partition in out:
+                raise ValueError
+            out[partition] = offset
             out[partition] = offset
     except ValueError:
         raise ApiError(
