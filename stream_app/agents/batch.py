@@ -234,7 +234,9 @@ class BatchStream(Generic[E]):
         newest = self._newest_arrival.get(partition, 0)
         for offset, arrival, event in valid:
             newest = max(newest, arrival)
-            verdict = dedupe.check(event.event_id, offset, arrival)  # type: ignore[attr-defined]
+            # event ids are unique within a tenant only: the record is the organisation's
+            scoped = f"{event.organization_id}/{event.event_id}"  # type: ignore[attr-defined]
+            verdict = dedupe.check(scoped, offset, arrival)
             if verdict == "duplicate":
                 duplicates += 1
                 continue
