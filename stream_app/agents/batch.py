@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import AsyncIterable, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -123,6 +124,29 @@ def _decode(
     return valid, bad
 
 
+IN_FLIGHT = 2
+"""Batches past their fold and not yet acknowledged, at most (the pipeline's depth)."""
+
+
+class _Turns:
+    """The highest sequence number done so far: :meth:`wait_for` returns once ``seq`` is."""
+
+    def __init__(self) -> None:
+        self._done = 0
+        self._changed = asyncio.Event()
+
+    def done(self, seq: int) -> None:
+        """Mark ``seq`` (and everything before it) done."""
+        self._done = max(self._done, seq)
+        self._changed.set()
+
+    async def wait_for(self, seq: int) -> None:
+        """Return once ``seq`` is done."""
+        while self._done < seq:
+            self._changed.clear()
+            await self._changed.wait()
+
+
 @dataclass(slots=True)
 class BatchStream(Generic[E]):
     """One input topic folded into one table by the batch loop (see the module docstring).
@@ -152,13 +176,24 @@ class BatchStream(Generic[E]):
     _generations: dict[int, int] = field(default_factory=dict)
     _swept: dict[int, tuple[float, str | None]] = field(default_factory=dict)
     _newest_arrival: dict[int, int] = field(default_factory=dict)
+    _in_flight: deque[asyncio.Future[None]] = field(default_factory=deque)
+    _overlay: dict[int, dict[str, tuple[int, Any]]] = field(default_factory=dict)
+    _seq: int = 0
+    _generation_seen: int | None = -1
+    _queued: _Turns = field(default_factory=lambda: _Turns())
 
     def __post_init__(self) -> None:
         self.state = WriteBehindTable(self.table)
 
     async def run(self, stream: AsyncIterable[Any]) -> None:
-        """Consume the topic for ever (the body of the agent)."""
-        announcing: asyncio.Future[None] | None = None
+        """Consume the topic for ever (the body of the agent).
+
+        Pipelined: batch N+1 is decoded and folded while batch N waits for its changelog
+        acknowledgements (its rows are read from an in-memory overlay until they are in
+        RocksDB); at most :data:`IN_FLIGHT` batches are past their fold and not yet
+        acknowledged, and they finish in order (changelog records queued, RocksDB written,
+        updates announced, offsets acknowledged: each in batch order).
+        """
         # faust's compiled stream iterator acknowledges an event when the stream moves on,
         # inlining Consumer.ack (so not the batch consumer's): here a batch is acknowledged
         # explicitly, after its rows are durable and its changes announced
@@ -169,24 +204,34 @@ class BatchStream(Generic[E]):
                 if not isinstance(message, BatchMessage):
                     continue
                 EVENTS_IN.labels(self.topic).inc(len(message.records))
-                await self.process(message)
-                # the previous batch's updates go out while this one was folded; they are
-                # published (and that batch acknowledged) before this one's
-                if announcing is not None:
-                    await announcing
-                announcing = asyncio.ensure_future(self._announce_and_ack(event, message))
+                if message.generation_id != self._generation_seen:
+                    await self._drain()  # a rebalance: finish what is in flight first
+                    self._generation_seen = message.generation_id
+                while len(self._in_flight) >= IN_FLIGHT:
+                    await self._in_flight.popleft()
+                await self.process(message, event)
         finally:
-            if announcing is not None and not announcing.done():
-                announcing.cancel()
+            for task in self._in_flight:
+                task.cancel()
+            self._in_flight.clear()
+            self._overlay.clear()
 
-    async def _announce_and_ack(self, event: Any, message: BatchMessage) -> None:
-        """Publish the batch's changes, then acknowledge its offsets (the stream's own
-        acknowledgement, when it moves on, does not reach a batch message)."""
-        if self.announce is not None:
-            await self.announce()
-        failpoints.hit("announced")
-        event.ack()
-        self.observe(message)
+    async def _drain(self) -> None:
+        """Wait until every batch in flight is finished."""
+        while self._in_flight:
+            await self._in_flight.popleft()
+
+    def _reader(self, partition: int) -> Callable[[str], Any]:
+        """Rows of ``partition`` as the next fold must see them: the overlay of rows sent to
+        the changelog and not yet in RocksDB, then RocksDB."""
+        base = self.state.reader(partition)
+        overlay = self._overlay.setdefault(partition, {})
+
+        def get(key: str) -> Any:
+            hit = overlay.get(key)
+            return base(key) if hit is None else hit[1]
+
+        return get
 
     async def _settled(self, message: BatchMessage) -> bool:
         """Wait out a rebalance or a table restore; whether the batch is still ours."""
@@ -197,8 +242,10 @@ class BatchStream(Generic[E]):
             and message.tp in app.consumer.assignment()
         )
 
-    async def process(self, message: BatchMessage) -> None:
-        """Fold one partition's batch exactly once into the table (module docstring)."""
+    async def process(self, message: BatchMessage, event: Any = None) -> None:
+        """Fold one partition's batch exactly once into the table (module docstring); the
+        rest (write-behind, announce, acknowledge ``event``) goes on in a task of
+        :attr:`_in_flight`."""
         partition = message.partition
         valid, bad = _decode(message, self.schema, self.key_of)
         failpoints.hit("decoded")
@@ -218,6 +265,7 @@ class BatchStream(Generic[E]):
                 await aw
             return
         if self._generations.get(partition) != app.consumer_generation_id:
+            await self._drain()
             self._generations[partition] = app.consumer_generation_id
             if self.on_partition is not None:
                 await self.on_partition(partition)
@@ -226,21 +274,23 @@ class BatchStream(Generic[E]):
                         await aw
                     return
         # --- no await from here to the changelog send: the fold sees a settled partition ---
-        get = self.state.reader(partition)
+        get = self._reader(partition)
         horizon_ms = int(settings.dedupe_horizon_s * 1000)
         dedupe = Dedupe(get, horizon_ms)
         kept: list[tuple[int, E]] = []
         duplicates = expired_resends = 0
         newest = self._newest_arrival.get(partition, 0)
-        for offset, arrival, event in valid:
+        for offset, arrival, decoded in valid:
             newest = max(newest, arrival)
-            verdict = dedupe.check(event.event_id, offset, arrival)  # type: ignore[attr-defined]
+            # event ids are unique within a tenant only: the record is the organisation's
+            scoped = f"{decoded.organization_id}/{decoded.event_id}"  # type: ignore[attr-defined]
+            verdict = dedupe.check(scoped, offset, arrival)
             if verdict == "duplicate":
                 duplicates += 1
                 continue
             if verdict == "expired":
                 expired_resends += 1
-            kept.append((offset, event))
+            kept.append((offset, decoded))
         self._newest_arrival[partition] = newest
         by_offset = {r.offset: r for r in message.records} if kept else {}
         folded = self.fold(partition, get, kept, by_offset.__getitem__) if kept else Folded([], [])
@@ -248,11 +298,60 @@ class BatchStream(Generic[E]):
         writes += folded.writes
         durable += folded.durable
         failpoints.hit("folded")
-        await asyncio.gather(
-            self.state.commit(client, {partition: writes}) if writes else asyncio.sleep(0),
-            *durable,
+        self._seq += 1
+        seq = self._seq
+        overlay = self._overlay.setdefault(partition, {})
+        for key, value in writes:
+            overlay[key] = (seq, value)
+        previous = self._in_flight[-1] if self._in_flight else None
+        task = asyncio.ensure_future(
+            self._finish(
+                previous,
+                event,
+                message,
+                writes,
+                durable,
+                folded,
+                seq,
+                (duplicates, expired_resends),
+            )
         )
+        self._in_flight.append(task)
+        # this batch's changelog records are queued before the next batch can queue its own
+        await self._queued.wait_for(seq)
+
+    async def _finish(
+        self,
+        previous: asyncio.Future[None] | None,
+        event: Any,
+        message: BatchMessage,
+        writes: list[Row],
+        durable: list[Awaitable[Any]],
+        folded: Folded,
+        seq: int,
+        screened: tuple[int, int],
+    ) -> None:
+        """Write behind, announce and acknowledge one folded batch, after the previous one."""
+        partition = message.partition
+        client = producer_client(app)
+        try:
+            sent = await self.state.send(client, {partition: writes}) if writes else None
+        finally:
+            self._queued.done(seq)
+        await asyncio.gather(
+            self.state.acknowledged(sent) if sent is not None else asyncio.sleep(0), *durable
+        )
+        if previous is not None:
+            await previous
+        if sent is not None:
+            self.state.write_local(sent)
         # --- the rows are durable, in the changelog and in RocksDB ---
+        overlay = self._overlay.get(partition, {})
+        for key, _ in writes:
+            hit = overlay.get(key)
+            if hit is not None and hit[0] == seq:
+                del overlay[key]
+        duplicates, expired_resends = screened
         if duplicates:
             EVENTS_OUTCOME.labels(self.topic, "duplicate").inc(duplicates)
         if expired_resends:
@@ -261,6 +360,12 @@ class BatchStream(Generic[E]):
             EVENTS_OUTCOME.labels(self.topic, outcome).inc(folded.outcomes.count(outcome))
         if folded.after is not None:
             folded.after()
+        if self.announce is not None:
+            await self.announce()
+        failpoints.hit("announced")
+        if event is not None:
+            event.ack()
+        self.observe(message)
 
     def _sweep(self, partition: int, newest: int, horizon_ms: int) -> list[Row]:
         """Tombstones for expired dedupe records of ``partition``: at most once a minute,
@@ -272,10 +377,11 @@ class BatchStream(Generic[E]):
         deletes: list[Row] = []
         next_cursor: str | None = None
         scan = self.state.scan_from(partition, cursor or dedupe_key("")[:3])
+        pending = self._overlay.get(partition, {})
         for seen, (key, value) in enumerate(scan, start=1):
             if not key.startswith("~e/"):
                 break
-            if expired(value, newest, horizon_ms):
+            if key not in pending and expired(value, newest, horizon_ms):
                 deletes.append((key, None))
             if seen >= SWEEP_MAX:
                 next_cursor = key

@@ -151,9 +151,11 @@ def fold(
             FINAL_WINDOWS.labels(WEDDING_BOOKINGS, c.grain).inc()
         durable.append(finals.publish(producer_client(app), REALTIME_METRICS_UPDATES, wait=True))
 
+    # the next batch may be folded before this one is durable: it must see these windows
+    for org, key, closes_at in result.opened:
+        index.add(org, key, closes_at)
+
     def after() -> None:
-        for org, key, closes_at in result.opened:
-            index.add(org, key, closes_at)
         for c in result.changes:
             if not c.final:
                 versions.record(c.organization_id)

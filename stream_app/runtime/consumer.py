@@ -225,12 +225,13 @@ class BatchConsumer(faust_aiokafka.Consumer):
         for tp in self.assignment():
             if tp.topic not in self.batch_topics or self._acked_ranges.get(tp):
                 continue
-            committed = self._committed_offset.get(tp)
+            # faust keeps a committed offset of 0 as None (and then reads from the start)
+            committed = self._committed_offset.get(tp) or 0
             try:
                 end = self.highwater(tp)
             except Exception:  # noqa: BLE001 - no end known yet, or revoked meanwhile
                 continue
-            if committed is None or end is None or committed >= end:
+            if end is None or committed >= end:
                 continue
             read = self._read_offset.get(tp)
             state = (committed, -1 if read is None else read)

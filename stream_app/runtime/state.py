@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 import orjson
@@ -104,7 +105,8 @@ class WriteBehindTable:
     async def commit(self, producer: Any, rows: Mapping[int, Sequence[Row]]) -> int:
         """Write ``rows`` (per partition, in order) to the changelog, await the broker's
         acknowledgements, then write them and the new persisted offset to RocksDB in one
-        write batch per partition. Returns the number of rows written.
+        write batch per partition (:meth:`send`, :meth:`acknowledged`, :meth:`write_local`).
+        Returns the number of rows written.
 
         ``producer`` is the worker's ``aiokafka.AIOKafkaProducer`` (:func:`producer_client`).
 
@@ -112,6 +114,13 @@ class WriteBehindTable:
             aiokafka.errors.KafkaError: a record was not acknowledged; nothing was written
                 locally (the batch's input offsets stay unacknowledged).
         """
+        sent = await self.send(producer, rows)
+        return self.write_local(await self.acknowledged(sent))
+
+    async def send(self, producer: Any, rows: Mapping[int, Sequence[Row]]) -> Sent:
+        """Encode ``rows`` and hand their changelog records to the producer, in order (returns
+        once they are queued, not acknowledged). Two calls queue in call order when the
+        second starts after the first returned."""
         encoded: dict[int, list[tuple[bytes, bytes | None]]] = {}
         for partition, part in rows.items():
             if part:
@@ -119,19 +128,31 @@ class WriteBehindTable:
                     (encode_key(k), None if v is None else orjson.dumps(v)) for k, v in part
                 ]
         if not encoded:
-            return 0
+            return Sent(encoded, [])
         topic: str = self.table.changelog_topic.get_topic_name()
-        sent = await send_records(producer, topic, cast(dict[int, list[Record]], encoded))
+        batches = await send_records(producer, topic, cast(dict[int, list[Record]], encoded))
         failpoints.hit("changelog_sent")
-        metas = await asyncio.gather(*(fut for _, _, fut in sent))
+        return Sent(encoded, batches)
+
+    async def acknowledged(self, sent: Sent) -> Sent:
+        """Wait for the broker's acknowledgement of every record of ``sent``.
+
+        Raises:
+            aiokafka.errors.KafkaError: a record was not acknowledged.
+        """
+        metas = await asyncio.gather(*(fut for _, _, fut in sent.batches))
         failpoints.hit("changelog_acked")
-        last: dict[int, int] = {}
-        for (partition, count, _), meta in zip(sent, metas, strict=True):
-            last[partition] = max(last.get(partition, -1), meta.offset + count - 1)
+        for (partition, count, _), meta in zip(sent.batches, metas, strict=True):
+            sent.last[partition] = max(sent.last.get(partition, -1), meta.offset + count - 1)
+        return sent
+
+    def write_local(self, sent: Sent) -> int:
+        """Write acknowledged rows and each partition's last changelog offset to RocksDB, one
+        write batch per partition. Returns the number of rows written."""
         store = self.table.data
         index = store._key_index
         n = 0
-        for partition, records in encoded.items():
+        for partition, records in sent.encoded.items():
             batch = rocksdict.WriteBatch(raw_mode=True)
             for kb, vb in records:
                 if vb is None:
@@ -140,8 +161,20 @@ class WriteBehindTable:
                 else:
                     batch.put(kb, vb)
                     index[kb] = partition
-            batch.put(store.offset_key, str(last[partition]).encode())
+            batch.put(store.offset_key, str(sent.last[partition]).encode())
             self._db(partition).write(batch)
             n += len(records)
-        failpoints.hit("state_written")
+        if n:
+            failpoints.hit("state_written")
         return n
+
+
+@dataclass(slots=True)
+class Sent:
+    """Changelog records handed to the producer: the encoded rows per partition, the record
+    batches' futures ``(partition, count, future)`` and, once acknowledged, each partition's
+    last changelog offset."""
+
+    encoded: dict[int, list[tuple[bytes, bytes | None]]]
+    batches: list[tuple[int, int, asyncio.Future[Any]]]
+    last: dict[int, int] = field(default_factory=dict)

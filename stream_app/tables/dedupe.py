@@ -5,8 +5,10 @@ message delivered again at its *own* offset (after a crash or a rebalance). A pr
 sends an event again (a retry, a replayed export) puts it at a *new* offset; that is caught
 here. Each event leaves one record in its partition of the table:
 
-- key ``~e/<32 hex digits>``: the BLAKE2b-128 digest of the ``event_id`` (16 bytes; ``~``
-  never starts an organisation id, so the key never collides with a row);
+- key ``~e/<32 hex digits>``: the BLAKE2b-128 digest of ``organization_id/event_id`` (16
+  bytes; event ids are unique within a tenant only, so two tenants' events with the same id
+  never meet here; ``~`` never starts an organisation id, so the key never collides with a
+  row);
 - value ``[first offset, arrival ms]``: the input offset the event was first folded at and
   its Kafka timestamp (milliseconds since the epoch, UTC).
 
@@ -36,7 +38,8 @@ horizon (counted as new)."""
 
 
 def dedupe_key(event_id: str) -> str:
-    """The table key of an event's dedupe record: ``~e/`` + hex BLAKE2b-128 of the id."""
+    """The table key of an event's dedupe record: ``~e/`` + hex BLAKE2b-128 of ``event_id``
+    (the caller passes ``organization_id/event_id``)."""
     return PREFIX + hashlib.blake2b(event_id.encode(), digest_size=16).hexdigest()
 
 

@@ -14,6 +14,7 @@ from aiokafka import AIOKafkaProducer
 
 from stream_app.devservices.workers import WorkerProcess
 from stream_app.lag import wait_for_lag_zero
+from stream_app.partitioning import partition_for
 from stream_app.settings import Settings
 from stream_app.topics import WEDDING_BOOKINGS
 from tests.e2e.helpers import auth
@@ -95,3 +96,45 @@ async def test_resends_within_and_after_the_horizon(
     assert await september(main_worker.url, settings) == (3, 100 + 200 + 100)
     assert await metric(main_worker.url, EXPIRED) == expired_before + 1
     assert await metric(main_worker.url, DUPLICATES) == duplicates_before + 2
+
+
+async def test_two_tenants_may_use_the_same_event_id(
+    settings: Settings, main_worker: WorkerProcess
+) -> None:
+    """Event ids are unique within a tenant only: another tenant's event with the same id, in
+    the same partition, is its own event (not a re-send of the first tenant's)."""
+    other = "resend-other-org"
+    venue = next(
+        v
+        for v in (f"hall-{i}" for i in range(1000))
+        if partition_for(f"{other}/{v}".encode(), settings.topic_partitions)
+        == partition_for(KEY, settings.topic_partitions)
+    )
+    shared_id = "shared-event-id-1"
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+    await producer.start()
+    try:
+        for org, key, v, amount in ((ORG, KEY, "hall", 700), (other, None, venue, 900)):
+            doc = orjson.loads(booking(0, amount))
+            doc.update(
+                organization_id=org, venue_id=v, event_id=shared_id, service_date="2026-10-03"
+            )
+            await producer.send_and_wait(
+                WEDDING_BOOKINGS, orjson.dumps(doc), key=key or f"{org}/{v}".encode()
+            )
+    finally:
+        await producer.stop()
+    await wait_for_lag_zero(settings.kafka_bootstrap, "wedding-tests", WEDDING_BOOKINGS, 300)
+    for org, v, amount in ((ORG, "hall", 700), (other, venue, 900)):
+        async with (
+            aiohttp.ClientSession(main_worker.url) as s,
+            s.get(
+                f"/orgs/{org}/venues/{v}/metrics",
+                params={"grain": "month", "from": "2026-10", "to": "2026-10"},
+                headers=auth(settings, org),
+            ) as r,
+        ):
+            body = await r.json()
+            assert r.status == 200, body
+        (p,) = body["periods"]
+        assert (p["bookings"], p["revenue_minor"]) == (1, {"EUR": amount}), (org, body)

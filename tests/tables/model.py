@@ -175,7 +175,7 @@ def screen_and_fold(
     verdicts: list[Verdict] = []
     kept: list[tuple[int, E]] = []
     for offset, arrival, ev in batch:
-        verdict = dedupe.check(ev.event_id, offset, arrival)  # type: ignore[attr-defined]
+        verdict = dedupe.check(f"{ev.organization_id}/{ev.event_id}", offset, arrival)  # type: ignore[attr-defined]
         verdicts.append(verdict)
         if verdict != "duplicate":
             kept.append((offset, ev))

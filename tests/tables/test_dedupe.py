@@ -86,9 +86,9 @@ def test_resent_bookings_within_the_horizon_change_nothing(seed: int, crashes: b
     assert [o for o, v in enumerate(verdicts) if v == "duplicate"] == copies
     assert set(verdicts) <= ({"new", "duplicate", "again"} if crashes else {"new", "duplicate"})
     records = {k for k in store if k.startswith("~e/")}
-    assert records == {dedupe_key(e.event_id) for _, e in originals}
+    assert records == {dedupe_key(f"{e.organization_id}/{e.event_id}") for _, e in originals}
     for o, e in originals:  # each record names the first offset of its event
-        assert store[dedupe_key(e.event_id)] == [o, T0_MS + 1000 * o]
+        assert store[dedupe_key(f"{e.organization_id}/{e.event_id}")] == [o, T0_MS + 1000 * o]
 
 
 @pytest.mark.parametrize("seed", range(20))
@@ -142,7 +142,7 @@ def test_a_resend_at_the_horizon_is_a_duplicate_and_after_it_is_counted_again() 
     verdicts, result = one_batch(store, [(2, T0_MS + HORIZON_MS + 1, a)])
     assert verdicts == ["expired"] and result.outcomes == ["counted"]
     assert month_events(store, a) == 2
-    assert store[dedupe_key(a.event_id)] == [2, T0_MS + HORIZON_MS + 1]
+    assert store[dedupe_key(f"{a.organization_id}/{a.event_id}")] == [2, T0_MS + HORIZON_MS + 1]
     # measured from the renewed arrival: 1.9 horizons after the first is a duplicate again
     late = T0_MS + HORIZON_MS * 19 // 10
     assert one_batch(store, [(3, late, a)])[0] == ["duplicate"]
@@ -162,7 +162,7 @@ def test_a_record_is_deletable_only_after_two_horizons() -> None:
     a = booking_stream()[1]
     store: dict[str, Any] = {}
     one_batch(store, [(0, T0_MS, a)])
-    key = dedupe_key(a.event_id)
+    key = dedupe_key(f"{a.organization_id}/{a.event_id}")
     newest = T0_MS + HORIZON_MS * 3 // 2
     assert not expired(store[key], newest, HORIZON_MS)
     assert one_batch(store, [(1, newest, a)])[0] == ["expired"]
@@ -175,7 +175,9 @@ def test_a_record_is_deletable_only_after_two_horizons() -> None:
         for k, v in store.items()
         if k.startswith("~e/") and expired(v, newest, HORIZON_MS)
     ]
-    assert swept == [(dedupe_key(b.event_id), None)]  # a's record was renewed at 1.5 horizons
+    assert swept == [
+        (dedupe_key(f"{b.organization_id}/{b.event_id}"), None)
+    ]  # a's record was renewed at 1.5 horizons
     apply_writes(store, swept)
     assert one_batch(store, [(3, newest, b)])[0] == ["new"]
 
