@@ -164,8 +164,10 @@ def test_schemathesis_finds_no_server_error_and_no_departure(
         "8",
         "--seed",
         "20261205",
+        # one worker: with two threads, hypothesis's lambda descriptions met CPython 3.11's
+        # "AST constructor recursion depth mismatch" (gh-106905) in one run of the suite
         "--workers",
-        "2",
+        "1",
         "--request-timeout",
         "30",
         "--header",
