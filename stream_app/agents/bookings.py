@@ -28,7 +28,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 from typing import Any
 
-from stream_app.agents.batch import BatchStream, Folded
+from stream_app.agents.batch import INPUT_TOPIC, BatchStream, Folded
 from stream_app.agents.data_versions import DataVersions
 from stream_app.agents.publisher import MetricPublisher
 from stream_app.agents.zones import OrganizationZones
@@ -50,7 +50,7 @@ _raw: dict[str, Any] = {
     "key_serializer": "raw",
     "value_serializer": "raw",
 }
-bookings_topic = app.topic(WEDDING_BOOKINGS, partitions=settings.topic_partitions, **_raw)
+bookings_topic = app.topic(WEDDING_BOOKINGS, partitions=settings.topic_partitions, **INPUT_TOPIC)
 zones = OrganizationZones(settings.postgres_system_dsn)
 GRACE = timedelta(seconds=settings.grace_s)
 
@@ -182,7 +182,7 @@ async def announce() -> None:
     Runs once the batch's rows are durable; updates are at-least-once and carry absolute
     values.
     """
-    await versions.flush()
+    versions.flush_soon()
     await publisher.publish(producer_client(app), REALTIME_METRICS_UPDATES)
 
 

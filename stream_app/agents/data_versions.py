@@ -11,6 +11,7 @@ stale copy can be served meanwhile); a warning is logged.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import Counter
 
@@ -37,16 +38,33 @@ class DataVersions:
         self.dsn = dsn
         self.stream = stream
         self.pending: Counter[str] = Counter()
+        self._flusher: asyncio.Task[None] | None = None
 
     def record(self, organization_id: str, rows: int = 1) -> None:
         """Note ``rows`` changed rows of ``organization_id`` in this stream."""
         self.pending[organization_id] += rows
 
+    def flush_soon(self) -> None:
+        """Write the pending counts in the background (one writer at a time; counts recorded
+        meanwhile go with its next round), so a batch does not wait for PostgreSQL: the
+        batch loop calls it once per batch, and a burst of small batches costs one round trip
+        per round instead of one each."""
+        if self.pending and (self._flusher is None or self._flusher.done()):
+            self._flusher = asyncio.ensure_future(self._flush_all())
+
+    async def _flush_all(self) -> None:
+        while self.pending:
+            before = sum(self.pending.values())
+            await self.flush()
+            if sum(self.pending.values()) >= before:
+                return  # the write failed (logged): the next batch tries again
+
     async def flush(self) -> None:
         """Add the pending counts to the data versions (kept for later if the write fails)."""
         if not self.pending:
             return
-        counts = {(org, self.stream): n for org, n in self.pending.items()}
+        taken = Counter(self.pending)
+        counts = {(org, self.stream): n for org, n in taken.items()}
         try:
             pool = await get_system_pool(self.dsn)
             async with pool.acquire() as conn:
@@ -54,4 +72,5 @@ class DataVersions:
         except (OSError, asyncpg.PostgresError) as exc:
             log.warning("report cache data versions not written (%s); kept for the next batch", exc)
             return
-        self.pending.clear()
+        self.pending.subtract(taken)  # what was recorded meanwhile stays pending
+        self.pending += Counter()  # drops the zero counts

@@ -16,7 +16,7 @@ from typing import Any, Generic, TypeVar
 
 import msgspec
 
-from stream_app.agents.batch import BatchStream, Folded
+from stream_app.agents.batch import INPUT_TOPIC, BatchStream, Folded
 from stream_app.agents.data_versions import STREAM_OF_METRIC, DataVersions
 from stream_app.agents.publisher import GenericMetricPublisher
 from stream_app.app import app, settings
@@ -26,13 +26,8 @@ from stream_app.topics import REALTIME_METRICS_UPDATES
 
 E = TypeVar("E", bound=msgspec.Struct)
 
-RAW_TOPIC: dict[str, Any] = {
-    "key_type": bytes,
-    "value_type": bytes,
-    "key_serializer": "raw",
-    "value_serializer": "raw",
-}
-"""Topic options: keys and values as raw bytes (decoded and validated by the agent)."""
+RAW_TOPIC: dict[str, Any] = INPUT_TOPIC
+"""Topic options of an input topic (see :data:`stream_app.agents.batch.INPUT_TOPIC`)."""
 
 
 @dataclass(slots=True)
@@ -103,7 +98,7 @@ class GuardedStream(Generic[E]):
     async def announce(self) -> None:
         """Mark cached reports stale, then publish the changes (absolute values,
         at-least-once), once the batch's rows are durable."""
-        await self.versions.flush()
+        self.versions.flush_soon()
         await self.publisher.publish(producer_client(app), REALTIME_METRICS_UPDATES)
 
     async def run(self, stream: AsyncIterable[Any]) -> None:
