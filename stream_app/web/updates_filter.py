@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
+from stream_app.agents.data_versions import STREAM_OF_METRIC
 from stream_app.schemas.ids import is_valid_id
 from stream_app.web.auth import Principal
 from stream_app.web.errors import ApiError
@@ -32,6 +33,9 @@ from stream_app.web.permissions import Permission, allowed
 
 REPORT_STATUS = "report_status"
 """The ``metric`` filter value selecting report status changes."""
+
+KNOWN_METRICS: frozenset[str] = frozenset({*STREAM_OF_METRIC, REPORT_STATUS})
+"""The values the ``metric`` filter accepts: the tables' metrics and :data:`REPORT_STATUS`."""
 MAX_FILTER_VALUES = 100
 _METRIC = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 
@@ -119,6 +123,14 @@ def parse_filter(principal: Principal, metric: str | None, venue: str | None) ->
         if not _METRIC.match(m):
             raise ApiError(
                 400, "invalid_field", f"metric: {m!r} is not a metric name ([a-z0-9_])", "metric"
+            )
+        if m not in KNOWN_METRICS:
+            raise ApiError(
+                400,
+                "invalid_field",
+                f"metric: {m!r} is not one of {sorted(KNOWN_METRICS)} (a stream filtered on it"
+                " would stay empty)",
+                "metric",
             )
     venues = _values(venue, "venue")
     for v in venues or ():
