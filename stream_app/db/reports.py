@@ -1,7 +1,9 @@
 """The ``reports`` table: each report request, its status, artifacts, error, cache and cost.
 
 Also the data versions of the report cache (``report_data_versions``): one counter per
-(organisation, stream) that moves whenever events change that stream's tables.
+(organisation, stream) that moves whenever events change that stream's tables, and the
+counter :data:`HISTORY_STREAM` that PostgreSQL itself moves on every change to the
+organisation's history (migration 016's triggers).
 
 Status changes that end or stop a report are conditional (``WHERE status = …``), so a
 cancellation racing a completion is decided by PostgreSQL: exactly one of them wins.
@@ -22,6 +24,11 @@ import asyncpg
 import orjson
 
 from stream_app.db.tenancy import tenant_transaction
+
+HISTORY_STREAM = "history"
+"""The data version that any change to an organisation's PostgreSQL history moves (insert,
+update or delete in a history table, its own row, a venue's row; migration 016). Every cached
+report depends on it (:func:`stream_app.reports.cache.current_versions`)."""
 
 
 def _json(value: Any) -> str | None:

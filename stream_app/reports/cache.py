@@ -27,9 +27,12 @@ delivery are not part of it: equal requests, whatever their key order, give one 
 (:data:`stream_app.reports.registry.CACHE_TTL_S` of its cache class) *and* the data versions
 it read still hold. The fold agents add the number of changed rows of each batch to a
 per-(organisation, stream) counter in PostgreSQL (``report_data_versions``) before they
-publish the batch's updates (:mod:`stream_app.agents.data_versions`); an entry remembers the
-versions of the streams its type reads (:attr:`ReportType.reads`) at the start of its
-generation and is stale once one has moved.
+publish the batch's updates (:mod:`stream_app.agents.data_versions`), and PostgreSQL's own
+triggers move the organisation's ``history`` version on any change to its history, however
+made (migration 016: a payment inserted by hand, an organisation's new time zone, a venue's
+new name). An entry remembers the versions of the streams its type reads
+(:attr:`ReportType.reads`) and of ``history`` at the start of its generation and is stale once
+one has moved. The versions are read from PostgreSQL for every request (no worker-side copy).
 
 **Single flight**: identical requests (one cache key, same data versions) that run at the
 same time on a worker share one generation (:class:`SingleFlight`); the others answer
@@ -60,6 +63,7 @@ from cachetools import LRUCache
 from stream_app.app import app, rocksdb_options, settings
 from stream_app.crypto.keyring import KeyRing
 from stream_app.db import reports as report_db
+from stream_app.db.reports import HISTORY_STREAM
 from stream_app.observability import REPORT_CACHE
 from stream_app.reports.artifacts import (
     ArtifactIntegrityError,
@@ -191,8 +195,17 @@ async def cache_writer(stream: AsyncIterable[Any]) -> None:
 async def current_versions(
     conn: asyncpg.Connection, organization_id: str, reads: frozenset[str]
 ) -> dict[str, int]:
-    """The data versions of the streams a report type reads, for ``organization_id``."""
-    return await report_db.data_versions(conn, organization_id, reads)
+    """The data versions a report of ``organization_id`` depends on: those of the streams its
+    type reads, and always :data:`~stream_app.db.reports.HISTORY_STREAM` (any change to the
+    organisation's PostgreSQL history, its own row and its venues' rows included).
+
+    Read from PostgreSQL on every call (no worker keeps a copy), so a change committed
+    before a request's lookup is seen by it.
+
+    Returns:
+        ``{stream: version}`` (0 for a stream never bumped).
+    """
+    return await report_db.data_versions(conn, organization_id, reads | {HISTORY_STREAM})
 
 
 def _count(level: str, outcome: str) -> None:

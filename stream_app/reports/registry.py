@@ -81,7 +81,8 @@ class ReportType:
         cache_class: decides the cache's time to live (:data:`CACHE_TTL_S`).
         build: the builder.
         reads: the event streams whose changes make a cached copy stale (``bookings``,
-            ``payments``, ``interactions``, ``suppliers``); history-only types list none.
+            ``payments``, ``interactions``, ``suppliers``); history-only types list none (every
+            type also depends on its organisation's PostgreSQL ``history`` version).
         config: the options a request's ``configuration`` may carry, as a msgspec Struct
             (``forbid_unknown_fields=True``); ``None``: the type takes no options.
     """
