@@ -13,6 +13,11 @@ import asyncpg
 
 from stream_app.db.roles import check_serving_role
 
+CONNECT_TIMEOUT_S = 10.0
+"""Longest wait for one new connection (asyncpg's default is 60 s): while PostgreSQL cannot
+be reached a request fails within this bound (a ``TimeoutError`` the HTTP layer answers as
+503 ``dependency_unavailable``) instead of hanging."""
+
 _pools: dict[str, asyncpg.Pool] = {}
 _lock = asyncio.Lock()
 
@@ -21,7 +26,9 @@ async def _open(dsn: str, variable: str) -> asyncpg.Pool:
     async with _lock:
         pool = _pools.get(dsn)
         if pool is None:
-            pool = await asyncpg.create_pool(dsn, min_size=2, max_size=10)
+            pool = await asyncpg.create_pool(
+                dsn, min_size=2, max_size=10, timeout=CONNECT_TIMEOUT_S
+            )
             try:
                 async with pool.acquire() as conn:
                     await check_serving_role(conn, variable)

@@ -146,17 +146,7 @@ def start(state_dir: Path) -> PostgresInstance:
         [_bin("postgres"), "--single", "-D", str(data), "postgres"],
         log_path, stdin=f"CREATE DATABASE {DATABASE}\n",
     )  # fmt: skip
-    socket_dir = str(home) if len(f"{home}/.s.PGSQL.{port}") <= _SOCKET_PATH_MAX else ""
-    options = (
-        f"-p {port} -k {shlex.quote(socket_dir)} -c listen_addresses=127.0.0.1 -c fsync=off "
-        "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
-    )
-    _run(
-        "starting the server", user,
-        [_bin("pg_ctl"), "-D", str(data), "-o", options, "-l", str(log_path), "-w",
-         "-t", str(START_TIMEOUT_S), "start"],
-        log_path,
-    )  # fmt: skip
+    _pg_ctl_start(home, port, user)
     _run(
         "creating the database roles", None,
         [_bin("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p", str(port),
@@ -170,6 +160,46 @@ def start(state_dir: Path) -> PostgresInstance:
             f"{log_tail(log_path)}"
         )
     return PostgresInstance(f"postgresql://{SUPERUSER}@127.0.0.1:{port}/{DATABASE}", pid, log_path)
+
+
+def _pg_ctl_start(home: Path, port: int, user: str | None) -> None:
+    """Start the server of ``<home>/data`` on ``port`` (``pg_ctl start``, waits until ready)."""
+    socket_dir = str(home) if len(f"{home}/.s.PGSQL.{port}") <= _SOCKET_PATH_MAX else ""
+    options = (
+        f"-p {port} -k {shlex.quote(socket_dir)} -c listen_addresses=127.0.0.1 -c fsync=off "
+        "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+    )
+    _run(
+        "starting the server", user,
+        [_bin("pg_ctl"), "-D", str(home / "data"), "-o", options, "-l",
+         str(home / "postgres.log"), "-w", "-t", str(START_TIMEOUT_S), "start"],
+        home / "postgres.log",
+    )  # fmt: skip
+
+
+def resume(state_dir: Path, port: int) -> PostgresInstance:
+    """Start the stopped cluster of ``<state_dir>/postgres`` again, its data kept, on ``port``
+    (the one it had: clients keep their DSN). Used to test clients across an outage.
+
+    Raises:
+        ServiceError: there is no cluster there, or it did not start.
+    """
+    home = state_dir / "postgres"
+    data = home / "data"
+    if not (data / "PG_VERSION").is_file():
+        raise ServiceError(f"postgres: no cluster in {data} to resume")
+    owner = pwd.getpwuid(data.stat().st_uid).pw_name
+    user = owner if os.geteuid() == 0 and owner != "root" else None
+    _pg_ctl_start(home, port, user)
+    pid = _postmaster_pid(data)
+    if pid is None or not port_open(port):
+        raise ServiceError(
+            f"postgres: resumed, but nothing listens on 127.0.0.1:{port}\n"
+            f"{log_tail(home / 'postgres.log')}"
+        )
+    return PostgresInstance(
+        f"postgresql://{SUPERUSER}@127.0.0.1:{port}/{DATABASE}", pid, home / "postgres.log"
+    )
 
 
 def _postmaster_pid(data: Path) -> int | None:

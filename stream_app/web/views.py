@@ -32,7 +32,6 @@ import asyncpg
 import faust.web
 import orjson
 from aiohttp import web
-from aiokafka.errors import KafkaError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from stream_app.app import app, settings
@@ -67,6 +66,12 @@ from stream_app.topics import WEDDING_BOOKINGS
 from stream_app.web import guard
 from stream_app.web.artifact_download import open_for_download, stream_artifact
 from stream_app.web.auth import Principal, authenticate
+from stream_app.web.dependencies import (
+    RETRY_AFTER_S,
+    DependencyUnavailableError,
+    dependency_of,
+    kafka_call,
+)
 from stream_app.web.errors import ApiError
 from stream_app.web.guard import RouteSpec, check_priority, scoped_venues
 from stream_app.web.permissions import PUBLIC, UNDECLARED, Permission, RouteAccess
@@ -178,9 +183,11 @@ async def json_errors(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
     """aiohttp's own errors (unknown route 404, 405, 413 body too large) as JSON errors too,
-    text the database cannot hold (a NUL byte in an id) as a 400 naming the path, an
-    unreachable database as a 503 ``service_unavailable`` with ``Retry-After``, and any other
-    failure as a JSON 500 ``internal_error`` with an incident id (logged with its traceback).
+    text the database cannot hold (a NUL byte in an id) as a 400 naming the path, PostgreSQL,
+    Kafka or Redis unreachable as a 503 ``dependency_unavailable`` naming the service, with
+    ``Retry-After`` (:mod:`stream_app.web.dependencies`), another ``OSError`` as a 503
+    ``service_unavailable`` with ``Retry-After``, and any other failure as a JSON 500
+    ``internal_error`` with an incident id (logged with its traceback).
 
     A 401, 403 or 429 answered for an organisation path is recorded in the audit log as a
     refused request, aggregated per (organisation, client, reason) and minute so that a flood
@@ -240,18 +247,23 @@ async def _json_errors(
     ) as exc:
         reason = f"the request holds text the database cannot store: {exc}"
         return ApiError(400, "invalid_field", reason, field="path").response()
-    except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError) as exc:
-        # PostgreSQL (or another service) unreachable: retriable, said as such, never a
-        # plain-text 500
-        log.warning("%s %s: a service is unavailable: %r", request.method, request.path, exc)
-        resp = ApiError(
-            503, "service_unavailable", "a backing service is unavailable; retry later"
-        ).response()
-        resp.headers["Retry-After"] = "5"
-        return resp
     except asyncio.CancelledError:
         raise
-    except Exception:  # a bug: logged with an incident id the answer carries
+    except Exception as exc:
+        dependency = dependency_of(exc)
+        if dependency is not None:  # PostgreSQL, Kafka or Redis unreachable: retriable
+            log.warning(
+                "%s %s: %s is unavailable: %r", request.method, request.path, dependency, exc
+            )
+            return DependencyUnavailableError(dependency).response()
+        if isinstance(exc, OSError):  # another service or the disk: retriable, said as such
+            log.warning("%s %s: a service is unavailable: %r", request.method, request.path, exc)
+            resp = ApiError(
+                503, "service_unavailable", "a backing service is unavailable; retry later"
+            ).response()
+            resp.headers["Retry-After"] = str(RETRY_AFTER_S)
+            return resp
+        # a bug: logged with an incident id the answer carries
         incident = uuid.uuid4().hex
         log.exception("%s %s failed (incident %s)", request.method, request.path, incident)
         return ApiError(
@@ -513,17 +525,21 @@ async def request_report(self: Any, request: web.Request, org: str) -> web.Strea
             raise ApiError(
                 409, "conflict", f"report_id {req.report_id!r} is already in use", "$.report_id"
             )
-    try:
+
+    async def enqueue() -> None:
         fut = await report_requests_topic.send(key=f"{org}/{req.report_id}".encode(), value=raw)
         await fut
-    except KafkaError as exc:
+
+    try:
+        await kafka_call(enqueue(), "the report request")
+    except DependencyUnavailableError as exc:
         async with pool.acquire() as conn, tenant_transaction(conn, org):
             if await report_db.set_status(
                 conn,
                 org,
                 req.report_id,
                 "failed",
-                error=f"could not enqueue: {exc}",
+                error=f"could not enqueue: {exc.reason}",
                 only_from=["queued"],
             ):
                 await audit_events.record(
@@ -535,7 +551,9 @@ async def request_report(self: Any, request: web.Request, org: str) -> web.Strea
                     status_details("failed", req.report_type),
                     outcome="failed",
                 )
-        raise ApiError(503, "unavailable", f"could not enqueue the request: {exc}") from None
+        raise DependencyUnavailableError(
+            "kafka", f"could not enqueue the request: {exc.reason}"
+        ) from None
     return web.json_response(
         {
             "report_id": req.report_id,
@@ -600,7 +618,11 @@ async def report_cancel(
     if principal.venues is not None:
         async with (await get_pool(settings.postgres_dsn)).acquire() as conn:
             await check_report_scope(conn, principal, report_id)
-    outcome = await cancel_report(org, report_id, actor=principal.user_id)
+    # the cancellation commits in PostgreSQL before its status goes to Kafka: a 503 here
+    # (Kafka away) is safe to retry, a repeated cancel answers "cancelled" again
+    outcome = await kafka_call(
+        cancel_report(org, report_id, actor=principal.user_id), "the cancellation's status"
+    )
     if outcome is None:
         raise ApiError(
             404, "not_found", f"no report {report_id!r} in this organisation", field="report_id"

@@ -118,6 +118,7 @@ async def test_a_new_time_zone_moves_the_months(
     # booked 2026-01-31 23:30 UTC: January in Lisbon (UTC+0), 1 February 08:30 in Tokyo
     org = await new_org(settings, "fresh-zone", zone="Europe/Lisbon")
     first, doc = await report_json(main_worker, settings, org, COMPLIANCE)
+    assert first["cache"]["level"] == "miss"
     assert bookings_by_month(doc) == {"2026-01": 1, "2026-02": 0}
     assert doc["report"]["time_zone"] == "Europe/Lisbon"
 
@@ -151,9 +152,7 @@ async def test_a_renamed_venue_shows_its_new_name(
     assert first["status"] == "completed", first
     assert await venue_names(first) == {"Quinta Velha"}
 
-    await sql(
-        settings, "UPDATE venues SET name = 'Quinta Nova' WHERE organization_id = $1", org
-    )
+    await sql(settings, "UPDATE venues SET name = 'Quinta Nova' WHERE organization_id = $1", org)
     second = await request_report_http(main_worker.url, settings, org, body)
     assert second["cache"]["level"] == "miss", second["cache"]
     assert await venue_names(second) == {"Quinta Nova"}
