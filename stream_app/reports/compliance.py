@@ -70,8 +70,10 @@ Definitions
   when a deposit was recorded before the booking);
 - ``unpaid_open_bookings``: bookings not cancelled without any payment.
 
-Validation findings carried by the report: orphan payments, currency mismatches, bookings
-whose refunds exceed their payments, and GDPR requests received after ``now``.
+Validation findings carried by the report, one line each starting with its severity as the
+other report types' do (:mod:`stream_app.reports.validation`): ``error:`` orphan payments,
+currency mismatches and GDPR requests received after ``now`` (the figures would be wrong);
+``warning:`` bookings whose refunds exceed their payments.
 """
 
 from __future__ import annotations
@@ -681,21 +683,23 @@ def build_report(
     validation: list[str] = []
     if data.orphans:
         validation.append(
-            f"{len(data.orphans)} payment(s) or refund(s) dated in the period name a booking "
-            f"that does not exist: {_ids([p.id for p in data.orphans])}"
+            f"error: {len(data.orphans)} payment(s) or refund(s) dated in the period name a "
+            f"booking that does not exist: {_ids([p.id for p in data.orphans])}"
         )
     if data.mismatches:
         validation.append(
-            f"{len(data.mismatches)} payment(s) or refund(s) are in another currency than "
+            f"error: {len(data.mismatches)} payment(s) or refund(s) are in another currency than "
             f"their booking (not netted): {_ids([p.id for p in data.mismatches])}"
         )
     if over_refunded:
         validation.append(
-            f"{len(over_refunded)} booking(s) have more refunded than paid: {_ids(over_refunded)}"
+            f"warning: {len(over_refunded)} booking(s) have more refunded than paid: "
+            f"{_ids(over_refunded)}"
         )
     if future:
         validation.append(
-            f"{len(future)} GDPR request(s) are received after the report time: {_ids(future)}"
+            f"error: {len(future)} GDPR request(s) are received after the report time: "
+            f"{_ids(future)}"
         )
 
     return ReportTable(

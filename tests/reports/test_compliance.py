@@ -462,11 +462,12 @@ def expected() -> Expected:
     ]
     mismatched_ids = sorted(r[1] for r in exceptions if r[0] == "currency mismatch")
     validation = [
-        f"{len(orphans)} payment(s) or refund(s) dated in the period name a booking that does "
-        f"not exist: {', '.join(sorted(p.id for p in orphans))}",
-        f"{len(mismatched_ids)} payment(s) or refund(s) are in another currency than their "
-        f"booking (not netted): {', '.join(mismatched_ids)}",
-        f"{len(over_refunded)} booking(s) have more refunded than paid: {', '.join(over_refunded)}",
+        f"error: {len(orphans)} payment(s) or refund(s) dated in the period name a booking that "
+        f"does not exist: {', '.join(sorted(p.id for p in orphans))}",
+        f"error: {len(mismatched_ids)} payment(s) or refund(s) are in another currency than "
+        f"their booking (not netted): {', '.join(mismatched_ids)}",
+        f"warning: {len(over_refunded)} booking(s) have more refunded than paid: "
+        f"{', '.join(over_refunded)}",
     ]
     return Expected(
         main=main,

@@ -1,0 +1,193 @@
+"""PostgreSQL or Kafka really stopped: every route that needs it answers a JSON 503 with
+``Retry-After``; once PostgreSQL is back, the same routes answer normally.
+
+The test runs its own Kafka, PostgreSQL, Redis and worker (``stream_app.devservices`` in a
+state folder of its own): stopping the session's services would disturb the other tests. The
+worker re-reads token revocations on every request (``WEDDING_REVOCATION_CACHE_S=0``), so every
+organisation route needs PostgreSQL; the routes are enumerated from the worker's own router
+(:func:`tests.e2e.test_roles.router_routes`), so a route added later is walked too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+import pytest
+
+from stream_app.db.migrate import migrate
+from stream_app.db.tenancy import Organization, Venue, upsert_organization, upsert_venue
+from stream_app.devservices import kafka, manager, postgres
+from stream_app.devservices.manager import ServiceSettings
+from stream_app.devservices.workers import WorkerProcess, start_worker
+from stream_app.settings import Settings
+from stream_app.topics import ensure_topics
+from stream_app.web.auth import issue_token
+from tests.e2e.test_roles import PATH_VALUES, QUERY, router_routes
+
+ORG = PATH_VALUES["org"]  # the organisation the role walk's path values name
+REPORT: dict[str, Any] = {
+    "report_type": "monthly_booking_summary",
+    "date_from": "2026-01-01",
+    "date_to": "2026-01-31",
+    "output_formats": ["csv"],
+}
+
+
+@dataclass
+class Private:
+    services: ServiceSettings
+    settings: Settings
+    worker: WorkerProcess
+    state: Path
+
+    def headers(self) -> dict[str, str]:
+        token = issue_token(
+            self.settings.jwt_secret,
+            user_id="outage-admin",
+            organization_id=ORG,
+            ttl_seconds=900,
+            role="admin",
+        )
+        return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture(scope="module")
+async def private() -> AsyncIterator[Private]:
+    state = Path(tempfile.gettempdir()) / f"wedding-outage-{os.getpid()}"
+    state.mkdir(parents=True, exist_ok=True)
+    state.chmod(0o755)
+    services = await asyncio.to_thread(manager.up, state)
+    worker: WorkerProcess | None = None
+    try:
+        settings = Settings(
+            kafka_bootstrap=services.kafka_bootstrap,
+            postgres_dsn=services.postgres_dsn,
+            artifact_dir=state / "artifacts",
+            data_dir=state / "worker-data",
+            redis_url=services.redis_url,
+        )
+        await ensure_topics(settings.kafka_bootstrap, settings.topic_partitions)
+        await migrate(settings.postgres_dsn)
+        conn = await asyncpg.connect(settings.postgres_dsn)
+        try:
+            await upsert_organization(conn, Organization(ORG, ORG, "Europe/Lisbon", "EUR"))
+            await upsert_venue(conn, ORG, Venue("v1", "Quinta", 2))
+        finally:
+            await conn.close()
+        worker = start_worker(
+            kafka_bootstrap=settings.kafka_bootstrap,
+            postgres_dsn=settings.postgres_dsn,
+            data_dir=state / "worker",
+            log_path=state / "worker.log",
+            artifact_dir=settings.artifact_dir,
+            app_id="wedding-outage",
+            extra_env={"WEDDING_REVOCATION_CACHE_S": "0", "WEDDING_SCHEDULING": "0"},
+            redis_url=settings.redis_url,
+            dev_mode=True,
+            unlimited_rates=True,
+        )
+        await worker.wait_ready(timeout_s=180, min_partitions=4)
+        yield Private(services, settings, worker, state)
+    finally:
+        if worker is not None:
+            worker.stop()
+        await asyncio.to_thread(manager.down, state)
+        shutil.rmtree(state, ignore_errors=True)
+
+
+async def call(
+    s: aiohttp.ClientSession, method: str, path: str, headers: dict[str, str], body: Any = None
+) -> tuple[int, dict[str, str], dict[str, Any]]:
+    """(status, headers, parsed JSON body or {}) of one request."""
+    kwargs: dict[str, Any] = {"headers": headers}
+    if method in ("POST", "PUT"):
+        kwargs["json"] = {} if body is None else body
+    else:
+        kwargs["params"] = QUERY
+    async with s.request(method, path.format(**PATH_VALUES), **kwargs) as r:
+        try:
+            parsed = await r.json(content_type=None)
+        except ValueError:
+            parsed = {}
+        return r.status, dict(r.headers), parsed if isinstance(parsed, dict) else {}
+
+
+async def completed_report(p: Private, s: aiohttp.ClientSession) -> dict[str, Any]:
+    status, _, accepted = await call(s, "POST", "/orgs/{org}/reports", p.headers(), REPORT)
+    assert status == 202, accepted
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        status, _, doc = await call(s, "GET", accepted["status_url"], p.headers())
+        if status == 200 and doc["status"] in ("completed", "failed"):
+            return doc
+        await asyncio.sleep(0.3)
+    raise TimeoutError("report not final")
+
+
+def assert_dependency_503(
+    dependency: str, what: Any, status: int, headers: dict[str, str], body: dict[str, Any]
+) -> None:
+    assert status == 503, (what, status, body)
+    assert int(headers["Retry-After"]) >= 1, what
+    assert headers["Content-Type"].startswith("application/json"), what
+    error = body["error"]
+    assert (error["code"], error["dependency"]) == ("dependency_unavailable", dependency), what
+    assert error["retry_after_s"] == int(headers["Retry-After"])
+
+
+async def test_postgresql_stopped_then_restarted(private: Private) -> None:
+    p = private
+    routes = [(m, path) for m, path, access, _ in router_routes() if access != "PUBLIC"]
+    assert len(routes) >= 25
+    async with aiohttp.ClientSession(p.worker.url) as s:
+        before = await completed_report(p, s)
+        assert before["status"] == "completed", before
+
+        await asyncio.to_thread(postgres.stop, p.state)
+        for method, path in routes:
+            status, headers, body = await call(s, method, path, p.headers())
+            assert_dependency_503("postgresql", (method, path), status, headers, body)
+        # a route that needs no dependency keeps answering
+        async with s.get("/metrics") as r:
+            assert r.status == 200
+
+        port = int(p.services.postgres_dsn.rpartition(":")[2].partition("/")[0])
+        await asyncio.to_thread(postgres.resume, p.state, port)
+        status_path = f"/orgs/{ORG}/reports/{before['report_id']}"
+        deadline = time.monotonic() + 60
+        while True:  # the pools drop their dead connections on first use
+            status, headers, doc = await call(s, "GET", status_path, p.headers())
+            if status == 200:
+                break
+            assert_dependency_503("postgresql", status_path, status, headers, doc)
+            assert time.monotonic() < deadline, "PostgreSQL is back, the route still fails"
+            await asyncio.sleep(0.5)
+        assert status == 200 and doc["status"] == "completed", doc
+        after = await completed_report(p, s)
+        assert after["status"] == "completed", after
+        assert after["report_id"] != before["report_id"]
+
+
+async def test_kafka_stopped(private: Private) -> None:
+    p = private
+    async with aiohttp.ClientSession(p.worker.url) as s:
+        await asyncio.to_thread(kafka.stop, p.services.kafka_pid)
+        body = {**REPORT, "report_id": "during-kafka-outage"}
+        status, headers, doc = await call(s, "POST", "/orgs/{org}/reports", p.headers(), body)
+        assert_dependency_503("kafka", "POST /orgs/{org}/reports", status, headers, doc)
+        # PostgreSQL is up: the request is on record as failed, with the reason
+        status, _, stored = await call(
+            s, "GET", "/orgs/{org}/reports/during-kafka-outage", p.headers()
+        )
+        assert status == 200, stored
+        assert stored["status"] == "failed" and "could not enqueue" in stored["error"], stored
