@@ -28,6 +28,7 @@ from stream_app.web import streams as _stream_views  # noqa: F401
 from stream_app.web import summaries as _summary_views  # noqa: F401
 from stream_app.web import tokens as _token_views  # noqa: F401
 from stream_app.web import updates as _update_views  # noqa: F401
+from stream_app.web import validate as _validate_views  # noqa: F401
 from stream_app.web import views as _views
 
 _views.register_routes()

@@ -51,6 +51,7 @@ from stream_app.web.permissions import (
 
 _RATE_CLASS = {
     Permission.REPORTS_REQUEST: "reports",
+    Permission.REPORTS_VALIDATE: "reports",
     Permission.AGGREGATIONS_RUN: "aggregations",
     Permission.SCHEDULES_MANAGE: "admin",
     Permission.DELIVERIES_READ: "admin",

@@ -127,6 +127,22 @@ FILES = (
     "application/pdf",
     "application/vnd.openxmlformats-officedocument.presentationml.presentation",
 )
+VALIDATION_BODY: Schema = {
+    "type": "object",
+    "required": ["report_type", "date_from", "date_to"],
+    "additionalProperties": False,
+    "properties": {
+        "report_type": {"type": "string", "enum": sorted(REPORT_TYPES)},
+        "date_from": {"type": "string", "format": "date"},
+        "date_to": {"type": "string", "format": "date"},
+        "data_filters": {
+            "type": "object",
+            "additionalProperties": {"type": "array", "items": {"type": "string"}},
+        },
+        "configuration": OBJECT,
+    },
+}
+"""The body of ``POST /orgs/{org}/reports/validate`` (:mod:`stream_app.web.validate`)."""
 SCHEDULE_BODY: Schema = {
     "type": "object",
     "required": ["report_type", "date_range", "output_formats", "cron", "delivery"],
@@ -266,6 +282,30 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
                 "status_url": {"type": "string"},
             },
         },
+    ),
+    ("POST", "/orgs/{org}/reports/validate"): Operation(
+        "A report type's validation findings over a range (nothing rendered or stored).",
+        body=VALIDATION_BODY,
+        response=_answer(
+            {
+                "organization_id": STR,
+                "report_type": STR,
+                "date_from": STR,
+                "date_to": STR,
+                "ok": {"type": "boolean"},
+                "counts": _answer(
+                    {
+                        "errors": {"type": "integer"},
+                        "warnings": {"type": "integer"},
+                        "infos": {"type": "integer"},
+                    }
+                ),
+                "errors": {"type": "array", "items": STR},
+                "warnings": {"type": "array", "items": STR},
+                "infos": {"type": "array", "items": STR},
+                "elapsed_ms": {"type": "number"},
+            }
+        ),
     ),
     ("GET", "/orgs/{org}/reports/{report_id}"): Operation(
         "A report's status, files and delivery links.", response=REPORT_STATUS_ANSWER
@@ -419,6 +459,14 @@ ERROR: Schema = {
                 "code": {"type": "string", "description": "stable machine code"},
                 "reason": {"type": "string", "description": "human-readable cause"},
                 "field": {"type": "string", "description": "the offending parameter or path"},
+                "dependency": {
+                    "type": "string",
+                    "description": "503 dependency_unavailable: postgresql, kafka or redis",
+                },
+                "retry_after_s": {
+                    "type": "integer",
+                    "description": "503 dependency_unavailable: seconds to wait (Retry-After)",
+                },
             },
         }
     },

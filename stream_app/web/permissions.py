@@ -9,7 +9,7 @@ Every route declares the permission it needs (``@page(..., permission=Permission
 Roles, each including the one before:
 
 - ``viewer``: table reads, report status and downloads;
-- ``analyst``: also report requests (and cancelling them) and aggregations;
+- ``analyst``: also report requests (and cancelling them), report validations and aggregations;
 - ``admin``: also schedules, deliveries, tokens, GDPR actions, retention rules, audit reads.
 
 A route open to everyone (``/health``, ``/metrics``, signed download links, which carry their
@@ -33,6 +33,8 @@ class Permission(StrEnum):
     """A report's status and its files."""
     REPORTS_REQUEST = "reports:request"
     """Request a report, cancel one."""
+    REPORTS_VALIDATE = "reports:validate"
+    """Run a report type's validation checks over a range (reads what the report reads)."""
     AGGREGATIONS_RUN = "aggregations:run"
     """Run an aggregation over the history, list the datasets."""
     SCHEDULES_MANAGE = "schedules:manage"
@@ -74,7 +76,11 @@ ROLES: tuple[str, ...] = ("viewer", "analyst", "admin")
 """The roles a token may carry, least to most."""
 
 _VIEWER = frozenset({Permission.TABLES_READ, Permission.REPORTS_READ})
-_ANALYST = _VIEWER | {Permission.REPORTS_REQUEST, Permission.AGGREGATIONS_RUN}
+_ANALYST = _VIEWER | {
+    Permission.REPORTS_REQUEST,
+    Permission.REPORTS_VALIDATE,
+    Permission.AGGREGATIONS_RUN,
+}
 _ADMIN = frozenset(Permission)
 
 ROLE_PERMISSIONS: dict[str, frozenset[Permission]] = {

@@ -25,11 +25,18 @@ ORG, OTHER = "roles-a", "roles-b"
 
 GRANTS = {
     "viewer": {"tables:read", "reports:read"},
-    "analyst": {"tables:read", "reports:read", "reports:request", "aggregations:run"},
+    "analyst": {
+        "tables:read",
+        "reports:read",
+        "reports:request",
+        "reports:validate",
+        "aggregations:run",
+    },
     "admin": {
         "tables:read",
         "reports:read",
         "reports:request",
+        "reports:validate",
         "aggregations:run",
         "schedules:manage",
         "deliveries:read",

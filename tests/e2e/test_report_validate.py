@@ -1,0 +1,223 @@
+"""``POST /orgs/{org}/reports/validate`` against a real worker and PostgreSQL.
+
+The organisation's history is written here with known faults (a payment naming no booking, a
+payment in another currency than its booking, a booking refunded more than paid, a venue of
+unknown capacity); the expected finding lines are written out from those rows, and the same
+findings must be the ones the generated report carries. Nothing may be stored by a validation.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+import asyncpg
+import orjson
+import pytest
+
+from stream_app.db.tenancy import Organization, Venue, upsert_organization, upsert_venue
+from stream_app.devservices.workers import WorkerProcess
+from stream_app.settings import Settings
+from stream_app.web.auth import issue_token
+from tests.e2e.helpers import download, request_report_http
+
+ORG = f"validate-{uuid.uuid4().hex[:6]}"
+RANGE = {"date_from": "2026-03-01", "date_to": "2026-03-31"}
+AT = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
+
+
+def headers(
+    settings: Settings, role: str = "analyst", venues: list[str] | None = None
+) -> dict[str, str]:
+    token = issue_token(
+        settings.jwt_secret,
+        user_id=f"{role}-user",
+        organization_id=ORG,
+        ttl_seconds=600,
+        role=role,
+        venues=venues,
+    )
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture(scope="module")
+async def history(settings: Settings) -> None:
+    """Venues v1 (capacity 2) and v2 (capacity unknown); bookings b1 (EUR 500.00, paid
+    200.00 and refunded 300.00: more refunded than paid) and b2 (EUR 100.00, paid in GBP);
+    payment p9 naming booking nope (no such booking)."""
+    conn = await asyncpg.connect(settings.postgres_dsn)
+    try:
+        await upsert_organization(conn, Organization(ORG, ORG, "Europe/Lisbon", "EUR"))
+        await upsert_venue(conn, ORG, Venue("v1", "Quinta", 2))
+        await upsert_venue(conn, ORG, Venue("v2", "Palacio", None))
+        for bid, venue, cents in (("b1", "v1", 50_000), ("b2", "v2", 10_000)):
+            await conn.execute(
+                "INSERT INTO bookings (organization_id, id, venue_id, service_date, booked_at,"
+                " amount_minor, currency, status) VALUES ($1, $2, $3, '2026-03-14', $4, $5,"
+                " 'EUR', 'booked')",
+                ORG,
+                bid,
+                venue,
+                datetime(2026, 1, 5, 10, 0, tzinfo=UTC),
+                cents,
+            )
+        for pid, booking, kind, cents, cur in (
+            ("p1", "b1", "payment", 20_000, "EUR"),
+            ("p2", "b1", "refund", 30_000, "EUR"),
+            ("p3", "b2", "payment", 10_000, "GBP"),
+            ("p9", "nope", "payment", 5_000, "EUR"),
+        ):
+            await conn.execute(
+                "INSERT INTO payments (organization_id, id, booking_id, kind, amount_minor,"
+                " currency, occurred_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                ORG,
+                pid,
+                booking,
+                kind,
+                cents,
+                cur,
+                AT,
+            )
+    finally:
+        await conn.close()
+
+
+async def post(
+    worker: WorkerProcess, hdrs: dict[str, str], body: Any, raw: bytes | None = None
+) -> tuple[int, dict[str, Any]]:
+    async with aiohttp.ClientSession(worker.url) as s:
+        data = raw if raw is not None else orjson.dumps(body)
+        async with s.post(f"/orgs/{ORG}/reports/validate", data=data, headers=hdrs) as r:
+            return r.status, await r.json(content_type=None)
+
+
+async def stored_reports(settings: Settings) -> int:
+    conn = await asyncpg.connect(settings.postgres_dsn)
+    try:
+        return int(
+            await conn.fetchval("SELECT count(*) FROM reports WHERE organization_id = $1", ORG)
+        )
+    finally:
+        await conn.close()
+
+
+COMPLIANCE_ERRORS = [
+    "error: 1 payment(s) or refund(s) dated in the period name a booking that does not exist: p9",
+    "error: 1 payment(s) or refund(s) are in another currency than their booking (not netted): p3",
+]
+COMPLIANCE_WARNINGS = ["warning: 1 booking(s) have more refunded than paid: b1"]
+
+
+async def test_compliance_findings_are_the_reports_own(
+    settings: Settings, main_worker: WorkerProcess, history: None
+) -> None:
+    before = await stored_reports(settings)
+    status, answer = await post(
+        main_worker, headers(settings), {"report_type": "compliance", **RANGE}
+    )
+    assert status == 200, answer
+    assert answer["errors"] == COMPLIANCE_ERRORS
+    assert answer["warnings"] == COMPLIANCE_WARNINGS
+    assert answer["infos"] == []
+    assert answer["ok"] is False
+    assert answer["counts"] == {"errors": 2, "warnings": 1, "infos": 0}
+    assert (answer["organization_id"], answer["report_type"]) == (ORG, "compliance")
+    assert (answer["date_from"], answer["date_to"]) == (RANGE["date_from"], RANGE["date_to"])
+    assert await stored_reports(settings) == before  # nothing stored, nothing queued
+
+    # the report itself carries the same findings, in its order
+    report = await request_report_http(
+        main_worker.url,
+        settings,
+        ORG,
+        {"report_type": "compliance", **RANGE, "output_formats": ["json"]},
+    )
+    assert report["status"] == "completed", report
+    doc = orjson.loads(
+        await download(main_worker.url, settings, ORG, report["artifacts"][0]["download_url"])
+    )
+    assert doc["validation"] == COMPLIANCE_ERRORS + COMPLIANCE_WARNINGS
+
+
+async def test_occupancy_warnings_and_a_venue_scoped_token(
+    settings: Settings, main_worker: WorkerProcess, history: None
+) -> None:
+    body = {"report_type": "venue_occupancy", **RANGE}
+    status, answer = await post(main_worker, headers(settings), body)
+    assert status == 200, answer
+    assert answer["errors"] == []
+    assert answer["ok"] is True
+    assert answer["warnings"][0] == (
+        "warning: capacity unknown for 1 venue(s) (v2); counted as 1 event per date"
+    )
+    # a token limited to v1 checks v1 only: v2's unknown capacity is not its finding
+    status, scoped = await post(main_worker, headers(settings, venues=["v1"]), body)
+    assert status == 200, scoped
+    assert not any("capacity unknown" in w for w in scoped["warnings"]), scoped
+    # and it may not name v2
+    status, refused = await post(
+        main_worker,
+        headers(settings, venues=["v1"]),
+        {**body, "data_filters": {"venue_id": ["v2"]}},
+    )
+    assert status == 403 and refused["error"]["field"] == "$.data_filters.venue_id", refused
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "reason_part"),
+    [
+        ({"date_from": "2026-03-01", "date_to": "2026-03-31"}, "$.report_type", "missing"),
+        ({"report_type": "nope", **RANGE}, "$.report_type", "is not one of"),
+        (
+            {"report_type": "compliance", "date_from": "2026-03-31", "date_to": "2026-03-01"},
+            "$.date_to",
+            "before date_from",
+        ),
+        (
+            {"report_type": "compliance", **RANGE, "output_formats": ["pdf"]},
+            "$.output_formats",
+            "not a field of a validation",
+        ),
+        (
+            {"report_type": "venue_occupancy", **RANGE, "data_filters": {"venue_id": ["zz"]}},
+            "$.data_filters.venue_id",
+            "unknown venue",
+        ),
+        (
+            {"report_type": "compliance", **RANGE, "data_filters": {"venue_id": ["v1"]}},
+            "$.data_filters.venue_id",
+            "not supported",
+        ),
+        ([1, 2], "$", "JSON object"),
+    ],
+)
+async def test_bad_bodies_name_the_field(
+    settings: Settings,
+    main_worker: WorkerProcess,
+    history: None,
+    body: Any,
+    field: str,
+    reason_part: str,
+) -> None:
+    status, answer = await post(main_worker, headers(settings), body)
+    assert status == 400, answer
+    assert answer["error"]["field"] == field, answer
+    assert reason_part in answer["error"]["reason"], answer
+
+
+async def test_not_json_and_a_viewer(
+    settings: Settings, main_worker: WorkerProcess, history: None
+) -> None:
+    status, answer = await post(main_worker, headers(settings), None, raw=b"{not json")
+    assert (status, answer["error"]["code"], answer["error"]["field"]) == (
+        400,
+        "invalid_json",
+        "$",
+    )
+    status, answer = await post(
+        main_worker, headers(settings, "viewer"), {"report_type": "compliance", **RANGE}
+    )
+    assert status == 403 and answer["error"]["field"] == "role"
+    assert "'reports:validate'" in answer["error"]["reason"]
