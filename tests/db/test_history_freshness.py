@@ -211,3 +211,26 @@ async def test_truncate_bumps_every_organisation(orgs: None, su: asyncpg.Connect
     a0, b0 = await version(su, A), await version(su, B)
     await su.execute("TRUNCATE weddings")
     assert (await version(su, A), await version(su, B)) == (a0 + 1, b0 + 1)
+
+
+async def test_a_bulk_update_counts_every_row_image(orgs: None, su: asyncpg.Connection) -> None:
+    """Above 10,000 rows an UPDATE is not compared row by row: each row counts twice (before
+    and after) even when rewritten to its own values; at 10,000 it is compared (nothing)."""
+    await su.execute(
+        "INSERT INTO payments (organization_id, id, booking_id, kind, amount_minor, currency,"
+        " occurred_at) SELECT $1, 'bulk-' || g, 'b1', 'payment', 1, 'EUR', $2"
+        " FROM generate_series(1, 10001) g",
+        A,
+        BOOKED_AT,
+    )
+    a0, b0 = await version(su, A), await version(su, B)
+    await su.execute(
+        "UPDATE payments SET amount_minor = amount_minor WHERE organization_id = $1"
+        " AND id <> 'bulk-1'",
+        A,
+    )
+    assert await version(su, A) == a0  # 10,000 rows compared: none changed
+    await su.execute(
+        "UPDATE payments SET amount_minor = amount_minor WHERE organization_id = $1", A
+    )
+    assert (await version(su, A), await version(su, B)) == (a0 + 2 * 10_001, b0)

@@ -5,8 +5,10 @@
 -- (stream_app.reports.cache.current_versions), so no cached copy outlives its inputs.
 --
 -- How: statement-level AFTER triggers with transition tables (one bump per statement and
--- organisation, by the number of rows it changed there; a statement that changed nothing
--- bumps nothing, nor does an UPDATE that rewrote rows to the values they had).
+-- organisation, by the number of rows it changed there, an updated row counting twice: its
+-- image before and after; a statement that changed nothing bumps nothing, nor does an UPDATE
+-- of at most 10,000 rows that rewrote them to the values they had; a larger UPDATE counts
+-- every row without comparing, as comparing sorts both images).
 -- The trigger functions are SECURITY DEFINER of the owner (which has BYPASSRLS): the statement
 -- may run as wedding_tenant inside a tenant transaction (row-level security lets it see only
 -- its own organisation's rows, so its transition tables hold only those), as the owner (loads),
@@ -26,6 +28,16 @@ BEGIN
         INSERT INTO public.report_data_versions AS v (organization_id, stream, version)
         SELECT o.organization_id, 'history', count(*) FROM wedding_fresh_old o
          GROUP BY o.organization_id ORDER BY o.organization_id
+        ON CONFLICT (organization_id, stream) DO UPDATE
+            SET version = v.version + EXCLUDED.version, updated_at = now();
+    ELSIF (SELECT count(*) FROM wedding_fresh_new) > 10000 THEN
+        -- a bulk UPDATE: every row image counts, not compared (comparing sorts them all)
+        INSERT INTO public.report_data_versions AS v (organization_id, stream, version)
+        SELECT c.org, 'history', count(*) FROM (
+            SELECT n.organization_id FROM wedding_fresh_new n
+            UNION ALL SELECT o.organization_id FROM wedding_fresh_old o
+        ) AS c(org)
+         GROUP BY c.org ORDER BY c.org
         ON CONFLICT (organization_id, stream) DO UPDATE
             SET version = v.version + EXCLUDED.version, updated_at = now();
     ELSE  -- UPDATE: rows whose content changed, counted under their old and new organisation
