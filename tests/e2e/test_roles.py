@@ -37,6 +37,7 @@ GRANTS = {
         "gdpr:manage",
         "retention:manage",
         "audit:read",
+        "query-stats:read",
         "debug:read",
     },
 }
