@@ -11,7 +11,7 @@ worker thread, files written through the artifact store):
 - ``stream``: the agent's path: a report session, the reconciliation read through a
   server-side cursor in batches of :data:`stream_app.reports.streaming.BATCH_ROWS` while the
   renderer writes (:mod:`stream_app.reports.streaming`);
-- ``fetch`` (``--fetch``, the code before streaming, still used when a builder gets no
+- ``fetch`` (``--fetch FORMATS``, the code before streaming, still used when a builder gets no
   session): every booking's balance fetched into memory (``conn.fetch``) before rendering.
 
 Each child prints its resident set size after imports and connecting (baseline) and its
@@ -19,7 +19,7 @@ high-water mark at the end (``resource.getrusage(RUSAGE_SELF).ru_maxrss``: the p
 process, which did nothing else). The streamed path must stay under :data:`BOUND_MIB` in
 every format: PASS or FAIL is printed per format.
 
-Usage: ``python -m loadtests.bench_report_memory [--rows 2000000] [--fetch]
+Usage: ``python -m loadtests.bench_report_memory [--rows 2000000] [--fetch csv,json]
 [--formats csv,json,excel,pdf,powerpoint]``. It starts its own PostgreSQL in a fresh state
 folder and stops it at the end (about 3 minutes to load 2,000,000 bookings on 2 cores).
 """
@@ -200,7 +200,9 @@ def main() -> None:
         return
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rows", type=int, default=2_000_000, help="bookings = report rows")
-    p.add_argument("--fetch", action="store_true", help="also measure the fetch path")
+    p.add_argument(
+        "--fetch", default="", help="formats also measured on the fetch path (e.g. csv,json)"
+    )
     p.add_argument("--formats", default=",".join(FORMATS))
     args = p.parse_args()
     formats = [f for f in args.formats.split(",") if f]
@@ -224,9 +226,9 @@ def main() -> None:
             f"{'base MiB':>9} {'peak MiB':>9}  verdict"
         )
         failed = False
-        modes = ["stream", "fetch"] if args.fetch else ["stream"]
+        fetched = {f for f in args.fetch.split(",") if f}
         for fmt in formats:
-            for mode in modes:
+            for mode in ["stream", "fetch"] if fmt in fetched else ["stream"]:
                 r = run_child(instance.dsn, fmt, mode, state / "out")
                 if "error" in r:
                     print(f"{fmt:<11} {mode:<7} error: {r['error']}")

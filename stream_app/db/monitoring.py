@@ -27,6 +27,7 @@ import logging
 import re
 import time
 from collections.abc import Sequence
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal, get_args
@@ -191,14 +192,21 @@ _INSERT = (
 
 
 async def record(
-    conn: asyncpg.Connection, organization_id: str, records: Sequence[QueryRecord]
+    conn: asyncpg.Connection,
+    organization_id: str,
+    records: Sequence[QueryRecord],
+    *,
+    in_scope: bool = False,
 ) -> None:
     """Write ``records`` to the query log of ``organization_id`` in one statement (and delete
-    its rows older than :data:`RETENTION_DAYS`), inside the organisation's tenant transaction
-    (entered here, or a savepoint of the one ``conn`` is in)."""
+    its rows older than :data:`RETENTION_DAYS`), inside the organisation's tenant transaction:
+    entered here (a savepoint of the one ``conn`` is in), or, with ``in_scope``, the one the
+    caller holds (one round trip; row-level security still checks the organisation)."""
     if not records:
         return
-    async with tenant_transaction(conn, organization_id):
+    async with AsyncExitStack() as stack:
+        if not in_scope:
+            await stack.enter_async_context(tenant_transaction(conn, organization_id))
         await conn.execute(
             _INSERT,
             organization_id,
@@ -237,7 +245,7 @@ async def fetch(
     rec = await observe(
         conn, organization_id, kind, dataset, sql, params, seconds, len(rows), started_at
     )
-    await record(conn, organization_id, [rec])
+    await record(conn, organization_id, [rec], in_scope=True)
     return rows
 
 
