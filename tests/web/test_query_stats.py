@@ -8,16 +8,20 @@ histogram counted exactly the aggregations posted, under bounded labels.
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, date, datetime
 from typing import Any
 
 import aiohttp
 import asyncpg
 from prometheus_client.parser import text_string_to_metric_families
 
+from stream_app.db.monitoring import fingerprint
 from stream_app.db.tenancy import Organization, upsert_organization
 from stream_app.devservices.workers import WorkerProcess
+from stream_app.reports import compliance
 from stream_app.settings import Settings
 from stream_app.web.auth import issue_token
+from tests.e2e.helpers import request_report_http
 
 BODY = {"dataset": "bookings", "metrics": [{"op": "count"}]}
 
@@ -95,3 +99,42 @@ async def test_each_admin_sees_its_own_queries_only(
         assert (status, body["error"]["code"]) == (403, "forbidden")
         status, body = await get(s, f"/orgs/{a}/query-stats?limit=0", bearer(settings, a, "admin"))
         assert (status, body["error"]["field"]) == (400, "limit")
+
+
+async def test_a_streamed_report_logs_its_queries(
+    settings: Settings, main_worker: WorkerProcess
+) -> None:
+    """A compliance report through the worker: the reconciliation is read through a cursor
+    once per format, each reading a logged query with all the organisation's bookings."""
+    org = f"qs-r-{uuid.uuid4().hex[:8]}"
+    n = 5
+    conn = await asyncpg.connect(settings.postgres_dsn)
+    try:
+        await upsert_organization(conn, Organization(org, org, "Europe/Lisbon", "EUR"))
+        await conn.executemany(
+            "INSERT INTO bookings (organization_id, id, service_date, booked_at, amount_minor,"
+            " currency, status) VALUES ($1, $2, $3, $4, $5, 'EUR', 'booked')",
+            [
+                (org, f"b{i}", date(2026, 3, 1 + i), datetime(2026, 1, 1, tzinfo=UTC), 100 * i)
+                for i in range(n)
+            ],
+        )
+    finally:
+        await conn.close()
+    body = {
+        "report_type": "compliance",
+        "date_from": "2026-03-01",
+        "date_to": "2026-03-31",
+        "output_formats": ["csv", "json"],
+    }
+    status = await request_report_http(main_worker.url, settings, org, body)
+    assert status["status"] == "completed", status
+    async with aiohttp.ClientSession(main_worker.url) as s:
+        code, stats = await get(
+            s, f"/orgs/{org}/query-stats?limit=200", bearer(settings, org, "admin")
+        )
+    assert code == 200, stats
+    reports = [q for q in stats["queries"] if (q["kind"], q["dataset"]) == ("report", "compliance")]
+    recon = [q for q in reports if q["query_id"] == fingerprint(compliance.BALANCES_SQL)]
+    assert [q["rows"] for q in recon] == [n, n]  # one cursor reading per format
+    assert {q["kind"] for q in stats["queries"]} == {"report"}
