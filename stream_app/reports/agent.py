@@ -40,6 +40,7 @@ before the next format, and the report's files are deleted. Completion is condit
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import resource
@@ -517,8 +518,19 @@ async def generate(req: ReportRequest, run: _Run | None = None) -> list[Artifact
                 run.processing_s += (time.perf_counter() - t0) - (run.query_s - q0)
                 run.cpu_s += time.thread_time() - cpu0
             t1 = time.perf_counter()
+            rendering = asyncio.ensure_future(
+                asyncio.to_thread(_render_all, table, req, run.stop, key)
+            )
             try:
-                links, cpu = await asyncio.to_thread(_render_all, table, req, run.stop, key)
+                links, cpu = await asyncio.shield(rendering)
+            except asyncio.CancelledError:
+                if session is not None:
+                    # the render thread may be reading the session's cursors: stop it and
+                    # wait for it before the session's transaction and connection go back
+                    run.stop.set()
+                    with contextlib.suppress(Exception):
+                        await rendering
+                raise
             finally:
                 run.rendering_s += time.perf_counter() - t1
                 if session is not None:

@@ -13,6 +13,7 @@ import csv
 import importlib.util
 import io
 import sys
+import threading
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime
@@ -199,3 +200,26 @@ async def test_a_large_reconciliation_is_streamed_exactly(
     assert totals[0]["bookings"] == N - len(range(0, N, 10))
     streamed = [q for q in session.queries if q.rows == N]
     assert len(streamed) == 2  # one cursor reading per format
+
+
+async def test_a_stopped_report_stops_reading_at_the_next_batch(
+    pg_pool: asyncpg.Pool, org: Organization, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(streaming, "BATCH_ROWS", 997)
+    stop = threading.Event()
+    async with open_session(pg_pool, org.id, "compliance", stop) as session:
+        rows = session.rows(
+            compliance.BALANCES_SQL, (org.id, DATE_FROM, DATE_TO), lambda r: [r["id"]]
+        )
+
+        def read() -> list[str]:
+            seen = []
+            for row in rows:
+                seen.append(str(row[0]))
+                if len(seen) == 997 + 500:  # inside the second batch
+                    stop.set()
+            return seen
+
+        seen = await asyncio.to_thread(read)
+    assert seen == [f"bk{i:06d}" for i in range(1994)]
+    assert [q.rows for q in session.queries] == [1994]  # two whole batches, then stopped
