@@ -9,12 +9,13 @@ streamed report rows call :func:`observe`, then :func:`record`). For each query:
   Labels are bounded: ``kind`` is one of :data:`QUERY_KINDS`, ``dataset`` an aggregation
   dataset or a registered report type (``[a-z_]+``); never a tenant id, never SQL text.
 - **Slow queries** (database time at or above ``WEDDING_SLOW_QUERY_S``, 5 s by default):
-  the statement's plan is read with ``EXPLAIN (FORMAT JSON)`` (no ``ANALYZE``: the statement
-  is not run a second time) on the same connection, inside the same transaction (so the same
-  tenant, role and snapshot), and logged at WARNING on logger ``stream_app.db.monitoring``
-  as one JSON object ``{"event": "slow_query", "organization_id", "kind", "dataset",
-  "query_id", "duration_ms", "rows", "threshold_s", "sql", "plan"}``. The plan can name
-  parameter values, so it goes to the log only, never to the query log table.
+  the statement's generic plan is read with ``EXPLAIN (FORMAT JSON)`` (no ``ANALYZE``: the
+  statement is not run a second time; generic: parameters stay ``$n``, see :func:`explain`)
+  on the same connection, inside the same transaction (so the same tenant, role and
+  snapshot), and logged at WARNING on logger ``stream_app.db.monitoring`` as one JSON object
+  ``{"event": "slow_query", "organization_id", "kind", "dataset", "query_id", "duration_ms",
+  "rows", "threshold_s", "sql", "plan"}``. The SQL text is the parameterised statement:
+  no parameter value is logged.
 - **Query log** (``query_log``, migration 021): one row per query in the organisation's tenant
   transaction (row-level security applies), kept :data:`RETENTION_DAYS` days; the organisation's
   slowest recent queries are read back by :func:`slowest` (``GET /orgs/{org}/query-stats``).
@@ -22,6 +23,7 @@ streamed report rows call :func:`observe`, then :func:`record`). For each query:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import re
@@ -115,21 +117,40 @@ def _check_labels(kind: str, dataset: str) -> None:
         raise ValueError(f"dataset: {dataset!r} must match [a-z_]{{1,64}}")
 
 
-async def explain(conn: asyncpg.Connection, sql: str, params: Sequence[Any]) -> Any:
-    """The plan of ``sql`` with ``params`` (``EXPLAIN (FORMAT JSON)``, not run), as parsed JSON.
+class _Undo(Exception):
+    """Rolls the EXPLAIN's savepoint back (and its ``SET LOCAL`` with it)."""
 
-    Runs in a savepoint when ``conn`` is inside a transaction, so a failure leaves the
-    transaction usable. Returns ``{"error": reason}`` when PostgreSQL refuses (e.g. a
-    statement that cannot be explained).
+
+async def explain(conn: asyncpg.Connection, sql: str, params: Sequence[Any]) -> Any:
+    """The generic plan of ``sql`` (``EXPLAIN (FORMAT JSON)``, not run), as parsed JSON.
+
+    Generic: the statement is prepared (``PREPARE``) and explained as ``EXECUTE`` with NULL
+    arguments under ``plan_cache_mode = force_generic_plan``, so parameters appear as ``$1``,
+    ``$2``, never as their values: a plan in the log carries no tenant data (a client id in
+    a filter, for instance). It is the plan PostgreSQL chooses without knowing the values,
+    which can differ from the one that ran. Runs in a savepoint (or a transaction) that is
+    rolled back, and the prepared statement is deallocated, so the caller's transaction and
+    session are left as they were. Returns ``{"error": reason}`` when PostgreSQL refuses.
     """
+    name = f"wedding_explain_{fingerprint(sql)}"
+    arguments = f"({', '.join(['NULL'] * len(params))})" if params else ""
+    raw: Any = None
+    prepared = False
     try:
-        if conn.is_in_transaction():
-            async with conn.transaction():
-                raw = await conn.fetchval("EXPLAIN (FORMAT JSON) " + sql, *params)
-        else:
-            raw = await conn.fetchval("EXPLAIN (FORMAT JSON) " + sql, *params)
+        async with conn.transaction():
+            await conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+            await conn.execute(f"PREPARE {name} AS {sql}")
+            prepared = True
+            raw = await conn.fetchval(f"EXPLAIN (FORMAT JSON) EXECUTE {name}{arguments}")
+            raise _Undo
+    except _Undo:
+        pass
     except asyncpg.PostgresError as exc:
         return {"error": f"{type(exc).__name__}: {exc}"}
+    finally:
+        if prepared:  # PREPARE is not undone by a rollback
+            with contextlib.suppress(asyncpg.PostgresError):
+                await conn.execute(f"DEALLOCATE {name}")
     return orjson.loads(raw) if isinstance(raw, str | bytes) else raw
 
 

@@ -158,6 +158,10 @@ async def test_a_slow_query_is_logged_with_its_plan_and_counted(
     plan = entry["plan"][0]["Plan"]  # EXPLAIN (FORMAT JSON): a list holding {"Plan": ...}
     assert plan["Node Type"] == "Aggregate"
     assert "Actual Rows" not in plan  # not ANALYZE: the statement was not run again
+    # the generic plan: parameters as $n, never their values (no tenant data in the log)
+    plan_text = orjson.dumps(entry["plan"]).decode()
+    assert "$1" in plan_text and "$2" in plan_text
+    assert a not in plan_text and "1002" not in plan_text
     rows = await log_rows(pg_pool, a)
     assert [(r["slow"], r["rows"]) for r in rows] == [(True, 1), (False, 1)]
     assert rows[0]["duration_ms"] >= 300 > rows[1]["duration_ms"]
