@@ -72,6 +72,12 @@ Definitions
 
 Validation findings carried by the report: orphan payments, currency mismatches, bookings
 whose refunds exceed their payments, and GDPR requests received after ``now``.
+
+Memory: given a report session (:attr:`ReportContext.session`, the report agent's path), the
+per-booking reconciliation is read through a server-side cursor while each format is
+rendered (:mod:`stream_app.reports.streaming`), its totals are computed in SQL
+(:data:`BALANCE_TOTALS_SQL`, the same sums as :func:`_add_to_totals`), and only the bookings
+with an exception are held in memory; without one, every balance is read into a list.
 """
 
 from __future__ import annotations
