@@ -71,6 +71,16 @@ def _int(name: str, default: int, low: int, high: int) -> int:
     return parse_int(name, _env(name, str(default)), low, high)
 
 
+def slow_query_s_from_env() -> float:
+    """``WEDDING_SLOW_QUERY_S``: seconds from which a tenant query counts as slow (default 5,
+    0 to 86,400; 0 logs every query with its plan, an EXPLAIN per query: for tests only).
+
+    Raises:
+        ValueError: not a number in range; the message names the variable.
+    """
+    return _float("WEDDING_SLOW_QUERY_S", 5.0, 0, 86_400)
+
+
 def _float(name: str, default: float, low: float, high: float) -> float:
     """The number variable ``name`` (``default`` when unset): :func:`parse_float`."""
     return parse_float(name, _env(name, str(default)), low, high)
@@ -290,6 +300,9 @@ class Settings:
             a retriable cause; doubled for each further attempt (``WEDDING_REPORT_RETRY_BASE_S``).
         report_cancel_poll_s: how often a running report checks PostgreSQL for a cancellation
             made on another worker (``WEDDING_REPORT_CANCEL_POLL_S``).
+        slow_query_s: a tenant query (aggregation, report) running at least this many seconds
+            is logged with its plan and counted in ``wedding_slow_queries_total``
+            (``WEDDING_SLOW_QUERY_S``, 5 s; see :mod:`stream_app.db.monitoring`).
         changelog_max_compaction_lag_ms: longest time a superseded or deleted record of a
             client-keyed table changelog stays uncompacted, milliseconds
             (``WEDDING_CHANGELOG_MAX_COMPACTION_LAG_MS``, one day); also its ``segment.ms`` and
@@ -422,6 +435,7 @@ class Settings:
     report_cancel_poll_s: float = field(
         default_factory=lambda: _float("WEDDING_REPORT_CANCEL_POLL_S", 0.5, 0.01, 60)
     )
+    slow_query_s: float = field(default_factory=lambda: slow_query_s_from_env())
     changelog_max_compaction_lag_ms: int = field(
         default_factory=lambda: _int(
             "WEDDING_CHANGELOG_MAX_COMPACTION_LAG_MS", 86_400_000, 1_000, 30 * 86_400_000

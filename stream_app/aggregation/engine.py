@@ -23,6 +23,7 @@ from stream_app.aggregation.compiler import (
     describe,
 )
 from stream_app.aggregation.request import AggregationRequest, request_from_dict
+from stream_app.db import monitoring
 from stream_app.db.tenancy import UnknownOrganizationError, tenant_transaction
 
 STATEMENT_TIMEOUT_MS = 10_000
@@ -206,7 +207,9 @@ async def _aggregate(
             time_zone = str(org["time_zone"])
             query = compile_request(req, organization_id, time_zone)
             started = time.perf_counter()
-            records = await conn.fetch(query.sql, *query.params)
+            records = await monitoring.fetch(
+                conn, organization_id, "aggregation", req.dataset, query.sql, *query.params
+            )
             elapsed_ms = (time.perf_counter() - started) * 1000
     except asyncpg.QueryCanceledError as exc:
         raise AggregationTimeoutError(

@@ -40,6 +40,7 @@ before the next format, and the report's files are deleted. Completion is condit
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import resource
@@ -47,6 +48,7 @@ import threading
 import time
 import tracemalloc
 from collections.abc import AsyncIterable, Awaitable
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, cast
@@ -62,7 +64,7 @@ from stream_app.agents.deadletter import send_to_dead_letter
 from stream_app.app import app, settings
 from stream_app.crypto.keyring import get_keyring
 from stream_app.crypto.keys import DataKey
-from stream_app.db import audit_events
+from stream_app.db import audit_events, monitoring
 from stream_app.db import reports as report_db
 from stream_app.db.pool import get_pool
 from stream_app.db.tenancy import (
@@ -92,6 +94,7 @@ from stream_app.reports.cache import CacheEntry
 from stream_app.reports.model import ReportTable
 from stream_app.reports.registry import CACHE_TTL_S, ReportContext, ReportInputError
 from stream_app.reports.render import RENDERERS
+from stream_app.reports.streaming import open_session
 from stream_app.runtime.context import outside_any_event
 from stream_app.schemas.base import EventValidationError, decode_event, encode_event
 from stream_app.schemas.ids import is_valid_id
@@ -250,6 +253,10 @@ class _Run:
     cpu_s: float = 0.0
     attempts: int = 0
     stop: threading.Event = field(default_factory=threading.Event)
+    organization_id: str = ""
+    report_type: str = ""
+    queries: list[monitoring.QueryRecord] = field(default_factory=list)
+    """The report's queries timed since the last flush to the query log."""
 
     async def timed(self, aw: Awaitable[Any]) -> Any:
         """Await ``aw``, adding its wall time to the query time."""
@@ -338,10 +345,14 @@ _memory = _MemoryTracer(os.environ.get("WEDDING_REPORT_MEMORY", "rss"))
 _TIMED_METHODS = frozenset(
     {"fetch", "fetchrow", "fetchval", "execute", "executemany", "copy_from_query"}
 )
+_MONITORED_METHODS = frozenset({"fetch", "fetchrow", "fetchval"})
+"""The report queries (``execute`` is the transaction's set-up, not a query of the report)."""
 
 
 class _TimedConnection:
-    """An asyncpg connection whose queries add their wall time to a run's query time."""
+    """An asyncpg connection whose queries add their wall time to a run's query time; the
+    report's queries (:data:`_MONITORED_METHODS`) also go through query monitoring
+    (:mod:`stream_app.db.monitoring`: histogram, slow-query plan and counter, query log)."""
 
     def __init__(self, conn: asyncpg.Connection, run: _Run) -> None:
         self._conn = conn
@@ -352,9 +363,29 @@ class _TimedConnection:
         if name not in _TIMED_METHODS:
             return attr
         run = self._run
+        conn = self._conn
+        monitored = name in _MONITORED_METHODS and bool(run.report_type)
 
         async def timed(*args: Any, **kwargs: Any) -> Any:
-            return await run.timed(attr(*args, **kwargs))
+            started_at = datetime.now(UTC)
+            t0 = time.perf_counter()
+            result = await run.timed(attr(*args, **kwargs))
+            if monitored and args and isinstance(args[0], str):
+                rows = len(result) if name == "fetch" else int(result is not None)
+                run.queries.append(
+                    await monitoring.observe(
+                        conn,
+                        run.organization_id,
+                        "report",
+                        run.report_type,
+                        args[0],
+                        args[1:],
+                        time.perf_counter() - t0,
+                        rows,
+                        started_at,
+                    )
+                )
+            return result
 
         return timed
 
@@ -459,29 +490,68 @@ async def generate(req: ReportRequest, run: _Run | None = None) -> list[Artifact
         )
         return result
 
-    ctx = ReportContext(
-        request=req,
-        organization=org,
-        venues=venues,
-        pool=cast(asyncpg.Pool, _TimedPool(pool, run)),
-        read_venue_rows=timed_rows,
-    )
-    t0, q0, cpu0 = time.perf_counter(), run.query_s, time.thread_time()
-    try:
-        table = await registry.get(req.report_type).build(ctx)
-    except ReportInputError as exc:
-        raise ReportFailure(str(exc)) from exc
-    finally:
-        run.processing_s += (time.perf_counter() - t0) - (run.query_s - q0)
-        run.cpu_s += time.thread_time() - cpu0
+    rtype = registry.get(req.report_type)
+    run.organization_id, run.report_type = req.organization_id, req.report_type
     key = await (await get_keyring(settings.postgres_dsn)).current(req.organization_id)
-    t1 = time.perf_counter()
+    timed_pool = _TimedPool(pool, run)
     try:
-        links, cpu = await asyncio.to_thread(_render_all, table, req, run.stop, key)
+        async with AsyncExitStack() as stack:
+            session = None
+            if rtype.streams:  # one connection and snapshot from the build to the last format
+                session = await stack.enter_async_context(
+                    open_session(timed_pool, req.organization_id, req.report_type, run.stop)
+                )
+            ctx = ReportContext(
+                request=req,
+                organization=org,
+                venues=venues,
+                pool=cast(asyncpg.Pool, timed_pool),
+                read_venue_rows=timed_rows,
+                session=session,
+            )
+            t0, q0, cpu0 = time.perf_counter(), run.query_s, time.thread_time()
+            try:
+                table = await rtype.build(ctx)
+            except ReportInputError as exc:
+                raise ReportFailure(str(exc)) from exc
+            finally:
+                run.processing_s += (time.perf_counter() - t0) - (run.query_s - q0)
+                run.cpu_s += time.thread_time() - cpu0
+            t1 = time.perf_counter()
+            rendering = asyncio.ensure_future(
+                asyncio.to_thread(_render_all, table, req, run.stop, key)
+            )
+            try:
+                links, cpu = await asyncio.shield(rendering)
+            except asyncio.CancelledError:
+                if session is not None:
+                    # the render thread may be reading the session's cursors: stop it and
+                    # wait for it before the session's transaction and connection go back
+                    run.stop.set()
+                    with contextlib.suppress(Exception):
+                        await rendering
+                raise
+            finally:
+                run.rendering_s += time.perf_counter() - t1
+                if session is not None:
+                    run.queries.extend(session.queries)
     finally:
-        run.rendering_s += time.perf_counter() - t1
+        await _flush_queries(pool, run)
     run.cpu_s += cpu
     return links
+
+
+async def _flush_queries(pool: asyncpg.Pool, run: _Run) -> None:
+    """Write the run's timed queries to the organisation's query log (best effort: a report
+    never fails because its statistics could not be written)."""
+    queries, run.queries = run.queries, []
+    if not queries:
+        return
+    try:
+        async with pool.acquire() as conn:
+            await monitoring.record(conn, run.organization_id, queries)
+    except (asyncpg.PostgresError, OSError) as exc:
+        log.warning("report queries of %s not logged: %s", run.organization_id, exc)
 
 
 async def _generate_with_retries(req: ReportRequest, run: _Run) -> list[ArtifactLink]:

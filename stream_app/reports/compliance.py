@@ -74,13 +74,19 @@ Validation findings carried by the report, one line each starting with its sever
 other report types' do (:mod:`stream_app.reports.validation`): ``error:`` orphan payments,
 currency mismatches and GDPR requests received after ``now`` (the figures would be wrong);
 ``warning:`` bookings whose refunds exceed their payments.
+
+Memory: given a report session (:attr:`ReportContext.session`, the report agent's path), the
+per-booking reconciliation is read through a server-side cursor while each format is
+rendered (:mod:`stream_app.reports.streaming`), its totals are computed in SQL
+(:data:`BALANCE_TOTALS_SQL`, the same sums as :func:`_add_to_totals`), and only the bookings
+with an exception are held in memory; without one, every balance is read into a list.
 """
 
 from __future__ import annotations
 
 import calendar
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
@@ -101,6 +107,7 @@ from stream_app.reports.model import (
     display_text,
 )
 from stream_app.reports.registry import ReportContext, ReportInputError, ReportType, register
+from stream_app.reports.streaming import ReportSession
 
 REPORT_TYPE = "compliance"
 
@@ -269,6 +276,11 @@ class ComplianceData:
     orphans: list[PaymentRow]
     mismatches: list[PaymentRow]
     months: list[MonthOps] = field(default_factory=list)
+    reconciliation: Iterable[Sequence[Cell]] | None = None
+    """Streamed: the reconciliation rows (read through a cursor while rendering); then
+    ``balances`` holds only the bookings with an exception and ``balance_totals`` the totals."""
+    balance_totals: dict[str, Counter[str]] | None = None
+    """Streamed: the per-currency totals of every booking in scope, computed in SQL."""
 
 
 def period_bounds(zone: ZoneInfo, date_from: date, date_to: date) -> tuple[datetime, datetime]:
@@ -278,84 +290,174 @@ def period_bounds(zone: ZoneInfo, date_from: date, date_to: date) -> tuple[datet
     return start, end
 
 
+_BALANCES_SELECT = (
+    "SELECT b.id, b.status, b.service_date, b.currency, b.amount_minor,"
+    " coalesce(sum(p.amount_minor) FILTER"
+    "   (WHERE p.kind = 'payment' AND p.currency = b.currency), 0) AS paid,"
+    " coalesce(sum(p.amount_minor) FILTER"
+    "   (WHERE p.kind = 'refund' AND p.currency = b.currency), 0) AS refunded,"
+    " count(p.id) FILTER (WHERE p.currency <> b.currency) AS mismatched"
+    " FROM bookings b LEFT JOIN payments p"
+    "   ON p.organization_id = b.organization_id AND p.booking_id = b.id"
+    " WHERE b.organization_id = $1 AND b.service_date BETWEEN $2 AND $3"
+    " GROUP BY b.organization_id, b.id"
+)
+BALANCES_SQL = _BALANCES_SELECT + " ORDER BY b.id"
+"""Every booking in scope with its same-currency payments and refunds, by id."""
+
+PROBLEM_BALANCES_SQL = (
+    f"SELECT x.* FROM ({_BALANCES_SELECT}) x"
+    " WHERE x.refunded > x.paid"
+    "   OR (x.status <> 'cancelled' AND x.amount_minor - x.paid + x.refunded < 0)"
+    " ORDER BY x.id"
+)
+"""The bookings of :data:`BALANCES_SQL` with an exception (refunds exceed payments, or
+overpaid and not cancelled), by id."""
+
+_LIVE = "x.status <> 'cancelled'"
+BALANCE_TOTALS_SQL = (
+    "SELECT x.currency,"
+    f" count(*) FILTER (WHERE {_LIVE}) AS bookings,"
+    f" coalesce(sum(x.amount_minor) FILTER (WHERE {_LIVE}), 0) AS booked,"
+    f" coalesce(sum(x.paid) FILTER (WHERE {_LIVE}), 0) AS paid,"
+    f" coalesce(sum(x.refunded) FILTER (WHERE {_LIVE}), 0) AS refunded,"
+    " coalesce(sum(greatest(x.amount_minor - x.paid + x.refunded, 0))"
+    f"   FILTER (WHERE {_LIVE}), 0) AS outstanding,"
+    " coalesce(sum(greatest(x.paid - x.refunded - x.amount_minor, 0))"
+    f"   FILTER (WHERE {_LIVE}), 0) AS overpaid,"
+    " count(*) FILTER"
+    f"   (WHERE {_LIVE} AND x.amount_minor - x.paid + x.refunded < 0) AS overpaid_bookings,"
+    " count(*) FILTER (WHERE x.status = 'cancelled') AS cancelled_bookings,"
+    " coalesce(sum(x.paid - x.refunded) FILTER (WHERE x.status = 'cancelled'), 0)"
+    "   AS cancelled_net_received"
+    f" FROM ({_BALANCES_SELECT}) x GROUP BY x.currency"
+)
+"""Per currency, the totals :func:`build_report` sums over the balances (same definitions)."""
+
+_TOTAL_KEYS = (
+    "bookings",
+    "booked",
+    "paid",
+    "refunded",
+    "outstanding",
+    "overpaid",
+    "overpaid_bookings",
+    "cancelled_bookings",
+    "cancelled_net_received",
+)
+
+
+def _balance(r: asyncpg.Record) -> BookingBalance:
+    return BookingBalance(
+        r["id"],
+        r["status"],
+        r["service_date"],
+        r["currency"].strip(),
+        int(r["amount_minor"]),
+        int(r["paid"]),
+        int(r["refunded"]),
+        int(r["mismatched"]),
+    )
+
+
 async def load(
     pool: asyncpg.Pool, org: Organization, date_from: date, date_to: date
 ) -> ComplianceData:
     """Read the report's inputs in one tenant transaction (the organisation in every
-    predicate; row-level security as the second wall)."""
-    start, end = period_bounds(org.zone, date_from, date_to)
+    predicate; row-level security as the second wall); every booking's balance in memory."""
     async with pool.acquire() as conn, tenant_transaction(conn, org.id):
-        requests = await conn.fetch(
-            "SELECT id, kind, client_id, received_at, completed_at, status FROM gdpr_requests"
-            " WHERE organization_id = $1 AND received_at >= $2 AND received_at < $3"
-            " ORDER BY received_at, id",
-            org.id,
-            start,
-            end,
+        return await _read(conn, org, date_from, date_to, None)
+
+
+async def load_streamed(
+    session: ReportSession, org: Organization, date_from: date, date_to: date
+) -> ComplianceData:
+    """The report's inputs read in ``session`` (its tenant transaction and snapshot), the
+    per-booking reconciliation streamed: its rows are read through a cursor while each
+    format is rendered; the totals come from SQL, and only the bookings with an exception
+    are held in memory."""
+    return await _read(session.conn, org, date_from, date_to, session)
+
+
+async def _read(
+    conn: asyncpg.Connection,
+    org: Organization,
+    date_from: date,
+    date_to: date,
+    session: ReportSession | None,
+) -> ComplianceData:
+    start, end = period_bounds(org.zone, date_from, date_to)
+    requests = await conn.fetch(
+        "SELECT id, kind, client_id, received_at, completed_at, status FROM gdpr_requests"
+        " WHERE organization_id = $1 AND received_at >= $2 AND received_at < $3"
+        " ORDER BY received_at, id",
+        org.id,
+        start,
+        end,
+    )
+    open_before = await conn.fetchval(
+        "SELECT count(*) FROM gdpr_requests WHERE organization_id = $1"
+        " AND received_at < $2 AND completed_at IS NULL",
+        org.id,
+        start,
+    )
+    reconciliation: Iterable[Sequence[Cell]] | None = None
+    balance_totals: dict[str, Counter[str]] | None = None
+    if session is None:
+        balances = await conn.fetch(BALANCES_SQL, org.id, date_from, date_to)
+    else:
+        balances = await conn.fetch(PROBLEM_BALANCES_SQL, org.id, date_from, date_to)
+        balance_totals = {
+            r["currency"].strip(): Counter({k: int(r[k]) for k in _TOTAL_KEYS})
+            for r in await conn.fetch(BALANCE_TOTALS_SQL, org.id, date_from, date_to)
+        }
+        reconciliation = session.rows(
+            BALANCES_SQL,
+            (org.id, date_from, date_to),
+            lambda r: reconciliation_row(_balance(r))[0],
         )
-        open_before = await conn.fetchval(
-            "SELECT count(*) FROM gdpr_requests WHERE organization_id = $1"
-            " AND received_at < $2 AND completed_at IS NULL",
-            org.id,
-            start,
-        )
-        balances = await conn.fetch(
-            "SELECT b.id, b.status, b.service_date, b.currency, b.amount_minor,"
-            " coalesce(sum(p.amount_minor) FILTER"
-            "   (WHERE p.kind = 'payment' AND p.currency = b.currency), 0) AS paid,"
-            " coalesce(sum(p.amount_minor) FILTER"
-            "   (WHERE p.kind = 'refund' AND p.currency = b.currency), 0) AS refunded,"
-            " count(p.id) FILTER (WHERE p.currency <> b.currency) AS mismatched"
-            " FROM bookings b LEFT JOIN payments p"
-            "   ON p.organization_id = b.organization_id AND p.booking_id = b.id"
-            " WHERE b.organization_id = $1 AND b.service_date BETWEEN $2 AND $3"
-            " GROUP BY b.organization_id, b.id ORDER BY b.id",
-            org.id,
-            date_from,
-            date_to,
-        )
-        orphans = await conn.fetch(
-            "SELECT p.id, p.booking_id, p.kind, p.currency, p.amount_minor, p.occurred_at"
-            " FROM payments p WHERE p.organization_id = $1"
-            " AND p.occurred_at >= $2 AND p.occurred_at < $3"
-            " AND NOT EXISTS (SELECT 1 FROM bookings b"
-            "   WHERE b.organization_id = $1 AND b.id = p.booking_id)"
-            " ORDER BY p.id",
-            org.id,
-            start,
-            end,
-        )
-        mismatches = await conn.fetch(
-            "SELECT p.id, p.booking_id, p.kind, p.currency, p.amount_minor, p.occurred_at,"
-            " b.currency AS booking_currency"
-            " FROM payments p JOIN bookings b"
-            "   ON b.organization_id = p.organization_id AND b.id = p.booking_id"
-            " WHERE p.organization_id = $1 AND b.organization_id = $1"
-            " AND b.service_date BETWEEN $2 AND $3 AND p.currency <> b.currency"
-            " ORDER BY p.id",
-            org.id,
-            date_from,
-            date_to,
-        )
-        months = await conn.fetch(
-            "SELECT to_char(b.booked_at AT TIME ZONE $4, 'YYYY-MM') AS month,"
-            " count(*) AS bookings,"
-            " count(*) FILTER (WHERE b.status = 'cancelled') AS cancellations,"
-            " count(f.first_at) AS paid_bookings,"
-            " coalesce(sum(extract(epoch FROM f.first_at - b.booked_at)), 0) AS seconds,"
-            " count(*) FILTER (WHERE b.status <> 'cancelled' AND f.first_at IS NULL)"
-            "   AS unpaid_open"
-            " FROM bookings b LEFT JOIN LATERAL ("
-            "   SELECT min(p.occurred_at) AS first_at FROM payments p"
-            "   WHERE p.organization_id = $1 AND p.booking_id = b.id AND p.kind = 'payment'"
-            " ) f ON true"
-            " WHERE b.organization_id = $1 AND b.booked_at >= $2 AND b.booked_at < $3"
-            " GROUP BY 1 ORDER BY 1",
-            org.id,
-            start,
-            end,
-            org.time_zone,
-        )
+    orphans = await conn.fetch(
+        "SELECT p.id, p.booking_id, p.kind, p.currency, p.amount_minor, p.occurred_at"
+        " FROM payments p WHERE p.organization_id = $1"
+        " AND p.occurred_at >= $2 AND p.occurred_at < $3"
+        " AND NOT EXISTS (SELECT 1 FROM bookings b"
+        "   WHERE b.organization_id = $1 AND b.id = p.booking_id)"
+        " ORDER BY p.id",
+        org.id,
+        start,
+        end,
+    )
+    mismatches = await conn.fetch(
+        "SELECT p.id, p.booking_id, p.kind, p.currency, p.amount_minor, p.occurred_at,"
+        " b.currency AS booking_currency"
+        " FROM payments p JOIN bookings b"
+        "   ON b.organization_id = p.organization_id AND b.id = p.booking_id"
+        " WHERE p.organization_id = $1 AND b.organization_id = $1"
+        " AND b.service_date BETWEEN $2 AND $3 AND p.currency <> b.currency"
+        " ORDER BY p.id",
+        org.id,
+        date_from,
+        date_to,
+    )
+    months = await conn.fetch(
+        "SELECT to_char(b.booked_at AT TIME ZONE $4, 'YYYY-MM') AS month,"
+        " count(*) AS bookings,"
+        " count(*) FILTER (WHERE b.status = 'cancelled') AS cancellations,"
+        " count(f.first_at) AS paid_bookings,"
+        " coalesce(sum(extract(epoch FROM f.first_at - b.booked_at)), 0) AS seconds,"
+        " count(*) FILTER (WHERE b.status <> 'cancelled' AND f.first_at IS NULL)"
+        "   AS unpaid_open"
+        " FROM bookings b LEFT JOIN LATERAL ("
+        "   SELECT min(p.occurred_at) AS first_at FROM payments p"
+        "   WHERE p.organization_id = $1 AND p.booking_id = b.id AND p.kind = 'payment'"
+        " ) f ON true"
+        " WHERE b.organization_id = $1 AND b.booked_at >= $2 AND b.booked_at < $3"
+        " GROUP BY 1 ORDER BY 1",
+        org.id,
+        start,
+        end,
+        org.time_zone,
+    )
 
     def payment(r: asyncpg.Record, booking_currency: str | None) -> PaymentRow:
         return PaymentRow(
@@ -376,20 +478,10 @@ async def load(
             for r in requests
         ],
         open_before=int(open_before),
-        balances=[
-            BookingBalance(
-                r["id"],
-                r["status"],
-                r["service_date"],
-                r["currency"].strip(),
-                int(r["amount_minor"]),
-                int(r["paid"]),
-                int(r["refunded"]),
-                int(r["mismatched"]),
-            )
-            for r in balances
-        ],
+        balances=[_balance(r) for r in balances],
         orphans=[payment(r, None) for r in orphans],
+        reconciliation=reconciliation,
+        balance_totals=balance_totals,
         mismatches=[payment(r, r["booking_currency"].strip()) for r in mismatches],
         months=[
             MonthOps(
@@ -460,6 +552,81 @@ def _ids(ids: Sequence[str]) -> str:
     return shown + (f" and {more} more" if more > 0 else "")
 
 
+def reconciliation_row(b: BookingBalance) -> tuple[list[Cell], list[list[Cell]]]:
+    """One booking's reconciliation row and its exception rows (refunds exceed payments,
+    overpaid; definitions in the module docstring)."""
+    findings = []
+    exceptions: list[list[Cell]] = []
+    if b.mismatched:
+        findings.append(f"{b.mismatched} payment(s) in another currency, not netted")
+    if b.refunded_minor > b.paid_minor:
+        findings.append("refunds exceed payments")
+        exceptions.append(
+            [
+                "refunds exceed payments",
+                None,
+                b.id,
+                None,
+                b.currency,
+                _money(b.refunded_minor - b.paid_minor, b.currency),
+                f"refunded {_money(b.refunded_minor, b.currency)}, "
+                f"paid {_money(b.paid_minor, b.currency)} {b.currency}",
+            ]
+        )
+    outstanding: str | None = None
+    overpaid: str | None = None
+    if b.status != "cancelled":
+        balance = b.booked_minor - b.paid_minor + b.refunded_minor
+        outstanding = _money(max(balance, 0), b.currency)
+        overpaid = _money(max(-balance, 0), b.currency)
+        if balance < 0:
+            findings.append("overpaid")
+            exceptions.append(
+                [
+                    "overpaid",
+                    None,
+                    b.id,
+                    None,
+                    b.currency,
+                    _money(-balance, b.currency),
+                    f"booked {_money(b.booked_minor, b.currency)}, paid "
+                    f"{_money(b.paid_minor, b.currency)}, refunded "
+                    f"{_money(b.refunded_minor, b.currency)} {b.currency}",
+                ]
+            )
+    row: list[Cell] = [
+        b.id,
+        b.status,
+        b.service_date.isoformat(),
+        b.currency,
+        _money(b.booked_minor, b.currency),
+        _money(b.paid_minor, b.currency),
+        _money(b.refunded_minor, b.currency),
+        outstanding,
+        overpaid,
+        b.mismatched,
+        "; ".join(findings) or None,
+    ]
+    return row, exceptions
+
+
+def _add_to_totals(t: Counter[str], b: BookingBalance) -> None:
+    """Add one booking to its currency's totals (the sums :data:`BALANCE_TOTALS_SQL` makes)."""
+    if b.status == "cancelled":
+        t["cancelled_bookings"] += 1
+        t["cancelled_net_received"] += b.paid_minor - b.refunded_minor
+        return
+    balance = b.booked_minor - b.paid_minor + b.refunded_minor
+    t["bookings"] += 1
+    t["booked"] += b.booked_minor
+    t["paid"] += b.paid_minor
+    t["refunded"] += b.refunded_minor
+    t["outstanding"] += max(balance, 0)
+    t["overpaid"] += max(-balance, 0)
+    if balance < 0:
+        t["overpaid_bookings"] += 1
+
+
 # -- the report -----------------------------------------------------------------------------
 
 
@@ -506,76 +673,21 @@ def build_report(
         )
 
     # payment audit
-    recon_rows: list[list[Cell]] = []
+    streamed_totals = data.balance_totals
     totals: dict[str, Counter[str]] = defaultdict(Counter)
+    if streamed_totals is not None:
+        totals.update({c: Counter(t) for c, t in streamed_totals.items()})
+    recon_rows: list[list[Cell]] = []
     exceptions: list[list[Cell]] = []
     over_refunded: list[str] = []
     for b in data.balances:
-        t = totals[b.currency]
-        findings = []
-        if b.mismatched:
-            findings.append(f"{b.mismatched} payment(s) in another currency, not netted")
+        row, found = reconciliation_row(b)
+        exceptions.extend(found)
         if b.refunded_minor > b.paid_minor:
-            findings.append("refunds exceed payments")
             over_refunded.append(b.id)
-            exceptions.append(
-                [
-                    "refunds exceed payments",
-                    None,
-                    b.id,
-                    None,
-                    b.currency,
-                    _money(b.refunded_minor - b.paid_minor, b.currency),
-                    f"refunded {_money(b.refunded_minor, b.currency)}, "
-                    f"paid {_money(b.paid_minor, b.currency)} {b.currency}",
-                ]
-            )
-        outstanding: str | None = None
-        overpaid: str | None = None
-        if b.status == "cancelled":
-            t["cancelled_bookings"] += 1
-            t["cancelled_net_received"] += b.paid_minor - b.refunded_minor
-        else:
-            balance = b.booked_minor - b.paid_minor + b.refunded_minor
-            t["bookings"] += 1
-            t["booked"] += b.booked_minor
-            t["paid"] += b.paid_minor
-            t["refunded"] += b.refunded_minor
-            t["outstanding"] += max(balance, 0)
-            t["overpaid"] += max(-balance, 0)
-            outstanding = _money(max(balance, 0), b.currency)
-            overpaid = _money(max(-balance, 0), b.currency)
-            if balance < 0:
-                t["overpaid_bookings"] += 1
-                findings.append("overpaid")
-                exceptions.append(
-                    [
-                        "overpaid",
-                        None,
-                        b.id,
-                        None,
-                        b.currency,
-                        _money(-balance, b.currency),
-                        f"booked {_money(b.booked_minor, b.currency)}, paid "
-                        f"{_money(b.paid_minor, b.currency)}, refunded "
-                        f"{_money(b.refunded_minor, b.currency)} {b.currency}",
-                    ]
-                )
-        recon_rows.append(
-            [
-                b.id,
-                b.status,
-                b.service_date.isoformat(),
-                b.currency,
-                _money(b.booked_minor, b.currency),
-                _money(b.paid_minor, b.currency),
-                _money(b.refunded_minor, b.currency),
-                outstanding,
-                overpaid,
-                b.mismatched,
-                "; ".join(findings) or None,
-            ]
-        )
+        if streamed_totals is None:
+            _add_to_totals(totals[b.currency], b)
+            recon_rows.append(row)
     for p in data.orphans:
         totals[p.currency]["orphan_payments"] += 1
         exceptions.append(
@@ -732,7 +844,7 @@ def build_report(
                 "payment_reconciliation",
                 "Payment reconciliation per booking (service date in the period)",
                 RECONCILIATION_COLUMNS,
-                recon_rows,
+                recon_rows if data.reconciliation is None else data.reconciliation,
             ),
             ReportSection(
                 "payment_totals", "Payment audit totals per currency", TOTALS_COLUMNS, totals_rows
@@ -767,7 +879,10 @@ async def build_at(ctx: ReportContext, now: datetime) -> ReportTable:
         )
     if now.tzinfo is None:
         raise ReportInputError("now: must carry a time zone")
-    data = await load(ctx.pool, ctx.organization, req.date_from, req.date_to)
+    if ctx.session is None:
+        data = await load(ctx.pool, ctx.organization, req.date_from, req.date_to)
+    else:
+        data = await load_streamed(ctx.session, ctx.organization, req.date_from, req.date_to)
     return build_report(data, ctx.organization, req.date_from, req.date_to, now)
 
 
@@ -785,5 +900,6 @@ register(
         # conservative: the bookings and payments history in PostgreSQL is loaded with the
         # same facts as these streams, so their events may change the report
         reads=frozenset({"bookings", "payments"}),
+        streams=True,
     )
 )

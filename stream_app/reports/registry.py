@@ -22,6 +22,7 @@ import msgspec
 
 from stream_app.db.tenancy import Organization, Venue
 from stream_app.reports.model import ReportTable
+from stream_app.reports.streaming import ReportSession
 from stream_app.schemas.reports import ReportRequest
 
 CacheClass = Literal["financial", "operational", "seasonal", "portfolio"]
@@ -59,6 +60,10 @@ class ReportContext:
         pool: the PostgreSQL pool; query inside ``tenant_transaction(conn, org.id)`` and name
             the organisation in every predicate.
         read_venue_rows: reads rows of the live ``venue-bookings`` table, wherever they are.
+        session: when set (the report agent sets it), a connection in one snapshot held until
+            every format is rendered: a builder may return its large tables as
+            :class:`~stream_app.reports.streaming.StreamedRows` read through server-side
+            cursors (:mod:`stream_app.reports.streaming`); None: build lists.
     """
 
     request: ReportRequest
@@ -66,6 +71,7 @@ class ReportContext:
     venues: list[Venue]
     pool: asyncpg.Pool
     read_venue_rows: VenueRowsReader
+    session: ReportSession | None = None
 
 
 Builder = Callable[[ReportContext], Awaitable[ReportTable]]
@@ -85,6 +91,9 @@ class ReportType:
             type also depends on its organisation's PostgreSQL ``history`` version).
         config: the options a request's ``configuration`` may carry, as a msgspec Struct
             (``forbid_unknown_fields=True``); ``None``: the type takes no options.
+        streams: the builder streams its large tables when it gets a
+            :attr:`ReportContext.session` (the agent opens one only for such types: a session
+            holds a pool connection from the build to the last format).
     """
 
     name: str
@@ -93,6 +102,7 @@ class ReportType:
     build: Builder
     reads: frozenset[str]
     config: type[msgspec.Struct] | None = None
+    streams: bool = False
 
 
 _REGISTRY: dict[str, ReportType] = {}

@@ -4,8 +4,10 @@ Sheets, in order:
 
 - ``data``: a bold header row, then one row per table row; the header is frozen and has an
   autofilter. Past Excel's limit of :data:`MAX_ROWS_PER_SHEET` rows (header included) the
-  rows continue on ``data (2)``, ``data (3)``, ... each with the same header: nothing is
-  dropped.
+  rows continue on ``data (2)``, ``data (3)``, ... each with the same header. A table lists
+  at most :data:`MAX_TABLE_ROWS` rows (memory, below); the metadata sheet says when rows
+  were left out and that all of them are in the CSV and JSON files; its chart and the row
+  count still cover every row.
 - ``chart`` (when the table has a :class:`~stream_app.reports.model.ChartSpec` and rows): the
   summed figures per category and a native Excel chart of them.
 - per section (:class:`~stream_app.reports.model.ReportSection`), in order: a sheet named
@@ -88,6 +90,13 @@ from stream_app.reports.xlsx_spool import SealedSpoolWorksheet
 MAX_ROWS_PER_SHEET = 1_048_576
 """Rows per worksheet, header included (Excel's limit); tests lower it."""
 
+MAX_TABLE_ROWS = 100_000
+"""Rows of one table (the main one or a section) written to the workbook; further rows are
+counted and charted but not listed, and the metadata sheet says so. Why: each sheet's XML is
+assembled in memory when the workbook is closed (no plaintext temporary file, see the module
+docstring), about 1 KB a row of 11 columns, so this cap is what bounds a render's memory
+(``loadtests/bench_report_memory.py``: a 2,000,000-row report stays under 200 MiB)."""
+
 MAX_COLUMNS = 16_384
 """Excel's column limit."""
 
@@ -154,13 +163,25 @@ class _Written:
     sheets: list[str]
     rows: int
     chart_sheet: str | None
+    total: int = 0
+    """Rows the table has (``rows`` of them are listed, at most :data:`MAX_TABLE_ROWS`)."""
+
+    def listed(self) -> str:
+        """``"N rows"``, or ``"the first N of M rows (...)"`` when rows were left out."""
+        if self.total <= self.rows:
+            return f"{self.rows:,} rows"
+        return (
+            f"the first {self.rows:,} of {self.total:,} rows (a workbook lists at most "
+            f"{MAX_TABLE_ROWS:,} rows a table); all {self.total:,} rows are in the CSV and "
+            "JSON files"
+        )
 
 
 def render_xlsx(table: ReportTable, out: HashingWriter) -> None:
     """Write ``table`` as an Excel workbook to ``out`` (see the module docstring for layout).
 
-    Reads ``table.rows`` once. Sets ``out.rows`` to the number of data rows written (all of
-    them, across the ``data`` sheets).
+    Reads ``table.rows`` once. Sets ``out.rows`` to the number of data rows written across
+    the ``data`` sheets (at most :data:`MAX_TABLE_ROWS`).
 
     Raises:
         ValueError: a ``month``/``date`` cell is not ``YYYY-MM``/``YYYY-MM-DD``, a ``money``
@@ -400,6 +421,11 @@ class _Workbook:
                     f"sheet {sheets[0]!r}: row {total + 1} has {len(row)} cells for "
                     f"{len(columns)} columns"
                 )
+            if total >= MAX_TABLE_ROWS:  # counted and charted, not listed
+                if chart is not None:
+                    chart.add(row)
+                total += 1
+                continue
             if r == per_sheet:
                 sheet.autofilter(0, 0, r, len(columns) - 1)
                 sheets.append(self.names.take(sheets[0], f" ({len(sheets) + 1})"))
@@ -416,7 +442,7 @@ class _Workbook:
         data = chart.result() if chart is not None else None
         chart_name = ("chart", "") if chart_suffix is None else (sheets[0], chart_suffix)
         chart_sheet = self.chart_sheet(data, *chart_name) if data is not None else None
-        return _Written(sheets, total, chart_sheet)
+        return _Written(sheets, min(total, MAX_TABLE_ROWS), chart_sheet, total)
 
     def chart_sheet(self, data: ChartData, base: str, suffix: str) -> str | None:
         """A chart sheet (named ``base + suffix`` if free): the summed figures and a native
@@ -507,6 +533,8 @@ class _Workbook:
             ("rows", main.rows),
             ("data sheets", ", ".join(main.sheets)),
         ]
+        if main.total > main.rows:
+            pairs.append(("rows not listed", main.listed()))
         if main.chart_sheet is not None and t.chart is not None:
             pairs.append(("chart", f"{t.chart.title}, on the sheet {main.chart_sheet}"))
         if self.as_text:
@@ -537,7 +565,7 @@ class _Workbook:
             r += 2
             self.string(sheet, r, 0, "sections", self.bold_plain)
             for section, written in sections:
-                where = f"sheet {', '.join(written.sheets)}: {written.rows:,} rows"
+                where = f"sheet {', '.join(written.sheets)}: {written.listed()}"
                 if written.chart_sheet is not None and section.chart is not None:
                     where += f"; chart {section.chart.title!r} on the sheet {written.chart_sheet}"
                 self.string(sheet, r, 1, section.title, self.bold_plain)

@@ -354,6 +354,31 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
             Param("limit", {"type": "integer", "minimum": 1, "maximum": 1000}),
         ),
     ),
+    ("GET", "/orgs/{org}/query-stats"): Operation(
+        "The organisation's slowest recent queries (admin).",
+        response=_answer(
+            {
+                "organization_id": STR,
+                "window_days": {"type": "integer"},
+                "slow_query_s": {"type": "number"},
+                "queries": {
+                    "type": "array",
+                    "items": _answer(
+                        {
+                            "kind": {"enum": ["aggregation", "report"]},
+                            "dataset": STR,
+                            "query_id": STR,
+                            "ms": {"type": "number"},
+                            "rows": {"type": "integer"},
+                            "slow": {"type": "boolean"},
+                            "at": STR,
+                        }
+                    ),
+                },
+            }
+        ),
+        query=(Param("limit", {"type": "integer", "minimum": 1, "maximum": 200}),),
+    ),
     ("POST", "/orgs/{org}/gdpr/export"): Operation(
         "GDPR export of a client's data.",
         body={

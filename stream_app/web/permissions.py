@@ -10,7 +10,8 @@ Roles, each including the one before:
 
 - ``viewer``: table reads, report status and downloads;
 - ``analyst``: also report requests (and cancelling them), report validations and aggregations;
-- ``admin``: also schedules, deliveries, tokens, GDPR actions, retention rules, audit reads.
+- ``admin``: also schedules, deliveries, tokens, GDPR actions, retention rules, audit reads,
+  query statistics.
 
 A route open to everyone (``/health``, ``/metrics``, signed download links, which carry their
 own credential) declares :data:`PUBLIC`; a route that declares nothing is refused to every
@@ -49,6 +50,8 @@ class Permission(StrEnum):
     """Retention rules."""
     AUDIT_READ = "audit:read"
     """Read the audit log."""
+    QUERY_STATS_READ = "query-stats:read"
+    """The organisation's slowest recent queries (``GET /orgs/{org}/query-stats``)."""
     DEBUG_READ = "debug:read"
     """Worker internals (``/debug/*``, served only with ``WEDDING_DEBUG=1``)."""
 

@@ -44,6 +44,7 @@ GRANTS = {
         "gdpr:manage",
         "retention:manage",
         "audit:read",
+        "query-stats:read",
         "debug:read",
     },
 }

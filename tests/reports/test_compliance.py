@@ -19,8 +19,10 @@ hold, each opened with an independent reader.
 
 from __future__ import annotations
 
+import asyncio
 import calendar
 import csv
+import dataclasses
 import importlib.util
 import io
 import sys
@@ -42,13 +44,17 @@ import pytest
 import pytest_asyncio
 from pptx import Presentation
 
+from stream_app.db import monitoring
 from stream_app.db.tenancy import Organization, tenant_transaction, upsert_organization
 from stream_app.reports import compliance, registry
 from stream_app.reports.artifacts import ArtifactStore
 from stream_app.reports.model import Column, ReportTable
 from stream_app.reports.registry import ReportContext, ReportInputError
 from stream_app.reports.render import RENDERERS
+from stream_app.reports.streaming import StreamedRows, open_session
 from stream_app.schemas.reports import REPORT_TYPES, ReportRequest
+
+BALANCES = compliance.BALANCES_SQL
 
 
 def _load_pg_fixtures() -> ModuleType:
@@ -785,3 +791,37 @@ async def test_gdpr_requests_are_tenant_isolated_by_row_level_security(
             with pytest.raises(asyncpg.InsufficientPrivilegeError):
                 await conn.execute("DELETE FROM gdpr_requests")
         assert sorted(r["id"] for r in seen) == sorted(g.id for g in GDPR)
+
+
+# -- the streamed build (the report agent's path) --------------------------------------------
+
+
+async def test_the_streamed_build_holds_every_figure_in_every_file(
+    pg_pool: asyncpg.Pool, org: Organization, tmp_path: Path
+) -> None:
+    """The reconciliation read through a server-side cursor while each format is rendered
+    (one snapshot for all): every figure and every file checked as above."""
+    async with open_session(pg_pool, org.id, "compliance") as session:
+        ctx = dataclasses.replace(context(pg_pool, org), session=session)
+        streamed = await compliance.build_at(ctx, NOW)
+        recon = next(s for s in streamed.sections if s.name == "payment_reconciliation")
+        assert isinstance(recon.rows, StreamedRows)
+        with pytest.raises(RuntimeError, match="worker thread"):
+            list(recon.rows)  # on the event loop's thread it would wait for itself
+        await asyncio.to_thread(test_every_figure_equals_the_independent_computation, streamed)
+        for i, check in enumerate(
+            (
+                test_csv_holds_every_figure,
+                test_json_holds_every_figure,
+                test_excel_holds_every_figure,
+                test_pdf_holds_every_figure,
+                test_powerpoint_holds_every_figure,
+            )
+        ):
+            folder = tmp_path / str(i)
+            folder.mkdir()
+            await asyncio.to_thread(check, folder, streamed)
+    # every reading of the reconciliation was one monitored query with all its rows
+    readings = [q for q in session.queries if q.query_id == monitoring.fingerprint(BALANCES)]
+    assert [q.rows for q in readings] == [len(expected().sections["payment_reconciliation"])] * 6
+    assert {(q.kind, q.dataset) for q in readings} == {("report", "compliance")}

@@ -320,6 +320,40 @@ def test_excel_rows_past_the_sheet_limit_continue_on_further_sheets(
     assert total == sum(Decimal(f"{i}.05") for i in range(count))
 
 
+def test_excel_lists_at_most_max_table_rows_and_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(render_xlsx, "MAX_TABLE_ROWS", 7)
+    monkeypatch.setattr(render_xlsx, "MAX_ROWS_PER_SHEET", 5)  # header + 4 rows a sheet
+    count = 12
+    rows = [
+        [f"v{i:02d}", "Venue", f"2016-0{1 + i % 2}", None, i, None, "EUR", f"{i}.25", i]
+        for i in range(count)
+    ]
+    path, written = render(tmp_path, "excel", make_table(iter(rows)))
+    assert written == 7
+    wb = openpyxl.load_workbook(path)
+    assert wb.sheetnames == ["data", "data (2)", "chart", "metadata"]
+    listed = [
+        r[0]
+        for name in ("data", "data (2)")
+        for r in wb[name].iter_rows(min_row=2, values_only=True)
+    ]
+    assert listed == [f"v{i:02d}" for i in range(7)]
+    meta = {r[0]: r[1] for r in wb["metadata"].iter_rows(values_only=True) if r[0]}
+    assert meta["rows"] == 7
+    assert meta["rows not listed"] == (
+        "the first 7 of 12 rows (a workbook lists at most 7 rows a table); "
+        "all 12 rows are in the CSV and JSON files"
+    )
+    # the chart still sums every row: 2016-01 holds the even i, 2016-02 the odd ones
+    chart = {r[0]: Decimal(repr(r[1])) for r in wb["chart"].iter_rows(min_row=2, values_only=True)}
+    assert chart == {
+        "2016-01": sum(Decimal(f"{i}.25") for i in range(0, count, 2)),
+        "2016-02": sum(Decimal(f"{i}.25") for i in range(1, count, 2)),
+    }
+
+
 # -- PDF --------------------------------------------------------------------------------------
 
 
