@@ -17,12 +17,14 @@ from typing import Any
 import asyncpg
 
 from stream_app.aggregation.compiler import (
+    CompiledQuery,
     Extract,
     OutputColumn,
     compile_request,
     describe,
 )
 from stream_app.aggregation.request import AggregationRequest, request_from_dict
+from stream_app.aggregation.rollup_store import matching_rollup, read_rollup, refresh
 from stream_app.db.tenancy import UnknownOrganizationError, tenant_transaction
 
 STATEMENT_TIMEOUT_MS = 10_000
@@ -66,6 +68,8 @@ class AggregationResult:
         currency_grouped: the ``currency`` column was added to the groups (money metrics are
             never combined across currencies).
         query_ms: the statement's wall time in milliseconds.
+        rollup_id: the rollup the answer was read from (:mod:`.rollups`), None when it was
+            computed from the history table itself.
     """
 
     dataset: str
@@ -78,6 +82,7 @@ class AggregationResult:
     estimate: bool
     currency_grouped: bool
     query_ms: float
+    rollup_id: int | None = None
 
     def to_json(self) -> dict[str, object]:
         """The result as a JSON-ready dict (the HTTP API's body)."""
@@ -101,6 +106,9 @@ class AggregationResult:
             "estimate": self.estimate,
             "notes": notes,
             "query_ms": round(self.query_ms, 3),
+            "source": (
+                {"table": self.dataset} if self.rollup_id is None else {"rollup": self.rollup_id}
+            ),
         }
 
 
@@ -162,6 +170,8 @@ async def aggregate(
     db: asyncpg.Pool | asyncpg.Connection,
     organization_id: str,
     request: AggregationRequest | Mapping[str, Any],
+    *,
+    use_rollups: bool = True,
 ) -> AggregationResult:
     """Run one aggregation for ``organization_id`` (the Python API; HTTP calls this too).
 
@@ -169,6 +179,8 @@ async def aggregate(
         db: a pool (a connection is borrowed) or a connection (not inside a transaction).
         organization_id: the tenant; only its rows are read.
         request: an :class:`AggregationRequest` or a dict of the JSON shape.
+        use_rollups: answer from a matching rollup of the organisation when there is one
+            (:mod:`.rollups`; refreshed first, exact); False always reads the history table.
 
     Returns:
         The groups and their figures (see :class:`AggregationResult`).
@@ -182,15 +194,29 @@ async def aggregate(
     req = request if isinstance(request, AggregationRequest) else request_from_dict(dict(request))
     if isinstance(db, asyncpg.Pool):
         async with db.acquire() as conn:
-            return await _aggregate(conn, organization_id, req)
-    return await _aggregate(db, organization_id, req)
+            return await _aggregate(conn, organization_id, req, use_rollups)
+    return await _aggregate(db, organization_id, req, use_rollups)
+
+
+ROLLUP_ATTEMPTS = 2
+"""Refresh-then-read attempts on a matching rollup before the history table answers (a
+write landing between the refresh and the read makes the read refuse stale rows)."""
 
 
 async def _aggregate(
-    conn: asyncpg.Connection, organization_id: str, req: AggregationRequest
+    conn: asyncpg.Connection, organization_id: str, req: AggregationRequest, use_rollups: bool
 ) -> AggregationResult:
     # a bad request is refused before any database work (the zone changes no validation)
     compile_request(req, organization_id, "UTC")
+    if use_rollups:
+        try:
+            answered = await _from_rollup(conn, organization_id, req)
+        except asyncpg.QueryCanceledError as exc:
+            raise AggregationTimeoutError(
+                "refreshing the rollup ran longer than its statement timeout and was cancelled"
+            ) from exc
+        if answered is not None:
+            return answered
     try:
         async with tenant_transaction(conn, organization_id):
             org = await conn.fetchrow(
@@ -213,6 +239,48 @@ async def _aggregate(
             f"the aggregation ran longer than {STATEMENT_TIMEOUT_MS / 1000:g} s and was "
             "cancelled; narrow the time range, filter more, group less or sample"
         ) from exc
+    return _result(req, organization_id, time_zone, query, records, elapsed_ms, None)
+
+
+async def _from_rollup(
+    conn: asyncpg.Connection, organization_id: str, req: AggregationRequest
+) -> AggregationResult | None:
+    """The answer from a matching rollup, refreshed first; None when none matches or it
+    could not be read fresh in :data:`ROLLUP_ATTEMPTS` attempts."""
+    found = await matching_rollup(conn, organization_id, req)
+    if found is None:
+        return None
+    rollup_id, rollup = found
+    for _ in range(ROLLUP_ATTEMPTS):
+        await refresh(conn, organization_id, rollup_id, rollup)
+        read = await read_rollup(
+            conn, organization_id, rollup_id, rollup, req, STATEMENT_TIMEOUT_MS
+        )
+        if read is not None:
+            zone = await _org_zone(conn, organization_id)
+            return _result(
+                req, organization_id, zone, read.query, read.records, read.elapsed_ms, rollup_id
+            )
+    return None
+
+
+async def _org_zone(conn: asyncpg.Connection, organization_id: str) -> str:
+    async with tenant_transaction(conn, organization_id):
+        zone = await conn.fetchval(
+            "SELECT time_zone FROM organizations WHERE id = $1", organization_id
+        )
+    return str(zone)
+
+
+def _result(
+    req: AggregationRequest,
+    organization_id: str,
+    time_zone: str,
+    query: CompiledQuery,
+    records: list[asyncpg.Record],
+    elapsed_ms: float,
+    rollup_id: int | None,
+) -> AggregationResult:
     truncated = len(records) > query.limit
     rows = [
         {c.name: _cell(r, e) for c, e in zip(query.columns, query.extracts, strict=True)}
@@ -236,4 +304,5 @@ async def _aggregate(
         estimate=sample is not None,
         currency_grouped=query.currency_grouped,
         query_ms=elapsed_ms,
+        rollup_id=rollup_id,
     )

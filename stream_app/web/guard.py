@@ -52,6 +52,7 @@ from stream_app.web.permissions import (
 _RATE_CLASS = {
     Permission.REPORTS_REQUEST: "reports",
     Permission.AGGREGATIONS_RUN: "aggregations",
+    Permission.ROLLUPS_MANAGE: "aggregations",
     Permission.SCHEDULES_MANAGE: "admin",
     Permission.DELIVERIES_READ: "admin",
     Permission.TOKENS_MANAGE: "admin",

@@ -35,6 +35,8 @@ class Permission(StrEnum):
     """Request a report, cancel one."""
     AGGREGATIONS_RUN = "aggregations:run"
     """Run an aggregation over the history, list the datasets."""
+    ROLLUPS_MANAGE = "rollups:manage"
+    """Run the query optimiser; create, list and delete rollups."""
     SCHEDULES_MANAGE = "schedules:manage"
     """Create, read, change, pause, resume and delete schedules."""
     DELIVERIES_READ = "deliveries:read"

@@ -31,6 +31,7 @@ GRANTS = {
         "reports:read",
         "reports:request",
         "aggregations:run",
+        "rollups:manage",
         "schedules:manage",
         "deliveries:read",
         "tokens:manage",
@@ -62,6 +63,7 @@ PATH_VALUES = {
     "client": "c1",
     "supplier": "s1",
     "token": "x",
+    "rollup_id": "0",
 }
 QUERY = {"from": "2016-01", "to": "2016-02"}
 
