@@ -159,8 +159,8 @@ async def _planner_cost(conn: asyncpg.Connection, query: CompiledQuery) -> float
 
 async def _enter(conn: asyncpg.Connection, organization_id: str) -> str:
     zone = await conn.fetchval(
-        "SELECT o.time_zone FROM organizations o, set_config('statement_timeout', $2, true),"
-        " set_config('enable_indexscan', $3, true) WHERE o.id = $1",
+        "SELECT o.time_zone, set_config('statement_timeout', $2, true),"
+        " set_config('enable_indexscan', $3, true) FROM organizations o WHERE o.id = $1",
         organization_id,
         str(STATEMENT_TIMEOUT_MS),
         "on" if PLAIN_INDEX_SCANS else "off",

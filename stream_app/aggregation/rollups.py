@@ -349,6 +349,8 @@ def build_sql(rollup: Rollup, partial: bool) -> str:
         measures.append(f"'{measure_key(op, field)}', {expr}")
     groups = ", ".join(["1", *(ds.fields[d].column for d in rollup.dimensions)])
     where = "organization_id = $1"
+    if rollup.time_type != "timestamp":
+        where += " AND $3::text IS NOT NULL"  # the zone, unused by date buckets
     if partial:
         where += f" AND {bucket} = ANY($4::date[])"
     sql = (
