@@ -105,6 +105,14 @@ async def rollup_db(settings: Settings) -> AsyncIterator[asyncpg.Connection]:
         await conn.close()
 
 
+FILTER_VALUES: dict[str, list[Any]] = {
+    "venue_id": ["v1", "v2", "v3"],
+    "status": STATUSES,
+    "currency": ["EUR", "USD"],
+    "nights": [0, 1, 2, 3],
+}
+
+
 def random_request(rng: random.Random) -> dict[str, Any]:
     """A request built from one rollup's fields (most match; unaligned ranges do not)."""
     d = rng.choice(DEFINITIONS)
@@ -121,12 +129,7 @@ def random_request(rng: random.Random) -> dict[str, Any]:
         )
     filters: list[dict[str, Any]] = []
     for field in rng.sample(dims, rng.randrange(min(2, len(dims)) + 1)):
-        values = {
-            "venue_id": ["v1", "v2", "v3"],
-            "status": STATUSES,
-            "currency": ["EUR", "USD"],
-            "nights": [0, 1, 2, 3],
-        }[field]
+        values = FILTER_VALUES[field]
         op = rng.choice(["eq", "ne", "in", "not_in", "is_null", "is_not_null"])
         if op in ("is_null", "is_not_null"):
             filters.append({"field": field, "op": op})
@@ -135,9 +138,9 @@ def random_request(rng: random.Random) -> dict[str, Any]:
         else:
             filters.append({"field": field, "op": op, "value": rng.choice(values)})
     metrics: list[dict[str, Any]] = []
-    for op, field in rollup.measures:
+    for m_op, m_field in rollup.measures:
         if rng.random() < 0.6:
-            metrics.append({"op": op} if field is None else {"op": op, "field": field})
+            metrics.append({"op": m_op} if m_field is None else {"op": m_op, "field": m_field})
     if ("sum", "amount_minor") in rollup.measures and ("count", "amount_minor") in rollup.measures:
         metrics.append({"op": "avg", "field": "amount_minor"})
     if ("sum", "nights") in rollup.measures and rng.random() < 0.5:
