@@ -239,7 +239,7 @@ async def _aggregate(
             f"the aggregation ran longer than {STATEMENT_TIMEOUT_MS / 1000:g} s and was "
             "cancelled; narrow the time range, filter more, group less or sample"
         ) from exc
-    return _result(req, organization_id, time_zone, query, records, elapsed_ms, None)
+    return shape_result(req, organization_id, time_zone, query, records, elapsed_ms, None)
 
 
 async def _from_rollup(
@@ -258,7 +258,7 @@ async def _from_rollup(
         )
         if read is not None:
             zone = await _org_zone(conn, organization_id)
-            return _result(
+            return shape_result(
                 req, organization_id, zone, read.query, read.records, read.elapsed_ms, rollup_id
             )
     return None
@@ -272,7 +272,7 @@ async def _org_zone(conn: asyncpg.Connection, organization_id: str) -> str:
     return str(zone)
 
 
-def _result(
+def shape_result(
     req: AggregationRequest,
     organization_id: str,
     time_zone: str,
@@ -281,6 +281,8 @@ def _result(
     elapsed_ms: float,
     rollup_id: int | None,
 ) -> AggregationResult:
+    """The :class:`AggregationResult` of ``records`` fetched for ``query`` (cells converted,
+    the extra row beyond ``limit`` dropped and reported as ``truncated``)."""
     truncated = len(records) > query.limit
     rows = [
         {c.name: _cell(r, e) for c, e in zip(query.columns, query.extracts, strict=True)}

@@ -56,7 +56,7 @@ from stream_app.aggregation.engine import (
     PLAIN_INDEX_SCANS,
     STATEMENT_TIMEOUT_MS,
     AggregationResult,
-    _result,
+    shape_result,
 )
 from stream_app.aggregation.request import AggregationRequest, GroupKey, request_from_dict
 from stream_app.aggregation.rollup_store import _build_all
@@ -133,7 +133,7 @@ async def _measure(
         reads.append(int(doc["Plan"].get("Shared Read Blocks", 0)))
         plan = doc
     records = await conn.fetch(query.sql, *query.params)
-    shaped = _result(req, organization_id, zone, query, records, 0.0, None)
+    shaped = shape_result(req, organization_id, zone, query, records, 0.0, None)
     figures = {
         "runs": len(times),
         "median_ms": round(statistics.median(times), 3),
