@@ -24,7 +24,8 @@ from stream_app.aggregation.compiler import (
     describe,
 )
 from stream_app.aggregation.request import AggregationRequest, request_from_dict
-from stream_app.aggregation.rollup_store import matching_rollup, read_rollup, refresh
+from stream_app.aggregation.rollup_store import RollupRead, find_rollup, read_rollup, refresh
+from stream_app.aggregation.rollups import Rollup
 from stream_app.db.tenancy import UnknownOrganizationError, tenant_transaction
 
 STATEMENT_TIMEOUT_MS = 10_000
@@ -159,6 +160,32 @@ def _cell(row: asyncpg.Record, extract: Extract) -> Cell:
     return str(first) if not isinstance(first, int) else first
 
 
+def _converter(extract: Extract) -> Callable[[asyncpg.Record], Cell]:
+    """:func:`_cell` for one column, with the branching done once (a result has thousands of
+    rows; grain labels of a date are computed once per date)."""
+    pos = extract.positions[0]
+    convert = extract.convert
+    if convert == "int":
+        return lambda r: None if (v := r[pos]) is None else int(v)
+    if convert == "plain":
+        return lambda r: v if (v := r[pos]) is None or isinstance(v, int) else str(v)
+    if convert in _LABELS:
+        label = _LABELS[convert]
+        cache: dict[date, str] = {}
+
+        def labelled(r: asyncpg.Record) -> Cell:
+            v = r[pos]
+            if v is None:
+                return None
+            text = cache.get(v)
+            if text is None:
+                text = cache[v] = label(v)
+            return text
+
+        return labelled
+    return lambda r: _cell(r, extract)
+
+
 _SETUP = (
     "SELECT o.id, o.time_zone, set_config('statement_timeout', $2, true),"
     " set_config('enable_indexscan', $3, true) FROM organizations o WHERE o.id = $1"
@@ -199,8 +226,21 @@ async def aggregate(
 
 
 ROLLUP_ATTEMPTS = 2
-"""Refresh-then-read attempts on a matching rollup before the history table answers (a
-write landing between the refresh and the read makes the read refuse stale rows)."""
+"""Refresh-then-read attempts on a matching rollup with dirty buckets before the history
+table answers (a write landing between the refresh and the read makes the read refuse)."""
+
+
+async def _setup(conn: asyncpg.Connection, organization_id: str) -> str:
+    """Inside a tenant transaction: set its limits, return the organisation's zone."""
+    org = await conn.fetchrow(
+        _SETUP,
+        organization_id,
+        str(STATEMENT_TIMEOUT_MS),
+        "on" if PLAIN_INDEX_SCANS else "off",
+    )
+    if org is None:
+        raise UnknownOrganizationError(f"organization_id: {organization_id!r} does not exist")
+    return str(org["time_zone"])
 
 
 async def _aggregate(
@@ -208,68 +248,48 @@ async def _aggregate(
 ) -> AggregationResult:
     # a bad request is refused before any database work (the zone changes no validation)
     compile_request(req, organization_id, "UTC")
-    if use_rollups:
-        try:
-            answered = await _from_rollup(conn, organization_id, req)
-        except asyncpg.QueryCanceledError as exc:
-            raise AggregationTimeoutError(
-                "refreshing the rollup ran longer than its statement timeout and was cancelled"
-            ) from exc
-        if answered is not None:
-            return answered
+    found: tuple[int, Rollup] | None = None
     try:
         async with tenant_transaction(conn, organization_id):
-            org = await conn.fetchrow(
-                _SETUP,
-                organization_id,
-                str(STATEMENT_TIMEOUT_MS),
-                "on" if PLAIN_INDEX_SCANS else "off",
-            )
-            if org is None:
-                raise UnknownOrganizationError(
-                    f"organization_id: {organization_id!r} does not exist"
+            time_zone = await _setup(conn, organization_id)
+            if use_rollups:
+                found = await find_rollup(conn, organization_id, req)
+            if found is not None:
+                # the fast path: a matching rollup with nothing dirty, read in one statement
+                read = await read_rollup(conn, organization_id, *found, req, time_zone)
+                if read is not None:
+                    return _from_read(req, organization_id, time_zone, read, found[0])
+            else:
+                query = compile_request(req, organization_id, time_zone)
+                started = time.perf_counter()
+                records = await conn.fetch(query.sql, *query.params)
+                elapsed_ms = (time.perf_counter() - started) * 1000
+                return shape_result(
+                    req, organization_id, time_zone, query, records, elapsed_ms, None
                 )
-            time_zone = str(org["time_zone"])
-            query = compile_request(req, organization_id, time_zone)
-            started = time.perf_counter()
-            records = await conn.fetch(query.sql, *query.params)
-            elapsed_ms = (time.perf_counter() - started) * 1000
+        assert found is not None
+        # the rollup has dirty buckets (or another zone): refresh them, then read it again
+        for _ in range(ROLLUP_ATTEMPTS):
+            await refresh(conn, organization_id, *found)
+            async with tenant_transaction(conn, organization_id):
+                time_zone = await _setup(conn, organization_id)
+                read = await read_rollup(conn, organization_id, *found, req, time_zone)
+            if read is not None:
+                return _from_read(req, organization_id, time_zone, read, found[0])
+        return await _aggregate(conn, organization_id, req, use_rollups=False)
     except asyncpg.QueryCanceledError as exc:
         raise AggregationTimeoutError(
             f"the aggregation ran longer than {STATEMENT_TIMEOUT_MS / 1000:g} s and was "
             "cancelled; narrow the time range, filter more, group less or sample"
         ) from exc
-    return shape_result(req, organization_id, time_zone, query, records, elapsed_ms, None)
 
 
-async def _from_rollup(
-    conn: asyncpg.Connection, organization_id: str, req: AggregationRequest
-) -> AggregationResult | None:
-    """The answer from a matching rollup, refreshed first; None when none matches or it
-    could not be read fresh in :data:`ROLLUP_ATTEMPTS` attempts."""
-    found = await matching_rollup(conn, organization_id, req)
-    if found is None:
-        return None
-    rollup_id, rollup = found
-    for _ in range(ROLLUP_ATTEMPTS):
-        await refresh(conn, organization_id, rollup_id, rollup)
-        read = await read_rollup(
-            conn, organization_id, rollup_id, rollup, req, STATEMENT_TIMEOUT_MS
-        )
-        if read is not None:
-            zone = await _org_zone(conn, organization_id)
-            return shape_result(
-                req, organization_id, zone, read.query, read.records, read.elapsed_ms, rollup_id
-            )
-    return None
-
-
-async def _org_zone(conn: asyncpg.Connection, organization_id: str) -> str:
-    async with tenant_transaction(conn, organization_id):
-        zone = await conn.fetchval(
-            "SELECT time_zone FROM organizations WHERE id = $1", organization_id
-        )
-    return str(zone)
+def _from_read(
+    req: AggregationRequest, organization_id: str, time_zone: str, read: RollupRead, rollup_id: int
+) -> AggregationResult:
+    return shape_result(
+        req, organization_id, time_zone, read.query, read.records, read.elapsed_ms, rollup_id
+    )
 
 
 def shape_result(
@@ -284,10 +304,10 @@ def shape_result(
     """The :class:`AggregationResult` of ``records`` fetched for ``query`` (cells converted,
     the extra row beyond ``limit`` dropped and reported as ``truncated``)."""
     truncated = len(records) > query.limit
-    rows = [
-        {c.name: _cell(r, e) for c, e in zip(query.columns, query.extracts, strict=True)}
-        for r in records[: query.limit]
+    converters = [
+        (c.name, _converter(e)) for c, e in zip(query.columns, query.extracts, strict=True)
     ]
+    rows = [{name: fn(r) for name, fn in converters} for r in records[: query.limit]]
     sample: dict[str, object] | None = None
     if query.sample is not None:
         sample = {

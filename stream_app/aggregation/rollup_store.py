@@ -229,20 +229,21 @@ async def refresh(
         return len(periods)
 
 
-async def matching_rollup(
+async def find_rollup(
     conn: asyncpg.Connection, organization_id: str, request: AggregationRequest
 ) -> tuple[int, Rollup] | None:
-    """The organisation's first rollup (by id) that answers ``request`` exactly, if any
-    (tenant transaction; the caller need not be in one)."""
+    """The organisation's first rollup (by id) that answers ``request`` exactly, if any.
+
+    Run it inside :func:`~stream_app.db.tenancy.tenant_transaction` for the organisation.
+    """
     if request.sample is not None:
         return None
-    async with tenant_transaction(conn, organization_id):
-        rows = await conn.fetch(
-            "SELECT id, definition FROM rollups WHERE organization_id = $1 AND dataset = $2"
-            " ORDER BY id",
-            organization_id,
-            request.dataset,
-        )
+    rows = await conn.fetch(
+        "SELECT id, definition FROM rollups WHERE organization_id = $1 AND dataset = $2"
+        " ORDER BY id",
+        organization_id,
+        request.dataset,
+    )
     for r in rows:
         rollup = rollup_from_json(orjson.loads(r["definition"]))
         if mismatch(request, rollup) is None:
@@ -265,35 +266,33 @@ async def read_rollup(
     rollup_id: int,
     rollup: Rollup,
     request: AggregationRequest,
-    timeout_ms: int,
+    time_zone: str,
 ) -> RollupRead | None:
-    """Answer ``request`` from the rollup, or None when it is not fresh at this instant
-    (a dirty bucket or a zone change committed after the last :func:`refresh`).
+    """Answer ``request`` from the rollup, or None when it is not fresh at this instant (a
+    dirty bucket, or buckets of another zone than the organisation's).
 
-    One statement (one snapshot) checks freshness and reads the rows.
+    One statement (one snapshot) checks freshness and reads the rows. Run it inside
+    :func:`~stream_app.db.tenancy.tenant_transaction` for the organisation.
     """
-    async with tenant_transaction(conn, organization_id):
-        await conn.execute(f"SET LOCAL statement_timeout = {int(timeout_ms)}")
-        zone = await _zone(conn, organization_id)
-        query = compile_from_rollup(request, rollup, rollup_id, organization_id, zone)
-        width = 1 + max(p for e in query.extracts for p in e.positions)
-        cells = ", ".join(f"q.c{i}" for i in range(width))
-        sql = (
-            "WITH fresh AS (SELECT NOT EXISTS (SELECT 1 FROM rollup_dirty"
-            "  WHERE organization_id = $1 AND rollup_id = $2) AND EXISTS (SELECT 1"
-            "  FROM rollups r JOIN organizations o ON o.id = r.organization_id"
-            "  WHERE r.organization_id = $1 AND r.id = $2 AND r.time_zone = o.time_zone)"
-            " AS ok)"
-            f" SELECT {cells}, q.present AS present, fresh.ok AS fresh"
-            f" FROM fresh LEFT JOIN LATERAL (SELECT true AS present, s.* FROM ({query.sql}) s)"
-            " q ON fresh.ok"
-        )
-        n_groups = sum(1 for c in query.columns if c.role == "group")
-        if n_groups:
-            sql += " ORDER BY " + ", ".join(str(i + 1) for i in range(n_groups))
-        started = time.perf_counter()
-        records = await conn.fetch(sql, *query.params)
-        elapsed_ms = (time.perf_counter() - started) * 1000
+    query = compile_from_rollup(request, rollup, rollup_id, organization_id, time_zone)
+    width = 1 + max(p for e in query.extracts for p in e.positions)
+    cells = ", ".join(f"q.c{i}" for i in range(width))
+    sql = (
+        "WITH fresh AS (SELECT NOT EXISTS (SELECT 1 FROM rollup_dirty"
+        "  WHERE organization_id = $1 AND rollup_id = $2) AND EXISTS (SELECT 1"
+        "  FROM rollups r JOIN organizations o ON o.id = r.organization_id"
+        "  WHERE r.organization_id = $1 AND r.id = $2 AND r.time_zone = o.time_zone)"
+        " AS ok)"
+        f" SELECT {cells}, q.present AS present, fresh.ok AS fresh"
+        f" FROM fresh LEFT JOIN LATERAL (SELECT true AS present, s.* FROM ({query.sql}) s)"
+        " q ON fresh.ok"
+    )
+    n_groups = sum(1 for c in query.columns if c.role == "group")
+    if n_groups:
+        sql += " ORDER BY " + ", ".join(str(i + 1) for i in range(n_groups))
+    started = time.perf_counter()
+    records = await conn.fetch(sql, *query.params)
+    elapsed_ms = (time.perf_counter() - started) * 1000
     if not records or not records[0]["fresh"]:
         return None
     rows = [r for r in records if r["present"]]

@@ -314,10 +314,37 @@ def mismatch(request: AggregationRequest, rollup: Rollup) -> str | None:
 # --------------------------------------------------------------------------- SQL
 
 _CAST = {"text": "", "int": "::bigint", "money": "::bigint", "date": "::date"}
+DATE_ORIGIN = "DATE '2000-01-01'"
+"""Dates are stored as days after this day, timestamps as microseconds after the Unix epoch
+(exact integers in ``numeric``; decoded by :func:`_decoded`)."""
 
 
-def _dim_sql(spec: FieldSpec) -> str:
-    return f"(dims->>'{spec.name}'){_CAST[spec.type]}"
+def _dim_sql(rollup: Rollup, spec: FieldSpec) -> str:
+    index = rollup.dimensions.index(spec.name) + 1
+    return f"dims[{index}]{_CAST[spec.type]}"
+
+
+def _measure_index(rollup: Rollup, op: str, field: str | None) -> int:
+    return rollup.measures.index((op, field)) + 1
+
+
+def _encoded(op: str, col: str, field_type: str | None) -> str:
+    """A base aggregate as the ``numeric`` stored in ``rollup_rows.measures``."""
+    expr = f"{op}({col})"
+    if field_type == "date":
+        return f"({expr} - {DATE_ORIGIN})::numeric"
+    if field_type == "timestamp":
+        return f"(extract(epoch FROM {expr}) * 1000000)::numeric"
+    return f"{expr}::numeric"
+
+
+def _decoded(expr: str, field_type: str | None) -> str:
+    """The inverse of :func:`_encoded` over an aggregate of stored values."""
+    if field_type == "date":
+        return f"({DATE_ORIGIN} + ({expr})::integer)"
+    if field_type == "timestamp":
+        return f"('epoch'::timestamptz + (({expr})::text || ' microseconds')::interval)"
+    return expr
 
 
 def bucket_sql(rollup: Rollup, zone_param: str) -> str:
@@ -342,11 +369,11 @@ def build_sql(rollup: Rollup, partial: bool) -> str:
     measures = []
     for op, field in rollup.measures:
         if field is None:
-            expr = "count(*)"
+            measures.append("count(*)::numeric")
         else:
-            col = ds.fields[field].column
-            expr = f"{op}({col})"
-        measures.append(f"'{measure_key(op, field)}', {expr}")
+            spec = ds.fields[field]
+            kind = spec.type if op in ("min", "max") else None
+            measures.append(_encoded(op, spec.column, kind))
     groups = ", ".join(["1", *(ds.fields[d].column for d in rollup.dimensions)])
     where = "organization_id = $1"
     if rollup.time_type != "timestamp":
@@ -356,13 +383,13 @@ def build_sql(rollup: Rollup, partial: bool) -> str:
     sql = (
         f"SELECT {bucket} AS period"
         + "".join(f", {ds.fields[d].column}" for d in rollup.dimensions)
-        + f", jsonb_build_object({', '.join(measures)}) AS measures"
+        + f", ARRAY[{', '.join(measures)}]::numeric[] AS measures"
         f" FROM {ds.table} WHERE {where} GROUP BY {groups}"
     )
-    dim_refs = ", ".join(f"'{d}', g.{ds.fields[d].column}" for d in rollup.dimensions)
+    dim_refs = ", ".join(f"g.{ds.fields[d].column}::text" for d in rollup.dimensions)
     return (
         "INSERT INTO rollup_rows (organization_id, rollup_id, period, dims, measures)"
-        f" SELECT $1, $2, g.period, jsonb_build_object({dim_refs}), g.measures FROM ({sql}) g"
+        f" SELECT $1, $2, g.period, ARRAY[{dim_refs}]::text[], g.measures FROM ({sql}) g"
     )
 
 
@@ -397,36 +424,32 @@ def compile_from_rollup(
             else:
                 select.append(f"NULLIF(date_trunc('{grain}', period)::date, {NO_PERIOD})")
         else:
-            select.append(_dim_sql(spec))
+            select.append(_dim_sql(rollup, spec))
     if base.currency_grouped:
         assert ds.currency_field is not None
-        select.append(_dim_sql(ds.fields[ds.currency_field]))
+        select.append(_dim_sql(rollup, ds.fields[ds.currency_field]))
 
-    def measure(op: str, field: str | None, cast: str) -> str:
-        return f"(measures->>'{measure_key(op, field)}'){cast}"
+    def measure(op: str, field: str | None) -> str:
+        return f"measures[{_measure_index(rollup, op, field)}]"
 
     for m in request.metrics:
-        if m.field is None:
-            select.append(f"coalesce(sum({measure('count', None, '::bigint')}), 0)")
-            continue
-        spec = ds.fields[m.field]
-        if m.op == "count":
-            select.append(f"coalesce(sum({measure('count', m.field, '::bigint')}), 0)")
+        if m.op == "count" or m.field is None:
+            select.append(f"coalesce(sum({measure('count', m.field)}), 0)")
         elif m.op == "sum":
-            select.append(f"sum({measure('sum', m.field, '::numeric')})")
+            select.append(f"sum({measure('sum', m.field)})")
         elif m.op == "avg":
-            select.append(f"sum({measure('sum', m.field, '::numeric')})")
-            select.append(f"coalesce(sum({measure('count', m.field, '::bigint')}), 0)")
+            select.append(f"sum({measure('sum', m.field)})")
+            select.append(f"coalesce(sum({measure('count', m.field)}), 0)")
         else:
-            cast = {"date": "::date", "timestamp": "::timestamptz"}.get(spec.type, "::bigint")
-            select.append(f"{m.op}({measure(m.op, m.field, cast)})")
+            kind = ds.fields[m.field].type
+            select.append(_decoded(f"{m.op}({measure(m.op, m.field)})", kind))
     positions = {p for e in base.extracts for p in e.positions}
     assert len(select) == len(positions), (select, base.extracts)
 
     where = ["organization_id = $1", f"rollup_id = {rid}"]
     for i, flt in enumerate(request.filters):
         spec = ds.fields[flt.field]
-        column = period if flt.field == rollup.time_field else _dim_sql(spec)
+        column = period if flt.field == rollup.time_field else _dim_sql(rollup, spec)
         where.append(_filter_sql(spec, flt, f"$.filters[{i}]", params, column))
     if request.time_range is not None:
         lo = _parse_date(request.time_range.date_from, "$.time_range.from")

@@ -4,8 +4,10 @@
 --   additive measures), the zone its time buckets were computed in, whether it is built.
 -- rollup_rows: the pre-aggregated figures; one row per (time bucket, dimension values).
 --   period is the first local day of the bucket ('-infinity' for rows whose time field is
---   NULL and for rollups without a time dimension); dims and measures are JSON objects keyed
---   by field and measure name (numbers in JSON are exact numerics: cents stay cents).
+--   NULL and for rollups without a time dimension); dims holds the dimension values as text in
+--   the order of the definition's dimensions, measures the measures in the order of its
+--   measures as exact numerics (cents stay cents; dates as days after 2000-01-01, timestamps
+--   as microseconds after the epoch).
 -- rollup_dirty: (rollup, bucket) pairs whose history changed since they were computed. The
 --   statement-level triggers below add them from the transition tables of every insert,
 --   update and delete of a history table; the engine recomputes those buckets before it
@@ -31,8 +33,8 @@ CREATE TABLE rollup_rows (
     organization_id text NOT NULL,
     rollup_id       bigint NOT NULL,
     period          date NOT NULL,
-    dims            jsonb NOT NULL,
-    measures        jsonb NOT NULL,
+    dims            text[] NOT NULL,
+    measures        numeric[] NOT NULL,
     PRIMARY KEY (organization_id, rollup_id, period, dims),
     FOREIGN KEY (organization_id, rollup_id) REFERENCES rollups ON DELETE CASCADE
 );
