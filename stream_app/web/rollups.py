@@ -12,7 +12,8 @@
 The optimiser and rollup builds share the aggregation route's slots (a worker runs at most
 :data:`stream_app.web.aggregation.MAX_CONCURRENT` of them at once, an organisation its share)
 and its rate-limit class. Errors: 400 naming the field, 404 for an unknown rollup or
-organisation, 409 ``too_many_rollups``, 422 ``query_timeout``, 503 ``busy``.
+organisation, 409 ``too_many_rollups``, 422 ``query_timeout``, 503 ``busy``. Creating and
+deleting a rollup are audited (``rollup.created``, ``rollup.deleted``).
 """
 
 from __future__ import annotations
@@ -35,8 +36,9 @@ from stream_app.aggregation.rollup_store import (
 )
 from stream_app.aggregation.rollups import decode_definition
 from stream_app.app import settings
+from stream_app.db import audit_events
 from stream_app.db.pool import get_pool
-from stream_app.db.tenancy import UnknownOrganizationError
+from stream_app.db.tenancy import UnknownOrganizationError, tenant_transaction
 from stream_app.quotas import SlotsBusyError
 from stream_app.web.aggregation import MAX_BODY_BYTES, QUEUE_WAIT_S, _tenant_slots
 from stream_app.web.auth import authenticate
@@ -88,18 +90,21 @@ async def optimize_aggregation(self: Any, request: web.Request, org: str) -> web
 @page("/orgs/{org}/rollups", method="post", permission=Permission.ROLLUPS_MANAGE)
 async def create_rollup_route(self: Any, request: web.Request, org: str) -> web.StreamResponse:
     """Create and build a rollup."""
-    authenticate(request, settings.jwt_secret, org)
+    principal = authenticate(request, settings.jwt_secret, org)
     try:
         rollup = decode_definition(await _body(request))
     except AggregationError as exc:
         raise ApiError(400, exc.code, exc.reason, field=exc.field) from None
     async with _heavy(org):
         pool = await get_pool(settings.postgres_dsn)
-        async with pool.acquire() as conn:
+        async with pool.acquire() as conn, tenant_transaction(conn, org):
             try:
                 rollup_id = await create_rollup(conn, org, rollup)
             except RollupLimitError as exc:
                 raise ApiError(409, "too_many_rollups", str(exc), field="$") from None
+            await audit_events.record(
+                conn, org, principal.user_id, "rollup.created", str(rollup_id), rollup.to_json()
+            )
     return web.json_response({"id": rollup_id, "definition": rollup.to_json()}, status=201)
 
 
@@ -118,13 +123,14 @@ async def delete_rollup_route(
     self: Any, request: web.Request, org: str, rollup_id: str
 ) -> web.StreamResponse:
     """Delete one rollup."""
-    authenticate(request, settings.jwt_secret, org)
+    principal = authenticate(request, settings.jwt_secret, org)
     if not rollup_id.isdigit() or len(rollup_id) > 18:
         raise ApiError(400, "invalid_field", "a rollup id is a positive integer", field="rollup_id")
     pool = await get_pool(settings.postgres_dsn)
-    async with pool.acquire() as conn:
+    async with pool.acquire() as conn, tenant_transaction(conn, org):
         try:
             await delete_rollup(conn, org, int(rollup_id))
         except RollupNotFoundError as exc:
             raise ApiError(404, "not_found", str(exc), field="rollup_id") from None
+        await audit_events.record(conn, org, principal.user_id, "rollup.deleted", rollup_id)
     return web.json_response({"id": int(rollup_id), "deleted": True})

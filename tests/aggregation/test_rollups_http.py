@@ -118,9 +118,18 @@ async def test_from_the_optimisers_proposal_to_a_rollup_answer(
     status, err = await call(main_worker, "DELETE", f"{base}/rollups/x1", admin)
     assert (status, err["error"]["field"]) == (400, "rollup_id")
 
-    # deleted: the table answers again
+    # deleted: the table answers again; both changes are in the audit log
     status, gone = await call(main_worker, "DELETE", f"{base}/rollups/{rollup_id}", admin)
     assert (status, gone) == (200, {"id": rollup_id, "deleted": True})
     status, again = await call(main_worker, "POST", f"{base}/aggregations", admin, REQUEST)
     assert status == 200 and again["source"] == {"table": "bookings"}
     assert again["rows"] == before["rows"]
+    status, audit = await call(main_worker, "GET", f"{base}/audit", admin)
+    assert status == 200, audit
+    actions = [
+        (e["action"], e["target"]) for e in audit["events"] if e["action"].startswith("rollup.")
+    ]
+    assert sorted(actions) == [
+        ("rollup.created", str(rollup_id)),
+        ("rollup.deleted", str(rollup_id)),
+    ]
