@@ -193,16 +193,22 @@ async def refresh(
     Dirty marks are deleted first, then their buckets recomputed from the base table (a
     change committed meanwhile leaves a new mark, recomputed next time). Unbuilt, or built
     in a zone other than the organisation's: rebuilt whole.
+
+    Raises:
+        RollupNotFoundError: the rollup was deleted meanwhile.
+        asyncpg.QueryCanceledError: the work ran over :data:`BUILD_TIMEOUT_MS`.
     """
     async with tenant_transaction(conn, organization_id):
         await conn.execute(f"SET LOCAL statement_timeout = {BUILD_TIMEOUT_MS}")
         zone = await _zone(conn, organization_id)
-        built_zone = await conn.fetchval(
+        row = await conn.fetchrow(
             "SELECT time_zone FROM rollups WHERE organization_id = $1 AND id = $2 FOR UPDATE",
             organization_id,
             rollup_id,
         )
-        if built_zone != zone:
+        if row is None:
+            raise RollupNotFoundError(f"rollup {rollup_id} was deleted")
+        if row["time_zone"] != zone:
             await _build_all(conn, organization_id, rollup_id, rollup, zone)
             return -1
         periods = [

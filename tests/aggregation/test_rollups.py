@@ -249,6 +249,36 @@ async def test_a_direct_sql_insert_update_and_delete_change_the_answer(
     eur = next(r for r in fast if r["currency"] == "EUR")
     assert rollup_id is not None and fast == base
     assert (eur["count"], eur["sum_amount_minor"]) == (count - 1, total - victim["amount_minor"])
+    # a write of the tenant itself (RLS role) marks its rollups too; ORG_B's write does not
+    async with tenant_transaction(conn, ORG_B):
+        await conn.execute(
+            "UPDATE bookings SET amount_minor = amount_minor + 1 WHERE organization_id = $1"
+            " AND service_date BETWEEN '2016-03-01' AND '2016-03-31'",
+            ORG_B,
+        )
+    assert not await conn.fetchval(
+        "SELECT count(*) FROM rollup_dirty WHERE organization_id = $1 AND rollup_id = $2",
+        ORG_A,
+        rollup_id,
+    )
+    target = await conn.fetchval(
+        "SELECT id FROM bookings WHERE organization_id = $1 AND venue_id = 'v1'"
+        " AND currency = 'EUR' AND service_date BETWEEN '2016-03-01' AND '2016-03-31'"
+        " ORDER BY id LIMIT 1",
+        ORG_A,
+    )
+    async with tenant_transaction(conn, ORG_A):
+        changed = await conn.execute(
+            "UPDATE bookings SET amount_minor = amount_minor + 100"
+            " WHERE organization_id = $1 AND id = $2",
+            ORG_A,
+            target,
+        )
+    assert changed == "UPDATE 1"
+    fast, base, rollup_id = await figures(conn, MONTHLY_VENUES)
+    eur = next(r for r in fast if r["currency"] == "EUR")
+    assert rollup_id is not None and fast == base
+    assert eur["sum_amount_minor"] == total - victim["amount_minor"] + 100
     # the rollup that answered was refreshed: none of its buckets is dirty now
     assert not await conn.fetchval(
         "SELECT count(*) FROM rollup_dirty WHERE organization_id = $1 AND rollup_id = $2",
