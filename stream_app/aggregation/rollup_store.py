@@ -1,11 +1,11 @@
-"""Rollups in PostgreSQL (migration 016): create, list, delete, refresh, answer from one.
+"""Rollups in PostgreSQL (migration 017): create, list, delete, refresh, answer from one.
 
 Part of the query layer (reports). Every statement runs inside
 :func:`stream_app.db.tenancy.tenant_transaction` for the organisation (row-level security on
 ``rollups``, ``rollup_rows`` and ``rollup_dirty``), so one organisation never sees, uses or
 deletes another's rollup.
 
-Freshness: the statement-level triggers of migration 016 add a ``rollup_dirty`` row for
+Freshness: the statement-level triggers of migration 017 add a ``rollup_dirty`` row for
 every (rollup, bucket) whose history rows an insert, update or delete touched, in the same
 transaction as the change. :func:`refresh` recomputes those buckets (and the whole rollup
 when it is unbuilt or was built in another zone than the organisation's current one) in a

@@ -349,7 +349,7 @@ def _decoded(expr: str, field_type: str | None) -> str:
 
 def bucket_sql(rollup: Rollup, zone_param: str) -> str:
     """The bucket of a base row (``rollup_rows.period``); ``zone_param`` is the zone's
-    placeholder. Mirrors the trigger of migration 016 and the compiler's grain SQL."""
+    placeholder. Mirrors the trigger of migration 017 and the compiler's grain SQL."""
     if rollup.time_field is None:
         return NO_PERIOD
     ds = DATASETS[rollup.dataset]
