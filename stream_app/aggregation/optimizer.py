@@ -59,7 +59,7 @@ from stream_app.aggregation.engine import (
     shape_result,
 )
 from stream_app.aggregation.request import AggregationRequest, GroupKey, request_from_dict
-from stream_app.aggregation.rollup_store import _build_all
+from stream_app.aggregation.rollup_store import build_all
 from stream_app.aggregation.rollups import (
     compile_from_rollup,
     definition_from_dict,
@@ -340,7 +340,7 @@ async def _rollup_candidate(
                 )
             )
             started = time.perf_counter()
-            await _build_all(conn, organization_id, rollup_id, rollup, zone)
+            await build_all(conn, organization_id, rollup_id, rollup, zone)
             measured["build_ms"] = round((time.perf_counter() - started) * 1000, 3)
             measured["rollup_rows"] = int(
                 await conn.fetchval(

@@ -112,13 +112,15 @@ async def create_rollup(conn: asyncpg.Connection, organization_id: str, rollup: 
                 rollup.grain,
             )
         )
-        await _build_all(conn, organization_id, rollup_id, rollup, zone)
+        await build_all(conn, organization_id, rollup_id, rollup, zone)
     return rollup_id
 
 
-async def _build_all(
+async def build_all(
     conn: asyncpg.Connection, organization_id: str, rollup_id: int, rollup: Rollup, zone: str
 ) -> None:
+    """Recompute every row of a stored rollup in ``zone`` and mark it built (inside a tenant
+    transaction of the organisation; the optimiser builds a scratch rollup this way)."""
     await conn.execute(
         "DELETE FROM rollup_dirty WHERE organization_id = $1 AND rollup_id = $2",
         organization_id,
@@ -209,7 +211,7 @@ async def refresh(
         if row is None:
             raise RollupNotFoundError(f"rollup {rollup_id} was deleted")
         if row["time_zone"] != zone:
-            await _build_all(conn, organization_id, rollup_id, rollup, zone)
+            await build_all(conn, organization_id, rollup_id, rollup, zone)
             return -1
         periods = [
             r["period"]
