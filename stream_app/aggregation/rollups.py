@@ -344,7 +344,7 @@ def _decoded(expr: str, field_type: str | None) -> str:
         return f"({DATE_ORIGIN} + ({expr})::integer)"
     if field_type == "timestamp":
         return f"('epoch'::timestamptz + (({expr})::text || ' microseconds')::interval)"
-    return expr
+    return f"({expr})::bigint"  # a minimum or maximum of int or money values
 
 
 def bucket_sql(rollup: Rollup, zone_param: str) -> str:
@@ -434,12 +434,12 @@ def compile_from_rollup(
 
     for m in request.metrics:
         if m.op == "count" or m.field is None:
-            select.append(f"coalesce(sum({measure('count', m.field)}), 0)")
+            select.append(f"coalesce(sum({measure('count', m.field)}), 0)::bigint")
         elif m.op == "sum":
             select.append(f"sum({measure('sum', m.field)})")
         elif m.op == "avg":
             select.append(f"sum({measure('sum', m.field)})")
-            select.append(f"coalesce(sum({measure('count', m.field)}), 0)")
+            select.append(f"coalesce(sum({measure('count', m.field)}), 0)::bigint")
         else:
             kind = ds.fields[m.field].type
             select.append(_decoded(f"{m.op}({measure(m.op, m.field)})", kind))
