@@ -18,8 +18,19 @@ machine falls on all of them alike):
 
 and prints the medians and the ratios to bare. Target: under 2 s.
 
-Usage: ``python -m loadtests.bench_aggregation [--rows N] [--repeat N] [--no-http]``. It starts
-its own Kafka and PostgreSQL in a fresh state folder and stops them at the end.
+Then the rollup part (issue 10): an additive request (:data:`ROLLUP_REQUEST`: per venue and
+service month, count, sum and average of the amount; percentiles and distinct counts cannot
+be rolled up) is given to the query optimiser (:func:`stream_app.aggregation.optimizer.optimize`,
+printed), the rollup it proposes is created
+(:func:`~stream_app.aggregation.rollup_store.create_rollup`), and three ways are timed in
+interleaved rounds: the bare SQL (the compiled base statement, ``asyncpg`` ``fetch``), the
+unoptimised path (the Python API with ``use_rollups=False``) and
+the optimised path (the Python API answering from the rollup). Each prints the SHA-256 of its
+result rows, which must be identical. Target: the rollup path's median under 100 ms.
+
+Usage: ``python -m loadtests.bench_aggregation [--rows N] [--repeat N] [--no-http]
+[--rollup-only]``. It starts its own Kafka and PostgreSQL in a fresh state folder and stops
+them at the end.
 """
 
 from __future__ import annotations
@@ -41,6 +52,10 @@ import aiohttp
 import asyncpg
 
 from stream_app.aggregation import aggregate, compile_request, request_from_dict
+from stream_app.aggregation.engine import shape_result
+from stream_app.aggregation.optimizer import checksum, optimize
+from stream_app.aggregation.rollup_store import create_rollup
+from stream_app.aggregation.rollups import definition_from_dict
 from stream_app.db.history import BookingRow, copy_bookings
 from stream_app.db.migrate import migrate
 from stream_app.db.tenancy import Organization, Venue, upsert_organization, upsert_venue
@@ -67,6 +82,20 @@ REQUEST: dict[str, Any] = {
     "time_range": {"field": "service_date", "from": "2015-01-01", "to": "2018-12-31"},
     "limit": 10_000,
 }
+
+
+ROLLUP_REQUEST: dict[str, Any] = {
+    "dataset": "bookings",
+    "group_by": ["venue_id", {"field": "service_date", "grain": "month"}],
+    "metrics": [
+        {"op": "count"},
+        {"op": "sum", "field": "amount_minor"},
+        {"op": "avg", "field": "amount_minor"},
+    ],
+    "time_range": {"field": "service_date", "from": "2015-01-01", "to": "2018-12-31"},
+    "limit": 10_000,
+}
+ROLLUP_TARGET_MS = 100.0
 
 
 def synthetic_rows(n: int, seed: int) -> Iterator[BookingRow]:
@@ -132,7 +161,96 @@ async def interleaved(variants: dict[str, Variant], repeat: int) -> dict[str, li
     return times
 
 
-async def run(state: Path, rows: int, seed: int, repeat: int, http: bool) -> None:
+def _print_optimiser(answer: dict[str, Any]) -> None:
+    """The optimiser's answer, condensed (the plan is left out)."""
+    b = answer["baseline"]
+    print("optimiser (POST /orgs/{org}/aggregations/optimize, same answer):")
+    print(
+        f"  baseline: {b['runs']} runs of EXPLAIN (ANALYZE, BUFFERS): median {b['median_ms']} ms,"
+        f" p95 {b['p95_ms']} ms, buffers {b['buffers']}, planner cost {b['planner_cost']},"
+        f" {b['rows']} rows, checksum {b['checksum'][:16]}"
+    )
+    for i, c in enumerate(answer["candidates"]):
+        m = c.get("measured")
+        figures = (
+            f"median {m['median_ms']} ms, p95 {m['p95_ms']} ms, build {m['build_ms']} ms,"
+            f" {m['rollup_rows']} rollup rows, checksum {m['checksum'][:16]}"
+            f" (same result: {c['same_result']})"
+            if m
+            else f"planner cost {c['planner_cost']} (baseline {c.get('planner_cost_baseline')})"
+            if c["planner_cost"] is not None
+            else c["reason"]
+        )
+        print(f"  candidate {i}: {c['kind']} [{c['status']}] {c['definition']}")
+        print(f"      {figures}; improvement: {c['improvement']}")
+    print(f"  rule: {answer['rule']}")
+    print(f"  verdict: {answer['verdict']}")
+
+
+async def rollup_part(pool: asyncpg.Pool, rows: int, repeat: int) -> None:
+    """The optimiser, its proposed rollup, and bare SQL / unoptimised / rollup timings."""
+    answer = await optimize(pool, ORG.id, ROLLUP_REQUEST, runs=5)
+    _print_optimiser(answer)
+    proposal = answer["candidates"][0]
+    assert proposal["kind"] == "rollup" and proposal["same_result"], proposal
+    async with pool.acquire() as conn:
+        started = time.perf_counter()
+        rollup_id = await create_rollup(conn, ORG.id, definition_from_dict(proposal["definition"]))
+        build_s = time.perf_counter() - started
+    print(f"rollup {rollup_id} created from the proposal and built in {build_s * 1000:.0f} ms")
+    query = compile_request(request_from_dict(ROLLUP_REQUEST), ORG.id, ORG.time_zone)
+    sums: dict[str, str] = {}
+
+    async def bare_sql() -> int:
+        async with pool.acquire() as conn, conn.transaction():
+            await conn.execute("SET LOCAL enable_indexscan = off")
+            records = await conn.fetch(query.sql, *query.params)
+        shaped = shape_result(
+            request_from_dict(ROLLUP_REQUEST), ORG.id, ORG.time_zone, query, records, 0.0, None
+        )
+        sums["bare SQL (base statement, superuser)"] = checksum(shaped)
+        return len(shaped.rows)
+
+    async def unoptimised() -> int:
+        result = await aggregate(pool, ORG.id, ROLLUP_REQUEST, use_rollups=False)
+        assert result.rollup_id is None
+        assert sum(int(str(r["count"])) for r in result.rows) == rows
+        sums["Python API, unoptimised (history table)"] = checksum(result)
+        return len(result.rows)
+
+    async def from_rollup() -> int:
+        result = await aggregate(pool, ORG.id, ROLLUP_REQUEST)
+        assert result.rollup_id == rollup_id, result.rollup_id
+        sums[f"Python API, from rollup {rollup_id}"] = checksum(result)
+        return len(result.rows)
+
+    variants: dict[str, Variant] = {
+        "bare SQL (base statement, superuser)": bare_sql,
+        "Python API, unoptimised (history table)": unoptimised,
+        f"Python API, from rollup {rollup_id}": from_rollup,
+    }
+    times = await interleaved(variants, repeat)
+    groups = await from_rollup()
+    print(
+        f"rollup-answered aggregation: {rows:,} rows -> {groups:,} groups, medians of {repeat}"
+        " interleaved rounds after a warm-up:"
+    )
+    for name, values in times.items():
+        median = statistics.median(values)
+        print(
+            f"  {name:<44} {median * 1000:8.1f} ms  (min {min(values) * 1000:.1f} ms)"
+            f"  checksum {sums[name][:16]}"
+        )
+    assert len(set(sums.values())) == 1, sums
+    print("  identical results: every checksum equal")
+    rollup_median = statistics.median(times[f"Python API, from rollup {rollup_id}"]) * 1000
+    verdict = "met" if rollup_median < ROLLUP_TARGET_MS else "MISSED"
+    print(f"  target: rollup path under {ROLLUP_TARGET_MS:.0f} ms: {verdict}")
+
+
+async def run(
+    state: Path, rows: int, seed: int, repeat: int, http: bool, rollup_only: bool = False
+) -> None:
     services = manager.up(state)
     s = Settings(
         kafka_bootstrap=services.kafka_bootstrap,
@@ -148,6 +266,9 @@ async def run(state: Path, rows: int, seed: int, repeat: int, http: bool) -> Non
     worker = None
     session: aiohttp.ClientSession | None = None
     try:
+        if rollup_only:
+            await rollup_part(pool, rows, max(repeat, 9))
+            return
         query = compile_request(request_from_dict(REQUEST), ORG.id, ORG.time_zone)
 
         async def python_api() -> int:
@@ -217,6 +338,7 @@ async def run(state: Path, rows: int, seed: int, repeat: int, http: bool) -> Non
                 f"  (min {min(values) * 1000:.0f} ms)"
             )
         print("  target: under 2,000 ms")
+        await rollup_part(pool, rows, max(repeat, 9))
     finally:
         if session is not None:
             await session.close()
@@ -232,11 +354,16 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=20261129)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--no-http", action="store_true", help="skip the worker and HTTP")
+    parser.add_argument(
+        "--rollup-only", action="store_true", help="only the optimiser and rollup part"
+    )
     args = parser.parse_args()
     state = Path(tempfile.gettempdir()) / f"wedding-bench-agg-{os.getpid()}"
     state.mkdir(mode=0o755)
     try:
-        asyncio.run(run(state, args.rows, args.seed, args.repeat, not args.no_http))
+        asyncio.run(
+            run(state, args.rows, args.seed, args.repeat, not args.no_http, args.rollup_only)
+        )
     finally:
         shutil.rmtree(state, ignore_errors=True)
 

@@ -223,7 +223,9 @@ def _scalar(spec: FieldSpec, value: Any, path: str) -> object:
     return _parse_timestamp(value, path)
 
 
-def _filter_sql(spec: FieldSpec, flt: Filter, path: str, params: _Params) -> str:
+def _filter_sql(
+    spec: FieldSpec, flt: Filter, path: str, params: _Params, column: str | None = None
+) -> str:
     if flt.op not in _FILTER_OPS_ALL:
         raise AggregationError(
             f"{path}.op", f"unknown operator {flt.op!r} (known: {list(_FILTER_OPS_ALL)})"
@@ -234,7 +236,7 @@ def _filter_sql(spec: FieldSpec, flt: Filter, path: str, params: _Params) -> str
             f"operator {flt.op!r} is not allowed on {spec.type} field {spec.name!r} "
             f"(allowed: {sorted(spec.allowed_filters)})",
         )
-    col = spec.column
+    col = spec.column if column is None else column
     sql_type = _SQL_TYPE[spec.type]
     vpath = f"{path}.value"
     if flt.op in ("is_null", "is_not_null"):

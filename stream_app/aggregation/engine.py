@@ -3,6 +3,10 @@
 Part of the query layer (reports); reads PostgreSQL only, as the RLS-restricted role
 ``wedding_tenant`` with the organisation set (:func:`stream_app.db.tenancy.tenant_transaction`),
 under a statement timeout so one query cannot occupy the database for long.
+
+When one of the organisation's rollups matches the request (:mod:`.rollups`), the answer is
+read from it instead (``source: {"rollup": id}``), after its dirty buckets were recomputed
+(:mod:`.rollup_store`); its rows equal the history table's exactly.
 """
 
 from __future__ import annotations
@@ -17,12 +21,21 @@ from typing import Any
 import asyncpg
 
 from stream_app.aggregation.compiler import (
+    CompiledQuery,
     Extract,
     OutputColumn,
     compile_request,
     describe,
 )
 from stream_app.aggregation.request import AggregationRequest, request_from_dict
+from stream_app.aggregation.rollup_store import (
+    RollupNotFoundError,
+    RollupRead,
+    find_rollup,
+    read_rollup,
+    refresh,
+)
+from stream_app.aggregation.rollups import Rollup
 from stream_app.db import monitoring
 from stream_app.db.tenancy import UnknownOrganizationError, tenant_transaction
 
@@ -67,6 +80,8 @@ class AggregationResult:
         currency_grouped: the ``currency`` column was added to the groups (money metrics are
             never combined across currencies).
         query_ms: the statement's wall time in milliseconds.
+        rollup_id: the rollup the answer was read from (:mod:`.rollups`), None when it was
+            computed from the history table itself.
     """
 
     dataset: str
@@ -79,6 +94,7 @@ class AggregationResult:
     estimate: bool
     currency_grouped: bool
     query_ms: float
+    rollup_id: int | None = None
 
     def to_json(self) -> dict[str, object]:
         """The result as a JSON-ready dict (the HTTP API's body)."""
@@ -102,6 +118,9 @@ class AggregationResult:
             "estimate": self.estimate,
             "notes": notes,
             "query_ms": round(self.query_ms, 3),
+            "source": (
+                {"table": self.dataset} if self.rollup_id is None else {"rollup": self.rollup_id}
+            ),
         }
 
 
@@ -152,6 +171,32 @@ def _cell(row: asyncpg.Record, extract: Extract) -> Cell:
     return str(first) if not isinstance(first, int) else first
 
 
+def _converter(extract: Extract) -> Callable[[asyncpg.Record], Cell]:
+    """:func:`_cell` for one column, with the branching done once (a result has thousands of
+    rows; grain labels of a date are computed once per date)."""
+    pos = extract.positions[0]
+    convert = extract.convert
+    if convert == "int":
+        return lambda r: None if (v := r[pos]) is None else int(v)
+    if convert == "plain":
+        return lambda r: v if (v := r[pos]) is None or isinstance(v, int) else str(v)
+    if convert in _LABELS:
+        label = _LABELS[convert]
+        cache: dict[date, str] = {}
+
+        def labelled(r: asyncpg.Record) -> Cell:
+            v = r[pos]
+            if v is None:
+                return None
+            text = cache.get(v)
+            if text is None:
+                text = cache[v] = label(v)
+            return text
+
+        return labelled
+    return lambda r: _cell(r, extract)
+
+
 _SETUP = (
     "SELECT o.id, o.time_zone, set_config('statement_timeout', $2, true),"
     " set_config('enable_indexscan', $3, true) FROM organizations o WHERE o.id = $1"
@@ -163,6 +208,8 @@ async def aggregate(
     db: asyncpg.Pool | asyncpg.Connection,
     organization_id: str,
     request: AggregationRequest | Mapping[str, Any],
+    *,
+    use_rollups: bool = True,
 ) -> AggregationResult:
     """Run one aggregation for ``organization_id`` (the Python API; HTTP calls this too).
 
@@ -170,6 +217,8 @@ async def aggregate(
         db: a pool (a connection is borrowed) or a connection (not inside a transaction).
         organization_id: the tenant; only its rows are read.
         request: an :class:`AggregationRequest` or a dict of the JSON shape.
+        use_rollups: answer from a matching rollup of the organisation when there is one
+            (:mod:`.rollups`; refreshed first, exact); False always reads the history table.
 
     Returns:
         The groups and their figures (see :class:`AggregationResult`).
@@ -183,44 +232,98 @@ async def aggregate(
     req = request if isinstance(request, AggregationRequest) else request_from_dict(dict(request))
     if isinstance(db, asyncpg.Pool):
         async with db.acquire() as conn:
-            return await _aggregate(conn, organization_id, req)
-    return await _aggregate(db, organization_id, req)
+            return await _aggregate(conn, organization_id, req, use_rollups)
+    return await _aggregate(db, organization_id, req, use_rollups)
+
+
+ROLLUP_ATTEMPTS = 2
+"""Refresh-then-read attempts on a matching rollup with dirty buckets before the history
+table answers (a write landing between the refresh and the read makes the read refuse)."""
+
+
+async def _setup(conn: asyncpg.Connection, organization_id: str) -> str:
+    """Inside a tenant transaction: set its limits, return the organisation's zone."""
+    org = await conn.fetchrow(
+        _SETUP,
+        organization_id,
+        str(STATEMENT_TIMEOUT_MS),
+        "on" if PLAIN_INDEX_SCANS else "off",
+    )
+    if org is None:
+        raise UnknownOrganizationError(f"organization_id: {organization_id!r} does not exist")
+    return str(org["time_zone"])
 
 
 async def _aggregate(
-    conn: asyncpg.Connection, organization_id: str, req: AggregationRequest
+    conn: asyncpg.Connection, organization_id: str, req: AggregationRequest, use_rollups: bool
 ) -> AggregationResult:
     # a bad request is refused before any database work (the zone changes no validation)
     compile_request(req, organization_id, "UTC")
+    found: tuple[int, Rollup] | None = None
     try:
         async with tenant_transaction(conn, organization_id):
-            org = await conn.fetchrow(
-                _SETUP,
-                organization_id,
-                str(STATEMENT_TIMEOUT_MS),
-                "on" if PLAIN_INDEX_SCANS else "off",
-            )
-            if org is None:
-                raise UnknownOrganizationError(
-                    f"organization_id: {organization_id!r} does not exist"
+            time_zone = await _setup(conn, organization_id)
+            if use_rollups:
+                found = await find_rollup(conn, organization_id, req)
+            if found is not None:
+                # the fast path: a matching rollup with nothing dirty, read in one statement
+                read = await read_rollup(conn, organization_id, *found, req, time_zone)
+                if read is not None:
+                    return _from_read(req, organization_id, time_zone, read, found[0])
+            else:
+                query = compile_request(req, organization_id, time_zone)
+                started = time.perf_counter()
+                records = await monitoring.fetch(
+                    conn, organization_id, "aggregation", req.dataset, query.sql, *query.params
                 )
-            time_zone = str(org["time_zone"])
-            query = compile_request(req, organization_id, time_zone)
-            started = time.perf_counter()
-            records = await monitoring.fetch(
-                conn, organization_id, "aggregation", req.dataset, query.sql, *query.params
-            )
-            elapsed_ms = (time.perf_counter() - started) * 1000
+                elapsed_ms = (time.perf_counter() - started) * 1000
+                return shape_result(
+                    req, organization_id, time_zone, query, records, elapsed_ms, None
+                )
+        assert found is not None
+        # the rollup has dirty buckets (or another zone): refresh them, then read it again
+        for _ in range(ROLLUP_ATTEMPTS):
+            try:
+                await refresh(conn, organization_id, *found)
+            except RollupNotFoundError:
+                break  # deleted meanwhile: the table answers
+            async with tenant_transaction(conn, organization_id):
+                time_zone = await _setup(conn, organization_id)
+                read = await read_rollup(conn, organization_id, *found, req, time_zone)
+            if read is not None:
+                return _from_read(req, organization_id, time_zone, read, found[0])
+        return await _aggregate(conn, organization_id, req, use_rollups=False)
     except asyncpg.QueryCanceledError as exc:
         raise AggregationTimeoutError(
             f"the aggregation ran longer than {STATEMENT_TIMEOUT_MS / 1000:g} s and was "
             "cancelled; narrow the time range, filter more, group less or sample"
         ) from exc
+
+
+def _from_read(
+    req: AggregationRequest, organization_id: str, time_zone: str, read: RollupRead, rollup_id: int
+) -> AggregationResult:
+    return shape_result(
+        req, organization_id, time_zone, read.query, read.records, read.elapsed_ms, rollup_id
+    )
+
+
+def shape_result(
+    req: AggregationRequest,
+    organization_id: str,
+    time_zone: str,
+    query: CompiledQuery,
+    records: list[asyncpg.Record],
+    elapsed_ms: float,
+    rollup_id: int | None,
+) -> AggregationResult:
+    """The :class:`AggregationResult` of ``records`` fetched for ``query`` (cells converted,
+    the extra row beyond ``limit`` dropped and reported as ``truncated``)."""
     truncated = len(records) > query.limit
-    rows = [
-        {c.name: _cell(r, e) for c, e in zip(query.columns, query.extracts, strict=True)}
-        for r in records[: query.limit]
+    converters = [
+        (c.name, _converter(e)) for c, e in zip(query.columns, query.extracts, strict=True)
     ]
+    rows = [{name: fn(r) for name, fn in converters} for r in records[: query.limit]]
     sample: dict[str, object] | None = None
     if query.sample is not None:
         sample = {
@@ -239,4 +342,5 @@ async def _aggregate(
         estimate=sample is not None,
         currency_grouped=query.currency_grouped,
         query_ms=elapsed_ms,
+        rollup_id=rollup_id,
     )

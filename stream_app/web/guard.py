@@ -53,6 +53,7 @@ _RATE_CLASS = {
     Permission.REPORTS_REQUEST: "reports",
     Permission.REPORTS_VALIDATE: "reports",
     Permission.AGGREGATIONS_RUN: "aggregations",
+    Permission.ROLLUPS_MANAGE: "aggregations",
     Permission.SCHEDULES_MANAGE: "admin",
     Permission.DELIVERIES_READ: "admin",
     Permission.TOKENS_MANAGE: "admin",

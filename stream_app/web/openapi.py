@@ -33,6 +33,7 @@ import msgspec
 from aiohttp import web
 
 from stream_app.aggregation.request import AggregationRequest
+from stream_app.aggregation.rollups import RollupDefinition
 from stream_app.app import app
 from stream_app.schedules.model import RecipientFilter, RetryPolicy
 from stream_app.schemas.ids import ID_MAX_LENGTH, ID_PATTERN
@@ -326,6 +327,27 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("POST", "/orgs/{org}/aggregations"): Operation(
         "Run an aggregation over the history.", body=_ref("AggregationRequest")
     ),
+    ("POST", "/orgs/{org}/aggregations/optimize"): Operation(
+        "Measure an aggregation and try rollup, index and rewrite candidates (admin).",
+        body=_ref("AggregationRequest"),
+        response=_answer(
+            {"baseline": OBJECT, "candidates": LIST, "rule": STR, "verdict": STR, "plan": OBJECT}
+        ),
+        query=(Param("runs", {"type": "integer"}, description="measured repetitions, 1..9"),),
+    ),
+    ("POST", "/orgs/{org}/rollups"): Operation(
+        "Create and build a rollup (admin).",
+        success=201,
+        body=_ref("RollupDefinition"),
+        response=_answer({"id": {"type": "integer"}, "definition": OBJECT}),
+    ),
+    ("GET", "/orgs/{org}/rollups"): Operation(
+        "The organisation's rollups (admin).", response=_answer({"rollups": LIST})
+    ),
+    ("DELETE", "/orgs/{org}/rollups/{rollup_id}"): Operation(
+        "Delete a rollup (admin).",
+        response=_answer({"id": {"type": "integer"}, "deleted": {"const": True}}),
+    ),
     ("GET", "/orgs/{org}/aggregations/datasets"): Operation(
         "The datasets and their fields.", response=_answer({"datasets": LIST})
     ),
@@ -505,6 +527,7 @@ def components() -> dict[str, Schema]:
         [
             ReportRequest,
             AggregationRequest,
+            RollupDefinition,
             RetryPolicy,
             RecipientFilter,
             MetricUpdate,

@@ -38,6 +38,8 @@ class Permission(StrEnum):
     """Run a report type's validation checks over a range (reads what the report reads)."""
     AGGREGATIONS_RUN = "aggregations:run"
     """Run an aggregation over the history, list the datasets."""
+    ROLLUPS_MANAGE = "rollups:manage"
+    """Run the query optimiser; create, list and delete rollups."""
     SCHEDULES_MANAGE = "schedules:manage"
     """Create, read, change, pause, resume and delete schedules."""
     DELIVERIES_READ = "deliveries:read"

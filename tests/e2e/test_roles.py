@@ -38,6 +38,7 @@ GRANTS = {
         "reports:request",
         "reports:validate",
         "aggregations:run",
+        "rollups:manage",
         "schedules:manage",
         "deliveries:read",
         "tokens:manage",
@@ -70,6 +71,7 @@ PATH_VALUES = {
     "client": "c1",
     "supplier": "s1",
     "token": "x",
+    "rollup_id": "0",
 }
 QUERY = {"from": "2016-01", "to": "2016-02"}
 

@@ -1,0 +1,136 @@
+"""HTTP routes of the query optimiser and of rollups (admin: ``rollups:manage``).
+
+- ``POST /orgs/{org}/aggregations/optimize[?runs=N]``: body as ``POST /orgs/{org}/aggregations``;
+  answers :func:`stream_app.aggregation.optimizer.optimize` (plan, measured baseline,
+  candidates, rule, verdict).
+- ``POST /orgs/{org}/rollups``: body a rollup definition
+  (:class:`~stream_app.aggregation.rollups.RollupDefinition`; the optimiser's
+  ``candidates[i].definition`` as it is); builds it; 201 with its id.
+- ``GET /orgs/{org}/rollups``: the organisation's rollups.
+- ``DELETE /orgs/{org}/rollups/{rollup_id}``.
+
+The optimiser and rollup builds share the aggregation route's slots (a worker runs at most
+:data:`stream_app.web.aggregation.MAX_CONCURRENT` of them at once, an organisation its share)
+and its rate-limit class. Errors: 400 naming the field, 404 for an unknown rollup or
+organisation, 409 ``too_many_rollups``, 422 ``query_timeout``, 503 ``busy``. Creating and
+deleting a rollup are audited (``rollup.created``, ``rollup.deleted``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncpg
+from aiohttp import web
+
+from stream_app.aggregation import AggregationError, decode_request
+from stream_app.aggregation.optimizer import DEFAULT_RUNS, MAX_RUNS, optimize
+from stream_app.aggregation.rollup_store import (
+    RollupLimitError,
+    RollupNotFoundError,
+    create_rollup,
+    delete_rollup,
+    list_rollups,
+)
+from stream_app.aggregation.rollups import decode_definition
+from stream_app.app import settings
+from stream_app.db import audit_events
+from stream_app.db.pool import get_pool
+from stream_app.db.tenancy import UnknownOrganizationError, tenant_transaction
+from stream_app.quotas import SlotsBusyError
+from stream_app.web.aggregation import MAX_BODY_BYTES, QUEUE_WAIT_S, _tenant_slots
+from stream_app.web.auth import authenticate
+from stream_app.web.errors import ApiError
+from stream_app.web.permissions import Permission
+from stream_app.web.views import page
+
+
+async def _body(request: web.Request) -> bytes:
+    raw = await request.read()
+    if len(raw) > MAX_BODY_BYTES:
+        raise ApiError(413, "too_large", f"body is over {MAX_BODY_BYTES} bytes", field="$")
+    return raw
+
+
+@asynccontextmanager
+async def _heavy(org: str) -> AsyncIterator[None]:
+    """An aggregation slot, and the errors of heavy work as API errors."""
+    try:
+        async with _tenant_slots().slot(org, QUEUE_WAIT_S):
+            yield
+    except SlotsBusyError:
+        raise ApiError(503, "busy", "too many aggregations running; retry later") from None
+    except AggregationError as exc:
+        raise ApiError(400, exc.code, exc.reason, field=exc.field) from None
+    except UnknownOrganizationError as exc:
+        raise ApiError(404, "not_found", str(exc), field="organization_id") from None
+    except asyncpg.QueryCanceledError:
+        raise ApiError(422, "query_timeout", "a statement ran over its time budget") from None
+
+
+@page("/orgs/{org}/aggregations/optimize", method="post", permission=Permission.ROLLUPS_MANAGE)
+async def optimize_aggregation(self: Any, request: web.Request, org: str) -> web.StreamResponse:
+    """Measure an aggregation and its candidates (see the module docstring)."""
+    authenticate(request, settings.jwt_secret, org)
+    raw_runs = request.query.get("runs", str(DEFAULT_RUNS))
+    if not raw_runs.isdigit() or not 1 <= int(raw_runs) <= MAX_RUNS:
+        raise ApiError(400, "invalid_field", f"runs must be 1..{MAX_RUNS}", field="runs")
+    try:
+        req = decode_request(await _body(request))
+    except AggregationError as exc:
+        raise ApiError(400, exc.code, exc.reason, field=exc.field) from None
+    async with _heavy(org):
+        pool = await get_pool(settings.postgres_dsn)
+        answer = await optimize(pool, org, req, runs=int(raw_runs))
+    return web.json_response(answer)
+
+
+@page("/orgs/{org}/rollups", method="post", permission=Permission.ROLLUPS_MANAGE)
+async def create_rollup_route(self: Any, request: web.Request, org: str) -> web.StreamResponse:
+    """Create and build a rollup."""
+    principal = authenticate(request, settings.jwt_secret, org)
+    try:
+        rollup = decode_definition(await _body(request))
+    except AggregationError as exc:
+        raise ApiError(400, exc.code, exc.reason, field=exc.field) from None
+    async with _heavy(org):
+        pool = await get_pool(settings.postgres_dsn)
+        async with pool.acquire() as conn, tenant_transaction(conn, org):
+            try:
+                rollup_id = await create_rollup(conn, org, rollup)
+            except RollupLimitError as exc:
+                raise ApiError(409, "too_many_rollups", str(exc), field="$") from None
+            await audit_events.record(
+                conn, org, principal.user_id, "rollup.created", str(rollup_id), rollup.to_json()
+            )
+    return web.json_response({"id": rollup_id, "definition": rollup.to_json()}, status=201)
+
+
+@page("/orgs/{org}/rollups", permission=Permission.ROLLUPS_MANAGE)
+async def list_rollups_route(self: Any, request: web.Request, org: str) -> web.StreamResponse:
+    """The organisation's rollups."""
+    authenticate(request, settings.jwt_secret, org)
+    pool = await get_pool(settings.postgres_dsn)
+    async with pool.acquire() as conn:
+        rollups = await list_rollups(conn, org)
+    return web.json_response({"rollups": [r.to_json() for r in rollups]})
+
+
+@page("/orgs/{org}/rollups/{rollup_id}", method="delete", permission=Permission.ROLLUPS_MANAGE)
+async def delete_rollup_route(
+    self: Any, request: web.Request, org: str, rollup_id: str
+) -> web.StreamResponse:
+    """Delete one rollup."""
+    principal = authenticate(request, settings.jwt_secret, org)
+    if not rollup_id.isdigit() or len(rollup_id) > 18:
+        raise ApiError(400, "invalid_field", "a rollup id is a positive integer", field="rollup_id")
+    pool = await get_pool(settings.postgres_dsn)
+    async with pool.acquire() as conn, tenant_transaction(conn, org):
+        try:
+            await delete_rollup(conn, org, int(rollup_id))
+        except RollupNotFoundError as exc:
+            raise ApiError(404, "not_found", str(exc), field="rollup_id") from None
+        await audit_events.record(conn, org, principal.user_id, "rollup.deleted", rollup_id)
+    return web.json_response({"id": int(rollup_id), "deleted": True})
