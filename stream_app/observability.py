@@ -20,6 +20,14 @@ EVENTS_OUTCOME = Counter(
     ["topic", "outcome"],
     registry=REGISTRY,
 )
+STALE_CHANGELOG_RECORDS = Counter(
+    "wedding_changelog_stale_records_total",
+    "Changelog records skipped while a table was restored because the local row already"
+    " held a later input offset (a write from a worker that had lost the partition; see"
+    " stream_app.runtime.restore).",
+    ["table"],
+    registry=REGISTRY,
+)
 EXPIRED_RESENDS = Counter(
     "wedding_dedupe_expired_resends_total",
     "Events re-sent (same event_id, a new offset) more than WEDDING_DEDUPE_HORIZON_S after"

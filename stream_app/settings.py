@@ -245,9 +245,11 @@ class Settings:
         link_secret: HS256 key of signed download links (``WEDDING_LINK_SECRET``), a key of its
             own so a link can never pass as a bearer token or the reverse. The default is a
             development secret, handled like ``jwt_secret``: set a real one in any deployment.
-        rocksdb_block_cache_bytes: RocksDB block cache per opened partition. faust-streaming's
-            default is 2 GiB per partition; 16 MiB keeps 4 tables × 4 partitions under ~300 MiB.
-        rocksdb_write_buffer_bytes: memtable size per partition (faust default 64 MiB × 3).
+        rocksdb_block_cache_bytes: RocksDB block cache per opened partition
+            (``WEDDING_ROCKSDB_BLOCK_CACHE_BYTES``, 16 MiB). faust-streaming's default is
+            2 GiB per partition; 16 MiB keeps 4 tables × 4 partitions under ~300 MiB.
+        rocksdb_write_buffer_bytes: memtable size per partition, two at most
+            (``WEDDING_ROCKSDB_WRITE_BUFFER_BYTES``, 16 MiB; faust's default is 64 MiB × 3).
         batch_max_events / batch_max_seconds: an agent folds up to this many events, or what
             arrived within this many seconds, before it publishes the coalesced metric changes
             (5,000 / 0.01 s: the figures are in the README's benchmarks).
@@ -382,8 +384,16 @@ class Settings:
     link_secret: str = field(
         default_factory=lambda: _secret("WEDDING_LINK_SECRET", DEV_LINK_SECRET)
     )
-    rocksdb_block_cache_bytes: int = 16 * 1024 * 1024
-    rocksdb_write_buffer_bytes: int = 16 * 1024 * 1024
+    rocksdb_block_cache_bytes: int = field(
+        default_factory=lambda: _int(
+            "WEDDING_ROCKSDB_BLOCK_CACHE_BYTES", 16 * 1024 * 1024, 0, 1024 * 1024 * 1024
+        )
+    )
+    rocksdb_write_buffer_bytes: int = field(
+        default_factory=lambda: _int(
+            "WEDDING_ROCKSDB_WRITE_BUFFER_BYTES", 16 * 1024 * 1024, 1024 * 1024, 1024 * 1024 * 1024
+        )
+    )
     batch_max_events: int = field(
         default_factory=lambda: _int("WEDDING_BATCH_MAX_EVENTS", 5_000, 1, 1_000_000)
     )

@@ -25,6 +25,10 @@ What :func:`install` changes, and why (each module's docstring has the measureme
   records wait in the buffer than that; a fold batch writes hundreds of rows at once, so
   the buffer holds :data:`PRODUCER_BUFFER_MAX_MESSAGES`.
 
+- **restores by input offset** (:mod:`stream_app.runtime.restore`, faust-streaming 0.15
+  ``Store.apply_changelog_batch``): a changelog record of a fold table whose row already
+  holds a later input offset is skipped, so a write from a worker that lost the partition
+  (paused past its session timeout) cannot replace the new owner's newer value.
 - **aiokafka's DEBUG records**: aiokafka logs at DEBUG per request and per produced batch;
   its logger is kept at INFO or above so those records are not built on the hot path
   (measured with py-spy: ~4 % of the worker's main thread).
@@ -58,7 +62,7 @@ from importlib.metadata import version
 
 from faust.transport.producer import ProducerBuffer
 
-from stream_app.runtime import fetching, producer_flush
+from stream_app.runtime import fetching, producer_flush, restore
 from stream_app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -115,6 +119,7 @@ def install(settings: Settings) -> None:
     check_pins()
     fetching.install(settings.fetch_max_wait_ms)  # first: it validates before it patches
     producer_flush.install()
+    restore.install()
     aiokafka_log = logging.getLogger("aiokafka")
     aiokafka_log.setLevel(max(logging.INFO, aiokafka_log.getEffectiveLevel()))
     # on the class: every buffer of this process, the app's producer's included (it was

@@ -120,7 +120,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
         super().__init__(*args, **kwargs)
         self._acked_ranges: dict[TP, list[list[int]]] = {}
         self._holes_since: dict[TP, tuple[int, int, float]] = {}
-        self._tails_since: dict[TP, tuple[int, int, float]] = {}
+        self._tails_since: dict[TP, tuple[int, int, int, float]] = {}
 
     # --- acknowledgements -------------------------------------------------------------
     def ack(self, message: Any) -> bool:
@@ -233,15 +233,18 @@ class BatchConsumer(faust_aiokafka.Consumer):
                 continue
             if end is None or committed >= end:
                 continue
+            buffered, position = self._fetch_state(tp)
+            if buffered:
+                continue  # waiting its turn behind other partitions' batches, not stalled
             read = self._read_offset.get(tp)
-            state = (committed, -1 if read is None else read)
+            state = (committed, -1 if read is None else read, position)
             stalled.add(tp)
             since = self._tails_since.get(tp)
-            if since is None or since[:2] != state:
+            if since is None or since[:3] != state:
                 self._tails_since[tp] = (*state, now)
                 continue
             patience = 3.0 if read is not None and read >= committed else 1.0
-            if now - since[2] < after_s * patience:
+            if now - since[3] < after_s * patience:
                 continue
             del self._tails_since[tp]
             log.warning(
@@ -257,6 +260,28 @@ class BatchConsumer(faust_aiokafka.Consumer):
             if tp not in stalled:
                 del self._tails_since[tp]
         return repaired
+
+    def _fetch_state(self, tp: TP) -> tuple[bool, int]:
+        """``(records of tp fetched and not yet returned, aiokafka's position of tp)``; the
+        position is the next offset aiokafka returns (-1 when it has none).
+
+        Pinned to aiokafka 0.14 (``AIOKafkaConsumer._fetcher``, ``Fetcher._records``,
+        ``AIOKafkaConsumer._subscription``; read from faust's consumer thread's objects:
+        a dict membership test and an int). Seen on a starved machine (load average 14 on
+        2 cores): a partition whose fetched batch waited more than 30 s behind the other
+        partitions' batches was sought back, again and again, and its batch fetched and
+        dropped each time; a partition whose records are buffered, or whose position moves,
+        is waiting its turn, not stalled.
+        """
+        try:
+            consumer = self._thread._ensure_consumer()
+            fetcher = consumer._fetcher
+            buffered = fetcher is not None and tp in fetcher._records
+            state = consumer._subscription.subscription.assignment.state_value(tp)
+            position = state.position if state is not None and state.has_valid_position else -1
+            return buffered, int(position)
+        except Exception:  # noqa: BLE001 - a consumer not started or stopping: no verdict
+            return False, -1
 
     def acked_ranges(self, tp: TP) -> list[tuple[int, int]]:
         """The acknowledged, not yet committed offset ranges of a batch partition."""

@@ -37,7 +37,7 @@ from typing import Any, cast
 import orjson
 import rocksdict
 
-from stream_app.runtime import failpoints
+from stream_app.runtime import failpoints, restore
 from stream_app.runtime.bulk_send import Record, send_records
 
 Row = tuple[str, Any]
@@ -71,6 +71,7 @@ class WriteBehindTable:
 
     def __init__(self, table: Any) -> None:
         self.table = table
+        restore.register(table.name)  # its rows carry "o": restored by highest offset
 
     def _db(self, partition: int) -> Any:
         return self.table.data._db_for_partition(partition)

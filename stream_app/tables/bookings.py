@@ -101,6 +101,17 @@ class VenueTotals:
         for c, v in other.cancelled_minor.items():
             self.cancelled_minor[c] = self.cancelled_minor.get(c, 0) + sign * v
 
+    def copy(self) -> VenueTotals:
+        """An independent copy (the currency dicts are copied too)."""
+        return VenueTotals(
+            self.bookings,
+            self.cancellations,
+            dict(self.booked_minor),
+            dict(self.cancelled_minor),
+            self.lead_time_days_sum,
+            self.lead_time_bookings,
+        )
+
     def to_json(self) -> dict[str, Any]:
         """The table value: a JSON object with the six fields (integers only)."""
         return {
@@ -284,7 +295,7 @@ def _load(get: Lookup, key: str, ident: _RowId) -> _Row:
         ident,
         int(value.get("o", -1)),
         old,
-        VenueTotals.from_json(old.to_json()),
+        old.copy(),
         bool(value.get("final")),
     )
 
@@ -430,7 +441,7 @@ def fold_batch(
             and windows is not None
             and windows.closing is not None
         ):
-            closes_at = window_end(grain, period, windows.zone_of(org)) + windows.grace  # type: ignore[arg-type]
+            closes_at = window_end(grain, period, windows.zone_of(org)) + windows.grace
             mark = marks[org][0]
             if mark is not None and mark >= closes_at:
                 r.closing = True  # opened and closed by the same batch

@@ -63,7 +63,7 @@ class OpenWindows:
             if len(parts) != 4 or parts[2] not in WINDOW_GRAINS:
                 continue
             org, _, grain, label = parts
-            end = window_end(grain, label, zone_of(org))  # type: ignore[arg-type]
+            end = window_end(grain, label, zone_of(org))
             out.add(org, key, end + grace)
         return out
 

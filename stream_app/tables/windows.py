@@ -219,8 +219,12 @@ def _parse_label(grain: WindowGrain, label: str) -> datetime:
         raise ValueError(f"{label!r} is not an {grain} label ({shape})") from None
 
 
+@functools.lru_cache(maxsize=16_384)
 def window_end(grain: WindowGrain, label: str, zone: ZoneInfo) -> datetime:
     """The end (exclusive, UTC-aware) of the window labelled ``label`` in ``zone``.
+
+    Cached (a batch asks it once per window row it opens; the label parse and the zone
+    arithmetic were 4 % of a bookings worker's main thread).
 
     Raises:
         ValueError: ``label`` is not a label of ``grain``.

@@ -208,7 +208,7 @@ def crash_and_redeliver(seed: int, closing: bool) -> None:
 
 def window_end_of(key: str) -> datetime:
     org, _, grain, label = key.split("/")
-    return window_end(grain, label, zone_of(org))  # type: ignore[arg-type]
+    return window_end(grain, label, zone_of(org))
 
 
 @pytest.mark.parametrize("seed", range(60))

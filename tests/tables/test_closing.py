@@ -174,7 +174,7 @@ def test_every_closed_window_is_final_exactly_once_with_its_independent_totals(s
 
 def end_of(key: str) -> datetime:
     org, _, grain, label = key.split("/")
-    return window_end(grain, label, zone_of(org))  # type: ignore[arg-type]
+    return window_end(grain, label, zone_of(org))
 
 
 @pytest.mark.parametrize("seed", range(10))
