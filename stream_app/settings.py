@@ -222,6 +222,9 @@ class Settings:
             existing topics without a re-partition.
         data_dir: where each worker keeps its RocksDB tables (``WEDDING_DATA_DIR``).
         artifact_dir: the artifact store, a folder (``WEDDING_ARTIFACT_DIR``).
+        artifact_store_max_bytes: the most bytes the artifact store may hold on disk; a report
+            whose file would exceed it fails with "artifact store full"
+            (``WEDDING_ARTIFACT_STORE_MAX_BYTES``; 0, the default: no limit but the disk's).
         web_host / web_port: the worker's HTTP listener (``WEDDING_WEB_HOST``/``WEDDING_WEB_PORT``).
             ``web_host`` is also the name other workers use to reach this one (faust's
             canonical URL ``http://<web_host>:<web_port>``, to which requests for the
@@ -361,6 +364,9 @@ class Settings:
     )
     artifact_dir: Path = field(
         default_factory=lambda: Path(_env("WEDDING_ARTIFACT_DIR", ".state/artifacts"))
+    )
+    artifact_store_max_bytes: int = field(
+        default_factory=lambda: _int("WEDDING_ARTIFACT_STORE_MAX_BYTES", 0, 0, 2**62)
     )
     web_host: str = field(default_factory=lambda: _env("WEDDING_WEB_HOST", "127.0.0.1"))
     web_port: int = field(default_factory=lambda: _int("WEDDING_WEB_PORT", 6066, 1, 65535))

@@ -132,7 +132,7 @@ lane_topics = {
     p: app.topic(REPORT_LANES[p], partitions=settings.topic_partitions, **_raw) for p in PRIORITIES
 }
 
-store = ArtifactStore(settings.artifact_dir)
+store = ArtifactStore(settings.artifact_dir, settings.artifact_store_max_bytes)
 
 
 class ReportFailure(Exception):
@@ -542,6 +542,19 @@ def _metadata(req: ReportRequest, versions: dict[str, int]) -> dict[str, Any]:
     }
 
 
+async def _finished_elsewhere(req: ReportRequest) -> bool:
+    """Whether ``req``'s report ended ``completed`` or ``failed`` by another worker's hand (one
+    that took it over after this worker's heartbeat went stale): its files are then that
+    worker's, not to be deleted here. True too when PostgreSQL cannot be read (keep files)."""
+    try:
+        pool = await get_pool(settings.postgres_dsn)
+        async with pool.acquire() as conn:
+            current = await report_db.current_status(conn, req.organization_id, req.report_id)
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        return True
+    return current in ("completed", "failed")
+
+
 async def _discard_files(req: ReportRequest) -> None:
     """Delete the files of ``req``'s report: its own folder ``<store>/<org>/<report_id>`` only
     (:func:`~stream_app.reports.artifacts.remove_report_folder` refuses anything else)."""
@@ -673,10 +686,11 @@ async def _produce(
         if moved:
             formats = [a.format for a in links]
             await _audit_status(conn, req, "completed", formats=formats, attempts=run.attempts)
-    if not moved:  # cancelled meanwhile: its canceller published 'cancelled'
+    if not moved:  # cancelled meanwhile (its canceller published 'cancelled'), or taken over
         if level == "miss":
             cache.forget(entry)
-        await _discard_files(req)
+        if not await _finished_elsewhere(req):
+            await _discard_files(req)
         raise ReportCancelledError(req.report_id)
     if level == "miss":
         await cache.store(entry)
@@ -822,13 +836,20 @@ async def cancel_report(
 async def _watch_cancel(
     organization_id: str, report_id: str, task: asyncio.Task[Any], stop: threading.Event
 ) -> None:
-    """Cancel ``task`` (and stop its render thread) once the report is ``cancelled``."""
+    """Cancel ``task`` (and stop its render thread) once the report is ``cancelled``; keep
+    the report's heartbeat (``updated_at``) fresh while it runs (:data:`REPORT_STALE_AFTER_S`)."""
     pool = await get_pool(settings.postgres_dsn)
+    beat_at = time.monotonic()
     while not task.done():
         await asyncio.sleep(settings.report_cancel_poll_s)
+        beat = time.monotonic() - beat_at >= HEARTBEAT_S
         try:
             async with pool.acquire() as conn:
-                status = await report_db.current_status(conn, organization_id, report_id)
+                if beat:
+                    status = await report_db.heartbeat(conn, organization_id, report_id)
+                    beat_at = time.monotonic()
+                else:
+                    status = await report_db.current_status(conn, organization_id, report_id)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
             continue
         if status == "cancelled":
@@ -990,6 +1011,14 @@ def _publish_lane_shares(lane: str) -> None:
     REPORT_LANE_ORGS.labels(lane).set(len(held))
 
 
+HEARTBEAT_S = 2.0
+"""How often a running report refreshes its ``updated_at`` in PostgreSQL (its heartbeat)."""
+REPORT_STALE_AFTER_S = 15.0
+"""A ``processing`` report whose heartbeat is older than this is taken over by the worker
+that holds its request (its own worker died or was paused)."""
+TAKEOVER_RECHECK_S = 2.0
+"""Pause before a request whose report is ``processing`` elsewhere goes back to its lane to
+be looked at again (until it is final, or stale and taken over)."""
 QUOTA_REQUEUE_DELAY_S = 0.5
 """Pause before a request over its organisation's share goes back to its lane (so a lane
 holding only one tenant's backlog does not spin)."""
@@ -1009,9 +1038,24 @@ async def _claim_and_generate(
             )
             return None
     async with pool.acquire() as conn, tenant_transaction(conn, req.organization_id):
-        if not await report_db.claim_processing(conn, req.organization_id, req.report_id):
-            return None  # cancelled, final, or generating elsewhere right now
-        await _audit_status(conn, req, "processing")
+        claimed = await report_db.claim_processing(
+            conn, req.organization_id, req.report_id, stale_after_s=REPORT_STALE_AFTER_S
+        )
+        if claimed:
+            await _audit_status(conn, req, "processing")
+        else:
+            current = await report_db.current_status(conn, req.organization_id, req.report_id)
+    if not claimed:
+        if current == "processing":
+            # generating elsewhere, or its worker died (its offset was never committed, so
+            # the request came back here): look again later; once the other worker's
+            # heartbeat is older than REPORT_STALE_AFTER_S this worker takes the report over
+            await asyncio.sleep(TAKEOVER_RECHECK_S)
+            fut = await lane_topics[req.priority].send(
+                key=event.message.key, value=event.message.value
+            )
+            await fut
+        return None  # cancelled or final: nothing to do
     await publish_status(_status(req, "processing", started))
     run = _Run()
     task = asyncio.create_task(_produce(req, event, started, run))
@@ -1026,7 +1070,8 @@ async def _claim_and_generate(
         if me is not None and me.cancelling():  # the worker is stopping, not the report
             task.cancel()
             raise
-        await _discard_files(req)
+        if not await _finished_elsewhere(req):
+            await _discard_files(req)
         log.info("report %s cancelled while %s", req.report_id, "running")
         return "cancelled"
     finally:
