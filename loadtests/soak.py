@@ -48,6 +48,7 @@ import argparse
 import asyncio
 import contextlib
 import itertools
+import logging
 import os
 import random
 import shutil
@@ -66,7 +67,7 @@ import aiohttp
 import asyncpg
 import orjson
 from aiohttp import web
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from stream_app.db.migrate import migrate
 from stream_app.db.tenancy import Organization, Venue, upsert_organization, upsert_venue
@@ -79,7 +80,9 @@ from stream_app.lag import wait_for_lag_zero
 from stream_app.settings import Settings
 from stream_app.topics import (
     CLIENT_INTERACTIONS,
+    DEAD_LETTER,
     INPUT_TOPICS,
+    LATE_EVENTS,
     PAYMENT_EVENTS,
     SUPPLIER_ACTIVITIES,
     WEDDING_BOOKINGS,
@@ -103,6 +106,7 @@ FORMATS = ("csv", "json", "excel", "pdf", "powerpoint")
 STORE_FULL = "artifact store full"
 REPORT_TIMEOUT_S = 240.0
 SUCCESS_TARGET = 0.995
+BUCKET_S = 2.0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -128,6 +132,8 @@ class Record:
     expected: dict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
     """table → entity → events sent (counted once each)."""
     resent: int = 0
+    booking_days: Counter[str] = field(default_factory=Counter)
+    """service date → bookings sent for it (one date per 2 s of the run, probes excluded)."""
     reports: dict[str, str] = field(default_factory=dict)
     """report id → outcome: completed, refused, store_full, failed: <cause>, lost."""
     store_full_window: tuple[float, float] | None = None
@@ -270,6 +276,7 @@ class EventSource:
         self.bootstrap = bootstrap
         self.record = record
         self.n = 0
+        self.t0 = time.monotonic()
         self.pending: set[asyncio.Task[None]] = set()
         self.producer: AIOKafkaProducer | None = None
 
@@ -277,9 +284,8 @@ class EventSource:
         """Start the producer."""
         self.producer = AIOKafkaProducer(
             bootstrap_servers=self.bootstrap,
-            acks="all",
-            enable_idempotence=True,
-            linger_ms=5,
+            acks="all",  # not idempotent: aiokafka's idempotent producer wedges on
+            linger_ms=5,  # OutOfOrderSequence after a broker restart; repeats are ours to count
             request_timeout_ms=10_000,
         )
         await self.producer.start()
@@ -290,6 +296,11 @@ class EventSource:
             await asyncio.gather(*list(self.pending))
         if self.producer is not None:
             await self.producer.stop()
+
+    def bucket(self) -> int:
+        """The day of 2027 a booking made now is for: one day per 2 s since the start (so a
+        lost booking tells when it was produced)."""
+        return min(364, int((time.monotonic() - self.t0) / BUCKET_S))
 
     def _event(self, kind: int, now: datetime) -> tuple[str, str, str, dict[str, Any]]:
         """(topic, table, entity, document) of event number ``self.n`` of kind ``kind``."""
@@ -307,7 +318,7 @@ class EventSource:
                 "event_type": "booking_created",
                 "booking_id": f"sb-{i}",
                 "venue_id": venue,
-                "service_date": (date(2027, 1, 1) + timedelta(days=i % 365)).isoformat(),
+                "service_date": (date(2027, 1, 1) + timedelta(days=self.bucket())).isoformat(),
                 "amount_minor": 10_000 + i % 997,
                 "currency": "EUR",
             }
@@ -347,6 +358,8 @@ class EventSource:
             doc["venue_id"] = entity = venue
         self.n += 1
         self.record.expected[table][entity] += 1
+        if table == "bookings" and venue is None:
+            self.record.booking_days[str(doc["service_date"])] += 1
         key = f"{ORG}/{entity}".encode()
         task = asyncio.create_task(self._send(topic, key, orjson.dumps(doc)))
         self.pending.add(task)
@@ -728,6 +741,62 @@ async def counted(cluster: Cluster, session: aiohttp.ClientSession) -> dict[str,
     return out
 
 
+async def counted_days(cluster: Cluster, session: aiohttp.ClientSession) -> Counter[str]:
+    """Bookings counted per service date of 2027 (all soak venues but the probe's)."""
+    h = headers(cluster.settings)
+    out: Counter[str] = Counter()
+    for venue in VENUES:
+        status, body = await call(
+            session,
+            cluster.urls,
+            "GET",
+            f"/orgs/{ORG}/venues/{venue}/metrics",
+            params={"grain": "day", "from": "2027-01-01", "to": "2027-12-31"},
+            headers=h,
+            timeout_s=30,
+        )
+        if status != 200:
+            raise RuntimeError(f"day reads of {venue}: {status} {body}")
+        for p in body["periods"]:
+            out[str(p["period"])] += int(p["bookings"])
+    return out
+
+
+async def distinct_in_topics(
+    bootstrap: str, topics: tuple[str, ...] = INPUT_TOPICS, *, ids: bool = True
+) -> dict[str, int]:
+    """Per topic: distinct ``event_id`` of the soak's organisation held from its start to its
+    end (``ids``), else its number of records."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    out: dict[str, int] = {}
+    try:
+        for topic in topics:
+            await consumer.topics()  # metadata
+            parts = consumer.partitions_for_topic(topic) or set()
+            if not parts:
+                raise RuntimeError(f"no partitions known for {topic}")
+            tps = [TopicPartition(topic, p) for p in sorted(parts)]
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            ends = await consumer.end_offsets(tps)
+            seen: set[bytes] = set()
+            records = 0
+            while any([await consumer.position(tp) < ends[tp] for tp in tps]):
+                batch = await consumer.getmany(*tps, timeout_ms=1000)
+                for recs in batch.values():
+                    for rec in recs:
+                        records += 1
+                        if ids and rec.value:
+                            doc = orjson.loads(rec.value)
+                            if doc.get("organization_id") == ORG:
+                                seen.add(str(doc.get("event_id")).encode())
+            out[topic] = len(seen) if ids else records
+    finally:
+        await consumer.stop()
+    return out
+
+
 def p99(values: list[float]) -> float:
     """The 99th percentile (nearest rank) of ``values``; 0 when empty."""
     if not values:
@@ -810,9 +879,14 @@ async def soak(
         results = await asyncio.gather(*report_tasks)
         await asyncio.gather(*probes)
         got = await counted(cluster, session)
-        # the last fire due before the load stopped gets up to 90 s to be delivered
-        last_fire = ended.replace(second=0, microsecond=0)
-        deadline = time.monotonic() + 90
+        in_topics = await distinct_in_topics(cluster.services.kafka_bootstrap)
+        days = await counted_days(cluster, session)
+        side = await distinct_in_topics(
+            cluster.services.kafka_bootstrap, (DEAD_LETTER, LATE_EVENTS), ids=False
+        )
+        # the fires due until 20 s before the load stopped; the last gets up to 60 s more
+        last_fire = (ended - timedelta(seconds=20)).replace(second=0, microsecond=0)
+        deadline = time.monotonic() + 60
         while True:
             runs = await schedule_runs(cluster, session)
             by_fire = {datetime.fromisoformat(r["fire_time"]): r for r in runs}
@@ -839,15 +913,40 @@ async def soak(
         f"events: {source.n:,} produced at {rate:g}/s over {seconds:g} s "
         f"({record.resent} sends repeated after a broker error)"
     )
-    out.lines.append(f"  {'table':<13}{'produced':>10}{'counted':>10}{'lost':>7}{'doubled':>9}")
+    out.lines.append(
+        f"  {'table':<13}{'produced':>10}{'in topic':>10}{'counted':>10}{'lost':>7}{'doubled':>9}"
+    )
+    topic_of = {
+        "bookings": WEDDING_BOOKINGS,
+        "payments": PAYMENT_EVENTS,
+        "interactions": CLIENT_INTERACTIONS,
+        "suppliers": SUPPLIER_ACTIVITIES,
+    }
     for table in ("bookings", "payments", "interactions", "suppliers"):
         want, have = record.expected[table], got[table]
         lost = sum(max(0, want[k] - have[k]) for k in want)
         doubled = sum(max(0, have[k] - want[k]) for k in set(have) | set(want))
         out.lines.append(
-            f"  {table:<13}{sum(want.values()):>10,}{sum(have.values()):>10,}{lost:>7}{doubled:>9}"
+            f"  {table:<13}{sum(want.values()):>10,}{in_topics[topic_of[table]]:>10,}"
+            f"{sum(have.values()):>10,}{lost:>7}{doubled:>9}"
         )
         out.check(lost == 0 and doubled == 0, f"{table}: 0 lost, 0 counted twice")
+
+    out.lines.append(
+        f"  (in topic: distinct event ids on the topic; dead-letter records {side[DEAD_LETTER]},"
+        f" late-event records {side[LATE_EVENTS]})"
+    )
+    gaps = sorted(d for d in record.booking_days if days[d] != record.booking_days[d])
+    if gaps:
+        first = date(2027, 1, 1)
+        spans = [
+            f"t={(date.fromisoformat(d) - first).days * BUCKET_S:.0f} s:"
+            f" {record.booking_days[d] - days[d]:+d}"
+            for d in gaps
+        ]
+        out.lines.append(
+            "  bookings missing (+) or extra (-) by production time: " + ", ".join(spans)
+        )
 
     # reports
     outcomes = Counter(o for o, _ in results)
@@ -924,6 +1023,10 @@ async def soak(
     return out
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def _seconds(value: float | None) -> str:
     return "never" if value is None else f"{value:.1f} s"
 
@@ -937,7 +1040,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--readers", type=int, default=4, help="concurrent HTTP read loops")
     parser.add_argument("--report-every", type=float, default=2.0, help="seconds between reports")
     args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, _interrupt)  # stop the services and workers on SIGTERM too
     seconds = 120.0 if args.ci else args.seconds
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # the broker's restart is planned
     state = Path(tempfile.gettempdir()) / f"wedding-soak-{os.getpid()}"
     state.mkdir(mode=0o755)
     started = time.monotonic()

@@ -265,6 +265,10 @@ class Settings:
             ``earliest`` (default: every event ever produced) or ``latest`` (only new ones;
             the worker commits the end offsets for the new group before it joins, see
             :func:`stream_app.lag.start_group_at_end`) (``WEDDING_OFFSET_RESET``).
+        shutdown_timeout_s: the most seconds a worker's graceful stop (SIGTERM) may take;
+            past it the process exits at once with status 75, unflushed state left to the
+            changelog replay (``WEDDING_SHUTDOWN_TIMEOUT_S``, default 25: under Kubernetes'
+            30-second grace period).
         session_timeout_s: how long the group coordinator waits for a silent worker before
             giving its partitions to the others (``WEDDING_SESSION_TIMEOUT_S``). Lower means a
             crashed worker's partitions move sooner, but a long GC pause can cost a rebalance.
@@ -394,6 +398,9 @@ class Settings:
     )
     stall_report_s: float = field(
         default_factory=lambda: _float("WEDDING_STALL_REPORT_S", 300, 1, 86_400)
+    )
+    shutdown_timeout_s: float = field(
+        default_factory=lambda: _float("WEDDING_SHUTDOWN_TIMEOUT_S", 25, 1, 3600)
     )
     stream_wait_empty: bool = field(
         default_factory=lambda: _flag("WEDDING_STREAM_WAIT_EMPTY", False)

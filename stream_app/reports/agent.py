@@ -84,6 +84,7 @@ from stream_app.reports import booking_summary, cache, registry
 from stream_app.reports.artifacts import (
     ArtifactPathError,
     ArtifactStore,
+    ArtifactStoreFullError,
     artifact_path,
     remove_report_folder,
 )
@@ -92,6 +93,7 @@ from stream_app.reports.cache import CacheEntry
 from stream_app.reports.model import ReportTable
 from stream_app.reports.registry import CACHE_TTL_S, ReportContext, ReportInputError
 from stream_app.reports.render import RENDERERS
+from stream_app.runtime import failpoints
 from stream_app.runtime.context import outside_any_event
 from stream_app.schemas.base import EventValidationError, decode_event, encode_event
 from stream_app.schemas.ids import is_valid_id
@@ -417,6 +419,7 @@ def _render_all(
         with store.write(req.organization_id, req.report_id, name, fmt, key=key) as (writer, out):
             render(table, writer)
         links.extend(out)
+        failpoints.hit("report_rendered")  # the crash tests: a worker dying mid-report
     if stop.is_set():
         for link in links:
             artifact_path(
@@ -524,7 +527,9 @@ async def _generate_with_retries(req: ReportRequest, run: _Run) -> list[Artifact
 
 
 def _cause(exc: BaseException) -> str:
-    return str(exc) if isinstance(exc, ReportFailure) else f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, ReportFailure | ArtifactStoreFullError):  # their message is the cause
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _metadata(req: ReportRequest, versions: dict[str, int]) -> dict[str, Any]:

@@ -179,6 +179,9 @@ class ArtifactStoreFullError(OSError):
 
     retriable = False
 
+    def __str__(self) -> str:
+        return str(self.strerror)
+
 
 _FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 
