@@ -1032,18 +1032,17 @@ async def soak(
             f"{lat[len(lat) // 2] if lat else 0:>8.1f}{p99(lat):>8.1f}"
         )
     total_avail = sum(1 for r in record.reads if r[2]) / max(1, len(record.reads))
-    # a paused worker's partitions cannot be read until the group moves them (session
-    # timeout): that phase is printed above, and left out of the check
-    paused = [p for p in record.phases if p.name.startswith("SIGSTOP")]
+    # during a fault a worker's partitions can be unreadable by design (a killed worker keeps
+    # them under static membership until it is back; a paused one until its session times
+    # out): the fault phases are measured above, the check is on the phases without a fault
+    calm = [p for p in record.phases if p.name.startswith("steady")]
     outside = [
-        r
-        for r in record.reads
-        if not any(p.start <= r[0] < (p.end or float("inf")) for p in paused)
+        r for r in record.reads if any(p.start <= r[0] < (p.end or float("inf")) for p in calm)
     ]
     avail = sum(1 for r in outside if r[2]) / max(1, len(outside))
     out.check(
         avail >= 0.99,
-        f"HTTP reads available ≥ 99 % outside the pause ({avail:.2%}; {total_avail:.2%} with it)",
+        f"HTTP reads available ≥ 99 % outside the faults ({avail:.2%}; {total_avail:.2%} in all)",
     )
 
     # recovery
