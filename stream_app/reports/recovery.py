@@ -13,8 +13,10 @@ Two ways a report can be left behind (both seen by ``loadtests/soak.py``):
 
 Every :data:`SWEEP_INTERVAL_S` each worker takes a few stalled reports (``FOR UPDATE SKIP
 LOCKED``, through the cross-tenant system login: finding them spans tenants, nothing else
-does) and produces their stored request to ``report-requests`` again. The router and the
-lanes make that safe: the request is the stored one (same id, same body), a report is
+does) and produces each one's stored request again, to its priority lane (keyed by its
+cache key, as the router does; straight to ``report-requests`` for a row without a cache
+key), so the router does not announce ``queued`` a second time. The lanes make that safe:
+the request is the stored one (same id, same body), a report is
 claimed by one worker at a time (:func:`stream_app.db.reports.claim_processing`, which takes
 a ``processing`` report over only once its heartbeat is stale), and a final report is never
 generated again. A ``queued`` report's ``updated_at`` is moved on when it is sent round, so it
@@ -25,13 +27,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
 
 import asyncpg
 import orjson
 
 from stream_app.app import app, settings
 from stream_app.db.pool import get_system_pool
-from stream_app.reports.agent import REPORT_STALE_AFTER_S, report_requests_topic
+from stream_app.reports.agent import REPORT_STALE_AFTER_S, lane_topics, report_requests_topic
+from stream_app.reports.cache import message_key
 
 log = logging.getLogger(__name__)
 
@@ -43,16 +47,28 @@ SWEEP_BATCH = 50
 """The most stalled reports one sweep sends round."""
 
 
+@dataclass(frozen=True, slots=True)
+class StalledReport:
+    """A report to send round again: its tenant, id, stored request (JSON bytes), priority
+    lane and cache key (None for a row recorded before cache keys)."""
+
+    organization_id: str
+    report_id: str
+    request: bytes
+    priority: str
+    cache_key: str | None
+
+
 async def take_stalled(
     conn: asyncpg.Connection,
     *,
     processing_stale_s: float,
     queued_stale_s: float,
     limit: int,
-) -> list[tuple[str, str, bytes]]:
-    """Stalled reports (module docstring) of every organisation: ``(organization_id, report_id,
-    request JSON)``, oldest first, at most ``limit``. The ``queued`` ones taken have their
-    ``updated_at`` set to now. Runs on the system login (cross-tenant by design)."""
+) -> list[StalledReport]:
+    """Stalled reports (module docstring) of every organisation, oldest first, at most
+    ``limit``. The ``queued`` ones taken have their ``updated_at`` set to now. Runs on the
+    system login (cross-tenant by design), inside the caller's transaction."""
     rows = await conn.fetch(
         "WITH stalled AS ("
         " SELECT organization_id, id FROM reports"
@@ -62,16 +78,25 @@ async def take_stalled(
         " UPDATE reports r SET updated_at = CASE WHEN r.status = 'queued' THEN now()"
         "  ELSE r.updated_at END"
         " FROM stalled s WHERE r.organization_id = s.organization_id AND r.id = s.id"
-        " RETURNING r.organization_id, r.id, r.request",
+        " RETURNING r.organization_id, r.id, r.request, r.priority, r.cache_key",
         processing_stale_s,
         queued_stale_s,
         limit,
     )
-    out: list[tuple[str, str, bytes]] = []
+    out: list[StalledReport] = []
     for row in rows:
         request = row["request"]
         raw = request.encode() if isinstance(request, str) else orjson.dumps(request)
-        out.append((str(row["organization_id"]), str(row["id"]), raw))
+        key = row["cache_key"]
+        out.append(
+            StalledReport(
+                str(row["organization_id"]),
+                str(row["id"]),
+                raw,
+                str(row["priority"]),
+                None if key is None else str(key),
+            )
+        )
     return out
 
 
@@ -85,10 +110,17 @@ async def sweep_once() -> int:
             queued_stale_s=QUEUED_STALE_S,
             limit=SWEEP_BATCH,
         )
-    for org, report_id, raw in stalled:
-        fut = await report_requests_topic.send(key=f"{org}/{report_id}".encode(), value=raw)
+    for r in stalled:
+        lane = lane_topics.get(r.priority)
+        if lane is not None and r.cache_key:
+            fut = await lane.send(key=message_key(r.organization_id, r.cache_key), value=r.request)
+        else:
+            key = f"{r.organization_id}/{r.report_id}".encode()
+            fut = await report_requests_topic.send(key=key, value=r.request)
         await fut
-        log.warning("report %s/%s stalled: its request is sent round again", org, report_id)
+        log.warning(
+            "report %s/%s stalled: its request is sent round again", r.organization_id, r.report_id
+        )
     return len(stalled)
 
 

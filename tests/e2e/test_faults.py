@@ -4,6 +4,7 @@
   left, no retry, no dead letter, reads and the next report unaffected;
 - a report whose worker dies in the middle is finished by another worker (the request comes
   back to the lane, the dead worker's heartbeat goes stale, the new one takes it over);
+- a report recorded ``queued`` whose request never reached the router is sent round again;
 - a worker whose broker is gone still stops on SIGTERM, within its shutdown deadline.
 """
 
@@ -15,6 +16,7 @@ import io
 import time
 from collections import Counter
 from collections.abc import Iterator
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +26,19 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from stream_app.db.tenancy import Organization, Venue, upsert_organization, upsert_venue
+from stream_app.db import reports as report_db
+from stream_app.db.tenancy import (
+    Organization,
+    Venue,
+    tenant_transaction,
+    upsert_organization,
+    upsert_venue,
+)
 from stream_app.devservices import kafka
 from stream_app.devservices.workers import WorkerProcess, start_worker
+from stream_app.reports.cache import cache_key
+from stream_app.schemas.base import encode_event
+from stream_app.schemas.reports import ReportRequest
 from stream_app.settings import Settings
 from stream_app.topics import DEAD_LETTER, REPORT_RESULTS, WEDDING_BOOKINGS, ensure_topics
 from tests.conftest import WorkerFactory
@@ -275,3 +287,63 @@ async def test_a_worker_whose_broker_is_gone_stops_on_sigterm(
         if worker is not None:
             worker.kill()
         await asyncio.to_thread(kafka.stop, broker.pid)
+
+
+@pytest.mark.usefixtures("own_workers")
+async def test_a_report_recorded_but_never_routed_is_sent_round_and_completed(
+    settings: Settings, worker_factory: WorkerFactory
+) -> None:
+    """The HTTP API recorded a request ``queued`` and the broker went away before the request
+    was produced: the row is all there is. The sweeper (stream_app/reports/recovery.py) sends
+    the stored request to its lane once it has been queued 30 s; it completes once."""
+    org, group = "never-routed-org", "wedding-never-routed-tests"
+    worker = worker_factory.start(group, "w", **ENV)
+    await worker.wait_ready(timeout_s=120, min_partitions=4)
+    await setup_org(settings, org, BOOKINGS)
+    await folded(worker, settings, org, 3)
+    req = ReportRequest(
+        schema_version=1,
+        report_id="never-routed-1",
+        organization_id=org,
+        user_id="tester",
+        report_type="monthly_booking_summary",
+        date_from=date(2026, 1, 1),
+        date_to=date(2026, 3, 31),
+        output_formats=["csv"],
+        requested_at=datetime.now(UTC),
+        cache_strategy="skip",
+    )
+    conn = await asyncpg.connect(settings.postgres_dsn)
+    try:
+        async with tenant_transaction(conn, org):
+            assert await report_db.insert_queued(
+                conn,
+                report_id=req.report_id,
+                organization_id=org,
+                user_id=req.user_id,
+                report_type=req.report_type,
+                request=orjson.loads(encode_event(req)),
+                cache_strategy=req.cache_strategy,
+                cache_key=cache_key(req),
+            )
+            # recorded 40 s ago: past QUEUED_STALE_S, so the next sweep (≤ 10 s) takes it
+            await conn.execute(
+                "UPDATE reports SET updated_at = now() - interval '40 seconds',"
+                " created_at = now() - interval '40 seconds' WHERE id = $1",
+                req.report_id,
+            )
+    finally:
+        await conn.close()
+    t0 = time.monotonic()
+    st = await final(worker, settings, org, req.report_id)
+    assert st["status"] == "completed", st
+    assert time.monotonic() - t0 < 60
+    assert st["attempts"] == 1, st
+    got = await download(worker.url, settings, org, st["artifacts"][0]["download_url"])
+    assert csv_revenue(got) == EXPECTED_REVENUE
+    statuses = [
+        orjson.loads(r.value)["status"]
+        for r in await read_topic(settings.kafka_bootstrap, REPORT_RESULTS)
+        if r.key == f"{org}/{req.report_id}".encode()
+    ]
+    assert statuses == ["processing", "completed"], statuses
