@@ -94,10 +94,8 @@ def _cmd_worker(args: argparse.Namespace) -> int:
         from stream_app.topics import INPUT_TOPICS
 
         asyncio.run(start_group_at_end(s.kafka_bootstrap, s.app_id, list(INPUT_TOPICS)))
-    from faust import Worker
-
     from stream_app import statedir
-    from stream_app.worker import app
+    from stream_app.worker import EngineWorker, app
 
     tabledir = Path(app.conf.tabledir)
     statedir.lock_state(tabledir)  # one worker per data folder, held until the process ends
@@ -106,7 +104,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
 
     runtime.install(s)  # faust/mode/aiokafka patches: before the worker starts, never at import
     tune(s.gc_gen0_threshold)  # last: freezes the heap built above
-    worker = Worker(app, loglevel=args.loglevel)
+    worker = EngineWorker(app, loglevel=args.loglevel)
     worker.execute_from_commandline()
     return 0
 

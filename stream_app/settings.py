@@ -232,6 +232,9 @@ class Settings:
             existing topics without a re-partition.
         data_dir: where each worker keeps its RocksDB tables (``WEDDING_DATA_DIR``).
         artifact_dir: the artifact store, a folder (``WEDDING_ARTIFACT_DIR``).
+        artifact_store_max_bytes: the most bytes the artifact store may hold on disk; a report
+            whose file would exceed it fails with "artifact store full"
+            (``WEDDING_ARTIFACT_STORE_MAX_BYTES``; 0, the default: no limit but the disk's).
         web_host / web_port: the worker's HTTP listener (``WEDDING_WEB_HOST``/``WEDDING_WEB_PORT``).
             ``web_host`` is also the name other workers use to reach this one (faust's
             canonical URL ``http://<web_host>:<web_port>``, to which requests for the
@@ -274,6 +277,10 @@ class Settings:
             ``earliest`` (default: every event ever produced) or ``latest`` (only new ones;
             the worker commits the end offsets for the new group before it joins, see
             :func:`stream_app.lag.start_group_at_end`) (``WEDDING_OFFSET_RESET``).
+        shutdown_timeout_s: the most seconds a worker's graceful stop (SIGTERM) may take;
+            past it the process exits at once with status 75, unflushed state left to the
+            changelog replay (``WEDDING_SHUTDOWN_TIMEOUT_S``, default 25: under Kubernetes'
+            30-second grace period).
         session_timeout_s: how long the group coordinator waits for a silent worker before
             giving its partitions to the others (``WEDDING_SESSION_TIMEOUT_S``). Lower means a
             crashed worker's partitions move sooner, but a long GC pause can cost a rebalance.
@@ -377,6 +384,9 @@ class Settings:
     artifact_dir: Path = field(
         default_factory=lambda: Path(_env("WEDDING_ARTIFACT_DIR", ".state/artifacts"))
     )
+    artifact_store_max_bytes: int = field(
+        default_factory=lambda: _int("WEDDING_ARTIFACT_STORE_MAX_BYTES", 0, 0, 2**62)
+    )
     web_host: str = field(default_factory=lambda: _env("WEDDING_WEB_HOST", "127.0.0.1"))
     web_port: int = field(default_factory=lambda: _int("WEDDING_WEB_PORT", 6066, 1, 65535))
     web_bind: str = field(default_factory=lambda: _env("WEDDING_WEB_BIND", ""))
@@ -411,6 +421,9 @@ class Settings:
     )
     stall_report_s: float = field(
         default_factory=lambda: _float("WEDDING_STALL_REPORT_S", 300, 1, 86_400)
+    )
+    shutdown_timeout_s: float = field(
+        default_factory=lambda: _float("WEDDING_SHUTDOWN_TIMEOUT_S", 25, 1, 3600)
     )
     stream_wait_empty: bool = field(
         default_factory=lambda: _flag("WEDDING_STREAM_WAIT_EMPTY", False)

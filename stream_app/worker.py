@@ -6,6 +6,13 @@ does, after creating the topics and applying the database migrations.
 
 from __future__ import annotations
 
+import logging
+import os
+import sys
+import threading
+
+import faust
+
 from stream_app.agents import bookings as _bookings  # noqa: F401
 from stream_app.agents import delivery as _delivery  # noqa: F401
 from stream_app.agents import interactions as _interactions  # noqa: F401
@@ -14,8 +21,9 @@ from stream_app.agents import payments as _payments  # noqa: F401
 from stream_app.agents import retention as _retention  # noqa: F401
 from stream_app.agents import scheduler as _scheduler  # noqa: F401
 from stream_app.agents import suppliers as _suppliers  # noqa: F401
-from stream_app.app import app
+from stream_app.app import app, settings
 from stream_app.reports import agent as _report_agent  # noqa: F401
+from stream_app.reports import recovery as _report_recovery  # noqa: F401
 from stream_app.web import aggregation as _aggregation_views  # noqa: F401
 from stream_app.web import audit as _audit_views  # noqa: F401
 from stream_app.web import dashboard as _dashboard_views  # noqa: F401
@@ -35,4 +43,51 @@ from stream_app.web import views as _views
 
 _views.register_routes()
 
-__all__ = ["app"]
+__all__ = ["SHUTDOWN_FORCED_EXIT", "EngineWorker", "app"]
+
+log = logging.getLogger(__name__)
+
+SHUTDOWN_FORCED_EXIT = 75
+"""Exit status of a worker whose graceful stop overran ``WEDDING_SHUTDOWN_TIMEOUT_S``."""
+
+
+class EngineWorker(faust.Worker):
+    """faust's worker with a deadline on its graceful stop.
+
+    Stopping (SIGTERM, SIGINT) waits on the broker: the last offsets are committed, the
+    producer flushed, the group left. Without a broker those calls retry for ever and the
+    process never ends (issue 14). When the stop begins, a timer thread starts; if the
+    process still runs ``settings.shutdown_timeout_s`` later it exits at once with
+    :data:`SHUTDOWN_FORCED_EXIT`, as SIGKILL would leave it: what was not committed is read
+    again, and what the tables hold is replayed from their changelogs, on the next start.
+    """
+
+    async def on_stop(self) -> None:
+        """Arm the shutdown deadline, then stop as faust does."""
+        _arm_shutdown_deadline(settings.shutdown_timeout_s)
+        await super().on_stop()
+
+
+_deadline_armed = threading.Event()
+
+
+def _arm_shutdown_deadline(timeout_s: float) -> None:
+    """Start (once) the daemon timer that ends the process ``timeout_s`` seconds from now."""
+    if _deadline_armed.is_set():
+        return
+    _deadline_armed.set()
+
+    def force_exit() -> None:
+        log.error("graceful stop still running after %.0f s: exiting now", timeout_s)
+        print(
+            f"worker: graceful stop still running after {timeout_s:.0f} s "
+            f"(WEDDING_SHUTDOWN_TIMEOUT_S): exiting with status {SHUTDOWN_FORCED_EXIT}",
+            file=sys.stderr,
+            flush=True,
+        )
+        os._exit(SHUTDOWN_FORCED_EXIT)
+
+    timer = threading.Timer(timeout_s, force_exit)
+    timer.daemon = True
+    timer.name = "shutdown-deadline"
+    timer.start()

@@ -184,6 +184,23 @@ async def claim_processing(
     return bool(status.endswith(" 1"))
 
 
+async def heartbeat(conn: asyncpg.Connection, organization_id: str, report_id: str) -> str | None:
+    """Mark a ``processing`` report as still being generated (``updated_at = now()``), so
+    :func:`claim_processing` does not take it over; return the report's status (None when
+    unknown). A report no longer ``processing`` is left as it is."""
+    async with tenant_transaction(conn, organization_id):
+        value = await conn.fetchval(
+            "WITH touched AS (UPDATE reports SET updated_at = now()"
+            " WHERE organization_id = $1 AND id = $2 AND status = 'processing'"
+            " RETURNING status)"
+            " SELECT coalesce((SELECT status FROM touched),"
+            " (SELECT status FROM reports WHERE organization_id = $1 AND id = $2))",
+            organization_id,
+            report_id,
+        )
+    return None if value is None else str(value)
+
+
 async def start_attempt(conn: asyncpg.Connection, organization_id: str, report_id: str) -> int:
     """Count one more generation attempt of a ``processing`` report; return its number.
 

@@ -240,6 +240,47 @@ def start(state_dir: Path) -> KafkaInstance:
     return instance
 
 
+def restart(instance: KafkaInstance, state_dir: Path) -> KafkaInstance:
+    """Stop the broker (SIGTERM) and start it again on its files, config and port.
+
+    Unlike :func:`start` nothing is wiped: the topics, their records and the consumer groups'
+    offsets survive, as after a broker restart in production (the soak's fault,
+    ``loadtests/soak.py``).
+
+    Args:
+        instance: the running broker (its port is kept).
+        state_dir: the services' state folder it was started in.
+
+    Returns:
+        The broker's new process, once it answers a metadata request.
+
+    Raises:
+        ServiceError: the broker would not stop, or did not come back (with its log tail).
+    """
+    home = state_dir / "kafka"
+    config = home / "server.properties"
+    if not config.is_file():
+        raise ServiceError(f"kafka: no broker was started in {home}")
+    stop(instance.pid)
+    with instance.log_path.open("ab") as log:
+        process = subprocess.Popen(
+            _java_command(ensure_libs(), home / "log4j2.properties", "kafka.Kafka", str(config)),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=home,
+            start_new_session=True,
+        )
+    _CHILDREN[process.pid] = process
+    again = KafkaInstance(instance.bootstrap, process.pid, instance.log_path)
+    try:
+        _wait_ready(again, process)
+    except ServiceError:
+        stop(again.pid)
+        raise
+    return again
+
+
 def _wait_ready(instance: KafkaInstance, process: subprocess.Popen[bytes]) -> None:
     deadline = time.monotonic() + READY_TIMEOUT_S
     while time.monotonic() < deadline:

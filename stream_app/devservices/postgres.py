@@ -202,6 +202,40 @@ def resume(state_dir: Path, port: int) -> PostgresInstance:
     )
 
 
+def restart(instance: PostgresInstance, state_dir: Path) -> PostgresInstance:
+    """Restart the cluster in ``<state_dir>/postgres`` (``pg_ctl restart -m fast``): every
+    connection is dropped, the data and port are kept (the soak's fault, ``loadtests/soak.py``).
+
+    Args:
+        instance: the running cluster.
+        state_dir: the services' state folder it was started in.
+
+    Returns:
+        The cluster with its new postmaster pid.
+
+    Raises:
+        ServiceError: no cluster runs there, or pg_ctl failed (with the server log's tail).
+    """
+    data = state_dir / "postgres" / "data"
+    log_path = state_dir / "postgres" / "postgres.log"
+    pid = _postmaster_pid(data)
+    if pid is None or not pid_alive(pid):
+        raise ServiceError(f"postgres: no cluster runs in {data}")
+    port = instance.port
+    owner = pwd.getpwuid(data.stat().st_uid).pw_name
+    user = owner if os.geteuid() == 0 and owner != "root" else None
+    _run(
+        "restarting the server", user,
+        [_bin("pg_ctl"), "-D", str(data), "-m", "fast", "-w", "-t", str(START_TIMEOUT_S),
+         "-l", str(log_path), "restart"],
+        log_path,
+    )  # fmt: skip
+    new_pid = _postmaster_pid(data)
+    if new_pid is None or not port_open(port):
+        raise ServiceError(f"postgres: restarted but nothing listens on 127.0.0.1:{port}")
+    return PostgresInstance(instance.dsn, new_pid, log_path)
+
+
 def _postmaster_pid(data: Path) -> int | None:
     try:
         first_line = (data / "postmaster.pid").read_text(encoding="utf-8").split("\n", 1)[0]

@@ -86,6 +86,7 @@ from stream_app.reports import booking_summary, cache, registry
 from stream_app.reports.artifacts import (
     ArtifactPathError,
     ArtifactStore,
+    ArtifactStoreFullError,
     artifact_path,
     remove_report_folder,
 )
@@ -95,6 +96,7 @@ from stream_app.reports.model import ReportTable
 from stream_app.reports.registry import CACHE_TTL_S, ReportContext, ReportInputError
 from stream_app.reports.render import RENDERERS
 from stream_app.reports.streaming import open_session
+from stream_app.runtime import failpoints
 from stream_app.runtime.context import outside_any_event
 from stream_app.schemas.base import EventValidationError, decode_event, encode_event
 from stream_app.schemas.ids import is_valid_id
@@ -135,7 +137,7 @@ lane_topics = {
     p: app.topic(REPORT_LANES[p], partitions=settings.topic_partitions, **_raw) for p in PRIORITIES
 }
 
-store = ArtifactStore(settings.artifact_dir)
+store = ArtifactStore(settings.artifact_dir, settings.artifact_store_max_bytes)
 
 
 class ReportFailure(Exception):
@@ -448,6 +450,7 @@ def _render_all(
         with store.write(req.organization_id, req.report_id, name, fmt, key=key) as (writer, out):
             render(table, writer)
         links.extend(out)
+        failpoints.hit("report_rendered")  # the crash tests: a worker dying mid-report
     if stop.is_set():
         for link in links:
             artifact_path(
@@ -594,7 +597,9 @@ async def _generate_with_retries(req: ReportRequest, run: _Run) -> list[Artifact
 
 
 def _cause(exc: BaseException) -> str:
-    return str(exc) if isinstance(exc, ReportFailure) else f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, ReportFailure | ArtifactStoreFullError):  # their message is the cause
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _metadata(req: ReportRequest, versions: dict[str, int]) -> dict[str, Any]:
@@ -610,6 +615,19 @@ def _metadata(req: ReportRequest, versions: dict[str, int]) -> dict[str, Any]:
         "configuration": req.configuration,
         "output_formats": req.output_formats,
     }
+
+
+async def _finished_elsewhere(req: ReportRequest) -> bool:
+    """Whether ``req``'s report ended ``completed`` or ``failed`` by another worker's hand (one
+    that took it over after this worker's heartbeat went stale): its files are then that
+    worker's, not to be deleted here. True too when PostgreSQL cannot be read (keep files)."""
+    try:
+        pool = await get_pool(settings.postgres_dsn)
+        async with pool.acquire() as conn:
+            current = await report_db.current_status(conn, req.organization_id, req.report_id)
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        return True
+    return current in ("completed", "failed")
 
 
 async def _discard_files(req: ReportRequest) -> None:
@@ -743,10 +761,11 @@ async def _produce(
         if moved:
             formats = [a.format for a in links]
             await _audit_status(conn, req, "completed", formats=formats, attempts=run.attempts)
-    if not moved:  # cancelled meanwhile: its canceller published 'cancelled'
+    if not moved:  # cancelled meanwhile (its canceller published 'cancelled'), or taken over
         if level == "miss":
             cache.forget(entry)
-        await _discard_files(req)
+        if not await _finished_elsewhere(req):
+            await _discard_files(req)
         raise ReportCancelledError(req.report_id)
     if level == "miss":
         await cache.store(entry)
@@ -892,13 +911,20 @@ async def cancel_report(
 async def _watch_cancel(
     organization_id: str, report_id: str, task: asyncio.Task[Any], stop: threading.Event
 ) -> None:
-    """Cancel ``task`` (and stop its render thread) once the report is ``cancelled``."""
+    """Cancel ``task`` (and stop its render thread) once the report is ``cancelled``; keep
+    the report's heartbeat (``updated_at``) fresh while it runs (:data:`REPORT_STALE_AFTER_S`)."""
     pool = await get_pool(settings.postgres_dsn)
+    beat_at = time.monotonic()
     while not task.done():
         await asyncio.sleep(settings.report_cancel_poll_s)
+        beat = time.monotonic() - beat_at >= HEARTBEAT_S
         try:
             async with pool.acquire() as conn:
-                status = await report_db.current_status(conn, organization_id, report_id)
+                if beat:
+                    status = await report_db.heartbeat(conn, organization_id, report_id)
+                    beat_at = time.monotonic()
+                else:
+                    status = await report_db.current_status(conn, organization_id, report_id)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
             continue
         if status == "cancelled":
@@ -1060,6 +1086,14 @@ def _publish_lane_shares(lane: str) -> None:
     REPORT_LANE_ORGS.labels(lane).set(len(held))
 
 
+HEARTBEAT_S = 2.0
+"""How often a running report refreshes its ``updated_at`` in PostgreSQL (its heartbeat)."""
+REPORT_STALE_AFTER_S = 15.0
+"""A ``processing`` report whose heartbeat is older than this is taken over by the worker
+that holds its request (its own worker died or was paused)."""
+TAKEOVER_RECHECK_S = 2.0
+"""Pause before a request whose report is ``processing`` elsewhere goes back to its lane to
+be looked at again (until it is final, or stale and taken over)."""
 QUOTA_REQUEUE_DELAY_S = 0.5
 """Pause before a request over its organisation's share goes back to its lane (so a lane
 holding only one tenant's backlog does not spin)."""
@@ -1079,9 +1113,24 @@ async def _claim_and_generate(
             )
             return None
     async with pool.acquire() as conn, tenant_transaction(conn, req.organization_id):
-        if not await report_db.claim_processing(conn, req.organization_id, req.report_id):
-            return None  # cancelled, final, or generating elsewhere right now
-        await _audit_status(conn, req, "processing")
+        claimed = await report_db.claim_processing(
+            conn, req.organization_id, req.report_id, stale_after_s=REPORT_STALE_AFTER_S
+        )
+        if claimed:
+            await _audit_status(conn, req, "processing")
+        else:
+            current = await report_db.current_status(conn, req.organization_id, req.report_id)
+    if not claimed:
+        if current == "processing":
+            # generating elsewhere, or its worker died (its offset was never committed, so
+            # the request came back here): look again later; once the other worker's
+            # heartbeat is older than REPORT_STALE_AFTER_S this worker takes the report over
+            await asyncio.sleep(TAKEOVER_RECHECK_S)
+            fut = await lane_topics[req.priority].send(
+                key=event.message.key, value=event.message.value
+            )
+            await fut
+        return None  # cancelled or final: nothing to do
     await publish_status(_status(req, "processing", started))
     run = _Run()
     task = asyncio.create_task(_produce(req, event, started, run))
@@ -1096,7 +1145,8 @@ async def _claim_and_generate(
         if me is not None and me.cancelling():  # the worker is stopping, not the report
             task.cancel()
             raise
-        await _discard_files(req)
+        if not await _finished_elsewhere(req):
+            await _discard_files(req)
         log.info("report %s cancelled while %s", req.report_id, "running")
         return "cancelled"
     finally:

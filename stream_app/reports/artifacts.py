@@ -16,11 +16,17 @@ bound to (organisation, report id, file name); no plaintext byte reaches the dis
 ``.partial`` file included. The SHA-256 and size of an :class:`ArtifactLink` are those of the
 **plaintext** (what a user downloads and checks), not of the bytes on disk. Every reader goes
 through :func:`open_artifact`, which authenticates each 64 KiB segment before handing it out.
+
+**A full store.** ``max_bytes`` (``WEDDING_ARTIFACT_STORE_MAX_BYTES``, 0 = no limit) bounds the
+bytes on disk under the root: a file that would take the store past it, or a disk that
+answers ``ENOSPC``/``EDQUOT``, raises :class:`ArtifactStoreFullError` (not retriable: a full
+store does not empty itself within a retry's backoff) and leaves no partial file behind.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import itertools
 import os
@@ -29,7 +35,7 @@ from collections.abc import AsyncIterator, Generator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol, cast
 
 from stream_app.crypto.keys import DataKey
 from stream_app.crypto.segmented import (
@@ -49,6 +55,7 @@ __all__ = [
     "ArtifactMissingError",
     "ArtifactReader",
     "ArtifactStore",
+    "ArtifactStoreFullError",
     "HashingWriter",
     "open_artifact",
 ]
@@ -164,6 +171,54 @@ def remove_report_folder(root: Path, organization_id: str, report_id: str) -> bo
     return True
 
 
+class ArtifactStoreFullError(OSError):
+    """The artifact store has no room for a file (its size limit, or the disk is full).
+
+    The message is the cause shown on the failed report; ``retriable`` is False.
+    """
+
+    retriable = False
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def store_usage(root: Path) -> int:
+    """Bytes of every file under ``root`` (0 when it does not exist); files removed while
+    the folder is walked are skipped."""
+    total = 0
+    for folder, _dirs, files in os.walk(root):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(folder, name)).st_size
+            except FileNotFoundError:
+                continue
+    return total
+
+
+class _BudgetSink:
+    """A sink that raises :class:`ArtifactStoreFullError` once more than ``budget`` bytes
+    would have been written through it."""
+
+    def __init__(self, fh: _Sink, budget: int, limit: int) -> None:
+        self._fh = fh
+        self._budget = budget
+        self._limit = limit
+
+    def write(self, data: bytes, /) -> int | None:
+        if len(data) > self._budget:
+            raise ArtifactStoreFullError(
+                errno.ENOSPC,
+                f"artifact store full: the store limit of {self._limit:,} bytes"
+                " (WEDDING_ARTIFACT_STORE_MAX_BYTES) is reached",
+            )
+        self._budget -= len(data)
+        return self._fh.write(data)
+
+
 class HashingWriter:
     """A binary file wrapper that counts bytes and computes SHA-256 as it writes."""
 
@@ -193,9 +248,11 @@ def download_url(organization_id: str, report_id: str, fmt: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class ArtifactStore:
-    """A local-folder artifact store rooted at ``root``."""
+    """A local-folder artifact store rooted at ``root``, at most ``max_bytes`` on disk (0: no
+    limit; see the module docstring)."""
 
     root: Path
+    max_bytes: int = 0
 
     def relative_path(self, organization_id: str, report_id: str, filename: str) -> Path:
         """Where a file of a report lives, relative to the root."""
@@ -217,6 +274,10 @@ class ArtifactStore:
         block, ``out`` holds the :class:`ArtifactLink` (SHA-256 and size of the plaintext).
         On an exception the partial file is removed and the exception propagates.
 
+        Raises (besides the above):
+            ArtifactStoreFullError: the file does not fit under ``max_bytes``, or the disk
+                is full (``ENOSPC``/``EDQUOT``); nothing of it is left on disk.
+
         Args:
             key: the organisation's current data key (``KeyRing.current``): the file is
                 sealed with it. ``None`` writes plaintext, which :func:`open_artifact`
@@ -236,20 +297,32 @@ class ArtifactStore:
         out: list[ArtifactLink] = []
         try:
             with tmp.open("wb") as fh:
+                sink: _Sink = fh
+                if self.max_bytes > 0:
+                    budget = self.max_bytes - store_usage(self.root)
+                    sink = _BudgetSink(fh, max(0, budget), self.max_bytes)
                 sealer = (
                     None
                     if key is None
                     else SegmentedEncryptor(
-                        fh, key.key, key.version, FileContext(organization_id, report_id, filename)
+                        cast(BinaryIO, sink),
+                        key.key,
+                        key.version,
+                        FileContext(organization_id, report_id, filename),
                     )
                 )
-                writer = HashingWriter(fh if sealer is None else sealer)
+                writer = HashingWriter(sink if sealer is None else sealer)
                 yield writer, out
                 if sealer is not None:
                     sealer.close()
                 fh.flush()
                 os.fsync(fh.fileno())
             tmp.replace(final)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            if exc.errno in _FULL_ERRNOS and not isinstance(exc, ArtifactStoreFullError):
+                raise ArtifactStoreFullError(exc.errno, f"artifact store full: {exc}") from exc
+            raise
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise

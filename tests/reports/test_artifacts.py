@@ -11,10 +11,12 @@ import pytest
 from stream_app.reports.artifacts import (
     ArtifactPathError,
     ArtifactStore,
+    ArtifactStoreFullError,
     artifact_path,
     artifact_relpath,
     remove_report_folder,
     report_folder,
+    store_usage,
 )
 
 TYPE = "monthly_booking_summary"
@@ -108,3 +110,20 @@ def test_the_store_writes_only_into_a_report_folder(tmp_path: Path, report: str)
     ):
         pytest.fail("the block must not run")
     assert snapshot(tmp_path) == {}
+
+
+def test_a_store_at_its_limit_refuses_a_file_and_keeps_nothing_of_it(tmp_path: Path) -> None:
+    (tmp_path / "old.bin").write_bytes(b"x" * 900)  # 900 of 1,000 bytes already used
+    store = ArtifactStore(tmp_path, max_bytes=1_000)
+    with store.write("org-a", "r-1", f"{TYPE}.csv", "csv", key=None) as (writer, out):
+        writer.write(b"y" * 100)  # exactly the room left
+    assert out[0].size_bytes == 100
+    with (
+        pytest.raises(ArtifactStoreFullError) as caught,
+        store.write("org-a", "r-2", f"{TYPE}.csv", "csv", key=None) as (writer, _),
+    ):
+        writer.write(b"z")
+    assert str(caught.value).startswith("artifact store full: the store limit of 1,000 bytes")
+    assert caught.value.retriable is False
+    assert sorted(p.name for p in (tmp_path / "org-a").rglob("*") if p.is_file()) == [f"{TYPE}.csv"]
+    assert store_usage(tmp_path) == 1_000

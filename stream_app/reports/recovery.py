@@ -1,0 +1,138 @@
+"""Reports left behind by a fault are sent round again.
+
+Two ways a report can be left behind (both seen by ``loadtests/soak.py``):
+
+- **processing, its worker gone**: the worker died or was paused in the middle; the request's
+  lane offset may already be committed, so nothing brings the request back. A running report
+  refreshes its heartbeat (``updated_at``) every :data:`~stream_app.reports.agent.HEARTBEAT_S`;
+  one whose heartbeat is older than :data:`~stream_app.reports.agent.REPORT_STALE_AFTER_S`
+  is stalled.
+- **queued, its request never routed**: the HTTP API recorded the request, then the broker
+  went away before the request reached the router (or the router's forward to a lane was
+  lost). A report ``queued`` for longer than :data:`QUEUED_STALE_S` is stalled.
+
+Every :data:`SWEEP_INTERVAL_S` each worker takes a few stalled reports (``FOR UPDATE SKIP
+LOCKED``, through the cross-tenant system login: finding them spans tenants, nothing else
+does) and produces each one's stored request again, to its priority lane (keyed by its
+cache key, as the router does; straight to ``report-requests`` for a row without a cache
+key), so the router does not announce ``queued`` a second time. The lanes make that safe:
+the request is the stored one (same id, same body), a report is
+claimed by one worker at a time (:func:`stream_app.db.reports.claim_processing`, which takes
+a ``processing`` report over only once its heartbeat is stale), and a final report is never
+generated again. A ``queued`` report's ``updated_at`` is moved on when it is sent round, so it
+is sent at most once per :data:`QUEUED_STALE_S`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+import asyncpg
+import orjson
+
+from stream_app.app import app, settings
+from stream_app.db.pool import get_system_pool
+from stream_app.reports.agent import REPORT_STALE_AFTER_S, lane_topics, report_requests_topic
+from stream_app.reports.cache import message_key
+
+log = logging.getLogger(__name__)
+
+SWEEP_INTERVAL_S = 10.0
+"""Seconds between two looks for stalled reports (per worker)."""
+QUEUED_STALE_S = 30.0
+"""A report ``queued`` this long without being claimed is sent round again."""
+SWEEP_BATCH = 50
+"""The most stalled reports one sweep sends round."""
+
+
+@dataclass(frozen=True, slots=True)
+class StalledReport:
+    """A report to send round again: its tenant, id, stored request (JSON bytes), priority
+    lane and cache key (None for a row recorded before cache keys)."""
+
+    organization_id: str
+    report_id: str
+    request: bytes
+    priority: str
+    cache_key: str | None
+
+
+async def take_stalled(
+    conn: asyncpg.Connection,
+    *,
+    processing_stale_s: float,
+    queued_stale_s: float,
+    limit: int,
+) -> list[StalledReport]:
+    """Stalled reports (module docstring) of every organisation, oldest first, at most
+    ``limit``. The ``queued`` ones taken have their ``updated_at`` set to now. Runs on the
+    system login (cross-tenant by design), inside the caller's transaction."""
+    rows = await conn.fetch(
+        "WITH stalled AS ("
+        " SELECT organization_id, id FROM reports"
+        " WHERE (status = 'processing' AND updated_at < now() - make_interval(secs => $1))"
+        "    OR (status = 'queued' AND updated_at < now() - make_interval(secs => $2))"
+        " ORDER BY updated_at LIMIT $3 FOR UPDATE SKIP LOCKED)"
+        " UPDATE reports r SET updated_at = CASE WHEN r.status = 'queued' THEN now()"
+        "  ELSE r.updated_at END"
+        " FROM stalled s WHERE r.organization_id = s.organization_id AND r.id = s.id"
+        " RETURNING r.organization_id, r.id, r.request, r.priority, r.cache_key",
+        processing_stale_s,
+        queued_stale_s,
+        limit,
+    )
+    out: list[StalledReport] = []
+    for row in rows:
+        request = row["request"]
+        raw = request.encode() if isinstance(request, str) else orjson.dumps(request)
+        key = row["cache_key"]
+        out.append(
+            StalledReport(
+                str(row["organization_id"]),
+                str(row["id"]),
+                raw,
+                str(row["priority"]),
+                None if key is None else str(key),
+            )
+        )
+    return out
+
+
+async def sweep_once() -> int:
+    """Send the stalled reports round once; return how many were sent."""
+    pool = await get_system_pool(settings.postgres_system_dsn)
+    async with pool.acquire() as conn, conn.transaction():
+        stalled = await take_stalled(
+            conn,
+            processing_stale_s=REPORT_STALE_AFTER_S,
+            queued_stale_s=QUEUED_STALE_S,
+            limit=SWEEP_BATCH,
+        )
+    for r in stalled:
+        lane = lane_topics.get(r.priority)
+        if lane is not None and r.cache_key:
+            fut = await lane.send(key=message_key(r.organization_id, r.cache_key), value=r.request)
+        else:
+            key = f"{r.organization_id}/{r.report_id}".encode()
+            fut = await report_requests_topic.send(key=key, value=r.request)
+        await fut
+        log.warning(
+            "report %s/%s stalled: its request is sent round again", r.organization_id, r.report_id
+        )
+    return len(stalled)
+
+
+@app.task  # type: ignore[untyped-decorator]
+async def recover_stalled_reports() -> None:
+    """Sweep every :data:`SWEEP_INTERVAL_S` until the worker stops; a sweep that fails (the
+    database or the broker away) is logged and tried again at the next interval."""
+    while True:
+        await asyncio.sleep(SWEEP_INTERVAL_S)
+        try:
+            await sweep_once()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a fault the next sweep outlives
+            log.warning("stalled reports: sweep failed: %s", exc)
