@@ -182,13 +182,15 @@ def run_wrk(
     files: tuple[Path, Path],
     state: Path,
     label: str,
+    think_ms: int = 0,
 ) -> WrkResult:
-    """One ``wrk`` process per worker (``connections`` split evenly), run side by side."""
+    """One ``wrk`` process per worker (``connections`` split evenly), run side by side;
+    ``think_ms`` > 0: each connection waits that long on average before each request."""
     procs: list[tuple[subprocess.Popen[bytes], Path]] = []
     per = connections // len(workers)
     for i, w in enumerate(workers):
         out = state / f"wrk-{label}-{i}.txt"
-        env = {**os.environ, "WRK_OUT": str(out)}
+        env = {**os.environ, "WRK_OUT": str(out), "WRK_THINK_MS": str(think_ms)}
         command = [
             "wrk", "-t1", f"-c{per}", f"-d{duration_s}s", "--timeout", "10s",
             "-s", str(LUA), w.url, "--", str(files[0]), str(files[1]), str(i * 7919),
@@ -313,7 +315,6 @@ async def run(args: argparse.Namespace, state: Path) -> None:
         )
         warm = run_wrk(workers, 100, 5, files, state, "warm")
         describe("warm-up", 100, warm)
-        await asyncio.sleep(61)  # the warm-up's hits leave the one-minute windows
         profiles: list[Path] = []
         if args.py_spy:
             args.py_spy.mkdir(parents=True, exist_ok=True)
@@ -321,7 +322,21 @@ async def run(args: argparse.Namespace, state: Path) -> None:
         result = await asyncio.to_thread(
             run_wrk, workers, args.connections, args.duration, files, state, "main"
         )
-        describe("closed loop", args.connections, result)
+        describe("closed loop (saturation)", args.connections, result)
+        for rate in args.rates:
+            think_ms = round(args.connections / rate * 1000)
+            ramp_s = think_ms / 2000  # no request before half the think time
+            duration = round(ramp_s + args.steady)
+            print(f"load average {os.getloadavg()[0]:.1f}")
+            paced = await asyncio.to_thread(
+                run_wrk, workers, args.connections, duration, files, state, f"r{rate}", think_ms
+            )
+            paced.seconds -= ramp_s
+            describe(
+                f"offered {rate:,} req/s (think {think_ms / 1000:g} s a connection)",
+                args.connections,
+                paced,
+            )
         print(f"load average {os.getloadavg()[0]:.1f}")
         for path in profiles:
             for _ in range(60):
@@ -345,6 +360,13 @@ def main() -> None:
     parser.add_argument("--status-share", type=float, default=0.2)
     parser.add_argument("--org-reads", type=int, default=10_000_000)
     parser.add_argument("--org-inflight", type=int, default=10_000)
+    parser.add_argument(
+        "--rates",
+        type=lambda v: [int(x) for x in v.split(",") if x],
+        default=[100, 200],
+        help="offered rates (req/s, all connections together) of the paced runs",
+    )
+    parser.add_argument("--steady", type=int, default=60, help="seconds of each paced run")
     parser.add_argument("--py-spy", type=Path, default=None, help="profile into this folder")
     args = parser.parse_args()
     if shutil.which("wrk") is None:

@@ -3,7 +3,13 @@
 -- the latency histogram (microseconds, "value count" per line) and the counts are written to
 -- a file, so that the runs against several workers can be merged exactly.
 --
--- WRK_OUT=out.txt wrk -c N -d S -s loadtests/http_scale.lua URL -- tokens.txt paths.txt offset
+-- WRK_OUT=out.txt [WRK_THINK_MS=ms] wrk -c N -d S -s loadtests/http_scale.lua URL -- tokens.txt paths.txt offset
+--
+-- With WRK_THINK_MS each connection waits a random time, uniform in 0.5..1.5 times that mean,
+-- before each request (the first one too: wrk calls delay() before every request), as a
+-- reporter reading every so often: N connections then offer about N / think requests a
+-- second whatever the answers' latency, as long as it is well under the think time. wrk
+-- times a request from its write, so the think time is not in the latencies.
 
 local tokens, paths = {}, {}
 local ti, pi = 0, 0
@@ -20,12 +26,20 @@ function init(args)
   local offset = tonumber(args[3] or "0")
   ti = offset % #tokens
   pi = offset % #paths
+  math.randomseed(offset + 1)
 end
 
 function request()
   ti = ti % #tokens + 1
   pi = pi % #paths + 1
   return wrk.format("GET", paths[pi], { ["Authorization"] = "Bearer " .. tokens[ti] })
+end
+
+local think_ms = tonumber(os.getenv("WRK_THINK_MS") or "0")
+if think_ms > 0 then
+  function delay()
+    return math.floor(think_ms * (0.5 + math.random()))
+  end
 end
 
 function response(status, headers, body)
