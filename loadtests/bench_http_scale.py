@@ -78,6 +78,7 @@ class WrkResult:
         statuses: responses by HTTP status.
         errors: socket errors by kind (connect, read, write, timeout; ``status`` = non-2xx/3xx).
         histogram: latency in microseconds → responses.
+        samples: the first body answered with each status but 200.
     """
 
     seconds: float = 0.0
@@ -85,6 +86,7 @@ class WrkResult:
     statuses: Counter[int] = field(default_factory=Counter)
     errors: Counter[str] = field(default_factory=Counter)
     histogram: Counter[int] = field(default_factory=Counter)
+    samples: dict[int, str] = field(default_factory=dict)
 
     def add(self, other: WrkResult) -> None:
         self.seconds = max(self.seconds, other.seconds)
@@ -92,6 +94,8 @@ class WrkResult:
         self.statuses.update(other.statuses)
         self.errors.update(other.errors)
         self.histogram.update(other.histogram)
+        for status, body in other.samples.items():
+            self.samples.setdefault(status, body)
 
     def percentile_ms(self, p: float) -> float:
         """Nearest-rank percentile ``p`` (0-100] of the latencies, in ms."""
@@ -118,6 +122,8 @@ def read_wrk_output(path: Path) -> WrkResult:
             out.errors[parts[0][6:]] += int(parts[1])
         elif parts[0] == "status":
             out.statuses[int(parts[1])] += int(parts[2])
+        elif parts[0] == "sample":
+            out.samples.setdefault(int(parts[1]), line.split(" ", 2)[2] if len(parts) > 2 else "")
         elif parts[0] == "h":
             out.histogram[int(parts[1])] += int(parts[2])
     return out
@@ -216,6 +222,8 @@ def describe(label: str, connections: int, r: WrkResult) -> None:
         f" max {r.percentile_ms(100):.1f} ms; 200 × {ok:,}, 429 × {limited:,},"
         f" other statuses {other or 'none'}, socket errors {errors or 'none'}"
     )
+    for status, body in sorted(r.samples.items()):
+        print(f"  first {status} body: {body[:200]}")
 
 
 def start_profiles(workers: list[WorkerProcess], seconds: int, out: Path) -> list[Path]:
@@ -363,7 +371,7 @@ def main() -> None:
     parser.add_argument(
         "--rates",
         type=lambda v: [int(x) for x in v.split(",") if x],
-        default=[100, 200],
+        default=[200, 300],
         help="offered rates (req/s, all connections together) of the paced runs",
     )
     parser.add_argument("--steady", type=int, default=60, help="seconds of each paced run")

@@ -42,8 +42,13 @@ if think_ms > 0 then
   end
 end
 
+samples = {}
+
 function response(status, headers, body)
   counts[status] = (counts[status] or 0) + 1
+  if status ~= 200 and samples[status] == nil then
+    samples[status] = string.sub(body or "", 1, 300)
+  end
 end
 
 function done(summary, latency, requests)
@@ -58,6 +63,9 @@ function done(summary, latency, requests)
     local c = thread:get("counts")
     for status, n in pairs(c) do
       out:write(string.format("status %d %d\n", status, n))
+    end
+    for status, body in pairs(thread:get("samples")) do
+      out:write(string.format("sample %d %s\n", status, string.gsub(body, "\n", " ")))
     end
   end
   for i = 1, #latency do
