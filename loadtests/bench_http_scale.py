@@ -332,6 +332,7 @@ async def run(args: argparse.Namespace, state: Path) -> None:
         )
         describe("closed loop (saturation)", args.connections, result)
         for rate in args.rates:
+            await asyncio.sleep(20)  # the previous run's queued requests drain
             think_ms = round(args.connections / rate * 1000)
             ramp_s = think_ms / 2000  # no request before half the think time
             duration = round(ramp_s + args.steady)
@@ -371,8 +372,9 @@ def main() -> None:
     parser.add_argument(
         "--rates",
         type=lambda v: [int(x) for x in v.split(",") if x],
-        default=[200, 300],
-        help="offered rates (req/s, all connections together) of the paced runs",
+        default=[140, 180],
+        help="offered rates (req/s, all connections together) of the paced runs; keep"
+        " connections / rate under the workers' 75 s keep-alive timeout",
     )
     parser.add_argument("--steady", type=int, default=60, help="seconds of each paced run")
     parser.add_argument("--py-spy", type=Path, default=None, help="profile into this folder")
