@@ -12,7 +12,7 @@ import time
 import pytest
 
 from stream_app.app import settings
-from stream_app.web import guard, ratelimit
+from stream_app.web import guard, ratelimit, routing
 from stream_app.web.auth import issue_token
 from stream_app.web.errors import ApiError
 
@@ -54,3 +54,16 @@ async def test_concurrent_lockout_checks_ask_the_store_once_and_a_lockout_holds(
     with pytest.raises(ratelimit.RateLimitedError) as locked:
         await ratelimit.check_not_locked_out(client)
     assert locked.value.field == "Authorization" and locked.value.retry_after_s >= 1
+
+
+def test_a_worker_to_worker_token_outlives_its_use_by_minutes() -> None:
+    # a forwarded read may wait in the other worker's queue (and be retried) for tens of
+    # seconds under load; its token must still be valid there
+    token = routing._internal_token("org-fwd")
+    assert routing._internal_token("org-fwd") == token  # reused, verified once by the receiver
+    principal = guard.verified(token)
+    assert principal.internal and principal.organization_id == "org-fwd"
+    assert principal.expires_at is not None and principal.issued_at is not None
+    assert (principal.expires_at - principal.issued_at).total_seconds() == 300
+    renew_at, _ = routing._internal["org-fwd"]
+    assert 59 <= renew_at - time.monotonic() <= 60  # used for its first minute only
