@@ -31,6 +31,7 @@ from stream_app.web import debug as _debug_views  # noqa: F401
 from stream_app.web import gdpr as _gdpr_views  # noqa: F401
 from stream_app.web import occupancy as _occupancy_views  # noqa: F401
 from stream_app.web import openapi as _openapi_views  # noqa: F401
+from stream_app.web import probes as _probe_views  # noqa: F401
 from stream_app.web import query_stats as _query_stats_views  # noqa: F401
 from stream_app.web import rollups as _rollup_views  # noqa: F401
 from stream_app.web import schedules as _schedule_views  # noqa: F401

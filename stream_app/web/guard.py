@@ -22,6 +22,7 @@ The verified principal is left on the request for :func:`stream_app.web.auth.aut
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
+from cachetools import TLRUCache
 
 from stream_app.app import settings
 from stream_app.web import ratelimit, revocation
@@ -97,9 +99,19 @@ class RouteSpec:
         )
 
 
-_verified: dict[str, Principal] = {}
-"""Tokens this worker verified → their principal (bounded by :data:`VERIFIED_CACHE_SIZE`)."""
-VERIFIED_CACHE_SIZE = 10_000
+VERIFIED_CACHE_SIZE = 100_000
+"""Verified tokens one worker keeps (least recently used dropped first); ~1 KiB each."""
+
+
+def _until_expiry(_token: str, principal: Principal, now: float) -> float:
+    """A verified token's time to live in the cache: until its ``exp`` (``now`` if none)."""
+    return principal.expires_at.timestamp() if principal.expires_at is not None else now
+
+
+_verified: TLRUCache[str, Principal] = TLRUCache(
+    maxsize=VERIFIED_CACHE_SIZE, ttu=_until_expiry, timer=time.time
+)
+"""Tokens this worker verified → their principal, each until its ``exp`` (cachetools)."""
 
 
 def verified(token: str) -> Principal:
@@ -107,8 +119,10 @@ def verified(token: str) -> Principal:
     lifetime, remembered per token string until the token expires.
 
     The string includes the signature, and issuer, audience and secret do not change while
-    the worker runs, so a token verified once verifies again until ``exp``, which is checked
-    on every use. Revocation is not part of this (checked per request).
+    the worker runs, so a token verified once verifies again until ``exp``: the cache drops
+    it then (``TLRUCache`` with the token's ``exp`` as its time to use), and the
+    expiry is checked again on every use. Revocation is not part of this (checked per
+    request).
 
     Raises:
         ApiError: 401 as :func:`~stream_app.web.auth.decode_token`.
@@ -117,7 +131,7 @@ def verified(token: str) -> Principal:
     if found is not None:
         if found.expires_at is not None and found.expires_at > datetime.now(UTC):
             return found
-        del _verified[token]
+        _verified.pop(token, None)
     principal = decode_token(
         token,
         settings.jwt_secret,
@@ -125,8 +139,6 @@ def verified(token: str) -> Principal:
         audience=settings.token_audience,
         max_ttl_s=settings.token_max_ttl_s,
     )
-    if len(_verified) >= VERIFIED_CACHE_SIZE:
-        _verified.clear()
     _verified[token] = principal
     return principal
 
@@ -197,7 +209,10 @@ async def guarded(
         principal.organization_id, asyncio.Semaphore(settings.org_inflight)
     )
     try:
-        await asyncio.wait_for(slots.acquire(), INFLIGHT_WAIT_S)
+        if slots.locked():  # only a wait needs the timeout (and its task)
+            await asyncio.wait_for(slots.acquire(), INFLIGHT_WAIT_S)
+        else:
+            await slots.acquire()
     except TimeoutError:
         raise ApiError(
             503, "busy", "this organisation has too many requests in flight; retry later"

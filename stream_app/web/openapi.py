@@ -234,6 +234,36 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
             },
         },
     ),
+    ("GET", "/livez"): Operation(
+        "Liveness: 200 while the worker's event loop answers (also while it restores tables).",
+        response={
+            "type": "object",
+            "required": ["status"],
+            "properties": {"status": {"type": "string", "enum": ["alive"]}},
+        },
+    ),
+    ("GET", "/readyz"): Operation(
+        "Readiness: 200 when the tables are restored and the Kafka broker and PostgreSQL "
+        "answer; 503 otherwise, with every check's outcome.",
+        response={
+            "type": "object",
+            "required": ["ready", "checks"],
+            "properties": {
+                "ready": {"type": "boolean"},
+                "checks": {
+                    "type": "object",
+                    "additionalProperties": {
+                        "type": "object",
+                        "required": ["ok", "detail"],
+                        "properties": {
+                            "ok": {"type": "boolean"},
+                            "detail": {"type": "string"},
+                        },
+                    },
+                },
+            },
+        },
+    ),
     ("GET", "/metrics"): Operation(
         "Prometheus metrics.", response={"type": "string"}, media=("text/plain",)
     ),

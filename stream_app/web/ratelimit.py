@@ -32,6 +32,7 @@ import time
 from typing import Any
 
 from aiohttp import web
+from async_lru import alru_cache
 from limits import RateLimitItem, parse
 from limits.aio.strategies import MovingWindowRateLimiter
 from limits.storage import storage_from_string
@@ -161,13 +162,23 @@ LOCKOUT_RECHECK_S = 1.0
 """How long a worker trusts the store's "this address is not locked out" before asking again:
 a lockout tripped on another worker is in force here within this many seconds (on the
 worker that tripped it, at once). Keeps the store off the path of most good requests."""
-_not_locked: dict[str, float] = {}
-"""client address → monotonic time the store last said it is not locked out."""
+
+
+async def _lockout_test(client: str) -> bool:
+    """The store's answer: ``client`` has bad-token budget left (not locked out)."""
+    return await limiter().test(_item(settings.auth_failure_limit), "authfail", client)
+
+
+_cached_lockout_test = alru_cache(maxsize=100_000, ttl=LOCKOUT_RECHECK_S)(_lockout_test)
+""":func:`_lockout_test` kept :data:`LOCKOUT_RECHECK_S` per address (``async-lru``): the
+requests of an address arriving while the store is asked wait for that one answer."""
 
 
 async def check_not_locked_out(client: str) -> None:
     """Refuse a client address that sent too many bad tokens recently (every request from it,
     good token or not: a locked-out address learns nothing from its guesses).
+
+    A lockout tripped on this worker is in :data:`_blocked` (checked first, at once).
 
     Raises:
         RateLimitedError: 429 naming ``Authorization``.
@@ -175,27 +186,19 @@ async def check_not_locked_out(client: str) -> None:
     keys = ("authfail", client)
     if (blocked := _blocked_error(keys)) is not None:
         raise blocked
-    now = time.monotonic()
-    if now - _not_locked.get(client, -math.inf) < LOCKOUT_RECHECK_S:
-        return
-    item = _item(settings.auth_failure_limit)
     try:
-        ok = await limiter().test(item, *keys)
+        ok = await _cached_lockout_test(client)
     except Exception:
         log.exception("rate-limit store %s failed; lockout not checked", settings.redis_url)
         return
-    if ok:
-        if len(_not_locked) > 100_000:
-            _not_locked.clear()
-        _not_locked[client] = now
-        return
-    await _lock_out(item, client)
+    if not ok:  # not kept: the lockout ends when the store's window says so
+        _cached_lockout_test.cache_invalidate(client)
+        await _lock_out(_item(settings.auth_failure_limit), client)
 
 
 async def _lock_out(item: RateLimitItem, client: str) -> None:
     retry = await _retry_after(item, "authfail", client)
     reason = f"too many requests with a bad token from this address ({settings.auth_failure_limit})"
-    _not_locked.pop(client, None)
     _blocked[("authfail", client)] = (time.monotonic() + retry, reason, "Authorization")
     raise RateLimitedError(f"{reason}; retry in {retry} s", "Authorization", retry)
 

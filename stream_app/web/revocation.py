@@ -3,34 +3,45 @@
 Part of the HTTP layer; reads ``token_revocations`` only. Each worker keeps an
 organisation's revocations for ``settings.revocation_cache_s`` seconds (5 by default) before
 reading them again, so **a revocation is in force on every worker at most
-``revocation_cache_s`` seconds after it is committed** (0 reads PostgreSQL on every request).
+``revocation_cache_s`` seconds (plus one read's duration) after it is committed** (0 reads
+PostgreSQL on every request).
+
+The cache is ``async-lru``'s (one entry per organisation, expiring ``revocation_cache_s``
+after it was read): requests arriving while an organisation's revocations are being read
+wait for that one read instead of each starting its own, so an expiry under load costs one
+query, not one per request in flight.
 """
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime
+
+from async_lru import alru_cache
 
 from stream_app.app import settings
 from stream_app.db.pool import get_pool
 from stream_app.db.tokens import Revocations, fetch_revocations
 from stream_app.web.auth import Principal
 
-_cache: dict[str, tuple[float, Revocations]] = {}
-"""organization_id → (monotonic time read, its revocations)."""
+MAX_ORGANIZATIONS = 100_000
+"""Organisations whose revocations one worker keeps at once (least recently used dropped)."""
+
+
+async def _read(organization_id: str) -> Revocations:
+    pool = await get_pool(settings.postgres_dsn)
+    async with pool.acquire() as conn:
+        return await fetch_revocations(conn, organization_id, datetime.now(UTC))
+
+
+_cached_read = alru_cache(maxsize=MAX_ORGANIZATIONS, ttl=settings.revocation_cache_s or None)(_read)
 
 
 async def revocations(organization_id: str) -> Revocations:
-    """The organisation's revocations in force, at most ``revocation_cache_s`` old."""
-    found = _cache.get(organization_id)
-    now = time.monotonic()
-    if found is not None and now - found[0] < settings.revocation_cache_s:
-        return found[1]
-    pool = await get_pool(settings.postgres_dsn)
-    async with pool.acquire() as conn:
-        fresh = await fetch_revocations(conn, organization_id, datetime.now(UTC))
-    _cache[organization_id] = (now, fresh)
-    return fresh
+    """The organisation's revocations in force, at most ``revocation_cache_s`` old (read
+    once for all the requests that ask while it is read; a failed read is not kept)."""
+    if settings.revocation_cache_s <= 0:
+        return await _read(organization_id)
+    return await _cached_read(organization_id)
 
 
 async def is_revoked(principal: Principal) -> bool:

@@ -152,9 +152,15 @@ async def remote_periods(
     return periods
 
 
+INTERNAL_TOKEN_TTL_S = 300
+"""Lifetime of a worker-to-worker token (at most ``settings.token_max_ttl_s``); it is used for
+its first fifth only, so one waiting in the other worker's queue, or retried, is not expired
+when checked there (an expired token counts as a bad token from the sending worker's
+address: enough of them under load locked the two workers out of each other, found by the
+HTTP load test)."""
 _internal: dict[str, tuple[float, str]] = {}
-"""organization_id → (monotonic time to renew, internal token): one token of 60 s is used for
-50 s, so the receiving worker verifies it once (it remembers verified tokens)."""
+"""organization_id → (monotonic time to renew, internal token): the receiving worker verifies
+each token once (it remembers verified tokens)."""
 
 
 def _internal_token(organization_id: str) -> str:
@@ -162,16 +168,17 @@ def _internal_token(organization_id: str) -> str:
     found = _internal.get(organization_id)
     if found is not None and found[0] > now:
         return found[1]
+    ttl = min(INTERNAL_TOKEN_TTL_S, settings.token_max_ttl_s)
     token = new_token(
         settings.jwt_secret,
         user_id="internal",
         organization_id=organization_id,
-        ttl_seconds=60,
+        ttl_seconds=ttl,
         issuer=settings.token_issuer,
         audience=settings.token_audience,
         internal=True,
     ).token
-    _internal[organization_id] = (now + 50, token)
+    _internal[organization_id] = (now + ttl / 5, token)
     return token
 
 

@@ -181,9 +181,10 @@ def test_probes_ports_and_budget() -> None:
     image_env, _, _ = dockerfile()
     (port,) = container["ports"]
     assert str(port["containerPort"]) == image_env["WEDDING_WEB_PORT"]
-    assert container["readinessProbe"]["httpGet"]["path"] == "/health"  # 503 while recovering
-    assert container["livenessProbe"]["httpGet"]["path"] == "/metrics"  # 200 while alive
-    assert container["startupProbe"]["httpGet"]["path"] == "/metrics"
+    # 503 while recovering or without broker or database; 200 while the event loop answers
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/livez"
+    assert container["startupProbe"]["httpGet"]["path"] == "/livez"
     # 1 GiB: the measured peaks (339 MiB folding, 312 MiB rendering) together, with headroom
     assert container["resources"]["limits"]["memory"] == "1Gi"
     assert container["resources"]["requests"]["memory"] == "512Mi"

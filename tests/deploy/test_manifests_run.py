@@ -19,6 +19,8 @@ import uuid
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import aiohttp
+
 from stream_app.devservices.common import free_ports
 from stream_app.devservices.workers import WorkerProcess
 from stream_app.settings import Settings
@@ -89,6 +91,21 @@ async def test_pod_0_serves_with_its_manifest_s_environment(
     )
     try:
         assert await worker.wait_ready(timeout_s=120, min_partitions=4) == [0, 1, 2, 3]
+        # the manifest's probes answer on the port and paths it names
+        (sts,) = by_kind("StatefulSet")
+        container = pod_spec(sts)["containers"][0]
+        async with aiohttp.ClientSession() as session:
+            for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
+                path = container[probe]["httpGet"]["path"]
+                async with session.get(f"{worker.url}{path}") as resp:
+                    assert resp.status == 200, (probe, await resp.text())
+            async with session.get(f"{worker.url}/readyz") as resp:
+                checks = (await resp.json())["checks"]
+        assert {name: c["ok"] for name, c in checks.items()} == {
+            "tables": True,
+            "kafka": True,
+            "postgres": True,
+        }
     finally:
         code = await asyncio.to_thread(worker.stop, 60)
     assert code == 0, log_path.read_text()[-3000:]

@@ -53,6 +53,8 @@ GRANTS = {
 
 PUBLIC_ROUTES = {
     ("GET", "/health"),
+    ("GET", "/livez"),  # liveness: no data
+    ("GET", "/readyz"),  # readiness: which service check fails, no tenant data
     ("GET", "/metrics"),
     ("GET", "/downloads/{token}"),
     ("GET", "/openapi.json"),  # the API's description, no tenant data

@@ -1,0 +1,76 @@
+-- wrk script of loadtests/bench_http_scale.py: every request carries a bearer token, tokens and
+-- paths taken in turn from two files (one per line); statuses counted per thread; at the end
+-- the latency histogram (microseconds, "value count" per line) and the counts are written to
+-- a file, so that the runs against several workers can be merged exactly.
+--
+-- WRK_OUT=out.txt [WRK_THINK_MS=ms] wrk -c N -d S -s loadtests/http_scale.lua URL -- tokens.txt paths.txt offset
+--
+-- With WRK_THINK_MS each connection waits a random time, uniform in 0.5..1.5 times that mean,
+-- before each request (the first one too: wrk calls delay() before every request), as a
+-- reporter reading every so often: N connections then offer about N / think requests a
+-- second whatever the answers' latency, as long as it is well under the think time. wrk
+-- times a request from its write, so the think time is not in the latencies.
+
+local tokens, paths = {}, {}
+local ti, pi = 0, 0
+counts = {}
+local threads = {}
+
+function setup(thread)
+  table.insert(threads, thread)
+end
+
+function init(args)
+  for line in io.lines(args[1]) do tokens[#tokens + 1] = line end
+  for line in io.lines(args[2]) do paths[#paths + 1] = line end
+  local offset = tonumber(args[3] or "0")
+  ti = offset % #tokens
+  pi = offset % #paths
+  math.randomseed(offset + 1)
+end
+
+function request()
+  ti = ti % #tokens + 1
+  pi = pi % #paths + 1
+  return wrk.format("GET", paths[pi], { ["Authorization"] = "Bearer " .. tokens[ti] })
+end
+
+local think_ms = tonumber(os.getenv("WRK_THINK_MS") or "0")
+if think_ms > 0 then
+  function delay()
+    return math.floor(think_ms * (0.5 + math.random()))
+  end
+end
+
+samples = {}
+
+function response(status, headers, body)
+  counts[status] = (counts[status] or 0) + 1
+  if status ~= 200 and samples[status] == nil then
+    samples[status] = string.sub(body or "", 1, 300)
+  end
+end
+
+function done(summary, latency, requests)
+  local out = assert(io.open(os.getenv("WRK_OUT"), "w"))
+  out:write(string.format("duration_us %d\n", summary.duration))
+  out:write(string.format("requests %d\n", summary.requests))
+  out:write(string.format("bytes %d\n", summary.bytes))
+  for _, kind in ipairs({ "connect", "read", "write", "status", "timeout" }) do
+    out:write(string.format("error_%s %d\n", kind, summary.errors[kind]))
+  end
+  for _, thread in ipairs(threads) do
+    local c = thread:get("counts")
+    for status, n in pairs(c) do
+      out:write(string.format("status %d %d\n", status, n))
+    end
+    for status, body in pairs(thread:get("samples")) do
+      out:write(string.format("sample %d %s\n", status, string.gsub(body, "\n", " ")))
+    end
+  end
+  for i = 1, #latency do
+    local value, count = latency(i)
+    out:write(string.format("h %d %d\n", value, count))
+  end
+  out:close()
+end

@@ -1,0 +1,149 @@
+"""``/livez`` and ``/readyz`` of a real worker (:mod:`stream_app.web.probes`).
+
+The worker runs against a PostgreSQL cluster of this module's own (the session's is left
+alone), which the test stops with ``pg_ctl stop -m fast`` and starts again with
+``pg_ctl restart`` (the server's recorded options, same port), and the session's Kafka.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pwd
+import shutil
+import subprocess
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from stream_app.db.migrate import migrate
+from stream_app.devservices import postgres
+from stream_app.devservices.workers import WorkerProcess, start_worker
+from stream_app.settings import Settings
+
+
+def pg_ctl(state: Path, *args: str) -> None:
+    """Run ``pg_ctl`` on the cluster of ``state`` as its owner (the server refuses root)."""
+    data = state / "postgres" / "data"
+    initdb = shutil.which("initdb") or sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))[-1]
+    command = [str(Path(initdb).resolve().parent / "pg_ctl"), "-D", str(data), *args]
+    owner = pwd.getpwuid(data.stat().st_uid).pw_name
+    if os.geteuid() == 0 and owner != "root":
+        command = ["runuser", "-u", owner, "--", *command]
+    subprocess.run(command, check=True, capture_output=True, cwd=data.parent, timeout=120)
+
+
+@pytest.fixture
+async def own_pg(state_dir: Path) -> AsyncIterator[tuple[Path, str]]:
+    """A PostgreSQL cluster of its own, migrated: (its state folder, superuser DSN)."""
+    state = state_dir / f"probes-{uuid.uuid4().hex[:8]}"
+    state.mkdir(mode=0o755)
+    instance = await asyncio.to_thread(postgres.start, state)
+    await migrate(instance.dsn)
+    try:
+        yield state, instance.dsn
+    finally:
+        await asyncio.to_thread(postgres.stop, state)
+        shutil.rmtree(state, ignore_errors=True)
+
+
+async def probe(session: aiohttp.ClientSession, url: str) -> tuple[int, dict[str, Any]]:
+    async with session.get(url, timeout=aiohttp.ClientTimeout(total=10)) as resp:
+        return resp.status, await resp.json()
+
+
+async def wait_for(
+    session: aiohttp.ClientSession, url: str, status: int, timeout_s: float = 60
+) -> dict[str, Any]:
+    """Poll ``url`` until it answers ``status``; its last body."""
+    deadline = time.monotonic() + timeout_s
+    last: tuple[int, dict[str, Any]] | None = None
+    while time.monotonic() < deadline:
+        last = await probe(session, url)
+        if last[0] == status:
+            return last[1]
+        await asyncio.sleep(0.25)
+    raise AssertionError(f"{url} did not answer {status} in {timeout_s} s; last {last}")
+
+
+def oks(body: dict[str, Any]) -> dict[str, bool]:
+    return {name: check["ok"] for name, check in body["checks"].items()}
+
+
+async def test_not_ready_but_alive_while_postgres_is_down(
+    settings: Settings, state_dir: Path, own_pg: tuple[Path, str]
+) -> None:
+    state, dsn = own_pg
+    name = uuid.uuid4().hex[:8]
+    worker: WorkerProcess = start_worker(
+        kafka_bootstrap=settings.kafka_bootstrap,
+        postgres_dsn=dsn,
+        data_dir=state / "tables",
+        log_path=state_dir / "logs" / f"probes-{name}.log",
+        artifact_dir=state / "artifacts",
+        app_id=f"probes-{name}",
+        redis_url=settings.redis_url,
+        dev_mode=True,
+        unlimited_rates=True,
+        extra_env={"WEDDING_SCHEDULING": "0", "WEDDING_OFFSET_RESET": "latest"},
+    )
+    try:
+        # while it starts: alive as soon as it answers at all, ready only once in its group
+        seen_not_ready: list[dict[str, Any]] = []
+        async with aiohttp.ClientSession() as session:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                try:
+                    live = await probe(session, f"{worker.url}/livez")
+                    ready = await probe(session, f"{worker.url}/readyz")
+                except aiohttp.ClientError:
+                    await asyncio.sleep(0.05)
+                    continue
+                assert live == (200, {"status": "alive"})
+                if ready[0] == 200:
+                    break
+                assert ready[0] == 503 and ready[1]["ready"] is False
+                seen_not_ready.append(ready[1])
+                await asyncio.sleep(0.05)
+            else:
+                raise AssertionError(f"never ready\n{worker.log_path.read_text()[-3000:]}")
+            assert ready[1] == {
+                "ready": True,
+                "checks": {
+                    "tables": {"ok": True, "detail": "ok"},
+                    "kafka": {"ok": True, "detail": "1 broker(s)"},
+                    "postgres": {"ok": True, "detail": "ok"},
+                },
+            }
+            # any not-ready answer before that was the tables' (broker and database were up)
+            for body in seen_not_ready:
+                assert oks(body)["tables"] is False
+                detail = body["checks"]["tables"]["detail"]
+                assert detail in ("starting", "rebalancing", "recovering")
+
+            # PostgreSQL stopped: alive, not ready, and the failing check is named
+            await asyncio.to_thread(pg_ctl, state, "-m", "fast", "-w", "stop")
+            down = await wait_for(session, f"{worker.url}/readyz", 503, timeout_s=30)
+            assert oks(down) == {"tables": True, "kafka": True, "postgres": False}
+            assert down["checks"]["postgres"]["detail"] != "ok"
+            assert await probe(session, f"{worker.url}/livez") == (200, {"status": "alive"})
+            t0 = time.monotonic()
+            again = await probe(session, f"{worker.url}/readyz")
+            assert again[0] == 503 and time.monotonic() - t0 < 5  # bounded, never hangs
+            # the old /health (tables only) is unchanged: still 200
+            status, health = await probe(session, f"{worker.url}/health")
+            assert status == 200 and health["status"] == "ok"
+
+            # PostgreSQL back on the same port: ready again
+            log = str(state / "postgres" / "postgres.log")
+            await asyncio.to_thread(pg_ctl, state, "-w", "-l", log, "restart")
+            back = await wait_for(session, f"{worker.url}/readyz", 200, timeout_s=30)
+            assert oks(back) == {"tables": True, "kafka": True, "postgres": True}
+    finally:
+        code = await asyncio.to_thread(worker.stop, 60)
+    assert code == 0, worker.log_path.read_text()[-3000:]
