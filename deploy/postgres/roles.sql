@@ -21,3 +21,12 @@ GRANT wedding_tenant TO wedding_app;
 GRANT SET ON PARAMETER temp_file_limit TO wedding_app;
 GRANT CREATE, USAGE ON SCHEMA public TO wedding_owner;
 REVOKE CREATE ON SCHEMA public FROM PUBLIC;
+-- hypothetical indexes for the query optimiser (stream_app/aggregation/optimizer.py), when
+-- the server has Debian's postgresql-<major>-hypopg; without it index candidates are skipped
+DO $$ BEGIN
+    IF EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'hypopg') THEN
+        CREATE SCHEMA IF NOT EXISTS hypopg;
+        CREATE EXTENSION IF NOT EXISTS hypopg SCHEMA hypopg;
+        GRANT USAGE ON SCHEMA hypopg TO wedding_tenant;
+    END IF;
+END $$;
