@@ -133,6 +133,14 @@ class BatchConsumer(faust_aiokafka.Consumer):
             message.acked = True
             self._unacked_messages.discard(message)
             tp = message.tp
+            if message.generation_id != self.app.consumer_generation_id:
+                # a batch of an earlier generation, finished after a rebalance: its partition
+                # was revoked meanwhile (and perhaps given back), the committed offset it was
+                # read after is gone from faust's bookkeeping, and the new generation reads
+                # again from the committed offset. Recording it could let a commit jump the
+                # offsets before it that nobody acknowledged in this generation.
+                notify(self._waiting_for_ack)
+                return False
             try:
                 committed = self._committed_offset.get(tp)
                 lo, hi = message.first_offset, message.offset
