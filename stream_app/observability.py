@@ -20,6 +20,14 @@ EVENTS_OUTCOME = Counter(
     ["topic", "outcome"],
     registry=REGISTRY,
 )
+CHANGELOG_INTERLEAVED = Counter(
+    "wedding_changelog_interleaved_total",
+    "Batches whose changelog records did not follow the partition's persisted offset (another"
+    " worker wrote there meanwhile): written locally without moving the persisted offset (see"
+    " stream_app.runtime.state.WriteBehindTable.write_local).",
+    ["table"],
+    registry=REGISTRY,
+)
 STALE_CHANGELOG_RECORDS = Counter(
     "wedding_changelog_stale_records_total",
     "Changelog records skipped while a table was restored because the local row already"

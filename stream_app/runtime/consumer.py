@@ -121,6 +121,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
         self._acked_ranges: dict[TP, list[list[int]]] = {}
         self._holes_since: dict[TP, tuple[int, int, float]] = {}
         self._tails_since: dict[TP, tuple[int, int, int, float]] = {}
+        self._generation_start: dict[TP, tuple[int, int]] = {}
 
     # --- acknowledgements -------------------------------------------------------------
     def ack(self, message: Any) -> bool:
@@ -133,8 +134,16 @@ class BatchConsumer(faust_aiokafka.Consumer):
             message.acked = True
             self._unacked_messages.discard(message)
             tp = message.tp
+            if message.generation_id != self.app.consumer_generation_id:
+                # a batch of an earlier generation, finished after a rebalance: its partition
+                # was revoked meanwhile (and perhaps given back), the committed offset it was
+                # read after is gone from faust's bookkeeping, and the new generation reads
+                # again from the committed offset. Recording it could let a commit jump the
+                # offsets before it that nobody acknowledged in this generation.
+                notify(self._waiting_for_ack)
+                return False
             try:
-                committed = self._committed_offset.get(tp)
+                committed = self._committed(tp)
                 lo, hi = message.first_offset, message.offset
                 if committed is not None:
                     lo = max(lo, committed)
@@ -147,6 +156,26 @@ class BatchConsumer(faust_aiokafka.Consumer):
             finally:
                 notify(self._waiting_for_ack)
 
+    def _committed(self, tp: TP) -> int | None:
+        """The committed offset of a batch partition as faust knows it; when faust has none
+        (it keeps a committed 0 as None, and forgets a partition's offset when it is revoked
+        until it seeks again), the first offset delivered to the stream in the current
+        generation: after an assignment aiokafka fetches from the committed offset. None when
+        neither is known (nothing is then committed for the partition).
+
+        A commit computed with no committed offset at all took the end of the first
+        acknowledged range, wherever it started: after a worker paused past its session
+        timeout rejoined, a batch acknowledged in the new generation could commit past
+        offsets nobody had folded (the soak's events missing after the pause).
+        """
+        committed = self._committed_offset.get(tp)
+        if committed is not None:
+            return int(committed)
+        start = self._generation_start.get(tp)
+        if start is not None and start[0] == self.app.consumer_generation_id:
+            return start[1]
+        return None
+
     def _new_offset(self, tp: TP) -> int | None:
         if tp.topic not in self.batch_topics:
             result: int | None = super()._new_offset(tp)
@@ -154,19 +183,20 @@ class BatchConsumer(faust_aiokafka.Consumer):
         ranges = self._acked_ranges.get(tp)
         if not ranges:
             return None
-        committed = self._committed_offset.get(tp)
-        if committed is not None:
-            while ranges and ranges[0][1] < committed:
-                ranges.pop(0)
-            if not ranges or ranges[0][0] > committed:
-                return None  # a hole at the head: nothing is committed past it
+        committed = self._committed(tp)
+        if committed is None:
+            return None  # where this generation started is not known: commit nothing blind
+        while ranges and ranges[0][1] < committed:
+            ranges.pop(0)
+        if not ranges or ranges[0][0] > committed:
+            return None  # a hole at the head: nothing is committed past it
         return ranges[0][1] + 1
 
     def head_hole(self, tp: TP) -> tuple[int, int] | None:
         """``(committed offset, first acknowledged offset above it)`` when a batch
         partition's acknowledgements start above its committed offset; None otherwise."""
         ranges = self._acked_ranges.get(tp)
-        committed = self._committed_offset.get(tp)
+        committed = self._committed(tp)
         if not ranges or committed is None:
             return None
         first = next((r[0] for r in ranges if r[1] >= committed), None)
@@ -291,6 +321,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
         for tp in revoked:
             self._acked_ranges.pop(tp, None)
             self._holes_since.pop(tp, None)
+            self._generation_start.pop(tp, None)
         await super().on_partitions_revoked(revoked)
 
     async def on_partitions_assigned(self, assigned: set[TP], generation_id: int = 0) -> None:
@@ -359,6 +390,9 @@ class BatchConsumer(faust_aiokafka.Consumer):
     ) -> None:
         await self._maybe_commit()
         message = BatchMessage.of(tp, records, generation_id)
+        start = self._generation_start.get(tp)
+        if start is None or start[0] != generation_id:
+            self._generation_start[tp] = (generation_id, message.first_offset)
         await self.wait_first(callback(message), self.suspend_flow.wait())
         self._read_offset[tp] = message.offset
 

@@ -30,6 +30,7 @@ Pinned to faust-streaming 0.15's RocksDB store (``_db_for_partition``, ``_key_in
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -37,8 +38,11 @@ from typing import Any, cast
 import orjson
 import rocksdict
 
+from stream_app.observability import CHANGELOG_INTERLEAVED
 from stream_app.runtime import failpoints, restore
 from stream_app.runtime.bulk_send import Record, send_records
+
+log = logging.getLogger(__name__)
 
 Row = tuple[str, Any]
 """``(key, JSON value)`` of one row; a value of ``None`` deletes the row (a tombstone)."""
@@ -145,15 +149,29 @@ class WriteBehindTable:
         failpoints.hit("changelog_acked")
         for (partition, count, _), meta in zip(sent.batches, metas, strict=True):
             sent.last[partition] = max(sent.last.get(partition, -1), meta.offset + count - 1)
+            first = sent.first.get(partition)
+            sent.first[partition] = meta.offset if first is None else min(first, meta.offset)
         return sent
 
     def write_local(self, sent: Sent) -> int:
         """Write acknowledged rows and each partition's last changelog offset to RocksDB, one
-        write batch per partition. Returns the number of rows written."""
+        write batch per partition. Returns the number of rows written.
+
+        The persisted offset moves only when the batch's changelog records follow it
+        directly (first offset = persisted + 1): this worker is the only writer of its
+        partitions' changelogs, so a gap means another worker wrote there meanwhile (this
+        one had lost the partition: paused past its session timeout, or a rebalance with
+        batches in flight). The rows are still written, but the persisted offset stays, so
+        the next restore of the partition replays the other worker's records, and
+        :mod:`stream_app.runtime.restore` keeps per row the value with the highest input
+        offset. Moving it would have marked the other worker's records as applied here, and
+        they would never be (the soak's events missing after a pause).
+        """
         store = self.table.data
         index = store._key_index
         n = 0
         for partition, records in sent.encoded.items():
+            db = self._db(partition)
             batch = rocksdict.WriteBatch(raw_mode=True)
             for kb, vb in records:
                 if vb is None:
@@ -162,8 +180,21 @@ class WriteBehindTable:
                 else:
                     batch.put(kb, vb)
                     index[kb] = partition
-            batch.put(store.offset_key, str(sent.last[partition]).encode())
-            self._db(partition).write(batch)
+            persisted = db.get(store.offset_key)
+            first = sent.first.get(partition)
+            if persisted is None or first is None or first == int(persisted) + 1:
+                batch.put(store.offset_key, str(sent.last[partition]).encode())
+            else:
+                CHANGELOG_INTERLEAVED.labels(self.table.name).inc()
+                log.warning(
+                    "%s/%d: changelog records from another writer between offsets %s and %d; "
+                    "local rows written, persisted offset kept for the next restore",
+                    self.table.name,
+                    partition,
+                    persisted.decode(),
+                    first,
+                )
+            db.write(batch)
             n += len(records)
         if n:
             failpoints.hit("state_written")
@@ -179,3 +210,4 @@ class Sent:
     encoded: dict[int, list[tuple[bytes, bytes | None]]]
     batches: list[tuple[int, int, asyncio.Future[Any]]]
     last: dict[int, int] = field(default_factory=dict)
+    first: dict[int, int] = field(default_factory=dict)
