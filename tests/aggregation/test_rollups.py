@@ -422,3 +422,43 @@ async def test_the_optimiser_answers_no_planner_estimates(
     # everything but the plan tree and the planner's yes/no is identical once measured numbers
     # are blanked; those may differ in the planner's CHOICE (a residual channel, see README)
     assert _skeleton({**existing, "plan": None}) == _skeleton({**unknown, "plan": None})
+
+
+async def test_a_load_looks_only_at_its_own_organisations_rollups(
+    rollup_db: asyncpg.Connection,
+) -> None:
+    """ORG_A has 4 bookings rollups; an insert of ORG_B's rows must mark ORG_B's one rollup
+    only: the dirty-marking trigger runs one INSERT INTO rollup_dirty per rollup it looks at,
+    counted here by a statement trigger on rollup_dirty (ON CONFLICT DO NOTHING still fires)."""
+    conn = rollup_db
+    assert len(await list_rollups(conn, ORG_A)) == len(DEFINITIONS) == 4
+    own = await create_rollup(conn, ORG_B, definition_from_dict(DEFINITIONS[3]))
+    await conn.execute(
+        "CREATE SEQUENCE test_dirty_statements;"
+        " CREATE FUNCTION test_count_dirty() RETURNS trigger LANGUAGE plpgsql AS"
+        " $$ BEGIN PERFORM nextval('test_dirty_statements'); RETURN NULL; END $$;"
+        " CREATE TRIGGER test_count_dirty AFTER INSERT ON rollup_dirty"
+        " FOR EACH STATEMENT EXECUTE FUNCTION test_count_dirty()"
+    )
+    try:
+        await conn.execute(
+            "INSERT INTO bookings (organization_id, id, venue_id, service_date, booked_at,"
+            " amount_minor, currency, status) SELECT $1, 'load-' || g, 'v1', '2016-03-15',"
+            " '2016-01-01T00:00Z', g, 'EUR', 'booked' FROM generate_series(1, 50) AS g",
+            ORG_B,
+        )
+        calls = await conn.fetchval(
+            "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM test_dirty_statements"
+        )
+        assert calls == 1  # ORG_B's one rollup, not ORG_A's four as well
+        dirty = await conn.fetch("SELECT DISTINCT organization_id, rollup_id FROM rollup_dirty")
+        assert (ORG_B, own) in {(r[0], r[1]) for r in dirty}
+    finally:
+        await conn.execute(
+            "DROP TRIGGER test_count_dirty ON rollup_dirty; DROP FUNCTION test_count_dirty();"
+            " DROP SEQUENCE test_dirty_statements"
+        )
+        await conn.execute(
+            "DELETE FROM bookings WHERE organization_id = $1 AND id LIKE 'load-%'", ORG_B
+        )
+        await delete_rollup(conn, ORG_B, own)
