@@ -6,9 +6,10 @@ derived from planner costs)::
 
     {"plan": <EXPLAIN JSON of the base query, tenant-sanitised>,
      "baseline": {"runs", "median_ms", "p95_ms", "min_ms", "max_ms", "buffers",
-                  "planner_cost", "checksum", "rows"},
+                  "checksum", "rows"},
      "candidates": [{"kind": "rollup" | "index" | "rewrite", "status", "definition",
-                     "measured": {…same as baseline…} | null, "planner_cost",
+                     "measured": {…same as baseline…} | null,
+                     "planner_would_use": bool | null (index candidates only),
                      "same_result", "improvement", "reason"}, …],
      "rule": "…", "verdict": "improvement: …" | "no improvement", "best": <index> | null}
 
@@ -16,16 +17,23 @@ Measuring: ``runs`` repetitions (after one warm-up) of ``EXPLAIN (ANALYZE, BUFFE
 JSON)``, each run's time = planning + execution time as PostgreSQL reports it; ``buffers`` =
 shared hit/read blocks of the top plan node, median over the runs; ``checksum`` = SHA-256 of
 the shaped result rows (the rows ``POST /aggregations`` would answer), computed once by
-running the statement itself. ``planner_cost`` is the planner's total cost in its own
-arbitrary units, reported apart.
+running the statement itself.
+
+No planner estimate is ever answered (:data:`ESTIMATE_KEYS` are stripped from the plan, and
+no cost is reported): PostgreSQL's statistics (``pg_statistic``) cover every organisation's
+rows of a shared table, so an estimated row count or cost for a filter on a value reveals
+whether another organisation has rows with that value and roughly how many. What is answered
+is the plan's shape (node types, relation and index names) and what was measured under RLS
+(actual rows, loops, times, buffers).
 
 Candidates:
 
 - ``rollup``: the smallest rollup that answers the request (:func:`.rollups.proposal_for`),
   built inside a transaction that is rolled back, the request re-measured over it;
 - ``index``: hypothetical indexes (HypoPG, schema ``hypopg``, when the server has it): judged
-  by the planner only (``planner_cost`` before and after), never measured, never an
-  improvement by themselves: an operator builds one and re-runs the optimiser;
+  by the planner only (``planner_would_use``: whether the plan with the hypothetical index
+  uses it; no cost), never measured, never an improvement by themselves: an operator builds
+  one and re-runs the optimiser;
 - ``rewrite``: none is known to this version for this query shape (the list says so).
 
 The rule (:data:`RULE`): a candidate improves only when its result checksum equals the
@@ -77,8 +85,25 @@ RULE = (
     "a candidate improves only when its result checksum equals the baseline's and its p95 ms "
     "is below the baseline's median ms; planner costs never decide"
 )
-_LEAKY_KEYS = frozenset(
-    {"Rows Removed by Filter", "Rows Removed by Index Recheck", "Rows Removed by Join Filter"}
+ESTIMATE_KEYS = frozenset(
+    {
+        "Plan Rows",
+        "Plan Width",
+        "Startup Cost",
+        "Total Cost",
+        "Original Hash Buckets",
+        "Original Hash Batches",
+        "Hash Buckets",
+        "Hash Batches",
+    }
+)
+"""Keys of an EXPLAIN plan node that come from the planner's estimates (statistics over every
+organisation's rows): never answered."""
+_LEAKY_KEYS = (
+    frozenset(
+        {"Rows Removed by Filter", "Rows Removed by Index Recheck", "Rows Removed by Join Filter"}
+    )
+    | ESTIMATE_KEYS
 )
 
 
@@ -87,7 +112,8 @@ class _Rollback(Exception):
 
 
 def _sanitise(node: Any) -> Any:
-    """The plan without counts of rows a filter removed (other tenants' rows)."""
+    """The plan without counts of rows a filter removed (other tenants' rows) and without the
+    planner's estimates (:data:`ESTIMATE_KEYS`)."""
     if isinstance(node, dict):
         return {k: _sanitise(v) for k, v in node.items() if k not in _LEAKY_KEYS}
     if isinstance(node, list):
@@ -144,17 +170,29 @@ async def _measure(
             "shared_hit": int(statistics.median(hits)),
             "shared_read": int(statistics.median(reads)),
         },
-        "planner_cost": float(plan["Plan"]["Total Cost"]),
         "checksum": checksum(shaped),
         "rows": len(shaped.rows),
     }
     return figures, _sanitise(plan)
 
 
-async def _planner_cost(conn: asyncpg.Connection, query: CompiledQuery) -> float:
+def _index_names(node: Any) -> set[str]:
+    """Every ``Index Name`` of an EXPLAIN JSON plan (any depth)."""
+    if isinstance(node, dict):
+        found = {str(node["Index Name"])} if "Index Name" in node else set()
+        for value in node.values():
+            found |= _index_names(value)
+        return found
+    if isinstance(node, list):
+        return set().union(*(_index_names(v) for v in node)) if node else set()
+    return set()
+
+
+async def _planner_uses(conn: asyncpg.Connection, query: CompiledQuery, index_name: str) -> bool:
+    """Whether the planner's plan of ``query`` (not executed) uses the index ``index_name``."""
     raw = await conn.fetchval(f"EXPLAIN (FORMAT JSON) {query.sql}", *query.params)
     doc = (orjson.loads(raw) if isinstance(raw, str) else raw)[0]
-    return float(doc["Plan"]["Total Cost"])
+    return index_name in _index_names(doc["Plan"])
 
 
 async def _enter(conn: asyncpg.Connection, organization_id: str) -> str:
@@ -261,7 +299,6 @@ async def _optimize(
             "status": "none",
             "definition": None,
             "measured": None,
-            "planner_cost": None,
             "same_result": None,
             "improvement": False,
             "reason": "no rewrite rule of this version applies to a single-table aggregation",
@@ -305,7 +342,6 @@ async def _rollup_candidate(
         "status": "not_applicable",
         "definition": proposal,
         "measured": None,
-        "planner_cost": None,
         "same_result": None,
         "improvement": False,
         "reason": None,
@@ -359,7 +395,6 @@ async def _rollup_candidate(
     out.update(
         status="measured",
         measured=measured,
-        planner_cost=measured["planner_cost"],
         same_result=measured["checksum"] == baseline["checksum"],
         improvement=_improves(measured, baseline),
         reason="built in a transaction that was rolled back; create it with POST /rollups",
@@ -383,8 +418,7 @@ async def _index_candidates(
             "status": "unavailable",
             "definition": definition,
             "measured": None,
-            "planner_cost": None,
-            "planner_cost_baseline": baseline["planner_cost"],
+            "planner_would_use": None,
             "same_result": None,
             "improvement": False,
             "reason": None,
@@ -404,17 +438,20 @@ async def _index_candidates(
             query = compile_request(req, organization_id, zone)
             try:
                 await conn.execute("SELECT hypopg.hypopg_reset()")
-                await conn.execute("SELECT hypopg.hypopg_create_index($1)", definition)
-                cost = await _planner_cost(conn, query)
+                index_name = await conn.fetchval(
+                    "SELECT indexname FROM hypopg.hypopg_create_index($1)", definition
+                )
+                uses = await _planner_uses(conn, query, str(index_name))
                 await conn.execute("SELECT hypopg.hypopg_reset()")
             except asyncpg.PostgresError as exc:
                 entry["reason"] = f"HypoPG refused it: {exc}"
                 continue
         entry.update(
             status="planner_only",
-            planner_cost=cost,
+            planner_would_use=uses,
             reason=(
-                "hypothetical index (HypoPG): the planner's estimate only, in its own units; "
+                "hypothetical index (HypoPG): whether the planner would use it, nothing more "
+                "(its cost estimates are withheld: they reflect every organisation's rows); "
                 "not measured, so never an improvement by itself"
             ),
         )

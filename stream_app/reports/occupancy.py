@@ -1043,7 +1043,8 @@ def _validation(venues: Sequence[Venue], data: OccupancyData) -> tuple[str, ...]
 
 
 async def build(ctx: ReportContext) -> ReportTable:
-    """The report of ``ctx.request`` (registry builder).
+    """The report of ``ctx.request`` (registry builder). Filtered by venue, its findings are
+    the named venues' only (no count of bookings without a venue or with an unknown one).
 
     Raises:
         ReportInputError: ``data_filters.venue_id`` names an unknown venue, or the
@@ -1063,6 +1064,10 @@ async def build(ctx: ReportContext) -> ReportTable:
         data = await read_data(
             conn, ctx.organization.id, [v.id for v in venues], req.date_from, req.date_to
         )
+    if "venue_id" in req.data_filters:
+        # bookings with no venue or an unknown one are outside every named venue: not this
+        # report's, and a venue-scoped token must not learn of them
+        data.unassigned_bookings = data.orphan_bookings = 0
     return build_report(ctx.organization, venues, req.date_from, req.date_to, data)
 
 

@@ -11,7 +11,7 @@ and asks the Kafka broker and PostgreSQL a question each, nothing else.
       {"ready": false, "checks": {
           "tables":   {"ok": true,  "detail": "ok"},
           "kafka":    {"ok": true,  "detail": "1 broker(s)"},
-          "postgres": {"ok": false, "detail": "ConnectionRefusedError: ..."}}}
+          "postgres": {"ok": false, "detail": "unreachable"}}}
 
   ``tables``: the worker is in its consumer group, not rebalancing and not restoring tables
   from their changelogs (``starting``, ``rebalancing`` or ``recovering`` otherwise);
@@ -20,6 +20,12 @@ and asks the Kafka broker and PostgreSQL a question each, nothing else.
   Each check has :data:`CHECK_TIMEOUT_S`; they run concurrently, so the answer comes within
   that bound even when a service hangs (a probe's own timeout is longer: ``k8s/``).
 
+  The route is public, so it is single-flight and cached: one run of the checks at a time
+  (so at most one application-pool connection and one broker metadata request), its outcome
+  shared by every caller waiting for it and reused for :data:`CACHE_S`; every run counts in
+  ``wedding_readiness_checks_total``. A failed check's public detail is generic
+  (``unreachable``, ``timeout``, or the tables' state); the error itself is logged.
+
 ``GET /health`` (tables only, with the partitions owned) stays as it was.
 """
 
@@ -27,19 +33,34 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 from aiokafka.admin import AIOKafkaAdminClient
+from prometheus_client import Counter
 
 from stream_app.app import settings
 from stream_app.db.pool import get_pool
+from stream_app.observability import REGISTRY
 from stream_app.web.permissions import PUBLIC
 from stream_app.web.views import page, readiness
 
 CHECK_TIMEOUT_S = 2.0
 """Longest wait for one readiness check (the broker's or the database's answer), seconds."""
+
+CACHE_S = 1.0
+"""How long one run's outcome answers ``/readyz`` (seconds)."""
+
+READINESS_RUNS = Counter(
+    "wedding_readiness_checks",
+    "Runs of the readiness checks (GET /readyz callers share a run and its cached outcome)",
+    registry=REGISTRY,
+)
+
+log = logging.getLogger(__name__)
 
 Check = tuple[bool, str]
 """A check's outcome: passed, and a short human-readable detail (the error when it failed)."""
@@ -97,13 +118,16 @@ CHECKS: dict[str, Callable[[], Awaitable[Check]]] = {
 
 
 async def _bounded(check: Callable[[], Awaitable[Check]]) -> Check:
-    """``check`` within :data:`CHECK_TIMEOUT_S`; an error or timeout is a failed check."""
+    """``check`` within :data:`CHECK_TIMEOUT_S`; an error or timeout is a failed check whose
+    detail is generic (``timeout`` or ``unreachable``: the body is public); the error is logged."""
     try:
         return await asyncio.wait_for(check(), CHECK_TIMEOUT_S)
     except TimeoutError:
-        return False, f"no answer within {CHECK_TIMEOUT_S:g} s"
+        log.warning("readiness check %s: no answer within %g s", check.__name__, CHECK_TIMEOUT_S)
+        return False, "timeout"
     except Exception as exc:  # noqa: BLE001 - any failure is the check's answer
-        return False, f"{type(exc).__name__}: {exc}"[:300]
+        log.warning("readiness check %s failed: %s: %s", check.__name__, type(exc).__name__, exc)
+        return False, "unreachable"
 
 
 async def run_checks() -> dict[str, dict[str, Any]]:
@@ -115,6 +139,30 @@ async def run_checks() -> dict[str, dict[str, Any]]:
     }
 
 
+_cached: tuple[float, dict[str, dict[str, Any]]] | None = None
+_running: asyncio.Task[dict[str, dict[str, Any]]] | None = None
+
+
+async def shared_checks() -> dict[str, dict[str, Any]]:
+    """:func:`run_checks`, single-flight and cached: the outcome of a run finished less than
+    :data:`CACHE_S` ago, else the run under way, else a new run (counted in
+    ``wedding_readiness_checks_total``). A caller that goes away does not cancel the run."""
+    global _cached, _running
+    if _cached is not None and time.monotonic() - _cached[0] < CACHE_S:
+        return _cached[1]
+    if _running is None or _running.done():
+        READINESS_RUNS.inc()
+
+        async def run() -> dict[str, dict[str, Any]]:
+            global _cached
+            checks = await run_checks()
+            _cached = (time.monotonic(), checks)
+            return checks
+
+        _running = asyncio.get_running_loop().create_task(run())
+    return await asyncio.shield(_running)
+
+
 @page("/livez", permission=PUBLIC)
 async def livez(self: Any, request: web.Request) -> web.StreamResponse:
     """Liveness: 200 ``{"status": "alive"}`` while the event loop answers."""
@@ -124,8 +172,8 @@ async def livez(self: Any, request: web.Request) -> web.StreamResponse:
 @page("/readyz", permission=PUBLIC)
 async def readyz(self: Any, request: web.Request) -> web.StreamResponse:
     """Readiness: 200 when tables, broker and database checks pass, else 503; the body
-    lists every check (see the module docstring)."""
-    checks = await run_checks()
+    lists every check (see the module docstring); shared and cached (:func:`shared_checks`)."""
+    checks = await shared_checks()
     ready = all(c["ok"] for c in checks.values())
     return web.json_response(
         {"ready": ready, "checks": checks},

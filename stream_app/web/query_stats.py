@@ -15,7 +15,7 @@ from stream_app.app import settings
 from stream_app.db import monitoring
 from stream_app.db.pool import get_pool
 from stream_app.web.auth import authenticate
-from stream_app.web.errors import ApiError
+from stream_app.web.numbers import positive_int
 from stream_app.web.permissions import Permission
 from stream_app.web.views import page
 
@@ -32,14 +32,7 @@ def _limit(request: web.Request) -> int:
     raw = request.query.get("limit")
     if raw is None:
         return DEFAULT_LIMIT
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
-        raise ApiError(
-            400,
-            "invalid_field",
-            f"limit: {raw[:32]!r} is not an integer in 1..{MAX_LIMIT}",
-            field="limit",
-        )
-    return int(raw)
+    return positive_int(raw, "limit", maximum=MAX_LIMIT)
 
 
 def record_to_json(rec: monitoring.QueryRecord) -> dict[str, Any]:

@@ -43,6 +43,7 @@ from stream_app.quotas import SlotsBusyError
 from stream_app.web.aggregation import MAX_BODY_BYTES, QUEUE_WAIT_S, _tenant_slots
 from stream_app.web.auth import authenticate
 from stream_app.web.errors import ApiError
+from stream_app.web.numbers import positive_int
 from stream_app.web.permissions import Permission
 from stream_app.web.views import page
 
@@ -74,16 +75,14 @@ async def _heavy(org: str) -> AsyncIterator[None]:
 async def optimize_aggregation(self: Any, request: web.Request, org: str) -> web.StreamResponse:
     """Measure an aggregation and its candidates (see the module docstring)."""
     authenticate(request, settings.jwt_secret, org)
-    raw_runs = request.query.get("runs", str(DEFAULT_RUNS))
-    if not raw_runs.isdigit() or not 1 <= int(raw_runs) <= MAX_RUNS:
-        raise ApiError(400, "invalid_field", f"runs must be 1..{MAX_RUNS}", field="runs")
+    runs = positive_int(request.query.get("runs", str(DEFAULT_RUNS)), "runs", maximum=MAX_RUNS)
     try:
         req = decode_request(await _body(request))
     except AggregationError as exc:
         raise ApiError(400, exc.code, exc.reason, field=exc.field) from None
     async with _heavy(org):
         pool = await get_pool(settings.postgres_dsn)
-        answer = await optimize(pool, org, req, runs=int(raw_runs))
+        answer = await optimize(pool, org, req, runs=runs)
     return web.json_response(answer)
 
 
@@ -124,13 +123,12 @@ async def delete_rollup_route(
 ) -> web.StreamResponse:
     """Delete one rollup."""
     principal = authenticate(request, settings.jwt_secret, org)
-    if not rollup_id.isdigit() or len(rollup_id) > 18:
-        raise ApiError(400, "invalid_field", "a rollup id is a positive integer", field="rollup_id")
+    number = positive_int(rollup_id, "rollup_id")
     pool = await get_pool(settings.postgres_dsn)
     async with pool.acquire() as conn, tenant_transaction(conn, org):
         try:
-            await delete_rollup(conn, org, int(rollup_id))
+            await delete_rollup(conn, org, number)
         except RollupNotFoundError as exc:
             raise ApiError(404, "not_found", str(exc), field="rollup_id") from None
-        await audit_events.record(conn, org, principal.user_id, "rollup.deleted", rollup_id)
-    return web.json_response({"id": int(rollup_id), "deleted": True})
+        await audit_events.record(conn, org, principal.user_id, "rollup.deleted", str(number))
+    return web.json_response({"id": number, "deleted": True})

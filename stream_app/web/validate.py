@@ -12,7 +12,10 @@ stored or cached::
 
 Permission ``reports:validate`` (analyst and admin: it reads what the report reads, at the
 same cost); rate class ``reports``; a venue-scoped token is held to its venues as for a report
-request. Bad input is a 400 naming the field (``$.report_type``, ``$.date_to``,
+request, and its findings are its venues' only (report types that cannot be filtered by venue
+refuse it, 400 naming ``$.data_filters.venue_id``). The body is at most
+:data:`~stream_app.web.aggregation.MAX_BODY_BYTES` (64 KiB; 413 ``too_large`` naming ``$``).
+Bad input is a 400 naming the field (``$.report_type``, ``$.date_to``,
 ``$.data_filters.venue_id``, ``$.output_formats`` when a field of another purpose is sent).
 """
 
@@ -34,6 +37,7 @@ from stream_app.reports.agent import ReportFailure, read_venue_rows
 from stream_app.reports.registry import ReportContext, ReportInputError
 from stream_app.schemas.base import EventValidationError, decode_event
 from stream_app.schemas.reports import ReportRequest
+from stream_app.web.aggregation import MAX_BODY_BYTES
 from stream_app.web.auth import authenticate
 from stream_app.web.errors import ApiError
 from stream_app.web.permissions import Permission
@@ -100,6 +104,22 @@ def input_error(exc: ReportInputError) -> ApiError:
     return ApiError(400, "invalid_field", reason, field=field)
 
 
+async def read_body(request: web.Request) -> bytes:
+    """The request body, at most :data:`MAX_BODY_BYTES` (a declared longer one is refused
+    before it is read).
+
+    Raises:
+        ApiError: 413 ``too_large`` naming ``$``.
+    """
+    declared = request.content_length
+    if declared is not None and declared > MAX_BODY_BYTES:
+        raise ApiError(413, "too_large", f"body is over {MAX_BODY_BYTES} bytes", field="$")
+    raw = await request.read()
+    if len(raw) > MAX_BODY_BYTES:
+        raise ApiError(413, "too_large", f"body is over {MAX_BODY_BYTES} bytes", field="$")
+    return raw
+
+
 @page(
     "/orgs/{org}/reports/validate",
     method="post",
@@ -109,7 +129,7 @@ def input_error(exc: ReportInputError) -> ApiError:
 async def validate_report(self: Any, request: web.Request, org: str) -> web.StreamResponse:
     """A report type's validation findings over a range (module docstring)."""
     principal = authenticate(request, settings.jwt_secret, org)
-    body = parse_body(await request.read())
+    body = parse_body(await read_body(request))
     scope_report_filters(principal, body)
     req = body_request(body, org, principal.user_id)
     pool = await get_pool(settings.postgres_dsn)

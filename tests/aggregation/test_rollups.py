@@ -4,6 +4,7 @@ optimiser's answer."""
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, timedelta
@@ -358,3 +359,106 @@ async def test_the_optimiser_measures_and_proposes(rollup_db: asyncpg.Connection
     answer = await optimize(rollup_db, ORG_B, distinct, runs=1)
     assert answer["candidates"][0]["status"] == "not_applicable"
     assert answer["verdict"] == "no improvement" and answer["best"] is None
+
+
+ESTIMATE_KEYS = {"Plan Rows", "Total Cost", "Startup Cost", "Plan Width", "planner_cost"}
+
+
+def _keys(node: Any) -> set[str]:
+    if isinstance(node, dict):
+        return set(node).union(*(_keys(v) for v in node.values()))
+    if isinstance(node, list):
+        return set().union(*(_keys(v) for v in node))
+    return set()
+
+
+BLANKED = ("improvement", "best", "verdict", "planner_would_use")
+"""Timing-dependent keys, and the planner's yes/no on a hypothetical index (a choice, like the
+plan's node types, that still follows statistics of every organisation: see README)."""
+
+
+def _skeleton(node: Any) -> Any:
+    """The answer with every measured number, and the timing-dependent verdict, blanked."""
+    if isinstance(node, dict):
+        return {k: "blank" if k in BLANKED else _skeleton(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_skeleton(v) for v in node]
+    if isinstance(node, bool) or node is None:
+        return node
+    if isinstance(node, int | float):
+        return "number"
+    return node
+
+
+async def test_the_optimiser_answers_no_planner_estimates(
+    rollup_db: asyncpg.Connection,
+) -> None:
+    """Estimates come from statistics over every organisation's rows: a filter on another
+    organisation's venue id must answer exactly as one on a venue id nobody has."""
+    third = "rollup-c"
+    await upsert_organization(rollup_db, Organization(third, third, "UTC", "EUR"))
+    await rollup_db.execute("DELETE FROM bookings WHERE organization_id = $1", third)
+    theirs = [dataclasses.replace(r, venue_id="c-secret-venue") for r in rows(third, 400, 5)]
+    await copy_bookings(rollup_db, theirs)
+    await rollup_db.execute("ANALYZE bookings")
+    body: dict[str, Any] = {
+        "dataset": "bookings",
+        "group_by": ["status"],
+        "metrics": [{"op": "count"}],
+        "filters": [{"field": "venue_id", "op": "eq", "value": "c-secret-venue"}],
+    }
+    made_up = {**body, "filters": [{**body["filters"][0], "value": "no-such-venue-anywhere"}]}
+    try:
+        existing = await optimize(rollup_db, ORG_B, body, runs=1)
+        unknown = await optimize(rollup_db, ORG_B, made_up, runs=1)
+    finally:
+        await rollup_db.execute("DELETE FROM bookings WHERE organization_id = $1", third)
+    for answer in (existing, unknown):
+        assert not _keys(answer) & ESTIMATE_KEYS, _keys(answer) & ESTIMATE_KEYS
+        assert answer["baseline"]["rows"] == 0  # ORG_B has no row at either venue
+        # what was measured under RLS stays: actual rows (ORG_B's own) and loops
+        assert answer["plan"]["Plan"]["Actual Rows"] == 0
+        assert "Actual Loops" in answer["plan"]["Plan"]
+    # everything but the plan tree and the planner's yes/no is identical once measured numbers
+    # are blanked; those may differ in the planner's CHOICE (a residual channel, see README)
+    assert _skeleton({**existing, "plan": None}) == _skeleton({**unknown, "plan": None})
+
+
+async def test_a_load_looks_only_at_its_own_organisations_rollups(
+    rollup_db: asyncpg.Connection,
+) -> None:
+    """ORG_A has 4 bookings rollups; an insert of ORG_B's rows must mark ORG_B's one rollup
+    only: the dirty-marking trigger runs one INSERT INTO rollup_dirty per rollup it looks at,
+    counted here by a statement trigger on rollup_dirty (ON CONFLICT DO NOTHING still fires)."""
+    conn = rollup_db
+    assert len(await list_rollups(conn, ORG_A)) == len(DEFINITIONS) == 4
+    own = await create_rollup(conn, ORG_B, definition_from_dict(DEFINITIONS[3]))
+    await conn.execute(
+        "CREATE SEQUENCE test_dirty_statements;"
+        " CREATE FUNCTION test_count_dirty() RETURNS trigger LANGUAGE plpgsql AS"
+        " $$ BEGIN PERFORM nextval('test_dirty_statements'); RETURN NULL; END $$;"
+        " CREATE TRIGGER test_count_dirty AFTER INSERT ON rollup_dirty"
+        " FOR EACH STATEMENT EXECUTE FUNCTION test_count_dirty()"
+    )
+    try:
+        await conn.execute(
+            "INSERT INTO bookings (organization_id, id, venue_id, service_date, booked_at,"
+            " amount_minor, currency, status) SELECT $1, 'load-' || g, 'v1', '2016-03-15',"
+            " '2016-01-01T00:00Z', g, 'EUR', 'booked' FROM generate_series(1, 50) AS g",
+            ORG_B,
+        )
+        calls = await conn.fetchval(
+            "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM test_dirty_statements"
+        )
+        assert calls == 1  # ORG_B's one rollup, not ORG_A's four as well
+        dirty = await conn.fetch("SELECT DISTINCT organization_id, rollup_id FROM rollup_dirty")
+        assert (ORG_B, own) in {(r[0], r[1]) for r in dirty}
+    finally:
+        await conn.execute(
+            "DROP TRIGGER test_count_dirty ON rollup_dirty; DROP FUNCTION test_count_dirty();"
+            " DROP SEQUENCE test_dirty_statements"
+        )
+        await conn.execute(
+            "DELETE FROM bookings WHERE organization_id = $1 AND id LIKE 'load-%'", ORG_B
+        )
+        await delete_rollup(conn, ORG_B, own)

@@ -133,3 +133,42 @@ async def test_from_the_optimisers_proposal_to_a_rollup_answer(
         ("rollup.created", str(rollup_id)),
         ("rollup.deleted", str(rollup_id)),
     ]
+
+
+def arabic_indic(n: int) -> str:
+    """``n`` written in Arabic-Indic digits (U+0660..U+0669), which ``str.isdigit`` accepts."""
+    return "".join(chr(0x0660 + int(d)) for d in str(n))
+
+
+async def test_integers_in_paths_and_queries_are_ascii_only(
+    settings: Settings, main_worker: WorkerProcess
+) -> None:
+    await load(settings)
+    admin = bearer(settings, ORG)
+    base = f"/orgs/{ORG}"
+    definition = {"dataset": "bookings", "dimensions": ["status"], "measures": [{"op": "count"}]}
+    status, created = await call(main_worker, "POST", f"{base}/rollups", admin, definition)
+    assert status == 201, created
+    rollup_id = created["id"]
+    for method, path, body, field in (
+        ("DELETE", f"{base}/rollups/%C2%B2", None, "rollup_id"),  # "²"
+        ("DELETE", f"{base}/rollups/%E2%91%A0", None, "rollup_id"),  # "①"
+        ("DELETE", f"{base}/rollups/{arabic_indic(rollup_id)}", None, "rollup_id"),
+        ("DELETE", f"{base}/rollups/0{rollup_id}", None, "rollup_id"),
+        ("GET", f"{base}/query-stats?limit=%C2%B2", None, "limit"),
+        ("GET", f"{base}/query-stats?limit={arabic_indic(5)}", None, "limit"),
+        ("POST", f"{base}/aggregations/optimize?runs=%C2%B2", REQUEST, "runs"),
+        ("POST", f"{base}/aggregations/optimize?runs={arabic_indic(3)}", REQUEST, "runs"),
+    ):
+        status, err = await call(main_worker, method, path, admin, body)
+        assert (status, err["error"]["field"]) == (400, field), (path, status, err)
+    # the rollup written in Arabic-Indic digits was not deleted, nor audited
+    status, listed = await call(main_worker, "GET", f"{base}/rollups", admin)
+    assert status == 200 and [r["id"] for r in listed["rollups"]] == [rollup_id]
+    status, audit = await call(main_worker, "GET", f"{base}/audit", admin)
+    assert status == 200
+    deleted = [e["target"] for e in audit["events"] if e["action"] == "rollup.deleted"]
+    assert str(rollup_id) not in deleted and arabic_indic(rollup_id) not in deleted
+    assert all(t.isascii() for t in deleted)
+    status, gone = await call(main_worker, "DELETE", f"{base}/rollups/{rollup_id}", admin)
+    assert (status, gone) == (200, {"id": rollup_id, "deleted": True})

@@ -221,3 +221,51 @@ async def test_not_json_and_a_viewer(
     )
     assert status == 403 and answer["error"]["field"] == "role"
     assert "'reports:validate'" in answer["error"]["reason"]
+
+
+async def test_a_venue_scoped_token_gets_its_venues_findings_only(
+    settings: Settings, main_worker: WorkerProcess, history: None
+) -> None:
+    """A booking without a venue and one naming an unknown venue are the organisation's,
+    not v1's: the whole-organisation validation counts them, a v1-scoped token does not."""
+    conn = await asyncpg.connect(settings.postgres_dsn)
+    try:
+        for bid, venue in (("b-none", None), ("b-gone", "gone")):
+            await conn.execute(
+                "INSERT INTO bookings (organization_id, id, venue_id, service_date, booked_at,"
+                " amount_minor, currency, status) VALUES ($1, $2, $3, '2026-03-15', $4, 100,"
+                " 'EUR', 'booked')",
+                ORG,
+                bid,
+                venue,
+                datetime(2026, 1, 5, 10, 0, tzinfo=UTC),
+            )
+        body = {"report_type": "venue_occupancy", **RANGE}
+        status, whole = await post(main_worker, headers(settings), body)
+        assert status == 200, whole
+        assert "warning: 1 booking(s) in the range have no venue" in whole["warnings"]
+        assert (
+            "error: 1 booking(s) in the range name a venue that does not exist" in whole["errors"]
+        )
+        status, scoped = await post(main_worker, headers(settings, venues=["v1"]), body)
+        assert status == 200, scoped
+        lines = scoped["errors"] + scoped["warnings"] + scoped["infos"]
+        assert not any("have no venue" in x or "does not exist" in x for x in lines), lines
+        assert scoped["counts"]["errors"] == 0 and scoped["ok"] is True
+    finally:
+        await conn.execute(
+            "DELETE FROM bookings WHERE organization_id = $1 AND id IN ('b-none', 'b-gone')", ORG
+        )
+        await conn.close()
+
+
+async def test_the_body_is_limited_to_64_kib(
+    settings: Settings, main_worker: WorkerProcess, history: None
+) -> None:
+    big = {"report_type": "compliance", **RANGE, "configuration": {"note": "x" * 70_000}}
+    status, answer = await post(main_worker, headers(settings), big)
+    assert (status, answer["error"]["code"], answer["error"]["field"]) == (413, "too_large", "$")
+    # just under the limit: read and judged on its content (compliance takes no such option)
+    small = {"report_type": "compliance", **RANGE, "configuration": {"note": "x" * 60_000}}
+    status, answer = await post(main_worker, headers(settings), small)
+    assert status != 413, answer

@@ -55,11 +55,24 @@ DECLARE
     r record;
     bucket text;
     src text;
+    orgs text[];
 BEGIN
+    -- Only the rollups of organisations present in the changed rows: one owner's bulk load
+    -- (BYPASSRLS) must not scan its rows once per rollup of every other organisation.
+    EXECUTE CASE TG_OP
+        WHEN 'INSERT' THEN 'SELECT array_agg(DISTINCT organization_id) FROM wedding_rollup_new'
+        WHEN 'DELETE' THEN 'SELECT array_agg(DISTINCT organization_id) FROM wedding_rollup_old'
+        ELSE 'SELECT array_agg(DISTINCT o) FROM (SELECT organization_id FROM wedding_rollup_new'
+             ' UNION SELECT organization_id FROM wedding_rollup_old) AS changed(o)' END
+    INTO orgs;
+    IF orgs IS NULL THEN
+        RETURN NULL;
+    END IF;
     FOR r IN SELECT ro.organization_id, ro.id, ro.time_field, ro.time_type, ro.grain,
                     ro.time_zone
                FROM public.rollups ro
               WHERE ro.dataset = TG_TABLE_NAME AND ro.time_zone IS NOT NULL
+                AND ro.organization_id = ANY (orgs)
     LOOP
         IF r.time_field IS NULL THEN
             bucket := '''-infinity''::date';

@@ -1,0 +1,26 @@
+"""Strict parsing of integers in paths and query strings (part of the HTTP layer).
+
+``str.isdigit()`` accepts "²", "①" and Arabic-Indic digits, which ``int()`` then refuses
+(a 500) or reads ("٩٦" is 96, audited as "٩٦"); these accept ASCII digits only.
+"""
+
+from __future__ import annotations
+
+import re
+
+from stream_app.web.errors import ApiError
+
+_POSITIVE = re.compile(r"[1-9][0-9]{0,17}")
+
+
+def positive_int(raw: str, field: str, *, maximum: int | None = None) -> int:
+    """``raw`` as a positive integer written in ASCII digits, no sign, no leading zero, at
+    most 18 digits, and at most ``maximum`` when given.
+
+    Raises:
+        ApiError: 400 ``invalid_field`` naming ``field`` otherwise.
+    """
+    if _POSITIVE.fullmatch(raw) is None or (maximum is not None and int(raw) > maximum):
+        bound = f"1..{maximum}" if maximum is not None else "a positive integer (ASCII digits)"
+        raise ApiError(400, "invalid_field", f"{field}: {raw[:32]!r} is not {bound}", field=field)
+    return int(raw)
