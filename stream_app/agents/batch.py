@@ -29,6 +29,7 @@ keeps the input offset it has applied up to).
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import deque
 from collections.abc import AsyncIterable, Awaitable, Callable, Sequence
@@ -45,16 +46,18 @@ from stream_app.observability import (
     EVENTS_IN,
     EVENTS_OUTCOME,
     EXPIRED_RESENDS,
+    STREAM_REWINDS,
 )
 from stream_app.runtime import failpoints
 from stream_app.runtime.bulk_send import send_records
-from stream_app.runtime.consumer import BatchMessage
+from stream_app.runtime.consumer import BatchConsumer, BatchMessage
 from stream_app.runtime.state import Row, WriteBehindTable, producer_client
 from stream_app.schemas.base import EventValidationError, decode_event
 from stream_app.tables.dedupe import Dedupe, dedupe_key, expired
 from stream_app.topics import DEAD_LETTER
 
 E = TypeVar("E", bound=msgspec.Struct)
+log = logging.getLogger(__name__)
 
 POLL_S = 0.05
 """How often a batch waiting for a rebalance or a table restore looks again, seconds."""
@@ -197,6 +200,8 @@ class BatchStream(Generic[E]):
     _newest_arrival: dict[int, int] = field(default_factory=dict)
     _in_flight: deque[asyncio.Future[None]] = field(default_factory=deque)
     _overlay: dict[int, dict[str, tuple[int, Any]]] = field(default_factory=dict)
+    _next_offset: dict[int, tuple[int | None, int]] = field(default_factory=dict)
+    _holes: dict[int, tuple[int | None, int, int]] = field(default_factory=dict)
     _seq: int = 0
     _generation_seen: int | None = -1
     _queued: _Turns = field(default_factory=lambda: _Turns())
@@ -292,6 +297,10 @@ class BatchStream(Generic[E]):
                     for aw in durable:
                         await aw
                     return
+        if not await self._in_order(message):
+            for aw in durable:
+                await aw
+            return
         # --- no await from here to the changelog send: the fold sees a settled partition ---
         get = self._reader(partition)
         horizon_ms = int(settings.dedupe_horizon_s * 1000)
@@ -338,6 +347,58 @@ class BatchStream(Generic[E]):
         self._in_flight.append(task)
         # this batch's changelog records are queued before the next batch can queue its own
         await self._queued.wait_for(seq)
+
+    async def _in_order(self, message: BatchMessage) -> bool:
+        """Whether the batch may be folded: it starts at or before the partition's next
+        offset in this generation (a redelivery is fine: rows skip what they hold).
+
+        A batch after a hole (offsets never delivered: a fetch dropped around a rebalance)
+        is not folded: folding it first would raise the rows' applied offsets past the
+        hole, and the hole's events, delivered again later, would be skipped as already
+        applied (the soak's events missing after a pause). The partition is sought back to
+        its next offset instead (counted in ``wedding_stream_rewinds_total``); nothing of
+        the batch is acknowledged. The generation starts at the consumer's committed offset.
+        """
+        partition, generation = message.partition, message.generation_id
+        seen: tuple[int | None, int] | None = self._next_offset.get(partition)
+        if seen is None or seen[0] != generation:
+            consumer = app.consumer
+            start = (
+                consumer.committed_offset(message.tp)
+                if isinstance(consumer, BatchConsumer)
+                else None
+            )
+            seen = (generation, message.first_offset if start is None else start)
+        expected = seen[1]
+        hole = (generation, expected, message.first_offset)
+        if message.first_offset > expected and self._holes.get(partition) == hole:
+            # the same hole right after seeking back to it: offsets that are not in the log
+            # (deleted by retention, transaction markers), not a delivery lost
+            log.info(
+                "%s/%d: offsets %d..%d are not in the log; going on from %d",
+                self.topic,
+                partition,
+                expected,
+                message.first_offset - 1,
+                message.first_offset,
+            )
+        elif message.first_offset > expected:
+            self._holes[partition] = hole
+            log.warning(
+                "%s/%d: batch %d..%d after a hole from %d; seeking back to %d",
+                self.topic,
+                partition,
+                message.first_offset,
+                message.offset,
+                expected,
+                expected,
+            )
+            STREAM_REWINDS.labels(self.topic).inc()
+            self._next_offset[partition] = seen
+            await app.consumer.seek(message.tp, expected)
+            return False
+        self._next_offset[partition] = (generation, max(expected, message.offset + 1))
+        return True
 
     async def _finish(
         self,

@@ -156,6 +156,11 @@ class BatchConsumer(faust_aiokafka.Consumer):
             finally:
                 notify(self._waiting_for_ack)
 
+    def committed_offset(self, tp: TP) -> int | None:
+        """The offset the current generation of a batch partition starts from (the committed
+        offset, see :meth:`_committed`); None when it is not known."""
+        return self._committed(tp)
+
     def _committed(self, tp: TP) -> int | None:
         """The committed offset of a batch partition as faust knows it; when faust has none
         (it keeps a committed 0 as None, and forgets a partition's offset when it is revoked
