@@ -919,6 +919,8 @@ async def soak(
         with contextlib.suppress(FileNotFoundError):
             filler_path(cluster).unlink()
         cluster.stop()
+        # a broker restarted by the Kafka fault is not the process services.json records
+        await asyncio.to_thread(kafka.stop, cluster.services.kafka_pid)
         await asyncio.to_thread(manager.down, state)
 
     # events
