@@ -4,8 +4,8 @@ Generates (deterministic seed) a year of bookings of one organisation with payme
 GDPR requests and a few faults (orphan payments, payments in another currency, overpaid
 bookings), loads them with ``COPY`` into a throw-away PostgreSQL, then times:
 
-- the queries (:func:`stream_app.reports.compliance.load`, one tenant transaction);
-- building the report (:func:`~stream_app.reports.compliance.build_report`);
+- the queries (:func:`stream_app.reports.types.compliance.load`, one tenant transaction);
+- building the report (:func:`~stream_app.reports.types.compliance.build_report`);
 - each renderer (CSV, JSON, Excel, PDF, PowerPoint) with its file size;
 - the peak resident memory of this process.
 
@@ -33,9 +33,9 @@ from stream_app.db.migrate import migrate
 from stream_app.db.tenancy import Organization, upsert_organization
 from stream_app.devservices import postgres
 from stream_app.money import to_major
-from stream_app.reports import compliance
 from stream_app.reports.artifacts import ArtifactStore
 from stream_app.reports.render import RENDERERS
+from stream_app.reports.types import compliance
 
 ORG = Organization("bench-compliance", "Bench Weddings Zürich — 東京", "Europe/Berlin", "EUR")
 DATE_FROM, DATE_TO = date(2025, 1, 1), date(2025, 12, 31)

@@ -41,8 +41,8 @@ from stream_app.replay import hotel
 from stream_app.replay.produce import history_rows, register_hotel_organization
 from stream_app.reports import registry
 from stream_app.reports.artifacts import ArtifactStore
-from stream_app.reports.registry import ReportContext
 from stream_app.reports.render import RENDERERS
+from stream_app.reports.types.base import ReportContext
 from stream_app.schemas.reports import ReportRequest
 from stream_app.settings import Settings
 from stream_app.topics import ensure_topics

@@ -114,12 +114,12 @@ def _rss_mib() -> float:
 async def child(dsn: str, fmt: str, mode: str, out_dir: Path) -> dict[str, Any]:
     """Build and render one format in this process; its figures (the parent's JSON line)."""
     from stream_app.db.tenancy import fetch_organization
-    from stream_app.reports import compliance
     from stream_app.reports.artifacts import ArtifactStore
     from stream_app.reports.model import ReportTable
-    from stream_app.reports.registry import ReportContext
     from stream_app.reports.render import RENDERERS
     from stream_app.reports.streaming import open_session
+    from stream_app.reports.types import compliance
+    from stream_app.reports.types.base import ReportContext
     from stream_app.schemas.reports import ReportRequest
 
     async def no_table_reads(*_: Any) -> dict[str, dict[str, Any]]:

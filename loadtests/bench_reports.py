@@ -39,8 +39,8 @@ from stream_app.devservices.workers import start_worker
 from stream_app.reports import registry
 from stream_app.reports.artifacts import ArtifactStore
 from stream_app.reports.model import ReportTable
-from stream_app.reports.registry import ReportContext
 from stream_app.reports.render import RENDERERS
+from stream_app.reports.types.base import ReportContext
 from stream_app.schemas.reports import OUTPUT_FORMATS, ReportRequest
 from stream_app.schemas.updates import ArtifactLink
 from stream_app.settings import Settings

@@ -114,7 +114,7 @@ async def cancel_report(
     repeated cancel: :func:`stream_app.db.reports.cancel` answers ``cancelled`` for both).
 
     The worker running it sees the status in PostgreSQL and stops
-    (:mod:`stream_app.reports.agent`).
+    (:mod:`stream_app.reports.watchdog`).
 
     Returns:
         ``"cancelled"``, else the report's final status, or None when there is no such report.

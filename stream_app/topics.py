@@ -29,7 +29,7 @@ DEAD_LETTER = "dead-letter-events"
 REPORT_LANES: dict[str, str] = {
     p: f"report-requests-{p}" for p in ("critical", "high", "normal", "low")
 }
-"""Priority lane topics of the report agent (see :mod:`stream_app.reports.agent`)."""
+"""Priority lane topics of the report agent (see :mod:`stream_app.reports.lanes`)."""
 REPORT_CACHE_TOPIC = "report-cache"
 """Entries of the report cache's level 2 (see :mod:`stream_app.reports.cache`)."""
 LATE_EVENTS = "late-events"

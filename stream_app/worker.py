@@ -18,11 +18,12 @@ from stream_app.agents import delivery as _delivery  # noqa: F401
 from stream_app.agents import interactions as _interactions  # noqa: F401
 from stream_app.agents import offset_repair as _offset_repair  # noqa: F401
 from stream_app.agents import payments as _payments  # noqa: F401
+from stream_app.agents import report_cache as _report_cache  # noqa: F401
+from stream_app.agents import reports as _report_agents  # noqa: F401
 from stream_app.agents import retention as _retention  # noqa: F401
 from stream_app.agents import scheduler as _scheduler  # noqa: F401
 from stream_app.agents import suppliers as _suppliers  # noqa: F401
 from stream_app.app import app, settings
-from stream_app.reports import agent as _report_agent  # noqa: F401
 from stream_app.reports import recovery as _report_recovery  # noqa: F401
 from stream_app.web import aggregation as _aggregation_views  # noqa: F401
 from stream_app.web import audit as _audit_views  # noqa: F401

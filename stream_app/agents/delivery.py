@@ -23,9 +23,9 @@ from stream_app.crypto.keyring import get_keyring
 from stream_app.db.pool import get_pool, get_system_pool
 from stream_app.delivery.dispatch import load_delivery_config
 from stream_app.delivery.worker import DeliveryWorker
-from stream_app.reports.agent import report_results_topic
 from stream_app.schemas.base import EventValidationError, decode_event
 from stream_app.schemas.updates import ReportStatus
+from stream_app.topology import report_results_topic
 
 log = logging.getLogger(__name__)
 if settings.link_secret == settings.jwt_secret:

@@ -3,7 +3,8 @@
 Every worker runs it; exactly one run per fire time comes from PostgreSQL
 (``UNIQUE (organization_id, schedule_id, fire_time)`` on ``schedule_runs``, see
 :mod:`stream_app.schedules.store`), not from electing a leader, so a worker that dies does not
-stop schedules. Requests go to ``report-requests`` like any other report request.
+stop schedules. Requests are accepted like any other report request
+(:func:`stream_app.reports.accept.accept`, channel ``schedule``).
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ import asyncio
 import logging
 
 from stream_app.app import app, settings
-from stream_app.db.pool import get_system_pool
-from stream_app.reports.agent import report_requests_topic
+from stream_app.db.pool import get_pool, get_system_pool
+from stream_app.reports.accept import accept, validate
 from stream_app.schedules.runner import scheduler_loop
 from stream_app.schemas.base import encode_event
 from stream_app.schemas.reports import ReportRequest
@@ -22,12 +23,9 @@ log = logging.getLogger(__name__)
 
 
 async def submit_report_request(request: ReportRequest) -> None:
-    """Produce ``request`` to ``report-requests`` and wait for the broker's acknowledgement."""
-    fut = await report_requests_topic.send(
-        key=f"{request.organization_id}/{request.report_id}".encode(),
-        value=encode_event(request),
-    )
-    await fut
+    """Accept ``request`` (record, audit, send to its lane; idempotent for a re-submitted run)."""
+    raw = encode_event(request)
+    await accept(validate(raw), raw, channel="schedule", pool=await get_pool(settings.postgres_dsn))
 
 
 @app.task  # type: ignore[untyped-decorator]

@@ -12,9 +12,9 @@ from typing import Any, Literal
 
 from stream_app.schemas.reports import ReportRequest
 
-Channel = Literal["http", "kafka"]
+Channel = Literal["http", "kafka", "schedule"]
 """Where a request entered: the HTTP API, a producer of ``report-requests`` (the
-``wedding-engine report`` command, the scheduler and any other)."""
+``wedding-engine report`` command and any other), or the scheduler (a schedule's run)."""
 
 REPORT_AGENT_ACTOR = "report-agent"
 """The actor of status changes made by the report agent (processing, completed, failed)."""

@@ -1,14 +1,14 @@
 """The report cache: an earlier report's files answer an equal request while its data holds.
 
-Part of the report pipeline (used by :mod:`stream_app.reports.agent`); it reads and writes the
+Part of the report pipeline (used by :mod:`stream_app.reports.produce`); it reads and writes the
 ``reports`` and ``report_data_versions`` tables, the ``report-cache`` topic and table, and the
 artifact store. Three levels, looked up in order:
 
 1. **l1**: this worker's in-process LRU (:class:`cachetools.LRUCache`, ``L1_MAX_ENTRIES``);
 2. **l2**: the ``report-cache`` Faust table (RocksDB, recoverable and movable through its
-   changelog topic). An entry is written by :func:`cache_writer` from the ``report-cache``
-   topic keyed ``organization_id/<cache key>``; the report lanes are keyed the same way, so a
-   request lands on the worker that holds its key's table partition;
+   changelog topic). An entry is written by :func:`stream_app.agents.report_cache.cache_writer`
+   from the ``report-cache`` topic keyed ``organization_id/<cache key>``; the report lanes are
+   keyed the same way, so a request lands on the worker that holds its key's table partition;
 3. **l3**: the stored artifacts of an earlier ``completed`` generation of the same cache key,
    found in PostgreSQL (any worker, after any restart).
 
@@ -24,7 +24,7 @@ output formats (sorted). Report id, user, priority, time of request, cache strat
 delivery are not part of it: equal requests, whatever their key order, give one key.
 
 **Freshness**: an entry is served while it is younger than its type's time to live
-(:data:`stream_app.reports.registry.CACHE_TTL_S` of its cache class) *and* the data versions
+(:data:`stream_app.reports.types.base.CACHE_TTL_S` of its cache class) *and* the data versions
 it read still hold. The fold agents add the number of changed rows of each batch to a
 per-(organisation, stream) counter in PostgreSQL (``report_data_versions``) before they
 publish the batch's updates (:mod:`stream_app.agents.data_versions`), and PostgreSQL's own
@@ -49,7 +49,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import AsyncIterable, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -60,7 +60,7 @@ import msgspec
 import orjson
 from cachetools import LRUCache
 
-from stream_app.app import app, rocksdb_options, settings
+from stream_app.app import settings
 from stream_app.crypto.keyring import KeyRing
 from stream_app.db import reports as report_db
 from stream_app.db.reports import HISTORY_STREAM
@@ -78,7 +78,8 @@ from stream_app.reports.artifacts import (
 from stream_app.runtime.context import outside_any_event
 from stream_app.schemas.reports import ReportRequest
 from stream_app.schemas.updates import ArtifactLink, CacheLevel
-from stream_app.topics import REPORT_CACHE_TOPIC
+from stream_app.topology import report_cache_table as cache_table
+from stream_app.topology import report_cache_topic as cache_topic
 
 L1_MAX_ENTRIES = 1024
 """Entries kept by a worker's in-process LRU (an entry is a few hundred bytes of links)."""
@@ -157,39 +158,6 @@ class CacheEntry(msgspec.Struct, frozen=True, kw_only=True):
 
 
 _l1: LRUCache[str, CacheEntry] = LRUCache(maxsize=L1_MAX_ENTRIES)
-
-cache_topic = app.topic(
-    REPORT_CACHE_TOPIC,
-    partitions=settings.topic_partitions,
-    key_type=bytes,
-    value_type=bytes,
-    key_serializer="raw",
-    value_serializer="raw",
-)
-cache_table = app.Table(
-    "report-cache",
-    default=None,
-    partitions=settings.topic_partitions,
-    options=rocksdb_options(settings),
-)
-
-
-@app.agent(cache_topic)
-async def cache_writer(stream: AsyncIterable[Any]) -> None:
-    """Write each ``report-cache`` message into the ``report-cache`` table (level 2).
-
-    The write happens in the message's own partition, so the table row and its changelog
-    record sit in the partition of the key (a table write takes the current event's). A
-    message with a null value deletes the entry (a tombstone in the table's changelog; sent by
-    :func:`purge_organization`).
-    """
-    async for event in stream.events():  # type: ignore[attr-defined]
-        key = (event.message.key or b"").decode()
-        if event.message.value is None:
-            if key in cache_table:
-                del cache_table[key]
-        else:
-            cache_table[key] = orjson.loads(event.message.value)
 
 
 async def current_versions(

@@ -22,7 +22,7 @@ from datetime import date
 from typing import Any, Literal
 
 from stream_app.reports import registry
-from stream_app.reports.registry import ReportContext
+from stream_app.reports.types.base import ReportContext
 
 Severity = Literal["error", "warning", "info"]
 SEVERITIES: tuple[Severity, ...] = ("error", "warning", "info")

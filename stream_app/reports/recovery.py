@@ -4,8 +4,8 @@ Two ways a report can be left behind (both seen by ``loadtests/soak.py``):
 
 - **processing, its worker gone**: the worker died or was paused in the middle; the request's
   lane offset may already be committed, so nothing brings the request back. A running report
-  refreshes its heartbeat (``updated_at``) every :data:`~stream_app.reports.agent.HEARTBEAT_S`;
-  one whose heartbeat is older than :data:`~stream_app.reports.agent.REPORT_STALE_AFTER_S`
+  refreshes its heartbeat (``updated_at``) every :data:`~stream_app.reports.watchdog.HEARTBEAT_S`;
+  one whose heartbeat is older than :data:`~stream_app.reports.watchdog.REPORT_STALE_AFTER_S`
   is stalled.
 - **queued, its request never routed**: the HTTP API recorded the request, then the broker
   went away before the request reached the router (or the router's forward to a lane was
@@ -34,8 +34,9 @@ import orjson
 
 from stream_app.app import app, settings
 from stream_app.db.pool import get_system_pool
-from stream_app.reports.agent import REPORT_STALE_AFTER_S, lane_topics, report_requests_topic
 from stream_app.reports.cache import message_key
+from stream_app.reports.watchdog import REPORT_STALE_AFTER_S
+from stream_app.topology import report_lane_topics, report_requests_topic
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +112,7 @@ async def sweep_once() -> int:
             limit=SWEEP_BATCH,
         )
     for r in stalled:
-        lane = lane_topics.get(r.priority)
+        lane = report_lane_topics.get(r.priority)
         if lane is not None and r.cache_key:
             fut = await lane.send(key=message_key(r.organization_id, r.cache_key), value=r.request)
         else:

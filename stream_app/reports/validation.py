@@ -61,7 +61,7 @@ import asyncpg
 
 from stream_app.db.tenancy import Organization, tenant_transaction
 from stream_app.money import minor_unit_exponent
-from stream_app.reports.registry import ReportContext
+from stream_app.reports.types.base import ReportContext
 from stream_app.schemas.base import ISO_4217_CODES
 
 Severity = Literal["error", "warning"]

@@ -9,16 +9,18 @@ import msgspec
 
 from stream_app.schemas.base import Identifier, UtcDateTime
 
-REPORT_TYPES = frozenset(
-    {
-        "monthly_booking_summary",
-        "compliance",
-        "venue_occupancy",
-        "photography_business",
-        "catering_cost",
-        "planner_portfolio",
-    }
-)
+REPORT_CONFIGS: dict[str, type[msgspec.Struct] | None] = {
+    "monthly_booking_summary": None,
+    "compliance": None,
+    "venue_occupancy": None,
+    "photography_business": None,
+    "catering_cost": None,
+    "planner_portfolio": None,
+}
+"""Report type → the options its requests' ``configuration`` may carry, as a msgspec Struct
+(``forbid_unknown_fields=True``); ``None``: the type takes no options (only ``{}``). Part of
+the wire contract; the types themselves are :mod:`stream_app.reports.registry`'s."""
+REPORT_TYPES = frozenset(REPORT_CONFIGS)
 OUTPUT_FORMATS = frozenset({"csv", "json", "excel", "pdf", "powerpoint"})
 REPORT_REQUEST_SCHEMA_VERSIONS = frozenset({1})
 FIRST_REPORT_DATE = date(1900, 1, 1)
@@ -27,7 +29,7 @@ LAST_REPORT_DATE = date(2099, 12, 31)
 FILTER_DIMENSIONS = frozenset({"venue_id"})
 DELIVERY_METHODS = frozenset({"email", "webhook", "sftp", "api"})
 PRIORITIES: tuple[str, ...] = ("critical", "high", "normal", "low")
-"""The priority lanes, most urgent first (see :mod:`stream_app.reports.agent`)."""
+"""The priority lanes, most urgent first (see :mod:`stream_app.reports.lanes`)."""
 
 
 class ReportRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -52,9 +54,9 @@ class ReportRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
             changed and its time to live lasts), ``refresh`` (generate, then cache the result)
             or ``skip`` (generate; the cache is neither read nor written: scheduled runs send
             ``skip``, they always read fresh data). See :mod:`stream_app.reports.cache`.
-        configuration: options of the report type, validated against its ``config`` struct
-            (:class:`stream_app.reports.registry.ReportType`): an unknown key is an error naming
-            it (``$.configuration.<key>``); a type without options accepts only ``{}``.
+        configuration: options of the report type, validated against its struct in
+            :data:`REPORT_CONFIGS`: an unknown key is an error naming it
+            (``$.configuration.<key>``); a type without options accepts only ``{}``.
         delivery: where to send the finished report, the shape of a schedule's ``delivery``
             (``{"method": "email"|"webhook"|"sftp"|"api", ...}``); recorded with the report.
             ``None``: the caller downloads the files.
@@ -116,15 +118,13 @@ class ReportRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
 
 
 def check_configuration(report_type: str, configuration: dict[str, Any]) -> None:
-    """Validate ``configuration`` against the ``config`` struct of ``report_type``.
+    """Validate ``configuration`` against the struct of ``report_type`` in :data:`REPORT_CONFIGS`.
 
     Raises:
         ValueError: ``"$.configuration.<key>: ..."`` for an unknown key (naming every unknown
             key) or a value of the wrong type.
     """
-    from stream_app.reports import registry  # the registry imports this module
-
-    spec = registry.get(report_type).config
+    spec = REPORT_CONFIGS[report_type]
     allowed = set(spec.__struct_fields__) if spec is not None else set()
     unknown = sorted(set(configuration) - allowed)
     if unknown:

@@ -33,8 +33,9 @@ from stream_app.app import settings
 from stream_app.db.pool import get_pool
 from stream_app.db.tenancy import UnknownOrganizationError, fetch_organization, fetch_venues
 from stream_app.reports import checks
-from stream_app.reports.agent import ReportFailure, read_venue_rows
-from stream_app.reports.registry import ReportContext, ReportInputError
+from stream_app.reports.errors import ReportFailure
+from stream_app.reports.types.base import ReportContext, ReportInputError
+from stream_app.reports.venue_rows import read_venue_rows
 from stream_app.schemas.base import EventValidationError, decode_event
 from stream_app.schemas.reports import ReportRequest
 from stream_app.web.aggregation import MAX_BODY_BYTES

@@ -40,21 +40,19 @@ from stream_app.db import audit_events
 from stream_app.db import reports as report_db
 from stream_app.db.pool import get_pool
 from stream_app.db.report_scope import report_venues
-from stream_app.db.tenancy import UnknownOrganizationError, fetch_organization, tenant_transaction
+from stream_app.db.tenancy import UnknownOrganizationError, tenant_transaction
 from stream_app.delivery.links import links_of_reports
 from stream_app.observability import HTTP_REQUESTS, REGISTRY
-from stream_app.reports import cache as report_cache
-from stream_app.reports.agent import cancel_report, report_requests_topic
+from stream_app.reports.accept import NotPublishedError, ReportIdTakenError, accept, validate
 from stream_app.reports.artifacts import (
     ArtifactPathError,
     artifact_path,
     artifact_relpath,
     download_url,
 )
-from stream_app.reports.audit_details import request_details, status_details
-from stream_app.schemas.base import EventValidationError, decode_event
+from stream_app.reports.cancel import cancel_report
+from stream_app.schemas.base import EventValidationError
 from stream_app.schemas.ids import ID_RULE, is_valid_id
-from stream_app.schemas.reports import ReportRequest
 from stream_app.tables.windows import (
     FIRST_YEAR,
     LAST_YEAR,
@@ -67,6 +65,7 @@ from stream_app.web import guard
 from stream_app.web.artifact_download import open_for_download, stream_artifact
 from stream_app.web.auth import Principal, authenticate
 from stream_app.web.dependencies import (
+    KAFKA_TIMEOUT_S,
     RETRY_AFTER_S,
     DependencyUnavailableError,
     dependency_of,
@@ -458,7 +457,7 @@ async def venue_metrics(
     venue_aware=True,
 )
 async def request_report(self: Any, request: web.Request, org: str) -> web.StreamResponse:
-    """Validate a report request, publish it to ``report-requests``, answer 202."""
+    """Accept a report request (:mod:`stream_app.reports.accept`), answer 202."""
     principal = authenticate(request, settings.jwt_secret, org)
     try:
         body = orjson.loads(await request.read())
@@ -482,77 +481,26 @@ async def request_report(self: Any, request: web.Request, org: str) -> web.Strea
     }
     raw = orjson.dumps(doc)
     try:
-        req = decode_event(raw, ReportRequest)
+        req = validate(raw)
     except EventValidationError as exc:
         raise ApiError(400, "invalid_field", exc.reason, field=exc.field) from None
     check_priority(principal, req.priority)
-    pool = await get_pool(settings.postgres_dsn)
-    async with pool.acquire() as conn:
-        try:
-            await fetch_organization(conn, org)
-        except UnknownOrganizationError as exc:
-            raise ApiError(404, "not_found", str(exc), field="organization_id") from None
-        if await report_db.fetch_report(conn, org, req.report_id) is not None:
-            raise ApiError(
-                409,
-                "conflict",
-                f"report {req.report_id!r} already exists; read it at its status URL",
-                field="$.report_id",
-            )
-        # recorded before it is published, so it can be read and cancelled at once
-        async with tenant_transaction(conn, org):  # the audit row commits with the queued row
-            is_new = await report_db.insert_queued(
-                conn,
-                report_id=req.report_id,
-                organization_id=org,
-                user_id=principal.user_id,
-                report_type=req.report_type,
-                request=orjson.loads(raw),
-                priority=req.priority,
-                cache_strategy=req.cache_strategy,
-                cache_key=report_cache.cache_key(req),
-            )
-            if is_new:
-                await audit_events.record(
-                    conn,
-                    org,
-                    principal.user_id,
-                    "report.requested",
-                    req.report_id,
-                    request_details(req, "http"),
-                )
-        if not is_new:  # taken meanwhile by the organisation itself (ids are per organisation)
-            raise ApiError(
-                409, "conflict", f"report_id {req.report_id!r} is already in use", "$.report_id"
-            )
-
-    async def enqueue() -> None:
-        fut = await report_requests_topic.send(key=f"{org}/{req.report_id}".encode(), value=raw)
-        await fut
-
     try:
-        await kafka_call(enqueue(), "the report request")
-    except DependencyUnavailableError as exc:
-        async with pool.acquire() as conn, tenant_transaction(conn, org):
-            if await report_db.set_status(
-                conn,
-                org,
-                req.report_id,
-                "failed",
-                error=f"could not enqueue: {exc.reason}",
-                only_from=["queued"],
-            ):
-                await audit_events.record(
-                    conn,
-                    org,
-                    "http-api",
-                    "report.status",
-                    req.report_id,
-                    status_details("failed", req.report_type),
-                    outcome="failed",
-                )
+        await accept(
+            req,
+            raw,
+            channel="http",
+            pool=await get_pool(settings.postgres_dsn),
+            interactive=True,
+            publish_timeout_s=KAFKA_TIMEOUT_S,
+        )
+    except UnknownOrganizationError as exc:
+        raise ApiError(404, "not_found", str(exc), field="organization_id") from None
+    except ReportIdTakenError as exc:
+        raise ApiError(409, "conflict", str(exc), field="$.report_id") from None
+    except NotPublishedError as exc:
         raise DependencyUnavailableError(
-            "kafka", f"could not enqueue the request: {exc.reason}"
+            "kafka", f"could not enqueue the request: {exc.reason}; retry in {RETRY_AFTER_S} s"
         ) from None
     return web.json_response(
         {

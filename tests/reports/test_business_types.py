@@ -11,7 +11,7 @@ import pytest
 
 from stream_app.db.tenancy import Organization, upsert_organization
 from stream_app.reports import registry
-from stream_app.reports.registry import CACHE_TTL_S, ReportInputError
+from stream_app.reports.types.base import CACHE_TTL_S, ReportInputError
 from stream_app.schemas.reports import REPORT_TYPES
 from stream_app.settings import Settings
 from tests.synthetic.helpers import build

@@ -15,12 +15,11 @@ import msgspec
 import orjson
 import pytest
 
-from stream_app.reports import registry
-from stream_app.reports.agent import ReportFailure, is_retriable
 from stream_app.reports.cache import CacheEntry, cache_key
-from stream_app.reports.registry import ReportInputError, ReportType
+from stream_app.reports.errors import ReportFailure, is_retriable
+from stream_app.reports.types.base import ReportInputError
 from stream_app.schemas.base import EventValidationError, decode_event
-from stream_app.schemas.reports import ReportRequest, check_configuration
+from stream_app.schemas.reports import REPORT_CONFIGS, ReportRequest, check_configuration
 
 BASE: dict[str, Any] = {
     "schema_version": 1,
@@ -81,16 +80,7 @@ def test_configuration_is_validated_per_report_type(monkeypatch: pytest.MonkeyPa
     assert err.value.field == "$.configuration.bold"
     assert "['bold', 'colour']" in err.value.reason
 
-    base_type = registry.get("monthly_booking_summary")
-    configured = ReportType(
-        name="cfg_test",
-        title="t",
-        cache_class="operational",
-        build=base_type.build,
-        reads=frozenset(),
-        config=_Cfg,
-    )
-    monkeypatch.setitem(registry._REGISTRY, "cfg_test", configured)
+    monkeypatch.setitem(REPORT_CONFIGS, "cfg_test", _Cfg)
     check_configuration("cfg_test", {"currency": "USD", "top_n": 3})
     with pytest.raises(ValueError, match=r"^\$\.configuration\.top_n: Expected `int`"):
         check_configuration("cfg_test", {"top_n": "three"})

@@ -46,12 +46,13 @@ from pptx import Presentation
 
 from stream_app.db import monitoring
 from stream_app.db.tenancy import Organization, tenant_transaction, upsert_organization
-from stream_app.reports import compliance, registry
+from stream_app.reports import registry
 from stream_app.reports.artifacts import ArtifactStore
 from stream_app.reports.model import Column, ReportTable
-from stream_app.reports.registry import ReportContext, ReportInputError
 from stream_app.reports.render import RENDERERS
 from stream_app.reports.streaming import StreamedRows, open_session
+from stream_app.reports.types import compliance
+from stream_app.reports.types.base import ReportContext, ReportInputError
 from stream_app.schemas.reports import REPORT_TYPES, ReportRequest
 
 BALANCES = compliance.BALANCES_SQL

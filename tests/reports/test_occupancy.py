@@ -48,11 +48,12 @@ from stream_app.db.tenancy import (
 )
 from stream_app.replay import hotel
 from stream_app.replay.produce import history_rows, register_hotel_organization
-from stream_app.reports import occupancy, registry
+from stream_app.reports import registry
 from stream_app.reports.artifacts import ArtifactStore
 from stream_app.reports.model import Column, ReportTable
-from stream_app.reports.registry import ReportContext, ReportInputError
 from stream_app.reports.render import RENDERERS
+from stream_app.reports.types import occupancy
+from stream_app.reports.types.base import CACHE_TTL_S, ReportContext, ReportInputError
 from stream_app.schemas.reports import REPORT_TYPES, ReportRequest
 
 
@@ -880,7 +881,7 @@ def test_registered() -> None:
     assert "venue_occupancy" in REPORT_TYPES
     rt = registry.get("venue_occupancy")
     assert rt.cache_class == "operational" and rt.title == "Venue occupancy"
-    assert registry.CACHE_TTL_S[rt.cache_class] == 3600
+    assert CACHE_TTL_S[rt.cache_class] == 3600
 
 
 def test_seasonal_naive_by_hand() -> None:

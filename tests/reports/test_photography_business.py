@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from stream_app.reports.photography_business import COLUMNS
-from stream_app.reports.registry import ReportInputError
+from stream_app.reports.types.base import ReportInputError
+from stream_app.reports.types.photography_business import COLUMNS
 from stream_app.settings import Settings
 from stream_app.synthetic.generator import Chunk, SynthConfig
 from tests.synthetic.helpers import (

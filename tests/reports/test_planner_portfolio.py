@@ -15,8 +15,8 @@ from typing import Any
 import asyncpg
 import pytest
 
-from stream_app.reports.planner_portfolio import COLUMNS
-from stream_app.reports.registry import ReportInputError
+from stream_app.reports.types.base import ReportInputError
+from stream_app.reports.types.planner_portfolio import COLUMNS
 from stream_app.settings import Settings
 from stream_app.synthetic.generator import Chunk, SynthConfig
 from tests.synthetic.helpers import (

@@ -11,9 +11,9 @@ from typing import Any
 import orjson
 
 from stream_app.db.tenancy import Organization, Venue
-from stream_app.reports import booking_summary
 from stream_app.reports.artifacts import ArtifactStore
-from stream_app.reports.render import render_csv, render_json
+from stream_app.reports.render.text import render_csv, render_json
+from stream_app.reports.types import booking_summary
 from stream_app.tables.bookings import table_key
 
 ORG = Organization("org", "Ünïcode Weddings =HYPERLINK()", "Europe/Lisbon", "EUR")

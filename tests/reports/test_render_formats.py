@@ -21,7 +21,6 @@ from pptx import Presentation
 from pptx.enum.chart import XL_CHART_TYPE
 
 from stream_app.db.tenancy import Organization, Venue
-from stream_app.reports import booking_summary, render_pdf, render_pptx, render_xlsx
 from stream_app.reports.artifacts import ArtifactStore, HashingWriter
 from stream_app.reports.model import (
     Cell,
@@ -31,6 +30,10 @@ from stream_app.reports.model import (
     ReportTable,
 )
 from stream_app.reports.render import RENDERERS
+from stream_app.reports.render import pdf as render_pdf
+from stream_app.reports.render import pptx as render_pptx
+from stream_app.reports.render import xlsx as render_xlsx
+from stream_app.reports.types import booking_summary
 from stream_app.schemas.reports import OUTPUT_FORMATS
 from stream_app.tables.bookings import table_key
 

@@ -25,10 +25,10 @@ import pytest
 from pptx import Presentation
 from pptx.enum.chart import XL_CHART_TYPE
 
-from stream_app.reports import render_xlsx
 from stream_app.reports.artifacts import ArtifactStore
 from stream_app.reports.model import Cell, ChartSpec, Column, Kpi, ReportSection, ReportTable
 from stream_app.reports.render import RENDERERS
+from stream_app.reports.render import xlsx as render_xlsx
 
 ORG_NAME = "Fotografía Ñandú — 東京 & Zürich"
 

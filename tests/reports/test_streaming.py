@@ -28,12 +28,13 @@ import pytest
 import pytest_asyncio
 
 from stream_app.db.tenancy import Organization, upsert_organization
-from stream_app.reports import compliance, streaming
+from stream_app.reports import streaming
 from stream_app.reports.artifacts import ArtifactStore
 from stream_app.reports.model import ReportTable
-from stream_app.reports.registry import ReportContext
 from stream_app.reports.render import RENDERERS
 from stream_app.reports.streaming import open_session
+from stream_app.reports.types import compliance
+from stream_app.reports.types.base import ReportContext
 from stream_app.schemas.reports import ReportRequest
 
 

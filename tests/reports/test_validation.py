@@ -15,7 +15,7 @@ import pytest
 
 from stream_app.db.tenancy import Organization, upsert_organization
 from stream_app.reports.model import ReportTable
-from stream_app.reports.registry import ReportContext
+from stream_app.reports.types.base import ReportContext
 from stream_app.reports.validation import (
     ValidationResult,
     ValidationThresholds,

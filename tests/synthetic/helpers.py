@@ -30,8 +30,8 @@ from stream_app.db.tenancy import fetch_organization
 from stream_app.reports import registry
 from stream_app.reports.artifacts import ArtifactStore
 from stream_app.reports.model import Column, ReportTable
-from stream_app.reports.registry import ReportContext
 from stream_app.reports.render import RENDERERS
+from stream_app.reports.types.base import ReportContext
 from stream_app.schemas.reports import ReportRequest
 from stream_app.settings import Settings
 from stream_app.synthetic.generator import Chunk, SynthConfig, generate_all

@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from stream_app.db.monitoring import fingerprint
 from stream_app.db.tenancy import Organization, upsert_organization
 from stream_app.devservices.workers import WorkerProcess
-from stream_app.reports import compliance
+from stream_app.reports.types import compliance
 from stream_app.settings import Settings
 from stream_app.web.auth import issue_token
 from tests.e2e.helpers import request_report_http

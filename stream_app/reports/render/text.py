@@ -1,4 +1,4 @@
-"""Renderers: a :class:`ReportTable` to the bytes of one file format, streamed row by row.
+"""The text renderers, CSV and JSON: a :class:`ReportTable` streamed row by row.
 
 CSV (RFC 4180, UTF-8 with BOM so spreadsheet programs detect the encoding, CRLF line ends):
 text cells that a spreadsheet would read as a formula (first character ``= + - @``, tab or
@@ -27,7 +27,7 @@ JSON: ``{"report": {...metadata}, "kpis": [{"label", "value"}], "validation": [f
 "columns", "rows"}]}``; money stays an exact decimal string, never a float; every ``rows``
 array is streamed one row at a time.
 
-Renderers are CPU-bound and synchronous; the report agent runs them in a worker thread.
+Renderers are CPU-bound and synchronous; the report generator runs them in a worker thread.
 """
 
 from __future__ import annotations
@@ -38,11 +38,8 @@ from collections.abc import Callable, Iterable, Sequence
 
 import orjson
 
-from stream_app.reports.artifacts import FORMAT_EXTENSIONS, HashingWriter
+from stream_app.reports.artifacts import HashingWriter
 from stream_app.reports.model import Cell, Column, ReportTable, check_sections
-from stream_app.reports.render_pdf import render_pdf
-from stream_app.reports.render_pptx import render_pptx
-from stream_app.reports.render_xlsx import render_xlsx
 
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
@@ -172,13 +169,3 @@ def _json_rows(
         n += 1
     out.write(b"]")
     return n
-
-
-RENDERERS: dict[str, tuple[str, Callable[[ReportTable, HashingWriter], None]]] = {
-    "csv": (FORMAT_EXTENSIONS["csv"], render_csv),
-    "json": (FORMAT_EXTENSIONS["json"], render_json),
-    "excel": (FORMAT_EXTENSIONS["excel"], render_xlsx),
-    "pdf": (FORMAT_EXTENSIONS["pdf"], render_pdf),
-    "powerpoint": (FORMAT_EXTENSIONS["powerpoint"], render_pptx),
-}
-"""Format name → (file extension, renderer)."""

@@ -49,7 +49,7 @@ with thousands separators.
 No plaintext temporary file: the workbook is written in xlsxwriter's ``constant_memory``
 mode (one row in memory at a time), its finished rows spooled to an anonymous temporary file
 sealed with AES-256-GCM under a key that exists only in memory
-(:mod:`stream_app.reports.xlsx_spool`), each sheet's XML assembled in memory at close and the
+(:mod:`stream_app.reports.render.xlsx_spool`), each sheet's XML assembled in memory at close and the
 zip container written straight into the artifact writer (which encrypts,
 :mod:`stream_app.reports.artifacts`). xlsxwriter's plain ``constant_memory`` mode spooled rows
 and sheet XML to plaintext temporary files, and its ``in_memory`` mode keeps every cell as
@@ -85,7 +85,7 @@ from stream_app.reports.model import (
     check_sections,
     display_text,
 )
-from stream_app.reports.xlsx_spool import SealedSpoolWorksheet
+from stream_app.reports.render.xlsx_spool import SealedSpoolWorksheet
 
 MAX_ROWS_PER_SHEET = 1_048_576
 """Rows per worksheet, header included (Excel's limit); tests lower it."""

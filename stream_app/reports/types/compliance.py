@@ -96,7 +96,6 @@ from zoneinfo import ZoneInfo
 import asyncpg
 
 from stream_app.db.tenancy import Organization, tenant_transaction
-from stream_app.money import to_major
 from stream_app.reports.model import (
     Cell,
     ChartSpec,
@@ -106,8 +105,15 @@ from stream_app.reports.model import (
     ReportTable,
     display_text,
 )
-from stream_app.reports.registry import ReportContext, ReportInputError, ReportType, register
 from stream_app.reports.streaming import ReportSession
+from stream_app.reports.types.base import (
+    ReportContext,
+    ReportInputError,
+    ReportType,
+    new_table,
+    reject_filters,
+)
+from stream_app.reports.types.figures import money, months_between, percent
 
 REPORT_TYPE = "compliance"
 
@@ -525,27 +531,6 @@ def outcome(req: GdprRequest, zone: ZoneInfo, now: datetime) -> tuple[date, Outc
     return deadline, "open_within_deadline", None
 
 
-def percent(numerator: int, denominator: int) -> str | None:
-    """``numerator ÷ denominator × 100``, half-even to 2 decimals; None when the divisor is 0."""
-    if denominator == 0:
-        return None
-    return str((Decimal(numerator * 100) / denominator).quantize(_CENT, ROUND_HALF_EVEN))
-
-
-def months_between(date_from: date, date_to: date) -> list[str]:
-    """``YYYY-MM`` of every month overlapping ``[date_from, date_to]``."""
-    out = []
-    y, m = date_from.year, date_from.month
-    while (y, m) <= (date_to.year, date_to.month):
-        out.append(f"{y:04d}-{m:02d}")
-        y, m = (y + 1, 1) if m == 12 else (y, m + 1)
-    return out
-
-
-def _money(minor: int, currency: str) -> str:
-    return str(to_major(minor, currency))
-
-
 def _ids(ids: Sequence[str]) -> str:
     shown = ", ".join(ids[:MAX_IDS_IN_FINDING])
     more = len(ids) - MAX_IDS_IN_FINDING
@@ -568,17 +553,17 @@ def reconciliation_row(b: BookingBalance) -> tuple[list[Cell], list[list[Cell]]]
                 b.id,
                 None,
                 b.currency,
-                _money(b.refunded_minor - b.paid_minor, b.currency),
-                f"refunded {_money(b.refunded_minor, b.currency)}, "
-                f"paid {_money(b.paid_minor, b.currency)} {b.currency}",
+                money(b.refunded_minor - b.paid_minor, b.currency),
+                f"refunded {money(b.refunded_minor, b.currency)}, "
+                f"paid {money(b.paid_minor, b.currency)} {b.currency}",
             ]
         )
     outstanding: str | None = None
     overpaid: str | None = None
     if b.status != "cancelled":
         balance = b.booked_minor - b.paid_minor + b.refunded_minor
-        outstanding = _money(max(balance, 0), b.currency)
-        overpaid = _money(max(-balance, 0), b.currency)
+        outstanding = money(max(balance, 0), b.currency)
+        overpaid = money(max(-balance, 0), b.currency)
         if balance < 0:
             findings.append("overpaid")
             exceptions.append(
@@ -588,10 +573,10 @@ def reconciliation_row(b: BookingBalance) -> tuple[list[Cell], list[list[Cell]]]
                     b.id,
                     None,
                     b.currency,
-                    _money(-balance, b.currency),
-                    f"booked {_money(b.booked_minor, b.currency)}, paid "
-                    f"{_money(b.paid_minor, b.currency)}, refunded "
-                    f"{_money(b.refunded_minor, b.currency)} {b.currency}",
+                    money(-balance, b.currency),
+                    f"booked {money(b.booked_minor, b.currency)}, paid "
+                    f"{money(b.paid_minor, b.currency)}, refunded "
+                    f"{money(b.refunded_minor, b.currency)} {b.currency}",
                 ]
             )
     row: list[Cell] = [
@@ -599,9 +584,9 @@ def reconciliation_row(b: BookingBalance) -> tuple[list[Cell], list[list[Cell]]]
         b.status,
         b.service_date.isoformat(),
         b.currency,
-        _money(b.booked_minor, b.currency),
-        _money(b.paid_minor, b.currency),
-        _money(b.refunded_minor, b.currency),
+        money(b.booked_minor, b.currency),
+        money(b.paid_minor, b.currency),
+        money(b.refunded_minor, b.currency),
         outstanding,
         overpaid,
         b.mismatched,
@@ -697,7 +682,7 @@ def build_report(
                 p.booking_id,
                 p.occurred_at.astimezone(zone).date().isoformat(),
                 p.currency,
-                _money(p.amount_minor, p.currency),
+                money(p.amount_minor, p.currency),
                 f"{p.kind} naming booking {p.booking_id!r}, which does not exist",
             ]
         )
@@ -710,7 +695,7 @@ def build_report(
                 p.booking_id,
                 p.occurred_at.astimezone(zone).date().isoformat(),
                 p.currency,
-                _money(p.amount_minor, p.currency),
+                money(p.amount_minor, p.currency),
                 f"{p.kind} in {p.currency} on a booking in {p.booking_currency}; not netted",
             ]
         )
@@ -723,14 +708,14 @@ def build_report(
             [
                 currency,
                 t["bookings"],
-                _money(t["booked"], currency),
-                _money(t["paid"], currency),
-                _money(t["refunded"], currency),
-                _money(t["outstanding"], currency),
-                _money(t["overpaid"], currency),
+                money(t["booked"], currency),
+                money(t["paid"], currency),
+                money(t["refunded"], currency),
+                money(t["outstanding"], currency),
+                money(t["overpaid"], currency),
                 t["overpaid_bookings"],
                 t["cancelled_bookings"],
-                _money(t["cancelled_net_received"], currency),
+                money(t["cancelled_net_received"], currency),
                 t["orphan_payments"],
                 t["mismatched_payments"],
             ]
@@ -779,7 +764,7 @@ def build_report(
         Kpi("GDPR requests open from before the period", display_text(data.open_before, "int")),
     ]
     kpis.extend(
-        Kpi(f"Outstanding ({c})", f"{display_text(_money(totals[c]['outstanding'], c), 'money')}")
+        Kpi(f"Outstanding ({c})", f"{display_text(money(totals[c]['outstanding'], c), 'money')}")
         for c in sorted(totals)
         if totals[c]["bookings"]
     )
@@ -814,13 +799,11 @@ def build_report(
             f"{_ids(future)}"
         )
 
-    return ReportTable(
-        report_type=REPORT_TYPE,
-        organization_id=org.id,
-        organization_name=org.name,
-        time_zone=org.time_zone,
-        date_from=date_from,
-        date_to=date_to,
+    return new_table(
+        REPORT_TYPE,
+        org,
+        date_from,
+        date_to,
         columns=GDPR_COLUMNS,
         rows=gdpr_rows,
         notes=(
@@ -873,10 +856,7 @@ async def build_at(ctx: ReportContext, now: datetime) -> ReportTable:
             organisation), or ``now`` is naive.
     """
     req = ctx.request
-    for dimension in req.data_filters:
-        raise ReportInputError(
-            f"data_filters.{dimension}: not supported by report type {REPORT_TYPE!r}"
-        )
+    reject_filters(req)
     if now.tzinfo is None:
         raise ReportInputError("now: must carry a time zone")
     if ctx.session is None:
@@ -887,19 +867,17 @@ async def build_at(ctx: ReportContext, now: datetime) -> ReportTable:
 
 
 async def build(ctx: ReportContext) -> ReportTable:
-    """The report of ``ctx.request`` as of now (registry builder); see :func:`build_at`."""
+    """The report of ``ctx.request`` as of now (the type's builder); see :func:`build_at`."""
     return await build_at(ctx, datetime.now(UTC))
 
 
-register(
-    ReportType(
-        name=REPORT_TYPE,
-        title="Compliance: GDPR deadlines, payment audit, operational metrics",
-        cache_class="financial",
-        build=build,
-        # conservative: the bookings and payments history in PostgreSQL is loaded with the
-        # same facts as these streams, so their events may change the report
-        reads=frozenset({"bookings", "payments"}),
-        streams=True,
-    )
+REPORT = ReportType(
+    name=REPORT_TYPE,
+    title="Compliance: GDPR deadlines, payment audit, operational metrics",
+    cache_class="financial",
+    build=build,
+    # conservative: the bookings and payments history in PostgreSQL is loaded with the
+    # same facts as these streams, so their events may change the report
+    reads=frozenset({"bookings", "payments"}),
+    streams=True,
 )

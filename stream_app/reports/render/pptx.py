@@ -32,7 +32,7 @@ All totals are exact decimal sums, shown with thousands separators. A table cell
 from __future__ import annotations
 
 import io
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -48,14 +48,13 @@ from stream_app.reports.artifacts import HashingWriter
 from stream_app.reports.model import (
     BLANK_LABEL,
     Cell,
-    ChartAccumulator,
     ChartData,
-    ChartSpec,
     Column,
     ReportTable,
     check_sections,
     display_text,
 )
+from stream_app.reports.render.base import NUMERIC_TYPES, read_once
 
 # python-pptx leaves these constructors unannotated; typed as Any so strict mypy accepts calls
 _RGB: Any = RGBColor
@@ -83,7 +82,6 @@ NOTES_PER_SLIDE = 10
 _WIDTH = Inches(13.333)
 _HEIGHT = Inches(7.5)
 _MARGIN = Inches(0.5)
-_NUMERIC = frozenset({"int", "money", "percent", "decimal"})
 _ACCENT = _RGB(0x1F, 0x4E, 0x79)
 _HEADER_FILL = _RGB(0xDD, 0xE4, 0xEE)
 _KPI_FILL = _RGB(0xF2, 0xF5, 0xF9)
@@ -104,7 +102,10 @@ def render_pptx(table: ReportTable, out: HashingWriter) -> None:
     check_sections(table)
     columns = list(table.columns)
     totals = None if table.chart is not None else _Totals(columns)
-    shown, total, data = _read(columns, table.rows, table.chart, totals, "the table")
+    each = None if totals is None else totals.add
+    shown, total, data = read_once(
+        columns, table.rows, table.chart, _table_rows(), "the table", each
+    )
 
     prs: Any = Presentation()
     prs.slide_width = _WIDTH
@@ -147,8 +148,8 @@ def render_pptx(table: ReportTable, out: HashingWriter) -> None:
     _table_slides(prs, "Data", columns, shown, total, data, say_empty=False)
     for section in table.sections:
         s_columns = list(section.columns)
-        s_shown, s_total, s_data = _read(
-            s_columns, section.rows, section.chart, None, f"section {section.name!r}"
+        s_shown, s_total, s_data = read_once(
+            s_columns, section.rows, section.chart, _table_rows(), f"section {section.name!r}"
         )
         _table_slides(prs, section.title, s_columns, s_shown, s_total, s_data, say_empty=True)
         lines.extend(f"{section.title}: {note}" for note in section.notes)
@@ -165,31 +166,9 @@ def render_pptx(table: ReportTable, out: HashingWriter) -> None:
     out.rows = len(shown)
 
 
-def _read(
-    columns: Sequence[Column],
-    rows: Iterable[Sequence[Cell]],
-    spec: ChartSpec | None,
-    totals: _Totals | None,
-    what: str,
-) -> tuple[list[Sequence[Cell]], int, ChartData | None]:
-    """Read ``rows`` once: the rows the table slides show, the row count, the chart data."""
-    chart = ChartAccumulator(spec, columns) if spec is not None else None
-    cap = ROWS_PER_SLIDE * MAX_TABLE_SLIDES
-    shown: list[Sequence[Cell]] = []
-    total = 0
-    for row in rows:
-        if len(row) != len(columns):
-            raise ValueError(
-                f"{what}: row {total + 1} has {len(row)} cells for {len(columns)} columns"
-            )
-        if total < cap:
-            shown.append(row)
-        if chart is not None:
-            chart.add(row)
-        if totals is not None:
-            totals.add(row)
-        total += 1
-    return shown, total, chart.result() if chart is not None else None
+def _table_rows() -> int:
+    """The rows a table's slides show at most (read when rendering: the caps may be set)."""
+    return ROWS_PER_SLIDE * MAX_TABLE_SLIDES
 
 
 def _shown_line(what: str, shown: int, total: int) -> str:
@@ -337,11 +316,11 @@ def _table_slide(
     for i, w in enumerate(widths):
         grid.columns[i].width = Emu(w)
     for i, col in enumerate(columns):
-        _cell(grid.cell(0, i), col.name.replace("_", " "), size, col.type in _NUMERIC, True)
+        _cell(grid.cell(0, i), col.name.replace("_", " "), size, col.type in NUMERIC_TYPES, True)
     for r, row_texts in enumerate(texts, start=1):
         grid.rows[r].height = row_h
         for i, (col, text) in enumerate(zip(columns, row_texts, strict=True)):
-            _cell(grid.cell(r, i), text, size, col.type in _NUMERIC, False)
+            _cell(grid.cell(r, i), text, size, col.type in NUMERIC_TYPES, False)
 
 
 def _layout(

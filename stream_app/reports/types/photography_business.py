@@ -39,19 +39,21 @@ from typing import Any
 
 import asyncpg
 
-from stream_app.money import to_major
-from stream_app.reports.business import (
+from stream_app.db.tenancy import Organization
+from stream_app.reports.model import Cell, ChartSpec, Column, Kpi, ReportSection, ReportTable
+from stream_app.reports.types.base import ReportContext, ReportInputError, ReportType, new_table
+from stream_app.reports.types.figures import (
     WEEKDAYS,
     growth,
     mean_text,
+    money,
+    money_grouped,
     month_earlier_label,
+    months_between,
     percent,
-    read_history,
-    with_validation,
     year_earlier,
 )
-from stream_app.reports.model import Cell, ChartSpec, Column, Kpi, ReportSection, ReportTable
-from stream_app.reports.registry import ReportContext, ReportInputError, ReportType, register
+from stream_app.reports.types.history import build_from_history
 
 REPORT_TYPE = "photography_business"
 
@@ -166,16 +168,6 @@ WEEKDAY_TREND_SQL = f"""
 """
 
 
-def months_between(date_from: date, date_to: date) -> list[str]:
-    """The calendar months (``YYYY-MM``) overlapping ``[date_from, date_to]``, in order."""
-    out = []
-    y, m = date_from.year, date_from.month
-    while (y, m) <= (date_to.year, date_to.month):
-        out.append(f"{y:04d}-{m:02d}")
-        y, m = (y + 1, 1) if m == 12 else (y, m + 1)
-    return out
-
-
 async def _read(
     conn: asyncpg.Connection, org_id: str, date_from: date, date_to: date
 ) -> dict[str, Any]:
@@ -199,15 +191,10 @@ async def _read(
 
 
 def build_report(
-    data: dict[str, Any],
-    *,
-    organization_id: str,
-    organization_name: str,
-    time_zone: str,
-    date_from: date,
-    date_to: date,
+    data: dict[str, Any], org: Organization, date_from: date, date_to: date
 ) -> ReportTable:
     """The report from the query results of :func:`_read` (pure; see the module docstring)."""
+    time_zone = org.time_zone
     rows: list[list[Cell]] = []
     bookings = cancellations = 0
     revenue: dict[str, int] = defaultdict(int)
@@ -225,7 +212,7 @@ def build_report(
                 r["cancellations"],
                 percent(r["cancellations"], r["bookings"]),
                 currency,
-                str(to_major(r["revenue"], currency)),
+                money(r["revenue"], currency),
                 r["revenue"],
             ]
         )
@@ -287,19 +274,17 @@ def build_report(
         Kpi("Bookings", f"{bookings:,}"),
         Kpi("Cancellations", f"{cancellations:,}"),
         Kpi("Cancellation rate", f"{percent(cancellations, bookings) or '–'}%"),
-        *(Kpi(f"Revenue ({c})", format(to_major(v, c), ",")) for c, v in sorted(revenue.items())),
+        *(Kpi(f"Revenue ({c})", money_grouped(v, c)) for c, v in sorted(revenue.items())),
         Kpi("Weddings", f"{this_total:,}"),
         Kpi("Weddings vs a year earlier", f"{growth(this_total, last_total) or '–'}%"),
         Kpi("Average rating", mean_text(rating_sum, ratings) or "–"),
         Kpi("NPS", percent(promoters - detractors, nps_answers) or "–"),
     ]
-    return ReportTable(
-        report_type=REPORT_TYPE,
-        organization_id=organization_id,
-        organization_name=organization_name,
-        time_zone=time_zone,
-        date_from=date_from,
-        date_to=date_to,
+    return new_table(
+        REPORT_TYPE,
+        org,
+        date_from,
+        date_to,
         columns=COLUMNS,
         rows=rows,
         notes=(
@@ -345,32 +330,20 @@ def build_report(
 
 
 async def build(ctx: ReportContext) -> ReportTable:
-    """The report of ``ctx.request`` (registry builder), with the validation findings of its
+    """The report of ``ctx.request`` (the type's builder), with the validation findings of its
     input (:mod:`stream_app.reports.validation`) in ``validation``.
 
     Raises:
         ReportInputError: the request carries data filters (not supported), or the
             organisation has no photographers.
     """
-    req, org = ctx.request, ctx.organization
-    data = await read_history(ctx, _read)
-    table = build_report(
-        data,
-        organization_id=org.id,
-        organization_name=org.name,
-        time_zone=org.time_zone,
-        date_from=req.date_from,
-        date_to=req.date_to,
-    )
-    return await with_validation(ctx, table, ("bookings", "payments", "feedback"))
+    return await build_from_history(ctx, _read, build_report, ("bookings", "payments", "feedback"))
 
 
-register(
-    ReportType(
-        name=REPORT_TYPE,
-        title="Photography business report",
-        cache_class="financial",
-        build=build,
-        reads=frozenset(),
-    )
+REPORT = ReportType(
+    name=REPORT_TYPE,
+    title="Photography business report",
+    cache_class="financial",
+    build=build,
+    reads=frozenset(),
 )

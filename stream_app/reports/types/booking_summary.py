@@ -21,13 +21,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from datetime import date, timedelta
-from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
 from stream_app.db.tenancy import Organization, Venue
-from stream_app.money import to_major
 from stream_app.reports.model import Cell, ChartSpec, Column, ReportTable
-from stream_app.reports.registry import ReportContext, ReportInputError, ReportType, register
+from stream_app.reports.types.base import ReportContext, ReportType, new_table, selected_venues
+from stream_app.reports.types.figures import money, percent
 from stream_app.tables.bookings import VenueTotals, table_key
 
 REPORT_TYPE = "monthly_booking_summary"
@@ -108,10 +107,7 @@ def venue_month_totals(
 
 def cancellation_rate(bookings: int, cancellations: int) -> str | None:
     """``cancellations / bookings × 100`` to 2 decimals, half-even; None when no bookings."""
-    if bookings == 0:
-        return None
-    rate = Decimal(cancellations * 100) / Decimal(bookings)
-    return str(rate.quantize(Decimal("0.01"), rounding=ROUND_HALF_EVEN))
+    return percent(cancellations, bookings)
 
 
 def build_rows(
@@ -136,7 +132,7 @@ def build_rows(
                     t.cancellations,
                     cancellation_rate(t.bookings, t.cancellations),
                     currency,
-                    str(to_major(minor, currency)),
+                    money(minor, currency),
                     minor,
                 ]
 
@@ -149,13 +145,11 @@ def build_report(
     date_to: date,
 ) -> ReportTable:
     """The monthly booking summary of ``org`` for the local dates ``[date_from, date_to]``."""
-    return ReportTable(
-        report_type=REPORT_TYPE,
-        organization_id=org.id,
-        organization_name=org.name,
-        time_zone=org.time_zone,
-        date_from=date_from,
-        date_to=date_to,
+    return new_table(
+        REPORT_TYPE,
+        org,
+        date_from,
+        date_to,
         columns=COLUMNS,
         rows=list(build_rows(lookup, org, venues, date_from, date_to)),
         notes=(
@@ -168,34 +162,24 @@ def build_report(
 
 
 async def build(ctx: ReportContext) -> ReportTable:
-    """The report of ``ctx.request`` (registry builder).
+    """The report of ``ctx.request`` (the type's builder).
 
     Raises:
         ReportInputError: ``data_filters.venue_id`` names an unknown venue, or the
             organisation has no venues.
     """
     req = ctx.request
-    venues = ctx.venues
-    if "venue_id" in req.data_filters:
-        allowed = set(req.data_filters["venue_id"])
-        unknown = sorted(allowed - {v.id for v in venues})
-        if unknown:
-            raise ReportInputError(f"data_filters.venue_id: unknown venue(s) {unknown}")
-        venues = [v for v in venues if v.id in allowed]
-    if not venues:
-        raise ReportInputError(f"organization_id: {req.organization_id!r} has no venues")
+    venues = selected_venues(ctx)
     rows = await ctx.read_venue_rows(
         ctx.organization.id, [v.id for v in venues], req.date_from, req.date_to
     )
     return build_report(rows.get, ctx.organization, venues, req.date_from, req.date_to)
 
 
-register(
-    ReportType(
-        name=REPORT_TYPE,
-        title="Monthly booking summary",
-        cache_class="financial",
-        build=build,
-        reads=frozenset({"bookings"}),
-    )
+REPORT = ReportType(
+    name=REPORT_TYPE,
+    title="Monthly booking summary",
+    cache_class="financial",
+    build=build,
+    reads=frozenset({"bookings"}),
 )

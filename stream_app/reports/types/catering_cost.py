@@ -36,15 +36,11 @@ from typing import Any
 
 import asyncpg
 
-from stream_app.money import to_major
-from stream_app.reports.business import (
-    percent,
-    read_history,
-    round_minor,
-    with_validation,
-)
+from stream_app.db.tenancy import Organization
 from stream_app.reports.model import Cell, ChartSpec, Column, Kpi, ReportSection, ReportTable
-from stream_app.reports.registry import ReportContext, ReportInputError, ReportType, register
+from stream_app.reports.types.base import ReportContext, ReportInputError, ReportType, new_table
+from stream_app.reports.types.figures import money, money_grouped, percent, round_minor
+from stream_app.reports.types.history import build_from_history
 
 REPORT_TYPE = "catering_cost"
 
@@ -173,20 +169,16 @@ INGREDIENT_SQL = f"""
 """
 
 
-def _money(minor: int, currency: str) -> str:
-    return str(to_major(minor, currency))
-
-
 def _figures(revenue: int, cost: Decimal, waste: Decimal, currency: str) -> list[Cell]:
     """revenue, ingredient cost, waste cost, waste share, margin, margin % of one row."""
     cost_minor = round_minor(cost)
     margin = revenue - cost_minor
     return [
-        _money(revenue, currency),
-        _money(cost_minor, currency),
-        _money(round_minor(waste), currency),
+        money(revenue, currency),
+        money(cost_minor, currency),
+        money(round_minor(waste), currency),
         percent(waste, cost),
-        _money(margin, currency),
+        money(margin, currency),
         percent(margin, revenue),
     ]
 
@@ -213,13 +205,7 @@ async def _read(
 
 
 def build_report(
-    data: dict[str, Any],
-    *,
-    organization_id: str,
-    organization_name: str,
-    time_zone: str,
-    date_from: date,
-    date_to: date,
+    data: dict[str, Any], org: Organization, date_from: date, date_to: date
 ) -> ReportTable:
     """The report from the query results of :func:`_read` (pure; see the module docstring)."""
     totals: dict[str, list[Any]] = defaultdict(lambda: [0, 0, 0, Decimal(0), Decimal(0)])
@@ -249,7 +235,7 @@ def build_report(
         ingredients.append(
             [r["id"], r["name"], r["unit"], r["events"], str(r["used"]), str(r["wasted"]),
              percent(r["wasted"], r["used"]), currency,
-             _money(round_minor(r["cost"]), currency), _money(round_minor(r["waste"]), currency)]
+             money(round_minor(r["cost"]), currency), money(round_minor(r["waste"]), currency)]
         )  # fmt: skip
     kpis: list[Kpi] = []
     for currency, (n_events, covers, revenue, cost, waste) in sorted(totals.items()):
@@ -258,18 +244,17 @@ def build_report(
         kpis += [
             Kpi(f"Events{suffix}", f"{n_events:,}"),
             Kpi(f"Covers{suffix}", f"{covers:,}"),
-            Kpi(f"Revenue ({currency})", format(to_major(revenue, currency), ",")),
-            Kpi(f"Ingredient cost ({currency})", format(to_major(cost_minor, currency), ",")),
+            Kpi(f"Revenue ({currency})", money_grouped(revenue, currency)),
+            Kpi(f"Ingredient cost ({currency})", money_grouped(cost_minor, currency)),
             Kpi(f"Waste share{suffix}", f"{percent(waste, cost) or '–'}%"),
             Kpi(f"Margin{suffix}", f"{percent(revenue - cost_minor, revenue) or '–'}%"),
         ]
-    return ReportTable(
-        report_type=REPORT_TYPE,
-        organization_id=organization_id,
-        organization_name=organization_name,
-        time_zone=time_zone,
-        date_from=date_from,
-        date_to=date_to,
+    time_zone = org.time_zone
+    return new_table(
+        REPORT_TYPE,
+        org,
+        date_from,
+        date_to,
         columns=COLUMNS,
         rows=menus,
         notes=(
@@ -298,32 +283,20 @@ def build_report(
 
 
 async def build(ctx: ReportContext) -> ReportTable:
-    """The report of ``ctx.request`` (registry builder), with the validation findings of its
+    """The report of ``ctx.request`` (the type's builder), with the validation findings of its
     input (:mod:`stream_app.reports.validation`) in ``validation``.
 
     Raises:
         ReportInputError: data filters were given, the organisation has no menus, or an
             event mixes currencies.
     """
-    req, org = ctx.request, ctx.organization
-    data = await read_history(ctx, _read)
-    table = build_report(
-        data,
-        organization_id=org.id,
-        organization_name=org.name,
-        time_zone=org.time_zone,
-        date_from=req.date_from,
-        date_to=req.date_to,
-    )
-    return await with_validation(ctx, table, ("bookings", "payments"))
+    return await build_from_history(ctx, _read, build_report, ("bookings", "payments"))
 
 
-register(
-    ReportType(
-        name=REPORT_TYPE,
-        title="Catering cost and margin",
-        cache_class="operational",
-        build=build,
-        reads=frozenset(),
-    )
+REPORT = ReportType(
+    name=REPORT_TYPE,
+    title="Catering cost and margin",
+    cache_class="operational",
+    build=build,
+    reads=frozenset(),
 )

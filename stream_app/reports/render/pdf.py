@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import io
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,15 +60,14 @@ from reportlab.platypus import (
 from stream_app.reports.artifacts import HashingWriter
 from stream_app.reports.model import (
     Cell,
-    ChartAccumulator,
     ChartData,
-    ChartSpec,
     Column,
     Kpi,
     ReportTable,
     check_sections,
     display_text,
 )
+from stream_app.reports.render.base import NUMERIC_TYPES, read_once
 
 FONT_PATH = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")
 """Body font (Debian package ``fonts-dejavu-core``)."""
@@ -109,7 +108,6 @@ MAX_CHART_SERIES = 32
 
 _HEADER_BG = colors.HexColor("#DDE4EE")
 _STRIPE_BG = colors.HexColor("#F4F6F9")
-_NUMERIC = frozenset({"int", "money", "percent", "decimal"})
 _MAX_CHART_CATEGORY_LABELS = 24
 
 
@@ -172,7 +170,7 @@ def render_pdf(table: ReportTable, out: HashingWriter) -> None:
     check_sections(table)
     fonts = _register_fonts()
     columns = list(table.columns)
-    listed, total, data = _read(columns, table.rows, table.chart, "the table")
+    listed, total, data = read_once(columns, table.rows, table.chart, MAX_TABLE_ROWS, "the table")
     widest = max([len(columns), *(len(s.columns) for s in table.sections)])
     pagesize = landscape(A4) if widest >= LANDSCAPE_FROM_COLUMNS else A4
     margin = 15 * mm
@@ -202,8 +200,8 @@ def render_pdf(table: ReportTable, out: HashingWriter) -> None:
 
     for section in table.sections:
         s_columns = list(section.columns)
-        s_listed, s_total, s_data = _read(
-            s_columns, section.rows, section.chart, f"section {section.name!r}"
+        s_listed, s_total, s_data = read_once(
+            s_columns, section.rows, section.chart, MAX_TABLE_ROWS, f"section {section.name!r}"
         )
         story.append(Spacer(1, 8 * mm))
         story.append(Paragraph(text.markup(section.title), styles.section))
@@ -242,29 +240,6 @@ def render_pdf(table: ReportTable, out: HashingWriter) -> None:
     doc.build(story, onFirstPage=on_page, onLaterPages=on_page)
     out.write(buf.getvalue())
     out.rows = len(listed)
-
-
-def _read(
-    columns: Sequence[Column],
-    rows: Iterable[Sequence[Cell]],
-    spec: ChartSpec | None,
-    what: str,
-) -> tuple[list[Sequence[Cell]], int, ChartData | None]:
-    """Read ``rows`` once: the first :data:`MAX_TABLE_ROWS` rows, the count, the chart."""
-    chart = ChartAccumulator(spec, columns) if spec is not None else None
-    listed: list[Sequence[Cell]] = []
-    total = 0
-    for row in rows:
-        if len(row) != len(columns):
-            raise ValueError(
-                f"{what}: row {total + 1} has {len(row)} cells for {len(columns)} columns"
-            )
-        if total < MAX_TABLE_ROWS:
-            listed.append(row)
-        if chart is not None:
-            chart.add(row)
-        total += 1
-    return listed, total, chart.result() if chart is not None else None
 
 
 def _chart_flowables(
@@ -476,7 +451,7 @@ def _column_widths(
             (pdfmetrics.stringWidth(display_text(r[i], col.type), FONT, 7) for r in sample),
             default=0.0,
         )
-        if col.type in _NUMERIC or col.type in ("month", "date"):
+        if col.type in NUMERIC_TYPES or col.type in ("month", "date"):
             needed.append(max(longest, min(header, 60.0)) + pad)
         else:
             needed.append(max(longest, header, 30.0) + pad)
@@ -504,7 +479,7 @@ def _data_table(
     header = [
         Paragraph(
             escape(c.name.replace("_", " ")),
-            styles.head_right if c.type in _NUMERIC else styles.head,
+            styles.head_right if c.type in NUMERIC_TYPES else styles.head,
         )
         for c in columns
     ]
@@ -517,7 +492,7 @@ def _data_table(
             shown = _clip(display_text(value, col.type))
             # plain strings are ten times cheaper than Paragraphs; wrap or mix fonts only
             # where needed
-            if col.type in _NUMERIC or (
+            if col.type in NUMERIC_TYPES or (
                 text.covered(shown) and pdfmetrics.stringWidth(shown, FONT, 7) <= w - pad
             ):
                 cells.append(shown)
@@ -525,7 +500,7 @@ def _data_table(
                 cells.append(Paragraph(text.markup(shown), styles.cell))
         body.append(cells)
     table = LongTable(body, colWidths=widths, repeatRows=1, hAlign="LEFT")
-    numeric = [i for i, c in enumerate(columns) if c.type in _NUMERIC]
+    numeric = [i for i, c in enumerate(columns) if c.type in NUMERIC_TYPES]
     commands: list[tuple[Any, ...]] = [
         ("FONT", (0, 0), (-1, -1), FONT, 7),
         ("LEADING", (0, 0), (-1, -1), 8.5),

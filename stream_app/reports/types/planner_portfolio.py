@@ -35,18 +35,19 @@ from typing import Any
 
 import asyncpg
 
-from stream_app.money import to_major
-from stream_app.reports.business import (
+from stream_app.db.tenancy import Organization
+from stream_app.reports.model import Cell, ChartSpec, Column, Kpi, ReportSection, ReportTable
+from stream_app.reports.types.base import ReportContext, ReportInputError, ReportType, new_table
+from stream_app.reports.types.figures import (
     growth,
     mean_text,
+    money,
+    money_grouped,
     percent,
-    read_history,
     round_minor,
-    with_validation,
     year_earlier,
 )
-from stream_app.reports.model import Cell, ChartSpec, Column, Kpi, ReportSection, ReportTable
-from stream_app.reports.registry import ReportContext, ReportInputError, ReportType, register
+from stream_app.reports.types.history import build_from_history
 
 REPORT_TYPE = "planner_portfolio"
 
@@ -123,23 +124,12 @@ async def _read(
     }
 
 
-def _major(minor: int, currency: str) -> str:
-    return str(to_major(minor, currency))
-
-
 def _minus(a: str | None, b: str | None) -> str | None:
     return None if a is None or b is None else str(Decimal(a) - Decimal(b))
 
 
 def build_report(
-    data: dict[str, Any],
-    *,
-    organization_id: str,
-    organization_name: str,
-    time_zone: str,
-    currency: str,
-    date_from: date,
-    date_to: date,
+    data: dict[str, Any], org: Organization, date_from: date, date_to: date
 ) -> ReportTable:
     """The report from the query results of :func:`_read` (pure; see the module docstring).
 
@@ -148,7 +138,7 @@ def build_report(
     """
     offices = data["offices"]
     if not offices:
-        raise ReportInputError(f"organization_id: {organization_id!r} has no offices")
+        raise ReportInputError(f"organization_id: {org.id!r} has no offices")
     by_office: dict[str, dict[str, Any]] = defaultdict(dict)
     for r in data["figures"]:
         by_office[r["office_id"]][r["currency"].strip()] = r
@@ -167,7 +157,7 @@ def build_report(
 
     rows: list[list[Cell]] = []
     for office in offices:
-        figures = by_office.get(office["id"]) or {currency: None}
+        figures = by_office.get(office["id"]) or {org.currency: None}
         for cur in sorted(figures):
             r = figures[cur]
             bookings = r["bookings"] if r else 0
@@ -186,10 +176,10 @@ def build_report(
                     bookings,
                     weddings,
                     rate,
-                    _major(revenue, cur),
-                    _major(round_minor(Decimal(revenue) / weddings), cur) if weddings else None,
+                    money(revenue, cur),
+                    money(round_minor(Decimal(revenue) / weddings), cur) if weddings else None,
                     prior_weddings,
-                    _major(prior_revenue, cur),
+                    money(prior_revenue, cur),
                     growth(weddings, prior_weddings),
                     growth(revenue, prior_revenue),
                     percent(revenue, mean_revenue.get(cur, Decimal(0))),
@@ -208,35 +198,33 @@ def build_report(
                 bookings,
                 weddings,
                 org_rate[cur],
-                _major(revenue, cur),
-                _major(round_minor(mean_revenue[cur]), cur),
+                money(revenue, cur),
+                money(round_minor(mean_revenue[cur]), cur),
                 mean_text(weddings, n),
-                _major(round_minor(Decimal(revenue) / weddings), cur) if weddings else None,
-                _major(prior_revenue, cur),
+                money(round_minor(Decimal(revenue) / weddings), cur) if weddings else None,
+                money(prior_revenue, cur),
                 growth(revenue, prior_revenue),
             ]
         )
         kpis += [
             Kpi(f"Weddings ({cur})", f"{weddings:,}"),
-            Kpi(f"Revenue ({cur})", format(to_major(revenue, cur), ",")),
+            Kpi(f"Revenue ({cur})", money_grouped(revenue, cur)),
             Kpi(
                 f"Mean revenue per office ({cur})",
-                format(to_major(round_minor(mean_revenue[cur]), cur), ","),
+                money_grouped(round_minor(mean_revenue[cur]), cur),
             ),
             Kpi(f"Revenue growth ({cur})", f"{growth(revenue, prior_revenue) or '–'}%"),
             Kpi(f"Cancellation rate ({cur})", f"{org_rate[cur] or '–'}%"),
         ]
-    return ReportTable(
-        report_type=REPORT_TYPE,
-        organization_id=organization_id,
-        organization_name=organization_name,
-        time_zone=time_zone,
-        date_from=date_from,
-        date_to=date_to,
+    return new_table(
+        REPORT_TYPE,
+        org,
+        date_from,
+        date_to,
         columns=COLUMNS,
         rows=rows,
         notes=(
-            f"Weddings by their local date (time zone {time_zone}); growth against the same "
+            f"Weddings by their local date (time zone {org.time_zone}); growth against the same "
             "dates a year earlier.",
             "Revenue = amount of the bookings not cancelled, exact, per currency.",
             "revenue_index = office revenue / (organisation revenue / offices) × 100.",
@@ -255,32 +243,19 @@ def build_report(
 
 
 async def build(ctx: ReportContext) -> ReportTable:
-    """The report of ``ctx.request`` (registry builder), with the validation findings of its
+    """The report of ``ctx.request`` (the type's builder), with the validation findings of its
     input (:mod:`stream_app.reports.validation`) in ``validation``.
 
     Raises:
         ReportInputError: data filters were given, or the organisation has no offices.
     """
-    req, org = ctx.request, ctx.organization
-    data = await read_history(ctx, _read)
-    table = build_report(
-        data,
-        organization_id=org.id,
-        organization_name=org.name,
-        time_zone=org.time_zone,
-        currency=org.currency,
-        date_from=req.date_from,
-        date_to=req.date_to,
-    )
-    return await with_validation(ctx, table, ("bookings", "payments"))
+    return await build_from_history(ctx, _read, build_report, ("bookings", "payments"))
 
 
-register(
-    ReportType(
-        name=REPORT_TYPE,
-        title="Planner portfolio",
-        cache_class="portfolio",
-        build=build,
-        reads=frozenset(),
-    )
+REPORT = ReportType(
+    name=REPORT_TYPE,
+    title="Planner portfolio",
+    cache_class="portfolio",
+    build=build,
+    reads=frozenset(),
 )

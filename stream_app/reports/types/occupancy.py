@@ -69,7 +69,13 @@ import asyncpg
 from stream_app.db.tenancy import Organization, Venue, tenant_transaction
 from stream_app.money import to_major
 from stream_app.reports.model import Cell, ChartSpec, Column, Kpi, ReportSection, ReportTable
-from stream_app.reports.registry import ReportContext, ReportInputError, ReportType, register
+from stream_app.reports.types.base import (
+    ReportContext,
+    ReportType,
+    new_table,
+    selected_venues,
+)
+from stream_app.reports.types.figures import WEEKDAYS, money, money_grouped, percent
 
 REPORT_TYPE = "venue_occupancy"
 
@@ -79,8 +85,6 @@ HOLDOUT_MONTHS = 12
 """Months held out at the end of the history for the back-test."""
 SEASON = 12
 """Season length of the seasonal naive method, months."""
-
-WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 
 
 @dataclass(frozen=True, slots=True)
@@ -461,14 +465,6 @@ def _history_end(date_to: date) -> date:
 # -- arithmetic -------------------------------------------------------------------------------
 
 
-def percent(numerator: int, denominator: int) -> str | None:
-    """``numerator ÷ denominator × 100``, half-even to 2 decimals; None for denominator 0."""
-    if denominator == 0:
-        return None
-    value = Decimal(numerator * 100) / Decimal(denominator)
-    return str(value.quantize(Decimal("0.01"), rounding=ROUND_HALF_EVEN))
-
-
 def _fraction_text(value: Fraction) -> str:
     q = Decimal(value.numerator) / Decimal(value.denominator)
     return str(q.quantize(Decimal("0.01"), rounding=ROUND_HALF_EVEN))
@@ -732,13 +728,11 @@ def build_report(
     )
 
     kpis = _kpis(venues, data, recommendations, pooled, forecast_rows, forecast_months)
-    return ReportTable(
-        report_type=REPORT_TYPE,
-        organization_id=org.id,
-        organization_name=org.name,
-        time_zone=org.time_zone,
-        date_from=date_from,
-        date_to=date_to,
+    return new_table(
+        REPORT_TYPE,
+        org,
+        date_from,
+        date_to,
         columns=COLUMNS,
         rows=rows,
         notes=(
@@ -768,7 +762,7 @@ def _revenue_row(
         currency,
         c.available_dates,
         c.available_slots,
-        str(to_major(minor, currency)),
+        money(minor, currency),
         minor,
         per_unit(minor, c.available_dates, currency),
         per_unit(minor, c.available_slots, currency),
@@ -984,7 +978,7 @@ def _kpis(
         for currency, minor in data.revenue_venue.get(v.id, {}).items():
             revenue[currency] += minor
     for currency, minor in sorted(revenue.items()):
-        kpis.append(Kpi(f"Revenue of available dates ({currency})", _money(minor, currency)))
+        kpis.append(Kpi(f"Revenue of available dates ({currency})", money_grouped(minor, currency)))
         pad = per_unit(minor, dates, currency)
         kpis.append(
             Kpi(
@@ -1000,10 +994,6 @@ def _kpis(
         kpis.append(Kpi("Forecast back-test MAPE", f"{pooled.mape}%"))
     kpis.append(Kpi("Recommendations", str(len(recommendations))))
     return tuple(kpis)
-
-
-def _money(minor: int, currency: str) -> str:
-    return format(to_major(minor, currency), ",")
 
 
 def _validation(venues: Sequence[Venue], data: OccupancyData) -> tuple[str, ...]:
@@ -1043,7 +1033,7 @@ def _validation(venues: Sequence[Venue], data: OccupancyData) -> tuple[str, ...]
 
 
 async def build(ctx: ReportContext) -> ReportTable:
-    """The report of ``ctx.request`` (registry builder). Filtered by venue, its findings are
+    """The report of ``ctx.request`` (the type's builder). Filtered by venue, its findings are
     the named venues' only (no count of bookings without a venue or with an unknown one).
 
     Raises:
@@ -1051,15 +1041,7 @@ async def build(ctx: ReportContext) -> ReportTable:
             organisation has no venues.
     """
     req = ctx.request
-    venues = ctx.venues
-    if "venue_id" in req.data_filters:
-        allowed = set(req.data_filters["venue_id"])
-        unknown = sorted(allowed - {v.id for v in venues})
-        if unknown:
-            raise ReportInputError(f"data_filters.venue_id: unknown venue(s) {unknown}")
-        venues = [v for v in venues if v.id in allowed]
-    if not venues:
-        raise ReportInputError(f"organization_id: {req.organization_id!r} has no venues")
+    venues = selected_venues(ctx)
     async with ctx.pool.acquire() as conn:
         data = await read_data(
             conn, ctx.organization.id, [v.id for v in venues], req.date_from, req.date_to
@@ -1071,14 +1053,12 @@ async def build(ctx: ReportContext) -> ReportTable:
     return build_report(ctx.organization, venues, req.date_from, req.date_to, data)
 
 
-register(
-    ReportType(
-        name=REPORT_TYPE,
-        title="Venue occupancy",
-        cache_class="operational",
-        build=build,
-        # the history it reads is the record of the bookings stream: a booking event makes a
-        # cached copy stale
-        reads=frozenset({"bookings"}),
-    )
+REPORT = ReportType(
+    name=REPORT_TYPE,
+    title="Venue occupancy",
+    cache_class="operational",
+    build=build,
+    # the history it reads is the record of the bookings stream: a booking event makes a
+    # cached copy stale
+    reads=frozenset({"bookings"}),
 )

@@ -1,0 +1,148 @@
+"""The priority lanes: claim one accepted request and answer it.
+
+Part of the reports layer, run by the lane agents (:mod:`stream_app.agents.reports`). Each
+priority has its own topic ``report-requests-<priority>`` read by its own agent with its own
+concurrency (:attr:`Settings.report_lane_concurrency`), so a ``critical`` report never waits
+behind ``low`` ones: they are different partitions read by different actors, and a backlog of
+one lane is invisible to the others. Why topics, not an in-process priority queue: the lanes
+keep everything a Kafka topic gives (a request survives a crash, lanes scale out with
+partitions and workers, a lane's lag is visible). The lane key is
+``organization_id/<cache key>``, so identical requests meet on one worker (single flight) and
+land where their key's cache table partition lives (:mod:`stream_app.reports.cache`).
+
+A lane claims the report (``queued → processing`` in PostgreSQL, so a redelivered request is
+generated once), publishes ``processing`` and answers it
+(:func:`stream_app.reports.produce.produce`) under a watchdog
+(:mod:`stream_app.reports.watchdog`). An organisation holds at most its share
+(``WEDDING_ORG_SLOT_SHARE``) of a lane's concurrency on a worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import orjson
+from faust.types import EventT
+
+from stream_app.agents.deadletter import send_to_dead_letter
+from stream_app.app import settings
+from stream_app.db import reports as report_db
+from stream_app.db.pool import get_pool
+from stream_app.db.tenancy import tenant_transaction
+from stream_app.observability import REPORT_LANE_ORG_HELD, REPORT_LANE_ORGS
+from stream_app.quotas import org_share
+from stream_app.reports.cancel import tracked
+from stream_app.reports.errors import ReportCancelledError
+from stream_app.reports.produce import discard_files, finished_elsewhere, produce
+from stream_app.reports.status import audit_status, publish_status, report_status
+from stream_app.reports.timing import Run
+from stream_app.reports.watchdog import REPORT_STALE_AFTER_S, watch_report
+from stream_app.schemas.base import EventValidationError, decode_event
+from stream_app.schemas.reports import ReportRequest
+from stream_app.schemas.updates import ReportStatusName
+from stream_app.topology import report_lane_topics
+
+log = logging.getLogger(__name__)
+
+TAKEOVER_RECHECK_S = 2.0
+"""Pause before a request whose report is ``processing`` elsewhere goes back to its lane to
+be looked at again (until it is final, or stale and taken over)."""
+QUOTA_REQUEUE_DELAY_S = 0.5
+"""Pause before a request over its organisation's share goes back to its lane (so a lane
+holding only one tenant's backlog does not spin)."""
+_lane_held: dict[tuple[str, str], int] = {}
+"""(priority, organization_id) → lane slots of this worker it holds now."""
+
+
+async def handle_lane_request(event: EventT[bytes]) -> ReportStatusName | None:
+    """Lane: claim one request and answer it; the final status, None when not claimed.
+
+    An organisation holds at most its share (``WEDDING_ORG_SLOT_SHARE``) of the lane's
+    concurrency on this worker; a request over it goes back to the end of its lane.
+    """
+    started = time.perf_counter()
+    try:
+        req = decode_event(event.message.value or b"", ReportRequest)
+    except EventValidationError as exc:  # accepted requests are valid: only a foreign producer
+        await send_to_dead_letter(event, field=exc.field, reason=exc.reason)
+        return None
+    share = (req.priority, req.organization_id)
+    if _lane_held.get(share, 0) >= org_share(
+        settings.report_lane_concurrency[req.priority], settings.org_slot_share
+    ):
+        # the organisation holds its share of this lane here: back to the end of the lane,
+        # so this slot takes the next request (maybe another tenant's) instead of waiting
+        await _back_to_lane(req, event, QUOTA_REQUEUE_DELAY_S)
+        return None
+    _lane_held[share] = _lane_held.get(share, 0) + 1
+    _publish_lane_shares(req.priority)
+    try:
+        return await _claim_and_produce(req, event, started)
+    finally:
+        _lane_held[share] -= 1
+        if _lane_held[share] == 0:
+            del _lane_held[share]
+        _publish_lane_shares(req.priority)
+
+
+def _publish_lane_shares(lane: str) -> None:
+    held = [n for (p, _), n in _lane_held.items() if p == lane]
+    REPORT_LANE_ORG_HELD.labels(lane).set(max(held, default=0))
+    REPORT_LANE_ORGS.labels(lane).set(len(held))
+
+
+async def _back_to_lane(req: ReportRequest, event: EventT[bytes], delay_s: float) -> None:
+    """After ``delay_s`` seconds, put ``event`` back at the end of its lane (same key)."""
+    await asyncio.sleep(delay_s)
+    fut = await report_lane_topics[req.priority].send(
+        key=event.message.key, value=event.message.value
+    )
+    await fut
+
+
+async def _claim_and_produce(
+    req: ReportRequest, event: EventT[bytes], started: float
+) -> ReportStatusName | None:
+    pool = await get_pool(settings.postgres_dsn)
+    async with pool.acquire() as conn:
+        stored = orjson.loads(event.message.value or b"")
+        if await report_db.same_request(conn, req.organization_id, req.report_id, stored) is False:
+            await send_to_dead_letter(
+                event, field="$.report_id", reason="differs from the stored request of this id"
+            )
+            return None
+    async with pool.acquire() as conn, tenant_transaction(conn, req.organization_id):
+        claimed = await report_db.claim_processing(
+            conn, req.organization_id, req.report_id, stale_after_s=REPORT_STALE_AFTER_S
+        )
+        if claimed:
+            await audit_status(conn, req, "processing")
+        else:
+            current = await report_db.current_status(conn, req.organization_id, req.report_id)
+    if not claimed:
+        if current == "processing":
+            # generating elsewhere, or its worker died (its offset was never committed, so
+            # the request came back here): look again later; once the other worker's
+            # heartbeat is older than REPORT_STALE_AFTER_S this worker takes the report over
+            await _back_to_lane(req, event, TAKEOVER_RECHECK_S)
+        return None  # cancelled or final: nothing to do
+    await publish_status(report_status(req, "processing", started))
+    run = Run()
+    task = asyncio.create_task(produce(req, event, started, run))
+    watchdog = asyncio.create_task(watch_report(req.organization_id, req.report_id, task, run.stop))
+    try:
+        with tracked(req.organization_id, req.report_id, task, run.stop):
+            return await task
+    except (asyncio.CancelledError, ReportCancelledError):
+        me = asyncio.current_task()
+        if me is not None and me.cancelling():  # the worker is stopping, not the report
+            task.cancel()
+            raise
+        if not await finished_elsewhere(req):
+            await discard_files(req)
+        log.info("report %s cancelled while %s", req.report_id, "running")
+        return "cancelled"
+    finally:
+        watchdog.cancel()
