@@ -14,9 +14,7 @@ from typing import Any, Literal
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from stream_app.db import audit_events
-from stream_app.db import reports as report_db
-from stream_app.db.tenancy import tenant_transaction
+from stream_app.reports.cancelling import cancel_in_db
 from stream_app.schemas.base import decode_event, encode_event
 from stream_app.schemas.ids import check_id
 from stream_app.schemas.reports import ReportRequest
@@ -121,28 +119,11 @@ async def cancel_report(
     """
     conn = await asyncpg.connect(settings.postgres_dsn)
     try:
-        async with tenant_transaction(conn, organization_id):
-            outcome = await report_db.cancel(conn, organization_id, report_id)
-            if outcome == "cancelled":
-                await audit_events.record(
-                    conn, organization_id, actor, "report.status", report_id, {"status": outcome}
-                )
-        rec = await report_db.fetch_report(conn, organization_id, report_id)
+        outcome, status = await cancel_in_db(conn, organization_id, report_id, actor=actor)
     finally:
         await conn.close()
-    if outcome != "cancelled" or rec is None:
+    if status is None:
         return outcome
-    status = ReportStatus(
-        kind="report_status",
-        report_id=report_id,
-        organization_id=organization_id,
-        report_type=rec.report_type,
-        status="cancelled",
-        at=datetime.now(UTC),
-        error="cancelled by request",
-        priority=rec.priority,
-        attempts=rec.attempts,
-    )
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
     await producer.start()
     try:

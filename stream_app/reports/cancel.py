@@ -14,17 +14,13 @@ import asyncio
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from typing import Any
 
 from stream_app.app import settings
-from stream_app.db import audit_events
-from stream_app.db import reports as report_db
 from stream_app.db.pool import get_pool
-from stream_app.db.tenancy import tenant_transaction
 from stream_app.observability import REPORTS
+from stream_app.reports.cancelling import cancel_in_db
 from stream_app.reports.status import publish_status
-from stream_app.schemas.updates import ReportStatus
 
 running: dict[tuple[str, str], tuple[asyncio.Task[Any], threading.Event]] = {}
 """Reports generating on this worker, by ``(organization_id, report_id)``: the task and the
@@ -59,36 +55,13 @@ async def cancel_report(
     """
     pool = await get_pool(settings.postgres_dsn)
     async with pool.acquire() as conn:
-        async with tenant_transaction(conn, organization_id):
-            outcome = await report_db.cancel(conn, organization_id, report_id)
-            if outcome == "cancelled":
-                await audit_events.record(
-                    conn,
-                    organization_id,
-                    actor,
-                    "report.status",
-                    report_id,
-                    {"status": "cancelled"},
-                )
-        rec = await report_db.fetch_report(conn, organization_id, report_id)
-    if outcome != "cancelled" or rec is None:
+        outcome, status = await cancel_in_db(conn, organization_id, report_id, actor=actor)
+    if status is None:
         return outcome
     found = running.get((organization_id, report_id))
     if found is not None:
         found[1].set()
         found[0].cancel()
-    await publish_status(
-        ReportStatus(
-            kind="report_status",
-            report_id=report_id,
-            organization_id=organization_id,
-            report_type=rec.report_type,
-            status="cancelled",
-            at=datetime.now(UTC),
-            error="cancelled by request",
-            priority=rec.priority,
-            attempts=rec.attempts,
-        )
-    )
-    REPORTS.labels(rec.report_type, "cancelled").inc()
+    await publish_status(status)
+    REPORTS.labels(status.report_type, "cancelled").inc()
     return "cancelled"

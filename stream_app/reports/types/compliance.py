@@ -673,32 +673,29 @@ def build_report(
         if streamed_totals is None:
             _add_to_totals(totals[b.currency], b)
             recon_rows.append(row)
-    for p in data.orphans:
-        totals[p.currency]["orphan_payments"] += 1
-        exceptions.append(
-            [
-                "orphan payment",
-                p.id,
-                p.booking_id,
-                p.occurred_at.astimezone(zone).date().isoformat(),
-                p.currency,
-                money(p.amount_minor, p.currency),
-                f"{p.kind} naming booking {p.booking_id!r}, which does not exist",
-            ]
-        )
-    for p in data.mismatches:
-        totals[p.currency]["mismatched_payments"] += 1
-        exceptions.append(
-            [
-                "currency mismatch",
-                p.id,
-                p.booking_id,
-                p.occurred_at.astimezone(zone).date().isoformat(),
-                p.currency,
-                money(p.amount_minor, p.currency),
-                f"{p.kind} in {p.currency} on a booking in {p.booking_currency}; not netted",
-            ]
-        )
+    singled_out = (
+        ("orphan payment", "orphan_payments", data.orphans),
+        ("currency mismatch", "mismatched_payments", data.mismatches),
+    )
+    for label, counter, payments in singled_out:
+        for p in payments:
+            totals[p.currency][counter] += 1
+            why = (
+                f"{p.kind} naming booking {p.booking_id!r}, which does not exist"
+                if counter == "orphan_payments"
+                else f"{p.kind} in {p.currency} on a booking in {p.booking_currency}; not netted"
+            )
+            exceptions.append(
+                [
+                    label,
+                    p.id,
+                    p.booking_id,
+                    p.occurred_at.astimezone(zone).date().isoformat(),
+                    p.currency,
+                    money(p.amount_minor, p.currency),
+                    why,
+                ]
+            )
     order = {"orphan payment": 0, "currency mismatch": 1, "overpaid": 2}
     exceptions.sort(key=lambda r: (order.get(str(r[0]), 3), str(r[2]), str(r[1] or "")))
     totals_rows: list[list[Cell]] = []

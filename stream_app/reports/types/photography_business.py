@@ -34,6 +34,7 @@ month, currency. A photographer-month without bookings has no row.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from datetime import date
 from typing import Any
 
@@ -302,30 +303,26 @@ def build_report(
                 rows=satisfaction,
                 notes=("Feedback on the bookings of the range (by wedding date).",),
             ),
-            ReportSection(
-                name="trend_by_month",
-                title="Weddings by month, this period vs a year earlier",
-                columns=MONTH_TREND_COLUMNS,
-                rows=month_rows,
-                chart=ChartSpec(
-                    title="Weddings by month",
-                    category_column="month",
-                    value_columns=("weddings", "last_year_weddings"),
-                ),
-            ),
-            ReportSection(
-                name="trend_by_weekday",
-                title="Weddings by weekday, this period vs a year earlier",
-                columns=WEEKDAY_TREND_COLUMNS,
-                rows=weekday_rows,
-                chart=ChartSpec(
-                    title="Weddings by weekday",
-                    category_column="weekday",
-                    value_columns=("weddings", "last_year_weddings"),
-                ),
-            ),
+            _trend_section("month", MONTH_TREND_COLUMNS, month_rows),
+            _trend_section("weekday", WEEKDAY_TREND_COLUMNS, weekday_rows),
         ),
         kpis=kpis,
+    )
+
+
+def _trend_section(by: str, columns: Sequence[Column], rows: list[list[Cell]]) -> ReportSection:
+    """The section of weddings by ``by`` (``month`` or ``weekday``, also the category
+    column), this period against a year earlier, with its chart."""
+    return ReportSection(
+        name=f"trend_by_{by}",
+        title=f"Weddings by {by}, this period vs a year earlier",
+        columns=columns,
+        rows=rows,
+        chart=ChartSpec(
+            title=f"Weddings by {by}",
+            category_column=by,
+            value_columns=("weddings", "last_year_weddings"),
+        ),
     )
 
 
