@@ -1,2 +1,4 @@
-"""Reports: report types (what is computed), renderers (file formats), the artifact store and
-the report agent that turns ``report-requests`` into stored files and status messages."""
+"""Reports: report types (``types/``: what is computed), renderers (``render/``: file formats),
+the one accept path of a request, the lanes that generate reports into the artifact store and
+publish their status changes, the report cache. The faust agents that run them are in
+:mod:`stream_app.agents.reports`."""

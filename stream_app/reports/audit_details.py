@@ -17,7 +17,7 @@ Channel = Literal["http", "kafka", "schedule"]
 ``wedding-engine report`` command and any other), or the scheduler (a schedule's run)."""
 
 REPORT_AGENT_ACTOR = "report-agent"
-"""The actor of status changes made by the report agent (processing, completed, failed)."""
+"""The actor of status changes made by the report pipeline (processing, completed, failed)."""
 
 
 def request_details(req: ReportRequest, channel: Channel) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """Report rows read through server-side cursors while the renderers write them.
 
-Part of the report layer. A builder that has a :class:`ReportSession` (the report agent opens
+Part of the report layer. A builder that has a :class:`ReportSession` (the report generator opens
 one per generation, :func:`open_session`) returns :class:`StreamedRows` instead of lists for
 its large tables: each iteration (one per output format) opens a server-side cursor
 (asyncpg ``Connection.cursor``) on the session's connection and fetches :data:`BATCH_ROWS`
@@ -81,7 +81,7 @@ class ReportSession:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
 
     def _raw_conn(self) -> Any:
-        # the report agent's timed wrapper exposes the asyncpg connection as ``_conn``
+        # the report generator's timed wrapper exposes the asyncpg connection as ``_conn``
         return getattr(self.conn, "_conn", self.conn)
 
     async def _open(self, sql: str, params: Sequence[Any]) -> Any:
@@ -172,7 +172,7 @@ async def open_session(
     """A :class:`ReportSession`: a connection from ``pool`` in a ``REPEATABLE READ``
     transaction entered as ``organization_id``'s tenant, held until the block ends.
 
-    ``pool`` is an asyncpg pool (or the report agent's timed wrapper of one).
+    ``pool`` is an asyncpg pool (or the report generator's timed wrapper of one).
     """
     async with pool.acquire() as conn:
         raw = getattr(conn, "_conn", conn)  # the set-up is not a query of the report

@@ -75,7 +75,7 @@ other report types' do (:mod:`stream_app.reports.validation`): ``error:`` orphan
 currency mismatches and GDPR requests received after ``now`` (the figures would be wrong);
 ``warning:`` bookings whose refunds exceed their payments.
 
-Memory: given a report session (:attr:`ReportContext.session`, the report agent's path), the
+Memory: given a report session (:attr:`ReportContext.session`, the report generator's path), the
 per-booking reconciliation is read through a server-side cursor while each format is
 rendered (:mod:`stream_app.reports.streaming`), its totals are computed in SQL
 (:data:`BALANCE_TOTALS_SQL`, the same sums as :func:`_add_to_totals`), and only the bookings
