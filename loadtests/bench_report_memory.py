@@ -34,9 +34,7 @@ import resource
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -113,41 +111,24 @@ def _rss_mib() -> float:
 
 async def child(dsn: str, fmt: str, mode: str, out_dir: Path) -> dict[str, Any]:
     """Build and render one format in this process; its figures (the parent's JSON line)."""
+    from loadtests.common import bench_request, no_table_reads, render_file
     from stream_app.db.tenancy import fetch_organization
     from stream_app.reports import compliance
     from stream_app.reports.artifacts import ArtifactStore
     from stream_app.reports.model import ReportTable
     from stream_app.reports.registry import ReportContext
-    from stream_app.reports.render import RENDERERS
     from stream_app.reports.streaming import open_session
-    from stream_app.schemas.reports import ReportRequest
 
-    async def no_table_reads(*_: Any) -> dict[str, dict[str, Any]]:
-        raise RuntimeError("compliance reads PostgreSQL only")
-
-    def render(table: ReportTable) -> tuple[int, int]:
-        ext, renderer = RENDERERS[fmt]
-        store = ArtifactStore(out_dir)
-        with store.write(ORG, "bench", f"compliance.{ext}", fmt, key=None) as (writer, out):
-            renderer(table, writer)
-        recon_rows = out[0].rows or 0
-        return out[0].size_bytes or 0, recon_rows
+    def render(table: ReportTable) -> int:
+        link = render_file(ArtifactStore(out_dir), table, fmt, "bench", "compliance")
+        return link.size_bytes or 0
 
     pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
     try:
         async with pool.acquire() as conn:
             org = await fetch_organization(conn, ORG)
-        req = ReportRequest(
-            schema_version=1,
-            report_id=str(uuid.uuid4()),
-            organization_id=ORG,
-            user_id="bench",
-            report_type="compliance",
-            date_from=FIRST_DAY,
-            date_to=FIRST_DAY + timedelta(days=DAYS - 1),
-            output_formats=[fmt],
-            requested_at=datetime.now(UTC),
-        )
+        last_day = FIRST_DAY + timedelta(days=DAYS - 1)
+        req = bench_request(ORG, "compliance", FIRST_DAY, last_day, [fmt])
         baseline = _rss_mib()
         t0 = time.perf_counter()
         now = datetime.now(UTC)
@@ -155,13 +136,13 @@ async def child(dsn: str, fmt: str, mode: str, out_dir: Path) -> dict[str, Any]:
             async with open_session(pool, ORG, "compliance") as session:
                 ctx = ReportContext(req, org, [], pool, no_table_reads, session)
                 table = await compliance.build_at(ctx, now)
-                size, _ = await asyncio.to_thread(render, table)
+                size = await asyncio.to_thread(render, table)
             recon = max(q.rows for q in session.queries)
         else:
             ctx = ReportContext(req, org, [], pool, no_table_reads)
             table = await compliance.build_at(ctx, now)
             recon = sum(1 for _ in table.sections[1].rows)
-            size, _ = await asyncio.to_thread(render, table)
+            size = await asyncio.to_thread(render, table)
         seconds = time.perf_counter() - t0
     finally:
         await pool.close()
@@ -206,16 +187,12 @@ def main() -> None:
     p.add_argument("--formats", default=",".join(FORMATS))
     args = p.parse_args()
     formats = [f for f in args.formats.split(",") if f]
-    from stream_app.db.migrate import migrate
-    from stream_app.devservices import postgres
+    from loadtests.common import postgres_only, state_folder
     from stream_app.reports.streaming import BATCH_ROWS
 
-    state = Path(tempfile.mkdtemp(prefix="bench-report-memory-"))
-    state.chmod(0o755)  # the postgres user must reach it
-    try:
-        instance = postgres.start(state)
-        asyncio.run(migrate(instance.dsn))
-        seconds = asyncio.run(load(instance.dsn, args.rows))
+    keep = bool(os.environ.get("BENCH_KEEP_STATE"))
+    with state_folder("bench-report-memory", keep=keep) as state, postgres_only(state) as dsn:
+        seconds = asyncio.run(load(dsn, args.rows))
         print(f"loaded {args.rows:,} bookings (+ payments for 2/3) with COPY in {seconds:.0f} s")
         print(
             f"compliance report, payment_reconciliation = {args.rows:,} rows; cursor batches of "
@@ -229,7 +206,7 @@ def main() -> None:
         fetched = {f for f in args.fetch.split(",") if f}
         for fmt in formats:
             for mode in ["stream", "fetch"] if fmt in fetched else ["stream"]:
-                r = run_child(instance.dsn, fmt, mode, state / "out")
+                r = run_child(dsn, fmt, mode, state / "out")
                 if "error" in r:
                     print(f"{fmt:<11} {mode:<7} error: {r['error']}")
                     failed = True
@@ -247,10 +224,6 @@ def main() -> None:
                 )
                 shutil.rmtree(state / "out", ignore_errors=True)
         print("FAIL" if failed else "PASS")
-    finally:
-        postgres.stop(state)
-        if not os.environ.get("BENCH_KEEP_STATE"):
-            shutil.rmtree(state, ignore_errors=True)
 
 
 if __name__ == "__main__":
