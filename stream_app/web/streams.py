@@ -39,6 +39,7 @@ from stream_app.tables import payments as payments_tables
 from stream_app.tables import suppliers as suppliers_tables
 from stream_app.web.auth import authenticate
 from stream_app.web.errors import ApiError
+from stream_app.web.inputs import require_query
 from stream_app.web.permissions import Permission
 from stream_app.web.routing import FORWARDED_HEADER, changelog_owner, remote_json
 from stream_app.web.views import page, period_labels
@@ -80,15 +81,8 @@ def _values(table: Any, key: str) -> dict[str, Any] | None:
 
 
 def _months(request: web.Request) -> list[str]:
-    q = request.query
-    if "from" not in q or "to" not in q:
-        raise ApiError(
-            400,
-            "missing_field",
-            "query parameters 'from' and 'to' are required",
-            field="from" if "from" not in q else "to",
-        )
-    return period_labels("month", q["from"], q["to"])
+    require_query(request, ("from", "to"), "query parameters 'from' and 'to' are required")
+    return period_labels("month", request.query["from"], request.query["to"])
 
 
 @page("/orgs/{org}/bookings/{booking}/payments", permission=Permission.TABLES_READ)

@@ -35,10 +35,10 @@ from stream_app.agents.payments import booking_payments_table
 from stream_app.agents.suppliers import supplier_activity_table
 from stream_app.app import settings
 from stream_app.db.pool import get_pool
-from stream_app.db.tenancy import UnknownOrganizationError, fetch_organization
 from stream_app.tables import summaries
 from stream_app.web.auth import authenticate
 from stream_app.web.errors import ApiError
+from stream_app.web.inputs import known_organization, require_query
 from stream_app.web.permissions import Permission
 from stream_app.web.scatter import PART_HEADER, gather_parts, local_part, org_rows
 from stream_app.web.views import page, period_labels
@@ -66,11 +66,8 @@ def month_range(request: web.Request) -> list[str]:
             the supported range, more than 400 months).
     """
     q = request.query
+    require_query(request, ("from", "to"), "query parameter {name!r} (YYYY-MM) is required")
     for name in ("from", "to"):
-        if name not in q:
-            raise ApiError(
-                400, "missing_field", f"query parameter {name!r} (YYYY-MM) is required", name
-            )
         value = q[name]
         try:
             if not _MONTH.match(value):
@@ -113,10 +110,7 @@ async def interactions_summary(self: Any, request: web.Request, org: str) -> web
         return web.json_response(local_part(tables, compute(_zone_param(request))))
     pool = await get_pool(settings.postgres_dsn)
     async with pool.acquire() as conn:
-        try:
-            organization = await fetch_organization(conn, org)
-        except UnknownOrganizationError as exc:
-            raise ApiError(404, "not_found", str(exc), field="organization_id") from None
+        organization = await known_organization(conn, org)
     zone = ZoneInfo(organization.time_zone)
     parts = await gather_parts(
         tables,
