@@ -44,6 +44,12 @@ def from_row(
     return cls(**values)
 
 
+def status_count(status: str) -> int:
+    """The rows of a command status such as ``DELETE 3`` or ``UPDATE 0`` (asyncpg's
+    ``execute`` answer)."""
+    return int(status.rsplit(" ", 1)[-1])
+
+
 def column_list(cls: type[Any]) -> str:
     """The field names of the dataclass ``cls``, comma-separated (a ``SELECT`` list)."""
     return ", ".join(f.name for f in dataclasses.fields(cls))
