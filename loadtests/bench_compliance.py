@@ -28,6 +28,7 @@ from pathlib import Path
 import asyncpg
 
 from loadtests.common import postgres_only, render_file, state_folder
+from stream_app.db.history import PAYMENT_COLUMNS
 from stream_app.db.tenancy import Organization, upsert_organization
 from stream_app.money import to_major
 from stream_app.reports import compliance
@@ -43,10 +44,7 @@ COLUMNS: dict[str, list[str]] = {
         "organization_id", "id", "service_date", "booked_at", "amount_minor", "currency",
         "status",
     ],
-    "payments": [
-        "organization_id", "id", "booking_id", "kind", "amount_minor", "currency",
-        "occurred_at",
-    ],
+    "payments": list(PAYMENT_COLUMNS),
     "gdpr_requests": [
         "organization_id", "id", "client_id", "kind", "received_at", "completed_at", "status",
     ],

@@ -61,7 +61,7 @@ def _booking(i: int) -> tuple[str, str, date, int]:
 
 async def load(dsn: str, rows: int) -> float:
     """Create the organisation and copy ``rows`` bookings and their payments; seconds taken."""
-    from stream_app.db.history import BookingRow, copy_bookings
+    from stream_app.db.history import BookingRow, copy_bookings, copy_payments
     from stream_app.db.tenancy import Organization, upsert_organization
 
     t0 = time.perf_counter()
@@ -86,19 +86,7 @@ async def load(dsn: str, rows: int) -> float:
                 paid = amount if i % 3 == 0 else amount // 2
                 yield (ORG, f"p{i:08d}", bid, "payment", paid, "EUR", BOOKED_AT)
 
-        await conn.copy_records_to_table(
-            "payments",
-            records=payments(),
-            columns=(
-                "organization_id",
-                "id",
-                "booking_id",
-                "kind",
-                "amount_minor",
-                "currency",
-                "occurred_at",
-            ),
-        )
+        await copy_payments(conn, payments())
         await conn.execute("ANALYZE bookings; ANALYZE payments")
     finally:
         await conn.close()
