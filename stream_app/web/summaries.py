@@ -66,8 +66,8 @@ def month_range(request: web.Request) -> list[str]:
             the supported range, more than 400 months).
     """
     q = request.query
-    require_query(request, ("from", "to"), "query parameter {name!r} (YYYY-MM) is required")
-    for name in ("from", "to"):
+    for name in ("from", "to"):  # in turn: a bad 'from' is named before a missing 'to'
+        require_query(request, (name,), "query parameter {name!r} (YYYY-MM) is required")
         value = q[name]
         try:
             if not _MONTH.match(value):
