@@ -302,7 +302,8 @@ async def run(n: int, state: Path, worker_counts: list[int], restart: bool) -> N
 async def measure(
     s: Settings, n: int, state: Path, worker_counts: list[int], restart: bool
 ) -> None:
-    """The body of :func:`run` on running services."""
+    """Produce ``n`` events to the services of ``s``, fold them with each worker count and
+    print the figures (module docstring)."""
     partitions = s.topic_partitions
     messages, bookings = events(n)
     produce_s = await produce(s.kafka_bootstrap, messages)
