@@ -154,8 +154,8 @@ def _print_optimiser(answer: dict[str, Any]) -> None:
     print("optimiser (POST /orgs/{org}/aggregations/optimize, same answer):")
     print(
         f"  baseline: {b['runs']} runs of EXPLAIN (ANALYZE, BUFFERS): median {b['median_ms']} ms,"
-        f" p95 {b['p95_ms']} ms, buffers {b['buffers']}, planner cost {b['planner_cost']},"
-        f" {b['rows']} rows, checksum {b['checksum'][:16]}"
+        f" p95 {b['p95_ms']} ms, buffers {b['buffers']}, {b['rows']} rows,"
+        f" checksum {b['checksum'][:16]}"
     )
     for i, c in enumerate(answer["candidates"]):
         m = c.get("measured")
@@ -164,8 +164,8 @@ def _print_optimiser(answer: dict[str, Any]) -> None:
             f" {m['rollup_rows']} rollup rows, checksum {m['checksum'][:16]}"
             f" (same result: {c['same_result']})"
             if m
-            else f"planner cost {c['planner_cost']} (baseline {c.get('planner_cost_baseline')})"
-            if c["planner_cost"] is not None
+            else f"the planner would use it: {c['planner_would_use']}"
+            if c.get("planner_would_use") is not None
             else c["reason"]
         )
         print(f"  candidate {i}: {c['kind']} [{c['status']}] {c['definition']}")
