@@ -69,14 +69,8 @@ async def copy_bookings(conn: asyncpg.Connection, rows: Iterable[BookingRow]) ->
 
 
 PAYMENT_COLUMNS = (
-    "organization_id",
-    "id",
-    "booking_id",
-    "kind",
-    "amount_minor",
-    "currency",
-    "occurred_at",
-)
+    "organization_id", "id", "booking_id", "kind", "amount_minor", "currency", "occurred_at",
+)  # fmt: skip
 """The columns of a record given to :func:`copy_payments`, in order (migration 001)."""
 
 
