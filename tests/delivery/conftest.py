@@ -16,9 +16,9 @@ import pytest
 from stream_app.crypto.keyring import KeyRing
 from stream_app.delivery.api import LinkSigner
 from stream_app.delivery.base import DeliveryMethod, DeliveryResult
-from stream_app.delivery.dispatch import deliver
 from stream_app.delivery.egress import EgressPolicy, parse_allow_networks
 from stream_app.reports.artifacts import ArtifactStore
+from stream_app.schedules.deliveries import deliver_run as deliver
 from stream_app.schedules.model import Schedule
 from stream_app.schedules.store import ClaimedRun, claim_due_runs, create_schedule, mark_submitted
 from stream_app.schemas.updates import ArtifactLink, ReportStatus

@@ -17,10 +17,11 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from stream_app.delivery.api import LinkSigner
-from stream_app.delivery.dispatch import deliver
 from stream_app.delivery.email import EmailMethod, SmtpConfig
 from stream_app.delivery.log import fetch_run_log
-from stream_app.schedules.model import EmailTarget, RecipientFilter, RetryPolicy, Schedule
+from stream_app.delivery.targets import EmailTarget, RetryPolicy
+from stream_app.schedules.deliveries import deliver_run as deliver
+from stream_app.schedules.model import RecipientFilter, Schedule
 
 
 @dataclass

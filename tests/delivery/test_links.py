@@ -15,11 +15,12 @@ import pytest_asyncio
 from aiohttp import web
 
 from stream_app.delivery.api import ApiMethod, LinkError, LinkSigner
-from stream_app.delivery.dispatch import deliver
 from stream_app.delivery.egress import EgressPolicy
 from stream_app.delivery.links import check_not_revoked, links_of_reports, revoke
+from stream_app.delivery.targets import ApiTarget, DeliveryTarget, WebhookTarget
 from stream_app.delivery.webhook import WebhookMethod
-from stream_app.schedules.model import ApiTarget, DeliveryTarget, Schedule, WebhookTarget
+from stream_app.schedules.deliveries import deliver_run as deliver
+from stream_app.schedules.model import Schedule
 from stream_app.schedules.store import delete_schedule
 
 SECRET = "whsec-0123456789-abcdefghij"

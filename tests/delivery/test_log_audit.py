@@ -10,9 +10,10 @@ import asyncpg
 
 from stream_app.db.audit_events import verify_chains
 from stream_app.delivery.api import ApiMethod, LinkSigner
-from stream_app.delivery.dispatch import deliver
 from stream_app.delivery.log import fetch_run_log
-from stream_app.schedules.model import ApiTarget, Schedule
+from stream_app.delivery.targets import ApiTarget
+from stream_app.schedules.deliveries import deliver_run as deliver
+from stream_app.schedules.model import Schedule
 
 
 def api_schedule(org: str) -> Schedule:

@@ -14,11 +14,12 @@ import asyncpg
 import asyncssh
 import pytest_asyncio
 
-from stream_app.delivery.dispatch import deliver
 from stream_app.delivery.egress import EgressPolicy
 from stream_app.delivery.log import fetch_run_log
 from stream_app.delivery.sftp import SftpMethod
-from stream_app.schedules.model import RetryPolicy, Schedule, SftpTarget
+from stream_app.delivery.targets import RetryPolicy, SftpTarget
+from stream_app.schedules.deliveries import deliver_run as deliver
+from stream_app.schedules.model import Schedule
 
 USER, PASSWORD = "uploader", "correct horse battery staple"
 

@@ -19,11 +19,12 @@ import pytest_asyncio
 from aiohttp import web
 
 from stream_app.delivery.api import LinkSigner
-from stream_app.delivery.dispatch import deliver
 from stream_app.delivery.egress import EgressPolicy
 from stream_app.delivery.log import fetch_run_log
+from stream_app.delivery.targets import RetryPolicy, WebhookTarget
 from stream_app.delivery.webhook import WebhookMethod
-from stream_app.schedules.model import RetryPolicy, Schedule, WebhookTarget
+from stream_app.schedules.deliveries import deliver_run as deliver
+from stream_app.schedules.model import Schedule
 
 SECRET = "whsec-0123456789-abcdefghij"
 
