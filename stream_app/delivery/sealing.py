@@ -18,13 +18,7 @@ from typing import Protocol
 
 from stream_app.crypto.keys import DataKey
 from stream_app.crypto.sealed import is_sealed, seal, sealed_version, unseal
-from stream_app.delivery.targets import DeliveryTarget, SftpTarget, WebhookTarget
-
-SECRET_FIELDS: dict[type, tuple[str, ...]] = {
-    WebhookTarget: ("secret",),
-    SftpTarget: ("password", "private_key"),
-}
-"""The secret fields of each target type (the others have none)."""
+from stream_app.delivery.targets import SECRET_FIELDS, DeliveryTarget
 
 
 class Keys(Protocol):

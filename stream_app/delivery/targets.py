@@ -15,6 +15,7 @@ the flat JSON form of the API (``{"method": "webhook", "url": ..., "secret": ...
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -24,24 +25,18 @@ import asyncssh
 import msgspec
 
 from stream_app.crypto.sealed import is_sealed
+from stream_app.schemas.base import EventValidationError
 
 _EMAIL_RE = re.compile(r"^[^@\s<>,;\"]+@[^@\s<>,;\"]+\.[^@\s<>,;\"]+$")
 
 
-class TargetValidationError(ValueError):
+class TargetValidationError(EventValidationError):
     """A delivery target, retry policy or schedule field is invalid.
 
     Attributes:
         field: the field's name (dotted for nested ones: ``delivery.url``, ``retry.max_attempts``).
         reason: what is wrong, in words.
     """
-
-    retriable = False
-
-    def __init__(self, field: str, reason: str) -> None:
-        super().__init__(f"{field}: {reason}")
-        self.field = field
-        self.reason = reason
 
 
 DEFAULT_LINK_TTL_SECONDS = 7 * 24 * 3600
@@ -249,78 +244,46 @@ TARGET_TYPES: dict[str, type[DeliveryTarget]] = {
 """The target class of each ``method``."""
 
 
+SECRET_FIELDS: dict[type[DeliveryTarget], tuple[str, ...]] = {
+    WebhookTarget: ("secret",),
+    SftpTarget: ("password", "private_key"),
+}
+"""The secret fields of each target type (the others have none): stored apart and sealed."""
+
+
 def target_parts(target: DeliveryTarget) -> tuple[str, dict[str, Any], dict[str, Any]]:
-    """``(method, options, secrets)`` of ``target``: the storage form, secrets apart."""
-    if isinstance(target, EmailTarget):
-        return (
-            "email",
-            {
-                "recipients": list(target.recipients),
-                "subject": target.subject,
-                "link_ttl_seconds": target.link_ttl_seconds,
-            },
-            {},
-        )
-    if isinstance(target, WebhookTarget):
-        return (
-            "webhook",
-            {
-                "url": target.url,
-                "timeout_s": target.timeout_s,
-                "link_ttl_seconds": target.link_ttl_seconds,
-            },
-            {"secret": target.secret},
-        )
-    if isinstance(target, SftpTarget):
-        return (
-            "sftp",
-            {
-                "host": target.host,
-                "port": target.port,
-                "username": target.username,
-                "path": target.path,
-                "host_key": target.host_key,
-            },
-            {"password": target.password, "private_key": target.private_key},
-        )
-    return "api", {"link_ttl_seconds": target.link_ttl_seconds}, {}
+    """``(method, options, secrets)`` of ``target``: the storage form, secrets apart (JSON
+    values: tuples become lists)."""
+    secret_names = SECRET_FIELDS.get(type(target), ())
+    options: dict[str, Any] = {}
+    secrets: dict[str, Any] = {}
+    for f in dataclasses.fields(target):
+        value = getattr(target, f.name)
+        value = list(value) if isinstance(value, tuple) else value
+        if f.name in secret_names:
+            secrets[f.name] = value
+        elif f.name != "method":
+            options[f.name] = value
+    return target.method, options, secrets
 
 
 def target_from_parts(
     method: str, options: dict[str, Any], secrets: dict[str, Any]
 ) -> DeliveryTarget:
-    """The target stored as ``(method, options, secrets)`` (validation runs again).
+    """The target stored as ``(method, options, secrets)`` (validation runs again; options
+    missing from rows written before they existed take their defaults).
 
     Raises:
-        ValueError: the method is unknown; TargetValidationError: a field is invalid.
-        KeyError: a required option is missing.
+        ValueError: the method is unknown or a field is missing or has the wrong type.
+        TargetValidationError: a field is invalid.
     """
-    if method == "email":
-        return EmailTarget(
-            recipients=tuple(options["recipients"]),
-            subject=options["subject"],
-            link_ttl_seconds=int(options.get("link_ttl_seconds", DEFAULT_LINK_TTL_SECONDS)),
-        )
-    if method == "webhook":
-        return WebhookTarget(
-            url=options["url"],
-            secret=secrets["secret"],
-            timeout_s=float(options["timeout_s"]),
-            link_ttl_seconds=int(options.get("link_ttl_seconds", DEFAULT_LINK_TTL_SECONDS)),
-        )
-    if method == "sftp":
-        return SftpTarget(
-            host=options["host"],
-            port=int(options["port"]),
-            username=options["username"],
-            path=options["path"],
-            host_key=options["host_key"],
-            password=secrets.get("password"),
-            private_key=secrets.get("private_key"),
-        )
-    if method == "api":
-        return ApiTarget(link_ttl_seconds=int(options["link_ttl_seconds"]))
-    raise ValueError(f"delivery_method: {method!r} is unknown")
+    if method not in TARGET_TYPES:
+        raise ValueError(f"delivery_method: {method!r} is unknown")
+    fields = {**options, **{k: v for k, v in secrets.items() if v is not None}}
+    try:
+        return msgspec.convert(fields, TARGET_TYPES[method], strict=False)
+    except msgspec.ValidationError as exc:
+        raise ValueError(f"delivery: {exc}") from None
 
 
 def target_to_dict(target: DeliveryTarget) -> dict[str, Any]:

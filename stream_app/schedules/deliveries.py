@@ -13,13 +13,11 @@ cause); ``retrying`` while a report waits for its next attempt; once every plann
 
 from __future__ import annotations
 
-from datetime import datetime
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import asyncpg
 
-from stream_app.crypto.keyring import KeyRing
 from stream_app.delivery.base import DeliveryMethod, DeliveryOrder, DeliveryResult
 from stream_app.delivery.dispatch import deliver
 from stream_app.delivery.log import final_outcomes
@@ -128,25 +126,14 @@ async def deliver_run(
     status: ReportStatus,
     artifact_root: Path,
     method: DeliveryMethod,
-    *,
-    attempt: int = 1,
-    now: datetime | None = None,
-    keys: KeyRing | None = None,
+    **options: Any,
 ) -> DeliveryResult:
-    """Attempt the delivery of one finished report of ``run`` and settle the run
-    (:func:`stream_app.delivery.dispatch.deliver` with :func:`settle_run`).
+    """Attempt the delivery of one finished report of ``run`` and settle the run:
+    :func:`stream_app.delivery.dispatch.deliver` of :func:`order_for_run` with
+    :func:`settle_run` (``options``: its ``attempt``, ``now`` and ``keys``).
 
     Raises:
         ValueError: ``status`` is not final or names a report the run did not plan.
     """
-    return await deliver(
-        pool,
-        order_for_run(run, status.report_id),
-        status,
-        artifact_root,
-        method,
-        attempt=attempt,
-        now=now,
-        keys=keys,
-        settle=settle_run,
-    )
+    order = order_for_run(run, status.report_id)
+    return await deliver(pool, order, status, artifact_root, method, settle=settle_run, **options)
