@@ -30,29 +30,14 @@ from stream_app.reports.artifacts import open_artifact
 from stream_app.schedules.deliveries import deliver_run as deliver
 from stream_app.schedules.model import Schedule
 from stream_app.settings import Settings, load_delivery_settings
+from tests.delivery.conftest import schedule_for
 
 NOW = datetime(2031, 1, 6, 10, 0, tzinfo=UTC)
 SECRET = "test-link-secret-0123456789abcdefghijklmnop"
 
 
 def api_schedule(**overrides: Any) -> Callable[[str], Schedule]:
-    def build(org: str) -> Schedule:
-        fields: dict[str, Any] = {
-            "schedule_id": f"api-{org}",
-            "organization_id": org,
-            "created_by": "user-1",
-            "report_type": "monthly_booking_summary",
-            "date_range": "previous_month",
-            "output_formats": ("csv", "json"),
-            "cron": "0 * * * *",
-            "time_zone": "UTC",
-            "delivery": ApiTarget(link_ttl_seconds=3600),
-            "min_interval_seconds": 0,
-        }
-        fields.update(overrides)
-        return Schedule(**fields)
-
-    return build
+    return schedule_for(ApiTarget(link_ttl_seconds=3600), "api", **overrides)
 
 
 # --- links ------------------------------------------------------------------------------

@@ -22,26 +22,13 @@ from stream_app.delivery.webhook import WebhookMethod
 from stream_app.schedules.deliveries import deliver_run as deliver
 from stream_app.schedules.model import Schedule
 from stream_app.schedules.store import delete_schedule
+from tests.delivery.conftest import schedule_for
 
 SECRET = "whsec-0123456789-abcdefghij"
 
 
 def schedule(target: DeliveryTarget, name: str = "links") -> Callable[[str], Schedule]:
-    def build(org: str) -> Schedule:
-        return Schedule(
-            schedule_id=f"{name}-{org}",
-            organization_id=org,
-            created_by="user-1",
-            report_type="monthly_booking_summary",
-            date_range="previous_month",
-            output_formats=("csv", "json"),
-            cron="0 * * * *",
-            time_zone="UTC",
-            delivery=target,
-            min_interval_seconds=0,
-        )
-
-    return build
+    return schedule_for(target, name)
 
 
 @pytest_asyncio.fixture

@@ -25,6 +25,7 @@ from stream_app.delivery.targets import RetryPolicy, WebhookTarget
 from stream_app.delivery.worker import DeliveryWorker
 from stream_app.schedules.deliveries import ScheduleDeliveries
 from stream_app.schedules.model import Schedule
+from tests.delivery.conftest import schedule_for
 
 SOURCES = (ScheduleDeliveries(),)
 """The delivery sources of these tests' workers: schedule runs."""
@@ -84,22 +85,10 @@ async def receivers() -> AsyncIterator[ReceiverFactory]:
 
 
 def hook(url: str, name: str, retry: RetryPolicy) -> Callable[[str], Schedule]:
-    def build(org: str) -> Schedule:
-        return Schedule(
-            schedule_id=f"{name}-{org}",
-            organization_id=org,
-            created_by="user-1",
-            report_type="monthly_booking_summary",
-            date_range="previous_week",
-            output_formats=("csv",),
-            cron="0 * * * *",
-            time_zone="UTC",
-            delivery=WebhookTarget(url=url, secret=SECRET, timeout_s=10),
-            retry=retry,
-            min_interval_seconds=0,
-        )
-
-    return build
+    target = WebhookTarget(url=url, secret=SECRET, timeout_s=10)
+    return schedule_for(
+        target, name, date_range="previous_week", output_formats=("csv",), retry=retry
+    )
 
 
 def config(signer: LinkSigner, egress: EgressPolicy, slots: int = 4) -> DeliveryConfig:
