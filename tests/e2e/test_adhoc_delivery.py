@@ -213,6 +213,17 @@ async def served_files(
     return out
 
 
+async def delivered(
+    worker: WorkerProcess, settings: Settings, delivery: dict[str, Any]
+) -> tuple[str, dict[str, Any], dict[str, bytes]]:
+    """Request a report with ``delivery``, wait until it is delivered; its id, final status
+    and files as the API serves them."""
+    report_id = await request_with_delivery(worker, settings, delivery)
+    status = await final_delivery(worker, settings, report_id)
+    assert status["delivery"]["outcome"] == "delivered", status["delivery"]
+    return report_id, status, await served_files(worker, settings, status)
+
+
 async def redeliver_result(settings: Settings, report_id: str) -> None:
     """Publish the report's ``completed`` status on ``report-results`` once more."""
     records = [
@@ -233,12 +244,11 @@ async def redeliver_result(settings: Settings, report_id: str) -> None:
 async def test_webhook_delivery_sends_the_report_once_with_sealed_secret(
     settings: Settings, worker: WorkerProcess, receivers: Receivers
 ) -> None:
-    report_id = await request_with_delivery(
-        worker, settings, {"method": "webhook", "url": f"{receivers.hook_url}/ok", "secret": SECRET}
+    report_id, _, files = await delivered(
+        worker,
+        settings,
+        {"method": "webhook", "url": f"{receivers.hook_url}/ok", "secret": SECRET},
     )
-    status = await final_delivery(worker, settings, report_id)
-    assert status["delivery"]["outcome"] == "delivered", status["delivery"]
-    files = await served_files(worker, settings, status)
     await redeliver_result(settings, report_id)
     await asyncio.sleep(3)  # a second send would arrive within the poll interval
     posts = [(h, b) for h, b in receivers.posts.get("ok", []) if report_id.encode() in b]
@@ -276,12 +286,11 @@ async def test_webhook_delivery_sends_the_report_once_with_sealed_secret(
 async def test_email_delivery_attaches_the_files_once(
     settings: Settings, worker: WorkerProcess, receivers: Receivers
 ) -> None:
-    report_id = await request_with_delivery(
-        worker, settings, {"method": "email", "recipients": ["ops@wedding.example"]}
+    report_id, _, files = await delivered(
+        worker,
+        settings,
+        {"method": "email", "recipients": ["ops@wedding.example"]},
     )
-    status = await final_delivery(worker, settings, report_id)
-    assert status["delivery"]["outcome"] == "delivered", status["delivery"]
-    files = await served_files(worker, settings, status)
     await asyncio.sleep(2)
     mails = [m for m in receivers.mails if report_id.encode() in m]
     assert len(mails) == 1
@@ -298,7 +307,7 @@ async def test_email_delivery_attaches_the_files_once(
 async def test_sftp_delivery_uploads_the_files_once(
     settings: Settings, worker: WorkerProcess, receivers: Receivers
 ) -> None:
-    report_id = await request_with_delivery(
+    report_id, _, files = await delivered(
         worker,
         settings,
         {
@@ -311,9 +320,6 @@ async def test_sftp_delivery_uploads_the_files_once(
             "host_key": receivers.sftp_host_key,
         },
     )
-    status = await final_delivery(worker, settings, report_id)
-    assert status["delivery"]["outcome"] == "delivered", status["delivery"]
-    files = await served_files(worker, settings, status)
     uploaded = sorted((receivers.sftp_root / "inbox").glob(f"{report_id}_*"))
     assert {p.suffix.lstrip("."): p.read_bytes() for p in uploaded} == files
     assert not list((receivers.sftp_root / "inbox").glob(".*part*"))  # no temporary left
@@ -322,12 +328,11 @@ async def test_sftp_delivery_uploads_the_files_once(
 async def test_api_delivery_hands_out_links_to_the_files(
     settings: Settings, worker: WorkerProcess
 ) -> None:
-    report_id = await request_with_delivery(
-        worker, settings, {"method": "api", "link_ttl_seconds": 3600}
+    _, status, files = await delivered(
+        worker,
+        settings,
+        {"method": "api", "link_ttl_seconds": 3600},
     )
-    status = await final_delivery(worker, settings, report_id)
-    assert status["delivery"]["outcome"] == "delivered", status["delivery"]
-    files = await served_files(worker, settings, status)
     links = status["delivery_links"]
     assert sorted(link["format"] for link in links) == ["csv", "json"]
     async with aiohttp.ClientSession() as s:
