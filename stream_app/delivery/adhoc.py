@@ -31,8 +31,8 @@ import orjson
 from stream_app.crypto.keys import DataKey
 from stream_app.db.tenancy import tenant_transaction
 from stream_app.delivery.base import DeliveryOrder, DeliveryResult
-from stream_app.delivery.log import fetch_report_log
-from stream_app.delivery.queue import QueuedDelivery, pending_of_report
+from stream_app.delivery.log import report_log
+from stream_app.delivery.queue import QueuedDelivery
 from stream_app.delivery.sealing import adhoc_owner, seal_target
 from stream_app.delivery.targets import (
     DeliveryTarget,
@@ -181,21 +181,24 @@ async def delivery_summary(
         ``pending`` until the report completes, then ``queued``, ``retrying``,
         ``delivered``, ``skipped`` or ``failed`` (``error`` is the cause when failed).
     """
-    async with tenant_transaction(conn, organization_id):
-        method = await conn.fetchval(
-            "SELECT request->'delivery'->>'method' FROM reports"
-            " WHERE organization_id = $1 AND id = $2",
+    async with tenant_transaction(conn, organization_id):  # one snapshot, one round of setup
+        row = await conn.fetchrow(
+            "SELECT r.request->'delivery'->>'method' AS method, q.due_at FROM reports r"
+            " LEFT JOIN delivery_queue q"
+            " ON q.organization_id = r.organization_id AND q.report_id = r.id"
+            " WHERE r.organization_id = $1 AND r.id = $2",
             organization_id,
             report_id,
         )
-    entries = await fetch_report_log(conn, organization_id, report_id)
+        entries = await report_log(conn, organization_id, report_id)
+    method = None if row is None else row["method"]
+    due_at = None if row is None else row["due_at"]
     if method is None and not entries:
         return None
-    pending = await pending_of_report(conn, organization_id, report_id)
     last = entries[-1] if entries else None
     if last is not None and last.outcome != "retrying":
         outcome = last.outcome
-    elif pending is not None:
+    elif due_at is not None:
         outcome = "retrying" if last is not None else "queued"
     else:
         outcome = "pending"
@@ -203,7 +206,7 @@ async def delivery_summary(
         "method": method if method is not None else entries[-1].method,
         "outcome": outcome,
         "error": last.detail if last is not None and outcome == "failed" else None,
-        "next_attempt_at": None if pending is None else pending["due_at"],
+        "next_attempt_at": None if due_at is None else due_at.isoformat(),
         "attempts": [
             {
                 "attempt": e.attempt,

@@ -147,31 +147,32 @@ async def fetch_run_log(conn: asyncpg.Connection, run_id: int) -> list[DeliveryL
     return [_entry(r) for r in rows]
 
 
-async def _fetch_tenant_log(
-    conn: asyncpg.Connection, organization_id: str, where: str, value: str, order: str
-) -> list[DeliveryLogEntry]:
-    async with tenant_transaction(conn, organization_id):
-        rows = await conn.fetch(
-            f"{_SELECT} WHERE organization_id = $1 AND {where} = $2 ORDER BY {order}",
-            organization_id,
-            value,
-        )
-    return [_entry(r) for r in rows]
-
-
 async def fetch_schedule_log(
     conn: asyncpg.Connection, organization_id: str, schedule_id: str, *, limit: int = 200
 ) -> list[DeliveryLogEntry]:
     """The latest logged attempts of a schedule, newest first (tenant-scoped)."""
-    order = f"id DESC LIMIT {int(limit)}"
-    return await _fetch_tenant_log(conn, organization_id, "schedule_id", schedule_id, order)
+    async with tenant_transaction(conn, organization_id):
+        rows = await conn.fetch(
+            f"{_SELECT} WHERE organization_id = $1 AND schedule_id = $2 ORDER BY id DESC LIMIT $3",
+            organization_id,
+            schedule_id,
+            limit,
+        )
+    return [_entry(r) for r in rows]
 
 
-async def fetch_report_log(
+async def report_log(
     conn: asyncpg.Connection, organization_id: str, report_id: str
 ) -> list[DeliveryLogEntry]:
-    """Every logged attempt of one report of ``organization_id``, in order (tenant-scoped)."""
-    return await _fetch_tenant_log(conn, organization_id, "report_id", report_id, "id")
+    """Every logged attempt of one report of ``organization_id``, in order. Opens no
+    transaction: call it inside the organisation's
+    :func:`~stream_app.db.tenancy.tenant_transaction`."""
+    rows = await conn.fetch(
+        f"{_SELECT} WHERE organization_id = $1 AND report_id = $2 ORDER BY id",
+        organization_id,
+        report_id,
+    )
+    return [_entry(r) for r in rows]
 
 
 async def final_outcomes(

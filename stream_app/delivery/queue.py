@@ -10,7 +10,7 @@ workers never attempt one row at the same time, and a worker that dies mid-attem
 lease that runs out and another worker takes the row over.
 
 This is the cross-tenant path of the delivery worker (the connection's own role), except
-:func:`pending_by_run` and :func:`pending_of_report`, which are tenant-scoped.
+:func:`pending_by_run`, which is tenant-scoped.
 """
 
 from __future__ import annotations
@@ -216,27 +216,3 @@ async def pending_by_run(
             }
         )
     return out
-
-
-async def pending_of_report(
-    conn: asyncpg.Connection, organization_id: str, report_id: str
-) -> dict[str, object] | None:
-    """The queued delivery of one report of one organisation, or None (tenant-scoped).
-
-    Returns:
-        ``{"next_attempt", "due_at" (ISO 8601 UTC), "last_error"}``.
-    """
-    async with tenant_transaction(conn, organization_id):
-        row = await conn.fetchrow(
-            "SELECT attempt, due_at, last_error FROM delivery_queue"
-            " WHERE organization_id = $1 AND report_id = $2",
-            organization_id,
-            report_id,
-        )
-    if row is None:
-        return None
-    return {
-        "next_attempt": row["attempt"],
-        "due_at": row["due_at"].isoformat(),
-        "last_error": row["last_error"],
-    }
