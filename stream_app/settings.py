@@ -5,8 +5,10 @@ Every setting has a written default; the ones that carry risk say so next to the
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -210,6 +212,117 @@ def _choice(name: str, default: str, allowed: tuple[str, ...]) -> str:
     return value
 
 
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_networks(name: str, raw: str) -> tuple[IPNetwork, ...]:
+    """``"127.0.0.0/8, ::1/128"``, the value of variable ``name``, as networks (empty: none).
+
+    Raises:
+        ValueError: an entry is not a network; the message names the variable.
+    """
+    out: list[IPNetwork] = []
+    for part in filter(None, (p.strip() for p in raw.split(","))):
+        try:
+            out.append(ipaddress.ip_network(part, strict=True))
+        except ValueError as exc:
+            raise ValueError(f"{name}: {part!r} is not a network ({exc})") from None
+    return tuple(out)
+
+
+SMTP_TLS_MODES = ("", "implicit", "starttls", "none")
+
+
+@dataclass(frozen=True, slots=True)
+class DeliverySettings:
+    """The delivery section of :class:`Settings` (email, webhook, SFTP and API deliveries of
+    schedules and of report requests; see :mod:`stream_app.delivery.dispatch`).
+
+    Attributes:
+        smtp_host / smtp_port / smtp_sender: the outgoing mail server and the ``From`` address
+            (``WEDDING_SMTP_HOST`` ``127.0.0.1``, ``WEDDING_SMTP_PORT`` 25,
+            ``WEDDING_SMTP_SENDER`` ``reports@localhost``).
+        smtp_username / smtp_password: SMTP AUTH (``WEDDING_SMTP_USERNAME``,
+            ``WEDDING_SMTP_PASSWORD``; empty: none).
+        smtp_tls: ``implicit``, ``starttls``, ``none`` or empty = STARTTLS when the server
+            offers it (``WEDDING_SMTP_TLS``).
+        public_base_url: the URL download links start with (``WEDDING_PUBLIC_BASE_URL``;
+            empty: ``http://<web host>:<web port>``).
+        max_attachment_bytes: email attachments' total size; larger files go as links
+            (``WEDDING_EMAIL_MAX_ATTACHMENT_BYTES``, 10 MiB).
+        sftp_connect_timeout_s: SFTP connect + login timeout (``WEDDING_SFTP_CONNECT_TIMEOUT_S``,
+            20 s).
+        allow_private_networks: networks deliveries may reach although not public
+            (``WEDDING_DELIVERY_ALLOW_PRIVATE_NETWORKS``; empty: public addresses only).
+        slots / poll_s / lease_s: attempts at once per worker, how often due deliveries are
+            looked for, how long a claimed delivery is reserved (``WEDDING_DELIVERY_SLOTS`` 4,
+            ``WEDDING_DELIVERY_POLL_S`` 1, ``WEDDING_DELIVERY_LEASE_S`` 900).
+    """
+
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 25
+    smtp_sender: str = "reports@localhost"
+    smtp_username: str = ""
+    smtp_password: str = field(default="", repr=False)
+    smtp_tls: str = ""
+    public_base_url: str = ""
+    max_attachment_bytes: int = 10 * 1024 * 1024
+    sftp_connect_timeout_s: float = 20.0
+    allow_private_networks: tuple[IPNetwork, ...] = ()
+    slots: int = 4
+    poll_s: float = 1.0
+    lease_s: float = 900.0
+
+
+def load_delivery_settings(env: Mapping[str, str] | None = None) -> DeliverySettings:
+    """The :class:`DeliverySettings` of ``env`` (default the environment, read at the call).
+
+    Raises:
+        ValueError: a value does not parse or is out of range; the message names the variable.
+    """
+    env = os.environ if env is None else env
+    d = DeliverySettings()
+
+    def get(name: str, default: object) -> str:
+        return env.get(name, str(default))
+
+    tls = get("WEDDING_SMTP_TLS", "").lower()
+    if tls not in SMTP_TLS_MODES:
+        raise ValueError(f"WEDDING_SMTP_TLS: {tls!r} is not implicit, starttls or none")
+    return DeliverySettings(
+        smtp_host=get("WEDDING_SMTP_HOST", d.smtp_host),
+        smtp_port=parse_int("WEDDING_SMTP_PORT", get("WEDDING_SMTP_PORT", d.smtp_port), 1, 65535),
+        smtp_sender=get("WEDDING_SMTP_SENDER", d.smtp_sender),
+        smtp_username=get("WEDDING_SMTP_USERNAME", ""),
+        smtp_password=get("WEDDING_SMTP_PASSWORD", ""),
+        smtp_tls=tls,
+        public_base_url=get("WEDDING_PUBLIC_BASE_URL", ""),
+        max_attachment_bytes=parse_int(
+            "WEDDING_EMAIL_MAX_ATTACHMENT_BYTES",
+            get("WEDDING_EMAIL_MAX_ATTACHMENT_BYTES", d.max_attachment_bytes),
+            0,
+            1 << 40,
+        ),
+        sftp_connect_timeout_s=parse_float(
+            "WEDDING_SFTP_CONNECT_TIMEOUT_S",
+            get("WEDDING_SFTP_CONNECT_TIMEOUT_S", d.sftp_connect_timeout_s),
+            0.1,
+            3600,
+        ),
+        allow_private_networks=parse_networks(
+            "WEDDING_DELIVERY_ALLOW_PRIVATE_NETWORKS",
+            get("WEDDING_DELIVERY_ALLOW_PRIVATE_NETWORKS", ""),
+        ),
+        slots=parse_int("WEDDING_DELIVERY_SLOTS", get("WEDDING_DELIVERY_SLOTS", d.slots), 1, 1024),
+        poll_s=parse_float(
+            "WEDDING_DELIVERY_POLL_S", get("WEDDING_DELIVERY_POLL_S", 1), 0.05, 3600
+        ),
+        lease_s=parse_float(
+            "WEDDING_DELIVERY_LEASE_S", get("WEDDING_DELIVERY_LEASE_S", 900), 1, 86_400
+        ),
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Configuration of a worker, the CLI and the tests.
@@ -370,6 +483,7 @@ class Settings:
             dropped client reconnects with ``Last-Event-ID`` and gets what it missed.
         updates_max_clients: live-update streams one organisation may hold open on a worker
             (``WEDDING_UPDATES_MAX_CLIENTS``, 50); one more is refused with 429.
+        delivery: the delivery section (:class:`DeliverySettings`).
     """
 
     kafka_bootstrap: str = field(default_factory=lambda: _env("KAFKA_BOOTSTRAP", "127.0.0.1:9092"))
@@ -530,6 +644,7 @@ class Settings:
     updates_max_clients: int = field(
         default_factory=lambda: _int("WEDDING_UPDATES_MAX_CLIENTS", 50, 1, 100_000)
     )
+    delivery: DeliverySettings = field(default_factory=lambda: load_delivery_settings())
 
     def __post_init__(self) -> None:
         if not self.web_bind:

@@ -72,7 +72,7 @@ def test_switches_read_the_usual_spellings(
     ],
 )
 def test_delivery_variables_name_themselves(variable: str, value: str, message: str) -> None:
-    from stream_app.delivery.dispatch import load_delivery_config
+    from stream_app.settings import load_delivery_settings
 
     with pytest.raises(ValueError, match=message):
-        load_delivery_config({variable: value}, fallback_secret="s" * 32)
+        load_delivery_settings({variable: value})

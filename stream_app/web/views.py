@@ -41,6 +41,7 @@ from stream_app.db import reports as report_db
 from stream_app.db.pool import get_pool
 from stream_app.db.report_scope import report_venues
 from stream_app.db.tenancy import UnknownOrganizationError, fetch_organization, tenant_transaction
+from stream_app.delivery.adhoc import delivery_summary
 from stream_app.delivery.links import links_of_reports
 from stream_app.observability import HTTP_REQUESTS, REGISTRY
 from stream_app.reports import cache as report_cache
@@ -66,6 +67,7 @@ from stream_app.topics import WEDDING_BOOKINGS
 from stream_app.web import guard
 from stream_app.web.artifact_download import open_for_download, stream_artifact
 from stream_app.web.auth import Principal, authenticate
+from stream_app.web.delivery_targets import accept_report_delivery
 from stream_app.web.dependencies import (
     RETRY_AFTER_S,
     DependencyUnavailableError,
@@ -486,6 +488,7 @@ async def request_report(self: Any, request: web.Request, org: str) -> web.Strea
     except EventValidationError as exc:
         raise ApiError(400, "invalid_field", exc.reason, field=exc.field) from None
     check_priority(principal, req.priority)
+    raw, req = await accept_report_delivery(principal, raw, req)  # 403/400; secrets sealed
     pool = await get_pool(settings.postgres_dsn)
     async with pool.acquire() as conn:
         try:
@@ -575,6 +578,7 @@ async def report_status(
         await check_report_scope(conn, principal, report_id)
         rec = await report_db.fetch_report(conn, org, report_id)
         links = [] if rec is None else (await links_of_reports(conn, org, [rec.id])).get(rec.id, [])
+        delivery = None if rec is None else await delivery_summary(conn, org, rec.id)
     if rec is None:
         raise ApiError(
             404, "not_found", f"no report {report_id!r} in this organisation", field="report_id"
@@ -600,6 +604,7 @@ async def report_status(
             "cache": rec.cache,
             "performance": rec.performance,
             "delivery_links": links,
+            "delivery": delivery,
         }
     )
 

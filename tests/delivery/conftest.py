@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import asyncpg
 import pytest
@@ -16,9 +17,10 @@ import pytest
 from stream_app.crypto.keyring import KeyRing
 from stream_app.delivery.api import LinkSigner
 from stream_app.delivery.base import DeliveryMethod, DeliveryResult
-from stream_app.delivery.dispatch import deliver
 from stream_app.delivery.egress import EgressPolicy, parse_allow_networks
+from stream_app.delivery.targets import DeliveryTarget
 from stream_app.reports.artifacts import ArtifactStore
+from stream_app.schedules.deliveries import deliver_run as deliver
 from stream_app.schedules.model import Schedule
 from stream_app.schedules.store import ClaimedRun, claim_due_runs, create_schedule, mark_submitted
 from stream_app.schemas.updates import ArtifactLink, ReportStatus
@@ -63,6 +65,30 @@ def artifact_root(tmp_path: Path) -> Path:
 def signer() -> LinkSigner:
     """The link signer of the tests (base URL https://reports.example.test)."""
     return LinkSigner(secret=LINK_SECRET, base_url="https://reports.example.test")
+
+
+def schedule_for(target: DeliveryTarget, name: str, **overrides: Any) -> Callable[[str], Schedule]:
+    """A builder of an hourly schedule ``<name>-<org>`` of organisation ``org`` delivering to
+    ``target`` (monthly booking summary of the previous month, csv and json, UTC, no minimum
+    interval); ``overrides`` replace any of these fields."""
+
+    def build(org: str) -> Schedule:
+        fields: dict[str, Any] = {
+            "schedule_id": f"{name}-{org}",
+            "organization_id": org,
+            "created_by": "user-1",
+            "report_type": "monthly_booking_summary",
+            "date_range": "previous_month",
+            "output_formats": ("csv", "json"),
+            "cron": "0 * * * *",
+            "time_zone": "UTC",
+            "delivery": target,
+            "min_interval_seconds": 0,
+            **overrides,
+        }
+        return Schedule(**fields)
+
+    return build
 
 
 MakeRun = Callable[..., Awaitable[tuple[ClaimedRun, list[ReportStatus]]]]

@@ -23,33 +23,21 @@ from stream_app.delivery.api import (
     resolve_download,
     verify_link,
 )
-from stream_app.delivery.dispatch import deliver, load_delivery_config
+from stream_app.delivery.dispatch import delivery_config
 from stream_app.delivery.log import fetch_run_log
+from stream_app.delivery.targets import ApiTarget
 from stream_app.reports.artifacts import open_artifact
-from stream_app.schedules.model import ApiTarget, Schedule
+from stream_app.schedules.deliveries import deliver_run as deliver
+from stream_app.schedules.model import Schedule
+from stream_app.settings import Settings, load_delivery_settings
+from tests.delivery.conftest import schedule_for
 
 NOW = datetime(2031, 1, 6, 10, 0, tzinfo=UTC)
 SECRET = "test-link-secret-0123456789abcdefghijklmnop"
 
 
 def api_schedule(**overrides: Any) -> Callable[[str], Schedule]:
-    def build(org: str) -> Schedule:
-        fields: dict[str, Any] = {
-            "schedule_id": f"api-{org}",
-            "organization_id": org,
-            "created_by": "user-1",
-            "report_type": "monthly_booking_summary",
-            "date_range": "previous_month",
-            "output_formats": ("csv", "json"),
-            "cron": "0 * * * *",
-            "time_zone": "UTC",
-            "delivery": ApiTarget(link_ttl_seconds=3600),
-            "min_interval_seconds": 0,
-        }
-        fields.update(overrides)
-        return Schedule(**fields)
-
-    return build
+    return schedule_for(ApiTarget(link_ttl_seconds=3600), "api", **overrides)
 
 
 # --- links ------------------------------------------------------------------------------
@@ -144,11 +132,11 @@ def test_links_only_reach_the_organisations_files(signer: LinkSigner, tmp_path: 
 def test_short_secret_is_refused() -> None:
     with pytest.raises(ValueError, match="32 bytes"):
         LinkSigner(secret="short", base_url="https://x.test")
+    delivery = load_delivery_settings({"WEDDING_SMTP_PORT": "2525", "WEDDING_SMTP_TLS": "starttls"})
+    settings = Settings(link_secret=SECRET, jwt_secret="j" * 32, delivery=delivery)
     with pytest.raises(ValueError, match="WEDDING_LINK_SECRET"):
-        load_delivery_config({})
-    config = load_delivery_config(
-        {"WEDDING_SMTP_PORT": "2525", "WEDDING_SMTP_TLS": "starttls"}, fallback_secret=SECRET
-    )
+        delivery_config(Settings(link_secret=SECRET, jwt_secret=SECRET, delivery=delivery))
+    config = delivery_config(settings)
     assert (config.smtp.port, config.smtp.start_tls, config.smtp.use_tls) == (2525, True, False)
 
 

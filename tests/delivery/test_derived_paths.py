@@ -86,7 +86,7 @@ async def test_a_status_of_another_organisation_is_refused(
 ) -> None:
     a, b = await new_org(), await new_org()
     victim = await store_file(tmp_path, keys, b, "r1", b"b's rows\r\n")
-    with pytest.raises(PermanentDeliveryError, match=f"for a run of '{a}'"):
+    with pytest.raises(PermanentDeliveryError, match=f"for a delivery of '{a}'"):
         await resolve_files(
             status(b, "r1", victim), tmp_path, keys, organization_id=a, report_type=TYPE
         )

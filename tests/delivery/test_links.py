@@ -15,32 +15,20 @@ import pytest_asyncio
 from aiohttp import web
 
 from stream_app.delivery.api import ApiMethod, LinkError, LinkSigner
-from stream_app.delivery.dispatch import deliver
 from stream_app.delivery.egress import EgressPolicy
 from stream_app.delivery.links import check_not_revoked, links_of_reports, revoke
+from stream_app.delivery.targets import ApiTarget, DeliveryTarget, WebhookTarget
 from stream_app.delivery.webhook import WebhookMethod
-from stream_app.schedules.model import ApiTarget, DeliveryTarget, Schedule, WebhookTarget
+from stream_app.schedules.deliveries import deliver_run as deliver
+from stream_app.schedules.model import Schedule
 from stream_app.schedules.store import delete_schedule
+from tests.delivery.conftest import schedule_for
 
 SECRET = "whsec-0123456789-abcdefghij"
 
 
 def schedule(target: DeliveryTarget, name: str = "links") -> Callable[[str], Schedule]:
-    def build(org: str) -> Schedule:
-        return Schedule(
-            schedule_id=f"{name}-{org}",
-            organization_id=org,
-            created_by="user-1",
-            report_type="monthly_booking_summary",
-            date_range="previous_month",
-            output_formats=("csv", "json"),
-            cron="0 * * * *",
-            time_zone="UTC",
-            delivery=target,
-            min_interval_seconds=0,
-        )
-
-    return build
+    return schedule_for(target, name)
 
 
 @pytest_asyncio.fixture

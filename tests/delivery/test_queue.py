@@ -21,8 +21,14 @@ from stream_app.delivery.api import LinkSigner
 from stream_app.delivery.dispatch import DeliveryConfig
 from stream_app.delivery.egress import EgressPolicy
 from stream_app.delivery.email import SmtpConfig
+from stream_app.delivery.targets import RetryPolicy, WebhookTarget
 from stream_app.delivery.worker import DeliveryWorker
-from stream_app.schedules.model import RetryPolicy, Schedule, WebhookTarget
+from stream_app.schedules.deliveries import ScheduleDeliveries
+from stream_app.schedules.model import Schedule
+from tests.delivery.conftest import schedule_for
+
+SOURCES = (ScheduleDeliveries(),)
+"""The delivery sources of these tests' workers: schedule runs."""
 
 SECRET = "whsec-0123456789-abcdefghij"
 ATTACK_RETRY = RetryPolicy(max_attempts=10, base_backoff_s=3600, max_backoff_s=86400)
@@ -79,22 +85,10 @@ async def receivers() -> AsyncIterator[ReceiverFactory]:
 
 
 def hook(url: str, name: str, retry: RetryPolicy) -> Callable[[str], Schedule]:
-    def build(org: str) -> Schedule:
-        return Schedule(
-            schedule_id=f"{name}-{org}",
-            organization_id=org,
-            created_by="user-1",
-            report_type="monthly_booking_summary",
-            date_range="previous_week",
-            output_formats=("csv",),
-            cron="0 * * * *",
-            time_zone="UTC",
-            delivery=WebhookTarget(url=url, secret=SECRET, timeout_s=10),
-            retry=retry,
-            min_interval_seconds=0,
-        )
-
-    return build
+    target = WebhookTarget(url=url, secret=SECRET, timeout_s=10)
+    return schedule_for(
+        target, name, date_range="previous_week", output_formats=("csv",), retry=retry
+    )
 
 
 def config(signer: LinkSigner, egress: EgressPolicy, slots: int = 4) -> DeliveryConfig:
@@ -151,7 +145,7 @@ async def test_failing_tenant_does_not_stop_another_tenants_delivery(
         run, statuses = await make_run(hook(failing_url, f"a{n}", ATTACK_RETRY), org=org_a)
         a_runs.append((run, statuses[0]))
     b_run, (b_status,) = await make_run(hook(working_url, "b", RetryPolicy()))
-    worker = DeliveryWorker(db, config(signer, loopback), artifact_root)
+    worker = DeliveryWorker(db, config(signer, loopback), artifact_root, sources=SOURCES)
     stop = asyncio.Event()
     loop_task = asyncio.create_task(worker.run(stop))
     try:
@@ -200,7 +194,9 @@ async def test_retry_is_attempted_when_due_and_not_before(
     recv, url = await receivers(status=503)
     run, (status,) = await make_run(hook(url, "due", ATTACK_RETRY))
     now = [datetime(2031, 1, 6, 10, 0, 5, tzinfo=UTC)]
-    worker = DeliveryWorker(db, config(signer, loopback), artifact_root, clock=lambda: now[0])
+    worker = DeliveryWorker(
+        db, config(signer, loopback), artifact_root, sources=SOURCES, clock=lambda: now[0]
+    )
     assert await worker.enqueue_report(status)
     assert await worker.tick() == 1
     await worker.drain()
@@ -245,7 +241,7 @@ async def test_no_tenant_holds_more_than_its_share_of_slots(
         _, statuses = await make_run(hook(slow_url, f"s{n}", RetryPolicy()), org=org_a)
         a_statuses.append(statuses[0])
     b_run, (b_status,) = await make_run(hook(slow_url, "b", RetryPolicy()))
-    worker = DeliveryWorker(db, config(signer, loopback, slots=4), artifact_root)
+    worker = DeliveryWorker(db, config(signer, loopback, slots=4), artifact_root, sources=SOURCES)
     for status in a_statuses:
         await worker.enqueue_report(status)
     assert await worker.tick() == 4  # alone, A may use every slot
@@ -285,8 +281,12 @@ async def test_two_workers_never_send_one_delivery_twice(
         statuses.append(st[0])
     other_pool = await asyncpg.create_pool(pg_dsn, min_size=1, max_size=4)
     try:
-        one = DeliveryWorker(db, config(signer, loopback), artifact_root, worker_id="one")
-        two = DeliveryWorker(other_pool, config(signer, loopback), artifact_root, worker_id="two")
+        one = DeliveryWorker(
+            db, config(signer, loopback), artifact_root, sources=SOURCES, worker_id="one"
+        )
+        two = DeliveryWorker(
+            other_pool, config(signer, loopback), artifact_root, sources=SOURCES, worker_id="two"
+        )
         for status in statuses:  # both consumed the same messages (a rebalance redelivery)
             await one.enqueue_report(status)
             await two.enqueue_report(status)

@@ -11,9 +11,9 @@ from typing import Any
 import asyncpg
 
 from stream_app.delivery.api import LinkSigner
-from stream_app.delivery.dispatch import deliver
 from stream_app.delivery.egress import EgressPolicy
 from stream_app.delivery.webhook import WebhookMethod
+from stream_app.schedules.deliveries import deliver_run as deliver
 from stream_app.schedules.store import get_run
 from tests.delivery.test_webhook import SECRET, Receiver, hook_schedule, receiver
 

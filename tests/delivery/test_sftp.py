@@ -14,11 +14,13 @@ import asyncpg
 import asyncssh
 import pytest_asyncio
 
-from stream_app.delivery.dispatch import deliver
 from stream_app.delivery.egress import EgressPolicy
 from stream_app.delivery.log import fetch_run_log
 from stream_app.delivery.sftp import SftpMethod
-from stream_app.schedules.model import RetryPolicy, Schedule, SftpTarget
+from stream_app.delivery.targets import RetryPolicy, SftpTarget
+from stream_app.schedules.deliveries import deliver_run as deliver
+from stream_app.schedules.model import Schedule
+from tests.delivery.conftest import schedule_for
 
 USER, PASSWORD = "uploader", "correct horse battery staple"
 
@@ -88,26 +90,18 @@ def sftp_schedule(
     host: str = "127.0.0.1",
 ) -> Callable[[str], Schedule]:
     def build(org: str) -> Schedule:
-        return Schedule(
-            schedule_id=f"sftp-{org}",
-            organization_id=org,
-            created_by="user-1",
-            report_type="monthly_booking_summary",
-            date_range="previous_quarter",
-            output_formats=("csv", "json"),
-            cron="0 * * * *",
-            time_zone="Asia/Kolkata",
-            delivery=SftpTarget(
-                host=host,
-                port=port or server.port,
-                username=USER,
-                password=password,
-                path="/inbox/compliance",
-                host_key=host_key or server.host_key,
-            ),
-            retry=RetryPolicy(max_attempts=attempts, base_backoff_s=0.01, max_backoff_s=0.05),
-            min_interval_seconds=0,
+        target = SftpTarget(
+            host=host,
+            port=port or server.port,
+            username=USER,
+            password=password,
+            path="/inbox/compliance",
+            host_key=host_key or server.host_key,
         )
+        retry = RetryPolicy(max_attempts=attempts, base_backoff_s=0.01, max_backoff_s=0.05)
+        return schedule_for(
+            target, "sftp", date_range="previous_quarter", time_zone="Asia/Kolkata", retry=retry
+        )(org)
 
     return build
 

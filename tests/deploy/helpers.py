@@ -46,12 +46,10 @@ class RecordingEnv(Mapping[str, str]):
 def variables_read(monkeypatch: pytest.MonkeyPatch) -> frozenset[str]:
     """Every environment variable the worker's configuration readers look up.
 
-    The readers: :class:`stream_app.settings.Settings` (through ``os.environ``),
-    :func:`stream_app.crypto.keys.load_master_keys` and
-    :func:`stream_app.delivery.dispatch.load_delivery_config`.
+    The readers: :class:`stream_app.settings.Settings` (through ``os.environ``, its delivery
+    section included) and :func:`stream_app.crypto.keys.load_master_keys`.
     """
     from stream_app.crypto.keys import load_master_keys
-    from stream_app.delivery.dispatch import load_delivery_config
     from stream_app.settings import Settings
 
     Settings()  # first its lazy imports, which may read variables of their own
@@ -60,7 +58,6 @@ def variables_read(monkeypatch: pytest.MonkeyPatch) -> frozenset[str]:
         m.setattr(os, "environ", env)
         Settings()
     load_master_keys(env)
-    load_delivery_config(env, fallback_secret="x" * 32)
     return frozenset(env.read)
 
 

@@ -9,7 +9,8 @@ from typing import Any
 import asyncpg
 
 from stream_app.db.audit_events import verify_chains
-from stream_app.schedules.model import ApiTarget, Schedule
+from stream_app.delivery.targets import ApiTarget
+from stream_app.schedules.model import Schedule
 from stream_app.schedules.runner import run_scheduler_tick
 from stream_app.schedules.store import create_schedule
 from stream_app.schemas.reports import ReportRequest

@@ -19,15 +19,8 @@ import pytest
 
 from stream_app.crypto.keyring import KeyRing
 from stream_app.db.tenancy import tenant_transaction
-from stream_app.schedules.model import (
-    ApiTarget,
-    EmailTarget,
-    RecipientFilter,
-    RetryPolicy,
-    Schedule,
-    ScheduleValidationError,
-    WebhookTarget,
-)
+from stream_app.delivery.targets import ApiTarget, EmailTarget, RetryPolicy, WebhookTarget
+from stream_app.schedules.model import RecipientFilter, Schedule, ScheduleValidationError
 from stream_app.schedules.runner import run_scheduler_tick, scheduler_loop
 from stream_app.schedules.sealing import unseal_schedule
 from stream_app.schedules.store import (

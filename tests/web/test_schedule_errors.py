@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest
 
 from stream_app.web.auth import Principal
+from stream_app.web.delivery_targets import error_field
 from stream_app.web.errors import ApiError
-from stream_app.web.schedules import _error_field, schedule_from_json
+from stream_app.web.schedules import schedule_from_json
 
 
 @pytest.mark.parametrize(
@@ -22,7 +23,7 @@ from stream_app.web.schedules import _error_field, schedule_from_json
     ],
 )
 def test_the_field_is_named(message: str, field: str, expected: str) -> None:
-    assert _error_field(message, field) == expected
+    assert error_field(message, field) == expected
 
 
 @pytest.mark.parametrize("method", [{}, [], None, 3, "fax"])
