@@ -61,7 +61,7 @@ from stream_app.db.migrate import migrate
 from stream_app.db.tenancy import Organization, Venue, upsert_organization, upsert_venue
 from stream_app.devservices import manager
 from stream_app.devservices.workers import start_worker
-from stream_app.settings import Settings
+from stream_app.settings import load_settings
 from stream_app.topics import ensure_topics
 from stream_app.web.auth import issue_token
 
@@ -252,7 +252,7 @@ async def run(
     state: Path, rows: int, seed: int, repeat: int, http: bool, rollup_only: bool = False
 ) -> None:
     services = manager.up(state)
-    s = Settings(
+    s = load_settings(
         kafka_bootstrap=services.kafka_bootstrap,
         postgres_dsn=services.postgres_dsn,
         artifact_dir=state / "artifacts",

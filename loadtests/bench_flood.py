@@ -39,7 +39,7 @@ from stream_app.db.migrate import migrate
 from stream_app.db.tenancy import Organization, Venue, upsert_organization, upsert_venue
 from stream_app.devservices import manager
 from stream_app.devservices.workers import WorkerProcess, start_worker
-from stream_app.settings import Settings
+from stream_app.settings import Settings, load_settings
 from stream_app.topics import ensure_topics
 from stream_app.web.auth import issue_token
 
@@ -178,7 +178,7 @@ def describe(label: str, latencies: list[float], statuses: Counter[int]) -> None
 
 async def run(n: int, state: Path) -> None:
     services = manager.up(state)
-    s = Settings(
+    s = load_settings(
         kafka_bootstrap=services.kafka_bootstrap,
         postgres_dsn=services.postgres_dsn,
         redis_url=services.redis_url,

@@ -52,7 +52,7 @@ from stream_app.db.migrate import migrate
 from stream_app.devservices import manager
 from stream_app.devservices.common import ServiceError, log_tail
 from stream_app.devservices.workers import WorkerProcess, start_worker
-from stream_app.settings import Settings
+from stream_app.settings import Settings, load_settings
 from stream_app.topics import WEDDING_BOOKINGS, ensure_topics
 from stream_app.web.auth import issue_token
 
@@ -310,7 +310,7 @@ async def restart_until_exact(
 async def run(n: int, state: Path, worker_counts: list[int], restart: bool) -> None:
     """Produce ``n`` events, fold them with each worker count, print the figures (module doc)."""
     services = manager.up(state)
-    s = Settings(
+    s = load_settings(
         kafka_bootstrap=services.kafka_bootstrap,
         postgres_dsn=services.postgres_dsn,
         artifact_dir=state / "artifacts",

@@ -44,7 +44,7 @@ from stream_app.reports.artifacts import ArtifactStore
 from stream_app.reports.registry import ReportContext
 from stream_app.reports.render import RENDERERS
 from stream_app.schemas.reports import ReportRequest
-from stream_app.settings import Settings
+from stream_app.settings import Settings, load_settings
 from stream_app.topics import ensure_topics
 
 DATE_FROM, DATE_TO = date(2015, 7, 1), date(2017, 8, 31)
@@ -159,7 +159,7 @@ async def end_to_end(s: Settings, reports: int, state: Path) -> None:
 async def run(path: Path, runs: int, reports: int, e2e: bool, state: Path) -> None:
     services = manager.up(state)
     try:
-        s = Settings(
+        s = load_settings(
             kafka_bootstrap=services.kafka_bootstrap,
             postgres_dsn=services.postgres_dsn,
             artifact_dir=state / "artifacts",

@@ -72,7 +72,7 @@ from loadtests.committed import CommitWatcher
 from stream_app.db.migrate import migrate
 from stream_app.devservices import manager
 from stream_app.devservices.common import ServiceError, free_ports, log_tail
-from stream_app.settings import Settings
+from stream_app.settings import Settings, load_settings
 from stream_app.topics import WEDDING_BOOKINGS, ensure_topics
 
 SYSTEMS = ("bare", "quix", "ours", "faust")
@@ -358,7 +358,7 @@ async def run(n: int, partitions: int, systems: list[str], state: Path) -> None:
     """Produce the topic, fold it with each of ``systems`` in turn, print the table."""
     services = manager.up(state)
     os.environ["WEDDING_PARTITIONS"] = str(partitions)  # our worker's topics (it inherits env)
-    s = Settings(
+    s = load_settings(
         kafka_bootstrap=services.kafka_bootstrap,
         postgres_dsn=services.postgres_dsn,
         artifact_dir=state / "artifacts",

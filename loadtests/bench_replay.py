@@ -32,7 +32,7 @@ from stream_app.devservices import manager
 from stream_app.devservices.workers import start_worker
 from stream_app.lag import wait_for_lag_zero
 from stream_app.replay.produce import replay_hotel_bookings
-from stream_app.settings import Settings
+from stream_app.settings import load_settings
 from stream_app.topics import WEDDING_BOOKINGS, ensure_topics
 
 
@@ -62,7 +62,7 @@ async def bare_consume(bootstrap: str, topic: str, total: int) -> float:
 
 async def run(path: Path, reports: int, state: Path) -> None:
     services = manager.up(state)
-    s = Settings(
+    s = load_settings(
         kafka_bootstrap=services.kafka_bootstrap,
         postgres_dsn=services.postgres_dsn,
         artifact_dir=state / "artifacts",

@@ -51,7 +51,7 @@ from stream_app.replay.produce import replay_hotel_bookings
 from stream_app.schemas.base import decode_event, encode_event
 from stream_app.schemas.reports import ReportRequest
 from stream_app.schemas.updates import ReportStatus
-from stream_app.settings import Settings
+from stream_app.settings import Settings, load_settings
 from stream_app.topics import REPORT_REQUESTS, REPORT_RESULTS, WEDDING_BOOKINGS, ensure_topics
 from stream_app.web.auth import issue_token
 from tests.e2e.helpers import expected_monthly_from_csv
@@ -191,7 +191,7 @@ def csv_rows(body: bytes) -> dict[tuple[str, str], tuple[int, int, int]]:
 
 async def run(path: Path, n: int, state: Path) -> None:
     services = manager.up(state)
-    s = Settings(
+    s = load_settings(
         kafka_bootstrap=services.kafka_bootstrap,
         postgres_dsn=services.postgres_dsn,
         artifact_dir=state / "artifacts",

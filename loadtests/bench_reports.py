@@ -43,7 +43,7 @@ from stream_app.reports.registry import ReportContext
 from stream_app.reports.render import RENDERERS
 from stream_app.schemas.reports import OUTPUT_FORMATS, ReportRequest
 from stream_app.schemas.updates import ArtifactLink
-from stream_app.settings import Settings
+from stream_app.settings import load_settings
 from stream_app.synthetic.generator import SynthConfig
 from stream_app.synthetic.load import load_synthetic
 from stream_app.topics import ensure_topics
@@ -96,7 +96,7 @@ async def build_and_render(
 
 async def run(sizes: list[int], repeat: int, worker: bool, state: Path) -> None:
     services = manager.up(state)
-    s = Settings(
+    s = load_settings(
         kafka_bootstrap=services.kafka_bootstrap,
         postgres_dsn=services.postgres_dsn,
         artifact_dir=state / "artifacts",

@@ -26,13 +26,14 @@ from urllib.parse import urlsplit
 import jwt
 
 from stream_app.delivery.base import DeliveryJob, DeliveryMethod, IssuedLink, SendReceipt
+from stream_app.errors import WeddingError
 from stream_app.schedules.model import link_ttl_seconds
 
 AUDIENCE = "wedding-download"
 MIN_SECRET_BYTES = 32  # HS256 wants a key of at least the hash size (RFC 7518 §3.2)
 
 
-class LinkError(ValueError):
+class LinkError(WeddingError, ValueError):
     """A download link is invalid: tampered, expired, or for a path outside the store.
 
     Attributes:

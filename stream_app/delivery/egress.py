@@ -33,12 +33,14 @@ import yarl
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import ThreadedResolver
 
+from stream_app.errors import WeddingError
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 ALLOW_ENV = "WEDDING_DELIVERY_ALLOW_PRIVATE_NETWORKS"
 
 
-class EgressRefusedError(OSError):
+class EgressRefusedError(WeddingError, OSError):
     """A delivery target resolves to an address deliveries may not reach.
 
     An :class:`OSError` so that aiohttp's connector passes it up (wrapped in a

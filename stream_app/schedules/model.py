@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import asyncssh
 
 from stream_app.crypto.sealed import is_sealed
+from stream_app.errors import WeddingError
 from stream_app.schedules.cron import CronExpressionError, validate_cron
 from stream_app.schemas.ids import ID_RULE, is_valid_id
 from stream_app.schemas.reports import OUTPUT_FORMATS, REPORT_TYPES
@@ -42,7 +43,7 @@ DateRangeRule = str
 Priority = Literal["low", "normal", "high", "critical"]
 
 
-class ScheduleValidationError(ValueError):
+class ScheduleValidationError(WeddingError, ValueError):
     """A schedule field is invalid.
 
     Attributes:

@@ -49,6 +49,7 @@ import orjson
 
 from stream_app.crypto.keys import current_data_key, load_master_keys
 from stream_app.db.tenancy import tenant_transaction
+from stream_app.errors import WeddingError
 from stream_app.schedules.cron import latest_fire_time, next_fire_time
 from stream_app.schedules.model import (
     DEFAULT_LINK_TTL_SECONDS,
@@ -79,13 +80,13 @@ def default_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-class ScheduleNotFoundError(LookupError):
+class ScheduleNotFoundError(WeddingError, LookupError):
     """No schedule with this id for this organisation."""
 
     retriable = False
 
 
-class ScheduleExistsError(ValueError):
+class ScheduleExistsError(WeddingError, ValueError):
     """A schedule with this id already exists."""
 
     retriable = False
