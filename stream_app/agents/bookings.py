@@ -23,12 +23,12 @@ closed (the watermark moves with event time only, as in Kafka Streams' suppressi
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterable, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 from typing import Any
 
 from stream_app.agents.batch import Folded
-from stream_app.agents.fold import FoldAgent
+from stream_app.agents.fold import FoldAgent, FoldSpec
 from stream_app.agents.publisher import MetricPublisher
 from stream_app.agents.zones import OrganizationZones
 from stream_app.app import app, settings
@@ -125,14 +125,8 @@ class BookingsAgent(FoldAgent[BookingEvent]):
         self.finals = MetricPublisher()
         self.open_windows: dict[int, OpenWindows] = {}
         self.updates = MetricPublisher()
-        super().__init__(
-            topic=WEDDING_BOOKINGS,
-            schema=BookingEvent,
-            entity_field="venue_id",
-            table=venue_bookings,
-            metric=METRIC,
-            publisher=self.updates,
-        )
+        spec = FoldSpec(WEDDING_BOOKINGS, BookingEvent, "venue_id", venue_bookings, METRIC)
+        super().__init__(spec, self.updates)
 
     def fold(
         self,
@@ -181,9 +175,4 @@ class BookingsAgent(FoldAgent[BookingEvent]):
 
 
 bookings: BookingsAgent = BookingsAgent()
-
-
-@app.agent(bookings_topic)
-async def bookings_agent(events: AsyncIterable[Any]) -> None:
-    """Consume ``wedding-bookings`` for ever (see the module docstring)."""
-    await bookings.run(events)
+bookings_agent = bookings.agent(bookings_topic, f"{__name__}.bookings_agent")

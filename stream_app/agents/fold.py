@@ -23,6 +23,7 @@ and :meth:`FoldAgent.on_partition`); :class:`GuardedFoldAgent` is the one of the
 from __future__ import annotations
 
 from collections.abc import AsyncIterable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 import msgspec
@@ -38,45 +39,50 @@ from stream_app.topics import REALTIME_METRICS_UPDATES, STREAM_OF_METRIC
 E = TypeVar("E", bound=msgspec.Struct)
 
 
-class FoldAgent(Generic[E]):
-    """One input topic folded into one table by the batch loop.
+@dataclass(frozen=True, slots=True)
+class FoldSpec(Generic[E]):
+    """What a fold agent consumes and fills.
 
     Attributes:
         topic: the input topic's name.
         schema: the msgspec event class of the topic.
         entity_field: the event attribute naming the entity of the message key
             (``venue_id``, ``booking_id``, ``client_id``, ``supplier_id``).
-        table: the faust Table (changelogged, co-partitioned with ``topic``).
+        table: the faust Table (changelogged, co-partitioned with ``topic``;
+            :mod:`stream_app.topology`).
         metric: the metric name in ``realtime-metrics-updates``.
+    """
+
+    topic: str
+    schema: type[E]
+    entity_field: str
+    table: Any
+    metric: str
+
+
+class FoldAgent(Generic[E]):
+    """One input topic folded into one table by the batch loop.
+
+    Attributes:
+        spec: the topic, schema, key entity, table and metric.
         publisher: collects the changed rows between two publishes.
         versions: the data versions of the metric's stream (report cache freshness).
         core: the batch loop.
     """
 
     def __init__(
-        self,
-        *,
-        topic: str,
-        schema: type[E],
-        entity_field: str,
-        table: Any,
-        metric: str,
-        publisher: GenericMetricPublisher | MetricPublisher,
+        self, spec: FoldSpec[E], publisher: GenericMetricPublisher | MetricPublisher
     ) -> None:
-        self.topic = topic
-        self.schema = schema
-        self.entity_field = entity_field
-        self.table = table
-        self.metric = metric
+        self.spec = spec
         self.publisher = publisher
         self.versions = DataVersions(
-            settings.postgres_system_dsn, STREAM_OF_METRIC.get(metric, metric)
+            settings.postgres_system_dsn, STREAM_OF_METRIC.get(spec.metric, spec.metric)
         )
         self.core: BatchStream[E] = BatchStream(
-            topic=topic,
-            schema=schema,
+            topic=spec.topic,
+            schema=spec.schema,
             key_of=self.key_of,
-            table=table,
+            table=spec.table,
             fold=self.fold,
             prepare=self.prepare,
             announce=self.announce,
@@ -86,7 +92,7 @@ class FoldAgent(Generic[E]):
     def key_of(self, event: E) -> bytes:
         """The message key ``event`` must have: ``organization_id/<entity>``."""
         org: str = event.organization_id  # type: ignore[attr-defined]
-        return f"{org}/{getattr(event, self.entity_field)}".encode()
+        return f"{org}/{getattr(event, self.spec.entity_field)}".encode()
 
     def fold(
         self,
@@ -116,6 +122,16 @@ class FoldAgent(Generic[E]):
         """Consume the topic for ever (the body of the agent)."""
         await self.core.run(stream)
 
+    def agent(self, channel: Any, name: str) -> Any:
+        """Register on the faust app, under ``name``, the agent that consumes ``channel`` (the
+        spec's topic, :mod:`stream_app.topology`) for ever with :meth:`run`; the agent."""
+
+        async def consume(stream: AsyncIterable[Any]) -> None:
+            await self.run(stream)
+
+        consume.__doc__ = f"Consume ``{self.spec.topic}`` for ever ({type(self).__name__})."
+        return app.agent(channel, name=name)(consume)
+
 
 class GuardedFoldAgent(FoldAgent[E]):
     """A fold agent of a guarded table (:mod:`stream_app.tables.guarded`): ``rows`` is the
@@ -124,24 +140,12 @@ class GuardedFoldAgent(FoldAgent[E]):
 
     def __init__(
         self,
-        *,
-        topic: str,
-        schema: type[E],
-        entity_field: str,
-        table: Any,
-        metric: str,
+        spec: FoldSpec[E],
         rows: Callable[[Lookup, Sequence[tuple[int, E]]], GuardedBatch[Any]],
     ) -> None:
         self.generic = GenericMetricPublisher()
         self.rows = rows
-        super().__init__(
-            topic=topic,
-            schema=schema,
-            entity_field=entity_field,
-            table=table,
-            metric=metric,
-            publisher=self.generic,
-        )
+        super().__init__(spec, self.generic)
 
     def fold(
         self,
@@ -157,7 +161,7 @@ class GuardedFoldAgent(FoldAgent[E]):
             for c in result.changes:
                 self.versions.record(c.row.organization_id)
                 self.generic.record(
-                    metric=self.metric,
+                    metric=self.spec.metric,
                     organization_id=c.row.organization_id,
                     key=c.row.entity,
                     grain=c.row.grain,
