@@ -56,7 +56,7 @@ from stream_app.devservices.workers import WorkerProcess, start_worker
 from stream_app.lag import wait_for_lag_zero
 from stream_app.replay.hotel import ORGANIZATION_ID as ORG
 from stream_app.replay.produce import replay_hotel_bookings
-from stream_app.settings import Settings
+from stream_app.settings import load_settings
 from stream_app.topics import WEDDING_BOOKINGS, ensure_topics
 from stream_app.web.auth import issue_token
 
@@ -309,7 +309,7 @@ def describe_pauses(
 async def run(args: argparse.Namespace, state: Path) -> None:
     fd_limit = raise_fd_limit()
     services = manager.up(state)
-    s = Settings(
+    s = load_settings(
         kafka_bootstrap=services.kafka_bootstrap,
         postgres_dsn=services.postgres_dsn,
         redis_url=services.redis_url,

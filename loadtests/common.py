@@ -42,7 +42,7 @@ from stream_app.reports.model import ReportTable
 from stream_app.reports.render import RENDERERS
 from stream_app.schemas.reports import ReportRequest
 from stream_app.schemas.updates import ArtifactLink
-from stream_app.settings import Settings
+from stream_app.settings import Settings, load_settings
 from stream_app.topics import ensure_topics
 
 BENCH_USER = "bench"
@@ -86,7 +86,7 @@ async def stack(
     """
     services = await asyncio.to_thread(manager.up, state)
     try:
-        s = Settings(
+        s = load_settings(
             kafka_bootstrap=services.kafka_bootstrap,
             postgres_dsn=services.postgres_dsn,
             artifact_dir=state / "artifacts",

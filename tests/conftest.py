@@ -21,7 +21,7 @@ from stream_app.db.migrate import migrate
 from stream_app.devservices import manager
 from stream_app.devservices.manager import ServiceSettings
 from stream_app.devservices.workers import WorkerProcess, start_worker
-from stream_app.settings import Settings
+from stream_app.settings import Settings, load_settings
 from stream_app.topics import ensure_topics
 
 # The tests run with the development master key (stream_app.crypto.keys) unless a test gives
@@ -62,7 +62,7 @@ def services(state_dir: Path) -> Iterator[ServiceSettings]:
 @pytest.fixture(scope="session")
 async def settings(services: ServiceSettings, state_dir: Path) -> Settings:
     """Settings pointing at the session's services, with topics created and migrations applied."""
-    s = Settings(
+    s = load_settings(
         kafka_bootstrap=services.kafka_bootstrap,
         postgres_dsn=services.postgres_dsn,
         artifact_dir=state_dir / "artifacts",

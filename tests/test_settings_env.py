@@ -76,3 +76,23 @@ def test_delivery_variables_name_themselves(variable: str, value: str, message: 
 
     with pytest.raises(ValueError, match=message):
         load_delivery_settings({variable: value})
+
+
+def test_the_environment_is_read_by_load_settings_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``Settings()`` is the written defaults; ``load_settings`` reads each variable once,
+    and an override wins over the variable (the rest still come from the environment)."""
+    from stream_app.settings import Settings
+
+    monkeypatch.setenv("WEDDING_PARTITIONS", "7")
+    monkeypatch.setenv("WEDDING_GRACE_S", "90")
+    monkeypatch.setenv("POSTGRES_DSN", "postgresql://wedding_app@db.example:6432/w")
+    assert Settings().topic_partitions == 4
+    assert Settings().grace_s == 3600.0
+    loaded = load_settings()
+    assert (loaded.topic_partitions, loaded.grace_s) == (7, 90.0)
+    assert loaded.postgres_system_dsn == "postgresql://wedding_system@db.example:6432/w"
+    overridden = load_settings(topic_partitions=2)
+    assert (overridden.topic_partitions, overridden.grace_s) == (2, 90.0)
+    assert load_settings({"WEDDING_PARTITIONS": "3"}).topic_partitions == 3
+    with pytest.raises(AttributeError):
+        loaded.topic_partitions = 5  # type: ignore[misc]

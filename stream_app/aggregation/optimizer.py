@@ -75,6 +75,7 @@ from stream_app.aggregation.rollups import (
     proposal_for,
 )
 from stream_app.db.tenancy import UnknownOrganizationError, tenant_transaction
+from stream_app.errors import WeddingError
 
 DEFAULT_RUNS = 5
 MAX_RUNS = 9
@@ -107,7 +108,7 @@ _LEAKY_KEYS = (
 )
 
 
-class _Rollback(Exception):
+class _Rollback(WeddingError):
     """Raised to roll a scratch transaction back."""
 
 

@@ -33,6 +33,7 @@ from stream_app.aggregation.rollups import (
     rollup_from_json,
 )
 from stream_app.db.tenancy import UnknownOrganizationError, tenant_transaction
+from stream_app.errors import WeddingError
 
 MAX_ROLLUPS_PER_ORG = 20
 """Rollups one organisation may hold (each is refreshed on every write to its table)."""
@@ -40,13 +41,13 @@ BUILD_TIMEOUT_MS = 60_000
 """Longest a full build or refresh may run (``statement_timeout``, milliseconds)."""
 
 
-class RollupNotFoundError(LookupError):
+class RollupNotFoundError(WeddingError, LookupError):
     """No rollup of this id in this organisation."""
 
     retriable = False
 
 
-class RollupLimitError(ValueError):
+class RollupLimitError(WeddingError, ValueError):
     """The organisation already holds :data:`MAX_ROLLUPS_PER_ORG` rollups."""
 
     retriable = False

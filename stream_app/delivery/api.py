@@ -27,12 +27,13 @@ import jwt
 
 from stream_app.delivery.base import DeliveryJob, DeliveryMethod, IssuedLink, SendReceipt
 from stream_app.delivery.targets import link_ttl_seconds
+from stream_app.errors import WeddingError
 
 AUDIENCE = "wedding-download"
 MIN_SECRET_BYTES = 32  # HS256 wants a key of at least the hash size (RFC 7518 §3.2)
 
 
-class LinkError(ValueError):
+class LinkError(WeddingError, ValueError):
     """A download link is invalid: tampered, expired, or for a path outside the store.
 
     Attributes:

@@ -19,21 +19,20 @@ from pathlib import Path
 from typing import ClassVar, Literal
 
 from stream_app.delivery.targets import DeliveryTarget, RetryPolicy
+from stream_app.errors import WeddingError
 from stream_app.reports.artifacts import ArtifactReader
 from stream_app.schemas.updates import ArtifactLink, ReportStatus
 
 Outcome = Literal["delivered", "skipped", "failed", "retrying"]
 
 
-class DeliveryError(Exception):
+class DeliveryError(WeddingError):
     """A delivery attempt failed.
 
     Attributes:
         retriable: whether another attempt may succeed.
         detail: the cause, in words (no secrets).
     """
-
-    retriable: bool = False
 
     def __init__(self, detail: str) -> None:
         super().__init__(detail)

@@ -32,13 +32,14 @@ import yarl
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import ThreadedResolver
 
+from stream_app.errors import WeddingError
 from stream_app.settings import IPNetwork, parse_networks
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 ALLOW_ENV = "WEDDING_DELIVERY_ALLOW_PRIVATE_NETWORKS"
 
 
-class EgressRefusedError(OSError):
+class EgressRefusedError(WeddingError, OSError):
     """A delivery target resolves to an address deliveries may not reach.
 
     An :class:`OSError` so that aiohttp's connector passes it up (wrapped in a

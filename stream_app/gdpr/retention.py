@@ -33,6 +33,7 @@ import orjson
 from stream_app.db import audit_events
 from stream_app.db.rows import status_count
 from stream_app.db.tenancy import tenant_transaction
+from stream_app.errors import WeddingError
 from stream_app.gdpr.artifacts import TERMINAL, remove_report_dirs
 
 FIELDS: tuple[str, ...] = ("artifacts_days", "report_rows_days", "delivery_log_days")
@@ -40,7 +41,7 @@ MAX_DAYS = 36_500
 """Longest period a rule may name (100 years; the database checks it too)."""
 
 
-class RuleError(ValueError):
+class RuleError(WeddingError, ValueError):
     """A retention rule that cannot be stored; ``field`` names the offending field."""
 
     retriable = False

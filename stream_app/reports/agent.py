@@ -73,6 +73,7 @@ from stream_app.db.tenancy import (
     fetch_venues,
     tenant_transaction,
 )
+from stream_app.errors import WeddingError
 from stream_app.observability import (
     REPORT_CACHE,
     REPORT_GENERATIONS,
@@ -81,6 +82,8 @@ from stream_app.observability import (
     REPORT_SECONDS,
     REPORTS,
 )
+from stream_app.queries.errors import QueryUnavailableError
+from stream_app.queries.routing import as_table_row, local_periods, owner_url, remote_periods
 from stream_app.quotas import org_share
 from stream_app.reports import booking_summary, cache, registry
 from stream_app.reports.artifacts import (
@@ -116,8 +119,6 @@ from stream_app.topics import (
     REPORT_REQUESTS,
     REPORT_RESULTS,
 )
-from stream_app.web.errors import ApiError
-from stream_app.web.routing import as_table_row, local_periods, owner_url, remote_periods
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +141,7 @@ lane_topics = {
 store = ArtifactStore(settings.artifact_dir, settings.artifact_store_max_bytes)
 
 
-class ReportFailure(Exception):
+class ReportFailure(WeddingError):
     """A report cannot be generated; the message is the cause shown to the user.
 
     Attributes:
@@ -153,7 +154,7 @@ class ReportFailure(Exception):
         self.retriable = retriable
 
 
-class ReportCancelledError(Exception):
+class ReportCancelledError(WeddingError):
     """The report was cancelled (seen in PostgreSQL) before an attempt could start."""
 
 
@@ -210,7 +211,7 @@ async def read_venue_rows(
     """The table rows a booking summary of ``[date_from, date_to]`` needs, by table key.
 
     Rows of venues held by this worker come from its table; the others from the worker that
-    holds them, over HTTP (:mod:`stream_app.web.routing`).
+    holds them, over HTTP (:mod:`stream_app.queries.routing`).
 
     Raises:
         ReportFailure: a holder of some venue's rows cannot be reached (retriable).
@@ -236,7 +237,7 @@ async def read_venue_rows(
                 for p in found:
                     key = table_key(organization_id, venue_id, grain, p["period"])  # type: ignore[arg-type]
                     rows[key] = as_table_row(p)
-        except ApiError as exc:
+        except QueryUnavailableError as exc:
             raise ReportFailure(f"venue {venue_id!r}: {exc.reason}", retriable=True) from exc
     return rows
 

@@ -21,6 +21,7 @@ import asyncpg
 import msgspec
 
 from stream_app.db.tenancy import Organization, Venue
+from stream_app.errors import WeddingError
 from stream_app.reports.model import ReportTable
 from stream_app.reports.streaming import ReportSession
 from stream_app.schemas.reports import ReportRequest
@@ -40,7 +41,7 @@ VenueRowsReader = Callable[[str, list[str], date, date], Awaitable[dict[str, dic
 ``venue-bookings`` table (see :func:`stream_app.reports.agent.read_venue_rows`)."""
 
 
-class ReportInputError(Exception):
+class ReportInputError(WeddingError):
     """The request cannot be answered from the data (unknown venue, no data, ...).
 
     The message is the cause the user sees; the report ends ``failed`` without retries.

@@ -57,6 +57,7 @@ from reportlab.platypus import (
     TableStyle,
 )
 
+from stream_app.errors import WeddingError
 from stream_app.reports.artifacts import HashingWriter
 from stream_app.reports.model import (
     Cell,
@@ -113,7 +114,7 @@ _NUMERIC = frozenset({"int", "money", "percent", "decimal"})
 _MAX_CHART_CATEGORY_LABELS = 24
 
 
-class FontMissingError(FileNotFoundError):
+class FontMissingError(WeddingError, FileNotFoundError):
     """A font file the PDF renderer embeds is not installed."""
 
 

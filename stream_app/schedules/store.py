@@ -50,6 +50,7 @@ from stream_app.db.tenancy import tenant_transaction
 from stream_app.delivery.sealing import has_secrets
 from stream_app.delivery.targets import RetryPolicy, target_from_parts, target_parts
 from stream_app.delivery.worker import default_worker_id
+from stream_app.errors import WeddingError
 from stream_app.schedules.cron import latest_fire_time, next_fire_time
 from stream_app.schedules.model import Audience, RecipientFilter, Schedule, report_dates
 from stream_app.schedules.sealing import seal_schedule
@@ -63,13 +64,13 @@ RUN_STATUSES = frozenset({"claimed", "submitted", "retrying", "delivered", "skip
 _TINY = timedelta(microseconds=1)
 
 
-class ScheduleNotFoundError(LookupError):
+class ScheduleNotFoundError(WeddingError, LookupError):
     """No schedule with this id for this organisation."""
 
     retriable = False
 
 
-class ScheduleExistsError(ValueError):
+class ScheduleExistsError(WeddingError, ValueError):
     """A schedule with this id already exists."""
 
     retriable = False

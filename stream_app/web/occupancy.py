@@ -22,12 +22,12 @@ from aiohttp import web
 from stream_app.app import settings
 from stream_app.db.pool import get_pool
 from stream_app.db.tenancy import tenant_transaction
+from stream_app.queries.routing import FORWARDED_HEADER, local_periods, owner_url, remote_periods
 from stream_app.tables.occupancy import occupancy
 from stream_app.web.auth import authenticate
 from stream_app.web.errors import ApiError
 from stream_app.web.inputs import require_query
 from stream_app.web.permissions import Permission
-from stream_app.web.routing import FORWARDED_HEADER, local_periods, owner_url, remote_periods
 from stream_app.web.views import MAX_PERIODS, page, period_labels
 
 

@@ -44,6 +44,8 @@ from stream_app.db.tenancy import UnknownOrganizationError, fetch_organization, 
 from stream_app.delivery.adhoc import delivery_summary
 from stream_app.delivery.links import links_of_reports
 from stream_app.observability import HTTP_REQUESTS, REGISTRY
+from stream_app.queries.errors import QueryUnavailableError
+from stream_app.queries.routing import FORWARDED_HEADER, local_periods, owner_url, remote_periods
 from stream_app.reports import cache as report_cache
 from stream_app.reports.agent import cancel_report, report_requests_topic
 from stream_app.reports.artifacts import (
@@ -74,11 +76,10 @@ from stream_app.web.dependencies import (
     dependency_of,
     kafka_call,
 )
-from stream_app.web.errors import ApiError
+from stream_app.web.errors import ApiError, api_error_of
 from stream_app.web.guard import RouteSpec, check_priority, scoped_venues
 from stream_app.web.permissions import PUBLIC, UNDECLARED, Permission, RouteAccess
 from stream_app.web.refusals import REFUSED_STATUSES, Refusal, note_refusal, token_subject
-from stream_app.web.routing import FORWARDED_HEADER, local_periods, owner_url, remote_periods
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +133,8 @@ def api(route: str, spec: RouteSpec | None = None) -> Callable[[Handler], Handle
                     resp = await fn(*args, **kwargs)
             except ApiError as exc:
                 resp = exc.response()
+            except QueryUnavailableError as exc:
+                resp = api_error_of(exc).response()
             HTTP_REQUESTS.labels(route, str(resp.status)).inc()
             return resp
 

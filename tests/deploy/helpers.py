@@ -50,13 +50,13 @@ def variables_read(monkeypatch: pytest.MonkeyPatch) -> frozenset[str]:
     section included) and :func:`stream_app.crypto.keys.load_master_keys`.
     """
     from stream_app.crypto.keys import load_master_keys
-    from stream_app.settings import Settings
+    from stream_app.settings import load_settings
 
-    Settings()  # first its lazy imports, which may read variables of their own
+    load_settings()  # first its lazy imports, which may read variables of their own
     env = RecordingEnv({"WEDDING_DEV_MODE": "1"})  # dev mode: the readers need no secrets
     with monkeypatch.context() as m:
         m.setattr(os, "environ", env)
-        Settings()
+        load_settings()
     load_master_keys(env)
     return frozenset(env.read)
 

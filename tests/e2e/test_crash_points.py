@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from stream_app.lag import wait_for_lag_zero
-from stream_app.partitioning import partition_for
+from stream_app.queries.partitions import partition_for
 from stream_app.runtime.failpoints import POINTS
 from stream_app.settings import Settings
 from stream_app.topics import WEDDING_BOOKINGS

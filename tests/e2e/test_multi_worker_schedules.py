@@ -24,7 +24,7 @@ from stream_app.delivery.webhook import verify_signature
 from stream_app.devservices.common import free_ports
 from stream_app.devservices.workers import WorkerProcess
 from stream_app.lag import wait_for_lag_zero
-from stream_app.partitioning import partition_for
+from stream_app.queries.partitions import partition_for
 from stream_app.settings import Settings
 from stream_app.topics import WEDDING_BOOKINGS
 from tests.conftest import WorkerFactory

@@ -29,7 +29,7 @@ from stream_app.db.tenancy import Organization, Venue, upsert_organization, upse
 from stream_app.devservices import kafka, manager, postgres
 from stream_app.devservices.manager import ServiceSettings
 from stream_app.devservices.workers import WorkerProcess, start_worker
-from stream_app.settings import Settings
+from stream_app.settings import Settings, load_settings
 from stream_app.topics import ensure_topics
 from stream_app.web.auth import issue_token
 from tests.e2e.test_roles import PATH_VALUES, QUERY, router_routes
@@ -69,7 +69,7 @@ async def private() -> AsyncIterator[Private]:
     services = await asyncio.to_thread(manager.up, state)
     worker: WorkerProcess | None = None
     try:
-        settings = Settings(
+        settings = load_settings(
             kafka_bootstrap=services.kafka_bootstrap,
             postgres_dsn=services.postgres_dsn,
             artifact_dir=state / "artifacts",

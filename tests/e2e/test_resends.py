@@ -14,7 +14,7 @@ from aiokafka import AIOKafkaProducer
 
 from stream_app.devservices.workers import WorkerProcess
 from stream_app.lag import wait_for_lag_zero
-from stream_app.partitioning import partition_for
+from stream_app.queries.partitions import partition_for
 from stream_app.settings import Settings
 from stream_app.topics import WEDDING_BOOKINGS
 from tests.e2e.helpers import auth

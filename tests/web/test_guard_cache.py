@@ -12,7 +12,8 @@ import time
 import pytest
 
 from stream_app.app import settings
-from stream_app.web import guard, ratelimit, routing
+from stream_app.queries import routing
+from stream_app.web import guard, ratelimit
 from stream_app.web.auth import issue_token
 from stream_app.web.errors import ApiError
 

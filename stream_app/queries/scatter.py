@@ -1,18 +1,20 @@
 """Scatter-gather reads over every worker's table partitions, for organisation summaries.
 
-Part of the HTTP read path; reads tables, never writes. An organisation's rows are spread over
-all partitions of a table (the message key is ``organization_id/<entity>``), so over all
-workers. The worker that receives a summary request:
+Part of the read path (the organisation summaries over HTTP); reads tables, never writes. An
+organisation's rows are spread over all partitions of a table (the message key is
+``organization_id/<entity>``), so over all workers. The worker that receives a summary request:
 
 1. computes its own *part* from the rows of the organisation in the changelog partitions it
    holds as active (:func:`local_part`: one synchronous scan, so no fold batch interleaves);
 2. asks every other worker that faust's partition assignor lists for those changelogs (the
-   URLs of :meth:`assignor.table_metadata`, as :mod:`stream_app.web.routing` does) for its
+   URLs of :meth:`assignor.table_metadata`, as :mod:`stream_app.queries.routing` does) for its
    part: the same route with :data:`PART_HEADER`, an internal token and the same query;
 3. checks that the parts together cover every partition of every table **exactly once**
-   (each part lists the partitions it read), else answers **503** ``incomplete`` naming the
-   missing or doubly read partitions (a rebalance under way; retry). A total is never
-   silently partial.
+   (each part lists the partitions it read), else fails ``incomplete`` naming the missing or
+   doubly read partitions (a rebalance under way; retry). A total is never silently partial.
+
+What cannot be answered raises :class:`~stream_app.queries.errors.QueryUnavailableError`
+(the HTTP layer answers it with a 503 naming its code).
 
 Tenant isolation: a scan reads only keys that start with ``organization_id/`` (``/`` cannot
 occur in an id), and the token of every request names that organisation.
@@ -25,10 +27,10 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from stream_app.app import app, settings
+from stream_app.queries.errors import QueryUnavailableError
+from stream_app.queries.routing import remote_json
 from stream_app.runtime.table_scan import scan_prefix
 from stream_app.tables.summaries import coverage_problem
-from stream_app.web.errors import ApiError
-from stream_app.web.routing import remote_json
 
 PART_HEADER = "X-Wedding-Summary-Part"
 """Set on a worker-to-worker request: answer with this worker's part, do not gather."""
@@ -42,9 +44,13 @@ def _changelog(table: Any) -> str:
 
 
 def check_not_recovering() -> None:
-    """Raise 503 ``recovering`` while this worker restores its tables or rebalances."""
+    """Raise ``recovering`` while this worker restores its tables or rebalances.
+
+    Raises:
+        QueryUnavailableError: ``recovering``.
+    """
     if getattr(app, "in_recovery", False) or getattr(app, "rebalancing", False):
-        raise ApiError(503, "recovering", "this worker is restoring its tables; retry")
+        raise QueryUnavailableError("recovering", "this worker is restoring its tables; retry")
 
 
 def held_partitions(table: Any) -> list[int]:
@@ -82,7 +88,7 @@ def local_part(tables: list[Any], compute: Callable[[dict[str, list[int]]], Any]
     read).
 
     Raises:
-        ApiError: 503 ``recovering`` while this worker restores its tables.
+        QueryUnavailableError: ``recovering`` while this worker restores its tables.
     """
     check_not_recovering()
     held = {_changelog(t): held_partitions(t) for t in tables}
@@ -110,7 +116,7 @@ async def gather_parts(
         The parts (the ``part`` objects), one per worker that holds partitions.
 
     Raises:
-        ApiError: 503 ``recovering`` (this worker restoring), ``owner_unavailable`` /
+        QueryUnavailableError: ``recovering`` (this worker restoring), ``owner_unavailable`` /
             ``owner_error`` (a worker did not answer after retries), ``incomplete`` (the
             parts miss a partition or read one twice).
     """
@@ -135,8 +141,7 @@ async def gather_parts(
             (e["partitions"].get(changelog, []) for e in envelopes), settings.topic_partitions
         )
         if problem is not None:
-            raise ApiError(
-                503,
+            raise QueryUnavailableError(
                 "incomplete",
                 f"{changelog}: {problem} (partitions are moving between workers); retry",
             )

@@ -7,6 +7,9 @@ client's interactions and a supplier's activity likewise live in the partition o
 which worker (by its canonical URL) holds each changelog partition; a read for a partition
 this worker does not hold goes to that worker's HTTP API with an internal token
 (:func:`remote_json`, retried while the owner restores its tables).
+
+What cannot be answered raises :class:`~stream_app.queries.errors.QueryUnavailableError`
+(retriable; the HTTP layer answers it with a 503 naming its code).
 """
 
 from __future__ import annotations
@@ -20,12 +23,13 @@ import aiohttp
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 from yarl import URL
 
-from stream_app.agents.bookings import venue_bookings
 from stream_app.app import app, settings
-from stream_app.partitioning import partition_for
+from stream_app.errors import WeddingError
+from stream_app.queries.errors import QueryUnavailableError
+from stream_app.queries.partitions import partition_for
+from stream_app.schemas.tokens import new_token
 from stream_app.tables.bookings import row_totals, table_key
-from stream_app.web.auth import new_token
-from stream_app.web.errors import ApiError
+from stream_app.topology import venue_bookings
 
 FORWARDED_HEADER = "X-Wedding-Forwarded"
 
@@ -39,8 +43,8 @@ def owner_url(organization_id: str, venue_id: str) -> str | None:
     """Base URL of the worker holding the venue's rows; None when it is this worker.
 
     Raises:
-        ApiError: 503 while this worker restores its tables, or when no worker holds the
-            partition (a rebalance is under way).
+        QueryUnavailableError: while this worker restores its tables, or when no worker
+            holds the partition (``rebalancing``: a rebalance is under way).
     """
     changelog = venue_bookings.changelog_topic.get_topic_name()
     return changelog_owner(
@@ -57,12 +61,12 @@ def changelog_owner(
         None when this worker holds it, else the owner's base URL (no trailing ``/``).
 
     Raises:
-        ApiError: 503 ``recovering`` while this worker restores its tables or rebalances
-            (rows being restored would read as zeros), or ``no_owner_code`` when no worker
-            holds the partition right now (nobody can answer; retry).
+        QueryUnavailableError: ``recovering`` while this worker restores its tables or
+            rebalances (rows being restored would read as zeros), or ``no_owner_code`` when
+            no worker holds the partition right now (nobody can answer; retry).
     """
     if getattr(app, "in_recovery", False) or getattr(app, "rebalancing", False):
-        raise ApiError(503, "recovering", "this worker is restoring its tables; retry")
+        raise QueryUnavailableError("recovering", "this worker is restoring its tables; retry")
     if any(
         tp.topic == changelog and tp.partition == partition
         for tp in app.assignor.assigned_actives()
@@ -71,7 +75,9 @@ def changelog_owner(
     for url, topics in app.assignor.table_metadata(changelog).items():
         if partition in topics.get(changelog, []):
             return str(url).rstrip("/")
-    raise ApiError(503, no_owner_code, f"no worker holds partition {partition} right now; retry")
+    raise QueryUnavailableError(
+        no_owner_code, f"no worker holds partition {partition} right now; retry"
+    )
 
 
 async def remote_json(
@@ -89,8 +95,8 @@ async def remote_json(
     backoff (0.5 s doubling to 4 s, 6 attempts, tenacity).
 
     Raises:
-        ApiError: 503 ``owner_unavailable`` when that worker still cannot answer after the
-            retries; 503 ``owner_error`` when it answers with another error status.
+        QueryUnavailableError: ``owner_unavailable`` when that worker still cannot answer
+            after the retries; ``owner_error`` when it answers with another error status.
     """
     retrying = AsyncRetrying(
         stop=stop_after_attempt(6),
@@ -103,7 +109,7 @@ async def remote_json(
             with attempt:
                 return await _fetch_json(base_url, path, params, organization_id, headers or {})
     except _Retriable as exc:
-        raise ApiError(503, "owner_unavailable", f"worker {base_url}: {exc}") from None
+        raise QueryUnavailableError("owner_unavailable", f"worker {base_url}: {exc}") from None
     raise AssertionError("unreachable")  # pragma: no cover
 
 
@@ -139,8 +145,8 @@ async def remote_periods(
     Retries as :func:`remote_json`.
 
     Raises:
-        ApiError: 503 when that worker still cannot answer after the retries, or answers
-            with another error.
+        QueryUnavailableError: that worker still cannot answer after the retries, or
+            answers with another error.
     """
     body = await remote_json(
         base_url,
@@ -195,8 +201,11 @@ def _session() -> aiohttp.ClientSession:
     return found
 
 
-class _Retriable(Exception):
-    """The owner did not answer yet (503 or connection error)."""
+class _Retriable(WeddingError):
+    """The owner did not answer yet (503 or connection error): retried by
+    :func:`remote_json`."""
+
+    retriable = True
 
 
 async def _fetch_json(
@@ -223,11 +232,11 @@ async def _fetch_json(
             if resp.status == 503:
                 raise _Retriable(f"answered 503: {body}")
             if resp.status != 200:
-                raise ApiError(
-                    503, "owner_error", f"worker {base_url} answered {resp.status}: {body}"
+                raise QueryUnavailableError(
+                    "owner_error", f"worker {base_url} answered {resp.status}: {body}"
                 )
             if not isinstance(body, dict):
-                raise ApiError(503, "owner_error", f"worker {base_url} answered {body!r}")
+                raise QueryUnavailableError("owner_error", f"worker {base_url} answered {body!r}")
             return body
     except (aiohttp.ClientError, TimeoutError) as exc:
         raise _Retriable(str(exc)) from None
