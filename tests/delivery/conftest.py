@@ -1,14 +1,11 @@
-"""Fixtures of the delivery tests: the shared PostgreSQL cluster (tests/schedules/pg_fixtures.py),
-an artifact store, a link signer, and a factory for a claimed run with its stored report."""
+"""Fixtures of the delivery tests: an artifact store, a link signer, and a factory for a claimed
+run with its stored report (the database fixtures ``db`` and ``new_org`` are tests/conftest.py's)."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import ModuleType
 
 import asyncpg
 import pytest
@@ -24,23 +21,6 @@ from stream_app.schedules.store import ClaimedRun, claim_due_runs, create_schedu
 from stream_app.schemas.updates import ArtifactLink, ReportStatus
 
 
-def _load_shared() -> ModuleType:
-    name = "wedding_sched_pg_fixtures"
-    if name not in sys.modules:
-        path = Path(__file__).parents[1] / "schedules" / "pg_fixtures.py"
-        spec = importlib.util.spec_from_file_location(name, path)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-_shared = _load_shared()
-pg_dsn = _shared.pg_dsn
-pg_pool = _shared.pg_pool
-db = _shared.db
-new_org = _shared.new_org
 
 T0 = datetime(2031, 1, 6, 9, 0, 30, tzinfo=UTC)
 """Schedules are created at T0 with cron ``0 * * * *`` and claimed at 10:00:01 UTC."""

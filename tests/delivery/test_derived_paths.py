@@ -17,11 +17,11 @@ from stream_app.delivery.base import PermanentDeliveryError
 from stream_app.delivery.dispatch import resolve_files
 from stream_app.reports.artifacts import ArtifactStore
 from stream_app.schemas.updates import ArtifactLink, ReportStatus
+from tests.conftest import NewOrg
 
 TYPE = "monthly_booking_summary"
 
 
-NewOrg = Callable[..., Awaitable[str]]
 
 
 async def store_file(root: Path, keys: KeyRing, org: str, report: str, data: bytes) -> ArtifactLink:

@@ -56,23 +56,6 @@ from stream_app.reports.render import RENDERERS
 from stream_app.schemas.reports import REPORT_TYPES, ReportRequest
 
 
-def _load_pg_fixtures() -> ModuleType:
-    # the schedule tests' throw-away cluster (one per pytest process, shared by name)
-    name = "wedding_sched_pg_fixtures"
-    if name not in sys.modules:
-        path = Path(__file__).parents[1] / "schedules" / "pg_fixtures.py"
-        spec = importlib.util.spec_from_file_location(name, path)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-_pg = _load_pg_fixtures()
-pg_dsn = _pg.pg_dsn
-pg_pool = _pg.pg_pool
-
 EXPONENT = {"EUR": 2, "NZD": 2, "JPY": 0}
 WEEKDAY_NAMES = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
 

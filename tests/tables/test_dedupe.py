@@ -13,9 +13,9 @@ import pytest
 from stream_app.schemas.bookings import BookingEvent
 from stream_app.tables import bookings, interactions, payments, suppliers
 from stream_app.tables.dedupe import Dedupe, Verdict, dedupe_key, expired
-from tests.tables import test_interactions_fold as interactions_case
-from tests.tables import test_payments_fold as payments_case
-from tests.tables import test_suppliers_fold as suppliers_case
+from tests.tables import test_interactions as interactions_case
+from tests.tables import test_payments as payments_case
+from tests.tables import test_suppliers as suppliers_case
 from tests.tables.model import (
     apply_writes,
     crash_and_redeliver,

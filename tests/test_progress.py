@@ -23,13 +23,13 @@ from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.structs import OffsetAndMetadata
 
 from stream_app.db.roles import APP_ROLE, as_role
 from stream_app.lag import wait_for_lag_zero
 from stream_app.progress import Progress
 from stream_app.settings import Settings
+from tests.conftest import TopicFactory
 
 CLI = str(Path(sys.executable).parent / "wedding-engine")
 LINE = re.compile(
@@ -139,14 +139,11 @@ def test_synth_draws_a_bar_with_rate_and_time_left_on_a_terminal(
     assert not LINE.search(text)  # no plain lines on a terminal
 
 
-async def test_wait_reports_committed_progress_of_a_real_group(settings: Settings) -> None:
-    topic, group = f"progress-{uuid.uuid4().hex[:8]}", f"progress-{uuid.uuid4().hex[:8]}"
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(topic, num_partitions=2, replication_factor=1)])
-    finally:
-        await admin.close()
+async def test_wait_reports_committed_progress_of_a_real_group(
+    settings: Settings, make_topics: TopicFactory
+) -> None:
+    (topic,) = await make_topics("progress", partitions=2)
+    group = f"progress-{uuid.uuid4().hex[:8]}"
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
     await producer.start()
     try:
