@@ -48,11 +48,15 @@ async def rows(settings: Settings, sql: str, *args: object) -> list[tuple[object
         await conn.close()
 
 
-def test_a_token_is_recorded_and_audited(token_env: Settings, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_token_is_recorded_and_audited(
+    token_env: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
     argv = ["token", "--org", ORG, "--user", "ana", "--role", "analyst", "--venue", "v1"]
     assert main([*argv, "--ttl", "7200"]) == 0
     token = capsys.readouterr().out.strip()
-    claims = jwt.decode(token, token_env.jwt_secret, algorithms=["HS256"], audience="wedding-engine-api")
+    claims = jwt.decode(
+        token, token_env.jwt_secret, algorithms=["HS256"], audience="wedding-engine-api"
+    )
     assert (claims["org"], claims["sub"], claims["role"], claims["venues"]) == (
         ORG,
         "ana",
@@ -123,7 +127,9 @@ def test_bad_arguments_are_refused_naming_the_option(
     assert message in capsys.readouterr().err
     # nothing recorded for the refused organisation
     assert (
-        asyncio.run(rows(token_env, "SELECT jti FROM tokens WHERE organization_id = 'does-not-exist'"))
+        asyncio.run(
+            rows(token_env, "SELECT jti FROM tokens WHERE organization_id = 'does-not-exist'")
+        )
         == []
     )
 

@@ -7,14 +7,10 @@ Metrics are read from the Prometheus text the ``/metrics`` route serves
 
 from __future__ import annotations
 
-import importlib.util
 import logging
-import sys
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime
-from pathlib import Path
-from types import ModuleType
 
 import asyncpg
 import orjson
@@ -27,7 +23,6 @@ from stream_app.aggregation import aggregate
 from stream_app.db import monitoring
 from stream_app.db.tenancy import Organization, tenant_transaction, upsert_organization
 from stream_app.observability import REGISTRY
-
 
 BOOKINGS = [(f"b{i}", 1000 + i) for i in range(7)]
 """(id, amount_minor) of organisation A's bookings; B has 3."""

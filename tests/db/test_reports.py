@@ -9,13 +9,9 @@ not move.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime
-from pathlib import Path
-from types import ModuleType
 
 import asyncpg
 import pytest
@@ -31,7 +27,6 @@ from stream_app.db.tenancy import (
     upsert_venue,
 )
 from tests.conftest import DatabaseFactory
-
 
 _RUN = uuid.uuid4().hex[:8]
 A, B = f"fresh-a-{_RUN}", f"fresh-b-{_RUN}"

@@ -1,5 +1,5 @@
 """Fixtures of the delivery tests: an artifact store, a link signer, and a factory for a claimed
-run with its stored report (the database fixtures ``db`` and ``new_org`` are tests/conftest.py's)."""
+run with its stored report (``db`` and ``new_org`` are the root conftest's)."""
 
 from __future__ import annotations
 
@@ -19,8 +19,6 @@ from stream_app.reports.artifacts import ArtifactStore
 from stream_app.schedules.model import Schedule
 from stream_app.schedules.store import ClaimedRun, claim_due_runs, create_schedule, mark_submitted
 from stream_app.schemas.updates import ArtifactLink, ReportStatus
-
-
 
 T0 = datetime(2031, 1, 6, 9, 0, 30, tzinfo=UTC)
 """Schedules are created at T0 with cron ``0 * * * *`` and claimed at 10:00:01 UTC."""

@@ -27,29 +27,21 @@ from stream_app.delivery.dispatch import deliver, load_delivery_config
 from stream_app.delivery.log import fetch_run_log
 from stream_app.reports.artifacts import open_artifact
 from stream_app.schedules.model import ApiTarget, Schedule
+from tests.schedules.builders import per_org
 
 NOW = datetime(2031, 1, 6, 10, 0, tzinfo=UTC)
 SECRET = "test-link-secret-0123456789abcdefghijklmnop"
 
 
 def api_schedule(**overrides: Any) -> Callable[[str], Schedule]:
-    def build(org: str) -> Schedule:
-        fields: dict[str, Any] = {
-            "schedule_id": f"api-{org}",
-            "organization_id": org,
-            "created_by": "user-1",
-            "report_type": "monthly_booking_summary",
-            "date_range": "previous_month",
+    return per_org(
+        "api",
+        **{
             "output_formats": ("csv", "json"),
-            "cron": "0 * * * *",
-            "time_zone": "UTC",
             "delivery": ApiTarget(link_ttl_seconds=3600),
-            "min_interval_seconds": 0,
-        }
-        fields.update(overrides)
-        return Schedule(**fields)
-
-    return build
+            **overrides,
+        },
+    )
 
 
 # --- links ------------------------------------------------------------------------------

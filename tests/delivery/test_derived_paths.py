@@ -4,7 +4,6 @@ from the run's organisation, the report id, the schedule's type and the format (
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -20,8 +19,6 @@ from stream_app.schemas.updates import ArtifactLink, ReportStatus
 from tests.conftest import NewOrg
 
 TYPE = "monthly_booking_summary"
-
-
 
 
 async def store_file(root: Path, keys: KeyRing, org: str, report: str, data: bytes) -> ArtifactLink:

@@ -21,6 +21,7 @@ from stream_app.delivery.egress import EgressPolicy, parse_allow_networks, refus
 from stream_app.delivery.log import fetch_run_log
 from stream_app.delivery.webhook import WebhookMethod
 from stream_app.schedules.model import RetryPolicy, Schedule, WebhookTarget
+from tests.schedules.builders import per_org
 
 SECRET = "whsec-0123456789-abcdefghij"
 
@@ -71,22 +72,13 @@ async def other_internal() -> AsyncIterator[tuple[Receiver, int]]:
 
 
 def hook(url: str) -> Callable[[str], Schedule]:
-    def build(org: str) -> Schedule:
-        return Schedule(
-            schedule_id=f"ssrf-{org}",
-            organization_id=org,
-            created_by="attacker",
-            report_type="monthly_booking_summary",
-            date_range="previous_week",
-            output_formats=("csv",),
-            cron="0 * * * *",
-            time_zone="UTC",
-            delivery=WebhookTarget(url=url, secret=SECRET, timeout_s=5),
-            retry=RetryPolicy(max_attempts=5, base_backoff_s=0.01, max_backoff_s=1),
-            min_interval_seconds=0,
-        )
-
-    return build
+    return per_org(
+        "ssrf",
+        created_by="attacker",
+        date_range="previous_week",
+        delivery=WebhookTarget(url=url, secret=SECRET, timeout_s=5),
+        retry=RetryPolicy(max_attempts=5, base_backoff_s=0.01, max_backoff_s=1),
+    )
 
 
 @pytest.mark.parametrize(

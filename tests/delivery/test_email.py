@@ -21,6 +21,7 @@ from stream_app.delivery.dispatch import deliver
 from stream_app.delivery.email import EmailMethod, SmtpConfig
 from stream_app.delivery.log import fetch_run_log
 from stream_app.schedules.model import EmailTarget, RecipientFilter, RetryPolicy, Schedule
+from tests.schedules.builders import per_org
 
 
 @dataclass
@@ -72,24 +73,16 @@ FAST = RetryPolicy(max_attempts=3, base_backoff_s=0.01, max_backoff_s=0.05)
 
 
 def email_schedule(recipients: tuple[str, ...], **overrides: Any) -> Callable[[str], Schedule]:
-    def build(org: str) -> Schedule:
-        fields: dict[str, Any] = {
-            "schedule_id": f"mail-{org}",
-            "organization_id": org,
-            "created_by": "user-1",
-            "report_type": "monthly_booking_summary",
-            "date_range": "previous_month",
+    return per_org(
+        "mail",
+        **{
             "output_formats": ("csv", "json"),
-            "cron": "0 * * * *",
             "time_zone": "Europe/London",
             "delivery": EmailTarget(recipients=recipients, subject="Monthly numbers"),
             "retry": FAST,
-            "min_interval_seconds": 0,
-        }
-        fields.update(overrides)
-        return Schedule(**fields)
-
-    return build
+            **overrides,
+        },
+    )
 
 
 def method(port: int, signer: LinkSigner, limit: int = 1_000_000) -> EmailMethod:

@@ -21,26 +21,13 @@ from stream_app.delivery.links import check_not_revoked, links_of_reports, revok
 from stream_app.delivery.webhook import WebhookMethod
 from stream_app.schedules.model import ApiTarget, DeliveryTarget, Schedule, WebhookTarget
 from stream_app.schedules.store import delete_schedule
+from tests.schedules.builders import per_org
 
 SECRET = "whsec-0123456789-abcdefghij"
 
 
 def schedule(target: DeliveryTarget, name: str = "links") -> Callable[[str], Schedule]:
-    def build(org: str) -> Schedule:
-        return Schedule(
-            schedule_id=f"{name}-{org}",
-            organization_id=org,
-            created_by="user-1",
-            report_type="monthly_booking_summary",
-            date_range="previous_month",
-            output_formats=("csv", "json"),
-            cron="0 * * * *",
-            time_zone="UTC",
-            delivery=target,
-            min_interval_seconds=0,
-        )
-
-    return build
+    return per_org(name, output_formats=("csv", "json"), delivery=target)
 
 
 @pytest_asyncio.fixture

@@ -12,22 +12,12 @@ from stream_app.db.audit_events import verify_chains
 from stream_app.delivery.api import ApiMethod, LinkSigner
 from stream_app.delivery.dispatch import deliver
 from stream_app.delivery.log import fetch_run_log
-from stream_app.schedules.model import ApiTarget, Schedule
+from stream_app.schedules.model import ApiTarget
+from tests.schedules.builders import per_org
 
-
-def api_schedule(org: str) -> Schedule:
-    return Schedule(
-        schedule_id=f"audit-{org}",
-        organization_id=org,
-        created_by="user-1",
-        report_type="monthly_booking_summary",
-        date_range="previous_month",
-        output_formats=("csv", "json"),
-        cron="0 * * * *",
-        time_zone="UTC",
-        delivery=ApiTarget(link_ttl_seconds=3600),
-        min_interval_seconds=0,
-    )
+api_schedule = per_org(
+    "audit", output_formats=("csv", "json"), delivery=ApiTarget(link_ttl_seconds=3600)
+)
 
 
 async def test_a_delivery_attempt_is_audited_beside_its_log_row(

@@ -23,6 +23,7 @@ from stream_app.delivery.egress import EgressPolicy
 from stream_app.delivery.email import SmtpConfig
 from stream_app.delivery.worker import DeliveryWorker
 from stream_app.schedules.model import RetryPolicy, Schedule, WebhookTarget
+from tests.schedules.builders import per_org
 
 SECRET = "whsec-0123456789-abcdefghij"
 ATTACK_RETRY = RetryPolicy(max_attempts=10, base_backoff_s=3600, max_backoff_s=86400)
@@ -79,22 +80,12 @@ async def receivers() -> AsyncIterator[ReceiverFactory]:
 
 
 def hook(url: str, name: str, retry: RetryPolicy) -> Callable[[str], Schedule]:
-    def build(org: str) -> Schedule:
-        return Schedule(
-            schedule_id=f"{name}-{org}",
-            organization_id=org,
-            created_by="user-1",
-            report_type="monthly_booking_summary",
-            date_range="previous_week",
-            output_formats=("csv",),
-            cron="0 * * * *",
-            time_zone="UTC",
-            delivery=WebhookTarget(url=url, secret=SECRET, timeout_s=10),
-            retry=retry,
-            min_interval_seconds=0,
-        )
-
-    return build
+    return per_org(
+        name,
+        date_range="previous_week",
+        delivery=WebhookTarget(url=url, secret=SECRET, timeout_s=10),
+        retry=retry,
+    )
 
 
 def config(signer: LinkSigner, egress: EgressPolicy, slots: int = 4) -> DeliveryConfig:

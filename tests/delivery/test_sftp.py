@@ -19,6 +19,7 @@ from stream_app.delivery.egress import EgressPolicy
 from stream_app.delivery.log import fetch_run_log
 from stream_app.delivery.sftp import SftpMethod
 from stream_app.schedules.model import RetryPolicy, Schedule, SftpTarget
+from tests.schedules.builders import per_org
 
 USER, PASSWORD = "uploader", "correct horse battery staple"
 
@@ -87,29 +88,21 @@ def sftp_schedule(
     attempts: int = 3,
     host: str = "127.0.0.1",
 ) -> Callable[[str], Schedule]:
-    def build(org: str) -> Schedule:
-        return Schedule(
-            schedule_id=f"sftp-{org}",
-            organization_id=org,
-            created_by="user-1",
-            report_type="monthly_booking_summary",
-            date_range="previous_quarter",
-            output_formats=("csv", "json"),
-            cron="0 * * * *",
-            time_zone="Asia/Kolkata",
-            delivery=SftpTarget(
-                host=host,
-                port=port or server.port,
-                username=USER,
-                password=password,
-                path="/inbox/compliance",
-                host_key=host_key or server.host_key,
-            ),
-            retry=RetryPolicy(max_attempts=attempts, base_backoff_s=0.01, max_backoff_s=0.05),
-            min_interval_seconds=0,
-        )
-
-    return build
+    return per_org(
+        "sftp",
+        date_range="previous_quarter",
+        output_formats=("csv", "json"),
+        time_zone="Asia/Kolkata",
+        delivery=SftpTarget(
+            host=host,
+            port=port or server.port,
+            username=USER,
+            password=password,
+            path="/inbox/compliance",
+            host_key=host_key or server.host_key,
+        ),
+        retry=RetryPolicy(max_attempts=attempts, base_backoff_s=0.01, max_backoff_s=0.05),
+    )
 
 
 async def run_row(db: asyncpg.Pool, run_id: int) -> tuple[str, str | None]:

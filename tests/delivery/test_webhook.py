@@ -24,6 +24,7 @@ from stream_app.delivery.egress import EgressPolicy
 from stream_app.delivery.log import fetch_run_log
 from stream_app.delivery.webhook import WebhookMethod
 from stream_app.schedules.model import RetryPolicy, Schedule, WebhookTarget
+from tests.schedules.builders import per_org
 
 SECRET = "whsec-0123456789-abcdefghij"
 
@@ -78,22 +79,13 @@ async def receiver() -> AsyncIterator[tuple[Receiver, str]]:
 def hook_schedule(
     url: str, *, attempts: int = 4, timeout_s: float = 5.0
 ) -> Callable[[str], Schedule]:
-    def build(org: str) -> Schedule:
-        return Schedule(
-            schedule_id=f"hook-{org}",
-            organization_id=org,
-            created_by="user-1",
-            report_type="monthly_booking_summary",
-            date_range="previous_week",
-            output_formats=("csv",),
-            cron="0 * * * *",
-            time_zone="America/New_York",
-            delivery=WebhookTarget(url=url, secret=SECRET, timeout_s=timeout_s),
-            retry=RetryPolicy(max_attempts=attempts, base_backoff_s=0.01, max_backoff_s=1),
-            min_interval_seconds=0,
-        )
-
-    return build
+    return per_org(
+        "hook",
+        date_range="previous_week",
+        time_zone="America/New_York",
+        delivery=WebhookTarget(url=url, secret=SECRET, timeout_s=timeout_s),
+        retry=RetryPolicy(max_attempts=attempts, base_backoff_s=0.01, max_backoff_s=1),
+    )
 
 
 async def test_signed_post_is_accepted(

@@ -12,15 +12,12 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import importlib.util
 import io
 import os
-import sys
 import tempfile
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from types import ModuleType
 
 import asyncpg
 import openpyxl
@@ -49,10 +46,9 @@ from stream_app.reports.render import RENDERERS
 from stream_app.schedules.sealing import unseal_schedule
 from stream_app.schedules.store import create_schedule, get_schedule
 from stream_app.schemas.updates import ArtifactLink
+from tests.conftest import NewOrg
 from tests.delivery.test_webhook import SECRET, hook_schedule
 from tests.reports.test_render import CAFE, make_table
-from tests.conftest import NewOrg
-
 
 MASTER_A = MasterKey.of(bytes(range(32)))
 MASTER_B = MasterKey.of(hashlib.sha256(b"second master key of the tests").digest())

@@ -23,16 +23,13 @@ import asyncio
 import calendar
 import csv
 import dataclasses
-import importlib.util
 import io
-import sys
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 from zoneinfo import ZoneInfo
 

@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import csv
 import gzip
-import importlib.util
 import io
 import random
-import sys
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Sequence
@@ -25,7 +23,6 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import asyncpg
@@ -54,7 +51,6 @@ from stream_app.reports.model import Column, ReportTable
 from stream_app.reports.registry import ReportContext, ReportInputError
 from stream_app.reports.render import RENDERERS
 from stream_app.schemas.reports import REPORT_TYPES, ReportRequest
-
 
 EXPONENT = {"EUR": 2, "NZD": 2, "JPY": 0}
 WEEKDAY_NAMES = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]

@@ -10,16 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import csv
-import importlib.util
 import io
-import sys
 import threading
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import asyncpg
@@ -35,7 +32,6 @@ from stream_app.reports.registry import ReportContext
 from stream_app.reports.render import RENDERERS
 from stream_app.reports.streaming import open_session
 from stream_app.schemas.reports import ReportRequest
-
 
 N = 30_011
 DATE_FROM, DATE_TO = date(2026, 1, 1), date(2026, 12, 31)
