@@ -27,6 +27,7 @@ import tempfile
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -256,17 +257,10 @@ def make_org(settings: Settings) -> OrgFactory:
     """Factory: ``await make_org(org, name=..., zone=..., currency=..., venues=[Venue(...)])``
     creates or updates an organisation and its venues in the workers' database."""
 
-    async def make(
-        org: str,
-        *,
-        name: str | None = None,
-        zone: str = "Europe/Lisbon",
-        currency: str = "EUR",
-        venues: Iterable[Venue] = (),
-    ) -> None:
+    async def make(org: str, **fields: Any) -> None:
         conn = await asyncpg.connect(settings.postgres_dsn)
         try:
-            await register_org(conn, org, name=name, zone=zone, currency=currency, venues=venues)
+            await register_org(conn, org, **fields)
         finally:
             await conn.close()
 

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import csv
-import gzip
 import time
 from collections import defaultdict
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -20,53 +17,21 @@ from stream_app.crypto.keyring import KeyRing
 from stream_app.reports.artifacts import open_artifact
 from stream_app.settings import Settings
 from stream_app.web.auth import issue_token
-
-MONTHS = {
-    m: i
-    for i, m in enumerate(
-        [
-            "January",
-            "February",
-            "March",
-            "April",
-            "May",
-            "June",
-            "July",
-            "August",
-            "September",
-            "October",
-            "November",
-            "December",
-        ],
-        start=1,
-    )
-}
-VENUE_OF_HOTEL = {"Resort Hotel": "resort-hotel", "City Hotel": "city-hotel"}
+from tests.hotel_csv import read_csv
 
 
 def expected_monthly_from_csv(path: Path) -> dict[tuple[str, str], tuple[int, int, int]]:
-    """(venue, YYYY-MM) → (bookings, cancellations, revenue cents), straight from the CSV.
-
-    Rules (the mapping's, restated independently): a row is a booking in its arrival month;
-    a cancelled row (is_canceled = 1) is also a cancellation; revenue is ADR × nights of the
-    rows not cancelled, exact; the one row with a negative ADR is invalid and not counted.
-    """
+    """(venue, YYYY-MM) → (bookings, cancellations, revenue cents), straight from the CSV
+    (:func:`tests.hotel_csv.read_csv`): a row is a booking in its arrival month; a cancelled
+    row is also a cancellation; revenue is the amount of the rows not cancelled."""
     out: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0, 0])
-    with gzip.open(path, "rt", encoding="utf-8", newline="") as fh:
-        for r in csv.DictReader(fh):
-            adr = Decimal(r["adr"])
-            if adr < 0:
-                continue
-            month = f"{int(r['arrival_date_year']):04d}-{MONTHS[r['arrival_date_month']]:02d}"
-            acc = out[(VENUE_OF_HOTEL[r["hotel"]], month)]
-            acc[0] += 1
-            if r["is_canceled"] == "1":
-                acc[1] += 1
-            else:
-                nights = int(r["stays_in_weekend_nights"]) + int(r["stays_in_week_nights"])
-                cents = adr * 100 * nights
-                assert cents == cents.to_integral_value()
-                acc[2] += int(cents)
+    for b in read_csv(path):
+        acc = out[(b.venue, f"{b.arrival:%Y-%m}")]
+        acc[0] += 1
+        if b.cancelled:
+            acc[1] += 1
+        else:
+            acc[2] += b.amount
     return {k: (v[0], v[1], v[2]) for k, v in out.items()}
 
 
