@@ -20,6 +20,7 @@ worker); stopping the session's would break every other test's worker.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import secrets
 import shutil
@@ -77,9 +78,9 @@ def services(state_dir: Path) -> Iterator[ServiceSettings]:
     manager.down(state_dir)
 
 
-@pytest.fixture(scope="session")
-async def settings(services: ServiceSettings, state_dir: Path) -> Settings:
-    """Settings pointing at the session's services, with topics created and migrations applied."""
+async def prepare_settings(services: ServiceSettings, state_dir: Path) -> Settings:
+    """Settings pointing at ``services`` (artifacts and worker data under ``state_dir``), with
+    the topics created and the migrations applied."""
     s = Settings(
         kafka_bootstrap=services.kafka_bootstrap,
         postgres_dsn=services.postgres_dsn,
@@ -90,6 +91,12 @@ async def settings(services: ServiceSettings, state_dir: Path) -> Settings:
     await ensure_topics(s.kafka_bootstrap, s.topic_partitions)
     await migrate(s.postgres_dsn)
     return s
+
+
+@pytest.fixture(scope="session")
+async def settings(services: ServiceSettings, state_dir: Path) -> Settings:
+    """Settings pointing at the session's services, with topics created and migrations applied."""
+    return await prepare_settings(services, state_dir)
 
 
 class WorkerFactory:
@@ -252,19 +259,20 @@ def new_org(pg_pool: asyncpg.Pool) -> NewOrg:
     return create
 
 
+async def add_org(dsn: str, org: str, **fields: Any) -> None:
+    """:func:`register_org` on a connection of its own to ``dsn``."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        await register_org(conn, org, **fields)
+    finally:
+        await conn.close()
+
+
 @pytest.fixture(scope="session")
 def make_org(settings: Settings) -> OrgFactory:
     """Factory: ``await make_org(org, name=..., zone=..., currency=..., venues=[Venue(...)])``
     creates or updates an organisation and its venues in the workers' database."""
-
-    async def make(org: str, **fields: Any) -> None:
-        conn = await asyncpg.connect(settings.postgres_dsn)
-        try:
-            await register_org(conn, org, **fields)
-        finally:
-            await conn.close()
-
-    return make
+    return functools.partial(add_org, settings.postgres_dsn)
 
 
 # ---- Kafka ----

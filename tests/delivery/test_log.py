@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import asyncpg
 
 from stream_app.db.audit_events import verify_chains
 from stream_app.delivery.api import ApiMethod, LinkSigner
-from stream_app.delivery.dispatch import deliver
 from stream_app.delivery.log import fetch_run_log
 from stream_app.schedules.model import ApiTarget
+from tests.delivery.conftest import Deliverer
 from tests.schedules.builders import per_org
 
 api_schedule = per_org(
@@ -21,10 +20,10 @@ api_schedule = per_org(
 
 
 async def test_a_delivery_attempt_is_audited_beside_its_log_row(
-    db: asyncpg.Pool, make_run: Any, signer: LinkSigner, artifact_root: Path
+    db: asyncpg.Pool, make_run: Any, signer: LinkSigner, delivering: Deliverer
 ) -> None:
     run, (status,) = await make_run(api_schedule)
-    result = await deliver(db, run, status, artifact_root, ApiMethod(signer))
+    result = await delivering(run, status, ApiMethod(signer))
     assert result.outcome == "delivered"
     org = run.schedule.organization_id
     async with db.acquire() as conn:

@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import defaultdict
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import asyncpg
-from aiokafka import AIOKafkaConsumer, TopicPartition
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from stream_app.crypto.keyring import KeyRing
@@ -57,6 +59,25 @@ async def request_report_http(
                         return status
             await asyncio.sleep(0.3)
     raise TimeoutError(f"report {accepted['report_id']} not final in {timeout_s} s")
+
+
+async def venue_periods(
+    base_url: str, settings: Settings, org: str, venue: str, grain: str, lo: str, hi: str
+) -> list[dict[str, Any]]:
+    """The ``periods`` of ``GET /orgs/{org}/venues/{venue}/metrics`` from ``lo`` to ``hi`` per
+    ``grain`` (``day`` or ``month``), asserting a 200."""
+    async with (
+        aiohttp.ClientSession(base_url) as s,
+        s.get(
+            f"/orgs/{org}/venues/{venue}/metrics",
+            params={"grain": grain, "from": lo, "to": hi},
+            headers=auth(settings, org),
+        ) as r,
+    ):
+        body = await r.json()
+        assert r.status == 200, body
+    periods: list[dict[str, Any]] = body["periods"]
+    return periods
 
 
 async def download(base_url: str, settings: Settings, org: str, url: str) -> bytes:
@@ -107,3 +128,36 @@ async def read_topic(bootstrap: str, topic: str) -> list[Any]:
         return records
     finally:
         await consumer.stop()
+
+
+async def send(bootstrap: str, topic: str, messages: Iterable[tuple[bytes | None, bytes]]) -> None:
+    """Produce ``(key, value)`` messages to ``topic`` in order (``acks=all``); return once every
+    one is written."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        for key, value in messages:
+            await producer.send(topic, key=key, value=value)
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+def booking_created(
+    org: str, event_id: str, booking_id: str, venue: str, day: str, amount: int, currency: str
+) -> tuple[bytes, bytes]:
+    """A ``booking_created`` event of ``wedding-bookings`` as (key, JSON value), keyed by
+    organisation and venue; occurred 2026-01-01 12:00 UTC, for service date ``day``."""
+    doc = {
+        "schema_version": 1,
+        "event_id": event_id,
+        "organization_id": org,
+        "occurred_at": "2026-01-01T12:00:00Z",
+        "event_type": "booking_created",
+        "booking_id": booking_id,
+        "venue_id": venue,
+        "service_date": day,
+        "amount_minor": amount,
+        "currency": currency,
+    }
+    return f"{org}/{venue}".encode(), orjson.dumps(doc)

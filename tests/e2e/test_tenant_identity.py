@@ -29,14 +29,13 @@ import aiohttp
 import asyncpg
 import orjson
 import pytest
-from aiokafka import AIOKafkaProducer
 
 from stream_app.db.roles import APP_ROLE, as_role
 from stream_app.devservices.workers import WorkerProcess
 from stream_app.settings import Settings
 from stream_app.topics import DEAD_LETTER, REPORT_REQUESTS
 from tests.conftest import WorkerFactory
-from tests.e2e.helpers import auth, download, read_topic, request_report_http
+from tests.e2e.helpers import auth, download, read_topic, request_report_http, send
 from tests.e2e.test_report_processing import (
     Booking,
     bookings_of,
@@ -233,14 +232,7 @@ async def test_the_same_id_on_kafka_with_other_content_is_dead_lettered_not_over
 
 
 async def send_requests(settings: Settings, msgs: list[tuple[bytes, bytes]]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
-    await producer.start()
-    try:
-        for key, value in msgs:
-            await producer.send(REPORT_REQUESTS, key=key, value=value)
-        await producer.flush()
-    finally:
-        await producer.stop()
+    await send(settings.kafka_bootstrap, REPORT_REQUESTS, msgs)
 
 
 async def test_bad_report_ids_are_refused_at_http_kafka_and_cli(
