@@ -24,6 +24,7 @@ import functools
 import os
 import secrets
 import shutil
+import sys
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
@@ -139,6 +140,16 @@ def worker_factory(settings: Settings, state_dir: Path) -> Iterator[WorkerFactor
     factory = WorkerFactory(settings, state_dir)
     yield factory
     factory.stop_all()
+
+
+@pytest.fixture
+def own_workers(worker_factory: WorkerFactory) -> Iterator[None]:
+    """Stop the workers a test started when it ends: they run their own consumer group, so
+    left running they would also take the later tests' events and report requests."""
+    started = len(worker_factory.workers)
+    yield
+    for worker in worker_factory.workers[started:]:
+        worker.stop()
 
 
 @pytest.fixture(scope="session")
@@ -273,6 +284,24 @@ def make_org(settings: Settings) -> OrgFactory:
     """Factory: ``await make_org(org, name=..., zone=..., currency=..., venues=[Venue(...)])``
     creates or updates an organisation and its venues in the workers' database."""
     return functools.partial(add_org, settings.postgres_dsn)
+
+
+async def run_cli(settings: Settings, dsn: str, *argv: str) -> tuple[int, str, str]:
+    """``wedding-engine ARGV`` in a subprocess logged in to PostgreSQL as ``dsn``, against the
+    session's broker: (exit code, stdout, stderr)."""
+    env = {**os.environ, "POSTGRES_DSN": dsn, "KAFKA_BOOTSTRAP": settings.kafka_bootstrap}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "stream_app.cli",
+        *argv,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await proc.communicate()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
 
 
 # ---- Kafka ----

@@ -8,6 +8,7 @@ cancelled booking; the one row with a negative ADR is not a storable booking and
 
 from __future__ import annotations
 
+import calendar
 import csv
 import gzip
 from dataclasses import dataclass
@@ -15,26 +16,8 @@ from datetime import date, timedelta
 from decimal import Decimal
 from pathlib import Path
 
-MONTH_NUMBER = {
-    m: i
-    for i, m in enumerate(
-        [
-            "January",
-            "February",
-            "March",
-            "April",
-            "May",
-            "June",
-            "July",
-            "August",
-            "September",
-            "October",
-            "November",
-            "December",
-        ],
-        start=1,
-    )
-}
+MONTH_NUMBER = {calendar.month_name[m]: m for m in range(1, 13)}
+"""``arrival_date_month`` (an English month name) → its number."""
 VENUE_OF_HOTEL = {"Resort Hotel": "resort-hotel", "City Hotel": "city-hotel"}
 
 

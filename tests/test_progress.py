@@ -56,18 +56,24 @@ def synth_argv(org: str) -> list[str]:
     return [CLI, "synth", "--business", "photography", "--weddings", "2000", "--org", org]
 
 
-def test_synth_writes_plain_progress_lines_when_not_on_a_terminal(settings: Settings) -> None:
+def synth_to_a_pipe(settings: Settings, org: str, interval_s: str) -> str:
+    """``synth`` with its output a pipe and the given progress interval: its stdout."""
     done = subprocess.run(
-        synth_argv("cli-progress-plain"),
-        env=cli_env(settings, WEDDING_PROGRESS_INTERVAL_S="0"),
+        synth_argv(org),
+        env=cli_env(settings, WEDDING_PROGRESS_INTERVAL_S=interval_s),
         capture_output=True,
         text=True,
         timeout=300,
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    assert "\r" not in done.stdout and "█" not in done.stdout  # no bar in a pipe
-    lines = [m for m in map(LINE.fullmatch, done.stdout.splitlines()) if m]
+    return done.stdout
+
+
+def test_synth_writes_plain_progress_lines_when_not_on_a_terminal(settings: Settings) -> None:
+    stdout = synth_to_a_pipe(settings, "cli-progress-plain", "0")
+    assert "\r" not in stdout and "█" not in stdout  # no bar in a pipe
+    lines = [m for m in map(LINE.fullmatch, stdout.splitlines()) if m]
     assert [m["done"] for m in lines] == ["0", "500", "1,000", "1,500", "2,000"]
     assert [m["share"] for m in lines] == ["0.0", "25.0", "50.0", "75.0", "100.0"]
     assert lines[0].group(0) == "synth: 0 / 2,000 weddings (0.0 %), time left unknown"
@@ -78,21 +84,13 @@ def test_synth_writes_plain_progress_lines_when_not_on_a_terminal(settings: Sett
         # the time left is what remains at that rate (both figures are rounded to units)
         assert abs(int(m["left"].replace(",", "")) - (2000 - done_n) / rate) <= 1
     assert lines[-1]["rate"] is None  # the last line says how long it took
-    assert re.search(r"^loaded [\d,]+ rows in [\d.]+ s$", done.stdout, re.M)  # then the summary
+    assert re.search(r"^loaded [\d,]+ rows in [\d.]+ s$", stdout, re.M)  # then the summary
 
 
 def test_plain_lines_are_at_most_one_per_interval(settings: Settings) -> None:
-    done = subprocess.run(
-        synth_argv("cli-progress-interval"),
-        env=cli_env(settings, WEDDING_PROGRESS_INTERVAL_S="3600"),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
+    stdout = synth_to_a_pipe(settings, "cli-progress-interval", "3600")
     # the first update (the start), then nothing for an hour, except the final line
-    lines = [m["done"] for m in map(LINE.fullmatch, done.stdout.splitlines()) if m]
+    lines = [m["done"] for m in map(LINE.fullmatch, stdout.splitlines()) if m]
     assert lines == ["0", "2,000"]
 
 

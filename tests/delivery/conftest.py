@@ -17,6 +17,7 @@ from stream_app.delivery.base import DeliveryMethod, DeliveryResult
 from stream_app.delivery.dispatch import deliver
 from stream_app.delivery.egress import EgressPolicy, parse_allow_networks
 from stream_app.delivery.log import DeliveryLogEntry, fetch_run_log
+from stream_app.delivery.webhook import WebhookMethod
 from stream_app.reports.artifacts import ArtifactStore
 from stream_app.schedules.model import Schedule
 from stream_app.schedules.store import ClaimedRun, claim_due_runs, create_schedule, mark_submitted
@@ -98,6 +99,18 @@ def make_run(
 def report_bytes() -> dict[str, bytes]:
     """The bytes ``make_run`` stores per format."""
     return {"csv": CSV_BYTES, "json": JSON_BYTES}
+
+
+@pytest.fixture
+def loopback() -> EgressPolicy:
+    """The egress policy of the tests: loopback allowed (the receivers listen there)."""
+    return LOOPBACK
+
+
+@pytest.fixture
+def webhook(signer: LinkSigner, loopback: EgressPolicy) -> WebhookMethod:
+    """The webhook method of the tests (loopback receivers allowed)."""
+    return WebhookMethod(signer, loopback)
 
 
 class Deliverer:

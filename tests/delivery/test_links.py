@@ -14,7 +14,6 @@ import pytest_asyncio
 from aiohttp import web
 
 from stream_app.delivery.api import ApiMethod, LinkError, LinkSigner
-from stream_app.delivery.egress import EgressPolicy
 from stream_app.delivery.links import check_not_revoked, links_of_reports, revoke
 from stream_app.delivery.webhook import WebhookMethod
 from stream_app.schedules.model import ApiTarget, DeliveryTarget, Schedule, WebhookTarget
@@ -52,15 +51,15 @@ async def test_webhook_links_last_as_long_as_the_schedule_says(
     db: asyncpg.Pool,
     make_run: Any,
     signer: LinkSigner,
-    loopback: EgressPolicy,
     hook_url: tuple[list[dict[str, Any]], str],
     delivering: Deliverer,
+    webhook: WebhookMethod,
 ) -> None:
     posted, url = hook_url
     target = WebhookTarget(url=url, secret=SECRET, link_ttl_seconds=120)
     run, (status,) = await make_run(schedule(target))
     before = datetime.now(UTC).replace(microsecond=0)
-    result = await delivering(run, status, WebhookMethod(signer, loopback))
+    result = await delivering(run, status, webhook)
     assert result.outcome == "delivered"
     (doc,) = posted
     assert len(doc["artifacts"]) == 2

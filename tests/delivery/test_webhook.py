@@ -19,7 +19,6 @@ import pytest_asyncio
 from aiohttp import web
 
 from stream_app.delivery.api import LinkSigner
-from stream_app.delivery.egress import EgressPolicy
 from stream_app.delivery.log import fetch_run_log
 from stream_app.delivery.webhook import WebhookMethod
 from stream_app.schedules.model import RetryPolicy, Schedule, WebhookTarget
@@ -86,12 +85,6 @@ def hook_schedule(
         delivery=WebhookTarget(url=url, secret=SECRET, timeout_s=timeout_s),
         retry=RetryPolicy(max_attempts=attempts, base_backoff_s=0.01, max_backoff_s=1),
     )
-
-
-@pytest.fixture
-def webhook(signer: LinkSigner, loopback: EgressPolicy) -> WebhookMethod:
-    """The webhook method of the tests (loopback receivers allowed)."""
-    return WebhookMethod(signer, loopback)
 
 
 async def test_signed_post_is_accepted(

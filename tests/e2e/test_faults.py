@@ -18,7 +18,7 @@ import os
 import signal
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -53,15 +53,6 @@ ENV = {
     "WEDDING_SCHEDULING": "0",
     "WEDDING_SESSION_TIMEOUT_S": "6",
 }
-
-
-@pytest.fixture
-def own_workers(worker_factory: WorkerFactory) -> Iterator[None]:
-    """Stop the workers a test started (their own consumer group) when it ends."""
-    started = len(worker_factory.workers)
-    yield
-    for worker in worker_factory.workers[started:]:
-        worker.stop()
 
 
 @pytest.fixture

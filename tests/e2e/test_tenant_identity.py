@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import asyncpg
 import orjson
 import pytest
 
@@ -43,6 +42,7 @@ from tests.e2e.test_report_processing import (
     events_of,
     expected,
     folded_bookings,
+    pg,
     produce,
     setup_org,
     wait_until,
@@ -91,14 +91,6 @@ async def wall(
     finally:
         # its consumer group would also answer later tests' report requests
         worker.stop()
-
-
-async def pg(settings: Settings, sql: str, *args: Any) -> list[asyncpg.Record]:
-    conn = await asyncpg.connect(settings.postgres_dsn)
-    try:
-        return list(await conn.fetch(sql, *args))
-    finally:
-        await conn.close()
 
 
 def files_in(root: Path) -> dict[str, str]:
