@@ -14,6 +14,7 @@ from typing import Any
 
 import asyncpg
 import orjson
+import pytest
 import pytest_asyncio
 from aiohttp import web
 
@@ -99,6 +100,25 @@ def config(signer: LinkSigner, egress: EgressPolicy, slots: int = 4) -> Delivery
     )
 
 
+WorkerMaker = Callable[..., DeliveryWorker]
+
+
+@pytest.fixture
+def delivery_worker(
+    db: asyncpg.Pool, signer: LinkSigner, artifact_root: Path, loopback: EgressPolicy
+) -> WorkerMaker:
+    """Factory: ``delivery_worker(pool=db, *, slots=4, **kwargs)``, a :class:`DeliveryWorker`
+    with the tests' signer, egress policy and artifact store (``kwargs``: ``worker_id``,
+    ``clock``)."""
+
+    def make(pool: asyncpg.Pool | None = None, *, slots: int = 4, **kwargs: Any) -> DeliveryWorker:
+        return DeliveryWorker(
+            pool or db, config(signer, loopback, slots=slots), artifact_root, **kwargs
+        )
+
+    return make
+
+
 async def run_status(db: asyncpg.Pool, run_id: int) -> str:
     async with db.acquire() as conn:
         status: str = await conn.fetchval("SELECT status FROM schedule_runs WHERE id = $1", run_id)
@@ -127,9 +147,7 @@ async def test_failing_tenant_does_not_stop_another_tenants_delivery(
     make_run: Any,
     new_org: Any,
     receivers: ReceiverFactory,
-    signer: LinkSigner,
-    artifact_root: Path,
-    loopback: EgressPolicy,
+    delivery_worker: WorkerMaker,
 ) -> None:
     """Attack 3: four of A's schedules post to webhooks answering 503 with retries of up to
     ten attempts an hour apart. B's delivery to a working webhook still goes out at once,
@@ -142,7 +160,7 @@ async def test_failing_tenant_does_not_stop_another_tenants_delivery(
         run, statuses = await make_run(hook(failing_url, f"a{n}", ATTACK_RETRY), org=org_a)
         a_runs.append((run, statuses[0]))
     b_run, (b_status,) = await make_run(hook(working_url, "b", RetryPolicy()))
-    worker = DeliveryWorker(db, config(signer, loopback), artifact_root)
+    worker = delivery_worker()
     stop = asyncio.Event()
     loop_task = asyncio.create_task(worker.run(stop))
     try:
@@ -181,17 +199,12 @@ async def test_failing_tenant_does_not_stop_another_tenants_delivery(
 
 
 async def test_retry_is_attempted_when_due_and_not_before(
-    db: asyncpg.Pool,
-    make_run: Any,
-    receivers: ReceiverFactory,
-    signer: LinkSigner,
-    artifact_root: Path,
-    loopback: EgressPolicy,
+    db: asyncpg.Pool, make_run: Any, receivers: ReceiverFactory, delivery_worker: WorkerMaker
 ) -> None:
     recv, url = await receivers(status=503)
     run, (status,) = await make_run(hook(url, "due", ATTACK_RETRY))
     now = [datetime(2031, 1, 6, 10, 0, 5, tzinfo=UTC)]
-    worker = DeliveryWorker(db, config(signer, loopback), artifact_root, clock=lambda: now[0])
+    worker = delivery_worker(clock=lambda: now[0])
     assert await worker.enqueue_report(status)
     assert await worker.tick() == 1
     await worker.drain()
@@ -219,9 +232,7 @@ async def test_no_tenant_holds_more_than_its_share_of_slots(
     make_run: Any,
     new_org: Any,
     receivers: ReceiverFactory,
-    signer: LinkSigner,
-    artifact_root: Path,
-    loopback: EgressPolicy,
+    delivery_worker: WorkerMaker,
 ) -> None:
     """A holds all four slots with slow endpoints and has two more deliveries due; B's one
     delivery arrives: it takes the first slot that frees, before A's fifth and sixth.
@@ -236,7 +247,7 @@ async def test_no_tenant_holds_more_than_its_share_of_slots(
         _, statuses = await make_run(hook(slow_url, f"s{n}", RetryPolicy()), org=org_a)
         a_statuses.append(statuses[0])
     b_run, (b_status,) = await make_run(hook(slow_url, "b", RetryPolicy()))
-    worker = DeliveryWorker(db, config(signer, loopback, slots=4), artifact_root)
+    worker = delivery_worker(slots=4)
     for status in a_statuses:
         await worker.enqueue_report(status)
     assert await worker.tick() == 4  # alone, A may use every slot
@@ -264,9 +275,7 @@ async def test_two_workers_never_send_one_delivery_twice(
     make_run: Any,
     new_org: Any,
     receivers: ReceiverFactory,
-    signer: LinkSigner,
-    artifact_root: Path,
-    loopback: EgressPolicy,
+    delivery_worker: WorkerMaker,
 ) -> None:
     recv, url = await receivers(status=200, delay_s=0.05)
     org = await new_org()
@@ -276,8 +285,8 @@ async def test_two_workers_never_send_one_delivery_twice(
         statuses.append(st[0])
     other_pool = await asyncpg.create_pool(pg_dsn, min_size=1, max_size=4)
     try:
-        one = DeliveryWorker(db, config(signer, loopback), artifact_root, worker_id="one")
-        two = DeliveryWorker(other_pool, config(signer, loopback), artifact_root, worker_id="two")
+        one = delivery_worker(worker_id="one")
+        two = delivery_worker(other_pool, worker_id="two")
         for status in statuses:  # both consumed the same messages (a rebalance redelivery)
             await one.enqueue_report(status)
             await two.enqueue_report(status)

@@ -32,6 +32,7 @@ from stream_app.reports.registry import ReportContext
 from stream_app.reports.render import RENDERERS
 from stream_app.reports.streaming import open_session
 from stream_app.schemas.reports import ReportRequest
+from tests.reports.history_columns import PAYMENT_COLUMNS
 
 N = 30_011
 DATE_FROM, DATE_TO = date(2026, 1, 1), date(2026, 12, 31)
@@ -104,15 +105,7 @@ async def org(pg_pool: asyncpg.Pool) -> AsyncIterator[Organization]:
                     for i in range(n)
                     for pid, bid, kind, amt in payments(i)
                 ],
-                columns=(
-                    "organization_id",
-                    "id",
-                    "booking_id",
-                    "kind",
-                    "amount_minor",
-                    "currency",
-                    "occurred_at",
-                ),
+                columns=PAYMENT_COLUMNS,
             )
     yield mine
     async with pg_pool.acquire() as conn:
