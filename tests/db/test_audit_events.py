@@ -12,8 +12,6 @@ import asyncio
 import hashlib
 import itertools
 import json
-import os
-import sys
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -24,6 +22,7 @@ import pytest
 from stream_app.db import audit_events
 from stream_app.db.tenancy import tenant_transaction
 from stream_app.settings import Settings
+from tests.conftest import run_cli
 
 
 def new_org(prefix: str) -> str:
@@ -70,27 +69,9 @@ async def append(dsn: str, org: str, n: int, actor: str = "tester") -> None:
 
 async def run_verify(settings: Settings, org: str) -> tuple[int, str]:
     """``wedding-engine audit verify --org ORG`` in a subprocess: (exit code, stdout)."""
-    env = {
-        **os.environ,
-        "POSTGRES_DSN": settings.postgres_dsn,
-        "KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-    }
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "stream_app.cli",
-        "audit",
-        "verify",
-        "--org",
-        org,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await proc.communicate()
-    assert proc.returncode is not None
-    assert err.decode() == "", err.decode()
-    return proc.returncode, out.decode()
+    code, out, err = await run_cli(settings, settings.postgres_dsn, "audit", "verify", "--org", org)
+    assert err == "", err
+    return code, out
 
 
 @pytest.fixture

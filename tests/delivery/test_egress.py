@@ -7,7 +7,6 @@ import ipaddress
 import re
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -20,9 +19,9 @@ from stream_app.delivery.egress import EgressPolicy, parse_allow_networks, refus
 from stream_app.delivery.log import fetch_run_log
 from stream_app.delivery.targets import RetryPolicy, WebhookTarget
 from stream_app.delivery.webhook import WebhookMethod
-from stream_app.schedules.deliveries import deliver_run as deliver
 from stream_app.schedules.model import Schedule
-from tests.delivery.conftest import schedule_for
+from tests.delivery.conftest import Deliverer
+from tests.schedules.builders import per_org
 
 SECRET = "whsec-0123456789-abcdefghij"
 
@@ -73,12 +72,11 @@ async def other_internal() -> AsyncIterator[tuple[Receiver, int]]:
 
 
 def hook(url: str) -> Callable[[str], Schedule]:
-    return schedule_for(
-        WebhookTarget(url=url, secret=SECRET, timeout_s=5),
+    return per_org(
         "ssrf",
         created_by="attacker",
         date_range="previous_week",
-        output_formats=("csv",),
+        delivery=WebhookTarget(url=url, secret=SECRET, timeout_s=5),
         retry=RetryPolicy(max_attempts=5, base_backoff_s=0.01, max_backoff_s=1),
     )
 
@@ -136,13 +134,13 @@ async def test_internal_address_is_refused_at_delivery(
     db: asyncpg.Pool,
     make_run: Any,
     signer: LinkSigner,
-    artifact_root: Path,
     internal: tuple[Receiver, int],
     host: str,
+    delivering: Deliverer,
 ) -> None:
     recv, port = internal
     run, (status,) = await make_run(hook(f"http://{host}:{port}/orgs/victim/schedules"))
-    result = await deliver(db, run, status, artifact_root, WebhookMethod(signer, EgressPolicy()))
+    result = await delivering(run, status, WebhookMethod(signer, EgressPolicy()))
     assert (result.outcome, result.attempts) == ("failed", 1)  # refused, never retried
     assert recv.calls == 0  # the internal service got nothing
     async with db.acquire() as conn:
@@ -166,28 +164,23 @@ async def test_internal_address_is_refused_at_delivery(
 
 
 async def test_name_of_an_allowed_address_is_delivered(
-    db: asyncpg.Pool,
-    make_run: Any,
-    signer: LinkSigner,
-    artifact_root: Path,
-    internal: tuple[Receiver, int],
+    make_run: Any, signer: LinkSigner, internal: tuple[Receiver, int], delivering: Deliverer
 ) -> None:
     """The same name with 127.0.0.1 on the allow-list goes through: the refusal above is the
     address check, not a broken resolver."""
     recv, port = internal
     run, (status,) = await make_run(hook(f"http://localhost:{port}/hook"))
     allow = EgressPolicy(allow_networks=parse_allow_networks("127.0.0.1/32, ::1/128"))
-    result = await deliver(db, run, status, artifact_root, WebhookMethod(signer, allow))
+    result = await delivering(run, status, WebhookMethod(signer, allow))
     assert result.outcome == "delivered" and recv.calls == 1
 
 
 async def test_redirect_to_an_internal_address_is_refused(
-    db: asyncpg.Pool,
     make_run: Any,
     signer: LinkSigner,
-    artifact_root: Path,
     internal: tuple[Receiver, int],
     other_internal: tuple[Receiver, int],
+    delivering: Deliverer,
 ) -> None:
     """An allowed receiver answers 307 to a refused address: the POST does not follow."""
     allowed, port = internal
@@ -196,7 +189,7 @@ async def test_redirect_to_an_internal_address_is_refused(
     allowed.headers = {"Location": f"http://127.0.0.2:{target_port}/orgs/victim/schedules"}
     run, (status,) = await make_run(hook(f"http://127.0.0.1:{port}/hook"))
     allow = EgressPolicy(allow_networks=parse_allow_networks("127.0.0.1/32"))
-    result = await deliver(db, run, status, artifact_root, WebhookMethod(signer, allow))
+    result = await delivering(run, status, WebhookMethod(signer, allow))
     assert (result.outcome, result.attempts) == ("failed", 1)
     assert allowed.calls == 1 and target.calls == 0
     assert "redirect to 'http://127.0.0.2:" in result.detail

@@ -9,13 +9,9 @@ not move.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime
-from pathlib import Path
-from types import ModuleType
 
 import asyncpg
 import pytest
@@ -30,26 +26,17 @@ from stream_app.db.tenancy import (
     upsert_organization,
     upsert_venue,
 )
-
-
-def _load_pg_fixtures() -> ModuleType:
-    """The PostgreSQL-only fixtures of tests/schedules (one cluster per pytest process)."""
-    name = "wedding_sched_pg_fixtures"
-    if name not in sys.modules:
-        path = Path(__file__).parents[1] / "schedules" / "pg_fixtures.py"
-        spec = importlib.util.spec_from_file_location(name, path)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-pg_dsn = _load_pg_fixtures().pg_dsn
+from tests.conftest import DatabaseFactory
 
 _RUN = uuid.uuid4().hex[:8]
 A, B = f"fresh-a-{_RUN}", f"fresh-b-{_RUN}"
 BOOKED_AT = datetime(2026, 1, 10, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module")
+async def pg_dsn(make_database: DatabaseFactory) -> str:
+    """A database of this module's own: a test truncates a history table of every organisation."""
+    return await make_database("freshness")
 
 
 async def version(conn: asyncpg.Connection, org: str) -> int:

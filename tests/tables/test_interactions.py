@@ -12,7 +12,7 @@ import pytest
 
 from stream_app.schemas.interactions import ClientInteractionEvent
 from stream_app.tables.interactions import client_key, fold_batch
-from tests.tables.model import apply_writes, crash_and_redeliver
+from tests.tables.model import apply_writes, batch_of, crash_and_redeliver
 
 T0 = datetime(2026, 2, 1, 9, 0, tzinfo=UTC)
 
@@ -60,10 +60,6 @@ EXPECTED = {
 }
 
 
-def batch_of(events: list[ClientInteractionEvent], first: int = 0) -> list[tuple[int, Any]]:
-    return [(first + i, e) for i, e in enumerate(events)]
-
-
 def apply(store: dict[str, Any], batch: list[tuple[int, Any]]) -> None:
     apply_writes(store, fold_batch(store.get, batch).writes)
 
@@ -96,25 +92,6 @@ def test_no_first_response_without_an_answering_response() -> None:
     apply(store, batch_of([ev(1, "response", -30), ev(2, "inquiry", 0)]))
     values = store[client_key("org", "c1")]["values"]
     assert values["first_response_seconds"] is None
-
-
-def test_a_batch_delivered_again_at_its_own_offsets_changes_nothing() -> None:
-    store: dict[str, Any] = {}
-    apply(store, batch_of(EVENTS))
-    assert store[client_key("org", "c1")]["o"] == len(EVENTS) - 1
-    again = fold_batch(store.get, batch_of(EVENTS))
-    assert again.outcomes == ["redelivered"] * len(EVENTS)
-    assert again.writes == [] and again.changes == []
-
-
-@pytest.mark.parametrize("seed", range(30))
-def test_redelivery_after_a_crash_that_kept_a_prefix_of_the_writes(seed: int) -> None:
-    rng = random.Random(seed)
-    events = list(EVENTS)
-    rng.shuffle(events)
-    store: dict[str, Any] = {}
-    crash_and_redeliver(rng, store, events, lambda get, batch: fold_batch(get, batch).writes)
-    assert actual(store) == EXPECTED
 
 
 def random_interactions(rng: random.Random, n: int) -> list[ClientInteractionEvent]:

@@ -22,6 +22,7 @@ from stream_app.tables.closing import OpenWindows
 from stream_app.tables.windows import window_end
 from tests.tables.model import (
     GRACE,
+    batch_of,
     data_rows,
     expected_rows,
     policy,
@@ -45,10 +46,6 @@ def booking(n: int, *, cancel: bool = False, day: int = 1, amount: int = 1000) -
         amount_minor=amount,
         currency="EUR",
     )
-
-
-def batch_of(events: list[BookingEvent], first_offset: int = 0) -> list[tuple[int, BookingEvent]]:
-    return [(first_offset + i, e) for i, e in enumerate(events)]
 
 
 def apply(store: dict[str, Any], batch: list[tuple[int, BookingEvent]]) -> None:
@@ -114,7 +111,7 @@ def test_a_batch_delivered_again_at_its_own_offsets_changes_nothing() -> None:
     assert again.writes == [] and again.changes == []
     # half of it again, then the rest new: only the new offsets count
     more = [booking(n, day=2, amount=5) for n in range(30, 34)]
-    mixed = fold_batch(store.get, batch_of(EVENTS[10:] + more, first_offset=10))
+    mixed = fold_batch(store.get, batch_of(EVENTS[10:] + more, 10))
     assert mixed.outcomes == ["redelivered"] * (len(EVENTS) - 10) + ["counted"] * 4
     store.update(mixed.writes)
     want = expected()

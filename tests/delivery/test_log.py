@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -12,20 +11,19 @@ from stream_app.db.audit_events import verify_chains
 from stream_app.delivery.api import ApiMethod, LinkSigner
 from stream_app.delivery.log import fetch_run_log
 from stream_app.delivery.targets import ApiTarget
-from stream_app.schedules.deliveries import deliver_run as deliver
-from stream_app.schedules.model import Schedule
-from tests.delivery.conftest import schedule_for
+from tests.delivery.conftest import Deliverer
+from tests.schedules.builders import per_org
 
-
-def api_schedule(org: str) -> Schedule:
-    return schedule_for(ApiTarget(link_ttl_seconds=3600), "audit")(org)
+api_schedule = per_org(
+    "audit", output_formats=("csv", "json"), delivery=ApiTarget(link_ttl_seconds=3600)
+)
 
 
 async def test_a_delivery_attempt_is_audited_beside_its_log_row(
-    db: asyncpg.Pool, make_run: Any, signer: LinkSigner, artifact_root: Path
+    db: asyncpg.Pool, make_run: Any, signer: LinkSigner, delivering: Deliverer
 ) -> None:
     run, (status,) = await make_run(api_schedule)
-    result = await deliver(db, run, status, artifact_root, ApiMethod(signer))
+    result = await delivering(run, status, ApiMethod(signer))
     assert result.outcome == "delivered"
     org = run.schedule.organization_id
     async with db.acquire() as conn:

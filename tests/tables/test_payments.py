@@ -3,16 +3,13 @@ prefix of the writes."""
 
 from __future__ import annotations
 
-import random
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import pytest
-
 from stream_app.schemas.payments import PaymentEvent
 from stream_app.tables.payments import fold_batch, month_key, total_key
-from tests.tables.model import apply_writes, crash_and_redeliver
+from tests.tables.model import apply_writes, batch_of
 
 
 def payment(n: int, *, refund: bool = False, currency: str = "EUR") -> PaymentEvent:
@@ -37,10 +34,6 @@ EVENTS = (
     + [payment(n, refund=True) for n in (3, 4, 12)]
     + [payment(n, refund=True, currency="USD") for n in (5,)]
 )
-
-
-def batch_of(events: list[PaymentEvent], first: int = 0) -> list[tuple[int, PaymentEvent]]:
-    return [(first + i, e) for i, e in enumerate(events)]
 
 
 def apply(store: dict[str, Any], batch: list[tuple[int, PaymentEvent]]) -> None:
@@ -116,25 +109,3 @@ def test_currencies_are_never_added_together() -> None:
     apply(store, batch_of([payment(2), payment(2, currency="USD"), payment(5, refund=True)]))
     assert store[total_key("org", "b2")]["values"]["paid_minor"] == {"EUR": 2007, "USD": 2007}
     assert store[total_key("org", "b2")]["values"]["refunded_minor"] == {"EUR": 5007}
-
-
-def test_a_batch_delivered_again_at_its_own_offsets_changes_nothing() -> None:
-    store: dict[str, Any] = {}
-    apply(store, batch_of(EVENTS))
-    again = fold_batch(store.get, batch_of(EVENTS))
-    assert again.outcomes == ["redelivered"] * len(EVENTS)
-    assert again.writes == [] and again.changes == []
-
-
-@pytest.mark.parametrize("seed", range(60))
-def test_redelivery_after_a_crash_that_kept_a_prefix_of_the_writes(seed: int) -> None:
-    """Batches one after the other; up to three crashes keeping a random prefix of their
-    batch's writes, each followed by a redelivery from the start of a random earlier batch
-    (the committed offset), in other batches."""
-    rng = random.Random(seed)
-    events = list(EVENTS)
-    rng.shuffle(events)
-    store: dict[str, Any] = {}
-    crash_and_redeliver(rng, store, events, lambda get, batch: fold_batch(get, batch).writes)
-    assert actual_totals(store) == expected_totals()
-    assert actual_supplier_months(store) == expected_supplier_months()

@@ -23,13 +23,13 @@ from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.structs import OffsetAndMetadata
 
 from stream_app.db.roles import APP_ROLE, as_role
 from stream_app.lag import wait_for_lag_zero
 from stream_app.progress import Progress
 from stream_app.settings import Settings
+from tests.conftest import TopicFactory
 
 CLI = str(Path(sys.executable).parent / "wedding-engine")
 LINE = re.compile(
@@ -56,18 +56,24 @@ def synth_argv(org: str) -> list[str]:
     return [CLI, "synth", "--business", "photography", "--weddings", "2000", "--org", org]
 
 
-def test_synth_writes_plain_progress_lines_when_not_on_a_terminal(settings: Settings) -> None:
+def synth_to_a_pipe(settings: Settings, org: str, interval_s: str) -> str:
+    """``synth`` with its output a pipe and the given progress interval: its stdout."""
     done = subprocess.run(
-        synth_argv("cli-progress-plain"),
-        env=cli_env(settings, WEDDING_PROGRESS_INTERVAL_S="0"),
+        synth_argv(org),
+        env=cli_env(settings, WEDDING_PROGRESS_INTERVAL_S=interval_s),
         capture_output=True,
         text=True,
         timeout=300,
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    assert "\r" not in done.stdout and "█" not in done.stdout  # no bar in a pipe
-    lines = [m for m in map(LINE.fullmatch, done.stdout.splitlines()) if m]
+    return done.stdout
+
+
+def test_synth_writes_plain_progress_lines_when_not_on_a_terminal(settings: Settings) -> None:
+    stdout = synth_to_a_pipe(settings, "cli-progress-plain", "0")
+    assert "\r" not in stdout and "█" not in stdout  # no bar in a pipe
+    lines = [m for m in map(LINE.fullmatch, stdout.splitlines()) if m]
     assert [m["done"] for m in lines] == ["0", "500", "1,000", "1,500", "2,000"]
     assert [m["share"] for m in lines] == ["0.0", "25.0", "50.0", "75.0", "100.0"]
     assert lines[0].group(0) == "synth: 0 / 2,000 weddings (0.0 %), time left unknown"
@@ -78,21 +84,13 @@ def test_synth_writes_plain_progress_lines_when_not_on_a_terminal(settings: Sett
         # the time left is what remains at that rate (both figures are rounded to units)
         assert abs(int(m["left"].replace(",", "")) - (2000 - done_n) / rate) <= 1
     assert lines[-1]["rate"] is None  # the last line says how long it took
-    assert re.search(r"^loaded [\d,]+ rows in [\d.]+ s$", done.stdout, re.M)  # then the summary
+    assert re.search(r"^loaded [\d,]+ rows in [\d.]+ s$", stdout, re.M)  # then the summary
 
 
 def test_plain_lines_are_at_most_one_per_interval(settings: Settings) -> None:
-    done = subprocess.run(
-        synth_argv("cli-progress-interval"),
-        env=cli_env(settings, WEDDING_PROGRESS_INTERVAL_S="3600"),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
+    stdout = synth_to_a_pipe(settings, "cli-progress-interval", "3600")
     # the first update (the start), then nothing for an hour, except the final line
-    lines = [m["done"] for m in map(LINE.fullmatch, done.stdout.splitlines()) if m]
+    lines = [m["done"] for m in map(LINE.fullmatch, stdout.splitlines()) if m]
     assert lines == ["0", "2,000"]
 
 
@@ -139,14 +137,11 @@ def test_synth_draws_a_bar_with_rate_and_time_left_on_a_terminal(
     assert not LINE.search(text)  # no plain lines on a terminal
 
 
-async def test_wait_reports_committed_progress_of_a_real_group(settings: Settings) -> None:
-    topic, group = f"progress-{uuid.uuid4().hex[:8]}", f"progress-{uuid.uuid4().hex[:8]}"
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(topic, num_partitions=2, replication_factor=1)])
-    finally:
-        await admin.close()
+async def test_wait_reports_committed_progress_of_a_real_group(
+    settings: Settings, make_topics: TopicFactory
+) -> None:
+    (topic,) = await make_topics("progress", partitions=2)
+    group = f"progress-{uuid.uuid4().hex[:8]}"
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
     await producer.start()
     try:

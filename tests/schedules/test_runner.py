@@ -9,29 +9,17 @@ from typing import Any
 import asyncpg
 
 from stream_app.db.audit_events import verify_chains
-from stream_app.delivery.targets import ApiTarget
-from stream_app.schedules.model import Schedule
 from stream_app.schedules.runner import run_scheduler_tick
 from stream_app.schedules.store import create_schedule
 from stream_app.schemas.reports import ReportRequest
+from tests.schedules.builders import schedule
 
 
 async def test_a_fired_run_is_audited(db: asyncpg.Pool, new_org: Any) -> None:
     org = await new_org()
-    schedule = Schedule(
-        schedule_id=f"fired-{org}",
-        organization_id=org,
-        created_by="user-1",
-        report_type="monthly_booking_summary",
-        date_range="previous_month",
-        output_formats=("csv",),
-        cron="0 8 1 * *",
-        time_zone="Europe/London",
-        delivery=ApiTarget(),
-        min_interval_seconds=0,
-    )
+    fired = schedule(org, f"fired-{org}", cron="0 8 1 * *", time_zone="Europe/London")
     async with db.acquire() as conn:
-        await create_schedule(conn, schedule, datetime(2031, 3, 20, tzinfo=UTC))
+        await create_schedule(conn, fired, datetime(2031, 3, 20, tzinfo=UTC))
     sent: list[ReportRequest] = []
 
     async def submit(req: ReportRequest) -> None:

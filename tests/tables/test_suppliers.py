@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import random
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-import pytest
-
 from stream_app.schemas.suppliers import SupplierActivityEvent
 from stream_app.tables.suppliers import fold_batch, month_key
-from tests.tables.model import apply_writes, crash_and_redeliver
+from tests.tables.model import apply_writes, batch_of
 
 Kind = Literal["task_assigned", "task_completed", "delivery_made"]
 KINDS: tuple[Kind, ...] = ("task_assigned", "task_completed", "delivery_made")
@@ -35,10 +32,6 @@ def activity(n: int) -> SupplierActivityEvent:
 
 
 EVENTS = [activity(n) for n in range(24)]
-
-
-def batch_of(events: list[SupplierActivityEvent], first: int = 0) -> list[tuple[int, Any]]:
-    return [(first + i, e) for i, e in enumerate(events)]
 
 
 def apply(store: dict[str, Any], batch: list[tuple[int, Any]]) -> None:
@@ -84,21 +77,3 @@ def test_one_write_per_distinct_row_of_constant_size() -> None:
         max(i for i, e in enumerate(EVENTS) if f"{e.occurred_at:%Y-%m}" == m) for m in expected()
     ]
     assert all(set(v or {}) == {"values", "o"} for _, v in result.writes)
-
-
-def test_a_batch_delivered_again_at_its_own_offsets_changes_nothing() -> None:
-    store: dict[str, Any] = {}
-    apply(store, batch_of(EVENTS))
-    again = fold_batch(store.get, batch_of(EVENTS))
-    assert again.outcomes == ["redelivered"] * len(EVENTS)
-    assert again.writes == [] and again.changes == []
-
-
-@pytest.mark.parametrize("seed", range(60))
-def test_redelivery_after_a_crash_that_kept_a_prefix_of_the_writes(seed: int) -> None:
-    rng = random.Random(seed)
-    events = list(EVENTS)
-    rng.shuffle(events)
-    store: dict[str, Any] = {}
-    crash_and_redeliver(rng, store, events, lambda get, batch: fold_batch(get, batch).writes)
-    assert actual(store) == expected()
