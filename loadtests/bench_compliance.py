@@ -21,17 +21,15 @@ import argparse
 import asyncio
 import random
 import resource
-import shutil
-import tempfile
 import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
 
-from stream_app.db.migrate import migrate
+from loadtests.common import postgres_only, render_file, state_folder
+from stream_app.db.history import PAYMENT_COLUMNS
 from stream_app.db.tenancy import Organization, upsert_organization
-from stream_app.devservices import postgres
 from stream_app.money import to_major
 from stream_app.reports.artifacts import ArtifactStore
 from stream_app.reports.render import RENDERERS
@@ -41,6 +39,17 @@ ORG = Organization("bench-compliance", "Bench Weddings Zürich — 東京", "Eur
 DATE_FROM, DATE_TO = date(2025, 1, 1), date(2025, 12, 31)
 NOW = datetime(2026, 1, 20, 12, 0, tzinfo=UTC)
 KINDS = ("access", "erasure", "rectification", "portability")
+COLUMNS: dict[str, list[str]] = {
+    "bookings": [
+        "organization_id", "id", "service_date", "booked_at", "amount_minor", "currency",
+        "status",
+    ],
+    "payments": list(PAYMENT_COLUMNS),
+    "gdpr_requests": [
+        "organization_id", "id", "client_id", "kind", "received_at", "completed_at", "status",
+    ],
+}  # fmt: skip
+"""The columns of the COPY records :func:`generate` returns, per table, in its order."""
 
 
 def generate(
@@ -102,37 +111,17 @@ def generate(
 
 
 async def run(dsn: str, out_dir: Path, n: int, seed: int) -> None:
-    """Load the generated history into the database at ``dsn``; time the report; print."""
-    await migrate(dsn)
+    """Load the generated history into the (migrated) database at ``dsn``; time the report;
+    print."""
     pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
     started = time.perf_counter()
     bookings, payments, requests = generate(n, seed)
     async with pool.acquire() as conn:
         await upsert_organization(conn, ORG)
-        await conn.copy_records_to_table(
-            "bookings",
-            records=bookings,
-            columns=[
-                "organization_id", "id", "service_date", "booked_at", "amount_minor",
-                "currency", "status",
-            ],
-        )  # fmt: skip
-        await conn.copy_records_to_table(
-            "payments",
-            records=payments,
-            columns=[
-                "organization_id", "id", "booking_id", "kind", "amount_minor", "currency",
-                "occurred_at",
-            ],
-        )  # fmt: skip
-        await conn.copy_records_to_table(
-            "gdpr_requests",
-            records=requests,
-            columns=[
-                "organization_id", "id", "client_id", "kind", "received_at",
-                "completed_at", "status",
-            ],
-        )  # fmt: skip
+        for (name, columns), records in zip(
+            COLUMNS.items(), (bookings, payments, requests), strict=True
+        ):
+            await conn.copy_records_to_table(name, records=records, columns=columns)
         await conn.execute("ANALYZE")
     print(
         f"data: {len(bookings):,} bookings, {len(payments):,} payments and refunds, "
@@ -149,15 +138,14 @@ async def run(dsn: str, out_dir: Path, n: int, seed: int) -> None:
 
     store = ArtifactStore(out_dir)
     render_total = 0.0
-    for fmt, (ext, renderer) in RENDERERS.items():
+    for fmt in RENDERERS:
         r0 = time.perf_counter()
-        with store.write(ORG.id, "bench", f"compliance.{ext}", fmt, key=None) as (writer, out):
-            await asyncio.to_thread(renderer, table, writer)
+        link = await asyncio.to_thread(render_file, store, table, fmt, "bench", "compliance")
         elapsed = time.perf_counter() - r0
         render_total += elapsed
         print(
-            f"  {fmt:<10} {elapsed * 1000:>9,.0f} ms  {out[0].size_bytes:>13,} bytes  "
-            f"{out[0].rows:,} main rows"
+            f"  {fmt:<10} {elapsed * 1000:>9,.0f} ms  {link.size_bytes:>13,} bytes  "
+            f"{link.rows:,} main rows"
         )
     print(
         f"total (queries + build + five files): {(t2 - t0 + render_total):.2f} s; "
@@ -188,14 +176,8 @@ def main() -> None:
     parser.add_argument("--bookings", type=int, default=100_000)
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
-    state = Path(tempfile.mkdtemp(prefix="bench-compliance-"))
-    state.chmod(0o755)  # the server's system user must reach it
-    instance = postgres.start(state)
-    try:
-        asyncio.run(run(instance.dsn, state / "artifacts", args.bookings, args.seed))
-    finally:
-        postgres.stop(state)
-        shutil.rmtree(state, ignore_errors=True)
+    with state_folder("bench-compliance") as state, postgres_only(state) as dsn:
+        asyncio.run(run(dsn, state / "artifacts", args.bookings, args.seed))
 
 
 if __name__ == "__main__":

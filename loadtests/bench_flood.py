@@ -24,23 +24,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import shutil
 import statistics
-import tempfile
 import time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import aiohttp
-import asyncpg
 
-from stream_app.db.migrate import migrate
-from stream_app.db.tenancy import Organization, Venue, upsert_organization, upsert_venue
-from stream_app.devservices import manager
-from stream_app.devservices.workers import WorkerProcess, start_worker
+from loadtests.common import add_organization, bench_worker, stack, state_folder
+from stream_app.db.tenancy import Organization, Venue
+from stream_app.devservices.workers import WorkerProcess
 from stream_app.settings import Settings
-from stream_app.topics import ensure_topics
 from stream_app.web.auth import issue_token
 
 FLOODER, VICTIM = "flood-a", "flood-b"
@@ -177,36 +172,20 @@ def describe(label: str, latencies: list[float], statuses: Counter[int]) -> None
 
 
 async def run(n: int, state: Path) -> None:
-    services = manager.up(state)
-    s = Settings(
-        kafka_bootstrap=services.kafka_bootstrap,
-        postgres_dsn=services.postgres_dsn,
-        redis_url=services.redis_url,
-        artifact_dir=state / "artifacts",
-        data_dir=state / "worker-data",
-    )
-    await ensure_topics(s.kafka_bootstrap, s.topic_partitions)
-    await migrate(s.postgres_dsn)
-    conn = await asyncpg.connect(s.postgres_dsn)
-    try:
-        for org in (FLOODER, VICTIM):
-            await upsert_organization(conn, Organization(org, org, "Europe/Lisbon", "EUR"))
-            for v in VENUES:
-                await upsert_venue(conn, org, Venue(v, v, 10))
-    finally:
-        await conn.close()
-    workers = [
-        start_worker(
-            kafka_bootstrap=s.kafka_bootstrap,
-            postgres_dsn=s.postgres_dsn,
-            data_dir=state / f"worker-{name}",
-            log_path=state / f"worker-{name}.log",
-            artifact_dir=s.artifact_dir,
-            app_id="bench-flood",
-            redis_url=services.redis_url,
-            dev_mode=True,
-            extra_env={"WEDDING_SCHEDULING": "0"},
+    async with stack(state, redis=True) as s:
+        await measure(s, state, n)
+
+
+async def measure(s: Settings, state: Path, n: int) -> None:
+    """Baseline, then the flood with the victim reading (module docstring); print."""
+    for org in (FLOODER, VICTIM):
+        await add_organization(
+            s.postgres_dsn,
+            Organization(org, org, "Europe/Lisbon", "EUR"),
+            [Venue(v, v, 10) for v in VENUES],
         )
+    workers = [
+        bench_worker(s, state, f"worker-{name}", "bench-flood", unlimited_rates=False)
         for name in ("a", "b")
     ]
     try:
@@ -215,7 +194,7 @@ async def run(n: int, state: Path) -> None:
             f"load average {os.getloadavg()[0]:.1f} (2 cores); "
             f"two workers ({', '.join(w.url for w in workers)}), limits per token "
             f"{s.rate_limits['reads']} reads, per organisation {s.org_rate_limits['reads']}, "
-            f"store {services.redis_url}"
+            f"store {s.redis_url}"
         )
         await settle(workers, s)
         async with aiohttp.ClientSession() as session:
@@ -245,19 +224,14 @@ async def run(n: int, state: Path) -> None:
     finally:
         for w in workers:
             w.stop()
-        manager.down(state)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=5000)
     args = parser.parse_args()
-    state = Path(tempfile.gettempdir()) / f"wedding-bench-flood-{os.getpid()}"
-    state.mkdir(mode=0o755)
-    try:
+    with state_folder("wedding-bench-flood") as state:
         asyncio.run(run(args.requests, state))
-    finally:
-        shutil.rmtree(state, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -14,17 +14,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import shutil
 import statistics
-import tempfile
 import time
-from pathlib import Path
 
 import asyncpg
 
-from stream_app.db.migrate import migrate
-from stream_app.devservices import postgres
+from loadtests.common import postgres_only, state_folder
 
 ORG = "bench-fresh"
 
@@ -50,40 +45,38 @@ async def one_round(conn: asyncpg.Connection, rows: int, enabled: bool) -> tuple
     return tuple(out)
 
 
-async def main(rows: int, repeat: int) -> None:
-    state = Path(tempfile.gettempdir()) / f"wedding-bench-fresh-{os.getpid()}"
-    state.mkdir(mode=0o755, parents=True, exist_ok=True)
-    state.chmod(0o755)
-    instance = await asyncio.to_thread(postgres.start, state)
+async def history_version(conn: asyncpg.Connection) -> int:
+    """The ``history`` data version of :data:`ORG`."""
+    version: int = await conn.fetchval(
+        "SELECT version FROM report_data_versions WHERE organization_id = $1"
+        " AND stream = 'history'",
+        ORG,
+    )
+    return version
+
+
+async def measure(
+    dsn: str, rows: int, repeat: int
+) -> tuple[dict[bool, list[tuple[float, ...]]], int]:
+    """Rounds with the triggers on and off, alternating; their seconds by on/off and how far
+    the enabled rounds moved the ``history`` version."""
+    conn = await asyncpg.connect(dsn)
     try:
-        await migrate(instance.dsn)
-        conn = await asyncpg.connect(instance.dsn)
-        try:
-            await conn.execute(
-                "INSERT INTO organizations VALUES ($1, $1, 'Europe/Lisbon', 'EUR')", ORG
-            )
-            version0 = await conn.fetchval(
-                "SELECT version FROM report_data_versions WHERE organization_id = $1"
-                " AND stream = 'history'",
-                ORG,
-            )
-            times: dict[bool, list[tuple[float, ...]]] = {True: [], False: []}
-            for i in range(2 * repeat):
-                enabled = i % 2 == 0
-                times[enabled].append(await one_round(conn, rows, enabled))
-            moved = (
-                await conn.fetchval(
-                    "SELECT version FROM report_data_versions WHERE organization_id = $1"
-                    " AND stream = 'history'",
-                    ORG,
-                )
-                - version0
-            )
-        finally:
-            await conn.close()
+        await conn.execute("INSERT INTO organizations VALUES ($1, $1, 'Europe/Lisbon', 'EUR')", ORG)
+        version0 = await history_version(conn)
+        times: dict[bool, list[tuple[float, ...]]] = {True: [], False: []}
+        for i in range(2 * repeat):
+            enabled = i % 2 == 0
+            times[enabled].append(await one_round(conn, rows, enabled))
+        return times, await history_version(conn) - version0
     finally:
-        await asyncio.to_thread(postgres.stop, state)
-        shutil.rmtree(state, ignore_errors=True)
+        await conn.close()
+
+
+def main(rows: int, repeat: int) -> None:
+    """Measure (in a throw-away PostgreSQL) and print; exit 1 if the version count is wrong."""
+    with state_folder("wedding-bench-fresh") as state, postgres_only(state) as dsn:
+        times, moved = asyncio.run(measure(dsn, rows, repeat))
     for enabled in (True, False):
         runs = times[enabled]
         ins, upd, dele = (statistics.median(r[k] for r in runs) for k in range(3))
@@ -103,4 +96,4 @@ if __name__ == "__main__":
     parser.add_argument("--rows", type=int, default=500_000)
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
-    asyncio.run(main(args.rows, args.repeat))
+    main(args.rows, args.repeat)

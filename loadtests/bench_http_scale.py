@@ -48,6 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
 
 from stream_app.db.migrate import migrate
 from stream_app.devservices import manager
@@ -55,7 +56,7 @@ from stream_app.devservices.workers import WorkerProcess, start_worker
 from stream_app.lag import wait_for_lag_zero
 from stream_app.replay.hotel import ORGANIZATION_ID as ORG
 from stream_app.replay.produce import replay_hotel_bookings
-from stream_app.settings import Settings
+from stream_app.settings import load_settings
 from stream_app.topics import WEDDING_BOOKINGS, ensure_topics
 from stream_app.web.auth import issue_token
 
@@ -261,10 +262,54 @@ def summarise_profile(path: Path, top: int = 25) -> None:
             print(f"    {100 * n / total:5.1f} %  {frame[:150]}")
 
 
+PAUSE_METRICS = ("wedding_event_loop_lag_seconds", "wedding_gc_pause_seconds")
+
+
+async def pause_totals(workers: list[WorkerProcess]) -> dict[tuple[str, str], float]:
+    """Both workers' pause histograms summed: (sample name, ``le`` bound or "") → value.
+
+    Read from each worker's ``/metrics`` (:mod:`stream_app.pauses`); two snapshots'
+    difference is what happened between them.
+    """
+    totals: dict[tuple[str, str], float] = {}
+    async with aiohttp.ClientSession() as session:
+        for w in workers:
+            async with session.get(f"{w.url}/metrics") as resp:
+                text = await resp.text()
+            for family in text_string_to_metric_families(text):
+                if family.name not in PAUSE_METRICS:
+                    continue
+                for sample in family.samples:
+                    key = (sample.name, sample.labels.get("le", ""))
+                    totals[key] = totals.get(key, 0.0) + sample.value
+    return totals
+
+
+def describe_pauses(
+    before: dict[tuple[str, str], float], after: dict[tuple[str, str], float]
+) -> None:
+    """One line: loop wake-ups later than 50 ms and GC passes longer than 50 ms in between."""
+
+    def delta(name: str, le: str = "") -> float:
+        return after.get((name, le), 0.0) - before.get((name, le), 0.0)
+
+    lag, gc_ = PAUSE_METRICS
+    wakes = delta(f"{lag}_count")
+    late = wakes - delta(f"{lag}_bucket", "0.05")
+    very_late = wakes - delta(f"{lag}_bucket", "0.25")
+    passes = delta(f"{gc_}_count")
+    long_gc = passes - delta(f"{gc_}_bucket", "0.05")
+    print(
+        f"  pauses (both workers): event loop woke >50 ms late {late:.0f} times and >250 ms"
+        f" {very_late:.0f} times of {wakes:.0f} probes (lag total {delta(f'{lag}_sum'):.1f} s);"
+        f" {passes:.0f} GC passes took {delta(f'{gc_}_sum'):.2f} s, {long_gc:.0f} of them >50 ms"
+    )
+
+
 async def run(args: argparse.Namespace, state: Path) -> None:
     fd_limit = raise_fd_limit()
     services = manager.up(state)
-    s = Settings(
+    s = load_settings(
         kafka_bootstrap=services.kafka_bootstrap,
         postgres_dsn=services.postgres_dsn,
         redis_url=services.redis_url,
@@ -327,16 +372,20 @@ async def run(args: argparse.Namespace, state: Path) -> None:
         if args.py_spy:
             args.py_spy.mkdir(parents=True, exist_ok=True)
             profiles = start_profiles(workers, max(5, args.duration - 5), args.py_spy)
-        result = await asyncio.to_thread(
-            run_wrk, workers, args.connections, args.duration, files, state, "main"
-        )
-        describe("closed loop (saturation)", args.connections, result)
+        if args.duration > 0:
+            before = await pause_totals(workers)
+            result = await asyncio.to_thread(
+                run_wrk, workers, args.connections, args.duration, files, state, "main"
+            )
+            describe("closed loop (saturation)", args.connections, result)
+            describe_pauses(before, await pause_totals(workers))
         for rate in args.rates:
             await asyncio.sleep(20)  # the previous run's queued requests drain
             think_ms = round(args.connections / rate * 1000)
             ramp_s = think_ms / 2000  # no request before half the think time
             duration = round(ramp_s + args.steady)
             print(f"load average {os.getloadavg()[0]:.1f}")
+            before = await pause_totals(workers)
             paced = await asyncio.to_thread(
                 run_wrk, workers, args.connections, duration, files, state, f"r{rate}", think_ms
             )
@@ -346,6 +395,7 @@ async def run(args: argparse.Namespace, state: Path) -> None:
                 args.connections,
                 paced,
             )
+            describe_pauses(before, await pause_totals(workers))
         print(f"load average {os.getloadavg()[0]:.1f}")
         for path in profiles:
             for _ in range(60):
@@ -364,7 +414,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("csv", nargs="?", type=Path, default=DEFAULT_CSV)
     parser.add_argument("--connections", type=int, default=10_000)
-    parser.add_argument("--duration", type=int, default=30, help="seconds of the main run")
+    parser.add_argument(
+        "--duration", type=int, default=30, help="seconds of the closed-loop run (0: none)"
+    )
     parser.add_argument("--tokens", type=int, default=10_000)
     parser.add_argument("--status-share", type=float, default=0.2)
     parser.add_argument("--org-reads", type=int, default=10_000_000)

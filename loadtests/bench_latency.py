@@ -26,9 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import shutil
 import statistics
-import tempfile
 import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -36,11 +34,10 @@ from pathlib import Path
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from stream_app.db.migrate import migrate
-from stream_app.devservices import manager
-from stream_app.devservices.workers import start_worker
+from loadtests.common import bench_worker, stack, state_folder
 from stream_app.lag import consumer_lag
-from stream_app.topics import REALTIME_METRICS_UPDATES, WEDDING_BOOKINGS, ensure_topics
+from stream_app.settings import Settings
+from stream_app.topics import REALTIME_METRICS_UPDATES, WEDDING_BOOKINGS
 
 GROUP = "bench-latency"
 
@@ -144,26 +141,20 @@ async def run_rate(
 
 
 async def main_async(rates: list[int], seconds: float, state: Path) -> None:
-    services = manager.up(state)
-    await ensure_topics(services.kafka_bootstrap, 4)
-    await migrate(services.postgres_dsn)
-    worker = start_worker(
-        dev_mode=True,
-        unlimited_rates=True,
-        kafka_bootstrap=services.kafka_bootstrap,
-        postgres_dsn=services.postgres_dsn,
-        data_dir=state / "worker",
-        log_path=state / "worker.log",
-        app_id=GROUP,
-        extra_env={"WEDDING_OFFSET_RESET": "latest"},
+    async with stack(state, partitions=4) as s:
+        await measure(s, state, rates, seconds)
+
+
+async def measure(s: Settings, state: Path, rates: list[int], seconds: float) -> None:
+    """Each rate in turn through one worker (module docstring); print."""
+    worker = bench_worker(
+        s, state, "worker", GROUP, scheduling=True, env={"WEDDING_OFFSET_RESET": "latest"}
     )
     try:
         await worker.wait_ready(timeout_s=120, min_partitions=4)
         sustained: list[int] = []
         for rate in rates:
-            timed, lag = await run_rate(
-                services.kafka_bootstrap, rate, seconds, f"{rate}-{os.getpid()}"
-            )
+            timed, lag = await run_rate(s.kafka_bootstrap, rate, seconds, f"{rate}-{os.getpid()}")
             lat = [ms for _, ms in timed]
             growth = latency_growth(timed)
             if lag != 0:
@@ -192,7 +183,6 @@ async def main_async(rates: list[int], seconds: float, state: Path) -> None:
             print(f"highest sustained rate: none of {rates_text(rates)} events/s was sustained")
     finally:
         worker.stop()
-        manager.down(state)
 
 
 def main() -> None:
@@ -200,12 +190,8 @@ def main() -> None:
     parser.add_argument("--rates", default="250,500,1000,2000")
     parser.add_argument("--seconds", type=float, default=15.0)
     args = parser.parse_args()
-    state = Path(tempfile.gettempdir()) / f"wedding-latency-{os.getpid()}"
-    state.mkdir(mode=0o755)
-    try:
+    with state_folder("wedding-latency") as state:
         asyncio.run(main_async([int(r) for r in args.rates.split(",")], args.seconds, state))
-    finally:
-        shutil.rmtree(state, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -32,9 +32,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import shutil
-import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -48,12 +45,11 @@ from aiokafka import AIOKafkaProducer
 
 from loadtests.bench_replay import bare_consume
 from loadtests.committed import CommitWatcher
-from stream_app.db.migrate import migrate
-from stream_app.devservices import manager
+from loadtests.common import bench_worker, stack, state_folder
 from stream_app.devservices.common import ServiceError, log_tail
-from stream_app.devservices.workers import WorkerProcess, start_worker
+from stream_app.devservices.workers import WorkerProcess
 from stream_app.settings import Settings
-from stream_app.topics import WEDDING_BOOKINGS, ensure_topics
+from stream_app.topics import WEDDING_BOOKINGS
 from stream_app.web.auth import issue_token
 
 ORGS = [f"bench-org-{i}" for i in range(8)]
@@ -137,20 +133,10 @@ def spawn_worker(
     The folder (``state/<app_id>-<index>``) and log are derived from the arguments, so calling
     it again with the same ``port`` restarts the same worker on the same local state.
     """
-    return start_worker(
-        dev_mode=True,
-        unlimited_rates=True,
-        kafka_bootstrap=s.kafka_bootstrap,
-        postgres_dsn=s.postgres_dsn,
-        data_dir=state / f"{app_id}-{index}",
-        log_path=state / f"{app_id}-{index}.log",
-        artifact_dir=s.artifact_dir,
-        app_id=app_id,
-        web_port=port,
-        # static membership (KIP-345): the restarted worker takes its partitions back at
-        # once instead of after the session timeout
-        extra_env={"WEDDING_SCHEDULING": "0", "WEDDING_GROUP_INSTANCE_ID": f"{app_id}-{index}"},
-    )
+    # static membership (KIP-345): the restarted worker takes its partitions back at once
+    # instead of after the session timeout
+    name = f"{app_id}-{index}"
+    return bench_worker(s, state, name, app_id, port=port, env={"WEDDING_GROUP_INSTANCE_ID": name})
 
 
 async def assigned_partitions(worker: WorkerProcess, session: aiohttp.ClientSession) -> list[int]:
@@ -309,16 +295,16 @@ async def restart_until_exact(
 
 async def run(n: int, state: Path, worker_counts: list[int], restart: bool) -> None:
     """Produce ``n`` events, fold them with each worker count, print the figures (module doc)."""
-    services = manager.up(state)
-    s = Settings(
-        kafka_bootstrap=services.kafka_bootstrap,
-        postgres_dsn=services.postgres_dsn,
-        artifact_dir=state / "artifacts",
-        data_dir=state / "worker-data",
-    )
+    async with stack(state) as s:
+        await measure(s, n, state, worker_counts, restart)
+
+
+async def measure(
+    s: Settings, n: int, state: Path, worker_counts: list[int], restart: bool
+) -> None:
+    """Produce ``n`` events to the services of ``s``, fold them with each worker count and
+    print the figures (module docstring)."""
     partitions = s.topic_partitions
-    await ensure_topics(s.kafka_bootstrap, partitions)
-    await migrate(s.postgres_dsn)
     messages, bookings = events(n)
     produce_s = await produce(s.kafka_bootstrap, messages)
     print(f"produce: {len(messages):,} events in {produce_s:.1f} s ({partitions} partitions)")
@@ -370,7 +356,6 @@ async def run(n: int, state: Path, worker_counts: list[int], restart: bool) -> N
     finally:
         for fold in runs:
             fold.stop()
-        manager.down(state)
 
 
 def parse_counts(text: str) -> list[int]:
@@ -404,12 +389,8 @@ def main() -> None:
         help="after the first fold, SIGKILL worker 0, restart it and time exact reads",
     )
     args = parser.parse_args()
-    state = Path(tempfile.gettempdir()) / f"wedding-bench-{os.getpid()}"
-    state.mkdir(mode=0o755)
-    try:
+    with state_folder("wedding-bench") as state:
         asyncio.run(run(args.events, state, args.workers, args.restart))
-    finally:
-        shutil.rmtree(state, ignore_errors=True)
 
 
 if __name__ == "__main__":

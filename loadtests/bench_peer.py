@@ -46,10 +46,8 @@ import argparse
 import asyncio
 import json
 import os
-import shutil
 import signal
 import sys
-import tempfile
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass
@@ -69,11 +67,10 @@ from loadtests.bench_million import (
 )
 from loadtests.bench_replay import bare_consume
 from loadtests.committed import CommitWatcher
-from stream_app.db.migrate import migrate
-from stream_app.devservices import manager
+from loadtests.common import stack, state_folder
 from stream_app.devservices.common import ServiceError, free_ports, log_tail
 from stream_app.settings import Settings
-from stream_app.topics import WEDDING_BOOKINGS, ensure_topics
+from stream_app.topics import WEDDING_BOOKINGS
 
 SYSTEMS = ("bare", "quix", "ours", "faust")
 DAY_MS = 86_400_000
@@ -153,6 +150,34 @@ async def stop_child(proc: asyncio.subprocess.Process) -> None:
         await proc.wait()
 
 
+async def fold_in_child(
+    watcher: CommitWatcher,
+    group: str,
+    log: Path,
+    argv: list[str],
+    env: dict[str, str] | None = None,
+) -> tuple[float, float, int | None]:
+    """Run ``python -m <argv>`` (its output to ``log``, environment ``env`` or this one)
+    until consumer group ``group`` committed the whole topic, then stop it.
+
+    Returns:
+        ``time.monotonic()`` at the spawn, at the commit, and the child's exit code.
+
+    Raises:
+        RuntimeError: the child exited before (with its log tail).
+    """
+    spawned = time.monotonic()
+    with log.open("wb") as out:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", *argv, env=env, stdout=out, stderr=out
+        )
+    try:
+        end = await until_committed_or_exit(watcher, group, proc, log)
+    finally:
+        await stop_child(proc)
+    return spawned, end, proc.returncode
+
+
 async def run_quix(
     bootstrap: str, watcher: CommitWatcher, state: Path, messages: list[tuple[bytes, bytes]]
 ) -> Result:
@@ -160,33 +185,14 @@ async def run_quix(
     group = "bench-peer-quix"
     log = state / "quix.log"
     result_file = state / "quix-result.json"
-    spawned = time.monotonic()
-    with log.open("wb") as err:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "loadtests.peer_quix",
-            "--bootstrap",
-            bootstrap,
-            "--topic",
-            WEDDING_BOOKINGS,
-            "--group",
-            group,
-            "--state-dir",
-            str(state / "quix-state"),
-            "--events",
-            str(len(messages)),
-            "--result",
-            str(result_file),
-            stdout=err,
-            stderr=err,
-        )
-    try:
-        end = await until_committed_or_exit(watcher, group, proc, log)
-    finally:
-        await stop_child(proc)
-    if proc.returncode != 0 or not result_file.exists():
-        raise RuntimeError(f"quix exited with {proc.returncode}\n{log_tail(log)}")
+    argv = [
+        "loadtests.peer_quix", "--bootstrap", bootstrap, "--topic", WEDDING_BOOKINGS,
+        "--group", group, "--state-dir", str(state / "quix-state"),
+        "--events", str(len(messages)), "--result", str(result_file),
+    ]  # fmt: skip
+    spawned, end, returncode = await fold_in_child(watcher, group, log, argv)
+    if returncode != 0 or not result_file.exists():
+        raise RuntimeError(f"quix exited with {returncode}\n{log_tail(log)}")
     got: dict[str, Any] = json.loads(result_file.read_bytes())
     first: float = got["first_processed"]
     windows: dict[str, list[int]] = got["windows"]
@@ -224,23 +230,8 @@ async def run_faust(
         "PEER_PARTITIONS": str(partitions),
         "PEER_TOPIC": WEDDING_BOOKINGS,
     }
-    spawned = time.monotonic()
-    with log.open("wb") as err:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "loadtests.peer_faust",
-            "worker",
-            "--loglevel",
-            "warn",
-            env=env,
-            stdout=err,
-            stderr=err,
-        )
-    try:
-        end = await until_committed_or_exit(watcher, app_id, proc, log)
-    finally:
-        await stop_child(proc)
+    argv = ["loadtests.peer_faust", "worker", "--loglevel", "warn"]
+    spawned, end, _ = await fold_in_child(watcher, app_id, log, argv, env)
     first = float(first_file.read_text())
     got = await last_values(bootstrap, f"{app_id}-peer-amounts-changelog")
     want = expected_amounts(messages)
@@ -356,17 +347,8 @@ async def end_offsets_total(bootstrap: str) -> int:
 
 async def run(n: int, partitions: int, systems: list[str], state: Path) -> None:
     """Produce the topic, fold it with each of ``systems`` in turn, print the table."""
-    services = manager.up(state)
     os.environ["WEDDING_PARTITIONS"] = str(partitions)  # our worker's topics (it inherits env)
-    s = Settings(
-        kafka_bootstrap=services.kafka_bootstrap,
-        postgres_dsn=services.postgres_dsn,
-        artifact_dir=state / "artifacts",
-        data_dir=state / "worker-data",
-    )
-    try:
-        await ensure_topics(s.kafka_bootstrap, partitions)
-        await migrate(s.postgres_dsn)
+    async with stack(state, partitions=partitions) as s:
         messages, bookings = events(n)
         produce_s = await produce(s.kafka_bootstrap, messages)
         print(
@@ -397,8 +379,6 @@ async def run(n: int, partitions: int, systems: list[str], state: Path) -> None:
         print_table(results)
         if failed:
             raise SystemExit(f"failed: {', '.join(failed)}")
-    finally:
-        manager.down(state)
 
 
 def parse_systems(text: str) -> list[str]:
@@ -421,12 +401,8 @@ def main() -> None:
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--systems", type=parse_systems, default=list(SYSTEMS))
     args = parser.parse_args()
-    state = Path(tempfile.gettempdir()) / f"wedding-peer-{os.getpid()}"
-    state.mkdir(mode=0o755)
-    try:
+    with state_folder("wedding-peer") as state:
         asyncio.run(run(args.events, args.partitions, args.systems, state))
-    finally:
-        shutil.rmtree(state, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -16,24 +16,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import shutil
 import statistics
-import tempfile
 import time
 from datetime import date
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer
 
-from stream_app.client import request_report_and_wait
-from stream_app.db.migrate import migrate
-from stream_app.devservices import manager
-from stream_app.devservices.workers import start_worker
+from loadtests.common import bench_worker, stack, state_folder, timed_reports
 from stream_app.lag import wait_for_lag_zero
 from stream_app.replay.produce import replay_hotel_bookings
-from stream_app.settings import Settings
-from stream_app.topics import WEDDING_BOOKINGS, ensure_topics
+from stream_app.topics import WEDDING_BOOKINGS
 
 
 async def bare_consume(bootstrap: str, topic: str, total: int) -> float:
@@ -61,68 +54,45 @@ async def bare_consume(bootstrap: str, topic: str, total: int) -> float:
 
 
 async def run(path: Path, reports: int, state: Path) -> None:
-    services = manager.up(state)
-    s = Settings(
-        kafka_bootstrap=services.kafka_bootstrap,
-        postgres_dsn=services.postgres_dsn,
-        artifact_dir=state / "artifacts",
-        data_dir=state / "worker-data",
-    )
-    await ensure_topics(s.kafka_bootstrap, s.topic_partitions)
-    await migrate(s.postgres_dsn)
-    summary = await replay_hotel_bookings(s, path)
-    print(
-        f"replay: produced {summary.events:,} events in {summary.seconds:.1f} s "
-        f"= {summary.events / summary.seconds:,.0f} events/s"
-    )
-
-    worker = start_worker(
-        dev_mode=True,
-        unlimited_rates=True,
-        kafka_bootstrap=s.kafka_bootstrap,
-        postgres_dsn=s.postgres_dsn,
-        data_dir=state / "bench-worker",
-        log_path=state / "bench-worker.log",
-        artifact_dir=s.artifact_dir,
-        app_id="bench",
-    )
-    try:
-        await worker.wait_ready(timeout_s=120, min_partitions=4)
-        t0 = time.perf_counter()
-        await wait_for_lag_zero(s.kafka_bootstrap, "bench", WEDDING_BOOKINGS, 1800, poll_s=0.5)
-        fold_s = time.perf_counter() - t0
-        rate = summary.events / fold_s
+    async with stack(state) as s:
+        summary = await replay_hotel_bookings(s, path)
         print(
-            f"fold: one worker folded {summary.events:,} events into the tables in "
-            f"{fold_s:.1f} s = {rate:,.0f} events/s (sustained, catching up from offset 0)"
+            f"replay: produced {summary.events:,} events in {summary.seconds:.1f} s "
+            f"= {summary.events / summary.seconds:,.0f} events/s"
         )
-        bare_s = await bare_consume(s.kafka_bootstrap, WEDDING_BOOKINGS, summary.events)
-        bare = summary.events / bare_s
-        print(
-            f"ceiling: bare aiokafka consumer read them in {bare_s:.1f} s = {bare:,.0f} "
-            f"events/s; ours = {rate / bare:.1%} of it"
-        )
-        latencies = []
-        for _ in range(reports):
-            t = time.perf_counter()
-            status = await request_report_and_wait(
+        worker = bench_worker(s, state, "bench-worker", "bench", scheduling=True)
+        try:
+            await worker.wait_ready(timeout_s=120, min_partitions=4)
+            t0 = time.perf_counter()
+            await wait_for_lag_zero(s.kafka_bootstrap, "bench", WEDDING_BOOKINGS, 1800, poll_s=0.5)
+            fold_s = time.perf_counter() - t0
+            rate = summary.events / fold_s
+            print(
+                f"fold: one worker folded {summary.events:,} events into the tables in "
+                f"{fold_s:.1f} s = {rate:,.0f} events/s (sustained, catching up from offset 0)"
+            )
+            bare_s = await bare_consume(s.kafka_bootstrap, WEDDING_BOOKINGS, summary.events)
+            bare = summary.events / bare_s
+            print(
+                f"ceiling: bare aiokafka consumer read them in {bare_s:.1f} s = {bare:,.0f} "
+                f"events/s; ours = {rate / bare:.1%} of it"
+            )
+            latencies = await timed_reports(
                 s,
+                reports,
                 organization_id="hotel-demand-pt",
                 report_type="monthly_booking_summary",
                 date_from=date(2015, 7, 1),
                 date_to=date(2017, 8, 31),
                 output_formats=["csv", "json"],
-                user_id="bench",
             )
-            assert status.status == "completed", status
-            latencies.append((time.perf_counter() - t) * 1000)
-        print(
-            f"report request -> completed (csv+json, 52 rows, {reports} requests): "
-            f"p50 {statistics.median(latencies):.0f} ms, max {max(latencies):.0f} ms"
-        )
-    finally:
-        worker.stop()
-        manager.down(state)
+            print(
+                f"report request -> completed (csv+json, 52 rows, {reports} requests): "
+                f"p50 {statistics.median(latencies) * 1000:.0f} ms, "
+                f"max {max(latencies) * 1000:.0f} ms"
+            )
+        finally:
+            worker.stop()
 
 
 def main() -> None:
@@ -130,12 +100,8 @@ def main() -> None:
     parser.add_argument("path", nargs="?", default="../shared/data/hotel_bookings.csv.gz")
     parser.add_argument("--reports", type=int, default=10)
     args = parser.parse_args()
-    state = Path(tempfile.gettempdir()) / f"wedding-bench-{os.getpid()}"
-    state.mkdir(mode=0o755)
-    try:
+    with state_folder("wedding-bench") as state:
         asyncio.run(run(Path(args.path), args.reports, state))
-    finally:
-        shutil.rmtree(state, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -27,10 +27,7 @@ import argparse
 import asyncio
 import csv
 import io
-import os
 import random
-import shutil
-import tempfile
 import threading
 import time
 import uuid
@@ -43,16 +40,15 @@ import aiohttp
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from stream_app.db.migrate import migrate
-from stream_app.devservices import manager
-from stream_app.devservices.workers import WorkerProcess, start_worker
+from loadtests.common import bench_worker, stack, state_folder
+from stream_app.devservices.workers import WorkerProcess
 from stream_app.lag import wait_for_lag_zero
 from stream_app.replay.produce import replay_hotel_bookings
 from stream_app.schemas.base import decode_event, encode_event
 from stream_app.schemas.reports import ReportRequest
 from stream_app.schemas.updates import ReportStatus
 from stream_app.settings import Settings
-from stream_app.topics import REPORT_REQUESTS, REPORT_RESULTS, WEDDING_BOOKINGS, ensure_topics
+from stream_app.topics import REPORT_REQUESTS, REPORT_RESULTS, WEDDING_BOOKINGS
 from stream_app.web.auth import issue_token
 from tests.e2e.helpers import expected_monthly_from_csv
 
@@ -190,30 +186,17 @@ def csv_rows(body: bytes) -> dict[tuple[str, str], tuple[int, int, int]]:
 
 
 async def run(path: Path, n: int, state: Path) -> None:
-    services = manager.up(state)
-    s = Settings(
-        kafka_bootstrap=services.kafka_bootstrap,
-        postgres_dsn=services.postgres_dsn,
-        artifact_dir=state / "artifacts",
-        data_dir=state / "worker-data",
-    )
-    await ensure_topics(s.kafka_bootstrap, s.topic_partitions)
-    await migrate(s.postgres_dsn)
+    async with stack(state) as s:
+        await measure(s, path, n, state)
+
+
+async def measure(s: Settings, path: Path, n: int, state: Path) -> None:
+    """The four parts of the module docstring on running services; print."""
     summary = await replay_hotel_bookings(s, path)
     print(f"replay: {summary.events:,} events produced")
 
     def new_worker(app_id: str = "bench", **env: str) -> WorkerProcess:
-        return start_worker(
-            dev_mode=True,
-            unlimited_rates=True,
-            kafka_bootstrap=s.kafka_bootstrap,
-            postgres_dsn=s.postgres_dsn,
-            data_dir=state / f"worker-{app_id}",
-            log_path=state / f"worker-{app_id}.log",
-            artifact_dir=s.artifact_dir,
-            app_id=app_id,
-            extra_env={"WEDDING_SCHEDULING": "0", **env},
-        )
+        return bench_worker(s, state, f"worker-{app_id}", app_id, env=env)
 
     worker = new_worker()
     try:
@@ -368,7 +351,6 @@ async def run(path: Path, n: int, state: Path) -> None:
         assert ok
     finally:
         worker.stop()
-        manager.down(state)
 
 
 def main() -> None:
@@ -376,12 +358,8 @@ def main() -> None:
     parser.add_argument("path", nargs="?", default="../shared/data/hotel_bookings.csv.gz")
     parser.add_argument("--requests", type=int, default=1000)
     args = parser.parse_args()
-    state = Path(tempfile.gettempdir()) / f"wedding-bench-load-{os.getpid()}"
-    state.mkdir(mode=0o755)
-    try:
+    with state_folder("wedding-bench-load") as state:
         asyncio.run(run(Path(args.path), args.requests, state))
-    finally:
-        shutil.rmtree(state, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -77,7 +77,7 @@ from stream_app.devservices.common import free_ports
 from stream_app.devservices.manager import ServiceSettings
 from stream_app.devservices.workers import WorkerProcess, start_worker
 from stream_app.lag import wait_for_lag_zero
-from stream_app.settings import Settings
+from stream_app.settings import Settings, load_settings
 from stream_app.topics import (
     CLIENT_INTERACTIONS,
     DEAD_LETTER,
@@ -210,7 +210,7 @@ class Cluster:
 async def start_cluster(state: Path) -> Cluster:
     """Fresh services, topics, migrations, the soak's organisation and two ready workers."""
     services = await asyncio.to_thread(manager.up, state)
-    settings = Settings(
+    settings = load_settings(
         kafka_bootstrap=services.kafka_bootstrap,
         postgres_dsn=services.postgres_dsn,
         artifact_dir=state / "artifacts",

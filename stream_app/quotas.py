@@ -12,13 +12,15 @@ import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from stream_app.errors import WeddingError
+
 
 def org_share(total: int, share: float) -> int:
     """Slots one organisation may hold: ``floor(total × share)``, at least 1, at most total."""
     return max(1, min(total, math.floor(total * share)))
 
 
-class SlotsBusyError(Exception):
+class SlotsBusyError(WeddingError):
     """No slot within the wait; ``organization`` says whether the organisation's share was
     the limit (True) or the whole pool (False)."""
 

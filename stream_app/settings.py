@@ -1,19 +1,33 @@
-"""Runtime configuration, read once from the environment.
+"""Runtime configuration: one frozen :class:`Settings`, read from the environment once, by
+:func:`load_settings`.
 
-Every setting has a written default; the ones that carry risk say so next to the default.
+Every setting has a written default (``Settings()`` is the defaults, nothing read); the ones
+that carry risk say so next to the default. Each field names its variable and parser in its
+metadata (:func:`env`), so the variables are listed in one place and read in one place.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+Parser = Callable[[str, str], Any]
+"""``(variable name, raw value) -> setting``; raises ``ValueError`` naming the variable."""
 
-def _env(name: str, default: str) -> str:
-    return os.environ.get(name, default)
+
+def _text(name: str, raw: str) -> str:
+    return raw
+
+
+def env(variable: str, parse: Parser = _text) -> dict[str, Any]:
+    """A field's metadata: the variable that sets it and the parser of its value."""
+    return {"env": variable, "parse": parse}
 
 
 def parse_int(name: str, raw: str, low: int, high: int) -> int:
@@ -66,9 +80,34 @@ def parse_flag(name: str, raw: str) -> bool:
     raise ValueError(f"{name}: must be 1/true/yes/on or 0/false/no/off, got {raw!r}")
 
 
-def _int(name: str, default: int, low: int, high: int) -> int:
-    """The integer variable ``name`` (``default`` when unset): :func:`parse_int`."""
-    return parse_int(name, _env(name, str(default)), low, high)
+def int_in(low: int, high: int) -> Parser:
+    """The parser of an integer within ``[low, high]`` (:func:`parse_int`)."""
+    return lambda name, raw: parse_int(name, raw, low, high)
+
+
+def float_in(low: float, high: float) -> Parser:
+    """The parser of a finite number within ``[low, high]`` (:func:`parse_float`)."""
+    return lambda name, raw: parse_float(name, raw, low, high)
+
+
+def one_of(*allowed: str) -> Parser:
+    """The parser of a value that must be one of ``allowed`` (the message names them)."""
+
+    def parse(name: str, raw: str) -> str:
+        if raw not in allowed:
+            raise ValueError(f"{name}: must be one of {', '.join(allowed)}, got {raw!r}")
+        return raw
+
+    return parse
+
+
+def _path(name: str, raw: str) -> Path:
+    return Path(raw)
+
+
+def _names(name: str, raw: str) -> frozenset[str]:
+    """A comma-separated list of names (empty items dropped)."""
+    return frozenset(filter(None, (o.strip() for o in raw.split(","))))
 
 
 def slow_query_s_from_env() -> float:
@@ -78,17 +117,9 @@ def slow_query_s_from_env() -> float:
     Raises:
         ValueError: not a number in range; the message names the variable.
     """
-    return _float("WEDDING_SLOW_QUERY_S", 5.0, 0, 86_400)
-
-
-def _float(name: str, default: float, low: float, high: float) -> float:
-    """The number variable ``name`` (``default`` when unset): :func:`parse_float`."""
-    return parse_float(name, _env(name, str(default)), low, high)
-
-
-def _flag(name: str, default: bool) -> bool:
-    """The switch variable ``name`` (``default`` when unset): :func:`parse_flag`."""
-    return parse_flag(name, _env(name, "1" if default else "0"))
+    return parse_float(
+        "WEDDING_SLOW_QUERY_S", os.environ.get("WEDDING_SLOW_QUERY_S", "5"), 0, 86_400
+    )
 
 
 def dsn_as_role(dsn: str, role: str) -> str:
@@ -108,13 +139,12 @@ MIN_SECRET_BYTES = 32
 """Shortest HS256 secret accepted (RFC 7518 §3.2: a key of at least the hash's 256 bits)."""
 
 
-def _secret(name: str, default: str) -> str:
-    """The secret variable ``name`` (``default`` when unset), at least 32 bytes.
+def parse_secret(name: str, value: str) -> str:
+    """``value``, the secret of variable ``name``, checked to be at least 32 bytes.
 
     Raises:
         ValueError: shorter; the message names the variable.
     """
-    value = _env(name, default)
     if len(value.encode()) < MIN_SECRET_BYTES:
         raise ValueError(
             f"{name}: must be at least {MIN_SECRET_BYTES} bytes, got {len(value.encode())}"
@@ -198,16 +228,141 @@ _ORG_LIMITS = (
 """Route classes of the rate limits (:mod:`stream_app.web.ratelimit`)."""
 
 
-def _choice(name: str, default: str, allowed: tuple[str, ...]) -> str:
-    """The variable ``name`` (``default`` when unset), one of ``allowed``.
+def limits_of(name: str, raw: str, defaults: str) -> dict[str, str]:
+    """Rate limits per route class (:data:`RATE_CLASSES`): ``raw`` over ``defaults``
+    (:func:`parse_limits`)."""
+    return parse_limits(name, raw, RATE_CLASSES, parse_limits("default", defaults, RATE_CLASSES))
+
+
+DEFAULT_LANES = "critical=4,high=3,normal=3,low=2"
+"""Reports generated at once per priority lane on a worker, by default."""
+
+
+def _lanes(name: str, spec: str) -> dict[str, int]:
+    """``"critical=4,low=1"`` → ``{"critical": 4, "high": 1, "normal": 1, "low": 1}``.
 
     Raises:
-        ValueError: any other value; the message names the variable.
+        ValueError: an unknown lane or a concurrency below 1.
     """
-    value = _env(name, default)
-    if value not in allowed:
-        raise ValueError(f"{name}: must be one of {', '.join(allowed)}, got {value!r}")
-    return value
+    out = {"critical": 1, "high": 1, "normal": 1, "low": 1}
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        name, _, value = part.partition("=")
+        if name not in out or int(value) < 1:
+            raise ValueError(f"WEDDING_REPORT_LANES: bad entry {part!r}")
+        out[name] = int(value)
+    return out
+
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_networks(name: str, raw: str) -> tuple[IPNetwork, ...]:
+    """``"127.0.0.0/8, ::1/128"``, the value of variable ``name``, as networks (empty: none).
+
+    Raises:
+        ValueError: an entry is not a network; the message names the variable.
+    """
+    out: list[IPNetwork] = []
+    for part in filter(None, (p.strip() for p in raw.split(","))):
+        try:
+            out.append(ipaddress.ip_network(part, strict=True))
+        except ValueError as exc:
+            raise ValueError(f"{name}: {part!r} is not a network ({exc})") from None
+    return tuple(out)
+
+
+SMTP_TLS_MODES = ("", "implicit", "starttls", "none")
+
+
+@dataclass(frozen=True, slots=True)
+class DeliverySettings:
+    """The delivery section of :class:`Settings` (email, webhook, SFTP and API deliveries of
+    schedules and of report requests; see :mod:`stream_app.delivery.dispatch`).
+
+    Attributes:
+        smtp_host / smtp_port / smtp_sender: the outgoing mail server and the ``From`` address
+            (``WEDDING_SMTP_HOST`` ``127.0.0.1``, ``WEDDING_SMTP_PORT`` 25,
+            ``WEDDING_SMTP_SENDER`` ``reports@localhost``).
+        smtp_username / smtp_password: SMTP AUTH (``WEDDING_SMTP_USERNAME``,
+            ``WEDDING_SMTP_PASSWORD``; empty: none).
+        smtp_tls: ``implicit``, ``starttls``, ``none`` or empty = STARTTLS when the server
+            offers it (``WEDDING_SMTP_TLS``).
+        public_base_url: the URL download links start with (``WEDDING_PUBLIC_BASE_URL``;
+            empty: ``http://<web host>:<web port>``).
+        max_attachment_bytes: email attachments' total size; larger files go as links
+            (``WEDDING_EMAIL_MAX_ATTACHMENT_BYTES``, 10 MiB).
+        sftp_connect_timeout_s: SFTP connect + login timeout (``WEDDING_SFTP_CONNECT_TIMEOUT_S``,
+            20 s).
+        allow_private_networks: networks deliveries may reach although not public
+            (``WEDDING_DELIVERY_ALLOW_PRIVATE_NETWORKS``; empty: public addresses only).
+        slots / poll_s / lease_s: attempts at once per worker, how often due deliveries are
+            looked for, how long a claimed delivery is reserved (``WEDDING_DELIVERY_SLOTS`` 4,
+            ``WEDDING_DELIVERY_POLL_S`` 1, ``WEDDING_DELIVERY_LEASE_S`` 900).
+    """
+
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 25
+    smtp_sender: str = "reports@localhost"
+    smtp_username: str = ""
+    smtp_password: str = field(default="", repr=False)
+    smtp_tls: str = ""
+    public_base_url: str = ""
+    max_attachment_bytes: int = 10 * 1024 * 1024
+    sftp_connect_timeout_s: float = 20.0
+    allow_private_networks: tuple[IPNetwork, ...] = ()
+    slots: int = 4
+    poll_s: float = 1.0
+    lease_s: float = 900.0
+
+
+def load_delivery_settings(env: Mapping[str, str] | None = None) -> DeliverySettings:
+    """The :class:`DeliverySettings` of ``env`` (default the environment, read at the call;
+    :func:`load_settings` passes the mapping it reads).
+
+    Raises:
+        ValueError: a value does not parse or is out of range; the message names the variable.
+    """
+    env = os.environ if env is None else env
+    d = DeliverySettings()
+
+    def get(name: str, default: object) -> str:
+        return env.get(name, str(default))
+
+    tls = get("WEDDING_SMTP_TLS", "").lower()
+    if tls not in SMTP_TLS_MODES:
+        raise ValueError(f"WEDDING_SMTP_TLS: {tls!r} is not implicit, starttls or none")
+    return DeliverySettings(
+        smtp_host=get("WEDDING_SMTP_HOST", d.smtp_host),
+        smtp_port=parse_int("WEDDING_SMTP_PORT", get("WEDDING_SMTP_PORT", d.smtp_port), 1, 65535),
+        smtp_sender=get("WEDDING_SMTP_SENDER", d.smtp_sender),
+        smtp_username=get("WEDDING_SMTP_USERNAME", ""),
+        smtp_password=get("WEDDING_SMTP_PASSWORD", ""),
+        smtp_tls=tls,
+        public_base_url=get("WEDDING_PUBLIC_BASE_URL", ""),
+        max_attachment_bytes=parse_int(
+            "WEDDING_EMAIL_MAX_ATTACHMENT_BYTES",
+            get("WEDDING_EMAIL_MAX_ATTACHMENT_BYTES", d.max_attachment_bytes),
+            0,
+            1 << 40,
+        ),
+        sftp_connect_timeout_s=parse_float(
+            "WEDDING_SFTP_CONNECT_TIMEOUT_S",
+            get("WEDDING_SFTP_CONNECT_TIMEOUT_S", d.sftp_connect_timeout_s),
+            0.1,
+            3600,
+        ),
+        allow_private_networks=parse_networks(
+            "WEDDING_DELIVERY_ALLOW_PRIVATE_NETWORKS",
+            get("WEDDING_DELIVERY_ALLOW_PRIVATE_NETWORKS", ""),
+        ),
+        slots=parse_int("WEDDING_DELIVERY_SLOTS", get("WEDDING_DELIVERY_SLOTS", d.slots), 1, 1024),
+        poll_s=parse_float(
+            "WEDDING_DELIVERY_POLL_S", get("WEDDING_DELIVERY_POLL_S", 1), 0.05, 3600
+        ),
+        lease_s=parse_float(
+            "WEDDING_DELIVERY_LEASE_S", get("WEDDING_DELIVERY_LEASE_S", 900), 1, 86_400
+        ),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -370,166 +525,157 @@ class Settings:
             dropped client reconnects with ``Last-Event-ID`` and gets what it missed.
         updates_max_clients: live-update streams one organisation may hold open on a worker
             (``WEDDING_UPDATES_MAX_CLIENTS``, 50); one more is refused with 429.
+        delivery: the delivery section (:class:`DeliverySettings`).
     """
 
-    kafka_bootstrap: str = field(default_factory=lambda: _env("KAFKA_BOOTSTRAP", "127.0.0.1:9092"))
-    postgres_dsn: str = field(default_factory=lambda: _env("POSTGRES_DSN", _DEFAULT_DSN))
-    postgres_system_dsn: str = field(default_factory=lambda: _env("POSTGRES_SYSTEM_DSN", ""))
-    postgres_owner_dsn: str = field(default_factory=lambda: _env("POSTGRES_OWNER_DSN", ""))
-    app_id: str = field(default_factory=lambda: _env("WEDDING_APP_ID", "wedding-engine"))
-    topic_partitions: int = field(default_factory=lambda: _int("WEDDING_PARTITIONS", 4, 1, 1000))
+    kafka_bootstrap: str = field(default="127.0.0.1:9092", metadata=env("KAFKA_BOOTSTRAP"))
+    postgres_dsn: str = field(default=_DEFAULT_DSN, metadata=env("POSTGRES_DSN"))
+    postgres_system_dsn: str = field(default="", metadata=env("POSTGRES_SYSTEM_DSN"))
+    postgres_owner_dsn: str = field(default="", metadata=env("POSTGRES_OWNER_DSN"))
+    app_id: str = field(default="wedding-engine", metadata=env("WEDDING_APP_ID"))
+    topic_partitions: int = field(default=4, metadata=env("WEDDING_PARTITIONS", int_in(1, 1000)))
     data_dir: Path = field(
-        default_factory=lambda: Path(_env("WEDDING_DATA_DIR", ".state/worker-data"))
+        default=Path(".state/worker-data"), metadata=env("WEDDING_DATA_DIR", _path)
     )
     artifact_dir: Path = field(
-        default_factory=lambda: Path(_env("WEDDING_ARTIFACT_DIR", ".state/artifacts"))
+        default=Path(".state/artifacts"), metadata=env("WEDDING_ARTIFACT_DIR", _path)
     )
     artifact_store_max_bytes: int = field(
-        default_factory=lambda: _int("WEDDING_ARTIFACT_STORE_MAX_BYTES", 0, 0, 2**62)
+        default=0, metadata=env("WEDDING_ARTIFACT_STORE_MAX_BYTES", int_in(0, 2**62))
     )
-    web_host: str = field(default_factory=lambda: _env("WEDDING_WEB_HOST", "127.0.0.1"))
-    web_port: int = field(default_factory=lambda: _int("WEDDING_WEB_PORT", 6066, 1, 65535))
-    web_bind: str = field(default_factory=lambda: _env("WEDDING_WEB_BIND", ""))
-    jwt_secret: str = field(default_factory=lambda: _secret("WEDDING_JWT_SECRET", DEV_JWT_SECRET))
+    web_host: str = field(default="127.0.0.1", metadata=env("WEDDING_WEB_HOST"))
+    web_port: int = field(default=6066, metadata=env("WEDDING_WEB_PORT", int_in(1, 65535)))
+    web_bind: str = field(default="", metadata=env("WEDDING_WEB_BIND"))
+    jwt_secret: str = field(
+        default=DEV_JWT_SECRET, metadata=env("WEDDING_JWT_SECRET", parse_secret)
+    )
     link_secret: str = field(
-        default_factory=lambda: _secret("WEDDING_LINK_SECRET", DEV_LINK_SECRET)
+        default=DEV_LINK_SECRET, metadata=env("WEDDING_LINK_SECRET", parse_secret)
     )
     rocksdb_block_cache_bytes: int = field(
-        default_factory=lambda: _int(
-            "WEDDING_ROCKSDB_BLOCK_CACHE_BYTES", 16 * 1024 * 1024, 0, 1024 * 1024 * 1024
-        )
+        default=16 * 1024 * 1024,
+        metadata=env("WEDDING_ROCKSDB_BLOCK_CACHE_BYTES", int_in(0, 1024 * 1024 * 1024)),
     )
     rocksdb_write_buffer_bytes: int = field(
-        default_factory=lambda: _int(
-            "WEDDING_ROCKSDB_WRITE_BUFFER_BYTES", 16 * 1024 * 1024, 1024 * 1024, 1024 * 1024 * 1024
-        )
+        default=16 * 1024 * 1024,
+        metadata=env("WEDDING_ROCKSDB_WRITE_BUFFER_BYTES", int_in(1024 * 1024, 1024 * 1024 * 1024)),
     )
     batch_max_events: int = field(
-        default_factory=lambda: _int("WEDDING_BATCH_MAX_EVENTS", 5_000, 1, 1_000_000)
+        default=5_000, metadata=env("WEDDING_BATCH_MAX_EVENTS", int_in(1, 1_000_000))
     )
     batch_max_seconds: float = field(
-        default_factory=lambda: _float("WEDDING_BATCH_MAX_SECONDS", 0.01, 0.001, 60)
+        default=0.01, metadata=env("WEDDING_BATCH_MAX_SECONDS", float_in(0.001, 60))
     )
     fetch_max_wait_ms: int = field(
-        default_factory=lambda: _int("WEDDING_FETCH_MAX_WAIT_MS", 20, 0, 60_000)
+        default=20, metadata=env("WEDDING_FETCH_MAX_WAIT_MS", int_in(0, 60_000))
     )
     gc_gen0_threshold: int = field(
-        default_factory=lambda: _int("WEDDING_GC_GEN0_THRESHOLD", 50_000, 0, 10_000_000)
+        default=50_000, metadata=env("WEDDING_GC_GEN0_THRESHOLD", int_in(0, 10_000_000))
     )
     offset_reset: str = field(
-        default_factory=lambda: _choice("WEDDING_OFFSET_RESET", "earliest", ("earliest", "latest"))
+        default="earliest", metadata=env("WEDDING_OFFSET_RESET", one_of("earliest", "latest"))
     )
     stall_report_s: float = field(
-        default_factory=lambda: _float("WEDDING_STALL_REPORT_S", 300, 1, 86_400)
+        default=300.0, metadata=env("WEDDING_STALL_REPORT_S", float_in(1, 86_400))
     )
     shutdown_timeout_s: float = field(
-        default_factory=lambda: _float("WEDDING_SHUTDOWN_TIMEOUT_S", 25, 1, 3600)
+        default=25.0, metadata=env("WEDDING_SHUTDOWN_TIMEOUT_S", float_in(1, 3600))
     )
     stream_wait_empty: bool = field(
-        default_factory=lambda: _flag("WEDDING_STREAM_WAIT_EMPTY", False)
+        default=False, metadata=env("WEDDING_STREAM_WAIT_EMPTY", parse_flag)
     )
-    grace_s: float = field(default_factory=lambda: _float("WEDDING_GRACE_S", 3600, 0, 31 * 86_400))
+    grace_s: float = field(
+        default=3600.0, metadata=env("WEDDING_GRACE_S", float_in(0, 31 * 86_400))
+    )
     dedupe_horizon_s: float = field(
-        default_factory=lambda: _float("WEDDING_DEDUPE_HORIZON_S", 30 * 86_400, 1, 3650 * 86_400)
+        default=30 * 86_400.0, metadata=env("WEDDING_DEDUPE_HORIZON_S", float_in(1, 3650 * 86_400))
     )
     session_timeout_s: float = field(
-        default_factory=lambda: _float("WEDDING_SESSION_TIMEOUT_S", 30, 1, 1800)
+        default=30.0, metadata=env("WEDDING_SESSION_TIMEOUT_S", float_in(1, 1800))
     )
-    group_instance_id: str = field(default_factory=lambda: _env("WEDDING_GROUP_INSTANCE_ID", ""))
+    group_instance_id: str = field(default="", metadata=env("WEDDING_GROUP_INSTANCE_ID"))
     allow_private_targets: bool = field(
-        default_factory=lambda: _flag("WEDDING_ALLOW_PRIVATE_TARGETS", False)
+        default=False, metadata=env("WEDDING_ALLOW_PRIVATE_TARGETS", parse_flag)
     )
-    scheduling_enabled: bool = field(default_factory=lambda: _flag("WEDDING_SCHEDULING", True))
+    scheduling_enabled: bool = field(default=True, metadata=env("WEDDING_SCHEDULING", parse_flag))
     scheduler_interval_s: float = field(
-        default_factory=lambda: _float("WEDDING_SCHEDULER_INTERVAL_S", 15, 0.1, 3600)
+        default=15.0, metadata=env("WEDDING_SCHEDULER_INTERVAL_S", float_in(0.1, 3600))
     )
     schedule_run_timeout_s: float = field(
-        default_factory=lambda: _float("WEDDING_SCHEDULE_RUN_TIMEOUT_S", 3600, 1, 30 * 86400)
+        default=3600.0, metadata=env("WEDDING_SCHEDULE_RUN_TIMEOUT_S", float_in(1, 30 * 86400))
     )
 
     report_lane_concurrency: dict[str, int] = field(
-        default_factory=lambda: _lanes(
-            _env("WEDDING_REPORT_LANES", "critical=4,high=3,normal=3,low=2")
-        )
+        default_factory=lambda: _lanes("WEDDING_REPORT_LANES", DEFAULT_LANES),
+        metadata=env("WEDDING_REPORT_LANES", _lanes),
     )
     report_retry_base_s: float = field(
-        default_factory=lambda: _float("WEDDING_REPORT_RETRY_BASE_S", 1.0, 0, 3600)
+        default=1.0, metadata=env("WEDDING_REPORT_RETRY_BASE_S", float_in(0, 3600))
     )
     report_cancel_poll_s: float = field(
-        default_factory=lambda: _float("WEDDING_REPORT_CANCEL_POLL_S", 0.5, 0.01, 60)
+        default=0.5, metadata=env("WEDDING_REPORT_CANCEL_POLL_S", float_in(0.01, 60))
     )
-    slow_query_s: float = field(default_factory=lambda: slow_query_s_from_env())
+    slow_query_s: float = field(
+        default=5.0, metadata=env("WEDDING_SLOW_QUERY_S", float_in(0, 86_400))
+    )
     changelog_max_compaction_lag_ms: int = field(
-        default_factory=lambda: _int(
-            "WEDDING_CHANGELOG_MAX_COMPACTION_LAG_MS", 86_400_000, 1_000, 30 * 86_400_000
-        )
+        default=86_400_000,
+        metadata=env("WEDDING_CHANGELOG_MAX_COMPACTION_LAG_MS", int_in(1_000, 30 * 86_400_000)),
     )
     input_retention_ms: int = field(
-        default_factory=lambda: _int(
-            "WEDDING_INPUT_RETENTION_MS", 7 * 86_400_000, 60_000, 365 * 86_400_000
-        )
+        default=7 * 86_400_000,
+        metadata=env("WEDDING_INPUT_RETENTION_MS", int_in(60_000, 365 * 86_400_000)),
     )
     retention_interval_s: float = field(
-        default_factory=lambda: _float("WEDDING_RETENTION_INTERVAL_S", 3600, 0.5, 7 * 86_400)
+        default=3600.0, metadata=env("WEDDING_RETENTION_INTERVAL_S", float_in(0.5, 7 * 86_400))
     )
     gdpr_erasure_wait_s: float = field(
-        default_factory=lambda: _float("WEDDING_GDPR_ERASURE_WAIT_S", 60, 1, 3600)
+        default=60.0, metadata=env("WEDDING_GDPR_ERASURE_WAIT_S", float_in(1, 3600))
     )
-    dev_mode: bool = field(default_factory=lambda: _flag("WEDDING_DEV_MODE", False))
+    dev_mode: bool = field(default=False, metadata=env("WEDDING_DEV_MODE", parse_flag))
     data_key_ttl_s: float = field(
-        default_factory=lambda: _float("WEDDING_DATA_KEY_TTL_S", 30, 0.1, 86_400)
+        default=30.0, metadata=env("WEDDING_DATA_KEY_TTL_S", float_in(0.1, 86_400))
     )
 
-    token_issuer: str = field(
-        default_factory=lambda: _env("WEDDING_TOKEN_ISSUER", "wedding-engine")
-    )
+    token_issuer: str = field(default="wedding-engine", metadata=env("WEDDING_TOKEN_ISSUER"))
     token_audience: str = field(
-        default_factory=lambda: _env("WEDDING_TOKEN_AUDIENCE", "wedding-engine-api")
+        default="wedding-engine-api", metadata=env("WEDDING_TOKEN_AUDIENCE")
     )
     token_max_ttl_s: int = field(
-        default_factory=lambda: _int("WEDDING_TOKEN_MAX_TTL_S", 30 * 86_400, 60, 366 * 86_400)
+        default=30 * 86_400, metadata=env("WEDDING_TOKEN_MAX_TTL_S", int_in(60, 366 * 86_400))
     )
     revocation_cache_s: float = field(
-        default_factory=lambda: _float("WEDDING_REVOCATION_CACHE_S", 5, 0, 300)
+        default=5.0, metadata=env("WEDDING_REVOCATION_CACHE_S", float_in(0, 300))
     )
-    redis_url: str = field(default_factory=lambda: _env("WEDDING_REDIS_URL", ""))
+    redis_url: str = field(default="", metadata=env("WEDDING_REDIS_URL"))
     rate_limits: dict[str, str] = field(
-        default_factory=lambda: parse_limits(
-            "WEDDING_RATE_LIMITS",
-            _env("WEDDING_RATE_LIMITS", _TOKEN_LIMITS),
-            RATE_CLASSES,
-            parse_limits("default", _TOKEN_LIMITS, RATE_CLASSES),
-        )
+        default_factory=lambda: limits_of("default", _TOKEN_LIMITS, _TOKEN_LIMITS),
+        metadata=env("WEDDING_RATE_LIMITS", lambda name, raw: limits_of(name, raw, _TOKEN_LIMITS)),
     )
     org_rate_limits: dict[str, str] = field(
-        default_factory=lambda: parse_limits(
-            "WEDDING_ORG_RATE_LIMITS",
-            _env("WEDDING_ORG_RATE_LIMITS", _ORG_LIMITS),
-            RATE_CLASSES,
-            parse_limits("default", _ORG_LIMITS, RATE_CLASSES),
-        )
+        default_factory=lambda: limits_of("default", _ORG_LIMITS, _ORG_LIMITS),
+        metadata=env(
+            "WEDDING_ORG_RATE_LIMITS", lambda name, raw: limits_of(name, raw, _ORG_LIMITS)
+        ),
     )
-    auth_failure_limit: str = field(
-        default_factory=lambda: _env("WEDDING_AUTH_FAILURE_LIMIT", "20/minute")
-    )
+    auth_failure_limit: str = field(default="20/minute", metadata=env("WEDDING_AUTH_FAILURE_LIMIT"))
     priority_orgs: frozenset[str] = field(
-        default_factory=lambda: frozenset(
-            filter(None, (o.strip() for o in _env("WEDDING_PRIORITY_ORGS", "").split(",")))
-        )
+        default=frozenset(), metadata=env("WEDDING_PRIORITY_ORGS", _names)
     )
-    org_inflight: int = field(default_factory=lambda: _int("WEDDING_ORG_INFLIGHT", 8, 1, 10_000))
+    org_inflight: int = field(default=8, metadata=env("WEDDING_ORG_INFLIGHT", int_in(1, 10_000)))
     org_slot_share: float = field(
-        default_factory=lambda: _float("WEDDING_ORG_SLOT_SHARE", 0.5, 0.01, 1)
+        default=0.5, metadata=env("WEDDING_ORG_SLOT_SHARE", float_in(0.01, 1))
     )
     progress_interval_s: float = field(
-        default_factory=lambda: _float("WEDDING_PROGRESS_INTERVAL_S", 10, 0, 3600)
+        default=10.0, metadata=env("WEDDING_PROGRESS_INTERVAL_S", float_in(0, 3600))
     )
     updates_queue: int = field(
-        default_factory=lambda: _int("WEDDING_UPDATES_QUEUE", 1000, 1, 1_000_000)
+        default=1000, metadata=env("WEDDING_UPDATES_QUEUE", int_in(1, 1_000_000))
     )
     updates_max_clients: int = field(
-        default_factory=lambda: _int("WEDDING_UPDATES_MAX_CLIENTS", 50, 1, 100_000)
+        default=50, metadata=env("WEDDING_UPDATES_MAX_CLIENTS", int_in(1, 100_000))
     )
+    delivery: DeliverySettings = field(default_factory=DeliverySettings)
 
     def __post_init__(self) -> None:
         if not self.web_bind:
@@ -545,21 +691,26 @@ class Settings:
             )
 
 
-def _lanes(spec: str) -> dict[str, int]:
-    """``"critical=4,low=1"`` → ``{"critical": 4, "high": 1, "normal": 1, "low": 1}``.
+def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    """The settings: ``overrides`` (field name → value, taken as given), else the field's
+    variable in ``environ`` (``os.environ`` by default) when it is set, else the default.
+
+    The only place the environment is read for :class:`Settings` (each field's variable and
+    parser are in its metadata, :func:`env`).
 
     Raises:
-        ValueError: an unknown lane or a concurrency below 1.
+        ValueError: a variable's value is malformed or out of range; the message names it.
+        TypeError: an override names no field.
     """
-    out = {"critical": 1, "high": 1, "normal": 1, "low": 1}
-    for part in filter(None, (p.strip() for p in spec.split(","))):
-        name, _, value = part.partition("=")
-        if name not in out or int(value) < 1:
-            raise ValueError(f"WEDDING_REPORT_LANES: bad entry {part!r}")
-        out[name] = int(value)
-    return out
-
-
-def load_settings() -> Settings:
-    """Read the settings from the environment (see :class:`Settings` for the variables)."""
-    return Settings()
+    source = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for f in fields(Settings):
+        variable = f.metadata.get("env")
+        if variable is None or f.name in overrides:
+            continue
+        raw = source.get(variable)
+        if raw is not None:
+            values[f.name] = f.metadata["parse"](variable, raw)
+    if "delivery" not in overrides:
+        values["delivery"] = load_delivery_settings(source)
+    return Settings(**values, **overrides)

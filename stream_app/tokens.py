@@ -18,8 +18,8 @@ from stream_app.db.tenancy import (
     fetch_organization,
     tenant_transaction,
 )
+from stream_app.schemas.tokens import IssuedToken, new_token
 from stream_app.settings import Settings
-from stream_app.web.auth import IssuedToken, new_token
 
 
 async def issue(

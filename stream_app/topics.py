@@ -61,8 +61,16 @@ CLIENT_KEYED_TOPICS: tuple[str, ...] = (
 """Topics whose records can carry a client id (in the key or the value) and cannot be edited
 in place: they get a bounded retention (GDPR Art. 17, README "GDPR data map")."""
 
+STREAM_OF_METRIC: dict[str, str] = {
+    "venue_bookings": "bookings",
+    "booking_payments": "payments",
+    "client_interactions": "interactions",
+    "supplier_activity": "suppliers",
+}
+"""Table (``metric`` of an update) → the stream name report types list in ``reads``."""
+
 CLIENT_INTERACTION_TOTALS = "client-interaction-totals"
-"""The faust table of client interaction totals (:mod:`stream_app.agents.interactions`)."""
+"""The faust table of client interaction totals (:mod:`stream_app.topology`)."""
 CLIENT_KEYED_TABLES: tuple[str, ...] = (CLIENT_INTERACTION_TOTALS,)
 """Tables whose rows are keyed by client: their changelogs are compacted within a bound."""
 

@@ -13,6 +13,7 @@ import threading
 
 import faust
 
+from stream_app import pauses as _pauses  # noqa: F401
 from stream_app.agents import bookings as _bookings  # noqa: F401
 from stream_app.agents import delivery as _delivery  # noqa: F401
 from stream_app.agents import interactions as _interactions  # noqa: F401

@@ -134,21 +134,6 @@ one changelog round trip, so with a shallow pipeline they queue behind each othe
 1,000 events/s the median latency was 4.5-6.6 s with a depth of 2 and 76 ms with 8 (their
 changelog records then share produce requests). 32 measured no better than 8."""
 
-INPUT_TOPIC: dict[str, Any] = {
-    "key_type": bytes,
-    "value_type": bytes,
-    "key_serializer": "raw",
-    "value_serializer": "raw",
-    # at most two fetched batches wait for the agent: while they wait, the consumer's fetch
-    # buffer keeps filling, and the next fetch returns it as one larger batch. A deeper
-    # queue of small batches (faust's default holds 4,096 items) let a trickle of events
-    # queue up as hundreds of tiny batches, each paying the per-batch round trips: at
-    # 1,000 events/s the median latency was 6-7 s.
-    "maxsize": 2,
-}
-"""Options of an input topic's channel: raw bytes (decoded by the batch loop), a short
-queue of fetched batches."""
-
 
 class _Turns:
     """The highest sequence number done so far: :meth:`wait_for` returns once ``seq`` is."""

@@ -1,24 +1,23 @@
 """The bookings agent: folds ``wedding-bookings`` into venue totals and event-time windows.
 
-The batch loop (:mod:`stream_app.agents.batch`) hands this module one partition's fetched
-batch at a time; :func:`fold` folds it with :func:`stream_app.tables.bookings.fold_batch`
-into seven rows per event (service-date day and month; event-time hour, UTC day, local day,
-ISO week and month), one read and one write per distinct row per batch, each row keeping the
-input offset it has applied up to.
+A fold agent (:class:`stream_app.agents.fold.FoldAgent`): the batch loop hands it one
+partition's fetched batch at a time; :meth:`BookingsAgent.fold` folds it with
+:func:`stream_app.tables.bookings.fold_batch` into seven rows per event (service-date day and
+month; event-time hour, UTC day, local day, ISO week and month), one read and one write per
+distinct row per batch, each row keeping the input offset it has applied up to.
 
-State: one RocksDB table, ``venue-bookings``, changelogged and co-partitioned with
-``wedding-bookings``; key ``org/venue/grain/period``, value ``{"totals", "o"}`` (window rows
-gain ``"final": true`` once closed); ``~watermark/<partition>/<org>`` rows hold each
-organisation's watermark; ``~e/<digest>`` rows the dedupe records.
+State: one RocksDB table, ``venue-bookings`` (:mod:`stream_app.topology`), changelogged and
+co-partitioned with ``wedding-bookings``; key ``org/venue/grain/period``, value ``{"totals",
+"o"}`` (window rows gain ``"final": true`` once closed); ``~watermark/<partition>/<org>`` rows
+hold each organisation's watermark; ``~e/<digest>`` rows the dedupe records.
 
 Updates on ``realtime-metrics-updates``: every changed row after each batch (early values,
 absolute, coalesced per batch); and once per event-time window, when the organisation's
 watermark passes its end plus the grace period (``WEDDING_GRACE_S``), its final value with
-``"final": true`` (:class:`stream_app.schemas.updates.MetricUpdate`). A final value is sent
-and acknowledged before the batch that closed the window is, so a crash can send it again
-(the same value), never lose it. A window whose organisation sends no more events in the
-partition is not closed (the watermark moves with event time only, as in Kafka Streams'
-suppression).
+``"final": true`` (:class:`stream_app.schemas.updates.MetricUpdate`). A final value is sent and
+acknowledged before the batch that closed the window is, so a crash can send it again (the same
+value), never lose it. A window whose organisation sends no more events in the partition is not
+closed (the watermark moves with event time only, as in Kafka Streams' suppression).
 """
 
 from __future__ import annotations
@@ -28,11 +27,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 from typing import Any
 
-from stream_app.agents.batch import INPUT_TOPIC, BatchStream, Folded
-from stream_app.agents.data_versions import DataVersions
+from stream_app.agents.batch import Folded
+from stream_app.agents.fold import FoldAgent, FoldSpec
 from stream_app.agents.publisher import MetricPublisher
 from stream_app.agents.zones import OrganizationZones
-from stream_app.app import app, rocksdb_options, settings
+from stream_app.app import app, settings
 from stream_app.observability import FINAL_WINDOWS, LATE_EVENTS
 from stream_app.runtime.state import producer_client
 from stream_app.schemas.bookings import BookingEvent
@@ -41,30 +40,10 @@ from stream_app.tables.bookings import BatchResult, RowChange, VenueTotals, Wind
 from stream_app.tables.closing import OpenWindows
 from stream_app.topics import LATE_EVENTS as LATE_EVENTS_TOPIC
 from stream_app.topics import REALTIME_METRICS_UPDATES, WEDDING_BOOKINGS
+from stream_app.topology import bookings_topic, venue_bookings
 
 METRIC = "venue_bookings"
-
-_raw: dict[str, Any] = {
-    "key_type": bytes,
-    "value_type": bytes,
-    "key_serializer": "raw",
-    "value_serializer": "raw",
-}
-bookings_topic = app.topic(WEDDING_BOOKINGS, partitions=settings.topic_partitions, **INPUT_TOPIC)
-zones = OrganizationZones(settings.postgres_system_dsn)
 GRACE = timedelta(seconds=settings.grace_s)
-
-venue_bookings = app.Table(
-    "venue-bookings",
-    default=None,
-    partitions=settings.topic_partitions,
-    options=rocksdb_options(settings),
-)
-
-publisher = MetricPublisher()
-finals = MetricPublisher()
-versions = DataVersions(settings.postgres_system_dsn, "bookings")
-open_windows: dict[int, OpenWindows] = {}
 
 
 def _values(t: VenueTotals) -> MetricValues:
@@ -131,74 +110,69 @@ def _record(target: MetricPublisher, c: RowChange) -> None:
     )
 
 
-def fold(
-    partition: int,
-    get: Callable[[str], Any],
-    batch: Sequence[tuple[int, BookingEvent]],
-    raw: Callable[[int], Any],
-) -> Folded:
-    """Fold one partition's batch (see the module docstring)."""
-    index = open_windows.setdefault(partition, OpenWindows())
-    policy = WindowPolicy(zones.zone_of, GRACE, watermark_key(partition), index.closing)
-    result = fold_batch(get, batch, policy)
-    durable: list[Awaitable[Any]] = []
-    if result.late:
-        durable.append(late_copies(partition, batch, result, raw))
-    closed = [c for c in result.changes if c.final]
-    if closed:
-        for c in closed:
-            _record(finals, c)
-            FINAL_WINDOWS.labels(WEDDING_BOOKINGS, c.grain).inc()
-        durable.append(finals.publish(producer_client(app), REALTIME_METRICS_UPDATES, wait=True))
+class BookingsAgent(FoldAgent[BookingEvent]):
+    """The bookings fold: venue totals and event-time windows (see the module docstring).
 
-    # the next batch may be folded before this one is durable: it must see these windows
-    for org, key, closes_at in result.opened:
-        index.add(org, key, closes_at)
-
-    def after() -> None:
-        for c in result.changes:
-            if not c.final:
-                versions.record(c.organization_id)
-                _record(publisher, c)
-
-    return Folded(result.writes, result.outcomes, durable, after)
-
-
-async def prepare(events: Sequence[BookingEvent]) -> None:
-    """Load the zones of the batch's organisations (PostgreSQL, cached)."""
-    await zones.load(e.organization_id for e in events)
-
-
-async def on_partition(partition: int) -> None:
-    """Rebuild the open windows of a partition just taken (scan of its window rows)."""
-    rows = [(k, v) for k, v in stream.state.scan(partition) if not k.startswith("~")]
-    await zones.load({k.split("/", 1)[0] for k, _ in rows})
-    open_windows[partition] = OpenWindows.rebuild(rows, zones.zone_of, GRACE)
-
-
-async def announce() -> None:
-    """Mark the cached reports that read the changed rows stale, then publish the changes.
-
-    Runs once the batch's rows are durable; updates are at-least-once and carry absolute
-    values.
+    Attributes:
+        zones: the organisations' IANA zones (PostgreSQL, cached).
+        updates: collects the changed rows' early values (published after each batch).
+        finals: collects closed windows' final values (sent before the batch is acknowledged).
+        open_windows: per partition, the windows not closed yet.
     """
-    versions.flush_soon()
-    await publisher.publish(producer_client(app), REALTIME_METRICS_UPDATES)
+
+    def __init__(self) -> None:
+        self.zones = OrganizationZones(settings.postgres_system_dsn)
+        self.finals = MetricPublisher()
+        self.open_windows: dict[int, OpenWindows] = {}
+        self.updates = MetricPublisher()
+        spec = FoldSpec(WEDDING_BOOKINGS, BookingEvent, "venue_id", venue_bookings, METRIC)
+        super().__init__(spec, self.updates)
+
+    def fold(
+        self,
+        partition: int,
+        get: Callable[[str], Any],
+        batch: Sequence[tuple[int, BookingEvent]],
+        raw: Callable[[int], Any],
+    ) -> Folded:
+        """Fold one partition's batch (see the module docstring)."""
+        index = self.open_windows.setdefault(partition, OpenWindows())
+        policy = WindowPolicy(self.zones.zone_of, GRACE, watermark_key(partition), index.closing)
+        result = fold_batch(get, batch, policy)
+        durable: list[Awaitable[Any]] = []
+        if result.late:
+            durable.append(late_copies(partition, batch, result, raw))
+        closed = [c for c in result.changes if c.final]
+        if closed:
+            for c in closed:
+                _record(self.finals, c)
+                FINAL_WINDOWS.labels(WEDDING_BOOKINGS, c.grain).inc()
+            durable.append(
+                self.finals.publish(producer_client(app), REALTIME_METRICS_UPDATES, wait=True)
+            )
+
+        # the next batch may be folded before this one is durable: it must see these windows
+        for org, key, closes_at in result.opened:
+            index.add(org, key, closes_at)
+
+        def after() -> None:
+            for c in result.changes:
+                if not c.final:
+                    self.versions.record(c.organization_id)
+                    _record(self.updates, c)
+
+        return Folded(result.writes, result.outcomes, durable, after)
+
+    async def prepare(self, events: Sequence[BookingEvent]) -> None:
+        """Load the zones of the batch's organisations (PostgreSQL, cached)."""
+        await self.zones.load(e.organization_id for e in events)
+
+    async def on_partition(self, partition: int) -> None:
+        """Rebuild the open windows of a partition just taken (scan of its window rows)."""
+        rows = [(k, v) for k, v in self.core.state.scan(partition) if not k.startswith("~")]
+        await self.zones.load({k.split("/", 1)[0] for k, _ in rows})
+        self.open_windows[partition] = OpenWindows.rebuild(rows, self.zones.zone_of, GRACE)
 
 
-stream: BatchStream[BookingEvent] = BatchStream(
-    topic=WEDDING_BOOKINGS,
-    schema=BookingEvent,
-    key_of=lambda e: f"{e.organization_id}/{e.venue_id}".encode(),
-    table=venue_bookings,
-    fold=fold,
-    prepare=prepare,
-    announce=announce,
-    on_partition=on_partition,
-)
-
-
-@app.agent(bookings_topic)
-async def bookings_agent(events: Any) -> None:
-    """Consume ``wedding-bookings`` for ever (see the module docstring)."""
-    await stream.run(events)
+bookings: BookingsAgent = BookingsAgent()
+bookings_agent = bookings.agent(bookings_topic, f"{__name__}.bookings_agent")

@@ -22,14 +22,6 @@ from stream_app.db.pool import get_system_pool
 
 log = logging.getLogger(__name__)
 
-STREAM_OF_METRIC: dict[str, str] = {
-    "venue_bookings": "bookings",
-    "booking_payments": "payments",
-    "client_interactions": "interactions",
-    "supplier_activity": "suppliers",
-}
-"""Table (``metric`` of an update) → the stream name report types list in ``reads``."""
-
 
 class DataVersions:
     """Changed-row counts of one stream per organisation, written by :meth:`flush`."""

@@ -17,17 +17,7 @@ from typing import Any
 
 from faust.types import EventT
 
-from stream_app.app import app
-from stream_app.topics import DEAD_LETTER
-
-dead_letter_topic = app.topic(
-    DEAD_LETTER,
-    key_type=bytes,
-    value_type=bytes,
-    key_serializer="raw",
-    value_serializer="raw",
-    partitions=app.conf.topic_partitions,
-)
+from stream_app.topology import dead_letter_topic
 
 
 def dead_letter_headers(

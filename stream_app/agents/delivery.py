@@ -1,7 +1,9 @@
-"""The delivery agent: delivers the finished reports of scheduled runs.
+"""The delivery agent: delivers the finished reports of scheduled runs and of report requests
+that carry their own ``delivery``.
 
 Consumes ``report-results``; each final status (``completed``, ``failed``, ``cancelled``) of
-a report that a schedule run planned becomes a row of the delivery queue, due at once
+a report that a schedule run planned, and each ``completed`` status of a report whose request
+asked for a delivery, becomes a row of the delivery queue, due at once
 (:meth:`stream_app.delivery.worker.DeliveryWorker.enqueue_report`); consuming never waits
 for an endpoint. The ``run_delivery_worker`` task attempts due rows in fair-share slots and
 queues retries with their due time (:mod:`stream_app.delivery.worker`). Kafka's
@@ -14,29 +16,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections.abc import AsyncIterable
 from typing import Any
 
 from stream_app.app import app, settings
 from stream_app.crypto.keyring import get_keyring
 from stream_app.db.pool import get_pool, get_system_pool
-from stream_app.delivery.dispatch import load_delivery_config
+from stream_app.delivery.adhoc import AdhocDeliveries
+from stream_app.delivery.dispatch import delivery_config
 from stream_app.delivery.worker import DeliveryWorker
+from stream_app.schedules.deliveries import ScheduleDeliveries
 from stream_app.schemas.base import EventValidationError, decode_event
 from stream_app.schemas.updates import ReportStatus
 from stream_app.topology import report_results_topic
 
 log = logging.getLogger(__name__)
-if settings.link_secret == settings.jwt_secret:
-    raise ValueError("WEDDING_LINK_SECRET: must differ from WEDDING_JWT_SECRET")
-config = load_delivery_config(
-    {
-        "WEDDING_PUBLIC_BASE_URL": f"http://{settings.web_host}:{settings.web_port}",
-        **os.environ,
-    },
-    fallback_secret=settings.link_secret,
-)
+config = delivery_config(settings)
 _worker: DeliveryWorker | None = None
 
 
@@ -50,6 +45,7 @@ async def delivery_worker() -> DeliveryWorker:
             pool,
             config,
             settings.artifact_dir,
+            sources=(ScheduleDeliveries(), AdhocDeliveries()),
             system_pool=system_pool,
             keys=await get_keyring(settings.postgres_dsn),
         )
@@ -57,7 +53,8 @@ async def delivery_worker() -> DeliveryWorker:
 
 
 async def handle_report_result(raw: bytes) -> str | None:
-    """Queue the delivery of one ``report-results`` message if a schedule run planned it.
+    """Queue the delivery of one ``report-results`` message if a schedule run or the report's
+    own request asked for one.
 
     Returns:
         ``"queued"``, or None when there is nothing to deliver (or it is already queued).

@@ -18,7 +18,7 @@ from typing import Any, Generic, TypeVar
 import msgspec
 
 from stream_app.observability import METRIC_UPDATES_FAILED, METRIC_UPDATES_PUBLISHED
-from stream_app.partitioning import partition_for
+from stream_app.queries.partitions import partition_for
 from stream_app.runtime.bulk_send import Record, send_records
 from stream_app.schemas.base import encode_event
 from stream_app.schemas.updates import (
@@ -120,7 +120,7 @@ class _CoalescingPublisher(Generic[V]):
         (:func:`stream_app.runtime.state.producer_client`); with ``wait`` the call returns
         once the broker has acknowledged every message (and raises if one was not). Messages
         are keyed ``organization_id/key`` and placed by Kafka's default partitioner
-        (:func:`stream_app.partitioning.partition_for`), in aiokafka record batches
+        (:func:`stream_app.queries.partitions.partition_for`), in aiokafka record batches
         (:func:`stream_app.runtime.bulk_send.send_records`); a send returns once the batches
         are queued, and a failed delivery is logged and counted in
         ``wedding_metric_updates_failed_total`` (per message). Updates carry absolute

@@ -19,10 +19,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 from zoneinfo import ZoneInfo
 
-from stream_app.aggregation.datasets import DATASETS, GRAINS, Dataset, FieldSpec, FieldType
+from stream_app.aggregation.datasets import (
+    DATASETS,
+    GRAINS,
+    Dataset,
+    FieldSpec,
+    FieldType,
+    FilterOp,
+    MetricOp,
+)
 from stream_app.aggregation.request import (
     AggregationError,
     AggregationRequest,
@@ -77,19 +85,8 @@ _PERCENTILE_SQL = {
     "percentile_cont": "percentile_cont",
     "percentile_disc": "percentile_disc",
 }
-_METRIC_OPS = (
-    "count",
-    "sum",
-    "avg",
-    "min",
-    "max",
-    "distinct_count",
-    "percentile",
-    "percentile_cont",
-    "percentile_disc",
-)
-_FILTER_OPS = ("eq", "ne", "in", "not_in", "lt", "lte", "gt", "gte", "between", "is_null")
-_FILTER_OPS_ALL = (*_FILTER_OPS, "is_not_null")
+_METRIC_OPS: tuple[str, ...] = get_args(MetricOp)
+_FILTER_OPS_ALL: tuple[str, ...] = get_args(FilterOp)
 
 
 @dataclass(frozen=True, slots=True)

@@ -128,16 +128,22 @@ class Dataset:
     currency_field: str | None = None
 
 
+_ID_ONLY_COUNTS = frozenset({"count", "distinct_count"})
+
+
 def _dataset(
     name: str,
     description: str,
+    id_description: str,
     fields: list[FieldSpec],
     currency_field: str | None = None,
 ) -> Dataset:
+    """The dataset of table ``name``: its ``id`` (counted only, never grouped), then
+    ``fields``."""
+    row_id = FieldSpec("id", "text", id_description, groupable=False, metrics=_ID_ONLY_COUNTS)
+    fields = [row_id, *fields]
     return Dataset(name, name, description, {f.name: f for f in fields}, currency_field)
 
-
-_ID_ONLY_COUNTS = frozenset({"count", "distinct_count"})
 
 DATASETS: dict[str, Dataset] = {
     d.name: d
@@ -145,8 +151,8 @@ DATASETS: dict[str, Dataset] = {
         _dataset(
             "bookings",
             "one booking of a venue, supplier or service (migration 001 ``bookings``)",
+            "booking id",
             [
-                FieldSpec("id", "text", "booking id", groupable=False, metrics=_ID_ONLY_COUNTS),
                 FieldSpec("venue_id", "text", "venue id (empty for non-venue bookings)"),
                 FieldSpec("supplier_id", "text", "supplier id"),
                 FieldSpec("client_id", "text", "client id"),
@@ -164,8 +170,8 @@ DATASETS: dict[str, Dataset] = {
         _dataset(
             "payments",
             "one payment or refund of a booking (migration 001 ``payments``)",
+            "payment id",
             [
-                FieldSpec("id", "text", "payment id", groupable=False, metrics=_ID_ONLY_COUNTS),
                 FieldSpec("booking_id", "text", "the booking paid"),
                 FieldSpec("kind", "text", "payment or refund"),
                 FieldSpec("amount_minor", "money", "amount, minor units of currency"),
@@ -177,8 +183,8 @@ DATASETS: dict[str, Dataset] = {
         _dataset(
             "feedback",
             "one client feedback (migration 001 ``feedback``)",
+            "feedback id",
             [
-                FieldSpec("id", "text", "feedback id", groupable=False, metrics=_ID_ONLY_COUNTS),
                 FieldSpec("client_id", "text", "client id"),
                 FieldSpec("booking_id", "text", "the booking it is about"),
                 FieldSpec("rating", "int", "rating 1..5"),
@@ -189,8 +195,8 @@ DATASETS: dict[str, Dataset] = {
         _dataset(
             "weddings",
             "one wedding (migration 001 ``weddings``)",
+            "wedding id",
             [
-                FieldSpec("id", "text", "wedding id", groupable=False, metrics=_ID_ONLY_COUNTS),
                 FieldSpec("client_id", "text", "client id"),
                 FieldSpec("wedding_date", "date", "local date of the wedding"),
                 FieldSpec("venue_id", "text", "venue id"),
@@ -200,8 +206,8 @@ DATASETS: dict[str, Dataset] = {
         _dataset(
             "clients",
             "one client (migration 001 ``clients``; names and e-mail addresses not exposed)",
+            "client id",
             [
-                FieldSpec("id", "text", "client id", groupable=False, metrics=_ID_ONLY_COUNTS),
                 FieldSpec("country", "text", "country as recorded"),
                 FieldSpec("created_at", "timestamp", "when the client was recorded (UTC)"),
             ],
@@ -209,8 +215,8 @@ DATASETS: dict[str, Dataset] = {
         _dataset(
             "suppliers",
             "one supplier (migration 001 ``suppliers``)",
+            "supplier id",
             [
-                FieldSpec("id", "text", "supplier id", groupable=False, metrics=_ID_ONLY_COUNTS),
                 FieldSpec("kind", "text", "photographer, caterer, planner office, ..."),
                 FieldSpec("capacity", "int", "events per day"),
             ],
@@ -218,8 +224,8 @@ DATASETS: dict[str, Dataset] = {
         _dataset(
             "venues",
             "one venue (migration 001 ``venues``)",
+            "venue id",
             [
-                FieldSpec("id", "text", "venue id", groupable=False, metrics=_ID_ONLY_COUNTS),
                 FieldSpec("capacity", "int", "events per day"),
             ],
         ),

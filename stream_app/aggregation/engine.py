@@ -38,6 +38,7 @@ from stream_app.aggregation.rollup_store import (
 from stream_app.aggregation.rollups import Rollup
 from stream_app.db import monitoring
 from stream_app.db.tenancy import UnknownOrganizationError, tenant_transaction
+from stream_app.errors import WeddingError
 
 STATEMENT_TIMEOUT_MS = 10_000
 """Longest one aggregation may run (``statement_timeout``, milliseconds). Raising it lets one
@@ -57,7 +58,7 @@ AVG_DECIMALS = Decimal("0.000001")
 Cell = str | int | None
 
 
-class AggregationTimeoutError(Exception):
+class AggregationTimeoutError(WeddingError):
     """The statement ran longer than :data:`STATEMENT_TIMEOUT_MS` and was cancelled."""
 
     retriable = False

@@ -67,7 +67,7 @@ from stream_app.aggregation.engine import (
     shape_result,
 )
 from stream_app.aggregation.request import AggregationRequest, GroupKey, request_from_dict
-from stream_app.aggregation.rollup_store import build_all
+from stream_app.aggregation.rollup_store import build_all, insert_rollup
 from stream_app.aggregation.rollups import (
     compile_from_rollup,
     definition_from_dict,
@@ -75,6 +75,7 @@ from stream_app.aggregation.rollups import (
     proposal_for,
 )
 from stream_app.db.tenancy import UnknownOrganizationError, tenant_transaction
+from stream_app.errors import WeddingError
 
 DEFAULT_RUNS = 5
 MAX_RUNS = 9
@@ -107,7 +108,7 @@ _LEAKY_KEYS = (
 )
 
 
-class _Rollback(Exception):
+class _Rollback(WeddingError):
     """Raised to roll a scratch transaction back."""
 
 
@@ -363,18 +364,7 @@ async def _rollup_candidate(
     try:
         async with tenant_transaction(conn, organization_id):
             zone = await _enter(conn, organization_id)
-            rollup_id = int(
-                await conn.fetchval(
-                    "INSERT INTO rollups (organization_id, dataset, definition, time_field,"
-                    " time_type, grain) VALUES ($1, $2, $3::jsonb, $4, $5, $6) RETURNING id",
-                    organization_id,
-                    rollup.dataset,
-                    orjson.dumps(rollup.to_json()).decode(),
-                    rollup.time_field,
-                    rollup.time_type,
-                    rollup.grain,
-                )
-            )
+            rollup_id = await insert_rollup(conn, organization_id, rollup)
             started = time.perf_counter()
             await build_all(conn, organization_id, rollup_id, rollup, zone)
             measured["build_ms"] = round((time.perf_counter() - started) * 1000, 3)

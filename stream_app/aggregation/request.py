@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from stream_app.errors import WeddingError
 from stream_app.schemas.base import EventValidationError, decode_event
 
 MAX_GROUP_BY = 6
@@ -27,7 +28,7 @@ Alias = Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_]{0,62}$")]
 """An output column name chosen by the caller."""
 
 
-class AggregationError(ValueError):
+class AggregationError(WeddingError, ValueError):
     """A request that cannot be run as it is (HTTP 400).
 
     Attributes:

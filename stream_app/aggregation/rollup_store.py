@@ -33,6 +33,7 @@ from stream_app.aggregation.rollups import (
     rollup_from_json,
 )
 from stream_app.db.tenancy import UnknownOrganizationError, tenant_transaction
+from stream_app.errors import WeddingError
 
 MAX_ROLLUPS_PER_ORG = 20
 """Rollups one organisation may hold (each is refreshed on every write to its table)."""
@@ -40,13 +41,13 @@ BUILD_TIMEOUT_MS = 60_000
 """Longest a full build or refresh may run (``statement_timeout``, milliseconds)."""
 
 
-class RollupNotFoundError(LookupError):
+class RollupNotFoundError(WeddingError, LookupError):
     """No rollup of this id in this organisation."""
 
     retriable = False
 
 
-class RollupLimitError(ValueError):
+class RollupLimitError(WeddingError, ValueError):
     """The organisation already holds :data:`MAX_ROLLUPS_PER_ORG` rollups."""
 
     retriable = False
@@ -100,20 +101,26 @@ async def create_rollup(conn: asyncpg.Connection, organization_id: str, rollup: 
             raise RollupLimitError(
                 f"the organisation holds {count} rollups (at most {MAX_ROLLUPS_PER_ORG})"
             )
-        rollup_id = int(
-            await conn.fetchval(
-                "INSERT INTO rollups (organization_id, dataset, definition, time_field,"
-                " time_type, grain) VALUES ($1, $2, $3::jsonb, $4, $5, $6) RETURNING id",
-                organization_id,
-                rollup.dataset,
-                orjson.dumps(rollup.to_json()).decode(),
-                rollup.time_field,
-                rollup.time_type,
-                rollup.grain,
-            )
-        )
+        rollup_id = await insert_rollup(conn, organization_id, rollup)
         await build_all(conn, organization_id, rollup_id, rollup, zone)
     return rollup_id
+
+
+async def insert_rollup(conn: asyncpg.Connection, organization_id: str, rollup: Rollup) -> int:
+    """Store ``rollup``'s row (unbuilt) inside a tenant transaction of the organisation; its
+    id."""
+    return int(
+        await conn.fetchval(
+            "INSERT INTO rollups (organization_id, dataset, definition, time_field,"
+            " time_type, grain) VALUES ($1, $2, $3::jsonb, $4, $5, $6) RETURNING id",
+            organization_id,
+            rollup.dataset,
+            orjson.dumps(rollup.to_json()).decode(),
+            rollup.time_field,
+            rollup.time_type,
+            rollup.grain,
+        )
+    )
 
 
 async def build_all(

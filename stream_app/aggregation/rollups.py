@@ -36,12 +36,13 @@ import msgspec
 
 from stream_app.aggregation.compiler import (
     CompiledQuery,
+    _field,
     _filter_sql,
     _Params,
     _parse_date,
     compile_request,
 )
-from stream_app.aggregation.datasets import DATASETS, GRAINS, Dataset, FieldSpec
+from stream_app.aggregation.datasets import DATASETS, GRAINS, FieldSpec
 from stream_app.aggregation.request import AggregationError, AggregationRequest, GroupKey
 from stream_app.schemas.base import EventValidationError, decode_event
 
@@ -149,15 +150,6 @@ def definition_from_dict(body: dict[str, Any]) -> Rollup:
     return decode_definition(msgspec.json.encode(body))
 
 
-def _spec(ds: Dataset, name: str, path: str) -> FieldSpec:
-    spec = ds.fields.get(name)
-    if spec is None:
-        raise AggregationError(
-            path, f"unknown field {name!r} of dataset {ds.name!r} (known: {sorted(ds.fields)})"
-        )
-    return spec
-
-
 def check_definition(definition: RollupDefinition) -> Rollup:
     """Check a definition against the allow-list and return its canonical form.
 
@@ -171,7 +163,7 @@ def check_definition(definition: RollupDefinition) -> Rollup:
         )
     dims: set[str] = set()
     for i, name in enumerate(definition.dimensions):
-        spec = _spec(ds, name, f"$.dimensions[{i}]")
+        spec = _field(ds, name, f"$.dimensions[{i}]")
         if not spec.groupable or spec.type not in ("text", "int"):
             raise AggregationError(
                 f"$.dimensions[{i}]",
@@ -182,7 +174,7 @@ def check_definition(definition: RollupDefinition) -> Rollup:
     time_field = time_type = grain = None
     if definition.time_dimension is not None:
         td = definition.time_dimension
-        spec = _spec(ds, td.field, "$.time_dimension.field")
+        spec = _field(ds, td.field, "$.time_dimension.field")
         if spec.type not in ("date", "timestamp") or not spec.groupable:
             raise AggregationError(
                 "$.time_dimension.field", f"{td.field!r} is not a date or timestamp field"
@@ -211,7 +203,7 @@ def check_definition(definition: RollupDefinition) -> Rollup:
                 raise AggregationError(f"{path}.field", f"{m.op} needs a field", "missing_field")
             measures.add(("count", None))
             continue
-        spec = _spec(ds, m.field, f"{path}.field")
+        spec = _field(ds, m.field, f"{path}.field")
         if m.op not in spec.allowed_metrics:
             raise AggregationError(
                 f"{path}.op",

@@ -40,6 +40,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from stream_app.db.tenancy import tenant_transaction
+from stream_app.errors import WeddingError
 from stream_app.settings import parse_flag
 
 KEY_BYTES: Final = 32
@@ -51,13 +52,13 @@ DEV_MASTER_KEY: Final = hashlib.sha256(
 """The development master key (``WEDDING_DEV_MODE`` only): public, so it protects nothing."""
 
 
-class MasterKeyError(RuntimeError):
+class MasterKeyError(WeddingError, RuntimeError):
     """The master key is missing, malformed, or is not the one that wrapped a data key."""
 
     retriable = False
 
 
-class DataKeyNotFoundError(LookupError):
+class DataKeyNotFoundError(WeddingError, LookupError):
     """No data key of that version exists for the organisation (a file sealed elsewhere)."""
 
     retriable = False

@@ -18,11 +18,12 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from stream_app.crypto.keys import DataKey
+from stream_app.errors import WeddingError
 
 PREFIX: Final = "wedding-sealed:v1:"
 
 
-class SealedValueError(ValueError):
+class SealedValueError(WeddingError, ValueError):
     """A sealed value is malformed or does not open with its key and context."""
 
     retriable = False

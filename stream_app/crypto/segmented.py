@@ -56,6 +56,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from stream_app.errors import WeddingError
+
 MAGIC: Final = b"WEDA"
 FORMAT_VERSION: Final = 1
 SALT_BYTES: Final = 32
@@ -71,7 +73,7 @@ KEY_BYTES: Final = 32
 MAX_SEGMENTS: Final = 1 << 32
 
 
-class ArtifactIntegrityError(ValueError):
+class ArtifactIntegrityError(WeddingError, ValueError):
     """An encrypted file cannot be authenticated: altered, truncated, reordered, moved to
     another report or organisation, or sealed with a key this worker does not hold.
 

@@ -54,6 +54,7 @@ import asyncpg
 import orjson
 import rfc8785
 
+from stream_app.db.rows import from_row
 from stream_app.db.tenancy import tenant_transaction
 
 GENESIS_HASH = "0" * 64
@@ -331,19 +332,8 @@ _COLUMNS = (
 
 
 def _event(row: asyncpg.Record) -> AuditEvent:
-    return AuditEvent(
-        id=row["id"],
-        organization_id=row["organization_id"],
-        seq=row["seq"],
-        actor=row["actor"],
-        action=row["action"],
-        target=row["target"],
-        details=json.loads(row["details"]),
-        outcome=row["outcome"],
-        at=row["at"],
-        prev_hash=row["prev_hash"],
-        row_hash=row["row_hash"],
-    )
+    # details: parsed with :mod:`json`, the rule of the hash (module docstring)
+    return from_row(AuditEvent, row, json={"details"}, loads=json.loads)
 
 
 async def list_events(

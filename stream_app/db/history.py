@@ -1,7 +1,8 @@
 """Bulk loading of booking history with asyncpg ``COPY``.
 
-Rows are copied into a temporary staging table, then inserted with ``ON CONFLICT DO
-NOTHING``, so loading the same history twice leaves one copy.
+Bookings are copied into a temporary staging table, then inserted with ``ON CONFLICT DO
+NOTHING``, so loading the same history twice leaves one copy. Payments are copied straight
+into their table (:func:`copy_payments`: bulk loads of new rows, such as the benchmarks').
 """
 
 from __future__ import annotations
@@ -65,3 +66,19 @@ async def copy_bookings(conn: asyncpg.Connection, rows: Iterable[BookingRow]) ->
             " ON CONFLICT (organization_id, id) DO NOTHING"
         )
     return int(status.split()[-1])
+
+
+PAYMENT_COLUMNS = (
+    "organization_id", "id", "booking_id", "kind", "amount_minor", "currency", "occurred_at",
+)  # fmt: skip
+"""The columns of a record given to :func:`copy_payments`, in order (migration 001)."""
+
+
+async def copy_payments(conn: asyncpg.Connection, records: Iterable[tuple[object, ...]]) -> None:
+    """Copy payment rows, each a tuple of :data:`PAYMENT_COLUMNS`, into ``payments``.
+
+    Raises:
+        asyncpg.PostgresError: a row breaks a constraint, e.g. an id already present (nothing
+            of this call is kept).
+    """
+    await conn.copy_records_to_table("payments", records=records, columns=PAYMENT_COLUMNS)

@@ -18,6 +18,7 @@ from importlib import resources
 import asyncpg
 
 from stream_app.db.roles import OWNER_ROLE, ROLES_SQL, check_serving_role
+from stream_app.errors import WeddingError
 
 _LOCK_ID = 7_311_2026  # arbitrary, constant: the advisory lock of this project's migrations
 
@@ -110,7 +111,7 @@ async def _hand_to_owner(conn: asyncpg.Connection) -> None:
     )
 
 
-class SchemaNotReadyError(RuntimeError):
+class SchemaNotReadyError(WeddingError, RuntimeError):
     """The database lacks migrations this code needs (``wedding-engine init`` was not run)."""
 
     retriable = False

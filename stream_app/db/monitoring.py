@@ -39,6 +39,7 @@ import orjson
 from prometheus_client import Counter, Histogram
 
 from stream_app.db.tenancy import tenant_transaction
+from stream_app.errors import WeddingError
 from stream_app.observability import REGISTRY
 from stream_app.settings import slow_query_s_from_env
 
@@ -117,7 +118,7 @@ def _check_labels(kind: str, dataset: str) -> None:
         raise ValueError(f"dataset: {dataset!r} must match [a-z_]{{1,64}}")
 
 
-class _Undo(Exception):
+class _Undo(WeddingError):
     """Rolls the EXPLAIN's savepoint back (and its ``SET LOCAL`` with it)."""
 
 

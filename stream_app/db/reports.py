@@ -23,6 +23,7 @@ from typing import Any
 import asyncpg
 import orjson
 
+from stream_app.db.rows import column_list, from_row
 from stream_app.db.tenancy import tenant_transaction
 
 HISTORY_STREAM = "history"
@@ -66,41 +67,14 @@ class ReportRecord:
     data_rows: int | None = None
 
 
-_COLUMNS = (
-    "id, organization_id, report_type, status, artifacts, error, processing_ms, created_at,"
-    " updated_at, priority, cache_strategy, cache_key, cache, data_versions, performance,"
-    " metadata, attempts, attempt_errors, generated_at, data_size_bytes, data_rows"
+_COLUMNS = column_list(ReportRecord)
+_JSON_COLUMNS = frozenset(
+    {"artifacts", "cache", "data_versions", "performance", "metadata", "attempt_errors"}
 )
 
 
 def _record(row: asyncpg.Record) -> ReportRecord:
-    def js(name: str) -> Any:
-        raw = row[name]
-        return None if raw is None else orjson.loads(raw)
-
-    return ReportRecord(
-        id=row["id"],
-        organization_id=row["organization_id"],
-        report_type=row["report_type"],
-        status=row["status"],
-        artifacts=orjson.loads(row["artifacts"]),
-        error=row["error"],
-        processing_ms=row["processing_ms"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-        priority=row["priority"],
-        cache_strategy=row["cache_strategy"],
-        cache_key=row["cache_key"],
-        cache=js("cache"),
-        data_versions=js("data_versions"),
-        performance=js("performance"),
-        metadata=js("metadata"),
-        attempts=row["attempts"],
-        attempt_errors=js("attempt_errors"),
-        generated_at=row["generated_at"],
-        data_size_bytes=row["data_size_bytes"],
-        data_rows=row["data_rows"],
-    )
+    return from_row(ReportRecord, row, json=_JSON_COLUMNS)
 
 
 async def insert_queued(
@@ -319,12 +293,7 @@ async def cancel(conn: asyncpg.Connection, organization_id: str, report_id: str)
         )
         if row is not None:
             return "cancelled"
-        value = await conn.fetchval(
-            "SELECT status FROM reports WHERE organization_id = $1 AND id = $2",
-            organization_id,
-            report_id,
-        )
-    return None if value is None else str(value)
+        return await current_status(conn, organization_id, report_id)
 
 
 async def fetch_report(

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from stream_app.errors import WeddingError
 from stream_app.settings import dsn_as_role
 
 if TYPE_CHECKING:
@@ -74,7 +75,7 @@ as_role = dsn_as_role
 """``as_role(dsn, role)``: ``dsn`` with its user replaced (``settings.dsn_as_role``)."""
 
 
-class UnsafeDatabaseRoleError(RuntimeError):
+class UnsafeDatabaseRoleError(WeddingError, RuntimeError):
     """The worker's database login could bypass the tenant wall (superuser, BYPASSRLS, owner)."""
 
     retriable = False

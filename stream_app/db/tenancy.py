@@ -16,8 +16,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import asyncpg
 
+from stream_app.errors import WeddingError
 
-class UnknownOrganizationError(LookupError):
+
+class UnknownOrganizationError(WeddingError, LookupError):
     """The organisation id names no organisation (or one the caller may not see)."""
 
     retriable = False

@@ -26,13 +26,14 @@ from urllib.parse import urlsplit
 import jwt
 
 from stream_app.delivery.base import DeliveryJob, DeliveryMethod, IssuedLink, SendReceipt
-from stream_app.schedules.model import link_ttl_seconds
+from stream_app.delivery.targets import link_ttl_seconds
+from stream_app.errors import WeddingError
 
 AUDIENCE = "wedding-download"
 MIN_SECRET_BYTES = 32  # HS256 wants a key of at least the hash size (RFC 7518 §3.2)
 
 
-class LinkError(ValueError):
+class LinkError(WeddingError, ValueError):
     """A download link is invalid: tampered, expired, or for a path outside the store.
 
     Attributes:
@@ -255,17 +256,17 @@ class ApiMethod(DeliveryMethod):
         return f"api {self.signer.base_url}"
 
     async def send(self, job: DeliveryJob) -> SendReceipt:
-        """Sign one link per file, valid for the schedule's ``link_ttl_seconds``."""
-        ttl = link_ttl_seconds(job.schedule.delivery)
+        """Sign one link per file, valid for the target's ``link_ttl_seconds``."""
+        ttl = link_ttl_seconds(job.target)
         now = datetime.now(UTC)
         links = [
             self.signer.sign(
-                job.schedule.organization_id,
+                job.organization_id,
                 f.link.path,
                 now=now,
                 ttl_s=ttl,
                 report_id=job.report_id,
-                schedule_id=job.schedule.schedule_id,
+                schedule_id=job.schedule_id,
             )
             for f in job.files
         ]

@@ -5,7 +5,7 @@ can foresee). ``retriable`` says whether trying again may help: connection failu
 timeouts, HTTP 5xx and SMTP 4xx replies are retriable (:class:`TransientDeliveryError`);
 rejected credentials, HTTP 4xx, SMTP 5xx replies, a wrong host key or a missing file are not
 (:class:`PermanentDeliveryError`). :mod:`stream_app.delivery.dispatch` retries only the
-former, with the schedule's backoff.
+former, with the order's backoff.
 """
 
 from __future__ import annotations
@@ -18,22 +18,21 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import ClassVar, Literal
 
+from stream_app.delivery.targets import DeliveryTarget, RetryPolicy
+from stream_app.errors import WeddingError
 from stream_app.reports.artifacts import ArtifactReader
-from stream_app.schedules.model import Schedule
 from stream_app.schemas.updates import ArtifactLink, ReportStatus
 
 Outcome = Literal["delivered", "skipped", "failed", "retrying"]
 
 
-class DeliveryError(Exception):
+class DeliveryError(WeddingError):
     """A delivery attempt failed.
 
     Attributes:
         retriable: whether another attempt may succeed.
         detail: the cause, in words (no secrets).
     """
-
-    retriable: bool = False
 
     def __init__(self, detail: str) -> None:
         super().__init__(detail)
@@ -90,32 +89,84 @@ class DeliveryFile:
         return self.path.name
 
 
-@dataclass(frozen=True, slots=True)
-class DeliveryJob:
-    """One report of one run, to deliver to one audience.
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeliveryOrder:
+    """One report to deliver to one target, whoever asked for it (a schedule run or the
+    report request itself).
 
     Attributes:
-        schedule: the schedule (its ``delivery`` is the target).
-        run_id: ``schedule_runs.id``.
-        fire_time: the run's fire time (UTC).
+        source: who asked: the name of the :class:`~stream_app.delivery.worker.DeliverySource`
+            that made the order (``schedule``, ``adhoc``) and settles its outcome.
+        organization_id: the tenant.
+        report_id / report_type: the report.
+        target: where it goes (secrets sealed as stored).
+        secrets_owner: the owner its sealed secrets are bound to (a schedule id, or
+            :func:`stream_app.delivery.sealing.adhoc_owner` of the report id).
+        retry: how often and how patiently to try.
         date_from / date_to: the report's inclusive local date range.
-        report_id: the report.
-        recipients: the audience's email recipients (empty for other methods).
+        fire_time: the run's fire time, or when the report was requested (UTC); names the
+            uploaded files.
+        recipients: the email recipients (empty for other methods).
         filters: the audience's filters (recorded; applied by the report when supported).
+        skip_if_empty: do not deliver a report whose files have no data rows.
+        schedule_id / run_id: the schedule run that asked, or None for a report's own delivery.
+    """
+
+    source: str
+    organization_id: str
+    report_id: str
+    report_type: str
+    target: DeliveryTarget
+    secrets_owner: str
+    retry: RetryPolicy
+    date_from: date
+    date_to: date
+    fire_time: datetime
+    recipients: tuple[str, ...] = ()
+    filters: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    skip_if_empty: bool = False
+    schedule_id: str | None = None
+    run_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryJob:
+    """One order with the report's final status and its files: what a method sends.
+
+    Attributes:
+        order: what to deliver where (secrets opened).
         status: the report's ``completed`` status.
         files: the report's files, checked against their SHA-256.
     """
 
-    schedule: Schedule
-    run_id: int
-    fire_time: datetime
-    date_from: date
-    date_to: date
-    report_id: str
-    recipients: tuple[str, ...]
-    filters: tuple[tuple[str, tuple[str, ...]], ...]
+    order: DeliveryOrder
     status: ReportStatus
     files: tuple[DeliveryFile, ...]
+
+    @property
+    def organization_id(self) -> str:
+        """The tenant."""
+        return self.order.organization_id
+
+    @property
+    def target(self) -> DeliveryTarget:
+        """Where it goes."""
+        return self.order.target
+
+    @property
+    def report_id(self) -> str:
+        """The report."""
+        return self.order.report_id
+
+    @property
+    def schedule_id(self) -> str | None:
+        """The schedule that asked, or None."""
+        return self.order.schedule_id
+
+    @property
+    def recipients(self) -> tuple[str, ...]:
+        """The email recipients (empty for other methods)."""
+        return self.order.recipients
 
     @property
     def total_rows(self) -> int:
@@ -182,7 +233,7 @@ class SendReceipt:
 
 class DeliveryMethod(ABC):
     """One way of delivering a report. Implementations hold server-wide configuration only;
-    the per-schedule target is ``job.schedule.delivery``."""
+    the target is ``job.target``."""
 
     name: ClassVar[str]
 

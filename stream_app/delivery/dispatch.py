@@ -1,24 +1,25 @@
-"""Make one delivery attempt, log it, and settle the run or queue the next attempt.
+"""Make one delivery attempt, log it, and queue the next attempt or hand over the outcome.
 
-:func:`deliver` makes **one** attempt and never sleeps. When it fails with a
-:class:`~stream_app.delivery.base.DeliveryError` whose ``retriable`` is true and attempts are
-left (``retry.max_attempts`` in all), the next attempt is written to the delivery queue
-(:mod:`stream_app.delivery.queue`) due ``min(base_backoff_s * 2**(n-1), max_backoff_s)``
-seconds after failed attempt ``n`` (computed by `tenacity`_'s ``wait_exponential``), the run
-becomes ``retrying`` and the caller's slot is free at once; the delivery worker
+:func:`deliver` makes **one** attempt of a :class:`~stream_app.delivery.base.DeliveryOrder`
+(a schedule run's report, or a report request's own delivery) and never sleeps. When it
+fails with a :class:`~stream_app.delivery.base.DeliveryError` whose ``retriable`` is true and
+attempts are left (``retry.max_attempts`` in all), the next attempt is written to the
+delivery queue (:mod:`stream_app.delivery.queue`) due ``min(base_backoff_s * 2**(n-1),
+max_backoff_s)`` seconds after failed attempt ``n`` (computed by `tenacity`_'s
+``wait_exponential``), and the caller's slot is free at once; the delivery worker
 (:mod:`stream_app.delivery.worker`) makes the attempt when it is due. Every attempt is a
-``delivery_log`` row. When the last attempt fails the run becomes ``failed`` with the cause;
-the report's files stay in the artifact store (nothing here deletes them). The signed links a
-delivered attempt handed out are stored (``download_links``).
+``delivery_log`` row: the log is the record of the outcome. The report's files stay in the
+artifact store (nothing here deletes them). The signed links a delivered attempt handed out
+are stored (``download_links``).
 
-The files sent are **derived** from the run's organisation, the planned report id, the
-schedule's report type and each format (:func:`stream_app.reports.artifacts.artifact_path`);
-the ``path`` a ``report-results`` message carries is never opened. Every statement on the
-run's rows runs in the organisation's tenant transaction.
+What an outcome means to whoever ordered the delivery (a schedule run's status) is not
+decided here: each outcome is handed to the order's ``settle`` callback in the tenant
+transaction that logs it (:class:`stream_app.delivery.worker.DeliverySource`).
 
-Run status after delivery: ``failed`` as soon as one of its reports fails (sticky);
-``retrying`` while a report waits for its next attempt; once every planned report is
-``delivered`` or ``skipped``, the run is ``delivered`` (if any was delivered) or ``skipped``.
+The files sent are **derived** from the order's organisation, report id, report type and
+each format (:func:`stream_app.reports.artifacts.artifact_path`); the ``path`` a
+``report-results`` message carries is never opened. Every statement runs in the
+organisation's tenant transaction.
 
 .. _tenacity: https://tenacity.readthedocs.io/
 """
@@ -26,9 +27,9 @@ Run status after delivery: ``failed`` as soon as one of its reports fails (stick
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
-import os
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -47,16 +48,27 @@ from stream_app.delivery.base import (
     DeliveryFile,
     DeliveryJob,
     DeliveryMethod,
+    DeliveryOrder,
     DeliveryResult,
+    Outcome,
     PermanentDeliveryError,
     SendReceipt,
 )
-from stream_app.delivery.egress import EgressPolicy, load_policy
+from stream_app.delivery.egress import EgressPolicy
 from stream_app.delivery.email import DEFAULT_MAX_ATTACHMENT_BYTES, EmailMethod, SmtpConfig
 from stream_app.delivery.links import record_issued
-from stream_app.delivery.log import final_outcomes, log_attempt
+from stream_app.delivery.log import final_outcome, log_attempt
 from stream_app.delivery.queue import remove, reschedule
+from stream_app.delivery.sealing import unseal_target
 from stream_app.delivery.sftp import DEFAULT_CONNECT_TIMEOUT_S, SftpMethod
+from stream_app.delivery.targets import (
+    ApiTarget,
+    DeliveryTarget,
+    EmailTarget,
+    RetryPolicy,
+    SftpTarget,
+    WebhookTarget,
+)
 from stream_app.delivery.webhook import WebhookMethod
 from stream_app.reports.artifacts import (
     ArtifactIntegrityError,
@@ -67,18 +79,12 @@ from stream_app.reports.artifacts import (
     download_url,
     open_artifact,
 )
-from stream_app.schedules.model import (
-    ApiTarget,
-    DeliveryTarget,
-    EmailTarget,
-    RetryPolicy,
-    SftpTarget,
-    WebhookTarget,
-)
-from stream_app.schedules.sealing import unseal_schedule
-from stream_app.schedules.store import ClaimedRun, update_run_status
 from stream_app.schemas.updates import ReportStatus
-from stream_app.settings import parse_float, parse_int
+from stream_app.settings import Settings
+
+Settle = Callable[[asyncpg.Connection, DeliveryOrder, DeliveryResult], Awaitable[None]]
+"""Told each outcome of an order (``delivered``, ``skipped``, ``retrying`` or ``failed``, with
+its cause), in the organisation's tenant transaction that logs it."""
 
 DEFAULT_SLOTS = 4
 DEFAULT_POLL_S = 1.0
@@ -113,72 +119,41 @@ class DeliveryConfig:
     lease_s: float = DEFAULT_LEASE_S
 
 
-def load_delivery_config(
-    env: Mapping[str, str] | None = None, *, fallback_secret: str | None = None
-) -> DeliveryConfig:
-    """Read :class:`DeliveryConfig` from the environment.
-
-    Variables: ``WEDDING_SMTP_HOST`` (``127.0.0.1``), ``WEDDING_SMTP_PORT`` (25),
-    ``WEDDING_SMTP_SENDER`` (``reports@localhost``), ``WEDDING_SMTP_USERNAME``,
-    ``WEDDING_SMTP_PASSWORD``, ``WEDDING_SMTP_TLS`` (``implicit``, ``starttls``, ``none`` or
-    unset = STARTTLS when offered), ``WEDDING_LINK_SECRET`` (default ``fallback_secret``, e.g.
-    the JWT secret; at least 32 bytes), ``WEDDING_PUBLIC_BASE_URL``
-    (``http://127.0.0.1:6066``), ``WEDDING_EMAIL_MAX_ATTACHMENT_BYTES`` (10 MiB),
-    ``WEDDING_SFTP_CONNECT_TIMEOUT_S`` (20), ``WEDDING_DELIVERY_ALLOW_PRIVATE_NETWORKS``
-    (empty: deliveries reach public addresses only; e.g. ``127.0.0.0/8`` for tests),
-    ``WEDDING_DELIVERY_SLOTS`` (4), ``WEDDING_DELIVERY_POLL_S`` (1),
-    ``WEDDING_DELIVERY_LEASE_S`` (900).
+def delivery_config(settings: Settings) -> DeliveryConfig:
+    """The :class:`DeliveryConfig` of ``settings`` (its delivery section, the link secret and
+    the web listener, which names the links' base URL unless ``public_base_url`` is set).
 
     Raises:
-        ValueError: a number does not parse, TLS mode is unknown, or the link secret is
-            missing or shorter than 32 bytes.
+        ValueError: the link secret equals the JWT secret, or the base URL is not an http(s)
+            URL.
     """
-    env = os.environ if env is None else env
-    tls = env.get("WEDDING_SMTP_TLS", "").lower()
-    if tls not in ("", "implicit", "starttls", "none"):
-        raise ValueError(f"WEDDING_SMTP_TLS: {tls!r} is not implicit, starttls or none")
-    secret = env.get("WEDDING_LINK_SECRET") or fallback_secret
-    if not secret:
-        raise ValueError("WEDDING_LINK_SECRET: required (at least 32 bytes)")
+    d = settings.delivery
+    if settings.link_secret == settings.jwt_secret:
+        raise ValueError("WEDDING_LINK_SECRET: must differ from WEDDING_JWT_SECRET")
     smtp = SmtpConfig(
-        host=env.get("WEDDING_SMTP_HOST", "127.0.0.1"),
-        port=parse_int("WEDDING_SMTP_PORT", env.get("WEDDING_SMTP_PORT", "25"), 1, 65535),
-        sender=env.get("WEDDING_SMTP_SENDER", "reports@localhost"),
-        username=env.get("WEDDING_SMTP_USERNAME") or None,
-        password=env.get("WEDDING_SMTP_PASSWORD") or None,
-        use_tls=tls == "implicit",
-        start_tls={"starttls": True, "none": False}.get(tls),
+        host=d.smtp_host,
+        port=d.smtp_port,
+        sender=d.smtp_sender,
+        username=d.smtp_username or None,
+        password=d.smtp_password or None,
+        use_tls=d.smtp_tls == "implicit",
+        start_tls={"starttls": True, "none": False}.get(d.smtp_tls),
     )
+    base_url = d.public_base_url or f"http://{settings.web_host}:{settings.web_port}"
     return DeliveryConfig(
         smtp=smtp,
-        signer=LinkSigner(
-            secret=secret, base_url=env.get("WEDDING_PUBLIC_BASE_URL", "http://127.0.0.1:6066")
-        ),
-        max_attachment_bytes=parse_int(
-            "WEDDING_EMAIL_MAX_ATTACHMENT_BYTES",
-            env.get("WEDDING_EMAIL_MAX_ATTACHMENT_BYTES", str(DEFAULT_MAX_ATTACHMENT_BYTES)),
-            0,
-            1 << 40,
-        ),
-        sftp_connect_timeout_s=parse_float(
-            "WEDDING_SFTP_CONNECT_TIMEOUT_S",
-            env.get("WEDDING_SFTP_CONNECT_TIMEOUT_S", str(DEFAULT_CONNECT_TIMEOUT_S)),
-            0.1,
-            3600,
-        ),
-        egress=load_policy(env),
-        slots=parse_int("WEDDING_DELIVERY_SLOTS", env.get("WEDDING_DELIVERY_SLOTS", "4"), 1, 1024),
-        poll_s=parse_float(
-            "WEDDING_DELIVERY_POLL_S", env.get("WEDDING_DELIVERY_POLL_S", "1"), 0.05, 3600
-        ),
-        lease_s=parse_float(
-            "WEDDING_DELIVERY_LEASE_S", env.get("WEDDING_DELIVERY_LEASE_S", "900"), 1, 86_400
-        ),
+        signer=LinkSigner(secret=settings.link_secret, base_url=base_url),
+        max_attachment_bytes=d.max_attachment_bytes,
+        sftp_connect_timeout_s=d.sftp_connect_timeout_s,
+        egress=EgressPolicy(allow_networks=d.allow_private_networks),
+        slots=d.slots,
+        poll_s=d.poll_s,
+        lease_s=d.lease_s,
     )
 
 
 def build_method(target: DeliveryTarget, config: DeliveryConfig) -> DeliveryMethod:
-    """The delivery method for a schedule's target."""
+    """The delivery method for ``target``."""
     if isinstance(target, EmailTarget):
         return EmailMethod(config.smtp, config.signer, config.max_attachment_bytes)
     if isinstance(target, WebhookTarget):
@@ -201,7 +176,7 @@ async def resolve_files(
     SHA-256 of their plaintext. The check streams: one 64 KiB segment in memory at a time.
 
     Each file's path is derived from ``(organization_id, status.report_id, report_type,
-    format)`` (the run's organisation and the schedule's type, not the message's), so a
+    format)`` (the order's organisation and type, not the message's), so a
     ``report-results`` message cannot point the delivery at another file; the links handed
     on carry that derived relative path.
 
@@ -211,7 +186,7 @@ async def resolve_files(
     """
     if status.organization_id != organization_id:
         raise PermanentDeliveryError(
-            f"report status of {status.organization_id!r} for a run of {organization_id!r}"
+            f"report status of {status.organization_id!r} for a delivery of {organization_id!r}"
         )
     files = []
     for link in status.artifacts:
@@ -249,7 +224,7 @@ def retry_wait_s(policy: RetryPolicy, failed_attempt: int) -> float:
     """Seconds to wait after failed attempt ``failed_attempt`` (1-based) before the next.
 
     ``min(base_backoff_s * 2**(n-1), max_backoff_s)``: tenacity's ``wait_exponential`` with
-    the schedule's base and cap, evaluated for attempt ``n``.
+    the policy's base and cap, evaluated for attempt ``n``.
     """
     state = RetryCallState(retry_object=None, fn=None, args=(), kwargs={})  # type: ignore[arg-type]
     state.attempt_number = failed_attempt
@@ -271,42 +246,9 @@ async def attempt_once(method: DeliveryMethod, job: DeliveryJob) -> SendReceipt 
         return PermanentDeliveryError(f"{type(exc).__name__}: {exc}")
 
 
-async def _settle_run(conn: asyncpg.Connection, run: ClaimedRun) -> None:
-    """Set the run's status from the final outcome of each planned report (see module)."""
-    org = run.schedule.organization_id
-    async with tenant_transaction(conn, org):
-        current = await conn.fetchval(
-            "SELECT status FROM schedule_runs WHERE organization_id = $1 AND id = $2 FOR UPDATE",
-            org,
-            run.run_id,
-        )
-        if current is None or current == "failed":
-            return
-        outcomes = await final_outcomes(conn, org, run.run_id)
-        finals = [outcomes.get(p.report_id) for p in run.reports]
-        if all(o in ("delivered", "skipped") for o in finals):
-            await update_run_status(
-                conn, org, run.run_id, "delivered" if "delivered" in finals else "skipped"
-            )
-        elif current != "retrying" and await conn.fetchval(
-            "SELECT 1 FROM delivery_queue WHERE organization_id = $1 AND run_id = $2"
-            " AND attempt > 1",
-            org,
-            run.run_id,
-        ):
-            await update_run_status(conn, org, run.run_id, "retrying")
-        elif current == "retrying" and not await conn.fetchval(
-            "SELECT 1 FROM delivery_queue WHERE organization_id = $1 AND run_id = $2"
-            " AND attempt > 1",
-            org,
-            run.run_id,
-        ):
-            await update_run_status(conn, org, run.run_id, "submitted")
-
-
 async def deliver(
     pool: asyncpg.Pool,
-    run: ClaimedRun,
+    order: DeliveryOrder,
     status: ReportStatus,
     artifact_root: Path,
     method: DeliveryMethod,
@@ -314,200 +256,174 @@ async def deliver(
     attempt: int = 1,
     now: datetime | None = None,
     keys: KeyRing | None = None,
+    settle: Settle | None = None,
 ) -> DeliveryResult:
-    """Make attempt number ``attempt`` to deliver one finished report of ``run`` (no sleeping).
+    """Make attempt number ``attempt`` to deliver one finished report (no sleeping).
 
-    * A report that ended ``failed`` or ``cancelled`` is not delivered: the run is marked
-      ``failed`` with the report's cause (logged as attempt 0).
-    * An empty report (no data rows in any file) of a ``skip_if_empty`` schedule is logged
+    * A report that ended ``failed`` or ``cancelled`` is not delivered: logged ``failed``
+      (attempt 0) with the report's cause.
+    * An empty report (no data rows in any file) of an order with ``skip_if_empty`` is logged
       ``skipped``.
-    * A report already delivered, skipped or failed for good for this run is not sent again
-      (a redelivered ``report-results`` message is harmless).
+    * A report already delivered, skipped or failed for good is not sent again (a
+      redelivered ``report-results`` message or a second worker is harmless).
     * Otherwise one attempt is made and logged. A retriable failure with attempts left is
       queued for ``now`` + the backoff (see the module docstring) and answered ``retrying``;
-      after the last failed attempt the run becomes ``failed`` with the cause. The report
+      after the last failed attempt the outcome is ``failed`` with the cause. The report
       files are never removed.
 
+    Every outcome but "already" is handed to ``settle`` in the transaction that logs it.
+
     Args:
-        pool: PostgreSQL pool (scheduler role).
-        run: the run (see :func:`stream_app.schedules.store.find_run_for_report`).
+        pool: PostgreSQL pool of the application role.
+        order: what to deliver where (its sealed secrets are opened here, in memory only).
         status: the report's final status (``completed``, ``failed`` or ``cancelled``).
         artifact_root: the artifact store's root folder.
-        method: the method for ``run.schedule.delivery`` (see :func:`build_method`).
+        method: the method for ``order.target`` (see :func:`build_method`).
         attempt: the number of this attempt (1-based; the queue keeps it between attempts).
         now: the time the backoff counts from (UTC-aware; default the clock after the
             attempt). Tests inject it to simulate time.
         keys: the worker's data-key cache (:func:`stream_app.crypto.keyring.get_keyring`);
             default: a new one on ``pool`` (the master key from the environment).
+        settle: the orderer's callback (e.g. a schedule run's status), or None.
 
     Returns:
         The outcome (``delivered``, ``skipped``, ``failed`` or ``retrying`` with ``due_at``),
-        the attempt number, detail and, when delivered, where it went and its links.
+        the attempt number, detail (the cause when failed) and, when delivered, where it went
+        and its links.
 
     Raises:
-        ValueError: ``status`` is not a final status or names a report the run did not plan.
+        ValueError: ``status`` is not a final status or is another report's.
     """
-    try:
-        planned = run.planned(status.report_id)
-    except KeyError as exc:
-        raise ValueError(str(exc.args[0])) from exc
+    if status.report_id != order.report_id:
+        raise ValueError(f"report_id: {status.report_id!r} is not the order's {order.report_id!r}")
     if status.status not in ("completed", "failed", "cancelled"):
         raise ValueError(f"status: {status.status!r} is not final")
+    org = order.organization_id
     keys = keys or KeyRing(pool)
-    try:
-        schedule = await unseal_schedule(run.schedule, keys)  # secrets in memory only from here
+    secrets_error: str | None = None
+    try:  # secrets in memory only from here
+        target = await unseal_target(order.target, keys, org, order.secrets_owner)
     except (SealedValueError, DataKeyNotFoundError, MasterKeyError) as exc:
-        schedule = run.schedule
-        secrets_error: str | None = f"delivery secrets cannot be opened: {exc}"
-    else:
-        secrets_error = None
-    target = method.describe_target(
-        DeliveryJob(
-            schedule=schedule,
-            run_id=run.run_id,
-            fire_time=run.fire_time,
-            date_from=run.date_from,
-            date_to=run.date_to,
-            report_id=planned.report_id,
-            recipients=planned.audience.recipients,
-            filters=planned.audience.filters,
-            status=status,
-            files=(),
-        )
-    )
+        target, secrets_error = order.target, f"delivery secrets cannot be opened: {exc}"
+    opened = dataclasses.replace(order, target=target)
+    where = method.describe_target(DeliveryJob(opened, status, ()))
 
-    async def write_log(
-        conn: asyncpg.Connection,
-        attempt: int,
+    async def finish(
         outcome: str,
-        retriable: bool,
+        attempt: int,
         detail: str,
-        started: datetime,
-        finished: datetime,
-    ) -> None:
-        await log_attempt(
-            conn,
-            run_id=run.run_id,
-            schedule_id=schedule.schedule_id,
-            organization_id=schedule.organization_id,
-            report_id=planned.report_id,
-            method=method.name,
-            attempt=attempt,
-            outcome=outcome,
-            retriable=retriable,
-            detail=detail,
-            target=target,
-            started_at=started,
-            finished_at=finished,
-        )
-
-    async def fail_without_attempt(cause: str) -> DeliveryResult:
-        now = datetime.now(UTC)
-        async with pool.acquire() as conn, tenant_transaction(conn, schedule.organization_id):
-            await write_log(conn, 0, "failed", False, cause, now, now)
-            await remove(conn, run.run_id, planned.report_id)
-            await update_run_status(
-                conn, schedule.organization_id, run.run_id, "failed", error=cause
+        result: DeliveryResult,
+        *,
+        retriable: bool = False,
+        started: datetime | None = None,
+        finished: datetime | None = None,
+        receipt: SendReceipt | None = None,
+    ) -> DeliveryResult:
+        """Log the attempt, update the queue, record links and settle: one transaction."""
+        stamp = datetime.now(UTC)
+        async with pool.acquire() as conn, tenant_transaction(conn, org):
+            await log_attempt(
+                conn,
+                run_id=order.run_id,
+                schedule_id=order.schedule_id,
+                organization_id=org,
+                report_id=order.report_id,
+                method=method.name,
+                attempt=attempt,
+                outcome=outcome,
+                retriable=retriable,
+                detail=detail,
+                target=where,
+                started_at=started or stamp,
+                finished_at=finished or stamp,
             )
-        return DeliveryResult(outcome="failed", attempts=0, detail=cause)
+            if receipt is not None:
+                await record_issued(
+                    conn,
+                    organization_id=org,
+                    report_id=order.report_id,
+                    schedule_id=order.schedule_id,
+                    run_id=order.run_id,
+                    method=method.name,
+                    links=receipt.issued,
+                )
+            if result.due_at is not None:
+                await reschedule(
+                    conn, order, status, attempt=attempt + 1, due_at=result.due_at, error=detail
+                )
+            else:
+                await remove(conn, org, order.report_id)
+            if settle is not None:
+                await settle(conn, order, result)
+        return result
 
-    async with pool.acquire() as conn, tenant_transaction(conn, schedule.organization_id):
-        previous = (await final_outcomes(conn, schedule.organization_id, run.run_id)).get(
-            planned.report_id
-        )
+    async with pool.acquire() as conn, tenant_transaction(conn, org):
+        previous = await final_outcome(conn, org, order.report_id)
     if previous in ("delivered", "skipped", "failed"):
-        async with pool.acquire() as conn, tenant_transaction(conn, schedule.organization_id):
-            await remove(conn, run.run_id, planned.report_id)
-        return DeliveryResult(
-            outcome=(
-                "delivered"
-                if previous == "delivered"
-                else "skipped"
-                if previous == "skipped"
-                else "failed"
-            ),
-            attempts=0,
-            detail=f"already {previous}",
+        async with pool.acquire() as conn, tenant_transaction(conn, org):
+            await remove(conn, org, order.report_id)
+        done: Outcome = (
+            "delivered"
+            if previous == "delivered"
+            else "skipped"
+            if previous == "skipped"
+            else "failed"
         )
+        return DeliveryResult(outcome=done, attempts=0, detail=f"already {previous}")
     if status.status != "completed":
-        return await fail_without_attempt(f"report {status.status}: {status.error or 'no cause'}")
-    if schedule.skip_if_empty and sum(a.rows for a in status.artifacts) == 0:
-        now = datetime.now(UTC)
-        async with pool.acquire() as conn, tenant_transaction(conn, schedule.organization_id):
-            await write_log(conn, 0, "skipped", False, "report has no rows", now, now)
-            await remove(conn, run.run_id, planned.report_id)
-            await _settle_run(conn, run)
-        return DeliveryResult(outcome="skipped", attempts=0, detail="report has no rows")
+        cause = f"report {status.status}: {status.error or 'no cause'}"
+        return await finish("failed", 0, cause, DeliveryResult("failed", 0, cause))
+    if order.skip_if_empty and sum(a.rows for a in status.artifacts) == 0:
+        detail = "report has no rows"
+        return await finish("skipped", 0, detail, DeliveryResult("skipped", 0, detail))
     try:
         if secrets_error is not None:
             raise PermanentDeliveryError(secrets_error)
         files = await resolve_files(
-            status,
-            artifact_root,
-            keys,
-            organization_id=schedule.organization_id,
-            report_type=schedule.report_type,
+            status, artifact_root, keys, organization_id=org, report_type=order.report_type
         )
     except PermanentDeliveryError as exc:
-        return await fail_without_attempt(exc.detail)
-    job = DeliveryJob(
-        schedule=schedule,
-        run_id=run.run_id,
-        fire_time=run.fire_time,
-        date_from=run.date_from,
-        date_to=run.date_to,
-        report_id=planned.report_id,
-        recipients=planned.audience.recipients,
-        filters=planned.audience.filters,
-        status=status,
-        files=files,
-    )
+        return await finish("failed", 0, exc.detail, DeliveryResult("failed", 0, exc.detail))
     started = datetime.now(UTC)
-    outcome = await attempt_once(method, job)
+    outcome = await attempt_once(method, DeliveryJob(opened, status, files))
     finished = datetime.now(UTC)
     if isinstance(outcome, SendReceipt):
-        async with pool.acquire() as conn, tenant_transaction(conn, schedule.organization_id):
-            await write_log(conn, attempt, "delivered", False, outcome.detail, started, finished)
-            await record_issued(
-                conn,
-                organization_id=schedule.organization_id,
-                report_id=planned.report_id,
-                schedule_id=schedule.schedule_id,
-                run_id=run.run_id,
-                method=method.name,
-                links=outcome.issued,
-            )
-            await remove(conn, run.run_id, planned.report_id)
-            await _settle_run(conn, run)
-        return DeliveryResult(
+        result = DeliveryResult(
             outcome="delivered",
             attempts=attempt,
             detail=outcome.detail,
             location=outcome.location,
             links=outcome.links,
         )
+        return await finish(
+            "delivered",
+            attempt,
+            outcome.detail,
+            result,
+            started=started,
+            finished=finished,
+            receipt=outcome,
+        )
     error = outcome
-    if error.retriable and attempt < schedule.retry.max_attempts:
-        due = (now or finished) + timedelta(seconds=retry_wait_s(schedule.retry, attempt))
+    if error.retriable and attempt < order.retry.max_attempts:
+        due = (now or finished) + timedelta(seconds=retry_wait_s(order.retry, attempt))
         detail = f"{error.detail}; attempt {attempt + 1} due at {due.isoformat()}"
-        async with pool.acquire() as conn, tenant_transaction(conn, schedule.organization_id):
-            await write_log(conn, attempt, "retrying", True, detail, started, finished)
-            await reschedule(
-                conn,
-                organization_id=schedule.organization_id,
-                run_id=run.run_id,
-                schedule_id=schedule.schedule_id,
-                report_id=planned.report_id,
-                status=status,
-                attempt=attempt + 1,
-                due_at=due,
-                error=error.detail,
-            )
-            await _settle_run(conn, run)
-        return DeliveryResult(outcome="retrying", attempts=attempt, detail=detail, due_at=due)
+        return await finish(
+            "retrying",
+            attempt,
+            detail,
+            DeliveryResult("retrying", attempt, detail, due_at=due),
+            retriable=True,
+            started=started,
+            finished=finished,
+        )
     cause = f"{method.name} delivery failed after {attempt} attempt(s): {error.detail}"
-    async with pool.acquire() as conn, tenant_transaction(conn, schedule.organization_id):
-        await write_log(conn, attempt, "failed", error.retriable, error.detail, started, finished)
-        await remove(conn, run.run_id, planned.report_id)
-        await update_run_status(conn, schedule.organization_id, run.run_id, "failed", error=cause)
-    return DeliveryResult(outcome="failed", attempts=attempt, detail=cause)
+    return await finish(
+        "failed",
+        attempt,
+        error.detail,
+        DeliveryResult("failed", attempt, cause),
+        retriable=error.retriable,
+        started=started,
+        finished=finished,
+    )

@@ -26,19 +26,20 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 import yarl
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import ThreadedResolver
 
+from stream_app.errors import WeddingError
+from stream_app.settings import IPNetwork, parse_networks
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 ALLOW_ENV = "WEDDING_DELIVERY_ALLOW_PRIVATE_NETWORKS"
 
 
-class EgressRefusedError(OSError):
+class EgressRefusedError(WeddingError, OSError):
     """A delivery target resolves to an address deliveries may not reach.
 
     An :class:`OSError` so that aiohttp's connector passes it up (wrapped in a
@@ -120,18 +121,7 @@ def parse_allow_networks(raw: str) -> tuple[IPNetwork, ...]:
     Raises:
         ValueError: an entry is not a network; the message names the variable.
     """
-    out: list[IPNetwork] = []
-    for part in filter(None, (p.strip() for p in raw.split(","))):
-        try:
-            out.append(ipaddress.ip_network(part, strict=True))
-        except ValueError as exc:
-            raise ValueError(f"{ALLOW_ENV}: {part!r} is not a network ({exc})") from None
-    return tuple(out)
-
-
-def load_policy(env: Mapping[str, str]) -> EgressPolicy:
-    """The policy from ``WEDDING_DELIVERY_ALLOW_PRIVATE_NETWORKS`` (default: empty)."""
-    return EgressPolicy(allow_networks=parse_allow_networks(env.get(ALLOW_ENV, "")))
+    return parse_networks(ALLOW_ENV, raw)
 
 
 def literal_address(host: str) -> IPAddress | None:

@@ -29,8 +29,8 @@ from stream_app.delivery.base import (
     SendReceipt,
     TransientDeliveryError,
 )
+from stream_app.delivery.targets import EmailTarget, link_ttl_seconds
 from stream_app.reports.artifacts import ArtifactIntegrityError
-from stream_app.schedules.model import EmailTarget, link_ttl_seconds
 
 DEFAULT_MAX_ATTACHMENT_BYTES = 10 * 1024 * 1024
 
@@ -100,21 +100,25 @@ class EmailMethod(DeliveryMethod):
         Raises:
             PermanentDeliveryError: a file cannot be read.
         """
-        target = job.schedule.delivery
+        target = job.target
         subject = target.subject if isinstance(target, EmailTarget) else None
         title = job.status.report_type.replace("_", " ")
         msg = EmailMessage()
         msg["From"] = self.smtp.sender
         msg["To"] = ", ".join(job.recipients)
-        msg["Subject"] = (
-            subject or f"{title} {job.date_from.isoformat()} – {job.date_to.isoformat()}"
-        )
+        date_from, date_to = job.order.date_from, job.order.date_to
+        msg["Subject"] = subject or f"{title} {date_from.isoformat()} – {date_to.isoformat()}"
         msg["Date"] = format_datetime(now)
         msg["Message-ID"] = make_msgid(domain=self.smtp.sender.rpartition("@")[2] or None)
         msg["X-Wedding-Report-Id"] = job.report_id
+        kind, origin = (
+            ("scheduled report", f"Schedule: {job.schedule_id}")
+            if job.schedule_id is not None
+            else ("report", f"Report: {job.report_id}")
+        )
         lines = [
-            f"The scheduled report {title!r} for {job.date_from} to {job.date_to} is ready.",
-            f"Schedule: {job.schedule.schedule_id}; data rows: {job.total_rows}.",
+            f"The {kind} {title!r} for {date_from} to {date_to} is ready.",
+            f"{origin}; data rows: {job.total_rows}.",
             "",
         ]
         attach: list[tuple[str, bytes]] = []
@@ -131,12 +135,12 @@ class EmailMethod(DeliveryMethod):
                 lines.append(f"Attached: {f.filename} ({f.link.size_bytes} bytes).")
             else:
                 link = self.signer.sign(
-                    job.schedule.organization_id,
+                    job.organization_id,
                     f.link.path,
                     now=now,
                     report_id=job.report_id,
-                    schedule_id=job.schedule.schedule_id,
-                    ttl_s=link_ttl_seconds(job.schedule.delivery),
+                    schedule_id=job.schedule_id,
+                    ttl_s=link_ttl_seconds(job.target),
                 )
                 links.append(link.issued(f.link.format))
                 lines.append(

@@ -1,4 +1,7 @@
-"""The delivery log: one ``delivery_log`` row per delivery attempt and its outcome."""
+"""The delivery log: one ``delivery_log`` row per delivery attempt and its outcome.
+
+The log is the record of every delivery, a schedule run's or a report request's own (whose
+rows have no run and no schedule): the latest row of a report is its delivery outcome."""
 
 from __future__ import annotations
 
@@ -19,8 +22,10 @@ class DeliveryLogEntry:
 
     Attributes:
         id: row id (attempts of a report are in id order).
-        run_id: the run (``None`` once the schedule was deleted).
-        schedule_id / organization_id / report_id: what was delivered.
+        run_id: the run (``None`` once the schedule was deleted, and for a report request's
+            own delivery).
+        schedule_id: the schedule (``None`` for a report request's own delivery).
+        organization_id / report_id: what was delivered.
         method: ``email``, ``webhook``, ``sftp`` or ``api``.
         attempt: 1-based attempt number; 0 when nothing was attempted (skipped, or the
             report itself failed).
@@ -34,7 +39,7 @@ class DeliveryLogEntry:
 
     id: int
     run_id: int | None
-    schedule_id: str
+    schedule_id: str | None
     organization_id: str
     report_id: str
     method: str
@@ -50,8 +55,8 @@ class DeliveryLogEntry:
 async def log_attempt(
     conn: asyncpg.Connection,
     *,
-    run_id: int,
-    schedule_id: str,
+    run_id: int | None,
+    schedule_id: str | None,
     organization_id: str,
     report_id: str,
     method: str,
@@ -156,6 +161,20 @@ async def fetch_schedule_log(
     return [_entry(r) for r in rows]
 
 
+async def report_log(
+    conn: asyncpg.Connection, organization_id: str, report_id: str
+) -> list[DeliveryLogEntry]:
+    """Every logged attempt of one report of ``organization_id``, in order. Opens no
+    transaction: call it inside the organisation's
+    :func:`~stream_app.db.tenancy.tenant_transaction`."""
+    rows = await conn.fetch(
+        f"{_SELECT} WHERE organization_id = $1 AND report_id = $2 ORDER BY id",
+        organization_id,
+        report_id,
+    )
+    return [_entry(r) for r in rows]
+
+
 async def final_outcomes(
     conn: asyncpg.Connection, organization_id: str, run_id: int
 ) -> dict[str, str]:
@@ -169,3 +188,18 @@ async def final_outcomes(
         run_id,
     )
     return {r["report_id"]: r["outcome"] for r in rows}
+
+
+async def final_outcome(
+    conn: asyncpg.Connection, organization_id: str, report_id: str
+) -> str | None:
+    """The latest logged outcome of report ``(organization_id, report_id)``, or None. Opens
+    no transaction: call it inside the organisation's
+    :func:`~stream_app.db.tenancy.tenant_transaction`."""
+    outcome: str | None = await conn.fetchval(
+        "SELECT outcome FROM delivery_log WHERE organization_id = $1 AND report_id = $2"
+        " ORDER BY id DESC LIMIT 1",
+        organization_id,
+        report_id,
+    )
+    return outcome

@@ -1,7 +1,8 @@
 """The delivery queue in PostgreSQL (``delivery_queue``, migration 010): what is to be sent, when.
 
-Every scheduled report to deliver is a row with the number of its next attempt and the
-time it is due. The delivery agent enqueues a report when its final status arrives (due at
+Every report to deliver (a schedule run's, or a report request's own) is a row with the
+number of its next attempt and the time it is due, one row per (organisation, report)
+(migration 022). The delivery agent enqueues a report when its final status arrives (due at
 once); a failed attempt that may be retried moves its row's ``due_at`` to the end of the
 backoff and frees its slot (nothing sleeps). Workers take due rows with
 :func:`claim_due`: ``FOR UPDATE SKIP LOCKED`` plus a lease (``claimed_until``), so two
@@ -21,6 +22,7 @@ from datetime import datetime, timedelta
 import asyncpg
 
 from stream_app.db.tenancy import tenant_transaction
+from stream_app.delivery.base import DeliveryOrder
 from stream_app.schemas.base import decode_event, encode_event
 from stream_app.schemas.updates import ReportStatus
 
@@ -31,76 +33,75 @@ class QueuedDelivery:
 
     Attributes:
         id: row id.
+        source: who ordered the delivery (the :class:`~stream_app.delivery.worker.DeliverySource`
+            name: ``schedule``, ``adhoc``).
         organization_id: the tenant.
-        run_id / schedule_id / report_id: what to deliver.
+        report_id: the report to deliver.
+        run_id / schedule_id: the schedule run that ordered it, or None.
         attempt: the number of the attempt to make now (1-based).
         status: the report's final status, as the report agent published it.
     """
 
     id: int
+    source: str
     organization_id: str
-    run_id: int
-    schedule_id: str
     report_id: str
+    run_id: int | None
+    schedule_id: str | None
     attempt: int
     status: ReportStatus
 
 
-async def enqueue(
-    conn: asyncpg.Connection,
-    *,
-    organization_id: str,
-    run_id: int,
-    schedule_id: str,
-    report_id: str,
-    status: ReportStatus,
-    due_at: datetime,
-) -> bool:
-    """Queue the first attempt of a report's delivery, due at ``due_at`` (UTC-aware).
+_UPSERT = (
+    "INSERT INTO delivery_queue (source, organization_id, run_id, schedule_id, report_id,"
+    " attempt, due_at, status, last_error) VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9)"
+    " ON CONFLICT (organization_id, report_id) DO "
+)
 
-    A report already queued for this run is left as it is (a redelivered ``report-results``
-    message neither resets its attempts nor sends it twice).
+
+async def enqueue(
+    conn: asyncpg.Connection, order: DeliveryOrder, status: ReportStatus, *, due_at: datetime
+) -> bool:
+    """Queue the first attempt of ``order``, due at ``due_at`` (UTC-aware).
+
+    A report already queued is left as it is (a redelivered ``report-results`` message
+    neither resets its attempts nor sends it twice): one row per (organisation, report).
 
     Returns:
         Whether a row was added.
     """
     row_id = await conn.fetchval(
-        "INSERT INTO delivery_queue (organization_id, run_id, schedule_id, report_id, attempt,"
-        " due_at, status) VALUES ($1, $2, $3, $4, 1, $5, $6::jsonb)"
-        " ON CONFLICT (run_id, report_id) DO NOTHING RETURNING id",
-        organization_id,
-        run_id,
-        schedule_id,
-        report_id,
-        due_at,
-        encode_event(status).decode(),
+        f"{_UPSERT} NOTHING RETURNING id", *_row(order, status, 1, due_at, None)
     )
     return row_id is not None
 
 
 async def reschedule(
     conn: asyncpg.Connection,
-    *,
-    organization_id: str,
-    run_id: int,
-    schedule_id: str,
-    report_id: str,
+    order: DeliveryOrder,
     status: ReportStatus,
+    *,
     attempt: int,
     due_at: datetime,
     error: str,
 ) -> None:
-    """Queue attempt number ``attempt`` for ``due_at`` and release any lease on the row."""
+    """Queue attempt number ``attempt`` of ``order`` for ``due_at`` and release any lease."""
     await conn.execute(
-        "INSERT INTO delivery_queue (organization_id, run_id, schedule_id, report_id, attempt,"
-        " due_at, status, last_error) VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8)"
-        " ON CONFLICT (run_id, report_id) DO UPDATE SET attempt = EXCLUDED.attempt,"
-        " due_at = EXCLUDED.due_at, last_error = EXCLUDED.last_error,"
-        " claimed_by = NULL, claimed_until = NULL",
-        organization_id,
-        run_id,
-        schedule_id,
-        report_id,
+        f"{_UPSERT} UPDATE SET attempt = EXCLUDED.attempt, due_at = EXCLUDED.due_at,"
+        " last_error = EXCLUDED.last_error, claimed_by = NULL, claimed_until = NULL",
+        *_row(order, status, attempt, due_at, error),
+    )
+
+
+def _row(
+    order: DeliveryOrder, status: ReportStatus, attempt: int, due_at: datetime, error: str | None
+) -> tuple[object, ...]:
+    return (
+        order.source,
+        order.organization_id,
+        order.run_id,
+        order.schedule_id,
+        order.report_id,
         attempt,
         due_at,
         encode_event(status).decode(),
@@ -108,17 +109,21 @@ async def reschedule(
     )
 
 
-async def remove(conn: asyncpg.Connection, run_id: int, report_id: str) -> None:
+async def remove(conn: asyncpg.Connection, organization_id: str, report_id: str) -> None:
     """Drop the row of a delivery that is over (delivered, skipped or failed for good)."""
     await conn.execute(
-        "DELETE FROM delivery_queue WHERE run_id = $1 AND report_id = $2", run_id, report_id
+        "DELETE FROM delivery_queue WHERE organization_id = $1 AND report_id = $2",
+        organization_id,
+        report_id,
     )
 
 
-async def is_queued(conn: asyncpg.Connection, run_id: int, report_id: str) -> bool:
+async def is_queued(conn: asyncpg.Connection, organization_id: str, report_id: str) -> bool:
     """Whether the report has a pending delivery in the queue."""
     found = await conn.fetchval(
-        "SELECT 1 FROM delivery_queue WHERE run_id = $1 AND report_id = $2", run_id, report_id
+        "SELECT 1 FROM delivery_queue WHERE organization_id = $1 AND report_id = $2",
+        organization_id,
+        report_id,
     )
     return found is not None
 
@@ -153,7 +158,7 @@ async def claim_due(
         return []
     async with conn.transaction():
         rows = await conn.fetch(
-            "SELECT id, organization_id, run_id, schedule_id, report_id, attempt, status"
+            "SELECT id, source, organization_id, run_id, schedule_id, report_id, attempt, status"
             " FROM delivery_queue WHERE organization_id = $1 AND due_at <= $2"
             " AND (claimed_until IS NULL OR claimed_until <= $2)"
             " ORDER BY due_at, id LIMIT $3 FOR UPDATE SKIP LOCKED",
@@ -173,10 +178,11 @@ async def claim_due(
     return [
         QueuedDelivery(
             id=r["id"],
+            source=r["source"],
             organization_id=r["organization_id"],
+            report_id=r["report_id"],
             run_id=r["run_id"],
             schedule_id=r["schedule_id"],
-            report_id=r["report_id"],
             attempt=r["attempt"],
             status=decode_event(r["status"].encode(), ReportStatus),
         )

@@ -4,7 +4,8 @@ A reader polling the remote folder never sees half a file: the upload goes to
 ``.<name>.part-<random>`` and is renamed to ``<name>`` only after the whole file was written
 and closed. The rename uses the ``posix-rename@openssh.com`` extension (atomic, replaces an
 existing file) when the server offers it, else a plain SFTP rename after removing an existing
-target. Remote names: ``<schedule_id>_<fire time UTC>_<artifact file name>``.
+target. Remote names: ``<schedule_id>_<fire time UTC>_<artifact file name>``, or for a
+report request's own delivery ``<report_id>_<requested at UTC>_<artifact file name>``.
 
 The server's host key must match the target's ``host_key`` (no trust on first use), and
 neither ``~/.ssh/config``, ``~/.ssh/known_hosts``, default keys nor an SSH agent are used.
@@ -23,6 +24,7 @@ import asyncio
 import contextlib
 import posixpath
 import secrets
+from datetime import UTC
 from typing import ClassVar
 
 import asyncssh
@@ -35,14 +37,15 @@ from stream_app.delivery.base import (
     TransientDeliveryError,
 )
 from stream_app.delivery.egress import EgressPolicy, EgressRefusedError, resolve_checked
-from stream_app.schedules.model import SftpTarget
+from stream_app.delivery.targets import SftpTarget
 
 DEFAULT_CONNECT_TIMEOUT_S = 20.0
 
 
 def remote_name(job: DeliveryJob, filename: str) -> str:
-    """The remote file name of one artifact of ``job``."""
-    return f"{job.schedule.schedule_id}_{job.fire_time:%Y%m%dT%H%M%SZ}_{filename}"
+    """The remote file name of one artifact of ``job`` (see the module docstring)."""
+    owner = job.schedule_id if job.schedule_id is not None else job.report_id
+    return f"{owner}_{job.order.fire_time.astimezone(UTC):%Y%m%dT%H%M%SZ}_{filename}"
 
 
 class SftpMethod(DeliveryMethod):
@@ -65,7 +68,7 @@ class SftpMethod(DeliveryMethod):
 
     def describe_target(self, job: DeliveryJob) -> str:
         """``sftp://user@host:port/path``."""
-        t = job.schedule.delivery
+        t = job.target
         if not isinstance(t, SftpTarget):
             return "sftp"
         return f"sftp://{t.username}@{t.host}:{t.port}{posixpath.join('/', t.path)}"
@@ -78,9 +81,9 @@ class SftpMethod(DeliveryMethod):
             PermanentDeliveryError: bad credentials, host key mismatch, permission denied,
                 the host resolves to a refused address, the target is not SFTP.
         """
-        target = job.schedule.delivery
+        target = job.target
         if not isinstance(target, SftpTarget):
-            raise PermanentDeliveryError(f"schedule target is {target.method}, not sftp")
+            raise PermanentDeliveryError(f"the target is {target.method}, not sftp")
         where = self.describe_target(job)
         try:
             addresses = await asyncio.wait_for(

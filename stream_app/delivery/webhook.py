@@ -46,7 +46,7 @@ from stream_app.delivery.egress import (
     check_url_host,
     url_host,
 )
-from stream_app.schedules.model import WebhookTarget, link_ttl_seconds
+from stream_app.delivery.targets import WebhookTarget, link_ttl_seconds
 
 SIGNATURE_HEADER = "X-Wedding-Signature"
 TIMESTAMP_HEADER = "X-Wedding-Timestamp"
@@ -70,35 +70,38 @@ def result_payload(
 ) -> dict[str, Any]:
     """The JSON document posted for ``job``: run, report and signed download links.
 
-    The links last the schedule's ``link_ttl_seconds``; each is appended to ``issued`` when
-    given.
+    ``kind`` is ``scheduled_report`` (with ``schedule_id``, ``run_id`` and ``fire_time``) or,
+    for a report request's own delivery, ``report`` (those three are null). The links last
+    the target's ``link_ttl_seconds``; each is appended to ``issued`` when given.
     """
-    status = job.status
+    status, order = job.status, job.order
     links = [
         signer.sign(
-            job.schedule.organization_id,
+            job.organization_id,
             f.link.path,
             now=now,
             report_id=job.report_id,
-            schedule_id=job.schedule.schedule_id,
-            ttl_s=link_ttl_seconds(job.schedule.delivery),
+            schedule_id=job.schedule_id,
+            ttl_s=link_ttl_seconds(job.target),
         )
         for f in job.files
     ]
     if issued is not None:
         issued.extend(link.issued(f.link.format) for f, link in zip(job.files, links, strict=True))
     return {
-        "kind": "scheduled_report",
-        "schedule_id": job.schedule.schedule_id,
-        "organization_id": job.schedule.organization_id,
-        "run_id": job.run_id,
-        "fire_time": job.fire_time.astimezone(UTC).isoformat(),
+        "kind": "scheduled_report" if order.schedule_id is not None else "report",
+        "schedule_id": order.schedule_id,
+        "organization_id": order.organization_id,
+        "run_id": order.run_id,
+        "fire_time": (
+            order.fire_time.astimezone(UTC).isoformat() if order.schedule_id is not None else None
+        ),
         "report_id": job.report_id,
         "report_type": status.report_type,
         "status": status.status,
         "completed_at": status.at.astimezone(UTC).isoformat(),
-        "date_from": job.date_from.isoformat(),
-        "date_to": job.date_to.isoformat(),
+        "date_from": order.date_from.isoformat(),
+        "date_to": order.date_to.isoformat(),
         "artifacts": [
             {
                 "format": f.link.format,
@@ -129,7 +132,7 @@ class WebhookMethod(DeliveryMethod):
 
     def describe_target(self, job: DeliveryJob) -> str:
         """The webhook URL."""
-        target = job.schedule.delivery
+        target = job.target
         return f"POST {target.url}" if isinstance(target, WebhookTarget) else "webhook"
 
     async def send(self, job: DeliveryJob) -> SendReceipt:
@@ -140,9 +143,9 @@ class WebhookMethod(DeliveryMethod):
             PermanentDeliveryError: any other non-2xx status (redirects included), the host
                 resolves to a refused address, or the target is not a webhook.
         """
-        target = job.schedule.delivery
+        target = job.target
         if not isinstance(target, WebhookTarget):
-            raise PermanentDeliveryError(f"schedule target is {target.method}, not webhook")
+            raise PermanentDeliveryError(f"the target is {target.method}, not webhook")
         try:
             check_url_host(self.egress, url_host(target.url) or "")
         except EgressRefusedError as exc:

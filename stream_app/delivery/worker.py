@@ -1,8 +1,14 @@
-"""The delivery worker: queues finished scheduled reports and attempts them when due.
+"""The delivery worker: queues finished reports to deliver and attempts them when due.
 
-:meth:`DeliveryWorker.enqueue_report` turns a final ``report-results`` status of a scheduled
-report into a ``delivery_queue`` row due at once (it sends nothing, so consuming the topic
-never waits for an endpoint). :meth:`DeliveryWorker.tick` claims due rows
+Who wants a report delivered is not known here: each :class:`DeliverySource` (a schedule
+run, :mod:`stream_app.schedules.deliveries`; a report request's own ``delivery``,
+:mod:`stream_app.delivery.adhoc`) turns a report's final status into a
+:class:`~stream_app.delivery.base.DeliveryOrder`, re-reads it for each attempt, and is told
+each outcome (``settle``).
+
+:meth:`DeliveryWorker.enqueue_report` turns a final ``report-results`` status into a
+``delivery_queue`` row due at once when a source orders it (it sends nothing, so consuming
+the topic never waits for an endpoint). :meth:`DeliveryWorker.tick` claims due rows
 (:func:`stream_app.delivery.queue.claim_due`: ``FOR UPDATE SKIP LOCKED`` plus a lease, so no
 two workers attempt one delivery at the same time) and starts one attempt per claimed row,
 each holding one of the worker's :class:`~stream_app.delivery.slots.DeliverySlots` for the
@@ -17,22 +23,57 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+import os
+import socket
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Protocol
 
 import asyncpg
 
 from stream_app.crypto.keyring import KeyRing
 from stream_app.db.tenancy import tenant_transaction
+from stream_app.delivery.base import DeliveryOrder, DeliveryResult
 from stream_app.delivery.dispatch import DeliveryConfig, build_method, deliver
 from stream_app.delivery.queue import QueuedDelivery, claim_due, due_organizations, enqueue, remove
 from stream_app.delivery.slots import DeliverySlots
-from stream_app.schedules.store import default_worker_id, find_run_for_report, get_run
 from stream_app.schemas.updates import ReportStatus
 
 log = logging.getLogger(__name__)
 FINAL = frozenset({"completed", "failed", "cancelled"})
+
+
+class DeliverySource(Protocol):
+    """Who orders deliveries of finished reports, and what their outcomes mean to it.
+
+    Every method runs on a connection inside the organisation's tenant transaction.
+    """
+
+    name: str
+    """Stored with each queued row (``delivery_queue.source``)."""
+
+    async def order_for(
+        self, conn: asyncpg.Connection, status: ReportStatus
+    ) -> DeliveryOrder | None:
+        """The delivery this source orders for report ``status`` (final), or None."""
+        ...
+
+    async def reload(self, conn: asyncpg.Connection, item: QueuedDelivery) -> DeliveryOrder | None:
+        """The order of a queued row, read again before an attempt; None when it is gone
+        (e.g. its schedule was deleted): the row is dropped."""
+        ...
+
+    async def settle(
+        self, conn: asyncpg.Connection, order: DeliveryOrder, result: DeliveryResult
+    ) -> None:
+        """Told an outcome of ``order`` (in the transaction that logs it)."""
+        ...
+
+
+def default_worker_id() -> str:
+    """``host:pid`` of this process, the default ``claimed_by``."""
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 class DeliveryWorker:
@@ -46,6 +87,7 @@ class DeliveryWorker:
         keys: the worker's data-key cache (decrypts artifacts, opens sealed secrets).
         config: server-wide delivery settings (slots, poll interval, lease, egress policy).
         artifact_root: the artifact store's root folder.
+        sources: who orders deliveries, asked in this order (the first order wins).
         slots: the fair-share slot counter.
         worker_id: recorded as ``claimed_by`` of leased rows.
 
@@ -58,6 +100,7 @@ class DeliveryWorker:
         config: DeliveryConfig,
         artifact_root: Path,
         *,
+        sources: Iterable[DeliverySource],
         system_pool: asyncpg.Pool | None = None,
         keys: KeyRing | None = None,
         worker_id: str | None = None,
@@ -68,6 +111,7 @@ class DeliveryWorker:
         self.keys = keys or KeyRing(pool)
         self.config = config
         self.artifact_root = artifact_root
+        self.sources = {source.name: source for source in sources}
         self.slots = DeliverySlots(config.slots)
         self.worker_id = worker_id or default_worker_id()
         self._injected_clock = clock
@@ -76,36 +120,29 @@ class DeliveryWorker:
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def enqueue_report(self, status: ReportStatus) -> bool:
-        """Queue the delivery of a scheduled report's final status, due now.
+        """Queue the delivery of a report's final status, due now, if a source orders one.
 
         Returns:
-            Whether a delivery was queued (False: not final, not scheduled, already queued,
-            or the status names another organisation than the run's).
+            Whether a delivery was queued (False: not final, nobody ordered one, or already
+            queued).
         """
         if status.status not in FINAL:
             return False
         org = status.organization_id
         async with self.pool.acquire() as conn, tenant_transaction(conn, org):
-            run = await find_run_for_report(conn, org, status.report_id)
-            if run is None:
+            for source in self.sources.values():
+                order = await source.order_for(conn, status)
+                if order is None:
+                    continue
+                if order.organization_id != org:  # a source's bug; never another tenant's
+                    log.warning(
+                        "report %s: order of another organisation ignored", status.report_id
+                    )
+                    return False
+                added = await enqueue(conn, order, status, due_at=self._clock())
+                break
+            else:
                 return False
-            if run.schedule.organization_id != status.organization_id:
-                log.warning(
-                    "report %s: status of organisation %s for a run of %s ignored",
-                    status.report_id,
-                    status.organization_id,
-                    run.schedule.organization_id,
-                )
-                return False
-            added = await enqueue(
-                conn,
-                organization_id=run.schedule.organization_id,
-                run_id=run.run_id,
-                schedule_id=run.schedule.schedule_id,
-                report_id=status.report_id,
-                status=status,
-                due_at=self._clock(),
-            )
         self._wake.set()
         return added
 
@@ -138,25 +175,27 @@ class DeliveryWorker:
 
     async def _attempt(self, item: QueuedDelivery) -> None:
         try:
+            source = self.sources.get(item.source)
             async with self.pool.acquire() as conn, tenant_transaction(conn, item.organization_id):
-                run = await get_run(conn, item.run_id)  # under RLS: the organisation's only
-                if run is None:  # the schedule was deleted meanwhile
-                    await remove(conn, item.run_id, item.report_id)
+                order = None if source is None else await source.reload(conn, item)
+                if order is None:  # e.g. the schedule was deleted meanwhile
+                    await remove(conn, item.organization_id, item.report_id)
                     return
-            method = build_method(run.schedule.delivery, self.config)
+            assert source is not None
             await deliver(
                 self.pool,
-                run,
+                order,
                 item.status,
                 self.artifact_root,
-                method,
+                build_method(order.target, self.config),
                 attempt=item.attempt,
                 keys=self.keys,
                 # the backoff counts from the end of the attempt, or from the injected clock
                 now=self._injected_clock() if self._injected_clock else None,
+                settle=source.settle,
             )
         except Exception:  # logged; the lease runs out and the row is attempted again
-            log.exception("delivery of report %s (run %s) failed", item.report_id, item.run_id)
+            log.exception("delivery of report %s (%s) failed", item.report_id, item.source)
         finally:
             self.slots.release(item.organization_id)
             self._wake.set()

@@ -9,8 +9,10 @@ import socket
 from collections.abc import Iterator
 from pathlib import Path
 
+from stream_app.errors import WeddingError
 
-class ServiceError(RuntimeError):
+
+class ServiceError(WeddingError, RuntimeError):
     """A local service could not be fetched, started, reached or stopped.
 
     The message names the service and the step that failed and, where there is one, ends with

@@ -219,9 +219,21 @@ def start(state_dir: Path) -> KafkaInstance:
             f"{formatted.stdout}{formatted.stderr}"
         )
 
+    return _run_broker(libs, home, f"127.0.0.1:{port}", log_path)
+
+
+def _run_broker(libs: Path, home: Path, bootstrap: str, log_path: Path) -> KafkaInstance:
+    """Start the broker of ``home`` (its ``server.properties`` and ``log4j2.properties``),
+    output appended to ``log_path``, and wait until it answers at ``bootstrap``.
+
+    Raises:
+        ServiceError: the JVM exited or the broker did not answer in time (it is stopped).
+    """
     with log_path.open("ab") as log:
         process = subprocess.Popen(
-            _java_command(libs, log4j_config, "kafka.Kafka", str(config)),
+            _java_command(
+                libs, home / "log4j2.properties", "kafka.Kafka", str(home / "server.properties")
+            ),
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -231,7 +243,7 @@ def start(state_dir: Path) -> KafkaInstance:
     # keep the handle while the broker runs in this process's lifetime: dropping a running
     # Popen raises a ResourceWarning, and the handle reaps the broker when it is stopped
     _CHILDREN[process.pid] = process
-    instance = KafkaInstance(f"127.0.0.1:{port}", process.pid, log_path)
+    instance = KafkaInstance(bootstrap, process.pid, log_path)
     try:
         _wait_ready(instance, process)
     except ServiceError:
@@ -262,23 +274,7 @@ def restart(instance: KafkaInstance, state_dir: Path) -> KafkaInstance:
     if not config.is_file():
         raise ServiceError(f"kafka: no broker was started in {home}")
     stop(instance.pid)
-    with instance.log_path.open("ab") as log:
-        process = subprocess.Popen(
-            _java_command(ensure_libs(), home / "log4j2.properties", "kafka.Kafka", str(config)),
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=home,
-            start_new_session=True,
-        )
-    _CHILDREN[process.pid] = process
-    again = KafkaInstance(instance.bootstrap, process.pid, instance.log_path)
-    try:
-        _wait_ready(again, process)
-    except ServiceError:
-        stop(again.pid)
-        raise
-    return again
+    return _run_broker(ensure_libs(), home, instance.bootstrap, instance.log_path)
 
 
 def _wait_ready(instance: KafkaInstance, process: subprocess.Popen[bytes]) -> None:

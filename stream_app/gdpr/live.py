@@ -23,13 +23,13 @@ from typing import Any
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import TopicPartition
 
-from stream_app.agents.interactions import client_interactions_table, interactions_topic
 from stream_app.app import settings
-from stream_app.partitioning import partition_for
+from stream_app.queries.partitions import partition_for
+from stream_app.queries.routing import changelog_owner, remote_json
 from stream_app.schemas.base import encode_event
 from stream_app.schemas.interactions import INTERACTION_SCHEMA_VERSIONS, ClientInteractionEvent
 from stream_app.topics import CLIENT_INTERACTIONS, message_key
-from stream_app.web.routing import changelog_owner, remote_json
+from stream_app.topology import client_interactions_table, interactions_topic
 from stream_app.web.streams import client_interactions_body
 
 
@@ -38,7 +38,8 @@ async def interactions_row(organization_id: str, client_id: str) -> dict[str, An
     answers them, from this worker or the one holding the client's partition.
 
     Raises:
-        stream_app.web.errors.ApiError: 503 when nobody can answer (restoring, rebalancing).
+        stream_app.queries.errors.QueryUnavailableError: nobody can answer (restoring,
+            rebalancing).
     """
     partition = partition_for(message_key(organization_id, client_id), settings.topic_partitions)
     owner = changelog_owner(client_interactions_table.changelog_topic.get_topic_name(), partition)

@@ -25,6 +25,8 @@ from typing import Any
 import asyncpg
 import orjson
 
+from stream_app.db.rows import status_count
+
 DELETED_TABLES = frozenset({"feedback"})
 """Tables whose rows of an erased client are deleted (the others with ``client_id`` are
 pseudonymised)."""
@@ -105,11 +107,6 @@ async def client_rows(
     return out
 
 
-def _count(status: str) -> int:
-    """Rows of a command status such as ``DELETE 3`` or ``UPDATE 0``."""
-    return int(status.rsplit(" ", 1)[-1])
-
-
 async def erase_client_rows(
     conn: asyncpg.Connection, organization_id: str, client_id: str, pseudonym: str
 ) -> dict[str, int]:
@@ -127,7 +124,7 @@ async def erase_client_rows(
     """
     counts: dict[str, int] = {}
     async with conn.transaction():
-        counts["clients.deleted"] = _count(
+        counts["clients.deleted"] = status_count(
             await conn.execute(
                 "DELETE FROM clients WHERE organization_id = $1 AND id = $2",
                 organization_id,
@@ -136,7 +133,7 @@ async def erase_client_rows(
         )
         for table in await client_tables(conn):
             if table in DELETED_TABLES:
-                counts[f"{table}.deleted"] = _count(
+                counts[f"{table}.deleted"] = status_count(
                     await conn.execute(
                         f"DELETE FROM {_ident(table)}"
                         " WHERE organization_id = $1 AND client_id = $2",
@@ -145,7 +142,7 @@ async def erase_client_rows(
                     )
                 )
             else:
-                counts[f"{table}.pseudonymised"] = _count(
+                counts[f"{table}.pseudonymised"] = status_count(
                     await conn.execute(
                         f"UPDATE {_ident(table)} SET client_id = $3"
                         " WHERE organization_id = $1 AND client_id = $2",

@@ -31,7 +31,9 @@ import asyncpg
 import orjson
 
 from stream_app.db import audit_events
+from stream_app.db.rows import status_count
 from stream_app.db.tenancy import tenant_transaction
+from stream_app.errors import WeddingError
 from stream_app.gdpr.artifacts import TERMINAL, remove_report_dirs
 
 FIELDS: tuple[str, ...] = ("artifacts_days", "report_rows_days", "delivery_log_days")
@@ -39,7 +41,7 @@ MAX_DAYS = 36_500
 """Longest period a rule may name (100 years; the database checks it too)."""
 
 
-class RuleError(ValueError):
+class RuleError(WeddingError, ValueError):
     """A retention rule that cannot be stored; ``field`` names the offending field."""
 
     retriable = False
@@ -144,10 +146,6 @@ async def claim(conn: asyncpg.Connection, start: datetime, worker: str) -> bool:
     return row is not None
 
 
-def _count(status: str) -> int:
-    return int(status.rsplit(" ", 1)[-1])
-
-
 async def apply_rule(
     conn: asyncpg.Connection,
     root: Path,
@@ -162,6 +160,15 @@ async def apply_rule(
         ``{"artifact_files", "artifact_reports", "report_rows", "delivery_log_rows"}``.
     """
     counts = {"artifact_files": 0, "artifact_reports": 0, "report_rows": 0, "delivery_log_rows": 0}
+
+    async def remove_files(rows: list[asyncpg.Record], count: str) -> None:
+        """Count ``rows`` (reports) as ``count`` and delete their folders."""
+        ids = [r["id"] for r in rows]
+        counts[count] = len(ids)
+        counts["artifact_files"] += await asyncio.to_thread(
+            remove_report_dirs, root, organization_id, ids
+        )
+
     if rule.report_rows_days is not None:
         cutoff = now - timedelta(days=rule.report_rows_days)
         gone = await conn.fetch(
@@ -171,11 +178,7 @@ async def apply_rule(
             list(TERMINAL),
             cutoff,
         )
-        ids = [r["id"] for r in gone]
-        counts["report_rows"] = len(ids)
-        counts["artifact_files"] += await asyncio.to_thread(
-            remove_report_dirs, root, organization_id, ids
-        )
+        await remove_files(gone, "report_rows")
     if rule.artifacts_days is not None:
         cutoff = now - timedelta(days=rule.artifacts_days)
         rows = await conn.fetch(
@@ -189,14 +192,10 @@ async def apply_rule(
             cutoff,
             orjson.dumps({"artifacts_purged": "retention"}).decode(),
         )
-        ids = [r["id"] for r in rows]
-        counts["artifact_reports"] = len(ids)
-        counts["artifact_files"] += await asyncio.to_thread(
-            remove_report_dirs, root, organization_id, ids
-        )
+        await remove_files(rows, "artifact_reports")
     if rule.delivery_log_days is not None:
         cutoff = now - timedelta(days=rule.delivery_log_days)
-        counts["delivery_log_rows"] = _count(
+        counts["delivery_log_rows"] = status_count(
             await conn.execute(
                 "DELETE FROM delivery_log WHERE organization_id = $1 AND finished_at < $2",
                 organization_id,

@@ -38,6 +38,8 @@ from decimal import Decimal
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from stream_app.errors import WeddingError
+
 ORGANIZATION_ID = "hotel-demand-pt"
 ORGANIZATION_NAME = "Hotel booking demand (Antonio et al. 2019)"
 TIME_ZONE = "Europe/Lisbon"
@@ -71,7 +73,7 @@ _ZONE = ZoneInfo(TIME_ZONE)
 _NOON = time(12, 0)
 
 
-class SourceRowError(ValueError):
+class SourceRowError(WeddingError, ValueError):
     """A CSV row that cannot be mapped at all (e.g. an unknown hotel or month name)."""
 
     def __init__(self, row_number: int, field: str, reason: str) -> None:
@@ -136,7 +138,7 @@ REQUIRED_COLUMNS = (
 )
 
 
-class SourceFileError(ValueError):
+class SourceFileError(WeddingError, ValueError):
     """The file is not the hotel booking demand CSV (unreadable, wrong header, no rows)."""
 
 

@@ -47,6 +47,7 @@ from stream_app.crypto.segmented import (
     plaintext_size,
     read_header,
 )
+from stream_app.errors import WeddingError
 from stream_app.schemas.ids import check_id
 from stream_app.schemas.updates import ArtifactLink
 
@@ -75,7 +76,7 @@ FORMAT_EXTENSIONS: dict[str, str] = {
 """Output format → file extension of its artifact."""
 
 
-class ArtifactPathError(ValueError):
+class ArtifactPathError(WeddingError, ValueError):
     """An artifact path cannot be derived: a bad id or format, or it leaves its folder."""
 
     retriable = False
@@ -171,7 +172,7 @@ def remove_report_folder(root: Path, organization_id: str, report_id: str) -> bo
     return True
 
 
-class ArtifactStoreFullError(OSError):
+class ArtifactStoreFullError(WeddingError, OSError):
     """The artifact store has no room for a file (its size limit, or the disk is full).
 
     The message is the cause shown on the failed report; ``retriable`` is False.
@@ -346,7 +347,7 @@ def _take(it: Iterator[bytes], n: int) -> list[bytes]:
     return list(itertools.islice(it, n))
 
 
-class ArtifactMissingError(FileNotFoundError):
+class ArtifactMissingError(WeddingError, FileNotFoundError):
     """The artifact's path is malformed, outside the store, or the file is gone."""
 
     retriable = False

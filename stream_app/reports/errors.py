@@ -9,10 +9,11 @@ from __future__ import annotations
 import aiohttp
 import asyncpg
 
+from stream_app.errors import WeddingError
 from stream_app.reports.artifacts import ArtifactStoreFullError
 
 
-class ReportFailure(Exception):
+class ReportFailure(WeddingError):
     """A report cannot be generated; the message is the cause shown to the user.
 
     Attributes:
@@ -25,7 +26,7 @@ class ReportFailure(Exception):
         self.retriable = retriable
 
 
-class ReportCancelledError(Exception):
+class ReportCancelledError(WeddingError):
     """The report was cancelled (seen in PostgreSQL) before an attempt could start."""
 
 

@@ -2,8 +2,7 @@
 
 Part of the reports layer: rows of venues held by this worker come from its table, the others
 from the worker that holds them, over HTTP (the owner routing of
-:mod:`stream_app.web.routing`, which moves to ``stream_app.queries`` at merge; this is the one
-module of ``reports/`` that reads it).
+:mod:`stream_app.queries.routing`).
 """
 
 from __future__ import annotations
@@ -11,12 +10,12 @@ from __future__ import annotations
 from datetime import date
 from typing import Any
 
+from stream_app.queries.errors import QueryUnavailableError
+from stream_app.queries.routing import as_table_row, local_periods, owner_url, remote_periods
 from stream_app.reports.errors import ReportFailure
 from stream_app.reports.types.booking_summary import months_in
 from stream_app.runtime.context import outside_any_event
 from stream_app.tables.bookings import table_key
-from stream_app.web.errors import ApiError
-from stream_app.web.routing import as_table_row, local_periods, owner_url, remote_periods
 
 
 async def read_venue_rows(
@@ -25,7 +24,7 @@ async def read_venue_rows(
     """The table rows a booking summary of ``[date_from, date_to]`` needs, by table key.
 
     Rows of venues held by this worker come from its table; the others from the worker that
-    holds them, over HTTP (:mod:`stream_app.web.routing`).
+    holds them, over HTTP (:mod:`stream_app.queries.routing`).
 
     Raises:
         ReportFailure: a holder of some venue's rows cannot be reached (retriable).
@@ -51,6 +50,6 @@ async def read_venue_rows(
                 for p in found:
                     key = table_key(organization_id, venue_id, grain, p["period"])  # type: ignore[arg-type]
                     rows[key] = as_table_row(p)
-        except ApiError as exc:
+        except QueryUnavailableError as exc:
             raise ReportFailure(f"venue {venue_id!r}: {exc.reason}", retriable=True) from exc
     return rows

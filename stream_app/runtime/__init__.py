@@ -62,6 +62,7 @@ from importlib.metadata import version
 
 from faust.transport.producer import ProducerBuffer
 
+from stream_app.errors import WeddingError
 from stream_app.runtime import fetching, producer_flush, restore
 from stream_app.settings import Settings
 
@@ -81,7 +82,7 @@ PRODUCER_BUFFER_MAX_MESSAGES = 10_000
 _installed = False
 
 
-class UnsupportedLibraryError(RuntimeError):
+class UnsupportedLibraryError(WeddingError, RuntimeError):
     """An installed faust-streaming, mode-streaming or aiokafka is not the pinned release line."""
 
 

@@ -38,6 +38,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cronsim import CronSim, CronSimError
 
+from stream_app.errors import WeddingError
+
 _FIELD_NAMES = ("minute", "hour", "day-of-month", "month", "day-of-week")
 _PROBE_START = datetime(2001, 1, 1, tzinfo=UTC)
 _SEARCH_WINDOWS = (
@@ -49,7 +51,7 @@ _SEARCH_WINDOWS = (
 )
 
 
-class CronExpressionError(ValueError):
+class CronExpressionError(WeddingError, ValueError):
     """A cron expression cannot be used.
 
     Attributes:

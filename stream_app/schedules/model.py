@@ -3,7 +3,8 @@
 A :class:`Schedule` says *what* to generate (report type, a date range relative to the fire
 time, output formats), *when* (a 5-field cron expression read in an IANA time zone, see
 :mod:`stream_app.schedules.cron`), *where to* (one delivery target: email, webhook, SFTP or
-API) and *how hard to try* (retry policy). Construction validates every field and raises
+API) and *how hard to try* (retry policy); targets and policy are delivery's own
+(:mod:`stream_app.delivery.targets`). Construction validates every field and raises
 :class:`ScheduleValidationError` naming the field; checks that need the current time
 (expiration in the past) are in :meth:`Schedule.check_at`.
 """
@@ -11,15 +12,17 @@ API) and *how hard to try* (retry policy). Construction validates every field an
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Literal
-from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import asyncssh
-
-from stream_app.crypto.sealed import is_sealed
+from stream_app.delivery.targets import (
+    DeliveryTarget,
+    EmailTarget,
+    RetryPolicy,
+    TargetValidationError,
+)
 from stream_app.schedules.cron import CronExpressionError, validate_cron
 from stream_app.schemas.ids import ID_RULE, is_valid_id
 from stream_app.schemas.reports import OUTPUT_FORMATS, REPORT_TYPES
@@ -31,7 +34,6 @@ MAX_MIN_INTERVAL_SECONDS = 31 * 24 * 3600
 FILTER_FIELDS = frozenset({"venue_id"})
 """Report dimensions a per-recipient filter may restrict."""
 
-_EMAIL_RE = re.compile(r"^[^@\s<>,;\"]+@[^@\s<>,;\"]+\.[^@\s<>,;\"]+$")
 _LAST_N_RE = re.compile(r"^last_n_days:([0-9]{1,4})$")
 MAX_LAST_N_DAYS = 3660
 
@@ -42,222 +44,15 @@ DateRangeRule = str
 Priority = Literal["low", "normal", "high", "critical"]
 
 
-class ScheduleValidationError(ValueError):
-    """A schedule field is invalid.
-
-    Attributes:
-        field: the field's name (dotted for nested ones: ``delivery.url``, ``retry.max_attempts``).
-        reason: what is wrong, in words.
-    """
-
-    retriable = False
-
-    def __init__(self, field: str, reason: str) -> None:
-        super().__init__(f"{field}: {reason}")
-        self.field = field
-        self.reason = reason
+ScheduleValidationError = TargetValidationError
+"""A schedule field is invalid (the error of every check, the delivery target's included):
+``field`` names it (dotted for nested ones: ``delivery.url``), ``reason`` says what is wrong."""
 
 
 def _check_id(name: str, value: str) -> None:
     """The product's one id rule (:mod:`stream_app.schemas.ids`)."""
     if not is_valid_id(value):
         raise ScheduleValidationError(name, f"{value!r} must be {ID_RULE}")
-
-
-DEFAULT_LINK_TTL_SECONDS = 7 * 24 * 3600
-"""Default lifetime of a delivery's download links, seconds (7 days)."""
-MIN_LINK_TTL_SECONDS, MAX_LINK_TTL_SECONDS = 60, 30 * 24 * 3600
-
-
-def _check_link_ttl(value: int) -> None:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int)
-        or not MIN_LINK_TTL_SECONDS <= value <= MAX_LINK_TTL_SECONDS
-    ):
-        raise ScheduleValidationError(
-            "delivery.link_ttl_seconds",
-            f"must be between {MIN_LINK_TTL_SECONDS} and {MAX_LINK_TTL_SECONDS} seconds",
-        )
-
-
-def _check_secret(name: str, value: str, min_length: int = 16) -> None:
-    if len(value) < min_length:
-        raise ScheduleValidationError(name, f"must be at least {min_length} characters")
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class EmailTarget:
-    """Deliver by email.
-
-    Attributes:
-        recipients: one or more addresses (``user@example.org``), no repeats.
-        subject: the subject line; ``None`` gives ``"<report type> <from> – <to>"``.
-        link_ttl_seconds: lifetime of the download links sent for files too large to attach,
-            seconds (60 s – 30 days).
-    """
-
-    recipients: tuple[str, ...]
-    subject: str | None = None
-    link_ttl_seconds: int = DEFAULT_LINK_TTL_SECONDS
-    method: Literal["email"] = "email"
-
-    def __post_init__(self) -> None:
-        _check_link_ttl(self.link_ttl_seconds)
-        if not self.recipients:
-            raise ScheduleValidationError("delivery.recipients", "at least one is required")
-        for address in self.recipients:
-            if not _EMAIL_RE.match(address):
-                raise ScheduleValidationError(
-                    "delivery.recipients", f"{address!r} is not an email address"
-                )
-        if len({a.lower() for a in self.recipients}) != len(self.recipients):
-            raise ScheduleValidationError("delivery.recipients", "an address is listed twice")
-        if self.subject is not None and ("\n" in self.subject or "\r" in self.subject):
-            raise ScheduleValidationError("delivery.subject", "must be a single line")
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class WebhookTarget:
-    """Deliver by an HTTP POST of the result JSON, signed with HMAC-SHA256.
-
-    Attributes:
-        url: ``http`` or ``https`` URL with a host.
-        secret: the shared HMAC key (at least 16 characters; not shown in ``repr``).
-        timeout_s: per-attempt timeout, seconds (0 < t ≤ 300).
-        link_ttl_seconds: lifetime of the download links in the posted result, seconds
-            (60 s – 30 days).
-    """
-
-    url: str
-    secret: str = field(repr=False)
-    timeout_s: float = 10.0
-    link_ttl_seconds: int = DEFAULT_LINK_TTL_SECONDS
-    method: Literal["webhook"] = "webhook"
-
-    def __post_init__(self) -> None:
-        _check_link_ttl(self.link_ttl_seconds)
-        try:
-            parsed = urlsplit(self.url)
-            _ = parsed.port  # raises ValueError on a bad port
-        except (ValueError, TypeError) as exc:
-            raise ScheduleValidationError("delivery.url", f"{self.url!r} is not a URL") from exc
-        if (
-            parsed.scheme not in ("http", "https")
-            or not parsed.hostname
-            or any(c.isspace() or ord(c) < 32 for c in self.url)
-        ):
-            raise ScheduleValidationError(
-                "delivery.url", f"{self.url!r} must be an http(s) URL with a host"
-            )
-        _check_secret("delivery.secret", self.secret)
-        if not 0 < self.timeout_s <= 300:
-            raise ScheduleValidationError("delivery.timeout_s", "must be in (0, 300] seconds")
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class SftpTarget:
-    """Deliver by SFTP upload (temporary name, then rename).
-
-    Attributes:
-        host / port: the server.
-        username: the login.
-        path: the remote folder the files go into (created if missing).
-        host_key: the server's public host key, OpenSSH format (``ssh-ed25519 AAAA...``);
-            the connection is refused if the server presents another key.
-        password / private_key: credentials (at least one; private key in OpenSSH or PEM
-            format, unencrypted). Not shown in ``repr``.
-    """
-
-    host: str
-    username: str
-    path: str
-    host_key: str
-    port: int = 22
-    password: str | None = field(default=None, repr=False)
-    private_key: str | None = field(default=None, repr=False)
-    method: Literal["sftp"] = "sftp"
-
-    def __post_init__(self) -> None:
-        if not self.host or any(c.isspace() for c in self.host):
-            raise ScheduleValidationError("delivery.host", f"{self.host!r} is not a host name")
-        if not 1 <= self.port <= 65535:
-            raise ScheduleValidationError("delivery.port", f"{self.port} is not a TCP port")
-        if not self.username:
-            raise ScheduleValidationError("delivery.username", "is required")
-        if not self.path or "\x00" in self.path:
-            raise ScheduleValidationError("delivery.path", "is required")
-        try:
-            asyncssh.import_public_key(self.host_key)
-        except (asyncssh.KeyImportError, ValueError) as exc:
-            raise ScheduleValidationError(
-                "delivery.host_key", f"not an OpenSSH public key: {exc}"
-            ) from exc
-        if self.password is None and self.private_key is None:
-            raise ScheduleValidationError(
-                "delivery.password", "a password or a private_key is required"
-            )
-        if self.private_key is not None and not is_sealed(self.private_key):  # sealed: checked
-            try:  # when it was stored (stream_app.schedules.sealing)
-                asyncssh.import_private_key(self.private_key)
-            except (asyncssh.KeyImportError, ValueError) as exc:
-                raise ScheduleValidationError(
-                    "delivery.private_key", f"not an unencrypted private key: {exc}"
-                ) from exc
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ApiTarget:
-    """Deliver by publishing signed download links (fetched over the HTTP API).
-
-    Attributes:
-        link_ttl_seconds: how long a link stays valid, seconds (60 s – 30 days).
-    """
-
-    link_ttl_seconds: int = DEFAULT_LINK_TTL_SECONDS
-    method: Literal["api"] = "api"
-
-    def __post_init__(self) -> None:
-        _check_link_ttl(self.link_ttl_seconds)
-
-
-DeliveryTarget = EmailTarget | WebhookTarget | SftpTarget | ApiTarget
-
-
-def link_ttl_seconds(target: DeliveryTarget) -> int:
-    """How long the download links of a delivery to ``target`` stay valid, seconds.
-
-    SFTP hands out no links; it answers the default (7 days) for completeness.
-    """
-    return getattr(target, "link_ttl_seconds", DEFAULT_LINK_TTL_SECONDS)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class RetryPolicy:
-    """How often and how patiently a delivery is retried.
-
-    The wait before attempt ``n + 1`` is ``min(base_backoff_s * 2**(n-1), max_backoff_s)``
-    seconds (exponential backoff). Only errors marked retriable are retried.
-
-    Attributes:
-        max_attempts: attempts in all, 1–10 (1 = no retry).
-        base_backoff_s: first wait, seconds (> 0, ≤ 3600).
-        max_backoff_s: cap of one wait, seconds (≥ base_backoff_s, ≤ 86400).
-    """
-
-    max_attempts: int = 3
-    base_backoff_s: float = 30.0
-    max_backoff_s: float = 900.0
-
-    def __post_init__(self) -> None:
-        if not 1 <= self.max_attempts <= 10:
-            raise ScheduleValidationError("retry.max_attempts", "must be between 1 and 10")
-        if not 0 < self.base_backoff_s <= 3600:
-            raise ScheduleValidationError("retry.base_backoff_s", "must be in (0, 3600] seconds")
-        if not self.base_backoff_s <= self.max_backoff_s <= 86400:
-            raise ScheduleValidationError(
-                "retry.max_backoff_s", "must be between base_backoff_s and 86400 seconds"
-            )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -370,7 +165,7 @@ class Schedule:
     cron: str
     time_zone: str
     delivery: DeliveryTarget
-    retry: RetryPolicy = RetryPolicy()
+    retry: RetryPolicy = RetryPolicy()  # noqa: RUF009 - a frozen value
     expires_at: datetime | None = None
     paused: bool = False
     skip_if_empty: bool = False

@@ -37,9 +37,7 @@ Firing policy (see :func:`claim_due_runs`):
 from __future__ import annotations
 
 import logging
-import os
 import secrets
-import socket
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Final
@@ -49,20 +47,12 @@ import orjson
 
 from stream_app.crypto.keys import current_data_key, load_master_keys
 from stream_app.db.tenancy import tenant_transaction
+from stream_app.delivery.sealing import has_secrets
+from stream_app.delivery.targets import RetryPolicy, target_from_parts, target_parts
+from stream_app.delivery.worker import default_worker_id
+from stream_app.errors import WeddingError
 from stream_app.schedules.cron import latest_fire_time, next_fire_time
-from stream_app.schedules.model import (
-    DEFAULT_LINK_TTL_SECONDS,
-    ApiTarget,
-    Audience,
-    DeliveryTarget,
-    EmailTarget,
-    RecipientFilter,
-    RetryPolicy,
-    Schedule,
-    SftpTarget,
-    WebhookTarget,
-    report_dates,
-)
+from stream_app.schedules.model import Audience, RecipientFilter, Schedule, report_dates
 from stream_app.schedules.sealing import seal_schedule
 
 log = logging.getLogger(__name__)
@@ -74,18 +64,13 @@ RUN_STATUSES = frozenset({"claimed", "submitted", "retrying", "delivered", "skip
 _TINY = timedelta(microseconds=1)
 
 
-def default_worker_id() -> str:
-    """``host:pid`` of this process, the default ``claimed_by``."""
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
-class ScheduleNotFoundError(LookupError):
+class ScheduleNotFoundError(WeddingError, LookupError):
     """No schedule with this id for this organisation."""
 
     retriable = False
 
 
-class ScheduleExistsError(ValueError):
+class ScheduleExistsError(WeddingError, ValueError):
     """A schedule with this id already exists."""
 
     retriable = False
@@ -173,74 +158,6 @@ class ClaimedRun:
 # --- (de)serialisation ------------------------------------------------------------------
 
 
-def _target_to_db(target: DeliveryTarget) -> tuple[str, dict[str, Any], dict[str, Any]]:
-    """``(method, options, secrets)`` of a delivery target."""
-    if isinstance(target, EmailTarget):
-        return (
-            "email",
-            {
-                "recipients": list(target.recipients),
-                "subject": target.subject,
-                "link_ttl_seconds": target.link_ttl_seconds,
-            },
-            {},
-        )
-    if isinstance(target, WebhookTarget):
-        return (
-            "webhook",
-            {
-                "url": target.url,
-                "timeout_s": target.timeout_s,
-                "link_ttl_seconds": target.link_ttl_seconds,
-            },
-            {"secret": target.secret},
-        )
-    if isinstance(target, SftpTarget):
-        return (
-            "sftp",
-            {
-                "host": target.host,
-                "port": target.port,
-                "username": target.username,
-                "path": target.path,
-                "host_key": target.host_key,
-            },
-            {"password": target.password, "private_key": target.private_key},
-        )
-    return "api", {"link_ttl_seconds": target.link_ttl_seconds}, {}
-
-
-def _target_from_db(
-    method: str, options: dict[str, Any], secrets: dict[str, Any]
-) -> DeliveryTarget:
-    if method == "email":
-        return EmailTarget(
-            recipients=tuple(options["recipients"]),
-            subject=options["subject"],
-            link_ttl_seconds=int(options.get("link_ttl_seconds", DEFAULT_LINK_TTL_SECONDS)),
-        )
-    if method == "webhook":
-        return WebhookTarget(
-            url=options["url"],
-            secret=secrets["secret"],
-            timeout_s=float(options["timeout_s"]),
-            link_ttl_seconds=int(options.get("link_ttl_seconds", DEFAULT_LINK_TTL_SECONDS)),
-        )
-    if method == "sftp":
-        return SftpTarget(
-            host=options["host"],
-            port=int(options["port"]),
-            username=options["username"],
-            path=options["path"],
-            host_key=options["host_key"],
-            password=secrets.get("password"),
-            private_key=secrets.get("private_key"),
-        )
-    if method == "api":
-        return ApiTarget(link_ttl_seconds=int(options["link_ttl_seconds"]))
-    raise ValueError(f"delivery_method: {method!r} is unknown")
-
-
 def _filters_to_db(schedule: Schedule) -> list[dict[str, Any]]:
     return [
         {"recipient": f.recipient, "field": f.field, "values": list(f.values)}
@@ -259,7 +176,7 @@ def _schedule_from_row(row: asyncpg.Record) -> Schedule:
         output_formats=tuple(row["output_formats"]),
         cron=row["cron"],
         time_zone=row["time_zone"],
-        delivery=_target_from_db(
+        delivery=target_from_parts(
             row["delivery_method"],
             orjson.loads(row["delivery_options"]),
             orjson.loads(row["delivery_secrets"]),
@@ -292,7 +209,7 @@ def _stored_from_row(row: asyncpg.Record) -> StoredSchedule:
 
 
 def _schedule_params(schedule: Schedule) -> list[Any]:
-    method, options, secrets = _target_to_db(schedule.delivery)
+    method, options, secrets = target_parts(schedule.delivery)
     return [
         schedule.schedule_id,
         schedule.organization_id,
@@ -332,7 +249,7 @@ async def _sealed(conn: asyncpg.Connection, schedule: Schedule) -> Schedule:
     """``schedule`` with its delivery secrets sealed under the organisation's current data
     key (:mod:`stream_app.schedules.sealing`); the stored and returned schedule hold no
     plaintext secret."""
-    if isinstance(schedule.delivery, WebhookTarget | SftpTarget):
+    if has_secrets(schedule.delivery):
         key = await current_data_key(conn, load_master_keys(), schedule.organization_id)
         return seal_schedule(schedule, key)
     return schedule

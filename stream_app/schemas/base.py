@@ -9,6 +9,7 @@ from typing import Annotated, TypeVar
 import msgspec
 import pycountry
 
+from stream_app.errors import WeddingError
 from stream_app.schemas.ids import Identifier
 
 #: Active ISO 4217 alphabetic codes, from the pycountry package's copy of the standard.
@@ -25,7 +26,7 @@ MinorUnits = Annotated[int, msgspec.Meta(ge=0, le=10**15)]
 _PATH_RE = re.compile(r"at `(\$[^`]*)`")
 
 
-class EventValidationError(ValueError):
+class EventValidationError(WeddingError, ValueError):
     """An event that does not satisfy its schema.
 
     Attributes:

@@ -13,12 +13,12 @@ from stream_app.schemas.base import (
     check_event_time,
     check_schema_version,
 )
-from stream_app.tables.windows import FIRST_YEAR, LAST_YEAR
 
 BOOKING_SCHEMA_VERSIONS = frozenset({1})
 
-FIRST_SERVICE_YEAR, LAST_SERVICE_YEAR = FIRST_YEAR, LAST_YEAR
-"""Service dates the tables accept: the years their reads accept."""
+FIRST_SERVICE_YEAR, LAST_SERVICE_YEAR = 1900, 2099
+"""Service dates the tables accept: the years their reads accept
+(:data:`stream_app.tables.windows.FIRST_YEAR`, ``LAST_YEAR`` are these)."""
 MAX_NIGHTS = 366
 """Longest stay in nights (a year)."""
 MAX_LEAD_DAYS = 36_600

@@ -17,6 +17,8 @@ from typing import Annotated
 
 import msgspec
 
+from stream_app.errors import WeddingError
+
 ID_MAX_LENGTH = 128
 """Longest id, characters."""
 
@@ -54,7 +56,7 @@ def check_id(field: str, value: object) -> str:
     return str(value)
 
 
-class InvalidIdError(ValueError):
+class InvalidIdError(WeddingError, ValueError):
     """An id that breaks the rule; ``field`` names where it was given."""
 
     retriable = False

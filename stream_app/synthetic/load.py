@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import asyncpg
 
 from stream_app.db.tenancy import Organization, upsert_organization
+from stream_app.errors import WeddingError
 from stream_app.synthetic.generator import (
     TABLE_COLUMNS,
     Chunk,
@@ -25,7 +26,7 @@ from stream_app.synthetic.generator import (
 )
 
 
-class OrganizationExistsError(ValueError):
+class OrganizationExistsError(WeddingError, ValueError):
     """The organisation already exists and ``replace`` was not asked for."""
 
     retriable = False

@@ -8,7 +8,7 @@ three steps, all pure functions here:
    (``*_part``): counts and distributions that add up (never a ratio or a percentile);
 2. the worker that received the request adds the parts of every worker (``merge_*``), after
    checking that together they cover every partition exactly once
-   (:mod:`stream_app.web.scatter`);
+   (:mod:`stream_app.queries.scatter`);
 3. the figures are derived from the sum (``finish_*``).
 
 A part is a JSON object of integers, nested objects of integers and strings; distributions are

@@ -42,6 +42,9 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Literal
 from zoneinfo import ZoneInfo
 
+from stream_app.errors import WeddingError
+from stream_app.schemas.bookings import FIRST_SERVICE_YEAR, LAST_SERVICE_YEAR
+
 WindowGrain = Literal["event_hour", "event_day_utc", "event_day", "event_week", "event_month"]
 WINDOW_GRAINS: tuple[WindowGrain, ...] = (
     "event_hour",
@@ -145,11 +148,12 @@ def is_closed(window: Window, watermark: datetime | None, grace: timedelta) -> b
     return watermark is not None and watermark >= window.end + grace
 
 
-FIRST_YEAR, LAST_YEAR = 1900, 2099
-"""Years a window label may name (reads outside them are refused, not computed)."""
+FIRST_YEAR, LAST_YEAR = FIRST_SERVICE_YEAR, LAST_SERVICE_YEAR
+"""Years a window label may name (reads outside them are refused, not computed): the years
+a booking's service date may be in (:mod:`stream_app.schemas.bookings`)."""
 
 
-class LabelError(ValueError):
+class LabelError(WeddingError, ValueError):
     """A bad window label or range; ``field`` is ``from``, ``to``."""
 
     def __init__(self, field: str, reason: str) -> None:

@@ -36,6 +36,12 @@ from stream_app.db.tenancy import UnknownOrganizationError
 from stream_app.quotas import SlotsBusyError, TenantSlots, org_share
 from stream_app.web.auth import Principal, authenticate
 from stream_app.web.errors import ApiError
+from stream_app.web.inputs import (
+    aggregation_error,
+    decode_aggregation,
+    organization_not_found,
+    read_body,
+)
 from stream_app.web.permissions import Permission
 from stream_app.web.views import page
 
@@ -44,7 +50,6 @@ MAX_CONCURRENT = 2
 cores; more would starve report generation and table reads)."""
 QUEUE_WAIT_S = 10.0
 """Seconds a request waits for a slot before 503 ``busy``."""
-MAX_BODY_BYTES = 64 * 1024
 
 _slots: TenantSlots | None = None
 
@@ -90,13 +95,7 @@ def scope_aggregation(principal: Principal, req: AggregationRequest) -> Aggregat
 async def run_aggregation(self: Any, request: web.Request, org: str) -> web.StreamResponse:
     """Validate and run one aggregation of ``org`` (see the module docstring)."""
     principal = authenticate(request, settings.jwt_secret, org)
-    raw = await request.read()
-    if len(raw) > MAX_BODY_BYTES:
-        raise ApiError(413, "too_large", f"body is over {MAX_BODY_BYTES} bytes", field="$")
-    try:
-        req = decode_request(raw)
-    except AggregationError as exc:
-        raise ApiError(400, exc.code, exc.reason, field=exc.field) from None
+    req = decode_aggregation(decode_request, await read_body(request))
     req = scope_aggregation(principal, req)
     try:
         async with _tenant_slots().slot(org, QUEUE_WAIT_S):
@@ -110,9 +109,9 @@ async def run_aggregation(self: Any, request: web.Request, org: str) -> web.Stre
         )
         raise ApiError(503, "busy", reason) from None
     except AggregationError as exc:
-        raise ApiError(400, exc.code, exc.reason, field=exc.field) from None
+        raise aggregation_error(exc) from None
     except UnknownOrganizationError as exc:
-        raise ApiError(404, "not_found", str(exc), field="organization_id") from None
+        raise organization_not_found(exc) from None
     except AggregationTimeoutError as exc:
         raise ApiError(422, "query_timeout", str(exc)) from None
     return web.Response(

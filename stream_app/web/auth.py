@@ -16,22 +16,23 @@ the guard verified.
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import jwt
 from aiohttp import web
 
+from stream_app.schemas.tokens import (
+    ALGORITHM,
+    DEFAULT_AUDIENCE,
+    DEFAULT_ISSUER,
+    DEFAULT_MAX_TTL_S,
+    INTERNAL_CLAIM,
+    ROLES,
+    new_token,
+)
 from stream_app.web.errors import ApiError
-from stream_app.web.permissions import ROLES
 
-ALGORITHM = "HS256"
-DEFAULT_ISSUER = "wedding-engine"
-DEFAULT_AUDIENCE = "wedding-engine-api"
-DEFAULT_MAX_TTL_S = 30 * 86_400
-INTERNAL_CLAIM = "wedding_internal"
-"""Set on worker-to-worker tokens (forwarded reads): not rate limited a second time."""
 PRINCIPAL_KEY = "wedding.principal"
 """Where :mod:`stream_app.web.guard` leaves the verified principal on the request."""
 
@@ -59,55 +60,6 @@ class Principal:
     issued_at: datetime | None = None
     internal: bool = False
     expires_at: datetime | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class IssuedToken:
-    """A token and the facts recorded about it (``tokens`` table)."""
-
-    token: str
-    jti: str
-    issued_at: datetime
-    expires_at: datetime
-
-
-def new_token(
-    secret: str,
-    *,
-    user_id: str,
-    organization_id: str,
-    ttl_seconds: int,
-    role: str = "admin",
-    venues: list[str] | None = None,
-    issuer: str = DEFAULT_ISSUER,
-    audience: str = DEFAULT_AUDIENCE,
-    internal: bool = False,
-) -> IssuedToken:
-    """Sign a token (see the module docstring); ``ttl_seconds`` from now.
-
-    Raises:
-        ValueError: an unknown ``role``.
-    """
-    if role not in ROLES:
-        raise ValueError(f"role: must be one of {', '.join(ROLES)}, got {role!r}")
-    now = datetime.now(UTC).replace(microsecond=0)
-    jti = uuid.uuid4().hex
-    claims: dict[str, object] = {
-        "iss": issuer,
-        "aud": audience,
-        "jti": jti,
-        "sub": user_id,
-        "org": organization_id,
-        "role": role,
-        "iat": now,
-        "exp": now + timedelta(seconds=ttl_seconds),
-    }
-    if venues is not None:
-        claims["venues"] = sorted(set(venues))
-    if internal:
-        claims[INTERNAL_CLAIM] = True
-    token = jwt.encode(claims, secret, algorithm=ALGORITHM)
-    return IssuedToken(token, jti, now, now + timedelta(seconds=ttl_seconds))
 
 
 def issue_token(

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from stream_app.errors import WeddingError
+from stream_app.queries.errors import QueryUnavailableError
 
-class ApiError(Exception):
+
+class ApiError(WeddingError):
     """An error answered to the caller.
 
     Attributes:
@@ -28,3 +31,8 @@ class ApiError(Exception):
         if self.field is not None:
             body["field"] = self.field
         return web.json_response({"error": body}, status=self.status)
+
+
+def api_error_of(exc: QueryUnavailableError) -> ApiError:
+    """The HTTP answer to a table read nobody can answer right now: 503 with its code."""
+    return ApiError(503, exc.code, exc.reason)

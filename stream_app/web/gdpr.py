@@ -28,7 +28,7 @@ from aiohttp import web
 from stream_app.app import settings
 from stream_app.db import audit_events
 from stream_app.db.pool import get_pool
-from stream_app.db.tenancy import UnknownOrganizationError, fetch_organization, tenant_transaction
+from stream_app.db.tenancy import tenant_transaction
 from stream_app.gdpr import live
 from stream_app.gdpr import requests as gdpr_requests
 from stream_app.gdpr.artifacts import purge_organization_files
@@ -37,6 +37,7 @@ from stream_app.gdpr.retention import RuleError, fetch_rule, parse_rule, store_r
 from stream_app.reports import cache as report_cache
 from stream_app.web.auth import authenticate
 from stream_app.web.errors import ApiError
+from stream_app.web.inputs import json_object, known_organization, read_body
 from stream_app.web.permissions import Permission
 from stream_app.web.views import page
 
@@ -48,16 +49,7 @@ _IDENTIFIER = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 
 
 async def _body(request: web.Request) -> dict[str, Any]:
-    raw = await request.read()
-    if len(raw) > MAX_BODY_BYTES:
-        raise ApiError(413, "too_large", f"body is over {MAX_BODY_BYTES} bytes", field="$")
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise ApiError(400, "invalid_json", f"body is not JSON: {exc}", field="$") from None
-    if not isinstance(body, dict):
-        raise ApiError(400, "invalid_field", "body must be a JSON object", field="$")
-    return body
+    return json_object(await read_body(request, MAX_BODY_BYTES))
 
 
 def _client_id(body: dict[str, Any], allowed: frozenset[str]) -> str:
@@ -84,13 +76,6 @@ def _client_id(body: dict[str, Any], allowed: frozenset[str]) -> str:
     return client_id
 
 
-async def _require_organization(conn: asyncpg.Connection, org: str) -> None:
-    try:
-        await fetch_organization(conn, org)
-    except UnknownOrganizationError as exc:
-        raise ApiError(404, "not_found", str(exc), field="organization_id") from None
-
-
 async def _open(
     conn: asyncpg.Connection, org: str, kind: gdpr_requests.RequestKind, client_id: str, actor: str
 ) -> str:
@@ -99,7 +84,7 @@ async def _open(
     Raises:
         ApiError: 404 when the organisation does not exist.
     """
-    await _require_organization(conn, org)
+    await known_organization(conn, org)
     async with tenant_transaction(conn, org):
         request_id = await gdpr_requests.open_request(conn, org, kind, client_id)
         await audit_events.record(
@@ -230,7 +215,7 @@ async def retention_get(self: Any, request: web.Request, org: str) -> web.Stream
     authenticate(request, settings.jwt_secret, org)
     pool = await get_pool(settings.postgres_dsn)
     async with pool.acquire() as conn:
-        await _require_organization(conn, org)
+        await known_organization(conn, org)
         async with tenant_transaction(conn, org):
             rule = await fetch_rule(conn, org)
     return web.json_response({"organization_id": org, **rule.as_dict()})
@@ -253,6 +238,6 @@ async def retention_put(self: Any, request: web.Request, org: str) -> web.Stream
         raise ApiError(400, "invalid_field", exc.reason, field=exc.field) from None
     pool = await get_pool(settings.postgres_dsn)
     async with pool.acquire() as conn:
-        await _require_organization(conn, org)
+        await known_organization(conn, org)
         await store_rule(conn, org, rule, principal.user_id)
     return web.json_response({"organization_id": org, **rule.as_dict()})

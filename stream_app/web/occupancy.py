@@ -22,11 +22,12 @@ from aiohttp import web
 from stream_app.app import settings
 from stream_app.db.pool import get_pool
 from stream_app.db.tenancy import tenant_transaction
+from stream_app.queries.routing import FORWARDED_HEADER, local_periods, owner_url, remote_periods
 from stream_app.tables.occupancy import occupancy
 from stream_app.web.auth import authenticate
 from stream_app.web.errors import ApiError
+from stream_app.web.inputs import require_query
 from stream_app.web.permissions import Permission
-from stream_app.web.routing import FORWARDED_HEADER, local_periods, owner_url, remote_periods
 from stream_app.web.views import MAX_PERIODS, page, period_labels
 
 
@@ -58,9 +59,7 @@ async def venue_occupancy(
     authenticate(request, settings.jwt_secret, org)
     q = request.query
     grain = q.get("grain", "day")
-    if "from" not in q or "to" not in q:
-        missing = "from" if "from" not in q else "to"
-        raise ApiError(400, "missing_field", f"query parameter {missing!r} is required", missing)
+    require_query(request, ("from", "to"), "query parameter {name!r} is required")
     dates = date_range(grain, q["from"], q["to"])
     pool = await get_pool(settings.postgres_dsn)
     async with pool.acquire() as conn, tenant_transaction(conn, org):

@@ -35,7 +35,8 @@ from aiohttp import web
 from stream_app.aggregation.request import AggregationRequest
 from stream_app.aggregation.rollups import RollupDefinition
 from stream_app.app import app
-from stream_app.schedules.model import RecipientFilter, RetryPolicy
+from stream_app.delivery.targets import RetryPolicy
+from stream_app.schedules.model import RecipientFilter
 from stream_app.schemas.ids import ID_MAX_LENGTH, ID_PATTERN
 from stream_app.schemas.reports import OUTPUT_FORMATS, REPORT_TYPES, ReportRequest
 from stream_app.schemas.updates import GenericMetricUpdate, MetricUpdate, ReportStatus
@@ -212,6 +213,7 @@ REPORT_STATUS_ANSWER: Schema = {
         },
         "error": {"type": ["string", "null"]},
         "delivery_links": {"type": "array"},
+        "delivery": {"type": ["object", "null"]},
     },
 }
 SSE_DOC = (

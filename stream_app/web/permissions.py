@@ -23,6 +23,8 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Final
 
+from stream_app.schemas.tokens import ROLES
+
 
 class Permission(StrEnum):
     """One thing a route does; the value is what a 403 names."""
@@ -77,8 +79,6 @@ UNDECLARED: Final = _Undeclared()
 RouteAccess = Permission | _Public | _Undeclared
 """What a route declares: a permission, :data:`PUBLIC` or (by default) :data:`UNDECLARED`."""
 
-ROLES: tuple[str, ...] = ("viewer", "analyst", "admin")
-"""The roles a token may carry, least to most."""
 
 _VIEWER = frozenset({Permission.TABLES_READ, Permission.REPORTS_READ})
 _ANALYST = _VIEWER | {

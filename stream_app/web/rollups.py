@@ -40,19 +40,18 @@ from stream_app.db import audit_events
 from stream_app.db.pool import get_pool
 from stream_app.db.tenancy import UnknownOrganizationError, tenant_transaction
 from stream_app.quotas import SlotsBusyError
-from stream_app.web.aggregation import MAX_BODY_BYTES, QUEUE_WAIT_S, _tenant_slots
+from stream_app.web.aggregation import QUEUE_WAIT_S, _tenant_slots
 from stream_app.web.auth import authenticate
 from stream_app.web.errors import ApiError
+from stream_app.web.inputs import (
+    aggregation_error,
+    decode_aggregation,
+    organization_not_found,
+    read_body,
+)
 from stream_app.web.numbers import positive_int
 from stream_app.web.permissions import Permission
 from stream_app.web.views import page
-
-
-async def _body(request: web.Request) -> bytes:
-    raw = await request.read()
-    if len(raw) > MAX_BODY_BYTES:
-        raise ApiError(413, "too_large", f"body is over {MAX_BODY_BYTES} bytes", field="$")
-    return raw
 
 
 @asynccontextmanager
@@ -64,9 +63,9 @@ async def _heavy(org: str) -> AsyncIterator[None]:
     except SlotsBusyError:
         raise ApiError(503, "busy", "too many aggregations running; retry later") from None
     except AggregationError as exc:
-        raise ApiError(400, exc.code, exc.reason, field=exc.field) from None
+        raise aggregation_error(exc) from None
     except UnknownOrganizationError as exc:
-        raise ApiError(404, "not_found", str(exc), field="organization_id") from None
+        raise organization_not_found(exc) from None
     except asyncpg.QueryCanceledError:
         raise ApiError(422, "query_timeout", "a statement ran over its time budget") from None
 
@@ -76,10 +75,7 @@ async def optimize_aggregation(self: Any, request: web.Request, org: str) -> web
     """Measure an aggregation and its candidates (see the module docstring)."""
     authenticate(request, settings.jwt_secret, org)
     runs = positive_int(request.query.get("runs", str(DEFAULT_RUNS)), "runs", maximum=MAX_RUNS)
-    try:
-        req = decode_request(await _body(request))
-    except AggregationError as exc:
-        raise ApiError(400, exc.code, exc.reason, field=exc.field) from None
+    req = decode_aggregation(decode_request, await read_body(request))
     async with _heavy(org):
         pool = await get_pool(settings.postgres_dsn)
         answer = await optimize(pool, org, req, runs=runs)
@@ -90,10 +86,7 @@ async def optimize_aggregation(self: Any, request: web.Request, org: str) -> web
 async def create_rollup_route(self: Any, request: web.Request, org: str) -> web.StreamResponse:
     """Create and build a rollup."""
     principal = authenticate(request, settings.jwt_secret, org)
-    try:
-        rollup = decode_definition(await _body(request))
-    except AggregationError as exc:
-        raise ApiError(400, exc.code, exc.reason, field=exc.field) from None
+    rollup = decode_aggregation(decode_definition, await read_body(request))
     async with _heavy(org):
         pool = await get_pool(settings.postgres_dsn)
         async with pool.acquire() as conn, tenant_transaction(conn, org):

@@ -24,9 +24,6 @@ Secrets (webhook keys, SFTP passwords and keys) are accepted and never returned.
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
-import re
-import socket
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -48,34 +45,20 @@ from stream_app.db.tenancy import (
     tenant_transaction,
 )
 from stream_app.delivery.api import LinkError, resolve_download
-from stream_app.delivery.egress import url_host
 from stream_app.delivery.links import check_not_revoked, links_of_reports, revoke
 from stream_app.delivery.log import fetch_schedule_log
 from stream_app.delivery.queue import pending_by_run
+from stream_app.delivery.targets import RetryPolicy
 from stream_app.schedules import store
 from stream_app.schedules.cron import CronExpressionError, fire_times, preview
-from stream_app.schedules.model import (
-    ApiTarget,
-    EmailTarget,
-    RecipientFilter,
-    RetryPolicy,
-    Schedule,
-    ScheduleValidationError,
-    SftpTarget,
-    WebhookTarget,
-)
+from stream_app.schedules.model import RecipientFilter, Schedule, ScheduleValidationError
 from stream_app.web.artifact_download import open_for_download, stream_artifact
 from stream_app.web.auth import Principal, authenticate
+from stream_app.web.delivery_targets import convert_field, public_target, target_from_json
 from stream_app.web.errors import ApiError
 from stream_app.web.permissions import PUBLIC, Permission
 from stream_app.web.views import media_type, page
 
-TARGETS: dict[str, type[Any]] = {
-    "email": EmailTarget,
-    "webhook": WebhookTarget,
-    "sftp": SftpTarget,
-    "api": ApiTarget,
-}
 _FIELDS = {
     "schedule_id",
     "report_type",
@@ -92,32 +75,6 @@ _FIELDS = {
     "recipient_filters",
     "priority",
 }
-
-
-def _error_field(message: str, field: str) -> str:
-    """The field a msgspec validation message of ``field``'s value is about, in the API's
-    dotted form: ``Object missing required field `recipients``` → ``delivery.recipients``;
-    ``... - at `$.timeout_s``` → ``delivery.timeout_s``; a model check's own
-    ``delivery.secret: reason`` → ``delivery.secret``; else ``field``."""
-    missing = re.search(r"missing required field `([^`]+)`", message)
-    at = re.search(r" - at `\$((?:\.[A-Za-z_][A-Za-z0-9_]*|\[\d+\])+)`", message)
-    if at is not None:
-        path = field + at.group(1)
-        return f"{path}.{missing.group(1)}" if missing is not None else path
-    if missing is not None:
-        return f"{field}.{missing.group(1)}"
-    own = re.match(rf"({re.escape(field)}(?:\.[A-Za-z_][A-Za-z0-9_]*)+): ", message)
-    return own.group(1) if own is not None else field
-
-
-def _convert(value: Any, typ: type[Any], field: str) -> Any:
-    try:
-        return msgspec.convert(value, typ, strict=False)
-    except ScheduleValidationError:
-        raise
-    except msgspec.ValidationError as exc:
-        message = str(exc)
-        raise ApiError(400, "invalid_field", message, field=_error_field(message, field)) from None
 
 
 def schedule_from_json(
@@ -141,24 +98,11 @@ def schedule_from_json(
     for required in ("report_type", "date_range", "output_formats", "cron", "delivery"):
         if required not in body:
             raise ApiError(400, "missing_field", f"{required} is required", field=required)
-    delivery = body["delivery"]
-    method = delivery.get("method") if isinstance(delivery, dict) else None
-    if not isinstance(method, str) or method not in TARGETS:  # {} is unhashable (Schemathesis)
-        raise ApiError(
-            400,
-            "invalid_field",
-            f"delivery.method must be one of {sorted(TARGETS)}",
-            field="delivery.method",
-        )
-    if delivery["method"] == "webhook":
-        check_target_address(url_host(str(delivery.get("url", ""))), "delivery.url")
-    if delivery["method"] == "sftp":
-        check_target_address(str(delivery.get("host", "")), "delivery.host")
     try:
-        target = _convert(delivery, TARGETS[delivery["method"]], "delivery")
-        retry = _convert(body.get("retry", {}), RetryPolicy, "retry")
+        target = target_from_json(body["delivery"], "delivery")
+        retry = convert_field(body.get("retry", {}), RetryPolicy, "retry")
         filters = tuple(
-            _convert(f, RecipientFilter, "recipient_filters")
+            convert_field(f, RecipientFilter, "recipient_filters")
             for f in body.get("recipient_filters", [])
         )
         expires_at = body.get("expires_at")
@@ -173,7 +117,7 @@ def schedule_from_json(
             time_zone=str(body.get("time_zone") or default_zone),
             delivery=target,
             retry=retry,
-            expires_at=_convert(expires_at, datetime, "expires_at") if expires_at else None,
+            expires_at=convert_field(expires_at, datetime, "expires_at") if expires_at else None,
             paused=bool(body.get("paused", False)),
             skip_if_empty=bool(body.get("skip_if_empty", False)),
             min_interval_seconds=int(body.get("min_interval_seconds", 300)),
@@ -186,78 +130,9 @@ def schedule_from_json(
         raise ApiError(400, "invalid_field", str(exc), field="$") from None
 
 
-def check_target_address(host: str | None, field: str) -> None:
-    """Refuse delivery targets on internal addresses unless allowed (SSRF guard).
-
-    Literal IPs in loopback, private, link-local (cloud metadata), multicast, reserved or
-    unspecified ranges and the name ``localhost`` are refused. Names are not resolved here
-    (what a name resolves to may change): every delivery resolves and checks them again
-    (:mod:`stream_app.delivery.egress`).
-
-    Raises:
-        ApiError: 400 naming ``field``.
-    """
-    if settings.allow_private_targets or not host:
-        return
-    if any(c in host for c in "%\x00\\") or not host.isprintable():
-        raise ApiError(400, "invalid_field", f"{host!r} is not a plain host name", field=field)
-    name = host.strip("[]").lower().rstrip(".")  # 'localhost.' and '127.0.0.1.' are the same
-    if name == "localhost" or name.endswith(".localhost"):
-        raise ApiError(400, "invalid_field", f"{host!r} is an internal address", field=field)
-    ip = _literal_ip(name)
-    if ip is None:
-        return
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    if (
-        ip.is_private
-        or ip.is_loopback
-        or ip.is_link_local
-        or ip.is_multicast
-        or ip.is_reserved
-        or ip.is_unspecified
-    ):
-        raise ApiError(400, "invalid_field", f"{host!r} is an internal address", field=field)
-
-
-def _literal_ip(name: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    """The address a literal host denotes, read the way the C library reads it.
-
-    Besides dotted quads this covers the forms ``inet_aton`` accepts and HTTP clients may
-    connect to: ``0x7f000001``, ``2130706433``, ``127.1``, ``0177.0.0.1``, ``0``. None for a
-    name that is not a literal address.
-    """
-    try:
-        return ipaddress.ip_address(name)
-    except ValueError:
-        pass
-    try:
-        return ipaddress.IPv4Address(socket.inet_aton(name))
-    except (OSError, ValueError):
-        return None
-
-
 def schedule_to_json(stored: store.StoredSchedule, upcoming: list[datetime]) -> dict[str, Any]:
     """The public view of a stored schedule (no secrets)."""
     s = stored.schedule
-    target = s.delivery
-    delivery: dict[str, Any] = {"method": target.method}
-    if isinstance(target, EmailTarget):
-        delivery.update(
-            recipients=list(target.recipients),
-            subject=target.subject,
-            link_ttl_seconds=target.link_ttl_seconds,
-        )
-    elif isinstance(target, WebhookTarget):
-        delivery.update(
-            url=target.url, timeout_s=target.timeout_s, link_ttl_seconds=target.link_ttl_seconds
-        )
-    elif isinstance(target, SftpTarget):
-        delivery.update(
-            host=target.host, port=target.port, username=target.username, path=target.path
-        )
-    else:
-        delivery.update(link_ttl_seconds=target.link_ttl_seconds)
 
     def iso(d: datetime | None) -> str | None:
         return d.isoformat() if d else None
@@ -271,7 +146,7 @@ def schedule_to_json(stored: store.StoredSchedule, upcoming: list[datetime]) -> 
         "output_formats": list(s.output_formats),
         "cron": s.cron,
         "time_zone": s.time_zone,
-        "delivery": delivery,
+        "delivery": public_target(s.delivery),
         "retry": {
             "max_attempts": s.retry.max_attempts,
             "base_backoff_s": s.retry.base_backoff_s,

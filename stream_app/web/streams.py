@@ -17,7 +17,7 @@ A missing row reads as zeros. Every route needs a bearer token of ``org``.
 Answered by any worker: an entity's rows live in the partition of its message key
 ``organization_id/<entity>`` of the table's changelog; a worker that does not hold that
 partition forwards the request once, with an internal token, to the worker that does (as the
-venue metrics reads, :mod:`stream_app.web.routing`) and answers with its body. **503**
+venue metrics reads, :mod:`stream_app.queries.routing`) and answers with its body. **503**
 ``recovering`` only when nobody can answer: this worker or the owner is restoring its tables
 (the owner is retried for a few seconds first), or no worker holds the partition (a rebalance
 is under way). With a single worker every read is local.
@@ -29,18 +29,22 @@ from typing import Any
 
 from aiohttp import web
 
-from stream_app.agents.interactions import client_interactions_table
-from stream_app.agents.payments import booking_payments_table
-from stream_app.agents.suppliers import supplier_activity_table
 from stream_app.app import settings
-from stream_app.partitioning import partition_for
+from stream_app.queries.errors import QueryUnavailableError
+from stream_app.queries.partitions import partition_for
+from stream_app.queries.routing import FORWARDED_HEADER, changelog_owner, remote_json
 from stream_app.tables import interactions as interactions_tables
 from stream_app.tables import payments as payments_tables
 from stream_app.tables import suppliers as suppliers_tables
+from stream_app.topology import (
+    booking_payments_table,
+    client_interactions_table,
+    supplier_activity_table,
+)
 from stream_app.web.auth import authenticate
 from stream_app.web.errors import ApiError
+from stream_app.web.inputs import require_query
 from stream_app.web.permissions import Permission
-from stream_app.web.routing import FORWARDED_HEADER, changelog_owner, remote_json
 from stream_app.web.views import page, period_labels
 
 
@@ -54,8 +58,9 @@ async def forward_if_remote(
         owner's JSON answer to the same path and query.
 
     Raises:
-        ApiError: 503 ``recovering`` when nobody can answer (see the module docstring); the
-            reason says why (this worker restoring, no owner, the owner not answering).
+        ApiError: 503 ``recovering`` when the owner does not answer, or ownership is moving.
+        QueryUnavailableError: ``recovering`` when this worker restores its tables or no
+            worker holds the partition (answered as a 503 of that code).
     """
     partition = partition_for(f"{organization_id}/{entity}".encode(), settings.topic_partitions)
     owner = changelog_owner(table.changelog_topic.get_topic_name(), partition)
@@ -68,7 +73,7 @@ async def forward_if_remote(
         body = await remote_json(
             owner, request.rel_url.raw_path, dict(request.query), organization_id
         )
-    except ApiError as exc:
+    except QueryUnavailableError as exc:
         # the owner did not answer after the retries: nobody can answer right now
         raise ApiError(503, "recovering", f"{exc.code}: {exc.reason}; retry") from None
     return web.json_response(body)
@@ -80,15 +85,8 @@ def _values(table: Any, key: str) -> dict[str, Any] | None:
 
 
 def _months(request: web.Request) -> list[str]:
-    q = request.query
-    if "from" not in q or "to" not in q:
-        raise ApiError(
-            400,
-            "missing_field",
-            "query parameters 'from' and 'to' are required",
-            field="from" if "from" not in q else "to",
-        )
-    return period_labels("month", q["from"], q["to"])
+    require_query(request, ("from", "to"), "query parameters 'from' and 'to' are required")
+    return period_labels("month", request.query["from"], request.query["to"])
 
 
 @page("/orgs/{org}/bookings/{booking}/payments", permission=Permission.TABLES_READ)

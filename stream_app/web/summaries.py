@@ -12,7 +12,7 @@
   organisation's suppliers.
 
 Definitions and shapes: :mod:`stream_app.tables.summaries`; how the parts are gathered and
-checked complete: :mod:`stream_app.web.scatter`. Every route needs a bearer token of ``org``;
+checked complete: :mod:`stream_app.queries.scatter`. Every route needs a bearer token of ``org``;
 a bad or unknown query parameter is a 400 naming it (``field``); an organisation unknown to
 PostgreSQL is a 404 for the interactions summary (its months need the organisation's zone);
 503 ``recovering`` / ``incomplete`` / ``owner_unavailable`` when not every partition can be
@@ -29,18 +29,20 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from aiohttp import web
 
-from stream_app.agents.bookings import venue_bookings
-from stream_app.agents.interactions import client_interactions_table
-from stream_app.agents.payments import booking_payments_table
-from stream_app.agents.suppliers import supplier_activity_table
 from stream_app.app import settings
 from stream_app.db.pool import get_pool
-from stream_app.db.tenancy import UnknownOrganizationError, fetch_organization
+from stream_app.queries.scatter import PART_HEADER, gather_parts, local_part, org_rows
 from stream_app.tables import summaries
+from stream_app.topology import (
+    booking_payments_table,
+    client_interactions_table,
+    supplier_activity_table,
+    venue_bookings,
+)
 from stream_app.web.auth import authenticate
 from stream_app.web.errors import ApiError
+from stream_app.web.inputs import known_organization, require_query
 from stream_app.web.permissions import Permission
-from stream_app.web.scatter import PART_HEADER, gather_parts, local_part, org_rows
 from stream_app.web.views import page, period_labels
 
 _MONTH = re.compile(r"^\d{4}-\d{2}$")
@@ -66,11 +68,8 @@ def month_range(request: web.Request) -> list[str]:
             the supported range, more than 400 months).
     """
     q = request.query
-    for name in ("from", "to"):
-        if name not in q:
-            raise ApiError(
-                400, "missing_field", f"query parameter {name!r} (YYYY-MM) is required", name
-            )
+    for name in ("from", "to"):  # in turn: a bad 'from' is named before a missing 'to'
+        require_query(request, (name,), "query parameter {name!r} (YYYY-MM) is required")
         value = q[name]
         try:
             if not _MONTH.match(value):
@@ -113,10 +112,7 @@ async def interactions_summary(self: Any, request: web.Request, org: str) -> web
         return web.json_response(local_part(tables, compute(_zone_param(request))))
     pool = await get_pool(settings.postgres_dsn)
     async with pool.acquire() as conn:
-        try:
-            organization = await fetch_organization(conn, org)
-        except UnknownOrganizationError as exc:
-            raise ApiError(404, "not_found", str(exc), field="organization_id") from None
+        organization = await known_organization(conn, org)
     zone = ZoneInfo(organization.time_zone)
     parts = await gather_parts(
         tables,

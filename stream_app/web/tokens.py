@@ -11,7 +11,6 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-import orjson
 from aiohttp import web
 
 from stream_app import tokens
@@ -19,6 +18,7 @@ from stream_app.app import settings
 from stream_app.db.pool import get_pool
 from stream_app.web.auth import authenticate
 from stream_app.web.errors import ApiError
+from stream_app.web.inputs import json_value
 from stream_app.web.permissions import Permission
 from stream_app.web.views import page
 
@@ -27,10 +27,7 @@ from stream_app.web.views import page
 async def revoke_tokens(self: Any, request: web.Request, org: str) -> web.StreamResponse:
     """Revoke tokens of ``org`` (see the module docstring)."""
     principal = authenticate(request, settings.jwt_secret, org)
-    try:
-        body = orjson.loads(await request.read())
-    except orjson.JSONDecodeError as exc:
-        raise ApiError(400, "invalid_json", f"body is not JSON: {exc}", field="$") from None
+    body = json_value(await request.read())
     if not isinstance(body, dict) or set(body) - {"jti", "before"} or len(body) != 1:
         raise ApiError(
             400, "invalid_field", 'body must be {"jti": ...} or {"before": ...}', field="$"

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from stream_app.agents.data_versions import STREAM_OF_METRIC
 from stream_app.schemas.ids import is_valid_id
+from stream_app.topics import STREAM_OF_METRIC
 from stream_app.web.auth import Principal
 from stream_app.web.errors import ApiError
 from stream_app.web.permissions import Permission, allowed

@@ -14,7 +14,7 @@ Permission ``reports:validate`` (analyst and admin: it reads what the report rea
 same cost); rate class ``reports``; a venue-scoped token is held to its venues as for a report
 request, and its findings are its venues' only (report types that cannot be filtered by venue
 refuse it, 400 naming ``$.data_filters.venue_id``). The body is at most
-:data:`~stream_app.web.aggregation.MAX_BODY_BYTES` (64 KiB; 413 ``too_large`` naming ``$``).
+:data:`~stream_app.web.inputs.MAX_BODY_BYTES` (64 KiB; 413 ``too_large`` naming ``$``).
 Bad input is a 400 naming the field (``$.report_type``, ``$.date_to``,
 ``$.data_filters.venue_id``, ``$.output_formats`` when a field of another purpose is sent).
 """
@@ -31,16 +31,16 @@ from aiohttp import web
 
 from stream_app.app import settings
 from stream_app.db.pool import get_pool
-from stream_app.db.tenancy import UnknownOrganizationError, fetch_organization, fetch_venues
+from stream_app.db.tenancy import fetch_venues
 from stream_app.reports import checks
 from stream_app.reports.errors import ReportFailure
 from stream_app.reports.types.base import ReportContext, ReportInputError
 from stream_app.reports.venue_rows import read_venue_rows
 from stream_app.schemas.base import EventValidationError, decode_event
 from stream_app.schemas.reports import ReportRequest
-from stream_app.web.aggregation import MAX_BODY_BYTES
 from stream_app.web.auth import authenticate
 from stream_app.web.errors import ApiError
+from stream_app.web.inputs import json_object, known_organization, read_body
 from stream_app.web.permissions import Permission
 from stream_app.web.views import page, scope_report_filters
 
@@ -57,12 +57,7 @@ def parse_body(raw: bytes) -> dict[str, Any]:
         ApiError: 400 ``invalid_json``, or ``invalid_field`` naming a field outside
             :data:`BODY_FIELDS` (``$.output_formats``) or a body that is not an object.
     """
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise ApiError(400, "invalid_json", f"body is not JSON: {exc}", field="$") from None
-    if not isinstance(body, dict):
-        raise ApiError(400, "invalid_field", "body must be a JSON object", field="$")
+    body = json_object(raw)
     for name in sorted(body):
         if name not in BODY_FIELDS:
             raise ApiError(
@@ -105,22 +100,6 @@ def input_error(exc: ReportInputError) -> ApiError:
     return ApiError(400, "invalid_field", reason, field=field)
 
 
-async def read_body(request: web.Request) -> bytes:
-    """The request body, at most :data:`MAX_BODY_BYTES` (a declared longer one is refused
-    before it is read).
-
-    Raises:
-        ApiError: 413 ``too_large`` naming ``$``.
-    """
-    declared = request.content_length
-    if declared is not None and declared > MAX_BODY_BYTES:
-        raise ApiError(413, "too_large", f"body is over {MAX_BODY_BYTES} bytes", field="$")
-    raw = await request.read()
-    if len(raw) > MAX_BODY_BYTES:
-        raise ApiError(413, "too_large", f"body is over {MAX_BODY_BYTES} bytes", field="$")
-    return raw
-
-
 @page(
     "/orgs/{org}/reports/validate",
     method="post",
@@ -135,10 +114,7 @@ async def validate_report(self: Any, request: web.Request, org: str) -> web.Stre
     req = body_request(body, org, principal.user_id)
     pool = await get_pool(settings.postgres_dsn)
     async with pool.acquire() as conn:
-        try:
-            organization = await fetch_organization(conn, org)
-        except UnknownOrganizationError as exc:
-            raise ApiError(404, "not_found", str(exc), field="organization_id") from None
+        organization = await known_organization(conn, org)
         venues = await fetch_venues(conn, org)
     ctx = ReportContext(
         request=req,

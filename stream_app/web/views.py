@@ -41,8 +41,11 @@ from stream_app.db import reports as report_db
 from stream_app.db.pool import get_pool
 from stream_app.db.report_scope import report_venues
 from stream_app.db.tenancy import UnknownOrganizationError, tenant_transaction
+from stream_app.delivery.adhoc import delivery_summary
 from stream_app.delivery.links import links_of_reports
 from stream_app.observability import HTTP_REQUESTS, REGISTRY
+from stream_app.queries.errors import QueryUnavailableError
+from stream_app.queries.routing import FORWARDED_HEADER, local_periods, owner_url, remote_periods
 from stream_app.reports.accept import NotPublishedError, ReportIdTakenError, accept, validate
 from stream_app.reports.artifacts import (
     ArtifactPathError,
@@ -64,6 +67,7 @@ from stream_app.topics import WEDDING_BOOKINGS
 from stream_app.web import guard
 from stream_app.web.artifact_download import open_for_download, stream_artifact
 from stream_app.web.auth import Principal, authenticate
+from stream_app.web.delivery_targets import accept_report_delivery
 from stream_app.web.dependencies import (
     KAFKA_TIMEOUT_S,
     RETRY_AFTER_S,
@@ -71,11 +75,10 @@ from stream_app.web.dependencies import (
     dependency_of,
     kafka_call,
 )
-from stream_app.web.errors import ApiError
+from stream_app.web.errors import ApiError, api_error_of
 from stream_app.web.guard import RouteSpec, check_priority, scoped_venues
 from stream_app.web.permissions import PUBLIC, UNDECLARED, Permission, RouteAccess
 from stream_app.web.refusals import REFUSED_STATUSES, Refusal, note_refusal, token_subject
-from stream_app.web.routing import FORWARDED_HEADER, local_periods, owner_url, remote_periods
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +132,8 @@ def api(route: str, spec: RouteSpec | None = None) -> Callable[[Handler], Handle
                     resp = await fn(*args, **kwargs)
             except ApiError as exc:
                 resp = exc.response()
+            except QueryUnavailableError as exc:
+                resp = api_error_of(exc).response()
             HTTP_REQUESTS.labels(route, str(resp.status)).inc()
             return resp
 
@@ -485,6 +490,7 @@ async def request_report(self: Any, request: web.Request, org: str) -> web.Strea
     except EventValidationError as exc:
         raise ApiError(400, "invalid_field", exc.reason, field=exc.field) from None
     check_priority(principal, req.priority)
+    raw, req = await accept_report_delivery(principal, raw, req)  # 403/400; secrets sealed
     try:
         await accept(
             req,
@@ -523,6 +529,7 @@ async def report_status(
         await check_report_scope(conn, principal, report_id)
         rec = await report_db.fetch_report(conn, org, report_id)
         links = [] if rec is None else (await links_of_reports(conn, org, [rec.id])).get(rec.id, [])
+        delivery = None if rec is None else await delivery_summary(conn, org, rec.id)
     if rec is None:
         raise ApiError(
             404, "not_found", f"no report {report_id!r} in this organisation", field="report_id"
@@ -548,6 +555,7 @@ async def report_status(
             "cache": rec.cache,
             "performance": rec.performance,
             "delivery_links": links,
+            "delivery": delivery,
         }
     )
 

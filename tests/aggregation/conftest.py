@@ -24,7 +24,7 @@ from stream_app.db.tenancy import Organization, Venue, upsert_organization, upse
 from stream_app.replay import hotel
 from stream_app.replay.produce import history_rows
 from stream_app.settings import Settings
-from tests.aggregation.expected import CsvBooking, read_csv
+from tests.hotel_csv import CsvBooking, read_csv
 
 HOTEL_ORG = "agg-hotel"
 OTHER_ORG = "agg-other"

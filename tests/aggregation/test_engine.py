@@ -23,12 +23,12 @@ from stream_app.db.tenancy import tenant_transaction
 from tests.aggregation.cases import BAD, GOOD
 from tests.aggregation.conftest import EMPTY_ORG, HOTEL_ORG, OTHER_ORG, AggData
 from tests.aggregation.expected import (
-    CsvBooking,
     avg_text,
     iso_week,
     percentile_cont,
     percentile_disc,
 )
+from tests.hotel_csv import CsvBooking
 
 Groups = dict[tuple[Any, ...], list[CsvBooking]]
 

@@ -7,14 +7,10 @@ Metrics are read from the Prometheus text the ``/metrics`` route serves
 
 from __future__ import annotations
 
-import importlib.util
 import logging
-import sys
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime
-from pathlib import Path
-from types import ModuleType
 
 import asyncpg
 import orjson
@@ -27,24 +23,6 @@ from stream_app.aggregation import aggregate
 from stream_app.db import monitoring
 from stream_app.db.tenancy import Organization, tenant_transaction, upsert_organization
 from stream_app.observability import REGISTRY
-
-
-def _load_pg_fixtures() -> ModuleType:
-    """The PostgreSQL-only fixtures of tests/schedules (one cluster per pytest process)."""
-    name = "wedding_sched_pg_fixtures"
-    if name not in sys.modules:
-        path = Path(__file__).parents[1] / "schedules" / "pg_fixtures.py"
-        spec = importlib.util.spec_from_file_location(name, path)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-_pg = _load_pg_fixtures()
-pg_dsn = _pg.pg_dsn
-pg_pool = _pg.pg_pool
 
 BOOKINGS = [(f"b{i}", 1000 + i) for i in range(7)]
 """(id, amount_minor) of organisation A's bookings; B has 3."""

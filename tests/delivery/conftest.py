@@ -1,14 +1,12 @@
-"""Fixtures of the delivery tests: the shared PostgreSQL cluster (tests/schedules/pg_fixtures.py),
-an artifact store, a link signer, and a factory for a claimed run with its stored report."""
+"""Fixtures of the delivery tests: an artifact store, a link signer, and a factory for a claimed
+run with its stored report (``db`` and ``new_org`` are the root conftest's)."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import ModuleType
+from typing import Any
 
 import asyncpg
 import pytest
@@ -16,31 +14,14 @@ import pytest
 from stream_app.crypto.keyring import KeyRing
 from stream_app.delivery.api import LinkSigner
 from stream_app.delivery.base import DeliveryMethod, DeliveryResult
-from stream_app.delivery.dispatch import deliver
 from stream_app.delivery.egress import EgressPolicy, parse_allow_networks
+from stream_app.delivery.log import DeliveryLogEntry, fetch_run_log
+from stream_app.delivery.webhook import WebhookMethod
 from stream_app.reports.artifacts import ArtifactStore
+from stream_app.schedules.deliveries import deliver_run as deliver
 from stream_app.schedules.model import Schedule
 from stream_app.schedules.store import ClaimedRun, claim_due_runs, create_schedule, mark_submitted
 from stream_app.schemas.updates import ArtifactLink, ReportStatus
-
-
-def _load_shared() -> ModuleType:
-    name = "wedding_sched_pg_fixtures"
-    if name not in sys.modules:
-        path = Path(__file__).parents[1] / "schedules" / "pg_fixtures.py"
-        spec = importlib.util.spec_from_file_location(name, path)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-_shared = _load_shared()
-pg_dsn = _shared.pg_dsn
-pg_pool = _shared.pg_pool
-db = _shared.db
-new_org = _shared.new_org
 
 T0 = datetime(2031, 1, 6, 9, 0, 30, tzinfo=UTC)
 """Schedules are created at T0 with cron ``0 * * * *`` and claimed at 10:00:01 UTC."""
@@ -120,9 +101,6 @@ def report_bytes() -> dict[str, bytes]:
     return {"csv": CSV_BYTES, "json": JSON_BYTES}
 
 
-RetryDriver = Callable[..., Awaitable[tuple[DeliveryResult, list[float]]]]
-
-
 @pytest.fixture
 def loopback() -> EgressPolicy:
     """The egress policy of the tests: loopback allowed (the receivers listen there)."""
@@ -130,41 +108,70 @@ def loopback() -> EgressPolicy:
 
 
 @pytest.fixture
-def deliver_with_retries() -> RetryDriver:
-    """:func:`_deliver_with_retries`."""
-    return _deliver_with_retries
+def webhook(signer: LinkSigner, loopback: EgressPolicy) -> WebhookMethod:
+    """The webhook method of the tests (loopback receivers allowed)."""
+    return WebhookMethod(signer, loopback)
 
 
-async def _deliver_with_retries(
-    db: asyncpg.Pool,
-    run: ClaimedRun,
-    status: ReportStatus,
-    artifact_root: Path,
-    method: DeliveryMethod,
-) -> tuple[DeliveryResult, list[float]]:
-    """Make the attempts the delivery queue would make, each as soon as it is due.
+class Deliverer:
+    """Delivery attempts of the tests' runs, against :func:`db` and :func:`artifact_root`, and
+    what they left in PostgreSQL, read back with plain SQL or the delivery log's reader."""
 
-    Returns:
-        The last attempt's result and the waits (seconds) the queue rows asked for between
-        attempts, read from ``delivery_queue`` (not from the code under test's answer).
-    """
-    waits: list[float] = []
-    attempt = 1
-    while True:
-        now = datetime.now(UTC)
-        result = await deliver(db, run, status, artifact_root, method, attempt=attempt, now=now)
-        if result.outcome != "retrying":
-            return result, waits
-        async with db.acquire() as conn:
+    def __init__(self, db: asyncpg.Pool, artifact_root: Path) -> None:
+        self.db = db
+        self.artifact_root = artifact_root
+
+    async def __call__(
+        self, run: ClaimedRun, status: ReportStatus, method: DeliveryMethod, **kwargs: Any
+    ) -> DeliveryResult:
+        """One attempt (:func:`stream_app.delivery.dispatch.deliver`; ``kwargs`` passed on)."""
+        return await deliver(self.db, run, status, self.artifact_root, method, **kwargs)
+
+    async def with_retries(
+        self, run: ClaimedRun, status: ReportStatus, method: DeliveryMethod
+    ) -> tuple[DeliveryResult, list[float]]:
+        """Make the attempts the delivery queue would make, each as soon as it is due.
+
+        Returns:
+            The last attempt's result and the waits (seconds) the queue rows asked for
+            between attempts, read from ``delivery_queue`` (not from the code under test's
+            answer).
+        """
+        waits: list[float] = []
+        attempt = 1
+        while True:
+            now = datetime.now(UTC)
+            result = await self(run, status, method, attempt=attempt, now=now)
+            if result.outcome != "retrying":
+                return result, waits
+            async with self.db.acquire() as conn:
+                row = await conn.fetchrow(
+                    "SELECT attempt, due_at FROM delivery_queue"
+                    " WHERE run_id = $1 AND report_id = $2",
+                    run.run_id,
+                    status.report_id,
+                )
+            assert row is not None and row["attempt"] == attempt + 1
+            assert (await self.run_row(run.run_id))[0] == "retrying"
+            waits.append(round((row["due_at"] - now).total_seconds(), 6))
+            attempt += 1
+
+    async def log(self, run_id: int) -> list[DeliveryLogEntry]:
+        """Every logged attempt of the run, in order."""
+        async with self.db.acquire() as conn:
+            return await fetch_run_log(conn, run_id)
+
+    async def run_row(self, run_id: int) -> tuple[str, str | None]:
+        """The run's ``status`` and ``error`` in ``schedule_runs``."""
+        async with self.db.acquire() as conn:
             row = await conn.fetchrow(
-                "SELECT attempt, due_at FROM delivery_queue WHERE run_id = $1 AND report_id = $2",
-                run.run_id,
-                status.report_id,
+                "SELECT status, error FROM schedule_runs WHERE id = $1", run_id
             )
-            run_status = await conn.fetchval(
-                "SELECT status FROM schedule_runs WHERE id = $1", run.run_id
-            )
-        assert row is not None and row["attempt"] == attempt + 1
-        assert run_status == "retrying"
-        waits.append(round((row["due_at"] - now).total_seconds(), 6))
-        attempt += 1
+        assert row is not None
+        return row["status"], row["error"]
+
+
+@pytest.fixture
+def delivering(db: asyncpg.Pool, artifact_root: Path) -> Deliverer:
+    """:class:`Deliverer` on the test's database and artifact store."""
+    return Deliverer(db, artifact_root)

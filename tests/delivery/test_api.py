@@ -23,33 +23,28 @@ from stream_app.delivery.api import (
     resolve_download,
     verify_link,
 )
-from stream_app.delivery.dispatch import deliver, load_delivery_config
+from stream_app.delivery.dispatch import delivery_config
 from stream_app.delivery.log import fetch_run_log
+from stream_app.delivery.targets import ApiTarget
 from stream_app.reports.artifacts import open_artifact
-from stream_app.schedules.model import ApiTarget, Schedule
+from stream_app.schedules.model import Schedule
+from stream_app.settings import Settings, load_delivery_settings
+from tests.delivery.conftest import Deliverer
+from tests.schedules.builders import per_org
 
 NOW = datetime(2031, 1, 6, 10, 0, tzinfo=UTC)
 SECRET = "test-link-secret-0123456789abcdefghijklmnop"
 
 
 def api_schedule(**overrides: Any) -> Callable[[str], Schedule]:
-    def build(org: str) -> Schedule:
-        fields: dict[str, Any] = {
-            "schedule_id": f"api-{org}",
-            "organization_id": org,
-            "created_by": "user-1",
-            "report_type": "monthly_booking_summary",
-            "date_range": "previous_month",
+    return per_org(
+        "api",
+        **{
             "output_formats": ("csv", "json"),
-            "cron": "0 * * * *",
-            "time_zone": "UTC",
             "delivery": ApiTarget(link_ttl_seconds=3600),
-            "min_interval_seconds": 0,
-        }
-        fields.update(overrides)
-        return Schedule(**fields)
-
-    return build
+            **overrides,
+        },
+    )
 
 
 # --- links ------------------------------------------------------------------------------
@@ -144,11 +139,11 @@ def test_links_only_reach_the_organisations_files(signer: LinkSigner, tmp_path: 
 def test_short_secret_is_refused() -> None:
     with pytest.raises(ValueError, match="32 bytes"):
         LinkSigner(secret="short", base_url="https://x.test")
+    delivery = load_delivery_settings({"WEDDING_SMTP_PORT": "2525", "WEDDING_SMTP_TLS": "starttls"})
+    settings = Settings(link_secret=SECRET, jwt_secret="j" * 32, delivery=delivery)
     with pytest.raises(ValueError, match="WEDDING_LINK_SECRET"):
-        load_delivery_config({})
-    config = load_delivery_config(
-        {"WEDDING_SMTP_PORT": "2525", "WEDDING_SMTP_TLS": "starttls"}, fallback_secret=SECRET
-    )
+        delivery_config(Settings(link_secret=SECRET, jwt_secret=SECRET, delivery=delivery))
+    config = delivery_config(settings)
     assert (config.smtp.port, config.smtp.start_tls, config.smtp.use_tls) == (2525, True, False)
 
 
@@ -161,11 +156,12 @@ async def test_api_delivery_records_expiring_links(
     signer: LinkSigner,
     artifact_root: Path,
     report_bytes: dict[str, bytes],
+    delivering: Deliverer,
 ) -> None:
     run, (status,) = await make_run(api_schedule())
     keys = KeyRing(db)
     before = datetime.now(UTC).replace(microsecond=0)
-    result = await deliver(db, run, status, artifact_root, ApiMethod(signer))
+    result = await delivering(run, status, ApiMethod(signer))
     assert result.outcome == "delivered" and len(result.links) == 2
     for link, artifact in zip(result.links, status.artifacts, strict=True):
         claims = signer.verify(link, now=datetime.now(UTC))
@@ -177,18 +173,17 @@ async def test_api_delivery_records_expiring_links(
         assert reader.read_all() == report_bytes[artifact.format]
         with pytest.raises(LinkError, match="expired"):
             signer.verify(link, now=datetime.now(UTC) + timedelta(seconds=3601))
-    async with db.acquire() as conn:
-        (entry,) = await fetch_run_log(conn, run.run_id)
+    (entry,) = await delivering.log(run.run_id)
     assert entry.outcome == "delivered" and entry.method == "api"
     assert result.location is not None
     assert [x["url"] for x in json.loads(result.location)] == list(result.links)
 
 
 async def test_empty_report_is_skipped(
-    db: asyncpg.Pool, make_run: Any, signer: LinkSigner, artifact_root: Path
+    db: asyncpg.Pool, make_run: Any, signer: LinkSigner, delivering: Deliverer
 ) -> None:
     run, (status,) = await make_run(api_schedule(skip_if_empty=True), rows=0)
-    result = await deliver(db, run, status, artifact_root, ApiMethod(signer))
+    result = await delivering(run, status, ApiMethod(signer))
     assert (result.outcome, result.attempts, result.links) == ("skipped", 0, ())
     async with db.acquire() as conn:
         (entry,) = await fetch_run_log(conn, run.run_id)
@@ -198,19 +193,19 @@ async def test_empty_report_is_skipped(
 
 
 async def test_empty_report_is_delivered_without_skip_if_empty(
-    db: asyncpg.Pool, make_run: Any, signer: LinkSigner, artifact_root: Path
+    make_run: Any, signer: LinkSigner, delivering: Deliverer
 ) -> None:
     run, (status,) = await make_run(api_schedule(skip_if_empty=False), rows=0)
-    result = await deliver(db, run, status, artifact_root, ApiMethod(signer))
+    result = await delivering(run, status, ApiMethod(signer))
     assert result.outcome == "delivered" and len(result.links) == 2
 
 
 async def test_failed_report_fails_the_run_with_its_cause(
-    db: asyncpg.Pool, make_run: Any, signer: LinkSigner, artifact_root: Path
+    db: asyncpg.Pool, make_run: Any, signer: LinkSigner, delivering: Deliverer
 ) -> None:
     run, (status,) = await make_run(api_schedule())
     failed = replace(status, status="failed", artifacts=[], error="venue v9 has no partition")
-    result = await deliver(db, run, failed, artifact_root, ApiMethod(signer))
+    result = await delivering(run, failed, ApiMethod(signer))
     assert (result.outcome, result.attempts) == ("failed", 0)
     async with db.acquire() as conn:
         row = await conn.fetchrow(
@@ -221,22 +216,20 @@ async def test_failed_report_fails_the_run_with_its_cause(
 
 
 async def test_altered_artifact_is_not_delivered(
-    db: asyncpg.Pool, make_run: Any, signer: LinkSigner, artifact_root: Path
+    make_run: Any, signer: LinkSigner, artifact_root: Path, delivering: Deliverer
 ) -> None:
     run, (status,) = await make_run(api_schedule())
     (artifact_root / status.artifacts[0].path).write_bytes(b"tampered")
-    result = await deliver(db, run, status, artifact_root, ApiMethod(signer))
+    result = await delivering(run, status, ApiMethod(signer))
     assert result.outcome == "failed" and result.links == ()
     assert "fails authentication" in result.detail or "not an encrypted artifact" in result.detail
 
 
 async def test_non_final_status_and_unknown_report_are_refused(
-    db: asyncpg.Pool, make_run: Any, signer: LinkSigner, artifact_root: Path
+    make_run: Any, signer: LinkSigner, delivering: Deliverer
 ) -> None:
     run, (status,) = await make_run(api_schedule())
     with pytest.raises(ValueError, match="not final"):
-        await deliver(
-            db, run, replace(status, status="processing"), artifact_root, ApiMethod(signer)
-        )
+        await delivering(run, replace(status, status="processing"), ApiMethod(signer))
     with pytest.raises(ValueError, match="not part of run"):
-        await deliver(db, run, replace(status, report_id="other"), artifact_root, ApiMethod(signer))
+        await delivering(run, replace(status, report_id="other"), ApiMethod(signer))

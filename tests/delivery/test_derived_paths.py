@@ -4,7 +4,6 @@ from the run's organisation, the report id, the schedule's type and the format (
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -17,11 +16,9 @@ from stream_app.delivery.base import PermanentDeliveryError
 from stream_app.delivery.dispatch import resolve_files
 from stream_app.reports.artifacts import ArtifactStore
 from stream_app.schemas.updates import ArtifactLink, ReportStatus
+from tests.conftest import NewOrg
 
 TYPE = "monthly_booking_summary"
-
-
-NewOrg = Callable[..., Awaitable[str]]
 
 
 async def store_file(root: Path, keys: KeyRing, org: str, report: str, data: bytes) -> ArtifactLink:
@@ -86,7 +83,7 @@ async def test_a_status_of_another_organisation_is_refused(
 ) -> None:
     a, b = await new_org(), await new_org()
     victim = await store_file(tmp_path, keys, b, "r1", b"b's rows\r\n")
-    with pytest.raises(PermanentDeliveryError, match=f"for a run of '{a}'"):
+    with pytest.raises(PermanentDeliveryError, match=f"for a delivery of '{a}'"):
         await resolve_files(
             status(b, "r1", victim), tmp_path, keys, organization_id=a, report_type=TYPE
         )

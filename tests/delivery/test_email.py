@@ -12,15 +12,15 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pytest
 from aiosmtpd.controller import Controller
 
 from stream_app.delivery.api import LinkSigner
-from stream_app.delivery.dispatch import deliver
 from stream_app.delivery.email import EmailMethod, SmtpConfig
-from stream_app.delivery.log import fetch_run_log
-from stream_app.schedules.model import EmailTarget, RecipientFilter, RetryPolicy, Schedule
+from stream_app.delivery.targets import EmailTarget, RetryPolicy
+from stream_app.schedules.model import RecipientFilter, Schedule
+from tests.delivery.conftest import Deliverer
+from tests.schedules.builders import per_org
 
 
 @dataclass
@@ -72,24 +72,16 @@ FAST = RetryPolicy(max_attempts=3, base_backoff_s=0.01, max_backoff_s=0.05)
 
 
 def email_schedule(recipients: tuple[str, ...], **overrides: Any) -> Callable[[str], Schedule]:
-    def build(org: str) -> Schedule:
-        fields: dict[str, Any] = {
-            "schedule_id": f"mail-{org}",
-            "organization_id": org,
-            "created_by": "user-1",
-            "report_type": "monthly_booking_summary",
-            "date_range": "previous_month",
+    return per_org(
+        "mail",
+        **{
             "output_formats": ("csv", "json"),
-            "cron": "0 * * * *",
             "time_zone": "Europe/London",
             "delivery": EmailTarget(recipients=recipients, subject="Monthly numbers"),
             "retry": FAST,
-            "min_interval_seconds": 0,
-        }
-        fields.update(overrides)
-        return Schedule(**fields)
-
-    return build
+            **overrides,
+        },
+    )
 
 
 def method(port: int, signer: LinkSigner, limit: int = 1_000_000) -> EmailMethod:
@@ -97,24 +89,16 @@ def method(port: int, signer: LinkSigner, limit: int = 1_000_000) -> EmailMethod
     return EmailMethod(smtp, signer, max_attachment_bytes=limit)
 
 
-async def run_status(db: asyncpg.Pool, run_id: int) -> tuple[str, str | None]:
-    async with db.acquire() as conn:
-        row = await conn.fetchrow("SELECT status, error FROM schedule_runs WHERE id = $1", run_id)
-    assert row is not None
-    return row["status"], row["error"]
-
-
 async def test_email_with_attachments(
-    db: asyncpg.Pool,
     make_run: Any,
     smtp_server: tuple[Mailbox, int],
     signer: LinkSigner,
-    artifact_root: Path,
     report_bytes: dict[str, bytes],
+    delivering: Deliverer,
 ) -> None:
     mailbox, port = smtp_server
     run, (status,) = await make_run(email_schedule(("ceo@studio.test", "ops@studio.test")))
-    result = await deliver(db, run, status, artifact_root, method(port, signer))
+    result = await delivering(run, status, method(port, signer))
 
     assert result.outcome == "delivered" and result.attempts == 1
     (sender, rcpts, _raw) = mailbox.messages[0]
@@ -130,26 +114,24 @@ async def test_email_with_attachments(
     }
     body = msg.get_body(("plain",))
     assert body is not None and "2030-12-01 to 2030-12-31" in body.get_content()
-    assert await run_status(db, run.run_id) == ("delivered", None)
-    async with db.acquire() as conn:
-        (entry,) = await fetch_run_log(conn, run.run_id)
+    assert await delivering.run_row(run.run_id) == ("delivered", None)
+    (entry,) = await delivering.log(run.run_id)
     assert (entry.attempt, entry.outcome, entry.method) == (1, "delivered", "email")
     assert entry.target is not None and "ceo@studio.test" in entry.target
 
 
 async def test_email_over_the_size_limit_sends_a_link(
-    db: asyncpg.Pool,
     make_run: Any,
     smtp_server: tuple[Mailbox, int],
     signer: LinkSigner,
-    artifact_root: Path,
     report_bytes: dict[str, bytes],
+    delivering: Deliverer,
 ) -> None:
     mailbox, port = smtp_server
     run, (status,) = await make_run(email_schedule(("ceo@studio.test",)))
     csv_size = len(report_bytes["csv"])
     # room for the csv only: the json (listed second) goes as a link
-    result = await deliver(db, run, status, artifact_root, method(port, signer, limit=csv_size))
+    result = await delivering(run, status, method(port, signer, limit=csv_size))
     assert result.outcome == "delivered"
     msg = mailbox.parsed(0)
     names = [p.get_filename() for p in msg.iter_attachments()]
@@ -164,22 +146,16 @@ async def test_email_over_the_size_limit_sends_a_link(
 
 
 async def test_email_transient_refusal_is_retried(
-    db: asyncpg.Pool,
-    make_run: Any,
-    smtp_server: tuple[Mailbox, int],
-    signer: LinkSigner,
-    artifact_root: Path,
-    deliver_with_retries: Any,
+    make_run: Any, smtp_server: tuple[Mailbox, int], signer: LinkSigner, delivering: Deliverer
 ) -> None:
     mailbox, port = smtp_server
     mailbox.rcpt_replies = ["451 4.7.1 greylisted, try later"] * 2
     run, (status,) = await make_run(email_schedule(("ceo@studio.test",)))
-    result, waits = await deliver_with_retries(db, run, status, artifact_root, method(port, signer))
+    result, waits = await delivering.with_retries(run, status, method(port, signer))
     assert result.outcome == "delivered" and result.attempts == 3
     assert len(mailbox.messages) == 1
     assert waits == [0.01, 0.02]  # exponential: base, 2 × base
-    async with db.acquire() as conn:
-        log = await fetch_run_log(conn, run.run_id)
+    log = await delivering.log(run.run_id)
     assert [(e.attempt, e.outcome, e.retriable) for e in log] == [
         (1, "retrying", True),
         (2, "retrying", True),
@@ -189,19 +165,19 @@ async def test_email_transient_refusal_is_retried(
 
 
 async def test_email_permanent_refusal_fails_the_run_and_keeps_the_report(
-    db: asyncpg.Pool,
     make_run: Any,
     smtp_server: tuple[Mailbox, int],
     signer: LinkSigner,
     artifact_root: Path,
+    delivering: Deliverer,
 ) -> None:
     mailbox, port = smtp_server
     mailbox.rcpt_replies = ["550 5.1.1 no such mailbox"]
     run, (status,) = await make_run(email_schedule(("nobody@studio.test",)))
-    result = await deliver(db, run, status, artifact_root, method(port, signer))
+    result = await delivering(run, status, method(port, signer))
     assert result.outcome == "failed" and result.attempts == 1
     assert mailbox.messages == [] and mailbox.rcpt_commands == 1  # not retried
-    state, error = await run_status(db, run.run_id)
+    state, error = await delivering.run_row(run.run_id)
     assert state == "failed"
     assert error is not None and "550" in error and "after 1 attempt" in error
     for artifact in status.artifacts:  # the report itself is kept
@@ -209,30 +185,19 @@ async def test_email_permanent_refusal_fails_the_run_and_keeps_the_report(
 
 
 async def test_email_server_down_retries_then_fails(
-    db: asyncpg.Pool,
-    make_run: Any,
-    signer: LinkSigner,
-    artifact_root: Path,
-    deliver_with_retries: Any,
+    make_run: Any, signer: LinkSigner, delivering: Deliverer
 ) -> None:
     run, (status,) = await make_run(email_schedule(("ceo@studio.test",)))
     closed_port = free_port()  # nothing listens there
-    result, _ = await deliver_with_retries(
-        db, run, status, artifact_root, method(closed_port, signer)
-    )
+    result, _ = await delivering.with_retries(run, status, method(closed_port, signer))
     assert result.outcome == "failed" and result.attempts == 3
-    async with db.acquire() as conn:
-        log = await fetch_run_log(conn, run.run_id)
+    log = await delivering.log(run.run_id)
     assert [e.outcome for e in log] == ["retrying", "retrying", "failed"]
-    assert (await run_status(db, run.run_id))[0] == "failed"
+    assert (await delivering.run_row(run.run_id))[0] == "failed"
 
 
 async def test_each_audience_gets_its_own_report(
-    db: asyncpg.Pool,
-    make_run: Any,
-    smtp_server: tuple[Mailbox, int],
-    signer: LinkSigner,
-    artifact_root: Path,
+    make_run: Any, smtp_server: tuple[Mailbox, int], signer: LinkSigner, delivering: Deliverer
 ) -> None:
     mailbox, port = smtp_server
     build = email_schedule(
@@ -243,27 +208,23 @@ async def test_each_audience_gets_its_own_report(
     )
     run, statuses = await make_run(build)
     assert len(statuses) == 2
-    first = await deliver(db, run, statuses[0], artifact_root, method(port, signer))
+    first = await delivering(run, statuses[0], method(port, signer))
     assert first.outcome == "delivered"
-    assert (await run_status(db, run.run_id))[0] == "submitted"  # one audience still pending
-    await deliver(db, run, statuses[1], artifact_root, method(port, signer))
+    assert (await delivering.run_row(run.run_id))[0] == "submitted"  # one audience still pending
+    await delivering(run, statuses[1], method(port, signer))
     assert [m[1] for m in mailbox.messages] == [["boss@studio.test"], ["venue1@studio.test"]]
     assert [mailbox.parsed(i)["X-Wedding-Report-Id"] for i in (0, 1)] == [
         s.report_id for s in statuses
     ]
-    assert (await run_status(db, run.run_id))[0] == "delivered"
+    assert (await delivering.run_row(run.run_id))[0] == "delivered"
 
 
 async def test_redelivered_status_is_not_sent_twice(
-    db: asyncpg.Pool,
-    make_run: Any,
-    smtp_server: tuple[Mailbox, int],
-    signer: LinkSigner,
-    artifact_root: Path,
+    make_run: Any, smtp_server: tuple[Mailbox, int], signer: LinkSigner, delivering: Deliverer
 ) -> None:
     mailbox, port = smtp_server
     run, (status,) = await make_run(email_schedule(("ceo@studio.test",)))
-    await deliver(db, run, status, artifact_root, method(port, signer))
-    again = await deliver(db, run, status, artifact_root, method(port, signer))
+    await delivering(run, status, method(port, signer))
+    again = await delivering(run, status, method(port, signer))
     assert (again.outcome, again.attempts, again.detail) == ("delivered", 0, "already delivered")
     assert len(mailbox.messages) == 1

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -15,32 +14,19 @@ import pytest_asyncio
 from aiohttp import web
 
 from stream_app.delivery.api import ApiMethod, LinkError, LinkSigner
-from stream_app.delivery.dispatch import deliver
-from stream_app.delivery.egress import EgressPolicy
 from stream_app.delivery.links import check_not_revoked, links_of_reports, revoke
+from stream_app.delivery.targets import ApiTarget, DeliveryTarget, WebhookTarget
 from stream_app.delivery.webhook import WebhookMethod
-from stream_app.schedules.model import ApiTarget, DeliveryTarget, Schedule, WebhookTarget
+from stream_app.schedules.model import Schedule
 from stream_app.schedules.store import delete_schedule
+from tests.delivery.conftest import Deliverer
+from tests.schedules.builders import per_org
 
 SECRET = "whsec-0123456789-abcdefghij"
 
 
 def schedule(target: DeliveryTarget, name: str = "links") -> Callable[[str], Schedule]:
-    def build(org: str) -> Schedule:
-        return Schedule(
-            schedule_id=f"{name}-{org}",
-            organization_id=org,
-            created_by="user-1",
-            report_type="monthly_booking_summary",
-            date_range="previous_month",
-            output_formats=("csv", "json"),
-            cron="0 * * * *",
-            time_zone="UTC",
-            delivery=target,
-            min_interval_seconds=0,
-        )
-
-    return build
+    return per_org(name, output_formats=("csv", "json"), delivery=target)
 
 
 @pytest_asyncio.fixture
@@ -66,15 +52,15 @@ async def test_webhook_links_last_as_long_as_the_schedule_says(
     db: asyncpg.Pool,
     make_run: Any,
     signer: LinkSigner,
-    artifact_root: Path,
-    loopback: EgressPolicy,
     hook_url: tuple[list[dict[str, Any]], str],
+    delivering: Deliverer,
+    webhook: WebhookMethod,
 ) -> None:
     posted, url = hook_url
     target = WebhookTarget(url=url, secret=SECRET, link_ttl_seconds=120)
     run, (status,) = await make_run(schedule(target))
     before = datetime.now(UTC).replace(microsecond=0)
-    result = await deliver(db, run, status, artifact_root, WebhookMethod(signer, loopback))
+    result = await delivering(run, status, webhook)
     assert result.outcome == "delivered"
     (doc,) = posted
     assert len(doc["artifacts"]) == 2
@@ -97,10 +83,10 @@ async def test_webhook_links_last_as_long_as_the_schedule_says(
 
 
 async def test_api_links_are_handed_back_with_the_run(
-    db: asyncpg.Pool, make_run: Any, signer: LinkSigner, artifact_root: Path
+    db: asyncpg.Pool, make_run: Any, signer: LinkSigner, delivering: Deliverer
 ) -> None:
     run, (status,) = await make_run(schedule(ApiTarget(link_ttl_seconds=600)))
-    result = await deliver(db, run, status, artifact_root, ApiMethod(signer))
+    result = await delivering(run, status, ApiMethod(signer))
     assert result.outcome == "delivered" and len(result.links) == 2
     async with db.acquire() as conn:
         found = await links_of_reports(conn, status.organization_id, [status.report_id])
@@ -117,10 +103,10 @@ async def test_api_links_are_handed_back_with_the_run(
 
 
 async def test_report_links_can_be_revoked(
-    db: asyncpg.Pool, make_run: Any, signer: LinkSigner, artifact_root: Path
+    db: asyncpg.Pool, make_run: Any, signer: LinkSigner, delivering: Deliverer
 ) -> None:
     run, (status,) = await make_run(schedule(ApiTarget(link_ttl_seconds=600)))
-    result = await deliver(db, run, status, artifact_root, ApiMethod(signer))
+    result = await delivering(run, status, ApiMethod(signer))
     org = status.organization_id
     claims = [signer.verify(link, now=datetime.now(UTC)) for link in result.links]
     async with db.acquire() as conn:
@@ -148,12 +134,12 @@ async def test_report_links_can_be_revoked(
 
 
 async def test_schedule_links_are_revoked_by_the_route_and_by_deletion(
-    db: asyncpg.Pool, make_run: Any, signer: LinkSigner, artifact_root: Path
+    db: asyncpg.Pool, make_run: Any, signer: LinkSigner, delivering: Deliverer
 ) -> None:
     first, (s1,) = await make_run(schedule(ApiTarget(link_ttl_seconds=600), "one"))
     second, (s2,) = await make_run(schedule(ApiTarget(link_ttl_seconds=600), "two"))
-    r1 = await deliver(db, first, s1, artifact_root, ApiMethod(signer))
-    r2 = await deliver(db, second, s2, artifact_root, ApiMethod(signer))
+    r1 = await delivering(first, s1, ApiMethod(signer))
+    r2 = await delivering(second, s2, ApiMethod(signer))
     c1 = signer.verify(r1.links[0], now=datetime.now(UTC))
     c2 = signer.verify(r2.links[0], now=datetime.now(UTC))
     async with db.acquire() as conn:

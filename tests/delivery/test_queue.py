@@ -14,6 +14,7 @@ from typing import Any
 
 import asyncpg
 import orjson
+import pytest
 import pytest_asyncio
 from aiohttp import web
 
@@ -21,8 +22,11 @@ from stream_app.delivery.api import LinkSigner
 from stream_app.delivery.dispatch import DeliveryConfig
 from stream_app.delivery.egress import EgressPolicy
 from stream_app.delivery.email import SmtpConfig
+from stream_app.delivery.targets import RetryPolicy, WebhookTarget
 from stream_app.delivery.worker import DeliveryWorker
-from stream_app.schedules.model import RetryPolicy, Schedule, WebhookTarget
+from stream_app.schedules.deliveries import ScheduleDeliveries
+from stream_app.schedules.model import Schedule
+from tests.schedules.builders import per_org
 
 SECRET = "whsec-0123456789-abcdefghij"
 ATTACK_RETRY = RetryPolicy(max_attempts=10, base_backoff_s=3600, max_backoff_s=86400)
@@ -79,22 +83,12 @@ async def receivers() -> AsyncIterator[ReceiverFactory]:
 
 
 def hook(url: str, name: str, retry: RetryPolicy) -> Callable[[str], Schedule]:
-    def build(org: str) -> Schedule:
-        return Schedule(
-            schedule_id=f"{name}-{org}",
-            organization_id=org,
-            created_by="user-1",
-            report_type="monthly_booking_summary",
-            date_range="previous_week",
-            output_formats=("csv",),
-            cron="0 * * * *",
-            time_zone="UTC",
-            delivery=WebhookTarget(url=url, secret=SECRET, timeout_s=10),
-            retry=retry,
-            min_interval_seconds=0,
-        )
-
-    return build
+    return per_org(
+        name,
+        date_range="previous_week",
+        delivery=WebhookTarget(url=url, secret=SECRET, timeout_s=10),
+        retry=retry,
+    )
 
 
 def config(signer: LinkSigner, egress: EgressPolicy, slots: int = 4) -> DeliveryConfig:
@@ -106,6 +100,29 @@ def config(signer: LinkSigner, egress: EgressPolicy, slots: int = 4) -> Delivery
         poll_s=0.05,
         lease_s=60,
     )
+
+
+WorkerMaker = Callable[..., DeliveryWorker]
+
+
+@pytest.fixture
+def delivery_worker(
+    db: asyncpg.Pool, signer: LinkSigner, artifact_root: Path, loopback: EgressPolicy
+) -> WorkerMaker:
+    """Factory: ``delivery_worker(pool=db, *, slots=4, **kwargs)``, a :class:`DeliveryWorker`
+    with the tests' signer, egress policy and artifact store (``kwargs``: ``worker_id``,
+    ``clock``)."""
+
+    def make(pool: asyncpg.Pool | None = None, *, slots: int = 4, **kwargs: Any) -> DeliveryWorker:
+        return DeliveryWorker(
+            pool or db,
+            config(signer, loopback, slots=slots),
+            artifact_root,
+            sources=(ScheduleDeliveries(),),
+            **kwargs,
+        )
+
+    return make
 
 
 async def run_status(db: asyncpg.Pool, run_id: int) -> str:
@@ -136,9 +153,7 @@ async def test_failing_tenant_does_not_stop_another_tenants_delivery(
     make_run: Any,
     new_org: Any,
     receivers: ReceiverFactory,
-    signer: LinkSigner,
-    artifact_root: Path,
-    loopback: EgressPolicy,
+    delivery_worker: WorkerMaker,
 ) -> None:
     """Attack 3: four of A's schedules post to webhooks answering 503 with retries of up to
     ten attempts an hour apart. B's delivery to a working webhook still goes out at once,
@@ -151,7 +166,7 @@ async def test_failing_tenant_does_not_stop_another_tenants_delivery(
         run, statuses = await make_run(hook(failing_url, f"a{n}", ATTACK_RETRY), org=org_a)
         a_runs.append((run, statuses[0]))
     b_run, (b_status,) = await make_run(hook(working_url, "b", RetryPolicy()))
-    worker = DeliveryWorker(db, config(signer, loopback), artifact_root)
+    worker = delivery_worker()
     stop = asyncio.Event()
     loop_task = asyncio.create_task(worker.run(stop))
     try:
@@ -190,17 +205,12 @@ async def test_failing_tenant_does_not_stop_another_tenants_delivery(
 
 
 async def test_retry_is_attempted_when_due_and_not_before(
-    db: asyncpg.Pool,
-    make_run: Any,
-    receivers: ReceiverFactory,
-    signer: LinkSigner,
-    artifact_root: Path,
-    loopback: EgressPolicy,
+    db: asyncpg.Pool, make_run: Any, receivers: ReceiverFactory, delivery_worker: WorkerMaker
 ) -> None:
     recv, url = await receivers(status=503)
     run, (status,) = await make_run(hook(url, "due", ATTACK_RETRY))
     now = [datetime(2031, 1, 6, 10, 0, 5, tzinfo=UTC)]
-    worker = DeliveryWorker(db, config(signer, loopback), artifact_root, clock=lambda: now[0])
+    worker = delivery_worker(clock=lambda: now[0])
     assert await worker.enqueue_report(status)
     assert await worker.tick() == 1
     await worker.drain()
@@ -228,9 +238,7 @@ async def test_no_tenant_holds_more_than_its_share_of_slots(
     make_run: Any,
     new_org: Any,
     receivers: ReceiverFactory,
-    signer: LinkSigner,
-    artifact_root: Path,
-    loopback: EgressPolicy,
+    delivery_worker: WorkerMaker,
 ) -> None:
     """A holds all four slots with slow endpoints and has two more deliveries due; B's one
     delivery arrives: it takes the first slot that frees, before A's fifth and sixth.
@@ -245,7 +253,7 @@ async def test_no_tenant_holds_more_than_its_share_of_slots(
         _, statuses = await make_run(hook(slow_url, f"s{n}", RetryPolicy()), org=org_a)
         a_statuses.append(statuses[0])
     b_run, (b_status,) = await make_run(hook(slow_url, "b", RetryPolicy()))
-    worker = DeliveryWorker(db, config(signer, loopback, slots=4), artifact_root)
+    worker = delivery_worker(slots=4)
     for status in a_statuses:
         await worker.enqueue_report(status)
     assert await worker.tick() == 4  # alone, A may use every slot
@@ -273,9 +281,7 @@ async def test_two_workers_never_send_one_delivery_twice(
     make_run: Any,
     new_org: Any,
     receivers: ReceiverFactory,
-    signer: LinkSigner,
-    artifact_root: Path,
-    loopback: EgressPolicy,
+    delivery_worker: WorkerMaker,
 ) -> None:
     recv, url = await receivers(status=200, delay_s=0.05)
     org = await new_org()
@@ -285,8 +291,8 @@ async def test_two_workers_never_send_one_delivery_twice(
         statuses.append(st[0])
     other_pool = await asyncpg.create_pool(pg_dsn, min_size=1, max_size=4)
     try:
-        one = DeliveryWorker(db, config(signer, loopback), artifact_root, worker_id="one")
-        two = DeliveryWorker(other_pool, config(signer, loopback), artifact_root, worker_id="two")
+        one = delivery_worker(worker_id="one")
+        two = delivery_worker(other_pool, worker_id="two")
         for status in statuses:  # both consumed the same messages (a rebalance redelivery)
             await one.enqueue_report(status)
             await two.enqueue_report(status)

@@ -5,16 +5,13 @@ open there."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import asyncpg
 
-from stream_app.delivery.api import LinkSigner
-from stream_app.delivery.dispatch import deliver
-from stream_app.delivery.egress import EgressPolicy
 from stream_app.delivery.webhook import WebhookMethod
 from stream_app.schedules.store import get_run
+from tests.delivery.conftest import Deliverer
 from tests.delivery.test_webhook import SECRET, Receiver, hook_schedule, receiver
 
 __all__ = ["receiver"]  # the fixture, used by name
@@ -33,16 +30,15 @@ async def test_webhook_secret_is_sealed_at_rest_and_signing_still_works(
     db: asyncpg.Pool,
     make_run: Any,
     receiver: tuple[Receiver, str],
-    signer: LinkSigner,
-    loopback: EgressPolicy,
-    artifact_root: Path,
+    delivering: Deliverer,
+    webhook: WebhookMethod,
 ) -> None:
     recv, url = receiver
     run, (status,) = await make_run(hook_schedule(url))
     stored = await raw_secrets(db, run.schedule.organization_id)
     assert SECRET not in stored and "whsec" not in stored
     assert "wedding-sealed:v1:1:" in stored
-    result = await deliver(db, run, status, artifact_root, WebhookMethod(signer, loopback))
+    result = await delivering(run, status, webhook)
     assert result.outcome == "delivered", result.detail
     assert recv.bad_signatures == 0 and len(recv.accepted) == 1
 
@@ -51,9 +47,8 @@ async def test_a_sealed_secret_moved_to_another_tenant_does_not_open(
     db: asyncpg.Pool,
     make_run: Any,
     receiver: tuple[Receiver, str],
-    signer: LinkSigner,
-    loopback: EgressPolicy,
-    artifact_root: Path,
+    delivering: Deliverer,
+    webhook: WebhookMethod,
 ) -> None:
     recv, url = receiver
     victim, _ = await make_run(hook_schedule(url))
@@ -67,7 +62,7 @@ async def test_a_sealed_secret_moved_to_another_tenant_does_not_open(
         )
         moved = await get_run(conn, attacker.run_id)
     assert moved is not None
-    result = await deliver(db, moved, status, artifact_root, WebhookMethod(signer, loopback))
+    result = await delivering(moved, status, webhook)
     assert result.outcome == "failed"
     assert "delivery secrets cannot be opened" in result.detail
     assert recv.calls == 0  # nothing was sent with a secret that is not this schedule's

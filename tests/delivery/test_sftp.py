@@ -10,15 +10,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import asyncssh
+import pytest
 import pytest_asyncio
 
-from stream_app.delivery.dispatch import deliver
 from stream_app.delivery.egress import EgressPolicy
-from stream_app.delivery.log import fetch_run_log
 from stream_app.delivery.sftp import SftpMethod
-from stream_app.schedules.model import RetryPolicy, Schedule, SftpTarget
+from stream_app.delivery.targets import RetryPolicy, SftpTarget
+from stream_app.schedules.model import Schedule
+from tests.delivery.conftest import Deliverer
+from tests.schedules.builders import per_org
 
 USER, PASSWORD = "uploader", "correct horse battery staple"
 
@@ -87,50 +88,38 @@ def sftp_schedule(
     attempts: int = 3,
     host: str = "127.0.0.1",
 ) -> Callable[[str], Schedule]:
-    def build(org: str) -> Schedule:
-        return Schedule(
-            schedule_id=f"sftp-{org}",
-            organization_id=org,
-            created_by="user-1",
-            report_type="monthly_booking_summary",
-            date_range="previous_quarter",
-            output_formats=("csv", "json"),
-            cron="0 * * * *",
-            time_zone="Asia/Kolkata",
-            delivery=SftpTarget(
-                host=host,
-                port=port or server.port,
-                username=USER,
-                password=password,
-                path="/inbox/compliance",
-                host_key=host_key or server.host_key,
-            ),
-            retry=RetryPolicy(max_attempts=attempts, base_backoff_s=0.01, max_backoff_s=0.05),
-            min_interval_seconds=0,
-        )
-
-    return build
+    return per_org(
+        "sftp",
+        date_range="previous_quarter",
+        output_formats=("csv", "json"),
+        time_zone="Asia/Kolkata",
+        delivery=SftpTarget(
+            host=host,
+            port=port or server.port,
+            username=USER,
+            password=password,
+            path="/inbox/compliance",
+            host_key=host_key or server.host_key,
+        ),
+        retry=RetryPolicy(max_attempts=attempts, base_backoff_s=0.01, max_backoff_s=0.05),
+    )
 
 
-async def run_row(db: asyncpg.Pool, run_id: int) -> tuple[str, str | None]:
-    async with db.acquire() as conn:
-        row = await conn.fetchrow("SELECT status, error FROM schedule_runs WHERE id = $1", run_id)
-    assert row is not None
-    return row["status"], row["error"]
+@pytest.fixture
+def sftp(loopback: EgressPolicy) -> SftpMethod:
+    """The SFTP method of the tests (a 5 s connect timeout, loopback servers allowed)."""
+    return SftpMethod(connect_timeout_s=5, egress=loopback)
 
 
 async def test_upload_under_temporary_name_then_rename(
-    db: asyncpg.Pool,
     make_run: Any,
     sftp_server: SftpServer,
-    artifact_root: Path,
     report_bytes: dict[str, bytes],
-    loopback: EgressPolicy,
+    delivering: Deliverer,
+    sftp: SftpMethod,
 ) -> None:
     run, (status,) = await make_run(sftp_schedule(sftp_server))
-    result = await deliver(
-        db, run, status, artifact_root, SftpMethod(connect_timeout_s=5, egress=loopback)
-    )
+    result = await delivering(run, status, sftp)
     assert result.outcome == "delivered" and result.attempts == 1
 
     folder = sftp_server.root / "inbox" / "compliance"
@@ -150,23 +139,21 @@ async def test_upload_under_temporary_name_then_rename(
         assert opened.startswith(f"/inbox/compliance/.{prefix}.{ext}.part-")
         assert ("rename", opened, final) in sftp_server.ops
         assert ("open", final) not in sftp_server.ops
-    assert await run_row(db, run.run_id) == ("delivered", None)
+    assert await delivering.run_row(run.run_id) == ("delivered", None)
     assert result.location is not None and f"/inbox/compliance/{prefix}.csv" in result.location
 
 
 async def test_wrong_password_is_not_retried(
-    db: asyncpg.Pool,
     make_run: Any,
     sftp_server: SftpServer,
     artifact_root: Path,
-    loopback: EgressPolicy,
+    delivering: Deliverer,
+    sftp: SftpMethod,
 ) -> None:
     run, (status,) = await make_run(sftp_schedule(sftp_server, password="wrong"))
-    result = await deliver(
-        db, run, status, artifact_root, SftpMethod(connect_timeout_s=5, egress=loopback)
-    )
+    result = await delivering(run, status, sftp)
     assert result.outcome == "failed" and result.attempts == 1
-    state, error = await run_row(db, run.run_id)
+    state, error = await delivering.run_row(run.run_id)
     assert state == "failed" and error is not None and "PermissionDenied" in error
     assert not (sftp_server.root / "inbox").exists()
     for artifact in status.artifacts:
@@ -174,60 +161,43 @@ async def test_wrong_password_is_not_retried(
 
 
 async def test_unexpected_host_key_is_refused(
-    db: asyncpg.Pool,
-    make_run: Any,
-    sftp_server: SftpServer,
-    artifact_root: Path,
-    loopback: EgressPolicy,
+    make_run: Any, sftp_server: SftpServer, delivering: Deliverer, sftp: SftpMethod
 ) -> None:
     other = asyncssh.generate_private_key("ssh-ed25519").export_public_key().decode()
     run, (status,) = await make_run(sftp_schedule(sftp_server, host_key=other))
-    result = await deliver(
-        db, run, status, artifact_root, SftpMethod(connect_timeout_s=5, egress=loopback)
-    )
+    result = await delivering(run, status, sftp)
     assert result.outcome == "failed" and result.attempts == 1
     assert "HostKeyNotVerifiable" in result.detail
     assert sftp_server.ops == []
 
 
 async def test_server_unreachable_is_retried_then_fails(
-    db: asyncpg.Pool,
-    make_run: Any,
-    sftp_server: SftpServer,
-    artifact_root: Path,
-    loopback: EgressPolicy,
-    deliver_with_retries: Any,
+    make_run: Any, sftp_server: SftpServer, delivering: Deliverer, sftp: SftpMethod
 ) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         closed = int(sock.getsockname()[1])
     run, (status,) = await make_run(sftp_schedule(sftp_server, port=closed, attempts=2))
-    result, _ = await deliver_with_retries(
-        db, run, status, artifact_root, SftpMethod(connect_timeout_s=5, egress=loopback)
-    )
+    result, _ = await delivering.with_retries(run, status, sftp)
     assert result.outcome == "failed" and result.attempts == 2
-    async with db.acquire() as conn:
-        log = await fetch_run_log(conn, run.run_id)
+    log = await delivering.log(run.run_id)
     assert [(e.attempt, e.outcome, e.retriable) for e in log] == [
         (1, "retrying", True),
         (2, "failed", True),
     ]
-    assert (await run_row(db, run.run_id))[0] == "failed"
+    assert (await delivering.run_row(run.run_id))[0] == "failed"
 
 
 async def test_host_name_of_an_internal_address_is_refused(
-    db: asyncpg.Pool, make_run: Any, sftp_server: SftpServer, artifact_root: Path
+    make_run: Any, sftp_server: SftpServer, delivering: Deliverer
 ) -> None:
     """SSRF: ``localhost`` resolves to 127.0.0.1 at delivery time; without an allow-list the
     upload is refused before any connection, permanently, with the reason in the log."""
     run, (status,) = await make_run(sftp_schedule(sftp_server, host="localhost"))
-    result = await deliver(
-        db, run, status, artifact_root, SftpMethod(connect_timeout_s=5, egress=EgressPolicy())
-    )
+    result = await delivering(run, status, SftpMethod(connect_timeout_s=5, egress=EgressPolicy()))
     assert (result.outcome, result.attempts) == ("failed", 1)
     assert sftp_server.ops == [] and not (sftp_server.root / "inbox").exists()
-    async with db.acquire() as conn:
-        (entry,) = await fetch_run_log(conn, run.run_id)
+    (entry,) = await delivering.log(run.run_id)
     assert entry.detail is not None
     assert re.search(
         r"refused: 'localhost' resolves to (127\.0\.0\.1|::1) \(loopback\)", entry.detail
@@ -235,17 +205,11 @@ async def test_host_name_of_an_internal_address_is_refused(
 
 
 async def test_host_name_of_an_allowed_address_is_uploaded_to(
-    db: asyncpg.Pool,
-    make_run: Any,
-    sftp_server: SftpServer,
-    artifact_root: Path,
-    loopback: EgressPolicy,
+    make_run: Any, sftp_server: SftpServer, delivering: Deliverer, sftp: SftpMethod
 ) -> None:
     """The name is resolved once and the checked address is connected to; the host key
     check still holds (the key is the target's, not looked up by name)."""
     run, (status,) = await make_run(sftp_schedule(sftp_server, host="localhost"))
-    result = await deliver(
-        db, run, status, artifact_root, SftpMethod(connect_timeout_s=5, egress=loopback)
-    )
+    result = await delivering(run, status, sftp)
     assert result.outcome == "delivered"
     assert len(list((sftp_server.root / "inbox" / "compliance").iterdir())) == 2

@@ -19,11 +19,12 @@ import pytest_asyncio
 from aiohttp import web
 
 from stream_app.delivery.api import LinkSigner
-from stream_app.delivery.dispatch import deliver
-from stream_app.delivery.egress import EgressPolicy
 from stream_app.delivery.log import fetch_run_log
+from stream_app.delivery.targets import RetryPolicy, WebhookTarget
 from stream_app.delivery.webhook import WebhookMethod
-from stream_app.schedules.model import RetryPolicy, Schedule, WebhookTarget
+from stream_app.schedules.model import Schedule
+from tests.delivery.conftest import Deliverer
+from tests.schedules.builders import per_org
 
 SECRET = "whsec-0123456789-abcdefghij"
 
@@ -78,35 +79,25 @@ async def receiver() -> AsyncIterator[tuple[Receiver, str]]:
 def hook_schedule(
     url: str, *, attempts: int = 4, timeout_s: float = 5.0
 ) -> Callable[[str], Schedule]:
-    def build(org: str) -> Schedule:
-        return Schedule(
-            schedule_id=f"hook-{org}",
-            organization_id=org,
-            created_by="user-1",
-            report_type="monthly_booking_summary",
-            date_range="previous_week",
-            output_formats=("csv",),
-            cron="0 * * * *",
-            time_zone="America/New_York",
-            delivery=WebhookTarget(url=url, secret=SECRET, timeout_s=timeout_s),
-            retry=RetryPolicy(max_attempts=attempts, base_backoff_s=0.01, max_backoff_s=1),
-            min_interval_seconds=0,
-        )
-
-    return build
+    return per_org(
+        "hook",
+        date_range="previous_week",
+        time_zone="America/New_York",
+        delivery=WebhookTarget(url=url, secret=SECRET, timeout_s=timeout_s),
+        retry=RetryPolicy(max_attempts=attempts, base_backoff_s=0.01, max_backoff_s=1),
+    )
 
 
 async def test_signed_post_is_accepted(
-    db: asyncpg.Pool,
     make_run: Any,
     receiver: tuple[Receiver, str],
     signer: LinkSigner,
-    artifact_root: Path,
-    loopback: EgressPolicy,
+    delivering: Deliverer,
+    webhook: WebhookMethod,
 ) -> None:
     recv, url = receiver
     run, (status,) = await make_run(hook_schedule(url))
-    result = await deliver(db, run, status, artifact_root, WebhookMethod(signer, loopback))
+    result = await delivering(run, status, webhook)
     assert result.outcome == "delivered" and result.attempts == 1
     assert recv.bad_signatures == 0
     (doc,) = recv.accepted
@@ -124,25 +115,16 @@ async def test_signed_post_is_accepted(
 
 
 async def test_503_is_retried_with_backoff(
-    db: asyncpg.Pool,
-    make_run: Any,
-    receiver: tuple[Receiver, str],
-    signer: LinkSigner,
-    artifact_root: Path,
-    loopback: EgressPolicy,
-    deliver_with_retries: Any,
+    make_run: Any, receiver: tuple[Receiver, str], delivering: Deliverer, webhook: WebhookMethod
 ) -> None:
     recv, url = receiver
     recv.script = ["503", "503"]
     run, (status,) = await make_run(hook_schedule(url))
-    result, waits = await deliver_with_retries(
-        db, run, status, artifact_root, WebhookMethod(signer, loopback)
-    )
+    result, waits = await delivering.with_retries(run, status, webhook)
     assert result.outcome == "delivered" and result.attempts == 3
     assert recv.calls == 3 and len(recv.accepted) == 1 and recv.bad_signatures == 0
     assert waits == [0.01, 0.02]
-    async with db.acquire() as conn:
-        log = await fetch_run_log(conn, run.run_id)
+    log = await delivering.log(run.run_id)
     assert [(e.attempt, e.outcome, e.retriable) for e in log] == [
         (1, "retrying", True),
         (2, "retrying", True),
@@ -155,14 +137,14 @@ async def test_400_is_not_retried_and_fails_the_run(
     db: asyncpg.Pool,
     make_run: Any,
     receiver: tuple[Receiver, str],
-    signer: LinkSigner,
     artifact_root: Path,
-    loopback: EgressPolicy,
+    delivering: Deliverer,
+    webhook: WebhookMethod,
 ) -> None:
     recv, url = receiver
     recv.script = ["400"]
     run, (status,) = await make_run(hook_schedule(url))
-    result = await deliver(db, run, status, artifact_root, WebhookMethod(signer, loopback))
+    result = await delivering(run, status, webhook)
     assert result.outcome == "failed" and result.attempts == 1
     assert recv.calls == 1
     async with db.acquire() as conn:
@@ -176,42 +158,25 @@ async def test_400_is_not_retried_and_fails_the_run(
 
 
 async def test_timeout_is_retried(
-    db: asyncpg.Pool,
-    make_run: Any,
-    receiver: tuple[Receiver, str],
-    signer: LinkSigner,
-    artifact_root: Path,
-    loopback: EgressPolicy,
-    deliver_with_retries: Any,
+    make_run: Any, receiver: tuple[Receiver, str], delivering: Deliverer, webhook: WebhookMethod
 ) -> None:
     recv, url = receiver
     recv.script = ["slow"]
     run, (status,) = await make_run(hook_schedule(url, timeout_s=0.3))
-    result, _ = await deliver_with_retries(
-        db, run, status, artifact_root, WebhookMethod(signer, loopback)
-    )
+    result, _ = await delivering.with_retries(run, status, webhook)
     assert result.outcome == "delivered" and result.attempts == 2
-    async with db.acquire() as conn:
-        log = await fetch_run_log(conn, run.run_id)
+    log = await delivering.log(run.run_id)
     assert [e.outcome for e in log] == ["retrying", "delivered"]
     assert log[0].detail is not None and "no response within 0.3 s" in log[0].detail
 
 
 async def test_5xx_until_attempts_run_out(
-    db: asyncpg.Pool,
-    make_run: Any,
-    receiver: tuple[Receiver, str],
-    signer: LinkSigner,
-    artifact_root: Path,
-    loopback: EgressPolicy,
-    deliver_with_retries: Any,
+    make_run: Any, receiver: tuple[Receiver, str], delivering: Deliverer, webhook: WebhookMethod
 ) -> None:
     recv, url = receiver
     recv.script = ["500", "502", "503"]
     run, (status,) = await make_run(hook_schedule(url, attempts=3))
-    result, _ = await deliver_with_retries(
-        db, run, status, artifact_root, WebhookMethod(signer, loopback)
-    )
+    result, _ = await delivering.with_retries(run, status, webhook)
     assert result.outcome == "failed" and result.attempts == 3 and recv.calls == 3
     assert "after 3 attempt(s)" in result.detail and "HTTP 503" in result.detail
 

@@ -46,21 +46,18 @@ class RecordingEnv(Mapping[str, str]):
 def variables_read(monkeypatch: pytest.MonkeyPatch) -> frozenset[str]:
     """Every environment variable the worker's configuration readers look up.
 
-    The readers: :class:`stream_app.settings.Settings` (through ``os.environ``),
-    :func:`stream_app.crypto.keys.load_master_keys` and
-    :func:`stream_app.delivery.dispatch.load_delivery_config`.
+    The readers: :class:`stream_app.settings.Settings` (through ``os.environ``, its delivery
+    section included) and :func:`stream_app.crypto.keys.load_master_keys`.
     """
     from stream_app.crypto.keys import load_master_keys
-    from stream_app.delivery.dispatch import load_delivery_config
-    from stream_app.settings import Settings
+    from stream_app.settings import load_settings
 
-    Settings()  # first its lazy imports, which may read variables of their own
+    load_settings()  # first its lazy imports, which may read variables of their own
     env = RecordingEnv({"WEDDING_DEV_MODE": "1"})  # dev mode: the readers need no secrets
     with monkeypatch.context() as m:
         m.setattr(os, "environ", env)
-        Settings()
+        load_settings()
     load_master_keys(env)
-    load_delivery_config(env, fallback_secret="x" * 32)
     return frozenset(env.read)
 
 

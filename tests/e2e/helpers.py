@@ -3,70 +3,37 @@
 from __future__ import annotations
 
 import asyncio
-import csv
-import gzip
 import time
 from collections import defaultdict
-from decimal import Decimal
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import asyncpg
-from aiokafka import AIOKafkaConsumer, TopicPartition
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from stream_app.crypto.keyring import KeyRing
 from stream_app.reports.artifacts import open_artifact
 from stream_app.settings import Settings
 from stream_app.web.auth import issue_token
-
-MONTHS = {
-    m: i
-    for i, m in enumerate(
-        [
-            "January",
-            "February",
-            "March",
-            "April",
-            "May",
-            "June",
-            "July",
-            "August",
-            "September",
-            "October",
-            "November",
-            "December",
-        ],
-        start=1,
-    )
-}
-VENUE_OF_HOTEL = {"Resort Hotel": "resort-hotel", "City Hotel": "city-hotel"}
+from tests.hotel_csv import read_csv
 
 
 def expected_monthly_from_csv(path: Path) -> dict[tuple[str, str], tuple[int, int, int]]:
-    """(venue, YYYY-MM) → (bookings, cancellations, revenue cents), straight from the CSV.
-
-    Rules (the mapping's, restated independently): a row is a booking in its arrival month;
-    a cancelled row (is_canceled = 1) is also a cancellation; revenue is ADR × nights of the
-    rows not cancelled, exact; the one row with a negative ADR is invalid and not counted.
-    """
+    """(venue, YYYY-MM) → (bookings, cancellations, revenue cents), straight from the CSV
+    (:func:`tests.hotel_csv.read_csv`): a row is a booking in its arrival month; a cancelled
+    row is also a cancellation; revenue is the amount of the rows not cancelled."""
     out: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0, 0])
-    with gzip.open(path, "rt", encoding="utf-8", newline="") as fh:
-        for r in csv.DictReader(fh):
-            adr = Decimal(r["adr"])
-            if adr < 0:
-                continue
-            month = f"{int(r['arrival_date_year']):04d}-{MONTHS[r['arrival_date_month']]:02d}"
-            acc = out[(VENUE_OF_HOTEL[r["hotel"]], month)]
-            acc[0] += 1
-            if r["is_canceled"] == "1":
-                acc[1] += 1
-            else:
-                nights = int(r["stays_in_weekend_nights"]) + int(r["stays_in_week_nights"])
-                cents = adr * 100 * nights
-                assert cents == cents.to_integral_value()
-                acc[2] += int(cents)
+    for b in read_csv(path):
+        acc = out[(b.venue, f"{b.arrival:%Y-%m}")]
+        acc[0] += 1
+        if b.cancelled:
+            acc[1] += 1
+        else:
+            acc[2] += b.amount
     return {k: (v[0], v[1], v[2]) for k, v in out.items()}
 
 
@@ -92,6 +59,25 @@ async def request_report_http(
                         return status
             await asyncio.sleep(0.3)
     raise TimeoutError(f"report {accepted['report_id']} not final in {timeout_s} s")
+
+
+async def venue_periods(
+    base_url: str, settings: Settings, org: str, venue: str, grain: str, lo: str, hi: str
+) -> list[dict[str, Any]]:
+    """The ``periods`` of ``GET /orgs/{org}/venues/{venue}/metrics`` from ``lo`` to ``hi`` per
+    ``grain`` (``day`` or ``month``), asserting a 200."""
+    async with (
+        aiohttp.ClientSession(base_url) as s,
+        s.get(
+            f"/orgs/{org}/venues/{venue}/metrics",
+            params={"grain": grain, "from": lo, "to": hi},
+            headers=auth(settings, org),
+        ) as r,
+    ):
+        body = await r.json()
+        assert r.status == 200, body
+    periods: list[dict[str, Any]] = body["periods"]
+    return periods
 
 
 async def download(base_url: str, settings: Settings, org: str, url: str) -> bytes:
@@ -142,3 +128,36 @@ async def read_topic(bootstrap: str, topic: str) -> list[Any]:
         return records
     finally:
         await consumer.stop()
+
+
+async def send(bootstrap: str, topic: str, messages: Iterable[tuple[bytes | None, bytes]]) -> None:
+    """Produce ``(key, value)`` messages to ``topic`` in order (``acks=all``); return once every
+    one is written."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        for key, value in messages:
+            await producer.send(topic, key=key, value=value)
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+def booking_created(
+    org: str, event_id: str, booking_id: str, venue: str, day: str, amount: int, currency: str
+) -> tuple[bytes, bytes]:
+    """A ``booking_created`` event of ``wedding-bookings`` as (key, JSON value), keyed by
+    organisation and venue; occurred 2026-01-01 12:00 UTC, for service date ``day``."""
+    doc = {
+        "schema_version": 1,
+        "event_id": event_id,
+        "organization_id": org,
+        "occurred_at": "2026-01-01T12:00:00Z",
+        "event_type": "booking_created",
+        "booking_id": booking_id,
+        "venue_id": venue,
+        "service_date": day,
+        "amount_minor": amount,
+        "currency": currency,
+    }
+    return f"{org}/{venue}".encode(), orjson.dumps(doc)

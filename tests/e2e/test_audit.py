@@ -22,6 +22,7 @@ from stream_app.db.roles import APP_ROLE, as_role
 from stream_app.db.tenancy import Organization, Venue, upsert_organization, upsert_venue
 from stream_app.devservices.workers import WorkerProcess
 from stream_app.settings import Settings
+from tests.conftest import run_cli
 from tests.e2e.helpers import auth, download, request_report_http
 
 ORG_A, ORG_B = "audit-org-a", "audit-org-b"
@@ -55,25 +56,10 @@ async def all_events(base: str, settings: Settings, org: str) -> list[dict[str, 
 
 
 async def verify(settings: Settings, org: str) -> tuple[int, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "stream_app.cli",
-        "audit",
-        "verify",
-        "--org",
-        org,
-        env={
-            **os.environ,
-            "POSTGRES_DSN": as_role(settings.postgres_dsn, APP_ROLE),
-            "KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-        },
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, _ = await proc.communicate()
-    assert proc.returncode is not None
-    return proc.returncode, out.decode()
+    """``wedding-engine audit verify --org ORG`` as the application role: (exit code, stdout)."""
+    dsn = as_role(settings.postgres_dsn, APP_ROLE)
+    code, out, _ = await run_cli(settings, dsn, "audit", "verify", "--org", org)
+    return code, out
 
 
 async def test_report_activity_and_refusals_are_audited_per_organisation(

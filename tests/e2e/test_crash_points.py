@@ -10,15 +10,14 @@ import orjson
 import pytest
 
 from stream_app.lag import wait_for_lag_zero
-from stream_app.partitioning import partition_for
+from stream_app.queries.partitions import partition_for
 from stream_app.runtime.failpoints import POINTS
 from stream_app.settings import Settings
 from stream_app.topics import WEDDING_BOOKINGS
 from tests.conftest import WorkerFactory
-from tests.e2e.test_exactly_once import ENV, make_events, own_workers, produce, read_totals
+from tests.e2e.test_exactly_once import ENV, make_events, produce, read_totals
 
 pytestmark = [pytest.mark.slow, pytest.mark.recovery]
-__all__ = ["own_workers"]  # the fixture, shared with test_exactly_once
 
 
 def before_the_group(org: str, settings: Settings) -> list[tuple[bytes, bytes]]:

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import orjson
-from aiokafka import AIOKafkaProducer
 
 from stream_app.devservices.workers import WorkerProcess
 from stream_app.lag import wait_for_lag_zero
 from stream_app.settings import Settings
 from stream_app.topics import DEAD_LETTER, WEDDING_BOOKINGS
-from tests.e2e.helpers import auth, read_topic
+from tests.e2e.helpers import read_topic, send, venue_periods
 
 ORG = "dlq-test-org"
 KEY = f"{ORG}/v1".encode()
@@ -48,17 +47,11 @@ MALFORMED: list[tuple[bytes, bytes, str]] = [
 async def test_each_malformed_case_is_dead_lettered_and_valid_events_still_count(
     settings: Settings, main_worker: WorkerProcess
 ) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
-    await producer.start()
-    try:
-        await producer.send_and_wait(WEDDING_BOOKINGS, orjson.dumps(event(1)), key=KEY)
-        for key, value, _ in MALFORMED:
-            await producer.send_and_wait(WEDDING_BOOKINGS, value, key=key)
-        # after the bad ones: a valid event, and a duplicate of the first
-        await producer.send_and_wait(WEDDING_BOOKINGS, orjson.dumps(event(8)), key=KEY)
-        await producer.send_and_wait(WEDDING_BOOKINGS, orjson.dumps(event(1)), key=KEY)
-    finally:
-        await producer.stop()
+    first = (KEY, orjson.dumps(event(1)))
+    # after the bad ones: a valid event, and a duplicate of the first
+    after = [(KEY, orjson.dumps(event(8))), first]
+    bad = [(key, value) for key, value, _ in MALFORMED]
+    await send(settings.kafka_bootstrap, WEDDING_BOOKINGS, [first, *bad, *after])
     await wait_for_lag_zero(settings.kafka_bootstrap, "wedding-tests", WEDDING_BOOKINGS, 300)
 
     dead = {rec.value: rec for rec in await read_topic(settings.kafka_bootstrap, DEAD_LETTER)}
@@ -70,16 +63,7 @@ async def test_each_malformed_case_is_dead_lettered_and_valid_events_still_count
         assert headers["dlq.source.topic"] == WEDDING_BOOKINGS.encode()
     assert b"EUX" in dict(dead[MALFORMED[3][1]].headers)["dlq.reason"]
 
-    import aiohttp
-
-    async with (
-        aiohttp.ClientSession(main_worker.url) as s,
-        s.get(
-            f"/orgs/{ORG}/venues/v1/metrics",
-            params={"grain": "month", "from": "2026-07", "to": "2026-07"},
-            headers=auth(settings, ORG),
-        ) as r,
-    ):
-        body = await r.json()
-    (july,) = body["periods"]
+    (july,) = await venue_periods(
+        main_worker.url, settings, ORG, "v1", "month", "2026-07", "2026-07"
+    )
     assert (july["bookings"], july["revenue_minor"]) == (2, {"EUR": 200_00})

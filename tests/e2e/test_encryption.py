@@ -18,7 +18,6 @@ import hashlib
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from typing import Any
 
 import aiohttp
@@ -69,14 +68,6 @@ def cli(settings: Settings, *args: str, **env: str) -> subprocess.CompletedProce
         timeout=120,
         check=False,
     )
-
-
-@pytest.fixture
-def own_workers(worker_factory: WorkerFactory) -> Iterator[None]:
-    started = len(worker_factory.workers)
-    yield
-    for worker in worker_factory.workers[started:]:
-        worker.stop()
 
 
 async def report(url: str, settings: Settings, year: int) -> dict[str, Any]:

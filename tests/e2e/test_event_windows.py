@@ -18,7 +18,7 @@ from stream_app.devservices.workers import WorkerProcess
 from stream_app.lag import wait_for_lag_zero
 from stream_app.settings import Settings
 from stream_app.topics import LATE_EVENTS, WEDDING_BOOKINGS
-from tests.e2e.helpers import auth, read_topic
+from tests.e2e.helpers import auth, read_topic, venue_periods
 
 ORG = "windows-test-org"
 ZONE = "Asia/Kolkata"
@@ -61,17 +61,8 @@ async def late_counter(base_url: str) -> float:
 
 
 async def periods(base: str, settings: Settings, grain: str, lo: str, hi: str) -> dict[str, int]:
-    async with (
-        aiohttp.ClientSession(base) as s,
-        s.get(
-            f"/orgs/{ORG}/venues/hall/metrics",
-            params={"grain": grain, "from": lo, "to": hi},
-            headers=auth(settings, ORG),
-        ) as r,
-    ):
-        body = await r.json()
-        assert r.status == 200, body
-    return {p["period"]: p["bookings"] for p in body["periods"]}
+    found = await venue_periods(base, settings, ORG, "hall", grain, lo, hi)
+    return {p["period"]: p["bookings"] for p in found}
 
 
 async def test_windows_in_the_zone_and_a_late_event(

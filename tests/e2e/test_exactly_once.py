@@ -9,7 +9,6 @@ import asyncio
 import os
 import random
 from collections import defaultdict
-from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 
@@ -178,16 +177,6 @@ def persisted_offsets(table_dir: Path) -> dict[str, int]:
         if raw is not None:
             out[db_dir.name] = int(raw)
     return out
-
-
-@pytest.fixture
-def own_workers(worker_factory: WorkerFactory) -> Iterator[None]:
-    """Stop the workers a test started when it ends: they run their own consumer group, so
-    left running they would also take the later tests' events and report requests."""
-    started = len(worker_factory.workers)
-    yield
-    for worker in worker_factory.workers[started:]:
-        worker.stop()
 
 
 @pytest.mark.usefixtures("own_workers")

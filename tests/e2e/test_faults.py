@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import dataclasses
 import io
 import os
 import signal
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,6 @@ import aiohttp
 import asyncpg
 import orjson
 import pytest
-from aiokafka import AIOKafkaProducer
 
 from stream_app.db import reports as report_db
 from stream_app.db.tenancy import (
@@ -37,14 +37,14 @@ from stream_app.db.tenancy import (
     upsert_venue,
 )
 from stream_app.devservices import kafka
-from stream_app.devservices.workers import WorkerProcess, start_worker
+from stream_app.devservices.workers import WorkerProcess
 from stream_app.reports.cache import cache_key
 from stream_app.schemas.base import encode_event
 from stream_app.schemas.reports import ReportRequest
 from stream_app.settings import Settings
 from stream_app.topics import DEAD_LETTER, REPORT_RESULTS, WEDDING_BOOKINGS, ensure_topics
 from tests.conftest import WorkerFactory
-from tests.e2e.helpers import auth, download, read_topic
+from tests.e2e.helpers import auth, booking_created, download, read_topic, send
 
 pytestmark = [pytest.mark.slow, pytest.mark.recovery]
 VENUES = ["hall-1", "hall-2"]
@@ -53,15 +53,6 @@ ENV = {
     "WEDDING_SCHEDULING": "0",
     "WEDDING_SESSION_TIMEOUT_S": "6",
 }
-
-
-@pytest.fixture
-def own_workers(worker_factory: WorkerFactory) -> Iterator[None]:
-    """Stop the workers a test started (their own consumer group) when it ends."""
-    started = len(worker_factory.workers)
-    yield
-    for worker in worker_factory.workers[started:]:
-        worker.stop()
 
 
 @pytest.fixture
@@ -95,27 +86,11 @@ async def setup_org(settings: Settings, org: str, bookings: list[tuple[str, str,
             await upsert_venue(conn, org, Venue(v, v.title(), capacity=2))
     finally:
         await conn.close()
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
-    await producer.start()
-    try:
-        for n, (venue, day, amount) in enumerate(bookings):
-            doc = {
-                "schema_version": 1,
-                "event_id": f"{org}-{n}",
-                "organization_id": org,
-                "occurred_at": "2026-01-01T12:00:00Z",
-                "event_type": "booking_created",
-                "booking_id": f"{org}-b{n}",
-                "venue_id": venue,
-                "service_date": day,
-                "amount_minor": amount,
-                "currency": "EUR",
-            }
-            await producer.send_and_wait(
-                WEDDING_BOOKINGS, orjson.dumps(doc), key=f"{org}/{venue}".encode()
-            )
-    finally:
-        await producer.stop()
+    events = [
+        booking_created(org, f"{org}-{n}", f"{org}-b{n}", venue, day, amount, "EUR")
+        for n, (venue, day, amount) in enumerate(bookings)
+    ]
+    await send(settings.kafka_bootstrap, WEDDING_BOOKINGS, events)
 
 
 BOOKINGS = [("hall-1", "2026-02-03", 120_000), ("hall-1", "2026-02-17", 80_050),
@@ -288,15 +263,9 @@ async def test_a_worker_whose_broker_is_gone_stops_on_sigterm(
     worker: WorkerProcess | None = None
     try:
         await ensure_topics(broker.bootstrap, settings.topic_partitions)
-        worker = start_worker(
-            kafka_bootstrap=broker.bootstrap,
-            postgres_dsn=settings.postgres_dsn,
-            data_dir=home / "worker",
-            log_path=home / "worker.log",
-            artifact_dir=settings.artifact_dir,
-            app_id="wedding-lonely",
-            dev_mode=True,
-            extra_env={"WEDDING_SCHEDULING": "0", "WEDDING_SHUTDOWN_TIMEOUT_S": "10"},
+        on_broker = dataclasses.replace(settings, kafka_bootstrap=broker.bootstrap)
+        worker = WorkerFactory(on_broker, home).start(
+            "wedding-lonely", "w", WEDDING_SCHEDULING="0", WEDDING_SHUTDOWN_TIMEOUT_S="10"
         )
         await worker.wait_ready(timeout_s=120, min_partitions=4)
         await asyncio.to_thread(kafka.stop, broker.pid)

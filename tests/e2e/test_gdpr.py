@@ -34,9 +34,9 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from stream_app.crypto.keyring import KeyRing
 from stream_app.db.tenancy import Organization, Venue, upsert_organization, upsert_venue
 from stream_app.devservices.workers import WorkerProcess
-from stream_app.partitioning import partition_for
+from stream_app.queries.partitions import partition_for
 from stream_app.reports.artifacts import open_artifact
-from stream_app.settings import Settings
+from stream_app.settings import Settings, load_settings
 from stream_app.topics import CLIENT_INTERACTIONS
 from stream_app.web.auth import issue_token
 from tests.conftest import WorkerFactory
@@ -79,7 +79,7 @@ async def call(
     worker: WorkerProcess, method: str, path: str, org: str, **kw: Any
 ) -> tuple[int, Any]:
     """``method path`` with an admin token of ``org`` (signed with the worker's secret)."""
-    secret = worker.env.get("WEDDING_JWT_SECRET", Settings().jwt_secret)
+    secret = worker.env.get("WEDDING_JWT_SECRET", load_settings().jwt_secret)
     token = issue_token(secret, user_id="admin-1", organization_id=org, ttl_seconds=600)
     async with (
         aiohttp.ClientSession(worker.url) as s,

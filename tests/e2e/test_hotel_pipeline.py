@@ -8,11 +8,9 @@ the CSV. Then replay the same file again and check that nothing changed.
 from __future__ import annotations
 
 import csv
-import gzip
 import hashlib
 import io
 from collections.abc import AsyncIterator
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -26,13 +24,12 @@ from stream_app.replay.produce import replay_hotel_bookings
 from stream_app.settings import Settings
 from stream_app.topics import DEAD_LETTER, REALTIME_METRICS_UPDATES, WEDDING_BOOKINGS
 from tests.e2e.helpers import (
-    MONTHS,
-    VENUE_OF_HOTEL,
     download,
     expected_monthly_from_csv,
     read_topic,
     request_report_http,
 )
+from tests.hotel_csv import read_csv
 
 ORG = "hotel-demand-pt"
 GROUP = "wedding-tests"
@@ -123,14 +120,10 @@ def lead_times_from_csv(path: Path) -> dict[tuple[str, str], tuple[int, int]]:
     """(venue, arrival month) → (Σ lead_time, rows), straight from the CSV (every row is a
     booking stating its lead time; the negative-ADR row is invalid and not counted)."""
     out: dict[tuple[str, str], list[int]] = {}
-    with gzip.open(path, "rt", encoding="utf-8", newline="") as fh:
-        for r in csv.DictReader(fh):
-            if Decimal(r["adr"]) < 0:
-                continue
-            month = f"{int(r['arrival_date_year']):04d}-{MONTHS[r['arrival_date_month']]:02d}"
-            acc = out.setdefault((VENUE_OF_HOTEL[r["hotel"]], month), [0, 0])
-            acc[0] += int(r["lead_time"])
-            acc[1] += 1
+    for b in read_csv(path):  # booked_on is the arrival less the row's lead time
+        acc = out.setdefault((b.venue, f"{b.arrival:%Y-%m}"), [0, 0])
+        acc[0] += (b.arrival - b.booked_on).days
+        acc[1] += 1
     return {k: (v[0], v[1]) for k, v in out.items()}
 
 

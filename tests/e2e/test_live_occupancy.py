@@ -6,18 +6,18 @@ from __future__ import annotations
 from collections import Counter
 from datetime import date, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
+from typing import Any
 
 import aiohttp
 import asyncpg
 import orjson
-from aiokafka import AIOKafkaProducer
 
 from stream_app.db.tenancy import Organization, Venue, upsert_organization, upsert_venue
 from stream_app.devservices.workers import WorkerProcess
 from stream_app.lag import wait_for_lag_zero
 from stream_app.settings import Settings
 from stream_app.topics import WEDDING_BOOKINGS
-from tests.e2e.helpers import auth
+from tests.e2e.helpers import auth, send
 
 ORG = "occupancy-live-org"
 VENUE = "barn"
@@ -71,15 +71,9 @@ async def test_occupancy_follows_bookings_capacity_and_closures(
         )
     finally:
         await conn.close()
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
-    await producer.start()
-    try:
-        for n, (day, kind) in enumerate(EVENTS):
-            await producer.send_and_wait(
-                WEDDING_BOOKINGS, message(n, day, kind), key=f"{ORG}/{VENUE}".encode()
-            )
-    finally:
-        await producer.stop()
+    key = f"{ORG}/{VENUE}".encode()
+    messages = [(key, message(n, day, kind)) for n, (day, kind) in enumerate(EVENTS)]
+    await send(settings.kafka_bootstrap, WEDDING_BOOKINGS, messages)
     await wait_for_lag_zero(settings.kafka_bootstrap, "wedding-tests", WEDDING_BOOKINGS, 300)
 
     net: Counter[date] = Counter()
@@ -89,35 +83,21 @@ async def test_occupancy_follows_bookings_capacity_and_closures(
     available = {d: 0 if d == CLOSED else CAPACITY for d in august}
     occupied = {d: min(max(net[d], 0), available[d]) for d in august}
 
+    async def occupancy(venue: str, grain: str, start: str, end: str) -> tuple[int, Any]:
+        params = {"grain": grain, "from": start, "to": end}
+        url = f"/orgs/{ORG}/venues/{venue}/occupancy"
+        async with s.get(url, params=params, headers=auth(settings, ORG)) as r:
+            return r.status, await r.json()
+
     async with aiohttp.ClientSession(main_worker.url) as s:
-        async with s.get(
-            f"/orgs/{ORG}/venues/{VENUE}/occupancy",
-            params={"grain": "day", "from": "2026-08-01", "to": "2026-08-03"},
-            headers=auth(settings, ORG),
-        ) as r:
-            days = await r.json()
-            assert r.status == 200, days
-        async with s.get(
-            f"/orgs/{ORG}/venues/{VENUE}/occupancy",
-            params={"grain": "month", "from": "2026-08", "to": "2026-08"},
-            headers=auth(settings, ORG),
-        ) as r:
-            month = await r.json()
-            assert r.status == 200, month
-        async with s.get(
-            f"/orgs/{ORG}/venues/nowhere/occupancy",
-            params={"grain": "day", "from": "2026-08-01", "to": "2026-08-03"},
-            headers=auth(settings, ORG),
-        ) as r:
-            unknown = await r.json()
-            assert r.status == 404 and unknown["error"]["field"] == "venue", unknown
-        async with s.get(
-            f"/orgs/{ORG}/venues/{VENUE}/occupancy",
-            params={"grain": "month", "from": "2026-08-01", "to": "2026-08"},
-            headers=auth(settings, ORG),
-        ) as r:
-            bad = await r.json()
-            assert r.status == 400 and bad["error"]["field"] == "from", bad
+        status, days = await occupancy(VENUE, "day", "2026-08-01", "2026-08-03")
+        assert status == 200, days
+        status, month = await occupancy(VENUE, "month", "2026-08", "2026-08")
+        assert status == 200, month
+        status, unknown = await occupancy("nowhere", "day", "2026-08-01", "2026-08-03")
+        assert status == 404 and unknown["error"]["field"] == "venue", unknown
+        status, bad = await occupancy(VENUE, "month", "2026-08-01", "2026-08")
+        assert status == 400 and bad["error"]["field"] == "from", bad
 
     assert [
         (p["period"], p["available_slots"], p["occupied_slots"], p["occupancy_rate"])

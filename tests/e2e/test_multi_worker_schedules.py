@@ -17,18 +17,17 @@ import asyncpg
 import orjson
 import pytest
 from aiohttp import web
-from aiokafka import AIOKafkaProducer
 
 from stream_app.db.tenancy import Organization, Venue, upsert_organization, upsert_venue
 from stream_app.delivery.webhook import verify_signature
 from stream_app.devservices.common import free_ports
 from stream_app.devservices.workers import WorkerProcess
 from stream_app.lag import wait_for_lag_zero
-from stream_app.partitioning import partition_for
+from stream_app.queries.partitions import partition_for
 from stream_app.settings import Settings
 from stream_app.topics import WEDDING_BOOKINGS
 from tests.conftest import WorkerFactory
-from tests.e2e.helpers import auth
+from tests.e2e.helpers import auth, booking_created, send, venue_periods
 
 pytestmark = pytest.mark.slow
 ORG = "sched-org"
@@ -139,47 +138,19 @@ async def test_schedule_fires_once_per_minute_across_two_workers(
         (hall_a, today - timedelta(days=4), 120_050),
         (hall_b, today - timedelta(days=5), 99_999),
     ]
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
-    await producer.start()
-    try:
-        for n, (venue, day, amount) in enumerate(bookings):
-            doc = {
-                "schema_version": 1,
-                "event_id": f"sched-{n}",
-                "organization_id": ORG,
-                "occurred_at": "2026-01-01T12:00:00Z",
-                "event_type": "booking_created",
-                "booking_id": f"sb-{n}",
-                "venue_id": venue,
-                "service_date": day.isoformat(),
-                "amount_minor": amount,
-                "currency": "GBP",
-            }
-            await producer.send_and_wait(
-                WEDDING_BOOKINGS, orjson.dumps(doc), key=f"{ORG}/{venue}".encode()
-            )
-    finally:
-        await producer.stop()
+    events = [
+        booking_created(ORG, f"sched-{n}", f"sb-{n}", venue, day.isoformat(), amount, "GBP")
+        for n, (venue, day, amount) in enumerate(bookings)
+    ]
+    await send(settings.kafka_bootstrap, WEDDING_BOOKINGS, events)
     await wait_for_lag_zero(settings.kafka_bootstrap, GROUP, WEDDING_BOOKINGS, 300)
 
     # a read reaching the worker that does not hold the rows is answered all the same
     month = (today - timedelta(days=3)).isoformat()[:7]
     for worker in (a, b):
-        async with (
-            aiohttp.ClientSession(worker.url) as s,
-            s.get(
-                f"/orgs/{ORG}/venues/{hall_a}/metrics",
-                headers=auth(settings, ORG),
-                params={
-                    "grain": "day",
-                    "from": (today - timedelta(days=4)).isoformat(),
-                    "to": (today - timedelta(days=3)).isoformat(),
-                },
-            ) as r,
-        ):
-            body = await r.json()
-            assert r.status == 200, body
-        assert [p["revenue_minor"] for p in body["periods"]] == [{"GBP": 120_050}, {"GBP": 250_000}]
+        lo, hi = (today - timedelta(days=4)).isoformat(), (today - timedelta(days=3)).isoformat()
+        found = await venue_periods(worker.url, settings, ORG, hall_a, "day", lo, hi)
+        assert [p["revenue_minor"] for p in found] == [{"GBP": 120_050}, {"GBP": 250_000}]
     assert month  # the month label of the first booking
 
     schedule = {

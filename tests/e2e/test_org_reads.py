@@ -27,7 +27,7 @@ from aiokafka.structs import TopicPartition
 
 from stream_app.db.tenancy import Organization, upsert_organization
 from stream_app.devservices.workers import WorkerProcess
-from stream_app.partitioning import partition_for
+from stream_app.queries.partitions import partition_for
 from stream_app.settings import Settings
 from stream_app.topics import (
     CLIENT_INTERACTIONS,

@@ -21,17 +21,15 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import asyncpg
 import pytest
 
-from stream_app.db.migrate import migrate
-from stream_app.db.tenancy import Organization, Venue, upsert_organization, upsert_venue
+from stream_app.db.tenancy import Venue
 from stream_app.devservices import kafka, manager, postgres
 from stream_app.devservices.manager import ServiceSettings
-from stream_app.devservices.workers import WorkerProcess, start_worker
+from stream_app.devservices.workers import WorkerProcess
 from stream_app.settings import Settings
-from stream_app.topics import ensure_topics
 from stream_app.web.auth import issue_token
+from tests.conftest import WorkerFactory, add_org, prepare_settings
 from tests.e2e.test_roles import PATH_VALUES, QUERY, router_routes
 
 ORG = PATH_VALUES["org"]  # the organisation the role walk's path values name
@@ -69,32 +67,10 @@ async def private() -> AsyncIterator[Private]:
     services = await asyncio.to_thread(manager.up, state)
     worker: WorkerProcess | None = None
     try:
-        settings = Settings(
-            kafka_bootstrap=services.kafka_bootstrap,
-            postgres_dsn=services.postgres_dsn,
-            artifact_dir=state / "artifacts",
-            data_dir=state / "worker-data",
-            redis_url=services.redis_url,
-        )
-        await ensure_topics(settings.kafka_bootstrap, settings.topic_partitions)
-        await migrate(settings.postgres_dsn)
-        conn = await asyncpg.connect(settings.postgres_dsn)
-        try:
-            await upsert_organization(conn, Organization(ORG, ORG, "Europe/Lisbon", "EUR"))
-            await upsert_venue(conn, ORG, Venue("v1", "Quinta", 2))
-        finally:
-            await conn.close()
-        worker = start_worker(
-            kafka_bootstrap=settings.kafka_bootstrap,
-            postgres_dsn=settings.postgres_dsn,
-            data_dir=state / "worker",
-            log_path=state / "worker.log",
-            artifact_dir=settings.artifact_dir,
-            app_id="wedding-outage",
-            extra_env={"WEDDING_REVOCATION_CACHE_S": "0", "WEDDING_SCHEDULING": "0"},
-            redis_url=settings.redis_url,
-            dev_mode=True,
-            unlimited_rates=True,
+        settings = await prepare_settings(services, state)
+        await add_org(settings.postgres_dsn, ORG, venues=[Venue("v1", "Quinta", 2)])
+        worker = WorkerFactory(settings, state).start(
+            "wedding-outage", "w", WEDDING_REVOCATION_CACHE_S="0", WEDDING_SCHEDULING="0"
         )
         await worker.wait_ready(timeout_s=180, min_partitions=4)
         yield Private(services, settings, worker, state)

@@ -20,14 +20,13 @@ import aiohttp
 import asyncpg
 import orjson
 import pytest
-from aiokafka import AIOKafkaProducer
 
 from stream_app.client import cancel_report
 from stream_app.db.tenancy import Organization, Venue, upsert_organization, upsert_venue
 from stream_app.devservices.workers import WorkerProcess
 from stream_app.settings import Settings
 from stream_app.topics import DEAD_LETTER, REPORT_LANES, REPORT_RESULTS, WEDDING_BOOKINGS
-from tests.e2e.helpers import auth, download, read_topic, request_report_http
+from tests.e2e.helpers import auth, download, read_topic, request_report_http, send
 
 ORG = "proc-org"
 VENUES = ("v1", "v2")
@@ -94,14 +93,7 @@ def csv_figures(body: bytes) -> dict[tuple[str, str], tuple[int, int, int]]:
 
 
 async def produce(settings: Settings, msgs: list[tuple[bytes, bytes]]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
-    await producer.start()
-    try:
-        for key, value in msgs:
-            await producer.send(WEDDING_BOOKINGS, key=key, value=value)
-        await producer.flush()
-    finally:
-        await producer.stop()
+    await send(settings.kafka_bootstrap, WEDDING_BOOKINGS, msgs)
 
 
 async def folded_bookings(worker: WorkerProcess, settings: Settings, org: str) -> int:

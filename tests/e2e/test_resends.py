@@ -14,10 +14,10 @@ from aiokafka import AIOKafkaProducer
 
 from stream_app.devservices.workers import WorkerProcess
 from stream_app.lag import wait_for_lag_zero
-from stream_app.partitioning import partition_for
+from stream_app.queries.partitions import partition_for
 from stream_app.settings import Settings
 from stream_app.topics import WEDDING_BOOKINGS
-from tests.e2e.helpers import auth
+from tests.e2e.helpers import venue_periods
 
 ORG = "resend-test-org"
 KEY = f"{ORG}/hall".encode()
@@ -55,17 +55,7 @@ DUPLICATES = 'wedding_events_outcome_total{outcome="duplicate",topic="wedding-bo
 
 
 async def september(base: str, settings: Settings) -> tuple[int, int]:
-    async with (
-        aiohttp.ClientSession(base) as s,
-        s.get(
-            f"/orgs/{ORG}/venues/hall/metrics",
-            params={"grain": "month", "from": "2026-09", "to": "2026-09"},
-            headers=auth(settings, ORG),
-        ) as r,
-    ):
-        body = await r.json()
-        assert r.status == 200, body
-    (p,) = body["periods"]
+    (p,) = await venue_periods(base, settings, ORG, "hall", "month", "2026-09", "2026-09")
     return int(p["bookings"]), int(p["revenue_minor"].get("EUR", 0))
 
 
@@ -126,15 +116,5 @@ async def test_two_tenants_may_use_the_same_event_id(
         await producer.stop()
     await wait_for_lag_zero(settings.kafka_bootstrap, "wedding-tests", WEDDING_BOOKINGS, 300)
     for org, v, amount in ((ORG, "hall", 700), (other, venue, 900)):
-        async with (
-            aiohttp.ClientSession(main_worker.url) as s,
-            s.get(
-                f"/orgs/{org}/venues/{v}/metrics",
-                params={"grain": "month", "from": "2026-10", "to": "2026-10"},
-                headers=auth(settings, org),
-            ) as r,
-        ):
-            body = await r.json()
-            assert r.status == 200, body
-        (p,) = body["periods"]
-        assert (p["bookings"], p["revenue_minor"]) == (1, {"EUR": amount}), (org, body)
+        (p,) = await venue_periods(main_worker.url, settings, org, v, "month", "2026-10", "2026-10")
+        assert (p["bookings"], p["revenue_minor"]) == (1, {"EUR": amount}), (org, p)

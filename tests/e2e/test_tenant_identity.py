@@ -26,17 +26,15 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import asyncpg
 import orjson
 import pytest
-from aiokafka import AIOKafkaProducer
 
 from stream_app.db.roles import APP_ROLE, as_role
 from stream_app.devservices.workers import WorkerProcess
 from stream_app.settings import Settings
 from stream_app.topics import DEAD_LETTER, REPORT_REQUESTS
 from tests.conftest import WorkerFactory
-from tests.e2e.helpers import auth, download, read_topic, request_report_http
+from tests.e2e.helpers import auth, download, read_topic, request_report_http, send
 from tests.e2e.test_report_processing import (
     Booking,
     bookings_of,
@@ -44,6 +42,7 @@ from tests.e2e.test_report_processing import (
     events_of,
     expected,
     folded_bookings,
+    pg,
     produce,
     setup_org,
     wait_until,
@@ -92,14 +91,6 @@ async def wall(
     finally:
         # its consumer group would also answer later tests' report requests
         worker.stop()
-
-
-async def pg(settings: Settings, sql: str, *args: Any) -> list[asyncpg.Record]:
-    conn = await asyncpg.connect(settings.postgres_dsn)
-    try:
-        return list(await conn.fetch(sql, *args))
-    finally:
-        await conn.close()
 
 
 def files_in(root: Path) -> dict[str, str]:
@@ -233,14 +224,7 @@ async def test_the_same_id_on_kafka_with_other_content_is_dead_lettered_not_over
 
 
 async def send_requests(settings: Settings, msgs: list[tuple[bytes, bytes]]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
-    await producer.start()
-    try:
-        for key, value in msgs:
-            await producer.send(REPORT_REQUESTS, key=key, value=value)
-        await producer.flush()
-    finally:
-        await producer.stop()
+    await send(settings.kafka_bootstrap, REPORT_REQUESTS, msgs)
 
 
 async def test_bad_report_ids_are_refused_at_http_kafka_and_cli(

@@ -24,11 +24,12 @@ from aiokafka import AIOKafkaProducer
 
 from stream_app.client import request_report_and_wait
 from stream_app.db.tenancy import Organization, Venue, upsert_organization, upsert_venue
+from stream_app.delivery.targets import ApiTarget
 from stream_app.devservices.workers import WorkerProcess
 from stream_app.lag import wait_for_lag_zero
 from stream_app.reports.accept import ReportIdTakenError, accept, validate
 from stream_app.reports.cache import cache_key, message_key
-from stream_app.schedules.model import ApiTarget, Schedule
+from stream_app.schedules.model import Schedule
 from stream_app.schedules.runner import run_scheduler_tick
 from stream_app.schedules.store import create_schedule
 from stream_app.schemas.base import encode_event

@@ -12,15 +12,12 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import importlib.util
 import io
 import os
-import sys
 import tempfile
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from types import ModuleType
 
 import asyncpg
 import openpyxl
@@ -49,32 +46,14 @@ from stream_app.reports.render import RENDERERS
 from stream_app.schedules.sealing import unseal_schedule
 from stream_app.schedules.store import create_schedule, get_schedule
 from stream_app.schemas.updates import ArtifactLink
+from tests.conftest import NewOrg
 from tests.delivery.test_webhook import SECRET, hook_schedule
-from tests.reports.test_render_formats import CAFE, make_table
+from tests.reports.test_render import CAFE, make_table
 
-
-def _load_shared() -> ModuleType:
-    name = "wedding_sched_pg_fixtures"
-    if name not in sys.modules:
-        path = Path(__file__).parents[1] / "schedules" / "pg_fixtures.py"
-        spec = importlib.util.spec_from_file_location(name, path)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-_shared = _load_shared()
-pg_dsn = _shared.pg_dsn
-pg_pool = _shared.pg_pool
-new_org = _shared.new_org
-
-NewOrg = Callable[..., Awaitable[str]]
 MASTER_A = MasterKey.of(bytes(range(32)))
 MASTER_B = MasterKey.of(hashlib.sha256(b"second master key of the tests").digest())
 FIGURE = "11601850.23"
-"""A revenue figure of the rendered table (tests/reports/test_render_formats.py ROWS)."""
+"""A revenue figure of the rendered table (tests.reports.test_render.py ROWS)."""
 
 
 def plain(fmt: str, table: ReportTable) -> bytes:

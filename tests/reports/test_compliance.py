@@ -23,16 +23,13 @@ import asyncio
 import calendar
 import csv
 import dataclasses
-import importlib.util
 import io
-import sys
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -57,23 +54,6 @@ from stream_app.schemas.reports import REPORT_TYPES, ReportRequest
 
 BALANCES = compliance.BALANCES_SQL
 
-
-def _load_pg_fixtures() -> ModuleType:
-    """The PostgreSQL-only fixtures of tests/schedules (one cluster per pytest process)."""
-    name = "wedding_sched_pg_fixtures"
-    if name not in sys.modules:
-        path = Path(__file__).parents[1] / "schedules" / "pg_fixtures.py"
-        spec = importlib.util.spec_from_file_location(name, path)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-_pg = _load_pg_fixtures()
-pg_dsn = _pg.pg_dsn
-pg_pool = _pg.pg_pool
 
 ZONE_NAME = "Europe/Berlin"
 ZONE = ZoneInfo(ZONE_NAME)

@@ -12,11 +12,8 @@ month one year earlier.
 from __future__ import annotations
 
 import csv
-import gzip
-import importlib.util
 import io
 import random
-import sys
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Sequence
@@ -25,7 +22,6 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import asyncpg
@@ -55,24 +51,7 @@ from stream_app.reports.render import RENDERERS
 from stream_app.reports.types import occupancy
 from stream_app.reports.types.base import CACHE_TTL_S, ReportContext, ReportInputError
 from stream_app.schemas.reports import REPORT_TYPES, ReportRequest
-
-
-def _load_pg_fixtures() -> ModuleType:
-    # the schedule tests' throw-away cluster (one per pytest process, shared by name)
-    name = "wedding_sched_pg_fixtures"
-    if name not in sys.modules:
-        path = Path(__file__).parents[1] / "schedules" / "pg_fixtures.py"
-        spec = importlib.util.spec_from_file_location(name, path)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-_pg = _load_pg_fixtures()
-pg_dsn = _pg.pg_dsn
-pg_pool = _pg.pg_pool
+from tests.hotel_csv import read_csv
 
 EXPONENT = {"EUR": 2, "NZD": 2, "JPY": 0}
 WEEKDAY_NAMES = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
@@ -397,30 +376,14 @@ def check_report(table: ReportTable, exp: Expected, horizon: int = 12) -> None:
 # -- the real hotel data ----------------------------------------------------------------------
 
 HOTEL_FROM, HOTEL_TO = date(2015, 7, 1), date(2017, 8, 31)
-MONTH_NUMBER = {datetime(2000, m, 1, tzinfo=UTC).strftime("%B"): m for m in range(1, 13)}
 
 
 def hotel_rows_from_csv(path: Path) -> list[B]:
-    """The CSV's bookings: arrival date, weekend + week nights, ADR × nights in cents,
-    cancelled when ``is_canceled = 1``; the one negative-ADR row is invalid and left out."""
-    venue = {"Resort Hotel": "resort-hotel", "City Hotel": "city-hotel"}
-    out = []
-    with gzip.open(path, "rt", encoding="utf-8", newline="") as fh:
-        for r in csv.DictReader(fh):
-            adr = Decimal(r["adr"])
-            if adr < 0:
-                continue
-            nights = int(r["stays_in_weekend_nights"]) + int(r["stays_in_week_nights"])
-            arrival = date(
-                int(r["arrival_date_year"]),
-                MONTH_NUMBER[r["arrival_date_month"]],
-                int(r["arrival_date_day_of_month"]),
-            )
-            status = "cancelled" if r["is_canceled"] == "1" else "booked"
-            out.append(
-                B(venue[r["hotel"]], arrival, nights, status, int(adr * 100) * nights, "EUR")
-            )
-    return out
+    """The CSV's bookings (:func:`tests.hotel_csv.read_csv`) as this module's rows."""
+    return [
+        B(b.venue, b.arrival, b.nights, "cancelled" if b.cancelled else "booked", b.amount, "EUR")
+        for b in read_csv(path)
+    ]
 
 
 @pytest_asyncio.fixture(scope="module")

@@ -10,16 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import csv
-import importlib.util
 import io
-import sys
 import threading
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import asyncpg
@@ -36,24 +33,7 @@ from stream_app.reports.streaming import open_session
 from stream_app.reports.types import compliance
 from stream_app.reports.types.base import ReportContext
 from stream_app.schemas.reports import ReportRequest
-
-
-def _load_pg_fixtures() -> ModuleType:
-    """The PostgreSQL-only fixtures of tests/schedules (one cluster per pytest process)."""
-    name = "wedding_sched_pg_fixtures"
-    if name not in sys.modules:
-        path = Path(__file__).parents[1] / "schedules" / "pg_fixtures.py"
-        spec = importlib.util.spec_from_file_location(name, path)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-_pg = _load_pg_fixtures()
-pg_dsn = _pg.pg_dsn
-pg_pool = _pg.pg_pool
+from tests.reports.history_columns import PAYMENT_COLUMNS
 
 N = 30_011
 DATE_FROM, DATE_TO = date(2026, 1, 1), date(2026, 12, 31)
@@ -126,15 +106,7 @@ async def org(pg_pool: asyncpg.Pool) -> AsyncIterator[Organization]:
                     for i in range(n)
                     for pid, bid, kind, amt in payments(i)
                 ],
-                columns=(
-                    "organization_id",
-                    "id",
-                    "booking_id",
-                    "kind",
-                    "amount_minor",
-                    "currency",
-                    "occurred_at",
-                ),
+                columns=PAYMENT_COLUMNS,
             )
     yield mine
     async with pg_pool.acquire() as conn:

@@ -24,6 +24,7 @@ from stream_app.reports.validation import (
 )
 from stream_app.schemas.reports import ReportRequest
 from stream_app.settings import Settings
+from tests.reports.history_columns import PAYMENT_COLUMNS
 
 ORG = Organization("val-org", "Validation", "Europe/Lisbon", "EUR")
 NOISE = Organization("val-noise", "Noise", "Europe/Lisbon", "EUR")
@@ -163,15 +164,7 @@ async def load(conn: asyncpg.Connection, org: Organization, rows: Any) -> None:
     await conn.copy_records_to_table(
         "payments",
         records=payments,
-        columns=(
-            "organization_id",
-            "id",
-            "booking_id",
-            "kind",
-            "amount_minor",
-            "currency",
-            "occurred_at",
-        ),
+        columns=PAYMENT_COLUMNS,
     )
     await conn.copy_records_to_table(
         "feedback",

@@ -9,16 +9,18 @@ from typing import Any
 import asyncssh
 import pytest
 
-from stream_app.schedules.model import (
+from stream_app.delivery.targets import (
     ApiTarget,
-    Audience,
     EmailTarget,
-    RecipientFilter,
     RetryPolicy,
-    Schedule,
-    ScheduleValidationError,
     SftpTarget,
     WebhookTarget,
+)
+from stream_app.schedules.model import (
+    Audience,
+    RecipientFilter,
+    Schedule,
+    ScheduleValidationError,
     report_dates,
 )
 

@@ -19,15 +19,8 @@ import pytest
 
 from stream_app.crypto.keyring import KeyRing
 from stream_app.db.tenancy import tenant_transaction
-from stream_app.schedules.model import (
-    ApiTarget,
-    EmailTarget,
-    RecipientFilter,
-    RetryPolicy,
-    Schedule,
-    ScheduleValidationError,
-    WebhookTarget,
-)
+from stream_app.delivery.targets import EmailTarget, RetryPolicy, WebhookTarget
+from stream_app.schedules.model import RecipientFilter, Schedule, ScheduleValidationError
 from stream_app.schedules.runner import run_scheduler_tick, scheduler_loop
 from stream_app.schedules.sealing import unseal_schedule
 from stream_app.schedules.store import (
@@ -46,6 +39,7 @@ from stream_app.schedules.store import (
     update_schedule,
 )
 from stream_app.schemas.reports import ReportRequest
+from tests.schedules.builders import schedule
 
 T0 = datetime(2031, 1, 6, 9, 0, 30, tzinfo=UTC)  # a Monday, 30 s past a minute
 
@@ -56,20 +50,14 @@ def minute(n: int) -> datetime:
 
 
 def make(org: str, sid: str, **overrides: Any) -> Schedule:
-    fields: dict[str, Any] = {
-        "schedule_id": sid,
-        "organization_id": org,
-        "created_by": "user-1",
-        "report_type": "monthly_booking_summary",
+    """An every-minute schedule of the previous day's summary (csv and json), London time."""
+    fields = {
         "date_range": "previous_day",
         "output_formats": ("csv", "json"),
         "cron": "* * * * *",
         "time_zone": "Europe/London",
-        "delivery": ApiTarget(),
-        "min_interval_seconds": 0,
     }
-    fields.update(overrides)
-    return Schedule(**fields)
+    return schedule(org, sid, **{**fields, **overrides})
 
 
 async def runs_by_fire(pool: asyncpg.Pool, sid: str) -> Counter[datetime]:

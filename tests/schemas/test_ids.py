@@ -6,7 +6,8 @@ import orjson
 import pytest
 
 from stream_app.cli import main as cli_main
-from stream_app.schedules.model import ApiTarget, Schedule, ScheduleValidationError
+from stream_app.delivery.targets import ApiTarget
+from stream_app.schedules.model import Schedule, ScheduleValidationError
 from stream_app.schemas.base import EventValidationError, decode_event
 from stream_app.schemas.ids import InvalidIdError, check_id, is_valid_id
 from stream_app.schemas.reports import ReportRequest

@@ -25,6 +25,8 @@ GRACE = timedelta(minutes=30)
 ZONES = {"a": ZoneInfo("Europe/London"), "b": ZoneInfo("America/New_York")}
 START = datetime(2026, 3, 28, 20, tzinfo=UTC)  # London springs forward on 29 March
 
+E = TypeVar("E")
+
 
 def zone_of(org: str) -> ZoneInfo:
     return ZONES[org]
@@ -142,6 +144,11 @@ def split(rng: random.Random, start: int, end: int, most: int = 12) -> list[tupl
     return out
 
 
+def batch_of(events: Sequence[E], first: int = 0) -> list[tuple[int, E]]:
+    """``events`` at offsets ``first``, ``first + 1``, … (a partition's batch)."""
+    return [(first + i, e) for i, e in enumerate(events)]
+
+
 def apply_writes(store: dict[str, Any], writes: Iterable[tuple[str, Any]]) -> None:
     """Write rows in order as the changelog and RocksDB do (``None`` deletes)."""
     for key, value in writes:
@@ -156,7 +163,6 @@ def data_rows(store: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in store.items() if not k.startswith("~")}
 
 
-E = TypeVar("E")
 R = TypeVar("R")
 
 

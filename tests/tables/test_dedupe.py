@@ -11,11 +11,9 @@ from typing import Any
 import pytest
 
 from stream_app.schemas.bookings import BookingEvent
-from stream_app.tables import bookings, interactions, payments, suppliers
+from stream_app.tables import bookings
 from stream_app.tables.dedupe import Dedupe, Verdict, dedupe_key, expired
-from tests.tables import test_interactions_fold as interactions_case
-from tests.tables import test_payments_fold as payments_case
-from tests.tables import test_suppliers_fold as suppliers_case
+from tests.tables.folds import CASES, FoldCase
 from tests.tables.model import (
     apply_writes,
     crash_and_redeliver,
@@ -91,21 +89,18 @@ def test_resent_bookings_within_the_horizon_change_nothing(seed: int, crashes: b
         assert store[dedupe_key(f"{e.organization_id}/{e.event_id}")] == [o, T0_MS + 1000 * o]
 
 
-@pytest.mark.parametrize("seed", range(20))
-def test_resent_payments_supplier_activities_and_interactions_change_nothing(seed: int) -> None:
+@pytest.mark.parametrize(
+    ("case", "seed"),
+    [(case, seed) for case in CASES for seed in range(20)],
+    ids=lambda v: v.name if isinstance(v, FoldCase) else str(v),
+)
+def test_resent_payments_supplier_activities_and_interactions_change_nothing(
+    case: FoldCase, seed: int
+) -> None:
     rng = random.Random(seed)
-    stream, _ = with_resends(rng, payments_case.EVENTS)
-    store, _ = run_with_dedupe(rng, stream, payments.fold_batch, crashes=True)
-    assert payments_case.actual_totals(store) == payments_case.expected_totals()
-    assert payments_case.actual_supplier_months(store) == payments_case.expected_supplier_months()
-
-    stream, _ = with_resends(rng, suppliers_case.EVENTS)
-    store, _ = run_with_dedupe(rng, stream, suppliers.fold_batch, crashes=True)
-    assert suppliers_case.actual(store) == suppliers_case.expected()
-
-    stream, _ = with_resends(rng, interactions_case.EVENTS)
-    store, _ = run_with_dedupe(rng, stream, interactions.fold_batch, crashes=True)
-    assert interactions_case.actual(store) == interactions_case.EXPECTED
+    stream, _ = with_resends(rng, list(case.events))
+    store, _ = run_with_dedupe(rng, stream, case.fold_batch, crashes=True)
+    assert case.actual(store) == case.expected()
 
 
 def booking_stream() -> list[BookingEvent]:

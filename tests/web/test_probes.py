@@ -8,6 +8,7 @@ alone), which the test stops with ``pg_ctl stop -m fast`` and starts again with
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import pwd
 import shutil
@@ -23,8 +24,9 @@ import pytest
 
 from stream_app.db.migrate import migrate
 from stream_app.devservices import postgres
-from stream_app.devservices.workers import WorkerProcess, start_worker
+from stream_app.devservices.workers import WorkerProcess
 from stream_app.settings import Settings
+from tests.conftest import WorkerFactory
 
 
 def pg_ctl(state: Path, *args: str) -> None:
@@ -80,17 +82,9 @@ async def test_not_ready_but_alive_while_postgres_is_down(
 ) -> None:
     state, dsn = own_pg
     name = uuid.uuid4().hex[:8]
-    worker: WorkerProcess = start_worker(
-        kafka_bootstrap=settings.kafka_bootstrap,
-        postgres_dsn=dsn,
-        data_dir=state / "tables",
-        log_path=state_dir / "logs" / f"probes-{name}.log",
-        artifact_dir=state / "artifacts",
-        app_id=f"probes-{name}",
-        redis_url=settings.redis_url,
-        dev_mode=True,
-        unlimited_rates=True,
-        extra_env={"WEDDING_SCHEDULING": "0", "WEDDING_OFFSET_RESET": "latest"},
+    own = dataclasses.replace(settings, postgres_dsn=dsn, artifact_dir=state / "artifacts")
+    worker = WorkerFactory(own, state_dir).start(
+        f"probes-{name}", "w", WEDDING_SCHEDULING="0", WEDDING_OFFSET_RESET="latest"
     )
     try:
         # while it starts: alive as soon as it answers at all, ready only once in its group

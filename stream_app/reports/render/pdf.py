@@ -57,6 +57,7 @@ from reportlab.platypus import (
     TableStyle,
 )
 
+from stream_app.errors import WeddingError
 from stream_app.reports.artifacts import HashingWriter
 from stream_app.reports.model import (
     Cell,
@@ -111,7 +112,7 @@ _STRIPE_BG = colors.HexColor("#F4F6F9")
 _MAX_CHART_CATEGORY_LABELS = 24
 
 
-class FontMissingError(FileNotFoundError):
+class FontMissingError(WeddingError, FileNotFoundError):
     """A font file the PDF renderer embeds is not installed."""
 
 

@@ -21,6 +21,7 @@ from typing import Any, Literal
 import asyncpg
 
 from stream_app.db.tenancy import Organization, Venue
+from stream_app.errors import WeddingError
 from stream_app.reports.model import Cell, ChartSpec, Column, Kpi, ReportSection, ReportTable
 from stream_app.reports.streaming import ReportSession
 from stream_app.schemas.reports import ReportRequest
@@ -40,7 +41,7 @@ VenueRowsReader = Callable[[str, list[str], date, date], Awaitable[dict[str, dic
 ``venue-bookings`` table (see :func:`stream_app.reports.venue_rows.read_venue_rows`)."""
 
 
-class ReportInputError(Exception):
+class ReportInputError(WeddingError):
     """The request cannot be answered from the data (unknown venue, no data, ...).
 
     The message is the cause the user sees; the report ends ``failed`` without retries.

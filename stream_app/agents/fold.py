@@ -1,0 +1,175 @@
+"""The base of the four fold agents (bookings, payments, interactions, suppliers).
+
+:class:`FoldAgent` binds one input topic, its msgspec schema, the entity of its message key
+(``organization_id/<entity>``) and its table (all declared in :mod:`stream_app.topology`) to
+:class:`stream_app.agents.batch.BatchStream` (batch delivery, dead letters, re-send dedupe,
+write-behind, exactly once per row). Once a batch's rows are durable it marks the cached
+reports of the changed organisations stale (:class:`~stream_app.agents.data_versions.DataVersions`)
+and publishes each changed row, coalesced per batch, on ``realtime-metrics-updates``.
+
+Per batch (:mod:`stream_app.agents.batch`): decode and validate (a bad event goes to the
+dead-letter topic and the agent goes on), check that the message key is
+``organization_id/<entity>`` of the event, skip an event re-sent within the dedupe horizon,
+fold the rows in memory, make them durable (changelog, then RocksDB), then announce. Exactly
+once without transactions: each row keeps the input offset it has applied up to
+(:mod:`stream_app.tables.guarded`).
+
+A subclass supplies :meth:`FoldAgent.fold` (and, when it needs them, :meth:`FoldAgent.prepare`
+and :meth:`FoldAgent.on_partition`); :class:`GuardedFoldAgent` is the one of the tables of
+:mod:`stream_app.tables.guarded` (payments, interactions, suppliers), the bookings agent
+(:mod:`stream_app.agents.bookings`) adds event-time windows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+import msgspec
+
+from stream_app.agents.batch import BatchStream, Folded
+from stream_app.agents.data_versions import DataVersions
+from stream_app.agents.publisher import GenericMetricPublisher, MetricPublisher
+from stream_app.app import app, settings
+from stream_app.runtime.state import producer_client
+from stream_app.tables.guarded import GuardedBatch, Lookup
+from stream_app.topics import REALTIME_METRICS_UPDATES, STREAM_OF_METRIC
+
+E = TypeVar("E", bound=msgspec.Struct)
+
+
+@dataclass(frozen=True, slots=True)
+class FoldSpec(Generic[E]):
+    """What a fold agent consumes and fills.
+
+    Attributes:
+        topic: the input topic's name.
+        schema: the msgspec event class of the topic.
+        entity_field: the event attribute naming the entity of the message key
+            (``venue_id``, ``booking_id``, ``client_id``, ``supplier_id``).
+        table: the faust Table (changelogged, co-partitioned with ``topic``;
+            :mod:`stream_app.topology`).
+        metric: the metric name in ``realtime-metrics-updates``.
+    """
+
+    topic: str
+    schema: type[E]
+    entity_field: str
+    table: Any
+    metric: str
+
+
+class FoldAgent(Generic[E]):
+    """One input topic folded into one table by the batch loop.
+
+    Attributes:
+        spec: the topic, schema, key entity, table and metric.
+        publisher: collects the changed rows between two publishes.
+        versions: the data versions of the metric's stream (report cache freshness).
+        core: the batch loop.
+    """
+
+    def __init__(
+        self, spec: FoldSpec[E], publisher: GenericMetricPublisher | MetricPublisher
+    ) -> None:
+        self.spec = spec
+        self.publisher = publisher
+        self.versions = DataVersions(
+            settings.postgres_system_dsn, STREAM_OF_METRIC.get(spec.metric, spec.metric)
+        )
+        self.core: BatchStream[E] = BatchStream(
+            topic=spec.topic,
+            schema=spec.schema,
+            key_of=self.key_of,
+            table=spec.table,
+            fold=self.fold,
+            prepare=self.prepare,
+            announce=self.announce,
+            on_partition=self.on_partition,
+        )
+
+    def key_of(self, event: E) -> bytes:
+        """The message key ``event`` must have: ``organization_id/<entity>``."""
+        org: str = event.organization_id  # type: ignore[attr-defined]
+        return f"{org}/{getattr(event, self.spec.entity_field)}".encode()
+
+    def fold(
+        self,
+        partition: int,
+        get: Callable[[str], Any],
+        batch: Sequence[tuple[int, E]],
+        raw: Callable[[int], Any],
+    ) -> Folded:
+        """Fold one partition's batch (``(offset, event)`` pairs) into rows; ``get`` reads a
+        row as the fold must see it, ``raw`` the record of an offset
+        (:data:`stream_app.agents.batch.Fold`)."""
+        raise NotImplementedError
+
+    async def prepare(self, events: Sequence[E]) -> None:
+        """Awaited with a batch's decoded events before it is folded (nothing by default)."""
+
+    async def on_partition(self, partition: int) -> None:
+        """Awaited when a partition is first folded after an assignment (nothing by default)."""
+
+    async def announce(self) -> None:
+        """Mark cached reports stale, then publish the changes (absolute values,
+        at-least-once), once the batch's rows are durable."""
+        self.versions.flush_soon()
+        await self.publisher.publish(producer_client(app), REALTIME_METRICS_UPDATES)
+
+    async def run(self, stream: AsyncIterable[Any]) -> None:
+        """Consume the topic for ever (the body of the agent)."""
+        await self.core.run(stream)
+
+    def agent(self, channel: Any, name: str) -> Any:
+        """Register on the faust app, under ``name``, the agent that consumes ``channel`` (the
+        spec's topic, :mod:`stream_app.topology`) for ever with :meth:`run`; the agent."""
+
+        async def consume(stream: AsyncIterable[Any]) -> None:
+            await self.run(stream)
+
+        consume.__doc__ = f"Consume ``{self.spec.topic}`` for ever ({type(self).__name__})."
+        return app.agent(channel, name=name)(consume)
+
+
+class GuardedFoldAgent(FoldAgent[E]):
+    """A fold agent of a guarded table (:mod:`stream_app.tables.guarded`): ``rows`` is the
+    table's pure ``fold_batch``; each change is published as a
+    :class:`stream_app.schemas.updates.GenericMetricUpdate`."""
+
+    def __init__(
+        self,
+        spec: FoldSpec[E],
+        rows: Callable[[Lookup, Sequence[tuple[int, E]]], GuardedBatch[Any]],
+    ) -> None:
+        self.generic = GenericMetricPublisher()
+        self.rows = rows
+        super().__init__(spec, self.generic)
+
+    def fold(
+        self,
+        partition: int,
+        get: Callable[[str], Any],
+        batch: Sequence[tuple[int, E]],
+        raw: Callable[[int], Any],
+    ) -> Folded:
+        """Fold with :attr:`rows`; the changes are recorded for publishing once durable."""
+        result = self.rows(get, batch)
+
+        def after() -> None:
+            for c in result.changes:
+                self.versions.record(c.row.organization_id)
+                self.generic.record(
+                    metric=self.spec.metric,
+                    organization_id=c.row.organization_id,
+                    key=c.row.entity,
+                    grain=c.row.grain,
+                    period=c.row.period,
+                    old=c.old or {},
+                    new=c.new,
+                    event_time=c.event_time,
+                    events=c.events,
+                )
+
+        return Folded(result.writes, result.outcomes, after=after)

@@ -1,0 +1,221 @@
+"""A report request's own delivery (the brief's ``deliveryOptions``): ``ReportRequest.delivery``.
+
+A request may carry ``"delivery": {"method": ..., <the target's fields>, "retry": {...}}``,
+the shape of a schedule's ``delivery`` plus an optional retry policy. The HTTP API checks it
+when the request is accepted (permission, fields, internal hosts) and seals its secrets
+(:func:`seal_request_delivery`) before the request is recorded or published, so the
+``reports`` row and the ``report-requests`` topic hold sealed text only, bound to
+:func:`~stream_app.delivery.sealing.adhoc_owner` of the report id.
+
+When the report completes, :class:`AdhocDeliveries` (a
+:class:`~stream_app.delivery.worker.DeliverySource`) reads the delivery from the recorded
+request row (never from the ``report-results`` message) and orders it: the same queue,
+retries, egress guard, sealed secrets, delivery log and audit as a schedule run's delivery,
+one queue row per (organisation, report), so a redelivered result or a second worker does
+not send it twice. Its outcome is the report's latest delivery log row
+(:func:`delivery_summary`, shown by the report status). A report that fails or is cancelled
+has nothing to deliver; its status already says why.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, date
+from typing import Any, Final
+
+import asyncpg
+import msgspec
+import orjson
+
+from stream_app.crypto.keys import DataKey
+from stream_app.db.tenancy import tenant_transaction
+from stream_app.delivery.base import DeliveryOrder, DeliveryResult
+from stream_app.delivery.log import report_log
+from stream_app.delivery.queue import QueuedDelivery
+from stream_app.delivery.sealing import adhoc_owner, seal_target
+from stream_app.delivery.targets import (
+    DeliveryTarget,
+    RetryPolicy,
+    TargetValidationError,
+    target_from_dict,
+    target_to_dict,
+)
+from stream_app.schemas.updates import ReportStatus
+
+log = logging.getLogger(__name__)
+
+SOURCE: Final = "adhoc"
+"""The :class:`~stream_app.delivery.worker.DeliverySource` name of a report's own delivery."""
+
+
+@dataclass(frozen=True, slots=True)
+class RequestDelivery:
+    """A report request's ``delivery``, validated.
+
+    Attributes:
+        target: where the report goes.
+        retry: how often and how patiently to try.
+    """
+
+    target: DeliveryTarget
+    retry: RetryPolicy
+
+
+def parse_delivery(value: dict[str, Any]) -> RequestDelivery:
+    """The target and retry policy of a request's ``delivery`` object.
+
+    Raises:
+        TargetValidationError: a field is invalid (``delivery.<field>``, ``retry.<field>``).
+        msgspec.ValidationError: a field is missing or has the wrong type.
+    """
+    fields = dict(value)
+    retry = fields.pop("retry", None)
+    target = target_from_dict(fields)
+    if retry is None:
+        return RequestDelivery(target, RetryPolicy())
+    if not isinstance(retry, dict):
+        raise TargetValidationError("retry", "must be an object")
+    return RequestDelivery(target, msgspec.convert(retry, RetryPolicy, strict=False))
+
+
+def delivery_to_json(delivery: RequestDelivery) -> dict[str, Any]:
+    """The stored form of ``delivery`` (its secrets as they are: sealed once sealed)."""
+    return {
+        **target_to_dict(delivery.target),
+        "retry": {
+            "max_attempts": delivery.retry.max_attempts,
+            "base_backoff_s": delivery.retry.base_backoff_s,
+            "max_backoff_s": delivery.retry.max_backoff_s,
+        },
+    }
+
+
+def seal_request_delivery(
+    delivery: RequestDelivery, key: DataKey, report_id: str
+) -> dict[str, Any]:
+    """The stored form of ``delivery`` with its secrets sealed under ``key`` for
+    ``report_id`` (what the ``reports`` row and ``report-requests`` carry).
+
+    Raises:
+        ValueError: ``key`` is not an organisation's key (never: the caller's own).
+    """
+    sealed = seal_target(delivery.target, key, adhoc_owner(report_id))
+    return delivery_to_json(RequestDelivery(sealed, delivery.retry))
+
+
+async def _request_row(
+    conn: asyncpg.Connection, organization_id: str, report_id: str
+) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        "SELECT report_type, request->'delivery' AS delivery, request->>'date_from' AS date_from,"
+        " request->>'date_to' AS date_to, created_at FROM reports"
+        " WHERE organization_id = $1 AND id = $2",
+        organization_id,
+        report_id,
+    )
+
+
+def _order(organization_id: str, report_id: str, row: asyncpg.Record) -> DeliveryOrder | None:
+    raw = row["delivery"]
+    value = None if raw is None else orjson.loads(raw)
+    if not isinstance(value, dict):
+        return None
+    try:
+        delivery = parse_delivery(value)
+    except (ValueError, msgspec.ValidationError) as exc:  # only a Kafka producer's mistake
+        log.error("report %s/%s: its delivery is invalid: %s", organization_id, report_id, exc)
+        return None
+    target = delivery.target
+    return DeliveryOrder(
+        source=SOURCE,
+        organization_id=organization_id,
+        report_id=report_id,
+        report_type=row["report_type"],
+        target=target,
+        secrets_owner=adhoc_owner(report_id),
+        retry=delivery.retry,
+        date_from=date.fromisoformat(row["date_from"]),
+        date_to=date.fromisoformat(row["date_to"]),
+        fire_time=row["created_at"].astimezone(UTC),
+        recipients=getattr(target, "recipients", ()),
+    )
+
+
+class AdhocDeliveries:
+    """The :class:`~stream_app.delivery.worker.DeliverySource` of report requests' own
+    deliveries (see the module docstring). Its outcomes settle nothing: the delivery log is
+    the record."""
+
+    name: str = SOURCE
+
+    async def order_for(
+        self, conn: asyncpg.Connection, status: ReportStatus
+    ) -> DeliveryOrder | None:
+        """The delivery the completed report's request asked for, or None."""
+        if status.status != "completed":
+            return None
+        row = await _request_row(conn, status.organization_id, status.report_id)
+        return None if row is None else _order(status.organization_id, status.report_id, row)
+
+    async def reload(self, conn: asyncpg.Connection, item: QueuedDelivery) -> DeliveryOrder | None:
+        """The order of a queued row, read again from the request row."""
+        row = await _request_row(conn, item.organization_id, item.report_id)
+        return None if row is None else _order(item.organization_id, item.report_id, row)
+
+    async def settle(
+        self, conn: asyncpg.Connection, order: DeliveryOrder, result: DeliveryResult
+    ) -> None:
+        """Nothing to settle: the report status reads the delivery log."""
+
+
+async def delivery_summary(
+    conn: asyncpg.Connection, organization_id: str, report_id: str
+) -> dict[str, Any] | None:
+    """The delivery of one report of ``organization_id`` as the report status shows it
+    (tenant-scoped), or None when nothing asked for one.
+
+    Returns:
+        ``{"method", "outcome", "error", "next_attempt_at", "attempts": [{"attempt",
+        "outcome", "detail", "target", "started_at", "finished_at"}]}``: ``outcome`` is
+        ``pending`` until the report completes, then ``queued``, ``retrying``,
+        ``delivered``, ``skipped`` or ``failed`` (``error`` is the cause when failed).
+    """
+    async with tenant_transaction(conn, organization_id):  # one snapshot, one round of setup
+        row = await conn.fetchrow(
+            "SELECT r.request->'delivery'->>'method' AS method, q.due_at FROM reports r"
+            " LEFT JOIN delivery_queue q"
+            " ON q.organization_id = r.organization_id AND q.report_id = r.id"
+            " WHERE r.organization_id = $1 AND r.id = $2",
+            organization_id,
+            report_id,
+        )
+        entries = await report_log(conn, organization_id, report_id)
+    method = None if row is None else row["method"]
+    due_at = None if row is None else row["due_at"]
+    if method is None and not entries:
+        return None
+    last = entries[-1] if entries else None
+    if last is not None and last.outcome != "retrying":
+        outcome = last.outcome
+    elif due_at is not None:
+        outcome = "retrying" if last is not None else "queued"
+    else:
+        outcome = "pending"
+    return {
+        "method": method if method is not None else entries[-1].method,
+        "outcome": outcome,
+        "error": last.detail if last is not None and outcome == "failed" else None,
+        "next_attempt_at": None if due_at is None else due_at.isoformat(),
+        "attempts": [
+            {
+                "attempt": e.attempt,
+                "outcome": e.outcome,
+                "detail": e.detail,
+                "target": e.target,
+                "started_at": e.started_at.isoformat(),
+                "finished_at": e.finished_at.isoformat(),
+            }
+            for e in entries
+        ],
+    }

@@ -1,0 +1,309 @@
+"""Where a report goes and how hard to try: the delivery targets and the retry policy.
+
+A target is a validated, immutable value: :class:`EmailTarget`, :class:`WebhookTarget`,
+:class:`SftpTarget` or :class:`ApiTarget` (together :data:`DeliveryTarget`), with the
+:class:`RetryPolicy` of its delivery. Construction validates every field and raises
+:class:`TargetValidationError` naming the field (``delivery.url``, ``retry.max_attempts``).
+A schedule (:mod:`stream_app.schedules.model`) and an ad-hoc report request
+(:mod:`stream_app.delivery.adhoc`) hold the same targets.
+
+:func:`target_parts` / :func:`target_from_parts` split a target into its method, options
+and secrets (the storage form: secrets are kept apart and sealed, see
+:mod:`stream_app.delivery.sealing`); :func:`target_to_dict` / :func:`target_from_dict` give
+the flat JSON form of the API (``{"method": "webhook", "url": ..., "secret": ...}``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import asyncssh
+import msgspec
+
+from stream_app.crypto.sealed import is_sealed
+from stream_app.schemas.base import EventValidationError
+
+_EMAIL_RE = re.compile(r"^[^@\s<>,;\"]+@[^@\s<>,;\"]+\.[^@\s<>,;\"]+$")
+
+
+class TargetValidationError(EventValidationError):
+    """A delivery target, retry policy or schedule field is invalid.
+
+    Attributes:
+        field: the field's name (dotted for nested ones: ``delivery.url``, ``retry.max_attempts``).
+        reason: what is wrong, in words.
+    """
+
+
+DEFAULT_LINK_TTL_SECONDS = 7 * 24 * 3600
+"""Default lifetime of a delivery's download links, seconds (7 days)."""
+MIN_LINK_TTL_SECONDS, MAX_LINK_TTL_SECONDS = 60, 30 * 24 * 3600
+
+
+def _check_link_ttl(value: int) -> None:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or not MIN_LINK_TTL_SECONDS <= value <= MAX_LINK_TTL_SECONDS
+    ):
+        raise TargetValidationError(
+            "delivery.link_ttl_seconds",
+            f"must be between {MIN_LINK_TTL_SECONDS} and {MAX_LINK_TTL_SECONDS} seconds",
+        )
+
+
+def _check_secret(name: str, value: str, min_length: int = 16) -> None:
+    if len(value) < min_length:
+        raise TargetValidationError(name, f"must be at least {min_length} characters")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EmailTarget:
+    """Deliver by email.
+
+    Attributes:
+        recipients: one or more addresses (``user@example.org``), no repeats.
+        subject: the subject line; ``None`` gives ``"<report type> <from> – <to>"``.
+        link_ttl_seconds: lifetime of the download links sent for files too large to attach,
+            seconds (60 s – 30 days).
+    """
+
+    recipients: tuple[str, ...]
+    subject: str | None = None
+    link_ttl_seconds: int = DEFAULT_LINK_TTL_SECONDS
+    method: Literal["email"] = "email"
+
+    def __post_init__(self) -> None:
+        _check_link_ttl(self.link_ttl_seconds)
+        if not self.recipients:
+            raise TargetValidationError("delivery.recipients", "at least one is required")
+        for address in self.recipients:
+            if not _EMAIL_RE.match(address):
+                raise TargetValidationError(
+                    "delivery.recipients", f"{address!r} is not an email address"
+                )
+        if len({a.lower() for a in self.recipients}) != len(self.recipients):
+            raise TargetValidationError("delivery.recipients", "an address is listed twice")
+        if self.subject is not None and ("\n" in self.subject or "\r" in self.subject):
+            raise TargetValidationError("delivery.subject", "must be a single line")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WebhookTarget:
+    """Deliver by an HTTP POST of the result JSON, signed with HMAC-SHA256.
+
+    Attributes:
+        url: ``http`` or ``https`` URL with a host.
+        secret: the shared HMAC key (at least 16 characters; not shown in ``repr``).
+        timeout_s: per-attempt timeout, seconds (0 < t ≤ 300).
+        link_ttl_seconds: lifetime of the download links in the posted result, seconds
+            (60 s – 30 days).
+    """
+
+    url: str
+    secret: str = field(repr=False)
+    timeout_s: float = 10.0
+    link_ttl_seconds: int = DEFAULT_LINK_TTL_SECONDS
+    method: Literal["webhook"] = "webhook"
+
+    def __post_init__(self) -> None:
+        _check_link_ttl(self.link_ttl_seconds)
+        try:
+            parsed = urlsplit(self.url)
+            _ = parsed.port  # raises ValueError on a bad port
+        except (ValueError, TypeError) as exc:
+            raise TargetValidationError("delivery.url", f"{self.url!r} is not a URL") from exc
+        if (
+            parsed.scheme not in ("http", "https")
+            or not parsed.hostname
+            or any(c.isspace() or ord(c) < 32 for c in self.url)
+        ):
+            raise TargetValidationError(
+                "delivery.url", f"{self.url!r} must be an http(s) URL with a host"
+            )
+        _check_secret("delivery.secret", self.secret)
+        if not 0 < self.timeout_s <= 300:
+            raise TargetValidationError("delivery.timeout_s", "must be in (0, 300] seconds")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SftpTarget:
+    """Deliver by SFTP upload (temporary name, then rename).
+
+    Attributes:
+        host / port: the server.
+        username: the login.
+        path: the remote folder the files go into (created if missing).
+        host_key: the server's public host key, OpenSSH format (``ssh-ed25519 AAAA...``);
+            the connection is refused if the server presents another key.
+        password / private_key: credentials (at least one; private key in OpenSSH or PEM
+            format, unencrypted). Not shown in ``repr``.
+    """
+
+    host: str
+    username: str
+    path: str
+    host_key: str
+    port: int = 22
+    password: str | None = field(default=None, repr=False)
+    private_key: str | None = field(default=None, repr=False)
+    method: Literal["sftp"] = "sftp"
+
+    def __post_init__(self) -> None:
+        if not self.host or any(c.isspace() for c in self.host):
+            raise TargetValidationError("delivery.host", f"{self.host!r} is not a host name")
+        if not 1 <= self.port <= 65535:
+            raise TargetValidationError("delivery.port", f"{self.port} is not a TCP port")
+        if not self.username:
+            raise TargetValidationError("delivery.username", "is required")
+        if not self.path or "\x00" in self.path:
+            raise TargetValidationError("delivery.path", "is required")
+        try:
+            asyncssh.import_public_key(self.host_key)
+        except (asyncssh.KeyImportError, ValueError) as exc:
+            raise TargetValidationError(
+                "delivery.host_key", f"not an OpenSSH public key: {exc}"
+            ) from exc
+        if self.password is None and self.private_key is None:
+            raise TargetValidationError(
+                "delivery.password", "a password or a private_key is required"
+            )
+        if self.private_key is not None and not is_sealed(self.private_key):  # sealed: checked
+            try:  # when it was stored (stream_app.delivery.sealing)
+                asyncssh.import_private_key(self.private_key)
+            except (asyncssh.KeyImportError, ValueError) as exc:
+                raise TargetValidationError(
+                    "delivery.private_key", f"not an unencrypted private key: {exc}"
+                ) from exc
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ApiTarget:
+    """Deliver by publishing signed download links (fetched over the HTTP API).
+
+    Attributes:
+        link_ttl_seconds: how long a link stays valid, seconds (60 s – 30 days).
+    """
+
+    link_ttl_seconds: int = DEFAULT_LINK_TTL_SECONDS
+    method: Literal["api"] = "api"
+
+    def __post_init__(self) -> None:
+        _check_link_ttl(self.link_ttl_seconds)
+
+
+DeliveryTarget = EmailTarget | WebhookTarget | SftpTarget | ApiTarget
+
+
+def link_ttl_seconds(target: DeliveryTarget) -> int:
+    """How long the download links of a delivery to ``target`` stay valid, seconds.
+
+    SFTP hands out no links; it answers the default (7 days) for completeness.
+    """
+    return getattr(target, "link_ttl_seconds", DEFAULT_LINK_TTL_SECONDS)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RetryPolicy:
+    """How often and how patiently a delivery is retried.
+
+    The wait before attempt ``n + 1`` is ``min(base_backoff_s * 2**(n-1), max_backoff_s)``
+    seconds (exponential backoff). Only errors marked retriable are retried.
+
+    Attributes:
+        max_attempts: attempts in all, 1–10 (1 = no retry).
+        base_backoff_s: first wait, seconds (> 0, ≤ 3600).
+        max_backoff_s: cap of one wait, seconds (≥ base_backoff_s, ≤ 86400).
+    """
+
+    max_attempts: int = 3
+    base_backoff_s: float = 30.0
+    max_backoff_s: float = 900.0
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.max_attempts <= 10:
+            raise TargetValidationError("retry.max_attempts", "must be between 1 and 10")
+        if not 0 < self.base_backoff_s <= 3600:
+            raise TargetValidationError("retry.base_backoff_s", "must be in (0, 3600] seconds")
+        if not self.base_backoff_s <= self.max_backoff_s <= 86400:
+            raise TargetValidationError(
+                "retry.max_backoff_s", "must be between base_backoff_s and 86400 seconds"
+            )
+
+
+TARGET_TYPES: dict[str, type[DeliveryTarget]] = {
+    "email": EmailTarget,
+    "webhook": WebhookTarget,
+    "sftp": SftpTarget,
+    "api": ApiTarget,
+}
+"""The target class of each ``method``."""
+
+
+SECRET_FIELDS: dict[type[DeliveryTarget], tuple[str, ...]] = {
+    WebhookTarget: ("secret",),
+    SftpTarget: ("password", "private_key"),
+}
+"""The secret fields of each target type (the others have none): stored apart and sealed."""
+
+
+def target_parts(target: DeliveryTarget) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """``(method, options, secrets)`` of ``target``: the storage form, secrets apart (JSON
+    values: tuples become lists)."""
+    secret_names = SECRET_FIELDS.get(type(target), ())
+    options: dict[str, Any] = {}
+    secrets: dict[str, Any] = {}
+    for f in dataclasses.fields(target):
+        value = getattr(target, f.name)
+        value = list(value) if isinstance(value, tuple) else value
+        if f.name in secret_names:
+            secrets[f.name] = value
+        elif f.name != "method":
+            options[f.name] = value
+    return target.method, options, secrets
+
+
+def target_from_parts(
+    method: str, options: dict[str, Any], secrets: dict[str, Any]
+) -> DeliveryTarget:
+    """The target stored as ``(method, options, secrets)`` (validation runs again; options
+    missing from rows written before they existed take their defaults).
+
+    Raises:
+        ValueError: the method is unknown or a field is missing or has the wrong type.
+        TargetValidationError: a field is invalid.
+    """
+    if method not in TARGET_TYPES:
+        raise ValueError(f"delivery_method: {method!r} is unknown")
+    fields = {**options, **{k: v for k, v in secrets.items() if v is not None}}
+    try:
+        return msgspec.convert(fields, TARGET_TYPES[method], strict=False)
+    except msgspec.ValidationError as exc:
+        raise ValueError(f"delivery: {exc}") from None
+
+
+def target_to_dict(target: DeliveryTarget) -> dict[str, Any]:
+    """The flat JSON form of ``target``, secrets included (sealed ones stay sealed)."""
+    method, options, secrets = target_parts(target)
+    return {"method": method, **options, **{k: v for k, v in secrets.items() if v is not None}}
+
+
+def target_from_dict(value: dict[str, Any]) -> DeliveryTarget:
+    """The target of a flat JSON object ``{"method": ..., ...}`` (see :func:`target_to_dict`).
+
+    Raises:
+        TargetValidationError: the method is unknown (``delivery.method``) or a field is
+            invalid (named by the target's check).
+        msgspec.ValidationError: a field is missing or has the wrong type (msgspec's message
+            names it).
+    """
+    method = value.get("method")
+    if not isinstance(method, str) or method not in TARGET_TYPES:
+        raise TargetValidationError(
+            "delivery.method", f"{method!r} is not one of {sorted(TARGET_TYPES)}"
+        )
+    return msgspec.convert(value, TARGET_TYPES[method], strict=False)

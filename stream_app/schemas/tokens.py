@@ -1,0 +1,74 @@
+"""Bearer tokens as signed: the claims of an HS256 JWT and the function that signs one.
+
+The wire contract of every API token (the claims are listed in :mod:`stream_app.web.auth`,
+which verifies them); worker-to-worker reads (:mod:`stream_app.queries.routing`) sign their
+internal tokens here too. A leaf: imports nothing of the package.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import jwt
+
+ROLES: tuple[str, ...] = ("viewer", "analyst", "admin")
+"""The roles a token may carry, least to most (their permissions:
+:mod:`stream_app.web.permissions`)."""
+
+ALGORITHM = "HS256"
+DEFAULT_ISSUER = "wedding-engine"
+DEFAULT_AUDIENCE = "wedding-engine-api"
+DEFAULT_MAX_TTL_S = 30 * 86_400
+INTERNAL_CLAIM = "wedding_internal"
+"""Set on worker-to-worker tokens (forwarded reads): not rate limited a second time."""
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedToken:
+    """A token and the facts recorded about it (``tokens`` table)."""
+
+    token: str
+    jti: str
+    issued_at: datetime
+    expires_at: datetime
+
+
+def new_token(
+    secret: str,
+    *,
+    user_id: str,
+    organization_id: str,
+    ttl_seconds: int,
+    role: str = "admin",
+    venues: list[str] | None = None,
+    issuer: str = DEFAULT_ISSUER,
+    audience: str = DEFAULT_AUDIENCE,
+    internal: bool = False,
+) -> IssuedToken:
+    """Sign a token (see the module docstring); ``ttl_seconds`` from now.
+
+    Raises:
+        ValueError: an unknown ``role``.
+    """
+    if role not in ROLES:
+        raise ValueError(f"role: must be one of {', '.join(ROLES)}, got {role!r}")
+    now = datetime.now(UTC).replace(microsecond=0)
+    jti = uuid.uuid4().hex
+    claims: dict[str, object] = {
+        "iss": issuer,
+        "aud": audience,
+        "jti": jti,
+        "sub": user_id,
+        "org": organization_id,
+        "role": role,
+        "iat": now,
+        "exp": now + timedelta(seconds=ttl_seconds),
+    }
+    if venues is not None:
+        claims["venues"] = sorted(set(venues))
+    if internal:
+        claims[INTERNAL_CLAIM] = True
+    token = jwt.encode(claims, secret, algorithm=ALGORITHM)
+    return IssuedToken(token, jti, now, now + timedelta(seconds=ttl_seconds))

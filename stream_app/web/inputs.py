@@ -1,0 +1,116 @@
+"""Reading what a request sends, the same way on every route: body, query, organisation.
+
+Part of the HTTP layer. Each helper turns bad input into the route's machine-readable 4xx
+(:class:`~stream_app.web.errors.ApiError` naming the field): a body over its size limit,
+a body that is not JSON or not a JSON object, a missing query parameter, an aggregation
+request the language refuses, an organisation PostgreSQL does not know.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import asyncpg
+import orjson
+from aiohttp import web
+
+from stream_app.aggregation import AggregationError
+from stream_app.db.tenancy import Organization, UnknownOrganizationError, fetch_organization
+from stream_app.web.errors import ApiError
+
+T = TypeVar("T")
+
+MAX_BODY_BYTES = 64 * 1024
+"""Default size limit of a request body, bytes (the aggregation, rollup and validation
+routes)."""
+
+
+async def read_body(request: web.Request, max_bytes: int = MAX_BODY_BYTES) -> bytes:
+    """The request body, at most ``max_bytes`` (a declared longer one is refused before it is
+    read).
+
+    Raises:
+        ApiError: 413 ``too_large`` naming ``$``.
+    """
+    declared = request.content_length
+    if declared is not None and declared > max_bytes:
+        raise ApiError(413, "too_large", f"body is over {max_bytes} bytes", field="$")
+    raw = await request.read()
+    if len(raw) > max_bytes:
+        raise ApiError(413, "too_large", f"body is over {max_bytes} bytes", field="$")
+    return raw
+
+
+def json_value(raw: bytes) -> Any:
+    """``raw`` decoded as JSON.
+
+    Raises:
+        ApiError: 400 ``invalid_json`` naming ``$``.
+    """
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ApiError(400, "invalid_json", f"body is not JSON: {exc}", field="$") from None
+
+
+def json_object(raw: bytes) -> dict[str, Any]:
+    """``raw`` decoded as a JSON object.
+
+    Raises:
+        ApiError: 400 ``invalid_json``, or ``invalid_field`` when it is JSON but not an
+            object; both naming ``$``.
+    """
+    body = json_value(raw)
+    if not isinstance(body, dict):
+        raise ApiError(400, "invalid_field", "body must be a JSON object", field="$")
+    return body
+
+
+def require_query(request: web.Request, names: tuple[str, ...], reason: str) -> None:
+    """Check that the query names every one of ``names``.
+
+    Args:
+        reason: the message of the error, formatted with ``name`` (the first one missing).
+
+    Raises:
+        ApiError: 400 ``missing_field`` naming the first parameter missing.
+    """
+    for name in names:
+        if name not in request.query:
+            raise ApiError(400, "missing_field", reason.format(name=name), field=name)
+
+
+def aggregation_error(exc: AggregationError) -> ApiError:
+    """An aggregation or rollup definition the language refuses, as the 400 naming its JSON
+    path (``$.metrics[2].field``)."""
+    return ApiError(400, exc.code, exc.reason, field=exc.field)
+
+
+def decode_aggregation(decode: Callable[[bytes], T], raw: bytes) -> T:
+    """``decode(raw)`` (an aggregation request or rollup definition decoder).
+
+    Raises:
+        ApiError: 400 naming the JSON path the decoder refused (:func:`aggregation_error`).
+    """
+    try:
+        return decode(raw)
+    except AggregationError as exc:
+        raise aggregation_error(exc) from None
+
+
+def organization_not_found(exc: UnknownOrganizationError) -> ApiError:
+    """An organisation PostgreSQL does not know, as the 404 naming ``organization_id``."""
+    return ApiError(404, "not_found", str(exc), field="organization_id")
+
+
+async def known_organization(conn: asyncpg.Connection, organization_id: str) -> Organization:
+    """The organisation (tenant transaction, :func:`~stream_app.db.tenancy.fetch_organization`).
+
+    Raises:
+        ApiError: 404 ``not_found`` naming ``organization_id`` when it does not exist.
+    """
+    try:
+        return await fetch_organization(conn, organization_id)
+    except UnknownOrganizationError as exc:
+        raise organization_not_found(exc) from None

@@ -1,0 +1,238 @@
+"""A report request's own delivery (:mod:`stream_app.delivery.adhoc`) through the delivery
+worker, against a real aiohttp webhook that checks the HMAC signature itself: sealed secrets
+opened only to send, the order read from the recorded request (not from the message), and
+two workers each consuming the status twice sending each report once."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import msgspec
+import orjson
+import pytest_asyncio
+from aiohttp import web
+
+from stream_app.crypto.keyring import KeyRing
+from stream_app.db import reports as report_db
+from stream_app.db.tenancy import tenant_transaction
+from stream_app.delivery.adhoc import (
+    AdhocDeliveries,
+    RequestDelivery,
+    delivery_summary,
+    seal_request_delivery,
+)
+from stream_app.delivery.api import LinkSigner
+from stream_app.delivery.dispatch import DeliveryConfig
+from stream_app.delivery.egress import EgressPolicy
+from stream_app.delivery.email import SmtpConfig
+from stream_app.delivery.targets import RetryPolicy, WebhookTarget
+from stream_app.delivery.worker import DeliveryWorker
+from stream_app.reports.artifacts import ArtifactStore
+from stream_app.schemas.updates import ArtifactLink, ReportStatus
+
+SECRET = "adhoc-secret-0123456789abcdef"
+CSV = b"venue_id,bookings\r\nv1,3\r\n"
+
+
+class Hook:
+    """A webhook endpoint that keeps each body whose signature checks out (else 401)."""
+
+    def __init__(self, status: int = 200) -> None:
+        self.status = status
+        self.bodies: list[dict[str, Any]] = []
+        self.bad = 0
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        stamp = request.headers["X-Wedding-Timestamp"]
+        mac = hmac.new(SECRET.encode(), stamp.encode() + b"." + body, hashlib.sha256)
+        if request.headers["X-Wedding-Signature"] != f"sha256={mac.hexdigest()}":
+            self.bad += 1
+            return web.Response(status=401)
+        self.bodies.append(orjson.loads(body))
+        return web.Response(status=self.status)
+
+
+@pytest_asyncio.fixture
+async def hook() -> AsyncIterator[tuple[Hook, str]]:
+    rec = Hook()
+    app = web.Application()
+    app.router.add_post("/hook", rec.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    yield rec, f"http://127.0.0.1:{runner.addresses[0][1]}/hook"
+    await runner.cleanup()
+
+
+MakeReport = Callable[..., Awaitable[ReportStatus]]
+
+
+@pytest_asyncio.fixture
+async def make_report(db: asyncpg.Pool, artifact_root: Path) -> MakeReport:
+    """Record a completed report of ``org`` whose request carries ``delivery`` (sealed as the
+    HTTP API seals it), store its CSV file and return its ``completed`` status."""
+
+    async def make(org: str, delivery: RequestDelivery | None) -> ReportStatus:
+        report_id = f"adhoc-{uuid.uuid4().hex[:10]}"
+        key = await KeyRing(db).current(org)
+        request: dict[str, Any] = {
+            "schema_version": 1,
+            "report_id": report_id,
+            "organization_id": org,
+            "user_id": "admin-1",
+            "report_type": "monthly_booking_summary",
+            "date_from": "2026-01-01",
+            "date_to": "2026-01-31",
+            "output_formats": ["csv"],
+            "requested_at": datetime.now(UTC).isoformat(),
+        }
+        if delivery is not None:
+            request["delivery"] = seal_request_delivery(delivery, key, report_id)
+        async with db.acquire() as conn:
+            await report_db.insert_queued(
+                conn,
+                report_id=report_id,
+                organization_id=org,
+                user_id="admin-1",
+                report_type="monthly_booking_summary",
+                request=request,
+            )
+        with ArtifactStore(artifact_root).write(
+            org, report_id, "monthly_booking_summary.csv", "csv", key=key
+        ) as (writer, out):
+            writer.write(CSV)
+            writer.rows = 1
+        links: list[ArtifactLink] = list(out)
+        return ReportStatus(
+            kind="report_status",
+            report_id=report_id,
+            organization_id=org,
+            report_type="monthly_booking_summary",
+            status="completed",
+            at=datetime.now(UTC),
+            artifacts=links,
+        )
+
+    return make
+
+
+def config(signer: LinkSigner, egress: EgressPolicy) -> DeliveryConfig:
+    return DeliveryConfig(
+        smtp=SmtpConfig(host="127.0.0.1", port=25, sender="reports@wedding.test"),
+        signer=signer,
+        egress=egress,
+        poll_s=0.05,
+        lease_s=60,
+    )
+
+
+async def wait_for(check: Callable[[], bool], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.05)
+
+
+async def test_two_workers_send_each_report_once_with_its_sealed_secret(
+    db: asyncpg.Pool,
+    pg_dsn: str,
+    new_org: Any,
+    make_report: MakeReport,
+    hook: tuple[Hook, str],
+    signer: LinkSigner,
+    artifact_root: Path,
+    loopback: EgressPolicy,
+) -> None:
+    rec, url = hook
+    org = await new_org()
+    target = WebhookTarget(url=url, secret=SECRET)
+    statuses = [await make_report(org, RequestDelivery(target, RetryPolicy())) for _ in range(5)]
+    plain = await make_report(org, None)  # no delivery asked: nothing is sent
+    other_pool = await asyncpg.create_pool(pg_dsn, min_size=1, max_size=4)
+    try:
+        workers = [
+            DeliveryWorker(
+                pool,
+                config(signer, loopback),
+                artifact_root,
+                sources=(AdhocDeliveries(),),
+                worker_id=name,
+            )
+            for pool, name in ((db, "one"), (other_pool, "two"))
+        ]
+        queued = [await w.enqueue_report(s) for s in [*statuses, plain] for w in workers]
+        assert queued.count(True) == 5  # once per report, the plain one never
+        stop = asyncio.Event()
+        tasks = [asyncio.create_task(w.run(stop)) for w in workers]
+        try:
+            await wait_for(lambda: len(rec.bodies) >= 5, 20)
+            for w in workers:  # the same results consumed again after the delivery
+                for s in statuses:
+                    await w.enqueue_report(s)
+            await asyncio.sleep(0.6)
+        finally:
+            stop.set()
+            await asyncio.gather(*tasks)
+    finally:
+        await other_pool.close()
+    assert rec.bad == 0
+    assert sorted(b["report_id"] for b in rec.bodies) == sorted(s.report_id for s in statuses)
+    assert {(b["kind"], b["schedule_id"], b["run_id"]) for b in rec.bodies} == {
+        ("report", None, None)
+    }
+    assert all(b["artifacts"][0]["sha256"] == hashlib.sha256(CSV).hexdigest() for b in rec.bodies)
+    async with db.acquire() as conn:
+        summary = await delivery_summary(conn, org, statuses[0].report_id)
+        none = await delivery_summary(conn, org, plain.report_id)
+        async with tenant_transaction(conn, org):
+            rows = await conn.fetch(
+                "SELECT report_id, run_id, schedule_id FROM delivery_log"
+                " WHERE organization_id = $1 AND outcome = 'delivered'",
+                org,
+            )
+            left = await conn.fetchval(
+                "SELECT count(*) FROM delivery_queue WHERE organization_id = $1", org
+            )
+    assert sorted(r["report_id"] for r in rows) == sorted(s.report_id for s in statuses)
+    assert {(r["run_id"], r["schedule_id"]) for r in rows} == {(None, None)}
+    assert left == 0
+    assert none is None
+    assert summary is not None
+    assert (summary["method"], summary["outcome"], summary["error"]) == (
+        "webhook",
+        "delivered",
+        None,
+    )
+    assert [a["attempt"] for a in summary["attempts"]] == [1]
+
+
+async def test_a_failed_report_or_one_of_another_tenant_orders_nothing(
+    db: asyncpg.Pool, new_org: Any, make_report: MakeReport
+) -> None:
+    org, other = await new_org(), await new_org()
+    status = await make_report(
+        org, RequestDelivery(WebhookTarget(url="https://x.test/h", secret=SECRET), RetryPolicy())
+    )
+    source = AdhocDeliveries()
+    async with db.acquire() as conn:
+        async with tenant_transaction(conn, org):
+            order = await source.order_for(conn, status)
+            failed = await source.order_for(conn, msgspec.structs.replace(status, status="failed"))
+        async with tenant_transaction(conn, other):  # the same id under another tenant
+            foreign = await source.order_for(
+                conn, msgspec.structs.replace(status, organization_id=other)
+            )
+    assert order is not None and order.report_id == status.report_id
+    assert isinstance(order.target, WebhookTarget) and order.target.secret != SECRET  # sealed
+    assert (order.date_from.isoformat(), order.date_to.isoformat()) == ("2026-01-01", "2026-01-31")
+    assert failed is None and foreign is None

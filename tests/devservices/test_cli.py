@@ -1,0 +1,48 @@
+"""``wedding-engine services status`` (:mod:`stream_app.devservices.cli`) against the session's
+running services and against an empty state folder. ``up`` and ``down`` are what every test
+session runs through :mod:`stream_app.devservices.manager` (tests/conftest.py)."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+import pytest
+
+from stream_app.db.roles import APP_ROLE, OWNER_ROLE, SYSTEM_ROLE, as_role
+from stream_app.devservices.cli import main
+from stream_app.devservices.manager import ServiceSettings
+
+
+def printed(capsys: pytest.CaptureFixture[str]) -> dict[str, str]:
+    """The printed ``NAME=value`` lines, read back as a shell would."""
+    return dict(shlex.split(line)[0].split("=", 1) for line in capsys.readouterr().out.splitlines())
+
+
+def test_status_of_the_running_services_prints_where_they_are(
+    services: ServiceSettings, state_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["status", "--state-dir", str(state_dir)]) == 0
+    superuser = services.postgres_dsn
+    assert printed(capsys) == {
+        "KAFKA_RUNNING": "yes",
+        "POSTGRES_RUNNING": "yes",
+        "REDIS_RUNNING": "yes",
+        "KAFKA_BOOTSTRAP": services.kafka_bootstrap,
+        "POSTGRES_DSN": as_role(superuser, APP_ROLE),
+        "POSTGRES_SYSTEM_DSN": as_role(superuser, SYSTEM_ROLE),
+        "POSTGRES_OWNER_DSN": as_role(superuser, OWNER_ROLE),
+        "REDIS_URL": services.redis_url,
+        "WEDDING_REDIS_URL": services.redis_url,
+    }
+
+
+def test_status_of_an_empty_state_folder_is_exit_3(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["status", "--state-dir", str(tmp_path)]) == 3
+    assert printed(capsys) == {
+        "KAFKA_RUNNING": "no",
+        "POSTGRES_RUNNING": "no",
+        "REDIS_RUNNING": "no",
+    }

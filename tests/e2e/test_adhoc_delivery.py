@@ -1,0 +1,416 @@
+"""A report request's own ``delivery`` carried out by a real worker, for every method.
+
+Real receivers (an aiohttp webhook, aiosmtpd SMTP, an asyncssh SFTP server) get exactly the
+report's files (bytes compared with the files the API serves), exactly once, even when the
+``report-results`` message is delivered again; a failing webhook is retried, then the report
+status shows the delivery ``failed`` with its cause; an analyst may not ask for a delivery;
+the other tenant sees neither the report nor its delivery log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import email.policy
+import hashlib
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+import asyncssh
+import orjson
+import pytest
+from aiohttp import web
+from aiokafka import AIOKafkaProducer
+from aiosmtpd.controller import Controller
+
+from stream_app.db.roles import APP_ROLE, as_role
+from stream_app.db.tenancy import Organization, tenant_transaction, upsert_organization
+from stream_app.delivery.webhook import verify_signature
+from stream_app.devservices.common import free_ports
+from stream_app.devservices.workers import WorkerProcess
+from stream_app.settings import Settings
+from stream_app.topics import REPORT_RESULTS
+from stream_app.web.auth import issue_token
+from tests.conftest import WorkerFactory
+from tests.e2e.helpers import auth, read_topic
+
+pytestmark = pytest.mark.slow
+GROUP = "wedding-adhoc-delivery"
+ORG, OTHER = "adhoc-org", "adhoc-other"
+SECRET = "adhoc-webhook-secret-0123456789"
+SFTP_USER, SFTP_PASSWORD = "reports", "sftp-password-0123"
+REQUEST = {
+    "report_type": "compliance",
+    "date_from": "2026-01-01",
+    "date_to": "2026-03-31",
+    "output_formats": ["csv", "json"],
+    "cache_strategy": "skip",
+}
+FAST_RETRY = {"max_attempts": 2, "base_backoff_s": 1, "max_backoff_s": 1}
+
+
+@dataclass
+class Receivers:
+    """The three real receivers and what each got."""
+
+    hook_url: str
+    posts: dict[str, list[tuple[dict[str, str], bytes]]] = field(default_factory=dict)
+    mails: list[bytes] = field(default_factory=list)
+    smtp_port: int = 0
+    sftp_root: Path = Path()
+    sftp_port: int = 0
+    sftp_host_key: str = ""
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.posts.setdefault(request.match_info["name"], []).append(
+            (dict(request.headers), await request.read())
+        )
+        return web.Response(status=503 if request.match_info["name"] == "busy" else 204)
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.mails.append(envelope.content)
+        return "250 accepted"
+
+
+class _SftpAuth(asyncssh.SSHServer):
+    def begin_auth(self, username: str) -> bool:
+        return True
+
+    def password_auth_supported(self) -> bool:
+        return True
+
+    def validate_password(self, username: str, password: str) -> bool:
+        return username == SFTP_USER and password == SFTP_PASSWORD
+
+
+@pytest.fixture(scope="module")
+def smtp_port() -> int:
+    return free_ports(1)[0]
+
+
+@pytest.fixture(scope="module")
+async def receivers(
+    tmp_path_factory: pytest.TempPathFactory, smtp_port: int
+) -> AsyncIterator[Receivers]:
+    app = web.Application()
+    runner = web.AppRunner(app)
+    port = free_ports(1)[0]
+    rec = Receivers(hook_url=f"http://127.0.0.1:{port}/hook")
+    app.router.add_post("/hook/{name}", rec.handle)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    smtp = Controller(rec, hostname="127.0.0.1", port=smtp_port)
+    smtp.start()
+    rec.smtp_port = smtp_port
+    root = tmp_path_factory.mktemp("sftp-root")
+    key = asyncssh.generate_private_key("ssh-ed25519")
+
+    class Chrooted(asyncssh.SFTPServer):
+        def __init__(self, chan: asyncssh.SSHServerChannel[bytes]) -> None:
+            super().__init__(chan, chroot=str(root).encode())
+
+    sftp = await asyncssh.listen(
+        "127.0.0.1", 0, server_host_keys=[key], server_factory=_SftpAuth, sftp_factory=Chrooted
+    )
+    rec.sftp_root, rec.sftp_port = root, sftp.sockets[0].getsockname()[1]
+    rec.sftp_host_key = key.export_public_key().decode().strip()
+    try:
+        yield rec
+    finally:
+        sftp.close()
+        await sftp.wait_closed()
+        smtp.stop()
+        await runner.cleanup()
+
+
+@pytest.fixture(scope="module")
+async def worker(
+    settings: Settings, worker_factory: WorkerFactory, receivers: Receivers
+) -> AsyncIterator[WorkerProcess]:
+    conn = await asyncpg.connect(settings.postgres_dsn)
+    try:
+        for org in (ORG, OTHER):
+            await upsert_organization(conn, Organization(org, org, "Europe/London", "GBP"))
+    finally:
+        await conn.close()
+    w = worker_factory.start(
+        GROUP,
+        "adhoc",
+        WEDDING_OFFSET_RESET="latest",
+        WEDDING_ALLOW_PRIVATE_TARGETS="1",  # the receivers listen on loopback
+        WEDDING_DELIVERY_ALLOW_PRIVATE_NETWORKS="127.0.0.0/8",  # ... at delivery time too
+        WEDDING_SMTP_HOST="127.0.0.1",
+        WEDDING_SMTP_PORT=str(receivers.smtp_port),
+        WEDDING_SMTP_TLS="none",
+        WEDDING_DELIVERY_POLL_S="0.2",
+    )
+    await w.wait_ready(timeout_s=120, min_partitions=4)
+    try:
+        yield w
+    finally:
+        w.stop()  # its consumer group would answer later modules' report requests too
+
+
+def token(settings: Settings, org: str, role: str = "admin") -> dict[str, str]:
+    raw = issue_token(
+        settings.jwt_secret, user_id=f"{role}-1", organization_id=org, ttl_seconds=600, role=role
+    )
+    return {"Authorization": f"Bearer {raw}"}
+
+
+async def request_with_delivery(
+    worker: WorkerProcess, settings: Settings, delivery: dict[str, Any]
+) -> str:
+    async with (
+        aiohttp.ClientSession(worker.url) as s,
+        s.post(
+            f"/orgs/{ORG}/reports",
+            json={**REQUEST, "delivery": delivery},
+            headers=auth(settings, ORG),
+        ) as r,
+    ):
+        body = await r.json()
+        assert r.status == 202, body
+    report_id: str = body["report_id"]
+    return report_id
+
+
+async def final_delivery(
+    worker: WorkerProcess, settings: Settings, report_id: str, timeout_s: float = 120
+) -> dict[str, Any]:
+    """Poll the report status until its delivery is over; the status."""
+    deadline = time.monotonic() + timeout_s
+    async with aiohttp.ClientSession(worker.url) as s:
+        while time.monotonic() < deadline:
+            async with s.get(f"/orgs/{ORG}/reports/{report_id}", headers=auth(settings, ORG)) as r:
+                body: dict[str, Any] = await r.json()
+            delivery = body.get("delivery") or {}
+            if body["status"] in ("failed", "cancelled"):
+                raise AssertionError(f"report {body['status']}: {body['error']}")
+            if delivery.get("outcome") in ("delivered", "failed", "skipped"):
+                return body
+            await asyncio.sleep(0.3)
+    raise TimeoutError(f"delivery of {report_id} not over in {timeout_s} s")
+
+
+async def served_files(
+    worker: WorkerProcess, settings: Settings, status: dict[str, Any]
+) -> dict[str, bytes]:
+    """Each file of the report as the API serves it, by format."""
+    out = {}
+    async with aiohttp.ClientSession(worker.url) as s:
+        for artifact in status["artifacts"]:
+            async with s.get(artifact["download_url"], headers=auth(settings, ORG)) as r:
+                assert r.status == 200, await r.text()
+                out[artifact["format"]] = await r.read()
+            assert hashlib.sha256(out[artifact["format"]]).hexdigest() == artifact["sha256"]
+    return out
+
+
+async def delivered(
+    worker: WorkerProcess, settings: Settings, delivery: dict[str, Any]
+) -> tuple[str, dict[str, Any], dict[str, bytes]]:
+    """Request a report with ``delivery``, wait until it is delivered; its id, final status
+    and files as the API serves them."""
+    report_id = await request_with_delivery(worker, settings, delivery)
+    status = await final_delivery(worker, settings, report_id)
+    assert status["delivery"]["outcome"] == "delivered", status["delivery"]
+    return report_id, status, await served_files(worker, settings, status)
+
+
+async def redeliver_result(settings: Settings, report_id: str) -> None:
+    """Publish the report's ``completed`` status on ``report-results`` once more."""
+    records = [
+        r
+        for r in await read_topic(settings.kafka_bootstrap, REPORT_RESULTS)
+        if orjson.loads(r.value).get("report_id") == report_id
+        and orjson.loads(r.value).get("status") == "completed"
+    ]
+    assert records, "the report's completed status was published"
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+    await producer.start()
+    try:
+        await producer.send_and_wait(REPORT_RESULTS, records[-1].value, key=records[-1].key)
+    finally:
+        await producer.stop()
+
+
+async def test_webhook_delivery_sends_the_report_once_with_sealed_secret(
+    settings: Settings, worker: WorkerProcess, receivers: Receivers
+) -> None:
+    report_id, _, files = await delivered(
+        worker,
+        settings,
+        {"method": "webhook", "url": f"{receivers.hook_url}/ok", "secret": SECRET},
+    )
+    await redeliver_result(settings, report_id)
+    await asyncio.sleep(3)  # a second send would arrive within the poll interval
+    posts = [(h, b) for h, b in receivers.posts.get("ok", []) if report_id.encode() in b]
+    assert len(posts) == 1
+    headers, body = posts[0]
+    assert verify_signature(
+        SECRET, headers["X-Wedding-Timestamp"], body, headers["X-Wedding-Signature"]
+    )
+    payload = orjson.loads(body)
+    assert (payload["kind"], payload["report_id"], payload["schedule_id"]) == (
+        "report",
+        report_id,
+        None,
+    )
+    async with aiohttp.ClientSession() as s:
+        for artifact in payload["artifacts"]:
+            async with s.get(artifact["download_url"]) as r:  # the signed link, no token
+                assert r.status == 200
+                assert await r.read() == files[artifact["format"]]
+            assert artifact["sha256"] == hashlib.sha256(files[artifact["format"]]).hexdigest()
+    assert sorted(a["format"] for a in payload["artifacts"]) == ["csv", "json"]
+    # the recorded request holds the secret sealed, never in plaintext
+    conn = await asyncpg.connect(settings.postgres_dsn)
+    try:
+        stored = await conn.fetchval(
+            "SELECT request::text FROM reports WHERE organization_id = $1 AND id = $2",
+            ORG,
+            report_id,
+        )
+    finally:
+        await conn.close()
+    assert SECRET not in stored and "wedding-sealed:v1:" in stored
+
+
+async def test_email_delivery_attaches_the_files_once(
+    settings: Settings, worker: WorkerProcess, receivers: Receivers
+) -> None:
+    report_id, _, files = await delivered(
+        worker,
+        settings,
+        {"method": "email", "recipients": ["ops@wedding.example"]},
+    )
+    await asyncio.sleep(2)
+    mails = [m for m in receivers.mails if report_id.encode() in m]
+    assert len(mails) == 1
+    msg = email.message_from_bytes(mails[0], policy=email.policy.default)
+    assert isinstance(msg, EmailMessage)
+    assert msg["X-Wedding-Report-Id"] == report_id
+    attached = {
+        str(part.get_filename()).rsplit(".", 1)[-1]: part.get_payload(decode=True)
+        for part in msg.iter_attachments()
+    }
+    assert attached == files
+
+
+async def test_sftp_delivery_uploads_the_files_once(
+    settings: Settings, worker: WorkerProcess, receivers: Receivers
+) -> None:
+    report_id, _, files = await delivered(
+        worker,
+        settings,
+        {
+            "method": "sftp",
+            "host": "127.0.0.1",
+            "port": receivers.sftp_port,
+            "username": SFTP_USER,
+            "password": SFTP_PASSWORD,
+            "path": "/inbox",
+            "host_key": receivers.sftp_host_key,
+        },
+    )
+    uploaded = sorted((receivers.sftp_root / "inbox").glob(f"{report_id}_*"))
+    assert {p.suffix.lstrip("."): p.read_bytes() for p in uploaded} == files
+    assert not list((receivers.sftp_root / "inbox").glob(".*part*"))  # no temporary left
+
+
+async def test_api_delivery_hands_out_links_to_the_files(
+    settings: Settings, worker: WorkerProcess
+) -> None:
+    _, status, files = await delivered(
+        worker,
+        settings,
+        {"method": "api", "link_ttl_seconds": 3600},
+    )
+    links = status["delivery_links"]
+    assert sorted(link["format"] for link in links) == ["csv", "json"]
+    async with aiohttp.ClientSession() as s:
+        for link in links:
+            async with s.get(link["url"]) as r:
+                assert r.status == 200
+                assert await r.read() == files[link["format"]]
+
+
+async def test_failing_webhook_is_retried_then_failed_with_its_cause(
+    settings: Settings, worker: WorkerProcess, receivers: Receivers
+) -> None:
+    report_id = await request_with_delivery(
+        worker,
+        settings,
+        {
+            "method": "webhook",
+            "url": f"{receivers.hook_url}/busy",
+            "secret": SECRET,
+            "retry": FAST_RETRY,
+        },
+    )
+    status = await final_delivery(worker, settings, report_id)
+    delivery = status["delivery"]
+    assert delivery["outcome"] == "failed"
+    assert "HTTP 503" in delivery["error"]
+    assert [(a["attempt"], a["outcome"]) for a in delivery["attempts"]] == [
+        (1, "retrying"),
+        (2, "failed"),
+    ]
+    assert len([b for _, b in receivers.posts.get("busy", []) if report_id.encode() in b]) == 2
+    assert status["status"] == "completed"  # the files are kept
+
+
+async def test_who_may_ask_for_a_delivery(settings: Settings, worker: WorkerProcess) -> None:
+    body = {**REQUEST, "delivery": {"method": "api"}}
+    async with aiohttp.ClientSession(worker.url) as s:
+        for role, expected_field in (("viewer", None), ("analyst", "$.delivery")):
+            async with s.post(
+                f"/orgs/{ORG}/reports", json=body, headers=token(settings, ORG, role)
+            ) as r:
+                answer = await r.json()
+                assert r.status == 403, answer
+            if expected_field is not None:
+                assert answer["error"]["field"] == expected_field
+        async with s.post(
+            f"/orgs/{ORG}/reports",
+            json={**REQUEST, "delivery": {"method": "webhook", "url": "http://x.test/h"}},
+            headers=token(settings, ORG),
+        ) as r:
+            answer = await r.json()
+            assert r.status == 400, answer
+            assert answer["error"]["field"] == "$.delivery.secret"
+        # the analyst's report without a delivery is accepted
+        async with s.post(
+            f"/orgs/{ORG}/reports", json=REQUEST, headers=token(settings, ORG, "analyst")
+        ) as r:
+            assert r.status == 202, await r.text()
+
+
+async def test_another_tenant_sees_neither_the_report_nor_its_delivery_log(
+    settings: Settings, worker: WorkerProcess
+) -> None:
+    report_id = await request_with_delivery(worker, settings, {"method": "api"})
+    await final_delivery(worker, settings, report_id)
+    async with aiohttp.ClientSession(worker.url) as s:
+        async with s.get(f"/orgs/{OTHER}/reports/{report_id}", headers=token(settings, OTHER)) as r:
+            assert r.status == 404
+        async with s.get(f"/orgs/{ORG}/reports/{report_id}", headers=token(settings, OTHER)) as r:
+            assert r.status == 403
+    conn = await asyncpg.connect(as_role(settings.postgres_dsn, APP_ROLE))
+    try:
+        counts = {}
+        for org in (ORG, OTHER):
+            async with tenant_transaction(conn, org):
+                counts[org] = await conn.fetchval(
+                    "SELECT count(*) FROM delivery_log WHERE report_id = $1", report_id
+                )
+    finally:
+        await conn.close()
+    assert counts == {ORG: 1, OTHER: 0}

@@ -1,0 +1,190 @@
+"""The command line (:mod:`stream_app.cli`): ``wedding-engine org`` and ``venue`` register a
+tenant and its venues in PostgreSQL; ``wedding-engine token`` issues (recorded, audited, bounded
+lifetime) and revokes; and a worker refuses the development secret.
+
+Synchronous tests: the commands run their own event loop, as from a shell.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime
+
+import asyncpg
+import jwt
+import pytest
+
+from stream_app.cli import main
+from stream_app.db.roles import APP_ROLE, as_role
+from stream_app.settings import DEV_JWT_SECRET, Settings
+
+ORG = "cli-tokens"
+
+
+@pytest.fixture
+def env(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    monkeypatch.setenv("POSTGRES_DSN", as_role(settings.postgres_dsn, APP_ROLE))
+    monkeypatch.setenv("KAFKA_BOOTSTRAP", settings.kafka_bootstrap)
+    monkeypatch.setenv("WEDDING_REDIS_URL", settings.redis_url)
+    monkeypatch.setenv("USER", "operator")
+    return settings
+
+
+@pytest.fixture
+def token_env(env: Settings) -> Settings:
+    """:func:`env` with the organisation the token tests issue for."""
+    assert main(["org", ORG, "--zone", "Europe/Lisbon"]) == 0
+    return env
+
+
+async def rows(settings: Settings, sql: str, *args: object) -> list[tuple[object, ...]]:
+    conn = await asyncpg.connect(settings.postgres_dsn)
+    try:
+        return [tuple(r) for r in await conn.fetch(sql, *args)]
+    finally:
+        await conn.close()
+
+
+def test_a_token_is_recorded_and_audited(
+    token_env: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["token", "--org", ORG, "--user", "ana", "--role", "analyst", "--venue", "v1"]
+    assert main([*argv, "--ttl", "7200"]) == 0
+    token = capsys.readouterr().out.strip()
+    claims = jwt.decode(
+        token, token_env.jwt_secret, algorithms=["HS256"], audience="wedding-engine-api"
+    )
+    assert (claims["org"], claims["sub"], claims["role"], claims["venues"]) == (
+        ORG,
+        "ana",
+        "analyst",
+        ["v1"],
+    )
+    assert claims["iss"] == "wedding-engine"
+    assert claims["exp"] - claims["iat"] == 7200
+    recorded = asyncio.run(
+        rows(
+            token_env,
+            "SELECT organization_id, subject, role, venue_scope,"
+            " extract(epoch FROM expires_at - issued_at)::int FROM tokens WHERE jti = $1",
+            claims["jti"],
+        )
+    )
+    assert recorded == [(ORG, "ana", "analyst", ["v1"], 7200)]
+    audit = asyncio.run(
+        rows(
+            token_env,
+            "SELECT organization_id, actor, details->>'role' FROM audit_log"
+            " WHERE action = 'token.issued' AND target = $1",
+            claims["jti"],
+        )
+    )
+    assert audit == [(ORG, "cli:operator", "analyst")]
+    # revoke it by id, then every token of the organisation issued before a time
+    assert main(["token", "revoke", "--org", ORG, "--jti", claims["jti"]]) == 0
+    assert "1 recorded token(s)" in capsys.readouterr().out
+    before = datetime.now(UTC).isoformat()
+    assert main(["token", "revoke", "--org", ORG, "--before", before]) == 0
+    revocations = asyncio.run(
+        rows(
+            token_env,
+            "SELECT jti IS NOT NULL, issued_before IS NOT NULL FROM token_revocations"
+            " WHERE organization_id = $1 ORDER BY id",
+            ORG,
+        )
+    )
+    assert revocations[-2:] == [(True, False), (False, True)]
+    audited = asyncio.run(
+        rows(
+            token_env,
+            "SELECT count(*) FROM audit_log"
+            " WHERE organization_id = $1 AND action = 'token.revoked'",
+            ORG,
+        )
+    )
+    assert int(str(audited[0][0])) >= 2
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["token", "--org", "does-not-exist"], "--org: no organisation 'does-not-exist'"),
+        (["token", "--org", ORG, "--ttl", "3153600000"], "--ttl: must be between 1 and 2592000"),
+        (["token", "--org", ORG, "--ttl", "0"], "--ttl: must be between"),
+        (["token", "--org", "a/b"], "--org: 1-128 characters"),
+        (["token", "revoke", "--org", ORG], "revoke: give exactly one of --jti and --before"),
+        (["token", "revoke", "--org", ORG, "--before", "yesterday"], "--before: 'yesterday'"),
+        (["token", "revoke", "--org", ORG, "--before", "2026-01-01T00:00"], "--before: give a"),
+    ],
+)
+def test_bad_arguments_are_refused_naming_the_option(
+    token_env: Settings, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+    # nothing recorded for the refused organisation
+    assert (
+        asyncio.run(
+            rows(token_env, "SELECT jti FROM tokens WHERE organization_id = 'does-not-exist'")
+        )
+        == []
+    )
+
+
+def test_a_worker_refuses_the_development_secret(settings: Settings) -> None:
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("WEDDING_JWT_SECRET", "WEDDING_DEV_MODE")
+    }
+    env.update(
+        KAFKA_BOOTSTRAP=settings.kafka_bootstrap,
+        POSTGRES_DSN=as_role(settings.postgres_dsn, APP_ROLE),
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "stream_app.cli", "worker"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "WEDDING_JWT_SECRET: the development secret is public" in done.stderr
+    assert DEV_JWT_SECRET not in done.stderr  # the message does not print it
+
+
+def test_an_organisation_and_its_venues_are_created_then_updated(env: Settings) -> None:
+    assert main(["org", "cli-org", "--zone", "Europe/Lisbon", "--name", "Quinta"]) == 0
+    assert main(["venue", "cli-org", "barn", "--capacity", "2"]) == 0
+    assert main(["venue", "cli-org", "garden"]) == 0
+    assert main(["org", "cli-org", "--zone", "America/New_York", "--currency", "USD"]) == 0
+    assert main(["venue", "cli-org", "barn", "--capacity", "3", "--name", "The Barn"]) == 0
+    org = "SELECT id, name, time_zone, currency FROM organizations WHERE id = $1"
+    want = [("cli-org", "cli-org", "America/New_York", "USD")]
+    assert asyncio.run(rows(env, org, "cli-org")) == want
+    venues = "SELECT id, name, capacity FROM venues WHERE organization_id = $1 ORDER BY id"
+    assert asyncio.run(rows(env, venues, "cli-org")) == [
+        ("barn", "The Barn", 3),
+        ("garden", "garden", None),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["org", "bad/id", "--zone", "UTC"], "ORG: 1-128 characters"),
+        (["org", "cli-bad", "--zone", "Mars/Olympus"], "--zone: 'Mars/Olympus' is not an IANA"),
+        (["org", "cli-bad", "--zone", "UTC", "--currency", "EUX"], "--currency: 'EUX' is not"),
+        (["venue", "no-such-org", "barn"], "ORG: no organisation 'no-such-org'"),
+        (["venue", "cli-org2", "b a r n"], "VENUE: 1-128 characters"),
+        (["venue", "cli-org2", "barn", "--capacity", "-1"], "--capacity: must be between 0"),
+        (["venue", "cli-org2", "barn", "--capacity", "2147483648"], "--capacity: must be betw"),
+    ],
+)
+def test_bad_arguments_name_the_argument(
+    env: Settings, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    assert main(["org", "cli-org2", "--zone", "UTC"]) == 0
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err

@@ -1,0 +1,34 @@
+"""The demo's headline figures (:mod:`stream_app.demo`), from the monthly booking summary's CSV.
+
+The whole demo (services, worker, replay, report) is what tests/e2e/test_hotel_pipeline.py
+runs step by step; here, its summary lines against figures written out by hand, one of them
+the README's own (City Hotel, the real data set)."""
+
+from __future__ import annotations
+
+from stream_app.demo import _headline
+
+CSV = (
+    "venue_name,bookings,cancellations,revenue_minor\r\n"
+    "Resort Hotel (H1),3,0,100\r\n"
+    "City Hotel (H2),10,4,123456\r\n"
+    "Empty,0,0,0\r\n"
+    "City Hotel (H2),5,1,99\r\n"
+)
+
+
+def test_one_line_per_venue_summed_over_its_months_in_name_order() -> None:
+    assert _headline(CSV) == [
+        "  City Hotel (H2): 15 bookings, 5 cancelled (33.33 %), revenue EUR 1,235.55",
+        "  Empty: 0 bookings, 0 cancelled (0.00 %), revenue EUR 0.00",
+        "  Resort Hotel (H1): 3 bookings, 0 cancelled (0.00 %), revenue EUR 1.00",
+    ]
+
+
+def test_the_readme_headline_of_the_real_data_set() -> None:
+    csv_text = "venue_name,bookings,cancellations,revenue_minor\n" + (
+        "City Hotel (H2),79330,33102,1439441018\n"
+    )
+    assert _headline(csv_text) == [
+        "  City Hotel (H2): 79,330 bookings, 33,102 cancelled (41.73 %), revenue EUR 14,394,410.18"
+    ]

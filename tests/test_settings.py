@@ -1,0 +1,98 @@
+"""Every numeric or enumerated setting refuses a bad value with a message naming its variable."""
+
+from __future__ import annotations
+
+import pytest
+
+from stream_app.settings import load_settings
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("WEDDING_FETCH_MAX_WAIT_MS", "abc", "WEDDING_FETCH_MAX_WAIT_MS: expected an integer"),
+        ("WEDDING_FETCH_MAX_WAIT_MS", "-5", "WEDDING_FETCH_MAX_WAIT_MS: must be between 0"),
+        ("WEDDING_FETCH_MAX_WAIT_MS", "99999999999", "between 0 and 60000"),
+        ("WEDDING_WEB_PORT", "abc", "WEDDING_WEB_PORT: expected an integer"),
+        ("WEDDING_WEB_PORT", "70000", "WEDDING_WEB_PORT: must be between 1 and 65535"),
+        ("WEDDING_BATCH_MAX_EVENTS", "0", "WEDDING_BATCH_MAX_EVENTS: must be between 1"),
+        ("WEDDING_BATCH_MAX_SECONDS", "nan", "WEDDING_BATCH_MAX_SECONDS: must be a number"),
+        ("WEDDING_BATCH_MAX_SECONDS", "inf", "WEDDING_BATCH_MAX_SECONDS: must be a number"),
+        ("WEDDING_SESSION_TIMEOUT_S", "abc", "WEDDING_SESSION_TIMEOUT_S: expected a number"),
+        ("WEDDING_GRACE_S", "-1", "WEDDING_GRACE_S: must be a number between 0"),
+        ("WEDDING_PARTITIONS", "0", "WEDDING_PARTITIONS: must be between 1"),
+        ("WEDDING_OFFSET_RESET", "bogus", "WEDDING_OFFSET_RESET: must be one of earliest, latest"),
+        ("WEDDING_GC_GEN0_THRESHOLD", "-1", "WEDDING_GC_GEN0_THRESHOLD: must be between 0"),
+        ("WEDDING_SCHEDULING", "maybe", "WEDDING_SCHEDULING: must be 1/true/yes/on or 0/f"),
+        ("WEDDING_ALLOW_PRIVATE_TARGETS", "2", "WEDDING_ALLOW_PRIVATE_TARGETS: must be 1/true"),
+        ("WEDDING_JWT_SECRET", "x", "WEDDING_JWT_SECRET: must be at least 32 bytes, got 1"),
+        ("WEDDING_JWT_SECRET", "", "WEDDING_JWT_SECRET: must be at least 32 bytes, got 0"),
+    ],
+)
+def test_a_bad_value_names_its_variable(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, message: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ValueError, match=message):
+        load_settings()
+
+
+def test_good_values_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WEDDING_FETCH_MAX_WAIT_MS", " 35 ")
+    monkeypatch.setenv("WEDDING_BATCH_MAX_SECONDS", "0.01")
+    monkeypatch.setenv("WEDDING_OFFSET_RESET", "latest")
+    monkeypatch.setenv("WEDDING_GRACE_S", "0")
+    s = load_settings()
+    assert (s.fetch_max_wait_ms, s.batch_max_seconds, s.offset_reset, s.grace_s) == (
+        35,
+        0.01,
+        "latest",
+        0.0,
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("1", True), ("true", True), ("YES", True), ("on", True), ("0", False), ("off", False)],
+)
+def test_switches_read_the_usual_spellings(
+    monkeypatch: pytest.MonkeyPatch, value: str, expected: bool
+) -> None:
+    monkeypatch.setenv("WEDDING_SCHEDULING", value)
+    assert load_settings().scheduling_enabled is expected
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("WEDDING_SMTP_PORT", "abc", "WEDDING_SMTP_PORT: expected an integer"),
+        ("WEDDING_SMTP_PORT", "0", "WEDDING_SMTP_PORT: must be between 1 and 65535"),
+        ("WEDDING_SFTP_CONNECT_TIMEOUT_S", "nan", "WEDDING_SFTP_CONNECT_TIMEOUT_S: must be"),
+        ("WEDDING_EMAIL_MAX_ATTACHMENT_BYTES", "-1", "WEDDING_EMAIL_MAX_ATTACHMENT_BYTES: must"),
+    ],
+)
+def test_delivery_variables_name_themselves(variable: str, value: str, message: str) -> None:
+    from stream_app.settings import load_delivery_settings
+
+    with pytest.raises(ValueError, match=message):
+        load_delivery_settings({variable: value})
+
+
+def test_the_environment_is_read_by_load_settings_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``Settings()`` is the written defaults; ``load_settings`` reads each variable once,
+    and an override wins over the variable (the rest still come from the environment)."""
+    from stream_app.settings import Settings
+
+    monkeypatch.setenv("WEDDING_PARTITIONS", "7")
+    monkeypatch.setenv("WEDDING_GRACE_S", "90")
+    monkeypatch.setenv("POSTGRES_DSN", "postgresql://wedding_app@db.example:6432/w")
+    assert Settings().topic_partitions == 4
+    assert Settings().grace_s == 3600.0
+    loaded = load_settings()
+    assert (loaded.topic_partitions, loaded.grace_s) == (7, 90.0)
+    assert loaded.postgres_system_dsn == "postgresql://wedding_system@db.example:6432/w"
+    overridden = load_settings(topic_partitions=2)
+    assert (overridden.topic_partitions, overridden.grace_s) == (2, 90.0)
+    assert load_settings({"WEDDING_PARTITIONS": "3"}).topic_partitions == 3
+    with pytest.raises(AttributeError):
+        loaded.topic_partitions = 5  # type: ignore[misc]

@@ -1,0 +1,70 @@
+"""The request guard's caches: verified tokens (until their ``exp``, keyed by the whole
+token) and the lockout answer (one store question for the requests asking at once).
+
+In-process, with the rate limits counted in memory (no ``WEDDING_REDIS_URL`` here).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from stream_app.app import settings
+from stream_app.queries import routing
+from stream_app.web import guard, ratelimit
+from stream_app.web.auth import issue_token
+from stream_app.web.errors import ApiError
+
+
+def test_a_verified_token_is_kept_until_it_expires_and_refused_after() -> None:
+    token = issue_token(
+        settings.jwt_secret, user_id="u1", organization_id="org-a", ttl_seconds=2, role="viewer"
+    )
+    first = guard.verified(token)
+    assert first.organization_id == "org-a" and first.role == "viewer"
+    assert guard.verified(token) is first  # the cached principal, not a second decode
+    # another signature is another key: never answered from the cache
+    head, _, sig = token.rpartition(".")
+    forged = f"{head}.{('A' if sig[0] != 'A' else 'B')}{sig[1:]}"
+    with pytest.raises(ApiError) as refused:
+        guard.verified(forged)
+    assert refused.value.status == 401
+    # past its exp the cache drops it and the token is refused as expired
+    assert first.expires_at is not None
+    time.sleep(max(0.0, first.expires_at.timestamp() - time.time()) + 0.1)
+    assert token not in guard._verified
+    with pytest.raises(ApiError) as expired:
+        guard.verified(token)
+    assert (expired.value.status, expired.value.code) == (401, "token_expired")
+
+
+async def test_concurrent_lockout_checks_ask_the_store_once_and_a_lockout_holds() -> None:
+    client = "203.0.113.7"
+    before = ratelimit._cached_lockout_test.cache_info().misses
+    await asyncio.gather(*(ratelimit.check_not_locked_out(client) for _ in range(50)))
+    assert ratelimit._cached_lockout_test.cache_info().misses == before + 1
+    # the address's bad-token budget (settings.auth_failure_limit) used up: locked out at once,
+    # whatever the cache said a moment ago
+    budget = int(settings.auth_failure_limit.split("/")[0])
+    for _ in range(budget):
+        await ratelimit.record_auth_failure(client)
+    with pytest.raises(ratelimit.RateLimitedError):
+        await ratelimit.record_auth_failure(client)
+    with pytest.raises(ratelimit.RateLimitedError) as locked:
+        await ratelimit.check_not_locked_out(client)
+    assert locked.value.field == "Authorization" and locked.value.retry_after_s >= 1
+
+
+def test_a_worker_to_worker_token_outlives_its_use_by_minutes() -> None:
+    # a forwarded read may wait in the other worker's queue (and be retried) for tens of
+    # seconds under load; its token must still be valid there
+    token = routing._internal_token("org-fwd")
+    assert routing._internal_token("org-fwd") == token  # reused, verified once by the receiver
+    principal = guard.verified(token)
+    assert principal.internal and principal.organization_id == "org-fwd"
+    assert principal.expires_at is not None and principal.issued_at is not None
+    assert (principal.expires_at - principal.issued_at).total_seconds() == 300
+    renew_at, _ = routing._internal["org-fwd"]
+    assert 59 <= renew_at - time.monotonic() <= 60  # used for its first minute only

@@ -1,0 +1,140 @@
+"""The request-input helpers of the HTTP layer over real HTTP (an aiohttp server on loopback)
+and a real PostgreSQL: the status, code, field and reason of every refusal."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from stream_app.aggregation import decode_request
+from stream_app.db.tenancy import Organization, upsert_organization
+from stream_app.settings import Settings
+from stream_app.web.errors import ApiError
+from stream_app.web.inputs import (
+    decode_aggregation,
+    json_object,
+    json_value,
+    known_organization,
+    read_body,
+    require_query,
+)
+
+LIMIT = 16
+
+
+async def _body(request: web.Request) -> web.StreamResponse:
+    try:
+        return web.json_response(json_object(await read_body(request, LIMIT)))
+    except ApiError as exc:
+        return exc.response()
+
+
+async def _query(request: web.Request) -> web.StreamResponse:
+    try:
+        require_query(request, ("from", "to"), "query parameter {name!r} is required")
+    except ApiError as exc:
+        return exc.response()
+    return web.json_response({"ok": True})
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[TestClient[web.Request, web.Application]]:
+    app = web.Application()
+    app.router.add_post("/body", _body)
+    app.router.add_get("/query", _query)
+    async with TestClient(TestServer(app)) as c:
+        yield c
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "error"),
+    [
+        (b'{"a": 1}', 200, None),
+        (b'{"a": "0123456789"}', 413, {"code": "too_large", "field": "$"}),
+        (b"{", 400, {"code": "invalid_json", "field": "$"}),
+        (b"[1, 2]", 400, {"code": "invalid_field", "field": "$"}),
+    ],
+)
+async def test_body(
+    client: TestClient[web.Request, web.Application],
+    body: bytes,
+    status: int,
+    error: dict[str, str] | None,
+) -> None:
+    async with client.post("/body", data=body) as resp:
+        got = await resp.json()
+    assert resp.status == status
+    if error is None:
+        assert got == {"a": 1}
+    else:
+        assert {k: got["error"][k] for k in error} == error
+
+
+async def test_too_large_names_the_limit(client: TestClient[web.Request, web.Application]) -> None:
+    async with client.post("/body", data=b"x" * (LIMIT + 1)) as resp:
+        got = await resp.json()
+    assert resp.status == 413
+    assert got["error"]["reason"] == "body is over 16 bytes"
+
+
+@pytest.mark.parametrize(
+    ("query", "status", "field"),
+    [
+        ("?from=a&to=b", 200, None),
+        ("?to=b", 400, "from"),
+        ("?from=a", 400, "to"),
+        ("", 400, "from"),
+    ],
+)
+async def test_required_query(
+    client: TestClient[web.Request, web.Application], query: str, status: int, field: str | None
+) -> None:
+    async with client.get("/query" + query) as resp:
+        got = await resp.json()
+    assert resp.status == status
+    if field is not None:
+        assert got["error"] == {
+            "code": "missing_field",
+            "reason": f"query parameter {field!r} is required",
+            "field": field,
+        }
+
+
+def test_json_value_takes_any_json() -> None:
+    assert json_value(b"[1, 2]") == [1, 2]
+    with pytest.raises(ApiError) as caught:
+        json_value(b"nope")
+    assert (caught.value.status, caught.value.code, caught.value.field) == (
+        400,
+        "invalid_json",
+        "$",
+    )
+
+
+def test_decode_aggregation_names_the_path() -> None:
+    with pytest.raises(ApiError) as caught:
+        decode_aggregation(decode_request, b"{")
+    assert (caught.value.status, caught.value.code, caught.value.field) == (
+        400,
+        "invalid_json",
+        "$",
+    )
+
+
+async def test_known_organization(settings: Settings) -> None:
+    conn = await asyncpg.connect(settings.postgres_dsn)
+    try:
+        org = Organization("inputs-known", "Inputs", "Europe/Lisbon", "EUR")
+        await upsert_organization(conn, org)
+        assert await known_organization(conn, "inputs-known") == org
+        with pytest.raises(ApiError) as caught:
+            await known_organization(conn, "inputs-unknown")
+    finally:
+        await conn.close()
+    err = caught.value
+    assert (err.status, err.code, err.field) == (404, "not_found", "organization_id")
+    assert "inputs-unknown" in err.reason

@@ -1,0 +1,42 @@
+"""A bad delivery or retry field is named in the 400's ``field`` the way the README shows it
+(``delivery.recipients``), not just ``delivery`` (found by a fresh user and the attack tests)."""
+
+from __future__ import annotations
+
+import pytest
+
+from stream_app.web.auth import Principal
+from stream_app.web.delivery_targets import error_field
+from stream_app.web.errors import ApiError
+from stream_app.web.schedules import schedule_from_json
+
+
+@pytest.mark.parametrize(
+    ("message", "field", "expected"),
+    [
+        ("Object missing required field `recipients`", "delivery", "delivery.recipients"),
+        ("Expected `float`, got `str` - at `$.timeout_s`", "delivery", "delivery.timeout_s"),
+        ("delivery.secret: must be at least 16 characters", "delivery", "delivery.secret"),
+        ("Expected `int`, got `str` - at `$.max_attempts`", "retry", "retry.max_attempts"),
+        ("Object missing required field `x` - at `$.a[0]`", "retry", "retry.a[0].x"),
+        ("Expected `object`, got `str`", "delivery", "delivery"),
+    ],
+)
+def test_the_field_is_named(message: str, field: str, expected: str) -> None:
+    assert error_field(message, field) == expected
+
+
+@pytest.mark.parametrize("method", [{}, [], None, 3, "fax"])
+def test_a_delivery_method_that_is_no_method_name_is_a_400(method: object) -> None:
+    """Found by Schemathesis (tests/web/test_openapi.py): ``{"method": {}}`` was a 500."""
+    body = {
+        "report_type": "monthly_booking_summary",
+        "date_range": "previous_month",
+        "output_formats": ["csv"],
+        "cron": "0 8 1 * *",
+        "delivery": {"method": method},
+    }
+    principal = Principal(user_id="u", organization_id="o", role="admin")
+    with pytest.raises(ApiError) as caught:
+        schedule_from_json(body, organization_id="o", principal=principal, default_zone="UTC")
+    assert (caught.value.status, caught.value.field) == (400, "delivery.method")
