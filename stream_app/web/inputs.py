@@ -67,6 +67,23 @@ def json_object(raw: bytes) -> dict[str, Any]:
     return body
 
 
+def allow_query(request: web.Request, allowed: set[str] | frozenset[str]) -> None:
+    """Refuse a query parameter the route does not read (a typo would otherwise be ignored
+    silently and the answer look right).
+
+    Raises:
+        ApiError: 400 ``invalid_field`` naming the parameter and listing the allowed ones.
+    """
+    for name in request.query:
+        if name not in allowed:
+            raise ApiError(
+                400,
+                "invalid_field",
+                f"unknown query parameter {name!r}; allowed: {sorted(allowed)}",
+                field=name,
+            )
+
+
 def require_query(request: web.Request, names: tuple[str, ...], reason: str) -> None:
     """Check that the query names every one of ``names``.
 

@@ -40,7 +40,7 @@ from stream_app.db import audit_events
 from stream_app.db import reports as report_db
 from stream_app.db.pool import get_pool
 from stream_app.db.report_scope import report_venues
-from stream_app.db.tenancy import UnknownOrganizationError, tenant_transaction
+from stream_app.db.tenancy import UnknownOrganizationError, fetch_venues, tenant_transaction
 from stream_app.delivery.adhoc import delivery_summary
 from stream_app.delivery.links import links_of_reports
 from stream_app.observability import HTTP_REQUESTS, REGISTRY
@@ -56,6 +56,7 @@ from stream_app.reports.artifacts import (
 from stream_app.reports.cancel import cancel_report
 from stream_app.schemas.base import EventValidationError
 from stream_app.schemas.ids import ID_RULE, is_valid_id
+from stream_app.schemas.reports import ReportRequest
 from stream_app.tables.windows import (
     FIRST_YEAR,
     LAST_YEAR,
@@ -77,6 +78,7 @@ from stream_app.web.dependencies import (
 )
 from stream_app.web.errors import ApiError, api_error_of
 from stream_app.web.guard import RouteSpec, check_priority, scoped_venues
+from stream_app.web.inputs import allow_query
 from stream_app.web.permissions import PUBLIC, UNDECLARED, Permission, RouteAccess
 from stream_app.web.refusals import REFUSED_STATUSES, Refusal, note_refusal, token_subject
 
@@ -423,6 +425,10 @@ async def metrics(self: Any, request: web.Request) -> web.StreamResponse:
     return resp
 
 
+PERIOD_QUERY = frozenset({"grain", "from", "to"})
+"""The query parameters of the venue metrics and occupancy reads."""
+
+
 @page("/orgs/{org}/venues/{venue}/metrics", permission=Permission.TABLES_READ)
 async def venue_metrics(
     self: Any, request: web.Request, org: str, venue: str
@@ -433,6 +439,7 @@ async def venue_metrics(
     worker is forwarded once (the caller does not need to know which worker owns what).
     """
     authenticate(request, settings.jwt_secret, org)
+    allow_query(request, PERIOD_QUERY)
     q = request.query
     grain = q.get("grain", "month")
     if "from" not in q or "to" not in q:
@@ -453,6 +460,29 @@ async def venue_metrics(
     return web.json_response(
         {"organization_id": org, "venue_id": venue, "grain": grain, "periods": rows}
     )
+
+
+async def check_venue_filter(pool: asyncpg.Pool, org: str, req: ReportRequest) -> None:
+    """Refuse a request whose ``data_filters.venue_id`` names a venue the organisation does
+    not have (another organisation's venues are unknown here too), before anything is
+    recorded: the request would only fail later with the same cause.
+
+    Raises:
+        ApiError: 400 naming ``$.data_filters.venue_id`` and the unknown ids.
+    """
+    wanted = req.data_filters.get("venue_id")
+    if not wanted:
+        return
+    async with pool.acquire() as conn:
+        known = {v.id for v in await fetch_venues(conn, org)}
+    unknown = sorted(set(wanted) - known)
+    if unknown:
+        raise ApiError(
+            400,
+            "invalid_field",
+            f"unknown venue(s) {unknown} in organisation {org!r}",
+            field="$.data_filters.venue_id",
+        )
 
 
 @page(
@@ -490,13 +520,15 @@ async def request_report(self: Any, request: web.Request, org: str) -> web.Strea
     except EventValidationError as exc:
         raise ApiError(400, "invalid_field", exc.reason, field=exc.field) from None
     check_priority(principal, req.priority)
+    pool = await get_pool(settings.postgres_dsn)
+    await check_venue_filter(pool, org, req)
     raw, req = await accept_report_delivery(principal, raw, req)  # 403/400; secrets sealed
     try:
         await accept(
             req,
             raw,
             channel="http",
-            pool=await get_pool(settings.postgres_dsn),
+            pool=pool,
             interactive=True,
             publish_timeout_s=KAFKA_TIMEOUT_S,
         )

@@ -46,11 +46,18 @@ async def test_bad_queries_name_the_field(settings: Settings, main_worker: Worke
         ("?grain=month&to=2026-02", "from"),
         ("?grain=month&from=2026-03&to=2026-01", "to"),
         ("?grain=day&from=2020-01-01&to=2026-01-01", "to"),
+        ("?grain=month&from=2026-01&to=2026-02&form=x", "form"),  # a typo is not ignored
     ]
     for query, field in cases:
         status, body = await call(main_worker, "GET", base + query, h)
         assert status == 400, (query, body)
         assert body["error"]["field"] == field, (query, body)
+    occupancy = "/orgs/org-a/venues/v1/occupancy?grain=day&from=2026-01-01&to=2026-01-02&foo=1"
+    status, body = await call(main_worker, "GET", occupancy, h)
+    assert (status, body["error"]["field"]) == (400, "foo"), body
+    assert (
+        body["error"]["reason"] == "unknown query parameter 'foo'; allowed: ['from', 'grain', 'to']"
+    )
 
 
 @pytest.mark.parametrize(
@@ -91,6 +98,7 @@ async def test_bad_report_requests_are_400_naming_the_field(
         ({**good, "priority": "urgent"}, "$.priority"),
         ({**good, "organization_id": "org-b"}, "$.organization_id"),
         ({**good, "surprise": 1}, "$"),
+        ({**good, "data_filters": {"venue_id": ["../x"]}}, "$.data_filters.venue_id"),
         ([1, 2], "$"),
     ]
     for body_in, field in cases:
@@ -129,6 +137,18 @@ async def test_a_report_that_cannot_be_built_ends_failed_with_its_cause(
     )
     assert status["status"] == "failed"
     assert status["error"] == "organization_id: 'no-venues-org' has no venues"
+    # a venue the organisation does not have is refused before anything is recorded
+    typo = {
+        "report_type": "monthly_booking_summary",
+        "date_from": "2026-01-01",
+        "date_to": "2026-01-31",
+        "output_formats": ["csv"],
+        "data_filters": {"venue_id": ["city-hotl"]},
+    }
+    h = auth(settings, "no-venues-org")
+    code, body = await call(main_worker, "POST", "/orgs/no-venues-org/reports", h, json=typo)
+    assert (code, body["error"]["field"]) == (400, "$.data_filters.venue_id"), body
+    assert "['city-hotl']" in body["error"]["reason"]
     assert status["artifacts"] == []
 
 
