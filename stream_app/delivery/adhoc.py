@@ -180,6 +180,11 @@ def _hide_targets(text: str | None) -> str | None:
     return None if text is None else _EMAIL_ADDRESS_RE.sub("<recipient>", strip_urls(text))
 
 
+def _mask_targets(text: str | None) -> str | None:
+    """``text`` with URLs masked (rows logged before masking was applied at write too)."""
+    return None if text is None else mask_urls(text)
+
+
 def _skip_reason(report_status: str | None, delivery: Any) -> str | None:
     """Why a delivery that was never queued nor attempted will not be: the report was
     cancelled or failed, or its delivery is invalid (only a Kafka producer's mistake); None
@@ -210,7 +215,7 @@ async def delivery_summary(
 
     Args:
         show_targets: the reader may see delivery targets (``deliveries:read``): each
-            attempt's ``target`` (URL masked: no userinfo nor query) and details as logged.
+            attempt's ``target`` and ``detail`` (URLs masked: no userinfo nor query).
             Otherwise ``target`` is null and URLs and email addresses in ``detail``,
             ``error`` and ``reason`` are replaced by ``<target>`` / ``<recipient>``.
 
@@ -248,7 +253,7 @@ async def delivery_summary(
         raw = None if row is None or row["delivery"] is None else orjson.loads(row["delivery"])
         reason = _skip_reason(None if row is None else row["status"], raw)
         outcome = "pending" if reason is None else "skipped"
-    shown = (lambda text: text) if show_targets else _hide_targets
+    shown = _mask_targets if show_targets else _hide_targets
     return {
         "method": method if method is not None else entries[-1].method,
         "outcome": outcome,
@@ -260,7 +265,7 @@ async def delivery_summary(
                 "attempt": e.attempt,
                 "outcome": e.outcome,
                 "detail": shown(e.detail),
-                "target": e.target if show_targets else None,
+                "target": _mask_targets(e.target) if show_targets else None,
                 "started_at": e.started_at.isoformat(),
                 "finished_at": e.finished_at.isoformat(),
             }
