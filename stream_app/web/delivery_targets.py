@@ -29,7 +29,7 @@ from stream_app.crypto.keyring import get_keyring
 from stream_app.db.pool import get_pool
 from stream_app.db.tenancy import UnknownOrganizationError, fetch_organization
 from stream_app.delivery.adhoc import RequestDelivery, seal_request_delivery
-from stream_app.delivery.egress import url_host
+from stream_app.delivery.egress import refusal, url_host
 from stream_app.delivery.targets import (
     TARGET_TYPES,
     DeliveryTarget,
@@ -83,10 +83,11 @@ def convert_field(value: Any, typ: type[Any], field: str) -> Any:
 def check_target_address(host: str | None, field: str) -> None:
     """Refuse delivery targets on internal addresses unless allowed (SSRF guard).
 
-    Literal IPs in loopback, private, link-local (cloud metadata), multicast, reserved or
-    unspecified ranges and the name ``localhost`` are refused. Names are not resolved here
-    (what a name resolves to may change): every delivery resolves and checks them again
-    (:mod:`stream_app.delivery.egress`).
+    Literal IPs that the send-time guard refuses (:func:`stream_app.delivery.egress.refusal`:
+    loopback, private, link-local (cloud metadata), CGNAT, multicast, reserved, unspecified,
+    IPv4-mapped, 6to4/Teredo of those) and the name ``localhost`` are refused. Names are not
+    resolved here (what a name resolves to may change): every delivery resolves and checks them
+    again (:mod:`stream_app.delivery.egress`).
 
     Raises:
         ApiError: 400 naming ``field``.
@@ -101,17 +102,11 @@ def check_target_address(host: str | None, field: str) -> None:
     ip = _literal_ip(name)
     if ip is None:
         return
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    if (
-        ip.is_private
-        or ip.is_loopback
-        or ip.is_link_local
-        or ip.is_multicast
-        or ip.is_reserved
-        or ip.is_unspecified
-    ):
-        raise ApiError(400, "invalid_field", f"{host!r} is an internal address", field=field)
+    why = refusal(ip)  # the send-time rule: CGNAT, 6to4/Teredo of internal ones included
+    if why is not None:
+        raise ApiError(
+            400, "invalid_field", f"{host!r} is an internal address ({why})", field=field
+        )
 
 
 def _literal_ip(name: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
