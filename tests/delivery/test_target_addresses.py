@@ -7,6 +7,7 @@ import dataclasses
 
 import pytest
 
+from stream_app.app import settings as app_settings
 from stream_app.web import delivery_targets
 from stream_app.web.delivery_targets import check_target_address
 from stream_app.web.errors import ApiError
@@ -14,7 +15,7 @@ from stream_app.web.errors import ApiError
 
 @pytest.fixture
 def private_refused(monkeypatch: pytest.MonkeyPatch) -> None:
-    refusing = dataclasses.replace(delivery_targets.settings, allow_private_targets=False)
+    refusing = dataclasses.replace(app_settings, allow_private_targets=False)
     monkeypatch.setattr(delivery_targets, "settings", refusing)
 
 
