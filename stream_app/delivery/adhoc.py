@@ -13,13 +13,15 @@ request row (never from the ``report-results`` message) and orders it: the same 
 retries, egress guard, sealed secrets, delivery log and audit as a schedule run's delivery,
 one queue row per (organisation, report), so a redelivered result or a second worker does
 not send it twice. Its outcome is the report's latest delivery log row
-(:func:`delivery_summary`, shown by the report status). A report that fails or is cancelled
-has nothing to deliver; its status already says why.
+(:func:`delivery_summary`, shown by the report status; targets only to readers with
+``deliveries:read``). A report that fails or is cancelled has nothing to deliver: its
+delivery is ``skipped`` with the reason, as is an invalid delivery of a Kafka request.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from datetime import UTC, date
 from typing import Any, Final
@@ -33,6 +35,7 @@ from stream_app.db.tenancy import tenant_transaction
 from stream_app.delivery.base import DeliveryOrder, DeliveryResult
 from stream_app.delivery.log import report_log
 from stream_app.delivery.queue import QueuedDelivery
+from stream_app.delivery.redact import clip, mask_urls, strip_urls
 from stream_app.delivery.sealing import adhoc_owner, seal_target
 from stream_app.delivery.targets import (
     DeliveryTarget,
@@ -169,21 +172,65 @@ class AdhocDeliveries:
         """Nothing to settle: the report status reads the delivery log."""
 
 
+_EMAIL_ADDRESS_RE = re.compile(r"[^\s@<>,;:'\"]+@[^\s@<>,;:'\"]+")
+
+
+def _hide_targets(text: str | None) -> str | None:
+    """``text`` without URLs nor email addresses (for readers who may not see targets)."""
+    return None if text is None else _EMAIL_ADDRESS_RE.sub("<recipient>", strip_urls(text))
+
+
+def _mask_targets(text: str | None) -> str | None:
+    """``text`` with URLs masked (rows logged before masking was applied at write too)."""
+    return None if text is None else mask_urls(text)
+
+
+def _skip_reason(report_status: str | None, delivery: Any) -> str | None:
+    """Why a delivery that was never queued nor attempted will not be: the report was
+    cancelled or failed, or its delivery is invalid (only a Kafka producer's mistake); None
+    while it may still be (the report is not final yet, or completed a moment ago)."""
+    if report_status == "cancelled":
+        return "the report was cancelled: nothing to deliver"
+    if report_status == "failed":
+        return "the report failed (see its error): nothing to deliver"
+    if report_status == "completed" and isinstance(delivery, dict):
+        try:
+            parse_delivery(delivery)
+        except TargetValidationError as exc:
+            return f"the delivery is invalid: {exc.field}: {exc.reason}"
+        except (ValueError, msgspec.ValidationError) as exc:
+            return f"the delivery is invalid: {clip(mask_urls(str(exc)), 200)}"
+    return None
+
+
 async def delivery_summary(
-    conn: asyncpg.Connection, organization_id: str, report_id: str
+    conn: asyncpg.Connection,
+    organization_id: str,
+    report_id: str,
+    *,
+    show_targets: bool = False,
 ) -> dict[str, Any] | None:
     """The delivery of one report of ``organization_id`` as the report status shows it
     (tenant-scoped), or None when nothing asked for one.
 
+    Args:
+        show_targets: the reader may see delivery targets (``deliveries:read``): each
+            attempt's ``target`` and ``detail`` (URLs masked: no userinfo nor query).
+            Otherwise ``target`` is null and URLs and email addresses in ``detail``,
+            ``error`` and ``reason`` are replaced by ``<target>`` / ``<recipient>``.
+
     Returns:
-        ``{"method", "outcome", "error", "next_attempt_at", "attempts": [{"attempt",
-        "outcome", "detail", "target", "started_at", "finished_at"}]}``: ``outcome`` is
-        ``pending`` until the report completes, then ``queued``, ``retrying``,
-        ``delivered``, ``skipped`` or ``failed`` (``error`` is the cause when failed).
+        ``{"method", "outcome", "error", "reason", "next_attempt_at", "attempts":
+        [{"attempt", "outcome", "detail", "target", "started_at", "finished_at"}]}``:
+        ``outcome`` is ``pending`` until the report completes, then ``queued``,
+        ``retrying``, ``delivered``, ``skipped`` or ``failed`` (``error`` is the cause when
+        failed); ``skipped`` (with ``reason``) also when the report was cancelled or failed,
+        or the request's delivery is invalid.
     """
     async with tenant_transaction(conn, organization_id):  # one snapshot, one round of setup
         row = await conn.fetchrow(
-            "SELECT r.request->'delivery'->>'method' AS method, q.due_at FROM reports r"
+            "SELECT r.request->'delivery'->>'method' AS method, r.request->'delivery' AS delivery,"
+            " r.status, q.due_at FROM reports r"
             " LEFT JOIN delivery_queue q"
             " ON q.organization_id = r.organization_id AND q.report_id = r.id"
             " WHERE r.organization_id = $1 AND r.id = $2",
@@ -196,23 +243,29 @@ async def delivery_summary(
     if method is None and not entries:
         return None
     last = entries[-1] if entries else None
+    reason: str | None = None
     if last is not None and last.outcome != "retrying":
         outcome = last.outcome
+        reason = last.detail if outcome == "skipped" else None
     elif due_at is not None:
         outcome = "retrying" if last is not None else "queued"
     else:
-        outcome = "pending"
+        raw = None if row is None or row["delivery"] is None else orjson.loads(row["delivery"])
+        reason = _skip_reason(None if row is None else row["status"], raw)
+        outcome = "pending" if reason is None else "skipped"
+    shown = _mask_targets if show_targets else _hide_targets
     return {
         "method": method if method is not None else entries[-1].method,
         "outcome": outcome,
-        "error": last.detail if last is not None and outcome == "failed" else None,
+        "error": shown(last.detail) if last is not None and outcome == "failed" else None,
+        "reason": shown(reason),
         "next_attempt_at": None if due_at is None else due_at.isoformat(),
         "attempts": [
             {
                 "attempt": e.attempt,
                 "outcome": e.outcome,
-                "detail": e.detail,
-                "target": e.target,
+                "detail": shown(e.detail),
+                "target": _mask_targets(e.target) if show_targets else None,
                 "started_at": e.started_at.isoformat(),
                 "finished_at": e.finished_at.isoformat(),
             }

@@ -18,6 +18,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import ClassVar, Literal
 
+from stream_app.delivery.redact import MAX_KEPT_CHARS, clip
 from stream_app.delivery.targets import DeliveryTarget, RetryPolicy
 from stream_app.errors import WeddingError
 from stream_app.reports.artifacts import ArtifactReader
@@ -35,6 +36,7 @@ class DeliveryError(WeddingError):
     """
 
     def __init__(self, detail: str) -> None:
+        detail = clip(detail, 2 * MAX_KEPT_CHARS)  # parts come from the receiver
         super().__init__(detail)
         self.detail = detail
 
@@ -170,8 +172,9 @@ class DeliveryJob:
 
     @property
     def total_rows(self) -> int:
-        """Data rows over all files."""
-        return sum(f.link.rows for f in self.files)
+        """Data rows of the report, counted once: every file (csv, json, ...) holds the same
+        rows, so this is the largest count of one file, not their sum."""
+        return max((f.link.rows for f in self.files), default=0)
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,7 @@ import asyncpg
 
 from stream_app.db import audit_events
 from stream_app.db.tenancy import tenant_transaction
+from stream_app.delivery.redact import clip
 
 LOG_OUTCOMES = frozenset({"delivered", "retrying", "failed", "skipped"})
 
@@ -92,8 +93,8 @@ async def log_attempt(
             attempt,
             outcome,
             retriable,
-            detail,
-            target,
+            None if detail is None else clip(detail),  # receivers choose parts of it
+            None if target is None else clip(target),
             started_at,
             finished_at,
         )

@@ -139,6 +139,15 @@ async def due_organizations(conn: asyncpg.Connection, now: datetime) -> list[str
     return [r["organization_id"] for r in rows]
 
 
+_API_ONLY = (
+    " AND (EXISTS (SELECT 1 FROM reports r WHERE q.schedule_id IS NULL"
+    " AND r.organization_id = q.organization_id AND r.id = q.report_id"
+    " AND r.request->'delivery'->>'method' = 'api')"
+    " OR EXISTS (SELECT 1 FROM schedules s WHERE s.organization_id = q.organization_id"
+    " AND s.id = q.schedule_id AND s.delivery_method = 'api'))"
+)
+
+
 async def claim_due(
     conn: asyncpg.Connection,
     organization_id: str,
@@ -147,21 +156,25 @@ async def claim_due(
     limit: int,
     lease_s: float,
     worker_id: str,
+    api_only: bool = False,
 ) -> list[QueuedDelivery]:
     """Lease up to ``limit`` due rows of one organisation for ``lease_s`` seconds.
 
     Rows another worker holds locked are skipped (``SKIP LOCKED``), rows under a running
     lease are not due; the leased rows are invisible to other claimers until the lease ends.
     A row whose stored status no longer decodes is dropped (it could never be delivered).
+    ``api_only``: only rows whose target is ``api`` (no network: they need no delivery slot;
+    the method is read from the report request or the schedule that ordered the row).
     """
     if limit <= 0:
         return []
     async with conn.transaction():
         rows = await conn.fetch(
             "SELECT id, source, organization_id, run_id, schedule_id, report_id, attempt, status"
-            " FROM delivery_queue WHERE organization_id = $1 AND due_at <= $2"
+            " FROM delivery_queue q WHERE organization_id = $1 AND due_at <= $2"
             " AND (claimed_until IS NULL OR claimed_until <= $2)"
-            " ORDER BY due_at, id LIMIT $3 FOR UPDATE SKIP LOCKED",
+            + (_API_ONLY if api_only else "")
+            + " ORDER BY due_at, id LIMIT $3 FOR UPDATE SKIP LOCKED",
             organization_id,
             now,
             limit,

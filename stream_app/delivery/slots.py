@@ -1,11 +1,14 @@
 """Delivery slots of one worker, shared fairly between organisations.
 
-A worker makes at most ``total`` delivery attempts at once. No organisation holds more than
-its share: ``max(1, total // n)`` where ``n`` is the number of organisations that hold a slot
-or have deliveries waiting (the caller tells :meth:`DeliverySlots.allowance` which are
-waiting). So one tenant with many slow or failing endpoints cannot hold every slot: as soon
-as a second tenant has a delivery due, the first is held to half the slots, and it gets the
-next free one. Slots are held for one attempt only; a retry waits in the queue, not in a slot.
+A worker makes at most ``total`` delivery attempts at once. No organisation ever holds more
+than :attr:`DeliverySlots.cap`, ``max(1, total // 2)``, even alone: a tenant whose receivers
+are slow (a webhook may take its whole ``timeout_s``) cannot take the slots another tenant's
+next delivery needs, so with two slots or more another tenant always finds one free. While
+``n`` organisations hold a slot or have deliveries waiting (the caller tells
+:meth:`DeliverySlots.allowance` which are waiting), each is further held to
+``max(1, total // n)``. Slots are held for one attempt only; a retry waits in the queue, not
+in a slot. ``api`` deliveries (no network) take no slot at all
+(:class:`~stream_app.delivery.worker.DeliveryWorker`).
 """
 
 from __future__ import annotations
@@ -28,6 +31,11 @@ class DeliverySlots:
         self._held: Counter[str] = Counter()
 
     @property
+    def cap(self) -> int:
+        """The most slots one organisation may ever hold: ``max(1, total // 2)``."""
+        return max(1, self.total // 2)
+
+    @property
     def in_use(self) -> int:
         """Slots held now."""
         return sum(self._held.values())
@@ -37,9 +45,10 @@ class DeliverySlots:
         return self._held[organization_id]
 
     def share(self, waiting: Iterable[str]) -> int:
-        """The most slots one organisation may hold while ``waiting`` ones have work due."""
+        """The most slots one organisation may hold while ``waiting`` ones have work due
+        (never more than :attr:`cap`)."""
         active = {org for org, n in self._held.items() if n > 0} | set(waiting)
-        return max(1, self.total // max(1, len(active)))
+        return min(self.cap, max(1, self.total // max(1, len(active))))
 
     def allowance(self, organization_id: str, waiting: Iterable[str]) -> int:
         """How many more slots ``organization_id`` may take now (0 when none)."""

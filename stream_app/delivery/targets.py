@@ -17,17 +17,43 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import unicodedata
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Final, Literal
 from urllib.parse import urlsplit
 
 import asyncssh
 import msgspec
 
 from stream_app.crypto.sealed import is_sealed
+from stream_app.delivery.redact import clip, mask_url
 from stream_app.schemas.base import EventValidationError
 
-_EMAIL_RE = re.compile(r"^[^@\s<>,;\"]+@[^@\s<>,;\"]+\.[^@\s<>,;\"]+$")
+_EMAIL_RE = re.compile(r"^[^@\s<>,;\"]+@[^@\s<>,;\"\[\]]+\.[^@\s<>,;\"\[\]]+$")
+
+MAX_RECIPIENTS: Final = 50
+"""The most recipients of one email delivery (ad-hoc or scheduled)."""
+MAX_URL_CHARS: Final = 2048
+MAX_SECRET_CHARS: Final = 1024
+MAX_SUBJECT_CHARS: Final = 200
+MAX_ADDRESS_CHARS: Final = 254
+"""An email address's longest form (RFC 5321 path limit)."""
+MAX_FIELD_CHARS: Final = 1024
+"""The longest other text field of a target (host, username, path, password)."""
+_LINE_BREAKS = frozenset("\u2028\u2029\u0085")
+
+
+def check_text(name: str, value: str, limit: int = MAX_FIELD_CHARS) -> None:
+    """Refuse a target's text field over ``limit`` characters or holding a control character
+    (NUL, CR, LF, any C0/C1 code) or a Unicode line break (U+2028, U+2029, U+0085).
+
+    Raises:
+        TargetValidationError: naming ``name``.
+    """
+    if len(value) > limit:
+        raise TargetValidationError(name, f"must be at most {limit} characters")
+    if any(unicodedata.category(c) == "Cc" or c in _LINE_BREAKS for c in value):
+        raise TargetValidationError(name, "must not hold control characters or line breaks")
 
 
 class TargetValidationError(EventValidationError):
@@ -81,15 +107,20 @@ class EmailTarget:
         _check_link_ttl(self.link_ttl_seconds)
         if not self.recipients:
             raise TargetValidationError("delivery.recipients", "at least one is required")
+        if len(self.recipients) > MAX_RECIPIENTS:
+            raise TargetValidationError(
+                "delivery.recipients", f"at most {MAX_RECIPIENTS} recipients per delivery"
+            )
         for address in self.recipients:
+            check_text("delivery.recipients", address, MAX_ADDRESS_CHARS)
             if not _EMAIL_RE.match(address):
                 raise TargetValidationError(
                     "delivery.recipients", f"{address!r} is not an email address"
                 )
         if len({a.lower() for a in self.recipients}) != len(self.recipients):
             raise TargetValidationError("delivery.recipients", "an address is listed twice")
-        if self.subject is not None and ("\n" in self.subject or "\r" in self.subject):
-            raise TargetValidationError("delivery.subject", "must be a single line")
+        if self.subject is not None:
+            check_text("delivery.subject", self.subject, MAX_SUBJECT_CHARS)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -112,19 +143,25 @@ class WebhookTarget:
 
     def __post_init__(self) -> None:
         _check_link_ttl(self.link_ttl_seconds)
+        check_text("delivery.url", self.url, MAX_URL_CHARS)
+        shown = mask_url(self.url)  # never the credentials or query in a message
         try:
             parsed = urlsplit(self.url)
-            _ = parsed.port  # raises ValueError on a bad port
+            port = parsed.port  # raises ValueError on a bad port
         except (ValueError, TypeError) as exc:
-            raise TargetValidationError("delivery.url", f"{self.url!r} is not a URL") from exc
+            raise TargetValidationError("delivery.url", f"{shown!r} is not a URL") from exc
+        if port == 0:
+            raise TargetValidationError("delivery.url", f"{shown!r}: port 0 is not a TCP port")
         if (
             parsed.scheme not in ("http", "https")
             or not parsed.hostname
             or any(c.isspace() or ord(c) < 32 for c in self.url)
         ):
             raise TargetValidationError(
-                "delivery.url", f"{self.url!r} must be an http(s) URL with a host"
+                "delivery.url", f"{shown!r} must be an http(s) URL with a host"
             )
+        if not is_sealed(self.secret):  # a sealed secret was checked before it was sealed
+            check_text("delivery.secret", self.secret, MAX_SECRET_CHARS)
         _check_secret("delivery.secret", self.secret)
         if not 0 < self.timeout_s <= 300:
             raise TargetValidationError("delivery.timeout_s", "must be in (0, 300] seconds")
@@ -154,6 +191,10 @@ class SftpTarget:
     method: Literal["sftp"] = "sftp"
 
     def __post_init__(self) -> None:
+        for name in ("host", "username", "path"):  # host_key: parsed below
+            check_text(f"delivery.{name}", getattr(self, name))
+        if self.password is not None and not is_sealed(self.password):
+            check_text("delivery.password", self.password)
         if not self.host or any(c.isspace() for c in self.host):
             raise TargetValidationError("delivery.host", f"{self.host!r} is not a host name")
         if not 1 <= self.port <= 65535:
@@ -304,6 +345,23 @@ def target_from_dict(value: dict[str, Any]) -> DeliveryTarget:
     method = value.get("method")
     if not isinstance(method, str) or method not in TARGET_TYPES:
         raise TargetValidationError(
-            "delivery.method", f"{method!r} is not one of {sorted(TARGET_TYPES)}"
+            "delivery.method", f"{clip(repr(method), 80)} is not one of {sorted(TARGET_TYPES)}"
         )
+    check_known_fields(value, method)
     return msgspec.convert(value, TARGET_TYPES[method], strict=False)
+
+
+def check_known_fields(value: dict[str, Any], method: str, field: str = "delivery") -> None:
+    """Refuse a key of a ``method`` target's flat JSON form ``value`` that is not one of its
+    fields (``"extra": 1`` is an error, not ignored).
+
+    Raises:
+        TargetValidationError: naming ``<field>.<key>``.
+    """
+    known = {f.name for f in dataclasses.fields(TARGET_TYPES[method])}
+    for key in value:
+        if key not in known:
+            raise TargetValidationError(
+                f"{field}.{clip(str(key), 80)}",
+                f"unknown field of a {method} delivery (known: {sorted(known)})",
+            )

@@ -46,12 +46,32 @@ from stream_app.delivery.egress import (
     check_url_host,
     url_host,
 )
+from stream_app.delivery.redact import clip, mask_url, mask_urls
 from stream_app.delivery.targets import WebhookTarget, link_ttl_seconds
 
 SIGNATURE_HEADER = "X-Wedding-Signature"
 TIMESTAMP_HEADER = "X-Wedding-Timestamp"
 DELIVERY_HEADER = "X-Wedding-Delivery"
 _RETRIABLE_4XX = frozenset({408, 429})
+MAX_REPLY_BYTES = 64 * 1024
+"""The most bytes of a receiver's response body that are read; the connection is then
+dropped (a receiver cannot make the worker hold a large answer)."""
+KEPT_REPLY_CHARS = 200
+"""The characters of the response body kept in the delivery log."""
+
+
+async def read_capped(resp: aiohttp.ClientResponse) -> str:
+    """The first :data:`KEPT_REPLY_CHARS` characters of ``resp``'s body, reading at most
+    :data:`MAX_REPLY_BYTES` bytes; the connection is closed, never reused, when more is left."""
+    data = bytearray()
+    while len(data) < MAX_REPLY_BYTES:
+        chunk = await resp.content.read(MAX_REPLY_BYTES - len(data))
+        if not chunk:
+            break
+        data += chunk
+    if not resp.content.at_eof():
+        resp.close()  # drop the connection instead of draining the rest
+    return data.decode("utf-8", errors="replace")[:KEPT_REPLY_CHARS]
 
 
 def sign(secret: str, timestamp: str, body: bytes) -> str:
@@ -133,7 +153,7 @@ class WebhookMethod(DeliveryMethod):
     def describe_target(self, job: DeliveryJob) -> str:
         """The webhook URL."""
         target = job.target
-        return f"POST {target.url}" if isinstance(target, WebhookTarget) else "webhook"
+        return f"POST {mask_url(target.url)}" if isinstance(target, WebhookTarget) else "webhook"
 
     async def send(self, job: DeliveryJob) -> SendReceipt:
         """POST the signed result once.
@@ -146,10 +166,11 @@ class WebhookMethod(DeliveryMethod):
         target = job.target
         if not isinstance(target, WebhookTarget):
             raise PermanentDeliveryError(f"the target is {target.method}, not webhook")
+        shown = mask_url(target.url)  # no userinfo nor query in any message
         try:
             check_url_host(self.egress, url_host(target.url) or "")
         except EgressRefusedError as exc:
-            raise PermanentDeliveryError(f"POST {target.url}: {exc}") from exc
+            raise PermanentDeliveryError(f"POST {shown}: {exc}") from exc
         now = datetime.now(UTC)
         issued: list[IssuedLink] = []
         body = orjson.dumps(result_payload(job, self.signer, now, issued))
@@ -167,32 +188,41 @@ class WebhookMethod(DeliveryMethod):
                 aiohttp.ClientSession(timeout=timeout, connector=connector) as session,
                 session.post(target.url, data=body, headers=headers, allow_redirects=False) as resp,
             ):
-                reply = (await resp.text(errors="replace"))[:200]
                 code = resp.status
                 location = resp.headers.get("Location")
+                reply = await read_capped(resp)
         except aiohttp.ClientConnectorError as exc:
             if isinstance(exc.os_error, EgressRefusedError):
-                raise PermanentDeliveryError(f"POST {target.url}: {exc.os_error}") from exc
-            raise TransientDeliveryError(f"POST {target.url}: {type(exc).__name__}: {exc}") from exc
+                raise PermanentDeliveryError(f"POST {shown}: {exc.os_error}") from exc
+            raise TransientDeliveryError(
+                f"POST {shown}: {type(exc).__name__}: {mask_urls(str(exc))}"
+            ) from exc
         except TimeoutError as exc:
             raise TransientDeliveryError(
-                f"POST {target.url}: no response within {target.timeout_s} s"
+                f"POST {shown}: no response within {target.timeout_s} s"
             ) from exc
         except aiohttp.ClientError as exc:
-            raise TransientDeliveryError(f"POST {target.url}: {type(exc).__name__}: {exc}") from exc
+            raise TransientDeliveryError(
+                f"POST {shown}: {type(exc).__name__}: {mask_urls(str(exc))}"
+            ) from exc
         if 200 <= code < 300:
             return SendReceipt(
-                location=f"POST {target.url}",
+                location=f"POST {shown}",
                 detail=f"HTTP {code}",
                 links=tuple(link.url for link in issued),
                 issued=tuple(issued),
             )
         if 300 <= code < 400:
             raise PermanentDeliveryError(
-                f"POST {target.url}: HTTP {code} redirect to {location!r} refused:"
+                f"POST {shown}: HTTP {code} redirect to {_location(location)!r} refused:"
                 " webhook redirects are never followed"
             )
-        message = f"POST {target.url}: HTTP {code} {reply!r}"
+        message = f"POST {shown}: HTTP {code} {reply!r}"
         if code >= 500 or code in _RETRIABLE_4XX:
             raise TransientDeliveryError(message)
         raise PermanentDeliveryError(message)
+
+
+def _location(location: str | None) -> str | None:
+    """A redirect's ``Location`` as kept: masked and clipped (the receiver chose it)."""
+    return None if location is None else mask_urls(clip(location))

@@ -13,9 +13,11 @@ the topic never waits for an endpoint). :meth:`DeliveryWorker.tick` claims due r
 two workers attempt one delivery at the same time) and starts one attempt per claimed row,
 each holding one of the worker's :class:`~stream_app.delivery.slots.DeliverySlots` for the
 attempt only. Organisations are served in the order their oldest due delivery waits, and
-none takes more than its share of slots, so a tenant with many failing endpoints cannot stop
-another tenant's deliveries. A failed attempt that may be retried is queued again with its
-due time by :func:`stream_app.delivery.dispatch.deliver` (nothing sleeps in a slot).
+none takes more than its share of slots (never more than half), so a tenant with many slow
+or failing endpoints cannot stop another tenant's deliveries; ``api`` deliveries (no
+network) are claimed first and take no slot. A failed attempt that may be retried is
+queued again with its due time by :func:`stream_app.delivery.dispatch.deliver` (nothing
+sleeps in a slot).
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ from stream_app.schemas.updates import ReportStatus
 
 log = logging.getLogger(__name__)
 FINAL = frozenset({"completed", "failed", "cancelled"})
+API_BATCH = 32
+"""The most ``api`` deliveries (no network, no slot) one tick starts per organisation."""
 
 
 class DeliverySource(Protocol):
@@ -153,6 +157,19 @@ class DeliveryWorker:
             waiting = await due_organizations(conn, now)
         started = 0
         for org in waiting:
+            async with self.pool.acquire() as conn, tenant_transaction(conn, org):
+                api_items = await claim_due(  # no network: no slot, never behind slow ones
+                    conn,
+                    org,
+                    now,
+                    limit=API_BATCH,
+                    lease_s=self.config.lease_s,
+                    worker_id=self.worker_id,
+                    api_only=True,
+                )
+            for item in api_items:
+                self._start(item, slot=False)
+                started += 1
             allowed = self.slots.allowance(org, waiting)
             if allowed == 0:
                 continue
@@ -167,13 +184,16 @@ class DeliveryWorker:
                 )
             for item in items:
                 self.slots.take(org)
-                task = asyncio.create_task(self._attempt(item))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+                self._start(item, slot=True)
                 started += 1
         return started
 
-    async def _attempt(self, item: QueuedDelivery) -> None:
+    def _start(self, item: QueuedDelivery, *, slot: bool) -> None:
+        task = asyncio.create_task(self._attempt(item, slot=slot))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _attempt(self, item: QueuedDelivery, *, slot: bool = True) -> None:
         try:
             source = self.sources.get(item.source)
             async with self.pool.acquire() as conn, tenant_transaction(conn, item.organization_id):
@@ -197,7 +217,8 @@ class DeliveryWorker:
         except Exception:  # logged; the lease runs out and the row is attempted again
             log.exception("delivery of report %s (%s) failed", item.report_id, item.source)
         finally:
-            self.slots.release(item.organization_id)
+            if slot:
+                self.slots.release(item.organization_id)
             self._wake.set()
 
     async def drain(self) -> None:

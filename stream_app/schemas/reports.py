@@ -116,10 +116,12 @@ class ReportRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
         if len(set(self.output_formats)) != len(self.output_formats):
             raise ValueError("$.output_formats: a format is listed twice")
         check_configuration(self.report_type, self.configuration)
-        if self.delivery is not None and self.delivery.get("method") not in DELIVERY_METHODS:
+        method = None if self.delivery is None else self.delivery.get("method")
+        if self.delivery is not None and (
+            not isinstance(method, str) or method not in DELIVERY_METHODS  # {} is unhashable
+        ):
             raise ValueError(
-                f"$.delivery.method: {self.delivery.get('method')!r} is not one of"
-                f" {sorted(DELIVERY_METHODS)}"
+                f"$.delivery.method: {str(method)[:80]!r} is not one of {sorted(DELIVERY_METHODS)}"
             )
 
 

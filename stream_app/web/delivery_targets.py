@@ -7,13 +7,15 @@ report request's is also checked for permission and sealed before it is recorded
 - :func:`check_target_address`: refuse webhook URLs and SFTP hosts on internal addresses at
   creation (``WEDDING_ALLOW_PRIVATE_TARGETS``); every delivery checks again when it is made.
 - :func:`accept_report_delivery`: a report request's ``delivery``: the ``schedules:manage``
-  permission (as creating a schedule with that target), the same checks, then its secrets
+  permission and no venue scope (as creating a schedule with that target), the same checks
+  (unknown keys refused), then its secrets
   sealed under the organisation's data key (:mod:`stream_app.delivery.adhoc`).
 - :func:`public_target`: a target as the API shows it (no secrets).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import re
 import socket
@@ -27,12 +29,13 @@ from stream_app.crypto.keyring import get_keyring
 from stream_app.db.pool import get_pool
 from stream_app.db.tenancy import UnknownOrganizationError, fetch_organization
 from stream_app.delivery.adhoc import RequestDelivery, seal_request_delivery
-from stream_app.delivery.egress import url_host
+from stream_app.delivery.egress import refusal, url_host
 from stream_app.delivery.targets import (
     TARGET_TYPES,
     DeliveryTarget,
     RetryPolicy,
     TargetValidationError,
+    check_known_fields,
     target_parts,
 )
 from stream_app.schemas.base import decode_event
@@ -40,6 +43,8 @@ from stream_app.schemas.reports import ReportRequest
 from stream_app.web.auth import Principal
 from stream_app.web.errors import ApiError
 from stream_app.web.permissions import Permission, allowed
+
+_RETRY_FIELDS = frozenset(f.name for f in dataclasses.fields(RetryPolicy))
 
 
 def error_field(message: str, field: str) -> str:
@@ -78,10 +83,11 @@ def convert_field(value: Any, typ: type[Any], field: str) -> Any:
 def check_target_address(host: str | None, field: str) -> None:
     """Refuse delivery targets on internal addresses unless allowed (SSRF guard).
 
-    Literal IPs in loopback, private, link-local (cloud metadata), multicast, reserved or
-    unspecified ranges and the name ``localhost`` are refused. Names are not resolved here
-    (what a name resolves to may change): every delivery resolves and checks them again
-    (:mod:`stream_app.delivery.egress`).
+    Literal IPs that the send-time guard refuses (:func:`stream_app.delivery.egress.refusal`:
+    loopback, private, link-local (cloud metadata), CGNAT, multicast, reserved, unspecified,
+    IPv4-mapped, 6to4/Teredo of those) and the name ``localhost`` are refused. Names are not
+    resolved here (what a name resolves to may change): every delivery resolves and checks them
+    again (:mod:`stream_app.delivery.egress`).
 
     Raises:
         ApiError: 400 naming ``field``.
@@ -96,17 +102,11 @@ def check_target_address(host: str | None, field: str) -> None:
     ip = _literal_ip(name)
     if ip is None:
         return
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    if (
-        ip.is_private
-        or ip.is_loopback
-        or ip.is_link_local
-        or ip.is_multicast
-        or ip.is_reserved
-        or ip.is_unspecified
-    ):
-        raise ApiError(400, "invalid_field", f"{host!r} is an internal address", field=field)
+    why = refusal(ip)  # the send-time rule: CGNAT, 6to4/Teredo of internal ones included
+    if why is not None:
+        raise ApiError(
+            400, "invalid_field", f"{host!r} is an internal address ({why})", field=field
+        )
 
 
 def _literal_ip(name: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
@@ -153,6 +153,7 @@ def target_from_json(delivery: Any, field: str) -> DeliveryTarget:
         TargetValidationError: a target check failed (its ``field`` is ``delivery.<name>``).
     """
     method = _method(delivery, field)
+    check_known_fields(delivery, method)  # TargetValidationError naming delivery.<key>
     _check_addresses(delivery, field)
     target: DeliveryTarget = convert_field(delivery, TARGET_TYPES[method], field)
     return target
@@ -181,7 +182,8 @@ async def accept_report_delivery(
         The request document (bytes) and request with the sealed delivery.
 
     Raises:
-        ApiError: 403 naming ``$.delivery`` (permission), 400 naming ``$.delivery.<field>``,
+        ApiError: 403 naming ``$.delivery`` (permission) or ``venue_scope`` (a venue-scoped
+            token), 400 naming ``$.delivery.<field>``,
             404 naming ``organization_id`` (unknown organisation).
     """
     if req.delivery is None:
@@ -194,10 +196,23 @@ async def accept_report_delivery(
             f" schedule does (role {principal.role!r})",
             field="$.delivery",
         )
+    if principal.venues is not None:  # as POST /schedules (organisation-wide) refuses it
+        raise ApiError(
+            403,
+            "forbidden",
+            "a venue-scoped token cannot ask for a delivery, as it cannot create a schedule",
+            field="venue_scope",
+        )
     fields = dict(req.delivery)
     retry = fields.pop("retry", {})
     try:
         target = target_from_json(fields, "$.delivery")
+        if isinstance(retry, dict):
+            for key in retry:
+                if key not in _RETRY_FIELDS:
+                    raise TargetValidationError(
+                        f"retry.{str(key)[:80]}", f"unknown field (known: {sorted(_RETRY_FIELDS)})"
+                    )
         policy = convert_field(retry, RetryPolicy, "$.delivery.retry")
     except TargetValidationError as exc:  # its field: delivery.<name> or retry.<name>
         where = exc.field if exc.field.startswith("delivery.") else f"delivery.{exc.field}"

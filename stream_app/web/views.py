@@ -79,7 +79,7 @@ from stream_app.web.dependencies import (
 from stream_app.web.errors import ApiError, api_error_of
 from stream_app.web.guard import RouteSpec, check_priority, scoped_venues
 from stream_app.web.inputs import allow_query
-from stream_app.web.permissions import PUBLIC, UNDECLARED, Permission, RouteAccess
+from stream_app.web.permissions import PUBLIC, UNDECLARED, Permission, RouteAccess, allowed
 from stream_app.web.refusals import REFUSED_STATUSES, Refusal, note_refusal, token_subject
 
 log = logging.getLogger(__name__)
@@ -561,7 +561,13 @@ async def report_status(
         await check_report_scope(conn, principal, report_id)
         rec = await report_db.fetch_report(conn, org, report_id)
         links = [] if rec is None else (await links_of_reports(conn, org, [rec.id])).get(rec.id, [])
-        delivery = None if rec is None else await delivery_summary(conn, org, rec.id)
+        delivery = (
+            None
+            if rec is None
+            else await delivery_summary(  # targets: only to who may read the delivery log
+                conn, org, rec.id, show_targets=allowed(principal.role, Permission.DELIVERIES_READ)
+            )
+        )
     if rec is None:
         raise ApiError(
             404, "not_found", f"no report {report_id!r} in this organisation", field="report_id"

@@ -97,7 +97,9 @@ async def test_email_with_attachments(
     delivering: Deliverer,
 ) -> None:
     mailbox, port = smtp_server
-    run, (status,) = await make_run(email_schedule(("ceo@studio.test", "ops@studio.test")))
+    run, (status,) = await make_run(
+        email_schedule(("ceo@studio.test", "ops@studio.test")), rows=24
+    )  # csv and json of 24 rows each: the report has 24 rows, not 48
     result = await delivering(run, status, method(port, signer))
 
     assert result.outcome == "delivered" and result.attempts == 1
@@ -114,6 +116,7 @@ async def test_email_with_attachments(
     }
     body = msg.get_body(("plain",))
     assert body is not None and "2030-12-01 to 2030-12-31" in body.get_content()
+    assert "data rows: 24." in body.get_content()
     assert await delivering.run_row(run.run_id) == ("delivered", None)
     (entry,) = await delivering.log(run.run_id)
     assert (entry.attempt, entry.outcome, entry.method) == (1, "delivered", "email")

@@ -22,7 +22,7 @@ from stream_app.delivery.api import LinkSigner
 from stream_app.delivery.dispatch import DeliveryConfig
 from stream_app.delivery.egress import EgressPolicy
 from stream_app.delivery.email import SmtpConfig
-from stream_app.delivery.targets import RetryPolicy, WebhookTarget
+from stream_app.delivery.targets import ApiTarget, RetryPolicy, WebhookTarget
 from stream_app.delivery.worker import DeliveryWorker
 from stream_app.schedules.deliveries import ScheduleDeliveries
 from stream_app.schedules.model import Schedule
@@ -240,39 +240,81 @@ async def test_no_tenant_holds_more_than_its_share_of_slots(
     receivers: ReceiverFactory,
     delivery_worker: WorkerMaker,
 ) -> None:
-    """A holds all four slots with slow endpoints and has two more deliveries due; B's one
-    delivery arrives: it takes the first slot that frees, before A's fifth and sixth.
-
-    A's first four answer after 1, 2, 3 and 4 s, so slots free one at a time: the first
-    goes to B (A holds 3 of 4, more than its share of 2 while B waits), the next to A."""
-    slow, slow_url = await receivers(status=200, delay_s=0.1)
-    slow.delays = [1.0, 2.0, 3.0, 4.0]
+    """Attack s4-2: A has six deliveries to receivers that answer after 4 s; even alone it
+    holds at most max(1, 4 // 2) = 2 of the 4 slots, so B's webhook and api deliveries,
+    queued while A's are in flight, go out at once (not after A's receivers answer)."""
+    slow, slow_url = await receivers(status=200, delay_s=4.0)
+    fast, fast_url = await receivers(status=200)
     org_a = await new_org()
     a_statuses = []
     for n in range(6):
         _, statuses = await make_run(hook(slow_url, f"s{n}", RetryPolicy()), org=org_a)
         a_statuses.append(statuses[0])
-    b_run, (b_status,) = await make_run(hook(slow_url, "b", RetryPolicy()))
+    org_b = await new_org()
+    b_run, (b_status,) = await make_run(hook(fast_url, "b", RetryPolicy()), org=org_b)
+    api_run, (api_status,) = await make_run(
+        per_org("bapi", date_range="previous_week", delivery=ApiTarget()), org=org_b
+    )
     worker = delivery_worker(slots=4)
     for status in a_statuses:
         await worker.enqueue_report(status)
-    assert await worker.tick() == 4  # alone, A may use every slot
-    assert worker.slots.held(org_a) == 4
-    await worker.enqueue_report(b_status)
+    assert await worker.tick() == 2  # alone, A still takes only half the slots
+    assert worker.slots.held(org_a) == 2
     stop = asyncio.Event()
     loop_task = asyncio.create_task(worker.run(stop))
     try:
-        await wait_for(lambda: len(slow.arrivals) == 7, 20)
-        await wait_for(lambda: status_is(db, b_run.run_id, "delivered"), 10)
+        await wait_for(lambda: slow.in_flight == 2, 5)
+        await worker.enqueue_report(b_status)
+        await worker.enqueue_report(api_status)
+        took = await wait_for(
+            lambda: all_delivered(db, b_run.run_id, api_run.run_id), 3.0
+        )  # A's receivers answer after 4 s: B did not wait for them
+        assert slow.max_in_flight == 2  # A never held more than its cap
+        assert worker.slots.held(org_a) == 2
+        assert fast.reports() == Counter({org_b: 1})
     finally:
         stop.set()
         await loop_task
-    order = [org for _, org in slow.arrivals]
-    assert order[:4] == [org_a] * 4
-    assert order[4] == b_status.organization_id  # B before A's fifth and sixth
-    assert order[5:] == [org_a, org_a]
-    start = slow.arrivals[0][0]
-    assert slow.arrivals[4][0] - start < 1.8  # B went out when A's first slot freed (≈ 1 s)
+    assert took < 3.0
+
+
+async def test_api_delivery_needs_no_network_slot(
+    db: asyncpg.Pool,
+    make_run: Any,
+    new_org: Any,
+    receivers: ReceiverFactory,
+    delivery_worker: WorkerMaker,
+) -> None:
+    """With 2 slots both held by slow webhooks (one of A, one of B), B's api delivery (no
+    network) still goes out at once: it takes no slot."""
+    slow, slow_url = await receivers(status=200, delay_s=4.0)
+    org_a, org_b = await new_org(), await new_org()
+    _, (a_status,) = await make_run(hook(slow_url, "a", RetryPolicy()), org=org_a)
+    _, (b_status,) = await make_run(hook(slow_url, "b", RetryPolicy()), org=org_b)
+    api_run, (api_status,) = await make_run(
+        per_org("bapi", date_range="previous_week", delivery=ApiTarget()), org=org_b
+    )
+    worker = delivery_worker(slots=2)
+    await worker.enqueue_report(a_status)
+    await worker.enqueue_report(b_status)
+    assert await worker.tick() == 2
+    assert worker.slots.in_use == 2
+    stop = asyncio.Event()
+    loop_task = asyncio.create_task(worker.run(stop))
+    try:
+        await wait_for(lambda: slow.in_flight == 2, 5)
+        await worker.enqueue_report(api_status)
+        took = await wait_for(lambda: status_is(db, api_run.run_id, "delivered"), 3.0)
+        assert worker.slots.in_use == 2  # the webhooks still hold both slots
+        assert slow.in_flight == 2
+    finally:
+        stop.set()
+        await loop_task
+    assert took < 3.0
+
+
+async def all_delivered(db: asyncpg.Pool, *run_ids: int) -> bool:
+    return all([await status_is(db, run_id, "delivered") for run_id in run_ids])
 
 
 async def test_two_workers_never_send_one_delivery_twice(

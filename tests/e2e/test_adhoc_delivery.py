@@ -35,10 +35,10 @@ from stream_app.delivery.webhook import verify_signature
 from stream_app.devservices.common import free_ports
 from stream_app.devservices.workers import WorkerProcess
 from stream_app.settings import Settings
-from stream_app.topics import REPORT_RESULTS
+from stream_app.topics import REPORT_REQUESTS, REPORT_RESULTS
 from stream_app.web.auth import issue_token
 from tests.conftest import WorkerFactory
-from tests.e2e.helpers import auth, read_topic
+from tests.e2e.helpers import auth, read_topic, send
 
 pytestmark = pytest.mark.slow
 GROUP = "wedding-adhoc-delivery"
@@ -414,3 +414,175 @@ async def test_another_tenant_sees_neither_the_report_nor_its_delivery_log(
     finally:
         await conn.close()
     assert counts == {ORG: 1, OTHER: 0}
+
+
+async def report_status(
+    worker: WorkerProcess, settings: Settings, report_id: str, role: str = "admin"
+) -> dict[str, Any]:
+    async with (
+        aiohttp.ClientSession(worker.url) as s,
+        s.get(f"/orgs/{ORG}/reports/{report_id}", headers=token(settings, ORG, role)) as r,
+    ):
+        assert r.status == 200, await r.text()
+        body: dict[str, Any] = await r.json()
+    return body
+
+
+async def test_only_delivery_log_readers_see_targets_and_urls_are_masked(
+    settings: Settings, worker: WorkerProcess, receivers: Receivers
+) -> None:
+    """Attack s4-3: a webhook URL with credentials and an api key in its query. The admin
+    (deliveries:read) sees the target with both masked; a viewer sees no target at all."""
+    host = receivers.hook_url.removeprefix("http://")
+    report_id = await request_with_delivery(
+        worker,
+        settings,
+        {
+            "method": "webhook",
+            "url": f"http://hookuser:hookpass@{host}/busy?api_key=TOPSECRETKEY",
+            "secret": SECRET,
+            "retry": {"max_attempts": 1},
+        },
+    )
+    admin = await final_delivery(worker, settings, report_id)
+    (attempt,) = admin["delivery"]["attempts"]
+    assert attempt["target"] == f"POST http://***@{host}/busy?***"
+    assert f"POST http://***@{host}/busy?***: HTTP 503" in admin["delivery"]["error"]
+    viewer = await report_status(worker, settings, report_id, "viewer")
+    (seen,) = viewer["delivery"]["attempts"]
+    assert seen["target"] is None
+    assert seen["outcome"] == "failed" and seen["started_at"] == attempt["started_at"]
+    assert "POST <target>: HTTP 503" in viewer["delivery"]["error"]
+    for body in (admin, viewer):
+        text = orjson.dumps(body).decode()
+        assert "hookpass" not in text and "TOPSECRETKEY" not in text
+    assert host not in orjson.dumps(viewer["delivery"]).decode()
+
+
+async def test_delivery_fields_are_checked(settings: Settings, worker: WorkerProcess) -> None:
+    """Attack s4-4/7: each bad ``delivery`` is a 400 naming the field, never a 500."""
+    hook = {"method": "webhook", "url": "http://x.test/h", "secret": SECRET}
+    mail = {"method": "email", "recipients": ["ops@wedding.example"]}
+    cases: list[tuple[dict[str, Any], str]] = [
+        ({**hook, "url": "http://example.com:0/"}, "$.delivery.url"),
+        ({**hook, "extra": 1}, "$.delivery.extra"),
+        ({**hook, "url": "http://x.test/" + "a" * 2048}, "$.delivery.url"),
+        ({**hook, "secret": "s" * 1025}, "$.delivery.secret"),
+        ({**hook, "retry": {"max_attempts": 1, "nope": 2}}, "$.delivery.retry.nope"),
+        ({**mail, "subject": "s" * 201}, "$.delivery.subject"),
+        ({**mail, "subject": "a\u2028b"}, "$.delivery.subject"),
+        ({**mail, "subject": "a\u0085b"}, "$.delivery.subject"),
+        ({**mail, "subject": "a\x00b"}, "$.delivery.subject"),
+        ({**mail, "recipients": ["a@[127.0.0.1]"]}, "$.delivery.recipients"),
+        ({**mail, "recipients": ["a\x00b@wedding.example"]}, "$.delivery.recipients"),
+        ({**mail, "recipients": ["a" * 250 + "@x.example"]}, "$.delivery.recipients"),
+        (
+            {**mail, "recipients": [f"r{n}@wedding.example" for n in range(51)]},
+            "$.delivery.recipients",
+        ),
+        ({"method": {}}, "$.delivery.method"),
+    ]
+    async with aiohttp.ClientSession(worker.url) as s:
+        for delivery, field_name in cases:
+            async with s.post(
+                f"/orgs/{ORG}/reports",
+                json={**REQUEST, "delivery": delivery},
+                headers=token(settings, ORG),
+            ) as r:
+                answer = await r.json()
+                assert r.status == 400, (delivery, answer)
+                assert answer["error"]["field"] == field_name, (delivery, answer)
+                assert "unhashable" not in str(answer)
+        # 50 recipients are still accepted
+        async with s.post(
+            f"/orgs/{ORG}/reports",
+            json={
+                **REQUEST,
+                "delivery": {**mail, "recipients": [f"r{n}@wedding.example" for n in range(50)]},
+            },
+            headers=token(settings, ORG),
+        ) as r:
+            assert r.status == 202, await r.text()
+
+
+async def test_a_venue_scoped_token_may_not_ask_for_a_delivery(
+    settings: Settings, worker: WorkerProcess
+) -> None:
+    raw = issue_token(
+        settings.jwt_secret,
+        user_id="venue-admin",
+        organization_id=ORG,
+        ttl_seconds=600,
+        role="admin",
+        venues=["v1"],
+    )
+    headers = {"Authorization": f"Bearer {raw}"}
+    async with aiohttp.ClientSession(worker.url) as s:
+        for delivery in ({"method": "api"}, {"method": "webhook", "url": "http://x.test/h"}):
+            async with s.post(
+                f"/orgs/{ORG}/reports", json={**REQUEST, "delivery": delivery}, headers=headers
+            ) as r:
+                answer = await r.json()
+                assert r.status == 403, answer
+                assert answer["error"]["field"] == "venue_scope"
+        async with s.post(f"/orgs/{ORG}/reports", json=REQUEST, headers=headers) as r:
+            assert r.status == 202, await r.text()  # without a delivery it is allowed
+
+
+async def test_a_delivery_that_cannot_happen_is_skipped_with_its_reason(
+    settings: Settings, worker: WorkerProcess
+) -> None:
+    """Attack s4-6: a failed report, and a Kafka request whose delivery is invalid."""
+    async with (
+        aiohttp.ClientSession(worker.url) as s,
+        s.post(
+            f"/orgs/{ORG}/reports",
+            json={
+                **REQUEST,
+                "data_filters": {"venue_id": ["no-such-venue"]},
+                "delivery": {"method": "api"},
+            },
+            headers=token(settings, ORG),
+        ) as r,
+    ):
+        answer = await r.json()
+        assert r.status == 202, answer
+        failed_id = answer["report_id"]
+    report_id = f"kafka-bad-delivery-{time.time_ns()}"
+    doc = {
+        **REQUEST,
+        "schema_version": 1,
+        "report_id": report_id,
+        "organization_id": ORG,
+        "user_id": "producer",
+        "requested_at": "2026-04-01T00:00:00+00:00",
+        "delivery": {"method": "webhook", "url": "http://x.test/h", "secret": "short"},
+    }
+    await send(
+        settings.kafka_bootstrap,
+        REPORT_REQUESTS,
+        [(f"{ORG}/{report_id}".encode(), orjson.dumps(doc))],
+    )
+    outcomes: dict[str, dict[str, Any]] = {}
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(outcomes) < 2:
+        for rid in (failed_id, report_id):
+            async with (
+                aiohttp.ClientSession(worker.url) as s,
+                s.get(f"/orgs/{ORG}/reports/{rid}", headers=token(settings, ORG)) as r,
+            ):
+                body = await r.json() if r.status == 200 else {}
+            if (body.get("delivery") or {}).get("outcome") not in (None, "pending"):
+                outcomes[rid] = body
+        await asyncio.sleep(0.5)
+    assert set(outcomes) == {failed_id, report_id}, outcomes
+    failed = outcomes[failed_id]
+    assert failed["status"] == "failed"
+    assert failed["delivery"]["outcome"] == "skipped"
+    assert failed["delivery"]["reason"].startswith("the report failed")
+    invalid = outcomes[report_id]
+    assert invalid["status"] == "completed"
+    assert invalid["delivery"]["outcome"] == "skipped"
+    assert invalid["delivery"]["reason"] == (
+        "the delivery is invalid: delivery.secret: must be at least 16 characters"
+    )
