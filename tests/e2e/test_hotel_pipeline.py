@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import asyncpg
 import orjson
 import pytest
@@ -24,6 +25,7 @@ from stream_app.replay.produce import replay_hotel_bookings
 from stream_app.settings import Settings
 from stream_app.topics import DEAD_LETTER, REALTIME_METRICS_UPDATES, WEDDING_BOOKINGS
 from tests.e2e.helpers import (
+    auth,
     download,
     expected_monthly_from_csv,
     read_topic,
@@ -172,7 +174,14 @@ async def test_a_filtered_report_holds_only_the_allowed_venue(
         main_worker.url, settings, ORG, status["artifacts"][0]["download_url"]
     )
     assert report_figures(csv_bytes) == {k: v for k, v in replayed.items() if k[0] == "city-hotel"}
-    bad = {**FULL_RANGE, "data_filters": {"venue_id": ["atlantis"]}}
-    failed = await request_report_http(main_worker.url, settings, ORG, bad)
-    assert failed["status"] == "failed"
-    assert failed["error"] == "data_filters.venue_id: unknown venue(s) ['atlantis']"
+    # a venue the organisation does not have: refused at the door, nothing recorded
+    bad = {**FULL_RANGE, "report_id": "atlantis-1", "data_filters": {"venue_id": ["atlantis"]}}
+    async with aiohttp.ClientSession(main_worker.url) as s:
+        headers = auth(settings, ORG)
+        async with s.post(f"/orgs/{ORG}/reports", json=bad, headers=headers) as r:
+            assert r.status == 400
+            error = (await r.json())["error"]
+        async with s.get(f"/orgs/{ORG}/reports/atlantis-1", headers=headers) as r:
+            assert r.status == 404
+    assert error["field"] == "$.data_filters.venue_id"
+    assert error["reason"] == f"unknown venue(s) ['atlantis'] in organisation {ORG!r}"

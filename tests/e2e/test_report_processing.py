@@ -21,7 +21,7 @@ import asyncpg
 import orjson
 import pytest
 
-from stream_app.client import cancel_report
+from stream_app.client import cancel_report, request_report_and_wait
 from stream_app.db.tenancy import Organization, Venue, upsert_organization, upsert_venue
 from stream_app.devservices.workers import WorkerProcess
 from stream_app.settings import Settings
@@ -436,8 +436,28 @@ async def test_retriable_failure_is_retried_then_dead_lettered_and_a_running_can
 async def test_a_non_retriable_cause_fails_at_once(
     settings: Settings, main_worker: WorkerProcess, proc_org: list[Booking]
 ) -> None:
+    # the HTTP entry refuses an unknown venue at once; a request produced to Kafka (the CLI's
+    # way) is accepted, and its report fails at the first attempt with the cause
     body = {**BASE_BODY, "data_filters": {"venue_id": ["v1", "nowhere"]}}
-    st = await request_report_http(main_worker.url, settings, ORG, body)
+    async with (
+        aiohttp.ClientSession(main_worker.url) as s,
+        s.post(f"/orgs/{ORG}/reports", json=body, headers=auth(settings, ORG)) as r,
+    ):
+        assert (r.status, (await r.json())["error"]["field"]) == (400, "$.data_filters.venue_id")
+    final = await request_report_and_wait(
+        settings,
+        organization_id=ORG,
+        report_type=body["report_type"],
+        date_from=date.fromisoformat(body["date_from"]),
+        date_to=date.fromisoformat(body["date_to"]),
+        output_formats=list(body["output_formats"]),
+        data_filters={"venue_id": ["v1", "nowhere"]},
+    )
+    async with (
+        aiohttp.ClientSession(main_worker.url) as s,
+        s.get(f"/orgs/{ORG}/reports/{final.report_id}", headers=auth(settings, ORG)) as r,
+    ):
+        st = await r.json()
     assert st["status"] == "failed" and st["attempts"] == 1, st
     assert st["error"] == "data_filters.venue_id: unknown venue(s) ['nowhere']"
     assert [e["attempt"] for e in st["attempt_errors"]] == [1]
