@@ -23,9 +23,8 @@ import shutil
 import statistics
 import tempfile
 import time
-import uuid
 from collections import defaultdict
-from datetime import UTC, date, datetime
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +42,7 @@ from stream_app.reports import registry
 from stream_app.reports.artifacts import ArtifactStore
 from stream_app.reports.render import RENDERERS
 from stream_app.reports.types.base import ReportContext
-from stream_app.schemas.reports import ReportRequest
+from stream_app.schemas.reports import new_report_request
 from stream_app.settings import Settings
 from stream_app.topics import ensure_topics
 
@@ -81,16 +80,8 @@ async def in_process(s: Settings, path: Path, runs: int, out_dir: Path) -> None:
     sizes: dict[str, int] = {}
     try:
         for _ in range(runs):
-            req = ReportRequest(
-                schema_version=1,
-                report_id=uuid.uuid4().hex,
-                organization_id=hotel.ORGANIZATION_ID,
-                user_id="bench",
-                report_type="venue_occupancy",
-                date_from=DATE_FROM,
-                date_to=DATE_TO,
-                output_formats=FORMATS,
-                requested_at=datetime.now(UTC),
+            req = new_report_request(
+                hotel.ORGANIZATION_ID, "bench", "venue_occupancy", DATE_FROM, DATE_TO, FORMATS
             )
             ctx = ReportContext(req, org, venues, pool, _no_table_reads)
             t0 = time.perf_counter()

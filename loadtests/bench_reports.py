@@ -24,8 +24,7 @@ import shutil
 import statistics
 import tempfile
 import time
-import uuid
-from datetime import UTC, date, datetime
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +40,7 @@ from stream_app.reports.artifacts import ArtifactStore
 from stream_app.reports.model import ReportTable
 from stream_app.reports.render import RENDERERS
 from stream_app.reports.types.base import ReportContext
-from stream_app.schemas.reports import OUTPUT_FORMATS, ReportRequest
+from stream_app.schemas.reports import OUTPUT_FORMATS, new_report_request
 from stream_app.schemas.updates import ArtifactLink
 from stream_app.settings import Settings
 from stream_app.synthetic.generator import SynthConfig
@@ -73,17 +72,7 @@ async def build_and_render(
     pool: asyncpg.Pool, org_id: str, store: ArtifactStore
 ) -> tuple[float, float, list[ArtifactLink]]:
     """(build seconds, render seconds, artifacts) of one in-process report."""
-    req = ReportRequest(
-        schema_version=1,
-        report_id=str(uuid.uuid4()),
-        organization_id=org_id,
-        user_id="bench",
-        report_type="photography_business",
-        date_from=YEAR_FROM,
-        date_to=YEAR_TO,
-        output_formats=FORMATS,
-        requested_at=datetime.now(UTC),
-    )
+    req = new_report_request(org_id, "bench", "photography_business", YEAR_FROM, YEAR_TO, FORMATS)
     t0 = time.perf_counter()
     async with pool.acquire() as conn:
         org = await fetch_organization(conn, org_id)

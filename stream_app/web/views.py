@@ -75,8 +75,9 @@ from stream_app.web.dependencies import (
     dependency_of,
     kafka_call,
 )
-from stream_app.web.errors import ApiError, api_error_of
+from stream_app.web.errors import ApiError, api_error_of, report_not_found
 from stream_app.web.guard import RouteSpec, check_priority, scoped_venues
+from stream_app.web.inputs import json_object, require_query
 from stream_app.web.permissions import PUBLIC, UNDECLARED, Permission, RouteAccess
 from stream_app.web.refusals import REFUSED_STATUSES, Refusal, note_refusal, token_subject
 
@@ -435,13 +436,7 @@ async def venue_metrics(
     authenticate(request, settings.jwt_secret, org)
     q = request.query
     grain = q.get("grain", "month")
-    if "from" not in q or "to" not in q:
-        raise ApiError(
-            400,
-            "missing_field",
-            "query parameters 'from' and 'to' are required",
-            field="from" if "from" not in q else "to",
-        )
+    require_query(request, ("from", "to"), "query parameters 'from' and 'to' are required")
     periods = period_labels(grain, q["from"], q["to"])
     owner = owner_url(org, venue)
     if owner is not None:
@@ -464,12 +459,7 @@ async def venue_metrics(
 async def request_report(self: Any, request: web.Request, org: str) -> web.StreamResponse:
     """Accept a report request (:mod:`stream_app.reports.accept`), answer 202."""
     principal = authenticate(request, settings.jwt_secret, org)
-    try:
-        body = orjson.loads(await request.read())
-    except orjson.JSONDecodeError as exc:
-        raise ApiError(400, "invalid_json", f"body is not JSON: {exc}", field="$") from None
-    if not isinstance(body, dict):
-        raise ApiError(400, "invalid_field", "body must be a JSON object", field="$")
+    body = json_object(await request.read())
     for forbidden in ("organization_id", "user_id", "schema_version", "requested_at"):
         if forbidden in body:
             raise ApiError(
@@ -531,9 +521,7 @@ async def report_status(
         links = [] if rec is None else (await links_of_reports(conn, org, [rec.id])).get(rec.id, [])
         delivery = None if rec is None else await delivery_summary(conn, org, rec.id)
     if rec is None:
-        raise ApiError(
-            404, "not_found", f"no report {report_id!r} in this organisation", field="report_id"
-        )
+        raise report_not_found(report_id)
     return web.json_response(
         {
             "report_id": rec.id,
@@ -580,9 +568,7 @@ async def report_cancel(
         cancel_report(org, report_id, actor=principal.user_id), "the cancellation's status"
     )
     if outcome is None:
-        raise ApiError(
-            404, "not_found", f"no report {report_id!r} in this organisation", field="report_id"
-        )
+        raise report_not_found(report_id)
     if outcome != "cancelled":
         raise ApiError(
             409, "conflict", f"report is already {outcome}; it cannot be cancelled", field="status"
@@ -606,9 +592,7 @@ async def report_file(
         await check_report_scope(conn, principal, report_id)
         rec = await report_db.fetch_report(conn, org, report_id)
     if rec is None:
-        raise ApiError(
-            404, "not_found", f"no report {report_id!r} in this organisation", field="report_id"
-        )
+        raise report_not_found(report_id)
     match = [a for a in rec.artifacts if a["format"] == fmt]
     if rec.organization_id != org or rec.status != "completed" or not match:
         raise ApiError(404, "not_found", f"report has no completed {fmt!r} file", field="format")

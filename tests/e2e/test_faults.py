@@ -19,7 +19,7 @@ import signal
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
-from datetime import UTC, date, datetime
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +40,7 @@ from stream_app.devservices import kafka
 from stream_app.devservices.workers import WorkerProcess
 from stream_app.reports.cache import cache_key
 from stream_app.schemas.base import encode_event
-from stream_app.schemas.reports import ReportRequest
+from stream_app.schemas.reports import new_report_request
 from stream_app.settings import Settings
 from stream_app.topics import DEAD_LETTER, REPORT_RESULTS, WEDDING_BOOKINGS, ensure_topics
 from tests.conftest import WorkerFactory
@@ -294,16 +294,14 @@ async def test_a_report_recorded_but_never_routed_is_sent_round_and_completed(
     await worker.wait_ready(timeout_s=120, min_partitions=4)
     await setup_org(settings, org, BOOKINGS)
     await folded(worker, settings, org, 3)
-    req = ReportRequest(
-        schema_version=1,
+    req = new_report_request(
+        org,
+        "tester",
+        "monthly_booking_summary",
+        date(2026, 1, 1),
+        date(2026, 3, 31),
+        ["csv"],
         report_id="never-routed-1",
-        organization_id=org,
-        user_id="tester",
-        report_type="monthly_booking_summary",
-        date_from=date(2026, 1, 1),
-        date_to=date(2026, 3, 31),
-        output_formats=["csv"],
-        requested_at=datetime.now(UTC),
         cache_strategy="skip",
     )
     conn = await asyncpg.connect(settings.postgres_dsn)
