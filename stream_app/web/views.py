@@ -383,6 +383,22 @@ async def check_report_scope(
         )
 
 
+async def scoped_report(
+    conn: asyncpg.Connection, principal: Principal, org: str, report_id: str
+) -> report_db.ReportRecord:
+    """Report ``report_id`` of ``org``, once :func:`check_report_scope` lets ``principal``
+    see it.
+
+    Raises:
+        ApiError: 403 naming ``venue_scope``; 404 naming ``report_id`` for an unknown report.
+    """
+    await check_report_scope(conn, principal, report_id)
+    rec = await report_db.fetch_report(conn, org, report_id)
+    if rec is None:
+        raise report_not_found(report_id)
+    return rec
+
+
 def readiness() -> str:
     """This worker's state for ``/health``: ``starting`` (not yet in its consumer group),
     ``rebalancing`` (partitions moving), ``recovering`` (restoring tables from their
@@ -516,12 +532,9 @@ async def report_status(
     principal = authenticate(request, settings.jwt_secret, org)
     pool = await get_pool(settings.postgres_dsn)
     async with pool.acquire() as conn:
-        await check_report_scope(conn, principal, report_id)
-        rec = await report_db.fetch_report(conn, org, report_id)
-        links = [] if rec is None else (await links_of_reports(conn, org, [rec.id])).get(rec.id, [])
-        delivery = None if rec is None else await delivery_summary(conn, org, rec.id)
-    if rec is None:
-        raise report_not_found(report_id)
+        rec = await scoped_report(conn, principal, org, report_id)
+        links = (await links_of_reports(conn, org, [rec.id])).get(rec.id, [])
+        delivery = await delivery_summary(conn, org, rec.id)
     return web.json_response(
         {
             "report_id": rec.id,
@@ -589,10 +602,7 @@ async def report_file(
     principal = authenticate(request, settings.jwt_secret, org)
     pool = await get_pool(settings.postgres_dsn)
     async with pool.acquire() as conn:
-        await check_report_scope(conn, principal, report_id)
-        rec = await report_db.fetch_report(conn, org, report_id)
-    if rec is None:
-        raise report_not_found(report_id)
+        rec = await scoped_report(conn, principal, org, report_id)
     match = [a for a in rec.artifacts if a["format"] == fmt]
     if rec.organization_id != org or rec.status != "completed" or not match:
         raise ApiError(404, "not_found", f"report has no completed {fmt!r} file", field="format")

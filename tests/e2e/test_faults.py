@@ -44,7 +44,7 @@ from stream_app.schemas.reports import new_report_request
 from stream_app.settings import Settings
 from stream_app.topics import DEAD_LETTER, REPORT_RESULTS, WEDDING_BOOKINGS, ensure_topics
 from tests.conftest import WorkerFactory
-from tests.e2e.helpers import auth, booking_created, download, read_topic, send
+from tests.e2e.helpers import auth, booking_created, download, read_topic, send, wait_final
 
 pytestmark = [pytest.mark.slow, pytest.mark.recovery]
 VENUES = ["hall-1", "hall-2"]
@@ -136,15 +136,7 @@ async def post_report(worker: WorkerProcess, settings: Settings, org: str, fmts:
 
 async def final(worker: WorkerProcess, settings: Settings, org: str, rid: str) -> dict[str, Any]:
     """The report's status body once final (polled for up to 120 s)."""
-    async with aiohttp.ClientSession(worker.url) as s:
-        for _ in range(480):
-            async with s.get(f"/orgs/{org}/reports/{rid}", headers=auth(settings, org)) as r:
-                if r.status == 200:
-                    body: dict[str, Any] = await r.json()
-                    if body["status"] in ("completed", "failed", "cancelled"):
-                        return body
-            await asyncio.sleep(0.25)
-    raise AssertionError(f"report {rid} not final")
+    return await wait_final(worker.url, settings, org, rid)
 
 
 def csv_revenue(data: bytes) -> Counter[tuple[str, str]]:
