@@ -55,15 +55,9 @@ def bearer(
     )
 
 
-def auth(
-    settings: Settings,
-    org: str,
-    user: str = "tester",
-    role: str = "admin",
-    venues: list[str] | None = None,
-) -> dict[str, str]:
-    """The ``Authorization`` header of :func:`bearer`."""
-    return {"Authorization": f"Bearer {bearer(settings, org, user, role, venues)}"}
+def auth(settings: Settings, org: str, user: str = "tester", **scope: Any) -> dict[str, str]:
+    """The ``Authorization`` header of :func:`bearer` (``scope``: its ``role`` and ``venues``)."""
+    return {"Authorization": f"Bearer {bearer(settings, org, user, **scope)}"}
 
 
 async def request_report_http(

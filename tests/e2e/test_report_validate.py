@@ -30,7 +30,7 @@ AT = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 def headers(
     settings: Settings, role: str = "analyst", venues: list[str] | None = None
 ) -> dict[str, str]:
-    return auth(settings, ORG, f"{role}-user", role, venues)
+    return auth(settings, ORG, f"{role}-user", role=role, venues=venues)
 
 
 @pytest.fixture(scope="module")
