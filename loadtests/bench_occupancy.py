@@ -18,41 +18,34 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import shutil
 import statistics
-import tempfile
 import time
-import uuid
 from collections import defaultdict
-from datetime import UTC, date, datetime
+from datetime import date
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 
-from stream_app.client import request_report_and_wait
+from loadtests.common import (
+    bench_request,
+    bench_worker,
+    no_table_reads,
+    render_file,
+    stack,
+    state_folder,
+    timed_reports,
+)
 from stream_app.db.history import copy_bookings
-from stream_app.db.migrate import migrate
 from stream_app.db.tenancy import fetch_organization, fetch_venues
-from stream_app.devservices import manager
-from stream_app.devservices.workers import start_worker
 from stream_app.replay import hotel
 from stream_app.replay.produce import history_rows, register_hotel_organization
 from stream_app.reports import registry
 from stream_app.reports.artifacts import ArtifactStore
-from stream_app.reports.render import RENDERERS
 from stream_app.reports.types.base import ReportContext
-from stream_app.schemas.reports import ReportRequest
 from stream_app.settings import Settings
-from stream_app.topics import ensure_topics
 
 DATE_FROM, DATE_TO = date(2015, 7, 1), date(2017, 8, 31)
 FORMATS = ["csv", "json", "excel", "pdf", "powerpoint"]
-
-
-async def _no_table_reads(*_: Any) -> Any:
-    raise AssertionError("the occupancy report reads PostgreSQL only")
 
 
 def _ms(values: list[float]) -> str:
@@ -81,34 +74,19 @@ async def in_process(s: Settings, path: Path, runs: int, out_dir: Path) -> None:
     sizes: dict[str, int] = {}
     try:
         for _ in range(runs):
-            req = ReportRequest(
-                schema_version=1,
-                report_id=uuid.uuid4().hex,
-                organization_id=hotel.ORGANIZATION_ID,
-                user_id="bench",
-                report_type="venue_occupancy",
-                date_from=DATE_FROM,
-                date_to=DATE_TO,
-                output_formats=FORMATS,
-                requested_at=datetime.now(UTC),
+            req = bench_request(
+                hotel.ORGANIZATION_ID, "venue_occupancy", DATE_FROM, DATE_TO, FORMATS
             )
-            ctx = ReportContext(req, org, venues, pool, _no_table_reads)
+            ctx = ReportContext(req, org, venues, pool, no_table_reads)
             t0 = time.perf_counter()
             table = await registry.get("venue_occupancy").build(ctx)
             t1 = time.perf_counter()
             builds.append((t1 - t0) * 1000)
             for fmt in FORMATS:
-                ext, render = RENDERERS[fmt]
                 t = time.perf_counter()
-                with store.write(
-                    req.organization_id, req.report_id, f"occ.{ext}", fmt, key=None
-                ) as (
-                    writer,
-                    out,
-                ):
-                    render(table, writer)
+                link = render_file(store, table, fmt, req.report_id, "occ")
                 renders[fmt].append((time.perf_counter() - t) * 1000)
-                sizes[fmt] = out[0].size_bytes
+                sizes[fmt] = link.size_bytes
             totals.append((time.perf_counter() - t0) * 1000)
     finally:
         await pool.close()
@@ -123,33 +101,19 @@ async def in_process(s: Settings, path: Path, runs: int, out_dir: Path) -> None:
 
 async def end_to_end(s: Settings, reports: int, state: Path) -> None:
     """Through a real worker: request → ``completed`` (history loaded; tables not needed)."""
-    worker = start_worker(
-        dev_mode=True,
-        unlimited_rates=True,
-        kafka_bootstrap=s.kafka_bootstrap,
-        postgres_dsn=s.postgres_dsn,
-        data_dir=state / "bench-worker",
-        log_path=state / "bench-worker.log",
-        artifact_dir=s.artifact_dir,
-        app_id="bench-occupancy",
-        extra_env={"WEDDING_SCHEDULING": "0"},
-    )
+    worker = bench_worker(s, state, "bench-worker", "bench-occupancy")
     try:
         await worker.wait_ready(timeout_s=180, min_partitions=4)
-        latencies = []
-        for _ in range(reports):
-            t = time.perf_counter()
-            status = await request_report_and_wait(
-                s,
-                organization_id=hotel.ORGANIZATION_ID,
-                report_type="venue_occupancy",
-                date_from=DATE_FROM,
-                date_to=DATE_TO,
-                output_formats=FORMATS,
-                user_id="bench",
-            )
-            assert status.status == "completed", status
-            latencies.append((time.perf_counter() - t) * 1000)
+        latencies = await timed_reports(
+            s,
+            reports,
+            organization_id=hotel.ORGANIZATION_ID,
+            report_type="venue_occupancy",
+            date_from=DATE_FROM,
+            date_to=DATE_TO,
+            output_formats=FORMATS,
+        )
+        latencies = [t * 1000 for t in latencies]
         print(f"  end to end, request -> completed (five formats, {reports} requests): "
               f"{_ms(latencies)}")  # fmt: skip
     finally:
@@ -157,21 +121,10 @@ async def end_to_end(s: Settings, reports: int, state: Path) -> None:
 
 
 async def run(path: Path, runs: int, reports: int, e2e: bool, state: Path) -> None:
-    services = manager.up(state)
-    try:
-        s = Settings(
-            kafka_bootstrap=services.kafka_bootstrap,
-            postgres_dsn=services.postgres_dsn,
-            artifact_dir=state / "artifacts",
-            data_dir=state / "worker-data",
-        )
-        await ensure_topics(s.kafka_bootstrap, s.topic_partitions)
-        await migrate(s.postgres_dsn)
+    async with stack(state) as s:
         await in_process(s, path, runs, state / "bench-artifacts")
         if e2e:
             await end_to_end(s, reports, state)
-    finally:
-        manager.down(state)
 
 
 def main() -> None:
@@ -181,12 +134,8 @@ def main() -> None:
     parser.add_argument("--reports", type=int, default=5)
     parser.add_argument("--no-e2e", action="store_true", help="skip the worker round trip")
     args = parser.parse_args()
-    state = Path(tempfile.gettempdir()) / f"wedding-bench-occ-{os.getpid()}"
-    state.mkdir(mode=0o755)
-    try:
+    with state_folder("wedding-bench-occ") as state:
         asyncio.run(run(Path(args.path), args.runs, args.reports, not args.no_e2e, state))
-    finally:
-        shutil.rmtree(state, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from datetime import UTC, date, datetime
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +45,7 @@ from stream_app.devservices.workers import WorkerProcess
 from stream_app.lag import wait_for_lag_zero
 from stream_app.replay.produce import replay_hotel_bookings
 from stream_app.schemas.base import decode_event, encode_event
-from stream_app.schemas.reports import ReportRequest
+from stream_app.schemas.reports import ReportRequest, new_report_request
 from stream_app.schemas.updates import ReportStatus
 from stream_app.settings import Settings
 from stream_app.topics import REPORT_REQUESTS, REPORT_RESULTS, WEDDING_BOOKINGS
@@ -88,19 +88,16 @@ def request_body(rng: random.Random) -> dict[str, Any]:
 
 
 def as_request(body: dict[str, Any], priority: str, strategy: str) -> ReportRequest:
-    return ReportRequest(
-        schema_version=1,
-        report_id=str(uuid.uuid4()),
-        organization_id=ORG,
-        user_id="bench",
-        report_type=body["report_type"],
-        date_from=date.fromisoformat(body["date_from"]),
-        date_to=date.fromisoformat(body["date_to"]),
-        output_formats=list(body["output_formats"]),
-        requested_at=datetime.now(UTC),
-        priority=priority,  # type: ignore[arg-type]
+    return new_report_request(
+        ORG,
+        "bench",
+        body["report_type"],
+        date.fromisoformat(body["date_from"]),
+        date.fromisoformat(body["date_to"]),
+        list(body["output_formats"]),
+        priority=priority,
         data_filters=body["data_filters"],
-        cache_strategy=strategy,  # type: ignore[arg-type]
+        cache_strategy=strategy,
     )
 
 

@@ -36,7 +36,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -120,7 +119,7 @@ async def child(dsn: str, fmt: str, mode: str, out_dir: Path) -> dict[str, Any]:
     from stream_app.reports.streaming import open_session
     from stream_app.reports.types import compliance
     from stream_app.reports.types.base import ReportContext
-    from stream_app.schemas.reports import ReportRequest
+    from stream_app.schemas.reports import new_report_request
 
     async def no_table_reads(*_: Any) -> dict[str, dict[str, Any]]:
         raise RuntimeError("compliance reads PostgreSQL only")
@@ -137,16 +136,8 @@ async def child(dsn: str, fmt: str, mode: str, out_dir: Path) -> dict[str, Any]:
     try:
         async with pool.acquire() as conn:
             org = await fetch_organization(conn, ORG)
-        req = ReportRequest(
-            schema_version=1,
-            report_id=str(uuid.uuid4()),
-            organization_id=ORG,
-            user_id="bench",
-            report_type="compliance",
-            date_from=FIRST_DAY,
-            date_to=FIRST_DAY + timedelta(days=DAYS - 1),
-            output_formats=[fmt],
-            requested_at=datetime.now(UTC),
+        req = new_report_request(
+            ORG, "bench", "compliance", FIRST_DAY, FIRST_DAY + timedelta(days=DAYS - 1), [fmt]
         )
         baseline = _rss_mib()
         t0 = time.perf_counter()

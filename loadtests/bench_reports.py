@@ -20,74 +20,50 @@ import argparse
 import asyncio
 import os
 import resource
-import shutil
 import statistics
-import tempfile
 import time
-import uuid
-from datetime import UTC, date, datetime
+from datetime import date
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 
-from stream_app.client import request_report_and_wait
-from stream_app.db.migrate import migrate
+from loadtests.common import (
+    bench_request,
+    bench_worker,
+    no_table_reads,
+    render_file,
+    stack,
+    state_folder,
+    timed_reports,
+)
 from stream_app.db.tenancy import fetch_organization
-from stream_app.devservices import manager
-from stream_app.devservices.workers import start_worker
 from stream_app.reports import registry
 from stream_app.reports.artifacts import ArtifactStore
 from stream_app.reports.model import ReportTable
-from stream_app.reports.render import RENDERERS
 from stream_app.reports.types.base import ReportContext
-from stream_app.schemas.reports import OUTPUT_FORMATS, ReportRequest
+from stream_app.schemas.reports import OUTPUT_FORMATS
 from stream_app.schemas.updates import ArtifactLink
 from stream_app.settings import Settings
 from stream_app.synthetic.generator import SynthConfig
 from stream_app.synthetic.load import load_synthetic
-from stream_app.topics import ensure_topics
 
 FORMATS = sorted(OUTPUT_FORMATS)
 YEAR_FROM, YEAR_TO = date(2024, 1, 1), date(2024, 12, 31)
 
 
-async def _no_table_reads(*_: Any) -> dict[str, dict[str, Any]]:
-    raise RuntimeError("photography_business reads PostgreSQL only")
-
-
 def _render_all(table: ReportTable, store: ArtifactStore, report_id: str) -> list[ArtifactLink]:
-    links: list[ArtifactLink] = []
-    for fmt in FORMATS:
-        ext, renderer = RENDERERS[fmt]
-        with store.write(table.organization_id, report_id, f"report.{ext}", fmt, key=None) as (
-            w,
-            out,
-        ):
-            renderer(table, w)
-        links.extend(out)
-    return links
+    return [render_file(store, table, fmt, report_id, "report") for fmt in FORMATS]
 
 
 async def build_and_render(
     pool: asyncpg.Pool, org_id: str, store: ArtifactStore
 ) -> tuple[float, float, list[ArtifactLink]]:
     """(build seconds, render seconds, artifacts) of one in-process report."""
-    req = ReportRequest(
-        schema_version=1,
-        report_id=str(uuid.uuid4()),
-        organization_id=org_id,
-        user_id="bench",
-        report_type="photography_business",
-        date_from=YEAR_FROM,
-        date_to=YEAR_TO,
-        output_formats=FORMATS,
-        requested_at=datetime.now(UTC),
-    )
+    req = bench_request(org_id, "photography_business", YEAR_FROM, YEAR_TO, FORMATS)
     t0 = time.perf_counter()
     async with pool.acquire() as conn:
         org = await fetch_organization(conn, org_id)
-    ctx = ReportContext(req, org, [], pool, _no_table_reads)
+    ctx = ReportContext(req, org, [], pool, no_table_reads)
     table = await registry.get("photography_business").build(ctx)
     t1 = time.perf_counter()
     links = await asyncio.to_thread(_render_all, table, store, req.report_id)
@@ -95,15 +71,13 @@ async def build_and_render(
 
 
 async def run(sizes: list[int], repeat: int, worker: bool, state: Path) -> None:
-    services = manager.up(state)
-    s = Settings(
-        kafka_bootstrap=services.kafka_bootstrap,
-        postgres_dsn=services.postgres_dsn,
-        artifact_dir=state / "artifacts",
-        data_dir=state / "worker-data",
-    )
-    await ensure_topics(s.kafka_bootstrap, s.topic_partitions)
-    await migrate(s.postgres_dsn)
+    """The benchmark on fresh services in ``state`` (:func:`loadtests.common.stack`)."""
+    async with stack(state) as s:
+        await measure(s, sizes, repeat, worker, state)
+
+
+async def measure(s: Settings, sizes: list[int], repeat: int, worker: bool, state: Path) -> None:
+    """Load each size, build and render in-process, then (``worker``) through a worker."""
     store = ArtifactStore(state / "bench-artifacts")
     pool = await asyncpg.create_pool(s.postgres_dsn, min_size=1, max_size=4)
     orgs: dict[int, str] = {}
@@ -138,36 +112,20 @@ async def run(sizes: list[int], repeat: int, worker: bool, state: Path) -> None:
         print(f"peak memory of this process: {peak:,.0f} MiB")
         if not worker:
             return
-        proc = start_worker(
-            dev_mode=True,
-            unlimited_rates=True,
-            kafka_bootstrap=s.kafka_bootstrap,
-            postgres_dsn=s.postgres_dsn,
-            data_dir=state / "bench-worker",
-            log_path=state / "bench-worker.log",
-            artifact_dir=s.artifact_dir,
-            app_id="bench-reports",
-            extra_env={"WEDDING_SCHEDULING": "0"},
-        )
+        proc = bench_worker(s, state, "bench-worker", "bench-reports")
         try:
             await proc.wait_ready(timeout_s=120, min_partitions=4)
             for size in sizes:
-                latencies = []
-                for _ in range(repeat):
-                    t = time.perf_counter()
-                    status = await request_report_and_wait(
-                        s,
-                        organization_id=orgs[size],
-                        report_type="photography_business",
-                        date_from=YEAR_FROM,
-                        date_to=YEAR_TO,
-                        output_formats=FORMATS,
-                        user_id="bench",
-                        timeout_s=300,
-                    )
-                    if status.status != "completed":
-                        raise RuntimeError(f"report ended {status.status}: {status.error}")
-                    latencies.append(time.perf_counter() - t)
+                latencies = await timed_reports(
+                    s,
+                    repeat,
+                    organization_id=orgs[size],
+                    report_type="photography_business",
+                    date_from=YEAR_FROM,
+                    date_to=YEAR_TO,
+                    output_formats=FORMATS,
+                    timeout_s=300,
+                )
                 print(
                     f"  through a worker ({size:,} weddings): request -> completed, all 5 "
                     f"formats: median {statistics.median(latencies):.2f} s, "
@@ -187,14 +145,9 @@ def main() -> None:
     p.add_argument("--no-worker", action="store_true", help="skip the path through a worker")
     args = p.parse_args()
     sizes = [int(x) for x in args.sizes.split(",")]
-    state = Path(tempfile.mkdtemp(prefix="bench-reports-"))
-    state.chmod(0o755)  # the postgres user must reach it
-    try:
+    keep = bool(os.environ.get("BENCH_KEEP_STATE"))
+    with state_folder("bench-reports", keep=keep) as state:
         asyncio.run(run(sizes, args.repeat, not args.no_worker, state))
-    finally:
-        manager.down(state)
-        if not os.environ.get("BENCH_KEEP_STATE"):
-            shutil.rmtree(state, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -23,10 +23,9 @@ import os
 import shutil
 import tempfile
 import time
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from datetime import UTC, date, datetime
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +39,7 @@ from stream_app.devservices.workers import WorkerProcess, start_worker
 from stream_app.reports.artifacts import ArtifactStore
 from stream_app.reports.model import ReportTable
 from stream_app.reports.render import RENDERERS
-from stream_app.schemas.reports import ReportRequest
+from stream_app.schemas.reports import ReportRequest, new_report_request
 from stream_app.schemas.updates import ArtifactLink
 from stream_app.settings import Settings, load_settings
 from stream_app.topics import ensure_topics
@@ -169,17 +168,7 @@ def bench_request(
     organization_id: str, report_type: str, date_from: date, date_to: date, formats: list[str]
 ) -> ReportRequest:
     """A report request of the benchmark user with a fresh id, requested now."""
-    return ReportRequest(
-        schema_version=1,
-        report_id=str(uuid.uuid4()),
-        organization_id=organization_id,
-        user_id=BENCH_USER,
-        report_type=report_type,
-        date_from=date_from,
-        date_to=date_to,
-        output_formats=formats,
-        requested_at=datetime.now(UTC),
-    )
+    return new_report_request(organization_id, BENCH_USER, report_type, date_from, date_to, formats)
 
 
 async def no_table_reads(*_: Any) -> dict[str, dict[str, Any]]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from datetime import UTC, date, datetime
+from datetime import date
 from typing import Any, Literal
 
 import asyncpg
@@ -17,7 +17,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from stream_app.reports.cancelling import cancel_in_db
 from stream_app.schemas.base import decode_event, encode_event
 from stream_app.schemas.ids import check_id
-from stream_app.schemas.reports import ReportRequest
+from stream_app.schemas.reports import new_report_request
 from stream_app.schemas.updates import ReportStatus
 from stream_app.settings import Settings
 from stream_app.topics import REALTIME_METRICS_UPDATES, REPORT_REQUESTS, REPORT_RESULTS
@@ -50,16 +50,14 @@ async def request_report_and_wait(
         msgspec.ValidationError / ValueError: the request is invalid (raised before sending).
         TimeoutError: no final status within ``timeout_s`` seconds.
     """
-    req = ReportRequest(
-        schema_version=1,
+    req = new_report_request(
+        organization_id,
+        user_id,
+        report_type,
+        date_from,
+        date_to,
+        output_formats,
         report_id=check_id("report_id", report_id or str(uuid.uuid4())),
-        organization_id=organization_id,
-        user_id=user_id,
-        report_type=report_type,
-        date_from=date_from,
-        date_to=date_to,
-        output_formats=output_formats,
-        requested_at=datetime.now(UTC),
         priority=priority,
         cache_strategy=cache_strategy,
         data_filters=data_filters or {},

@@ -8,6 +8,7 @@ so that a partition never mixes data a tenant may see with a query path that for
 from __future__ import annotations
 
 import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -147,6 +148,22 @@ def message_key(organization_id: str, entity_id: str) -> bytes:
     return f"{organization_id}/{entity_id}".encode()
 
 
+@contextlib.asynccontextmanager
+async def _admin(bootstrap: str) -> AsyncIterator[tuple[AIOKafkaAdminClient, set[str]]]:
+    """A started admin client of ``bootstrap`` and the names of the topics that exist now;
+    the client is closed at the end.
+
+    Raises:
+        aiokafka.errors.KafkaError: the broker could not be reached.
+    """
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        yield admin, set(await admin.list_topics())
+    finally:
+        await admin.close()
+
+
 async def ensure_topics(
     bootstrap: str, partitions: int, retention_ms: int = DEFAULT_INPUT_RETENTION_MS
 ) -> list[str]:
@@ -156,10 +173,7 @@ async def ensure_topics(
     Raises:
         aiokafka.errors.KafkaError: the broker could not be reached or refused the request.
     """
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        existing = set(await admin.list_topics())
+    async with _admin(bootstrap) as (admin, existing):
         specs = topic_specs(partitions, retention_ms)
         configured = {s.name: dict(s.configs) for s in specs if s.configs and s.name in existing}
         if configured:
@@ -181,8 +195,6 @@ async def ensure_topics(
                 ]
             )
         return [s.name for s in wanted]
-    finally:
-        await admin.close()
 
 
 async def _alter_topic_configs(
@@ -214,16 +226,11 @@ async def set_topic_configs(bootstrap: str, configs: dict[str, dict[str, str]]) 
     Raises:
         aiokafka.errors.KafkaError: the broker could not be reached or refused the request.
     """
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        existing = set(await admin.list_topics())
+    async with _admin(bootstrap) as (admin, existing):
         present = {n: c for n, c in configs.items() if n in existing}
         if present:
             await _alter_topic_configs(admin, present)
         return sorted(present)
-    finally:
-        await admin.close()
 
 
 async def prepare_topics(settings: Settings) -> list[str]:

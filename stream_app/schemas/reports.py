@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import date
+import uuid
+from datetime import UTC, date, datetime
 from typing import Any, Literal
 
 import msgspec
@@ -123,6 +124,42 @@ class ReportRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
             raise ValueError(
                 f"$.delivery.method: {str(method)[:80]!r} is not one of {sorted(DELIVERY_METHODS)}"
             )
+
+
+def new_report_request(
+    organization_id: str,
+    user_id: str,
+    report_type: str,
+    date_from: date,
+    date_to: date,
+    output_formats: list[str],
+    **options: Any,
+) -> ReportRequest:
+    """A version-1 :class:`ReportRequest` with a fresh report id (a UUID4), requested now (UTC).
+
+    Args:
+        options: the request's other fields (``report_id`` or ``requested_at`` to choose them,
+            ``priority``, ``data_filters``, ``cache_strategy``, ``configuration``,
+            ``delivery``).
+
+    Raises:
+        ValueError / msgspec.ValidationError: a field is invalid (:class:`ReportRequest`).
+    """
+    fields: dict[str, Any] = {
+        "report_id": str(uuid.uuid4()),
+        "requested_at": datetime.now(UTC),
+        **options,
+    }
+    return ReportRequest(
+        schema_version=1,
+        organization_id=organization_id,
+        user_id=user_id,
+        report_type=report_type,
+        date_from=date_from,
+        date_to=date_to,
+        output_formats=output_formats,
+        **fields,
+    )
 
 
 def check_configuration(report_type: str, configuration: dict[str, Any]) -> None:

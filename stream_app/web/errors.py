@@ -33,6 +33,13 @@ class ApiError(WeddingError):
         return web.json_response({"error": body}, status=self.status)
 
 
+def report_not_found(report_id: str) -> ApiError:
+    """404 ``not_found`` naming ``report_id``: the path's organisation has no such report."""
+    return ApiError(
+        404, "not_found", f"no report {report_id!r} in this organisation", field="report_id"
+    )
+
+
 def api_error_of(exc: QueryUnavailableError) -> ApiError:
     """The HTTP answer to a table read nobody can answer right now: 503 with its code."""
     return ApiError(503, exc.code, exc.reason)

@@ -55,7 +55,8 @@ from stream_app.schedules.model import RecipientFilter, Schedule, ScheduleValida
 from stream_app.web.artifact_download import open_for_download, stream_artifact
 from stream_app.web.auth import Principal, authenticate
 from stream_app.web.delivery_targets import convert_field, public_target, target_from_json
-from stream_app.web.errors import ApiError
+from stream_app.web.errors import ApiError, report_not_found
+from stream_app.web.inputs import require_query
 from stream_app.web.permissions import PUBLIC, Permission
 from stream_app.web.views import media_type, page
 
@@ -283,13 +284,9 @@ async def preview_fire_times(self: Any, request: web.Request, org: str) -> web.S
     """Next fire times (UTC) of a cron expression in a zone, without storing anything."""
     authenticate(request, settings.jwt_secret, org)
     q = request.query
-    if "cron" not in q or "time_zone" not in q:
-        raise ApiError(
-            400,
-            "missing_field",
-            "query parameters cron and time_zone are required",
-            field="cron" if "cron" not in q else "time_zone",
-        )
+    require_query(
+        request, ("cron", "time_zone"), "query parameters cron and time_zone are required"
+    )
     try:
         count = int(q.get("count", "5"))
     except ValueError:
@@ -485,9 +482,7 @@ async def revoke_report_links(
     pool = await get_pool(settings.postgres_dsn)
     async with pool.acquire() as conn, tenant_transaction(conn, org):
         if await report_db.fetch_report(conn, org, report_id) is None:
-            raise ApiError(
-                404, "not_found", f"no report {report_id!r} in this organisation", field="report_id"
-            )
+            raise report_not_found(report_id)
         revoked_at = await revoke(conn, org, "report", report_id, actor=principal.user_id)
         await audit(conn, org, principal.user_id, "links.revoked", report_id, {"scope": "report"})
     return web.json_response(

@@ -76,9 +76,9 @@ from stream_app.web.dependencies import (
     dependency_of,
     kafka_call,
 )
-from stream_app.web.errors import ApiError, api_error_of
+from stream_app.web.errors import ApiError, api_error_of, report_not_found
 from stream_app.web.guard import RouteSpec, check_priority, scoped_venues
-from stream_app.web.inputs import allow_query
+from stream_app.web.inputs import allow_query, json_object, require_query
 from stream_app.web.permissions import PUBLIC, UNDECLARED, Permission, RouteAccess, allowed
 from stream_app.web.refusals import REFUSED_STATUSES, Refusal, note_refusal, token_subject
 
@@ -384,6 +384,22 @@ async def check_report_scope(
         )
 
 
+async def scoped_report(
+    conn: asyncpg.Connection, principal: Principal, org: str, report_id: str
+) -> report_db.ReportRecord:
+    """Report ``report_id`` of ``org``, once :func:`check_report_scope` lets ``principal``
+    see it.
+
+    Raises:
+        ApiError: 403 naming ``venue_scope``; 404 naming ``report_id`` for an unknown report.
+    """
+    await check_report_scope(conn, principal, report_id)
+    rec = await report_db.fetch_report(conn, org, report_id)
+    if rec is None:
+        raise report_not_found(report_id)
+    return rec
+
+
 def readiness() -> str:
     """This worker's state for ``/health``: ``starting`` (not yet in its consumer group),
     ``rebalancing`` (partitions moving), ``recovering`` (restoring tables from their
@@ -442,13 +458,7 @@ async def venue_metrics(
     allow_query(request, PERIOD_QUERY)
     q = request.query
     grain = q.get("grain", "month")
-    if "from" not in q or "to" not in q:
-        raise ApiError(
-            400,
-            "missing_field",
-            "query parameters 'from' and 'to' are required",
-            field="from" if "from" not in q else "to",
-        )
+    require_query(request, ("from", "to"), "query parameters 'from' and 'to' are required")
     periods = period_labels(grain, q["from"], q["to"])
     owner = owner_url(org, venue)
     if owner is not None:
@@ -494,12 +504,7 @@ async def check_venue_filter(pool: asyncpg.Pool, org: str, req: ReportRequest) -
 async def request_report(self: Any, request: web.Request, org: str) -> web.StreamResponse:
     """Accept a report request (:mod:`stream_app.reports.accept`), answer 202."""
     principal = authenticate(request, settings.jwt_secret, org)
-    try:
-        body = orjson.loads(await request.read())
-    except orjson.JSONDecodeError as exc:
-        raise ApiError(400, "invalid_json", f"body is not JSON: {exc}", field="$") from None
-    if not isinstance(body, dict):
-        raise ApiError(400, "invalid_field", "body must be a JSON object", field="$")
+    body = json_object(await request.read())
     for forbidden in ("organization_id", "user_id", "schema_version", "requested_at"):
         if forbidden in body:
             raise ApiError(
@@ -558,19 +563,10 @@ async def report_status(
     principal = authenticate(request, settings.jwt_secret, org)
     pool = await get_pool(settings.postgres_dsn)
     async with pool.acquire() as conn:
-        await check_report_scope(conn, principal, report_id)
-        rec = await report_db.fetch_report(conn, org, report_id)
-        links = [] if rec is None else (await links_of_reports(conn, org, [rec.id])).get(rec.id, [])
-        delivery = (
-            None
-            if rec is None
-            else await delivery_summary(  # targets: only to who may read the delivery log
-                conn, org, rec.id, show_targets=allowed(principal.role, Permission.DELIVERIES_READ)
-            )
-        )
-    if rec is None:
-        raise ApiError(
-            404, "not_found", f"no report {report_id!r} in this organisation", field="report_id"
+        rec = await scoped_report(conn, principal, org, report_id)
+        links = (await links_of_reports(conn, org, [rec.id])).get(rec.id, [])
+        delivery = await delivery_summary(  # targets: only to who may read the delivery log
+            conn, org, rec.id, show_targets=allowed(principal.role, Permission.DELIVERIES_READ)
         )
     return web.json_response(
         {
@@ -618,9 +614,7 @@ async def report_cancel(
         cancel_report(org, report_id, actor=principal.user_id), "the cancellation's status"
     )
     if outcome is None:
-        raise ApiError(
-            404, "not_found", f"no report {report_id!r} in this organisation", field="report_id"
-        )
+        raise report_not_found(report_id)
     if outcome != "cancelled":
         raise ApiError(
             409, "conflict", f"report is already {outcome}; it cannot be cancelled", field="status"
@@ -641,12 +635,7 @@ async def report_file(
     principal = authenticate(request, settings.jwt_secret, org)
     pool = await get_pool(settings.postgres_dsn)
     async with pool.acquire() as conn:
-        await check_report_scope(conn, principal, report_id)
-        rec = await report_db.fetch_report(conn, org, report_id)
-    if rec is None:
-        raise ApiError(
-            404, "not_found", f"no report {report_id!r} in this organisation", field="report_id"
-        )
+        rec = await scoped_report(conn, principal, org, report_id)
     match = [a for a in rec.artifacts if a["format"] == fmt]
     if rec.organization_id != org or rec.status != "completed" or not match:
         raise ApiError(404, "not_found", f"report has no completed {fmt!r} file", field="format")

@@ -155,43 +155,50 @@ async def tamper(owner: asyncpg.Connection, sql: str, *args: Any) -> None:
         await owner.execute(sql, *args)
 
 
-async def test_an_edited_row_is_named(settings: Settings, owner: asyncpg.Connection) -> None:
-    org = new_org("edit")
+async def six_row_chain(
+    settings: Settings, owner: asyncpg.Connection, prefix: str
+) -> tuple[str, list[asyncpg.Record]]:
+    """A new organisation with six audit rows; (its id, its chain rows in order)."""
+    org = new_org(prefix)
     await append(settings.postgres_dsn, org, 6)
-    rows = await chain_rows(owner, org)
+    return org, await chain_rows(owner, org)
+
+
+async def broken_chain_output(settings: Settings, org: str) -> str:
+    """The output of ``audit verify`` for ``org``, checked to have exited 1 (chain broken)."""
+    code, out = await run_verify(settings, org)
+    assert code == 1, out
+    return out
+
+
+async def test_an_edited_row_is_named(settings: Settings, owner: asyncpg.Connection) -> None:
+    org, rows = await six_row_chain(settings, owner, "edit")
     third = rows[2]
     await tamper(
         owner,
         "UPDATE audit_log SET details = '{\"i\": 99}'::jsonb WHERE id = $1",
         third["id"],
     )
-    code, out = await run_verify(settings, org)
-    assert code == 1
+    out = await broken_chain_output(settings, org)
     assert f"{org}: chain BROKEN at seq 3 (id {third['id']}): edited:" in out, out
     assert "2 rows before it are intact" in out
 
 
 async def test_a_deleted_row_is_named(settings: Settings, owner: asyncpg.Connection) -> None:
-    org = new_org("delete")
-    await append(settings.postgres_dsn, org, 6)
-    rows = await chain_rows(owner, org)
+    org, rows = await six_row_chain(settings, owner, "delete")
     await tamper(owner, "DELETE FROM audit_log WHERE id = $1", rows[3]["id"])
-    code, out = await run_verify(settings, org)
-    assert code == 1
+    out = await broken_chain_output(settings, org)
     assert f"{org}: chain BROKEN at seq 5 (id {rows[4]['id']}): deleted:" in out, out
     assert "seq 4 missing before this row" in out
 
 
 async def test_swapped_rows_are_named(settings: Settings, owner: asyncpg.Connection) -> None:
-    org = new_org("swap")
-    await append(settings.postgres_dsn, org, 6)
-    rows = await chain_rows(owner, org)
+    org, rows = await six_row_chain(settings, owner, "swap")
     a, b = rows[1], rows[2]  # seq 2 and 3
     await tamper(owner, "UPDATE audit_log SET seq = 1000 WHERE id = $1", a["id"])
     await tamper(owner, "UPDATE audit_log SET seq = 2 WHERE id = $1", b["id"])
     await tamper(owner, "UPDATE audit_log SET seq = 3 WHERE id = $1", a["id"])
-    code, out = await run_verify(settings, org)
-    assert code == 1
+    out = await broken_chain_output(settings, org)
     # the row now at seq 2 is the old seq 3: its prev_hash does not follow seq 1
     assert f"{org}: chain BROKEN at seq 2 (id {b['id']}): reordered:" in out, out
 

@@ -37,28 +37,60 @@ def expected_monthly_from_csv(path: Path) -> dict[tuple[str, str], tuple[int, in
     return {k: (v[0], v[1], v[2]) for k, v in out.items()}
 
 
-def auth(settings: Settings, org: str, user: str = "tester") -> dict[str, str]:
-    token = issue_token(settings.jwt_secret, user_id=user, organization_id=org, ttl_seconds=600)
-    return {"Authorization": f"Bearer {token}"}
+def bearer(
+    settings: Settings,
+    org: str,
+    user: str = "tester",
+    role: str = "admin",
+    venues: list[str] | None = None,
+) -> str:
+    """A 10-minute token of ``user`` in ``org`` with ``role`` (scoped to ``venues`` if given)."""
+    return issue_token(
+        settings.jwt_secret,
+        user_id=user,
+        organization_id=org,
+        ttl_seconds=600,
+        role=role,
+        venues=venues,
+    )
+
+
+def auth(settings: Settings, org: str, user: str = "tester", **scope: Any) -> dict[str, str]:
+    """The ``Authorization`` header of :func:`bearer` (``scope``: its ``role`` and ``venues``)."""
+    return {"Authorization": f"Bearer {bearer(settings, org, user, **scope)}"}
 
 
 async def request_report_http(
     base_url: str, settings: Settings, org: str, body: dict[str, Any], timeout_s: float = 120
 ) -> dict[str, Any]:
     """POST a report request, then poll its status until it is final; return the status body."""
+    async with (
+        aiohttp.ClientSession(base_url) as s,
+        s.post(f"/orgs/{org}/reports", json=body, headers=auth(settings, org)) as r,
+    ):
+        assert r.status == 202, await r.text()
+        accepted = await r.json()
+    return await wait_final(base_url, settings, org, accepted["report_id"], timeout_s)
+
+
+async def wait_final(
+    base_url: str, settings: Settings, org: str, report_id: str, timeout_s: float = 120
+) -> dict[str, Any]:
+    """Poll ``GET /orgs/{org}/reports/{report_id}`` until the status is final; its body.
+
+    Raises:
+        TimeoutError: not final within ``timeout_s`` seconds.
+    """
+    deadline = time.monotonic() + timeout_s
     async with aiohttp.ClientSession(base_url) as s:
-        async with s.post(f"/orgs/{org}/reports", json=body, headers=auth(settings, org)) as r:
-            assert r.status == 202, await r.text()
-            accepted = await r.json()
-        deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            async with s.get(accepted["status_url"], headers=auth(settings, org)) as r:
+            async with s.get(f"/orgs/{org}/reports/{report_id}", headers=auth(settings, org)) as r:
                 if r.status == 200:
                     status: dict[str, Any] = await r.json()
                     if status["status"] in ("completed", "failed", "cancelled"):
                         return status
-            await asyncio.sleep(0.3)
-    raise TimeoutError(f"report {accepted['report_id']} not final in {timeout_s} s")
+            await asyncio.sleep(0.25)
+    raise TimeoutError(f"report {report_id} not final in {timeout_s} s")
 
 
 async def venue_periods(

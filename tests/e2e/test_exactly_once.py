@@ -179,16 +179,25 @@ def persisted_offsets(table_dir: Path) -> dict[str, int]:
     return out
 
 
+async def one_worker_part_way(
+    settings: Settings, worker_factory: WorkerFactory, org: str, group: str, name: str, seed: int
+) -> tuple[WorkerProcess, Totals]:
+    """Start worker ``name`` alone in ``group``, produce 12,000 booking events of ``org``
+    (``seed``) and return once part of them is folded: (the worker, the expected totals)."""
+    worker = worker_factory.start(group, name, **ENV)
+    await worker.wait_ready(timeout_s=120, min_partitions=4)
+    messages, expected = make_events(org, 12_000, seed=seed)
+    await produce(settings.kafka_bootstrap, messages)
+    await wait_until_partly_done(settings.kafka_bootstrap, group, len(messages))
+    return worker, expected
+
+
 @pytest.mark.usefixtures("own_workers")
 async def test_sigkill_mid_stream_then_recovery_from_the_changelog(
     settings: Settings, worker_factory: WorkerFactory, state_dir: Path
 ) -> None:
     org, group = "crash-org", "wedding-crash-tests"
-    first = worker_factory.start(group, "first", **ENV)
-    await first.wait_ready(timeout_s=120, min_partitions=4)
-    messages, expected = make_events(org, 12_000, seed=7)
-    await produce(settings.kafka_bootstrap, messages)
-    await wait_until_partly_done(settings.kafka_bootstrap, group, len(messages))
+    first, expected = await one_worker_part_way(settings, worker_factory, org, group, "first", 7)
     assert first.kill() == -9
     tables = state_dir / "workers" / group / "first" / "v1" / "tables"
     # the killed worker's local state is a prefix of its changelog, with the changelog offset
@@ -207,11 +216,7 @@ async def test_rebalance_from_one_worker_to_two(
     settings: Settings, worker_factory: WorkerFactory
 ) -> None:
     org, group = "rebalance-org", "wedding-rebalance-tests"
-    one = worker_factory.start(group, "one", **ENV)
-    await one.wait_ready(timeout_s=120, min_partitions=4)
-    messages, expected = make_events(org, 12_000, seed=11)
-    await produce(settings.kafka_bootstrap, messages)
-    await wait_until_partly_done(settings.kafka_bootstrap, group, len(messages))
+    one, expected = await one_worker_part_way(settings, worker_factory, org, group, "one", 11)
     two = worker_factory.start(group, "two", **ENV)
     await two.wait_ready(timeout_s=120)
     try:

@@ -19,7 +19,7 @@ import signal
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
-from datetime import UTC, date, datetime
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -40,11 +40,11 @@ from stream_app.devservices import kafka
 from stream_app.devservices.workers import WorkerProcess
 from stream_app.reports.cache import cache_key
 from stream_app.schemas.base import encode_event
-from stream_app.schemas.reports import ReportRequest
+from stream_app.schemas.reports import new_report_request
 from stream_app.settings import Settings
 from stream_app.topics import DEAD_LETTER, REPORT_RESULTS, WEDDING_BOOKINGS, ensure_topics
 from tests.conftest import WorkerFactory
-from tests.e2e.helpers import auth, booking_created, download, read_topic, send
+from tests.e2e.helpers import auth, booking_created, download, read_topic, send, wait_final
 
 pytestmark = [pytest.mark.slow, pytest.mark.recovery]
 VENUES = ["hall-1", "hall-2"]
@@ -136,15 +136,7 @@ async def post_report(worker: WorkerProcess, settings: Settings, org: str, fmts:
 
 async def final(worker: WorkerProcess, settings: Settings, org: str, rid: str) -> dict[str, Any]:
     """The report's status body once final (polled for up to 120 s)."""
-    async with aiohttp.ClientSession(worker.url) as s:
-        for _ in range(480):
-            async with s.get(f"/orgs/{org}/reports/{rid}", headers=auth(settings, org)) as r:
-                if r.status == 200:
-                    body: dict[str, Any] = await r.json()
-                    if body["status"] in ("completed", "failed", "cancelled"):
-                        return body
-            await asyncio.sleep(0.25)
-    raise AssertionError(f"report {rid} not final")
+    return await wait_final(worker.url, settings, org, rid)
 
 
 def csv_revenue(data: bytes) -> Counter[tuple[str, str]]:
@@ -294,16 +286,14 @@ async def test_a_report_recorded_but_never_routed_is_sent_round_and_completed(
     await worker.wait_ready(timeout_s=120, min_partitions=4)
     await setup_org(settings, org, BOOKINGS)
     await folded(worker, settings, org, 3)
-    req = ReportRequest(
-        schema_version=1,
+    req = new_report_request(
+        org,
+        "tester",
+        "monthly_booking_summary",
+        date(2026, 1, 1),
+        date(2026, 3, 31),
+        ["csv"],
         report_id="never-routed-1",
-        organization_id=org,
-        user_id="tester",
-        report_type="monthly_booking_summary",
-        date_from=date(2026, 1, 1),
-        date_to=date(2026, 3, 31),
-        output_formats=["csv"],
-        requested_at=datetime.now(UTC),
         cache_strategy="skip",
     )
     conn = await asyncpg.connect(settings.postgres_dsn)

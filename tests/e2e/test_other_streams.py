@@ -134,24 +134,17 @@ async def test_three_streams_fold_dead_letter_and_read_back(
         assert headers["dlq.source.topic"] == topic.encode()
         assert headers["dlq.field"] == field.encode()
 
+    months = {"from": "2026-03", "to": "2026-04"}
     async with aiohttp.ClientSession(main_worker.url) as s:
-        async with s.get(
-            f"/orgs/{ORG}/bookings/bk1/payments",
-            params={"from": "2026-03", "to": "2026-04"},
-            headers=auth(settings, ORG),
-        ) as r:
-            assert r.status == 200, await r.text()
-            payments = await r.json()
-        async with s.get(f"/orgs/{ORG}/clients/c1/interactions", headers=auth(settings, ORG)) as r:
-            assert r.status == 200, await r.text()
-            client = await r.json()
-        async with s.get(
-            f"/orgs/{ORG}/suppliers/sup1/activity",
-            params={"from": "2026-03", "to": "2026-04"},
-            headers=auth(settings, ORG),
-        ) as r:
-            assert r.status == 200, await r.text()
-            supplier = await r.json()
+
+        async def get_ok(path: str, params: dict[str, str] | None = None) -> Any:
+            async with s.get(path, params=params, headers=auth(settings, ORG)) as r:
+                assert r.status == 200, await r.text()
+                return await r.json()
+
+        payments = await get_ok(f"/orgs/{ORG}/bookings/bk1/payments", months)
+        client = await get_ok(f"/orgs/{ORG}/clients/c1/interactions")
+        supplier = await get_ok(f"/orgs/{ORG}/suppliers/sup1/activity", months)
         async with s.get(
             f"/orgs/{ORG}/clients/c1/interactions", headers=auth(settings, "other")
         ) as r:

@@ -62,6 +62,18 @@ async def new_org(settings: Settings, prefix: str, zone: str = "Europe/Lisbon") 
     return org
 
 
+async def add_payment(settings: Settings, org: str, amount_minor: int) -> None:
+    """Insert payment ``p1`` of booking ``b1`` (EUR, 21 January 2026) straight into PostgreSQL."""
+    await sql(
+        settings,
+        "INSERT INTO payments (organization_id, id, booking_id, kind, amount_minor, currency,"
+        " occurred_at) VALUES ($1, 'p1', 'b1', 'payment', $2, 'EUR', $3)",
+        org,
+        amount_minor,
+        datetime(2026, 1, 21, 9, 0, tzinfo=UTC),
+    )
+
+
 async def report_json(
     worker: WorkerProcess, settings: Settings, org: str, body: dict[str, Any]
 ) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -94,13 +106,7 @@ async def test_a_payment_inserted_in_postgresql_shows_in_the_next_report(
     assert first["cache"]["level"] == "miss"
     assert eur_paid(doc) == Decimal("0")
 
-    await sql(
-        settings,
-        "INSERT INTO payments (organization_id, id, booking_id, kind, amount_minor, currency,"
-        " occurred_at) VALUES ($1, 'p1', 'b1', 'payment', 25050, 'EUR', $2)",
-        org,
-        datetime(2026, 1, 21, 9, 0, tzinfo=UTC),
-    )
+    await add_payment(settings, org, 25050)
     second, doc = await report_json(main_worker, settings, org, COMPLIANCE)
     assert second["cache"]["level"] == "miss", second["cache"]
     assert second["cache"]["key"] == first["cache"]["key"]  # same request, new inputs
@@ -166,13 +172,7 @@ async def test_an_edit_in_one_organisation_leaves_the_others_cache_alone(
     first_edited, _ = await report_json(main_worker, settings, edited, COMPLIANCE)
     first_other, _ = await report_json(main_worker, settings, other, COMPLIANCE)
 
-    await sql(
-        settings,
-        "INSERT INTO payments (organization_id, id, booking_id, kind, amount_minor, currency,"
-        " occurred_at) VALUES ($1, 'p1', 'b1', 'payment', 10000, 'EUR', $2)",
-        edited,
-        datetime(2026, 1, 21, 9, 0, tzinfo=UTC),
-    )
+    await add_payment(settings, edited, 10000)
     again_other, doc = await report_json(main_worker, settings, other, COMPLIANCE)
     assert again_other["cache"]["level"] == "l1", again_other["cache"]
     assert again_other["cache"]["source_report_id"] == first_other["report_id"]

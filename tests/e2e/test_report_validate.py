@@ -20,8 +20,7 @@ import pytest
 from stream_app.db.tenancy import Organization, Venue, upsert_organization, upsert_venue
 from stream_app.devservices.workers import WorkerProcess
 from stream_app.settings import Settings
-from stream_app.web.auth import issue_token
-from tests.e2e.helpers import download, request_report_http
+from tests.e2e.helpers import auth, download, request_report_http
 
 ORG = f"validate-{uuid.uuid4().hex[:6]}"
 RANGE = {"date_from": "2026-03-01", "date_to": "2026-03-31"}
@@ -31,15 +30,7 @@ AT = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 def headers(
     settings: Settings, role: str = "analyst", venues: list[str] | None = None
 ) -> dict[str, str]:
-    token = issue_token(
-        settings.jwt_secret,
-        user_id=f"{role}-user",
-        organization_id=ORG,
-        ttl_seconds=600,
-        role=role,
-        venues=venues,
-    )
-    return {"Authorization": f"Bearer {token}"}
+    return auth(settings, ORG, f"{role}-user", role=role, venues=venues)
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,7 @@ from stream_app.db.tenancy import Organization, Venue, upsert_organization, upse
 from stream_app.devservices.workers import WorkerProcess
 from stream_app.settings import Settings
 from stream_app.web.auth import issue_token
+from tests.e2e.helpers import bearer
 
 ORG, OTHER = "roles-a", "roles-b"
 
@@ -105,14 +106,7 @@ def router_routes() -> list[tuple[str, str, str | None, bool]]:
 
 
 def token(settings: Settings, role: str, org: str = ORG, venues: list[str] | None = None) -> str:
-    return issue_token(
-        settings.jwt_secret,
-        user_id=f"{role}-user",
-        organization_id=org,
-        ttl_seconds=600,
-        role=role,
-        venues=venues,
-    )
+    return bearer(settings, org, f"{role}-user", role, venues)
 
 
 async def call(

@@ -440,32 +440,24 @@ async def test_a_run_whose_report_never_completes_is_failed_with_the_cause(
     lost = f"sched-{os.urandom(16).hex()}"
     fresh = f"sched-{os.urandom(16).hex()}"
     now = datetime.now(UTC)
-    rows = await pg(
-        settings,
-        "INSERT INTO schedule_runs (schedule_id, organization_id, fire_time, missed_from,"
-        " claimed_at, claimed_by, status, date_from, date_to, report_ids, reports,"
-        " submitted_at) VALUES ('lost-run', $1, $2, $2, $2, 'test', 'submitted',"
-        " '2026-01-01', '2026-01-31', $3, $4::jsonb, $5) RETURNING id",
-        B,
-        now - timedelta(hours=1),
-        [lost],
-        orjson.dumps([{"report_id": lost, "recipients": [], "filters": []}]).decode(),
-        now - timedelta(hours=1),
-    )
-    stale_id = rows[0]["id"]
-    rows = await pg(
-        settings,
-        "INSERT INTO schedule_runs (schedule_id, organization_id, fire_time, missed_from,"
-        " claimed_at, claimed_by, status, date_from, date_to, report_ids, reports,"
-        " submitted_at) VALUES ('lost-run', $1, $2, $2, $2, 'test', 'submitted',"
-        " '2026-01-01', '2026-01-31', $3, $4::jsonb, $5) RETURNING id",
-        B,
-        now,
-        [fresh],
-        orjson.dumps([{"report_id": fresh, "recipients": [], "filters": []}]).decode(),
-        now,
-    )
-    fresh_id = rows[0]["id"]
+
+    async def submitted_run(report_id: str, at: datetime) -> int:
+        """A run of ``lost-run`` submitted at ``at`` whose one report is ``report_id``."""
+        rows = await pg(
+            settings,
+            "INSERT INTO schedule_runs (schedule_id, organization_id, fire_time, missed_from,"
+            " claimed_at, claimed_by, status, date_from, date_to, report_ids, reports,"
+            " submitted_at) VALUES ('lost-run', $1, $2, $2, $2, 'test', 'submitted',"
+            " '2026-01-01', '2026-01-31', $3, $4::jsonb, $2) RETURNING id",
+            B,
+            at,
+            [report_id],
+            orjson.dumps([{"report_id": report_id, "recipients": [], "filters": []}]).decode(),
+        )
+        return int(rows[0]["id"])
+
+    stale_id = await submitted_run(lost, now - timedelta(hours=1))
+    fresh_id = await submitted_run(fresh, now)
 
     async def failed() -> bool:
         got = await pg(settings, "SELECT status FROM schedule_runs WHERE id = $1", stale_id)

@@ -33,7 +33,7 @@ from stream_app.schedules.model import Schedule
 from stream_app.schedules.runner import run_scheduler_tick
 from stream_app.schedules.store import create_schedule
 from stream_app.schemas.base import encode_event
-from stream_app.schemas.reports import ReportRequest
+from stream_app.schemas.reports import ReportRequest, new_report_request
 from stream_app.settings import Settings
 from stream_app.topics import REPORT_LANES, REPORT_REQUESTS, REPORT_RESULTS
 from tests.e2e.helpers import auth, read_topic, request_report_http
@@ -94,16 +94,14 @@ async def test_http_request_is_recorded_and_audited_once(
 async def test_kafka_request_is_recorded_and_audited_once(
     settings: Settings, main_worker: WorkerProcess, pool: asyncpg.Pool
 ) -> None:
-    req = ReportRequest(
-        schema_version=1,
+    req = new_report_request(
+        ORG,
+        "producer-1",
+        "monthly_booking_summary",
+        datetime(2026, 1, 1, tzinfo=UTC).date(),
+        datetime(2026, 1, 31, tzinfo=UTC).date(),
+        ["json"],
         report_id="acc-kafka",
-        organization_id=ORG,
-        user_id="producer-1",
-        report_type="monthly_booking_summary",
-        date_from=datetime(2026, 1, 1, tzinfo=UTC).date(),
-        date_to=datetime(2026, 1, 31, tzinfo=UTC).date(),
-        output_formats=["json"],
-        requested_at=datetime.now(UTC),
     )
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
     await producer.start()

@@ -21,7 +21,7 @@ from pptx import Presentation
 from pptx.enum.chart import XL_CHART_TYPE
 
 from stream_app.db.tenancy import Organization, Venue
-from stream_app.reports.artifacts import ArtifactStore, HashingWriter
+from stream_app.reports.artifacts import HashingWriter
 from stream_app.reports.model import (
     Cell,
     ChartAccumulator,
@@ -36,6 +36,7 @@ from stream_app.reports.render import xlsx as render_xlsx
 from stream_app.reports.types import booking_summary
 from stream_app.schemas.reports import OUTPUT_FORMATS
 from stream_app.tables.bookings import table_key
+from tests.reports.rendering import render
 
 Renderer = Callable[[ReportTable, HashingWriter], None]
 
@@ -106,18 +107,6 @@ def make_table(
         notes=NOTES,
         chart=chart,
     )
-
-
-def render(tmp_path: Path, fmt: str, table: ReportTable) -> tuple[Path, int]:
-    """Render ``table`` in ``fmt`` through the artifact store; returns (file, rows written)."""
-    ext, renderer = RENDERERS[fmt]
-    store = ArtifactStore(tmp_path)
-    with store.write("org-1", "r1", f"report.{ext}", fmt, key=None) as (writer, out):
-        renderer(table, writer)
-    assert not list(tmp_path.rglob("*.partial-*"))
-    path = tmp_path / out[0].path
-    assert out[0].size_bytes == path.stat().st_size
-    return path, out[0].rows
 
 
 def squash(text: str) -> str:

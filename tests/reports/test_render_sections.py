@@ -25,10 +25,10 @@ import pytest
 from pptx import Presentation
 from pptx.enum.chart import XL_CHART_TYPE
 
-from stream_app.reports.artifacts import ArtifactStore
 from stream_app.reports.model import Cell, ChartSpec, Column, Kpi, ReportSection, ReportTable
 from stream_app.reports.render import RENDERERS
 from stream_app.reports.render import xlsx as render_xlsx
+from tests.reports.rendering import render
 
 ORG_NAME = "Fotografía Ñandú — 東京 & Zürich"
 
@@ -122,14 +122,6 @@ def make_table(
         kpis=kpis,
         validation=validation,
     )
-
-
-def render(tmp_path: Path, fmt: str, table: ReportTable) -> tuple[Path, int]:
-    ext, renderer = RENDERERS[fmt]
-    store = ArtifactStore(tmp_path)
-    with store.write("org-s", "r1", f"report.{ext}", fmt, key=None) as (writer, out):
-        renderer(table, writer)
-    return tmp_path / out[0].path, out[0].rows
 
 
 def sums(

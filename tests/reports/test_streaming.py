@@ -26,14 +26,12 @@ import pytest_asyncio
 
 from stream_app.db.tenancy import Organization, upsert_organization
 from stream_app.reports import streaming
-from stream_app.reports.artifacts import ArtifactStore
-from stream_app.reports.model import ReportTable
-from stream_app.reports.render import RENDERERS
 from stream_app.reports.streaming import open_session
 from stream_app.reports.types import compliance
 from stream_app.reports.types.base import ReportContext
-from stream_app.schemas.reports import ReportRequest
+from stream_app.schemas.reports import new_report_request
 from tests.reports.history_columns import PAYMENT_COLUMNS
+from tests.reports.rendering import render_path
 
 N = 30_011
 DATE_FROM, DATE_TO = date(2026, 1, 1), date(2026, 12, 31)
@@ -117,34 +115,20 @@ async def _no_venue_rows(*_: Any) -> dict[str, dict[str, Any]]:
     raise AssertionError("the compliance report reads no live table")
 
 
-def render(folder: Path, fmt: str, table: ReportTable) -> bytes:
-    ext, renderer = RENDERERS[fmt]
-    with ArtifactStore(folder).write("org", "r1", f"c.{ext}", fmt, key=None) as (writer, out):
-        renderer(table, writer)
-    return (folder / out[0].path).read_bytes()
-
-
 async def test_a_large_reconciliation_is_streamed_exactly(
     pg_pool: asyncpg.Pool, org: Organization, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(streaming, "BATCH_ROWS", 997)  # many batches, the last one partial
-    request = ReportRequest(
-        schema_version=1,
-        report_id=uuid.uuid4().hex,
-        organization_id=org.id,
-        user_id="auditor",
-        report_type="compliance",
-        date_from=DATE_FROM,
-        date_to=DATE_TO,
-        output_formats=["csv", "json"],
-        requested_at=datetime.now(UTC),
+    request = new_report_request(
+        org.id, "auditor", "compliance", DATE_FROM, DATE_TO, ["csv", "json"]
     )
     async with open_session(pg_pool, org.id, "compliance") as session:
         ctx = ReportContext(request, org, [], pg_pool, _no_venue_rows, session)
         table = await compliance.build_at(ctx, datetime.now(UTC))
         assert table.sections[1].name == "payment_reconciliation"
-        raw_csv = await asyncio.to_thread(render, tmp_path, "csv", table)
-        raw_json = await asyncio.to_thread(render, tmp_path, "json", table)
+        csv_path = await asyncio.to_thread(render_path, tmp_path, "csv", table)
+        json_path = await asyncio.to_thread(render_path, tmp_path, "json", table)
+    raw_csv, raw_json = csv_path.read_bytes(), json_path.read_bytes()
     want_ids = sorted(f"bk{i:06d}" for i in range(N))
     want_outstanding = Decimal(expected_outstanding_minor()) / 100
 

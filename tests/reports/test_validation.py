@@ -22,7 +22,7 @@ from stream_app.reports.validation import (
     validate_for_report,
     validate_report_input,
 )
-from stream_app.schemas.reports import ReportRequest
+from stream_app.schemas.reports import new_report_request
 from stream_app.settings import Settings
 from tests.reports.history_columns import PAYMENT_COLUMNS
 
@@ -284,15 +284,14 @@ async def test_a_report_builder_gets_the_findings(
 ) -> None:
     pool = await asyncpg.create_pool(settings.postgres_dsn, min_size=1, max_size=1)
     try:
-        request = ReportRequest(
-            schema_version=1,
+        request = new_report_request(
+            NOISE.id,
+            "tester",
+            "monthly_booking_summary",
+            FROM,
+            TO,
+            ["csv"],
             report_id="r-validation",
-            organization_id=NOISE.id,
-            user_id="tester",
-            report_type="monthly_booking_summary",
-            date_from=FROM,
-            date_to=TO,
-            output_formats=["csv"],
             requested_at=NOW,
         )
         ctx = ReportContext(request, NOISE, [], pool, _no_table_rows)

@@ -44,13 +44,13 @@ from pptx import Presentation
 from stream_app.db import monitoring
 from stream_app.db.tenancy import Organization, tenant_transaction, upsert_organization
 from stream_app.reports import registry
-from stream_app.reports.artifacts import ArtifactStore
 from stream_app.reports.model import Column, ReportTable
 from stream_app.reports.render import RENDERERS
 from stream_app.reports.streaming import StreamedRows, open_session
 from stream_app.reports.types import compliance
 from stream_app.reports.types.base import ReportContext, ReportInputError
-from stream_app.schemas.reports import REPORT_TYPES, ReportRequest
+from stream_app.schemas.reports import REPORT_TYPES, new_report_request
+from tests.reports.rendering import render_path
 
 BALANCES = compliance.BALANCES_SQL
 
@@ -217,15 +217,13 @@ async def _no_venue_rows(*_: Any) -> dict[str, dict[str, Any]]:
 
 
 def context(pool: asyncpg.Pool, org: Organization, **filters: list[str]) -> ReportContext:
-    request = ReportRequest(
-        schema_version=1,
-        report_id=uuid.uuid4().hex,
-        organization_id=org.id,
-        user_id="auditor",
-        report_type="compliance",
-        date_from=DATE_FROM,
-        date_to=DATE_TO,
-        output_formats=sorted(RENDERERS),
+    request = new_report_request(
+        org.id,
+        "auditor",
+        "compliance",
+        DATE_FROM,
+        DATE_TO,
+        sorted(RENDERERS),
         requested_at=NOW,
         data_filters=filters,
     )
@@ -556,14 +554,6 @@ async def test_the_registry_builder_runs_as_of_now(
 # -- the five files -------------------------------------------------------------------------------
 
 
-def render(tmp_path: Path, fmt: str, table: ReportTable) -> Path:
-    ext, renderer = RENDERERS[fmt]
-    store = ArtifactStore(tmp_path)
-    with store.write("org", "r1", f"compliance.{ext}", fmt, key=None) as (writer, out):
-        renderer(table, writer)
-    return tmp_path / out[0].path
-
-
 def tables_of(table: ReportTable) -> list[tuple[str, Sequence[Column], list[list[Any]]]]:
     """(name, columns, expected rows) of the main table and every section."""
     e = expected()
@@ -595,7 +585,7 @@ def shown(value: Any, column: Column) -> str:
 
 
 def test_csv_holds_every_figure(tmp_path: Path, table: ReportTable) -> None:
-    raw = render(tmp_path, "csv", table).read_bytes().decode("utf-8-sig")
+    raw = render_path(tmp_path, "csv", table).read_bytes().decode("utf-8-sig")
     blocks: list[list[list[str]]] = [[]]
     for line in csv.reader(io.StringIO(raw, newline="")):
         if line:
@@ -616,7 +606,7 @@ def test_csv_holds_every_figure(tmp_path: Path, table: ReportTable) -> None:
 
 
 def test_json_holds_every_figure(tmp_path: Path, table: ReportTable) -> None:
-    doc = orjson.loads(render(tmp_path, "json", table).read_bytes())
+    doc = orjson.loads(render_path(tmp_path, "json", table).read_bytes())
     e = expected()
     for name, columns, rows in tables_of(table):
         got = doc["rows"] if name == "main" else next(
@@ -647,7 +637,7 @@ def excel_value(cell: Any, column: Column) -> Any:
 
 
 def test_excel_holds_every_figure(tmp_path: Path, table: ReportTable) -> None:
-    wb = openpyxl.load_workbook(render(tmp_path, "excel", table))
+    wb = openpyxl.load_workbook(render_path(tmp_path, "excel", table))
     assert wb.sheetnames == [
         "data", "chart", "gdpr_requests", "payment_reconciliation", "payment_totals",
         "payment_exceptions", "operational_metrics", "operational_metrics chart", "metadata",
@@ -686,7 +676,7 @@ def squash(text: str) -> str:
 
 
 def test_pdf_holds_every_figure(tmp_path: Path, table: ReportTable) -> None:
-    reader = pypdf.PdfReader(render(tmp_path, "pdf", table))
+    reader = pypdf.PdfReader(render_path(tmp_path, "pdf", table))
     text = squash("".join(p.extract_text() for p in reader.pages))
     assert squash(ORG_NAME) in text
     e = expected()
@@ -711,7 +701,7 @@ def test_pdf_holds_every_figure(tmp_path: Path, table: ReportTable) -> None:
 
 
 def test_powerpoint_holds_every_figure(tmp_path: Path, table: ReportTable) -> None:
-    slides = list(Presentation(str(render(tmp_path, "powerpoint", table))).slides)
+    slides = list(Presentation(str(render_path(tmp_path, "powerpoint", table))).slides)
 
     def texts(slide: Any) -> list[str]:
         return [s.text_frame.text for s in slide.shapes if s.has_text_frame]

@@ -45,13 +45,12 @@ from stream_app.db.tenancy import (
 from stream_app.replay import hotel
 from stream_app.replay.produce import history_rows, register_hotel_organization
 from stream_app.reports import registry
-from stream_app.reports.artifacts import ArtifactStore
 from stream_app.reports.model import Column, ReportTable
-from stream_app.reports.render import RENDERERS
 from stream_app.reports.types import occupancy
 from stream_app.reports.types.base import CACHE_TTL_S, ReportContext, ReportInputError
-from stream_app.schemas.reports import REPORT_TYPES, ReportRequest
+from stream_app.schemas.reports import REPORT_TYPES, new_report_request
 from tests.hotel_csv import read_csv
+from tests.reports.rendering import render_path
 
 EXPONENT = {"EUR": 2, "NZD": 2, "JPY": 0}
 WEEKDAY_NAMES = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
@@ -427,16 +426,13 @@ async def build_via_registry(
     formats: list[str] | None = None,
     data_filters: dict[str, list[str]] | None = None,
 ) -> ReportTable:
-    req = ReportRequest(
-        schema_version=1,
-        report_id=uuid.uuid4().hex,
-        organization_id=org_id,
-        user_id="tester",
-        report_type="venue_occupancy",
-        date_from=d0,
-        date_to=d1,
-        output_formats=formats or ["csv"],
-        requested_at=datetime.now(UTC),
+    req = new_report_request(
+        org_id,
+        "tester",
+        "venue_occupancy",
+        d0,
+        d1,
+        formats or ["csv"],
         data_filters=data_filters or {},
     )
     async with pool.acquire() as conn:
@@ -489,14 +485,6 @@ async def test_hotel_partial_range(
     assert [r[9] for r in backtest.rows][:2] == [
         "no back-test: 20 months of history, 24 needed"
     ] * 2
-
-
-def _render(tmp_path: Path, fmt: str, table: ReportTable) -> Path:
-    ext, renderer = RENDERERS[fmt]
-    store = ArtifactStore(tmp_path)
-    with store.write("org", "r", f"venue_occupancy.{ext}", fmt, key=None) as (writer, out):
-        renderer(table, writer)
-    return tmp_path / out[0].path
 
 
 def _display(value: Any, type_: str) -> str:
@@ -565,7 +553,7 @@ def check_formats(tmp_path: Path, table: ReportTable, expected: Expected) -> Non
     kpis = [(k.label, k.value) for k in table.kpis]
 
     # CSV: blocks separated by an empty line; a section block starts with "# <title>"
-    raw = _render(tmp_path, "csv", table).read_bytes()
+    raw = render_path(tmp_path, "csv", table).read_bytes()
     lines = list(csv.reader(io.StringIO(raw.decode("utf-8-sig"), newline="")))
     parsed: list[list[list[str]]] = [[]]
     for line in lines:
@@ -585,7 +573,7 @@ def check_formats(tmp_path: Path, table: ReportTable, expected: Expected) -> Non
     assert parsed[-1] == [["# Validation"], ["finding"], *[[f] for f in table.validation]]
 
     # JSON
-    doc = orjson.loads(_render(tmp_path, "json", table).read_bytes())
+    doc = orjson.loads(render_path(tmp_path, "json", table).read_bytes())
     assert doc["report"]["report_type"] == "venue_occupancy"
     assert doc["rows"] == [
         dict(zip([c.name for c in occupancy.COLUMNS], r, strict=True)) for r in blocks[0][3]
@@ -598,7 +586,7 @@ def check_formats(tmp_path: Path, table: ReportTable, expected: Expected) -> Non
     assert doc["validation"] == list(table.validation)
 
     # Excel: a sheet per block, typed cells; key figures and findings on the metadata sheet
-    wb = openpyxl.load_workbook(_render(tmp_path, "excel", table))
+    wb = openpyxl.load_workbook(render_path(tmp_path, "excel", table))
     assert wb.sheetnames == [
         "data", "chart", "occupancy_by_weekday", "revpad_by_month", "revpad_by_month chart",
         "revpad_by_venue", "recommendations", "demand_forecast", "demand_forecast chart",
@@ -626,7 +614,7 @@ def check_formats(tmp_path: Path, table: ReportTable, expected: Expected) -> Non
     # PDF: every row of every block as printed, cell after cell, after its title
     text = "".join(
         "".join(p.extract_text().split())
-        for p in pypdf.PdfReader(_render(tmp_path, "pdf", table)).pages
+        for p in pypdf.PdfReader(render_path(tmp_path, "pdf", table)).pages
     )
     for label, value in kpis:
         assert "".join((label + value).split()) in text, label
@@ -644,7 +632,7 @@ def check_formats(tmp_path: Path, table: ReportTable, expected: Expected) -> Non
                 assert "".join(cells) in text[position:], (name, r)
 
     # PowerPoint: headline figures, and the table slides of each block
-    deck = list(Presentation(str(_render(tmp_path, "powerpoint", table))).slides)
+    deck = list(Presentation(str(render_path(tmp_path, "powerpoint", table))).slides)
     titles = [_slide_texts(s)[0] for s in deck]
     boxes = [
         t.split("\n")
