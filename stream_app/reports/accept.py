@@ -32,6 +32,7 @@ from aiokafka.errors import KafkaError
 from stream_app.db import audit_events
 from stream_app.db import reports as report_db
 from stream_app.db.tenancy import UnknownOrganizationError, tenant_transaction
+from stream_app.errors import WeddingError
 from stream_app.reports.audit_details import Channel, request_details, status_details
 from stream_app.reports.cache import cache_key, message_key
 from stream_app.reports.status import Send, publish_status, report_status, worker_send
@@ -43,14 +44,14 @@ LIVE = frozenset({"queued", "processing"})
 """Statuses of a report whose request is (still) sent to its lane."""
 
 
-class ReportIdTakenError(Exception):
+class ReportIdTakenError(WeddingError):
     """The organisation's ``report_id`` already names a report (another request, or, for an
     interactive entry, any request). The message is the reason; the field is ``$.report_id``."""
 
     retriable = False
 
 
-class NotPublishedError(Exception):
+class NotPublishedError(WeddingError):
     """The request is recorded but could not be sent to Kafka.
 
     Attributes:

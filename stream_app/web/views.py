@@ -525,9 +525,9 @@ async def request_report(self: Any, request: web.Request, org: str) -> web.Strea
     except EventValidationError as exc:
         raise ApiError(400, "invalid_field", exc.reason, field=exc.field) from None
     check_priority(principal, req.priority)
+    raw, req = await accept_report_delivery(principal, raw, req)  # 403/400; secrets sealed
     pool = await get_pool(settings.postgres_dsn)
     await check_venue_filter(pool, org, req)
-    raw, req = await accept_report_delivery(principal, raw, req)  # 403/400; secrets sealed
     try:
         await accept(
             req,

@@ -30,7 +30,13 @@ from aiokafka import AIOKafkaProducer
 from aiosmtpd.controller import Controller
 
 from stream_app.db.roles import APP_ROLE, as_role
-from stream_app.db.tenancy import Organization, tenant_transaction, upsert_organization
+from stream_app.db.tenancy import (
+    Organization,
+    Venue,
+    tenant_transaction,
+    upsert_organization,
+    upsert_venue,
+)
 from stream_app.delivery.webhook import verify_signature
 from stream_app.devservices.common import free_ports
 from stream_app.devservices.workers import WorkerProcess
@@ -137,6 +143,7 @@ async def worker(
     try:
         for org in (ORG, OTHER):
             await upsert_organization(conn, Organization(org, org, "Europe/London", "GBP"))
+        await upsert_venue(conn, ORG, Venue("v1", "Hall", 1))  # for the venue-scoped token
     finally:
         await conn.close()
     w = worker_factory.start(
@@ -532,36 +539,36 @@ async def test_a_venue_scoped_token_may_not_ask_for_a_delivery(
 async def test_a_delivery_that_cannot_happen_is_skipped_with_its_reason(
     settings: Settings, worker: WorkerProcess
 ) -> None:
-    """Attack s4-6: a failed report, and a Kafka request whose delivery is invalid."""
-    async with (
-        aiohttp.ClientSession(worker.url) as s,
-        s.post(
-            f"/orgs/{ORG}/reports",
-            json={
-                **REQUEST,
-                "data_filters": {"venue_id": ["no-such-venue"]},
-                "delivery": {"method": "api"},
-            },
-            headers=token(settings, ORG),
-        ) as r,
-    ):
-        answer = await r.json()
-        assert r.status == 202, answer
-        failed_id = answer["report_id"]
+    """Attack s4-6: a failed report, and a Kafka request whose delivery is invalid.
+
+    Both are produced to ``report-requests`` (the HTTP entry refuses an unknown venue at once)."""
+    failed_id = f"kafka-failing-report-{time.time_ns()}"
     report_id = f"kafka-bad-delivery-{time.time_ns()}"
-    doc = {
+    base = {
         **REQUEST,
         "schema_version": 1,
-        "report_id": report_id,
         "organization_id": ORG,
         "user_id": "producer",
         "requested_at": "2026-04-01T00:00:00+00:00",
+    }
+    failing = {
+        **base,
+        "report_id": failed_id,
+        "data_filters": {"venue_id": ["no-such-venue"]},
+        "delivery": {"method": "api"},
+    }
+    doc = {
+        **base,
+        "report_id": report_id,
         "delivery": {"method": "webhook", "url": "http://x.test/h", "secret": "short"},
     }
     await send(
         settings.kafka_bootstrap,
         REPORT_REQUESTS,
-        [(f"{ORG}/{report_id}".encode(), orjson.dumps(doc))],
+        [
+            (f"{ORG}/{failed_id}".encode(), orjson.dumps(failing)),
+            (f"{ORG}/{report_id}".encode(), orjson.dumps(doc)),
+        ],
     )
     outcomes: dict[str, dict[str, Any]] = {}
     deadline = time.monotonic() + 120
