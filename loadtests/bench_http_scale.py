@@ -265,13 +265,14 @@ def summarise_profile(path: Path, top: int = 25) -> None:
 PAUSE_METRICS = ("wedding_event_loop_lag_seconds", "wedding_gc_pause_seconds")
 
 
-async def pause_totals(workers: list[WorkerProcess]) -> dict[tuple[str, str], float]:
-    """Both workers' pause histograms summed: (sample name, ``le`` bound or "") → value.
+async def pause_totals(workers: list[WorkerProcess]) -> dict[tuple[str, str, str], float]:
+    """Both workers' pause histograms summed: (sample name, generation or "", ``le`` bound or
+    "") → value.
 
     Read from each worker's ``/metrics`` (:mod:`stream_app.pauses`); two snapshots'
     difference is what happened between them.
     """
-    totals: dict[tuple[str, str], float] = {}
+    totals: dict[tuple[str, str, str], float] = {}
     async with aiohttp.ClientSession() as session:
         for w in workers:
             async with session.get(f"{w.url}/metrics") as resp:
@@ -280,29 +281,36 @@ async def pause_totals(workers: list[WorkerProcess]) -> dict[tuple[str, str], fl
                 if family.name not in PAUSE_METRICS:
                     continue
                 for sample in family.samples:
-                    key = (sample.name, sample.labels.get("le", ""))
+                    labels = sample.labels
+                    key = (sample.name, labels.get("generation", ""), labels.get("le", ""))
                     totals[key] = totals.get(key, 0.0) + sample.value
     return totals
 
 
 def describe_pauses(
-    before: dict[tuple[str, str], float], after: dict[tuple[str, str], float]
+    before: dict[tuple[str, str, str], float], after: dict[tuple[str, str, str], float]
 ) -> None:
-    """One line: loop wake-ups later than 50 ms and GC passes longer than 50 ms in between."""
+    """Loop wake-ups later than 50 ms and GC passes (per generation) in between."""
 
-    def delta(name: str, le: str = "") -> float:
-        return after.get((name, le), 0.0) - before.get((name, le), 0.0)
+    def delta(name: str, generation: str = "", le: str = "") -> float:
+        key = (name, generation, le)
+        return after.get(key, 0.0) - before.get(key, 0.0)
 
     lag, gc_ = PAUSE_METRICS
     wakes = delta(f"{lag}_count")
-    late = wakes - delta(f"{lag}_bucket", "0.05")
-    very_late = wakes - delta(f"{lag}_bucket", "0.25")
-    passes = delta(f"{gc_}_count")
-    long_gc = passes - delta(f"{gc_}_bucket", "0.05")
+    late = wakes - delta(f"{lag}_bucket", "", "0.05")
+    very_late = wakes - delta(f"{lag}_bucket", "", "0.25")
+    passes = []
+    for gen in ("0", "1", "2"):
+        n = delta(f"{gc_}_count", gen)
+        if n:
+            long_ = n - delta(f"{gc_}_bucket", gen, "0.05")
+            total = delta(f"{gc_}_sum", gen)
+            passes.append(f"gen{gen} {n:.0f} passes {total:.2f} s ({long_:.0f} >50 ms)")
     print(
         f"  pauses (both workers): event loop woke >50 ms late {late:.0f} times and >250 ms"
         f" {very_late:.0f} times of {wakes:.0f} probes (lag total {delta(f'{lag}_sum'):.1f} s);"
-        f" {passes:.0f} GC passes took {delta(f'{gc_}_sum'):.2f} s, {long_gc:.0f} of them >50 ms"
+        f" GC: {'; '.join(passes) or 'no pass'}"
     )
 
 
