@@ -207,8 +207,8 @@ async def test_two_workers_send_each_report_once_with_its_sealed_secret(
     assert {(r["run_id"], r["schedule_id"]) for r in rows} == {(None, None)}
     assert left == 0
     assert none is None
-    assert summary is not None
-    assert (summary["method"], summary["outcome"], summary["error"]) == (
+    summary = summary or {}  # absent: every comparison below fails
+    assert (summary.get("method"), summary.get("outcome"), summary.get("error", "absent")) == (
         "webhook",
         "delivered",
         None,

@@ -70,8 +70,7 @@ async def test_a_forged_path_to_another_tenants_file_is_not_followed(
     message = status(a, "r1", forged(own, path="../../etc/passwd", uri="file:///etc/passwd"))
     (sent,) = await resolve_files(message, tmp_path, keys, organization_id=a, report_type=TYPE)
     assert sent.path == (tmp_path / a / "r1" / f"{TYPE}.csv").resolve()
-    assert sent.reader is not None
-    plain = b"".join(sent.reader.iter_chunks())
+    plain = b"".join(sent.reader.iter_chunks()) if sent.reader is not None else b"(no reader)"
     assert plain == b"a's rows\r\n"
     assert hashlib.sha256(plain).hexdigest() == own.sha256
     assert sent.link.path == f"{a}/r1/{TYPE}.csv"  # what gets signed into download links
