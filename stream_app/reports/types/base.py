@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date
-from typing import Any, Literal
+from typing import Any, Literal, Required, TypedDict, Unpack
 
 import asyncpg
 
@@ -136,34 +136,27 @@ def selected_venues(ctx: ReportContext) -> list[Venue]:
     return venues
 
 
+class TableContent(TypedDict, total=False):
+    """What a report type puts in its :class:`ReportTable` besides the metadata: the fields of
+    the same names (``columns`` and ``rows`` required, the others default to empty / no chart)."""
+
+    columns: Required[Sequence[Column]]
+    rows: Required[Iterable[Sequence[Cell]]]
+    notes: Sequence[str]
+    chart: ChartSpec | None
+    sections: Sequence[ReportSection]
+    kpis: Sequence[Kpi]
+    validation: Sequence[str]
+
+
 def new_table(
     report_type: str,
     org: Organization,
     date_from: date,
     date_to: date,
-    *,
-    columns: Sequence[Column],
-    rows: Iterable[Sequence[Cell]],
-    notes: Sequence[str] = (),
-    chart: ChartSpec | None = None,
-    sections: Sequence[ReportSection] = (),
-    kpis: Sequence[Kpi] = (),
-    validation: Sequence[str] = (),
+    **content: Unpack[TableContent],
 ) -> ReportTable:
     """A :class:`ReportTable` of ``report_type`` for ``org`` over the local dates
     ``[date_from, date_to]`` (its metadata from the organisation: id, name, time zone)."""
-    return ReportTable(
-        report_type=report_type,
-        organization_id=org.id,
-        organization_name=org.name,
-        time_zone=org.time_zone,
-        date_from=date_from,
-        date_to=date_to,
-        columns=columns,
-        rows=rows,
-        notes=notes,
-        chart=chart,
-        sections=sections,
-        kpis=kpis,
-        validation=validation,
-    )
+    # ReportTable's six metadata fields, in their order; the content by name.
+    return ReportTable(report_type, org.id, org.name, org.time_zone, date_from, date_to, **content)

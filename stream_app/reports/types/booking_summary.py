@@ -26,19 +26,24 @@ from typing import Any
 from stream_app.db.tenancy import Organization, Venue
 from stream_app.reports.model import Cell, ChartSpec, Column, ReportTable
 from stream_app.reports.types.base import ReportContext, ReportType, new_table, selected_venues
+from stream_app.reports.types.columns import (
+    CANCELLATION_RATE,
+    CANCELLATIONS,
+    REVENUE_CURRENCY,
+    VENUE,
+)
 from stream_app.reports.types.figures import money, percent
 from stream_app.tables.bookings import VenueTotals, table_key
 
 REPORT_TYPE = "monthly_booking_summary"
 
 COLUMNS = (
-    Column("venue_id", "text", "venue id"),
-    Column("venue_name", "text", "venue name"),
+    *VENUE,
     Column("month", "month", "calendar month of the service date (YYYY-MM, organisation zone)"),
     Column("bookings", "int", "bookings with a service date in the month"),
-    Column("cancellations", "int", "of which cancelled"),
-    Column("cancellation_rate", "percent", "cancellations / bookings × 100, 2 decimals"),
-    Column("currency", "text", "ISO 4217 code of the revenue columns"),
+    CANCELLATIONS,
+    CANCELLATION_RATE,
+    REVENUE_CURRENCY,
     Column("revenue", "money", "booked minus cancelled value, major units, exact"),
     Column("revenue_minor", "int", "the same in minor units (cents)"),
 )

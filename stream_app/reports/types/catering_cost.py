@@ -39,24 +39,32 @@ import asyncpg
 from stream_app.db.tenancy import Organization
 from stream_app.reports.model import Cell, ChartSpec, Column, Kpi, ReportSection, ReportTable
 from stream_app.reports.types.base import ReportContext, ReportInputError, ReportType, new_table
+from stream_app.reports.types.columns import CURRENCY
 from stream_app.reports.types.figures import money, money_grouped, percent, round_minor
 from stream_app.reports.types.history import build_from_history
 
 REPORT_TYPE = "catering_cost"
 
-COLUMNS = (
-    Column("menu_id", "text", "menu id"),
-    Column("menu_name", "text", "menu name"),
-    Column("events", "int", "events served with the menu in the range"),
-    Column("covers", "int", "meals served"),
-    Column("ingredients", "int", "distinct ingredients used"),
-    Column("currency", "text", "ISO 4217 code of the money columns"),
-    Column("revenue", "money", "booking amounts of the events, exact"),
+MENU_ID = Column("menu_id", "text", "menu id")
+COVERS = Column("covers", "int", "meals served")
+COSTS = (
     Column("ingredient_cost", "money", "Σ quantity used × unit cost, rounded half-even"),
     Column("waste_cost", "money", "Σ quantity wasted × unit cost, rounded half-even"),
     Column("waste_share", "percent", "waste cost / ingredient cost × 100"),
     Column("margin", "money", "revenue − ingredient cost"),
     Column("margin_percent", "percent", "margin / revenue × 100"),
+)
+"""The cost and margin columns of a menu and of an event (after their revenue)."""
+
+COLUMNS = (
+    MENU_ID,
+    Column("menu_name", "text", "menu name"),
+    Column("events", "int", "events served with the menu in the range"),
+    COVERS,
+    Column("ingredients", "int", "distinct ingredients used"),
+    CURRENCY,
+    Column("revenue", "money", "booking amounts of the events, exact"),
+    *COSTS,
 )
 
 CHART = ChartSpec(
@@ -69,16 +77,12 @@ CHART = ChartSpec(
 EVENT_COLUMNS = (
     Column("event_id", "text", "event id"),
     Column("event_date", "date", "local date of the event"),
-    Column("menu_id", "text", "menu id"),
-    Column("covers", "int", "meals served"),
+    MENU_ID,
+    COVERS,
     Column("ingredients", "int", "usage lines (ingredients used)"),
-    Column("currency", "text", "ISO 4217 code of the money columns"),
+    CURRENCY,
     Column("revenue", "money", "booking amount, exact"),
-    Column("ingredient_cost", "money", "Σ quantity used × unit cost, rounded half-even"),
-    Column("waste_cost", "money", "Σ quantity wasted × unit cost, rounded half-even"),
-    Column("waste_share", "percent", "waste cost / ingredient cost × 100"),
-    Column("margin", "money", "revenue − ingredient cost"),
-    Column("margin_percent", "percent", "margin / revenue × 100"),
+    *COSTS,
 )
 
 INGREDIENT_COLUMNS = (

@@ -113,6 +113,7 @@ from stream_app.reports.types.base import (
     new_table,
     reject_filters,
 )
+from stream_app.reports.types.columns import CANCELLATIONS
 from stream_app.reports.types.figures import money, months_between, percent
 
 REPORT_TYPE = "compliance"
@@ -205,7 +206,7 @@ EXCEPTION_COLUMNS = (
 OPERATIONS_COLUMNS = (
     Column("month", "month", "local month of the booking date"),
     Column("bookings", "int", "bookings made in the month"),
-    Column("cancellations", "int", "of which cancelled"),
+    CANCELLATIONS,
     Column("cancellation_rate", "percent", "cancellations ÷ bookings × 100"),
     Column("paid_bookings", "int", "bookings with at least one payment"),
     Column("avg_days_to_first_payment", "decimal", "mean days from booking to first payment"),

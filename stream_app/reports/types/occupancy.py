@@ -75,6 +75,7 @@ from stream_app.reports.types.base import (
     new_table,
     selected_venues,
 )
+from stream_app.reports.types.columns import CURRENCY, REVENUE_MINOR, VENUE, VENUE_NAME
 from stream_app.reports.types.figures import WEEKDAYS, money, money_grouped, percent
 
 REPORT_TYPE = "venue_occupancy"
@@ -139,16 +140,18 @@ R5 = Rule(
 )
 RULES = (R1, R2, R3, R4, R5)
 
+AVAILABLE_SLOTS = Column("available_slots", "int", "available dates × capacity")
+METHOD_COLUMN = Column("method", "text", "forecast method")
+
 COLUMNS = (
-    Column("venue_id", "text", "venue id"),
-    Column("venue_name", "text", "venue name"),
+    *VENUE,
     Column("month", "month", "calendar month (YYYY-MM, organisation zone)"),
     Column("capacity", "int", "capacity used: events per date (1 when unknown)"),
     Column("capacity_basis", "text", "'stated' (venues.capacity) or 'unknown: 1 assumed'"),
     Column("dates", "int", "dates of the month inside the range"),
     Column("closed_dates", "int", "of which the venue is closed"),
     Column("available_dates", "int", "dates − closed dates"),
-    Column("available_slots", "int", "available dates × capacity"),
+    AVAILABLE_SLOTS,
     Column("occupied_slots", "int", "Σ min(booked units, capacity) over available dates"),
     Column("occupancy_rate", "percent", "occupied ÷ available slots × 100, 2 decimals"),
     Column("booked_units", "int", "non-cancelled bookings covering available dates, uncapped"),
@@ -162,12 +165,11 @@ CHART = ChartSpec(
 )
 
 WEEKDAY_COLUMNS = (
-    Column("venue_id", "text", "venue id"),
-    Column("venue_name", "text", "venue name"),
+    *VENUE,
     Column("weekday_number", "int", "ISO weekday, 1 = Monday … 7 = Sunday"),
     Column("weekday", "text", "weekday name (organisation zone)"),
     Column("available_dates", "int", "available dates on this weekday"),
-    Column("available_slots", "int", "available dates × capacity"),
+    AVAILABLE_SLOTS,
     Column("occupied_slots", "int", "Σ min(booked units, capacity)"),
     Column("occupancy_rate", "percent", "occupied ÷ available slots × 100"),
     Column("booked_units", "int", "non-cancelled bookings covering those dates, uncapped"),
@@ -175,14 +177,13 @@ WEEKDAY_COLUMNS = (
 )
 
 REVENUE_COLUMNS = (
-    Column("venue_id", "text", "venue id"),
-    Column("venue_name", "text", "venue name"),
+    *VENUE,
     Column("month", "month", "calendar month (YYYY-MM)"),
-    Column("currency", "text", "ISO 4217 code of the money columns"),
+    CURRENCY,
     Column("available_dates", "int", "available dates of the venue in the month"),
-    Column("available_slots", "int", "available dates × capacity"),
+    AVAILABLE_SLOTS,
     Column("revenue", "money", "revenue of the available dates, major units, exact"),
-    Column("revenue_minor", "int", "the same in minor units"),
+    REVENUE_MINOR,
     Column("revpad", "money", "revenue ÷ available dates, rounded half-even to minor unit"),
     Column("revpas", "money", "revenue ÷ available slots (RevPAR analogue), rounded"),
 )
@@ -191,8 +192,7 @@ REVENUE_TOTAL_COLUMNS = tuple(c for c in REVENUE_COLUMNS if c.name != "month")
 
 RECOMMENDATION_COLUMNS = (
     Column("rule", "text", "rule id (see the notes)"),
-    Column("venue_id", "text", "venue id"),
-    Column("venue_name", "text", "venue name"),
+    *VENUE,
     Column("period", "text", "weekday, month or 'range'"),
     Column("figure", "text", "the figure that triggered the rule"),
     Column("threshold", "text", "the rule's threshold"),
@@ -200,18 +200,17 @@ RECOMMENDATION_COLUMNS = (
 )
 
 FORECAST_COLUMNS = (
-    Column("venue_id", "text", "venue id"),
-    Column("venue_name", "text", "venue name"),
+    *VENUE,
     Column("month", "month", "forecast month (YYYY-MM)"),
     Column("forecast_bookings", "int", "non-cancelled bookings with a service date in it"),
     Column("basis_month", "month", "the month whose actual the seasonal naive method repeats"),
-    Column("method", "text", "forecast method"),
+    METHOD_COLUMN,
 )
 
 BACKTEST_COLUMNS = (
     Column("venue_id", "text", "venue id ('all venues' = pooled)"),
-    Column("venue_name", "text", "venue name"),
-    Column("method", "text", "forecast method"),
+    VENUE_NAME,
+    METHOD_COLUMN,
     Column("holdout_from", "month", "first hold-out month"),
     Column("holdout_to", "month", "last hold-out month"),
     Column("holdout_months", "int", "hold-out venue-months"),

@@ -43,6 +43,12 @@ import asyncpg
 from stream_app.db.tenancy import Organization
 from stream_app.reports.model import Cell, ChartSpec, Column, Kpi, ReportSection, ReportTable
 from stream_app.reports.types.base import ReportContext, ReportInputError, ReportType, new_table
+from stream_app.reports.types.columns import (
+    CANCELLATION_RATE,
+    CANCELLATIONS,
+    REVENUE_CURRENCY,
+    REVENUE_MINOR,
+)
 from stream_app.reports.types.figures import (
     WEEKDAYS,
     growth,
@@ -58,16 +64,21 @@ from stream_app.reports.types.history import build_from_history
 
 REPORT_TYPE = "photography_business"
 
-COLUMNS = (
+PHOTOGRAPHER = (
     Column("photographer_id", "text", "photographer (supplier) id"),
     Column("photographer_name", "text", "photographer name"),
+)
+CHANGE = Column("change", "percent", "(weddings − last year) / last year × 100")
+
+COLUMNS = (
+    *PHOTOGRAPHER,
     Column("month", "month", "calendar month of the wedding date (YYYY-MM, organisation zone)"),
     Column("bookings", "int", "bookings with a wedding date in the month, cancelled included"),
-    Column("cancellations", "int", "of which cancelled"),
-    Column("cancellation_rate", "percent", "cancellations / bookings × 100, 2 decimals"),
-    Column("currency", "text", "ISO 4217 code of the revenue columns"),
+    CANCELLATIONS,
+    CANCELLATION_RATE,
+    REVENUE_CURRENCY,
     Column("revenue", "money", "amount of the bookings not cancelled, major units, exact"),
-    Column("revenue_minor", "int", "the same in minor units"),
+    REVENUE_MINOR,
 )
 
 CHART = ChartSpec(
@@ -79,8 +90,7 @@ CHART = ChartSpec(
 )
 
 SATISFACTION_COLUMNS = (
-    Column("photographer_id", "text", "photographer (supplier) id"),
-    Column("photographer_name", "text", "photographer name"),
+    *PHOTOGRAPHER,
     Column("ratings", "int", "feedback answers with a 1–5 rating"),
     Column("average_rating", "text", "sum of ratings / ratings, 2 decimals (1–5)"),
     Column("rating_1", "int", "answers rating 1"),
@@ -100,7 +110,7 @@ MONTH_TREND_COLUMNS = (
     Column("weddings", "int", "weddings (bookings not cancelled) in the month, inside the range"),
     Column("last_year_month", "month", "the same month a year earlier"),
     Column("last_year_weddings", "int", "weddings then, inside the range shifted by a year"),
-    Column("change", "percent", "(weddings − last year) / last year × 100"),
+    CHANGE,
 )
 
 WEEKDAY_TREND_COLUMNS = (
@@ -110,7 +120,7 @@ WEEKDAY_TREND_COLUMNS = (
     Column("share", "percent", "of this period's weddings"),
     Column("last_year_weddings", "int", "weddings of the period a year earlier"),
     Column("last_year_share", "percent", "of last period's weddings"),
-    Column("change", "percent", "(weddings − last year) / last year × 100"),
+    CHANGE,
 )
 
 _PHOTOGRAPHER_BOOKINGS = """

@@ -38,6 +38,7 @@ import asyncpg
 from stream_app.db.tenancy import Organization
 from stream_app.reports.model import Cell, ChartSpec, Column, Kpi, ReportSection, ReportTable
 from stream_app.reports.types.base import ReportContext, ReportInputError, ReportType, new_table
+from stream_app.reports.types.columns import CURRENCY
 from stream_app.reports.types.figures import (
     growth,
     mean_text,
@@ -51,20 +52,26 @@ from stream_app.reports.types.history import build_from_history
 
 REPORT_TYPE = "planner_portfolio"
 
+CANCELLATION_RATE = Column("cancellation_rate", "percent", "cancelled / bookings × 100")
+AVERAGE_BOOKING_VALUE = Column(
+    "average_booking_value", "money", "revenue / weddings, rounded half-even"
+)
+REVENUE_GROWTH = Column("revenue_growth", "percent", "(revenue − prior) / prior × 100")
+
 COLUMNS = (
     Column("office_id", "text", "office id"),
     Column("office_name", "text", "office name"),
     Column("city", "text", "city"),
-    Column("currency", "text", "ISO 4217 code of the money columns"),
+    CURRENCY,
     Column("bookings", "int", "bookings with a wedding date in the range, cancelled included"),
     Column("weddings", "int", "bookings not cancelled"),
-    Column("cancellation_rate", "percent", "cancelled / bookings × 100"),
+    CANCELLATION_RATE,
     Column("revenue", "money", "amount of the weddings, exact"),
-    Column("average_booking_value", "money", "revenue / weddings, rounded half-even"),
+    AVERAGE_BOOKING_VALUE,
     Column("prior_weddings", "int", "weddings of the same dates a year earlier"),
     Column("prior_revenue", "money", "revenue of the same dates a year earlier"),
     Column("weddings_growth", "percent", "(weddings − prior) / prior × 100"),
-    Column("revenue_growth", "percent", "(revenue − prior) / prior × 100"),
+    REVENUE_GROWTH,
     Column("revenue_index", "percent", "revenue / organisation mean per office × 100"),
     Column("cancellation_vs_org", "percent", "cancellation rate − organisation rate (points)"),
 )
@@ -81,13 +88,13 @@ BENCHMARK_COLUMNS = (
     Column("offices", "int", "offices of the organisation"),
     Column("bookings", "int", "bookings, all offices"),
     Column("weddings", "int", "weddings, all offices"),
-    Column("cancellation_rate", "percent", "cancelled / bookings × 100"),
+    CANCELLATION_RATE,
     Column("revenue", "money", "revenue, all offices"),
     Column("mean_revenue_per_office", "money", "revenue / offices, rounded half-even"),
     Column("mean_weddings_per_office", "text", "weddings / offices, 2 decimals"),
-    Column("average_booking_value", "money", "revenue / weddings, rounded half-even"),
+    AVERAGE_BOOKING_VALUE,
     Column("prior_revenue", "money", "revenue a year earlier"),
-    Column("revenue_growth", "percent", "(revenue − prior) / prior × 100"),
+    REVENUE_GROWTH,
 )
 
 OFFICES_SQL = "SELECT id, name, city FROM offices WHERE organization_id = $1 ORDER BY id"
