@@ -27,15 +27,7 @@ from pathlib import Path
 
 import asyncpg
 
-from loadtests.common import (
-    bench_request,
-    bench_worker,
-    no_table_reads,
-    render_file,
-    stack,
-    state_folder,
-    timed_reports,
-)
+from loadtests import common
 from stream_app.db.tenancy import fetch_organization
 from stream_app.reports import registry
 from stream_app.reports.artifacts import ArtifactStore
@@ -52,18 +44,18 @@ YEAR_FROM, YEAR_TO = date(2024, 1, 1), date(2024, 12, 31)
 
 
 def _render_all(table: ReportTable, store: ArtifactStore, report_id: str) -> list[ArtifactLink]:
-    return [render_file(store, table, fmt, report_id, "report") for fmt in FORMATS]
+    return [common.render_file(store, table, fmt, report_id, "report") for fmt in FORMATS]
 
 
 async def build_and_render(
     pool: asyncpg.Pool, org_id: str, store: ArtifactStore
 ) -> tuple[float, float, list[ArtifactLink]]:
     """(build seconds, render seconds, artifacts) of one in-process report."""
-    req = bench_request(org_id, "photography_business", YEAR_FROM, YEAR_TO, FORMATS)
+    req = common.bench_request(org_id, "photography_business", YEAR_FROM, YEAR_TO, FORMATS)
     t0 = time.perf_counter()
     async with pool.acquire() as conn:
         org = await fetch_organization(conn, org_id)
-    ctx = ReportContext(req, org, [], pool, no_table_reads)
+    ctx = ReportContext(req, org, [], pool, common.no_table_reads)
     table = await registry.get("photography_business").build(ctx)
     t1 = time.perf_counter()
     links = await asyncio.to_thread(_render_all, table, store, req.report_id)
@@ -72,7 +64,7 @@ async def build_and_render(
 
 async def run(sizes: list[int], repeat: int, worker: bool, state: Path) -> None:
     """The benchmark on fresh services in ``state`` (:func:`loadtests.common.stack`)."""
-    async with stack(state) as s:
+    async with common.stack(state) as s:
         await measure(s, sizes, repeat, worker, state)
 
 
@@ -112,11 +104,11 @@ async def measure(s: Settings, sizes: list[int], repeat: int, worker: bool, stat
         print(f"peak memory of this process: {peak:,.0f} MiB")
         if not worker:
             return
-        proc = bench_worker(s, state, "bench-worker", "bench-reports")
+        proc = common.bench_worker(s, state, "bench-worker", "bench-reports")
         try:
             await proc.wait_ready(timeout_s=120, min_partitions=4)
             for size in sizes:
-                latencies = await timed_reports(
+                latencies = await common.timed_reports(
                     s,
                     repeat,
                     organization_id=orgs[size],
@@ -146,7 +138,7 @@ def main() -> None:
     args = p.parse_args()
     sizes = [int(x) for x in args.sizes.split(",")]
     keep = bool(os.environ.get("BENCH_KEEP_STATE"))
-    with state_folder("bench-reports", keep=keep) as state:
+    with common.state_folder("bench-reports", keep=keep) as state:
         asyncio.run(run(sizes, args.repeat, not args.no_worker, state))
 
 

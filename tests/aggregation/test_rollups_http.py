@@ -7,6 +7,7 @@ from typing import Any
 
 import aiohttp
 import asyncpg
+import pytest
 
 from stream_app.db.history import copy_bookings
 from stream_app.db.tenancy import Organization, upsert_organization
@@ -16,6 +17,7 @@ from stream_app.web.auth import issue_token
 from tests.aggregation.test_rollups import rows
 
 ORG, OTHER = "rollup-http-a", "rollup-http-b"
+BASE = f"/orgs/{ORG}"
 
 REQUEST: dict[str, Any] = {
     "dataset": "bookings",
@@ -42,7 +44,9 @@ async def call(
         return r.status, await r.json()
 
 
-async def load(settings: Settings) -> None:
+@pytest.fixture
+async def loaded(settings: Settings) -> None:
+    """Both organisations with fresh bookings (2,000 each) and no rollups."""
     conn = await asyncpg.connect(settings.postgres_dsn)
     try:
         for org, seed in ((ORG, 3), (OTHER, 4)):
@@ -55,32 +59,30 @@ async def load(settings: Settings) -> None:
 
 
 async def test_from_the_optimisers_proposal_to_a_rollup_answer(
-    settings: Settings, main_worker: WorkerProcess
+    settings: Settings, main_worker: WorkerProcess, loaded: None
 ) -> None:
-    await load(settings)
     admin = bearer(settings, ORG)
-    base = f"/orgs/{ORG}"
     status, answer = await call(
-        main_worker, "POST", f"{base}/aggregations/optimize", admin, REQUEST
+        main_worker, "POST", f"{BASE}/aggregations/optimize", admin, REQUEST
     )
     assert status == 200, answer
     candidate = answer["candidates"][0]
     assert candidate["kind"] == "rollup" and candidate["same_result"] is True
     assert candidate["measured"]["checksum"] == answer["baseline"]["checksum"]
     assert answer["verdict"].startswith(("improvement", "no improvement"))
-    status, before = await call(main_worker, "POST", f"{base}/aggregations", admin, REQUEST)
+    status, before = await call(main_worker, "POST", f"{BASE}/aggregations", admin, REQUEST)
     assert status == 200 and before["source"] == {"table": "bookings"}
     # the admin creates the proposed rollup as it is
     status, created = await call(
-        main_worker, "POST", f"{base}/rollups", admin, candidate["definition"]
+        main_worker, "POST", f"{BASE}/rollups", admin, candidate["definition"]
     )
     assert status == 201, created
     rollup_id = created["id"]
     assert created["definition"]["dimensions"] == ["currency", "venue_id"]
-    status, after = await call(main_worker, "POST", f"{base}/aggregations", admin, REQUEST)
+    status, after = await call(main_worker, "POST", f"{BASE}/aggregations", admin, REQUEST)
     assert status == 200 and after["source"] == {"rollup": rollup_id}
     assert after["rows"] == before["rows"] and after["columns"] == before["columns"]
-    status, listed = await call(main_worker, "GET", f"{base}/rollups", admin)
+    status, listed = await call(main_worker, "GET", f"{BASE}/rollups", admin)
     assert status == 200 and [r["id"] for r in listed["rollups"]] == [rollup_id]
     assert listed["rollups"][0]["time_zone"] == "Europe/Lisbon"
     assert listed["rollups"][0]["row_count"] > 0
@@ -88,16 +90,16 @@ async def test_from_the_optimisers_proposal_to_a_rollup_answer(
     # viewer and analyst: refused (rollups:manage is the admin's)
     for role in ("viewer", "analyst"):
         for method, path, body in (
-            ("GET", f"{base}/rollups", None),
-            ("POST", f"{base}/rollups", candidate["definition"]),
-            ("DELETE", f"{base}/rollups/{rollup_id}", None),
-            ("POST", f"{base}/aggregations/optimize", REQUEST),
+            ("GET", f"{BASE}/rollups", None),
+            ("POST", f"{BASE}/rollups", candidate["definition"]),
+            ("DELETE", f"{BASE}/rollups/{rollup_id}", None),
+            ("POST", f"{BASE}/aggregations/optimize", REQUEST),
         ):
             status, err = await call(main_worker, method, path, bearer(settings, ORG, role), body)
             assert (status, err["error"]["field"]) == (403, "role"), (role, path)
     # the other organisation's admin: not through ORG's path, and not through its own
     other = bearer(settings, OTHER)
-    status, err = await call(main_worker, "GET", f"{base}/rollups", other)
+    status, err = await call(main_worker, "GET", f"{BASE}/rollups", other)
     assert (status, err["error"]["field"]) == (403, "organization_id")
     status, listed = await call(main_worker, "GET", f"/orgs/{OTHER}/rollups", other)
     assert (status, listed["rollups"]) == (200, [])
@@ -109,22 +111,22 @@ async def test_from_the_optimisers_proposal_to_a_rollup_answer(
 
     # bad input names the field
     bad = {**candidate["definition"], "measures": [{"op": "percentile", "field": "nights"}]}
-    status, err = await call(main_worker, "POST", f"{base}/rollups", admin, bad)
+    status, err = await call(main_worker, "POST", f"{BASE}/rollups", admin, bad)
     assert (status, err["error"]["field"]) == (400, "$.measures[0].op")
     status, err = await call(
-        main_worker, "POST", f"{base}/aggregations/optimize?runs=99", admin, REQUEST
+        main_worker, "POST", f"{BASE}/aggregations/optimize?runs=99", admin, REQUEST
     )
     assert (status, err["error"]["field"]) == (400, "runs")
-    status, err = await call(main_worker, "DELETE", f"{base}/rollups/x1", admin)
+    status, err = await call(main_worker, "DELETE", f"{BASE}/rollups/x1", admin)
     assert (status, err["error"]["field"]) == (400, "rollup_id")
 
     # deleted: the table answers again; both changes are in the audit log
-    status, gone = await call(main_worker, "DELETE", f"{base}/rollups/{rollup_id}", admin)
+    status, gone = await call(main_worker, "DELETE", f"{BASE}/rollups/{rollup_id}", admin)
     assert (status, gone) == (200, {"id": rollup_id, "deleted": True})
-    status, again = await call(main_worker, "POST", f"{base}/aggregations", admin, REQUEST)
+    status, again = await call(main_worker, "POST", f"{BASE}/aggregations", admin, REQUEST)
     assert status == 200 and again["source"] == {"table": "bookings"}
     assert again["rows"] == before["rows"]
-    status, audit = await call(main_worker, "GET", f"{base}/audit", admin)
+    status, audit = await call(main_worker, "GET", f"{BASE}/audit", admin)
     assert status == 200, audit
     actions = [
         (e["action"], e["target"]) for e in audit["events"] if e["action"].startswith("rollup.")
@@ -141,34 +143,32 @@ def arabic_indic(n: int) -> str:
 
 
 async def test_integers_in_paths_and_queries_are_ascii_only(
-    settings: Settings, main_worker: WorkerProcess
+    settings: Settings, main_worker: WorkerProcess, loaded: None
 ) -> None:
-    await load(settings)
     admin = bearer(settings, ORG)
-    base = f"/orgs/{ORG}"
     definition = {"dataset": "bookings", "dimensions": ["status"], "measures": [{"op": "count"}]}
-    status, created = await call(main_worker, "POST", f"{base}/rollups", admin, definition)
+    status, created = await call(main_worker, "POST", f"{BASE}/rollups", admin, definition)
     assert status == 201, created
     rollup_id = created["id"]
     for method, path, body, field in (
-        ("DELETE", f"{base}/rollups/%C2%B2", None, "rollup_id"),  # "²"
-        ("DELETE", f"{base}/rollups/%E2%91%A0", None, "rollup_id"),  # "①"
-        ("DELETE", f"{base}/rollups/{arabic_indic(rollup_id)}", None, "rollup_id"),
-        ("DELETE", f"{base}/rollups/0{rollup_id}", None, "rollup_id"),
-        ("GET", f"{base}/query-stats?limit=%C2%B2", None, "limit"),
-        ("GET", f"{base}/query-stats?limit={arabic_indic(5)}", None, "limit"),
-        ("POST", f"{base}/aggregations/optimize?runs=%C2%B2", REQUEST, "runs"),
-        ("POST", f"{base}/aggregations/optimize?runs={arabic_indic(3)}", REQUEST, "runs"),
+        ("DELETE", f"{BASE}/rollups/%C2%B2", None, "rollup_id"),  # "²"
+        ("DELETE", f"{BASE}/rollups/%E2%91%A0", None, "rollup_id"),  # "①"
+        ("DELETE", f"{BASE}/rollups/{arabic_indic(rollup_id)}", None, "rollup_id"),
+        ("DELETE", f"{BASE}/rollups/0{rollup_id}", None, "rollup_id"),
+        ("GET", f"{BASE}/query-stats?limit=%C2%B2", None, "limit"),
+        ("GET", f"{BASE}/query-stats?limit={arabic_indic(5)}", None, "limit"),
+        ("POST", f"{BASE}/aggregations/optimize?runs=%C2%B2", REQUEST, "runs"),
+        ("POST", f"{BASE}/aggregations/optimize?runs={arabic_indic(3)}", REQUEST, "runs"),
     ):
         status, err = await call(main_worker, method, path, admin, body)
         assert (status, err["error"]["field"]) == (400, field), (path, status, err)
     # the rollup written in Arabic-Indic digits was not deleted, nor audited
-    status, listed = await call(main_worker, "GET", f"{base}/rollups", admin)
+    status, listed = await call(main_worker, "GET", f"{BASE}/rollups", admin)
     assert status == 200 and [r["id"] for r in listed["rollups"]] == [rollup_id]
-    status, audit = await call(main_worker, "GET", f"{base}/audit", admin)
+    status, audit = await call(main_worker, "GET", f"{BASE}/audit", admin)
     assert status == 200
     deleted = [e["target"] for e in audit["events"] if e["action"] == "rollup.deleted"]
     assert str(rollup_id) not in deleted and arabic_indic(rollup_id) not in deleted
     assert all(t.isascii() for t in deleted)
-    status, gone = await call(main_worker, "DELETE", f"{base}/rollups/{rollup_id}", admin)
+    status, gone = await call(main_worker, "DELETE", f"{BASE}/rollups/{rollup_id}", admin)
     assert (status, gone) == (200, {"id": rollup_id, "deleted": True})

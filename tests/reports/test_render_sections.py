@@ -28,7 +28,7 @@ from pptx.enum.chart import XL_CHART_TYPE
 from stream_app.reports.model import Cell, ChartSpec, Column, Kpi, ReportSection, ReportTable
 from stream_app.reports.render import RENDERERS
 from stream_app.reports.render import xlsx as render_xlsx
-from tests.reports.rendering import render
+from tests.reports.rendering import csv_blocks, csv_cell, render
 
 ORG_NAME = "Fotografía Ñandú — 東京 & Zürich"
 
@@ -162,27 +162,12 @@ def test_expected_chart_figures_agree_with_a_plain_sum() -> None:
 # -- CSV --------------------------------------------------------------------------------------
 
 
-def csv_cell(value: Cell, column: Column) -> str:
-    if value is None:
-        return ""
-    text = str(value)
-    if column.type == "text" and text[:1] in ("=", "+", "-", "@", "\t", "\r"):
-        return "'" + text
-    return text
-
-
 def test_csv_blocks(tmp_path: Path) -> None:
     path, rows = render(tmp_path, "csv", make_table())
     assert rows == len(MAIN_ROWS)
     raw = path.read_bytes()
     assert raw.startswith(b"\xef\xbb\xbf")
-    lines = list(csv.reader(io.StringIO(raw.decode("utf-8-sig"), newline="")))
-    blocks: list[list[list[str]]] = [[]]
-    for line in lines:
-        if line == []:
-            blocks.append([])
-        else:
-            blocks[-1].append(line)
+    blocks = csv_blocks(raw)
     assert len(blocks) == 4
     main, photographers, weekdays, validation = blocks
     assert main[0] == [c.name for c in MAIN_COLUMNS]

@@ -9,8 +9,6 @@ figures computed here from the generated literals; the other tenant's rows are n
 from __future__ import annotations
 
 import asyncio
-import csv
-import io
 import threading
 import uuid
 from collections.abc import AsyncIterator
@@ -31,7 +29,7 @@ from stream_app.reports.types import compliance
 from stream_app.reports.types.base import ReportContext
 from stream_app.schemas.reports import new_report_request
 from tests.reports.history_columns import PAYMENT_COLUMNS
-from tests.reports.rendering import render_path
+from tests.reports.rendering import csv_blocks, render_path
 
 N = 30_011
 DATE_FROM, DATE_TO = date(2026, 1, 1), date(2026, 12, 31)
@@ -133,12 +131,7 @@ async def test_a_large_reconciliation_is_streamed_exactly(
     want_outstanding = Decimal(expected_outstanding_minor()) / 100
 
     # CSV: the reconciliation block
-    blocks: list[list[list[str]]] = [[]]
-    for line in csv.reader(io.StringIO(raw_csv.decode("utf-8-sig"), newline="")):
-        if line:
-            blocks[-1].append(line)
-        else:
-            blocks.append([])
+    blocks = csv_blocks(raw_csv)
     recon = next(b for b in blocks if b and b[0] == ["# " + table.sections[1].title])
     header, rows = recon[1], recon[2:]
     col = {name: i for i, name in enumerate(header)}

@@ -305,39 +305,8 @@ class _Workbook:
                 self.string(sheet, r, c, str(value))
             return
         kind = col.type
-        if kind == "money":
-            amount = Decimal(value)
-            if not amount.is_finite():
-                raise ValueError("not a finite decimal")
-            decimals = max(-int(amount.as_tuple().exponent), 0)
-            currency = cur if isinstance(cur, str) and _CURRENCY_CODE.fullmatch(cur) else None
-            if currency is not None:
-                decimals = max(decimals, minor_unit_exponent(currency))
-            if len(amount.as_tuple().digits) <= EXACT_DIGITS:
-                sheet.write_number(r, c, float(amount), self.money_fmt(decimals, currency))
-            else:
-                self.as_text += 1
-                self.string(sheet, r, c, value)
-        elif kind == "decimal":
-            number = Decimal(value)
-            if not number.is_finite():
-                raise ValueError("not a finite decimal")
-            if len(number.as_tuple().digits) <= EXACT_DIGITS:
-                decimals = max(-int(number.as_tuple().exponent), 0)
-                sheet.write_number(r, c, float(number), self.money_fmt(decimals, None))
-            else:
-                self.as_text += 1
-                self.string(sheet, r, c, value)
-        elif kind == "percent":
-            rate = Decimal(value)
-            if not rate.is_finite():
-                raise ValueError("not a finite decimal")
-            decimals = max(-int(rate.as_tuple().exponent), 0)
-            if len(rate.as_tuple().digits) <= EXACT_DIGITS:
-                sheet.write_number(r, c, float(rate / 100), self.percent_fmt(decimals))
-            else:
-                self.as_text += 1
-                self.string(sheet, r, c, value)
+        if kind in ("money", "decimal", "percent"):
+            self._decimal(sheet, r, c, kind, value, cur)
         elif kind == "month":
             if len(value) != 7:
                 raise ValueError("not a YYYY-MM month")
@@ -346,6 +315,27 @@ class _Workbook:
             sheet.write_datetime(r, c, date.fromisoformat(value), self.date_fmt)
         else:
             self.string(sheet, r, c, value)
+
+    def _decimal(self, sheet: Any, r: int, c: int, kind: str, value: str, cur: Cell) -> None:
+        """A ``money``, ``decimal`` or ``percent`` cell: an Excel number with the value's decimals
+        (a money cell at least its currency's minor unit, a percentage ÷ 100 in a % format),
+        or exact text when it has more than :data:`EXACT_DIGITS` significant digits."""
+        number = Decimal(value)
+        if not number.is_finite():
+            raise ValueError("not a finite decimal")
+        if len(number.as_tuple().digits) > EXACT_DIGITS:
+            self.as_text += 1
+            self.string(sheet, r, c, value)
+            return
+        decimals = max(-int(number.as_tuple().exponent), 0)
+        if kind == "percent":
+            sheet.write_number(r, c, float(number / 100), self.percent_fmt(decimals))
+            return
+        currency = None
+        if kind == "money" and isinstance(cur, str) and _CURRENCY_CODE.fullmatch(cur):
+            currency = cur
+            decimals = max(decimals, minor_unit_exponent(cur))
+        sheet.write_number(r, c, float(number), self.money_fmt(decimals, currency))
 
     # -- sheets ----------------------------------------------------------------------------
 

@@ -33,7 +33,7 @@ from stream_app.reports.types.columns import (
     VENUE,
 )
 from stream_app.reports.types.figures import money, percent
-from stream_app.tables.bookings import VenueTotals, table_key
+from stream_app.tables.bookings import VenueTotals, sum_totals, table_key
 
 REPORT_TYPE = "monthly_booking_summary"
 
@@ -52,7 +52,6 @@ CHART = ChartSpec(
     title="Revenue by month (all venues)",
     category_column="month",
     value_columns=("revenue",),
-    kind="column",
     series_column="currency",
 )
 """Revenue summed over venues per month, one series per currency.
@@ -98,16 +97,10 @@ def venue_month_totals(
     """Totals of one venue in one month, or in the listed days of it."""
     if days is None:
         return _totals(lookup(table_key(organization_id, venue_id, "month", month)))
-    acc = VenueTotals()
-    for day in days:
-        t = _totals(lookup(table_key(organization_id, venue_id, "day", day.isoformat())))
-        acc.bookings += t.bookings
-        acc.cancellations += t.cancellations
-        for c, v in t.booked_minor.items():
-            acc.booked_minor[c] = acc.booked_minor.get(c, 0) + v
-        for c, v in t.cancelled_minor.items():
-            acc.cancelled_minor[c] = acc.cancelled_minor.get(c, 0) + v
-    return acc
+    return sum_totals(
+        _totals(lookup(table_key(organization_id, venue_id, "day", day.isoformat())))
+        for day in days
+    )
 
 
 def cancellation_rate(bookings: int, cancellations: int) -> str | None:

@@ -161,7 +161,6 @@ CHART = ChartSpec(
     title="Occupied and available slots by month (all venues)",
     category_column="month",
     value_columns=("occupied_slots", "available_slots"),
-    kind="column",
 )
 
 WEEKDAY_COLUMNS = (

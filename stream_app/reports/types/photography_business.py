@@ -85,7 +85,6 @@ CHART = ChartSpec(
     title="Revenue by month (all photographers)",
     category_column="month",
     value_columns=("revenue",),
-    kind="column",
     series_column="currency",
 )
 

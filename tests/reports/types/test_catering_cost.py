@@ -20,16 +20,8 @@ from stream_app.reports.types.base import ReportInputError
 from stream_app.reports.types.catering_cost import COLUMNS
 from stream_app.settings import Settings
 from stream_app.synthetic.generator import Chunk, SynthConfig
-from tests.synthetic.helpers import (
-    assert_rows,
-    build,
-    check_files,
-    half_even,
-    load,
-    major,
-    pct,
-    render_and_read,
-)
+from tests.synthetic import helpers as synth
+from tests.synthetic.helpers import half_even, major, pct
 
 ORG = "test-catering"
 CONFIG = SynthConfig("catering", 2_000, seed=9, organization_id=ORG)
@@ -38,7 +30,7 @@ FROM, TO = date(2024, 4, 1), date(2024, 9, 30)
 
 @pytest.fixture(scope="module")
 async def rows(settings: Settings) -> Chunk:
-    return await load(settings, CONFIG)
+    return await synth.load(settings, CONFIG)
 
 
 def money_row(revenue: int, cost: Decimal, waste: Decimal) -> list[Any]:
@@ -108,13 +100,15 @@ def expected(rows: Chunk) -> dict[str, list[list[Any]]]:
 
 
 async def test_catering_cost(rows: Chunk, settings: Settings, tmp_path: Path) -> None:
-    table = await build(settings, "catering_cost", ORG, FROM, TO)
+    table = await synth.build(settings, "catering_cost", ORG, FROM, TO)
     want = expected(rows)
     assert len(want["menus"]) == 8 and len(want["events"]) > 300
-    assert_rows(table.rows, COLUMNS, want["menus"])
+    synth.assert_rows(table.rows, COLUMNS, want["menus"])
     sections = {s.name: s for s in table.sections}
-    assert_rows(sections["events"].rows, sections["events"].columns, want["events"])
-    assert_rows(sections["ingredients"].rows, sections["ingredients"].columns, want["ingredients"])
+    synth.assert_rows(sections["events"].rows, sections["events"].columns, want["events"])
+    synth.assert_rows(
+        sections["ingredients"].rows, sections["ingredients"].columns, want["ingredients"]
+    )
     # the waste share of every ingredient is inside the generator's stated 2–18 % band
     assert all(Decimal("1.9") < Decimal(r[6]) < Decimal("18.1") for r in want["ingredients"])
 
@@ -125,8 +119,8 @@ async def test_catering_cost(rows: Chunk, settings: Settings, tmp_path: Path) ->
     assert kpis["Covers"] == f"{sum(r[3] for r in events):,}"
     assert kpis["Revenue (EUR)"] == f"{revenue // 100:,}.{revenue % 100:02d}"
 
-    files = render_and_read(table, tmp_path)
-    check_files(
+    files = synth.render_and_read(table, tmp_path)
+    synth.check_files(
         files,
         table,
         {"": want["menus"], "events": want["events"], "ingredients": want["ingredients"]},
@@ -142,7 +136,7 @@ async def test_mixed_currencies_are_refused(rows: Chunk, settings: Settings) -> 
             ORG,
         )
         with pytest.raises(ReportInputError, match=r"booking currency EUR and ingredient cost"):
-            await build(settings, "catering_cost", ORG, FROM, TO)
+            await synth.build(settings, "catering_cost", ORG, FROM, TO)
     finally:
         await conn.execute(
             "UPDATE catering_ingredients SET currency = 'EUR' WHERE organization_id = $1", ORG

@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import calendar
-import csv
 import dataclasses
-import io
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -50,7 +48,7 @@ from stream_app.reports.streaming import StreamedRows, open_session
 from stream_app.reports.types import compliance
 from stream_app.reports.types.base import ReportContext, ReportInputError
 from stream_app.schemas.reports import REPORT_TYPES, new_report_request
-from tests.reports.rendering import render_path
+from tests.reports.rendering import csv_blocks, csv_cell, render_path, shown
 
 BALANCES = compliance.BALANCES_SQL
 
@@ -563,35 +561,8 @@ def tables_of(table: ReportTable) -> list[tuple[str, Sequence[Column], list[list
     ]
 
 
-def csv_text(value: Any, column: Column) -> str:
-    if value is None:
-        return ""
-    text = str(value)
-    return "'" + text if column.type == "text" and text[:1] in "=+-@\t\r" else text
-
-
-def shown(value: Any, column: Column) -> str:
-    """A cell as the PDF and the slides print it (the test's own formatting)."""
-    if value is None:
-        return ""
-    if column.type == "int":
-        return f"{value:,}"
-    if column.type in ("money", "decimal"):
-        whole, _, frac = str(value).partition(".")
-        return f"{int(whole):,}" + (f".{frac}" if frac else "")
-    if column.type == "percent":
-        return f"{value}%"
-    return str(value)
-
-
 def test_csv_holds_every_figure(tmp_path: Path, table: ReportTable) -> None:
-    raw = render_path(tmp_path, "csv", table).read_bytes().decode("utf-8-sig")
-    blocks: list[list[list[str]]] = [[]]
-    for line in csv.reader(io.StringIO(raw, newline="")):
-        if line:
-            blocks[-1].append(line)
-        else:
-            blocks.append([])
+    blocks = csv_blocks(render_path(tmp_path, "csv", table).read_bytes())
     tables = tables_of(table)
     assert len(blocks) == len(tables) + 1
     for (name, columns, rows), block in zip(tables, blocks, strict=False):
@@ -600,7 +571,7 @@ def test_csv_holds_every_figure(tmp_path: Path, table: ReportTable) -> None:
             assert block.pop(0) == [f"# {title}"]
         assert block[0] == [c.name for c in columns]
         assert block[1:] == [
-            [csv_text(v, c) for v, c in zip(r, columns, strict=True)] for r in rows
+            [csv_cell(v, c) for v, c in zip(r, columns, strict=True)] for r in rows
         ], name
     assert blocks[-1] == [["# Validation"], ["finding"], *([f] for f in expected().validation)]
 

@@ -11,8 +11,6 @@ month one year earlier.
 
 from __future__ import annotations
 
-import csv
-import io
 import random
 import uuid
 from collections import Counter, defaultdict
@@ -50,7 +48,7 @@ from stream_app.reports.types import occupancy
 from stream_app.reports.types.base import CACHE_TTL_S, ReportContext, ReportInputError
 from stream_app.schemas.reports import REPORT_TYPES, new_report_request
 from tests.hotel_csv import read_csv
-from tests.reports.rendering import render_path
+from tests.reports.rendering import csv_blocks, csv_cell, render_path, shown
 
 EXPONENT = {"EUR": 2, "NZD": 2, "JPY": 0}
 WEEKDAY_NAMES = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
@@ -207,30 +205,27 @@ class Expected:
                     out[c] += self.revenue[(v, d, c)]
         return dict(out)
 
+    def revenue_lines(self, v: str, name: str, days: list[date], *month: str) -> list[list[Any]]:
+        """Revenue rows of venue ``v`` over ``days``, one per currency (``month`` after the name
+        in the by-month section, absent in the by-venue one)."""
+        a, s, _, _ = self.counts(v, days)
+        return [
+            [v, name, *month, c, a, s, major(minor, c), minor, per(minor, a, c), per(minor, s, c)]
+            for c, minor in sorted((self.revenue_of(v, days) or {self.currency: 0}).items())
+        ]
+
     def revenue_rows(self) -> list[list[Any]]:
-        rows = []
-        for v, name, _ in self.venues:
-            for month in self.months():
-                days = self.month_days(v, month)
-                a, s, _, _ = self.counts(v, days)
-                for c, minor in sorted((self.revenue_of(v, days) or {self.currency: 0}).items()):
-                    rows.append(
-                        [v, name, month, c, a, s, major(minor, c), minor, per(minor, a, c),
-                         per(minor, s, c)]
-                    )  # fmt: skip
-        return rows
+        return [
+            row
+            for v, name, _ in self.venues
+            for month in self.months()
+            for row in self.revenue_lines(v, name, self.month_days(v, month), month)
+        ]
 
     def revenue_total_rows(self) -> list[list[Any]]:
-        rows = []
-        for v, name, _ in self.venues:
-            a, s, _, _ = self.counts(v, self.open[v])
-            for c, minor in sorted(
-                (self.revenue_of(v, self.open[v]) or {self.currency: 0}).items()
-            ):
-                rows.append(
-                    [v, name, c, a, s, major(minor, c), minor, per(minor, a, c), per(minor, s, c)]
-                )
-        return rows
+        return [
+            row for v, name, _ in self.venues for row in self.revenue_lines(v, name, self.open[v])
+        ]
 
     def history(self, v: str) -> list[int]:
         if v not in self.first_month:
@@ -487,26 +482,6 @@ async def test_hotel_partial_range(
     ] * 2
 
 
-def _display(value: Any, type_: str) -> str:
-    """How a person reads a cell in a PDF or a slide (thousands separators, % signs)."""
-    if value is None:
-        return ""
-    if isinstance(value, int):
-        return f"{value:,}"
-    if type_ in ("money", "decimal"):
-        return format(Decimal(value), ",")
-    if type_ == "percent":
-        return f"{value}%"
-    return str(value)
-
-
-def _csv_text(value: Any, column: Column) -> str:
-    if value is None:
-        return ""
-    text = str(value)
-    return "'" + text if column.type == "text" and text[:1] in "=+-@\t\r" else text
-
-
 def _excel_matches(got: Any, want: Any, column: Column) -> bool:
     if want is None:
         return got is None
@@ -554,13 +529,7 @@ def check_formats(tmp_path: Path, table: ReportTable, expected: Expected) -> Non
 
     # CSV: blocks separated by an empty line; a section block starts with "# <title>"
     raw = render_path(tmp_path, "csv", table).read_bytes()
-    lines = list(csv.reader(io.StringIO(raw.decode("utf-8-sig"), newline="")))
-    parsed: list[list[list[str]]] = [[]]
-    for line in lines:
-        if line == []:
-            parsed.append([])
-        else:
-            parsed[-1].append(line)
+    parsed = csv_blocks(raw)
     assert len(parsed) == len(blocks) + 1  # + validation
     for i, ((_, title, columns, rows), got) in enumerate(zip(blocks, parsed, strict=False)):
         header = got if i == 0 else got[1:]
@@ -568,7 +537,7 @@ def check_formats(tmp_path: Path, table: ReportTable, expected: Expected) -> Non
             assert got[0] == [f"# {title}"]
         assert header[0] == [c.name for c in columns]
         assert header[1:] == [
-            [_csv_text(v, c) for v, c in zip(r, columns, strict=True)] for r in rows
+            [csv_cell(v, c) for v, c in zip(r, columns, strict=True)] for r in rows
         ], title
     assert parsed[-1] == [["# Validation"], ["finding"], *[[f] for f in table.validation]]
 
@@ -625,7 +594,7 @@ def check_formats(tmp_path: Path, table: ReportTable, expected: Expected) -> Non
         if name != "data":
             position = text.index("".join(title.split()), position)
         for r in rows:
-            cells = ["".join(_display(v, c.type).split()) for v, c in zip(r, columns, strict=True)]
+            cells = ["".join(shown(v, c).split()) for v, c in zip(r, columns, strict=True)]
             if name == "recommendations":  # long cells wrap inside their boxes: cell by cell
                 assert all(cell in text[position:] for cell in cells), r
             else:
@@ -642,15 +611,14 @@ def check_formats(tmp_path: Path, table: ReportTable, expected: Expected) -> Non
     ]
     assert [(b[1], b[0]) for b in boxes] == kpis
     for _, title, columns, rows in blocks:
-        shown: list[list[str]] = []
+        on_slides: list[list[str]] = []
         prefix = "Data: rows " if title == "Data" else f"{title}: rows "
         for slide, slide_title in zip(deck, titles, strict=True):
             if slide_title.startswith(prefix):
                 grid = next(sh.table for sh in slide.shapes if sh.has_table)
-                shown.extend([c.text for c in row.cells] for row in list(grid.rows)[1:])
-        assert shown == [
-            [_display(v, c.type) for v, c in zip(r, columns, strict=True)] for r in rows
-        ], title
+                on_slides.extend([c.text for c in row.cells] for row in list(grid.rows)[1:])
+        want = [[shown(v, c) for v, c in zip(r, columns, strict=True)] for r in rows]
+        assert on_slides == want, title
 
 
 def _slide_texts(slide: Any) -> list[str]:

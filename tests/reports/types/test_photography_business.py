@@ -18,15 +18,8 @@ from stream_app.reports.types.base import ReportInputError
 from stream_app.reports.types.photography_business import COLUMNS
 from stream_app.settings import Settings
 from stream_app.synthetic.generator import Chunk, SynthConfig
-from tests.synthetic.helpers import (
-    assert_rows,
-    build,
-    check_files,
-    load,
-    major,
-    pct,
-    render_and_read,
-)
+from tests.synthetic import helpers as synth
+from tests.synthetic.helpers import major, pct
 
 ORG = "test-photo"
 CONFIG = SynthConfig("photography", 2_000, seed=42, organization_id=ORG)
@@ -38,7 +31,7 @@ WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", 
 
 @pytest.fixture(scope="module")
 async def rows(settings: Settings) -> Chunk:
-    return await load(settings, CONFIG)
+    return await synth.load(settings, CONFIG)
 
 
 def photographer_bookings(rows: Chunk, lo: date, hi: date) -> list[tuple[Any, ...]]:
@@ -85,14 +78,14 @@ def expected_satisfaction(rows: Chunk) -> list[list[Any]]:
 
 
 async def test_photography_business(rows: Chunk, settings: Settings, tmp_path: Path) -> None:
-    table = await build(settings, "photography_business", ORG, FROM, TO)
+    table = await synth.build(settings, "photography_business", ORG, FROM, TO)
     main = expected_main(rows)
     assert len(main) > 40  # 5 photographers × 12 months, nearly all with bookings
-    assert_rows(table.rows, COLUMNS, main)
+    synth.assert_rows(table.rows, COLUMNS, main)
 
     sections = {s.name: s for s in table.sections}
     sat = sections["satisfaction"]
-    assert_rows(sat.rows, sat.columns, expected_satisfaction(rows))
+    synth.assert_rows(sat.rows, sat.columns, expected_satisfaction(rows))
 
     # seasonal trends: weddings = bookings not cancelled, by month and weekday
     this = [b for b in photographer_bookings(rows, FROM, TO) if b[12] != "cancelled"]
@@ -107,7 +100,9 @@ async def test_photography_business(rows: Chunk, settings: Settings, tmp_path: P
         earlier = f"{int(m[:4]) - 1}{m[4:]}"
         now, then = by_month[m], last_by_month[earlier]
         want_months.append([m, now, earlier, then, pct(now - then, then)])
-    assert_rows(sections["trend_by_month"].rows, sections["trend_by_month"].columns, want_months)
+    synth.assert_rows(
+        sections["trend_by_month"].rows, sections["trend_by_month"].columns, want_months
+    )
     assert sum(r[1] for r in want_months) == len(this)
     days, last_days = (
         Counter(b[7].isoweekday() for b in this),
@@ -119,7 +114,7 @@ async def test_photography_business(rows: Chunk, settings: Settings, tmp_path: P
         for d in range(1, 8)
     ]  # fmt: skip
     weekday = sections["trend_by_weekday"]
-    assert_rows(weekday.rows, weekday.columns, want_days)
+    synth.assert_rows(weekday.rows, weekday.columns, want_days)
     assert days.most_common(1)[0][0] == 6  # Saturday, measured through the report
 
     # KPIs
@@ -141,8 +136,8 @@ async def test_photography_business(rows: Chunk, settings: Settings, tmp_path: P
         sum(r[10] - r[12] for r in per_photographer), sum(r[9] for r in per_photographer)
     )
 
-    files = render_and_read(table, tmp_path)
-    check_files(
+    files = synth.render_and_read(table, tmp_path)
+    synth.check_files(
         files,
         table,
         {
@@ -156,4 +151,4 @@ async def test_photography_business(rows: Chunk, settings: Settings, tmp_path: P
 
 async def test_filters_are_refused(rows: Chunk, settings: Settings) -> None:
     with pytest.raises(ReportInputError, match=r"^data_filters.venue_id: not supported"):
-        await build(settings, "photography_business", ORG, FROM, TO, {"venue_id": ["x"]})
+        await synth.build(settings, "photography_business", ORG, FROM, TO, {"venue_id": ["x"]})

@@ -19,16 +19,8 @@ from stream_app.reports.types.base import ReportInputError
 from stream_app.reports.types.planner_portfolio import COLUMNS
 from stream_app.settings import Settings
 from stream_app.synthetic.generator import Chunk, SynthConfig
-from tests.synthetic.helpers import (
-    assert_rows,
-    build,
-    check_files,
-    half_even,
-    load,
-    major,
-    pct,
-    render_and_read,
-)
+from tests.synthetic import helpers as synth
+from tests.synthetic.helpers import half_even, major, pct
 
 ORG = "test-planner"
 CONFIG = SynthConfig("planner", 8_000, seed=3, organization_id=ORG)
@@ -38,7 +30,7 @@ PRIOR_FROM, PRIOR_TO = date(2024, 1, 1), date(2024, 6, 30)
 
 @pytest.fixture(scope="module")
 async def rows(settings: Settings) -> Chunk:
-    return await load(settings, CONFIG)
+    return await synth.load(settings, CONFIG)
 
 
 def expected(rows: Chunk) -> tuple[list[list[Any]], list[Any]]:
@@ -87,13 +79,13 @@ def expected(rows: Chunk) -> tuple[list[list[Any]], list[Any]]:
 
 
 async def test_planner_portfolio(rows: Chunk, settings: Settings, tmp_path: Path) -> None:
-    table = await build(settings, "planner_portfolio", ORG, FROM, TO)
+    table = await synth.build(settings, "planner_portfolio", ORG, FROM, TO)
     want, benchmark = expected(rows)
     assert len(want) == 4  # 8,000 weddings → 4 offices
-    assert_rows(table.rows, COLUMNS, want)
+    synth.assert_rows(table.rows, COLUMNS, want)
     section = table.sections[0]
     assert section.name == "benchmark"
-    assert_rows(section.rows, section.columns, [benchmark])
+    synth.assert_rows(section.rows, section.columns, [benchmark])
     # the revenue index averages 100 over the offices (mean per office = 100)
     indexes = [Decimal(r[13]) for r in want]
     assert abs(sum(indexes, Decimal(0)) / len(indexes) - 100) < Decimal("0.01")
@@ -101,8 +93,8 @@ async def test_planner_portfolio(rows: Chunk, settings: Settings, tmp_path: Path
     assert kpis["Offices"] == "4"
     assert kpis["Revenue growth (CAD)"] == f"{benchmark[10]}%"
 
-    files = render_and_read(table, tmp_path)
-    check_files(files, table, {"": want, "benchmark": [benchmark]})
+    files = synth.render_and_read(table, tmp_path)
+    synth.check_files(files, table, {"": want, "benchmark": [benchmark]})
 
 
 async def test_an_office_without_bookings_has_a_zero_row(rows: Chunk, settings: Settings) -> None:
@@ -114,7 +106,7 @@ async def test_an_office_without_bookings_has_a_zero_row(rows: Chunk, settings: 
             "Évora Yellowknife",
             "Yellowknife",
         )
-        table = await build(settings, "planner_portfolio", ORG, FROM, TO)
+        table = await synth.build(settings, "planner_portfolio", ORG, FROM, TO)
     finally:
         await conn.execute("DELETE FROM offices WHERE organization_id = $1 AND id = 'of-99'", ORG)
         await conn.close()
@@ -131,6 +123,8 @@ async def test_an_office_without_bookings_has_a_zero_row(rows: Chunk, settings: 
 
 
 async def test_no_offices_is_refused_even_with_history(settings: Settings) -> None:
-    await load(settings, SynthConfig("photography", 1_000, 1, organization_id="test-no-offices"))
+    await synth.load(
+        settings, SynthConfig("photography", 1_000, 1, organization_id="test-no-offices")
+    )
     with pytest.raises(ReportInputError, match=r"'test-no-offices' has no offices"):
-        await build(settings, "planner_portfolio", "test-no-offices", FROM, TO)
+        await synth.build(settings, "planner_portfolio", "test-no-offices", FROM, TO)
