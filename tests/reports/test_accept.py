@@ -24,12 +24,10 @@ from aiokafka import AIOKafkaProducer
 
 from stream_app.client import request_report_and_wait
 from stream_app.db.tenancy import Organization, Venue, upsert_organization, upsert_venue
-from stream_app.delivery.targets import ApiTarget
 from stream_app.devservices.workers import WorkerProcess
 from stream_app.lag import wait_for_lag_zero
 from stream_app.reports.accept import ReportIdTakenError, accept, validate
 from stream_app.reports.cache import cache_key, message_key
-from stream_app.schedules.model import Schedule
 from stream_app.schedules.runner import run_scheduler_tick
 from stream_app.schedules.store import create_schedule
 from stream_app.schemas.base import encode_event
@@ -37,6 +35,7 @@ from stream_app.schemas.reports import ReportRequest, new_report_request
 from stream_app.settings import Settings
 from stream_app.topics import REPORT_LANES, REPORT_REQUESTS, REPORT_RESULTS
 from tests.e2e.helpers import auth, read_topic, request_report_http
+from tests.schedules import builders
 
 ORG = "accept-org"
 BODY: dict[str, Any] = {
@@ -154,17 +153,8 @@ async def test_cli_request_is_recorded_and_audited_once(
 async def test_scheduled_request_is_recorded_and_audited_once(
     settings: Settings, pool: asyncpg.Pool
 ) -> None:
-    schedule = Schedule(
-        schedule_id="acc-schedule",
-        organization_id=ORG,
-        created_by="planner-1",
-        report_type="monthly_booking_summary",
-        date_range="previous_month",
-        output_formats=("csv",),
-        cron="0 8 1 * *",
-        time_zone="Europe/Paris",
-        delivery=ApiTarget(),
-        min_interval_seconds=0,
+    schedule = builders.schedule(
+        ORG, "acc-schedule", created_by="planner-1", cron="0 8 1 * *", time_zone="Europe/Paris"
     )
     async with pool.acquire() as conn:
         await create_schedule(conn, schedule, datetime(2031, 3, 20, tzinfo=UTC))

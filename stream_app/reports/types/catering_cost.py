@@ -38,10 +38,10 @@ import asyncpg
 
 from stream_app.db.tenancy import Organization
 from stream_app.reports.model import Cell, ChartSpec, Column, Kpi, ReportSection, ReportTable
-from stream_app.reports.types.base import ReportContext, ReportInputError, ReportType, new_table
+from stream_app.reports.types.base import ReportInputError, new_table
 from stream_app.reports.types.columns import CURRENCY
 from stream_app.reports.types.figures import money, money_grouped, percent, round_minor
-from stream_app.reports.types.history import build_from_history
+from stream_app.reports.types.history import history_type
 
 REPORT_TYPE = "catering_cost"
 
@@ -286,21 +286,14 @@ def build_report(
     )
 
 
-async def build(ctx: ReportContext) -> ReportTable:
-    """The report of ``ctx.request`` (the type's builder), with the validation findings of its
-    input (:mod:`stream_app.reports.validation`) in ``validation``.
-
-    Raises:
-        ReportInputError: data filters were given, the organisation has no menus, or an
-            event mixes currencies.
-    """
-    return await build_from_history(ctx, _read, build_report, ("bookings", "payments"))
-
-
-REPORT = ReportType(
-    name=REPORT_TYPE,
+REPORT = history_type(
+    REPORT_TYPE,
     title="Catering cost and margin",
     cache_class="operational",
-    build=build,
-    reads=frozenset(),
+    read=_read,
+    make=build_report,
+    validated=("bookings", "payments"),
 )
+"""The type. Its builder refuses (:class:`~stream_app.reports.types.base.ReportInputError`)
+data filters and a request where the organisation has no menus, or an event
+mixes currencies."""

@@ -17,7 +17,7 @@ import asyncpg
 
 from stream_app.db.tenancy import Organization, tenant_transaction
 from stream_app.reports.model import ReportTable
-from stream_app.reports.types.base import ReportContext, reject_filters
+from stream_app.reports.types.base import CacheClass, ReportContext, ReportType, reject_filters
 from stream_app.reports.validation import TableName, validate_for_report
 
 T = TypeVar("T")
@@ -66,3 +66,27 @@ async def build_from_history(
     data = await read_history(ctx, read)
     table = make(data, ctx.organization, req.date_from, req.date_to)
     return await with_validation(ctx, table, validated)
+
+
+def history_type(
+    name: str,
+    title: str,
+    cache_class: CacheClass,
+    read: Read[T],
+    make: Callable[[T, Organization, date, date], ReportTable],
+    validated: Sequence[TableName],
+) -> ReportType:
+    """The report type ``name`` built from history alone: its builder is
+    :func:`build_from_history` with ``read``, ``make`` and ``validated``; it reads no event
+    stream (a cached copy is stale only when the organisation's history changes).
+
+    The builder raises :class:`~stream_app.reports.types.base.ReportInputError` when data
+    filters were given, or when ``read`` or ``make`` refuses the data.
+    """
+
+    async def build(ctx: ReportContext) -> ReportTable:
+        return await build_from_history(ctx, read, make, validated)
+
+    return ReportType(
+        name=name, title=title, cache_class=cache_class, build=build, reads=frozenset()
+    )

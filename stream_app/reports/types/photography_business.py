@@ -42,7 +42,7 @@ import asyncpg
 
 from stream_app.db.tenancy import Organization
 from stream_app.reports.model import Cell, ChartSpec, Column, Kpi, ReportSection, ReportTable
-from stream_app.reports.types.base import ReportContext, ReportInputError, ReportType, new_table
+from stream_app.reports.types.base import ReportInputError, new_table
 from stream_app.reports.types.columns import (
     CANCELLATION_RATE,
     CANCELLATIONS,
@@ -60,7 +60,7 @@ from stream_app.reports.types.figures import (
     percent,
     year_earlier,
 )
-from stream_app.reports.types.history import build_from_history
+from stream_app.reports.types.history import history_type
 
 REPORT_TYPE = "photography_business"
 
@@ -335,21 +335,14 @@ def _trend_section(by: str, columns: Sequence[Column], rows: list[list[Cell]]) -
     )
 
 
-async def build(ctx: ReportContext) -> ReportTable:
-    """The report of ``ctx.request`` (the type's builder), with the validation findings of its
-    input (:mod:`stream_app.reports.validation`) in ``validation``.
-
-    Raises:
-        ReportInputError: the request carries data filters (not supported), or the
-            organisation has no photographers.
-    """
-    return await build_from_history(ctx, _read, build_report, ("bookings", "payments", "feedback"))
-
-
-REPORT = ReportType(
-    name=REPORT_TYPE,
+REPORT = history_type(
+    REPORT_TYPE,
     title="Photography business report",
     cache_class="financial",
-    build=build,
-    reads=frozenset(),
+    read=_read,
+    make=build_report,
+    validated=("bookings", "payments", "feedback"),
 )
+"""The type. Its builder refuses (:class:`~stream_app.reports.types.base.ReportInputError`)
+data filters and a request where the organisation has no
+photographers."""

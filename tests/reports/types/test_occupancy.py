@@ -15,7 +15,7 @@ import random
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from fractions import Fraction
@@ -705,15 +705,10 @@ async def hb_org(
                 BookingRow(
                     organization_id=org_id,
                     id=f"b{i}",
-                    venue_id=b.venue_id,
-                    service_date=b.service_date,
-                    nights=b.nights,
                     booked_at=booked_at,
-                    amount_minor=b.amount_minor,
-                    currency=b.currency,
-                    status=b.status,
                     cancelled_at=booked_at if b.status == "cancelled" else None,
                     source_event_id=None,
+                    **asdict(b),  # venue, service date, nights, status, amount, currency
                 )
                 for i, b in enumerate(bookings)
             ],
