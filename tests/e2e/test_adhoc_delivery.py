@@ -37,6 +37,7 @@ from stream_app.db.tenancy import (
     upsert_organization,
     upsert_venue,
 )
+from stream_app.delivery.redact import HIDDEN_CAUSE
 from stream_app.delivery.webhook import verify_signature
 from stream_app.devservices.common import free_ports
 from stream_app.devservices.workers import WorkerProcess
@@ -464,6 +465,31 @@ async def test_only_delivery_log_readers_see_targets_and_urls_are_masked(
         text = orjson.dumps(body).decode()
         assert "hookpass" not in text and "TOPSECRETKEY" not in text
     assert host not in orjson.dumps(viewer["delivery"]).decode()
+
+
+async def test_a_connection_error_names_its_host_to_admins_only(
+    settings: Settings, worker: WorkerProcess
+) -> None:
+    """Attack s5-1: a receiver that cannot be reached. The admin reads the connection error
+    with the host and port; a viewer reads that the receiver did not take it, and neither."""
+    free_port = free_ports(1)[0]  # nothing listens there
+    report_id = await request_with_delivery(
+        worker,
+        settings,
+        {
+            "method": "webhook",
+            "url": f"http://127.0.0.1:{free_port}/closed",
+            "secret": SECRET,
+            "retry": {"max_attempts": 1},
+        },
+    )
+    admin = await final_delivery(worker, settings, report_id)
+    assert admin["delivery"]["outcome"] == "failed"
+    assert f"127.0.0.1:{free_port}" in admin["delivery"]["error"]
+    viewer = await report_status(worker, settings, report_id, "viewer")
+    assert viewer["delivery"]["error"] == HIDDEN_CAUSE
+    assert [a["detail"] for a in viewer["delivery"]["attempts"]] == [HIDDEN_CAUSE]
+    assert str(free_port) not in orjson.dumps(viewer["delivery"]).decode()
 
 
 async def test_delivery_fields_are_checked(settings: Settings, worker: WorkerProcess) -> None:
