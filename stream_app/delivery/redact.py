@@ -56,8 +56,10 @@ def clip(text: str, limit: int = MAX_KEPT_CHARS) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-HIDDEN_CAUSE: Final = "the receiver did not take it; the cause is in the delivery log (deliveries:read)"
-"""What a reader without ``deliveries:read`` sees instead of a cause not in :data:`_PUBLIC_DETAIL`."""
+HIDDEN_CAUSE: Final = (
+    "the receiver did not take it; the cause is in the delivery log (deliveries:read)"
+)
+"""What a reader without ``deliveries:read`` sees of a cause :func:`public_detail` hides."""
 
 _PUBLIC_DETAIL = re.compile(
     r"(?:POST <target>: )?(?:HTTP \d{3}|no response within [\d.]+ s)"

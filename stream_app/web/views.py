@@ -55,7 +55,7 @@ from stream_app.reports.artifacts import (
 )
 from stream_app.reports.cancel import cancel_report
 from stream_app.schemas.base import EventValidationError
-from stream_app.schemas.ids import ID_RULE, is_valid_id
+from stream_app.schemas.ids import ID_RULE, is_valid_id, quoted_list
 from stream_app.schemas.reports import ReportRequest
 from stream_app.tables.windows import (
     FIRST_YEAR,
@@ -490,7 +490,7 @@ async def check_venue_filter(pool: asyncpg.Pool, org: str, req: ReportRequest) -
         raise ApiError(
             400,
             "invalid_field",
-            f"unknown venue(s) {unknown} in organisation {org!r}",
+            f"unknown venue(s) {quoted_list(unknown)} in organisation {org!r}",
             field="$.data_filters.venue_id",
         )
 

@@ -11,7 +11,7 @@ from stream_app.delivery.redact import HIDDEN_CAUSE, public_detail, strip_urls
     ("detail", "shown"),
     [
         ("POST http://h.test/x: HTTP 503 'busy, try db-7.internal'", "POST <target>: HTTP 503"),
-        ("POST http://h.test/x: no response within 2.5 s", "POST <target>: no response within 2.5 s"),
+        ("POST http://h.test/x: no response within 2 s", "POST <target>: no response within 2 s"),
         ("HTTP 200", "HTTP 200"),
         ("2 link(s) valid until 2026-12-12T19:00:00+00:00", None),
         ("3 file(s)", None),

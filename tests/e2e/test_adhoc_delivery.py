@@ -502,6 +502,7 @@ async def test_delivery_fields_are_checked(settings: Settings, worker: WorkerPro
         ({**hook, "url": "http://x.test/" + "a" * 2048}, "$.delivery.url"),
         ({**hook, "secret": "s" * 1025}, "$.delivery.secret"),
         ({**hook, "retry": {"max_attempts": 1, "nope": 2}}, "$.delivery.retry.nope"),
+        ({**hook, "retry": {"max_attempts": 50}}, "$.delivery.retry.max_attempts"),
         ({**mail, "subject": "s" * 201}, "$.delivery.subject"),
         ({**mail, "subject": "a\u2028b"}, "$.delivery.subject"),
         ({**mail, "subject": "a\u0085b"}, "$.delivery.subject"),

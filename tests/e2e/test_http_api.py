@@ -97,7 +97,7 @@ async def test_bad_report_requests_are_400_naming_the_field(
         ({**good, "date_from": "01/01/2026"}, "$.date_from"),
         ({**good, "priority": "urgent"}, "$.priority"),
         ({**good, "organization_id": "org-b"}, "$.organization_id"),
-        ({**good, "surprise": 1}, "$"),
+        ({**good, "surprise": 1}, "$.surprise"),
         ({**good, "data_filters": {"venue_id": ["../x"]}}, "$.data_filters.venue_id"),
         ([1, 2], "$"),
     ]
