@@ -55,8 +55,8 @@ from stream_app.reports.artifacts import (
 )
 from stream_app.reports.cancel import cancel_report
 from stream_app.schemas.base import EventValidationError
-from stream_app.schemas.ids import ID_RULE, is_valid_id, quoted_list
-from stream_app.schemas.reports import ReportRequest
+from stream_app.schemas.ids import ID_RULE, is_valid_id, quoted, quoted_list
+from stream_app.schemas.reports import OUTPUT_FORMATS, ReportRequest
 from stream_app.tables.windows import (
     FIRST_YEAR,
     LAST_YEAR,
@@ -631,8 +631,16 @@ async def report_cancel(
 async def report_file(
     self: Any, request: web.Request, org: str, report_id: str, fmt: str
 ) -> web.StreamResponse:
-    """Download one file of a completed report (audited: ``report.downloaded``)."""
+    """Download one file of a completed report (audited: ``report.downloaded``); a format
+    that no report has (``xlsx`` for ``excel``) is a 400 listing the formats."""
     principal = authenticate(request, settings.jwt_secret, org)
+    if fmt not in OUTPUT_FORMATS:
+        raise ApiError(
+            400,
+            "invalid_field",
+            f"{quoted(fmt)} is not a report format (one of {sorted(OUTPUT_FORMATS)})",
+            field="format",
+        )
     pool = await get_pool(settings.postgres_dsn)
     async with pool.acquire() as conn:
         rec = await scoped_report(conn, principal, org, report_id)
