@@ -559,15 +559,17 @@ async def request_report(self: Any, request: web.Request, org: str) -> web.Strea
 async def report_status(
     self: Any, request: web.Request, org: str, report_id: str
 ) -> web.StreamResponse:
-    """A report's stored status (404 when unknown to this organisation)."""
+    """A report's stored status (404 when unknown to this organisation); ``delivery_links``
+    (bearer download links a delivery handed out) and delivery targets only for principals
+    with ``deliveries:read``, an empty list and masked details otherwise."""
     principal = authenticate(request, settings.jwt_secret, org)
     pool = await get_pool(settings.postgres_dsn)
     async with pool.acquire() as conn:
         rec = await scoped_report(conn, principal, org, report_id)
-        links = (await links_of_reports(conn, org, [rec.id])).get(rec.id, [])
-        delivery = await delivery_summary(  # targets: only to who may read the delivery log
-            conn, org, rec.id, show_targets=allowed(principal.role, Permission.DELIVERIES_READ)
-        )
+        # targets and the delivery's bearer links: only to who may read the delivery log
+        log_reader = allowed(principal.role, Permission.DELIVERIES_READ)
+        links = (await links_of_reports(conn, org, [rec.id])).get(rec.id, []) if log_reader else []
+        delivery = await delivery_summary(conn, org, rec.id, show_targets=log_reader)
     return web.json_response(
         {
             "report_id": rec.id,

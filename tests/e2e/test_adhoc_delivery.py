@@ -343,6 +343,8 @@ async def test_api_delivery_hands_out_links_to_the_files(
     )
     links = status["delivery_links"]
     assert sorted(link["format"] for link in links) == ["csv", "json"]
+    viewer = await report_status(worker, settings, status["report_id"], "viewer")
+    assert viewer["delivery_links"] == []  # bearer links outlive a viewer's token
     async with aiohttp.ClientSession() as s:
         for link in links:
             async with s.get(link["url"]) as r:
