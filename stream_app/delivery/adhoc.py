@@ -232,14 +232,15 @@ async def delivery_summary(
         ``{"method", "outcome", "error", "reason", "next_attempt_at", "attempts":
         [{"attempt", "outcome", "detail", "target", "started_at", "finished_at"}]}``:
         ``outcome`` is ``pending`` until the report completes, then ``queued``,
-        ``retrying``, ``delivered``, ``skipped`` or ``failed`` (``error`` is the cause when
+        ``sending`` (an attempt is under way), ``retrying``, ``delivered``, ``skipped`` or
+        ``failed`` (``error`` is the cause when
         failed); ``skipped`` (with ``reason``) also when the report was cancelled or failed,
         or the request's delivery is invalid.
     """
     async with tenant_transaction(conn, organization_id):  # one snapshot, one round of setup
         row = await conn.fetchrow(
             "SELECT r.request->'delivery'->>'method' AS method, r.request->'delivery' AS delivery,"
-            " r.status, q.due_at FROM reports r"
+            " r.status, q.due_at, q.claimed_until > now() AS sending FROM reports r"
             " LEFT JOIN delivery_queue q"
             " ON q.organization_id = r.organization_id AND q.report_id = r.id"
             " WHERE r.organization_id = $1 AND r.id = $2",
@@ -256,6 +257,8 @@ async def delivery_summary(
     if last is not None and last.outcome != "retrying":
         outcome = last.outcome
         reason = last.detail if outcome == "skipped" else None
+    elif due_at is not None and row is not None and row["sending"]:
+        outcome = "sending"  # a worker holds the attempt's lease: it is under way
     elif due_at is not None:
         outcome = "retrying" if last is not None else "queued"
     else:

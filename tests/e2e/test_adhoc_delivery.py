@@ -73,11 +73,16 @@ class Receivers:
     sftp_root: Path = Path()
     sftp_port: int = 0
     sftp_host_key: str = ""
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def handle(self, request: web.Request) -> web.Response:
         self.posts.setdefault(request.match_info["name"], []).append(
             (dict(request.headers), await request.read())
         )
+        if request.match_info["name"] == "slow":
+            self.arrived.set()
+            await self.release.wait()  # the test reads the status while the receiver holds on
         return web.Response(status=503 if request.match_info["name"] == "busy" else 204)
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
@@ -492,6 +497,24 @@ async def test_a_connection_error_names_its_host_to_admins_only(
     assert viewer["delivery"]["error"] == HIDDEN_CAUSE
     assert [a["detail"] for a in viewer["delivery"]["attempts"]] == [HIDDEN_CAUSE]
     assert str(free_port) not in orjson.dumps(viewer["delivery"]).decode()
+
+
+async def test_an_attempt_under_way_is_sending(
+    settings: Settings, worker: WorkerProcess, receivers: Receivers
+) -> None:
+    """Attacker finding: an attempt in progress showed ``queued`` with no attempt listed."""
+    receivers.release.clear()
+    report_id = await request_with_delivery(
+        worker,
+        settings,
+        {"method": "webhook", "url": f"{receivers.hook_url}/slow", "secret": SECRET},
+    )
+    await asyncio.wait_for(receivers.arrived.wait(), 60)
+    held = await report_status(worker, settings, report_id)
+    assert (held["delivery"]["outcome"], held["delivery"]["attempts"]) == ("sending", [])
+    receivers.release.set()
+    done = await final_delivery(worker, settings, report_id)
+    assert done["delivery"]["outcome"] == "delivered"
 
 
 async def test_delivery_fields_are_checked(settings: Settings, worker: WorkerProcess) -> None:
