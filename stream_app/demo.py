@@ -2,7 +2,9 @@
 
 Starts Kafka, PostgreSQL and Redis, a worker, replays the data set, waits until every event is in
 the tables, requests the monthly booking summary for the whole period, prints the artifact
-paths and headline figures, then stops the worker and (unless asked not to) the services.
+paths and headline figures, then stops the worker and the services it started (unless asked
+not to; services that ran before the demo are left running). Each run's worker starts with an
+empty folder and restores its tables from the changelogs.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import asyncio
 import csv
 import io
 import os
+import shutil
 import time
 from collections import defaultdict
 from datetime import date
@@ -52,6 +55,9 @@ async def _run(path: Path) -> int:
 
     settings = load_settings()
     state = manager.default_state_dir()
+    # the worker's tables are derived state: a folder left by an earlier demo may describe
+    # topics the services no longer hold, so each demo's worker starts from the changelogs
+    shutil.rmtree(state / "demo-worker", ignore_errors=True)
     await prepare_topics(settings)
     await migrate(settings.postgres_owner_dsn)  # a worker never migrates (no owner login)
     worker = start_worker(
@@ -119,6 +125,7 @@ def run_demo(path: Path, *, keep_services: bool = False) -> int:
     if not path.is_file():
         print(f"error: path: {path} is not a file (the hotel_bookings.csv.gz data set)")
         return 2
+    ran_before = manager.status(None).all_running  # started by `services up`: left running
     print("starting Kafka, PostgreSQL and Redis (first run fetches Kafka from Maven Central)...")
     services = manager.up(None)
     os.environ["KAFKA_BOOTSTRAP"] = services.kafka_bootstrap
@@ -131,6 +138,8 @@ def run_demo(path: Path, *, keep_services: bool = False) -> int:
     try:
         return asyncio.run(_run(path))
     finally:
-        if not keep_services:
+        if ran_before:
+            print("services left running (they ran before the demo; `services down` stops them)")
+        elif not keep_services:
             manager.down(None)
             print("services stopped")

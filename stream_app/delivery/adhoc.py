@@ -35,7 +35,7 @@ from stream_app.db.tenancy import tenant_transaction
 from stream_app.delivery.base import DeliveryOrder, DeliveryResult
 from stream_app.delivery.log import report_log
 from stream_app.delivery.queue import QueuedDelivery
-from stream_app.delivery.redact import clip, mask_urls, strip_urls
+from stream_app.delivery.redact import clip, mask_urls, public_detail, strip_urls
 from stream_app.delivery.sealing import adhoc_owner, seal_target
 from stream_app.delivery.targets import (
     DeliveryTarget,
@@ -180,6 +180,13 @@ def _hide_targets(text: str | None) -> str | None:
     return None if text is None else _EMAIL_ADDRESS_RE.sub("<recipient>", strip_urls(text))
 
 
+def _hide_causes(text: str | None) -> str | None:
+    """A delivery's detail for readers who may not see targets: :func:`public_detail` of
+    ``text`` without URLs nor addresses (no host name, no resolution, no server reply)."""
+    hidden = _hide_targets(text)
+    return None if hidden is None else public_detail(hidden)
+
+
 def _mask_targets(text: str | None) -> str | None:
     """``text`` with URLs masked (rows logged before masking was applied at write too)."""
     return None if text is None else mask_urls(text)
@@ -216,21 +223,24 @@ async def delivery_summary(
     Args:
         show_targets: the reader may see delivery targets (``deliveries:read``): each
             attempt's ``target`` and ``detail`` (URLs masked: no userinfo nor query).
-            Otherwise ``target`` is null and URLs and email addresses in ``detail``,
-            ``error`` and ``reason`` are replaced by ``<target>`` / ``<recipient>``.
+            Otherwise ``target`` is null, URLs and email addresses in ``reason`` are
+            replaced by ``<target>`` / ``<recipient>``, and ``detail`` and ``error`` keep
+            only what names no receiver (:func:`~stream_app.delivery.redact.public_detail`:
+            an HTTP status, a timeout, links or files delivered).
 
     Returns:
         ``{"method", "outcome", "error", "reason", "next_attempt_at", "attempts":
         [{"attempt", "outcome", "detail", "target", "started_at", "finished_at"}]}``:
         ``outcome`` is ``pending`` until the report completes, then ``queued``,
-        ``retrying``, ``delivered``, ``skipped`` or ``failed`` (``error`` is the cause when
+        ``sending`` (an attempt is under way), ``retrying``, ``delivered``, ``skipped`` or
+        ``failed`` (``error`` is the cause when
         failed); ``skipped`` (with ``reason``) also when the report was cancelled or failed,
         or the request's delivery is invalid.
     """
     async with tenant_transaction(conn, organization_id):  # one snapshot, one round of setup
         row = await conn.fetchrow(
             "SELECT r.request->'delivery'->>'method' AS method, r.request->'delivery' AS delivery,"
-            " r.status, q.due_at FROM reports r"
+            " r.status, q.due_at, q.claimed_until > now() AS sending FROM reports r"
             " LEFT JOIN delivery_queue q"
             " ON q.organization_id = r.organization_id AND q.report_id = r.id"
             " WHERE r.organization_id = $1 AND r.id = $2",
@@ -247,6 +257,8 @@ async def delivery_summary(
     if last is not None and last.outcome != "retrying":
         outcome = last.outcome
         reason = last.detail if outcome == "skipped" else None
+    elif due_at is not None and row is not None and row["sending"]:
+        outcome = "sending"  # a worker holds the attempt's lease: it is under way
     elif due_at is not None:
         outcome = "retrying" if last is not None else "queued"
     else:
@@ -254,17 +266,18 @@ async def delivery_summary(
         reason = _skip_reason(None if row is None else row["status"], raw)
         outcome = "pending" if reason is None else "skipped"
     shown = _mask_targets if show_targets else _hide_targets
+    detail = _mask_targets if show_targets else _hide_causes
     return {
         "method": method if method is not None else entries[-1].method,
         "outcome": outcome,
-        "error": shown(last.detail) if last is not None and outcome == "failed" else None,
+        "error": detail(last.detail) if last is not None and outcome == "failed" else None,
         "reason": shown(reason),
         "next_attempt_at": None if due_at is None else due_at.isoformat(),
         "attempts": [
             {
                 "attempt": e.attempt,
                 "outcome": e.outcome,
-                "detail": shown(e.detail),
+                "detail": detail(e.detail),
                 "target": _mask_targets(e.target) if show_targets else None,
                 "started_at": e.started_at.isoformat(),
                 "finished_at": e.finished_at.isoformat(),

@@ -54,3 +54,31 @@ def strip_urls(text: str) -> str:
 def clip(text: str, limit: int = MAX_KEPT_CHARS) -> str:
     """``text`` cut to ``limit`` characters (an ellipsis marks a cut)."""
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+HIDDEN_CAUSE: Final = (
+    "the receiver did not take it; the cause is in the delivery log (deliveries:read)"
+)
+"""What a reader without ``deliveries:read`` sees of a cause :func:`public_detail` hides."""
+
+_PUBLIC_DETAIL = re.compile(
+    r"(?:POST <target>: )?(?:HTTP \d{3}|no response within [\d.]+ s)"
+    r"|\d+ link\(s\) valid until \S+|\d+ file\(s\)|already \w+|report has no rows"
+)
+_RETRY_SUFFIX = re.compile(r"; attempt \d+ due at \S+$")
+
+
+def public_detail(text: str) -> str:
+    """What a reader who may not see delivery targets is shown of a delivery's detail.
+
+    ``text`` must already have its URLs and addresses replaced (:func:`strip_urls`). Only
+    the forms this package writes itself and that name no receiver are kept: an HTTP status
+    (``POST <target>: HTTP 503``; a body the receiver sent after it is dropped), a timeout,
+    the links or files delivered, a retry's ``; attempt N due at <UTC>``. Anything else (a
+    connection error naming a host and what it resolves to, an SMTP or SFTP server's reply)
+    becomes :data:`HIDDEN_CAUSE`.
+    """
+    retry = _RETRY_SUFFIX.search(text)
+    suffix = retry.group(0) if retry else ""
+    head = _PUBLIC_DETAIL.match(text)
+    return (head.group(0) if head else HIDDEN_CAUSE) + suffix

@@ -114,17 +114,77 @@ def decode_event(raw: bytes, event_type: type[E]) -> E:
     except msgspec.ValidationError as exc:
         text = str(exc)
         match = _PATH_RE.search(text)
-        if match:
-            return _raise(match.group(1), _PATH_RE.sub("", text).rstrip(" -"))
-        if text.startswith("$."):
+        path, reason = (
+            (match.group(1), _PATH_RE.sub("", text).rstrip(" -")) if match else ("$", text)
+        )
+        if match is None and text.startswith("$."):
             path, _, reason = text.partition(": ")
-            return _raise(path, reason)
-        missing = re.search(r"missing required field `([^`]+)`", text)
+        missing = re.search(r"missing required field `([^`]+)`", reason)
         if missing:
-            return _raise(f"$.{missing.group(1)}", "required field is missing")
-        return _raise("$", text)
+            return _raise(f"{path}.{missing.group(1)}", "required field is missing")
+        unknown = re.search(r"unknown field `([^`]+)`", reason)
+        if unknown:
+            return _raise(f"{path}.{unknown.group(1)}", "unknown field")
+        if "[...]" in path:
+            path = _name_keys(raw, path, reason)
+        return _raise(path, _FORMATS.get(reason, reason))
     except msgspec.DecodeError as exc:
         return _raise("$", f"not valid JSON: {exc}")
+
+
+_FORMATS = {
+    "Invalid RFC3339 encoded date": "not a date: expected YYYY-MM-DD (ISO 8601)",
+    "Invalid RFC3339 encoded datetime": (
+        "not a timestamp: expected RFC 3339 with an offset, e.g. 2026-06-01T09:30:00Z"
+    ),
+}
+"""msgspec's date and timestamp refusals, with the format the field expects."""
+
+_JSON_TYPES = {
+    str: "str",
+    bool: "bool",
+    int: "int",
+    float: "float",
+    list: "array",
+    dict: "object",
+    type(None): "null",
+}
+
+
+def _name_keys(raw: bytes, path: str, reason: str) -> str:
+    """``path`` with msgspec's ``[...]`` (a key of a mapping it does not name) replaced by the
+    first key whose value has the JSON type the refusal says it got (``Expected `array`, got
+    `str```); ``path`` unchanged when that cannot be found."""
+    got = re.search(r"got `([a-z]+)`", reason)
+    try:
+        doc = msgspec.json.decode(raw)
+    except msgspec.DecodeError:
+        return path
+    steps = re.findall(r"\.([^.\[]+)|\[(\d+|\.\.\.)\]", path.removeprefix("$"))
+
+    def walk(node: object, at: int, shown: str) -> str | None:
+        if at == len(steps):
+            return shown if got is None or _JSON_TYPES.get(type(node)) == got.group(1) else None
+        name, index = steps[at]
+        if index == "...":
+            if not isinstance(node, dict):
+                return None
+            for key, value in node.items():
+                found = walk(value, at + 1, f"{shown}.{str(key)[:64]}")
+                if found is not None:
+                    return found
+            return None
+        if index:
+            if isinstance(node, list) and int(index) < len(node):
+                return walk(node[int(index)], at + 1, f"{shown}[{index}]")
+            return None
+        return (
+            walk(node[name], at + 1, f"{shown}.{name}")
+            if isinstance(node, dict) and name in node
+            else None
+        )
+
+    return walk(doc, 0, "$") or path
 
 
 def _raise(field: str, reason: str) -> E:  # type: ignore[type-var]

@@ -56,6 +56,23 @@ def check_id(field: str, value: object) -> str:
     return str(value)
 
 
+def quoted(value: object, limit: int = 64) -> str:
+    """``repr(value)`` for an error message, cut to ``limit`` characters with its length
+    named when longer (an id of 5,000 characters is not echoed whole)."""
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    size = f" ({len(value)} characters)" if isinstance(value, str) else ""
+    return f"{text[: limit - 1]}…{size}"
+
+
+def quoted_list(values: list[str], most: int = 5) -> str:
+    """The first ``most`` of ``values`` for an error message (each :func:`quoted`), with how
+    many more were left out: ``['a', 'b'] and 3 more``."""
+    shown = "[" + ", ".join(quoted(v) for v in values[:most]) + "]"
+    return shown if len(values) <= most else f"{shown} and {len(values) - most} more"
+
+
 class InvalidIdError(WeddingError, ValueError):
     """An id that breaks the rule; ``field`` names where it was given."""
 
@@ -63,5 +80,5 @@ class InvalidIdError(WeddingError, ValueError):
 
     def __init__(self, field: str, value: object) -> None:
         self.field = field
-        self.reason = f"{ID_RULE}, got {value!r}"
+        self.reason = f"{ID_RULE}, got {quoted(value)}"
         super().__init__(f"{field}: {self.reason}")

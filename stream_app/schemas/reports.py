@@ -9,7 +9,7 @@ from typing import Any, Literal
 import msgspec
 
 from stream_app.schemas.base import Identifier, UtcDateTime
-from stream_app.schemas.ids import ID_RULE, is_valid_id
+from stream_app.schemas.ids import ID_RULE, is_valid_id, quoted
 
 REPORT_CONFIGS: dict[str, type[msgspec.Struct] | None] = {
     "monthly_booking_summary": None,
@@ -90,7 +90,7 @@ class ReportRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
             bad = [v for v in values if not is_valid_id(v)]
             if bad:
                 raise ValueError(
-                    f"$.data_filters.{dimension}: {bad[0]!r} breaks the id rule ({ID_RULE})"
+                    f"$.data_filters.{dimension}: {quoted(bad[0])} breaks the id rule ({ID_RULE})"
                 )
         if self.schema_version not in REPORT_REQUEST_SCHEMA_VERSIONS:
             raise ValueError(f"$.schema_version: version {self.schema_version} is not supported")

@@ -51,7 +51,9 @@ def error_field(message: str, field: str) -> str:
     """The field a msgspec validation message of ``field``'s value is about, in the API's
     dotted form: ``Object missing required field `recipients``` → ``delivery.recipients``;
     ``... - at `$.timeout_s``` → ``delivery.timeout_s``; a model check's own
-    ``delivery.secret: reason`` → ``delivery.secret``; else ``field``."""
+    ``delivery.secret: reason`` → ``delivery.secret`` (also when the model names itself
+    alone: ``retry.max_attempts: ...`` of ``delivery.retry`` → ``delivery.retry.max_attempts``);
+    else ``field``."""
     missing = re.search(r"missing required field `([^`]+)`", message)
     at = re.search(r" - at `\$((?:\.[A-Za-z_][A-Za-z0-9_]*|\[\d+\])+)`", message)
     if at is not None:
@@ -60,8 +62,13 @@ def error_field(message: str, field: str) -> str:
     if missing is not None:
         return f"{field}.{missing.group(1)}"
     bare = field.removeprefix("$.")  # a report request's fields are named from its root
-    own = re.match(rf"({re.escape(bare)}(?:\.[A-Za-z_][A-Za-z0-9_]*)+): ", message)
-    return field[: len(field) - len(bare)] + own.group(1) if own is not None else field
+    last = bare.rpartition(".")[2]  # a model may name itself alone: retry.max_attempts
+    own = re.match(
+        rf"({re.escape(bare)}|{re.escape(last)})((?:\.[A-Za-z_][A-Za-z0-9_]*)+): ", message
+    )
+    if own is None:
+        return field
+    return field[: len(field) - len(bare)] + bare + own.group(2)
 
 
 def convert_field(value: Any, typ: type[Any], field: str) -> Any:

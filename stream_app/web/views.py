@@ -55,8 +55,8 @@ from stream_app.reports.artifacts import (
 )
 from stream_app.reports.cancel import cancel_report
 from stream_app.schemas.base import EventValidationError
-from stream_app.schemas.ids import ID_RULE, is_valid_id
-from stream_app.schemas.reports import ReportRequest
+from stream_app.schemas.ids import ID_RULE, is_valid_id, quoted, quoted_list
+from stream_app.schemas.reports import OUTPUT_FORMATS, ReportRequest
 from stream_app.tables.windows import (
     FIRST_YEAR,
     LAST_YEAR,
@@ -490,7 +490,7 @@ async def check_venue_filter(pool: asyncpg.Pool, org: str, req: ReportRequest) -
         raise ApiError(
             400,
             "invalid_field",
-            f"unknown venue(s) {unknown} in organisation {org!r}",
+            f"unknown venue(s) {quoted_list(unknown)} in organisation {org!r}",
             field="$.data_filters.venue_id",
         )
 
@@ -559,15 +559,17 @@ async def request_report(self: Any, request: web.Request, org: str) -> web.Strea
 async def report_status(
     self: Any, request: web.Request, org: str, report_id: str
 ) -> web.StreamResponse:
-    """A report's stored status (404 when unknown to this organisation)."""
+    """A report's stored status (404 when unknown to this organisation); ``delivery_links``
+    (bearer download links a delivery handed out) and delivery targets only for principals
+    with ``deliveries:read``, an empty list and masked details otherwise."""
     principal = authenticate(request, settings.jwt_secret, org)
     pool = await get_pool(settings.postgres_dsn)
     async with pool.acquire() as conn:
         rec = await scoped_report(conn, principal, org, report_id)
-        links = (await links_of_reports(conn, org, [rec.id])).get(rec.id, [])
-        delivery = await delivery_summary(  # targets: only to who may read the delivery log
-            conn, org, rec.id, show_targets=allowed(principal.role, Permission.DELIVERIES_READ)
-        )
+        # targets and the delivery's bearer links: only to who may read the delivery log
+        log_reader = allowed(principal.role, Permission.DELIVERIES_READ)
+        links = (await links_of_reports(conn, org, [rec.id])).get(rec.id, []) if log_reader else []
+        delivery = await delivery_summary(conn, org, rec.id, show_targets=log_reader)
     return web.json_response(
         {
             "report_id": rec.id,
@@ -631,8 +633,16 @@ async def report_cancel(
 async def report_file(
     self: Any, request: web.Request, org: str, report_id: str, fmt: str
 ) -> web.StreamResponse:
-    """Download one file of a completed report (audited: ``report.downloaded``)."""
+    """Download one file of a completed report (audited: ``report.downloaded``); a format
+    that no report has (``xlsx`` for ``excel``) is a 400 listing the formats."""
     principal = authenticate(request, settings.jwt_secret, org)
+    if fmt not in OUTPUT_FORMATS:
+        raise ApiError(
+            400,
+            "invalid_field",
+            f"{quoted(fmt)} is not a report format (one of {sorted(OUTPUT_FORMATS)})",
+            field="format",
+        )
     pool = await get_pool(settings.postgres_dsn)
     async with pool.acquire() as conn:
         rec = await scoped_report(conn, principal, org, report_id)

@@ -37,6 +37,7 @@ from stream_app.db.tenancy import (
     upsert_organization,
     upsert_venue,
 )
+from stream_app.delivery.redact import HIDDEN_CAUSE
 from stream_app.delivery.webhook import verify_signature
 from stream_app.devservices.common import free_ports
 from stream_app.devservices.workers import WorkerProcess
@@ -72,11 +73,16 @@ class Receivers:
     sftp_root: Path = Path()
     sftp_port: int = 0
     sftp_host_key: str = ""
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def handle(self, request: web.Request) -> web.Response:
         self.posts.setdefault(request.match_info["name"], []).append(
             (dict(request.headers), await request.read())
         )
+        if request.match_info["name"] == "slow":
+            self.arrived.set()
+            await self.release.wait()  # the test reads the status while the receiver holds on
         return web.Response(status=503 if request.match_info["name"] == "busy" else 204)
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
@@ -342,6 +348,8 @@ async def test_api_delivery_hands_out_links_to_the_files(
     )
     links = status["delivery_links"]
     assert sorted(link["format"] for link in links) == ["csv", "json"]
+    viewer = await report_status(worker, settings, status["report_id"], "viewer")
+    assert viewer["delivery_links"] == []  # bearer links outlive a viewer's token
     async with aiohttp.ClientSession() as s:
         for link in links:
             async with s.get(link["url"]) as r:
@@ -466,6 +474,49 @@ async def test_only_delivery_log_readers_see_targets_and_urls_are_masked(
     assert host not in orjson.dumps(viewer["delivery"]).decode()
 
 
+async def test_a_connection_error_names_its_host_to_admins_only(
+    settings: Settings, worker: WorkerProcess
+) -> None:
+    """Attack s5-1: a receiver that cannot be reached. The admin reads the connection error
+    with the host and port; a viewer reads that the receiver did not take it, and neither."""
+    free_port = free_ports(1)[0]  # nothing listens there
+    report_id = await request_with_delivery(
+        worker,
+        settings,
+        {
+            "method": "webhook",
+            "url": f"http://127.0.0.1:{free_port}/closed",
+            "secret": SECRET,
+            "retry": {"max_attempts": 1},
+        },
+    )
+    admin = await final_delivery(worker, settings, report_id)
+    assert admin["delivery"]["outcome"] == "failed"
+    assert f"127.0.0.1:{free_port}" in admin["delivery"]["error"]
+    viewer = await report_status(worker, settings, report_id, "viewer")
+    assert viewer["delivery"]["error"] == HIDDEN_CAUSE
+    assert [a["detail"] for a in viewer["delivery"]["attempts"]] == [HIDDEN_CAUSE]
+    assert str(free_port) not in orjson.dumps(viewer["delivery"]).decode()
+
+
+async def test_an_attempt_under_way_is_sending(
+    settings: Settings, worker: WorkerProcess, receivers: Receivers
+) -> None:
+    """Attacker finding: an attempt in progress showed ``queued`` with no attempt listed."""
+    receivers.release.clear()
+    report_id = await request_with_delivery(
+        worker,
+        settings,
+        {"method": "webhook", "url": f"{receivers.hook_url}/slow", "secret": SECRET},
+    )
+    await asyncio.wait_for(receivers.arrived.wait(), 60)
+    held = await report_status(worker, settings, report_id)
+    assert (held["delivery"]["outcome"], held["delivery"]["attempts"]) == ("sending", [])
+    receivers.release.set()
+    done = await final_delivery(worker, settings, report_id)
+    assert done["delivery"]["outcome"] == "delivered"
+
+
 async def test_delivery_fields_are_checked(settings: Settings, worker: WorkerProcess) -> None:
     """Attack s4-4/7: each bad ``delivery`` is a 400 naming the field, never a 500."""
     hook = {"method": "webhook", "url": "http://x.test/h", "secret": SECRET}
@@ -476,6 +527,7 @@ async def test_delivery_fields_are_checked(settings: Settings, worker: WorkerPro
         ({**hook, "url": "http://x.test/" + "a" * 2048}, "$.delivery.url"),
         ({**hook, "secret": "s" * 1025}, "$.delivery.secret"),
         ({**hook, "retry": {"max_attempts": 1, "nope": 2}}, "$.delivery.retry.nope"),
+        ({**hook, "retry": {"max_attempts": 50}}, "$.delivery.retry.max_attempts"),
         ({**mail, "subject": "s" * 201}, "$.delivery.subject"),
         ({**mail, "subject": "a\u2028b"}, "$.delivery.subject"),
         ({**mail, "subject": "a\u0085b"}, "$.delivery.subject"),

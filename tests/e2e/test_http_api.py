@@ -97,7 +97,7 @@ async def test_bad_report_requests_are_400_naming_the_field(
         ({**good, "date_from": "01/01/2026"}, "$.date_from"),
         ({**good, "priority": "urgent"}, "$.priority"),
         ({**good, "organization_id": "org-b"}, "$.organization_id"),
-        ({**good, "surprise": 1}, "$"),
+        ({**good, "surprise": 1}, "$.surprise"),
         ({**good, "data_filters": {"venue_id": ["../x"]}}, "$.data_filters.venue_id"),
         ([1, 2], "$"),
     ]
@@ -112,6 +112,9 @@ async def test_bad_report_requests_are_400_naming_the_field(
     assert (status, body["error"]["field"]) == (404, "organization_id")
     status, body = await call(main_worker, "GET", "/orgs/org-a/reports/nope", h)
     assert (status, body["error"]["code"]) == (404, "not_found")
+    status, body = await call(main_worker, "GET", "/orgs/org-a/reports/nope/files/xlsx", h)
+    assert (status, body["error"]["field"]) == (400, "format")
+    assert "['csv', 'excel', 'json', 'pdf', 'powerpoint']" in body["error"]["reason"]
 
 
 async def test_a_report_that_cannot_be_built_ends_failed_with_its_cause(

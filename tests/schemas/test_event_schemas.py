@@ -9,6 +9,7 @@ import pytest
 
 from stream_app.schemas import BookingEvent, EventValidationError, PaymentEvent, decode_event
 from stream_app.schemas.interactions import ClientInteractionEvent
+from stream_app.schemas.reports import ReportRequest
 
 VALID = {
     "schema_version": 1,
@@ -51,7 +52,7 @@ def test_valid_event_decodes_to_utc_instant() -> None:
         (with_(schema_version=2), "$.schema_version", "not supported"),
         (with_(event_type="booking_exploded"), "$.event_type", "Invalid enum value"),
         (with_(venue_id="a/b"), "$.venue_id", "match"),
-        (with_(unexpected="x"), "$", "unknown field"),
+        (with_(unexpected="x"), "$.unexpected", "unknown field"),
         (with_(service_date="9999-12-31"), "$.service_date", "1900..2099"),
         (with_(service_date="1899-12-31"), "$.service_date", "1900..2099"),
         (with_(nights=10**12), "$.nights", "between 0 and 366"),
@@ -107,3 +108,46 @@ def test_booked_interaction_is_valid_without_a_score_and_rejects_one() -> None:
     with pytest.raises(EventValidationError) as info:
         decode_event(orjson.dumps({**booked, "schema_version": 2}), ClientInteractionEvent)
     assert info.value.field == "$.schema_version"
+
+
+REPORT_REQUEST = {
+    "schema_version": 1,
+    "report_id": "r-1",
+    "organization_id": "org-1",
+    "user_id": "u-1",
+    "requested_at": "2026-06-01T10:00:00Z",
+    "output_formats": ["json"],
+    "report_type": "monthly_booking_summary",
+    "date_from": "2026-01-01",
+    "date_to": "2026-01-31",
+}
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "reason"),
+    [
+        ({"data_filters": {"venue_id": [1]}}, "$.data_filters.venue_id[0]", "got `int`"),
+        ({"data_filters": {"venue_id": "v-1"}}, "$.data_filters.venue_id", "got `str`"),
+        ({"data_filters": {"a": ["x"], "b": 7}}, "$.data_filters.b", "got `int`"),
+        ({"date_from": "01/02/2026"}, "$.date_from", "expected YYYY-MM-DD"),
+        ({"requested_at": "2026-06-01"}, "$.requested_at", "RFC 3339 with an offset"),
+        ({"surprise": 1}, "$.surprise", "unknown field"),
+        ({"user_id": ...}, "$.user_id", "required field is missing"),
+        (
+            {"data_filters": {"venue_id": ["x" * 5000]}},
+            "$.data_filters.venue_id",
+            "'" + "x" * 62 + "… (5000 characters) breaks the id rule",
+        ),
+    ],
+)
+def test_report_requests_name_the_field_and_the_format(
+    change: dict[str, object], field: str, reason: str
+) -> None:
+    """Fresh user and attacker findings of 2026-12-05: every refusal names the field
+    (inside ``data_filters`` too), dates state their format, a huge id is not echoed."""
+    doc = {k: v for k, v in {**REPORT_REQUEST, **change}.items() if v is not ...}
+    with pytest.raises(EventValidationError) as info:
+        decode_event(orjson.dumps(doc), ReportRequest)
+    assert info.value.field == field
+    assert reason in info.value.reason
+    assert len(info.value.reason) < 400

@@ -20,6 +20,11 @@ from stream_app.web.schedules import schedule_from_json
         ("Expected `int`, got `str` - at `$.max_attempts`", "retry", "retry.max_attempts"),
         ("Object missing required field `x` - at `$.a[0]`", "retry", "retry.a[0].x"),
         ("Expected `object`, got `str`", "delivery", "delivery"),
+        (
+            "retry.max_attempts: must be between 1 and 10",
+            "$.delivery.retry",
+            "$.delivery.retry.max_attempts",
+        ),
     ],
 )
 def test_the_field_is_named(message: str, field: str, expected: str) -> None:

@@ -24,6 +24,7 @@ from stream_app.db.tenancy import Organization, Venue
 from stream_app.errors import WeddingError
 from stream_app.reports.model import Cell, ChartSpec, Column, Kpi, ReportSection, ReportTable
 from stream_app.reports.streaming import ReportSession
+from stream_app.schemas.ids import quoted_list
 from stream_app.schemas.reports import ReportRequest
 
 CacheClass = Literal["financial", "operational", "seasonal", "portfolio"]
@@ -129,7 +130,8 @@ def selected_venues(ctx: ReportContext) -> list[Venue]:
         allowed = set(req.data_filters["venue_id"])
         unknown = sorted(allowed - {v.id for v in venues})
         if unknown:
-            raise ReportInputError(f"data_filters.venue_id: unknown venue(s) {unknown}")
+            shown = quoted_list(unknown)
+            raise ReportInputError(f"data_filters.venue_id: unknown venue(s) {shown}")
         venues = [v for v in venues if v.id in allowed]
     if not venues:
         raise ReportInputError(f"organization_id: {req.organization_id!r} has no venues")
