@@ -246,6 +246,10 @@ def _cmd_report(args: argparse.Namespace) -> int:
     _check_org_id("--org", args.org)
     if args.report_id is not None:
         _check_id("--report-id", args.report_id)
+    date_from = _date_arg("--from", args.date_from)
+    date_to = _date_arg("--to", args.date_to)
+    if date_to < date_from:
+        raise ValueError(f"--to: {date_to} is before --from {date_from}")
     asyncio.run(_require_organization(load_settings().postgres_dsn, args.org))
 
     status = asyncio.run(
@@ -254,8 +258,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
             organization_id=args.org,
             user_id=cli_actor(),
             report_type=args.type,
-            date_from=_date_arg("--from", args.date_from),
-            date_to=_date_arg("--to", args.date_to),
+            date_from=date_from,
+            date_to=date_to,
             output_formats=args.formats.split(","),
             timeout_s=args.timeout,
             priority=args.priority,

@@ -126,7 +126,10 @@ def run_demo(path: Path, *, keep_services: bool = False) -> int:
         print(f"error: path: {path} is not a file (the hotel_bookings.csv.gz data set)")
         return 2
     ran_before = manager.status(None).all_running  # started by `services up`: left running
-    print("starting Kafka, PostgreSQL and Redis (first run fetches Kafka from Maven Central)...")
+    if ran_before:
+        print("using the Kafka, PostgreSQL and Redis that `services up` started")
+    else:
+        print("starting Kafka, PostgreSQL and Redis (a first run fetches Kafka from Maven Central)")
     services = manager.up(None)
     os.environ["KAFKA_BOOTSTRAP"] = services.kafka_bootstrap
     os.environ["POSTGRES_DSN"] = services.app_dsn

@@ -55,7 +55,8 @@ INPUT_TOPIC: dict[str, Any] = {
 def _input(name: str) -> Any:
     # built from the app's Topic class: ``App.topic()`` drops its ``maxsize`` argument
     # (faust-streaming 0.11), so the channel's queue would be faust's default 4,096 items
-    return app.conf.Topic(app, topics=(name,), partitions=settings.topic_partitions, **INPUT_TOPIC)
+    topic_class: Any = app.conf.Topic
+    return topic_class(app, topics=(name,), partitions=settings.topic_partitions, **INPUT_TOPIC)
 
 
 def _table(name: str, **extra: Any) -> Any:

@@ -10,6 +10,7 @@ import logging
 import os
 import sys
 import threading
+from typing import Any
 
 import faust
 
@@ -65,10 +66,21 @@ class EngineWorker(faust.Worker):
     again, and what the tables hold is replayed from their changelogs, on the next start.
     """
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if not _is_terminal(self.stdout):  # a log file gets no spinner's cursor escape codes
+            self.spinner = None
+
     async def on_stop(self) -> None:
         """Arm the shutdown deadline, then stop as faust does."""
         _arm_shutdown_deadline(settings.shutdown_timeout_s)
         await super().on_stop()
+
+
+def _is_terminal(stream: Any) -> bool:
+    """Whether ``stream`` is an interactive terminal (a file, a pipe or None is not)."""
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty is not None and isatty())
 
 
 _deadline_armed = threading.Event()

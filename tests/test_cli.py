@@ -180,6 +180,10 @@ def test_an_organisation_and_its_venues_are_created_then_updated(env: Settings) 
         (["venue", "cli-org2", "b a r n"], "VENUE: 1-128 characters"),
         (["venue", "cli-org2", "barn", "--capacity", "-1"], "--capacity: must be between 0"),
         (["venue", "cli-org2", "barn", "--capacity", "2147483648"], "--capacity: must be betw"),
+        (
+            ["report", "--org", "cli-org2", "--from", "2016-12-31", "--to", "2016-01-01"],
+            "--to: 2016-01-01 is before --from 2016-12-31",
+        ),
     ],
 )
 def test_bad_arguments_name_the_argument(

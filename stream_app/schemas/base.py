@@ -133,7 +133,7 @@ def decode_event(raw: bytes, event_type: type[E]) -> E:
 
 
 _FORMATS = {
-    "Invalid RFC3339 encoded date": "not a date: expected YYYY-MM-DD (ISO 8601)",
+    "Invalid RFC3339 encoded date": "not a calendar date in the form YYYY-MM-DD (ISO 8601)",
     "Invalid RFC3339 encoded datetime": (
         "not a timestamp: expected RFC 3339 with an offset, e.g. 2026-06-01T09:30:00Z"
     ),

@@ -87,6 +87,11 @@ def convert_field(value: Any, typ: type[Any], field: str) -> Any:
         raise ApiError(400, "invalid_field", message, field=error_field(message, field)) from None
 
 
+_ALLOW = (
+    "; deliveries go to public addresses unless the operator sets WEDDING_ALLOW_PRIVATE_TARGETS"
+)
+
+
 def check_target_address(host: str | None, field: str) -> None:
     """Refuse delivery targets on internal addresses unless allowed (SSRF guard).
 
@@ -105,14 +110,16 @@ def check_target_address(host: str | None, field: str) -> None:
         raise ApiError(400, "invalid_field", f"{host!r} is not a plain host name", field=field)
     name = host.strip("[]").lower().rstrip(".")  # 'localhost.' and '127.0.0.1.' are the same
     if name == "localhost" or name.endswith(".localhost"):
-        raise ApiError(400, "invalid_field", f"{host!r} is an internal address", field=field)
+        raise ApiError(
+            400, "invalid_field", f"{host!r} is an internal address{_ALLOW}", field=field
+        )
     ip = _literal_ip(name)
     if ip is None:
         return
     why = refusal(ip)  # the send-time rule: CGNAT, 6to4/Teredo of internal ones included
     if why is not None:
         raise ApiError(
-            400, "invalid_field", f"{host!r} is an internal address ({why})", field=field
+            400, "invalid_field", f"{host!r} is an internal address ({why}){_ALLOW}", field=field
         )
 
 
