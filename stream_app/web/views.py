@@ -490,12 +490,7 @@ async def check_venue_filter(pool: asyncpg.Pool, org: str, req: ReportRequest) -
         )
 
 
-@page(
-    "/orgs/{org}/reports",
-    method="post",
-    permission=Permission.REPORTS_REQUEST,
-    venue_aware=True,
-)
+@page("/orgs/{org}/reports", method="post", permission=Permission.REPORTS_REQUEST, venue_aware=True)
 async def request_report(self: Any, request: web.Request, org: str) -> web.StreamResponse:
     """Accept a report request (:mod:`stream_app.reports.accept`), answer 202."""
     principal = authenticate(request, settings.jwt_secret, org)
