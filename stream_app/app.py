@@ -44,6 +44,25 @@ def rocksdb_options(s: Settings) -> dict[str, Any]:
     }
 
 
+def web_options(s: Settings) -> dict[str, Any]:
+    """faust's web server options: on, at ``s.web_host``/``s.web_port`` (bound to
+    ``s.web_bind``), without faust's own pages.
+
+    faust's /table blueprint serves raw table contents to anyone: off. So are its graph,
+    stats and metrics pages; our own /metrics serves Prometheus.
+    """
+    return {
+        "web_enabled": True,
+        "web_host": s.web_host,
+        "web_port": s.web_port,
+        "web_bind": s.web_bind,
+        "web_tables_enabled": False,
+        "web_graph_enabled": False,
+        "web_stats_enabled": False,
+        "web_metrics_enabled": False,
+    }
+
+
 app = faust.App(
     settings.app_id,
     broker=f"kafka://{settings.kafka_bootstrap}",
@@ -63,14 +82,5 @@ app = faust.App(
     stream_wait_empty=settings.stream_wait_empty,
     stream_processing_timeout=settings.stall_report_s,
     broker_commit_livelock_soft_timeout=settings.stall_report_s,
-    web_enabled=True,
-    web_host=settings.web_host,
-    web_port=settings.web_port,
-    web_bind=settings.web_bind,
-    # faust's /table blueprint serves raw table contents to anyone: off. So are its
-    # graph, stats and metrics pages; our own /metrics serves Prometheus.
-    web_tables_enabled=False,
-    web_graph_enabled=False,
-    web_stats_enabled=False,
-    web_metrics_enabled=False,
+    **web_options(settings),
 )

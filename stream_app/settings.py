@@ -14,7 +14,7 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 Parser = Callable[[str, str], Any]
@@ -28,6 +28,15 @@ def _text(name: str, raw: str) -> str:
 def env(variable: str, parse: Parser = _text) -> dict[str, Any]:
     """A field's metadata: the variable that sets it and the parser of its value."""
     return {"env": variable, "parse": parse}
+
+
+T = TypeVar("T")
+
+
+def from_env(default: T, variable: str, parse: Parser = _text) -> T:
+    """A settings field worth ``default`` unless ``variable`` is set (read by ``parse``):
+    ``field(default=default, metadata=env(variable, parse))``."""
+    return field(default=default, metadata=env(variable, parse))
 
 
 def parse_int(name: str, raw: str, low: int, high: int) -> int:
@@ -528,126 +537,84 @@ class Settings:
         delivery: the delivery section (:class:`DeliverySettings`).
     """
 
-    kafka_bootstrap: str = field(default="127.0.0.1:9092", metadata=env("KAFKA_BOOTSTRAP"))
-    postgres_dsn: str = field(default=_DEFAULT_DSN, metadata=env("POSTGRES_DSN"))
-    postgres_system_dsn: str = field(default="", metadata=env("POSTGRES_SYSTEM_DSN"))
-    postgres_owner_dsn: str = field(default="", metadata=env("POSTGRES_OWNER_DSN"))
-    app_id: str = field(default="wedding-engine", metadata=env("WEDDING_APP_ID"))
-    topic_partitions: int = field(default=4, metadata=env("WEDDING_PARTITIONS", int_in(1, 1000)))
+    kafka_bootstrap: str = from_env("127.0.0.1:9092", "KAFKA_BOOTSTRAP")
+    postgres_dsn: str = from_env(_DEFAULT_DSN, "POSTGRES_DSN")
+    postgres_system_dsn: str = from_env("", "POSTGRES_SYSTEM_DSN")
+    postgres_owner_dsn: str = from_env("", "POSTGRES_OWNER_DSN")
+    app_id: str = from_env("wedding-engine", "WEDDING_APP_ID")
+    topic_partitions: int = from_env(4, "WEDDING_PARTITIONS", int_in(1, 1000))
     data_dir: Path = field(
         default=Path(".state/worker-data"), metadata=env("WEDDING_DATA_DIR", _path)
     )
     artifact_dir: Path = field(
         default=Path(".state/artifacts"), metadata=env("WEDDING_ARTIFACT_DIR", _path)
     )
-    artifact_store_max_bytes: int = field(
-        default=0, metadata=env("WEDDING_ARTIFACT_STORE_MAX_BYTES", int_in(0, 2**62))
+    artifact_store_max_bytes: int = from_env(
+        0, "WEDDING_ARTIFACT_STORE_MAX_BYTES", int_in(0, 2**62)
     )
-    web_host: str = field(default="127.0.0.1", metadata=env("WEDDING_WEB_HOST"))
-    web_port: int = field(default=6066, metadata=env("WEDDING_WEB_PORT", int_in(1, 65535)))
-    web_bind: str = field(default="", metadata=env("WEDDING_WEB_BIND"))
-    jwt_secret: str = field(
-        default=DEV_JWT_SECRET, metadata=env("WEDDING_JWT_SECRET", parse_secret)
+    web_host: str = from_env("127.0.0.1", "WEDDING_WEB_HOST")
+    web_port: int = from_env(6066, "WEDDING_WEB_PORT", int_in(1, 65535))
+    web_bind: str = from_env("", "WEDDING_WEB_BIND")
+    jwt_secret: str = from_env(DEV_JWT_SECRET, "WEDDING_JWT_SECRET", parse_secret)
+    link_secret: str = from_env(DEV_LINK_SECRET, "WEDDING_LINK_SECRET", parse_secret)
+    rocksdb_block_cache_bytes: int = from_env(
+        16 * 1024 * 1024, "WEDDING_ROCKSDB_BLOCK_CACHE_BYTES", int_in(0, 1024 * 1024 * 1024)
     )
-    link_secret: str = field(
-        default=DEV_LINK_SECRET, metadata=env("WEDDING_LINK_SECRET", parse_secret)
+    rocksdb_write_buffer_bytes: int = from_env(
+        16 * 1024 * 1024,
+        "WEDDING_ROCKSDB_WRITE_BUFFER_BYTES",
+        int_in(1024 * 1024, 1024 * 1024 * 1024),
     )
-    rocksdb_block_cache_bytes: int = field(
-        default=16 * 1024 * 1024,
-        metadata=env("WEDDING_ROCKSDB_BLOCK_CACHE_BYTES", int_in(0, 1024 * 1024 * 1024)),
+    batch_max_events: int = from_env(5_000, "WEDDING_BATCH_MAX_EVENTS", int_in(1, 1_000_000))
+    batch_max_seconds: float = from_env(0.01, "WEDDING_BATCH_MAX_SECONDS", float_in(0.001, 60))
+    fetch_max_wait_ms: int = from_env(20, "WEDDING_FETCH_MAX_WAIT_MS", int_in(0, 60_000))
+    gc_gen0_threshold: int = from_env(50_000, "WEDDING_GC_GEN0_THRESHOLD", int_in(0, 10_000_000))
+    offset_reset: str = from_env("earliest", "WEDDING_OFFSET_RESET", one_of("earliest", "latest"))
+    stall_report_s: float = from_env(300.0, "WEDDING_STALL_REPORT_S", float_in(1, 86_400))
+    shutdown_timeout_s: float = from_env(25.0, "WEDDING_SHUTDOWN_TIMEOUT_S", float_in(1, 3600))
+    stream_wait_empty: bool = from_env(False, "WEDDING_STREAM_WAIT_EMPTY", parse_flag)
+    grace_s: float = from_env(3600.0, "WEDDING_GRACE_S", float_in(0, 31 * 86_400))
+    dedupe_horizon_s: float = from_env(
+        30 * 86_400.0, "WEDDING_DEDUPE_HORIZON_S", float_in(1, 3650 * 86_400)
     )
-    rocksdb_write_buffer_bytes: int = field(
-        default=16 * 1024 * 1024,
-        metadata=env("WEDDING_ROCKSDB_WRITE_BUFFER_BYTES", int_in(1024 * 1024, 1024 * 1024 * 1024)),
+    session_timeout_s: float = from_env(30.0, "WEDDING_SESSION_TIMEOUT_S", float_in(1, 1800))
+    group_instance_id: str = from_env("", "WEDDING_GROUP_INSTANCE_ID")
+    allow_private_targets: bool = from_env(False, "WEDDING_ALLOW_PRIVATE_TARGETS", parse_flag)
+    scheduling_enabled: bool = from_env(True, "WEDDING_SCHEDULING", parse_flag)
+    scheduler_interval_s: float = from_env(
+        15.0, "WEDDING_SCHEDULER_INTERVAL_S", float_in(0.1, 3600)
     )
-    batch_max_events: int = field(
-        default=5_000, metadata=env("WEDDING_BATCH_MAX_EVENTS", int_in(1, 1_000_000))
-    )
-    batch_max_seconds: float = field(
-        default=0.01, metadata=env("WEDDING_BATCH_MAX_SECONDS", float_in(0.001, 60))
-    )
-    fetch_max_wait_ms: int = field(
-        default=20, metadata=env("WEDDING_FETCH_MAX_WAIT_MS", int_in(0, 60_000))
-    )
-    gc_gen0_threshold: int = field(
-        default=50_000, metadata=env("WEDDING_GC_GEN0_THRESHOLD", int_in(0, 10_000_000))
-    )
-    offset_reset: str = field(
-        default="earliest", metadata=env("WEDDING_OFFSET_RESET", one_of("earliest", "latest"))
-    )
-    stall_report_s: float = field(
-        default=300.0, metadata=env("WEDDING_STALL_REPORT_S", float_in(1, 86_400))
-    )
-    shutdown_timeout_s: float = field(
-        default=25.0, metadata=env("WEDDING_SHUTDOWN_TIMEOUT_S", float_in(1, 3600))
-    )
-    stream_wait_empty: bool = field(
-        default=False, metadata=env("WEDDING_STREAM_WAIT_EMPTY", parse_flag)
-    )
-    grace_s: float = field(
-        default=3600.0, metadata=env("WEDDING_GRACE_S", float_in(0, 31 * 86_400))
-    )
-    dedupe_horizon_s: float = field(
-        default=30 * 86_400.0, metadata=env("WEDDING_DEDUPE_HORIZON_S", float_in(1, 3650 * 86_400))
-    )
-    session_timeout_s: float = field(
-        default=30.0, metadata=env("WEDDING_SESSION_TIMEOUT_S", float_in(1, 1800))
-    )
-    group_instance_id: str = field(default="", metadata=env("WEDDING_GROUP_INSTANCE_ID"))
-    allow_private_targets: bool = field(
-        default=False, metadata=env("WEDDING_ALLOW_PRIVATE_TARGETS", parse_flag)
-    )
-    scheduling_enabled: bool = field(default=True, metadata=env("WEDDING_SCHEDULING", parse_flag))
-    scheduler_interval_s: float = field(
-        default=15.0, metadata=env("WEDDING_SCHEDULER_INTERVAL_S", float_in(0.1, 3600))
-    )
-    schedule_run_timeout_s: float = field(
-        default=3600.0, metadata=env("WEDDING_SCHEDULE_RUN_TIMEOUT_S", float_in(1, 30 * 86400))
+    schedule_run_timeout_s: float = from_env(
+        3600.0, "WEDDING_SCHEDULE_RUN_TIMEOUT_S", float_in(1, 30 * 86400)
     )
 
     report_lane_concurrency: dict[str, int] = field(
         default_factory=lambda: _lanes("WEDDING_REPORT_LANES", DEFAULT_LANES),
         metadata=env("WEDDING_REPORT_LANES", _lanes),
     )
-    report_retry_base_s: float = field(
-        default=1.0, metadata=env("WEDDING_REPORT_RETRY_BASE_S", float_in(0, 3600))
+    report_retry_base_s: float = from_env(1.0, "WEDDING_REPORT_RETRY_BASE_S", float_in(0, 3600))
+    report_cancel_poll_s: float = from_env(0.5, "WEDDING_REPORT_CANCEL_POLL_S", float_in(0.01, 60))
+    slow_query_s: float = from_env(5.0, "WEDDING_SLOW_QUERY_S", float_in(0, 86_400))
+    changelog_max_compaction_lag_ms: int = from_env(
+        86_400_000, "WEDDING_CHANGELOG_MAX_COMPACTION_LAG_MS", int_in(1_000, 30 * 86_400_000)
     )
-    report_cancel_poll_s: float = field(
-        default=0.5, metadata=env("WEDDING_REPORT_CANCEL_POLL_S", float_in(0.01, 60))
+    input_retention_ms: int = from_env(
+        7 * 86_400_000, "WEDDING_INPUT_RETENTION_MS", int_in(60_000, 365 * 86_400_000)
     )
-    slow_query_s: float = field(
-        default=5.0, metadata=env("WEDDING_SLOW_QUERY_S", float_in(0, 86_400))
+    retention_interval_s: float = from_env(
+        3600.0, "WEDDING_RETENTION_INTERVAL_S", float_in(0.5, 7 * 86_400)
     )
-    changelog_max_compaction_lag_ms: int = field(
-        default=86_400_000,
-        metadata=env("WEDDING_CHANGELOG_MAX_COMPACTION_LAG_MS", int_in(1_000, 30 * 86_400_000)),
-    )
-    input_retention_ms: int = field(
-        default=7 * 86_400_000,
-        metadata=env("WEDDING_INPUT_RETENTION_MS", int_in(60_000, 365 * 86_400_000)),
-    )
-    retention_interval_s: float = field(
-        default=3600.0, metadata=env("WEDDING_RETENTION_INTERVAL_S", float_in(0.5, 7 * 86_400))
-    )
-    gdpr_erasure_wait_s: float = field(
-        default=60.0, metadata=env("WEDDING_GDPR_ERASURE_WAIT_S", float_in(1, 3600))
-    )
-    dev_mode: bool = field(default=False, metadata=env("WEDDING_DEV_MODE", parse_flag))
-    data_key_ttl_s: float = field(
-        default=30.0, metadata=env("WEDDING_DATA_KEY_TTL_S", float_in(0.1, 86_400))
-    )
+    gdpr_erasure_wait_s: float = from_env(60.0, "WEDDING_GDPR_ERASURE_WAIT_S", float_in(1, 3600))
+    dev_mode: bool = from_env(False, "WEDDING_DEV_MODE", parse_flag)
+    data_key_ttl_s: float = from_env(30.0, "WEDDING_DATA_KEY_TTL_S", float_in(0.1, 86_400))
 
-    token_issuer: str = field(default="wedding-engine", metadata=env("WEDDING_TOKEN_ISSUER"))
-    token_audience: str = field(
-        default="wedding-engine-api", metadata=env("WEDDING_TOKEN_AUDIENCE")
+    token_issuer: str = from_env("wedding-engine", "WEDDING_TOKEN_ISSUER")
+    token_audience: str = from_env("wedding-engine-api", "WEDDING_TOKEN_AUDIENCE")
+    token_max_ttl_s: int = from_env(
+        30 * 86_400, "WEDDING_TOKEN_MAX_TTL_S", int_in(60, 366 * 86_400)
     )
-    token_max_ttl_s: int = field(
-        default=30 * 86_400, metadata=env("WEDDING_TOKEN_MAX_TTL_S", int_in(60, 366 * 86_400))
-    )
-    revocation_cache_s: float = field(
-        default=5.0, metadata=env("WEDDING_REVOCATION_CACHE_S", float_in(0, 300))
-    )
-    redis_url: str = field(default="", metadata=env("WEDDING_REDIS_URL"))
+    revocation_cache_s: float = from_env(5.0, "WEDDING_REVOCATION_CACHE_S", float_in(0, 300))
+    redis_url: str = from_env("", "WEDDING_REDIS_URL")
     rate_limits: dict[str, str] = field(
         default_factory=lambda: limits_of("default", _TOKEN_LIMITS, _TOKEN_LIMITS),
         metadata=env("WEDDING_RATE_LIMITS", lambda name, raw: limits_of(name, raw, _TOKEN_LIMITS)),
@@ -658,23 +625,13 @@ class Settings:
             "WEDDING_ORG_RATE_LIMITS", lambda name, raw: limits_of(name, raw, _ORG_LIMITS)
         ),
     )
-    auth_failure_limit: str = field(default="20/minute", metadata=env("WEDDING_AUTH_FAILURE_LIMIT"))
-    priority_orgs: frozenset[str] = field(
-        default=frozenset(), metadata=env("WEDDING_PRIORITY_ORGS", _names)
-    )
-    org_inflight: int = field(default=8, metadata=env("WEDDING_ORG_INFLIGHT", int_in(1, 10_000)))
-    org_slot_share: float = field(
-        default=0.5, metadata=env("WEDDING_ORG_SLOT_SHARE", float_in(0.01, 1))
-    )
-    progress_interval_s: float = field(
-        default=10.0, metadata=env("WEDDING_PROGRESS_INTERVAL_S", float_in(0, 3600))
-    )
-    updates_queue: int = field(
-        default=1000, metadata=env("WEDDING_UPDATES_QUEUE", int_in(1, 1_000_000))
-    )
-    updates_max_clients: int = field(
-        default=50, metadata=env("WEDDING_UPDATES_MAX_CLIENTS", int_in(1, 100_000))
-    )
+    auth_failure_limit: str = from_env("20/minute", "WEDDING_AUTH_FAILURE_LIMIT")
+    priority_orgs: frozenset[str] = from_env(frozenset(), "WEDDING_PRIORITY_ORGS", _names)
+    org_inflight: int = from_env(8, "WEDDING_ORG_INFLIGHT", int_in(1, 10_000))
+    org_slot_share: float = from_env(0.5, "WEDDING_ORG_SLOT_SHARE", float_in(0.01, 1))
+    progress_interval_s: float = from_env(10.0, "WEDDING_PROGRESS_INTERVAL_S", float_in(0, 3600))
+    updates_queue: int = from_env(1000, "WEDDING_UPDATES_QUEUE", int_in(1, 1_000_000))
+    updates_max_clients: int = from_env(50, "WEDDING_UPDATES_MAX_CLIENTS", int_in(1, 100_000))
     delivery: DeliverySettings = field(default_factory=DeliverySettings)
 
     def __post_init__(self) -> None:

@@ -7,7 +7,10 @@ Used by ``wedding-engine token`` and ``POST /orgs/{org}/tokens/revoke``. Touches
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import asyncpg
 
@@ -20,6 +23,22 @@ from stream_app.db.tenancy import (
 )
 from stream_app.schemas.tokens import IssuedToken, new_token
 from stream_app.settings import Settings
+
+
+@asynccontextmanager
+async def _audited(
+    conn: asyncpg.Connection,
+    organization_id: str,
+    actor: str,
+    action: str,
+    target: str,
+    details: dict[str, Any],
+) -> AsyncIterator[None]:
+    """A tenant transaction of ``organization_id`` that first audits ``action`` on ``target``
+    (:func:`stream_app.db.audit_events.record`): the audit row commits with the block."""
+    async with tenant_transaction(conn, organization_id):
+        await audit_events.record(conn, organization_id, actor, action, target, details)
+        yield
 
 
 async def issue(
@@ -64,21 +83,14 @@ async def issue(
         )
     except ValueError as exc:
         raise ValueError(f"--{exc}") from None
-    async with tenant_transaction(conn, organization_id):  # the audit row commits with it
-        await audit_events.record(
-            conn,
-            organization_id,
-            actor,
-            "token.issued",
-            issued.jti,
-            {
-                "subject": subject,
-                "role": role,
-                "venues": venues,
-                "issued_at": issued.issued_at.isoformat(),
-                "expires_at": issued.expires_at.isoformat(),
-            },
-        )
+    details = {
+        "subject": subject,
+        "role": role,
+        "venues": venues,
+        "issued_at": issued.issued_at.isoformat(),
+        "expires_at": issued.expires_at.isoformat(),
+    }
+    async with _audited(conn, organization_id, actor, "token.issued", issued.jti, details):
         await token_db.record_issued(
             conn,
             jti=issued.jti,
@@ -117,15 +129,8 @@ async def revoke(
     now = datetime.now(UTC)
     max_ttl = timedelta(seconds=settings.token_max_ttl_s)
     keep_until = (issued_before or now) + max_ttl if jti is None else now + max_ttl
-    async with tenant_transaction(conn, organization_id):  # the audit row commits with it
-        await audit_events.record(
-            conn,
-            organization_id,
-            actor,
-            "token.revoked",
-            jti or "*",
-            {"jti": jti, "issued_before": issued_before.isoformat() if issued_before else None},
-        )
+    details = {"jti": jti, "issued_before": issued_before.isoformat() if issued_before else None}
+    async with _audited(conn, organization_id, actor, "token.revoked", jti or "*", details):
         count = await token_db.revoke(
             conn,
             organization_id,

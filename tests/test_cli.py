@@ -134,6 +134,15 @@ def test_bad_arguments_are_refused_naming_the_option(
     )
 
 
+def refused_worker(env: dict[str, str]) -> str:
+    """Run ``wedding-engine worker`` with the environment ``env``; its stderr, once it has
+    refused to start (exit status 2)."""
+    argv = [sys.executable, "-m", "stream_app.cli", "worker"]
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 2, done.stderr
+    return done.stderr
+
+
 def test_a_worker_refuses_the_development_secret(settings: Settings) -> None:
     env = {
         k: v for k, v in os.environ.items() if k not in ("WEDDING_JWT_SECRET", "WEDDING_DEV_MODE")
@@ -142,16 +151,9 @@ def test_a_worker_refuses_the_development_secret(settings: Settings) -> None:
         KAFKA_BOOTSTRAP=settings.kafka_bootstrap,
         POSTGRES_DSN=as_role(settings.postgres_dsn, APP_ROLE),
     )
-    done = subprocess.run(
-        [sys.executable, "-m", "stream_app.cli", "worker"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 2
-    assert "WEDDING_JWT_SECRET: the development secret is public" in done.stderr
-    assert DEV_JWT_SECRET not in done.stderr  # the message does not print it
+    stderr = refused_worker(env)
+    assert "WEDDING_JWT_SECRET: the development secret is public" in stderr
+    assert DEV_JWT_SECRET not in stderr  # the message does not print it
 
 
 def test_an_organisation_and_its_venues_are_created_then_updated(env: Settings) -> None:

@@ -27,6 +27,11 @@ from stream_app.settings import load_settings
         ("WEDDING_ALLOW_PRIVATE_TARGETS", "2", "WEDDING_ALLOW_PRIVATE_TARGETS: must be 1/true"),
         ("WEDDING_JWT_SECRET", "x", "WEDDING_JWT_SECRET: must be at least 32 bytes, got 1"),
         ("WEDDING_JWT_SECRET", "", "WEDDING_JWT_SECRET: must be at least 32 bytes, got 0"),
+        # the delivery section (load_delivery_settings, through load_settings)
+        ("WEDDING_SMTP_PORT", "abc", "WEDDING_SMTP_PORT: expected an integer"),
+        ("WEDDING_SMTP_PORT", "0", "WEDDING_SMTP_PORT: must be between 1 and 65535"),
+        ("WEDDING_SFTP_CONNECT_TIMEOUT_S", "nan", "WEDDING_SFTP_CONNECT_TIMEOUT_S: must be"),
+        ("WEDDING_EMAIL_MAX_ATTACHMENT_BYTES", "-1", "WEDDING_EMAIL_MAX_ATTACHMENT_BYTES: must"),
     ],
 )
 def test_a_bad_value_names_its_variable(
@@ -35,6 +40,8 @@ def test_a_bad_value_names_its_variable(
     monkeypatch.setenv(variable, value)
     with pytest.raises(ValueError, match=message):
         load_settings()
+    with pytest.raises(ValueError, match=message):  # the same from a mapping
+        load_settings({variable: value})
 
 
 def test_good_values_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -60,22 +67,6 @@ def test_switches_read_the_usual_spellings(
 ) -> None:
     monkeypatch.setenv("WEDDING_SCHEDULING", value)
     assert load_settings().scheduling_enabled is expected
-
-
-@pytest.mark.parametrize(
-    ("variable", "value", "message"),
-    [
-        ("WEDDING_SMTP_PORT", "abc", "WEDDING_SMTP_PORT: expected an integer"),
-        ("WEDDING_SMTP_PORT", "0", "WEDDING_SMTP_PORT: must be between 1 and 65535"),
-        ("WEDDING_SFTP_CONNECT_TIMEOUT_S", "nan", "WEDDING_SFTP_CONNECT_TIMEOUT_S: must be"),
-        ("WEDDING_EMAIL_MAX_ATTACHMENT_BYTES", "-1", "WEDDING_EMAIL_MAX_ATTACHMENT_BYTES: must"),
-    ],
-)
-def test_delivery_variables_name_themselves(variable: str, value: str, message: str) -> None:
-    from stream_app.settings import load_delivery_settings
-
-    with pytest.raises(ValueError, match=message):
-        load_delivery_settings({variable: value})
 
 
 def test_the_environment_is_read_by_load_settings_only(monkeypatch: pytest.MonkeyPatch) -> None:

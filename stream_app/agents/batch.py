@@ -87,9 +87,16 @@ class Folded:
     after: Callable[[], None] | None = None
 
 
-Fold = Callable[
-    [int, Callable[[str], Any], Sequence[tuple[int, Any]], Callable[[int], Any]], Folded
-]
+RowLookup = Callable[[str], Any]
+"""Reads a table row by key, as a fold must see it."""
+
+RawRecord = Callable[[int], Any]
+"""The consumed record at an offset of the partition being folded."""
+
+Batch = Sequence[tuple[int, E]]
+"""``(offset, event)`` pairs of one partition, ascending offsets."""
+
+Fold = Callable[[int, RowLookup, Batch[Any], RawRecord], Folded]
 """``(partition, row lookup, [(offset, event)], raw record by offset) -> Folded``;
 synchronous and pure apart from the lookups."""
 
@@ -230,7 +237,7 @@ class BatchStream(Generic[E]):
         while self._in_flight:
             await self._in_flight.popleft()
 
-    def _reader(self, partition: int) -> Callable[[str], Any]:
+    def _reader(self, partition: int) -> RowLookup:
         """Rows of ``partition`` as the next fold must see them: the overlay of rows sent to
         the changelog and not yet in RocksDB, then RocksDB."""
         base = self.state.reader(partition)

@@ -27,7 +27,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 from typing import Any
 
-from stream_app.agents.batch import Folded
+from stream_app.agents.batch import Batch, Folded, RawRecord, RowLookup
 from stream_app.agents.fold import FoldAgent, FoldSpec
 from stream_app.agents.publisher import MetricPublisher
 from stream_app.agents.zones import OrganizationZones
@@ -129,11 +129,7 @@ class BookingsAgent(FoldAgent[BookingEvent]):
         super().__init__(spec, self.updates)
 
     def fold(
-        self,
-        partition: int,
-        get: Callable[[str], Any],
-        batch: Sequence[tuple[int, BookingEvent]],
-        raw: Callable[[int], Any],
+        self, partition: int, get: RowLookup, batch: Batch[BookingEvent], raw: RawRecord
     ) -> Folded:
         """Fold one partition's batch (see the module docstring)."""
         index = self.open_windows.setdefault(partition, OpenWindows())

@@ -28,7 +28,7 @@ from typing import Any, Generic, TypeVar
 
 import msgspec
 
-from stream_app.agents.batch import BatchStream, Folded
+from stream_app.agents.batch import Batch, BatchStream, Folded, RawRecord, RowLookup
 from stream_app.agents.data_versions import DataVersions
 from stream_app.agents.publisher import GenericMetricPublisher, MetricPublisher
 from stream_app.app import app, settings
@@ -94,13 +94,7 @@ class FoldAgent(Generic[E]):
         org: str = event.organization_id  # type: ignore[attr-defined]
         return f"{org}/{getattr(event, self.spec.entity_field)}".encode()
 
-    def fold(
-        self,
-        partition: int,
-        get: Callable[[str], Any],
-        batch: Sequence[tuple[int, E]],
-        raw: Callable[[int], Any],
-    ) -> Folded:
+    def fold(self, partition: int, get: RowLookup, batch: Batch[E], raw: RawRecord) -> Folded:
         """Fold one partition's batch (``(offset, event)`` pairs) into rows; ``get`` reads a
         row as the fold must see it, ``raw`` the record of an offset
         (:data:`stream_app.agents.batch.Fold`)."""
@@ -141,19 +135,13 @@ class GuardedFoldAgent(FoldAgent[E]):
     def __init__(
         self,
         spec: FoldSpec[E],
-        rows: Callable[[Lookup, Sequence[tuple[int, E]]], GuardedBatch[Any]],
+        rows: Callable[[Lookup, Batch[E]], GuardedBatch[Any]],
     ) -> None:
         self.generic = GenericMetricPublisher()
         self.rows = rows
         super().__init__(spec, self.generic)
 
-    def fold(
-        self,
-        partition: int,
-        get: Callable[[str], Any],
-        batch: Sequence[tuple[int, E]],
-        raw: Callable[[int], Any],
-    ) -> Folded:
+    def fold(self, partition: int, get: RowLookup, batch: Batch[E], raw: RawRecord) -> Folded:
         """Fold with :attr:`rows`; the changes are recorded for publishing once durable."""
         result = self.rows(get, batch)
 

@@ -82,15 +82,10 @@ class _CoalescingPublisher(Generic[V]):
             pending.events += events
             pending.final = pending.final or final
 
-    def _message(
-        self,
-        metric: str,
-        org: str,
-        key: str,
-        window: MetricWindow,
-        p: _Pending[V],
-        now: datetime,
-    ) -> msgspec.Struct:
+    def _message(self, fields: dict[str, Any], p: _Pending[V]) -> msgspec.Struct:
+        """The message of one coalesced row change; ``fields`` are those every kind carries
+        (``metric``, ``organization_id``, ``key``, ``window``, ``old``, ``new``,
+        ``event_time``, ``published_at``, ``events``)."""
         raise NotImplementedError
 
     def drain(self) -> list[tuple[bytes, bytes]]:
@@ -99,17 +94,20 @@ class _CoalescingPublisher(Generic[V]):
             return []
         pending, self._pending = self._pending, {}
         now = datetime.now(UTC)
-        out = [
-            (
-                f"{org}/{key}".encode(),
-                encode_event(
-                    self._message(
-                        metric, org, key, MetricWindow(grain=grain, period=period), p, now
-                    )
-                ),
-            )
-            for (metric, org, key, grain, period), p in pending.items()
-        ]
+        out: list[tuple[bytes, bytes]] = []
+        for (metric, org, key, grain, period), p in pending.items():
+            fields = {
+                "metric": metric,
+                "organization_id": org,
+                "key": key,
+                "window": MetricWindow(grain=grain, period=period),
+                "old": p.old,
+                "new": p.new,
+                "event_time": p.event_time.astimezone(UTC),
+                "published_at": now,
+                "events": p.events,
+            }
+            out.append((f"{org}/{key}".encode(), encode_event(self._message(fields, p))))
         METRIC_UPDATES_PUBLISHED.inc(len(out))
         return out
 
@@ -149,52 +147,13 @@ class _CoalescingPublisher(Generic[V]):
 class MetricPublisher(_CoalescingPublisher[MetricValues]):
     """Collects venue booking row changes and turns them into :class:`MetricUpdate` messages."""
 
-    def _message(
-        self,
-        metric: str,
-        org: str,
-        key: str,
-        window: MetricWindow,
-        p: _Pending[MetricValues],
-        now: datetime,
-    ) -> MetricUpdate:
-        return MetricUpdate(
-            kind="metric_update",
-            metric=metric,
-            organization_id=org,
-            key=key,
-            window=window,
-            old=p.old,
-            new=p.new,
-            event_time=p.event_time.astimezone(UTC),
-            published_at=now,
-            events=p.events,
-            final=p.final,
-        )
+    def _message(self, fields: dict[str, Any], p: _Pending[MetricValues]) -> MetricUpdate:
+        return MetricUpdate(kind="metric_update", final=p.final, **fields)
 
 
 class GenericMetricPublisher(_CoalescingPublisher[dict[str, Any]]):
     """Like :class:`MetricPublisher`, for :class:`GenericMetricUpdate` messages (tables whose
     values are not venue booking totals); one instance per agent."""
 
-    def _message(
-        self,
-        metric: str,
-        org: str,
-        key: str,
-        window: MetricWindow,
-        p: _Pending[dict[str, Any]],
-        now: datetime,
-    ) -> GenericMetricUpdate:
-        return GenericMetricUpdate(
-            kind="generic_metric_update",
-            metric=metric,
-            organization_id=org,
-            key=key,
-            window=window,
-            old=p.old,
-            new=p.new,
-            event_time=p.event_time.astimezone(UTC),
-            published_at=now,
-            events=p.events,
-        )
+    def _message(self, fields: dict[str, Any], p: _Pending[dict[str, Any]]) -> GenericMetricUpdate:
+        return GenericMetricUpdate(kind="generic_metric_update", **fields)

@@ -300,13 +300,7 @@ async def fetch_report(
     conn: asyncpg.Connection, organization_id: str, report_id: str
 ) -> ReportRecord | None:
     """A report of ``organization_id`` by id (tenant transaction); None when not found."""
-    async with tenant_transaction(conn, organization_id):
-        row = await conn.fetchrow(
-            f"SELECT {_COLUMNS} FROM reports WHERE organization_id = $1 AND id = $2",
-            organization_id,
-            report_id,
-        )
-    return None if row is None else _record(row)
+    return await _first_report(conn, organization_id, "id = $2", report_id)
 
 
 async def latest_completed_for_key(
@@ -316,15 +310,28 @@ async def latest_completed_for_key(
 
     Only generations younger than ``max_age_s`` seconds count (level 3 of the report cache).
     """
+    return await _first_report(
+        conn,
+        organization_id,
+        "cache_key = $2 AND status = 'completed'"
+        " AND generated_at > now() - make_interval(secs => $3) AND cache->>'level' IN ('miss')"
+        " ORDER BY generated_at DESC LIMIT 1",
+        cache_key,
+        max_age_s,
+    )
+
+
+async def _first_report(
+    conn: asyncpg.Connection, organization_id: str, condition: str, *args: Any
+) -> ReportRecord | None:
+    """The first report of ``organization_id`` that meets ``condition`` (SQL after ``WHERE
+    organization_id = $1 AND``, its parameters ``args`` from ``$2``), read in a tenant
+    transaction; None when none does."""
     async with tenant_transaction(conn, organization_id):
         row = await conn.fetchrow(
-            f"SELECT {_COLUMNS} FROM reports WHERE organization_id = $1 AND cache_key = $2"
-            " AND status = 'completed' AND generated_at > now() - make_interval(secs => $3)"
-            " AND cache->>'level' IN ('miss')"
-            " ORDER BY generated_at DESC LIMIT 1",
+            f"SELECT {_COLUMNS} FROM reports WHERE organization_id = $1 AND {condition}",
             organization_id,
-            cache_key,
-            max_age_s,
+            *args,
         )
     return None if row is None else _record(row)
 

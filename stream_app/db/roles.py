@@ -64,7 +64,7 @@ DO $$ BEGIN
     IF EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'hypopg') THEN
         CREATE SCHEMA IF NOT EXISTS hypopg;
         CREATE EXTENSION IF NOT EXISTS hypopg SCHEMA hypopg;
-        GRANT USAGE ON SCHEMA hypopg TO wedding_tenant;
+        GRANT USAGE ON SCHEMA hypopg TO {TENANT_ROLE};
     END IF;
 END $$;
 """

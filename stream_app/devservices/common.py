@@ -57,6 +57,11 @@ def free_ports(count: int) -> list[int]:
         return [int(sock.getsockname()[1]) for sock in socks]
 
 
+def port_of(address: str) -> int:
+    """The port an address ends with: ``127.0.0.1:9092`` or ``redis://127.0.0.1:6379``."""
+    return int(address.rpartition(":")[2])
+
+
 def port_open(port: int, host: str = "127.0.0.1", timeout: float = 1.0) -> bool:
     """Return whether something accepts TCP connections on ``host:port``."""
     try:

@@ -31,6 +31,7 @@ from stream_app.devservices.common import (
     free_ports,
     log_tail,
     pid_alive,
+    port_of,
     port_open,
 )
 
@@ -78,11 +79,6 @@ class KafkaInstance:
     bootstrap: str
     pid: int
     log_path: Path
-
-    @property
-    def port(self) -> int:
-        """The PLAINTEXT listener's port."""
-        return int(self.bootstrap.rpartition(":")[2])
 
 
 def cache_root() -> Path:
@@ -285,7 +281,7 @@ def _wait_ready(instance: KafkaInstance, process: subprocess.Popen[bytes]) -> No
                 f"kafka: the broker exited with code {process.returncode} while starting\n"
                 f"{log_tail(instance.log_path)}"
             )
-        if port_open(instance.port) and answers_metadata(instance.bootstrap):
+        if port_open(port_of(instance.bootstrap)) and answers_metadata(instance.bootstrap):
             return
         time.sleep(0.25)
     raise ServiceError(
@@ -340,7 +336,7 @@ def _is_broker(pid: int) -> bool:
 
 def is_running(instance: KafkaInstance) -> bool:
     """Return whether the broker's process is alive and its listener accepts connections."""
-    return _is_broker(instance.pid) and port_open(instance.port)
+    return _is_broker(instance.pid) and port_open(port_of(instance.bootstrap))
 
 
 _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}

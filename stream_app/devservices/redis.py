@@ -15,7 +15,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from stream_app.devservices.common import ServiceError, free_ports, log_tail, pid_alive, port_open
+from stream_app.devservices.common import (
+    ServiceError,
+    free_ports,
+    log_tail,
+    pid_alive,
+    port_of,
+    port_open,
+)
 
 START_TIMEOUT_S = 20
 
@@ -33,11 +40,6 @@ class RedisInstance:
     url: str
     pid: int
     log_path: Path
-
-    @property
-    def port(self) -> int:
-        """The TCP port on 127.0.0.1."""
-        return int(self.url.rpartition(":")[2])
 
 
 def start(state_dir: Path) -> RedisInstance:
@@ -82,7 +84,7 @@ def start(state_dir: Path) -> RedisInstance:
 
 def is_running(instance: RedisInstance) -> bool:
     """Return whether the server is alive and accepts connections on its port."""
-    return pid_alive(instance.pid) and port_open(instance.port)
+    return pid_alive(instance.pid) and port_open(port_of(instance.url))
 
 
 _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}

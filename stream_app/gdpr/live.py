@@ -27,7 +27,7 @@ from stream_app.app import settings
 from stream_app.queries.partitions import partition_for
 from stream_app.queries.routing import changelog_owner, remote_json
 from stream_app.schemas.base import encode_event
-from stream_app.schemas.interactions import INTERACTION_SCHEMA_VERSIONS, ClientInteractionEvent
+from stream_app.schemas.interactions import ClientInteractionEvent
 from stream_app.topics import CLIENT_INTERACTIONS, message_key
 from stream_app.topology import client_interactions_table, interactions_topic
 from stream_app.web.streams import client_interactions_body
@@ -58,7 +58,7 @@ async def send_erasure(organization_id: str, client_id: str) -> tuple[int, int]:
         aiokafka.errors.KafkaError: the broker did not take it.
     """
     event = ClientInteractionEvent(
-        schema_version=max(INTERACTION_SCHEMA_VERSIONS),
+        schema_version=max(ClientInteractionEvent.schema_versions),
         event_id=f"erasure-{uuid.uuid4().hex}",
         organization_id=organization_id,
         occurred_at=datetime.now(UTC),

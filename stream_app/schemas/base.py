@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, TypeVar
+from typing import Annotated, ClassVar, TypeVar
 
 import msgspec
 import pycountry
@@ -58,6 +58,15 @@ class EventBase(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     event_id: Identifier
     organization_id: Identifier
     occurred_at: UtcDateTime
+
+    schema_versions: ClassVar[frozenset[int]] = frozenset({1})
+    """The schema versions of the event type that consumers accept (a class attribute)."""
+
+    def __post_init__(self) -> None:
+        """Check the fields every event carries (:func:`check_event_time`,
+        :func:`check_schema_version`); a subclass with checks of its own calls this first."""
+        check_event_time(self.occurred_at)
+        check_schema_version(self.schema_version, self.schema_versions)
 
 
 MAX_CLOCK_SKEW = timedelta(hours=24)

@@ -5,16 +5,7 @@ from __future__ import annotations
 from datetime import date
 from typing import Literal
 
-from stream_app.schemas.base import (
-    EventBase,
-    Identifier,
-    MinorUnits,
-    check_currency,
-    check_event_time,
-    check_schema_version,
-)
-
-BOOKING_SCHEMA_VERSIONS = frozenset({1})
+from stream_app.schemas.base import EventBase, Identifier, MinorUnits, check_currency
 
 FIRST_SERVICE_YEAR, LAST_SERVICE_YEAR = 1900, 2099
 """Service dates the tables accept: the years their reads accept
@@ -59,8 +50,7 @@ class BookingEvent(EventBase, frozen=True, kw_only=True, forbid_unknown_fields=T
     guest_count: int | None = None
 
     def __post_init__(self) -> None:
-        check_event_time(self.occurred_at)
-        check_schema_version(self.schema_version, BOOKING_SCHEMA_VERSIONS)
+        super().__post_init__()
         check_currency(self.currency)
         if not FIRST_SERVICE_YEAR <= self.service_date.year <= LAST_SERVICE_YEAR:
             raise ValueError(

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from stream_app.schemas.base import EventBase, Identifier, check_event_time, check_schema_version
-
-INTERACTION_SCHEMA_VERSIONS = frozenset({1})
+from stream_app.schemas.base import EventBase, Identifier
 
 
 class ClientInteractionEvent(EventBase, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -38,8 +36,7 @@ class ClientInteractionEvent(EventBase, frozen=True, kw_only=True, forbid_unknow
     supplier_id: Identifier | None = None
 
     def __post_init__(self) -> None:
-        check_event_time(self.occurred_at)
-        check_schema_version(self.schema_version, INTERACTION_SCHEMA_VERSIONS)
+        super().__post_init__()
         if self.event_type == "rating" and (self.score is None or not 1 <= self.score <= 5):
             raise ValueError("$.score: a rating needs a score from 1 to 5")
         if self.event_type == "nps" and (self.score is None or not 0 <= self.score <= 10):

@@ -4,16 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from stream_app.schemas.base import (
-    EventBase,
-    Identifier,
-    MinorUnits,
-    check_currency,
-    check_event_time,
-    check_schema_version,
-)
-
-PAYMENT_SCHEMA_VERSIONS = frozenset({1})
+from stream_app.schemas.base import EventBase, Identifier, MinorUnits, check_currency
 
 
 class PaymentEvent(EventBase, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -41,6 +32,5 @@ class PaymentEvent(EventBase, frozen=True, kw_only=True, forbid_unknown_fields=T
     method: str | None = None
 
     def __post_init__(self) -> None:
-        check_event_time(self.occurred_at)
-        check_schema_version(self.schema_version, PAYMENT_SCHEMA_VERSIONS)
+        super().__post_init__()
         check_currency(self.currency)

@@ -146,20 +146,17 @@ def new_report_request(
         ValueError / msgspec.ValidationError: a field is invalid (:class:`ReportRequest`).
     """
     fields: dict[str, Any] = {
+        "schema_version": 1,
         "report_id": str(uuid.uuid4()),
         "requested_at": datetime.now(UTC),
-        **options,
+        "organization_id": organization_id,
+        "user_id": user_id,
+        "report_type": report_type,
+        "date_from": date_from,
+        "date_to": date_to,
+        "output_formats": output_formats,
     }
-    return ReportRequest(
-        schema_version=1,
-        organization_id=organization_id,
-        user_id=user_id,
-        report_type=report_type,
-        date_from=date_from,
-        date_to=date_to,
-        output_formats=output_formats,
-        **fields,
-    )
+    return ReportRequest(**{**fields, **options})
 
 
 def check_configuration(report_type: str, configuration: dict[str, Any]) -> None:

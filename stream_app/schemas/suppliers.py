@@ -4,15 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from stream_app.schemas.base import (
-    EventBase,
-    Identifier,
-    UtcDateTime,
-    check_event_time,
-    check_schema_version,
-)
-
-SUPPLIER_SCHEMA_VERSIONS = frozenset({1})
+from stream_app.schemas.base import EventBase, Identifier, UtcDateTime
 
 
 class SupplierActivityEvent(EventBase, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -35,7 +27,3 @@ class SupplierActivityEvent(EventBase, frozen=True, kw_only=True, forbid_unknown
     booking_id: Identifier | None = None
     due_at: UtcDateTime | None = None
     person_id: Identifier | None = None
-
-    def __post_init__(self) -> None:
-        check_event_time(self.occurred_at)
-        check_schema_version(self.schema_version, SUPPLIER_SCHEMA_VERSIONS)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Required, TypedDict
 
 import jwt
 
@@ -23,6 +24,18 @@ DEFAULT_AUDIENCE = "wedding-engine-api"
 DEFAULT_MAX_TTL_S = 30 * 86_400
 INTERNAL_CLAIM = "wedding_internal"
 """Set on worker-to-worker tokens (forwarded reads): not rate limited a second time."""
+
+
+class TokenGrant(TypedDict, total=False):
+    """Whom a token names and what it grants: the keyword arguments of :func:`new_token`
+    other than the issuer and the audience (the same meanings and defaults)."""
+
+    user_id: Required[str]
+    organization_id: Required[str]
+    ttl_seconds: Required[int]
+    role: str
+    venues: list[str] | None
+    internal: bool
 
 
 @dataclass(frozen=True, slots=True)

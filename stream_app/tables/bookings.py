@@ -204,14 +204,7 @@ def sum_totals(parts: Iterable[VenueTotals]) -> VenueTotals:
     """The sum of ``parts`` (counts added, amounts added per currency)."""
     out = VenueTotals()
     for t in parts:
-        out.bookings += t.bookings
-        out.cancellations += t.cancellations
-        for c, v in t.booked_minor.items():
-            out.booked_minor[c] = out.booked_minor.get(c, 0) + v
-        for c, v in t.cancelled_minor.items():
-            out.cancelled_minor[c] = out.cancelled_minor.get(c, 0) + v
-        out.lead_time_days_sum += t.lead_time_days_sum
-        out.lead_time_bookings += t.lead_time_bookings
+        out.add(t)
     return out
 
 

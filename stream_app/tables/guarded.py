@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Generic, Protocol, TypeVar
 
 Lookup = Callable[[str], dict[str, Any] | None]
@@ -59,6 +59,26 @@ class RowRef:
     grain: str
     period: str
 
+    @classmethod
+    def of(cls, organization_id: str, entity: str, grain: str, period: str) -> RowRef:
+        """The row of ``entity`` over the window ``grain``/``period``, keyed by :func:`row_key`."""
+        return cls(
+            row_key(organization_id, entity, grain, period), organization_id, entity, grain, period
+        )
+
+
+def row_key(organization_id: str, entity: str, grain: str, period: str) -> str:
+    """The table key of a data row: ``organization_id/entity/grain/period``."""
+    return f"{organization_id}/{entity}/{grain}/{period}"
+
+
+def utc_month(at: datetime) -> str:
+    """``YYYY-MM`` of ``at`` in UTC (the ``period`` of a ``month`` row)."""
+    return at.astimezone(UTC).strftime("%Y-%m")
+
+
+Batch = Sequence[tuple[int, E]]
+"""``(source offset, event)`` pairs of one source partition, ascending offsets."""
 
 Update = Callable[[Values | None], Values]
 """A row's new values from its current ones (``None`` for a new row); pure."""
@@ -107,9 +127,7 @@ class GuardedBatch(Generic[E]):
     changes: list[Change]
 
 
-def fold_guarded(
-    get: Lookup, batch: Sequence[tuple[int, E]], plan: Callable[[E], Plan]
-) -> GuardedBatch[E]:
+def fold_guarded(get: Lookup, batch: Batch[E], plan: Callable[[E], Plan]) -> GuardedBatch[E]:
     """Fold a batch of one source partition's events (ascending offsets) exactly once per row.
 
     Args:
@@ -146,6 +164,16 @@ def fold_guarded(
         outcomes.append("counted" if folded else "redelivered")
     writes: list[tuple[str, dict[str, Any] | None]] = list(data.items())
     return GuardedBatch(writes, outcomes, list(changes.values()))
+
+
+def batch_fold(plan: Callable[[E], Plan]) -> Callable[[Lookup, Batch[E]], GuardedBatch[E]]:
+    """The batch fold of a table whose rows each event names through ``plan``:
+    ``fold_batch(get, batch)`` is :func:`fold_guarded` ``(get, batch, plan)``."""
+
+    def fold_batch(get: Lookup, batch: Batch[E]) -> GuardedBatch[E]:
+        return fold_guarded(get, batch, plan)
+
+    return fold_batch
 
 
 def add(counts: dict[str, int] | None, key: str, n: int) -> dict[str, int]:

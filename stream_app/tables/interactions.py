@@ -44,12 +44,12 @@ erasure is idempotent and is not deduplicated: folded again after a crash it del
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from stream_app.schemas.interactions import ClientInteractionEvent
 from stream_app.tables.guarded import (
+    Batch,
     Change,
     GuardedBatch,
     Lookup,
@@ -58,12 +58,13 @@ from stream_app.tables.guarded import (
     Values,
     add,
     fold_guarded,
+    row_key,
 )
 
 
 def client_key(organization_id: str, client_id: str) -> str:
     """Key of a client's row."""
-    return f"{organization_id}/{client_id}/all/all"
+    return row_key(organization_id, client_id, "all", "all")
 
 
 def empty() -> Values:
@@ -162,19 +163,12 @@ def fold_interaction(values: Values | None, ev: ClientInteractionEvent) -> Value
 
 def plan(ev: ClientInteractionEvent) -> Plan:
     """The data row of one interaction event."""
-    org, client = ev.organization_id, ev.client_id
-    return Plan(
-        rows=[
-            (
-                RowRef(client_key(org, client), org, client, "all", "all"),
-                lambda v: fold_interaction(v, ev),
-            )
-        ],
-    )
+    row = RowRef.of(ev.organization_id, ev.client_id, "all", "all")
+    return Plan(rows=[(row, lambda v: fold_interaction(v, ev))])
 
 
 def fold_batch(
-    get: Lookup, batch: Sequence[tuple[int, ClientInteractionEvent]]
+    get: Lookup, batch: Batch[ClientInteractionEvent]
 ) -> GuardedBatch[ClientInteractionEvent]:
     """Fold one source partition's batch (ascending offsets) into the client rows.
 

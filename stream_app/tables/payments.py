@@ -32,34 +32,18 @@ Exactly once: each row keeps the input offset it has applied up to (see
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from datetime import UTC
-
 from stream_app.schemas.payments import PaymentEvent
-from stream_app.tables.guarded import (
-    GuardedBatch,
-    Lookup,
-    Plan,
-    RowRef,
-    Values,
-    add,
-    fold_guarded,
-)
+from stream_app.tables.guarded import Plan, RowRef, Values, add, batch_fold, row_key, utc_month
 
 
 def total_key(organization_id: str, booking_id: str) -> str:
     """Key of a booking's all-time payment row."""
-    return f"{organization_id}/{booking_id}/all/all"
+    return row_key(organization_id, booking_id, "all", "all")
 
 
 def month_key(organization_id: str, booking_id: str, month: str) -> str:
     """Key of a booking's payment row for the UTC month ``YYYY-MM``."""
-    return f"{organization_id}/{booking_id}/month/{month}"
-
-
-def month_of(ev: PaymentEvent) -> str:
-    """``YYYY-MM`` of ``occurred_at`` in UTC."""
-    return ev.occurred_at.astimezone(UTC).strftime("%Y-%m")
+    return row_key(organization_id, booking_id, "month", month)
 
 
 def empty_total() -> Values:
@@ -104,27 +88,11 @@ def fold_month(values: Values | None, ev: PaymentEvent) -> Values:
 def plan(ev: PaymentEvent) -> Plan:
     """The data rows of one payment event (all rows of its booking)."""
     org, booking = ev.organization_id, ev.booking_id
-    month = month_of(ev)
-    return Plan(
-        rows=[
-            (
-                RowRef(total_key(org, booking), org, booking, "all", "all"),
-                lambda v: fold_total(v, ev),
-            ),
-            (
-                RowRef(month_key(org, booking, month), org, booking, "month", month),
-                lambda v: fold_month(v, ev),
-            ),
-        ],
-    )
+    total = RowRef.of(org, booking, "all", "all")
+    month = RowRef.of(org, booking, "month", utc_month(ev.occurred_at))
+    return Plan(rows=[(total, lambda v: fold_total(v, ev)), (month, lambda v: fold_month(v, ev))])
 
 
-def fold_batch(
-    get: Lookup, batch: Sequence[tuple[int, PaymentEvent]]
-) -> GuardedBatch[PaymentEvent]:
-    """Fold one source partition's batch (ascending offsets) into the booking rows.
-
-    Exactly once under redelivery: each row keeps the input offset it has applied up to
-    (:mod:`stream_app.tables.guarded`).
-    """
-    return fold_guarded(get, batch, plan)
+fold_batch = batch_fold(plan)
+"""Fold one source partition's batch (``(offset, event)``, ascending offsets) into the booking rows,
+exactly once (:func:`stream_app.tables.guarded.fold_guarded` with :func:`plan`)."""

@@ -27,19 +27,8 @@ Exactly once: each row keeps the input offset it has applied up to (see
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from datetime import UTC
-
 from stream_app.schemas.suppliers import SupplierActivityEvent
-from stream_app.tables.guarded import (
-    GuardedBatch,
-    Lookup,
-    Plan,
-    RowRef,
-    Values,
-    add,
-    fold_guarded,
-)
+from stream_app.tables.guarded import Plan, RowRef, Values, add, batch_fold, row_key, utc_month
 
 COUNTERS = ("tasks_assigned", "tasks_completed", "deliveries_made", "on_time", "late", "no_due")
 _COUNTER_OF = {
@@ -51,12 +40,7 @@ _COUNTER_OF = {
 
 def month_key(organization_id: str, supplier_id: str, month: str) -> str:
     """Key of a supplier's row for the UTC month ``YYYY-MM``."""
-    return f"{organization_id}/{supplier_id}/month/{month}"
-
-
-def month_of(ev: SupplierActivityEvent) -> str:
-    """``YYYY-MM`` of ``occurred_at`` in UTC."""
-    return ev.occurred_at.astimezone(UTC).strftime("%Y-%m")
+    return row_key(organization_id, supplier_id, "month", month)
 
 
 def empty() -> Values:
@@ -84,23 +68,11 @@ def fold_activity(values: Values | None, ev: SupplierActivityEvent) -> Values:
 
 def plan(ev: SupplierActivityEvent) -> Plan:
     """The data row of one activity event."""
-    org, supplier, month = ev.organization_id, ev.supplier_id, month_of(ev)
-    return Plan(
-        rows=[
-            (
-                RowRef(month_key(org, supplier, month), org, supplier, "month", month),
-                lambda v: fold_activity(v, ev),
-            )
-        ],
-    )
+    row = RowRef.of(ev.organization_id, ev.supplier_id, "month", utc_month(ev.occurred_at))
+    return Plan(rows=[(row, lambda v: fold_activity(v, ev))])
 
 
-def fold_batch(
-    get: Lookup, batch: Sequence[tuple[int, SupplierActivityEvent]]
-) -> GuardedBatch[SupplierActivityEvent]:
-    """Fold one source partition's batch (ascending offsets) into the supplier-month rows.
-
-    Exactly once under redelivery: each row keeps the input offset it has applied up to
-    (:mod:`stream_app.tables.guarded`).
-    """
-    return fold_guarded(get, batch, plan)
+fold_batch = batch_fold(plan)
+"""Fold one source partition's batch (``(offset, event)``, ascending offsets) into the
+supplier-month rows, exactly once (:func:`stream_app.tables.guarded.fold_guarded` with
+:func:`plan`)."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Unpack
 
 import jwt
 from aiohttp import web
@@ -29,6 +30,7 @@ from stream_app.schemas.tokens import (
     DEFAULT_MAX_TTL_S,
     INTERNAL_CLAIM,
     ROLES,
+    TokenGrant,
     new_token,
 )
 from stream_app.web.errors import ApiError
@@ -62,30 +64,15 @@ class Principal:
     expires_at: datetime | None = None
 
 
-def issue_token(
-    secret: str,
-    *,
-    user_id: str,
-    organization_id: str,
-    ttl_seconds: int,
-    role: str = "admin",
-    venues: list[str] | None = None,
-    internal: bool = False,
-) -> str:
-    """A signed token for ``user_id`` of ``organization_id``, valid ``ttl_seconds`` seconds.
+def issue_token(secret: str, **grant: Unpack[TokenGrant]) -> str:
+    """A signed token for ``grant["user_id"]`` of ``grant["organization_id"]``, valid
+    ``grant["ttl_seconds"]`` seconds (:func:`stream_app.schemas.tokens.new_token` with the
+    default issuer and audience).
 
     ``role`` defaults to ``admin`` (the holder of the secret can mint anything anyway; the
-    CLI asks for a role explicitly). Issuer and audience are the defaults.
+    CLI asks for a role explicitly).
     """
-    return new_token(
-        secret,
-        user_id=user_id,
-        organization_id=organization_id,
-        ttl_seconds=ttl_seconds,
-        role=role,
-        venues=venues,
-        internal=internal,
-    ).token
+    return new_token(secret, **grant).token
 
 
 def bearer_token(request: web.Request) -> str:

@@ -131,3 +131,21 @@ async def known_organization(conn: asyncpg.Connection, organization_id: str) -> 
         return await fetch_organization(conn, organization_id)
     except UnknownOrganizationError as exc:
         raise organization_not_found(exc) from None
+
+
+PERIOD_QUERY = frozenset({"grain", "from", "to"})
+"""The query parameters of the venue metrics and occupancy reads."""
+
+
+def period_query(request: web.Request, default_grain: str, reason: str) -> tuple[str, str, str]:
+    """``(grain, from, to)`` of a venue period read (``grain`` defaults to ``default_grain``).
+
+    Raises:
+        ApiError: 400 ``invalid_field`` for a parameter not in :data:`PERIOD_QUERY`
+            (:func:`allow_query`); 400 ``missing_field`` without ``from`` or ``to``, with the
+            message ``reason`` (:func:`require_query`).
+    """
+    allow_query(request, PERIOD_QUERY)
+    require_query(request, ("from", "to"), reason)
+    q = request.query
+    return q.get("grain", default_grain), q["from"], q["to"]

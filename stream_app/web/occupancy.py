@@ -26,9 +26,9 @@ from stream_app.queries.routing import FORWARDED_HEADER, local_periods, owner_ur
 from stream_app.tables.occupancy import occupancy
 from stream_app.web.auth import authenticate
 from stream_app.web.errors import ApiError
-from stream_app.web.inputs import allow_query, require_query
+from stream_app.web.inputs import period_query
 from stream_app.web.permissions import Permission
-from stream_app.web.views import MAX_PERIODS, PERIOD_QUERY, page, period_labels
+from stream_app.web.views import MAX_PERIODS, page, period_labels
 
 
 def date_range(grain: str, start: str, end: str) -> list[date]:
@@ -57,11 +57,8 @@ async def venue_occupancy(
 ) -> web.StreamResponse:
     """A venue's live occupancy per date or month (see the module docstring)."""
     authenticate(request, settings.jwt_secret, org)
-    allow_query(request, PERIOD_QUERY)
-    q = request.query
-    grain = q.get("grain", "day")
-    require_query(request, ("from", "to"), "query parameter {name!r} is required")
-    dates = date_range(grain, q["from"], q["to"])
+    grain, start, end = period_query(request, "day", "query parameter {name!r} is required")
+    dates = date_range(grain, start, end)
     pool = await get_pool(settings.postgres_dsn)
     async with pool.acquire() as conn, tenant_transaction(conn, org):
         found = await conn.fetchrow(

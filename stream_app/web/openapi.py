@@ -149,12 +149,12 @@ SCHEDULE_BODY: Schema = {
     "type": "object",
     "required": ["report_type", "date_range", "output_formats", "cron", "delivery"],
     "properties": {
-        "schedule_id": {"type": "string"},
-        "report_type": {"type": "string"},
-        "date_range": {"type": "string"},
-        "output_formats": {"type": "array", "items": {"type": "string"}},
-        "cron": {"type": "string"},
-        "time_zone": {"type": "string"},
+        "schedule_id": STR,
+        "report_type": STR,
+        "date_range": STR,
+        "output_formats": {"type": "array", "items": STR},
+        "cron": STR,
+        "time_zone": STR,
         "delivery": {
             "type": "object",
             "required": ["method"],
@@ -189,33 +189,25 @@ SCHEDULE_ANSWER: Schema = _answer(
     last_fire_time={"type": ["string", "null"]},
 )
 """A schedule as the API shows it (``stream_app.web.schedules.schedule_to_json``; no secrets)."""
-REPORT_STATUS_ANSWER: Schema = {
-    "type": "object",
-    "required": ["report_id", "organization_id", "report_type", "status", "artifacts"],
-    "properties": {
-        "report_id": {"type": "string"},
-        "organization_id": {"type": "string"},
-        "report_type": {"type": "string"},
+REPORT_STATUS_ANSWER: Schema = _answer(
+    {
+        "report_id": STR,
+        "organization_id": STR,
+        "report_type": STR,
         "status": {"enum": ["queued", "processing", "completed", "failed", "cancelled"]},
         "artifacts": {
             "type": "array",
-            "items": {
-                "type": "object",
-                "required": ["format", "download_url", "sha256"],
-                "properties": {
-                    "format": {"type": "string"},
-                    "download_url": {"type": "string"},
-                    "sha256": {"type": ["string", "null"]},
-                    "size_bytes": {"type": ["integer", "null"]},
-                    "rows": {"type": ["integer", "null"]},
-                },
-            },
+            "items": _answer(
+                {"format": STR, "download_url": STR, "sha256": {"type": ["string", "null"]}},
+                size_bytes={"type": ["integer", "null"]},
+                rows={"type": ["integer", "null"]},
+            ),
         },
-        "error": {"type": ["string", "null"]},
-        "delivery_links": {"type": "array"},
-        "delivery": {"type": ["object", "null"]},
     },
-}
+    error={"type": ["string", "null"]},
+    delivery_links={"type": "array"},
+    delivery={"type": ["object", "null"]},
+)
 SSE_DOC = (
     "Server-Sent Events: `event:` is the message's `kind` (`metric_update`, "
     "`generic_metric_update`, `report_status`; the first is `ready`), `data:` its JSON body "

@@ -78,7 +78,7 @@ from stream_app.web.dependencies import (
 )
 from stream_app.web.errors import ApiError, api_error_of, report_not_found
 from stream_app.web.guard import RouteSpec, check_priority, scoped_venues
-from stream_app.web.inputs import allow_query, json_object, require_query
+from stream_app.web.inputs import json_object, period_query
 from stream_app.web.permissions import PUBLIC, UNDECLARED, Permission, RouteAccess, allowed
 from stream_app.web.refusals import REFUSED_STATUSES, Refusal, note_refusal, token_subject
 
@@ -441,10 +441,6 @@ async def metrics(self: Any, request: web.Request) -> web.StreamResponse:
     return resp
 
 
-PERIOD_QUERY = frozenset({"grain", "from", "to"})
-"""The query parameters of the venue metrics and occupancy reads."""
-
-
 @page("/orgs/{org}/venues/{venue}/metrics", permission=Permission.TABLES_READ)
 async def venue_metrics(
     self: Any, request: web.Request, org: str, venue: str
@@ -455,11 +451,10 @@ async def venue_metrics(
     worker is forwarded once (the caller does not need to know which worker owns what).
     """
     authenticate(request, settings.jwt_secret, org)
-    allow_query(request, PERIOD_QUERY)
-    q = request.query
-    grain = q.get("grain", "month")
-    require_query(request, ("from", "to"), "query parameters 'from' and 'to' are required")
-    periods = period_labels(grain, q["from"], q["to"])
+    grain, start, end = period_query(
+        request, "month", "query parameters 'from' and 'to' are required"
+    )
+    periods = period_labels(grain, start, end)
     owner = owner_url(org, venue)
     if owner is not None:
         if request.headers.get(FORWARDED_HEADER):
@@ -495,12 +490,7 @@ async def check_venue_filter(pool: asyncpg.Pool, org: str, req: ReportRequest) -
         )
 
 
-@page(
-    "/orgs/{org}/reports",
-    method="post",
-    permission=Permission.REPORTS_REQUEST,
-    venue_aware=True,
-)
+@page("/orgs/{org}/reports", method="post", permission=Permission.REPORTS_REQUEST, venue_aware=True)
 async def request_report(self: Any, request: web.Request, org: str) -> web.StreamResponse:
     """Accept a report request (:mod:`stream_app.reports.accept`), answer 202."""
     principal = authenticate(request, settings.jwt_secret, org)

@@ -67,6 +67,13 @@ async def append(dsn: str, org: str, n: int, actor: str = "tester") -> None:
         await conn.close()
 
 
+async def new_chain(settings: Settings, prefix: str, n: int) -> str:
+    """A new organisation (:func:`new_org`) whose chain holds ``n`` events (:func:`append`)."""
+    org = new_org(prefix)
+    await append(settings.postgres_dsn, org, n)
+    return org
+
+
 async def run_verify(settings: Settings, org: str) -> tuple[int, str]:
     """``wedding-engine audit verify --org ORG`` in a subprocess: (exit code, stdout)."""
     code, out, err = await run_cli(settings, settings.postgres_dsn, "audit", "verify", "--org", org)
@@ -85,8 +92,7 @@ async def owner(settings: Settings) -> Any:
 async def test_appends_are_chained_and_hashed_as_specified(
     settings: Settings, owner: asyncpg.Connection
 ) -> None:
-    org = new_org("chain")
-    await append(settings.postgres_dsn, org, 5)
+    org = await new_chain(settings, "chain", 5)
     rows = await chain_rows(owner, org)
     assert [r["seq"] for r in rows] == [1, 2, 3, 4, 5]
     assert rows[0]["prev_hash"] == "0" * 64
@@ -159,8 +165,7 @@ async def six_row_chain(
     settings: Settings, owner: asyncpg.Connection, prefix: str
 ) -> tuple[str, list[asyncpg.Record]]:
     """A new organisation with six audit rows; (its id, its chain rows in order)."""
-    org = new_org(prefix)
-    await append(settings.postgres_dsn, org, 6)
+    org = await new_chain(settings, prefix, 6)
     return org, await chain_rows(owner, org)
 
 
@@ -206,9 +211,7 @@ async def test_swapped_rows_are_named(settings: Settings, owner: asyncpg.Connect
 async def test_an_untouched_chain_beside_broken_ones_verifies(
     settings: Settings, owner: asyncpg.Connection
 ) -> None:
-    good, bad = new_org("good"), new_org("bad")
-    await append(settings.postgres_dsn, good, 3)
-    await append(settings.postgres_dsn, bad, 3)
+    good, bad = await new_chain(settings, "good", 3), await new_chain(settings, "bad", 3)
     [row] = [r for r in await chain_rows(owner, bad) if r["seq"] == 2]
     await tamper(owner, "UPDATE audit_log SET actor = 'someone-else' WHERE id = $1", row["id"])
     reports = {r.organization_id: r for r in await audit_events.verify_chains(owner)}
@@ -222,8 +225,7 @@ async def test_an_untouched_chain_beside_broken_ones_verifies(
 async def test_nobody_updates_deletes_or_truncates_it_through_sql(
     settings: Settings, owner: asyncpg.Connection
 ) -> None:
-    org = new_org("ro")
-    await append(settings.postgres_dsn, org, 2)
+    org = await new_chain(settings, "ro", 2)
     # the owner: refused by the trigger
     for sql in (
         "UPDATE audit_log SET actor = 'x' WHERE organization_id = $1",
@@ -251,9 +253,7 @@ async def test_nobody_updates_deletes_or_truncates_it_through_sql(
 async def test_a_tenant_scope_reads_and_appends_only_its_own_chain(
     settings: Settings, owner: asyncpg.Connection
 ) -> None:
-    a, b = new_org("tenant-a"), new_org("tenant-b")
-    await append(settings.postgres_dsn, a, 2)
-    await append(settings.postgres_dsn, b, 3)
+    a, b = await new_chain(settings, "tenant-a", 2), await new_chain(settings, "tenant-b", 3)
     async with tenant_transaction(owner, a):
         seen = await owner.fetch("SELECT DISTINCT organization_id FROM audit_log")
         # appending in A's scope works, and continues A's chain

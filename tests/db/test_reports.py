@@ -11,13 +11,20 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 import asyncpg
 import pytest
 
 from stream_app.db.history import BookingRow, copy_bookings
-from stream_app.db.reports import HISTORY_STREAM, data_versions
+from stream_app.db.reports import (
+    HISTORY_STREAM,
+    data_versions,
+    fetch_report,
+    insert_queued,
+    latest_completed_for_key,
+    set_status,
+)
 from stream_app.db.roles import APP_ROLE, OWNER_ROLE, as_role
 from stream_app.db.tenancy import (
     Organization,
@@ -221,3 +228,41 @@ async def test_a_bulk_update_counts_every_row_image(orgs: None, su: asyncpg.Conn
         "UPDATE payments SET amount_minor = amount_minor WHERE organization_id = $1", A
     )
     assert (await version(su, A), await version(su, B)) == (a0 + 2 * 10_001, b0)
+
+
+async def test_a_report_by_id_and_the_newest_fresh_generation_of_a_cache_key(
+    orgs: None, app_conn: asyncpg.Connection
+) -> None:
+    """``fetch_report`` and ``latest_completed_for_key`` read the organisation's own reports;
+    a cache hit, or a generation older than the age limit, is no level-3 source."""
+    key, now = f"key-{_RUN}", datetime.now(UTC)
+    generations = (("gen-old", "miss", 3600), ("gen-new", "miss", 5), ("hit", "l1", 0))
+    for report_id, level, age_s in generations:
+        assert await insert_queued(
+            app_conn,
+            report_id=report_id,
+            organization_id=A,
+            user_id="u",
+            report_type="monthly_booking_summary",
+            request={},
+            cache_key=key,
+        )
+        generated_at = now - timedelta(seconds=age_s)
+        cache = {"level": level}
+        assert await set_status(
+            app_conn, A, report_id, "completed", cache=cache, generated_at=generated_at
+        )
+    newest = await latest_completed_for_key(app_conn, A, key, 7200)
+    assert newest is not None and newest.id == "gen-new"  # the hit is newer, but a hit
+    recent = await latest_completed_for_key(app_conn, A, key, 60)
+    assert recent is not None and recent.id == "gen-new"
+    assert await latest_completed_for_key(app_conn, A, key, 1) is None  # all too old
+    assert await latest_completed_for_key(app_conn, B, key, 7200) is None  # A's reports
+    old = await fetch_report(app_conn, A, "gen-old")
+    assert old is not None and (old.status, old.cache_key, old.cache) == (
+        "completed",
+        key,
+        {"level": "miss"},
+    )
+    assert await fetch_report(app_conn, B, "gen-old") is None
+    assert await fetch_report(app_conn, A, "no-such-report") is None

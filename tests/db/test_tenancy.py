@@ -8,8 +8,6 @@ fixtures, and compares exact rows.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -28,6 +26,7 @@ from stream_app.db.roles import (
 )
 from stream_app.db.tenancy import tenant_transaction
 from stream_app.settings import Settings
+from tests.test_cli import refused_worker
 
 _RUN = uuid.uuid4().hex[:8]
 A, B = f"wall-a-{_RUN}", f"wall-b-{_RUN}"  # fresh ids: audit rows can never be deleted
@@ -263,16 +262,8 @@ def test_a_worker_refuses_to_start_as_the_superuser(settings: Settings) -> None:
         POSTGRES_DSN=settings.postgres_dsn,  # the superuser
         POSTGRES_SYSTEM_DSN=as_role(settings.postgres_dsn, SYSTEM_ROLE),
     )
-    done = subprocess.run(
-        [sys.executable, "-m", "stream_app.cli", "worker"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 2
-    assert "POSTGRES_DSN: the database role 'postgres' is a superuser" in done.stderr
+    stderr = refused_worker(env)
+    assert "POSTGRES_DSN: the database role 'postgres' is a superuser" in stderr
 
 
 async def test_a_nested_scope_of_the_same_tenant_is_a_savepoint(

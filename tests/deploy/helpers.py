@@ -11,6 +11,7 @@ import json
 import os
 import re
 import shlex
+import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from typing import Any
 import pytest
 
 from stream_app.cli import build_parser
+from stream_app.devservices.common import free_ports
 
 ROOT = Path(__file__).parents[2]
 
@@ -97,3 +99,17 @@ def parse_cli(argv: list[str]) -> Any:
         return build_parser().parse_args(argv)
     except SystemExit as exc:
         raise AssertionError(f"wedding-engine {shlex.join(argv)}: refused by the CLI") from exc
+
+
+def isolate_worker(env: dict[str, str], group_prefix: str) -> int:
+    """Point the worker environment ``env`` at a consumer group of its own
+    (``<group_prefix>-<random>``), from the end of the topics and without the scheduler, so the
+    other tests' events and schedules are left alone, and at a free web port; the port."""
+    (port,) = free_ports(1)
+    env.update(
+        WEDDING_APP_ID=f"{group_prefix}-{uuid.uuid4().hex[:8]}",
+        WEDDING_OFFSET_RESET="latest",
+        WEDDING_SCHEDULING="0",
+        WEDDING_WEB_PORT=str(port),
+    )
+    return port

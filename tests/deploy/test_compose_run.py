@@ -15,14 +15,12 @@ import os
 import secrets
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from stream_app.devservices.common import free_ports
 from stream_app.devservices.workers import WorkerProcess
 from stream_app.settings import Settings
-from tests.deploy.helpers import PYTHON_VARIABLES, dockerfile
+from tests.deploy.helpers import PYTHON_VARIABLES, dockerfile, isolate_worker
 from tests.deploy.test_compose import INTERPOLATION, compose, env_example
 
 CLI = str(Path(sys.executable).parent / "wedding-engine")
@@ -84,15 +82,7 @@ async def test_a_worker_serves_with_worker_1_s_environment(
     env = service_env("worker-1", settings, tmp_path)
     assert env["WEDDING_WEB_BIND"] == "0.0.0.0" and env["WEDDING_WEB_HOST"] == "worker-1"
     assert "WEDDING_DEV_MODE" not in env  # the production checks apply
-    (port,) = free_ports(1)
-    env.update(
-        # a consumer group of its own, from the end of the topics and without the scheduler,
-        # so the other tests' events and schedules are left alone
-        WEDDING_APP_ID=f"compose-{uuid.uuid4().hex[:8]}",
-        WEDDING_OFFSET_RESET="latest",
-        WEDDING_SCHEDULING="0",
-        WEDDING_WEB_PORT=str(port),
-    )
+    port = isolate_worker(env, "compose")
     log_path = tmp_path / "worker.log"
     proc = start([CLI, *compose()["services"]["worker-1"]["command"]], env, log_path)
     worker = WorkerProcess(port, tmp_path / "tables", log_path, env, proc)

@@ -15,16 +15,14 @@ import os
 import re
 import secrets
 import subprocess
-import uuid
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import aiohttp
 
-from stream_app.devservices.common import free_ports
 from stream_app.devservices.workers import WorkerProcess
 from stream_app.settings import Settings
-from tests.deploy.helpers import PYTHON_VARIABLES, dockerfile
+from tests.deploy.helpers import PYTHON_VARIABLES, dockerfile, isolate_worker
 from tests.deploy.test_compose_run import CLI, start
 from tests.deploy.test_manifests import by_kind, container_env, pod_spec
 
@@ -76,15 +74,7 @@ async def test_pod_0_serves_with_its_manifest_s_environment(
     assert env["WEDDING_WEB_HOST"] == "wedding-worker-0.wedding-workers"
     assert env["WEDDING_WEB_BIND"] == "0.0.0.0" and "WEDDING_DEV_MODE" not in env
     assert "POSTGRES_OWNER_DSN" not in env
-    (port,) = free_ports(1)
-    env.update(
-        # a consumer group of its own, from the end of the topics and without the scheduler,
-        # so the other tests' events and schedules are left alone
-        WEDDING_APP_ID=f"k8s-{uuid.uuid4().hex[:8]}",
-        WEDDING_OFFSET_RESET="latest",
-        WEDDING_SCHEDULING="0",
-        WEDDING_WEB_PORT=str(port),
-    )
+    port = isolate_worker(env, "k8s")
     log_path = tmp_path / "worker.log"
     worker = WorkerProcess(
         port, tmp_path / "tables", log_path, env, start([CLI, *args], env, log_path)

@@ -25,10 +25,14 @@ class SlowBuffer:
 
     async def sender(self) -> None:
         while self.size:
-            await asyncio.sleep(self.delay_s)
-            self.size -= 1
+            await self.hand_over()
             self.sent += 1
             self.message_sent.set()
+
+    async def hand_over(self) -> None:
+        """One record leaves the queue, ``delay_s`` seconds from now."""
+        await asyncio.sleep(self.delay_s)
+        self.size -= 1
 
 
 async def test_flush_returns_only_when_every_record_is_handed_over() -> None:
@@ -70,14 +74,11 @@ class HandOverBuffer(SlowBuffer):
 
     _wedding_in_flight: int = 0
 
-    async def sender(self) -> None:
-        while self.size:
-            self.size -= 1
-            self._wedding_in_flight += 1
-            await asyncio.sleep(self.delay_s)
-            self._wedding_in_flight -= 1
-            self.sent += 1
-            self.message_sent.set()
+    async def hand_over(self) -> None:
+        self.size -= 1
+        self._wedding_in_flight += 1
+        await asyncio.sleep(self.delay_s)
+        self._wedding_in_flight -= 1
 
 
 async def test_flush_waits_for_the_record_in_the_hand_over() -> None:

@@ -6,13 +6,13 @@ import orjson
 import pytest
 
 from stream_app.cli import main as cli_main
-from stream_app.delivery.targets import ApiTarget
-from stream_app.schedules.model import Schedule, ScheduleValidationError
+from stream_app.schedules.model import ScheduleValidationError
 from stream_app.schemas.base import EventValidationError, decode_event
 from stream_app.schemas.ids import InvalidIdError, check_id, is_valid_id
 from stream_app.schemas.reports import ReportRequest
 from stream_app.web.errors import ApiError
 from stream_app.web.views import check_path_ids
+from tests.schedules.builders import schedule
 
 BAD = [
     "",
@@ -88,17 +88,7 @@ def test_http_path_ids_are_refused_as_400_naming_the_segment(name: str, value: s
 @pytest.mark.parametrize("value", ["..", ".", "a/b", "ok\n"])
 def test_schedule_ids_follow_the_same_rule(value: str) -> None:
     with pytest.raises(ScheduleValidationError) as err:
-        Schedule(
-            schedule_id=value,
-            organization_id="org-1",
-            created_by="user-1",
-            report_type="monthly_booking_summary",
-            date_range="previous_month",
-            output_formats=("csv",),
-            cron="0 8 * * *",
-            time_zone="Europe/London",
-            delivery=ApiTarget(),
-        )
+        schedule("org-1", value, cron="0 8 * * *", time_zone="Europe/London")
     assert err.value.field == "schedule_id"
 
 

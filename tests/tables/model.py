@@ -27,6 +27,20 @@ START = datetime(2026, 3, 28, 20, tzinfo=UTC)  # London springs forward on 29 Ma
 
 E = TypeVar("E")
 
+BOOKING = BookingEvent(
+    schema_version=1,
+    event_id="e-0",
+    organization_id="org",
+    occurred_at=START,
+    event_type="booking_created",
+    booking_id="b-0",
+    venue_id="v1",
+    service_date=date(2026, 9, 5),
+    amount_minor=100,
+    currency="EUR",
+)
+"""A booking of 1.00 EUR at ``v1`` for tests to vary (:func:`msgspec.structs.replace`)."""
+
 
 def zone_of(org: str) -> ZoneInfo:
     return ZONES[org]

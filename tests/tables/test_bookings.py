@@ -9,6 +9,7 @@ from typing import Any
 
 import msgspec
 import pytest
+from msgspec.structs import replace
 
 from stream_app.schemas.bookings import BookingEvent
 from stream_app.tables.bookings import (
@@ -247,18 +248,7 @@ def test_rows_of_the_old_roll_up_shape_still_read() -> None:
 
 
 def test_currencies_are_never_added_together() -> None:
-    usd = BookingEvent(
-        schema_version=1,
-        event_id="usd-1",
-        organization_id="org",
-        occurred_at=datetime(2026, 1, 1, tzinfo=UTC),
-        event_type="booking_created",
-        booking_id="b-usd",
-        venue_id="v1",
-        service_date=date(2026, 6, 2),
-        amount_minor=500,
-        currency="USD",
-    )
+    usd = replace(booking(0, day=2, amount=500), event_id="usd-1", venue_id="v1", currency="USD")
     store: dict[str, Any] = {}
     apply(store, batch_of([EVENTS[0], usd]))
     assert month(store, "v1").revenue_minor == {"EUR": 1001, "USD": 500}

@@ -17,14 +17,17 @@ from tests.tables.model import apply_writes, batch_of, crash_and_redeliver
 T0 = datetime(2026, 2, 1, 9, 0, tzinfo=UTC)
 
 
-def ev(n: int, kind: str, minutes: int, score: int | None = None) -> ClientInteractionEvent:
+def ev(
+    n: int, kind: str, minutes: int, score: int | None = None, client: str = "c1"
+) -> ClientInteractionEvent:
+    """Event ``n`` (id ``i-n``) of ``client`` of ``org``, ``minutes`` after :data:`T0`."""
     return ClientInteractionEvent(
         schema_version=1,
         event_id=f"i-{n}",
         organization_id="org",
         occurred_at=T0 + timedelta(minutes=minutes),
         event_type=kind,  # type: ignore[arg-type]
-        client_id="c1",
+        client_id=client,
         score=score,
     )
 

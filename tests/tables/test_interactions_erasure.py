@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -10,19 +10,12 @@ import pytest
 from stream_app.schemas.base import EventValidationError, decode_event
 from stream_app.schemas.interactions import ClientInteractionEvent
 from stream_app.tables.interactions import client_key, fold_batch
-
-T0 = datetime(2026, 2, 1, 9, 0, tzinfo=UTC)
+from tests.tables.test_interactions import T0
+from tests.tables.test_interactions import ev as interaction
 
 
 def ev(n: int, kind: str, client: str, minutes: int = 0) -> ClientInteractionEvent:
-    return ClientInteractionEvent(
-        schema_version=1,
-        event_id=f"e-{n}",
-        organization_id="org",
-        occurred_at=T0 + timedelta(minutes=minutes),
-        event_type=kind,  # type: ignore[arg-type]
-        client_id=client,
-    )
+    return interaction(n, kind, minutes, client=client)
 
 
 def apply(table: dict[str, Any], batch: list[ClientInteractionEvent]) -> list[str]:
@@ -70,15 +63,7 @@ def test_in_one_batch_events_before_the_erasure_vanish_and_later_ones_count() ->
 
 def test_a_redelivered_batch_with_an_erasure_ends_in_the_same_state() -> None:
     table: dict[str, Any] = {}
-    rating = ClientInteractionEvent(
-        schema_version=1,
-        event_id="e-2",
-        organization_id="org",
-        occurred_at=T0,
-        event_type="rating",
-        client_id="c2",
-        score=4,
-    )
+    rating = interaction(2, "rating", 0, score=4, client="c2")
     batch = [ev(1, "inquiry", "c1"), rating, ev(3, "client_erased", "c1")]
     apply(table, batch)
     once = dict(table)

@@ -10,6 +10,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from msgspec.structs import replace
 
 from stream_app.schemas.bookings import BookingEvent
 from stream_app.tables.bookings import (
@@ -26,7 +27,7 @@ from stream_app.tables.windows import (
     window_of,
     windows_of,
 )
-from tests.tables.model import data_rows
+from tests.tables.model import BOOKING, data_rows
 
 LONDON = ZoneInfo("Europe/London")
 NEW_YORK = ZoneInfo("America/New_York")
@@ -127,17 +128,14 @@ ORG = "org"
 
 
 def ev(n: int, at: datetime, *, cancel: bool = False, amount: int = 100) -> BookingEvent:
-    return BookingEvent(
-        schema_version=1,
+    return replace(
+        BOOKING,
         event_id=f"w-{n}-{'c' if cancel else 'b'}",
         organization_id=ORG,
         occurred_at=at,
         event_type="booking_cancelled" if cancel else "booking_created",
         booking_id=f"b-{n}",
-        venue_id="v1",
-        service_date=date(2026, 9, 5),
         amount_minor=amount,
-        currency="EUR",
     )
 
 
@@ -242,17 +240,12 @@ def fold_batch_into(store: dict[str, Any], batch: list[tuple[int, BookingEvent]]
 def test_each_tenant_has_its_own_watermark() -> None:
     """Another organisation's clock running a day ahead in the same partition does not make
     this organisation's events late."""
-    ahead = BookingEvent(
-        schema_version=1,
+    ahead = replace(
+        ev(1, utc(2026, 5, 2, 12), amount=1),
         event_id="other-1",
         organization_id="other",
-        occurred_at=utc(2026, 5, 2, 12),
-        event_type="booking_created",
         booking_id="o-1",
         venue_id="v9",
-        service_date=date(2026, 9, 5),
-        amount_minor=1,
-        currency="EUR",
     )
     store: dict[str, Any] = {}
     result = fold(store, [ahead, *STREAM[:4]], 0)

@@ -22,7 +22,6 @@ from typing import Any, TypeVar
 
 import aiohttp
 import asyncpg
-import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
@@ -30,7 +29,7 @@ from stream_app.db.tenancy import Organization, Venue, upsert_organization, upse
 from stream_app.devservices.workers import WorkerProcess
 from stream_app.settings import Settings
 from stream_app.topics import WEDDING_BOOKINGS
-from stream_app.web.auth import issue_token
+from tests.e2e.helpers import bearer, booking_created
 
 ORG, VENUE, CAPACITY = "dash-org", "hall", 10
 AMOUNT_MINOR = 250_000
@@ -54,20 +53,10 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def booking(n: int, day: date) -> bytes:
-    return orjson.dumps(
-        {
-            "schema_version": 1,
-            "event_id": f"dash-{n}",
-            "organization_id": ORG,
-            "occurred_at": "2026-06-01T10:00:00Z",
-            "event_type": "booking_created",
-            "booking_id": f"dash-b-{n}",
-            "venue_id": VENUE,
-            "service_date": day.isoformat(),
-            "amount_minor": AMOUNT_MINOR,
-            "currency": "EUR",
-        }
+def booking(n: int, day: date) -> tuple[bytes, bytes]:
+    """Booking ``n`` of the hall for ``day``, as (key, value) of ``wedding-bookings``."""
+    return booking_created(
+        ORG, f"dash-{n}", f"dash-b-{n}", VENUE, day.isoformat(), AMOUNT_MINOR, "EUR"
     )
 
 
@@ -169,17 +158,9 @@ async def test_the_dashboard_shows_the_produced_bookings_live_and_a_report(
     await producer.start()
     try:
         for n, day in enumerate(DAYS):
-            await producer.send_and_wait(
-                WEDDING_BOOKINGS, booking(n, day), key=f"{ORG}/{VENUE}".encode()
-            )
-        token = issue_token(
-            settings.jwt_secret,
-            user_id="dash-user",
-            organization_id=ORG,
-            ttl_seconds=900,
-            role="analyst",
-            venues=[VENUE],
-        )
+            key, value = booking(n, day)
+            await producer.send_and_wait(WEDDING_BOOKINGS, value, key=key)
+        token = bearer(settings, ORG, "dash-user", role="analyst", venues=[VENUE])
         fragment = f"org={ORG}&venue={VENUE}&from=2026-07&to=2026-09&token={token}"
         page = f"{main_worker.url}/dashboard#{fragment}"
         await browser.cmd("POST", "/url", {"url": page})
@@ -209,9 +190,8 @@ async def test_the_dashboard_shows_the_produced_bookings_live_and_a_report(
 
         # one more booking: the page changes without reloading (the stream brings it)
         await browser.js("window.__same_page = true")
-        await producer.send_and_wait(
-            WEDDING_BOOKINGS, booking(n, NEW_DAY), key=f"{ORG}/{VENUE}".encode()
-        )
+        key, value = booking(n, NEW_DAY)
+        await producer.send_and_wait(WEDDING_BOOKINGS, value, key=key)
         await browser.until(figures, (str(n + 1), str((n + 1) * AMOUNT_MINOR), str(n + 1), "live"))
         assert await browser.js("return window.__same_page === true") is True
         assert await browser.text("occupancy") == f"{100 * (n + 1) / AVAILABLE:.2f} %"

@@ -21,6 +21,7 @@ from stream_app.devservices.workers import WorkerProcess
 from stream_app.settings import Settings
 from stream_app.web.auth import issue_token
 from tests.e2e.test_roles import router_routes
+from tests.web.test_schedules import SCHEDULE_BODY
 
 ORG = "openapi-org"
 
@@ -86,14 +87,7 @@ async def test_real_answers_match_the_document(
     token = issue_token(
         settings.jwt_secret, user_id="doc", organization_id=ORG, ttl_seconds=600, role="admin"
     )
-    schedule = {
-        "report_type": "monthly_booking_summary",
-        "date_range": "previous_month",
-        "output_formats": ["csv"],
-        "cron": "0 8 1 * *",
-        "delivery": {"method": "api"},
-        "paused": True,
-    }
+    schedule = {**SCHEDULE_BODY, "paused": True}
     report = {
         "report_type": "monthly_booking_summary",
         "date_from": "2016-01-01",

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from stream_app.web.auth import Principal
@@ -31,16 +33,20 @@ def test_the_field_is_named(message: str, field: str, expected: str) -> None:
     assert error_field(message, field) == expected
 
 
+SCHEDULE_BODY: dict[str, Any] = {
+    "report_type": "monthly_booking_summary",
+    "date_range": "previous_month",
+    "output_formats": ["csv"],
+    "cron": "0 8 1 * *",
+    "delivery": {"method": "api"},
+}
+"""A valid schedule of ``POST /orgs/{org}/schedules``: the monthly summary, kept in the API."""
+
+
 @pytest.mark.parametrize("method", [{}, [], None, 3, "fax"])
 def test_a_delivery_method_that_is_no_method_name_is_a_400(method: object) -> None:
     """Found by Schemathesis (tests/web/test_openapi.py): ``{"method": {}}`` was a 500."""
-    body = {
-        "report_type": "monthly_booking_summary",
-        "date_range": "previous_month",
-        "output_formats": ["csv"],
-        "cron": "0 8 1 * *",
-        "delivery": {"method": method},
-    }
+    body = {**SCHEDULE_BODY, "delivery": {"method": method}}
     principal = Principal(user_id="u", organization_id="o", role="admin")
     with pytest.raises(ApiError) as caught:
         schedule_from_json(body, organization_id="o", principal=principal, default_zone="UTC")
