@@ -38,6 +38,7 @@ from stream_app.delivery.targets import RetryPolicy, WebhookTarget
 from stream_app.delivery.worker import DeliveryWorker
 from stream_app.reports.artifacts import ArtifactStore
 from stream_app.schemas.updates import ArtifactLink, ReportStatus
+from tests.serving import serving
 
 SECRET = "adhoc-secret-0123456789abcdef"
 CSV = b"venue_id,bookings\r\nv1,3\r\n"
@@ -65,13 +66,8 @@ class Hook:
 @pytest_asyncio.fixture
 async def hook() -> AsyncIterator[tuple[Hook, str]]:
     rec = Hook()
-    app = web.Application()
-    app.router.add_post("/hook", rec.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    yield rec, f"http://127.0.0.1:{runner.addresses[0][1]}/hook"
-    await runner.cleanup()
+    async with serving({"/hook": rec.handle}) as port:
+        yield rec, f"http://127.0.0.1:{port}/hook"
 
 
 MakeReport = Callable[..., Awaitable[ReportStatus]]

@@ -7,6 +7,7 @@ import asyncio
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -27,6 +28,7 @@ from stream_app.delivery.worker import DeliveryWorker
 from stream_app.schedules.deliveries import ScheduleDeliveries
 from stream_app.schedules.model import Schedule
 from tests.schedules.builders import per_org
+from tests.serving import serving
 
 SECRET = "whsec-0123456789-abcdefghij"
 ATTACK_RETRY = RetryPolicy(max_attempts=10, base_backoff_s=3600, max_backoff_s=86400)
@@ -65,21 +67,14 @@ ReceiverFactory = Callable[..., Any]
 @pytest_asyncio.fixture
 async def receivers() -> AsyncIterator[ReceiverFactory]:
     """Start webhook receivers on 127.0.0.1: ``await make(status, delay_s)`` → (recv, url)."""
-    runners: list[web.AppRunner] = []
+    async with AsyncExitStack() as running:
 
-    async def make(status: int = 200, delay_s: float = 0.0) -> tuple[Receiver, str]:
-        recv = Receiver(status=status, delay_s=delay_s)
-        app = web.Application()
-        app.router.add_post("/hook", recv.handle)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        runners.append(runner)
-        return recv, f"http://127.0.0.1:{runner.addresses[0][1]}/hook"
+        async def make(status: int = 200, delay_s: float = 0.0) -> tuple[Receiver, str]:
+            recv = Receiver(status=status, delay_s=delay_s)
+            port = await running.enter_async_context(serving({"/hook": recv.handle}))
+            return recv, f"http://127.0.0.1:{port}/hook"
 
-    yield make
-    for runner in runners:
-        await runner.cleanup()
+        yield make
 
 
 def hook(url: str, name: str, retry: RetryPolicy) -> Callable[[str], Schedule]:

@@ -25,6 +25,7 @@ from stream_app.delivery.webhook import WebhookMethod
 from stream_app.schedules.model import Schedule
 from tests.delivery.conftest import Deliverer
 from tests.schedules.builders import per_org
+from tests.serving import serving
 
 SECRET = "whsec-0123456789-abcdefghij"
 
@@ -63,17 +64,8 @@ class Receiver:
 @pytest_asyncio.fixture
 async def receiver() -> AsyncIterator[tuple[Receiver, str]]:
     recv = Receiver()
-    app = web.Application()
-    app.router.add_post("/hook", recv.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
+    async with serving({"/hook": recv.handle}) as port:
         yield recv, f"http://127.0.0.1:{port}/hook"
-    finally:
-        await runner.cleanup()
 
 
 def hook_schedule(
