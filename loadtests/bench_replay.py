@@ -14,8 +14,6 @@ It starts its own Kafka and PostgreSQL in a fresh state folder and stops them at
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import statistics
 import time
 from datetime import date
@@ -23,7 +21,7 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer
 
-from loadtests.common import bench_worker, stack, state_folder, timed_reports
+from loadtests.common import bench_worker, hotel_csv_main, stack, timed_reports
 from stream_app.lag import wait_for_lag_zero
 from stream_app.replay.produce import replay_hotel_bookings
 from stream_app.topics import WEDDING_BOOKINGS
@@ -96,12 +94,7 @@ async def run(path: Path, reports: int, state: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("path", nargs="?", default="../shared/data/hotel_bookings.csv.gz")
-    parser.add_argument("--reports", type=int, default=10)
-    args = parser.parse_args()
-    with state_folder("wedding-bench") as state:
-        asyncio.run(run(Path(args.path), args.reports, state))
+    hotel_csv_main(__doc__, "wedding-bench", run, count_option="--reports", count_default=10)
 
 
 if __name__ == "__main__":

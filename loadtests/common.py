@@ -4,9 +4,10 @@ Every benchmark starts its own throw-away services in a fresh state folder and s
 the end; the helpers here are that frame, written once:
 
 - :func:`state_folder`: ``<tmp>/<prefix>-<pid>``, removed at the end (unless kept);
+- :func:`hotel_csv_main`: the command line of the benchmarks over the hotel CSV;
 - :func:`stack`: Kafka, PostgreSQL and Redis up (:mod:`stream_app.devservices.manager`),
   the topics created, the migrations applied, the :class:`~stream_app.settings.Settings` of
-  them; everything stopped at the end;
+  them; everything stopped at the end (:func:`prepared`: the same for running services);
 - :func:`postgres_only`: a PostgreSQL cluster alone, migrated, for the benchmarks that need
   no broker;
 - :func:`bench_worker`: a worker of the stack with its own folder, log and port;
@@ -17,13 +18,14 @@ the end; the helpers here are that frame, written once:
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import dataclasses
 import os
 import shutil
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from datetime import date
 from pathlib import Path
@@ -35,6 +37,7 @@ from stream_app.client import request_report_and_wait
 from stream_app.db.migrate import migrate
 from stream_app.db.tenancy import Organization, Venue, upsert_organization, upsert_venue
 from stream_app.devservices import manager, postgres
+from stream_app.devservices.manager import ServiceSettings
 from stream_app.devservices.workers import WorkerProcess, start_worker
 from stream_app.reports.artifacts import ArtifactStore
 from stream_app.reports.model import ReportTable
@@ -66,6 +69,34 @@ def state_folder(prefix: str, *, keep: bool = False) -> Iterator[Path]:
             shutil.rmtree(state, ignore_errors=True)
 
 
+def hotel_csv_main(
+    doc: str | None,
+    prefix: str,
+    run: Callable[[Path, int, Path], Coroutine[Any, Any, None]],
+    *,
+    count_option: str,
+    count_default: int,
+) -> None:
+    """The command line of a benchmark over the hotel CSV: ``[path] [<count_option> N]``.
+
+    Runs ``run(path, N, state)`` in a fresh :func:`state_folder` named ``prefix``; ``doc`` (the
+    module docstring) gives the help's first line. The path defaults to the shared data set
+    beside the repository (``../shared/data/hotel_bookings.csv.gz``).
+    """
+    parser = argparse.ArgumentParser(description=(doc or "").splitlines()[0])
+    parser.add_argument("path", nargs="?", default="../shared/data/hotel_bookings.csv.gz")
+    parser.add_argument(
+        count_option,
+        dest="count",
+        metavar=count_option.lstrip("-").upper(),
+        type=int,
+        default=count_default,
+    )
+    args = parser.parse_args()
+    with state_folder(prefix) as state:
+        asyncio.run(run(Path(args.path), args.count, state))
+
+
 @asynccontextmanager
 async def stack(
     state: Path, *, partitions: int | None = None, topics: bool = True, redis: bool = False
@@ -85,20 +116,33 @@ async def stack(
     """
     services = await asyncio.to_thread(manager.up, state)
     try:
-        s = load_settings(
-            kafka_bootstrap=services.kafka_bootstrap,
-            postgres_dsn=services.postgres_dsn,
-            artifact_dir=state / "artifacts",
-            data_dir=state / "worker-data",
-        )
-        if redis:
-            s = dataclasses.replace(s, redis_url=services.redis_url)
-        if topics:
-            await ensure_topics(s.kafka_bootstrap, partitions or s.topic_partitions)
-        await migrate(s.postgres_dsn)
-        yield s
+        yield await prepared(services, state, partitions=partitions, topics=topics, redis=redis)
     finally:
         await asyncio.to_thread(manager.down, state)
+
+
+async def prepared(
+    services: ServiceSettings,
+    state: Path,
+    *,
+    partitions: int | None = None,
+    topics: bool = True,
+    redis: bool = False,
+) -> Settings:
+    """The :class:`Settings` of running ``services``, the topics created (unless not
+    ``topics``) and the migrations applied; arguments as :func:`stack`'s."""
+    s = load_settings(
+        kafka_bootstrap=services.kafka_bootstrap,
+        postgres_dsn=services.postgres_dsn,
+        artifact_dir=state / "artifacts",
+        data_dir=state / "worker-data",
+    )
+    if redis:
+        s = dataclasses.replace(s, redis_url=services.redis_url)
+    if topics:
+        await ensure_topics(s.kafka_bootstrap, partitions or s.topic_partitions)
+    await migrate(s.postgres_dsn)
+    return s
 
 
 @contextmanager

@@ -69,7 +69,7 @@ import orjson
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from stream_app.db.migrate import migrate
+from loadtests.common import prepared
 from stream_app.db.tenancy import Organization, Venue, upsert_organization, upsert_venue
 from stream_app.delivery.webhook import verify_signature
 from stream_app.devservices import kafka, manager, postgres
@@ -77,7 +77,7 @@ from stream_app.devservices.common import free_ports
 from stream_app.devservices.manager import ServiceSettings
 from stream_app.devservices.workers import WorkerProcess, start_worker
 from stream_app.lag import wait_for_lag_zero
-from stream_app.settings import Settings, load_settings
+from stream_app.settings import Settings
 from stream_app.topics import (
     CLIENT_INTERACTIONS,
     DEAD_LETTER,
@@ -86,7 +86,6 @@ from stream_app.topics import (
     PAYMENT_EVENTS,
     SUPPLIER_ACTIVITIES,
     WEDDING_BOOKINGS,
-    ensure_topics,
 )
 from stream_app.web.auth import issue_token
 
@@ -210,15 +209,7 @@ class Cluster:
 async def start_cluster(state: Path) -> Cluster:
     """Fresh services, topics, migrations, the soak's organisation and two ready workers."""
     services = await asyncio.to_thread(manager.up, state)
-    settings = load_settings(
-        kafka_bootstrap=services.kafka_bootstrap,
-        postgres_dsn=services.postgres_dsn,
-        artifact_dir=state / "artifacts",
-        data_dir=state / "worker-data",
-        redis_url=services.redis_url,
-    )
-    await ensure_topics(settings.kafka_bootstrap, settings.topic_partitions)
-    await migrate(settings.postgres_dsn)
+    settings = await prepared(services, state, redis=True)
     conn = await asyncpg.connect(settings.postgres_dsn)
     try:
         await upsert_organization(conn, Organization(ORG, "Soak Weddings", "UTC", "EUR"))
