@@ -3,6 +3,7 @@ run with its stored report (``db`` and ``new_org`` are the root conftest's)."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -30,6 +31,34 @@ LOOPBACK = EgressPolicy(allow_networks=parse_allow_networks("127.0.0.0/8, ::1/12
 """The tests' receivers listen on loopback, which deliveries refuse unless allowed."""
 CSV_BYTES = b"venue_id,bookings,revenue_minor,currency\r\nv1,3,450000,GBP\r\nv2,1,99999,GBP\r\n"
 JSON_BYTES = b'{"rows":[{"venue_id":"v1","bookings":3},{"venue_id":"v2","bookings":1}]}'
+DELIVERED_AT_THE_THIRD_ATTEMPT = [
+    (1, "retrying", True),
+    (2, "retrying", True),
+    (3, "delivered", False),
+]
+"""``(attempt, outcome, retriable)`` of each logged attempt when two retriable refusals come
+before the delivery."""
+
+
+async def delivered_per_report(db: asyncpg.Pool, org: str) -> Counter[str]:
+    """How many ``delivered`` attempts the delivery log holds per report of ``org``."""
+    async with db.acquire() as conn:
+        rows = await conn.fetch(
+            "SELECT report_id FROM delivery_log"
+            " WHERE organization_id = $1 AND outcome = 'delivered'",
+            org,
+        )
+    return Counter(r["report_id"] for r in rows)
+
+
+async def queue_size(db: asyncpg.Pool, org: str) -> int:
+    """How many deliveries of ``org`` wait in ``delivery_queue``."""
+    async with db.acquire() as conn:
+        count = await conn.fetchval(
+            "SELECT count(*) FROM delivery_queue WHERE organization_id = $1", org
+        )
+    assert isinstance(count, int)
+    return count
 
 
 @pytest.fixture

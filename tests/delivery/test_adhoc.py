@@ -38,6 +38,7 @@ from stream_app.delivery.targets import RetryPolicy, WebhookTarget
 from stream_app.delivery.worker import DeliveryWorker
 from stream_app.reports.artifacts import ArtifactStore
 from stream_app.schemas.updates import ArtifactLink, ReportStatus
+from tests.delivery.conftest import queue_size
 from tests.serving import serving
 
 SECRET = "adhoc-secret-0123456789abcdef"
@@ -196,12 +197,9 @@ async def test_two_workers_send_each_report_once_with_its_sealed_secret(
                 " WHERE organization_id = $1 AND outcome = 'delivered'",
                 org,
             )
-            left = await conn.fetchval(
-                "SELECT count(*) FROM delivery_queue WHERE organization_id = $1", org
-            )
     assert sorted(r["report_id"] for r in rows) == sorted(s.report_id for s in statuses)
     assert {(r["run_id"], r["schedule_id"]) for r in rows} == {(None, None)}
-    assert left == 0
+    assert await queue_size(db, org) == 0
     assert none is None
     summary = summary or {}  # absent: every comparison below fails
     assert (summary.get("method"), summary.get("outcome"), summary.get("error", "absent")) == (

@@ -27,6 +27,7 @@ from stream_app.delivery.targets import ApiTarget, RetryPolicy, WebhookTarget
 from stream_app.delivery.worker import DeliveryWorker
 from stream_app.schedules.deliveries import ScheduleDeliveries
 from stream_app.schedules.model import Schedule
+from tests.delivery.conftest import delivered_per_report, queue_size
 from tests.schedules.builders import per_org
 from tests.serving import serving
 
@@ -344,15 +345,5 @@ async def test_two_workers_never_send_one_delivery_twice(
     finally:
         await other_pool.close()
     assert len(recv.arrivals) == 12
-    async with db.acquire() as conn:
-        delivered = await conn.fetch(
-            "SELECT report_id, count(*) AS n FROM delivery_log"
-            " WHERE organization_id = $1 AND outcome = 'delivered' GROUP BY report_id",
-            org,
-        )
-        claimers = await conn.fetchval(
-            "SELECT count(*) FROM delivery_queue WHERE organization_id = $1", org
-        )
-    assert sorted(r["report_id"] for r in delivered) == sorted(s.report_id for s in statuses)
-    assert all(r["n"] == 1 for r in delivered)
-    assert claimers == 0
+    assert await delivered_per_report(db, org) == Counter(s.report_id for s in statuses)
+    assert await queue_size(db, org) == 0
