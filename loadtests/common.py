@@ -7,7 +7,7 @@ the end; the helpers here are that frame, written once:
 - :func:`hotel_csv_main`: the command line of the benchmarks over the hotel CSV;
 - :func:`stack`: Kafka, PostgreSQL and Redis up (:mod:`stream_app.devservices.manager`),
   the topics created, the migrations applied, the :class:`~stream_app.settings.Settings` of
-  them; everything stopped at the end (:func:`prepared`: the same for running services);
+  them; everything stopped at the end (:func:`settings_of`: the settings of running services);
 - :func:`postgres_only`: a PostgreSQL cluster alone, migrated, for the benchmarks that need
   no broker;
 - :func:`bench_worker`: a worker of the stack with its own folder, log and port;
@@ -116,33 +116,26 @@ async def stack(
     """
     services = await asyncio.to_thread(manager.up, state)
     try:
-        yield await prepared(services, state, partitions=partitions, topics=topics, redis=redis)
+        s = settings_of(services, state, redis=redis)
+        if topics:
+            await ensure_topics(s.kafka_bootstrap, partitions or s.topic_partitions)
+        await migrate(s.postgres_dsn)
+        yield s
     finally:
         await asyncio.to_thread(manager.down, state)
 
 
-async def prepared(
-    services: ServiceSettings,
-    state: Path,
-    *,
-    partitions: int | None = None,
-    topics: bool = True,
-    redis: bool = False,
-) -> Settings:
-    """The :class:`Settings` of running ``services``, the topics created (unless not
-    ``topics``) and the migrations applied; arguments as :func:`stack`'s."""
+def settings_of(services: ServiceSettings, state: Path, *, redis: bool = False) -> Settings:
+    """The :class:`Settings` of running ``services`` (superuser DSN), ``artifact_dir`` =
+    ``state/artifacts``, ``data_dir`` = ``state/worker-data``; the Redis URL only with
+    ``redis``."""
     s = load_settings(
         kafka_bootstrap=services.kafka_bootstrap,
         postgres_dsn=services.postgres_dsn,
         artifact_dir=state / "artifacts",
         data_dir=state / "worker-data",
     )
-    if redis:
-        s = dataclasses.replace(s, redis_url=services.redis_url)
-    if topics:
-        await ensure_topics(s.kafka_bootstrap, partitions or s.topic_partitions)
-    await migrate(s.postgres_dsn)
-    return s
+    return dataclasses.replace(s, redis_url=services.redis_url) if redis else s
 
 
 @contextmanager

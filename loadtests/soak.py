@@ -69,7 +69,8 @@ import orjson
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from loadtests.common import prepared
+from loadtests.common import settings_of
+from stream_app.db.migrate import migrate
 from stream_app.db.tenancy import Organization, Venue, upsert_organization, upsert_venue
 from stream_app.delivery.webhook import verify_signature
 from stream_app.devservices import kafka, manager, postgres
@@ -86,6 +87,7 @@ from stream_app.topics import (
     PAYMENT_EVENTS,
     SUPPLIER_ACTIVITIES,
     WEDDING_BOOKINGS,
+    ensure_topics,
 )
 from stream_app.web.auth import issue_token
 
@@ -209,7 +211,9 @@ class Cluster:
 async def start_cluster(state: Path) -> Cluster:
     """Fresh services, topics, migrations, the soak's organisation and two ready workers."""
     services = await asyncio.to_thread(manager.up, state)
-    settings = await prepared(services, state, redis=True)
+    settings = settings_of(services, state, redis=True)
+    await ensure_topics(settings.kafka_bootstrap, settings.topic_partitions)
+    await migrate(settings.postgres_dsn)
     conn = await asyncpg.connect(settings.postgres_dsn)
     try:
         await upsert_organization(conn, Organization(ORG, "Soak Weddings", "UTC", "EUR"))

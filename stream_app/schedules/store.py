@@ -473,6 +473,40 @@ def _reports_from_db(raw: str) -> tuple[PlannedReport, ...]:
     )
 
 
+_RUN_COLUMNS = (
+    "id AS run_id",
+    "fire_time",
+    "missed_from",
+    "claimed_at",
+    "claimed_by",
+    "status",
+    "cache_strategy",
+    "date_from",
+    "date_to",
+    "reports",
+    "error",
+)
+"""The ``schedule_runs`` columns a :class:`ClaimedRun` is read from (:func:`_run_of`)."""
+
+
+def _run_of(row: asyncpg.Record, schedule: Schedule) -> ClaimedRun:
+    """A run of ``schedule`` from a row of its :data:`_RUN_COLUMNS`."""
+    return ClaimedRun(
+        run_id=row["run_id"],
+        schedule=schedule,
+        fire_time=row["fire_time"],
+        missed_from=row["missed_from"],
+        claimed_at=row["claimed_at"],
+        claimed_by=row["claimed_by"],
+        status=row["status"],
+        cache_strategy=row["cache_strategy"],
+        date_from=row["date_from"],
+        date_to=row["date_to"],
+        reports=_reports_from_db(row["reports"]),
+        error=row["error"],
+    )
+
+
 async def insert_run(
     conn: asyncpg.Connection,
     schedule: Schedule,
@@ -491,12 +525,13 @@ async def insert_run(
     local_date = fire_time.astimezone(schedule.zone).date()
     date_from, date_to = report_dates(schedule.date_range, local_date)
     reports = plan_reports(schedule, fire_time)
-    run_id = await conn.fetchval(
+    row = await conn.fetchrow(
         "INSERT INTO schedule_runs (schedule_id, organization_id, fire_time, missed_from,"
         " claimed_at, claimed_by, status, cache_strategy, date_from, date_to, report_ids,"
         " reports, updated_at)"
         " VALUES ($1, $2, $3, $4, $5, $6, 'claimed', $7, $8, $9, $10, $11::jsonb, $5)"
-        " ON CONFLICT (organization_id, schedule_id, fire_time) DO NOTHING RETURNING id",
+        " ON CONFLICT (organization_id, schedule_id, fire_time) DO NOTHING"
+        f" RETURNING {', '.join(_RUN_COLUMNS)}",
         schedule.schedule_id,
         schedule.organization_id,
         fire_time,
@@ -509,21 +544,7 @@ async def insert_run(
         [p.report_id for p in reports],
         _reports_to_db(reports),
     )
-    if run_id is None:
-        return None
-    return ClaimedRun(
-        run_id=run_id,
-        schedule=schedule,
-        fire_time=fire_time,
-        missed_from=missed_from,
-        claimed_at=now,
-        claimed_by=worker_id,
-        status="claimed",
-        cache_strategy=CACHE_STRATEGY,
-        date_from=date_from,
-        date_to=date_to,
-        reports=reports,
-    )
+    return None if row is None else _run_of(row, schedule)
 
 
 async def claim_due_runs(
@@ -607,8 +628,7 @@ async def claim_due_runs(
 
 
 _RUN_SELECT = (
-    "SELECT r.id AS run_id, r.fire_time, r.missed_from, r.claimed_at, r.claimed_by, r.status,"
-    " r.cache_strategy, r.date_from, r.date_to, r.reports, r.error,"
+    f"SELECT {', '.join('r.' + c for c in _RUN_COLUMNS)},"
     f" {', '.join('s.' + c.strip() for c in _COLUMNS.split(','))}"
     " FROM schedule_runs r JOIN schedules s"
     " ON s.organization_id = r.organization_id AND s.id = r.schedule_id"
@@ -616,20 +636,8 @@ _RUN_SELECT = (
 
 
 def _run_from_row(row: asyncpg.Record) -> ClaimedRun:
-    return ClaimedRun(
-        run_id=row["run_id"],
-        schedule=_schedule_from_row(row),
-        fire_time=row["fire_time"],
-        missed_from=row["missed_from"],
-        claimed_at=row["claimed_at"],
-        claimed_by=row["claimed_by"],
-        status=row["status"],
-        cache_strategy=row["cache_strategy"],
-        date_from=row["date_from"],
-        date_to=row["date_to"],
-        reports=_reports_from_db(row["reports"]),
-        error=row["error"],
-    )
+    """A run and its schedule from a :data:`_RUN_SELECT` row."""
+    return _run_of(row, _schedule_from_row(row))
 
 
 async def reclaim_stale_runs(

@@ -18,10 +18,9 @@ __all__ = ["receiver"]  # the fixture, used by name
 
 
 async def raw_secrets(db: asyncpg.Pool, org: str) -> str:
-    async with db.acquire() as conn:
-        value = await conn.fetchval(
-            "SELECT delivery_secrets::text FROM schedules WHERE organization_id = $1", org
-        )
+    value = await db.fetchval(
+        "SELECT delivery_secrets::text FROM schedules WHERE organization_id = $1", org
+    )
     assert isinstance(value, str)
     return value
 
