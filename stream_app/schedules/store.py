@@ -473,8 +473,7 @@ def _reports_from_db(raw: str) -> tuple[PlannedReport, ...]:
     )
 
 
-_RUN_COLUMNS = (
-    "id AS run_id",
+_RUN_STORED = (
     "fire_time",
     "missed_from",
     "claimed_at",
@@ -483,27 +482,18 @@ _RUN_COLUMNS = (
     "cache_strategy",
     "date_from",
     "date_to",
-    "reports",
     "error",
 )
+"""The fields of :class:`ClaimedRun` kept as they are in their ``schedule_runs`` columns."""
+_RUN_COLUMNS = ("id AS run_id", *_RUN_STORED, "reports")
 """The ``schedule_runs`` columns a :class:`ClaimedRun` is read from (:func:`_run_of`)."""
 
 
 def _run_of(row: asyncpg.Record, schedule: Schedule) -> ClaimedRun:
     """A run of ``schedule`` from a row of its :data:`_RUN_COLUMNS`."""
+    stored = {name: row[name] for name in _RUN_STORED}
     return ClaimedRun(
-        run_id=row["run_id"],
-        schedule=schedule,
-        fire_time=row["fire_time"],
-        missed_from=row["missed_from"],
-        claimed_at=row["claimed_at"],
-        claimed_by=row["claimed_by"],
-        status=row["status"],
-        cache_strategy=row["cache_strategy"],
-        date_from=row["date_from"],
-        date_to=row["date_to"],
-        reports=_reports_from_db(row["reports"]),
-        error=row["error"],
+        run_id=row["run_id"], schedule=schedule, reports=_reports_from_db(row["reports"]), **stored
     )
 
 
