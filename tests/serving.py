@@ -1,11 +1,13 @@
-"""Real HTTP receivers of the tests: an aiohttp application served on a loopback address for
-the length of an ``async with`` block (webhook receivers, "internal services")."""
+"""Real receivers of the tests: an aiohttp application served on a loopback address for the
+length of an ``async with`` block (webhook receivers, "internal services"), and the password
+login of the tests' SFTP servers."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 
+import asyncssh
 from aiohttp import web
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -37,3 +39,21 @@ async def serving(
         yield int(runner.addresses[0][1])
     finally:
         await runner.cleanup()
+
+
+class PasswordLogin(asyncssh.SSHServer):
+    """An SSH server's login: ``user`` with ``password``, nobody else (no keys, no anonymous
+    login). Pass ``lambda: PasswordLogin(user, password)`` as asyncssh's ``server_factory``."""
+
+    def __init__(self, user: str, password: str) -> None:
+        self.user = user
+        self.password = password
+
+    def begin_auth(self, username: str) -> bool:
+        return True
+
+    def password_auth_supported(self) -> bool:
+        return True
+
+    def validate_password(self, username: str, password: str) -> bool:
+        return username == self.user and password == self.password

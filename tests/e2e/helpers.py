@@ -37,6 +37,23 @@ def expected_monthly_from_csv(path: Path) -> dict[tuple[str, str], tuple[int, in
     return {k: (v[0], v[1], v[2]) for k, v in out.items()}
 
 
+async def db_rows(settings: Settings, sql: str, *args: object) -> list[asyncpg.Record]:
+    """The rows of ``sql`` on a connection of its own to the workers' database (as the
+    superuser of the tests: no tenant scope)."""
+    conn = await asyncpg.connect(settings.postgres_dsn)
+    try:
+        rows: list[asyncpg.Record] = await conn.fetch(sql, *args)
+        return rows
+    finally:
+        await conn.close()
+
+
+async def db_value(settings: Settings, sql: str, *args: object) -> Any:
+    """The first column of the first row of ``sql`` (None without rows), as :func:`db_rows`."""
+    rows = await db_rows(settings, sql, *args)
+    return rows[0][0] if rows else None
+
+
 def bearer(
     settings: Settings,
     org: str,

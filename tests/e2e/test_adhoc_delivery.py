@@ -45,6 +45,7 @@ from stream_app.topics import REPORT_REQUESTS, REPORT_RESULTS
 from stream_app.web.auth import issue_token
 from tests.conftest import WorkerFactory
 from tests.e2e.helpers import auth, read_topic, send
+from tests.serving import PasswordLogin
 
 pytestmark = pytest.mark.slow
 GROUP = "wedding-adhoc-delivery"
@@ -84,17 +85,6 @@ class Receivers:
         return "250 accepted"
 
 
-class _SftpAuth(asyncssh.SSHServer):
-    def begin_auth(self, username: str) -> bool:
-        return True
-
-    def password_auth_supported(self) -> bool:
-        return True
-
-    def validate_password(self, username: str, password: str) -> bool:
-        return username == SFTP_USER and password == SFTP_PASSWORD
-
-
 @pytest.fixture(scope="module")
 def smtp_port() -> int:
     return free_ports(1)[0]
@@ -122,7 +112,11 @@ async def receivers(
             super().__init__(chan, chroot=str(root).encode())
 
     sftp = await asyncssh.listen(
-        "127.0.0.1", 0, server_host_keys=[key], server_factory=_SftpAuth, sftp_factory=Chrooted
+        "127.0.0.1",
+        0,
+        server_host_keys=[key],
+        server_factory=lambda: PasswordLogin(SFTP_USER, SFTP_PASSWORD),
+        sftp_factory=Chrooted,
     )
     rec.sftp_root, rec.sftp_port = root, sftp.sockets[0].getsockname()[1]
     rec.sftp_host_key = key.export_public_key().decode().strip()

@@ -11,6 +11,7 @@ import pytest
 from stream_app.db.tenancy import Organization, upsert_organization
 from stream_app.devservices.workers import WorkerProcess
 from stream_app.settings import Settings
+from tests.conftest import OrgFactory
 from tests.e2e.helpers import auth, request_report_http
 
 
@@ -162,13 +163,9 @@ async def test_framework_errors_are_json_too(
 
 
 async def test_known_report_id_is_a_conflict_and_internal_webhooks_are_refused(
-    settings: Settings, main_worker: WorkerProcess
+    settings: Settings, main_worker: WorkerProcess, make_org: OrgFactory
 ) -> None:
-    conn = await asyncpg.connect(settings.postgres_dsn)
-    try:
-        await upsert_organization(conn, Organization("conflict-org", "C", "Europe/Paris", "EUR"))
-    finally:
-        await conn.close()
+    await make_org("conflict-org", name="C", zone="Europe/Paris", currency="EUR")
     h = auth(settings, "conflict-org")
     body_in = {
         "report_id": "same-id-1",

@@ -20,7 +20,7 @@ from stream_app.db.tenancy import Organization, Venue, upsert_organization, upse
 from stream_app.devservices.workers import WorkerProcess
 from stream_app.settings import Settings
 from stream_app.web.auth import issue_token
-from tests.e2e.helpers import bearer
+from tests.e2e.helpers import bearer, db_value
 
 ORG, OTHER = "roles-a", "roles-b"
 
@@ -207,16 +207,13 @@ async def test_venue_scope_and_priority(
         status, body = await call(s, "POST", "/orgs/{org}/reports", scoped, report)
         assert status == 202, body
         report_id = body["report_id"]
-        conn = await asyncpg.connect(settings.postgres_dsn)
-        try:
-            stored = await conn.fetchval(
-                "SELECT request -> 'data_filters' -> 'venue_id' FROM reports"
-                " WHERE organization_id = $1 AND id = $2",
-                ORG,
-                report_id,
-            )
-        finally:
-            await conn.close()
+        stored = await db_value(
+            settings,
+            "SELECT request -> 'data_filters' -> 'venue_id' FROM reports"
+            " WHERE organization_id = $1 AND id = $2",
+            ORG,
+            report_id,
+        )
         assert json.loads(stored) == ["v1"]
         # a report of every venue is not shown to the scoped token
         status, body = await call(s, "POST", "/orgs/{org}/reports", analyst, report)
