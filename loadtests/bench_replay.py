@@ -19,9 +19,7 @@ import time
 from datetime import date
 from pathlib import Path
 
-from aiokafka import AIOKafkaConsumer
-
-from loadtests.common import bench_worker, hotel_csv_main, stack, timed_reports
+from loadtests.common import bench_worker, hotel_csv_main, stack, timed_reports, topic_reader
 from stream_app.lag import wait_for_lag_zero
 from stream_app.replay.produce import replay_hotel_bookings
 from stream_app.topics import WEDDING_BOOKINGS
@@ -29,15 +27,7 @@ from stream_app.topics import WEDDING_BOOKINGS
 
 async def bare_consume(bootstrap: str, topic: str, total: int) -> float:
     """Seconds a bare aiokafka consumer group takes to read ``total`` messages of ``topic``."""
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap,
-        group_id=f"bare-{time.time_ns()}",
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-    )
-    await consumer.start()
-    try:
+    async with topic_reader(bootstrap, topic, group_id=f"bare-{time.time_ns()}") as consumer:
         seen = 0
         started = None
         while seen < total:
@@ -47,8 +37,6 @@ async def bare_consume(bootstrap: str, topic: str, total: int) -> float:
             seen += sum(len(v) for v in batch.values())
         assert started is not None
         return time.perf_counter() - started
-    finally:
-        await consumer.stop()
 
 
 async def run(path: Path, reports: int, state: Path) -> None:

@@ -13,7 +13,8 @@ the end; the helpers here are that frame, written once:
 - :func:`bench_worker`: a worker of the stack with its own folder, log and port;
 - :func:`bench_request`, :func:`render_file`, :func:`timed_reports`: one report request, one
   rendered file, a series of report requests through a worker;
-- :func:`add_organization`: an organisation and its venues in PostgreSQL.
+- :func:`add_organization`: an organisation and its venues in PostgreSQL;
+- :func:`topic_reader`: a consumer of one topic that commits nothing.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+from aiokafka import AIOKafkaConsumer
 
 from stream_app.client import request_report_and_wait
 from stream_app.db.migrate import migrate
@@ -136,6 +138,33 @@ def settings_of(services: ServiceSettings, state: Path, *, redis: bool = False) 
         data_dir=state / "worker-data",
     )
     return dataclasses.replace(s, redis_url=services.redis_url) if redis else s
+
+
+@asynccontextmanager
+async def topic_reader(
+    bootstrap: str, topic: str, *, group_id: str | None = None, offset: str = "earliest"
+) -> AsyncIterator[AIOKafkaConsumer]:
+    """A started aiokafka consumer of ``topic`` that commits nothing, stopped at the end.
+
+    Args:
+        bootstrap: the broker's bootstrap address.
+        topic: the topic read.
+        group_id: the consumer group (None: no group, partitions are not balanced).
+        offset: where a partition without a committed offset starts: ``earliest`` or
+            ``latest``.
+    """
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=group_id,
+        auto_offset_reset=offset,
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    try:
+        yield consumer
+    finally:
+        await consumer.stop()
 
 
 @contextmanager

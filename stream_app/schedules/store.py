@@ -678,8 +678,9 @@ async def update_run_status(
     *,
     error: str | None = None,
 ) -> None:
-    """The statement of :func:`set_run_status`, for a caller already in the tenant's
-    :func:`~stream_app.db.tenancy.tenant_transaction` (it opens none itself).
+    """Set the status of run ``(organization_id, run_id)`` (one of :data:`RUN_STATUSES`) and,
+    for ``failed``, its cause. Opens no transaction: call it inside the organisation's
+    :func:`~stream_app.db.tenancy.tenant_transaction`.
 
     Raises:
         ValueError: unknown status.
@@ -694,24 +695,6 @@ async def update_run_status(
         status,
         error,
     )
-
-
-async def set_run_status(
-    conn: asyncpg.Connection,
-    organization_id: str,
-    run_id: int,
-    status: str,
-    *,
-    error: str | None = None,
-) -> None:
-    """Set the status of run ``(organization_id, run_id)`` (one of :data:`RUN_STATUSES`) and,
-    for ``failed``, its cause; in the organisation's tenant transaction.
-
-    Raises:
-        ValueError: unknown status.
-    """
-    async with tenant_transaction(conn, organization_id):
-        await update_run_status(conn, organization_id, run_id, status, error=error)
 
 
 async def mark_submitted(
