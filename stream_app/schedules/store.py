@@ -648,21 +648,18 @@ async def reclaim_stale_runs(
     _require_aware("now", now)
     cutoff = now - timedelta(seconds=older_than_s)
     async with conn.transaction():
-        ids = await conn.fetch(
-            "SELECT id FROM schedule_runs WHERE status = 'claimed' AND claimed_at <= $1"
-            " ORDER BY claimed_at LIMIT $2 FOR UPDATE SKIP LOCKED",
+        ids = await conn.fetch(  # one statement: the rows it locks are the ones taken over
+            "UPDATE schedule_runs SET claimed_at = $2, claimed_by = $3, updated_at = $2"
+            " WHERE id IN (SELECT id FROM schedule_runs WHERE status = 'claimed'"
+            " AND claimed_at <= $1 ORDER BY claimed_at LIMIT $4 FOR UPDATE SKIP LOCKED)"
+            " RETURNING id",
             cutoff,
+            now,
+            worker_id or default_worker_id(),
             limit,
         )
         if not ids:
             return []
-        await conn.execute(
-            "UPDATE schedule_runs SET claimed_at = $2, claimed_by = $3, updated_at = $2"
-            " WHERE id = ANY($1::bigint[])",
-            [r["id"] for r in ids],
-            now,
-            worker_id or default_worker_id(),
-        )
         rows = await conn.fetch(
             f"{_RUN_SELECT} WHERE r.id = ANY($1::bigint[]) ORDER BY r.fire_time",
             [r["id"] for r in ids],
