@@ -56,7 +56,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 
 from loadtests.bench_million import (
@@ -67,7 +67,7 @@ from loadtests.bench_million import (
 )
 from loadtests.bench_replay import bare_consume
 from loadtests.committed import CommitWatcher
-from loadtests.common import stack, state_folder
+from loadtests.common import stack, state_folder, topic_reader
 from stream_app.devservices.common import ServiceError, free_ports, log_tail
 from stream_app.settings import Settings
 from stream_app.topics import WEDDING_BOOKINGS
@@ -254,11 +254,7 @@ async def run_faust(
 async def last_values(bootstrap: str, topic: str) -> dict[str, int]:
     """The last value per key of ``topic`` (faust's changelog: JSON key and value), read from
     the start to its end."""
-    consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
-    )
-    await consumer.start()
-    try:
+    async with topic_reader(bootstrap, topic) as consumer:
         parts = consumer.partitions_for_topic(topic) or set()
         tps = [TopicPartition(topic, p) for p in parts]
         ends = await consumer.end_offsets(tps)
@@ -274,8 +270,6 @@ async def last_values(bootstrap: str, topic: str) -> dict[str, int]:
                     if rec.key is not None and rec.value is not None:
                         out[str(orjson.loads(rec.key))] = int(orjson.loads(rec.value))
         return out
-    finally:
-        await consumer.stop()
 
 
 async def run_ours(

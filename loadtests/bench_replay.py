@@ -14,16 +14,12 @@ It starts its own Kafka and PostgreSQL in a fresh state folder and stops them at
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import statistics
 import time
 from datetime import date
 from pathlib import Path
 
-from aiokafka import AIOKafkaConsumer
-
-from loadtests.common import bench_worker, stack, state_folder, timed_reports
+from loadtests.common import bench_worker, hotel_csv_main, stack, timed_reports, topic_reader
 from stream_app.lag import wait_for_lag_zero
 from stream_app.replay.produce import replay_hotel_bookings
 from stream_app.topics import WEDDING_BOOKINGS
@@ -31,15 +27,7 @@ from stream_app.topics import WEDDING_BOOKINGS
 
 async def bare_consume(bootstrap: str, topic: str, total: int) -> float:
     """Seconds a bare aiokafka consumer group takes to read ``total`` messages of ``topic``."""
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap,
-        group_id=f"bare-{time.time_ns()}",
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-    )
-    await consumer.start()
-    try:
+    async with topic_reader(bootstrap, topic, group_id=f"bare-{time.time_ns()}") as consumer:
         seen = 0
         started = None
         while seen < total:
@@ -49,8 +37,6 @@ async def bare_consume(bootstrap: str, topic: str, total: int) -> float:
             seen += sum(len(v) for v in batch.values())
         assert started is not None
         return time.perf_counter() - started
-    finally:
-        await consumer.stop()
 
 
 async def run(path: Path, reports: int, state: Path) -> None:
@@ -96,12 +82,7 @@ async def run(path: Path, reports: int, state: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("path", nargs="?", default="../shared/data/hotel_bookings.csv.gz")
-    parser.add_argument("--reports", type=int, default=10)
-    args = parser.parse_args()
-    with state_folder("wedding-bench") as state:
-        asyncio.run(run(Path(args.path), args.reports, state))
+    hotel_csv_main(__doc__, "wedding-bench", run, count_option="--reports", count_default=10)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,6 @@ Usage: ``python -m loadtests.bench_report_load [path/to/hotel_bookings.csv.gz] [
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import csv
 import io
@@ -40,7 +39,7 @@ import aiohttp
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from loadtests.common import bench_worker, stack, state_folder
+from loadtests.common import bench_worker, hotel_csv_main, stack
 from stream_app.devservices.workers import WorkerProcess
 from stream_app.lag import wait_for_lag_zero
 from stream_app.replay.produce import replay_hotel_bookings
@@ -351,12 +350,9 @@ async def measure(s: Settings, path: Path, n: int, state: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("path", nargs="?", default="../shared/data/hotel_bookings.csv.gz")
-    parser.add_argument("--requests", type=int, default=1000)
-    args = parser.parse_args()
-    with state_folder("wedding-bench-load") as state:
-        asyncio.run(run(Path(args.path), args.requests, state))
+    hotel_csv_main(
+        __doc__, "wedding-bench-load", run, count_option="--requests", count_default=1000
+    )
 
 
 if __name__ == "__main__":

@@ -4,37 +4,42 @@ Every benchmark starts its own throw-away services in a fresh state folder and s
 the end; the helpers here are that frame, written once:
 
 - :func:`state_folder`: ``<tmp>/<prefix>-<pid>``, removed at the end (unless kept);
+- :func:`hotel_csv_main`: the command line of the benchmarks over the hotel CSV;
 - :func:`stack`: Kafka, PostgreSQL and Redis up (:mod:`stream_app.devservices.manager`),
   the topics created, the migrations applied, the :class:`~stream_app.settings.Settings` of
-  them; everything stopped at the end;
+  them; everything stopped at the end (:func:`settings_of`: the settings of running services);
 - :func:`postgres_only`: a PostgreSQL cluster alone, migrated, for the benchmarks that need
   no broker;
 - :func:`bench_worker`: a worker of the stack with its own folder, log and port;
 - :func:`bench_request`, :func:`render_file`, :func:`timed_reports`: one report request, one
   rendered file, a series of report requests through a worker;
-- :func:`add_organization`: an organisation and its venues in PostgreSQL.
+- :func:`add_organization`: an organisation and its venues in PostgreSQL;
+- :func:`topic_reader`: a consumer of one topic that commits nothing.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import dataclasses
 import os
 import shutil
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from datetime import date
 from pathlib import Path
 from typing import Any
 
 import asyncpg
+from aiokafka import AIOKafkaConsumer
 
 from stream_app.client import request_report_and_wait
 from stream_app.db.migrate import migrate
 from stream_app.db.tenancy import Organization, Venue, upsert_organization, upsert_venue
 from stream_app.devservices import manager, postgres
+from stream_app.devservices.manager import ServiceSettings
 from stream_app.devservices.workers import WorkerProcess, start_worker
 from stream_app.reports.artifacts import ArtifactStore
 from stream_app.reports.model import ReportTable
@@ -66,6 +71,34 @@ def state_folder(prefix: str, *, keep: bool = False) -> Iterator[Path]:
             shutil.rmtree(state, ignore_errors=True)
 
 
+def hotel_csv_main(
+    doc: str | None,
+    prefix: str,
+    run: Callable[[Path, int, Path], Coroutine[Any, Any, None]],
+    *,
+    count_option: str,
+    count_default: int,
+) -> None:
+    """The command line of a benchmark over the hotel CSV: ``[path] [<count_option> N]``.
+
+    Runs ``run(path, N, state)`` in a fresh :func:`state_folder` named ``prefix``; ``doc`` (the
+    module docstring) gives the help's first line. The path defaults to the shared data set
+    beside the repository (``../shared/data/hotel_bookings.csv.gz``).
+    """
+    parser = argparse.ArgumentParser(description=(doc or "").splitlines()[0])
+    parser.add_argument("path", nargs="?", default="../shared/data/hotel_bookings.csv.gz")
+    parser.add_argument(
+        count_option,
+        dest="count",
+        metavar=count_option.lstrip("-").upper(),
+        type=int,
+        default=count_default,
+    )
+    args = parser.parse_args()
+    with state_folder(prefix) as state:
+        asyncio.run(run(Path(args.path), args.count, state))
+
+
 @asynccontextmanager
 async def stack(
     state: Path, *, partitions: int | None = None, topics: bool = True, redis: bool = False
@@ -85,20 +118,53 @@ async def stack(
     """
     services = await asyncio.to_thread(manager.up, state)
     try:
-        s = load_settings(
-            kafka_bootstrap=services.kafka_bootstrap,
-            postgres_dsn=services.postgres_dsn,
-            artifact_dir=state / "artifacts",
-            data_dir=state / "worker-data",
-        )
-        if redis:
-            s = dataclasses.replace(s, redis_url=services.redis_url)
+        s = settings_of(services, state, redis=redis)
         if topics:
             await ensure_topics(s.kafka_bootstrap, partitions or s.topic_partitions)
         await migrate(s.postgres_dsn)
         yield s
     finally:
         await asyncio.to_thread(manager.down, state)
+
+
+def settings_of(services: ServiceSettings, state: Path, *, redis: bool = False) -> Settings:
+    """The :class:`Settings` of running ``services`` (superuser DSN), ``artifact_dir`` =
+    ``state/artifacts``, ``data_dir`` = ``state/worker-data``; the Redis URL only with
+    ``redis``."""
+    s = load_settings(
+        kafka_bootstrap=services.kafka_bootstrap,
+        postgres_dsn=services.postgres_dsn,
+        artifact_dir=state / "artifacts",
+        data_dir=state / "worker-data",
+    )
+    return dataclasses.replace(s, redis_url=services.redis_url) if redis else s
+
+
+@asynccontextmanager
+async def topic_reader(
+    bootstrap: str, topic: str, *, group_id: str | None = None, offset: str = "earliest"
+) -> AsyncIterator[AIOKafkaConsumer]:
+    """A started aiokafka consumer of ``topic`` that commits nothing, stopped at the end.
+
+    Args:
+        bootstrap: the broker's bootstrap address.
+        topic: the topic read.
+        group_id: the consumer group (None: no group, partitions are not balanced).
+        offset: where a partition without a committed offset starts: ``earliest`` or
+            ``latest``.
+    """
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=group_id,
+        auto_offset_reset=offset,
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    try:
+        yield consumer
+    finally:
+        await consumer.stop()
 
 
 @contextmanager

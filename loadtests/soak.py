@@ -69,6 +69,7 @@ import orjson
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from loadtests.common import settings_of
 from stream_app.db.migrate import migrate
 from stream_app.db.tenancy import Organization, Venue, upsert_organization, upsert_venue
 from stream_app.delivery.webhook import verify_signature
@@ -77,7 +78,7 @@ from stream_app.devservices.common import free_ports
 from stream_app.devservices.manager import ServiceSettings
 from stream_app.devservices.workers import WorkerProcess, start_worker
 from stream_app.lag import wait_for_lag_zero
-from stream_app.settings import Settings, load_settings
+from stream_app.settings import Settings
 from stream_app.topics import (
     CLIENT_INTERACTIONS,
     DEAD_LETTER,
@@ -210,13 +211,7 @@ class Cluster:
 async def start_cluster(state: Path) -> Cluster:
     """Fresh services, topics, migrations, the soak's organisation and two ready workers."""
     services = await asyncio.to_thread(manager.up, state)
-    settings = load_settings(
-        kafka_bootstrap=services.kafka_bootstrap,
-        postgres_dsn=services.postgres_dsn,
-        artifact_dir=state / "artifacts",
-        data_dir=state / "worker-data",
-        redis_url=services.redis_url,
-    )
+    settings = settings_of(services, state, redis=True)
     await ensure_topics(settings.kafka_bootstrap, settings.topic_partitions)
     await migrate(settings.postgres_dsn)
     conn = await asyncpg.connect(settings.postgres_dsn)

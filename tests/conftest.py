@@ -226,11 +226,8 @@ async def pg_dsn(make_database: DatabaseFactory) -> str:
 @pytest.fixture(scope="session")
 async def pg_pool(pg_dsn: str) -> AsyncIterator[asyncpg.Pool]:
     """A session-wide pool (1-12 connections) on :func:`pg_dsn`."""
-    pool = await asyncpg.create_pool(pg_dsn, min_size=1, max_size=12)
-    try:
+    async with asyncpg.create_pool(pg_dsn, min_size=1, max_size=12) as pool:
         yield pool
-    finally:
-        await pool.close()
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ rows have no run and no schedule): the latest row of a report is its delivery ou
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 
 import asyncpg
@@ -118,28 +118,12 @@ async def log_attempt(
     return row_id
 
 
+_SELECT = f"SELECT {', '.join(f.name for f in fields(DeliveryLogEntry))} FROM delivery_log"
+"""The log's columns, one per field of :class:`DeliveryLogEntry` (same names)."""
+
+
 def _entry(row: asyncpg.Record) -> DeliveryLogEntry:
-    return DeliveryLogEntry(
-        id=row["id"],
-        run_id=row["run_id"],
-        schedule_id=row["schedule_id"],
-        organization_id=row["organization_id"],
-        report_id=row["report_id"],
-        method=row["method"],
-        attempt=row["attempt"],
-        outcome=row["outcome"],
-        retriable=row["retriable"],
-        detail=row["detail"],
-        target=row["target"],
-        started_at=row["started_at"],
-        finished_at=row["finished_at"],
-    )
-
-
-_SELECT = (
-    "SELECT id, run_id, schedule_id, organization_id, report_id, method, attempt, outcome,"
-    " retriable, detail, target, started_at, finished_at FROM delivery_log"
-)
+    return DeliveryLogEntry(**dict(row))
 
 
 async def fetch_run_log(conn: asyncpg.Connection, run_id: int) -> list[DeliveryLogEntry]:

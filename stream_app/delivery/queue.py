@@ -16,7 +16,7 @@ This is the cross-tenant path of the delivery worker (the connection's own role)
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 
 import asyncpg
@@ -148,6 +148,10 @@ _API_ONLY = (
 )
 
 
+_QUEUED_COLUMNS = ", ".join(f.name for f in fields(QueuedDelivery))
+"""The ``delivery_queue`` columns a lease reads, one per field of :class:`QueuedDelivery`."""
+
+
 async def claim_due(
     conn: asyncpg.Connection,
     organization_id: str,
@@ -170,7 +174,7 @@ async def claim_due(
         return []
     async with conn.transaction():
         rows = await conn.fetch(
-            "SELECT id, source, organization_id, run_id, schedule_id, report_id, attempt, status"
+            f"SELECT {_QUEUED_COLUMNS}"
             " FROM delivery_queue q WHERE organization_id = $1 AND due_at <= $2"
             " AND (claimed_until IS NULL OR claimed_until <= $2)"
             + (_API_ONLY if api_only else "")
@@ -189,16 +193,7 @@ async def claim_due(
             now + timedelta(seconds=lease_s),
         )
     return [
-        QueuedDelivery(
-            id=r["id"],
-            source=r["source"],
-            organization_id=r["organization_id"],
-            report_id=r["report_id"],
-            run_id=r["run_id"],
-            schedule_id=r["schedule_id"],
-            attempt=r["attempt"],
-            status=decode_event(r["status"].encode(), ReportStatus),
-        )
+        QueuedDelivery(**{**dict(r), "status": decode_event(r["status"].encode(), ReportStatus)})
         for r in rows
     ]
 

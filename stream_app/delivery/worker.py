@@ -157,36 +157,34 @@ class DeliveryWorker:
             waiting = await due_organizations(conn, now)
         started = 0
         for org in waiting:
-            async with self.pool.acquire() as conn, tenant_transaction(conn, org):
-                api_items = await claim_due(  # no network: no slot, never behind slow ones
-                    conn,
-                    org,
-                    now,
-                    limit=API_BATCH,
-                    lease_s=self.config.lease_s,
-                    worker_id=self.worker_id,
-                    api_only=True,
-                )
-            for item in api_items:
+            # api deliveries first: no network, so no slot, never behind slow ones
+            for item in await self._claim(org, now, API_BATCH, api_only=True):
                 self._start(item, slot=False)
                 started += 1
             allowed = self.slots.allowance(org, waiting)
             if allowed == 0:
                 continue
-            async with self.pool.acquire() as conn, tenant_transaction(conn, org):
-                items = await claim_due(
-                    conn,
-                    org,
-                    now,
-                    limit=allowed,
-                    lease_s=self.config.lease_s,
-                    worker_id=self.worker_id,
-                )
-            for item in items:
+            for item in await self._claim(org, now, allowed):
                 self.slots.take(org)
                 self._start(item, slot=True)
                 started += 1
         return started
+
+    async def _claim(
+        self, org: str, now: datetime, limit: int, *, api_only: bool = False
+    ) -> list[QueuedDelivery]:
+        """Lease up to ``limit`` due deliveries of ``org`` (only api ones with ``api_only``) to
+        this worker, in the organisation's tenant transaction (:func:`claim_due`)."""
+        async with self.pool.acquire() as conn, tenant_transaction(conn, org):
+            return await claim_due(
+                conn,
+                org,
+                now,
+                limit=limit,
+                lease_s=self.config.lease_s,
+                worker_id=self.worker_id,
+                api_only=api_only,
+            )
 
     def _start(self, item: QueuedDelivery, *, slot: bool) -> None:
         task = asyncio.create_task(self._attempt(item, slot=slot))

@@ -473,6 +473,30 @@ def _reports_from_db(raw: str) -> tuple[PlannedReport, ...]:
     )
 
 
+_RUN_STORED = (
+    "fire_time",
+    "missed_from",
+    "claimed_at",
+    "claimed_by",
+    "status",
+    "cache_strategy",
+    "date_from",
+    "date_to",
+    "error",
+)
+"""The fields of :class:`ClaimedRun` kept as they are in their ``schedule_runs`` columns."""
+_RUN_COLUMNS = ("id AS run_id", *_RUN_STORED, "reports")
+"""The ``schedule_runs`` columns a :class:`ClaimedRun` is read from (:func:`_run_of`)."""
+
+
+def _run_of(row: asyncpg.Record, schedule: Schedule) -> ClaimedRun:
+    """A run of ``schedule`` from a row of its :data:`_RUN_COLUMNS`."""
+    stored = {name: row[name] for name in _RUN_STORED}
+    return ClaimedRun(
+        run_id=row["run_id"], schedule=schedule, reports=_reports_from_db(row["reports"]), **stored
+    )
+
+
 async def insert_run(
     conn: asyncpg.Connection,
     schedule: Schedule,
@@ -491,12 +515,13 @@ async def insert_run(
     local_date = fire_time.astimezone(schedule.zone).date()
     date_from, date_to = report_dates(schedule.date_range, local_date)
     reports = plan_reports(schedule, fire_time)
-    run_id = await conn.fetchval(
+    row = await conn.fetchrow(
         "INSERT INTO schedule_runs (schedule_id, organization_id, fire_time, missed_from,"
         " claimed_at, claimed_by, status, cache_strategy, date_from, date_to, report_ids,"
         " reports, updated_at)"
         " VALUES ($1, $2, $3, $4, $5, $6, 'claimed', $7, $8, $9, $10, $11::jsonb, $5)"
-        " ON CONFLICT (organization_id, schedule_id, fire_time) DO NOTHING RETURNING id",
+        " ON CONFLICT (organization_id, schedule_id, fire_time) DO NOTHING"
+        f" RETURNING {', '.join(_RUN_COLUMNS)}",
         schedule.schedule_id,
         schedule.organization_id,
         fire_time,
@@ -509,21 +534,7 @@ async def insert_run(
         [p.report_id for p in reports],
         _reports_to_db(reports),
     )
-    if run_id is None:
-        return None
-    return ClaimedRun(
-        run_id=run_id,
-        schedule=schedule,
-        fire_time=fire_time,
-        missed_from=missed_from,
-        claimed_at=now,
-        claimed_by=worker_id,
-        status="claimed",
-        cache_strategy=CACHE_STRATEGY,
-        date_from=date_from,
-        date_to=date_to,
-        reports=reports,
-    )
+    return None if row is None else _run_of(row, schedule)
 
 
 async def claim_due_runs(
@@ -607,8 +618,7 @@ async def claim_due_runs(
 
 
 _RUN_SELECT = (
-    "SELECT r.id AS run_id, r.fire_time, r.missed_from, r.claimed_at, r.claimed_by, r.status,"
-    " r.cache_strategy, r.date_from, r.date_to, r.reports, r.error,"
+    f"SELECT {', '.join('r.' + c for c in _RUN_COLUMNS)},"
     f" {', '.join('s.' + c.strip() for c in _COLUMNS.split(','))}"
     " FROM schedule_runs r JOIN schedules s"
     " ON s.organization_id = r.organization_id AND s.id = r.schedule_id"
@@ -616,20 +626,8 @@ _RUN_SELECT = (
 
 
 def _run_from_row(row: asyncpg.Record) -> ClaimedRun:
-    return ClaimedRun(
-        run_id=row["run_id"],
-        schedule=_schedule_from_row(row),
-        fire_time=row["fire_time"],
-        missed_from=row["missed_from"],
-        claimed_at=row["claimed_at"],
-        claimed_by=row["claimed_by"],
-        status=row["status"],
-        cache_strategy=row["cache_strategy"],
-        date_from=row["date_from"],
-        date_to=row["date_to"],
-        reports=_reports_from_db(row["reports"]),
-        error=row["error"],
-    )
+    """A run and its schedule from a :data:`_RUN_SELECT` row."""
+    return _run_of(row, _schedule_from_row(row))
 
 
 async def reclaim_stale_runs(
@@ -650,21 +648,18 @@ async def reclaim_stale_runs(
     _require_aware("now", now)
     cutoff = now - timedelta(seconds=older_than_s)
     async with conn.transaction():
-        ids = await conn.fetch(
-            "SELECT id FROM schedule_runs WHERE status = 'claimed' AND claimed_at <= $1"
-            " ORDER BY claimed_at LIMIT $2 FOR UPDATE SKIP LOCKED",
+        ids = await conn.fetch(  # one statement: the rows it locks are the ones taken over
+            "UPDATE schedule_runs SET claimed_at = $2, claimed_by = $3, updated_at = $2"
+            " WHERE id IN (SELECT id FROM schedule_runs WHERE status = 'claimed'"
+            " AND claimed_at <= $1 ORDER BY claimed_at LIMIT $4 FOR UPDATE SKIP LOCKED)"
+            " RETURNING id",
             cutoff,
+            now,
+            worker_id or default_worker_id(),
             limit,
         )
         if not ids:
             return []
-        await conn.execute(
-            "UPDATE schedule_runs SET claimed_at = $2, claimed_by = $3, updated_at = $2"
-            " WHERE id = ANY($1::bigint[])",
-            [r["id"] for r in ids],
-            now,
-            worker_id or default_worker_id(),
-        )
         rows = await conn.fetch(
             f"{_RUN_SELECT} WHERE r.id = ANY($1::bigint[]) ORDER BY r.fire_time",
             [r["id"] for r in ids],
@@ -680,8 +675,9 @@ async def update_run_status(
     *,
     error: str | None = None,
 ) -> None:
-    """The statement of :func:`set_run_status`, for a caller already in the tenant's
-    :func:`~stream_app.db.tenancy.tenant_transaction` (it opens none itself).
+    """Set the status of run ``(organization_id, run_id)`` (one of :data:`RUN_STATUSES`) and,
+    for ``failed``, its cause. Opens no transaction: call it inside the organisation's
+    :func:`~stream_app.db.tenancy.tenant_transaction`.
 
     Raises:
         ValueError: unknown status.
@@ -696,24 +692,6 @@ async def update_run_status(
         status,
         error,
     )
-
-
-async def set_run_status(
-    conn: asyncpg.Connection,
-    organization_id: str,
-    run_id: int,
-    status: str,
-    *,
-    error: str | None = None,
-) -> None:
-    """Set the status of run ``(organization_id, run_id)`` (one of :data:`RUN_STATUSES`) and,
-    for ``failed``, its cause; in the organisation's tenant transaction.
-
-    Raises:
-        ValueError: unknown status.
-    """
-    async with tenant_transaction(conn, organization_id):
-        await update_run_status(conn, organization_id, run_id, status, error=error)
 
 
 async def mark_submitted(

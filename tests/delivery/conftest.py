@@ -3,7 +3,10 @@ run with its stored report (``db`` and ``new_org`` are the root conftest's)."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import asyncio
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -17,6 +20,7 @@ from stream_app.delivery.base import DeliveryMethod, DeliveryResult
 from stream_app.delivery.egress import EgressPolicy, parse_allow_networks
 from stream_app.delivery.log import DeliveryLogEntry, fetch_run_log
 from stream_app.delivery.webhook import WebhookMethod
+from stream_app.delivery.worker import DeliveryWorker
 from stream_app.reports.artifacts import ArtifactStore
 from stream_app.schedules.deliveries import deliver_run as deliver
 from stream_app.schedules.model import Schedule
@@ -30,6 +34,49 @@ LOOPBACK = EgressPolicy(allow_networks=parse_allow_networks("127.0.0.0/8, ::1/12
 """The tests' receivers listen on loopback, which deliveries refuse unless allowed."""
 CSV_BYTES = b"venue_id,bookings,revenue_minor,currency\r\nv1,3,450000,GBP\r\nv2,1,99999,GBP\r\n"
 JSON_BYTES = b'{"rows":[{"venue_id":"v1","bookings":3},{"venue_id":"v2","bookings":1}]}'
+DELIVERED_AT_THE_THIRD_ATTEMPT = [
+    (1, "retrying", True),
+    (2, "retrying", True),
+    (3, "delivered", False),
+]
+"""``(attempt, outcome, retriable)`` of each logged attempt when two retriable refusals come
+before the delivery."""
+
+
+@asynccontextmanager
+async def running(*workers: DeliveryWorker) -> AsyncIterator[None]:
+    """Run each worker's loop (:meth:`DeliveryWorker.run`) until the block ends; then stop
+    them and wait for their loops to return."""
+    stop = asyncio.Event()
+    tasks = [asyncio.create_task(w.run(stop)) for w in workers]
+    try:
+        yield
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks)
+
+
+@pytest.fixture
+async def other_pool(pg_dsn: str) -> AsyncIterator[asyncpg.Pool]:
+    """A second pool (1-4 connections) on the delivery tests' database: a second worker's."""
+    async with asyncpg.create_pool(pg_dsn, min_size=1, max_size=4) as pool:
+        yield pool
+
+
+async def delivered_per_report(db: asyncpg.Pool, org: str) -> Counter[str]:
+    """How many ``delivered`` attempts the delivery log holds per report of ``org``."""
+    rows = await db.fetch(
+        "SELECT report_id FROM delivery_log WHERE organization_id = $1 AND outcome = 'delivered'",
+        org,
+    )
+    return Counter(r["report_id"] for r in rows)
+
+
+async def queue_size(db: asyncpg.Pool, org: str) -> int:
+    """How many deliveries of ``org`` wait in ``delivery_queue``."""
+    count = await db.fetchval("SELECT count(*) FROM delivery_queue WHERE organization_id = $1", org)
+    assert isinstance(count, int)
+    return count
 
 
 @pytest.fixture

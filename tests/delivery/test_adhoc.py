@@ -38,6 +38,8 @@ from stream_app.delivery.targets import RetryPolicy, WebhookTarget
 from stream_app.delivery.worker import DeliveryWorker
 from stream_app.reports.artifacts import ArtifactStore
 from stream_app.schemas.updates import ArtifactLink, ReportStatus
+from tests.delivery.conftest import queue_size, running
+from tests.serving import serving
 
 SECRET = "adhoc-secret-0123456789abcdef"
 CSV = b"venue_id,bookings\r\nv1,3\r\n"
@@ -65,13 +67,8 @@ class Hook:
 @pytest_asyncio.fixture
 async def hook() -> AsyncIterator[tuple[Hook, str]]:
     rec = Hook()
-    app = web.Application()
-    app.router.add_post("/hook", rec.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    yield rec, f"http://127.0.0.1:{runner.addresses[0][1]}/hook"
-    await runner.cleanup()
+    async with serving({"/hook": rec.handle}) as port:
+        yield rec, f"http://127.0.0.1:{port}/hook"
 
 
 MakeReport = Callable[..., Awaitable[ReportStatus]]
@@ -145,7 +142,7 @@ async def wait_for(check: Callable[[], bool], timeout_s: float) -> None:
 
 async def test_two_workers_send_each_report_once_with_its_sealed_secret(
     db: asyncpg.Pool,
-    pg_dsn: str,
+    other_pool: asyncpg.Pool,
     new_org: Any,
     make_report: MakeReport,
     hook: tuple[Hook, str],
@@ -158,33 +155,24 @@ async def test_two_workers_send_each_report_once_with_its_sealed_secret(
     target = WebhookTarget(url=url, secret=SECRET)
     statuses = [await make_report(org, RequestDelivery(target, RetryPolicy())) for _ in range(5)]
     plain = await make_report(org, None)  # no delivery asked: nothing is sent
-    other_pool = await asyncpg.create_pool(pg_dsn, min_size=1, max_size=4)
-    try:
-        workers = [
-            DeliveryWorker(
-                pool,
-                config(signer, loopback),
-                artifact_root,
-                sources=(AdhocDeliveries(),),
-                worker_id=name,
-            )
-            for pool, name in ((db, "one"), (other_pool, "two"))
-        ]
-        queued = [await w.enqueue_report(s) for s in [*statuses, plain] for w in workers]
-        assert queued.count(True) == 5  # once per report, the plain one never
-        stop = asyncio.Event()
-        tasks = [asyncio.create_task(w.run(stop)) for w in workers]
-        try:
-            await wait_for(lambda: len(rec.bodies) >= 5, 20)
-            for w in workers:  # the same results consumed again after the delivery
-                for s in statuses:
-                    await w.enqueue_report(s)
-            await asyncio.sleep(0.6)
-        finally:
-            stop.set()
-            await asyncio.gather(*tasks)
-    finally:
-        await other_pool.close()
+    workers = [
+        DeliveryWorker(
+            pool,
+            config(signer, loopback),
+            artifact_root,
+            sources=(AdhocDeliveries(),),
+            worker_id=name,
+        )
+        for pool, name in ((db, "one"), (other_pool, "two"))
+    ]
+    queued = [await w.enqueue_report(s) for s in [*statuses, plain] for w in workers]
+    assert queued.count(True) == 5  # once per report, the plain one never
+    async with running(*workers):
+        await wait_for(lambda: len(rec.bodies) >= 5, 20)
+        for w in workers:  # the same results consumed again after the delivery
+            for s in statuses:
+                await w.enqueue_report(s)
+        await asyncio.sleep(0.6)
     assert rec.bad == 0
     assert sorted(b["report_id"] for b in rec.bodies) == sorted(s.report_id for s in statuses)
     assert {(b["kind"], b["schedule_id"], b["run_id"]) for b in rec.bodies} == {
@@ -200,12 +188,9 @@ async def test_two_workers_send_each_report_once_with_its_sealed_secret(
                 " WHERE organization_id = $1 AND outcome = 'delivered'",
                 org,
             )
-            left = await conn.fetchval(
-                "SELECT count(*) FROM delivery_queue WHERE organization_id = $1", org
-            )
     assert sorted(r["report_id"] for r in rows) == sorted(s.report_id for s in statuses)
     assert {(r["run_id"], r["schedule_id"]) for r in rows} == {(None, None)}
-    assert left == 0
+    assert await queue_size(db, org) == 0
     assert none is None
     summary = summary or {}  # absent: every comparison below fails
     assert (summary.get("method"), summary.get("outcome"), summary.get("error", "absent")) == (

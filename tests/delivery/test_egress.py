@@ -6,6 +6,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +23,7 @@ from stream_app.delivery.webhook import WebhookMethod
 from stream_app.schedules.model import Schedule
 from tests.delivery.conftest import Deliverer
 from tests.schedules.builders import per_org
+from tests.serving import serving
 
 SECRET = "whsec-0123456789-abcdefghij"
 
@@ -40,35 +42,26 @@ class Receiver:
         return web.Response(status=self.status, headers=self.headers, text="internal reply")
 
 
-async def _serve(host: str) -> tuple[Receiver, web.AppRunner, int]:
+@asynccontextmanager
+async def _internal_service(host: str) -> AsyncIterator[tuple[Receiver, int]]:
+    """A :class:`Receiver` answering every method and path on ``host``, and its port."""
     recv = Receiver()
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", recv.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, host, 0)
-    await site.start()
-    return recv, runner, int(runner.addresses[0][1])
+    async with serving({"/{tail:.*}": recv.handle}, host=host, method="*") as port:
+        yield recv, port
 
 
 @pytest_asyncio.fixture
 async def internal() -> AsyncIterator[tuple[Receiver, int]]:
     """An 'internal service' on 127.0.0.1."""
-    recv, runner, port = await _serve("127.0.0.1")
-    try:
-        yield recv, port
-    finally:
-        await runner.cleanup()
+    async with _internal_service("127.0.0.1") as served:
+        yield served
 
 
 @pytest_asyncio.fixture
 async def other_internal() -> AsyncIterator[tuple[Receiver, int]]:
     """A second internal service, on 127.0.0.2 (Linux answers the whole of 127/8)."""
-    recv, runner, port = await _serve("127.0.0.2")
-    try:
-        yield recv, port
-    finally:
-        await runner.cleanup()
+    async with _internal_service("127.0.0.2") as served:
+        yield served
 
 
 def hook(url: str) -> Callable[[str], Schedule]:

@@ -9,7 +9,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.message import EmailMessage
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,7 +18,7 @@ from stream_app.delivery.api import LinkSigner
 from stream_app.delivery.email import EmailMethod, SmtpConfig
 from stream_app.delivery.targets import EmailTarget, RetryPolicy
 from stream_app.schedules.model import RecipientFilter, Schedule
-from tests.delivery.conftest import Deliverer
+from tests.delivery.conftest import DELIVERED_AT_THE_THIRD_ATTEMPT, Deliverer
 from tests.schedules.builders import per_org
 
 
@@ -56,14 +55,27 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+@dataclass(frozen=True)
+class SmtpServer:
+    """The test's SMTP server: what it received, and the email method that sends to it."""
+
+    mailbox: Mailbox
+    port: int
+    signer: LinkSigner
+
+    def method(self, limit: int = 1_000_000) -> EmailMethod:
+        """An :class:`EmailMethod` sending to this server (attachments up to ``limit`` bytes)."""
+        return method(self.port, self.signer, limit)
+
+
 @pytest.fixture
-def smtp_server() -> Iterator[tuple[Mailbox, int]]:
+def smtp_server(signer: LinkSigner) -> Iterator[SmtpServer]:
     mailbox = Mailbox()
     port = free_port()
     controller = Controller(mailbox, hostname="127.0.0.1", port=port)
     controller.start()
     try:
-        yield mailbox, port
+        yield SmtpServer(mailbox, port, signer)
     finally:
         controller.stop()
 
@@ -90,17 +102,13 @@ def method(port: int, signer: LinkSigner, limit: int = 1_000_000) -> EmailMethod
 
 
 async def test_email_with_attachments(
-    make_run: Any,
-    smtp_server: tuple[Mailbox, int],
-    signer: LinkSigner,
-    report_bytes: dict[str, bytes],
-    delivering: Deliverer,
+    make_run: Any, smtp_server: SmtpServer, report_bytes: dict[str, bytes], delivering: Deliverer
 ) -> None:
-    mailbox, port = smtp_server
+    mailbox = smtp_server.mailbox
     run, (status,) = await make_run(
         email_schedule(("ceo@studio.test", "ops@studio.test")), rows=24
     )  # csv and json of 24 rows each: the report has 24 rows, not 48
-    result = await delivering(run, status, method(port, signer))
+    result = await delivering(run, status, smtp_server.method())
 
     assert result.outcome == "delivered" and result.attempts == 1
     (sender, rcpts, _raw) = mailbox.messages[0]
@@ -124,17 +132,13 @@ async def test_email_with_attachments(
 
 
 async def test_email_over_the_size_limit_sends_a_link(
-    make_run: Any,
-    smtp_server: tuple[Mailbox, int],
-    signer: LinkSigner,
-    report_bytes: dict[str, bytes],
-    delivering: Deliverer,
+    make_run: Any, smtp_server: SmtpServer, report_bytes: dict[str, bytes], delivering: Deliverer
 ) -> None:
-    mailbox, port = smtp_server
+    mailbox = smtp_server.mailbox
     run, (status,) = await make_run(email_schedule(("ceo@studio.test",)))
     csv_size = len(report_bytes["csv"])
     # room for the csv only: the json (listed second) goes as a link
-    result = await delivering(run, status, method(port, signer, limit=csv_size))
+    result = await delivering(run, status, smtp_server.method(limit=csv_size))
     assert result.outcome == "delivered"
     msg = mailbox.parsed(0)
     names = [p.get_filename() for p in msg.iter_attachments()]
@@ -142,49 +146,41 @@ async def test_email_over_the_size_limit_sends_a_link(
     (link,) = result.links
     body = msg.get_body(("plain",))
     assert body is not None and link in body.get_content()
-    claims = signer.verify(link, now=datetime.now(UTC))
+    claims = smtp_server.signer.verify(link, now=datetime.now(UTC))
     json_artifact = next(a for a in status.artifacts if a.format == "json")
     assert claims.path == json_artifact.path
     assert claims.organization_id == status.organization_id
 
 
 async def test_email_transient_refusal_is_retried(
-    make_run: Any, smtp_server: tuple[Mailbox, int], signer: LinkSigner, delivering: Deliverer
+    make_run: Any, smtp_server: SmtpServer, delivering: Deliverer
 ) -> None:
-    mailbox, port = smtp_server
+    mailbox = smtp_server.mailbox
     mailbox.rcpt_replies = ["451 4.7.1 greylisted, try later"] * 2
     run, (status,) = await make_run(email_schedule(("ceo@studio.test",)))
-    result, waits = await delivering.with_retries(run, status, method(port, signer))
+    result, waits = await delivering.with_retries(run, status, smtp_server.method())
     assert result.outcome == "delivered" and result.attempts == 3
     assert len(mailbox.messages) == 1
     assert waits == [0.01, 0.02]  # exponential: base, 2 × base
     log = await delivering.log(run.run_id)
-    assert [(e.attempt, e.outcome, e.retriable) for e in log] == [
-        (1, "retrying", True),
-        (2, "retrying", True),
-        (3, "delivered", False),
-    ]
+    assert [(e.attempt, e.outcome, e.retriable) for e in log] == DELIVERED_AT_THE_THIRD_ATTEMPT
     assert log[0].detail is not None and "451" in log[0].detail
 
 
 async def test_email_permanent_refusal_fails_the_run_and_keeps_the_report(
-    make_run: Any,
-    smtp_server: tuple[Mailbox, int],
-    signer: LinkSigner,
-    artifact_root: Path,
-    delivering: Deliverer,
+    make_run: Any, smtp_server: SmtpServer, delivering: Deliverer
 ) -> None:
-    mailbox, port = smtp_server
+    mailbox = smtp_server.mailbox
     mailbox.rcpt_replies = ["550 5.1.1 no such mailbox"]
     run, (status,) = await make_run(email_schedule(("nobody@studio.test",)))
-    result = await delivering(run, status, method(port, signer))
+    result = await delivering(run, status, smtp_server.method())
     assert result.outcome == "failed" and result.attempts == 1
     assert mailbox.messages == [] and mailbox.rcpt_commands == 1  # not retried
     state, error = await delivering.run_row(run.run_id)
     assert state == "failed"
     assert error is not None and "550" in error and "after 1 attempt" in error
     for artifact in status.artifacts:  # the report itself is kept
-        assert (artifact_root / artifact.path).is_file()
+        assert (delivering.artifact_root / artifact.path).is_file()
 
 
 async def test_email_server_down_retries_then_fails(
@@ -200,9 +196,9 @@ async def test_email_server_down_retries_then_fails(
 
 
 async def test_each_audience_gets_its_own_report(
-    make_run: Any, smtp_server: tuple[Mailbox, int], signer: LinkSigner, delivering: Deliverer
+    make_run: Any, smtp_server: SmtpServer, delivering: Deliverer
 ) -> None:
-    mailbox, port = smtp_server
+    mailbox = smtp_server.mailbox
     build = email_schedule(
         ("boss@studio.test", "venue1@studio.test"),
         recipient_filters=(
@@ -211,10 +207,10 @@ async def test_each_audience_gets_its_own_report(
     )
     run, statuses = await make_run(build)
     assert len(statuses) == 2
-    first = await delivering(run, statuses[0], method(port, signer))
+    first = await delivering(run, statuses[0], smtp_server.method())
     assert first.outcome == "delivered"
     assert (await delivering.run_row(run.run_id))[0] == "submitted"  # one audience still pending
-    await delivering(run, statuses[1], method(port, signer))
+    await delivering(run, statuses[1], smtp_server.method())
     assert [m[1] for m in mailbox.messages] == [["boss@studio.test"], ["venue1@studio.test"]]
     assert [mailbox.parsed(i)["X-Wedding-Report-Id"] for i in (0, 1)] == [
         s.report_id for s in statuses
@@ -223,11 +219,11 @@ async def test_each_audience_gets_its_own_report(
 
 
 async def test_redelivered_status_is_not_sent_twice(
-    make_run: Any, smtp_server: tuple[Mailbox, int], signer: LinkSigner, delivering: Deliverer
+    make_run: Any, smtp_server: SmtpServer, delivering: Deliverer
 ) -> None:
-    mailbox, port = smtp_server
+    mailbox = smtp_server.mailbox
     run, (status,) = await make_run(email_schedule(("ceo@studio.test",)))
-    await delivering(run, status, method(port, signer))
-    again = await delivering(run, status, method(port, signer))
+    await delivering(run, status, smtp_server.method())
+    again = await delivering(run, status, smtp_server.method())
     assert (again.outcome, again.attempts, again.detail) == ("delivered", 0, "already delivered")
     assert len(mailbox.messages) == 1

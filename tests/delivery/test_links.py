@@ -21,6 +21,7 @@ from stream_app.schedules.model import Schedule
 from stream_app.schedules.store import delete_schedule
 from tests.delivery.conftest import Deliverer
 from tests.schedules.builders import per_org
+from tests.serving import serving
 
 SECRET = "whsec-0123456789-abcdefghij"
 
@@ -37,15 +38,8 @@ async def hook_url() -> AsyncIterator[tuple[list[dict[str, Any]], str]]:
         posted.append(json.loads(await request.read()))
         return web.Response(status=204)
 
-    app = web.Application()
-    app.router.add_post("/hook", handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    try:
-        yield posted, f"http://127.0.0.1:{runner.addresses[0][1]}/hook"
-    finally:
-        await runner.cleanup()
+    async with serving({"/hook": handle}) as port:
+        yield posted, f"http://127.0.0.1:{port}/hook"
 
 
 async def test_webhook_links_last_as_long_as_the_schedule_says(

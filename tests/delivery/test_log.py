@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import asyncpg
 
-from stream_app.db.audit_events import verify_chains
+from stream_app.db.audit_events import list_events, verify_chains
 from stream_app.delivery.api import ApiMethod, LinkSigner
 from stream_app.delivery.log import fetch_run_log
 from stream_app.delivery.targets import ApiTarget
@@ -28,15 +27,11 @@ async def test_a_delivery_attempt_is_audited_beside_its_log_row(
     org = run.schedule.organization_id
     async with db.acquire() as conn:
         (entry,) = await fetch_run_log(conn, run.run_id)
-        rows = await conn.fetch(
-            "SELECT actor, action, target, details::text AS details, outcome FROM audit_log"
-            " WHERE organization_id = $1 AND action = 'delivery.attempt' ORDER BY seq",
-            org,
-        )
+        events = await list_events(conn, org)
         [report] = await verify_chains(conn, org)
-    [row] = rows
-    assert (row["actor"], row["target"], row["outcome"]) == ("delivery", status.report_id, "ok")
-    assert json.loads(row["details"]) == {
+    [event] = [e for e in events if e.action == "delivery.attempt"]
+    assert (event.actor, event.target, event.outcome) == ("delivery", status.report_id, "ok")
+    assert event.details == {
         "schedule_id": f"audit-{org}",
         "run_id": run.run_id,
         "method": "api",

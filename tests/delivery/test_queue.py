@@ -7,6 +7,7 @@ import asyncio
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,7 +27,9 @@ from stream_app.delivery.targets import ApiTarget, RetryPolicy, WebhookTarget
 from stream_app.delivery.worker import DeliveryWorker
 from stream_app.schedules.deliveries import ScheduleDeliveries
 from stream_app.schedules.model import Schedule
+from tests.delivery.conftest import delivered_per_report, queue_size, running
 from tests.schedules.builders import per_org
+from tests.serving import serving
 
 SECRET = "whsec-0123456789-abcdefghij"
 ATTACK_RETRY = RetryPolicy(max_attempts=10, base_backoff_s=3600, max_backoff_s=86400)
@@ -65,21 +68,14 @@ ReceiverFactory = Callable[..., Any]
 @pytest_asyncio.fixture
 async def receivers() -> AsyncIterator[ReceiverFactory]:
     """Start webhook receivers on 127.0.0.1: ``await make(status, delay_s)`` → (recv, url)."""
-    runners: list[web.AppRunner] = []
+    async with AsyncExitStack() as running:
 
-    async def make(status: int = 200, delay_s: float = 0.0) -> tuple[Receiver, str]:
-        recv = Receiver(status=status, delay_s=delay_s)
-        app = web.Application()
-        app.router.add_post("/hook", recv.handle)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        runners.append(runner)
-        return recv, f"http://127.0.0.1:{runner.addresses[0][1]}/hook"
+        async def make(status: int = 200, delay_s: float = 0.0) -> tuple[Receiver, str]:
+            recv = Receiver(status=status, delay_s=delay_s)
+            port = await running.enter_async_context(serving({"/hook": recv.handle}))
+            return recv, f"http://127.0.0.1:{port}/hook"
 
-    yield make
-    for runner in runners:
-        await runner.cleanup()
+        yield make
 
 
 def hook(url: str, name: str, retry: RetryPolicy) -> Callable[[str], Schedule]:
@@ -167,9 +163,7 @@ async def test_failing_tenant_does_not_stop_another_tenants_delivery(
         a_runs.append((run, statuses[0]))
     b_run, (b_status,) = await make_run(hook(working_url, "b", RetryPolicy()))
     worker = delivery_worker()
-    stop = asyncio.Event()
-    loop_task = asyncio.create_task(worker.run(stop))
-    try:
+    async with running(worker):
         started = datetime.now(UTC)
         for _, status in a_runs:
             assert await worker.enqueue_report(status)
@@ -177,9 +171,6 @@ async def test_failing_tenant_does_not_stop_another_tenants_delivery(
         took = await wait_for(lambda: status_is(db, b_run.run_id, "delivered"), 10)
         await wait_for(lambda: len(failing.arrivals) == 4, 10)
         await asyncio.sleep(0.3)  # a retry slept or re-sent at once would show here
-    finally:
-        stop.set()
-        await loop_task
     assert took < 5, f"B waited {took:.1f} s"
     assert working.reports() == Counter({b_status.organization_id: 1})
     assert failing.reports() == Counter({org_a: 4})  # one attempt each, none repeated yet
@@ -260,9 +251,7 @@ async def test_no_tenant_holds_more_than_its_share_of_slots(
         await worker.enqueue_report(status)
     assert await worker.tick() == 2  # alone, A still takes only half the slots
     assert worker.slots.held(org_a) == 2
-    stop = asyncio.Event()
-    loop_task = asyncio.create_task(worker.run(stop))
-    try:
+    async with running(worker):
         await wait_for(lambda: slow.in_flight == 2, 5)
         await worker.enqueue_report(b_status)
         await worker.enqueue_report(api_status)
@@ -272,9 +261,6 @@ async def test_no_tenant_holds_more_than_its_share_of_slots(
         assert slow.max_in_flight == 2  # A never held more than its cap
         assert worker.slots.held(org_a) == 2
         assert fast.reports() == Counter({org_b: 1})
-    finally:
-        stop.set()
-        await loop_task
     assert took < 3.0
 
 
@@ -299,17 +285,12 @@ async def test_api_delivery_needs_no_network_slot(
     await worker.enqueue_report(b_status)
     assert await worker.tick() == 2
     assert worker.slots.in_use == 2
-    stop = asyncio.Event()
-    loop_task = asyncio.create_task(worker.run(stop))
-    try:
+    async with running(worker):
         await wait_for(lambda: slow.in_flight == 2, 5)
         await worker.enqueue_report(api_status)
         took = await wait_for(lambda: status_is(db, api_run.run_id, "delivered"), 3.0)
         assert worker.slots.in_use == 2  # the webhooks still hold both slots
         assert slow.in_flight == 2
-    finally:
-        stop.set()
-        await loop_task
     assert took < 3.0
 
 
@@ -319,7 +300,7 @@ async def all_delivered(db: asyncpg.Pool, *run_ids: int) -> bool:
 
 async def test_two_workers_never_send_one_delivery_twice(
     db: asyncpg.Pool,
-    pg_dsn: str,
+    other_pool: asyncpg.Pool,
     make_run: Any,
     new_org: Any,
     receivers: ReceiverFactory,
@@ -331,33 +312,14 @@ async def test_two_workers_never_send_one_delivery_twice(
     for n in range(12):
         _, st = await make_run(hook(url, f"x{n}", RetryPolicy()), org=org)
         statuses.append(st[0])
-    other_pool = await asyncpg.create_pool(pg_dsn, min_size=1, max_size=4)
-    try:
-        one = delivery_worker(worker_id="one")
-        two = delivery_worker(other_pool, worker_id="two")
-        for status in statuses:  # both consumed the same messages (a rebalance redelivery)
-            await one.enqueue_report(status)
-            await two.enqueue_report(status)
-        stop = asyncio.Event()
-        tasks = [asyncio.create_task(w.run(stop)) for w in (one, two)]
-        try:
-            await wait_for(lambda: len(recv.arrivals) >= 12, 20)
-            await asyncio.sleep(0.5)
-        finally:
-            stop.set()
-            await asyncio.gather(*tasks)
-    finally:
-        await other_pool.close()
+    one = delivery_worker(worker_id="one")
+    two = delivery_worker(other_pool, worker_id="two")
+    for status in statuses:  # both consumed the same messages (a rebalance redelivery)
+        await one.enqueue_report(status)
+        await two.enqueue_report(status)
+    async with running(one, two):
+        await wait_for(lambda: len(recv.arrivals) >= 12, 20)
+        await asyncio.sleep(0.5)
     assert len(recv.arrivals) == 12
-    async with db.acquire() as conn:
-        delivered = await conn.fetch(
-            "SELECT report_id, count(*) AS n FROM delivery_log"
-            " WHERE organization_id = $1 AND outcome = 'delivered' GROUP BY report_id",
-            org,
-        )
-        claimers = await conn.fetchval(
-            "SELECT count(*) FROM delivery_queue WHERE organization_id = $1", org
-        )
-    assert sorted(r["report_id"] for r in delivered) == sorted(s.report_id for s in statuses)
-    assert all(r["n"] == 1 for r in delivered)
-    assert claimers == 0
+    assert await delivered_per_report(db, org) == Counter(s.report_id for s in statuses)
+    assert await queue_size(db, org) == 0

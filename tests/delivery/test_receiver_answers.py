@@ -16,6 +16,7 @@ from stream_app.delivery.targets import RetryPolicy, WebhookTarget
 from stream_app.delivery.webhook import WebhookMethod
 from tests.delivery.conftest import Deliverer
 from tests.schedules.builders import per_org
+from tests.serving import serving
 
 SECRET = "whsec-0123456789-abcdefghij"
 HUGE_BYTES = 256 * 1024 * 1024
@@ -59,17 +60,8 @@ async def server() -> AsyncIterator[tuple[Answers, str]]:
         await request.read()
         return web.Response(status=200, text="ok")
 
-    app = web.Application()
-    app.router.add_post("/huge", huge)
-    app.router.add_post("/redir", redir)
-    app.router.add_post("/ok", ok)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    try:
-        yield answers, f"127.0.0.1:{runner.addresses[0][1]}"
-    finally:
-        await runner.cleanup()
+    async with serving({"/huge": huge, "/redir": redir, "/ok": ok}) as port:
+        yield answers, f"127.0.0.1:{port}"
 
 
 def hook(url: str) -> Any:

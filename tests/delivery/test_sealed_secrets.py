@@ -18,24 +18,19 @@ __all__ = ["receiver"]  # the fixture, used by name
 
 
 async def raw_secrets(db: asyncpg.Pool, org: str) -> str:
-    async with db.acquire() as conn:
-        value = await conn.fetchval(
-            "SELECT delivery_secrets::text FROM schedules WHERE organization_id = $1", org
-        )
+    value = await db.fetchval(
+        "SELECT delivery_secrets::text FROM schedules WHERE organization_id = $1", org
+    )
     assert isinstance(value, str)
     return value
 
 
 async def test_webhook_secret_is_sealed_at_rest_and_signing_still_works(
-    db: asyncpg.Pool,
-    make_run: Any,
-    receiver: tuple[Receiver, str],
-    delivering: Deliverer,
-    webhook: WebhookMethod,
+    make_run: Any, receiver: tuple[Receiver, str], delivering: Deliverer, webhook: WebhookMethod
 ) -> None:
     recv, url = receiver
     run, (status,) = await make_run(hook_schedule(url))
-    stored = await raw_secrets(db, run.schedule.organization_id)
+    stored = await raw_secrets(delivering.db, run.schedule.organization_id)
     assert SECRET not in stored and "whsec" not in stored
     assert "wedding-sealed:v1:1:" in stored
     result = await delivering(run, status, webhook)
@@ -44,20 +39,16 @@ async def test_webhook_secret_is_sealed_at_rest_and_signing_still_works(
 
 
 async def test_a_sealed_secret_moved_to_another_tenant_does_not_open(
-    db: asyncpg.Pool,
-    make_run: Any,
-    receiver: tuple[Receiver, str],
-    delivering: Deliverer,
-    webhook: WebhookMethod,
+    make_run: Any, receiver: tuple[Receiver, str], delivering: Deliverer, webhook: WebhookMethod
 ) -> None:
     recv, url = receiver
     victim, _ = await make_run(hook_schedule(url))
     attacker, (status,) = await make_run(hook_schedule(url))
     # someone with write access to the table copies the victim's sealed secret
-    async with db.acquire() as conn:
+    async with delivering.db.acquire() as conn:
         await conn.execute(
             "UPDATE schedules SET delivery_secrets = $1::text::jsonb WHERE organization_id = $2",
-            await raw_secrets(db, victim.schedule.organization_id),
+            await raw_secrets(delivering.db, victim.schedule.organization_id),
             attacker.schedule.organization_id,
         )
         moved = await get_run(conn, attacker.run_id)

@@ -20,6 +20,7 @@ from stream_app.delivery.targets import RetryPolicy, SftpTarget
 from stream_app.schedules.model import Schedule
 from tests.delivery.conftest import Deliverer
 from tests.schedules.builders import per_org
+from tests.serving import PasswordLogin
 
 USER, PASSWORD = "uploader", "correct horse battery staple"
 
@@ -30,17 +31,6 @@ class SftpServer:
     port: int
     host_key: str  # OpenSSH public key line
     ops: list[tuple[str, ...]] = field(default_factory=list)
-
-
-class _Auth(asyncssh.SSHServer):
-    def begin_auth(self, username: str) -> bool:
-        return True
-
-    def password_auth_supported(self) -> bool:
-        return True
-
-    def validate_password(self, username: str, password: str) -> bool:
-        return username == USER and password == PASSWORD
 
 
 @pytest_asyncio.fixture
@@ -68,7 +58,7 @@ async def sftp_server(tmp_path: Path) -> AsyncIterator[SftpServer]:
         "127.0.0.1",
         0,
         server_host_keys=[key],
-        server_factory=_Auth,
+        server_factory=lambda: PasswordLogin(USER, PASSWORD),
         sftp_factory=Recording,
     )
     port = server.sockets[0].getsockname()[1]

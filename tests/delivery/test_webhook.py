@@ -10,21 +10,18 @@ import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pytest
 import pytest_asyncio
 from aiohttp import web
 
-from stream_app.delivery.api import LinkSigner
-from stream_app.delivery.log import fetch_run_log
 from stream_app.delivery.targets import RetryPolicy, WebhookTarget
 from stream_app.delivery.webhook import WebhookMethod
 from stream_app.schedules.model import Schedule
-from tests.delivery.conftest import Deliverer
+from tests.delivery.conftest import DELIVERED_AT_THE_THIRD_ATTEMPT, Deliverer
 from tests.schedules.builders import per_org
+from tests.serving import serving
 
 SECRET = "whsec-0123456789-abcdefghij"
 
@@ -63,17 +60,8 @@ class Receiver:
 @pytest_asyncio.fixture
 async def receiver() -> AsyncIterator[tuple[Receiver, str]]:
     recv = Receiver()
-    app = web.Application()
-    app.router.add_post("/hook", recv.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
+    async with serving({"/hook": recv.handle}) as port:
         yield recv, f"http://127.0.0.1:{port}/hook"
-    finally:
-        await runner.cleanup()
 
 
 def hook_schedule(
@@ -89,11 +77,7 @@ def hook_schedule(
 
 
 async def test_signed_post_is_accepted(
-    make_run: Any,
-    receiver: tuple[Receiver, str],
-    signer: LinkSigner,
-    delivering: Deliverer,
-    webhook: WebhookMethod,
+    make_run: Any, receiver: tuple[Receiver, str], delivering: Deliverer, webhook: WebhookMethod
 ) -> None:
     recv, url = receiver
     run, (status,) = await make_run(hook_schedule(url))
@@ -108,7 +92,7 @@ async def test_signed_post_is_accepted(
     assert (doc["date_from"], doc["date_to"]) == ("2030-12-30", "2031-01-05")
     (artifact,) = doc["artifacts"]
     assert artifact["sha256"] == status.artifacts[0].sha256
-    claims = signer.verify(artifact["download_url"], now=datetime.now(UTC))
+    claims = webhook.signer.verify(artifact["download_url"], now=datetime.now(UTC))
     assert claims.path == status.artifacts[0].path
     # the timestamp header is the current Unix time in whole seconds
     assert abs(int(recv.timestamps[0]) - datetime.now(UTC).timestamp()) < 30
@@ -125,21 +109,12 @@ async def test_503_is_retried_with_backoff(
     assert recv.calls == 3 and len(recv.accepted) == 1 and recv.bad_signatures == 0
     assert waits == [0.01, 0.02]
     log = await delivering.log(run.run_id)
-    assert [(e.attempt, e.outcome, e.retriable) for e in log] == [
-        (1, "retrying", True),
-        (2, "retrying", True),
-        (3, "delivered", False),
-    ]
+    assert [(e.attempt, e.outcome, e.retriable) for e in log] == DELIVERED_AT_THE_THIRD_ATTEMPT
     assert log[0].detail is not None and "HTTP 503" in log[0].detail
 
 
 async def test_400_is_not_retried_and_fails_the_run(
-    db: asyncpg.Pool,
-    make_run: Any,
-    receiver: tuple[Receiver, str],
-    artifact_root: Path,
-    delivering: Deliverer,
-    webhook: WebhookMethod,
+    make_run: Any, receiver: tuple[Receiver, str], delivering: Deliverer, webhook: WebhookMethod
 ) -> None:
     recv, url = receiver
     recv.script = ["400"]
@@ -147,14 +122,11 @@ async def test_400_is_not_retried_and_fails_the_run(
     result = await delivering(run, status, webhook)
     assert result.outcome == "failed" and result.attempts == 1
     assert recv.calls == 1
-    async with db.acquire() as conn:
-        log = await fetch_run_log(conn, run.run_id)
-        row = await conn.fetchrow(
-            "SELECT status, error FROM schedule_runs WHERE id = $1", run.run_id
-        )
+    log = await delivering.log(run.run_id)
     assert [(e.attempt, e.outcome, e.retriable) for e in log] == [(1, "failed", False)]
-    assert row is not None and row["status"] == "failed" and "HTTP 400" in row["error"]
-    assert (artifact_root / status.artifacts[0].path).is_file()
+    state, error = await delivering.run_row(run.run_id)
+    assert state == "failed" and error is not None and "HTTP 400" in error
+    assert (delivering.artifact_root / status.artifacts[0].path).is_file()
 
 
 async def test_timeout_is_retried(

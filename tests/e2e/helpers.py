@@ -37,6 +37,48 @@ def expected_monthly_from_csv(path: Path) -> dict[tuple[str, str], tuple[int, in
     return {k: (v[0], v[1], v[2]) for k, v in out.items()}
 
 
+async def db_rows(settings: Settings, sql: str, *args: object) -> list[asyncpg.Record]:
+    """The rows of ``sql`` on a connection of its own to the workers' database (as the
+    superuser of the tests: no tenant scope)."""
+    conn = await asyncpg.connect(settings.postgres_dsn)
+    try:
+        rows: list[asyncpg.Record] = await conn.fetch(sql, *args)
+        return rows
+    finally:
+        await conn.close()
+
+
+async def db_value(settings: Settings, sql: str, *args: object) -> Any:
+    """The first column of the first row of ``sql`` (None without rows), as :func:`db_rows`."""
+    rows = await db_rows(settings, sql, *args)
+    return rows[0][0] if rows else None
+
+
+def report_body(date_from: str, date_to: str, **fields: Any) -> dict[str, Any]:
+    """A report request as the HTTP API takes it: the monthly booking summary in csv of
+    ``date_from`` to ``date_to`` (ISO dates, inclusive); ``fields`` added or replaced."""
+    return {
+        "report_type": "monthly_booking_summary",
+        "date_from": date_from,
+        "date_to": date_to,
+        "output_formats": ["csv"],
+        **fields,
+    }
+
+
+def schedule_body(**fields: Any) -> dict[str, Any]:
+    """A schedule as the HTTP API takes it: the previous month's booking summary in csv at
+    08:00 on the first of each month, fetched through the API; ``fields`` added or replaced."""
+    return {
+        "report_type": "monthly_booking_summary",
+        "date_range": "previous_month",
+        "output_formats": ["csv"],
+        "cron": "0 8 1 * *",
+        "delivery": {"method": "api"},
+        **fields,
+    }
+
+
 def bearer(
     settings: Settings,
     org: str,
@@ -176,15 +218,23 @@ async def send(bootstrap: str, topic: str, messages: Iterable[tuple[bytes | None
 
 
 def booking_created(
-    org: str, event_id: str, booking_id: str, venue: str, day: str, amount: int, currency: str
+    org: str,
+    event_id: str,
+    booking_id: str,
+    venue: str,
+    day: str,
+    amount: int,
+    currency: str,
+    occurred_at: str = "2026-01-01T12:00:00Z",
 ) -> tuple[bytes, bytes]:
     """A ``booking_created`` event of ``wedding-bookings`` as (key, JSON value), keyed by
-    organisation and venue; occurred 2026-01-01 12:00 UTC, for service date ``day``."""
+    organisation and venue; occurred at ``occurred_at`` (default 2026-01-01 12:00 UTC), for
+    service date ``day``."""
     doc = {
         "schema_version": 1,
         "event_id": event_id,
         "organization_id": org,
-        "occurred_at": "2026-01-01T12:00:00Z",
+        "occurred_at": occurred_at,
         "event_type": "booking_created",
         "booking_id": booking_id,
         "venue_id": venue,

@@ -12,9 +12,10 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
+import functools
 import hashlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from pathlib import Path
@@ -43,9 +44,9 @@ from stream_app.devservices.common import free_ports
 from stream_app.devservices.workers import WorkerProcess
 from stream_app.settings import Settings
 from stream_app.topics import REPORT_REQUESTS, REPORT_RESULTS
-from stream_app.web.auth import issue_token
 from tests.conftest import WorkerFactory
-from tests.e2e.helpers import auth, read_topic, send
+from tests.e2e.helpers import auth, db_value, read_topic, send
+from tests.serving import PasswordLogin
 
 pytestmark = pytest.mark.slow
 GROUP = "wedding-adhoc-delivery"
@@ -90,17 +91,6 @@ class Receivers:
         return "250 accepted"
 
 
-class _SftpAuth(asyncssh.SSHServer):
-    def begin_auth(self, username: str) -> bool:
-        return True
-
-    def password_auth_supported(self) -> bool:
-        return True
-
-    def validate_password(self, username: str, password: str) -> bool:
-        return username == SFTP_USER and password == SFTP_PASSWORD
-
-
 @pytest.fixture(scope="module")
 def smtp_port() -> int:
     return free_ports(1)[0]
@@ -128,7 +118,11 @@ async def receivers(
             super().__init__(chan, chroot=str(root).encode())
 
     sftp = await asyncssh.listen(
-        "127.0.0.1", 0, server_host_keys=[key], server_factory=_SftpAuth, sftp_factory=Chrooted
+        "127.0.0.1",
+        0,
+        server_host_keys=[key],
+        server_factory=lambda: PasswordLogin(SFTP_USER, SFTP_PASSWORD),
+        sftp_factory=Chrooted,
     )
     rec.sftp_root, rec.sftp_port = root, sftp.sockets[0].getsockname()[1]
     rec.sftp_host_key = key.export_public_key().decode().strip()
@@ -171,10 +165,7 @@ async def worker(
 
 
 def token(settings: Settings, org: str, role: str = "admin") -> dict[str, str]:
-    raw = issue_token(
-        settings.jwt_secret, user_id=f"{role}-1", organization_id=org, ttl_seconds=600, role=role
-    )
-    return {"Authorization": f"Bearer {raw}"}
+    return auth(settings, org, f"{role}-1", role=role)
 
 
 async def request_with_delivery(
@@ -237,6 +228,15 @@ async def delivered(
     return report_id, status, await served_files(worker, settings, status)
 
 
+Deliver = Callable[[dict[str, Any]], Awaitable[tuple[str, dict[str, Any], dict[str, bytes]]]]
+
+
+@pytest.fixture
+def deliver(settings: Settings, worker: WorkerProcess) -> Deliver:
+    """:func:`delivered` through the module's worker: ``await deliver(delivery)``."""
+    return functools.partial(delivered, worker, settings)
+
+
 async def redeliver_result(settings: Settings, report_id: str) -> None:
     """Publish the report's ``completed`` status on ``report-results`` once more."""
     records = [
@@ -255,11 +255,9 @@ async def redeliver_result(settings: Settings, report_id: str) -> None:
 
 
 async def test_webhook_delivery_sends_the_report_once_with_sealed_secret(
-    settings: Settings, worker: WorkerProcess, receivers: Receivers
+    settings: Settings, receivers: Receivers, deliver: Deliver
 ) -> None:
-    report_id, _, files = await delivered(
-        worker,
-        settings,
+    report_id, _, files = await deliver(
         {"method": "webhook", "url": f"{receivers.hook_url}/ok", "secret": SECRET},
     )
     await redeliver_result(settings, report_id)
@@ -284,24 +282,19 @@ async def test_webhook_delivery_sends_the_report_once_with_sealed_secret(
             assert artifact["sha256"] == hashlib.sha256(files[artifact["format"]]).hexdigest()
     assert sorted(a["format"] for a in payload["artifacts"]) == ["csv", "json"]
     # the recorded request holds the secret sealed, never in plaintext
-    conn = await asyncpg.connect(settings.postgres_dsn)
-    try:
-        stored = await conn.fetchval(
-            "SELECT request::text FROM reports WHERE organization_id = $1 AND id = $2",
-            ORG,
-            report_id,
-        )
-    finally:
-        await conn.close()
+    stored = await db_value(
+        settings,
+        "SELECT request::text FROM reports WHERE organization_id = $1 AND id = $2",
+        ORG,
+        report_id,
+    )
     assert SECRET not in stored and "wedding-sealed:v1:" in stored
 
 
 async def test_email_delivery_attaches_the_files_once(
-    settings: Settings, worker: WorkerProcess, receivers: Receivers
+    receivers: Receivers, deliver: Deliver
 ) -> None:
-    report_id, _, files = await delivered(
-        worker,
-        settings,
+    report_id, _, files = await deliver(
         {"method": "email", "recipients": ["ops@wedding.example"]},
     )
     await asyncio.sleep(2)
@@ -317,12 +310,8 @@ async def test_email_delivery_attaches_the_files_once(
     assert attached == files
 
 
-async def test_sftp_delivery_uploads_the_files_once(
-    settings: Settings, worker: WorkerProcess, receivers: Receivers
-) -> None:
-    report_id, _, files = await delivered(
-        worker,
-        settings,
+async def test_sftp_delivery_uploads_the_files_once(receivers: Receivers, deliver: Deliver) -> None:
+    report_id, _, files = await deliver(
         {
             "method": "sftp",
             "host": "127.0.0.1",
@@ -338,12 +327,8 @@ async def test_sftp_delivery_uploads_the_files_once(
     assert not list((receivers.sftp_root / "inbox").glob(".*part*"))  # no temporary left
 
 
-async def test_api_delivery_hands_out_links_to_the_files(
-    settings: Settings, worker: WorkerProcess
-) -> None:
-    _, status, files = await delivered(
-        worker,
-        settings,
+async def test_api_delivery_hands_out_links_to_the_files(deliver: Deliver) -> None:
+    _, status, files = await deliver(
         {"method": "api", "link_ttl_seconds": 3600},
     )
     links = status["delivery_links"]
@@ -567,15 +552,7 @@ async def test_delivery_fields_are_checked(settings: Settings, worker: WorkerPro
 async def test_a_venue_scoped_token_may_not_ask_for_a_delivery(
     settings: Settings, worker: WorkerProcess
 ) -> None:
-    raw = issue_token(
-        settings.jwt_secret,
-        user_id="venue-admin",
-        organization_id=ORG,
-        ttl_seconds=600,
-        role="admin",
-        venues=["v1"],
-    )
-    headers = {"Authorization": f"Bearer {raw}"}
+    headers = auth(settings, ORG, "venue-admin", role="admin", venues=["v1"])
     async with aiohttp.ClientSession(worker.url) as s:
         for delivery in ({"method": "api"}, {"method": "webhook", "url": "http://x.test/h"}):
             async with s.post(

@@ -23,7 +23,7 @@ from stream_app.db.tenancy import Organization, Venue, upsert_organization, upse
 from stream_app.devservices.workers import WorkerProcess
 from stream_app.settings import Settings
 from tests.conftest import run_cli
-from tests.e2e.helpers import auth, download, request_report_http
+from tests.e2e.helpers import auth, download, request_report_http, schedule_body
 
 ORG_A, ORG_B = "audit-org-a", "audit-org-b"
 BODY = {
@@ -198,14 +198,10 @@ async def test_schedule_changes_are_audited(settings: Settings, main_worker: Wor
     finally:
         await conn.close()
     h = auth(settings, org, "planner")
-    schedule = {
-        "schedule_id": "weekly",
-        "report_type": "monthly_booking_summary",
-        "date_range": "previous_month",
-        "output_formats": ["csv"],
-        "cron": "0 8 1 * *",
-        "delivery": {"method": "email", "recipients": ["someone@example.org"]},
-    }
+    schedule = schedule_body(
+        schedule_id="weekly",
+        delivery={"method": "email", "recipients": ["someone@example.org"]},
+    )
     base = main_worker.url
     status, body = await call(base, "POST", f"/orgs/{org}/schedules", h, schedule)
     assert status == 201, body

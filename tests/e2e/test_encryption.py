@@ -21,7 +21,6 @@ import sys
 from typing import Any
 
 import aiohttp
-import asyncpg
 import orjson
 import pytest
 
@@ -31,7 +30,7 @@ from stream_app.devservices.workers import WorkerProcess
 from stream_app.settings import Settings
 from stream_app.synthetic.generator import SynthConfig
 from tests.conftest import WorkerFactory
-from tests.e2e.helpers import auth, download, request_report_http
+from tests.e2e.helpers import auth, db_rows, download, request_report_http
 from tests.synthetic.helpers import load
 
 ORG = "enc-ph"
@@ -100,15 +99,12 @@ async def check_downloads(url: str, settings: Settings, status: dict[str, Any]) 
 
 
 async def key_rows(settings: Settings) -> list[tuple[int, str]]:
-    conn = await asyncpg.connect(settings.postgres_dsn)
-    try:
-        rows = await conn.fetch(
-            "SELECT version, master_key_id FROM organization_data_keys"
-            " WHERE organization_id = $1 ORDER BY version",
-            ORG,
-        )
-    finally:
-        await conn.close()
+    rows = await db_rows(
+        settings,
+        "SELECT version, master_key_id FROM organization_data_keys"
+        " WHERE organization_id = $1 ORDER BY version",
+        ORG,
+    )
     return [(r["version"], r["master_key_id"]) for r in rows]
 
 
@@ -141,15 +137,12 @@ async def test_files_are_encrypted_and_survive_data_and_master_key_rotation(
     done = cli(settings, "keys", "rotate", "--org", ORG, WEDDING_DEV_MODE="1")
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == f"{ORG}: data key version 2"
-    conn = await asyncpg.connect(settings.postgres_dsn)
-    try:
-        rotated = await conn.fetch(
-            "SELECT actor, details FROM audit_log WHERE organization_id = $1"
-            " AND action = 'keys.rotated' ORDER BY seq",
-            ORG,
-        )
-    finally:
-        await conn.close()
+    rotated = await db_rows(
+        settings,
+        "SELECT actor, details FROM audit_log WHERE organization_id = $1"
+        " AND action = 'keys.rotated' ORDER BY seq",
+        ORG,
+    )
     assert [r["actor"].startswith("cli:") for r in rotated] == [True]
     details = orjson.loads(rotated[0]["details"])
     assert (details["data_key_version"], details["rewrapped"]) == (2, 0)

@@ -11,7 +11,8 @@ import pytest
 from stream_app.db.tenancy import Organization, upsert_organization
 from stream_app.devservices.workers import WorkerProcess
 from stream_app.settings import Settings
-from tests.e2e.helpers import auth, request_report_http
+from tests.conftest import OrgFactory
+from tests.e2e.helpers import auth, report_body, request_report_http, schedule_body
 
 
 async def call(
@@ -84,12 +85,7 @@ async def test_bad_report_requests_are_400_naming_the_field(
     settings: Settings, main_worker: WorkerProcess
 ) -> None:
     h = auth(settings, "org-a")
-    good = {
-        "report_type": "monthly_booking_summary",
-        "date_from": "2026-01-01",
-        "date_to": "2026-01-31",
-        "output_formats": ["csv"],
-    }
+    good = report_body("2026-01-01", "2026-01-31")
     cases: list[tuple[Any, str]] = [
         ({**good, "report_type": "horoscope"}, "$.report_type"),
         ({**good, "output_formats": ["csv", "docx"]}, "$.output_formats"),
@@ -165,13 +161,9 @@ async def test_framework_errors_are_json_too(
 
 
 async def test_known_report_id_is_a_conflict_and_internal_webhooks_are_refused(
-    settings: Settings, main_worker: WorkerProcess
+    settings: Settings, main_worker: WorkerProcess, make_org: OrgFactory
 ) -> None:
-    conn = await asyncpg.connect(settings.postgres_dsn)
-    try:
-        await upsert_organization(conn, Organization("conflict-org", "C", "Europe/Paris", "EUR"))
-    finally:
-        await conn.close()
+    await make_org("conflict-org", name="C", zone="Europe/Paris", currency="EUR")
     h = auth(settings, "conflict-org")
     body_in = {
         "report_id": "same-id-1",
@@ -226,17 +218,13 @@ async def test_known_report_id_is_a_conflict_and_internal_webhooks_are_refused(
     status, body = await call(main_worker, "GET", "/orgs/conflict-org/reports/%00", h)
     assert (status, body["error"]["code"]) == (400, "invalid_field")
 
-    schedule = {
-        "report_type": "monthly_booking_summary",
-        "date_range": "previous_month",
-        "output_formats": ["csv"],
-        "cron": "0 8 1 * *",
-        "delivery": {
+    schedule = schedule_body(
+        delivery={
             "method": "webhook",
             "url": "http://169.254.169.254/latest/meta-data",
             "secret": "s" * 20,
-        },
-    }
+        }
+    )
     status, body = await call(main_worker, "POST", "/orgs/conflict-org/schedules", h, json=schedule)
     assert (status, body["error"]["field"]) == (400, "delivery.url")
     # loopback written the ways the C library (and so an HTTP client) also reads it
@@ -255,12 +243,12 @@ async def test_known_report_id_is_a_conflict_and_internal_webhooks_are_refused(
         "127\u30020\u30020\u30021",  # ideographic full stops: the HTTP client reads '.'
         "169\uff0e254\uff0e169\uff0e254",  # fullwidth full stops, the metadata address
     ]:
-        schedule["delivery"]["url"] = f"http://{host}:8080/hook"  # type: ignore[index]
+        schedule["delivery"]["url"] = f"http://{host}:8080/hook"
         status, body = await call(
             main_worker, "POST", "/orgs/conflict-org/schedules", h, json=schedule
         )
         assert (status, body["error"]["field"]) == (400, "delivery.url"), host
     schedule["cron"] = "0 8 1 * * *"
-    schedule["delivery"]["url"] = "https://hooks.example.org/x"  # type: ignore[index]
+    schedule["delivery"]["url"] = "https://hooks.example.org/x"
     status, body = await call(main_worker, "POST", "/orgs/conflict-org/schedules", h, json=schedule)
     assert (status, body["error"]["field"]) == (400, "cron")

@@ -27,7 +27,7 @@ from stream_app.queries.partitions import partition_for
 from stream_app.settings import Settings
 from stream_app.topics import WEDDING_BOOKINGS
 from tests.conftest import WorkerFactory
-from tests.e2e.helpers import auth, booking_created, send, venue_periods
+from tests.e2e.helpers import auth, booking_created, schedule_body, send, venue_periods
 
 pytestmark = pytest.mark.slow
 ORG = "sched-org"
@@ -153,17 +153,15 @@ async def test_schedule_fires_once_per_minute_across_two_workers(
         assert [p["revenue_minor"] for p in found] == [{"GBP": 120_050}, {"GBP": 250_000}]
     assert month  # the month label of the first booking
 
-    schedule = {
-        "schedule_id": "every-minute",
-        "report_type": "monthly_booking_summary",
-        "date_range": "last_n_days:10",
-        "output_formats": ["csv"],
-        "cron": "* * * * *",
-        "time_zone": "Europe/London",
-        "min_interval_seconds": 0,
-        "delivery": {"method": "webhook", "url": url, "secret": SECRET},
-        "retry": {"max_attempts": 3, "base_backoff_s": 1, "max_backoff_s": 2},
-    }
+    schedule = schedule_body(
+        schedule_id="every-minute",
+        date_range="last_n_days:10",
+        cron="* * * * *",
+        time_zone="Europe/London",
+        min_interval_seconds=0,
+        delivery={"method": "webhook", "url": url, "secret": SECRET},
+        retry={"max_attempts": 3, "base_backoff_s": 1, "max_backoff_s": 2},
+    )
     async with (
         aiohttp.ClientSession(a.url) as s,
         s.post(f"/orgs/{ORG}/schedules", json=schedule, headers=auth(settings, ORG)) as r,

@@ -22,6 +22,7 @@ from stream_app.devservices.workers import WorkerProcess
 from stream_app.settings import Settings
 from stream_app.web.auth import issue_token
 from tests.conftest import WorkerFactory
+from tests.e2e.helpers import db_value
 
 ORG, OTHER, THIRD = "limits-a", "limits-b", "limits-c"
 ROUTE = "/orgs/{org}/aggregations/datasets"
@@ -130,16 +131,13 @@ async def test_revocation_reaches_every_worker_within_the_cache_bound(
             assert time.monotonic() - revoked_at < REVOCATION_CACHE_S + 0.5
             await asyncio.sleep(0.3)
     assert (await get(b, OTHER, keeper))[0] == 200  # another token of the organisation works
-    conn = await asyncpg.connect(settings.postgres_dsn)
-    try:
-        audited = await conn.fetchval(
-            "SELECT count(*) FROM audit_log WHERE organization_id = $1"
-            " AND action = 'token.revoked' AND target = $2 AND actor = 'boss'",
-            OTHER,
-            jti,
-        )
-    finally:
-        await conn.close()
+    audited = await db_value(
+        settings,
+        "SELECT count(*) FROM audit_log WHERE organization_id = $1"
+        " AND action = 'token.revoked' AND target = $2 AND actor = 'boss'",
+        OTHER,
+        jti,
+    )
     assert audited == 1
     # all tokens issued before now: the keeper goes too
     before = (datetime.now(UTC) + timedelta(seconds=1)).isoformat()

@@ -19,9 +19,10 @@ from typing import Any
 import asyncpg
 import orjson
 
-from stream_app.db.tenancy import Organization, Venue, upsert_organization, upsert_venue
+from stream_app.db.tenancy import Venue
 from stream_app.devservices.workers import WorkerProcess
 from stream_app.settings import Settings
+from tests.conftest import register_org
 from tests.e2e.helpers import download, request_report_http
 
 _RUN = uuid.uuid4().hex[:6]
@@ -48,8 +49,7 @@ async def new_org(settings: Settings, prefix: str, zone: str = "Europe/Lisbon") 
     org = f"{prefix}-{_RUN}"
     conn = await asyncpg.connect(settings.postgres_dsn)
     try:
-        await upsert_organization(conn, Organization(org, org, zone, "EUR"))
-        await upsert_venue(conn, org, Venue("v1", "Quinta Velha", 2))
+        await register_org(conn, org, zone=zone, venues=[Venue("v1", "Quinta Velha", 2)])
         await conn.execute(
             "INSERT INTO bookings (organization_id, id, venue_id, service_date, booked_at,"
             " amount_minor, currency, status) VALUES ($1, 'b1', 'v1', '2026-01-20', $2,"

@@ -26,7 +26,14 @@ from stream_app.db.tenancy import Organization, Venue, upsert_organization, upse
 from stream_app.devservices.workers import WorkerProcess
 from stream_app.settings import Settings
 from stream_app.topics import DEAD_LETTER, REPORT_LANES, REPORT_RESULTS, WEDDING_BOOKINGS
-from tests.e2e.helpers import auth, download, read_topic, request_report_http, send
+from tests.e2e.helpers import (
+    auth,
+    db_rows,
+    download,
+    read_topic,
+    request_report_http,
+    send,
+)
 
 ORG = "proc-org"
 VENUES = ("v1", "v2")
@@ -128,16 +135,24 @@ async def setup_org(settings: Settings, org: str) -> None:
         await conn.close()
 
 
-async def pg(settings: Settings, sql: str, *args: Any) -> list[asyncpg.Record]:
-    conn = await asyncpg.connect(settings.postgres_dsn)
-    try:
-        return list(await conn.fetch(sql, *args))
-    finally:
-        await conn.close()
+async def org_with_bookings(
+    settings: Settings, worker: WorkerProcess, org: str, seed: int, n: int
+) -> list[Booking]:
+    """Organisation ``org`` with ``n`` bookings (of ``seed``) folded into ``worker``'s tables
+    (waits up to 90 s); the bookings."""
+    await setup_org(settings, org)
+    bookings = bookings_of(seed, n)
+    await produce(settings, events_of(org, bookings))
+
+    async def folded() -> bool:
+        return await folded_bookings(worker, settings, org) == n
+
+    await wait_until(folded, 90, f"{n} bookings folded")
+    return bookings
 
 
 async def data_version(settings: Settings, org: str, stream: str = "bookings") -> int:
-    rows = await pg(
+    rows = await db_rows(
         settings,
         "SELECT version FROM report_data_versions WHERE organization_id = $1 AND stream = $2",
         org,
@@ -168,15 +183,7 @@ BASE_BODY: dict[str, Any] = {
 @pytest.fixture(scope="module")
 async def proc_org(settings: Settings, main_worker: WorkerProcess) -> AsyncIterator[list[Booking]]:
     """``proc-org`` with 40 bookings folded into the worker's tables."""
-    await setup_org(settings, ORG)
-    bookings = bookings_of(1, 40)
-    await produce(settings, events_of(ORG, bookings))
-
-    async def folded() -> bool:
-        return await folded_bookings(main_worker, settings, ORG) == 40
-
-    await wait_until(folded, 90, "40 bookings folded")
-    yield bookings
+    yield await org_with_bookings(settings, main_worker, ORG, 1, 40)
 
 
 def by_format(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -294,7 +301,7 @@ async def test_critical_overtakes_a_low_backlog_and_a_queued_cancel_never_starts
         ids = [*lows, victim, critical]
 
         async def all_final() -> bool:
-            rows = await pg(settings, "SELECT status FROM reports WHERE id = ANY($1)", ids)
+            rows = await db_rows(settings, "SELECT status FROM reports WHERE id = ANY($1)", ids)
             return len(rows) == 14 and all(
                 r["status"] in ("completed", "failed", "cancelled") for r in rows
             )
@@ -302,7 +309,7 @@ async def test_critical_overtakes_a_low_backlog_and_a_queued_cancel_never_starts
         await wait_until(all_final, 240, "backlog drained")
         rows = {
             r["id"]: r
-            for r in await pg(
+            for r in await db_rows(
                 settings,
                 "SELECT id, status, attempts, updated_at, priority FROM reports WHERE id = ANY($1)",
                 ids,
@@ -336,14 +343,7 @@ RETRY_ORG = "proc-retry-org"
 async def test_retriable_failure_is_retried_then_dead_lettered_and_a_running_cancel_stops(
     settings: Settings, main_worker: WorkerProcess
 ) -> None:
-    await setup_org(settings, RETRY_ORG)
-    bookings = bookings_of(5, 10)
-    await produce(settings, events_of(RETRY_ORG, bookings))
-
-    async def folded() -> bool:
-        return await folded_bookings(main_worker, settings, RETRY_ORG) == 10
-
-    await wait_until(folded, 90, "10 bookings folded")
+    bookings = await org_with_bookings(settings, main_worker, RETRY_ORG, 5, 10)
     # a file where the organisation's artifact folder belongs: the store cannot write (OSError)
     blocker = settings.artifact_dir / RETRY_ORG
     shutil.rmtree(blocker, ignore_errors=True)
@@ -353,7 +353,9 @@ async def test_retriable_failure_is_retried_then_dead_lettered_and_a_running_can
     h = auth(settings, RETRY_ORG)
 
     async def errors_of(report_id: str) -> list[dict[str, Any]]:
-        rows = await pg(settings, "SELECT attempt_errors FROM reports WHERE id = $1", report_id)
+        rows = await db_rows(
+            settings, "SELECT attempt_errors FROM reports WHERE id = $1", report_id
+        )
         return list(orjson.loads(rows[0]["attempt_errors"])) if rows else []
 
     async with aiohttp.ClientSession(main_worker.url) as s:
@@ -421,7 +423,9 @@ async def test_retriable_failure_is_retried_then_dead_lettered_and_a_running_can
         await asyncio.sleep(settings.report_cancel_poll_s * 2 + 2 * settings.report_retry_base_s)
         blocker.unlink()
         await asyncio.sleep(3 * settings.report_retry_base_s)
-        rows = await pg(settings, "SELECT status, attempts FROM reports WHERE id = $1", running)
+        rows = await db_rows(
+            settings, "SELECT status, attempts FROM reports WHERE id = $1", running
+        )
         assert rows[0]["status"] == "cancelled" and rows[0]["attempts"] == 1
         assert len(await errors_of(running)) == 1
         assert not (settings.artifact_dir / RETRY_ORG / running).exists()

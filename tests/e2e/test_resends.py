@@ -17,7 +17,7 @@ from stream_app.lag import wait_for_lag_zero
 from stream_app.queries.partitions import partition_for
 from stream_app.settings import Settings
 from stream_app.topics import WEDDING_BOOKINGS
-from tests.e2e.helpers import venue_periods
+from tests.e2e.helpers import booking_created, venue_periods
 
 ORG = "resend-test-org"
 KEY = f"{ORG}/hall".encode()
@@ -26,20 +26,10 @@ HORIZON_DAYS = 30  # the worker's default WEDDING_DEDUPE_HORIZON_S
 
 
 def booking(n: int, amount: int) -> bytes:
-    return orjson.dumps(
-        {
-            "schema_version": 1,
-            "event_id": f"resend-{n}",
-            "organization_id": ORG,
-            "occurred_at": "2026-03-01T10:00:00Z",
-            "event_type": "booking_created",
-            "booking_id": f"b-{n}",
-            "venue_id": "hall",
-            "service_date": "2026-09-12",
-            "amount_minor": amount,
-            "currency": "EUR",
-        }
+    _, value = booking_created(
+        ORG, f"resend-{n}", f"b-{n}", "hall", "2026-09-12", amount, "EUR", "2026-03-01T10:00:00Z"
     )
+    return value
 
 
 async def metric(base_url: str, series: str) -> float:

@@ -20,7 +20,7 @@ from stream_app.db.tenancy import Organization, Venue, upsert_organization, upse
 from stream_app.devservices.workers import WorkerProcess
 from stream_app.settings import Settings
 from stream_app.web.auth import issue_token
-from tests.e2e.helpers import bearer
+from tests.e2e.helpers import bearer, db_value, report_body, schedule_body
 
 ORG, OTHER = "roles-a", "roles-b"
 
@@ -187,12 +187,7 @@ async def test_venue_scope_and_priority(
 ) -> None:
     scoped = token(settings, "analyst", venues=["v1"])
     analyst = token(settings, "analyst")
-    report = {
-        "report_type": "monthly_booking_summary",
-        "date_from": "2016-01-01",
-        "date_to": "2016-01-31",
-        "output_formats": ["csv"],
-    }
+    report = report_body("2016-01-01", "2016-01-31")
     async with aiohttp.ClientSession(main_worker.url) as s:
         # the scoped token reads its venue, not the other one
         status, _ = await call(s, "GET", "/orgs/{org}/venues/v1/metrics", scoped)
@@ -207,16 +202,13 @@ async def test_venue_scope_and_priority(
         status, body = await call(s, "POST", "/orgs/{org}/reports", scoped, report)
         assert status == 202, body
         report_id = body["report_id"]
-        conn = await asyncpg.connect(settings.postgres_dsn)
-        try:
-            stored = await conn.fetchval(
-                "SELECT request -> 'data_filters' -> 'venue_id' FROM reports"
-                " WHERE organization_id = $1 AND id = $2",
-                ORG,
-                report_id,
-            )
-        finally:
-            await conn.close()
+        stored = await db_value(
+            settings,
+            "SELECT request -> 'data_filters' -> 'venue_id' FROM reports"
+            " WHERE organization_id = $1 AND id = $2",
+            ORG,
+            report_id,
+        )
         assert json.loads(stored) == ["v1"]
         # a report of every venue is not shown to the scoped token
         status, body = await call(s, "POST", "/orgs/{org}/reports", analyst, report)
@@ -248,14 +240,7 @@ async def test_a_schedule_is_owned_by_the_subject_that_created_it(
             settings.jwt_secret, user_id=user, organization_id=ORG, ttl_seconds=600, role="admin"
         )
 
-    body = {
-        "report_type": "monthly_booking_summary",
-        "date_range": "previous_month",
-        "output_formats": ["csv"],
-        "cron": "0 8 1 * *",
-        "delivery": {"method": "api"},
-        "paused": True,
-    }
+    body = schedule_body(paused=True)
     async with aiohttp.ClientSession(main_worker.url) as s:
         status, created = await call(s, "POST", "/orgs/{org}/schedules", admin("alice"), body)
         assert status == 201, created

@@ -34,7 +34,7 @@ from stream_app.devservices.workers import WorkerProcess
 from stream_app.settings import Settings
 from stream_app.topics import DEAD_LETTER, REPORT_REQUESTS
 from tests.conftest import WorkerFactory
-from tests.e2e.helpers import auth, download, read_topic, request_report_http, send
+from tests.e2e.helpers import auth, db_rows, download, read_topic, request_report_http, send
 from tests.e2e.test_report_processing import (
     Booking,
     bookings_of,
@@ -42,7 +42,6 @@ from tests.e2e.test_report_processing import (
     events_of,
     expected,
     folded_bookings,
-    pg,
     produce,
     setup_org,
     wait_until,
@@ -103,7 +102,7 @@ def files_in(root: Path) -> dict[str, str]:
 
 
 async def report_row(settings: Settings, org: str, report_id: str) -> dict[str, Any]:
-    rows = await pg(
+    rows = await db_rows(
         settings,
         "SELECT status, artifacts::text AS artifacts, generated_at, request::text AS request"
         " FROM reports WHERE organization_id = $1 AND id = $2",
@@ -256,7 +255,7 @@ async def test_bad_report_ids_are_refused_at_http_kafka_and_cli(
                     assert body["error"]["field"] == "path.report_id"
         async with s.get(f"/orgs/{A}/reports/a%01b", headers=auth(settings, A)) as r:
             assert r.status == 400 and (await r.json())["error"]["field"] == "path.report_id"
-    bad_ids = await pg(
+    bad_ids = await db_rows(
         settings, "SELECT id FROM reports WHERE id = ANY($1::text[])", [b for b in BAD_IDS if b]
     )
     assert bad_ids == []
@@ -332,8 +331,8 @@ async def test_bad_report_ids_are_refused_at_http_kafka_and_cli(
         )
         assert done.returncode != 0, (args, done.stdout)
         assert option in done.stderr, (args, done.stderr)
-    assert await pg(settings, "SELECT 1 FROM venues WHERE id = '..'") == []
-    assert await pg(settings, "SELECT 1 FROM organizations WHERE id = '.'") == []
+    assert await db_rows(settings, "SELECT 1 FROM venues WHERE id = '..'") == []
+    assert await db_rows(settings, "SELECT 1 FROM organizations WHERE id = '.'") == []
 
     await asyncio.sleep(2)  # a wrongly accepted request would be generating by now
     after = files_in(root)
@@ -363,14 +362,14 @@ async def test_both_organisations_own_schedule_monthly_and_scheduled_ids_are_ran
         s.post(f"/orgs/{A}/schedules/monthly/pause", headers=auth(settings, A)) as r,
     ):
         assert r.status == 200, await r.text()
-    paused = await pg(
+    paused = await db_rows(
         settings, "SELECT organization_id, paused FROM schedules WHERE id = 'monthly' ORDER BY 1"
     )
     assert [tuple(r) for r in paused] == [(A, True), (B, False)]
 
     # B's schedule fires within a minute; its report id is random, not sched-<id>-<time>
     async def b_delivered() -> bool:
-        rows = await pg(
+        rows = await db_rows(
             settings,
             "SELECT status FROM schedule_runs WHERE organization_id = $1 AND schedule_id ="
             " 'monthly' AND status = 'delivered'",
@@ -379,7 +378,7 @@ async def test_both_organisations_own_schedule_monthly_and_scheduled_ids_are_ran
         return bool(rows)
 
     await wait_until(b_delivered, 150, "B's monthly run delivered")
-    (run,) = await pg(
+    (run,) = await db_rows(
         settings,
         "SELECT id, report_ids, fire_time FROM schedule_runs WHERE organization_id = $1"
         " AND schedule_id = 'monthly' AND status = 'delivered' ORDER BY fire_time LIMIT 1",
@@ -388,7 +387,7 @@ async def test_both_organisations_own_schedule_monthly_and_scheduled_ids_are_ran
     (scheduled_id,) = run["report_ids"]
     assert re.fullmatch(r"sched-[0-9a-f]{32}", scheduled_id)
     guessable = f"sched-monthly-{run['fire_time'].astimezone(UTC):%Y%m%dT%H%M%SZ}"
-    assert await pg(settings, "SELECT 1 FROM reports WHERE id = $1", guessable) == []
+    assert await db_rows(settings, "SELECT 1 FROM reports WHERE id = $1", guessable) == []
     b_row = await report_row(settings, B, scheduled_id)
     assert b_row["status"] == "completed"
     b_file = settings.artifact_dir / B / scheduled_id / "monthly_booking_summary.csv"
@@ -410,7 +409,9 @@ async def test_both_organisations_own_schedule_monthly_and_scheduled_ids_are_ran
     assert csv_figures(a_csv) == expected(books[A])
     assert await report_row(settings, B, scheduled_id) == b_row
     assert b_file.read_bytes() == b_bytes
-    runs = await pg(settings, "SELECT status, error FROM schedule_runs WHERE id = $1", run["id"])
+    runs = await db_rows(
+        settings, "SELECT status, error FROM schedule_runs WHERE id = $1", run["id"]
+    )
     assert [tuple(r) for r in runs] == [("delivered", None)]
     async with (
         aiohttp.ClientSession(worker.url) as s,
@@ -443,7 +444,7 @@ async def test_a_run_whose_report_never_completes_is_failed_with_the_cause(
 
     async def submitted_run(report_id: str, at: datetime) -> int:
         """A run of ``lost-run`` submitted at ``at`` whose one report is ``report_id``."""
-        rows = await pg(
+        rows = await db_rows(
             settings,
             "INSERT INTO schedule_runs (schedule_id, organization_id, fire_time, missed_from,"
             " claimed_at, claimed_by, status, date_from, date_to, report_ids, reports,"
@@ -460,14 +461,14 @@ async def test_a_run_whose_report_never_completes_is_failed_with_the_cause(
     fresh_id = await submitted_run(fresh, now)
 
     async def failed() -> bool:
-        got = await pg(settings, "SELECT status FROM schedule_runs WHERE id = $1", stale_id)
+        got = await db_rows(settings, "SELECT status FROM schedule_runs WHERE id = $1", stale_id)
         return bool(got[0]["status"] == "failed")
 
     await wait_until(failed, 30, "the stale run failed")
-    (row,) = await pg(settings, "SELECT error FROM schedule_runs WHERE id = $1", stale_id)
+    (row,) = await db_rows(settings, "SELECT error FROM schedule_runs WHERE id = $1", stale_id)
     assert lost in row["error"] and f"within {RUN_TIMEOUT_S} s of submission" in row["error"]
     # a run submitted just now is left alone (it is within the bound)
-    (young,) = await pg(settings, "SELECT status FROM schedule_runs WHERE id = $1", fresh_id)
+    (young,) = await db_rows(settings, "SELECT status FROM schedule_runs WHERE id = $1", fresh_id)
     assert young["status"] == "submitted"
     assert await timed_out_count(worker) >= counted_before + 1
     # visible to B through its runs
@@ -477,7 +478,9 @@ async def test_a_run_whose_report_never_completes_is_failed_with_the_cause(
     ):
         listed = {x["run_id"]: x for x in (await r.json())["runs"]}
     assert listed[stale_id]["status"] == "failed" and lost in listed[stale_id]["error"]
-    await pg(settings, "DELETE FROM schedules WHERE organization_id = $1 AND id = 'lost-run'", B)
+    await db_rows(
+        settings, "DELETE FROM schedules WHERE organization_id = $1 AND id = 'lost-run'", B
+    )
 
 
 async def timed_out_count(worker: WorkerProcess) -> float:

@@ -140,15 +140,31 @@ def test_new_york_weekly_sunday_in_the_changed_hour() -> None:
 # --- monthly ----------------------------------------------------------------------------
 
 
-def test_london_monthly_first_day_across_both_changes() -> None:
-    assert fires("0 8 1 * *", "Europe/London", "2026-02-15 00:00", 2) == [
-        "2026-03-01 08:00",
-        "2026-04-01 07:00",
-    ]
-    assert fires("0 8 1 * *", "Europe/London", "2026-09-15 00:00", 2) == [
-        "2026-10-01 07:00",
-        "2026-11-01 08:00",
-    ]
+@pytest.mark.parametrize(
+    ("expr", "zone", "spring", "autumn"),
+    [
+        pytest.param(
+            "0 8 1 * *",
+            "Europe/London",
+            ["2026-03-01 08:00", "2026-04-01 07:00"],
+            ["2026-10-01 07:00", "2026-11-01 08:00"],
+            id="london",
+        ),
+        pytest.param(
+            "0 9 1 * *",
+            "America/New_York",
+            ["2026-03-01 14:00", "2026-04-01 13:00"],
+            # 1 Nov 2026 is itself the fall-back day; 09:00 is after the change (EST).
+            ["2026-10-01 13:00", "2026-11-01 14:00"],
+            id="new-york",
+        ),
+    ],
+)
+def test_monthly_first_day_across_both_changes(
+    expr: str, zone: str, spring: list[str], autumn: list[str]
+) -> None:
+    assert fires(expr, zone, "2026-02-15 00:00", 2) == spring
+    assert fires(expr, zone, "2026-09-15 00:00", 2) == autumn
 
 
 def test_london_monthly_first_monday_0800() -> None:
@@ -156,18 +172,6 @@ def test_london_monthly_first_monday_0800() -> None:
     assert fires("0 8 * * MON#1", "Europe/London", "2026-02-10 00:00", 2) == [
         "2026-03-02 08:00",
         "2026-04-06 07:00",
-    ]
-
-
-def test_new_york_monthly_across_both_changes() -> None:
-    assert fires("0 9 1 * *", "America/New_York", "2026-02-15 00:00", 2) == [
-        "2026-03-01 14:00",
-        "2026-04-01 13:00",
-    ]
-    # 1 Nov 2026 is itself the fall-back day; 09:00 is after the change (EST).
-    assert fires("0 9 1 * *", "America/New_York", "2026-09-15 00:00", 2) == [
-        "2026-10-01 13:00",
-        "2026-11-01 14:00",
     ]
 
 

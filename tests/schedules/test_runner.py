@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 
-from stream_app.db.audit_events import verify_chains
+from stream_app.db.audit_events import list_events, verify_chains
 from stream_app.schedules.runner import run_scheduler_tick
 from stream_app.schedules.store import create_schedule
 from stream_app.schemas.reports import ReportRequest
@@ -27,19 +26,14 @@ async def test_a_fired_run_is_audited(db: asyncpg.Pool, new_org: Any) -> None:
 
     (run,) = await run_scheduler_tick(db, datetime(2031, 4, 1, 7, 0, 5, tzinfo=UTC), submit)
     async with db.acquire() as conn:
-        rows = await conn.fetch(
-            "SELECT actor, action, target, details::text AS details FROM audit_log"
-            " WHERE organization_id = $1 ORDER BY seq",
-            org,
-        )
+        [event] = await list_events(conn, org)
         [report] = await verify_chains(conn, org)
-    [row] = rows
-    assert (row["actor"], row["action"], row["target"]) == (
+    assert (event.actor, event.action, event.target) == (
         "scheduler",
         "schedule.fired",
         f"fired-{org}",
     )
-    assert json.loads(row["details"]) == {
+    assert event.details == {
         "run_id": run.run_id,
         "fire_time": "2031-04-01T07:00:00+00:00",
         "missed_from": "2031-04-01T07:00:00+00:00",

@@ -9,6 +9,7 @@ import re
 import sys
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -58,6 +59,23 @@ def make(org: str, sid: str, **overrides: Any) -> Schedule:
         "time_zone": "Europe/London",
     }
     return schedule(org, sid, **{**fields, **overrides})
+
+
+NewSchedule = Callable[..., Awaitable[Schedule]]
+
+
+@pytest.fixture
+def new_schedule(db: asyncpg.Pool, new_org: Callable[[], Awaitable[str]]) -> NewSchedule:
+    """Factory: ``await new_schedule(sid, **overrides)`` creates :func:`make`'s schedule
+    ``sid`` of a new organisation at T0 and returns it."""
+
+    async def create(sid: str, **overrides: Any) -> Schedule:
+        s = make(await new_org(), sid, **overrides)
+        async with db.acquire() as conn:
+            await create_schedule(conn, s, T0)
+        return s
+
+    return create
 
 
 async def runs_by_fire(pool: asyncpg.Pool, sid: str) -> Counter[datetime]:
@@ -147,11 +165,9 @@ async def test_tenants_cannot_see_each_others_schedules(db: asyncpg.Pool, new_or
 
 
 async def test_two_concurrent_claimers_one_run_per_fire_time(
-    db: asyncpg.Pool, new_org: Any
+    db: asyncpg.Pool, new_schedule: NewSchedule
 ) -> None:
-    org = await new_org()
-    async with db.acquire() as conn:
-        await create_schedule(conn, make(org, "every-minute"), T0)
+    await new_schedule("every-minute")
     claimed: dict[str, list[datetime]] = {"w1": [], "w2": []}
 
     async def claimer(worker: str, conn: asyncpg.Connection, now: datetime) -> None:
@@ -172,11 +188,9 @@ async def test_two_concurrent_claimers_one_run_per_fire_time(
 
 
 async def test_two_worker_processes_one_run_per_fire_time(
-    db: asyncpg.Pool, new_org: Any, pg_dsn: str
+    db: asyncpg.Pool, new_schedule: NewSchedule, pg_dsn: str
 ) -> None:
-    org = await new_org()
-    async with db.acquire() as conn:
-        await create_schedule(conn, make(org, "two-procs"), T0)
+    await new_schedule("two-procs")
     script = Path(__file__).with_name("claimer_proc.py")
     go_at = time.time() + 2.0  # both processes have imported everything by then
     procs = [
@@ -202,11 +216,10 @@ async def test_two_worker_processes_one_run_per_fire_time(
     assert await runs_by_fire(db, "two-procs") == Counter(expected)
 
 
-async def test_the_unique_constraint_alone_gives_one_run(db: asyncpg.Pool, new_org: Any) -> None:
-    org = await new_org()
-    s = make(org, "unique")
-    async with db.acquire() as conn:
-        await create_schedule(conn, s, T0)
+async def test_the_unique_constraint_alone_gives_one_run(
+    db: asyncpg.Pool, new_schedule: NewSchedule
+) -> None:
+    s = await new_schedule("unique")
     fire = minute(1)
 
     async def insert(worker: str) -> bool:
@@ -220,11 +233,10 @@ async def test_the_unique_constraint_alone_gives_one_run(db: asyncpg.Pool, new_o
 
 
 async def test_catch_up_after_downtime_is_one_run_for_the_latest_fire(
-    db: asyncpg.Pool, new_org: Any
+    db: asyncpg.Pool, new_schedule: NewSchedule
 ) -> None:
-    org = await new_org()
+    await new_schedule("catch-up")
     async with db.acquire() as conn:
-        await create_schedule(conn, make(org, "catch-up"), T0)
         first = await claim_due_runs(conn, minute(1) + timedelta(seconds=1))
         assert [r.fire_time for r in first] == [minute(1)]
         # down from 09:01:01 to 09:45:10: 44 missed fire times (09:02 … 09:45)
@@ -239,11 +251,10 @@ async def test_catch_up_after_downtime_is_one_run_for_the_latest_fire(
 
 
 async def test_catch_up_of_a_daily_schedule_reports_on_the_latest_period(
-    db: asyncpg.Pool, new_org: Any
+    db: asyncpg.Pool, new_schedule: NewSchedule
 ) -> None:
-    org = await new_org()
+    await new_schedule("daily", cron="0 6 * * *")
     async with db.acquire() as conn:
-        await create_schedule(conn, make(org, "daily", cron="0 6 * * *"), T0)
         # down for 10 days: fire times 7 Jan … 16 Jan 06:00 were missed
         (run,) = await claim_due_runs(conn, datetime(2031, 1, 16, 7, 0, tzinfo=UTC))
     assert run.fire_time == datetime(2031, 1, 16, 6, 0, tzinfo=UTC)
@@ -276,10 +287,9 @@ async def test_expired_schedule_created_then_claimed_late_gives_none(
         assert await claim_due_runs(conn, T0 + timedelta(days=3)) == []
 
 
-async def test_min_interval_is_respected(db: asyncpg.Pool, new_org: Any) -> None:
-    org = await new_org()
+async def test_min_interval_is_respected(db: asyncpg.Pool, new_schedule: NewSchedule) -> None:
+    await new_schedule("spaced", min_interval_seconds=180)
     async with db.acquire() as conn:
-        await create_schedule(conn, make(org, "spaced", min_interval_seconds=180), T0)
         fired = []
         for i in range(1, 12 * 2 + 1):  # 12 minutes in 30 s steps
             fired += [
@@ -288,10 +298,9 @@ async def test_min_interval_is_respected(db: asyncpg.Pool, new_org: Any) -> None
     assert fired == [minute(1), minute(4), minute(7), minute(10)]
 
 
-async def test_paused_schedule_is_not_claimed(db: asyncpg.Pool, new_org: Any) -> None:
-    org = await new_org()
+async def test_paused_schedule_is_not_claimed(db: asyncpg.Pool, new_schedule: NewSchedule) -> None:
+    org = (await new_schedule("paused", paused=True)).organization_id
     async with db.acquire() as conn:
-        await create_schedule(conn, make(org, "paused", paused=True), T0)
         assert await claim_due_runs(conn, T0 + timedelta(minutes=5)) == []
         await resume_schedule(conn, org, "paused", T0 + timedelta(minutes=5))
         (run,) = await claim_due_runs(conn, T0 + timedelta(minutes=6))
@@ -344,11 +353,9 @@ async def test_tick_submits_fresh_report_requests(db: asyncpg.Pool, new_org: Any
 
 
 async def test_failed_submission_is_resubmitted_with_the_same_report_id(
-    db: asyncpg.Pool, new_org: Any
+    db: asyncpg.Pool, new_schedule: NewSchedule
 ) -> None:
-    org = await new_org()
-    async with db.acquire() as conn:
-        await create_schedule(conn, make(org, "flaky", cron="0 * * * *"), T0)
+    org = (await new_schedule("flaky", cron="0 * * * *")).organization_id
     attempts: list[str] = []
 
     async def broken(req: ReportRequest) -> None:
@@ -401,10 +408,10 @@ async def test_audiences_become_separate_reports(db: asyncpg.Pool, new_org: Any)
     assert run.reports[1].audience.filters == (("venue_id", ("v1",)),)
 
 
-async def test_scheduler_loop_ticks_until_stopped(db: asyncpg.Pool, new_org: Any) -> None:
-    org = await new_org()
-    async with db.acquire() as conn:
-        await create_schedule(conn, make(org, "loop"), T0)
+async def test_scheduler_loop_ticks_until_stopped(
+    db: asyncpg.Pool, new_schedule: NewSchedule
+) -> None:
+    org = (await new_schedule("loop")).organization_id
     stop = asyncio.Event()
     simulated = [T0]
     sent: list[str] = []
@@ -428,11 +435,10 @@ async def test_scheduler_loop_ticks_until_stopped(db: asyncpg.Pool, new_org: Any
 
 
 async def test_an_unreadable_schedule_does_not_block_the_others(
-    db: asyncpg.Pool, new_org: Any, caplog: pytest.LogCaptureFixture
+    db: asyncpg.Pool, new_schedule: NewSchedule, caplog: pytest.LogCaptureFixture
 ) -> None:
-    org = await new_org()
+    org = (await new_schedule("broken")).organization_id
     async with db.acquire() as conn:
-        await create_schedule(conn, make(org, "broken"), T0)
         await create_schedule(conn, make(org, "healthy"), T0)
         await conn.execute("UPDATE schedules SET time_zone = 'Mars/Base' WHERE id = 'broken'")
         runs = await claim_due_runs(conn, minute(1))
@@ -444,11 +450,11 @@ async def test_an_unreadable_schedule_does_not_block_the_others(
     assert "broken cannot be read" in caplog.text
 
 
-async def test_min_interval_holds_across_an_update(db: asyncpg.Pool, new_org: Any) -> None:
-    org = await new_org()
-    s = make(org, "spaced-upd", min_interval_seconds=180)
+async def test_min_interval_holds_across_an_update(
+    db: asyncpg.Pool, new_schedule: NewSchedule
+) -> None:
+    s = await new_schedule("spaced-upd", min_interval_seconds=180)
     async with db.acquire() as conn:
-        await create_schedule(conn, s, T0)
         (first,) = await claim_due_runs(conn, minute(1) + timedelta(seconds=1))
         # an update restarts firing from "now" (09:01:30): the next fire time is 09:02 ...
         updated = await update_schedule(
