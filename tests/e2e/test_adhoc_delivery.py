@@ -327,7 +327,9 @@ async def test_sftp_delivery_uploads_the_files_once(receivers: Receivers, delive
     assert not list((receivers.sftp_root / "inbox").glob(".*part*"))  # no temporary left
 
 
-async def test_api_delivery_hands_out_links_to_the_files(deliver: Deliver) -> None:
+async def test_api_delivery_hands_out_links_to_the_files(
+    settings: Settings, worker: WorkerProcess, deliver: Deliver
+) -> None:
     _, status, files = await deliver(
         {"method": "api", "link_ttl_seconds": 3600},
     )
