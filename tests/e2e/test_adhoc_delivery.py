@@ -430,27 +430,28 @@ async def report_status(
     return body
 
 
+async def one_failed_webhook(
+    worker: WorkerProcess, settings: Settings, url: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A report delivered by webhook to ``url`` in one attempt, once it is over: its status as
+    the admin reads it, then as a viewer does."""
+    delivery = {"method": "webhook", "url": url, "secret": SECRET, "retry": {"max_attempts": 1}}
+    report_id = await request_with_delivery(worker, settings, delivery)
+    admin = await final_delivery(worker, settings, report_id)
+    return admin, await report_status(worker, settings, report_id, "viewer")
+
+
 async def test_only_delivery_log_readers_see_targets_and_urls_are_masked(
     settings: Settings, worker: WorkerProcess, receivers: Receivers
 ) -> None:
     """Attack s4-3: a webhook URL with credentials and an api key in its query. The admin
     (deliveries:read) sees the target with both masked; a viewer sees no target at all."""
     host = receivers.hook_url.removeprefix("http://")
-    report_id = await request_with_delivery(
-        worker,
-        settings,
-        {
-            "method": "webhook",
-            "url": f"http://hookuser:hookpass@{host}/busy?api_key=TOPSECRETKEY",
-            "secret": SECRET,
-            "retry": {"max_attempts": 1},
-        },
-    )
-    admin = await final_delivery(worker, settings, report_id)
+    url = f"http://hookuser:hookpass@{host}/busy?api_key=TOPSECRETKEY"
+    admin, viewer = await one_failed_webhook(worker, settings, url)
     (attempt,) = admin["delivery"]["attempts"]
     assert attempt["target"] == f"POST http://***@{host}/busy?***"
     assert f"POST http://***@{host}/busy?***: HTTP 503" in admin["delivery"]["error"]
-    viewer = await report_status(worker, settings, report_id, "viewer")
     (seen,) = viewer["delivery"]["attempts"]
     assert seen["target"] is None
     assert seen["outcome"] == "failed" and seen["started_at"] == attempt["started_at"]
@@ -467,20 +468,10 @@ async def test_a_connection_error_names_its_host_to_admins_only(
     """Attack s5-1: a receiver that cannot be reached. The admin reads the connection error
     with the host and port; a viewer reads that the receiver did not take it, and neither."""
     free_port = free_ports(1)[0]  # nothing listens there
-    report_id = await request_with_delivery(
-        worker,
-        settings,
-        {
-            "method": "webhook",
-            "url": f"http://127.0.0.1:{free_port}/closed",
-            "secret": SECRET,
-            "retry": {"max_attempts": 1},
-        },
-    )
-    admin = await final_delivery(worker, settings, report_id)
+    url = f"http://127.0.0.1:{free_port}/closed"
+    admin, viewer = await one_failed_webhook(worker, settings, url)
     assert admin["delivery"]["outcome"] == "failed"
     assert f"127.0.0.1:{free_port}" in admin["delivery"]["error"]
-    viewer = await report_status(worker, settings, report_id, "viewer")
     assert viewer["delivery"]["error"] == HIDDEN_CAUSE
     assert [a["detail"] for a in viewer["delivery"]["attempts"]] == [HIDDEN_CAUSE]
     assert str(free_port) not in orjson.dumps(viewer["delivery"]).decode()
