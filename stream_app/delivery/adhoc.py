@@ -35,7 +35,7 @@ from stream_app.db.tenancy import tenant_transaction
 from stream_app.delivery.base import DeliveryOrder, DeliveryResult
 from stream_app.delivery.log import report_log
 from stream_app.delivery.queue import QueuedDelivery
-from stream_app.delivery.redact import clip, mask_urls, public_detail, strip_urls
+from stream_app.delivery.redact import HIDDEN_CAUSE, clip, mask_urls, public_detail, strip_urls
 from stream_app.delivery.sealing import adhoc_owner, seal_target
 from stream_app.delivery.targets import (
     DeliveryTarget,
@@ -180,11 +180,15 @@ def _hide_targets(text: str | None) -> str | None:
     return None if text is None else _EMAIL_ADDRESS_RE.sub("<recipient>", strip_urls(text))
 
 
-def _hide_causes(text: str | None) -> str | None:
+def _hide_causes(text: str | None, outcome: str = "failed") -> str | None:
     """A delivery's detail for readers who may not see targets: :func:`public_detail` of
-    ``text`` without URLs nor addresses (no host name, no resolution, no server reply)."""
+    ``text`` without URLs nor addresses (no host name, no resolution, no server reply); of a
+    ``delivered`` attempt, what names no receiver or else ``delivered``."""
     hidden = _hide_targets(text)
-    return None if hidden is None else public_detail(hidden)
+    if hidden is None:
+        return None
+    shown = public_detail(hidden)
+    return "delivered" if outcome == "delivered" and shown == HIDDEN_CAUSE else shown
 
 
 def _mask_targets(text: str | None) -> str | None:
@@ -272,12 +276,14 @@ async def delivery_summary(
         "outcome": outcome,
         "error": detail(last.detail) if last is not None and outcome == "failed" else None,
         "reason": shown(reason),
-        "next_attempt_at": None if due_at is None else due_at.isoformat(),
+        "next_attempt_at": None if due_at is None or outcome == "sending" else due_at.isoformat(),
         "attempts": [
             {
                 "attempt": e.attempt,
                 "outcome": e.outcome,
-                "detail": detail(e.detail),
+                "detail": _mask_targets(e.detail)
+                if show_targets
+                else _hide_causes(e.detail, e.outcome),
                 "target": _mask_targets(e.target) if show_targets else None,
                 "started_at": e.started_at.isoformat(),
                 "finished_at": e.finished_at.isoformat(),

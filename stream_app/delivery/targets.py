@@ -16,6 +16,7 @@ the flat JSON form of the API (``{"method": "webhook", "url": ..., "secret": ...
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import re
 import unicodedata
 from dataclasses import dataclass, field
@@ -160,11 +161,35 @@ class WebhookTarget:
             raise TargetValidationError(
                 "delivery.url", f"{shown!r} must be an http(s) URL with a host"
             )
+        if _numeric_but_not_ipv4(parsed.hostname):
+            raise TargetValidationError(
+                "delivery.url",
+                f"{shown!r}: the host is neither a name nor a dotted-decimal IPv4 address",
+            )
         if not is_sealed(self.secret):  # a sealed secret was checked before it was sealed
             check_text("delivery.secret", self.secret, MAX_SECRET_CHARS)
         _check_secret("delivery.secret", self.secret)
         if not 0 < self.timeout_s <= 300:
             raise TargetValidationError("delivery.timeout_s", "must be in (0, 300] seconds")
+
+
+MAX_HOST_CHARS = 253
+"""The longest DNS name (RFC 1035 §2.3.4, in its text form)."""
+
+
+def _numeric_but_not_ipv4(host: str) -> bool:
+    """Whether ``host`` looks like a number (its last label all digits or ``0x…``: no DNS
+    name ends so) without being a canonical dotted-decimal IPv4 address: ``134744072``,
+    ``127.1``, ``0x7f.1``. HTTP clients refuse those at send time; they are refused here."""
+    if ":" in host:  # an IPv6 literal
+        return False
+    last = host.rstrip(".").rsplit(".", 1)[-1].lower()
+    if not (last.isdigit() or last.startswith("0x")):
+        return False
+    try:
+        return str(ipaddress.IPv4Address(host.rstrip("."))) != host.rstrip(".")
+    except ValueError:
+        return True
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -195,8 +220,15 @@ class SftpTarget:
             check_text(f"delivery.{name}", getattr(self, name))
         if self.password is not None and not is_sealed(self.password):
             check_text("delivery.password", self.password)
-        if not self.host or any(c.isspace() for c in self.host):
-            raise TargetValidationError("delivery.host", f"{self.host!r} is not a host name")
+        if (
+            not self.host
+            or len(self.host) > MAX_HOST_CHARS
+            or any(c.isspace() for c in self.host)
+            or _numeric_but_not_ipv4(self.host)
+        ):
+            raise TargetValidationError(
+                "delivery.host", f"{clip(self.host, 80)!r} is not a host name nor an IP address"
+            )
         if not 1 <= self.port <= 65535:
             raise TargetValidationError("delivery.port", f"{self.port} is not a TCP port")
         if not self.username:

@@ -201,6 +201,8 @@ class WebhookMethod(DeliveryMethod):
             raise TransientDeliveryError(
                 f"POST {shown}: no response within {target.timeout_s} s"
             ) from exc
+        except aiohttp.InvalidURL as exc:  # the same URL fails the same way: never retried
+            raise PermanentDeliveryError(f"POST {shown}: not a valid URL") from exc
         except aiohttp.ClientError as exc:
             raise TransientDeliveryError(
                 f"POST {shown}: {type(exc).__name__}: {mask_urls(str(exc))}"

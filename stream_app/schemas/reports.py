@@ -83,7 +83,8 @@ class ReportRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
         for dimension, values in self.data_filters.items():
             if dimension not in FILTER_DIMENSIONS:
                 raise ValueError(
-                    f"$.data_filters: {dimension!r} is not one of {sorted(FILTER_DIMENSIONS)}"
+                    f"$.data_filters.{dimension[:64]}: not a filter dimension"
+                    f" (one of {sorted(FILTER_DIMENSIONS)})"
                 )
             if not values:
                 raise ValueError(f"$.data_filters.{dimension}: at least one value is required")

@@ -26,11 +26,24 @@ class ApiError(WeddingError):
         self.field = field
 
     def response(self) -> web.Response:
-        """The JSON response of this error."""
-        body: dict[str, str] = {"code": self.code, "reason": self.reason}
+        """The JSON response of this error; ``reason`` and ``field`` cut to
+        :data:`MAX_REASON_CHARS` and :data:`MAX_FIELD_CHARS` (a request's own 100,000-character
+        key or value is not echoed back whole)."""
+        body: dict[str, str] = {"code": self.code, "reason": _cut(self.reason, MAX_REASON_CHARS)}
         if self.field is not None:
-            body["field"] = self.field
+            body["field"] = _cut(self.field, MAX_FIELD_CHARS)
         return web.json_response({"error": body}, status=self.status)
+
+
+MAX_REASON_CHARS = 1_000
+"""The longest ``reason`` an error answer carries."""
+MAX_FIELD_CHARS = 200
+"""The longest ``field`` an error answer carries."""
+
+
+def _cut(text: str, limit: int) -> str:
+    """``text``, or its first ``limit`` characters and how long it was."""
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"
 
 
 def report_not_found(report_id: str) -> ApiError:

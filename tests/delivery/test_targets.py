@@ -55,7 +55,14 @@ def test_email_recipients_required_valid_and_unique_whatever_the_case() -> None:
 def test_webhook_url_secret_and_timeout() -> None:
     hook = WebhookTarget(url="https://hooks.example.org:8443/in", secret=SECRET, timeout_s=300)
     assert SECRET not in repr(hook)
-    for url in ("ftp://example.org/x", "https:///no-host", "http://example.org:99999/"):
+    for url in (
+        "ftp://example.org/x",
+        "https:///no-host",
+        "http://example.org:99999/",
+        "http://134744072/hook",  # 8.8.8.8 as one number: clients refuse it at send time
+        "http://127.1/",
+        "http://0x7f.1/",
+    ):
         assert field_of(WebhookTarget, url=url, secret=SECRET) == "delivery.url"
     assert field_of(WebhookTarget, url="https://a.org", secret="15-characters!!") == (
         "delivery.secret"
@@ -74,6 +81,9 @@ def test_sftp_port_host_key_and_a_credential() -> None:
         "host_key": HOST_KEY,
     }
     assert SftpTarget(**base, password="pw").port == 22
+    assert SftpTarget(**{**base, "host": "8.8.8.8"}, password="pw").host == "8.8.8.8"
+    for host in ("a" * 254, "2130706433", "files example.org"):
+        assert field_of(SftpTarget, **{**base, "host": host}, password="pw") == "delivery.host"
     assert field_of(SftpTarget, **base, port=0, password="pw") == "delivery.port"
     assert field_of(SftpTarget, **{**base, "host_key": "ssh-ed25519 AAAA"}, password="pw") == (
         "delivery.host_key"

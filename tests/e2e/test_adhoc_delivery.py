@@ -292,11 +292,15 @@ async def test_webhook_delivery_sends_the_report_once_with_sealed_secret(
 
 
 async def test_email_delivery_attaches_the_files_once(
-    receivers: Receivers, deliver: Deliver
+    settings: Settings, worker: WorkerProcess, receivers: Receivers, deliver: Deliver
 ) -> None:
-    report_id, _, files = await deliver(
+    report_id, status, files = await deliver(
         {"method": "email", "recipients": ["ops@wedding.example"]},
     )
+    # the SMTP server's reply is the admin's to read; a viewer reads that it was delivered
+    assert [a["detail"] for a in status["delivery"]["attempts"]] == ["accepted"]
+    viewer = await report_status(worker, settings, report_id, "viewer")
+    assert [a["detail"] for a in viewer["delivery"]["attempts"]] == ["delivered"]
     await asyncio.sleep(2)
     mails = [m for m in receivers.mails if report_id.encode() in m]
     assert len(mails) == 1

@@ -133,6 +133,7 @@ REPORT_REQUEST = {
         ({"date_from": "2026-02-30"}, "$.date_from", "calendar date in the form YYYY-MM-DD"),
         ({"requested_at": "2026-06-01"}, "$.requested_at", "RFC 3339 with an offset"),
         ({"surprise": 1}, "$.surprise", "unknown field"),
+        ({"data_filters": {"venue_id": ["v1"], "x": ["1"]}}, "$.data_filters.x", "not a filter"),
         ({"user_id": ...}, "$.user_id", "required field is missing"),
         (
             {"data_filters": {"venue_id": ["x" * 5000]}},

@@ -1,0 +1,33 @@
+"""``stream_app.web.errors.ApiError``: the answer's body, and nothing of a request echoed
+whole (an attacker's 100,000-character body key came back in ``field``)."""
+
+from __future__ import annotations
+
+import orjson
+
+from stream_app.web.errors import MAX_FIELD_CHARS, MAX_REASON_CHARS, ApiError
+
+
+def body(error: ApiError) -> dict[str, dict[str, str]]:
+    response = error.response()
+    assert response.body is not None
+    parsed: dict[str, dict[str, str]] = orjson.loads(bytes(response.body))  # type: ignore[arg-type]
+    return parsed
+
+
+def test_the_answer_names_code_reason_and_field() -> None:
+    error = ApiError(400, "invalid_field", "must be a date", field="$.date_from")
+    assert error.response().status == 400
+    assert body(error) == {
+        "error": {"code": "invalid_field", "reason": "must be a date", "field": "$.date_from"}
+    }
+    assert "field" not in body(ApiError(503, "unavailable", "later"))["error"]
+
+
+def test_long_reasons_and_fields_are_cut_with_their_length() -> None:
+    key = "k" * 100_000
+    got = body(ApiError(400, "invalid_field", f"{key!r} is not a field", field=f"$.{key}"))
+    assert got["error"]["field"] == f"$.{key}"[:MAX_FIELD_CHARS] + "… (100002 characters)"
+    reason = got["error"]["reason"]
+    # the key, its two quotes and " is not a field"
+    assert reason == f"{key!r} is not a field"[:MAX_REASON_CHARS] + "… (100017 characters)"
