@@ -14,8 +14,11 @@ the events is at most twice that of the first tenth plus 50 ms; a worker slower 
 rate queues events, and their latency grows with the queue).
 
 It prints one line per rate (updates read, p50, p99 and max latency in ms, kept up or fell
-behind and why), then ``highest sustained rate: R events/s`` (the highest rate of
-``--rates`` that was sustained) or that none was.
+behind and why; then, from the worker's ``wedding_end_to_end_latency_seconds`` histogram, the
+share of the events it announced within 5, 10, 25, 50, 100 and 250 ms of their Kafka
+timestamp: the rest of the latency is the update's way to the reader), then
+``highest sustained rate: R events/s`` (the highest rate of ``--rates`` that was sustained)
+or that none was.
 
 Usage: ``python -m loadtests.bench_latency [--rates 250,500,1000,2000] [--seconds 15]``.
 Starts its own Kafka, PostgreSQL and one worker in a fresh state folder.
@@ -31,8 +34,10 @@ import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
+import aiohttp
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from prometheus_client.parser import text_string_to_metric_families
 
 from loadtests.common import bench_worker, stack, state_folder
 from stream_app.lag import consumer_lag
@@ -56,6 +61,35 @@ def latency_growth(timed: list[tuple[float, float]]) -> tuple[float, float] | No
     ordered = [ms for _, ms in sorted(timed)]
     tenth = len(ordered) // 10
     return statistics.median(ordered[:tenth]), statistics.median(ordered[-tenth:])
+
+
+WORKER_HISTOGRAM = "wedding_end_to_end_latency_seconds_bucket"
+
+
+async def worker_buckets(url: str) -> dict[float, float]:
+    """The worker's cumulative end-to-end latency buckets of ``wedding-bookings`` (Kafka
+    timestamp → its updates announced): ``{upper bound s: events}``."""
+    async with aiohttp.ClientSession(url) as s, s.get("/metrics") as r:
+        text = await r.text()
+    out: dict[float, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == WORKER_HISTOGRAM and sample.labels.get("topic") == WEDDING_BOOKINGS:
+                out[float(sample.labels["le"])] = sample.value
+    return out
+
+
+def worker_share(before: dict[float, float], after: dict[float, float]) -> str:
+    """Of the events between two readings, the share the worker announced within each
+    bucket bound up to 0.25 s: ``"≤25 ms 40 %, ≤50 ms 90 %, ..."``."""
+    total = after.get(float("inf"), 0.0) - before.get(float("inf"), 0.0)
+    if total <= 0:
+        return "no events"
+    return ", ".join(
+        f"≤{bound * 1000:.0f} ms {100 * (after[bound] - before.get(bound, 0.0)) / total:.0f} %"
+        for bound in sorted(after)
+        if bound <= 0.25
+    )
 
 
 def rates_text(rates: list[int]) -> str:
@@ -154,7 +188,9 @@ async def measure(s: Settings, state: Path, rates: list[int], seconds: float) ->
         await worker.wait_ready(timeout_s=120, min_partitions=4)
         sustained: list[int] = []
         for rate in rates:
+            before = await worker_buckets(worker.url)
             timed, lag = await run_rate(s.kafka_bootstrap, rate, seconds, f"{rate}-{os.getpid()}")
+            inside = worker_share(before, await worker_buckets(worker.url))
             lat = [ms for _, ms in timed]
             growth = latency_growth(timed)
             if lag != 0:
@@ -171,7 +207,8 @@ async def measure(s: Settings, state: Path, rates: list[int], seconds: float) ->
                 print(
                     f"{rate:>6,} events/s for {seconds:.0f} s: {len(lat):,} updates, "
                     f"p50 {statistics.median(lat):.0f} ms, p99 {percentile(lat, 0.99):.0f} ms, "
-                    f"max {max(lat):.0f} ms; {verdict}",
+                    f"max {max(lat):.0f} ms; {verdict}\n"
+                    f"        inside the worker (Kafka timestamp → updates announced): {inside}",
                     flush=True,
                 )
             else:
