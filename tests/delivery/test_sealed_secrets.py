@@ -52,7 +52,7 @@ async def test_a_sealed_secret_moved_to_another_tenant_does_not_open(
             attacker.schedule.organization_id,
         )
         moved = await get_run(conn, attacker.run_id)
-    assert moved is not None
+    assert moved is not None and moved.run_id == attacker.run_id
     result = await delivering(moved, status, webhook)
     assert result.outcome == "failed"
     assert "delivery secrets cannot be opened" in result.detail

@@ -188,9 +188,8 @@ async def test_host_name_of_an_internal_address_is_refused(
     assert (result.outcome, result.attempts) == ("failed", 1)
     assert sftp_server.ops == [] and not (sftp_server.root / "inbox").exists()
     (entry,) = await delivering.log(run.run_id)
-    assert entry.detail is not None
     assert re.search(
-        r"refused: 'localhost' resolves to (127\.0\.0\.1|::1) \(loopback\)", entry.detail
+        r"refused: 'localhost' resolves to (127\.0\.0\.1|::1) \(loopback\)", entry.detail or ""
     )
 
 

@@ -10,8 +10,7 @@ from stream_app.web.errors import MAX_FIELD_CHARS, MAX_REASON_CHARS, ApiError
 
 def body(error: ApiError) -> dict[str, dict[str, str]]:
     response = error.response()
-    assert response.body is not None
-    parsed: dict[str, dict[str, str]] = orjson.loads(bytes(response.body))  # type: ignore[arg-type]
+    parsed: dict[str, dict[str, str]] = orjson.loads(bytes(response.body or b""))  # type: ignore[arg-type]
     return parsed
 
 
