@@ -158,6 +158,18 @@ async def claim_processing(
     return bool(status.endswith(" 1"))
 
 
+async def mark_routed(conn: asyncpg.Connection, organization_id: str, report_id: str) -> None:
+    """Record that the report's request reached its lane (``routed_at = now()``, UTC): the
+    recovery sweep (:mod:`stream_app.reports.recovery`) leaves a routed ``queued`` report
+    waiting its turn instead of sending it again."""
+    async with tenant_transaction(conn, organization_id):
+        await conn.execute(
+            "UPDATE reports SET routed_at = now() WHERE organization_id = $1 AND id = $2",
+            organization_id,
+            report_id,
+        )
+
+
 async def heartbeat(conn: asyncpg.Connection, organization_id: str, report_id: str) -> str | None:
     """Mark a ``processing`` report as still being generated (``updated_at = now()``), so
     :func:`claim_processing` does not take it over; return the report's status (None when

@@ -22,6 +22,7 @@ or ``processing`` (the lanes claim a report once), and not at all once final. Th
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import dataclass
 
@@ -39,6 +40,8 @@ from stream_app.reports.status import Send, publish_status, report_status, worke
 from stream_app.schemas.base import decode_event
 from stream_app.schemas.reports import ReportRequest
 from stream_app.topology import report_lane_topics
+
+log = logging.getLogger(__name__)
 
 LIVE = frozenset({"queued", "processing"})
 """Statuses of a report whose request is (still) sent to its lane."""
@@ -177,6 +180,12 @@ async def accept(
     except KafkaError as exc:
         reason = f"kafka refused the report request ({exc})"
         raise await _not_published(pool, req, reason, channel, interactive) from exc
+    try:
+        async with pool.acquire() as conn:  # the lane has it: the recovery sweep leaves it be
+            await report_db.mark_routed(conn, org, report_id)
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        # the request is in its lane all the same; at worst the sweep sends it once more
+        log.warning("report %s/%s: routed_at not recorded: %s", org, report_id, exc)
     return Acceptance(recorded, status, True)
 
 

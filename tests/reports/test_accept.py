@@ -197,6 +197,13 @@ async def test_scheduled_request_is_recorded_and_audited_once(
         if r.key == lane_key and REQUEUED_BY not in dict(r.headers or [])
     ]
     assert lane in ([planned.report_id], [planned.report_id] * 2)
+    async with pool.acquire() as conn:  # the lane acknowledged it: the sweep leaves it be
+        routed = await conn.fetchval(
+            "SELECT routed_at IS NOT NULL FROM reports WHERE organization_id = $1 AND id = $2",
+            ORG,
+            planned.report_id,
+        )
+    assert routed is True
     statuses = [
         orjson.loads(r.value)["status"]
         for r in await read_topic(settings.kafka_bootstrap, REPORT_RESULTS)
