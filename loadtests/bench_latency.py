@@ -30,6 +30,7 @@ import argparse
 import asyncio
 import os
 import statistics
+import sys
 import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -37,6 +38,7 @@ from pathlib import Path
 import aiohttp
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from prometheus_client.parser import text_string_to_metric_families
 
 from loadtests.common import bench_worker, stack, state_folder
@@ -98,17 +100,23 @@ def rates_text(rates: list[int]) -> str:
 
 
 async def run_rate(
-    bootstrap: str, rate: int, seconds: float, tag: str
+    bootstrap: str,
+    rate: int,
+    seconds: float,
+    tag: str,
+    *,
+    updates: str = REALTIME_METRICS_UPDATES,
+    group: str = GROUP,
 ) -> tuple[list[tuple[float, float]], int]:
-    """Send ``rate`` events/s for ``seconds`` s and read their updates.
+    """Send ``rate`` events/s for ``seconds`` s and read their updates from ``updates``.
 
     Returns:
         ``(produce time of the event in epoch s, latency in ms)`` per day-grain update read,
-        and the worker group's committed lag left 15 s after the last event.
+        and consumer group ``group``'s committed lag left 15 s after the last event.
     """
     org = f"lat-{tag}"
     consumer = AIOKafkaConsumer(
-        REALTIME_METRICS_UPDATES,
+        updates,
         bootstrap_servers=bootstrap,
         group_id=f"bench-reader-{tag}",
         auto_offset_reset="latest",
@@ -161,12 +169,12 @@ async def run_rate(
     await producer.flush()
     # committed offsets trail the tables by up to a commit interval (2.8 s): poll until the
     # group's lag is zero, up to 15 s, and report the lag left
-    lag = await consumer_lag(bootstrap, GROUP, WEDDING_BOOKINGS)
+    lag = await consumer_lag(bootstrap, group, WEDDING_BOOKINGS)
     for _ in range(30):
         if lag == 0:
             break
         await asyncio.sleep(0.5)
-        lag = await consumer_lag(bootstrap, GROUP, WEDDING_BOOKINGS)
+        lag = await consumer_lag(bootstrap, group, WEDDING_BOOKINGS)
     done.set()
     await asyncio.wait_for(reader, timeout=60)
     await producer.stop()
@@ -174,8 +182,62 @@ async def run_rate(
     return latencies, lag
 
 
-async def main_async(rates: list[int], seconds: float, state: Path) -> None:
+BARE_GROUP = "bench-latency-bare"
+BARE_UPDATES = "bench-bare-updates"
+
+
+async def measure_bare(s: Settings, rates: list[int], seconds: float) -> None:
+    """Each rate in turn through the bare pipe (:mod:`loadtests.bare_pipe`, a process of its
+    own, before the worker starts): the ceiling of a consume → acknowledged produce hop on
+    this broker and machine; print one line per rate."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=s.kafka_bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(BARE_UPDATES, 4, 1)])
+    finally:
+        await admin.close()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "loadtests.bare_pipe",
+        "--bootstrap",
+        s.kafka_bootstrap,
+        "--group",
+        BARE_GROUP,
+        "--to",
+        BARE_UPDATES,
+    )
+    try:
+        await asyncio.sleep(8)  # joined its group and positioned at the end of the topic
+        for rate in rates:
+            timed, _ = await run_rate(
+                s.kafka_bootstrap,
+                rate,
+                seconds,
+                f"bare-{rate}-{os.getpid()}",
+                updates=BARE_UPDATES,
+                group=BARE_GROUP,
+            )
+            lat = [ms for _, ms in timed]
+            if lat:
+                print(
+                    f"  bare {rate:>6,} events/s: {len(lat):,} messages, "
+                    f"p50 {statistics.median(lat):.0f} ms, p99 {percentile(lat, 0.99):.0f} ms, "
+                    f"max {max(lat):.0f} ms (bare aiokafka consume → acknowledged produce)",
+                    flush=True,
+                )
+            else:
+                print(f"  bare {rate:>6,} events/s: no messages read", flush=True)
+            await asyncio.sleep(2)
+    finally:
+        proc.terminate()
+        await proc.wait()
+
+
+async def main_async(rates: list[int], seconds: float, state: Path, bare: bool) -> None:
     async with stack(state, partitions=4) as s:
+        if bare:
+            await measure_bare(s, rates, seconds)
         await measure(s, state, rates, seconds)
 
 
@@ -226,9 +288,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rates", default="250,500,1000,2000")
     parser.add_argument("--seconds", type=float, default=15.0)
+    parser.add_argument(
+        "--no-bare", action="store_true", help="skip the bare consume → produce ceiling"
+    )
     args = parser.parse_args()
+    rates = [int(r) for r in args.rates.split(",")]
     with state_folder("wedding-latency") as state:
-        asyncio.run(main_async([int(r) for r in args.rates.split(",")], args.seconds, state))
+        asyncio.run(main_async(rates, args.seconds, state, not args.no_bare))
 
 
 if __name__ == "__main__":
