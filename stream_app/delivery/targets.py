@@ -289,7 +289,8 @@ class RetryPolicy:
 
     Attributes:
         max_attempts: attempts in all, 1–10 (1 = no retry).
-        base_backoff_s: first wait, seconds (> 0, ≤ 3600).
+        base_backoff_s: first wait, seconds (> 0, ≤ 3600; a schedule or report request
+            asks for at least :data:`MIN_BASE_BACKOFF_S`, see :func:`accept_retry`).
         max_backoff_s: cap of one wait, seconds (≥ base_backoff_s, ≤ 86400).
     """
 
@@ -306,6 +307,28 @@ class RetryPolicy:
             raise TargetValidationError(
                 "retry.max_backoff_s", "must be between base_backoff_s and 86400 seconds"
             )
+
+
+MIN_BASE_BACKOFF_S: Final = 1.0
+"""The shortest first wait between attempts a schedule or report request may ask for,
+seconds: a receiver that fails is not hammered (the policy itself allows shorter waits, for
+tests of retries)."""
+
+
+def accept_retry(policy: RetryPolicy) -> RetryPolicy:
+    """``policy`` if a schedule or report request may ask for it (its first wait at least
+    :data:`MIN_BASE_BACKOFF_S`).
+
+    Raises:
+        TargetValidationError: naming ``retry.base_backoff_s``.
+    """
+    if policy.base_backoff_s < MIN_BASE_BACKOFF_S:
+        raise TargetValidationError(
+            "retry.base_backoff_s",
+            f"must be at least {MIN_BASE_BACKOFF_S:g} second (got {policy.base_backoff_s:g}):"
+            " a failing receiver is not retried faster",
+        )
+    return policy
 
 
 TARGET_TYPES: dict[str, type[DeliveryTarget]] = {
@@ -380,7 +403,7 @@ def target_from_dict(value: dict[str, Any]) -> DeliveryTarget:
             "delivery.method", f"{clip(repr(method), 80)} is not one of {sorted(TARGET_TYPES)}"
         )
     check_known_fields(value, method)
-    return msgspec.convert(value, TARGET_TYPES[method], strict=False)
+    return msgspec.convert(value, TARGET_TYPES[method])  # strict: "5" is no number
 
 
 def check_known_fields(value: dict[str, Any], method: str, field: str = "delivery") -> None:

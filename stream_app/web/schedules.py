@@ -48,13 +48,17 @@ from stream_app.delivery.api import LinkError, resolve_download
 from stream_app.delivery.links import check_not_revoked, links_of_reports, revoke
 from stream_app.delivery.log import fetch_schedule_log
 from stream_app.delivery.queue import pending_by_run
-from stream_app.delivery.targets import RetryPolicy
 from stream_app.schedules import store
 from stream_app.schedules.cron import CronExpressionError, fire_times, preview
 from stream_app.schedules.model import RecipientFilter, Schedule, ScheduleValidationError
 from stream_app.web.artifact_download import open_for_download, stream_artifact
 from stream_app.web.auth import Principal, authenticate
-from stream_app.web.delivery_targets import convert_field, public_target, target_from_json
+from stream_app.web.delivery_targets import (
+    convert_field,
+    public_target,
+    retry_from_json,
+    target_from_json,
+)
 from stream_app.web.errors import ApiError, report_not_found
 from stream_app.web.inputs import require_query
 from stream_app.web.permissions import PUBLIC, Permission
@@ -101,7 +105,7 @@ def schedule_from_json(
             raise ApiError(400, "missing_field", f"{required} is required", field=required)
     try:
         target = target_from_json(body["delivery"], "delivery")
-        retry = convert_field(body.get("retry", {}), RetryPolicy, "retry")
+        retry = retry_from_json(body.get("retry", {}), "retry")
         filters = tuple(
             convert_field(f, RecipientFilter, "recipient_filters")
             for f in body.get("recipient_filters", [])
@@ -113,15 +117,17 @@ def schedule_from_json(
             created_by=principal.user_id,
             report_type=str(body["report_type"]),
             date_range=str(body["date_range"]),
-            output_formats=tuple(body["output_formats"]),
+            output_formats=convert_field(body["output_formats"], tuple[str, ...], "output_formats"),
             cron=str(body["cron"]),
             time_zone=str(body.get("time_zone") or default_zone),
             delivery=target,
             retry=retry,
             expires_at=convert_field(expires_at, datetime, "expires_at") if expires_at else None,
-            paused=bool(body.get("paused", False)),
-            skip_if_empty=bool(body.get("skip_if_empty", False)),
-            min_interval_seconds=int(body.get("min_interval_seconds", 300)),
+            paused=convert_field(body.get("paused", False), bool, "paused"),
+            skip_if_empty=convert_field(body.get("skip_if_empty", False), bool, "skip_if_empty"),
+            min_interval_seconds=convert_field(
+                body.get("min_interval_seconds", 300), int, "min_interval_seconds"
+            ),
             recipient_filters=filters,
             priority=body.get("priority", "normal"),
         )
