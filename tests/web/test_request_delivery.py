@@ -111,3 +111,59 @@ def test_a_schedule_s_numbers_and_booleans_must_be_json_ones(
     status, field, reason = schedule_refusal(**fields)
     assert (status, field) == (400, expected_field)
     assert reason.startswith(expected), reason
+
+
+@pytest.mark.parametrize(
+    ("delivery", "field", "expected"),
+    [
+        (
+            {**HOOK, "url": "http://evil.com\\@127.0.0.1/"},
+            "$.delivery.url",
+            "'http://***@127.0.0.1/' is not a URL an HTTP client can send to (Invalid URL:"
+            " backslash ('\\') is not allowed in the authority component per RFC 3986.)",
+        ),
+        (
+            {**HOOK, "url": "https://user:pa\\ss@hooks.example.com/h"},
+            "$.delivery.url",  # the password is not echoed
+            "'https://***@hooks.example.com/h' is not a URL an HTTP client can send to (Invalid",
+        ),
+        (
+            {**SFTP, "host": "files.example.com/in"},
+            "$.delivery.host",
+            "'files.example.com/in' is not a host name nor an IP address"
+            " (Host 'files.example.com/in' cannot contain '/' (at position 17))",
+        ),
+        (
+            {**SFTP, "host": "evil.example@files.example.com"},
+            "$.delivery.host",
+            "'evil.example@files.example.com' is not a host name nor an IP address"
+            " (Host 'evil.example@files.example.com' cannot contain '@' (at position 12))",
+        ),
+        (
+            {**SFTP, "host": "files.example.com?x"},
+            "$.delivery.host",
+            "'files.example.com?x' is not a host name nor an IP address",
+        ),
+    ],
+)
+def test_a_host_no_client_can_connect_to_is_refused_at_request_time(
+    delivery: dict[str, Any], field: str, expected: str
+) -> None:
+    """Found by the s6 attacker: these were accepted and failed only when sent (or never
+    sent: an SFTP host with ``/``). A schedule's delivery (the stored target) is refused by
+    the same check, naming the same field."""
+    status, named, reason = refusal(delivery)
+    assert (status, named) == (400, field)
+    assert reason.startswith(f"{field.removeprefix('$.')}: {expected}"), reason
+    assert "pa\\ss" not in reason
+    status, named, reason = schedule_refusal(delivery=delivery)
+    assert (status, named) == (400, field.removeprefix("$."))
+    assert reason.startswith(f"{field.removeprefix('$.')}: {expected}"), reason
+
+
+def test_plain_hosts_are_still_accepted() -> None:
+    for host, raw in (("files.example.com", "files.example.com"), ("bücher.example", None)):
+        got = request_delivery_from_json({**SFTP, "host": host}).target
+        assert getattr(got, "host", None) == host, raw
+    hook = request_delivery_from_json({**HOOK, "url": "https://u:p@hooks.example.com:8443/h?a=1"})
+    assert getattr(hook.target, "url", None) == "https://u:p@hooks.example.com:8443/h?a=1"
