@@ -95,13 +95,13 @@ def schedule_refusal(**fields: Any) -> tuple[int, str | None, str]:
 @pytest.mark.parametrize(
     ("fields", "expected_field", "expected"),
     [
-        ({"retry": {"base_backoff_s": "5"}}, "retry.base_backoff_s", "Expected `float`"),
-        ({"retry": {"base_backoff_s": 0.1}}, "retry.base_backoff_s", "must be at least 1 second"),
-        ({"paused": "false"}, "paused", "Expected `bool`, got `str`"),
-        ({"skip_if_empty": "true"}, "skip_if_empty", "Expected `bool`, got `str`"),
-        ({"min_interval_seconds": "60"}, "min_interval_seconds", "Expected `int`, got `str`"),
-        ({"output_formats": "csv"}, "output_formats", "Expected `array`, got `str`"),
-        ({"delivery": {**HOOK, "timeout_s": "5"}}, "delivery.timeout_s", "Expected `float`"),
+        ({"retry": {"base_backoff_s": "5"}}, "$.retry.base_backoff_s", "Expected `float`"),
+        ({"retry": {"base_backoff_s": 0.1}}, "$.retry.base_backoff_s", "must be at least 1 second"),
+        ({"paused": "false"}, "$.paused", "Expected `bool`, got `str`"),
+        ({"skip_if_empty": "true"}, "$.skip_if_empty", "Expected `bool`, got `str`"),
+        ({"min_interval_seconds": "60"}, "$.min_interval_seconds", "Expected `int`, got `str`"),
+        ({"output_formats": "csv"}, "$.output_formats", "Expected `array`, got `str`"),
+        ({"delivery": {**HOOK, "timeout_s": "5"}}, "$.delivery.timeout_s", "Expected `float`"),
     ],
 )
 def test_a_schedule_s_numbers_and_booleans_must_be_json_ones(
@@ -157,7 +157,7 @@ def test_a_host_no_client_can_connect_to_is_refused_at_request_time(
     assert reason.startswith(f"{field.removeprefix('$.')}: {expected}"), reason
     assert "pa\\ss" not in reason
     status, named, reason = schedule_refusal(delivery=delivery)
-    assert (status, named) == (400, field.removeprefix("$."))
+    assert (status, named) == (400, field)
     assert reason.startswith(f"{field.removeprefix('$.')}: {expected}"), reason
 
 
@@ -167,3 +167,42 @@ def test_plain_hosts_are_still_accepted() -> None:
         assert getattr(got, "host", None) == host, raw
     hook = request_delivery_from_json({**HOOK, "url": "https://u:p@hooks.example.com:8443/h?a=1"})
     assert getattr(hook.target, "url", None) == "https://u:p@hooks.example.com:8443/h?a=1"
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        ({"cron": "0 8 1 * * *"}, "$.cron"),
+        ({"report_type": "nope"}, "$.report_type"),
+        ({"date_range": "someday"}, "$.date_range"),
+        ({"output_formats": ["doc"]}, "$.output_formats"),
+        ({"time_zone": "Mars/Base"}, "$.time_zone"),
+        ({"priority": "urgent"}, "$.priority"),
+        ({"min_interval_seconds": -1}, "$.min_interval_seconds"),
+        ({"expires_at": "2030-01-01T00:00:00"}, "$.expires_at"),
+        ({"schedule_id": "a/b"}, "$.schedule_id"),
+        ({"surprise": 1}, "$.surprise"),
+        ({"cron": ...}, "$.cron"),
+        ({"retry": {"max_attempts": 0}}, "$.retry.max_attempts"),
+        ({"delivery": {"method": "api", "extra": 1}}, "$.delivery.extra"),
+        ({"delivery": {"method": "email"}}, "$.delivery.recipients"),
+        (
+            {
+                "delivery": {"method": "email", "recipients": ["a@x.example"]},
+                "recipient_filters": [
+                    {"recipient": "a@x.example", "field": "colour", "values": []}
+                ],
+            },
+            "$.recipient_filters.field",
+        ),
+    ],
+)
+def test_schedule_errors_name_the_field_from_the_body_s_root(
+    fields: dict[str, Any], expected: str
+) -> None:
+    """s6 fresh user: schedule errors said ``cron`` where report requests say ``$.date_to``."""
+    body = {k: v for k, v in {**SCHEDULE_BODY, **fields}.items() if v is not ...}
+    principal = Principal(user_id="u", organization_id="o", role="admin")
+    with pytest.raises(ApiError) as caught:
+        schedule_from_json(body, organization_id="o", principal=principal, default_zone="UTC")
+    assert (caught.value.status, caught.value.field) == (400, expected), caught.value.reason
