@@ -99,6 +99,8 @@ def _cmd_worker(args: argparse.Namespace) -> int:
 
     tabledir = Path(app.conf.tabledir)
     statedir.lock_state(tabledir)  # one worker per data folder, held until the process ends
+    cluster = asyncio.run(statedir.kafka_cluster_id(s.kafka_bootstrap))
+    statedir.check_cluster(tabledir, cluster, data_dir=s.data_dir)  # not another broker's
     from stream_app import runtime
     from stream_app.runtime.gc_tuning import tune
 
