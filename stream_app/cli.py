@@ -99,6 +99,8 @@ def _cmd_worker(args: argparse.Namespace) -> int:
 
     tabledir = Path(app.conf.tabledir)
     statedir.lock_state(tabledir)  # one worker per data folder, held until the process ends
+    cluster = asyncio.run(statedir.kafka_cluster_id(s.kafka_bootstrap))
+    statedir.check_cluster(tabledir, cluster, data_dir=s.data_dir)  # not another broker's
     from stream_app import runtime
     from stream_app.runtime.gc_tuning import tune
 
@@ -227,6 +229,28 @@ def _date_arg(name: str, value: str) -> date:
         raise ValueError(f"{name}: {value!r} is not a date (YYYY-MM-DD)") from None
 
 
+_REPORT_OPTIONS = {
+    "output_formats": "--formats",
+    "report_type": "--type",
+    "date_from": "--from",
+    "date_to": "--to",
+    "priority": "--priority",
+    "cache_strategy": "--cache",
+    "report_id": "--report-id",
+    "organization_id": "--org",
+}
+"""The ``wedding-engine report`` option of each field of the report request it sends."""
+
+
+def _as_option(exc: ValueError) -> ValueError:
+    """``exc`` naming the ``report`` option (``--formats: ...``) instead of the request's
+    field (``$.output_formats: ...``); ``exc`` itself when it names no option's field."""
+    found = re.match(r"\$\.([a-z_]+)[^:\s]*: ", str(exc))
+    if found is None or found.group(1) not in _REPORT_OPTIONS:
+        return exc
+    return ValueError(f"{_REPORT_OPTIONS[found.group(1)]}: {str(exc)[found.end() :]}")
+
+
 def cli_actor() -> str:
     """Who runs this command, for the audit log: ``cli:<OS user>`` (as a report's user id:
     characters outside ``[A-Za-z0-9._-]`` become ``_``)."""
@@ -252,21 +276,24 @@ def _cmd_report(args: argparse.Namespace) -> int:
         raise ValueError(f"--to: {date_to} is before --from {date_from}")
     asyncio.run(_require_organization(load_settings().postgres_dsn, args.org))
 
-    status = asyncio.run(
-        request_report_and_wait(
-            load_settings(),
-            organization_id=args.org,
-            user_id=cli_actor(),
-            report_type=args.type,
-            date_from=date_from,
-            date_to=date_to,
-            output_formats=args.formats.split(","),
-            timeout_s=args.timeout,
-            priority=args.priority,
-            cache_strategy=args.cache,
-            report_id=args.report_id,
+    try:
+        status = asyncio.run(
+            request_report_and_wait(
+                load_settings(),
+                organization_id=args.org,
+                user_id=cli_actor(),
+                report_type=args.type,
+                date_from=date_from,
+                date_to=date_to,
+                output_formats=[f.strip() for f in args.formats.split(",")],
+                timeout_s=args.timeout,
+                priority=args.priority,
+                cache_strategy=args.cache,
+                report_id=args.report_id,
+            )
         )
-    )
+    except ValueError as exc:  # the request's check names its field: $.output_formats
+        raise _as_option(exc) from None
     print(
         f"report {status.report_id}: {status.status}"
         + (f" ({status.error})" if status.error else "")

@@ -172,6 +172,9 @@ def test_an_organisation_and_its_venues_are_created_then_updated(env: Settings) 
     ]
 
 
+REPORT_ARGV = ["report", "--org", "cli-org2", "--from", "2016-01-01", "--to", "2016-01-31"]
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
@@ -185,6 +188,15 @@ def test_an_organisation_and_its_venues_are_created_then_updated(env: Settings) 
         (
             ["report", "--org", "cli-org2", "--from", "2016-12-31", "--to", "2016-01-01"],
             "--to: 2016-01-01 is before --from 2016-12-31",
+        ),
+        (  # s6 fresh user: it said $.output_formats
+            [*REPORT_ARGV, "--formats", "xlsx"],
+            "error: --formats: ['xlsx'] not supported (choose from ['csv', 'excel', 'json',",
+        ),
+        ([*REPORT_ARGV, "--formats", "csv,csv"], "error: --formats: a format is listed twice"),
+        (
+            ["report", "--org", "cli-org2", "--from", "1016-01-01", "--to", "1016-01-31"],
+            "error: --from: must be between 1900-01-01 and",
         ),
     ],
 )

@@ -41,6 +41,7 @@ from stream_app.delivery.targets import (
     DeliveryTarget,
     RetryPolicy,
     TargetValidationError,
+    accept_retry,
     target_from_dict,
     target_to_dict,
 )
@@ -69,8 +70,10 @@ def parse_delivery(value: dict[str, Any]) -> RequestDelivery:
     """The target and retry policy of a request's ``delivery`` object.
 
     Raises:
-        TargetValidationError: a field is invalid (``delivery.<field>``, ``retry.<field>``).
-        msgspec.ValidationError: a field is missing or has the wrong type.
+        TargetValidationError: a field is invalid (``delivery.<field>``, ``retry.<field>``;
+            a first wait under :data:`~stream_app.delivery.targets.MIN_BASE_BACKOFF_S`).
+        msgspec.ValidationError: a field is missing or has the wrong type (a number or
+            boolean given as a string too).
     """
     fields = dict(value)
     retry = fields.pop("retry", None)
@@ -79,7 +82,7 @@ def parse_delivery(value: dict[str, Any]) -> RequestDelivery:
         return RequestDelivery(target, RetryPolicy())
     if not isinstance(retry, dict):
         raise TargetValidationError("retry", "must be an object")
-    return RequestDelivery(target, msgspec.convert(retry, RetryPolicy, strict=False))
+    return RequestDelivery(target, accept_retry(msgspec.convert(retry, RetryPolicy)))
 
 
 def delivery_to_json(delivery: RequestDelivery) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 
 import asyncssh
 import msgspec
+import yarl
 
 from stream_app.crypto.sealed import is_sealed
 from stream_app.delivery.redact import clip, mask_url
@@ -153,6 +154,7 @@ class WebhookTarget:
             raise TargetValidationError("delivery.url", f"{shown!r} is not a URL") from exc
         if port == 0:
             raise TargetValidationError("delivery.url", f"{shown!r}: port 0 is not a TCP port")
+        _check_sendable(self.url, shown)
         if (
             parsed.scheme not in ("http", "https")
             or not parsed.hostname
@@ -171,6 +173,28 @@ class WebhookTarget:
         _check_secret("delivery.secret", self.secret)
         if not 0 < self.timeout_s <= 300:
             raise TargetValidationError("delivery.timeout_s", "must be in (0, 300] seconds")
+
+
+def _check_sendable(url: str, shown: str) -> None:
+    """Refuse a URL that yarl (what aiohttp sends with) cannot read, though ``urlsplit``
+    can: ``http://evil.com\\@127.0.0.1/`` (``urlsplit`` reads host ``127.0.0.1``, yarl
+    refuses the backslash) was accepted and failed only when sent."""
+    try:
+        yarl.URL(url)
+    except (ValueError, TypeError, UnicodeError) as exc:
+        why = clip(str(exc), 160)
+        raise TargetValidationError(
+            "delivery.url",
+            f"{shown!r} is not a URL an HTTP client can send to"
+            + ("" if _userinfo(url) in why else f" ({why})"),
+        ) from None
+
+
+def _userinfo(url: str) -> str:
+    """The ``user:password@`` part of ``url``'s authority ("\x00" when it has none: no
+    message holds it), so that no message shows it."""
+    netloc = urlsplit(url).netloc
+    return netloc.rpartition("@")[0] or "\x00"
 
 
 MAX_HOST_CHARS = 253
@@ -229,6 +253,14 @@ class SftpTarget:
             raise TargetValidationError(
                 "delivery.host", f"{clip(self.host, 80)!r} is not a host name nor an IP address"
             )
+        try:  # yarl's rule of a URL's host: no '/', '@', ':' (but IPv6), '?', '#', '%', '\\'
+            yarl.URL.build(scheme="sftp", host=self.host)
+        except (ValueError, TypeError, UnicodeError) as exc:
+            raise TargetValidationError(
+                "delivery.host",
+                f"{clip(self.host, 80)!r} is not a host name nor an IP address"
+                f" ({clip(str(exc).partition(', if the value')[0], 160)})",
+            ) from None
         if not 1 <= self.port <= 65535:
             raise TargetValidationError("delivery.port", f"{self.port} is not a TCP port")
         if not self.username:
@@ -289,7 +321,8 @@ class RetryPolicy:
 
     Attributes:
         max_attempts: attempts in all, 1–10 (1 = no retry).
-        base_backoff_s: first wait, seconds (> 0, ≤ 3600).
+        base_backoff_s: first wait, seconds (> 0, ≤ 3600; a schedule or report request
+            asks for at least :data:`MIN_BASE_BACKOFF_S`, see :func:`accept_retry`).
         max_backoff_s: cap of one wait, seconds (≥ base_backoff_s, ≤ 86400).
     """
 
@@ -306,6 +339,28 @@ class RetryPolicy:
             raise TargetValidationError(
                 "retry.max_backoff_s", "must be between base_backoff_s and 86400 seconds"
             )
+
+
+MIN_BASE_BACKOFF_S: Final = 1.0
+"""The shortest first wait between attempts a schedule or report request may ask for,
+seconds: a receiver that fails is not hammered (the policy itself allows shorter waits, for
+tests of retries)."""
+
+
+def accept_retry(policy: RetryPolicy) -> RetryPolicy:
+    """``policy`` if a schedule or report request may ask for it (its first wait at least
+    :data:`MIN_BASE_BACKOFF_S`).
+
+    Raises:
+        TargetValidationError: naming ``retry.base_backoff_s``.
+    """
+    if policy.base_backoff_s < MIN_BASE_BACKOFF_S:
+        raise TargetValidationError(
+            "retry.base_backoff_s",
+            f"must be at least {MIN_BASE_BACKOFF_S:g} second (got {policy.base_backoff_s:g}):"
+            " a failing receiver is not retried faster",
+        )
+    return policy
 
 
 TARGET_TYPES: dict[str, type[DeliveryTarget]] = {
@@ -380,7 +435,7 @@ def target_from_dict(value: dict[str, Any]) -> DeliveryTarget:
             "delivery.method", f"{clip(repr(method), 80)} is not one of {sorted(TARGET_TYPES)}"
         )
     check_known_fields(value, method)
-    return msgspec.convert(value, TARGET_TYPES[method], strict=False)
+    return msgspec.convert(value, TARGET_TYPES[method])  # strict: "5" is no number
 
 
 def check_known_fields(value: dict[str, Any], method: str, field: str = "delivery") -> None:

@@ -1,7 +1,8 @@
 """``wedding-engine services up|down|status``: the local Kafka broker and PostgreSQL cluster.
 
 ``up`` and ``status`` print shell-eval-able lines, so a script can do
-``eval "$(wedding-engine services up)"`` and then use ``$KAFKA_BOOTSTRAP`` and ``$POSTGRES_DSN``.
+``eval "$(wedding-engine services up)"`` and then use ``$KAFKA_BOOTSTRAP`` and ``$POSTGRES_DSN``;
+``down`` prints what it stopped (``# stopped kafka (pid 4242), ...``) or ``# nothing running``.
 """
 
 from __future__ import annotations
@@ -62,8 +63,13 @@ def main(argv: list[str] | None = None) -> int:
             print("\n".join(_settings_lines(manager.up(state_dir))))
             return 0
         if args.action == "down":
-            manager.down(state_dir)
-            print("# services stopped", file=sys.stderr)
+            stopped = manager.down(state_dir)
+            where = (state_dir or manager.default_state_dir()).absolute()
+            print(
+                f"# stopped {', '.join(stopped)} (state folder {where})"
+                if stopped
+                else f"# nothing running (state folder {where})"
+            )
             return 0
         found = manager.status(state_dir)
     except ServiceError as exc:

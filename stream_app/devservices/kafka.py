@@ -343,7 +343,7 @@ _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
 """Brokers started by this process, by pid (reaped by :func:`stop`)."""
 
 
-def stop(pid: int, timeout_s: float = STOP_TIMEOUT_S) -> None:
+def stop(pid: int, timeout_s: float = STOP_TIMEOUT_S) -> bool:
     """Stop the broker: SIGTERM, then SIGKILL if it is still alive after ``timeout_s``.
 
     Args:
@@ -351,14 +351,17 @@ def stop(pid: int, timeout_s: float = STOP_TIMEOUT_S) -> None:
             by something other than a broker, is left alone.
         timeout_s: how long a clean shutdown may take.
 
+    Returns:
+        Whether a running broker was stopped (False: nothing to stop).
+
     Raises:
         ServiceError: the process survived SIGKILL.
     """
-    if not _is_broker(pid):
-        return
+    if not _is_broker(pid) or not pid_alive(pid):
+        return False
     for sig, wait_s in ((signal.SIGTERM, timeout_s), (signal.SIGKILL, 5.0)):
         if not pid_alive(pid):
-            return
+            break
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, sig)
         deadline = time.monotonic() + wait_s
@@ -369,3 +372,4 @@ def stop(pid: int, timeout_s: float = STOP_TIMEOUT_S) -> None:
     child = _CHILDREN.pop(pid, None)
     if child is not None:
         child.wait(timeout=5)
+    return True

@@ -217,25 +217,34 @@ def up(state_dir: Path | None = None) -> ServiceSettings:
         return settings
 
 
-def down(state_dir: Path | None = None) -> None:
-    """Stop both services; nothing running is fine. Their data stays until the next ``up``.
+def down(state_dir: Path | None = None) -> list[str]:
+    """Stop the services; nothing running is fine. Their data stays until the next ``up``.
 
     Args:
         state_dir: the state folder; :func:`default_state_dir` when ``None``.
+
+    Returns:
+        What was stopped, e.g. ``["kafka (pid 4242)", "redis (pid 4250)", "postgres (pid
+        4245)"]``; empty when nothing was running.
 
     Raises:
         ServiceError: a service would not stop.
     """
     state_dir = (state_dir or default_state_dir()).absolute()
     if not state_dir.is_dir():
-        return
+        return []
+    stopped: list[str] = []
     with file_lock(state_dir / _LOCK_FILE):
         current = _load(state_dir)
         if current is not None:
-            kafka.stop(current.kafka_pid)
-            if current.redis_pid:
-                redis.stop(current.redis_pid)
-        postgres.stop(state_dir)
+            if kafka.stop(current.kafka_pid):
+                stopped.append(f"kafka (pid {current.kafka_pid})")
+            if current.redis_pid and redis.stop(current.redis_pid):
+                stopped.append(f"redis (pid {current.redis_pid})")
+        postmaster = postgres.stop(state_dir)
+        if postmaster is not None:
+            stopped.append(f"postgres (pid {postmaster})")
+    return stopped
 
 
 def status(state_dir: Path | None = None) -> ServiceStatus:

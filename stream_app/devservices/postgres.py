@@ -249,10 +249,13 @@ def is_running(instance: PostgresInstance) -> bool:
     return pid_alive(instance.pid) and port_open(instance.port)
 
 
-def stop(state_dir: Path) -> None:
+def stop(state_dir: Path) -> int | None:
     """Stop the cluster in ``<state_dir>/postgres`` with ``pg_ctl stop -m fast``.
 
     Nothing to stop (no folder, no running postmaster) is fine.
+
+    Returns:
+        The process id of the postmaster stopped; None when none was running.
 
     Raises:
         ServiceError: pg_ctl failed and the postmaster is still alive.
@@ -260,7 +263,7 @@ def stop(state_dir: Path) -> None:
     data = state_dir / "postgres" / "data"
     pid = _postmaster_pid(data)
     if pid is None or not pid_alive(pid):
-        return
+        return None
     owner = pwd.getpwuid(data.stat().st_uid).pw_name
     user = owner if os.geteuid() == 0 and owner != "root" else None
     command = [_bin("pg_ctl"), "-D", str(data), "-m", "fast", "-w", "-t", "60", "stop"]
@@ -272,3 +275,4 @@ def stop(state_dir: Path) -> None:
             f"postgres: stopping the server (pid {pid}) failed: {done.stdout}{done.stderr}\n"
             f"{log_tail(data.parent / 'postgres.log')}"
         )
+    return pid

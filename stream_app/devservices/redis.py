@@ -98,13 +98,17 @@ def _is_redis(pid: int) -> bool:
         return False
 
 
-def stop(pid: int) -> None:
+def stop(pid: int) -> bool:
     """Stop the server ``pid`` (SIGTERM, then SIGKILL after 10 s).
 
     A process that is gone, or a pid now used by something other than a Redis server, is
     left alone.
+
+    Returns:
+        Whether a running server was stopped (False: nothing to stop).
     """
-    if pid_alive(pid) and _is_redis(pid):
+    running = pid_alive(pid) and _is_redis(pid)
+    if running:
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + 10
         while pid_alive(pid) and time.monotonic() < deadline:
@@ -114,3 +118,4 @@ def stop(pid: int) -> None:
     child = _CHILDREN.pop(pid, None)
     if child is not None:
         child.wait(timeout=5)
+    return running

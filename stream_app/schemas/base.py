@@ -9,7 +9,7 @@ from typing import Annotated, ClassVar, TypeVar
 import msgspec
 import pycountry
 
-from stream_app.errors import WeddingError
+from stream_app.errors import WeddingError, cut
 from stream_app.schemas.ids import Identifier
 
 #: Active ISO 4217 alphabetic codes, from the pycountry package's copy of the standard.
@@ -179,7 +179,7 @@ def _name_keys(raw: bytes, path: str, reason: str) -> str:
             if not isinstance(node, dict):
                 return None
             for key, value in node.items():
-                found = walk(value, at + 1, f"{shown}.{str(key)[:64]}")
+                found = walk(value, at + 1, f"{shown}.{cut(str(key), 64)}")
                 if found is not None:
                     return found
             return None

@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 import msgspec
 
+from stream_app.errors import cut
 from stream_app.schemas.base import Identifier, UtcDateTime
 from stream_app.schemas.ids import ID_RULE, is_valid_id, quoted
 
@@ -83,7 +84,7 @@ class ReportRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
         for dimension, values in self.data_filters.items():
             if dimension not in FILTER_DIMENSIONS:
                 raise ValueError(
-                    f"$.data_filters.{dimension[:64]}: not a filter dimension"
+                    f"$.data_filters.{cut(dimension, 64)}: not a filter dimension"
                     f" (one of {sorted(FILTER_DIMENSIONS)})"
                 )
             if not values:

@@ -10,6 +10,9 @@ report request's is also checked for permission and sealed before it is recorded
   permission and no venue scope (as creating a schedule with that target), the same checks
   (unknown keys refused), then its secrets
   sealed under the organisation's data key (:mod:`stream_app.delivery.adhoc`).
+- :func:`retry_from_json`: a ``retry`` object → a
+  :class:`~stream_app.delivery.targets.RetryPolicy` (first wait at least 1 s).
+- :func:`request_delivery_from_json`: a report request's ``delivery`` (target and retry).
 - :func:`public_target`: a target as the API shows it (no secrets).
 """
 
@@ -35,6 +38,7 @@ from stream_app.delivery.targets import (
     DeliveryTarget,
     RetryPolicy,
     TargetValidationError,
+    accept_retry,
     check_known_fields,
     target_parts,
 )
@@ -72,19 +76,33 @@ def error_field(message: str, field: str) -> str:
 
 
 def convert_field(value: Any, typ: type[Any], field: str) -> Any:
-    """``value`` (a request body's ``field``) as a ``typ``.
+    """``value`` (a request body's ``field``) as a ``typ``, strictly: a number must be a
+    JSON number and a boolean a JSON boolean (``"5"``, ``"true"`` are refused); a datetime
+    is an ISO 8601 string.
 
     Raises:
         ApiError: 400 naming the field (:func:`error_field`) when msgspec refuses it.
         TargetValidationError: ``typ``'s own check failed (its ``field`` names the field).
     """
     try:
-        return msgspec.convert(value, typ, strict=False)
+        return msgspec.convert(value, typ)
     except TargetValidationError:
         raise
     except msgspec.ValidationError as exc:
         message = str(exc)
         raise ApiError(400, "invalid_field", message, field=error_field(message, field)) from None
+
+
+def retry_from_json(value: Any, field: str) -> RetryPolicy:
+    """The retry policy a request body asks for at ``field`` (``{}``: the defaults), with
+    the first wait at least :data:`~stream_app.delivery.targets.MIN_BASE_BACKOFF_S`.
+
+    Raises:
+        ApiError: 400 naming the field (wrong type, see :func:`convert_field`).
+        TargetValidationError: a bound is broken (its ``field``: ``retry.<name>``).
+    """
+    policy: RetryPolicy = convert_field(value, RetryPolicy, field)
+    return accept_retry(policy)
 
 
 _ALLOW = (
@@ -180,6 +198,30 @@ def public_target(target: DeliveryTarget) -> dict[str, Any]:
     return {"method": method, **{k: v for k, v in options.items() if k != "host_key"}}
 
 
+def request_delivery_from_json(delivery: dict[str, Any]) -> RequestDelivery:
+    """The target and retry policy of a report request's ``delivery`` object, checked as a
+    schedule's are (fields, types, internal hosts, the retry bounds).
+
+    Raises:
+        ApiError: 400 naming ``$.delivery.<field>`` or ``$.delivery.retry.<field>``.
+    """
+    fields = dict(delivery)
+    retry = fields.pop("retry", {})
+    try:
+        target = target_from_json(fields, "$.delivery")
+        if isinstance(retry, dict):
+            for key in retry:
+                if key not in _RETRY_FIELDS:
+                    raise TargetValidationError(
+                        f"retry.{str(key)[:80]}", f"unknown field (known: {sorted(_RETRY_FIELDS)})"
+                    )
+        policy = retry_from_json(retry, "$.delivery.retry")
+    except TargetValidationError as exc:  # its field: delivery.<name> or retry.<name>
+        where = exc.field if exc.field.startswith("delivery.") else f"delivery.{exc.field}"
+        raise ApiError(400, "invalid_field", exc.reason, field=f"$.{where}") from None
+    return RequestDelivery(target, policy)
+
+
 async def accept_report_delivery(
     principal: Principal, raw: bytes, req: ReportRequest
 ) -> tuple[bytes, ReportRequest]:
@@ -217,21 +259,7 @@ async def accept_report_delivery(
             "a venue-scoped token cannot ask for a delivery, as it cannot create a schedule",
             field="venue_scope",
         )
-    fields = dict(req.delivery)
-    retry = fields.pop("retry", {})
-    try:
-        target = target_from_json(fields, "$.delivery")
-        if isinstance(retry, dict):
-            for key in retry:
-                if key not in _RETRY_FIELDS:
-                    raise TargetValidationError(
-                        f"retry.{str(key)[:80]}", f"unknown field (known: {sorted(_RETRY_FIELDS)})"
-                    )
-        policy = convert_field(retry, RetryPolicy, "$.delivery.retry")
-    except TargetValidationError as exc:  # its field: delivery.<name> or retry.<name>
-        where = exc.field if exc.field.startswith("delivery.") else f"delivery.{exc.field}"
-        raise ApiError(400, "invalid_field", exc.reason, field=f"$.{where}") from None
-    delivery = RequestDelivery(target, policy)
+    delivery = request_delivery_from_json(req.delivery)
     pool = await get_pool(settings.postgres_dsn)
     async with pool.acquire() as conn:
         try:

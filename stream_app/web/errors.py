@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from stream_app.errors import WeddingError
+from stream_app.errors import WeddingError, cut, printable
 from stream_app.queries.errors import QueryUnavailableError
 
 
@@ -26,12 +26,15 @@ class ApiError(WeddingError):
         self.field = field
 
     def response(self) -> web.Response:
-        """The JSON response of this error; ``reason`` and ``field`` cut to
-        :data:`MAX_REASON_CHARS` and :data:`MAX_FIELD_CHARS` (a request's own 100,000-character
-        key or value is not echoed back whole)."""
-        body: dict[str, str] = {"code": self.code, "reason": _cut(self.reason, MAX_REASON_CHARS)}
+        """The JSON response of this error; ``reason`` and ``field`` with their control
+        characters and line breaks escaped (:func:`~stream_app.errors.printable`: a request's
+        own key ``a\r\nb`` is named ``a\\u000d\\u000ab``), then cut to
+        :data:`MAX_REASON_CHARS` and :data:`MAX_FIELD_CHARS` (a request's own
+        100,000-character key or value is not echoed back whole)."""
+        reason = cut(printable(self.reason), MAX_REASON_CHARS)
+        body: dict[str, str] = {"code": self.code, "reason": reason}
         if self.field is not None:
-            body["field"] = _cut(self.field, MAX_FIELD_CHARS)
+            body["field"] = cut(printable(self.field), MAX_FIELD_CHARS)
         return web.json_response({"error": body}, status=self.status)
 
 
@@ -39,11 +42,6 @@ MAX_REASON_CHARS = 1_000
 """The longest ``reason`` an error answer carries."""
 MAX_FIELD_CHARS = 200
 """The longest ``field`` an error answer carries."""
-
-
-def _cut(text: str, limit: int) -> str:
-    """``text``, or its first ``limit`` characters and how long it was."""
-    return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"
 
 
 def report_not_found(report_id: str) -> ApiError:

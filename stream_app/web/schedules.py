@@ -48,13 +48,17 @@ from stream_app.delivery.api import LinkError, resolve_download
 from stream_app.delivery.links import check_not_revoked, links_of_reports, revoke
 from stream_app.delivery.log import fetch_schedule_log
 from stream_app.delivery.queue import pending_by_run
-from stream_app.delivery.targets import RetryPolicy
 from stream_app.schedules import store
 from stream_app.schedules.cron import CronExpressionError, fire_times, preview
 from stream_app.schedules.model import RecipientFilter, Schedule, ScheduleValidationError
 from stream_app.web.artifact_download import open_for_download, stream_artifact
 from stream_app.web.auth import Principal, authenticate
-from stream_app.web.delivery_targets import convert_field, public_target, target_from_json
+from stream_app.web.delivery_targets import (
+    convert_field,
+    public_target,
+    retry_from_json,
+    target_from_json,
+)
 from stream_app.web.errors import ApiError, report_not_found
 from stream_app.web.inputs import require_query
 from stream_app.web.permissions import PUBLIC, Permission
@@ -89,21 +93,23 @@ def schedule_from_json(
     """Build and validate a :class:`Schedule` from a request body.
 
     Raises:
-        ApiError: 400 naming the field (unknown field, wrong type, invalid value).
+        ApiError: 400 naming the field as a report request's errors do, from the body's root
+            (``$.cron``, ``$.delivery.url``, ``$.retry.base_backoff_s``): unknown field, wrong
+            type, invalid value.
     """
     if not isinstance(body, dict):
         raise ApiError(400, "invalid_field", "body must be a JSON object", field="$")
     unknown = sorted(set(body) - _FIELDS)
     if unknown:
-        raise ApiError(400, "invalid_field", f"unknown field(s) {unknown}", field=unknown[0])
+        raise ApiError(400, "invalid_field", f"unknown field(s) {unknown}", field=f"$.{unknown[0]}")
     for required in ("report_type", "date_range", "output_formats", "cron", "delivery"):
         if required not in body:
-            raise ApiError(400, "missing_field", f"{required} is required", field=required)
+            raise ApiError(400, "missing_field", f"{required} is required", field=f"$.{required}")
     try:
-        target = target_from_json(body["delivery"], "delivery")
-        retry = convert_field(body.get("retry", {}), RetryPolicy, "retry")
+        target = target_from_json(body["delivery"], "$.delivery")
+        retry = retry_from_json(body.get("retry", {}), "$.retry")
         filters = tuple(
-            convert_field(f, RecipientFilter, "recipient_filters")
+            convert_field(f, RecipientFilter, "$.recipient_filters")
             for f in body.get("recipient_filters", [])
         )
         expires_at = body.get("expires_at")
@@ -113,20 +119,24 @@ def schedule_from_json(
             created_by=principal.user_id,
             report_type=str(body["report_type"]),
             date_range=str(body["date_range"]),
-            output_formats=tuple(body["output_formats"]),
+            output_formats=convert_field(
+                body["output_formats"], tuple[str, ...], "$.output_formats"
+            ),
             cron=str(body["cron"]),
             time_zone=str(body.get("time_zone") or default_zone),
             delivery=target,
             retry=retry,
-            expires_at=convert_field(expires_at, datetime, "expires_at") if expires_at else None,
-            paused=bool(body.get("paused", False)),
-            skip_if_empty=bool(body.get("skip_if_empty", False)),
-            min_interval_seconds=int(body.get("min_interval_seconds", 300)),
+            expires_at=convert_field(expires_at, datetime, "$.expires_at") if expires_at else None,
+            paused=convert_field(body.get("paused", False), bool, "$.paused"),
+            skip_if_empty=convert_field(body.get("skip_if_empty", False), bool, "$.skip_if_empty"),
+            min_interval_seconds=convert_field(
+                body.get("min_interval_seconds", 300), int, "$.min_interval_seconds"
+            ),
             recipient_filters=filters,
             priority=body.get("priority", "normal"),
         )
-    except ScheduleValidationError as exc:
-        raise ApiError(400, "invalid_field", exc.reason, field=exc.field) from None
+    except ScheduleValidationError as exc:  # the model names its field: cron, delivery.url
+        raise ApiError(400, "invalid_field", exc.reason, field=f"$.{exc.field}") from None
     except (TypeError, ValueError) as exc:
         raise ApiError(400, "invalid_field", str(exc), field="$") from None
 
@@ -230,7 +240,7 @@ async def _save(request: web.Request, org: str, schedule_id: str | None) -> web.
         try:
             schedule.check_at(now)
         except ScheduleValidationError as exc:
-            raise ApiError(400, "invalid_field", exc.reason, field=exc.field) from None
+            raise ApiError(400, "invalid_field", exc.reason, field=f"$.{exc.field}") from None
         try:
             async with tenant_transaction(conn, org):  # the audit row commits with the change
                 if schedule_id is None:
@@ -245,8 +255,8 @@ async def _save(request: web.Request, org: str, schedule_id: str | None) -> web.
                     schedule.schedule_id,
                     _audit_details(schedule),
                 )
-        except store.ScheduleExistsError as exc:
-            raise ApiError(409, "conflict", str(exc), field="schedule_id") from None
+        except store.ScheduleExistsError as exc:  # the body's schedule_id
+            raise ApiError(409, "conflict", str(exc), field="$.schedule_id") from None
         except store.ScheduleNotFoundError as exc:
             raise ApiError(404, "not_found", str(exc), field="schedule_id") from None
         stored = await store.get_schedule(conn, org, schedule.schedule_id)

@@ -4,12 +4,16 @@ session runs through :mod:`stream_app.devservices.manager` (tests/conftest.py)."
 
 from __future__ import annotations
 
+import os
 import shlex
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 
 from stream_app.db.roles import APP_ROLE, OWNER_ROLE, SYSTEM_ROLE, as_role
+from stream_app.devservices import manager
 from stream_app.devservices.cli import main
 from stream_app.devservices.manager import ServiceSettings
 
@@ -46,3 +50,34 @@ def test_status_of_an_empty_state_folder_is_exit_3(
         "POSTGRES_RUNNING": "no",
         "REDIS_RUNNING": "no",
     }
+
+
+def test_down_of_an_empty_state_folder_says_nothing_was_running(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """s6 fresh user: ``services down`` printed nothing he could see."""
+    assert main(["down", "--state-dir", str(tmp_path)]) == 0
+    assert capsys.readouterr().out == f"# nothing running (state folder {tmp_path})\n"
+
+
+def test_down_says_what_it_stopped(capsys: pytest.CaptureFixture[str]) -> None:
+    """Services of a state folder of their own (stopping the session's would disturb the
+    other tests): ``down`` names each process it stopped, then nothing is running."""
+    state = Path(tempfile.gettempdir()) / f"wedding-down-{os.getpid()}"
+    state.mkdir(parents=True, exist_ok=True)
+    state.chmod(0o755)  # the postgres user (when run as root) reads its folder
+    try:
+        started = manager.up(state)
+        capsys.readouterr()
+        assert main(["down", "--state-dir", str(state)]) == 0
+        assert capsys.readouterr().out == (
+            f"# stopped kafka (pid {started.kafka_pid}), redis (pid {started.redis_pid}),"
+            f" postgres (pid {started.postgres_pid}) (state folder {state})\n"
+        )
+        assert main(["status", "--state-dir", str(state)]) == 3
+        capsys.readouterr()
+        assert main(["down", "--state-dir", str(state)]) == 0
+        assert capsys.readouterr().out == f"# nothing running (state folder {state})\n"
+    finally:
+        manager.down(state)
+        shutil.rmtree(state, ignore_errors=True)

@@ -226,7 +226,7 @@ async def test_known_report_id_is_a_conflict_and_internal_webhooks_are_refused(
         }
     )
     status, body = await call(main_worker, "POST", "/orgs/conflict-org/schedules", h, json=schedule)
-    assert (status, body["error"]["field"]) == (400, "delivery.url")
+    assert (status, body["error"]["field"]) == (400, "$.delivery.url")
     # loopback written the ways the C library (and so an HTTP client) also reads it
     for host in [
         "localhost",
@@ -247,8 +247,8 @@ async def test_known_report_id_is_a_conflict_and_internal_webhooks_are_refused(
         status, body = await call(
             main_worker, "POST", "/orgs/conflict-org/schedules", h, json=schedule
         )
-        assert (status, body["error"]["field"]) == (400, "delivery.url"), host
+        assert (status, body["error"]["field"]) == (400, "$.delivery.url"), host
     schedule["cron"] = "0 8 1 * * *"
     schedule["delivery"]["url"] = "https://hooks.example.org/x"
     status, body = await call(main_worker, "POST", "/orgs/conflict-org/schedules", h, json=schedule)
-    assert (status, body["error"]["field"]) == (400, "cron")
+    assert (status, body["error"]["field"]) == (400, "$.cron")

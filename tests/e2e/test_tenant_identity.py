@@ -355,7 +355,7 @@ async def test_both_organisations_own_schedule_monthly_and_scheduled_ids_are_ran
     assert status_a == 201, created_a
     # a 409 only for the caller's own id
     again, body = await create_schedule(worker, settings, B, schedule_body("monthly"))
-    assert again == 409 and body["error"]["field"] == "schedule_id"
+    assert again == 409 and body["error"]["field"] == "$.schedule_id"
     # A pausing "monthly" pauses A's, never B's
     async with (
         aiohttp.ClientSession(worker.url) as s,

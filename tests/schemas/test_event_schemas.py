@@ -140,6 +140,16 @@ REPORT_REQUEST = {
             "$.data_filters.venue_id",
             "'" + "x" * 62 + "… (5000 characters) breaks the id rule",
         ),
+        (  # s6 attacker: a long dimension was cut to 64 characters without a sign
+            {"data_filters": {"d" * 300: ["v1"]}},
+            "$.data_filters." + "d" * 64 + "… (300 characters)",
+            "not a filter dimension",
+        ),
+        (
+            {"data_filters": {"k" * 200: 7}},
+            "$.data_filters." + "k" * 64 + "… (200 characters)",
+            "got `int`",
+        ),
     ],
 )
 def test_report_requests_name_the_field_and_the_format(

@@ -30,3 +30,15 @@ def test_long_reasons_and_fields_are_cut_with_their_length() -> None:
     reason = got["error"]["reason"]
     # the key, its two quotes and " is not a field"
     assert reason == f"{key!r} is not a field"[:MAX_REASON_CHARS] + "… (100017 characters)"
+
+
+def test_control_characters_of_a_field_are_escaped() -> None:
+    """Found by the s6 attacker: an unknown key ``a\\r\\nb`` came back raw in ``field``."""
+    key = "a\r\nb\x00c\x1b[31md\u2028e\u0085f\x7fg h\u00e9"
+    got = body(ApiError(400, "invalid_field", f"unknown field `{key}`", field=f"$.{key}"))
+    escaped = "a\\u000d\\u000ab\\u0000c\\u001b[31md\\u2028e\\u0085f\\u007fg h\u00e9"
+    assert got["error"]["field"] == f"$.{escaped}"
+    assert got["error"]["reason"] == f"unknown field `{escaped}`"
+    # escaped first, then cut: the length named is the escaped one's
+    long = body(ApiError(400, "invalid_field", "x", field="$." + "\n" * 100))["error"]["field"]
+    assert long == ("$." + "\\u000a" * 100)[:MAX_FIELD_CHARS] + "… (602 characters)"

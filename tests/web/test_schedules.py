@@ -50,4 +50,4 @@ def test_a_delivery_method_that_is_no_method_name_is_a_400(method: object) -> No
     principal = Principal(user_id="u", organization_id="o", role="admin")
     with pytest.raises(ApiError) as caught:
         schedule_from_json(body, organization_id="o", principal=principal, default_zone="UTC")
-    assert (caught.value.status, caught.value.field) == (400, "delivery.method")
+    assert (caught.value.status, caught.value.field) == (400, "$.delivery.method")
