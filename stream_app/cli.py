@@ -16,17 +16,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+import logging
 import os
 import re
 import sys
 from datetime import date, datetime
 from pathlib import Path
 
-from aiokafka.errors import KafkaConnectionError
+from aiokafka.errors import KafkaConnectionError, KafkaError
 
 from stream_app.progress import Progress
 from stream_app.schemas.ids import check_id
 from stream_app.schemas.reports import REPORT_TYPES
+
+log = logging.getLogger(__name__)
 
 
 def _load_service_env() -> None:
@@ -99,7 +102,11 @@ def _cmd_worker(args: argparse.Namespace) -> int:
 
     tabledir = Path(app.conf.tabledir)
     statedir.lock_state(tabledir)  # one worker per data folder, held until the process ends
-    cluster = asyncio.run(statedir.kafka_cluster_id(s.kafka_bootstrap))
+    try:
+        cluster = asyncio.run(statedir.kafka_cluster_id(s.kafka_bootstrap))
+    except KafkaError as exc:  # the broker is away: faust waits for it; nothing to compare
+        log.warning("Kafka cluster id not read (%s): the data folder is not checked", exc)
+        cluster = None
     statedir.check_cluster(tabledir, cluster, data_dir=s.data_dir)  # not another broker's
     from stream_app import runtime
     from stream_app.runtime.gc_tuning import tune
