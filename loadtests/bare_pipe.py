@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -55,6 +56,9 @@ async def pipe(bootstrap: str, group: str, to: str) -> None:
 
 
 def main() -> None:
+    # a group's first join logs "Group Coordinator Request failed" / "Marking the coordinator
+    # dead" while the broker elects the coordinator: retried by aiokafka, not a failure
+    logging.getLogger("aiokafka.consumer.group_coordinator").setLevel(logging.CRITICAL)
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--bootstrap", required=True)
     parser.add_argument("--group", required=True)

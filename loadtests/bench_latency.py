@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import statistics
 import sys
@@ -285,6 +286,9 @@ async def measure(s: Settings, state: Path, rates: list[int], seconds: float) ->
 
 
 def main() -> None:
+    # a group's first join logs "Group Coordinator Request failed" / "Marking the coordinator
+    # dead" while the broker elects the coordinator: retried by aiokafka, not a failure
+    logging.getLogger("aiokafka.consumer.group_coordinator").setLevel(logging.CRITICAL)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rates", default="250,500,1000,2000")
     parser.add_argument("--seconds", type=float, default=15.0)

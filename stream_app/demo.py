@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import gzip
 import io
 import os
 import shutil
@@ -27,22 +28,65 @@ from stream_app.devservices import manager
 from stream_app.devservices.workers import start_worker
 from stream_app.reports.artifacts import open_artifact
 
+Totals = dict[str, tuple[int, int, int]]
+"""venue or hotel name → (bookings, cancellations, revenue in cents)."""
 
-def _headline(csv_text: str) -> list[str]:
+
+def _report_totals(csv_text: str) -> Totals:
+    """The monthly booking summary's CSV summed per venue over its months."""
     per_venue: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
     for row in csv.DictReader(io.StringIO(csv_text, newline="")):
         acc = per_venue[row["venue_name"]]
         acc[0] += int(row["bookings"])
         acc[1] += int(row["cancellations"])
         acc[2] += int(row["revenue_minor"])
+    return {venue: (b, c, rev) for venue, (b, c, rev) in per_venue.items()}
+
+
+def _headline(csv_text: str) -> list[str]:
+    """One line per venue of the summary's CSV, in name order: bookings, cancellations with
+    the cancellation rate (cancellations ÷ bookings, two decimals) and revenue in EUR."""
     lines = []
-    for venue, (b, c, rev) in sorted(per_venue.items()):
+    for venue, (b, c, rev) in sorted(_report_totals(csv_text).items()):
         rate = Decimal(c * 100) / Decimal(b) if b else Decimal(0)
         lines.append(
             f"  {venue}: {b:,} bookings, {c:,} cancelled ({rate:.2f} %), "
             f"revenue EUR {Decimal(rev).scaleb(-2):,.2f}"
         )
     return lines
+
+
+def data_set_totals(path: Path) -> Totals:
+    """Per hotel of the data set at ``path`` (gzip CSV), straight from its columns with the
+    :mod:`csv` module, apart from the product's replay mapping: bookings = rows with an ADR
+    of 0 or more (the one negative ADR is no storable booking), cancellations = rows with
+    ``is_canceled`` 1, revenue = ADR × (weekend + week nights) in cents of the rows not
+    cancelled, exact (:class:`~decimal.Decimal`)."""
+    acc: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
+    with gzip.open(path, "rt", encoding="utf-8", newline="") as fh:
+        for row in csv.DictReader(fh):
+            adr = Decimal(row["adr"])
+            if adr < 0:
+                continue
+            hotel = acc[row["hotel"]]
+            hotel[0] += 1
+            if row["is_canceled"] == "1":
+                hotel[1] += 1
+            else:
+                nights = int(row["stays_in_weekend_nights"]) + int(row["stays_in_week_nights"])
+                hotel[2] += int(adr * 100 * nights)
+    return {hotel: (b, c, rev) for hotel, (b, c, rev) in acc.items()}
+
+
+def differences(report: Totals, data: Totals) -> list[str]:
+    """Where the report's venues (``City Hotel (H2)``) and the data set's hotels (``City
+    Hotel``) disagree, one line each; empty when every figure is equal."""
+    named = {venue.split(" (")[0]: figures for venue, figures in report.items()}
+    return [
+        f"  {hotel}: report {named.get(hotel)}, CSV {data.get(hotel)}"
+        for hotel in sorted(set(named) | set(data))
+        if named.get(hotel) != data.get(hotel)
+    ]
 
 
 async def _run(path: Path) -> int:
@@ -115,6 +159,15 @@ async def _run(path: Path) -> int:
             await pool.close()
         for line in _headline(csv_text):
             print(line)
+        expected = await asyncio.to_thread(data_set_totals, path)
+        wrong = differences(_report_totals(csv_text), expected)
+        if wrong:
+            print("DIFFERENT from the figures computed straight from the CSV:", *wrong, sep="\n")
+            return 1
+        print(
+            "equal to the figures computed straight from the CSV"
+            " (rows, is_canceled, ADR × nights; the negative-ADR row left out)"
+        )
         return 0
     finally:
         worker.stop()

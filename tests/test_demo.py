@@ -6,7 +6,10 @@ the README's own (City Hotel, the real data set)."""
 
 from __future__ import annotations
 
-from stream_app.demo import _headline
+from pathlib import Path
+
+from stream_app.demo import _headline, data_set_totals, differences
+from tests.hotel_csv import read_csv
 
 CSV = (
     "venue_name,bookings,cancellations,revenue_minor\r\n"
@@ -32,3 +35,28 @@ def test_the_readme_headline_of_the_real_data_set() -> None:
     assert _headline(csv_text) == [
         "  City Hotel (H2): 79,330 bookings, 33,102 cancelled (41.73 %), revenue EUR 14,394,410.18"
     ]
+
+
+def test_the_data_set_totals_are_the_readme_figures_and_differences_are_named(
+    hotel_csv: Path,
+) -> None:
+    data = data_set_totals(hotel_csv)
+    rows = read_csv(hotel_csv)  # the tests' own reading of the CSV
+    for hotel, venue in (("City Hotel", "city-hotel"), ("Resort Hotel", "resort-hotel")):
+        mine = [r for r in rows if r.venue == venue]
+        assert data[hotel] == (
+            len(mine),
+            sum(r.cancelled for r in mine),
+            sum(r.amount for r in mine if not r.cancelled),
+        )
+    # and the README's figures: EUR 14,394,410.18 for the city hotel
+    assert data["City Hotel"] == (79_330, 33_102, 1_439_441_018)
+    assert set(data) == {"City Hotel", "Resort Hotel"}
+    report = {"City Hotel (H2)": data["City Hotel"], "Resort Hotel (H1)": (40_059, 11_122, 1)}
+    assert differences(report, data) == [
+        f"  Resort Hotel: report (40059, 11122, 1), CSV {data['Resort Hotel']}"
+    ]
+    assert (
+        differences({"City Hotel (H2)": data["City Hotel"]}, {"City Hotel": data["City Hotel"]})
+        == []
+    )
