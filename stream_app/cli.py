@@ -416,6 +416,10 @@ def _cmd_token(args: argparse.Namespace) -> int:
                 before = datetime.fromisoformat(args.before)
             except ValueError:
                 raise ValueError(f"--before: {args.before!r} is not ISO 8601") from None
+            try:
+                tokens.check_revocation_time(before)
+            except ValueError as exc:
+                raise ValueError(f"--before: {exc}") from None
 
         async def revoke() -> int:
             conn = await asyncpg.connect(s.postgres_dsn)

@@ -104,6 +104,31 @@ async def issue(
     return issued
 
 
+REVOCATION_CLOCK_SKEW_S = 300
+"""How far past now a revocation time may lie, seconds: clocks of the caller and the server
+may differ by that much. Later is refused: "every token issued before 9999-01-01" would also
+refuse every token issued from now on, and nothing could undo it but the database."""
+
+
+def check_revocation_time(issued_before: datetime) -> datetime:
+    """``issued_before`` if a revocation may name it: with a time zone, and not later than
+    now plus :data:`REVOCATION_CLOCK_SKEW_S`.
+
+    Raises:
+        ValueError: the reason (the caller names its field: ``$.before``, ``--before``).
+    """
+    if issued_before.tzinfo is None:
+        raise ValueError("give a time zone (e.g. 2026-12-05T08:00:00+00:00)")
+    latest = datetime.now(UTC) + timedelta(seconds=REVOCATION_CLOCK_SKEW_S)
+    if issued_before > latest:
+        raise ValueError(
+            f"{issued_before.isoformat()} is in the future (later than now +"
+            f" {REVOCATION_CLOCK_SKEW_S} s): it would also refuse every token issued from now"
+            " on; to revoke every token so far, give the current time"
+        )
+    return issued_before
+
+
 async def revoke(
     conn: asyncpg.Connection,
     settings: Settings,
@@ -121,11 +146,10 @@ async def revoke(
         How many recorded tokens the revocation covers.
 
     Raises:
-        ValueError: neither or both of ``jti`` and ``issued_before``, or a naive
-            ``issued_before``.
+        ValueError: ``issued_before`` refused by :func:`check_revocation_time`.
     """
-    if issued_before is not None and issued_before.tzinfo is None:
-        raise ValueError("--before: give a time zone (e.g. 2026-12-05T08:00:00+00:00)")
+    if issued_before is not None:
+        check_revocation_time(issued_before)
     now = datetime.now(UTC)
     max_ttl = timedelta(seconds=settings.token_max_ttl_s)
     keep_until = (issued_before or now) + max_ttl if jti is None else now + max_ttl

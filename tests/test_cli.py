@@ -86,6 +86,12 @@ def test_a_token_is_recorded_and_audited(
     # revoke it by id, then every token of the organisation issued before a time
     assert main(["token", "revoke", "--org", ORG, "--jti", claims["jti"]]) == 0
     assert "1 recorded token(s)" in capsys.readouterr().out
+    # a time in the future is refused: it would refuse every token issued from now on too
+    assert main(["token", "revoke", "--org", ORG, "--before", "9999-01-01T00:00:00+00:00"]) == 2
+    refused = capsys.readouterr().err
+    assert refused.startswith("error: --before: 9999-01-01T00:00:00+00:00 is in the future"), (
+        refused
+    )
     before = datetime.now(UTC).isoformat()
     assert main(["token", "revoke", "--org", ORG, "--before", before]) == 0
     revocations = asyncio.run(

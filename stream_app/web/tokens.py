@@ -3,7 +3,9 @@
 Body: ``{"jti": "<token id>"}`` or ``{"before": "<ISO 8601 with offset>"}``. Answer 200
 ``{"revoked": {"jti"|"before": ...}, "recorded_tokens": N, "effective_within_s": S}``: every
 worker refuses the tokens within ``S`` seconds (:mod:`stream_app.web.revocation`). Audited as
-``token.revoked``. Errors: 400 naming ``$.jti`` / ``$.before``; 401/403 as every route.
+``token.revoked``. Errors: 400 naming ``$.jti`` / ``$.before`` (not ISO 8601 with an offset,
+or later than now plus :data:`~stream_app.tokens.REVOCATION_CLOCK_SKEW_S`); 401/403 as every
+route.
 """
 
 from __future__ import annotations
@@ -46,6 +48,10 @@ async def revoke_tokens(self: Any, request: web.Request, org: str) -> web.Stream
             raise ApiError(
                 400, "invalid_field", "before must be ISO 8601 with an offset", field="$.before"
             )
+        try:
+            tokens.check_revocation_time(before)
+        except ValueError as exc:
+            raise ApiError(400, "invalid_field", str(exc), field="$.before") from None
     pool = await get_pool(settings.postgres_dsn)
     async with pool.acquire() as conn:
         count = await tokens.revoke(

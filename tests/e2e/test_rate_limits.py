@@ -139,6 +139,26 @@ async def test_revocation_reaches_every_worker_within_the_cache_bound(
         jti,
     )
     assert audited == 1
+    # a revocation time in the future is refused and recorded nowhere: "every token issued
+    # before 9999" would lock the organisation out for good (an attacker's finding)
+    recorded = await db_value(
+        settings, "SELECT count(*) FROM token_revocations WHERE organization_id = $1", OTHER
+    )
+    async with (
+        aiohttp.ClientSession(b.url) as s,
+        s.post(
+            f"/orgs/{OTHER}/tokens/revoke",
+            json={"before": "9999-01-01T00:00:00+00:00"},
+            headers=admin,
+        ) as r,
+    ):
+        assert r.status == 400, await r.text()
+        error = (await r.json())["error"]
+    assert error["field"] == "$.before"
+    assert "in the future" in error["reason"]
+    assert recorded == await db_value(
+        settings, "SELECT count(*) FROM token_revocations WHERE organization_id = $1", OTHER
+    )
     # all tokens issued before now: the keeper goes too
     before = (datetime.now(UTC) + timedelta(seconds=1)).isoformat()
     async with (
