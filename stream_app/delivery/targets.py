@@ -29,6 +29,7 @@ import yarl
 
 from stream_app.crypto.sealed import is_sealed
 from stream_app.delivery.redact import clip, mask_url
+from stream_app.errors import cut
 from stream_app.schemas.base import EventValidationError
 
 _EMAIL_RE = re.compile(r"^[^@\s<>,;\"]+@[^@\s<>,;\"\[\]]+\.[^@\s<>,;\"\[\]]+$")
@@ -432,7 +433,7 @@ def target_from_dict(value: dict[str, Any]) -> DeliveryTarget:
     method = value.get("method")
     if not isinstance(method, str) or method not in TARGET_TYPES:
         raise TargetValidationError(
-            "delivery.method", f"{clip(repr(method), 80)} is not one of {sorted(TARGET_TYPES)}"
+            "delivery.method", f"{cut(repr(method), 80)} is not one of {sorted(TARGET_TYPES)}"
         )
     check_known_fields(value, method)
     return msgspec.convert(value, TARGET_TYPES[method])  # strict: "5" is no number
@@ -449,6 +450,6 @@ def check_known_fields(value: dict[str, Any], method: str, field: str = "deliver
     for key in value:
         if key not in known:
             raise TargetValidationError(
-                f"{field}.{clip(str(key), 80)}",
+                f"{field}.{cut(str(key), 80)}",
                 f"unknown field of a {method} delivery (known: {sorted(known)})",
             )

@@ -42,6 +42,7 @@ from stream_app.delivery.targets import (
     check_known_fields,
     target_parts,
 )
+from stream_app.errors import cut
 from stream_app.schemas.base import decode_event
 from stream_app.schemas.reports import ReportRequest
 from stream_app.web.auth import Principal
@@ -213,7 +214,8 @@ def request_delivery_from_json(delivery: dict[str, Any]) -> RequestDelivery:
             for key in retry:
                 if key not in _RETRY_FIELDS:
                     raise TargetValidationError(
-                        f"retry.{str(key)[:80]}", f"unknown field (known: {sorted(_RETRY_FIELDS)})"
+                        f"retry.{cut(str(key), 80)}",
+                        f"unknown field (known: {sorted(_RETRY_FIELDS)})",
                     )
         policy = retry_from_json(retry, "$.delivery.retry")
     except TargetValidationError as exc:  # its field: delivery.<name> or retry.<name>

@@ -206,3 +206,16 @@ def test_schedule_errors_name_the_field_from_the_body_s_root(
     with pytest.raises(ApiError) as caught:
         schedule_from_json(body, organization_id="o", principal=principal, default_zone="UTC")
     assert (caught.value.status, caught.value.field) == (400, expected), caught.value.reason
+
+
+def test_a_long_unknown_key_is_cut_with_its_length_in_the_field() -> None:
+    """An unknown key of 3,000 characters was named by its first 80 with no sign of the cut
+    (``retry.qqq…q`` named a key nobody sent); it is cut like every long value: an ellipsis
+    and the length (s6 attacker, F6)."""
+    long_key = "q" * 3000
+    cut_key = "q" * 80 + "… (3000 characters)"
+    assert refusal({**HOOK, "retry": {long_key: 1}})[1] == f"$.delivery.retry.{cut_key}"
+    assert refusal({**HOOK, long_key: 1})[1] == f"$.delivery.{cut_key}"
+    _, field, reason = refusal({**HOOK, "method": "m" * 3000})
+    assert field == "$.delivery.method"
+    assert reason == "$.delivery.method must be one of ['api', 'email', 'sftp', 'webhook']"
