@@ -5,7 +5,8 @@ producer of ``report-requests`` (the ``wedding-engine report`` command, or any o
 entry of the one accept path (:mod:`stream_app.reports.accept`): the router validates the
 message, checks its key, and calls :func:`~stream_app.reports.accept.accept` with the
 ``kafka`` channel. A malformed request is dead-lettered and, when its id and organisation can
-be read, ends ``failed``; a request for an unknown organisation ends ``failed``; an id that
+be read, ends ``failed``; a request for an unknown organisation is dead-lettered naming
+``$.organization_id`` and ends ``failed``; an id that
 already names another request of the organisation is dead-lettered naming ``$.report_id``.
 """
 
@@ -94,6 +95,9 @@ async def route_request(event: EventT[bytes]) -> ReportStatusName | None:
         raise
     except Exception as exc:  # noqa: BLE001 - recorded as the report's cause
         if isinstance(exc, UnknownOrganizationError):
+            # no tenant can read a status of an organisation that does not exist: the
+            # request is kept where an operator looks, the dead-letter topic
+            await send_to_dead_letter(event, field="$.organization_id", reason=str(exc))
             cause = str(exc)
         else:
             cause = f"cannot record request: {exc}"

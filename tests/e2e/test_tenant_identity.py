@@ -222,6 +222,33 @@ async def test_the_same_id_on_kafka_with_other_content_is_dead_lettered_not_over
     assert await report_row(settings, B, "kafka-1") == before
 
 
+async def test_a_kafka_request_for_an_unknown_organisation_is_dead_lettered(
+    settings: Settings, wall: tuple[WorkerProcess, dict[str, list[Booking]]]
+) -> None:
+    """No tenant can read the status of an organisation that does not exist: the request
+    goes to the dead-letter topic naming ``$.organization_id`` (it vanished before; s6
+    attacker, F7)."""
+    ghost = "no-such-org-s6"
+    request = {
+        **BODY,
+        "schema_version": 1,
+        "report_id": "ghost-1",
+        "organization_id": ghost,
+        "user_id": "mallory",
+        "requested_at": datetime.now(UTC).isoformat(),
+    }
+    await send_requests(settings, [(f"{ghost}/ghost-1".encode(), orjson.dumps(request))])
+
+    async def dead_lettered() -> bool:
+        return any(
+            dict(r.headers).get("dlq.field") == b"$.organization_id"
+            and b"ghost-1" in (r.value or b"")
+            for r in await read_topic(settings.kafka_bootstrap, DEAD_LETTER)
+        )
+
+    await wait_until(dead_lettered, 60, "the unknown organisation's request dead-lettered")
+
+
 async def send_requests(settings: Settings, msgs: list[tuple[bytes, bytes]]) -> None:
     await send(settings.kafka_bootstrap, REPORT_REQUESTS, msgs)
 
