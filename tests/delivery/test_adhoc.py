@@ -256,3 +256,55 @@ async def test_a_failed_report_or_one_of_another_tenant_orders_nothing(
     assert isinstance(order.target, WebhookTarget) and order.target.secret != SECRET  # sealed
     assert (order.date_from.isoformat(), order.date_to.isoformat()) == ("2026-01-01", "2026-01-31")
     assert failed is None and foreign is None
+
+
+async def test_an_invalid_kafka_delivery_is_skipped_naming_the_request_s_full_path(
+    db: asyncpg.Pool, new_org: Any
+) -> None:
+    """A request produced to Kafka directly is not checked by the HTTP API: its bad delivery
+    is ``skipped``, the reason naming the field's path in the request (``$.delivery.…``),
+    not the path inside the retry object msgspec converted (``$.max_attempts``)."""
+    org = await new_org()
+    hook = {"method": "webhook", "url": "https://x.test/h", "secret": SECRET}
+    cases = {
+        "type": ({**hook, "retry": {"max_attempts": "5"}}, "$.delivery.retry.max_attempts: "),
+        "range": ({**hook, "retry": {"max_attempts": 50}}, "$.delivery.retry.max_attempts: "),
+        "floor": ({**hook, "retry": {"base_backoff_s": 0.2}}, "$.delivery.retry.base_backoff_s: "),
+        "target": ({**hook, "timeout_s": "5"}, "$.delivery.timeout_s: "),
+        "secret": ({**hook, "secret": "short"}, "$.delivery.secret: "),
+        "missing": ({"method": "webhook", "secret": SECRET}, "$.delivery: "),
+    }
+    reasons: dict[str, str] = {}
+    async with db.acquire() as conn:
+        for name, (delivery, _) in cases.items():
+            report_id = f"kafka-{name}-{uuid.uuid4().hex[:6]}"
+            await report_db.insert_queued(
+                conn,
+                report_id=report_id,
+                organization_id=org,
+                user_id="admin-1",
+                report_type="monthly_booking_summary",
+                request={"report_id": report_id, "delivery": delivery},
+            )
+            async with tenant_transaction(conn, org):
+                await conn.execute(
+                    "UPDATE reports SET status = 'completed' WHERE organization_id = $1"
+                    " AND id = $2",
+                    org,
+                    report_id,
+                )
+            summary = await delivery_summary(conn, org, report_id)
+            assert summary is not None and summary["outcome"] == "skipped", (name, summary)
+            reasons[name] = summary["reason"]
+    expected = {
+        "type": "Expected `int`, got `str`",
+        "range": "must be between 1 and 10",
+        "floor": "must be at least 1 second (got 0.2): a failing receiver is not retried faster",
+        "target": "Expected `float`, got `str`",
+        "secret": "must be at least 16 characters",
+        "missing": "Object missing required field `url`",
+    }
+    assert reasons == {
+        name: f"the delivery is invalid: {prefix}{expected[name]}"
+        for name, (_, prefix) in cases.items()
+    }
