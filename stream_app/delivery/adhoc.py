@@ -66,23 +66,62 @@ class RequestDelivery:
     retry: RetryPolicy
 
 
+_AT_ROOT = re.compile(r"`\$(?=[.\[`])")
+"""The root ``$`` of a path in a msgspec message (`` `$.port` ``, `` `$[0]` ``, `` `$` ``)."""
+
+
+_AT_PATH = re.compile(r"(?P<message>.*) - at `(?P<path>\$[^`]*)`", re.DOTALL)
+"""A msgspec message ending with the path it names."""
+
+
+def _under(path: str, exc: msgspec.ValidationError) -> Exception:
+    """``exc`` with the paths of its message put under ``path`` (``$.delivery``): msgspec
+    names a field of the object it converted (`` `$.max_attempts` ``) or none (a missing
+    field of that object), not where that object sits in the request. A
+    :class:`TargetValidationError` of the object's own check (msgspec wraps it) is given back
+    as it is: it names its field itself."""
+    if isinstance(exc.__cause__, TargetValidationError):
+        return exc.__cause__
+    message = str(exc)
+    if " - at `$" in message:
+        return msgspec.ValidationError(_AT_ROOT.sub(f"`{path}", message))
+    return msgspec.ValidationError(f"{message} - at `{path}`")
+
+
+def json_path(field: str) -> str:
+    """The request's JSON path of a :class:`TargetValidationError`'s ``field`` as
+    :func:`parse_delivery` raises it (``delivery.url`` → ``$.delivery.url``,
+    ``retry.max_attempts`` → ``$.delivery.retry.max_attempts``)."""
+    inside = field if field == "delivery" or field.startswith("delivery.") else f"delivery.{field}"
+    return f"$.{inside}"
+
+
 def parse_delivery(value: dict[str, Any]) -> RequestDelivery:
     """The target and retry policy of a request's ``delivery`` object.
 
     Raises:
         TargetValidationError: a field is invalid (``delivery.<field>``, ``retry.<field>``;
-            a first wait under :data:`~stream_app.delivery.targets.MIN_BASE_BACKOFF_S`).
+            a first wait under :data:`~stream_app.delivery.targets.MIN_BASE_BACKOFF_S`;
+            :func:`json_path` gives the request's path).
         msgspec.ValidationError: a field is missing or has the wrong type (a number or
-            boolean given as a string too).
+            boolean given as a string too); the message names the request's path
+            (`` `$.delivery.port` ``, `` `$.delivery.retry.max_attempts` ``).
     """
     fields = dict(value)
     retry = fields.pop("retry", None)
-    target = target_from_dict(fields)
+    try:
+        target = target_from_dict(fields)
+    except msgspec.ValidationError as exc:
+        raise _under("$.delivery", exc) from None
     if retry is None:
         return RequestDelivery(target, RetryPolicy())
     if not isinstance(retry, dict):
         raise TargetValidationError("retry", "must be an object")
-    return RequestDelivery(target, accept_retry(msgspec.convert(retry, RetryPolicy)))
+    try:
+        policy = msgspec.convert(retry, RetryPolicy)
+    except msgspec.ValidationError as exc:
+        raise _under("$.delivery.retry", exc) from None
+    return RequestDelivery(target, accept_retry(policy))
 
 
 def delivery_to_json(delivery: RequestDelivery) -> dict[str, Any]:
@@ -211,9 +250,12 @@ def _skip_reason(report_status: str | None, delivery: Any) -> str | None:
         try:
             parse_delivery(delivery)
         except TargetValidationError as exc:
-            return f"the delivery is invalid: {exc.field}: {exc.reason}"
+            return f"the delivery is invalid: {json_path(exc.field)}: {exc.reason}"
         except (ValueError, msgspec.ValidationError) as exc:
-            return f"the delivery is invalid: {clip(mask_urls(str(exc)), 200)}"
+            text = str(exc)
+            if (at := _AT_PATH.fullmatch(text)) is not None:  # the path first, as above
+                text = f"{at['path']}: {at['message']}"
+            return f"the delivery is invalid: {clip(mask_urls(text), 200)}"
     return None
 
 

@@ -7,7 +7,9 @@ Headers sent with every attempt:
   (the timestamp's ASCII digits, a dot, then the exact body bytes) keyed with the target's
   secret. Receivers recompute it and compare in constant time, and reject old timestamps
   to stop replays;
-* ``X-Wedding-Delivery``: the report id (an idempotency key for the receiver).
+* ``X-Wedding-Delivery``: ``<organization_id>/<report_id>``, an idempotency key for the
+  receiver, unique across tenants (report ids are chosen by each tenant, so two tenants may
+  both have a report ``x``; ids never hold a ``/``, :mod:`stream_app.schemas.ids`).
 
 Each attempt is signed anew with its own timestamp. Classification: 2xx is delivered;
 timeouts, connection errors, 5xx, 408 (Request Timeout) and 429 (Too Many Requests) are
@@ -72,6 +74,11 @@ async def read_capped(resp: aiohttp.ClientResponse) -> str:
     if not resp.content.at_eof():
         resp.close()  # drop the connection instead of draining the rest
     return data.decode("utf-8", errors="replace")[:KEPT_REPLY_CHARS]
+
+
+def delivery_key(job: DeliveryJob) -> str:
+    """The ``X-Wedding-Delivery`` value of ``job``: ``<organization_id>/<report_id>``."""
+    return f"{job.organization_id}/{job.report_id}"
 
 
 def sign(secret: str, timestamp: str, body: bytes) -> str:
@@ -179,7 +186,7 @@ class WebhookMethod(DeliveryMethod):
             "Content-Type": "application/json",
             TIMESTAMP_HEADER: timestamp,
             SIGNATURE_HEADER: sign(target.secret, timestamp, body),
-            DELIVERY_HEADER: job.report_id,
+            DELIVERY_HEADER: delivery_key(job),
         }
         timeout = aiohttp.ClientTimeout(total=target.timeout_s)
         connector = aiohttp.TCPConnector(resolver=GuardedResolver(self.egress), use_dns_cache=False)

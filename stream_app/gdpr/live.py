@@ -28,6 +28,7 @@ from stream_app.queries.partitions import partition_for
 from stream_app.queries.routing import changelog_owner, remote_json
 from stream_app.schemas.base import encode_event
 from stream_app.schemas.interactions import ClientInteractionEvent
+from stream_app.tables import interactions as interactions_tables
 from stream_app.topics import CLIENT_INTERACTIONS, message_key
 from stream_app.topology import client_interactions_table, interactions_topic
 from stream_app.web.streams import client_interactions_body
@@ -48,6 +49,12 @@ async def interactions_row(organization_id: str, client_id: str) -> dict[str, An
     return await remote_json(
         owner, f"/orgs/{organization_id}/clients/{client_id}/interactions", {}, organization_id
     )
+
+
+def holds_client(row: dict[str, Any]) -> bool:
+    """Whether an :func:`interactions_row` answer shows any event of the client (a client
+    with no event reads as :func:`stream_app.tables.interactions.empty`'s values)."""
+    return any(row.get(name, value) != value for name, value in interactions_tables.empty().items())
 
 
 async def send_erasure(organization_id: str, client_id: str) -> tuple[int, int]:

@@ -107,6 +107,33 @@ async def client_rows(
     return out
 
 
+REQUEST_TABLES = frozenset({"gdpr_requests"})
+"""Tables recording requests about a client rather than data of it: a request (an export of
+an id the organisation never had, say) does not make the client known."""
+
+
+async def holds_client(conn: asyncpg.Connection, organization_id: str, client_id: str) -> bool:
+    """Whether a row of ``organization_id`` about ``client_id`` is in PostgreSQL: in
+    ``clients`` or any table of :func:`client_tables` but :data:`REQUEST_TABLES` (a payment
+    names a booking, so the bookings cover it). Call it inside
+    :func:`stream_app.db.tenancy.tenant_transaction` of the organisation."""
+    if await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM clients WHERE organization_id = $1 AND id = $2)",
+        organization_id,
+        client_id,
+    ):
+        return True
+    for table in await client_tables(conn):
+        if table not in REQUEST_TABLES and await conn.fetchval(
+            f"SELECT EXISTS (SELECT 1 FROM {_ident(table)}"
+            " WHERE organization_id = $1 AND client_id = $2)",
+            organization_id,
+            client_id,
+        ):
+            return True
+    return False
+
+
 async def erase_client_rows(
     conn: asyncpg.Connection, organization_id: str, client_id: str, pseudonym: str
 ) -> dict[str, int]:

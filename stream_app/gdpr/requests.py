@@ -69,3 +69,29 @@ async def complete(
         orjson.dumps(dict(result)).decode(),
         pseudonym,
     )
+
+
+_UNFINISHED_ERASURE_SQL = """
+SELECT EXISTS (
+  SELECT 1 FROM gdpr_requests g
+  WHERE g.organization_id = $1 AND g.kind = 'erasure'
+    AND ((g.status = 'in_progress'
+          AND NOT EXISTS (SELECT 1 FROM gdpr_requests l
+                          WHERE l.organization_id = $1 AND l.kind = 'erasure'
+                            AND l.status = 'completed' AND l.received_at > g.received_at))
+         OR EXISTS (SELECT 1 FROM reports r
+                    WHERE r.organization_id = $1
+                      AND r.id IN (SELECT jsonb_array_elements_text(
+                                     COALESCE(g.result -> 'running_reports', '[]'::jsonb)))
+                      AND r.metadata ->> 'artifacts_purged' IS NULL)))
+"""
+
+
+async def erasure_unfinished(conn: asyncpg.Connection, organization_id: str) -> bool:
+    """Whether an erasure of ``organization_id`` asked to be repeated and was not yet: one
+    still ``in_progress`` (the live table did not confirm in time) with no completed erasure
+    after it, or one whose ``running_reports`` hold a report whose files no erasure purged
+    since. Its client is pseudonymised already, so which client it was cannot be told: any
+    erasure of the organisation may then go ahead. Call it inside
+    :func:`stream_app.db.tenancy.tenant_transaction` of the organisation."""
+    return bool(await conn.fetchval(_UNFINISHED_ERASURE_SQL, organization_id))

@@ -32,7 +32,7 @@ from stream_app.db.tenancy import tenant_transaction
 from stream_app.gdpr import live
 from stream_app.gdpr import requests as gdpr_requests
 from stream_app.gdpr.artifacts import purge_organization_files
-from stream_app.gdpr.pgdata import client_rows, erase_client_rows, new_pseudonym
+from stream_app.gdpr.pgdata import client_rows, erase_client_rows, holds_client, new_pseudonym
 from stream_app.gdpr.retention import RuleError, fetch_rule, parse_rule, store_rule
 from stream_app.reports import cache as report_cache
 from stream_app.web.auth import authenticate
@@ -91,6 +91,35 @@ async def _open(
             conn, org, actor, f"gdpr.{kind}.received", request_id, {"kind": kind}
         )
     return request_id
+
+
+async def _known_client(pool: asyncpg.Pool, org: str, client_id: str) -> None:
+    """Check that ``org`` holds something of ``client_id`` before an erasure: a PostgreSQL
+    row (:func:`stream_app.gdpr.pgdata.holds_client`), an event in the live table
+    (:func:`stream_app.gdpr.live.holds_client`), or an unfinished erasure of the organisation
+    (its client is pseudonymised already: erasing again must confirm it).
+
+    Raises:
+        ApiError: 404 ``not_found`` when the organisation does not exist, or naming
+            ``$.client_id`` when it holds nothing of the client (whatever other
+            organisations hold: the answer tells nothing about them).
+        stream_app.queries.errors.QueryUnavailableError: the live table cannot be read.
+    """
+    async with pool.acquire() as conn:
+        await known_organization(conn, org)
+        async with tenant_transaction(conn, org):
+            if await holds_client(conn, org, client_id):
+                return
+            if await gdpr_requests.erasure_unfinished(conn, org):
+                return
+    if live.holds_client(await live.interactions_row(org, client_id)):
+        return
+    raise ApiError(
+        404,
+        "not_found",
+        "the organisation holds nothing of this client (never known, or erased already)",
+        field="$.client_id",
+    )
 
 
 @page("/orgs/{org}/gdpr/export", method="post", permission=Permission.GDPR_MANAGE)
@@ -170,11 +199,15 @@ async def gdpr_erase(self: Any, request: web.Request, org: str) -> web.StreamRes
     ``result`` counts rows per table and action, files and cache keys; it holds neither the
     client id nor the pseudonym.
 
-    Errors: 400 naming the field; 401/403 (token); 404 unknown organisation.
+    Errors: 400 naming the field; 401/403 (token); 404 unknown organisation; 404
+    ``not_found`` naming ``$.client_id`` when the organisation holds nothing of the client
+    (:func:`_known_client`: nothing is recorded nor purged); 503 when the live table's owner
+    cannot answer that check.
     """
     principal = authenticate(request, settings.jwt_secret, org)
     client_id = _client_id(await _body(request), frozenset({"client_id"}))
     pool = await get_pool(settings.postgres_dsn)
+    await _known_client(pool, org, client_id)
     # a connection is held per step, never across the waits for Kafka
     async with pool.acquire() as conn:
         request_id = await _open(conn, org, "erasure", client_id, principal.user_id)

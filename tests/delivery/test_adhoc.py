@@ -51,6 +51,7 @@ class Hook:
     def __init__(self, status: int = 200) -> None:
         self.status = status
         self.bodies: list[dict[str, Any]] = []
+        self.delivery_keys: list[str] = []
         self.bad = 0
 
     async def handle(self, request: web.Request) -> web.Response:
@@ -61,6 +62,7 @@ class Hook:
             self.bad += 1
             return web.Response(status=401)
         self.bodies.append(orjson.loads(body))
+        self.delivery_keys.append(request.headers["X-Wedding-Delivery"])
         return web.Response(status=self.status)
 
 
@@ -77,10 +79,13 @@ MakeReport = Callable[..., Awaitable[ReportStatus]]
 @pytest_asyncio.fixture
 async def make_report(db: asyncpg.Pool, artifact_root: Path) -> MakeReport:
     """Record a completed report of ``org`` whose request carries ``delivery`` (sealed as the
-    HTTP API seals it), store its CSV file and return its ``completed`` status."""
+    HTTP API seals it), store its CSV file and return its ``completed`` status. The report id
+    is ``report_id`` when given, else a fresh one."""
 
-    async def make(org: str, delivery: RequestDelivery | None) -> ReportStatus:
-        report_id = f"adhoc-{uuid.uuid4().hex[:10]}"
+    async def make(
+        org: str, delivery: RequestDelivery | None, report_id: str | None = None
+    ) -> ReportStatus:
+        report_id = report_id or f"adhoc-{uuid.uuid4().hex[:10]}"
         key = await KeyRing(db).current(org)
         request: dict[str, Any] = {
             "schema_version": 1,
@@ -201,6 +206,36 @@ async def test_two_workers_send_each_report_once_with_its_sealed_secret(
     assert [a["attempt"] for a in summary["attempts"]] == [1]
 
 
+async def test_two_tenants_same_report_id_get_distinct_idempotency_keys(
+    db: asyncpg.Pool,
+    new_org: Any,
+    make_report: MakeReport,
+    hook: tuple[Hook, str],
+    signer: LinkSigner,
+    artifact_root: Path,
+    loopback: EgressPolicy,
+) -> None:
+    """Tenants choose their report ids: A's ``x`` and B's ``x`` sent to one receiver carry
+    different ``X-Wedding-Delivery`` keys, so a receiver de-duplicating on it keeps both."""
+    rec, url = hook
+    org_a, org_b = await new_org(), await new_org()
+    shared_id = f"x-{uuid.uuid4().hex[:8]}"
+    target = WebhookTarget(url=url, secret=SECRET)
+    statuses = [
+        await make_report(org, RequestDelivery(target, RetryPolicy()), shared_id)
+        for org in (org_a, org_b)
+    ]
+    worker = DeliveryWorker(
+        db, config(signer, loopback), artifact_root, sources=(AdhocDeliveries(),), worker_id="k"
+    )
+    assert [await worker.enqueue_report(s) for s in statuses] == [True, True]
+    async with running(worker):
+        await wait_for(lambda: len(rec.bodies) >= 2, 20)
+    assert rec.bad == 0
+    assert sorted(rec.delivery_keys) == sorted([f"{org_a}/{shared_id}", f"{org_b}/{shared_id}"])
+    assert sorted(b["organization_id"] for b in rec.bodies) == sorted([org_a, org_b])
+
+
 async def test_a_failed_report_or_one_of_another_tenant_orders_nothing(
     db: asyncpg.Pool, new_org: Any, make_report: MakeReport
 ) -> None:
@@ -221,3 +256,55 @@ async def test_a_failed_report_or_one_of_another_tenant_orders_nothing(
     assert isinstance(order.target, WebhookTarget) and order.target.secret != SECRET  # sealed
     assert (order.date_from.isoformat(), order.date_to.isoformat()) == ("2026-01-01", "2026-01-31")
     assert failed is None and foreign is None
+
+
+async def test_an_invalid_kafka_delivery_is_skipped_naming_the_request_s_full_path(
+    db: asyncpg.Pool, new_org: Any
+) -> None:
+    """A request produced to Kafka directly is not checked by the HTTP API: its bad delivery
+    is ``skipped``, the reason naming the field's path in the request (``$.delivery.…``),
+    not the path inside the retry object msgspec converted (``$.max_attempts``)."""
+    org = await new_org()
+    hook = {"method": "webhook", "url": "https://x.test/h", "secret": SECRET}
+    cases = {
+        "type": ({**hook, "retry": {"max_attempts": "5"}}, "$.delivery.retry.max_attempts: "),
+        "range": ({**hook, "retry": {"max_attempts": 50}}, "$.delivery.retry.max_attempts: "),
+        "floor": ({**hook, "retry": {"base_backoff_s": 0.2}}, "$.delivery.retry.base_backoff_s: "),
+        "target": ({**hook, "timeout_s": "5"}, "$.delivery.timeout_s: "),
+        "secret": ({**hook, "secret": "short"}, "$.delivery.secret: "),
+        "missing": ({"method": "webhook", "secret": SECRET}, "$.delivery: "),
+    }
+    reasons: dict[str, str] = {}
+    async with db.acquire() as conn:
+        for name, (delivery, _) in cases.items():
+            report_id = f"kafka-{name}-{uuid.uuid4().hex[:6]}"
+            await report_db.insert_queued(
+                conn,
+                report_id=report_id,
+                organization_id=org,
+                user_id="admin-1",
+                report_type="monthly_booking_summary",
+                request={"report_id": report_id, "delivery": delivery},
+            )
+            async with tenant_transaction(conn, org):
+                await conn.execute(
+                    "UPDATE reports SET status = 'completed' WHERE organization_id = $1"
+                    " AND id = $2",
+                    org,
+                    report_id,
+                )
+            summary = await delivery_summary(conn, org, report_id)
+            assert summary is not None and summary["outcome"] == "skipped", (name, summary)
+            reasons[name] = summary["reason"]
+    expected = {
+        "type": "Expected `int`, got `str`",
+        "range": "must be between 1 and 10",
+        "floor": "must be at least 1 second (got 0.2): a failing receiver is not retried faster",
+        "target": "Expected `float`, got `str`",
+        "secret": "must be at least 16 characters",
+        "missing": "Object missing required field `url`",
+    }
+    assert reasons == {
+        name: f"the delivery is invalid: {prefix}{expected[name]}"
+        for name, (_, prefix) in cases.items()
+    }

@@ -35,12 +35,14 @@ class Receiver:
     accepted: list[dict[str, Any]] = field(default_factory=list)
     bad_signatures: int = 0
     timestamps: list[str] = field(default_factory=list)
+    delivery_keys: list[str] = field(default_factory=list)
 
     async def handle(self, request: web.Request) -> web.Response:
         self.calls += 1
         body = await request.read()
         timestamp = request.headers["X-Wedding-Timestamp"]
         self.timestamps.append(timestamp)
+        self.delivery_keys.append(request.headers.get("X-Wedding-Delivery", "absent"))
         expected = hmac.new(
             SECRET.encode(), f"{timestamp}.".encode() + body, hashlib.sha256
         ).hexdigest()
@@ -96,6 +98,8 @@ async def test_signed_post_is_accepted(
     assert claims.path == status.artifacts[0].path
     # the timestamp header is the current Unix time in whole seconds
     assert abs(int(recv.timestamps[0]) - datetime.now(UTC).timestamp()) < 30
+    # the idempotency key names the tenant as well as its report (ids hold no "/")
+    assert recv.delivery_keys == [f"{run.schedule.organization_id}/{status.report_id}"]
 
 
 async def test_503_is_retried_with_backoff(

@@ -617,5 +617,5 @@ async def test_a_delivery_that_cannot_happen_is_skipped_with_its_reason(
     assert invalid["status"] == "completed"
     assert invalid["delivery"]["outcome"] == "skipped"
     assert invalid["delivery"]["reason"] == (
-        "the delivery is invalid: delivery.secret: must be at least 16 characters"
+        "the delivery is invalid: $.delivery.secret: must be at least 16 characters"
     )

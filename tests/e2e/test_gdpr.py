@@ -522,6 +522,66 @@ async def test_retention_job_deletes_what_the_rules_let_expire_once(
     assert sorted(p.parent.name for p in (root / org).rglob("*.csv")) == [f"{org}-new-1"]
 
 
+async def test_erasing_a_client_the_organisation_does_not_hold_is_404_and_purges_nothing(
+    settings: Settings, gdpr_worker: WorkerProcess
+) -> None:
+    """A client only B has, or nobody has: A's erasure answers 404 naming ``$.client_id`` and
+    leaves A's report files, A's requests and audit log and B's client as they were (before,
+    it answered 200 and purged every report file of A)."""
+    only_b, nobody = f"onlyb-{SUFFIX}", f"nobody-{SUFFIX}"
+    conn = await asyncpg.connect(settings.postgres_dsn)
+    try:
+        await conn.execute(
+            "INSERT INTO clients (organization_id, id, display_name, email, country)"
+            " VALUES ($1, $2, 'Só B', NULL, 'PT')",
+            ORG_B,
+            only_b,
+        )
+    finally:
+        await conn.close()
+    today = NOW.date()
+    report = {  # not the dates of the next test's report: no cached answer shared with it
+        "report_type": "compliance",
+        "date_from": (today - timedelta(days=5)).isoformat(),
+        "date_to": (today - timedelta(days=3)).isoformat(),
+        "output_formats": ["csv"],
+    }
+    rep_a = await request_report_http(gdpr_worker.url, settings, ORG_A, report)
+    assert rep_a["status"] == "completed", rep_a
+    files_a = file_hashes(settings.artifact_dir / ORG_A)
+    assert len(files_a) >= 1
+    for client in (only_b, nobody):
+        status, answer = await call(
+            gdpr_worker, "POST", f"/orgs/{ORG_A}/gdpr/erase", ORG_A, json={"client_id": client}
+        )
+        error = answer.get("error", {}) if isinstance(answer, dict) else {}
+        assert (status, error.get("code"), error.get("field")) == (
+            404,
+            "not_found",
+            "$.client_id",
+        ), (client, answer)
+    assert file_hashes(settings.artifact_dir / ORG_A) == files_a
+    status, rep = await call(
+        gdpr_worker, "GET", f"/orgs/{ORG_A}/reports/{rep_a['report_id']}", ORG_A
+    )
+    assert status == 200 and len(rep["artifacts"]) == 1, rep
+    assert "artifacts_purged" not in rep["metadata"]
+    conn = await asyncpg.connect(settings.postgres_dsn)
+    try:
+        counts = await conn.fetchrow(
+            "SELECT (SELECT count(*) FROM gdpr_requests WHERE organization_id = $1),"
+            " (SELECT count(*) FROM audit_log WHERE organization_id = $1"
+            "  AND action LIKE 'gdpr.%'),"
+            " (SELECT count(*) FROM clients WHERE organization_id = $2 AND id = $3)",
+            ORG_A,
+            ORG_B,
+            only_b,
+        )
+    finally:
+        await conn.close()
+    assert tuple(counts) == (0, 0, 1)
+
+
 async def test_export_then_erasure_leaves_no_trace_of_the_client_in_a_and_b_intact(
     settings: Settings, gdpr_worker: WorkerProcess
 ) -> None:
