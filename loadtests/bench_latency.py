@@ -56,6 +56,14 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[max(0, min(len(ordered) - 1, round(q * len(ordered)) - 1))]
 
 
+def spread(latencies_ms: list[float]) -> str:
+    """``"p50 12 ms, p99 40 ms, max 55 ms"`` of non-empty ``latencies_ms``."""
+    return (
+        f"p50 {statistics.median(latencies_ms):.0f} ms, "
+        f"p99 {percentile(latencies_ms, 0.99):.0f} ms, max {max(latencies_ms):.0f} ms"
+    )
+
+
 def latency_growth(timed: list[tuple[float, float]]) -> tuple[float, float] | None:
     """Median latency (ms) of the updates of the first and of the last tenth of the events, by
     produce time, or ``None`` with fewer than 20 updates."""
@@ -222,9 +230,8 @@ async def measure_bare(s: Settings, rates: list[int], seconds: float) -> None:
             lat = [ms for _, ms in timed]
             if lat:
                 print(
-                    f"  bare {rate:>6,} events/s: {len(lat):,} messages, "
-                    f"p50 {statistics.median(lat):.0f} ms, p99 {percentile(lat, 0.99):.0f} ms, "
-                    f"max {max(lat):.0f} ms (bare aiokafka consume → acknowledged produce)",
+                    f"  bare {rate:>6,} events/s: {len(lat):,} messages, {spread(lat)}"
+                    " (bare aiokafka consume → acknowledged produce)",
                     flush=True,
                 )
             else:
@@ -269,8 +276,7 @@ async def measure(s: Settings, state: Path, rates: list[int], seconds: float) ->
             if lat:
                 print(
                     f"{rate:>6,} events/s for {seconds:.0f} s: {len(lat):,} updates, "
-                    f"p50 {statistics.median(lat):.0f} ms, p99 {percentile(lat, 0.99):.0f} ms, "
-                    f"max {max(lat):.0f} ms; {verdict}\n"
+                    f"{spread(lat)}; {verdict}\n"
                     f"        inside the worker (Kafka timestamp → updates announced): {inside}",
                     flush=True,
                 )

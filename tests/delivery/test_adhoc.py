@@ -138,6 +138,27 @@ def config(signer: LinkSigner, egress: EgressPolicy) -> DeliveryConfig:
     )
 
 
+AdhocWorker = Callable[[asyncpg.Pool, str], DeliveryWorker]
+"""``(pool, worker id) -> a delivery worker of report deliveries`` (the test's receiver
+reachable on loopback, links signed with the test's signer)."""
+
+
+@pytest_asyncio.fixture
+async def adhoc_worker(
+    signer: LinkSigner, loopback: EgressPolicy, artifact_root: Path
+) -> AdhocWorker:
+    def make(pool: asyncpg.Pool, worker_id: str) -> DeliveryWorker:
+        return DeliveryWorker(
+            pool,
+            config(signer, loopback),
+            artifact_root,
+            sources=(AdhocDeliveries(),),
+            worker_id=worker_id,
+        )
+
+    return make
+
+
 async def wait_for(check: Callable[[], bool], timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while not check():
@@ -151,25 +172,14 @@ async def test_two_workers_send_each_report_once_with_its_sealed_secret(
     new_org: Any,
     make_report: MakeReport,
     hook: tuple[Hook, str],
-    signer: LinkSigner,
-    artifact_root: Path,
-    loopback: EgressPolicy,
+    adhoc_worker: AdhocWorker,
 ) -> None:
     rec, url = hook
     org = await new_org()
     target = WebhookTarget(url=url, secret=SECRET)
     statuses = [await make_report(org, RequestDelivery(target, RetryPolicy())) for _ in range(5)]
     plain = await make_report(org, None)  # no delivery asked: nothing is sent
-    workers = [
-        DeliveryWorker(
-            pool,
-            config(signer, loopback),
-            artifact_root,
-            sources=(AdhocDeliveries(),),
-            worker_id=name,
-        )
-        for pool, name in ((db, "one"), (other_pool, "two"))
-    ]
+    workers = [adhoc_worker(db, "one"), adhoc_worker(other_pool, "two")]
     queued = [await w.enqueue_report(s) for s in [*statuses, plain] for w in workers]
     assert queued.count(True) == 5  # once per report, the plain one never
     async with running(*workers):
@@ -211,9 +221,7 @@ async def test_two_tenants_same_report_id_get_distinct_idempotency_keys(
     new_org: Any,
     make_report: MakeReport,
     hook: tuple[Hook, str],
-    signer: LinkSigner,
-    artifact_root: Path,
-    loopback: EgressPolicy,
+    adhoc_worker: AdhocWorker,
 ) -> None:
     """Tenants choose their report ids: A's ``x`` and B's ``x`` sent to one receiver carry
     different ``X-Wedding-Delivery`` keys, so a receiver de-duplicating on it keeps both."""
@@ -225,9 +233,7 @@ async def test_two_tenants_same_report_id_get_distinct_idempotency_keys(
         await make_report(org, RequestDelivery(target, RetryPolicy()), shared_id)
         for org in (org_a, org_b)
     ]
-    worker = DeliveryWorker(
-        db, config(signer, loopback), artifact_root, sources=(AdhocDeliveries(),), worker_id="k"
-    )
+    worker = adhoc_worker(db, "k")
     assert [await worker.enqueue_report(s) for s in statuses] == [True, True]
     async with running(worker):
         await wait_for(lambda: len(rec.bodies) >= 2, 20)

@@ -201,24 +201,9 @@ async def test_the_same_id_on_kafka_with_other_content_is_dead_lettered_not_over
     b_status = await request_report_http(worker.url, settings, B, {**BODY, "report_id": "kafka-1"})
     assert b_status["status"] == "completed"
     before = await report_row(settings, B, "kafka-1")
-    forged = {
-        **BODY,
-        "schema_version": 1,
-        "report_id": "kafka-1",
-        "organization_id": B,
-        "user_id": "mallory",
-        "requested_at": datetime.now(UTC).isoformat(),
-        "date_from": "2026-03-01",
-    }
+    forged = kafka_request(B, "kafka-1", date_from="2026-03-01")
     await send_requests(settings, [(f"{B}/kafka-1".encode(), orjson.dumps(forged))])
-
-    async def dead_lettered() -> bool:
-        return any(
-            dict(r.headers).get("dlq.field") == b"$.report_id" and b"mallory" in (r.value or b"")
-            for r in await read_topic(settings.kafka_bootstrap, DEAD_LETTER)
-        )
-
-    await wait_until(dead_lettered, 60, "the forged request dead-lettered")
+    await dead_lettered(settings, "$.report_id", b"mallory", "the forged request")
     assert await report_row(settings, B, "kafka-1") == before
 
 
@@ -229,24 +214,36 @@ async def test_a_kafka_request_for_an_unknown_organisation_is_dead_lettered(
     goes to the dead-letter topic naming ``$.organization_id`` (it vanished before; s6
     attacker, F7)."""
     ghost = "no-such-org-s6"
-    request = {
+    request = kafka_request(ghost, "ghost-1")
+    await send_requests(settings, [(f"{ghost}/ghost-1".encode(), orjson.dumps(request))])
+    await dead_lettered(settings, "$.organization_id", b"ghost-1", "the unknown organisation's")
+
+
+def kafka_request(org: str, report_id: str, **changes: str) -> dict[str, object]:
+    """A report request of ``org`` as a producer of ``report-requests`` writes it, by
+    ``mallory``, with ``changes`` to :data:`BODY`."""
+    return {
         **BODY,
         "schema_version": 1,
-        "report_id": "ghost-1",
-        "organization_id": ghost,
+        "report_id": report_id,
+        "organization_id": org,
         "user_id": "mallory",
         "requested_at": datetime.now(UTC).isoformat(),
+        **changes,
     }
-    await send_requests(settings, [(f"{ghost}/ghost-1".encode(), orjson.dumps(request))])
 
-    async def dead_lettered() -> bool:
+
+async def dead_lettered(settings: Settings, field: str, marker: bytes, what: str) -> None:
+    """Wait (up to 60 s) until a dead-letter record names ``field`` and holds ``marker``."""
+    expected = field.encode()
+
+    async def found() -> bool:
         return any(
-            dict(r.headers).get("dlq.field") == b"$.organization_id"
-            and b"ghost-1" in (r.value or b"")
+            dict(r.headers).get("dlq.field") == expected and marker in (r.value or b"")
             for r in await read_topic(settings.kafka_bootstrap, DEAD_LETTER)
         )
 
-    await wait_until(dead_lettered, 60, "the unknown organisation's request dead-lettered")
+    await wait_until(found, 60, f"{what} request dead-lettered")
 
 
 async def send_requests(settings: Settings, msgs: list[tuple[bytes, bytes]]) -> None:

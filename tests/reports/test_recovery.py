@@ -28,16 +28,12 @@ ROWS = [
 
 async def _insert(conn: asyncpg.Connection, org: str) -> None:
     for report_id, status, updated_s, routed_s in ROWS:
+        request = {"report_id": report_id, "organization_id": org}
         async with tenant_transaction(conn, org):
             assert await report_db.insert_queued(
-                conn,
-                report_id=report_id,
-                organization_id=org,
-                user_id="tester",
-                report_type="monthly_booking_summary",
-                request={"report_id": report_id, "organization_id": org},
-                cache_key=f"key-{report_id}",
-            )
+                conn, report_id=report_id, organization_id=org, user_id="tester",
+                report_type="monthly_booking_summary", request=request, cache_key=report_id,
+            )  # fmt: skip
         await conn.execute(
             "UPDATE reports SET status = $3, updated_at = now() - make_interval(secs => $4),"
             " routed_at = now() - make_interval(secs => $5)"
