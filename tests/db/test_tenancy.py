@@ -151,6 +151,23 @@ async def test_the_scope_ends_with_its_transaction(app_conn: asyncpg.Connection)
         assert await emails(app_conn) == []
 
 
+async def test_the_scope_bounds_its_statements_as_the_tenant_role(
+    app_conn: asyncpg.Connection,
+) -> None:
+    """Inside the scope: the tenant, the tenant role, the statement time and temporary-file
+    bounds; after it (they are transaction-local), the app role and the server's defaults."""
+    query = (
+        "SELECT wedding_current_tenant(), current_user::text,"
+        " current_setting('statement_timeout'), current_setting('temp_file_limit')"
+    )
+    outside = tuple(await app_conn.fetchrow(query))
+    async with tenant_transaction(app_conn, A):
+        inside = tuple(await app_conn.fetchrow(query))
+    assert inside == (A, "wedding_tenant", "2min", "1GB")
+    assert tuple(await app_conn.fetchrow(query)) == outside
+    assert outside[:2] == (None, "wedding_app") and outside[2:] != ("2min", "1GB")
+
+
 async def test_writes_cannot_reach_or_move_rows_into_another_tenant(
     settings: Settings, app_conn: asyncpg.Connection
 ) -> None:
