@@ -211,10 +211,9 @@ class Deliverer:
     async def run_row(self, run_id: int) -> tuple[str, str | None]:
         """The run's ``status`` and ``error`` in ``schedule_runs``."""
         async with self.db.acquire() as conn:
-            row = await conn.fetchrow(
+            [row] = await conn.fetch(  # exactly one run of this id
                 "SELECT status, error FROM schedule_runs WHERE id = $1", run_id
             )
-        assert row is not None
         return row["status"], row["error"]
 
 

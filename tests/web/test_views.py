@@ -28,7 +28,7 @@ async def test_unexpected_failures_are_json_with_a_code(
     request = make_mocked_request("GET", "/orgs/a/reports/r1")
     resp = await _json_errors(request, lambda _: _raise(exc))
     assert resp.status == status
-    assert isinstance(resp, web.Response) and resp.body is not None
+    assert isinstance(resp, web.Response)
     assert isinstance(resp.body, bytes)
     error = orjson.loads(resp.body)["error"]
     if status == 503:
