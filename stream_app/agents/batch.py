@@ -12,18 +12,23 @@ batch of one partition (the records one fetch returned, no per-message wait). Pe
 3. **screen re-sends** through the dedupe records (:mod:`stream_app.tables.dedupe`);
 4. **fold** in memory, one read, one change and one write per distinct row
    (the stream's pure fold, e.g. :func:`stream_app.tables.bookings.fold_batch`);
-5. **write behind**: send the changed rows to the changelog and await the acknowledgements,
-   together with whatever must be durable before the input is acknowledged (dead-letter and
-   late-event copies, final window values), then write the rows and the changelog offset to
-   RocksDB in one write batch (:class:`stream_app.runtime.state.WriteBehindTable`);
-6. **announce** the changes on ``realtime-metrics-updates`` (absolute values,
-   at-least-once) and mark cached reports stale, while the next batch is decoded and folded;
+5. **write behind**: send the changed rows to the changelog and, right behind them on the
+   same producer, the changes on ``realtime-metrics-updates`` (absolute values,
+   at-least-once: they share the changelog's produce requests, so an update is out one
+   broker round trip after its fold, as Kafka Streams' at-least-once sends its results before
+   the changelog is acknowledged); await the changelog's acknowledgements, together with
+   whatever must be durable before the input is acknowledged (dead-letter and late-event
+   copies, final window values), then write the rows and the changelog offset to RocksDB in
+   one write batch (:class:`stream_app.runtime.state.WriteBehindTable`);
+6. **announce** durability: mark the changed organisations' cached reports stale (reports
+   read RocksDB), while the next batch is decoded and folded;
 7. acknowledge the batch's offsets (in order, after its announcement); faust commits them
    (after flushing its producer, so the updates are out before the commit).
 
 A crash at any point leaves the local state a prefix of the changelog and the input
 uncommitted past the last acknowledged batch; the replay is recognised row by row (each row
-keeps the input offset it has applied up to).
+keeps the input offset it has applied up to). An update sent before a crash whose changelog
+records were lost is sent again, with the same value, when the batch is folded again.
 """
 
 from __future__ import annotations
@@ -78,12 +83,16 @@ class Folded:
         outcomes: per folded event, its outcome label (``counted``, ``late``, ...).
         durable: coroutines to await with the changelog, before the input is acknowledged
             (late-event copies, final window values).
-        after: called once the rows are durable (records the changes for publishing).
+        publish: called once the rows are queued to the changelog (records the changes for
+            :attr:`BatchStream.publish`).
+        after: called once the rows are durable (records the changed organisations for
+            :attr:`BatchStream.announce`).
     """
 
     writes: list[Row]
     outcomes: list[str]
     durable: list[Awaitable[Any]] = field(default_factory=list)
+    publish: Callable[[], None] | None = None
     after: Callable[[], None] | None = None
 
 
@@ -173,7 +182,9 @@ class BatchStream(Generic[E]):
         fold: the stream's fold.
         prepare: awaited with the decoded events of a batch before it is folded (e.g. loads
             the organisations' zones); optional.
-        announce: awaited after the rows are durable (publish the changes); optional.
+        publish: awaited right after a batch's changelog records are queued (sends the
+            changes recorded by :attr:`Folded.publish`, without waiting); optional.
+        announce: awaited after the rows are durable (marks cached reports stale); optional.
         on_partition: called with a partition the first time a batch of it is folded after
             an assignment, before the fold (e.g. rebuilds in-memory indexes); optional.
     """
@@ -184,6 +195,7 @@ class BatchStream(Generic[E]):
     table: Any
     fold: Fold
     prepare: Callable[[Sequence[E]], Awaitable[None]] | None = None
+    publish: Callable[[], Awaitable[None]] | None = None
     announce: Callable[[], Awaitable[None]] | None = None
     on_partition: Callable[[int], Awaitable[None]] | None = None
     state: WriteBehindTable = field(init=False)
@@ -408,6 +420,10 @@ class BatchStream(Generic[E]):
         client = producer_client(app)
         try:
             sent = await self.state.send(client, {partition: writes}) if writes else None
+            if folded.publish is not None:
+                folded.publish()
+            if self.publish is not None:
+                await self.publish()  # behind the changelog records, in batch order
         finally:
             self._queued.done(seq)
         await asyncio.gather(

@@ -11,12 +11,13 @@ co-partitioned with ``wedding-bookings``; key ``org/venue/grain/period``, value 
 "o"}`` (window rows gain ``"final": true`` once closed); ``~watermark/<partition>/<org>`` rows
 hold each organisation's watermark; ``~e/<digest>`` rows the dedupe records.
 
-Updates on ``realtime-metrics-updates``: every changed row after each batch (early values,
-absolute, coalesced per batch); and once per event-time window, when the organisation's
-watermark passes its end plus the grace period (``WEDDING_GRACE_S``), its final value with
-``"final": true`` (:class:`stream_app.schemas.updates.MetricUpdate`). A final value is sent and
-acknowledged before the batch that closed the window is, so a crash can send it again (the same
-value), never lose it. A window whose organisation sends no more events in the partition is not
+Updates on ``realtime-metrics-updates``: every changed row of each batch, right behind the
+batch's changelog records (early values, absolute, coalesced per batch); and once per
+event-time window, when the organisation's watermark passes its end plus the grace period
+(``WEDDING_GRACE_S``), its final value with ``"final": true``
+(:class:`stream_app.schemas.updates.MetricUpdate`). A final value is sent and acknowledged
+before the batch that closed the window is, so a crash can send it again (the same value),
+never lose it. A window whose organisation sends no more events in the partition is not
 closed (the watermark moves with event time only, as in Kafka Streams' suppression).
 """
 
@@ -115,7 +116,8 @@ class BookingsAgent(FoldAgent[BookingEvent]):
 
     Attributes:
         zones: the organisations' IANA zones (PostgreSQL, cached).
-        updates: collects the changed rows' early values (published after each batch).
+        updates: collects the changed rows' early values (published with each batch's
+            changelog records).
         finals: collects closed windows' final values (sent before the batch is acknowledged).
         open_windows: per partition, the windows not closed yet.
     """
@@ -151,13 +153,17 @@ class BookingsAgent(FoldAgent[BookingEvent]):
         for org, key, closes_at in result.opened:
             index.add(org, key, closes_at)
 
+        def publish() -> None:
+            for c in result.changes:
+                if not c.final:
+                    _record(self.updates, c)
+
         def after() -> None:
             for c in result.changes:
                 if not c.final:
                     self.versions.record(c.organization_id)
-                    _record(self.updates, c)
 
-        return Folded(result.writes, result.outcomes, durable, after)
+        return Folded(result.writes, result.outcomes, durable, publish, after)
 
     async def prepare(self, events: Sequence[BookingEvent]) -> None:
         """Load the zones of the batch's organisations (PostgreSQL, cached)."""

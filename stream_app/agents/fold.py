@@ -5,12 +5,14 @@
 :class:`stream_app.agents.batch.BatchStream` (batch delivery, dead letters, re-send dedupe,
 write-behind, exactly once per row). Once a batch's rows are durable it marks the cached
 reports of the changed organisations stale (:class:`~stream_app.agents.data_versions.DataVersions`)
-and publishes each changed row, coalesced per batch, on ``realtime-metrics-updates``.
+and publishes each changed row, coalesced per batch, on ``realtime-metrics-updates``
+(right behind the batch's changelog records).
 
 Per batch (:mod:`stream_app.agents.batch`): decode and validate (a bad event goes to the
 dead-letter topic and the agent goes on), check that the message key is
 ``organization_id/<entity>`` of the event, skip an event re-sent within the dedupe horizon,
-fold the rows in memory, make them durable (changelog, then RocksDB), then announce. Exactly
+fold the rows in memory, make them durable (changelog with the updates behind it, then
+RocksDB), then mark cached reports stale. Exactly
 once without transactions: each row keeps the input offset it has applied up to
 (:mod:`stream_app.tables.guarded`).
 
@@ -85,6 +87,7 @@ class FoldAgent(Generic[E]):
             table=spec.table,
             fold=self.fold,
             prepare=self.prepare,
+            publish=self.publish,
             announce=self.announce,
             on_partition=self.on_partition,
         )
@@ -106,11 +109,15 @@ class FoldAgent(Generic[E]):
     async def on_partition(self, partition: int) -> None:
         """Awaited when a partition is first folded after an assignment (nothing by default)."""
 
-    async def announce(self) -> None:
-        """Mark cached reports stale, then publish the changes (absolute values,
-        at-least-once), once the batch's rows are durable."""
-        self.versions.flush_soon()
+    async def publish(self) -> None:
+        """Publish the changes recorded so far (absolute values, at-least-once), right behind
+        the batch's changelog records on the same producer (not waiting for acknowledgements)."""
         await self.publisher.publish(producer_client(app), REALTIME_METRICS_UPDATES)
+
+    async def announce(self) -> None:
+        """Mark the cached reports of the organisations recorded so far stale, once the
+        batch's rows are durable (reports read RocksDB)."""
+        self.versions.flush_soon()
 
     async def run(self, stream: AsyncIterable[Any]) -> None:
         """Consume the topic for ever (the body of the agent)."""
@@ -142,12 +149,16 @@ class GuardedFoldAgent(FoldAgent[E]):
         super().__init__(spec, self.generic)
 
     def fold(self, partition: int, get: RowLookup, batch: Batch[E], raw: RawRecord) -> Folded:
-        """Fold with :attr:`rows`; the changes are recorded for publishing once durable."""
+        """Fold with :attr:`rows`; the changes are recorded for publishing once queued to the
+        changelog, the organisations for the report cache once durable."""
         result = self.rows(get, batch)
 
         def after() -> None:
             for c in result.changes:
                 self.versions.record(c.row.organization_id)
+
+        def publish() -> None:
+            for c in result.changes:
                 self.generic.record(
                     metric=self.spec.metric,
                     organization_id=c.row.organization_id,
@@ -160,4 +171,4 @@ class GuardedFoldAgent(FoldAgent[E]):
                     events=c.events,
                 )
 
-        return Folded(result.writes, result.outcomes, after=after)
+        return Folded(result.writes, result.outcomes, publish=publish, after=after)

@@ -38,6 +38,9 @@ Also here, used without :func:`install` (selected by configuration or called by 
 - :mod:`stream_app.runtime.consumer`: batch delivery inside faust, the ``weddingkafka``
   transport (``broker_consumer`` in :mod:`stream_app.app`; a ``faust.transports`` entry
   point), pinned to faust's ``Consumer._drain_messages`` and its offset bookkeeping;
+- :mod:`stream_app.runtime.inloop`: faust's aiokafka consumer "thread" run on the worker's own
+  event loop (created by the ``weddingkafka`` consumer), pinned to faust's
+  ``AIOKafkaConsumerThread`` and mode's ``ServiceThread``;
 - :mod:`stream_app.runtime.state`: write-behind table state (changelog acknowledged, then one
   RocksDB write batch with the changelog offset), pinned to faust's RocksDB store;
 - :mod:`stream_app.runtime.bulk_send`: aiokafka record batches (``create_batch`` /
@@ -51,7 +54,7 @@ Also here, used without :func:`install` (selected by configuration or called by 
   before the worker starts (:func:`stream_app.runtime.gc_tuning.tune`).
 
 mode-streaming 0.7 is pinned because faust-streaming 0.15 is built on it (its services and
-``wait_first``); no module here patches it yet.
+``wait_first``); :mod:`stream_app.runtime.inloop` overrides its ``ServiceThread`` start and stop.
 """
 
 from __future__ import annotations

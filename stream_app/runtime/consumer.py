@@ -50,6 +50,7 @@ from faust.types import TP
 from faust.types.tuples import ConsumerMessage, ack_lock
 from mode.utils.futures import notify
 
+from stream_app.runtime.inloop import InLoopConsumerThread
 from stream_app.topics import INPUT_TOPICS
 
 log = logging.getLogger(__name__)
@@ -122,6 +123,10 @@ class BatchConsumer(faust_aiokafka.Consumer):
         self._holes_since: dict[TP, tuple[int, int, float]] = {}
         self._tails_since: dict[TP, tuple[int, int, int, float]] = {}
         self._generation_start: dict[TP, tuple[int, int]] = {}
+
+    def _new_consumer_thread(self) -> InLoopConsumerThread:
+        """faust's aiokafka consumer thread, run on this loop (:mod:`stream_app.runtime.inloop`)."""
+        return InLoopConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
     # --- acknowledgements -------------------------------------------------------------
     def ack(self, message: Any) -> bool:

@@ -1,11 +1,13 @@
 """Read-only views of faust's consumer bookkeeping, for ``GET /debug/consumer``.
 
 Reads, never writes. Pinned to faust-streaming 0.15 (``Consumer._commit_fut``, ``_acked``,
-``_committed_offset``, ``_read_offset``, ``_gap``; ``ProducerBuffer.pending``).
+``_committed_offset``, ``_read_offset``, ``_gap``, ``_thread``; ``ProducerBuffer.pending``),
+mode-streaming 0.7 (``ServiceThread._thread``) and aiokafka 0.14 (``AIOKafkaConsumer._loop``).
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from stream_app.runtime.producer_flush import in_flight
@@ -15,7 +17,9 @@ def consumer_state(app: Any) -> dict[str, Any]:
     """faust's offset bookkeeping of ``app``'s consumer and the size of its producer buffer.
 
     Returns:
-        ``{"commit_in_flight": bool, "producer_buffer_pending": int,
+        ``{"commit_in_flight": bool, "consumer_on_worker_loop": bool (the aiokafka consumer
+        runs on the worker's event loop, no thread of its own: :mod:`stream_app.runtime.inloop`),
+        "producer_buffer_pending": int,
         "producer_buffer_in_flight": int, "partitions": {"topic/partition": {"committed":
         int | None, "read_offset": int | None, "acked_count": int, "acked_head": [int, ...]
         (first 5), "acked_tail": [int, ...] (last 5), "gaps": [[begin, end], ...] (first
@@ -25,6 +29,10 @@ def consumer_state(app: Any) -> dict[str, Any]:
     consumer: Any = app.consumer
     out: dict[str, Any] = {
         "commit_in_flight": consumer._commit_fut is not None,
+        "consumer_on_worker_loop": (
+            consumer._thread._thread is None
+            and consumer._thread._ensure_consumer()._loop is asyncio.get_running_loop()
+        ),
         "producer_buffer_pending": app.producer.buffer.pending.qsize(),
         "producer_buffer_in_flight": in_flight(app.producer.buffer),
         "partitions": {},

@@ -98,6 +98,8 @@ async def test_a_worker_installs_the_runtime_folds_and_reports_its_offsets(
             await asyncio.sleep(0.5)
         assert seen == expected
         assert state["runtime_installed"] is True
+        # faust's consumer thread runs on the worker's loop: no thread hop per fetch
+        assert state["consumer_on_worker_loop"] is True
         assert state["producer_buffer_in_flight"] == 0
     finally:
         worker.stop()
