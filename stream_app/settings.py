@@ -426,6 +426,10 @@ class Settings:
         fetch_max_wait_ms: longest time the broker may hold the worker consumer's fetch
             request, milliseconds (``WEDDING_FETCH_MAX_WAIT_MS``, 20; faust's own 1,500 stalls
             busy partitions: see :mod:`stream_app.runtime.fetching`).
+        prefetch_backoff_ms: how long fetched records not taken yet hold the next fetch from
+            their broker, milliseconds (``WEDDING_PREFETCH_BACKOFF_MS``, 5; aiokafka's 100
+            held every input partition behind the changelog's records:
+            :mod:`stream_app.runtime.fetching`).
         stall_report_s: seconds without fetch, processing or commit progress on an assigned
             partition before faust logs its diagnosis (``WEDDING_STALL_REPORT_S``, 300).
         stream_wait_empty: whether faust waits, when partitions are revoked, until every
@@ -568,6 +572,7 @@ class Settings:
     batch_max_events: int = from_env(5_000, "WEDDING_BATCH_MAX_EVENTS", int_in(1, 1_000_000))
     batch_max_seconds: float = from_env(0.01, "WEDDING_BATCH_MAX_SECONDS", float_in(0.001, 60))
     fetch_max_wait_ms: int = from_env(20, "WEDDING_FETCH_MAX_WAIT_MS", int_in(0, 60_000))
+    prefetch_backoff_ms: int = from_env(5, "WEDDING_PREFETCH_BACKOFF_MS", int_in(0, 60_000))
     gc_gen0_threshold: int = from_env(50_000, "WEDDING_GC_GEN0_THRESHOLD", int_in(0, 10_000_000))
     offset_reset: str = from_env("earliest", "WEDDING_OFFSET_RESET", one_of("earliest", "latest"))
     stall_report_s: float = from_env(300.0, "WEDDING_STALL_REPORT_S", float_in(1, 86_400))

@@ -13,6 +13,7 @@ from stream_app.settings import load_settings
         ("WEDDING_FETCH_MAX_WAIT_MS", "abc", "WEDDING_FETCH_MAX_WAIT_MS: expected an integer"),
         ("WEDDING_FETCH_MAX_WAIT_MS", "-5", "WEDDING_FETCH_MAX_WAIT_MS: must be between 0"),
         ("WEDDING_FETCH_MAX_WAIT_MS", "99999999999", "between 0 and 60000"),
+        ("WEDDING_PREFETCH_BACKOFF_MS", "-1", "WEDDING_PREFETCH_BACKOFF_MS: must be between 0"),
         ("WEDDING_WEB_PORT", "abc", "WEDDING_WEB_PORT: expected an integer"),
         ("WEDDING_WEB_PORT", "70000", "WEDDING_WEB_PORT: must be between 1 and 65535"),
         ("WEDDING_BATCH_MAX_EVENTS", "0", "WEDDING_BATCH_MAX_EVENTS: must be between 1"),

@@ -15,7 +15,9 @@ What :func:`install` changes, and why (each module's docstring has the measureme
 - **fetch wait** (:mod:`stream_app.runtime.fetching`, faust-streaming 0.15
   ``AIOKafkaConsumerThread._create_worker_consumer``, aiokafka 0.14
   ``AIOKafkaConsumer._fetch_max_wait_ms``): faust lets the broker hold each fetch 1.5 s,
-  which stalls busy partitions; the worker uses ``WEDDING_FETCH_MAX_WAIT_MS``.
+  which stalls busy partitions; the worker uses ``WEDDING_FETCH_MAX_WAIT_MS``; and
+  ``Fetcher._prefetch_backoff``: records of a changelog partition faust does not read held
+  every fetch from their broker for 100 ms; the worker uses ``WEDDING_PREFETCH_BACKOFF_MS``.
 - **producer flush** (:mod:`stream_app.runtime.producer_flush`, faust-streaming 0.15
   ``ProducerBuffer.flush`` and ``ProducerBuffer._send_pending``): faust's flush gives up
   after 0.1 s per record, so offsets could be committed before their changelog records were
@@ -112,16 +114,18 @@ def install(settings: Settings) -> None:
     settings re-applies the fetch wait with the new value.
 
     Args:
-        settings: the worker's settings (``fetch_max_wait_ms`` is read).
+        settings: the worker's settings (``fetch_max_wait_ms`` and ``prefetch_backoff_ms``
+            are read).
 
     Raises:
         UnsupportedLibraryError: a pinned library is at another release line (nothing is
             patched then).
-        ValueError: ``settings.fetch_max_wait_ms`` is negative.
+        ValueError: ``settings.fetch_max_wait_ms`` or ``prefetch_backoff_ms`` is negative.
     """
     global _installed
     check_pins()
-    fetching.install(settings.fetch_max_wait_ms)  # first: it validates before it patches
+    # first: it validates before it patches
+    fetching.install(settings.fetch_max_wait_ms, settings.prefetch_backoff_ms)
     producer_flush.install()
     restore.install()
     aiokafka_log = logging.getLogger("aiokafka")

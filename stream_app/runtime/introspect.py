@@ -19,6 +19,7 @@ def consumer_state(app: Any) -> dict[str, Any]:
     Returns:
         ``{"commit_in_flight": bool, "consumer_on_worker_loop": bool (the aiokafka consumer
         runs on the worker's event loop, no thread of its own: :mod:`stream_app.runtime.inloop`),
+        "prefetch_backoff_ms": float (aiokafka's, :mod:`stream_app.runtime.fetching`),
         "producer_buffer_pending": int,
         "producer_buffer_in_flight": int, "partitions": {"topic/partition": {"committed":
         int | None, "read_offset": int | None, "acked_count": int, "acked_head": [int, ...]
@@ -33,6 +34,8 @@ def consumer_state(app: Any) -> dict[str, Any]:
             consumer._thread._thread is None
             and consumer._thread._ensure_consumer()._loop is asyncio.get_running_loop()
         ),
+        "prefetch_backoff_ms": consumer._thread._ensure_consumer()._fetcher._prefetch_backoff
+        * 1000,
         "producer_buffer_pending": app.producer.buffer.pending.qsize(),
         "producer_buffer_in_flight": in_flight(app.producer.buffer),
         "partitions": {},

@@ -29,10 +29,15 @@ async def test_the_worker_consumer_uses_the_configured_fetch_wait() -> None:
         fetching.install(37)
         assert await _fetch_wait_of_a_new_worker_consumer() == 37
     finally:
-        fetching.install(settings.fetch_max_wait_ms)
+        fetching.install(settings.fetch_max_wait_ms, settings.prefetch_backoff_ms)
     assert await _fetch_wait_of_a_new_worker_consumer() == 20
 
 
 def test_a_negative_fetch_wait_is_refused() -> None:
     with pytest.raises(ValueError, match="fetch_max_wait_ms must be >= 0"):
         fetching.install(-1)
+
+
+def test_a_negative_prefetch_backoff_is_refused() -> None:
+    with pytest.raises(ValueError, match="prefetch_backoff_ms must be >= 0"):
+        fetching.install(20, -1)

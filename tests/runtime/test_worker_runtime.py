@@ -100,6 +100,7 @@ async def test_a_worker_installs_the_runtime_folds_and_reports_its_offsets(
         assert state["runtime_installed"] is True
         # faust's consumer thread runs on the worker's loop: no thread hop per fetch
         assert state["consumer_on_worker_loop"] is True
+        assert state["prefetch_backoff_ms"] == 5  # WEDDING_PREFETCH_BACKOFF_MS (aiokafka: 100)
         assert state["producer_buffer_in_flight"] == 0
     finally:
         worker.stop()
