@@ -23,4 +23,7 @@ def test_no_spinner_unless_on_a_terminal() -> None:
     finally:
         loop.close()
     assert to_file.spinner is None
-    assert on_terminal.spinner is not None
+    # faust's spinner, drawing on the worker's own output
+    spinner = on_terminal.spinner
+    assert type(spinner).__name__ == "Spinner"
+    assert spinner is not None and spinner.file is on_terminal.stdout

@@ -35,6 +35,8 @@ async def test_from_row(settings: Settings) -> None:
     finally:
         await conn.close()
     assert row is not None and short is not None
+    assert (row["name"], row["count"], row["missing"]) == ("a", 7, None)
+    assert dict(short) == {"name": "a", "count": 1}
     # json.loads: integers beyond 64 bits stay exact (orjson refuses them)
     got = from_row(Thing, row, json={"doc", "missing"}, loads=json.loads)
     assert got == Thing("a", {"n": 2, "big": 2**64}, None, 7)

@@ -32,6 +32,7 @@ def test_every_row_maps_once_with_deterministic_unique_ids(hotel_csv: Path) -> N
         seen[key] = n
     assert duplicate_pair is not None
     a, b = duplicate_pair
+    assert a < b and rows[a - 1] == rows[b - 1]  # two source lines, the same values
     assert hotel.event_id("hotel_bookings", a, "created") != hotel.event_id(
         "hotel_bookings", b, "created"
     )

@@ -53,7 +53,8 @@ def expected(rows: Chunk) -> tuple[list[list[Any]], list[Any]]:
     total_revenue = sum(f[2] for f in figures.values())
     total_prior = sum(f[4] for f in figures.values())
     org_rate = pct(total_cancelled, total_bookings)
-    assert org_rate is not None
+    assert org_rate is not None and 0 < total_cancelled < total_bookings
+    assert Decimal(0) < Decimal(org_rate) < Decimal(100)
     out = []
     for o in offices:
         bookings, cancelled, revenue, prior_weddings, prior_revenue = figures[o[1]]
