@@ -19,7 +19,8 @@ def consumer_state(app: Any) -> dict[str, Any]:
     Returns:
         ``{"commit_in_flight": bool, "consumer_on_worker_loop": bool (the aiokafka consumer
         runs on the worker's event loop, no thread of its own: :mod:`stream_app.runtime.inloop`),
-        "prefetch_backoff_ms": float (aiokafka's, :mod:`stream_app.runtime.fetching`),
+        "prefetch_backoff_ms": float | None (aiokafka's, :mod:`stream_app.runtime.fetching`;
+        None before the consumer has started),
         "producer_buffer_pending": int,
         "producer_buffer_in_flight": int, "partitions": {"topic/partition": {"committed":
         int | None, "read_offset": int | None, "acked_count": int, "acked_head": [int, ...]
@@ -28,14 +29,16 @@ def consumer_state(app: Any) -> dict[str, Any]:
         or committed offsets.
     """
     consumer: Any = app.consumer
+    kafka: Any = getattr(consumer._thread, "_consumer", None)  # None until it has started
+    fetcher: Any = None if kafka is None else kafka._fetcher
     out: dict[str, Any] = {
         "commit_in_flight": consumer._commit_fut is not None,
         "consumer_on_worker_loop": (
             consumer._thread._thread is None
-            and consumer._thread._ensure_consumer()._loop is asyncio.get_running_loop()
+            and kafka is not None
+            and kafka._loop is asyncio.get_running_loop()
         ),
-        "prefetch_backoff_ms": consumer._thread._ensure_consumer()._fetcher._prefetch_backoff
-        * 1000,
+        "prefetch_backoff_ms": (None if fetcher is None else fetcher._prefetch_backoff * 1000),
         "producer_buffer_pending": app.producer.buffer.pending.qsize(),
         "producer_buffer_in_flight": in_flight(app.producer.buffer),
         "partitions": {},
