@@ -1,7 +1,9 @@
 """The batch loop shared by the four fold agents (bookings, payments, interactions, suppliers).
 
-Each agent's stream yields one :class:`stream_app.runtime.consumer.BatchMessage` per fetched
-batch of one partition (the records one fetch returned, no per-message wait). Per batch:
+Each agent's stream yields one item per fetch: a :class:`stream_app.runtime.consumer.BatchMessage`
+(the records one fetch returned for one partition, no per-message wait), or a
+:class:`~stream_app.runtime.consumer.FetchBatch` of several partitions' batches, each folded on
+its own and their rows sent together. Per batch:
 
 1. **decode** every record (msgspec; a bad one, or one whose key is not
    ``organization_id/<entity>`` of its event, is copied to the dead-letter topic with the
@@ -231,7 +233,7 @@ class BatchStream(Generic[E]):
                 message = event.message
                 if not isinstance(message, BatchMessage):
                     continue
-                EVENTS_IN.labels(self.topic).inc(len(message.records))
+                EVENTS_IN.labels(self.topic).inc(sum(len(p.records) for p in message.parts))
                 if message.generation_id != self._generation_seen:
                     await self._drain()  # a rebalance: finish what is in flight first
                     self._generation_seen = message.generation_id
@@ -271,46 +273,111 @@ class BatchStream(Generic[E]):
         )
 
     async def process(self, message: BatchMessage, event: Any = None) -> None:
-        """Fold one partition's batch exactly once into the table (module docstring); the
-        rest (write-behind, announce, acknowledge ``event``) goes on in a task of
-        :attr:`_in_flight`."""
-        partition = message.partition
-        valid, bad = _decode(message, self.schema, self.key_of)
-        failpoints.hit("decoded")
+        """Fold one fetched batch exactly once into the table (module docstring): each of
+        its partitions' batches (``message.parts``) is screened and folded on its own, and
+        their rows go out together; the rest (write-behind, announce, acknowledge ``event``)
+        goes on in a task of :attr:`_in_flight`.
+
+        A part no longer this worker's, or after a hole, is dropped (removed from
+        ``message.parts``, so not acknowledged: it is read again)."""
         client = producer_client(app)
         durable: list[Awaitable[Any]] = []
-        if bad:
-            EVENTS_OUTCOME.labels(self.topic, "dead_lettered").inc(len(bad))
-            records = [
-                dead_letter_record(r, topic=self.topic, partition=partition, field=f, reason=why)
-                for r, f, why in bad
-            ]
-            durable.append(self._send_dead_letters(client, records))
-        if self.prepare is not None and valid:
-            await self.prepare([e for _, _, e in valid])
-        if not await self._settled(message):
+        decoded: list[tuple[BatchMessage, list[tuple[int, int, E]]]] = []
+        for part in message.parts:
+            valid, bad = _decode(part, self.schema, self.key_of)
+            if bad:
+                EVENTS_OUTCOME.labels(self.topic, "dead_lettered").inc(len(bad))
+                records = [
+                    dead_letter_record(
+                        r, topic=self.topic, partition=part.partition, field=f, reason=why
+                    )
+                    for r, f, why in bad
+                ]
+                durable.append(self._send_dead_letters(client, records))
+            decoded.append((part, valid))
+        failpoints.hit("decoded")
+        if self.prepare is not None:
+            events = [e for _, valid in decoded for _, _, e in valid]
+            if events:
+                await self.prepare(events)
+        kept: list[tuple[BatchMessage, list[tuple[int, int, E]]]] = []
+        for part, valid in decoded:
+            if await self._taken(part):
+                kept.append((part, valid))
+        ordered = [(part, valid) for part, valid in kept if await self._in_order(part)]
+        # the checks above may have waited (a drain, a seek): a part whose partition is no
+        # longer ours is dropped, and read again from where the partition's next batch
+        # would be checked against the committed offset
+        folding = []
+        for part, valid in ordered:
+            if self._ours(part):
+                folding.append((part, valid))
+            else:
+                self._next_offset.pop(part.partition, None)
+        message.parts = [part for part, _ in folding]
+        if not folding:
             for aw in durable:
                 await aw
             return
+        # --- no await from here to the changelog send: the fold sees settled partitions ---
+        self._seq += 1
+        seq = self._seq
+        writes: dict[int, list[Row]] = {}
+        folds: list[Folded] = []
+        screened = [0, 0]
+        for part, valid in folding:
+            part_writes, folded = self._fold_part(part, valid, screened)
+            writes[part.partition] = part_writes
+            durable += folded.durable
+            folds.append(folded)
+            overlay = self._overlay.setdefault(part.partition, {})
+            for key, value in part_writes:
+                overlay[key] = (seq, value)
+        failpoints.hit("folded")
+        previous = self._in_flight[-1] if self._in_flight else None
+        task = asyncio.ensure_future(
+            self._finish(previous, event, message, writes, durable, folds, seq, screened)
+        )
+        self._in_flight.append(task)
+        # this batch's changelog records are queued before the next batch can queue its own
+        await self._queued.wait_for(seq)
+
+    async def _taken(self, part: BatchMessage) -> bool:
+        """Wait out a rebalance or a table restore, and on the first batch of a partition
+        after an assignment finish what is in flight and run :attr:`on_partition`; whether
+        the partition's batch is still this worker's."""
+        if not await self._settled(part):
+            return False
+        partition = part.partition
         if self._generations.get(partition) != app.consumer_generation_id:
             await self._drain()
             self._generations[partition] = app.consumer_generation_id
             if self.on_partition is not None:
                 await self.on_partition(partition)
-                if not await self._settled(message):
-                    for aw in durable:
-                        await aw
-                    return
-        if not await self._in_order(message):
-            for aw in durable:
-                await aw
-            return
-        # --- no await from here to the changelog send: the fold sees a settled partition ---
+                return await self._settled(part)
+        return True
+
+    @staticmethod
+    def _ours(part: BatchMessage) -> bool:
+        """Whether ``part`` may be folded now, without waiting: no rebalance or restore under
+        way, and its partition assigned in its generation."""
+        return (
+            not (app.rebalancing or app.in_recovery)
+            and part.generation_id == app.consumer_generation_id
+            and part.tp in app.consumer.assignment()
+        )
+
+    def _fold_part(
+        self, part: BatchMessage, valid: list[tuple[int, int, E]], screened: list[int]
+    ) -> tuple[list[Row], Folded]:
+        """Screen re-sends and fold one partition's batch (synchronous); its rows to write
+        (dedupe records, sweep tombstones, then the fold's rows) and the fold's result.
+        ``screened`` gains the duplicates and the re-sends past the horizon."""
+        partition = part.partition
         get = self._reader(partition)
         horizon_ms = int(settings.dedupe_horizon_s * 1000)
         dedupe = Dedupe(get, horizon_ms)
         kept: list[tuple[int, E]] = []
-        duplicates = expired_resends = 0
         newest = self._newest_arrival.get(partition, 0)
         for offset, arrival, decoded in valid:
             newest = max(newest, arrival)
@@ -318,39 +385,17 @@ class BatchStream(Generic[E]):
             scoped = f"{decoded.organization_id}/{decoded.event_id}"  # type: ignore[attr-defined]
             verdict = dedupe.check(scoped, offset, arrival)
             if verdict == "duplicate":
-                duplicates += 1
+                screened[0] += 1
                 continue
             if verdict == "expired":
-                expired_resends += 1
+                screened[1] += 1
             kept.append((offset, decoded))
         self._newest_arrival[partition] = newest
-        by_offset = {r.offset: r for r in message.records} if kept else {}
+        by_offset = {r.offset: r for r in part.records} if kept else {}
         folded = self.fold(partition, get, kept, by_offset.__getitem__) if kept else Folded([], [])
         writes: list[Row] = [*dedupe.writes(), *self._sweep(partition, newest, horizon_ms)]
         writes += folded.writes
-        durable += folded.durable
-        failpoints.hit("folded")
-        self._seq += 1
-        seq = self._seq
-        overlay = self._overlay.setdefault(partition, {})
-        for key, value in writes:
-            overlay[key] = (seq, value)
-        previous = self._in_flight[-1] if self._in_flight else None
-        task = asyncio.ensure_future(
-            self._finish(
-                previous,
-                event,
-                message,
-                writes,
-                durable,
-                folded,
-                seq,
-                (duplicates, expired_resends),
-            )
-        )
-        self._in_flight.append(task)
-        # this batch's changelog records are queued before the next batch can queue its own
-        await self._queued.wait_for(seq)
+        return writes, folded
 
     async def _in_order(self, message: BatchMessage) -> bool:
         """Whether the batch may be folded: it starts at or before the partition's next
@@ -409,19 +454,19 @@ class BatchStream(Generic[E]):
         previous: asyncio.Future[None] | None,
         event: Any,
         message: BatchMessage,
-        writes: list[Row],
+        writes: dict[int, list[Row]],
         durable: list[Awaitable[Any]],
-        folded: Folded,
+        folds: list[Folded],
         seq: int,
-        screened: tuple[int, int],
+        screened: list[int],
     ) -> None:
         """Write behind, announce and acknowledge one folded batch, after the previous one."""
-        partition = message.partition
         client = producer_client(app)
         try:
-            sent = await self.state.send(client, {partition: writes}) if writes else None
-            if folded.publish is not None:
-                folded.publish()
+            sent = await self.state.send(client, writes) if any(writes.values()) else None
+            for folded in folds:
+                if folded.publish is not None:
+                    folded.publish()
             if self.publish is not None:
                 await self.publish()  # behind the changelog records, in batch order
         finally:
@@ -434,26 +479,29 @@ class BatchStream(Generic[E]):
         if sent is not None:
             self.state.write_local(sent)
         # --- the rows are durable, in the changelog and in RocksDB ---
-        overlay = self._overlay.get(partition, {})
-        for key, _ in writes:
-            hit = overlay.get(key)
-            if hit is not None and hit[0] == seq:
-                del overlay[key]
+        for partition, rows in writes.items():
+            overlay = self._overlay.get(partition, {})
+            for key, _ in rows:
+                hit = overlay.get(key)
+                if hit is not None and hit[0] == seq:
+                    del overlay[key]
         duplicates, expired_resends = screened
         if duplicates:
             EVENTS_OUTCOME.labels(self.topic, "duplicate").inc(duplicates)
         if expired_resends:
             EXPIRED_RESENDS.labels(self.topic).inc(expired_resends)
-        for outcome in set(folded.outcomes):
-            EVENTS_OUTCOME.labels(self.topic, outcome).inc(folded.outcomes.count(outcome))
-        if folded.after is not None:
-            folded.after()
+        for folded in folds:
+            for outcome in set(folded.outcomes):
+                EVENTS_OUTCOME.labels(self.topic, outcome).inc(folded.outcomes.count(outcome))
+            if folded.after is not None:
+                folded.after()
         if self.announce is not None:
             await self.announce()
         failpoints.hit("announced")
         if event is not None:
             event.ack()
-        self.observe(message)
+        for part in message.parts:
+            self.observe(part)
 
     def _sweep(self, partition: int, newest: int, horizon_ms: int) -> list[Row]:
         """Tombstones for expired dedupe records of ``partition``: at most once a minute,
