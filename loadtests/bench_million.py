@@ -12,7 +12,9 @@ another, and prints a table, one line per worker count:
   folded into the service-date totals and the event-time windows; polled every 0.1 s by
   :class:`loadtests.committed.CommitWatcher`), as seconds and events/s;
 - our ratio to the ceiling: a bare aiokafka consumer reading the same topic in the same run;
-- peak resident memory of each worker process (sampled every 0.5 s).
+- peak resident memory of each worker process (sampled every 0.5 s);
+- the workers' CPU time per event folded (user + system, µs): the stream core's cost, which
+  a loaded machine moves much less than the rate (compare code by this on a shared machine).
 
 After each fold it reads every organisation's bookings over HTTP (50 venues × 8 organisations,
 months of 2027) and asserts they equal the counts of the produced events. With two worker
@@ -184,6 +186,7 @@ class FoldRun:
         events: events committed within ``fold_s`` (the end offsets minus what was already
             committed when the partitions were assigned).
         peaks: peak RSS per worker, bytes (sampled every 0.5 s).
+        cpu_s: CPU seconds (user + system) the workers used within ``fold_s``, together.
     """
 
     app_id: str
@@ -192,11 +195,19 @@ class FoldRun:
     fold_s: float
     events: int
     peaks: list[int]
+    cpu_s: float
 
     @property
     def rate(self) -> float:
         """Events per second over ``fold_s``."""
         return self.events / self.fold_s
+
+    @property
+    def cpu_us_per_event(self) -> float:
+        """The workers' CPU microseconds per event folded: the cost of the stream core,
+        which the machine's load moves much less than the rate (a shared machine slows
+        the wall clock, not the work)."""
+        return self.cpu_s * 1e6 / self.events
 
     def stop(self) -> None:
         """Stop every worker (SIGTERM)."""
@@ -221,9 +232,11 @@ async def fold_with_workers(
     try:
         await wait_assigned(workers, partitions, timeout_s=180)
         t0 = time.monotonic()
+        cpu0 = cpu_seconds(workers)
         before = await watcher.committed_total(app_id)
         end = await watcher.end_total()
         t1 = await watcher.wait_all_committed(app_id, timeout_s=7200)
+        cpu = cpu_seconds(workers) - cpu0
         stop.set()
         peaks = [await t for t in samplers]
     except BaseException:
@@ -231,7 +244,16 @@ async def fold_with_workers(
         for w in workers:
             w.stop()
         raise
-    return FoldRun(app_id, workers, t0 - spawned, t1 - t0, end - before, peaks)
+    return FoldRun(app_id, workers, t0 - spawned, t1 - t0, end - before, peaks, cpu)
+
+
+def cpu_seconds(workers: list[WorkerProcess]) -> float:
+    """CPU seconds (user + system) the ``workers``' processes have used so far, together."""
+    total = 0.0
+    for w in workers:
+        times = psutil.Process(w.process.pid).cpu_times()
+        total += times.user + times.system
+    return total
 
 
 async def try_bookings_over_http(worker: WorkerProcess, s: Settings) -> dict[str, int] | None:
@@ -326,13 +348,14 @@ async def measure(
         bare = len(messages) / bare_s
         print(
             f"{'workers':>7}  {'start-up s':>10}  {'fold s':>7}  {'events/s':>9}  "
-            f"{'of bare':>7}  peak RSS per worker"
+            f"{'of bare':>7}  {'CPU µs/event':>12}  peak RSS per worker"
         )
         for fold in runs:
             rss = ", ".join(f"{p / 2**20:,.0f} MiB" for p in fold.peaks)
             print(
                 f"{len(fold.workers):>7}  {fold.startup_s:>10.1f}  {fold.fold_s:>7.1f}  "
-                f"{fold.rate:>9,.0f}  {fold.rate / bare:>7.2%}  {rss}"
+                f"{fold.rate:>9,.0f}  {fold.rate / bare:>7.2%}  "
+                f"{fold.cpu_us_per_event:>12.1f}  {rss}"
             )
         print(
             f"ceiling: bare aiokafka {bare:,.0f} events/s (same topic, same run); "
