@@ -527,8 +527,9 @@ class Settings:
         org_inflight: requests of one organisation a worker checks and handles at once
             (``WEDDING_ORG_INFLIGHT``, 8); more wait their turn
             (:func:`stream_app.web.guard.guarded`), so one tenant's flood queues behind itself.
-        org_slot_share: the largest share of a worker's report-lane or aggregation slots one
-            organisation may hold at once (``WEDDING_ORG_SLOT_SHARE``, 0.5; at least one slot).
+        org_slot_share: the largest share of a worker's report-lane or aggregation slots (the
+            latter also taken by report validations) one organisation may hold at once
+            (``WEDDING_ORG_SLOT_SHARE``, 0.5; at least one slot).
         progress_interval_s: seconds between two progress lines of a long CLI job
             (``replay``, ``synth``, ``--wait``) when its output is not a terminal
             (``WEDDING_PROGRESS_INTERVAL_S``, 10; 0 writes a line per update); on a terminal a
