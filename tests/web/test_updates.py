@@ -380,6 +380,85 @@ async def test_a_resume_further_back_than_the_replay_bound_starts_with_a_gap(
         assert markers(events[1:]) == ours
 
 
+async def test_an_organisation_replays_at_most_its_share_at_once(
+    worker_factory: WorkerFactory,
+    own_workers: None,
+    settings: Settings,
+    orgs: None,
+    producer: AIOKafkaProducer,
+) -> None:
+    """With ``WEDDING_UPDATES_MAX_REPLAYS=1``, while one of GAP's resumed streams is reading
+    back (held still at a report status whose venues it must look up, the ``reports`` table
+    locked), another resume of GAP is refused (429 ``too_many_replays``, ``Retry-After``);
+    GAP's stream without a resume, and B's resume, are served at once."""
+    worker = worker_factory.start(
+        "updates-replays", "one", WEDDING_SCHEDULING="0", WEDDING_UPDATES_MAX_REPLAYS="1"
+    )
+    await worker.wait_ready(timeout_s=120, min_partitions=4)
+    timeout = aiohttp.ClientTimeout(total=None, sock_read=None)
+    tok = token(settings, GAP)
+    locker = await asyncpg.connect(settings.postgres_dsn)
+    watcher = await asyncpg.connect(settings.postgres_dsn)
+
+    async def blocked() -> int:
+        """Statements waiting for the lock on ``reports``."""
+        return int(
+            await watcher.fetchval(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE wait_event_type = 'Lock' AND query ILIKE '%FROM reports%'"
+            )
+        )
+
+    async with aiohttp.ClientSession(worker.url, timeout=timeout) as s:
+        async with s.get(f"/orgs/{GAP}/updates", headers={"Authorization": f"Bearer {tok}"}) as r:
+            resume, name, _ = await Stream(r).next(30)  # the reader's position: the end
+            assert name == "ready"
+        status = {
+            "kind": "report_status",
+            "report_id": "upd-gap-r1",
+            "organization_id": GAP,
+            "report_type": "monthly_booking_summary",
+            "status": "completed",
+            "at": "2026-12-05T10:00:00+00:00",
+        }
+        await produce(producer, [status, metric_update(B, "v1", 7)])
+        lock = locker.transaction()
+        await lock.start()
+        try:
+            await locker.execute("LOCK TABLE reports IN ACCESS EXCLUSIVE MODE")
+            scoped = token(settings, GAP, venues=["v1"], role="analyst")
+            held = await open_stream(s, GAP, scoped, last_id=resume)
+            for _ in range(100):  # up to 10 s for its replay to reach the report's look-up
+                if await blocked() >= 1:
+                    break
+                await asyncio.sleep(0.1)
+            assert await blocked() == 1
+
+            started = time.monotonic()
+            headers = {"Authorization": f"Bearer {tok}", "Last-Event-ID": resume}
+            async with s.get(f"/orgs/{GAP}/updates", headers=headers) as r:
+                assert r.status == 429, r.status  # (a 200 would be a stream: not read)
+                refused = (r.status, (await r.json())["error"]["code"], r.headers["Retry-After"])
+            assert refused == (429, "too_many_replays", "3")
+            assert time.monotonic() - started >= 1.9  # it waited for a turn first
+
+            live = await open_stream(s, GAP, tok)  # no resume: no replay slot needed
+            other = await open_stream(s, B, token(settings, B), last_id=resume)
+            assert markers(await other.drain(1.0)) == [7]
+            for st in (live, other):
+                st.resp.close()
+        finally:
+            await lock.rollback()
+            await watcher.close()
+            await locker.close()
+        # the held replay ends (the report is not one of v1's), and gives its turn back
+        assert await held.drain(1.0) == []
+        held.resp.close()
+        again = await open_stream(s, GAP, tok, last_id=resume)
+        assert [n for _, n, _ in await again.drain(1.0)] == ["report_status"]
+        again.resp.close()
+
+
 async def _dropped_total(s: aiohttp.ClientSession) -> float:
     async with s.get("/metrics") as r:
         for line in (await r.text()).splitlines():
