@@ -527,8 +527,9 @@ class Settings:
         org_inflight: requests of one organisation a worker checks and handles at once
             (``WEDDING_ORG_INFLIGHT``, 8); more wait their turn
             (:func:`stream_app.web.guard.guarded`), so one tenant's flood queues behind itself.
-        org_slot_share: the largest share of a worker's report-lane or aggregation slots one
-            organisation may hold at once (``WEDDING_ORG_SLOT_SHARE``, 0.5; at least one slot).
+        org_slot_share: the largest share of a worker's report-lane or aggregation slots (the
+            latter also taken by report validations) one organisation may hold at once
+            (``WEDDING_ORG_SLOT_SHARE``, 0.5; at least one slot).
         progress_interval_s: seconds between two progress lines of a long CLI job
             (``replay``, ``synth``, ``--wait``) when its output is not a terminal
             (``WEDDING_PROGRESS_INTERVAL_S``, 10; 0 writes a line per update); on a terminal a
@@ -538,6 +539,13 @@ class Settings:
             dropped client reconnects with ``Last-Event-ID`` and gets what it missed.
         updates_max_clients: live-update streams one organisation may hold open on a worker
             (``WEDDING_UPDATES_MAX_CLIENTS``, 50); one more is refused with 429.
+        updates_replay_max: messages per partition a live-update stream resumed with
+            ``Last-Event-ID`` is read back at most (``WEDDING_UPDATES_REPLAY_MAX``, 2000); a
+            position further behind the partition's end resumes from (end − this) after an
+            ``event: gap`` (:func:`stream_app.web.updates_hub.bound_resume`).
+        updates_max_replays: resumed live-update streams one organisation may have reading
+            back at once on a worker (``WEDDING_UPDATES_MAX_REPLAYS``, 2); one more waits up to
+            2 s, then is refused with 429 ``too_many_replays``.
         delivery: the delivery section (:class:`DeliverySettings`).
     """
 
@@ -637,6 +645,8 @@ class Settings:
     progress_interval_s: float = from_env(10.0, "WEDDING_PROGRESS_INTERVAL_S", float_in(0, 3600))
     updates_queue: int = from_env(1000, "WEDDING_UPDATES_QUEUE", int_in(1, 1_000_000))
     updates_max_clients: int = from_env(50, "WEDDING_UPDATES_MAX_CLIENTS", int_in(1, 100_000))
+    updates_replay_max: int = from_env(2000, "WEDDING_UPDATES_REPLAY_MAX", int_in(1, 10_000_000))
+    updates_max_replays: int = from_env(2, "WEDDING_UPDATES_MAX_REPLAYS", int_in(1, 10_000))
     delivery: DeliverySettings = field(default_factory=DeliverySettings)
 
     def __post_init__(self) -> None:

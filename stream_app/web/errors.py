@@ -38,6 +38,25 @@ class ApiError(WeddingError):
         return web.json_response({"error": body}, status=self.status)
 
 
+class BusyError(ApiError):
+    """A bounded share of this worker is in use: 429 when the organisation holds its own
+    share, 503 when every slot is taken; with ``Retry-After`` (whole seconds).
+
+    Attributes:
+        retry_after_s: seconds the client is told to wait before retrying (at least 1).
+    """
+
+    def __init__(self, status: int, code: str, reason: str, retry_after_s: int) -> None:
+        super().__init__(status, code, reason)
+        self.retry_after_s = max(1, retry_after_s)
+
+    def response(self) -> web.Response:
+        """The JSON error with ``Retry-After``."""
+        resp = super().response()
+        resp.headers["Retry-After"] = str(self.retry_after_s)
+        return resp
+
+
 MAX_REASON_CHARS = 1_000
 """The longest ``reason`` an error answer carries."""
 MAX_FIELD_CHARS = 200

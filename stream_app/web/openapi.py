@@ -213,7 +213,11 @@ SSE_DOC = (
     "`generic_metric_update`, `report_status`; the first is `ready`), `data:` its JSON body "
     "as published on `realtime-metrics-updates` (schemas `MetricUpdate`, `GenericMetricUpdate`, "
     "`ReportStatus`; fields not listed there are passed through), `id:` the stream position "
-    "(`partition:offset,...`) to resume from with `Last-Event-ID`."
+    "(`partition:offset,...`) to resume from with `Last-Event-ID`. A resume further back than "
+    "`WEDDING_UPDATES_REPLAY_MAX` messages of a partition starts with `event: gap` (`data:` "
+    "`{kind, max_replay, partitions: [{partition, requested, first_offset}]}`): updates were "
+    "missed; re-read the figures. 429 `too_many_replays` when the organisation's resumes "
+    "(`WEDDING_UPDATES_MAX_REPLAYS`) are all reading back on this worker."
 )
 
 OPERATIONS: dict[tuple[str, str], Operation] = {

@@ -19,14 +19,29 @@ know, such as a window's ``"final": true``, are passed through)::
 - Filters: ``metric`` and ``venue``, comma-separated (``report_status`` as a metric selects
   report status changes).
 - Resume: ``Last-Event-ID`` (header, as ``EventSource`` sends it, or the ``last_event_id``
-  query parameter) replays exactly the messages after that event, then goes on live.
+  query parameter) replays exactly the messages after that event, then goes on live. At most
+  ``WEDDING_UPDATES_REPLAY_MAX`` messages per partition are read back: a position further
+  behind resumes from (end − that), and the stream says so first, after ``ready``::
+
+      id: 0:1000,1:17
+      event: gap
+      data: {"kind": "gap", "max_replay": 2000,
+             "partitions": [{"partition": 0, "requested": 0, "first_offset": 1000}]}
+
+  (the client missed updates: it re-reads the figures over HTTP). An organisation replays at
+  most ``WEDDING_UPDATES_MAX_REPLAYS`` streams at once on a worker; one more waits
+  :data:`REPLAY_WAIT_S` seconds for a turn, then is refused with 429 ``too_many_replays`` (503
+  ``busy`` when the worker's replays are all taken), with ``Retry-After``.
 - Slow clients are dropped (:mod:`stream_app.web.updates_hub`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -36,12 +51,22 @@ from aiohttp import web
 from stream_app.app import app, settings
 from stream_app.db.pool import get_pool
 from stream_app.db.report_scope import report_venues
+from stream_app.quotas import SlotsBusyError
 from stream_app.topics import REALTIME_METRICS_UPDATES
 from stream_app.web import revocation
 from stream_app.web.auth import Principal, authenticate
+from stream_app.web.errors import BusyError
 from stream_app.web.permissions import Permission
 from stream_app.web.updates_filter import UpdateFilter, Verdict, parse_filter
-from stream_app.web.updates_hub import END, UpdatesHub, decode_position, encode_position
+from stream_app.web.updates_hub import (
+    END,
+    Gap,
+    Position,
+    UpdatesHub,
+    bound_resume,
+    decode_position,
+    encode_position,
+)
 from stream_app.web.views import page
 
 KEEPALIVE_S = 15.0
@@ -49,6 +74,8 @@ RECHECK_S = 30.0
 """How often an open stream re-checks its token's expiry and revocation, seconds."""
 RETRY_MS = 3000
 """The reconnection delay a client is told (``retry:``), milliseconds."""
+REPLAY_WAIT_S = 2.0
+"""Seconds a resumed stream waits for one of its organisation's replay turns before 429."""
 _KIND = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 
 hub = UpdatesHub(
@@ -56,6 +83,7 @@ hub = UpdatesHub(
     REALTIME_METRICS_UPDATES,
     queue_size=settings.updates_queue,
     max_streams_per_org=settings.updates_max_clients,
+    max_replays_per_org=settings.updates_max_replays,
 )
 
 
@@ -100,6 +128,48 @@ async def _admits(filt: UpdateFilter, scope: _ReportScope, key: bytes, doc: dict
     return verdict is Verdict.SHOW
 
 
+def gap_event(event_id: str, gaps: list[Gap], max_replay: int) -> bytes:
+    """The ``event: gap`` of a resume that was further behind than ``max_replay`` messages
+    on some partitions (see the module docstring)."""
+    data = {
+        "kind": "gap",
+        "max_replay": max_replay,
+        "partitions": [
+            {"partition": g.partition, "requested": g.requested, "first_offset": g.first_offset}
+            for g in gaps
+        ],
+    }
+    return b"id: %s\nevent: gap\ndata: %s\n\n" % (event_id.encode(), orjson.dumps(data))
+
+
+@asynccontextmanager
+async def _replay_turn(org: str, resume: Position | None) -> AsyncIterator[None]:
+    """One of the organisation's replay slots for the block (none needed without ``resume``).
+
+    Raises:
+        BusyError: 429 ``too_many_replays`` (the organisation's replays are all running) or
+            503 ``busy`` (the worker's) after :data:`REPLAY_WAIT_S` seconds.
+    """
+    if not resume:
+        yield
+        return
+    try:
+        async with hub.replay_slots.slot(org, REPLAY_WAIT_S):
+            yield
+    except SlotsBusyError as exc:
+        if exc.organization:
+            raise BusyError(
+                429,
+                "too_many_replays",
+                f"this organisation already has {hub.replay_slots.per_org} resumed live-update"
+                " streams reading back on this worker (WEDDING_UPDATES_MAX_REPLAYS); retry",
+                retry_after_s=RETRY_MS // 1000,
+            ) from None
+        raise BusyError(
+            503, "busy", "too many live-update streams reading back; retry", RETRY_MS // 1000
+        ) from None
+
+
 async def _still_valid(principal: Principal) -> bool:
     if principal.expires_at is not None and principal.expires_at <= datetime.now(UTC):
         return False
@@ -133,42 +203,51 @@ async def updates(self: Any, request: web.Request, org: str) -> web.StreamRespon
         if request.transport is not None:
             request.transport.abort()
 
-    sub, joined = await hub.subscribe(filt, resume, close)
-    scope = _ReportScope(principal)
-    try:
-        await resp.prepare(request)
-        ready_id = encode_position({**joined, **(resume or {})} if resume else joined)
-        await resp.write(
-            b"retry: %d\nid: %s\nevent: ready\ndata: %s\n\n"
-            % (RETRY_MS, ready_id.encode(), orjson.dumps({"id": ready_id}))
-        )
-        if resume:
-            async for event_id, key, raw, doc, _, _ in hub.replay(resume, joined):
-                if sub.dropped:
-                    return resp
-                if await _admits(filt, scope, key, doc):
-                    await resp.write(sse_event(event_id, str(doc.get("kind")), raw))
-        loop = asyncio.get_running_loop()
-        recheck_at = loop.time() + RECHECK_S
-        while True:
-            try:
-                item = await asyncio.wait_for(sub.queue.get(), KEEPALIVE_S)
-            except TimeoutError:
-                if sub.dropped:
-                    break
-                await resp.write(b": keep-alive\n\n")
-            else:
-                if item is END:  # the worker is stopping
-                    break
-                event_id, kind, raw, doc = item
-                if await _admits(filt, scope, (org + "/").encode(), doc):
-                    await resp.write(sse_event(event_id, kind, raw))
-            if loop.time() >= recheck_at:
-                if not await _still_valid(principal):
-                    break
-                recheck_at = loop.time() + RECHECK_S
-    except ConnectionError:  # the client left, or was dropped
-        pass
-    finally:
-        hub.unsubscribe(sub)
+    async with contextlib.AsyncExitStack() as replay_turn:
+        # taken before the response starts, so a refusal is still a 429
+        await replay_turn.enter_async_context(_replay_turn(org, resume))
+        sub, joined = await hub.subscribe(filt, resume, close)
+        scope = _ReportScope(principal)
+        try:
+            await resp.prepare(request)
+            gaps: list[Gap] = []
+            if resume:
+                resume, gaps = bound_resume(resume, joined, settings.updates_replay_max)
+            ready_id = encode_position({**joined, **(resume or {})} if resume else joined)
+            await resp.write(
+                b"retry: %d\nid: %s\nevent: ready\ndata: %s\n\n"
+                % (RETRY_MS, ready_id.encode(), orjson.dumps({"id": ready_id}))
+            )
+            if gaps:
+                await resp.write(gap_event(ready_id, gaps, settings.updates_replay_max))
+            if resume:
+                async for event_id, key, raw, doc, _, _ in hub.replay(resume, joined):
+                    if sub.dropped:
+                        return resp
+                    if await _admits(filt, scope, key, doc):
+                        await resp.write(sse_event(event_id, str(doc.get("kind")), raw))
+            await replay_turn.aclose()  # the live part holds no replay slot
+            loop = asyncio.get_running_loop()
+            recheck_at = loop.time() + RECHECK_S
+            while True:
+                try:
+                    item = await asyncio.wait_for(sub.queue.get(), KEEPALIVE_S)
+                except TimeoutError:
+                    if sub.dropped:
+                        break
+                    await resp.write(b": keep-alive\n\n")
+                else:
+                    if item is END:  # the worker is stopping
+                        break
+                    event_id, kind, raw, doc = item
+                    if await _admits(filt, scope, (org + "/").encode(), doc):
+                        await resp.write(sse_event(event_id, kind, raw))
+                if loop.time() >= recheck_at:
+                    if not await _still_valid(principal):
+                        break
+                    recheck_at = loop.time() + RECHECK_S
+        except ConnectionError:  # the client left, or was dropped
+            pass
+        finally:
+            hub.unsubscribe(sub)
     return resp

@@ -8,6 +8,12 @@ Positions: an event's id is the reader's position after it, every partition's ne
 (``"0:17,1:4,2:0"``), so a client that reconnects with ``Last-Event-ID`` gets exactly the
 messages after the last one it saw (:meth:`UpdatesHub.replay`), on this worker or another.
 
+Bounded replays: the topic holds every tenant's messages, so reading it back costs by how far
+back a position goes, whoever asks. A position more than ``WEDDING_UPDATES_REPLAY_MAX`` messages
+behind a partition's end is read back from (end − that) only (:func:`bound_resume`; the stream
+says so with an ``event: gap``), and an organisation has at most ``WEDDING_UPDATES_MAX_REPLAYS``
+replays running at once on a worker (:attr:`UpdatesHub.replay_slots`).
+
 Slow clients: each stream has a bounded queue (``WEDDING_UPDATES_QUEUE``); a stream whose queue
 is full is dropped (its connection closed, ``wedding_updates_dropped_total`` counted), never
 buffered without bound. It can reconnect with ``Last-Event-ID``.
@@ -28,6 +34,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from prometheus_client import Counter, Gauge
 
 from stream_app.observability import REGISTRY
+from stream_app.quotas import TenantSlots
 from stream_app.web.errors import ApiError
 from stream_app.web.updates_filter import UpdateFilter, Verdict
 
@@ -92,6 +99,43 @@ def decode_position(text: str, field_name: str = "Last-Event-ID") -> Position:
     return out
 
 
+REPLAY_ORGS = 4
+"""Organisations that may replay at their full share at once on a worker: the worker's
+replay slots are this many times an organisation's (``WEDDING_UPDATES_MAX_REPLAYS``)."""
+
+
+@dataclass(frozen=True)
+class Gap:
+    """Messages of one partition a resumed stream does not get back.
+
+    Attributes:
+        partition: the partition.
+        requested: the offset the client asked to resume from.
+        first_offset: the first offset it is read back from (the partition's end at the
+            resume minus ``WEDDING_UPDATES_REPLAY_MAX``).
+    """
+
+    partition: int
+    requested: int
+    first_offset: int
+
+
+def bound_resume(resume: Position, end: Position, max_back: int) -> tuple[Position, list[Gap]]:
+    """``resume`` with each partition at most ``max_back`` messages behind ``end`` (the
+    reader's position), and the partitions that were further behind, in partition order.
+
+    A partition ahead of ``end``, or absent from it, is kept as it is.
+    """
+    bounded = dict(resume)
+    gaps: list[Gap] = []
+    for p in sorted(resume):
+        first = end.get(p, 0) - max_back
+        if p in end and resume[p] < first:
+            bounded[p] = first
+            gaps.append(Gap(p, resume[p], first))
+    return bounded, gaps
+
+
 Item = tuple[str, str, bytes, dict[str, Any]]
 """(event id, kind, raw JSON body, decoded body) of one message for a stream."""
 END: Item = ("", "", b"", {})
@@ -122,12 +166,20 @@ class UpdatesHub:
     """The worker's reader of ``topic`` and its streams (started on the first stream)."""
 
     def __init__(
-        self, bootstrap: str, topic: str, queue_size: int, max_streams_per_org: int
+        self,
+        bootstrap: str,
+        topic: str,
+        queue_size: int,
+        max_streams_per_org: int,
+        max_replays_per_org: int = 2,
     ) -> None:
         self.bootstrap = bootstrap
         self.topic = topic
         self.queue_size = queue_size
         self.max_streams_per_org = max_streams_per_org
+        self.replay_slots = TenantSlots(max_replays_per_org * REPLAY_ORGS, max_replays_per_org)
+        """Replays running on this worker: an organisation holds at most
+        ``max_replays_per_org``, all of them :data:`REPLAY_ORGS` times that."""
         self.position: Position = {}
         self._by_org: dict[str, set[Subscriber]] = {}
         self._consumer: AIOKafkaConsumer | None = None

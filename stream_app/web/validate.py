@@ -17,6 +17,14 @@ refuse it, 400 naming ``$.data_filters.venue_id``). The body is at most
 :data:`~stream_app.web.inputs.MAX_BODY_BYTES` (64 KiB; 413 ``too_large`` naming ``$``).
 Bad input is a 400 naming the field (``$.report_type``, ``$.date_to``,
 ``$.data_filters.venue_id``, ``$.output_formats`` when a field of another purpose is sent).
+
+The checks run in one of the worker's aggregation slots (:mod:`stream_app.web.aggregation`:
+:data:`~stream_app.web.aggregation.MAX_CONCURRENT` at once, an organisation at most its share
+``WEDDING_ORG_SLOT_SHARE`` of them, shared with aggregations, the optimiser and rollup
+builds), so one tenant's validations cannot fill the PostgreSQL pool and the cores beside
+everyone's reads and reports. A validation that waited
+:data:`~stream_app.web.aggregation.QUEUE_WAIT_S` seconds without one is a 503 ``busy`` with
+``Retry-After`` (:data:`RETRY_AFTER_S`).
 """
 
 from __future__ import annotations
@@ -32,20 +40,25 @@ from aiohttp import web
 from stream_app.app import settings
 from stream_app.db.pool import get_pool
 from stream_app.db.tenancy import fetch_venues
+from stream_app.quotas import SlotsBusyError
 from stream_app.reports import checks
 from stream_app.reports.errors import ReportFailure
 from stream_app.reports.types.base import ReportContext, ReportInputError
 from stream_app.reports.venue_rows import read_venue_rows
 from stream_app.schemas.base import EventValidationError, decode_event
 from stream_app.schemas.reports import ReportRequest
+from stream_app.web.aggregation import QUEUE_WAIT_S, _tenant_slots
 from stream_app.web.auth import authenticate
-from stream_app.web.errors import ApiError
+from stream_app.web.errors import ApiError, BusyError
 from stream_app.web.inputs import json_object, known_organization, read_body
 from stream_app.web.permissions import Permission
 from stream_app.web.views import page, scope_report_filters
 
 BODY_FIELDS = frozenset({"report_type", "date_from", "date_to", "data_filters", "configuration"})
 """What a validation body may name (the parts of a report request that decide its content)."""
+
+RETRY_AFTER_S = 5
+"""Seconds a validation refused for want of a slot is told to wait (``Retry-After``)."""
 
 _FIELD_PREFIX = re.compile(r"^([a-z_]+(?:\.[a-z_]+)*): ")
 
@@ -124,7 +137,16 @@ async def validate_report(self: Any, request: web.Request, org: str) -> web.Stre
         read_venue_rows=read_venue_rows,
     )
     try:
-        answer = await checks.validate(ctx)
+        async with _tenant_slots().slot(org, QUEUE_WAIT_S):
+            answer = await checks.validate(ctx)
+    except SlotsBusyError as exc:
+        reason = (
+            "this organisation already runs its share of validations and aggregations"
+            " (WEDDING_ORG_SLOT_SHARE); retry later"
+            if exc.organization
+            else "too many validations and aggregations running; retry later"
+        )
+        raise BusyError(503, "busy", reason, RETRY_AFTER_S) from None
     except ReportInputError as exc:
         raise input_error(exc) from None
     except ReportFailure as exc:  # a holder of live table rows cannot be reached

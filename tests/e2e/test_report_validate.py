@@ -8,6 +8,8 @@ findings must be the ones the generated report carries. Nothing may be stored by
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -20,6 +22,7 @@ import pytest
 from stream_app.db.tenancy import Organization, Venue, upsert_organization, upsert_venue
 from stream_app.devservices.workers import WorkerProcess
 from stream_app.settings import Settings
+from tests.conftest import WorkerFactory
 from tests.e2e.helpers import auth, download, request_report_http
 
 ORG = f"validate-{uuid.uuid4().hex[:6]}"
@@ -260,3 +263,77 @@ async def test_the_body_is_limited_to_64_kib(
     small = {"report_type": "compliance", **RANGE, "configuration": {"note": "x" * 60_000}}
     status, answer = await post(main_worker, headers(settings), small)
     assert status != 413, answer
+
+
+async def test_one_organisations_validations_hold_its_share_of_the_slots_only(
+    settings: Settings, worker_factory: WorkerFactory, own_workers: None, history: None
+) -> None:
+    """With ``WEDDING_ORG_SLOT_SHARE`` giving an organisation one of the worker's two slots:
+    of three concurrent validations of ORG, one runs and two wait, then are refused (503
+    ``busy`` with ``Retry-After``), while another organisation's validation is answered at
+    once. ORG's running one is held still by a lock on ``payments`` (which ``compliance``
+    reads and ``venue_occupancy`` does not)."""
+    worker = worker_factory.start(
+        "validate-share", "one", WEDDING_SCHEDULING="0", WEDDING_ORG_SLOT_SHARE="0.01"
+    )
+    await worker.wait_ready(timeout_s=120, min_partitions=4)
+    other = f"validate-other-{uuid.uuid4().hex[:6]}"
+
+    async def validate(org: str, body: dict[str, Any]) -> tuple[int, dict[str, Any], str]:
+        hdrs = auth(settings, org, "analyst-user", role="analyst")
+        async with (
+            aiohttp.ClientSession(worker.url) as s,
+            s.post(f"/orgs/{org}/reports/validate", json=body, headers=hdrs) as r,
+        ):
+            return r.status, await r.json(content_type=None), r.headers.get("Retry-After", "")
+
+    locker = await asyncpg.connect(settings.postgres_dsn)
+    watcher = await asyncpg.connect(settings.postgres_dsn)
+
+    async def blocked() -> int:
+        """Statements waiting for the lock on ``payments``."""
+        return int(
+            await watcher.fetchval(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE wait_event_type = 'Lock' AND query ILIKE '%payments%'"
+            )
+        )
+
+    try:
+        await upsert_organization(locker, Organization(other, other, "Europe/Lisbon", "EUR"))
+        await upsert_venue(locker, other, Venue("v1", "Solar", 3))
+        lock = locker.transaction()
+        await lock.start()
+        await locker.execute("LOCK TABLE payments IN ACCESS EXCLUSIVE MODE")
+        try:
+            compliance = {"report_type": "compliance", **RANGE}
+            ours = [asyncio.create_task(validate(ORG, compliance)) for _ in range(3)]
+            for _ in range(150):  # up to 15 s for the first to reach the lock
+                if await blocked() >= 1:
+                    break
+                await asyncio.sleep(0.1)
+            await asyncio.sleep(2)
+            assert await blocked() == 1  # ORG runs one validation at a time, not three
+
+            started = time.monotonic()
+            status, answer, _ = await validate(other, {"report_type": "venue_occupancy", **RANGE})
+            assert time.monotonic() - started < 5
+            assert (status, answer.get("organization_id")) == (200, other), answer
+
+            for _ in range(100):  # the two waiting give up after QUEUE_WAIT_S (10 s)
+                if sum(t.done() for t in ours) >= 2:
+                    break
+                await asyncio.sleep(0.2)
+            refused = [t.result() for t in ours if t.done()]
+            assert len(refused) == 2, refused  # the one holding the slot is still blocked
+            for status, answer, retry_after in refused:
+                assert (status, answer["error"]["code"], retry_after) == (503, "busy", "5")
+                assert "share" in answer["error"]["reason"], answer
+        finally:
+            await lock.rollback()
+        results = await asyncio.gather(*ours)
+        assert sorted(s for s, _, _ in results) == [200, 503, 503]
+        assert next(a for s, a, _ in results if s == 200)["errors"] == COMPLIANCE_ERRORS
+    finally:
+        await watcher.close()
+        await locker.close()

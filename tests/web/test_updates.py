@@ -25,7 +25,7 @@ from stream_app.topics import REALTIME_METRICS_UPDATES
 from stream_app.web.auth import issue_token
 from tests.conftest import WorkerFactory
 
-A, B, SLOW = "upd-a", "upd-b", "upd-slow"
+A, B, SLOW, GAP = "upd-a", "upd-b", "upd-slow", "upd-gap"
 Event = tuple[str, str, dict[str, Any]]
 """(id, event name, decoded data)."""
 
@@ -65,7 +65,7 @@ def metric_update(org: str, venue: str, marker: int, **extra: Any) -> dict[str, 
 async def orgs(settings: Settings) -> None:
     conn = await asyncpg.connect(settings.postgres_dsn)
     try:
-        for org in (A, B, SLOW):
+        for org in (A, B, SLOW, GAP):
             await upsert_organization(conn, Organization(org, org, "Europe/Lisbon", "EUR"))
             for v in ("v1", "v2", "v3", "v4"):
                 await upsert_venue(conn, org, Venue(v, v, 10))
@@ -271,6 +271,191 @@ async def test_last_event_id_resumes_with_exactly_the_missed_updates(
         await produce(producer, [metric_update(A, "v3", 300)])
         rest = await again.drain()
         assert markers(rest) == [300]
+        again.resp.close()
+
+
+async def produce_at(p: AIOKafkaProducer, docs: list[dict[str, Any]]) -> list[tuple[int, int, int]]:
+    """Send ``docs`` (keyed ``<organization_id>/<key>``); their (partition, offset, marker)."""
+    sent = [
+        await p.send(
+            REALTIME_METRICS_UPDATES,
+            orjson.dumps(doc),
+            key=f"{doc['organization_id']}/{doc['key']}".encode(),
+        )
+        for doc in docs
+    ]
+    await p.flush()
+    out = []
+    for fut, doc in zip(sent, docs, strict=True):
+        meta = await fut
+        out.append((meta.partition, meta.offset, int(doc["new"]["bookings"])))
+    return out
+
+
+def position_of(event_id: str) -> dict[int, int]:
+    return {int(p): int(o) for p, o in (part.split(":") for part in event_id.split(","))}
+
+
+async def test_a_resume_further_back_than_the_replay_bound_starts_with_a_gap(
+    worker_factory: WorkerFactory,
+    own_workers: None,
+    settings: Settings,
+    orgs: None,
+    producer: AIOKafkaProducer,
+) -> None:
+    """A position more than ``WEDDING_UPDATES_REPLAY_MAX`` messages behind a partition's end
+    is read back from (end − bound) only, after an ``event: gap`` naming that offset; one
+    within the bound gets every message after it and no gap."""
+    bound = 20
+    worker = worker_factory.start(
+        "updates-gap", "one", WEDDING_SCHEDULING="0", WEDDING_UPDATES_REPLAY_MAX=str(bound)
+    )
+    await worker.wait_ready(timeout_s=120, min_partitions=4)
+    # GAP's updates over 8 keys (more than the bound on some partitions), B's in between
+    docs = [metric_update(GAP, f"v{i % 8}", i) for i in range(160)]
+    docs[::10] = [metric_update(B, f"v{i % 8}", 10_000 + i) for i in range(0, 160, 10)]
+    sent = await produce_at(producer, docs)
+    timeout = aiohttp.ClientTimeout(total=None, sock_read=None)
+    tok = token(settings, GAP)
+    async with aiohttp.ClientSession(worker.url, timeout=timeout) as s:
+        # the first stream starts the reader at the end: its ready id is every partition's end
+        async with s.get(f"/orgs/{GAP}/updates", headers={"Authorization": f"Bearer {tok}"}) as r:
+            ready_id, name, _ = await Stream(r).next(30)
+            assert name == "ready"
+            end = position_of(ready_id)
+        assert sum(end.values()) >= len(docs)
+        first = {p: max(0, o - bound) for p, o in end.items()}
+        ours = sorted(m for p, o, m in sent if m < 10_000 and o >= first[p])
+        cut = {p: o for p, o in end.items() if o > bound}
+        assert cut
+        assert any(m < 10_000 and o < first[p] for p, o, m in sent)  # the bound cuts some
+
+        # from offset 0 everywhere: a gap on every partition longer than the bound
+        zero = ",".join(f"{p}:0" for p in sorted(end))
+        resumed = await open_stream(s, GAP, tok, last_id=zero)
+        events = await resumed.drain()
+        resumed.resp.close()
+        gap_id, name, gap = events[0]
+        assert name == "gap"
+        assert gap == {
+            "kind": "gap",
+            "max_replay": bound,
+            "partitions": [
+                {"partition": p, "requested": 0, "first_offset": o - bound}
+                for p, o in sorted(cut.items())
+            ],
+        }
+        assert position_of(gap_id) == first
+        assert [n for _, n, _ in events[1:]] == ["metric_update"] * len(ours)
+        assert markers(events[1:]) == ours
+
+        # exactly the bound behind: everything after it, no gap
+        exact = ",".join(f"{p}:{o}" for p, o in sorted(first.items()))
+        within = await open_stream(s, GAP, tok, last_id=exact)
+        events = await within.drain()
+        within.resp.close()
+        assert [n for _, n, _ in events] == ["metric_update"] * len(ours)
+        assert markers(events) == ours
+
+        # one message more on one partition: a gap on that partition only
+        p0 = min(cut)
+        beyond = ",".join(f"{p}:{o - (p == p0)}" for p, o in sorted(first.items()))
+        again = await open_stream(s, GAP, tok, last_id=beyond)
+        events = await again.drain()
+        again.resp.close()
+        assert events[0][1:] == (
+            "gap",
+            {
+                "kind": "gap",
+                "max_replay": bound,
+                "partitions": [
+                    {
+                        "partition": p0,
+                        "requested": end[p0] - bound - 1,
+                        "first_offset": end[p0] - bound,
+                    }
+                ],
+            },
+        )
+        assert markers(events[1:]) == ours
+
+
+async def test_an_organisation_replays_at_most_its_share_at_once(
+    worker_factory: WorkerFactory,
+    own_workers: None,
+    settings: Settings,
+    orgs: None,
+    producer: AIOKafkaProducer,
+) -> None:
+    """With ``WEDDING_UPDATES_MAX_REPLAYS=1``, while one of GAP's resumed streams is reading
+    back (held still at a report status whose venues it must look up, the ``reports`` table
+    locked), another resume of GAP is refused (429 ``too_many_replays``, ``Retry-After``);
+    GAP's stream without a resume, and B's resume, are served at once."""
+    worker = worker_factory.start(
+        "updates-replays", "one", WEDDING_SCHEDULING="0", WEDDING_UPDATES_MAX_REPLAYS="1"
+    )
+    await worker.wait_ready(timeout_s=120, min_partitions=4)
+    timeout = aiohttp.ClientTimeout(total=None, sock_read=None)
+    tok = token(settings, GAP)
+    locker = await asyncpg.connect(settings.postgres_dsn)
+    watcher = await asyncpg.connect(settings.postgres_dsn)
+
+    async def blocked() -> int:
+        """Statements waiting for the lock on ``reports``."""
+        return int(
+            await watcher.fetchval(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE wait_event_type = 'Lock' AND query ILIKE '%FROM reports%'"
+            )
+        )
+
+    async with aiohttp.ClientSession(worker.url, timeout=timeout) as s:
+        async with s.get(f"/orgs/{GAP}/updates", headers={"Authorization": f"Bearer {tok}"}) as r:
+            resume, name, _ = await Stream(r).next(30)  # the reader's position: the end
+            assert name == "ready"
+        status = {
+            "kind": "report_status",
+            "report_id": "upd-gap-r1",
+            "organization_id": GAP,
+            "report_type": "monthly_booking_summary",
+            "status": "completed",
+            "at": "2026-12-05T10:00:00+00:00",
+        }
+        await produce(producer, [status, metric_update(B, "v1", 7)])
+        lock = locker.transaction()
+        await lock.start()
+        try:
+            await locker.execute("LOCK TABLE reports IN ACCESS EXCLUSIVE MODE")
+            scoped = token(settings, GAP, venues=["v1"], role="analyst")
+            held = await open_stream(s, GAP, scoped, last_id=resume)
+            for _ in range(100):  # up to 10 s for its replay to reach the report's look-up
+                if await blocked() >= 1:
+                    break
+                await asyncio.sleep(0.1)
+            assert await blocked() == 1
+
+            started = time.monotonic()
+            headers = {"Authorization": f"Bearer {tok}", "Last-Event-ID": resume}
+            async with s.get(f"/orgs/{GAP}/updates", headers=headers) as r:
+                assert r.status == 429, r.status  # (a 200 would be a stream: not read)
+                refused = (r.status, (await r.json())["error"]["code"], r.headers["Retry-After"])
+            assert refused == (429, "too_many_replays", "3")
+            assert time.monotonic() - started >= 1.9  # it waited for a turn first
+
+            live = await open_stream(s, GAP, tok)  # no resume: no replay slot needed
+            other = await open_stream(s, B, token(settings, B), last_id=resume)
+            assert markers(await other.drain(1.0)) == [7]
+            for st in (live, other):
+                st.resp.close()
+        finally:
+            await lock.rollback()
+            await watcher.close()
+            await locker.close()
+        # the held replay ends (the report is not one of v1's), and gives its turn back
+        assert await held.drain(1.0) == []
+        held.resp.close()
+        again = await open_stream(s, GAP, tok, last_id=resume)
+        assert [n for _, n, _ in await again.drain(1.0)] == ["report_status"]
         again.resp.close()
 
 

@@ -158,6 +158,8 @@ function connect() {
   const source = new EventSource(`/orgs/${enc(org)}/updates?${q}`);
   state.source = source;
   source.addEventListener("ready", () => setLive("live", "live"));
+  // resumed from too far back: updates were skipped, so re-read the figures
+  source.addEventListener("gap", () => loadFigures().catch((e) => showError(e.message)));
   source.addEventListener("metric_update", (e) => {
     const u = JSON.parse(e.data);
     if (u.key !== state.cfg.venue || u.window.grain !== "month") return;
