@@ -402,7 +402,7 @@ def _cmd_token(args: argparse.Namespace) -> int:
     import asyncpg
 
     from stream_app import tokens
-    from stream_app.settings import load_settings
+    from stream_app.settings import check_jwt_secret, load_settings
 
     _check_id("--org", args.org)
     s = load_settings()
@@ -439,6 +439,7 @@ def _cmd_token(args: argparse.Namespace) -> int:
         return 0
     _check_id("--user", args.user)
     venues = [_check_id("--venue", v) for v in args.venue] if args.venue else None
+    check_jwt_secret(s)  # a token signed with the public secret: every worker refuses it
 
     async def issue() -> str:
         conn = await asyncpg.connect(s.postgres_dsn)

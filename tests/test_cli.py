@@ -140,6 +140,33 @@ def test_bad_arguments_are_refused_naming_the_option(
     )
 
 
+def test_a_token_is_not_signed_with_the_development_secret_outside_development_mode(
+    token_env: Settings, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without ``WEDDING_JWT_SECRET`` and development mode, ``token`` refuses (every worker
+    would refuse such a token) and records nothing."""
+    monkeypatch.delenv("WEDDING_JWT_SECRET")
+    monkeypatch.setenv("WEDDING_DEV_MODE", "0")
+    assert main(["token", "--org", ORG, "--user", "nosecret", "--role", "viewer"]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.startswith("error: WEDDING_JWT_SECRET: the development secret is public"), err
+    assert err.count("\n") == 1  # one line
+    assert DEV_JWT_SECRET not in err
+    recorded = asyncio.run(rows(token_env, "SELECT jti FROM tokens WHERE subject = 'nosecret'"))
+    assert recorded == []
+    # development mode allows it: the token is signed with the development secret
+    monkeypatch.setenv("WEDDING_DEV_MODE", "1")
+    assert main(["token", "--org", ORG, "--user", "nosecret", "--role", "viewer"]) == 0
+    claims = jwt.decode(
+        capsys.readouterr().out.strip(),
+        DEV_JWT_SECRET,
+        algorithms=["HS256"],
+        audience="wedding-engine-api",
+    )
+    assert claims["sub"] == "nosecret"
+
+
 def refused_worker(env: dict[str, str]) -> str:
     """Run ``wedding-engine worker`` with the environment ``env``; its stderr, once it has
     refused to start (exit status 2)."""
