@@ -32,8 +32,15 @@ from stream_app.schemas.reports import REPORT_TYPES
 log = logging.getLogger(__name__)
 
 
+_services_hint: str | None = None
+"""Why a refused connection is likely, when :func:`_load_service_env` found no running
+services to read the connection settings from (printed with the error by :func:`main`)."""
+
+
 def _load_service_env() -> None:
     """Fill KAFKA_BOOTSTRAP and the POSTGRES_*DSN logins from running local services when unset."""
+    global _services_hint
+    _services_hint = None
     if (
         os.environ.get("KAFKA_BOOTSTRAP")
         and os.environ.get("POSTGRES_DSN")
@@ -42,7 +49,21 @@ def _load_service_env() -> None:
         return
     from stream_app.devservices import manager
 
-    found = manager.status(None)
+    state = manager.default_state_dir()
+    found = manager.status(state)
+    if not (os.environ.get("KAFKA_BOOTSTRAP") and os.environ.get("POSTGRES_DSN")):
+        if found.settings is None:
+            _services_hint = (
+                f"no running services found for this folder ({state}/services.json): start them"
+                " with `wedding-engine services up`, or run the command from the folder that"
+                " started them, or set WEDDING_STATE_DIR to that folder's .state (or"
+                " POSTGRES_DSN and KAFKA_BOOTSTRAP)"
+            )
+        elif not found.all_running:
+            _services_hint = (
+                f"the services of {state} are not all running (`wedding-engine services"
+                " status`); start them with `wedding-engine services up`"
+            )
     if found.settings is not None and found.all_running:
         os.environ.setdefault("KAFKA_BOOTSTRAP", found.settings.kafka_bootstrap)
         os.environ.setdefault("POSTGRES_DSN", found.settings.app_dsn)
@@ -402,7 +423,7 @@ def _cmd_token(args: argparse.Namespace) -> int:
     import asyncpg
 
     from stream_app import tokens
-    from stream_app.settings import load_settings
+    from stream_app.settings import check_jwt_secret, load_settings
 
     _check_id("--org", args.org)
     s = load_settings()
@@ -439,6 +460,7 @@ def _cmd_token(args: argparse.Namespace) -> int:
         return 0
     _check_id("--user", args.user)
     venues = [_check_id("--venue", v) for v in args.venue] if args.venue else None
+    check_jwt_secret(s)  # a token signed with the public secret: every worker refuses it
 
     async def issue() -> str:
         conn = await asyncpg.connect(s.postgres_dsn)
@@ -699,11 +721,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return handlers[args.command](args)
     except KafkaConnectionError as exc:
+        if _services_hint is not None:
+            print(f"error: {_services_hint} ({exc})", file=sys.stderr)
+            return 2
         print(
             f"error: {exc}. Is Kafka running? Start it with 'wedding-engine services up' "
             "(with the same WEDDING_STATE_DIR) or set KAFKA_BOOTSTRAP.",
             file=sys.stderr,
         )
+        return 2
+    except ConnectionError as exc:  # refused: say where the settings were looked for
+        hint = f"{_services_hint} ({exc})" if _services_hint is not None else str(exc)
+        print(f"error: {hint}", file=sys.stderr)
         return 2
     except (OSError, ValueError, TimeoutError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -168,6 +168,22 @@ can mint tokens with it. A worker refuses it unless ``WEDDING_DEV_MODE=1``
 (:func:`check_production_secret`)."""
 
 
+def check_jwt_secret(settings: Settings) -> None:
+    """Refuse to sign or verify tokens with the public development secret outside development
+    mode (``wedding-engine worker`` and ``wedding-engine token``).
+
+    Raises:
+        ValueError: ``jwt_secret`` is :data:`DEV_JWT_SECRET` and ``dev_mode`` is off; the
+            message names ``WEDDING_JWT_SECRET`` and ``WEDDING_DEV_MODE``.
+    """
+    if not settings.dev_mode and settings.jwt_secret == DEV_JWT_SECRET:
+        raise ValueError(
+            "WEDDING_JWT_SECRET: the development secret is public (anyone could mint tokens);"
+            " set a secret of at least 32 random bytes, or WEDDING_DEV_MODE=1 for local"
+            " development only"
+        )
+
+
 def check_production_secret(settings: Settings) -> None:
     """Refuse to serve with a public development secret outside development mode.
 
@@ -176,14 +192,9 @@ def check_production_secret(settings: Settings) -> None:
             :data:`DEV_LINK_SECRET` and ``dev_mode`` is off; the message names the variable
             and ``WEDDING_DEV_MODE``.
     """
+    check_jwt_secret(settings)
     if settings.dev_mode:
         return
-    if settings.jwt_secret == DEV_JWT_SECRET:
-        raise ValueError(
-            "WEDDING_JWT_SECRET: the development secret is public (anyone could mint tokens);"
-            " set a secret of at least 32 random bytes, or WEDDING_DEV_MODE=1 for local"
-            " development only"
-        )
     if settings.link_secret == DEV_LINK_SECRET:
         raise ValueError(
             "WEDDING_LINK_SECRET: the development secret is public (anyone could sign download"

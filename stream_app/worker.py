@@ -14,6 +14,7 @@ from typing import Any
 
 import faust
 
+from stream_app import logthrottle
 from stream_app import pauses as _pauses  # noqa: F401
 from stream_app.agents import bookings as _bookings  # noqa: F401
 from stream_app.agents import delivery as _delivery  # noqa: F401
@@ -70,6 +71,13 @@ class EngineWorker(faust.Worker):
         super().__init__(*args, **kwargs)
         if not _is_terminal(self.stdout):  # a log file gets no spinner's cursor escape codes
             self.spinner = None
+
+    def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
+        """Set up faust's handlers, then throttle repeated failures on each of them
+        (:mod:`stream_app.logthrottle`: a broker or database outage logs each kind of failure
+        once with its traceback, then one line a minute with a count)."""
+        super().on_setup_root_logger(logger, level)
+        logthrottle.install(logger)
 
     async def on_stop(self) -> None:
         """Arm the shutdown deadline, then stop as faust does."""

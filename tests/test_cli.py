@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 from datetime import UTC, datetime
+from pathlib import Path
 
 import asyncpg
 import jwt
@@ -138,6 +139,54 @@ def test_bad_arguments_are_refused_naming_the_option(
         )
         == []
     )
+
+
+def test_a_token_is_not_signed_with_the_development_secret_outside_development_mode(
+    token_env: Settings, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without ``WEDDING_JWT_SECRET`` and development mode, ``token`` refuses (every worker
+    would refuse such a token) and records nothing."""
+    monkeypatch.delenv("WEDDING_JWT_SECRET")
+    monkeypatch.setenv("WEDDING_DEV_MODE", "0")
+    assert main(["token", "--org", ORG, "--user", "nosecret", "--role", "viewer"]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.startswith("error: WEDDING_JWT_SECRET: the development secret is public"), err
+    assert err.count("\n") == 1  # one line
+    assert DEV_JWT_SECRET not in err
+    recorded = asyncio.run(rows(token_env, "SELECT jti FROM tokens WHERE subject = 'nosecret'"))
+    assert recorded == []
+    # development mode allows it: the token is signed with the development secret
+    monkeypatch.setenv("WEDDING_DEV_MODE", "1")
+    assert main(["token", "--org", ORG, "--user", "nosecret", "--role", "viewer"]) == 0
+    claims = jwt.decode(
+        capsys.readouterr().out.strip(),
+        DEV_JWT_SECRET,
+        algorithms=["HS256"],
+        audience="wedding-engine-api",
+    )
+    assert claims["sub"] == "nosecret"
+
+
+def test_a_command_outside_the_clone_says_no_services_were_found(tmp_path: Path) -> None:
+    """Run from a folder without ``.state/services.json`` and without connection settings:
+    the refused connection is explained (where the settings were looked for, how to start)."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("POSTGRES_DSN", "KAFKA_BOOTSTRAP", "WEDDING_REDIS_URL", "WEDDING_STATE_DIR")
+    }
+    argv = [sys.executable, "-m", "stream_app.cli", "token", "--org", ORG, "--role", "viewer"]
+    done = subprocess.run(
+        argv, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stdout == ""
+    assert done.stderr.startswith(
+        f"error: no running services found for this folder ({tmp_path}/.state/services.json):"
+        " start them with `wedding-engine services up`"
+    ), done.stderr
+    assert "Connect call failed" in done.stderr and done.stderr.count("\n") == 1
 
 
 def refused_worker(env: dict[str, str]) -> str:

@@ -332,3 +332,49 @@ async def rewrap_organization(
             )
             n += 1
     return n
+
+
+@dataclass(frozen=True, slots=True)
+class MasterKeyCoverage:
+    """Which organisations' data keys the master keys of this process can unwrap.
+
+    Attributes:
+        held: organisations with at least one data key wrapped by a master key held.
+        foreign: organisations with a data key wrapped by a master key not held, by that
+            key's id (``{key_id: count of organisations}``).
+    """
+
+    held: int
+    foreign: dict[str, int]
+
+    @property
+    def usable(self) -> bool:
+        """False when data keys exist and none is wrapped by a master key held: the process
+        was given the wrong ``WEDDING_MASTER_KEY`` (no old file would decrypt)."""
+        return self.held > 0 or not self.foreign
+
+
+async def master_key_coverage(conn: asyncpg.Connection, masters: MasterKeys) -> MasterKeyCoverage:
+    """Count the organisations whose data keys ``masters`` can and cannot unwrap, by the master
+    key ids stored beside the wrapped keys (an id is an HMAC of its key: equal ids, equal keys).
+
+    ``conn`` is a connection of the system login (``POSTGRES_SYSTEM_DSN``), which may read
+    ``organization_id`` and ``master_key_id`` of every organisation's keys (``db/policies.sql``),
+    not the wrapped keys.
+
+    Raises:
+        asyncpg.InsufficientPrivilegeError: the grant is missing (``wedding-engine init`` not
+            run since it was added).
+    """
+    rows = await conn.fetch(
+        "SELECT master_key_id, count(DISTINCT organization_id) AS orgs"
+        " FROM organization_data_keys GROUP BY master_key_id"
+    )
+    held = {m.key_id for m in (masters.current, masters.previous) if m is not None}
+    mine = await conn.fetchval(
+        "SELECT count(DISTINCT organization_id) FROM organization_data_keys"
+        " WHERE master_key_id = ANY($1::text[])",
+        sorted(held),
+    )
+    foreign = {r["master_key_id"]: int(r["orgs"]) for r in rows if r["master_key_id"] not in held}
+    return MasterKeyCoverage(int(mine), foreign)

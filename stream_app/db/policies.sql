@@ -80,6 +80,18 @@ BEGIN
     END LOOP;
 END $$;
 
+-- The system role reads which master key wraps each organisation's data keys (a worker's
+-- readiness check: stream_app.crypto.keys.master_key_coverage), never the wrapped keys.
+DO $$ BEGIN
+    IF to_regclass('public.organization_data_keys') IS NOT NULL THEN
+        DROP POLICY IF EXISTS system_access ON organization_data_keys;
+        CREATE POLICY system_access ON organization_data_keys FOR SELECT TO wedding_system
+            USING (true);
+        GRANT SELECT (organization_id, version, master_key_id) ON organization_data_keys
+            TO wedding_system;
+    END IF;
+END $$;
+
 GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO wedding_tenant, wedding_system;
 REVOKE ALL ON tenant_scope FROM PUBLIC;
 -- the retention job's claim of an interval (no organisation: one row per interval)

@@ -4,7 +4,8 @@ Definitions (the live view; the ``venue_occupancy`` report reads PostgreSQL hist
 same definitions, plus multi-night stays):
 
 - *capacity*: events a venue can host per date (``venues.capacity`` in PostgreSQL); unknown
-  capacity (NULL) counts as 1, a wedding venue's usual one event a day;
+  capacity (NULL) leaves the slots and the rate unknown (``None``): a venue registered without
+  a capacity (the hotels of the demo data) is not shown as full;
 - *available slots* of a date: the capacity, or 0 on a closed date (``venue_closures``);
 - *booked* on a date: bookings minus cancellations whose service date is that date (the
   venue's day row; a booking counts on its service date only, so a multi-night stay counts
@@ -32,15 +33,17 @@ class OccupancyPeriod:
 
     Attributes:
         period: ``YYYY-MM-DD`` or ``YYYY-MM``.
-        available_slots / booked / occupied_slots: as in the module docstring.
+        available_slots / booked / occupied_slots: as in the module docstring; the slots are
+            None when the venue's capacity is unknown.
         closed_dates: closed dates in the period.
-        occupancy_rate: percentage string with two decimals, or None when nothing is available.
+        occupancy_rate: percentage string with two decimals, or None when nothing is available
+            or the capacity is unknown.
     """
 
     period: str
-    available_slots: int
+    available_slots: int | None
     booked: int
-    occupied_slots: int
+    occupied_slots: int | None
     closed_dates: int
     occupancy_rate: str | None
 
@@ -66,7 +69,7 @@ def occupancy(
         dates: the dates of the range, ascending.
         booked_on: bookings minus cancellations per service date (missing = 0; a negative
             net, a cancellation folded before its booking, counts as 0).
-        capacity: events per date; None counts as 1.
+        capacity: events per date; None (unknown) leaves slots and rates None.
         closed: the venue's closed dates.
         grain: ``day`` or ``month``.
 
@@ -75,7 +78,8 @@ def occupancy(
     """
     if grain not in ("day", "month"):
         raise ValueError(f"grain: {grain!r} is not 'day' or 'month'")
-    cap = 1 if capacity is None else capacity
+    known = capacity is not None
+    cap = capacity or 0
     if cap < 0:
         raise ValueError(f"capacity: {capacity} is negative")
     sums: dict[str, list[int]] = {}
@@ -89,4 +93,6 @@ def occupancy(
         acc[1] += booked
         acc[2] += min(booked, available)
         acc[3] += int(is_closed)
+    if not known:
+        return [OccupancyPeriod(key, None, b, None, c, None) for key, (_, b, _, c) in sums.items()]
     return [OccupancyPeriod(key, a, b, o, c, rate(o, a)) for key, (a, b, o, c) in sums.items()]

@@ -38,7 +38,8 @@ async def open_for_download(
 
     Raises:
         ApiError: 404 ``not_found`` (missing or outside the store), 500 ``artifact_corrupt``
-            (fails authentication) or 500 ``key_unavailable`` (its key cannot be had).
+            (fails authentication) or 500 ``key_unavailable`` (its data key is missing, or
+            does not unwrap under the worker's master key; the reason says which).
     """
     try:
         return await open_artifact(root, organization_id, rel_path, keys)
@@ -47,9 +48,23 @@ async def open_for_download(
     except ArtifactIntegrityError as exc:
         log.error("artifact %s of %s fails authentication: %s", rel_path, organization_id, exc)
         raise ApiError(500, "artifact_corrupt", "the stored file fails authentication") from None
-    except (DataKeyNotFoundError, MasterKeyError) as exc:
+    except DataKeyNotFoundError as exc:
         log.error("artifact %s of %s: key unavailable: %s", rel_path, organization_id, exc)
-        raise ApiError(500, "key_unavailable", "the file's key is not available") from None
+        raise ApiError(
+            500,
+            "key_unavailable",
+            "the file's data key version is not in the database (a file sealed by another"
+            " deployment)",
+        ) from None
+    except MasterKeyError as exc:
+        log.error("artifact %s of %s: key unavailable: %s", rel_path, organization_id, exc)
+        raise ApiError(
+            500,
+            "key_unavailable",
+            "the file's data key does not unwrap under this worker's master key"
+            " (WEDDING_MASTER_KEY is not the key that wrapped it, or a master-key rotation is"
+            " unfinished); the worker's log names both keys",
+        ) from None
 
 
 async def stream_artifact(

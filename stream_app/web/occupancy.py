@@ -5,9 +5,12 @@ Query: ``grain=day&from=YYYY-MM-DD&to=YYYY-MM-DD`` or ``grain=month&from=YYYY-MM
 bookings from the venue's day rows, from whichever worker holds them. Definitions:
 :mod:`stream_app.tables.occupancy`. Answer::
 
-    {"organization_id", "venue_id", "grain", "capacity", "capacity_known",
+    {"organization_id", "venue_id", "grain", "capacity" (null when unknown), "capacity_known",
      "periods": [{"period", "available_slots", "booked", "occupied_slots", "closed_dates",
                   "occupancy_rate"}]}
+
+A venue without a registered capacity answers ``available_slots``, ``occupied_slots`` and
+``occupancy_rate`` null (unknown, not 100 %); ``booked`` and ``closed_dates`` are counted.
 
 Errors: 400 naming ``grain``/``from``/``to``; 404 ``unknown_venue``; 401/403 as every route.
 """
@@ -93,7 +96,7 @@ async def venue_occupancy(
             "organization_id": org,
             "venue_id": venue,
             "grain": grain,
-            "capacity": 1 if capacity is None else capacity,
+            "capacity": capacity,  # None: unknown, and so are the slots and the rates
             "capacity_known": capacity is not None,
             "periods": [
                 {

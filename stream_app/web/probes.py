@@ -16,7 +16,10 @@ and asks the Kafka broker and PostgreSQL a question each, nothing else.
   ``tables``: the worker is in its consumer group, not rebalancing and not restoring tables
   from their changelogs (``starting``, ``rebalancing`` or ``recovering`` otherwise);
   ``kafka``: a metadata request to the broker answers (aiokafka's admin client,
-  ``describe_cluster``); ``postgres``: ``SELECT 1`` on a connection of the application pool.
+  ``describe_cluster``); ``postgres``: ``SELECT 1`` on a connection of the application pool;
+  ``keys``: the worker's master key unwraps the stored data keys (:func:`check_keys`: a
+  worker given the wrong ``WEDDING_MASTER_KEY`` is not ready, instead of answering 500 on
+  every old file).
   Each check has :data:`CHECK_TIMEOUT_S`; they run concurrently, so the answer comes within
   that bound even when a service hangs (a probe's own timeout is longer: ``k8s/``).
 
@@ -38,12 +41,15 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import asyncpg
 from aiohttp import web
 from aiokafka.admin import AIOKafkaAdminClient
 from prometheus_client import Counter
 
 from stream_app.app import settings
-from stream_app.db.pool import get_pool
+from stream_app.crypto.keyring import get_keyring
+from stream_app.crypto.keys import master_key_coverage
+from stream_app.db.pool import get_pool, get_system_pool
 from stream_app.observability import REGISTRY
 from stream_app.web.permissions import PUBLIC
 from stream_app.web.views import page, readiness
@@ -109,10 +115,72 @@ async def check_postgres() -> Check:
     return one == 1, "ok"
 
 
+_keys_logged: tuple[object, ...] | None = None
+"""The last key-check outcome logged (a failing check runs every second: logged on change)."""
+
+
+def _log_keys_once(outcome: tuple[object, ...], level: int, message: str, *args: object) -> None:
+    global _keys_logged
+    if outcome != _keys_logged:
+        _keys_logged = outcome
+        log.log(level, message, *args)
+
+
+async def check_keys() -> Check:
+    """The worker's master key (``WEDDING_MASTER_KEY``, and ``WEDDING_MASTER_KEY_PREVIOUS``)
+    unwraps the stored data keys: fails when data keys exist and none is wrapped by a master
+    key this worker holds (every old file would answer 500 ``key_unavailable``). Some
+    organisations under another key (a master rotation under way) pass, with a warning in the
+    log; the key ids are logged, never answered. Passes, unchecked, on a database whose grants
+    predate the check (``wedding-engine init`` adds them)."""
+    masters = (await get_keyring(settings.postgres_dsn)).masters
+    pool = await get_system_pool(settings.postgres_system_dsn)
+    try:
+        async with pool.acquire(timeout=CHECK_TIMEOUT_S) as conn:
+            coverage = await master_key_coverage(conn, masters)
+    except asyncpg.InsufficientPrivilegeError:
+        _log_keys_once(
+            ("unchecked",),
+            logging.WARNING,
+            "readiness check keys: the system login may not read organization_data_keys;"
+            " run `wedding-engine init` to grant it (the master key is not checked)",
+        )
+        return True, "not checked (run wedding-engine init)"
+    holds = masters.current.key_id + (f", {masters.previous.key_id}" if masters.previous else "")
+    if not coverage.usable:
+        _log_keys_once(
+            ("foreign", tuple(sorted(coverage.foreign))),
+            logging.ERROR,
+            "readiness check keys: no stored data key is wrapped by this worker's master key"
+            " (%s); they are wrapped by %s: set WEDDING_MASTER_KEY to that key (or give it as"
+            " WEDDING_MASTER_KEY_PREVIOUS during a rotation)",
+            holds,
+            ", ".join(f"{k} ({n} organisation(s))" for k, n in sorted(coverage.foreign.items())),
+        )
+        return False, (
+            "WEDDING_MASTER_KEY does not unwrap the stored data keys (they are wrapped by"
+            " another master key; the worker's log names both)"
+        )
+    if coverage.foreign:
+        _log_keys_once(
+            ("partial", tuple(sorted(coverage.foreign))),
+            logging.WARNING,
+            "readiness check keys: data keys of %s are wrapped by master keys this worker"
+            " does not hold (%s): their files do not decrypt here; finish the rotation with"
+            " `wedding-engine keys rotate --master`",
+            ", ".join(
+                f"{n} organisation(s) under {k}" for k, n in sorted(coverage.foreign.items())
+            ),
+            holds,
+        )
+    return True, "ok"
+
+
 CHECKS: dict[str, Callable[[], Awaitable[Check]]] = {
     "tables": check_tables,
     "kafka": check_kafka,
     "postgres": check_postgres,
+    "keys": check_keys,
 }
 """The readiness checks by name, in the order the answer lists them."""
 

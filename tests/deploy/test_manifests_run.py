@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
+from stream_app.crypto.keys import DEV_MASTER_KEY
 from stream_app.devservices.workers import WorkerProcess
 from stream_app.settings import Settings
 from tests.deploy.helpers import PYTHON_VARIABLES, dockerfile, isolate_worker
@@ -51,7 +52,9 @@ def pod_env(kind: str, settings: Settings, tmp_path: Path) -> tuple[list[str], d
         if name in env:
             env[name] = secrets.token_urlsafe(32)
     if "WEDDING_MASTER_KEY" in env:
-        env["WEDDING_MASTER_KEY"] = base64.b64encode(os.urandom(32)).decode()
+        # the key that wraps the session's data keys (other tests' workers run in development
+        # mode), given as a real key: a worker with another one is not ready (/readyz "keys")
+        env["WEDDING_MASTER_KEY"] = base64.b64encode(DEV_MASTER_KEY).decode()
     env["WEDDING_DATA_DIR"] = str(tmp_path / "tables")
     env["WEDDING_ARTIFACT_DIR"] = str(tmp_path / "artifacts")
     return container["args"], {"PATH": os.environ["PATH"], "HOME": str(tmp_path), **env}
@@ -95,6 +98,7 @@ async def test_pod_0_serves_with_its_manifest_s_environment(
             "tables": True,
             "kafka": True,
             "postgres": True,
+            "keys": True,
         }
     finally:
         code = await asyncio.to_thread(worker.stop, 60)

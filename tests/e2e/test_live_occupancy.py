@@ -22,6 +22,7 @@ from tests.e2e.helpers import auth, send
 ORG = "occupancy-live-org"
 VENUE = "barn"
 CAPACITY = 2
+UNKNOWN_CAPACITY = "tent"
 CLOSED = date(2026, 8, 3)
 # (service date, kind): three on 1 Aug (one cancelled later), one on 2 Aug, two on the closed day
 EVENTS = [
@@ -34,7 +35,7 @@ EVENTS = [
 ]
 
 
-def message(n: int, day: date, kind: str) -> bytes:
+def message(n: int, day: date, kind: str, venue: str = VENUE) -> bytes:
     return orjson.dumps(
         {
             "schema_version": 1,
@@ -43,7 +44,7 @@ def message(n: int, day: date, kind: str) -> bytes:
             "occurred_at": "2026-02-01T10:00:00Z",
             "event_type": kind,
             "booking_id": f"b-{n}",
-            "venue_id": VENUE,
+            "venue_id": venue,
             "service_date": day.isoformat(),
             "amount_minor": 500_000,
             "currency": "EUR",
@@ -62,6 +63,7 @@ async def test_occupancy_follows_bookings_capacity_and_closures(
     try:
         await upsert_organization(conn, Organization(ORG, "Occupancy", "Europe/Lisbon", "EUR"))
         await upsert_venue(conn, ORG, Venue(VENUE, "The Barn", CAPACITY))
+        await upsert_venue(conn, ORG, Venue(UNKNOWN_CAPACITY, "The Tent", None))
         await conn.execute(
             "INSERT INTO venue_closures (organization_id, venue_id, closed_on) VALUES ($1, $2, $3)"
             " ON CONFLICT DO NOTHING",
@@ -73,6 +75,11 @@ async def test_occupancy_follows_bookings_capacity_and_closures(
         await conn.close()
     key = f"{ORG}/{VENUE}".encode()
     messages = [(key, message(n, day, kind)) for n, (day, kind) in enumerate(EVENTS)]
+    tent = f"{ORG}/{UNKNOWN_CAPACITY}".encode()
+    messages += [
+        (tent, message(100 + n, date(2026, 8, 1), "booking_created", UNKNOWN_CAPACITY))
+        for n in range(2)
+    ]
     await send(settings.kafka_bootstrap, WEDDING_BOOKINGS, messages)
     await wait_for_lag_zero(settings.kafka_bootstrap, "wedding-tests", WEDDING_BOOKINGS, 300)
 
@@ -96,6 +103,20 @@ async def test_occupancy_follows_bookings_capacity_and_closures(
         assert status == 200, month
         status, unknown = await occupancy("nowhere", "day", "2026-08-01", "2026-08-03")
         assert status == 404 and unknown["error"]["field"] == "venue", unknown
+        # a venue without a capacity: slots and rate unknown (null), not 100 %
+        status, tent = await occupancy(UNKNOWN_CAPACITY, "month", "2026-08", "2026-08")
+        assert status == 200, tent
+        assert (tent["capacity"], tent["capacity_known"]) == (None, False)
+        assert tent["periods"] == [
+            {
+                "period": "2026-08",
+                "available_slots": None,
+                "booked": 2,
+                "occupied_slots": None,
+                "closed_dates": 0,
+                "occupancy_rate": None,
+            }
+        ]
         status, bad = await occupancy(VENUE, "month", "2026-08-01", "2026-08")
         assert status == 400 and bad["error"]["field"] == "from", bad
 

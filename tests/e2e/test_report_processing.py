@@ -297,6 +297,10 @@ async def test_critical_overtakes_a_low_backlog_and_a_queued_cancel_never_starts
         async with s.post(f"/orgs/{ORG}/reports/{victim}/cancel", headers=h) as r:
             assert r.status == 200, await r.text()
             assert (await r.json())["status"] == "cancelled"
+        # a repeated cancel (a retry after a 503) answers the same 200, not a 409
+        async with s.post(f"/orgs/{ORG}/reports/{victim}/cancel", headers=h) as r:
+            assert r.status == 200, await r.text()
+            assert await r.json() == {"report_id": victim, "status": "cancelled"}
         critical = await post({**heavy, "priority": "critical", "date_to": "2026-12-30"})
         ids = [*lows, victim, critical]
 
@@ -334,7 +338,12 @@ async def test_critical_overtakes_a_low_backlog_and_a_queued_cancel_never_starts
         assert results[-1]["status"] == "cancelled"
         assert not (settings.artifact_dir / ORG / victim).exists()
         async with s.post(f"/orgs/{ORG}/reports/{critical}/cancel", headers=h) as r:
-            assert r.status == 409 and (await r.json())["error"]["field"] == "status"
+            assert r.status == 409
+            assert (await r.json())["error"] == {
+                "code": "conflict",
+                "reason": "report is already completed; it cannot be cancelled",
+                "field": "status",
+            }
 
 
 RETRY_ORG = "proc-retry-org"

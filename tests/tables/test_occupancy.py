@@ -38,9 +38,21 @@ def test_a_month_sums_its_dates_and_rounds_half_even() -> None:
     assert rate(1, 8) == "12.50" and rate(1, 800) == "0.12"  # 0.125 -> 0.12 (half-even)
 
 
-def test_unknown_capacity_counts_as_one_event_a_day() -> None:
+def test_unknown_capacity_leaves_slots_and_rate_unknown() -> None:
     (day,) = occupancy(JUNE[:1], {JUNE[0]: 2}, None, set(), "day")
-    assert (day.available_slots, day.occupied_slots, day.occupancy_rate) == (1, 1, "100.00")
+    assert (day.available_slots, day.booked, day.occupied_slots, day.occupancy_rate) == (
+        None,
+        2,
+        None,
+        None,
+    )
+    (month,) = occupancy(JUNE, {JUNE[0]: 2, JUNE[1]: 1}, None, {JUNE[2]}, "month")
+    assert (month.available_slots, month.booked, month.closed_dates, month.occupancy_rate) == (
+        None,
+        3,
+        1,
+        None,
+    )
 
 
 def test_bad_arguments_are_named() -> None:

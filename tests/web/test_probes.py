@@ -8,7 +8,9 @@ alone), which the test stops with ``pg_ctl stop -m fast`` and starts again with
 from __future__ import annotations
 
 import asyncio
+import base64
 import dataclasses
+import hashlib
 import os
 import pwd
 import shutil
@@ -16,17 +18,22 @@ import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import asyncpg
 import pytest
 
+from stream_app.crypto.keys import DEV_MASTER_KEY, MasterKey
 from stream_app.db.migrate import migrate
+from stream_app.db.tenancy import Organization, upsert_organization
 from stream_app.devservices import postgres
 from stream_app.devservices.workers import WorkerProcess
 from stream_app.settings import Settings
 from tests.conftest import WorkerFactory
+from tests.e2e.helpers import auth, request_report_http
 
 
 def pg_ctl(state: Path, *args: str) -> None:
@@ -112,6 +119,7 @@ async def test_not_ready_but_alive_while_postgres_is_down(
                     "tables": {"ok": True, "detail": "ok"},
                     "kafka": {"ok": True, "detail": "1 broker(s)"},
                     "postgres": {"ok": True, "detail": "ok"},
+                    "keys": {"ok": True, "detail": "ok"},
                 },
             }
             # any not-ready answer before that was the tables' (broker and database were up)
@@ -123,7 +131,8 @@ async def test_not_ready_but_alive_while_postgres_is_down(
             # PostgreSQL stopped: alive, not ready, and the failing check is named
             await asyncio.to_thread(pg_ctl, state, "-m", "fast", "-w", "stop")
             down = await wait_for(session, f"{worker.url}/readyz", 503, timeout_s=30)
-            assert oks(down) == {"tables": True, "kafka": True, "postgres": False}
+            # the key check reads the same database (the system login): unreachable too
+            assert oks(down) == {"tables": True, "kafka": True, "postgres": False, "keys": False}
             # the public body names the check and a generic reason, never an address
             assert down["checks"]["postgres"]["detail"] in ("unreachable", "timeout")
             assert "127.0.0.1" not in str(down) and "Error" not in str(down)
@@ -139,7 +148,7 @@ async def test_not_ready_but_alive_while_postgres_is_down(
             log = str(state / "postgres" / "postgres.log")
             await asyncio.to_thread(pg_ctl, state, "-w", "-l", log, "restart")
             back = await wait_for(session, f"{worker.url}/readyz", 200, timeout_s=30)
-            assert oks(back) == {"tables": True, "kafka": True, "postgres": True}
+            assert oks(back) == {"tables": True, "kafka": True, "postgres": True, "keys": True}
     finally:
         code = await asyncio.to_thread(worker.stop, 60)
     assert code == 0, worker.log_path.read_text()[-3000:]
@@ -173,3 +182,75 @@ async def test_a_flood_of_readyz_shares_a_handful_of_checks(main_worker: WorkerP
     assert all(body["ready"] is True for _, body in answers)
     # one run per CACHE_S (1 s) of the flood at most, plus the one under way at its start
     assert 0 <= runs <= elapsed / 1.0 + 2, (runs, elapsed)
+
+
+async def test_a_worker_with_the_wrong_master_key_is_not_ready_and_says_why(
+    settings: Settings, state_dir: Path, main_worker: WorkerProcess
+) -> None:
+    """A report sealed under the session's master key (the development one); a worker given
+    another ``WEDDING_MASTER_KEY``: its tables are ready, its ``keys`` check fails naming the
+    variable, its log names both key ids, and a download answers a JSON 500 saying why."""
+    org = f"mk-{uuid.uuid4().hex[:8]}"
+    conn = await asyncpg.connect(settings.postgres_dsn)
+    try:
+        await upsert_organization(conn, Organization(org, org, "Europe/Lisbon", "EUR"))
+        await conn.execute(
+            "INSERT INTO bookings (organization_id, id, service_date, booked_at, amount_minor,"
+            " currency, status) VALUES ($1, 'b1', $2, $3, 100, 'EUR', 'booked')",
+            org,
+            date(2026, 3, 1),
+            datetime(2026, 1, 1, tzinfo=UTC),
+        )
+    finally:
+        await conn.close()
+    body = {
+        "report_type": "compliance",
+        "date_from": "2026-03-01",
+        "date_to": "2026-03-31",
+        "output_formats": ["csv"],
+    }
+    status = await request_report_http(main_worker.url, settings, org, body)
+    assert status["status"] == "completed", status
+    url = status["artifacts"][0]["download_url"]
+    wrong = hashlib.sha256(b"not the master key of this deployment").digest()
+    worker = WorkerFactory(settings, state_dir).start(
+        f"probes-mk-{uuid.uuid4().hex[:8]}",
+        "wrongkey",
+        WEDDING_SCHEDULING="0",
+        WEDDING_OFFSET_RESET="latest",
+        WEDDING_DEV_MODE="0",
+        WEDDING_MASTER_KEY=base64.b64encode(wrong).decode(),
+    )
+    try:
+        async with aiohttp.ClientSession() as session:
+            deadline = time.monotonic() + 120
+            ready: dict[str, Any] = {}
+            while time.monotonic() < deadline:
+                try:
+                    code, ready = await probe(session, f"{worker.url}/readyz")
+                except aiohttp.ClientError:
+                    await asyncio.sleep(0.25)
+                    continue
+                if ready["checks"]["tables"]["ok"]:
+                    break
+                await asyncio.sleep(0.25)
+            else:
+                raise AssertionError(f"tables never ready\n{worker.log_path.read_text()[-3000:]}")
+            assert code == 503
+            assert oks(ready) == {"tables": True, "kafka": True, "postgres": True, "keys": False}
+            detail = ready["checks"]["keys"]["detail"]
+            assert detail.startswith("WEDDING_MASTER_KEY does not unwrap the stored data keys")
+            log = worker.log_path.read_text()
+            assert MasterKey.of(wrong).key_id in log  # what it holds
+            assert MasterKey.of(DEV_MASTER_KEY).key_id in log  # what wraps the stored keys
+            assert log.count("no stored data key is wrapped by this worker's master key") == 1
+
+            async with session.get(worker.url + url, headers=auth(settings, org)) as r:
+                assert r.status == 500
+                error = (await r.json())["error"]
+            assert error["code"] == "key_unavailable"
+            assert "does not unwrap under this worker's master key" in error["reason"]
+            assert "WEDDING_MASTER_KEY" in error["reason"]
+    finally:
+        code = await asyncio.to_thread(worker.stop, 60)
+    assert code == 0, worker.log_path.read_text()[-3000:]

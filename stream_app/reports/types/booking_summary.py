@@ -11,7 +11,8 @@ Definitions (those of :mod:`stream_app.tables.bookings`):
   (empty when there are no bookings);
 - ``revenue``: booked value minus cancelled value, in the row's currency, exact; one row per
   venue, month and currency (a venue with no bookings in a month has one row with zeros in the
-  organisation's currency).
+  organisation's currency). ``bookings``, ``cancellations`` and ``cancellation_rate`` are the
+  venue-month's, repeated on each of its currency rows (:data:`REPEATED_COUNTS_NOTE`).
 
 Data sources: the venue list and the organisation (name, zone, currency) come from
 PostgreSQL; the figures come from the ``venue-bookings`` table of the bookings agent.
@@ -40,8 +41,17 @@ REPORT_TYPE = "monthly_booking_summary"
 COLUMNS = (
     *VENUE,
     Column("month", "month", "calendar month of the service date (YYYY-MM, organisation zone)"),
-    Column("bookings", "int", "bookings with a service date in the month"),
-    CANCELLATIONS,
+    Column(
+        "bookings",
+        "int",
+        "bookings with a service date in the month (the venue-month's, repeated on each of"
+        " its currency rows: count a venue-month once)",
+    ),
+    Column(
+        "cancellations",
+        CANCELLATIONS.type,
+        "of which cancelled (repeated on each currency row of the venue-month, as bookings)",
+    ),
     CANCELLATION_RATE,
     REVENUE_CURRENCY,
     Column("revenue", "money", "booked minus cancelled value, major units, exact"),
@@ -60,6 +70,14 @@ Revenue rather than bookings: a venue-month with bookings in two currencies has 
 both carry the venue-month's booking count, so summing ``bookings`` over rows would count it
 twice; revenue is split by currency and adds up exactly.
 """
+
+REPEATED_COUNTS_NOTE = (
+    "A venue-month with revenue in several currencies has one row per currency; bookings,"
+    " cancellations and the cancellation rate are the venue-month's and repeated on each of"
+    " its rows: summing the bookings column over such rows counts them twice."
+)
+"""The report's note on :data:`CHART`'s reason (in every format that carries notes: JSON,
+Excel, PDF, PowerPoint; the CSV carries the column names only)."""
 
 Lookup = Callable[[str], dict[str, Any] | None]
 """Reads one row of the ``venue-bookings`` table by key; ``None`` when absent."""
@@ -154,6 +172,7 @@ def build_report(
             "Months are calendar months of the service date in the organisation's time zone.",
             "Revenue = booked value − cancelled value, exact, per currency; "
             "currencies are never added together.",
+            REPEATED_COUNTS_NOTE,
         ),
         chart=CHART,
     )

@@ -9,12 +9,14 @@ Definitions (dates are local calendar dates of the organisation's IANA zone, as 
 weekday in that zone, no conversion from UTC is involved):
 
 - **capacity**: ``venues.capacity``, events (or rooms) a venue can hold on one date. A venue
-  whose capacity is unknown (NULL) is counted with **capacity 1**: a wedding venue hosts one
-  event a day unless it says otherwise, so its occupancy is *booked dates ÷ available dates*.
-  The report names every such venue (validation and the ``capacity_basis`` column), and the
-  capacity-based recommendation rules (R1, R2) are not applied to it: a default capacity
-  would make them fire or stay silent for a reason that is not in the data. (The hotel demo's
-  venues have NULL capacity: the data set publishes no room counts, and none is invented.)
+  whose capacity is unknown (NULL) has **unknown** slots, occupancy and RevPAS (empty cells):
+  a hotel with a stay on every date is not "100 % occupied" when its rooms are not counted.
+  Its dates, booked units, revenue, RevPAD and demand index are shown; it is left out of the
+  organisation's occupancy key figure; the report names every such venue (validation and the
+  ``capacity_basis`` column), and the capacity-based recommendation rules (R1, R2) are not
+  applied to it. (The hotel demo's venues have NULL capacity: the data set publishes no room
+  counts, and none is invented.) The queries count such a venue with capacity 1; those
+  slot figures are not shown.
 - **available date**: a date of the range on which the venue is not closed
   (``venue_closures``); **available slots** = available dates × capacity.
 - **covered dates** of a booking: a stay of ``n ≥ 1`` nights covers ``service_date ..
@@ -146,8 +148,12 @@ METHOD_COLUMN = Column("method", "text", "forecast method")
 COLUMNS = (
     *VENUE,
     Column("month", "month", "calendar month (YYYY-MM, organisation zone)"),
-    Column("capacity", "int", "capacity used: events per date (1 when unknown)"),
-    Column("capacity_basis", "text", "'stated' (venues.capacity) or 'unknown: 1 assumed'"),
+    Column("capacity", "int", "events per date (empty when unknown)"),
+    Column(
+        "capacity_basis",
+        "text",
+        "'stated' (venues.capacity) or 'unknown' (slots and occupancy not computed)",
+    ),
     Column("dates", "int", "dates of the month inside the range"),
     Column("closed_dates", "int", "of which the venue is closed"),
     Column("available_dates", "int", "dates − closed dates"),
@@ -564,10 +570,18 @@ def mae_mape(errors: Sequence[BacktestErrors]) -> tuple[str | None, str | None, 
 # -- the report -------------------------------------------------------------------------------
 
 
-def _capacity(venue: Venue) -> tuple[int, str]:
+def _capacity(venue: Venue) -> tuple[int | None, str]:
     if venue.capacity is None:
-        return 1, "unknown: 1 assumed"
+        return None, "unknown"
     return venue.capacity, "stated"
+
+
+def _slots(venue: Venue, c: Counts) -> tuple[int | None, int | None, str | None]:
+    """(available slots, occupied slots, occupancy rate) of ``c``; all None when the venue's
+    capacity is unknown (the queries' capacity-1 figures are not shown)."""
+    if venue.capacity is None:
+        return None, None, None
+    return c.available_slots, c.occupied_slots, percent(c.occupied_slots, c.available_slots)
 
 
 def build_report(
@@ -609,9 +623,7 @@ def build_report(
                     dates,
                     closed,
                     c.available_dates,
-                    c.available_slots,
-                    c.occupied_slots,
-                    percent(c.occupied_slots, c.available_slots),
+                    *_slots(venue, c),
                     c.booked_units,
                 ]
             )
@@ -634,9 +646,7 @@ def build_report(
                     dow,
                     WEEKDAYS[dow - 1],
                     c.available_dates,
-                    c.available_slots,
-                    c.occupied_slots,
-                    percent(c.occupied_slots, c.available_slots),
+                    *_slots(venue, c),
                     c.booked_units,
                     index,
                 ]
@@ -740,8 +750,8 @@ def build_report(
             "the date, at most capacity per date; a stay of n nights covers its first n dates, "
             "a wedding its service date.",
             "Occupancy rate = occupied ÷ available slots × 100 (2 decimals, half-even).",
-            "A venue whose capacity is unknown is counted with capacity 1 (one event per "
-            "date): its occupancy is booked dates ÷ available dates, and rules R1/R2 skip it.",
+            "A venue whose capacity is unknown has no slots, occupancy or RevPAS (empty), is "
+            "left out of the occupancy key figures, and rules R1/R2 skip it.",
         ),
         chart=CHART,
         sections=sections,
@@ -753,17 +763,18 @@ def build_report(
 def _revenue_row(
     venue: Venue, month: str | None, currency: str, minor: int, c: Counts
 ) -> list[Cell]:
+    slots = None if venue.capacity is None else c.available_slots
     return [
         venue.id,
         venue.name,
         month,
         currency,
         c.available_dates,
-        c.available_slots,
+        slots,
         money(minor, currency),
         minor,
         per_unit(minor, c.available_dates, currency),
-        per_unit(minor, c.available_slots, currency),
+        None if slots is None else per_unit(minor, slots, currency),
     ]
 
 
@@ -963,13 +974,17 @@ def _kpis(
     horizon: int,
 ) -> tuple[Kpi, ...]:
     empty = Counts()
-    slots = sum(data.by_venue.get(v.id, empty).available_slots for v in venues)
-    occupied = sum(data.by_venue.get(v.id, empty).occupied_slots for v in venues)
+    known = [v for v in venues if v.capacity is not None]  # unknown capacity: left out
+    slots = sum(data.by_venue.get(v.id, empty).available_slots for v in known)
+    occupied = sum(data.by_venue.get(v.id, empty).occupied_slots for v in known)
     dates = sum(data.by_venue.get(v.id, empty).available_dates for v in venues)
     rate = percent(occupied, slots)
     kpis = [
         Kpi("Occupancy, all venues", f"{rate}%" if rate is not None else "n/a"),
-        Kpi("Occupied of available slots", f"{occupied:,} of {slots:,}"),
+        Kpi(
+            "Occupied of available slots",
+            f"{occupied:,} of {slots:,}" if known else "n/a (no venue has a capacity)",
+        ),
     ]
     revenue: dict[str, int] = defaultdict(int)
     for v in venues:
@@ -1000,7 +1015,8 @@ def _validation(venues: Sequence[Venue], data: OccupancyData) -> tuple[str, ...]
     if unknown:
         out.append(
             f"warning: capacity unknown for {len(unknown)} venue(s) ({', '.join(unknown)}); "
-            "counted as 1 event per date"
+            "their slots, occupancy and RevPAS are not computed (register a capacity: "
+            "wedding-engine venue ORG VENUE --capacity N)"
         )
     for v in venues:
         over = data.by_venue.get(v.id, Counts()).overbooked_dates

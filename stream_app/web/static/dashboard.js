@@ -86,8 +86,14 @@ function render() {
   rev.textContent = money(revenue);
   const occ = $("occupancy");
   if (state.occupancy) {
-    const { occupied, available } = state.occupancy;
-    occ.textContent = available ? `${(100 * occupied / available).toFixed(2)} %` : "–";
+    const { occupied, available, known } = state.occupancy;
+    if (!known) { // no capacity registered: unknown, never shown as full
+      occ.textContent = "n/a";
+      occ.title = "capacity unknown: register it with `wedding-engine venue ORG VENUE --capacity N`";
+    } else {
+      occ.textContent = available ? `${(100 * occupied / available).toFixed(2)} %` : "–";
+      occ.title = "";
+    }
     occ.dataset.occupied = String(occupied);
     occ.dataset.available = String(available);
   }
@@ -135,8 +141,8 @@ async function loadOccupancy() {
   const q = new URLSearchParams({ grain: "month", from, to });
   const body = await (await api(`/orgs/${enc(org)}/venues/${enc(venue)}/occupancy?${q}`)).json();
   let occupied = 0, available = 0;
-  for (const p of body.periods) { occupied += p.occupied_slots; available += p.available_slots; }
-  state.occupancy = { occupied, available };
+  for (const p of body.periods) { occupied += p.occupied_slots || 0; available += p.available_slots || 0; }
+  state.occupancy = { occupied, available, known: body.capacity_known };
   render();
 }
 

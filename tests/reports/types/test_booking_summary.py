@@ -79,3 +79,40 @@ def test_summary_rows_read_months_and_days(tmp_path: Path) -> None:
     assert doc["report"]["organization_name"] == ORG.name
     assert doc["rows"][0]["revenue"] == "200.01" and doc["rows"][0]["revenue_minor"] == 20001
     assert not list(tmp_path.rglob("*.partial-*"))
+
+
+def test_two_currencies_repeat_the_counts_and_the_report_says_so(tmp_path: Path) -> None:
+    """A venue-month with EUR and GBP revenue: two rows, each with the venue-month's 3
+    bookings and 1 cancellation; the JSON's notes and column descriptions say they repeat."""
+    month = {
+        "totals": {
+            "bookings": 3,
+            "cancellations": 1,
+            "booked_minor": {"EUR": 250000, "GBP": 500000},
+            "cancelled_minor": {"GBP": 100000},
+        }
+    }
+    table = booking_summary.build_report(
+        {table_key("org", "barn", "month", "2026-06"): month}.get,
+        ORG,
+        [Venue("barn", "barn", None)],
+        date(2026, 6, 1),
+        date(2026, 6, 30),
+    )
+    assert [r[2:] for r in table.rows] == [
+        ["2026-06", 3, 1, "33.33", "EUR", "2500.00", 250000],
+        ["2026-06", 3, 1, "33.33", "GBP", "4000.00", 400000],
+    ]
+    store = ArtifactStore(tmp_path)
+    with store.write("org", "r2", "s.json", "json", key=None) as (w, out):
+        render_json(table, w)
+    doc = orjson.loads((tmp_path / out[0].path).read_bytes())
+    assert doc["report"]["notes"][-1] == booking_summary.REPEATED_COUNTS_NOTE
+    assert "summing the bookings column over such rows counts them twice" in (
+        booking_summary.REPEATED_COUNTS_NOTE
+    )
+    described = {c["name"]: c["description"] for c in doc["columns"]}
+    assert described["bookings"].endswith(
+        "repeated on each of its currency rows: count a venue-month once)"
+    )
+    assert described["cancellations"].startswith("of which cancelled (repeated on each currency")

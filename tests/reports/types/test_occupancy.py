@@ -117,6 +117,7 @@ class Expected:
     ) -> None:
         self.venues, self.d0, self.d1, self.currency = venues, d0, d1, currency
         self.cap = {v: (1 if c is None else c) for v, _, c in venues}
+        self.known = [v for v, _, c in venues if c is not None]
         ids = set(self.cap)
         self.units: Counter[tuple[str, date]] = Counter()
         self.revenue: Counter[tuple[str, date, str]] = Counter()
@@ -180,10 +181,10 @@ class Expected:
             for month in self.months():
                 all_days = [d for d in self.days if d.isoformat()[:7] == month]
                 a, s, o, u = self.counts(v, self.month_days(v, month))
-                basis = "stated" if capacity is not None else "unknown: 1 assumed"
+                basis = "stated" if capacity is not None else "unknown"
                 rows.append(
-                    [v, name, month, self.cap[v], basis, len(all_days), len(all_days) - a,
-                     a, s, o, pct(o, s), u]
+                    [v, name, month, capacity, basis, len(all_days), len(all_days) - a,
+                     a, *self.slots(v, s, o), u]
                 )  # fmt: skip
         return rows
 
@@ -194,7 +195,9 @@ class Expected:
             for dow in range(1, 8):
                 a, s, o, u = self.counts(v, [d for d in self.open[v] if d.isoweekday() == dow])
                 index = pct(u * ta, a * tu) if a and tu else None
-                rows.append([v, name, dow, WEEKDAY_NAMES[dow - 1], a, s, o, pct(o, s), u, index])
+                rows.append(
+                    [v, name, dow, WEEKDAY_NAMES[dow - 1], a, *self.slots(v, s, o), u, index]
+                )
         return rows
 
     def revenue_of(self, v: str, days: list[date]) -> dict[str, int]:
@@ -209,8 +212,20 @@ class Expected:
         """Revenue rows of venue ``v`` over ``days``, one per currency (``month`` after the name
         in the by-month section, absent in the by-venue one)."""
         a, s, _, _ = self.counts(v, days)
+        slots = s if v in self.known else None
         return [
-            [v, name, *month, c, a, s, major(minor, c), minor, per(minor, a, c), per(minor, s, c)]
+            [
+                v,
+                name,
+                *month,
+                c,
+                a,
+                slots,
+                major(minor, c),
+                minor,
+                per(minor, a, c),
+                None if slots is None else per(minor, slots, c),
+            ]
             for c, minor in sorted((self.revenue_of(v, days) or {self.currency: 0}).items())
         ]
 
@@ -300,9 +315,14 @@ class Expected:
                 out.add(("R4", v, "range"))
         return out
 
+    def slots(self, v: str, s: int, o: int) -> list[Any]:
+        """(available slots, occupied slots, rate): unknown (None) without a stated capacity."""
+        return [s, o, pct(o, s)] if v in self.known else [None, None, None]
+
     def overall(self) -> tuple[int, int]:
+        """Occupied and available slots of the venues with a stated capacity."""
         slots = occupied = 0
-        for v in self.cap:
+        for v in self.known:
             _, s, o, _ = self.counts(v, self.open[v])
             slots, occupied = slots + s, occupied + o
         return occupied, slots
@@ -337,8 +357,11 @@ def check_report(table: ReportTable, exp: Expected, horizon: int = 12) -> None:
             assert str(backtest[v][9]).startswith(("no back-test", "no forecast")), backtest[v]
     kpis = {k.label: k.value for k in table.kpis}
     occupied, slots = exp.overall()
-    assert kpis["Occupancy, all venues"] == f"{pct(occupied, slots)}%"
-    assert kpis["Occupied of available slots"] == f"{occupied:,} of {slots:,}"
+    rate = pct(occupied, slots)
+    assert kpis["Occupancy, all venues"] == ("n/a" if rate is None else f"{rate}%")
+    assert kpis["Occupied of available slots"] == (
+        f"{occupied:,} of {slots:,}" if exp.known else "n/a (no venue has a capacity)"
+    )
     if per_venue:
         # pooled MAE = mean of all venue-month errors = mean of the venues' MAEs (12 each)
         pooled = sum(all_errors_mae, Fraction(0)) / len(all_errors_mae)
@@ -444,15 +467,20 @@ async def test_hotel_occupancy_equals_the_csv(
     check_report(table, hotel_expected)
     # facts of this data set, stated so a change in them is seen
     rows = [list(r) for r in table.rows]
-    assert len(rows) == 52 and all(r[10] == "100.00" for r in rows)  # a stay on every date
+    # a stay on every date, but no room counts: occupancy unknown, not 100 %
+    assert len(rows) == 52 and all(r[3:5] == [None, "unknown"] for r in rows)
+    assert all(r[8:11] == [None, None, None] for r in rows)
     backtest = {
         r[0]: r for r in next(s for s in table.sections if s.name == "forecast_backtest").rows
     }
     assert backtest["all venues"][3:5] == ["2016-09", "2017-08"]
     assert table.validation == (
-        "warning: capacity unknown for 2 venue(s) (city-hotel, resort-hotel); counted as 1 "
-        "event per date",
+        "warning: capacity unknown for 2 venue(s) (city-hotel, resort-hotel); their slots, "
+        "occupancy and RevPAS are not computed (register a capacity: wedding-engine venue ORG"
+        " VENUE --capacity N)",
     )
+    kpis = {k.label: k.value for k in table.kpis}
+    assert kpis["Occupancy, all venues"] == "n/a"
     recs = next(s for s in table.sections if s.name == "recommendations")
     r4 = {r[1]: r[4] for r in recs.rows if r[0] == "R4"}
     assert r4 == {
@@ -557,9 +585,9 @@ def check_formats(tmp_path: Path, table: ReportTable, expected: Expected) -> Non
     # Excel: a sheet per block, typed cells; key figures and findings on the metadata sheet
     wb = openpyxl.load_workbook(render_path(tmp_path, "excel", table))
     assert wb.sheetnames == [
-        "data", "chart", "occupancy_by_weekday", "revpad_by_month", "revpad_by_month chart",
-        "revpad_by_venue", "recommendations", "demand_forecast", "demand_forecast chart",
-        "forecast_backtest", "metadata",
+        "data", *(["chart"] if expected.known else []), "occupancy_by_weekday",
+        "revpad_by_month", "revpad_by_month chart", "revpad_by_venue", "recommendations",
+        "demand_forecast", "demand_forecast chart", "forecast_backtest", "metadata",
     ]  # fmt: skip
     for name, _, columns, rows in blocks:
         got = [list(r) for r in wb[name].iter_rows(min_row=2, values_only=True)]
@@ -567,12 +595,15 @@ def check_formats(tmp_path: Path, table: ReportTable, expected: Expected) -> Non
         for g, e in zip(got, rows, strict=True):
             for gv, ev, c in zip(g, e, columns, strict=True):
                 assert _excel_matches(gv, ev, c), (name, c.name, gv, ev)
-    chart = list(wb["chart"].iter_rows(values_only=True))
-    assert chart[0] == ("month", "occupied_slots", "available_slots")
     main = blocks[0][3]
-    for month_row in chart[1:]:
-        rows_m = [r for r in main if r[2] == month_row[0]]
-        assert month_row[1:] == (sum(r[9] for r in rows_m), sum(r[8] for r in rows_m))
+    if expected.known:  # the chart sums the slots of the venues with a stated capacity
+        chart = list(wb["chart"].iter_rows(values_only=True))
+        assert chart[0] == ("month", "occupied_slots", "available_slots")
+        for month_row in chart[1:]:
+            rows_m = [r for r in main if r[2] == month_row[0] and r[8] is not None]
+            assert month_row[1:] == (sum(r[9] for r in rows_m), sum(r[8] for r in rows_m))
+    else:  # no slot is known: no chart
+        assert "chart" not in wb.sheetnames
     meta = list(wb["metadata"].iter_rows(values_only=True))
     first = {r[0]: r for r in meta if r[0] is not None}
     start = meta.index(first["key figures"])
@@ -729,7 +760,8 @@ async def test_hand_built_set(
     assert rows[("hall", "2024-03")][6] == 2 and rows[("hall", "2024-02")][6] == 1
     assert rows[("barn", "2024-04")][6:9] == [7, 23, 23]
     assert rows[("shed", "2024-03")][8] == 0 and rows[("shed", "2024-03")][10] is None
-    assert rows[("garden", "2024-01")][3:5] == [1, "unknown: 1 assumed"]
+    assert rows[("garden", "2024-01")][3:5] == [None, "unknown"]
+    assert rows[("garden", "2024-01")][8:11] == [None, None, None]
     assert rows[("hall", "2024-02")][8] == 28 * 2  # 29 dates, one closed, capacity 2
     backtest = {
         r[0]: r for r in next(s for s in table.sections if s.name == "forecast_backtest").rows
