@@ -230,7 +230,9 @@ def _refusal(request: web.Request, resp: web.StreamResponse) -> Refusal | None:
         method=request.method,
         route=resource.canonical if resource is not None else request.path[:256],
         subject=(
-            token_subject(request.headers.get("Authorization", "")) if resp.status == 403 else None
+            token_subject(request.headers.get("Authorization", ""), org)
+            if resp.status == 403
+            else None
         ),
     )
 
