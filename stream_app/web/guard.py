@@ -211,7 +211,10 @@ async def guarded(
             await slots.acquire()
     except TimeoutError:
         raise ApiError(
-            503, "busy", "this organisation has too many requests in flight; retry later"
+            503,
+            "busy",
+            "this organisation has too many requests in flight; retry later",
+            field="organization_id",
         ) from None
     try:
         await _check_principal(request, spec, access, principal, params, client)

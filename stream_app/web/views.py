@@ -245,6 +245,9 @@ async def _json_errors(
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
+        if exc.status == 413:  # aiohttp's body limit: the same refusal as read_body's
+            reason = f"the body is too large ({exc.text or exc.reason})"
+            return ApiError(413, "too_large", reason, field="$").response()
         code = exc.reason.lower().replace(" ", "_")
         return web.json_response(
             {"error": {"code": code, "reason": exc.reason, "field": None}}, status=exc.status
