@@ -46,6 +46,7 @@ from stream_app.delivery.links import links_of_reports
 from stream_app.observability import HTTP_REQUESTS, REGISTRY
 from stream_app.queries.errors import QueryUnavailableError
 from stream_app.queries.routing import FORWARDED_HEADER, local_periods, owner_url, remote_periods
+from stream_app.reports import registry
 from stream_app.reports.accept import NotPublishedError, ReportIdTakenError, accept, validate
 from stream_app.reports.artifacts import (
     ArtifactPathError,
@@ -369,6 +370,25 @@ def scope_report_filters(principal: Principal, body: dict[str, Any]) -> None:
     }
 
 
+def check_scoped_type(principal: Principal, report_type: str) -> None:
+    """Refuse a venue-scoped token a report type that cannot be limited to venues (it
+    would be accepted, then fail on its filter: refused up front, as ``…/reports/validate``
+    refuses it).
+
+    Raises:
+        ApiError: 400 ``invalid_field`` naming ``$.data_filters.venue_id``.
+    """
+    if principal.venues is None or registry.get(report_type).venue_filter:
+        return
+    raise ApiError(
+        400,
+        "invalid_field",
+        f"not supported by report type {report_type!r}, which covers the whole organisation"
+        " (the token is limited to venues)",
+        field="$.data_filters.venue_id",
+    )
+
+
 async def check_report_scope(
     conn: asyncpg.Connection, principal: Principal, report_id: str
 ) -> None:
@@ -520,6 +540,7 @@ async def request_report(self: Any, request: web.Request, org: str) -> web.Strea
     except EventValidationError as exc:
         raise ApiError(400, "invalid_field", exc.reason, field=exc.field) from None
     check_priority(principal, req.priority)
+    check_scoped_type(principal, req.report_type)
     raw, req = await accept_report_delivery(principal, raw, req)  # 403/400; secrets sealed
     pool = await get_pool(settings.postgres_dsn)
     await check_venue_filter(pool, org, req)
@@ -595,6 +616,7 @@ async def report_status(
     "/orgs/{org}/reports/{report_id}/cancel",
     method="post",
     permission=Permission.REPORTS_REQUEST,
+    rate_class="admin",  # not ``reports``: a flood of requests must not block cancelling it
     venue_aware=True,
 )
 async def report_cancel(
