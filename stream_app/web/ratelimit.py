@@ -11,8 +11,8 @@ Part of the HTTP layer; touches only the rate-limit store. Three kinds of limit:
 
 Over a limit: **429** with ``Retry-After`` (whole seconds until the window lets one more
 request in) and ``{"error": {"code": "rate_limited", "field": ..., "reason": ...}}``, where
-``field`` names what is limited (``Authorization`` for the token and the lockout,
-``organization_id`` for the organisation).
+``field`` names what is limited (``Authorization`` for the token and the lockout, ``token``
+for a signed download link, ``organization_id`` for the organisation).
 
 Counting: the moving-window strategy (``limits``' ``MovingWindowRateLimiter``: no burst of
 twice the limit at a window boundary). The store is Redis (``WEDDING_REDIS_URL``; ``limits``'

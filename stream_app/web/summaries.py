@@ -13,7 +13,8 @@
 
 Definitions and shapes: :mod:`stream_app.tables.summaries`; how the parts are gathered and
 checked complete: :mod:`stream_app.queries.scatter`. Every route needs a bearer token of ``org``;
-a bad or unknown query parameter is a 400 naming it (``field``); an organisation unknown to
+a bad or unknown query parameter is a 400 naming it (``field``), as is the workers' own part
+header (``X-Wedding-Summary-Part``) sent with a client's token; an organisation unknown to
 PostgreSQL is a 404 for the interactions summary (its months need the organisation's zone);
 503 ``recovering`` / ``incomplete`` / ``owner_unavailable`` when not every partition can be
 read right now (retry).
