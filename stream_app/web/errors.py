@@ -1,4 +1,5 @@
-"""Machine-readable HTTP errors: ``{"error": {"code", "reason", "field"?}}`` with a 4xx/5xx."""
+"""Machine-readable HTTP errors: ``{"error": {"code", "reason", "field"}}`` with a 4xx/5xx
+(``field`` null when no one field is at fault)."""
 
 from __future__ import annotations
 

@@ -526,11 +526,14 @@ ERROR: Schema = {
     "properties": {
         "error": {
             "type": "object",
-            "required": ["code", "reason"],
+            "required": ["code", "reason", "field"],
             "properties": {
                 "code": {"type": "string", "description": "stable machine code"},
                 "reason": {"type": "string", "description": "human-readable cause"},
-                "field": {"type": "string", "description": "the offending parameter or path"},
+                "field": {
+                    "type": ["string", "null"],
+                    "description": "the offending parameter or path (null: no one field)",
+                },
                 "dependency": {
                     "type": "string",
                     "description": "503 dependency_unavailable: postgresql, kafka or redis",
