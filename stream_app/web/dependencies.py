@@ -6,7 +6,7 @@ Part of the HTTP layer: the error middleware (:func:`stream_app.web.views.json_e
 
     503  Retry-After: 5
     {"error": {"code": "dependency_unavailable", "dependency": "postgresql",
-               "reason": "...", "retry_after_s": 5}}
+               "reason": "...", "field": null, "retry_after_s": 5}}
 
 What counts as "unreachable" (and never as a bug, which stays a JSON 500):
 
@@ -96,6 +96,7 @@ class DependencyUnavailableError(ApiError):
             "code": self.code,
             "dependency": self.dependency,
             "reason": self.reason,
+            "field": None,
             "retry_after_s": RETRY_AFTER_S,
         }
         return web.json_response(

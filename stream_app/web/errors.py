@@ -1,4 +1,5 @@
-"""Machine-readable HTTP errors: ``{"error": {"code", "reason", "field"?}}`` with a 4xx/5xx."""
+"""Machine-readable HTTP errors: ``{"error": {"code", "reason", "field"}}`` with a 4xx/5xx
+(``field`` null when no one field is at fault)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,9 @@ class ApiError(WeddingError):
         status: HTTP status (400 bad input, 401 no/bad token, 403 other tenant, 404, 503).
         code: stable machine code, e.g. ``invalid_field``, ``unauthorized``, ``not_found``.
         reason: human-readable cause.
-        field: the offending request field (JSON path or query parameter), when there is one.
+        field: the offending request field (JSON path or query parameter), when there is one
+            (else ``null`` in the answer: every error body has ``code``, ``reason`` and
+            ``field``).
     """
 
     def __init__(self, status: int, code: str, reason: str, field: str | None = None) -> None:
@@ -32,9 +35,8 @@ class ApiError(WeddingError):
         :data:`MAX_REASON_CHARS` and :data:`MAX_FIELD_CHARS` (a request's own
         100,000-character key or value is not echoed back whole)."""
         reason = cut(printable(self.reason), MAX_REASON_CHARS)
-        body: dict[str, str] = {"code": self.code, "reason": reason}
-        if self.field is not None:
-            body["field"] = cut(printable(self.field), MAX_FIELD_CHARS)
+        field = None if self.field is None else cut(printable(self.field), MAX_FIELD_CHARS)
+        body: dict[str, str | None] = {"code": self.code, "reason": reason, "field": field}
         return web.json_response({"error": body}, status=self.status)
 
 

@@ -4,7 +4,8 @@ Part of the HTTP layer (called by :func:`stream_app.web.views.api` for every rou
 
 1. a route open to all (:data:`~stream_app.web.permissions.PUBLIC`) passes; one that declared
    no permission is refused (403 ``field: "permission"``);
-2. a client address over its bad-token budget gets 429 (lockout, :mod:`.ratelimit`);
+2. a client address over its bad-token budget gets 429 (lockout, :mod:`.ratelimit`), unless
+   the request carries a valid worker-to-worker (internal) token;
 3. the token is verified (401, counted as a bad-token request from the address);
 4. its organisation must be the path's (403 ``organization_id``);
 5. it must not be revoked (401 ``token_revoked``; :mod:`.revocation`, cached a few seconds);
@@ -192,12 +193,7 @@ async def guarded(
             403, "forbidden", "this route declares no permission; refused", field="permission"
         )
     client = _client(request)
-    await ratelimit.check_not_locked_out(client)
-    try:
-        principal = verified(stream_token(request) if spec.streaming else bearer_token(request))
-    except ApiError:
-        await ratelimit.record_auth_failure(client)
-        raise
+    principal = await _verified_principal(request, spec, client)
     org = params.get("org")
     if isinstance(org, str):
         check_organization(principal, org)
@@ -215,13 +211,40 @@ async def guarded(
             await slots.acquire()
     except TimeoutError:
         raise ApiError(
-            503, "busy", "this organisation has too many requests in flight; retry later"
+            503,
+            "busy",
+            "this organisation has too many requests in flight; retry later",
+            field="organization_id",
         ) from None
     try:
         await _check_principal(request, spec, access, principal, params, client)
         yield
     finally:
         slots.release()
+
+
+async def _verified_principal(request: web.Request, spec: RouteSpec, client: str) -> Principal:
+    """Steps 2 and 3 of the module docstring: the request's verified principal.
+
+    A valid worker-to-worker (internal) token passes whatever the address's lockout: the
+    workers call each other from their own address, which on one host is the clients' too
+    (a local proxy), so a client's bad tokens would otherwise make every forwarded read and
+    report of every tenant fail. Any other request from a locked-out address is refused
+    before its token is told good or bad.
+
+    Raises:
+        ApiError: 429 (:class:`~stream_app.web.ratelimit.RateLimitedError`) when the address
+            is locked out; 401 as :func:`verified` (counted as a bad token from ``client``).
+    """
+    try:
+        principal = verified(stream_token(request) if spec.streaming else bearer_token(request))
+    except ApiError:
+        await ratelimit.check_not_locked_out(client)
+        await ratelimit.record_auth_failure(client)
+        raise
+    if not principal.internal:
+        await ratelimit.check_not_locked_out(client)
+    return principal
 
 
 INFLIGHT_WAIT_S = 10.0

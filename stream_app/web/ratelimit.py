@@ -2,16 +2,17 @@
 
 Part of the HTTP layer; touches only the rate-limit store. Three kinds of limit:
 
-- per token and route class (``reads``, ``reports``, ``aggregations``, ``downloads``):
-  ``settings.rate_limits`` (``WEDDING_RATE_LIMITS``);
+- per token and route class (``reads``, ``reports``, ``aggregations``, ``downloads``,
+  ``admin``): ``settings.rate_limits`` (``WEDDING_RATE_LIMITS``); a signed download link counts
+  as a token of the ``downloads`` class;
 - per organisation and route class, all its tokens together: ``settings.org_rate_limits``;
 - per client address, requests with a bad token (lockout): ``settings.auth_failure_limit``;
   once over it, every request from the address is refused until the window frees a slot.
 
 Over a limit: **429** with ``Retry-After`` (whole seconds until the window lets one more
 request in) and ``{"error": {"code": "rate_limited", "field": ..., "reason": ...}}``, where
-``field`` names what is limited (``Authorization`` for the token and the lockout,
-``organization_id`` for the organisation).
+``field`` names what is limited (``Authorization`` for the token and the lockout, ``token``
+for a signed download link, ``organization_id`` for the organisation).
 
 Counting: the moving-window strategy (``limits``' ``MovingWindowRateLimiter``: no burst of
 twice the limit at a window boundary). The store is Redis (``WEDDING_REDIS_URL``; ``limits``'
@@ -161,6 +162,34 @@ async def check_request(principal: Principal, rate_class: str) -> None:
         _item(org_spec),
         ("org", principal.organization_id, rate_class),
         f"the organisation's limit for {rate_class} ({org_spec}) is used up",
+        "organization_id",
+    )
+
+
+async def check_link_download(organization_id: str, link_id: str) -> None:
+    """Count a download through a signed link against the link and its organisation, in the
+    ``downloads`` class (a link is a bearer credential: its limit is the token's).
+
+    Args:
+        organization_id: the organisation owning the file.
+        link_id: the link's id (its ``jti``).
+
+    Raises:
+        RateLimitedError: 429 naming ``token`` (the link's limit) or ``organization_id`` (the
+            organisation's, shared with its tokens' downloads).
+    """
+    link_spec = settings.rate_limits["downloads"]
+    await _limit(
+        _item(link_spec),
+        ("link", organization_id, link_id, "downloads"),
+        f"this link's limit for downloads ({link_spec}) is used up",
+        "token",
+    )
+    org_spec = settings.org_rate_limits["downloads"]
+    await _limit(
+        _item(org_spec),
+        ("org", organization_id, "downloads"),
+        f"the organisation's limit for downloads ({org_spec}) is used up",
         "organization_id",
     )
 

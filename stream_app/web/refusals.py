@@ -64,7 +64,8 @@ class Refusal:
         field: the error's field, if any.
         method: the HTTP method.
         route: the route template (``/orgs/{org}/reports``), not the path.
-        subject: the token's ``sub`` for a 403 (the token was valid), else None.
+        subject: the token's ``sub`` for a 403 (the token was valid) when the token is of
+            ``organization_id``, else None.
     """
 
     organization_id: str
@@ -176,10 +177,15 @@ aggregator = RefusalAggregator()
 """This worker's aggregator."""
 
 
-def token_subject(authorization: str) -> str | None:
-    """The ``sub`` claim of a bearer token, read without checking it (only for a 403, whose
-    token :func:`stream_app.web.auth.authenticate` has already checked); at most 128
-    characters, None when unreadable."""
+def token_subject(authorization: str, organization_id: str) -> str | None:
+    """The ``sub`` claim of a bearer token of ``organization_id``, read without checking it
+    (only for a 403, whose token :func:`stream_app.web.auth.authenticate` has already
+    checked); at most 128 characters.
+
+    None when unreadable, and when the token is another organisation's: its subject (often
+    an e-mail address) is that organisation's, not to be written into this one's audit log
+    (an attacker's finding); the row's ``field`` (``organization_id``) says that it was
+    another organisation's token, without naming it."""
     scheme, _, token = authorization.partition(" ")
     if scheme.lower() != "bearer" or not token:
         return None
@@ -187,7 +193,9 @@ def token_subject(authorization: str) -> str | None:
         claims = jwt.decode(token, options={"verify_signature": False})
     except jwt.InvalidTokenError:
         return None
-    sub = claims.get("sub") if isinstance(claims, dict) else None
+    if not isinstance(claims, dict) or claims.get("org") != organization_id:
+        return None
+    sub = claims.get("sub")
     return sub[:128] if isinstance(sub, str) else None
 
 

@@ -51,6 +51,7 @@ from stream_app.delivery.queue import pending_by_run
 from stream_app.schedules import store
 from stream_app.schedules.cron import CronExpressionError, fire_times, preview
 from stream_app.schedules.model import RecipientFilter, Schedule, ScheduleValidationError
+from stream_app.web import ratelimit
 from stream_app.web.artifact_download import open_for_download, stream_artifact
 from stream_app.web.auth import Principal, authenticate
 from stream_app.web.delivery_targets import (
@@ -452,16 +453,25 @@ async def runs(self: Any, request: web.Request, org: str, schedule_id: str) -> w
 
 @page("/downloads/{token}", permission=PUBLIC)
 async def download(self: Any, request: web.Request, token: str) -> web.StreamResponse:
-    """A file behind a signed, expiring, revocable link; every download is audited."""
+    """A file behind a signed, expiring, revocable link; every download is audited.
+
+    The link is a bearer credential, limited like a token: its downloads and its
+    organisation's count in the ``downloads`` rate class (429), and an invalid one (forged,
+    expired, revoked) counts as a bad token from the client's address (its lockout, 429).
+    """
     from stream_app.agents.delivery import config
 
+    client = request.remote or "unknown"
+    await ratelimit.check_not_locked_out(client)
     pool = await get_pool(settings.postgres_dsn)
     try:
         claims = config.signer.verify(token, now=datetime.now(UTC))
+        await ratelimit.check_link_download(claims.organization_id, claims.link_id)
         async with pool.acquire() as conn:
             await check_not_revoked(conn, claims)
         resolve_download(settings.artifact_dir, claims)
     except LinkError as exc:
+        await ratelimit.record_auth_failure(client)
         raise ApiError(403, "invalid_link", str(exc), field="token") from None
     async with pool.acquire() as conn, tenant_transaction(conn, claims.organization_id):
         await audit(

@@ -13,7 +13,8 @@
 
 Definitions and shapes: :mod:`stream_app.tables.summaries`; how the parts are gathered and
 checked complete: :mod:`stream_app.queries.scatter`. Every route needs a bearer token of ``org``;
-a bad or unknown query parameter is a 400 naming it (``field``); an organisation unknown to
+a bad or unknown query parameter is a 400 naming it (``field``), as is the workers' own part
+header (``X-Wedding-Summary-Part``) sent with a client's token; an organisation unknown to
 PostgreSQL is a 404 for the interactions summary (its months need the organisation's zone);
 503 ``recovering`` / ``incomplete`` / ``owner_unavailable`` when not every partition can be
 read right now (retry).
@@ -83,11 +84,31 @@ def _path(org: str, tail: str) -> str:
     return f"/orgs/{quote(org, safe='')}/{tail}"
 
 
+def _part_request(request: web.Request, org: str) -> bool:
+    """Whether ``request`` (checked against ``org``) asks for this worker's part only
+    (:data:`~stream_app.queries.scatter.PART_HEADER`), which only another worker may do.
+
+    Raises:
+        ApiError: 400 ``invalid_field`` naming the header when a client's token sends it (a
+            part shows the worker's partitions, and takes the internal ``zone`` parameter).
+    """
+    principal = authenticate(request, settings.jwt_secret, org)
+    if PART_HEADER not in request.headers:
+        return False
+    if not principal.internal:
+        raise ApiError(
+            400,
+            "invalid_field",
+            f"the header {PART_HEADER} is for the workers' own requests; leave it out",
+            field=PART_HEADER,
+        )
+    return True
+
+
 @page("/orgs/{org}/interactions/summary", permission=Permission.TABLES_READ)
 async def interactions_summary(self: Any, request: web.Request, org: str) -> web.StreamResponse:
     """The organisation's interactions summary (see the module docstring)."""
-    authenticate(request, settings.jwt_secret, org)
-    part_request = bool(request.headers.get(PART_HEADER))
+    part_request = _part_request(request, org)
     allow_query(request, {"from", "to", "zone"} if part_request else {"from", "to"})
     months = month_range(request)
     tables = [client_interactions_table]
@@ -124,7 +145,7 @@ async def interactions_summary(self: Any, request: web.Request, org: str) -> web
 @page("/orgs/{org}/payments/summary", permission=Permission.TABLES_READ)
 async def payments_summary(self: Any, request: web.Request, org: str) -> web.StreamResponse:
     """The organisation's payments summary per currency (see the module docstring)."""
-    authenticate(request, settings.jwt_secret, org)
+    part_request = _part_request(request, org)
     allow_query(request, set())
     tables = [booking_payments_table, venue_bookings]
     payments_changelog = booking_payments_table.changelog_topic.get_topic_name()
@@ -136,7 +157,7 @@ async def payments_summary(self: Any, request: web.Request, org: str) -> web.Str
             org_rows(venue_bookings, org, held[bookings_changelog], raw=True),
         )
 
-    if request.headers.get(PART_HEADER):
+    if part_request:
         return web.json_response(local_part(tables, compute))
     parts = await gather_parts(tables, org, _path(org, "payments/summary"), {}, compute)
     return web.json_response(
@@ -150,7 +171,7 @@ async def payments_summary(self: Any, request: web.Request, org: str) -> web.Str
 @page("/orgs/{org}/suppliers/summary", permission=Permission.TABLES_READ)
 async def suppliers_summary(self: Any, request: web.Request, org: str) -> web.StreamResponse:
     """The organisation's supplier activity per UTC month (see the module docstring)."""
-    authenticate(request, settings.jwt_secret, org)
+    part_request = _part_request(request, org)
     allow_query(request, {"from", "to"})
     months = month_range(request)
     tables = [supplier_activity_table]
@@ -160,7 +181,7 @@ async def suppliers_summary(self: Any, request: web.Request, org: str) -> web.St
             org_rows(supplier_activity_table, org, next(iter(held.values()))), months
         )
 
-    if request.headers.get(PART_HEADER):
+    if part_request:
         return web.json_response(local_part(tables, compute))
     parts = await gather_parts(
         tables,

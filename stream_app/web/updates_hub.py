@@ -275,9 +275,9 @@ class UpdatesHub:
         it joined (the replay of ``resume`` stops there, see :meth:`replay`).
 
         Raises:
-            ApiError: 429 ``too_many_streams`` when the organisation has
-                ``max_streams_per_org`` streams open on this worker; 503 when the topic
-                cannot be read.
+            ApiError: 429 ``too_many_streams`` (naming ``organization_id``) when the
+                organisation has ``max_streams_per_org`` streams open on this worker; 503
+                when the topic cannot be read.
         """
         await self._start()
         subs = self._by_org.setdefault(filt.organization_id, set())
@@ -287,6 +287,7 @@ class UpdatesHub:
                 "too_many_streams",
                 f"this organisation has {len(subs)} live-update streams open on this worker"
                 " (WEDDING_UPDATES_MAX_CLIENTS); close one",
+                field="organization_id",
             )
         joined = dict(self.position)
         floor = {p: o for p, o in (resume or {}).items() if o > joined.get(p, 0)}

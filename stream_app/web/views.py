@@ -46,6 +46,7 @@ from stream_app.delivery.links import links_of_reports
 from stream_app.observability import HTTP_REQUESTS, REGISTRY
 from stream_app.queries.errors import QueryUnavailableError
 from stream_app.queries.routing import FORWARDED_HEADER, local_periods, owner_url, remote_periods
+from stream_app.reports import registry
 from stream_app.reports.accept import NotPublishedError, ReportIdTakenError, accept, validate
 from stream_app.reports.artifacts import (
     ArtifactPathError,
@@ -230,7 +231,9 @@ def _refusal(request: web.Request, resp: web.StreamResponse) -> Refusal | None:
         method=request.method,
         route=resource.canonical if resource is not None else request.path[:256],
         subject=(
-            token_subject(request.headers.get("Authorization", "")) if resp.status == 403 else None
+            token_subject(request.headers.get("Authorization", ""), org)
+            if resp.status == 403
+            else None
         ),
     )
 
@@ -243,6 +246,9 @@ async def _json_errors(
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
+        if exc.status == 413:  # aiohttp's body limit: the same refusal as read_body's
+            reason = f"the body is too large ({exc.text or exc.reason})"
+            return ApiError(413, "too_large", reason, field="$").response()
         code = exc.reason.lower().replace(" ", "_")
         return web.json_response(
             {"error": {"code": code, "reason": exc.reason, "field": None}}, status=exc.status
@@ -362,6 +368,25 @@ def scope_report_filters(principal: Principal, body: dict[str, Any]) -> None:
         **filters,
         "venue_id": scoped_venues(principal, requested, "$.data_filters.venue_id"),
     }
+
+
+def check_scoped_type(principal: Principal, report_type: str) -> None:
+    """Refuse a venue-scoped token a report type that cannot be limited to venues (it
+    would be accepted, then fail on its filter: refused up front, as ``…/reports/validate``
+    refuses it).
+
+    Raises:
+        ApiError: 400 ``invalid_field`` naming ``$.data_filters.venue_id``.
+    """
+    if principal.venues is None or registry.get(report_type).venue_filter:
+        return
+    raise ApiError(
+        400,
+        "invalid_field",
+        f"not supported by report type {report_type!r}, which covers the whole organisation"
+        " (the token is limited to venues)",
+        field="$.data_filters.venue_id",
+    )
 
 
 async def check_report_scope(
@@ -515,6 +540,7 @@ async def request_report(self: Any, request: web.Request, org: str) -> web.Strea
     except EventValidationError as exc:
         raise ApiError(400, "invalid_field", exc.reason, field=exc.field) from None
     check_priority(principal, req.priority)
+    check_scoped_type(principal, req.report_type)
     raw, req = await accept_report_delivery(principal, raw, req)  # 403/400; secrets sealed
     pool = await get_pool(settings.postgres_dsn)
     await check_venue_filter(pool, org, req)
@@ -590,6 +616,7 @@ async def report_status(
     "/orgs/{org}/reports/{report_id}/cancel",
     method="post",
     permission=Permission.REPORTS_REQUEST,
+    rate_class="admin",  # not ``reports``: a flood of requests must not block cancelling it
     venue_aware=True,
 )
 async def report_cancel(

@@ -14,6 +14,7 @@ from typing import Any
 
 import aiohttp
 import asyncpg
+import orjson
 
 from stream_app.client import cancel_report
 from stream_app.db.audit_events import list_events
@@ -91,6 +92,15 @@ async def test_report_activity_and_refusals_are_audited_per_organisation(
     assert (status, body["error"]["code"]) == (403, "forbidden")
     status, _ = await get_json(base, f"/orgs/{ORG_A}/audit", auth(settings, ORG_B, "mallory"))
     assert status == 403
+    # A's own viewer on A's audit log, from an address of its own (refusals aggregate per
+    # organisation, address and code): refused for its role, its subject recorded
+    async with (
+        aiohttp.ClientSession(
+            base, connector=aiohttp.TCPConnector(local_addr=("127.0.0.3", 0))
+        ) as s,
+        s.get(f"/orgs/{ORG_A}/audit", headers=auth(settings, ORG_A, "vic", role="viewer")) as r,
+    ):
+        assert (r.status, (await r.json())["error"]["field"]) == (403, "role")
     bad = {"Authorization": "Bearer not-a-token"}
     async with aiohttp.ClientSession(base) as s:
         for _ in range(150):
@@ -116,14 +126,23 @@ async def test_report_activity_and_refusals_are_audited_per_organisation(
     assert downloaded["details"]["sha256"] == csv_file["sha256"]
     refused = of(events_a, "request.refused")
     assert {e["outcome"] for e in refused} == {"refused"}
-    forbidden = [e for e in refused if e["details"]["status"] == 403]
+    forbidden = [
+        e
+        for e in refused
+        if e["details"]["status"] == 403 and e["details"]["field"] == "organization_id"
+    ]
     # both 403s (same organisation, client and reason): the first is a row at once, the
     # second is counted into its minute's summary (or, across a minute, a row of its own)
     assert forbidden[0]["details"]["route"] == "/orgs/{org}/reports/{report_id}"
     assert forbidden[0]["details"]["count"] == 1
     assert 1 <= len(forbidden) <= 2
-    assert {e["details"]["token_subject"] for e in forbidden} == {"mallory"}
-    assert {e["actor"] for e in refused} == {"127.0.0.1"}
+    # B's token: B's staff id is not written into A's log (an attacker's finding)
+    assert [e["details"].get("token_subject") for e in forbidden] == [None] * len(forbidden)
+    assert b"mallory" not in orjson.dumps(events_a)
+    [role_refused] = [e for e in refused if e["actor"] == "127.0.0.3"]
+    assert role_refused["details"]["field"] == "role"
+    assert role_refused["details"]["token_subject"] == "vic"
+    assert {e["actor"] for e in refused} == {"127.0.0.1", "127.0.0.3"}
     # 150 bad tokens in (at most) two minutes: at most two rows, not 150
     unauthorized = [e for e in refused if e["details"]["status"] == 401]
     assert 1 <= len(unauthorized) <= 2
@@ -163,7 +182,7 @@ async def test_report_activity_and_refusals_are_audited_per_organisation(
         ) in out
 
     # once the minute is over, the worker's timer writes the counts: every refusal is counted
-    # exactly once (150 bad tokens, two 403s)
+    # exactly once (150 bad tokens, three 403s: two of B's token, one of A's viewer)
     deadline = asyncio.get_running_loop().time() + 120
     while True:
         refused = of(await all_events(base, settings, ORG_A), "request.refused")
@@ -171,10 +190,10 @@ async def test_report_activity_and_refusals_are_audited_per_organisation(
             status: sum(e["details"]["count"] for e in refused if e["details"]["status"] == status)
             for status in (401, 403)
         }
-        if counts == {401: 150, 403: 2} or asyncio.get_running_loop().time() > deadline:
+        if counts == {401: 150, 403: 3} or asyncio.get_running_loop().time() > deadline:
             break
         await asyncio.sleep(2)
-    assert counts == {401: 150, 403: 2}
+    assert counts == {401: 150, 403: 3}
     assert len(refused) <= 6  # first + summary per key, at most two minutes touched
     code, out = await verify(settings, ORG_A)
     assert code == 0, out

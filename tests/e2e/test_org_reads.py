@@ -44,6 +44,10 @@ pytestmark = pytest.mark.slow
 GROUP = "wedding-org-read-tests"
 ORG = "reads-org"
 T0 = datetime(2026, 1, 30, 21, 0, tzinfo=UTC)
+AUTH_FAILURE_LIMIT = 5
+"""The workers' ``WEDDING_AUTH_FAILURE_LIMIT``, per minute (a client address's bad tokens)."""
+LOCKOUT_RECHECK_S = 1.0
+"""``stream_app.web.ratelimit.LOCKOUT_RECHECK_S`` (not imported: it would build the app here)."""
 
 
 def at(minutes: int) -> datetime:
@@ -57,7 +61,11 @@ async def two_workers(
     """Two workers of a group of their own, each holding some of the four partitions."""
     assert settings.topic_partitions >= 4
     await start_group_at_the_end(settings)
-    env = {"WEDDING_OFFSET_RESET": "latest", "WEDDING_SCHEDULING": "0"}
+    env = {
+        "WEDDING_OFFSET_RESET": "latest",
+        "WEDDING_SCHEDULING": "0",
+        "WEDDING_AUTH_FAILURE_LIMIT": f"{AUTH_FAILURE_LIMIT}/minute",
+    }
     # one after the other: the first creates the changelog topics, so the rebalance the second
     # one causes assigns every changelog (faust leaves out of an assignment a changelog topic
     # created while it is computed)
@@ -817,3 +825,78 @@ async def test_summary_tokens_and_unknown_organisation(
         "not_found",
         "organization_id",
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# the bad-token lockout of the workers' own address (last: it locks 127.0.0.1 out for a minute)
+
+LOCKED = "127.0.0.1"
+"""The address the workers call each other from (``WEDDING_WEB_HOST``), locked out here."""
+CLIENT = "127.0.0.9"
+"""The client's own address (any of 127/8 reaches loopback), not locked out."""
+
+
+async def get_from(
+    worker: WorkerProcess, path: str, headers: dict[str, str], source: str
+) -> tuple[int, Any]:
+    connector = aiohttp.TCPConnector(local_addr=(source, 0))
+    async with (
+        aiohttp.ClientSession(worker.url, connector=connector) as s,
+        s.get(path, headers=headers) as r,
+    ):
+        return r.status, await r.json()
+
+
+async def test_forwarded_reads_pass_the_lockout_of_the_workers_address(
+    settings: Settings, two_workers: tuple[WorkerProcess, WorkerProcess]
+) -> None:
+    """Bad tokens from the workers' own address lock it out for clients, not for the workers'
+    forwarded reads (an attacker's finding: one anonymous client made every tenant's reads of
+    the other worker's partitions, and so their reports, fail)."""
+    a, b = two_workers
+    bookings = [f"lk-{i}" for i in range(8)]
+    events = [
+        {
+            **base(f"lk{i}", i),
+            "event_type": "payment_received",
+            "payment_id": f"lk-pay-{i}",
+            "booking_id": booking,
+            "amount_minor": 5000 + 11 * i,
+            "currency": "EUR",
+        }
+        for i, booking in enumerate(bookings)
+    ]
+    await produce(settings, [(PAYMENT_EVENTS, f"{ORG}/{e['booking_id']}", e) for e in events])
+    await wait_folded(two_workers)
+    bad = {"Authorization": "Bearer eyJhbGciOiJIUzI1NiJ9.e30.bad"}
+    statuses = [
+        (await get_from(a if i % 2 else b, f"/orgs/{ORG}/payments/summary", bad, LOCKED))[0]
+        for i in range(AUTH_FAILURE_LIMIT + 1)
+    ]
+    assert statuses[-1] == 429 and set(statuses[:-1]) <= {401, 429}, statuses
+    await asyncio.sleep(LOCKOUT_RECHECK_S + 0.2)  # in force on both workers
+    good = auth(settings, ORG)
+    for worker in (a, b):  # a client of that address is refused, bad token or good
+        for headers in (bad, good):
+            status, body = await get_from(worker, f"/orgs/{ORG}/payments/summary", headers, LOCKED)
+            assert (status, body["error"]["code"], body["error"]["field"]) == (
+                429,
+                "rate_limited",
+                "Authorization",
+            ), body
+    held_by_b = await partitions_of(b)
+    owned_by_b = [
+        bk
+        for bk in bookings
+        if partition_for(f"{ORG}/{bk}".encode(), settings.topic_partitions) in held_by_b
+    ]
+    assert owned_by_b, "no booking on worker b's partitions"
+    for booking in owned_by_b:  # asked of worker a, which forwards to b from 127.0.0.1
+        i = bookings.index(booking)
+        status, body = await get_from(a, f"/orgs/{ORG}/bookings/{booking}/payments", good, CLIENT)
+        assert status == 200, body
+        assert body["total"]["paid_minor"] == {"EUR": 5000 + 11 * i}
+        assert body["total"]["payments"] == 1
+    # the lockout still holds for a client of that address
+    status, body = await get_from(b, f"/orgs/{ORG}/payments/summary", bad, LOCKED)
+    assert (status, body["error"]["field"]) == (429, "Authorization"), body

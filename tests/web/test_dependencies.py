@@ -75,6 +75,7 @@ async def test_a_refused_postgresql_connection_is_a_postgresql_503() -> None:
         "code": "dependency_unavailable",
         "dependency": "postgresql",
         "reason": f"postgresql cannot be reached; retry in {RETRY_AFTER_S} s",
+        "field": None,
         "retry_after_s": RETRY_AFTER_S,
     }
 

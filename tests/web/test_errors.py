@@ -20,7 +20,10 @@ def test_the_answer_names_code_reason_and_field() -> None:
     assert body(error) == {
         "error": {"code": "invalid_field", "reason": "must be a date", "field": "$.date_from"}
     }
-    assert "field" not in body(ApiError(503, "unavailable", "later"))["error"]
+    # no field to name: the key is there all the same, null
+    assert body(ApiError(503, "unavailable", "later")) == {
+        "error": {"code": "unavailable", "reason": "later", "field": None}
+    }
 
 
 def test_long_reasons_and_fields_are_cut_with_their_length() -> None:

@@ -10,13 +10,16 @@ import asyncio
 import time
 from datetime import timedelta
 
+import orjson
 import pytest
+from aiohttp.test_utils import make_mocked_request
 
 from stream_app.app import settings
 from stream_app.queries import routing
 from stream_app.web import guard, ratelimit
 from stream_app.web.auth import issue_token
 from stream_app.web.errors import ApiError
+from stream_app.web.permissions import Permission
 
 
 def test_a_verified_token_is_kept_until_it_expires_and_refused_after() -> None:
@@ -75,3 +78,30 @@ def test_a_worker_to_worker_token_outlives_its_use_by_minutes() -> None:
     assert lifetimes == [timedelta(seconds=300)]
     renew_at, _ = routing._internal["org-fwd"]
     assert 59 <= renew_at - time.monotonic() <= 60  # used for its first minute only
+
+
+async def test_an_organisation_out_of_in_flight_slots_is_refused_naming_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """503 ``busy`` names what is full, like every refusal (an attacker's finding: no field)."""
+    org = "guard-busy-org"
+    token = issue_token(
+        settings.jwt_secret, user_id="u1", organization_id=org, ttl_seconds=60, role="viewer"
+    )
+    request = make_mocked_request(
+        "GET", f"/orgs/{org}/payments/summary", headers={"Authorization": f"Bearer {token}"}
+    )
+    monkeypatch.setitem(guard._inflight, org, asyncio.Semaphore(0))  # every slot taken
+    monkeypatch.setattr(guard, "INFLIGHT_WAIT_S", 0.05)
+    spec = guard.RouteSpec(Permission.TABLES_READ)
+    with pytest.raises(ApiError) as refused:
+        async with guard.guarded(request, spec, {"org": org}):
+            pytest.fail("the handler ran without a slot")
+    assert orjson.loads(refused.value.response().text or "") == {
+        "error": {
+            "code": "busy",
+            "reason": "this organisation has too many requests in flight; retry later",
+            "field": "organization_id",
+        }
+    }
+    assert refused.value.status == 503

@@ -4,6 +4,7 @@ finds no 5xx and no answer that departs from the document on a live worker."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -182,3 +183,19 @@ def test_schemathesis_finds_no_server_error_and_no_departure(
     report = done.stdout + done.stderr
     assert done.returncode == 0, report
     assert "passed" in done.stdout, report
+
+
+async def test_the_document_is_served_as_the_same_bytes_with_an_etag(
+    main_worker: WorkerProcess,
+) -> None:
+    """Encoded once per worker (an attacker's finding: re-encoded per anonymous request)."""
+    async with aiohttp.ClientSession(main_worker.url) as s:
+        async with s.get("/openapi.json") as r:
+            assert r.status == 200
+            first, etag = await r.read(), r.headers["ETag"]
+        async with s.get("/openapi.json") as r:
+            assert r.status == 200
+            assert (await r.read(), r.headers["ETag"]) == (first, etag)
+        async with s.get("/openapi.json", headers={"If-None-Match": etag}) as r:
+            assert (r.status, await r.read()) == (304, b"")
+    assert etag == f'"{hashlib.sha256(first).hexdigest()}"'

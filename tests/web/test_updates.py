@@ -23,6 +23,9 @@ from stream_app.devservices.workers import WorkerProcess
 from stream_app.settings import Settings
 from stream_app.topics import REALTIME_METRICS_UPDATES
 from stream_app.web.auth import issue_token
+from stream_app.web.errors import ApiError
+from stream_app.web.updates_filter import UpdateFilter
+from stream_app.web.updates_hub import UpdatesHub
 from tests.conftest import WorkerFactory
 
 A, B, SLOW, GAP = "upd-a", "upd-b", "upd-slow", "upd-gap"
@@ -534,3 +537,30 @@ async def test_a_stopping_worker_ends_its_streams_cleanly_and_soon(
     assert code == 0
     assert took < 8, took
     assert rest == b""
+
+
+async def test_a_stream_over_the_organisations_cap_is_refused_naming_it(
+    settings: Settings,
+) -> None:
+    """429 ``too_many_streams`` names what is full, like every refusal (an attacker's
+    finding: no field); a real hub on the session's broker, a cap of one stream."""
+    hub = UpdatesHub(settings.kafka_bootstrap, REALTIME_METRICS_UPDATES, 10, 1)
+    filt = UpdateFilter("cap-org", None, True, None, None)
+    try:
+        first, _ = await hub.subscribe(filt, None, lambda: None)
+        with pytest.raises(ApiError) as refused:
+            await hub.subscribe(filt, None, lambda: None)
+        error = orjson.loads(refused.value.response().text or "")["error"]
+        assert (refused.value.status, error["code"], error["field"]) == (
+            429,
+            "too_many_streams",
+            "organization_id",
+        )
+        # another organisation has its own cap
+        other, _ = await hub.subscribe(
+            UpdateFilter("cap-other", None, True, None, None), None, lambda: None
+        )
+        hub.unsubscribe(first)
+        hub.unsubscribe(other)
+    finally:
+        await hub.stop()

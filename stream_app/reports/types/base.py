@@ -95,6 +95,9 @@ class ReportType:
         streams: the builder streams its large tables when it gets a
             :attr:`ReportContext.session` (the generator opens one only for such types: a
             session holds a pool connection from the build to the last format).
+        venue_filter: ``data_filters.venue_id`` narrows the report to venues; False = the
+            type covers the whole organisation and refuses data filters (so a venue-scoped
+            token cannot request it).
     """
 
     name: str
@@ -103,6 +106,7 @@ class ReportType:
     build: Builder
     reads: frozenset[str]
     streams: bool = False
+    venue_filter: bool = False
 
 
 def reject_filters(request: ReportRequest) -> None:

@@ -199,4 +199,5 @@ REPORT = ReportType(
     cache_class="financial",
     build=build,
     reads=frozenset({"bookings"}),
+    venue_filter=True,
 )

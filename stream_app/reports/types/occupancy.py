@@ -1075,4 +1075,5 @@ REPORT = ReportType(
     # the history it reads is the record of the bookings stream: a booking event makes a
     # cached copy stale
     reads=frozenset({"bookings"}),
+    venue_filter=True,
 )

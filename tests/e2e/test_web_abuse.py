@@ -1,0 +1,272 @@
+"""An attacker's smaller findings against the HTTP API, on one real worker (Kafka, PostgreSQL,
+Redis) with small limits: signed links limited like tokens, every refusal naming its field,
+cancellation outside the ``reports`` class, the workers' part header refused to clients, and
+a venue-scoped request of an organisation-wide report type refused up front.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import asyncpg
+import orjson
+import pytest
+
+from stream_app.db.reports import insert_queued
+from stream_app.db.tenancy import Organization, Venue, upsert_organization, upsert_venue
+from stream_app.devservices.workers import WorkerProcess
+from stream_app.settings import Settings
+from tests.conftest import WorkerFactory
+from tests.e2e.helpers import auth, db_value, request_report_http
+
+pytestmark = pytest.mark.slow
+GROUP = "wedding-web-abuse"
+ORG = "abuse-org"
+LINK_LIMIT = 4
+"""The workers' ``downloads`` limit per token (so per link), a minute."""
+REPORTS_LIMIT = 3
+"""The workers' ``reports`` limit per token, a minute."""
+AUTH_FAILURE_LIMIT = 3
+"""The workers' ``WEDDING_AUTH_FAILURE_LIMIT``, a minute."""
+COMPLIANCE = {
+    "report_type": "compliance",
+    "date_from": "2026-01-01",
+    "date_to": "2026-03-31",
+    "output_formats": ["csv", "json"],
+    "cache_strategy": "skip",
+}
+
+
+@pytest.fixture(scope="module")
+async def worker(settings: Settings, worker_factory: WorkerFactory) -> AsyncIterator[WorkerProcess]:
+    conn = await asyncpg.connect(settings.postgres_dsn)
+    try:
+        await upsert_organization(conn, Organization(ORG, ORG, "Europe/London", "GBP"))
+        await upsert_venue(conn, ORG, Venue("v1", "Hall", 1))
+    finally:
+        await conn.close()
+    w = worker_factory.start(
+        GROUP,
+        "abuse",
+        WEDDING_OFFSET_RESET="latest",
+        WEDDING_RATE_LIMITS=f"downloads={LINK_LIMIT}/minute,reports={REPORTS_LIMIT}/minute",
+        WEDDING_AUTH_FAILURE_LIMIT=f"{AUTH_FAILURE_LIMIT}/minute",
+        WEDDING_DELIVERY_POLL_S="0.2",
+    )
+    await w.wait_ready(timeout_s=120, min_partitions=4)
+    try:
+        yield w
+    finally:
+        w.stop()  # its consumer group would answer later modules' report requests too
+
+
+async def call(
+    worker: WorkerProcess,
+    method: str,
+    path: str,
+    *,
+    source: str = "127.0.0.1",
+    headers: dict[str, str] | None = None,
+    **kwargs: Any,
+) -> tuple[int, dict[str, str], bytes]:
+    """``method path`` from the client address ``source`` (any of 127/8 reaches loopback)."""
+    connector = aiohttp.TCPConnector(local_addr=(source, 0))
+    async with (
+        aiohttp.ClientSession(worker.url, connector=connector) as s,
+        s.request(method, path, headers=headers, **kwargs) as r,
+    ):
+        return r.status, dict(r.headers), await r.read()
+
+
+def error_of(body: bytes) -> tuple[str, str, str | None]:
+    """``(code, reason, field)`` of a refusal body; every key must be there."""
+    error = orjson.loads(body)["error"]
+    assert set(error) == {"code", "reason", "field"}, error
+    return error["code"], error["reason"], error["field"]
+
+
+async def delivered_links(worker: WorkerProcess, settings: Settings) -> list[dict[str, Any]]:
+    """An admin's compliance report delivered through the API: its links (csv and json)."""
+    done = await request_report_http(
+        worker.url, settings, ORG, {**COMPLIANCE, "delivery": {"method": "api"}}
+    )
+    assert done["status"] == "completed", done
+    deadline = time.monotonic() + 60
+    async with aiohttp.ClientSession(worker.url) as s:
+        while time.monotonic() < deadline:
+            async with s.get(
+                f"/orgs/{ORG}/reports/{done['report_id']}", headers=auth(settings, ORG)
+            ) as r:
+                status = await r.json()
+            links: list[dict[str, Any]] = status["delivery_links"]
+            if len(links) == 2:
+                return [{**link, "report_id": done["report_id"]} for link in links]
+            await asyncio.sleep(0.2)
+    raise TimeoutError(f"the report's links were not handed out: {status}")
+
+
+async def test_a_signed_link_is_rate_limited_and_forged_links_lock_the_address_out(
+    worker: WorkerProcess, settings: Settings
+) -> None:
+    """An attacker's finding: links were public, so never limited, and every download added
+    an audit row."""
+    csv_link, json_link = sorted(await delivered_links(worker, settings), key=lambda x: x["format"])
+    path = "/downloads/" + csv_link["url"].split("/downloads/")[1]
+    statuses, refusals = [], []
+    for _ in range(LINK_LIMIT + 2):
+        status, headers, body = await call(worker, "GET", path)
+        statuses.append(status)
+        if status == 429:
+            refusals.append((headers, body))
+    assert statuses == [200] * LINK_LIMIT + [429] * 2
+    for headers, body in refusals:
+        code, reason, field = error_of(body)
+        assert (code, field) == ("rate_limited", "token")
+        assert f"{LINK_LIMIT}/minute" in reason
+        assert 1 <= int(headers["Retry-After"]) <= 60
+    # the limit is the link's: the report's other link still downloads
+    json_path = "/downloads/" + json_link["url"].split("/downloads/")[1]
+    assert (await call(worker, "GET", json_path))[0] == 200
+    audited = await db_value(
+        settings,
+        "SELECT count(*) FROM audit_log WHERE organization_id = $1"
+        " AND action = 'link.downloaded' AND target = $2",
+        ORG,
+        csv_link["report_id"],
+    )
+    assert audited == LINK_LIMIT + 1  # one row per 200, none per 429
+
+    # forged links count as bad tokens from the address: then even a good link waits
+    forger = "127.0.0.5"
+    head, _, sig = path.rpartition(".")
+    forged = f"{head}.{'A' if sig[0] != 'A' else 'B'}{sig[1:]}"
+    answers = [await call(worker, "GET", forged, source=forger) for _ in range(AUTH_FAILURE_LIMIT)]
+    assert [a[0] for a in answers] == [403] * AUTH_FAILURE_LIMIT
+    assert {error_of(a[2])[::2] for a in answers} == {("invalid_link", "token")}
+    status, headers, body = await call(worker, "GET", forged, source=forger)
+    assert (status, error_of(body)[::2]) == (429, ("rate_limited", "Authorization"))
+    assert int(headers["Retry-After"]) >= 1
+    assert (await call(worker, "GET", json_path, source=forger))[0] == 429
+
+
+async def test_oversize_bodies_are_one_refusal_naming_the_body(
+    worker: WorkerProcess, settings: Settings
+) -> None:
+    """aiohttp's own body limit (1 MiB) and the handlers' (64 KiB) answer the same refusal
+    (an attacker's finding: ``request_entity_too_large`` with a null field)."""
+    headers = {**auth(settings, ORG, "big-body"), "Content-Type": "application/json"}
+    big = b'{"report_type": "' + b"x" * 2_000_000 + b'"}'
+    status, _, body = await call(
+        worker, "POST", f"/orgs/{ORG}/reports", headers=headers, data=io.BytesIO(big)
+    )
+    assert status == 413
+    code, reason, field = error_of(body)
+    assert (code, field) == ("too_large", "$")
+    assert "1048576" in reason  # aiohttp's limit, named
+    status, _, body = await call(
+        worker,
+        "POST",
+        f"/orgs/{ORG}/reports/validate",
+        headers=headers,
+        data=io.BytesIO(big[:100_000]),
+    )
+    assert (status, error_of(body)[::2]) == (413, ("too_large", "$"))
+
+
+async def test_cancel_is_not_in_the_reports_class(
+    worker: WorkerProcess, settings: Settings
+) -> None:
+    """An attacker's finding: after its own flood of requests an organisation could not
+    cancel the backlog (cancel shared the ``reports`` budget)."""
+    conn = await asyncpg.connect(settings.postgres_dsn)
+    try:
+        for i in range(REPORTS_LIMIT + 1):
+            await insert_queued(
+                conn,
+                report_id=f"abuse-backlog-{i}",
+                organization_id=ORG,
+                user_id="flooder",
+                report_type="monthly_booking_summary",
+                request={},
+            )
+    finally:
+        await conn.close()
+    analyst = auth(settings, ORG, "flooder", role="analyst")
+    statuses = [
+        (await call(worker, "POST", f"/orgs/{ORG}/reports/validate", headers=analyst, json={}))[0]
+        for _ in range(REPORTS_LIMIT + 1)
+    ]
+    assert statuses == [400] * REPORTS_LIMIT + [429]  # the reports class is used up
+    for i in range(REPORTS_LIMIT + 1):
+        status, _, body = await call(
+            worker, "POST", f"/orgs/{ORG}/reports/abuse-backlog-{i}/cancel", headers=analyst
+        )
+        assert status == 200, body
+    cancelled = await db_value(
+        settings,
+        "SELECT count(*) FROM reports WHERE organization_id = $1 AND id LIKE 'abuse-backlog-%'"
+        " AND status = 'cancelled'",
+        ORG,
+    )
+    assert cancelled == REPORTS_LIMIT + 1
+
+
+async def test_the_workers_part_header_is_refused_to_clients(
+    worker: WorkerProcess, settings: Settings
+) -> None:
+    """An attacker's finding: any client could ask for a worker's raw part (its partitions)."""
+    viewer = auth(settings, ORG, "curious", role="viewer")
+    status, _, body = await call(worker, "GET", f"/orgs/{ORG}/payments/summary", headers=viewer)
+    assert status == 200, body
+    assert b"partitions" not in body
+    for path, query in (
+        ("payments/summary", {}),
+        ("interactions/summary", {"from": "2026-01", "to": "2026-02", "zone": "UTC"}),
+        ("suppliers/summary", {"from": "2026-01", "to": "2026-02"}),
+    ):
+        status, _, body = await call(
+            worker,
+            "GET",
+            f"/orgs/{ORG}/{path}",
+            headers={**viewer, "X-Wedding-Summary-Part": "1"},
+            params=query,
+        )
+        assert status == 400, body
+        code, _, field = error_of(body)
+        assert (code, field) == ("invalid_field", "X-Wedding-Summary-Part")
+
+
+async def test_a_venue_scoped_token_cannot_request_an_organisation_wide_type(
+    worker: WorkerProcess, settings: Settings
+) -> None:
+    """Refused up front as ``…/reports/validate`` refuses it (an attacker's finding: 202,
+    then the report failed on its filter)."""
+    scoped = auth(settings, ORG, "hall-analyst", role="analyst", venues=["v1"])
+    validation = {k: COMPLIANCE[k] for k in ("report_type", "date_from", "date_to")}
+    status, _, body = await call(
+        worker, "POST", f"/orgs/{ORG}/reports/validate", headers=scoped, json=validation
+    )
+    assert (status, error_of(body)[::2]) == (400, ("invalid_field", "$.data_filters.venue_id"))
+    status, _, body = await call(
+        worker, "POST", f"/orgs/{ORG}/reports", headers=scoped, json=COMPLIANCE
+    )
+    assert (status, error_of(body)[::2]) == (400, ("invalid_field", "$.data_filters.venue_id"))
+    assert "compliance" in error_of(body)[1]
+    recorded = await db_value(
+        settings,
+        "SELECT count(*) FROM reports WHERE organization_id = $1 AND user_id = $2",
+        ORG,
+        "hall-analyst",
+    )
+    assert recorded == 0
+    # a type that takes a venue filter is still accepted for the scope
+    booking = {**COMPLIANCE, "report_type": "monthly_booking_summary", "output_formats": ["csv"]}
+    status, _, body = await call(
+        worker, "POST", f"/orgs/{ORG}/reports", headers=scoped, json=booking
+    )
+    assert status == 202, body
