@@ -1,12 +1,7 @@
 """The batch loop shared by the four fold agents (bookings, payments, interactions, suppliers).
 
-Each agent's stream yields one item per fetch: a :class:`stream_app.runtime.consumer.BatchMessage`
-(the records one fetch returned for one partition, no per-message wait), or a
-:class:`~stream_app.runtime.consumer.FetchBatch` of several partitions' batches. Each
-partition's batch is screened, folded and sent on its own (steps 1–5: its rows and updates
-go out before the next partition's batch is folded, so merging costs no latency); the
-durability, the announcement and the acknowledgement (steps 5–7) happen once per fetch.
-Per batch:
+Each agent's stream yields one :class:`stream_app.runtime.consumer.BatchMessage` per fetched
+batch of one partition (the records one fetch returned, no per-message wait). Per batch:
 
 1. **decode** every record (msgspec; a bad one, or one whose key is not
    ``organization_id/<entity>`` of its event, is copied to the dead-letter topic with the
@@ -61,7 +56,7 @@ from stream_app.observability import (
 from stream_app.runtime import failpoints
 from stream_app.runtime.bulk_send import send_records
 from stream_app.runtime.consumer import BatchConsumer, BatchMessage
-from stream_app.runtime.state import Row, Sent, WriteBehindTable, producer_client
+from stream_app.runtime.state import Row, WriteBehindTable, producer_client
 from stream_app.schemas.base import EventValidationError, decode_event
 from stream_app.tables.dedupe import Dedupe, dedupe_key, expired
 from stream_app.topics import DEAD_LETTER
@@ -155,11 +150,24 @@ one changelog round trip, so with a shallow pipeline they queue behind each othe
 1,000 events/s the median latency was 4.5-6.6 s with a depth of 2 and 76 ms with 8 (their
 changelog records then share produce requests). 32 measured no better than 8."""
 
-IN_FLIGHT_EVENTS = 10_000
-"""Events past their fold and not yet acknowledged, at most, however few batches hold them:
-with a backlog a fetch holds up to ``WEDDING_BATCH_MAX_EVENTS`` (5,000) events, and eight
-of them in flight held twice the memory (peak RSS 521 against 287 MiB at 300,000 events)
-and cost more CPU per event than eight one-partition batches of ~1,250 events."""
+
+class _Turns:
+    """The highest sequence number done so far: :meth:`wait_for` returns once ``seq`` is."""
+
+    def __init__(self) -> None:
+        self._done = 0
+        self._changed = asyncio.Event()
+
+    def done(self, seq: int) -> None:
+        """Mark ``seq`` (and everything before it) done."""
+        self._done = max(self._done, seq)
+        self._changed.set()
+
+    async def wait_for(self, seq: int) -> None:
+        """Return once ``seq`` is done."""
+        while self._done < seq:
+            self._changed.clear()
+            await self._changed.wait()
 
 
 @dataclass(slots=True)
@@ -194,13 +202,13 @@ class BatchStream(Generic[E]):
     _generations: dict[int, int] = field(default_factory=dict)
     _swept: dict[int, tuple[float, str | None]] = field(default_factory=dict)
     _newest_arrival: dict[int, int] = field(default_factory=dict)
-    _in_flight: deque[tuple[asyncio.Future[None], int]] = field(default_factory=deque)
-    _in_flight_events: int = 0
+    _in_flight: deque[asyncio.Future[None]] = field(default_factory=deque)
     _overlay: dict[int, dict[str, tuple[int, Any]]] = field(default_factory=dict)
     _next_offset: dict[int, tuple[int | None, int]] = field(default_factory=dict)
     _holes: dict[int, tuple[int | None, int, int]] = field(default_factory=dict)
     _seq: int = 0
     _generation_seen: int | None = -1
+    _queued: _Turns = field(default_factory=lambda: _Turns())
 
     def __post_init__(self) -> None:
         self.state = WriteBehindTable(self.table)
@@ -223,32 +231,23 @@ class BatchStream(Generic[E]):
                 message = event.message
                 if not isinstance(message, BatchMessage):
                     continue
-                EVENTS_IN.labels(self.topic).inc(sum(len(p.records) for p in message.parts))
+                EVENTS_IN.labels(self.topic).inc(len(message.records))
                 if message.generation_id != self._generation_seen:
                     await self._drain()  # a rebalance: finish what is in flight first
                     self._generation_seen = message.generation_id
-                while self._in_flight and (
-                    len(self._in_flight) >= IN_FLIGHT or self._in_flight_events >= IN_FLIGHT_EVENTS
-                ):
-                    await self._pop()
+                while len(self._in_flight) >= IN_FLIGHT:
+                    await self._in_flight.popleft()
                 await self.process(message, event)
         finally:
-            for task, _ in self._in_flight:
+            for task in self._in_flight:
                 task.cancel()
             self._in_flight.clear()
-            self._in_flight_events = 0
             self._overlay.clear()
 
     async def _drain(self) -> None:
         """Wait until every batch in flight is finished."""
         while self._in_flight:
-            await self._pop()
-
-    async def _pop(self) -> None:
-        """Wait for the oldest batch in flight to finish."""
-        task, events = self._in_flight.popleft()
-        self._in_flight_events -= events
-        await task
+            await self._in_flight.popleft()
 
     def _reader(self, partition: int) -> RowLookup:
         """Rows of ``partition`` as the next fold must see them: the overlay of rows sent to
@@ -272,119 +271,46 @@ class BatchStream(Generic[E]):
         )
 
     async def process(self, message: BatchMessage, event: Any = None) -> None:
-        """Fold one fetched batch exactly once into the table (module docstring): each of
-        its partitions' batches (``message.parts``) is screened and folded on its own, its
-        changelog records and updates queued right after its fold; the rest (write-behind,
-        announce, acknowledge ``event``, once for all the parts) goes on in a task of
-        :attr:`_in_flight`.
-
-        A part no longer this worker's, or after a hole, is dropped (removed from
-        ``message.parts``, so not acknowledged: it is read again)."""
+        """Fold one partition's batch exactly once into the table (module docstring); the
+        rest (write-behind, announce, acknowledge ``event``) goes on in a task of
+        :attr:`_in_flight`."""
+        partition = message.partition
+        valid, bad = _decode(message, self.schema, self.key_of)
+        failpoints.hit("decoded")
         client = producer_client(app)
         durable: list[Awaitable[Any]] = []
-        decoded: list[tuple[BatchMessage, list[tuple[int, int, E]]]] = []
-        for part in message.parts:
-            valid, bad = _decode(part, self.schema, self.key_of)
-            if bad:
-                EVENTS_OUTCOME.labels(self.topic, "dead_lettered").inc(len(bad))
-                records = [
-                    dead_letter_record(
-                        r, topic=self.topic, partition=part.partition, field=f, reason=why
-                    )
-                    for r, f, why in bad
-                ]
-                durable.append(self._send_dead_letters(client, records))
-            decoded.append((part, valid))
-        failpoints.hit("decoded")
-        if self.prepare is not None:
-            batch_events = [e for _, valid in decoded for _, _, e in valid]
-            if batch_events:
-                await self.prepare(batch_events)
-        kept: list[tuple[BatchMessage, list[tuple[int, int, E]]]] = []
-        for part, valid in decoded:
-            if await self._taken(part):
-                kept.append((part, valid))
-        ordered = [(part, valid) for part, valid in kept if await self._in_order(part)]
-        self._seq += 1
-        seq = self._seq
-        writes: dict[int, list[Row]] = {}
-        folds: list[Folded] = []
-        sents: list[Sent] = []
-        screened = [0, 0]
-        folded_parts: list[BatchMessage] = []
-        for part, valid in ordered:
-            # the checks above, and the previous part's send, may have waited: a part whose
-            # partition is no longer ours is dropped, and read again from where the
-            # partition's next batch is checked against the committed offset
-            if not self._ours(part):
-                self._next_offset.pop(part.partition, None)
-                continue
-            # --- no await from here to the part's changelog send: its fold sees a settled
-            # partition, and its rows and updates go out before the next part is folded ---
-            part_writes, folded = self._fold_part(part, valid, screened)
-            failpoints.hit("folded")
-            folded_parts.append(part)
-            writes[part.partition] = part_writes
-            durable += folded.durable
-            folds.append(folded)
-            overlay = self._overlay.setdefault(part.partition, {})
-            for key, value in part_writes:
-                overlay[key] = (seq, value)
-            if part_writes:
-                sents.append(await self.state.send(client, {part.partition: part_writes}))
-            if folded.publish is not None:
-                folded.publish()
-            if self.publish is not None:
-                await self.publish()  # right behind the part's changelog records
-        message.parts = folded_parts
-        if not folded_parts:
+        if bad:
+            EVENTS_OUTCOME.labels(self.topic, "dead_lettered").inc(len(bad))
+            records = [
+                dead_letter_record(r, topic=self.topic, partition=partition, field=f, reason=why)
+                for r, f, why in bad
+            ]
+            durable.append(self._send_dead_letters(client, records))
+        if self.prepare is not None and valid:
+            await self.prepare([e for _, _, e in valid])
+        if not await self._settled(message):
             for aw in durable:
                 await aw
             return
-        previous = self._in_flight[-1][0] if self._in_flight else None
-        task = asyncio.ensure_future(
-            self._finish(previous, event, message, writes, sents, durable, folds, seq, screened)
-        )
-        events = sum(len(p.records) for p in folded_parts)
-        self._in_flight.append((task, events))
-        self._in_flight_events += events
-
-    async def _taken(self, part: BatchMessage) -> bool:
-        """Wait out a rebalance or a table restore, and on the first batch of a partition
-        after an assignment finish what is in flight and run :attr:`on_partition`; whether
-        the partition's batch is still this worker's."""
-        if not await self._settled(part):
-            return False
-        partition = part.partition
         if self._generations.get(partition) != app.consumer_generation_id:
             await self._drain()
             self._generations[partition] = app.consumer_generation_id
             if self.on_partition is not None:
                 await self.on_partition(partition)
-                return await self._settled(part)
-        return True
-
-    @staticmethod
-    def _ours(part: BatchMessage) -> bool:
-        """Whether ``part`` may be folded now, without waiting: no rebalance or restore under
-        way, and its partition assigned in its generation."""
-        return (
-            not (app.rebalancing or app.in_recovery)
-            and part.generation_id == app.consumer_generation_id
-            and part.tp in app.consumer.assignment()
-        )
-
-    def _fold_part(
-        self, part: BatchMessage, valid: list[tuple[int, int, E]], screened: list[int]
-    ) -> tuple[list[Row], Folded]:
-        """Screen re-sends and fold one partition's batch (synchronous); its rows to write
-        (dedupe records, sweep tombstones, then the fold's rows) and the fold's result.
-        ``screened`` gains the duplicates and the re-sends past the horizon."""
-        partition = part.partition
+                if not await self._settled(message):
+                    for aw in durable:
+                        await aw
+                    return
+        if not await self._in_order(message):
+            for aw in durable:
+                await aw
+            return
+        # --- no await from here to the changelog send: the fold sees a settled partition ---
         get = self._reader(partition)
         horizon_ms = int(settings.dedupe_horizon_s * 1000)
         dedupe = Dedupe(get, horizon_ms)
         kept: list[tuple[int, E]] = []
+        duplicates = expired_resends = 0
         newest = self._newest_arrival.get(partition, 0)
         for offset, arrival, decoded in valid:
             newest = max(newest, arrival)
@@ -392,17 +318,39 @@ class BatchStream(Generic[E]):
             scoped = f"{decoded.organization_id}/{decoded.event_id}"  # type: ignore[attr-defined]
             verdict = dedupe.check(scoped, offset, arrival)
             if verdict == "duplicate":
-                screened[0] += 1
+                duplicates += 1
                 continue
             if verdict == "expired":
-                screened[1] += 1
+                expired_resends += 1
             kept.append((offset, decoded))
         self._newest_arrival[partition] = newest
-        by_offset = {r.offset: r for r in part.records} if kept else {}
+        by_offset = {r.offset: r for r in message.records} if kept else {}
         folded = self.fold(partition, get, kept, by_offset.__getitem__) if kept else Folded([], [])
         writes: list[Row] = [*dedupe.writes(), *self._sweep(partition, newest, horizon_ms)]
         writes += folded.writes
-        return writes, folded
+        durable += folded.durable
+        failpoints.hit("folded")
+        self._seq += 1
+        seq = self._seq
+        overlay = self._overlay.setdefault(partition, {})
+        for key, value in writes:
+            overlay[key] = (seq, value)
+        previous = self._in_flight[-1] if self._in_flight else None
+        task = asyncio.ensure_future(
+            self._finish(
+                previous,
+                event,
+                message,
+                writes,
+                durable,
+                folded,
+                seq,
+                (duplicates, expired_resends),
+            )
+        )
+        self._in_flight.append(task)
+        # this batch's changelog records are queued before the next batch can queue its own
+        await self._queued.wait_for(seq)
 
     async def _in_order(self, message: BatchMessage) -> bool:
         """Whether the batch may be folded: it starts at or before the partition's next
@@ -461,44 +409,51 @@ class BatchStream(Generic[E]):
         previous: asyncio.Future[None] | None,
         event: Any,
         message: BatchMessage,
-        writes: dict[int, list[Row]],
-        sents: list[Sent],
+        writes: list[Row],
         durable: list[Awaitable[Any]],
-        folds: list[Folded],
+        folded: Folded,
         seq: int,
-        screened: list[int],
+        screened: tuple[int, int],
     ) -> None:
-        """Make one folded batch durable (its changelog records are queued already), then
-        announce and acknowledge it, after the previous one."""
-        await asyncio.gather(*(self.state.acknowledged(sent) for sent in sents), *durable)
+        """Write behind, announce and acknowledge one folded batch, after the previous one."""
+        partition = message.partition
+        client = producer_client(app)
+        try:
+            sent = await self.state.send(client, {partition: writes}) if writes else None
+            if folded.publish is not None:
+                folded.publish()
+            if self.publish is not None:
+                await self.publish()  # behind the changelog records, in batch order
+        finally:
+            self._queued.done(seq)
+        await asyncio.gather(
+            self.state.acknowledged(sent) if sent is not None else asyncio.sleep(0), *durable
+        )
         if previous is not None:
             await previous
-        for sent in sents:
+        if sent is not None:
             self.state.write_local(sent)
         # --- the rows are durable, in the changelog and in RocksDB ---
-        for partition, rows in writes.items():
-            overlay = self._overlay.get(partition, {})
-            for key, _ in rows:
-                hit = overlay.get(key)
-                if hit is not None and hit[0] == seq:
-                    del overlay[key]
+        overlay = self._overlay.get(partition, {})
+        for key, _ in writes:
+            hit = overlay.get(key)
+            if hit is not None and hit[0] == seq:
+                del overlay[key]
         duplicates, expired_resends = screened
         if duplicates:
             EVENTS_OUTCOME.labels(self.topic, "duplicate").inc(duplicates)
         if expired_resends:
             EXPIRED_RESENDS.labels(self.topic).inc(expired_resends)
-        for folded in folds:
-            for outcome in set(folded.outcomes):
-                EVENTS_OUTCOME.labels(self.topic, outcome).inc(folded.outcomes.count(outcome))
-            if folded.after is not None:
-                folded.after()
+        for outcome in set(folded.outcomes):
+            EVENTS_OUTCOME.labels(self.topic, outcome).inc(folded.outcomes.count(outcome))
+        if folded.after is not None:
+            folded.after()
         if self.announce is not None:
             await self.announce()
         failpoints.hit("announced")
         if event is not None:
             event.ack()
-        for part in message.parts:
-            self.observe(part)
+        self.observe(message)
 
     def _sweep(self, partition: int, newest: int, horizon_ms: int) -> list[Row]:
         """Tombstones for expired dedupe records of ``partition``: at most once a minute,

@@ -8,9 +8,8 @@ roughly 10,000–24,000 messages/s whatever its agents do (``research/stream-cor
 :class:`BatchConsumer` keeps faust's consumer (group membership, rebalancing, generation ids,
 flow control, commits, table recovery) and replaces only the drain loop. For a topic in
 :attr:`BatchConsumer.batch_topics` it wraps everything one fetch returned for a partition in
-one :class:`BatchMessage`, the partitions of one topic together in one :class:`FetchBatch`,
-and hands that to the Conductor once: the agent's stream yields one
-event per fetch, with no per-message wait, no per-message ``Event`` and no
+one :class:`BatchMessage` and hands that to the Conductor once: the agent's stream yields one
+event per fetched batch, with no per-message wait, no per-message ``Event`` and no
 ``within`` timer (a batch is whatever the fetch returned *now*, so a quiet topic adds no
 latency). Other topics (report requests, schedules) keep faust's per-message path.
 
@@ -65,15 +64,10 @@ class BatchMessage(ConsumerMessage):
     ``timestamp`` in ms, ``key``, ``value``, ``headers``), in offset order.
     """
 
-    __slots__ = ("first_offset", "parts", "records")
+    __slots__ = ("first_offset", "records")
 
     records: Sequence[Any]
     first_offset: int
-    parts: list[BatchMessage]
-    """The partitions' batches acknowledged with this message: ``[self]`` for one
-    partition's batch, every part for a :class:`FetchBatch`. A stream that drops a part
-    (no longer its partition, or after a hole) removes it, and acknowledging the message
-    acknowledges only what is left."""
 
     @classmethod
     def of(cls, tp: TP, records: Sequence[Any], generation_id: int) -> BatchMessage:
@@ -97,46 +91,6 @@ class BatchMessage(ConsumerMessage):
         )
         message.records = records
         message.first_offset = records[0].offset
-        message.parts = [message]
-        return message
-
-
-class FetchBatch(BatchMessage):
-    """The batches of several partitions of one topic that one fetch returned, delivered to
-    the topic's agent as one item (:attr:`parts`, one :class:`BatchMessage` per partition,
-    in the fetch's order). Its own ``tp``, offsets and generation are those of its first
-    part (faust routes it to the topic's channel by ``tp``); its :attr:`records` are empty.
-
-    One item per fetch instead of one per partition: faust's delivery (flow control, channel
-    queue, ``wait_first``) and the agent's per-batch work (settling, one changelog send, one
-    publish of the updates, one announcement, one acknowledgement) happen once per fetch.
-    At 4,000 events/s over four partitions a fetch held four batches of about 13 events.
-    """
-
-    __slots__ = ()
-
-    @classmethod
-    def merge(cls, parts: list[BatchMessage]) -> FetchBatch:
-        """Wrap ``parts`` (two or more batches of one topic, distinct partitions)."""
-        head = parts[0]
-        message = cls(
-            head.topic,
-            head.partition,
-            head.offset,
-            head.timestamp,
-            head.timestamp_type,
-            [],
-            None,
-            b"",
-            None,
-            0,
-            0,
-            head.tp,
-            generation_id=head.generation_id,
-        )
-        message.records = []
-        message.first_offset = head.first_offset
-        message.parts = list(parts)
         return message
 
 
@@ -176,8 +130,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
 
     # --- acknowledgements -------------------------------------------------------------
     def ack(self, message: Any) -> bool:
-        """Acknowledge ``message``; a :class:`BatchMessage` acknowledges the whole offset
-        range of each of its :attr:`~BatchMessage.parts`."""
+        """Acknowledge ``message``; a :class:`BatchMessage` acknowledges its whole range."""
         if not isinstance(message, BatchMessage):
             return bool(super().ack(message))
         with ack_lock:
@@ -185,35 +138,28 @@ class BatchConsumer(faust_aiokafka.Consumer):
                 return False
             message.acked = True
             self._unacked_messages.discard(message)
+            tp = message.tp
+            if message.generation_id != self.app.consumer_generation_id:
+                # a batch of an earlier generation, finished after a rebalance: its partition
+                # was revoked meanwhile (and perhaps given back), the committed offset it was
+                # read after is gone from faust's bookkeeping, and the new generation reads
+                # again from the committed offset. Recording it could let a commit jump the
+                # offsets before it that nobody acknowledged in this generation.
+                notify(self._waiting_for_ack)
+                return False
             try:
-                acked = False
-                for part in message.parts:
-                    part.acked = True
-                    acked = self._ack_range(part) or acked
-                return acked
+                committed = self._committed(tp)
+                lo, hi = message.first_offset, message.offset
+                if committed is not None:
+                    lo = max(lo, committed)
+                if lo <= hi:
+                    _merge(self._acked_ranges.setdefault(tp, []), lo, hi)
+                    _ = self._acked[tp]  # lists the partition for faust's commit
+                    self._n_acked += hi - lo + 1
+                    return True
+                return False
             finally:
                 notify(self._waiting_for_ack)
-
-    def _ack_range(self, part: BatchMessage) -> bool:
-        """Record one partition's batch as acknowledged (under ``ack_lock``)."""
-        tp = part.tp
-        if part.generation_id != self.app.consumer_generation_id:
-            # a batch of an earlier generation, finished after a rebalance: its partition
-            # was revoked meanwhile (and perhaps given back), the committed offset it was
-            # read after is gone from faust's bookkeeping, and the new generation reads
-            # again from the committed offset. Recording it could let a commit jump the
-            # offsets before it that nobody acknowledged in this generation.
-            return False
-        committed = self._committed(tp)
-        lo, hi = part.first_offset, part.offset
-        if committed is not None:
-            lo = max(lo, committed)
-        if lo <= hi:
-            _merge(self._acked_ranges.setdefault(tp, []), lo, hi)
-            _ = self._acked[tp]  # lists the partition for faust's commit
-            self._n_acked += hi - lo + 1
-            return True
-        return False
 
     def committed_offset(self, tp: TP) -> int | None:
         """The offset the current generation of a batch partition starts from (the committed
@@ -431,7 +377,6 @@ class BatchConsumer(faust_aiokafka.Consumer):
                         log.warning("exception performing seek when flow not active %r", exc)
                     continue
                 generation_id = self.app.consumer_generation_id
-                batches: dict[str, list[BatchMessage]] = {}
                 for tp, tp_records in records.items():
                     if not tp_records or not self.flow_active:
                         continue
@@ -441,15 +386,9 @@ class BatchConsumer(faust_aiokafka.Consumer):
                         continue
                     self.app.monitor.track_tp_end_offset(tp, self.highwater(tp))
                     if tp.topic in batch_topics:
-                        batches.setdefault(tp.topic, []).append(
-                            BatchMessage.of(tp, tp_records, generation_id)
-                        )
+                        await self._deliver_batch(callback, tp, tp_records, generation_id)
                     else:
                         await self._deliver_each(callback, tp, tp_records)
-                for parts in batches.values():
-                    if not self.flow_active or self.app.consumer_generation_id != generation_id:
-                        break
-                    await self._deliver_batch(callback, parts, generation_id)
                 self.diag.unset_flag(CONSUMER_FETCHING)
         except self.consumer_stopped_errors:
             if self.transport.app.should_stop:
@@ -474,19 +413,15 @@ class BatchConsumer(faust_aiokafka.Consumer):
             await self.commit()
 
     async def _deliver_batch(
-        self, callback: Any, parts: list[BatchMessage], generation_id: int
+        self, callback: Any, tp: TP, records: Sequence[Any], generation_id: int
     ) -> None:
-        """Hand one topic's batches of a fetch to its agent as one item (a
-        :class:`FetchBatch` when there are several)."""
         await self._maybe_commit()
-        for part in parts:
-            start = self._generation_start.get(part.tp)
-            if start is None or start[0] != generation_id:
-                self._generation_start[part.tp] = (generation_id, part.first_offset)
-        message = parts[0] if len(parts) == 1 else FetchBatch.merge(parts)
+        message = BatchMessage.of(tp, records, generation_id)
+        start = self._generation_start.get(tp)
+        if start is None or start[0] != generation_id:
+            self._generation_start[tp] = (generation_id, message.first_offset)
         await self.wait_first(callback(message), self.suspend_flow.wait())
-        for part in parts:
-            self._read_offset[part.tp] = part.offset
+        self._read_offset[tp] = message.offset
 
     async def _deliver_each(self, callback: Any, tp: TP, records: Sequence[Any]) -> None:
         """faust's per-message path (gap tracking, read position, ``wait_first``)."""

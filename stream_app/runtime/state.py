@@ -168,10 +168,6 @@ class WriteBehindTable:
         they would never be (the soak's events missing after a pause).
         """
         store = self.table.data
-        # faust's key → partition index (a locked LRU) is a hint for its own reads, which
-        # search every partition for a key it does not hold and remember where they found
-        # it; filling it here for every row cost ~2 % of the worker at full speed. A deleted
-        # key is dropped from it (a stale hint would still read None, but costs a lookup).
         index = store._key_index
         n = 0
         for partition, records in sent.encoded.items():
@@ -183,6 +179,7 @@ class WriteBehindTable:
                     index.pop(kb, None)
                 else:
                     batch.put(kb, vb)
+                    index[kb] = partition
             persisted = db.get(store.offset_key)
             first = sent.first.get(partition)
             if persisted is None or first is None or first == int(persisted) + 1:
