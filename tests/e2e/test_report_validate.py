@@ -144,7 +144,8 @@ async def test_occupancy_warnings_and_a_venue_scoped_token(
     assert answer["errors"] == []
     assert answer["ok"] is True
     assert answer["warnings"][0] == (
-        "warning: capacity unknown for 1 venue(s) (v2); counted as 1 event per date"
+        "warning: capacity unknown for 1 venue(s) (v2); their slots, occupancy and RevPAS are "
+        "not computed (register a capacity: wedding-engine venue ORG VENUE --capacity N)"
     )
     # a token limited to v1 checks v1 only: v2's unknown capacity is not its finding
     status, scoped = await post(main_worker, headers(settings, venues=["v1"]), body)
