@@ -170,13 +170,19 @@ async def check_link_download(organization_id: str, link_id: str) -> None:
     """Count a download through a signed link against the link and its organisation, in the
     ``downloads`` class (a link is a bearer credential: its limit is the token's).
 
+    The organisation's links share a budget of their own (the size of its ``downloads``
+    limit), apart from its staff's downloads with their tokens: links are handed to outside
+    parties (a webhook receiver, the recipients of an e-mail and whoever they forward it to),
+    and a link holder must not be able to use up the budget the organisation's own people
+    download with.
+
     Args:
         organization_id: the organisation owning the file.
         link_id: the link's id (its ``jti``).
 
     Raises:
         RateLimitedError: 429 naming ``token`` (the link's limit) or ``organization_id`` (the
-            organisation's, shared with its tokens' downloads).
+            organisation's links' budget).
     """
     link_spec = settings.rate_limits["downloads"]
     await _limit(
@@ -188,8 +194,8 @@ async def check_link_download(organization_id: str, link_id: str) -> None:
     org_spec = settings.org_rate_limits["downloads"]
     await _limit(
         _item(org_spec),
-        ("org", organization_id, "downloads"),
-        f"the organisation's limit for downloads ({org_spec}) is used up",
+        ("org", organization_id, "link_downloads"),
+        f"the organisation's limit for downloads through links ({org_spec}) is used up",
         "organization_id",
     )
 

@@ -456,8 +456,10 @@ async def download(self: Any, request: web.Request, token: str) -> web.StreamRes
     """A file behind a signed, expiring, revocable link; every download is audited.
 
     The link is a bearer credential, limited like a token: its downloads and its
-    organisation's count in the ``downloads`` rate class (429), and an invalid one (forged,
-    expired, revoked) counts as a bad token from the client's address (its lockout, 429).
+    organisation's links' count in the ``downloads`` rate class (429; the organisation's
+    links have a budget apart from its staff's downloads), and an invalid one (forged,
+    expired, revoked) counts as a bad token from the client's address (its lockout, 429)
+    and spends no budget.
     """
     from stream_app.agents.delivery import config
 
@@ -466,13 +468,15 @@ async def download(self: Any, request: web.Request, token: str) -> web.StreamRes
     pool = await get_pool(settings.postgres_dsn)
     try:
         claims = config.signer.verify(token, now=datetime.now(UTC))
-        await ratelimit.check_link_download(claims.organization_id, claims.link_id)
         async with pool.acquire() as conn:
             await check_not_revoked(conn, claims)
         resolve_download(settings.artifact_dir, claims)
     except LinkError as exc:
         await ratelimit.record_auth_failure(client)
         raise ApiError(403, "invalid_link", str(exc), field="token") from None
+    # counted once the link is known good: a revoked or forged one spends no budget of its
+    # organisation (it counts toward its address's lockout instead)
+    await ratelimit.check_link_download(claims.organization_id, claims.link_id)
     async with pool.acquire() as conn, tenant_transaction(conn, claims.organization_id):
         await audit(
             conn,

@@ -31,6 +31,9 @@ LINK_LIMIT = 4
 """The workers' ``downloads`` limit per token (so per link), a minute."""
 REPORTS_LIMIT = 3
 """The workers' ``reports`` limit per token, a minute."""
+ORG_DOWNLOADS_LIMIT = LINK_LIMIT + 1
+"""The workers' organisation ``downloads`` limit, a minute: the link test's downloads use it up
+(the links' budget), and the organisation's staff must still download."""
 AUTH_FAILURE_LIMIT = 3
 """The workers' ``WEDDING_AUTH_FAILURE_LIMIT``, a minute."""
 COMPLIANCE = {
@@ -55,6 +58,7 @@ async def worker(settings: Settings, worker_factory: WorkerFactory) -> AsyncIter
         "abuse",
         WEDDING_OFFSET_RESET="latest",
         WEDDING_RATE_LIMITS=f"downloads={LINK_LIMIT}/minute,reports={REPORTS_LIMIT}/minute",
+        WEDDING_ORG_RATE_LIMITS=f"downloads={ORG_DOWNLOADS_LIMIT}/minute",
         WEDDING_AUTH_FAILURE_LIMIT=f"{AUTH_FAILURE_LIMIT}/minute",
         WEDDING_DELIVERY_POLL_S="0.2",
     )
@@ -117,12 +121,14 @@ async def test_a_signed_link_is_rate_limited_and_forged_links_lock_the_address_o
     an audit row."""
     csv_link, json_link = sorted(await delivered_links(worker, settings), key=lambda x: x["format"])
     path = "/downloads/" + csv_link["url"].split("/downloads/")[1]
-    statuses, refusals = [], []
+    statuses, refusals, downloaded = [], [], []
     for _ in range(LINK_LIMIT + 2):
         status, headers, body = await call(worker, "GET", path)
         statuses.append(status)
         if status == 429:
             refusals.append((headers, body))
+        else:
+            downloaded.append(body)
     assert statuses == [200] * LINK_LIMIT + [429] * 2
     for headers, body in refusals:
         code, reason, field = error_of(body)
@@ -140,6 +146,31 @@ async def test_a_signed_link_is_rate_limited_and_forged_links_lock_the_address_o
         csv_link["report_id"],
     )
     assert audited == LINK_LIMIT + 1  # one row per 200, none per 429
+    # that used up the organisation's budget for links: another link is refused for it...
+    status, _, body = await call(worker, "GET", json_path)
+    assert (status, error_of(body)[::2]) == (429, ("rate_limited", "organization_id"))
+    # ...but not the organisation's own staff, whose downloads have a budget of their own
+    # (a link holder could otherwise keep the staff from every file)
+    async with (
+        aiohttp.ClientSession(worker.url) as s,
+        s.get(
+            f"/orgs/{ORG}/reports/{csv_link['report_id']}/files/csv", headers=auth(settings, ORG)
+        ) as r,
+    ):
+        assert r.status == 200, await r.text()
+        assert await r.read() == downloaded[0]  # the file the link served
+    # a revoked link is refused as invalid before any budget is counted (its own is used up:
+    # counted first, it was a 429 and took a slot of the organisation's)
+    async with (
+        aiohttp.ClientSession(worker.url) as s,
+        s.post(
+            f"/orgs/{ORG}/reports/{csv_link['report_id']}/links/revoke",
+            headers=auth(settings, ORG),
+        ) as r,
+    ):
+        assert r.status == 200, await r.text()
+    status, _, body = await call(worker, "GET", path, source="127.0.0.6")
+    assert (status, error_of(body)[::2]) == (403, ("invalid_link", "token"))
 
     # forged links count as bad tokens from the address: then even a good link waits
     forger = "127.0.0.5"
