@@ -330,8 +330,14 @@ async def test_a_resume_further_back_than_the_replay_bound_starts_with_a_gap(
     is read back from (end − bound) only, after an ``event: gap`` naming that offset; one
     within the bound gets every message after it and no gap."""
     bound = 20
+    # a new consumer group from the latest offsets: from the earliest, it would fold every
+    # earlier test's events and publish their updates while this test reads the topic
     worker = worker_factory.start(
-        "updates-gap", "one", WEDDING_SCHEDULING="0", WEDDING_UPDATES_REPLAY_MAX=str(bound)
+        "updates-gap",
+        "one",
+        WEDDING_SCHEDULING="0",
+        WEDDING_OFFSET_RESET="latest",
+        WEDDING_UPDATES_REPLAY_MAX=str(bound),
     )
     await worker.wait_ready(timeout_s=120, min_partitions=4)
     # GAP's updates over 8 keys (more than the bound on some partitions), B's in between
@@ -428,8 +434,14 @@ async def test_an_organisation_replays_at_most_its_share_at_once(
     back (held still at a report status whose venues it must look up, the ``reports`` table
     locked), another resume of GAP is refused (429 ``too_many_replays``, ``Retry-After``);
     GAP's stream without a resume, and B's resume, are served at once."""
+    # from the latest offsets: from the earliest it would run every earlier test's report
+    # requests, and their queries would wait on the locked ``reports`` table too
     worker = worker_factory.start(
-        "updates-replays", "one", WEDDING_SCHEDULING="0", WEDDING_UPDATES_MAX_REPLAYS="1"
+        "updates-replays",
+        "one",
+        WEDDING_SCHEDULING="0",
+        WEDDING_OFFSET_RESET="latest",
+        WEDDING_UPDATES_MAX_REPLAYS="1",
     )
     await worker.wait_ready(timeout_s=120, min_partitions=4)
     timeout = aiohttp.ClientTimeout(total=None, sock_read=None)
