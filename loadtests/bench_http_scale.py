@@ -314,6 +314,70 @@ def describe_pauses(
     )
 
 
+SUSTAINED_SHARE = 0.98
+"""A paced run is *sustained* when the workers served at least this share of the offered
+rate: with think time, each connection's rate is 1 / (think + latency), so a served rate 2 %
+under the offered one means the mean latency has grown to 2 % of the think time (0.1-0.3 s
+here): the queue is no longer emptied between arrivals."""
+
+P99_TARGET_MS = 100.0
+
+
+def sustained(offered: int, result: WrkResult) -> bool:
+    """Whether a paced run at ``offered`` req/s was sustained (:data:`SUSTAINED_SHARE`)."""
+    return result.seconds > 0 and result.requests / result.seconds >= SUSTAINED_SHARE * offered
+
+
+def verdict(runs: list[tuple[int, WrkResult]]) -> str:
+    """The line naming the highest sustained offered rate of ``runs`` and its p99 against the
+    target (p99 < 100 ms for simple reads at the highest rate the machine sustains)."""
+    held = [(rate, r) for rate, r in runs if sustained(rate, r)]
+    missed = sorted(rate for rate, r in runs if not sustained(rate, r))
+    if not held:
+        return f"no paced run was sustained (served < {SUSTAINED_SHARE:.0%} of offered)"
+    rate, r = max(held, key=lambda pair: pair[0])
+    p99 = r.percentile_ms(99)
+    above = f"; {missed[-1]:,} req/s was not" if missed and missed[-1] > rate else ""
+    met = "MET" if p99 < P99_TARGET_MS else "NOT MET"
+    return (
+        f"highest sustained rate: {rate:,} req/s offered, {r.requests / r.seconds:,.0f} served"
+        f" (sustained: served >= {SUSTAINED_SHARE:.0%} of offered{above}); p99"
+        f" {p99:.1f} ms there: target p99 < {P99_TARGET_MS:.0f} ms {met}"
+    )
+
+
+async def paced_run(
+    workers: list[WorkerProcess],
+    connections: int,
+    rate: int,
+    steady_s: int,
+    files: tuple[Path, Path],
+    state: Path,
+) -> WrkResult:
+    """One paced run offering ``rate`` req/s (each connection thinks connections / rate
+    seconds, 0.5-1.5 ×, before each request) for ``steady_s`` seconds after the ramp; prints
+    its figures and the pauses in both workers."""
+    await asyncio.sleep(20)  # the previous run's queued requests drain
+    think_ms = round(connections / rate * 1000)
+    ramp_s = think_ms / 2000  # no request before half the think time
+    duration = round(ramp_s + steady_s)
+    print(f"load average {os.getloadavg()[0]:.1f}")
+    before = await pause_totals(workers)
+    result = await asyncio.to_thread(
+        run_wrk, workers, connections, duration, files, state, f"r{rate}", think_ms
+    )
+    result.seconds -= ramp_s
+    verdict_ = "sustained" if sustained(rate, result) else "NOT sustained"
+    describe(
+        f"offered {rate:,} req/s (think {think_ms / 1000:g} s a connection)", connections, result
+    )
+    print(
+        f"  {verdict_}: served {result.requests / max(result.seconds, 1e-9) / rate:.1%} of offered"
+    )
+    describe_pauses(before, await pause_totals(workers))
+    return result
+
+
 async def run(args: argparse.Namespace, state: Path) -> None:
     fd_limit = raise_fd_limit()
     services = manager.up(state)
@@ -387,23 +451,20 @@ async def run(args: argparse.Namespace, state: Path) -> None:
             )
             describe("closed loop (saturation)", args.connections, result)
             describe_pauses(before, await pause_totals(workers))
-        for rate in args.rates:
-            await asyncio.sleep(20)  # the previous run's queued requests drain
-            think_ms = round(args.connections / rate * 1000)
-            ramp_s = think_ms / 2000  # no request before half the think time
-            duration = round(ramp_s + args.steady)
-            print(f"load average {os.getloadavg()[0]:.1f}")
-            before = await pause_totals(workers)
-            paced = await asyncio.to_thread(
-                run_wrk, workers, args.connections, duration, files, state, f"r{rate}", think_ms
-            )
-            paced.seconds -= ramp_s
-            describe(
-                f"offered {rate:,} req/s (think {think_ms / 1000:g} s a connection)",
-                args.connections,
-                paced,
-            )
-            describe_pauses(before, await pause_totals(workers))
+        paced = [
+            (rate, await paced_run(workers, args.connections, rate, args.steady, files, state))
+            for rate in args.rates
+        ]
+        if args.search:
+            rate, step, top = args.search
+            while rate <= top:
+                result = await paced_run(workers, args.connections, rate, args.steady, files, state)
+                paced.append((rate, result))
+                if not sustained(rate, result):
+                    break
+                rate += step
+        if paced:
+            print(verdict(paced))
         print(f"load average {os.getloadavg()[0]:.1f}")
         for path in profiles:
             for _ in range(60):
@@ -432,11 +493,18 @@ def main() -> None:
     parser.add_argument(
         "--rates",
         type=lambda v: [int(x) for x in v.split(",") if x],
-        default=[140, 180],
+        default=[],
         help="offered rates (req/s, all connections together) of the paced runs; keep"
         " connections / rate under the workers' 75 s keep-alive timeout",
     )
     parser.add_argument("--steady", type=int, default=60, help="seconds of each paced run")
+    parser.add_argument(
+        "--search",
+        type=lambda v: tuple(int(x) for x in v.split(":")),
+        default=(600, 100, 2000),
+        help="START:STEP:MAX: after --rates, paced runs from START req/s up by STEP (to MAX)"
+        " until one is not sustained; then the highest sustained rate and its p99 are printed",
+    )
     parser.add_argument("--py-spy", type=Path, default=None, help="profile into this folder")
     args = parser.parse_args()
     if shutil.which("wrk") is None:

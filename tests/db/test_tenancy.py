@@ -312,3 +312,17 @@ async def test_a_rolled_back_savepoint_cannot_switch_the_tenant(
         async with tenant_transaction(app_conn, A):
             pass
         assert await emails(app_conn) == [(A, EMAIL[A])]
+
+
+@pytest.mark.parametrize("org", [A, "o'x); SET LOCAL ROLE wedding_app; --", "a\\b"])
+async def test_both_ways_of_entering_fix_the_same_scope(
+    app_conn: asyncpg.Connection, org: str
+) -> None:
+    """A plain id enters in one simple-protocol round trip (the id as a literal); any other
+    text goes as a bound parameter: the same tenant, role and bounds, nothing injected."""
+    query = (
+        "SELECT wedding_current_tenant(), current_user::text,"
+        " current_setting('statement_timeout'), current_setting('temp_file_limit')"
+    )
+    async with tenant_transaction(app_conn, org):
+        assert tuple(await app_conn.fetchrow(query)) == (org, "wedding_tenant", "2min", "1GB")
