@@ -500,10 +500,11 @@ def main() -> None:
     parser.add_argument("--steady", type=int, default=60, help="seconds of each paced run")
     parser.add_argument(
         "--search",
-        type=lambda v: tuple(int(x) for x in v.split(":")),
+        type=lambda v: None if v in ("", "none") else tuple(int(x) for x in v.split(":")),
         default=(600, 100, 2000),
         help="START:STEP:MAX: after --rates, paced runs from START req/s up by STEP (to MAX)"
-        " until one is not sustained; then the highest sustained rate and its p99 are printed",
+        " until one is not sustained; then the highest sustained rate and its p99 are printed"
+        " ('none': no search)",
     )
     parser.add_argument("--py-spy", type=Path, default=None, help="profile into this folder")
     args = parser.parse_args()

@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import quote
 
 import aiohttp
+import orjson
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 from yarl import URL
 
@@ -228,7 +229,7 @@ async def _fetch_json(
                 },
             ) as resp,
         ):
-            body = await resp.json()
+            body = await resp.json(loads=orjson.loads)
             if resp.status == 503:
                 raise _Retriable(f"answered 503: {body}")
             if resp.status != 200:

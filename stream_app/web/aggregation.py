@@ -43,6 +43,7 @@ from stream_app.web.inputs import (
     read_body,
 )
 from stream_app.web.permissions import Permission
+from stream_app.web.responses import json_response
 from stream_app.web.views import page
 
 MAX_CONCURRENT = 2
@@ -123,4 +124,4 @@ async def run_aggregation(self: Any, request: web.Request, org: str) -> web.Stre
 async def aggregation_datasets(self: Any, request: web.Request, org: str) -> web.StreamResponse:
     """The datasets and fields an aggregation may name (see the module docstring)."""
     authenticate(request, settings.jwt_secret, org)
-    return web.json_response({"datasets": describe_datasets()})
+    return json_response({"datasets": describe_datasets()})

@@ -16,6 +16,7 @@ from stream_app.db.pool import get_pool
 from stream_app.web.auth import authenticate
 from stream_app.web.errors import ApiError
 from stream_app.web.permissions import Permission
+from stream_app.web.responses import json_response
 from stream_app.web.views import page
 
 DEFAULT_LIMIT = 100
@@ -76,7 +77,7 @@ async def audit_log(self: Any, request: web.Request, org: str) -> web.StreamResp
     pool = await get_pool(settings.postgres_dsn)
     async with pool.acquire() as conn:
         events = await audit_events.list_events(conn, org, after_seq=after_seq, limit=limit)
-    return web.json_response(
+    return json_response(
         {
             "organization_id": org,
             "events": [event_to_json(e) for e in events],

@@ -35,6 +35,7 @@ from aiohttp import web
 from aiokafka import errors as kafka_errors
 
 from stream_app.web.errors import ApiError
+from stream_app.web.responses import json_response
 
 Dependency = Literal["postgresql", "kafka", "redis"]
 
@@ -99,7 +100,7 @@ class DependencyUnavailableError(ApiError):
             "field": None,
             "retry_after_s": RETRY_AFTER_S,
         }
-        return web.json_response(
+        return json_response(
             {"error": body}, status=503, headers={"Retry-After": str(RETRY_AFTER_S)}
         )
 

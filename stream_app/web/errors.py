@@ -7,6 +7,7 @@ from aiohttp import web
 
 from stream_app.errors import WeddingError, cut, printable
 from stream_app.queries.errors import QueryUnavailableError
+from stream_app.web.responses import json_response
 
 
 class ApiError(WeddingError):
@@ -37,7 +38,7 @@ class ApiError(WeddingError):
         reason = cut(printable(self.reason), MAX_REASON_CHARS)
         field = None if self.field is None else cut(printable(self.field), MAX_FIELD_CHARS)
         body: dict[str, str | None] = {"code": self.code, "reason": reason, "field": field}
-        return web.json_response({"error": body}, status=self.status)
+        return json_response({"error": body}, status=self.status)
 
 
 class BusyError(ApiError):

@@ -39,6 +39,7 @@ from stream_app.web.auth import authenticate
 from stream_app.web.errors import ApiError
 from stream_app.web.inputs import json_object, known_organization, read_body
 from stream_app.web.permissions import Permission
+from stream_app.web.responses import json_response
 from stream_app.web.views import page
 
 EXPORT_FORMAT = "wedding-engine.gdpr-export/1"
@@ -236,7 +237,7 @@ async def gdpr_erase(self: Any, request: web.Request, org: str) -> web.StreamRes
                 await gdpr_requests.complete(conn, org, request_id, result, pseudonym)
             await audit_events.record(conn, org, principal.user_id, action, request_id, result)
     status = "completed" if folded else "in_progress"
-    return web.json_response(
+    return json_response(
         {"request_id": request_id, "status": status, "result": result},
         status=200 if folded else 202,
     )
@@ -251,7 +252,7 @@ async def retention_get(self: Any, request: web.Request, org: str) -> web.Stream
         await known_organization(conn, org)
         async with tenant_transaction(conn, org):
             rule = await fetch_rule(conn, org)
-    return web.json_response({"organization_id": org, **rule.as_dict()})
+    return json_response({"organization_id": org, **rule.as_dict()})
 
 
 @page("/orgs/{org}/retention", method="put", permission=Permission.RETENTION_MANAGE)
@@ -273,4 +274,4 @@ async def retention_put(self: Any, request: web.Request, org: str) -> web.Stream
     async with pool.acquire() as conn:
         await known_organization(conn, org)
         await store_rule(conn, org, rule, principal.user_id)
-    return web.json_response({"organization_id": org, **rule.as_dict()})
+    return json_response({"organization_id": org, **rule.as_dict()})

@@ -31,6 +31,7 @@ from stream_app.web.auth import authenticate
 from stream_app.web.errors import ApiError
 from stream_app.web.inputs import period_query
 from stream_app.web.permissions import Permission
+from stream_app.web.responses import json_response
 from stream_app.web.views import MAX_PERIODS, page, period_labels
 
 
@@ -91,7 +92,7 @@ async def venue_occupancy(
     booked_on = {date.fromisoformat(r["period"]): r["bookings"] - r["cancellations"] for r in rows}
     capacity = found["capacity"]
     periods = occupancy(dates, booked_on, capacity, closed, grain)
-    return web.json_response(
+    return json_response(
         {
             "organization_id": org,
             "venue_id": venue,

@@ -52,6 +52,7 @@ from stream_app.crypto.keys import master_key_coverage
 from stream_app.db.pool import get_pool, get_system_pool
 from stream_app.observability import REGISTRY
 from stream_app.web.permissions import PUBLIC
+from stream_app.web.responses import json_response
 from stream_app.web.views import page, readiness
 
 CHECK_TIMEOUT_S = 2.0
@@ -234,7 +235,7 @@ async def shared_checks() -> dict[str, dict[str, Any]]:
 @page("/livez", permission=PUBLIC)
 async def livez(self: Any, request: web.Request) -> web.StreamResponse:
     """Liveness: 200 ``{"status": "alive"}`` while the event loop answers."""
-    return web.json_response({"status": "alive"})
+    return json_response({"status": "alive"})
 
 
 @page("/readyz", permission=PUBLIC)
@@ -243,7 +244,7 @@ async def readyz(self: Any, request: web.Request) -> web.StreamResponse:
     lists every check (see the module docstring); shared and cached (:func:`shared_checks`)."""
     checks = await shared_checks()
     ready = all(c["ok"] for c in checks.values())
-    return web.json_response(
+    return json_response(
         {"ready": ready, "checks": checks},
         status=200 if ready else 503,
     )

@@ -17,6 +17,7 @@ from stream_app.db.pool import get_pool
 from stream_app.web.auth import authenticate
 from stream_app.web.numbers import positive_int
 from stream_app.web.permissions import Permission
+from stream_app.web.responses import json_response
 from stream_app.web.views import page
 
 DEFAULT_LIMIT = 20
@@ -64,7 +65,7 @@ async def query_stats(self: Any, request: web.Request, org: str) -> web.StreamRe
     pool = await get_pool(settings.postgres_dsn)
     async with pool.acquire() as conn:
         records = await monitoring.slowest(conn, org, limit)
-    return web.json_response(
+    return json_response(
         {
             "organization_id": org,
             "window_days": monitoring.RETENTION_DAYS,

@@ -51,6 +51,7 @@ from stream_app.web.inputs import (
 )
 from stream_app.web.numbers import positive_int
 from stream_app.web.permissions import Permission
+from stream_app.web.responses import json_response
 from stream_app.web.views import page
 
 
@@ -79,7 +80,7 @@ async def optimize_aggregation(self: Any, request: web.Request, org: str) -> web
     async with _heavy(org):
         pool = await get_pool(settings.postgres_dsn)
         answer = await optimize(pool, org, req, runs=runs)
-    return web.json_response(answer)
+    return json_response(answer)
 
 
 @page("/orgs/{org}/rollups", method="post", permission=Permission.ROLLUPS_MANAGE)
@@ -97,7 +98,7 @@ async def create_rollup_route(self: Any, request: web.Request, org: str) -> web.
             await audit_events.record(
                 conn, org, principal.user_id, "rollup.created", str(rollup_id), rollup.to_json()
             )
-    return web.json_response({"id": rollup_id, "definition": rollup.to_json()}, status=201)
+    return json_response({"id": rollup_id, "definition": rollup.to_json()}, status=201)
 
 
 @page("/orgs/{org}/rollups", permission=Permission.ROLLUPS_MANAGE)
@@ -107,7 +108,7 @@ async def list_rollups_route(self: Any, request: web.Request, org: str) -> web.S
     pool = await get_pool(settings.postgres_dsn)
     async with pool.acquire() as conn:
         rollups = await list_rollups(conn, org)
-    return web.json_response({"rollups": [r.to_json() for r in rollups]})
+    return json_response({"rollups": [r.to_json() for r in rollups]})
 
 
 @page("/orgs/{org}/rollups/{rollup_id}", method="delete", permission=Permission.ROLLUPS_MANAGE)
@@ -124,4 +125,4 @@ async def delete_rollup_route(
         except RollupNotFoundError as exc:
             raise ApiError(404, "not_found", str(exc), field="rollup_id") from None
         await audit_events.record(conn, org, principal.user_id, "rollup.deleted", str(number))
-    return web.json_response({"id": number, "deleted": True})
+    return json_response({"id": number, "deleted": True})

@@ -63,6 +63,7 @@ from stream_app.web.delivery_targets import (
 from stream_app.web.errors import ApiError, report_not_found
 from stream_app.web.inputs import require_query
 from stream_app.web.permissions import PUBLIC, Permission
+from stream_app.web.responses import json_response
 from stream_app.web.views import media_type, page
 
 _FIELDS = {
@@ -261,7 +262,7 @@ async def _save(request: web.Request, org: str, schedule_id: str | None) -> web.
         except store.ScheduleNotFoundError as exc:
             raise ApiError(404, "not_found", str(exc), field="schedule_id") from None
         stored = await store.get_schedule(conn, org, schedule.schedule_id)
-    return web.json_response(
+    return json_response(
         schedule_to_json(stored, _upcoming(schedule, now, stored.last_fire_time)),
         status=201 if schedule_id is None else 200,
     )
@@ -281,7 +282,7 @@ async def list_schedules(self: Any, request: web.Request, org: str) -> web.Strea
     now = datetime.now(UTC)
     async with pool.acquire() as conn:
         found = await store.list_schedules(conn, org)
-    return web.json_response(
+    return json_response(
         {
             "schedules": [
                 schedule_to_json(s, _upcoming(s.schedule, now, s.last_fire_time)) for s in found
@@ -314,7 +315,7 @@ async def preview_fire_times(self: Any, request: web.Request, org: str) -> web.S
         raise ApiError(400, "invalid_field", str(exc), field="cron") from None
     except ValueError as exc:
         raise ApiError(400, "invalid_field", str(exc), field="count") from None
-    return web.json_response({"fire_times": [t.isoformat() for t in times]})
+    return json_response({"fire_times": [t.isoformat() for t in times]})
 
 
 async def _one(org: str, schedule_id: str) -> store.StoredSchedule:
@@ -333,7 +334,7 @@ async def get_schedule(
     """One schedule with its next fire times."""
     authenticate(request, settings.jwt_secret, org)
     stored = await _one(org, schedule_id)
-    return web.json_response(
+    return json_response(
         schedule_to_json(
             stored, _upcoming(stored.schedule, datetime.now(UTC), stored.last_fire_time)
         )
@@ -361,7 +362,7 @@ async def delete_schedule(
         if not await store.delete_schedule(conn, org, schedule_id):
             raise ApiError(404, "not_found", f"no schedule {schedule_id!r}", field="schedule_id")
         await audit_events.record(conn, org, principal.user_id, "schedule.deleted", schedule_id)
-    return web.json_response({"schedule_id": schedule_id, "deleted": True})
+    return json_response({"schedule_id": schedule_id, "deleted": True})
 
 
 async def _set_paused(
@@ -384,7 +385,7 @@ async def _set_paused(
             action = "schedule.paused" if pause else "schedule.resumed"
             await audit_events.record(conn, org, principal.user_id, action, schedule_id)
         stored = await store.get_schedule(conn, org, schedule_id)
-    return web.json_response(
+    return json_response(
         schedule_to_json(stored, _upcoming(stored.schedule, now, stored.last_fire_time))
     )
 
@@ -420,7 +421,7 @@ async def runs(self: Any, request: web.Request, org: str, schedule_id: str) -> w
         log = await fetch_schedule_log(conn, org, schedule_id)
         pending = await pending_by_run(conn, org, [r.run_id for r in found])
         links = await links_of_reports(conn, org, [p.report_id for r in found for p in r.reports])
-    return web.json_response(
+    return json_response(
         {
             "runs": [
                 {
@@ -509,9 +510,7 @@ async def revoke_report_links(
             raise report_not_found(report_id)
         revoked_at = await revoke(conn, org, "report", report_id, actor=principal.user_id)
         await audit(conn, org, principal.user_id, "links.revoked", report_id, {"scope": "report"})
-    return web.json_response(
-        {"report_id": report_id, "links_revoked_before": revoked_at.isoformat()}
-    )
+    return json_response({"report_id": report_id, "links_revoked_before": revoked_at.isoformat()})
 
 
 @page(
@@ -531,6 +530,6 @@ async def revoke_schedule_links(
         await audit(
             conn, org, principal.user_id, "links.revoked", schedule_id, {"scope": "schedule"}
         )
-    return web.json_response(
+    return json_response(
         {"schedule_id": schedule_id, "links_revoked_before": revoked_at.isoformat()}
     )

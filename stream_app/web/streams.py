@@ -45,6 +45,7 @@ from stream_app.web.auth import authenticate
 from stream_app.web.errors import ApiError
 from stream_app.web.inputs import require_query
 from stream_app.web.permissions import Permission
+from stream_app.web.responses import json_response
 from stream_app.web.views import page, period_labels
 
 
@@ -76,7 +77,7 @@ async def forward_if_remote(
     except QueryUnavailableError as exc:
         # the owner did not answer after the retries: nobody can answer right now
         raise ApiError(503, "recovering", f"{exc.code}: {exc.reason}; retry") from None
-    return web.json_response(body)
+    return json_response(body)
 
 
 def _values(table: Any, key: str) -> dict[str, Any] | None:
@@ -99,7 +100,7 @@ async def booking_payments(
     if (fwd := await forward_if_remote(request, booking_payments_table, org, booking)) is not None:
         return fwd
     total = _values(booking_payments_table, payments_tables.total_key(org, booking))
-    return web.json_response(
+    return json_response(
         {
             "organization_id": org,
             "booking_id": booking,
@@ -128,7 +129,7 @@ async def client_interactions(
         fwd := await forward_if_remote(request, client_interactions_table, org, client)
     ) is not None:
         return fwd
-    return web.json_response(client_interactions_body(org, client))
+    return json_response(client_interactions_body(org, client))
 
 
 def client_interactions_body(org: str, client: str) -> dict[str, Any]:
@@ -159,7 +160,7 @@ async def supplier_activity(
         fwd := await forward_if_remote(request, supplier_activity_table, org, supplier)
     ) is not None:
         return fwd
-    return web.json_response(
+    return json_response(
         {
             "organization_id": org,
             "supplier_id": supplier,

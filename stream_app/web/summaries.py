@@ -44,6 +44,7 @@ from stream_app.web.auth import authenticate
 from stream_app.web.errors import ApiError
 from stream_app.web.inputs import allow_query, known_organization, require_query
 from stream_app.web.permissions import Permission
+from stream_app.web.responses import json_response
 from stream_app.web.views import page, period_labels
 
 _MONTH = re.compile(r"^\d{4}-\d{2}$")
@@ -119,7 +120,7 @@ async def interactions_summary(self: Any, request: web.Request, org: str) -> web
         )
 
     if part_request:
-        return web.json_response(local_part(tables, compute(_zone_param(request))))
+        return json_response(local_part(tables, compute(_zone_param(request))))
     pool = await get_pool(settings.postgres_dsn)
     async with pool.acquire() as conn:
         organization = await known_organization(conn, org)
@@ -131,7 +132,7 @@ async def interactions_summary(self: Any, request: web.Request, org: str) -> web
         {"from": months[0], "to": months[-1], "zone": organization.time_zone},
         compute(zone),
     )
-    return web.json_response(
+    return json_response(
         {
             "organization_id": org,
             "time_zone": organization.time_zone,
@@ -158,9 +159,9 @@ async def payments_summary(self: Any, request: web.Request, org: str) -> web.Str
         )
 
     if part_request:
-        return web.json_response(local_part(tables, compute))
+        return json_response(local_part(tables, compute))
     parts = await gather_parts(tables, org, _path(org, "payments/summary"), {}, compute)
-    return web.json_response(
+    return json_response(
         {
             "organization_id": org,
             **summaries.finish_payments(summaries.merge_payments(parts)),
@@ -182,7 +183,7 @@ async def suppliers_summary(self: Any, request: web.Request, org: str) -> web.St
         )
 
     if part_request:
-        return web.json_response(local_part(tables, compute))
+        return json_response(local_part(tables, compute))
     parts = await gather_parts(
         tables,
         org,
@@ -190,7 +191,7 @@ async def suppliers_summary(self: Any, request: web.Request, org: str) -> web.St
         {"from": months[0], "to": months[-1]},
         compute,
     )
-    return web.json_response(
+    return json_response(
         {
             "organization_id": org,
             "from": months[0],

@@ -22,6 +22,7 @@ from stream_app.web.auth import authenticate
 from stream_app.web.errors import ApiError
 from stream_app.web.inputs import json_value
 from stream_app.web.permissions import Permission
+from stream_app.web.responses import json_response
 from stream_app.web.views import page
 
 
@@ -62,7 +63,7 @@ async def revoke_tokens(self: Any, request: web.Request, org: str) -> web.Stream
             jti=jti if isinstance(jti, str) else None,
             issued_before=before,
         )
-    return web.json_response(
+    return json_response(
         {
             "revoked": {"jti": jti} if jti else {"before": before.isoformat() if before else None},
             "recorded_tokens": count,

@@ -52,6 +52,7 @@ from stream_app.web.auth import authenticate
 from stream_app.web.errors import ApiError, BusyError
 from stream_app.web.inputs import json_object, known_organization, read_body
 from stream_app.web.permissions import Permission
+from stream_app.web.responses import json_response
 from stream_app.web.views import page, scope_report_filters
 
 BODY_FIELDS = frozenset({"report_type", "date_from", "date_to", "data_filters", "configuration"})
@@ -151,4 +152,4 @@ async def validate_report(self: Any, request: web.Request, org: str) -> web.Stre
         raise input_error(exc) from None
     except ReportFailure as exc:  # a holder of live table rows cannot be reached
         raise ApiError(503, "unavailable", str(exc)) from None
-    return web.json_response(answer.to_json())
+    return json_response(answer.to_json())

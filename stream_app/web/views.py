@@ -82,6 +82,7 @@ from stream_app.web.guard import RouteSpec, check_priority, scoped_venues
 from stream_app.web.inputs import json_object, period_query
 from stream_app.web.permissions import PUBLIC, UNDECLARED, Permission, RouteAccess, allowed
 from stream_app.web.refusals import REFUSED_STATUSES, Refusal, note_refusal, token_subject
+from stream_app.web.responses import json_response
 
 log = logging.getLogger(__name__)
 
@@ -250,7 +251,7 @@ async def _json_errors(
             reason = f"the body is too large ({exc.text or exc.reason})"
             return ApiError(413, "too_large", reason, field="$").response()
         code = exc.reason.lower().replace(" ", "_")
-        return web.json_response(
+        return json_response(
             {"error": {"code": code, "reason": exc.reason, "field": None}}, status=exc.status
         )
     except (
@@ -452,7 +453,7 @@ async def health(self: Any, request: web.Request) -> web.StreamResponse:
         tp.partition for tp in app.assignor.assigned_actives() if tp.topic == WEDDING_BOOKINGS
     )
     status = readiness()
-    return web.json_response(
+    return json_response(
         {"status": status, "ready": status == "ok", "bookings_partitions": actives},
         status=200 if status == "ok" else 503,
     )
@@ -487,7 +488,7 @@ async def venue_metrics(
         rows = await remote_periods(owner, org, venue, grain, periods[0], periods[-1])
     else:
         rows = local_periods(org, venue, grain, periods)
-    return web.json_response(
+    return json_response(
         {"organization_id": org, "venue_id": venue, "grain": grain, "periods": rows}
     )
 
@@ -561,7 +562,7 @@ async def request_report(self: Any, request: web.Request, org: str) -> web.Strea
         raise DependencyUnavailableError(
             "kafka", f"could not enqueue the request: {exc.reason}; retry in {RETRY_AFTER_S} s"
         ) from None
-    return web.json_response(
+    return json_response(
         {
             "report_id": req.report_id,
             "status": "queued",
@@ -586,7 +587,7 @@ async def report_status(
         log_reader = allowed(principal.role, Permission.DELIVERIES_READ)
         links = (await links_of_reports(conn, org, [rec.id])).get(rec.id, []) if log_reader else []
         delivery = await delivery_summary(conn, org, rec.id, show_targets=log_reader)
-    return web.json_response(
+    return json_response(
         {
             "report_id": rec.id,
             "organization_id": rec.organization_id,
@@ -638,7 +639,7 @@ async def report_cancel(
         raise ApiError(
             409, "conflict", f"report is already {outcome}; it cannot be cancelled", field="status"
         )
-    return web.json_response({"report_id": report_id, "status": "cancelled"})
+    return json_response({"report_id": report_id, "status": "cancelled"})
 
 
 @page(
