@@ -137,7 +137,17 @@ def decode_token(
         ) from None
     role = claims["role"]
     internal = _internal(claims, role)
-    if not isinstance(claims["iat"], int | float) or claims["exp"] - claims["iat"] > max_ttl_s:
+    for name in ("iat", "exp"):  # PyJWT lets a numeric string pass
+        value = claims[name]
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ApiError(
+                401,
+                "unauthorized",
+                f"invalid token: {name} is not a number (seconds since the epoch),"
+                f" got {type(value).__name__}",
+                field="Authorization",
+            )
+    if claims["exp"] - claims["iat"] > max_ttl_s:
         raise ApiError(
             401,
             "unauthorized",

@@ -1,6 +1,6 @@
-"""Token verification (:func:`stream_app.web.auth.decode_token`): the worker-to-worker role,
-signed here with the deployment's secret (an attacker holding it, or a bug minting such a
-token), in-process.
+"""Token verification (:func:`stream_app.web.auth.decode_token`): time claims of the wrong type
+and the worker-to-worker role, signed here with the deployment's secret (an attacker holding
+it, or a bug minting such a token), in-process.
 """
 
 from __future__ import annotations
@@ -47,6 +47,30 @@ def refusal(token: str) -> tuple[int, str, str, str | None]:
         decode_token(token, SECRET)
     e = refused.value
     return e.status, e.code, e.reason, e.field
+
+
+@pytest.mark.parametrize("name", ["iat", "exp"])
+def test_a_time_claim_that_is_a_string_is_refused_naming_it(name: str) -> None:
+    """A numeric string passes PyJWT's own check; the reason names the claim (it said
+    "lifetime over the maximum" for ``iat``, and ``exp`` failed with a 500)."""
+    now = int(time.time())
+    value = str(now if name == "iat" else now + 60)
+    assert refusal(signed(**{name: value})) == (
+        401,
+        "unauthorized",
+        f"invalid token: {name} is not a number (seconds since the epoch), got str",
+        "Authorization",
+    )
+    if name == "iat":  # (a boolean exp reads as 1970 to PyJWT: expired)
+        assert refusal(signed(iat=True))[2].endswith("got bool")
+
+
+def test_a_lifetime_over_the_maximum_is_still_named() -> None:
+    now = int(time.time())
+    assert decode_token(signed(iat=now, exp=now + 60), SECRET, max_ttl_s=60).user_id == "u1"
+    with pytest.raises(ApiError) as refused:
+        decode_token(signed(iat=now, exp=now + 61), SECRET, max_ttl_s=60)
+    assert refused.value.reason == "invalid token: lifetime over the maximum of 60 s"
 
 
 def test_a_worker_to_worker_token_has_its_own_role() -> None:
