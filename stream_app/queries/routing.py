@@ -90,6 +90,9 @@ async def remote_json(
 ) -> dict[str, Any]:
     """GET ``base_url + path`` with an internal token of ``organization_id``; its JSON body.
 
+    ``path`` must be a route declared ``forwarded=True`` (:class:`stream_app.web.guard.RouteSpec`):
+    every other route refuses the internal token (403).
+
     ``path`` must already be URL-encoded. The request carries :data:`FORWARDED_HEADER` (so
     the receiver never forwards it again) and ``headers``. A 503 (the other worker is
     restoring its tables or rebalancing) or a connection error is retried with exponential
@@ -159,12 +162,15 @@ async def remote_periods(
     return periods
 
 
-INTERNAL_TOKEN_TTL_S = 300
+INTERNAL_TOKEN_TTL_S = 120
 """Lifetime of a worker-to-worker token (at most ``settings.token_max_ttl_s``); it is used for
-its first fifth only, so one waiting in the other worker's queue, or retried, is not expired
-when checked there (an expired token counts as a bad token from the sending worker's
+its first fifth only (24 s), so one waiting in the other worker's queue, or retried, is not
+expired when checked there (an expired token counts as a bad token from the sending worker's
 address: enough of them under load locked the two workers out of each other, found by the
-HTTP load test)."""
+HTTP load test; one attempt of :func:`remote_json` lasts at most 10 s and each retry takes
+the token anew). Short because the token travels in plain HTTP between the workers: a
+captured one reads the organisation's forwarded tables, without rate limits, until it
+expires (its role grants nothing else, :mod:`stream_app.web.permissions`)."""
 _internal: dict[str, tuple[float, str]] = {}
 """organization_id → (monotonic time to renew, internal token): the receiving worker verifies
 each token once (it remembers verified tokens)."""

@@ -15,15 +15,20 @@ from typing import Required, TypedDict
 import jwt
 
 ROLES: tuple[str, ...] = ("viewer", "analyst", "admin")
-"""The roles a token may carry, least to most (their permissions:
+"""The roles a client's token may carry, least to most (their permissions:
 :mod:`stream_app.web.permissions`)."""
+INTERNAL_ROLE = "internal"
+"""The role of a worker-to-worker token, and only of one (never in :data:`ROLES`, so neither
+the CLI nor :func:`new_token` without ``internal`` gives it to a client): it grants the table
+reads the workers forward to each other and nothing else (:mod:`stream_app.web.permissions`)."""
 
 ALGORITHM = "HS256"
 DEFAULT_ISSUER = "wedding-engine"
 DEFAULT_AUDIENCE = "wedding-engine-api"
 DEFAULT_MAX_TTL_S = 30 * 86_400
 INTERNAL_CLAIM = "wedding_internal"
-"""Set on worker-to-worker tokens (forwarded reads): not rate limited a second time."""
+"""Set (``true``) on worker-to-worker tokens (forwarded reads), together with the role
+:data:`INTERNAL_ROLE`; a token with one and not the other is refused by the API."""
 
 
 class TokenGrant(TypedDict, total=False):
@@ -54,7 +59,7 @@ def new_token(
     user_id: str,
     organization_id: str,
     ttl_seconds: int,
-    role: str = "admin",
+    role: str | None = None,
     venues: list[str] | None = None,
     issuer: str = DEFAULT_ISSUER,
     audience: str = DEFAULT_AUDIENCE,
@@ -62,10 +67,22 @@ def new_token(
 ) -> IssuedToken:
     """Sign a token (see the module docstring); ``ttl_seconds`` from now.
 
+    ``role`` defaults to ``admin``, or to :data:`INTERNAL_ROLE` for a worker-to-worker token
+    (``internal``: it carries :data:`INTERNAL_CLAIM` and that role, no other).
+
     Raises:
-        ValueError: an unknown ``role``.
+        ValueError: a ``role`` not in :data:`ROLES` (a client's token: ``internal`` is
+            refused too), or other than :data:`INTERNAL_ROLE` for an internal token.
     """
-    if role not in ROLES:
+    if internal:
+        if role not in (None, INTERNAL_ROLE):
+            raise ValueError(
+                f"role: a worker-to-worker token has role {INTERNAL_ROLE!r}, got {role!r}"
+            )
+        role = INTERNAL_ROLE
+    elif role is None:
+        role = "admin"
+    elif role not in ROLES:
         raise ValueError(f"role: must be one of {', '.join(ROLES)}, got {role!r}")
     now = datetime.now(UTC).replace(microsecond=0)
     jti = uuid.uuid4().hex

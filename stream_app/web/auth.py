@@ -5,7 +5,9 @@ or the settings ``WEDDING_TOKEN_ISSUER``/``WEDDING_TOKEN_AUDIENCE``), ``jti`` (a
 what a revocation names), ``iat`` and ``exp`` (``exp - iat`` at most the maximum lifetime),
 ``sub``, ``org``, ``role`` (``viewer`` | ``analyst`` | ``admin``, see
 :mod:`stream_app.web.permissions`) and, optionally, ``venues``: the venue ids the token is
-limited to.
+limited to. A worker-to-worker token (:mod:`stream_app.queries.routing`) has the role
+``internal`` and the claim ``wedding_internal: true``, both or neither; it is accepted only
+by the table reads the workers forward to each other (:mod:`stream_app.web.guard`).
 
 A request may read or write only the organisation named in its token; the path's
 organisation must equal the token's ``org`` claim (403 otherwise). The checks that need the
@@ -18,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Unpack
+from typing import Any, Unpack
 
 import jwt
 from aiohttp import web
@@ -29,6 +31,7 @@ from stream_app.schemas.tokens import (
     DEFAULT_ISSUER,
     DEFAULT_MAX_TTL_S,
     INTERNAL_CLAIM,
+    INTERNAL_ROLE,
     ROLES,
     TokenGrant,
     new_token,
@@ -46,11 +49,11 @@ class Principal:
     Attributes:
         user_id: the token's subject (``sub``).
         organization_id: the tenant (``org``).
-        role: ``viewer``, ``analyst`` or ``admin``.
+        role: ``viewer``, ``analyst``, ``admin`` or (a worker-to-worker token) ``internal``.
         venues: the venue ids the token is limited to; None = every venue.
         jti: the token id ("" for tokens decoded without one).
         issued_at: the token's ``iat`` (UTC).
-        internal: a worker-to-worker token.
+        internal: a worker-to-worker token (role ``internal``).
         expires_at: the token's ``exp`` (UTC).
     """
 
@@ -133,11 +136,18 @@ def decode_token(
             401, "unauthorized", f"invalid token: {exc}", field="Authorization"
         ) from None
     role = claims["role"]
-    if role not in ROLES:
-        raise ApiError(
-            401, "unauthorized", f"invalid token: unknown role {role!r}", "Authorization"
-        )
-    if not isinstance(claims["iat"], int | float) or claims["exp"] - claims["iat"] > max_ttl_s:
+    internal = _internal(claims, role)
+    for name in ("iat", "exp"):  # PyJWT lets a numeric string pass
+        value = claims[name]
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ApiError(
+                401,
+                "unauthorized",
+                f"invalid token: {name} is not a number (seconds since the epoch),"
+                f" got {type(value).__name__}",
+                field="Authorization",
+            )
+    if claims["exp"] - claims["iat"] > max_ttl_s:
         raise ApiError(
             401,
             "unauthorized",
@@ -156,9 +166,40 @@ def decode_token(
         venues=None if venues is None else frozenset(venues),
         jti=str(claims["jti"]),
         issued_at=datetime.fromtimestamp(claims["iat"], UTC),
-        internal=claims.get(INTERNAL_CLAIM) is True,
+        internal=internal,
         expires_at=datetime.fromtimestamp(claims["exp"], UTC),
     )
+
+
+def _internal(claims: dict[str, Any], role: object) -> bool:
+    """Whether verified ``claims`` are a worker-to-worker token's: :data:`INTERNAL_CLAIM`
+    ``true`` with the role :data:`INTERNAL_ROLE`.
+
+    Raises:
+        ApiError: 401 ``unauthorized`` (``Authorization``) for a role neither a client's
+            (:data:`ROLES`) nor the internal one, or the claim and the role not together.
+    """
+    internal = claims.get(INTERNAL_CLAIM, False)
+    if not isinstance(internal, bool):
+        raise ApiError(
+            401,
+            "unauthorized",
+            f"invalid token: {INTERNAL_CLAIM} is not a boolean",
+            "Authorization",
+        )
+    if internal is not (role == INTERNAL_ROLE):
+        raise ApiError(
+            401,
+            "unauthorized",
+            f"invalid token: role {INTERNAL_ROLE!r} and the claim {INTERNAL_CLAIM} go together"
+            " (a worker-to-worker token)",
+            "Authorization",
+        )
+    if not internal and role not in ROLES:
+        raise ApiError(
+            401, "unauthorized", f"invalid token: unknown role {role!r}", "Authorization"
+        )
+    return internal
 
 
 def check_organization(principal: Principal, organization_id: str) -> None:

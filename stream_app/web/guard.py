@@ -10,6 +10,9 @@ Part of the HTTP layer (called by :func:`stream_app.web.views.api` for every rou
 4. its organisation must be the path's (403 ``organization_id``);
 5. it must not be revoked (401 ``token_revoked``; :mod:`.revocation`, cached a few seconds);
 6. its role must grant the route's permission (403 ``field: "role"`` naming the permission);
+   a worker-to-worker (internal) token is accepted only by the routes the workers forward
+   reads to (:attr:`RouteSpec.forwarded`), and is exempt from steps 5 and 8 and from the
+   in-flight cap there only;
 7. a venue-scoped token may read only its venues (403 ``path.venue``) and only at routes that
    enforce the scope themselves or name the venue (403 ``venue_scope`` elsewhere);
 8. the token's and the organisation's rate limit for the route class (429, :mod:`.ratelimit`).
@@ -81,12 +84,16 @@ class RouteSpec:
             ``access_token`` query parameter (browsers' ``EventSource`` cannot set headers),
             and the request holds none of the organisation's in-flight slots (the handler
             caps its own streams).
+        forwarded: a read the workers forward to each other (:mod:`stream_app.queries.routing`,
+            :mod:`stream_app.queries.scatter`): the only kind of route a worker-to-worker
+            (internal) token may call; every other route refuses it (403 ``role``).
     """
 
     access: RouteAccess = UNDECLARED
     rate_class: str | None = None
     venue_aware: bool = False
     streaming: bool = False
+    forwarded: bool = False
 
     @property
     def limit_class(self) -> str:
@@ -197,6 +204,7 @@ async def guarded(
     org = params.get("org")
     if isinstance(org, str):
         check_organization(principal, org)
+    check_internal(principal, spec)
     if principal.internal or spec.streaming:
         await _check_principal(request, spec, access, principal, params, client)
         yield
@@ -276,6 +284,23 @@ async def _check_principal(
     if not principal.internal:
         await ratelimit.check_request(principal, spec.limit_class)
     request[PRINCIPAL_KEY] = principal
+
+
+def check_internal(principal: Principal, spec: RouteSpec) -> None:
+    """Refuse a worker-to-worker (internal) token at a route the workers do not forward
+    reads to (see the module docstring, step 6).
+
+    Raises:
+        ApiError: 403 ``forbidden`` naming ``role``.
+    """
+    if principal.internal and not spec.forwarded:
+        raise ApiError(
+            403,
+            "forbidden",
+            f"role {principal.role!r} (a worker-to-worker token) may only read the tables the"
+            " workers forward to each other",
+            field="role",
+        )
 
 
 def check_venue_scope(principal: Principal, spec: RouteSpec, params: Mapping[str, Any]) -> None:

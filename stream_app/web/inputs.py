@@ -8,6 +8,7 @@ request the language refuses, an organisation PostgreSQL does not know.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -43,15 +44,53 @@ async def read_body(request: web.Request, max_bytes: int = MAX_BODY_BYTES) -> by
 
 
 def json_value(raw: bytes) -> Any:
-    """``raw`` decoded as JSON.
+    """``raw`` decoded as JSON, each object's keys once.
 
     Raises:
-        ApiError: 400 ``invalid_json`` naming ``$``.
+        ApiError: 400 ``invalid_json`` naming ``$``; 400 ``invalid_field`` naming a key an
+            object repeats (:func:`refuse_duplicate_keys`).
     """
     try:
-        return orjson.loads(raw)
+        value = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise ApiError(400, "invalid_json", f"body is not JSON: {exc}", field="$") from None
+    refuse_duplicate_keys(raw)
+    return value
+
+
+def refuse_duplicate_keys(raw: bytes) -> None:
+    """Refuse a JSON body in which an object repeats a key (``{"report_id": "a", "report_id":
+    "b"}``): decoders keep the last value silently, so what the caller meant is unknown.
+
+    orjson and msgspec (the body decoders) do not report repeats; the standard library's
+    ``json`` does, through ``object_pairs_hook``. ``raw`` is parsed a second time for it
+    (bodies are at most 64 KiB); text ``json`` cannot read is left to the decoder's own error.
+
+    Raises:
+        ApiError: 400 ``invalid_field`` naming ``$.<key>`` when the body's top-level object
+            repeats it, else ``$..<key>`` (JSONPath: the key at some depth).
+    """
+    repeated: list[str | None] = []  # per object, innermost first, the top-level one last
+
+    def pairs_hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        out = dict(pairs)
+        repeated.append(_first_repeat(pairs) if len(out) < len(pairs) else None)
+        return out
+
+    try:
+        top = json.loads(raw, object_pairs_hook=pairs_hook)
+    except (ValueError, RecursionError):
+        return
+    key = repeated[-1] if isinstance(top, dict) and repeated[-1] is not None else None
+    path = f"$.{key}" if key is not None else None
+    if path is None:
+        key = next((k for k in repeated if k is not None), None)
+        if key is None:
+            return
+        path = f"$..{key}"
+    raise ApiError(
+        400, "invalid_field", f"the key {key!r} appears twice in an object; send it once", path
+    )
 
 
 def json_object(raw: bytes) -> dict[str, Any]:
@@ -104,16 +143,29 @@ def aggregation_error(exc: AggregationError) -> ApiError:
     return ApiError(400, exc.code, exc.reason, field=exc.field)
 
 
+def _first_repeat(pairs: list[tuple[str, Any]]) -> str | None:
+    """The first key of ``pairs`` that an earlier pair already had."""
+    seen: set[str] = set()
+    for key, _ in pairs:
+        if key in seen:
+            return key
+        seen.add(key)
+    return None
+
+
 def decode_aggregation(decode: Callable[[bytes], T], raw: bytes) -> T:
     """``decode(raw)`` (an aggregation request or rollup definition decoder).
 
     Raises:
-        ApiError: 400 naming the JSON path the decoder refused (:func:`aggregation_error`).
+        ApiError: 400 naming the JSON path the decoder refused (:func:`aggregation_error`), or
+            a key an object repeats (:func:`refuse_duplicate_keys`).
     """
     try:
-        return decode(raw)
+        decoded = decode(raw)
     except AggregationError as exc:
         raise aggregation_error(exc) from None
+    refuse_duplicate_keys(raw)
+    return decoded
 
 
 def organization_not_found(exc: UnknownOrganizationError) -> ApiError:

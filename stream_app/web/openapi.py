@@ -502,10 +502,10 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ),
     ("GET", "/orgs/{org}/interactions/summary"): Operation(
         "Interactions of the organisation per month.",
-        query=(*_MONTHS, Param("zone", {"type": "string"})),
+        query=_MONTHS,  # (a worker's part takes ``zone`` too: not for clients)
     ),
     ("GET", "/orgs/{org}/payments/summary"): Operation(
-        "Payments of the organisation per month.", query=_MONTHS
+        "Payments of the organisation per currency."
     ),
     ("GET", "/orgs/{org}/suppliers/summary"): Operation(
         "Supplier activity of the organisation per month.", query=_MONTHS

@@ -13,6 +13,12 @@ Roles, each including the one before:
 - ``admin``: also schedules, deliveries, tokens, GDPR actions, retention rules, audit reads,
   query statistics.
 
+A worker-to-worker token (role ``internal``, :data:`~stream_app.schemas.tokens.INTERNAL_ROLE`:
+a read one worker forwards to the worker holding the rows) grants only ``tables:read``, and
+only at the routes declared ``forwarded=True`` (the venue metrics, a booking's payments, a
+client's interactions, a supplier's activity and the three organisation summaries); every
+other route refuses it with the same 403 ``field: "role"`` (:mod:`stream_app.web.guard`).
+
 A route open to everyone (``/health``, ``/metrics``, signed download links, which carry their
 own credential) declares :data:`PUBLIC`; a route that declares nothing is refused to every
 caller (:data:`UNDECLARED`, fail closed) and fails ``tests/e2e/test_roles.py``.
@@ -23,7 +29,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Final
 
-from stream_app.schemas.tokens import ROLES
+from stream_app.schemas.tokens import INTERNAL_ROLE, ROLES
 
 
 class Permission(StrEnum):
@@ -92,8 +98,9 @@ ROLE_PERMISSIONS: dict[str, frozenset[Permission]] = {
     "viewer": _VIEWER,
     "analyst": _ANALYST,
     "admin": _ADMIN,
+    INTERNAL_ROLE: frozenset({Permission.TABLES_READ}),
 }
-"""The permissions each role grants."""
+"""The permissions each role grants (the internal role's only at the forwarded routes)."""
 
 
 def allowed(role: str, permission: Permission) -> bool:

@@ -29,7 +29,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
-import orjson
 from aiohttp import web
 
 from stream_app.app import settings
@@ -61,7 +60,7 @@ from stream_app.web.delivery_targets import (
     target_from_json,
 )
 from stream_app.web.errors import ApiError, report_not_found
-from stream_app.web.inputs import require_query
+from stream_app.web.inputs import json_value, require_query
 from stream_app.web.permissions import PUBLIC, Permission
 from stream_app.web.responses import json_response
 from stream_app.web.views import media_type, page
@@ -94,16 +93,28 @@ def schedule_from_json(
 ) -> Schedule:
     """Build and validate a :class:`Schedule` from a request body.
 
+    Args:
+        schedule_id: the path's id (a replacement), which a ``schedule_id`` in the body must
+            equal; None for a new schedule (the body's id, else a random one).
+
     Raises:
         ApiError: 400 naming the field as a report request's errors do, from the body's root
             (``$.cron``, ``$.delivery.url``, ``$.retry.base_backoff_s``): unknown field, wrong
-            type, invalid value.
+            type, invalid value, a ``schedule_id`` other than the path's.
     """
     if not isinstance(body, dict):
         raise ApiError(400, "invalid_field", "body must be a JSON object", field="$")
     unknown = sorted(set(body) - _FIELDS)
     if unknown:
         raise ApiError(400, "invalid_field", f"unknown field(s) {unknown}", field=f"$.{unknown[0]}")
+    if schedule_id is not None and body.get("schedule_id", schedule_id) != schedule_id:
+        raise ApiError(
+            400,
+            "invalid_field",
+            f"{body['schedule_id']!r} differs from the path's schedule_id {schedule_id!r}"
+            " (a schedule keeps its id: leave it out of the body, or send the same)",
+            field="$.schedule_id",
+        )
     for required in ("report_type", "date_range", "output_formats", "cron", "delivery"):
         if required not in body:
             raise ApiError(400, "missing_field", f"{required} is required", field=f"$.{required}")
@@ -194,10 +205,7 @@ def _upcoming(s: Schedule, now: datetime, last_fire: datetime | None = None) -> 
 
 
 async def _body(request: web.Request) -> Any:
-    try:
-        return orjson.loads(await request.read())
-    except orjson.JSONDecodeError as exc:
-        raise ApiError(400, "invalid_json", f"body is not JSON: {exc}", field="$") from None
+    return json_value(await request.read())
 
 
 def _audit_details(schedule: Schedule) -> dict[str, Any]:

@@ -90,7 +90,7 @@ def _months(request: web.Request) -> list[str]:
     return period_labels("month", request.query["from"], request.query["to"])
 
 
-@page("/orgs/{org}/bookings/{booking}/payments", permission=Permission.TABLES_READ)
+@page("/orgs/{org}/bookings/{booking}/payments", permission=Permission.TABLES_READ, forwarded=True)
 async def booking_payments(
     self: Any, request: web.Request, org: str, booking: str
 ) -> web.StreamResponse:
@@ -119,7 +119,9 @@ async def booking_payments(
     )
 
 
-@page("/orgs/{org}/clients/{client}/interactions", permission=Permission.TABLES_READ)
+@page(
+    "/orgs/{org}/clients/{client}/interactions", permission=Permission.TABLES_READ, forwarded=True
+)
 async def client_interactions(
     self: Any, request: web.Request, org: str, client: str
 ) -> web.StreamResponse:
@@ -149,7 +151,9 @@ def client_interactions_body(org: str, client: str) -> dict[str, Any]:
     }
 
 
-@page("/orgs/{org}/suppliers/{supplier}/activity", permission=Permission.TABLES_READ)
+@page(
+    "/orgs/{org}/suppliers/{supplier}/activity", permission=Permission.TABLES_READ, forwarded=True
+)
 async def supplier_activity(
     self: Any, request: web.Request, org: str, supplier: str
 ) -> web.StreamResponse:

@@ -91,10 +91,20 @@ def _part_request(request: web.Request, org: str) -> bool:
 
     Raises:
         ApiError: 400 ``invalid_field`` naming the header when a client's token sends it (a
-            part shows the worker's partitions, and takes the internal ``zone`` parameter).
+            part shows the worker's partitions, and takes the internal ``zone`` parameter);
+            403 ``forbidden`` naming ``role`` when a worker-to-worker token leaves it out
+            (a whole summary fans out to every worker: not for a token that skips the
+            rate limits).
     """
     principal = authenticate(request, settings.jwt_secret, org)
     if PART_HEADER not in request.headers:
+        if principal.internal:  # the workers ask each other for parts only, never the whole
+            raise ApiError(
+                403,
+                "forbidden",
+                f"a worker-to-worker token asks for a worker's part ({PART_HEADER}) only",
+                field="role",
+            )
         return False
     if not principal.internal:
         raise ApiError(
@@ -106,7 +116,7 @@ def _part_request(request: web.Request, org: str) -> bool:
     return True
 
 
-@page("/orgs/{org}/interactions/summary", permission=Permission.TABLES_READ)
+@page("/orgs/{org}/interactions/summary", permission=Permission.TABLES_READ, forwarded=True)
 async def interactions_summary(self: Any, request: web.Request, org: str) -> web.StreamResponse:
     """The organisation's interactions summary (see the module docstring)."""
     part_request = _part_request(request, org)
@@ -143,7 +153,7 @@ async def interactions_summary(self: Any, request: web.Request, org: str) -> web
     )
 
 
-@page("/orgs/{org}/payments/summary", permission=Permission.TABLES_READ)
+@page("/orgs/{org}/payments/summary", permission=Permission.TABLES_READ, forwarded=True)
 async def payments_summary(self: Any, request: web.Request, org: str) -> web.StreamResponse:
     """The organisation's payments summary per currency (see the module docstring)."""
     part_request = _part_request(request, org)
@@ -169,7 +179,7 @@ async def payments_summary(self: Any, request: web.Request, org: str) -> web.Str
     )
 
 
-@page("/orgs/{org}/suppliers/summary", permission=Permission.TABLES_READ)
+@page("/orgs/{org}/suppliers/summary", permission=Permission.TABLES_READ, forwarded=True)
 async def suppliers_summary(self: Any, request: web.Request, org: str) -> web.StreamResponse:
     """The organisation's supplier activity per UTC month (see the module docstring)."""
     part_request = _part_request(request, org)

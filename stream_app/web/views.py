@@ -160,6 +160,7 @@ def page(
     rate_class: str | None = None,
     venue_aware: bool = False,
     streaming: bool = False,
+    forwarded: bool = False,
 ) -> Callable[[Handler], Handler]:
     """Declare ``fn`` as the ``method`` handler of ``path`` (see :func:`register_routes`).
 
@@ -170,6 +171,8 @@ def page(
             :class:`~stream_app.web.guard.RouteSpec`).
         venue_aware: the handler restricts its answer to a venue-scoped token's venues.
         streaming: a long-lived response (see :class:`~stream_app.web.guard.RouteSpec`).
+        forwarded: a read the workers forward to each other, the only kind of route a
+            worker-to-worker token may call (see :class:`~stream_app.web.guard.RouteSpec`).
 
     The handler is wrapped by :func:`api` (JSON errors, request counting, the guard).
     """
@@ -178,7 +181,7 @@ def page(
         methods = _ROUTES.setdefault(path, {})
         if method in methods:
             raise RuntimeError(f"{method.upper()} {path} is declared twice")
-        spec = RouteSpec(permission, rate_class, venue_aware, streaming)
+        spec = RouteSpec(permission, rate_class, venue_aware, streaming, forwarded)
         ROUTE_SPECS[(method.upper(), path)] = spec
         methods[method] = api(path, spec)(fn)
         return fn
@@ -467,7 +470,7 @@ async def metrics(self: Any, request: web.Request) -> web.StreamResponse:
     return resp
 
 
-@page("/orgs/{org}/venues/{venue}/metrics", permission=Permission.TABLES_READ)
+@page("/orgs/{org}/venues/{venue}/metrics", permission=Permission.TABLES_READ, forwarded=True)
 async def venue_metrics(
     self: Any, request: web.Request, org: str, venue: str
 ) -> web.StreamResponse:

@@ -6,6 +6,7 @@ from typing import Any
 
 import aiohttp
 import asyncpg
+import orjson
 import pytest
 
 from stream_app.db.tenancy import Organization, upsert_organization
@@ -252,3 +253,68 @@ async def test_known_report_id_is_a_conflict_and_internal_webhooks_are_refused(
     schedule["delivery"]["url"] = "https://hooks.example.org/x"
     status, body = await call(main_worker, "POST", "/orgs/conflict-org/schedules", h, json=schedule)
     assert (status, body["error"]["field"]) == (400, "$.cron")
+
+
+async def test_a_body_id_other_than_the_paths_or_a_repeated_key_is_refused(
+    settings: Settings, main_worker: WorkerProcess
+) -> None:
+    """A security review's findings: ``PUT …/schedules/amonthly`` with ``"schedule_id":
+    "monthly"`` answered 200 (the body's id ignored), and a repeated key was taken with its
+    last value."""
+    org = "body-ids-org"
+    conn = await asyncpg.connect(settings.postgres_dsn)
+    try:
+        await upsert_organization(conn, Organization(org, org, "UTC", "EUR"))
+    finally:
+        await conn.close()
+    h = auth(settings, org)
+    status, body = await call(
+        main_worker, "POST", f"/orgs/{org}/schedules", h, json=schedule_body(schedule_id="amonthly")
+    )
+    assert status in (201, 409), body  # 409: a rerun against the same database
+    status, body = await call(  # the body may repeat the path's id
+        main_worker,
+        "PUT",
+        f"/orgs/{org}/schedules/amonthly",
+        h,
+        json=schedule_body(schedule_id="amonthly"),
+    )
+    assert (status, body["schedule_id"], body["cron"]) == (200, "amonthly", "0 8 1 * *"), body
+    status, body = await call(
+        main_worker,
+        "PUT",
+        f"/orgs/{org}/schedules/amonthly",
+        h,
+        json=schedule_body(schedule_id="monthly", cron="0 9 1 * *"),
+    )
+    assert (status, body) == (
+        400,
+        {
+            "error": {
+                "code": "invalid_field",
+                "reason": "'monthly' differs from the path's schedule_id 'amonthly' (a schedule"
+                " keeps its id: leave it out of the body, or send the same)",
+                "field": "$.schedule_id",
+            }
+        },
+    )
+    status, body = await call(main_worker, "GET", f"/orgs/{org}/schedules/amonthly", h)
+    assert (status, body["cron"]) == (200, "0 8 1 * *")  # unchanged
+    status, body = await call(main_worker, "GET", f"/orgs/{org}/schedules/monthly", h)
+    assert (status, body["error"]["field"]) == (404, "schedule_id")
+    report = report_body("2016-01-01", "2016-01-31")
+    fields = ", ".join(f'"{k}": {orjson.dumps(v).decode()}' for k, v in report.items())
+    raw = '{"report_id": "dup-a", ' + fields + ', "report_id": "dup-b"}'
+    status, body = await call(
+        main_worker,
+        "POST",
+        f"/orgs/{org}/reports",
+        {**h, "Content-Type": "application/json"},
+        data=raw.encode(),
+    )
+    assert (status, body["error"]["code"], body["error"]["field"]) == (
+        400,
+        "invalid_field",
+        "$.report_id",
+    ), body
+    assert body["error"]["reason"] == "the key 'report_id' appears twice in an object; send it once"

@@ -18,6 +18,7 @@ import pytest
 
 from stream_app.db.tenancy import Organization, Venue, upsert_organization, upsert_venue
 from stream_app.devservices.workers import WorkerProcess
+from stream_app.schemas.tokens import new_token
 from stream_app.settings import Settings
 from stream_app.web.auth import issue_token
 from tests.e2e.helpers import bearer, db_value, report_body, schedule_body
@@ -64,6 +65,18 @@ PUBLIC_ROUTES = {
 }
 """The only routes without a bearer token (a signed link is its own credential)."""
 
+FORWARDED_ROUTES = {
+    ("GET", "/orgs/{org}/venues/{venue}/metrics"),
+    ("GET", "/orgs/{org}/bookings/{booking}/payments"),
+    ("GET", "/orgs/{org}/clients/{client}/interactions"),
+    ("GET", "/orgs/{org}/suppliers/{supplier}/activity"),
+    ("GET", "/orgs/{org}/interactions/summary"),
+    ("GET", "/orgs/{org}/payments/summary"),
+    ("GET", "/orgs/{org}/suppliers/summary"),
+}
+"""The reads one worker forwards to another (``stream_app.queries.routing.remote_json``'s
+callers): the only routes a worker-to-worker token (role ``internal``) may call."""
+
 PATH_VALUES = {
     "org": ORG,
     "venue": "v1",
@@ -91,18 +104,39 @@ for route in app.web.web_app.router.routes():
     spec = ROUTE_SPECS.get((route.method, path))
     access = None if spec is None else (
         spec.access.value if isinstance(spec.access, Permission) else repr(spec.access))
-    out.append([route.method, path, access, bool(spec and spec.venue_aware)])
+    out.append([route.method, path, access, bool(spec and spec.venue_aware),
+                bool(spec and spec.forwarded)])
 print(json.dumps(out))
 """
 
 
 def router_routes() -> list[tuple[str, str, str | None, bool]]:
     """(method, path, declared access, venue_aware) of every route a worker serves."""
+    return [(m, p, a, v) for m, p, a, v, _ in router_specs()]
+
+
+def router_specs() -> list[tuple[str, str, str | None, bool, bool]]:
+    """(method, path, declared access, venue_aware, forwarded) of every route a worker
+    serves."""
     done = subprocess.run(
         [sys.executable, "-c", _ENUMERATE], capture_output=True, text=True, check=True
     )
     rows = json.loads(done.stdout.strip().splitlines()[-1])
-    return [(str(m), str(p), a, bool(v)) for m, p, a, v in rows]
+    return [(str(m), str(p), a, bool(v), bool(f)) for m, p, a, v, f in rows]
+
+
+def internal_token(settings: Settings, org: str = ORG) -> str:
+    """A worker-to-worker token of ``org``, as a worker mints it
+    (``stream_app.queries.routing._internal_token``)."""
+    return new_token(
+        settings.jwt_secret,
+        user_id="internal",
+        organization_id=org,
+        ttl_seconds=120,
+        issuer=settings.token_issuer,
+        audience=settings.token_audience,
+        internal=True,
+    ).token
 
 
 def token(settings: Settings, role: str, org: str = ORG, venues: list[str] | None = None) -> str:
@@ -110,10 +144,15 @@ def token(settings: Settings, role: str, org: str = ORG, venues: list[str] | Non
 
 
 async def call(
-    s: aiohttp.ClientSession, method: str, path: str, bearer: str, body: Any = None
+    s: aiohttp.ClientSession,
+    method: str,
+    path: str,
+    bearer: str,
+    body: Any = None,
+    headers: dict[str, str] | None = None,
 ) -> tuple[int, dict[str, Any]]:
     url = path.format(**PATH_VALUES)
-    kwargs: dict[str, Any] = {"headers": {"Authorization": f"Bearer {bearer}"}}
+    kwargs: dict[str, Any] = {"headers": {"Authorization": f"Bearer {bearer}", **(headers or {})}}
     if method in ("POST", "PUT"):
         kwargs["json"] = {} if body is None else body
     else:
@@ -149,6 +188,8 @@ def test_every_route_declares_a_permission() -> None:
     assert public == PUBLIC_ROUTES
     known = set().union(*GRANTS.values())
     assert {a for _, _, a, _ in routes if a != "PUBLIC"} <= known
+    forwarded = {(m, p) for m, p, _, _, f in router_specs() if f}
+    assert forwarded == FORWARDED_ROUTES
 
 
 async def test_role_matrix(main_worker: WorkerProcess, settings: Settings, orgs: None) -> None:
@@ -166,6 +207,17 @@ async def test_role_matrix(main_worker: WorkerProcess, settings: Settings, orgs:
                     assert body["error"]["field"] == "role"
                     assert f"'{access}'" in body["error"]["reason"]
                 checked += 1
+            # a worker-to-worker token: the forwarded reads only (a part of a summary only)
+            headers = {"X-Wedding-Summary-Part": "1"} if path.endswith("/summary") else {}
+            status, body = await call(s, method, path, internal_token(settings), None, headers)
+            if (method, path) in FORWARDED_ROUTES:
+                assert status not in (401, 403), ("internal", method, path, status, body)
+            else:
+                assert (status, body["error"]["code"], body["error"]["field"]) == (
+                    403,
+                    "forbidden",
+                    "role",
+                ), ("internal", method, path, body)
             if "{org}" in path:
                 # the other organisation's admin: refused whatever the role
                 status, body = await call(s, method, path, token(settings, "admin", OTHER))
@@ -255,3 +307,37 @@ async def test_a_schedule_is_owned_by_the_subject_that_created_it(
         forged = {**body, "created_by": "mallory"}
         status, refused = await call(s, "POST", "/orgs/{org}/schedules", admin("bob"), forged)
         assert status == 400
+
+
+async def test_a_worker_to_worker_token_is_no_admin(
+    main_worker: WorkerProcess, settings: Settings, orgs: None
+) -> None:
+    """A security review's finding: a worker-to-worker token was an admin of its organisation,
+    exempt from revocation and the limits, and travels in plain HTTP between the workers. Its
+    own role now reads the forwarded tables only."""
+    internal = internal_token(settings)
+    refused = {
+        "error": {
+            "code": "forbidden",
+            "reason": "role 'internal' (a worker-to-worker token) may only read the tables the"
+            " workers forward to each other",
+            "field": "role",
+        }
+    }
+    async with aiohttp.ClientSession(main_worker.url) as s:
+        for method, path in (
+            ("GET", "/orgs/{org}/audit"),
+            ("POST", "/orgs/{org}/reports/X/links/revoke"),
+            ("POST", "/orgs/{org}/reports/X/cancel"),
+            ("POST", "/orgs/{org}/tokens/revoke"),
+            ("GET", "/orgs/{org}/venues/v1/occupancy"),  # a table read no worker forwards
+        ):
+            assert await call(s, method, path, internal) == (403, refused), path
+        # a whole summary fans out to every worker: the workers ask for parts only
+        status, body = await call(s, "GET", "/orgs/{org}/payments/summary", internal)
+        assert (status, body["error"]["code"], body["error"]["field"]) == (403, "forbidden", "role")
+        part = {"X-Wedding-Summary-Part": "1"}
+        status, body = await call(s, "GET", "/orgs/{org}/suppliers/summary", internal, None, part)
+        assert status == 200 and set(body) == {"partitions", "part"}, body
+        status, body = await call(s, "GET", "/orgs/{org}/venues/v1/metrics", internal)
+        assert status == 200 and body["venue_id"] == "v1", body

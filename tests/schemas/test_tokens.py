@@ -54,13 +54,26 @@ def test_claims_and_an_hs256_signature_by_the_secret() -> None:
     assert issued.expires_at - issued.issued_at == timedelta(seconds=3600)
 
 
-def test_defaults_every_venue_and_the_internal_claim() -> None:
+def test_defaults_every_venue_and_the_internal_claim_with_its_own_role() -> None:
     first = new_token(SECRET, user_id="w", organization_id="o", ttl_seconds=60, internal=True)
     _, claims, _, _ = parts(first.token)
-    assert claims["role"] == "admin" and "venues" not in claims
+    assert claims["role"] == "internal" and "venues" not in claims  # not an admin
     assert claims[INTERNAL_CLAIM] is True
     second = new_token(SECRET, user_id="w", organization_id="o", ttl_seconds=60)
+    _, claims, _, _ = parts(second.token)
+    assert claims["role"] == "admin" and INTERNAL_CLAIM not in claims
     assert len(first.jti) == 32 and first.jti != second.jti  # a fresh id each time
+
+
+def test_the_internal_role_is_never_a_clients() -> None:
+    refused = r"^role: must be one of viewer, analyst, admin, got 'internal'$"
+    with pytest.raises(ValueError, match=refused):
+        new_token(SECRET, user_id="u", organization_id="o", ttl_seconds=60, role="internal")
+    refused = r"^role: a worker-to-worker token has role 'internal', got 'admin'$"
+    with pytest.raises(ValueError, match=refused):
+        new_token(
+            SECRET, user_id="w", organization_id="o", ttl_seconds=60, role="admin", internal=True
+        )
 
 
 def test_an_unknown_role_is_refused() -> None:

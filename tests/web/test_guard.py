@@ -17,7 +17,7 @@ from aiohttp.test_utils import make_mocked_request
 from stream_app.app import settings
 from stream_app.queries import routing
 from stream_app.web import guard, ratelimit
-from stream_app.web.auth import issue_token
+from stream_app.web.auth import PRINCIPAL_KEY, issue_token
 from stream_app.web.errors import ApiError
 from stream_app.web.permissions import Permission
 
@@ -63,7 +63,7 @@ async def test_concurrent_lockout_checks_ask_the_store_once_and_a_lockout_holds(
     assert locked.value.field == "Authorization" and locked.value.retry_after_s >= 1
 
 
-def test_a_worker_to_worker_token_outlives_its_use_by_minutes() -> None:
+def test_a_worker_to_worker_token_outlives_its_use_by_over_a_minute() -> None:
     # a forwarded read may wait in the other worker's queue (and be retried) for tens of
     # seconds under load; its token must still be valid there
     token = routing._internal_token("org-fwd")
@@ -75,9 +75,9 @@ def test_a_worker_to_worker_token_outlives_its_use_by_minutes() -> None:
         if principal.expires_at and principal.issued_at
         else []
     )
-    assert lifetimes == [timedelta(seconds=300)]
+    assert lifetimes == [timedelta(seconds=120)]  # short: it travels in plain HTTP
     renew_at, _ = routing._internal["org-fwd"]
-    assert 59 <= renew_at - time.monotonic() <= 60  # used for its first minute only
+    assert 23 <= renew_at - time.monotonic() <= 24  # used for its first fifth only
 
 
 async def test_an_organisation_out_of_in_flight_slots_is_refused_naming_it(
@@ -105,3 +105,40 @@ async def test_an_organisation_out_of_in_flight_slots_is_refused_naming_it(
         }
     }
     assert refused.value.status == 503
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        guard.RouteSpec(Permission.AUDIT_READ),
+        guard.RouteSpec(Permission.SCHEDULES_MANAGE),  # the report links' revocation
+        guard.RouteSpec(Permission.REPORTS_REQUEST, rate_class="admin", venue_aware=True),
+        guard.RouteSpec(Permission.TABLES_READ),  # a table read the workers do not forward
+    ],
+)
+@pytest.mark.filterwarnings("ignore::aiohttp.web_exceptions.NotAppKeyWarning")  # the guard's key
+async def test_a_worker_to_worker_token_is_refused_off_the_forwarded_reads(
+    spec: guard.RouteSpec,
+) -> None:
+    """An internal token was an admin of its organisation, exempt from revocation and the
+    limits (a security review's finding): now it passes only the forwarded reads."""
+    org = "guard-internal-org"
+    token = routing._internal_token(org)
+    request = make_mocked_request(
+        "GET", f"/orgs/{org}/audit", headers={"Authorization": f"Bearer {token}"}
+    )
+    with pytest.raises(ApiError) as refused:
+        async with guard.guarded(request, spec, {"org": org}):
+            pytest.fail("the handler ran for an internal token")
+    assert refused.value.status == 403
+    assert orjson.loads(refused.value.response().text or "") == {
+        "error": {
+            "code": "forbidden",
+            "reason": "role 'internal' (a worker-to-worker token) may only read the tables"
+            " the workers forward to each other",
+            "field": "role",
+        }
+    }
+    forwarded = guard.RouteSpec(Permission.TABLES_READ, forwarded=True)
+    async with guard.guarded(request, forwarded, {"org": org}):
+        assert request[PRINCIPAL_KEY].role == "internal"

@@ -125,6 +125,38 @@ def test_decode_aggregation_names_the_path() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("raw", "key", "field"),
+    [
+        (b'{"report_id": "a", "report_id": "b"}', "report_id", "$.report_id"),
+        (b'{"a": {"x": 1, "x": 1}, "b": 2}', "x", "$..x"),  # the same value twice too
+        (b'[{"q": 1}, {"q": 2, "q": 3}]', "q", "$..q"),
+        (b'{"d": {"b": 1, "b": 2}, "c": 1, "c": 3}', "c", "$.c"),  # the top level's first
+    ],
+)
+def test_a_key_an_object_repeats_is_refused_naming_it(raw: bytes, key: str, field: str) -> None:
+    """Decoders kept the last value silently (a security review's finding)."""
+    with pytest.raises(ApiError) as caught:
+        json_value(raw)
+    e = caught.value
+    assert (e.status, e.code, e.field) == (400, "invalid_field", field)
+    assert e.reason == f"the key {key!r} appears twice in an object; send it once"
+    assert json_value(b'{"a": {"x": 1}, "b": {"x": 2}}') == {"a": {"x": 1}, "b": {"x": 2}}
+
+
+def test_an_aggregation_that_repeats_a_key_is_refused_naming_it() -> None:
+    """msgspec, the aggregation decoder, keeps the last value too."""
+    metrics = b'"metrics": [{"op": "count"}]'
+    once = b'{"dataset": "payments", ' + metrics + b"}"
+    assert decode_aggregation(decode_request, once).dataset == "payments"
+    with pytest.raises(ApiError) as caught:
+        decode_aggregation(
+            decode_request, b'{"dataset": "payments", "dataset": "bookings", ' + metrics + b"}"
+        )
+    e = caught.value
+    assert (e.status, e.code, e.field) == (400, "invalid_field", "$.dataset")
+
+
 async def test_known_organization(settings: Settings) -> None:
     conn = await asyncpg.connect(settings.postgres_dsn)
     try:

@@ -21,7 +21,7 @@ from stream_app.db.tenancy import Organization, Venue, upsert_organization, upse
 from stream_app.devservices.workers import WorkerProcess
 from stream_app.settings import Settings
 from stream_app.web.auth import issue_token
-from tests.e2e.test_roles import router_routes
+from tests.e2e.test_roles import PATH_VALUES, router_routes
 from tests.web.test_schedules import SCHEDULE_BODY
 
 ORG = "openapi-org"
@@ -125,6 +125,48 @@ async def test_real_answers_match_the_document(
         await check("POST", "/orgs/{org}/reports", 400, {**report, "output_formats": ["doc"]})
         await check("GET", "/orgs/{org}/venues/{venue}/metrics", 400, ids={"venue": "v1"})
     assert checked == 11
+
+
+SAMPLE_QUERY = {"from": "2016-01", "to": "2016-02", "time_zone": "UTC", "cron": "0 8 * * *"}
+"""A value per query parameter name for :func:`test_each_route_reads_the_query_it_lists`
+(others get ``1``: a bad value is a 400 too, but never "unknown query parameter")."""
+UNLISTED = "not_a_listed_parameter"
+
+
+async def test_each_route_reads_the_query_it_lists(
+    main_worker: WorkerProcess, settings: Settings, org: None
+) -> None:
+    """Every query parameter the document lists is one the route reads (it listed ``zone`` for
+    the interactions summary, and ``from``/``to`` for the payments summary, both refused as
+    unknown); and a route that refuses unknown parameters names as allowed exactly the ones
+    listed."""
+    doc = await fetch_document(main_worker.url)
+    token = issue_token(
+        settings.jwt_secret, user_id="doc", organization_id=ORG, ttl_seconds=600, role="admin"
+    )
+    ids = {**PATH_VALUES, "org": ORG, "asset": "x"}
+    compared = 0
+    async with aiohttp.ClientSession(
+        main_worker.url, headers={"Authorization": f"Bearer {token}"}
+    ) as s:
+        for path, ops in doc["paths"].items():
+            if path in NOT_FUZZED or "get" not in ops:
+                continue
+            listed = {p["name"] for p in ops["get"].get("parameters", []) if p["in"] == "query"}
+            query = {name: SAMPLE_QUERY.get(name, "1") for name in listed}
+            url = path.format(**ids)
+            async with s.get(url, params=query) as r:
+                body = await r.json(content_type=None) if r.status == 400 else {}
+            reason = body.get("error", {}).get("reason", "") if isinstance(body, dict) else ""
+            assert not reason.startswith("unknown query parameter"), (path, body)
+            async with s.get(url, params={**query, UNLISTED: "1"}) as r:
+                body = await r.json(content_type=None) if r.status == 400 else {}
+            reason = body.get("error", {}).get("reason", "") if isinstance(body, dict) else ""
+            if reason.startswith(f"unknown query parameter {UNLISTED!r}; allowed: "):
+                allowed = reason.split("allowed: ", 1)[1]
+                assert allowed == str(sorted(listed)), (path, allowed, sorted(listed))
+                compared += 1
+    assert compared >= 3  # the three summaries refuse unknown parameters
 
 
 @pytest.fixture(scope="module")

@@ -51,3 +51,29 @@ def test_a_delivery_method_that_is_no_method_name_is_a_400(method: object) -> No
     with pytest.raises(ApiError) as caught:
         schedule_from_json(body, organization_id="o", principal=principal, default_zone="UTC")
     assert (caught.value.status, caught.value.field) == (400, "$.delivery.method")
+
+
+def test_a_body_id_other_than_the_paths_is_a_400_naming_it() -> None:
+    """``PUT …/schedules/amonthly`` with ``"schedule_id": "monthly"`` answered 200 and ignored
+    the body's id (a security review's finding)."""
+    principal = Principal(user_id="u", organization_id="o", role="admin")
+
+    def replace(body: dict[str, Any]) -> str:
+        return schedule_from_json(
+            body,
+            organization_id="o",
+            principal=principal,
+            default_zone="UTC",
+            schedule_id="amonthly",
+        ).schedule_id
+
+    with pytest.raises(ApiError) as caught:
+        replace({**SCHEDULE_BODY, "schedule_id": "monthly"})
+    e = caught.value
+    assert (e.status, e.code, e.field) == (400, "invalid_field", "$.schedule_id")
+    assert e.reason == (
+        "'monthly' differs from the path's schedule_id 'amonthly' (a schedule keeps its id:"
+        " leave it out of the body, or send the same)"
+    )
+    assert replace({**SCHEDULE_BODY, "schedule_id": "amonthly"}) == "amonthly"
+    assert replace(SCHEDULE_BODY) == "amonthly"
