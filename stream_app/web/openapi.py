@@ -213,12 +213,13 @@ SSE_DOC = (
     "Server-Sent Events: `event:` is the message's `kind` (`metric_update`, "
     "`generic_metric_update`, `report_status`; the first is `ready`), `data:` its JSON body "
     "as published on `realtime-metrics-updates` (schemas `MetricUpdate`, `GenericMetricUpdate`, "
-    "`ReportStatus`; fields not listed there are passed through), `id:` the stream position "
-    "(`partition:offset,...`) to resume from with `Last-Event-ID`. A resume further back than "
-    "`WEDDING_UPDATES_REPLAY_MAX` messages of a partition starts with `event: gap` (`data:` "
-    "`{kind, max_replay, partitions: [{partition, requested, first_offset}]}`): updates were "
-    "missed; re-read the figures. 429 `too_many_replays` when the organisation's resumes "
-    "(`WEDDING_UPDATES_MAX_REPLAYS`) are all reading back on this worker."
+    "`ReportStatus`; fields not listed there are passed through), `id:` an opaque id of the "
+    "stream position (sealed for the organisation; different at each send) to resume from with "
+    "`Last-Event-ID`; an id that does not open on this organisation's stream is a 400 naming "
+    "the field. A resume further back than `WEDDING_UPDATES_REPLAY_MAX` messages of a "
+    "partition starts with `event: gap` (`data:` `{kind, max_replay, detail}`, no offset): "
+    "updates were missed; re-read the figures. 429 `too_many_replays` when the organisation's "
+    "resumes (`WEDDING_UPDATES_MAX_REPLAYS`) are all reading back on this worker."
 )
 
 OPERATIONS: dict[tuple[str, str], Operation] = {

@@ -4,7 +4,7 @@ Part of the HTTP layer. Each event is one message of ``realtime-metrics-updates`
 see (:mod:`stream_app.web.updates_filter`), its JSON body unchanged (fields this worker does not
 know, such as a window's ``"final": true``, are passed through)::
 
-    id: 0:17,1:4,2:0,3:9
+    id: qLPNMdgEMdrxcKBNReFqe-6d0ddNIkAo8e...   (opaque: :mod:`stream_app.web.updates_ids`)
     event: metric_update
     data: {"kind": "metric_update", "organization_id": "acme", "key": "v1", ...}
 
@@ -18,20 +18,25 @@ know, such as a window's ``"final": true``, are passed through)::
   revoked (checked every :data:`RECHECK_S` seconds).
 - Filters: ``metric`` and ``venue``, comma-separated (``report_status`` as a metric selects
   report status changes).
+- Ids: every id (``ready``'s too) is the reader's position in the shared topic after the
+  event, sealed for the organisation (:mod:`stream_app.web.updates_ids`): opaque, different at
+  each send, refused by another organisation's stream. The offsets themselves count every
+  tenant's messages and are never shown.
 - Resume: ``Last-Event-ID`` (header, as ``EventSource`` sends it, or the ``last_event_id``
-  query parameter) replays exactly the messages after that event, then goes on live. At most
+  query parameter) replays exactly the messages after that event, then goes on live; an id
+  that does not open is a 400 ``invalid_field`` naming the field. At most
   ``WEDDING_UPDATES_REPLAY_MAX`` messages per partition are read back: a position further
   behind resumes from (end − that), and the stream says so first, after ``ready``::
 
-      id: 0:1000,1:17
+      id: <the position it resumes from, sealed>
       event: gap
-      data: {"kind": "gap", "max_replay": 2000,
-             "partitions": [{"partition": 0, "requested": 0, "first_offset": 1000}]}
+      data: {"kind": "gap", "max_replay": 2000, "detail": "..."}
 
-  (the client missed updates: it re-reads the figures over HTTP). An organisation replays at
-  most ``WEDDING_UPDATES_MAX_REPLAYS`` streams at once on a worker; one more waits
-  :data:`REPLAY_WAIT_S` seconds for a turn, then is refused with 429 ``too_many_replays`` (503
-  ``busy`` when the worker's replays are all taken), with ``Retry-After``.
+  (the client missed updates: it re-reads the figures over HTTP; no offset is named). An
+  organisation replays at most ``WEDDING_UPDATES_MAX_REPLAYS`` streams at once on a worker;
+  one more waits :data:`REPLAY_WAIT_S` seconds for a turn, then is refused with 429
+  ``too_many_replays`` (503 ``busy`` when the worker's replays are all taken), with
+  ``Retry-After``.
 - Slow clients are dropped (:mod:`stream_app.web.updates_hub`).
 """
 
@@ -58,15 +63,8 @@ from stream_app.web.auth import Principal, authenticate
 from stream_app.web.errors import BusyError
 from stream_app.web.permissions import Permission
 from stream_app.web.updates_filter import UpdateFilter, Verdict, parse_filter
-from stream_app.web.updates_hub import (
-    END,
-    Gap,
-    Position,
-    UpdatesHub,
-    bound_resume,
-    decode_position,
-    encode_position,
-)
+from stream_app.web.updates_hub import END, UpdatesHub, bound_resume
+from stream_app.web.updates_ids import EventIds, Position
 from stream_app.web.views import page
 
 KEEPALIVE_S = 15.0
@@ -128,17 +126,18 @@ async def _admits(filt: UpdateFilter, scope: _ReportScope, key: bytes, doc: dict
     return verdict is Verdict.SHOW
 
 
-def gap_event(event_id: str, gaps: list[Gap], max_replay: int) -> bytes:
+GAP_DETAIL = (
+    "the stream resumed after the last event you saw, but further back than the worker reads"
+    " back (max_replay messages of the shared topic per partition): some of your updates since"
+    " then may be missing; re-read the figures you show over HTTP"
+)
+
+
+def gap_event(event_id: str, max_replay: int) -> bytes:
     """The ``event: gap`` of a resume that was further behind than ``max_replay`` messages
-    on some partitions (see the module docstring)."""
-    data = {
-        "kind": "gap",
-        "max_replay": max_replay,
-        "partitions": [
-            {"partition": g.partition, "requested": g.requested, "first_offset": g.first_offset}
-            for g in gaps
-        ],
-    }
+    on some partition (see the module docstring): it names no partition or offset, which
+    would count other tenants' messages."""
+    data = {"kind": "gap", "max_replay": max_replay, "detail": GAP_DETAIL}
     return b"id: %s\nevent: gap\ndata: %s\n\n" % (event_id.encode(), orjson.dumps(data))
 
 
@@ -186,11 +185,12 @@ async def updates(self: Any, request: web.Request, org: str) -> web.StreamRespon
     """The organisation's live updates as Server-Sent Events (see the module docstring)."""
     principal = authenticate(request, settings.jwt_secret, org)
     filt = parse_filter(principal, request.query.get("metric"), request.query.get("venue"))
+    ids = EventIds(settings.jwt_secret, org, hub.topic)
     last = request.headers.get("Last-Event-ID") or request.query.get("last_event_id")
     resume = None
     if last:
         field = "Last-Event-ID" if "Last-Event-ID" in request.headers else "last_event_id"
-        resume = decode_position(last, field)
+        resume = ids.open(last, field)
     resp = web.StreamResponse(
         headers={
             "Content-Type": "text/event-stream",
@@ -210,22 +210,23 @@ async def updates(self: Any, request: web.Request, org: str) -> web.StreamRespon
         scope = _ReportScope(principal)
         try:
             await resp.prepare(request)
-            gaps: list[Gap] = []
+            gapped = False
             if resume:
                 resume, gaps = bound_resume(resume, joined, settings.updates_replay_max)
-            ready_id = encode_position({**joined, **(resume or {})} if resume else joined)
+                gapped = bool(gaps)
+            ready_id = ids.seal({**joined, **(resume or {})} if resume else joined)
             await resp.write(
                 b"retry: %d\nid: %s\nevent: ready\ndata: %s\n\n"
                 % (RETRY_MS, ready_id.encode(), orjson.dumps({"id": ready_id}))
             )
-            if gaps:
-                await resp.write(gap_event(ready_id, gaps, settings.updates_replay_max))
+            if gapped:
+                await resp.write(gap_event(ready_id, settings.updates_replay_max))
             if resume:
-                async for event_id, key, raw, doc, _, _ in hub.replay(resume, joined):
+                async for at, key, raw, doc, _, _ in hub.replay(resume, joined):
                     if sub.dropped:
                         return resp
                     if await _admits(filt, scope, key, doc):
-                        await resp.write(sse_event(event_id, str(doc.get("kind")), raw))
+                        await resp.write(sse_event(ids.seal(at), str(doc.get("kind")), raw))
             await replay_turn.aclose()  # the live part holds no replay slot
             loop = asyncio.get_running_loop()
             recheck_at = loop.time() + RECHECK_S
@@ -239,9 +240,9 @@ async def updates(self: Any, request: web.Request, org: str) -> web.StreamRespon
                 else:
                     if item is END:  # the worker is stopping
                         break
-                    event_id, kind, raw, doc = item
+                    at, kind, raw, doc = item
                     if await _admits(filt, scope, (org + "/").encode(), doc):
-                        await resp.write(sse_event(event_id, kind, raw))
+                        await resp.write(sse_event(ids.seal(at), kind, raw))
                 if loop.time() >= recheck_at:
                     if not await _still_valid(principal):
                         break

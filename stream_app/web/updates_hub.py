@@ -4,15 +4,18 @@ Part of the HTTP layer: it reads Kafka (no consumer group: every worker reads ev
 itself, from the end, because any worker may serve any tenant's browser) and hands each
 message to the streams it concerns (:mod:`stream_app.web.updates_filter`). It writes nothing.
 
-Positions: an event's id is the reader's position after it, every partition's next offset
-(``"0:17,1:4,2:0"``), so a client that reconnects with ``Last-Event-ID`` gets exactly the
-messages after the last one it saw (:meth:`UpdatesHub.replay`), on this worker or another.
+Positions: each message handed to a stream carries the reader's position after it, every
+partition's next offset (``{0: 17, 1: 4, 2: 0}``); the stream sends it sealed as the event's id
+(:mod:`stream_app.web.updates_ids`: the offsets count every tenant's messages, so a client never
+sees them), so a client that reconnects with ``Last-Event-ID`` gets exactly the messages after
+the last one it saw (:meth:`UpdatesHub.replay`), on this worker or another.
 
 Bounded replays: the topic holds every tenant's messages, so reading it back costs by how far
 back a position goes, whoever asks. A position more than ``WEDDING_UPDATES_REPLAY_MAX`` messages
 behind a partition's end is read back from (end − that) only (:func:`bound_resume`; the stream
-says so with an ``event: gap``), and an organisation has at most ``WEDDING_UPDATES_MAX_REPLAYS``
-replays running at once on a worker (:attr:`UpdatesHub.replay_slots`).
+says so with an ``event: gap``, which names no offset), and an organisation has at most
+``WEDDING_UPDATES_MAX_REPLAYS`` replays running at once on a worker
+(:attr:`UpdatesHub.replay_slots`).
 
 Slow clients: each stream has a bounded queue (``WEDDING_UPDATES_QUEUE``); a stream whose queue
 is full is dropped (its connection closed, ``wedding_updates_dropped_total`` counted), never
@@ -37,6 +40,7 @@ from stream_app.observability import REGISTRY
 from stream_app.quotas import TenantSlots
 from stream_app.web.errors import ApiError
 from stream_app.web.updates_filter import UpdateFilter, Verdict
+from stream_app.web.updates_ids import Position
 
 log = logging.getLogger(__name__)
 
@@ -49,54 +53,9 @@ UPDATES_STREAMS = Gauge(
     "wedding_updates_streams", "Live-update streams open on this worker.", registry=REGISTRY
 )
 
-Position = dict[int, int]
-"""Partition → the next offset to read."""
-MAX_PARTITIONS = 4096
 FETCH_RECORDS = 200
 """Messages the reader hands out between two turns of the streams' writers: well below the
 default queue, so a burst does not drop a client that keeps up."""
-
-
-MAX_OFFSET = 2**63 - 1
-"""The largest Kafka offset (a signed 64-bit integer)."""
-MAX_POSITION_CHARS = 4096
-"""The longest event id accepted back (``Last-Event-ID``)."""
-
-
-def encode_position(position: Position) -> str:
-    """``{0: 17, 1: 4}`` → ``"0:17,1:4"`` (partitions in order)."""
-    return ",".join(f"{p}:{o}" for p, o in sorted(position.items()))
-
-
-def decode_position(text: str, field_name: str = "Last-Event-ID") -> Position:
-    """The position an event id names (see :func:`encode_position`).
-
-    Raises:
-        ApiError: 400 ``invalid_field`` naming ``field_name`` when ``text`` is not one.
-    """
-    out: Position = {}
-    try:
-        if len(text) > MAX_POSITION_CHARS:
-            raise ValueError
-        for part in text.split(","):
-            p, _, o = part.partition(":")
-            if not (p.isascii() and p.isdigit() and o.isascii() and o.isdigit()):
-                raise ValueError  # int() would take "０", "+1", " 1", "1_0"
-            partition, offset = int(p), int(o)
-            if not (0 <= partition < MAX_PARTITIONS and 0 <= offset <= MAX_OFFSET):
-                raise ValueError
-            if partition in out:
-                raise ValueError
-            out[partition] = offset
-            out[partition] = offset
-    except ValueError:
-        raise ApiError(
-            400,
-            "invalid_field",
-            f"{field_name}: not an event id of this stream ('<partition>:<offset>,...')",
-            field_name,
-        ) from None
-    return out
 
 
 REPLAY_ORGS = 4
@@ -136,9 +95,10 @@ def bound_resume(resume: Position, end: Position, max_back: int) -> tuple[Positi
     return bounded, gaps
 
 
-Item = tuple[str, str, bytes, dict[str, Any]]
-"""(event id, kind, raw JSON body, decoded body) of one message for a stream."""
-END: Item = ("", "", b"", {})
+Item = tuple[Position, str, bytes, dict[str, Any]]
+"""(the reader's position after the message, kind, raw JSON body, decoded body) of one message
+for a stream (the position must not be changed: streams share it)."""
+END: Item = ({}, "", b"", {})
 """Put in a stream's queue when the stream must end (its writer stops at it)."""
 
 
@@ -148,7 +108,8 @@ class Subscriber:
 
     Attributes:
         filter: what the stream may and asked to see.
-        queue: (event id, kind, raw JSON body, decoded body) waiting to be written.
+        queue: (position after the message, kind, raw JSON body, decoded body) waiting to be
+            written.
         floor: partition → offset below which live messages were already sent by a replay
             (a client resuming from a position ahead of this worker's reader).
         on_drop: called once when the stream is dropped (closes its connection).
@@ -249,15 +210,15 @@ class UpdatesHub:
         if not isinstance(doc, dict):
             return
         kind = str(doc.get("kind", "message"))
-        event_id = encode_position(self.position)
+        after = dict(self.position)
         for sub in list(subs):
             if sub.floor and offset < sub.floor.get(partition, 0):
                 continue
             if sub.filter.verdict(key, doc) is Verdict.HIDE:
                 continue
-            sid = encode_position(_max(self.position, sub.floor)) if sub.floor else event_id
+            at = _max(after, sub.floor) if sub.floor else after
             try:
-                sub.queue.put_nowait((sid, kind, value, doc))
+                sub.queue.put_nowait((at, kind, value, doc))
             except asyncio.QueueFull:
                 self._drop(sub)
 
@@ -305,9 +266,9 @@ class UpdatesHub:
 
     async def replay(
         self, start: Position, until: Position
-    ) -> AsyncIterator[tuple[str, bytes, bytes, dict[str, Any], int, int]]:
+    ) -> AsyncIterator[tuple[Position, bytes, bytes, dict[str, Any], int, int]]:
         """The messages from ``start`` up to (not including) ``until``, per partition in
-        offset order: ``(event id, key, raw body, decoded body, partition, offset)``.
+        offset order: ``(position after it, key, raw body, decoded body, partition, offset)``.
 
         Partitions missing from ``start`` are not replayed. A ``start`` before the log's
         retained start begins at the earliest retained message.
@@ -345,8 +306,8 @@ class UpdatesHub:
                         except orjson.JSONDecodeError:
                             continue
                         if isinstance(doc, dict):
-                            event_id = encode_position(cursor)
-                            yield event_id, rec.key, rec.value, doc, tp.partition, rec.offset
+                            at = dict(cursor)
+                            yield at, rec.key, rec.value, doc, tp.partition, rec.offset
                 for p in list(remaining):
                     if await consumer.position(tps[p]) >= until[p]:
                         remaining.discard(p)

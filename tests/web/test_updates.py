@@ -7,6 +7,7 @@ with a marker (``new.bookings``), so what every stream must show is known before
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -26,11 +27,20 @@ from stream_app.web.auth import issue_token
 from stream_app.web.errors import ApiError
 from stream_app.web.updates_filter import UpdateFilter
 from stream_app.web.updates_hub import Gap, UpdatesHub, bound_resume
+from stream_app.web.updates_ids import EventIds
 from tests.conftest import WorkerFactory
 
 A, B, SLOW, GAP = "upd-a", "upd-b", "upd-slow", "upd-gap"
 Event = tuple[str, str, dict[str, Any]]
 """(id, event name, decoded data)."""
+OPAQUE = re.compile(r"[A-Za-z0-9_-]{80}")
+"""An event id as a client sees it on a topic of 4 partitions (sealed, base64url)."""
+
+
+def event_ids(settings: Settings, org: str) -> EventIds:
+    """The worker's sealing of ``org``'s event ids (the tests hold its secret: they open ids
+    to check the positions behind them, and seal positions a client could not forge)."""
+    return EventIds(settings.jwt_secret, org, REALTIME_METRICS_UPDATES)
 
 
 def token(
@@ -105,6 +115,7 @@ class Stream:
 
     def __init__(self, resp: aiohttp.ClientResponse) -> None:
         self.resp = resp
+        self.ready_id = ""
 
     async def next(self, wait_s: float = 10.0) -> Event:
         fields: dict[str, str] = {}
@@ -155,8 +166,10 @@ async def open_stream(
     assert resp.status == 200, await resp.text()
     assert resp.headers["Content-Type"].startswith("text/event-stream")
     stream = Stream(resp)
-    _, name, _ = await stream.next(30)
+    ready_id, name, data = await stream.next(30)
     assert name == "ready"
+    assert OPAQUE.fullmatch(ready_id) and data == {"id": ready_id}
+    stream.ready_id = ready_id
     return stream
 
 
@@ -267,6 +280,7 @@ async def test_last_event_id_resumes_with_exactly_the_missed_updates(
         await produce(producer, [metric_update(A, venues[i % 4], 100 + i) for i in range(6)])
         seen = [await first.next() for _ in range(6)]
         assert markers(seen) == list(range(100, 106))
+        assert all(OPAQUE.fullmatch(event_id) for event_id, _, _ in seen)
         last_id = seen[-1][0]
         first.resp.close()
         # missed while away, with another tenant's traffic in between
@@ -284,6 +298,69 @@ async def test_last_event_id_resumes_with_exactly_the_missed_updates(
         rest = await again.drain()
         assert markers(rest) == [300]
         again.resp.close()
+        # the query parameter (a client that keeps the id itself) resumes the same way
+        headers = {"Authorization": f"Bearer {tok}"}
+        params = {"last_event_id": replayed[-1][0]}
+        async with s.get(f"/orgs/{A}/updates", headers=headers, params=params) as r:
+            resumed = Stream(r)
+            assert (await resumed.next(30))[1] == "ready"
+            assert markers(await until_marker(resumed, 300)) == [300]
+
+
+async def test_an_id_reveals_no_other_tenants_activity_and_opens_only_on_its_stream(
+    main_worker: WorkerProcess, settings: Settings, orgs: None, producer: AIOKafkaProducer
+) -> None:
+    """The finding: A's ready id was the shared topic's offsets, so it moved when B produced.
+    Now A's ids before and after B's 10 updates look alike (same length and alphabet, never
+    twice the same) though the positions sealed in them moved by exactly B's 10 messages; A's
+    own events' ids do not name the offsets either; an id of B's stream (B's own, or A's
+    position sealed for B) is a 400 on A's stream, naming the field it came in."""
+    timeout = aiohttp.ClientTimeout(total=None, sock_read=None)
+    tok_a, tok_b = token(settings, A), token(settings, B)
+    ids_a = event_ids(settings, A)
+    async with aiohttp.ClientSession(main_worker.url, timeout=timeout) as s:
+        b_watch = await open_stream(s, B, tok_b)  # B's own stream, to know B's 10 have passed
+        a_first = await open_stream(s, A, tok_a)
+        sent = await produce_at(producer, [metric_update(B, f"v{i % 4 + 1}", i) for i in range(10)])
+        assert markers(await until_marker(b_watch, 9)) == list(range(10))
+        a_again = await open_stream(s, A, tok_a)
+        before, after = a_first.ready_id, a_again.ready_id
+        assert before != after and len(before) == len(after) == 80
+        moved = {p: o - ids_a.open(before).get(p, 0) for p, o in ids_a.open(after).items()}
+        for p, _, _ in sent:  # B's messages moved the sealed position (other tenants' may too)
+            assert moved[p] >= sum(1 for q, _, _ in sent if q == p)
+        # B's own ids do not open on A's stream, by header or query parameter
+        b_id = b_watch.ready_id
+        for headers, params, field in (
+            (
+                {"Last-Event-ID": b_id},
+                {},
+                "Last-Event-ID",
+            ),
+            ({}, {"last_event_id": b_id}, "last_event_id"),
+        ):
+            async with s.get(
+                f"/orgs/{A}/updates",
+                headers={"Authorization": f"Bearer {tok_a}", **headers},
+                params=params,
+            ) as r:
+                body = await r.json()
+                assert (r.status, body["error"]["code"], body["error"]["field"]) == (
+                    400,
+                    "invalid_field",
+                    field,
+                )
+        # nor does A's very position sealed for B; sealed for A it does
+        position = ids_a.open(after)
+        foreign = event_ids(settings, B).seal(position)
+        params = {"last_event_id": foreign}
+        async with s.get(
+            f"/orgs/{A}/updates", headers={"Authorization": f"Bearer {tok_a}"}, params=params
+        ) as r:
+            assert (r.status, (await r.json())["error"]["field"]) == (400, "last_event_id")
+        own = await open_stream(s, A, tok_a, last_id=ids_a.seal(position))
+        for st in (b_watch, a_first, a_again, own):
+            st.resp.close()
 
 
 async def produce_at(p: AIOKafkaProducer, docs: list[dict[str, Any]]) -> list[tuple[int, int, int]]:
@@ -302,10 +379,6 @@ async def produce_at(p: AIOKafkaProducer, docs: list[dict[str, Any]]) -> list[tu
         meta = await fut
         out.append((meta.partition, meta.offset, int(doc["new"]["bookings"])))
     return out
-
-
-def position_of(event_id: str) -> dict[int, int]:
-    return {int(p): int(o) for p, o in (part.split(":") for part in event_id.split(","))}
 
 
 def test_the_replay_bound_cuts_exactly_what_is_further_back_than_it() -> None:
@@ -327,8 +400,9 @@ async def test_a_resume_further_back_than_the_replay_bound_starts_with_a_gap(
     producer: AIOKafkaProducer,
 ) -> None:
     """A position more than ``WEDDING_UPDATES_REPLAY_MAX`` messages behind a partition's end
-    is read back from (end − bound) only, after an ``event: gap`` naming that offset; one
-    within the bound gets every message after it and no gap."""
+    is read back from (end − bound) only, after an ``event: gap`` that names no offset (its id
+    is the position resumed from, sealed); one within the bound gets every message after it
+    and no gap. The positions resumed from are sealed by the test, which holds the secret."""
     bound = 20
     # a new consumer group from the latest offsets: from the earliest, it would fold every
     # earlier test's events and publish their updates while this test reads the topic
@@ -346,12 +420,13 @@ async def test_a_resume_further_back_than_the_replay_bound_starts_with_a_gap(
     sent = await produce_at(producer, docs)
     timeout = aiohttp.ClientTimeout(total=None, sock_read=None)
     tok = token(settings, GAP)
+    ids = event_ids(settings, GAP)
     async with aiohttp.ClientSession(worker.url, timeout=timeout) as s:
         # the first stream starts the reader at the end: its ready id is every partition's end
         async with s.get(f"/orgs/{GAP}/updates", headers={"Authorization": f"Bearer {tok}"}) as r:
             ready_id, name, _ = await Stream(r).next(30)
             assert name == "ready"
-            end = position_of(ready_id)
+            end = ids.open(ready_id)
         assert sum(end.values()) >= len(docs)
         first = {p: max(0, o - bound) for p, o in end.items()}
         cut = {p: o for p, o in end.items() if o > bound}
@@ -365,61 +440,61 @@ async def test_a_resume_further_back_than_the_replay_bound_starts_with_a_gap(
             return sorted(m for p, o, m in sent if m < 10_000 and o >= firsts.get(p, 0))
 
         # from offset 0 everywhere: a gap on every partition longer than the bound
-        zero = ",".join(f"{p}:0" for p in sorted(end))
+        zero = ids.seal(dict.fromkeys(end, 0))
         resumed = await open_stream(s, GAP, tok, last_id=zero)
         events = await resumed.drain(5.0)
         resumed.resp.close()
         gap_id, name, gap = events[0]
         assert name == "gap"
+        # what the client needs (re-read), no partition or offset
+        assert set(gap) == {"kind", "max_replay", "detail"}
         assert (gap["kind"], gap["max_replay"]) == ("gap", bound)
-        cut_at = {g["partition"]: g["first_offset"] for g in gap["partitions"]}
+        assert "re-read" in gap["detail"]
+        assert gap_id == resumed.ready_id and OPAQUE.fullmatch(gap_id)
+        cut_at = {p: o for p, o in ids.open(gap_id).items() if o > 0}
         assert set(cut) <= set(cut_at)
-        for g in gap["partitions"]:
-            assert g["requested"] == 0
-            assert g["first_offset"] >= end[g["partition"]] - bound
-        assert position_of(gap_id) == {p: cut_at.get(p, 0) for p in end}
+        for p, o in cut_at.items():
+            assert o >= end[p] - bound
+        assert ids.open(gap_id) == {p: cut_at.get(p, 0) for p in end}
         assert [n for _, n, _ in events[1:]] == ["metric_update"] * len(after(cut_at))
         assert markers(events[1:]) == after(cut_at)
 
         def resumed_from(
-            events: list[Event], start: dict[int, int]
+            stream: Stream, events: list[Event], start: dict[int, int]
         ) -> tuple[dict[int, int], list[Event]]:
-            """Where a resume from ``start`` was read back from (``start``, moved up to the
-            first offsets of the partitions its gap event cut), and the events after the gap."""
+            """Where a resume from ``start`` was read back from (the position its ready and
+            gap ids seal: ``start`` moved up on the partitions the bound cut), and the events
+            after the gap."""
             if not events or events[0][1] != "gap":
+                assert ids.open(stream.ready_id) == start
                 return start, events
-            cuts = {}
-            for g in events[0][2]["partitions"]:
-                assert g["requested"] == start[g["partition"]]
-                assert g["first_offset"] > g["requested"]
-                cuts[g["partition"]] = g["first_offset"]
-            return {**start, **cuts}, events[1:]
+            assert events[0][0] == stream.ready_id
+            read_from = ids.open(events[0][0])
+            assert set(read_from) == set(start)
+            assert all(read_from[p] >= start[p] for p in start)
+            assert any(read_from[p] > start[p] for p in start)
+            return read_from, events[1:]
 
         # within the bound: everything after it (no gap, unless other tests' workers moved a
         # partition's end more than ``slack`` meanwhile: the exact bound is tested apart)
         slack = 5
         inside = {p: max(0, o - bound + slack) for p, o in end.items()}
-        within = await open_stream(
-            s, GAP, tok, last_id=",".join(f"{p}:{o}" for p, o in sorted(inside.items()))
-        )
-        start, events = resumed_from(await within.drain(5.0), inside)
+        within = await open_stream(s, GAP, tok, last_id=ids.seal(inside))
+        start, events = resumed_from(within, await within.drain(5.0), inside)
         within.resp.close()
         assert [n for _, n, _ in events] == ["metric_update"] * len(after(start))
         assert markers(events) == after(start)
         assert after(start)  # the check saw messages
 
-        # further back than the bound on one partition: a gap naming it and where it starts
+        # further back than the bound on one partition: a gap, read back from (end − bound)
         p0 = min(cut)
         beyond = {p: (o - bound - 1 if p == p0 else o - bound + slack) for p, o in end.items()}
-        again = await open_stream(
-            s, GAP, tok, last_id=",".join(f"{p}:{o}" for p, o in sorted(beyond.items()))
-        )
+        again = await open_stream(s, GAP, tok, last_id=ids.seal(beyond))
         events = await again.drain(5.0)
         again.resp.close()
         assert events[0][1] == "gap"
-        assert p0 in {g["partition"] for g in events[0][2]["partitions"]}
-        start, events = resumed_from(events, beyond)
-        assert start[p0] >= end[p0] - bound
+        start, events = resumed_from(again, events, beyond)
+        assert start[p0] >= end[p0] - bound > beyond[p0]
         assert markers(events) == after(start)
 
 
@@ -494,7 +569,9 @@ async def test_an_organisation_replays_at_most_its_share_at_once(
             assert time.monotonic() - started >= 1.9  # it waited for a turn first
 
             live = await open_stream(s, GAP, tok)  # no resume: no replay slot needed
-            other = await open_stream(s, B, token(settings, B), last_id=resume)
+            # B's resume from the same position (an id of GAP's stream would not open on B's)
+            b_resume = event_ids(settings, B).seal(event_ids(settings, GAP).open(resume))
+            other = await open_stream(s, B, token(settings, B), last_id=b_resume)
             assert markers(await until_marker(other, 7)) == [7]
             for st in (live, other):
                 st.resp.close()
