@@ -53,7 +53,7 @@ from stream_app.observability import (
     EXPIRED_RESENDS,
     STREAM_REWINDS,
 )
-from stream_app.runtime import failpoints
+from stream_app.runtime import failpoints, gc_tuning
 from stream_app.runtime.bulk_send import send_records
 from stream_app.runtime.consumer import BatchConsumer, BatchMessage
 from stream_app.runtime.state import Row, WriteBehindTable, producer_client
@@ -275,7 +275,8 @@ class BatchStream(Generic[E]):
         rest (write-behind, announce, acknowledge ``event``) goes on in a task of
         :attr:`_in_flight`."""
         partition = message.partition
-        valid, bad = _decode(message, self.schema, self.key_of)
+        with gc_tuning.paused():
+            valid, bad = _decode(message, self.schema, self.key_of)
         failpoints.hit("decoded")
         client = producer_client(app)
         durable: list[Awaitable[Any]] = []
@@ -306,29 +307,32 @@ class BatchStream(Generic[E]):
                 await aw
             return
         # --- no await from here to the changelog send: the fold sees a settled partition ---
-        get = self._reader(partition)
-        horizon_ms = int(settings.dedupe_horizon_s * 1000)
-        dedupe = Dedupe(get, horizon_ms)
-        kept: list[tuple[int, E]] = []
-        duplicates = expired_resends = 0
-        newest = self._newest_arrival.get(partition, 0)
-        for offset, arrival, decoded in valid:
-            newest = max(newest, arrival)
-            # event ids are unique within a tenant only: the record is the organisation's
-            scoped = f"{decoded.organization_id}/{decoded.event_id}"  # type: ignore[attr-defined]
-            verdict = dedupe.check(scoped, offset, arrival)
-            if verdict == "duplicate":
-                duplicates += 1
-                continue
-            if verdict == "expired":
-                expired_resends += 1
-            kept.append((offset, decoded))
-        self._newest_arrival[partition] = newest
-        by_offset = {r.offset: r for r in message.records} if kept else {}
-        folded = self.fold(partition, get, kept, by_offset.__getitem__) if kept else Folded([], [])
-        writes: list[Row] = [*dedupe.writes(), *self._sweep(partition, newest, horizon_ms)]
-        writes += folded.writes
-        durable += folded.durable
+        with gc_tuning.paused():  # the batch's rows stay alive until the fold ends
+            get = self._reader(partition)
+            horizon_ms = int(settings.dedupe_horizon_s * 1000)
+            dedupe = Dedupe(get, horizon_ms)
+            kept: list[tuple[int, E]] = []
+            duplicates = expired_resends = 0
+            newest = self._newest_arrival.get(partition, 0)
+            for offset, arrival, decoded in valid:
+                newest = max(newest, arrival)
+                # event ids are unique within a tenant only: the record is the organisation's
+                scoped = f"{decoded.organization_id}/{decoded.event_id}"  # type: ignore[attr-defined]
+                verdict = dedupe.check(scoped, offset, arrival)
+                if verdict == "duplicate":
+                    duplicates += 1
+                    continue
+                if verdict == "expired":
+                    expired_resends += 1
+                kept.append((offset, decoded))
+            self._newest_arrival[partition] = newest
+            by_offset = {r.offset: r for r in message.records} if kept else {}
+            folded = (
+                self.fold(partition, get, kept, by_offset.__getitem__) if kept else Folded([], [])
+            )
+            writes: list[Row] = [*dedupe.writes(), *self._sweep(partition, newest, horizon_ms)]
+            writes += folded.writes
+            durable += folded.durable
         failpoints.hit("folded")
         self._seq += 1
         seq = self._seq
@@ -421,7 +425,8 @@ class BatchStream(Generic[E]):
         try:
             sent = await self.state.send(client, {partition: writes}) if writes else None
             if folded.publish is not None:
-                folded.publish()
+                with gc_tuning.paused():
+                    folded.publish()
             if self.publish is not None:
                 await self.publish()  # behind the changelog records, in batch order
         finally:

@@ -19,6 +19,7 @@ import msgspec
 
 from stream_app.observability import METRIC_UPDATES_FAILED, METRIC_UPDATES_PUBLISHED
 from stream_app.queries.partitions import partition_for
+from stream_app.runtime import gc_tuning
 from stream_app.runtime.bulk_send import Record, send_records
 from stream_app.schemas.base import encode_event
 from stream_app.schemas.updates import (
@@ -120,7 +121,8 @@ class _CoalescingPublisher(Generic[V]):
         Returns:
             The number of messages handed to the producer.
         """
-        messages = self.drain()
+        with gc_tuning.paused():
+            messages = self.drain()
         if not messages:
             return 0
         client = producer

@@ -39,7 +39,7 @@ import orjson
 import rocksdict
 
 from stream_app.observability import CHANGELOG_INTERLEAVED
-from stream_app.runtime import failpoints, restore
+from stream_app.runtime import failpoints, gc_tuning, restore
 from stream_app.runtime.bulk_send import Record, send_records
 
 log = logging.getLogger(__name__)
@@ -127,11 +127,12 @@ class WriteBehindTable:
         once they are queued, not acknowledged). Two calls queue in call order when the
         second starts after the first returned."""
         encoded: dict[int, list[tuple[bytes, bytes | None]]] = {}
-        for partition, part in rows.items():
-            if part:
-                encoded[partition] = [
-                    (encode_key(k), None if v is None else orjson.dumps(v)) for k, v in part
-                ]
+        with gc_tuning.paused():
+            for partition, part in rows.items():
+                if part:
+                    encoded[partition] = [
+                        (encode_key(k), None if v is None else orjson.dumps(v)) for k, v in part
+                    ]
         if not encoded:
             return Sent(encoded, [])
         topic: str = self.table.changelog_topic.get_topic_name()

@@ -19,3 +19,39 @@ def test_tune_sets_the_thresholds_and_freezes_the_start_up_heap(gen0: int, expec
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == expected
+
+
+PAUSED = """
+import gc
+from stream_app.runtime.gc_tuning import paused
+
+seen = []
+with paused():
+    seen.append(gc.isenabled())
+    with paused():
+        seen.append(gc.isenabled())
+    seen.append(gc.isenabled())
+seen.append(gc.isenabled())
+try:
+    with paused():
+        raise ValueError
+except ValueError:
+    seen.append(gc.isenabled())
+gc.disable()
+with paused():
+    pass
+seen.append(gc.isenabled())
+gc.enable()
+with paused():
+    passes = gc.get_stats()[0]["collections"]
+    junk = [[i] for i in range(50_000)]  # 50,000 young lists, 70 thresholds: no pass runs
+    seen.append(gc.get_stats()[0]["collections"] == passes)
+print(seen)
+"""
+
+
+def test_paused_holds_the_collector_off_inside_the_block_only() -> None:
+    """Off inside (also nested, and no pass runs however much is allocated), on again
+    after, even after an exception; left off when it was off before."""
+    out = subprocess.run([sys.executable, "-c", PAUSED], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == str([False, False, False, True, True, False, True])
