@@ -224,6 +224,14 @@ def _session() -> aiohttp.ClientSession:
     return found
 
 
+async def close_session() -> None:
+    """Close this event loop's worker-to-worker client session, if any (a later read opens
+    a new one)."""
+    found = _sessions.pop(id(asyncio.get_running_loop()), None)
+    if found is not None:
+        await found.close()
+
+
 class _Retriable(WeddingError):
     """The owner did not answer yet (503 or connection error): retried by
     :func:`remote_json`."""

@@ -47,6 +47,7 @@ async def owner() -> AsyncIterator[tuple[str, list[int]]]:
     try:
         yield f"http://127.0.0.1:{port}", answered
     finally:
+        await routing.close_session()
         await runner.cleanup()
 
 
