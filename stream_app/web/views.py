@@ -79,7 +79,7 @@ from stream_app.web.dependencies import (
 )
 from stream_app.web.errors import ApiError, api_error_of, report_not_found
 from stream_app.web.guard import RouteSpec, check_priority, scoped_venues
-from stream_app.web.inputs import json_object, period_query
+from stream_app.web.inputs import json_object, period_query, read_body
 from stream_app.web.permissions import PUBLIC, UNDECLARED, Permission, RouteAccess, allowed
 from stream_app.web.refusals import REFUSED_STATUSES, Refusal, note_refusal, token_subject
 from stream_app.web.responses import json_response
@@ -523,7 +523,7 @@ async def check_venue_filter(pool: asyncpg.Pool, org: str, req: ReportRequest) -
 async def request_report(self: Any, request: web.Request, org: str) -> web.StreamResponse:
     """Accept a report request (:mod:`stream_app.reports.accept`), answer 202."""
     principal = authenticate(request, settings.jwt_secret, org)
-    body = json_object(await request.read())
+    body = json_object(await read_body(request))
     for forbidden in ("organization_id", "user_id", "schema_version", "requested_at"):
         if forbidden in body:
             raise ApiError(
@@ -562,6 +562,9 @@ async def request_report(self: Any, request: web.Request, org: str) -> web.Strea
     except ReportIdTakenError as exc:
         raise ApiError(409, "conflict", str(exc), field="$.report_id") from None
     except NotPublishedError as exc:
+        if exc.too_large:  # the request itself: sending it again cannot help
+            reason = f"the report request is larger than the queue takes: {exc.reason}"
+            raise ApiError(413, "too_large", reason, field="$") from None
         raise DependencyUnavailableError(
             "kafka", f"could not enqueue the request: {exc.reason}; retry in {RETRY_AFTER_S} s"
         ) from None

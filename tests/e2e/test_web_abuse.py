@@ -191,9 +191,9 @@ async def test_oversize_bodies_are_one_refusal_naming_the_body(
     """aiohttp's own body limit (1 MiB) and the handlers' (64 KiB) answer the same refusal
     (an attacker's finding: ``request_entity_too_large`` with a null field)."""
     headers = {**auth(settings, ORG, "big-body"), "Content-Type": "application/json"}
-    big = b'{"report_type": "' + b"x" * 2_000_000 + b'"}'
+    big = b'{"name": "' + b"x" * 2_000_000 + b'"}'
     status, _, body = await call(
-        worker, "POST", f"/orgs/{ORG}/reports", headers=headers, data=io.BytesIO(big)
+        worker, "POST", f"/orgs/{ORG}/schedules", headers=headers, data=io.BytesIO(big)
     )
     assert status == 413
     code, reason, field = error_of(body)
@@ -207,6 +207,30 @@ async def test_oversize_bodies_are_one_refusal_naming_the_body(
         data=io.BytesIO(big[:100_000]),
     )
     assert (status, error_of(body)[::2]) == (413, ("too_large", "$"))
+
+
+async def test_a_report_request_body_has_the_handlers_limit(
+    worker: WorkerProcess, settings: Settings
+) -> None:
+    """An attacker's finding: a ~1 MB request (under aiohttp's limit, over Kafka's message
+    limit once stored and sent round again) was recorded, then answered 500 and left
+    ``queued``; it is refused before anything is recorded, as validation's is."""
+    headers = {**auth(settings, ORG, "big-request"), "Content-Type": "application/json"}
+    for venues in (14_000, 200_000):  # just over 64 KiB; about the attacker's 1 MB
+        filters = {"venue_id": ["v1"] * venues}
+        body = {**COMPLIANCE, "report_id": f"big-{venues}", "data_filters": filters}
+        raw = orjson.dumps(body)
+        assert len(raw) > 64 * 1024
+        status, _, answer = await call(
+            worker, "POST", f"/orgs/{ORG}/reports", headers=headers, data=raw
+        )
+        code, reason, field = error_of(answer)
+        assert (status, code, field) == (413, "too_large", "$"), answer
+        assert "65536" in reason
+        assert await db_value(
+            settings, "SELECT count(*) FROM reports WHERE organization_id = $1 AND id = $2",
+            ORG, f"big-{venues}",
+        ) == 0  # fmt: skip
 
 
 async def test_cancel_is_not_in_the_reports_class(
