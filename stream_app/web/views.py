@@ -43,6 +43,7 @@ from stream_app.db.report_scope import report_venues
 from stream_app.db.tenancy import UnknownOrganizationError, fetch_venues, tenant_transaction
 from stream_app.delivery.adhoc import delivery_summary
 from stream_app.delivery.links import links_of_reports
+from stream_app.logthrottle import TRACEBACK_KIND
 from stream_app.observability import HTTP_REQUESTS, REGISTRY
 from stream_app.queries.errors import QueryUnavailableError
 from stream_app.queries.routing import FORWARDED_HEADER, local_periods, owner_url, remote_periods
@@ -279,9 +280,20 @@ async def _json_errors(
             ).response()
             resp.headers["Retry-After"] = str(RETRY_AFTER_S)
             return resp
-        # a bug: logged with an incident id the answer carries
+        # a bug: logged with an incident id the answer carries; the line is always written
+        # (whoever's failure it is), its traceback once a minute per route and exception type
         incident = uuid.uuid4().hex
-        log.exception("%s %s failed (incident %s)", request.method, request.path, incident)
+        route = getattr(getattr(request.match_info.route, "resource", None), "canonical", None)
+        kind = f"{request.method} {route if isinstance(route, str) else '-'} {type(exc).__name__}"
+        log.exception(
+            "%s %s failed (incident %s): %s: %.500s",
+            request.method,
+            request.path,
+            incident,
+            type(exc).__name__,
+            exc,
+            extra={TRACEBACK_KIND: kind},
+        )
         return ApiError(
             500, "internal_error", f"the request failed on our side (incident {incident})"
         ).response()
