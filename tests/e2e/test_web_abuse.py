@@ -233,6 +233,31 @@ async def test_a_report_request_body_has_the_handlers_limit(
         ) == 0  # fmt: skip
 
 
+@pytest.mark.parametrize("depth", [65, 1000])
+async def test_deeply_nested_report_requests_are_a_400_naming_the_body(
+    worker: WorkerProcess, settings: Settings, depth: int
+) -> None:
+    """An attacker's finding: a ``configuration`` 255–1024 levels deep was a 500 (orjson
+    re-serialising it), on the request and on validation."""
+    headers = {**auth(settings, ORG, "deep"), "Content-Type": "application/json"}
+    deep = b"[" * (depth - 2) + b"1" + b"]" * (depth - 2)  # + the body and configuration
+    for path, report_id in (
+        (f"/orgs/{ORG}/reports", f"deep-{depth}"),
+        (f"/orgs/{ORG}/reports/validate", None),
+    ):
+        body = orjson.dumps({**COMPLIANCE, **({"report_id": report_id} if report_id else {})})
+        raw = body[:-1] + b', "configuration": {"z": ' + deep + b"}}"
+        status, _, answer = await call(worker, "POST", path, headers=headers, data=raw)
+        assert status == 400, answer
+        code, reason, field = error_of(answer)
+        assert (code, field) == ("invalid_json", "$")
+        assert reason == f"body is nested {depth} levels deep; at most 64 are accepted"
+    assert await db_value(
+        settings, "SELECT count(*) FROM reports WHERE organization_id = $1 AND id = $2",
+        ORG, f"deep-{depth}",
+    ) == 0  # fmt: skip
+
+
 async def test_cancel_is_not_in_the_reports_class(
     worker: WorkerProcess, settings: Settings
 ) -> None:
