@@ -380,6 +380,8 @@ def scope_report_filters(principal: Principal, body: dict[str, Any]) -> None:
     requested = filters.get("venue_id")
     if requested is not None and not isinstance(requested, list):
         return
+    if requested is not None and not all(isinstance(v, str) for v in requested):
+        return  # not a list of ids: the validation's 400 names the entry (never a 500/403)
     body["data_filters"] = {
         **filters,
         "venue_id": scoped_venues(principal, requested, "$.data_filters.venue_id"),

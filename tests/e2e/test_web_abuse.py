@@ -350,3 +350,29 @@ async def test_a_venue_scoped_token_cannot_request_an_organisation_wide_type(
         worker, "POST", f"/orgs/{ORG}/reports", headers=scoped, json=booking
     )
     assert status == 202, body
+
+
+@pytest.mark.parametrize("entry", [["v1"], {"a": 1}, 1, None])
+async def test_a_venue_scoped_tokens_non_string_venue_is_the_admins_400(
+    worker: WorkerProcess, settings: Settings, entry: Any
+) -> None:
+    """An attacker's finding: a list or object entry was a 500 (unhashable in the scope
+    check), a number or null a 403; the admin gets a 400 naming the entry."""
+    scoped = auth(settings, ORG, "hall-analyst", role="analyst", venues=["v1"])
+    admin = auth(settings, ORG, "admin-1")
+    body = {
+        "report_type": "monthly_booking_summary",
+        "date_from": "2026-01-01",
+        "date_to": "2026-03-31",
+        "data_filters": {"venue_id": [entry]},
+    }
+    answers = []
+    for headers in (scoped, admin):
+        for path, extra in (("reports/validate", {}), ("reports", {"output_formats": ["csv"]})):
+            status, _, answer = await call(
+                worker, "POST", f"/orgs/{ORG}/{path}", headers=headers, json={**body, **extra}
+            )
+            code, reason, field = error_of(answer)
+            answers.append((status, code, field))
+            assert "Expected `str`" in reason, reason
+    assert answers == [(400, "invalid_field", "$.data_filters.venue_id[0]")] * 4
