@@ -363,6 +363,21 @@ def period_labels(grain: str, start: str, end: str) -> list[str]:
     return out
 
 
+def forwarded_by_a_worker(request: web.Request, org: str) -> bool:
+    """Whether ``request`` is another worker's forwarded read (:data:`FORWARDED_HEADER` with a
+    worker-to-worker token): the sender thought this worker owns the partition, so it is not
+    forwarded again (a 503 while ownership moves). A client's token sending the header is not
+    believed: its read is forwarded as any other (an attacker's finding: the header gave a
+    false 503 that told which worker owns the organisation's partitions).
+
+    Raises:
+        ApiError: 401/403 of :func:`~stream_app.web.auth.authenticate`.
+    """
+    if not request.headers.get(FORWARDED_HEADER):
+        return False
+    return authenticate(request, settings.jwt_secret, org).internal
+
+
 def scope_report_filters(principal: Principal, body: dict[str, Any]) -> None:
     """Limit a venue-scoped token's report request to its venues (``body`` is changed).
 
@@ -500,7 +515,7 @@ async def venue_metrics(
     periods = period_labels(grain, start, end)
     owner = owner_url(org, venue)
     if owner is not None:
-        if request.headers.get(FORWARDED_HEADER):
+        if forwarded_by_a_worker(request, org):
             raise ApiError(503, "rebalancing", "partition ownership is moving; retry")
         rows = await remote_periods(owner, org, venue, grain, periods[0], periods[-1])
     else:
