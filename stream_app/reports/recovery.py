@@ -43,8 +43,10 @@ import asyncpg
 import orjson
 
 from stream_app.app import app, settings
+from stream_app.db import audit_events
 from stream_app.db.pool import get_system_pool
 from stream_app.reports.accept import kafka_cause, refused_for_size
+from stream_app.reports.audit_details import REPORT_AGENT_ACTOR, status_details
 from stream_app.reports.cache import message_key
 from stream_app.reports.status import Send, worker_send
 from stream_app.reports.watchdog import REPORT_STALE_AFTER_S
@@ -187,17 +189,28 @@ async def sweep_once(pool: asyncpg.Pool | None = None, send: Send = worker_send)
 
 
 async def _refused(pool: asyncpg.Pool, r: StalledReport, cause: str) -> None:
-    """Mark ``r`` failed (from ``queued`` or ``processing``): Kafka refuses its request for
-    good, so sending it round again every sweep would only fail again."""
+    """Mark ``r`` failed (from ``queued`` or ``processing``) and audit it: Kafka refuses its
+    request for good, so sending it round again every sweep would only fail again."""
     error = f"could not enqueue: kafka refused the report request ({cause})"
-    async with pool.acquire() as conn:
-        await conn.execute(
+    async with pool.acquire() as conn, conn.transaction():  # the audit row commits with it
+        report_type = await conn.fetchval(
             "UPDATE reports SET status = 'failed', error = $3, updated_at = now()"
-            " WHERE organization_id = $1 AND id = $2 AND status IN ('queued', 'processing')",
+            " WHERE organization_id = $1 AND id = $2 AND status IN ('queued', 'processing')"
+            " RETURNING report_type",
             r.organization_id,
             r.report_id,
             error,
         )
+        if report_type is not None:
+            await audit_events.record(
+                conn,
+                r.organization_id,
+                REPORT_AGENT_ACTOR,
+                "report.status",
+                r.report_id,
+                status_details("failed", str(report_type)),
+                outcome="failed",
+            )
     log.warning(
         "report %s/%s stalled and its request is refused by kafka: marked failed (%s)",
         r.organization_id,

@@ -126,6 +126,13 @@ async def test_sweep_marks_a_request_kafka_refuses_failed_and_still_sends_the_ne
                 org,
             )
         }
+        audited = await conn.fetch(
+            "SELECT target, outcome, details::text AS details FROM audit_log"
+            " WHERE organization_id = $1 AND action = 'report.status'",
+            org,
+        )
+    assert [(a["target"], a["outcome"]) for a in audited] == [("unsendable", "failed")]
+    assert orjson.loads(audited[0]["details"])["status"] == "failed"
     status, error, _ = rows["unsendable"]
     assert status == "failed"
     assert "MessageSizeTooLargeError" in error
