@@ -9,6 +9,11 @@ per kind of failure (logger, level and message template: ``"delivery tick failed
 then at most one line per :data:`WINDOW_S` without the traceback, saying how many were left
 out. A kind quiet for a whole window starts afresh (its next record comes whole again).
 Records below ``WARNING`` pass untouched.
+
+A record whose line must always be written (an HTTP 500's incident line: the incident id is
+what its client was told) names its own kind in ``extra={TRACEBACK_KIND: ...}`` (e.g. the
+route template and the exception type): it always passes, and only its traceback is left out
+when the same kind already showed one in the last :data:`WINDOW_S` (the line then says so).
 """
 
 from __future__ import annotations
@@ -26,6 +31,10 @@ MAX_KINDS = 1_000
 
 _DECIDED = "wedding_throttle_keep"
 """The record attribute holding the throttle's decision for it."""
+
+TRACEBACK_KIND = "wedding_traceback_kind"
+"""Record attribute (``extra={TRACEBACK_KIND: "<kind>"}``): the record always passes; only its
+traceback is throttled, per (logger, level, this kind)."""
 
 Kind = tuple[str, int, str]
 """A kind of failure: (logger name, level, message template before ``%`` formatting)."""
@@ -63,9 +72,32 @@ class RepeatThrottle(logging.Filter):
         decided = getattr(record, _DECIDED, None)  # one record, several handlers: one decision
         if decided is not None:
             return bool(decided)
-        keep = self._decide(record)
+        own_kind = getattr(record, TRACEBACK_KIND, None)
+        keep = self._decide(record) if own_kind is None else self._traceback(record, own_kind)
         setattr(record, _DECIDED, keep)
         return keep
+
+    def _traceback(self, record: logging.LogRecord, own_kind: object) -> bool:
+        """Always True: ``record`` is written; its traceback is dropped when its kind showed
+        one less than a window ago."""
+        kind = (record.name, record.levelno, str(own_kind))
+        now = self.clock()
+        seen = self._seen.get(kind)
+        if seen is None or now - seen.since >= self.window_s:
+            if seen is None and len(self._seen) >= MAX_KINDS:
+                del self._seen[next(iter(self._seen))]
+            self._seen[kind] = _Seen(now)
+            return True
+        seen.left_out += 1
+        if record.exc_info is not None or record.exc_text is not None:
+            record.msg = (
+                f"{record.msg} [traceback left out: as the one logged {now - seen.since:.0f} s"
+                f" ago for {own_kind}; {seen.left_out} left out since]"
+            )
+            record.exc_info = None
+            record.exc_text = None
+            record.stack_info = None
+        return True
 
     def _decide(self, record: logging.LogRecord) -> bool:
         kind = (record.name, record.levelno, str(record.msg))

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from stream_app.logthrottle import RepeatThrottle, install
+from stream_app.logthrottle import TRACEBACK_KIND, RepeatThrottle, install
 
 
 class Clock:
@@ -116,3 +116,31 @@ def test_a_quiet_kind_starts_afresh_and_info_passes(
     for _ in range(10):
         logger.info("report %s completed", "r1")
     assert out.lines[2:] == ["INFO report r1 completed"] * 10
+
+
+def test_a_record_with_its_own_kind_is_always_written_only_its_traceback_throttled(
+    clock: Clock, logged: tuple[logging.Logger, Capture, Capture]
+) -> None:
+    logger, out, other = logged
+
+    def incident(n: int, kind: str) -> None:
+        try:
+            raise TypeError("Recursion limit reached")
+        except TypeError:
+            logger.exception("incident %s", n, extra={TRACEBACK_KIND: kind})
+
+    incident(1, "POST /orgs/{org}/reports TypeError")
+    clock.now += 10
+    incident(2, "POST /orgs/{org}/reports TypeError")
+    incident(3, "GET /orgs/{org}/reports/{report_id} TypeError")  # another kind: whole
+    clock.now += 60  # a window after the first: whole again
+    incident(4, "POST /orgs/{org}/reports TypeError")
+    assert [line.split("\n")[0] for line in out.lines] == [
+        "ERROR incident 1",
+        "ERROR incident 2 [traceback left out: as the one logged 10 s ago for"
+        " POST /orgs/{org}/reports TypeError; 1 left out since]",
+        "ERROR incident 3",
+        "ERROR incident 4",
+    ]
+    assert ["Traceback" in line for line in out.lines] == [True, False, True, True]
+    assert other.lines == out.lines

@@ -28,7 +28,7 @@ from stream_app.app import app, settings
 from stream_app.errors import WeddingError
 from stream_app.queries.errors import QueryUnavailableError
 from stream_app.queries.partitions import partition_for
-from stream_app.schemas.tokens import new_token
+from stream_app.schemas.tokens import INTERNAL_TOKEN_TTL_S, new_token
 from stream_app.tables.bookings import row_totals, table_key
 from stream_app.topology import venue_bookings
 
@@ -178,15 +178,6 @@ async def remote_periods(
     return periods
 
 
-INTERNAL_TOKEN_TTL_S = 120
-"""Lifetime of a worker-to-worker token (at most ``settings.token_max_ttl_s``); it is used for
-its first fifth only (24 s), so one waiting in the other worker's queue, or retried, is not
-expired when checked there (an expired token counts as a bad token from the sending worker's
-address: enough of them under load locked the two workers out of each other, found by the
-HTTP load test; one attempt of :func:`remote_json` lasts at most 10 s and each retry takes
-the token anew). Short because the token travels in plain HTTP between the workers: a
-captured one reads the organisation's forwarded tables, without rate limits, until it
-expires (its role grants nothing else, :mod:`stream_app.web.permissions`)."""
 _internal: dict[str, tuple[float, str]] = {}
 """organization_id → (monotonic time to renew, internal token): the receiving worker verifies
 each token once (it remembers verified tokens)."""

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import asyncpg
 import orjson
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError, RecordTooLargeError
 
 from stream_app.db import audit_events
 from stream_app.db import reports as report_db
@@ -59,13 +59,35 @@ class NotPublishedError(WeddingError):
 
     Attributes:
         reason: why (no acknowledgement in time, or the broker's refusal).
+        too_large: Kafka refused it for its size (:func:`refused_for_size`): sending it again
+            cannot help.
     """
 
     retriable = True
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, *, too_large: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.too_large = too_large
+        self.retriable = not too_large
+
+
+def kafka_cause(exc: BaseException) -> BaseException:
+    """The Kafka client's error behind ``exc`` (faust wraps it in ``ProducerSendError``; the
+    chain of causes is followed), or ``exc`` itself when there is none."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, KafkaError):
+            found: BaseException = seen  # aiokafka is untyped
+            return found
+        seen = seen.__cause__ or seen.__context__
+    return exc
+
+
+def refused_for_size(exc: BaseException) -> bool:
+    """True when ``exc`` (any producer error, wrapped or not) says the message is larger than
+    Kafka takes: the client's ``max_request_size`` or the broker's ``message.max.bytes``."""
+    return isinstance(kafka_cause(exc), MessageSizeTooLargeError | RecordTooLargeError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,9 +146,10 @@ async def accept(
         UnknownOrganizationError: the organisation does not exist (nothing recorded).
         ReportIdTakenError: the id names another request of the organisation, or (interactive)
             any request.
-        NotPublishedError: recorded, but Kafka did not take it (the recovery sweep of
-            :mod:`stream_app.reports.recovery` sends a queued report round again unless
-            ``interactive`` marked it failed).
+        NotPublishedError: recorded, but Kafka did not take it, whatever the producer's error
+            (the recovery sweep of :mod:`stream_app.reports.recovery` sends a queued report
+            round again unless ``interactive`` marked it failed); ``too_large`` when Kafka
+            refused it for its size.
         asyncpg errors, OSError: PostgreSQL cannot be reached.
     """
     started = time.perf_counter()
@@ -177,9 +200,12 @@ async def accept(
     except TimeoutError:
         reason = f"kafka did not acknowledge the report request within {publish_timeout_s:g} s"
         raise await _not_published(pool, req, reason, channel, interactive) from None
-    except KafkaError as exc:
-        reason = f"kafka refused the report request ({exc})"
-        raise await _not_published(pool, req, reason, channel, interactive) from exc
+    except Exception as exc:  # any producer error: not published, said so
+        reason = f"kafka refused the report request ({kafka_cause(exc)!r})"
+        too_large = refused_for_size(exc)
+        raise await _not_published(
+            pool, req, reason, channel, interactive, too_large=too_large
+        ) from exc
     try:
         async with pool.acquire() as conn:  # the lane has it: the recovery sweep leaves it be
             await report_db.mark_routed(conn, org, report_id)
@@ -201,7 +227,13 @@ async def _publish(
 
 
 async def _not_published(
-    pool: asyncpg.Pool, req: ReportRequest, reason: str, channel: Channel, interactive: bool
+    pool: asyncpg.Pool,
+    req: ReportRequest,
+    reason: str,
+    channel: Channel,
+    interactive: bool,
+    *,
+    too_large: bool = False,
 ) -> NotPublishedError:
     """The error to raise for a request Kafka did not take; an interactive entry's report is
     first marked ``failed`` (from ``queued`` only) with the cause, and audited."""
@@ -225,4 +257,4 @@ async def _not_published(
                     status_details("failed", req.report_type),
                     outcome="failed",
                 )
-    return NotPublishedError(reason)
+    return NotPublishedError(reason, too_large=too_large)

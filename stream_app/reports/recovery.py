@@ -25,6 +25,12 @@ claimed by one worker at a time (:func:`stream_app.db.reports.claim_processing`,
 a ``processing`` report over only once its heartbeat is stale), and a final report is never
 generated again. A ``queued`` report's ``updated_at`` is moved on when it is sent round, so it
 is sent at most once per :data:`QUEUED_STALE_S`.
+
+Each report of a sweep is sent on its own: one that Kafka refuses for good (a request larger
+than the broker takes, :func:`~stream_app.reports.accept.refused_for_size`) is marked
+``failed`` with the cause and the others are still sent; one the broker could not take now
+(away, no acknowledgement) stays stalled for the next sweep, and the rest of the batch waits
+for it too (the broker is most likely away for all).
 """
 
 from __future__ import annotations
@@ -37,8 +43,12 @@ import asyncpg
 import orjson
 
 from stream_app.app import app, settings
+from stream_app.db import audit_events
 from stream_app.db.pool import get_system_pool
+from stream_app.reports.accept import kafka_cause, refused_for_size
+from stream_app.reports.audit_details import REPORT_AGENT_ACTOR, status_details
 from stream_app.reports.cache import message_key
+from stream_app.reports.status import Send, worker_send
 from stream_app.reports.watchdog import REPORT_STALE_AFTER_S
 from stream_app.topology import report_lane_topics, report_requests_topic
 
@@ -119,9 +129,22 @@ async def take_stalled(
     return out
 
 
-async def sweep_once() -> int:
-    """Send the stalled reports round once; return how many were sent."""
-    pool = await get_system_pool(settings.postgres_system_dsn)
+async def sweep_once(pool: asyncpg.Pool | None = None, send: Send = worker_send) -> int:
+    """Send the stalled reports round once; return how many were sent.
+
+    Args:
+        pool: the cross-tenant system login's pool (the worker's by default).
+        send: the Kafka producer (the worker's by default).
+
+    A report Kafka refuses for its size is marked ``failed`` (from ``queued`` or
+    ``processing``) with the cause, and the sweep goes on with the next one.
+
+    Raises:
+        Exception: the producer's error for a report Kafka could not take now (the broker
+            away): the reports not yet sent stay stalled for the next sweep.
+    """
+    if pool is None:
+        pool = await get_system_pool(settings.postgres_system_dsn)
     async with pool.acquire() as conn, conn.transaction():
         stalled = await take_stalled(
             conn,
@@ -129,28 +152,71 @@ async def sweep_once() -> int:
             queued_stale_s=QUEUED_STALE_S,
             limit=SWEEP_BATCH,
         )
-    for r in stalled:
-        lane = report_lane_topics.get(r.priority)
-        if lane is not None and r.cache_key:
-            fut = await lane.send(key=message_key(r.organization_id, r.cache_key), value=r.request)
-        else:
-            key = f"{r.organization_id}/{r.report_id}".encode()
-            fut = await report_requests_topic.send(key=key, value=r.request)
-        await fut
-        log.warning(
-            "report %s/%s stalled: its request is sent round again", r.organization_id, r.report_id
-        )
-    if stalled:
-        async with pool.acquire() as conn:  # in the lanes again: wait there, not sent again
-            await conn.execute(
-                "UPDATE reports r SET routed_at = now()"
-                " FROM unnest($1::text[], $2::text[]) AS s(organization_id, id)"
-                " WHERE r.organization_id = s.organization_id AND r.id = s.id"
-                " AND r.status = 'queued'",
-                [r.organization_id for r in stalled],
-                [r.report_id for r in stalled],
+    sent: list[StalledReport] = []
+    try:
+        for r in stalled:
+            lane = report_lane_topics.get(r.priority)
+            if lane is not None and r.cache_key:
+                topic, key = lane.get_topic_name(), message_key(r.organization_id, r.cache_key)
+            else:
+                topic = report_requests_topic.get_topic_name()
+                key = f"{r.organization_id}/{r.report_id}".encode()
+            try:
+                await send(topic, key, r.request)
+            except Exception as exc:
+                if not refused_for_size(exc):
+                    raise
+                await _refused(pool, r, f"{kafka_cause(exc)!r}")
+                continue
+            sent.append(r)
+            log.warning(
+                "report %s/%s stalled: its request is sent round again",
+                r.organization_id,
+                r.report_id,
             )
-    return len(stalled)
+    finally:
+        if sent:
+            async with pool.acquire() as conn:  # in the lanes again: wait there, not sent again
+                await conn.execute(
+                    "UPDATE reports r SET routed_at = now()"
+                    " FROM unnest($1::text[], $2::text[]) AS s(organization_id, id)"
+                    " WHERE r.organization_id = s.organization_id AND r.id = s.id"
+                    " AND r.status = 'queued'",
+                    [r.organization_id for r in sent],
+                    [r.report_id for r in sent],
+                )
+    return len(sent)
+
+
+async def _refused(pool: asyncpg.Pool, r: StalledReport, cause: str) -> None:
+    """Mark ``r`` failed (from ``queued`` or ``processing``) and audit it: Kafka refuses its
+    request for good, so sending it round again every sweep would only fail again."""
+    error = f"could not enqueue: kafka refused the report request ({cause})"
+    async with pool.acquire() as conn, conn.transaction():  # the audit row commits with it
+        report_type = await conn.fetchval(
+            "UPDATE reports SET status = 'failed', error = $3, updated_at = now()"
+            " WHERE organization_id = $1 AND id = $2 AND status IN ('queued', 'processing')"
+            " RETURNING report_type",
+            r.organization_id,
+            r.report_id,
+            error,
+        )
+        if report_type is not None:
+            await audit_events.record(
+                conn,
+                r.organization_id,
+                REPORT_AGENT_ACTOR,
+                "report.status",
+                r.report_id,
+                status_details("failed", str(report_type)),
+                outcome="failed",
+            )
+    log.warning(
+        "report %s/%s stalled and its request is refused by kafka: marked failed (%s)",
+        r.organization_id,
+        r.report_id,
+        cause,
+    )
 
 
 @app.task  # type: ignore[untyped-decorator]

@@ -29,6 +29,17 @@ DEFAULT_MAX_TTL_S = 30 * 86_400
 INTERNAL_CLAIM = "wedding_internal"
 """Set (``true``) on worker-to-worker tokens (forwarded reads), together with the role
 :data:`INTERNAL_ROLE`; a token with one and not the other is refused by the API."""
+INTERNAL_TOKEN_TTL_S = 120
+"""Lifetime of a worker-to-worker token, seconds (at most ``settings.token_max_ttl_s``; the
+workers mint them, :mod:`stream_app.queries.routing`); the API refuses an internal token
+whose ``exp - iat`` is longer, whoever signed it (:func:`stream_app.web.auth.decode_token`).
+It is used for its first fifth only (24 s), so one waiting in the other worker's queue, or
+retried, is not expired when checked there (an expired token counts as a bad token from the
+sending worker's address: enough of them under load locked the two workers out of each other,
+found by the HTTP load test; one attempt of a forwarded read lasts at most 10 s and each retry
+takes the token anew). Short because the token travels in plain HTTP between the workers: a
+captured one reads the organisation's forwarded tables, without rate limits, until it expires
+(its role grants nothing else, :mod:`stream_app.web.permissions`)."""
 
 
 class TokenGrant(TypedDict, total=False):

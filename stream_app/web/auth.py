@@ -32,6 +32,7 @@ from stream_app.schemas.tokens import (
     DEFAULT_MAX_TTL_S,
     INTERNAL_CLAIM,
     INTERNAL_ROLE,
+    INTERNAL_TOKEN_TTL_S,
     ROLES,
     TokenGrant,
     new_token,
@@ -104,7 +105,9 @@ def decode_token(
     audience: str = DEFAULT_AUDIENCE,
     max_ttl_s: int = DEFAULT_MAX_TTL_S,
 ) -> Principal:
-    """Verify ``token`` (signature, expiry, issuer, audience, claims, lifetime).
+    """Verify ``token`` (signature, expiry, issuer, audience, claims, lifetime: at most
+    ``max_ttl_s``, and at most :data:`~stream_app.schemas.tokens.INTERNAL_TOKEN_TTL_S` for a
+    worker-to-worker token).
 
     Raises:
         ApiError: 401 ``token_expired`` or ``unauthorized`` naming the cause, ``field`` =
@@ -152,6 +155,13 @@ def decode_token(
             401,
             "unauthorized",
             f"invalid token: lifetime over the maximum of {max_ttl_s} s",
+            field="Authorization",
+        )
+    if internal and claims["exp"] - claims["iat"] > INTERNAL_TOKEN_TTL_S:
+        raise ApiError(  # the workers mint them for 120 s: a longer one is not theirs
+            401,
+            "unauthorized",
+            f"invalid token: a worker-to-worker token lives at most {INTERNAL_TOKEN_TTL_S} s",
             field="Authorization",
         )
     venues = claims.get("venues")

@@ -9,6 +9,7 @@ request the language refuses, an organisation PostgreSQL does not know.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -25,6 +26,44 @@ T = TypeVar("T")
 MAX_BODY_BYTES = 64 * 1024
 """Default size limit of a request body, bytes (the aggregation, rollup and validation
 routes)."""
+
+MAX_JSON_DEPTH = 64
+"""Deepest nesting of arrays and objects a JSON body may have (no request needs more than a
+few levels; the decoders and re-serialisers fail in their own ways past ~250)."""
+
+_JSON_STRING = re.compile(rb'"(?:[^"\\]+|\\.)*"')
+_NOT_BRACKET = bytes(b for b in range(256) if b not in b"[]{}")
+
+
+def json_depth(raw: bytes) -> int:
+    """The deepest nesting of arrays and objects in the JSON text ``raw`` (0 for a scalar),
+    brackets inside strings not counted. For text that is not JSON the figure is only
+    indicative (the decoder refuses it anyway)."""
+    brackets = _JSON_STRING.sub(b"", raw).translate(None, _NOT_BRACKET)
+    depth = deepest = 0
+    for ch in brackets:
+        if ch in (0x5B, 0x7B):  # [ {
+            depth += 1
+            deepest = max(deepest, depth)
+        else:
+            depth -= 1
+    return deepest
+
+
+def refuse_deep_json(raw: bytes, limit: int = MAX_JSON_DEPTH) -> None:
+    """Refuse a body nested deeper than ``limit`` levels, before any decoder reads it.
+
+    Raises:
+        ApiError: 400 ``invalid_json`` naming ``$``.
+    """
+    depth = json_depth(raw)
+    if depth > limit:
+        raise ApiError(
+            400,
+            "invalid_json",
+            f"body is nested {depth} levels deep; at most {limit} are accepted",
+            field="$",
+        )
 
 
 async def read_body(request: web.Request, max_bytes: int = MAX_BODY_BYTES) -> bytes:
@@ -47,13 +86,15 @@ def json_value(raw: bytes) -> Any:
     """``raw`` decoded as JSON, each object's keys once.
 
     Raises:
-        ApiError: 400 ``invalid_json`` naming ``$``; 400 ``invalid_field`` naming a key an
-            object repeats (:func:`refuse_duplicate_keys`).
+        ApiError: 400 ``invalid_json`` naming ``$`` (also for a body nested deeper than
+            :data:`MAX_JSON_DEPTH`); 400 ``invalid_field`` naming a key an object repeats
+            (:func:`refuse_duplicate_keys`).
     """
     try:
         value = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise ApiError(400, "invalid_json", f"body is not JSON: {exc}", field="$") from None
+    refuse_deep_json(raw)
     refuse_duplicate_keys(raw)
     return value
 
@@ -158,8 +199,10 @@ def decode_aggregation(decode: Callable[[bytes], T], raw: bytes) -> T:
 
     Raises:
         ApiError: 400 naming the JSON path the decoder refused (:func:`aggregation_error`), or
-            a key an object repeats (:func:`refuse_duplicate_keys`).
+            a key an object repeats (:func:`refuse_duplicate_keys`); 400 ``invalid_json``
+            naming ``$`` for a body nested deeper than :data:`MAX_JSON_DEPTH`.
     """
+    refuse_deep_json(raw)
     try:
         decoded = decode(raw)
     except AggregationError as exc:

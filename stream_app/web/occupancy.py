@@ -25,14 +25,14 @@ from aiohttp import web
 from stream_app.app import settings
 from stream_app.db.pool import get_pool
 from stream_app.db.tenancy import tenant_transaction
-from stream_app.queries.routing import FORWARDED_HEADER, local_periods, owner_url, remote_periods
+from stream_app.queries.routing import local_periods, owner_url, remote_periods
 from stream_app.tables.occupancy import occupancy
 from stream_app.web.auth import authenticate
 from stream_app.web.errors import ApiError
 from stream_app.web.inputs import period_query
 from stream_app.web.permissions import Permission
 from stream_app.web.responses import json_response
-from stream_app.web.views import MAX_PERIODS, page, period_labels
+from stream_app.web.views import MAX_PERIODS, forwarded_by_a_worker, page, period_labels
 
 
 def date_range(grain: str, start: str, end: str) -> list[date]:
@@ -85,7 +85,7 @@ async def venue_occupancy(
     owner = owner_url(org, venue)
     if owner is None:
         rows = local_periods(org, venue, "day", labels)
-    elif request.headers.get(FORWARDED_HEADER):
+    elif forwarded_by_a_worker(request, org):
         raise ApiError(503, "rebalancing", "partition ownership is moving; retry")
     else:
         rows = await remote_periods(owner, org, venue, "day", labels[0], labels[-1])

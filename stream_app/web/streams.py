@@ -32,7 +32,7 @@ from aiohttp import web
 from stream_app.app import settings
 from stream_app.queries.errors import QueryUnavailableError
 from stream_app.queries.partitions import partition_for
-from stream_app.queries.routing import FORWARDED_HEADER, changelog_owner, remote_json
+from stream_app.queries.routing import changelog_owner, remote_json
 from stream_app.tables import interactions as interactions_tables
 from stream_app.tables import payments as payments_tables
 from stream_app.tables import suppliers as suppliers_tables
@@ -46,7 +46,7 @@ from stream_app.web.errors import ApiError
 from stream_app.web.inputs import require_query
 from stream_app.web.permissions import Permission
 from stream_app.web.responses import json_response
-from stream_app.web.views import page, period_labels
+from stream_app.web.views import forwarded_by_a_worker, page, period_labels
 
 
 async def forward_if_remote(
@@ -67,7 +67,7 @@ async def forward_if_remote(
     owner = changelog_owner(table.changelog_topic.get_topic_name(), partition)
     if owner is None:
         return None
-    if request.headers.get(FORWARDED_HEADER):
+    if forwarded_by_a_worker(request, organization_id):
         # the sender thought we own it, we think it does: ownership is moving
         raise ApiError(503, "recovering", "partition ownership is moving; retry")
     try:

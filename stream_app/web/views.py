@@ -43,6 +43,7 @@ from stream_app.db.report_scope import report_venues
 from stream_app.db.tenancy import UnknownOrganizationError, fetch_venues, tenant_transaction
 from stream_app.delivery.adhoc import delivery_summary
 from stream_app.delivery.links import links_of_reports
+from stream_app.logthrottle import TRACEBACK_KIND
 from stream_app.observability import HTTP_REQUESTS, REGISTRY
 from stream_app.queries.errors import QueryUnavailableError
 from stream_app.queries.routing import FORWARDED_HEADER, local_periods, owner_url, remote_periods
@@ -79,7 +80,7 @@ from stream_app.web.dependencies import (
 )
 from stream_app.web.errors import ApiError, api_error_of, report_not_found
 from stream_app.web.guard import RouteSpec, check_priority, scoped_venues
-from stream_app.web.inputs import json_object, period_query
+from stream_app.web.inputs import json_object, period_query, read_body
 from stream_app.web.permissions import PUBLIC, UNDECLARED, Permission, RouteAccess, allowed
 from stream_app.web.refusals import REFUSED_STATUSES, Refusal, note_refusal, token_subject
 from stream_app.web.responses import json_response
@@ -279,9 +280,20 @@ async def _json_errors(
             ).response()
             resp.headers["Retry-After"] = str(RETRY_AFTER_S)
             return resp
-        # a bug: logged with an incident id the answer carries
+        # a bug: logged with an incident id the answer carries; the line is always written
+        # (whoever's failure it is), its traceback once a minute per route and exception type
         incident = uuid.uuid4().hex
-        log.exception("%s %s failed (incident %s)", request.method, request.path, incident)
+        route = getattr(getattr(request.match_info.route, "resource", None), "canonical", None)
+        kind = f"{request.method} {route if isinstance(route, str) else '-'} {type(exc).__name__}"
+        log.exception(
+            "%s %s failed (incident %s): %s: %.500s",
+            request.method,
+            request.path,
+            incident,
+            type(exc).__name__,
+            exc,
+            extra={TRACEBACK_KIND: kind},
+        )
         return ApiError(
             500, "internal_error", f"the request failed on our side (incident {incident})"
         ).response()
@@ -351,6 +363,21 @@ def period_labels(grain: str, start: str, end: str) -> list[str]:
     return out
 
 
+def forwarded_by_a_worker(request: web.Request, org: str) -> bool:
+    """Whether ``request`` is another worker's forwarded read (:data:`FORWARDED_HEADER` with a
+    worker-to-worker token): the sender thought this worker owns the partition, so it is not
+    forwarded again (a 503 while ownership moves). A client's token sending the header is not
+    believed: its read is forwarded as any other (an attacker's finding: the header gave a
+    false 503 that told which worker owns the organisation's partitions).
+
+    Raises:
+        ApiError: 401/403 of :func:`~stream_app.web.auth.authenticate`.
+    """
+    if not request.headers.get(FORWARDED_HEADER):
+        return False
+    return authenticate(request, settings.jwt_secret, org).internal
+
+
 def scope_report_filters(principal: Principal, body: dict[str, Any]) -> None:
     """Limit a venue-scoped token's report request to its venues (``body`` is changed).
 
@@ -368,6 +395,8 @@ def scope_report_filters(principal: Principal, body: dict[str, Any]) -> None:
     requested = filters.get("venue_id")
     if requested is not None and not isinstance(requested, list):
         return
+    if requested is not None and not all(isinstance(v, str) for v in requested):
+        return  # not a list of ids: the validation's 400 names the entry (never a 500/403)
     body["data_filters"] = {
         **filters,
         "venue_id": scoped_venues(principal, requested, "$.data_filters.venue_id"),
@@ -486,7 +515,7 @@ async def venue_metrics(
     periods = period_labels(grain, start, end)
     owner = owner_url(org, venue)
     if owner is not None:
-        if request.headers.get(FORWARDED_HEADER):
+        if forwarded_by_a_worker(request, org):
             raise ApiError(503, "rebalancing", "partition ownership is moving; retry")
         rows = await remote_periods(owner, org, venue, grain, periods[0], periods[-1])
     else:
@@ -523,7 +552,7 @@ async def check_venue_filter(pool: asyncpg.Pool, org: str, req: ReportRequest) -
 async def request_report(self: Any, request: web.Request, org: str) -> web.StreamResponse:
     """Accept a report request (:mod:`stream_app.reports.accept`), answer 202."""
     principal = authenticate(request, settings.jwt_secret, org)
-    body = json_object(await request.read())
+    body = json_object(await read_body(request))
     for forbidden in ("organization_id", "user_id", "schema_version", "requested_at"):
         if forbidden in body:
             raise ApiError(
@@ -562,6 +591,9 @@ async def request_report(self: Any, request: web.Request, org: str) -> web.Strea
     except ReportIdTakenError as exc:
         raise ApiError(409, "conflict", str(exc), field="$.report_id") from None
     except NotPublishedError as exc:
+        if exc.too_large:  # the request itself: sending it again cannot help
+            reason = f"the report request is larger than the queue takes: {exc.reason}"
+            raise ApiError(413, "too_large", reason, field="$") from None
         raise DependencyUnavailableError(
             "kafka", f"could not enqueue the request: {exc.reason}; retry in {RETRY_AFTER_S} s"
         ) from None

@@ -900,3 +900,49 @@ async def test_forwarded_reads_pass_the_lockout_of_the_workers_address(
     # the lockout still holds for a client of that address
     status, body = await get_from(b, f"/orgs/{ORG}/payments/summary", bad, LOCKED)
     assert (status, body["error"]["field"]) == (429, "Authorization"), body
+
+
+async def test_a_clients_forwarded_header_is_ignored(
+    settings: Settings, two_workers: tuple[WorkerProcess, WorkerProcess]
+) -> None:
+    """An attacker's finding: a client sending the workers' ``X-Wedding-Forwarded`` header got
+    a false 503 ``rebalancing`` from the worker not holding the partition (telling it which
+    worker does); only a worker-to-worker token's header counts, a client's read is
+    forwarded as any other."""
+    a, b = two_workers
+    bookings = [f"fw-{i}" for i in range(8)]
+    events = [
+        {
+            **base(f"fw{i}", i),
+            "event_type": "payment_received",
+            "payment_id": f"fw-pay-{i}",
+            "booking_id": booking,
+            "amount_minor": 7000 + 13 * i,
+            "currency": "EUR",
+        }
+        for i, booking in enumerate(bookings)
+    ]
+    await produce(settings, [(PAYMENT_EVENTS, f"{ORG}/{e['booking_id']}", e) for e in events])
+    await wait_folded(two_workers)
+    headers = {**auth(settings, ORG, role="viewer"), "X-Wedding-Forwarded": "1"}
+    forwarded = 0
+    for worker in (a, b):
+        held = await partitions_of(worker)
+        for i, booking in enumerate(bookings):
+            p = partition_for(f"{ORG}/{booking}".encode(), settings.topic_partitions)
+            forwarded += p not in held
+            status, body = await get_from(
+                worker, f"/orgs/{ORG}/bookings/{booking}/payments", headers, CLIENT
+            )
+            assert status == 200, body
+            assert body["total"]["paid_minor"] == {"EUR": 7000 + 13 * i}
+        for venue in (f"fw-venue-{i}" for i in range(8)):  # some held by the other worker
+            status, body = await get_from(
+                worker,
+                f"/orgs/{ORG}/venues/{venue}/metrics?from=2026-01&to=2026-02",
+                headers,
+                CLIENT,
+            )
+            assert status == 200, body
+            assert body["venue_id"] == venue
+    assert forwarded > 0  # each booking was asked of the worker not holding it too

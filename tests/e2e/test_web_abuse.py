@@ -191,9 +191,9 @@ async def test_oversize_bodies_are_one_refusal_naming_the_body(
     """aiohttp's own body limit (1 MiB) and the handlers' (64 KiB) answer the same refusal
     (an attacker's finding: ``request_entity_too_large`` with a null field)."""
     headers = {**auth(settings, ORG, "big-body"), "Content-Type": "application/json"}
-    big = b'{"report_type": "' + b"x" * 2_000_000 + b'"}'
+    big = b'{"name": "' + b"x" * 2_000_000 + b'"}'
     status, _, body = await call(
-        worker, "POST", f"/orgs/{ORG}/reports", headers=headers, data=io.BytesIO(big)
+        worker, "POST", f"/orgs/{ORG}/schedules", headers=headers, data=io.BytesIO(big)
     )
     assert status == 413
     code, reason, field = error_of(body)
@@ -207,6 +207,55 @@ async def test_oversize_bodies_are_one_refusal_naming_the_body(
         data=io.BytesIO(big[:100_000]),
     )
     assert (status, error_of(body)[::2]) == (413, ("too_large", "$"))
+
+
+async def test_a_report_request_body_has_the_handlers_limit(
+    worker: WorkerProcess, settings: Settings
+) -> None:
+    """An attacker's finding: a ~1 MB request (under aiohttp's limit, over Kafka's message
+    limit once stored and sent round again) was recorded, then answered 500 and left
+    ``queued``; it is refused before anything is recorded, as validation's is."""
+    headers = {**auth(settings, ORG, "big-request"), "Content-Type": "application/json"}
+    for venues in (14_000, 200_000):  # just over 64 KiB; about the attacker's 1 MB
+        filters = {"venue_id": ["v1"] * venues}
+        body = {**COMPLIANCE, "report_id": f"big-{venues}", "data_filters": filters}
+        raw = orjson.dumps(body)
+        assert len(raw) > 64 * 1024
+        status, _, answer = await call(
+            worker, "POST", f"/orgs/{ORG}/reports", headers=headers, data=raw
+        )
+        code, reason, field = error_of(answer)
+        assert (status, code, field) == (413, "too_large", "$"), answer
+        assert "65536" in reason
+        assert await db_value(
+            settings, "SELECT count(*) FROM reports WHERE organization_id = $1 AND id = $2",
+            ORG, f"big-{venues}",
+        ) == 0  # fmt: skip
+
+
+@pytest.mark.parametrize("depth", [65, 1000])
+async def test_deeply_nested_report_requests_are_a_400_naming_the_body(
+    worker: WorkerProcess, settings: Settings, depth: int
+) -> None:
+    """An attacker's finding: a ``configuration`` 255–1024 levels deep was a 500 (orjson
+    re-serialising it), on the request and on validation."""
+    headers = {**auth(settings, ORG, "deep"), "Content-Type": "application/json"}
+    deep = b"[" * (depth - 2) + b"1" + b"]" * (depth - 2)  # + the body and configuration
+    for path, report_id in (
+        (f"/orgs/{ORG}/reports", f"deep-{depth}"),
+        (f"/orgs/{ORG}/reports/validate", None),
+    ):
+        body = orjson.dumps({**COMPLIANCE, **({"report_id": report_id} if report_id else {})})
+        raw = body[:-1] + b', "configuration": {"z": ' + deep + b"}}"
+        status, _, answer = await call(worker, "POST", path, headers=headers, data=raw)
+        assert status == 400, answer
+        code, reason, field = error_of(answer)
+        assert (code, field) == ("invalid_json", "$")
+        assert reason == f"body is nested {depth} levels deep; at most 64 are accepted"
+    assert await db_value(
+        settings, "SELECT count(*) FROM reports WHERE organization_id = $1 AND id = $2",
+        ORG, f"deep-{depth}",
+    ) == 0  # fmt: skip
 
 
 async def test_cancel_is_not_in_the_reports_class(
@@ -301,3 +350,29 @@ async def test_a_venue_scoped_token_cannot_request_an_organisation_wide_type(
         worker, "POST", f"/orgs/{ORG}/reports", headers=scoped, json=booking
     )
     assert status == 202, body
+
+
+@pytest.mark.parametrize("entry", [["v1"], {"a": 1}, 1, None])
+async def test_a_venue_scoped_tokens_non_string_venue_is_the_admins_400(
+    worker: WorkerProcess, settings: Settings, entry: Any
+) -> None:
+    """An attacker's finding: a list or object entry was a 500 (unhashable in the scope
+    check), a number or null a 403; the admin gets a 400 naming the entry."""
+    scoped = auth(settings, ORG, "hall-analyst", role="analyst", venues=["v1"])
+    admin = auth(settings, ORG, "admin-1")
+    body = {
+        "report_type": "monthly_booking_summary",
+        "date_from": "2026-01-01",
+        "date_to": "2026-03-31",
+        "data_filters": {"venue_id": [entry]},
+    }
+    answers = []
+    for headers in (scoped, admin):
+        for path, extra in (("reports/validate", {}), ("reports", {"output_formats": ["csv"]})):
+            status, _, answer = await call(
+                worker, "POST", f"/orgs/{ORG}/{path}", headers=headers, json={**body, **extra}
+            )
+            code, reason, field = error_of(answer)
+            answers.append((status, code, field))
+            assert "Expected `str`" in reason, reason
+    assert answers == [(400, "invalid_field", "$.data_filters.venue_id[0]")] * 4

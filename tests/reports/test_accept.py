@@ -21,12 +21,21 @@ import msgspec
 import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaConnectionError, KafkaError, MessageSizeTooLargeError
+from faust.exceptions import ProducerSendError
 
 from stream_app.client import request_report_and_wait
 from stream_app.db.tenancy import Organization, Venue, upsert_organization, upsert_venue
 from stream_app.devservices.workers import WorkerProcess
 from stream_app.lag import wait_for_lag_zero
-from stream_app.reports.accept import ReportIdTakenError, accept, validate
+from stream_app.reports.accept import (
+    NotPublishedError,
+    ReportIdTakenError,
+    accept,
+    kafka_cause,
+    refused_for_size,
+    validate,
+)
 from stream_app.reports.cache import cache_key, message_key
 from stream_app.reports.lanes import REQUEUED_BY
 from stream_app.schedules.runner import run_scheduler_tick
@@ -210,3 +219,57 @@ async def test_scheduled_request_is_recorded_and_audited_once(
         if r.key == f"{ORG}/{planned.report_id}".encode()
     ]
     assert statuses[0] == "queued" and 1 <= statuses.count("queued") <= len(lane)
+
+
+async def test_request_kafka_refuses_for_its_size_is_failed_with_the_cause(
+    settings: Settings, pool: asyncpg.Pool
+) -> None:
+    # valid (one known venue, repeated) but over the producer's 1 MiB message limit
+    req = new_report_request(
+        ORG,
+        "user-1",
+        "monthly_booking_summary",
+        datetime(2026, 1, 1, tzinfo=UTC).date(),
+        datetime(2026, 1, 31, tzinfo=UTC).date(),
+        ["csv"],
+        report_id="acc-too-large",
+        data_filters={"venue_id": ["hall"] * 200_000},
+    )
+    raw = encode_event(req)
+    assert len(raw) > 1_048_576
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+    await producer.start()
+
+    async def send(topic: str, key: bytes, value: bytes) -> None:
+        await producer.send_and_wait(topic, value, key=key)
+
+    try:
+        with pytest.raises(NotPublishedError) as refused:
+            await accept(validate(raw), raw, channel="http", pool=pool, send=send, interactive=True)
+    finally:
+        await producer.stop()
+    assert refused.value.too_large is True
+    assert "MessageSizeTooLargeError" in refused.value.reason
+    async with pool.acquire() as conn:
+        row = await conn.fetchrow(
+            "SELECT status, error FROM reports WHERE organization_id = $1 AND id = $2",
+            ORG,
+            "acc-too-large",
+        )
+    assert row is not None
+    assert row["status"] == "failed"  # not left queued for the sweep to retry for ever
+    assert "MessageSizeTooLargeError" in row["error"]
+
+
+def test_a_size_refusal_is_recognised_through_fausts_wrapper() -> None:
+    # the worker's producer (faust) raises ProducerSendError from the client's error
+    try:
+        try:
+            raise MessageSizeTooLargeError("The message is 1131491 bytes")
+        except KafkaError as exc:
+            raise ProducerSendError(f"Error while sending: {exc!r}") from exc
+    except ProducerSendError as wrapped:
+        assert isinstance(kafka_cause(wrapped), MessageSizeTooLargeError)
+        assert refused_for_size(wrapped) is True
+    assert refused_for_size(ProducerSendError("no transaction producer")) is False
+    assert refused_for_size(KafkaConnectionError("broker away")) is False

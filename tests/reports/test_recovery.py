@@ -1,5 +1,7 @@
 """The recovery sweep's choice (:func:`stream_app.reports.recovery.take_stalled`), on a real
-PostgreSQL: which reports it sends round again and which it leaves waiting.
+PostgreSQL: which reports it sends round again and which it leaves waiting; and the sweep
+(:func:`~stream_app.reports.recovery.sweep_once`) on a real Kafka: a request Kafka refuses
+fails its report only.
 
 A report whose request reached its lane waits its turn there; sending it again only adds
 copies behind a tenant's flood (an attacker's 400 requests once became 861 lane messages).
@@ -8,10 +10,13 @@ copies behind a tenant's flood (an attacker's 400 requests once became 861 lane 
 from __future__ import annotations
 
 import asyncpg
+import orjson
+from aiokafka import AIOKafkaProducer
 
 from stream_app.db import reports as report_db
 from stream_app.db.tenancy import tenant_transaction
-from stream_app.reports.recovery import take_stalled
+from stream_app.reports.recovery import sweep_once, take_stalled
+from stream_app.settings import Settings
 from tests.conftest import NewOrg
 
 # (report id, status, seconds since updated_at, seconds since routed_at or None)
@@ -75,3 +80,60 @@ async def test_sweep_sends_round_the_unrouted_and_dead_not_those_waiting_in_a_la
         assert rows["worker-died"] == (False, True)
         # a second sweep: only the dead worker's report again (until a lane claims it)
         assert await _take(conn, org) == {"worker-died"}
+
+
+async def test_sweep_marks_a_request_kafka_refuses_failed_and_still_sends_the_next(
+    pg_pool: asyncpg.Pool, new_org: NewOrg, settings: Settings
+) -> None:
+    org = await new_org()
+    # two stalled reports, the older first in the sweep's order: its stored request is over
+    # Kafka's message limit (1 MiB), the other is an ordinary one
+    stalled = [("unsendable", 2 * 86400, "x" * 1_200_000), ("recoverable", 86400, "")]
+    async with pg_pool.acquire() as conn:
+        for report_id, age_s, pad in stalled:
+            request = {"report_id": report_id, "organization_id": org, "pad": pad}
+            async with tenant_transaction(conn, org):
+                assert await report_db.insert_queued(
+                    conn, report_id=report_id, organization_id=org, user_id="tester",
+                    report_type="monthly_booking_summary", request=request, cache_key=report_id,
+                )  # fmt: skip
+            await conn.execute(
+                "UPDATE reports SET updated_at = now() - make_interval(secs => $3)"
+                " WHERE organization_id = $1 AND id = $2",
+                org,
+                report_id,
+                float(age_s),
+            )
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+    await producer.start()
+    sent: list[str] = []
+
+    async def send(topic: str, key: bytes, value: bytes) -> None:
+        await producer.send_and_wait(topic, value, key=key)
+        sent.append(orjson.loads(value)["report_id"])
+
+    try:
+        await sweep_once(pg_pool, send)
+    finally:
+        await producer.stop()
+    assert "recoverable" in sent and "unsendable" not in sent
+    async with pg_pool.acquire() as conn:
+        rows = {
+            r["id"]: (r["status"], r["error"], r["routed"])
+            for r in await conn.fetch(
+                "SELECT id, status, error, routed_at IS NOT NULL AS routed FROM reports"
+                " WHERE organization_id = $1",
+                org,
+            )
+        }
+        audited = await conn.fetch(
+            "SELECT target, outcome, details::text AS details FROM audit_log"
+            " WHERE organization_id = $1 AND action = 'report.status'",
+            org,
+        )
+    assert [(a["target"], a["outcome"]) for a in audited] == [("unsendable", "failed")]
+    assert orjson.loads(audited[0]["details"])["status"] == "failed"
+    status, error, _ = rows["unsendable"]
+    assert status == "failed"
+    assert "MessageSizeTooLargeError" in error
+    assert rows["recoverable"] == ("queued", None, True)  # in its lane again: routed

@@ -16,6 +16,7 @@ from stream_app.schemas.tokens import (
     DEFAULT_ISSUER,
     INTERNAL_CLAIM,
     INTERNAL_ROLE,
+    INTERNAL_TOKEN_TTL_S,
     new_token,
 )
 from stream_app.web.auth import decode_token
@@ -111,3 +112,29 @@ def test_the_internal_claim_and_role_come_together_or_not_at_all(
     changes: dict[str, Any], reason: str
 ) -> None:
     assert refusal(signed(**changes)) == (401, "unauthorized", reason, "Authorization")
+
+
+def test_a_worker_to_worker_token_lives_no_longer_than_the_workers_mint_it() -> None:
+    """An attacker's finding: an internal token of 30 days was accepted (the general bound);
+    the workers mint them for 120 s, so a longer one is not theirs."""
+    internal = {"role": INTERNAL_ROLE, INTERNAL_CLAIM: True}
+    now = int(time.time())
+    ok = decode_token(signed(iat=now, exp=now + INTERNAL_TOKEN_TTL_S, **internal), SECRET)
+    assert ok.internal is True
+    for lifetime in (INTERNAL_TOKEN_TTL_S + 1, 30 * 86_400):
+        assert refusal(signed(iat=now, exp=now + lifetime, **internal)) == (
+            401,
+            "unauthorized",
+            "invalid token: a worker-to-worker token lives at most 120 s",
+            "Authorization",
+        )
+    # a client's token keeps the general bound
+    assert decode_token(signed(iat=now, exp=now + 86_400), SECRET).internal is False
+    minted = new_token(
+        SECRET,
+        user_id="internal",
+        organization_id="org-a",
+        ttl_seconds=INTERNAL_TOKEN_TTL_S,
+        internal=True,
+    )
+    assert decode_token(minted.token, SECRET).internal is True  # as the workers mint them

@@ -16,6 +16,7 @@ from stream_app.settings import Settings
 from stream_app.web.errors import ApiError
 from stream_app.web.inputs import (
     decode_aggregation,
+    json_depth,
     json_object,
     json_value,
     known_organization,
@@ -170,3 +171,34 @@ async def test_known_organization(settings: Settings) -> None:
     err = caught.value
     assert (err.status, err.code, err.field) == (404, "not_found", "organization_id")
     assert "inputs-unknown" in err.reason
+
+
+def nested(depth: int, inner: bytes = b"1") -> bytes:
+    """``{"z": [[…inner…]]}``: ``depth`` levels of nesting in all (the object counts one)."""
+    return b'{"z": ' + b"[" * (depth - 1) + inner + b"]" * (depth - 1) + b"}"
+
+
+@pytest.mark.parametrize("depth", [65, 300, 1000])
+def test_a_body_nested_deeper_than_64_levels_is_refused_before_decoding(depth: int) -> None:
+    """An attacker's finding: 255–1024 levels passed orjson's parser and failed its
+    serialiser later (a 500), and hid a repeated key from the duplicate check."""
+    for decode in (json_value, lambda raw: decode_aggregation(decode_request, raw)):
+        with pytest.raises(ApiError) as caught:
+            decode(nested(depth))
+        e = caught.value
+        assert (e.status, e.code, e.field) == (400, "invalid_json", "$")
+        assert e.reason == f"body is nested {depth} levels deep; at most 64 are accepted"
+    # a repeated key beside a deep value: refused for the depth, not accepted for the repeat
+    with pytest.raises(ApiError) as caught:
+        json_value(b'{"client_id": "a", "client_id": "b", "d": ' + nested(depth) + b"}")
+    assert caught.value.reason.startswith(f"body is nested {depth + 1} levels")
+
+
+def test_64_levels_and_brackets_in_strings_pass() -> None:
+    value: object = 1
+    for _ in range(63):
+        value = [value]
+    assert json_value(nested(64)) == {"z": value}
+    assert json_depth(nested(64)) == 64
+    assert json_depth(b'{"a": "[[[[\\"{{", "b": ["]]"]}') == 2
+    assert json_value(b'{"a": "' + b"[" * 100 + b'"}') == {"a": "[" * 100}
