@@ -35,7 +35,7 @@ from stream_app.db.pool import get_pool
 from stream_app.db.tenancy import UnknownOrganizationError
 from stream_app.quotas import SlotsBusyError, TenantSlots, org_share
 from stream_app.web.auth import Principal, authenticate
-from stream_app.web.errors import ApiError
+from stream_app.web.errors import ApiError, BusyError
 from stream_app.web.inputs import (
     aggregation_error,
     decode_aggregation,
@@ -51,6 +51,9 @@ MAX_CONCURRENT = 2
 cores; more would starve report generation and table reads)."""
 QUEUE_WAIT_S = 10.0
 """Seconds a request waits for a slot before 503 ``busy``."""
+
+BUSY_RETRY_AFTER_S = 5
+"""``Retry-After`` (seconds) of a 503 ``busy``: every slot or the organisation's share taken."""
 
 _slots: TenantSlots | None = None
 
@@ -108,7 +111,8 @@ async def run_aggregation(self: Any, request: web.Request, org: str) -> web.Stre
             if exc.organization
             else "too many aggregations running; retry later"
         )
-        raise ApiError(503, "busy", reason) from None
+        own = "organization_id" if exc.organization else None
+        raise BusyError(503, "busy", reason, BUSY_RETRY_AFTER_S, field=own) from None
     except AggregationError as exc:
         raise aggregation_error(exc) from None
     except UnknownOrganizationError as exc:

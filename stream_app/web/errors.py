@@ -43,14 +43,17 @@ class ApiError(WeddingError):
 
 class BusyError(ApiError):
     """A bounded share of this worker is in use: 429 when the organisation holds its own
-    share, 503 when every slot is taken; with ``Retry-After`` (whole seconds).
+    share, 503 when every slot is taken; with ``Retry-After`` (whole seconds). ``field`` is
+    ``organization_id`` when the organisation's own share is what is used up.
 
     Attributes:
         retry_after_s: seconds the client is told to wait before retrying (at least 1).
     """
 
-    def __init__(self, status: int, code: str, reason: str, retry_after_s: int) -> None:
-        super().__init__(status, code, reason)
+    def __init__(
+        self, status: int, code: str, reason: str, retry_after_s: int, field: str | None = None
+    ) -> None:
+        super().__init__(status, code, reason, field=field)
         self.retry_after_s = max(1, retry_after_s)
 
     def response(self) -> web.Response:

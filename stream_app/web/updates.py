@@ -163,6 +163,7 @@ async def _replay_turn(org: str, resume: Position | None) -> AsyncIterator[None]
                 f"this organisation already has {hub.replay_slots.per_org} resumed live-update"
                 " streams reading back on this worker (WEDDING_UPDATES_MAX_REPLAYS); retry",
                 retry_after_s=RETRY_MS // 1000,
+                field="organization_id",
             ) from None
         raise BusyError(
             503, "busy", "too many live-update streams reading back; retry", RETRY_MS // 1000

@@ -147,7 +147,8 @@ async def validate_report(self: Any, request: web.Request, org: str) -> web.Stre
             if exc.organization
             else "too many validations and aggregations running; retry later"
         )
-        raise BusyError(503, "busy", reason, RETRY_AFTER_S) from None
+        own = "organization_id" if exc.organization else None
+        raise BusyError(503, "busy", reason, RETRY_AFTER_S, field=own) from None
     except ReportInputError as exc:
         raise input_error(exc) from None
     except ReportFailure as exc:  # a holder of live table rows cannot be reached

@@ -329,6 +329,7 @@ async def test_one_organisations_validations_hold_its_share_of_the_slots_only(
             assert len(refused) == 2, refused  # the one holding the slot is still blocked
             for status, answer, retry_after in refused:
                 assert (status, answer["error"]["code"], retry_after) == (503, "busy", "5")
+                assert answer["error"]["field"] == "organization_id", answer  # its own share
                 assert "share" in answer["error"]["reason"], answer
         finally:
             await lock.rollback()

@@ -564,8 +564,9 @@ async def test_an_organisation_replays_at_most_its_share_at_once(
             headers = {"Authorization": f"Bearer {tok}", "Last-Event-ID": resume}
             async with s.get(f"/orgs/{GAP}/updates", headers=headers) as r:
                 assert r.status == 429, r.status  # (a 200 would be a stream: not read)
-                refused = (r.status, (await r.json())["error"]["code"], r.headers["Retry-After"])
-            assert refused == (429, "too_many_replays", "3")
+                error = (await r.json())["error"]
+                refused = (r.status, error["code"], error["field"], r.headers["Retry-After"])
+            assert refused == (429, "too_many_replays", "organization_id", "3")
             assert time.monotonic() - started >= 1.9  # it waited for a turn first
 
             live = await open_stream(s, GAP, tok)  # no resume: no replay slot needed
