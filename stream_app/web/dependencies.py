@@ -134,6 +134,21 @@ def dependency_of(exc: BaseException) -> Dependency | None:
     return None
 
 
+def client_went_away(exc: BaseException) -> bool:
+    """Whether ``exc`` is this worker's answer failing because its client closed the
+    connection (a ``HEAD`` whose body is not sent, an aborted download): a
+    ``ConnectionResetError`` raised in aiohttp's server-side writing, not in its client (the
+    worker-to-worker reads) nor in another service's library. Not an outage of anything."""
+    if not isinstance(exc, ConnectionResetError):
+        return False
+    tb = exc.__traceback__
+    innermost = ""
+    while tb is not None:
+        innermost = str(tb.tb_frame.f_globals.get("__name__", ""))
+        tb = tb.tb_next
+    return innermost.startswith("aiohttp.") and not innermost.startswith("aiohttp.client")
+
+
 def _raised_in(tb: TracebackType | None) -> Dependency | None:
     """The service whose client library holds the innermost known frame of ``tb``."""
     modules: list[str] = []

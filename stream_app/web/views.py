@@ -75,6 +75,7 @@ from stream_app.web.dependencies import (
     KAFKA_TIMEOUT_S,
     RETRY_AFTER_S,
     DependencyUnavailableError,
+    client_went_away,
     dependency_of,
     kafka_call,
 )
@@ -267,6 +268,9 @@ async def _json_errors(
     except asyncio.CancelledError:
         raise
     except Exception as exc:
+        if client_went_away(exc):  # nothing to answer, nothing unavailable
+            log.debug("%s %s: the client went away: %r", request.method, request.path, exc)
+            return web.Response(status=499)
         dependency = dependency_of(exc)
         if dependency is not None:  # PostgreSQL, Kafka or Redis unreachable: retriable
             log.warning(

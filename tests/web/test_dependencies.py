@@ -6,12 +6,14 @@ listens on (a port bound and closed here), not hand-made exception objects.
 
 from __future__ import annotations
 
+import asyncio
 import socket
 
 import asyncpg
 import orjson
 import pytest
 from aiohttp import web
+from aiohttp.http_writer import StreamWriter
 from aiohttp.test_utils import make_mocked_request
 from aiokafka import AIOKafkaProducer
 
@@ -19,6 +21,7 @@ from stream_app.db.pool import get_pool
 from stream_app.web.dependencies import (
     RETRY_AFTER_S,
     DependencyUnavailableError,
+    client_went_away,
     dependency_of,
     kafka_call,
 )
@@ -122,3 +125,27 @@ async def test_kafka_call_bounds_the_wait_and_names_kafka(monkeypatch: pytest.Mo
     assert "did not acknowledge the report request within 0.2 s" in caught.value.reason
     assert never.cancelled()
     assert await kafka_call(asyncio.sleep(0, result=7), "x") == 7
+
+
+class _Closing:
+    """A protocol whose transport is closing, as aiohttp's is once the client has gone."""
+
+    class transport:  # the attribute aiohttp reads
+        @staticmethod
+        def is_closing() -> bool:
+            return True
+
+
+async def test_a_client_gone_while_answering_is_no_outage() -> None:
+    """aiohttp's server writer raising on a closing transport (a HEAD, an aborted download):
+    the client went away; not Kafka's outage, though faust frames may be on the stack."""
+    writer = StreamWriter(_Closing(), asyncio.get_running_loop())  # type: ignore[arg-type]
+    with pytest.raises(ConnectionResetError) as gone:
+        await writer.write(b"x")
+    assert client_went_away(gone.value)
+    # the same class raised elsewhere (another service's socket) is not the client going away
+    assert not client_went_away(ConnectionResetError("reset by peer"))
+    try:
+        raise ConnectionResetError("peer")
+    except ConnectionResetError as exc:
+        assert not client_went_away(exc)
