@@ -68,6 +68,7 @@ app = faust.App(
     broker=f"kafka://{settings.kafka_bootstrap}",
     broker_consumer=f"weddingkafka://{settings.kafka_bootstrap}",
     broker_max_poll_records=settings.batch_max_events,
+    consumer_max_fetch_size=settings.fetch_partition_bytes,
     store="rocksdb://",
     datadir=str(settings.data_dir),
     topic_partitions=settings.topic_partitions,

@@ -590,6 +590,9 @@ class Settings:
     )
     batch_max_events: int = from_env(5_000, "WEDDING_BATCH_MAX_EVENTS", int_in(1, 1_000_000))
     batch_max_seconds: float = from_env(0.01, "WEDDING_BATCH_MAX_SECONDS", float_in(0.001, 60))
+    fetch_partition_bytes: int = from_env(
+        1 << 20, "WEDDING_FETCH_PARTITION_BYTES", int_in(1 << 16, 1 << 30)
+    )
     fetch_max_wait_ms: int = from_env(20, "WEDDING_FETCH_MAX_WAIT_MS", int_in(0, 60_000))
     prefetch_backoff_ms: int = from_env(5, "WEDDING_PREFETCH_BACKOFF_MS", int_in(0, 60_000))
     gc_gen0_threshold: int = from_env(50_000, "WEDDING_GC_GEN0_THRESHOLD", int_in(0, 10_000_000))

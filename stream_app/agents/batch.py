@@ -143,12 +143,35 @@ def _decode(
     return valid, bad
 
 
+class _RecordsByOffset:
+    """The consumed record at an offset of one batch (:data:`RawRecord`); the index is built
+    on the first lookup (only a batch with late events looks any up)."""
+
+    __slots__ = ("_by_offset", "_records")
+
+    def __init__(self, records: Sequence[Any]) -> None:
+        self._records = records
+        self._by_offset: dict[int, Any] | None = None
+
+    def __call__(self, offset: int) -> Any:
+        if self._by_offset is None:
+            self._by_offset = {r.offset: r for r in self._records}
+        return self._by_offset[offset]
+
+
 IN_FLIGHT = 8
 """Batches past their fold and not yet acknowledged, at most (the pipeline's depth). A quiet
 topic is fetched as many small batches (a few events per partition per fetch); each waits
 one changelog round trip, so with a shallow pipeline they queue behind each other: at
 1,000 events/s the median latency was 4.5-6.6 s with a depth of 2 and 76 ms with 8 (their
 changelog records then share produce requests). 32 measured no better than 8."""
+
+IN_FLIGHT_EVENTS = 20_000
+"""Events in the batches past their fold and not yet acknowledged, at most, once two batches
+are (a third is folded only below it). A backlog is fetched as batches of thousands of
+events, each folded for a good part of a second against a changelog round trip of
+milliseconds, so two in flight keep the pipeline full; eight of 20,000 events held 1.1 GiB
+(``bench_million``)."""
 
 
 class _Turns:
@@ -203,6 +226,7 @@ class BatchStream(Generic[E]):
     _swept: dict[int, tuple[float, str | None]] = field(default_factory=dict)
     _newest_arrival: dict[int, int] = field(default_factory=dict)
     _in_flight: deque[asyncio.Future[None]] = field(default_factory=deque)
+    _in_flight_events: deque[int] = field(default_factory=deque)
     _overlay: dict[int, dict[str, tuple[int, Any]]] = field(default_factory=dict)
     _next_offset: dict[int, tuple[int | None, int]] = field(default_factory=dict)
     _holes: dict[int, tuple[int | None, int, int]] = field(default_factory=dict)
@@ -218,9 +242,10 @@ class BatchStream(Generic[E]):
 
         Pipelined: batch N+1 is decoded and folded while batch N waits for its changelog
         acknowledgements (its rows are read from an in-memory overlay until they are in
-        RocksDB); at most :data:`IN_FLIGHT` batches are past their fold and not yet
-        acknowledged, and they finish in order (changelog records queued, RocksDB written,
-        updates announced, offsets acknowledged: each in batch order).
+        RocksDB); at most :data:`IN_FLIGHT` batches, and beyond two at most
+        :data:`IN_FLIGHT_EVENTS` events, are past their fold and not yet acknowledged, and
+        they finish in order (changelog records queued, RocksDB written, updates announced,
+        offsets acknowledged: each in batch order).
         """
         # faust's compiled stream iterator acknowledges an event when the stream moves on,
         # inlining Consumer.ack (so not the batch consumer's): here a batch is acknowledged
@@ -235,18 +260,23 @@ class BatchStream(Generic[E]):
                 if message.generation_id != self._generation_seen:
                     await self._drain()  # a rebalance: finish what is in flight first
                     self._generation_seen = message.generation_id
-                while len(self._in_flight) >= IN_FLIGHT:
+                while len(self._in_flight) >= IN_FLIGHT or (
+                    len(self._in_flight) >= 2 and sum(self._in_flight_events) >= IN_FLIGHT_EVENTS
+                ):
+                    self._in_flight_events.popleft()
                     await self._in_flight.popleft()
                 await self.process(message, event)
         finally:
             for task in self._in_flight:
                 task.cancel()
             self._in_flight.clear()
+            self._in_flight_events.clear()
             self._overlay.clear()
 
     async def _drain(self) -> None:
         """Wait until every batch in flight is finished."""
         while self._in_flight:
+            self._in_flight_events.popleft()
             await self._in_flight.popleft()
 
     def _reader(self, partition: int) -> RowLookup:
@@ -326,14 +356,17 @@ class BatchStream(Generic[E]):
                     expired_resends += 1
                 kept.append((offset, decoded))
             self._newest_arrival[partition] = newest
-            by_offset = {r.offset: r for r in message.records} if kept else {}
-            folded = (
-                self.fold(partition, get, kept, by_offset.__getitem__) if kept else Folded([], [])
-            )
+            raw = _RecordsByOffset(message.records)
+            folded = self.fold(partition, get, kept, raw) if kept else Folded([], [])
             writes: list[Row] = [*dedupe.writes(), *self._sweep(partition, newest, horizon_ms)]
             writes += folded.writes
             durable += folded.durable
         failpoints.hit("folded")
+        # the records are not needed past the fold (a late-event copy holds ``raw``): only
+        # their timestamps, for the end-to-end latency once the batch is durable
+        count = len(message.records)
+        stamps = [r.timestamp for r in message.records]
+        message.records = ()
         self._seq += 1
         seq = self._seq
         overlay = self._overlay.setdefault(partition, {})
@@ -350,9 +383,11 @@ class BatchStream(Generic[E]):
                 folded,
                 seq,
                 (duplicates, expired_resends),
+                stamps,
             )
         )
         self._in_flight.append(task)
+        self._in_flight_events.append(count)
         # this batch's changelog records are queued before the next batch can queue its own
         await self._queued.wait_for(seq)
 
@@ -418,6 +453,7 @@ class BatchStream(Generic[E]):
         folded: Folded,
         seq: int,
         screened: tuple[int, int],
+        stamps: Sequence[int | None] = (),
     ) -> None:
         """Write behind, announce and acknowledge one folded batch, after the previous one."""
         partition = message.partition
@@ -458,7 +494,7 @@ class BatchStream(Generic[E]):
         failpoints.hit("announced")
         if event is not None:
             event.ack()
-        self.observe(message)
+        self.observe(message, stamps)
 
     def _sweep(self, partition: int, newest: int, horizon_ms: int) -> list[Row]:
         """Tombstones for expired dedupe records of ``partition``: at most once a minute,
@@ -490,13 +526,14 @@ class BatchStream(Generic[E]):
         futs = [await client.send(DEAD_LETTER, key=k, value=v, headers=h) for k, v, h in records]
         await asyncio.gather(*futs)
 
-    def observe(self, message: BatchMessage) -> None:
-        """Record end-to-end latency (Kafka timestamp → now) and the partition's lag."""
+    def observe(self, message: BatchMessage, stamps: Sequence[int | None] = ()) -> None:
+        """Record end-to-end latency (Kafka timestamp, ms, of each of the batch's records →
+        now) and the partition's lag."""
         now_ms = time.time() * 1000
         hist = END_TO_END_SECONDS.labels(self.topic)
-        for record in message.records:
-            if record.timestamp is not None:
-                hist.observe(max(0.0, (now_ms - record.timestamp) / 1000))
+        for ts in stamps:
+            if ts is not None:
+                hist.observe(max(0.0, (now_ms - ts) / 1000))
         try:
             highwater = app.consumer.highwater(message.tp)
         except Exception:  # noqa: BLE001 - a partition revoked meanwhile has no highwater
