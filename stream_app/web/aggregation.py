@@ -55,6 +55,20 @@ QUEUE_WAIT_S = 10.0
 BUSY_RETRY_AFTER_S = 5
 """``Retry-After`` (seconds) of a 503 ``busy``: every slot or the organisation's share taken."""
 
+
+def slots_busy(exc: SlotsBusyError) -> BusyError:
+    """The 503 ``busy`` answer (``Retry-After`` :data:`BUSY_RETRY_AFTER_S`) for a request that
+    found no aggregation slot: ``field`` is ``organization_id`` when the organisation already
+    holds its share, absent when every slot is taken."""
+    reason = (
+        "this organisation already runs its share of aggregations; retry later"
+        if exc.organization
+        else "too many aggregations running; retry later"
+    )
+    own = "organization_id" if exc.organization else None
+    return BusyError(503, "busy", reason, BUSY_RETRY_AFTER_S, field=own)
+
+
 _slots: TenantSlots | None = None
 
 
@@ -106,13 +120,7 @@ async def run_aggregation(self: Any, request: web.Request, org: str) -> web.Stre
             pool = await get_pool(settings.postgres_dsn)
             result = await aggregate(pool, org, req)
     except SlotsBusyError as exc:
-        reason = (
-            "this organisation already runs its share of aggregations; retry later"
-            if exc.organization
-            else "too many aggregations running; retry later"
-        )
-        own = "organization_id" if exc.organization else None
-        raise BusyError(503, "busy", reason, BUSY_RETRY_AFTER_S, field=own) from None
+        raise slots_busy(exc) from None
     except AggregationError as exc:
         raise aggregation_error(exc) from None
     except UnknownOrganizationError as exc:

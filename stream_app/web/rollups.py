@@ -40,9 +40,9 @@ from stream_app.db import audit_events
 from stream_app.db.pool import get_pool
 from stream_app.db.tenancy import UnknownOrganizationError, tenant_transaction
 from stream_app.quotas import SlotsBusyError
-from stream_app.web.aggregation import BUSY_RETRY_AFTER_S, QUEUE_WAIT_S, _tenant_slots
+from stream_app.web.aggregation import QUEUE_WAIT_S, _tenant_slots, slots_busy
 from stream_app.web.auth import authenticate
-from stream_app.web.errors import ApiError, BusyError
+from stream_app.web.errors import ApiError
 from stream_app.web.inputs import (
     aggregation_error,
     decode_aggregation,
@@ -62,13 +62,7 @@ async def _heavy(org: str) -> AsyncIterator[None]:
         async with _tenant_slots().slot(org, QUEUE_WAIT_S):
             yield
     except SlotsBusyError as exc:
-        reason = (
-            "this organisation already runs its share of aggregations; retry later"
-            if exc.organization
-            else "too many aggregations running; retry later"
-        )
-        own = "organization_id" if exc.organization else None
-        raise BusyError(503, "busy", reason, BUSY_RETRY_AFTER_S, field=own) from None
+        raise slots_busy(exc) from None
     except AggregationError as exc:
         raise aggregation_error(exc) from None
     except UnknownOrganizationError as exc:
