@@ -306,6 +306,7 @@ class BatchStream(Generic[E]):
         rest (write-behind, announce, acknowledge ``event``) goes on in a task of
         :attr:`_in_flight`."""
         partition = message.partition
+        gc_tuning.follow_batch(len(message.records))
         with gc_tuning.paused():
             valid, bad = _decode(message, self.schema, self.key_of)
         failpoints.hit("decoded")
