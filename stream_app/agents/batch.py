@@ -531,11 +531,9 @@ class BatchStream(Generic[E]):
     def observe(self, message: BatchMessage, stamps: Sequence[int | None] = ()) -> None:
         """Record end-to-end latency (Kafka timestamp, ms, of each of the batch's records →
         now) and the partition's lag."""
-        now_ms = time.time() * 1000
-        hist = END_TO_END_SECONDS.labels(self.topic)
-        for ts in stamps:
-            if ts is not None:
-                hist.observe(max(0.0, (now_ms - ts) / 1000))
+        END_TO_END_SECONDS.observe_ages(
+            (self.topic,), [ts for ts in stamps if ts is not None], time.time() * 1000
+        )
         try:
             highwater = app.consumer.highwater(message.tp)
         except Exception:  # noqa: BLE001 - a partition revoked meanwhile has no highwater
