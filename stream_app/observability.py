@@ -5,9 +5,81 @@ Names follow Prometheus conventions (``_total`` counters, base units: seconds, b
 
 from __future__ import annotations
 
+import bisect
+import threading
+from collections.abc import Iterator, Sequence
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import HistogramMetricFamily
+from prometheus_client.registry import Collector
 
 REGISTRY = CollectorRegistry(auto_describe=True)
+
+
+class StampHistogram(Collector):
+    """A labelled Prometheus histogram of ages, observed a batch of timestamps at a time.
+
+    prometheus_client's ``Histogram.observe`` takes one value per call, with a lock and a
+    walk of the buckets in Python: observing each event of a backlog batch was 3.6 % of a
+    worker's CPU (py-spy, ``bench_million``). Here a batch's timestamps are sorted once and
+    each bucket's count found by bisection. Exposed exactly as a ``Histogram`` of seconds
+    (``<name>_bucket{le=...}``, ``<name>_count``, ``<name>_sum``), without ``_created``.
+
+    Args:
+        name / documentation / labelnames: as for ``prometheus_client.Histogram``.
+        buckets: upper bounds in seconds, ascending (``+Inf`` is added).
+        registry: where to register.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: Sequence[str],
+        buckets: Sequence[float],
+        registry: CollectorRegistry,
+    ) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.labelnames = tuple(labelnames)
+        self.bounds = tuple(sorted(buckets))
+        self._series: dict[tuple[str, ...], list[float]] = {}
+        self._lock = threading.Lock()
+        registry.register(self)
+
+    def observe_ages(self, labels: Sequence[str], stamps_ms: Sequence[int], now_ms: float) -> None:
+        """Observe ``now_ms - stamp`` in seconds for each of ``stamps_ms`` (milliseconds
+        since the epoch); a stamp after ``now_ms`` counts as 0 s (as ``max(0, age)``)."""
+        if not stamps_ms:
+            return
+        stamps = sorted(stamps_ms)
+        n = len(stamps)
+        # an age <= bound <=> stamp >= now - bound
+        cumulative = [n - bisect.bisect_left(stamps, now_ms - b * 1000) for b in self.bounds]
+        past = bisect.bisect_right(stamps, now_ms)
+        total = (past * now_ms - sum(stamps[:past])) / 1000
+        with self._lock:
+            series = self._series.setdefault(tuple(labels), [0.0] * (len(self.bounds) + 2))
+            for i, c in enumerate(cumulative):
+                series[i] += c
+            series[-2] += n
+            series[-1] += total
+
+    def collect(self) -> Iterator[HistogramMetricFamily]:
+        """The histogram family with one series per label set observed so far."""
+        family = HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        with self._lock:
+            series = {k: list(v) for k, v in self._series.items()}
+        for labels, values in series.items():
+            buckets = [(repr(float(b)), values[i]) for i, b in enumerate(self.bounds)]  # as Go's
+            buckets.append(("+Inf", values[-2]))
+            family.add_metric(list(labels), buckets, sum_value=values[-1])
+        yield family
+
+    def describe(self) -> Iterator[HistogramMetricFamily]:
+        """The family without samples (the registry checks names on registration)."""
+        yield HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
+
 
 EVENTS_IN = Counter(
     "wedding_events_in_total", "Events read from an input topic.", ["topic"], registry=REGISTRY
@@ -96,13 +168,13 @@ LATE_EVENTS = Counter(
     ["topic", "grain"],
     registry=REGISTRY,
 )
-END_TO_END_SECONDS = Histogram(
+END_TO_END_SECONDS = StampHistogram(
     "wedding_end_to_end_latency_seconds",
     "From an event's Kafka timestamp (producer create time) to the publication of the metric"
     " updates it caused.",
     ["topic"],
-    registry=REGISTRY,
-    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+    (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+    REGISTRY,
 )
 CONSUMER_LAG = Gauge(
     "wedding_consumer_lag_messages",

@@ -17,6 +17,8 @@ from stream_app.settings import load_settings
         ("WEDDING_WEB_PORT", "abc", "WEDDING_WEB_PORT: expected an integer"),
         ("WEDDING_WEB_PORT", "70000", "WEDDING_WEB_PORT: must be between 1 and 65535"),
         ("WEDDING_BATCH_MAX_EVENTS", "0", "WEDDING_BATCH_MAX_EVENTS: must be between 1"),
+        ("WEDDING_FETCH_PARTITION_BYTES", "1000", "WEDDING_FETCH_PARTITION_BYTES: must be between"),
+        ("WEDDING_FETCH_PARTITION_BYTES", "2GiB", "WEDDING_FETCH_PARTITION_BYTES: expected an int"),
         ("WEDDING_BATCH_MAX_SECONDS", "nan", "WEDDING_BATCH_MAX_SECONDS: must be a number"),
         ("WEDDING_BATCH_MAX_SECONDS", "inf", "WEDDING_BATCH_MAX_SECONDS: must be a number"),
         ("WEDDING_SESSION_TIMEOUT_S", "abc", "WEDDING_SESSION_TIMEOUT_S: expected a number"),
@@ -50,6 +52,7 @@ def test_good_values_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WEDDING_BATCH_MAX_SECONDS", "0.01")
     monkeypatch.setenv("WEDDING_OFFSET_RESET", "latest")
     monkeypatch.setenv("WEDDING_GRACE_S", "0")
+    monkeypatch.setenv("WEDDING_FETCH_PARTITION_BYTES", "4194304")
     s = load_settings()
     assert (s.fetch_max_wait_ms, s.batch_max_seconds, s.offset_reset, s.grace_s) == (
         35,
@@ -57,6 +60,7 @@ def test_good_values_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
         "latest",
         0.0,
     )
+    assert s.fetch_partition_bytes == 4_194_304
 
 
 @pytest.mark.parametrize(

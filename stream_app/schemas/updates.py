@@ -12,7 +12,7 @@ from typing import Any, Literal
 import msgspec
 
 
-class MetricWindow(msgspec.Struct, frozen=True, kw_only=True):
+class MetricWindow(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """The calendar period a metric value belongs to.
 
     Attributes:
@@ -24,7 +24,7 @@ class MetricWindow(msgspec.Struct, frozen=True, kw_only=True):
     period: str
 
 
-class MetricValues(msgspec.Struct, frozen=True, kw_only=True):
+class MetricValues(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """Venue booking totals at one moment (see :mod:`stream_app.tables.bookings`).
 
     Attributes:
@@ -43,12 +43,15 @@ class MetricValues(msgspec.Struct, frozen=True, kw_only=True):
     lead_time_bookings: int = 0
 
 
-class MetricUpdate(msgspec.Struct, frozen=True, kw_only=True):
+class MetricUpdate(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """One changed table row, published after the change is applied.
 
     Changes are coalesced over a short batch: ``old`` is the value before the first change in
     the batch and ``new`` the value after the last, so a consumer that applies ``new`` stays
     right even if it missed a message. Values are absolute, not deltas.
+
+    Not tracked by the cyclic garbage collector (``gc=False``, as :class:`MetricValues` and
+    :class:`MetricWindow`: strings, numbers and dicts of them cannot form a cycle).
 
     Attributes:
         kind: always ``metric_update``.

@@ -27,7 +27,7 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from stream_app.schemas.bookings import BookingEvent
-from stream_app.tables.windows import WindowGrain, is_closed, window_end, windows_of
+from stream_app.tables.windows import WindowGrain, window_end, windows_of
 
 Grain = Literal["day", "month"]
 GRAINS: tuple[Grain, ...] = ("day", "month")
@@ -260,6 +260,9 @@ class WindowPolicy:
     closing: Closing | None = None
 
 
+_DAY_UNIONS = frozenset({"event_week", "event_month"})
+"""Window grains that are unions of local days: an event late for its day is in neither."""
+
 _RowId = tuple[str, str, Grain | WindowGrain, str]
 """``(organization_id, venue_id, grain, period)`` of a row."""
 
@@ -344,19 +347,13 @@ def fold_batch(
     late: dict[int, list[WindowGrain]] = {}
     marks: dict[str, tuple[datetime | None, int]] = {}
     marks_start: dict[str, datetime | None] = {}
+    zones: dict[str, ZoneInfo] = {}
 
     def row(key: str, ident: _RowId) -> _Row:
         r = rows.get(key)
         if r is None:
             r = rows[key] = _load(get, key, ident)
         return r
-
-    def apply(r: _Row, ev: BookingEvent, offset: int) -> None:
-        fold_booking(r.totals, ev)
-        r.offset = offset
-        r.events += 1
-        if r.event_time is None or ev.occurred_at > r.event_time:
-            r.event_time = ev.occurred_at
 
     def watermark_of(org: str) -> datetime | None:
         if org not in marks:
@@ -367,37 +364,62 @@ def fold_batch(
             marks_start[org] = value
         return marks[org][0]
 
+    # the hot loop: seven rows per event, so the fold of one event into a row is written out
+    # here (fold_booking's arithmetic) rather than called; rows are looked up in the batch's
+    # dict first and loaded (one read) on a miss
+    lookup = rows.get
+    grace = windows.grace if windows is not None else timedelta(0)
     for index, (offset, ev) in enumerate(batch):
-        org, venue = ev.organization_id, ev.venue_id
-        applied = False
-        day = period_of(ev.service_date, "day")
-        for grain, period in (("day", day), ("month", day[:7])):
-            r = row(f"{org}/{venue}/{grain}/{period}", (org, venue, grain, period))  # type: ignore[arg-type]
-            if offset > r.applied:
-                apply(r, ev, offset)
-                applied = True
-        missed: list[WindowGrain] = []
+        org, venue, when = ev.organization_id, ev.venue_id, ev.occurred_at
+        created = ev.event_type == "booking_created"
+        currency, amount, lead = ev.currency, ev.amount_minor, ev.lead_time_days
+        day = ev.service_date.isoformat()
+        slots: list[tuple[Grain | WindowGrain, str, datetime | None]] = [
+            ("day", day, None),
+            ("month", day[:7], None),
+        ]
+        watermark: datetime | None = None
         if windows is not None:
             watermark = watermark_of(org)
-            grace = windows.grace
-            for w in windows_of(ev.occurred_at, windows.zone_of(org)):
-                key = f"{org}/{venue}/{w.grain}/{w.label}"
-                r = row(key, (org, venue, w.grain, w.label))
-                if offset <= r.applied:
-                    continue
-                if (
-                    (w.grain in ("event_week", "event_month") and "event_day" in missed)
-                    or r.final
-                    or is_closed(w, watermark, grace)
-                ):
-                    missed.append(w.grain)
-                    continue
-                apply(r, ev, offset)
-                applied = True
-            if watermark is None or ev.occurred_at > watermark:
-                marks[org] = (ev.occurred_at, offset)
+            zone = zones.get(org)
+            if zone is None:
+                zone = zones[org] = windows.zone_of(org)
+            slots += [(w.grain, w.label, w.end) for w in windows_of(when, zone)]
+        applied = False
+        missed: list[WindowGrain] = []
+        for slot_grain, period, end in slots:
+            key = f"{org}/{venue}/{slot_grain}/{period}"
+            r = lookup(key)
+            if r is None:
+                r = rows[key] = _load(get, key, (org, venue, slot_grain, period))
+            if offset <= r.applied:
+                continue
+            if end is not None and (
+                (missed and slot_grain in _DAY_UNIONS and "event_day" in missed)
+                or r.final
+                or (watermark is not None and watermark >= end + grace)
+            ):
+                missed.append(slot_grain)  # type: ignore[arg-type]
+                continue
+            t = r.totals
+            if created:
+                t.bookings += 1
+                booked = t.booked_minor
+                booked[currency] = booked.get(currency, 0) + amount
+                if lead is not None:
+                    t.lead_time_days_sum += lead
+                    t.lead_time_bookings += 1
             else:
-                marks[org] = (watermark, offset)
+                t.cancellations += 1
+                cancelled = t.cancelled_minor
+                cancelled[currency] = cancelled.get(currency, 0) + amount
+            r.offset = offset
+            r.events += 1
+            if r.event_time is None or when > r.event_time:
+                r.event_time = when
+            applied = True
+        if windows is not None:
+            marks[org] = (when if watermark is None or when > watermark else watermark, offset)
         if missed:
             late[index] = missed
             outcomes.append("late")
