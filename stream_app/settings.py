@@ -262,14 +262,26 @@ def _lanes(name: str, spec: str) -> dict[str, int]:
     """``"critical=4,low=1"`` → ``{"critical": 4, "high": 1, "normal": 1, "low": 1}``.
 
     Raises:
-        ValueError: an unknown lane or a concurrency below 1.
+        ValueError: naming the variable and the entry: an unknown lane, a lane given twice,
+            or a concurrency that is not an integer of at least 1.
     """
     out = {"critical": 1, "high": 1, "normal": 1, "low": 1}
+    seen: set[str] = set()
     for part in filter(None, (p.strip() for p in spec.split(","))):
-        name, _, value = part.partition("=")
-        if name not in out or int(value) < 1:
-            raise ValueError(f"WEDDING_REPORT_LANES: bad entry {part!r}")
-        out[name] = int(value)
+        lane, _, value = (x.strip() for x in part.partition("="))
+        if lane not in out:
+            raise ValueError(
+                f"{name}: unknown lane {lane!r} in {part!r} (lanes: critical, high, normal, low)"
+            )
+        if lane in seen:
+            raise ValueError(f"{name}: lane {lane!r} is given twice")
+        seen.add(lane)
+        if not value.isdigit() or int(value) < 1:
+            raise ValueError(
+                f"{name}: {part!r}: the concurrency must be an integer of at least 1"
+                " (a lane without a slot would never run its reports)"
+            )
+        out[lane] = int(value)
     return out
 
 

@@ -28,6 +28,11 @@ from stream_app.settings import load_settings
         ("WEDDING_GC_GEN0_THRESHOLD", "-1", "WEDDING_GC_GEN0_THRESHOLD: must be between 0"),
         ("WEDDING_SCHEDULING", "maybe", "WEDDING_SCHEDULING: must be 1/true/yes/on or 0/f"),
         ("WEDDING_ALLOW_PRIVATE_TARGETS", "2", "WEDDING_ALLOW_PRIVATE_TARGETS: must be 1/true"),
+        ("WEDDING_REPORT_LANES", "normal=0", "WEDDING_REPORT_LANES: 'normal=0': the concurr"),
+        ("WEDDING_REPORT_LANES", "normal=x", "WEDDING_REPORT_LANES: 'normal=x': the concurr"),
+        ("WEDDING_REPORT_LANES", "normal", "WEDDING_REPORT_LANES: 'normal': the concurrency"),
+        ("WEDDING_REPORT_LANES", "bulk=2", "WEDDING_REPORT_LANES: unknown lane 'bulk' in"),
+        ("WEDDING_REPORT_LANES", "low=1,low=2", "WEDDING_REPORT_LANES: lane 'low' is given tw"),
         ("WEDDING_JWT_SECRET", "x", "WEDDING_JWT_SECRET: must be at least 32 bytes, got 1"),
         ("WEDDING_JWT_SECRET", "", "WEDDING_JWT_SECRET: must be at least 32 bytes, got 0"),
         # the delivery section (load_delivery_settings, through load_settings)
@@ -61,6 +66,13 @@ def test_good_values_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
         0.0,
     )
     assert s.fetch_partition_bytes == 4_194_304
+    monkeypatch.setenv("WEDDING_REPORT_LANES", " critical = 6 , low=2 ")
+    assert load_settings().report_lane_concurrency == {
+        "critical": 6,
+        "high": 1,
+        "normal": 1,
+        "low": 2,
+    }
 
 
 @pytest.mark.parametrize(
