@@ -185,6 +185,9 @@ async def test_the_dashboard_shows_the_produced_bookings_live_and_a_report(
         assert await browser.text("revenue-total") == "€15,000.00"  # 6 × 2,500.00 EUR
         assert await browser.js("return document.getElementById('error').hidden") is True
         assert await browser.js("return window.Chart !== undefined") is True
+        # the page names its icon (an empty one), so the browser asks no /favicon.ico (a 404)
+        icon = await browser.js("return document.querySelector('link[rel=icon]').href")
+        assert icon == "data:,"
         bars = await browser.js("return Chart.getChart('chart').data.datasets[0].data")
         assert bars == [3, 1, 2]
 
