@@ -578,6 +578,20 @@ def _cmd_keys(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_dead_letters(args: argparse.Namespace) -> int:
+    from stream_app.deadletters import describe, read_dead_letters
+    from stream_app.settings import load_settings
+
+    s = load_settings()
+    letters = asyncio.run(
+        read_dead_letters(s.kafka_bootstrap, limit=args.limit, organization=args.organization)
+    )
+    for letter in letters:
+        print("\n".join(describe(letter)))
+    print(f"{len(letters)} dead-letter record(s) shown")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from stream_app.demo import run_demo
 
@@ -688,6 +702,11 @@ def build_parser() -> argparse.ArgumentParser:
         "seal-existing",
         help="encrypt artifact files and delivery secrets stored before encryption at rest",
     )
+    dl = sub.add_parser(
+        "dead-letters", help="the newest dead-letter records with their field and reason"
+    )
+    dl.add_argument("--limit", type=int, default=20, help="records shown (the newest)")
+    dl.add_argument("--organization", default=None, help="only this organisation's (by key)")
     d = sub.add_parser("demo", help="services up, worker, replay, report, services down")
     d.add_argument("path", nargs="?", default="../shared/data/hotel_bookings.csv.gz")
     d.add_argument("--keep-services", action="store_true")
@@ -717,6 +736,7 @@ def main(argv: list[str] | None = None) -> int:
         "venue": _cmd_venue,
         "audit": _cmd_audit,
         "keys": _cmd_keys,
+        "dead-letters": _cmd_dead_letters,
     }
     try:
         return handlers[args.command](args)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import orjson
 
+from stream_app.deadletters import describe, read_dead_letters
 from stream_app.devservices.workers import WorkerProcess
 from stream_app.lag import wait_for_lag_zero
 from stream_app.settings import Settings
@@ -41,6 +42,8 @@ MALFORMED: list[tuple[bytes, bytes, str]] = [
     (b"other-org/v1", orjson.dumps(event(7)), "key"),
     # from the far future: it would close every event-time window of the organisation
     (KEY, orjson.dumps(event(9, occurred_at="2099-01-01T00:00:00Z")), "$.occurred_at"),
+    # a terminal escape sequence: dead-lettered, and shown escaped by `dead-letters`
+    (KEY, b"\x1b]0;owned\x07{", "$"),
 ]
 
 
@@ -62,6 +65,18 @@ async def test_each_malformed_case_is_dead_lettered_and_valid_events_still_count
         assert headers["dlq.reason"].startswith(field.encode() + b": ")
         assert headers["dlq.source.topic"] == WEDDING_BOOKINGS.encode()
     assert b"EUX" in dict(dead[MALFORMED[3][1]].headers)["dlq.reason"]
+
+    # read back as the operator's `wedding-engine dead-letters --organization` does: the
+    # organisation's records (by key: not the one keyed other-org), newest last
+    ours = [(value, field) for key, value, field in MALFORMED if key == KEY]
+    letters = await read_dead_letters(settings.kafka_bootstrap, organization=ORG, limit=100)
+    assert [(d.value, d.field) for d in letters] == ours
+    assert all(d.source.startswith(f"{WEDDING_BOOKINGS}/") for d in letters)
+    assert all(d.reason.startswith(d.field + ": ") for d in letters)
+    newest = await read_dead_letters(settings.kafka_bootstrap, organization=ORG, limit=2)
+    assert [d.value for d in newest] == [value for value, _ in ours[-2:]]
+    shown = describe(newest[-1])
+    assert shown[4] == "  value:  \\x1b]0;owned\\x07{"
 
     (july,) = await venue_periods(
         main_worker.url, settings, ORG, "v1", "month", "2026-07", "2026-07"
