@@ -344,6 +344,7 @@ class BatchStream(Generic[E]):
             horizon_ms = int(settings.dedupe_horizon_s * 1000)
             dedupe = Dedupe(get, horizon_ms)
             kept: list[tuple[int, E]] = []
+            stamps: list[int] = []  # Kafka timestamps (ms) of the events folded
             duplicates = expired_resends = 0
             newest = self._newest_arrival.get(partition, 0)
             for offset, arrival, decoded in valid:
@@ -357,6 +358,7 @@ class BatchStream(Generic[E]):
                 if verdict == "expired":
                     expired_resends += 1
                 kept.append((offset, decoded))
+                stamps.append(arrival)
             self._newest_arrival[partition] = newest
             raw = _RecordsByOffset(message.records)
             folded = self.fold(partition, get, kept, raw) if kept else Folded([], [])
@@ -364,10 +366,9 @@ class BatchStream(Generic[E]):
             writes += folded.writes
             durable += folded.durable
         failpoints.hit("folded")
-        # the records are not needed past the fold (a late-event copy holds ``raw``): only
-        # their timestamps, for the end-to-end latency once the batch is durable
+        # the records are not needed past the fold (a late-event copy holds ``raw``); the
+        # folded events' timestamps are kept for the end-to-end latency once it is durable
         count = len(message.records)
-        stamps = [r.timestamp for r in message.records]
         message.records = ()
         self._seq += 1
         seq = self._seq
@@ -529,8 +530,8 @@ class BatchStream(Generic[E]):
         await asyncio.gather(*futs)
 
     def observe(self, message: BatchMessage, stamps: Sequence[int | None] = ()) -> None:
-        """Record end-to-end latency (Kafka timestamp, ms, of each of the batch's records →
-        now) and the partition's lag."""
+        """Record the end-to-end latency of the batch's folded events (Kafka timestamp, ms →
+        now: re-sends and dead-lettered records are not in it) and the partition's lag."""
         END_TO_END_SECONDS.observe_ages(
             (self.topic,), [ts for ts in stamps if ts is not None], time.time() * 1000
         )

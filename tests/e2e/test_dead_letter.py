@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+
+import aiohttp
 import orjson
 
 from stream_app.deadletters import describe, read_dead_letters
@@ -13,6 +16,16 @@ from tests.e2e.helpers import read_topic, send, venue_periods
 
 ORG = "dlq-test-org"
 KEY = f"{ORG}/v1".encode()
+
+
+async def latency_count(base_url: str) -> float:
+    """The worker's ``wedding_end_to_end_latency_seconds_count`` for ``wedding-bookings``."""
+    async with aiohttp.ClientSession(base_url) as s, s.get("/metrics") as r:
+        text = await r.text()
+    m = re.search(
+        r'wedding_end_to_end_latency_seconds_count\{topic="wedding-bookings"\} (\S+)', text
+    )
+    return float(m.group(1)) if m else 0.0
 
 
 def event(n: int, **changes: object) -> dict[str, object]:
@@ -54,8 +67,12 @@ async def test_each_malformed_case_is_dead_lettered_and_valid_events_still_count
     # after the bad ones: a valid event, and a duplicate of the first
     after = [(KEY, orjson.dumps(event(8))), first]
     bad = [(key, value) for key, value, _ in MALFORMED]
+    await wait_for_lag_zero(settings.kafka_bootstrap, "wedding-tests", WEDDING_BOOKINGS, 300)
+    latencies_before = await latency_count(main_worker.url)
     await send(settings.kafka_bootstrap, WEDDING_BOOKINGS, [first, *bad, *after])
     await wait_for_lag_zero(settings.kafka_bootstrap, "wedding-tests", WEDDING_BOOKINGS, 300)
+    # the end-to-end latency counts the two events folded, not the dead letters nor the re-send
+    assert await latency_count(main_worker.url) - latencies_before == 2
 
     dead = {rec.value: rec for rec in await read_topic(settings.kafka_bootstrap, DEAD_LETTER)}
     for _key, value, field in MALFORMED:
