@@ -578,6 +578,28 @@ def _cmd_keys(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_send(args: argparse.Namespace) -> int:
+    from stream_app.replay.send import SendError, keyed_events, send_events
+    from stream_app.settings import load_settings
+
+    try:
+        if args.file == "-":
+            events = keyed_events(args.topic, sys.stdin.buffer)
+        else:
+            with Path(args.file).open("rb") as fh:
+                events = keyed_events(args.topic, fh)
+    except SendError as exc:
+        print(f"send: {exc} (nothing was sent)", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"send: {args.file}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    s = load_settings()
+    sent = asyncio.run(send_events(s.kafka_bootstrap, args.topic, events))
+    print(f"sent {sent} event(s) to {args.topic}")
+    return 0
+
+
 def _cmd_dead_letters(args: argparse.Namespace) -> int:
     from stream_app.deadletters import describe, read_dead_letters
     from stream_app.settings import load_settings
@@ -602,6 +624,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The parser of every subcommand."""
+    from stream_app.topics import INPUT_TOPICS
+
     p = argparse.ArgumentParser(prog="wedding-engine", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser(
@@ -702,6 +726,11 @@ def build_parser() -> argparse.ArgumentParser:
         "seal-existing",
         help="encrypt artifact files and delivery secrets stored before encryption at rest",
     )
+    se = sub.add_parser(
+        "send", help="produce events (JSON, one per line) to an input topic, validated first"
+    )
+    se.add_argument("topic", choices=INPUT_TOPICS)
+    se.add_argument("file", nargs="?", default="-", help="JSON Lines file (default: stdin)")
     dl = sub.add_parser(
         "dead-letters", help="the newest dead-letter records with their field and reason"
     )
@@ -737,6 +766,7 @@ def main(argv: list[str] | None = None) -> int:
         "audit": _cmd_audit,
         "keys": _cmd_keys,
         "dead-letters": _cmd_dead_letters,
+        "send": _cmd_send,
     }
     try:
         return handlers[args.command](args)

@@ -1,0 +1,90 @@
+"""``wedding-engine send TOPIC [FILE]``: produce events written as JSON, one per line.
+
+For trying the engine and for small feeds: every line of FILE (standard input when ``-`` or
+left out; blank lines skipped) is one event of the topic's schema
+(:mod:`stream_app.schemas`). All lines are validated first, with the decoder the fold agents
+use; a bad line stops the command before anything is sent, naming the line, the field and the
+reason. Each event is keyed as its agent expects, ``organization_id/<entity>``
+(:data:`INPUTS`), and produced byte for byte as written, with an idempotent producer waiting
+for every acknowledgement (:func:`stream_app.replay.produce.produce_events`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import msgspec
+
+from stream_app.replay.produce import produce_events
+from stream_app.schemas import (
+    BookingEvent,
+    ClientInteractionEvent,
+    EventValidationError,
+    PaymentEvent,
+    SupplierActivityEvent,
+    decode_event,
+)
+from stream_app.topics import (
+    CLIENT_INTERACTIONS,
+    PAYMENT_EVENTS,
+    SUPPLIER_ACTIVITIES,
+    WEDDING_BOOKINGS,
+)
+
+INPUTS: dict[str, tuple[type[msgspec.Struct], str]] = {
+    WEDDING_BOOKINGS: (BookingEvent, "venue_id"),
+    PAYMENT_EVENTS: (PaymentEvent, "booking_id"),
+    CLIENT_INTERACTIONS: (ClientInteractionEvent, "client_id"),
+    SUPPLIER_ACTIVITIES: (SupplierActivityEvent, "supplier_id"),
+}
+"""The input topics: the event schema of each and the field naming the entity of its key
+(the fold agents', :mod:`stream_app.agents`)."""
+
+MAX_EVENTS = 1_000_000
+"""Most events one ``send`` produces (a larger feed is a job for a Kafka client)."""
+
+
+class SendError(ValueError):
+    """A line that is not an event of the topic: ``line`` (1-based; 0 for the topic or the
+    input as a whole), ``field`` (JSON path) and ``reason``."""
+
+    def __init__(self, line: int, field: str, reason: str) -> None:
+        super().__init__(f"line {line}: {field}: {reason}" if line else f"{field}: {reason}")
+        self.line = line
+        self.field = field
+        self.reason = reason
+
+
+def keyed_events(topic: str, lines: Iterable[bytes]) -> list[tuple[bytes, bytes]]:
+    """``(key, value)`` of every event in ``lines`` (JSON, one per line), validated.
+
+    Raises:
+        SendError: ``topic`` is not an input topic, more than :data:`MAX_EVENTS` events, or a
+            line is not a valid event of the topic (the first such line).
+    """
+    if topic not in INPUTS:
+        raise SendError(0, "topic", f"{topic!r} is not an input topic ({', '.join(INPUTS)})")
+    schema, entity = INPUTS[topic]
+    out: list[tuple[bytes, bytes]] = []
+    for number, raw in enumerate(lines, start=1):
+        value = raw.strip()
+        if not value:
+            continue
+        if len(out) >= MAX_EVENTS:
+            raise SendError(0, "$", f"more than {MAX_EVENTS:,} events: use a Kafka client")
+        try:
+            event = decode_event(value, schema)
+        except EventValidationError as exc:
+            raise SendError(number, exc.field, exc.reason) from None
+        org: str = event.organization_id  # type: ignore[attr-defined]
+        out.append((f"{org}/{getattr(event, entity)}".encode(), value))
+    return out
+
+
+async def send_events(bootstrap: str, topic: str, events: list[tuple[bytes, bytes]]) -> int:
+    """Produce ``events`` to ``topic`` (every acknowledgement awaited); how many were sent.
+
+    Raises:
+        aiokafka.errors.KafkaError: the broker refused or could not be reached.
+    """
+    return await produce_events(bootstrap, topic, events)

@@ -1,0 +1,111 @@
+"""``wedding-engine send``: events written as JSON Lines, validated, keyed as the agents expect."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import pytest
+
+from stream_app.cli import main
+from stream_app.devservices.workers import WorkerProcess
+from stream_app.lag import wait_for_lag_zero
+from stream_app.replay.send import SendError, keyed_events, send_events
+from stream_app.settings import Settings
+from stream_app.topics import (
+    CLIENT_INTERACTIONS,
+    PAYMENT_EVENTS,
+    SUPPLIER_ACTIVITIES,
+    WEDDING_BOOKINGS,
+)
+from tests.e2e.helpers import venue_periods
+
+ORG = "send-cli-org"
+BASE = {"schema_version": 1, "organization_id": ORG, "occurred_at": "2026-03-01T10:15:00Z"}
+BOOKING = {
+    **BASE,
+    "event_id": "s-1",
+    "event_type": "booking_created",
+    "booking_id": "b-1",
+    "venue_id": "hall",
+    "service_date": "2026-06-20",
+    "amount_minor": 450_000,
+    "currency": "EUR",
+}
+PAYMENT = {
+    **BASE,
+    "event_id": "s-2",
+    "event_type": "payment_received",
+    "payment_id": "p-1",
+    "booking_id": "b-1",
+    "amount_minor": 100_00,
+    "currency": "EUR",
+    "supplier_id": None,
+}
+INTERACTION = {**BASE, "event_id": "s-3", "event_type": "inquiry", "client_id": "c-9"}
+ACTIVITY = {
+    **BASE,
+    "event_id": "s-4",
+    "event_type": "task_assigned",
+    "supplier_id": "sup-7",
+    "task_id": "t-1",
+    "due_at": None,
+    "person_id": "p-1",
+}
+
+
+def line(doc: dict[str, object]) -> bytes:
+    return orjson.dumps(doc) + b"\n"
+
+
+@pytest.mark.parametrize(
+    ("topic", "doc", "key"),
+    [
+        (WEDDING_BOOKINGS, BOOKING, f"{ORG}/hall"),
+        (PAYMENT_EVENTS, PAYMENT, f"{ORG}/b-1"),
+        (CLIENT_INTERACTIONS, INTERACTION, f"{ORG}/c-9"),
+        (SUPPLIER_ACTIVITIES, ACTIVITY, f"{ORG}/sup-7"),
+    ],
+)
+def test_each_input_topic_keys_its_events_as_its_agent_expects(
+    topic: str, doc: dict[str, object], key: str
+) -> None:
+    events = keyed_events(topic, [b"\n", line(doc), b"   \n"])
+    assert events == [(key.encode(), orjson.dumps(doc))]
+
+
+def test_the_first_bad_line_is_named_with_its_field_and_nothing_is_kept() -> None:
+    bad = {**BOOKING, "event_id": "s-9", "amount_minor": -5}
+    with pytest.raises(SendError) as caught:
+        keyed_events(WEDDING_BOOKINGS, [line(BOOKING), b"\n", line(bad), b"{not json\n"])
+    assert (caught.value.line, caught.value.field) == (3, "$.amount_minor")
+    with pytest.raises(SendError) as caught:
+        keyed_events(WEDDING_BOOKINGS, [b"{not json\n"])
+    assert (caught.value.line, caught.value.field) == (1, "$")
+    with pytest.raises(SendError, match="'late-events' is not an input topic"):
+        keyed_events("late-events", [line(BOOKING)])
+
+
+def test_the_command_refuses_a_bad_file_before_sending(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(line(BOOKING) + line({**BOOKING, "currency": "EUX"}))
+    assert main(["send", WEDDING_BOOKINGS, str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("send: line 2: $.currency: ") and "(nothing was sent)" in err
+    assert main(["send", WEDDING_BOOKINGS, str(path) + ".missing"]) == 2
+
+
+async def test_sent_events_are_folded_by_the_worker(
+    settings: Settings, main_worker: WorkerProcess
+) -> None:
+    second = {**BOOKING, "event_id": "s-5", "amount_minor": 50_000}
+    events = keyed_events(WEDDING_BOOKINGS, [line(BOOKING), line(second), line(BOOKING)])
+    assert await send_events(settings.kafka_bootstrap, WEDDING_BOOKINGS, events) == 3
+    await wait_for_lag_zero(settings.kafka_bootstrap, "wedding-tests", WEDDING_BOOKINGS, 300)
+    (june,) = await venue_periods(
+        main_worker.url, settings, ORG, "hall", "month", "2026-06", "2026-06"
+    )
+    # the third line repeats the first event: counted once
+    assert (june["bookings"], june["revenue_minor"]) == (2, {"EUR": 500_000})
