@@ -15,6 +15,7 @@ from collections.abc import Iterable
 
 import msgspec
 
+from stream_app.errors import WeddingError
 from stream_app.replay.produce import produce_events
 from stream_app.schemas import (
     BookingEvent,
@@ -44,7 +45,7 @@ MAX_EVENTS = 1_000_000
 """Most events one ``send`` produces (a larger feed is a job for a Kafka client)."""
 
 
-class SendError(ValueError):
+class SendError(WeddingError, ValueError):
     """A line that is not an event of the topic: ``line`` (1-based; 0 for the topic or the
     input as a whole), ``field`` (JSON path) and ``reason``."""
 
