@@ -134,6 +134,11 @@ def _decode(
         except msgspec.DecodeError:
             bad.append((record, "$", "the value is not JSON"))
             continue
+        except UnicodeDecodeError as exc:  # bad UTF-8 inside a JSON string (msgspec)
+            bad.append(
+                (record, "$", f"the value is not valid UTF-8: {exc.reason} at byte {exc.start}")
+            )
+            continue
         expected = key_of(event)
         if record.key != expected:
             bad.append((record, "key", f"message key {record.key!r} does not match {expected!r}"))

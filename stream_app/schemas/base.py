@@ -143,6 +143,8 @@ def decode_event(raw: bytes, event_type: type[E]) -> E:
         return _raise(path, _FORMATS.get(reason, reason))
     except msgspec.DecodeError as exc:
         return _raise("$", f"not valid JSON: {exc}")
+    except UnicodeDecodeError as exc:  # msgspec raises it for bad UTF-8 inside a string
+        return _raise("$", f"not valid UTF-8: {exc.reason} at byte {exc.start}")
 
 
 _FORMATS = {

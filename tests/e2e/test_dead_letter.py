@@ -55,6 +55,8 @@ MALFORMED: list[tuple[bytes, bytes, str]] = [
     (b"other-org/v1", orjson.dumps(event(7)), "key"),
     # from the far future: it would close every event-time window of the organisation
     (KEY, orjson.dumps(event(9, occurred_at="2099-01-01T00:00:00Z")), "$.occurred_at"),
+    # bad UTF-8 inside a JSON string: msgspec raises UnicodeDecodeError (it stopped the agent)
+    (KEY, orjson.dumps(event(10, booking_id="b-X")).replace(b"b-X", b"b-\xff"), "$"),
     # a terminal escape sequence: dead-lettered, and shown escaped by `dead-letters`
     (KEY, b"\x1b]0;owned\x07{", "$"),
 ]

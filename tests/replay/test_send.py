@@ -82,6 +82,8 @@ def test_the_first_bad_line_is_named_with_its_field_and_nothing_is_kept() -> Non
     with pytest.raises(SendError) as caught:
         keyed_events(WEDDING_BOOKINGS, [b"{not json\n"])
     assert (caught.value.line, caught.value.field) == (1, "$")
+    with pytest.raises(SendError, match="line 1: \\$: not valid UTF-8"):
+        keyed_events(WEDDING_BOOKINGS, [line(BOOKING).replace(b"b-1", b"b-\xff")])
     with pytest.raises(SendError, match="'late-events' is not an input topic"):
         keyed_events("late-events", [line(BOOKING)])
 
