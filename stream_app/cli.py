@@ -600,6 +600,17 @@ def _cmd_send(args: argparse.Namespace) -> int:
     return 0
 
 
+def _at_least_one(value: str) -> int:
+    """An option's integer value, at least 1 (argparse names the option in its error)."""
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not an integer") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
+    return number
+
+
 def _cmd_dead_letters(args: argparse.Namespace) -> int:
     from stream_app.deadletters import describe, read_dead_letters
     from stream_app.settings import load_settings
@@ -734,8 +745,15 @@ def build_parser() -> argparse.ArgumentParser:
     dl = sub.add_parser(
         "dead-letters", help="the newest dead-letter records with their field and reason"
     )
-    dl.add_argument("--limit", type=int, default=20, help="records shown (the newest)")
-    dl.add_argument("--organization", default=None, help="only this organisation's (by key)")
+    dl.add_argument(
+        "--limit", type=_at_least_one, default=20, help="records shown (the newest; >= 1)"
+    )
+    dl.add_argument(
+        "--organization",
+        default=None,
+        help="only this organisation's (named by the key or the value; values withheld where"
+        " the two disagree)",
+    )
     d = sub.add_parser("demo", help="services up, worker, replay, report, services down")
     d.add_argument("path", nargs="?", default="../shared/data/hotel_bookings.csv.gz")
     d.add_argument("--keep-services", action="store_true")

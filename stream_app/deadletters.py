@@ -4,18 +4,22 @@ A fold agent copies a message it cannot process to ``dead-letter-events`` byte f
 the reason in ``dlq.*`` headers (:mod:`stream_app.agents.deadletter`), and counts it in
 ``wedding_events_outcome_total{outcome="dead_lettered"}``. :func:`read_dead_letters` reads
 the newest of them back (``wedding-engine dead-letters``), optionally those of one
-organisation (by the message key, ``organization_id/<entity>``, which a producer sets), and
-:func:`describe` turns one into printable lines with every control character escaped (a
+organisation (:func:`attribution`: by the message key, ``organization_id/<entity>``, and by
+the value's ``organization_id``; a record on which the two disagree is listed under both with
+its value withheld, so one organisation's listing never carries a payload another's producer
+wrote), and :func:`describe` turns one into printable lines with every control character escaped (a
 message's bytes are whatever a producer sent: printed raw, escape sequences would reach the
 operator's terminal).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
@@ -52,6 +56,45 @@ class DeadLetter:
     reason: str
     source: str
     failed_at: str
+    withheld: str | None = None
+    """Why the value is not shown (it is then None), or None."""
+
+
+class _Owner(msgspec.Struct):
+    organization_id: str
+
+
+def attribution(key: bytes | None, value: bytes | None) -> tuple[str | None, str | None]:
+    """``(organisation of the key, organisation of the value)`` of a message: the key's part
+    before its first ``/`` and the value's ``organization_id`` (None where a message has no
+    such part or the value is not a JSON object naming one)."""
+    key_org = None
+    if key and b"/" in key:
+        key_org = key.split(b"/", 1)[0].decode("utf-8", "backslashreplace")
+    value_org = None
+    if value:
+        try:
+            value_org = msgspec.json.decode(value, type=_Owner).organization_id
+        except (msgspec.DecodeError, UnicodeDecodeError):  # ValidationError is a DecodeError
+            value_org = None
+    return key_org, value_org
+
+
+def _listed(letter: DeadLetter, organization: str | None) -> DeadLetter | None:
+    """``letter`` as listed for ``organization`` (all when None): None when it is not that
+    organisation's; its value withheld when key and value name different organisations."""
+    if organization is None:
+        return letter
+    key_org, value_org = attribution(letter.key, letter.value)
+    if organization not in (key_org, value_org):
+        return None
+    if value_org is None or key_org is None or key_org == value_org:
+        return letter
+    return dataclasses.replace(
+        letter,
+        value=None,
+        withheld=f"the key names organisation {key_org!r}, the value {value_org!r}",
+    )
 
 
 def _header(headers: Sequence[tuple[str, bytes]], name: str) -> str:
@@ -89,7 +132,8 @@ async def read_dead_letters(
     topic: str = DEAD_LETTER,
 ) -> list[DeadLetter]:
     """The newest ``limit`` dead-letter records (of ``organization`` only, when given: those
-    whose key starts with ``organization/``), oldest first; at most :data:`SCAN_MAX`
+    whose key or value names it, :func:`attribution`; values withheld where the two
+    disagree), oldest first; at most :data:`SCAN_MAX`
     records per partition are read, from its end. Reads without a consumer group (commits
     nothing).
 
@@ -99,7 +143,6 @@ async def read_dead_letters(
     """
     if limit < 1:
         raise ValueError(f"limit must be at least 1, got {limit}")
-    prefix = None if organization is None else f"{organization}/".encode()
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
@@ -130,8 +173,9 @@ async def read_dead_letters(
                 for record in records:
                     if record.offset >= ends[tp]:
                         continue
-                    if prefix is None or (record.key or b"").startswith(prefix):
-                        found.append(_of(record))
+                    listed = _listed(_of(record), organization)
+                    if listed is not None:
+                        found.append(listed)
             for tp in list(pending):
                 if await consumer.position(tp) >= ends[tp]:
                     pending.discard(tp)
@@ -159,5 +203,7 @@ def describe(letter: DeadLetter) -> list[str]:
         f"  field:  {_printable(letter.field.encode())}",
         f"  reason: {_printable(letter.reason.encode())}",
         f"  key:    {_printable(letter.key)}",
-        f"  value:  {_printable(letter.value)}",
+        f"  value:  {_printable(letter.value)}"
+        if letter.withheld is None
+        else f"  value:  (withheld: {_printable(letter.withheld.encode())})",
     ]

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from stream_app.deadletters import SHOWN_BYTES, DeadLetter, describe
+import pytest
+
+from stream_app.cli import main
+from stream_app.deadletters import SHOWN_BYTES, DeadLetter, _listed, attribution, describe
 
 
 def letter(**changes: object) -> DeadLetter:
@@ -41,3 +44,46 @@ def test_escape_sequences_newlines_and_bad_utf8_are_shown_escaped() -> None:
 def test_a_long_value_is_cut_with_its_size() -> None:
     value = b"x" * (SHOWN_BYTES + 50)
     assert describe(letter(value=value))[4] == f"  value:  {'x' * SHOWN_BYTES}… (350 bytes)"
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "expected"),
+    [
+        (b"org-a/v1", b'{"organization_id":"org-a","venue_id":"v1"}', ("org-a", "org-a")),
+        (b"org-a/v1", b'{"organization_id":"org-b"}', ("org-a", "org-b")),
+        (b"org-a/v1", b"{not json", ("org-a", None)),
+        (b"org-a/v1", b'{"organization_id":7}', ("org-a", None)),
+        (b"org-a/v1", b'["org-b"]', ("org-a", None)),
+        (b"no-slash", b'{"organization_id":"org-b"}', (None, "org-b")),
+        (None, None, (None, None)),
+        (b"org-\xff/v1", b'{"organization_id":"b-\xff"}', ("org-\\xff", None)),
+    ],
+)
+def test_attribution_names_the_organisation_of_the_key_and_of_the_value(
+    key: bytes | None, value: bytes | None, expected: tuple[str | None, str | None]
+) -> None:
+    assert attribution(key, value) == expected
+
+
+def test_a_record_whose_key_and_value_disagree_is_listed_under_both_without_its_value() -> None:
+    mixed = letter(key=b"org-a/v1", value=b'{"organization_id":"org-b","secret":"x"}')
+    for org in ("org-a", "org-b"):
+        listed = _listed(mixed, org)
+        assert listed is not None and listed.value is None
+        assert listed.withheld == "the key names organisation 'org-a', the value 'org-b'"
+        assert describe(listed)[4] == (
+            "  value:  (withheld: the key names organisation 'org-a', the value 'org-b')"
+        )
+    assert _listed(mixed, "org-c") is None
+    assert _listed(mixed, None) is mixed  # unfiltered: the operator's whole view
+    own = letter(key=b"org-a/v1", value=b"{not json")
+    assert _listed(own, "org-a") is own
+    assert _listed(own, "org-b") is None
+
+
+def test_limit_below_one_is_refused_naming_the_option(capsys: pytest.CaptureFixture[str]) -> None:
+    for bad, reason in (("0", "must be at least 1, got 0"), ("x", "'x' is not an integer")):
+        with pytest.raises(SystemExit) as exited:
+            main(["dead-letters", "--limit", bad])
+        assert exited.value.code == 2
+        assert f"argument --limit: {reason}" in capsys.readouterr().err

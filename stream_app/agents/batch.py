@@ -11,7 +11,10 @@ batch of one partition (the records one fetch returned, no per-message wait). Pe
    offset);
 3. **screen re-sends** through the dedupe records (:mod:`stream_app.tables.dedupe`);
 4. **fold** in memory, one read, one change and one write per distinct row
-   (the stream's pure fold, e.g. :func:`stream_app.tables.bookings.fold_batch`);
+   (the stream's pure fold, e.g. :func:`stream_app.tables.bookings.fold_batch`); when the
+   fold raises, the events it fails on are found with the stream's probe
+   (:mod:`stream_app.agents.poison`), copied to the dead-letter topic with the error, and
+   the rest folded (a poison event costs its own count, not its partition's);
 5. **write behind**: send the changed rows to the changelog and, right behind them on the
    same producer, the changes on ``realtime-metrics-updates`` (absolute values,
    at-least-once: they share the changelog's produce requests, so an update is out one
@@ -44,6 +47,7 @@ from typing import Any, Generic, TypeVar
 import msgspec
 
 from stream_app.agents.deadletter import dead_letter_record
+from stream_app.agents.poison import isolate
 from stream_app.app import app, settings
 from stream_app.observability import (
     CONSUMER_LAG,
@@ -108,6 +112,10 @@ Batch = Sequence[tuple[int, E]]
 Fold = Callable[[int, RowLookup, Batch[Any], RawRecord], Folded]
 """``(partition, row lookup, [(offset, event)], raw record by offset) -> Folded``;
 synchronous and pure apart from the lookups."""
+
+Probe = Callable[[int, RowLookup, Batch[Any]], object]
+"""``(partition, row lookup, [(offset, event)])``: the fold's pure part, its result thrown
+away; raises as the fold would (:func:`stream_app.agents.poison.isolate`)."""
 
 
 def _decode(
@@ -216,6 +224,8 @@ class BatchStream(Generic[E]):
         announce: awaited after the rows are durable (marks cached reports stale); optional.
         on_partition: called with a partition the first time a batch of it is folded after
             an assignment, before the fold (e.g. rebuilds in-memory indexes); optional.
+        probe: the fold's pure part, to find the events a failing fold fails on; without
+            it a fold's error stops the agent (faust restarts it on the same batch).
     """
 
     topic: str
@@ -227,6 +237,7 @@ class BatchStream(Generic[E]):
     publish: Callable[[], Awaitable[None]] | None = None
     announce: Callable[[], Awaitable[None]] | None = None
     on_partition: Callable[[int], Awaitable[None]] | None = None
+    probe: Probe | None = None
     state: WriteBehindTable = field(init=False)
     _generations: dict[int, int] = field(default_factory=dict)
     _swept: dict[int, tuple[float, str | None]] = field(default_factory=dict)
@@ -366,7 +377,40 @@ class BatchStream(Generic[E]):
                 stamps.append(arrival)
             self._newest_arrival[partition] = newest
             raw = _RecordsByOffset(message.records)
-            folded = self.fold(partition, get, kept, raw) if kept else Folded([], [])
+            try:
+                folded = self._fold(partition, get, kept, raw)
+            except Exception as exc:  # noqa: BLE001 - any error of the fold: set aside its events
+                kept, stamps, poisoned = self._set_aside(partition, get, kept, stamps, exc)
+                for offset, poison, error in poisoned:  # (not ``event``: faust's, acked below)
+                    poison_org: str = poison.organization_id  # type: ignore[attr-defined]
+                    poison_id: str = poison.event_id  # type: ignore[attr-defined]
+                    dedupe.forget(f"{poison_org}/{poison_id}")
+                    log.warning(
+                        "%s/%d@%d: the fold failed on event %r (%s: %s); dead-lettered",
+                        self.topic,
+                        partition,
+                        offset,
+                        poison_id,
+                        type(error).__name__,
+                        error,
+                    )
+                EVENTS_OUTCOME.labels(self.topic, "dead_lettered").inc(len(poisoned))
+                durable.append(
+                    self._send_dead_letters(
+                        client,
+                        [
+                            dead_letter_record(
+                                raw(offset),
+                                topic=self.topic,
+                                partition=partition,
+                                field="$",
+                                reason=f"the fold failed: {type(error).__name__}: {error}",
+                            )
+                            for offset, _, error in poisoned
+                        ],
+                    )
+                )
+                folded = self._fold(partition, get, kept, raw)
             writes: list[Row] = [*dedupe.writes(), *self._sweep(partition, newest, horizon_ms)]
             writes += folded.writes
             durable += folded.durable
@@ -398,6 +442,46 @@ class BatchStream(Generic[E]):
         self._in_flight_events.append(count)
         # this batch's changelog records are queued before the next batch can queue its own
         await self._queued.wait_for(seq)
+
+    def _fold(self, partition: int, get: RowLookup, batch: Batch[E], raw: RawRecord) -> Folded:
+        """:attr:`fold` of a non-empty batch (an empty one changes nothing)."""
+        if not batch:
+            return Folded([], [])
+        failpoints.fold_fails(batch)
+        return self.fold(partition, get, batch, raw)
+
+    def _set_aside(
+        self,
+        partition: int,
+        get: RowLookup,
+        batch: list[tuple[int, E]],
+        stamps: list[int],
+        error: Exception,
+    ) -> tuple[list[tuple[int, E]], list[int], list[tuple[int, E, Exception]]]:
+        """After the fold of ``batch`` raised ``error``: ``(the events that fold, their
+        timestamps, [(offset, event, its error)] of the poison events)``.
+
+        Raises:
+            Exception: ``error``, when there is no probe or the probe blames no event, or
+                more than :data:`stream_app.agents.poison.MAX_POISONED` (or half the batch).
+        """
+        probe = self.probe
+        if probe is None:
+            raise error
+
+        def fold_only(events: Sequence[tuple[int, E]]) -> object:
+            failpoints.fold_fails(events)
+            return probe(partition, get, events) if events else None
+
+        try:
+            kept, poisoned = isolate(fold_only, batch)
+        except Exception:  # noqa: BLE001 - too many to set aside: the fold's own error
+            raise error from None
+        if not poisoned:
+            raise error
+        out = {offset for (offset, _), _ in poisoned}
+        stamps = [ts for (offset, _), ts in zip(batch, stamps, strict=True) if offset not in out]
+        return kept, stamps, [(offset, event, exc) for (offset, event), exc in poisoned]
 
     async def _in_order(self, message: BatchMessage) -> bool:
         """Whether the batch may be folded: it starts at or before the partition's next

@@ -165,6 +165,12 @@ class BookingsAgent(FoldAgent[BookingEvent]):
 
         return Folded(result.writes, result.outcomes, durable, publish, after)
 
+    def probe(self, partition: int, get: RowLookup, batch: Batch[BookingEvent]) -> object:
+        """The rows :meth:`fold` computes, without the open windows' index (pure)."""
+        return fold_batch(
+            get, batch, WindowPolicy(self.zones.zone_of, GRACE, watermark_key(partition))
+        )
+
     async def prepare(self, events: Sequence[BookingEvent]) -> None:
         """Load the zones of the batch's organisations (PostgreSQL, cached)."""
         await self.zones.load(e.organization_id for e in events)

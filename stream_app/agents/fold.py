@@ -16,10 +16,11 @@ RocksDB), then mark cached reports stale. Exactly
 once without transactions: each row keeps the input offset it has applied up to
 (:mod:`stream_app.tables.guarded`).
 
-A subclass supplies :meth:`FoldAgent.fold` (and, when it needs them, :meth:`FoldAgent.prepare`
-and :meth:`FoldAgent.on_partition`); :class:`GuardedFoldAgent` is the one of the tables of
-:mod:`stream_app.tables.guarded` (payments, interactions, suppliers), the bookings agent
-(:mod:`stream_app.agents.bookings`) adds event-time windows.
+A subclass supplies :meth:`FoldAgent.fold` and its pure part :meth:`FoldAgent.probe` (and,
+when it needs them, :meth:`FoldAgent.prepare` and :meth:`FoldAgent.on_partition`);
+:class:`GuardedFoldAgent` is the one of the tables of :mod:`stream_app.tables.guarded`
+(payments, interactions, suppliers), the bookings agent (:mod:`stream_app.agents.bookings`)
+adds event-time windows.
 """
 
 from __future__ import annotations
@@ -90,6 +91,7 @@ class FoldAgent(Generic[E]):
             publish=self.publish,
             announce=self.announce,
             on_partition=self.on_partition,
+            probe=self.probe,
         )
 
     def key_of(self, event: E) -> bytes:
@@ -101,6 +103,11 @@ class FoldAgent(Generic[E]):
         """Fold one partition's batch (``(offset, event)`` pairs) into rows; ``get`` reads a
         row as the fold must see it, ``raw`` the record of an offset
         (:data:`stream_app.agents.batch.Fold`)."""
+        raise NotImplementedError
+
+    def probe(self, partition: int, get: RowLookup, batch: Batch[E]) -> object:
+        """The pure part of :meth:`fold` (what it computes, nothing recorded or sent): raises
+        as :meth:`fold` would (:data:`stream_app.agents.batch.Probe`)."""
         raise NotImplementedError
 
     async def prepare(self, events: Sequence[E]) -> None:
@@ -147,6 +154,10 @@ class GuardedFoldAgent(FoldAgent[E]):
         self.generic = GenericMetricPublisher()
         self.rows = rows
         super().__init__(spec, self.generic)
+
+    def probe(self, partition: int, get: RowLookup, batch: Batch[E]) -> object:
+        """:attr:`rows` of the batch (pure)."""
+        return self.rows(get, batch)
 
     def fold(self, partition: int, get: RowLookup, batch: Batch[E], raw: RawRecord) -> Folded:
         """Fold with :attr:`rows`; the changes are recorded for publishing once queued to the

@@ -75,11 +75,13 @@ async def produce_events(
         max_batch_size=512 * 1024,
         compression_type=None,
     )
-    await producer.start()
     sent = 0
-    if progress is not None:
-        progress(0)
     try:
+        # inside the try: a broker that cannot be reached fails start(), and stop() then
+        # closes what start() opened (otherwise aiokafka warns of an unclosed producer)
+        await producer.start()
+        if progress is not None:
+            progress(0)
         pending: list[asyncio.Future[object]] = []
         for key, value in events:
             pending.append(await producer.send(topic, value=value, key=key))

@@ -1,12 +1,14 @@
 """``wedding-engine send TOPIC [FILE]``: produce events written as JSON, one per line.
 
 For trying the engine and for small feeds: every line of FILE (standard input when ``-`` or
-left out; blank lines skipped) is one event of the topic's schema
-(:mod:`stream_app.schemas`). All lines are validated first, with the decoder the fold agents
-use; a bad line stops the command before anything is sent, naming the line, the field and the
-reason. Each event is keyed as its agent expects, ``organization_id/<entity>``
-(:data:`INPUTS`), and produced byte for byte as written, with an idempotent producer waiting
-for every acknowledgement (:func:`stream_app.replay.produce.produce_events`).
+left out; blank lines skipped; a UTF-8 byte order mark before the first line, as some editors
+write, is dropped) is one event of the topic's schema (:mod:`stream_app.schemas`). All lines
+are validated first, with the decoder the fold agents use and against the largest message
+Kafka takes (:data:`MAX_EVENT_BYTES`); a bad line, or an input without events, stops the
+command before anything is sent, naming the line, the field and the reason. Each event is
+keyed as its agent expects, ``organization_id/<entity>`` (:data:`INPUTS`), and produced byte
+for byte as written, with an idempotent producer waiting for every acknowledgement
+(:func:`stream_app.replay.produce.produce_events`).
 """
 
 from __future__ import annotations
@@ -44,6 +46,15 @@ INPUTS: dict[str, tuple[type[msgspec.Struct], str]] = {
 MAX_EVENTS = 1_000_000
 """Most events one ``send`` produces (a larger feed is a job for a Kafka client)."""
 
+MAX_EVENT_BYTES = 1_000_000
+"""Largest event (a line without its line break and surrounding blanks), in bytes: under the
+producer's ``max_request_size`` and the broker's ``message.max.bytes`` (1 MiB by default, less
+the record's key and framing), so every line validated here is one Kafka takes; checked before
+anything is sent, so a long line cannot leave the lines before it sent and the rest not."""
+
+BOM = b"\xef\xbb\xbf"
+"""The UTF-8 byte order mark."""
+
 
 class SendError(WeddingError, ValueError):
     """A line that is not an event of the topic: ``line`` (1-based; 0 for the topic or the
@@ -60,8 +71,9 @@ def keyed_events(topic: str, lines: Iterable[bytes]) -> list[tuple[bytes, bytes]
     """``(key, value)`` of every event in ``lines`` (JSON, one per line), validated.
 
     Raises:
-        SendError: ``topic`` is not an input topic, more than :data:`MAX_EVENTS` events, or a
-            line is not a valid event of the topic (the first such line).
+        SendError: ``topic`` is not an input topic, there are no events or more than
+            :data:`MAX_EVENTS`, or a line is not a valid event of the topic or is longer than
+            :data:`MAX_EVENT_BYTES` (the first such line).
     """
     if topic not in INPUTS:
         raise SendError(0, "topic", f"{topic!r} is not an input topic ({', '.join(INPUTS)})")
@@ -69,16 +81,24 @@ def keyed_events(topic: str, lines: Iterable[bytes]) -> list[tuple[bytes, bytes]
     out: list[tuple[bytes, bytes]] = []
     for number, raw in enumerate(lines, start=1):
         value = raw.strip()
+        if number == 1 and value.startswith(BOM):
+            value = value[len(BOM) :].strip()
         if not value:
             continue
         if len(out) >= MAX_EVENTS:
             raise SendError(0, "$", f"more than {MAX_EVENTS:,} events: use a Kafka client")
+        if len(value) > MAX_EVENT_BYTES:
+            raise SendError(
+                number, "$", f"{len(value):,} bytes; an event is at most {MAX_EVENT_BYTES:,}"
+            )
         try:
             event = decode_event(value, schema)
         except EventValidationError as exc:
             raise SendError(number, exc.field, exc.reason) from None
         org: str = event.organization_id  # type: ignore[attr-defined]
         out.append((f"{org}/{getattr(event, entity)}".encode(), value))
+    if not out:
+        raise SendError(0, "$", "no events: the input is empty or only blank lines")
     return out
 
 

@@ -5,11 +5,19 @@ crash tests (``tests/e2e/test_crash_points.py``).
 flush: what SIGKILL leaves) the ``n``-th time it reaches ``<point>``. Unset (the default), a
 failpoint costs one dictionary lookup. The points of :class:`stream_app.agents.batch.BatchStream`
 are :data:`POINTS`.
+
+``WEDDING_FAILPOINT_FOLD=<event id>`` makes the fold (and its probe) raise on the event of that
+id, as a fold meeting an input it cannot handle would (:func:`fold_fails`;
+``tests/e2e/test_poison.py``).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
+from typing import Any
+
+from stream_app.errors import WeddingError
 
 POINTS: tuple[str, ...] = (
     "decoded",  # the batch decoded, nothing sent
@@ -34,3 +42,21 @@ def hit(point: str) -> None:
     _left -= 1
     if _left == 0:
         os._exit(137)
+
+
+class FailpointError(WeddingError, RuntimeError):
+    """The fold failure :func:`fold_fails` injects."""
+
+
+_poison = os.environ.get("WEDDING_FAILPOINT_FOLD", "")
+
+
+def fold_fails(batch: Sequence[tuple[int, Any]]) -> None:
+    """Raise :class:`FailpointError` when an event of ``batch`` (``(offset, event)`` pairs)
+    has the ``event_id`` in ``WEDDING_FAILPOINT_FOLD``, as a fold meeting an input it cannot
+    handle would (for ``tests/e2e/test_poison.py``); unset (the default), nothing."""
+    if not _poison:
+        return
+    for _, event in batch:
+        if getattr(event, "event_id", None) == _poison:
+            raise FailpointError(f"failpoint: the fold fails on event {_poison!r}")

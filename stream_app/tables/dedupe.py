@@ -81,6 +81,13 @@ class Dedupe:
         self._records[key] = self._changed[key] = [offset, arrival_ms]
         return "expired"
 
+    def forget(self, event_id: str) -> None:
+        """Undo what :meth:`check` recorded for ``event_id`` in this batch (an event set aside
+        after its check: it was not folded, so a re-send of it must not be a duplicate)."""
+        key = dedupe_key(event_id)
+        self._records.pop(key, None)
+        self._changed.pop(key, None)
+
     def writes(self) -> list[tuple[str, list[int]]]:
         """The records the batch created or renewed, ``(key, [offset, arrival ms])``."""
         return list(self._changed.items())

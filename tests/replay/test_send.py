@@ -10,7 +10,8 @@ import pytest
 from stream_app.cli import main
 from stream_app.devservices.workers import WorkerProcess
 from stream_app.lag import wait_for_lag_zero
-from stream_app.replay.send import SendError, keyed_events, send_events
+from stream_app.replay.send import BOM, MAX_EVENT_BYTES, SendError, keyed_events, send_events
+from stream_app.schemas import BookingEvent, decode_event
 from stream_app.settings import Settings
 from stream_app.topics import (
     CLIENT_INTERACTIONS,
@@ -88,6 +89,38 @@ def test_the_first_bad_line_is_named_with_its_field_and_nothing_is_kept() -> Non
         keyed_events("late-events", [line(BOOKING)])
 
 
+def test_a_line_longer_than_kafka_takes_is_refused_before_anything_is_sent() -> None:
+    # valid JSON padded with blanks between fields: the schema accepts it, Kafka would not
+    padded = line(BOOKING).replace(b'"venue_id"', b" " * MAX_EVENT_BYTES + b'"venue_id"')
+    assert decode_event(padded, BookingEvent).venue_id == "hall"
+    with pytest.raises(SendError) as caught:
+        keyed_events(WEDDING_BOOKINGS, [line(BOOKING), padded, line(BOOKING)])
+    assert (caught.value.line, caught.value.field) == (2, "$")
+    assert caught.value.reason == f"{len(padded) - 1:,} bytes; an event is at most 1,000,000"
+    # at the limit it is taken
+    exact = line(BOOKING).replace(b'"venue_id"', b" " * 10 + b'"venue_id"')
+    fill = MAX_EVENT_BYTES - len(exact.strip())
+    exact = exact.replace(b'"venue_id"', b" " * fill + b'"venue_id"')
+    assert len(exact.strip()) == MAX_EVENT_BYTES
+    assert len(keyed_events(WEDDING_BOOKINGS, [exact])) == 1
+
+
+def test_a_byte_order_mark_before_the_first_line_is_dropped_elsewhere_refused() -> None:
+    events = keyed_events(WEDDING_BOOKINGS, [BOM + line(BOOKING)])
+    assert events == [(f"{ORG}/hall".encode(), orjson.dumps(BOOKING))]
+    with pytest.raises(SendError) as caught:
+        keyed_events(WEDDING_BOOKINGS, [line(BOOKING), BOM + line(BOOKING)])
+    assert (caught.value.line, caught.value.field) == (2, "$")
+
+
+def test_an_input_without_events_is_refused() -> None:
+    for lines in ([], [b"\n", b"  \n"], [BOM + b"\n"]):
+        with pytest.raises(SendError) as caught:
+            keyed_events(WEDDING_BOOKINGS, lines)
+        assert (caught.value.line, caught.value.field) == (0, "$")
+        assert "no events" in caught.value.reason
+
+
 def test_the_command_refuses_a_bad_file_before_sending(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -97,6 +130,12 @@ def test_the_command_refuses_a_bad_file_before_sending(
     err = capsys.readouterr().err
     assert err.startswith("send: line 2: $.currency: ") and "(nothing was sent)" in err
     assert main(["send", WEDDING_BOOKINGS, str(path) + ".missing"]) == 2
+    capsys.readouterr()
+    path.write_bytes(b"\n")
+    assert main(["send", WEDDING_BOOKINGS, str(path)]) == 2
+    assert capsys.readouterr().err == (
+        "send: $: no events: the input is empty or only blank lines (nothing was sent)\n"
+    )
 
 
 async def test_sent_events_are_folded_by_the_worker(

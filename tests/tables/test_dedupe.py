@@ -218,3 +218,22 @@ def test_the_dedupe_key_is_a_16_byte_digest_outside_the_row_keys() -> None:
     assert [d.check("x", 0, T0_MS), d.check("x", 5, T0_MS + 1)] == ["new", "duplicate"]
     assert reads == [dedupe_key("x")]
     assert d.writes() == [(dedupe_key("x"), [0, T0_MS])]
+
+
+def test_a_forgotten_event_leaves_no_record_and_its_resend_is_new() -> None:
+    store: dict[str, Any] = {}
+    first = Dedupe(store.get, HORIZON_MS)
+    assert first.check("org/e1", 10, T0_MS) == "new"
+    assert first.check("org/e2", 11, T0_MS) == "new"
+    first.forget("org/e1")
+    assert first.writes() == [(dedupe_key("org/e2"), [11, T0_MS])]
+    store.update(first.writes())
+    later = Dedupe(store.get, HORIZON_MS)
+    assert later.check("org/e1", 20, T0_MS + 1) == "new"  # not a duplicate of offset 10
+    assert later.check("org/e2", 21, T0_MS + 1) == "duplicate"
+    # forgetting an expired re-send's renewal keeps the stored record as it was
+    old = {dedupe_key("org/e3"): [5, T0_MS - 2 * HORIZON_MS]}
+    renewing = Dedupe(old.get, HORIZON_MS)
+    assert renewing.check("org/e3", 30, T0_MS) == "expired"
+    renewing.forget("org/e3")
+    assert renewing.writes() == []

@@ -1,0 +1,84 @@
+"""A poison event (one the fold itself fails on) is dead-lettered with the error, and the rest
+of its batch and partition are folded: one event costs its own count, not its partition's.
+
+The fold's failure is injected with ``WEDDING_FAILPOINT_FOLD`` (the fold raises on the event
+of that id, as a bug meeting an unforeseen input would; before this, one such event stopped
+its partition's fold agent for every tenant on it). Expected totals are computed from the
+events sent.
+"""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from stream_app.lag import wait_for_lag_zero
+from stream_app.settings import Settings
+from stream_app.topics import DEAD_LETTER, WEDDING_BOOKINGS
+from tests.conftest import WorkerFactory
+from tests.e2e.helpers import read_topic, send, venue_periods
+from tests.e2e.test_crash_points import before_the_group
+from tests.e2e.test_exactly_once import ENV, produce
+
+ORG = "poison-test-org"
+POISON = "poison-test-2"
+REASON = b"$: the fold failed: FailpointError: failpoint: the fold fails on event 'poison-test-2'"
+
+
+def booking(n: int, amount: int) -> tuple[bytes, bytes]:
+    doc = {
+        "schema_version": 1,
+        "event_id": f"poison-test-{n}",
+        "organization_id": ORG,
+        "occurred_at": f"2026-03-01T09:{n:02d}:00Z",
+        "event_type": "booking_created",
+        "booking_id": f"b-{n}",
+        "venue_id": "v1",
+        "service_date": "2026-07-04",
+        "amount_minor": amount,
+        "currency": "EUR",
+    }
+    return f"{ORG}/v1".encode(), orjson.dumps(doc)
+
+
+@pytest.mark.usefixtures("own_workers")
+async def test_a_poison_event_is_dead_lettered_and_its_partition_goes_on(
+    settings: Settings, worker_factory: WorkerFactory
+) -> None:
+    group = "wedding-poison"
+    # committed offsets above 0 from the start (as in test_crash_points: faust reads a
+    # committed 0 as "none", the README's known limits)
+    await produce(settings.kafka_bootstrap, before_the_group(f"{ORG}-before", settings))
+    worker = worker_factory.start(group, "w", **ENV, WEDDING_FAILPOINT_FOLD=POISON)
+    await worker.wait_ready(timeout_s=120, min_partitions=4)
+    events = [booking(n, 1_000 * n) for n in range(1, 9)]  # one batch: 8 events, the 2nd poison
+    await send(settings.kafka_bootstrap, WEDDING_BOOKINGS, events)
+    await wait_for_lag_zero(settings.kafka_bootstrap, group, WEDDING_BOOKINGS, 240)
+    (july,) = await venue_periods(worker.url, settings, ORG, "v1", "month", "2026-07", "2026-07")
+    folded = [orjson.loads(v) for _, v in events if orjson.loads(v)["event_id"] != POISON]
+    assert (july["bookings"], july["revenue_minor"]) == (
+        len(folded),
+        {"EUR": sum(d["amount_minor"] for d in folded)},
+    )
+
+    # the same event sent again is not a re-send of a folded event: it is dead-lettered again
+    # (its dedupe record was not kept), and a later event of the partition is folded
+    await send(settings.kafka_bootstrap, WEDDING_BOOKINGS, [events[1], booking(9, 9_000)])
+    await wait_for_lag_zero(settings.kafka_bootstrap, group, WEDDING_BOOKINGS, 240)
+    (july,) = await venue_periods(worker.url, settings, ORG, "v1", "month", "2026-07", "2026-07")
+    assert (july["bookings"], july["revenue_minor"]) == (
+        len(folded) + 1,
+        {"EUR": sum(d["amount_minor"] for d in folded) + 9_000},
+    )
+    dead = [
+        r
+        for r in await read_topic(settings.kafka_bootstrap, DEAD_LETTER)
+        if r.value == events[1][1]
+    ]
+    assert len(dead) == 2
+    for record in dead:
+        headers = dict(record.headers)
+        assert record.key == events[1][0]
+        assert headers["dlq.field"] == b"$"
+        assert headers["dlq.reason"] == REASON
+        assert headers["dlq.source.topic"] == WEDDING_BOOKINGS.encode()
