@@ -242,8 +242,7 @@ class BatchStream(Generic[E]):
     _generations: dict[int, int] = field(default_factory=dict)
     _swept: dict[int, tuple[float, str | None]] = field(default_factory=dict)
     _newest_arrival: dict[int, int] = field(default_factory=dict)
-    _in_flight: deque[asyncio.Future[None]] = field(default_factory=deque)
-    _in_flight_events: deque[int] = field(default_factory=deque)
+    _in_flight: deque[tuple[asyncio.Future[None], int]] = field(default_factory=deque)
     _overlay: dict[int, dict[str, tuple[int, Any]]] = field(default_factory=dict)
     _next_offset: dict[int, tuple[int | None, int]] = field(default_factory=dict)
     _holes: dict[int, tuple[int | None, int, int]] = field(default_factory=dict)
@@ -278,23 +277,20 @@ class BatchStream(Generic[E]):
                     await self._drain()  # a rebalance: finish what is in flight first
                     self._generation_seen = message.generation_id
                 while len(self._in_flight) >= IN_FLIGHT or (
-                    self._in_flight and sum(self._in_flight_events) >= IN_FLIGHT_EVENTS
+                    self._in_flight and sum(n for _, n in self._in_flight) >= IN_FLIGHT_EVENTS
                 ):
-                    self._in_flight_events.popleft()
-                    await self._in_flight.popleft()
+                    await self._in_flight.popleft()[0]
                 await self.process(message, event)
         finally:
-            for task in self._in_flight:
+            for task, _ in self._in_flight:
                 task.cancel()
             self._in_flight.clear()
-            self._in_flight_events.clear()
             self._overlay.clear()
 
     async def _drain(self) -> None:
         """Wait until every batch in flight is finished."""
         while self._in_flight:
-            self._in_flight_events.popleft()
-            await self._in_flight.popleft()
+            await self._in_flight.popleft()[0]
 
     def _reader(self, partition: int) -> RowLookup:
         """Rows of ``partition`` as the next fold must see them: the overlay of rows sent to
@@ -424,7 +420,7 @@ class BatchStream(Generic[E]):
         overlay = self._overlay.setdefault(partition, {})
         for key, value in writes:
             overlay[key] = (seq, value)
-        previous = self._in_flight[-1] if self._in_flight else None
+        previous = self._in_flight[-1][0] if self._in_flight else None
         task = asyncio.ensure_future(
             self._finish(
                 previous,
@@ -438,8 +434,7 @@ class BatchStream(Generic[E]):
                 stamps,
             )
         )
-        self._in_flight.append(task)
-        self._in_flight_events.append(count)
+        self._in_flight.append((task, count))
         # this batch's changelog records are queued before the next batch can queue its own
         await self._queued.wait_for(seq)
 
@@ -545,7 +540,7 @@ class BatchStream(Generic[E]):
         folded: Folded,
         seq: int,
         screened: tuple[int, int],
-        stamps: Sequence[int | None] = (),
+        stamps: Sequence[int] = (),
     ) -> None:
         """Write behind, announce and acknowledge one folded batch, after the previous one."""
         partition = message.partition
@@ -618,12 +613,10 @@ class BatchStream(Generic[E]):
         futs = [await client.send(DEAD_LETTER, key=k, value=v, headers=h) for k, v, h in records]
         await asyncio.gather(*futs)
 
-    def observe(self, message: BatchMessage, stamps: Sequence[int | None] = ()) -> None:
+    def observe(self, message: BatchMessage, stamps: Sequence[int] = ()) -> None:
         """Record the end-to-end latency of the batch's folded events (Kafka timestamp, ms →
         now: re-sends and dead-lettered records are not in it) and the partition's lag."""
-        END_TO_END_SECONDS.observe_ages(
-            (self.topic,), [ts for ts in stamps if ts is not None], time.time() * 1000
-        )
+        END_TO_END_SECONDS.observe_ages((self.topic,), stamps, time.time() * 1000)
         try:
             highwater = app.consumer.highwater(message.tp)
         except Exception:  # noqa: BLE001 - a partition revoked meanwhile has no highwater
