@@ -183,6 +183,14 @@ CONSUMER_LAG = Gauge(
     ["topic", "partition"],
     registry=REGISTRY,
 )
+FOLD_CRASHES = Counter(
+    "wedding_fold_crashes_total",
+    "Fold agents stopped by an error (faust restarts them on the same batch; a poison event"
+    " is dead-lettered instead, see stream_app/agents/poison.py). Alert on any increase.",
+    ["topic"],
+    registry=REGISTRY,
+)
+
 STREAM_REWINDS = Counter(
     "wedding_stream_rewinds_total",
     "Input partitions sought back to their committed offset because messages after it were"

@@ -25,6 +25,7 @@ adds event-time windows.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -35,11 +36,13 @@ from stream_app.agents.batch import Batch, BatchStream, Folded, RawRecord, RowLo
 from stream_app.agents.data_versions import DataVersions
 from stream_app.agents.publisher import GenericMetricPublisher, MetricPublisher
 from stream_app.app import app, settings
+from stream_app.observability import FOLD_CRASHES
 from stream_app.runtime.state import producer_client
 from stream_app.tables.guarded import GuardedBatch, Lookup
 from stream_app.topics import REALTIME_METRICS_UPDATES, STREAM_OF_METRIC
 
 E = TypeVar("E", bound=msgspec.Struct)
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,10 +138,31 @@ class FoldAgent(Generic[E]):
         spec's topic, :mod:`stream_app.topology`) for ever with :meth:`run`; the agent."""
 
         async def consume(stream: AsyncIterable[Any]) -> None:
-            await self.run(stream)
+            try:
+                await self.run(stream)
+            except Exception as exc:  # counted and logged here, then by faust again
+                self.crashed(exc)
+                raise
 
         consume.__doc__ = f"Consume ``{self.spec.topic}`` for ever ({type(self).__name__})."
         return app.agent(channel, name=name)(consume)
+
+    def crashed(self, exc: BaseException) -> None:
+        """The agent stopped on ``exc`` (faust restarts it on the same batch): count it in
+        ``wedding_fold_crashes_total`` and log it with its topic in the message, so the log's
+        repeat throttle (:mod:`stream_app.logthrottle`, per message template) keeps one line
+        per topic instead of folding two topics' crashes into one (faust's own
+        ``Crashed reason=...`` line is the same template for every agent)."""
+        FOLD_CRASHES.labels(self.spec.topic).inc()
+        # the topic in the template (one throttle kind per topic), the rest as arguments
+        template = f"{self.spec.topic}: the fold agent stopped on %s: %s; faust restarts it on"
+        template += " the same batch"
+        log.error(
+            template,
+            type(exc).__name__,
+            exc,
+            exc_info=exc,
+        )
 
 
 class GuardedFoldAgent(FoldAgent[E]):
