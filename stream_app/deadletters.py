@@ -15,6 +15,7 @@ operator's terminal).
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -58,26 +59,42 @@ class DeadLetter:
     failed_at: str
     withheld: str | None = None
     """Why the value is not shown (it is then None), or None."""
+    value_bytes: int | None = None
+    """The original value's size when the copy kept only its start (``dlq.value.bytes``)."""
 
 
 class _Owner(msgspec.Struct):
     organization_id: str
 
 
+_NAMED = re.compile(rb'"organization_id"\s*:\s*"((?:[^"\\]|\\.){0,256})"')
+"""An ``"organization_id": "<string>"`` member anywhere in a value's bytes."""
+
+UNREADABLE = "?"
+"""The organisation of a value that has an ``organization_id`` member whose string cannot be
+read (not a string, ``null``): it may name anyone."""
+
+
 def attribution(key: bytes | None, value: bytes | None) -> tuple[str | None, str | None]:
     """``(organisation of the key, organisation of the value)`` of a message: the key's part
-    before its first ``/`` and the value's ``organization_id`` (None where a message has no
-    such part or the value is not a JSON object naming one)."""
+    before its first ``/``; the value's ``organization_id`` as JSON decodes it (the last
+    one, as the agents' decoder takes it), else, for a value that is not a JSON object naming
+    one as a string (cut short, a byte order mark, bad UTF-8, nested too deep), the last
+    ``"organization_id": "..."`` in its bytes, else :data:`UNREADABLE` when the member is
+    there with another value; None where the key or the value names none."""
     key_org = None
     if key and b"/" in key:
         key_org = key.split(b"/", 1)[0].decode("utf-8", "backslashreplace")
-    value_org = None
-    if value:
-        try:
-            value_org = msgspec.json.decode(value, type=_Owner).organization_id
-        except (msgspec.DecodeError, UnicodeDecodeError):  # ValidationError is a DecodeError
-            value_org = None
-    return key_org, value_org
+    if not value:
+        return key_org, None
+    try:
+        return key_org, msgspec.json.decode(value, type=_Owner).organization_id
+    except (msgspec.DecodeError, ValueError, RecursionError):  # ValidationError: a DecodeError
+        pass
+    found = _NAMED.findall(value)
+    if found:
+        return key_org, found[-1].decode("utf-8", "backslashreplace")
+    return key_org, UNREADABLE if b'"organization_id"' in value else None
 
 
 def _listed(letter: DeadLetter, organization: str | None) -> DeadLetter | None:
@@ -90,11 +107,11 @@ def _listed(letter: DeadLetter, organization: str | None) -> DeadLetter | None:
         return None
     if value_org is None or key_org is None or key_org == value_org:
         return letter
-    return dataclasses.replace(
-        letter,
-        value=None,
-        withheld=f"the key names organisation {key_org!r}, the value {value_org!r}",
-    )
+    if value_org == UNREADABLE:
+        why = f"the key names organisation {key_org!r}, the value's organization_id is unreadable"
+    else:
+        why = f"the key names organisation {key_org!r}, the value {value_org!r}"
+    return dataclasses.replace(letter, value=None, withheld=why)
 
 
 def _header(headers: Sequence[tuple[str, bytes]], name: str) -> str:
@@ -121,6 +138,7 @@ def _of(record: Any) -> DeadLetter:
         reason=_header(headers, "dlq.reason"),
         source=source,
         failed_at=_header(headers, "dlq.failed_at"),
+        value_bytes=int(cut) if (cut := _header(headers, "dlq.value.bytes")).isdigit() else None,
     )
 
 
@@ -195,6 +213,13 @@ def _printable(raw: bytes | None) -> str:
     return shown if len(raw) <= SHOWN_BYTES else f"{shown}… ({len(raw):,} bytes)"
 
 
+def _cut_note(letter: DeadLetter) -> str:
+    if letter.value_bytes is None:
+        return ""
+    kept = len(letter.value or b"")
+    return f" [the copy kept the first {kept:,} of {letter.value_bytes:,} bytes]"
+
+
 def describe(letter: DeadLetter) -> list[str]:
     """Printable lines for one dead-letter record (control characters escaped)."""
     failed, source = _printable(letter.failed_at.encode()), _printable(letter.source.encode())
@@ -203,7 +228,7 @@ def describe(letter: DeadLetter) -> list[str]:
         f"  field:  {_printable(letter.field.encode())}",
         f"  reason: {_printable(letter.reason.encode())}",
         f"  key:    {_printable(letter.key)}",
-        f"  value:  {_printable(letter.value)}"
+        f"  value:  {_printable(letter.value)}{_cut_note(letter)}"
         if letter.withheld is None
         else f"  value:  (withheld: {_printable(letter.withheld.encode())})",
     ]

@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 
 from stream_app.cli import main
-from stream_app.deadletters import SHOWN_BYTES, DeadLetter, _listed, attribution, describe
+from stream_app.deadletters import (
+    SHOWN_BYTES,
+    UNREADABLE,
+    DeadLetter,
+    _listed,
+    attribution,
+    describe,
+)
 
 
 def letter(**changes: object) -> DeadLetter:
@@ -52,11 +59,21 @@ def test_a_long_value_is_cut_with_its_size() -> None:
         (b"org-a/v1", b'{"organization_id":"org-a","venue_id":"v1"}', ("org-a", "org-a")),
         (b"org-a/v1", b'{"organization_id":"org-b"}', ("org-a", "org-b")),
         (b"org-a/v1", b"{not json", ("org-a", None)),
-        (b"org-a/v1", b'{"organization_id":7}', ("org-a", None)),
+        (b"org-a/v1", b'{"organization_id":7}', ("org-a", UNREADABLE)),
+        (b"org-a/v1", b'{"organization_id":null,"ORGANIZATION_ID":"org-b"}', ("org-a", "?")),
         (b"org-a/v1", b'["org-b"]', ("org-a", None)),
         (b"no-slash", b'{"organization_id":"org-b"}', (None, "org-b")),
         (None, None, (None, None)),
-        (b"org-\xff/v1", b'{"organization_id":"b-\xff"}', ("org-\\xff", None)),
+        # not JSON that decodes: the last "organization_id": "..." in the bytes
+        (b"org-\xff/v1", b'{"organization_id":"b-\xff"}', ("org-\\xff", "b-\\xff")),
+        (b"org-a/v1", b'{"organization_id": "org-b", "secret": "cut sh', ("org-a", "org-b")),
+        (b"org-a/v1", b'\xef\xbb\xbf{"organization_id":"org-b"}', ("org-a", "org-b")),
+        (b"org-a/v1", b'{"a":' * 5_000 + b"1" + b"}" * 5_000, ("org-a", None)),
+        (
+            b"org-a/v1",
+            b'{"a":' * 5_000 + b'{"organization_id":"org-b"}' + b"}" * 5_000,
+            ("org-a", "org-b"),
+        ),
     ],
 )
 def test_attribution_names_the_organisation_of_the_key_and_of_the_value(
@@ -79,6 +96,18 @@ def test_a_record_whose_key_and_value_disagree_is_listed_under_both_without_its_
     own = letter(key=b"org-a/v1", value=b"{not json")
     assert _listed(own, "org-a") is own
     assert _listed(own, "org-b") is None
+    # a value naming another organisation in a way JSON cannot read is withheld too
+    for value in (b'{"organization_id":"org-b","secret":"x', b'{"organization_id":["org-b"]}'):
+        listed = _listed(letter(key=b"org-a/v1", value=value), "org-a")
+        assert listed is not None and listed.value is None and listed.withheld is not None
+
+
+def test_a_copy_cut_to_size_says_how_much_was_kept() -> None:
+    cut = letter(value=b"x" * 65_536, value_bytes=1_040_008)
+    assert describe(cut)[4] == (
+        f"  value:  {'x' * SHOWN_BYTES}… (65,536 bytes) [the copy kept the first 65,536 of"
+        " 1,040,008 bytes]"
+    )
 
 
 def test_limit_below_one_is_refused_naming_the_option(capsys: pytest.CaptureFixture[str]) -> None:

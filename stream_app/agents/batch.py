@@ -61,7 +61,7 @@ from stream_app.runtime import failpoints, gc_tuning
 from stream_app.runtime.bulk_send import send_records
 from stream_app.runtime.consumer import BatchConsumer, BatchMessage
 from stream_app.runtime.state import Row, WriteBehindTable, producer_client
-from stream_app.schemas.base import EventValidationError, decode_event
+from stream_app.schemas.base import MAX_EVENT_BYTES, EventValidationError, decode_event
 from stream_app.tables.dedupe import Dedupe, dedupe_key, expired
 from stream_app.topics import DEAD_LETTER
 
@@ -129,6 +129,11 @@ def _decode(
         raw = record.value
         if raw is None:
             bad.append((record, "$", "the value is null (a tombstone)"))
+            continue
+        if len(raw) > MAX_EVENT_BYTES:
+            bad.append(
+                (record, "$", f"{len(raw):,} bytes; an event is at most {MAX_EVENT_BYTES:,}")
+            )
             continue
         try:
             event = decode(raw)
@@ -281,6 +286,18 @@ class BatchStream(Generic[E]):
                 ):
                     await self._in_flight.popleft()[0]
                 await self.process(message, event)
+        except Exception:
+            # the loop stops on an error and faust starts the agent again on this object: the
+            # batches past their fold and not durable are cancelled below, so nothing folded
+            # after the committed offsets may be taken as applied. Forget where each partition
+            # was (its next batch starts from the committed offset: a batch after it is a hole,
+            # sought back to it) and rebuild the in-memory indexes, as after an assignment.
+            # Otherwise the next fetched batch is folded past the failed one, whose events then
+            # come back as "redelivered" to the rows it moved (the attacker round's loss).
+            self._next_offset.clear()
+            self._holes.clear()
+            self._generations.clear()
+            raise
         finally:
             for task, _ in self._in_flight:
                 task.cancel()
@@ -443,6 +460,7 @@ class BatchStream(Generic[E]):
         if not batch:
             return Folded([], [])
         failpoints.fold_fails(batch)
+        failpoints.fold_crashes_once(batch)
         return self.fold(partition, get, batch, raw)
 
     def _set_aside(
@@ -457,8 +475,8 @@ class BatchStream(Generic[E]):
         timestamps, [(offset, event, its error)] of the poison events)``.
 
         Raises:
-            Exception: ``error``, when there is no probe or the probe blames no event, or
-                more than :data:`stream_app.agents.poison.MAX_POISONED` (or half the batch).
+            Exception: ``error``, when there is no probe, no event fails alone, more than
+                :data:`stream_app.agents.poison.MAX_POISONED` do, or the rest still fails.
         """
         probe = self.probe
         if probe is None:

@@ -3,12 +3,12 @@
 For trying the engine and for small feeds: every line of FILE (standard input when ``-`` or
 left out; blank lines skipped; a UTF-8 byte order mark before the first line, as some editors
 write, is dropped) is one event of the topic's schema (:mod:`stream_app.schemas`). All lines
-are validated first, with the decoder the fold agents use and against the largest message
-Kafka takes (:data:`MAX_EVENT_BYTES`); a bad line, or an input without events, stops the
-command before anything is sent, naming the line, the field and the reason. Each event is
-keyed as its agent expects, ``organization_id/<entity>`` (:data:`INPUTS`), and produced byte
-for byte as written, with an idempotent producer waiting for every acknowledgement
-(:func:`stream_app.replay.produce.produce_events`).
+are validated first, with the decoder the fold agents use and against the largest event they
+take (:data:`stream_app.schemas.base.MAX_EVENT_BYTES`, 900,000 bytes); a bad line, or an input
+without events, stops the command before anything is sent, naming the line, the field and the
+reason. Each event is keyed as its agent expects, ``organization_id/<entity>``
+(:data:`INPUTS`), and produced byte for byte as written, with an idempotent producer waiting
+for every acknowledgement (:func:`stream_app.replay.produce.produce_events`).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from stream_app.schemas import (
     SupplierActivityEvent,
     decode_event,
 )
+from stream_app.schemas.base import MAX_EVENT_BYTES
 from stream_app.topics import (
     CLIENT_INTERACTIONS,
     PAYMENT_EVENTS,
@@ -45,12 +46,6 @@ INPUTS: dict[str, tuple[type[msgspec.Struct], str]] = {
 
 MAX_EVENTS = 1_000_000
 """Most events one ``send`` produces (a larger feed is a job for a Kafka client)."""
-
-MAX_EVENT_BYTES = 1_000_000
-"""Largest event (a line without its line break and surrounding blanks), in bytes: under the
-producer's ``max_request_size`` and the broker's ``message.max.bytes`` (1 MiB by default, less
-the record's key and framing), so every line validated here is one Kafka takes; checked before
-anything is sent, so a long line cannot leave the lines before it sent and the rest not."""
 
 BOM = b"\xef\xbb\xbf"
 """The UTF-8 byte order mark."""

@@ -7,8 +7,10 @@ failpoint costs one dictionary lookup. The points of :class:`stream_app.agents.b
 are :data:`POINTS`.
 
 ``WEDDING_FAILPOINT_FOLD=<event id>`` makes the fold (and its probe) raise on the event of that
-id, as a fold meeting an input it cannot handle would (:func:`fold_fails`;
-``tests/e2e/test_poison.py``).
+id, as a fold meeting an input it cannot handle would (:func:`fold_fails`);
+``WEDDING_FAILPOINT_FOLD_ONCE=<event id>`` makes the fold of the first batch holding that event
+raise, its probe not (a failure no single event is blamed for: the agent stops), and the
+later folds pass (:func:`fold_crashes_once`; both in ``tests/e2e/test_poison.py``).
 """
 
 from __future__ import annotations
@@ -60,3 +62,18 @@ def fold_fails(batch: Sequence[tuple[int, Any]]) -> None:
     for _, event in batch:
         if getattr(event, "event_id", None) == _poison:
             raise FailpointError(f"failpoint: the fold fails on event {_poison!r}")
+
+
+_crash_once = os.environ.get("WEDDING_FAILPOINT_FOLD_ONCE", "")
+
+
+def fold_crashes_once(batch: Sequence[tuple[int, Any]]) -> None:
+    """Raise :class:`FailpointError` the first time ``batch`` holds the event whose
+    ``event_id`` is in ``WEDDING_FAILPOINT_FOLD_ONCE``; unset (the default), nothing."""
+    global _crash_once
+    if not _crash_once:
+        return
+    for _, event in batch:
+        if getattr(event, "event_id", None) == _crash_once:
+            _crash_once = ""
+            raise FailpointError(f"failpoint: the fold of the batch of {event.event_id!r} fails")

@@ -12,6 +12,13 @@ import pycountry
 from stream_app.errors import WeddingError, cut
 from stream_app.schemas.ids import Identifier
 
+MAX_EVENT_BYTES = 900_000
+"""Largest event the fold agents take (its value's bytes): a larger message is dead-lettered
+(``$: N bytes; an event is at most 900,000``), and ``wedding-engine send`` refuses it. Under
+the 1,000,000 bytes a record the worker's producer sends (faust's
+``producer_max_request_size``), with room for the headers of its late-event or dead-letter
+copy."""
+
 #: Active ISO 4217 alphabetic codes, from the pycountry package's copy of the standard.
 ISO_4217_CODES: frozenset[str] = frozenset(c.alpha_3 for c in pycountry.currencies)
 

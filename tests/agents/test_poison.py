@@ -1,4 +1,4 @@
-"""Poison events: the bisection finds exactly the events the fold fails on."""
+"""Poison events: the group testing finds exactly the events the fold fails on alone."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from stream_app.agents.poison import MAX_POISONED, isolate
+from stream_app.agents.poison import CHUNK, MAX_POISONED, isolate
 
 
 class Probe:
@@ -14,10 +14,12 @@ class Probe:
     before it in the same batch when ``pairs`` (a failure that needs its context)."""
 
     def __init__(self, bad: set[int], pairs: bool = False) -> None:
-        self.bad, self.pairs, self.calls = bad, pairs, 0
+        self.bad, self.pairs = bad, pairs
+        self.calls = self.folded = 0
 
     def __call__(self, events: Sequence[int]) -> None:
         self.calls += 1
+        self.folded += len(events)
         seen: set[int] = set()
         for n in events:
             if n in self.bad:
@@ -29,40 +31,44 @@ class Probe:
 
 def test_a_clean_batch_is_probed_once_and_kept_whole() -> None:
     probe = Probe(set())
-    assert isolate(probe, list(range(50))) == (list(range(50)), [])
+    assert isolate(probe, list(range(500))) == (list(range(500)), [])
     assert probe.calls == 1
 
 
-@pytest.mark.parametrize("bad", [{0}, {49}, {17}, {3, 4}, {0, 25, 49}])
+@pytest.mark.parametrize(
+    "bad", [{0}, {499}, {17}, {3, 4}, {0, 250, 499}, {1, 2, 3}, set(range(0, 500, 7))]
+)
 def test_each_poison_event_is_taken_out_with_its_own_error(bad: set[int]) -> None:
     probe = Probe(bad)
-    kept, poisoned = isolate(probe, list(range(50)))
-    assert kept == [n for n in range(50) if n not in bad]
+    kept, poisoned = isolate(probe, list(range(500)))
+    assert kept == [n for n in range(500) if n not in bad]
     assert [n for n, _ in poisoned] == sorted(bad)
     assert [str(e) for _, e in poisoned] == [f"event {n}" for n in sorted(bad)]
-    # log2(50) probes and a whole-batch probe per poison event, and a last whole probe
-    assert probe.calls <= len(bad) * 8 + 1
+    # one whole probe, one per chunk, one per event of a failing chunk, one of the rest
+    chunks = [list(range(500))[i : i + CHUNK] for i in range(0, 500, CHUNK)]
+    failing = [c for c in chunks if bad & set(c)]
+    assert probe.calls == 1 + len(chunks) + sum(len(c) for c in failing) + 1
+    assert probe.folded == 500 + 500 + sum(len(c) for c in failing) + (500 - len(bad))
 
 
-def test_a_failure_that_needs_an_earlier_event_blames_the_later_one() -> None:
-    kept, poisoned = isolate(Probe(set(), pairs=True), list(range(300)))
-    assert [n for n, _ in poisoned] == [1, 101, 201]
-    assert all(isinstance(e, KeyError) for _, e in poisoned)
-    assert kept == [n for n in range(300) if n not in (1, 101, 201)]
-
-
-def test_a_fold_failing_on_more_than_half_the_batch_raises_and_takes_nothing_out() -> None:
-    with pytest.raises(ValueError, match="event 1"):
-        isolate(Probe({1, 2, 3}), [0, 1, 2, 3])
-    # one event alone may be poison
+def test_most_of_a_small_batch_may_be_poison_and_the_rest_still_folds() -> None:
+    kept, poisoned = isolate(Probe({0, 1}), [0, 1, 2])
+    assert kept == [2] and [n for n, _ in poisoned] == [0, 1]
     kept, poisoned = isolate(Probe({7}), [7])
     assert kept == [] and [n for n, _ in poisoned] == [7]
 
 
-def test_more_than_the_limit_raises() -> None:
-    bad = set(range(0, 2 * (MAX_POISONED + 1), 2))
-    batch = list(range(2 * (MAX_POISONED + 1) + 10))
-    with pytest.raises(ValueError):
-        isolate(Probe(bad), batch)
-    kept, poisoned = isolate(Probe(set(range(0, 20, 2))), batch, limit=10)
-    assert len(poisoned) == 10 and kept == [n for n in batch if n >= 20 or n % 2]
+def test_a_failure_that_needs_an_earlier_event_is_blamed_on_none_and_raised() -> None:
+    with pytest.raises(KeyError):
+        isolate(Probe(set(), pairs=True), list(range(300)))
+    # with a poison of its own besides: still raised (the rest fails), nothing taken out
+    with pytest.raises(KeyError):
+        isolate(Probe({5}, pairs=True), list(range(300)))
+
+
+def test_more_than_the_limit_raises_the_first_error() -> None:
+    batch = list(range(3 * (MAX_POISONED + 1)))
+    with pytest.raises(ValueError, match="event 0"):
+        isolate(Probe(set(range(0, len(batch), 3))), batch)
+    kept, poisoned = isolate(Probe(set(range(0, 30, 3))), batch, limit=10)
+    assert len(poisoned) == 10 and kept == [n for n in batch if n >= 30 or n % 3]

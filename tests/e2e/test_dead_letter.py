@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 
 import aiohttp
 import orjson
 
+from stream_app.agents.deadletter import CUT_BYTES
 from stream_app.deadletters import describe, read_dead_letters
 from stream_app.devservices.workers import WorkerProcess
 from stream_app.lag import wait_for_lag_zero
@@ -62,6 +64,11 @@ MALFORMED: list[tuple[bytes, bytes, str]] = [
 ]
 
 
+# larger than the worker's producer sends (1,000,000 bytes a record), which the broker takes:
+# its whole copy could not be sent, and the batch failed again and again for every tenant
+BIG = b'{"x":"' + b"A" * 1_040_000 + b'"}'
+
+
 async def test_each_malformed_case_is_dead_lettered_and_valid_events_still_count(
     settings: Settings, main_worker: WorkerProcess
 ) -> None:
@@ -71,7 +78,7 @@ async def test_each_malformed_case_is_dead_lettered_and_valid_events_still_count
     bad = [(key, value) for key, value, _ in MALFORMED]
     await wait_for_lag_zero(settings.kafka_bootstrap, "wedding-tests", WEDDING_BOOKINGS, 300)
     latencies_before = await latency_count(main_worker.url)
-    await send(settings.kafka_bootstrap, WEDDING_BOOKINGS, [first, *bad, *after])
+    await send(settings.kafka_bootstrap, WEDDING_BOOKINGS, [first, *bad, (KEY, BIG), *after])
     await wait_for_lag_zero(settings.kafka_bootstrap, "wedding-tests", WEDDING_BOOKINGS, 300)
     # the end-to-end latency counts the two events folded, not the dead letters nor the re-send
     assert await latency_count(main_worker.url) - latencies_before == 2
@@ -84,12 +91,17 @@ async def test_each_malformed_case_is_dead_lettered_and_valid_events_still_count
         assert headers["dlq.reason"].startswith(field.encode() + b": ")
         assert headers["dlq.source.topic"] == WEDDING_BOOKINGS.encode()
     assert b"EUX" in dict(dead[MALFORMED[3][1]].headers)["dlq.reason"]
+    big = dict(dead[BIG[:CUT_BYTES]].headers)
+    assert big["dlq.reason"] == b"$: 1,040,008 bytes; an event is at most 900,000"
+    assert big["dlq.value.bytes"] == b"1040008"
+    assert big["dlq.value.sha256"] == hashlib.sha256(BIG).hexdigest().encode()
 
     # read back as the operator's `wedding-engine dead-letters --organization` does: the
     # organisation's records (by key or value), newest last; the one keyed other-org whose
     # value names ORG is listed under both without its value
     # (on its own partition, so its place among the others depends on the timestamps)
     ours = [(value, field) for key, value, field in MALFORMED if key == KEY]
+    ours.append((BIG[:CUT_BYTES], "$"))
     letters = await read_dead_letters(settings.kafka_bootstrap, organization=ORG, limit=100)
     assert [(d.value, d.field) for d in letters if d.key == KEY] == ours
     (mixed,) = [d for d in letters if d.key != KEY]
@@ -107,6 +119,8 @@ async def test_each_malformed_case_is_dead_lettered_and_valid_events_still_count
     ]
     (shown,) = [describe(d) for d in letters if d.value == MALFORMED[-1][1]]
     assert shown[4] == "  value:  \\x1b]0;owned\\x07{"
+    (shown,) = [describe(d) for d in letters if d.value == BIG[:CUT_BYTES]]
+    assert shown[4].endswith("[the copy kept the first 65,536 of 1,040,008 bytes]")
 
     (july,) = await venue_periods(
         main_worker.url, settings, ORG, "v1", "month", "2026-07", "2026-07"

@@ -10,8 +10,9 @@ import pytest
 from stream_app.cli import main
 from stream_app.devservices.workers import WorkerProcess
 from stream_app.lag import wait_for_lag_zero
-from stream_app.replay.send import BOM, MAX_EVENT_BYTES, SendError, keyed_events, send_events
+from stream_app.replay.send import BOM, SendError, keyed_events, send_events
 from stream_app.schemas import BookingEvent, decode_event
+from stream_app.schemas.base import MAX_EVENT_BYTES
 from stream_app.settings import Settings
 from stream_app.topics import (
     CLIENT_INTERACTIONS,
@@ -96,7 +97,7 @@ def test_a_line_longer_than_kafka_takes_is_refused_before_anything_is_sent() -> 
     with pytest.raises(SendError) as caught:
         keyed_events(WEDDING_BOOKINGS, [line(BOOKING), padded, line(BOOKING)])
     assert (caught.value.line, caught.value.field) == (2, "$")
-    assert caught.value.reason == f"{len(padded) - 1:,} bytes; an event is at most 1,000,000"
+    assert caught.value.reason == f"{len(padded) - 1:,} bytes; an event is at most 900,000"
     # at the limit it is taken
     exact = line(BOOKING).replace(b'"venue_id"', b" " * 10 + b'"venue_id"')
     fill = MAX_EVENT_BYTES - len(exact.strip())
