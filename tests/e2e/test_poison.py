@@ -17,6 +17,7 @@ import aiohttp
 import orjson
 import pytest
 
+from stream_app.devservices.workers import WorkerProcess
 from stream_app.lag import wait_for_lag_zero
 from stream_app.settings import Settings
 from stream_app.topics import DEAD_LETTER, WEDDING_BOOKINGS
@@ -30,20 +31,33 @@ POISON = "poison-test-2"
 REASON = b"$: the fold failed: FailpointError: failpoint: the fold fails on event 'poison-test-2'"
 
 
-def booking(n: int, amount: int) -> tuple[bytes, bytes]:
+def booking(org: str, n: int, amount: int, day: str) -> tuple[bytes, bytes]:
+    """Booking ``<org>-<n>`` of ``org``'s venue v1 (one partition), service date ``day``."""
     doc = {
         "schema_version": 1,
-        "event_id": f"poison-test-{n}",
-        "organization_id": ORG,
+        "event_id": f"{org.removesuffix('-org')}-{n}",
+        "organization_id": org,
         "occurred_at": f"2026-03-01T09:{n:02d}:00Z",
         "event_type": "booking_created",
         "booking_id": f"b-{n}",
         "venue_id": "v1",
-        "service_date": "2026-07-04",
+        "service_date": day,
         "amount_minor": amount,
         "currency": "EUR",
     }
-    return f"{ORG}/v1".encode(), orjson.dumps(doc)
+    return f"{org}/v1".encode(), orjson.dumps(doc)
+
+
+async def worker_of(
+    settings: Settings, worker_factory: WorkerFactory, group: str, org: str, **env: str
+) -> WorkerProcess:
+    """A worker of its own ``group`` with ``env``, ready on all four partitions; committed
+    offsets above 0 from the start (as in test_crash_points: faust reads a committed 0 as
+    "none", the README's known limits)."""
+    await produce(settings.kafka_bootstrap, before_the_group(f"{org}-before", settings))
+    worker = worker_factory.start(group, "w", **ENV, **env)
+    await worker.wait_ready(timeout_s=120, min_partitions=4)
+    return worker
 
 
 @pytest.mark.usefixtures("own_workers")
@@ -51,12 +65,9 @@ async def test_a_poison_event_is_dead_lettered_and_its_partition_goes_on(
     settings: Settings, worker_factory: WorkerFactory
 ) -> None:
     group = "wedding-poison"
-    # committed offsets above 0 from the start (as in test_crash_points: faust reads a
-    # committed 0 as "none", the README's known limits)
-    await produce(settings.kafka_bootstrap, before_the_group(f"{ORG}-before", settings))
-    worker = worker_factory.start(group, "w", **ENV, WEDDING_FAILPOINT_FOLD=POISON)
-    await worker.wait_ready(timeout_s=120, min_partitions=4)
-    events = [booking(n, 1_000 * n) for n in range(1, 9)]  # one batch: 8 events, the 2nd poison
+    worker = await worker_of(settings, worker_factory, group, ORG, WEDDING_FAILPOINT_FOLD=POISON)
+    # one batch: 8 events, the 2nd poison
+    events = [booking(ORG, n, 1_000 * n, "2026-07-04") for n in range(1, 9)]
     await send(settings.kafka_bootstrap, WEDDING_BOOKINGS, events)
     await wait_for_lag_zero(settings.kafka_bootstrap, group, WEDDING_BOOKINGS, 240)
     (july,) = await venue_periods(worker.url, settings, ORG, "v1", "month", "2026-07", "2026-07")
@@ -68,7 +79,11 @@ async def test_a_poison_event_is_dead_lettered_and_its_partition_goes_on(
 
     # the same event sent again is not a re-send of a folded event: it is dead-lettered again
     # (its dedupe record was not kept), and a later event of the partition is folded
-    await send(settings.kafka_bootstrap, WEDDING_BOOKINGS, [events[1], booking(9, 9_000)])
+    await send(
+        settings.kafka_bootstrap,
+        WEDDING_BOOKINGS,
+        [events[1], booking(ORG, 9, 9_000, "2026-07-04")],
+    )
     await wait_for_lag_zero(settings.kafka_bootstrap, group, WEDDING_BOOKINGS, 240)
     (july,) = await venue_periods(worker.url, settings, ORG, "v1", "month", "2026-07", "2026-07")
     assert (july["bookings"], july["revenue_minor"]) == (
@@ -89,22 +104,6 @@ async def test_a_poison_event_is_dead_lettered_and_its_partition_goes_on(
         assert headers["dlq.source.topic"] == WEDDING_BOOKINGS.encode()
 
 
-def once_booking(n: int, day: int) -> tuple[bytes, bytes]:
-    doc = {
-        "schema_version": 1,
-        "event_id": f"crash-once-{n}",
-        "organization_id": ONCE_ORG,
-        "occurred_at": f"2026-03-01T10:{n:02d}:00Z",
-        "event_type": "booking_created",
-        "booking_id": f"b-{n}",
-        "venue_id": "v1",
-        "service_date": f"2026-08-{day:02d}",
-        "amount_minor": 100 * n,
-        "currency": "EUR",
-    }
-    return f"{ONCE_ORG}/v1".encode(), orjson.dumps(doc)
-
-
 ONCE_ORG = "crash-once-org"
 
 
@@ -117,13 +116,15 @@ async def test_after_a_fold_stops_the_partition_starts_again_from_its_committed_
     # before it (the attacker round saw the failed batch's events come back as "redelivered"
     # to the month row the later batch had moved: month 1, days 1 + 1)
     group = "wedding-poison-once"
-    await produce(settings.kafka_bootstrap, before_the_group(f"{ONCE_ORG}-before", settings))
-    worker = worker_factory.start(group, "w", **ENV, WEDDING_FAILPOINT_FOLD_ONCE="crash-once-2")
-    await worker.wait_ready(timeout_s=120, min_partitions=4)
-    first = [once_booking(1, 1), once_booking(2, 2), once_booking(3, 3)]
+    worker = await worker_of(
+        settings, worker_factory, group, ONCE_ORG, WEDDING_FAILPOINT_FOLD_ONCE="crash-once-2"
+    )
+    first = [booking(ONCE_ORG, n, 100 * n, f"2026-08-0{n}") for n in (1, 2, 3)]
     await send(settings.kafka_bootstrap, WEDDING_BOOKINGS, first)
     await asyncio.sleep(2)
-    await send(settings.kafka_bootstrap, WEDDING_BOOKINGS, [once_booking(4, 4)])
+    await send(
+        settings.kafka_bootstrap, WEDDING_BOOKINGS, [booking(ONCE_ORG, 4, 400, "2026-08-04")]
+    )
     await wait_for_lag_zero(settings.kafka_bootstrap, group, WEDDING_BOOKINGS, 240)
     (august,) = await venue_periods(
         worker.url, settings, ONCE_ORG, "v1", "month", "2026-08", "2026-08"
