@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from faust.types import EventT
 
 from stream_app.errors import cut
@@ -42,7 +43,10 @@ Headers = list[tuple[str, bytes]]
 
 
 def _size(key: bytes | None, value: bytes | None, headers: Headers) -> int:
-    return len(key or b"") + len(value or b"") + sum(len(k) + len(v) for k, v in headers)
+    """The record's size as the producer measures it before refusing it (aiokafka's
+    ``estimate_size_in_bytes``: the batch framing and each header's length fields count, so
+    80,000 empty headers weigh some 160,000 bytes)."""
+    return int(DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, headers))
 
 
 def bounded_copy(

@@ -6,6 +6,8 @@ from __future__ import annotations
 import hashlib
 from types import SimpleNamespace
 
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
+
 from stream_app.agents.deadletter import (
     COPY_MAX_BYTES,
     CUT_BYTES,
@@ -16,7 +18,7 @@ from stream_app.agents.deadletter import (
 
 
 def size(key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]]) -> int:
-    return len(key or b"") + len(value or b"") + sum(len(k) + len(v) for k, v in headers)
+    return int(DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, headers))
 
 
 def record(key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]]) -> object:
@@ -68,3 +70,17 @@ def test_a_huge_key_and_reason_are_cut_too() -> None:
     reason = dict(headers)["dlq.reason"].decode()
     assert reason.startswith("key: xxx") and reason.endswith("… (900005 characters)")
     assert len(reason) < REASON_CHARS + 40
+
+
+def test_headers_weigh_what_the_producer_counts_for_them() -> None:
+    # 80,000 empty headers: 0 bytes of names and values, some 160,000 of length fields (the
+    # attacker round's second shape: copied whole, then refused by the producer)
+    value = b"v" * 860_008
+    original = [("", b"")] * 80_000
+    key, out, headers = bounded_copy(b"orgb/v2", value, original, [("dlq.reason", b"r")])
+    assert dict(headers)["dlq.headers.dropped"] == b"80000"
+    assert out == value[:CUT_BYTES] and len(headers) < 10
+    assert DefaultRecordBatchBuilder.estimate_size_in_bytes(key, out, headers) < COPY_MAX_BYTES
+    # what fits as the producer counts it is copied whole, headers and all
+    small = [("h", b"")] * 1_000
+    assert bounded_copy(b"k", b"{}", small, []) == (b"k", b"{}", small)
