@@ -182,8 +182,18 @@ BASE_BODY: dict[str, Any] = {
 
 @pytest.fixture(scope="module")
 async def proc_org(settings: Settings, main_worker: WorkerProcess) -> AsyncIterator[list[Booking]]:
-    """``proc-org`` with 40 bookings folded into the worker's tables."""
-    yield await org_with_bookings(settings, main_worker, ORG, 1, 40)
+    """``proc-org`` with 40 bookings folded into the worker's tables, and its bookings data
+    version settled (the worker records it shortly after the rows are readable: a report
+    cached before that would be stale at once, and the next request a miss)."""
+    bookings = await org_with_bookings(settings, main_worker, ORG, 1, 40)
+    seen, since = await data_version(settings, ORG), time.monotonic()
+    deadline = since + 30.0
+    while time.monotonic() - since < 2.0 and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+        now = await data_version(settings, ORG)
+        if now != seen or now == 0:
+            seen, since = now, time.monotonic()
+    yield bookings
 
 
 def by_format(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
