@@ -97,9 +97,13 @@ def test_a_record_whose_key_and_value_disagree_is_listed_under_both_without_its_
     assert _listed(own, "org-a") is own
     assert _listed(own, "org-b") is None
     # a value naming another organisation in a way JSON cannot read is withheld too
-    for value in (b'{"organization_id":"org-b","secret":"x', b'{"organization_id":["org-b"]}'):
+    for value, why in (
+        (b'{"organization_id":"org-b","secret":"x', "the value 'org-b'"),
+        (b'{"organization_id":["org-b"]}', "the value's organization_id is unreadable"),
+    ):
         listed = _listed(letter(key=b"org-a/v1", value=value), "org-a")
-        assert listed is not None and listed.value is None and listed.withheld is not None
+        assert listed is not None and listed.value is None
+        assert listed.withheld == f"the key names organisation 'org-a', {why}"
 
 
 def test_a_copy_cut_to_size_says_how_much_was_kept() -> None:
