@@ -257,6 +257,7 @@ class BatchStream(Generic[E]):
 
     def __post_init__(self) -> None:
         self.state = WriteBehindTable(self.table)
+        STREAM_REWINDS.labels(self.topic)  # a series at 0 from the start: its first rise shows
 
     async def run(self, stream: AsyncIterable[Any]) -> None:
         """Consume the topic for ever (the body of the agent).

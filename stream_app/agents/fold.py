@@ -80,6 +80,8 @@ class FoldAgent(Generic[E]):
         self, spec: FoldSpec[E], publisher: GenericMetricPublisher | MetricPublisher
     ) -> None:
         self.spec = spec
+        # a series at 0 from the start, so an alert on any increase sees the first crash
+        FOLD_CRASHES.labels(spec.topic)
         self.publisher = publisher
         self.versions = DataVersions(
             settings.postgres_system_dsn, STREAM_OF_METRIC.get(spec.metric, spec.metric)

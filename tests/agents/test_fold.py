@@ -6,12 +6,13 @@ from __future__ import annotations
 import logging
 
 import pytest
+from prometheus_client import generate_latest
 
 from stream_app.agents.bookings import bookings
 from stream_app.agents.payments import payments_stream
 from stream_app.logthrottle import RepeatThrottle
-from stream_app.observability import FOLD_CRASHES
-from stream_app.topics import PAYMENT_EVENTS, WEDDING_BOOKINGS
+from stream_app.observability import FOLD_CRASHES, REGISTRY
+from stream_app.topics import INPUT_TOPICS, PAYMENT_EVENTS, WEDDING_BOOKINGS
 
 
 def crashes(topic: str) -> float:
@@ -41,3 +42,13 @@ def test_each_topics_crash_is_counted_and_passes_the_throttle(
     assert records[0].exc_info is not None
     # the two topics are two kinds: both first lines pass, the repeat within the window not
     assert [throttle.filter(r) for r in records] == [True, True, False]
+
+
+def test_each_input_topic_has_its_crash_and_rewind_series_from_the_start() -> None:
+    import stream_app.agents.interactions
+    import stream_app.agents.suppliers  # noqa: F401 - the four fold agents registered
+
+    text = generate_latest(REGISTRY).decode()
+    for topic in INPUT_TOPICS:
+        assert f'wedding_fold_crashes_total{{topic="{topic}"}}' in text
+        assert f'wedding_stream_rewinds_total{{topic="{topic}"}}' in text
