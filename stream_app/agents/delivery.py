@@ -9,7 +9,8 @@ for an endpoint. The ``run_delivery_worker`` task attempts due rows in fair-shar
 queues retries with their due time (:mod:`stream_app.delivery.worker`). Kafka's
 at-least-once delivery of ``report-results``, the queue's one row per (run, report) and the
 delivery log (a report already delivered for a run is not sent again) make each report reach
-its destination once.
+its destination once. A message whose queueing meets a PostgreSQL restart is tried again
+until it is queued (:mod:`stream_app.agents.transient`), not dropped.
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterable
+from functools import partial
 from typing import Any
 
+from stream_app.agents.transient import handle_until_done
 from stream_app.app import app, settings
 from stream_app.crypto.keyring import get_keyring
 from stream_app.db.pool import get_pool, get_system_pool
@@ -74,10 +77,10 @@ async def handle_report_result(raw: bytes) -> str | None:
 async def delivery_agent(stream: AsyncIterable[Any]) -> None:
     """Consume ``report-results`` for ever (see the module docstring)."""
     async for event in stream.events():  # type: ignore[attr-defined]
-        try:
-            await handle_report_result(event.message.value or b"")
-        except Exception:
-            log.exception("delivery of report-results offset %s failed", event.message.offset)
+        await handle_until_done(
+            partial(handle_report_result, event.message.value or b""),
+            f"delivery of report-results offset {event.message.offset}",
+        )
 
 
 @app.task  # type: ignore[untyped-decorator]

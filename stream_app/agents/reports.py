@@ -2,46 +2,42 @@
 
 Thin: the router accepts each request (:func:`stream_app.reports.route.route_request`), a lane
 agent claims and answers one request at a time per actor
-(:func:`stream_app.reports.lanes.handle_lane_request`). Topics: :mod:`stream_app.topology`.
+(:func:`stream_app.reports.lanes.handle_lane_request`), each tried again while its error is
+transient (:mod:`stream_app.agents.transient`). Topics: :mod:`stream_app.topology`.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
 from collections.abc import AsyncIterable
+from functools import partial
 from typing import Any
 
+from stream_app.agents.transient import handle_until_done
 from stream_app.app import app, settings
 from stream_app.reports.lanes import handle_lane_request
 from stream_app.reports.route import route_request
 from stream_app.schemas.reports import PRIORITIES
 from stream_app.topology import report_lane_topics, report_requests_topic
 
-log = logging.getLogger(__name__)
-
 
 @app.agent(report_requests_topic, concurrency=2)
 async def report_agent(stream: AsyncIterable[Any]) -> None:
     """Consume ``report-requests`` for ever and accept each request."""
     async for event in stream.events():  # type: ignore[attr-defined]
-        try:
-            await route_request(event)
-        except Exception:  # an agent that dies stops every request after it
-            log.exception("report router: request at offset %s", event.message.offset)
+        # an agent that dies stops every request after it: errors are logged, transient
+        # ones (a PostgreSQL or broker restart) first tried again (stream_app.agents.transient)
+        await handle_until_done(
+            partial(route_request, event), f"report router: offset {event.message.offset}"
+        )
 
 
 def _lane_agent(priority: str) -> Any:
     async def lane(stream: AsyncIterable[Any]) -> None:
         async for event in stream.events():  # type: ignore[attr-defined]
-            try:
-                await handle_lane_request(event)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception(
-                    "report lane %s: request at offset %s", priority, event.message.offset
-                )
+            await handle_until_done(
+                partial(handle_lane_request, event),
+                f"report lane {priority}: offset {event.message.offset}",
+            )
 
     lane.__name__ = lane.__qualname__ = f"report_lane_{priority}"
     lane.__doc__ = f"Generate the ``{priority}`` reports (concurrency from the settings)."

@@ -35,7 +35,9 @@ def is_retriable(exc: BaseException) -> bool:
 
     An exception's own ``retriable`` attribute decides when it has one (style: errors carry
     their retry class); otherwise I/O errors (``OSError``: the artifact store, sockets),
-    timeouts, lost PostgreSQL connections and HTTP client errors are retriable, others not.
+    timeouts, lost PostgreSQL connections, a PostgreSQL server shutting down or starting up
+    (SQLSTATE 57P01-57P03: a restart) and HTTP client errors are retriable, others not (a
+    Kafka error carries its own ``retriable``).
     """
     flag = getattr(exc, "retriable", None)
     if isinstance(flag, bool):
@@ -46,6 +48,9 @@ def is_retriable(exc: BaseException) -> bool:
         | TimeoutError
         | asyncpg.PostgresConnectionError
         | asyncpg.InterfaceError
+        | asyncpg.AdminShutdownError
+        | asyncpg.CrashShutdownError
+        | asyncpg.CannotConnectNowError
         | aiohttp.ClientError,
     )
 

@@ -25,6 +25,7 @@ from stream_app.db.pool import get_pool
 from stream_app.db.tenancy import UnknownOrganizationError
 from stream_app.observability import REPORTS
 from stream_app.reports.accept import NotPublishedError, ReportIdTakenError, accept, validate
+from stream_app.reports.errors import is_retriable
 from stream_app.reports.status import publish_status, report_status
 from stream_app.schemas.base import EventValidationError
 from stream_app.schemas.ids import is_valid_id
@@ -69,6 +70,9 @@ async def route_request(event: EventT[bytes]) -> ReportStatusName | None:
     Raises:
         NotPublishedError: recorded, but the lane could not be written (the recovery sweep
             sends the queued report round again).
+        Exception: a transient error (:func:`~stream_app.reports.errors.is_retriable`:
+            PostgreSQL away or restarting) before the request was recorded; handling the
+            message again is safe (recording is idempotent for the same request).
     """
     started = time.perf_counter()
     raw = event.message.value or b""
@@ -93,7 +97,9 @@ async def route_request(event: EventT[bytes]) -> ReportStatusName | None:
         return None
     except NotPublishedError:
         raise
-    except Exception as exc:  # noqa: BLE001 - recorded as the report's cause
+    except Exception as exc:  # recorded as the report's cause
+        if is_retriable(exc):  # PostgreSQL restarting: the agent tries the request again
+            raise
         if isinstance(exc, UnknownOrganizationError):
             # no tenant can read a status of an organisation that does not exist: the
             # request is kept where an operator looks, the dead-letter topic

@@ -21,15 +21,22 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import asyncpg
+import orjson
 import pytest
 
+from stream_app.db import reports as report_db
 from stream_app.db.tenancy import Venue
 from stream_app.devservices import kafka, manager, postgres
 from stream_app.devservices.manager import ServiceSettings
 from stream_app.devservices.workers import WorkerProcess
+from stream_app.reports.accept import validate
+from stream_app.reports.cache import cache_key, message_key
 from stream_app.settings import Settings
+from stream_app.topics import REPORT_LANES, REPORT_REQUESTS
 from stream_app.web.auth import issue_token
 from tests.conftest import WorkerFactory, add_org, prepare_settings
+from tests.e2e.helpers import send
 from tests.e2e.test_roles import PATH_VALUES, QUERY, router_routes
 
 ORG = PATH_VALUES["org"]  # the organisation the role walk's path values name
@@ -152,6 +159,78 @@ async def test_postgresql_stopped_then_restarted(private: Private) -> None:
         after = await completed_report(p, s)
         assert after["status"] == "completed", after
         assert after["report_id"] != before["report_id"]
+
+
+def raw_request(report_id: str) -> bytes:
+    """A report request of :data:`ORG` as a producer puts it on ``report-requests``."""
+    return orjson.dumps(
+        {
+            **REPORT,
+            "schema_version": 1,
+            "report_id": report_id,
+            "organization_id": ORG,
+            "user_id": "outage-admin",
+            "requested_at": "2026-12-06T12:00:00Z",
+            "cache_strategy": "skip",
+        }
+    )
+
+
+async def test_requests_met_by_a_postgresql_outage_are_answered_once_it_is_back(
+    private: Private,
+) -> None:
+    """A request the router reads, and one its lane reads, while PostgreSQL is stopped are
+    answered within seconds of its return (the agents try a transient error again), not
+    failed ("cannot record request": the router) or left to the recovery sweep 120 s later
+    (the lane)."""
+    p = private
+    # the lane's request: recorded and routed while PostgreSQL is up, read by the lane while
+    # it is down (produced straight to the lane, as the router does)
+    lane_raw = raw_request("outage-lane")
+    req = validate(lane_raw)
+    conn = await asyncpg.connect(p.settings.postgres_dsn)
+    try:
+        assert await report_db.insert_queued(
+            conn,
+            report_id=req.report_id,
+            organization_id=ORG,
+            user_id=req.user_id,
+            report_type=req.report_type,
+            request=orjson.loads(lane_raw),
+            priority=req.priority,
+            cache_strategy=req.cache_strategy,
+            cache_key=cache_key(req),
+        )
+        await report_db.mark_routed(conn, ORG, req.report_id)
+    finally:
+        await conn.close()
+
+    await asyncio.to_thread(postgres.stop, p.state)
+    bootstrap = p.services.kafka_bootstrap
+    await send(
+        bootstrap, REPORT_LANES[req.priority], [(message_key(ORG, cache_key(req)), lane_raw)]
+    )
+    await send(
+        bootstrap,
+        REPORT_REQUESTS,
+        [(f"{ORG}/outage-router".encode(), raw_request("outage-router"))],
+    )
+    await asyncio.sleep(4)  # both agents meet the outage (a try every 0.2-5 s)
+    port = int(p.services.postgres_dsn.rpartition(":")[2].partition("/")[0])
+    await asyncio.to_thread(postgres.resume, p.state, port)
+    back = time.monotonic()
+
+    async with aiohttp.ClientSession(p.worker.url) as s:
+        for report_id in ("outage-lane", "outage-router"):
+            path = f"/orgs/{ORG}/reports/{report_id}"
+            while True:
+                status, _, doc = await call(s, "GET", path, p.headers())
+                if status == 200 and doc["status"] in ("completed", "failed"):
+                    break
+                # the recovery sweep would send the lane's request round after 120 s
+                assert time.monotonic() - back < 60, (report_id, status, doc)
+                await asyncio.sleep(0.5)
+            assert doc["status"] == "completed", (report_id, doc)
 
 
 async def test_kafka_stopped(private: Private) -> None:

@@ -1,0 +1,92 @@
+"""handle_until_done: a transient error is tried again until the message is handled; any
+other error, or a transient one past the horizon, is logged and the message dropped; the
+worker stopping (CancelledError) is never swallowed."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import asyncpg
+import pytest
+
+from stream_app.agents import transient
+from stream_app.agents.transient import handle_until_done
+from stream_app.reports.errors import is_retriable
+
+
+class Flaky:
+    """Raises each of ``errors`` on successive calls, then returns ``"done"``."""
+
+    def __init__(self, *errors: BaseException) -> None:
+        self.errors = list(errors)
+        self.calls = 0
+
+    async def __call__(self) -> str:
+        self.calls += 1
+        if self.errors:
+            raise self.errors.pop(0)
+        return "done"
+
+
+@pytest.fixture(autouse=True)
+def quick(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(transient, "FIRST_WAIT_S", 0.01)
+    monkeypatch.setattr(transient, "LAST_WAIT_S", 0.02)
+
+
+def test_a_postgresql_restart_is_transient() -> None:
+    for exc in (
+        asyncpg.CannotConnectNowError("the database system is starting up"),
+        asyncpg.AdminShutdownError("terminating connection due to administrator command"),
+        asyncpg.CrashShutdownError("crash"),
+        asyncpg.ConnectionDoesNotExistError("gone"),
+        ConnectionRefusedError(111, "Connect call failed"),
+    ):
+        assert is_retriable(exc), exc
+    assert not is_retriable(asyncpg.QueryCanceledError("canceling statement due to timeout"))
+    assert not is_retriable(ValueError("bad"))
+
+
+async def test_transient_errors_are_tried_again_until_done(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    handle = Flaky(
+        asyncpg.CannotConnectNowError("the database system is shutting down"),
+        ConnectionRefusedError(111, "Connect call failed"),
+        asyncpg.AdminShutdownError("terminating connection"),
+    )
+    with caplog.at_level(logging.WARNING, "stream_app.agents.transient"):
+        assert await handle_until_done(handle, "lane: offset 7") == "done"
+    assert handle.calls == 4
+    tries = [r.getMessage() for r in caplog.records]
+    assert tries[0] == (
+        "lane: offset 7: CannotConnectNowError: the database system is shutting down;"
+        " trying again (try 2)"
+    )
+    assert len(tries) == 3 and tries[2].endswith("(try 4)")
+
+
+async def test_another_error_is_logged_and_dropped_at_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    handle = Flaky(ValueError("not a report"))
+    with caplog.at_level(logging.ERROR, "stream_app.agents.transient"):
+        assert await handle_until_done(handle, "router: offset 3") is None
+    assert handle.calls == 1
+    assert [r.getMessage() for r in caplog.records] == [
+        "router: offset 3: failed; the message is dropped"
+    ]
+
+
+async def test_a_transient_error_past_the_horizon_is_dropped() -> None:
+    handle = Flaky(*(OSError("down") for _ in range(10_000)))
+    assert await handle_until_done(handle, "x", retry_for_s=0.2) is None
+    assert 3 <= handle.calls < 10_000
+
+
+async def test_cancellation_is_raised_at_once() -> None:
+    handle = Flaky(asyncio.CancelledError())
+    with pytest.raises(asyncio.CancelledError):
+        await handle_until_done(handle, "x")
+    assert handle.calls == 1
