@@ -37,6 +37,12 @@ _services_hint: str | None = None
 services to read the connection settings from (printed with the error by :func:`main`)."""
 
 
+WRITES_EVENTS = frozenset({"send", "replay"})
+"""Commands that produce events: without ``KAFKA_BOOTSTRAP`` and without running services
+for the folder they refuse to start rather than send to the default address (whatever
+broker listens on 127.0.0.1:9092 would take the events)."""
+
+
 def _load_service_env() -> None:
     """Fill KAFKA_BOOTSTRAP and the POSTGRES_*DSN logins from running local services when unset."""
     global _services_hint
@@ -738,7 +744,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="encrypt artifact files and delivery secrets stored before encryption at rest",
     )
     se = sub.add_parser(
-        "send", help="produce events (JSON, one per line) to an input topic, validated first"
+        "send",
+        help="produce events (JSON, one per line) to an input topic, validated first",
+        description="Produce events to an input topic: one JSON object per line (JSON Lines),"
+        " every line validated against the topic's schema before anything is sent; a bad"
+        " line is refused with its line number, the field and the reason, and nothing is"
+        " sent. Each event is keyed as its agent expects (organization_id/<entity>). Events"
+        " of an organisation belong on the topic of their kind: a booking event on"
+        " wedding-bookings, a payment on payment-events.",
     )
     se.add_argument("topic", choices=INPUT_TOPICS)
     se.add_argument("file", nargs="?", default="-", help="JSON Lines file (default: stdin)")
@@ -750,6 +763,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     dl.add_argument(
         "--organization",
+        "--organisation",
+        dest="organization",
         default=None,
         help="only this organisation's (named by the key or the value; values withheld where"
         " the two disagree)",
@@ -770,6 +785,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command != "demo":
         _load_service_env()
+    if args.command in WRITES_EVENTS and _services_hint and not os.environ.get("KAFKA_BOOTSTRAP"):
+        print(
+            f"error: {_services_hint}; `{args.command}` does not send events to a broker it"
+            " only guessed (the default 127.0.0.1:9092): nothing was sent",
+            file=sys.stderr,
+        )
+        return 2
     handlers = {
         "init": _cmd_init,
         "worker": _cmd_worker,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -21,6 +22,8 @@ import pytest
 from stream_app.cli import main
 from stream_app.db.roles import APP_ROLE, as_role
 from stream_app.settings import DEV_JWT_SECRET, Settings
+from tests.conftest import HOTEL_CSV
+from tests.e2e.helpers import booking_created
 
 ORG = "cli-tokens"
 
@@ -187,6 +190,59 @@ def test_a_command_outside_the_clone_says_no_services_were_found(tmp_path: Path)
         " start them with `wedding-engine services up`"
     ), done.stderr
     assert "Connect call failed" in done.stderr and done.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize("command", ["send", "replay"])
+def test_a_command_writing_events_refuses_a_guessed_broker(tmp_path: Path, command: str) -> None:
+    """``send`` and ``replay`` without KAFKA_BOOTSTRAP and without running services for the
+    folder stop before connecting: the default 127.0.0.1:9092 could be someone else's broker
+    (a listener there sees no connection)."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("POSTGRES_DSN", "KAFKA_BOOTSTRAP", "WEDDING_REDIS_URL", "WEDDING_STATE_DIR")
+    }
+    _, event = booking_created(ORG, "guess-1", "b1", "v1", "2026-06-01", 100, "EUR")
+    (tmp_path / "events.jsonl").write_bytes(event + b"\n")  # valid: it would be sent
+    args = {
+        "send": ["send", "wedding-bookings", "events.jsonl"],
+        "replay": ["replay", str(HOTEL_CSV), "--no-history"],
+    }
+    sock = socket.socket()
+    listener: socket.socket | None = sock
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", 9092))
+        sock.listen()
+        sock.setblocking(False)
+    except OSError:  # something else listens there: the exit status and message still tell
+        sock.close()
+        listener = None
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "stream_app.cli", *args[command]],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        if listener is not None:
+            with pytest.raises(BlockingIOError):
+                listener.accept()
+    finally:
+        if listener:
+            listener.close()
+    assert done.returncode == 2, done.stderr
+    assert done.stdout == ""
+    assert done.stderr == (
+        f"error: no running services found for this folder ({tmp_path}/.state/services.json):"
+        " start them with `wedding-engine services up`, or run the command from the folder that"
+        " started them, or set WEDDING_STATE_DIR to that folder's .state (or POSTGRES_DSN and"
+        f" KAFKA_BOOTSTRAP); `{command}` does not send events to a broker it only guessed (the"
+        " default 127.0.0.1:9092): nothing was sent\n"
+    )
 
 
 def refused_worker(env: dict[str, str]) -> str:
