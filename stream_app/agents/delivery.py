@@ -10,7 +10,7 @@ queues retries with their due time (:mod:`stream_app.delivery.worker`). Kafka's
 at-least-once delivery of ``report-results``, the queue's one row per (run, report) and the
 delivery log (a report already delivered for a run is not sent again) make each report reach
 its destination once. A message whose queueing meets a PostgreSQL restart is tried again
-until it is queued (:mod:`stream_app.agents.transient`), not dropped.
+until it is queued (:mod:`stream_app.transient`), not dropped.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from collections.abc import AsyncIterable
 from functools import partial
 from typing import Any
 
-from stream_app.agents.transient import handle_until_done
 from stream_app.app import app, settings
 from stream_app.crypto.keyring import get_keyring
 from stream_app.db.pool import get_pool, get_system_pool
@@ -32,6 +31,7 @@ from stream_app.schedules.deliveries import ScheduleDeliveries
 from stream_app.schemas.base import EventValidationError, decode_event
 from stream_app.schemas.updates import ReportStatus
 from stream_app.topology import report_results_topic
+from stream_app.transient import handle_until_done
 
 log = logging.getLogger(__name__)
 config = delivery_config(settings)

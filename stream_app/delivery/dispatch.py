@@ -81,6 +81,7 @@ from stream_app.reports.artifacts import (
 )
 from stream_app.schemas.updates import ReportStatus
 from stream_app.settings import Settings
+from stream_app.transient import retry_transient
 
 Settle = Callable[[asyncpg.Connection, DeliveryOrder, DeliveryResult], Awaitable[None]]
 """Told each outcome of an order (``delivered``, ``skipped``, ``retrying`` or ``failed``, with
@@ -319,42 +320,49 @@ async def deliver(
         finished: datetime | None = None,
         receipt: SendReceipt | None = None,
     ) -> DeliveryResult:
-        """Log the attempt, update the queue, record links and settle: one transaction."""
+        """Log the attempt, update the queue, record links and settle: one transaction,
+        done again while PostgreSQL is away or restarting (:func:`retry_transient`): the
+        attempt has happened, so its outcome must be recorded, not the delivery made again
+        once the lease runs out."""
         stamp = datetime.now(UTC)
-        async with pool.acquire() as conn, tenant_transaction(conn, org):
-            await log_attempt(
-                conn,
-                run_id=order.run_id,
-                schedule_id=order.schedule_id,
-                organization_id=org,
-                report_id=order.report_id,
-                method=method.name,
-                attempt=attempt,
-                outcome=outcome,
-                retriable=retriable,
-                detail=detail,
-                target=where,
-                started_at=started or stamp,
-                finished_at=finished or stamp,
-            )
-            if receipt is not None:
-                await record_issued(
+
+        async def record() -> None:
+            async with pool.acquire() as conn, tenant_transaction(conn, org):
+                await log_attempt(
                     conn,
+                    run_id=order.run_id,
+                    schedule_id=order.schedule_id,
                     organization_id=org,
                     report_id=order.report_id,
-                    schedule_id=order.schedule_id,
-                    run_id=order.run_id,
                     method=method.name,
-                    links=receipt.issued,
+                    attempt=attempt,
+                    outcome=outcome,
+                    retriable=retriable,
+                    detail=detail,
+                    target=where,
+                    started_at=started or stamp,
+                    finished_at=finished or stamp,
                 )
-            if result.due_at is not None:
-                await reschedule(
-                    conn, order, status, attempt=attempt + 1, due_at=result.due_at, error=detail
-                )
-            else:
-                await remove(conn, org, order.report_id)
-            if settle is not None:
-                await settle(conn, order, result)
+                if receipt is not None:
+                    await record_issued(
+                        conn,
+                        organization_id=org,
+                        report_id=order.report_id,
+                        schedule_id=order.schedule_id,
+                        run_id=order.run_id,
+                        method=method.name,
+                        links=receipt.issued,
+                    )
+                if result.due_at is not None:
+                    await reschedule(
+                        conn, order, status, attempt=attempt + 1, due_at=result.due_at, error=detail
+                    )
+                else:
+                    await remove(conn, org, order.report_id)
+                if settle is not None:
+                    await settle(conn, order, result)
+
+        await retry_transient(record, f"delivery of report {order.report_id}: recording {outcome}")
         return result
 
     async with pool.acquire() as conn, tenant_transaction(conn, org):

@@ -41,6 +41,7 @@ from stream_app.delivery.dispatch import DeliveryConfig, build_method, deliver
 from stream_app.delivery.queue import QueuedDelivery, claim_due, due_organizations, enqueue, remove
 from stream_app.delivery.slots import DeliverySlots
 from stream_app.schemas.updates import ReportStatus
+from stream_app.transient import retry_transient
 
 log = logging.getLogger(__name__)
 FINAL = frozenset({"completed", "failed", "cancelled"})
@@ -192,7 +193,11 @@ class DeliveryWorker:
         task.add_done_callback(self._tasks.discard)
 
     async def _attempt(self, item: QueuedDelivery, *, slot: bool = True) -> None:
-        try:
+        """One attempt of ``item``, begun again while PostgreSQL is away or restarting
+        before the send (:func:`~stream_app.transient.retry_transient`; an outcome after the
+        send is recorded by :func:`deliver` itself, so the send is not repeated)."""
+
+        async def once() -> None:
             source = self.sources.get(item.source)
             async with self.pool.acquire() as conn, tenant_transaction(conn, item.organization_id):
                 order = None if source is None else await source.reload(conn, item)
@@ -211,6 +216,13 @@ class DeliveryWorker:
                 # the backoff counts from the end of the attempt, or from the injected clock
                 now=self._injected_clock() if self._injected_clock else None,
                 settle=source.settle,
+            )
+
+        try:
+            await retry_transient(
+                once,
+                f"delivery of report {item.report_id} ({item.source})",
+                retry_for_s=self.config.lease_s / 3,
             )
         except Exception:  # logged; the lease runs out and the row is attempted again
             log.exception("delivery of report %s (%s) failed", item.report_id, item.source)

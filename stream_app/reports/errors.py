@@ -6,11 +6,9 @@ reads :func:`is_retriable`; the cause a user sees is :func:`cause_text`.
 
 from __future__ import annotations
 
-import aiohttp
-import asyncpg
-
 from stream_app.errors import WeddingError
 from stream_app.reports.artifacts import ArtifactStoreFullError
+from stream_app.transient import is_transient
 
 
 class ReportFailure(WeddingError):
@@ -31,28 +29,11 @@ class ReportCancelledError(WeddingError):
 
 
 def is_retriable(exc: BaseException) -> bool:
-    """True when a failed generation may succeed if tried again.
-
-    An exception's own ``retriable`` attribute decides when it has one (style: errors carry
-    their retry class); otherwise I/O errors (``OSError``: the artifact store, sockets),
-    timeouts, lost PostgreSQL connections, a PostgreSQL server shutting down or starting up
-    (SQLSTATE 57P01-57P03: a restart) and HTTP client errors are retriable, others not (a
-    Kafka error carries its own ``retriable``).
-    """
-    flag = getattr(exc, "retriable", None)
-    if isinstance(flag, bool):
-        return flag
-    return isinstance(
-        exc,
-        OSError
-        | TimeoutError
-        | asyncpg.PostgresConnectionError
-        | asyncpg.InterfaceError
-        | asyncpg.AdminShutdownError
-        | asyncpg.CrashShutdownError
-        | asyncpg.CannotConnectNowError
-        | aiohttp.ClientError,
-    )
+    """True when a failed generation may succeed if tried again: the exception's own
+    ``retriable`` attribute when it has one (:class:`ReportFailure`), else whether it is
+    transient (:func:`stream_app.transient.is_transient`: I/O, timeouts, a lost or
+    restarting PostgreSQL, HTTP client errors)."""
+    return is_transient(exc)
 
 
 def cause_text(exc: BaseException) -> str:

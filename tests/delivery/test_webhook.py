@@ -7,19 +7,23 @@ import asyncio
 import hashlib
 import hmac
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
+import asyncpg
 import pytest
 import pytest_asyncio
 from aiohttp import web
 
 from stream_app.delivery.targets import RetryPolicy, WebhookTarget
 from stream_app.delivery.webhook import WebhookMethod
+from stream_app.schedules.deliveries import deliver_run
 from stream_app.schedules.model import Schedule
 from tests.delivery.conftest import DELIVERED_AT_THE_THIRD_ATTEMPT, Deliverer
+from tests.faults import tcp_proxy
 from tests.schedules.builders import per_org
 from tests.serving import serving
 
@@ -36,9 +40,12 @@ class Receiver:
     bad_signatures: int = 0
     timestamps: list[str] = field(default_factory=list)
     delivery_keys: list[str] = field(default_factory=list)
+    before: Callable[[], Awaitable[None]] | None = None  # run first on each request
 
     async def handle(self, request: web.Request) -> web.Response:
         self.calls += 1
+        if self.before is not None:
+            await self.before()
         body = await request.read()
         timestamp = request.headers["X-Wedding-Timestamp"]
         self.timestamps.append(timestamp)
@@ -180,3 +187,36 @@ async def test_the_receiver_would_reject_a_tampered_delivery(
     ):
         assert r.status == 401
     assert recv.bad_signatures == 1
+
+
+async def test_an_outcome_after_the_send_survives_a_database_outage(
+    make_run: Any,
+    receiver: tuple[Receiver, str],
+    delivering: Deliverer,
+    webhook: WebhookMethod,
+    pg_dsn: str,
+) -> None:
+    """PostgreSQL's connections reset and new ones refused for 1.5 s while the receiver
+    answers (what a restart does to its clients; a TCP proxy in between): the delivery is
+    recorded once PostgreSQL answers again, once. It was lost: the outcome unrecorded, the
+    queue row attempted again when its lease ran out, 15 minutes later, sent a second time."""
+    recv, url = receiver
+    run, (status,) = await make_run(hook_schedule(url))
+    dsn = urlsplit(pg_dsn)
+    assert dsn.hostname is not None and dsn.port is not None
+    async with tcp_proxy(dsn.hostname, dsn.port) as proxy:
+        through = urlunsplit(
+            dsn._replace(netloc=dsn.netloc.replace(f":{dsn.port}", f":{proxy.port}"))
+        )
+        async with asyncpg.create_pool(through, min_size=2, max_size=2) as pool:
+
+            async def outage() -> None:
+                proxy.outage(1.5)
+
+            recv.before = outage
+            result = await deliver_run(pool, run, status, delivering.artifact_root, webhook)
+    assert proxy.cut == 2 and proxy.refused >= 1  # both connections reset, a reconnect refused
+    assert result.outcome == "delivered" and result.attempts == 1
+    assert recv.calls == 1 and len(recv.accepted) == 1
+    assert [(e.attempt, e.outcome) for e in await delivering.log(run.run_id)] == [(1, "delivered")]
+    assert await delivering.run_row(run.run_id) == ("delivered", None)

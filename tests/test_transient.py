@@ -1,6 +1,7 @@
-"""handle_until_done: a transient error is tried again until the message is handled; any
-other error, or a transient one past the horizon, is logged and the message dropped; the
-worker stopping (CancelledError) is never swallowed."""
+"""retry_transient and handle_until_done: a transient error is tried again until the work
+is done; any other error at once, or a transient one past the horizon, is raised (logged and
+the message dropped by handle_until_done); the worker stopping (CancelledError) is never
+swallowed."""
 
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ import logging
 import asyncpg
 import pytest
 
-from stream_app.agents import transient
-from stream_app.agents.transient import handle_until_done
+from stream_app import transient
 from stream_app.reports.errors import is_retriable
+from stream_app.transient import handle_until_done, retry_transient
 
 
 class Flaky:
@@ -56,7 +57,7 @@ async def test_transient_errors_are_tried_again_until_done(
         ConnectionRefusedError(111, "Connect call failed"),
         asyncpg.AdminShutdownError("terminating connection"),
     )
-    with caplog.at_level(logging.WARNING, "stream_app.agents.transient"):
+    with caplog.at_level(logging.WARNING, "stream_app.transient"):
         assert await handle_until_done(handle, "lane: offset 7") == "done"
     assert handle.calls == 4
     tries = [r.getMessage() for r in caplog.records]
@@ -71,7 +72,7 @@ async def test_another_error_is_logged_and_dropped_at_once(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     handle = Flaky(ValueError("not a report"))
-    with caplog.at_level(logging.ERROR, "stream_app.agents.transient"):
+    with caplog.at_level(logging.ERROR, "stream_app.transient"):
         assert await handle_until_done(handle, "router: offset 3") is None
     assert handle.calls == 1
     assert [r.getMessage() for r in caplog.records] == [
@@ -90,3 +91,16 @@ async def test_cancellation_is_raised_at_once() -> None:
     with pytest.raises(asyncio.CancelledError):
         await handle_until_done(handle, "x")
     assert handle.calls == 1
+
+
+async def test_retry_transient_raises_what_it_cannot_get_past() -> None:
+    refused = Flaky(*(ConnectionRefusedError(111, f"refused {i}") for i in range(10_000)))
+    with pytest.raises(ConnectionRefusedError) as caught:
+        await retry_transient(refused, "x", retry_for_s=0.2)
+    assert caught.value.strerror == f"refused {refused.calls - 1}"  # the last try's error
+    wrong = Flaky(KeyError("field"))
+    with pytest.raises(KeyError):
+        await retry_transient(wrong, "x")
+    assert wrong.calls == 1
+    flaky = Flaky(asyncpg.CannotConnectNowError("starting up"))
+    assert await retry_transient(flaky, "x") == "done" and flaky.calls == 2
