@@ -26,8 +26,13 @@ totals again.
 Targets (issue 13): 1,000,000 events in under 30 s (33,000 events/s) with peak RSS under
 1 GB, also with two workers; reads exact again within 10 s of a SIGKILL and restart.
 
-Usage: ``python -m loadtests.bench_million [--events N] [--workers 1,2] [--restart]``. It
-starts its own Kafka and PostgreSQL in a fresh state folder and stops them at the end.
+Before the timed folds, one worker of another group folds for ``--warm-up`` seconds (15 by
+default, untimed): a freshly started broker spends the first ~15 s of a fold compiling the
+code paths of the worker's requests (:func:`warm_up`); ``--warm-up 0`` times a cold broker.
+
+Usage: ``python -m loadtests.bench_million [--events N] [--workers 1,2] [--restart]
+[--warm-up SECONDS]``. It starts its own Kafka and PostgreSQL in a fresh state folder and
+stops them at the end.
 """
 
 from __future__ import annotations
@@ -315,21 +320,50 @@ async def restart_until_exact(
     raise TimeoutError(f"no exact read 600 s after the restart; last read {last}")
 
 
-async def run(n: int, state: Path, worker_counts: list[int], restart: bool) -> None:
+async def warm_up(s: Settings, state: Path, seconds: float, partitions: int) -> None:
+    """Let one worker of a group of its own fold the topic for ``seconds`` (untimed), then
+    stop it: a freshly started broker compiles the code paths of a worker's requests (its
+    changelog writes to compacted topics, offset commits) in the first seconds it serves
+    them, and a fold timed then measures the broker's JIT compiler as well (its compiler
+    threads took 20-32 % of a core and its request handlers ran slower for the first ~15 s:
+    per-thread CPU of the broker, 2026-12-06). A broker in service has long done that."""
+    worker = spawn_worker(s, state, "bench-million-warm-up", 0)
+    try:
+        await wait_assigned([worker], partitions, timeout_s=180)
+        await asyncio.sleep(seconds)
+    finally:
+        worker.stop()
+
+
+async def run(
+    n: int, state: Path, worker_counts: list[int], restart: bool, warm_up_s: float = 0.0
+) -> None:
     """Produce ``n`` events, fold them with each worker count, print the figures (module doc)."""
     async with stack(state) as s:
-        await measure(s, n, state, worker_counts, restart)
+        await measure(s, n, state, worker_counts, restart, warm_up_s)
 
 
 async def measure(
-    s: Settings, n: int, state: Path, worker_counts: list[int], restart: bool
+    s: Settings,
+    n: int,
+    state: Path,
+    worker_counts: list[int],
+    restart: bool,
+    warm_up_s: float = 0.0,
 ) -> None:
     """Produce ``n`` events to the services of ``s``, fold them with each worker count and
-    print the figures (module docstring)."""
+    print the figures (module docstring); first warm the broker for ``warm_up_s`` seconds
+    (:func:`warm_up`; 0: the folds meet a cold broker)."""
     partitions = s.topic_partitions
     messages, bookings = events(n)
     produce_s = await produce(s.kafka_bootstrap, messages)
     print(f"produce: {len(messages):,} events in {produce_s:.1f} s ({partitions} partitions)")
+    if warm_up_s > 0:
+        await warm_up(s, state, warm_up_s, partitions)
+        print(
+            f"warm-up: one worker of another group folded for {warm_up_s:g} s, untimed, so "
+            "the broker's JIT has compiled its paths (--warm-up 0: a cold broker)"
+        )
     runs: list[FoldRun] = []
     restarted: tuple[float, float] | None = None
     try:
@@ -411,9 +445,19 @@ def main() -> None:
         action="store_true",
         help="after the first fold, SIGKILL worker 0, restart it and time exact reads",
     )
+    parser.add_argument(
+        "--warm-up",
+        type=float,
+        default=15.0,
+        metavar="SECONDS",
+        help="first let an untimed worker of another group fold for this long, so the fresh"
+        " broker has compiled its code paths (0: time the folds on a cold broker)",
+    )
     args = parser.parse_args()
+    if args.warm_up < 0:
+        parser.error(f"--warm-up: must be >= 0 seconds, got {args.warm_up:g}")
     with state_folder("wedding-bench") as state:
-        asyncio.run(run(args.events, state, args.workers, args.restart))
+        asyncio.run(run(args.events, state, args.workers, args.restart, args.warm_up))
 
 
 if __name__ == "__main__":

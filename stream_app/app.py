@@ -83,5 +83,6 @@ app = faust.App(
     stream_wait_empty=settings.stream_wait_empty,
     stream_processing_timeout=settings.stall_report_s,
     broker_commit_livelock_soft_timeout=settings.stall_report_s,
+    broker_commit_interval=settings.commit_interval_s,
     **web_options(settings),
 )

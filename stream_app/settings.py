@@ -465,6 +465,10 @@ class Settings:
             :mod:`stream_app.runtime.fetching`).
         stall_report_s: seconds without fetch, processing or commit progress on an assigned
             partition before faust logs its diagnosis (``WEDDING_STALL_REPORT_S``, 300).
+        commit_interval_s: seconds between two commits of the consumer's offsets while
+            events arrive (``WEDDING_COMMIT_INTERVAL_S``, faust's 2.8); a partition that has
+            worked off its backlog is committed at once whatever it is
+            (:mod:`stream_app.runtime.consumer`).
         stream_wait_empty: whether faust waits, when partitions are revoked, until every
             event being processed is acknowledged, then flushes the changelog writes
             (``WEDDING_STREAM_WAIT_EMPTY``, 0).
@@ -620,6 +624,7 @@ class Settings:
     gc_gen0_threshold: int = from_env(50_000, "WEDDING_GC_GEN0_THRESHOLD", int_in(0, 10_000_000))
     offset_reset: str = from_env("earliest", "WEDDING_OFFSET_RESET", one_of("earliest", "latest"))
     stall_report_s: float = from_env(300.0, "WEDDING_STALL_REPORT_S", float_in(1, 86_400))
+    commit_interval_s: float = from_env(2.8, "WEDDING_COMMIT_INTERVAL_S", float_in(0.1, 3600))
     shutdown_timeout_s: float = from_env(25.0, "WEDDING_SHUTDOWN_TIMEOUT_S", float_in(1, 3600))
     stream_wait_empty: bool = from_env(False, "WEDDING_STREAM_WAIT_EMPTY", parse_flag)
     grace_s: float = from_env(3600.0, "WEDDING_GRACE_S", float_in(0, 31 * 86_400))
