@@ -43,6 +43,19 @@ for the folder they refuse to start rather than send to the default address (wha
 broker listens on 127.0.0.1:9092 would take the events)."""
 
 
+def _guessed_broker(command: str) -> bool:
+    """True (after saying so on stderr) when ``command`` would send events to the default
+    broker address only because no connection settings were found (:data:`WRITES_EVENTS`)."""
+    if command in WRITES_EVENTS and _services_hint and not os.environ.get("KAFKA_BOOTSTRAP"):
+        print(
+            f"error: {_services_hint}; `{command}` does not send events to a broker it"
+            " only guessed (the default 127.0.0.1:9092): nothing was sent",
+            file=sys.stderr,
+        )
+        return True
+    return False
+
+
 def _load_service_env() -> None:
     """Fill KAFKA_BOOTSTRAP and the POSTGRES_*DSN logins from running local services when unset."""
     global _services_hint
@@ -151,6 +164,8 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     from stream_app.settings import load_settings
     from stream_app.topics import WEDDING_BOOKINGS
 
+    if Path(args.path).is_file() and _guessed_broker("replay"):  # a bad path is said first
+        return 2
     s = load_settings()
     with Progress("replay", "events", interval_s=s.progress_interval_s) as progress:
         summary = asyncio.run(
@@ -600,6 +615,8 @@ def _cmd_send(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"send: {args.file}: {exc.strerror or exc}", file=sys.stderr)
         return 2
+    if _guessed_broker("send"):  # after the file is checked: its errors come first
+        return 2
     s = load_settings()
     sent = asyncio.run(send_events(s.kafka_bootstrap, args.topic, events))
     print(f"sent {sent} event(s) to {args.topic}")
@@ -785,13 +802,6 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command != "demo":
         _load_service_env()
-    if args.command in WRITES_EVENTS and _services_hint and not os.environ.get("KAFKA_BOOTSTRAP"):
-        print(
-            f"error: {_services_hint}; `{args.command}` does not send events to a broker it"
-            " only guessed (the default 127.0.0.1:9092): nothing was sent",
-            file=sys.stderr,
-        )
-        return 2
     handlers = {
         "init": _cmd_init,
         "worker": _cmd_worker,

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import difflib
 import re
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, ClassVar, TypeVar
 
 import msgspec
+import msgspec.inspect
 import pycountry
 
 from stream_app.errors import WeddingError, cut
@@ -144,9 +146,12 @@ def decode_event(raw: bytes, event_type: type[E]) -> E:
             return _raise(f"{path}.{missing.group(1)}", "required field is missing")
         unknown = re.search(r"unknown field `([^`]+)`", reason)
         if unknown:
-            return _raise(f"{path}.{unknown.group(1)}", "unknown field")
+            name = unknown.group(1)
+            return _raise(f"{path}.{name}", "unknown field" + _did_you_mean(event_type, path, name))
         if "[...]" in path:
             path = _name_keys(raw, path, reason)
+        if reason.startswith("Invalid enum value"):
+            reason += _allowed(event_type, path)
         return _raise(path, _FORMATS.get(reason, reason))
     except msgspec.DecodeError as exc:
         return _raise("$", f"not valid JSON: {exc}")
@@ -207,6 +212,35 @@ def _name_keys(raw: bytes, path: str, reason: str) -> str:
         )
 
     return walk(doc, 0, "$") or path
+
+
+def _top_fields(event_type: type, path: str) -> dict[str, msgspec.inspect.Field]:
+    """The fields of ``event_type`` by name when ``path`` is the event itself (``$``) or one
+    of its own fields (``$.name``); empty for a nested path."""
+    if path != "$" and (not path.startswith("$.") or "." in path[2:] or "[" in path):
+        return {}
+    info = msgspec.inspect.type_info(event_type)
+    if not isinstance(info, msgspec.inspect.StructType):
+        return {}
+    return {f.encode_name: f for f in info.fields}
+
+
+def _did_you_mean(event_type: type, path: str, name: str) -> str:
+    """`` (did you mean `x`?)`` naming the event's field closest to an unknown ``name``
+    (difflib's ratio of at least 0.6), else ``""``."""
+    close = difflib.get_close_matches(name, list(_top_fields(event_type, path)), n=1)
+    return f" (did you mean `{close[0]}`?)" if close else ""
+
+
+def _allowed(event_type: type, path: str) -> str:
+    """``" (allowed: a, b)"``: the values of the literal field at ``path``, else ``""``."""
+    field = _top_fields(event_type, "$").get(path[2:]) if path.startswith("$.") else None
+    kind = None if field is None else field.type
+    if isinstance(kind, msgspec.inspect.UnionType):
+        kind = next((t for t in kind.types if not isinstance(t, msgspec.inspect.NoneType)), None)
+    if isinstance(kind, msgspec.inspect.LiteralType):
+        return " (allowed: " + ", ".join(str(v) for v in kind.values) + ")"
+    return ""
 
 
 def _raise(field: str, reason: str) -> E:  # type: ignore[type-var]
