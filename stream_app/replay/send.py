@@ -89,12 +89,30 @@ def keyed_events(topic: str, lines: Iterable[bytes]) -> list[tuple[bytes, bytes]
         try:
             event = decode_event(value, schema)
         except EventValidationError as exc:
-            raise SendError(number, exc.field, exc.reason) from None
+            raise SendError(number, exc.field, exc.reason + _hint(topic, value, exc)) from None
         org: str = event.organization_id  # type: ignore[attr-defined]
         out.append((f"{org}/{getattr(event, entity)}".encode(), value))
     if not out:
         raise SendError(0, "$", "no events: the input is empty or only blank lines")
     return out
+
+
+def _hint(topic: str, value: bytes, exc: EventValidationError) -> str:
+    """What the refused line probably is, to add to the reason (``""`` when nothing is
+    likely): an event of another input topic, a JSON array, or an event spread over lines."""
+    for other, (schema, _) in INPUTS.items():
+        if other == topic:
+            continue
+        try:
+            decode_event(value, schema)
+        except EventValidationError:
+            continue
+        return f"; it is a valid event of {other}: send it there"
+    if value.startswith(b"["):
+        return "; write one JSON object per line (JSON Lines), not an array"
+    if exc.field == "$" and "truncated" in exc.reason:
+        return "; an event spread over several lines? write each on one line"
+    return ""
 
 
 async def send_events(bootstrap: str, topic: str, events: list[tuple[bytes, bytes]]) -> int:

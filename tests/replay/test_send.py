@@ -90,6 +90,32 @@ def test_the_first_bad_line_is_named_with_its_field_and_nothing_is_kept() -> Non
         keyed_events("late-events", [line(BOOKING)])
 
 
+def test_a_refusal_says_what_the_line_probably_is() -> None:
+    """An event of another input topic, a JSON array, an event spread over lines."""
+    with pytest.raises(SendError) as caught:
+        keyed_events(WEDDING_BOOKINGS, [line(PAYMENT)])
+    assert str(caught.value) == (
+        "line 1: $.event_type: Invalid enum value 'payment_received' (allowed:"
+        " booking_cancelled, booking_created); it is a valid event of payment-events:"
+        " send it there"
+    )
+    with pytest.raises(SendError) as caught:
+        keyed_events(PAYMENT_EVENTS, [orjson.dumps([BOOKING, BOOKING])])
+    assert str(caught.value) == (
+        "line 1: $: Expected `object`, got `array`; write one JSON object per line"
+        " (JSON Lines), not an array"
+    )
+    with pytest.raises(SendError) as caught:
+        keyed_events(WEDDING_BOOKINGS, [b"{\n", b'  "schema_version": 1,\n'])
+    assert str(caught.value).startswith("line 1: $: not valid JSON: ")
+    assert str(caught.value).endswith(
+        "; an event spread over several lines? write each on one line"
+    )
+    with pytest.raises(SendError) as caught:  # nothing likely: no hint
+        keyed_events(WEDDING_BOOKINGS, [line({**BOOKING, "amount_minor": -5})])
+    assert str(caught.value) == "line 1: $.amount_minor: Expected `int` >= 0"
+
+
 def test_a_line_longer_than_kafka_takes_is_refused_before_anything_is_sent() -> None:
     # valid JSON padded with blanks between fields: the schema accepts it, Kafka would not
     padded = line(BOOKING).replace(b'"venue_id"', b" " * MAX_EVENT_BYTES + b'"venue_id"')
