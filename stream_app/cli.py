@@ -23,6 +23,7 @@ import sys
 from datetime import date, datetime
 from pathlib import Path
 
+import asyncpg
 from aiokafka.errors import KafkaConnectionError, KafkaError
 
 from stream_app.progress import Progress
@@ -56,10 +57,15 @@ def _guessed_broker(command: str) -> bool:
     return False
 
 
+_user_kafka: str | None = None
+"""``KAFKA_BOOTSTRAP`` as the user set it (None: unset, taken from the services if any)."""
+
+
 def _load_service_env() -> None:
     """Fill KAFKA_BOOTSTRAP and the POSTGRES_*DSN logins from running local services when unset."""
-    global _services_hint
+    global _services_hint, _user_kafka
     _services_hint = None
+    _user_kafka = os.environ.get("KAFKA_BOOTSTRAP") or None
     if (
         os.environ.get("KAFKA_BOOTSTRAP")
         and os.environ.get("POSTGRES_DSN")
@@ -781,6 +787,7 @@ def build_parser() -> argparse.ArgumentParser:
     dl.add_argument(
         "--organization",
         "--organisation",
+        "--org",
         dest="organization",
         default=None,
         help="only this organisation's (named by the key or the value; values withheld where"
@@ -821,12 +828,25 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return handlers[args.command](args)
     except KafkaConnectionError as exc:
+        if _user_kafka:  # set by the user: that address is what is wrong, not the services
+            print(
+                f"error: cannot reach Kafka at {_user_kafka} (KAFKA_BOOTSTRAP): {exc}",
+                file=sys.stderr,
+            )
+            return 2
         if _services_hint is not None:
             print(f"error: {_services_hint} ({exc})", file=sys.stderr)
             return 2
         print(
             f"error: {exc}. Is Kafka running? Start it with 'wedding-engine services up' "
             "(with the same WEDDING_STATE_DIR) or set KAFKA_BOOTSTRAP.",
+            file=sys.stderr,
+        )
+        return 2
+    except asyncpg.UndefinedTableError as exc:  # a database nobody ran the migrations on
+        print(
+            f"error: {exc}: the database is not set up; run `wedding-engine init` (topics and"
+            " migrations) first",
             file=sys.stderr,
         )
         return 2

@@ -19,8 +19,9 @@ import asyncpg
 import jwt
 import pytest
 
-from stream_app.cli import main
+from stream_app.cli import build_parser, main
 from stream_app.db.roles import APP_ROLE, as_role
+from stream_app.devservices.manager import ServiceSettings
 from stream_app.settings import DEV_JWT_SECRET, Settings
 from tests.conftest import HOTEL_CSV
 from tests.e2e.helpers import booking_created
@@ -317,3 +318,69 @@ def test_bad_arguments_name_the_argument(
     assert main(["org", "cli-org2", "--zone", "UTC"]) == 0
     assert main(argv) == 2
     assert message in capsys.readouterr().err
+
+
+async def test_a_database_never_set_up_is_named_with_the_command_that_sets_it_up(
+    services: ServiceSettings, tmp_path: Path
+) -> None:
+    """The s12 fresh user's wiped cluster (and anyone who skips ``init``): a 35-line traceback
+    before; now one line naming ``wedding-engine init``."""
+    name = f"never_set_up_{os.getpid()}"
+    conn = await asyncpg.connect(services.postgres_dsn)
+    try:
+        await conn.execute(f"DROP DATABASE IF EXISTS {name}")
+        await conn.execute(f"CREATE DATABASE {name}")
+    finally:
+        await conn.close()
+    dsn = services.postgres_dsn.rpartition("/")[0] + f"/{name}"
+    env = {
+        **os.environ,
+        "POSTGRES_DSN": dsn,
+        "POSTGRES_SYSTEM_DSN": dsn,
+        "POSTGRES_OWNER_DSN": dsn,
+        "KAFKA_BOOTSTRAP": services.kafka_bootstrap,
+        "WEDDING_DEV_MODE": "1",
+    }
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "stream_app.cli", "org", "acme", "--zone", "Europe/Lisbon"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.endswith(
+        "does not exist: the database is not set up; run `wedding-engine init` (topics and"
+        " migrations) first\n"
+    ), done.stderr
+    assert done.stderr.count("\n") == 1, done.stderr
+
+
+def test_a_wrong_kafka_bootstrap_is_named(tmp_path: Path) -> None:
+    """An unreachable KAFKA_BOOTSTRAP the user set is what the error names (the s12 fresh
+    user was told to start services instead)."""
+    _, event = booking_created(ORG, "addr-1", "b1", "v1", "2026-06-01", 100, "EUR")
+    (tmp_path / "events.jsonl").write_bytes(event + b"\n")
+    env = {**os.environ, "KAFKA_BOOTSTRAP": "127.0.0.1:1"}
+    env.pop("POSTGRES_DSN", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "stream_app.cli", "send", "wedding-bookings", "events.jsonl"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    last = done.stderr.splitlines()[-1]  # after aiokafka's own log line
+    assert last.startswith("error: cannot reach Kafka at 127.0.0.1:1 (KAFKA_BOOTSTRAP): "), last
+
+
+def test_dead_letters_takes_org_like_the_other_commands() -> None:
+    parser = build_parser()
+    for option in ("--org", "--organization", "--organisation"):
+        assert parser.parse_args(["dead-letters", option, "acme"]).organization == "acme"

@@ -186,16 +186,25 @@ def up(state_dir: Path | None = None) -> ServiceSettings:
         broker = current.kafka_instance if current else None
         cluster = current.postgres_instance if current else None
         kafka_ok = broker is not None and kafka.is_running(broker)
+        if cluster is not None:  # restarted outside these tools: the same cluster, a new pid
+            cluster = postgres.running_instance(state_dir, cluster) or cluster
         postgres_ok = cluster is not None and postgres.is_running(cluster)
         store = current.redis_instance if current else None
         redis_ok = store is not None and redis.is_running(store)
         if current is not None and kafka_ok and postgres_ok and redis_ok:
+            if cluster is not None and cluster.pid != current.postgres_pid:
+                current = dataclasses.replace(current, postgres_pid=cluster.pid)
+                _save(state_dir, current)
             return current
         if broker is None or not kafka_ok:
             if broker is not None:
                 kafka.stop(broker.pid)  # maybe alive but not answering: a stuck broker
             broker = kafka.start(state_dir)
-        if cluster is None or not postgres_ok:
+        if cluster is not None and not postgres_ok and kafka_ok and postgres.has_cluster(state_dir):
+            # stopped or crashed while the broker ran on: its data goes with the broker's (the
+            # workers' tables, the tenants' reports), so start it again rather than empty
+            cluster = postgres.resume(state_dir, cluster.port)
+        elif cluster is None or not postgres_ok:
             cluster = postgres.start(state_dir)
         if store is None or not redis_ok:
             if store is not None:
@@ -265,7 +274,8 @@ def status(state_dir: Path | None = None) -> ServiceStatus:
         return ServiceStatus(kafka_running=False, postgres_running=False, settings=None)
     return ServiceStatus(
         kafka_running=kafka.is_running(current.kafka_instance),
-        postgres_running=postgres.is_running(current.postgres_instance),
+        postgres_running=postgres.running_instance(state_dir, current.postgres_instance)
+        is not None,
         settings=current,
         redis_running=(
             current.redis_instance is not None and redis.is_running(current.redis_instance)

@@ -249,6 +249,27 @@ def is_running(instance: PostgresInstance) -> bool:
     return pid_alive(instance.pid) and port_open(instance.port)
 
 
+def running_instance(state_dir: Path, recorded: PostgresInstance) -> PostgresInstance | None:
+    """The cluster of ``<state_dir>/postgres`` as it runs now, or None when it does not.
+
+    ``recorded`` when its postmaster is alive; else the postmaster named by the data folder's
+    ``postmaster.pid`` when it is alive and the recorded port answers: a cluster restarted
+    outside these tools (``pg_ctl restart``) has a new process id, and is still the same
+    cluster with the same data and port.
+    """
+    if is_running(recorded):
+        return recorded
+    pid = _postmaster_pid(state_dir / "postgres" / "data")
+    if pid is not None and pid_alive(pid) and port_open(recorded.port):
+        return PostgresInstance(recorded.dsn, pid, recorded.log_path)
+    return None
+
+
+def has_cluster(state_dir: Path) -> bool:
+    """Whether ``<state_dir>/postgres`` holds a cluster (running or not)."""
+    return (state_dir / "postgres" / "data" / "PG_VERSION").is_file()
+
+
 def stop(state_dir: Path) -> int | None:
     """Stop the cluster in ``<state_dir>/postgres`` with ``pg_ctl stop -m fast``.
 

@@ -35,7 +35,7 @@ from stream_app.db.tenancy import tenant_transaction
 from stream_app.observability import REPORT_LANE_ORG_HELD, REPORT_LANE_ORGS
 from stream_app.quotas import org_share
 from stream_app.reports.cancel import tracked
-from stream_app.reports.errors import ReportCancelledError
+from stream_app.reports.errors import ReportCancelledError, is_retriable
 from stream_app.reports.produce import discard_files, finished_elsewhere, produce
 from stream_app.reports.status import audit_status, publish_status, report_status
 from stream_app.reports.timing import Run
@@ -69,6 +69,12 @@ _requeued_in_a_row: dict[str, int] = {}
 """priority → requests over their share sent back since this worker's lane last claimed one."""
 _lane_held: dict[tuple[str, str], int] = {}
 """(priority, organization_id) → lane slots of this worker it holds now."""
+_orphaned: dict[tuple[str, str], float] = {}
+"""(organization_id, report_id) → when a try of this worker that had claimed the report
+ended with a transient error (a PostgreSQL restart while it was finishing): the lane agent
+tries the request again (:mod:`stream_app.transient`), and that try takes the claim back at
+once (within half of :data:`REPORT_STALE_AFTER_S` of the failure, before any other worker may
+take it over) instead of waiting for it to look abandoned."""
 
 
 async def handle_lane_request(event: EventT[bytes]) -> ReportStatusName | None:
@@ -149,14 +155,24 @@ async def _claim_and_produce(
                 event, field="$.report_id", reason="differs from the stored request of this id"
             )
             return None
+    key = (req.organization_id, req.report_id)
+    left = _orphaned.get(key)
+    # while no other worker can have taken it over (its heartbeat is younger than the
+    # takeover age), a claim this worker's failed try left is still this worker's
+    mine = left is not None and time.monotonic() - left < REPORT_STALE_AFTER_S / 2
     async with pool.acquire() as conn, tenant_transaction(conn, req.organization_id):
-        claimed = await report_db.claim_processing(
-            conn, req.organization_id, req.report_id, stale_after_s=REPORT_STALE_AFTER_S
-        )
-        if claimed:
-            await audit_status(conn, req, "processing")
+        if mine:  # this worker's own claim, left by a try that met a PostgreSQL restart
+            current = await report_db.heartbeat(conn, req.organization_id, req.report_id)
+            claimed = current == "processing"
         else:
-            current = await report_db.current_status(conn, req.organization_id, req.report_id)
+            claimed = await report_db.claim_processing(
+                conn, req.organization_id, req.report_id, stale_after_s=REPORT_STALE_AFTER_S
+            )
+            if claimed:
+                await audit_status(conn, req, "processing")
+            else:
+                current = await report_db.current_status(conn, req.organization_id, req.report_id)
+    _orphaned.pop(key, None)
     if not claimed:
         if current == "processing":
             # generating elsewhere, or its worker died (its offset was never committed, so
@@ -164,7 +180,11 @@ async def _claim_and_produce(
             # heartbeat is older than REPORT_STALE_AFTER_S this worker takes the report over
             await _back_to_lane(req, event, TAKEOVER_RECHECK_S)
         return None  # cancelled or final: nothing to do
-    await publish_status(report_status(req, "processing", started))
+    try:
+        await publish_status(report_status(req, "processing", started))
+    except Exception:
+        _orphaned[(req.organization_id, req.report_id)] = time.monotonic()
+        raise
     run = Run()
     task = asyncio.create_task(produce(req, event, started, run))
     watchdog = asyncio.create_task(watch_report(req.organization_id, req.report_id, task, run.stop))
@@ -180,5 +200,9 @@ async def _claim_and_produce(
             await discard_files(req)
         log.info("report %s cancelled while %s", req.report_id, "running")
         return "cancelled"
+    except Exception as exc:
+        if is_retriable(exc):  # tried again by the lane agent: the claim is still this one's
+            _orphaned[(req.organization_id, req.report_id)] = time.monotonic()
+        raise
     finally:
         watchdog.cancel()

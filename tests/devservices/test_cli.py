@@ -4,16 +4,18 @@ session runs through :mod:`stream_app.devservices.manager` (tests/conftest.py)."
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shlex
 import shutil
 import tempfile
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from stream_app.db.roles import APP_ROLE, OWNER_ROLE, SYSTEM_ROLE, as_role
-from stream_app.devservices import manager
+from stream_app.devservices import manager, postgres
 from stream_app.devservices.cli import main
 from stream_app.devservices.manager import ServiceSettings
 
@@ -78,6 +80,54 @@ def test_down_says_what_it_stopped(capsys: pytest.CaptureFixture[str]) -> None:
         capsys.readouterr()
         assert main(["down", "--state-dir", str(state)]) == 0
         assert capsys.readouterr().out == f"# nothing running (state folder {state})\n"
+    finally:
+        manager.down(state)
+        shutil.rmtree(state, ignore_errors=True)
+
+
+def test_a_postgresql_restarted_or_stopped_by_hand_keeps_its_data(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The s12 fresh user restarted PostgreSQL with ``pg_ctl``; ``status`` said it was not
+    running (its recorded pid was gone), and the ``services up`` it advised emptied the
+    cluster while the broker, and the worker's tables, ran on. Now ``status`` finds the
+    restarted cluster, and ``up`` starts a stopped one again on its data and port."""
+    state = Path(tempfile.gettempdir()) / f"wedding-pg-by-hand-{os.getpid()}"
+    state.mkdir(parents=True, exist_ok=True)
+    state.chmod(0o755)
+    try:
+        started = manager.up(state)
+
+        async def mark() -> None:
+            conn = await asyncpg.connect(started.postgres_dsn)
+            try:
+                await conn.execute("CREATE TABLE by_hand (n int); INSERT INTO by_hand VALUES (42)")
+            finally:
+                await conn.close()
+
+        async def marked(dsn: str) -> int | None:
+            conn = await asyncpg.connect(dsn)
+            try:
+                found = await conn.fetchval("SELECT to_regclass('by_hand') IS NOT NULL")
+                return int(await conn.fetchval("SELECT n FROM by_hand")) if found else None
+            finally:
+                await conn.close()
+
+        asyncio.run(mark())
+        restarted = postgres.restart(started.postgres_instance, state)  # pg_ctl restart
+        assert restarted.pid != started.postgres_pid
+        assert main(["status", "--state-dir", str(state)]) == 0
+        assert printed(capsys)["POSTGRES_RUNNING"] == "yes"
+        again = manager.up(state)
+        assert (again.postgres_dsn, again.postgres_pid) == (started.postgres_dsn, restarted.pid)
+        assert asyncio.run(marked(again.postgres_dsn)) == 42
+
+        postgres.stop(state)  # pg_ctl stop, the broker running on
+        assert main(["status", "--state-dir", str(state)]) == 3
+        capsys.readouterr()
+        resumed = manager.up(state)
+        assert resumed.postgres_dsn == started.postgres_dsn  # the same port
+        assert asyncio.run(marked(resumed.postgres_dsn)) == 42
     finally:
         manager.down(state)
         shutil.rmtree(state, ignore_errors=True)
