@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import functools
 import re
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, ClassVar, TypeVar
@@ -214,11 +215,22 @@ def _name_keys(raw: bytes, path: str, reason: str) -> str:
     return walk(doc, 0, "$") or path
 
 
+SUGGEST_MAX_CHARS = 64
+"""The longest unknown field name a refusal suggests a known field for."""
+
+
 def _top_fields(event_type: type, path: str) -> dict[str, msgspec.inspect.Field]:
     """The fields of ``event_type`` by name when ``path`` is the event itself (``$``) or one
     of its own fields (``$.name``); empty for a nested path."""
     if path != "$" and (not path.startswith("$.") or "." in path[2:] or "[" in path):
         return {}
+    return _fields_of(event_type)
+
+
+@functools.cache
+def _fields_of(event_type: type) -> dict[str, msgspec.inspect.Field]:
+    """The fields of a struct type by their JSON name (computed once per type: a flood of
+    refused events on a fold agent's path costs no more than the first)."""
     info = msgspec.inspect.type_info(event_type)
     if not isinstance(info, msgspec.inspect.StructType):
         return {}
@@ -227,7 +239,11 @@ def _top_fields(event_type: type, path: str) -> dict[str, msgspec.inspect.Field]
 
 def _did_you_mean(event_type: type, path: str, name: str) -> str:
     """`` (did you mean `x`?)`` naming the event's field closest to an unknown ``name``
-    (difflib's ratio of at least 0.6), else ``""``."""
+    (difflib's ratio of at least 0.6), else ``""``; nothing for a name longer than
+    :data:`SUGGEST_MAX_CHARS` (no field is that long, and difflib's cost grows with the name:
+    47 ms for an 800,000-character one, on the fold agents' path)."""
+    if len(name) > SUGGEST_MAX_CHARS:
+        return ""
     close = difflib.get_close_matches(name, list(_top_fields(event_type, path)), n=1)
     return f" (did you mean `{close[0]}`?)" if close else ""
 

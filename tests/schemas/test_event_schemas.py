@@ -169,3 +169,25 @@ def test_report_requests_name_the_field_and_the_format(
     assert info.value.field == field
     assert reason in info.value.reason
     assert len(info.value.reason) < 400
+
+
+def test_a_long_unknown_field_name_gets_no_suggestion_search(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """difflib's cost grows with the name (47 ms for 800,000 characters, on the fold agents'
+    path): names longer than any field (65+ characters; a match needs a ratio of 0.6) are
+    refused without the search."""
+    import difflib
+
+    from stream_app.schemas import base
+
+    def no_search(*_: object, **__: object) -> list[str]:
+        raise AssertionError("difflib consulted")
+
+    monkeypatch.setattr(difflib, "get_close_matches", no_search)
+    name = "x" * (base.SUGGEST_MAX_CHARS + 1)
+    with pytest.raises(EventValidationError) as info:
+        decode_event(with_(**{name: 1}), BookingEvent)
+    assert (info.value.field, info.value.reason) == (f"$.{name}", "unknown field")
+    longest = max(len(f) for f in BookingEvent.__struct_fields__)
+    assert 2 * longest / (base.SUGGEST_MAX_CHARS + 1 + longest) < 0.6  # never a match anyway
