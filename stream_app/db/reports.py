@@ -137,23 +137,43 @@ async def claim_processing(
     report_id: str,
     *,
     stale_after_s: float = 300.0,
+    claimer: str | None = None,
 ) -> bool:
     """Move a report from ``queued`` to ``processing`` for this caller; True if it got it.
 
     One generation at a time: a report already ``processing`` is taken over only when its
     last change is older than ``stale_after_s`` seconds (its worker died). A redelivered or
     doubly consumed request therefore does not generate the report twice at once; a
-    cancelled, completed or failed report is never claimed.
+    cancelled, completed or failed report is never claimed. ``claimer`` (the worker process)
+    is recorded as ``claimed_by`` (see :func:`reclaim_own`).
     """
     async with tenant_transaction(conn, organization_id):
         status = await conn.execute(
-            "UPDATE reports SET status = 'processing', updated_at = now()"
+            "UPDATE reports SET status = 'processing', updated_at = now(), claimed_by = $4"
             " WHERE organization_id = $1 AND id = $2 AND"
             " (status = 'queued' OR (status = 'processing'"
             "  AND updated_at < now() - make_interval(secs => $3)))",
             organization_id,
             report_id,
             stale_after_s,
+            claimer,
+        )
+    return bool(status.endswith(" 1"))
+
+
+async def reclaim_own(
+    conn: asyncpg.Connection, organization_id: str, report_id: str, claimer: str
+) -> bool:
+    """Take back a ``processing`` report that ``claimer`` claimed (``updated_at = now()``);
+    False when it is no longer ``processing`` or another worker holds it (it took the report
+    over while ``claimer``'s heartbeat was stale)."""
+    async with tenant_transaction(conn, organization_id):
+        status = await conn.execute(
+            "UPDATE reports SET updated_at = now() WHERE organization_id = $1 AND id = $2"
+            " AND status = 'processing' AND claimed_by = $3",
+            organization_id,
+            report_id,
+            claimer,
         )
     return bool(status.endswith(" 1"))
 

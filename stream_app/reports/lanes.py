@@ -21,7 +21,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 import time
+import uuid
 from collections.abc import Mapping
 
 import orjson
@@ -69,12 +72,14 @@ _requeued_in_a_row: dict[str, int] = {}
 """priority → requests over their share sent back since this worker's lane last claimed one."""
 _lane_held: dict[tuple[str, str], int] = {}
 """(priority, organization_id) → lane slots of this worker it holds now."""
+CLAIMER = f"{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:8]}"
+"""This worker process, as recorded in a claimed report's ``claimed_by``."""
 _orphaned: dict[tuple[str, str], float] = {}
 """(organization_id, report_id) → when a try of this worker that had claimed the report
 ended with a transient error (a PostgreSQL restart while it was finishing): the lane agent
 tries the request again (:mod:`stream_app.transient`), and that try takes the claim back at
-once (within half of :data:`REPORT_STALE_AFTER_S` of the failure, before any other worker may
-take it over) instead of waiting for it to look abandoned."""
+once (:func:`stream_app.db.reports.reclaim_own`: while no other worker took it over) instead of
+waiting :data:`REPORT_STALE_AFTER_S` for it to look abandoned."""
 
 
 async def handle_lane_request(event: EventT[bytes]) -> ReportStatusName | None:
@@ -156,17 +161,19 @@ async def _claim_and_produce(
             )
             return None
     key = (req.organization_id, req.report_id)
-    left = _orphaned.get(key)
-    # while no other worker can have taken it over (its heartbeat is younger than the
-    # takeover age), a claim this worker's failed try left is still this worker's
-    mine = left is not None and time.monotonic() - left < REPORT_STALE_AFTER_S / 2
     async with pool.acquire() as conn, tenant_transaction(conn, req.organization_id):
-        if mine:  # this worker's own claim, left by a try that met a PostgreSQL restart
-            current = await report_db.heartbeat(conn, req.organization_id, req.report_id)
-            claimed = current == "processing"
-        else:
+        # a claim this worker's earlier try left (it met a PostgreSQL restart) is taken back
+        # at once while it is still this worker's (no other worker took the report over)
+        claimed = key in _orphaned and await report_db.reclaim_own(
+            conn, req.organization_id, req.report_id, CLAIMER
+        )
+        if not claimed:
             claimed = await report_db.claim_processing(
-                conn, req.organization_id, req.report_id, stale_after_s=REPORT_STALE_AFTER_S
+                conn,
+                req.organization_id,
+                req.report_id,
+                stale_after_s=REPORT_STALE_AFTER_S,
+                claimer=CLAIMER,
             )
             if claimed:
                 await audit_status(conn, req, "processing")

@@ -19,10 +19,12 @@ import pytest
 from stream_app.db.history import BookingRow, copy_bookings
 from stream_app.db.reports import (
     HISTORY_STREAM,
+    claim_processing,
     data_versions,
     fetch_report,
     insert_queued,
     latest_completed_for_key,
+    reclaim_own,
     set_status,
 )
 from stream_app.db.roles import APP_ROLE, OWNER_ROLE, as_role
@@ -266,3 +268,35 @@ async def test_a_report_by_id_and_the_newest_fresh_generation_of_a_cache_key(
     )
     assert await fetch_report(app_conn, B, "gen-old") is None
     assert await fetch_report(app_conn, A, "no-such-report") is None
+
+
+async def test_a_claim_is_taken_back_only_by_the_worker_that_holds_it(
+    orgs: None, app_conn: asyncpg.Connection, su: asyncpg.Connection
+) -> None:
+    """``claim_processing`` records its worker; ``reclaim_own`` takes a ``processing`` report
+    back for that worker only: not after another worker took it over (a stale heartbeat),
+    not once it is final, and never another organisation's."""
+    rid = f"claimed-{_RUN}"
+    assert await insert_queued(
+        app_conn,
+        report_id=rid,
+        organization_id=A,
+        user_id="u",
+        report_type="monthly_booking_summary",
+        request={},
+    )
+    assert await claim_processing(app_conn, A, rid, stale_after_s=15, claimer="w1")
+    assert await su.fetchval("SELECT claimed_by FROM reports WHERE id = $1", rid) == "w1"
+    assert await reclaim_own(app_conn, A, rid, "w1")
+    assert not await reclaim_own(app_conn, A, rid, "w2")
+    assert not await reclaim_own(app_conn, B, rid, "w1")  # B has no such report
+    assert not await claim_processing(app_conn, A, rid, stale_after_s=15, claimer="w2")
+    # w1's heartbeat went stale: w2 takes the report over, and w1 can no longer take it back
+    await su.execute(
+        "UPDATE reports SET updated_at = now() - interval '1 minute' WHERE id = $1", rid
+    )
+    assert await claim_processing(app_conn, A, rid, stale_after_s=15, claimer="w2")
+    assert not await reclaim_own(app_conn, A, rid, "w1")
+    assert await reclaim_own(app_conn, A, rid, "w2")
+    assert await set_status(app_conn, A, rid, "completed")
+    assert not await reclaim_own(app_conn, A, rid, "w2")
