@@ -26,6 +26,7 @@ from pathlib import Path
 import asyncpg
 from aiokafka.errors import KafkaConnectionError, KafkaError
 
+from stream_app.errors import cut, printable
 from stream_app.progress import Progress
 from stream_app.schemas.ids import check_id
 from stream_app.schemas.reports import REPORT_TYPES
@@ -616,7 +617,8 @@ def _cmd_send(args: argparse.Namespace) -> int:
             with Path(args.file).open("rb") as fh:
                 events = keyed_events(args.topic, fh)
     except SendError as exc:
-        print(f"send: {exc} (nothing was sent)", file=sys.stderr)
+        # the line's own field names are echoed: no terminal escapes, no 200 KB line
+        print(f"send: {cut(printable(str(exc)), 2_000)} (nothing was sent)", file=sys.stderr)
         return 2
     except OSError as exc:
         print(f"send: {args.file}: {exc.strerror or exc}", file=sys.stderr)

@@ -23,6 +23,7 @@ from typing import TypeVar
 
 import aiohttp
 import asyncpg
+from aiokafka.errors import KafkaTimeoutError
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -47,12 +48,17 @@ def is_transient(exc: BaseException) -> bool:
     """True when the work that raised ``exc`` may succeed if done again.
 
     An exception's own ``retriable`` attribute decides when it has one (errors carry their
-    retry class: aiokafka's errors, :class:`stream_app.reports.errors.ReportFailure`);
-    otherwise I/O errors (``OSError``: files, sockets, a refused connection), timeouts, lost
-    PostgreSQL connections, a PostgreSQL server shutting down or starting up (SQLSTATE
-    57P01-57P03: a restart) and HTTP client errors are transient, others not (a statement
-    timeout, 57014, is not: doing it again would time out again).
+    retry class: aiokafka's errors, :class:`stream_app.reports.errors.ReportFailure`), but
+    aiokafka's ``KafkaTimeoutError`` (a record not acknowledged in time: the broker away) is
+    transient although it says not; otherwise I/O errors (``OSError``: files, sockets, a
+    refused connection), timeouts, lost PostgreSQL connections, asyncpg's internal protocol
+    errors (``cannot switch to state 15``: a connection cut in the middle of a query, seen
+    across a restart), a PostgreSQL server shutting down or starting up (SQLSTATE
+    57P01-57P03) and HTTP client errors are transient, others not (a statement timeout,
+    57014, is not: doing it again would time out again).
     """
+    if isinstance(exc, KafkaTimeoutError):  # not acknowledged in time: a broker away
+        return True
     flag = getattr(exc, "retriable", None)
     if isinstance(flag, bool):
         return flag
@@ -62,6 +68,7 @@ def is_transient(exc: BaseException) -> bool:
         | TimeoutError
         | asyncpg.PostgresConnectionError
         | asyncpg.InterfaceError
+        | asyncpg.InternalClientError
         | asyncpg.AdminShutdownError
         | asyncpg.CrashShutdownError
         | asyncpg.CannotConnectNowError

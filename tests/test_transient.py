@@ -10,10 +10,11 @@ import logging
 
 import asyncpg
 import pytest
+from aiokafka.errors import KafkaTimeoutError, MessageSizeTooLargeError
 
 from stream_app import transient
 from stream_app.reports.errors import is_retriable
-from stream_app.transient import handle_until_done, retry_transient
+from stream_app.transient import handle_until_done, is_transient, retry_transient
 
 
 class Flaky:
@@ -45,6 +46,9 @@ def test_a_postgresql_restart_is_transient() -> None:
         ConnectionRefusedError(111, "Connect call failed"),
     ):
         assert is_retriable(exc), exc
+    assert is_transient(asyncpg.InternalClientError("cannot switch to state 15"))  # cut mid-query
+    assert is_transient(KafkaTimeoutError())  # aiokafka says not retriable: the broker was away
+    assert not is_transient(MessageSizeTooLargeError())
     assert not is_retriable(asyncpg.QueryCanceledError("canceling statement due to timeout"))
     assert not is_retriable(ValueError("bad"))
 

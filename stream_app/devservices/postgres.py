@@ -259,10 +259,26 @@ def running_instance(state_dir: Path, recorded: PostgresInstance) -> PostgresIns
     """
     if is_running(recorded):
         return recorded
-    pid = _postmaster_pid(state_dir / "postgres" / "data")
-    if pid is not None and pid_alive(pid) and port_open(recorded.port):
+    data = state_dir / "postgres" / "data"
+    pid = _postmaster_pid(data)
+    if pid is not None and _is_postmaster_of(pid, data) and port_open(recorded.port):
         return PostgresInstance(recorded.dsn, pid, recorded.log_path)
     return None
+
+
+def _is_postmaster_of(pid: int, data: Path) -> bool:
+    """Whether process ``pid`` is a ``postgres`` server of the data folder ``data`` (its
+    command line names both): a stale ``postmaster.pid`` whose number another process got
+    since is not the cluster (an attacker's round: any live pid and an open port passed)."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return (
+        bool(argv)
+        and Path(argv[0].decode(errors="replace")).name == "postgres"
+        and str(data).encode() in argv
+    )
 
 
 def has_cluster(state_dir: Path) -> bool:

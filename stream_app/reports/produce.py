@@ -35,7 +35,8 @@ from stream_app.reports.status import audit_status, publish_status, report_statu
 from stream_app.reports.timing import Run, performance
 from stream_app.reports.types.base import CACHE_TTL_S
 from stream_app.schemas.reports import ReportRequest
-from stream_app.schemas.updates import CacheInfo, CacheLevel, ReportStatusName
+from stream_app.schemas.updates import CacheInfo, CacheLevel, ReportStatus, ReportStatusName
+from stream_app.transient import retry_transient
 
 log = logging.getLogger(__name__)
 
@@ -192,10 +193,20 @@ async def produce(
         raise ReportCancelledError(req.report_id)
     if level == "miss":
         await cache.store(entry)
-    await publish_status(status)
+    await publish_final(status)
     REPORTS.labels(req.report_type, "completed").inc()
     REPORT_SECONDS.labels(req.report_type).observe(time.perf_counter() - started)
     return "completed"
+
+
+async def publish_final(status: ReportStatus) -> None:
+    """Publish a final status, again while the broker is away (:func:`retry_transient`): the
+    row is already final, so a request tried again would stop at its claim and the status,
+    which queues the report's deliveries, would never reach ``report-results`` (an attacker's
+    round, read in the code)."""
+    await retry_transient(
+        lambda: publish_status(status), f"report {status.report_id}: publishing {status.status}"
+    )
 
 
 async def fail(
@@ -238,6 +249,6 @@ async def fail(
     await discard_files(req)
     if exhausted:
         await send_to_dead_letter(event, field="$", reason=cause)
-    await publish_status(status)
+    await publish_final(status)
     REPORTS.labels(req.report_type, "failed").inc()
     return "failed"

@@ -8,6 +8,7 @@ import asyncio
 import os
 import shlex
 import shutil
+import socket
 import tempfile
 from pathlib import Path
 
@@ -125,6 +126,19 @@ def test_a_postgresql_restarted_or_stopped_by_hand_keeps_its_data(
         postgres.stop(state)  # pg_ctl stop, the broker running on
         assert main(["status", "--state-dir", str(state)]) == 3
         capsys.readouterr()
+        # a stale postmaster.pid naming a live process that is not the cluster, and something
+        # else on its port, is not the cluster (the s12 attacker round)
+        pid_file = state / "postgres" / "data" / "postmaster.pid"
+        pid_file.write_text(f"{os.getpid()}\n")
+        squatter = socket.socket()
+        try:
+            squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            squatter.bind(("127.0.0.1", started.postgres_instance.port))
+            squatter.listen()
+            assert postgres.running_instance(state, started.postgres_instance) is None
+        finally:
+            squatter.close()
+            pid_file.unlink()
         resumed = manager.up(state)
         assert resumed.postgres_dsn == started.postgres_dsn  # the same port
         assert asyncio.run(marked(resumed.postgres_dsn)) == 42

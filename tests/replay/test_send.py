@@ -163,6 +163,18 @@ def test_the_command_refuses_a_bad_file_before_sending(
     assert capsys.readouterr().err == (
         "send: $: no events: the input is empty or only blank lines (nothing was sent)\n"
     )
+    # a field name of the line is echoed escaped (no terminal escape) and cut (an attacker's
+    # round: control bytes reached the terminal, a 200 KB name was printed whole)
+    path.write_bytes(line({**BOOKING, "\x1b[2Jx": 1}))
+    assert main(["send", WEDDING_BOOKINGS, str(path)]) == 2
+    assert capsys.readouterr().err == (
+        "send: line 1: $.\\u001b[2Jx: unknown field (nothing was sent)\n"
+    )
+    path.write_bytes(line({**BOOKING, "y" * 200_000: 1}))
+    assert main(["send", WEDDING_BOOKINGS, str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("send: line 1: $.yyy") and len(err) < 2_100, len(err)
+    assert err.endswith(" characters) (nothing was sent)\n")
 
 
 async def test_sent_events_are_folded_by_the_worker(
