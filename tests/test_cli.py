@@ -53,6 +53,20 @@ async def rows(settings: Settings, sql: str, *args: object) -> list[tuple[object
         await conn.close()
 
 
+def run_cli(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """``wedding-engine ARGS`` in a process of its own (``env``, run from ``cwd``), its output
+    captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "stream_app.cli", *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
 def test_a_token_is_recorded_and_audited(
     token_env: Settings, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -220,15 +234,7 @@ def test_a_command_writing_events_refuses_a_guessed_broker(tmp_path: Path, comma
         sock.close()
         listener = None
     try:
-        done = subprocess.run(
-            [sys.executable, "-m", "stream_app.cli", *args[command]],
-            env=env,
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
+        done = run_cli(args[command], env, tmp_path)
         if listener is not None:
             with pytest.raises(BlockingIOError):
                 listener.accept()
@@ -342,14 +348,7 @@ async def test_a_database_never_set_up_is_named_with_the_command_that_sets_it_up
         "WEDDING_DEV_MODE": "1",
     }
     done = await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-m", "stream_app.cli", "org", "acme", "--zone", "Europe/Lisbon"],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+        run_cli, ["org", "acme", "--zone", "Europe/Lisbon"], env, tmp_path
     )
     assert done.returncode == 2, done.stderr
     assert done.stderr.endswith(
@@ -366,15 +365,7 @@ def test_a_wrong_kafka_bootstrap_is_named(tmp_path: Path) -> None:
     (tmp_path / "events.jsonl").write_bytes(event + b"\n")
     env = {**os.environ, "KAFKA_BOOTSTRAP": "127.0.0.1:1"}
     env.pop("POSTGRES_DSN", None)
-    done = subprocess.run(
-        [sys.executable, "-m", "stream_app.cli", "send", "wedding-bookings", "events.jsonl"],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = run_cli(["send", "wedding-bookings", "events.jsonl"], env, tmp_path)
     assert done.returncode == 2, done.stderr
     last = done.stderr.splitlines()[-1]  # after aiokafka's own log line
     assert last.startswith("error: cannot reach Kafka at 127.0.0.1:1 (KAFKA_BOOTSTRAP): "), last
