@@ -39,7 +39,7 @@ def test_each_topics_crash_is_counted_and_passes_the_throttle(
         f"{WEDDING_BOOKINGS}: the fold agent stopped on UnicodeDecodeError: 'utf-8' codec"
         " can't decode byte 0xff in position 0: invalid; faust restarts it on the same batch"
     )
-    assert records[0].exc_info is not None
+    assert records[0].exc_info is not None and records[0].exc_info[0] is UnicodeDecodeError
     # the two topics are two kinds: both first lines pass, the repeat within the window not
     assert [throttle.filter(r) for r in records] == [True, True, False]
 
