@@ -9,14 +9,15 @@ from __future__ import annotations
 import asyncpg
 import orjson
 
-from stream_app.db.tenancy import tenant_transaction
+from stream_app.db.tenancy import tenant_read
 
 
 async def report_venues(
     conn: asyncpg.Connection, organization_id: str, report_id: str
 ) -> list[str] | None:
-    """The venue ids report ``report_id`` is limited to; None for all venues or no such report."""
-    async with tenant_transaction(conn, organization_id):
+    """The venue ids report ``report_id`` is limited to; None for all venues or no such report
+    (a tenant read: :func:`~stream_app.db.tenancy.tenant_read`)."""
+    async with tenant_read(conn, organization_id):
         raw = await conn.fetchval(
             "SELECT request -> 'data_filters' -> 'venue_id' FROM reports"
             " WHERE organization_id = $1 AND id = $2",

@@ -24,7 +24,7 @@ import asyncpg
 import orjson
 
 from stream_app.db.rows import column_list, from_row
-from stream_app.db.tenancy import tenant_transaction
+from stream_app.db.tenancy import tenant_read, tenant_transaction
 
 HISTORY_STREAM = "history"
 """The data version that any change to an organisation's PostgreSQL history moves (insert,
@@ -357,9 +357,9 @@ async def _first_report(
     conn: asyncpg.Connection, organization_id: str, condition: str, *args: Any
 ) -> ReportRecord | None:
     """The first report of ``organization_id`` that meets ``condition`` (SQL after ``WHERE
-    organization_id = $1 AND``, its parameters ``args`` from ``$2``), read in a tenant
-    transaction; None when none does."""
-    async with tenant_transaction(conn, organization_id):
+    organization_id = $1 AND``, its parameters ``args`` from ``$2``), a tenant read
+    (:func:`~stream_app.db.tenancy.tenant_read`); None when none does."""
+    async with tenant_read(conn, organization_id):
         row = await conn.fetchrow(
             f"SELECT {_COLUMNS} FROM reports WHERE organization_id = $1 AND {condition}",
             organization_id,

@@ -103,6 +103,42 @@ async def tenant_transaction(
             return
     async with conn.transaction():
         await _enter(conn, organization_id)
+        _open_scopes[id(conn)] = organization_id
+        try:
+            yield conn
+        finally:
+            del _open_scopes[id(conn)]
+
+
+_open_scopes: dict[int, str] = {}
+"""``id(conn)`` → the organisation of the top-level tenant transaction :func:`tenant_transaction`
+opened on ``conn`` and has not yet ended (an entry lives exactly as long as its block, while the
+block holds ``conn``): :func:`tenant_read` reads in it without a round trip."""
+
+
+@asynccontextmanager
+async def tenant_read(
+    conn: asyncpg.Connection, organization_id: str
+) -> AsyncIterator[asyncpg.Connection]:
+    """A scope for *reading* ``organization_id``'s rows: inside a tenant transaction of the
+    same organisation that :func:`tenant_transaction` opened on ``conn``, the block's
+    statements run in it as they are (no savepoint, no round trip: one snapshot with the
+    caller's other reads); anywhere else in a :func:`tenant_transaction` of their own, which
+    also refuses a scope of another organisation.
+
+    Why: a report status read was three tenant transactions (the report, its venue scope,
+    its delivery) of four or five round trips each; in one transaction it is six round trips
+    instead of nine (``loadtests.bench_http_scale``, README).
+
+    Only for reads: a statement that fails aborts the caller's transaction with it.
+
+    Raises:
+        asyncpg.InsufficientPrivilegeError: ``conn``'s transaction belongs to another tenant.
+    """
+    if _open_scopes.get(id(conn)) == organization_id and conn.is_in_transaction():
+        yield conn
+        return
+    async with tenant_transaction(conn, organization_id):
         yield conn
 
 

@@ -31,7 +31,7 @@ import msgspec
 import orjson
 
 from stream_app.crypto.keys import DataKey
-from stream_app.db.tenancy import tenant_transaction
+from stream_app.db.tenancy import tenant_read
 from stream_app.delivery.base import DeliveryOrder, DeliveryResult
 from stream_app.delivery.log import report_log
 from stream_app.delivery.queue import QueuedDelivery
@@ -267,7 +267,8 @@ async def delivery_summary(
     show_targets: bool = False,
 ) -> dict[str, Any] | None:
     """The delivery of one report of ``organization_id`` as the report status shows it
-    (tenant-scoped), or None when nothing asked for one.
+    (a tenant read: :func:`~stream_app.db.tenancy.tenant_read`), or None when nothing asked
+    for one.
 
     Args:
         show_targets: the reader may see delivery targets (``deliveries:read``): each
@@ -286,7 +287,7 @@ async def delivery_summary(
         failed); ``skipped`` (with ``reason``) also when the report was cancelled or failed,
         or the request's delivery is invalid.
     """
-    async with tenant_transaction(conn, organization_id):  # one snapshot, one round of setup
+    async with tenant_read(conn, organization_id):  # one snapshot
         row = await conn.fetchrow(
             "SELECT r.request->'delivery'->>'method' AS method, r.request->'delivery' AS delivery,"
             " r.status, q.due_at, q.claimed_until > now() AS sending FROM reports r"

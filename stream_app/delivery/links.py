@@ -16,7 +16,7 @@ from typing import Literal
 
 import asyncpg
 
-from stream_app.db.tenancy import tenant_transaction
+from stream_app.db.tenancy import tenant_read, tenant_transaction
 from stream_app.delivery.api import LinkClaims, LinkError
 from stream_app.delivery.base import IssuedLink
 
@@ -111,13 +111,14 @@ async def check_not_revoked(conn: asyncpg.Connection, claims: LinkClaims) -> Non
 async def links_of_reports(
     conn: asyncpg.Connection, organization_id: str, report_ids: Iterable[str]
 ) -> dict[str, list[dict[str, object]]]:
-    """The links handed out for some reports of one organisation (tenant-scoped).
+    """The links handed out for some reports of one organisation (a tenant read:
+    :func:`~stream_app.db.tenancy.tenant_read`).
 
     Returns:
         ``{report_id: [{"format", "url", "method", "run_id", "issued_at", "expires_at",
         "revoked"}]}``, oldest first; ``revoked`` is true once a revocation covers the link.
     """
-    async with tenant_transaction(conn, organization_id):
+    async with tenant_read(conn, organization_id):
         rows = await conn.fetch(
             "SELECT l.report_id, l.format, l.url, l.method, l.run_id, l.issued_at, l.expires_at,"
             " EXISTS (SELECT 1 FROM download_link_revocations v"

@@ -7,6 +7,7 @@ fixtures, and compares exact rows.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator
@@ -15,7 +16,7 @@ from datetime import UTC, datetime
 import asyncpg
 import pytest
 
-from stream_app.db import audit_events
+from stream_app.db import audit_events, tenancy
 from stream_app.db.roles import (
     APP_ROLE,
     OWNER_ROLE,
@@ -24,7 +25,7 @@ from stream_app.db.roles import (
     as_role,
     check_serving_role,
 )
-from stream_app.db.tenancy import tenant_transaction
+from stream_app.db.tenancy import tenant_read, tenant_transaction
 from stream_app.settings import Settings
 from tests.test_cli import refused_worker
 
@@ -311,6 +312,57 @@ async def test_a_rolled_back_savepoint_cannot_switch_the_tenant(
     async with app_conn.transaction():
         async with tenant_transaction(app_conn, A):
             pass
+        assert await emails(app_conn) == [(A, EMAIL[A])]
+
+
+def statements_of(conn: asyncpg.Connection) -> list[str]:
+    """From now on, the text of every statement ``conn`` sends (asyncpg's query logger, which
+    reports on the event loop's next turn: :func:`logged` first)."""
+    sent: list[str] = []
+    conn.add_query_logger(lambda record: sent.append(record.query))
+    return sent
+
+
+async def logged(sent: list[str]) -> list[str]:
+    await asyncio.sleep(0)
+    return sent
+
+
+async def test_a_tenant_read_inside_the_same_tenants_transaction_sends_only_its_reads(
+    app_conn: asyncpg.Connection,
+) -> None:
+    async with tenant_transaction(app_conn, A):
+        sent = statements_of(app_conn)
+        async with tenant_read(app_conn, A):
+            assert await emails(app_conn) == [(A, EMAIL[A])]
+        assert [q[:34] for q in await logged(sent)] == ["SELECT organization_id, email FROM"]
+    # outside any scope it is a tenant transaction of its own: BEGIN, enter, the read, COMMIT
+    (await logged(sent)).clear()  # the outer scope's COMMIT
+    async with tenant_read(app_conn, B):
+        assert await emails(app_conn) == [(B, EMAIL[B])]
+    assert [q.split()[0] for q in await logged(sent)] == ["BEGIN;", "SELECT", "SELECT", "COMMIT;"]
+    assert "wedding_enter_tenant('" + B in sent[1]
+    assert tenancy._open_scopes == {}
+
+
+async def test_a_tenant_read_of_another_tenant_inside_a_scope_is_refused(
+    app_conn: asyncpg.Connection,
+) -> None:
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):
+        async with tenant_transaction(app_conn, A), tenant_read(app_conn, B):
+            await emails(app_conn)
+    assert tenancy._open_scopes == {}
+    # a scope that ended (by an error, too) leaves nothing a later read could borrow
+    with pytest.raises(ZeroDivisionError):
+        async with tenant_transaction(app_conn, A):
+            _ = 1 / 0
+    assert tenancy._open_scopes == {} and not app_conn.is_in_transaction()
+    async with tenant_read(app_conn, B):
+        assert await emails(app_conn) == [(B, EMAIL[B])]
+    # a transaction this module did not open: entered at its level, as tenant_transaction does
+    async with app_conn.transaction():
+        async with tenant_read(app_conn, A):
+            assert await emails(app_conn) == [(A, EMAIL[A])]
         assert await emails(app_conn) == [(A, EMAIL[A])]
 
 
