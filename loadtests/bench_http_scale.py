@@ -61,6 +61,13 @@ from stream_app.topics import WEDDING_BOOKINGS, ensure_topics
 from stream_app.web.auth import issue_token
 
 LUA = Path(__file__).with_name("http_scale.lua")
+
+WRK_THREADS = 4
+"""Threads of each ``wrk`` process (its connections split among them). Paced, a thread scans
+its list of think-time timers with a clock read per timer on every pass of its event loop
+(wrk's ``ae.c``, ``processTimeEvents``): one thread holding 5,000 connections took 45-50 %
+of a core at 500 req/s (8 % closed-loop at 750 req/s), CPU the workers then lacked on this
+2-core machine. Four threads each scan a quarter of the timers."""
 APP_ID = "bench-http"
 VENUES = ("city-hotel", "resort-hotel")
 RANGES = (("2016-01", "2016-03"), ("2016-04", "2016-06"), ("2016-07", "2016-09"))
@@ -198,15 +205,16 @@ def run_wrk(
     label: str,
     think_ms: int = 0,
 ) -> WrkResult:
-    """One ``wrk`` process per worker (``connections`` split evenly), run side by side;
-    ``think_ms`` > 0: each connection waits that long on average before each request."""
+    """One ``wrk`` process per worker (``connections`` split evenly, :data:`WRK_THREADS`
+    threads each), run side by side; ``think_ms`` > 0: each connection waits that long on
+    average before each request."""
     procs: list[tuple[subprocess.Popen[bytes], Path]] = []
     per = connections // len(workers)
     for i, w in enumerate(workers):
         out = state / f"wrk-{label}-{i}.txt"
         env = {**os.environ, "WRK_OUT": str(out), "WRK_THINK_MS": str(think_ms)}
         command = [
-            "wrk", "-t1", f"-c{per}", f"-d{duration_s}s", "--timeout", "10s",
+            "wrk", f"-t{min(WRK_THREADS, per)}", f"-c{per}", f"-d{duration_s}s", "--timeout", "10s",
             "-s", str(LUA), w.url, "--", str(files[0]), str(files[1]), str(i * 7919),
         ]  # fmt: skip
         log = (state / f"wrk-{label}-{i}.log").open("wb")

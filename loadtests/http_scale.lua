@@ -18,12 +18,15 @@ local threads = {}
 
 function setup(thread)
   table.insert(threads, thread)
+  thread:set("thread_index", #threads - 1)
 end
 
 function init(args)
   for line in io.lines(args[1]) do tokens[#tokens + 1] = line end
   for line in io.lines(args[2]) do paths[#paths + 1] = line end
-  local offset = tonumber(args[3] or "0")
+  -- each thread its own place in the lists and its own random think times (one seed for
+  -- all threads would make their connections think in step: bursts of -t requests)
+  local offset = tonumber(args[3] or "0") + (thread_index or 0) * 104729
   ti = offset % #tokens
   pi = offset % #paths
   math.randomseed(offset + 1)
