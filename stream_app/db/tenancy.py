@@ -26,6 +26,14 @@ class UnknownOrganizationError(WeddingError, LookupError):
     retriable = False
 
 
+class TenantScopeError(WeddingError, RuntimeError):
+    """A tenant scope opened by :func:`tenant_transaction` is still open on a connection whose
+    transaction was ended or replaced by hand inside it (``COMMIT``/``ROLLBACK``/``BEGIN``
+    sent as SQL): a programming error, refused before anything more runs on it."""
+
+    retriable = False
+
+
 @dataclass(frozen=True, slots=True)
 class Organization:
     """An organisation (tenant).
@@ -91,9 +99,18 @@ async def tenant_transaction(
 
     Raises:
         asyncpg.InsufficientPrivilegeError: the transaction already belongs to another tenant.
+        TenantScopeError: a scope this function opened on ``conn`` is still open but its
+            transaction is not (ended or replaced by hand inside the block).
     """
+    recorded = _open_scopes.get(id(conn))
     if conn.is_in_transaction():
         entered = await conn.fetchval("SELECT wedding_current_tenant()")
+        if recorded is not None and entered != recorded:
+            raise TenantScopeError(
+                f"the tenant scope of {recorded!r} on this connection lost its transaction"
+                f" (the transaction's tenant is {entered!r}): transaction control by hand"
+                " inside a tenant scope"
+            )
         if entered is None:  # an open transaction without a tenant: enter it at that level
             await _enter(conn, organization_id)
             entered = organization_id
@@ -101,6 +118,16 @@ async def tenant_transaction(
             async with conn.transaction():
                 yield conn
             return
+        # inside another tenant's scope: a savepoint, where entering is refused (42501)
+        async with conn.transaction():
+            await _enter(conn, organization_id)
+            yield conn
+        return
+    if recorded is not None:
+        raise TenantScopeError(
+            f"the tenant scope of {recorded!r} on this connection lost its transaction"
+            " (none is open): transaction control by hand inside a tenant scope"
+        )
     async with conn.transaction():
         await _enter(conn, organization_id)
         _open_scopes[id(conn)] = organization_id
@@ -122,15 +149,19 @@ async def tenant_read(
 ) -> AsyncIterator[asyncpg.Connection]:
     """A scope for *reading* ``organization_id``'s rows: inside a tenant transaction of the
     same organisation that :func:`tenant_transaction` opened on ``conn``, the block's
-    statements run in it as they are (no savepoint, no round trip: one snapshot with the
-    caller's other reads); anywhere else in a :func:`tenant_transaction` of their own, which
-    also refuses a scope of another organisation.
+    statements run in it as they are (no savepoint, no round trip: one transaction with the
+    caller's other reads, READ COMMITTED as every tenant transaction: each statement sees
+    what was committed when it began); anywhere else in a :func:`tenant_transaction` of
+    their own, which also refuses a scope of another organisation.
 
     Why: a report status read was three tenant transactions (the report, its venue scope,
     its delivery) of four or five round trips each; in one transaction it is six round trips
     instead of nine (``loadtests.bench_http_scale``, README).
 
-    Only for reads: a statement that fails aborts the caller's transaction with it.
+    Only for reads: a statement that fails aborts the caller's transaction with it. The
+    record of open scopes trusts that nothing inside a scope ends its transaction by hand
+    (``tests/db/test_tenancy.py`` checks that no SQL of the package does; one that did is met
+    with :class:`TenantScopeError` at the next :func:`tenant_transaction` on the connection).
 
     Raises:
         asyncpg.InsufficientPrivilegeError: ``conn``'s transaction belongs to another tenant.

@@ -287,7 +287,7 @@ async def delivery_summary(
         failed); ``skipped`` (with ``reason``) also when the report was cancelled or failed,
         or the request's delivery is invalid.
     """
-    async with tenant_read(conn, organization_id):  # one snapshot
+    async with tenant_read(conn, organization_id):
         row = await conn.fetchrow(
             "SELECT r.request->'delivery'->>'method' AS method, r.request->'delivery' AS delivery,"
             " r.status, q.due_at, q.claimed_until > now() AS sending FROM reports r"

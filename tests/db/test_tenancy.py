@@ -7,16 +7,24 @@ fixtures, and compares exact rows.
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import os
+import random
+import re
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AsyncExitStack
 from datetime import UTC, datetime
+from pathlib import Path
 
 import asyncpg
 import pytest
 
+import stream_app
 from stream_app.db import audit_events, tenancy
+from stream_app.db.report_scope import report_venues
+from stream_app.db.reports import fetch_report
 from stream_app.db.roles import (
     APP_ROLE,
     OWNER_ROLE,
@@ -25,7 +33,9 @@ from stream_app.db.roles import (
     as_role,
     check_serving_role,
 )
-from stream_app.db.tenancy import tenant_read, tenant_transaction
+from stream_app.db.tenancy import TenantScopeError, tenant_read, tenant_transaction
+from stream_app.delivery.adhoc import delivery_summary
+from stream_app.delivery.links import links_of_reports
 from stream_app.settings import Settings
 from tests.test_cli import refused_worker
 
@@ -364,6 +374,171 @@ async def test_a_tenant_read_of_another_tenant_inside_a_scope_is_refused(
         async with tenant_read(app_conn, A):
             assert await emails(app_conn) == [(A, EMAIL[A])]
         assert await emails(app_conn) == [(A, EMAIL[A])]
+
+
+async def test_the_report_status_reads_in_one_scope_send_one_statement_each(
+    app_conn: asyncpg.Connection,
+) -> None:
+    """The report status route's reads (venue scope, report, links, delivery) in one tenant
+    transaction: BEGIN, entering, five reads, COMMIT; no savepoint, no tenant lookup."""
+    async with tenant_transaction(app_conn, A):
+        sent = statements_of(app_conn)
+        await report_venues(app_conn, A, "r1")
+        assert await fetch_report(app_conn, A, "r1") is None
+        assert await links_of_reports(app_conn, A, ["r1"]) == {}
+        assert await delivery_summary(app_conn, A, "r1", show_targets=True) is None
+    reads = await logged(sent)
+    assert len(reads) == 6 and reads[-1] == "COMMIT;"  # 5 reads and the scope's COMMIT
+    assert not [q for q in reads if "SAVEPOINT" in q or "wedding_current_tenant" in q]
+
+
+async def test_a_cancelled_scope_leaves_no_record_and_a_clean_connection(
+    settings: Settings, tenants: None
+) -> None:
+    """From the attacker round: a request cancelled in the middle of its reads (a statement
+    running) leaves no record of its scope, and the pool's next user of the same connection
+    is the application role outside any tenant."""
+    pool = await asyncpg.create_pool(
+        as_role(settings.postgres_dsn, APP_ROLE), min_size=1, max_size=1
+    )
+    try:
+        reading = asyncio.Event()
+
+        async def request() -> None:
+            async with pool.acquire() as conn, tenant_transaction(conn, A), tenant_read(conn, A):
+                reading.set()
+                await conn.execute("SELECT pg_sleep(5)")
+
+        task = asyncio.create_task(request())
+        await reading.wait()
+        await asyncio.sleep(0.2)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert tenancy._open_scopes == {}
+        async with pool.acquire() as conn:
+            assert not conn.is_in_transaction()
+            row = await conn.fetchrow("SELECT current_user::text, wedding_current_tenant()")
+            assert tuple(row) == (APP_ROLE, None)
+            assert await emails(conn) == []
+            async with tenant_read(conn, B):
+                assert await emails(conn) == [(B, EMAIL[B])]
+    finally:
+        await pool.close()
+
+
+async def test_scopes_of_two_tenants_on_a_shared_pool_with_cancellations_stay_apart(
+    settings: Settings, tenants: None
+) -> None:
+    """From the attacker round: 200 requests of A and B on a pool of two connections, a third
+    cancelled at random moments; every read sees its own tenant's row only."""
+    rnd = random.Random(13)
+    pool = await asyncpg.create_pool(
+        as_role(settings.postgres_dsn, APP_ROLE), min_size=2, max_size=2
+    )
+    wrong: list[object] = []
+    try:
+
+        async def request(org: str, scoped: bool) -> None:
+            async with pool.acquire() as conn:
+                async with AsyncExitStack() as stack:
+                    if scoped:
+                        await stack.enter_async_context(tenant_transaction(conn, org))
+                    for _ in range(3):
+                        async with tenant_read(conn, org):
+                            if (got := await emails(conn)) != [(org, EMAIL[org])]:
+                                wrong.append((org, got))
+                        await asyncio.sleep(0)
+                if await emails(conn) != []:
+                    wrong.append(("outside a scope", org))
+
+        tasks = [
+            asyncio.create_task(request(rnd.choice((A, B)), rnd.random() < 0.5)) for _ in range(200)
+        ]
+        for _ in range(70):
+            await asyncio.sleep(rnd.random() * 0.003)
+            rnd.choice(tasks).cancel()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        assert {type(r).__name__ for r in results} <= {"NoneType", "CancelledError"}
+        assert sum(isinstance(r, asyncio.CancelledError) for r in results) > 0
+        assert wrong == [] and tenancy._open_scopes == {}
+    finally:
+        await pool.close()
+
+
+async def test_a_scope_whose_transaction_was_ended_by_hand_is_refused(
+    app_conn: asyncpg.Connection,
+) -> None:
+    """The attacker round's sequence: inside A's scope, COMMIT and BEGIN sent as SQL, then B
+    entered in the new transaction; a read of A would have borrowed the record and read B."""
+    with pytest.raises(TenantScopeError, match="transaction control by hand"):
+        async with tenant_transaction(app_conn, A):
+            await app_conn.execute("COMMIT; BEGIN")
+            async with tenant_transaction(app_conn, B):
+                pass
+    with pytest.raises(TenantScopeError, match="none is open"):
+        async with tenant_transaction(app_conn, A):
+            await app_conn.execute("COMMIT")
+            async with tenant_transaction(app_conn, A):
+                pass
+    assert tenancy._open_scopes == {} and not app_conn.is_in_transaction()
+    async with tenant_read(app_conn, A):
+        assert await emails(app_conn) == [(A, EMAIL[A])]
+
+
+_TRANSACTION_CONTROL = re.compile(
+    r"(?:^|;)\s*(?:BEGIN|COMMIT|END|ABORT|START\s+TRANSACTION|ROLLBACK(?!\s+TO\b))\b"
+)
+"""SQL ending or beginning a transaction (upper case, as every statement of the package is
+written; ``ROLLBACK TO SAVEPOINT`` ends none)."""
+
+
+def sql_texts(tree: ast.AST) -> Iterator[tuple[int, str]]:
+    """``(line, text)`` of each string constant and f-string of ``tree`` (an f-string's
+    literal parts joined, ``{}`` for each value), docstrings and PL/pgSQL bodies (``$$``:
+    there BEGIN and END delimit blocks) left out."""
+    docstrings = {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+        and isinstance(node.body[0].value, ast.Constant)
+    }
+    inside_fstrings: set[int] = set()
+    for node in ast.walk(tree):  # breadth first: an f-string before its parts
+        if isinstance(node, ast.JoinedStr):
+            parts = [v.value if isinstance(v, ast.Constant) else "{}" for v in node.values]
+            inside_fstrings.update(id(v) for v in node.values)
+            text = "".join(str(p) for p in parts)
+        elif (
+            isinstance(node, ast.Constant)
+            and isinstance(node.value, str)
+            and id(node) not in docstrings | inside_fstrings
+        ):
+            text = node.value
+        else:
+            continue
+        if "$$" not in text:
+            yield node.lineno, text
+
+
+def test_no_sql_of_the_package_ends_or_begins_a_transaction_by_hand() -> None:
+    """``tenant_read`` trusts that a tenant scope's transaction lasts its block: transactions
+    are begun and ended only by asyncpg's ``Connection.transaction()``. Every string of
+    ``stream_app`` that is SQL of transaction control is listed (none is allowed)."""
+    found = [
+        f"{path.name}:{line}: {text[:80]!r}"
+        for path in sorted(Path(stream_app.__file__).parent.rglob("*.py"))
+        for line, text in sql_texts(ast.parse(path.read_text(), str(path)))
+        if _TRANSACTION_CONTROL.search(text)
+    ]
+    assert found == []
+    # what it must find, in a string and in an f-string
+    module = 'X = "SELECT 1; COMMIT"\nY = f"ROLLBACK; SELECT {X}"\nZ = "ROLLBACK TO SAVEPOINT s"'
+    assert [
+        line for line, text in sql_texts(ast.parse(module)) if _TRANSACTION_CONTROL.search(text)
+    ] == [1, 2]
 
 
 @pytest.mark.parametrize("org", [A, "o'x); SET LOCAL ROLE wedding_app; --", "a\\b"])
