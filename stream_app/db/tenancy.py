@@ -154,9 +154,9 @@ async def tenant_read(
     what was committed when it began); anywhere else in a :func:`tenant_transaction` of
     their own, which also refuses a scope of another organisation.
 
-    Why: a report status read was two tenant transactions (the report, its delivery; a
-    venue-scoped token's venue scope a third) of four or five round trips each, nine for a
-    viewer; in one transaction it is five (``loadtests.bench_http_scale``, README).
+    Why: a report status read was three tenant transactions (the report, its venue scope,
+    its delivery) of four or five round trips each; in one transaction it is six round trips
+    instead of nine (``loadtests.bench_http_scale``, README).
 
     Only for reads: a statement that fails aborts the caller's transaction with it. The
     record of open scopes trusts that nothing inside a scope ends its transaction by hand

@@ -33,7 +33,7 @@ import orjson
 from stream_app.crypto.keys import DataKey
 from stream_app.db.tenancy import tenant_read
 from stream_app.delivery.base import DeliveryOrder, DeliveryResult
-from stream_app.delivery.log import entries_of, log_columns
+from stream_app.delivery.log import report_log
 from stream_app.delivery.queue import QueuedDelivery
 from stream_app.delivery.redact import HIDDEN_CAUSE, clip, mask_urls, public_detail, strip_urls
 from stream_app.delivery.sealing import adhoc_owner, seal_target
@@ -259,19 +259,6 @@ def _skip_reason(report_status: str | None, delivery: Any) -> str | None:
     return None
 
 
-_SUMMARY_SQL = (
-    "SELECT r.request->'delivery'->>'method' AS method, r.request->'delivery' AS delivery,"
-    " r.status, q.due_at, q.claimed_until > now() AS sending, "
-    + log_columns("l", "log_")
-    + " FROM reports r LEFT JOIN LATERAL (SELECT due_at, claimed_until FROM delivery_queue"
-    "  WHERE organization_id = r.organization_id AND report_id = r.id LIMIT 1) q ON true"
-    " LEFT JOIN delivery_log l ON l.organization_id = r.organization_id AND l.report_id = r.id"
-    " WHERE r.organization_id = $1 AND r.id = $2 ORDER BY l.id"
-)
-"""A report's delivery request, its queued attempt and its log, one row per log entry (one
-row with NULL log columns when there is none; none when the report is unknown)."""
-
-
 async def delivery_summary(
     conn: asyncpg.Connection,
     organization_id: str,
@@ -280,9 +267,8 @@ async def delivery_summary(
     show_targets: bool = False,
 ) -> dict[str, Any] | None:
     """The delivery of one report of ``organization_id`` as the report status shows it
-    (a tenant read: :func:`~stream_app.db.tenancy.tenant_read`; one statement reads the
-    report's delivery request, its queued attempt and its log), or None when nothing asked
-    for one or the report is unknown.
+    (a tenant read: :func:`~stream_app.db.tenancy.tenant_read`), or None when nothing asked
+    for one.
 
     Args:
         show_targets: the reader may see delivery targets (``deliveries:read``): each
@@ -301,10 +287,17 @@ async def delivery_summary(
         failed); ``skipped`` (with ``reason``) also when the report was cancelled or failed,
         or the request's delivery is invalid.
     """
-    async with tenant_read(conn, organization_id):  # one round trip: the report and its log
-        rows = await conn.fetch(_SUMMARY_SQL, organization_id, report_id)
-    row = rows[0] if rows else None
-    entries = entries_of(rows, "log_")
+    async with tenant_read(conn, organization_id):
+        row = await conn.fetchrow(
+            "SELECT r.request->'delivery'->>'method' AS method, r.request->'delivery' AS delivery,"
+            " r.status, q.due_at, q.claimed_until > now() AS sending FROM reports r"
+            " LEFT JOIN delivery_queue q"
+            " ON q.organization_id = r.organization_id AND q.report_id = r.id"
+            " WHERE r.organization_id = $1 AND r.id = $2",
+            organization_id,
+            report_id,
+        )
+        entries = await report_log(conn, organization_id, report_id)
     method = None if row is None else row["method"]
     due_at = None if row is None else row["due_at"]
     if method is None and not entries:

@@ -118,26 +118,8 @@ async def log_attempt(
     return row_id
 
 
-_FIELDS = tuple(f.name for f in fields(DeliveryLogEntry))
-
-_SELECT = f"SELECT {', '.join(_FIELDS)} FROM delivery_log"
+_SELECT = f"SELECT {', '.join(f.name for f in fields(DeliveryLogEntry))} FROM delivery_log"
 """The log's columns, one per field of :class:`DeliveryLogEntry` (same names)."""
-
-
-def log_columns(alias: str, prefix: str) -> str:
-    """The log's columns for a query joining ``delivery_log`` as ``alias``, each named
-    ``prefix`` + its field (``l.id AS log_id, ...``): read back with :func:`entries_of`."""
-    return ", ".join(f"{alias}.{name} AS {prefix}{name}" for name in _FIELDS)
-
-
-def entries_of(rows: list[asyncpg.Record], prefix: str) -> list[DeliveryLogEntry]:
-    """The log entries of ``rows`` selected with :func:`log_columns` (``prefix`` the same),
-    in the rows' order; a row whose log columns are NULL (an outer join's miss) is none."""
-    return [
-        DeliveryLogEntry(**{name: r[prefix + name] for name in _FIELDS})
-        for r in rows
-        if r[prefix + "id"] is not None
-    ]
 
 
 def _entry(row: asyncpg.Record) -> DeliveryLogEntry:
@@ -161,6 +143,20 @@ async def fetch_schedule_log(
             schedule_id,
             limit,
         )
+    return [_entry(r) for r in rows]
+
+
+async def report_log(
+    conn: asyncpg.Connection, organization_id: str, report_id: str
+) -> list[DeliveryLogEntry]:
+    """Every logged attempt of one report of ``organization_id``, in order. Opens no
+    transaction: call it inside the organisation's
+    :func:`~stream_app.db.tenancy.tenant_transaction`."""
+    rows = await conn.fetch(
+        f"{_SELECT} WHERE organization_id = $1 AND report_id = $2 ORDER BY id",
+        organization_id,
+        report_id,
+    )
     return [_entry(r) for r in rows]
 
 

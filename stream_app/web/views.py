@@ -620,7 +620,7 @@ async def report_status(
     with ``deliveries:read``, an empty list and masked details otherwise."""
     principal = authenticate(request, settings.jwt_secret, org)
     pool = await get_pool(settings.postgres_dsn)
-    # one tenant transaction for the reads below (each a tenant read): 5 round trips, not 9
+    # one tenant transaction for the reads below (each a tenant read): 6 round trips, not 9
     async with pool.acquire() as conn, tenant_transaction(conn, org):
         rec = await scoped_report(conn, principal, org, report_id)
         # targets and the delivery's bearer links: only to who may read the delivery log

@@ -380,8 +380,7 @@ async def test_the_report_status_reads_in_one_scope_send_one_statement_each(
     app_conn: asyncpg.Connection,
 ) -> None:
     """The report status route's reads (venue scope, report, links, delivery) in one tenant
-    transaction: BEGIN, entering, four reads (the delivery's request, queue row and log in
-    one), COMMIT; no savepoint, no tenant lookup."""
+    transaction: BEGIN, entering, five reads, COMMIT; no savepoint, no tenant lookup."""
     async with tenant_transaction(app_conn, A):
         sent = statements_of(app_conn)
         await report_venues(app_conn, A, "r1")
@@ -389,7 +388,7 @@ async def test_the_report_status_reads_in_one_scope_send_one_statement_each(
         assert await links_of_reports(app_conn, A, ["r1"]) == {}
         assert await delivery_summary(app_conn, A, "r1", show_targets=True) is None
     reads = await logged(sent)
-    assert len(reads) == 5 and reads[-1] == "COMMIT;"  # 4 reads and the scope's COMMIT
+    assert len(reads) == 6 and reads[-1] == "COMMIT;"  # 5 reads and the scope's COMMIT
     assert not [q for q in reads if "SAVEPOINT" in q or "wedding_current_tenant" in q]
 
 
