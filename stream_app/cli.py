@@ -39,19 +39,26 @@ _services_hint: str | None = None
 services to read the connection settings from (printed with the error by :func:`main`)."""
 
 
-WRITES_EVENTS = frozenset({"send", "replay"})
-"""Commands that produce events: without ``KAFKA_BOOTSTRAP`` and without running services
-for the folder they refuse to start rather than send to the default address (whatever
-broker listens on 127.0.0.1:9092 would take the events)."""
+NO_GUESSED_BROKER: dict[str, str] = {
+    "send": "send events to",
+    "replay": "send events to",
+    "dead-letters": "read dead letters from",
+}
+"""Commands that write events to a broker, or read tenants' payloads from one, → what they
+do with it: without ``KAFKA_BOOTSTRAP`` and without running services for the folder they
+refuse to start rather than use the default address (whatever broker listens on
+127.0.0.1:9092 would take the events, or show its dead letters as this deployment's)."""
 
 
 def _guessed_broker(command: str) -> bool:
-    """True (after saying so on stderr) when ``command`` would send events to the default
-    broker address only because no connection settings were found (:data:`WRITES_EVENTS`)."""
-    if command in WRITES_EVENTS and _services_hint and not os.environ.get("KAFKA_BOOTSTRAP"):
+    """True (after saying so on stderr) when ``command`` would use the default broker
+    address only because no connection settings were found (:data:`NO_GUESSED_BROKER`)."""
+    what = NO_GUESSED_BROKER.get(command)
+    if what and _services_hint and not os.environ.get("KAFKA_BOOTSTRAP"):
+        done = "nothing was sent" if what.startswith("send") else "nothing was read"
         print(
-            f"error: {_services_hint}; `{command}` does not send events to a broker it"
-            " only guessed (the default 127.0.0.1:9092): nothing was sent",
+            f"error: {_services_hint}; `{command}` does not {what} a broker it"
+            f" only guessed (the default 127.0.0.1:9092): {done}",
             file=sys.stderr,
         )
         return True
@@ -371,8 +378,15 @@ def _cmd_cancel(args: argparse.Namespace) -> int:
     if outcome is None:
         print(f"error: no report {args.report_id!r} in {args.org!r}", file=sys.stderr)
         return 1
-    print(f"report {args.report_id}: {outcome}")
-    return 0 if outcome == "cancelled" else 1
+    if outcome != "cancelled":
+        print(
+            f"error: report {args.report_id} is {outcome}: only a queued or running report can"
+            " be cancelled; nothing was changed",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"report {args.report_id}: cancelled")
+    return 0
 
 
 def _check_id(option: str, value: str) -> str:
@@ -646,6 +660,8 @@ def _cmd_dead_letters(args: argparse.Namespace) -> int:
     from stream_app.deadletters import describe, read_dead_letters
     from stream_app.settings import load_settings
 
+    if _guessed_broker("dead-letters"):
+        return 2
     s = load_settings()
     letters = asyncio.run(
         read_dead_letters(s.kafka_bootstrap, limit=args.limit, organization=args.organization)
@@ -671,7 +687,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="wedding-engine", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser(
-        "services", help="up|down|status of the local Kafka and PostgreSQL", add_help=False
+        "services", help="up|down|status of the local Kafka, PostgreSQL and Redis", add_help=False
     )
     sub.add_parser("init", help="create topics and apply database migrations")
     w = sub.add_parser("worker", help="run a Faust worker (agents, tables, HTTP)")

@@ -207,11 +207,11 @@ def test_a_command_outside_the_clone_says_no_services_were_found(tmp_path: Path)
     assert "Connect call failed" in done.stderr and done.stderr.count("\n") == 1
 
 
-@pytest.mark.parametrize("command", ["send", "replay"])
-def test_a_command_writing_events_refuses_a_guessed_broker(tmp_path: Path, command: str) -> None:
-    """``send`` and ``replay`` without KAFKA_BOOTSTRAP and without running services for the
-    folder stop before connecting: the default 127.0.0.1:9092 could be someone else's broker
-    (a listener there sees no connection)."""
+@pytest.mark.parametrize("command", ["send", "replay", "dead-letters"])
+def test_a_command_using_a_broker_refuses_a_guessed_one(tmp_path: Path, command: str) -> None:
+    """``send``, ``replay`` and ``dead-letters`` without KAFKA_BOOTSTRAP and without running
+    services for the folder stop before connecting: the default 127.0.0.1:9092 could be
+    someone else's broker (a listener there sees no connection)."""
     env = {
         k: v
         for k, v in os.environ.items()
@@ -222,6 +222,7 @@ def test_a_command_writing_events_refuses_a_guessed_broker(tmp_path: Path, comma
     args = {
         "send": ["send", "wedding-bookings", "events.jsonl"],
         "replay": ["replay", str(HOTEL_CSV), "--no-history"],
+        "dead-letters": ["dead-letters", "--limit", "5"],
     }
     sock = socket.socket()
     listener: socket.socket | None = sock
@@ -241,14 +242,19 @@ def test_a_command_writing_events_refuses_a_guessed_broker(tmp_path: Path, comma
     finally:
         if listener:
             listener.close()
+    what, done_ = (
+        ("read dead letters from", "nothing was read")
+        if command == "dead-letters"
+        else ("send events to", "nothing was sent")
+    )
     assert done.returncode == 2, done.stderr
     assert done.stdout == ""
     assert done.stderr == (
         f"error: no running services found for this folder ({tmp_path}/.state/services.json):"
         " start them with `wedding-engine services up`, or run the command from the folder that"
         " started them, or set WEDDING_STATE_DIR to that folder's .state (or POSTGRES_DSN and"
-        f" KAFKA_BOOTSTRAP); `{command}` does not send events to a broker it only guessed (the"
-        " default 127.0.0.1:9092): nothing was sent\n"
+        f" KAFKA_BOOTSTRAP); `{command}` does not {what} a broker it only guessed (the"
+        f" default 127.0.0.1:9092): {done_}\n"
     )
 
 

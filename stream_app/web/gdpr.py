@@ -94,11 +94,15 @@ async def _open(
     return request_id
 
 
-async def _known_client(pool: asyncpg.Pool, org: str, client_id: str) -> None:
-    """Check that ``org`` holds something of ``client_id`` before an erasure: a PostgreSQL
-    row (:func:`stream_app.gdpr.pgdata.holds_client`), an event in the live table
-    (:func:`stream_app.gdpr.live.holds_client`), or an unfinished erasure of the organisation
-    (its client is pseudonymised already: erasing again must confirm it).
+async def _known_client(
+    pool: asyncpg.Pool, org: str, client_id: str, *, erasure: bool = True
+) -> None:
+    """Check that ``org`` holds something of ``client_id`` before an export or an erasure
+    (nothing is recorded otherwise: a request row would store the id again, even one erased
+    already): a PostgreSQL row (:func:`stream_app.gdpr.pgdata.holds_client`), an event in the
+    live table (:func:`stream_app.gdpr.live.holds_client`), or, for an ``erasure``, an
+    unfinished erasure of the organisation (its client is pseudonymised already: erasing
+    again must confirm it).
 
     Raises:
         ApiError: 404 ``not_found`` when the organisation does not exist, or naming
@@ -111,7 +115,7 @@ async def _known_client(pool: asyncpg.Pool, org: str, client_id: str) -> None:
         async with tenant_transaction(conn, org):
             if await holds_client(conn, org, client_id):
                 return
-            if await gdpr_requests.erasure_unfinished(conn, org):
+            if erasure and await gdpr_requests.erasure_unfinished(conn, org):
                 return
     if live.holds_client(await live.interactions_row(org, client_id)):
         return
@@ -136,8 +140,11 @@ async def gdpr_export(self: Any, request: web.Request, org: str) -> web.StreamRe
          "live_tables": {"client-interaction-totals": {...}},  # as the per-client read
          "reports": {"note": "..."}}
 
-    Errors: 400 naming the field; 401/403 (token); 404 unknown organisation; 503 when the
-    live table's owner cannot answer (the request then stays ``in_progress``).
+    Errors: 400 naming the field; 401/403 (token); 404 unknown organisation; 404
+    ``not_found`` naming ``$.client_id`` when the organisation holds nothing of the client
+    (never known, or erased already: :func:`_known_client`; nothing is recorded, so an
+    erased id is not stored again); 503 when the live table's owner cannot answer (the
+    request then stays ``in_progress``).
     """
     principal = authenticate(request, settings.jwt_secret, org)
     body = await _body(request)
@@ -148,6 +155,7 @@ async def gdpr_export(self: Any, request: web.Request, org: str) -> web.StreamRe
             400, "invalid_field", "kind must be 'access' or 'portability'", field="$.kind"
         )
     pool = await get_pool(settings.postgres_dsn)
+    await _known_client(pool, org, client_id, erasure=False)
     async with pool.acquire() as conn:
         request_id = await _open(conn, org, kind, client_id, principal.user_id)
         async with tenant_transaction(conn, org):

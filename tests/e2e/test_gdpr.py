@@ -551,15 +551,20 @@ async def test_erasing_a_client_the_organisation_does_not_hold_is_404_and_purges
     files_a = file_hashes(settings.artifact_dir / ORG_A)
     assert len(files_a) >= 1
     for client in (only_b, nobody):
-        status, answer = await call(
-            gdpr_worker, "POST", f"/orgs/{ORG_A}/gdpr/erase", ORG_A, json={"client_id": client}
-        )
-        error = answer.get("error", {}) if isinstance(answer, dict) else {}
-        assert (status, error.get("code"), error.get("field")) == (
-            404,
-            "not_found",
-            "$.client_id",
-        ), (client, answer)
+        for action in ("erase", "export"):  # an export records nothing either
+            status, answer = await call(
+                gdpr_worker,
+                "POST",
+                f"/orgs/{ORG_A}/gdpr/{action}",
+                ORG_A,
+                json={"client_id": client},
+            )
+            error = answer.get("error", {}) if isinstance(answer, dict) else {}
+            assert (status, error.get("code"), error.get("field")) == (
+                404,
+                "not_found",
+                "$.client_id",
+            ), (client, action, answer)
     assert file_hashes(settings.artifact_dir / ORG_A) == files_a
     status, rep = await call(
         gdpr_worker, "GET", f"/orgs/{ORG_A}/reports/{rep_a['report_id']}", ORG_A
@@ -685,6 +690,16 @@ async def test_export_then_erasure_leaves_no_trace_of_the_client_in_a_and_b_inta
     )
     assert status == 404
     assert file_hashes(root / ORG_B) == files_b
+    # an export after the erasure: nothing held, so 404 and nothing recorded (a request row
+    # would store the erased id again: the scan below finds none)
+    status, answer = await call(
+        gdpr_worker, "POST", f"/orgs/{ORG_A}/gdpr/export", ORG_A, json={"client_id": CLIENT}
+    )
+    assert (status, answer["error"]["code"], answer["error"]["field"]) == (
+        404,
+        "not_found",
+        "$.client_id",
+    ), answer
 
     conn = await asyncpg.connect(settings.postgres_dsn)
     try:
