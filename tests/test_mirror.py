@@ -1,5 +1,5 @@
 """Tests mirror the package: every module of ``stream_app`` has its test module in the mirrored
-place (``stream_app/x/y.py`` → ``tests/x/test_y.py``), or README.md's test section names, in its
+place (``stream_app/x/y.py`` → ``tests/x/test_y.py``), or docs/TESTING.md names, in its
 table "covered end to end by", the test file that exercises it; every file named there exists.
 
 A package's ``__init__.py`` counts as a module only when it defines a function or a class; its
@@ -15,6 +15,7 @@ from pathlib import Path
 ROOT = Path(__file__).parents[1]
 PACKAGE = ROOT / "stream_app"
 TABLE_TITLE = "covered end to end by"
+TABLE_FILE = "docs/TESTING.md"
 ROW = re.compile(r"^\|\s*`(stream_app/[\w/]+\.py)`\s*\|\s*`(tests/[\w/]+\.py)`\s*\|")
 
 
@@ -38,10 +39,10 @@ def mirrored(module: str) -> Path:
 
 
 def covered_table() -> dict[str, str]:
-    """README.md's table under the heading naming :data:`TABLE_TITLE`: module → test file."""
-    lines = (ROOT / "README.md").read_text(encoding="utf-8").splitlines()
+    """docs/TESTING.md's table under the heading naming :data:`TABLE_TITLE`: module → test file."""
+    lines = (ROOT / TABLE_FILE).read_text(encoding="utf-8").splitlines()
     starts = [i for i, line in enumerate(lines) if line.startswith("#") and TABLE_TITLE in line]
-    assert len(starts) == 1, f"README.md needs one heading naming {TABLE_TITLE!r}"
+    assert len(starts) == 1, f"docs/TESTING.md needs one heading naming {TABLE_TITLE!r}"
     table: dict[str, str] = {}
     for line in lines[starts[0] + 1 :]:
         if line.startswith("#"):
@@ -62,12 +63,12 @@ def test_the_table_is_found_and_read() -> None:
 def test_every_module_has_a_mirrored_test_or_a_named_end_to_end_one() -> None:
     table = covered_table()
     missing = [m for m in modules() if not mirrored(m).is_file() and m not in table]
-    assert missing == [], f"no tests/x/test_y.py and no row in README.md's table: {missing}"
+    assert missing == [], f"no tests/x/test_y.py and no row in docs/TESTING.md's table: {missing}"
 
 
 def test_every_row_names_a_module_and_a_test_file_that_exist() -> None:
     known = set(modules())
     for module, test_file in covered_table().items():
-        assert module in known, f"README.md's table names {module}: no such module"
-        assert (ROOT / test_file).is_file(), f"README.md's table names {test_file}: no such file"
+        assert module in known, f"docs/TESTING.md's table names {module}: no such module"
+        assert (ROOT / test_file).is_file(), f"docs/TESTING.md names {test_file}: no such file"
         assert Path(test_file).name.startswith("test_"), test_file

@@ -62,7 +62,8 @@ from stream_app.runtime.bulk_send import send_records
 from stream_app.runtime.consumer import BatchConsumer, BatchMessage
 from stream_app.runtime.state import Row, WriteBehindTable, producer_client
 from stream_app.schemas.base import MAX_EVENT_BYTES, EventValidationError, decode_event
-from stream_app.tables.dedupe import Dedupe, dedupe_key, expired
+from stream_app.tables import dedupe as dedupe_records
+from stream_app.tables.dedupe import Dedupe, dedupe_key, pack, sweep
 from stream_app.topics import DEAD_LETTER
 
 E = TypeVar("E", bound=msgspec.Struct)
@@ -256,7 +257,7 @@ class BatchStream(Generic[E]):
     _queued: _Turns = field(default_factory=lambda: _Turns())
 
     def __post_init__(self) -> None:
-        self.state = WriteBehindTable(self.table)
+        self.state = WriteBehindTable(self.table, expand=dedupe_records.expand)
         STREAM_REWINDS.labels(self.topic)  # a series at 0 from the start: its first rise shows
 
     async def run(self, stream: AsyncIterable[Any]) -> None:
@@ -425,8 +426,13 @@ class BatchStream(Generic[E]):
                     )
                 )
                 folded = self._fold(partition, get, kept, raw)
-            writes: list[Row] = [*dedupe.writes(), *self._sweep(partition, newest, horizon_ms)]
-            writes += folded.writes
+            # the batch's dedupe records travel packed (one changelog record per 4,096:
+            # stream_app.tables.dedupe), each is read from the overlay until it is durable;
+            # expired records are deleted locally, packed records whose records all expired
+            # from the changelog too
+            dedupe_rows = dedupe.writes()
+            expired_records, expired_chunks = self._sweep(partition, newest, horizon_ms)
+            writes: list[Row] = [*pack(dedupe_rows), *expired_chunks, *folded.writes]
             durable += folded.durable
         failpoints.hit("folded")
         # the records are not needed past the fold (a late-event copy holds ``raw``); the
@@ -436,7 +442,9 @@ class BatchStream(Generic[E]):
         self._seq += 1
         seq = self._seq
         overlay = self._overlay.setdefault(partition, {})
-        for key, value in writes:
+        # what the next batch reads (a record renewed by this batch after its sweep's delete)
+        overlaid: list[Row] = [*expired_records, *dedupe_rows, *folded.writes]
+        for key, value in overlaid:
             overlay[key] = (seq, value)
         previous = self._in_flight[-1][0] if self._in_flight else None
         task = asyncio.ensure_future(
@@ -445,6 +453,8 @@ class BatchStream(Generic[E]):
                 event,
                 message,
                 writes,
+                expired_records,
+                overlaid,
                 durable,
                 folded,
                 seq,
@@ -555,17 +565,25 @@ class BatchStream(Generic[E]):
         event: Any,
         message: BatchMessage,
         writes: list[Row],
+        local: list[Row],
+        overlaid: list[Row],
         durable: list[Awaitable[Any]],
         folded: Folded,
         seq: int,
         screened: tuple[int, int],
         stamps: Sequence[int] = (),
     ) -> None:
-        """Write behind, announce and acknowledge one folded batch, after the previous one."""
+        """Write behind, announce and acknowledge one folded batch, after the previous one:
+        ``writes`` go to the changelog and RocksDB, ``local`` to RocksDB only, ``overlaid``
+        leave the overlay once durable."""
         partition = message.partition
         client = producer_client(app)
         try:
-            sent = await self.state.send(client, {partition: writes}) if writes else None
+            sent = (
+                await self.state.send(client, {partition: writes}, {partition: local})
+                if writes or local
+                else None
+            )
             if folded.publish is not None:
                 with gc_tuning.paused():
                     folded.publish()
@@ -582,7 +600,7 @@ class BatchStream(Generic[E]):
             self.state.write_local(sent)
         # --- the rows are durable, in the changelog and in RocksDB ---
         overlay = self._overlay.get(partition, {})
-        for key, _ in writes:
+        for key, _ in overlaid:
             hit = overlay.get(key)
             if hit is not None and hit[0] == seq:
                 del overlay[key]
@@ -602,27 +620,33 @@ class BatchStream(Generic[E]):
             event.ack()
         self.observe(message, stamps)
 
-    def _sweep(self, partition: int, newest: int, horizon_ms: int) -> list[Row]:
-        """Tombstones for expired dedupe records of ``partition``: at most once a minute,
-        at most :data:`SWEEP_MAX` records per sweep, going on from where the last stopped."""
+    def _sweep(self, partition: int, newest: int, horizon_ms: int) -> tuple[list[Row], list[Row]]:
+        """``(deletes of expired dedupe records, tombstones of packed records whose records
+        all expired)`` of ``partition``: at most once a minute, at most :data:`SWEEP_MAX`
+        records per sweep, going on from where the last stopped, and the packed records
+        from the oldest up to the first that has not expired.
+
+        The records are deleted from RocksDB only: the changelog holds them in packed
+        records (:mod:`stream_app.tables.dedupe`), tombstoned once every record in them has
+        expired. A restore in between brings an expired record back until the next sweep;
+        it only decides whether a re-send two horizons late is counted as ``expired`` or
+        as new, and it is counted either way. (Records written one per changelog record,
+        before the records were packed, stay in the changelog: restored, they are swept
+        again.)"""
         now = time.monotonic()
         last, cursor = self._swept.get(partition, (0.0, None))
         if now - last < SWEEP_EVERY_S:
-            return []
-        deletes: list[Row] = []
-        next_cursor: str | None = None
-        scan = self.state.scan_from(partition, cursor or dedupe_key("")[:3])
-        pending = self._overlay.get(partition, {})
-        for seen, (key, value) in enumerate(scan, start=1):
-            if not key.startswith("~e/"):
-                break
-            if key not in pending and expired(value, newest, horizon_ms):
-                deletes.append((key, None))
-            if seen >= SWEEP_MAX:
-                next_cursor = key
-                break
+            return [], []
+        deletes, chunks, next_cursor = sweep(
+            self.state.scan_from(partition, cursor or dedupe_key("")[:3]),
+            self.state.scan_from(partition, dedupe_records.CHUNK_PREFIX),
+            self._overlay.get(partition, {}),
+            newest,
+            horizon_ms,
+            SWEEP_MAX,
+        )
         self._swept[partition] = (now, next_cursor)
-        return deletes
+        return list(deletes), list(chunks)
 
     @staticmethod
     async def _send_dead_letters(

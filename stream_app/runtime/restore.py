@@ -17,9 +17,10 @@ with the higher ``"o"`` holds every event the other holds: :func:`install` makes
 RocksDB store skip, for the tables :func:`register`\\ ed, a changelog record whose ``"o"`` is
 below that of the value already restored (counted in
 ``wedding_changelog_stale_records_total{table}``). Records without ``"o"`` (the dedupe
-records) and tombstones are applied in log order as before. Kafka's own answer, a
-transactional producer fenced by the group generation (KIP-447), is not available through
-faust-streaming 0.15's at-least-once tables.
+records) and tombstones are applied in log order as before; a packed record of dedupe
+records is stored as the rows it stands for (the ``expand`` of :func:`register`). Kafka's
+own answer, a transactional producer fenced by the group generation (KIP-447), is not
+available through faust-streaming 0.15's at-least-once tables.
 
 Pinned to faust-streaming 0.15's RocksDB store (``Store.apply_changelog_batch``,
 ``_db_for_partition``, ``set_persisted_offset``, rocksdict in raw mode).
@@ -37,12 +38,20 @@ from faust.stores.rocksdb import Store
 from stream_app.observability import STALE_CHANGELOG_RECORDS
 
 _faust_apply_changelog_batch = Store.apply_changelog_batch
-_ordered: set[str] = set()
+
+Expand = Callable[[bytes, bytes | None], list[tuple[bytes, bytes | None]] | None]
+"""``(key, value) of a changelog record → the local rows it stands for`` (encoded key, value;
+None deletes), or None when it is stored as it is (e.g. :func:`stream_app.tables.dedupe.expand`
+for the packed dedupe records)."""
+
+_ordered: dict[str, Expand | None] = {}
 
 
-def register(table_name: str) -> None:
-    """Restore the table ``table_name`` by highest input offset per row (module docstring)."""
-    _ordered.add(table_name)
+def register(table_name: str, expand: Expand | None = None) -> None:
+    """Restore the table ``table_name`` by highest input offset per row (module docstring),
+    each changelog record stored as ``expand`` says (as :class:`stream_app.runtime.state.
+    WriteBehindTable` writes it)."""
+    _ordered[table_name] = expand
 
 
 def applied_offset(raw: bytes | None) -> int | None:
@@ -68,6 +77,7 @@ def apply_changelog_batch(
     if store.table.name not in _ordered:
         _faust_apply_changelog_batch(store, batch, to_key, to_value)
         return
+    expand = _ordered[store.table.name]
     batches: dict[int, Any] = {}
     latest: dict[tuple[int, bytes], bytes | None] = {}
     tp_offsets: dict[Any, int] = {}
@@ -79,6 +89,15 @@ def apply_changelog_batch(
         wb = batches.get(partition)
         if wb is None:
             wb = batches[partition] = rocksdict.WriteBatch(raw_mode=True)
+        rows = None if expand is None else expand(key, msg.value)
+        if rows is not None:  # no input offset in these (dedupe records): in log order
+            for row_key, row_value in rows:
+                if row_value is None:
+                    wb.delete(row_key)
+                else:
+                    wb.put(row_key, row_value)
+                latest.pop((partition, row_key), None)
+            continue
         if msg.value is None:
             wb.delete(key)
             latest[(partition, key)] = None

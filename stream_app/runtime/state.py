@@ -71,11 +71,16 @@ class WriteBehindTable:
 
     Args:
         table: a faust ``Table`` with a RocksDB store and a changelog topic.
+        expand: the local rows a changelog record stands for (None: the record itself), the
+            same when a batch is written and when the table is restored
+            (:data:`stream_app.runtime.restore.Expand`; e.g. the packed dedupe records).
     """
 
-    def __init__(self, table: Any) -> None:
+    def __init__(self, table: Any, expand: restore.Expand | None = None) -> None:
         self.table = table
-        restore.register(table.name)  # its rows carry "o": restored by highest offset
+        self.expand = expand
+        # its rows carry "o": restored by highest offset; records stored as ``expand`` says
+        restore.register(table.name, expand)
 
     def _db(self, partition: int) -> Any:
         return self.table.data._db_for_partition(partition)
@@ -124,23 +129,36 @@ class WriteBehindTable:
         sent = await self.send(producer, rows)
         return self.write_local(await self.acknowledged(sent))
 
-    async def send(self, producer: Any, rows: Mapping[int, Sequence[Row]]) -> Sent:
+    async def send(
+        self,
+        producer: Any,
+        rows: Mapping[int, Sequence[Row]],
+        local: Mapping[int, Sequence[Row]] | None = None,
+    ) -> Sent:
         """Encode ``rows`` and hand their changelog records to the producer, in order (returns
         once they are queued, not acknowledged). Two calls queue in call order when the
-        second starts after the first returned."""
+        second starts after the first returned. ``local`` rows are written to RocksDB only,
+        after ``rows``, by :meth:`write_local` (deletes of expired dedupe records, which
+        the changelog holds in packed records until those expire whole)."""
         encoded: dict[int, list[tuple[bytes, bytes | None]]] = {}
+        local_encoded: dict[int, list[tuple[bytes, bytes | None]]] = {}
         with gc_tuning.paused():
             for partition, part in rows.items():
                 if part:
                     encoded[partition] = [
                         (encode_key(k), None if v is None else orjson.dumps(v)) for k, v in part
                     ]
+            for partition, part in (local or {}).items():
+                if part:
+                    local_encoded[partition] = [
+                        (encode_key(k), None if v is None else orjson.dumps(v)) for k, v in part
+                    ]
         if not encoded:
-            return Sent(encoded, [])
+            return Sent(encoded, [], local=local_encoded)
         topic: str = self.table.changelog_topic.get_topic_name()
         batches = await send_records(producer, topic, cast(dict[int, list[Record]], encoded))
         failpoints.hit("changelog_sent")
-        return Sent(encoded, batches)
+        return Sent(encoded, batches, local=local_encoded)
 
     async def acknowledged(self, sent: Sent) -> Sent:
         """Wait for the broker's acknowledgement of every record of ``sent``.
@@ -172,11 +190,28 @@ class WriteBehindTable:
         """
         store = self.table.data
         index = store._key_index  # faust's key → partition cache (an LRU of 1,000 keys)
+        expand = self.expand
         n = 0
-        for partition, records in sent.encoded.items():
+        for partition in sent.encoded.keys() | sent.local.keys():
+            records = sent.encoded.get(partition, [])
             db = self._db(partition)
             batch = rocksdict.WriteBatch(raw_mode=True)
+            for kb, vb in sent.local.get(partition, ()):  # RocksDB only
+                if vb is None:
+                    batch.delete(kb)
+                    index.pop(kb, None)
+                else:
+                    batch.put(kb, vb)
             for kb, vb in records:
+                rows = None if expand is None else expand(kb, vb)
+                if rows is not None:  # e.g. a packed record: the rows it stands for
+                    for row_key, row_value in rows:
+                        if row_value is None:
+                            batch.delete(row_key)
+                            index.pop(row_key, None)
+                        else:
+                            batch.put(row_key, row_value)
+                    continue
                 if vb is None:
                     batch.delete(kb)
                     index.pop(kb, None)
@@ -185,6 +220,9 @@ class WriteBehindTable:
                     # itself (bloom filters), and thousands of rows per batch only churned
                     # the lock-guarded LRU
                     batch.put(kb, vb)
+            if not records:  # local rows only: the persisted offset stays
+                db.write(batch)
+                continue
             persisted = db.get(store.offset_key)
             first = sent.first.get(partition)
             if persisted is None or first is None or first == int(persisted) + 1:
@@ -209,10 +247,11 @@ class WriteBehindTable:
 @dataclass(slots=True)
 class Sent:
     """Changelog records handed to the producer: the encoded rows per partition, the record
-    batches' futures ``(partition, count, future)`` and, once acknowledged, each partition's
-    last changelog offset."""
+    batches' futures ``(partition, count, future)``, the encoded rows written to RocksDB
+    only, and, once acknowledged, each partition's last changelog offset."""
 
     encoded: dict[int, list[tuple[bytes, bytes | None]]]
     batches: list[tuple[int, int, asyncio.Future[Any]]]
+    local: dict[int, list[tuple[bytes, bytes | None]]] = field(default_factory=dict)
     last: dict[int, int] = field(default_factory=dict)
     first: dict[int, int] = field(default_factory=dict)

@@ -23,7 +23,7 @@ from stream_app.lag import consumer_lag, wait_for_lag_zero
 from stream_app.settings import Settings
 from stream_app.topics import WEDDING_BOOKINGS
 from tests.conftest import WorkerFactory
-from tests.e2e.helpers import auth
+from tests.e2e.helpers import auth, read_topic
 
 pytestmark = [pytest.mark.slow, pytest.mark.recovery]
 VENUES = [f"v{i}" for i in range(8)]
@@ -179,6 +179,27 @@ def persisted_offsets(table_dir: Path) -> dict[str, int]:
     return out
 
 
+def dedupe_rows(table_dir: Path) -> dict[str, list[int]]:
+    """The dedupe records (``~e/`` keys) of every RocksDB partition of a table folder,
+    opened read-only after the worker stopped."""
+    out: dict[str, list[int]] = {}
+    for db_dir in sorted(table_dir.parent.glob(table_dir.name + "-*.db")):
+        db = rocksdict.Rdict(
+            str(db_dir),
+            options=rocksdict.Options(raw_mode=True),
+            access_type=rocksdict.AccessType.read_only(),
+        )
+        try:
+            for key, value in db.items(from_key=b'"~e/'):
+                assert isinstance(key, bytes) and isinstance(value, bytes)  # raw mode
+                if not key.startswith(b'"~e/'):
+                    break
+                out[key[1:-1].decode()] = orjson.loads(value)
+        finally:
+            db.close()
+    return out
+
+
 async def one_worker_part_way(
     settings: Settings, worker_factory: WorkerFactory, org: str, group: str, name: str, seed: int
 ) -> tuple[WorkerProcess, Totals]:
@@ -209,6 +230,21 @@ async def test_sigkill_mid_stream_then_recovery_from_the_changelog(
     await wait_for_lag_zero(settings.kafka_bootstrap, group, WEDDING_BOOKINGS, 240)
     assert await read_totals(second, settings, org) == expected
     assert second.stop() == 0
+    # the dedupe records travel packed in the changelog (no record per event) and the local
+    # records are exactly those the packed records stand for: one per distinct event
+    changelog = await read_topic(settings.kafka_bootstrap, f"{group}-venue-bookings-changelog")
+    assert not [r for r in changelog if r.key.startswith(b'"~e/')]
+    packed = [r for r in changelog if r.key.startswith(b'"~d/') and r.value is not None]
+    assert packed
+    from_changelog = {
+        f"~e/{digest}": [offset, arrival]
+        for r in packed
+        for digest, offset, arrival in orjson.loads(r.value)["e"]
+    }
+    local = dedupe_rows(tables / "venue-bookings")
+    assert local == from_changelog
+    distinct = {orjson.loads(v)["event_id"] for _, v in make_events(org, 12_000, seed=7)[0]}
+    assert len(local) == len(distinct)
 
 
 @pytest.mark.usefixtures("own_workers")

@@ -8,11 +8,22 @@ import random
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import orjson
 import pytest
 
 from stream_app.schemas.bookings import BookingEvent
 from stream_app.tables import bookings
-from stream_app.tables.dedupe import Dedupe, Verdict, dedupe_key, expired
+from stream_app.tables.dedupe import (
+    CHUNK_EVENTS,
+    Dedupe,
+    Verdict,
+    chunk_expired,
+    dedupe_key,
+    expand,
+    expired,
+    pack,
+    sweep,
+)
 from tests.tables.folds import CASES, FoldCase
 from tests.tables.model import (
     apply_writes,
@@ -237,3 +248,86 @@ def test_a_forgotten_event_leaves_no_record_and_its_resend_is_new() -> None:
     assert renewing.check("org/e3", 30, T0_MS) == "expired"
     renewing.forget("org/e3")
     assert renewing.writes() == []
+
+
+def test_packed_records_expand_to_each_record_and_a_marker() -> None:
+    """A batch's records travel as one changelog record per 4,096; what they stand for in
+    RocksDB (``expand``, the same when written and when restored) is each record as its own
+    row and a marker with the newest arrival and the count (computed here from the rows)."""
+    assert CHUNK_EVENTS == 4_096
+    rows = [
+        (dedupe_key(f"org/e{i}"), [100 + i, T0_MS + (i * 7919) % 100_000]) for i in range(10_000)
+    ]
+    packed = pack(rows)
+    starts = [0, 4_096, 8_192]
+    assert [k for k, _ in packed] == [f"~d/{100 + s:020d}" for s in starts]
+    local: dict[bytes, Any] = {}
+    for key, value in packed:
+        for k, v in expand(b'"' + key.encode() + b'"', orjson.dumps(value)) or []:
+            local[k] = None if v is None else orjson.loads(v)
+    expected: dict[bytes, Any] = {f'"{k}"'.encode(): v for k, v in rows}
+    for s in starts:
+        part = rows[s : s + 4_096]
+        expected[f'"~d/{100 + s:020d}"'.encode()] = {
+            "a": max(a for _, (_, a) in part),
+            "n": len(part),
+        }
+    assert local == expected
+    # the largest record (offsets and arrivals of 13 digits) stays well under a broker's
+    # default message.max.bytes (1 MB)
+    big = [(dedupe_key(f"e{i}"), [10**12 + i, 10**12 + i]) for i in range(CHUNK_EVENTS)]
+    ((_, value),) = pack(big)
+    assert 200_000 < len(orjson.dumps(value)) < 300_000
+    # a tombstone deletes the marker only; other records are stored as they are
+    marker_key = f'"~d/{100:020d}"'.encode()
+    assert expand(marker_key, None) == [(marker_key, None)]
+    assert expand(b'"org/venue/day/2026-01-01"', b'{"o":1}') is None
+    assert expand(f'"{dedupe_key("x")}"'.encode(), b"[1,2]") is None
+    with pytest.raises(ValueError, match="packed dedupe record"):
+        expand(marker_key, b"[1, 2]")
+    # a packed record may go once every record in it is past two horizons
+    marker = local[marker_key]
+    assert chunk_expired(marker, marker["a"] + 2 * HORIZON_MS + 1, HORIZON_MS)
+    assert not chunk_expired(marker, marker["a"] + 2 * HORIZON_MS, HORIZON_MS)
+    assert pack([]) == []
+
+
+def test_a_sweep_deletes_expired_records_and_packed_records_expired_whole() -> None:
+    """The sweep's choice over a partition's rows in key order (as RocksDB scans them):
+    expired records not written by a batch in flight, at most ``limit`` looked at, going on
+    from a cursor; packed records oldest first, up to the first with a record not expired."""
+    newest = T0_MS + 10 * HORIZON_MS
+    old, young = newest - 2 * HORIZON_MS - 1, newest - 2 * HORIZON_MS  # expired / not yet
+    records = {dedupe_key(f"e{i}"): [i, old if i % 3 else young] for i in range(10)}
+    chunks = {
+        f"~d/{0:020d}": {"a": old, "n": 4},
+        f"~d/{4:020d}": {"a": young, "n": 4},  # one record not expired: kept, and the rest
+        f"~d/{8:020d}": {"a": old, "n": 2},
+    }
+    rows = {**records, **chunks, "org/v/day/2026-01-01": {"o": 3}, "~f/other": {}}
+    ordered = sorted(rows.items())
+
+    def scan_from(start: str) -> list[tuple[str, Any]]:
+        return [(k, v) for k, v in ordered if k >= start]
+
+    pending = {dedupe_key("e1")}  # renewed by a batch in flight
+    expected = sorted(
+        k for k, v in records.items() if v[1] == old and k not in pending
+    )  # computed from the rows above
+    deletes, tombstones, cursor = sweep(
+        scan_from("~e/"), scan_from("~d/"), pending, newest, HORIZON_MS, 100
+    )
+    assert [k for k, _ in deletes] == expected and all(v is None for _, v in deletes)
+    assert tombstones == [(f"~d/{0:020d}", None)]
+    assert cursor is None
+    # a limit of 4: four records looked at, the next sweep goes on from the fourth's key
+    first = sorted(records)[:4]
+    deletes, tombstones, cursor = sweep(
+        scan_from("~e/"), scan_from("~d/"), pending, newest, HORIZON_MS, 4
+    )
+    assert [k for k, _ in deletes] == [k for k in expected if k in first]
+    assert cursor == first[-1]
+    rest, _, cursor = sweep(scan_from(cursor), [], pending, newest, HORIZON_MS, 100)
+    # (the cursor's own record is looked at again: deleting it twice is harmless)
+    assert sorted({k for k, _ in deletes} | {k for k, _ in rest}) == expected
+    assert cursor is None
