@@ -475,6 +475,10 @@ class Settings:
         dedupe_horizon_s: how long after an event's arrival (its Kafka timestamp) a re-send
             of it (same ``event_id``, a new offset) is recognised and skipped, seconds; 30 days
             by default (:mod:`stream_app.tables.dedupe`).
+        dedupe_packed: whether a batch's dedupe records travel packed in the changelog, one
+            changelog record per 4,096 (``WEDDING_DEDUPE_PACKED``, 1), or one each (0: what
+            a release before packing writes and reads; a rolling upgrade runs with 0 until
+            every worker runs this release, README "Upgrading").
         grace_s: grace period of the event-time windows, seconds (event time): a window
             accepts events until its partition's watermark passes its end by this much
             (``WEDDING_GRACE_S``, default 3600).
@@ -631,6 +635,7 @@ class Settings:
     dedupe_horizon_s: float = from_env(
         30 * 86_400.0, "WEDDING_DEDUPE_HORIZON_S", float_in(1, 3650 * 86_400)
     )
+    dedupe_packed: bool = from_env(True, "WEDDING_DEDUPE_PACKED", parse_flag)
     session_timeout_s: float = from_env(30.0, "WEDDING_SESSION_TIMEOUT_S", float_in(1, 1800))
     group_instance_id: str = from_env("", "WEDDING_GROUP_INSTANCE_ID")
     allow_private_targets: bool = from_env(False, "WEDDING_ALLOW_PRIVATE_TARGETS", parse_flag)

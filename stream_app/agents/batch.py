@@ -63,7 +63,7 @@ from stream_app.runtime.consumer import BatchConsumer, BatchMessage
 from stream_app.runtime.state import Row, WriteBehindTable, producer_client
 from stream_app.schemas.base import MAX_EVENT_BYTES, EventValidationError, decode_event
 from stream_app.tables import dedupe as dedupe_records
-from stream_app.tables.dedupe import Dedupe, dedupe_key, pack, sweep
+from stream_app.tables.dedupe import PACKED_SINCE, Dedupe, dedupe_key, pack, sweep
 from stream_app.topics import DEAD_LETTER
 
 E = TypeVar("E", bound=msgspec.Struct)
@@ -428,11 +428,25 @@ class BatchStream(Generic[E]):
                 folded = self._fold(partition, get, kept, raw)
             # the batch's dedupe records travel packed (one changelog record per 4,096:
             # stream_app.tables.dedupe), each is read from the overlay until it is durable;
-            # expired records are deleted locally, packed records whose records all expired
-            # from the changelog too
+            # expired packed records are deleted locally, packed records whose records all
+            # expired, and records with a changelog record each, from the changelog too.
+            # Tombstones first: a record this batch renews after the sweep deleted it stays.
             dedupe_rows = dedupe.writes()
-            expired_records, expired_chunks = self._sweep(partition, newest, horizon_ms)
-            writes: list[Row] = [*pack(dedupe_rows), *expired_chunks, *folded.writes]
+            since: int | None = None
+            since_row: list[Row] = []
+            if settings.dedupe_packed:
+                mark = get(PACKED_SINCE)
+                since = None if mark is None else int(mark["since"])
+                if since is None and dedupe_rows:
+                    since = min(o for _, (o, _) in dedupe_rows)
+                    since_row = [(PACKED_SINCE, {"since": since})]
+            local_deletes, tombstones = self._sweep(partition, newest, horizon_ms, since)
+            writes: list[Row] = [
+                *tombstones,
+                *since_row,
+                *(pack(dedupe_rows) if settings.dedupe_packed else dedupe_rows),
+                *folded.writes,
+            ]
             durable += folded.durable
         failpoints.hit("folded")
         # the records are not needed past the fold (a late-event copy holds ``raw``); the
@@ -443,7 +457,13 @@ class BatchStream(Generic[E]):
         seq = self._seq
         overlay = self._overlay.setdefault(partition, {})
         # what the next batch reads (a record renewed by this batch after its sweep's delete)
-        overlaid: list[Row] = [*expired_records, *dedupe_rows, *folded.writes]
+        overlaid: list[Row] = [
+            *local_deletes,
+            *tombstones,
+            *since_row,
+            *dedupe_rows,
+            *folded.writes,
+        ]
         for key, value in overlaid:
             overlay[key] = (seq, value)
         previous = self._in_flight[-1][0] if self._in_flight else None
@@ -453,7 +473,7 @@ class BatchStream(Generic[E]):
                 event,
                 message,
                 writes,
-                expired_records,
+                local_deletes,
                 overlaid,
                 durable,
                 folded,
@@ -620,33 +640,36 @@ class BatchStream(Generic[E]):
             event.ack()
         self.observe(message, stamps)
 
-    def _sweep(self, partition: int, newest: int, horizon_ms: int) -> tuple[list[Row], list[Row]]:
-        """``(deletes of expired dedupe records, tombstones of packed records whose records
-        all expired)`` of ``partition``: at most once a minute, at most :data:`SWEEP_MAX`
-        records per sweep, going on from where the last stopped, and the packed records
-        from the oldest up to the first that has not expired.
+    def _sweep(
+        self, partition: int, newest: int, horizon_ms: int, packed_since: int | None
+    ) -> tuple[list[Row], list[Row]]:
+        """``(deletes for RocksDB only, tombstones for the changelog)`` of ``partition``'s
+        expired dedupe records and packed records (:func:`stream_app.tables.dedupe.sweep`):
+        at most once a minute, at most :data:`SWEEP_MAX` records per sweep, going on from
+        where the last stopped.
 
-        The records are deleted from RocksDB only: the changelog holds them in packed
-        records (:mod:`stream_app.tables.dedupe`), tombstoned once every record in them has
-        expired. A restore in between brings an expired record back until the next sweep;
-        it only decides whether a re-send two horizons late is counted as ``expired`` or
-        as new, and it is counted either way. (Records written one per changelog record,
-        before the records were packed, stay in the changelog: restored, they are swept
-        again.)"""
+        A record written packed is deleted locally; the changelog holds it in its packed
+        record until every record in that has expired. A restore in between brings an
+        expired record back until the next sweep: a re-send two horizons after the first
+        arrival is then ``expired`` (counted, and in the metric) instead of new (counted),
+        and one whose producer kept the first send's Kafka timestamp is skipped as a
+        ``duplicate`` instead of counted: past two horizons, what is recognised depends on
+        when the partition was last restored."""
         now = time.monotonic()
         last, cursor = self._swept.get(partition, (0.0, None))
         if now - last < SWEEP_EVERY_S:
             return [], []
-        deletes, chunks, next_cursor = sweep(
+        local, tombstones, next_cursor = sweep(
             self.state.scan_from(partition, cursor or dedupe_key("")[:3]),
             self.state.scan_from(partition, dedupe_records.CHUNK_PREFIX),
             self._overlay.get(partition, {}),
             newest,
             horizon_ms,
             SWEEP_MAX,
+            packed_since,
         )
         self._swept[partition] = (now, next_cursor)
-        return list(deletes), list(chunks)
+        return list(local), list(tombstones)
 
     @staticmethod
     async def _send_dead_letters(

@@ -22,25 +22,36 @@ be told from a new event. Kafka timestamps, not the wall clock, decide, so a rep
 same way every time.
 
 In the changelog the records of a batch travel packed (:func:`pack`): one changelog record,
-key ``~d/<input offset of its first event, 20 digits>``, value ``{"v": 1, "e": [[32 hex
-digits, first offset, arrival ms], ...]}`` per :data:`CHUNK_EVENTS` records, instead of one
-changelog record per event. Locally each stays a row of its own (point reads), and the packed
-record leaves a marker, ``{"a": newest arrival ms, "n": records}``, by which the sweep finds
-it to delete once every record in it has expired: :func:`expand` gives the local rows of a
-changelog record, the same when a batch is written and when a table is restored from its
-changelog. ``bench_million`` (1,000,000 events, one worker): a dedupe record per event was
-two thirds of the changelog records (the batch's rows are about one per two events) and
-about a fifth of the worker's CPU per event.
+key ``~d/<lowest input offset in it, 20 digits>-<8 hex digits of BLAKE2b of its content>``,
+value ``{"v": 1, "e": [[32 hex digits, first offset, arrival ms], ...]}`` per
+:data:`CHUNK_EVENTS` records, instead of one changelog record per event. The content digest
+in the key keeps two packed records apart whenever they differ: two writers of a partition
+(one that lost it while paused, and its new owner) fold the same offsets in batches of other
+bounds, and a compacted changelog keeps only the last record of a key. Locally each record
+stays a row of its own (point reads), and the packed record leaves a marker, ``{"a": newest
+arrival ms, "n": records}``, by which the sweep finds it to delete once every record in it
+has expired: :func:`expand` gives the local rows of a changelog record, the same when a
+batch is written and when a table is restored from its changelog. Records written one
+changelog record each (before packing, or with ``WEDDING_DEDUPE_PACKED=0``: below the
+partition's :data:`PACKED_SINCE` offset) get a changelog tombstone too when they expire
+(:func:`sweep`); packed ones are deleted locally. Standby replicas (none are configured)
+would apply a packed record's tombstone to its marker only and keep its records: not
+supported. ``bench_million`` (1,000,000 events, one worker): a dedupe record per event was
+two thirds of the changelog records (a batch changes about one row per two events); packed,
+the worker's CPU per event went down 5-13 % and its peak memory 27 % (README, Benchmarks).
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Callable, Container, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import orjson
+
+log = logging.getLogger(__name__)
 
 PREFIX = "~e/"
 CHUNK_PREFIX = "~d/"
@@ -62,25 +73,29 @@ def dedupe_key(event_id: str) -> str:
     return PREFIX + hashlib.blake2b(event_id.encode(), digest_size=16).hexdigest()
 
 
-def chunk_key(first_offset: int) -> str:
-    """The table key of a packed changelog record whose first event is at ``first_offset``."""
-    return f"{CHUNK_PREFIX}{first_offset:020d}"
+PACKED_SINCE = "~c/packed-since"
+"""The table key of a partition's ``{"o": input offset}``: the lowest input offset whose
+dedupe record was written packed (the records below it have a changelog record each)."""
+
+
+def chunk_key(first_offset: int, entries: list[list[Any]]) -> str:
+    """The table key of a packed changelog record: its lowest input offset and a digest of
+    its content (``entries``, as in its value)."""
+    digest = hashlib.blake2b(orjson.dumps(entries), digest_size=4).hexdigest()
+    return f"{CHUNK_PREFIX}{first_offset:020d}-{digest}"
 
 
 def pack(records: list[tuple[str, list[int]]]) -> list[tuple[str, dict[str, Any]]]:
-    """The changelog rows carrying ``records`` (:meth:`Dedupe.writes`, ascending offsets):
-    ``(chunk key, {"v": 1, "e": [[hex digest, first offset, arrival ms], ...]})`` per
-    :data:`CHUNK_EVENTS` records (module docstring)."""
+    """The changelog rows carrying ``records`` (:meth:`Dedupe.writes`): ``(chunk key, {"v": 1,
+    "e": [[hex digest, first offset, arrival ms], ...]})`` per :data:`CHUNK_EVENTS` records,
+    in offset order (module docstring)."""
     out: list[tuple[str, dict[str, Any]]] = []
     start = len(PREFIX)
-    for i in range(0, len(records), CHUNK_EVENTS):
-        part = records[i : i + CHUNK_EVENTS]
-        out.append(
-            (
-                chunk_key(part[0][1][0]),
-                {"v": 1, "e": [[key[start:], o, a] for key, (o, a) in part]},
-            )
-        )
+    ordered = sorted(records, key=lambda r: r[1][0])  # a renewal keeps its first position
+    for i in range(0, len(ordered), CHUNK_EVENTS):
+        part = ordered[i : i + CHUNK_EVENTS]
+        entries = [[key[start:], o, a] for key, (o, a) in part]
+        out.append((chunk_key(part[0][1][0], entries), {"v": 1, "e": entries}))
     return out
 
 
@@ -90,16 +105,26 @@ def expand(key: bytes, value: bytes | None) -> list[tuple[bytes, bytes | None]] 
     marker ``{"a": newest arrival ms, "n": records}`` (a tombstone deletes the marker only:
     the records go with the sweep); None for any other record (stored as it is).
 
-    Raises:
-        ValueError: a packed record's value is not ``{"v": 1, "e": [...]}``.
+    A packed record this version cannot read (another ``"v"``, e.g. written by a later
+    release before a rollback, or damaged) is logged and stored as it is: its events'
+    re-sends are then not recognised, which a rollback past packing accepts (README); a
+    worker that stopped restoring on it would never start again.
     """
     if not key.startswith(_CHUNK_KEY_START):
         return None
     if value is None:
         return [(key, None)]
-    doc = orjson.loads(value)
+    try:
+        doc = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        doc = None
     if not isinstance(doc, dict) or doc.get("v") != 1 or not isinstance(doc.get("e"), list):
-        raise ValueError(f"packed dedupe record {key!r}: not {{'v': 1, 'e': [...]}}")
+        log.error(
+            "packed dedupe record %r is not {'v': 1, 'e': [...]}: stored as it is, its"
+            " records not expanded (re-sends of its events are not recognised)",
+            key,
+        )
+        return None
     rows: list[tuple[bytes, bytes | None]] = []
     newest = 0
     dumps = orjson.dumps
@@ -124,9 +149,11 @@ def sweep(
     newest_arrival_ms: int,
     horizon_ms: int,
     limit: int,
+    packed_since: int | None,
 ) -> tuple[list[tuple[str, None]], list[tuple[str, None]], str | None]:
-    """What one sweep of a partition deletes: ``(deletes of expired records, tombstones of
-    packed records, the key the next sweep goes on from (None: from the first record))``.
+    """What one sweep of a partition deletes: ``(deletes for RocksDB only, tombstones for the
+    changelog and RocksDB, the key the next sweep goes on from (None: from the first
+    record))``.
 
     Args:
         records: the partition's rows in key order from where the last sweep stopped (its
@@ -137,21 +164,29 @@ def sweep(
             have renewed them).
         newest_arrival_ms / horizon_ms: the partition's newest arrival and the horizon, ms.
         limit: the most records, and the most packed records, looked at.
+        packed_since: the partition's :data:`PACKED_SINCE` offset while records are written
+            packed, else None.
 
-    Records are looked at up to ``limit``; packed records from the oldest up to the first
-    that has not expired whole (:func:`chunk_expired`).
+    An expired record at or above ``packed_since`` is in a packed record: deleted locally
+    (the packed record's tombstone deletes it from the changelog once every record in it has
+    expired); any other has a changelog record of its own, which gets a tombstone. Records
+    are looked at up to ``limit``; packed records from the oldest up to the first that has
+    not expired whole (:func:`chunk_expired`).
     """
-    deletes: list[tuple[str, None]] = []
+    local: list[tuple[str, None]] = []
+    tombstones: list[tuple[str, None]] = []
     next_cursor: str | None = None
     for seen, (key, value) in enumerate(records, start=1):
         if not key.startswith(PREFIX):
             break
         if key not in pending and expired(value, newest_arrival_ms, horizon_ms):
-            deletes.append((key, None))
+            if packed_since is not None and int(value[0]) >= packed_since:
+                local.append((key, None))
+            else:
+                tombstones.append((key, None))
         if seen >= limit:
             next_cursor = key
             break
-    tombstones: list[tuple[str, None]] = []
     for seen, (key, marker) in enumerate(chunks, start=1):
         if (
             not key.startswith(CHUNK_PREFIX)
@@ -160,7 +195,7 @@ def sweep(
         ):
             break
         tombstones.append((key, None))
-    return deletes, tombstones, next_cursor
+    return local, tombstones, next_cursor
 
 
 def expired(value: Any, newest_arrival_ms: int, horizon_ms: int) -> bool:

@@ -201,11 +201,18 @@ def dedupe_rows(table_dir: Path) -> dict[str, list[int]]:
 
 
 async def one_worker_part_way(
-    settings: Settings, worker_factory: WorkerFactory, org: str, group: str, name: str, seed: int
+    settings: Settings,
+    worker_factory: WorkerFactory,
+    org: str,
+    group: str,
+    name: str,
+    seed: int,
+    **env: str,
 ) -> tuple[WorkerProcess, Totals]:
-    """Start worker ``name`` alone in ``group``, produce 12,000 booking events of ``org``
-    (``seed``) and return once part of them is folded: (the worker, the expected totals)."""
-    worker = worker_factory.start(group, name, **ENV)
+    """Start worker ``name`` alone in ``group`` (``ENV`` and ``env``), produce 12,000 booking
+    events of ``org`` (``seed``) and return once part of them is folded: (the worker, the
+    expected totals)."""
+    worker = worker_factory.start(group, name, **{**ENV, **env})
     await worker.wait_ready(timeout_s=120, min_partitions=4)
     messages, expected = make_events(org, 12_000, seed=seed)
     await produce(settings.kafka_bootstrap, messages)
@@ -244,6 +251,52 @@ async def test_sigkill_mid_stream_then_recovery_from_the_changelog(
     local = dedupe_rows(tables / "venue-bookings")
     assert local == from_changelog
     distinct = {orjson.loads(v)["event_id"] for _, v in make_events(org, 12_000, seed=7)[0]}
+    assert len(local) == len(distinct)
+
+
+@pytest.mark.usefixtures("own_workers")
+async def test_an_upgrade_to_packed_dedupe_records_mid_stream(
+    settings: Settings, worker_factory: WorkerFactory, state_dir: Path
+) -> None:
+    """The rolling upgrade of README's "Upgrading": a worker writing a changelog record per
+    dedupe record (``WEDDING_DEDUPE_PACKED=0``, what the release before wrote) is killed part
+    way; its successor packs them. Totals exact through the re-sends on both sides of the
+    switch; the changelog holds both forms and the partition's packed-since offsets, and the
+    successor's local records are those of both forms."""
+    org, group = "upgrade-org", "wedding-upgrade-tests"
+    first, expected = await one_worker_part_way(
+        settings, worker_factory, org, group, "first", 13, WEDDING_DEDUPE_PACKED="0"
+    )
+    assert first.kill() == -9
+    second = worker_factory.start(group, "first", **ENV)
+    await second.wait_ready(timeout_s=120, min_partitions=4)
+    await wait_for_lag_zero(settings.kafka_bootstrap, group, WEDDING_BOOKINGS, 240)
+    assert await read_totals(second, settings, org) == expected
+    assert second.stop() == 0
+    changelog = await read_topic(settings.kafka_bootstrap, f"{group}-venue-bookings-changelog")
+    one_each = {
+        r.key[1:-1].decode(): (r.partition, orjson.loads(r.value))
+        for r in changelog
+        if r.key.startswith(b'"~e/') and r.value is not None
+    }
+    packed = {
+        f"~e/{digest}": [offset, arrival]
+        for r in changelog
+        if r.key.startswith(b'"~d/') and r.value is not None
+        for digest, offset, arrival in orjson.loads(r.value)["e"]
+    }
+    since = {
+        r.partition: orjson.loads(r.value)["since"]
+        for r in changelog
+        if r.key == b'"~c/packed-since"'
+    }
+    assert one_each and packed and sorted(since) == [0, 1, 2, 3]
+    # what the first worker wrote one by one is below where its partition's packing began
+    assert all(o < since[p] for p, (o, _) in one_each.values())
+    tables = state_dir / "workers" / group / "first" / "v1" / "tables"
+    local = dedupe_rows(tables / "venue-bookings")
+    assert local == {**{k: v for k, (_, v) in one_each.items()}, **packed}
+    distinct = {orjson.loads(v)["event_id"] for _, v in make_events(org, 12_000, seed=13)[0]}
     assert len(local) == len(distinct)
 
 
