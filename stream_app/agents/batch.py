@@ -63,7 +63,7 @@ from stream_app.runtime.consumer import BatchConsumer, BatchMessage
 from stream_app.runtime.state import Row, WriteBehindTable, producer_client
 from stream_app.schemas.base import MAX_EVENT_BYTES, EventValidationError, decode_event
 from stream_app.tables import dedupe as dedupe_records
-from stream_app.tables.dedupe import PACKED_SINCE, Dedupe, dedupe_key, pack, sweep
+from stream_app.tables.dedupe import PACKED_SINCE, Dedupe, changelog_rows, dedupe_key, sweep
 from stream_app.topics import DEAD_LETTER
 
 E = TypeVar("E", bound=msgspec.Struct)
@@ -432,21 +432,11 @@ class BatchStream(Generic[E]):
             # expired, and records with a changelog record each, from the changelog too.
             # Tombstones first: a record this batch renews after the sweep deleted it stays.
             dedupe_rows = dedupe.writes()
-            since: int | None = None
-            since_row: list[Row] = []
-            if settings.dedupe_packed:
-                mark = get(PACKED_SINCE)
-                since = None if mark is None else int(mark["since"])
-                if since is None and dedupe_rows:
-                    since = min(o for _, (o, _) in dedupe_rows)
-                    since_row = [(PACKED_SINCE, {"since": since})]
+            since, dedupe_changelog = changelog_rows(
+                dedupe_rows, dedupe.replaced(), get(PACKED_SINCE), settings.dedupe_packed
+            )
             local_deletes, tombstones = self._sweep(partition, newest, horizon_ms, since)
-            writes: list[Row] = [
-                *tombstones,
-                *since_row,
-                *(pack(dedupe_rows) if settings.dedupe_packed else dedupe_rows),
-                *folded.writes,
-            ]
+            writes: list[Row] = [*tombstones, *dedupe_changelog, *folded.writes]
             durable += folded.durable
         failpoints.hit("folded")
         # the records are not needed past the fold (a late-event copy holds ``raw``); the
@@ -460,7 +450,7 @@ class BatchStream(Generic[E]):
         overlaid: list[Row] = [
             *local_deletes,
             *tombstones,
-            *since_row,
+            *dedupe_changelog,
             *dedupe_rows,
             *folded.writes,
         ]

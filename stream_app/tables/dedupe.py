@@ -19,7 +19,8 @@ new offset). Records are deleted once the partition's newest arrival is two hori
 them (:func:`expired`), so a re-send between one and two horizons late is still recognised
 as such and counted in ``wedding_dedupe_expired_resends_total``; after two horizons it cannot
 be told from a new event. Kafka timestamps, not the wall clock, decide, so a replay folds the
-same way every time.
+same way every time (past two horizons, whether a re-send is recognised also depends on when
+the partition was last restored: :meth:`stream_app.agents.batch.BatchStream._sweep`).
 
 In the changelog the records of a batch travel packed (:func:`pack`): one changelog record,
 key ``~d/<lowest input offset in it, 20 digits>-<8 hex digits of BLAKE2b of its content>``,
@@ -74,8 +75,10 @@ def dedupe_key(event_id: str) -> str:
 
 
 PACKED_SINCE = "~c/packed-since"
-"""The table key of a partition's ``{"o": input offset}``: the lowest input offset whose
-dedupe record was written packed (the records below it have a changelog record each)."""
+"""The table key of a partition's ``{"since": input offset}``: the lowest input offset whose
+dedupe record was written packed since packing last began on the partition (the records
+below it have a changelog record each). A worker writing records one each deletes it, so the
+next packed batch sets it again above them."""
 
 
 def chunk_key(first_offset: int, entries: list[list[Any]]) -> str:
@@ -99,6 +102,39 @@ def pack(records: list[tuple[str, list[int]]]) -> list[tuple[str, dict[str, Any]
     return out
 
 
+def changelog_rows(
+    records: list[tuple[str, list[int]]],
+    replaced: dict[str, int],
+    mark: Any,
+    packed: bool,
+) -> tuple[int | None, list[tuple[str, Any]]]:
+    """``(the partition's packed-since offset for the sweep (None: not packing), the changelog
+    rows of a batch's dedupe records, in order)``.
+
+    Args:
+        records: :meth:`Dedupe.writes` of the batch.
+        replaced: :meth:`Dedupe.replaced` of the batch.
+        mark: the partition's :data:`PACKED_SINCE` row (None: absent).
+        packed: whether records travel packed (``WEDDING_DEDUPE_PACKED``).
+
+    Packed: tombstones of the renewed records that had a changelog record of their own
+    (below packed-since: else it would stay in the changelog for ever), the packed-since row
+    when packing begins on the partition, then the packed records. One each: the records,
+    behind a tombstone of the packed-since row if there is one (so the next packed batch
+    marks where packing began again, above these).
+    """
+    if not packed:
+        clear = [(PACKED_SINCE, None)] if mark is not None and records else []
+        return None, [*clear, *records]
+    since = None if mark is None else int(mark["since"])
+    start: list[tuple[str, Any]] = []
+    if since is None and records:
+        since = min(o for _, (o, _) in records)
+        start = [(PACKED_SINCE, {"since": since})]
+    gone = [(k, None) for k, o in replaced.items() if since is not None and o < since]
+    return since, [*gone, *start, *pack(records)]
+
+
 def expand(key: bytes, value: bytes | None) -> list[tuple[bytes, bytes | None]] | None:
     """The local rows (encoded key, JSON value; None deletes) a changelog record of a fold
     table stands for: for a packed record (key ``"~d/..."``) its dedupe records and its
@@ -106,9 +142,10 @@ def expand(key: bytes, value: bytes | None) -> list[tuple[bytes, bytes | None]] 
     the records go with the sweep); None for any other record (stored as it is).
 
     A packed record this version cannot read (another ``"v"``, e.g. written by a later
-    release before a rollback, or damaged) is logged and stored as it is: its events'
-    re-sends are then not recognised, which a rollback past packing accepts (README); a
-    worker that stopped restoring on it would never start again.
+    release before a rollback, or damaged) is logged and nothing of it is stored (no rows,
+    no marker: scans and sweeps never meet it): its events' re-sends are then not
+    recognised, which a rollback past packing accepts (README); a worker that stopped
+    restoring on it would never start again.
     """
     if not key.startswith(_CHUNK_KEY_START):
         return None
@@ -120,11 +157,11 @@ def expand(key: bytes, value: bytes | None) -> list[tuple[bytes, bytes | None]] 
         doc = None
     if not isinstance(doc, dict) or doc.get("v") != 1 or not isinstance(doc.get("e"), list):
         log.error(
-            "packed dedupe record %r is not {'v': 1, 'e': [...]}: stored as it is, its"
-            " records not expanded (re-sends of its events are not recognised)",
+            "packed dedupe record %r is not {'v': 1, 'e': [...]}: nothing of it stored"
+            " (re-sends of its events are not recognised)",
             key,
         )
-        return None
+        return []
     rows: list[tuple[bytes, bytes | None]] = []
     newest = 0
     dumps = orjson.dumps
@@ -138,8 +175,9 @@ def expand(key: bytes, value: bytes | None) -> list[tuple[bytes, bytes | None]] 
 
 def chunk_expired(marker: Any, newest_arrival_ms: int, horizon_ms: int) -> bool:
     """Whether a packed record (its local marker ``{"a": newest arrival ms, ...}``) may be
-    deleted: every record in it is :func:`expired`."""
-    return int(marker["a"]) < newest_arrival_ms - 2 * horizon_ms
+    deleted: every record in it is :func:`expired` (a marker of another shape: False)."""
+    arrival = marker.get("a") if isinstance(marker, dict) else None
+    return isinstance(arrival, int) and arrival < newest_arrival_ms - 2 * horizon_ms
 
 
 def sweep(
@@ -217,6 +255,7 @@ class Dedupe:
     horizon_ms: int
     _records: dict[str, list[int] | None] = field(default_factory=dict)
     _changed: dict[str, list[int]] = field(default_factory=dict)
+    _replaced: dict[str, int] = field(default_factory=dict)
 
     def check(self, event_id: str, offset: int, arrival_ms: int) -> Verdict:
         """Classify one event of the batch (ascending offsets) and record it."""
@@ -233,6 +272,8 @@ class Dedupe:
             return "again"
         if arrival_ms - record[1] <= self.horizon_ms:
             return "duplicate"
+        if key not in self._changed:  # a stored record, not one of this batch
+            self._replaced[key] = record[0]
         self._records[key] = self._changed[key] = [offset, arrival_ms]
         return "expired"
 
@@ -242,7 +283,13 @@ class Dedupe:
         key = dedupe_key(event_id)
         self._records.pop(key, None)
         self._changed.pop(key, None)
+        self._replaced.pop(key, None)
 
     def writes(self) -> list[tuple[str, list[int]]]:
         """The records the batch created or renewed, ``(key, [offset, arrival ms])``."""
         return list(self._changed.items())
+
+    def replaced(self) -> dict[str, int]:
+        """The stored records the batch renewed (re-sends after the horizon): key → the
+        input offset of the record replaced."""
+        return dict(self._replaced)

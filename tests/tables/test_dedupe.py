@@ -15,8 +15,10 @@ from stream_app.schemas.bookings import BookingEvent
 from stream_app.tables import bookings
 from stream_app.tables.dedupe import (
     CHUNK_EVENTS,
+    PACKED_SINCE,
     Dedupe,
     Verdict,
+    changelog_rows,
     chunk_expired,
     dedupe_key,
     expand,
@@ -288,9 +290,13 @@ def test_packed_records_expand_to_each_record_and_a_marker() -> None:
     assert expand(marker_key, None) == [(marker_key, None)]
     assert expand(b'"org/venue/day/2026-01-01"', b'{"o":1}') is None
     assert expand(f'"{dedupe_key("x")}"'.encode(), b"[1,2]") is None
-    assert expand(marker_key, b"[1, 2]") is None
-    assert expand(marker_key, b'{"v": 2, "e": []}') is None
-    assert expand(marker_key, b"not json") is None
+    # a packed record this version cannot read is logged and nothing of it stored (a marker
+    # of another shape would stop the sweep, a value that is not JSON every scan)
+    assert expand(marker_key, b"[1, 2]") == []
+    assert expand(marker_key, b'{"v": 2, "e": []}') == []
+    assert expand(marker_key, b"not json") == []
+    assert not chunk_expired({"v": 2}, 10**15, HORIZON_MS)
+    assert not chunk_expired([1, 2], 10**15, HORIZON_MS)
     # a packed record may go once every record in it is past two horizons
     marker = local[marker_key]
     assert chunk_expired(marker, marker["a"] + 2 * HORIZON_MS + 1, HORIZON_MS)
@@ -407,3 +413,96 @@ def test_a_record_renewed_later_in_its_batch_is_packed_in_offset_order() -> None
     ((key, value),) = pack(d.writes())
     assert key.startswith(f"~d/{101:020d}-")
     assert [o for _, o, _ in value["e"]] == [101, 150]
+
+
+def test_the_changelog_rows_of_a_batchs_records_packed_and_one_each() -> None:
+    """What a batch sends for its dedupe records: packed, the partition's packed-since row
+    when packing begins there, and a tombstone for a renewed record that had a changelog
+    record of its own; one each, the records behind a tombstone of the packed-since row (so
+    a later packed batch marks where packing began again, above them)."""
+    store: dict[str, Any] = {dedupe_key("org/old"): [3, T0_MS - 3 * HORIZON_MS]}
+    d = Dedupe(store.get, HORIZON_MS)
+    assert d.check("org/a", 10, T0_MS) == "new"
+    assert d.check("org/old", 11, T0_MS) == "expired"  # renewed: its record was at offset 3
+    assert d.check("org/b", 12, T0_MS) == "new"
+    assert d.replaced() == {dedupe_key("org/old"): 3}
+    records = d.writes()
+    # packing begins on the partition: it is marked at the batch's lowest offset, and the
+    # renewed record's own changelog record (offset 3, below the mark) gets a tombstone
+    since, rows = changelog_rows(records, d.replaced(), None, True)
+    assert since == 10
+    assert rows == [
+        (dedupe_key("org/old"), None),
+        (PACKED_SINCE, {"since": 10}),
+        *pack(records),
+    ]
+    # packing went on since offset 2: the record at 3 was packed already, no tombstone
+    since, rows = changelog_rows(records, d.replaced(), {"since": 2}, True)
+    assert (since, rows) == (2, pack(records))
+    # one each: the records, and the mark cleared once (not again when it is gone)
+    assert changelog_rows(records, d.replaced(), {"since": 2}, False) == (
+        None,
+        [(PACKED_SINCE, None), *records],
+    )
+    assert changelog_rows(records, d.replaced(), None, False) == (None, records)
+    assert changelog_rows([], {}, {"since": 2}, False) == (None, [])
+    assert changelog_rows([], {}, None, True) == (None, [])
+    # a record renewed twice in one batch is replaced once, at its stored offset; forgetting
+    # a renewal forgets its replacement
+    d2 = Dedupe(store.get, HORIZON_MS)
+    assert d2.check("org/old", 20, T0_MS) == "expired"
+    assert d2.check("org/old", 21, T0_MS + HORIZON_MS + 1) == "expired"
+    assert d2.replaced() == {dedupe_key("org/old"): 3}
+    d2.forget("org/old")
+    assert d2.replaced() == {} and d2.writes() == []
+
+
+def test_no_record_written_one_each_stays_in_the_changelog_when_packing_is_toggled() -> None:
+    """Packed (offsets 100..), one each (200..: a worker not yet restarted in the upgrade's
+    second step, or packing turned off), packed again (300..): two horizons later the sweep
+    leaves no dedupe record and no packed record in the (compacted) changelog, and deletes
+    the packed ones locally (the second round of the attacker review: with the first mark
+    kept, the records written one each at 200.. were deleted locally only, for ever in the
+    changelog)."""
+    changelog: dict[str, Any] = {}  # compacted: the last value of each key
+    local: dict[str, Any] = {}
+
+    def store(rows: list[tuple[str, Any]]) -> None:
+        for key, value in rows:
+            if value is None:
+                changelog.pop(key, None)
+            else:
+                changelog[key] = value
+            kb = f'"{key}"'.encode()
+            expanded = expand(kb, None if value is None else orjson.dumps(value))
+            for rk, rv in expanded if expanded is not None else [(kb, orjson.dumps(value))]:
+                if rv is None or rv == b"null":
+                    local.pop(rk[1:-1].decode(), None)
+                else:
+                    local[rk[1:-1].decode()] = orjson.loads(rv)
+
+    def batch(first: int, packed: bool) -> int | None:
+        d = Dedupe(local.get, HORIZON_MS)
+        for o in range(first, first + 10):
+            assert d.check(f"org/e{o}", o, T0_MS + o) == "new"
+        since, rows = changelog_rows(d.writes(), d.replaced(), local.get(PACKED_SINCE), packed)
+        store(rows)
+        return since
+
+    assert batch(100, True) == 100
+    assert batch(200, False) is None and PACKED_SINCE not in local
+    assert batch(300, True) == 300
+    records = sorted((k, v) for k, v in local.items() if k.startswith("~e/"))
+    markers = sorted((k, v) for k, v in local.items() if k.startswith("~d/"))
+    assert len(records) == 30 and len(markers) == 2
+    deletes, tombstones, _ = sweep(
+        records, markers, {}, T0_MS + 3 * HORIZON_MS, HORIZON_MS, 5_000, 300
+    )
+    store(tombstones)
+    assert [k for k in changelog if k.startswith(("~e/", "~d/"))] == []
+    packed_keys = {dedupe_key(f"org/e{o}") for o in [*range(100, 110), *range(300, 310)]}
+    # the records at 100.. were packed too, but below the mark: tombstoned, not left behind
+    assert {k for k, _ in deletes} | {k for k, _ in tombstones if k.startswith("~e/")} == {
+        k for k, _ in records
+    }
+    assert {k for k, _ in deletes} == {k for k in packed_keys if local.get(k, [0])[0] >= 300}
