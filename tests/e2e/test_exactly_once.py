@@ -9,8 +9,10 @@ import asyncio
 import os
 import random
 from collections import defaultdict
+from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import orjson
@@ -160,10 +162,9 @@ async def print_offset_bookkeeping(*workers: WorkerProcess) -> None:
             print("offset bookkeeping of", worker.url, "unavailable:", exc)
 
 
-def persisted_offsets(table_dir: Path) -> dict[str, int]:
-    """The changelog offset stored in each RocksDB partition of a table folder (faust's
-    ``__faust\\0offset__`` key), opened read-only after the worker died."""
-    out: dict[str, int] = {}
+def partition_databases(table_dir: Path) -> Iterator[tuple[str, Any]]:
+    """``(folder name, database)`` of every RocksDB partition of a table folder, each opened
+    read-only (the worker has stopped) and closed after its turn."""
     for db_dir in sorted(table_dir.parent.glob(table_dir.name + "-*.db")):
         db = rocksdict.Rdict(
             str(db_dir),
@@ -171,11 +172,19 @@ def persisted_offsets(table_dir: Path) -> dict[str, int]:
             access_type=rocksdict.AccessType.read_only(),
         )
         try:
-            raw = db.get(b"__faust\x00offset__")
+            yield db_dir.name, db
         finally:
             db.close()
+
+
+def persisted_offsets(table_dir: Path) -> dict[str, int]:
+    """The changelog offset stored in each RocksDB partition of a table folder (faust's
+    ``__faust\\0offset__`` key), opened read-only after the worker died."""
+    out: dict[str, int] = {}
+    for name, db in partition_databases(table_dir):
+        raw = db.get(b"__faust\x00offset__")
         if raw is not None:
-            out[db_dir.name] = int(raw)
+            out[name] = int(raw)
     return out
 
 
@@ -183,20 +192,12 @@ def dedupe_rows(table_dir: Path) -> dict[str, list[int]]:
     """The dedupe records (``~e/`` keys) of every RocksDB partition of a table folder,
     opened read-only after the worker stopped."""
     out: dict[str, list[int]] = {}
-    for db_dir in sorted(table_dir.parent.glob(table_dir.name + "-*.db")):
-        db = rocksdict.Rdict(
-            str(db_dir),
-            options=rocksdict.Options(raw_mode=True),
-            access_type=rocksdict.AccessType.read_only(),
-        )
-        try:
-            for key, value in db.items(from_key=b'"~e/'):
-                assert isinstance(key, bytes) and isinstance(value, bytes)  # raw mode
-                if not key.startswith(b'"~e/'):
-                    break
-                out[key[1:-1].decode()] = orjson.loads(value)
-        finally:
-            db.close()
+    for _, db in partition_databases(table_dir):
+        for key, value in db.items(from_key=b'"~e/'):
+            assert isinstance(key, bytes) and isinstance(value, bytes)  # raw mode
+            if not key.startswith(b'"~e/'):
+                break
+            out[key[1:-1].decode()] = orjson.loads(value)
     return out
 
 
