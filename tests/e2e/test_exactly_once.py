@@ -221,6 +221,18 @@ async def one_worker_part_way(
     return worker, expected
 
 
+async def restart_and_check(
+    settings: Settings, worker_factory: WorkerFactory, group: str, org: str, expected: Totals
+) -> None:
+    """Start worker ``first`` of ``group`` again on its folder, wait until it has folded every
+    event, check ``org``'s totals against ``expected`` and stop it cleanly."""
+    second = worker_factory.start(group, "first", **ENV)
+    await second.wait_ready(timeout_s=120, min_partitions=4)
+    await wait_for_lag_zero(settings.kafka_bootstrap, group, WEDDING_BOOKINGS, 240)
+    assert await read_totals(second, settings, org) == expected
+    assert second.stop() == 0
+
+
 @pytest.mark.usefixtures("own_workers")
 async def test_sigkill_mid_stream_then_recovery_from_the_changelog(
     settings: Settings, worker_factory: WorkerFactory, state_dir: Path
@@ -233,11 +245,7 @@ async def test_sigkill_mid_stream_then_recovery_from_the_changelog(
     # it reached: the restarted worker keeps it and replays only the tail after that offset
     persisted = persisted_offsets(tables / "venue-bookings")
     assert persisted and all(o >= 0 for o in persisted.values()), persisted
-    second = worker_factory.start(group, "first", **ENV)
-    await second.wait_ready(timeout_s=120, min_partitions=4)
-    await wait_for_lag_zero(settings.kafka_bootstrap, group, WEDDING_BOOKINGS, 240)
-    assert await read_totals(second, settings, org) == expected
-    assert second.stop() == 0
+    await restart_and_check(settings, worker_factory, group, org, expected)
     # the dedupe records travel packed in the changelog (no record per event) and the local
     # records are exactly those the packed records stand for: one per distinct event
     changelog = await read_topic(settings.kafka_bootstrap, f"{group}-venue-bookings-changelog")
@@ -269,11 +277,7 @@ async def test_an_upgrade_to_packed_dedupe_records_mid_stream(
         settings, worker_factory, org, group, "first", 13, WEDDING_DEDUPE_PACKED="0"
     )
     assert first.kill() == -9
-    second = worker_factory.start(group, "first", **ENV)
-    await second.wait_ready(timeout_s=120, min_partitions=4)
-    await wait_for_lag_zero(settings.kafka_bootstrap, group, WEDDING_BOOKINGS, 240)
-    assert await read_totals(second, settings, org) == expected
-    assert second.stop() == 0
+    await restart_and_check(settings, worker_factory, group, org, expected)
     changelog = await read_topic(settings.kafka_bootstrap, f"{group}-venue-bookings-changelog")
     one_each = {
         r.key[1:-1].decode(): (r.partition, orjson.loads(r.value))
