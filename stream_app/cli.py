@@ -39,23 +39,24 @@ _services_hint: str | None = None
 services to read the connection settings from (printed with the error by :func:`main`)."""
 
 
-NO_GUESSED_BROKER: dict[str, str] = {
-    "send": "send events to",
-    "replay": "send events to",
-    "dead-letters": "read dead letters from",
+NO_GUESSED_BROKER: dict[str, tuple[str, str]] = {
+    "send": ("send events to", "nothing was sent"),
+    "replay": ("send events to", "nothing was sent"),
+    "dead-letters": ("read dead letters from", "nothing was read"),
 }
-"""Commands that write events to a broker, or read tenants' payloads from one, → what they
-do with it: without ``KAFKA_BOOTSTRAP`` and without running services for the folder they
-refuse to start rather than use the default address (whatever broker listens on
-127.0.0.1:9092 would take the events, or show its dead letters as this deployment's)."""
+"""Commands that write events to a broker, or read tenants' payloads from one, → (what they
+do with it, what a refusal leaves undone): without ``KAFKA_BOOTSTRAP`` and without running
+services for the folder they refuse to start rather than use the default address (whatever
+broker listens on 127.0.0.1:9092 would take the events, or show its dead letters as this
+deployment's)."""
 
 
 def _guessed_broker(command: str) -> bool:
     """True (after saying so on stderr) when ``command`` would use the default broker
     address only because no connection settings were found (:data:`NO_GUESSED_BROKER`)."""
-    what = NO_GUESSED_BROKER.get(command)
-    if what and _services_hint and not os.environ.get("KAFKA_BOOTSTRAP"):
-        done = "nothing was sent" if what.startswith("send") else "nothing was read"
+    refused = NO_GUESSED_BROKER.get(command)
+    if refused and _services_hint and not os.environ.get("KAFKA_BOOTSTRAP"):
+        what, done = refused
         print(
             f"error: {_services_hint}; `{command}` does not {what} a broker it"
             f" only guessed (the default 127.0.0.1:9092): {done}",

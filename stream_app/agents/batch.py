@@ -62,8 +62,15 @@ from stream_app.runtime.bulk_send import send_records
 from stream_app.runtime.consumer import BatchConsumer, BatchMessage
 from stream_app.runtime.state import Row, WriteBehindTable, producer_client
 from stream_app.schemas.base import MAX_EVENT_BYTES, EventValidationError, decode_event
-from stream_app.tables import dedupe as dedupe_records
-from stream_app.tables.dedupe import PACKED_SINCE, Dedupe, changelog_rows, dedupe_key, sweep
+from stream_app.tables.dedupe import (
+    CHUNK_PREFIX,
+    PACKED_SINCE,
+    Dedupe,
+    changelog_rows,
+    dedupe_key,
+    expand,
+    sweep,
+)
 from stream_app.topics import DEAD_LETTER
 
 E = TypeVar("E", bound=msgspec.Struct)
@@ -257,7 +264,7 @@ class BatchStream(Generic[E]):
     _queued: _Turns = field(default_factory=lambda: _Turns())
 
     def __post_init__(self) -> None:
-        self.state = WriteBehindTable(self.table, expand=dedupe_records.expand)
+        self.state = WriteBehindTable(self.table, expand=expand)
         STREAM_REWINDS.labels(self.topic)  # a series at 0 from the start: its first rise shows
 
     async def run(self, stream: AsyncIterable[Any]) -> None:
@@ -651,7 +658,7 @@ class BatchStream(Generic[E]):
             return [], []
         local, tombstones, next_cursor = sweep(
             self.state.scan_from(partition, cursor or dedupe_key("")[:3]),
-            self.state.scan_from(partition, dedupe_records.CHUNK_PREFIX),
+            self.state.scan_from(partition, CHUNK_PREFIX),
             self._overlay.get(partition, {}),
             newest,
             horizon_ms,
@@ -659,7 +666,7 @@ class BatchStream(Generic[E]):
             packed_since,
         )
         self._swept[partition] = (now, next_cursor)
-        return list(local), list(tombstones)
+        return local, tombstones
 
     @staticmethod
     async def _send_dead_letters(

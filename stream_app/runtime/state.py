@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -138,21 +138,11 @@ class WriteBehindTable:
         """Encode ``rows`` and hand their changelog records to the producer, in order (returns
         once they are queued, not acknowledged). Two calls queue in call order when the
         second starts after the first returned. ``local`` rows are written to RocksDB only,
-        after ``rows``, by :meth:`write_local` (deletes of expired dedupe records, which
+        before ``rows``, by :meth:`write_local` (deletes of expired dedupe records, which
         the changelog holds in packed records until those expire whole)."""
-        encoded: dict[int, list[tuple[bytes, bytes | None]]] = {}
-        local_encoded: dict[int, list[tuple[bytes, bytes | None]]] = {}
         with gc_tuning.paused():
-            for partition, part in rows.items():
-                if part:
-                    encoded[partition] = [
-                        (encode_key(k), None if v is None else orjson.dumps(v)) for k, v in part
-                    ]
-            for partition, part in (local or {}).items():
-                if part:
-                    local_encoded[partition] = [
-                        (encode_key(k), None if v is None else orjson.dumps(v)) for k, v in part
-                    ]
+            encoded = _encode(rows)
+            local_encoded = _encode(local or {})
         if not encoded:
             return Sent(encoded, [], local=local_encoded)
         topic: str = self.table.changelog_topic.get_topic_name()
@@ -196,21 +186,11 @@ class WriteBehindTable:
             records = sent.encoded.get(partition, [])
             db = self._db(partition)
             batch = rocksdict.WriteBatch(raw_mode=True)
-            for kb, vb in sent.local.get(partition, ()):  # RocksDB only
-                if vb is None:
-                    batch.delete(kb)
-                    index.pop(kb, None)
-                else:
-                    batch.put(kb, vb)
+            _apply(batch, index, sent.local.get(partition, ()))  # RocksDB only
             for kb, vb in records:
                 rows = None if expand is None else expand(kb, vb)
                 if rows is not None:  # e.g. a packed record: the rows it stands for
-                    for row_key, row_value in rows:
-                        if row_value is None:
-                            batch.delete(row_key)
-                            index.pop(row_key, None)
-                        else:
-                            batch.put(row_key, row_value)
+                    _apply(batch, index, rows)
                     continue
                 if vb is None:
                     batch.delete(kb)
@@ -242,6 +222,27 @@ class WriteBehindTable:
         if n:
             failpoints.hit("state_written")
         return n
+
+
+def _encode(rows: Mapping[int, Sequence[Row]]) -> dict[int, list[tuple[bytes, bytes | None]]]:
+    """``rows`` per partition as the table stores them (key and JSON value; None deletes),
+    the partitions without rows left out."""
+    return {
+        partition: [(encode_key(k), None if v is None else orjson.dumps(v)) for k, v in part]
+        for partition, part in rows.items()
+        if part
+    }
+
+
+def _apply(batch: Any, index: Any, rows: Iterable[tuple[bytes, bytes | None]]) -> None:
+    """Put ``rows`` (encoded) into the RocksDB write ``batch``; a None value deletes its key,
+    also from faust's key index (``index``)."""
+    for key, value in rows:
+        if value is None:
+            batch.delete(key)
+            index.pop(key, None)
+        else:
+            batch.put(key, value)
 
 
 @dataclass(slots=True)

@@ -39,7 +39,7 @@ partition's :data:`PACKED_SINCE` offset) get a changelog tombstone too when they
 would apply a packed record's tombstone to its marker only and keep its records: not
 supported. ``bench_million`` (1,000,000 events, one worker): a dedupe record per event was
 two thirds of the changelog records (a batch changes about one row per two events); packed,
-the worker's CPU per event went down 5-13 % and its peak memory 27 % (README, Benchmarks).
+the worker's peak memory went down 27 % and its CPU per event 0-13 % (README, Benchmarks).
 """
 
 from __future__ import annotations
