@@ -67,11 +67,15 @@ def _client_id(body: dict[str, Any], allowed: frozenset[str]) -> str:
     client_id = body.get("client_id")
     if client_id is None:
         raise ApiError(400, "missing_field", "client_id is required", field="$.client_id")
-    if not isinstance(client_id, str) or not _IDENTIFIER.fullmatch(client_id):
+    if (
+        not isinstance(client_id, str)
+        or not _IDENTIFIER.fullmatch(client_id)
+        or client_id in (".", "..")  # the id rule of stream_app.schemas.ids
+    ):
         raise ApiError(
             400,
             "invalid_field",
-            "client_id: 1-128 characters of A-Z, a-z, 0-9, '.', '_', ':' or '-'",
+            "client_id: 1-128 characters of A-Z, a-z, 0-9, '.', '_', ':' or '-', not '.' or '..'",
             field="$.client_id",
         )
     return client_id

@@ -378,6 +378,8 @@ async def test_bad_gdpr_and_retention_bodies_are_400_naming_the_field(
     cases: list[tuple[str, Any, str]] = [
         ("gdpr/export", {}, "$.client_id"),
         ("gdpr/export", {"client_id": "a/b"}, "$.client_id"),
+        ("gdpr/export", {"client_id": ".."}, "$.client_id"),
+        ("gdpr/erase", {"client_id": "."}, "$.client_id"),
         ("gdpr/export", {"client_id": CLIENT, "kind": "erasure"}, "$.kind"),
         ("gdpr/erase", {"client_id": CLIENT, "why": "x"}, "$.why"),
         ("gdpr/erase", [CLIENT], "$"),
