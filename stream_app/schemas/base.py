@@ -13,7 +13,7 @@ import msgspec.inspect
 import pycountry
 
 from stream_app.errors import WeddingError, cut
-from stream_app.schemas.ids import Identifier
+from stream_app.schemas.ids import Identifier, plain_reason
 
 MAX_EVENT_BYTES = 900_000
 """Largest event the fold agents take (its value's bytes): a larger message is dead-lettered
@@ -135,7 +135,7 @@ def decode_event(raw: bytes, event_type: type[E]) -> E:
     try:
         return msgspec.json.decode(raw, type=event_type)
     except msgspec.ValidationError as exc:
-        text = str(exc)
+        text = plain_reason(str(exc))
         match = _PATH_RE.search(text)
         path, reason = (
             (match.group(1), _PATH_RE.sub("", text).rstrip(" -")) if match else ("$", text)

@@ -30,6 +30,18 @@ ID_RULE = "1-128 characters of A-Z, a-z, 0-9, '.', '_', ':' or '-', and not '.' 
 
 _ID_RE = re.compile(ID_PATTERN)
 
+_REGEX_REFUSAL = f"Expected `str` matching regex {ID_PATTERN!r}"
+"""msgspec's refusal of an :data:`Identifier` that breaks the pattern."""
+
+
+def plain_reason(message: str) -> str:
+    """``message`` (msgspec's refusal of a field) with a broken id rule said in words
+    (:data:`ID_RULE`), as the path and CLI checks say it, instead of the regular expression:
+    ``"Expected `str` matching regex '^(?!...'"`` → ``"must be 1-128 characters of ..."``.
+    Any other message is returned as it is."""
+    return message.replace(_REGEX_REFUSAL, f"must be {ID_RULE}")
+
+
 Identifier = Annotated[
     str, msgspec.Meta(min_length=1, max_length=ID_MAX_LENGTH, pattern=ID_PATTERN)
 ]

@@ -83,10 +83,14 @@ def bearer_token(request: web.Request) -> str:
     """The token of the ``Authorization: Bearer`` header.
 
     Raises:
-        ApiError: 401 ``unauthorized`` when the header is missing or not a bearer token.
+        ApiError: 401 ``unauthorized`` when the header is missing, not a bearer token, or its
+            token is empty (``Bearer `` and nothing, said as such).
     """
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
+    if scheme.lower() == "bearer" and not token.strip():
+        # ``Bearer `` and nothing: a shell's ``$TOKEN`` left empty by a failed command
+        raise ApiError(401, "unauthorized", "the bearer token is empty", field="Authorization")
     if scheme.lower() != "bearer" or not token:
         raise ApiError(
             401,

@@ -87,12 +87,18 @@ def json_value(raw: bytes) -> Any:
 
     Raises:
         ApiError: 400 ``invalid_json`` naming ``$`` (also for a body nested deeper than
-            :data:`MAX_JSON_DEPTH`); 400 ``invalid_field`` naming a key an object repeats
+            :data:`MAX_JSON_DEPTH`, and for bytes that are not UTF-8: the first bad byte's
+            position); 400 ``invalid_field`` naming a key an object repeats
             (:func:`refuse_duplicate_keys`).
     """
     try:
         value = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
+        try:  # orjson calls any bad UTF-8 "surrogates not allowed": say where it is
+            raw.decode("utf-8")
+        except UnicodeDecodeError as bad:
+            reason = f"body is not valid UTF-8: {bad.reason} at byte {bad.start}"
+            raise ApiError(400, "invalid_json", reason, field="$") from None
         raise ApiError(400, "invalid_json", f"body is not JSON: {exc}", field="$") from None
     refuse_deep_json(raw)
     refuse_duplicate_keys(raw)

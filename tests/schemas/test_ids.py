@@ -8,7 +8,7 @@ import pytest
 from stream_app.cli import main as cli_main
 from stream_app.schedules.model import ScheduleValidationError
 from stream_app.schemas.base import EventValidationError, decode_event
-from stream_app.schemas.ids import InvalidIdError, check_id, is_valid_id
+from stream_app.schemas.ids import ID_RULE, InvalidIdError, check_id, is_valid_id
 from stream_app.schemas.reports import ReportRequest
 from stream_app.web.errors import ApiError
 from stream_app.web.views import check_path_ids
@@ -71,6 +71,10 @@ def test_kafka_report_request_names_the_field(field: str, value: str) -> None:
     with pytest.raises(EventValidationError) as err:
         decode_event(raw, ReportRequest)
     assert err.value.field == f"$.{field}"
+    # the rule in words, as the path and CLI checks give it (not the regular expression)
+    if value and len(value) <= 128:
+        assert err.value.reason == f"must be {ID_RULE}"
+    assert "regex" not in err.value.reason
 
 
 def test_kafka_report_request_with_a_good_id_decodes() -> None:

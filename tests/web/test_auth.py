@@ -10,6 +10,7 @@ from typing import Any
 
 import jwt
 import pytest
+from aiohttp.test_utils import make_mocked_request
 
 from stream_app.schemas.tokens import (
     DEFAULT_AUDIENCE,
@@ -19,7 +20,7 @@ from stream_app.schemas.tokens import (
     INTERNAL_TOKEN_TTL_S,
     new_token,
 )
-from stream_app.web.auth import decode_token
+from stream_app.web.auth import bearer_token, decode_token
 from stream_app.web.errors import ApiError
 
 SECRET = "a-test-secret-of-32-characters!!"
@@ -138,3 +139,30 @@ def test_a_worker_to_worker_token_lives_no_longer_than_the_workers_mint_it() -> 
         internal=True,
     )
     assert decode_token(minted.token, SECRET).internal is True  # as the workers mint them
+
+
+@pytest.mark.parametrize(
+    ("header", "reason"),
+    [
+        (None, "an 'Authorization: Bearer <token>' header is required"),
+        ("Basic dXNlcjpwYXNz", "an 'Authorization: Bearer <token>' header is required"),
+        # curl -H "Authorization: Bearer $EMPTY": the server trims the value to "Bearer"
+        ("Bearer", "the bearer token is empty"),
+        ("Bearer ", "the bearer token is empty"),
+        ("bearer   ", "the bearer token is empty"),
+    ],
+)
+def test_a_missing_header_and_an_empty_token_are_told_apart(
+    header: str | None, reason: str
+) -> None:
+    headers = {} if header is None else {"Authorization": header}
+    request = make_mocked_request("GET", "/orgs/org-a/venues", headers=headers)
+    with pytest.raises(ApiError) as refused:
+        bearer_token(request)
+    e = refused.value
+    assert (e.status, e.code, e.reason, e.field) == (401, "unauthorized", reason, "Authorization")
+
+
+def test_a_bearer_token_is_read_as_sent() -> None:
+    request = make_mocked_request("GET", "/", headers={"Authorization": "Bearer abc.def.ghi"})
+    assert bearer_token(request) == "abc.def.ghi"

@@ -116,6 +116,26 @@ def test_json_value_takes_any_json() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b'{"client_id":"c\xff\xfe"}', "body is not valid UTF-8: invalid start byte at byte 15"),
+        (b'{"a":"\xc0\xaf"}', "body is not valid UTF-8: invalid start byte at byte 6"),
+        (b'{"a":"\xe2\x82"}', "body is not valid UTF-8: invalid continuation byte at byte 6"),
+    ],
+)
+def test_a_body_that_is_not_utf8_says_where(raw: bytes, reason: str) -> None:
+    """orjson calls every bad UTF-8 "surrogates not allowed": the reason names the byte."""
+    with pytest.raises(ApiError) as caught:
+        json_value(raw)
+    assert (caught.value.status, caught.value.code, caught.value.field) == (
+        400,
+        "invalid_json",
+        "$",
+    )
+    assert caught.value.reason == reason
+
+
 def test_decode_aggregation_names_the_path() -> None:
     with pytest.raises(ApiError) as caught:
         decode_aggregation(decode_request, b"{")
