@@ -231,6 +231,27 @@ async def _require_organization(dsn: str, organization_id: str) -> None:
         await conn.close()
 
 
+async def _require_new_report_id(dsn: str, organization_id: str, report_id: str) -> None:
+    """Raise ValueError naming ``--report-id`` when the organisation already has a report of
+    that id: the router would dead-letter the request at once (a report id is an idempotency
+    key of its organisation) and the command would wait its whole ``--timeout`` for a status
+    that never comes. (Two callers racing for a new id: one of them still waits it out.)"""
+    import asyncpg
+
+    from stream_app.db.reports import current_status
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        status = await current_status(conn, organization_id, report_id)
+    finally:
+        await conn.close()
+    if status is not None:
+        raise ValueError(
+            f"--report-id: {report_id!r} already names a report of {organization_id!r}"
+            f" (status {status}); a report id is used once: choose another, or leave it out"
+        )
+
+
 def _cmd_synth(args: argparse.Namespace) -> int:
     import asyncpg
 
@@ -339,6 +360,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
     if date_to < date_from:
         raise ValueError(f"--to: {date_to} is before --from {date_from}")
     asyncio.run(_require_organization(load_settings().postgres_dsn, args.org))
+    if args.report_id is not None:
+        asyncio.run(_require_new_report_id(load_settings().postgres_dsn, args.org, args.report_id))
 
     try:
         status = asyncio.run(
@@ -661,6 +684,7 @@ def _cmd_dead_letters(args: argparse.Namespace) -> int:
     from stream_app.deadletters import describe, read_dead_letters
     from stream_app.settings import load_settings
 
+    _check_org_id("--organization", args.organization)
     if _guessed_broker("dead-letters"):
         return 2
     s = load_settings()

@@ -12,6 +12,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -19,7 +20,8 @@ import asyncpg
 import jwt
 import pytest
 
-from stream_app.cli import build_parser, main
+from stream_app.cli import _require_new_report_id, build_parser, main
+from stream_app.db.reports import insert_queued
 from stream_app.db.roles import APP_ROLE, as_role
 from stream_app.devservices.manager import ServiceSettings
 from stream_app.settings import DEV_JWT_SECRET, Settings
@@ -332,6 +334,45 @@ def test_bad_arguments_name_the_argument(
     assert message in capsys.readouterr().err
 
 
+def test_a_report_id_already_used_is_refused_at_once(
+    env: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The s15 fresh user's ``report --report-id <used>``: the router dead-letters such a
+    request at once, and the command waited its whole timeout (120 s) for a status; now it
+    is refused before anything is sent, naming the option, the report and its status."""
+    assert main(["org", "cli-org3", "--zone", "UTC"]) == 0
+
+    async def record() -> bool:
+        conn = await asyncpg.connect(as_role(env.postgres_dsn, APP_ROLE))
+        try:
+            return await insert_queued(
+                conn,
+                report_id="used-1",
+                organization_id="cli-org3",
+                user_id="u",
+                report_type="monthly_booking_summary",
+                request={},
+            )
+        finally:
+            await conn.close()
+
+    assert asyncio.run(record()) is True
+    argv = ["report", "--org", "cli-org3", "--from", "2016-01-01", "--to", "2016-01-31"]
+    started = time.monotonic()
+    assert main([*argv, "--report-id", "used-1", "--timeout", "60"]) == 2
+    assert time.monotonic() - started < 30
+    assert capsys.readouterr().err == (
+        "error: --report-id: 'used-1' already names a report of 'cli-org3' (status queued);"
+        " a report id is used once: choose another, or leave it out\n"
+    )
+    # another organisation's report of that id is no obstacle (ids are per organisation)
+    assert main(["org", "cli-org4", "--zone", "UTC"]) == 0
+    dsn = as_role(env.postgres_dsn, APP_ROLE)
+    assert asyncio.run(_require_new_report_id(dsn, "cli-org4", "used-1")) is None
+    with pytest.raises(ValueError, match="'used-1' already names a report of 'cli-org3'"):
+        asyncio.run(_require_new_report_id(dsn, "cli-org3", "used-1"))
+
+
 async def test_a_database_never_set_up_is_named_with_the_command_that_sets_it_up(
     services: ServiceSettings, tmp_path: Path
 ) -> None:
@@ -377,7 +418,12 @@ def test_a_wrong_kafka_bootstrap_is_named(tmp_path: Path) -> None:
     assert last.startswith("error: cannot reach Kafka at 127.0.0.1:1 (KAFKA_BOOTSTRAP): "), last
 
 
-def test_dead_letters_takes_org_like_the_other_commands() -> None:
+def test_dead_letters_takes_org_like_the_other_commands(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     parser = build_parser()
     for option in ("--org", "--organization", "--organisation"):
         assert parser.parse_args(["dead-letters", option, "acme"]).organization == "acme"
+    # and the id rule as they do, before any broker is asked (the s15 fresh user: 0 shown)
+    assert main(["dead-letters", "--organization", ".."]) == 2
+    assert capsys.readouterr().err.startswith("error: --organization: 1-128 characters")

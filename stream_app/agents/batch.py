@@ -61,7 +61,12 @@ from stream_app.runtime import failpoints, gc_tuning
 from stream_app.runtime.bulk_send import send_records
 from stream_app.runtime.consumer import BatchConsumer, BatchMessage
 from stream_app.runtime.state import Row, WriteBehindTable, producer_client
-from stream_app.schemas.base import MAX_EVENT_BYTES, EventValidationError, decode_event
+from stream_app.schemas.base import (
+    MAX_EVENT_BYTES,
+    EventValidationError,
+    decode_event,
+    utf8_reason,
+)
 from stream_app.tables.dedupe import (
     CHUNK_PREFIX,
     PACKED_SINCE,
@@ -156,9 +161,7 @@ def _decode(
             bad.append((record, "$", "the value is not JSON"))
             continue
         except UnicodeDecodeError as exc:  # bad UTF-8 inside a JSON string (msgspec)
-            bad.append(
-                (record, "$", f"the value is not valid UTF-8: {exc.reason} at byte {exc.start}")
-            )
+            bad.append((record, "$", f"the value is {utf8_reason(raw, exc)}"))
             continue
         expected = key_of(event)
         if record.key != expected:

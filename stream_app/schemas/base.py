@@ -157,7 +157,18 @@ def decode_event(raw: bytes, event_type: type[E]) -> E:
     except msgspec.DecodeError as exc:
         return _raise("$", f"not valid JSON: {exc}")
     except UnicodeDecodeError as exc:  # msgspec raises it for bad UTF-8 inside a string
-        return _raise("$", f"not valid UTF-8: {exc.reason} at byte {exc.start}")
+        return _raise("$", utf8_reason(raw, exc))
+
+
+def utf8_reason(raw: bytes, exc: UnicodeDecodeError) -> str:
+    """``"not valid UTF-8: <reason> at byte <n>"`` for a message msgspec refused with ``exc``,
+    ``n`` counted from the start of ``raw`` (msgspec's ``exc.start`` counts from the start of
+    the JSON string holding the byte)."""
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as whole:
+        return f"not valid UTF-8: {whole.reason} at byte {whole.start}"
+    return f"not valid UTF-8: {exc.reason}"
 
 
 _FORMATS = {
