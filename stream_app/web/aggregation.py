@@ -38,6 +38,7 @@ from stream_app.web.auth import Principal, authenticate
 from stream_app.web.errors import ApiError, BusyError
 from stream_app.web.inputs import (
     aggregation_error,
+    allow_query,
     decode_aggregation,
     organization_not_found,
     read_body,
@@ -136,4 +137,5 @@ async def run_aggregation(self: Any, request: web.Request, org: str) -> web.Stre
 async def aggregation_datasets(self: Any, request: web.Request, org: str) -> web.StreamResponse:
     """The datasets and fields an aggregation may name (see the module docstring)."""
     authenticate(request, settings.jwt_secret, org)
+    allow_query(request, set())
     return json_response({"datasets": describe_datasets()})
