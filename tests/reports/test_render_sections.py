@@ -481,8 +481,8 @@ def test_powerpoint_kpi_slides_and_a_slide_per_section(tmp_path: Path) -> None:
     titles = [slide_texts(s)[0] for s in slides]
     assert titles == [
         titles[0],
-        "Headline figures",
         "Key figures",
+        "Totals",
         "Data validation",
         "Revenue by month",
         "Data: rows 1–2 of 2",
@@ -537,7 +537,7 @@ def test_powerpoint_empty_section_and_no_findings(tmp_path: Path) -> None:
     slides = list(Presentation(str(path)).slides)
     titles = [slide_texts(s)[0] for s in slides]
     assert titles[1:] == [
-        "Key figures",
+        "Totals",
         "Revenue by month",
         "Data: rows 1–2 of 2",
         "Leer — 空",

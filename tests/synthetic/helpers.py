@@ -278,7 +278,7 @@ def check_files(
     headline: dict[str, str] = {}
     for slide in deck.slides:
         texts = [sh.text_frame.text for sh in slide.shapes if sh.has_text_frame]
-        if texts and texts[0].startswith("Headline figures"):
+        if texts and texts[0].startswith("Key figures"):
             headline.update((t.split("\n")[1], t.split("\n")[0]) for t in texts[1:])
         for shape in slide.shapes:
             if not shape.has_table:

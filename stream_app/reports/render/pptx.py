@@ -3,9 +3,10 @@
 Slides, in order:
 
 1. Title: the report, the organisation, the period and time zone.
-2. Headline figures (when the table has ``kpis``; one slide per :data:`KPIS_PER_SLIDE`):
-   the report's own key figures, label and value as the report states them.
-3. Key figures (one slide per :data:`KPIS_PER_SLIDE` figures): the row count, then the total
+2. Key figures (when the table has ``kpis``; one slide per :data:`KPIS_PER_SLIDE`): the
+   report's own key figures, label and value as the report states them, titled as in the
+   PDF and Excel files.
+3. Totals (one slide per :data:`KPIS_PER_SLIDE` figures): the row count, then the total
    of every series of the table's chart (e.g. ``revenue (EUR)``: revenue summed over all rows
    in EUR). A table without a chart gets the total of every ``money`` and ``int`` column,
    per currency when the table has a ``currency`` column.
@@ -128,13 +129,13 @@ def render_pptx(table: ReportTable, out: HashingWriter) -> None:
         f"{table.date_from.isoformat()} to {table.date_to.isoformat()} ({table.time_zone})"
     )
 
-    _kpi_slides(prs, "Headline figures", [(k.label, k.value) for k in table.kpis])
+    _kpi_slides(prs, "Key figures", [(k.label, k.value) for k in table.kpis])
     kpis: list[tuple[str, str]] = [("Rows", f"{total:,}")]
     if data is not None:
         kpis.extend(_series_totals(data))
     elif totals is not None:
         kpis.extend(totals.result())
-    _kpi_slides(prs, "Key figures", kpis)
+    _kpi_slides(prs, "Totals", kpis)
 
     findings = list(table.validation)
     for start in range(0, len(findings), FINDINGS_PER_SLIDE):

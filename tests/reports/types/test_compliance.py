@@ -678,8 +678,8 @@ def test_powerpoint_holds_every_figure(tmp_path: Path, table: ReportTable) -> No
         return [s.text_frame.text for s in slide.shapes if s.has_text_frame]
 
     e = expected()
-    headline = next(s for s in slides if texts(s)[0] == "Headline figures (1)")
-    second = next(s for s in slides if texts(s)[0] == "Headline figures (2)")
+    headline = next(s for s in slides if texts(s)[0] == "Key figures (1)")
+    second = next(s for s in slides if texts(s)[0] == "Key figures (2)")
     boxes = [t.split("\n") for s in (headline, second) for t in texts(s)[1:]]
     assert [(b[1], b[0]) for b in boxes] == e.kpis
     validation = next(s for s in slides if texts(s)[0] == "Data validation")

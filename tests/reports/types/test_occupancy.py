@@ -637,7 +637,7 @@ def check_formats(tmp_path: Path, table: ReportTable, expected: Expected) -> Non
     boxes = [
         t.split("\n")
         for slide, title in zip(deck, titles, strict=True)
-        if title.startswith("Headline figures")  # "(1)", "(2)": six figures a slide
+        if title.startswith("Key figures")  # "(1)", "(2)": six figures a slide
         for t in _slide_texts(slide)[1:]
     ]
     assert [(b[1], b[0]) for b in boxes] == kpis
