@@ -458,8 +458,10 @@ def test_powerpoint_title_kpis_native_chart_and_table(tmp_path: Path) -> None:
     assert rows == len(ROWS)
     prs = Presentation(str(path))
     slides = list(prs.slides)
-    # title, key figures, chart, one table slide (7 rows), notes
+    # title, totals (the table states no key figures of its own), chart, one table slide
+    # (7 rows), notes
     assert len(slides) == 5
+    assert slide_texts(slides[1])[0] == "Totals"
     title = "\n".join(slide_texts(slides[0]))
     assert "Monthly booking summary" in title and ORG_NAME in title
     assert "2016-01-01 to 2016-03-31" in title
