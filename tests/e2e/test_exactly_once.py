@@ -295,9 +295,16 @@ async def test_an_upgrade_to_packed_dedupe_records_mid_stream(
         for r in changelog
         if r.key == b'"~c/packed-since"'
     }
-    assert one_each and packed and sorted(since) == [0, 1, 2, 3]
+    # a partition's packing begins with the successor's first new event there (the first
+    # worker may have folded all of a partition before it was killed, faster than it
+    # committed: then the successor writes no record there, packed or not; CI saw 2 of 4)
+    packed_partitions = {
+        r.partition for r in changelog if r.key.startswith(b'"~d/') and r.value is not None
+    }
+    assert one_each and packed and since
+    assert packed_partitions == set(since), (packed_partitions, since)
     # what the first worker wrote one by one is below where its partition's packing began
-    assert all(o < since[p] for p, (o, _) in one_each.values())
+    assert all(p not in since or o < since[p] for p, (o, _) in one_each.values())
     tables = state_dir / "workers" / group / "first" / "v1" / "tables"
     local = dedupe_rows(tables / "venue-bookings")
     assert local == {**{k: v for k, (_, v) in one_each.items()}, **packed}
