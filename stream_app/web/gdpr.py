@@ -37,7 +37,7 @@ from stream_app.gdpr.retention import RuleError, fetch_rule, parse_rule, store_r
 from stream_app.reports import cache as report_cache
 from stream_app.web.auth import authenticate
 from stream_app.web.errors import ApiError
-from stream_app.web.inputs import allow_query, json_object, known_organization, read_body
+from stream_app.web.inputs import json_object, known_organization, read_body
 from stream_app.web.permissions import Permission
 from stream_app.web.responses import json_response
 from stream_app.web.views import page
@@ -259,7 +259,6 @@ async def gdpr_erase(self: Any, request: web.Request, org: str) -> web.StreamRes
 async def retention_get(self: Any, request: web.Request, org: str) -> web.StreamResponse:
     """The organisation's retention rule (days; ``null`` = kept for ever); admin role."""
     authenticate(request, settings.jwt_secret, org)
-    allow_query(request, set())
     pool = await get_pool(settings.postgres_dsn)
     async with pool.acquire() as conn:
         await known_organization(conn, org)

@@ -15,7 +15,6 @@ from stream_app.app import settings
 from stream_app.db import monitoring
 from stream_app.db.pool import get_pool
 from stream_app.web.auth import authenticate
-from stream_app.web.inputs import allow_query
 from stream_app.web.numbers import positive_int
 from stream_app.web.permissions import Permission
 from stream_app.web.responses import json_response
@@ -29,10 +28,8 @@ def _limit(request: web.Request) -> int:
     """The ``limit`` query parameter, 1..:data:`MAX_LIMIT` (default :data:`DEFAULT_LIMIT`).
 
     Raises:
-        ApiError: 400 ``invalid_field`` naming ``limit`` (or another query parameter: only
-            ``limit`` is read).
+        ApiError: 400 ``invalid_field`` naming ``limit``.
     """
-    allow_query(request, {"limit"})
     raw = request.query.get("limit")
     if raw is None:
         return DEFAULT_LIMIT

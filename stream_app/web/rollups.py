@@ -45,7 +45,6 @@ from stream_app.web.auth import authenticate
 from stream_app.web.errors import ApiError
 from stream_app.web.inputs import (
     aggregation_error,
-    allow_query,
     decode_aggregation,
     organization_not_found,
     read_body,
@@ -106,7 +105,6 @@ async def create_rollup_route(self: Any, request: web.Request, org: str) -> web.
 async def list_rollups_route(self: Any, request: web.Request, org: str) -> web.StreamResponse:
     """The organisation's rollups."""
     authenticate(request, settings.jwt_secret, org)
-    allow_query(request, set())
     pool = await get_pool(settings.postgres_dsn)
     async with pool.acquire() as conn:
         rollups = await list_rollups(conn, org)
