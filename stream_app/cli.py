@@ -523,6 +523,12 @@ def _cmd_token(args: argparse.Namespace) -> int:
             f"revoked ({count} recorded token(s)); in force on every worker within"
             f" {s.revocation_cache_s:g} s"
         )
+        if args.jti is not None and count == 0:  # kept: it holds for a token minted elsewhere
+            print(
+                f"warning: --jti: no token of {args.org!r} recorded with jti {args.jti!r}"
+                " (a typo revokes nothing you issued; `token issue` prints each jti)",
+                file=sys.stderr,
+            )
         return 0
     _check_id("--user", args.user)
     venues = [_check_id("--venue", v) for v in args.venue] if args.venue else None

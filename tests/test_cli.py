@@ -106,7 +106,16 @@ def test_a_token_is_recorded_and_audited(
     assert audit == [(ORG, "cli:operator", "analyst")]
     # revoke it by id, then every token of the organisation issued before a time
     assert main(["token", "revoke", "--org", ORG, "--jti", claims["jti"]]) == 0
-    assert "1 recorded token(s)" in capsys.readouterr().out
+    said = capsys.readouterr()
+    assert "1 recorded token(s)" in said.out and "warning" not in said.err
+    # an id no recorded token has: recorded anyway (a token minted elsewhere), but said
+    assert main(["token", "revoke", "--org", ORG, "--jti", "no-such-jti"]) == 0
+    said = capsys.readouterr()
+    assert "(0 recorded token(s))" in said.out
+    assert said.err == (
+        f"warning: --jti: no token of {ORG!r} recorded with jti 'no-such-jti'"
+        " (a typo revokes nothing you issued; `token issue` prints each jti)\n"
+    )
     # a time in the future is refused: it would refuse every token issued from now on too
     assert main(["token", "revoke", "--org", ORG, "--before", "9999-01-01T00:00:00+00:00"]) == 2
     refused = capsys.readouterr().err
@@ -123,7 +132,7 @@ def test_a_token_is_recorded_and_audited(
             ORG,
         )
     )
-    assert revocations[-2:] == [(True, False), (False, True)]
+    assert revocations[-3:] == [(True, False), (True, False), (False, True)]
     audited = asyncio.run(
         rows(
             token_env,

@@ -76,6 +76,9 @@ def error_field(message: str, field: str) -> str:
     return field[: len(field) - len(bare)] + bare + own.group(2)
 
 
+_AT_SUFFIX = re.compile(r" - at `\$[^`]*`$")
+
+
 def convert_field(value: Any, typ: type[Any], field: str) -> Any:
     """``value`` (a request body's ``field``) as a ``typ``, strictly: a number must be a
     JSON number and a boolean a JSON boolean (``"5"``, ``"true"`` are refused); a datetime
@@ -91,7 +94,9 @@ def convert_field(value: Any, typ: type[Any], field: str) -> Any:
         raise
     except msgspec.ValidationError as exc:
         message = str(exc)
-        raise ApiError(400, "invalid_field", message, field=error_field(message, field)) from None
+        # msgspec's " - at `$.x`" is relative to the value: the field names the whole path
+        reason = _AT_SUFFIX.sub("", message)
+        raise ApiError(400, "invalid_field", reason, field=error_field(message, field)) from None
 
 
 def retry_from_json(value: Any, field: str) -> RetryPolicy:

@@ -368,7 +368,12 @@ async def delete_schedule(
     pool = await get_pool(settings.postgres_dsn)
     async with pool.acquire() as conn, tenant_transaction(conn, org):
         if not await store.delete_schedule(conn, org, schedule_id):
-            raise ApiError(404, "not_found", f"no schedule {schedule_id!r}", field="schedule_id")
+            raise ApiError(
+                404,
+                "not_found",
+                f"schedule_id: {schedule_id!r} does not exist",
+                field="schedule_id",
+            )
         await audit_events.record(conn, org, principal.user_id, "schedule.deleted", schedule_id)
     return json_response({"schedule_id": schedule_id, "deleted": True})
 

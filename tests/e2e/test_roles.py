@@ -309,6 +309,51 @@ async def test_a_schedule_is_owned_by_the_subject_that_created_it(
         assert status == 400
 
 
+async def test_another_organisations_schedule_is_the_same_404_on_every_route(
+    main_worker: WorkerProcess, settings: Settings, orgs: None
+) -> None:
+    """A fresh user's finding: ``DELETE`` of an unknown schedule said ``no schedule 'x'`` where
+    the other routes said ``schedule_id: 'x' does not exist``. Every route of a schedule answers
+    one 404 body for an id its organisation does not have, whether another organisation has
+    it or nobody does (the answer tells nothing of other tenants), and leaves it untouched."""
+    body = schedule_body(paused=True)
+    async with aiohttp.ClientSession(main_worker.url) as s:
+        other_admin = token(settings, "admin", org=OTHER)
+        status, created = await call(s, "POST", f"/orgs/{OTHER}/schedules", other_admin, body)
+        assert status == 201, created
+        taken = created["schedule_id"]
+        for sid in (taken, "nobody-has-this-id"):
+            answers = set()
+            for method, suffix, payload in (
+                ("GET", "", None),
+                ("PUT", "", body),
+                ("DELETE", "", None),
+                ("POST", "/pause", None),
+                ("POST", "/resume", None),
+                ("GET", "/runs", None),
+            ):
+                path = f"/orgs/{ORG}/schedules/{sid}{suffix}"
+                status, answer = await call(s, method, path, token(settings, "admin"), payload)
+                answers.add((method + suffix, status, json.dumps(answer, sort_keys=True)))
+            assert {a[1:] for a in answers} == {
+                (
+                    404,
+                    json.dumps(
+                        {
+                            "error": {
+                                "code": "not_found",
+                                "field": "schedule_id",
+                                "reason": f"schedule_id: {sid!r} does not exist",
+                            }
+                        },
+                        sort_keys=True,
+                    ),
+                )
+            }, answers
+        status, still = await call(s, "GET", f"/orgs/{OTHER}/schedules/{taken}", other_admin)
+        assert (status, still["cron"], still["paused"]) == (200, body["cron"], True)
+
+
 async def test_a_worker_to_worker_token_is_no_admin(
     main_worker: WorkerProcess, settings: Settings, orgs: None
 ) -> None:

@@ -111,6 +111,19 @@ def test_a_schedule_s_numbers_and_booleans_must_be_json_ones(
     status, field, reason = schedule_refusal(**fields)
     assert (status, field) == (400, expected_field)
     assert reason.startswith(expected), reason
+    assert " - at " not in reason, reason  # msgspec's path is relative to the inner value
+
+
+def test_a_wrong_type_inside_a_nested_field_is_named_once_by_its_whole_path() -> None:
+    """A fresh user's finding: ``{"retry": {"base_backoff_s": "5"}}`` answered ``field``
+    ``$.retry.base_backoff_s`` with the reason ``... - at `$.base_backoff_s```: two paths,
+    one of them wrong."""
+    status, field, reason = schedule_refusal(retry={"base_backoff_s": "5"})
+    assert (status, field, reason) == (
+        400,
+        "$.retry.base_backoff_s",
+        "Expected `float`, got `str`",
+    )
 
 
 @pytest.mark.parametrize(
