@@ -16,16 +16,26 @@ for a signed download link, ``organization_id`` for the organisation).
 
 Counting: the moving-window strategy (``limits``' ``MovingWindowRateLimiter``: no burst of
 twice the limit at a window boundary). The store is Redis (``WEDDING_REDIS_URL``; ``limits``'
-async Redis storage over redis-py's asyncio client, ``implementation="redispy"``: 105 µs of
-worker CPU per request's two hits against 200 µs over ``coredis``, limits' default client,
-whose calls were 15-28 % of a worker's CPU under the HTTP load test): one counter per key for
+async Redis storage over redis-py's asyncio client, ``implementation="redispy"``: half the
+worker CPU a hit of ``coredis``, limits' default client, whose calls were 15-28 % of a
+worker's CPU under the HTTP load test): one counter per key for
 all workers, updated by one atomic Lua script per hit, so N workers together allow the
-limit, not N times it. Why Redis:
-a limit check sits on every request, and Redis answers in well under a millisecond with
-atomic scripts and key expiry built in; PostgreSQL would add a write per request to the
-database the reports read. Without ``WEDDING_REDIS_URL`` each worker counts in its own memory
-(development only). If the store cannot be reached, requests are let through and the error is
-logged (a rate limit must not take the API down with it).
+limit, not N times it. A request's two limits (its token's and its organisation's) are
+counted together by one script of ours (:data:`_ACQUIRE_ALL`: limits' own moving-window
+script, ``acquire_moving_window.lua``, over several keys, all or nothing): a request refused
+by one limit uses none of the other's budget. The checks of concurrent requests go to Redis
+together, one pipeline a turn of the event loop (:mod:`stream_app.web.script_batch`):
+``python -m loadtests.bench_ratelimit`` (2026-12-07) measured 290 µs of worker CPU a request
+for two ``hit`` calls against 174 µs for the script alone, 46 µs with 10 requests in flight
+and 31 µs with 50 (redis-py's cost per round trip, not Redis's, dominates). The script keeps
+limits' key layout (``{prefix}:{item.key_for(...)}``), so ``get_window_stats``
+(``Retry-After``) reads the same lists (a single Redis, not a cluster: the keys of one call
+are in different hash slots). Why Redis: a limit check sits on every request, and Redis
+answers in well under a millisecond with atomic scripts and key expiry built in; PostgreSQL
+would add a write per request to the database the reports read. Without
+``WEDDING_REDIS_URL`` each worker counts in its own memory (development only). If the store
+cannot be reached, requests are let through and the error is logged (a rate limit must not
+take the API down with it).
 """
 
 from __future__ import annotations
@@ -33,8 +43,10 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Sequence
 from typing import Any
 
+import redis.asyncio as aredis
 from aiohttp import web
 from async_lru import alru_cache
 from limits import RateLimitItem, parse
@@ -44,6 +56,7 @@ from limits.storage import storage_from_string
 from stream_app.app import settings
 from stream_app.web.auth import Principal
 from stream_app.web.errors import ApiError
+from stream_app.web.script_batch import ScriptBatcher
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +81,34 @@ class RateLimitedError(ApiError):
 
 _limiter: MovingWindowRateLimiter | None = None
 _items: dict[str, RateLimitItem] = {}
+_acquire_all: ScriptBatcher | None = None
+
+_ACQUIRE_ALL = """
+local now = tonumber(ARGV[1])
+for i = 1, #KEYS do
+  local limit, expiry = tonumber(ARGV[2 * i]), tonumber(ARGV[2 * i + 1])
+  local entry = redis.call('lindex', KEYS[i], limit - 1)
+  if entry and tonumber(entry) >= now - expiry then
+    return i
+  end
+end
+for i = 1, #KEYS do
+  local limit, expiry = tonumber(ARGV[2 * i]), tonumber(ARGV[2 * i + 1])
+  redis.call('lpush', KEYS[i], now)
+  redis.call('ltrim', KEYS[i], 0, limit - 1)
+  redis.call('expire', KEYS[i], expiry)
+end
+return 0
+"""
+"""One request into several moving windows at once: 0 when each had room (one entry pushed
+on each), else the 1-based index of the first full one (nothing pushed). The steps per key
+are limits 5.8's ``acquire_moving_window.lua`` with ``amount`` 1: a list of entry times per
+key, newest first, trimmed to the limit; full when the entry at ``limit - 1`` is inside the
+window. Redis runs a script atomically, so no other request interleaves."""
+
+
+def _key_prefix() -> str:
+    return f"wedding-limits:{settings.app_id}"
 
 
 def limiter() -> MovingWindowRateLimiter:
@@ -79,9 +120,7 @@ def limiter() -> MovingWindowRateLimiter:
             uri = "async+" + uri
         # counters of one app id (its workers) apart from another's sharing the server
         options: dict[str, Any] = (
-            {"key_prefix": f"wedding-limits:{settings.app_id}", "implementation": "redispy"}
-            if uri
-            else {}
+            {"key_prefix": _key_prefix(), "implementation": "redispy"} if uri else {}
         )
         storage: Any = storage_from_string(uri or "async+memory://", **options)
         _limiter = MovingWindowRateLimiter(storage)
@@ -129,12 +168,49 @@ def _blocked_error(key: tuple[str, ...]) -> RateLimitedError | None:
     return RateLimitedError(f"{reason}; retry in {retry} s", field, retry)
 
 
-async def _limit(item: RateLimitItem, keys: tuple[str, ...], reason: str, field: str) -> None:
-    """Count one request against ``item`` for ``keys``; raise 429 when over it."""
-    if (blocked := _blocked_error(keys)) is not None:
-        raise blocked
-    if await _hit(item, *keys):
+_Limit = tuple[RateLimitItem, tuple[str, ...], str, str]
+"""One limit a request counts against: (item, keys, the refusal's reason, its field)."""
+
+
+async def _acquire(limits: Sequence[_Limit]) -> int:
+    """Count one request against every limit, all or nothing: 0 when each had room, else the
+    1-based index of the first full one (none counted). 0 when the store fails (logged).
+
+    In Redis one :data:`_ACQUIRE_ALL` call, sent in one pipeline with the other requests'
+    checks of this turn of the event loop (:class:`~stream_app.web.script_batch.ScriptBatcher`);
+    in memory (no ``WEDDING_REDIS_URL``, development only) limits' hits one by one, the
+    earlier ones kept when a later is full.
+    """
+    global _acquire_all
+    try:
+        if not settings.redis_url:
+            for index, (item, keys, _, _) in enumerate(limits, 1):
+                if not await limiter().hit(item, *keys):
+                    return index
+            return 0
+        if _acquire_all is None:
+            _acquire_all = ScriptBatcher(aredis.Redis.from_url(settings.redis_url), _ACQUIRE_ALL)
+        prefix = _key_prefix()
+        args: list[float | int] = [time.time()]
+        for item, _, _, _ in limits:
+            args += [item.amount, item.get_expiry()]
+        names = [f"{prefix}:{item.key_for(*k)}" for item, k, _, _ in limits]
+        return int(await _acquire_all.call(names, args))
+    except Exception:  # any store failure: let the request through, loudly
+        log.exception("rate-limit store %s failed; request not limited", settings.redis_url)
+        return 0
+
+
+async def _limit(*limits: _Limit) -> None:
+    """Count one request against ``limits`` (all or none); raise 429 naming the first that
+    is full (a limit this worker already found full is answered without the store)."""
+    for _, keys, _, _ in limits:
+        if (blocked := _blocked_error(keys)) is not None:
+            raise blocked
+    full = await _acquire(limits)
+    if full == 0:
         return
+    item, keys, reason, field = limits[full - 1]
     retry = await _retry_after(item, *keys)
     if len(_blocked) > 100_000:  # stale entries of many tokens: start over
         _blocked.clear()
@@ -151,18 +227,20 @@ async def check_request(principal: Principal, rate_class: str) -> None:
     """
     token_spec = settings.rate_limits[rate_class]
     token_key = principal.jti or f"sub:{principal.user_id}"
-    await _limit(
-        _item(token_spec),
-        ("token", principal.organization_id, token_key, rate_class),
-        f"this token's limit for {rate_class} ({token_spec}) is used up",
-        "Authorization",
-    )
     org_spec = settings.org_rate_limits[rate_class]
     await _limit(
-        _item(org_spec),
-        ("org", principal.organization_id, rate_class),
-        f"the organisation's limit for {rate_class} ({org_spec}) is used up",
-        "organization_id",
+        (
+            _item(token_spec),
+            ("token", principal.organization_id, token_key, rate_class),
+            f"this token's limit for {rate_class} ({token_spec}) is used up",
+            "Authorization",
+        ),
+        (
+            _item(org_spec),
+            ("org", principal.organization_id, rate_class),
+            f"the organisation's limit for {rate_class} ({org_spec}) is used up",
+            "organization_id",
+        ),
     )
 
 
@@ -185,18 +263,20 @@ async def check_link_download(organization_id: str, link_id: str) -> None:
             organisation's links' budget).
     """
     link_spec = settings.rate_limits["downloads"]
-    await _limit(
-        _item(link_spec),
-        ("link", organization_id, link_id, "downloads"),
-        f"this link's limit for downloads ({link_spec}) is used up",
-        "token",
-    )
     org_spec = settings.org_rate_limits["downloads"]
     await _limit(
-        _item(org_spec),
-        ("org", organization_id, "link_downloads"),
-        f"the organisation's limit for downloads through links ({org_spec}) is used up",
-        "organization_id",
+        (
+            _item(link_spec),
+            ("link", organization_id, link_id, "downloads"),
+            f"this link's limit for downloads ({link_spec}) is used up",
+            "token",
+        ),
+        (
+            _item(org_spec),
+            ("org", organization_id, "link_downloads"),
+            f"the organisation's limit for downloads through links ({org_spec}) is used up",
+            "organization_id",
+        ),
     )
 
 

@@ -11,11 +11,15 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 import asyncpg
 import pytest
+import redis.asyncio
+from limits import parse
+from limits.aio.strategies import MovingWindowRateLimiter
+from limits.storage import storage_from_string
 
 from stream_app.db.tenancy import Organization, upsert_organization
 from stream_app.devservices.workers import WorkerProcess
@@ -101,6 +105,38 @@ async def test_token_and_organisation_limits_hold_across_workers(
     # another organisation is not affected
     status, _, _ = await get(a, OTHER, bearer(settings, OTHER))
     assert status == 200
+    # all or nothing, in limits' own key layout: the first token's 11th request (over the
+    # token's limit) used none of the organisation's budget, the second token's refused
+    # requests (over the organisation's) none of the token's
+    store = redis.asyncio.Redis.from_url(settings.redis_url)
+    try:
+
+        async def entries(*key: str) -> int:
+            spec = "10/1/minute" if key[0] == "token" else "15/1/minute"
+            name = f"wedding-limits:wedding-limits:LIMITER/{'/'.join(key)}/{spec}"
+            return int(await store.llen(name))
+
+        counted = [
+            await entries("token", ORG, _jti(first), "aggregations"),
+            await entries("token", ORG, _jti(second), "aggregations"),
+            await entries("org", ORG, "aggregations"),
+        ]
+    finally:
+        await store.aclose()
+    assert counted == [10, 5, 15]
+    # and limits reads those lists (the Retry-After above comes from it)
+    storage = storage_from_string(
+        "async+" + settings.redis_url,
+        key_prefix="wedding-limits:wedding-limits",
+        implementation="redispy",
+    )
+    try:
+        stats = await MovingWindowRateLimiter(storage).get_window_stats(
+            parse("15/minute"), "org", ORG, "aggregations"
+        )
+    finally:
+        await cast(Any, storage).bridge.get_connection().aclose()  # limits has no close
+    assert stats.remaining == 0
 
 
 async def test_revocation_reaches_every_worker_within_the_cache_bound(
@@ -197,3 +233,28 @@ def _jti(headers: dict[str, str]) -> str:
 
     claims = jwt.decode(headers["Authorization"][7:], options={"verify_signature": False})
     return str(claims["jti"])
+
+
+async def test_a_rate_limit_store_that_is_away_lets_requests_through_and_says_so(
+    worker_factory: WorkerFactory, settings: Settings, workers: tuple[WorkerProcess, ...]
+) -> None:
+    """A rate limit must not take the API down with it: with nothing listening at
+    ``WEDDING_REDIS_URL`` every request over a token's limit is still answered 200, and the
+    worker's log names the store (once: repeats of one failure are throttled,
+    ``stream_app.logthrottle``)."""
+    env = {
+        "WEDDING_SCHEDULING": "0",
+        "WEDDING_REDIS_URL": "redis://127.0.0.1:9/0",  # discard port: nothing listens
+        "WEDDING_RATE_LIMITS": "reads=1000/minute,reports=1000/minute,"
+        "aggregations=2/minute,downloads=1000/minute",
+    }
+    away = worker_factory.start("wedding-limits-away", "a", **env)
+    try:
+        await away.wait_ready(timeout_s=180)
+        token = bearer(settings, THIRD, user="through")
+        statuses = [(await get(away, THIRD, token))[0] for _ in range(4)]
+        assert statuses == [200] * 4  # twice the token's limit
+        said = away.log_path.read_text(errors="replace")
+        assert "rate-limit store redis://127.0.0.1:9/0 failed; request not limited" in said
+    finally:
+        away.stop()
