@@ -418,6 +418,16 @@ def _check_id(option: str, value: str) -> str:
     return check_id(option, value)
 
 
+def _check_name(name: str) -> None:
+    """ValueError naming ``--name`` when ``name`` cannot be a display name."""
+    from stream_app.db.tenancy import check_name
+
+    try:
+        check_name(name)
+    except ValueError as exc:
+        raise ValueError(f"--name: {str(exc).removeprefix('name: ')}") from None
+
+
 def _cmd_org(args: argparse.Namespace) -> int:
     """Create or update an organisation in PostgreSQL (its zone and default currency)."""
     import asyncpg
@@ -440,6 +450,7 @@ def _cmd_org(args: argparse.Namespace) -> int:
         check_time_zone(org.time_zone)
     except ValueError:
         raise ValueError(f"--zone: {org.time_zone!r} is not an IANA time zone") from None
+    _check_name(org.name)
 
     async def run() -> None:
         conn = await asyncpg.connect(load_settings().postgres_owner_dsn)
@@ -464,6 +475,7 @@ def _cmd_venue(args: argparse.Namespace) -> int:
     venue = Venue(
         id=_check_id("VENUE", args.venue), name=args.name or args.venue, capacity=args.capacity
     )
+    _check_name(venue.name)
     if venue.capacity is not None and not 0 <= venue.capacity <= 2**31 - 1:
         raise ValueError(f"--capacity: must be between 0 and {2**31 - 1}, got {venue.capacity}")
 
@@ -497,6 +509,10 @@ def _cmd_token(args: argparse.Namespace) -> int:
     if args.action == "revoke":
         if (args.jti is None) == (args.before is None):
             raise ValueError("revoke: give exactly one of --jti and --before")
+        if args.jti is not None and not (
+            0 < len(args.jti) <= 128 and args.jti.isascii() and args.jti.isprintable()
+        ):
+            raise ValueError("--jti: a token id is 1-128 printable ASCII characters")
         before = None
         if args.before is not None:
             try:

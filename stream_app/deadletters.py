@@ -81,17 +81,21 @@ def attribution(key: bytes | None, value: bytes | None) -> tuple[str | None, str
     one, as the agents' decoder takes it), else, for a value that is not a JSON object naming
     one as a string (cut short, a byte order mark, bad UTF-8, nested too deep), the last
     ``"organization_id": "..."`` in its bytes, else :data:`UNREADABLE` when the member is
-    there with another value; None where the key or the value names none."""
+    there with another value, or when its bytes name two organisations (a duplicated
+    member: the last one agreeing with the key said nothing of the first, an attacker
+    round's finding); None where the key or the value names none."""
     key_org = None
     if key and b"/" in key:
         key_org = key.split(b"/", 1)[0].decode("utf-8", "backslashreplace")
     if not value:
         return key_org, None
+    found = _NAMED.findall(value)
+    if len(set(found)) > 1:  # two members naming different organisations: it may be either
+        return key_org, UNREADABLE
     try:
         return key_org, msgspec.json.decode(value, type=_Owner).organization_id
     except (msgspec.DecodeError, ValueError, RecursionError):  # ValidationError: a DecodeError
         pass
-    found = _NAMED.findall(value)
     if found:
         return key_org, found[-1].decode("utf-8", "backslashreplace")
     return key_org, UNREADABLE if b'"organization_id"' in value else None

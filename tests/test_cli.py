@@ -154,6 +154,23 @@ def test_a_token_is_recorded_and_audited(
         (["token", "revoke", "--org", ORG], "revoke: give exactly one of --jti and --before"),
         (["token", "revoke", "--org", ORG, "--before", "yesterday"], "--before: 'yesterday'"),
         (["token", "revoke", "--org", ORG, "--before", "2026-01-01T00:00"], "--before: give a"),
+        (
+            ["token", "revoke", "--org", ORG, "--jti", "a\x00b"],
+            "--jti: a token id is 1-128 printable ASCII characters",
+        ),
+        # display names every report format can carry (an attacker round's failed reports)
+        (
+            ["org", "does-not-exist", "--zone", "UTC", "--name", "ctl\x01name"],
+            "--name: control character '\\x01' at character 4",
+        ),
+        (
+            ["org", "does-not-exist", "--zone", "UTC", "--name", "W" * 201],
+            "--name: must be 1-200 characters, got 201",
+        ),
+        (
+            ["venue", ORG, "v-long", "--name", "\udcff-not-utf8"],
+            "--name: not valid UTF-8 (an unpaired surrogate at 1)",
+        ),
     ],
 )
 def test_bad_arguments_are_refused_naming_the_option(

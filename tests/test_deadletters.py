@@ -74,6 +74,14 @@ def test_a_long_value_is_cut_with_its_size() -> None:
             b'{"a":' * 5_000 + b'{"organization_id":"org-b"}' + b"}" * 5_000,
             ("org-a", "org-b"),
         ),
+        # a duplicated member naming two organisations: either may be meant (an attacker
+        # round's value was listed in full to org-a, its last member agreeing with the key)
+        (
+            b"org-a/x1",
+            b'{"organization_id":"org-b","organization_id":"org-a","secret":"B"}',
+            ("org-a", UNREADABLE),
+        ),
+        (b"org-a/x1", b'{"organization_id":"org-a","organization_id":"org-a"}', ("org-a", "org-a")),
     ],
 )
 def test_attribution_names_the_organisation_of_the_key_and_of_the_value(
@@ -100,6 +108,10 @@ def test_a_record_whose_key_and_value_disagree_is_listed_under_both_without_its_
     for value, why in (
         (b'{"organization_id":"org-b","secret":"x', "the value 'org-b'"),
         (b'{"organization_id":["org-b"]}', "the value's organization_id is unreadable"),
+        (
+            b'{"organization_id":"org-b","organization_id":"org-a","secret":"B"}',
+            "the value's organization_id is unreadable",
+        ),
     ):
         listed = _listed(letter(key=b"org-a/v1", value=value), "org-a")
         assert listed is not None and listed.value is None

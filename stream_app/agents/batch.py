@@ -60,7 +60,14 @@ from stream_app.observability import (
 from stream_app.runtime import failpoints, gc_tuning
 from stream_app.runtime.bulk_send import send_records
 from stream_app.runtime.consumer import BatchConsumer, BatchMessage
-from stream_app.runtime.state import Row, WriteBehindTable, producer_client
+from stream_app.runtime.state import (
+    Encoded,
+    Row,
+    WriteBehindTable,
+    encode_rows,
+    is_integer_overflow,
+    producer_client,
+)
 from stream_app.schemas.base import (
     MAX_EVENT_BYTES,
     EventValidationError,
@@ -172,6 +179,19 @@ def _decode(
     return valid, bad
 
 
+def _unencodable(rows: Sequence[Row]) -> str | None:
+    """The key of the first of ``rows`` whose value cannot be encoded (an integer outside
+    64 bits), or None."""
+    for key, value in rows:
+        try:
+            encode_rows([(key, value)])
+        except TypeError as exc:
+            if is_integer_overflow(exc):
+                return key
+            raise
+    return None
+
+
 class _RecordsByOffset:
     """The consumed record at an offset of one batch (:data:`RawRecord`); the index is built
     on the first lookup (only a batch with late events looks any up)."""
@@ -265,6 +285,8 @@ class BatchStream(Generic[E]):
     _seq: int = 0
     _generation_seen: int | None = -1
     _queued: _Turns = field(default_factory=lambda: _Turns())
+    _runner: asyncio.Task[Any] | None = None
+    _failure: BaseException | None = None
 
     def __post_init__(self) -> None:
         self.state = WriteBehindTable(self.table, expand=expand)
@@ -284,20 +306,28 @@ class BatchStream(Generic[E]):
         # inlining Consumer.ack (so not the batch consumer's): here a batch is acknowledged
         # explicitly, after its rows are durable and its changes announced
         stream.enable_acks = False  # type: ignore[attr-defined]
+        self._runner = asyncio.current_task()
+        self._failure = None
         try:
-            async for event in stream.events():  # type: ignore[attr-defined]
-                message = event.message
-                if not isinstance(message, BatchMessage):
-                    continue
-                EVENTS_IN.labels(self.topic).inc(len(message.records))
-                if message.generation_id != self._generation_seen:
-                    await self._drain()  # a rebalance: finish what is in flight first
-                    self._generation_seen = message.generation_id
-                while len(self._in_flight) >= IN_FLIGHT or (
-                    self._in_flight and sum(n for _, n in self._in_flight) >= IN_FLIGHT_EVENTS
-                ):
-                    await self._in_flight.popleft()[0]
-                await self.process(message, event)
+            try:
+                async for event in stream.events():  # type: ignore[attr-defined]
+                    message = event.message
+                    if not isinstance(message, BatchMessage):
+                        continue
+                    EVENTS_IN.labels(self.topic).inc(len(message.records))
+                    if message.generation_id != self._generation_seen:
+                        await self._drain()  # a rebalance: finish what is in flight first
+                        self._generation_seen = message.generation_id
+                    while len(self._in_flight) >= IN_FLIGHT or (
+                        self._in_flight and sum(n for _, n in self._in_flight) >= IN_FLIGHT_EVENTS
+                    ):
+                        await self._in_flight.popleft()[0]
+                    await self.process(message, event)
+            except asyncio.CancelledError:
+                failure, self._failure = self._failure, None
+                if failure is None:
+                    raise
+                raise failure from None  # a batch's write-behind failed: stop on its error
         except Exception:
             # the loop stops on an error and faust starts the agent again on this object: the
             # batches past their fold and not durable are cancelled below, so nothing folded
@@ -315,6 +345,18 @@ class BatchStream(Generic[E]):
                 task.cancel()
             self._in_flight.clear()
             self._overlay.clear()
+
+    def _finished(self, task: asyncio.Future[None]) -> None:
+        """A batch's write-behind ended: when it failed, stop the agent on its error at once
+        (cancel the loop, which raises the error, :meth:`run`), instead of when the loop next
+        awaits it: a quiet topic may bring no next batch, and the partitions would stall
+        with no crash counted and no line logged (an attacker round's finding)."""
+        if task.cancelled() or task.exception() is None or self._failure is not None:
+            return
+        self._failure = task.exception()
+        runner = self._runner
+        if runner is not None and not runner.done():
+            runner.cancel()
 
     async def _drain(self) -> None:
         """Wait until every batch in flight is finished."""
@@ -436,6 +478,45 @@ class BatchStream(Generic[E]):
                     )
                 )
                 folded = self._fold(partition, get, kept, raw)
+            try:  # encoded here, not in the write-behind: a row that cannot be stored is
+                # found while its events can still be left out
+                fold_records = encode_rows(folded.writes)
+            except TypeError as exc:
+                if not is_integer_overflow(exc):
+                    raise
+                kept, stamps, overflowed = self._leave_out_overflows(
+                    partition, get, kept, stamps, exc
+                )
+                for offset, event_, why in overflowed:
+                    dedupe.forget(
+                        f"{event_.organization_id}/{event_.event_id}"  # type: ignore[attr-defined]
+                    )
+                    log.warning(
+                        "%s/%d@%d: event %r left out: %s; dead-lettered",
+                        self.topic,
+                        partition,
+                        offset,
+                        event_.event_id,  # type: ignore[attr-defined]
+                        why,
+                    )
+                EVENTS_OUTCOME.labels(self.topic, "dead_lettered").inc(len(overflowed))
+                durable.append(
+                    self._send_dead_letters(
+                        client,
+                        [
+                            dead_letter_record(
+                                raw(offset),
+                                topic=self.topic,
+                                partition=partition,
+                                field="$",
+                                reason=why,
+                            )
+                            for offset, _, why in overflowed
+                        ],
+                    )
+                )
+                folded = self._fold(partition, get, kept, raw)
+                fold_records = encode_rows(folded.writes)
             # the batch's dedupe records travel packed (one changelog record per 4,096:
             # stream_app.tables.dedupe), each is read from the overlay until it is durable;
             # expired packed records are deleted locally, packed records whose records all
@@ -446,7 +527,8 @@ class BatchStream(Generic[E]):
                 dedupe_rows, dedupe.replaced(), get(PACKED_SINCE), settings.dedupe_packed
             )
             local_deletes, tombstones = self._sweep(partition, newest, horizon_ms, since)
-            writes: list[Row] = [*tombstones, *dedupe_changelog, *folded.writes]
+            changelog = encode_rows([*tombstones, *dedupe_changelog]) + fold_records
+            local_records = encode_rows(local_deletes)
             durable += folded.durable
         failpoints.hit("folded")
         # the records are not needed past the fold (a late-event copy holds ``raw``); the
@@ -472,8 +554,8 @@ class BatchStream(Generic[E]):
                 previous,
                 event,
                 message,
-                writes,
-                local_deletes,
+                changelog,
+                local_records,
                 overlaid,
                 durable,
                 folded,
@@ -482,6 +564,7 @@ class BatchStream(Generic[E]):
                 stamps,
             )
         )
+        task.add_done_callback(self._finished)
         self._in_flight.append((task, count))
         # this batch's changelog records are queued before the next batch can queue its own
         await self._queued.wait_for(seq)
@@ -526,6 +609,60 @@ class BatchStream(Generic[E]):
         out = {offset for (offset, _), _ in poisoned}
         stamps = [ts for (offset, _), ts in zip(batch, stamps, strict=True) if offset not in out]
         return kept, stamps, [(offset, event, exc) for (offset, event), exc in poisoned]
+
+    def _leave_out_overflows(
+        self,
+        partition: int,
+        get: RowLookup,
+        batch: list[tuple[int, E]],
+        stamps: list[int],
+        error: Exception,
+    ) -> tuple[list[tuple[int, E]], list[int], list[tuple[int, E, str]]]:
+        """After the rows of ``batch``'s fold could not be encoded (a total past the 64-bit
+        integers a row holds): ``(the events that fold, their timestamps, [(offset, event,
+        reason)] of the events left out)``.
+
+        The events are applied one by one with the fold's pure part (:attr:`probe`), each to
+        the rows as the events before it left them; an event after which a row cannot be
+        encoded is left out (its rows as before it), so every row stops just short of the
+        bound and every event that would cross it is left out, whichever tenant sent it.
+        Nothing is lost: the caller dead-letters them with the reason. Slow (a fold per
+        event) and only run after such a failure. A fold whose rows overflow however its
+        events are split (no event left out) raises ``error``.
+
+        Raises:
+            Exception: ``error``, when there is no probe or no event is at fault.
+        """
+        probe = self.probe
+        if probe is None:
+            raise error
+        seen: dict[str, Any] = {}
+
+        def get_seen(key: str) -> Any:
+            return seen[key] if key in seen else get(key)
+
+        kept: list[tuple[int, E]] = []
+        kept_stamps: list[int] = []
+        left_out: list[tuple[int, E, str]] = []
+        for item, stamp in zip(batch, stamps, strict=True):
+            writes: list[Row] = getattr(probe(partition, get_seen, [item]), "writes", [])
+            refused = _unencodable(writes)
+            if refused is None:
+                seen.update(writes)
+                kept.append(item)
+                kept_stamps.append(stamp)
+            else:
+                left_out.append(
+                    (
+                        item[0],
+                        item[1],
+                        f"folding it would take row {refused!r} past the 64-bit integers"
+                        " a table row holds",
+                    )
+                )
+        if not left_out:
+            raise error
+        return kept, kept_stamps, left_out
 
     async def _in_order(self, message: BatchMessage) -> bool:
         """Whether the batch may be folded: it starts at or before the partition's next
@@ -584,8 +721,8 @@ class BatchStream(Generic[E]):
         previous: asyncio.Future[None] | None,
         event: Any,
         message: BatchMessage,
-        writes: list[Row],
-        local: list[Row],
+        records: list[Encoded],
+        local: list[Encoded],
         overlaid: list[Row],
         durable: list[Awaitable[Any]],
         folded: Folded,
@@ -594,14 +731,18 @@ class BatchStream(Generic[E]):
         stamps: Sequence[int] = (),
     ) -> None:
         """Write behind, announce and acknowledge one folded batch, after the previous one:
-        ``writes`` go to the changelog and RocksDB, ``local`` to RocksDB only, ``overlaid``
-        leave the overlay once durable."""
+        ``records`` (encoded rows) go to the changelog and RocksDB, ``local`` to RocksDB
+        only, ``overlaid`` leave the overlay once durable."""
         partition = message.partition
         client = producer_client(app)
         try:
             sent = (
-                await self.state.send(client, {partition: writes}, {partition: local})
-                if writes or local
+                await self.state.send_encoded(
+                    client,
+                    {partition: records} if records else {},
+                    {partition: local} if local else {},
+                )
+                if records or local
                 else None
             )
             if folded.publish is not None:

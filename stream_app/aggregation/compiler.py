@@ -207,6 +207,10 @@ def _scalar(spec: FieldSpec, value: Any, path: str) -> object:
             raise AggregationError(
                 path, f"expected a string of at most {MAX_TEXT_VALUE} characters for {spec.name}"
             )
+        if "\x00" in value:  # PostgreSQL text cannot hold it (its error named no field)
+            raise AggregationError(
+                path, f"a NUL character (at {value.index(chr(0)) + 1}) cannot be in text"
+            )
         return value
     if spec.type in ("int", "money"):
         if isinstance(value, bool) or not isinstance(value, int) or abs(value) > MAX_ABS_INT:

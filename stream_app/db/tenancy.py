@@ -10,6 +10,7 @@ The query layer also names the organisation in every predicate; RLS is the secon
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -71,6 +72,30 @@ def check_time_zone(name: str) -> str:
         ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError) as exc:
         raise ValueError(f"time_zone: {name!r} is not an IANA time zone") from exc
+    return name
+
+
+MAX_NAME_CHARS = 200
+"""Longest display name of an organisation or a venue, characters."""
+
+
+def check_name(name: str) -> str:
+    """Return ``name`` if it can be a display name (every report format carries it: 1 to
+    :data:`MAX_NAME_CHARS` characters, none a control character or an unpaired surrogate),
+    else raise ValueError saying why (``name: ...``).
+
+    An attacker round registered names the formats could not hold: control characters (the
+    PowerPoint file failed), 100,000 characters (Excel's cell limit failed the whole
+    report), bytes that are not UTF-8 (a database traceback).
+    """
+    if not 1 <= len(name) <= MAX_NAME_CHARS:
+        raise ValueError(f"name: must be 1-{MAX_NAME_CHARS} characters, got {len(name):,}")
+    for position, char in enumerate(name, 1):
+        category = unicodedata.category(char)
+        if category == "Cc":
+            raise ValueError(f"name: control character {char!r} at character {position}")
+        if category == "Cs":
+            raise ValueError(f"name: not valid UTF-8 (an unpaired surrogate at {position})")
     return name
 
 
@@ -210,9 +235,11 @@ async def upsert_organization(conn: asyncpg.Connection, org: Organization) -> No
     """Create or update an organisation (admin path, not tenant-scoped).
 
     Raises:
-        ValueError: ``time_zone`` is not an IANA zone.
+        ValueError: ``time_zone`` is not an IANA zone; ``name`` refused by
+            :func:`check_name`.
     """
     check_time_zone(org.time_zone)
+    check_name(org.name)
     await conn.execute(
         "INSERT INTO organizations (id, name, time_zone, currency) VALUES ($1, $2, $3, $4)"
         " ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name,"
@@ -225,7 +252,12 @@ async def upsert_organization(conn: asyncpg.Connection, org: Organization) -> No
 
 
 async def upsert_venue(conn: asyncpg.Connection, organization_id: str, venue: Venue) -> None:
-    """Create or update a venue of ``organization_id``."""
+    """Create or update a venue of ``organization_id``.
+
+    Raises:
+        ValueError: ``name`` refused by :func:`check_name`.
+    """
+    check_name(venue.name)
     await conn.execute(
         "INSERT INTO venues (organization_id, id, name, capacity) VALUES ($1, $2, $3, $4)"
         " ON CONFLICT (organization_id, id) DO UPDATE SET name = EXCLUDED.name,"

@@ -10,7 +10,7 @@ until the outer transaction ends.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import asyncpg
 
@@ -25,20 +25,40 @@ class Revocations:
         jtis: revoked token ids.
         issued_before: every token issued before this instant is revoked (the latest such
             revocation); None when there is none.
+        organization_created_at: when the organisation of this id was registered (None: no
+            such row). A token issued more than :data:`CLOCK_SKEW` before it belongs to an
+            earlier organisation of the same id (deleted by hand, its revocations with it)
+            and is refused: an attacker round re-created a deleted organisation's id and its
+            old tokens, a revoked one too, worked again.
     """
 
     jtis: frozenset[str]
     issued_before: datetime | None
+    organization_created_at: datetime | None = None
 
     def revokes(self, jti: str, issued_at: datetime | None) -> bool:
         """Whether a token with id ``jti`` issued at ``issued_at`` is revoked."""
+        return self.refusal(jti, issued_at) is not None
+
+    def refusal(self, jti: str, issued_at: datetime | None) -> str | None:
+        """Why a token with id ``jti`` issued at ``issued_at`` is refused, or None."""
         if jti in self.jtis:
-            return True
-        return (
-            self.issued_before is not None
-            and issued_at is not None
-            and issued_at < self.issued_before
-        )
+            return "the token has been revoked"
+        before = self.issued_before
+        if before is not None and issued_at is not None and issued_at < before:
+            return "the token has been revoked"
+        created = self.organization_created_at
+        if created is not None and issued_at is not None and issued_at < created - CLOCK_SKEW:
+            return (
+                "the token was issued before its organisation was registered"
+                f" ({created.isoformat()}): it belongs to an earlier organisation of that id"
+            )
+        return None
+
+
+CLOCK_SKEW = timedelta(seconds=60)
+"""How far a token's ``iat`` (whole seconds, the minting host's clock) may precede its
+organisation's ``created_at`` (PostgreSQL's clock) and still be the organisation's."""
 
 
 async def record_issued(
@@ -134,7 +154,8 @@ async def _revoke(
 async def fetch_revocations(
     conn: asyncpg.Connection, organization_id: str, now: datetime
 ) -> Revocations:
-    """The organisation's revocations still in force at ``now`` (tenant transaction)."""
+    """The organisation's revocations still in force at ``now`` and its registration time
+    (tenant transaction)."""
     async with tenant_transaction(conn, organization_id):
         rows = await conn.fetch(
             "SELECT jti, issued_before FROM token_revocations"
@@ -142,8 +163,12 @@ async def fetch_revocations(
             organization_id,
             now,
         )
+        created = await conn.fetchval(
+            "SELECT created_at FROM organizations WHERE id = $1", organization_id
+        )
     befores = [r["issued_before"] for r in rows if r["issued_before"] is not None]
     return Revocations(
         frozenset(r["jti"] for r in rows if r["jti"] is not None),
         max(befores) if befores else None,
+        created,
     )

@@ -154,12 +154,15 @@ async def generate(req: ReportRequest, run: Run | None = None) -> list[ArtifactL
             try:
                 links, cpu = await asyncio.shield(rendering)
             except asyncio.CancelledError:
+                run.stop.set()  # cancelled (or the worker stopping): the render stops too
                 if session is not None:
-                    # the render thread may be reading the session's cursors: stop it and
-                    # wait for it before the session's transaction and connection go back
-                    run.stop.set()
+                    # the render thread may be reading the session's cursors: wait for it
+                    # before the session's transaction and connection go back
                     with contextlib.suppress(Exception):
                         await rendering
+                else:  # its outcome taken when it ends (an attacker round saw "Task
+                    # exception was never retrieved" for renders of cancelled reports)
+                    rendering.add_done_callback(_outcome_of_abandoned_render)
                 raise
             finally:
                 run.rendering_s += time.perf_counter() - t1
@@ -169,6 +172,12 @@ async def generate(req: ReportRequest, run: Run | None = None) -> list[ArtifactL
         await flush_queries(pool, run)
     run.cpu_s += cpu
     return links
+
+
+def _outcome_of_abandoned_render(rendering: asyncio.Future[Any]) -> None:
+    """Take the outcome of a render nobody awaits any more (its report was cancelled)."""
+    if not rendering.cancelled() and (exc := rendering.exception()) is not None:
+        log.debug("the render of a cancelled report ended with %s", cause_text(exc))
 
 
 async def generate_with_retries(req: ReportRequest, run: Run) -> list[ArtifactLink]:

@@ -143,12 +143,23 @@ class WriteBehindTable:
         with gc_tuning.paused():
             encoded = _encode(rows)
             local_encoded = _encode(local or {})
+        return await self.send_encoded(producer, encoded, local_encoded)
+
+    async def send_encoded(
+        self,
+        producer: Any,
+        encoded: dict[int, list[Encoded]],
+        local: dict[int, list[Encoded]] | None = None,
+    ) -> Sent:
+        """:meth:`send` of rows already encoded (:func:`encode_rows`), per partition; a
+        partition's list must not be empty."""
+        local = local or {}
         if not encoded:
-            return Sent(encoded, [], local=local_encoded)
+            return Sent(encoded, [], local=local)
         topic: str = self.table.changelog_topic.get_topic_name()
         batches = await send_records(producer, topic, cast(dict[int, list[Record]], encoded))
         failpoints.hit("changelog_sent")
-        return Sent(encoded, batches, local=local_encoded)
+        return Sent(encoded, batches, local=local)
 
     async def acknowledged(self, sent: Sent) -> Sent:
         """Wait for the broker's acknowledgement of every record of ``sent``.
@@ -224,14 +235,29 @@ class WriteBehindTable:
         return n
 
 
-def _encode(rows: Mapping[int, Sequence[Row]]) -> dict[int, list[tuple[bytes, bytes | None]]]:
+Encoded = tuple[bytes, bytes | None]
+"""A row as the table stores it: its key and JSON value (None deletes)."""
+
+
+def encode_rows(rows: Iterable[Row]) -> list[Encoded]:
+    """``rows`` as the table stores them, in order.
+
+    Raises:
+        TypeError: a value JSON cannot carry here: orjson's ``Integer exceeds 64-bit range``
+            for an integer outside -2**63 .. 2**64 - 1 (:func:`is_integer_overflow`).
+    """
+    return [(encode_key(k), None if v is None else orjson.dumps(v)) for k, v in rows]
+
+
+def is_integer_overflow(exc: BaseException) -> bool:
+    """Whether ``exc`` is :func:`encode_rows`' refusal of an integer outside 64 bits."""
+    return isinstance(exc, TypeError) and str(exc) == "Integer exceeds 64-bit range"
+
+
+def _encode(rows: Mapping[int, Sequence[Row]]) -> dict[int, list[Encoded]]:
     """``rows`` per partition as the table stores them (key and JSON value; None deletes),
     the partitions without rows left out."""
-    return {
-        partition: [(encode_key(k), None if v is None else orjson.dumps(v)) for k, v in part]
-        for partition, part in rows.items()
-        if part
-    }
+    return {partition: encode_rows(part) for partition, part in rows.items() if part}
 
 
 def _apply(batch: Any, index: Any, rows: Iterable[tuple[bytes, bytes | None]]) -> None:

@@ -121,7 +121,9 @@ def fire_times(expr: str, time_zone: str, after: datetime) -> Iterator[datetime]
 
     Yields:
         UTC-aware datetimes, strictly increasing. The iterator ends if no fire time exists
-        within 50 years of the previous one (cronsim's search limit).
+        within 50 years of the previous one (cronsim's search limit), or at the end of the
+        calendar (year 9999: a rare expression such as ``0 0 * 2 MON#5``, fifth Mondays of
+        February, fires every ~28 years, and a long preview of it reaches there).
 
     Raises:
         CronExpressionError: invalid expression or zone.
@@ -134,8 +136,13 @@ def fire_times(expr: str, time_zone: str, after: datetime) -> Iterator[datetime]
     # cronsim matches fixed-time expressions on the naive wall clock, so when `after` falls
     # in the second pass of a repeated hour it may return the first pass (earlier in UTC);
     # those and any duplicates from the spring-forward fix-up are dropped here.
-    for local in CronSim(expr, previous.astimezone(zone)):
-        instant = local.astimezone(UTC)
+    times = iter(CronSim(expr, previous.astimezone(zone)))
+    while True:
+        try:
+            local = next(times)
+            instant = local.astimezone(UTC)
+        except (StopIteration, OverflowError):  # no more, or past year 9999
+            return
         if instant <= previous:
             continue
         previous = instant

@@ -84,9 +84,19 @@ def bearer_token(request: web.Request) -> str:
 
     Raises:
         ApiError: 401 ``unauthorized`` when the header is missing, not a bearer token, or its
-            token is empty (``Bearer `` and nothing, said as such).
+            token is empty (``Bearer `` and nothing, said as such); 400 ``invalid_field``
+            when the header is given more than once (a proxy checking the last and this
+            worker reading the first would disagree on who is asking).
     """
-    header = request.headers.get("Authorization", "")
+    given = request.headers.getall("Authorization", [])
+    if len(given) > 1:
+        raise ApiError(
+            400,
+            "invalid_field",
+            f"the Authorization header is given {len(given)} times; give it once",
+            field="Authorization",
+        )
+    header = given[0] if given else ""
     scheme, _, token = header.partition(" ")
     if scheme.lower() == "bearer" and not token.strip():
         # ``Bearer `` and nothing: a shell's ``$TOKEN`` left empty by a failed command
@@ -117,6 +127,14 @@ def decode_token(
         ApiError: 401 ``token_expired`` or ``unauthorized`` naming the cause, ``field`` =
             ``Authorization``.
     """
+    if not token.isascii():  # a JWT is base64url and dots; aiohttp hands other bytes over
+        # as surrogate escapes, which PyJWT cannot encode (an attacker round's 500)
+        raise ApiError(
+            401,
+            "unauthorized",
+            "invalid token: a token is ASCII (base64url and dots)",
+            field="Authorization",
+        )
     try:
         claims = jwt.decode(
             token,

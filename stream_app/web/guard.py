@@ -269,9 +269,10 @@ async def _check_principal(
     client: str,
 ) -> None:
     """Steps 5-8 of the module docstring; leaves the principal on the request."""
-    if not principal.internal and await revocation.is_revoked(principal):
+    refused = None if principal.internal else await revocation.refusal(principal)
+    if refused is not None:
         await ratelimit.record_auth_failure(client)
-        raise ApiError(401, "token_revoked", "the token has been revoked", field="Authorization")
+        raise ApiError(401, "token_revoked", refused, field="Authorization")
     if not allowed(principal.role, access):
         raise ApiError(
             403,

@@ -46,5 +46,11 @@ async def revocations(organization_id: str) -> Revocations:
 
 async def is_revoked(principal: Principal) -> bool:
     """Whether ``principal``'s token is revoked (see the module docstring for the bound)."""
+    return await refusal(principal) is not None
+
+
+async def refusal(principal: Principal) -> str | None:
+    """Why ``principal``'s token is refused (revoked, or issued before its organisation was
+    registered: :meth:`~stream_app.db.tokens.Revocations.refusal`), or None."""
     found = await revocations(principal.organization_id)
-    return found.revokes(principal.jti, principal.issued_at)
+    return found.refusal(principal.jti, principal.issued_at)

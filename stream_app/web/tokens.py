@@ -13,6 +13,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+import asyncpg
 from aiohttp import web
 
 from stream_app import tokens
@@ -20,7 +21,7 @@ from stream_app.app import settings
 from stream_app.db.pool import get_pool
 from stream_app.web.auth import authenticate
 from stream_app.web.errors import ApiError
-from stream_app.web.inputs import json_value
+from stream_app.web.inputs import json_value, read_body
 from stream_app.web.permissions import Permission
 from stream_app.web.responses import json_response
 from stream_app.web.views import page
@@ -30,7 +31,7 @@ from stream_app.web.views import page
 async def revoke_tokens(self: Any, request: web.Request, org: str) -> web.StreamResponse:
     """Revoke tokens of ``org`` (see the module docstring)."""
     principal = authenticate(request, settings.jwt_secret, org)
-    body = json_value(await request.read())
+    body = json_value(await read_body(request))  # 413 over 64 KiB, as the other bodies
     if not isinstance(body, dict) or set(body) - {"jti", "before"} or len(body) != 1:
         raise ApiError(
             400, "invalid_field", 'body must be {"jti": ...} or {"before": ...}', field="$"
@@ -38,8 +39,17 @@ async def revoke_tokens(self: Any, request: web.Request, org: str) -> web.Stream
     jti = body.get("jti")
     before_raw = body.get("before")
     before: datetime | None = None
-    if "jti" in body and (not isinstance(jti, str) or not 0 < len(jti) <= 128):
-        raise ApiError(400, "invalid_field", "jti must be a token id", field="$.jti")
+    if "jti" in body and (
+        not isinstance(jti, str)
+        or not 0 < len(jti) <= 128
+        or not (jti.isascii() and jti.isprintable())
+    ):
+        raise ApiError(
+            400,
+            "invalid_field",
+            "jti must be a token id: 1-128 printable ASCII characters",
+            field="$.jti",
+        )
     if "before" in body:
         try:
             before = datetime.fromisoformat(str(before_raw))
@@ -55,14 +65,19 @@ async def revoke_tokens(self: Any, request: web.Request, org: str) -> web.Stream
             raise ApiError(400, "invalid_field", str(exc), field="$.before") from None
     pool = await get_pool(settings.postgres_dsn)
     async with pool.acquire() as conn:
-        count = await tokens.revoke(
-            conn,
-            settings,
-            organization_id=org,
-            actor=principal.user_id,
-            jti=jti if isinstance(jti, str) else None,
-            issued_before=before,
-        )
+        try:
+            count = await tokens.revoke(
+                conn,
+                settings,
+                organization_id=org,
+                actor=principal.user_id,
+                jti=jti if isinstance(jti, str) else None,
+                issued_before=before,
+            )
+        except asyncpg.ForeignKeyViolationError:  # no such organisation (was a 500)
+            raise ApiError(
+                404, "not_found", f"no organisation {org!r}", field="organization_id"
+            ) from None
     return json_response(
         {
             "revoked": {"jti": jti} if jti else {"before": before.isoformat() if before else None},

@@ -16,13 +16,14 @@ import asyncio
 import aiohttp
 import orjson
 import pytest
+from aiokafka.partitioner import DefaultPartitioner
 
 from stream_app.devservices.workers import WorkerProcess
 from stream_app.lag import wait_for_lag_zero
 from stream_app.settings import Settings
-from stream_app.topics import DEAD_LETTER, WEDDING_BOOKINGS
+from stream_app.topics import DEAD_LETTER, PAYMENT_EVENTS, WEDDING_BOOKINGS
 from tests.conftest import WorkerFactory
-from tests.e2e.helpers import read_topic, send, venue_periods
+from tests.e2e.helpers import auth, read_topic, send, venue_periods
 from tests.e2e.test_crash_points import before_the_group
 from tests.e2e.test_exactly_once import ENV, produce
 
@@ -137,3 +138,116 @@ async def test_after_a_fold_stops_the_partition_starts_again_from_its_committed_
     async with aiohttp.ClientSession() as s, s.get(f"{worker.url}/metrics") as r:
         text = await r.text()
     assert 'wedding_fold_crashes_total{topic="wedding-bookings"} 1.0' in text
+
+
+OVER_ORG, NEIGHBOUR_ORG = "overflow-a-org", "overflow-b-org"
+MAX_AMOUNT = 10**15
+"""The largest ``amount_minor`` an event may carry (``stream_app.schemas.base.MinorUnits``)."""
+
+
+def same_partition_key(key: bytes, prefix: str, partitions: int = 4) -> bytes:
+    """The first ``<prefix><n>`` whose partition (Kafka's default partitioner: murmur2 of the
+    key) is ``key``'s."""
+    part = DefaultPartitioner()
+    every = list(range(partitions))
+    want = part(key, every, every)
+    return next(
+        candidate
+        for n in range(10_000)
+        if part(candidate := f"{prefix}{n}".encode(), every, every) == want
+    )
+
+
+def big_booking(n: int) -> tuple[bytes, bytes]:
+    """Booking ``overflow-a-<n>`` of :data:`OVER_ORG`'s venue v1 of the largest amount."""
+    key, value = booking(OVER_ORG, 0, MAX_AMOUNT, "2026-07-04")
+    doc = {**orjson.loads(value), "event_id": f"overflow-a-{n}", "booking_id": f"b-{n}"}
+    return key, orjson.dumps(doc)
+
+
+def payment(org: str, n: int, amount: int) -> tuple[bytes, bytes]:
+    """Payment ``<org>-p<n>`` of ``org``'s booking bk1 in March 2026 (one partition)."""
+    doc = {
+        "schema_version": 1,
+        "event_id": f"{org.removesuffix('-org')}-p{n}",
+        "organization_id": org,
+        "occurred_at": "2026-03-01T10:00:00Z",
+        "event_type": "payment_received",
+        "payment_id": f"pay-{n}",
+        "booking_id": "bk1",
+        "amount_minor": amount,
+        "currency": "EUR",
+    }
+    return f"{org}/bk1".encode(), orjson.dumps(doc)
+
+
+@pytest.mark.usefixtures("own_workers")
+async def test_events_that_would_take_a_total_past_64_bits_are_dead_lettered_and_the_rest_fold(
+    settings: Settings, worker_factory: WorkerFactory
+) -> None:
+    """An attacker round's critical finding: every event valid (``amount_minor`` at most
+    10^15), but 20,000 of the largest into one venue's rows took a total past 2^64, the
+    changelog encoder refused the rows, and the fold agent stopped on that batch for ever:
+    another tenant's events on the same partition were never folded (payments the same,
+    silently). Now each event that would take a row past 64 bits is dead-lettered with the
+    row named, every row stops just short of the bound, and the partition goes on."""
+    group = "wedding-overflow"
+    worker = await worker_of(settings, worker_factory, group, OVER_ORG)
+    fits = (2**64 - 1) // MAX_AMOUNT  # the largest events one total holds: 18,446
+    sent = fits + 60
+    neighbour_key = same_partition_key(f"{OVER_ORG}/v1".encode(), f"{NEIGHBOUR_ORG}/v")
+    neighbour_venue = neighbour_key.decode().split("/")[1]
+
+    def neighbour(n: int) -> tuple[bytes, bytes]:
+        _, value = booking(NEIGHBOUR_ORG, n, 1_000 + n, "2026-07-04")
+        doc = {**orjson.loads(value), "venue_id": neighbour_venue}
+        return neighbour_key, orjson.dumps(doc)
+
+    bookings = [big_booking(n) for n in range(sent)]
+    # the neighbour's events before, among and after the attacker's, on its partition
+    messages = [neighbour(0), *bookings[:9_000], neighbour(1), *bookings[9_000:], neighbour(2)]
+    await send(settings.kafka_bootstrap, WEDDING_BOOKINGS, messages)
+    payments = [payment(OVER_ORG, n, MAX_AMOUNT) for n in range(sent)]
+    await send(settings.kafka_bootstrap, PAYMENT_EVENTS, payments)
+    await wait_for_lag_zero(settings.kafka_bootstrap, group, WEDDING_BOOKINGS, 300)
+    await wait_for_lag_zero(settings.kafka_bootstrap, group, PAYMENT_EVENTS, 300)
+
+    (july,) = await venue_periods(
+        worker.url, settings, OVER_ORG, "v1", "month", "2026-07", "2026-07"
+    )
+    assert (july["bookings"], july["revenue_minor"]) == (fits, {"EUR": fits * MAX_AMOUNT})
+    (theirs,) = await venue_periods(
+        worker.url, settings, NEIGHBOUR_ORG, neighbour_venue, "month", "2026-07", "2026-07"
+    )
+    assert (theirs["bookings"], theirs["revenue_minor"]) == (3, {"EUR": 3_003})
+    async with (
+        aiohttp.ClientSession(worker.url) as s,
+        s.get(
+            f"/orgs/{OVER_ORG}/bookings/bk1/payments",
+            params={"from": "2026-03", "to": "2026-03"},
+            headers=auth(settings, OVER_ORG),
+        ) as r,
+    ):
+        assert r.status == 200, await r.text()
+        paid = (await r.json())["total"]
+    assert (paid["payments"], paid["paid_minor"]) == (fits, {"EUR": fits * MAX_AMOUNT})
+
+    dead = await read_topic(settings.kafka_bootstrap, DEAD_LETTER)
+    for topic, events, row in (
+        (WEDDING_BOOKINGS, bookings, f"{OVER_ORG}/v1/day/2026-07-04"),
+        (PAYMENT_EVENTS, payments, None),
+    ):
+        mine = [r for r in dead if dict(r.headers)["dlq.source.topic"] == topic.encode()]
+        mine = [r for r in mine if r.key == events[0][0]]
+        assert sorted(r.value for r in mine) == sorted(v for _, v in events[fits:])
+        reasons = {dict(r.headers)["dlq.reason"].decode() for r in mine}
+        assert len(reasons) == 1, reasons
+        (reason,) = reasons
+        assert reason.startswith("$: folding it would take row '"), reason
+        assert reason.endswith("' past the 64-bit integers a table row holds"), reason
+        if row is not None:
+            assert f"'{row}'" in reason
+    async with aiohttp.ClientSession() as s, s.get(f"{worker.url}/metrics") as r:
+        text = await r.text()
+    for topic in (WEDDING_BOOKINGS, PAYMENT_EVENTS):
+        assert f'wedding_fold_crashes_total{{topic="{topic}"}} 0.0' in text

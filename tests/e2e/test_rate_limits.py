@@ -258,3 +258,93 @@ async def test_a_rate_limit_store_that_is_away_lets_requests_through_and_says_so
         assert "rate-limit store redis://127.0.0.1:9/0 failed; request not limited" in said
     finally:
         away.stop()
+
+
+REBORN = "limits-reborn"
+REBORN_SOURCE = "127.0.0.21"
+"""The client address of the tests below: their 401s count towards its lockout alone."""
+
+
+async def test_a_token_older_than_its_organisation_is_refused_even_with_its_revocation_gone(
+    workers: tuple[WorkerProcess, WorkerProcess], settings: Settings
+) -> None:
+    """An attacker round's finding: deleting an organisation by hand cascades its
+    revocations away, and re-registering its id gave its old tokens, a revoked one too,
+    the new tenant's data. A token issued more than a minute before its organisation was
+    registered belongs to an earlier organisation of that id and is refused."""
+    import jwt
+
+    from stream_app.schemas.tokens import DEFAULT_AUDIENCE, DEFAULT_ISSUER
+
+    a, b = workers
+    conn = await asyncpg.connect(settings.postgres_dsn)  # the cluster's superuser here
+    try:
+        await conn.execute("DELETE FROM organizations WHERE id = $1", REBORN)
+        await conn.execute(
+            "INSERT INTO organizations (id, name, time_zone, currency, created_at)"
+            " VALUES ($1, $1, 'UTC', 'EUR', now() - interval '1 hour')",
+            REBORN,
+        )
+        now = int(time.time())
+        claims = {
+            "iss": DEFAULT_ISSUER, "aud": DEFAULT_AUDIENCE, "jti": "reborn-old", "sub": "old",
+            "org": REBORN, "role": "admin", "iat": now - 120, "exp": now + 600,
+        }  # fmt: skip
+        old = {"Authorization": f"Bearer {jwt.encode(claims, settings.jwt_secret)}"}
+        assert (await get(a, REBORN, old, REBORN_SOURCE))[0] == 200  # issued after the registration
+        async with (
+            aiohttp.ClientSession(
+                a.url, connector=aiohttp.TCPConnector(local_addr=(REBORN_SOURCE, 0))
+            ) as s,
+            s.post(f"/orgs/{REBORN}/tokens/revoke", json={"jti": "reborn-old"}, headers=old) as r,
+        ):
+            assert r.status == 200, await r.text()
+        await asyncio.sleep(REVOCATION_CACHE_S + 0.2)
+        status, _, body = await get(b, REBORN, old, REBORN_SOURCE)
+        assert (status, body["error"]["reason"]) == (401, "the token has been revoked")
+        # deleted by hand (its revocation with it) and registered again now
+        await conn.execute("DELETE FROM organizations WHERE id = $1", REBORN)
+        assert await db_value(
+            settings, "SELECT count(*) FROM token_revocations WHERE organization_id = $1", REBORN
+        ) == 0  # fmt: skip
+        await conn.execute(
+            "INSERT INTO organizations (id, name, time_zone, currency)"
+            " VALUES ($1, $1, 'UTC', 'EUR')",
+            REBORN,
+        )
+        created = await conn.fetchval("SELECT created_at FROM organizations WHERE id = $1", REBORN)
+    finally:
+        await conn.close()
+    await asyncio.sleep(REVOCATION_CACHE_S + 0.2)
+    for worker in (a, b):
+        status, _, body = await get(worker, REBORN, old, REBORN_SOURCE)
+        assert (status, body["error"]["code"], body["error"]["reason"]) == (
+            401,
+            "token_revoked",
+            f"the token was issued before its organisation was registered"
+            f" ({created.isoformat()}): it belongs to an earlier organisation of that id",
+        )
+    # the new organisation's own tokens work
+    mine = bearer(settings, REBORN, role="admin")
+    assert (await get(a, REBORN, mine, REBORN_SOURCE))[0] == 200
+
+
+async def test_revoking_a_token_of_an_organisation_that_does_not_exist_is_a_404(
+    workers: tuple[WorkerProcess, WorkerProcess], settings: Settings
+) -> None:
+    """An attacker round's 500 (the revocation's foreign key)."""
+    a, _ = workers
+    admin = bearer(settings, "limits-nobody", role="admin")
+    async with (
+        aiohttp.ClientSession(
+            a.url, connector=aiohttp.TCPConnector(local_addr=(REBORN_SOURCE, 0))
+        ) as s,
+        s.post("/orgs/limits-nobody/tokens/revoke", json={"jti": "x"}, headers=admin) as r,
+    ):
+        assert r.status == 404, await r.text()
+        error = (await r.json())["error"]
+    assert (error["code"], error["field"], error["reason"]) == (
+        "not_found",
+        "organization_id",
+        "no organisation 'limits-nobody'",
+    )

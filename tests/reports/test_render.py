@@ -6,6 +6,7 @@ openpyxl reads the workbooks, pypdf the PDFs and python-pptx the decks.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import zipfile
 from collections.abc import Callable, Iterable, Sequence
@@ -598,3 +599,17 @@ def test_an_overlong_text_cell_is_stated_in_documents_and_refused_by_excel(
     with pytest.raises(ValueError, match="40007 characters; an Excel cell holds at most 32767"):
         render(tmp_path / "xlsx", "excel", make_table(rows))
     assert not list((tmp_path / "xlsx").rglob("*.xlsx*"))
+
+
+def test_powerpoint_of_an_organisation_name_holding_control_characters(tmp_path: Path) -> None:
+    """An attacker round's finding: an organisation named with control characters (before
+    names were checked at registration) failed the PowerPoint file ("All strings must be XML
+    compatible": the document properties); the deck is written, the properties with U+FFFD
+    in their place, the title slide with python-pptx's own escapes."""
+    name = "ctl\x01\x0b\x1bname"
+    table = dataclasses.replace(make_table(), organization_name=name)
+    path, rows = render(tmp_path, "powerpoint", table)
+    assert rows == len(ROWS)
+    prs = Presentation(str(path))
+    assert prs.core_properties.author == "ctl\ufffd\ufffd\ufffdname"
+    assert prs.core_properties.title == "Monthly booking summary — ctl\ufffd\ufffd\ufffdname"

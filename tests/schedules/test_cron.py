@@ -288,3 +288,20 @@ def test_preview_returns_count_items() -> None:
     assert got[0] == utc("2026-01-02 00:00")
     assert got[-1] == utc("2026-01-11 00:00")
     assert all(b - a == timedelta(days=1) for a, b in itertools.pairwise(got))
+
+
+def test_a_preview_reaching_the_end_of_the_calendar_stops_there() -> None:
+    """An attacker round's 500: ``0 0 * 2 MON#5`` (fifth Mondays of February: about every
+    28 years) with ``count=1000`` ran cronsim past year 9999 (``OverflowError``). The preview
+    holds the fire times up to then, each a fifth Monday of February, and no more."""
+    start = datetime(2026, 12, 7, tzinfo=UTC)
+    times = preview("0 0 * 2 MON#5", "UTC", start, count=1000)
+    # a fifth Monday in February is the 29th of a leap year falling on a Monday
+    expected = [
+        datetime(year, 2, 29, tzinfo=UTC)
+        for year in range(2027, 10_000)
+        if (year % 4 == 0 and (year % 100 != 0 or year % 400 == 0))
+        and datetime(year, 2, 29, tzinfo=UTC).weekday() == 0
+    ]
+    assert times == expected[:1000]
+    assert 0 < len(times) < 1000  # the calendar ended first

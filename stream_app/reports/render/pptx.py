@@ -33,6 +33,7 @@ All totals are exact decimal sums, shown with thousands separators. A table cell
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
@@ -89,6 +90,10 @@ _KPI_FILL = _RGB(0xF2, 0xF5, 0xF9)
 _TITLE_SLIDE, _TITLE_ONLY = 0, 5
 
 
+_XML_UNSAFE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+"""Characters XML 1.0 text cannot hold."""
+
+
 def render_pptx(table: ReportTable, out: HashingWriter) -> None:
     """Write ``table`` as a PowerPoint deck to ``out`` (see the module docstring for slides).
 
@@ -112,8 +117,11 @@ def render_pptx(table: ReportTable, out: HashingWriter) -> None:
     prs.slide_width = _WIDTH
     prs.slide_height = _HEIGHT
     title = table.report_type.replace("_", " ").capitalize()
-    prs.core_properties.title = f"{title} — {table.organization_name}"
-    prs.core_properties.author = table.organization_name
+    # document properties take XML text only (the slides escape control characters
+    # themselves): a name registered before names were checked must not fail the deck
+    org_name = _XML_UNSAFE.sub("\ufffd", table.organization_name)
+    prs.core_properties.title = f"{title} — {org_name}"
+    prs.core_properties.author = org_name
 
     slide = prs.slides.add_slide(prs.slide_layouts[_TITLE_SLIDE])
     # the default template's placeholders are laid out for 4:3; span the 16:9 width
