@@ -37,6 +37,7 @@ records were lost is sent again, with the same value, when the batch is folded a
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import time
 from collections import deque
@@ -484,6 +485,9 @@ class BatchStream(Generic[E]):
             except TypeError as exc:
                 if not is_integer_overflow(exc):
                     raise
+                for pending in folded.durable:  # that fold is dropped: so is what it queued
+                    if inspect.iscoroutine(pending):
+                        pending.close()
                 kept, stamps, overflowed = self._leave_out_overflows(
                     partition, get, kept, stamps, exc
                 )
@@ -628,7 +632,10 @@ class BatchStream(Generic[E]):
         bound and every event that would cross it is left out, whichever tenant sent it.
         Nothing is lost: the caller dead-letters them with the reason. Slow (a fold per
         event) and only run after such a failure. A fold whose rows overflow however its
-        events are split (no event left out) raises ``error``.
+        events are split (no event left out) raises ``error``. The caller folds the events
+        kept again; what the dropped fold recorded outside its result (a stream's index of
+        open windows) may keep a window a left-out event opened: it closes with the rows it
+        has (a final value of zero when none was written).
 
         Raises:
             Exception: ``error``, when there is no probe or no event is at fault.
