@@ -28,7 +28,7 @@ from stream_app.web.auth import issue_token
 from tests.conftest import WorkerFactory
 from tests.e2e.helpers import db_value
 
-ORG, OTHER, THIRD = "limits-a", "limits-b", "limits-c"
+ORG, OTHER, THIRD, FOURTH = "limits-a", "limits-b", "limits-c", "limits-d"
 ROUTE = "/orgs/{org}/aggregations/datasets"
 """An ``aggregations`` route that touches no table (the answer is the allow-list)."""
 REVOCATION_CACHE_S = 1.0
@@ -42,7 +42,7 @@ async def workers(
 ) -> AsyncIterator[tuple[WorkerProcess, WorkerProcess]]:
     conn = await asyncpg.connect(settings.postgres_dsn)
     try:
-        for org in (ORG, OTHER, THIRD):
+        for org in (ORG, OTHER, THIRD, FOURTH):
             await upsert_organization(conn, Organization(org, org, "Europe/Lisbon", "EUR"))
     finally:
         await conn.close()
@@ -348,3 +348,27 @@ async def test_revoking_a_token_of_an_organisation_that_does_not_exist_is_a_404(
         "organization_id",
         "no organisation 'limits-nobody'",
     )
+
+
+async def test_concurrent_requests_are_counted_exactly_across_workers(
+    workers: tuple[WorkerProcess, WorkerProcess], settings: Settings
+) -> None:
+    """The checks of concurrent requests go to Redis in one pipeline a loop turn: 40 requests
+    of one token at once, half to each worker, get exactly its limit (10) answered and the
+    rest refused, and the organisation's window holds exactly those 10."""
+    a, b = workers
+    token = bearer(settings, FOURTH, user="burst")
+    results = await asyncio.gather(
+        *(get(a if i % 2 else b, FOURTH, token, "127.0.0.22") for i in range(40))
+    )
+    statuses = sorted(status for status, _, _ in results)
+    assert statuses == [200] * 10 + [429] * 30
+    assert {r[2]["error"]["field"] for r in results if r[0] == 429} == {"Authorization"}
+    store = redis.asyncio.Redis.from_url(settings.redis_url)
+    try:
+        org_entries = await store.llen(
+            f"wedding-limits:wedding-limits:LIMITER/org/{FOURTH}/aggregations/15/1/minute"
+        )
+    finally:
+        await store.aclose()
+    assert org_entries == 10
