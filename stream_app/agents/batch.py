@@ -449,32 +449,15 @@ class BatchStream(Generic[E]):
                 folded = self._fold(partition, get, kept, raw)
             except Exception as exc:  # noqa: BLE001 - any error of the fold: set aside its events
                 kept, stamps, poisoned = self._set_aside(partition, get, kept, stamps, exc)
-                for offset, poison, error in poisoned:  # (not ``event``: faust's, acked below)
-                    poison_org: str = poison.organization_id  # type: ignore[attr-defined]
-                    poison_id: str = poison.event_id  # type: ignore[attr-defined]
-                    dedupe.forget(f"{poison_org}/{poison_id}")
-                    log.warning(
-                        "%s/%d@%d: the fold failed on event %r (%s: %s); dead-lettered",
-                        self.topic,
-                        partition,
-                        offset,
-                        poison_id,
-                        type(error).__name__,
-                        error,
-                    )
-                EVENTS_OUTCOME.labels(self.topic, "dead_lettered").inc(len(poisoned))
                 durable.append(
-                    self._send_dead_letters(
+                    self._leave_out(
                         client,
+                        partition,
+                        raw,
+                        dedupe,
                         [
-                            dead_letter_record(
-                                raw(offset),
-                                topic=self.topic,
-                                partition=partition,
-                                field="$",
-                                reason=f"the fold failed: {type(error).__name__}: {error}",
-                            )
-                            for offset, _, error in poisoned
+                            (offset, poison, f"the fold failed: {type(error).__name__}: {error}")
+                            for offset, poison, error in poisoned
                         ],
                     )
                 )
@@ -491,34 +474,7 @@ class BatchStream(Generic[E]):
                 kept, stamps, overflowed = self._leave_out_overflows(
                     partition, get, kept, stamps, exc
                 )
-                for offset, event_, why in overflowed:
-                    dedupe.forget(
-                        f"{event_.organization_id}/{event_.event_id}"  # type: ignore[attr-defined]
-                    )
-                    log.warning(
-                        "%s/%d@%d: event %r left out: %s; dead-lettered",
-                        self.topic,
-                        partition,
-                        offset,
-                        event_.event_id,  # type: ignore[attr-defined]
-                        why,
-                    )
-                EVENTS_OUTCOME.labels(self.topic, "dead_lettered").inc(len(overflowed))
-                durable.append(
-                    self._send_dead_letters(
-                        client,
-                        [
-                            dead_letter_record(
-                                raw(offset),
-                                topic=self.topic,
-                                partition=partition,
-                                field="$",
-                                reason=why,
-                            )
-                            for offset, _, why in overflowed
-                        ],
-                    )
-                )
+                durable.append(self._leave_out(client, partition, raw, dedupe, overflowed))
                 folded = self._fold(partition, get, kept, raw)
                 fold_records = encode_rows(folded.writes)
             # the batch's dedupe records travel packed (one changelog record per 4,096:
@@ -613,6 +569,42 @@ class BatchStream(Generic[E]):
         out = {offset for (offset, _), _ in poisoned}
         stamps = [ts for (offset, _), ts in zip(batch, stamps, strict=True) if offset not in out]
         return kept, stamps, [(offset, event, exc) for (offset, event), exc in poisoned]
+
+    def _leave_out(
+        self,
+        client: Any,
+        partition: int,
+        raw: RawRecord,
+        dedupe: Dedupe,
+        left_out: list[tuple[int, E, str]],
+    ) -> Awaitable[None]:
+        """Events of the batch not folded, ``(offset, event, reason)``: forget their dedupe
+        records (a re-send of one is not a duplicate of an event never folded), log and count
+        each; the sending of their dead-letter copies (``$``, the reason), to await before the
+        batch's input is acknowledged. (The event is not faust's ``event``: that one is
+        acknowledged with the batch.)"""
+        for offset, left, why in left_out:
+            org: str = left.organization_id  # type: ignore[attr-defined]
+            event_id: str = left.event_id  # type: ignore[attr-defined]
+            dedupe.forget(f"{org}/{event_id}")
+            log.warning(
+                "%s/%d@%d: event %r left out: %s; dead-lettered",
+                self.topic,
+                partition,
+                offset,
+                event_id,
+                why,
+            )
+        EVENTS_OUTCOME.labels(self.topic, "dead_lettered").inc(len(left_out))
+        return self._send_dead_letters(
+            client,
+            [
+                dead_letter_record(
+                    raw(offset), topic=self.topic, partition=partition, field="$", reason=why
+                )
+                for offset, _, why in left_out
+            ],
+        )
 
     def _leave_out_overflows(
         self,
