@@ -28,6 +28,7 @@ from stream_app.app import app, settings
 from stream_app.errors import WeddingError
 from stream_app.queries.errors import QueryUnavailableError
 from stream_app.queries.partitions import partition_for
+from stream_app.runtime.state import partition_reader
 from stream_app.schemas.tokens import INTERNAL_TOKEN_TTL_S, new_token
 from stream_app.tables.bookings import row_totals, table_key
 from stream_app.topology import venue_bookings
@@ -136,10 +137,13 @@ async def remote_json(
 def local_periods(
     organization_id: str, venue_id: str, grain: str, periods: list[str]
 ) -> list[dict[str, Any]]:
-    """The venue's rows for ``periods`` from this worker's table, as JSON-ready dicts."""
+    """The venue's rows for ``periods`` from this worker's table (read from the partition's
+    RocksDB database, :func:`~stream_app.runtime.state.partition_reader`), as JSON-ready
+    dicts."""
+    read = partition_reader(venue_bookings, venue_partition(organization_id, venue_id))
     out = []
     for period in periods:
-        row = venue_bookings.get(table_key(organization_id, venue_id, grain, period))  # type: ignore[arg-type]
+        row = read(table_key(organization_id, venue_id, grain, period))  # type: ignore[arg-type]
         t = row_totals(row)
         out.append(
             {
