@@ -111,14 +111,23 @@ refuse every token issued from now on, and nothing could undo it but the databas
 
 
 def check_revocation_time(issued_before: datetime) -> datetime:
-    """``issued_before`` if a revocation may name it: with a time zone, and not later than
-    now plus :data:`REVOCATION_CLOCK_SKEW_S`.
+    """``issued_before`` if a revocation may name it: with a time zone, not before 1970
+    (UTC), and not later than now plus :data:`REVOCATION_CLOCK_SKEW_S`.
 
     Raises:
         ValueError: the reason (the caller names its field: ``$.before``, ``--before``).
     """
     if issued_before.tzinfo is None:
         raise ValueError("give a time zone (e.g. 2026-12-05T08:00:00+00:00)")
+    try:  # 0001-01-01T00:00:00+14:00 is before year 1 in UTC (an attacker round's 500)
+        in_utc = issued_before.astimezone(UTC)
+    except OverflowError:
+        in_utc = None
+    if in_utc is None or in_utc.year < 1970:
+        raise ValueError(
+            f"{issued_before.isoformat()} is before 1970 (UTC): no token is that old, so it"
+            " would revoke nothing"
+        )
     latest = datetime.now(UTC) + timedelta(seconds=REVOCATION_CLOCK_SKEW_S)
     if issued_before > latest:
         raise ValueError(

@@ -70,10 +70,16 @@ def check_time_zone(name: str) -> str:
     """Return ``name`` if it is an IANA zone known to this machine, else raise ValueError."""
     try:
         ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
+    except (ZoneInfoNotFoundError, ValueError, OSError) as exc:
+        # OSError: a folder of the zone database (``Europe``) or a name too long for a file
+        # name; it read as "the database cannot be reached" (a 503, an attacker round)
         raise ValueError(f"time_zone: {name!r} is not an IANA time zone") from exc
     return name
 
+
+_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+"""Embeddings, overrides and isolates: they make text display in another order than it is
+stored (the "Trojan Source" characters)."""
 
 MAX_NAME_CHARS = 200
 """Longest display name of an organisation or a venue, characters."""
@@ -81,7 +87,8 @@ MAX_NAME_CHARS = 200
 
 def check_name(name: str) -> str:
     """Return ``name`` if it can be a display name (every report format carries it: 1 to
-    :data:`MAX_NAME_CHARS` characters, none a control character or an unpaired surrogate),
+    :data:`MAX_NAME_CHARS` characters, none a control character, a bidirectional control or
+    an unpaired surrogate),
     else raise ValueError saying why (``name: ...``).
 
     An attacker round registered names the formats could not hold: control characters (the
@@ -96,6 +103,8 @@ def check_name(name: str) -> str:
             raise ValueError(f"name: control character {char!r} at character {position}")
         if category == "Cs":
             raise ValueError(f"name: not valid UTF-8 (an unpaired surrogate at {position})")
+        if char in _BIDI_CONTROLS:  # text shown in another order than stored
+            raise ValueError(f"name: bidirectional control U+{ord(char):04X} at {position}")
     return name
 
 

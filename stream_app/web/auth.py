@@ -186,6 +186,14 @@ def decode_token(
             f"invalid token: a worker-to-worker token lives at most {INTERNAL_TOKEN_TTL_S} s",
             field="Authorization",
         )
+    jti = claims["jti"]
+    if not (isinstance(jti, str) and 0 < len(jti) <= 128 and jti.isascii() and jti.isprintable()):
+        raise ApiError(  # a jti that could never be revoked by id (an attacker round)
+            401,
+            "unauthorized",
+            "invalid token: jti is not 1-128 printable ASCII characters",
+            field="Authorization",
+        )
     venues = claims.get("venues")
     if venues is not None and (
         not isinstance(venues, list) or not all(isinstance(v, str) for v in venues)

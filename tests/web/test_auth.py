@@ -166,3 +166,24 @@ def test_a_missing_header_and_an_empty_token_are_told_apart(
 def test_a_bearer_token_is_read_as_sent() -> None:
     request = make_mocked_request("GET", "/", headers={"Authorization": "Bearer abc.def.ghi"})
     assert bearer_token(request) == "abc.def.ghi"
+
+
+@pytest.mark.parametrize("jti", ["", "j" * 129, "jé", "j\x00", "j\n"])
+def test_a_jti_that_could_never_be_revoked_by_id_is_refused(jti: object) -> None:
+    """An attacker round's finding (with the signing secret): tokens whose ``jti`` breaks the
+    rule a revocation's ``jti`` must meet were accepted, and could never be revoked by id."""
+    assert refusal(signed(jti=jti)) == (
+        401,
+        "unauthorized",
+        "invalid token: jti is not 1-128 printable ASCII characters",
+        "Authorization",
+    )
+
+
+def test_a_non_ascii_token_is_refused_before_pyjwt_sees_it() -> None:
+    assert refusal("\udcff\udcfe") == (
+        401,
+        "unauthorized",
+        "invalid token: a token is ASCII (base64url and dots)",
+        "Authorization",
+    )

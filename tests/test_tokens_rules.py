@@ -1,0 +1,54 @@
+"""Inputs of token revocation and organisation registration an attacker round found
+answered with a 500 or a false outage: refused with the reason instead (in-process)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+
+from stream_app.db.tenancy import check_name, check_time_zone
+from stream_app.tokens import check_revocation_time
+
+
+@pytest.mark.parametrize(
+    "before",
+    [
+        datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=14))),  # before year 1 in UTC
+        datetime(1969, 12, 31, 23, 59, tzinfo=UTC),
+    ],
+)
+def test_a_revocation_time_before_1970_is_refused(before: datetime) -> None:
+    with pytest.raises(ValueError) as refused:
+        check_revocation_time(before)
+    assert str(refused.value) == (
+        f"{before.isoformat()} is before 1970 (UTC): no token is that old, so it would"
+        " revoke nothing"
+    )
+    assert check_revocation_time(datetime(1970, 1, 1, tzinfo=UTC)).year == 1970
+
+
+@pytest.mark.parametrize("zone", ["Europe", "Etc", "America/", "E" * 300, "../etc/passwd"])
+def test_a_time_zone_that_is_a_folder_or_too_long_is_not_a_zone(zone: str) -> None:
+    """``Europe`` (a folder of the zone database) raised IsADirectoryError, an OSError the
+    API read as "postgresql/kafka cannot be reached" (503)."""
+    with pytest.raises(ValueError) as refused:
+        check_time_zone(zone)
+    assert str(refused.value) == f"time_zone: {zone!r} is not an IANA time zone"
+    assert check_time_zone("Europe/Lisbon") == "Europe/Lisbon"
+
+
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [
+        ("evil\u202eexe.csv", "name: bidirectional control U+202E at 5"),
+        ("\u2066x", "name: bidirectional control U+2066 at 1"),
+        ("a\tb", "name: control character '\\t' at character 2"),
+        ("", "name: must be 1-200 characters, got 0"),
+    ],
+)
+def test_a_display_name_that_misleads_or_breaks_a_format_is_refused(name: str, reason: str) -> None:
+    with pytest.raises(ValueError) as refused:
+        check_name(name)
+    assert str(refused.value) == reason
+    assert check_name("Quinta da Regaleira — Sintra ❤") == "Quinta da Regaleira — Sintra ❤"
