@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from stream_app.db.tenancy import check_name, check_time_zone
+from stream_app.schedules.cron import CronExpressionError, preview
 from stream_app.tokens import check_revocation_time
 
 
@@ -36,6 +37,10 @@ def test_a_time_zone_that_is_a_folder_or_too_long_is_not_a_zone(zone: str) -> No
         check_time_zone(zone)
     assert str(refused.value) == f"time_zone: {zone!r} is not an IANA time zone"
     assert check_time_zone("Europe/Lisbon") == "Europe/Lisbon"
+    # a schedule's preview and definition read the zone the same way
+    with pytest.raises(CronExpressionError) as bad_cron_zone:
+        preview("0 8 * * *", zone, datetime(2026, 12, 7, tzinfo=UTC))
+    assert bad_cron_zone.value.part == "time_zone"
 
 
 @pytest.mark.parametrize(

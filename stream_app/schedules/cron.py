@@ -70,7 +70,7 @@ class CronExpressionError(WeddingError, ValueError):
 def _zone(name: str) -> ZoneInfo:
     try:
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
+    except (ZoneInfoNotFoundError, ValueError, OSError) as exc:  # OSError: a folder
         raise CronExpressionError("time_zone", f"{name!r} is not an IANA time zone") from exc
 
 

@@ -193,7 +193,7 @@ class Schedule:
             raise ScheduleValidationError("output_formats", "a format is listed twice")
         try:
             ZoneInfo(self.time_zone)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
+        except (ZoneInfoNotFoundError, ValueError, OSError) as exc:  # OSError: a folder
             raise ScheduleValidationError(
                 "time_zone", f"{self.time_zone!r} is not an IANA time zone"
             ) from exc

@@ -77,7 +77,7 @@ def _zone_param(request: web.Request) -> ZoneInfo:
     name = request.query.get("zone", "")
     try:
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a folder
         raise ApiError(400, "invalid_field", f"zone {name!r} is not an IANA zone", "zone") from None
 
 
