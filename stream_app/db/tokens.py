@@ -36,10 +36,6 @@ class Revocations:
     issued_before: datetime | None
     organization_created_at: datetime | None = None
 
-    def revokes(self, jti: str, issued_at: datetime | None) -> bool:
-        """Whether a token with id ``jti`` issued at ``issued_at`` is revoked."""
-        return self.refusal(jti, issued_at) is not None
-
     def refusal(self, jti: str, issued_at: datetime | None) -> str | None:
         """Why a token with id ``jti`` issued at ``issued_at`` is refused, or None."""
         if jti in self.jtis:
