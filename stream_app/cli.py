@@ -531,6 +531,8 @@ def _cmd_token(args: argparse.Namespace) -> int:
                     conn, s, organization_id=args.org, actor=actor, jti=args.jti,
                     issued_before=before,
                 )  # fmt: skip
+            except asyncpg.ForeignKeyViolationError:  # a fresh user's traceback
+                raise ValueError(f"--org: no organisation {args.org!r}") from None
             finally:
                 await conn.close()
 

@@ -119,10 +119,11 @@ def check_revocation_time(issued_before: datetime) -> datetime:
     """
     if issued_before.tzinfo is None:
         raise ValueError("give a time zone (e.g. 2026-12-05T08:00:00+00:00)")
+    in_utc: datetime | None
     try:  # 0001-01-01T00:00:00+14:00 is before year 1 in UTC (an attacker round's 500)
         in_utc = issued_before.astimezone(UTC)
-    except OverflowError:
-        in_utc = None
+    except OverflowError:  # past either end of the calendar in UTC: say which
+        in_utc = None if issued_before.year < 1970 else datetime.max.replace(tzinfo=UTC)
     if in_utc is None or in_utc.year < 1970:
         raise ValueError(
             f"{issued_before.isoformat()} is before 1970 (UTC): no token is that old, so it"

@@ -155,6 +155,10 @@ def test_a_token_is_recorded_and_audited(
         (["token", "revoke", "--org", ORG, "--before", "yesterday"], "--before: 'yesterday'"),
         (["token", "revoke", "--org", ORG, "--before", "2026-01-01T00:00"], "--before: give a"),
         (
+            ["token", "revoke", "--org", "does-not-exist", "--jti", "j1"],
+            "--org: no organisation 'does-not-exist'",
+        ),
+        (
             ["token", "revoke", "--org", ORG, "--jti", "a\x00b"],
             "--jti: a token id is 1-128 printable ASCII characters",
         ),

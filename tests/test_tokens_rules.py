@@ -29,6 +29,15 @@ def test_a_revocation_time_before_1970_is_refused(before: datetime) -> None:
     assert check_revocation_time(datetime(1970, 1, 1, tzinfo=UTC)).year == 1970
 
 
+def test_a_revocation_time_past_the_end_of_the_calendar_in_utc_is_in_the_future() -> None:
+    """A fresh user's finding: 9999-12-31T23:59:59-14:00 (after year 9999 in UTC) was
+    refused as "before 1970"."""
+    late = datetime(9999, 12, 31, 23, 59, 59, tzinfo=timezone(timedelta(hours=-14)))
+    with pytest.raises(ValueError) as refused:
+        check_revocation_time(late)
+    assert str(refused.value).startswith(f"{late.isoformat()} is in the future"), refused.value
+
+
 @pytest.mark.parametrize("zone", ["Europe", "Etc", "America/", "E" * 300, "../etc/passwd"])
 def test_a_time_zone_that_is_a_folder_or_too_long_is_not_a_zone(zone: str) -> None:
     """``Europe`` (a folder of the zone database) raised IsADirectoryError, an OSError the
