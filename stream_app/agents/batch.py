@@ -37,7 +37,6 @@ records were lost is sent again, with the same value, when the batch is folded a
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import time
 from collections import deque
@@ -66,7 +65,6 @@ from stream_app.runtime.state import (
     Row,
     WriteBehindTable,
     encode_rows,
-    is_integer_overflow,
     producer_client,
 )
 from stream_app.schemas.base import (
@@ -75,6 +73,7 @@ from stream_app.schemas.base import (
     decode_event,
     utf8_reason,
 )
+from stream_app.tables import limits
 from stream_app.tables.dedupe import (
     CHUNK_PREFIX,
     PACKED_SINCE,
@@ -112,6 +111,9 @@ class Folded:
             :attr:`BatchStream.publish`).
         after: called once the rows are durable (records the changed organisations for
             :attr:`BatchStream.announce`).
+        refused: ``(offset, row key)`` of the events the fold left out because they would
+            take a value of that row past :data:`stream_app.tables.limits.ROW_LIMIT`
+            (dead-lettered with :func:`stream_app.tables.limits.reason`).
     """
 
     writes: list[Row]
@@ -119,6 +121,7 @@ class Folded:
     durable: list[Awaitable[Any]] = field(default_factory=list)
     publish: Callable[[], None] | None = None
     after: Callable[[], None] | None = None
+    refused: list[tuple[int, str]] = field(default_factory=list)
 
 
 RowLookup = Callable[[str], Any]
@@ -180,19 +183,6 @@ def _decode(
     return valid, bad
 
 
-def _unencodable(rows: Sequence[Row]) -> str | None:
-    """The key of the first of ``rows`` whose value cannot be encoded (an integer outside
-    64 bits), or None."""
-    for key, value in rows:
-        try:
-            encode_rows([(key, value)])
-        except TypeError as exc:
-            if is_integer_overflow(exc):
-                return key
-            raise
-    return None
-
-
 class _RecordsByOffset:
     """The consumed record at an offset of one batch (:data:`RawRecord`); the index is built
     on the first lookup (only a batch with late events looks any up)."""
@@ -208,10 +198,6 @@ class _RecordsByOffset:
             self._by_offset = {r.offset: r for r in self._records}
         return self._by_offset[offset]
 
-
-OVERFLOW_CHUNK = 64
-"""Events per probe when the events that would take a row past 64 bits are looked for
-(:meth:`BatchStream._leave_out_overflows`)."""
 
 IN_FLIGHT = 8
 """Batches past their fold and not yet acknowledged, at most (the pipeline's depth). A quiet
@@ -466,21 +452,19 @@ class BatchStream(Generic[E]):
                     )
                 )
                 folded = self._fold(partition, get, kept, raw)
-            try:  # encoded here, not in the write-behind: a row that cannot be stored is
-                # found while its events can still be left out
-                fold_records = encode_rows(folded.writes)
-            except TypeError as exc:
-                if not is_integer_overflow(exc):
-                    raise
-                for pending in folded.durable:  # that fold is dropped: so is what it queued
-                    if inspect.iscoroutine(pending):
-                        pending.close()
-                kept, stamps, overflowed = self._leave_out_overflows(
-                    partition, get, kept, stamps, exc
+            if folded.refused:  # events that would take a row past its largest value
+                refused = dict(folded.refused)
+                durable.append(
+                    self._leave_out(
+                        client,
+                        partition,
+                        raw,
+                        dedupe,
+                        [(o, e, limits.reason(refused[o])) for o, e in kept if o in refused],
+                    )
                 )
-                durable.append(self._leave_out(client, partition, raw, dedupe, overflowed))
-                folded = self._fold(partition, get, kept, raw)
-                fold_records = encode_rows(folded.writes)
+                stamps = [ts for (o, _), ts in zip(kept, stamps, strict=True) if o not in refused]
+            fold_records = encode_rows(folded.writes)
             # the batch's dedupe records travel packed (one changelog record per 4,096:
             # stream_app.tables.dedupe), each is read from the overlay until it is durable;
             # expired packed records are deleted locally, packed records whose records all
@@ -609,77 +593,6 @@ class BatchStream(Generic[E]):
                 for offset, _, why in left_out
             ],
         )
-
-    def _leave_out_overflows(
-        self,
-        partition: int,
-        get: RowLookup,
-        batch: list[tuple[int, E]],
-        stamps: list[int],
-        error: Exception,
-    ) -> tuple[list[tuple[int, E]], list[int], list[tuple[int, E, str]]]:
-        """After the rows of ``batch``'s fold could not be encoded (a total past the 64-bit
-        integers a row holds): ``(the events that fold, their timestamps, [(offset, event,
-        reason)] of the events left out)``.
-
-        The events are applied in order with the fold's pure part (:attr:`probe`), in chunks
-        of :data:`OVERFLOW_CHUNK` to the rows as the chunks before left them, and the events
-        of a chunk whose rows cannot be encoded one by one; an event after which a row cannot
-        be encoded is left out (its rows as before it), so every row stops just short of the
-        bound and every event that would cross it is left out, whichever tenant sent it.
-        Nothing is lost: the caller dead-letters them with the reason. Only run after such a
-        failure; it costs about one fold of the batch plus :data:`OVERFLOW_CHUNK`
-        single-event folds per chunk holding such an event (a tenant sending one into every
-        batch makes its partitions' folds that much slower, not stopped). A fold whose rows
-        overflow however its events are split (no event left out) raises ``error``. The
-        caller folds the events kept again; what the dropped fold recorded outside its result
-        (a stream's index of open windows) may keep a window a left-out event opened: it
-        closes with the rows it has (a final value of zero when none was written).
-
-        Raises:
-            Exception: ``error``, when there is no probe or no event is at fault.
-        """
-        probe = self.probe
-        if probe is None:
-            raise error
-        seen: dict[str, Any] = {}
-
-        def get_seen(key: str) -> Any:
-            return seen[key] if key in seen else get(key)
-
-        def rows_of(events: list[tuple[int, E]]) -> tuple[list[Row], str | None]:
-            writes: list[Row] = getattr(probe(partition, get_seen, events), "writes", [])
-            return writes, _unencodable(writes)
-
-        kept: list[tuple[int, E]] = []
-        kept_stamps: list[int] = []
-        left_out: list[tuple[int, E, str]] = []
-        for start in range(0, len(batch), OVERFLOW_CHUNK):
-            chunk = batch[start : start + OVERFLOW_CHUNK]
-            writes, refused = rows_of(chunk)
-            if refused is None:
-                seen.update(writes)
-                kept += chunk
-                kept_stamps += stamps[start : start + OVERFLOW_CHUNK]
-                continue
-            for item, stamp in zip(chunk, stamps[start : start + OVERFLOW_CHUNK], strict=True):
-                writes, refused = rows_of([item])
-                if refused is None:
-                    seen.update(writes)
-                    kept.append(item)
-                    kept_stamps.append(stamp)
-                else:
-                    left_out.append(
-                        (
-                            item[0],
-                            item[1],
-                            f"folding it would take row {refused!r} past the 64-bit integers"
-                            " a table row holds",
-                        )
-                    )
-        if not left_out:
-            raise error
-        return kept, kept_stamps, left_out
 
     async def _in_order(self, message: BatchMessage) -> bool:
         """Whether the batch may be folded: it starts at or before the partition's next

@@ -163,7 +163,7 @@ class BookingsAgent(FoldAgent[BookingEvent]):
                 if not c.final:
                     self.versions.record(c.organization_id)
 
-        return Folded(result.writes, result.outcomes, durable, publish, after)
+        return Folded(result.writes, result.outcomes, durable, publish, after, result.refused)
 
     def probe(self, partition: int, get: RowLookup, batch: Batch[BookingEvent]) -> object:
         """The rows :meth:`fold` computes, without the open windows' index (pure)."""

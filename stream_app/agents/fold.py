@@ -208,4 +208,6 @@ class GuardedFoldAgent(FoldAgent[E]):
                     events=c.events,
                 )
 
-        return Folded(result.writes, result.outcomes, publish=publish, after=after)
+        return Folded(
+            result.writes, result.outcomes, publish=publish, after=after, refused=result.refused
+        )

@@ -254,14 +254,10 @@ def encode_rows(rows: Iterable[Row]) -> list[Encoded]:
 
     Raises:
         TypeError: a value JSON cannot carry here: orjson's ``Integer exceeds 64-bit range``
-            for an integer outside -2**63 .. 2**64 - 1 (:func:`is_integer_overflow`).
+            for an integer outside -2**63 .. 2**64 - 1 (the folds keep every value at most
+            :data:`stream_app.tables.limits.ROW_LIMIT`).
     """
     return [(encode_key(k), None if v is None else orjson.dumps(v)) for k, v in rows]
-
-
-def is_integer_overflow(exc: BaseException) -> bool:
-    """Whether ``exc`` is :func:`encode_rows`' refusal of an integer outside 64 bits."""
-    return isinstance(exc, TypeError) and str(exc) == "Integer exceeds 64-bit range"
 
 
 def _encode(rows: Mapping[int, Sequence[Row]]) -> dict[int, list[Encoded]]:

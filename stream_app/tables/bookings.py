@@ -27,6 +27,7 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from stream_app.schemas.bookings import BookingEvent
+from stream_app.tables.limits import ROW_LIMIT
 from stream_app.tables.windows import WindowGrain, window_end, windows_of
 
 Grain = Literal["day", "month"]
@@ -223,6 +224,9 @@ class BatchResult:
         late: per late event (index into the batch), the window grains it missed.
         opened: ``(organization_id, key, closes at)`` of the window rows the batch wrote
             that are still open (for :class:`stream_app.tables.closing.OpenWindows`).
+        refused: ``(input offset, row key)`` of the events not folded because they would
+            take a sum of that row past :data:`stream_app.tables.limits.ROW_LIMIT` (none of
+            their rows changed; they have no outcome).
     """
 
     writes: list[tuple[str, dict[str, Any]]]
@@ -230,6 +234,7 @@ class BatchResult:
     changes: list[RowChange]
     late: dict[int, list[WindowGrain]] = field(default_factory=dict)
     opened: list[tuple[str, str, datetime]] = field(default_factory=list)
+    refused: list[tuple[int, str]] = field(default_factory=list)
 
 
 Closing = Callable[[str, datetime], Iterable[str]]
@@ -294,6 +299,22 @@ def _load(get: Lookup, key: str, ident: _RowId) -> _Row:
         old.copy(),
         bool(value.get("final")),
     )
+
+
+def _top(totals: VenueTotals) -> int:
+    """The largest sum of minor units of ``totals`` (0 when none)."""
+    return max((*totals.booked_minor.values(), *totals.cancelled_minor.values()), default=0)
+
+
+def _passes(targets: list[_Row], created: bool, currency: str, amount: int) -> _Row | None:
+    """The first of ``targets`` whose sum in ``currency`` adding ``amount`` would take past
+    :data:`ROW_LIMIT` (booked value for a booking, cancelled value for a cancellation)."""
+    limit = ROW_LIMIT - amount
+    for r in targets:
+        sums = r.totals.booked_minor if created else r.totals.cancelled_minor
+        if sums.get(currency, 0) > limit:
+            return r
+    return None
 
 
 def _closing_time(changed: datetime | None, mark: datetime | None) -> datetime:
@@ -366,9 +387,14 @@ def fold_batch(
 
     # the hot loop: seven rows per event, so the fold of one event into a row is written out
     # here (fold_booking's arithmetic) rather than called; rows are looked up in the batch's
-    # dict first and loaded (one read) on a miss
+    # dict first and loaded (one read) on a miss. No sum of minor units of the batch's rows
+    # is above the largest loaded (``top``) plus the amounts folded so far (``spent``), so
+    # the check against ROW_LIMIT is one comparison per event until that bound comes near
+    # it (then :func:`_passes` looks at the event's rows).
     lookup = rows.get
     grace = windows.grace if windows is not None else timedelta(0)
+    refused: list[tuple[int, str]] = []
+    top = spent = 0
     for index, (offset, ev) in enumerate(batch):
         org, venue, when = ev.organization_id, ev.venue_id, ev.occurred_at
         created = ev.event_type == "booking_created"
@@ -385,13 +411,14 @@ def fold_batch(
             if zone is None:
                 zone = zones[org] = windows.zone_of(org)
             slots += [(w.grain, w.label, w.end) for w in windows_of(when, zone)]
-        applied = False
+        targets: list[_Row] = []  # the rows the event is folded into
         missed: list[WindowGrain] = []
         for slot_grain, period, end in slots:
             key = f"{org}/{venue}/{slot_grain}/{period}"
             r = lookup(key)
             if r is None:
                 r = rows[key] = _load(get, key, (org, venue, slot_grain, period))
+                top = max(top, _top(r.totals))
             if offset <= r.applied:
                 continue
             if end is not None and (
@@ -401,6 +428,14 @@ def fold_batch(
             ):
                 missed.append(slot_grain)  # type: ignore[arg-type]
                 continue
+            targets.append(r)
+        if top + spent + amount > ROW_LIMIT:
+            over = _passes(targets, created, currency, amount)
+            if over is not None:
+                refused.append((offset, "/".join(over.ident)))
+                continue
+        spent += amount
+        for r in targets:
             t = r.totals
             if created:
                 t.bookings += 1
@@ -417,13 +452,12 @@ def fold_batch(
             r.events += 1
             if r.event_time is None or when > r.event_time:
                 r.event_time = when
-            applied = True
         if windows is not None:
             marks[org] = (when if watermark is None or when > watermark else watermark, offset)
         if missed:
             late[index] = missed
             outcomes.append("late")
-        elif applied:
+        elif targets:
             outcomes.append("counted")
         else:
             outcomes.append("redelivered")
@@ -490,4 +524,4 @@ def fold_batch(
                 writes.append(
                     (windows.watermark_key(org), {"event_time": mark.isoformat(), "o": mark_offset})
                 )
-    return BatchResult(writes, outcomes, changes + finals, late, opened)
+    return BatchResult(writes, outcomes, changes + finals, late, opened, refused)

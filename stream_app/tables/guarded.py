@@ -18,9 +18,11 @@ function of the event alone).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Generic, Protocol, TypeVar
+
+from stream_app.tables.limits import RowLimitExceeded, checked
 
 Lookup = Callable[[str], dict[str, Any] | None]
 """Reads one table row by key; ``None`` when absent."""
@@ -117,14 +119,18 @@ class GuardedBatch(Generic[E]):
     Attributes:
         writes: ``(key, value)`` to write; a value of ``None`` deletes the row (a tombstone
             in the changelog, see :func:`stream_app.tables.interactions.fold_batch`).
-        outcomes: per input event, ``counted`` or ``redelivered`` (every row already held
-            it).
+        outcomes: per input event not refused, ``counted`` or ``redelivered`` (every row
+            already held it).
         changes: the changed data rows, for ``realtime-metrics-updates``.
+        refused: ``(input offset, row key)`` of the events not folded because they
+            would take a value of that row past :data:`stream_app.tables.limits.ROW_LIMIT`
+            (none of their rows changed).
     """
 
     writes: list[tuple[str, dict[str, Any] | None]]
     outcomes: list[str]
     changes: list[Change]
+    refused: list[tuple[int, str]] = field(default_factory=list)
 
 
 def fold_guarded(get: Lookup, batch: Batch[E], plan: Callable[[E], Plan]) -> GuardedBatch[E]:
@@ -139,8 +145,10 @@ def fold_guarded(get: Lookup, batch: Batch[E], plan: Callable[[E], Plan]) -> Gua
     applied: dict[str, int] = {}  # each row's offset before the batch
     changes: dict[str, Change] = {}
     outcomes: list[str] = []
+    refused: list[tuple[int, str]] = []
     for offset, ev in batch:
-        folded = False
+        # the event's new values of each of its rows first: all of them or none change
+        staged: list[tuple[RowRef, Values | None, Values]] = []
         for ref, update in plan(ev).rows:
             key = ref.key
             if key in data:
@@ -151,19 +159,24 @@ def fold_guarded(get: Lookup, batch: Batch[E], plan: Callable[[E], Plan]) -> Gua
             if offset <= applied[key]:
                 continue  # the row already holds this event (written before a crash)
             old = row["values"] if row else None
-            new = update(old)
-            data[key] = {"values": new, "o": offset}
-            folded = True
-            change = changes.get(key)
-            if change is None:
-                changes[key] = Change(ref, old, new, ev.occurred_at, 1)
-            else:
-                change.new = new
-                change.event_time = max(change.event_time, ev.occurred_at)
-                change.events += 1
-        outcomes.append("counted" if folded else "redelivered")
+            try:
+                staged.append((ref, old, update(old)))
+            except RowLimitExceeded:
+                refused.append((offset, key))
+                break
+        else:
+            for ref, old, new in staged:
+                data[ref.key] = {"values": new, "o": offset}
+                change = changes.get(ref.key)
+                if change is None:
+                    changes[ref.key] = Change(ref, old, new, ev.occurred_at, 1)
+                else:
+                    change.new = new
+                    change.event_time = max(change.event_time, ev.occurred_at)
+                    change.events += 1
+            outcomes.append("counted" if staged else "redelivered")
     writes: list[tuple[str, dict[str, Any] | None]] = list(data.items())
-    return GuardedBatch(writes, outcomes, list(changes.values()))
+    return GuardedBatch(writes, outcomes, list(changes.values()), refused)
 
 
 def batch_fold(plan: Callable[[E], Plan]) -> Callable[[Lookup, Batch[E]], GuardedBatch[E]]:
@@ -177,7 +190,12 @@ def batch_fold(plan: Callable[[E], Plan]) -> Callable[[Lookup, Batch[E]], Guarde
 
 
 def add(counts: dict[str, int] | None, key: str, n: int) -> dict[str, int]:
-    """A copy of ``counts`` with ``n`` added under ``key``."""
+    """A copy of ``counts`` with ``n`` (not negative) added under ``key``.
+
+    Raises:
+        RowLimitExceeded: the sum would pass :data:`stream_app.tables.limits.ROW_LIMIT`
+            (:func:`fold_guarded` then refuses the event).
+    """
     out = dict(counts or {})
-    out[key] = out.get(key, 0) + n
+    out[key] = checked(out.get(key, 0) + n)
     return out

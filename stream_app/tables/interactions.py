@@ -184,6 +184,7 @@ def fold_batch(
     writes: list[tuple[str, dict[str, Any] | None]] = []
     outcomes: list[str] = []
     changes: list[Change] = []
+    refused: list[tuple[int, str]] = []
     overlay: dict[str, dict[str, Any] | None] = {}
 
     def current(key: str) -> dict[str, Any] | None:
@@ -198,6 +199,7 @@ def fold_batch(
             writes.extend(result.writes)
             outcomes.extend(result.outcomes)
             changes.extend(result.changes)
+            refused.extend(result.refused)
             segment.clear()
 
     for offset, ev in batch:
@@ -213,7 +215,7 @@ def fold_batch(
             writes.append((key, None))
         outcomes.append("erased")
     fold_segment()
-    return GuardedBatch(writes, outcomes, changes)
+    return GuardedBatch(writes, outcomes, changes, refused)
 
 
 def average_rating_milli(ratings: dict[str, int]) -> int | None:

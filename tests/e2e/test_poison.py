@@ -21,6 +21,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from stream_app.devservices.workers import WorkerProcess
 from stream_app.lag import wait_for_lag_zero
 from stream_app.settings import Settings
+from stream_app.tables.limits import ROW_LIMIT
 from stream_app.topics import DEAD_LETTER, PAYMENT_EVENTS, WEDDING_BOOKINGS
 from tests.conftest import WorkerFactory
 from tests.e2e.helpers import auth, read_topic, send, venue_periods
@@ -189,11 +190,12 @@ async def test_events_that_would_take_a_total_past_64_bits_are_dead_lettered_and
     10^15), but 20,000 of the largest into one venue's rows took a total past 2^64, the
     changelog encoder refused the rows, and the fold agent stopped on that batch for ever:
     another tenant's events on the same partition were never folded (payments the same,
-    silently). Now each event that would take a row past 64 bits is dead-lettered with the
-    row named, every row stops just short of the bound, and the partition goes on."""
+    silently). Now each event that would take a row past ROW_LIMIT (2^63 - 1) is refused by
+    the fold before it changes any of its rows and dead-lettered with the row named, every row
+    stops just short of the bound, and the partition goes on."""
     group = "wedding-overflow"
     worker = await worker_of(settings, worker_factory, group, OVER_ORG)
-    fits = (2**64 - 1) // MAX_AMOUNT  # the largest events one total holds: 18,446
+    fits = ROW_LIMIT // MAX_AMOUNT  # the largest events one total holds: 9,223
     sent = fits + 60
     neighbour_key = same_partition_key(f"{OVER_ORG}/v1".encode(), f"{NEIGHBOUR_ORG}/v")
     neighbour_venue = neighbour_key.decode().split("/")[1]
@@ -246,7 +248,10 @@ async def test_events_that_would_take_a_total_past_64_bits_are_dead_lettered_and
         assert len(reasons) == 1, reasons
         (reason,) = reasons
         assert reason.startswith("$: folding it would take row '"), reason
-        assert reason.endswith("' past the 64-bit integers a table row holds"), reason
+        assert reason.endswith(
+            "' past 9,223,372,036,854,775,807, the largest value a table row"
+            " holds (a signed 64-bit integer)"
+        ), reason
         if row is not None:
             assert f"'{row}'" in reason
     async with aiohttp.ClientSession() as s, s.get(f"{worker.url}/metrics") as r:
