@@ -68,6 +68,12 @@ from stream_app.web.updates_ids import EventIds, Position
 from stream_app.web.views import page
 
 KEEPALIVE_S = 15.0
+"""Seconds without an update after which a stream sends a ``: keep-alive`` comment."""
+GONE_CHECK_S = 1.0
+"""How often an idle stream checks that its client is still connected, seconds: a client
+that went away gives its organisation's stream slot back within this (a trial user's finding:
+it was held until the next keep-alive write, and a browser reconnecting at the cap got 429,
+on which ``EventSource`` gives up)."""
 RECHECK_S = 30.0
 """How often an open stream re-checks its token's expiry and revocation, seconds."""
 RETRY_MS = 3000
@@ -231,19 +237,23 @@ async def updates(self: Any, request: web.Request, org: str) -> web.StreamRespon
             await replay_turn.aclose()  # the live part holds no replay slot
             loop = asyncio.get_running_loop()
             recheck_at = loop.time() + RECHECK_S
+            keepalive_at = loop.time() + KEEPALIVE_S
             while True:
                 try:
-                    item = await asyncio.wait_for(sub.queue.get(), KEEPALIVE_S)
+                    item = await asyncio.wait_for(sub.queue.get(), GONE_CHECK_S)
                 except TimeoutError:
-                    if sub.dropped:
+                    if sub.dropped or request.transport is None:  # dropped, or the client left
                         break
-                    await resp.write(b": keep-alive\n\n")
+                    if loop.time() >= keepalive_at:
+                        await resp.write(b": keep-alive\n\n")
+                        keepalive_at = loop.time() + KEEPALIVE_S
                 else:
                     if item is END:  # the worker is stopping
                         break
                     at, kind, raw, doc = item
                     if await _admits(filt, scope, (org + "/").encode(), doc):
                         await resp.write(sse_event(ids.seal(at), kind, raw))
+                        keepalive_at = loop.time() + KEEPALIVE_S
                 if loop.time() >= recheck_at:
                     if not await _still_valid(principal):
                         break

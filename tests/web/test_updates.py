@@ -706,3 +706,41 @@ async def test_a_stream_over_the_organisations_cap_is_refused_naming_it(
         hub.unsubscribe(other)
     finally:
         await hub.stop()
+
+
+async def test_a_stream_whose_client_left_gives_its_slot_back_within_seconds(
+    worker_factory: WorkerFactory, settings: Settings
+) -> None:
+    """A trial user's finding: with the organisation at its cap, a client that went away
+    held its slot until the next keep-alive write (15 s), so a browser reconnecting after
+    ``retry: 3000`` got 429, on which ``EventSource`` gives up. Now an idle stream notices its
+    client left within ``GONE_CHECK_S`` (1 s): the reconnection is served."""
+    worker = worker_factory.start(
+        "updates-gone", "one", WEDDING_SCHEDULING="0", WEDDING_UPDATES_MAX_CLIENTS="1"
+    )
+    await worker.wait_ready(timeout_s=120, min_partitions=4)
+    tok = token(settings, A)
+    host, port = worker.url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    request = f"GET /orgs/{A}/updates HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {tok}"
+    writer.write(request.encode() + b"\r\n\r\n")
+    head = await asyncio.wait_for(reader.readuntil(b"event: ready"), 30)
+    assert head.startswith(b"HTTP/1.1 200")
+    timeout = aiohttp.ClientTimeout(total=None, sock_read=None)
+    async with aiohttp.ClientSession(worker.url, timeout=timeout) as s:
+        headers = {"Authorization": f"Bearer {tok}"}
+        async with s.get(f"/orgs/{A}/updates", headers=headers) as full:
+            assert full.status == 429  # the first stream holds the organisation's one slot
+            assert (await full.json())["error"]["code"] == "too_many_streams"
+        writer.close()  # the first client goes away, sending nothing more
+        await writer.wait_closed()
+        left = time.monotonic()
+        statuses = []
+        while True:
+            async with s.get(f"/orgs/{A}/updates", headers=headers) as again:
+                statuses.append(again.status)
+                if again.status == 200:
+                    break
+            assert time.monotonic() - left < 10, statuses  # the keep-alive would take 15 s
+            await asyncio.sleep(0.25)
+    assert time.monotonic() - left < 3, statuses
