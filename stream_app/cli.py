@@ -314,6 +314,9 @@ def _date_arg(name: str, value: str) -> date:
         raise ValueError(f"{name}: {value!r} is not a date (YYYY-MM-DD)") from None
 
 
+DEFAULT_TOKEN_TTL_S = 3600
+"""``token --ttl`` when not given, seconds (capped at ``WEDDING_TOKEN_MAX_TTL_S``)."""
+
 _REPORT_OPTIONS = {
     "output_formats": "--formats",
     "report_type": "--type",
@@ -551,13 +554,16 @@ def _cmd_token(args: argparse.Namespace) -> int:
     _check_id("--user", args.user)
     venues = [_check_id("--venue", v) for v in args.venue] if args.venue else None
     check_jwt_secret(s)  # a token signed with the public secret: every worker refuses it
+    # an hour, or the deployment's longest lifetime when that is shorter (the default is not
+    # refused by the deployment's own setting: a trial user's finding)
+    ttl = args.ttl if args.ttl is not None else min(DEFAULT_TOKEN_TTL_S, s.token_max_ttl_s)
 
     async def issue() -> str:
         conn = await asyncpg.connect(s.postgres_dsn)
         try:
             issued = await tokens.issue(
                 conn, s, organization_id=args.org, subject=args.user, role=args.role,
-                ttl_seconds=args.ttl, venues=venues, actor=actor,
+                ttl_seconds=ttl, venues=venues, actor=actor,
             )  # fmt: skip
         finally:
             await conn.close()
@@ -801,7 +807,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--role", default="viewer", choices=["viewer", "analyst", "admin"])
     t.add_argument("--venue", action="append", help="limit the token to this venue (repeatable)")
     t.add_argument(
-        "--ttl", type=int, default=3600, help="seconds (at most WEDDING_TOKEN_MAX_TTL_S)"
+        "--ttl",
+        type=int,
+        default=None,
+        help="seconds (default: an hour, or WEDDING_TOKEN_MAX_TTL_S when shorter; at most it)",
     )
     t.add_argument("--jti", default=None, help="revoke: the token id")
     t.add_argument(

@@ -69,6 +69,26 @@ def run_cli(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Compl
     )
 
 
+@pytest.mark.parametrize(("max_ttl", "lifetime"), [(None, 3600), ("600", 600), ("7200", 3600)])
+def test_a_token_without_ttl_lives_an_hour_or_the_deployments_longest(
+    token_env: Settings,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    max_ttl: str | None,
+    lifetime: int,
+) -> None:
+    """A trial user's finding: with ``WEDDING_TOKEN_MAX_TTL_S`` under an hour, ``token``
+    without ``--ttl`` was refused for its own default (``--ttl … got 3600``)."""
+    if max_ttl is not None:
+        monkeypatch.setenv("WEDDING_TOKEN_MAX_TTL_S", max_ttl)
+    assert main(["token", "--org", ORG, "--user", "ana"]) == 0
+    token = capsys.readouterr().out.strip()
+    claims = jwt.decode(
+        token, token_env.jwt_secret, algorithms=["HS256"], audience="wedding-engine-api"
+    )
+    assert claims["exp"] - claims["iat"] == lifetime
+
+
 def test_a_token_is_recorded_and_audited(
     token_env: Settings, capsys: pytest.CaptureFixture[str]
 ) -> None:

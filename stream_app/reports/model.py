@@ -82,8 +82,12 @@ class ReportSection:
 
     Attributes:
         name: machine name, unique in the report (``[a-z0-9_]+``; JSON key, sheet name).
-        title: the heading.
+        title: the heading; no comma, quote or line break, so its CSV line is ``# <title>``
+            unquoted (a reader splitting a CSV file at lines starting with ``#`` finds it).
         columns / rows / chart / notes: as in :class:`ReportTable`.
+
+    Raises:
+        ValueError: a title with a comma, a double quote or a line break.
     """
 
     name: str
@@ -92,6 +96,10 @@ class ReportSection:
     rows: Iterable[Sequence[Cell]]
     chart: ChartSpec | None = None
     notes: Sequence[str] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        if any(c in self.title for c in ',"\r\n'):
+            raise ValueError(f"section title {self.title!r} holds a comma, quote or line break")
 
 
 @dataclass(frozen=True, slots=True)

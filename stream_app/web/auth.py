@@ -83,8 +83,8 @@ def bearer_token(request: web.Request) -> str:
     """The token of the ``Authorization: Bearer`` header.
 
     Raises:
-        ApiError: 401 ``unauthorized`` when the header is missing, not a bearer token, or its
-            token is empty (``Bearer `` and nothing, said as such); 400 ``invalid_field``
+        ApiError: 401 ``unauthorized`` when the header is missing, of another scheme (named),
+            or its token is empty (``Bearer `` and nothing, said as such); 400 ``invalid_field``
             when the header is given more than once (a proxy checking the last and this
             worker reading the first would disagree on who is asking).
     """
@@ -97,17 +97,32 @@ def bearer_token(request: web.Request) -> str:
             field="Authorization",
         )
     header = given[0] if given else ""
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() == "bearer" and not token.strip():
-        # ``Bearer `` and nothing: a shell's ``$TOKEN`` left empty by a failed command
-        raise ApiError(401, "unauthorized", "the bearer token is empty", field="Authorization")
-    if scheme.lower() != "bearer" or not token:
+    if not header.strip():
         raise ApiError(
             401,
             "unauthorized",
             "an 'Authorization: Bearer <token>' header is required",
             field="Authorization",
         )
+    # the scheme, then the token after any run of spaces or tabs (RFC 9110 allows one or
+    # more spaces; a second space or a tab pasted in is not a reason to refuse the token)
+    scheme, _, token = header.strip(" \t").partition(" ")
+    if "\t" in scheme:
+        scheme, _, rest = scheme.partition("\t")
+        token = rest + (" " + token if token else "")
+    token = token.strip(" \t")
+    if scheme.lower() != "bearer":
+        # named when it is a scheme's name (not echoed when it may be a credential)
+        named = f", not {scheme!r}" if scheme.isalpha() and len(scheme) <= 20 else ""
+        raise ApiError(
+            401,
+            "unauthorized",
+            f"the Authorization header must use the Bearer scheme ('Bearer <token>'){named}",
+            field="Authorization",
+        )
+    if not token:
+        # ``Bearer `` and nothing: a shell's ``$TOKEN`` left empty by a failed command
+        raise ApiError(401, "unauthorized", "the bearer token is empty", field="Authorization")
     return token
 
 

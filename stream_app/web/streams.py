@@ -43,7 +43,7 @@ from stream_app.topology import (
 )
 from stream_app.web.auth import authenticate
 from stream_app.web.errors import ApiError
-from stream_app.web.inputs import require_query
+from stream_app.web.inputs import allow_query, require_query
 from stream_app.web.permissions import Permission
 from stream_app.web.responses import json_response
 from stream_app.web.views import forwarded_by_a_worker, page, period_labels
@@ -85,6 +85,10 @@ def _values(table: Any, key: str) -> dict[str, Any] | None:
     return None if row is None else dict(row["values"])
 
 
+_RANGE = frozenset({"from", "to"})
+"""The query parameters of the month-range reads."""
+
+
 def _months(request: web.Request) -> list[str]:
     require_query(request, ("from", "to"), "query parameters 'from' and 'to' are required")
     return period_labels("month", request.query["from"], request.query["to"])
@@ -96,6 +100,7 @@ async def booking_payments(
 ) -> web.StreamResponse:
     """A booking's payment totals (see the module docstring)."""
     authenticate(request, settings.jwt_secret, org)
+    allow_query(request, _RANGE)
     months = _months(request) if "from" in request.query or "to" in request.query else []
     if (fwd := await forward_if_remote(request, booking_payments_table, org, booking)) is not None:
         return fwd
@@ -127,6 +132,7 @@ async def client_interactions(
 ) -> web.StreamResponse:
     """A client's interaction totals (see the module docstring)."""
     authenticate(request, settings.jwt_secret, org)
+    allow_query(request, frozenset())
     if (
         fwd := await forward_if_remote(request, client_interactions_table, org, client)
     ) is not None:
@@ -159,6 +165,7 @@ async def supplier_activity(
 ) -> web.StreamResponse:
     """A supplier's activity per UTC month (see the module docstring)."""
     authenticate(request, settings.jwt_secret, org)
+    allow_query(request, _RANGE)
     months = _months(request)
     if (
         fwd := await forward_if_remote(request, supplier_activity_table, org, supplier)

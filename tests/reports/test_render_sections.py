@@ -580,3 +580,11 @@ def test_powerpoint_pages_long_findings_and_notes(tmp_path: Path) -> None:
     assert by_title["Data validation (2)"] == findings[8:]
     assert by_title["Notes (1)"] == notes[:10]
     assert by_title["Notes (2)"] == [*notes[10:], "The table slides show all 2 rows."]
+
+
+@pytest.mark.parametrize("title", ["Revenue by venue, whole range", 'The "best" month', "a\nb"])
+def test_a_section_title_that_csv_would_quote_is_refused(title: str) -> None:
+    """A trial user's finding: a title with a comma came out as ``"# title, …"``, so a reader
+    splitting the CSV file at lines starting with ``#`` missed the block."""
+    with pytest.raises(ValueError, match="holds a comma, quote or line break"):
+        ReportSection("s", title, W_COLUMNS, iter(W_ROWS))

@@ -145,7 +145,19 @@ def test_a_worker_to_worker_token_lives_no_longer_than_the_workers_mint_it() -> 
     ("header", "reason"),
     [
         (None, "an 'Authorization: Bearer <token>' header is required"),
-        ("Basic dXNlcjpwYXNz", "an 'Authorization: Bearer <token>' header is required"),
+        ("", "an 'Authorization: Bearer <token>' header is required"),
+        (
+            "Basic dXNlcjpwYXNz",
+            "the Authorization header must use the Bearer scheme ('Bearer <token>'), not 'Basic'",
+        ),
+        (
+            "Token abc.def.ghi",
+            "the Authorization header must use the Bearer scheme ('Bearer <token>'), not 'Token'",
+        ),
+        (
+            "abc.def.ghi",  # the token alone: not echoed
+            "the Authorization header must use the Bearer scheme ('Bearer <token>')",
+        ),
         # curl -H "Authorization: Bearer $EMPTY": the server trims the value to "Bearer"
         ("Bearer", "the bearer token is empty"),
         ("Bearer ", "the bearer token is empty"),
@@ -163,8 +175,13 @@ def test_a_missing_header_and_an_empty_token_are_told_apart(
     assert (e.status, e.code, e.reason, e.field) == (401, "unauthorized", reason, "Authorization")
 
 
-def test_a_bearer_token_is_read_as_sent() -> None:
-    request = make_mocked_request("GET", "/", headers={"Authorization": "Bearer abc.def.ghi"})
+@pytest.mark.parametrize(
+    "header",
+    ["Bearer abc.def.ghi", "Bearer  abc.def.ghi", "Bearer\tabc.def.ghi", "bearer abc.def.ghi "],
+)
+def test_a_bearer_token_is_read_as_sent(header: str) -> None:
+    """One space or more, or a tab (a trial user's paste), between the scheme and the token."""
+    request = make_mocked_request("GET", "/", headers={"Authorization": header})
     assert bearer_token(request) == "abc.def.ghi"
 
 

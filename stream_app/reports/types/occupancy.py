@@ -698,7 +698,7 @@ def build_report(
         ),
         ReportSection(
             "revpad_by_venue",
-            "Revenue per available date (RevPAD) by venue, whole range",
+            "Revenue per available date (RevPAD) by venue over the whole range",
             REVENUE_TOTAL_COLUMNS,
             revenue_total_rows,
         ),
@@ -711,7 +711,7 @@ def build_report(
         ),
         ReportSection(
             "demand_forecast",
-            f"Demand forecast: bookings per venue and month, next {forecast_months} months",
+            f"Demand forecast: bookings per venue and month over the next {forecast_months} months",
             FORECAST_COLUMNS,
             forecast_rows,
             chart=ChartSpec("Forecast bookings by month", "month", ("forecast_bookings",)),

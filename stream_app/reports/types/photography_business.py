@@ -324,7 +324,7 @@ def _trend_section(by: str, columns: Sequence[Column], rows: list[list[Cell]]) -
     column), this period against a year earlier, with its chart."""
     return ReportSection(
         name=f"trend_by_{by}",
-        title=f"Weddings by {by}, this period vs a year earlier",
+        title=f"Weddings by {by}: this period against a year earlier",
         columns=columns,
         rows=rows,
         chart=ChartSpec(
