@@ -1011,6 +1011,17 @@ def _kpis(
 
 def _validation(venues: Sequence[Venue], data: OccupancyData) -> tuple[str, ...]:
     out: list[str] = []
+    if not any(data.bookings_in_range.values()) and not (
+        data.unassigned_bookings or data.orphan_bookings
+    ):
+        # a tenant fed only through Kafka: its live tables are not copied into the history
+        # (a trial user read a report of zeros with advice and nothing saying why)
+        out.append(
+            "warning: no bookings in the organisation's PostgreSQL history for this range:"
+            " every figure is 0 and the recommendations do not apply (the history is loaded"
+            " by your ETL, `wedding-engine replay` or `synth`; the live tables are not copied"
+            " into it: see the README, Loading your own history)"
+        )
     unknown = [v.id for v in venues if v.capacity is None]
     if unknown:
         out.append(

@@ -841,3 +841,18 @@ def test_seasonal_naive_by_hand() -> None:
     assert mape == fixed2(sum((Fraction(12, a) for a in range(15, 27)), Fraction(0)) * 100 / 12)
     with pytest.raises(ValueError, match="history: 11 months; seasonal naive needs 12"):
         occupancy.seasonal_naive([1] * 11, 1)
+
+
+NO_HISTORY = "warning: no bookings in the organisation's PostgreSQL history for this range"
+
+
+async def test_a_range_without_history_says_so(
+    pg_pool: asyncpg.Pool, hb_org: tuple[str, Expected, set[tuple[str, date]]]
+) -> None:
+    """A trial user's finding: a tenant fed only through Kafka read a report of zeros with
+    recommendations and nothing saying its PostgreSQL history was empty."""
+    org_id, _, _ = hb_org
+    empty = await build_via_registry(pg_pool, org_id, date(2090, 1, 1), date(2090, 3, 31))
+    assert [v for v in empty.validation if v.startswith(NO_HISTORY)] != []
+    full = await build_via_registry(pg_pool, org_id, HB_FROM, HB_TO)
+    assert [v for v in full.validation if v.startswith(NO_HISTORY)] == []
