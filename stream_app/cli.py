@@ -441,7 +441,7 @@ def _cmd_org(args: argparse.Namespace) -> int:
 
     org = Organization(
         id=_check_id("ORG", args.org),
-        name=args.name or args.org,
+        name=args.org if args.name is None else args.name,  # --name '' is refused
         time_zone=args.zone,
         currency=args.currency,
     )
@@ -476,7 +476,9 @@ def _cmd_venue(args: argparse.Namespace) -> int:
 
     org = _check_id("ORG", args.org)
     venue = Venue(
-        id=_check_id("VENUE", args.venue), name=args.name or args.venue, capacity=args.capacity
+        id=_check_id("VENUE", args.venue),
+        name=args.venue if args.name is None else args.name,  # --name '' is refused
+        capacity=args.capacity,
     )
     _check_name(venue.name)
     if venue.capacity is not None and not 0 <= venue.capacity <= 2**31 - 1:
@@ -495,7 +497,8 @@ def _cmd_venue(args: argparse.Namespace) -> int:
         raise ValueError(
             f"ORG: no organisation {org!r}; create it first: wedding-engine org {org} --zone …"
         ) from None
-    print(f"venue {org}/{venue.id}: {venue.name}, capacity {venue.capacity}")
+    capacity = "unknown" if venue.capacity is None else venue.capacity
+    print(f"venue {org}/{venue.id}: {venue.name}, capacity {capacity}")
     return 0
 
 

@@ -193,8 +193,11 @@ def test_a_token_is_recorded_and_audited(
         ),
         (
             ["venue", ORG, "v-long", "--name", "\udcff-not-utf8"],
-            "--name: not valid UTF-8 (an unpaired surrogate at 1)",
+            "--name: byte 0xFF at character 1 is not UTF-8 (is the terminal's encoding UTF-8?)",
         ),
+        # a trial user's: an empty --name silently became the id
+        (["venue", ORG, "v-empty", "--name", ""], "--name: must be 1-200 characters, got 0"),
+        (["org", "does-not-exist", "--zone", "UTC", "--name", ""], "--name: must be 1-200"),
     ],
 )
 def test_bad_arguments_are_refused_naming_the_option(
@@ -332,10 +335,15 @@ def test_a_worker_refuses_the_development_secret(settings: Settings) -> None:
     assert DEV_JWT_SECRET not in stderr  # the message does not print it
 
 
-def test_an_organisation_and_its_venues_are_created_then_updated(env: Settings) -> None:
+def test_an_organisation_and_its_venues_are_created_then_updated(
+    env: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["org", "cli-org", "--zone", "Europe/Lisbon", "--name", "Quinta"]) == 0
     assert main(["venue", "cli-org", "barn", "--capacity", "2"]) == 0
     assert main(["venue", "cli-org", "garden"]) == 0
+    assert (
+        capsys.readouterr().out.splitlines()[-1] == "venue cli-org/garden: garden, capacity unknown"
+    )
     assert main(["org", "cli-org", "--zone", "America/New_York", "--currency", "USD"]) == 0
     assert main(["venue", "cli-org", "barn", "--capacity", "3", "--name", "The Barn"]) == 0
     org = "SELECT id, name, time_zone, currency FROM organizations WHERE id = $1"

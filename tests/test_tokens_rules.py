@@ -59,6 +59,19 @@ def test_a_time_zone_that_is_a_folder_or_too_long_is_not_a_zone(zone: str) -> No
         ("\u2066x", "name: bidirectional control U+2066 at 1"),
         ("a\tb", "name: control character '\\t' at character 2"),
         ("", "name: must be 1-200 characters, got 0"),
+        ("   ", "name: must hold a visible character, not only spaces"),
+        ("\u3000", "name: must hold a visible character, not only spaces"),
+        ("Caf\u200be", "name: invisible format character U+200B at 4 (zero width space)"),
+        ("Caf\u200fe", "name: invisible format character U+200F at 4 (right-to-left mark)"),
+        ("x\u061c", "name: invisible format character U+061C at 2 (arabic letter mark)"),
+        ("\ufeffA", "name: invisible format character U+FEFF at 1 (zero width no-break space)"),
+        ("a\u2028b", "name: line or paragraph separator U+2028 at 2"),
+        # a Latin-1 é on a command line read as UTF-8 (surrogate escapes)
+        (
+            "Caf\udce9",
+            "name: byte 0xE9 at character 4 is not UTF-8 (is the terminal's encoding UTF-8?)",
+        ),
+        ("\ud800", "name: not valid UTF-8 (an unpaired surrogate at 1)"),
     ],
 )
 def test_a_display_name_that_misleads_or_breaks_a_format_is_refused(name: str, reason: str) -> None:
@@ -66,3 +79,7 @@ def test_a_display_name_that_misleads_or_breaks_a_format_is_refused(name: str, r
         check_name(name)
     assert str(refused.value) == reason
     assert check_name("Quinta da Regaleira — Sintra ❤") == "Quinta da Regaleira — Sintra ❤"
+    # the joiners names need: a Persian name with a non-joiner, an emoji sequence
+    persian = "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645"
+    assert check_name(persian) == persian
+    assert check_name("Studio \U0001f469\u200d\U0001f4bb") == "Studio \U0001f469\u200d\U0001f4bb"

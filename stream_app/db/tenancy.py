@@ -85,15 +85,23 @@ MAX_NAME_CHARS = 200
 """Longest display name of an organisation or a venue, characters."""
 
 
+_JOINERS = frozenset("\u200c\u200d")
+"""Zero-width non-joiner and joiner: invisible format characters that names need (Persian and
+Indic spellings, emoji sequences), so allowed where every other format character is not."""
+
+
 def check_name(name: str) -> str:
     """Return ``name`` if it can be a display name (every report format carries it: 1 to
-    :data:`MAX_NAME_CHARS` characters, none a control character, a bidirectional control or
-    an unpaired surrogate),
+    :data:`MAX_NAME_CHARS` characters, at least one of them visible, none a control
+    character, an invisible format character (zero-width space, direction marks; the
+    zero-width joiner and non-joiner are allowed), a bidirectional control, a line or
+    paragraph separator or an unpaired surrogate),
     else raise ValueError saying why (``name: ...``).
 
     An attacker round registered names the formats could not hold: control characters (the
     PowerPoint file failed), 100,000 characters (Excel's cell limit failed the whole
-    report), bytes that are not UTF-8 (a database traceback).
+    report), bytes that are not UTF-8 (a database traceback); a trial user registered names
+    that look empty or like another (spaces only, a zero-width space, a right-to-left mark).
     """
     if not 1 <= len(name) <= MAX_NAME_CHARS:
         raise ValueError(f"name: must be 1-{MAX_NAME_CHARS} characters, got {len(name):,}")
@@ -102,9 +110,23 @@ def check_name(name: str) -> str:
         if category == "Cc":
             raise ValueError(f"name: control character {char!r} at character {position}")
         if category == "Cs":
+            if 0xDC80 <= ord(char) <= 0xDCFF:  # a byte the command line could not decode
+                raise ValueError(
+                    f"name: byte 0x{ord(char) - 0xDC00:02X} at character {position} is not"
+                    " UTF-8 (is the terminal's encoding UTF-8?)"
+                )
             raise ValueError(f"name: not valid UTF-8 (an unpaired surrogate at {position})")
         if char in _BIDI_CONTROLS:  # text shown in another order than stored
             raise ValueError(f"name: bidirectional control U+{ord(char):04X} at {position}")
+        if category == "Cf" and char not in _JOINERS:
+            raise ValueError(
+                f"name: invisible format character U+{ord(char):04X} at {position}"
+                f" ({unicodedata.name(char, 'unnamed').lower()})"
+            )
+        if category in ("Zl", "Zp"):
+            raise ValueError(f"name: line or paragraph separator U+{ord(char):04X} at {position}")
+    if not name.strip():
+        raise ValueError("name: must hold a visible character, not only spaces")
     return name
 
 
