@@ -439,30 +439,16 @@ class BatchStream(Generic[E]):
                 folded = self._fold(partition, get, kept, raw)
             except Exception as exc:  # noqa: BLE001 - any error of the fold: set aside its events
                 kept, stamps, poisoned = self._set_aside(partition, get, kept, stamps, exc)
-                durable.append(
-                    self._leave_out(
-                        client,
-                        partition,
-                        raw,
-                        dedupe,
-                        [
-                            (offset, poison, f"the fold failed: {type(error).__name__}: {error}")
-                            for offset, poison, error in poisoned
-                        ],
-                    )
-                )
+                left = [
+                    (offset, poison, f"the fold failed: {type(error).__name__}: {error}")
+                    for offset, poison, error in poisoned
+                ]
+                durable.append(self._leave_out(client, partition, raw, dedupe, left))
                 folded = self._fold(partition, get, kept, raw)
             if folded.refused:  # events that would take a row past its largest value
                 refused = dict(folded.refused)
-                durable.append(
-                    self._leave_out(
-                        client,
-                        partition,
-                        raw,
-                        dedupe,
-                        [(o, e, limits.reason(refused[o])) for o, e in kept if o in refused],
-                    )
-                )
+                left = [(o, e, limits.reason(refused[o])) for o, e in kept if o in refused]
+                durable.append(self._leave_out(client, partition, raw, dedupe, left))
                 stamps = [ts for (o, _), ts in zip(kept, stamps, strict=True) if o not in refused]
             fold_records = encode_rows(folded.writes)
             # the batch's dedupe records travel packed (one changelog record per 4,096:
