@@ -508,6 +508,8 @@ class Settings:
             otherwise act on the same schedules.
         scheduler_interval_s: seconds between two scheduler ticks of a worker
             (``WEDDING_SCHEDULER_INTERVAL_S``); a fire time is claimed at most this late.
+        max_schedules_per_org: schedules one organisation may hold, paused ones included
+            (``WEDDING_MAX_SCHEDULES_PER_ORG``, 100); one more is a 409 ``too_many_schedules``.
         schedule_run_timeout_s: a scheduled run ``submitted`` this many seconds ago whose
             reports have not all reached a delivery outcome is marked ``failed`` with the cause
             (``WEDDING_SCHEDULE_RUN_TIMEOUT_S``, default one hour; it must exceed the longest
@@ -642,6 +644,9 @@ class Settings:
     scheduling_enabled: bool = from_env(True, "WEDDING_SCHEDULING", parse_flag)
     scheduler_interval_s: float = from_env(
         15.0, "WEDDING_SCHEDULER_INTERVAL_S", float_in(0.1, 3600)
+    )
+    max_schedules_per_org: int = from_env(
+        100, "WEDDING_MAX_SCHEDULES_PER_ORG", int_in(1, 1_000_000)
     )
     schedule_run_timeout_s: float = from_env(
         3600.0, "WEDDING_SCHEDULE_RUN_TIMEOUT_S", float_in(1, 30 * 86400)

@@ -17,6 +17,21 @@ import orjson
 RequestKind = Literal["access", "portability", "erasure"]
 
 
+async def serialize(conn: asyncpg.Connection, organization_id: str) -> None:
+    """Wait for, then hold until the end of the current transaction, the organisation's GDPR
+    lock (a transaction-level advisory lock): every transaction of an export, an erasure or
+    the retention job of one organisation runs alone. Two requests about one client at once
+    (a double click, an erasure beside an export) locked the client's rows, its request rows
+    and the audit chain in different orders: PostgreSQL ended one with a deadlock, the
+    request answered 500 and its row stayed open for ever (an attacker round). Requests are
+    rare and each transaction short, so one lock per organisation is enough (and two locks
+    could not be taken in two orders)."""
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended('wedding-gdpr/' || $1, 0))",
+        organization_id,
+    )
+
+
 def new_request_id() -> str:
     """A fresh request id: ``gdpr-`` and 32 hex digits (random, UUID 4)."""
     return f"gdpr-{uuid.uuid4().hex}"

@@ -35,6 +35,7 @@ from stream_app.db.rows import status_count
 from stream_app.db.tenancy import tenant_transaction
 from stream_app.errors import WeddingError
 from stream_app.gdpr.artifacts import TERMINAL, remove_report_dirs
+from stream_app.gdpr.requests import serialize
 
 FIELDS: tuple[str, ...] = ("artifacts_days", "report_rows_days", "delivery_log_days")
 MAX_DAYS = 36_500
@@ -240,6 +241,7 @@ async def run_once(
         for r in rules:
             rule = RetentionRule(*(r[f] for f in FIELDS))
             async with tenant_transaction(conn, r["organization_id"]):
+                await serialize(conn, r["organization_id"])  # not beside an erasure's purge
                 counts = await apply_rule(conn, root, r["organization_id"], rule, now)
                 await audit_events.record(
                     conn,

@@ -91,6 +91,7 @@ async def _open(
     """
     await known_organization(conn, org)
     async with tenant_transaction(conn, org):
+        await gdpr_requests.serialize(conn, org)
         request_id = await gdpr_requests.open_request(conn, org, kind, client_id)
         await audit_events.record(
             conn, org, actor, f"gdpr.{kind}.received", request_id, {"kind": kind}
@@ -163,6 +164,7 @@ async def gdpr_export(self: Any, request: web.Request, org: str) -> web.StreamRe
     async with pool.acquire() as conn:
         request_id = await _open(conn, org, kind, client_id, principal.user_id)
         async with tenant_transaction(conn, org):
+            await gdpr_requests.serialize(conn, org)
             await gdpr_requests.mark_in_progress(conn, org, request_id)
             rows = await client_rows(conn, org, client_id)
     live_row = await live.interactions_row(org, client_id)
@@ -184,6 +186,7 @@ async def gdpr_export(self: Any, request: web.Request, org: str) -> web.StreamRe
         }
         result = {"rows": {t: len(r) for t, r in rows.items()}, "live_rows": 1}
         async with tenant_transaction(conn, org):  # the audit row commits with the answer
+            await gdpr_requests.serialize(conn, org)
             await gdpr_requests.complete(conn, org, request_id, result)
             await audit_events.record(
                 conn, org, principal.user_id, f"gdpr.{kind}.completed", request_id, result
@@ -225,14 +228,17 @@ async def gdpr_erase(self: Any, request: web.Request, org: str) -> web.StreamRes
     async with pool.acquire() as conn:
         request_id = await _open(conn, org, "erasure", client_id, principal.user_id)
         async with tenant_transaction(conn, org):
+            await gdpr_requests.serialize(conn, org)
             await gdpr_requests.mark_in_progress(conn, org, request_id)
     partition, offset = await live.send_erasure(org, client_id)
     pseudonym = new_pseudonym()
     async with pool.acquire() as conn, tenant_transaction(conn, org):
+        await gdpr_requests.serialize(conn, org)
         pg_counts = await erase_client_rows(conn, org, client_id, pseudonym)
     folded = await live.wait_folded(partition, offset, settings.gdpr_erasure_wait_s)
     async with pool.acquire() as conn:
         async with tenant_transaction(conn, org):
+            await gdpr_requests.serialize(conn, org)
             purge = await purge_organization_files(conn, settings.artifact_dir, org, request_id)
         await report_cache.purge_organization(org, purge.cache_keys)
         result: dict[str, Any] = {
@@ -245,6 +251,7 @@ async def gdpr_erase(self: Any, request: web.Request, org: str) -> web.StreamRes
         }
         action = "gdpr.erasure.completed" if folded else "gdpr.erasure.pending"
         async with tenant_transaction(conn, org):  # the audit row commits with the answer
+            await gdpr_requests.serialize(conn, org)
             if folded:
                 await gdpr_requests.complete(conn, org, request_id, result, pseudonym)
             await audit_events.record(conn, org, principal.user_id, action, request_id, result)

@@ -257,7 +257,9 @@ async def _save(request: web.Request, org: str, schedule_id: str | None) -> web.
         try:
             async with tenant_transaction(conn, org):  # the audit row commits with the change
                 if schedule_id is None:
-                    await store.create_schedule(conn, schedule, now)
+                    await store.create_schedule(
+                        conn, schedule, now, max_schedules=settings.max_schedules_per_org
+                    )
                 else:
                     await store.update_schedule(conn, schedule, now)
                 await audit_events.record(
@@ -270,6 +272,8 @@ async def _save(request: web.Request, org: str, schedule_id: str | None) -> web.
                 )
         except store.ScheduleExistsError as exc:  # the body's schedule_id
             raise ApiError(409, "conflict", str(exc), field="$.schedule_id") from None
+        except store.ScheduleLimitError as exc:  # one tenant's flood of schedules
+            raise ApiError(409, "too_many_schedules", str(exc), field="$.schedule_id") from None
         except store.ScheduleNotFoundError as exc:
             raise ApiError(404, "not_found", str(exc), field="schedule_id") from None
         stored = await store.get_schedule(conn, org, schedule.schedule_id)

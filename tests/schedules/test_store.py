@@ -26,6 +26,7 @@ from stream_app.schedules.runner import run_scheduler_tick, scheduler_loop
 from stream_app.schedules.sealing import unseal_schedule
 from stream_app.schedules.store import (
     ScheduleExistsError,
+    ScheduleLimitError,
     ScheduleNotFoundError,
     claim_due_runs,
     create_schedule,
@@ -468,3 +469,63 @@ async def test_min_interval_holds_across_an_update(
                 r.fire_time for r in await claim_due_runs(conn, minute(n) + timedelta(seconds=1))
             ]
     assert fired == [minute(1), minute(4)]
+
+
+# --- one tenant's many schedules ----------------------------------------------------------
+
+
+async def test_claims_take_every_organisations_earliest_due_schedule_first(
+    db: asyncpg.Pool, new_org: Callable[[], Awaitable[str]]
+) -> None:
+    """An attacker round: one tenant's 510 every-minute schedules held another tenant's
+    schedule due the same minute back by 45-56 s (claims by due time, 100 a tick). Claims
+    now go in turns: each organisation's earliest due schedule before any one's second."""
+    start = datetime(2030, 3, 4, 9, 0, 30, tzinfo=UTC)  # before every other test's schedules
+    flooder, victim = await new_org(), await new_org()
+    async with db.acquire() as conn:
+        for n in range(30):
+            await create_schedule(conn, make(flooder, f"flood-{n:02d}"), start)
+        await create_schedule(conn, make(victim, "victim"), start)
+    try:
+        async with db.acquire() as conn:
+            due = start.replace(second=0) + timedelta(minutes=1, seconds=1)
+            first = await claim_due_runs(conn, due, limit=5)
+            rest = await claim_due_runs(conn, due, limit=100)
+        orgs = [r.schedule.organization_id for r in first]
+        assert sorted(orgs[:2]) == sorted([flooder, victim])  # turn 1: one each
+        assert orgs[2:] == [flooder] * 3
+        assert [r.schedule.organization_id for r in rest] == [flooder] * 26  # nothing twice
+    finally:  # other tests claim every due schedule of the database: leave none of these
+        async with db.acquire() as conn:
+            await conn.execute(
+                "DELETE FROM schedules WHERE organization_id = ANY($1::text[])", [flooder, victim]
+            )
+
+
+async def test_an_organisation_holds_at_most_its_schedules_however_fast_it_creates(
+    db: asyncpg.Pool, new_org: Callable[[], Awaitable[str]]
+) -> None:
+    org = await new_org()
+
+    async def create(n: int) -> bool:
+        async with db.acquire() as conn:
+            try:
+                await create_schedule(conn, make(org, f"many-{n}"), T0, max_schedules=3)
+            except ScheduleLimitError as exc:
+                assert str(exc) == (
+                    "the organisation holds 3 schedules, the most it may"
+                    " (WEDDING_MAX_SCHEDULES_PER_ORG); delete one first"
+                )
+                return False
+        return True
+
+    made = await asyncio.gather(*(create(n) for n in range(10)))
+    assert sorted(made) == [False] * 7 + [True] * 3
+    async with db.acquire() as conn:
+        assert len(await list_schedules(conn, org)) == 3
+        await delete_schedule(conn, org, (await list_schedules(conn, org))[0].schedule.schedule_id)
+        await conn.execute(
+            "UPDATE schedules SET paused = true WHERE organization_id = $1", org
+        )  # paused ones count too
+    assert await create(10) is True
+    assert await create(11) is False
