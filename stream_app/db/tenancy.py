@@ -14,10 +14,11 @@ import unicodedata
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 import asyncpg
 
+from stream_app import iana
 from stream_app.errors import WeddingError
 
 
@@ -69,11 +70,9 @@ class Venue:
 def check_time_zone(name: str) -> str:
     """Return ``name`` if it is an IANA zone known to this machine, else raise ValueError."""
     try:
-        ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError, OSError) as exc:
-        # OSError: a folder of the zone database (``Europe``) or a name too long for a file
-        # name; it read as "the database cannot be reached" (a 503, an attacker round)
-        raise ValueError(f"time_zone: {name!r} is not an IANA time zone") from exc
+        iana.zone(name)  # not a folder (``Europe``), nor a host entry (``localtime``)
+    except ValueError as exc:
+        raise ValueError(f"time_zone: {exc}") from None
     return name
 
 

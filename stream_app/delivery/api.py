@@ -28,6 +28,7 @@ import jwt
 from stream_app.delivery.base import DeliveryJob, DeliveryMethod, IssuedLink, SendReceipt
 from stream_app.delivery.targets import link_ttl_seconds
 from stream_app.errors import WeddingError
+from stream_app.schemas.tokens import is_token_id
 
 AUDIENCE = "wedding-download"
 MIN_SECRET_BYTES = 32  # HS256 wants a key of at least the hash size (RFC 7518 §3.2)
@@ -215,6 +216,8 @@ def verify_link(link: str, secret: str, *, now: datetime) -> LinkClaims:
         or not (sid is None or isinstance(sid, str))
     ):
         raise LinkError("invalid link: malformed claims")
+    if not is_token_id(jti):  # it names the link in the audit log and in revocations
+        raise LinkError("invalid link: jti is not 1-128 printable ASCII characters")
     try:
         expires_at = datetime.fromtimestamp(exp, UTC)
         issued_at = datetime.fromtimestamp(iat, UTC)
@@ -226,16 +229,29 @@ def verify_link(link: str, secret: str, *, now: datetime) -> LinkClaims:
     return LinkClaims(org, path, expires_at, rid, sid, jti, issued_at)
 
 
+class LinkTargetGoneError(WeddingError):
+    """A valid link whose file is no longer in the store (an erasure or the retention rule
+    removed it): not a bad credential."""
+
+    retriable = False
+
+
 def resolve_download(artifact_root: Path, claims: LinkClaims) -> Path:
     """The local file a verified link points to.
 
     Raises:
-        LinkError: the path leaves the store (e.g. through a symlink) or the file is missing.
+        LinkError: the path leaves the store (e.g. through a symlink).
+        LinkTargetGoneError: the file is missing.
     """
     root = artifact_root.resolve()
     target = (root / claims.path).resolve()
-    if not target.is_relative_to(root) or not target.is_file():
+    if not target.is_relative_to(root):
         raise LinkError(f"{claims.path!r} is not in the artifact store")
+    if not target.is_file():
+        raise LinkTargetGoneError(
+            f"the file of this link ({claims.path!r}) was removed (a GDPR erasure or the"
+            " retention rule); request the report again"
+        )
     return target
 
 

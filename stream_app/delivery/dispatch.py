@@ -72,6 +72,7 @@ from stream_app.delivery.targets import (
 from stream_app.delivery.webhook import WebhookMethod
 from stream_app.reports.artifacts import (
     ArtifactIntegrityError,
+    ArtifactMissingError,
     ArtifactPathError,
     ArtifactReader,
     artifact_path,
@@ -203,6 +204,12 @@ async def resolve_files(
             digest = await asyncio.to_thread(_plaintext_sha256, reader)
         except ArtifactIntegrityError as exc:
             raise PermanentDeliveryError(f"artifact {rel!r} fails authentication: {exc}") from exc
+        except ArtifactMissingError as exc:  # an erasure or retention removed it since
+            raise PermanentDeliveryError(
+                f"artifact {rel!r} was removed before its delivery (a GDPR erasure purges the"
+                " organisation's report files, the retention rule old ones); request the report"
+                " again to deliver it"
+            ) from exc
         except (OSError, DataKeyNotFoundError, MasterKeyError) as exc:
             raise PermanentDeliveryError(f"artifact {rel!r} unreadable: {exc}") from exc
         if reader.size != link.size_bytes or digest != link.sha256:

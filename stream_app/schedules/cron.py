@@ -34,10 +34,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from cronsim import CronSim, CronSimError
 
+from stream_app import iana
 from stream_app.errors import WeddingError
 
 _FIELD_NAMES = ("minute", "hour", "day-of-month", "month", "day-of-week")
@@ -69,9 +70,9 @@ class CronExpressionError(WeddingError, ValueError):
 
 def _zone(name: str) -> ZoneInfo:
     try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError, OSError) as exc:  # OSError: a folder
-        raise CronExpressionError("time_zone", f"{name!r} is not an IANA time zone") from exc
+        return iana.zone(name)
+    except ValueError as exc:
+        raise CronExpressionError("time_zone", str(exc)) from None
 
 
 def _require_aware(name: str, value: datetime) -> None:

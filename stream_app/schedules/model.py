@@ -15,8 +15,9 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
+from stream_app import iana
 from stream_app.delivery.targets import (
     DeliveryTarget,
     EmailTarget,
@@ -192,11 +193,9 @@ class Schedule:
         if len(set(self.output_formats)) != len(self.output_formats):
             raise ScheduleValidationError("output_formats", "a format is listed twice")
         try:
-            ZoneInfo(self.time_zone)
-        except (ZoneInfoNotFoundError, ValueError, OSError) as exc:  # OSError: a folder
-            raise ScheduleValidationError(
-                "time_zone", f"{self.time_zone!r} is not an IANA time zone"
-            ) from exc
+            iana.zone(self.time_zone)
+        except ValueError as exc:
+            raise ScheduleValidationError("time_zone", str(exc)) from None
         try:
             validate_cron(self.cron, self.time_zone)
         except CronExpressionError as exc:

@@ -64,6 +64,14 @@ class IssuedToken:
     expires_at: datetime
 
 
+def is_token_id(value: object) -> bool:
+    """Whether ``value`` can be a ``jti`` (of a token or a download link): 1 to 128 printable
+    ASCII characters, what can be revoked by id, stored and logged as it is."""
+    return (
+        isinstance(value, str) and 0 < len(value) <= 128 and value.isascii() and value.isprintable()
+    )
+
+
 def new_token(
     secret: str,
     *,

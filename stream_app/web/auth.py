@@ -35,6 +35,7 @@ from stream_app.schemas.tokens import (
     INTERNAL_TOKEN_TTL_S,
     ROLES,
     TokenGrant,
+    is_token_id,
     new_token,
 )
 from stream_app.web.errors import ApiError
@@ -202,7 +203,7 @@ def decode_token(
             field="Authorization",
         )
     jti = claims["jti"]
-    if not (isinstance(jti, str) and 0 < len(jti) <= 128 and jti.isascii() and jti.isprintable()):
+    if not is_token_id(jti):
         raise ApiError(  # a jti that could never be revoked by id (an attacker round)
             401,
             "unauthorized",

@@ -43,7 +43,7 @@ from stream_app.db.tenancy import (
     fetch_organization,
     tenant_transaction,
 )
-from stream_app.delivery.api import LinkError, resolve_download
+from stream_app.delivery.api import LinkError, LinkTargetGoneError, resolve_download
 from stream_app.delivery.links import check_not_revoked, links_of_reports, revoke
 from stream_app.delivery.log import fetch_schedule_log
 from stream_app.delivery.queue import pending_by_run
@@ -480,7 +480,10 @@ async def download(self: Any, request: web.Request, token: str) -> web.StreamRes
     organisation's links' count in the ``downloads`` rate class (429; the organisation's
     links have a budget apart from its staff's downloads), and an invalid one (forged,
     expired, revoked) counts as a bad token from the client's address (its lockout, 429)
-    and spends no budget.
+    and spends no budget. A valid link whose file was removed (a GDPR erasure, the
+    retention rule) is a 404 ``not_found`` after its budget is counted, not a bad token
+    (an attacker round: twenty clicks on such links locked the address out for every
+    tenant).
     """
     from stream_app.agents.delivery import config
 
@@ -491,13 +494,19 @@ async def download(self: Any, request: web.Request, token: str) -> web.StreamRes
         claims = config.signer.verify(token, now=datetime.now(UTC))
         async with pool.acquire() as conn:
             await check_not_revoked(conn, claims)
-        resolve_download(settings.artifact_dir, claims)
     except LinkError as exc:
         await ratelimit.record_auth_failure(client)
         raise ApiError(403, "invalid_link", str(exc), field="token") from None
     # counted once the link is known good: a revoked or forged one spends no budget of its
     # organisation (it counts toward its address's lockout instead)
     await ratelimit.check_link_download(claims.organization_id, claims.link_id)
+    try:
+        resolve_download(settings.artifact_dir, claims)
+    except LinkError as exc:  # a path out of the store: not a file this link may name
+        await ratelimit.record_auth_failure(client)
+        raise ApiError(403, "invalid_link", str(exc), field="token") from None
+    except LinkTargetGoneError as exc:
+        raise ApiError(404, "not_found", str(exc), field="token") from None
     async with pool.acquire() as conn, tenant_transaction(conn, claims.organization_id):
         await audit(
             conn,

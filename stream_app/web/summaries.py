@@ -26,10 +26,11 @@ import re
 from datetime import date
 from typing import Any
 from urllib.parse import quote
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from aiohttp import web
 
+from stream_app import iana
 from stream_app.app import settings
 from stream_app.db.pool import get_pool
 from stream_app.queries.scatter import PART_HEADER, gather_parts, local_part, org_rows
@@ -76,8 +77,8 @@ def month_range(request: web.Request) -> list[str]:
 def _zone_param(request: web.Request) -> ZoneInfo:
     name = request.query.get("zone", "")
     try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a folder
+        return iana.zone(name)
+    except ValueError:
         raise ApiError(400, "invalid_field", f"zone {name!r} is not an IANA zone", "zone") from None
 
 

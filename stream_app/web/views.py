@@ -88,6 +88,22 @@ from stream_app.web.responses import json_response
 
 log = logging.getLogger(__name__)
 
+
+_CREDENTIAL_PATHS = ("/downloads/",)
+"""Paths whose last segment is a credential (a signed download link's token)."""
+
+
+def loggable_path(request: web.Request) -> str:
+    """``request.path`` as a log line may show it: a download link's token cut to its first
+    8 characters (a whole link is a working credential; an attacker round found one in an
+    error line)."""
+    path = request.path
+    for prefix in _CREDENTIAL_PATHS:
+        if path.startswith(prefix):
+            return f"{prefix}{path[len(prefix) : len(prefix) + 8]}…"
+    return path
+
+
 MAX_PERIODS = 400
 Handler = Callable[..., Awaitable[web.StreamResponse]]
 
@@ -269,16 +285,24 @@ async def _json_errors(
         raise
     except Exception as exc:
         if client_went_away(exc):  # nothing to answer, nothing unavailable
-            log.debug("%s %s: the client went away: %r", request.method, request.path, exc)
+            log.debug(
+                "%s %s: the client went away: %r", request.method, loggable_path(request), exc
+            )
             return web.Response(status=499)
         dependency = dependency_of(exc)
         if dependency is not None:  # PostgreSQL, Kafka or Redis unreachable: retriable
             log.warning(
-                "%s %s: %s is unavailable: %r", request.method, request.path, dependency, exc
+                "%s %s: %s is unavailable: %r",
+                request.method,
+                loggable_path(request),
+                dependency,
+                exc,
             )
             return DependencyUnavailableError(dependency).response()
         if isinstance(exc, OSError):  # another service or the disk: retriable, said as such
-            log.warning("%s %s: a service is unavailable: %r", request.method, request.path, exc)
+            log.warning(
+                "%s %s: a service is unavailable: %r", request.method, loggable_path(request), exc
+            )
             resp = ApiError(
                 503, "service_unavailable", "a backing service is unavailable; retry later"
             ).response()
@@ -292,7 +316,7 @@ async def _json_errors(
         log.exception(
             "%s %s failed (incident %s): %s: %.500s",
             request.method,
-            request.path,
+            loggable_path(request),
             incident,
             type(exc).__name__,
             exc,

@@ -17,9 +17,11 @@ from msgspec.structs import replace
 
 from stream_app.crypto.keyring import KeyRing
 from stream_app.delivery.api import (
+    AUDIENCE,
     ApiMethod,
     LinkError,
     LinkSigner,
+    LinkTargetGoneError,
     resolve_download,
     verify_link,
 )
@@ -132,8 +134,19 @@ def test_links_only_reach_the_organisations_files(signer: LinkSigner, tmp_path: 
     missing = verify_link(
         signer.sign("org-1", "org-1/r1/y.csv", now=NOW, report_id="r1").url, SECRET, now=NOW
     )
-    with pytest.raises(LinkError):
+    with pytest.raises(LinkTargetGoneError, match="was removed"):  # a 404, not a bad link
         resolve_download(root, missing)
+    # a jti that is not a token id (it names the link in the audit log): refused
+    for jti in ("j" * 129, "", "j\x00"):
+        token = signer.sign("org-1", "org-1/r1/x.csv", now=NOW, report_id="r1").url.rsplit("/", 1)[
+            1
+        ]
+        payload = jwt.decode(
+            token, SECRET, algorithms=["HS256"], audience=AUDIENCE, options={"verify_iat": False}
+        )
+        long_jti = jwt.encode({**payload, "jti": jti}, SECRET, algorithm="HS256")
+        with pytest.raises(LinkError, match="jti is not 1-128 printable ASCII"):
+            verify_link(long_jti, SECRET, now=NOW)
 
 
 def test_short_secret_is_refused() -> None:

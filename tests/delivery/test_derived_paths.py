@@ -102,3 +102,22 @@ async def test_an_unknown_format_is_refused(
             organization_id=a,
             report_type=TYPE,
         )
+
+
+async def test_a_file_removed_before_its_delivery_says_so(
+    tmp_path: Path, keys: KeyRing, new_org: NewOrg
+) -> None:
+    """An attacker round: deliveries queued when an erasure purged the organisation's files
+    failed with "artifact … unreadable: … is not in the artifact store"."""
+    a = await new_org()
+    own = await store_file(tmp_path, keys, a, "r1", b"rows\r\n")
+    (tmp_path / a / "r1" / f"{TYPE}.csv").unlink()  # as an erasure's purge does
+    with pytest.raises(PermanentDeliveryError) as failed:
+        await resolve_files(
+            status(a, "r1", own), tmp_path, keys, organization_id=a, report_type=TYPE
+        )
+    assert str(failed.value) == (
+        f"artifact '{a}/r1/{TYPE}.csv' was removed before its delivery (a GDPR erasure purges"
+        " the organisation's report files, the retention rule old ones); request the report"
+        " again to deliver it"
+    )

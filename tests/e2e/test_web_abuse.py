@@ -94,17 +94,20 @@ def error_of(body: bytes) -> tuple[str, str, str | None]:
     return error["code"], error["reason"], error["field"]
 
 
-async def delivered_links(worker: WorkerProcess, settings: Settings) -> list[dict[str, Any]]:
-    """An admin's compliance report delivered through the API: its links (csv and json)."""
+async def delivered_links(
+    worker: WorkerProcess, settings: Settings, org: str = ORG
+) -> list[dict[str, Any]]:
+    """An admin's compliance report of ``org`` delivered through the API: its links (csv
+    and json)."""
     done = await request_report_http(
-        worker.url, settings, ORG, {**COMPLIANCE, "delivery": {"method": "api"}}
+        worker.url, settings, org, {**COMPLIANCE, "delivery": {"method": "api"}}
     )
     assert done["status"] == "completed", done
     deadline = time.monotonic() + 60
     async with aiohttp.ClientSession(worker.url) as s:
         while time.monotonic() < deadline:
             async with s.get(
-                f"/orgs/{ORG}/reports/{done['report_id']}", headers=auth(settings, ORG)
+                f"/orgs/{org}/reports/{done['report_id']}", headers=auth(settings, org)
             ) as r:
                 status = await r.json()
             links: list[dict[str, Any]] = status["delivery_links"]
@@ -183,6 +186,44 @@ async def test_a_signed_link_is_rate_limited_and_forged_links_lock_the_address_o
     assert (status, error_of(body)[::2]) == (429, ("rate_limited", "Authorization"))
     assert int(headers["Retry-After"]) >= 1
     assert (await call(worker, "GET", json_path, source=forger))[0] == 429
+
+
+async def test_a_valid_link_to_a_removed_file_is_a_404_not_a_bad_token(
+    worker: WorkerProcess, settings: Settings
+) -> None:
+    """An attacker round: after an erasure purged an organisation's files, its valid links
+    answered 403 ``invalid_link`` and each click counted as a bad token from the address;
+    three of them here (twenty by default) locked the address out for every tenant. Now
+    such a link is a 404 naming why, counted in the link's budget, not as a bad token."""
+    org = "abuse-gone-org"
+    conn = await asyncpg.connect(settings.postgres_dsn)
+    try:
+        await upsert_organization(conn, Organization(org, org, "Europe/London", "GBP"))
+    finally:
+        await conn.close()
+    link = (await delivered_links(worker, settings, org))[0]
+    path = "/downloads/" + link["url"].split("/downloads/")[1]
+    clicker = "127.0.0.23"
+    assert (await call(worker, "GET", path, source=clicker))[0] == 200
+    removed = list((settings.artifact_dir / org / link["report_id"]).iterdir())
+    for file in removed:  # as an erasure's purge does
+        file.unlink()
+    answers = [await call(worker, "GET", path, source=clicker) for _ in range(LINK_LIMIT - 1)]
+    assert [a[0] for a in answers] == [404] * (LINK_LIMIT - 1)  # more than AUTH_FAILURE_LIMIT
+    code, reason, field = error_of(answers[0][2])
+    assert (code, field) == ("not_found", "token")
+    assert "was removed (a GDPR erasure or the retention rule)" in reason
+    # the address is not locked out: a staff download from it goes on
+    status, _, body = await call(
+        worker,
+        "GET",
+        f"/orgs/{ORG}/reports/{link['report_id']}",
+        source=clicker,
+        headers=auth(settings, ORG),
+    )
+    assert status == 404, body  # ORG's view of another organisation's report id: not a 429
+    status, _, _ = await call(worker, "GET", path, source=clicker)
+    assert status == 429  # the link's own budget (LINK_LIMIT a minute) still holds
 
 
 async def test_oversize_bodies_are_one_refusal_naming_the_body(

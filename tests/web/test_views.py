@@ -10,7 +10,7 @@ from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
 from stream_app.logthrottle import RepeatThrottle
-from stream_app.web.views import _json_errors
+from stream_app.web.views import _json_errors, loggable_path
 
 
 async def _raise(exc: BaseException) -> web.StreamResponse:
@@ -101,3 +101,12 @@ async def test_every_incident_id_is_logged_and_only_a_repeated_traceback_is_left
     assert out.lines[2].startswith(
         f"ERROR GET /orgs/b/reports/r1 failed (incident {other}): KeyError: 'missing'\nTraceback"
     )
+
+
+def test_a_download_links_token_is_cut_in_log_lines() -> None:
+    """An attacker round found a whole signed link (a working credential) in an error line."""
+    token = "eyJhbGciOiJIUzI1NiJ9.eyJvcmciOiJhIn0.c2lnbmF0dXJl"
+    assert (
+        loggable_path(make_mocked_request("GET", f"/downloads/{token}")) == "/downloads/eyJhbGci…"
+    )
+    assert loggable_path(make_mocked_request("GET", "/orgs/a/venues")) == "/orgs/a/venues"
