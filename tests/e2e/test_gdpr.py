@@ -589,6 +589,58 @@ async def test_erasing_a_client_the_organisation_does_not_hold_is_404_and_purges
     assert tuple(counts) == (0, 0, 1)
 
 
+async def test_requests_about_one_client_at_once_are_served_one_after_the_other(
+    settings: Settings, gdpr_worker: WorkerProcess
+) -> None:
+    """An attacker round: an erasure and two exports of one client at once (a double click)
+    ended in PostgreSQL deadlocks: 500s, and request rows left ``received`` or
+    ``in_progress`` for ever (the compliance report's evidence). Now an organisation's GDPR
+    transactions run one at a time: every request answers, every row is completed."""
+    org = f"gdpr-race-{SUFFIX}"
+    clients = [f"race-{n}-{SUFFIX}" for n in range(3)]
+    conn = await asyncpg.connect(settings.postgres_dsn)
+    try:
+        await upsert_organization(conn, Organization(org, "Race", "Europe/Lisbon", "EUR"))
+        await conn.executemany(
+            "INSERT INTO clients (organization_id, id, display_name, email, country)"
+            " VALUES ($1, $2, 'Race', 'race@example.com', 'PT')",
+            [(org, c) for c in clients],
+        )
+    finally:
+        await conn.close()
+
+    def post(action: str, client: str) -> Any:
+        path = f"/orgs/{org}/gdpr/{action}"
+        return call(gdpr_worker, "POST", path, org, json={"client_id": client})
+
+    answers: list[tuple[int, Any]] = []
+    for client in clients[:2]:  # an erasure beside two exports of the same client
+        answers += await asyncio.gather(
+            post("export", client), post("erase", client), post("export", client)
+        )
+    # three erasures of one client at once (the first erases, the others find it erased or
+    # go ahead as repeats of an unfinished one: each answers, none fails)
+    answers += await asyncio.gather(*(post("erase", clients[2]) for _ in range(3)))
+    assert all(status in (200, 404) for status, _ in answers), answers
+    assert all(status == 200 for status, _ in answers[:6:3]), answers  # the first exports
+    conn = await asyncpg.connect(settings.postgres_dsn)
+    try:
+        statuses = await conn.fetch(
+            "SELECT status, count(*) FROM gdpr_requests WHERE organization_id = $1 GROUP BY status",
+            org,
+        )
+        left = await conn.fetchval(
+            "SELECT count(*) FROM clients WHERE organization_id = $1 AND id = ANY($2::text[])",
+            org,
+            clients,
+        )
+    finally:
+        await conn.close()
+    recorded = sum(1 for status, _ in answers if status == 200)
+    assert dict(statuses) == {"completed": recorded}
+    assert left == 0
+
+
 async def test_export_then_erasure_leaves_no_trace_of_the_client_in_a_and_b_intact(
     settings: Settings, gdpr_worker: WorkerProcess
 ) -> None:
@@ -778,55 +830,3 @@ async def test_export_then_erasure_leaves_no_trace_of_the_client_in_a_and_b_inta
     gdpr_worker.stop()
     a, b, dbs = scan_rocksdb(gdpr_worker.data_dir)
     assert dbs >= 4 and a == 0 and b == 1, (a, b, dbs)  # B's client row (no guard row now)
-
-
-async def test_requests_about_one_client_at_once_are_served_one_after_the_other(
-    settings: Settings, gdpr_worker: WorkerProcess
-) -> None:
-    """An attacker round: an erasure and two exports of one client at once (a double click)
-    ended in PostgreSQL deadlocks: 500s, and request rows left ``received`` or
-    ``in_progress`` for ever (the compliance report's evidence). Now an organisation's GDPR
-    transactions run one at a time: every request answers, every row is completed."""
-    org = f"gdpr-race-{SUFFIX}"
-    clients = [f"race-{n}-{SUFFIX}" for n in range(3)]
-    conn = await asyncpg.connect(settings.postgres_dsn)
-    try:
-        await upsert_organization(conn, Organization(org, "Race", "Europe/Lisbon", "EUR"))
-        await conn.executemany(
-            "INSERT INTO clients (organization_id, id, display_name, email, country)"
-            " VALUES ($1, $2, 'Race', 'race@example.com', 'PT')",
-            [(org, c) for c in clients],
-        )
-    finally:
-        await conn.close()
-
-    def post(action: str, client: str) -> Any:
-        path = f"/orgs/{org}/gdpr/{action}"
-        return call(gdpr_worker, "POST", path, org, json={"client_id": client})
-
-    answers: list[tuple[int, Any]] = []
-    for client in clients[:2]:  # an erasure beside two exports of the same client
-        answers += await asyncio.gather(
-            post("export", client), post("erase", client), post("export", client)
-        )
-    # three erasures of one client at once (the first erases, the others find it erased or
-    # go ahead as repeats of an unfinished one: each answers, none fails)
-    answers += await asyncio.gather(*(post("erase", clients[2]) for _ in range(3)))
-    assert all(status in (200, 404) for status, _ in answers), answers
-    assert all(status == 200 for status, _ in answers[:6:3]), answers  # the first exports
-    conn = await asyncpg.connect(settings.postgres_dsn)
-    try:
-        statuses = await conn.fetch(
-            "SELECT status, count(*) FROM gdpr_requests WHERE organization_id = $1 GROUP BY status",
-            org,
-        )
-        left = await conn.fetchval(
-            "SELECT count(*) FROM clients WHERE organization_id = $1 AND id = ANY($2::text[])",
-            org,
-            clients,
-        )
-    finally:
-        await conn.close()
-    recorded = sum(1 for status, _ in answers if status == 200)
-    assert dict(statuses) == {"completed": recorded}
-    assert left == 0
