@@ -699,7 +699,40 @@ def _cmd_send(args: argparse.Namespace) -> int:
     s = load_settings()
     sent = asyncio.run(send_events(s.kafka_bootstrap, args.topic, events))
     print(f"sent {sent} event(s) to {args.topic}")
+    orgs = sorted({key.decode().split("/", 1)[0] for key, _ in events})
+    for org in asyncio.run(_unregistered(s.postgres_dsn, orgs)):
+        # the live tables take any organisation's events; a typo makes a tenant nobody can
+        # read (a trial user's finding), so it is said, not refused
+        print(
+            f"warning: organisation {org!r} is not registered: its events are in the live"
+            f" tables, but no token can be issued for it until `wedding-engine org {org}"
+            " --zone …` registers it",
+            file=sys.stderr,
+        )
     return 0
+
+
+async def _unregistered(dsn: str, organizations: list[str]) -> list[str]:
+    """Those of ``organizations`` PostgreSQL does not know (none when it cannot be asked:
+    sending needs only the broker)."""
+    import asyncpg
+
+    from stream_app.db.tenancy import UnknownOrganizationError, fetch_organization
+
+    try:
+        conn = await asyncpg.connect(dsn, timeout=5)
+    except (OSError, asyncpg.PostgresError, TimeoutError):
+        return []
+    unknown = []
+    try:
+        for org in organizations:
+            try:
+                await fetch_organization(conn, org)
+            except UnknownOrganizationError:
+                unknown.append(org)
+    finally:
+        await conn.close()
+    return unknown
 
 
 def _at_least_one(value: str) -> int:

@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -485,3 +486,26 @@ def test_dead_letters_takes_org_like_the_other_commands(
     # and the id rule as they do, before any broker is asked (the s15 fresh user: 0 shown)
     assert main(["dead-letters", "--organization", ".."]) == 2
     assert capsys.readouterr().err.startswith("error: --organization: 1-128 characters")
+
+
+def test_send_warns_of_an_organisation_nobody_registered(
+    env: Settings, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """A trial user's finding: a typo in ``organization_id`` made a tenant nobody can read,
+    silently. The events are still sent (the live tables take any organisation's)."""
+    known, typo = f"send-{uuid.uuid4().hex[:8]}", f"sned-{uuid.uuid4().hex[:8]}"
+    assert main(["org", known, "--zone", "UTC"]) == 0
+    lines = [
+        booking_created(org, f"{org}-1", "b1", "v1", "2026-06-01", 100, "EUR")[1]
+        for org in (known, typo)
+    ]
+    (tmp_path / "events.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    capsys.readouterr()
+    assert main(["send", "wedding-bookings", str(tmp_path / "events.jsonl")]) == 0
+    out, err = capsys.readouterr()
+    assert out == "sent 2 event(s) to wedding-bookings\n"
+    assert err == (
+        f"warning: organisation {typo!r} is not registered: its events are in the live"
+        f" tables, but no token can be issued for it until `wedding-engine org {typo}"
+        " --zone …` registers it\n"
+    )
