@@ -730,6 +730,8 @@ async def _unregistered(dsn: str, organizations: list[str]) -> list[str]:
                 await fetch_organization(conn, org)
             except UnknownOrganizationError:
                 unknown.append(org)
+    except (OSError, asyncpg.PostgresError):  # e.g. a database not set up: nothing to say
+        return []
     finally:
         await conn.close()
     return unknown
