@@ -7,29 +7,82 @@ never by the client id: the log is append-only and could not be erased.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from typing import Any, Literal
 
 import asyncpg
 import orjson
 
+from stream_app.errors import WeddingError
+
 RequestKind = Literal["access", "portability", "erasure"]
+
+
+_LOCK_KEY = "SELECT hashtextextended('wedding-gdpr/' || $1, 0)"
+"""The advisory lock key of an organisation's GDPR work (one per organisation)."""
+
+LOCK_WAIT_S = 120.0
+"""Longest wait for the organisation's GDPR lock before :class:`GdprBusyError`, seconds."""
+
+LOCK_POLL_S = 0.2
+"""How often a waiting request tries the lock again, seconds (no connection held between)."""
+
+
+class GdprBusyError(WeddingError):
+    """Another GDPR request of the organisation held the lock for :data:`LOCK_WAIT_S`."""
+
+    retriable = True
 
 
 async def serialize(conn: asyncpg.Connection, organization_id: str) -> None:
     """Wait for, then hold until the end of the current transaction, the organisation's GDPR
-    lock (a transaction-level advisory lock): every transaction of an export, an erasure or
-    the retention job of one organisation runs alone. Two requests about one client at once
-    (a double click, an erasure beside an export) locked the client's rows, its request rows
-    and the audit chain in different orders: PostgreSQL ended one with a deadlock, the
-    request answered 500 and its row stayed open for ever (an attacker round). Requests are
-    rare and each transaction short, so one lock per organisation is enough (and two locks
-    could not be taken in two orders)."""
-    await conn.execute(
-        "SELECT pg_advisory_xact_lock(hashtextextended('wedding-gdpr/' || $1, 0))",
-        organization_id,
-    )
+    lock (:func:`exclusive` holds the same lock for a whole request): the retention job's
+    transaction of an organisation does not run beside one of its GDPR requests."""
+    await conn.execute(f"SELECT pg_advisory_xact_lock(({_LOCK_KEY}))", organization_id)
+
+
+@asynccontextmanager
+async def exclusive(pool: Any, organization_id: str) -> AsyncIterator[None]:
+    """Run the block as the organisation's only GDPR request (a session advisory lock on a
+    connection of ``pool`` held for the block; waiting, no connection is held: the lock is
+    tried every :data:`LOCK_POLL_S`).
+
+    Two requests about one client at once locked its rows, its request rows and the audit
+    chain in different orders (deadlocks: a 500 and a request row open for ever), and an
+    export answered between an erasure's steps wrote the erased client's id back into
+    ``gdpr_requests`` (attacker rounds). Requests are rare; one at a time per organisation
+    is enough, and other organisations' requests are not held up.
+
+    Raises:
+        GdprBusyError: the lock was not free within :data:`LOCK_WAIT_S`.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + LOCK_WAIT_S
+    while True:
+        conn = await pool.acquire()
+        try:
+            if await conn.fetchval(f"SELECT pg_try_advisory_lock(({_LOCK_KEY}))", organization_id):
+                break
+        except BaseException:
+            await pool.release(conn)
+            raise
+        await pool.release(conn)
+        if loop.time() >= deadline:
+            raise GdprBusyError(
+                f"another GDPR request of {organization_id!r} has run for over"
+                f" {LOCK_WAIT_S:.0f} s; retry later"
+            )
+        await asyncio.sleep(LOCK_POLL_S)
+    try:
+        yield
+    finally:
+        try:
+            await conn.execute(f"SELECT pg_advisory_unlock(({_LOCK_KEY}))", organization_id)
+        finally:  # a broken connection releases its session locks as it closes
+            await pool.release(conn)
 
 
 def new_request_id() -> str:

@@ -18,6 +18,8 @@ once tokens carry roles.
 from __future__ import annotations
 
 import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -36,7 +38,7 @@ from stream_app.gdpr.pgdata import client_rows, erase_client_rows, holds_client,
 from stream_app.gdpr.retention import RuleError, fetch_rule, parse_rule, store_rule
 from stream_app.reports import cache as report_cache
 from stream_app.web.auth import authenticate
-from stream_app.web.errors import ApiError
+from stream_app.web.errors import ApiError, BusyError
 from stream_app.web.inputs import json_object, known_organization, read_body
 from stream_app.web.permissions import Permission
 from stream_app.web.responses import json_response
@@ -81,6 +83,16 @@ def _client_id(body: dict[str, Any], allowed: frozenset[str]) -> str:
     return client_id
 
 
+@asynccontextmanager
+async def _one_at_a_time(pool: asyncpg.Pool, org: str) -> AsyncIterator[None]:
+    """:func:`stream_app.gdpr.requests.exclusive`; 503 ``busy`` when it cannot be had."""
+    try:
+        async with gdpr_requests.exclusive(pool, org):
+            yield
+    except gdpr_requests.GdprBusyError as exc:
+        raise BusyError(503, "busy", str(exc), 30, field="organization_id") from None
+
+
 async def _open(
     conn: asyncpg.Connection, org: str, kind: gdpr_requests.RequestKind, client_id: str, actor: str
 ) -> str:
@@ -91,7 +103,6 @@ async def _open(
     """
     await known_organization(conn, org)
     async with tenant_transaction(conn, org):
-        await gdpr_requests.serialize(conn, org)
         request_id = await gdpr_requests.open_request(conn, org, kind, client_id)
         await audit_events.record(
             conn, org, actor, f"gdpr.{kind}.received", request_id, {"kind": kind}
@@ -107,12 +118,16 @@ async def _known_client(
     already): a PostgreSQL row (:func:`stream_app.gdpr.pgdata.holds_client`), an event in the
     live table (:func:`stream_app.gdpr.live.holds_client`), or, for an ``erasure``, an
     unfinished erasure of the organisation (its client is pseudonymised already: erasing
-    again must confirm it).
+    again must confirm it). Call it holding the organisation's GDPR lock
+    (:func:`stream_app.gdpr.requests.exclusive`).
 
     Raises:
         ApiError: 404 ``not_found`` when the organisation does not exist, or naming
             ``$.client_id`` when it holds nothing of the client (whatever other
-            organisations hold: the answer tells nothing about them).
+            organisations hold: the answer tells nothing about them); for an export, 409
+            ``erasure_in_progress`` when only the live table holds the client while an
+            erasure of the organisation is not yet confirmed there (it may be this
+            client's: exporting would write its id back).
         stream_app.queries.errors.QueryUnavailableError: the live table cannot be read.
     """
     async with pool.acquire() as conn:
@@ -120,9 +135,18 @@ async def _known_client(
         async with tenant_transaction(conn, org):
             if await holds_client(conn, org, client_id):
                 return
-            if erasure and await gdpr_requests.erasure_unfinished(conn, org):
+            unfinished = await gdpr_requests.erasure_unfinished(conn, org)
+            if erasure and unfinished:
                 return
     if live.holds_client(await live.interactions_row(org, client_id)):
+        if unfinished:  # an export: the live row may be the one an erasure is removing
+            raise ApiError(
+                409,
+                "erasure_in_progress",
+                "an erasure of this organisation is not yet confirmed by the live table;"
+                " export again once it is (erase again to confirm it)",
+                field="$.client_id",
+            )
         return
     raise ApiError(
         404,
@@ -160,11 +184,18 @@ async def gdpr_export(self: Any, request: web.Request, org: str) -> web.StreamRe
             400, "invalid_field", "kind must be 'access' or 'portability'", field="$.kind"
         )
     pool = await get_pool(settings.postgres_dsn)
+    async with _one_at_a_time(pool, org):
+        return await _export(pool, org, client_id, kind, principal.user_id)
+
+
+async def _export(
+    pool: asyncpg.Pool, org: str, client_id: str, kind: gdpr_requests.RequestKind, actor: str
+) -> web.StreamResponse:
+    """The export of ``client_id`` (the caller holds the organisation's GDPR lock)."""
     await _known_client(pool, org, client_id, erasure=False)
     async with pool.acquire() as conn:
-        request_id = await _open(conn, org, kind, client_id, principal.user_id)
+        request_id = await _open(conn, org, kind, client_id, actor)
         async with tenant_transaction(conn, org):
-            await gdpr_requests.serialize(conn, org)
             await gdpr_requests.mark_in_progress(conn, org, request_id)
             rows = await client_rows(conn, org, client_id)
     live_row = await live.interactions_row(org, client_id)
@@ -186,10 +217,9 @@ async def gdpr_export(self: Any, request: web.Request, org: str) -> web.StreamRe
         }
         result = {"rows": {t: len(r) for t, r in rows.items()}, "live_rows": 1}
         async with tenant_transaction(conn, org):  # the audit row commits with the answer
-            await gdpr_requests.serialize(conn, org)
             await gdpr_requests.complete(conn, org, request_id, result)
             await audit_events.record(
-                conn, org, principal.user_id, f"gdpr.{kind}.completed", request_id, result
+                conn, org, actor, f"gdpr.{kind}.completed", request_id, result
             )
     return web.Response(
         body=orjson.dumps(doc),
@@ -223,22 +253,25 @@ async def gdpr_erase(self: Any, request: web.Request, org: str) -> web.StreamRes
     principal = authenticate(request, settings.jwt_secret, org)
     client_id = _client_id(await _body(request), frozenset({"client_id"}))
     pool = await get_pool(settings.postgres_dsn)
+    async with _one_at_a_time(pool, org):
+        return await _erase(pool, org, client_id, principal.user_id)
+
+
+async def _erase(pool: asyncpg.Pool, org: str, client_id: str, actor: str) -> web.StreamResponse:
+    """The erasure of ``client_id`` (the caller holds the organisation's GDPR lock)."""
     await _known_client(pool, org, client_id)
-    # a connection is held per step, never across the waits for Kafka
+    # a connection is held per step (and one for the lock), never across the waits for Kafka
     async with pool.acquire() as conn:
-        request_id = await _open(conn, org, "erasure", client_id, principal.user_id)
+        request_id = await _open(conn, org, "erasure", client_id, actor)
         async with tenant_transaction(conn, org):
-            await gdpr_requests.serialize(conn, org)
             await gdpr_requests.mark_in_progress(conn, org, request_id)
     partition, offset = await live.send_erasure(org, client_id)
     pseudonym = new_pseudonym()
     async with pool.acquire() as conn, tenant_transaction(conn, org):
-        await gdpr_requests.serialize(conn, org)
         pg_counts = await erase_client_rows(conn, org, client_id, pseudonym)
     folded = await live.wait_folded(partition, offset, settings.gdpr_erasure_wait_s)
     async with pool.acquire() as conn:
         async with tenant_transaction(conn, org):
-            await gdpr_requests.serialize(conn, org)
             purge = await purge_organization_files(conn, settings.artifact_dir, org, request_id)
         await report_cache.purge_organization(org, purge.cache_keys)
         result: dict[str, Any] = {
@@ -251,10 +284,9 @@ async def gdpr_erase(self: Any, request: web.Request, org: str) -> web.StreamRes
         }
         action = "gdpr.erasure.completed" if folded else "gdpr.erasure.pending"
         async with tenant_transaction(conn, org):  # the audit row commits with the answer
-            await gdpr_requests.serialize(conn, org)
             if folded:
                 await gdpr_requests.complete(conn, org, request_id, result, pseudonym)
-            await audit_events.record(conn, org, principal.user_id, action, request_id, result)
+            await audit_events.record(conn, org, actor, action, request_id, result)
     status = "completed" if folded else "in_progress"
     return json_response(
         {"request_id": request_id, "status": status, "result": result},
