@@ -19,7 +19,6 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
-import orjson
 from aiohttp import web
 
 from stream_app.aggregation import (
@@ -127,9 +126,7 @@ async def run_aggregation(self: Any, request: web.Request, org: str) -> web.Stre
         raise organization_not_found(exc) from None
     except AggregationTimeoutError as exc:
         raise ApiError(422, "query_timeout", str(exc)) from None
-    return web.Response(
-        body=orjson.dumps(result.to_json()), content_type="application/json", charset="utf-8"
-    )
+    return json_response(result.to_json())  # a sum past 64 bits too (not orjson's 500)
 
 
 @page("/orgs/{org}/aggregations/datasets", permission=Permission.AGGREGATIONS_RUN, venue_aware=True)

@@ -7,6 +7,7 @@ openpyxl reads the workbooks, pypdf the PDFs and python-pptx the decks.
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 import zipfile
 from collections.abc import Callable, Iterable, Sequence
@@ -613,3 +614,16 @@ def test_powerpoint_of_an_organisation_name_holding_control_characters(tmp_path:
     prs = Presentation(str(path))
     assert prs.core_properties.author == "ctl\ufffd\ufffd\ufffdname"
     assert prs.core_properties.title == "Monthly booking summary — ctl\ufffd\ufffd\ufffdname"
+
+
+def test_json_keeps_an_integer_past_64_bits_exact(tmp_path: Path) -> None:
+    """A second attacker round: a sum over a history loaded near PostgreSQL's bigint limit
+    (three bookings of 2^63 - 1) failed the whole report with orjson's "Integer exceeds
+    64-bit range"."""
+    huge = 3 * (2**63 - 1)
+    rows = [["v1", CAFE, "2016-01", "2016-01-09", 3, "33.33", "EUR", "1.00", huge]]
+    path, written = render(tmp_path, "json", make_table(rows=rows))
+    doc = json.loads(path.read_bytes())
+    assert written == 1
+    assert doc["rows"][0]["revenue_minor"] == huge
+    assert doc["rows"][0]["venue_name"] == CAFE and doc["report"]["date_from"] == "2016-01-01"

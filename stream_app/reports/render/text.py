@@ -34,7 +34,10 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from collections.abc import Callable, Iterable, Sequence
+from datetime import date, datetime, time
+from typing import Any
 
 import orjson
 
@@ -138,9 +141,9 @@ def render_json(table: ReportTable, out: HashingWriter) -> None:
     kpis = [{"label": k.label, "value": k.value} for k in table.kpis]
     out.write(
         b'{"report":'
-        + orjson.dumps(meta)
+        + _json(meta)
         + b',"kpis":'
-        + orjson.dumps(kpis)
+        + _json(kpis)
         + b',"validation":'
         + orjson.dumps(list(table.validation))
     )
@@ -154,6 +157,22 @@ def render_json(table: ReportTable, out: HashingWriter) -> None:
     out.write(b"]}")
 
 
+def _json(value: Any) -> bytes:
+    """``value`` as JSON: orjson, or ``json.dumps`` for an integer past 64 bits (a sum over a
+    history whose rows an ETL loaded near the ``bigint`` limit: orjson refused it and the
+    whole report failed, a second attacker round); dates as ISO 8601 either way."""
+    try:
+        return orjson.dumps(value)
+    except TypeError:  # orjson.JSONEncodeError is a TypeError
+        return json.dumps(value, default=_iso, ensure_ascii=False).encode()
+
+
+def _iso(value: Any) -> str:
+    if isinstance(value, date | datetime | time):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
 def _json_rows(
     columns: Sequence[Column], rows: Iterable[Sequence[Cell]], out: HashingWriter, what: str
 ) -> int:
@@ -165,7 +184,7 @@ def _json_rows(
     for row in rows:
         if len(row) != len(names):
             raise ValueError(f"{what} row {n + 1} has {len(row)} cells for {len(names)} columns")
-        out.write((b"," if n else b"") + orjson.dumps(dict(zip(names, row, strict=True))))
+        out.write((b"," if n else b"") + _json(dict(zip(names, row, strict=True))))
         n += 1
     out.write(b"]")
     return n
