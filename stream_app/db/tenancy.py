@@ -84,6 +84,10 @@ MAX_NAME_CHARS = 200
 """Longest display name of an organisation or a venue, characters."""
 
 
+_FILLERS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
+"""Hangul fillers and the blank Braille pattern: letters by category that show as blanks, so
+``City\u3164Hotel`` would pass for ``City Hotel``."""
+
 _JOINERS = frozenset("\u200c\u200d")
 """Zero-width non-joiner and joiner: invisible format characters that names need (Persian and
 Indic spellings, emoji sequences), so allowed where every other format character is not."""
@@ -124,8 +128,11 @@ def check_name(name: str) -> str:
             )
         if category in ("Zl", "Zp"):
             raise ValueError(f"name: line or paragraph separator U+{ord(char):04X} at {position}")
-    if not name.strip():
-        raise ValueError("name: must hold a visible character, not only spaces")
+        if char in _FILLERS:
+            raise ValueError(f"name: blank filler character U+{ord(char):04X} at {position}")
+    if not any(unicodedata.category(c)[0] in "LNPS" for c in name):
+        # only spaces, joiners, variation selectors or combining marks: nothing shows
+        raise ValueError("name: must hold a visible character (a letter, digit or symbol)")
     return name
 
 
