@@ -63,7 +63,7 @@ from stream_app.web.auth import Principal, authenticate
 from stream_app.web.errors import BusyError
 from stream_app.web.permissions import Permission
 from stream_app.web.updates_filter import UpdateFilter, Verdict, parse_filter
-from stream_app.web.updates_hub import END, UpdatesHub, bound_resume
+from stream_app.web.updates_hub import END, UPDATES_DROPPED, UpdatesHub, bound_resume
 from stream_app.web.updates_ids import EventIds, Position
 from stream_app.web.views import page
 
@@ -78,6 +78,11 @@ RECHECK_S = 30.0
 """How often an open stream re-checks its token's expiry and revocation, seconds."""
 RETRY_MS = 3000
 """The reconnection delay a client is told (``retry:``), milliseconds."""
+REPLAY_WRITE_S = 10.0
+"""Longest wait for a resumed stream's client to take the next update of its read-back,
+seconds; past it the stream is cut and its organisation's replay slot freed (a second
+attacker round: two viewers that stopped reading held both slots, and every other resume of
+their organisation, an admin's too, was a 429 for as long as they stayed connected)."""
 REPLAY_WAIT_S = 2.0
 """Seconds a resumed stream waits for one of its organisation's replay turns before 429."""
 _KIND = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
@@ -233,7 +238,13 @@ async def updates(self: Any, request: web.Request, org: str) -> web.StreamRespon
                     if sub.dropped:
                         return resp
                     if await _admits(filt, scope, key, doc):
-                        await resp.write(sse_event(ids.seal(at), str(doc.get("kind")), raw))
+                        event = sse_event(ids.seal(at), str(doc.get("kind")), raw)
+                        try:  # a client that stops reading must not keep the replay slot
+                            await asyncio.wait_for(resp.write(event), REPLAY_WRITE_S)
+                        except TimeoutError:
+                            UPDATES_DROPPED.inc()  # dropped as a slow live client is
+                            close()
+                            return resp
             await replay_turn.aclose()  # the live part holds no replay slot
             loop = asyncio.get_running_loop()
             recheck_at = loop.time() + RECHECK_S

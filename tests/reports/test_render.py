@@ -621,7 +621,9 @@ def test_json_keeps_an_integer_past_64_bits_exact(tmp_path: Path) -> None:
     (three bookings of 2^63 - 1) failed the whole report with orjson's "Integer exceeds
     64-bit range"."""
     huge = 3 * (2**63 - 1)
-    rows = [["v1", CAFE, "2016-01", "2016-01-09", 3, "33.33", "EUR", "1.00", huge]]
+    rows: list[list[Cell]] = [
+        ["v1", CAFE, "2016-01", "2016-01-09", 3, "33.33", "EUR", "1.00", huge]
+    ]
     path, written = render(tmp_path, "json", make_table(rows=rows))
     doc = json.loads(path.read_bytes())
     assert written == 1

@@ -744,3 +744,60 @@ async def test_a_stream_whose_client_left_gives_its_slot_back_within_seconds(
             assert time.monotonic() - left < 10, statuses  # the keep-alive would take 15 s
             await asyncio.sleep(0.25)
     assert time.monotonic() - left < 3, statuses
+
+
+async def test_a_resumed_stream_that_stops_reading_gives_its_replay_slot_back(
+    worker_factory: WorkerFactory,
+    own_workers: None,
+    settings: Settings,
+    orgs: None,
+    producer: AIOKafkaProducer,
+) -> None:
+    """A second attacker round: a viewer's resumed stream that stopped reading during its
+    read-back held its organisation's replay slot for as long as it stayed connected, and
+    every other resume of the organisation (an admin's dashboard too) was a 429, on which
+    ``EventSource`` gives up. Now a read-back write waits at most ``REPLAY_WRITE_S`` (10 s):
+    the stream is cut and the slot freed."""
+    worker = worker_factory.start(
+        "updates-stuck-replay",
+        "one",
+        WEDDING_SCHEDULING="0",
+        WEDDING_OFFSET_RESET="latest",
+        WEDDING_UPDATES_MAX_REPLAYS="1",
+        WEDDING_UPDATES_REPLAY_MAX="100000",
+    )
+    await worker.wait_ready(timeout_s=120, min_partitions=4)
+    tok = token(settings, SLOW)
+    timeout = aiohttp.ClientTimeout(total=None, sock_read=None)
+    async with aiohttp.ClientSession(worker.url, timeout=timeout) as s:
+        async with s.get(f"/orgs/{SLOW}/updates", headers={"Authorization": f"Bearer {tok}"}) as r:
+            resume, name, _ = await Stream(r).next(30)
+            assert name == "ready"
+        pad = "x" * 2_000  # ~16 MB of read-back: more than the socket buffers hold
+        await produce(producer, [metric_update(SLOW, "v1", n, note=pad) for n in range(8_000)])
+        await producer.flush()
+        host, port = worker.url.removeprefix("http://").split(":")
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, (host, int(port)))
+        reader, writer = await asyncio.open_connection(sock=sock)
+        writer.write(
+            f"GET /orgs/{SLOW}/updates HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {tok}"
+            f"\r\nLast-Event-ID: {resume}\r\n\r\n".encode()
+        )
+        head = await asyncio.wait_for(reader.readuntil(b"event: ready"), 30)
+        assert head.startswith(b"HTTP/1.1 200")  # then never read again
+        headers = {"Authorization": f"Bearer {tok}", "Last-Event-ID": resume}
+        async with s.get(f"/orgs/{SLOW}/updates", headers=headers) as r:
+            assert r.status == 429  # the stuck read-back holds the one slot
+        stuck = time.monotonic()
+        statuses = []
+        while True:
+            async with s.get(f"/orgs/{SLOW}/updates", headers=headers) as r:
+                statuses.append(r.status)
+                if r.status == 200:
+                    break
+            assert time.monotonic() - stuck < 40, statuses  # it was held for ever
+        writer.close()
+    assert statuses[-1] == 200 and time.monotonic() - stuck >= 5, statuses
