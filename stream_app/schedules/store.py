@@ -324,7 +324,12 @@ async def create_schedule(
                     "SELECT count(*) FROM schedules WHERE organization_id = $1",
                     schedule.organization_id,
                 )
-                if held >= max_schedules:
+                taken = await conn.fetchval(
+                    "SELECT true FROM schedules WHERE organization_id = $1 AND id = $2",
+                    schedule.organization_id,
+                    schedule.schedule_id,
+                )
+                if held >= max_schedules and not taken:  # a taken id: the conflict below
                     raise ScheduleLimitError(max_schedules)
             row = await conn.fetchrow(
                 f"INSERT INTO schedules ({_COLUMNS}, next_fire_time, created_at, updated_at)"

@@ -529,3 +529,6 @@ async def test_an_organisation_holds_at_most_its_schedules_however_fast_it_creat
         )  # paused ones count too
     assert await create(10) is True
     assert await create(11) is False
+    async with db.acquire() as conn:  # at the limit, a taken id is still its own conflict
+        with pytest.raises(ScheduleExistsError):
+            await create_schedule(conn, make(org, "many-10"), T0, max_schedules=3)
