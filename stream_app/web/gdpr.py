@@ -172,8 +172,11 @@ async def gdpr_export(self: Any, request: web.Request, org: str) -> web.StreamRe
     Errors: 400 naming the field; 401/403 (token); 404 unknown organisation; 404
     ``not_found`` naming ``$.client_id`` when the organisation holds nothing of the client
     (never known, or erased already: :func:`_known_client`; nothing is recorded, so an
-    erased id is not stored again); 503 when the live table's owner cannot answer (the
-    request then stays ``in_progress``).
+    erased id is not stored again); 409 ``erasure_in_progress`` when only the live table
+    holds the client while an erasure of the organisation is unconfirmed; 503 when the live
+    table's owner cannot answer (the request then stays ``in_progress``), or ``busy`` when
+    another GDPR request of the organisation ran for over two minutes (they run one at a
+    time: :func:`stream_app.gdpr.requests.exclusive`).
     """
     principal = authenticate(request, settings.jwt_secret, org)
     body = await _body(request)
@@ -248,7 +251,8 @@ async def gdpr_erase(self: Any, request: web.Request, org: str) -> web.StreamRes
     Errors: 400 naming the field; 401/403 (token); 404 unknown organisation; 404
     ``not_found`` naming ``$.client_id`` when the organisation holds nothing of the client
     (:func:`_known_client`: nothing is recorded nor purged); 503 when the live table's owner
-    cannot answer that check.
+    cannot answer that check, or ``busy`` when another GDPR request of the organisation ran
+    for over two minutes (they run one at a time).
     """
     principal = authenticate(request, settings.jwt_secret, org)
     client_id = _client_id(await _body(request), frozenset({"client_id"}))
@@ -260,7 +264,8 @@ async def gdpr_erase(self: Any, request: web.Request, org: str) -> web.StreamRes
 async def _erase(pool: asyncpg.Pool, org: str, client_id: str, actor: str) -> web.StreamResponse:
     """The erasure of ``client_id`` (the caller holds the organisation's GDPR lock)."""
     await _known_client(pool, org, client_id)
-    # a connection is held per step (and one for the lock), never across the waits for Kafka
+    # a connection per step, released before the waits for Kafka (the lock's own connection
+    # is held throughout: one per organisation with a request running)
     async with pool.acquire() as conn:
         request_id = await _open(conn, org, "erasure", client_id, actor)
         async with tenant_transaction(conn, org):
