@@ -11,12 +11,16 @@ the batch layer dead-letters it with the row named (:func:`reason`).
 
 from __future__ import annotations
 
+from stream_app.errors import WeddingError
+
 ROW_LIMIT = 2**63 - 1
 """The largest value of a row's counter or sum (9,223,372,036,854,775,807)."""
 
 
-class RowLimitExceeded(ValueError):
+class RowLimitExceeded(WeddingError, ValueError):
     """Adding an event's value would take a row's value past :data:`ROW_LIMIT`."""
+
+    retriable = False
 
 
 def checked(value: int) -> int:
