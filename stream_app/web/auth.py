@@ -18,6 +18,7 @@ the guard verified.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Unpack
@@ -80,6 +81,11 @@ def issue_token(secret: str, **grant: Unpack[TokenGrant]) -> str:
     return new_token(secret, **grant).token
 
 
+_CREDENTIALS = re.compile(r"[ \t]*([^ \t]*)[ \t]*(.*?)[ \t]*", re.DOTALL)
+"""An Authorization value: its scheme, then its credentials after any spaces or tabs (every
+string matches)."""
+
+
 def bearer_token(request: web.Request) -> str:
     """The token of the ``Authorization: Bearer`` header.
 
@@ -107,11 +113,7 @@ def bearer_token(request: web.Request) -> str:
         )
     # the scheme, then the token after any run of spaces or tabs (RFC 9110 allows one or
     # more spaces; a second space or a tab pasted in is not a reason to refuse the token)
-    scheme, _, token = header.strip(" \t").partition(" ")
-    if "\t" in scheme:
-        scheme, _, rest = scheme.partition("\t")
-        token = rest + (" " + token if token else "")
-    token = token.strip(" \t")
+    scheme, token = _CREDENTIALS.fullmatch(header).groups()  # type: ignore[union-attr]
     if scheme.lower() != "bearer":
         # named when it is a scheme's name (not echoed when it may be a credential)
         named = f", not {scheme!r}" if scheme.isalpha() and len(scheme) <= 20 else ""

@@ -602,23 +602,34 @@ async def _dropped_total(s: aiohttp.ClientSession) -> float:
     return 0.0
 
 
+async def raw_stream(
+    url: str, org: str, tok: str, *, last_id: str | None = None, small_buffer: bool = False
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A stream of ``org`` on a socket of the test's own, read up to its ``ready`` event (200
+    checked); ``small_buffer``: a 4 KiB receive buffer, for a client that stops reading."""
+    host, port = url.removeprefix("http://").split(":")
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if small_buffer:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, (host, int(port)))
+    reader, writer = await asyncio.open_connection(sock=sock, limit=2**20)
+    resume = "" if last_id is None else f"\r\nLast-Event-ID: {last_id}"
+    writer.write(
+        f"GET /orgs/{org}/updates HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {tok}"
+        f"{resume}\r\n\r\n".encode()
+    )
+    head = await asyncio.wait_for(reader.readuntil(b"event: ready"), 30)
+    assert head.startswith(b"HTTP/1.1 200")
+    return reader, writer
+
+
 async def test_a_slow_client_is_dropped_and_a_fast_one_is_not(
     main_worker: WorkerProcess, settings: Settings, orgs: None, producer: AIOKafkaProducer
 ) -> None:
     total = 30_000  # ~20 MB of events: more than the socket buffers and the 1000-event queue
     tok = token(settings, SLOW)
-    host, port = main_worker.url.removeprefix("http://").split(":")
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.setblocking(False)
-    await asyncio.get_running_loop().sock_connect(sock, (host, int(port)))
-    reader, writer = await asyncio.open_connection(sock=sock, limit=2**20)
-    writer.write(
-        f"GET /orgs/{SLOW}/updates HTTP/1.1\r\nHost: {host}\r\n"
-        f"Authorization: Bearer {tok}\r\n\r\n".encode()
-    )
-    head = await asyncio.wait_for(reader.readuntil(b"event: ready"), 30)
-    assert head.startswith(b"HTTP/1.1 200")
+    reader, writer = await raw_stream(main_worker.url, SLOW, tok, small_buffer=True)
     timeout = aiohttp.ClientTimeout(total=None, sock_read=None)
     async with aiohttp.ClientSession(main_worker.url, timeout=timeout) as s:
         before = await _dropped_total(s)
@@ -720,12 +731,7 @@ async def test_a_stream_whose_client_left_gives_its_slot_back_within_seconds(
     )
     await worker.wait_ready(timeout_s=120, min_partitions=4)
     tok = token(settings, A)
-    host, port = worker.url.removeprefix("http://").split(":")
-    reader, writer = await asyncio.open_connection(host, int(port))
-    request = f"GET /orgs/{A}/updates HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {tok}"
-    writer.write(request.encode() + b"\r\n\r\n")
-    head = await asyncio.wait_for(reader.readuntil(b"event: ready"), 30)
-    assert head.startswith(b"HTTP/1.1 200")
+    _, writer = await raw_stream(worker.url, A, tok)
     timeout = aiohttp.ClientTimeout(total=None, sock_read=None)
     async with aiohttp.ClientSession(worker.url, timeout=timeout) as s:
         headers = {"Authorization": f"Bearer {tok}"}
@@ -776,18 +782,8 @@ async def test_a_resumed_stream_that_stops_reading_gives_its_replay_slot_back(
         pad = "x" * 2_000  # ~16 MB of read-back: more than the socket buffers hold
         await produce(producer, [metric_update(SLOW, "v1", n, note=pad) for n in range(8_000)])
         await producer.flush()
-        host, port = worker.url.removeprefix("http://").split(":")
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        sock.setblocking(False)
-        await asyncio.get_running_loop().sock_connect(sock, (host, int(port)))
-        reader, writer = await asyncio.open_connection(sock=sock)
-        writer.write(
-            f"GET /orgs/{SLOW}/updates HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {tok}"
-            f"\r\nLast-Event-ID: {resume}\r\n\r\n".encode()
-        )
-        head = await asyncio.wait_for(reader.readuntil(b"event: ready"), 30)
-        assert head.startswith(b"HTTP/1.1 200")  # then never read again
+        # then never read again
+        _, writer = await raw_stream(worker.url, SLOW, tok, last_id=resume, small_buffer=True)
         headers = {"Authorization": f"Bearer {tok}", "Last-Event-ID": resume}
         async with s.get(f"/orgs/{SLOW}/updates", headers=headers) as r:
             assert r.status == 429  # the stuck read-back holds the one slot
