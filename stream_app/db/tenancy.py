@@ -84,9 +84,10 @@ MAX_NAME_CHARS = 200
 """Longest display name of an organisation or a venue, characters."""
 
 
-_FILLERS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
-"""Hangul fillers and the blank Braille pattern: letters by category that show as blanks, so
-``City\u3164Hotel`` would pass for ``City Hotel``."""
+_FILLERS = frozenset("\u115f\u1160\u3164\uffa0\u2800\u034f")
+"""Hangul fillers, the blank Braille pattern and the combining grapheme joiner: characters
+that show as blanks or as nothing, so ``City\u3164Hotel`` would pass for ``City Hotel`` and
+``vb\u034f`` for ``vb``."""
 
 _JOINERS = frozenset("\u200c\u200d")
 """Zero-width non-joiner and joiner: invisible format characters that names need (Persian and

@@ -203,7 +203,12 @@ class Schedule:
         if self.expires_at is not None:
             if self.expires_at.tzinfo is None or self.expires_at.utcoffset() is None:
                 raise ScheduleValidationError("expires_at", "must carry a UTC offset")
-            object.__setattr__(self, "expires_at", self.expires_at.astimezone(UTC))
+            try:
+                object.__setattr__(self, "expires_at", self.expires_at.astimezone(UTC))
+            except OverflowError:  # 0001-01-01T00:00+14:00 or 9999-12-31T23:59-14:00 (a 500)
+                raise ScheduleValidationError(
+                    "expires_at", "is outside the calendar in UTC (years 1 to 9999)"
+                ) from None
         if not 0 <= self.min_interval_seconds <= MAX_MIN_INTERVAL_SECONDS:
             raise ScheduleValidationError(
                 "min_interval_seconds", f"must be between 0 and {MAX_MIN_INTERVAL_SECONDS}"

@@ -91,6 +91,23 @@ def test_bad_cron_message_names_the_cron_field() -> None:
     assert "day-of-week" in err.value.reason and "'8'" in err.value.reason
 
 
+@pytest.mark.parametrize(
+    "at",
+    [
+        datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=14))),
+        datetime(9999, 12, 31, 23, 59, 59, tzinfo=timezone(timedelta(hours=-14))),
+    ],
+)
+def test_an_expiration_outside_the_calendar_in_utc_is_named(at: datetime) -> None:
+    """An attacker round: these were an OverflowError, a 500 on POST/PUT of a schedule."""
+    with pytest.raises(ScheduleValidationError) as err:
+        schedule(expires_at=at)
+    assert (err.value.field, err.value.reason) == (
+        "expires_at",
+        "is outside the calendar in UTC (years 1 to 9999)",
+    )
+
+
 def test_expiration_in_the_past_is_rejected_at_check_time() -> None:
     s = schedule(expires_at=NOW - timedelta(seconds=1))
     with pytest.raises(ScheduleValidationError) as err:
