@@ -19,9 +19,11 @@ import getpass
 import logging
 import os
 import re
+import shlex
 import sys
 from datetime import date, datetime
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 from aiokafka.errors import KafkaConnectionError, KafkaError
@@ -225,10 +227,37 @@ async def _require_organization(dsn: str, organization_id: str) -> None:
     conn = await asyncpg.connect(dsn)
     try:
         await fetch_organization(conn, organization_id)
-    except UnknownOrganizationError as exc:
-        raise ValueError(f"--org: {exc}") from None
+    except UnknownOrganizationError:
+        similar = await _case_matches([organization_id])
+        raise ValueError(
+            f"--org: no organisation {organization_id!r}{similar.get(organization_id, '')};"
+            f" create it first: wedding-engine org {organization_id} --zone …"
+        ) from None
     finally:
         await conn.close()
+
+
+async def _case_matches(organizations: list[str]) -> dict[str, str]:
+    """For each of ``organizations`` PostgreSQL knows under another case only, ``"; did you
+    mean 'x'?"`` (asked as the owner: the application role sees one tenant at a time; empty
+    when it cannot be asked)."""
+    from stream_app.settings import load_settings
+
+    try:
+        conn = await asyncpg.connect(load_settings().postgres_owner_dsn, timeout=5)
+    except (OSError, asyncpg.PostgresError, TimeoutError):
+        return {}
+    try:
+        rows = await conn.fetch(
+            "SELECT o.id, asked FROM organizations o JOIN unnest($1::text[]) AS asked"
+            " ON lower(o.id) = lower(asked) AND o.id <> asked ORDER BY o.id",
+            organizations,
+        )
+    except (OSError, asyncpg.PostgresError):
+        return {}
+    finally:
+        await conn.close()
+    return {r["asked"]: f"; did you mean {r['id']!r}?" for r in rows}
 
 
 async def _require_new_report_id(dsn: str, organization_id: str, report_id: str) -> None:
@@ -313,6 +342,9 @@ def _date_arg(name: str, value: str) -> date:
     except ValueError:
         raise ValueError(f"{name}: {value!r} is not a date (YYYY-MM-DD)") from None
 
+
+DEFAULT_CURRENCY = "EUR"
+"""An organisation's currency when ``org`` is not given ``--currency``."""
 
 DEFAULT_TOKEN_TTL_S = 3600
 """``token --ttl`` when not given, seconds (capped at ``WEDDING_TOKEN_MAX_TTL_S``)."""
@@ -443,7 +475,7 @@ def _cmd_org(args: argparse.Namespace) -> int:
         id=_check_id("ORG", args.org),
         name=args.org if args.name is None else args.name,  # --name '' is refused
         time_zone=args.zone,
-        currency=args.currency,
+        currency=DEFAULT_CURRENCY if args.currency is None else args.currency,
     )
     try:
         check_currency(org.currency)
@@ -455,16 +487,51 @@ def _cmd_org(args: argparse.Namespace) -> int:
         raise ValueError(f"--zone: {org.time_zone!r} is not an IANA time zone") from None
     _check_name(org.name)
 
-    async def run() -> None:
+    async def run() -> Any:
         conn = await asyncpg.connect(load_settings().postgres_owner_dsn)
         try:
-            await upsert_organization(conn, org)
+            async with conn.transaction():
+                before = await conn.fetchrow(
+                    "SELECT name, btrim(currency) AS currency FROM organizations WHERE id = $1",
+                    org.id,
+                )
+                await upsert_organization(conn, org)
+            return before
         finally:
             await conn.close()
 
-    asyncio.run(run())
+    before = asyncio.run(run())
     print(f"organisation {org.id}: {org.name}, {org.time_zone}, {org.currency}")
+    _warn_replaced(
+        before,
+        {
+            "name": (org.name, args.name is not None),
+            "currency": (org.currency, args.currency is not None),
+        },
+    )
     return 0
+
+
+def _warn_replaced(before: Any, now: dict[str, tuple[Any, Any]]) -> None:
+    """Say on stderr which stored values an update replaced by a default because their option
+    was left out (a trial user re-ran ``venue`` to rename one and lost its capacity).
+
+    Args:
+        before: the stored row before the update (None: it was created).
+        now: field → (value written, whether its option was given).
+    """
+    if before is None:
+        return
+    for name, (value, given) in now.items():
+        old = before[name]
+        if not given and old != value:
+            shown = "unknown" if value is None else value
+            print(
+                f"warning: --{name} was not given: {name} {old!r} replaced by the default"
+                f" {shown!r} (each call sets every field; give --{name}"
+                f" {shlex.quote(str(old))} to keep it)",
+                file=sys.stderr,
+            )
 
 
 def _cmd_venue(args: argparse.Namespace) -> int:
@@ -484,21 +551,35 @@ def _cmd_venue(args: argparse.Namespace) -> int:
     if venue.capacity is not None and not 0 <= venue.capacity <= 2**31 - 1:
         raise ValueError(f"--capacity: must be between 0 and {2**31 - 1}, got {venue.capacity}")
 
-    async def run() -> None:
+    async def run() -> Any:
         conn = await asyncpg.connect(load_settings().postgres_owner_dsn)
         try:
-            await upsert_venue(conn, org, venue)
+            async with conn.transaction():
+                before = await conn.fetchrow(
+                    "SELECT name, capacity FROM venues WHERE organization_id = $1 AND id = $2",
+                    org,
+                    venue.id,
+                )
+                await upsert_venue(conn, org, venue)
+            return before
         finally:
             await conn.close()
 
     try:
-        asyncio.run(run())
+        before = asyncio.run(run())
     except asyncpg.ForeignKeyViolationError:
         raise ValueError(
             f"ORG: no organisation {org!r}; create it first: wedding-engine org {org} --zone …"
         ) from None
     capacity = "unknown" if venue.capacity is None else venue.capacity
     print(f"venue {org}/{venue.id}: {venue.name}, capacity {capacity}")
+    _warn_replaced(
+        before,
+        {
+            "name": (venue.name, args.name is not None),
+            "capacity": (venue.capacity, args.capacity is not None),
+        },
+    )
     return 0
 
 
@@ -507,6 +588,7 @@ def _cmd_token(args: argparse.Namespace) -> int:
     import asyncpg
 
     from stream_app import tokens
+    from stream_app.db.tenancy import fetch_venues
     from stream_app.settings import check_jwt_secret, load_settings
 
     _check_id("--org", args.org)
@@ -568,9 +650,18 @@ def _cmd_token(args: argparse.Namespace) -> int:
                 conn, s, organization_id=args.org, subject=args.user, role=args.role,
                 ttl_seconds=ttl, venues=venues, actor=actor,
             )  # fmt: skip
+            known = {v.id for v in await fetch_venues(conn, args.org)} if venues else set()
         finally:
             await conn.close()
         print(f"# jti {issued.jti}, expires {issued.expires_at.isoformat()}", file=sys.stderr)
+        for venue in sorted(set(venues or ()) - known):
+            # a typo gives a token that reads nothing (a trial user's finding): said, not
+            # refused (a venue may be registered after its token)
+            print(
+                f"warning: --venue: {venue!r} is not a venue of {args.org!r}: the token reads"
+                f" nothing of it until `wedding-engine venue {args.org} {venue}` registers it",
+                file=sys.stderr,
+            )
         return issued.token
 
     print(asyncio.run(issue()))
@@ -700,13 +791,15 @@ def _cmd_send(args: argparse.Namespace) -> int:
     sent = asyncio.run(send_events(s.kafka_bootstrap, args.topic, events))
     print(f"sent {sent} event(s) to {args.topic}")
     orgs = sorted({key.decode().split("/", 1)[0] for key, _ in events})
-    for org in asyncio.run(_unregistered(s.postgres_dsn, orgs)):
+    unknown = asyncio.run(_unregistered(s.postgres_dsn, orgs))
+    similar = asyncio.run(_case_matches(unknown)) if unknown else {}
+    for org in unknown:
         # the live tables take any organisation's events; a typo makes a tenant nobody can
         # read (a trial user's finding), so it is said, not refused
         print(
-            f"warning: organisation {org!r} is not registered: its events are in the live"
-            f" tables, but no token can be issued for it until `wedding-engine org {org}"
-            " --zone …` registers it",
+            f"warning: organisation {org!r} is not registered{similar.get(org, '')}: its"
+            " events are in the live tables, but no token can be issued for it until"
+            f" `wedding-engine org {org} --zone …` registers it",
             file=sys.stderr,
         )
     return 0
@@ -829,7 +922,9 @@ def build_parser() -> argparse.ArgumentParser:
     o = sub.add_parser("org", help="create or update an organisation (tenant)")
     o.add_argument("org", metavar="ORG")
     o.add_argument("--zone", required=True, help="IANA time zone, e.g. Europe/Lisbon")
-    o.add_argument("--currency", default="EUR", help="default ISO 4217 currency")
+    o.add_argument(
+        "--currency", default=None, help=f"default ISO 4217 currency ({DEFAULT_CURRENCY})"
+    )
     o.add_argument("--name", default=None, help="display name (default: the id)")
     v = sub.add_parser("venue", help="create or update a venue of an organisation")
     v.add_argument("org", metavar="ORG")

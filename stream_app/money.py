@@ -34,6 +34,15 @@ _EXPONENTS = {
 }
 
 
+#: ISO 4217 codes whose minor unit is "N.A." in table A.1: precious metals (XAU, XAG, XPD,
+#: XPT), bond-market and accounting units (XBA-XBD, XDR, XSU, XUA), the testing code XTS and
+#: XXX, "no currency". No wedding is paid in them, and no exponent turns their amounts into
+#: money: an event or an organisation in one is refused.
+NOT_MONEY: frozenset[str] = frozenset(
+    ["XAG", "XAU", "XBA", "XBB", "XBC", "XBD", "XDR", "XPD", "XPT", "XSU", "XTS", "XUA", "XXX"]
+)
+
+
 def minor_unit_exponent(currency: str) -> int:
     """Digits after the decimal point of ``currency`` (2 for EUR, 0 for JPY, 3 for KWD)."""
     return _EXPONENTS.get(currency, 2)

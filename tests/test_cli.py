@@ -90,6 +90,29 @@ def test_a_token_without_ttl_lives_an_hour_or_the_deployments_longest(
     assert claims["exp"] - claims["iat"] == lifetime
 
 
+def test_a_token_for_an_unregistered_venue_is_issued_with_a_warning(
+    token_env: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A trial user's finding: ``--venue nov`` (a typo) gave a token that reads nothing,
+    silently."""
+    assert main(["venue", ORG, "hall"]) == 0
+    capsys.readouterr()
+    argv = ["token", "--org", ORG, "--venue", "hall", "--venue", "nov", "--venue", "zz"]
+    assert main(argv) == 0
+    out, err = capsys.readouterr()
+    claims = jwt.decode(
+        out.strip(), token_env.jwt_secret, algorithms=["HS256"], audience="wedding-engine-api"
+    )
+    assert sorted(claims["venues"]) == ["hall", "nov", "zz"]
+    assert [line for line in err.splitlines() if not line.startswith("# jti")] == [
+        f"warning: --venue: {v!r} is not a venue of {ORG!r}: the token reads nothing of it"
+        f" until `wedding-engine venue {ORG} {v}` registers it"
+        for v in ("nov", "zz")
+    ]
+    assert main(["token", "--org", ORG, "--venue", "hall"]) == 0
+    assert "warning" not in capsys.readouterr().err
+
+
 def test_a_token_is_recorded_and_audited(
     token_env: Settings, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -345,8 +368,15 @@ def test_an_organisation_and_its_venues_are_created_then_updated(
     assert (
         capsys.readouterr().out.splitlines()[-1] == "venue cli-org/garden: garden, capacity unknown"
     )
+    assert capsys.readouterr().err == ""  # created: nothing replaced
     assert main(["org", "cli-org", "--zone", "America/New_York", "--currency", "USD"]) == 0
+    # the name left out is replaced by the id, and said (a trial user lost a capacity so)
+    assert capsys.readouterr().err == (
+        "warning: --name was not given: name 'Quinta' replaced by the default 'cli-org' (each"
+        " call sets every field; give --name Quinta to keep it)\n"
+    )
     assert main(["venue", "cli-org", "barn", "--capacity", "3", "--name", "The Barn"]) == 0
+    assert capsys.readouterr().err == ""  # every option given
     org = "SELECT id, name, time_zone, currency FROM organizations WHERE id = $1"
     want = [("cli-org", "cli-org", "America/New_York", "USD")]
     assert asyncio.run(rows(env, org, "cli-org")) == want
@@ -355,6 +385,15 @@ def test_an_organisation_and_its_venues_are_created_then_updated(
         ("barn", "The Barn", 3),
         ("garden", "garden", None),
     ]
+    assert main(["venue", "cli-org", "barn"]) == 0
+    assert capsys.readouterr().err.splitlines() == [
+        "warning: --name was not given: name 'The Barn' replaced by the default 'barn' (each"
+        " call sets every field; give --name 'The Barn' to keep it)",
+        "warning: --capacity was not given: capacity 3 replaced by the default 'unknown' (each"
+        " call sets every field; give --capacity 3 to keep it)",
+    ]
+    assert main(["org", "cli-org", "--zone", "UTC"]) == 0
+    assert "currency 'USD' replaced by the default 'EUR'" in capsys.readouterr().err
 
 
 REPORT_ARGV = ["report", "--org", "cli-org2", "--from", "2016-01-01", "--to", "2016-01-31"]
@@ -508,4 +547,20 @@ def test_send_warns_of_an_organisation_nobody_registered(
         f"warning: organisation {typo!r} is not registered: its events are in the live"
         f" tables, but no token can be issued for it until `wedding-engine org {typo}"
         " --zone …` registers it\n"
+    )
+    # the same id in other letters: named (a trial user sent FU5-ORG for fu5-org)
+    upper = known.upper()
+    line = booking_created(upper, f"{upper}-1", "b1", "v1", "2026-06-01", 100, "EUR")[1]
+    (tmp_path / "upper.jsonl").write_bytes(line + b"\n")
+    assert main(["send", "wedding-bookings", str(tmp_path / "upper.jsonl")]) == 0
+    assert capsys.readouterr().err.startswith(
+        f"warning: organisation {upper!r} is not registered; did you mean {known!r}?: its"
+        " events are in the live tables"
+    )
+    # and `report --org` says it the way `venue` and `token` do
+    argv = ["report", "--org", upper, "--from", "2026-01-01", "--to", "2026-01-31"]
+    assert main(argv) == 2
+    assert capsys.readouterr().err == (
+        f"error: --org: no organisation {upper!r}; did you mean {known!r}?; create it first:"
+        f" wedding-engine org {upper} --zone …\n"
     )

@@ -3,6 +3,7 @@ answered with a 500 or a false outage: refused with the reason instead (in-proce
 
 from __future__ import annotations
 
+import unicodedata
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -96,6 +97,17 @@ def test_a_time_zone_that_is_a_folder_or_too_long_is_not_a_zone(zone: str) -> No
             "name: byte 0xE9 at character 4 is not UTF-8 (is the terminal's encoding UTF-8?)",
         ),
         ("\ud800", "name: not valid UTF-8 (an unpaired surrogate at 1)"),
+        # Zalgo: an attacker round stacked 199 marks; nine in a row are refused at the ninth
+        (
+            "Hall" + "\u0301" * 190,
+            "name: more than 8 combining marks in a row at character 13 (text stacked over"
+            " its neighbours' lines)",
+        ),
+        (
+            "a" + "\u0300\u20dd" * 4 + "\u0301",
+            "name: more than 8 combining marks in a row at character 10 (text stacked over"
+            " its neighbours' lines)",
+        ),
     ],
 )
 def test_a_display_name_that_misleads_or_breaks_a_format_is_refused(name: str, reason: str) -> None:
@@ -107,3 +119,10 @@ def test_a_display_name_that_misleads_or_breaks_a_format_is_refused(name: str, r
     persian = "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645"
     assert check_name(persian) == persian
     assert check_name("Studio \U0001f469\u200d\U0001f4bb") == "Studio \U0001f469\u200d\U0001f4bb"
+    # real stacks of marks pass: Vietnamese (decomposed), eight in a row, marks after each base
+    viet = unicodedata.normalize("NFD", "Nguyễn Thị Ánh")
+    assert check_name(viet) == viet
+    assert (
+        check_name("a" + "\u0301" * 8 + "b" + "\u0301" * 8)
+        == "a" + "\u0301" * 8 + "b" + "\u0301" * 8
+    )

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from stream_app.errors import WeddingError
-from stream_app.schemas.base import EventValidationError, decode_event
+from stream_app.schemas.base import EventValidationError, decode_event, known_fields
 
 MAX_GROUP_BY = 6
 MAX_METRICS = 20
@@ -169,6 +169,11 @@ def decode_request(raw: bytes) -> AggregationRequest:
             raise AggregationError(exc.field, reason, "invalid_json") from None
         if reason == "required field is missing":
             raise AggregationError(exc.field, reason, "missing_field") from None
+        if reason == "unknown field":  # no near miss to suggest: the keys that are known
+            known = known_fields(AggregationRequest, exc.field.rpartition(".")[0])
+            if known:
+                reason += f" (known: {', '.join(known)})"
+            raise AggregationError(exc.field, reason) from None
         # name the key itself, not the object holding it
         unknown = _UNKNOWN_RE.match(reason)
         if unknown:

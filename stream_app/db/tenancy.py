@@ -94,6 +94,14 @@ _JOINERS = frozenset("\u200c\u200d")
 Indic spellings, emoji sequences), so allowed where every other format character is not."""
 
 
+MAX_COMBINING_MARKS = 8
+"""Most combining marks (Unicode categories Mn, Me) in a row in a display name. Real
+writing stacks a few (Vietnamese two, pointed Hebrew with cantillation three or four, Tibetan
+stacks of subjoined letters about five); "Zalgo" text stacks hundreds, drawn over the lines
+above and below it in every report (an attacker round registered 199). Unicode's own
+stream-safe bound (UAX #15) is 30."""
+
+
 def check_name(name: str) -> str:
     """Return ``name`` if it can be a display name (every report format carries it: 1 to
     :data:`MAX_NAME_CHARS` characters, at least one of them visible, none a control
@@ -109,8 +117,15 @@ def check_name(name: str) -> str:
     """
     if not 1 <= len(name) <= MAX_NAME_CHARS:
         raise ValueError(f"name: must be 1-{MAX_NAME_CHARS} characters, got {len(name):,}")
+    marks = 0  # combining marks in a row
     for position, char in enumerate(name, 1):
         category = unicodedata.category(char)
+        marks = marks + 1 if category in ("Mn", "Me") else 0
+        if marks > MAX_COMBINING_MARKS:
+            raise ValueError(
+                f"name: more than {MAX_COMBINING_MARKS} combining marks in a row at character"
+                f" {position} (text stacked over its neighbours' lines)"
+            )
         if category == "Cc":
             raise ValueError(f"name: control character {char!r} at character {position}")
         if category == "Cs":

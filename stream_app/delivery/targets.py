@@ -38,6 +38,9 @@ MAX_RECIPIENTS: Final = 50
 """The most recipients of one email delivery (ad-hoc or scheduled)."""
 MAX_URL_CHARS: Final = 2048
 MAX_SECRET_CHARS: Final = 1024
+MIN_TIMEOUT_S: Final = 0.1
+"""The shortest per-attempt timeout of a webhook, seconds (``1e-300`` was accepted: every
+delivery of the schedule then timed out at once)."""
 MAX_SUBJECT_CHARS: Final = 200
 MAX_ADDRESS_CHARS: Final = 254
 """An email address's longest form (RFC 5321 path limit)."""
@@ -133,7 +136,7 @@ class WebhookTarget:
     Attributes:
         url: ``http`` or ``https`` URL with a host.
         secret: the shared HMAC key (at least 16 characters; not shown in ``repr``).
-        timeout_s: per-attempt timeout, seconds (0 < t ≤ 300).
+        timeout_s: per-attempt timeout, seconds (:data:`MIN_TIMEOUT_S` ≤ t ≤ 300).
         link_ttl_seconds: lifetime of the download links in the posted result, seconds
             (60 s – 30 days).
     """
@@ -172,8 +175,11 @@ class WebhookTarget:
         if not is_sealed(self.secret):  # a sealed secret was checked before it was sealed
             check_text("delivery.secret", self.secret, MAX_SECRET_CHARS)
         _check_secret("delivery.secret", self.secret)
-        if not 0 < self.timeout_s <= 300:
-            raise TargetValidationError("delivery.timeout_s", "must be in (0, 300] seconds")
+        if not MIN_TIMEOUT_S <= self.timeout_s <= 300:
+            raise TargetValidationError(
+                "delivery.timeout_s",
+                f"must be between {MIN_TIMEOUT_S} and 300 seconds, got {self.timeout_s!r}",
+            )
 
 
 def _check_sendable(url: str, shown: str) -> None:

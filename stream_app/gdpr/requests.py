@@ -48,7 +48,9 @@ async def serialize(conn: asyncpg.Connection, organization_id: str) -> None:
 async def exclusive(pool: Any, organization_id: str) -> AsyncIterator[None]:
     """Run the block as the organisation's only GDPR request (a session advisory lock on a
     connection of ``pool`` held for the block; waiting, no connection is held: the lock is
-    tried every :data:`LOCK_POLL_S`).
+    tried every :data:`LOCK_POLL_S`). ``pool`` should be one of its own
+    (:func:`stream_app.db.pool.get_lock_pool`): its size bounds how many organisations' requests
+    run at once, and waiting for one of its connections counts in :data:`LOCK_WAIT_S`.
 
     Two requests about one client at once locked its rows, its request rows and the audit
     chain in different orders (deadlocks: a 500 and a request row open for ever), and an
@@ -62,7 +64,13 @@ async def exclusive(pool: Any, organization_id: str) -> AsyncIterator[None]:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + LOCK_WAIT_S
     while True:
-        conn = await pool.acquire()
+        try:
+            conn = await pool.acquire(timeout=max(deadline - loop.time(), LOCK_POLL_S))
+        except TimeoutError:
+            raise GdprBusyError(
+                f"{pool.get_max_size()} organisations' GDPR requests have run on this worker"
+                f" for over {LOCK_WAIT_S:.0f} s; retry later"
+            ) from None
         try:
             if await conn.fetchval(f"SELECT pg_try_advisory_lock(({_LOCK_KEY}))", organization_id):
                 break

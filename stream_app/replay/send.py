@@ -87,6 +87,10 @@ def keyed_events(topic: str, lines: Iterable[bytes]) -> list[tuple[bytes, bytes]
                 number, "$", f"{len(value):,} bytes; an event is at most {MAX_EVENT_BYTES:,}"
             )
         try:
+            value.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise SendError(number, "$", _not_utf8(value, exc)) from None
+        try:
             event = decode_event(value, schema)
         except EventValidationError as exc:
             raise SendError(number, exc.field, exc.reason + _hint(topic, value, exc)) from None
@@ -95,6 +99,21 @@ def keyed_events(topic: str, lines: Iterable[bytes]) -> list[tuple[bytes, bytes]
     if not out:
         raise SendError(0, "$", "no events: the input is empty or only blank lines")
     return out
+
+
+_UTF16_MARKS = (b"\xff\xfe", b"\xfe\xff")
+
+
+def _not_utf8(value: bytes, exc: UnicodeDecodeError) -> str:
+    """Why a line is refused before it is read as JSON: not UTF-8, and UTF-16 (a byte-order
+    mark, as Windows tools write) named as such."""
+    reason = f"not valid UTF-8: {exc.reason} at byte {exc.start}"
+    if value.startswith(_UTF16_MARKS):
+        reason += (
+            "; the input is UTF-16 (it starts with a byte-order mark): events are UTF-8 JSON,"
+            " convert it first, e.g. `iconv -f UTF-16 -t UTF-8`"
+        )
+    return reason
 
 
 def _hint(topic: str, value: bytes, exc: EventValidationError) -> str:

@@ -43,6 +43,17 @@ from stream_app.errors import WeddingError
 
 _FIELD_NAMES = ("minute", "hour", "day-of-month", "month", "day-of-week")
 _PROBE_START = datetime(2001, 1, 1, tzinfo=UTC)
+_MACROS = {
+    "@yearly": "0 0 1 1 *",
+    "@annually": "0 0 1 1 *",
+    "@monthly": "0 0 1 * *",
+    "@weekly": "0 0 * * 0",
+    "@daily": "0 0 * * *",
+    "@midnight": "0 0 * * *",
+    "@hourly": "0 * * * *",
+}
+"""Vixie cron's macros and the five fields each stands for (``crontab(5)``): named in the
+error when one is given, since only five fields are accepted."""
 _SEARCH_WINDOWS = (
     timedelta(hours=2),
     timedelta(days=2),
@@ -89,6 +100,14 @@ def validate_cron(expr: str, time_zone: str = "UTC") -> None:
             ``0 0 31 2 *``) within 50 years of 2001.
     """
     parts = expr.split()
+    if len(parts) == 1 and parts[0].startswith("@"):
+        fields = _MACROS.get(parts[0].lower())
+        instead = f"; write {fields!r} instead" if fields else ""
+        raise CronExpressionError(
+            "expression",
+            f"{expr!r} is a macro; give the 5 fields (minute hour day-of-month month "
+            f"day-of-week){instead}",
+        )
     if len(parts) != 5:
         raise CronExpressionError(
             "expression",
@@ -100,6 +119,12 @@ def validate_cron(expr: str, time_zone: str = "UTC") -> None:
         it = CronSim(expr, _PROBE_START.astimezone(zone))
     except CronSimError as exc:
         message = str(exc)
+        if message == "Bad day-of-month" and _never_in_month(parts):
+            raise CronExpressionError(
+                "day-of-month",
+                f"day-of-month field {parts[2]!r} never occurs in month field {parts[3]!r} "
+                "(no such date), so the expression never fires",
+            ) from exc
         for index, name in enumerate(_FIELD_NAMES):
             if message == f"Bad {name}":
                 raise CronExpressionError(
@@ -110,6 +135,16 @@ def validate_cron(expr: str, time_zone: str = "UTC") -> None:
         next(it)
     except StopIteration:
         raise CronExpressionError("expression", f"{expr!r} never fires") from None
+
+
+def _never_in_month(parts: list[str]) -> bool:
+    """Whether the day-of-month field is valid on its own and refused only with this month
+    field (cronsim refuses ``30 2``, 30 February, as a bad day-of-month)."""
+    try:
+        CronSim(" ".join([parts[0], parts[1], parts[2], "*", parts[4]]), _PROBE_START)
+    except CronSimError:
+        return False
+    return True
 
 
 def fire_times(expr: str, time_zone: str, after: datetime) -> Iterator[datetime]:

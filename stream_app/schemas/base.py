@@ -13,6 +13,7 @@ import msgspec.inspect
 import pycountry
 
 from stream_app.errors import WeddingError, cut
+from stream_app.money import NOT_MONEY
 from stream_app.schemas.ids import Identifier, plain_reason
 
 MAX_EVENT_BYTES = 900_000
@@ -24,6 +25,7 @@ copy."""
 
 #: Active ISO 4217 alphabetic codes, from the pycountry package's copy of the standard.
 ISO_4217_CODES: frozenset[str] = frozenset(c.alpha_3 for c in pycountry.currencies)
+_MONEY_CODES = ISO_4217_CODES - NOT_MONEY
 
 UtcDateTime = Annotated[datetime, msgspec.Meta(tz=True)]
 """A timestamp with an explicit UTC offset (ISO 8601); naive timestamps are rejected."""
@@ -102,8 +104,14 @@ def check_event_time(occurred_at: datetime) -> None:
 
 
 def check_currency(code: str) -> None:
-    """Raise ``ValueError("$.currency: ...")`` unless ``code`` is an ISO 4217 code."""
-    if code not in ISO_4217_CODES:
+    """Raise ``ValueError("$.currency: ...")`` unless ``code`` is an ISO 4217 code of money
+    (not one of :data:`stream_app.money.NOT_MONEY`, such as ``XXX``, "no currency")."""
+    if code not in _MONEY_CODES:
+        if code in ISO_4217_CODES:
+            raise ValueError(
+                f"$.currency: {code!r} is an ISO 4217 code without a minor unit (a metal, a unit"
+                " of account, testing or 'no currency'), not money"
+            )
         raise ValueError(f"$.currency: {code!r} is not an ISO 4217 currency code")
 
 
@@ -176,6 +184,10 @@ _FORMATS = {
     "Invalid RFC3339 encoded datetime": (
         "not a timestamp: expected RFC 3339 with an offset, e.g. 2026-06-01T09:30:00Z"
     ),
+    "Expected `datetime` with a timezone component": (
+        "a timestamp without an offset: expected RFC 3339 with an offset, e.g."
+        " 2026-06-01T09:30:00Z (UTC) or 2026-06-01T10:30:00+01:00"
+    ),
 }
 """msgspec's date and timestamp refusals, with the format the field expects."""
 
@@ -238,6 +250,33 @@ def _top_fields(event_type: type, path: str) -> dict[str, msgspec.inspect.Field]
     return _fields_of(event_type)
 
 
+def _unwrap(node: msgspec.inspect.Type, want: type) -> msgspec.inspect.Type | None:
+    """``node`` as a ``want`` (``StructType`` or ``ListType``): its metadata's type, or the
+    member of a union that is one; None when it is none."""
+    while isinstance(node, msgspec.inspect.Metadata):
+        node = node.type
+    if isinstance(node, msgspec.inspect.UnionType):
+        return next((t for t in node.types if _unwrap(t, want) is not None), None)
+    return node if isinstance(node, want) else None
+
+
+@functools.lru_cache(maxsize=256)
+def known_fields(root: type, path: str) -> tuple[str, ...]:
+    """The JSON field names of the object at ``path`` (``$``, ``$.a``, ``$.a[0].b``) of the
+    struct type ``root``, in declaration order; empty when ``path`` leads to no struct."""
+    node: msgspec.inspect.Type | None = msgspec.inspect.type_info(root)
+    for name, _index in re.findall(r"\.([^.\[]+)|\[(\d+)\]", path.removeprefix("$")):
+        if name:
+            struct = None if node is None else _unwrap(node, msgspec.inspect.StructType)
+            fields = {} if struct is None else {f.encode_name: f for f in struct.fields}  # type: ignore[attr-defined]
+            node = fields[name].type if name in fields else None
+        else:
+            listed = None if node is None else _unwrap(node, msgspec.inspect.ListType)
+            node = None if listed is None else listed.item_type  # type: ignore[attr-defined]
+    struct = None if node is None else _unwrap(node, msgspec.inspect.StructType)
+    return () if struct is None else tuple(f.encode_name for f in struct.fields)  # type: ignore[attr-defined]
+
+
 @functools.cache
 def _fields_of(event_type: type) -> dict[str, msgspec.inspect.Field]:
     """The fields of a struct type by their JSON name (computed once per type: a flood of
@@ -255,7 +294,7 @@ def _did_you_mean(event_type: type, path: str, name: str) -> str:
     47 ms for an 800,000-character one, on the fold agents' path)."""
     if len(name) > SUGGEST_MAX_CHARS:
         return ""
-    close = difflib.get_close_matches(name, list(_top_fields(event_type, path)), n=1)
+    close = difflib.get_close_matches(name, list(known_fields(event_type, path)), n=1)
     return f" (did you mean `{close[0]}`?)" if close else ""
 
 

@@ -70,9 +70,9 @@ MAX_FIELD_CHARS = 200
 
 
 def report_not_found(report_id: str) -> ApiError:
-    """404 ``not_found`` naming ``report_id``: the path's organisation has no such report."""
+    """404 ``not_found`` naming ``path.report_id``: the path's organisation has no such report."""
     return ApiError(
-        404, "not_found", f"no report {report_id!r} in this organisation", field="report_id"
+        404, "not_found", f"no report {report_id!r} in this organisation", field="path.report_id"
     )
 
 

@@ -29,7 +29,7 @@ from aiohttp import web
 
 from stream_app.app import settings
 from stream_app.db import audit_events
-from stream_app.db.pool import get_pool
+from stream_app.db.pool import get_lock_pool, get_pool
 from stream_app.db.tenancy import tenant_transaction
 from stream_app.gdpr import live
 from stream_app.gdpr import requests as gdpr_requests
@@ -85,9 +85,12 @@ def _client_id(body: dict[str, Any], allowed: frozenset[str]) -> str:
 
 @asynccontextmanager
 async def _one_at_a_time(pool: asyncpg.Pool, org: str) -> AsyncIterator[None]:
-    """:func:`stream_app.gdpr.requests.exclusive`; 503 ``busy`` when it cannot be had."""
+    """:func:`stream_app.gdpr.requests.exclusive` on a connection of the lock pool
+    (:func:`stream_app.db.pool.get_lock_pool`, not ``pool``, which every tenant's requests
+    share); 503 ``busy`` when it cannot be had."""
+    locks = await get_lock_pool(settings.postgres_dsn)
     try:
-        async with gdpr_requests.exclusive(pool, org):
+        async with gdpr_requests.exclusive(locks, org):
             yield
     except gdpr_requests.GdprBusyError as exc:
         raise BusyError(503, "busy", str(exc), 30, field="organization_id") from None
@@ -201,6 +204,8 @@ async def _export(
         async with tenant_transaction(conn, org):
             await gdpr_requests.mark_in_progress(conn, org, request_id)
             rows = await client_rows(conn, org, client_id)
+    if "gdpr_requests" in rows:  # this request is the document's own request_id, not data
+        rows["gdpr_requests"] = [r for r in rows["gdpr_requests"] if r.get("id") != request_id]
     live_row = await live.interactions_row(org, client_id)
     async with pool.acquire() as conn:
         doc = {

@@ -69,7 +69,7 @@ async def venue_occupancy(
             "SELECT capacity FROM venues WHERE organization_id = $1 AND id = $2", org, venue
         )
         if found is None:
-            raise ApiError(404, "unknown_venue", f"venue {venue!r} does not exist", "venue")
+            raise ApiError(404, "unknown_venue", f"venue {venue!r} does not exist", "path.venue")
         closed = {
             r["closed_on"]
             for r in await conn.fetch(

@@ -123,6 +123,6 @@ async def delete_rollup_route(
         try:
             await delete_rollup(conn, org, number)
         except RollupNotFoundError as exc:
-            raise ApiError(404, "not_found", str(exc), field="rollup_id") from None
+            raise ApiError(404, "not_found", str(exc), field="path.rollup_id") from None
         await audit_events.record(conn, org, principal.user_id, "rollup.deleted", str(number))
     return json_response({"id": number, "deleted": True})

@@ -248,7 +248,7 @@ async def _save(request: web.Request, org: str, schedule_id: str | None) -> web.
             try:
                 existing = await store.get_schedule(conn, org, schedule_id)
             except store.ScheduleNotFoundError as exc:
-                raise ApiError(404, "not_found", str(exc), field="schedule_id") from None
+                raise ApiError(404, "not_found", str(exc), field="path.schedule_id") from None
             schedule = dataclasses.replace(schedule, created_by=existing.schedule.created_by)
         try:
             schedule.check_at(now)
@@ -275,7 +275,7 @@ async def _save(request: web.Request, org: str, schedule_id: str | None) -> web.
         except store.ScheduleLimitError as exc:  # one tenant's flood of schedules
             raise ApiError(409, "too_many_schedules", str(exc), field="$.schedule_id") from None
         except store.ScheduleNotFoundError as exc:
-            raise ApiError(404, "not_found", str(exc), field="schedule_id") from None
+            raise ApiError(404, "not_found", str(exc), field="path.schedule_id") from None
         stored = await store.get_schedule(conn, org, schedule.schedule_id)
     return json_response(
         schedule_to_json(stored, _upcoming(schedule, now, stored.last_fire_time)),
@@ -339,7 +339,7 @@ async def _one(org: str, schedule_id: str) -> store.StoredSchedule:
         try:
             return await store.get_schedule(conn, org, schedule_id)
         except store.ScheduleNotFoundError as exc:
-            raise ApiError(404, "not_found", str(exc), field="schedule_id") from None
+            raise ApiError(404, "not_found", str(exc), field="path.schedule_id") from None
 
 
 @page("/orgs/{org}/schedules/{schedule_id}", permission=Permission.SCHEDULES_MANAGE)
@@ -379,7 +379,7 @@ async def delete_schedule(
                 404,
                 "not_found",
                 f"schedule_id: {schedule_id!r} does not exist",
-                field="schedule_id",
+                field="path.schedule_id",
             )
         await audit_events.record(conn, org, principal.user_id, "schedule.deleted", schedule_id)
     return json_response({"schedule_id": schedule_id, "deleted": True})
@@ -398,7 +398,7 @@ async def _set_paused(
             else:
                 await store.resume_schedule(conn, org, schedule_id, now)
         except store.ScheduleNotFoundError as exc:
-            raise ApiError(404, "not_found", str(exc), field="schedule_id") from None
+            raise ApiError(404, "not_found", str(exc), field="path.schedule_id") from None
         # recorded right after (not in the change's transaction: the store function runs
         # three tenant transactions, which do not nest in one outer transaction)
         async with tenant_transaction(conn, org):

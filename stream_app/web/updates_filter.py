@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from stream_app.schemas.ids import is_valid_id
+from stream_app.schemas.ids import ID_RULE, is_valid_id, quoted
 from stream_app.topics import STREAM_OF_METRIC
 from stream_app.web.auth import Principal
 from stream_app.web.errors import ApiError
@@ -135,7 +135,9 @@ def parse_filter(principal: Principal, metric: str | None, venue: str | None) ->
     venues = _values(venue, "venue")
     for v in venues or ():
         if not is_valid_id(v):
-            raise ApiError(400, "invalid_field", f"venue: {v!r} is not a valid id", "venue")
+            raise ApiError(
+                400, "invalid_field", f"venue: must be {ID_RULE}, got {quoted(v)}", "venue"
+            )
     if principal.venues is not None and venues is not None and not venues <= principal.venues:
         outside = sorted(venues - principal.venues)
         raise ApiError(403, "forbidden", f"the token's venue scope excludes {outside}", "venue")

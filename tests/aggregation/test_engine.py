@@ -448,3 +448,40 @@ async def test_payments_and_feedback_figures(agg_data: AggData) -> None:
         {"avg_rating": "3.666667", "avg_nps": "8.500000", "count_nps": 2,
          "distinct_count_client_id": 2, "p50_disc_rating": 4},
     ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "reason"),
+    [
+        (  # a trial user's `fn` for `op`: nothing close, so the known keys
+            {"dataset": "bookings", "metrics": [{"fn": "count"}]},
+            "$.metrics[0].fn",
+            "unknown field (known: op, field, p, as)",
+        ),
+        (
+            {"dataset": "bookings", "metrics": [{"op": "count"}], "group_by": [{"feild": "x"}]},
+            "$.group_by[0].feild",
+            "unknown field (did you mean `field`?)",
+        ),
+        (
+            {"dataset": "bookings", "metric": [{"op": "count"}]},
+            "$.metric",
+            "unknown field (did you mean `metrics`?)",
+        ),
+        (
+            {"dataset": "bookings", "metrics": [{"op": "count"}], "zzz": 1},
+            "$.zzz",
+            "unknown field (known: dataset, metrics, group_by, filters, time_range, sample, limit)",
+        ),
+    ],
+)
+def test_an_unknown_key_is_named_with_a_near_miss_or_the_known_keys(
+    body: dict[str, object], field: str, reason: str
+) -> None:
+    import orjson
+
+    from stream_app.aggregation import decode_request
+
+    with pytest.raises(AggregationError) as err:
+        decode_request(orjson.dumps(body))
+    assert (err.value.field, err.value.reason) == (field, reason)

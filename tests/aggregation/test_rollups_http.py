@@ -104,7 +104,7 @@ async def test_from_the_optimisers_proposal_to_a_rollup_answer(
     status, listed = await call(main_worker, "GET", f"/orgs/{OTHER}/rollups", other)
     assert (status, listed["rollups"]) == (200, [])
     status, err = await call(main_worker, "DELETE", f"/orgs/{OTHER}/rollups/{rollup_id}", other)
-    assert (status, err["error"]["field"]) == (404, "rollup_id")
+    assert (status, err["error"]["field"]) == (404, "path.rollup_id")
     status, theirs = await call(main_worker, "POST", f"/orgs/{OTHER}/aggregations", other, REQUEST)
     assert status == 200 and theirs["source"] == {"table": "bookings"}
     assert theirs["rows"] != after["rows"]

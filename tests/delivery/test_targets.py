@@ -67,10 +67,13 @@ def test_webhook_url_secret_and_timeout() -> None:
     assert field_of(WebhookTarget, url="https://a.org", secret="15-characters!!") == (
         "delivery.secret"
     )
-    for timeout in (0, 300.5):
+    for timeout in (0, 1e-300, 0.099, 300.5):  # 1e-300: an attacker round's instant timeout
         assert field_of(WebhookTarget, url="https://a.org", secret=SECRET, timeout_s=timeout) == (
             "delivery.timeout_s"
         )
+    for timeout in (0.1, 300):
+        hook = WebhookTarget(url="https://a.org", secret=SECRET, timeout_s=timeout)
+        assert hook.timeout_s == timeout
 
 
 def test_sftp_port_host_key_and_a_credential() -> None:

@@ -242,7 +242,7 @@ async def test_links_are_audited_and_revocable(scenario: Scenario, settings: Set
         code, body = await _post(
             s, f"/orgs/{ORG_A}/reports/{report_id}/links/revoke", settings, ORG_A
         )
-        assert code == 404 and body["error"]["field"] == "report_id"
+        assert code == 404 and body["error"]["field"] == "path.report_id"
         async with s.post(
             f"/orgs/{ORG_B}/reports/{report_id}/links/revoke", headers=auth(settings, ORG_A)
         ) as r:

@@ -682,8 +682,20 @@ async def test_export_then_erasure_leaves_no_trace_of_the_client_in_a_and_b_inta
         assert [normalise(r) for r in doc["postgresql"][table]] == [normalise(r) for r in rows], (
             table
         )
-    (req,) = doc["postgresql"]["gdpr_requests"]
-    assert (req["id"], req["kind"], req["client_id"]) == (doc["request_id"], "access", CLIENT)
+    # its own request is the document's request_id, not a row of it (a trial user saw it
+    # listed "in_progress"); a second export lists the first, completed
+    assert doc["postgresql"]["gdpr_requests"] == []
+    status, again = await call(
+        gdpr_worker, "POST", f"/orgs/{ORG_A}/gdpr/export", ORG_A, json={"client_id": CLIENT}
+    )
+    assert status == 200 and again["request_id"] != doc["request_id"], again
+    (req,) = again["postgresql"]["gdpr_requests"]
+    assert (req["id"], req["kind"], req["client_id"], req["status"]) == (
+        doc["request_id"],
+        "access",
+        CLIENT,
+        "completed",
+    )
     live = doc["live_tables"]["client-interaction-totals"]
     assert (live["inquiries"], live["responses"], live["first_response_seconds"]) == (1, 1, 600)
     assert (live["ratings"], live["average_rating_milli"]) == ({"5": 1}, 5000)
@@ -733,7 +745,7 @@ async def test_export_then_erasure_leaves_no_trace_of_the_client_in_a_and_b_inta
     pg = erased["result"]["postgresql"]
     assert (pg["clients.deleted"], pg["feedback.deleted"]) == (1, 1)
     assert (pg["bookings.pseudonymised"], pg["weddings.pseudonymised"]) == (1, 1)
-    assert pg["gdpr_requests.pseudonymised"] == 2  # the access request and this one
+    assert pg["gdpr_requests.pseudonymised"] == 3  # the two access requests and this one
     assert erased["result"]["artifact_files_deleted"] >= 2
     assert CLIENT not in orjson.dumps(erased).decode()
 
@@ -782,9 +794,10 @@ async def test_export_then_erasure_leaves_no_trace_of_the_client_in_a_and_b_inta
         )
         assert [(r["kind"], r["status"]) for r in requests] == [
             ("access", "completed"),
+            ("access", "completed"),
             ("erasure", "completed"),
         ]
-        pseudonym = requests[1]["pseudonym"]
+        pseudonym = requests[2]["pseudonym"]
         assert pseudonym.startswith("erased-") and {r["client_id"] for r in requests} == {pseudonym}
         actions = [
             r["action"]
@@ -795,6 +808,8 @@ async def test_export_then_erasure_leaves_no_trace_of_the_client_in_a_and_b_inta
             )
         ]
         assert actions == [
+            "gdpr.access.received",
+            "gdpr.access.completed",
             "gdpr.access.received",
             "gdpr.access.completed",
             "gdpr.erasure.received",

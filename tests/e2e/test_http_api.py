@@ -301,7 +301,7 @@ async def test_a_body_id_other_than_the_paths_or_a_repeated_key_is_refused(
     status, body = await call(main_worker, "GET", f"/orgs/{org}/schedules/amonthly", h)
     assert (status, body["cron"]) == (200, "0 8 1 * *")  # unchanged
     status, body = await call(main_worker, "GET", f"/orgs/{org}/schedules/monthly", h)
-    assert (status, body["error"]["field"]) == (404, "schedule_id")
+    assert (status, body["error"]["field"]) == (404, "path.schedule_id")
     report = report_body("2016-01-01", "2016-01-31")
     fields = ", ".join(f'"{k}": {orjson.dumps(v).decode()}' for k, v in report.items())
     raw = '{"report_id": "dup-a", ' + fields + ', "report_id": "dup-b"}'

@@ -102,7 +102,7 @@ async def test_occupancy_follows_bookings_capacity_and_closures(
         status, month = await occupancy(VENUE, "month", "2026-08", "2026-08")
         assert status == 200, month
         status, unknown = await occupancy("nowhere", "day", "2026-08-01", "2026-08-03")
-        assert status == 404 and unknown["error"]["field"] == "venue", unknown
+        assert status == 404 and unknown["error"]["field"] == "path.venue", unknown
         # a venue without a capacity: slots and rate unknown (null), not 100 %
         status, tent = await occupancy(UNKNOWN_CAPACITY, "month", "2026-08", "2026-08")
         assert status == 200, tent

@@ -342,7 +342,7 @@ async def test_another_organisations_schedule_is_the_same_404_on_every_route(
                         {
                             "error": {
                                 "code": "not_found",
-                                "field": "schedule_id",
+                                "field": "path.schedule_id",
                                 "reason": f"schedule_id: {sid!r} does not exist",
                             }
                         },

@@ -147,6 +147,27 @@ def test_a_byte_order_mark_before_the_first_line_is_dropped_elsewhere_refused() 
     assert (caught.value.line, caught.value.field) == (2, "$")
 
 
+def test_a_utf16_file_is_named_as_such() -> None:
+    """A file saved as UTF-16 (Windows editors) was 'malformed JSON at byte 0'."""
+    utf16 = line(BOOKING).decode().encode("utf-16")  # FF FE, then two bytes a character
+    assert utf16.startswith(b"\xff\xfe")
+    with pytest.raises(SendError) as caught:
+        keyed_events(WEDDING_BOOKINGS, [utf16])
+    assert (caught.value.line, caught.value.field) == (1, "$")
+    assert caught.value.reason == (
+        "not valid UTF-8: invalid start byte at byte 0; the input is UTF-16 (it starts with a"
+        " byte-order mark): events are UTF-8 JSON, convert it first, e.g. `iconv -f UTF-16 -t"
+        " UTF-8`"
+    )
+    latin1 = b"\xe9" + line(BOOKING)  # not UTF-8, not UTF-16: no hint
+    with pytest.raises(SendError) as caught:
+        keyed_events(WEDDING_BOOKINGS, [line(BOOKING), latin1])
+    assert (caught.value.line, caught.value.reason) == (
+        2,
+        "not valid UTF-8: invalid continuation byte at byte 0",
+    )
+
+
 def test_an_input_without_events_is_refused() -> None:
     for lines in ([], [b"\n", b"  \n"], [BOM + b"\n"]):
         with pytest.raises(SendError) as caught:

@@ -273,6 +273,28 @@ def test_bad_cron_names_the_field(expr: str, part: str) -> None:
     assert err.value.part == part
 
 
+@pytest.mark.parametrize(
+    ("expr", "reason"),
+    [
+        (
+            "0 8 30 2 *",
+            "day-of-month field '30' never occurs in month field '2' (no such date), so the "
+            "expression never fires",
+        ),
+        ("0 8 31 4,6 *", "day-of-month field '31' never occurs in month field '4,6'"),
+        ("0 8 32 2 *", "day-of-month field '32' is not valid"),
+        ("@daily", "'@daily' is a macro; give the 5 fields"),
+        ("@weekly", "write '0 0 * * 0' instead"),
+        ("@reboot", "'@reboot' is a macro; give the 5 fields (minute hour"),
+    ],
+)
+def test_a_date_that_never_occurs_and_a_macro_are_named(expr: str, reason: str) -> None:
+    with pytest.raises(CronExpressionError) as err:
+        validate_cron(expr)
+    assert reason in err.value.reason
+    assert ("@reboot" not in expr) or "instead" not in err.value.reason
+
+
 def test_unknown_zone_and_naive_datetimes_are_rejected() -> None:
     with pytest.raises(CronExpressionError) as err:
         validate_cron("0 8 * * *", "Europe/Atlantis")

@@ -47,8 +47,15 @@ def test_valid_event_decodes_to_utc_instant() -> None:
         (with_(amount_minor="1250000"), "$.amount_minor", "int"),
         (with_(amount_minor=12500.5), "$.amount_minor", "int"),
         (with_(amount_minor=-1), "$.amount_minor", ">= 0"),
-        (with_(currency="EUX"), "$.currency", "ISO 4217"),
-        (with_(occurred_at="2026-06-01T10:00:00"), "$.occurred_at", "timezone"),
+        (with_(currency="EUX"), "$.currency", "is not an ISO 4217 currency code"),
+        (with_(currency="XXX"), "$.currency", "ISO 4217 code without a minor unit"),
+        (with_(currency="XAU"), "$.currency", "ISO 4217 code without a minor unit"),
+        (
+            with_(occurred_at="2026-06-01T10:00:00"),
+            "$.occurred_at",
+            "a timestamp without an offset: expected RFC 3339 with an offset, e.g.",
+        ),
+        (with_(occurred_at="2026-06-01"), "$.occurred_at", "expected RFC 3339 with an offset"),
         (with_(schema_version=2), "$.schema_version", "not supported"),
         (
             with_(event_type="booking_exploded"),

@@ -18,3 +18,16 @@ def test_an_unknown_metric_filter_is_refused_naming_the_field() -> None:
     assert (caught.value.status, caught.value.field) == (400, "metric")
     ok = parse_filter(principal, "venue_bookings,report_status", None)
     assert ok.metrics == frozenset({"venue_bookings", "report_status"})
+
+
+def test_a_bad_venue_filter_states_the_id_rule() -> None:
+    """``venue=v x`` is refused with the rule every other id error states, not only 'invalid'."""
+    principal = Principal(user_id="u", organization_id="org-a", role="viewer")
+    with pytest.raises(ApiError) as caught:
+        parse_filter(principal, None, "v1,v x")
+    assert (caught.value.status, caught.value.field) == (400, "venue")
+    assert caught.value.reason == (
+        "venue: must be 1-128 characters of A-Z, a-z, 0-9, '.', '_', ':' or '-', and not '.' "
+        "or '..', got 'v x'"
+    )
+    assert parse_filter(principal, None, "v1,v2").venues == frozenset({"v1", "v2"})
