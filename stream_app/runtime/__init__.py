@@ -31,6 +31,10 @@ What :func:`install` changes, and why (each module's docstring has the measureme
   ``Store.apply_changelog_batch``): a changelog record of a fold table whose row already
   holds a later input offset is skipped, so a write from a worker that lost the partition
   (paused past its session timeout) cannot replace the new owner's newer value.
+- **aiohttp's answer to a malformed request** (:mod:`stream_app.runtime.http_errors`,
+  aiohttp 3.14 ``RequestHandler.handle_error``): a 4xx the HTTP parser gives is the API's
+  JSON error naming the header, not a plain-text 400 repeating the request's bytes (a
+  bearer token with a stray byte came back in the body and in the log).
 - **aiokafka's DEBUG records**: aiokafka logs at DEBUG per request and per produced batch;
   its logger is kept at INFO or above so those records are not built on the hot path
   (measured with py-spy: ~4 % of the worker's main thread).
@@ -68,7 +72,7 @@ from importlib.metadata import version
 from faust.transport.producer import ProducerBuffer
 
 from stream_app.errors import WeddingError
-from stream_app.runtime import fetching, producer_flush, restore
+from stream_app.runtime import fetching, http_errors, producer_flush, restore
 from stream_app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -128,6 +132,7 @@ def install(settings: Settings) -> None:
     fetching.install(settings.fetch_max_wait_ms, settings.prefetch_backoff_ms)
     producer_flush.install()
     restore.install()
+    http_errors.install()
     aiokafka_log = logging.getLogger("aiokafka")
     aiokafka_log.setLevel(max(logging.INFO, aiokafka_log.getEffectiveLevel()))
     # on the class: every buffer of this process, the app's producer's included (it was
