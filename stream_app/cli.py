@@ -483,8 +483,8 @@ def _cmd_org(args: argparse.Namespace) -> int:
         raise ValueError(f"--currency: {str(exc).removeprefix('$.currency: ')}") from None
     try:
         check_time_zone(org.time_zone)
-    except ValueError:
-        raise ValueError(f"--zone: {org.time_zone!r} is not an IANA time zone") from None
+    except ValueError as exc:
+        raise ValueError(f"--zone: {str(exc).removeprefix('time_zone: ')}") from None
     _check_name(org.name)
 
     async def run() -> Any:
@@ -1036,6 +1036,13 @@ def main(argv: list[str] | None = None) -> int:
     }
     try:
         return handlers[args.command](args)
+    except BrokenPipeError:
+        # the reader of stdout left (`wedding-engine report … | head -1`): nothing to say to
+        # it; stdout is pointed at /dev/null so that the interpreter's own flush at exit
+        # does not fail again (the Python documentation's recipe, "Note on SIGPIPE")
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
     except KafkaConnectionError as exc:
         if _user_kafka:  # set by the user: that address is what is wrong, not the services
             print(

@@ -564,3 +564,32 @@ def test_send_warns_of_an_organisation_nobody_registered(
         f"error: --org: no organisation {upper!r}; did you mean {known!r}?; create it first:"
         f" wedding-engine org {upper} --zone …\n"
     )
+
+
+def test_a_reader_that_leaves_early_gets_no_error_message(tmp_path: Path) -> None:
+    """A trial user's ``wedding-engine report … | head -1`` printed ``error: [Errno 32] Broken
+    pipe``. Here the command's output (100,000 lines) goes into a real pipe whose reader
+    closes after the first line."""
+    script = (
+        "import sys\n"
+        "from stream_app import cli\n"
+        "def many(_):\n"
+        "    for n in range(100_000):\n"
+        "        print('line', n)\n"
+        "    return 0\n"
+        "cli._cmd_init = many\n"
+        "sys.exit(cli.main(['init']))\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout.readline() == b"line 0\n"
+    proc.stdout.close()  # the reader leaves
+    with proc.stderr:
+        err = proc.stderr.read()
+    assert proc.wait(timeout=60) == 1
+    assert err == b"", err

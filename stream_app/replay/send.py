@@ -13,11 +13,13 @@ for every acknowledgement (:func:`stream_app.replay.produce.produce_events`).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
+from typing import Any
 
 import msgspec
 
-from stream_app.errors import WeddingError
+from stream_app.errors import WeddingError, cut
 from stream_app.replay.produce import produce_events
 from stream_app.schemas import (
     BookingEvent,
@@ -94,11 +96,40 @@ def keyed_events(topic: str, lines: Iterable[bytes]) -> list[tuple[bytes, bytes]
             event = decode_event(value, schema)
         except EventValidationError as exc:
             raise SendError(number, exc.field, exc.reason + _hint(topic, value, exc)) from None
+        repeated = _repeated_key(value)
+        if repeated is not None:
+            raise SendError(
+                number,
+                repeated,
+                "repeated key: which value was meant is unknown (the HTTP API refuses it too)",
+            )
         org: str = event.organization_id  # type: ignore[attr-defined]
         out.append((f"{org}/{getattr(event, entity)}".encode(), value))
     if not out:
         raise SendError(0, "$", "no events: the input is empty or only blank lines")
     return out
+
+
+def _repeated_key(value: bytes) -> str | None:
+    """``$.<key>`` of the key the event's object repeats (``$..<key>`` when only a nested
+    object repeats one), else None. msgspec keeps the last value of a repeated key silently;
+    the standard library's ``json`` shows every object's pairs (innermost first, the event's
+    own object last) through ``object_pairs_hook``."""
+    repeats: list[str | None] = []
+
+    def pairs_hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        keys = [k for k, _ in pairs]
+        repeats.append(next((k for i, k in enumerate(keys) if k in keys[:i]), None))
+        return dict(pairs)
+
+    try:
+        json.loads(value, object_pairs_hook=pairs_hook)
+    except (ValueError, RecursionError):
+        return None
+    if repeats and repeats[-1] is not None:
+        return f"$.{cut(repeats[-1], 64)}"
+    inner = next((k for k in repeats if k is not None), None)
+    return None if inner is None else f"$..{cut(inner, 64)}"
 
 
 _UTF16_MARKS = (b"\xff\xfe", b"\xfe\xff")

@@ -51,7 +51,7 @@ warnings (the figures are right but may surprise):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Literal
@@ -161,6 +161,11 @@ class _Check:
     message: str
     sql: str
     """``SELECT n, ex`` over the CTE ``p`` of parameters (see :data:`_PARAMS`)."""
+
+    @property
+    def key(self) -> str:
+        """``"<table>.<field>:<check>"``, as ``skip`` names it."""
+        return f"{self.table}.{self.field}:{self.check}"
 
     def text(self, limits: ValidationThresholds) -> str:
         """The message with the thresholds written in."""
@@ -488,6 +493,7 @@ async def validate_report_input(
     tables: Sequence[TableName] = TABLES,
     thresholds: ValidationThresholds | None = None,
     now: datetime | None = None,
+    skip: Collection[str] = (),
 ) -> ValidationResult:
     """Run the checks (module docstring) over ``organization``'s rows of ``tables``.
 
@@ -500,12 +506,15 @@ async def validate_report_input(
         tables: which tables to check (``bookings``, ``payments``, ``feedback``).
         thresholds: limits (default :class:`ValidationThresholds`).
         now: the instant "in the future" is measured from (UTC; default the current time).
+        skip: checks left out, as ``"<table>.<field>:<check>"`` (``"bookings.client_id:null"``):
+            those a report states itself or that do not apply to it.
 
     Returns:
         The errors and warnings; passed checks are not listed.
 
     Raises:
-        ValueError: ``date_to`` before ``date_from``, an unknown table name, or ``now`` naive.
+        ValueError: ``date_to`` before ``date_from``, an unknown table name or check to skip,
+            or ``now`` naive.
     """
     if date_to < date_from:
         raise ValueError(f"date_to: {date_to} is before date_from {date_from}")
@@ -535,7 +544,10 @@ async def validate_report_input(
         limits.max_lead_days,
         limits.earliest,
     )
-    checks = [c for c in _CHECKS if c.table in tables]
+    not_checks = sorted(set(skip) - {c.key for c in _CHECKS})
+    if not_checks:
+        raise ValueError(f"skip: no such check {not_checks}")
+    checks = [c for c in _CHECKS if c.table in tables and c.key not in skip]
     if isinstance(db, asyncpg.Connection):
         findings = await _run(db, organization.id, checks, params, limits)
     else:  # a pool (asyncpg's, or one that wraps it)
@@ -555,6 +567,7 @@ async def validate_for_report(
     ctx: ReportContext,
     tables: Sequence[TableName] = TABLES,
     thresholds: ValidationThresholds | None = None,
+    skip: Collection[str] = (),
 ) -> ValidationResult:
     """:func:`validate_report_input` for a report being built: its pool, tenant and dates.
 
@@ -573,6 +586,7 @@ async def validate_for_report(
         ctx.request.date_to,
         tables=tables,
         thresholds=thresholds,
+        skip=skip,
     )
 
 

@@ -161,11 +161,29 @@ def decode_event(raw: bytes, event_type: type[E]) -> E:
             path = _name_keys(raw, path, reason)
         if reason.startswith("Invalid enum value"):
             reason += _allowed(event_type, path)
+        if reason == "Invalid RFC3339 encoded date":
+            reason = _impossible_date(raw, path) or reason
         return _raise(path, _FORMATS.get(reason, reason))
     except msgspec.DecodeError as exc:
         return _raise("$", f"not valid JSON: {exc}")
     except UnicodeDecodeError as exc:  # msgspec raises it for bad UTF-8 inside a string
         return _raise("$", utf8_reason(raw, exc))
+
+
+def _impossible_date(raw: bytes, path: str) -> str | None:
+    """``"2026-02-30 is not a date of the calendar"`` when the top-level field at ``path``
+    has the form ``YYYY-MM-DD`` but names no date (msgspec says "not a calendar date in the
+    form YYYY-MM-DD" for both; a trial user's 2026-02-30 was in that form), else None."""
+    if not path.startswith("$.") or "." in path[2:] or "[" in path:
+        return None
+    try:
+        doc = msgspec.json.decode(raw)
+    except msgspec.DecodeError:
+        return None
+    value = doc.get(path[2:]) if isinstance(doc, dict) else None
+    if isinstance(value, str) and re.fullmatch(r"\d{4}-\d{2}-\d{2}", value, re.ASCII):
+        return f"{value} is not a date of the calendar"
+    return None
 
 
 def utf8_reason(raw: bytes, exc: UnicodeDecodeError) -> str:

@@ -458,12 +458,19 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         response=_answer({"schedules": {"type": "array", "items": SCHEDULE_ANSWER}}),
     ),
     ("GET", "/orgs/{org}/schedules/preview"): Operation(
-        "The next fire times of a cron expression.",
-        response=_answer({"fire_times": {"type": "array", "items": TIME}}),
+        "The next fire times a schedule with this cron expression would run.",
+        response=_answer(
+            {
+                "time_zone": {"type": "string"},
+                "min_interval_seconds": {"type": "integer"},
+                "fire_times": {"type": "array", "items": TIME},
+            }
+        ),
         query=(
             Param("cron", {"type": "string"}, True),
-            Param("time_zone", {"type": "string"}, True),
-            Param("count", {"type": "integer", "minimum": 1}),
+            Param("time_zone", {"type": "string"}),
+            Param("count", {"type": "integer", "minimum": 1, "maximum": 1000}),
+            Param("min_interval_seconds", {"type": "integer", "minimum": 0}),
         ),
     ),
     ("GET", "/orgs/{org}/schedules/{schedule_id}"): Operation(

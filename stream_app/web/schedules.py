@@ -11,7 +11,8 @@
   ``POST /orgs/{org}/schedules/{id}/pause`` and ``/resume``.
 - ``GET /orgs/{org}/schedules/{id}/runs``: runs (with their queued retries and the download
   links their deliveries handed out) and the delivery log.
-- ``GET /orgs/{org}/schedules/preview?cron=…&time_zone=…&count=5``: fire times (UTC).
+- ``GET /orgs/{org}/schedules/preview?cron=…[&time_zone=…][&count=5][&min_interval_seconds=300]``:
+  fire times (UTC).
 - ``GET /downloads/{token}``: a signed download link of a delivery (no bearer token: the link
   is the credential; it expires, can be revoked, and every download is audited).
 - ``POST /orgs/{org}/reports/{report_id}/links/revoke`` and
@@ -24,7 +25,9 @@ Secrets (webhook keys, SFTP passwords and keys) are accepted and never returned.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import uuid
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -49,7 +52,13 @@ from stream_app.delivery.log import fetch_schedule_log
 from stream_app.delivery.queue import pending_by_run
 from stream_app.schedules import store
 from stream_app.schedules.cron import CronExpressionError, fire_times, preview
-from stream_app.schedules.model import RecipientFilter, Schedule, ScheduleValidationError
+from stream_app.schedules.model import (
+    DEFAULT_MIN_INTERVAL_SECONDS,
+    MAX_MIN_INTERVAL_SECONDS,
+    RecipientFilter,
+    Schedule,
+    ScheduleValidationError,
+)
 from stream_app.web import ratelimit
 from stream_app.web.artifact_download import open_for_download, stream_artifact
 from stream_app.web.auth import Principal, authenticate
@@ -60,7 +69,7 @@ from stream_app.web.delivery_targets import (
     target_from_json,
 )
 from stream_app.web.errors import ApiError, report_not_found
-from stream_app.web.inputs import json_value, read_body, require_query
+from stream_app.web.inputs import allow_query, json_value, read_body, require_query
 from stream_app.web.permissions import PUBLIC, Permission
 from stream_app.web.responses import json_response
 from stream_app.web.views import media_type, page
@@ -192,16 +201,11 @@ def _upcoming(s: Schedule, now: datetime, last_fire: datetime | None = None) -> 
     expiration, and at least ``min_interval_seconds`` after the previous run."""
     if s.paused:
         return []
-    out: list[datetime] = []
-    previous = last_fire
-    for n, t in enumerate(fire_times(s.cron, s.time_zone, now)):
-        if n > 10_000 or len(out) == 5 or (s.expires_at is not None and t >= s.expires_at):
-            break
-        if previous is not None and (t - previous).total_seconds() < s.min_interval_seconds:
-            continue
-        out.append(t)
-        previous = t
-    return out
+    times = fire_times(s.cron, s.time_zone, now)
+    if s.expires_at is not None:
+        expires = s.expires_at
+        times = itertools.takewhile(lambda t: t < expires, times)
+    return spaced(times, s.min_interval_seconds, 5, last_fire)
 
 
 async def _body(request: web.Request) -> Any:
@@ -308,29 +312,87 @@ async def list_schedules(self: Any, request: web.Request, org: str) -> web.Strea
 
 @page("/orgs/{org}/schedules/preview", permission=Permission.SCHEDULES_MANAGE)
 async def preview_fire_times(self: Any, request: web.Request, org: str) -> web.StreamResponse:
-    """Next fire times (UTC) of a cron expression in a zone, without storing anything."""
+    """The next ``count`` (5) fire times (UTC) a schedule with this ``cron`` would run,
+    without storing anything: read in ``time_zone`` (the organisation's when left out, as a
+    schedule's) and spaced by ``min_interval_seconds`` (300 when left out, as a schedule's: a
+    trial user's preview of ``* * * * *`` listed every minute, the schedule ran every five).
+    """
     authenticate(request, settings.jwt_secret, org)
     q = request.query
-    require_query(
-        request, ("cron", "time_zone"), "query parameters cron and time_zone are required"
-    )
-    try:
-        count = int(q.get("count", "5"))
-    except ValueError:
+    allow_query(request, _PREVIEW_QUERY)
+    require_query(request, ("cron",), "query parameter cron is required")
+    count = _int_query(request, "count", 5)
+    gap = _int_query(request, "min_interval_seconds", DEFAULT_MIN_INTERVAL_SECONDS)
+    if not 0 <= gap <= MAX_MIN_INTERVAL_SECONDS:
         raise ApiError(
-            400, "invalid_field", f"count: {q['count']!r} is not an integer", field="count"
-        ) from None
+            400,
+            "invalid_field",
+            f"min_interval_seconds: must be between 0 and {MAX_MIN_INTERVAL_SECONDS}, got {gap}",
+            field="min_interval_seconds",
+        )
+    zone = q.get("time_zone")
+    if zone is None:
+        pool = await get_pool(settings.postgres_dsn)
+        async with pool.acquire() as conn:
+            try:
+                zone = (await fetch_organization(conn, org)).time_zone
+            except UnknownOrganizationError as exc:
+                raise ApiError(404, "not_found", str(exc), field="organization_id") from None
     try:
-        check_time_zone(q["time_zone"])
+        check_time_zone(zone)
     except ValueError as exc:
         raise ApiError(400, "invalid_field", str(exc), field="time_zone") from None
     try:
-        times = preview(q["cron"], q["time_zone"], datetime.now(UTC), count=count)
+        preview(q["cron"], zone, datetime.now(UTC), count=count)  # checks cron and count
+        times = spaced(fire_times(q["cron"], zone, datetime.now(UTC)), gap, count)
     except CronExpressionError as exc:
         raise ApiError(400, "invalid_field", str(exc), field="cron") from None
     except ValueError as exc:
         raise ApiError(400, "invalid_field", str(exc), field="count") from None
-    return json_response({"fire_times": [t.isoformat() for t in times]})
+    return json_response(
+        {
+            "time_zone": zone,
+            "min_interval_seconds": gap,
+            "fire_times": [t.isoformat() for t in times],
+        }
+    )
+
+
+_PREVIEW_QUERY = frozenset({"cron", "time_zone", "count", "min_interval_seconds"})
+
+SPACED_SCAN_LIMIT = 10_000
+"""Most cron fire times :func:`spaced` reads for one answer (a ``* * * * *`` spaced by 31 days
+would otherwise read 44,640 a fire time on the event loop)."""
+
+
+def spaced(
+    times: Iterable[datetime], gap_s: int, count: int, previous: datetime | None = None
+) -> list[datetime]:
+    """The first ``count`` of ``times`` that are each at least ``gap_s`` seconds after the
+    one kept before (``previous`` first, when given), reading at most
+    :data:`SPACED_SCAN_LIMIT` of them (fewer are returned then)."""
+    out: list[datetime] = []
+    for n, t in enumerate(times):
+        if n >= SPACED_SCAN_LIMIT or len(out) == count:
+            break
+        if previous is not None and (t - previous).total_seconds() < gap_s:
+            continue
+        out.append(t)
+        previous = t
+    return out
+
+
+def _int_query(request: web.Request, name: str, default: int) -> int:
+    """The integer query parameter ``name`` (``default`` when absent); 400 naming it else."""
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ApiError(
+            400, "invalid_field", f"{name}: {raw!r} is not an integer", field=name
+        ) from None
 
 
 async def _one(org: str, schedule_id: str) -> store.StoredSchedule:

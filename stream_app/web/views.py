@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, date, datetime, timedelta
@@ -340,6 +341,31 @@ def register_routes() -> None:
     _ROUTES.clear()
 
 
+def _period_bound(name: str, text: str, grain: str) -> date:
+    """The first date of the period ``text`` names (``YYYY-MM-DD`` for ``day``, ``YYYY-MM``
+    for ``month``).
+
+    Raises:
+        ApiError: 400 naming ``name`` (``from`` or ``to``, the one that failed: a trial user's
+            bad ``to`` was blamed on ``from``), saying whether the form or the date is wrong.
+    """
+    fmt = "YYYY-MM-DD" if grain == "day" else "YYYY-MM"
+    form = r"\d{4}-\d{2}-\d{2}" if grain == "day" else r"\d{4}-\d{2}"
+    if not re.fullmatch(form, text, re.ASCII):
+        raise ApiError(
+            400,
+            "invalid_field",
+            f"{name}: must be {fmt} for grain={grain}, got {quoted(text)}",
+            field=name,
+        )
+    try:
+        return date.fromisoformat(text if grain == "day" else text + "-01")
+    except ValueError:
+        raise ApiError(
+            400, "invalid_field", f"{name}: {text} is not a date of the calendar", field=name
+        ) from None
+
+
 def period_labels(grain: str, start: str, end: str) -> list[str]:
     """The period labels from ``start`` to ``end`` inclusive (validated).
 
@@ -351,25 +377,14 @@ def period_labels(grain: str, start: str, end: str) -> list[str]:
             return window_labels(grain, start, end, MAX_PERIODS)
         except LabelError as exc:
             raise ApiError(400, "invalid_field", str(exc), field=exc.field) from None
-    try:
-        if grain == "day":
-            lo, hi = date.fromisoformat(start), date.fromisoformat(end)
-            if len(start) != 10 or len(end) != 10:
-                raise ValueError
-        elif grain == "month":
-            lo, hi = date.fromisoformat(start + "-01"), date.fromisoformat(end + "-01")
-        else:
-            raise ApiError(
-                400,
-                "invalid_field",
-                f"grain must be one of {['day', 'month', *WINDOW_GRAINS]}",
-                field="grain",
-            )
-    except ValueError:
-        fmt = "YYYY-MM-DD" if grain == "day" else "YYYY-MM"
+    if grain not in ("day", "month"):
         raise ApiError(
-            400, "invalid_field", f"from/to must be {fmt} for grain={grain}", field="from"
-        ) from None
+            400,
+            "invalid_field",
+            f"grain must be one of {['day', 'month', *WINDOW_GRAINS]}",
+            field="grain",
+        )
+    lo, hi = _period_bound("from", start, grain), _period_bound("to", end, grain)
     for name, bound in (("from", lo), ("to", hi)):
         if not FIRST_YEAR <= bound.year <= LAST_YEAR:
             raise ApiError(

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
+from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import aiohttp
 import asyncpg
@@ -49,11 +52,19 @@ async def test_bad_queries_name_the_field(settings: Settings, main_worker: Worke
         ("?grain=month&from=2026-03&to=2026-01", "to"),
         ("?grain=day&from=2020-01-01&to=2026-01-01", "to"),
         ("?grain=month&from=2026-01&to=2026-02&form=x", "form"),  # a typo is not ignored
+        ("?grain=month&from=2026-01&to=2026-12%00", "to"),  # was blamed on from
+        ("?grain=day&from=2026-02-27&to=2026-02-30", "to"),
     ]
     for query, field in cases:
         status, body = await call(main_worker, "GET", base + query, h)
         assert status == 400, (query, body)
         assert body["error"]["field"] == field, (query, body)
+    status, body = await call(
+        main_worker, "GET", base + "?grain=day&from=2026-02-30&to=2026-03-01", h
+    )
+    assert body["error"]["reason"] == "from: 2026-02-30 is not a date of the calendar"
+    status, body = await call(main_worker, "GET", base + "?grain=month&from=2026-1&to=2026-03", h)
+    assert body["error"]["reason"] == "from: must be YYYY-MM for grain=month, got '2026-1'"
     occupancy = "/orgs/org-a/venues/v1/occupancy?grain=day&from=2026-01-01&to=2026-01-02&foo=1"
     status, body = await call(main_worker, "GET", occupancy, h)
     assert (status, body["error"]["field"]) == (400, "foo"), body
@@ -318,3 +329,40 @@ async def test_a_body_id_other_than_the_paths_or_a_repeated_key_is_refused(
         "$.report_id",
     ), body
     assert body["error"]["reason"] == "the key 'report_id' appears twice in an object; send it once"
+
+
+async def test_a_preview_runs_as_the_schedule_would(
+    settings: Settings, main_worker: WorkerProcess, make_org: OrgFactory
+) -> None:
+    """A trial user's preview of ``* * * * *`` listed every minute while the schedule ran
+    every five (its min_interval_seconds), and it required a time zone a schedule may leave
+    out. Expected times are computed here from the minute the answer was given."""
+    await make_org("preview-org", name="P", zone="America/New_York", currency="USD")
+    h = auth(settings, "preview-org", role="admin")
+    base = "/orgs/preview-org/schedules/preview"
+    status, body = await call(main_worker, "GET", base + "?cron=*%20*%20*%20*%20*", h)
+    assert status == 200, body
+    assert (body["time_zone"], body["min_interval_seconds"]) == ("America/New_York", 300)
+    times = [datetime.fromisoformat(t) for t in body["fire_times"]]
+    assert len(times) == 5 and times[0].second == 0
+    assert [b - a for a, b in itertools.pairwise(times)] == [timedelta(minutes=5)] * 4
+    status, body = await call(
+        main_worker, "GET", base + "?cron=0%208%20*%20*%20*&count=3&min_interval_seconds=0", h
+    )
+    # 08:00 in New York: 12:00 or 13:00 UTC by the date's offset
+    for t in (datetime.fromisoformat(x) for x in body["fire_times"]):
+        local = t.astimezone(ZoneInfo("America/New_York"))
+        assert (local.hour, local.minute) == (8, 0), t
+    status, body = await call(main_worker, "GET", base + "?cron=0%208%20*%20*%20*&time_zone=UTC", h)
+    assert {datetime.fromisoformat(x).hour for x in body["fire_times"]} == {8}
+    for query, field in (
+        ("?cron=*%20*%20*%20*%20*&min_interval_seconds=-1", "min_interval_seconds"),
+        ("?cron=*%20*%20*%20*%20*&min_interval_seconds=x", "min_interval_seconds"),
+        ("?cron=*%20*%20*%20*%20*&count=0", "count"),
+        ("?cron=*%20*%20*%20*%20*&time_zone=EST", "time_zone"),
+        ("?cron=@daily", "cron"),
+        ("?cron=*%20*%20*%20*%20*&tz=UTC", "tz"),
+        ("?time_zone=UTC", "cron"),
+    ):
+        status, body = await call(main_worker, "GET", base + query, h)
+        assert (status, body["error"]["field"]) == (400, field), (query, body)

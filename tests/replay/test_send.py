@@ -217,3 +217,15 @@ async def test_sent_events_are_folded_by_the_worker(
     )
     # the third line repeats the first event: counted once
     assert (june["bookings"], june["revenue_minor"]) == (2, {"EUR": 500_000})
+
+
+def test_a_repeated_key_is_refused_as_the_http_api_refuses_it() -> None:
+    """A trial user's line with ``occurred_at`` twice was sent (msgspec keeps the last)."""
+    twice = line(BOOKING).replace(
+        b'"venue_id"', b'"occurred_at": "2026-01-01T00:00:00Z", "venue_id"'
+    )
+    assert decode_event(twice, BookingEvent).venue_id == "hall"  # the decoder takes it
+    with pytest.raises(SendError) as caught:
+        keyed_events(WEDDING_BOOKINGS, [line(BOOKING), twice])
+    assert (caught.value.line, caught.value.field) == (2, "$.occurred_at")
+    assert caught.value.reason.startswith("repeated key: which value was meant is unknown")

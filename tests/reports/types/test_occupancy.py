@@ -308,12 +308,26 @@ class Expected:
                 if not a:
                     continue
                 month_revenue = self.revenue_of(v, days)
-                for c, total in total_revenue.items():
-                    if total > 0 and Fraction(month_revenue.get(c, 0), a) < Fraction(total, 2 * ta):
-                        out.add(("R5", v, month))
+                c = self.main_currency(v, total_revenue)
+                if c is not None and Fraction(month_revenue.get(c, 0), a) < Fraction(
+                    total_revenue[c], 2 * ta
+                ):
+                    out.add(("R5", v, month))
             if self.in_range[v] and Fraction(self.cancelled[v], self.in_range[v]) >= Fraction(1, 4):
                 out.add(("R4", v, "range"))
         return out
+
+    def main_currency(self, v: str, total_revenue: dict[str, int]) -> str | None:
+        """R5's currency: the organisation's if the venue earned in it, else the one earned
+        in during the most months (the first alphabetically among equals)."""
+        earned = sorted(c for c, t in total_revenue.items() if t > 0)
+        if not earned or self.currency in earned:
+            return self.currency if earned else None
+        months = {
+            c: sum(1 for m in self.months() if self.revenue_of(v, self.month_days(v, m)).get(c, 0))
+            for c in earned
+        }
+        return sorted(earned, key=lambda c: (-months[c], c))[0]
 
     def slots(self, v: str, s: int, o: int) -> list[Any]:
         """(available slots, occupied slots, rate): unknown (None) without a stated capacity."""
@@ -777,6 +791,29 @@ async def test_hand_built_set(
     over_barn = sum(1 for d in exp.open["barn"] if exp.units[("barn", d)] > 1)
     assert any(line.startswith(f"warning: barn: {over_barn} available date(s)") for line in v)
     assert "info: hall: revenue in 2 currencies (JPY, NZD), shown separately" in v
+    # R5 compares the hall's months in NZD, the organisation's currency, only: its few JPY
+    # bookings made months without one "off-season" in JPY (a trial user's finding)
+    recs = next(s for s in table.sections if s.name == "recommendations").rows
+    r5 = [r for r in recs if r[0] == "R5"]
+    assert r5 and all(str(r[4]).startswith("RevPAD NZD ") for r in r5), r5
+    assert len({(r[1], r[3]) for r in r5}) == len(r5)  # one per venue and month
+
+
+def test_r5_main_currency() -> None:
+    from stream_app.reports.types.occupancy import main_currency
+
+    months = {"2025-04": {"USD": 9}, "2025-05": {"USD": 5, "CAD": 3}, "2025-06": {"USD": 1}}
+    assert main_currency({"USD": 15, "CAD": 3}, months, "USD") == "USD"
+    # the organisation's currency not earned: the one of the most months, not the largest sum
+    assert main_currency({"USD": 15, "CAD": 3}, months, "GBP") == "USD"
+    assert (
+        main_currency(
+            {"JPY": 9_000_000, "USD": 15}, {"a": {"USD": 1}, "b": {"USD": 2, "JPY": 9}}, "GBP"
+        )
+        == "USD"
+    )
+    assert main_currency({"CAD": 1, "AUD": 1}, {"a": {"CAD": 1}, "b": {"AUD": 1}}, "GBP") == "AUD"
+    assert main_currency({"USD": 0, "CAD": -5}, months, "USD") is None
 
 
 async def test_hand_built_report_in_every_format(
@@ -856,3 +893,48 @@ async def test_a_range_without_history_says_so(
     assert [v for v in empty.validation if v.startswith(NO_HISTORY)] != []
     full = await build_via_registry(pg_pool, org_id, HB_FROM, HB_TO)
     assert [v for v in full.validation if v.startswith(NO_HISTORY)] == []
+
+
+async def test_the_shared_history_checks_run_on_the_whole_organisation_only(
+    pg_pool: asyncpg.Pool,
+) -> None:
+    """A trial user's venue company: bookings in ``usd``, one of USD 5,000,000 and a
+    cancellation without a date passed unremarked (the shared checks ran on the photography,
+    catering and planner reports only). Filtered to a venue (what a venue-scoped token can
+    ask) the organisation-wide checks are not run: they would name other venues' bookings."""
+    org_id = f"occ-{uuid.uuid4().hex[:10]}"
+    booked_at = datetime(2025, 1, 2, tzinfo=UTC)
+    rows = [  # (id, venue, currency, amount, status, cancelled_at)
+        ("ok1", "barn", "USD", 500_000, "booked", None),
+        ("ok2", "barn", "USD", 500_000, "booked", None),  # equal to ok1 but the id: a block
+        ("low", "barn", "usd", 10_000, "booked", None),
+        ("big", "lodge", "USD", 500_000_000, "booked", None),
+        ("cx", "lodge", "USD", 20_000, "cancelled", None),
+    ]
+    async with pg_pool.acquire() as conn:
+        await upsert_organization(conn, Organization(org_id, "Venues", "America/New_York", "USD"))
+        for v in ("barn", "lodge"):
+            await upsert_venue(conn, org_id, Venue(v, v, 1))
+        await copy_bookings(
+            conn,
+            [
+                BookingRow(
+                    organization_id=org_id, id=i, booked_at=booked_at, cancelled_at=c,
+                    source_event_id=None, venue_id=v, service_date=date(2025, 5, 10),
+                    nights=0, status=s, amount_minor=a, currency=cur,
+                )
+                for i, v, cur, a, s, c in rows
+            ],
+        )  # fmt: skip
+    table = await build_via_registry(pg_pool, org_id, date(2025, 5, 1), date(2025, 5, 31))
+    shared = [v for v in table.validation if v.split(": ", 2)[1].startswith("bookings.")]
+    assert shared == [
+        "error: bookings.currency: 1 rows whose currency is not an ISO 4217 code (e.g. low)",
+        "error: bookings.cancelled_at: 1 cancelled bookings without cancelled_at (e.g. cx)",
+        "warning: bookings.amount_minor: 1 bookings above 1,000,000 major units of their"
+        " currency (e.g. big)",
+    ]
+    barn = await build_via_registry(
+        pg_pool, org_id, date(2025, 5, 1), date(2025, 5, 31), data_filters={"venue_id": ["barn"]}
+    )
+    assert [v for v in barn.validation if ": bookings." in v] == []
