@@ -116,3 +116,41 @@ def test_two_currencies_repeat_the_counts_and_the_report_says_so(tmp_path: Path)
         "repeated on each of its currency rows: count a venue-month once)"
     )
     assert described["cancellations"].startswith("of which cancelled (repeated on each currency")
+
+
+def test_a_cancellation_of_a_booking_the_live_tables_never_saw_is_warned() -> None:
+    """A trial user loaded a history, then cancelled one of its bookings live: the summary
+    read revenue −22,895.31 for the month and said nothing."""
+
+    def month(bookings: int, cancellations: int, booked: int, cancelled: int) -> dict[str, Any]:
+        return {
+            "totals": {
+                "bookings": bookings,
+                "cancellations": cancellations,
+                "booked_minor": {"USD": booked} if booked else {},
+                "cancelled_minor": {"USD": cancelled} if cancelled else {},
+            }
+        }
+
+    store = {
+        table_key("org", "barn", "month", "2026-12"): month(0, 1, 0, 2289531),  # only the cancel
+        table_key("org", "barn", "month", "2026-11"): month(2, 1, 300, 100),  # a normal month
+        table_key("org", "lodge", "month", "2026-11"): month(1, 1, 100, 500),  # more cancelled
+    }
+    venues = [Venue("barn", "barn", None), Venue("lodge", "lodge", None)]
+    usd = Organization("org", "Venues", "America/New_York", "USD")
+    table = booking_summary.build_report(
+        store.get, usd, venues, date(2026, 11, 1), date(2026, 12, 31)
+    )
+    assert [r[8] for r in table.rows] == [200, -2289531, -400, 0]
+    assert table.validation == (
+        "warning: 2 venue-month(s) have more cancellations than bookings or a negative revenue"
+        " (barn 2026-12, lodge 2026-11): cancellations of bookings these live tables never saw"
+        " (a history loaded into PostgreSQL is not in them: see the README, History and live"
+        " events together)",
+    )
+    clean = {k: v for k, v in store.items() if "2026-11" in k and "barn" in k}
+    fine = booking_summary.build_report(
+        clean.get, usd, venues[:1], date(2026, 11, 1), date(2026, 11, 30)
+    )
+    assert fine.validation == ()
