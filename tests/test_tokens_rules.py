@@ -70,6 +70,9 @@ def test_a_time_zone_that_is_a_folder_or_too_long_is_not_a_zone(zone: str) -> No
     assert bad_cron_zone.value.part == "time_zone"
 
 
+NOT_TEXT = "(not text: XML, and so the PowerPoint and Excel files, cannot hold it)"
+
+
 @pytest.mark.parametrize(
     ("name", "reason"),
     [
@@ -97,6 +100,24 @@ def test_a_time_zone_that_is_a_folder_or_too_long_is_not_a_zone(zone: str) -> No
             "name: byte 0xE9 at character 4 is not UTF-8 (is the terminal's encoding UTF-8?)",
         ),
         ("\ud800", "name: not valid UTF-8 (an unpaired surrogate at 1)"),
+        # an attacker round: accepted, it failed every PowerPoint report of the organisation
+        (
+            "bad \ufffe x",
+            "name: noncharacter U+FFFE at 5 (not text: XML, and so the PowerPoint and Excel"
+            " files, cannot hold it)",
+        ),
+        (
+            "x\uffff",
+            f"name: noncharacter U+FFFF at 2 {NOT_TEXT}",
+        ),
+        (
+            "x\ufdd0",
+            f"name: noncharacter U+FDD0 at 2 {NOT_TEXT}",
+        ),
+        (
+            "x\U0010ffff",
+            f"name: noncharacter U+10FFFF at 2 {NOT_TEXT}",
+        ),
         # Zalgo: an attacker round stacked 199 marks; nine in a row are refused at the ninth
         (
             "Hall" + "\u0301" * 190,

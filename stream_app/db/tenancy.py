@@ -107,7 +107,8 @@ def check_name(name: str) -> str:
     :data:`MAX_NAME_CHARS` characters, at least one of them visible, none a control
     character, an invisible format character (zero-width space, direction marks; the
     zero-width joiner and non-joiner are allowed), a bidirectional control, a line or
-    paragraph separator or an unpaired surrogate),
+    paragraph separator, a noncharacter (U+FFFE, U+FFFF, U+FDD0-U+FDEF and the last two of
+    every plane) or an unpaired surrogate),
     else raise ValueError saying why (``name: ...``).
 
     An attacker round registered names the formats could not hold: control characters (the
@@ -144,6 +145,11 @@ def check_name(name: str) -> str:
             )
         if category in ("Zl", "Zp"):
             raise ValueError(f"name: line or paragraph separator U+{ord(char):04X} at {position}")
+        if 0xFDD0 <= ord(char) <= 0xFDEF or ord(char) & 0xFFFE == 0xFFFE:
+            raise ValueError(
+                f"name: noncharacter U+{ord(char):04X} at {position} (not text: XML, and so the"
+                " PowerPoint and Excel files, cannot hold it)"
+            )
         if char in _FILLERS:
             raise ValueError(f"name: blank filler character U+{ord(char):04X} at {position}")
     if not any(unicodedata.category(c)[0] in "LNPS" for c in name):

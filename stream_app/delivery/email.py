@@ -65,6 +65,23 @@ def _code_error(code: int, message: str) -> DeliveryError:
     return PermanentDeliveryError(message)
 
 
+def check_single_line_headers(msg: EmailMessage) -> None:
+    """Refuse a message whose header decodes to more than one line: it would write headers or
+    a body of its own (an attacker round's subject ``=?utf-8?b?<CRLF + From: …>?=``, decoded by
+    Python's ``email`` package and written out raw: CPython's CVE-2024-6923). Encoded words
+    are refused when a target is saved (:mod:`stream_app.delivery.targets`); this holds for
+    any other way a header gets one.
+
+    Raises:
+        PermanentDeliveryError: naming the header.
+    """
+    for name, value in msg.items():
+        if "\r" in str(value) or "\n" in str(value):
+            raise PermanentDeliveryError(
+                f"the {name} header would hold a line break once decoded: not sent"
+            )
+
+
 class EmailMethod(DeliveryMethod):
     """Delivery by email (see the module docstring).
 
@@ -111,6 +128,7 @@ class EmailMethod(DeliveryMethod):
         msg["Date"] = format_datetime(now)
         msg["Message-ID"] = make_msgid(domain=self.smtp.sender.rpartition("@")[2] or None)
         msg["X-Wedding-Report-Id"] = job.report_id
+        check_single_line_headers(msg)
         kind, origin = (
             ("scheduled report", f"Schedule: {job.schedule_id}")
             if job.schedule_id is not None

@@ -62,6 +62,28 @@ def check_text(name: str, value: str, limit: int = MAX_FIELD_CHARS) -> None:
         raise TargetValidationError(name, "must not hold control characters or line breaks")
 
 
+_ENCODED_WORD = re.compile(r"=\?[^?\s]*\?[bBqQ]\?[^?\s]*\?=")
+"""An RFC 2047 encoded word (``=?utf-8?b?…?=``): mail software, Python's ``email`` package
+included, decodes it into other text."""
+
+
+def _refuse_encoded_word(name: str, value: str) -> None:
+    """Refuse an RFC 2047 encoded word in a header's text. An attacker round's subject
+    ``=?utf-8?b?<base64 of CRLF + headers>?=`` passed the line-break check, was decoded when
+    the message was built and wrote its own headers and body (a second ``From``, ``Bcc``)
+    from the platform's sender address (CPython's CVE-2024-6923, 3.11.7 here).
+
+    Raises:
+        TargetValidationError: naming ``name``.
+    """
+    if _ENCODED_WORD.search(value):
+        raise TargetValidationError(
+            name,
+            "holds an RFC 2047 encoded word (=?charset?b|q?...?=), which mail software decodes"
+            " into other text; give the text itself (it is encoded for you)",
+        )
+
+
 class TargetValidationError(EventValidationError):
     """A delivery target, retry policy or schedule field is invalid.
 
@@ -119,6 +141,7 @@ class EmailTarget:
             )
         for address in self.recipients:
             check_text("delivery.recipients", address, MAX_ADDRESS_CHARS)
+            _refuse_encoded_word("delivery.recipients", address)
             if not _EMAIL_RE.match(address):
                 raise TargetValidationError(
                     "delivery.recipients", f"{address!r} is not an email address"
@@ -127,6 +150,7 @@ class EmailTarget:
             raise TargetValidationError("delivery.recipients", "an address is listed twice")
         if self.subject is not None:
             check_text("delivery.subject", self.subject, MAX_SUBJECT_CHARS)
+            _refuse_encoded_word("delivery.subject", self.subject)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -171,6 +195,13 @@ class WebhookTarget:
             raise TargetValidationError(
                 "delivery.url",
                 f"{shown!r}: the host is neither a name nor a dotted-decimal IPv4 address",
+            )
+        if parsed.username == "***" or parsed.query == "***":
+            # the API shows a URL so; read back and saved again, it would break the delivery
+            raise TargetValidationError(
+                "delivery.url",
+                f"{shown!r} is a URL as the API shows it (credentials and query masked): give"
+                " the whole URL again",
             )
         if not is_sealed(self.secret):  # a sealed secret was checked before it was sealed
             check_text("delivery.secret", self.secret, MAX_SECRET_CHARS)

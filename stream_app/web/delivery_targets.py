@@ -33,6 +33,7 @@ from stream_app.db.pool import get_pool
 from stream_app.db.tenancy import UnknownOrganizationError, fetch_organization
 from stream_app.delivery.adhoc import RequestDelivery, seal_request_delivery
 from stream_app.delivery.egress import refusal, url_host
+from stream_app.delivery.redact import mask_url
 from stream_app.delivery.targets import (
     TARGET_TYPES,
     DeliveryTarget,
@@ -199,9 +200,14 @@ def target_from_json(delivery: Any, field: str) -> DeliveryTarget:
 
 def public_target(target: DeliveryTarget) -> dict[str, Any]:
     """``target`` as the API shows it: its method and options, never a secret (nor an SFTP
-    host key)."""
+    host key), a webhook ``url`` masked as the delivery log shows it (``http://***@host/hook
+    ?***``: an attacker round read the credentials and key of a URL back from every schedule
+    answer)."""
     method, options, _ = target_parts(target)
-    return {"method": method, **{k: v for k, v in options.items() if k != "host_key"}}
+    shown = {k: v for k, v in options.items() if k != "host_key"}
+    if isinstance(shown.get("url"), str):
+        shown["url"] = mask_url(shown["url"])
+    return {"method": method, **shown}
 
 
 def request_delivery_from_json(delivery: dict[str, Any]) -> RequestDelivery:

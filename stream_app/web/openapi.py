@@ -527,6 +527,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         response=_answer(
             {"revoked": OBJECT, "recorded_tokens": {"type": "integer"}},
             effective_within_s={"type": "number"},
+            warning=STR,
         ),
     ),
     ("GET", "/debug/consumer"): Operation("The worker's consumer state (WEDDING_DEBUG=1 only)."),

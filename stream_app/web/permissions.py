@@ -41,7 +41,11 @@ class Permission(StrEnum):
     REPORTS_READ = "reports:read"
     """A report's status and its files."""
     REPORTS_REQUEST = "reports:request"
-    """Request a report, cancel one."""
+    """Request a report, cancel one the same user requested."""
+    REPORTS_CANCEL_ANY = "reports:cancel-any"
+    """Cancel any report of the organisation: another user's, a scheduled run's (an attacker
+    round's analyst cancelled every scheduled run it saw on the live stream, the effect of
+    pausing the schedules, which only admins may)."""
     REPORTS_VALIDATE = "reports:validate"
     """Run a report type's validation checks over a range (reads what the report reads)."""
     AGGREGATIONS_RUN = "aggregations:run"

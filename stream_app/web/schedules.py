@@ -44,12 +44,14 @@ from stream_app.db.tenancy import (
     UnknownOrganizationError,
     check_time_zone,
     fetch_organization,
+    fetch_venues,
     tenant_transaction,
 )
 from stream_app.delivery.api import LinkError, LinkTargetGoneError, resolve_download
 from stream_app.delivery.links import check_not_revoked, links_of_reports, revoke
 from stream_app.delivery.log import fetch_schedule_log
 from stream_app.delivery.queue import pending_by_run
+from stream_app.reports import registry
 from stream_app.schedules import store
 from stream_app.schedules.cron import CronExpressionError, fire_times, preview
 from stream_app.schedules.model import (
@@ -59,6 +61,7 @@ from stream_app.schedules.model import (
     Schedule,
     ScheduleValidationError,
 )
+from stream_app.schemas.ids import quoted_list
 from stream_app.web import ratelimit
 from stream_app.web.artifact_download import open_for_download, stream_artifact
 from stream_app.web.auth import Principal, authenticate
@@ -258,6 +261,7 @@ async def _save(request: web.Request, org: str, schedule_id: str | None) -> web.
             schedule.check_at(now)
         except ScheduleValidationError as exc:
             raise ApiError(400, "invalid_field", exc.reason, field=f"$.{exc.field}") from None
+        await _check_recipient_filters(conn, schedule)
         try:
             async with tenant_transaction(conn, org):  # the audit row commits with the change
                 if schedule_id is None:
@@ -285,6 +289,39 @@ async def _save(request: web.Request, org: str, schedule_id: str | None) -> web.
         schedule_to_json(stored, _upcoming(schedule, now, stored.last_fire_time)),
         status=201 if schedule_id is None else 200,
     )
+
+
+async def _check_recipient_filters(conn: Any, schedule: Schedule) -> None:
+    """Refuse recipient filters every run would fail on, as a report request's
+    ``data_filters`` are refused: a filter on a report type that takes none, or on venues the
+    organisation does not have (an attacker round's schedule was saved, then failed every run).
+
+    Raises:
+        ApiError: 400 naming ``$.recipient_filters[i].field`` or ``….values``.
+    """
+    if not schedule.recipient_filters:
+        return
+    report_type = registry.get(schedule.report_type)
+    known = {v.id for v in await fetch_venues(conn, schedule.organization_id)}
+    for i, rf in enumerate(schedule.recipient_filters):
+        where = f"$.recipient_filters[{i}]"
+        if rf.field == "venue_id" and not report_type.venue_filter:
+            raise ApiError(
+                400,
+                "invalid_field",
+                f"report type {schedule.report_type!r} covers the whole organisation: it takes"
+                " no venue filter",
+                field=f"{where}.field",
+            )
+        unknown = sorted(set(rf.values) - known)
+        if rf.field == "venue_id" and unknown:
+            raise ApiError(
+                400,
+                "invalid_field",
+                f"unknown venue(s) {quoted_list(unknown)} in organisation"
+                f" {schedule.organization_id!r}",
+                field=f"{where}.values",
+            )
 
 
 @page("/orgs/{org}/schedules", method="post", permission=Permission.SCHEDULES_MANAGE)

@@ -1,7 +1,8 @@
 """``POST /orgs/{org}/tokens/revoke``: revoke one token or all issued before a time (admin).
 
 Body: ``{"jti": "<token id>"}`` or ``{"before": "<ISO 8601 with offset>"}``. Answer 200
-``{"revoked": {"jti"|"before": ...}, "recorded_tokens": N, "effective_within_s": S}``: every
+``{"revoked": {"jti"|"before": ...}, "recorded_tokens": N, "effective_within_s": S}`` (and a
+``warning`` when a ``jti`` matches no recorded token): every
 worker refuses the tokens within ``S`` seconds (:mod:`stream_app.web.revocation`). Audited as
 ``token.revoked``. Errors: 400 naming ``$.jti`` / ``$.before`` (not ISO 8601 with an offset,
 or later than now plus :data:`~stream_app.tokens.REVOCATION_CLOCK_SKEW_S`); 401/403 as every
@@ -78,10 +79,16 @@ async def revoke_tokens(self: Any, request: web.Request, org: str) -> web.Stream
             raise ApiError(
                 404, "not_found", f"no organisation {org!r}", field="organization_id"
             ) from None
-    return json_response(
-        {
-            "revoked": {"jti": jti} if jti else {"before": before.isoformat() if before else None},
-            "recorded_tokens": count,
-            "effective_within_s": settings.revocation_cache_s,
-        }
-    )
+    answer: dict[str, Any] = {
+        "revoked": {"jti": jti} if jti else {"before": before.isoformat() if before else None},
+        "recorded_tokens": count,
+        "effective_within_s": settings.revocation_cache_s,
+    }
+    if jti and count == 0:
+        # still revoked (a token minted elsewhere is not recorded), but a typo revokes nothing
+        # issued here: an attacker round's operator was told 200 and believed it done
+        answer["warning"] = (
+            f"no token of this organisation is recorded with jti {jti!r}: check the id"
+            " (`wedding-engine token` prints each jti when it issues one)"
+        )
+    return json_response(answer)

@@ -41,7 +41,12 @@ from stream_app.db import audit_events
 from stream_app.db import reports as report_db
 from stream_app.db.pool import get_pool
 from stream_app.db.report_scope import report_venues
-from stream_app.db.tenancy import UnknownOrganizationError, fetch_venues, tenant_transaction
+from stream_app.db.tenancy import (
+    UnknownOrganizationError,
+    fetch_venues,
+    tenant_read,
+    tenant_transaction,
+)
 from stream_app.delivery.adhoc import delivery_summary
 from stream_app.delivery.links import links_of_reports
 from stream_app.logthrottle import TRACEBACK_KIND
@@ -704,9 +709,10 @@ async def report_cancel(
 ) -> web.StreamResponse:
     """Cancel a queued or running report: 200 ``{"status": "cancelled"}``; 409 when final."""
     principal = authenticate(request, settings.jwt_secret, org)
-    if principal.venues is not None:
+    if principal.venues is not None or not allowed(principal.role, Permission.REPORTS_CANCEL_ANY):
         async with (await get_pool(settings.postgres_dsn)).acquire() as conn:
             await check_report_scope(conn, principal, report_id)
+            await _check_own_report(conn, principal, report_id)
     # the cancellation commits in PostgreSQL before its status goes to Kafka: a 503 here
     # (Kafka away) is safe to retry, a repeated cancel answers "cancelled" again
     outcome = await kafka_call(
@@ -719,6 +725,32 @@ async def report_cancel(
             409, "conflict", f"report is already {outcome}; it cannot be cancelled", field="status"
         )
     return json_response({"report_id": report_id, "status": "cancelled"})
+
+
+async def _check_own_report(conn: asyncpg.Connection, principal: Principal, report_id: str) -> None:
+    """Refuse to cancel another user's report (a scheduled run's is its schedule's creator's)
+    without ``reports:cancel-any``; an unknown report is left to the cancellation's 404.
+
+    Raises:
+        ApiError: 403 naming ``path.report_id``.
+    """
+    if allowed(principal.role, Permission.REPORTS_CANCEL_ANY):
+        return
+    async with tenant_read(conn, principal.organization_id):
+        owner = await conn.fetchval(
+            "SELECT user_id FROM reports WHERE organization_id = $1 AND id = $2",
+            principal.organization_id,
+            report_id,
+        )
+    if owner is not None and owner != principal.user_id:
+        raise ApiError(
+            403,
+            "forbidden",
+            f"role {principal.role!r} may cancel only the reports its user requested; this one"
+            f" is another user's (a scheduled run's, or an admin's): cancelling it needs"
+            f" permission {Permission.REPORTS_CANCEL_ANY.value!r} (admin)",
+            field="path.report_id",
+        )
 
 
 @page(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import email
 import email.policy
 import socket
@@ -15,7 +16,8 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from stream_app.delivery.api import LinkSigner
-from stream_app.delivery.email import EmailMethod, SmtpConfig
+from stream_app.delivery.base import PermanentDeliveryError
+from stream_app.delivery.email import EmailMethod, SmtpConfig, check_single_line_headers
 from stream_app.delivery.targets import EmailTarget, RetryPolicy
 from stream_app.schedules.model import RecipientFilter, Schedule
 from tests.delivery.conftest import DELIVERED_AT_THE_THIRD_ATTEMPT, Deliverer
@@ -227,3 +229,20 @@ async def test_redelivered_status_is_not_sent_twice(
     again = await delivering(run, status, smtp_server.method())
     assert (again.outcome, again.attempts, again.detail) == ("delivered", 0, "already delivered")
     assert len(mailbox.messages) == 1
+
+
+def test_a_header_that_decodes_to_several_lines_is_not_sent() -> None:
+    """An attacker round's subject, ``=?utf-8?b?…?=`` holding CRLF and headers, wrote a second
+    From and a body of its own from the platform's address. It is refused when a target is
+    saved (tests/delivery/test_target_limits.py; a stored one stops its schedule); the message
+    check refuses it too."""
+    msg = EmailMessage()
+    msg["From"] = "reports@wedding.test"
+    msg["Subject"] = "=?utf-8?b?" + base64.b64encode(b"x\r\nFrom: ceo@bank.example").decode() + "?="
+    assert "From: ceo@bank.example" in msg.as_string()  # what the package would write
+    with pytest.raises(PermanentDeliveryError) as refused:
+        check_single_line_headers(msg)
+    assert str(refused.value) == "the Subject header would hold a line break once decoded: not sent"
+    fine = EmailMessage()
+    fine["Subject"] = "Réservations — été =? 2026"
+    check_single_line_headers(fine)

@@ -75,6 +75,13 @@ def test_webhook_field_limits(fields: dict[str, Any], field: str) -> None:
         ({"subject": "a\u0085b"}, "delivery.subject"),
         ({"subject": "a\x00b"}, "delivery.subject"),
         ({"subject": "a\x1bb"}, "delivery.subject"),
+        # an attacker round: an encoded word decoded into CRLF + headers (CVE-2024-6923)
+        ({"subject": "=?utf-8?b?eA0KQmNjOiBoaWRkZW5AZXZpbC5leGFtcGxl?="}, "delivery.subject"),
+        ({"subject": "Report =?utf-8?q?a=0D=0AX-Injected=3A_yes?= now"}, "delivery.subject"),
+        (
+            {"recipients": ["=?utf-8?q?a=0D=0AX-Injected=3A_yes?=@example.com"]},
+            "delivery.recipients",
+        ),
         ({"recipients": ["a@[127.0.0.1]"]}, "delivery.recipients"),
         ({"recipients": ["root@localhost"]}, "delivery.recipients"),
         ({"recipients": ["a\u2028@wedding.example"]}, "delivery.recipients"),
@@ -96,6 +103,11 @@ def test_fields_at_their_limits_are_accepted() -> None:
         }
     )
     assert isinstance(target, EmailTarget) and len(target.recipients[0]) == 254
+    # "=?" that is no encoded word, and any Unicode, stay plain text
+    plain = target_from_dict(
+        {"method": "email", "recipients": ["a@x.example"], "subject": "Q=?1 — réservations été"}
+    )
+    assert isinstance(plain, EmailTarget) and plain.subject == "Q=?1 — réservations été"
     hook = WebhookTarget(url="http://example.com/" + "a" * 2029, secret="k" * 1024)
     assert len(hook.url) == 2048
 

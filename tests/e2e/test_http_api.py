@@ -12,7 +12,7 @@ import asyncpg
 import orjson
 import pytest
 
-from stream_app.db.tenancy import Organization, upsert_organization
+from stream_app.db.tenancy import Organization, Venue, upsert_organization
 from stream_app.devservices.workers import WorkerProcess
 from stream_app.settings import Settings
 from tests.conftest import OrgFactory
@@ -366,3 +366,76 @@ async def test_a_preview_runs_as_the_schedule_would(
     ):
         status, body = await call(main_worker, "GET", base + query, h)
         assert (status, body["error"]["field"]) == (400, field), (query, body)
+
+
+async def test_a_schedule_answer_masks_the_webhook_urls_credentials_and_query(
+    settings: Settings, main_worker: WorkerProcess, make_org: OrgFactory
+) -> None:
+    """An attacker round read ``http://us:PW@host/sched?tok=…`` back from every schedule
+    answer (the delivery log masks it). Saving a masked URL back is refused: it would break
+    the delivery silently."""
+    await make_org("mask-org", name="M", zone="UTC", currency="EUR")
+    h = auth(settings, "mask-org", role="admin")
+    secret_url = "https://us:PW-IN-URL@hooks.example.org:8443/sched?tok=URLTOKEN"
+    schedule = schedule_body(
+        schedule_id="masked",
+        delivery={"method": "webhook", "url": secret_url, "secret": "s" * 20},
+    )
+    status, created = await call(main_worker, "POST", "/orgs/mask-org/schedules", h, json=schedule)
+    assert status == 201, created
+    shown = "https://***@hooks.example.org:8443/sched?***"
+    assert created["delivery"]["url"] == shown
+    status, got = await call(main_worker, "GET", "/orgs/mask-org/schedules/masked", h)
+    assert (status, got["delivery"]["url"]) == (200, shown)
+    status, listed = await call(main_worker, "GET", "/orgs/mask-org/schedules", h)
+    assert "PW-IN-URL" not in orjson.dumps(listed).decode()
+    assert "URLTOKEN" not in orjson.dumps(listed).decode()
+    back = {**schedule, "delivery": {**schedule["delivery"], "url": shown}}
+    status, body = await call(main_worker, "PUT", "/orgs/mask-org/schedules/masked", h, json=back)
+    assert (status, body["error"]["field"]) == (400, "$.delivery.url"), body
+    assert "as the API shows it" in body["error"]["reason"]
+
+
+async def test_recipient_filters_every_run_would_fail_on_are_refused_at_once(
+    settings: Settings, main_worker: WorkerProcess, make_org: OrgFactory
+) -> None:
+    """An attacker round saved a schedule filtering a recipient to another organisation's
+    venue (and one filtering a ``compliance`` report): 201, then every run failed."""
+    await make_org(
+        "filters-org", name="F", zone="UTC", currency="EUR", venues=[Venue("hall", "Hall", 2)]
+    )
+    h = auth(settings, "filters-org", role="admin")
+    email = {"method": "email", "recipients": ["ana@example.org", "rui@example.org"]}
+
+    def body(report_type: str, values: list[str]) -> dict[str, Any]:
+        return schedule_body(
+            report_type=report_type,
+            delivery=email,
+            recipient_filters=[
+                {"recipient": "rui@example.org", "field": "venue_id", "values": values}
+            ],
+        )
+
+    cases = [
+        (body("monthly_booking_summary", ["hall", "vb1"]), "$.recipient_filters[0].values"),
+        (body("compliance", ["hall"]), "$.recipient_filters[0].field"),
+    ]
+    for schedule, field in cases:
+        status, answer = await call(
+            main_worker, "POST", "/orgs/filters-org/schedules", h, json=schedule
+        )
+        assert (status, answer["error"]["field"]) == (400, field), answer
+    status, answer = await call(
+        main_worker,
+        "POST",
+        "/orgs/filters-org/schedules",
+        h,
+        json=body("monthly_booking_summary", ["hall"]),
+    )
+    assert status == 201, answer
+    assert (
+        "unknown venue(s) ['vb1']"
+        in (await call(main_worker, "POST", "/orgs/filters-org/schedules", h, json=cases[0][0]))[1][
+            "error"
+        ]["reason"]
+    )

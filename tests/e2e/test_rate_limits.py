@@ -155,6 +155,12 @@ async def test_revocation_reaches_every_worker_within_the_cache_bound(
         assert r.status == 200, await r.text()
         answer = await r.json()
     assert answer["effective_within_s"] == REVOCATION_CACHE_S
+    # minted here without a record: revoked all the same, and the answer says none matched
+    assert (answer["recorded_tokens"], answer["warning"]) == (
+        0,
+        f"no token of this organisation is recorded with jti {jti!r}: check the id"
+        " (`wedding-engine token` prints each jti when it issues one)",
+    )
     revoked_at = time.monotonic()
     # refused on both workers no later than the bound (plus a request's time)
     for w in (a, b):

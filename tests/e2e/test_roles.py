@@ -16,6 +16,7 @@ import aiohttp
 import asyncpg
 import pytest
 
+from stream_app.db.reports import insert_queued
 from stream_app.db.tenancy import Organization, Venue, upsert_organization, upsert_venue
 from stream_app.devservices.workers import WorkerProcess
 from stream_app.schemas.tokens import new_token
@@ -386,3 +387,38 @@ async def test_a_worker_to_worker_token_is_no_admin(
         assert status == 200 and set(body) == {"partitions", "part"}, body
         status, body = await call(s, "GET", "/orgs/{org}/venues/v1/metrics", internal)
         assert status == 200 and body["venue_id"] == "v1", body
+
+
+async def test_an_analyst_cancels_its_own_reports_only(
+    main_worker: WorkerProcess, settings: Settings, orgs: None
+) -> None:
+    """An attacker round's analyst cancelled every scheduled run it saw on the live stream
+    (a run's report is its schedule's creator's): the effect of pausing the schedules, which
+    only admins may. Another user's report needs ``reports:cancel-any`` (admin)."""
+    conn = await asyncpg.connect(settings.postgres_dsn)
+    try:
+        for rid, owner in (("cx-admins", "admin-user"), ("cx-own", "analyst-user"), ("cx-b", "x")):
+            await insert_queued(
+                conn, report_id=rid, organization_id=ORG, user_id=owner,
+                report_type="monthly_booking_summary", request={},
+            )  # fmt: skip
+    finally:
+        await conn.close()
+    analyst, admin = token(settings, "analyst"), token(settings, "admin")
+    async with aiohttp.ClientSession(main_worker.url) as s:
+        status, body = await call(s, "POST", "/orgs/{org}/reports/cx-admins/cancel", analyst)
+        assert (status, body["error"]["field"]) == (403, "path.report_id"), body
+        assert "reports:cancel-any" in body["error"]["reason"]
+        status, body = await call(s, "POST", "/orgs/{org}/reports/cx-own/cancel", analyst)
+        assert (status, body["status"]) == (200, "cancelled"), body
+        status, body = await call(s, "POST", "/orgs/{org}/reports/cx-b/cancel", admin)
+        assert (status, body["status"]) == (200, "cancelled"), body
+        status, body = await call(s, "POST", "/orgs/{org}/reports/cx-none/cancel", analyst)
+        assert status == 404, body
+    states = await db_value(
+        settings,
+        "SELECT string_agg(id || '=' || status, ',' ORDER BY id) FROM reports"
+        " WHERE organization_id = $1 AND id LIKE 'cx-%'",
+        ORG,
+    )
+    assert states == "cx-admins=queued,cx-b=cancelled,cx-own=cancelled"

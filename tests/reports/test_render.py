@@ -497,6 +497,23 @@ def test_powerpoint_title_kpis_native_chart_and_table(tmp_path: Path) -> None:
     assert NOTES[0] in last and "show all 7 rows" in last
 
 
+def test_powerpoint_holds_text_xml_cannot(tmp_path: Path) -> None:
+    """An attacker round's venue name with U+FFFE, and a history's name with a control
+    character, failed every PowerPoint report of the organisation (python-pptx: "All strings
+    must be XML compatible"; chart categories: an XML syntax error). They are shown as U+FFFD,
+    in the table and as chart categories."""
+    odd = "bad \ufffe x\x01y\uffff"
+    rows = [["v1", odd, "2016-01", None, 1, None, "EUR", "1.00", 100]]
+    by_name = ChartSpec("Revenue by venue", "venue_name", ("revenue",), "currency")
+    path, _ = render(tmp_path, "powerpoint", make_table(rows=rows, chart=by_name))
+    prs = Presentation(str(path))
+    shown = "bad \ufffd x\ufffdy\ufffd"
+    chart = next(s.chart for slide in prs.slides for s in slide.shapes if s.has_chart)
+    assert tuple(chart.plots[0].categories) == (shown,)
+    grid = next(s.table for slide in prs.slides for s in slide.shapes if s.has_table)
+    assert grid.cell(1, 1).text == shown
+
+
 def test_powerpoint_caps_table_slides_and_says_so(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -94,6 +94,15 @@ _XML_UNSAFE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]"
 """Characters XML 1.0 text cannot hold."""
 
 
+def _xml(text: str) -> str:
+    """``text`` with the characters XML 1.0 cannot hold replaced by U+FFFD. python-pptx
+    refuses U+FFFE and U+FFFF in slide text ("All strings must be XML compatible") and writes
+    chart categories into XML unescaped: an attacker round's venue name with U+FFFE, or a
+    history's supplier name with a control character, failed every PowerPoint report of the
+    organisation."""
+    return _XML_UNSAFE.sub("\ufffd", text)
+
+
 def render_pptx(table: ReportTable, out: HashingWriter) -> None:
     """Write ``table`` as a PowerPoint deck to ``out`` (see the module docstring for slides).
 
@@ -130,9 +139,9 @@ def render_pptx(table: ReportTable, out: HashingWriter) -> None:
     heading.width, heading.height = _WIDTH - 2 * _MARGIN, Inches(1.5)
     subtitle.left, subtitle.top = _MARGIN, Inches(3.7)
     subtitle.width, subtitle.height = _WIDTH - 2 * _MARGIN, Inches(1.8)
-    heading.text = title
+    heading.text = _xml(title)
     heading.text_frame.paragraphs[0].font.color.rgb = _ACCENT
-    subtitle.text = (
+    subtitle.text = _xml(
         f"{table.organization_name}\n"
         f"{table.date_from.isoformat()} to {table.date_to.isoformat()} ({table.time_zone})"
     )
@@ -229,7 +238,7 @@ def _text_slide(prs: Any, title: str, lines: Sequence[str]) -> None:
     frame.word_wrap = True
     for i, line in enumerate(lines):
         para = frame.paragraphs[0] if i == 0 else frame.add_paragraph()
-        para.text = line
+        para.text = _xml(line)
         para.font.size = size
         para.space_after = Pt(8)
 
@@ -239,7 +248,7 @@ def _titled(prs: Any, title: str) -> Any:
     shape = slide.shapes.title
     shape.left, shape.top = _MARGIN, Inches(0.3)
     shape.width, shape.height = _WIDTH - 2 * _MARGIN, Inches(1)
-    shape.text = title
+    shape.text = _xml(title)
     para = shape.text_frame.paragraphs[0]
     para.alignment = PP_ALIGN.LEFT
     para.font.size = Pt(30)
@@ -265,13 +274,13 @@ def _kpi_slide(prs: Any, title: str, kpis: Sequence[tuple[str, str]]) -> None:
         frame = box.text_frame
         frame.word_wrap = True
         value_para = frame.paragraphs[0]
-        value_para.text = value
+        value_para.text = _xml(value)
         value_para.alignment = PP_ALIGN.CENTER
         value_para.font.size = Pt(_kpi_points(len(value)))
         value_para.font.bold = True
         value_para.font.color.rgb = _ACCENT
         label_para = frame.add_paragraph()
-        label_para.text = label
+        label_para.text = _xml(label)
         label_para.alignment = PP_ALIGN.CENTER
         label_para.font.size = Pt(16)
         label_para.font.color.rgb = _RGB(0x40, 0x40, 0x40)
@@ -285,11 +294,11 @@ def _kpi_points(chars: int) -> int:
 def _chart_slide(prs: Any, data: ChartData) -> None:
     slide = _titled(prs, data.spec.title)
     chart_data = _CategoryChartData()
-    chart_data.categories = list(data.categories)
+    chart_data.categories = [_xml(str(c)) for c in data.categories]
     for s in data.series:
         decimals = max((max(-int(v.as_tuple().exponent), 0) for v in s.values), default=0)
         fmt = "#,##0" + ("." + "0" * decimals if decimals else "")
-        chart_data.add_series(s.name, [float(v) for v in s.values], number_format=fmt)
+        chart_data.add_series(_xml(s.name), [float(v) for v in s.values], number_format=fmt)
     kind = (
         XL_CHART_TYPE.COLUMN_CLUSTERED if data.spec.kind == "column" else XL_CHART_TYPE.LINE_MARKERS
     )
@@ -373,7 +382,7 @@ def _clip(text: str) -> str:
 
 
 def _cell(cell: Any, text: str, size: Pt, right: bool, header: bool) -> None:
-    cell.text = text
+    cell.text = _xml(text)
     cell.margin_left = cell.margin_right = Inches(0.05)
     cell.margin_top = cell.margin_bottom = Inches(0.02)
     para = cell.text_frame.paragraphs[0]
