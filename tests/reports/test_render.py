@@ -504,7 +504,12 @@ def test_powerpoint_holds_text_xml_cannot(tmp_path: Path) -> None:
     in the table and as chart categories."""
     odd = "bad \ufffe x\x01y\uffff"
     rows = [["v1", odd, "2016-01", None, 1, None, "EUR", "1.00", 100]]
-    by_name = ChartSpec("Revenue by venue", "venue_name", ("revenue",), "currency")
+    by_name = ChartSpec(
+        title="Revenue by venue",
+        category_column="venue_name",
+        value_columns=("revenue",),
+        series_column="currency",
+    )
     path, _ = render(tmp_path, "powerpoint", make_table(rows=rows, chart=by_name))
     prs = Presentation(str(path))
     shown = "bad \ufffd x\ufffdy\ufffd"
