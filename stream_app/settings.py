@@ -422,6 +422,9 @@ class Settings:
         artifact_store_max_bytes: the most bytes the artifact store may hold on disk; a report
             whose file would exceed it fails with "artifact store full"
             (``WEDDING_ARTIFACT_STORE_MAX_BYTES``; 0, the default: no limit but the disk's).
+        artifact_org_max_bytes: the most bytes of the store one organisation's files may take;
+            a report whose file would exceed it fails with "artifact quota of organisation …
+            reached" (``WEDDING_ARTIFACT_ORG_MAX_BYTES``; 10 GiB by default, 0: no limit).
         web_host / web_port: the worker's HTTP listener (``WEDDING_WEB_HOST``/``WEDDING_WEB_PORT``).
             ``web_host`` is also the name other workers use to reach this one (faust's
             canonical URL ``http://<web_host>:<web_port>``, to which requests for the
@@ -606,6 +609,9 @@ class Settings:
     )
     artifact_store_max_bytes: int = from_env(
         0, "WEDDING_ARTIFACT_STORE_MAX_BYTES", int_in(0, 2**62)
+    )
+    artifact_org_max_bytes: int = from_env(
+        10 * 2**30, "WEDDING_ARTIFACT_ORG_MAX_BYTES", int_in(0, 2**62)
     )
     web_host: str = from_env("127.0.0.1", "WEDDING_WEB_HOST")
     web_port: int = from_env(6066, "WEDDING_WEB_PORT", int_in(1, 65535))

@@ -18,9 +18,13 @@ bound to (organisation, report id, file name); no plaintext byte reaches the dis
 through :func:`open_artifact`, which authenticates each 64 KiB segment before handing it out.
 
 **A full store.** ``max_bytes`` (``WEDDING_ARTIFACT_STORE_MAX_BYTES``, 0 = no limit) bounds the
-bytes on disk under the root: a file that would take the store past it, or a disk that
-answers ``ENOSPC``/``EDQUOT``, raises :class:`ArtifactStoreFullError` (not retriable: a full
-store does not empty itself within a retry's backoff) and leaves no partial file behind.
+bytes on disk under the root, and ``org_max_bytes`` (``WEDDING_ARTIFACT_ORG_MAX_BYTES``, 10 GiB
+by default) those under one organisation's folder, so that one tenant cannot fill a shared
+store and fail every other tenant's reports (an attacker round filled one with its own 61 MB
+compliance reports): a file that would take the store or its organisation past its limit, or
+a disk that answers ``ENOSPC``/``EDQUOT``, raises :class:`ArtifactStoreFullError` (not
+retriable: a full store does not empty itself within a retry's backoff) and leaves no partial
+file behind.
 """
 
 from __future__ import annotations
@@ -201,21 +205,17 @@ def store_usage(root: Path) -> int:
 
 
 class _BudgetSink:
-    """A sink that raises :class:`ArtifactStoreFullError` once more than ``budget`` bytes
-    would have been written through it."""
+    """A sink that raises :class:`ArtifactStoreFullError` with ``message`` once more than
+    ``budget`` bytes would have been written through it."""
 
-    def __init__(self, fh: _Sink, budget: int, limit: int) -> None:
+    def __init__(self, fh: _Sink, budget: int, message: str) -> None:
         self._fh = fh
         self._budget = budget
-        self._limit = limit
+        self._message = message
 
     def write(self, data: bytes, /) -> int | None:
         if len(data) > self._budget:
-            raise ArtifactStoreFullError(
-                errno.ENOSPC,
-                f"artifact store full: the store limit of {self._limit:,} bytes"
-                " (WEDDING_ARTIFACT_STORE_MAX_BYTES) is reached",
-            )
+            raise ArtifactStoreFullError(errno.ENOSPC, self._message)
         self._budget -= len(data)
         return self._fh.write(data)
 
@@ -249,11 +249,37 @@ def download_url(organization_id: str, report_id: str, fmt: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class ArtifactStore:
-    """A local-folder artifact store rooted at ``root``, at most ``max_bytes`` on disk (0: no
-    limit; see the module docstring)."""
+    """A local-folder artifact store rooted at ``root``, at most ``max_bytes`` on disk and at
+    most ``org_max_bytes`` of them one organisation's (0: no limit; see the module docstring)."""
 
     root: Path
     max_bytes: int = 0
+    org_max_bytes: int = 0
+
+    def _budget(self, organization_id: str) -> tuple[int, str] | None:
+        """``(bytes a new file may take, the refusal's message)`` under the store's limit and
+        the organisation's, the smaller; None without limits. Blocking (walks the folders)."""
+        budgets: list[tuple[int, str]] = []
+        if self.max_bytes > 0:
+            budgets.append(
+                (
+                    self.max_bytes - store_usage(self.root),
+                    f"artifact store full: the store limit of {self.max_bytes:,} bytes"
+                    " (WEDDING_ARTIFACT_STORE_MAX_BYTES) is reached",
+                )
+            )
+        if self.org_max_bytes > 0:
+            used = store_usage(self.root / organization_id)
+            budgets.append(
+                (
+                    self.org_max_bytes - used,
+                    f"artifact quota of organisation {organization_id!r} reached: its files"
+                    f" would take more than {self.org_max_bytes:,} bytes"
+                    f" (WEDDING_ARTIFACT_ORG_MAX_BYTES; {used:,} in use); delete reports or"
+                    " shorten its retention",
+                )
+            )
+        return min(budgets, key=lambda b: b[0]) if budgets else None
 
     def relative_path(self, organization_id: str, report_id: str, filename: str) -> Path:
         """Where a file of a report lives, relative to the root."""
@@ -299,9 +325,9 @@ class ArtifactStore:
         try:
             with tmp.open("wb") as fh:
                 sink: _Sink = fh
-                if self.max_bytes > 0:
-                    budget = self.max_bytes - store_usage(self.root)
-                    sink = _BudgetSink(fh, max(0, budget), self.max_bytes)
+                budget = self._budget(organization_id)
+                if budget is not None:
+                    sink = _BudgetSink(fh, max(0, budget[0]), budget[1])
                 sealer = (
                     None
                     if key is None

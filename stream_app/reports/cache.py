@@ -311,7 +311,7 @@ async def materialize(
             f"cache entry of {entry.organization_id!r} cannot answer {organization_id!r}"
         )
     root = settings.artifact_dir
-    store = ArtifactStore(root, settings.artifact_store_max_bytes)
+    store = ArtifactStore(root, settings.artifact_store_max_bytes, settings.artifact_org_max_bytes)
     key = await keys.current(organization_id)
     out: list[ArtifactLink] = []
     for a in entry.artifacts:

@@ -51,7 +51,9 @@ log = logging.getLogger(__name__)
 RETRY_ATTEMPTS = 3
 """Generation attempts of a report whose failures are retriable (the first included)."""
 
-store = ArtifactStore(settings.artifact_dir, settings.artifact_store_max_bytes)
+store = ArtifactStore(
+    settings.artifact_dir, settings.artifact_store_max_bytes, settings.artifact_org_max_bytes
+)
 """The artifact store the reports are written to."""
 
 

@@ -127,3 +127,34 @@ def test_a_store_at_its_limit_refuses_a_file_and_keeps_nothing_of_it(tmp_path: P
     assert caught.value.retriable is False
     assert sorted(p.name for p in (tmp_path / "org-a").rglob("*") if p.is_file()) == [f"{TYPE}.csv"]
     assert store_usage(tmp_path) == 1_000
+
+
+def test_one_organisation_cannot_take_more_than_its_quota_of_the_store(tmp_path: Path) -> None:
+    """An attacker round filled a shared store with one tenant's reports; every other
+    tenant's then failed. Each organisation's files are bounded; the others write on."""
+    store = ArtifactStore(tmp_path, org_max_bytes=1_000)
+    with store.write("org-a", "r-1", f"{TYPE}.csv", "csv", key=None) as (writer, _):
+        writer.write(b"a" * 1_000)  # the whole quota
+    with (
+        pytest.raises(ArtifactStoreFullError) as caught,
+        store.write("org-a", "r-2", f"{TYPE}.csv", "csv", key=None) as (writer, _),
+    ):
+        writer.write(b"a")
+    assert str(caught.value) == (
+        "artifact quota of organisation 'org-a' reached: its files would take more than 1,000"
+        " bytes (WEDDING_ARTIFACT_ORG_MAX_BYTES; 1,000 in use); delete reports or shorten its"
+        " retention"
+    )
+    assert caught.value.retriable is False
+    assert not (tmp_path / "org-a" / "r-2" / f"{TYPE}.csv").exists()
+    with store.write("org-b", "r-1", f"{TYPE}.csv", "csv", key=None) as (writer, out):
+        writer.write(b"b" * 1_000)  # another organisation: its own quota
+    assert out[0].size_bytes == 1_000
+    # with both limits, the smaller room decides and names itself
+    both = ArtifactStore(tmp_path, max_bytes=2_500, org_max_bytes=1_000)
+    with (
+        pytest.raises(ArtifactStoreFullError) as caught,
+        both.write("org-c", "r-1", f"{TYPE}.csv", "csv", key=None) as (writer, _),
+    ):
+        writer.write(b"c" * 501)  # org-c has 1,000 of quota, the store 500 of room
+    assert str(caught.value).startswith("artifact store full: the store limit of 2,500 bytes")
