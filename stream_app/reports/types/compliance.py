@@ -85,7 +85,6 @@ with an exception are held in memory; without one, every balance is read into a 
 from __future__ import annotations
 
 import calendar
-import dataclasses
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -116,7 +115,7 @@ from stream_app.reports.types.base import (
 )
 from stream_app.reports.types.columns import CANCELLATIONS
 from stream_app.reports.types.figures import money, months_between, percent
-from stream_app.reports.validation import validate_for_report
+from stream_app.reports.types.history import with_validation
 
 REPORT_TYPE = "compliance"
 
@@ -872,8 +871,7 @@ async def build_at(ctx: ReportContext, now: datetime) -> ReportTable:
     else:
         data = await load_streamed(ctx.session, ctx.organization, req.date_from, req.date_to)
     table = build_report(data, ctx.organization, req.date_from, req.date_to, now)
-    checked = await validate_for_report(ctx, tables=("bookings", "payments"), skip=OWN_FINDINGS)
-    return dataclasses.replace(table, validation=(*table.validation, *checked.lines()))
+    return await with_validation(ctx, table, ("bookings", "payments"), OWN_FINDINGS)
 
 
 OWN_FINDINGS = frozenset(

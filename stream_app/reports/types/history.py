@@ -9,7 +9,7 @@ function), then attach the validation findings of the tables the report reads
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from datetime import date
 from typing import TypeVar
 
@@ -42,11 +42,16 @@ async def read_history(ctx: ReportContext, read: Read[T]) -> T:
 
 
 async def with_validation(
-    ctx: ReportContext, table: ReportTable, tables: Sequence[TableName]
+    ctx: ReportContext,
+    table: ReportTable,
+    tables: Sequence[TableName],
+    skip: Collection[str] = (),
 ) -> ReportTable:
-    """``table`` carrying the validation findings of ``tables`` for the report's range."""
-    checked = await validate_for_report(ctx, tables=tables)
-    return dataclasses.replace(table, validation=checked.lines())
+    """``table`` carrying, after its own findings, the validation findings of ``tables`` for
+    the report's range (``skip``: the checks left out, as
+    :func:`stream_app.reports.validation.validate_report_input` names them)."""
+    checked = await validate_for_report(ctx, tables=tables, skip=skip)
+    return dataclasses.replace(table, validation=(*table.validation, *checked.lines()))
 
 
 async def build_from_history(

@@ -59,7 +59,6 @@ fewer than 24 no back-test; the report says so.
 from __future__ import annotations
 
 import calendar
-import dataclasses
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -80,7 +79,7 @@ from stream_app.reports.types.base import (
 )
 from stream_app.reports.types.columns import CURRENCY, REVENUE_MINOR, VENUE, VENUE_NAME
 from stream_app.reports.types.figures import WEEKDAYS, money, money_grouped, percent
-from stream_app.reports.validation import validate_for_report
+from stream_app.reports.types.history import with_validation
 
 REPORT_TYPE = "venue_occupancy"
 
@@ -1106,8 +1105,7 @@ async def build(ctx: ReportContext) -> ReportTable:
     table = build_report(ctx.organization, venues, req.date_from, req.date_to, data)
     if "venue_id" in req.data_filters:  # the checks below read the whole organisation
         return table
-    checked = await validate_for_report(ctx, tables=("bookings",), skip=OWN_FINDINGS)
-    return dataclasses.replace(table, validation=(*table.validation, *checked.lines()))
+    return await with_validation(ctx, table, ("bookings",), OWN_FINDINGS)
 
 
 OWN_FINDINGS = frozenset(
