@@ -37,6 +37,11 @@ weekday in that zone, no conversion from UTC is involved):
   currency's minor unit. RevPAS is the venue analogue of the hotel industry's RevPAR, "room
   revenue divided by rooms available" (STR glossary, https://str.com/data-insights/resources/
   glossary; USALI 11th ed.); for a venue of capacity 1 the two are equal.
+- **units sold** (per currency) = the booked units of that currency's bookings on available
+  dates (each covered date of a booking is one unit, uncapped), and **ADR** (average daily
+  rate) = revenue ÷ units sold, rounded half-even to the minor unit: the hotel industry's
+  "room revenue divided by rooms sold" (STR glossary, as above), so RevPAS = ADR × occupancy
+  for a venue never overbooked.
 - **demand index** of a weekday = (booked units ÷ available dates on that weekday) ÷ (booked
   units ÷ available dates over the whole range) × 100: 100 = the venue's average day.
 - **cancellation rate** (rule R4) = cancelled ÷ all bookings with a service date in the range.
@@ -216,6 +221,8 @@ REVENUE_COLUMNS = (
     REVENUE_MINOR,
     Column("revpad", "money", "revenue ÷ available dates, rounded half-even to minor unit"),
     Column("revpas", "money", "revenue ÷ available slots (RevPAR analogue), rounded"),
+    Column("units_sold", "int", "booked units of this currency on the available dates"),
+    Column("adr", "money", "average daily rate: revenue ÷ units sold, rounded half-even"),
 )
 
 REVENUE_TOTAL_COLUMNS = tuple(c for c in REVENUE_COLUMNS if c.name != "month")
@@ -285,6 +292,7 @@ class OccupancyData:
         by_venue: ``{venue: Counts}`` over the whole range.
         revenue_month: ``{venue: {YYYY-MM: {currency: minor}}}``.
         revenue_venue: ``{venue: {currency: minor}}``.
+        sold_month / sold_venue: units sold, keyed as the revenue.
         closed: ``{venue: {YYYY-MM: closed dates in the range}}``.
         bookings_in_range / cancelled_in_range: ``{venue: count}`` by service date in range.
         monthly_bookings: ``{venue: {YYYY-MM: non-cancelled bookings}}`` of the history up
@@ -300,6 +308,8 @@ class OccupancyData:
     by_venue: dict[str, Counts] = field(default_factory=dict)
     revenue_month: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)
     revenue_venue: dict[str, dict[str, int]] = field(default_factory=dict)
+    sold_month: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)
+    sold_venue: dict[str, dict[str, int]] = field(default_factory=dict)
     closed: dict[str, dict[str, int]] = field(default_factory=dict)
     bookings_in_range: dict[str, int] = field(default_factory=dict)
     cancelled_in_range: dict[str, int] = field(default_factory=dict)
@@ -365,17 +375,18 @@ GROUP BY GROUPING SETS ((venue_id, month), (venue_id, isodow), (venue_id))
 REVENUE_SQL = f"""
 WITH {_COMMON_CTES},
 per_day AS (
-    SELECT venue_id, day, currency, sum(share) AS revenue_minor
+    SELECT venue_id, day, currency, sum(share) AS revenue_minor, count(*) AS units
     FROM nights GROUP BY venue_id, day, currency
 )
 SELECT p.venue_id, to_char(p.day, 'YYYY-MM') AS month, p.currency,
-       GROUPING(to_char(p.day, 'YYYY-MM')) AS level, sum(p.revenue_minor) AS revenue_minor
+       GROUPING(to_char(p.day, 'YYYY-MM')) AS level, sum(p.revenue_minor) AS revenue_minor,
+       sum(p.units)::bigint AS units_sold
 FROM per_day p JOIN open_days o ON o.venue_id = p.venue_id AND o.day = p.day
 GROUP BY GROUPING SETS ((p.venue_id, to_char(p.day, 'YYYY-MM'), p.currency),
                         (p.venue_id, p.currency))
 """
-"""Revenue (minor units) of available dates per venue, month and currency (level 0) and per
-venue and currency (level 1)."""
+"""Revenue (minor units) and units sold of available dates per venue, month and currency
+(level 0) and per venue and currency (level 1)."""
 
 CLOSED_SQL = """
 SELECT venue_id, to_char(closed_on, 'YYYY-MM') AS month, count(*)::bigint AS closed
@@ -462,11 +473,15 @@ async def read_data(
                 data.by_venue[venue] = counts
         for r in await conn.fetch(REVENUE_SQL, *args):
             venue, currency, minor = r["venue_id"], r["currency"].strip(), int(r["revenue_minor"])
+            sold = int(r["units_sold"])
             if r["level"] == 0:
                 months = data.revenue_month.setdefault(venue, {})
                 months.setdefault(r["month"], {})[currency] = minor
+                sold_months = data.sold_month.setdefault(venue, {})
+                sold_months.setdefault(r["month"], {})[currency] = sold
             else:
                 data.revenue_venue.setdefault(venue, {})[currency] = minor
+                data.sold_venue.setdefault(venue, {})[currency] = sold
         for r in await conn.fetch(CLOSED_SQL, *args):
             data.closed.setdefault(r["venue_id"], {})[r["month"]] = r["closed"]
         data.closed_date_units = await conn.fetchval(CLOSED_UNITS_SQL, *args)
@@ -682,14 +697,18 @@ def build_report(
         for month, _ in months:
             c = data.by_month.get(venue.id, {}).get(month, empty)
             by_currency = data.revenue_month.get(venue.id, {}).get(month) or {org.currency: 0}
+            sold = data.sold_month.get(venue.id, {}).get(month, {})
             for currency, minor in sorted(by_currency.items()):
-                revenue_rows.append(_revenue_row(venue, month, currency, minor, c))
+                revenue_rows.append(
+                    _revenue_row(venue, month, currency, minor, c, sold.get(currency, 0))
+                )
     revenue_total_rows: list[list[Cell]] = []
     for venue in venues:
         c = data.by_venue.get(venue.id, empty)
         by_currency = data.revenue_venue.get(venue.id) or {org.currency: 0}
+        sold = data.sold_venue.get(venue.id, {})
         for currency, minor in sorted(by_currency.items()):
-            row = _revenue_row(venue, None, currency, minor, c)
+            row = _revenue_row(venue, None, currency, minor, c, sold.get(currency, 0))
             revenue_total_rows.append([*row[:2], *row[3:]])
 
     recommendations = _recommendations(venues, months, data, org.currency)
@@ -786,7 +805,7 @@ def build_report(
 
 
 def _revenue_row(
-    venue: Venue, month: str | None, currency: str, minor: int, c: Counts
+    venue: Venue, month: str | None, currency: str, minor: int, c: Counts, sold: int
 ) -> list[Cell]:
     slots = None if venue.capacity is None else c.available_slots
     return [
@@ -800,6 +819,8 @@ def _revenue_row(
         minor,
         per_unit(minor, c.available_dates, currency),
         None if slots is None else per_unit(minor, slots, currency),
+        sold,
+        per_unit(minor, sold, currency),
     ]
 
 
@@ -1014,9 +1035,12 @@ def _kpis(
         ),
     ]
     revenue: dict[str, int] = defaultdict(int)
+    sold: dict[str, int] = defaultdict(int)
     for v in venues:
         for currency, minor in data.revenue_venue.get(v.id, {}).items():
             revenue[currency] += minor
+        for currency, units in data.sold_venue.get(v.id, {}).items():
+            sold[currency] += units
     for currency, minor in sorted(revenue.items()):
         kpis.append(Kpi(f"Revenue of available dates ({currency})", money_grouped(minor, currency)))
         pad = per_unit(minor, dates, currency)
@@ -1024,6 +1048,13 @@ def _kpis(
             Kpi(
                 f"RevPAD, all venues ({currency})",
                 "n/a" if pad is None else format(Decimal(pad), ","),
+            )
+        )
+        adr = per_unit(minor, sold[currency], currency)
+        kpis.append(
+            Kpi(
+                f"ADR, all venues ({currency})",
+                "n/a" if adr is None else format(Decimal(adr), ","),
             )
         )
     forecast_total = sum(int(str(r[3])) for r in forecast_rows)

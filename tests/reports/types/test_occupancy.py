@@ -121,6 +121,7 @@ class Expected:
         ids = set(self.cap)
         self.units: Counter[tuple[str, date]] = Counter()
         self.revenue: Counter[tuple[str, date, str]] = Counter()
+        self.sold: Counter[tuple[str, date, str]] = Counter()  # unit-dates sold per currency
         self.closed_units = 0
         self.in_range: Counter[str] = Counter()
         self.cancelled: Counter[str] = Counter()
@@ -160,6 +161,7 @@ class Expected:
                     self.closed_units += 1
                     continue
                 self.units[(v, day)] += 1
+                self.sold[(v, day, b.currency)] += 1
                 self.revenue[(v, day, b.currency)] += q + (1 if i < r else 0)
         self.days = [d0 + timedelta(days=i) for i in range((d1 - d0).days + 1)]
         self.open = {v: [d for d in self.days if (v, d) not in closed] for v in self.cap}
@@ -225,9 +227,14 @@ class Expected:
                 minor,
                 per(minor, a, c),
                 None if slots is None else per(minor, slots, c),
+                self.sold_of(v, days, c),
+                per(minor, self.sold_of(v, days, c), c),  # ADR: revenue ÷ units sold
             ]
             for c, minor in sorted((self.revenue_of(v, days) or {self.currency: 0}).items())
         ]
+
+    def sold_of(self, v: str, days: list[date], currency: str) -> int:
+        return sum(self.sold[(v, d, currency)] for d in days)
 
     def revenue_rows(self) -> list[list[Any]]:
         return [
@@ -388,13 +395,19 @@ def check_report(table: ReportTable, exp: Expected, horizon: int = 12) -> None:
                 12 * len(per_venue), fixed2(pooled), fixed2(pooled_mape), len(exp.all_ape), "ok"
             ]  # fmt: skip
     revenue: Counter[str] = Counter()
+    sold: Counter[str] = Counter()
     dates = 0
     for v in exp.cap:
         revenue.update(exp.revenue_of(v, exp.open[v]))
+        for c in EXPONENT:
+            sold[c] += exp.sold_of(v, exp.open[v], c)
         dates += len(exp.open[v])
     for currency, minor in revenue.items():
         assert kpis[f"Revenue of available dates ({currency})"] == format(
             Decimal(major(minor, currency)), ","
+        )
+        assert kpis[f"ADR, all venues ({currency})"] == format(
+            Decimal(str(per(minor, sold[currency], currency))), ","
         )
         assert kpis[f"RevPAD, all venues ({currency})"] == format(
             Decimal(str(per(minor, dates, currency))), ","
@@ -550,7 +563,7 @@ async def test_hotel_report_in_every_format(
     table = _materialised(
         await build_via_registry(pg_pool, hotel.ORGANIZATION_ID, HOTEL_FROM, HOTEL_TO)
     )
-    assert len(table.kpis) == 8 and len(table.validation) == 1
+    assert len(table.kpis) == 9 and len(table.validation) == 1
     check_formats(tmp_path, table, hotel_expected)
 
 
