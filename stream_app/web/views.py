@@ -575,8 +575,9 @@ async def venue_metrics(
 
 async def check_venue_filter(pool: asyncpg.Pool, org: str, req: ReportRequest) -> None:
     """Refuse a request whose ``data_filters.venue_id`` names a venue the organisation does
-    not have (another organisation's venues are unknown here too), before anything is
-    recorded: the request would only fail later with the same cause.
+    not have (another organisation's venues are unknown here too), or whose report type takes
+    no venue filter, before anything is recorded: the request would only fail later with the
+    same cause.
 
     Raises:
         ApiError: 400 naming ``$.data_filters.venue_id`` and the unknown ids.
@@ -584,6 +585,16 @@ async def check_venue_filter(pool: asyncpg.Pool, org: str, req: ReportRequest) -
     wanted = req.data_filters.get("venue_id")
     if not wanted:
         return
+    if not registry.get(req.report_type).venue_filter:
+        # refused up front for every token, as ``…/reports/validate`` refuses it (a trial
+        # user's organisation-wide token got 202, then the report failed on its filter)
+        raise ApiError(
+            400,
+            "invalid_field",
+            f"not supported by report type {req.report_type!r}, which covers the whole"
+            " organisation",
+            field="$.data_filters.venue_id",
+        )
     async with pool.acquire() as conn:
         known = {v.id for v in await fetch_venues(conn, org)}
     unknown = sorted(set(wanted) - known)

@@ -16,7 +16,7 @@ from stream_app.db.tenancy import Organization, Venue, upsert_organization
 from stream_app.devservices.workers import WorkerProcess
 from stream_app.settings import Settings
 from tests.conftest import OrgFactory
-from tests.e2e.helpers import auth, report_body, request_report_http, schedule_body
+from tests.e2e.helpers import auth, db_value, report_body, request_report_http, schedule_body
 
 
 async def call(
@@ -439,3 +439,29 @@ async def test_recipient_filters_every_run_would_fail_on_are_refused_at_once(
             "error"
         ]["reason"]
     )
+
+
+async def test_a_venue_filter_on_an_organisation_wide_type_is_refused_before_recording(
+    settings: Settings, main_worker: WorkerProcess, make_org: OrgFactory
+) -> None:
+    """A trial user's organisation-wide token got 202 for ``planner_portfolio`` with a venue
+    filter; the report was recorded, then failed on the filter."""
+    await make_org(
+        "wide-org", name="W", zone="UTC", currency="EUR", venues=[Venue("hall", "Hall", 2)]
+    )
+    h = auth(settings, "wide-org", role="analyst")
+    body = {
+        "report_id": "wide-1",
+        "report_type": "planner_portfolio",
+        "date_from": "2025-01-01",
+        "date_to": "2025-06-30",
+        "output_formats": ["csv"],
+        "data_filters": {"venue_id": ["hall"]},
+    }
+    status, answer = await call(main_worker, "POST", "/orgs/wide-org/reports", h, json=body)
+    assert (status, answer["error"]["field"]) == (400, "$.data_filters.venue_id"), answer
+    assert "covers the whole organisation" in answer["error"]["reason"]
+    recorded = await db_value(
+        settings, "SELECT count(*) FROM reports WHERE organization_id = 'wide-org'"
+    )
+    assert recorded == 0

@@ -10,7 +10,9 @@ Definitions:
   organisation's zone) is inside the request's range and whose booking is not cancelled;
   **covers** are the meals it served;
 - **revenue** of an event: the amount of its booking (covers × the menu's price per cover
-  when it was booked), exact minor units, in the booking's currency;
+  when it was booked), exact minor units, in the booking's currency; a booking whose amount is
+  not that, or that carries several events (each then counts its whole amount), is named in a
+  validation warning;
 - **quantity used** of an ingredient: what was taken from stock for the event, in the
   ingredient's unit (kg, l or piece); **quantity wasted**: the part of it thrown away;
 - **ingredient cost** = Σ quantity used × unit cost (minor units per unit), exact, shown
@@ -173,6 +175,52 @@ INGREDIENT_SQL = f"""
 """
 
 
+SHARED_SQL = f"""
+    WITH ev AS ({_EVENTS})
+    SELECT e.booking_id, array_agg(e.id ORDER BY e.id) AS events
+    FROM catering_events e
+    WHERE e.organization_id = $1 AND e.id IN (SELECT id FROM ev)
+    GROUP BY e.booking_id HAVING count(*) > 1
+    ORDER BY e.booking_id
+"""
+"""Bookings that carry more than one of the range's events: each event counts the booking's
+whole amount as its revenue."""
+
+PRICED_SQL = f"""
+    WITH ev AS ({_EVENTS})
+    SELECT ev.id, ev.covers, ev.amount_minor, ev.currency, m.price_per_cover_minor
+    FROM ev JOIN catering_menus m ON m.organization_id = $1 AND m.id = ev.menu_id
+    WHERE m.currency = ev.currency AND ev.amount_minor <> ev.covers * m.price_per_cover_minor
+    ORDER BY ev.event_date, ev.id
+"""
+"""Events whose booking amount is not covers × the menu's price per cover (same currency)."""
+
+
+def _findings(shared: list[Any], priced: list[Any]) -> tuple[str, ...]:
+    """Warnings about revenue the report takes as it stands: a booking counted by several
+    events, an amount other than covers × price (a trial user's planner booked the whole
+    wedding under the catering booking: 19,561.08 against 162 × 95.00)."""
+    out: list[str] = []
+    if shared:
+        examples = "; ".join(f"{r['booking_id']}: {', '.join(r['events'])}" for r in shared[:3])
+        out.append(
+            f"warning: {len(shared)} booking(s) carry more than one catering event in the range:"
+            " each event takes the booking's whole amount as its revenue, so the menu and total"
+            f" revenue count it once per event (e.g. {examples})"
+        )
+    if priced:
+        r = priced[0]
+        cur = r["currency"].strip()
+        price = r["price_per_cover_minor"]
+        out.append(
+            f"warning: {len(priced)} event(s) have a booking amount other than covers × the"
+            f" menu's price per cover; revenue is the booking's amount (e.g. {r['id']}:"
+            f" {money(r['amount_minor'], cur)} against {r['covers']} × {money(price, cur)} ="
+            f" {money(r['covers'] * price, cur)} {cur})"
+        )
+    return tuple(out)
+
+
 def _figures(revenue: int, cost: Decimal, waste: Decimal, currency: str) -> list[Cell]:
     """revenue, ingredient cost, waste cost, waste share, margin, margin % of one row."""
     cost_minor = round_minor(cost)
@@ -202,6 +250,8 @@ async def _read(
             "across currencies is not computed"
         )
     return {
+        "shared": await conn.fetch(SHARED_SQL, org_id, date_from, date_to),
+        "priced": await conn.fetch(PRICED_SQL, org_id, date_from, date_to),
         "menus": await conn.fetch(MENU_SQL, org_id, date_from, date_to),
         "events": await conn.fetch(EVENT_SQL, org_id, date_from, date_to),
         "ingredients": await conn.fetch(INGREDIENT_SQL, org_id, date_from, date_to),
@@ -283,6 +333,7 @@ def build_report(
             ),
         ),
         kpis=kpis,
+        validation=_findings(data.get("shared", []), data.get("priced", [])),
     )
 
 

@@ -29,6 +29,7 @@ before has one row in the organisation's currency with zeros), by office id and 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from datetime import date
 from decimal import Decimal
 from typing import Any
@@ -120,10 +121,25 @@ FIGURES_SQL = """
 """
 
 
+UNASSIGNED_SQL = """
+    SELECT b.currency, count(*) AS bookings,
+           coalesce(sum(b.amount_minor) FILTER (WHERE b.status <> 'cancelled'), 0)::bigint
+               AS revenue,
+           (array_agg(b.id ORDER BY b.id))[1:5] AS examples
+    FROM bookings b
+    WHERE b.organization_id = $1 AND b.service_date BETWEEN $2 AND $3
+      AND (b.office_id IS NULL OR NOT EXISTS (
+          SELECT 1 FROM offices o WHERE o.organization_id = $1 AND o.id = b.office_id))
+    GROUP BY b.currency ORDER BY b.currency
+"""
+"""Bookings of the range the office figures leave out: no office, or one not registered."""
+
+
 async def _read(
     conn: asyncpg.Connection, org_id: str, date_from: date, date_to: date
 ) -> dict[str, Any]:
     return {
+        "unassigned": await conn.fetch(UNASSIGNED_SQL, org_id, date_from, date_to),
         "offices": await conn.fetch(OFFICES_SQL, org_id),
         "figures": await conn.fetch(
             FIGURES_SQL, org_id, date_from, date_to, year_earlier(date_from), year_earlier(date_to)
@@ -246,6 +262,25 @@ def build_report(
             ),
         ),
         kpis=kpis,
+        validation=_unassigned(data.get("unassigned", ())),
+    )
+
+
+def _unassigned(rows: Sequence[Any]) -> tuple[str, ...]:
+    """A warning for the bookings of the range without an office or with one not registered:
+    no office row counts them, so the organisation totals leave them out (a trial user's
+    €37,622.64 went missing without a word)."""
+    if not rows:
+        return ()
+    count = sum(int(r["bookings"]) for r in rows)
+    amounts = ", ".join(
+        f"{r['currency'].strip()} {money(int(r['revenue']), r['currency'].strip())}" for r in rows
+    )
+    examples = sorted({e for r in rows for e in r["examples"]})[:5]
+    return (
+        f"warning: {count} booking(s) in the range have no office or one not registered in"
+        f" offices, left out of every figure (revenue not cancelled: {amounts}; e.g."
+        f" {', '.join(examples)})",
     )
 
 

@@ -8,6 +8,7 @@ table read back from each file.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
@@ -142,3 +143,69 @@ async def test_mixed_currencies_are_refused(rows: Chunk, settings: Settings) -> 
             "UPDATE catering_ingredients SET currency = 'EUR' WHERE organization_id = $1", ORG
         )
         await conn.close()
+
+
+async def test_revenue_taken_as_it_stands_is_warned(rows: Chunk, settings: Settings) -> None:
+    """A trial user's second event on one booking counted its whole amount twice, and a
+    booking amount other than covers × price was taken silently. The generated data obeys
+    both (no warning); one event added on a booking of another, and one booking's amount
+    changed, are each named."""
+
+    def revenue_findings(found: Sequence[str]) -> list[str]:
+        return [v for v in found if "catering event" in v or "price per cover" in v]
+
+    clean = await synth.build(settings, "catering_cost", ORG, FROM, TO)
+    assert revenue_findings(clean.validation) == []  # the generator: one event, covers × price
+    bookings = {b[1]: b for b in rows["bookings"]}
+    events = sorted(
+        (
+            e
+            for e in rows["catering_events"]
+            if FROM <= e[5] <= TO and bookings[e[2]][12] != "cancelled"
+        ),
+        key=lambda e: (e[5], e[1]),
+    )
+    first, second = events[0], events[1]
+    price = {m[1]: m[3] for m in rows["catering_menus"]}[second[4]]
+    conn = await asyncpg.connect(settings.postgres_dsn)
+    try:
+        await conn.execute(
+            "INSERT INTO catering_events (organization_id, id, booking_id, wedding_id, menu_id,"
+            " event_date, covers) VALUES ($1, 'ev-extra', $2, $3, $4, $5, 20)",
+            ORG, first[2], first[3], first[4], first[5],
+        )  # fmt: skip
+        await conn.execute(
+            "UPDATE bookings SET amount_minor = amount_minor + 1 WHERE organization_id = $1"
+            " AND id = $2",
+            ORG, second[2],
+        )  # fmt: skip
+        table = await synth.build(settings, "catering_cost", ORG, FROM, TO)
+    finally:
+        await conn.execute(
+            "DELETE FROM catering_events WHERE organization_id = $1 AND id = 'ev-extra'", ORG
+        )
+        await conn.execute(
+            "UPDATE bookings SET amount_minor = amount_minor - 1 WHERE organization_id = $1"
+            " AND id = $2",
+            ORG, second[2],
+        )  # fmt: skip
+        await conn.close()
+    pair = ", ".join(sorted([first[1], "ev-extra"]))
+    # both off covers × price: the changed booking's event, and the added one (20 covers on
+    # another event's booking); the first by date and id is the example
+    menu_price = {m[1]: m[3] for m in rows["catering_menus"]}
+    off = sorted(
+        [
+            (second[5], second[1], bookings[second[2]][10] + 1, second[6], price),
+            (first[5], "ev-extra", bookings[first[2]][10], 20, menu_price[first[4]]),
+        ]
+    )
+    _, example, amount, covers, each = off[0]
+    assert revenue_findings(table.validation) == [
+        f"warning: 1 booking(s) carry more than one catering event in the range: each event"
+        f" takes the booking's whole amount as its revenue, so the menu and total revenue count"
+        f" it once per event (e.g. {first[2]}: {pair})",
+        f"warning: 2 event(s) have a booking amount other than covers × the menu's price per"
+        f" cover; revenue is the booking's amount (e.g. {example}: {amount / 100:.2f} against"
+        f" {covers} × {each / 100:.2f} = {covers * each / 100:.2f} EUR)",
+    ]

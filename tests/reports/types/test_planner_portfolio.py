@@ -129,3 +129,36 @@ async def test_no_offices_is_refused_even_with_history(settings: Settings) -> No
     )
     with pytest.raises(ReportInputError, match=r"'test-no-offices' has no offices"):
         await synth.build(settings, "planner_portfolio", "test-no-offices", FROM, TO)
+
+
+async def test_bookings_without_a_registered_office_are_named_not_dropped_silently(
+    rows: Chunk, settings: Settings
+) -> None:
+    """A trial user's bookings with no office, or an office not in ``offices``, were left
+    out of every figure (€37,622.64) without a word."""
+    conn = await asyncpg.connect(settings.postgres_dsn)
+    extra = [("b-ghost", "of-ghost", 415549, "booked"), ("b-none", None, 3346715, "completed"),
+             ("b-gone", None, 999, "cancelled")]  # fmt: skip
+    try:
+        for bid, office, amount, status in extra:
+            await conn.execute(
+                "INSERT INTO bookings (organization_id, id, office_id, service_date, booked_at,"
+                " amount_minor, currency, status) VALUES ($1, $2, $3, '2025-03-10',"
+                " '2025-01-02T10:00:00Z', $4, 'CAD', $5)",
+                ORG, bid, office, amount, status,
+            )  # fmt: skip
+        table = await synth.build(settings, "planner_portfolio", ORG, FROM, TO)
+    finally:
+        await conn.execute(
+            "DELETE FROM bookings WHERE organization_id = $1 AND id = ANY($2::text[])",
+            ORG,
+            [e[0] for e in extra],
+        )
+        await conn.close()
+    want, _ = expected(rows)  # the office rows are unchanged
+    synth.assert_rows(table.rows, COLUMNS, want)
+    assert (
+        "warning: 3 booking(s) in the range have no office or one not registered in offices,"
+        " left out of every figure (revenue not cancelled: CAD 37622.64; e.g. b-ghost, b-gone,"
+        " b-none)"
+    ) in table.validation
