@@ -157,6 +157,7 @@ DATASETS: dict[str, Dataset] = {
                 FieldSpec("supplier_id", "text", "supplier id"),
                 FieldSpec("client_id", "text", "client id"),
                 FieldSpec("wedding_id", "text", "wedding id"),
+                FieldSpec("office_id", "text", "the planner office that booked it (migration 003)"),
                 FieldSpec("service_date", "date", "local date of the service (wedding, arrival)"),
                 FieldSpec("nights", "int", "nights of a stay (0 for a day service)"),
                 FieldSpec("booked_at", "timestamp", "when the booking was made (UTC)"),
