@@ -117,7 +117,7 @@ def shown(value: Any, column_type: str) -> str:
         return ""
     if isinstance(value, int):
         return f"{value:,}"
-    if column_type == "money":
+    if column_type in ("money", "decimal"):
         whole, _, frac = str(value).partition(".")
         sign = "-" if whole.startswith("-") else ""
         digits = f"{int(whole.lstrip('-')):,}"
@@ -182,7 +182,7 @@ def _excel_matches(value: Any, cell: Any, kind: str) -> None:
         assert cell is None
     elif kind == "int":
         assert type(cell) is int and cell == value
-    elif kind == "money":
+    elif kind in ("money", "decimal"):
         assert isinstance(cell, (int, float))
         assert Decimal(repr(float(cell))) == Decimal(value)
     elif kind == "percent":

@@ -92,7 +92,7 @@ BENCHMARK_COLUMNS = (
     CANCELLATION_RATE,
     Column("revenue", "money", "revenue, all offices"),
     Column("mean_revenue_per_office", "money", "revenue / offices, rounded half-even"),
-    Column("mean_weddings_per_office", "text", "weddings / offices, 2 decimals"),
+    Column("mean_weddings_per_office", "decimal", "weddings / offices, 2 decimals"),
     AVERAGE_BOOKING_VALUE,
     Column("prior_revenue", "money", "revenue a year earlier"),
     REVENUE_GROWTH,
