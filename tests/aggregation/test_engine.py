@@ -508,7 +508,7 @@ async def test_bookings_group_by_the_planner_office(agg_data: AggData) -> None:
             "group_by": ["office_id"],
             "metrics": [{"op": "count"}, {"op": "sum", "field": "amount_minor"}],
         }
-        answer = (await aggregate(pool, org, body)).to_json()
+        answer: dict[str, Any] = (await aggregate(pool, org, body)).to_json()
     finally:
         await pool.close()
     assert [c["name"] for c in answer["columns"]][:2] == ["office_id", "currency"]
