@@ -764,6 +764,28 @@ async def _check_own_report(conn: asyncpg.Connection, principal: Principal, repo
         )
 
 
+async def _no_file(conn: asyncpg.Connection, rec: report_db.ReportRecord, fmt: str) -> str:
+    """Why a report has no ``fmt`` file to download: not requested (a trial user read "no
+    completed 'pdf' file" of a report asked in CSV and JSON), not completed, or removed."""
+    async with tenant_read(conn, rec.organization_id):
+        requested = await conn.fetchval(
+            "SELECT request -> 'output_formats' FROM reports WHERE organization_id = $1"
+            " AND id = $2",
+            rec.organization_id,
+            rec.id,
+        )
+    formats = orjson.loads(requested) if isinstance(requested, str) else requested
+    if isinstance(formats, list) and fmt not in formats:
+        shown = ", ".join(str(f) for f in formats)
+        return f"{fmt} was not requested for this report (formats: {shown})"
+    if rec.status != "completed":
+        state = {"failed": "the report failed", "cancelled": "the report was cancelled"}.get(
+            rec.status, f"the report is {rec.status}"
+        )
+        return f"{state}: a report has files once it is completed"
+    return f"report has no completed {fmt!r} file (removed by an erasure or the retention rule)"
+
+
 @page(
     "/orgs/{org}/reports/{report_id}/files/{fmt}",
     permission=Permission.REPORTS_READ,
@@ -781,19 +803,19 @@ async def report_file(
             400,
             "invalid_field",
             f"{quoted(fmt)} is not a report format (one of {sorted(OUTPUT_FORMATS)})",
-            field="format",
+            field="path.fmt",
         )
     pool = await get_pool(settings.postgres_dsn)
     async with pool.acquire() as conn:
         rec = await scoped_report(conn, principal, org, report_id)
-    match = [a for a in rec.artifacts if a["format"] == fmt]
-    if rec.organization_id != org or rec.status != "completed" or not match:
-        raise ApiError(404, "not_found", f"report has no completed {fmt!r} file", field="format")
+        match = [a for a in rec.artifacts if a["format"] == fmt]
+        if rec.organization_id != org or rec.status != "completed" or not match:
+            raise ApiError(404, "not_found", await _no_file(conn, rec, fmt), field="path.fmt")
     try:  # derived from (organisation, report id, type, format); the row's path is not read
         rel = artifact_relpath(org, rec.id, rec.report_type, fmt)
         artifact_path(settings.artifact_dir, org, rec.id, rec.report_type, fmt)
     except ArtifactPathError:
-        raise ApiError(404, "not_found", f"report has no {fmt!r} file", field="format") from None
+        raise ApiError(404, "not_found", f"report has no {fmt!r} file", field="path.fmt") from None
     keys = await get_keyring(settings.postgres_dsn)
     reader = await open_for_download(settings.artifact_dir, org, rel, keys)
     path = reader.path

@@ -121,7 +121,7 @@ async def test_bad_report_requests_are_400_naming_the_field(
     status, body = await call(main_worker, "GET", "/orgs/org-a/reports/nope", h)
     assert (status, body["error"]["code"]) == (404, "not_found")
     status, body = await call(main_worker, "GET", "/orgs/org-a/reports/nope/files/xlsx", h)
-    assert (status, body["error"]["field"]) == (400, "format")
+    assert (status, body["error"]["field"]) == (400, "path.fmt")
     assert "['csv', 'excel', 'json', 'pdf', 'powerpoint']" in body["error"]["reason"]
 
 
@@ -186,6 +186,20 @@ async def test_known_report_id_is_a_conflict_and_internal_webhooks_are_refused(
     }
     first = await request_report_http(main_worker.url, settings, "conflict-org", body_in)
     assert first["status"] == "failed"  # the organisation has no venues
+    # a file: not requested, then not completed, each said (a trial user read "no completed
+    # 'pdf' file" of a report never asked in PDF)
+    files = "/orgs/conflict-org/reports/same-id-1/files"
+    status, body = await call(main_worker, "GET", f"{files}/pdf", h)
+    assert (status, body["error"]["field"], body["error"]["reason"]) == (
+        404,
+        "path.fmt",
+        "pdf was not requested for this report (formats: csv)",
+    )
+    status, body = await call(main_worker, "GET", f"{files}/csv", h)
+    assert (status, body["error"]["reason"]) == (
+        404,
+        "the report failed: a report has files once it is completed",
+    )
     status, body = await call(
         main_worker,
         "POST",
