@@ -73,8 +73,10 @@ COLUMNS = (
     Column("prior_revenue", "money", "revenue of the same dates a year earlier"),
     Column("weddings_growth", "percent", "(weddings − prior) / prior × 100"),
     REVENUE_GROWTH,
-    Column("revenue_index", "percent", "revenue / organisation mean per office × 100"),
-    Column("cancellation_vs_org", "percent", "cancellation rate − organisation rate (points)"),
+    Column("revenue_index", "decimal", "revenue / organisation mean per office × 100 (100 = mean)"),
+    Column(
+        "cancellation_vs_org", "decimal", "cancellation rate − organisation rate, percentage points"
+    ),
 )
 
 CHART = ChartSpec(
