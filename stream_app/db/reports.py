@@ -307,24 +307,42 @@ async def set_status(
     return bool(result.endswith(" 1"))
 
 
-async def cancel(conn: asyncpg.Connection, organization_id: str, report_id: str) -> str | None:
-    """Cancel a ``queued`` or ``processing`` report of ``organization_id``.
+NOT_THE_OWNERS = "not_the_owners"
+"""What :func:`cancel` answers for a report of another user than ``owner``."""
+
+
+async def cancel(
+    conn: asyncpg.Connection, organization_id: str, report_id: str, owner: str | None = None
+) -> str | None:
+    """Cancel a ``queued`` or ``processing`` report of ``organization_id`` (only one that
+    ``owner`` requested, when given: checked in the same statement, so no report of another
+    user is cancelled in the moment between a check and the change).
 
     Returns:
-        ``"cancelled"`` when this call cancelled it, else the report's current status
-        (``completed``, ``failed`` or already ``cancelled``), or None when there is no such
-        report in the organisation.
+        ``"cancelled"`` when this call cancelled it, :data:`NOT_THE_OWNERS` when it is another
+        user's, else the report's current status (``completed``, ``failed`` or already
+        ``cancelled``), or None when there is no such report in the organisation.
     """
     async with tenant_transaction(conn, organization_id):
         row = await conn.fetchrow(
             "UPDATE reports SET status = 'cancelled', error = 'cancelled by request',"
             " updated_at = now() WHERE organization_id = $1 AND id = $2"
-            " AND status IN ('queued', 'processing') RETURNING status",
+            " AND status IN ('queued', 'processing') AND ($3::text IS NULL OR user_id = $3)"
+            " RETURNING status",
             organization_id,
             report_id,
+            owner,
         )
         if row is not None:
             return "cancelled"
+        if owner is not None:
+            user = await conn.fetchval(
+                "SELECT user_id FROM reports WHERE organization_id = $1 AND id = $2",
+                organization_id,
+                report_id,
+            )
+            if user is not None and user != owner:
+                return NOT_THE_OWNERS
         return await current_status(conn, organization_id, report_id)
 
 

@@ -41,7 +41,7 @@ def tracked(
 
 
 async def cancel_report(
-    organization_id: str, report_id: str, *, actor: str = "system"
+    organization_id: str, report_id: str, *, actor: str = "system", owner: str | None = None
 ) -> str | None:
     """Cancel a queued or running report of ``organization_id`` (see the module docstring).
 
@@ -51,11 +51,14 @@ async def cancel_report(
     Returns:
         ``"cancelled"`` when this call cancelled it (and published ``cancelled``), else the
         report's final status (``completed``, ``failed``, ``cancelled``), or None when the
-        organisation has no such report.
+        organisation has no such report; with ``owner``, only a report that user requested
+        is cancelled (:data:`stream_app.db.reports.NOT_THE_OWNERS` for another's).
     """
     pool = await get_pool(settings.postgres_dsn)
     async with pool.acquire() as conn:
-        outcome, status = await cancel_in_db(conn, organization_id, report_id, actor=actor)
+        outcome, status = await cancel_in_db(
+            conn, organization_id, report_id, actor=actor, owner=owner
+        )
     if status is None:
         return outcome
     found = running.get((organization_id, report_id))

@@ -19,7 +19,12 @@ from stream_app.schemas.updates import ReportStatus
 
 
 async def cancel_in_db(
-    conn: asyncpg.Connection, organization_id: str, report_id: str, *, actor: str
+    conn: asyncpg.Connection,
+    organization_id: str,
+    report_id: str,
+    *,
+    actor: str,
+    owner: str | None = None,
 ) -> tuple[str | None, ReportStatus | None]:
     """Move a queued or processing report of ``organization_id`` to ``cancelled``.
 
@@ -29,11 +34,13 @@ async def cancel_in_db(
 
     Returns:
         ``(outcome, status)``: ``outcome`` is ``"cancelled"`` when the report is cancelled,
-        else its final status, or None when the organisation has no such report; ``status``
-        is the ``cancelled`` message to publish, None when there is nothing to publish.
+        :data:`stream_app.db.reports.NOT_THE_OWNERS` when ``owner`` is given and the report
+        is another user's, else its final status, or None when the organisation has no such
+        report; ``status`` is the ``cancelled`` message to publish, None when there is
+        nothing to publish.
     """
     async with tenant_transaction(conn, organization_id):
-        outcome = await report_db.cancel(conn, organization_id, report_id)
+        outcome = await report_db.cancel(conn, organization_id, report_id, owner)
         if outcome == "cancelled":
             await audit_events.record(
                 conn, organization_id, actor, "report.status", report_id, {"status": outcome}

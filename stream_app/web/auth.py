@@ -116,7 +116,8 @@ def bearer_token(request: web.Request) -> str:
     scheme, token = _CREDENTIALS.fullmatch(header).groups()  # type: ignore[union-attr]
     if scheme.lower() != "bearer":
         # named when it is a scheme's name (not echoed when it may be a credential)
-        named = f", not {scheme!r}" if scheme.isalpha() and len(scheme) <= 20 else ""
+        # (a lone word may be a bare token: an attacker round had one echoed back)
+        named = f", not {scheme!r}" if token and scheme.isalpha() and len(scheme) <= 20 else ""
         raise ApiError(
             401,
             "unauthorized",

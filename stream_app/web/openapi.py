@@ -464,6 +464,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
                 "time_zone": {"type": "string"},
                 "min_interval_seconds": {"type": "integer"},
                 "fire_times": {"type": "array", "items": TIME},
+                "complete": {"type": "boolean"},
             }
         ),
         query=(

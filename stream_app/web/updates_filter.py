@@ -121,8 +121,12 @@ def parse_filter(principal: Principal, metric: str | None, venue: str | None) ->
     metrics = _values(metric, "metric")
     for m in metrics or ():
         if not _METRIC.match(m):
+            # not echoed: an attacker round sent a token there and had it answered back
             raise ApiError(
-                400, "invalid_field", f"metric: {m!r} is not a metric name ([a-z0-9_])", "metric"
+                400,
+                "invalid_field",
+                "metric: a value is not a metric name (a-z first, then 0-63 of a-z, 0-9, _)",
+                "metric",
             )
         if m not in KNOWN_METRICS:
             raise ApiError(

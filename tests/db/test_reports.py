@@ -19,6 +19,8 @@ import pytest
 from stream_app.db.history import BookingRow, copy_bookings
 from stream_app.db.reports import (
     HISTORY_STREAM,
+    NOT_THE_OWNERS,
+    cancel,
     claim_processing,
     data_versions,
     fetch_report,
@@ -300,3 +302,23 @@ async def test_a_claim_is_taken_back_only_by_the_worker_that_holds_it(
     assert await reclaim_own(app_conn, A, rid, "w2")
     assert await set_status(app_conn, A, rid, "completed")
     assert not await reclaim_own(app_conn, A, rid, "w2")
+
+
+async def test_a_cancel_for_an_owner_changes_only_that_users_report(
+    orgs: None, app_conn: asyncpg.Connection
+) -> None:
+    """The owner is part of the cancelling statement: an attacker round's analyst cancelled
+    other users' reports in the moment between a separate check and the change."""
+    rid = f"owned-{_RUN}"
+    assert await insert_queued(
+        app_conn, report_id=rid, organization_id=A, user_id="admin-ana",
+        report_type="monthly_booking_summary", request={},
+    )  # fmt: skip
+    assert await cancel(app_conn, A, rid, "analyst-rui") == NOT_THE_OWNERS
+    row = await fetch_report(app_conn, A, rid)
+    assert row is not None and row.status == "queued"
+    assert await cancel(app_conn, B, rid, "admin-ana") is None  # B has no such report
+    assert await cancel(app_conn, A, "no-such", "analyst-rui") is None
+    assert await cancel(app_conn, A, rid, "admin-ana") == "cancelled"
+    assert await cancel(app_conn, A, rid, "analyst-rui") == NOT_THE_OWNERS  # still not theirs
+    assert await cancel(app_conn, A, rid) == "cancelled"  # no owner: any (final, answered so)

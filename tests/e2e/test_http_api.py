@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from datetime import datetime, timedelta
 from typing import Any
@@ -356,7 +357,11 @@ async def test_a_preview_runs_as_the_schedule_would(
     base = "/orgs/preview-org/schedules/preview"
     status, body = await call(main_worker, "GET", base + "?cron=*%20*%20*%20*%20*", h)
     assert status == 200, body
-    assert (body["time_zone"], body["min_interval_seconds"]) == ("America/New_York", 300)
+    assert (body["time_zone"], body["min_interval_seconds"], body["complete"]) == (
+        "America/New_York",
+        300,
+        True,
+    )
     times = [datetime.fromisoformat(t) for t in body["fire_times"]]
     assert len(times) == 5 and times[0].second == 0
     assert [b - a for a, b in itertools.pairwise(times)] == [timedelta(minutes=5)] * 4
@@ -369,6 +374,15 @@ async def test_a_preview_runs_as_the_schedule_would(
         assert (local.hour, local.minute) == (8, 0), t
     status, body = await call(main_worker, "GET", base + "?cron=0%208%20*%20*%20*&time_zone=UTC", h)
     assert {datetime.fromisoformat(x).hour for x in body["fire_times"]} == {8}
+    # a rare expression, 1,000 asked (an attacker round's held the loop 3 s): the fifth
+    # Mondays of February up to 2099 only, at once
+    rare = "?cron=0%200%20*%202%201%235&count=1000&time_zone=UTC"
+    started = asyncio.get_running_loop().time()
+    status, body = await call(main_worker, "GET", base + rare, h)
+    assert asyncio.get_running_loop().time() - started < 2.0
+    years = [datetime.fromisoformat(x).year for x in body["fire_times"]]
+    assert status == 200 and body["complete"] is True and years and max(years) <= 2099, body
+    assert all(datetime.fromisoformat(x).day == 29 for x in body["fire_times"])
     for query, field in (
         ("?cron=*%20*%20*%20*%20*&min_interval_seconds=-1", "min_interval_seconds"),
         ("?cron=*%20*%20*%20*%20*&min_interval_seconds=x", "min_interval_seconds"),

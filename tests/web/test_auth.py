@@ -158,6 +158,10 @@ def test_a_worker_to_worker_token_lives_no_longer_than_the_workers_mint_it() -> 
             "abc.def.ghi",  # the token alone: not echoed
             "the Authorization header must use the Bearer scheme ('Bearer <token>')",
         ),
+        (
+            "opaquesecretword",  # an attacker round: a lone word of letters was echoed
+            "the Authorization header must use the Bearer scheme ('Bearer <token>')",
+        ),
         # curl -H "Authorization: Bearer $EMPTY": the server trims the value to "Bearer"
         ("Bearer", "the bearer token is empty"),
         ("Bearer ", "the bearer token is empty"),

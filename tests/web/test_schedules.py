@@ -77,3 +77,36 @@ def test_a_body_id_other_than_the_paths_is_a_400_naming_it() -> None:
     )
     assert replace({**SCHEDULE_BODY, "schedule_id": "amonthly"}) == "amonthly"
     assert replace(SCHEDULE_BODY) == "amonthly"
+
+
+def test_fire_times_are_listed_within_bounds_and_say_whether_complete() -> None:
+    """An attacker round's previews of rare expressions held the event loop for seconds and
+    listed fire times to the year 9988; one answer is bounded and says when it is partial."""
+    import time as clock
+    from datetime import UTC, datetime, timedelta
+
+    from stream_app.web import schedules
+
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    minutes = (start + timedelta(minutes=i) for i in range(10**9))
+    times, complete = schedules.spaced(minutes, 3600, 5)
+    assert [t - start for t in times] == [timedelta(hours=h) for h in range(5)] and complete
+    # spaced by 31 days, 1,000 asked: the scan limit ends it, and it says so
+    times, complete = schedules.spaced(
+        (start + timedelta(minutes=i) for i in range(10**9)), 31 * 86400, 1000
+    )
+    assert len(times) == 1 + (schedules.SPACED_SCAN_LIMIT - 1) // (31 * 1440) and not complete
+
+    # a slow source: the time budget ends it
+    def slow() -> Any:
+        for i in range(10**6):
+            clock.sleep(0.01)
+            yield start + timedelta(days=i)
+
+    began = clock.monotonic()
+    times, complete = schedules.spaced(slow(), 0, 1000, budget_s=0.05)
+    assert clock.monotonic() - began < 0.5 and not complete and 1 <= len(times) <= 6
+    # nothing from 2100 on: a report covers dates up to 2099
+    late = (datetime(2099, 12, 31, tzinfo=UTC) + timedelta(days=i) for i in range(10))
+    times, complete = schedules.spaced(late, 0, 1000)
+    assert times == [datetime(2099, 12, 31, tzinfo=UTC)] and complete

@@ -31,3 +31,16 @@ def test_a_bad_venue_filter_states_the_id_rule() -> None:
         "or '..', got 'v x'"
     )
     assert parse_filter(principal, None, "v1,v2").venues == frozenset({"v1", "v2"})
+
+
+def test_a_bad_metric_filter_is_not_echoed() -> None:
+    """An attacker round sent a token as ``metric`` and had it answered back whole."""
+    principal = Principal(user_id="u", organization_id="org-a", role="viewer")
+    token = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl"
+    with pytest.raises(ApiError) as caught:
+        parse_filter(principal, token, None)
+    assert (caught.value.status, caught.value.field) == (400, "metric")
+    assert "eyJ" not in caught.value.reason and "c2ln" not in caught.value.reason
+    assert caught.value.reason == (
+        "metric: a value is not a metric name (a-z first, then 0-63 of a-z, 0-9, _)"
+    )
