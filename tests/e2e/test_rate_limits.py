@@ -162,15 +162,17 @@ async def test_revocation_reaches_every_worker_within_the_cache_bound(
         " (`wedding-engine token` prints each jti when it issues one)",
     )
     revoked_at = time.monotonic()
-    # refused on both workers no later than the bound (plus a request's time)
+    # refused on both workers no later than the bound: a request *sent* after it is not
+    # served (measured at sending: a CI run's loaded machine took 0.6 s to answer one)
     for w in (a, b):
         while True:
+            sent = time.monotonic()
             status, _, body = await get(w, OTHER, victim)
             if status == 401:
                 assert body["error"]["code"] == "token_revoked"
                 break
             assert status == 200
-            assert time.monotonic() - revoked_at < REVOCATION_CACHE_S + 0.5
+            assert sent - revoked_at < REVOCATION_CACHE_S + 0.5
             await asyncio.sleep(0.3)
     assert (await get(b, OTHER, keeper))[0] == 200  # another token of the organisation works
     audited = await db_value(
