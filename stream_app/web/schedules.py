@@ -54,7 +54,7 @@ from stream_app.delivery.log import fetch_schedule_log
 from stream_app.delivery.queue import pending_by_run
 from stream_app.reports import registry
 from stream_app.schedules import store
-from stream_app.schedules.cron import CronExpressionError, fire_times, validate_cron
+from stream_app.schedules.cron import CronExpressionError, fire_times
 from stream_app.schedules.model import (
     DEFAULT_MIN_INTERVAL_SECONDS,
     MAX_MIN_INTERVAL_SECONDS,
@@ -398,7 +398,6 @@ async def preview_fire_times(self: Any, request: web.Request, org: str) -> web.S
     except ValueError as exc:
         raise ApiError(400, "invalid_field", str(exc), field="time_zone") from None
     try:
-        validate_cron(q["cron"], zone)
         if not 1 <= count <= MAX_PREVIEW:
             raise ValueError(f"count: must be between 1 and {MAX_PREVIEW}")
         times, complete = spaced(fire_times(q["cron"], zone, datetime.now(UTC)), gap, count)
@@ -413,7 +412,7 @@ async def preview_fire_times(self: Any, request: web.Request, org: str) -> web.S
             "fire_times": [t.isoformat() for t in times],
             # False: fewer than count listed within the bounds of one answer (fire times to
             # 2099, SPACED_SCAN_LIMIT read, SPACED_BUDGET_S spent); ask from a later time
-            "complete": complete or len(times) == count,
+            "complete": complete,
         }
     )
 
@@ -460,7 +459,7 @@ def spaced(
     out: list[datetime] = []
     deadline = time.monotonic() + budget_s
     for n, t in enumerate(times):
-        if len(out) == count or t >= LAST_FIRE:
+        if t >= LAST_FIRE:
             return out, True
         if n >= SPACED_SCAN_LIMIT or time.monotonic() > deadline:
             return out, False
@@ -468,6 +467,8 @@ def spaced(
             continue
         out.append(t)
         previous = t
+        if len(out) == count:
+            return out, True
     return out, True
 
 
