@@ -20,6 +20,7 @@ import ipaddress
 import re
 import unicodedata
 from dataclasses import dataclass, field
+from email.policy import default as _email_policy
 from typing import Any, Final, Literal
 from urllib.parse import urlsplit
 
@@ -67,16 +68,21 @@ _ENCODED_WORD = re.compile(r"=\?[^?\s]*\?[bBqQ]\?[^?\s]*\?=")
 included, decodes it into other text."""
 
 
-def _refuse_encoded_word(name: str, value: str) -> None:
+def _refuse_encoded_word(name: str, value: str, header: str = "Subject") -> None:
     """Refuse an RFC 2047 encoded word in a header's text. An attacker round's subject
     ``=?utf-8?b?<base64 of CRLF + headers>?=`` passed the line-break check, was decoded when
     the message was built and wrote its own headers and body (a second ``From``, ``Bcc``)
     from the platform's sender address (CPython's CVE-2024-6923, 3.11.7 here).
 
+    The text is also read back as the e-mail package reads the ``header`` it goes into: one
+    that reads as other text (an encoded word with a space inside, ``=?utf-8?q?x y=0D=0A…?=``,
+    which the pattern misses and Python still decodes) is refused here too, rather than
+    accepted and then refused at every send (a second attacker round's finding).
+
     Raises:
         TargetValidationError: naming ``name``.
     """
-    if _ENCODED_WORD.search(value):
+    if _ENCODED_WORD.search(value) or str(_email_policy.header_factory(header, value)) != value:
         raise TargetValidationError(
             name,
             "holds an RFC 2047 encoded word (=?charset?b|q?...?=), which mail software decodes"
@@ -141,11 +147,17 @@ class EmailTarget:
             )
         for address in self.recipients:
             check_text("delivery.recipients", address, MAX_ADDRESS_CHARS)
-            _refuse_encoded_word("delivery.recipients", address)
             if not _EMAIL_RE.match(address):
                 raise TargetValidationError(
                     "delivery.recipients", f"{address!r} is not an email address"
                 )
+            if "" in address.rpartition("@")[2].split("."):
+                raise TargetValidationError(
+                    "delivery.recipients",
+                    f"{address!r}: the domain has an empty label (a dot at its end or two in a"
+                    " row); mail servers refuse it",
+                )
+            _refuse_encoded_word("delivery.recipients", address, "To")
         if len({a.lower() for a in self.recipients}) != len(self.recipients):
             raise TargetValidationError("delivery.recipients", "an address is listed twice")
         if self.subject is not None:
@@ -216,9 +228,12 @@ class WebhookTarget:
 def _check_sendable(url: str, shown: str) -> None:
     """Refuse a URL that yarl (what aiohttp sends with) cannot read, though ``urlsplit``
     can: ``http://evil.com\\@127.0.0.1/`` (``urlsplit`` reads host ``127.0.0.1``, yarl
-    refuses the backslash) was accepted and failed only when sent."""
+    refuses the backslash) was accepted and failed only when sent; so were hosts the IDNA
+    codec refuses (``a..b``, a label over 63 characters, ``xn--``)."""
     try:
-        yarl.URL(url)
+        parsed = yarl.URL(url)
+        parsed.host  # noqa: B018 - decodes the IDNA name: 'xn--' fails here, not at the send
+        (parsed.raw_host or "").encode("idna")  # what the resolver is given: 'a..b' fails
     except (ValueError, TypeError, UnicodeError) as exc:
         why = clip(str(exc), 160)
         raise TargetValidationError(
