@@ -25,8 +25,10 @@ Definitions:
 - ``ingredients`` of a menu: distinct ingredients used by its events; of an event: its usage
   lines.
 
-A cost and a revenue in different currencies are never compared: an event whose booking and
-ingredients have different currencies makes the report fail with that reason.
+A cost and a revenue in different currencies are never compared: an event with an ingredient
+costed in a currency other than its booking's is left out of every figure (menus, events,
+ingredients, key figures) and named in a validation warning with the currencies; the rest of
+the report stands (it failed as a whole before: one such event stopped every figure).
 """
 
 from __future__ import annotations
@@ -100,7 +102,7 @@ INGREDIENT_COLUMNS = (
     Column("waste_cost", "money", "quantity wasted × unit cost, rounded half-even"),
 )
 
-_EVENTS = """
+_IN_RANGE = """
     SELECT e.id, e.event_date, e.menu_id, e.covers, b.amount_minor, b.currency
     FROM catering_events e
     JOIN bookings b ON b.organization_id = e.organization_id AND b.id = e.booking_id
@@ -108,15 +110,29 @@ _EVENTS = """
       AND e.event_date BETWEEN $2 AND $3 AND b.status <> 'cancelled'
 """
 
+_EVENTS = f"""
+    {_IN_RANGE}
+      AND NOT EXISTS (
+        SELECT 1 FROM catering_usage u
+        JOIN catering_ingredients i ON i.organization_id = $1 AND i.id = u.ingredient_id
+        WHERE u.organization_id = $1 AND u.event_id = e.id AND i.currency <> b.currency
+      )
+"""
+"""The report's events: in the range, booking not cancelled, every ingredient costed in the
+booking's currency."""
+
 MIXED_SQL = f"""
-    WITH ev AS ({_EVENTS})
-    SELECT ev.id, ev.currency, i.currency AS cost_currency
+    WITH ev AS ({_IN_RANGE})
+    SELECT ev.id, ev.currency,
+           array_agg(DISTINCT i.currency ORDER BY i.currency) AS cost_currencies
     FROM ev
     JOIN catering_usage u ON u.organization_id = $1 AND u.event_id = ev.id
     JOIN catering_ingredients i ON i.organization_id = $1 AND i.id = u.ingredient_id
     WHERE i.currency <> ev.currency
-    LIMIT 1
+    GROUP BY ev.id, ev.currency, ev.event_date
+    ORDER BY ev.event_date, ev.id
 """
+"""Events of the range left out: an ingredient costed in another currency than the booking."""
 
 EVENT_SQL = f"""
     WITH ev AS ({_EVENTS}),
@@ -196,11 +212,23 @@ PRICED_SQL = f"""
 """Events whose booking amount is not covers × the menu's price per cover (same currency)."""
 
 
-def _findings(shared: list[Any], priced: list[Any]) -> tuple[str, ...]:
+def _findings(shared: list[Any], priced: list[Any], mixed: list[Any]) -> tuple[str, ...]:
     """Warnings about revenue the report takes as it stands: a booking counted by several
     events, an amount other than covers × price (a trial user's planner booked the whole
-    wedding under the catering booking: 19,561.08 against 162 × 95.00)."""
+    wedding under the catering booking: 19,561.08 against 162 × 95.00); and the events left
+    out because their cost and revenue are in different currencies."""
     out: list[str] = []
+    if mixed:
+        examples = "; ".join(
+            f"{r['id']}: booking {r['currency'].strip()}, ingredients"
+            f" {', '.join(c.strip() for c in r['cost_currencies'])}"
+            for r in mixed[:3]
+        )
+        out.append(
+            f"warning: {len(mixed)} event(s) left out of every figure: an ingredient is costed"
+            " in a currency other than the booking's, and a margin across currencies is not"
+            f" computed (e.g. {examples})"
+        )
     if shared:
         examples = "; ".join(f"{r['booking_id']}: {', '.join(r['events'])}" for r in shared[:3])
         out.append(
@@ -242,14 +270,8 @@ async def _read(
         "SELECT EXISTS (SELECT 1 FROM catering_menus WHERE organization_id = $1)", org_id
     ):
         raise ReportInputError(f"organization_id: {org_id!r} has no catering menus")
-    mixed = await conn.fetchrow(MIXED_SQL, org_id, date_from, date_to)
-    if mixed is not None:
-        raise ReportInputError(
-            f"event {mixed['id']!r}: booking currency {mixed['currency'].strip()} and "
-            f"ingredient cost currency {mixed['cost_currency'].strip()} differ; a margin "
-            "across currencies is not computed"
-        )
     return {
+        "mixed": await conn.fetch(MIXED_SQL, org_id, date_from, date_to),
         "shared": await conn.fetch(SHARED_SQL, org_id, date_from, date_to),
         "priced": await conn.fetch(PRICED_SQL, org_id, date_from, date_to),
         "menus": await conn.fetch(MENU_SQL, org_id, date_from, date_to),
@@ -333,7 +355,7 @@ def build_report(
             ),
         ),
         kpis=kpis,
-        validation=_findings(data.get("shared", []), data.get("priced", [])),
+        validation=_findings(data.get("shared", []), data.get("priced", []), data.get("mixed", [])),
     )
 
 
@@ -346,5 +368,5 @@ REPORT = history_type(
     validated=("bookings", "payments"),
 )
 """The type. Its builder refuses (:class:`~stream_app.reports.types.base.ReportInputError`)
-data filters and a request where the organisation has no menus, or an event
-mixes currencies."""
+data filters and a request where the organisation has no menus; an event that mixes
+currencies is left out and named in a warning."""
