@@ -439,6 +439,33 @@ def test_pdf_portrait_for_few_columns_and_no_chart(tmp_path: Path) -> None:
     assert squash(CAFE) in squash("".join(pdf_text(path)))
 
 
+@pytest.mark.parametrize("columns", [15, 24])
+def test_pdf_never_breaks_a_word_of_a_wide_table(tmp_path: Path, columns: int) -> None:
+    """A trial user's 15-column PDF printed ``currenc`` / ``y`` and ``Barcelon`` / ``a Port``:
+    a column is as wide as its widest word, and a table too wide for that is set smaller.
+    Every word of the headers and text cells comes out whole (24 columns: at a smaller size)."""
+    names = ["office_name", "city", "currency", "bookings", "cancellation_rate", "revenue"]
+    cols = [
+        Column(
+            f"{names[i % len(names)]}_{i}",
+            "text" if i % len(names) < 3 else "int",
+            "a column",
+        )
+        for i in range(columns)
+    ]
+    cells: list[Cell] = ["Barcelona Port Weddings", "Barcelona", "EUR", 1234567, 98765, 4321]
+    rows: list[list[Cell]] = [[cells[i % len(names)] for i in range(columns)]]
+    rows += [[f"Lisboa {n}" if i % len(names) < 3 else n for i in range(columns)] for n in range(3)]
+    path, written = render(tmp_path, "pdf", make_table(rows, cols, chart=None))
+    assert written == 4
+    words = set(" ".join(pdf_text(path)).split())
+    for col in cols:
+        for word in col.name.replace("_", " ").split():
+            assert word in words, (word, sorted(w for w in words if w[:3] == word[:3]))
+    for word in ("Barcelona", "Port", "Weddings", "EUR", "1,234,567", "98,765", "Lisboa"):
+        assert word in words
+
+
 def test_pdf_names_a_missing_font(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     missing = tmp_path / "nope" / "DejaVuSans.ttf"
     monkeypatch.setattr(render_pdf, "FONT_PATH", missing)

@@ -9,7 +9,9 @@ page; then, for each :class:`~stream_app.reports.model.ReportSection` in order, 
 a heading, its notes, its chart and its table, laid out and capped like the main ones. Pages
 are A4, landscape when the main table or a section has at least
 :data:`LANDSCAPE_FROM_COLUMNS` columns; every page has a footer with the report, the
-organisation and the page number.
+organisation and the page number. A table's columns are never narrower than their widest
+word, so words wrap only at spaces; a table too wide for that is set in a smaller size (7 pt
+down to 4.5 pt).
 
 Fonts: DejaVu Sans (Debian ``fonts-dejavu-core``: Latin, Greek, Cyrillic, Hebrew and more)
 is embedded (as a subset) for all text; characters it lacks, such as Chinese, Japanese and
@@ -439,35 +441,69 @@ def _metadata_block(
     return block
 
 
+TABLE_FONT_SIZE = 7.0
+"""Points of a data table's text; a table whose words do not fit the page at this size is set
+smaller, down to :data:`MIN_TABLE_FONT_SIZE`."""
+
+MIN_TABLE_FONT_SIZE = 4.5
+"""The smallest size a data table is set in (points)."""
+
+_CELL_PAD = 6.0
+"""LEFTPADDING + RIGHTPADDING of a table cell at :data:`TABLE_FONT_SIZE` (points; scaled with
+the size, :func:`_data_table`)."""
+
+
+def _widest_word(text: str, font: str) -> float:
+    """The width of the widest space-separated word of ``text`` at :data:`TABLE_FONT_SIZE`."""
+    return max((pdfmetrics.stringWidth(w, font, TABLE_FONT_SIZE) for w in text.split()), default=0)
+
+
 def _column_widths(
     columns: Sequence[Column], rows: Sequence[Sequence[Cell]], width: float
-) -> list[float]:
-    """Widths in points: numbers get what their longest sample needs, text shares the rest."""
+) -> tuple[list[float], float]:
+    """Column widths in points and the font size of the table (points).
+
+    A column is never narrower than its widest word (header words in bold, text cells' words)
+    or, for numbers, months and dates (printed on one line), its widest value, so no word is
+    broken across lines (a trial user's 15-column PDF showed ``currenc`` / ``y``); when those
+    do not fit the page at :data:`TABLE_FONT_SIZE`, the table is set smaller, down to
+    :data:`MIN_TABLE_FONT_SIZE` (a text column's word counts at most a third of the page:
+    one long id does not shrink the whole table). Room left over goes to the columns that
+    would otherwise wrap, in proportion to what they lack; a table that fits keeps its
+    natural widths. Widths come from the first 500 rows.
+    """
     sample = rows[:500]
-    pad = 6.0
-    needed: list[float] = []
+    needed: list[float] = []  # on one line, at TABLE_FONT_SIZE, without padding
+    floor: list[float] = []  # the widest word (number), at TABLE_FONT_SIZE, without padding
     for i, col in enumerate(columns):
-        header = pdfmetrics.stringWidth(col.name.replace("_", " "), BOLD_FONT, 7)
+        head = col.name.replace("_", " ")
+        head_line = pdfmetrics.stringWidth(head, BOLD_FONT, TABLE_FONT_SIZE)
+        head_word = _widest_word(head, BOLD_FONT)
+        shown = [display_text(r[i], col.type) for r in sample]
         longest = max(
-            (pdfmetrics.stringWidth(display_text(r[i], col.type), FONT, 7) for r in sample),
-            default=0.0,
+            (pdfmetrics.stringWidth(v, FONT, TABLE_FONT_SIZE) for v in shown), default=0.0
         )
         if col.type in NUMERIC_TYPES or col.type in ("month", "date"):
-            needed.append(max(longest, min(header, 60.0)) + pad)
+            needed.append(max(longest, min(head_line, 60.0), head_word))
+            floor.append(max(longest, head_word))
         else:
-            needed.append(max(longest, header, 30.0) + pad)
-    fixed = sum(w for w, c in zip(needed, columns, strict=True) if c.type != "text")
-    flexible = [w for w, c in zip(needed, columns, strict=True) if c.type == "text"]
-    room = width - fixed
-    if not flexible or sum(flexible) <= room:
-        scale = min(1.0, width / sum(needed)) if needed else 1.0
-        return [w * scale for w in needed]
-    # text columns wrap: share the room in proportion to need, at least 40 pt each
-    share = [max(40.0, room * w / sum(flexible)) for w in flexible]
-    it = iter(share)
-    widths = [next(it) if c.type == "text" else w for w, c in zip(needed, columns, strict=True)]
-    scale = min(1.0, width / sum(widths))
-    return [w * scale for w in widths]
+            word = min(max((_widest_word(v, FONT) for v in shown), default=0.0), width / 3)
+            needed.append(max(longest, head_line, 30.0))
+            floor.append(max(word, head_word))
+    size = TABLE_FONT_SIZE
+    smallest = sum(floor) + _CELL_PAD * len(columns)  # at TABLE_FONT_SIZE; all scale with it
+    if smallest > width:
+        fit = TABLE_FONT_SIZE * width / smallest
+        size = max(MIN_TABLE_FONT_SIZE, int(fit * 4) / 4)  # quarter points, rounded down
+    scale = size / TABLE_FONT_SIZE
+    need = [(w + _CELL_PAD) * scale for w in needed]
+    least = [(w + _CELL_PAD) * scale for w in floor]
+    if sum(need) <= width:
+        return need, size
+    if sum(least) >= width:  # even the smallest size leaves words too wide: shrink all
+        return [w * width / sum(least) for w in least], size
+    k = (width - sum(least)) / (sum(need) - sum(least))
+    return [lo + (hi - lo) * k for lo, hi in zip(least, need, strict=True)], size
 
 
 def _data_table(
@@ -477,15 +513,17 @@ def _data_table(
     styles: _Styles,
     width: float,
 ) -> Table:
+    widths, size = _column_widths(columns, rows, width)
+    scale = size / TABLE_FONT_SIZE
+    leading = 8.5 * scale
+    pad = _CELL_PAD * scale
+    cell = ParagraphStyle("cell_fit", parent=styles.cell, fontSize=size, leading=leading)
+    head = ParagraphStyle("head_fit", parent=styles.head, fontSize=size, leading=leading)
+    head_right = ParagraphStyle("head_right_fit", parent=head, alignment=TA_RIGHT)
     header = [
-        Paragraph(
-            escape(c.name.replace("_", " ")),
-            styles.head_right if c.type in NUMERIC_TYPES else styles.head,
-        )
+        Paragraph(escape(c.name.replace("_", " ")), head_right if c.type in NUMERIC_TYPES else head)
         for c in columns
     ]
-    widths = _column_widths(columns, rows, width)
-    pad = 6.0  # LEFTPADDING + RIGHTPADDING below
     body: list[list[Any]] = [header]
     for row in rows:
         cells: list[Any] = []
@@ -494,25 +532,25 @@ def _data_table(
             # plain strings are ten times cheaper than Paragraphs; wrap or mix fonts only
             # where needed
             if col.type in NUMERIC_TYPES or (
-                text.covered(shown) and pdfmetrics.stringWidth(shown, FONT, 7) <= w - pad
+                text.covered(shown) and pdfmetrics.stringWidth(shown, FONT, size) <= w - pad
             ):
                 cells.append(shown)
             else:
-                cells.append(Paragraph(text.markup(shown), styles.cell))
+                cells.append(Paragraph(text.markup(shown), cell))
         body.append(cells)
     table = LongTable(body, colWidths=widths, repeatRows=1, hAlign="LEFT")
     numeric = [i for i, c in enumerate(columns) if c.type in NUMERIC_TYPES]
     commands: list[tuple[Any, ...]] = [
-        ("FONT", (0, 0), (-1, -1), FONT, 7),
-        ("LEADING", (0, 0), (-1, -1), 8.5),
+        ("FONT", (0, 0), (-1, -1), FONT, size),
+        ("LEADING", (0, 0), (-1, -1), leading),
         ("VALIGN", (0, 0), (-1, -1), "TOP"),
         ("BACKGROUND", (0, 0), (-1, 0), _HEADER_BG),
         ("LINEBELOW", (0, 0), (-1, 0), 0.6, colors.HexColor("#4A5A70")),
         ("ROWBACKGROUNDS", (0, 1), (-1, -1), [colors.white, _STRIPE_BG]),
         ("TOPPADDING", (0, 0), (-1, -1), 2),
         ("BOTTOMPADDING", (0, 0), (-1, -1), 2),
-        ("LEFTPADDING", (0, 0), (-1, -1), 3),
-        ("RIGHTPADDING", (0, 0), (-1, -1), 3),
+        ("LEFTPADDING", (0, 0), (-1, -1), pad / 2),
+        ("RIGHTPADDING", (0, 0), (-1, -1), pad / 2),
     ]
     commands.extend(("ALIGN", (i, 1), (i, -1), "RIGHT") for i in numeric)
     table.setStyle(TableStyle(commands))
