@@ -3,8 +3,9 @@
 Part of the query layer (reports): nothing outside this module decides which table or column
 text reaches SQL. A request names a dataset and fields; each resolves to a :class:`Dataset`
 and :class:`FieldSpec` here, and the SQL uses the spec's ``column`` (a constant of this
-module), never the request's text. Columns are those of migration 001; personal data
-(client names, e-mail addresses) and free text are not listed.
+module), never the request's text. Columns are those of migrations 001 and 003 (a planner's
+offices, a caterer's events, menus and ingredients); personal data (client names, e-mail
+addresses) and free text (names of offices, menus and ingredients) are not listed.
 
 Per field type, what may be done with it (a field may narrow this further):
 
@@ -229,6 +230,51 @@ DATASETS: dict[str, Dataset] = {
             [
                 FieldSpec("capacity", "int", "events per day"),
             ],
+        ),
+        _dataset(
+            "offices",
+            "one planner office (migration 003 ``offices``)",
+            "office id",
+            [
+                FieldSpec("city", "text", "city as recorded"),
+                FieldSpec("opened_on", "date", "local date the office opened"),
+            ],
+        ),
+        _dataset(
+            "catering_events",
+            "one catered event (a wedding's meal) under one booking (migration 003"
+            " ``catering_events``)",
+            "catering event id",
+            [
+                FieldSpec("booking_id", "text", "the booking it is served under"),
+                FieldSpec("wedding_id", "text", "wedding id"),
+                FieldSpec("menu_id", "text", "the menu served"),
+                FieldSpec("event_date", "date", "local date of the event"),
+                FieldSpec("covers", "int", "meals served"),
+            ],
+        ),
+        _dataset(
+            "catering_menus",
+            "one menu of a caterer (migration 003 ``catering_menus``)",
+            "menu id",
+            [
+                FieldSpec(
+                    "price_per_cover_minor", "money", "price of one cover, minor units of currency"
+                ),
+                FieldSpec("currency", "text", "ISO 4217 code of price_per_cover_minor"),
+            ],
+            currency_field="currency",
+        ),
+        _dataset(
+            "catering_ingredients",
+            "one ingredient a caterer buys (migration 003 ``catering_ingredients``)",
+            "ingredient id",
+            [
+                FieldSpec("unit", "text", "kg, l or piece"),
+                FieldSpec("unit_cost_minor", "money", "cost of one unit, minor units of currency"),
+                FieldSpec("currency", "text", "ISO 4217 code of unit_cost_minor"),
+            ],
+            currency_field="currency",
         ),
     ]
 }

@@ -120,6 +120,34 @@ OTHER_TABLES: dict[str, tuple[tuple[str, ...], list[tuple[Any, ...]]]] = {
         ("id", "name", "kind", "capacity"),
         [("s-1", "Lens", "photographer", 2), ("s-2", "Feast", "caterer", None)],
     ),
+    "offices": (
+        ("id", "name", "city", "opened_on"),
+        [
+            ("off-1", "Harbour", "Auckland", date(2012, 4, 1)),
+            ("off-2", "Lakes", "Queenstown", None),
+            ("off-3", "Bay", "Auckland", date(2019, 9, 30)),
+        ],
+    ),
+    "catering_menus": (  # before the events (foreign key)
+        ("id", "name", "price_per_cover_minor", "currency"),
+        [
+            ("m-1", "Garden", 9500, "EUR"),
+            ("m-2", "Coast", 12000, "EUR"),
+            ("m-3", "Gala", 15000, "USD"),
+        ],
+    ),
+    "catering_ingredients": (
+        ("id", "name", "unit", "unit_cost_minor", "currency"),
+        [("in-1", "Salmon", "kg", 2400, "EUR"), ("in-2", "Wine", "l", 900, "EUR")],
+    ),
+    "catering_events": (
+        ("id", "booking_id", "wedding_id", "menu_id", "event_date", "covers"),
+        [
+            ("ev-1", "other-1", "w-1", "m-1", date(2016, 3, 5), 120),
+            ("ev-2", "other-2", "w-2", "m-1", date(2016, 3, 6), 80),
+            ("ev-3", "other-4", None, "m-2", date(2016, 4, 2), 45),
+        ],
+    ),
 }
 
 

@@ -373,6 +373,10 @@ OTHER_COUNTS = {
     "clients": 2,
     "suppliers": 2,
     "venues": 2,
+    "offices": 3,
+    "catering_events": 3,
+    "catering_menus": 3,
+    "catering_ingredients": 2,
 }
 
 
@@ -516,3 +520,45 @@ async def test_bookings_group_by_the_planner_office(agg_data: AggData) -> None:
         (r["office_id"], r["currency"]): (r["count"], r["sum_amount_minor"]) for r in answer["rows"]
     }
     assert got == {("off-a", "GBP"): (2, 1250), ("off-b", "GBP"): (1, 7), (None, "GBP"): (1, 1)}
+
+
+async def test_a_caterers_and_a_planners_datasets(agg_data: AggData) -> None:
+    """A trial caterer found no catering data in the aggregations: covers per menu and month,
+    menu prices per currency and offices per city, against the hand-written rows of
+    ``OTHER_TABLES`` (agg-other)."""
+    covers = await run(
+        agg_data,
+        {
+            "dataset": "catering_events",
+            "group_by": ["menu_id", {"field": "event_date", "grain": "month"}],
+            "metrics": [{"op": "count"}, {"op": "sum", "field": "covers"}],
+        },
+        OTHER_ORG,
+    )
+    got = {
+        (r["menu_id"], r["event_date_month"]): (r["count"], r["sum_covers"]) for r in covers["rows"]
+    }
+    assert got == {("m-1", "2016-03"): (2, 200), ("m-2", "2016-04"): (1, 45)}
+    prices = await run(
+        agg_data,
+        {
+            "dataset": "catering_menus",
+            "metrics": [{"op": "count"}, {"op": "max", "field": "price_per_cover_minor"}],
+        },
+        OTHER_ORG,
+    )
+    assert prices["columns"][0]["name"] == "currency"  # money: per currency
+    got_prices = {
+        r["currency"]: (r["count"], r["max_price_per_cover_minor"]) for r in prices["rows"]
+    }
+    assert got_prices == {"EUR": (2, 12000), "USD": (1, 15000)}
+    offices = await run(
+        agg_data,
+        {"dataset": "offices", "group_by": ["city"], "metrics": [{"op": "count"}]},
+        OTHER_ORG,
+    )
+    assert {r["city"]: r["count"] for r in offices["rows"]} == {"Auckland": 2, "Queenstown": 1}
+    none = await run(  # the hotel organisation has no catering rows: nothing of agg-other's
+        agg_data, {"dataset": "catering_events", "metrics": [{"op": "count"}]}, HOTEL_ORG
+    )
+    assert [r["count"] for r in none["rows"]] in ([], [0])

@@ -122,7 +122,8 @@ async def test_the_allow_list_names_real_columns_and_no_personal_data(
         "timestamp": {"timestamp with time zone"},
     }
     assert {d["name"] for d in listed} == {
-        "bookings", "payments", "feedback", "weddings", "clients", "suppliers", "venues"
+        "bookings", "payments", "feedback", "weddings", "clients", "suppliers", "venues",
+        "offices", "catering_events", "catering_menus", "catering_ingredients",
     }  # fmt: skip
     for ds in listed:
         for f in ds["fields"]:

@@ -14,6 +14,7 @@ import asyncpg
 import pytest
 
 from stream_app.aggregation import aggregate, request_from_dict
+from stream_app.aggregation.datasets import DATASETS
 from stream_app.aggregation.optimizer import optimize
 from stream_app.aggregation.rollup_store import (
     RollupNotFoundError,
@@ -463,3 +464,93 @@ async def test_a_load_looks_only_at_its_own_organisations_rollups(
             "DELETE FROM bookings WHERE organization_id = $1 AND id LIKE 'load-%'", ORG_B
         )
         await delete_rollup(conn, ORG_B, own)
+
+
+async def test_every_datasets_table_keeps_its_rollups_fresh(
+    rollup_db: asyncpg.Connection,
+) -> None:
+    """Rollups were marked dirty on five tables only: a rollup over ``suppliers`` kept its
+    first count after a supplier was added. Every dataset's table has the four triggers, and a
+    rollup over suppliers and one over catering events (grouped by month) follow an insert."""
+    conn = rollup_db
+    triggers = await conn.fetch(
+        "SELECT c.relname AS table_name, t.tgname FROM pg_trigger t"
+        " JOIN pg_class c ON c.oid = t.tgrelid WHERE t.tgname LIKE 'wedding_rollup_dirty_%'"
+    )
+    by_table: dict[str, set[str]] = {}
+    for r in triggers:
+        by_table.setdefault(r["table_name"], set()).add(r["tgname"])
+    kinds = {f"wedding_rollup_dirty_{k}" for k in ("ins", "upd", "del", "trunc")}
+    for ds in DATASETS.values():
+        assert by_table.get(ds.table) == kinds, ds.table
+
+    await conn.execute("DELETE FROM suppliers WHERE organization_id = $1", ORG_A)
+    await conn.execute("DELETE FROM catering_menus WHERE organization_id = $1", ORG_A)
+    await conn.execute(
+        "INSERT INTO suppliers (organization_id, id, name, kind) VALUES ($1, 's-1', 'A', 'dj')",
+        ORG_A,
+    )
+    await conn.execute(
+        "INSERT INTO catering_menus (organization_id, id, name, price_per_cover_minor, currency)"
+        " VALUES ($1, 'm-1', 'Garden', 9500, 'EUR')",
+        ORG_A,
+    )
+    await conn.execute(
+        "INSERT INTO catering_events (organization_id, id, booking_id, menu_id, event_date,"
+        " covers) VALUES ($1, 'ev-1', 'b-1', 'm-1', '2016-05-07', 100)",
+        ORG_A,
+    )
+    suppliers_rollup = await create_rollup(
+        conn,
+        ORG_A,
+        definition_from_dict(
+            {"dataset": "suppliers", "dimensions": ["kind"], "measures": [{"op": "count"}]}
+        ),
+    )
+    events_rollup = await create_rollup(
+        conn,
+        ORG_A,
+        definition_from_dict(
+            {
+                "dataset": "catering_events",
+                "dimensions": ["menu_id"],
+                "time_dimension": {"field": "event_date", "grain": "month"},
+                "measures": [{"op": "count"}, {"op": "sum", "field": "covers"}],
+            }
+        ),
+    )
+    kinds_body = {"dataset": "suppliers", "group_by": ["kind"], "metrics": [{"op": "count"}]}
+    covers_body = {
+        "dataset": "catering_events",
+        "group_by": ["menu_id", {"field": "event_date", "grain": "month"}],
+        "metrics": [{"op": "count"}, {"op": "sum", "field": "covers"}],
+    }
+    try:
+        fast, base, used = await figures(conn, kinds_body)
+        assert used == suppliers_rollup and fast == base == [{"kind": "dj", "count": 1}]
+        fast, base, used = await figures(conn, covers_body)
+        assert used == events_rollup and fast == base
+        assert fast == [
+            {"menu_id": "m-1", "event_date_month": "2016-05", "count": 1, "sum_covers": 100}
+        ]
+        await conn.execute(
+            "INSERT INTO suppliers (organization_id, id, name, kind) VALUES ($1, 's-2', 'B', 'dj')",
+            ORG_A,
+        )
+        await conn.execute(
+            "INSERT INTO catering_events (organization_id, id, booking_id, menu_id, event_date,"
+            " covers) VALUES ($1, 'ev-2', 'b-2', 'm-1', '2016-05-21', 40)",
+            ORG_A,
+        )
+        fast, base, used = await figures(conn, kinds_body)
+        assert used == suppliers_rollup and fast == base == [{"kind": "dj", "count": 2}]
+        fast, base, used = await figures(conn, covers_body)
+        assert used == events_rollup and fast == base
+        assert fast == [
+            {"menu_id": "m-1", "event_date_month": "2016-05", "count": 2, "sum_covers": 140}
+        ]
+    finally:
+        for rollup in (suppliers_rollup, events_rollup):
+            await delete_rollup(conn, ORG_A, rollup)
+        await conn.execute("DELETE FROM suppliers WHERE organization_id = $1", ORG_A)
+        await conn.execute("DELETE FROM catering_menus WHERE organization_id = $1", ORG_A)
