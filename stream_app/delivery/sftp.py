@@ -4,8 +4,13 @@ A reader polling the remote folder never sees half a file: the upload goes to
 ``.<name>.part-<random>`` and is renamed to ``<name>`` only after the whole file was written
 and closed. The rename uses the ``posix-rename@openssh.com`` extension (atomic, replaces an
 existing file) when the server offers it, else a plain SFTP rename after removing an existing
-target. Remote names: ``<schedule_id>_<fire time UTC>_<artifact file name>``, or for a
-report request's own delivery ``<report_id>_<requested at UTC>_<artifact file name>``.
+target. Remote names: ``<organization_id>_<schedule_id>_<fire time UTC>_<artifact file name>``,
+or for a report request's own delivery ``<organization_id>_<report_id>_<requested at
+UTC>_<artifact file name>``. Schedule and report ids are per organisation, so the
+organisation is in the name: two organisations' ``daily`` schedules firing at the same time
+into one server's folder wrote one name, and the later rename replaced the other
+organisation's file while both runs said ``delivered`` (a trial user's finding). A retry of
+the same delivery writes the same name again (it replaces its own file).
 
 The server's host key must match the target's ``host_key`` (no trust on first use), and
 neither ``~/.ssh/config``, ``~/.ssh/known_hosts``, default keys nor an SSH agent are used.
@@ -45,7 +50,8 @@ DEFAULT_CONNECT_TIMEOUT_S = 20.0
 def remote_name(job: DeliveryJob, filename: str) -> str:
     """The remote file name of one artifact of ``job`` (see the module docstring)."""
     owner = job.schedule_id if job.schedule_id is not None else job.report_id
-    return f"{owner}_{job.order.fire_time.astimezone(UTC):%Y%m%dT%H%M%SZ}_{filename}"
+    fired = job.order.fire_time.astimezone(UTC)
+    return f"{job.organization_id}_{owner}_{fired:%Y%m%dT%H%M%SZ}_{filename}"
 
 
 class SftpMethod(DeliveryMethod):

@@ -3,9 +3,10 @@ folder, with a generated host key and a password login."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from stream_app.delivery.egress import EgressPolicy
 from stream_app.delivery.sftp import SftpMethod
 from stream_app.delivery.targets import RetryPolicy, SftpTarget
 from stream_app.schedules.model import Schedule
-from tests.delivery.conftest import Deliverer
+from tests.delivery.conftest import CSV_BYTES, Deliverer
 from tests.schedules.builders import per_org
 from tests.serving import PasswordLogin
 
@@ -115,7 +116,8 @@ async def test_upload_under_temporary_name_then_rename(
     folder = sftp_server.root / "inbox" / "compliance"
     # Asia/Kolkata is +05:30: "0 * * * *" fires at :30 UTC, here 09:30 UTC (15:00 IST)
     assert run.fire_time.isoformat() == "2031-01-06T09:30:00+00:00"
-    prefix = f"{run.schedule.schedule_id}_20310106T093000Z_monthly_booking_summary"
+    org = run.schedule.organization_id
+    prefix = f"{org}_{run.schedule.schedule_id}_20310106T093000Z_monthly_booking_summary"
     assert sorted(p.name for p in folder.iterdir()) == [f"{prefix}.csv", f"{prefix}.json"]
     assert (folder / f"{prefix}.csv").read_bytes() == report_bytes["csv"]
     assert (folder / f"{prefix}.json").read_bytes() == report_bytes["json"]
@@ -131,6 +133,34 @@ async def test_upload_under_temporary_name_then_rename(
         assert ("open", final) not in sftp_server.ops
     assert await delivering.run_row(run.run_id) == ("delivered", None)
     assert result.location is not None and f"/inbox/compliance/{prefix}.csv" in result.location
+
+
+async def test_two_organisations_schedules_of_one_name_keep_both_files(
+    make_run: Any,
+    new_org: Callable[..., Awaitable[str]],
+    sftp_server: SftpServer,
+    delivering: Deliverer,
+    sftp: SftpMethod,
+) -> None:
+    """Schedule ids are per organisation: two organisations' ``daily`` schedules firing at
+    the same time into one folder wrote one remote name, and one file replaced the other
+    while both runs said ``delivered`` (a trial user's finding). The organisation is in the
+    name: both files are there."""
+    build = sftp_schedule(sftp_server)
+    written: list[str] = []
+    for _ in range(2):
+        org = await new_org()
+        run, (status,) = await make_run(
+            lambda o: dataclasses.replace(build(o), schedule_id="daily"), org=org
+        )
+        result = await delivering(run, status, sftp)
+        assert result.outcome == "delivered"
+        name = f"{org}_daily_20310106T093000Z_monthly_booking_summary.csv"
+        assert (sftp_server.root / "inbox" / "compliance" / name).read_bytes() == CSV_BYTES
+        written.append(name)
+    folder = sftp_server.root / "inbox" / "compliance"
+    assert sorted(p.name for p in folder.iterdir() if p.suffix == ".csv") == sorted(written)
+    assert len(written) == 2
 
 
 async def test_wrong_password_is_not_retried(

@@ -326,7 +326,7 @@ async def test_sftp_delivery_uploads_the_files_once(receivers: Receivers, delive
             "host_key": receivers.sftp_host_key,
         },
     )
-    uploaded = sorted((receivers.sftp_root / "inbox").glob(f"{report_id}_*"))
+    uploaded = sorted((receivers.sftp_root / "inbox").glob(f"{ORG}_{report_id}_*"))
     assert {p.suffix.lstrip("."): p.read_bytes() for p in uploaded} == files
     assert not list((receivers.sftp_root / "inbox").glob(".*part*"))  # no temporary left
 
