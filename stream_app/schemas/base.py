@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import functools
 import re
+import unicodedata
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, ClassVar, TypeVar
 
@@ -115,6 +116,32 @@ def check_currency(code: str) -> None:
         raise ValueError(f"$.currency: {code!r} is not an ISO 4217 currency code")
 
 
+MAX_LABEL_CHARS = 100
+"""The longest free-text label of an event (a payment's ``method``, an interaction's
+``channel``), characters."""
+
+_NOT_IN_LABELS = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
+"""Unicode categories a label may not hold: control, format (zero-width and bidirectional
+controls), surrogate, private-use and unassigned characters, line and paragraph separators."""
+
+
+def check_label(name: str, value: str | None) -> None:
+    """Raise ``ValueError("$.<name>: ...")`` unless ``value`` (None passes) is a label of at most
+    :data:`MAX_LABEL_CHARS` characters holding none of :data:`_NOT_IN_LABELS`. A trial user
+    sent ``channel`` with a NUL byte and ``method`` with a right-to-left override; both were
+    kept and reached the GDPR exports and HTTP answers, where names refuse them."""
+    if value is None or (value.isascii() and value.isprintable() and len(value) <= MAX_LABEL_CHARS):
+        return  # the common case: printable ASCII
+    if len(value) > MAX_LABEL_CHARS:
+        raise ValueError(f"$.{name}: at most {MAX_LABEL_CHARS} characters, got {len(value):,}")
+    for position, char in enumerate(value, 1):
+        if unicodedata.category(char) in _NOT_IN_LABELS:
+            raise ValueError(
+                f"$.{name}: character U+{ord(char):04X} at character {position} is a control,"
+                " format or unassigned character (a label is plain text)"
+            )
+
+
 def check_schema_version(version: int, supported: frozenset[int]) -> None:
     """Raise ``ValueError("$.schema_version: ...")`` unless ``version`` is supported."""
     if version not in supported:
@@ -163,6 +190,9 @@ def decode_event(raw: bytes, event_type: type[E]) -> E:
             reason += _allowed(event_type, path)
         if reason == "Invalid RFC3339 encoded date":
             reason = _impossible_date(raw, path) or reason
+        if path.endswith("_minor") and reason.startswith("Expected `int`, got"):
+            # a trial user's "840.00" and 840.5: say what the number is
+            reason += ": an integer number of minor units (cents), e.g. 84000 for 840.00"
         return _raise(path, _FORMATS.get(reason, reason))
     except msgspec.DecodeError as exc:
         return _raise("$", f"not valid JSON: {exc}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from stream_app.schemas.base import EventBase, Identifier
+from stream_app.schemas.base import EventBase, Identifier, check_label
 
 
 class ClientInteractionEvent(EventBase, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -37,6 +37,7 @@ class ClientInteractionEvent(EventBase, frozen=True, kw_only=True, forbid_unknow
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        check_label("channel", self.channel)
         if self.event_type == "rating" and (self.score is None or not 1 <= self.score <= 5):
             raise ValueError("$.score: a rating needs a score from 1 to 5")
         if self.event_type == "nps" and (self.score is None or not 0 <= self.score <= 10):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from stream_app.schemas.base import EventBase, Identifier, MinorUnits, check_currency
+from stream_app.schemas.base import EventBase, Identifier, MinorUnits, check_currency, check_label
 
 
 class PaymentEvent(EventBase, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -34,3 +34,4 @@ class PaymentEvent(EventBase, frozen=True, kw_only=True, forbid_unknown_fields=T
     def __post_init__(self) -> None:
         super().__post_init__()
         check_currency(self.currency)
+        check_label("method", self.method)

@@ -56,11 +56,13 @@ from aiohttp import web
 from stream_app.app import app, settings
 from stream_app.db.pool import get_pool
 from stream_app.db.report_scope import report_venues
+from stream_app.db.tenancy import fetch_venues
 from stream_app.quotas import SlotsBusyError
+from stream_app.schemas.ids import quoted_list
 from stream_app.topics import REALTIME_METRICS_UPDATES
 from stream_app.web import revocation
 from stream_app.web.auth import Principal, authenticate
-from stream_app.web.errors import BusyError
+from stream_app.web.errors import ApiError, BusyError
 from stream_app.web.permissions import Permission
 from stream_app.web.updates_filter import UpdateFilter, Verdict, parse_filter
 from stream_app.web.updates_hub import END, UPDATES_DROPPED, UpdatesHub, bound_resume
@@ -187,6 +189,28 @@ async def _still_valid(principal: Principal) -> bool:
     return not await revocation.is_revoked(principal)
 
 
+async def _check_venues(org: str, venues: frozenset[str]) -> None:
+    """Refuse a ``venue`` filter naming a venue the organisation has not registered: its
+    stream would stay empty (a trial user's filter on another organisation's studio answered
+    200 and a silent stream, while an unknown ``metric`` is a 400).
+
+    Raises:
+        ApiError: 400 ``invalid_field`` naming ``venue`` and the unknown ids.
+    """
+    pool = await get_pool(settings.postgres_dsn)
+    async with pool.acquire() as conn:
+        known = {v.id for v in await fetch_venues(conn, org)}
+    unknown = sorted(venues - known)
+    if unknown:
+        raise ApiError(
+            400,
+            "invalid_field",
+            f"venue: unknown venue(s) {quoted_list(unknown)} in organisation {org!r} (a stream"
+            " filtered on it would stay empty)",
+            field="venue",
+        )
+
+
 @page(
     "/orgs/{org}/updates",
     permission=Permission.TABLES_READ,
@@ -197,6 +221,8 @@ async def updates(self: Any, request: web.Request, org: str) -> web.StreamRespon
     """The organisation's live updates as Server-Sent Events (see the module docstring)."""
     principal = authenticate(request, settings.jwt_secret, org)
     filt = parse_filter(principal, request.query.get("metric"), request.query.get("venue"))
+    if filt.venues is not None:
+        await _check_venues(org, filt.venues)
     ids = EventIds(settings.jwt_secret, org, hub.topic)
     last = request.headers.get("Last-Event-ID") or request.query.get("last_event_id")
     resume = None

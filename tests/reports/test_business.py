@@ -38,9 +38,22 @@ def test_registered_with_their_cache_class() -> None:
 @pytest.mark.parametrize(
     ("report_type", "reason"),
     [
-        ("photography_business", "has no photographers (suppliers of kind photographer)"),
-        ("catering_cost", "has no catering menus"),
-        ("planner_portfolio", "has no offices"),
+        (
+            "photography_business",
+            "has no photographers (suppliers of kind photographer) in its PostgreSQL history:"
+            " this report reads the history only, not the live supplier-activities; load them"
+            " as `suppliers` rows of kind 'photographer' (README, Loading your own history)",
+        ),
+        (
+            "catering_cost",
+            "has no catering menus in its PostgreSQL history: load the `catering_*` rows"
+            " (README, Loading your own history)",
+        ),
+        (
+            "planner_portfolio",
+            "has no offices in its PostgreSQL history: load them as `offices` rows and name"
+            " them in `bookings.office_id` (README, Loading your own history)",
+        ),
     ],
 )
 async def test_an_organisation_without_the_business_is_refused(

@@ -200,3 +200,50 @@ def test_a_long_unknown_field_name_gets_no_suggestion_search(
     assert (info.value.field, info.value.reason) == (f"$.{name}", "unknown field")
     longest = max(len(f) for f in BookingEvent.__struct_fields__)
     assert 2 * longest / (base.SUGGEST_MAX_CHARS + 1 + longest) < 0.6  # never a match anyway
+
+
+@pytest.mark.parametrize(
+    ("method", "reason"),
+    [
+        ("card\u202e", "character U+202E at character 5 is a control, format or unassigned"),
+        ("web\x00", "character U+0000 at character 4 is a control, format or unassigned"),
+        ("a\u200bb", "character U+200B at character 2"),
+        ("x" * 101, "at most 100 characters, got 101"),
+    ],
+)
+def test_free_text_labels_are_plain_text(method: str, reason: str) -> None:
+    """A trial user's ``method`` with a right-to-left override and ``channel`` with a NUL
+    were kept (and reached GDPR exports); both labels are plain text now."""
+    pay = {k: v for k, v in VALID.items() if k not in ("venue_id", "service_date", "nights")}
+    pay.update(event_type="payment_received", payment_id="p-1", method=method)
+    with pytest.raises(EventValidationError) as info:
+        decode_event(orjson.dumps(pay), PaymentEvent)
+    assert info.value.field == "$.method" and reason in info.value.reason
+    inquiry = {
+        "schema_version": 1,
+        "event_id": "i-1",
+        "organization_id": "org-1",
+        "occurred_at": "2026-06-01T10:00:00Z",
+        "event_type": "inquiry",
+        "client_id": "c-1",
+        "channel": method,
+    }
+    with pytest.raises(EventValidationError) as info:
+        decode_event(orjson.dumps(inquiry), ClientInteractionEvent)
+    assert info.value.field == "$.channel" and reason in info.value.reason
+    for fine in ("card", "virement bancaire", "カード", ""):
+        pay["method"] = inquiry["channel"] = fine
+        assert decode_event(orjson.dumps(pay), PaymentEvent).method == fine
+        assert decode_event(orjson.dumps(inquiry), ClientInteractionEvent).channel == fine
+
+
+@pytest.mark.parametrize("amount", ["840.00", 840.5, 1e5])
+def test_a_money_type_error_says_minor_units(amount: object) -> None:
+    pay = {k: v for k, v in VALID.items() if k not in ("venue_id", "service_date", "nights")}
+    pay.update(event_type="payment_received", payment_id="p-1", amount_minor=amount)
+    with pytest.raises(EventValidationError) as info:
+        decode_event(orjson.dumps(pay), PaymentEvent)
+    assert info.value.field == "$.amount_minor"
+    assert info.value.reason.endswith(
+        ": an integer number of minor units (cents), e.g. 84000 for 840.00"
+    )

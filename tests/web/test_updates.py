@@ -203,6 +203,14 @@ async def test_tenants_scopes_and_filters(
             f"/orgs/{A}/updates", params={"access_token": scoped, "metric": "Bad-Name"}
         ) as r:
             assert (r.status, (await r.json())["error"]["field"]) == (400, "metric")
+        # a venue the organisation has not registered: a stream that would stay empty
+        async with s.get(
+            f"/orgs/{A}/updates",
+            params={"access_token": token(settings, A), "venue": "v1,studio-london"},
+        ) as r:
+            error = (await r.json())["error"]
+            assert (r.status, error["field"]) == (400, "venue")
+            assert "unknown venue(s) ['studio-london'] in organisation" in error["reason"]
         async with s.get(
             f"/orgs/{A}/updates",
             params={"access_token": scoped},

@@ -269,7 +269,10 @@ async def _read(
     if not await conn.fetchval(
         "SELECT EXISTS (SELECT 1 FROM catering_menus WHERE organization_id = $1)", org_id
     ):
-        raise ReportInputError(f"organization_id: {org_id!r} has no catering menus")
+        raise ReportInputError(
+            f"organization_id: {org_id!r} has no catering menus in its PostgreSQL history: load"
+            " the `catering_*` rows (README, Loading your own history)"
+        )
     return {
         "mixed": await conn.fetch(MIXED_SQL, org_id, date_from, date_to),
         "shared": await conn.fetch(SHARED_SQL, org_id, date_from, date_to),

@@ -188,6 +188,9 @@ async def _read(
     ):
         raise ReportInputError(
             f"organization_id: {org_id!r} has no photographers (suppliers of kind photographer)"
+            " in its PostgreSQL history: this report reads the history only, not the live"
+            " supplier-activities; load them as `suppliers` rows of kind 'photographer' (README,"
+            " Loading your own history)"
         )
     last_from, last_to = year_earlier(date_from), year_earlier(date_to)
     return {

@@ -163,7 +163,11 @@ def build_report(
     """
     offices = data["offices"]
     if not offices:
-        raise ReportInputError(f"organization_id: {org.id!r} has no offices")
+        raise ReportInputError(
+            f"organization_id: {org.id!r} has no offices in its PostgreSQL history: load them as"
+            " `offices` rows and name them in `bookings.office_id` (README, Loading your own"
+            " history)"
+        )
     by_office: dict[str, dict[str, Any]] = defaultdict(dict)
     for r in data["figures"]:
         by_office[r["office_id"]][r["currency"].strip()] = r
