@@ -210,6 +210,12 @@ REPORT_LANE_ORG_HELD = Gauge(
     ["lane"],
     registry=REGISTRY,
 )
+REPORT_ORG_HELD = Gauge(
+    "wedding_report_org_held_max",
+    "Most reports one organisation generates at once on this worker, all lanes together"
+    " (at most WEDDING_ORG_REPORTS)",
+    registry=REGISTRY,
+)
 REPORT_LANE_ORGS = Gauge(
     "wedding_report_lane_organisations",
     "Organisations generating reports in a lane on this worker right now",

@@ -236,14 +236,21 @@ def parse_limits(
     return out
 
 
-RATE_CLASSES: tuple[str, ...] = ("reads", "reports", "aggregations", "downloads", "admin")
+RATE_CLASSES: tuple[str, ...] = (
+    "reads",
+    "reports",
+    "aggregations",
+    "downloads",
+    "admin",
+    "cancels",
+)
 _TOKEN_LIMITS = (
     "reads=600/minute,reports=30/minute,aggregations=60/minute,downloads=120/minute,"
-    "admin=120/minute"
+    "admin=120/minute,cancels=120/minute"
 )
 _ORG_LIMITS = (
     "reads=2400/minute,reports=120/minute,aggregations=240/minute,downloads=480/minute,"
-    "admin=480/minute"
+    "admin=480/minute,cancels=480/minute"
 )
 """Route classes of the rate limits (:mod:`stream_app.web.ratelimit`)."""
 
@@ -561,9 +568,11 @@ class Settings:
             (development only).
         rate_limits: per token, per route class (``WEDDING_RATE_LIMITS``,
             ``reads=600/minute,reports=30/minute,aggregations=60/minute,downloads=120/minute,
-            admin=120/minute``; a class left out keeps its default). ``admin`` is the class of
-            the admin routes (tokens, schedules, GDPR, retention, audit), so a flood of reads
-            cannot stop an admin from revoking the flooding token.
+            admin=120/minute,cancels=120/minute``; a class left out keeps its default).
+            ``admin`` is the class of the admin routes (tokens, schedules, GDPR, retention,
+            audit, an admin's report cancellations), so a flood of reads cannot stop an admin
+            from revoking the flooding token; ``cancels`` that of an analyst's report
+            cancellations (neither its report flood nor the admins' budget).
         org_rate_limits: per organisation, all its tokens together (``WEDDING_ORG_RATE_LIMITS``,
             four times the token limits).
         auth_failure_limit: requests with a bad token one client address may make before it
@@ -576,6 +585,11 @@ class Settings:
         org_slot_share: the largest share of a worker's report-lane or aggregation slots (the
             latter also taken by report validations) one organisation may hold at once
             (``WEDDING_ORG_SLOT_SHARE``, 0.5; at least one slot).
+        org_reports: the most reports one organisation generates at once on a worker, all
+            priority lanes together (``WEDDING_ORG_REPORTS``, 2); a request over it goes back
+            to its lane as one over the lane share does. The lane share alone let an admin,
+            who may use every priority, run five at once (an attacker round: another
+            tenant's small report took 1.2-9.1 s instead of 0.3 s).
         progress_interval_s: seconds between two progress lines of a long CLI job
             (``replay``, ``synth``, ``--wait``) when its output is not a terminal
             (``WEDDING_PROGRESS_INTERVAL_S``, 10; 0 writes a line per update); on a terminal a
@@ -699,6 +713,7 @@ class Settings:
     priority_orgs: frozenset[str] = from_env(frozenset(), "WEDDING_PRIORITY_ORGS", _names)
     org_inflight: int = from_env(8, "WEDDING_ORG_INFLIGHT", int_in(1, 10_000))
     org_slot_share: float = from_env(0.5, "WEDDING_ORG_SLOT_SHARE", float_in(0.01, 1))
+    org_reports: int = from_env(2, "WEDDING_ORG_REPORTS", int_in(1, 1000))
     progress_interval_s: float = from_env(10.0, "WEDDING_PROGRESS_INTERVAL_S", float_in(0, 3600))
     updates_queue: int = from_env(1000, "WEDDING_UPDATES_QUEUE", int_in(1, 1_000_000))
     updates_max_clients: int = from_env(50, "WEDDING_UPDATES_MAX_CLIENTS", int_in(1, 100_000))

@@ -16,6 +16,7 @@ never leaves out a change committed before it was read.
 
 from __future__ import annotations
 
+import secrets
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -106,21 +107,31 @@ async def create_rollup(conn: asyncpg.Connection, organization_id: str, rollup: 
     return rollup_id
 
 
+ROLLUP_ID_MAX = 2**53 - 1
+"""The largest rollup id (ids are exact integers in JavaScript too)."""
+
+
 async def insert_rollup(conn: asyncpg.Connection, organization_id: str, rollup: Rollup) -> int:
     """Store ``rollup``'s row (unbuilt) inside a tenant transaction of the organisation; its
-    id."""
-    return int(
-        await conn.fetchval(
-            "INSERT INTO rollups (organization_id, dataset, definition, time_field,"
-            " time_type, grain) VALUES ($1, $2, $3::jsonb, $4, $5, $6) RETURNING id",
+    id, a random integer in 1..:data:`ROLLUP_ID_MAX` (unique within the organisation).
+
+    Not the table's identity sequence, which every organisation shares: an attacker round
+    read from its own ids how many rollups the other tenants created between two of its."""
+    while True:
+        got = await conn.fetchval(
+            "INSERT INTO rollups (organization_id, id, dataset, definition, time_field,"
+            " time_type, grain) OVERRIDING SYSTEM VALUE"
+            " VALUES ($1, $7, $2, $3::jsonb, $4, $5, $6) ON CONFLICT DO NOTHING RETURNING id",
             organization_id,
             rollup.dataset,
             orjson.dumps(rollup.to_json()).decode(),
             rollup.time_field,
             rollup.time_type,
             rollup.grain,
+            secrets.randbelow(ROLLUP_ID_MAX) + 1,
         )
-    )
+        if got is not None:
+            return int(got)
 
 
 async def build_all(

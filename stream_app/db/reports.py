@@ -311,12 +311,22 @@ NOT_THE_OWNERS = "not_the_owners"
 """What :func:`cancel` answers for a report of another user than ``owner``."""
 
 
+_SCHEDULED = (
+    "EXISTS (SELECT 1 FROM schedule_runs r"
+    " WHERE r.organization_id = $1 AND r.report_ids @> ARRAY[$2::text])"
+)
+"""SQL: the report ``$2`` of organisation ``$1`` is one of a scheduled run's."""
+
+
 async def cancel(
     conn: asyncpg.Connection, organization_id: str, report_id: str, owner: str | None = None
 ) -> str | None:
     """Cancel a ``queued`` or ``processing`` report of ``organization_id`` (only one that
-    ``owner`` requested, when given: checked in the same statement, so no report of another
-    user is cancelled in the moment between a check and the change).
+    ``owner`` requested itself, when given: checked in the same statement, so no report of
+    another user is cancelled in the moment between a check and the change). A scheduled
+    run's report is nobody's own: it is recorded under its schedule's creator, and an
+    analyst token with the creator's subject cancelled every run of an admin's schedules (an
+    attacker round's finding); with ``owner`` given it is :data:`NOT_THE_OWNERS`.
 
     Returns:
         ``"cancelled"`` when this call cancelled it, :data:`NOT_THE_OWNERS` when it is another
@@ -327,7 +337,8 @@ async def cancel(
         row = await conn.fetchrow(
             "UPDATE reports SET status = 'cancelled', error = 'cancelled by request',"
             " updated_at = now() WHERE organization_id = $1 AND id = $2"
-            " AND status IN ('queued', 'processing') AND ($3::text IS NULL OR user_id = $3)"
+            " AND status IN ('queued', 'processing') AND ($3::text IS NULL OR (user_id = $3"
+            f" AND NOT {_SCHEDULED}))"
             " RETURNING status",
             organization_id,
             report_id,
@@ -336,12 +347,13 @@ async def cancel(
         if row is not None:
             return "cancelled"
         if owner is not None:
-            user = await conn.fetchval(
-                "SELECT user_id FROM reports WHERE organization_id = $1 AND id = $2",
+            found = await conn.fetchrow(
+                f"SELECT user_id, {_SCHEDULED} AS scheduled FROM reports"
+                " WHERE organization_id = $1 AND id = $2",
                 organization_id,
                 report_id,
             )
-            if user is not None and user != owner:
+            if found is not None and (found["user_id"] != owner or found["scheduled"]):
                 return NOT_THE_OWNERS
         return await current_status(conn, organization_id, report_id)
 

@@ -14,7 +14,9 @@ A lane claims the report (``queued → processing`` in PostgreSQL, so a redelive
 generated once), publishes ``processing`` and answers it
 (:func:`stream_app.reports.produce.produce`) under a watchdog
 (:mod:`stream_app.reports.watchdog`). An organisation holds at most its share
-(``WEDDING_ORG_SLOT_SHARE``) of a lane's concurrency on a worker.
+(``WEDDING_ORG_SLOT_SHARE``) of a lane's concurrency on a worker, and generates at most
+``WEDDING_ORG_REPORTS`` reports at once on a worker across all lanes (so its critical report
+may wait for one of its own low ones; another tenant's never waits for it).
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from stream_app.app import settings
 from stream_app.db import reports as report_db
 from stream_app.db.pool import get_pool
 from stream_app.db.tenancy import tenant_transaction
-from stream_app.observability import REPORT_LANE_ORG_HELD, REPORT_LANE_ORGS
+from stream_app.observability import REPORT_LANE_ORG_HELD, REPORT_LANE_ORGS, REPORT_ORG_HELD
 from stream_app.quotas import org_share
 from stream_app.reports.cancel import tracked
 from stream_app.reports.errors import ReportCancelledError, is_retriable
@@ -72,6 +74,8 @@ _requeued_in_a_row: dict[str, int] = {}
 """priority → requests over their share sent back since this worker's lane last claimed one."""
 _lane_held: dict[tuple[str, str], int] = {}
 """(priority, organization_id) → lane slots of this worker it holds now."""
+_org_held: dict[str, int] = {}
+"""organization_id → reports this worker generates for it now, all lanes together."""
 CLAIMER = f"{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:8]}"
 """This worker process, as recorded in a claimed report's ``claimed_by``."""
 _orphaned: dict[tuple[str, str], float] = {}
@@ -86,8 +90,9 @@ async def handle_lane_request(event: EventT[bytes]) -> ReportStatusName | None:
     """Lane: claim one request and answer it; the final status, None when not claimed.
 
     An organisation holds at most its share (``WEDDING_ORG_SLOT_SHARE``) of the lane's
-    concurrency on this worker; a request over it goes back to the end of its lane at once
-    (a pause every :data:`QUOTA_REQUEUE_BURST` in a row), marked as this app's copy.
+    concurrency on this worker, and at most ``WEDDING_ORG_REPORTS`` slots of all lanes; a
+    request over either goes back to the end of its lane at once (a pause every
+    :data:`QUOTA_REQUEUE_BURST` in a row), marked as this app's copy.
     """
     started = time.perf_counter()
     if not _ours(event):
@@ -98,7 +103,8 @@ async def handle_lane_request(event: EventT[bytes]) -> ReportStatusName | None:
         await send_to_dead_letter(event, field=exc.field, reason=exc.reason)
         return None
     share = (req.priority, req.organization_id)
-    if _lane_held.get(share, 0) >= org_share(
+    org = req.organization_id
+    if _org_held.get(org, 0) >= settings.org_reports or _lane_held.get(share, 0) >= org_share(
         settings.report_lane_concurrency[req.priority], settings.org_slot_share
     ):
         # the organisation holds its share of this lane here: back to the end of the lane,
@@ -110,6 +116,7 @@ async def handle_lane_request(event: EventT[bytes]) -> ReportStatusName | None:
         return None
     _requeued_in_a_row[req.priority] = 0
     _lane_held[share] = _lane_held.get(share, 0) + 1
+    _org_held[org] = _org_held.get(org, 0) + 1
     _publish_lane_shares(req.priority)
     try:
         return await _claim_and_produce(req, event, started)
@@ -117,6 +124,9 @@ async def handle_lane_request(event: EventT[bytes]) -> ReportStatusName | None:
         _lane_held[share] -= 1
         if _lane_held[share] == 0:
             del _lane_held[share]
+        _org_held[org] -= 1
+        if _org_held[org] == 0:
+            del _org_held[org]
         _publish_lane_shares(req.priority)
 
 
@@ -124,6 +134,7 @@ def _publish_lane_shares(lane: str) -> None:
     held = [n for (p, _), n in _lane_held.items() if p == lane]
     REPORT_LANE_ORG_HELD.labels(lane).set(max(held, default=0))
     REPORT_LANE_ORGS.labels(lane).set(len(held))
+    REPORT_ORG_HELD.set(max(_org_held.values(), default=0))
 
 
 def _ours(event: EventT[bytes]) -> bool:

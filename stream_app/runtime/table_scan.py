@@ -27,25 +27,27 @@ def encoded_prefix(store: Any, prefix: str) -> bytes:
     return a[:n]
 
 
-def scan_prefix(
-    table: Any, prefix: str, partitions: list[int], keep: Callable[[Any], bool]
-) -> Iterator[tuple[Any, Any]]:
-    """``(key, value)``, decoded, of the rows of ``table`` in ``partitions`` whose encoded key
-    starts with the encoding of ``prefix`` and whose decoded key ``keep`` accepts, in key
-    order per partition.
+RawRows = list[tuple[bytes, bytes]]
+"""Encoded ``(key, value)`` pairs as stored, in key order per partition."""
 
-    A value is decoded only for a key ``keep`` accepts. Synchronous: nothing else runs on the
-    event loop while the caller consumes it.
+
+def scan_prefix_raw(table: Any, prefix: str, partitions: list[int]) -> RawRows:
+    """The encoded ``(key, value)`` of the rows of ``table`` in ``partitions`` whose encoded
+    key starts with the encoding of ``prefix``, in key order per partition, undecoded.
+
+    Synchronous and without decoding (150,000 rows in ~0.16 s here): the caller holds the
+    event loop only for the copy out of RocksDB, so no fold batch or rebalance interleaves,
+    and decodes them (:func:`decode_rows`) off the loop, in a thread, where no RocksDB
+    handle is touched.
 
     Args:
         table: a faust table with the RocksDB store (``table.data``).
         prefix: the string the keys start with (e.g. ``"org-a/"``).
         partitions: the partitions to read; each must be open in this worker.
-        keep: the decoded keys to yield (an encoded-prefix match is not a string-prefix
-            proof for every serializer, so it checks the prefix again).
     """
     store = table.data
     enc = encoded_prefix(store, prefix)
+    out: RawRows = []
     for partition in partitions:
         it = store._db_for_partition(partition).iter()
         it.seek(enc)
@@ -53,7 +55,20 @@ def scan_prefix(
             kb: bytes = it.key()
             if not kb.startswith(enc):
                 break
-            key = store._decode_key(kb)
-            if keep(key):
-                yield key, store._decode_value(it.value())
+            out.append((kb, it.value()))
             it.next()
+    return out
+
+
+def decode_rows(
+    table: Any, rows: RawRows, keep: Callable[[Any], bool]
+) -> Iterator[tuple[Any, Any]]:
+    """``(key, value)`` of ``rows`` (:func:`scan_prefix_raw`) decoded with ``table``'s
+    serializers, for the keys ``keep`` accepts (an encoded-prefix match is not a
+    string-prefix proof for every serializer, so the caller checks the prefix again); a value
+    is decoded only for a key it accepts. Pure: safe in a thread."""
+    store = table.data
+    for kb, vb in rows:
+        key = store._decode_key(kb)
+        if keep(key):
+            yield key, store._decode_value(vb)

@@ -80,6 +80,27 @@ def _tenant_slots() -> TenantSlots:
     return _slots
 
 
+LONG_JOBS_CONCURRENT = 2
+"""Optimiser runs, rollup builds and report validations one worker runs at once (each may
+take tens of seconds of PostgreSQL: up to 60 s for the optimiser)."""
+_long_slots: TenantSlots | None = None
+
+
+def long_job_slots() -> TenantSlots:
+    """The worker's slots of long jobs (the optimiser, rollup builds, report validations):
+    :data:`LONG_JOBS_CONCURRENT`, an organisation's share ``WEDDING_ORG_SLOT_SHARE`` of them.
+
+    Apart from the aggregation slots: two tenants with one optimiser call each held both
+    aggregation slots for their 17-25 s, and every other tenant's aggregations were 503
+    ``busy`` after 10 s (an attacker round); now such jobs wait for each other only."""
+    global _long_slots
+    if _long_slots is None:
+        _long_slots = TenantSlots(
+            LONG_JOBS_CONCURRENT, org_share(LONG_JOBS_CONCURRENT, settings.org_slot_share)
+        )
+    return _long_slots
+
+
 def scope_aggregation(principal: Principal, req: AggregationRequest) -> AggregationRequest:
     """A venue-scoped token's request with a ``venue_id in <scope>`` filter added.
 

@@ -75,7 +75,8 @@ class RouteSpec:
 
     Attributes:
         access: the permission it needs, :data:`PUBLIC` or :data:`UNDECLARED`.
-        rate_class: ``reads``, ``reports``, ``aggregations``, ``downloads`` or ``admin``;
+        rate_class: ``reads``, ``reports``, ``aggregations``, ``downloads``, ``admin`` or
+            ``cancels``;
             None = from the permission (report requests → ``reports``, aggregations →
             ``aggregations``, admin permissions → ``admin``, the rest ``reads``).
         venue_aware: the handler restricts its answer to a venue-scoped token's venues (or the
@@ -87,6 +88,11 @@ class RouteSpec:
         forwarded: a read the workers forward to each other (:mod:`stream_app.queries.routing`,
             :mod:`stream_app.queries.scatter`): the only kind of route a worker-to-worker
             (internal) token may call; every other route refuses it (403 ``role``).
+        rate_without: ``(permission, class)``: a caller whose role lacks ``permission`` is
+            counted in ``class`` instead of :attr:`limit_class` (a report cancellation is an
+            ``admin`` request for admins, a ``cancels`` one for analysts: four analysts'
+            cancellations of unknown ids used up the organisation's whole ``admin`` budget,
+            and its admins could not revoke a token or erase a client; an attacker round).
     """
 
     access: RouteAccess = UNDECLARED
@@ -94,6 +100,13 @@ class RouteSpec:
     venue_aware: bool = False
     streaming: bool = False
     forwarded: bool = False
+    rate_without: tuple[Permission, str] | None = None
+
+    def limit_class_of(self, role: str) -> str:
+        """The rate-limit class of the route for a caller of ``role``."""
+        if self.rate_without is not None and not allowed(role, self.rate_without[0]):
+            return self.rate_without[1]
+        return self.limit_class
 
     @property
     def limit_class(self) -> str:
@@ -283,7 +296,7 @@ async def _check_principal(
         )
     check_venue_scope(principal, spec, params)
     if not principal.internal:
-        await ratelimit.check_request(principal, spec.limit_class)
+        await ratelimit.check_request(principal, spec.limit_class_of(principal.role))
     request[PRINCIPAL_KEY] = principal
 
 

@@ -9,9 +9,10 @@
 - ``GET /orgs/{org}/rollups``: the organisation's rollups.
 - ``DELETE /orgs/{org}/rollups/{rollup_id}``.
 
-The optimiser and rollup builds share the aggregation route's slots (a worker runs at most
-:data:`stream_app.web.aggregation.MAX_CONCURRENT` of them at once, an organisation its share)
-and its rate-limit class. Errors: 400 naming the field, 404 for an unknown rollup or
+The optimiser and rollup builds take the long-job slots (a worker runs at most
+:data:`stream_app.web.aggregation.LONG_JOBS_CONCURRENT` of them and report validations at
+once, an organisation its share; apart from the aggregation route's slots) and share the
+aggregation route's rate-limit class. Errors: 400 naming the field, 404 for an unknown rollup or
 organisation, 409 ``too_many_rollups``, 422 ``query_timeout``, 503 ``busy``. Creating and
 deleting a rollup are audited (``rollup.created``, ``rollup.deleted``).
 """
@@ -40,7 +41,7 @@ from stream_app.db import audit_events
 from stream_app.db.pool import get_pool
 from stream_app.db.tenancy import UnknownOrganizationError, tenant_transaction
 from stream_app.quotas import SlotsBusyError
-from stream_app.web.aggregation import QUEUE_WAIT_S, _tenant_slots, slots_busy
+from stream_app.web.aggregation import QUEUE_WAIT_S, long_job_slots, slots_busy
 from stream_app.web.auth import authenticate
 from stream_app.web.errors import ApiError
 from stream_app.web.inputs import (
@@ -59,7 +60,7 @@ from stream_app.web.views import page
 async def _heavy(org: str) -> AsyncIterator[None]:
     """An aggregation slot, and the errors of heavy work as API errors."""
     try:
-        async with _tenant_slots().slot(org, QUEUE_WAIT_S):
+        async with long_job_slots().slot(org, QUEUE_WAIT_S):
             yield
     except SlotsBusyError as exc:
         raise slots_busy(exc) from None

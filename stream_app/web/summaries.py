@@ -23,6 +23,7 @@ read right now (retry).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import date
 from typing import Any
 from urllib.parse import quote
@@ -33,7 +34,14 @@ from aiohttp import web
 from stream_app import iana
 from stream_app.app import settings
 from stream_app.db.pool import get_pool
-from stream_app.queries.scatter import PART_HEADER, gather_parts, local_part, org_rows
+from stream_app.queries.scatter import (
+    PART_HEADER,
+    Compute,
+    gather_parts,
+    local_part,
+    org_raw,
+    org_rows,
+)
 from stream_app.tables import summaries
 from stream_app.topology import (
     booking_payments_table,
@@ -125,13 +133,17 @@ async def interactions_summary(self: Any, request: web.Request, org: str) -> web
     months = month_range(request)
     tables = [client_interactions_table]
 
-    def compute(zone: ZoneInfo) -> Any:
-        return lambda held: summaries.interactions_part(
-            org_rows(client_interactions_table, org, next(iter(held.values()))), zone, months
-        )
+    def compute(zone: ZoneInfo) -> Compute:
+        def read(held: dict[str, list[int]]) -> Callable[[], Any]:
+            rows = org_raw(client_interactions_table, org, next(iter(held.values())))
+            return lambda: summaries.interactions_part(
+                org_rows(client_interactions_table, org, rows), zone, months
+            )
+
+        return read
 
     if part_request:
-        return json_response(local_part(tables, compute(_zone_param(request))))
+        return json_response(await local_part(tables, compute(_zone_param(request))))
     pool = await get_pool(settings.postgres_dsn)
     async with pool.acquire() as conn:
         organization = await known_organization(conn, org)
@@ -163,14 +175,16 @@ async def payments_summary(self: Any, request: web.Request, org: str) -> web.Str
     payments_changelog = booking_payments_table.changelog_topic.get_topic_name()
     bookings_changelog = venue_bookings.changelog_topic.get_topic_name()
 
-    def compute(held: dict[str, list[int]]) -> Any:
-        return summaries.payments_part(
-            org_rows(booking_payments_table, org, held[payments_changelog]),
-            org_rows(venue_bookings, org, held[bookings_changelog], raw=True),
+    def compute(held: dict[str, list[int]]) -> Callable[[], Any]:
+        payments = org_raw(booking_payments_table, org, held[payments_changelog])
+        bookings = org_raw(venue_bookings, org, held[bookings_changelog])
+        return lambda: summaries.payments_part(
+            org_rows(booking_payments_table, org, payments),
+            org_rows(venue_bookings, org, bookings, raw=True),
         )
 
     if part_request:
-        return json_response(local_part(tables, compute))
+        return json_response(await local_part(tables, compute))
     parts = await gather_parts(tables, org, _path(org, "payments/summary"), {}, compute)
     return json_response(
         {
@@ -188,13 +202,14 @@ async def suppliers_summary(self: Any, request: web.Request, org: str) -> web.St
     months = month_range(request)
     tables = [supplier_activity_table]
 
-    def compute(held: dict[str, list[int]]) -> Any:
-        return summaries.suppliers_part(
-            org_rows(supplier_activity_table, org, next(iter(held.values()))), months
+    def compute(held: dict[str, list[int]]) -> Callable[[], Any]:
+        rows = org_raw(supplier_activity_table, org, next(iter(held.values())))
+        return lambda: summaries.suppliers_part(
+            org_rows(supplier_activity_table, org, rows), months
         )
 
     if part_request:
-        return json_response(local_part(tables, compute))
+        return json_response(await local_part(tables, compute))
     parts = await gather_parts(
         tables,
         org,

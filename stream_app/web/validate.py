@@ -18,11 +18,11 @@ refuse it, 400 naming ``$.data_filters.venue_id``). The body is at most
 Bad input is a 400 naming the field (``$.report_type``, ``$.date_to``,
 ``$.data_filters.venue_id``, ``$.output_formats`` when a field of another purpose is sent).
 
-The checks run in one of the worker's aggregation slots (:mod:`stream_app.web.aggregation`:
-:data:`~stream_app.web.aggregation.MAX_CONCURRENT` at once, an organisation at most its share
-``WEDDING_ORG_SLOT_SHARE`` of them, shared with aggregations, the optimiser and rollup
-builds), so one tenant's validations cannot fill the PostgreSQL pool and the cores beside
-everyone's reads and reports. A validation that waited
+The checks run in one of the worker's long-job slots (:mod:`stream_app.web.aggregation`:
+:data:`~stream_app.web.aggregation.LONG_JOBS_CONCURRENT` at once, an organisation at most its
+share ``WEDDING_ORG_SLOT_SHARE`` of them, shared with the optimiser and rollup builds, not
+with aggregations), so one tenant's validations cannot fill the PostgreSQL pool and the cores
+beside everyone's reads and reports. A validation that waited
 :data:`~stream_app.web.aggregation.QUEUE_WAIT_S` seconds without one is a 503 ``busy`` with
 ``Retry-After`` (:data:`RETRY_AFTER_S`).
 """
@@ -47,7 +47,7 @@ from stream_app.reports.types.base import ReportContext, ReportInputError
 from stream_app.reports.venue_rows import read_venue_rows
 from stream_app.schemas.base import EventValidationError, decode_event
 from stream_app.schemas.reports import ReportRequest
-from stream_app.web.aggregation import QUEUE_WAIT_S, _tenant_slots
+from stream_app.web.aggregation import QUEUE_WAIT_S, long_job_slots
 from stream_app.web.auth import authenticate
 from stream_app.web.errors import ApiError, BusyError
 from stream_app.web.inputs import json_object, known_organization, read_body
@@ -138,7 +138,7 @@ async def validate_report(self: Any, request: web.Request, org: str) -> web.Stre
         read_venue_rows=read_venue_rows,
     )
     try:
-        async with _tenant_slots().slot(org, QUEUE_WAIT_S):
+        async with long_job_slots().slot(org, QUEUE_WAIT_S):
             answer = await checks.validate(ctx)
     except SlotsBusyError as exc:
         reason = (

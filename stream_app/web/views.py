@@ -185,6 +185,7 @@ def page(
     venue_aware: bool = False,
     streaming: bool = False,
     forwarded: bool = False,
+    rate_without: tuple[Permission, str] | None = None,
 ) -> Callable[[Handler], Handler]:
     """Declare ``fn`` as the ``method`` handler of ``path`` (see :func:`register_routes`).
 
@@ -197,6 +198,8 @@ def page(
         streaming: a long-lived response (see :class:`~stream_app.web.guard.RouteSpec`).
         forwarded: a read the workers forward to each other, the only kind of route a
             worker-to-worker token may call (see :class:`~stream_app.web.guard.RouteSpec`).
+        rate_without: ``(permission, class)``: the rate-limit class of a caller lacking
+            ``permission`` (see :class:`~stream_app.web.guard.RouteSpec`).
 
     The handler is wrapped by :func:`api` (JSON errors, request counting, the guard).
     """
@@ -205,7 +208,7 @@ def page(
         methods = _ROUTES.setdefault(path, {})
         if method in methods:
             raise RuntimeError(f"{method.upper()} {path} is declared twice")
-        spec = RouteSpec(permission, rate_class, venue_aware, streaming, forwarded)
+        spec = RouteSpec(permission, rate_class, venue_aware, streaming, forwarded, rate_without)
         ROUTE_SPECS[(method.upper(), path)] = spec
         methods[method] = api(path, spec)(fn)
         return fn
@@ -717,6 +720,10 @@ CANCEL_TRIES = 3
     method="post",
     permission=Permission.REPORTS_REQUEST,
     rate_class="admin",  # not ``reports``: a flood of requests must not block cancelling it
+    # ... by an admin; an analyst's cancellations count in a class of their own, so analysts
+    # can never use up what admins need (token revocation, GDPR, schedules, audit) nor be
+    # kept from cancelling their own backlog by it
+    rate_without=(Permission.REPORTS_CANCEL_ANY, "cancels"),
     venue_aware=True,
 )
 async def report_cancel(

@@ -5,6 +5,7 @@ optimiser's answer."""
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import random
 from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, timedelta
@@ -554,3 +555,22 @@ async def test_every_datasets_table_keeps_its_rollups_fresh(
             await delete_rollup(conn, ORG_A, rollup)
         await conn.execute("DELETE FROM suppliers WHERE organization_id = $1", ORG_A)
         await conn.execute("DELETE FROM catering_menus WHERE organization_id = $1", ORG_A)
+
+
+async def test_rollup_ids_say_nothing_of_other_tenants(rollup_db: asyncpg.Connection) -> None:
+    """Rollup ids came from one sequence of every organisation: a tenant read from two of its
+    own ids how many the others created in between (an attacker round). Ids are random in
+    1..2**53-1: three created one after the other, in two organisations, are no run of
+    consecutive numbers (each pair a chance of 2**-41 of being within 1,000)."""
+    conn = rollup_db
+    definition = definition_from_dict(
+        {"dataset": "bookings", "dimensions": ["status"], "measures": [{"op": "count"}]}
+    )
+    ids = [await create_rollup(conn, org, definition) for org in (ORG_B, ORG_A, ORG_B)]
+    try:
+        assert all(1 <= i <= 2**53 - 1 for i in ids)
+        assert all(abs(a - b) > 1000 for a, b in itertools.pairwise(ids))
+        assert {r.id for r in await list_rollups(conn, ORG_B)} >= {ids[0], ids[2]}
+    finally:
+        for org, rollup_id in zip((ORG_B, ORG_A, ORG_B), ids, strict=True):
+            await delete_rollup(conn, org, rollup_id)

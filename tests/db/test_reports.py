@@ -37,7 +37,9 @@ from stream_app.db.tenancy import (
     upsert_organization,
     upsert_venue,
 )
+from stream_app.schedules.store import claim_due_runs, create_schedule
 from tests.conftest import DatabaseFactory
+from tests.schedules.builders import schedule
 
 _RUN = uuid.uuid4().hex[:8]
 A, B = f"fresh-a-{_RUN}", f"fresh-b-{_RUN}"
@@ -322,3 +324,31 @@ async def test_a_cancel_for_an_owner_changes_only_that_users_report(
     assert await cancel(app_conn, A, rid, "admin-ana") == "cancelled"
     assert await cancel(app_conn, A, rid, "analyst-rui") == NOT_THE_OWNERS  # still not theirs
     assert await cancel(app_conn, A, rid) == "cancelled"  # no owner: any (final, answered so)
+
+
+async def test_a_scheduled_runs_report_is_nobodys_own_to_cancel(
+    orgs: None, su: asyncpg.Connection, app_conn: asyncpg.Connection
+) -> None:
+    """A scheduled run's report is recorded under its schedule's creator; an analyst token
+    with the creator's subject cancelled every run of an admin's schedules (an attacker
+    round's finding). Only a cancel without an owner (``reports:cancel-any``) stops it; the
+    same user's own ad-hoc report stays cancellable by that user."""
+    t0 = datetime(2031, 1, 6, 9, 0, 30, tzinfo=UTC)
+    await create_schedule(su, schedule(A, f"sched-cancel-{_RUN}", created_by="admin-ana"), t0)
+    runs = await claim_due_runs(su, t0 + timedelta(minutes=59, seconds=31))
+    (run,) = [r for r in runs if r.schedule.organization_id == A]
+    (planned,) = run.reports
+    assert await insert_queued(
+        app_conn, report_id=planned.report_id, organization_id=A, user_id="admin-ana",
+        report_type="monthly_booking_summary", request={},
+    )  # fmt: skip
+    own = f"own-{_RUN}"
+    assert await insert_queued(
+        app_conn, report_id=own, organization_id=A, user_id="admin-ana",
+        report_type="monthly_booking_summary", request={},
+    )  # fmt: skip
+    assert await cancel(app_conn, A, planned.report_id, "admin-ana") == NOT_THE_OWNERS
+    row = await fetch_report(app_conn, A, planned.report_id)
+    assert row is not None and row.status == "queued"
+    assert await cancel(app_conn, A, own, "admin-ana") == "cancelled"
+    assert await cancel(app_conn, A, planned.report_id) == "cancelled"

@@ -339,3 +339,65 @@ async def test_one_organisations_validations_hold_its_share_of_the_slots_only(
     finally:
         await watcher.close()
         await locker.close()
+
+
+async def test_two_tenants_long_jobs_leave_the_aggregations_free(
+    settings: Settings, worker_factory: WorkerFactory, own_workers: None, history: None
+) -> None:
+    """Two tenants with one long job each (here compliance validations, held still by a lock
+    on ``payments``; an attacker round used the optimiser, 17-25 s a call) held both of a
+    worker's aggregation slots, and a third tenant's aggregations were 503 ``busy`` after
+    10 s. Long jobs have slots of their own: the third tenant's aggregation is answered at
+    once, its validation waits for a long-job slot (503 ``busy`` naming no share of its own)."""
+    worker = worker_factory.start("validate-long", "long", WEDDING_SCHEDULING="0")
+    await worker.wait_ready(timeout_s=120, min_partitions=4)
+    second, third = (f"validate-{n}-{uuid.uuid4().hex[:6]}" for n in ("second", "third"))
+
+    async def post(org: str, path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        hdrs = auth(settings, org, "analyst-user", role="analyst")
+        async with (
+            aiohttp.ClientSession(worker.url) as s,
+            s.post(f"/orgs/{org}{path}", json=body, headers=hdrs) as r,
+        ):
+            return r.status, await r.json(content_type=None)
+
+    locker = await asyncpg.connect(settings.postgres_dsn)
+    watcher = await asyncpg.connect(settings.postgres_dsn)
+    try:
+        for org in (second, third):
+            await upsert_organization(locker, Organization(org, org, "Europe/Lisbon", "EUR"))
+        lock = locker.transaction()
+        await lock.start()
+        await locker.execute("LOCK TABLE payments IN ACCESS EXCLUSIVE MODE")
+        try:
+            compliance = {"report_type": "compliance", **RANGE}
+            held = [
+                asyncio.create_task(post(org, "/reports/validate", compliance))
+                for org in (ORG, second)
+            ]
+            for _ in range(150):  # up to 15 s for both to reach the lock
+                waiting = await watcher.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity"
+                    " WHERE wait_event_type = 'Lock' AND query ILIKE '%payments%'"
+                )
+                if waiting >= 2:
+                    break
+                await asyncio.sleep(0.1)
+            assert waiting == 2
+            started = time.monotonic()
+            status, answer = await post(
+                third,
+                "/aggregations",
+                {"dataset": "bookings", "metrics": [{"op": "count"}]},
+            )
+            assert time.monotonic() - started < 5
+            assert (status, answer["rows"]) == (200, [{"count": 0}]), answer
+            status, answer = await post(third, "/reports/validate", compliance)
+            assert (status, answer["error"]["code"]) == (503, "busy"), answer
+            assert answer["error"]["field"] is None  # every long-job slot, not its share
+        finally:
+            await lock.rollback()
+        assert sorted(s for s, _ in await asyncio.gather(*held)) == [200, 200]
+    finally:
+        await watcher.close()
+        await locker.close()

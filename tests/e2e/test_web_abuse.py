@@ -30,6 +30,9 @@ ORG = "abuse-org"
 LINK_LIMIT = 4
 """The workers' ``downloads`` limit per token (so per link), a minute."""
 REPORTS_LIMIT = 3
+ADMIN_LIMIT = 6
+"""Admin requests of one token a minute on this module's worker (the tests here make at most
+three with one admin token)."""
 """The workers' ``reports`` limit per token, a minute."""
 ORG_DOWNLOADS_LIMIT = LINK_LIMIT + 1
 """The workers' organisation ``downloads`` limit, a minute: the link test's downloads use it up
@@ -57,7 +60,10 @@ async def worker(settings: Settings, worker_factory: WorkerFactory) -> AsyncIter
         GROUP,
         "abuse",
         WEDDING_OFFSET_RESET="latest",
-        WEDDING_RATE_LIMITS=f"downloads={LINK_LIMIT}/minute,reports={REPORTS_LIMIT}/minute",
+        WEDDING_RATE_LIMITS=(
+            f"downloads={LINK_LIMIT}/minute,reports={REPORTS_LIMIT}/minute,"
+            f"admin={ADMIN_LIMIT}/minute"
+        ),
         WEDDING_ORG_RATE_LIMITS=f"downloads={ORG_DOWNLOADS_LIMIT}/minute",
         WEDDING_AUTH_FAILURE_LIMIT=f"{AUTH_FAILURE_LIMIT}/minute",
         WEDDING_DELIVERY_POLL_S="0.2",
@@ -308,7 +314,8 @@ async def test_cancel_is_not_in_the_reports_class(
     worker: WorkerProcess, settings: Settings
 ) -> None:
     """An attacker's finding: after its own flood of requests an organisation could not
-    cancel the backlog (cancel shared the ``reports`` budget)."""
+    cancel the backlog (cancel shared the ``reports`` budget). An analyst's cancellations
+    count in ``cancels``: 4 + 6 of them pass a token's ``admin`` budget of 6 unrefused."""
     conn = await asyncpg.connect(settings.postgres_dsn)
     try:
         for i in range(REPORTS_LIMIT + 1):
@@ -333,6 +340,13 @@ async def test_cancel_is_not_in_the_reports_class(
             worker, "POST", f"/orgs/{ORG}/reports/abuse-backlog-{i}/cancel", headers=analyst
         )
         assert status == 200, body
+    # ... nor in the admin class: an analyst's cancellations of unknown ids used up the
+    # organisation's admin budget, and its admins could not revoke tokens (an attacker round)
+    for i in range(ADMIN_LIMIT):
+        status, _, body = await call(
+            worker, "POST", f"/orgs/{ORG}/reports/abuse-none-{i}/cancel", headers=analyst
+        )
+        assert status == 404, body
     cancelled = await db_value(
         settings,
         "SELECT count(*) FROM reports WHERE organization_id = $1 AND id LIKE 'abuse-backlog-%'"

@@ -32,7 +32,8 @@ def test_each_permission_has_its_class(access: Permission, expected: str) -> Non
 def test_a_class_left_out_keeps_its_default() -> None:
     defaults = parse_limits(
         "d",
-        "reads=1/minute,reports=2/minute,aggregations=3/minute,downloads=4/minute,admin=5/minute",
+        "reads=1/minute,reports=2/minute,aggregations=3/minute,downloads=4/minute,admin=5/minute,"
+        "cancels=6/minute",
         RATE_CLASSES,
     )
     got = parse_limits("WEDDING_RATE_LIMITS", "reads=9/second", RATE_CLASSES, defaults)
@@ -43,3 +44,16 @@ def test_a_class_left_out_keeps_its_default() -> None:
             "reads=1/minute,reports=2/minute,aggregations=3/minute,downloads=4/minute",
             RATE_CLASSES,
         )
+
+
+def test_a_cancellation_counts_as_admin_for_admins_only() -> None:
+    """Four analysts' cancellations of unknown report ids used up the organisation's whole
+    ``admin`` budget, and its admins got 429 on token revocation and GDPR (an attacker
+    round): an analyst's cancellation counts in ``cancels`` (not ``reports`` either, which
+    its own flood may have used up), an admin's in ``admin``."""
+    from stream_app.web.views import ROUTE_SPECS
+
+    spec = ROUTE_SPECS[("POST", "/orgs/{org}/reports/{report_id}/cancel")]
+    assert spec.limit_class_of("admin") == "admin"
+    assert spec.limit_class_of("analyst") == "cancels"
+    assert RouteSpec(Permission.TOKENS_MANAGE).limit_class_of("admin") == "admin"
