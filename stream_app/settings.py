@@ -586,10 +586,11 @@ class Settings:
             latter also taken by report validations) one organisation may hold at once
             (``WEDDING_ORG_SLOT_SHARE``, 0.5; at least one slot).
         org_reports: the most reports one organisation generates at once on a worker, all
-            priority lanes together (``WEDDING_ORG_REPORTS``, 2); a request over it goes back
-            to its lane as one over the lane share does. The lane share alone let an admin,
-            who may use every priority, run five at once (an attacker round: another
-            tenant's small report took 1.2-9.1 s instead of 0.3 s).
+            priority lanes together, while another organisation is active there
+            (``WEDDING_ORG_REPORTS``, 2; :mod:`stream_app.reports.lanes`); a request over it
+            goes back to its lane as one over the lane share does. The lane share alone
+            let an admin, who may use every priority, run five at once (an attacker round:
+            another tenant's small report took 1.2-9.1 s instead of 0.3 s).
         progress_interval_s: seconds between two progress lines of a long CLI job
             (``replay``, ``synth``, ``--wait``) when its output is not a terminal
             (``WEDDING_PROGRESS_INTERVAL_S``, 10; 0 writes a line per update); on a terminal a
