@@ -134,7 +134,7 @@ async def handle_lane_request(event: EventT[bytes]) -> ReportStatusName | None:
     if capped or _lane_held.get(share, 0) >= org_share(
         settings.report_lane_concurrency[req.priority], settings.org_slot_share
     ):
-        _last_seen[org] = now  # it waits here (a request already final never gets this far)
+        _last_seen[org] = now  # it waits for a slot here: active
         # the organisation holds its share of this lane here: back to the end of the lane,
         # so this slot takes the next request (maybe another tenant's) instead of waiting
         in_a_row = _requeued_in_a_row.get(req.priority, 0) + 1
