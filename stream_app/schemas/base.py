@@ -126,11 +126,19 @@ controls), surrogate, private-use and unassigned characters, line and paragraph 
 
 
 def check_label(name: str, value: str | None) -> None:
-    """Raise ``ValueError("$.<name>: ...")`` unless ``value`` (None passes) is a label of at most
-    :data:`MAX_LABEL_CHARS` characters holding none of :data:`_NOT_IN_LABELS`. A trial user
-    sent ``channel`` with a NUL byte and ``method`` with a right-to-left override; both were
-    kept and reached the GDPR exports and HTTP answers, where names refuse them."""
-    if value is None or (value.isascii() and value.isprintable() and len(value) <= MAX_LABEL_CHARS):
+    """Raise ``ValueError("$.<name>: ...")`` unless ``value`` (None passes) is a label of 1 to
+    :data:`MAX_LABEL_CHARS` characters, not blank, without spaces around it, holding none of
+    :data:`_NOT_IN_LABELS`. A trial user sent ``channel`` with a NUL byte and ``method`` with a
+    right-to-left override; both were kept and reached the GDPR exports and HTTP answers,
+    where names refuse them (an attacker round: ``""`` and ``" "`` too, nameless groups)."""
+    if value is None:
+        return
+    if not value.strip() or value != value.strip():
+        raise ValueError(
+            f"$.{name}: {value!r} is blank or has spaces around it; leave the field out when"
+            " there is no label"
+        )
+    if value.isascii() and value.isprintable() and len(value) <= MAX_LABEL_CHARS:
         return  # the common case: printable ASCII
     if len(value) > MAX_LABEL_CHARS:
         raise ValueError(f"$.{name}: at most {MAX_LABEL_CHARS} characters, got {len(value):,}")

@@ -102,9 +102,14 @@ class RouteSpec:
     forwarded: bool = False
     rate_without: tuple[Permission, str] | None = None
 
-    def limit_class_of(self, role: str) -> str:
-        """The rate-limit class of the route for a caller of ``role``."""
-        if self.rate_without is not None and not allowed(role, self.rate_without[0]):
+    def limit_class_of(self, role: str, venue_scoped: bool = False) -> str:
+        """The rate-limit class of the route for a caller of ``role`` (``venue_scoped``: its
+        token is limited to venues, so it never holds :attr:`rate_without`'s permission over
+        the whole organisation: four venue-scoped admins' refused cancellations used up the
+        organisation's ``admin`` budget in a second attacker round)."""
+        if self.rate_without is not None and (
+            venue_scoped or not allowed(role, self.rate_without[0])
+        ):
             return self.rate_without[1]
         return self.limit_class
 
@@ -296,7 +301,9 @@ async def _check_principal(
         )
     check_venue_scope(principal, spec, params)
     if not principal.internal:
-        await ratelimit.check_request(principal, spec.limit_class_of(principal.role))
+        await ratelimit.check_request(
+            principal, spec.limit_class_of(principal.role, principal.venues is not None)
+        )
     request[PRINCIPAL_KEY] = principal
 
 

@@ -143,7 +143,7 @@ async def interactions_summary(self: Any, request: web.Request, org: str) -> web
         return read
 
     if part_request:
-        return json_response(await local_part(tables, compute(_zone_param(request))))
+        return json_response(await local_part(tables, compute(_zone_param(request)), org))
     pool = await get_pool(settings.postgres_dsn)
     async with pool.acquire() as conn:
         organization = await known_organization(conn, org)
@@ -184,7 +184,7 @@ async def payments_summary(self: Any, request: web.Request, org: str) -> web.Str
         )
 
     if part_request:
-        return json_response(await local_part(tables, compute))
+        return json_response(await local_part(tables, compute, org))
     parts = await gather_parts(tables, org, _path(org, "payments/summary"), {}, compute)
     return json_response(
         {
@@ -209,7 +209,7 @@ async def suppliers_summary(self: Any, request: web.Request, org: str) -> web.St
         )
 
     if part_request:
-        return json_response(await local_part(tables, compute))
+        return json_response(await local_part(tables, compute, org))
     parts = await gather_parts(
         tables,
         org,

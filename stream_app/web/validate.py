@@ -142,10 +142,11 @@ async def validate_report(self: Any, request: web.Request, org: str) -> web.Stre
             answer = await checks.validate(ctx)
     except SlotsBusyError as exc:
         reason = (
-            "this organisation already runs its share of validations and aggregations"
-            " (WEDDING_ORG_SLOT_SHARE); retry later"
+            "this organisation already runs its share of long jobs (validations, optimiser"
+            " runs, rollup builds; WEDDING_ORG_SLOT_SHARE); retry later"
             if exc.organization
-            else "too many validations and aggregations running; retry later"
+            else "too many long jobs (validations, optimiser runs, rollup builds) running;"
+            " retry later"
         )
         own = "organization_id" if exc.organization else None
         raise BusyError(503, "busy", reason, RETRY_AFTER_S, field=own) from None

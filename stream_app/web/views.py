@@ -223,7 +223,8 @@ async def json_errors(
     """aiohttp's own errors (unknown route 404, 405, 413 body too large) as JSON errors too,
     text the database cannot hold (a NUL byte in an id) as a 400 naming the path, PostgreSQL,
     Kafka or Redis unreachable as a 503 ``dependency_unavailable`` naming the service, with
-    ``Retry-After`` (:mod:`stream_app.web.dependencies`), another ``OSError`` as a 503
+    ``Retry-After`` (:mod:`stream_app.web.dependencies`), a statement past its timeout as a
+    503 ``query_timeout`` with ``Retry-After``, another ``OSError`` as a 503
     ``service_unavailable`` with ``Retry-After``, and any other failure as a JSON 500
     ``internal_error`` with an incident id (logged with its traceback).
 
@@ -290,6 +291,14 @@ async def _json_errors(
     ) as exc:
         reason = f"the request holds text the database cannot store: {exc}"
         return ApiError(400, "invalid_field", reason, field="path").response()
+    except asyncpg.QueryCanceledError:
+        # a statement ran past its timeout (a 10-year validation on a cold cache took 120 s
+        # and was a 500 in an attacker round): retriable, said as such
+        resp = ApiError(
+            503, "query_timeout", "a database statement ran past its time limit; retry later"
+        ).response()
+        resp.headers["Retry-After"] = str(RETRY_AFTER_S)
+        return resp
     except asyncio.CancelledError:
         raise
     except Exception as exc:
@@ -753,8 +762,8 @@ async def report_cancel(
             403,
             "forbidden",
             f"role {principal.role!r} may cancel only the reports its user requested; this one"
-            f" is another user's (a scheduled run's, or an admin's): cancelling it needs"
-            f" permission {Permission.REPORTS_CANCEL_ANY.value!r} (admin)",
+            f" is another user's or a scheduled run's: cancelling it needs permission"
+            f" {Permission.REPORTS_CANCEL_ANY.value!r} (admin)",
             field="path.report_id",
         )
     if outcome is None:

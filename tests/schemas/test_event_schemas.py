@@ -209,6 +209,9 @@ def test_a_long_unknown_field_name_gets_no_suggestion_search(
         ("web\x00", "character U+0000 at character 4 is a control, format or unassigned"),
         ("a\u200bb", "character U+200B at character 2"),
         ("x" * 101, "at most 100 characters, got 101"),
+        ("", "'' is blank or has spaces around it"),
+        (" ", "' ' is blank or has spaces around it"),
+        (" card", "' card' is blank or has spaces around it"),
     ],
 )
 def test_free_text_labels_are_plain_text(method: str, reason: str) -> None:
@@ -231,7 +234,7 @@ def test_free_text_labels_are_plain_text(method: str, reason: str) -> None:
     with pytest.raises(EventValidationError) as info:
         decode_event(orjson.dumps(inquiry), ClientInteractionEvent)
     assert info.value.field == "$.channel" and reason in info.value.reason
-    for fine in ("card", "virement bancaire", "カード", ""):
+    for fine in ("card", "virement bancaire", "カード", "W\u0301eb"):
         pay["method"] = inquiry["channel"] = fine
         assert decode_event(orjson.dumps(pay), PaymentEvent).method == fine
         assert decode_event(orjson.dumps(inquiry), ClientInteractionEvent).channel == fine

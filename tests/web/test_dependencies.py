@@ -18,6 +18,7 @@ from aiohttp.test_utils import make_mocked_request
 from aiokafka import AIOKafkaProducer
 
 from stream_app.db.pool import get_pool
+from stream_app.settings import Settings
 from stream_app.web.dependencies import (
     RETRY_AFTER_S,
     DependencyUnavailableError,
@@ -149,3 +150,26 @@ async def test_a_client_gone_while_answering_is_no_outage() -> None:
         raise ConnectionResetError("peer")
     except ConnectionResetError as exc:
         assert not client_went_away(exc)
+
+
+async def test_a_statement_past_its_timeout_is_a_retriable_503(settings: Settings) -> None:
+    """A 10-year validation on a cold cache ran into the statement timeout and was answered
+    500 ``internal_error`` (an attacker round): it is a 503 ``query_timeout``, retriable."""
+    conn = await asyncpg.connect(settings.postgres_dsn)
+    try:
+        await conn.execute("SET statement_timeout = 50")
+        try:
+            await conn.execute("SELECT pg_sleep(2)")
+        except asyncpg.QueryCanceledError as exc:
+            timed_out: BaseException = exc
+        else:
+            raise AssertionError("pg_sleep(2) ran past a 50 ms statement timeout")
+    finally:
+        await conn.close()
+    resp, error = await answer(timed_out)
+    assert resp.status == 503 and resp.headers["Retry-After"] == str(RETRY_AFTER_S)
+    assert error == {
+        "code": "query_timeout",
+        "reason": "a database statement ran past its time limit; retry later",
+        "field": None,
+    }

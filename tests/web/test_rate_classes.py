@@ -56,4 +56,5 @@ def test_a_cancellation_counts_as_admin_for_admins_only() -> None:
     spec = ROUTE_SPECS[("POST", "/orgs/{org}/reports/{report_id}/cancel")]
     assert spec.limit_class_of("admin") == "admin"
     assert spec.limit_class_of("analyst") == "cancels"
+    assert spec.limit_class_of("admin", venue_scoped=True) == "cancels"  # a venue manager
     assert RouteSpec(Permission.TOKENS_MANAGE).limit_class_of("admin") == "admin"
