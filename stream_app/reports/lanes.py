@@ -78,8 +78,9 @@ _lane_held: dict[tuple[str, str], int] = {}
 _org_held: dict[str, int] = {}
 """organization_id → reports this worker generates for it now, all lanes together."""
 _last_seen: dict[str, float] = {}
-"""organization_id → when (monotonic) this worker last generated a report of it or sent one
-of its requests back to its lane over a share (forgotten after :data:`OTHERS_ACTIVE_S`)."""
+"""organization_id → when (monotonic) this worker last generated a report of it, sent one of
+its requests back to its lane over a share, or found one being generated elsewhere
+(forgotten after :data:`OTHERS_ACTIVE_S`)."""
 OTHERS_ACTIVE_S = 60.0
 """How long an organisation counts as active on this worker after its last report here (or
 its last request waiting for a slot): while another is, an organisation is held to
@@ -226,7 +227,9 @@ async def _claim_and_produce(
         if current == "processing":
             # generating elsewhere, or its worker died (its offset was never committed, so
             # the request came back here): look again later; once the other worker's
-            # heartbeat is older than REPORT_STALE_AFTER_S this worker takes the report over
+            # heartbeat is older than REPORT_STALE_AFTER_S this worker takes the report over.
+            # Its organisation is active (a worker of another app may generate it)
+            _last_seen[req.organization_id] = time.monotonic()
             await _back_to_lane(req, event, TAKEOVER_RECHECK_S)
         return None  # cancelled or final: nothing to do
     try:
