@@ -56,18 +56,16 @@ from aiohttp import web
 from stream_app.app import app, settings
 from stream_app.db.pool import get_pool
 from stream_app.db.report_scope import report_venues
-from stream_app.db.tenancy import fetch_venues
 from stream_app.quotas import SlotsBusyError
-from stream_app.schemas.ids import quoted_list
 from stream_app.topics import REALTIME_METRICS_UPDATES
 from stream_app.web import revocation
 from stream_app.web.auth import Principal, authenticate
-from stream_app.web.errors import ApiError, BusyError
+from stream_app.web.errors import BusyError
 from stream_app.web.permissions import Permission
 from stream_app.web.updates_filter import UpdateFilter, Verdict, parse_filter
 from stream_app.web.updates_hub import END, UPDATES_DROPPED, UpdatesHub, bound_resume
 from stream_app.web.updates_ids import EventIds, Position
-from stream_app.web.views import page
+from stream_app.web.views import page, refuse_unknown_venues
 
 KEEPALIVE_S = 15.0
 """Seconds without an update after which a stream sends a ``: keep-alive`` comment."""
@@ -197,18 +195,14 @@ async def _check_venues(org: str, venues: frozenset[str]) -> None:
     Raises:
         ApiError: 400 ``invalid_field`` naming ``venue`` and the unknown ids.
     """
-    pool = await get_pool(settings.postgres_dsn)
-    async with pool.acquire() as conn:
-        known = {v.id for v in await fetch_venues(conn, org)}
-    unknown = sorted(venues - known)
-    if unknown:
-        raise ApiError(
-            400,
-            "invalid_field",
-            f"venue: unknown venue(s) {quoted_list(unknown)} in organisation {org!r} (a stream"
-            " filtered on it would stay empty)",
-            field="venue",
-        )
+    await refuse_unknown_venues(
+        await get_pool(settings.postgres_dsn),
+        org,
+        venues,
+        "venue",
+        prefix="venue: ",
+        why=" (a stream filtered on it would stay empty)",
+    )
 
 
 @page(

@@ -24,7 +24,7 @@ import asyncio
 import logging
 import re
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -607,6 +607,19 @@ async def check_venue_filter(pool: asyncpg.Pool, org: str, req: ReportRequest) -
             " organisation",
             field="$.data_filters.venue_id",
         )
+    await refuse_unknown_venues(pool, org, wanted, "$.data_filters.venue_id")
+
+
+async def refuse_unknown_venues(
+    pool: asyncpg.Pool, org: str, wanted: Iterable[str], field: str, prefix: str = "", why: str = ""
+) -> None:
+    """Refuse venue ids the organisation has not registered (another organisation's venues
+    are unknown here too): 400 ``invalid_field`` naming ``field``, the reason
+    ``"<prefix>unknown venue(s) [...] in organisation '<org>'<why>"``.
+
+    Raises:
+        ApiError: as above, when any id of ``wanted`` is unknown.
+    """
     async with pool.acquire() as conn:
         known = {v.id for v in await fetch_venues(conn, org)}
     unknown = sorted(set(wanted) - known)
@@ -614,8 +627,8 @@ async def check_venue_filter(pool: asyncpg.Pool, org: str, req: ReportRequest) -
         raise ApiError(
             400,
             "invalid_field",
-            f"unknown venue(s) {quoted_list(unknown)} in organisation {org!r}",
-            field="$.data_filters.venue_id",
+            f"{prefix}unknown venue(s) {quoted_list(unknown)} in organisation {org!r}{why}",
+            field=field,
         )
 
 

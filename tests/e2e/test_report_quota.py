@@ -57,17 +57,20 @@ async def post(
         return str(body["report_id"])
 
 
+async def load_histories(conn: asyncpg.Connection) -> None:
+    """The two tenants' photography histories: 10,000 weddings of A, 2,000 of B."""
+    for org, weddings in ((FLOOD_ORG, 10_000), (OTHER_ORG, 2_000)):
+        config = SynthConfig("photography", weddings, seed=7, organization_id=org, start_year=2023)
+        await load_synthetic(conn, config, replace=True)
+
+
 async def test_a_flooding_tenant_keeps_to_its_share_of_a_lane(
     worker_factory: WorkerFactory, settings: Settings
 ) -> None:
     conn = await asyncpg.connect(settings.postgres_dsn)
     worker: WorkerProcess | None = None
     try:
-        for org, weddings in ((FLOOD_ORG, 10_000), (OTHER_ORG, 2_000)):
-            config = SynthConfig(
-                "photography", weddings, seed=7, organization_id=org, start_year=2023
-            )
-            await load_synthetic(conn, config, replace=True)
+        await load_histories(conn)
         worker = worker_factory.start(
             "wedding-quota",
             "q",
@@ -148,11 +151,7 @@ async def test_an_admin_across_every_lane_keeps_to_the_organisations_reports(
     conn = await asyncpg.connect(settings.postgres_dsn)
     worker: WorkerProcess | None = None
     try:
-        for org, weddings in ((FLOOD_ORG, 10_000), (OTHER_ORG, 2_000)):
-            config = SynthConfig(
-                "photography", weddings, seed=7, organization_id=org, start_year=2023
-            )
-            await load_synthetic(conn, config, replace=True)
+        await load_histories(conn)
         worker = worker_factory.start(
             "wedding-quota-lanes",
             "ql",
