@@ -88,6 +88,7 @@ class WrkResult:
         histogram: latency in microseconds → responses.
         samples: the first body answered with each status but 200.
         think_s: a paced run's mean think time per request (0: closed loop).
+        arrivals: requests written per wall-clock second (epoch s → requests), all runs.
     """
 
     seconds: float = 0.0
@@ -97,6 +98,7 @@ class WrkResult:
     histogram: Counter[int] = field(default_factory=Counter)
     samples: dict[int, str] = field(default_factory=dict)
     think_s: float = 0.0
+    arrivals: Counter[int] = field(default_factory=Counter)
 
     def add(self, other: WrkResult) -> None:
         self.seconds = max(self.seconds, other.seconds)
@@ -104,6 +106,7 @@ class WrkResult:
         self.statuses.update(other.statuses)
         self.errors.update(other.errors)
         self.histogram.update(other.histogram)
+        self.arrivals.update(other.arrivals)
         for status, body in other.samples.items():
             self.samples.setdefault(status, body)
 
@@ -139,6 +142,8 @@ def read_wrk_output(path: Path) -> WrkResult:
             out.statuses[int(parts[1])] += int(parts[2])
         elif parts[0] == "sample":
             out.samples.setdefault(int(parts[1]), line.split(" ", 2)[2] if len(parts) > 2 else "")
+        elif parts[0] == "second":
+            out.arrivals[int(parts[1])] += int(parts[2])
         elif parts[0] == "h":
             out.histogram[int(parts[1])] += int(parts[2])
     return out
@@ -212,7 +217,12 @@ def run_wrk(
     per = connections // len(workers)
     for i, w in enumerate(workers):
         out = state / f"wrk-{label}-{i}.txt"
-        env = {**os.environ, "WRK_OUT": str(out), "WRK_THINK_MS": str(think_ms)}
+        env = {
+            **os.environ,
+            "WRK_OUT": str(out),
+            "WRK_THINK_MS": str(think_ms),
+            "WRK_FIRST": str(per // min(WRK_THREADS, per)),  # connections of each thread
+        }
         command = [
             "wrk", f"-t{min(WRK_THREADS, per)}", f"-c{per}", f"-d{duration_s}s", "--timeout", "10s",
             "-s", str(LUA), w.url, "--", str(files[0]), str(files[1]), str(i * 7919),
@@ -373,19 +383,18 @@ async def paced_run(
     files: tuple[Path, Path],
     state: Path,
 ) -> WrkResult:
-    """One paced run offering ``rate`` req/s (each connection thinks connections / rate
-    seconds, 0.5-1.5 ×, before each request) for ``steady_s`` seconds after the ramp; prints
-    its figures and the pauses in both workers."""
+    """One paced run offering ``rate`` req/s for ``steady_s`` seconds (each connection thinks
+    connections / rate seconds, 0.5-1.5 ×, before each request, its first wait drawn so that
+    the arrivals are steady from the first second: ``http_scale.lua``); prints its figures,
+    the arrival rate it got and the pauses in both workers."""
     await asyncio.sleep(20)  # the previous run's queued requests drain
     think_ms = round(connections / rate * 1000)
-    ramp_s = think_ms / 2000  # no request before half the think time
-    duration = round(ramp_s + steady_s)
+    duration = steady_s
     print(f"load average {os.getloadavg()[0]:.1f}")
     before = await pause_totals(workers)
     result = await asyncio.to_thread(
         run_wrk, workers, connections, duration, files, state, f"r{rate}", think_ms
     )
-    result.seconds -= ramp_s
     result.think_s = think_ms / 1000
     verdict_ = "sustained" if sustained(result) else "NOT sustained"
     describe(
@@ -396,8 +405,22 @@ async def paced_run(
         f" ({result.mean_ms() / 10 / max(result.think_s, 1e-9):.2f} % of the think time),"
         f" served {result.requests / max(result.seconds, 1e-9) / rate:.1%} of offered"
     )
+    print(f"  {describe_arrivals(result.arrivals)}")
     describe_pauses(before, await pause_totals(workers))
     return result
+
+
+def describe_arrivals(arrivals: Counter[int]) -> str:
+    """The requests written per second of a run (its first and last seconds, partial, left
+    out): min, median and max, so a paced run shows the rate it offered."""
+    seconds = sorted(arrivals)[1:-1]
+    if not seconds:
+        return "arrivals: under 3 seconds counted"
+    counts = sorted(arrivals[s] for s in seconds)
+    return (
+        f"arrivals per second over {len(counts)} s: min {counts[0]:,}, median"
+        f" {counts[len(counts) // 2]:,}, max {counts[-1]:,}"
+    )
 
 
 async def run(args: argparse.Namespace, state: Path) -> None:
