@@ -35,10 +35,11 @@ import msgspec
 from stream_app.agents.batch import Batch, BatchStream, Folded, RawRecord, RowLookup
 from stream_app.agents.data_versions import DataVersions
 from stream_app.agents.publisher import GenericMetricPublisher, MetricPublisher
+from stream_app.agents.zones import OrganizationZones
 from stream_app.app import app, settings
 from stream_app.observability import FOLD_CRASHES
 from stream_app.runtime.state import producer_client
-from stream_app.tables.guarded import GuardedBatch, Lookup
+from stream_app.tables.guarded import GuardedBatch, Lookup, ZonedFold
 from stream_app.topics import REALTIME_METRICS_UPDATES, STREAM_OF_METRIC
 
 E = TypeVar("E", bound=msgspec.Struct)
@@ -210,4 +211,22 @@ class GuardedFoldAgent(FoldAgent[E]):
 
         return Folded(
             result.writes, result.outcomes, publish=publish, after=after, refused=result.refused
+        )
+
+
+class ZonedFoldAgent(GuardedFoldAgent[E]):
+    """A :class:`GuardedFoldAgent` whose rows are calendar periods of the organisation's IANA
+    zone (payment and supplier months): each batch first loads the zones of its organisations
+    (:class:`stream_app.agents.zones.OrganizationZones`, PostgreSQL, cached; UTC for an
+    organisation not registered), then folds with ``zoned(zones.zone_of)``."""
+
+    def __init__(self, spec: FoldSpec[E], zoned: ZonedFold[Any]) -> None:
+        self.zones = OrganizationZones(settings.postgres_system_dsn)
+        super().__init__(spec, zoned(self.zones.zone_of))
+
+    async def prepare(self, events: Sequence[E]) -> None:
+        """Load the zones of the batch's organisations."""
+        await self.zones.load(
+            e.organization_id  # type: ignore[attr-defined]
+            for e in events
         )

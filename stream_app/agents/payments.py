@@ -5,13 +5,13 @@ key ``organization_id/booking_id``. How: :mod:`stream_app.agents.fold`.
 
 from __future__ import annotations
 
-from stream_app.agents.fold import FoldSpec, GuardedFoldAgent
+from stream_app.agents.fold import FoldSpec, GuardedFoldAgent, ZonedFoldAgent
 from stream_app.schemas.payments import PaymentEvent
-from stream_app.tables.payments import fold_batch
+from stream_app.tables.payments import fold_batch_in
 from stream_app.topics import PAYMENT_EVENTS
 from stream_app.topology import booking_payments_table, payments_topic
 
-payments_stream: GuardedFoldAgent[PaymentEvent] = GuardedFoldAgent(
+payments_stream: GuardedFoldAgent[PaymentEvent] = ZonedFoldAgent(
     FoldSpec(
         PAYMENT_EVENTS,
         PaymentEvent,
@@ -19,6 +19,6 @@ payments_stream: GuardedFoldAgent[PaymentEvent] = GuardedFoldAgent(
         table=booking_payments_table,
         metric="booking_payments",
     ),
-    rows=fold_batch,
+    fold_batch_in,
 )
 payments_agent = payments_stream.agent(payments_topic, f"{__name__}.payments_agent")

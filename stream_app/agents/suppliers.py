@@ -6,13 +6,13 @@ metrics and units: :mod:`stream_app.tables.suppliers`), published as metric
 
 from __future__ import annotations
 
-from stream_app.agents.fold import FoldSpec, GuardedFoldAgent
+from stream_app.agents.fold import FoldSpec, GuardedFoldAgent, ZonedFoldAgent
 from stream_app.schemas.suppliers import SupplierActivityEvent
-from stream_app.tables.suppliers import fold_batch
+from stream_app.tables.suppliers import fold_batch_in
 from stream_app.topics import SUPPLIER_ACTIVITIES
 from stream_app.topology import supplier_activity_table, suppliers_topic
 
-suppliers_stream: GuardedFoldAgent[SupplierActivityEvent] = GuardedFoldAgent(
+suppliers_stream: GuardedFoldAgent[SupplierActivityEvent] = ZonedFoldAgent(
     FoldSpec(
         SUPPLIER_ACTIVITIES,
         SupplierActivityEvent,
@@ -20,6 +20,6 @@ suppliers_stream: GuardedFoldAgent[SupplierActivityEvent] = GuardedFoldAgent(
         table=supplier_activity_table,
         metric="supplier_activity",
     ),
-    rows=fold_batch,
+    fold_batch_in,
 )
 suppliers_agent = suppliers_stream.agent(suppliers_topic, f"{__name__}.suppliers_agent")

@@ -210,8 +210,8 @@ class GenericMetricUpdate(msgspec.Struct, frozen=True, kw_only=True):
             ``supplier_activity``.
         organization_id: the tenant.
         key: the entity within the tenant (booking, client or supplier id).
-        window: the calendar period; ``grain`` ``month`` (UTC calendar month ``YYYY-MM``) or
-            ``all`` (period ``all``: all time).
+        window: the calendar period; ``grain`` ``month`` (``YYYY-MM``, a calendar month of
+            the organisation's IANA zone) or ``all`` (period ``all``: all time).
         old: values before the change (``{}`` for a new row).
         new: values after the change.
         event_time: ``occurred_at`` of the latest event folded into ``new`` (UTC).

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from typing import Any, Generic, Protocol, TypeVar
 
 from stream_app.tables.limits import RowLimitExceeded, checked
@@ -75,8 +75,24 @@ def row_key(organization_id: str, entity: str, grain: str, period: str) -> str:
 
 
 def utc_month(at: datetime) -> str:
-    """``YYYY-MM`` of ``at`` in UTC (the ``period`` of a ``month`` row)."""
+    """``YYYY-MM`` of ``at`` in UTC."""
     return at.astimezone(UTC).strftime("%Y-%m")
+
+
+ZoneOf = Callable[[str], tzinfo]
+"""Organisation id → its IANA zone (:meth:`stream_app.agents.zones.OrganizationZones.zone_of`)."""
+
+
+def utc_zone(organization_id: str) -> tzinfo:
+    """:data:`ZoneOf` giving every organisation UTC (a fold run without the zones)."""
+    return UTC
+
+
+def local_month(at: datetime, zone: tzinfo) -> str:
+    """``YYYY-MM`` of the instant ``at`` on the calendar of ``zone`` (the ``period`` of a
+    ``month`` row): 2026-05-31T22:30Z is ``2026-06`` in Europe/Berlin (UTC+2 in summer),
+    ``2026-05`` in UTC."""
+    return at.astimezone(zone).strftime("%Y-%m")
 
 
 Batch = Sequence[tuple[int, E]]
@@ -187,6 +203,20 @@ def batch_fold(plan: Callable[[E], Plan]) -> Callable[[Lookup, Batch[E]], Guarde
         return fold_guarded(get, batch, plan)
 
     return fold_batch
+
+
+ZonedFold = Callable[[ZoneOf], Callable[[Lookup, Batch[E]], GuardedBatch[E]]]
+"""The batch fold of a table whose rows depend on the organisation's zone, given the zones."""
+
+
+def zoned_batch_fold(plan: Callable[[E, ZoneOf], Plan]) -> ZonedFold[E]:
+    """:func:`batch_fold` for a table whose rows are calendar periods of the organisation's
+    zone: ``zoned(zone_of)(get, batch)`` folds with ``plan(event, zone_of)``."""
+
+    def zoned(zone_of: ZoneOf) -> Callable[[Lookup, Batch[E]], GuardedBatch[E]]:
+        return batch_fold(lambda ev: plan(ev, zone_of))
+
+    return zoned
 
 
 def add(counts: dict[str, int] | None, key: str, n: int) -> dict[str, int]:

@@ -1,4 +1,4 @@
-"""Payment totals per booking, all time and per UTC calendar month by supplier.
+"""Payment totals per booking, all time and per calendar month (the organisation's) by supplier.
 
 ``payment-events`` is keyed ``organization_id/booking_id`` (see
 :class:`stream_app.schemas.payments.PaymentEvent`), so an event's partition is decided by its
@@ -13,8 +13,10 @@ currencies are never added together):
 - a *payment* is one ``payment_received`` event; *paid* (per booking) or *collected* (per
   supplier) is the sum of their ``amount_minor``;
 - a *refund* is one ``refund_issued`` event; *refunded* is the sum of their ``amount_minor``;
-- the month of an event is the calendar month of ``occurred_at`` **in UTC** (the month in the
-  organisation's IANA zone needs the zone from PostgreSQL, out of scope here);
+- the month of an event is the calendar month of ``occurred_at`` in the organisation's IANA
+  zone (``organizations.time_zone``, :mod:`stream_app.agents.zones`; UTC for an organisation
+  not registered when the event is folded): a payment at 2026-05-31T22:30Z of a Berlin
+  organisation is in June;
 - the supplier of an event is its ``supplier_id``, or ``-`` when none (the organisation itself);
 - the *outstanding balance* of a booking, per currency, is computed at report time as
   booked value (``wedding-bookings``) − paid + refunded; it is not stored here.
@@ -33,7 +35,17 @@ Exactly once: each row keeps the input offset it has applied up to (see
 from __future__ import annotations
 
 from stream_app.schemas.payments import PaymentEvent
-from stream_app.tables.guarded import Plan, RowRef, Values, add, batch_fold, row_key, utc_month
+from stream_app.tables.guarded import (
+    Plan,
+    RowRef,
+    Values,
+    ZoneOf,
+    add,
+    local_month,
+    row_key,
+    utc_zone,
+    zoned_batch_fold,
+)
 
 
 def total_key(organization_id: str, booking_id: str) -> str:
@@ -42,7 +54,7 @@ def total_key(organization_id: str, booking_id: str) -> str:
 
 
 def month_key(organization_id: str, booking_id: str, month: str) -> str:
-    """Key of a booking's payment row for the UTC month ``YYYY-MM``."""
+    """Key of a booking's payment row for the month ``YYYY-MM`` (the organisation's calendar)."""
     return row_key(organization_id, booking_id, "month", month)
 
 
@@ -85,14 +97,20 @@ def fold_month(values: Values | None, ev: PaymentEvent) -> Values:
     return {"by_supplier": by_supplier}
 
 
-def plan(ev: PaymentEvent) -> Plan:
-    """The data rows of one payment event (all rows of its booking)."""
+def plan(ev: PaymentEvent, zone_of: ZoneOf) -> Plan:
+    """The data rows of one payment event (all rows of its booking); its month on the
+    calendar of ``zone_of(organisation)``."""
     org, booking = ev.organization_id, ev.booking_id
     total = RowRef.of(org, booking, "all", "all")
-    month = RowRef.of(org, booking, "month", utc_month(ev.occurred_at))
+    month = RowRef.of(org, booking, "month", local_month(ev.occurred_at, zone_of(org)))
     return Plan(rows=[(total, lambda v: fold_total(v, ev)), (month, lambda v: fold_month(v, ev))])
 
 
-fold_batch = batch_fold(plan)
-"""Fold one source partition's batch (``(offset, event)``, ascending offsets) into the booking rows,
-exactly once (:func:`stream_app.tables.guarded.fold_guarded` with :func:`plan`)."""
+fold_batch_in = zoned_batch_fold(plan)
+"""``fold_batch_in(zone_of)(get, batch)``: fold one source partition's batch (``(offset,
+event)``, ascending offsets) into the booking rows, exactly once
+(:func:`stream_app.tables.guarded.fold_guarded` with :func:`plan`), months on the calendar of
+each organisation's zone."""
+
+fold_batch = fold_batch_in(utc_zone)
+""":data:`fold_batch_in` with every organisation in UTC."""

@@ -55,8 +55,9 @@ time, never added across currencies:
   overpayment, or payments for bookings that never came through ``wedding-bookings``). A
   booking's own balance is not computed: the bookings table is kept per venue, not per booking.
 
-**Suppliers** (``GET /orgs/{org}/suppliers/summary?from=YYYY-MM&to=YYYY-MM``): per **UTC**
-calendar month (the supplier rows are UTC months), the counters of the supplier-month rows
+**Suppliers** (``GET /orgs/{org}/suppliers/summary?from=YYYY-MM&to=YYYY-MM``): per calendar
+month of the organisation's zone (the supplier rows' months, :mod:`stream_app.tables.suppliers`),
+the counters of the supplier-month rows
 added over the organisation's suppliers (``tasks_assigned``, ``tasks_completed``,
 ``deliveries_made``; completions ``on_time``, ``late``, ``no_due``), ``suppliers`` (suppliers
 with a row in the month) and ``per_person``: per ``person_id`` the count of each event type,

@@ -1,4 +1,4 @@
-"""Supplier activity per supplier and UTC calendar month.
+"""Supplier activity per supplier and calendar month (the organisation's).
 
 ``supplier-activities`` is keyed ``organization_id/supplier_id``, so every row an event
 changes is a row of its supplier (keys ``organization_id/supplier_id/...``) and lives in the
@@ -6,8 +6,9 @@ event's partition.
 
 Definitions (all counts of events, integers):
 
-- the month of an event is the calendar month of ``occurred_at`` **in UTC** (the month in the
-  organisation's IANA zone needs the zone from PostgreSQL, out of scope here);
+- the month of an event is the calendar month of ``occurred_at`` in the organisation's IANA
+  zone (``organizations.time_zone``, :mod:`stream_app.agents.zones`; UTC for an organisation
+  not registered when the event is folded);
 - ``tasks_assigned`` / ``tasks_completed`` / ``deliveries_made``: events of type
   ``task_assigned`` / ``task_completed`` / ``delivery_made``;
 - a *completion* is a ``task_completed`` or ``delivery_made`` event; it is ``late`` when its
@@ -28,7 +29,17 @@ Exactly once: each row keeps the input offset it has applied up to (see
 from __future__ import annotations
 
 from stream_app.schemas.suppliers import SupplierActivityEvent
-from stream_app.tables.guarded import Plan, RowRef, Values, add, batch_fold, row_key, utc_month
+from stream_app.tables.guarded import (
+    Plan,
+    RowRef,
+    Values,
+    ZoneOf,
+    add,
+    local_month,
+    row_key,
+    utc_zone,
+    zoned_batch_fold,
+)
 
 COUNTERS = ("tasks_assigned", "tasks_completed", "deliveries_made", "on_time", "late", "no_due")
 _COUNTER_OF = {
@@ -39,7 +50,7 @@ _COUNTER_OF = {
 
 
 def month_key(organization_id: str, supplier_id: str, month: str) -> str:
-    """Key of a supplier's row for the UTC month ``YYYY-MM``."""
+    """Key of a supplier's row for the month ``YYYY-MM`` (the organisation's calendar)."""
     return row_key(organization_id, supplier_id, "month", month)
 
 
@@ -66,13 +77,19 @@ def fold_activity(values: Values | None, ev: SupplierActivityEvent) -> Values:
     return out
 
 
-def plan(ev: SupplierActivityEvent) -> Plan:
-    """The data row of one activity event."""
-    row = RowRef.of(ev.organization_id, ev.supplier_id, "month", utc_month(ev.occurred_at))
+def plan(ev: SupplierActivityEvent, zone_of: ZoneOf) -> Plan:
+    """The data row of one activity event: its month on the calendar of
+    ``zone_of(organisation)``."""
+    org = ev.organization_id
+    row = RowRef.of(org, ev.supplier_id, "month", local_month(ev.occurred_at, zone_of(org)))
     return Plan(rows=[(row, lambda v: fold_activity(v, ev))])
 
 
-fold_batch = batch_fold(plan)
-"""Fold one source partition's batch (``(offset, event)``, ascending offsets) into the
-supplier-month rows, exactly once (:func:`stream_app.tables.guarded.fold_guarded` with
-:func:`plan`)."""
+fold_batch_in = zoned_batch_fold(plan)
+"""``fold_batch_in(zone_of)(get, batch)``: fold one source partition's batch (``(offset,
+event)``, ascending offsets) into the supplier-month rows, exactly once
+(:func:`stream_app.tables.guarded.fold_guarded` with :func:`plan`), months on the calendar of
+each organisation's zone."""
+
+fold_batch = fold_batch_in(utc_zone)
+""":data:`fold_batch_in` with every organisation in UTC."""

@@ -646,7 +646,7 @@ def expected_suppliers_summary(events: list[dict[str, Any]], months: list[str]) 
         rows[m] = {"period": m, "suppliers": 0, **dict.fromkeys(fields, 0), "per_person": {}}
     for e in events:
         occurred = datetime.fromisoformat(e["occurred_at"])
-        m = occurred.astimezone(UTC).strftime("%Y-%m")
+        m = occurred.astimezone(ZONE).strftime("%Y-%m")  # the organisation's calendar month
         if m not in rows:
             continue
         r = rows[m]

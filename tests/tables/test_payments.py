@@ -1,14 +1,15 @@
-"""The payments fold: totals per booking and currency, redelivery after a crash that kept a
-prefix of the writes."""
+"""The payments fold: totals per booking and currency, months on the organisation's calendar,
+redelivery after a crash that kept a prefix of the writes."""
 
 from __future__ import annotations
 
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from stream_app.schemas.payments import PaymentEvent
-from stream_app.tables.payments import fold_batch, month_key, total_key
+from stream_app.tables.payments import fold_batch, fold_batch_in, month_key, total_key
 from tests.tables.model import apply_writes, batch_of
 
 
@@ -109,3 +110,52 @@ def test_currencies_are_never_added_together() -> None:
     apply(store, batch_of([payment(2), payment(2, currency="USD"), payment(5, refund=True)]))
     assert store[total_key("org", "b2")]["values"]["paid_minor"] == {"EUR": 2007, "USD": 2007}
     assert store[total_key("org", "b2")]["values"]["refunded_minor"] == {"EUR": 5007}
+
+
+def test_months_are_the_organisations_calendar() -> None:
+    """A payment's month row is the month of its instant on its organisation's calendar:
+    expected months worked out by hand from the zones' offsets on those dates (Berlin UTC+2
+    in summer and UTC+1 in winter, New York UTC-4 in summer), not by the code's conversion."""
+    zones = {"berlin": ZoneInfo("Europe/Berlin"), "ny": ZoneInfo("America/New_York")}
+    cases = [  # (organisation, instant in UTC, the month on its calendar)
+        ("berlin", datetime(2026, 5, 31, 22, 30, tzinfo=UTC), "2026-06"),  # 00:30 on 1 June
+        ("berlin", datetime(2026, 5, 31, 21, 59, tzinfo=UTC), "2026-05"),  # 23:59 on 31 May
+        ("berlin", datetime(2025, 12, 31, 23, 0, tzinfo=UTC), "2026-01"),  # 00:00 on 1 Jan
+        ("ny", datetime(2026, 6, 1, 3, 59, tzinfo=UTC), "2026-05"),  # 23:59 on 31 May
+        ("ny", datetime(2026, 6, 1, 4, 0, tzinfo=UTC), "2026-06"),  # 00:00 on 1 June
+        ("elsewhere", datetime(2026, 5, 31, 23, 30, tzinfo=UTC), "2026-05"),  # not registered: UTC
+    ]
+    events = [
+        PaymentEvent(
+            schema_version=1,
+            event_id=f"z-{i}",
+            organization_id=org,
+            occurred_at=at,
+            event_type="payment_received",
+            payment_id=f"zp-{i}",
+            booking_id=f"zb-{i}",
+            amount_minor=100 + i,
+            currency="EUR",
+            supplier_id="s1",
+        )
+        for i, (org, at, _) in enumerate(cases)
+    ]
+    store: dict[str, Any] = {}
+    fold = fold_batch_in(lambda org: zones.get(org, UTC))
+    apply_writes(store, fold(store.get, batch_of(events)).writes)
+    months = {k for k in store if "/month/" in k}
+    assert months == {month_key(org, f"zb-{i}", month) for i, (org, _, month) in enumerate(cases)}
+    for i, (org, _, month) in enumerate(cases):
+        row = store[month_key(org, f"zb-{i}", month)]["values"]
+        assert row["by_supplier"]["s1"]["collected_minor"] == {"EUR": 100 + i}
+    # the same events without the zones: every organisation's month is the UTC month
+    utc_store: dict[str, Any] = {}
+    apply_writes(utc_store, fold_batch(utc_store.get, batch_of(events)).writes)
+    assert {k for k in utc_store if "/month/" in k} == {
+        month_key("berlin", "zb-0", "2026-05"),
+        month_key("berlin", "zb-1", "2026-05"),
+        month_key("berlin", "zb-2", "2025-12"),
+        month_key("ny", "zb-3", "2026-06"),
+        month_key("ny", "zb-4", "2026-06"),
+        month_key("elsewhere", "zb-5", "2026-05"),
+    }

@@ -1,13 +1,15 @@
-"""The supplier-activity fold: counts per UTC month, on time vs late, per person; redelivery."""
+"""The supplier-activity fold: counts per month (UTC; the organisation's calendar in the last
+test), on time vs late, per person; redelivery."""
 
 from __future__ import annotations
 
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
+from zoneinfo import ZoneInfo
 
 from stream_app.schemas.suppliers import SupplierActivityEvent
-from stream_app.tables.suppliers import fold_batch, month_key
+from stream_app.tables.suppliers import fold_batch, fold_batch_in, month_key
 from tests.tables.model import apply_writes, batch_of
 
 Kind = Literal["task_assigned", "task_completed", "delivery_made"]
@@ -77,3 +79,36 @@ def test_one_write_per_distinct_row_of_constant_size() -> None:
         max(i for i, e in enumerate(EVENTS) if f"{e.occurred_at:%Y-%m}" == m) for m in expected()
     ]
     assert all(set(v or {}) == {"values", "o"} for _, v in result.writes)
+
+
+def test_months_are_the_organisations_calendar() -> None:
+    """A supplier-month row is the month of the event's instant on its organisation's
+    calendar; expected months worked out by hand (London: UTC+1 from 29 March 2026 to 25
+    October 2026, UTC+0 outside; Tokyo UTC+9)."""
+    zones = {"london": ZoneInfo("Europe/London"), "tokyo": ZoneInfo("Asia/Tokyo")}
+    cases = [  # (organisation, instant in UTC, the month on its calendar)
+        ("london", datetime(2026, 3, 31, 23, 30, tzinfo=UTC), "2026-04"),  # 00:30 BST, 1 Apr
+        ("london", datetime(2026, 10, 31, 23, 30, tzinfo=UTC), "2026-10"),  # 23:30 GMT, 31 Oct
+        ("tokyo", datetime(2026, 1, 31, 15, 0, tzinfo=UTC), "2026-02"),  # 00:00 on 1 Feb
+        ("tokyo", datetime(2026, 1, 31, 14, 59, tzinfo=UTC), "2026-01"),  # 23:59 on 31 Jan
+    ]
+    events = [
+        SupplierActivityEvent(
+            schema_version=1,
+            event_id=f"z-{i}",
+            organization_id=org,
+            occurred_at=at,
+            event_type="task_assigned",
+            supplier_id=f"sup-{i}",
+            task_id=f"zt-{i}",
+            due_at=None,
+            person_id="p1",
+        )
+        for i, (org, at, _) in enumerate(cases)
+    ]
+    store: dict[str, Any] = {}
+    fold = fold_batch_in(lambda org: zones.get(org, UTC))
+    apply_writes(store, fold(store.get, batch_of(events)).writes)
+    assert set(store) == {month_key(org, f"sup-{i}", m) for i, (org, _, m) in enumerate(cases)}
+    for i, (org, _, month) in enumerate(cases):
+        assert store[month_key(org, f"sup-{i}", month)]["values"]["tasks_assigned"] == 1
