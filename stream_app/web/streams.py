@@ -1,8 +1,9 @@
 """HTTP reads of the payments, client-interactions and supplier-activity tables.
 
 - ``GET /orgs/{org}/bookings/{booking}/payments[?from=YYYY-MM&to=YYYY-MM]``: a booking's
-  all-time payment totals (``total``) and, with ``from``/``to``, its rows per UTC month with
-  the split by supplier (``months``); see :mod:`stream_app.tables.payments`.
+  all-time payment totals (``total``) and, with ``from``/``to``, its rows per calendar month
+  (the organisation's zone) with the split by supplier (``months``); see
+  :mod:`stream_app.tables.payments`.
 - ``GET /orgs/{org}/clients/{client}/interactions``: a client's interaction totals (inquiries,
   responses, first response, bookings, ``booked_at``, ``converted_at``, ``days_to_book``,
   ``direct_bookings``, ratings, NPS answers), with the average rating
@@ -10,7 +11,8 @@
   −100..100, rounded toward zero) derived at read time;
   see :mod:`stream_app.tables.interactions`.
 - ``GET /orgs/{org}/suppliers/{supplier}/activity?from=YYYY-MM&to=YYYY-MM``: a supplier's
-  activity per UTC month; see :mod:`stream_app.tables.suppliers`.
+  activity per calendar month (the organisation's zone); see
+  :mod:`stream_app.tables.suppliers`.
 
 A missing row reads as zeros. Every route needs a bearer token of ``org``.
 
@@ -163,7 +165,8 @@ def client_interactions_body(org: str, client: str) -> dict[str, Any]:
 async def supplier_activity(
     self: Any, request: web.Request, org: str, supplier: str
 ) -> web.StreamResponse:
-    """A supplier's activity per UTC month (see the module docstring)."""
+    """A supplier's activity per calendar month of the organisation's zone (see the module
+    docstring)."""
     authenticate(request, settings.jwt_secret, org)
     allow_query(request, _RANGE)
     months = _months(request)

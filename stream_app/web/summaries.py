@@ -7,7 +7,8 @@
   all clients: the ratings distribution and average, the NPS distribution and score.
 - ``GET /orgs/{org}/payments/summary``: per currency, collected, refunded, booked and
   outstanding, minor units.
-- ``GET /orgs/{org}/suppliers/summary?from=YYYY-MM&to=YYYY-MM``: per UTC month, tasks and
+- ``GET /orgs/{org}/suppliers/summary?from=YYYY-MM&to=YYYY-MM``: per calendar month of the
+  organisation's zone, tasks and
   deliveries (on time, late, without a due date) and workload per person, over the
   organisation's suppliers.
 
@@ -196,7 +197,8 @@ async def payments_summary(self: Any, request: web.Request, org: str) -> web.Str
 
 @page("/orgs/{org}/suppliers/summary", permission=Permission.TABLES_READ, forwarded=True)
 async def suppliers_summary(self: Any, request: web.Request, org: str) -> web.StreamResponse:
-    """The organisation's supplier activity per UTC month (see the module docstring)."""
+    """The organisation's supplier activity per calendar month of its zone (see the module
+    docstring)."""
     part_request = _part_request(request, org)
     allow_query(request, {"from", "to"})
     months = month_range(request)

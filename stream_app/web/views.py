@@ -33,7 +33,6 @@ import asyncpg
 import faust.web
 import orjson
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from stream_app.app import app, settings
 from stream_app.crypto.keyring import get_keyring
@@ -50,7 +49,7 @@ from stream_app.db.tenancy import (
 from stream_app.delivery.adhoc import delivery_summary
 from stream_app.delivery.links import links_of_reports
 from stream_app.logthrottle import TRACEBACK_KIND
-from stream_app.observability import HTTP_REQUESTS, REGISTRY
+from stream_app.observability import HTTP_REQUESTS
 from stream_app.queries.errors import QueryUnavailableError
 from stream_app.queries.routing import FORWARDED_HEADER, local_periods, owner_url, remote_periods
 from stream_app.reports import registry
@@ -88,6 +87,7 @@ from stream_app.web.dependencies import (
 from stream_app.web.errors import ApiError, api_error_of, report_not_found
 from stream_app.web.guard import RouteSpec, check_priority, scoped_venues
 from stream_app.web.inputs import json_object, period_query, read_body
+from stream_app.web.metrics_page import metrics_response
 from stream_app.web.permissions import PUBLIC, UNDECLARED, Permission, RouteAccess, allowed
 from stream_app.web.refusals import REFUSED_STATUSES, Refusal, note_refusal, token_subject
 from stream_app.web.responses import json_response
@@ -553,10 +553,9 @@ async def health(self: Any, request: web.Request) -> web.StreamResponse:
 
 @page("/metrics", permission=PUBLIC)
 async def metrics(self: Any, request: web.Request) -> web.StreamResponse:
-    """Prometheus metrics of this worker."""
-    resp = web.Response(body=generate_latest(REGISTRY))
-    resp.headers["Content-Type"] = CONTENT_TYPE_LATEST
-    return resp
+    """Prometheus metrics of this worker, rendered at a bounded rate
+    (:mod:`stream_app.web.metrics_page`)."""
+    return await metrics_response()
 
 
 @page("/orgs/{org}/venues/{venue}/metrics", permission=Permission.TABLES_READ, forwarded=True)

@@ -50,6 +50,13 @@ async def all_events(base: str, settings: Settings, org: str) -> list[dict[str, 
         )
         assert status == 200, body
         assert body["organization_id"] == org
+        # the hashed fields and the hash, not the row id: ids come from one sequence of every
+        # organisation, so their gaps would count the other tenants' actions (attacker, F2)
+        for e in body["events"]:
+            assert set(e) == {
+                "seq", "actor", "action", "target", "details", "outcome", "at", "prev_hash",
+                "row_hash",
+            }, e  # fmt: skip
         out += body["events"]
         if body["next_after_seq"] is None:
             return out
