@@ -203,6 +203,46 @@ def check_production_secret(settings: Settings) -> None:
         )
 
 
+def parse_rate(name: str, raw: str) -> str:
+    """``raw``, the value of variable ``name``, as a ``limits`` rate string
+    (``N/second|minute|hour|day``, https://limits.readthedocs.io, "Rate limit string
+    notation") allowing at least one request; returned stripped.
+
+    Raises:
+        ValueError: not a rate, or a rate of 0 (which would refuse everything); the message
+            names the variable.
+    """
+    from limits import parse
+
+    value = raw.strip()
+    try:
+        item = parse(value)
+    except ValueError:
+        raise ValueError(f"{name}: {raw!r} is not a rate like 600/minute") from None
+    if item.amount < 1:
+        raise ValueError(f"{name}: {raw!r} allows no request; at least 1 per period")
+    return value
+
+
+_REDIS_SCHEMES = ("redis://", "rediss://")
+
+
+def parse_redis_url(name: str, raw: str) -> str:
+    """``raw``, the value of variable ``name``: empty (each worker counts alone) or a Redis URL,
+    ``redis://host:port[/db]`` or ``rediss://`` (TLS), which both ``redis.asyncio`` and
+    ``limits``' asynchronous Redis storage read.
+
+    Raises:
+        ValueError: another scheme; the message names the variable.
+    """
+    value = raw.strip()
+    if value and not value.startswith(_REDIS_SCHEMES):
+        raise ValueError(
+            f"{name}: {raw!r} is not a Redis URL (redis://host:port or rediss://host:port)"
+        )
+    return value
+
+
 def parse_limits(
     name: str, raw: str, classes: tuple[str, ...], defaults: dict[str, str] | None = None
 ) -> dict[str, str]:
@@ -214,22 +254,16 @@ def parse_limits(
     notation").
 
     Raises:
-        ValueError: an unknown or missing class, or a value ``limits`` cannot parse; the
-            message names the variable.
+        ValueError: an unknown or missing class, a value ``limits`` cannot parse or a rate of
+            0 (:func:`parse_rate`); the message names the variable.
     """
-    from limits import parse
-
     out: dict[str, str] = dict(defaults or {})
     for part in filter(None, (p.strip() for p in raw.split(","))):
         key, _, value = part.partition("=")
         key = key.strip()
         if key not in classes:
             raise ValueError(f"{name}: unknown class {key!r}; expected {', '.join(classes)}")
-        try:
-            parse(value.strip())
-        except ValueError:
-            raise ValueError(f"{name}: {key}: {value!r} is not a rate like 600/minute") from None
-        out[key] = value.strip()
+        out[key] = parse_rate(f"{name}: {key}", value)
     missing = [c for c in classes if c not in out]
     if missing:
         raise ValueError(f"{name}: missing {', '.join(missing)}")
@@ -699,7 +733,7 @@ class Settings:
         30 * 86_400, "WEDDING_TOKEN_MAX_TTL_S", int_in(60, 366 * 86_400)
     )
     revocation_cache_s: float = from_env(5.0, "WEDDING_REVOCATION_CACHE_S", float_in(0, 300))
-    redis_url: str = from_env("", "WEDDING_REDIS_URL")
+    redis_url: str = from_env("", "WEDDING_REDIS_URL", parse_redis_url)
     rate_limits: dict[str, str] = field(
         default_factory=lambda: limits_of("default", _TOKEN_LIMITS, _TOKEN_LIMITS),
         metadata=env("WEDDING_RATE_LIMITS", lambda name, raw: limits_of(name, raw, _TOKEN_LIMITS)),
@@ -710,7 +744,7 @@ class Settings:
             "WEDDING_ORG_RATE_LIMITS", lambda name, raw: limits_of(name, raw, _ORG_LIMITS)
         ),
     )
-    auth_failure_limit: str = from_env("20/minute", "WEDDING_AUTH_FAILURE_LIMIT")
+    auth_failure_limit: str = from_env("20/minute", "WEDDING_AUTH_FAILURE_LIMIT", parse_rate)
     priority_orgs: frozenset[str] = from_env(frozenset(), "WEDDING_PRIORITY_ORGS", _names)
     org_inflight: int = from_env(8, "WEDDING_ORG_INFLIGHT", int_in(1, 10_000))
     org_slot_share: float = from_env(0.5, "WEDDING_ORG_SLOT_SHARE", float_in(0.01, 1))

@@ -40,6 +40,13 @@ from stream_app.settings import load_settings
         ("WEDDING_SMTP_PORT", "0", "WEDDING_SMTP_PORT: must be between 1 and 65535"),
         ("WEDDING_SFTP_CONNECT_TIMEOUT_S", "nan", "WEDDING_SFTP_CONNECT_TIMEOUT_S: must be"),
         ("WEDDING_EMAIL_MAX_ATTACHMENT_BYTES", "-1", "WEDDING_EMAIL_MAX_ATTACHMENT_BYTES: must"),
+        # an operator's trial: these three started a worker that then answered bad tokens 500,
+        # limited nothing, or would have refused every read
+        ("WEDDING_AUTH_FAILURE_LIMIT", "lots", "WEDDING_AUTH_FAILURE_LIMIT: 'lots' is not a rate"),
+        ("WEDDING_AUTH_FAILURE_LIMIT", "0/minute", "WEDDING_AUTH_FAILURE_LIMIT: '0/minute' allo"),
+        ("WEDDING_REDIS_URL", "http://x", "WEDDING_REDIS_URL: 'http://x' is not a Redis URL"),
+        ("WEDDING_ORG_RATE_LIMITS", "reads=0/minute", "_ORG_RATE_LIMITS: reads: '0/minute' all"),
+        ("WEDDING_RATE_LIMITS", "reads=abc", "WEDDING_RATE_LIMITS: reads: 'abc' is not a rate"),
     ],
 )
 def test_a_bad_value_names_its_variable(
@@ -66,6 +73,12 @@ def test_good_values_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
         0.0,
     )
     assert s.fetch_partition_bytes == 4_194_304
+    monkeypatch.setenv("WEDDING_AUTH_FAILURE_LIMIT", " 3/minute ")
+    monkeypatch.setenv("WEDDING_REDIS_URL", "rediss://cache.internal:6380/0")
+    monkeypatch.setenv("WEDDING_ORG_RATE_LIMITS", "reads=1/second")
+    s = load_settings()
+    assert (s.auth_failure_limit, s.redis_url) == ("3/minute", "rediss://cache.internal:6380/0")
+    assert s.org_rate_limits["reads"] == "1/second"
     monkeypatch.setenv("WEDDING_REPORT_LANES", " critical = 6 , low=2 ")
     assert load_settings().report_lane_concurrency == {
         "critical": 6,

@@ -116,7 +116,7 @@ def limiter() -> MovingWindowRateLimiter:
     global _limiter
     if _limiter is None:
         uri = settings.redis_url
-        if uri.startswith("redis://"):
+        if uri:  # redis:// or rediss:// (settings.parse_redis_url)
             uri = "async+" + uri
         # counters of one app id (its workers) apart from another's sharing the server
         options: dict[str, Any] = (
