@@ -131,8 +131,8 @@ def _cmd_worker(args: argparse.Namespace) -> int:
         os.environ["WEDDING_WEB_PORT"] = str(args.web_port)
     if args.data_dir is not None:
         os.environ["WEDDING_DATA_DIR"] = str(args.data_dir)
-    from stream_app.crypto.keys import load_master_keys
-    from stream_app.db.migrate import check_worker_database
+    from stream_app.crypto.keys import check_master_key, load_master_keys
+    from stream_app.db.migrate import check_worker_database, connect_login
     from stream_app.settings import check_production_secret, load_settings
     from stream_app.topics import prepare_topics
 
@@ -147,6 +147,11 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     async def preflight() -> None:
         await prepare_topics(s)
         await check_worker_database(s.postgres_dsn, s.postgres_system_dsn)
+        conn = await connect_login(s.postgres_system_dsn, "POSTGRES_SYSTEM_DSN")
+        try:
+            await check_master_key(conn, load_master_keys())
+        finally:
+            await conn.close()
 
     asyncio.run(preflight())
     if s.offset_reset == "latest":

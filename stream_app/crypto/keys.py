@@ -378,3 +378,29 @@ async def master_key_coverage(conn: asyncpg.Connection, masters: MasterKeys) -> 
     )
     foreign = {r["master_key_id"]: int(r["orgs"]) for r in rows if r["master_key_id"] not in held}
     return MasterKeyCoverage(int(mine), foreign)
+
+
+async def check_master_key(conn: asyncpg.Connection, masters: MasterKeys) -> None:
+    """Refuse to start a worker whose master keys wrap none of the stored data keys (while
+    some exist): it would take partitions and report lanes, fail every old file with
+    ``key_unavailable`` and create new organisations' data keys under its wrong key, which
+    later blocked ``keys rotate --master`` (an operator's trial; before, such a worker was
+    only *not ready*). ``conn`` is a system-login connection (:func:`master_key_coverage`);
+    a database whose grants predate that read is not checked.
+
+    Raises:
+        MasterKeyError: naming the key ids held and the ones the stored keys are wrapped by.
+    """
+    try:
+        coverage = await master_key_coverage(conn, masters)
+    except asyncpg.InsufficientPrivilegeError:
+        return
+    if coverage.usable:
+        return
+    holds = masters.current.key_id + (f", {masters.previous.key_id}" if masters.previous else "")
+    stored = ", ".join(f"{k} ({n} organisation(s))" for k, n in sorted(coverage.foreign.items()))
+    raise MasterKeyError(
+        f"WEDDING_MASTER_KEY: this worker's master key ({holds}) wraps none of the stored data"
+        f" keys, which are wrapped by {stored}: start it with the deployment's master key"
+        " (during a rotation, the new one and WEDDING_MASTER_KEY_PREVIOUS)"
+    )

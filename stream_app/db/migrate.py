@@ -14,6 +14,7 @@ owner role (``SET ROLE``), so the objects belong to the owner either way.
 from __future__ import annotations
 
 from importlib import resources
+from urllib.parse import urlsplit
 
 import asyncpg
 
@@ -117,6 +118,47 @@ class SchemaNotReadyError(WeddingError, RuntimeError):
     retriable = False
 
 
+class DatabaseUnreachableError(WeddingError, RuntimeError):
+    """A worker's PostgreSQL login cannot reach the server or is refused, at start."""
+
+    retriable = False
+
+
+def server_of(dsn: str) -> str:
+    """``host:port`` of a ``postgresql://`` DSN, for messages (no user, no password);
+    ``the server of <variable>`` style callers fall back on ``"the server"``."""
+    try:
+        parts = urlsplit(dsn)
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        return "the server"
+    if not host:
+        return "the server"
+    return f"{host}:{port or 5432}"
+
+
+async def connect_login(dsn: str, variable: str) -> asyncpg.Connection:
+    """A connection of the login in ``dsn`` (the value of ``variable``).
+
+    Raises:
+        DatabaseUnreachableError: the server cannot be reached (``cannot reach PostgreSQL at
+            host:port (VARIABLE): …``) or refuses the login (``VARIABLE: PostgreSQL at
+            host:port refused the login: …``), naming the variable (an operator's trial: a
+            bare ``[Errno 111] Connect call failed`` or a 35-line traceback before).
+    """
+    try:
+        conn: asyncpg.Connection = await asyncpg.connect(dsn)
+    except (OSError, TimeoutError) as exc:
+        raise DatabaseUnreachableError(
+            f"cannot reach PostgreSQL at {server_of(dsn)} ({variable}): {exc}"
+        ) from None
+    except asyncpg.PostgresError as exc:
+        raise DatabaseUnreachableError(
+            f"{variable}: PostgreSQL at {server_of(dsn)} refused the login: {exc}"
+        ) from None
+    return conn
+
+
 async def check_worker_database(app_dsn: str, system_dsn: str) -> None:
     """Check, before a worker starts, that both its logins are safe and the schema is current.
 
@@ -126,10 +168,11 @@ async def check_worker_database(app_dsn: str, system_dsn: str) -> None:
     Raises:
         UnsafeDatabaseRoleError: a login is a superuser, has BYPASSRLS or owns a table.
         SchemaNotReadyError: a shipped migration is not applied; names the first missing one.
-        asyncpg.PostgresError / OSError: a login is refused or the database is unreachable.
+        DatabaseUnreachableError: a login is refused or the database is unreachable
+            (:func:`connect_login`).
     """
     for dsn, variable in ((app_dsn, "POSTGRES_DSN"), (system_dsn, "POSTGRES_SYSTEM_DSN")):
-        conn = await asyncpg.connect(dsn)
+        conn = await connect_login(dsn, variable)
         try:
             await check_serving_role(conn, variable)
             if variable == "POSTGRES_DSN":
