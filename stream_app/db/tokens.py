@@ -30,11 +30,16 @@ class Revocations:
             earlier organisation of the same id (deleted by hand, its revocations with it)
             and is refused: an attacker round re-created a deleted organisation's id and its
             old tokens, a revoked one too, worked again.
+        organization_deleted_at: when an organisation of this id was last deleted
+            (``deleted_organizations``, migration 026), or None. With no row left every token
+            of the id is refused: an operator's trial deleted an organisation by hand and its
+            tokens went on reading its live tables, no longer revocable.
     """
 
     jtis: frozenset[str]
     issued_before: datetime | None
     organization_created_at: datetime | None = None
+    organization_deleted_at: datetime | None = None
 
     def refusal(self, jti: str, issued_at: datetime | None) -> str | None:
         """Why a token with id ``jti`` issued at ``issued_at`` is refused, or None."""
@@ -44,6 +49,9 @@ class Revocations:
         if before is not None and issued_at is not None and issued_at < before:
             return "the token has been revoked"
         created = self.organization_created_at
+        deleted = self.organization_deleted_at
+        if created is None and deleted is not None:
+            return f"the token's organisation was deleted ({deleted.isoformat()})"
         if created is not None and issued_at is not None and issued_at < created - CLOCK_SKEW:
             return (
                 "the token was issued before its organisation was registered"
@@ -150,8 +158,8 @@ async def _revoke(
 async def fetch_revocations(
     conn: asyncpg.Connection, organization_id: str, now: datetime
 ) -> Revocations:
-    """The organisation's revocations still in force at ``now`` and its registration time
-    (tenant transaction)."""
+    """The organisation's revocations still in force at ``now``, its registration time and
+    its last deletion's (tenant transaction)."""
     async with tenant_transaction(conn, organization_id):
         rows = await conn.fetch(
             "SELECT jti, issued_before FROM token_revocations"
@@ -162,9 +170,14 @@ async def fetch_revocations(
         created = await conn.fetchval(
             "SELECT created_at FROM organizations WHERE id = $1", organization_id
         )
+        deleted = await conn.fetchval(
+            "SELECT deleted_at FROM deleted_organizations WHERE organization_id = $1",
+            organization_id,
+        )
     befores = [r["issued_before"] for r in rows if r["issued_before"] is not None]
     return Revocations(
         frozenset(r["jti"] for r in rows if r["jti"] is not None),
         max(befores) if befores else None,
         created,
+        deleted,
     )

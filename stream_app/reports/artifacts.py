@@ -275,8 +275,8 @@ class ArtifactStore:
                     self.org_max_bytes - used,
                     f"artifact quota of organisation {organization_id!r} reached: its files"
                     f" would take more than {self.org_max_bytes:,} bytes"
-                    f" (WEDDING_ARTIFACT_ORG_MAX_BYTES; {used:,} in use); delete reports or"
-                    " shorten its retention",
+                    f" (WEDDING_ARTIFACT_ORG_MAX_BYTES; {used:,} in use); shorten its retention"
+                    " (PUT /orgs/{org}/retention, artifacts_days) or raise the quota",
                 )
             )
         return min(budgets, key=lambda b: b[0]) if budgets else None

@@ -310,11 +310,27 @@ async def test_a_token_older_than_its_organisation_is_refused_even_with_its_revo
         await asyncio.sleep(REVOCATION_CACHE_S + 0.2)
         status, _, body = await get(b, REBORN, old, REBORN_SOURCE)
         assert (status, body["error"]["reason"]) == (401, "the token has been revoked")
-        # deleted by hand (its revocation with it) and registered again now
+        fresh = bearer(settings, REBORN, role="admin")  # never revoked
+        assert (await get(a, REBORN, fresh, REBORN_SOURCE))[0] == 200
+        # deleted by hand (its revocation with it): every token of the id stops working (an
+        # operator's trial: they went on reading its live tables, no longer revocable)
         await conn.execute("DELETE FROM organizations WHERE id = $1", REBORN)
         assert await db_value(
             settings, "SELECT count(*) FROM token_revocations WHERE organization_id = $1", REBORN
         ) == 0  # fmt: skip
+        deleted = await conn.fetchval(
+            "SELECT deleted_at FROM deleted_organizations WHERE organization_id = $1", REBORN
+        )
+        await asyncio.sleep(REVOCATION_CACHE_S + 0.2)
+        for worker in (a, b):
+            for token in (fresh, old):  # refusals from an address of their own (lockout 5)
+                status, _, body = await get(worker, REBORN, token, "127.0.0.22")
+                assert (status, body["error"]["code"], body["error"]["reason"]) == (
+                    401,
+                    "token_revoked",
+                    f"the token's organisation was deleted ({deleted.isoformat()})",
+                )
+        # and registered again now
         await conn.execute(
             "INSERT INTO organizations (id, name, time_zone, currency)"
             " VALUES ($1, $1, 'UTC', 'EUR')",

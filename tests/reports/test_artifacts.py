@@ -142,8 +142,8 @@ def test_one_organisation_cannot_take_more_than_its_quota_of_the_store(tmp_path:
         writer.write(b"a")
     assert str(caught.value) == (
         "artifact quota of organisation 'org-a' reached: its files would take more than 1,000"
-        " bytes (WEDDING_ARTIFACT_ORG_MAX_BYTES; 1,000 in use); delete reports or shorten its"
-        " retention"
+        " bytes (WEDDING_ARTIFACT_ORG_MAX_BYTES; 1,000 in use); shorten its retention"
+        " (PUT /orgs/{org}/retention, artifacts_days) or raise the quota"
     )
     assert caught.value.retriable is False
     assert not (tmp_path / "org-a" / "r-2" / f"{TYPE}.csv").exists()
