@@ -50,11 +50,13 @@ from stream_app.agents.deadletter import dead_letter_record
 from stream_app.agents.poison import isolate
 from stream_app.app import app, settings
 from stream_app.observability import (
+    CHANGELOG_INTERLEAVED,
     CONSUMER_LAG,
     END_TO_END_SECONDS,
     EVENTS_IN,
     EVENTS_OUTCOME,
     EXPIRED_RESENDS,
+    STALE_CHANGELOG_RECORDS,
     STREAM_REWINDS,
 )
 from stream_app.runtime import failpoints, gc_tuning
@@ -87,6 +89,10 @@ from stream_app.topics import DEAD_LETTER
 
 E = TypeVar("E", bound=msgspec.Struct)
 log = logging.getLogger(__name__)
+
+OUTCOMES = ("counted", "late", "duplicate", "redelivered", "dead_lettered", "erased")
+"""The ``outcome`` values of ``wedding_events_outcome_total`` (``erased``: a GDPR erasure
+event of the client-interactions topic)."""
 
 POLL_S = 0.05
 """How often a batch waiting for a rebalance or a table restore looks again, seconds."""
@@ -281,7 +287,15 @@ class BatchStream(Generic[E]):
 
     def __post_init__(self) -> None:
         self.state = WriteBehindTable(self.table, expand=expand)
-        STREAM_REWINDS.labels(self.topic)  # a series at 0 from the start: its first rise shows
+        # series at 0 from the start, so an alert on their first rise (increase(...) > 0)
+        # sees it (an operator's trial: absent until first incremented, the first was missed)
+        STREAM_REWINDS.labels(self.topic)
+        EVENTS_IN.labels(self.topic)
+        EXPIRED_RESENDS.labels(self.topic)
+        for outcome in OUTCOMES:
+            EVENTS_OUTCOME.labels(self.topic, outcome)
+        CHANGELOG_INTERLEAVED.labels(self.table.name)
+        STALE_CHANGELOG_RECORDS.labels(self.table.name)
 
     async def run(self, stream: AsyncIterable[Any]) -> None:
         """Consume the topic for ever (the body of the agent).

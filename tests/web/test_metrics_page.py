@@ -72,3 +72,31 @@ async def test_a_failing_render_fails_its_callers_and_the_next_render_runs() -> 
     results = await asyncio.gather(paced.get(), paced.get(), return_exceptions=True)
     assert all(isinstance(r, RuntimeError) for r in results), results
     assert await paced.get() == b"ok"
+
+
+def test_the_stream_counters_are_series_at_zero_before_any_event() -> None:
+    """An operator's trial: the events-in, outcome, re-send and changelog counters were absent
+    until first incremented, so an alert on their first rise (``increase(x[5m]) > 0``) missed
+    it. In a fresh process that loaded the worker's agents, every input topic's series is
+    there at 0."""
+    import subprocess
+    import sys
+
+    script = (
+        "import stream_app.worker\n"
+        "from prometheus_client import generate_latest\n"
+        "from stream_app.observability import REGISTRY\n"
+        "print(generate_latest(REGISTRY).decode())\n"
+    )
+    text = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120
+    ).stdout
+    from stream_app.topics import INPUT_TOPICS
+
+    for topic in INPUT_TOPICS:
+        assert f'wedding_events_in_total{{topic="{topic}"}} 0.0' in text
+        assert f'wedding_dedupe_expired_resends_total{{topic="{topic}"}} 0.0' in text
+        for outcome in ("counted", "duplicate", "dead_lettered"):
+            line = f'wedding_events_outcome_total{{outcome="{outcome}",topic="{topic}"}} 0.0'
+            assert line in text
+    assert 'wedding_changelog_interleaved_total{table="venue-bookings"} 0.0' in text
