@@ -472,7 +472,12 @@ def _cmd_org(args: argparse.Namespace) -> int:
     """Create or update an organisation in PostgreSQL (its zone and default currency)."""
     import asyncpg
 
-    from stream_app.db.tenancy import Organization, check_time_zone, upsert_organization
+    from stream_app.db.tenancy import (
+        Organization,
+        check_time_zone,
+        deleted_at,
+        upsert_organization,
+    )
     from stream_app.schemas.base import check_currency
     from stream_app.settings import load_settings
 
@@ -500,6 +505,15 @@ def _cmd_org(args: argparse.Namespace) -> int:
                     "SELECT name, btrim(currency) AS currency FROM organizations WHERE id = $1",
                     org.id,
                 )
+                gone = None if before is not None else await deleted_at(conn, org.id)
+                if gone is not None:
+                    raise ValueError(
+                        f"ORG: {org.id!r} is the id of an organisation deleted at"
+                        f" {gone.isoformat()}; the live tables (venue metrics, payments,"
+                        " client and supplier rows) are keyed by organisation id and keep"
+                        " its rows, so a new organisation of this id would read them:"
+                        " choose another id"
+                    )
                 await upsert_organization(conn, org)
             return before
         finally:

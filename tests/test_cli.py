@@ -396,6 +396,29 @@ def test_an_organisation_and_its_venues_are_created_then_updated(
     assert "currency 'USD' replaced by the default 'EUR'" in capsys.readouterr().err
 
 
+def test_the_id_of_a_deleted_organisation_is_not_registered_again(
+    env: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An attacker round at the 20th stop: the live tables are keyed by organisation id, so a
+    new organisation of a deleted one's id read its venue metrics and payments."""
+    assert main(["org", "cli-gone", "--zone", "UTC"]) == 0
+    asyncio.run(rows(env, "DELETE FROM organizations WHERE id = $1", "cli-gone"))
+    ((deleted,),) = asyncio.run(
+        rows(env, "SELECT deleted_at FROM deleted_organizations WHERE organization_id = $1",
+             "cli-gone")
+    )  # fmt: skip
+    assert isinstance(deleted, datetime)
+    capsys.readouterr()
+    assert main(["org", "cli-gone", "--zone", "UTC"]) == 2
+    assert capsys.readouterr().err == (
+        f"error: ORG: 'cli-gone' is the id of an organisation deleted at {deleted.isoformat()};"
+        " the live tables (venue metrics, payments, client and supplier rows) are keyed by"
+        " organisation id and keep its rows, so a new organisation of this id would read them:"
+        " choose another id\n"
+    )
+    assert asyncio.run(rows(env, "SELECT id FROM organizations WHERE id = $1", "cli-gone")) == []
+
+
 REPORT_ARGV = ["report", "--org", "cli-org2", "--from", "2016-01-01", "--to", "2016-01-31"]
 
 

@@ -14,6 +14,7 @@ import unicodedata
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from zoneinfo import ZoneInfo
 
 import asyncpg
@@ -308,6 +309,16 @@ async def upsert_organization(conn: asyncpg.Connection, org: Organization) -> No
         org.time_zone,
         org.currency,
     )
+
+
+async def deleted_at(conn: asyncpg.Connection, organization_id: str) -> datetime | None:
+    """When an organisation of this id was last deleted (its tombstone in
+    ``deleted_organizations``, migration 026), or None (admin path, not tenant-scoped)."""
+    found: datetime | None = await conn.fetchval(
+        "SELECT deleted_at FROM deleted_organizations WHERE organization_id = $1",
+        organization_id,
+    )
+    return found
 
 
 async def upsert_venue(conn: asyncpg.Connection, organization_id: str, venue: Venue) -> None:

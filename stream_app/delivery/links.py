@@ -17,7 +17,8 @@ from typing import Literal
 import asyncpg
 
 from stream_app.db.tenancy import tenant_read, tenant_transaction
-from stream_app.delivery.api import LinkClaims, LinkError
+from stream_app.db.tokens import CLOCK_SKEW
+from stream_app.delivery.api import LinkClaims, LinkError, LinkTargetGoneError
 from stream_app.delivery.base import IssuedLink
 
 Scope = Literal["report", "schedule"]
@@ -88,10 +89,16 @@ async def revoke(
 
 
 async def check_not_revoked(conn: asyncpg.Connection, claims: LinkClaims) -> None:
-    """Refuse a verified link whose report or schedule had its links revoked after issue.
+    """Refuse a verified link whose report or schedule had its links revoked after issue, or
+    whose organisation is gone.
 
     Raises:
         LinkError: the link was issued at or before a revocation of its report or schedule.
+        LinkTargetGoneError: the link's organisation was deleted (a tombstone of migration
+            026 and no row), or the id was registered again after the link was signed (the
+            link belongs to the earlier organisation of that id). An attacker round at the
+            20th stop: a link of a deleted organisation still downloaded its file from a
+            worker holding its unwrapped data key.
     """
     async with tenant_transaction(conn, claims.organization_id):
         rows = await conn.fetch(
@@ -103,9 +110,19 @@ async def check_not_revoked(conn: asyncpg.Connection, claims: LinkClaims) -> Non
             claims.schedule_id,
             claims.issued_at,
         )
+        created = await conn.fetchval(
+            "SELECT created_at FROM organizations WHERE id = $1", claims.organization_id
+        )
     if rows:
         r = min(rows, key=lambda r: r["scope"])
         raise LinkError(f"link revoked: its {r['scope']}'s links were revoked at {r['revoked_at']}")
+    if created is None:
+        raise LinkTargetGoneError("the link's organisation was deleted")
+    if claims.issued_at < created - CLOCK_SKEW:
+        raise LinkTargetGoneError(
+            "the link was signed before its organisation was registered"
+            f" ({created.isoformat()}): it belongs to an earlier organisation of that id"
+        )
 
 
 async def links_of_reports(

@@ -649,6 +649,8 @@ async def download(self: Any, request: web.Request, token: str) -> web.StreamRes
     except LinkError as exc:
         await ratelimit.record_auth_failure(client)
         raise ApiError(403, "invalid_link", str(exc), field="token") from None
+    except LinkTargetGoneError as exc:  # a genuine link whose organisation is gone
+        raise ApiError(404, "not_found", str(exc), field="token") from None
     # counted once the link is known good: a revoked or forged one spends no budget of its
     # organisation (it counts toward its address's lockout instead)
     await ratelimit.check_link_download(claims.organization_id, claims.link_id)

@@ -276,7 +276,8 @@ async def test_links_are_audited_and_revocable(scenario: Scenario, settings: Set
             " ORDER BY id",
             [ORG_A, ORG_B],
         )
-    finally:
+    finally:  # the database outlives the module: A's tokens of a next run work again
+        await conn.execute("UPDATE organizations SET created_at = now() WHERE id = $1", ORG_A)
         await conn.close()
     assert [(r["organization_id"], r["action"]) for r in audited] == [
         (ORG_B, "link.downloaded"),
@@ -285,3 +286,59 @@ async def test_links_are_audited_and_revocable(scenario: Scenario, settings: Set
         (ORG_A, "link.downloaded"),
     ]
     assert audited[0]["target"] == report_id
+
+
+async def test_a_link_of_a_deleted_organisation_downloads_nothing(
+    scenario: Scenario, settings: Settings
+) -> None:
+    """An attacker round at the 20th stop: a link of an organisation deleted by hand still
+    downloaded its file from a worker holding the organisation's unwrapped data key (the
+    link was checked against its own revocations only). Now a 404 naming why, from that very
+    worker, and again after the id is registered anew (the link is the earlier one's)."""
+    from stream_app.delivery.api import LinkSigner
+
+    worker = scenario.worker
+    a_doc = next(d for d in scenario.failing.bodies if d["schedule_id"] == "a-fail-1")
+    signer = LinkSigner(settings.link_secret, worker.url)
+    now = datetime.now(UTC)
+    delivered = signer.verify(a_doc["artifacts"][0]["download_url"], now=now)
+    # a link of no schedule (an ad-hoc delivery's): deleting the organisation deletes its
+    # schedules, which revokes their links, but revokes nothing else
+    a_token = signer.sign(ORG_A, delivered.path, now=now, report_id=delivered.report_id).url.split(
+        "/downloads/"
+    )[1]
+    conn = await asyncpg.connect(settings.postgres_dsn)
+    try:
+        async with aiohttp.ClientSession(worker.url) as s:
+            async with s.get(f"/downloads/{a_token}") as r:
+                assert r.status == 200  # the worker unwraps A's data key and keeps it
+                assert len(await r.read()) == a_doc["artifacts"][0]["size_bytes"]
+            await conn.execute("DELETE FROM organizations WHERE id = $1", ORG_A)
+            async with s.get(f"/downloads/{a_token}") as r:
+                body = await r.json()
+                assert (r.status, body["error"]["code"], body["error"]["reason"]) == (
+                    404,
+                    "not_found",
+                    "the link's organisation was deleted",
+                )
+            await upsert_organization(conn, Organization(ORG_A, ORG_A, "UTC", "GBP"))
+            created = await conn.fetchval(
+                "SELECT created_at FROM organizations WHERE id = $1", ORG_A
+            )
+            # links are signed a second or more before the new registration; the check
+            # allows a minute of clock skew, so move the registration past it
+            created = await conn.fetchval(
+                "UPDATE organizations SET created_at = $2 WHERE id = $1 RETURNING created_at",
+                ORG_A,
+                created.replace(year=created.year + 1),
+            )
+            async with s.get(f"/downloads/{a_token}") as r:
+                body = await r.json()
+                assert (r.status, body["error"]["reason"]) == (
+                    404,
+                    "the link was signed before its organisation was registered"
+                    f" ({created.isoformat()}): it belongs to an earlier organisation of that id",
+                )
+    finally:  # the database outlives the module: A's tokens of a next run work again
+        await conn.execute("UPDATE organizations SET created_at = now() WHERE id = $1", ORG_A)
+        await conn.close()
