@@ -131,6 +131,11 @@ METRIC_UPDATES_FAILED = Counter(
     "Messages to realtime-metrics-updates whose delivery failed.",
     registry=REGISTRY,
 )
+RATE_LIMIT_STORE_FAILURES = Counter(
+    "wedding_ratelimit_store_failures_total",
+    "Requests let through unlimited because the rate-limit store (Redis) failed.",
+    registry=REGISTRY,
+)
 REPORTS = Counter(
     "wedding_reports_total",
     "Reports by final status.",

@@ -20,6 +20,8 @@ and asks the Kafka broker and PostgreSQL a question each, nothing else.
   ``keys``: the worker's master key unwraps the stored data keys (:func:`check_keys`: a
   worker given the wrong ``WEDDING_MASTER_KEY`` is not ready, instead of answering 500 on
   every old file).
+  ``ratelimits`` (advisory, ``"required": false``: listed, never making the worker unready):
+  the shared rate-limit store answers (:data:`ADVISORY`).
   Each check has :data:`CHECK_TIMEOUT_S`; they run concurrently, so the answer comes within
   that bound even when a service hangs (a probe's own timeout is longer: ``k8s/``).
 
@@ -51,6 +53,7 @@ from stream_app.crypto.keyring import get_keyring
 from stream_app.crypto.keys import master_key_coverage
 from stream_app.db.pool import get_pool, get_system_pool
 from stream_app.observability import REGISTRY
+from stream_app.web import ratelimit
 from stream_app.web.permissions import PUBLIC
 from stream_app.web.responses import json_response
 from stream_app.web.views import page, readiness
@@ -185,6 +188,16 @@ CHECKS: dict[str, Callable[[], Awaitable[Check]]] = {
 }
 """The readiness checks by name, in the order the answer lists them."""
 
+ADVISORY: dict[str, Callable[[], Awaitable[Check]]] = {
+    "ratelimits": ratelimit.store_reachable,
+}
+"""Checks listed in the answer with ``"required": false``: they do not make the worker
+unready. ``ratelimits``: the shared rate-limit store (Redis) answers a ``PING``; without it
+requests are let through unlimited and the API stays up (a limiter outage must not take the
+API down), so a failing store shows here and in ``wedding_ratelimit_store_failures_total``
+(an operator's trial: a worker started with its Redis away answered ready, its limits off,
+and nothing said so but a log line per failing request)."""
+
 
 async def _bounded(check: Callable[[], Awaitable[Check]]) -> Check:
     """``check`` within :data:`CHECK_TIMEOUT_S`; an error or timeout is a failed check whose
@@ -200,12 +213,16 @@ async def _bounded(check: Callable[[], Awaitable[Check]]) -> Check:
 
 
 async def run_checks() -> dict[str, dict[str, Any]]:
-    """Every check of :data:`CHECKS`, concurrently: ``{name: {"ok": bool, "detail": str}}``."""
-    outcomes = await asyncio.gather(*(_bounded(c) for c in CHECKS.values()))
-    return {
+    """Every check of :data:`CHECKS` and :data:`ADVISORY`, concurrently: ``{name: {"ok": bool,
+    "detail": str}}``, an advisory check's with ``"required": False``."""
+    outcomes = await asyncio.gather(*(_bounded(c) for c in [*CHECKS.values(), *ADVISORY.values()]))
+    checks: dict[str, dict[str, Any]] = {
         name: {"ok": ok, "detail": detail}
-        for name, (ok, detail) in zip(CHECKS, outcomes, strict=True)
+        for name, (ok, detail) in zip(CHECKS, outcomes, strict=False)
     }
+    for name, (ok, detail) in zip(ADVISORY, outcomes[len(CHECKS) :], strict=True):
+        checks[name] = {"ok": ok, "detail": detail, "required": False}
+    return checks
 
 
 _cached: tuple[float, dict[str, dict[str, Any]]] | None = None
@@ -243,7 +260,7 @@ async def readyz(self: Any, request: web.Request) -> web.StreamResponse:
     """Readiness: 200 when tables, broker and database checks pass, else 503; the body
     lists every check (see the module docstring); shared and cached (:func:`shared_checks`)."""
     checks = await shared_checks()
-    ready = all(c["ok"] for c in checks.values())
+    ready = all(c["ok"] for c in checks.values() if c.get("required", True))
     return json_response(
         {"ready": ready, "checks": checks},
         status=200 if ready else 503,

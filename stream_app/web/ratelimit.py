@@ -34,8 +34,9 @@ are in different hash slots). Why Redis: a limit check sits on every request, an
 answers in well under a millisecond with atomic scripts and key expiry built in; PostgreSQL
 would add a write per request to the database the reports read. Without
 ``WEDDING_REDIS_URL`` each worker counts in its own memory (development only). If the store
-cannot be reached, requests are let through and the error is logged (a rate limit must not
-take the API down with it).
+cannot be reached, requests are let through, the error is logged and each such request counted
+in ``wedding_ratelimit_store_failures_total`` (a rate limit must not take the API down with
+it); ``/readyz`` shows the store's state as an advisory check (:func:`store_reachable`).
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ from limits.aio.strategies import MovingWindowRateLimiter
 from limits.storage import storage_from_string
 
 from stream_app.app import settings
+from stream_app.observability import RATE_LIMIT_STORE_FAILURES
 from stream_app.web.auth import Principal
 from stream_app.web.errors import ApiError
 from stream_app.web.script_batch import ScriptBatcher
@@ -139,12 +141,26 @@ async def _retry_after(item: RateLimitItem, *keys: str) -> int:
     return max(1, math.ceil(stats.reset_time - time.time()))
 
 
+async def store_reachable() -> tuple[bool, str]:
+    """Whether the shared store answers a ``PING`` (``(True, "not configured ...")`` without
+    ``WEDDING_REDIS_URL``).
+
+    Raises:
+        Exception: the store's client error (connection refused, timeout, ...).
+    """
+    if not settings.redis_url:
+        return True, "not configured (each worker counts alone)"
+    ok = bool(await limiter().storage.check())
+    return ok, "ok" if ok else "unreachable: requests are not limited"
+
+
 async def _hit(item: RateLimitItem, *keys: str) -> bool:
     """Count one request; False when over the limit. True when the store fails (logged)."""
     try:
         return await limiter().hit(item, *keys)
     except Exception:  # any store failure: let the request through, loudly
         log.exception("rate-limit store %s failed; request not limited", settings.redis_url)
+        RATE_LIMIT_STORE_FAILURES.inc()
         return True
 
 
@@ -198,6 +214,7 @@ async def _acquire(limits: Sequence[_Limit]) -> int:
         return int(await _acquire_all.call(names, args))
     except Exception:  # any store failure: let the request through, loudly
         log.exception("rate-limit store %s failed; request not limited", settings.redis_url)
+        RATE_LIMIT_STORE_FAILURES.inc()
         return 0
 
 

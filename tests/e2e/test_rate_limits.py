@@ -264,6 +264,27 @@ async def test_a_rate_limit_store_that_is_away_lets_requests_through_and_says_so
         assert statuses == [200] * 4  # twice the token's limit
         said = away.log_path.read_text(errors="replace")
         assert "rate-limit store redis://127.0.0.1:9/0 failed; request not limited" in said
+        # and it shows: /readyz stays 200 (the API is up) but lists the store as failing, and
+        # each request let through is counted (an operator's trial: ready, limits off, and
+        # nothing but a throttled log line said so)
+        async with aiohttp.ClientSession(away.url) as s:
+            async with s.get("/readyz") as r:
+                assert r.status == 200
+                ready = await r.json()
+            async with s.get("/metrics") as r:
+                metrics = await r.text()
+        assert ready["ready"] is True
+        assert ready["checks"]["ratelimits"] == {
+            "ok": False,
+            "detail": "unreachable: requests are not limited",
+            "required": False,
+        }
+        counted = [
+            float(line.split()[1])
+            for line in metrics.splitlines()
+            if line.startswith("wedding_ratelimit_store_failures_total ")
+        ]
+        assert counted and counted[0] >= 4  # each of the four reads (and the probes' own)
     finally:
         away.stop()
 
