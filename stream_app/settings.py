@@ -209,16 +209,19 @@ def parse_rate(name: str, raw: str) -> str:
     notation") allowing at least one request; returned stripped.
 
     Raises:
-        ValueError: not a rate, or a rate of 0 (which would refuse everything); the message
-            names the variable.
+        ValueError: not a rate, several rates (``3/minute,100/second``: one window per limit),
+            or a rate of 0 (which would refuse everything); the message names the variable.
     """
-    from limits import parse
+    from limits import parse_many
 
     value = raw.strip()
     try:
-        item = parse(value)
+        items = parse_many(value)
     except ValueError:
         raise ValueError(f"{name}: {raw!r} is not a rate like 600/minute") from None
+    if len(items) != 1:  # limits' parse() would keep the first and drop the rest unsaid
+        raise ValueError(f"{name}: {raw!r} is {len(items)} rates; give one, like 600/minute")
+    (item,) = items
     if item.amount < 1:
         raise ValueError(f"{name}: {raw!r} allows no request; at least 1 per period")
     return value

@@ -44,6 +44,9 @@ from stream_app.settings import load_settings
         # limited nothing, or would have refused every read
         ("WEDDING_AUTH_FAILURE_LIMIT", "lots", "WEDDING_AUTH_FAILURE_LIMIT: 'lots' is not a rate"),
         ("WEDDING_AUTH_FAILURE_LIMIT", "0/minute", "WEDDING_AUTH_FAILURE_LIMIT: '0/minute' allo"),
+        # an attacker round: the second window was dropped unsaid (limits' parse keeps the first)
+        ("WEDDING_AUTH_FAILURE_LIMIT", "3/minute,100/second", "'3/minute,100/second' is 2 rates"),
+        ("WEDDING_RATE_LIMITS", "reads=3/minute;9/hour", "reads: '3/minute;9/hour' is 2 rates"),
         ("WEDDING_REDIS_URL", "http://x", "WEDDING_REDIS_URL: 'http://x' is not a Redis URL"),
         ("WEDDING_ORG_RATE_LIMITS", "reads=0/minute", "_ORG_RATE_LIMITS: reads: '0/minute' all"),
         ("WEDDING_RATE_LIMITS", "reads=abc", "WEDDING_RATE_LIMITS: reads: 'abc' is not a rate"),
