@@ -531,6 +531,44 @@ def _cmd_org(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_offboard(args: argparse.Namespace) -> int:
+    """Show what an organisation holds; with ``--yes`` delete it (:mod:`stream_app.offboarding`)."""
+    import asyncpg
+
+    from stream_app import offboarding
+    from stream_app.settings import load_settings
+
+    org = _check_id("ORG", args.org)
+    s = load_settings()
+    actor = cli_actor()
+
+    async def run() -> tuple[offboarding.Footprint, datetime | None]:
+        conn = await asyncpg.connect(s.postgres_owner_dsn)
+        try:
+            found = await offboarding.footprint(conn, org, s.artifact_dir)
+            if not args.yes:
+                return found, None
+            return found, await offboarding.delete_organization(conn, org, actor, found)
+        finally:
+            await conn.close()
+
+    found, deleted = asyncio.run(run())
+    rows = ", ".join(f"{n:,} {table}" for table, n in found.rows.items())
+    print(f"organisation {org}: {rows}; {found.files:,} files ({found.file_bytes:,} bytes)")
+    if deleted is None:
+        print("nothing deleted: run again with --yes to delete it (this cannot be undone)")
+        return 1
+    files, size = offboarding.remove_files(s.artifact_dir, org)
+    print(
+        f"deleted at {deleted.isoformat()}: its PostgreSQL rows, {files:,} files"
+        f" ({size:,} bytes); its tokens and download links are refused on every worker"
+        " (within WEDDING_REVOCATION_CACHE_S) and the id is not registered again. Kept: its"
+        " audit chain, its rows in the live tables (changelogs, RocksDB) and its events in"
+        " the input topics until their retention"
+    )
+    return 0
+
+
 def _warn_replaced(before: Any, now: dict[str, tuple[Any, Any]]) -> None:
     """Say on stderr which stored values an update replaced by a default because their option
     was left out (a trial user re-ran ``venue`` to rename one and lost its capacity).
@@ -945,6 +983,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--currency", default=None, help=f"default ISO 4217 currency ({DEFAULT_CURRENCY})"
     )
     o.add_argument("--name", default=None, help="display name (default: the id)")
+    ob = sub.add_parser(
+        "offboard",
+        help="show what an organisation holds; with --yes delete it (rows, files, tokens, links)",
+    )
+    ob.add_argument("org", metavar="ORG")
+    ob.add_argument("--yes", action="store_true", help="delete it (default: only show)")
     v = sub.add_parser("venue", help="create or update a venue of an organisation")
     v.add_argument("org", metavar="ORG")
     v.add_argument("venue", metavar="VENUE")
@@ -1047,6 +1091,7 @@ def main(argv: list[str] | None = None) -> int:
         "token": _cmd_token,
         "demo": _cmd_demo,
         "org": _cmd_org,
+        "offboard": _cmd_offboard,
         "venue": _cmd_venue,
         "audit": _cmd_audit,
         "keys": _cmd_keys,

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import asyncpg
 import jwt
+import orjson
 import pytest
 
 from stream_app.cli import _require_new_report_id, build_parser, main
@@ -417,6 +418,72 @@ def test_the_id_of_a_deleted_organisation_is_not_registered_again(
         " choose another id\n"
     )
     assert asyncio.run(rows(env, "SELECT id FROM organizations WHERE id = $1", "cli-gone")) == []
+
+
+def test_offboarding_shows_then_deletes_an_organisation_and_its_files(
+    env: Settings,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    store = tmp_path / "artifacts"
+    monkeypatch.setenv("WEDDING_ARTIFACT_DIR", str(store))
+    org, other = "cli-leaving", "cli-staying"
+    for o in (org, other):
+        assert main(["org", o, "--zone", "UTC"]) == 0
+        assert main(["venue", o, "hall"]) == 0
+        (store / o / "r1").mkdir(parents=True)
+        (store / o / "r1" / "a.csv.enc").write_bytes(b"x" * 1000)
+    (store / org / "r2").mkdir()
+    (store / org / "r2" / "b.json.enc").write_bytes(b"y" * 234)
+    for o in (org, other):
+        assert main(["token", "--org", o, "--role", "admin"]) == 0
+    capsys.readouterr()
+    # without --yes: shown, nothing deleted
+    assert main(["offboard", org]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out == [
+        f"organisation {org}: 1 venues, 0 reports, 0 schedules, 1 tokens, 0 bookings,"
+        " 0 payments, 0 clients; 2 files (1,234 bytes)",
+        "nothing deleted: run again with --yes to delete it (this cannot be undone)",
+    ]
+    assert asyncio.run(rows(env, "SELECT id FROM organizations WHERE id = $1", org)) == [(org,)]
+    assert main(["offboard", org, "--yes"]) == 0
+    done = capsys.readouterr().out.splitlines()
+    ((deleted,),) = asyncio.run(
+        rows(env, "SELECT deleted_at FROM deleted_organizations WHERE organization_id = $1", org)
+    )
+    assert isinstance(deleted, datetime)
+    assert done[1].startswith(
+        f"deleted at {deleted.isoformat()}: its PostgreSQL rows, 2 files (1,234 bytes);"
+    )
+    assert not (store / org).exists()
+    assert (store / other / "r1" / "a.csv.enc").read_bytes() == b"x" * 1000  # the other's kept
+    for table in ("organizations", "venues", "tokens"):
+        column = "id" if table == "organizations" else "organization_id"
+        sql = f"SELECT count(*) FROM {table} WHERE {column} = $1"
+        assert asyncio.run(rows(env, sql, org)) == [(0,)]
+        assert asyncio.run(rows(env, sql, other)) == [(1,)]
+    # its last audit event records the deletion, with what it held
+    ((action, details),) = asyncio.run(
+        rows(
+            env,
+            "SELECT action, details FROM audit_log WHERE organization_id = $1"
+            " ORDER BY at DESC, id DESC LIMIT 1",
+            org,
+        )
+    )
+    assert action == "organization.deleted"
+    assert orjson.loads(str(details))["rows"]["tokens"] == 1
+    # again: it is gone, and said so; the id is not registered again
+    assert main(["offboard", org, "--yes"]) == 2
+    assert capsys.readouterr().err == (
+        f"error: ORG: {org!r} was already deleted at {deleted.isoformat()}\n"
+    )
+    assert main(["offboard", "cli-never-was"]) == 2
+    assert "ORG: no organisation 'cli-never-was'" in capsys.readouterr().err
+    assert main(["offboard", "../x"]) == 2
+    assert "ORG: 1-128 characters" in capsys.readouterr().err
 
 
 REPORT_ARGV = ["report", "--org", "cli-org2", "--from", "2016-01-01", "--to", "2016-01-31"]

@@ -25,6 +25,8 @@ adds event-time windows.
 
 from __future__ import annotations
 
+import os
+
 import logging
 from collections.abc import AsyncIterable, Callable, Sequence
 from dataclasses import dataclass
@@ -125,6 +127,9 @@ class FoldAgent(Generic[E]):
     async def publish(self) -> None:
         """Publish the changes recorded so far (absolute values, at-least-once), right behind
         the batch's changelog records on the same producer (not waiting for acknowledgements)."""
+        if os.environ.get("WEDDING_EXP_UPDATES_PRODUCER") == "1":
+            await self.publisher.publish(await _updates_producer(), REALTIME_METRICS_UPDATES)
+            return
         await self.publisher.publish(producer_client(app), REALTIME_METRICS_UPDATES)
 
     async def announce(self) -> None:
@@ -230,3 +235,22 @@ class ZonedFoldAgent(GuardedFoldAgent[E]):
             e.organization_id  # type: ignore[attr-defined]
             for e in events
         )
+
+
+_UPDATES: Any = None
+
+
+async def _updates_producer() -> Any:
+    global _UPDATES
+    if _UPDATES is None:
+        from aiokafka import AIOKafkaProducer
+
+        producer = AIOKafkaProducer(
+            bootstrap_servers=settings.kafka_bootstrap,
+            acks=1,
+            linger_ms=0,
+            client_id="wedding-updates",
+        )
+        await producer.start()
+        _UPDATES = producer
+    return _UPDATES
