@@ -232,7 +232,9 @@ async def _require_organization(dsn: str, organization_id: str) -> None:
     conn = await asyncpg.connect(dsn)
     try:
         await fetch_organization(conn, organization_id)
-    except UnknownOrganizationError:
+    except UnknownOrganizationError as exc:
+        if exc.deleted_at is not None:
+            raise ValueError(exc.hint("--org", organization_id)) from None
         similar = await _case_matches([organization_id])
         raise ValueError(
             f"--org: no organisation {organization_id!r}{similar.get(organization_id, '')};"
@@ -687,11 +689,14 @@ def _cmd_token(args: argparse.Namespace) -> int:
             f" {s.revocation_cache_s:g} s"
         )
         if args.jti is not None and count == 0:  # kept: it holds for a token minted elsewhere
+            # exit 1: a script checking the status believed a typo had revoked its token (a
+            # new user's trial: a jti copied with its trailing comma)
             print(
                 f"warning: --jti: no token of {args.org!r} recorded with jti {args.jti!r}"
                 " (a typo revokes nothing you issued; `token issue` prints each jti)",
                 file=sys.stderr,
             )
+            return 1
         return 0
     _check_id("--user", args.user)
     venues = [_check_id("--venue", v) for v in args.venue] if args.venue else None
@@ -710,7 +715,8 @@ def _cmd_token(args: argparse.Namespace) -> int:
             known = {v.id for v in await fetch_venues(conn, args.org)} if venues else set()
         finally:
             await conn.close()
-        print(f"# jti {issued.jti}, expires {issued.expires_at.isoformat()}", file=sys.stderr)
+        print(f"# jti {issued.jti}", file=sys.stderr)  # alone: copied whole by `awk '{print $3}'`
+        print(f"# expires {issued.expires_at.isoformat()}", file=sys.stderr)
         for venue in sorted(set(venues or ()) - known):
             # a typo gives a token that reads nothing (a trial user's finding): said, not
             # refused (a venue may be registered after its token)

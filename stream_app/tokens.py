@@ -65,11 +65,8 @@ async def issue(
         )
     try:
         await fetch_organization(conn, organization_id)
-    except UnknownOrganizationError:
-        raise ValueError(
-            f"--org: no organisation {organization_id!r}; create it first: "
-            f"wedding-engine org {organization_id} --zone …"
-        ) from None
+    except UnknownOrganizationError as exc:
+        raise ValueError(exc.hint("--org", organization_id)) from None
     try:
         issued = new_token(
             settings.jwt_secret,

@@ -380,16 +380,22 @@ async def master_key_coverage(conn: asyncpg.Connection, masters: MasterKeys) -> 
     return MasterKeyCoverage(int(mine), foreign)
 
 
-async def check_master_key(conn: asyncpg.Connection, masters: MasterKeys) -> None:
-    """Refuse to start a worker whose master keys wrap none of the stored data keys (while
-    some exist): it would take partitions and report lanes, fail every old file with
-    ``key_unavailable`` and create new organisations' data keys under its wrong key, which
-    later blocked ``keys rotate --master`` (an operator's trial; before, such a worker was
-    only *not ready*). ``conn`` is a system-login connection (:func:`master_key_coverage`);
-    a database whose grants predate that read is not checked.
+async def check_master_key(
+    conn: asyncpg.Connection, masters: MasterKeys, holder: str = "this worker"
+) -> None:
+    """Refuse a worker (or a key command, ``holder``) whose master keys wrap none of the
+    stored data keys (while some exist): a worker would take partitions and report lanes,
+    fail every old file with ``key_unavailable`` and create new organisations' data keys
+    under its wrong key, which later blocked ``keys rotate --master`` (an operator's trial;
+    before, such a worker was only *not ready*); ``keys rotate --org`` run with
+    ``WEDDING_DEV_MODE`` set and no master key wrapped a deployment's new data key under the
+    public development key, and every report of the organisation failed (a new user's
+    trial). ``conn`` is a system-login connection (:func:`master_key_coverage`); a database
+    whose grants predate that read is not checked.
 
     Raises:
-        MasterKeyError: naming the key ids held and the ones the stored keys are wrapped by.
+        MasterKeyError: naming the key ids held (and the development key as such) and the
+            ones the stored keys are wrapped by.
     """
     try:
         coverage = await master_key_coverage(conn, masters)
@@ -398,9 +404,11 @@ async def check_master_key(conn: asyncpg.Connection, masters: MasterKeys) -> Non
     if coverage.usable:
         return
     holds = masters.current.key_id + (f", {masters.previous.key_id}" if masters.previous else "")
+    if masters.current.development:
+        holds += ": the public development key, as WEDDING_DEV_MODE is set and no key is given"
     stored = ", ".join(f"{k} ({n} organisation(s))" for k, n in sorted(coverage.foreign.items()))
     raise MasterKeyError(
-        f"WEDDING_MASTER_KEY: this worker's master key ({holds}) wraps none of the stored data"
-        f" keys, which are wrapped by {stored}: start it with the deployment's master key"
+        f"WEDDING_MASTER_KEY: {holder}'s master key ({holds}) wraps none of the stored data"
+        f" keys, which are wrapped by {stored}: run it with the deployment's master key"
         " (during a rotation, the new one and WEDDING_MASTER_KEY_PREVIOUS)"
     )

@@ -20,7 +20,12 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from stream_app.crypto.keys import MasterKeys, rewrap_organization, rotate_data_key
+from stream_app.crypto.keys import (
+    MasterKeys,
+    check_master_key,
+    rewrap_organization,
+    rotate_data_key,
+)
 from stream_app.db import audit_events
 from stream_app.db.tenancy import tenant_transaction
 
@@ -71,7 +76,9 @@ async def rotate(
 
     Raises:
         ValueError: the organisation does not exist, or neither ``data`` nor ``master``.
-        MasterKeyError: a data key is wrapped by a master key not given.
+        MasterKeyError: a data key is wrapped by a master key not given; or ``masters`` wrap
+            none of the stored data keys while some exist (:func:`check_master_key`: a new
+            data key would be wrapped by a key the workers do not hold).
     """
     if not (data or master):
         raise ValueError("keys rotate: nothing to do (give --data and/or --master)")
@@ -83,6 +90,7 @@ async def rotate(
             orgs = [organization_id]
         else:
             raise ValueError(f"--org: organisation {organization_id!r} does not exist")
+        await check_master_key(lister, masters, holder="keys rotate")
     finally:
         await lister.close()
     conn = await asyncpg.connect(dsn)

@@ -24,9 +24,28 @@ from stream_app.errors import WeddingError
 
 
 class UnknownOrganizationError(WeddingError, LookupError):
-    """The organisation id names no organisation (or one the caller may not see)."""
+    """The organisation id names no organisation (or one the caller may not see).
+
+    Attributes:
+        deleted_at: when an organisation of that id was deleted (its tombstone, migration
+            026), when the raiser read it; its id is not registered again.
+    """
 
     retriable = False
+    deleted_at: datetime | None = None
+
+    def hint(self, option: str, organization_id: str) -> str:
+        """What a command says: the id was deleted, or how to create it (``option`` is the
+        command's name for the id, e.g. ``--org``)."""
+        if self.deleted_at is not None:
+            return (
+                f"{option}: organisation {organization_id!r} was deleted at"
+                f" {self.deleted_at.isoformat()}; its id is not registered again"
+            )
+        return (
+            f"{option}: no organisation {organization_id!r}; create it first:"
+            f" wedding-engine org {organization_id} --zone …"
+        )
 
 
 class TenantScopeError(WeddingError, RuntimeError):
@@ -313,7 +332,8 @@ async def upsert_organization(conn: asyncpg.Connection, org: Organization) -> No
 
 async def deleted_at(conn: asyncpg.Connection, organization_id: str) -> datetime | None:
     """When an organisation of this id was last deleted (its tombstone in
-    ``deleted_organizations``, migration 026), or None (admin path, not tenant-scoped)."""
+    ``deleted_organizations``, migration 026), or None. The owner's connection, or inside
+    the organisation's tenant transaction (row-level security)."""
     found: datetime | None = await conn.fetchval(
         "SELECT deleted_at FROM deleted_organizations WHERE organization_id = $1",
         organization_id,
@@ -343,15 +363,19 @@ async def fetch_organization(conn: asyncpg.Connection, organization_id: str) -> 
     """Read one organisation within a tenant transaction.
 
     Raises:
-        UnknownOrganizationError: no such organisation.
+        UnknownOrganizationError: no such organisation (with its deletion time when one of
+            that id was deleted).
     """
     async with tenant_transaction(conn, organization_id):
         row = await conn.fetchrow(
             "SELECT id, name, time_zone, currency FROM organizations WHERE id = $1",
             organization_id,
         )
+        gone = None if row is not None else await deleted_at(conn, organization_id)
     if row is None:
-        raise UnknownOrganizationError(f"organization_id: {organization_id!r} does not exist")
+        error = UnknownOrganizationError(f"organization_id: {organization_id!r} does not exist")
+        error.deleted_at = gone
+        raise error
     return Organization(row["id"], row["name"], row["time_zone"], row["currency"].strip())
 
 

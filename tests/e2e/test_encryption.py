@@ -36,6 +36,7 @@ from tests.synthetic.helpers import load
 ORG = "enc-ph"
 GROUP = "wedding-crypto-tests"
 KEY_B = hashlib.sha256(b"e2e master key B").digest()
+KEY_STRAY = hashlib.sha256(b"e2e master key that wraps nothing").digest()
 
 
 def b64(key: bytes) -> str:
@@ -171,6 +172,17 @@ async def test_files_are_encrypted_and_survive_data_and_master_key_rotation(
     assert done.returncode == 0, done.stderr
     new_id = MasterKey.of(KEY_B).key_id
     assert f"2 key(s) re-wrapped under {new_id}" in done.stdout
+    assert await key_rows(settings) == [(1, new_id), (2, new_id)]
+    # a key command given a master key that wraps none of the stored data keys is refused,
+    # before it writes anything (a new user's trial: WEDDING_DEV_MODE left in the shell, no
+    # key given, wrapped a deployment's new data key under the public development key, and
+    # the organisation's reports failed)
+    stray = cli(settings, "keys", "rotate", "--org", ORG, WEDDING_MASTER_KEY=b64(KEY_STRAY))
+    assert stray.returncode == 2, stray.stderr
+    assert stray.stderr.startswith(
+        f"error: WEDDING_MASTER_KEY: keys rotate's master key ({MasterKey.of(KEY_STRAY).key_id})"
+        " wraps none of the stored data keys, which are wrapped by "
+    ), stray.stderr
     assert await key_rows(settings) == [(1, new_id), (2, new_id)]
 
     second = worker_factory.start(GROUP, "b", **worker_env(KEY_B))

@@ -249,7 +249,7 @@ async def test_a_worker_with_the_wrong_master_key_refuses_to_start_and_says_why(
     ), line
     # every key id wrapping stored keys, with its count; the session's among them (other
     # tests of the session may have left keys under other master keys)
-    wrapped_by = line.split("which are wrapped by ", 1)[1].split(": start it", 1)[0]
+    wrapped_by = line.split("which are wrapped by ", 1)[1].split(": run it", 1)[0]
     assert f"{MasterKey.of(DEV_MASTER_KEY).key_id} (" in wrapped_by, line
     assert MasterKey.of(wrong).key_id not in wrapped_by
     assert "Traceback" not in log
