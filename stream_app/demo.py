@@ -102,6 +102,9 @@ async def _run(path: Path) -> int:
     # the worker's tables are derived state: a folder left by an earlier demo may describe
     # topics the services no longer hold, so each demo's worker starts from the changelogs
     shutil.rmtree(state / "demo-worker", ignore_errors=True)
+    # and its log is this run's alone: a failure's "last 40 lines" showed an earlier run's
+    # lines among its own (a new user's trial)
+    (state / "demo-worker.log").unlink(missing_ok=True)
     await prepare_topics(settings)
     await migrate(settings.postgres_owner_dsn)  # a worker never migrates (no owner login)
     worker = start_worker(

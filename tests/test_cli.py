@@ -624,6 +624,7 @@ def test_send_warns_of_an_organisation_nobody_registered(
     silently. The events are still sent (the live tables take any organisation's)."""
     known, typo = f"send-{uuid.uuid4().hex[:8]}", f"sned-{uuid.uuid4().hex[:8]}"
     assert main(["org", known, "--zone", "UTC"]) == 0
+    assert main(["venue", known, "v1"]) == 0
     lines = [
         booking_created(org, f"{org}-1", "b1", "v1", "2026-06-01", 100, "EUR")[1]
         for org in (known, typo)
@@ -638,6 +639,20 @@ def test_send_warns_of_an_organisation_nobody_registered(
         f" tables, but no token can be issued for it until `wedding-engine org {typo}"
         " --zone …` registers it\n"
     )
+    # a venue nobody registered: its bookings are folded, but no report shows them (a new
+    # user's trial: a typo in venue_id made revenue vanish from the monthly summary)
+    lines = [
+        booking_created(known, f"{known}-{n}", f"b{n}", venue, "2026-06-01", 100, "EUR")[1]
+        for n, venue in enumerate(["v1", "garden", "garden", "barn"], start=2)
+    ]
+    (tmp_path / "venues.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    assert main(["send", "wedding-bookings", str(tmp_path / "venues.jsonl")]) == 0
+    assert capsys.readouterr().err.splitlines() == [
+        f"warning: venue {v!r} of {known!r} is not registered: its bookings are in the live"
+        " tables (venue metrics, summaries) but no report shows them until"
+        f" `wedding-engine venue {known} {v}` registers it"
+        for v in ("barn", "garden")
+    ]
     # the same id in other letters: named (a trial user sent FU5-ORG for fu5-org)
     upper = known.upper()
     line = booking_created(upper, f"{upper}-1", "b1", "v1", "2026-06-01", 100, "EUR")[1]

@@ -50,7 +50,7 @@ from prometheus_client import Counter
 
 from stream_app.app import settings
 from stream_app.crypto.keyring import get_keyring
-from stream_app.crypto.keys import master_key_coverage
+from stream_app.crypto.keys import DEV_MASTER_KEY, MasterKey, master_key_coverage
 from stream_app.db.pool import get_pool, get_system_pool
 from stream_app.observability import REGISTRY
 from stream_app.web import ratelimit
@@ -166,16 +166,26 @@ async def check_keys() -> Check:
             " another master key; the worker's log names both)"
         )
     if coverage.foreign:
+        dev = MasterKey.of(DEV_MASTER_KEY).key_id
+        public = (
+            f"; {dev} is the public development key (a key command run with WEDDING_DEV_MODE"
+            " set and no key): re-wrap those under this worker's key with `wedding-engine"
+            " keys rotate --master --previous-key-file <the development key>`, then rotate"
+            " their data keys (anyone could unwrap the ones wrapped by it)"
+            if dev in coverage.foreign and not masters.current.development
+            else ""
+        )
         _log_keys_once(
             ("partial", tuple(sorted(coverage.foreign))),
             logging.WARNING,
             "readiness check keys: data keys of %s are wrapped by master keys this worker"
             " does not hold (%s): their files do not decrypt here; finish the rotation with"
-            " `wedding-engine keys rotate --master`",
+            " `wedding-engine keys rotate --master`%s",
             ", ".join(
                 f"{n} organisation(s) under {k}" for k, n in sorted(coverage.foreign.items())
             ),
             holds,
+            public,
         )
     return True, "ok"
 

@@ -187,6 +187,13 @@ async def test_files_are_encrypted_and_survive_data_and_master_key_rotation(
 
     second = worker_factory.start(GROUP, "b", **worker_env(KEY_B))
     await second.wait_ready(timeout_s=120)
+    # the session's other organisations are under the development key: the readiness check
+    # says which key that is and how to leave it (a new user's trial: the hint assumed a
+    # rotation under way)
+    async with aiohttp.ClientSession(second.url) as s, s.get("/readyz") as r:
+        assert r.status == 200
+    said = second.log_path.read_text(errors="replace")
+    assert f"; {dev_id} is the public development key (a key command run with" in said
     assert await check_downloads(second.url, settings, old) == old_bodies
     assert await check_downloads(second.url, settings, mid) == mid_bodies
 
