@@ -441,6 +441,11 @@ async def run(args: argparse.Namespace, state: Path) -> None:
         "WEDDING_SCHEDULING": "0",
         "WEDDING_ORG_RATE_LIMITS": f"reads={args.org_reads}/minute",
         "WEDDING_ORG_INFLIGHT": str(args.org_inflight),
+        # wrk's 10,000 connections all come from 127.0.0.1 (one address, as a proxy's would)
+        # and a paced one waits up to 1.5 think times between requests: the connection caps
+        # and the keep-alive deadline of a deployment facing clients directly do not fit
+        "WEDDING_HTTP_MAX_CONNECTIONS_PER_ADDRESS": "0",
+        "WEDDING_HTTP_KEEPALIVE_S": "300",
     }
     workers = [
         start_worker(

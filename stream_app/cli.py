@@ -855,7 +855,15 @@ def _cmd_send(args: argparse.Namespace) -> int:
     sent = asyncio.run(send_events(s.kafka_bootstrap, args.topic, events))
     print(f"sent {sent} event(s) to {args.topic}")
     orgs = sorted({key.decode().split("/", 1)[0] for key, _ in events})
-    unknown = asyncio.run(_unregistered(s.postgres_dsn, orgs))
+    unregistered = asyncio.run(_unregistered(s.postgres_dsn, orgs))
+    unknown = [org for org, gone in unregistered if gone is None]
+    for org, gone in unregistered:
+        if gone is not None:  # an attacker round: the warning suggested registering it
+            print(
+                f"warning: organisation {org!r} was deleted at {gone.isoformat()}: its events"
+                " are folded into live rows nobody can read, and its id is not registered again",
+                file=sys.stderr,
+            )
     similar = asyncio.run(_case_matches(unknown)) if unknown else {}
     for org in unknown:
         # the live tables take any organisation's events; a typo makes a tenant nobody can
@@ -918,9 +926,10 @@ async def _unregistered_venues(dsn: str, venues: dict[str, set[str]]) -> list[tu
     return missing
 
 
-async def _unregistered(dsn: str, organizations: list[str]) -> list[str]:
-    """Those of ``organizations`` PostgreSQL does not know (none when it cannot be asked:
-    sending needs only the broker)."""
+async def _unregistered(dsn: str, organizations: list[str]) -> list[tuple[str, datetime | None]]:
+    """Those of ``organizations`` PostgreSQL does not know, each with the time an
+    organisation of its id was deleted (None: never registered); none when PostgreSQL cannot
+    be asked (sending needs only the broker)."""
     import asyncpg
 
     from stream_app.db.tenancy import UnknownOrganizationError, fetch_organization
@@ -934,8 +943,8 @@ async def _unregistered(dsn: str, organizations: list[str]) -> list[str]:
         for org in organizations:
             try:
                 await fetch_organization(conn, org)
-            except UnknownOrganizationError:
-                unknown.append(org)
+            except UnknownOrganizationError as exc:
+                unknown.append((org, exc.deleted_at))
     except (OSError, asyncpg.PostgresError):  # e.g. a database not set up: nothing to say
         return []
     finally:

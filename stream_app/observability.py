@@ -131,6 +131,13 @@ METRIC_UPDATES_FAILED = Counter(
     "Messages to realtime-metrics-updates whose delivery failed.",
     registry=REGISTRY,
 )
+HTTP_CONNECTIONS_REFUSED = Counter(
+    "wedding_http_connections_refused_total",
+    "HTTP connections closed at once because a connection cap was reached"
+    " (reason: per_address, total).",
+    ["reason"],
+    registry=REGISTRY,
+)
 RATE_LIMIT_STORE_FAILURES = Counter(
     "wedding_ratelimit_store_failures_total",
     "Requests let through unlimited because the rate-limit store (Redis) failed.",

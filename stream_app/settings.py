@@ -619,6 +619,16 @@ class Settings:
         org_inflight: requests of one organisation a worker checks and handles at once
             (``WEDDING_ORG_INFLIGHT``, 8); more wait their turn
             (:func:`stream_app.web.guard.guarded`), so one tenant's flood queues behind itself.
+        http_keepalive_s: seconds an HTTP connection has to complete a request head after it
+            opened or after its previous answer (``WEDDING_HTTP_KEEPALIVE_S``, 30;
+            :mod:`stream_app.runtime.http_limits`).
+        http_body_timeout_s: seconds a request body has to arrive, read before the request
+            takes one of its organisation's slots (``WEDDING_HTTP_BODY_TIMEOUT_S``, 10; 408).
+        http_max_connections_per_address: most open HTTP connections of one client address
+            (``WEDDING_HTTP_MAX_CONNECTIONS_PER_ADDRESS``, 1,024; 0: no cap).
+        http_max_connections: most open HTTP connections in all
+            (``WEDDING_HTTP_MAX_CONNECTIONS``; 0, the default: the process's file limit less
+            1,024).
         org_slot_share: the largest share of a worker's report-lane or aggregation slots (the
             latter also taken by report validations) one organisation may hold at once
             (``WEDDING_ORG_SLOT_SHARE``, 0.5; at least one slot).
@@ -750,6 +760,12 @@ class Settings:
     auth_failure_limit: str = from_env("20/minute", "WEDDING_AUTH_FAILURE_LIMIT", parse_rate)
     priority_orgs: frozenset[str] = from_env(frozenset(), "WEDDING_PRIORITY_ORGS", _names)
     org_inflight: int = from_env(8, "WEDDING_ORG_INFLIGHT", int_in(1, 10_000))
+    http_keepalive_s: float = from_env(30.0, "WEDDING_HTTP_KEEPALIVE_S", float_in(1, 86_400))
+    http_body_timeout_s: float = from_env(10.0, "WEDDING_HTTP_BODY_TIMEOUT_S", float_in(0.1, 3600))
+    http_max_connections_per_address: int = from_env(
+        1_024, "WEDDING_HTTP_MAX_CONNECTIONS_PER_ADDRESS", int_in(0, 10_000_000)
+    )
+    http_max_connections: int = from_env(0, "WEDDING_HTTP_MAX_CONNECTIONS", int_in(0, 10_000_000))
     org_slot_share: float = from_env(0.5, "WEDDING_ORG_SLOT_SHARE", float_in(0.01, 1))
     org_reports: int = from_env(2, "WEDDING_ORG_REPORTS", int_in(1, 1000))
     progress_interval_s: float = from_env(10.0, "WEDDING_PROGRESS_INTERVAL_S", float_in(0, 3600))

@@ -25,10 +25,10 @@ adds event-time windows.
 
 from __future__ import annotations
 
-import os
-
+import asyncio
 import logging
-from collections.abc import AsyncIterable, Callable, Sequence
+import os
+from collections.abc import AsyncIterable, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -37,6 +37,7 @@ import msgspec
 from stream_app.agents.batch import Batch, BatchStream, Folded, RawRecord, RowLookup
 from stream_app.agents.data_versions import DataVersions
 from stream_app.agents.publisher import GenericMetricPublisher, MetricPublisher
+from stream_app.agents.updates_producer import updates_producer
 from stream_app.agents.zones import OrganizationZones
 from stream_app.app import app, settings
 from stream_app.observability import FOLD_CRASHES
@@ -124,13 +125,20 @@ class FoldAgent(Generic[E]):
     async def on_partition(self, partition: int) -> None:
         """Awaited when a partition is first folded after an assignment (nothing by default)."""
 
-    async def publish(self) -> None:
-        """Publish the changes recorded so far (absolute values, at-least-once), right behind
-        the batch's changelog records on the same producer (not waiting for acknowledgements)."""
-        if os.environ.get("WEDDING_EXP_UPDATES_PRODUCER") == "1":
-            await self.publisher.publish(await _updates_producer(), REALTIME_METRICS_UPDATES)
-            return
-        await self.publisher.publish(producer_client(app), REALTIME_METRICS_UPDATES)
+    async def publish(self) -> Awaitable[Any] | None:
+        """Publish the changes recorded so far (absolute values, at-least-once) on the
+        updates' own producer (:mod:`stream_app.agents.updates_producer`), not waiting for
+        the acknowledgements; returns what to await for them (done, failed or not) before
+        the batch's input is acknowledged, or None when nothing was sent."""
+        if os.environ.get("WEDDING_EXP_SHARED_PRODUCER") == "1":  # the A/B's other arm
+            futures = await self.publisher.send(producer_client(app), REALTIME_METRICS_UPDATES)
+        else:
+            futures = await self.publisher.send(
+                await updates_producer.get(), REALTIME_METRICS_UPDATES
+            )
+        if not futures:
+            return None
+        return asyncio.gather(*futures, return_exceptions=True)
 
     async def announce(self) -> None:
         """Mark the cached reports of the organisations recorded so far stale, once the
@@ -235,22 +243,3 @@ class ZonedFoldAgent(GuardedFoldAgent[E]):
             e.organization_id  # type: ignore[attr-defined]
             for e in events
         )
-
-
-_UPDATES: Any = None
-
-
-async def _updates_producer() -> Any:
-    global _UPDATES
-    if _UPDATES is None:
-        from aiokafka import AIOKafkaProducer
-
-        producer = AIOKafkaProducer(
-            bootstrap_servers=settings.kafka_bootstrap,
-            acks=1,
-            linger_ms=0,
-            client_id="wedding-updates",
-        )
-        await producer.start()
-        _UPDATES = producer
-    return _UPDATES

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import posixpath
+import re
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -28,6 +29,7 @@ import jwt
 from stream_app.delivery.base import DeliveryJob, DeliveryMethod, IssuedLink, SendReceipt
 from stream_app.delivery.targets import link_ttl_seconds
 from stream_app.errors import WeddingError
+from stream_app.schemas.ids import is_valid_id
 from stream_app.schemas.tokens import is_token_id
 
 AUDIENCE = "wedding-download"
@@ -188,8 +190,10 @@ def verify_link(link: str, secret: str, *, now: datetime) -> LinkClaims:
         The claims: organisation, relative artifact path, expiry.
 
     Raises:
-        LinkError: bad signature or format (tampered), wrong audience, missing claims, the
-            link has expired (``exp <= now``), or its path is not the organisation's.
+        LinkError: bad signature or format (tampered), wrong audience, missing claims, an
+            id claim (``org``, ``rid``, ``sid``) breaking the id rule, issued more than
+            :data:`ISSUE_SKEW` after ``now``, expired (``exp <= now``), or its path is not
+            ``<org>/<rid>/<file name>``.
     """
     token = link.rsplit("/", 1)[-1]
     try:
@@ -218,15 +222,34 @@ def verify_link(link: str, secret: str, *, now: datetime) -> LinkClaims:
         raise LinkError("invalid link: malformed claims")
     if not is_token_id(jti):  # it names the link in the audit log and in revocations
         raise LinkError("invalid link: jti is not 1-128 printable ASCII characters")
+    # ids by the id rule, and the file one of the report the link names: revocation and the
+    # audit go by ``rid`` (an attacker round signed links with the development secret whose
+    # rid was "../orgb/r1" beside another report's path, or 5,000 characters: a 500)
+    if not (is_valid_id(org) and is_valid_id(rid) and (sid is None or is_valid_id(sid))):
+        raise LinkError("invalid link: an id claim breaks the id rule")
     try:
         expires_at = datetime.fromtimestamp(exp, UTC)
         issued_at = datetime.fromtimestamp(iat, UTC)
     except (ValueError, OverflowError, OSError) as exc:
         raise LinkError("invalid link: exp out of range") from exc
+    if issued_at > now + ISSUE_SKEW:  # never covered by a revocation (revoked_at >= iat)
+        raise LinkError("invalid link: issued in the future")
     if expires_at <= now:
         raise LinkError(f"link expired at {expires_at.isoformat()}")
     _check_path(org, path)
+    parts = path.split("/")
+    if len(parts) != 3 or parts[1] != rid or not _FILE_NAME.fullmatch(parts[2]):
+        raise LinkError(f"invalid link: path {path!r} is not a file of report {rid!r}")
     return LinkClaims(org, path, expires_at, rid, sid, jti, issued_at)
+
+
+ISSUE_SKEW = timedelta(seconds=60)
+"""How far a link's ``iat`` may be ahead of the verifying worker's clock (the signing
+worker's clock may run ahead a little; a link from further in the future is refused)."""
+
+_FILE_NAME = re.compile(r"(?!\.\.?\Z)[A-Za-z0-9._:\-]{1,140}")
+"""A stored file's name (``<report type>.<ext>``, the report type an id): the id rule's
+characters, no separator, control character or NUL."""
 
 
 class LinkTargetGoneError(WeddingError):

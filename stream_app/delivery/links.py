@@ -95,10 +95,12 @@ async def check_not_revoked(conn: asyncpg.Connection, claims: LinkClaims) -> Non
     Raises:
         LinkError: the link was issued at or before a revocation of its report or schedule.
         LinkTargetGoneError: the link's organisation was deleted (a tombstone of migration
-            026 and no row), or the id was registered again after the link was signed (the
-            link belongs to the earlier organisation of that id). An attacker round at the
-            20th stop: a link of a deleted organisation still downloaded its file from a
-            worker holding its unwrapped data key.
+            026 and no row), or the link was signed before the last deletion of its id (up to
+            a minute after: the signing host's clock may run ahead), or before its id was
+            registered (the link belongs to an earlier organisation of that id). Attacker
+            rounds: a link of a deleted organisation still downloaded its file from a worker
+            holding its unwrapped data key; then, with the id registered again within a
+            minute of the link's signing, the registration time alone let it through.
     """
     async with tenant_transaction(conn, claims.organization_id):
         rows = await conn.fetch(
@@ -113,11 +115,20 @@ async def check_not_revoked(conn: asyncpg.Connection, claims: LinkClaims) -> Non
         created = await conn.fetchval(
             "SELECT created_at FROM organizations WHERE id = $1", claims.organization_id
         )
+        deleted = await conn.fetchval(
+            "SELECT deleted_at FROM deleted_organizations WHERE organization_id = $1",
+            claims.organization_id,
+        )
     if rows:
         r = min(rows, key=lambda r: r["scope"])
         raise LinkError(f"link revoked: its {r['scope']}'s links were revoked at {r['revoked_at']}")
     if created is None:
         raise LinkTargetGoneError("the link's organisation was deleted")
+    if deleted is not None and claims.issued_at < deleted + CLOCK_SKEW:
+        raise LinkTargetGoneError(
+            f"the link was signed before its organisation was deleted ({deleted.isoformat()}):"
+            " it belongs to the deleted organisation"
+        )
     if claims.issued_at < created - CLOCK_SKEW:
         raise LinkTargetGoneError(
             "the link was signed before its organisation was registered"

@@ -35,6 +35,10 @@ What :func:`install` changes, and why (each module's docstring has the measureme
   aiohttp 3.14 ``RequestHandler.handle_error``): a 4xx the HTTP parser gives is the API's
   JSON error naming the header, not a plain-text 400 repeating the request's bytes (a
   bearer token with a stray byte came back in the body and in the log).
+- **HTTP connection bounds** (:mod:`stream_app.runtime.http_limits`, aiohttp 3.14
+  ``RequestHandler.__init__``, ``Server.connection_made``/``connection_lost``): a request
+  head within the keep-alive deadline, connection caps per client address and in all (an
+  attacker round exhausted a worker's file descriptors with half-sent requests).
 - **aiokafka's DEBUG records**: aiokafka logs at DEBUG per request and per produced batch;
   its logger is kept at INFO or above so those records are not built on the hot path
   (measured with py-spy: ~4 % of the worker's main thread).
@@ -72,7 +76,7 @@ from importlib.metadata import version
 from faust.transport.producer import ProducerBuffer
 
 from stream_app.errors import WeddingError
-from stream_app.runtime import fetching, http_errors, producer_flush, restore
+from stream_app.runtime import fetching, http_errors, http_limits, producer_flush, restore
 from stream_app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -133,6 +137,11 @@ def install(settings: Settings) -> None:
     producer_flush.install()
     restore.install()
     http_errors.install()
+    http_limits.install(
+        settings.http_keepalive_s,
+        settings.http_max_connections_per_address,
+        settings.http_max_connections,
+    )
     aiokafka_log = logging.getLogger("aiokafka")
     aiokafka_log.setLevel(max(logging.INFO, aiokafka_log.getEffectiveLevel()))
     # on the class: every buffer of this process, the app's producer's included (it was

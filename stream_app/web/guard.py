@@ -46,6 +46,7 @@ from stream_app.web.auth import (
     decode_token,
 )
 from stream_app.web.errors import ApiError
+from stream_app.web.inputs import read_within
 from stream_app.web.permissions import (
     PUBLIC,
     UNDECLARED,
@@ -227,6 +228,10 @@ async def guarded(
         await _check_principal(request, spec, access, principal, params, client)
         yield
         return
+    # the body first: a client sending it slowly holds none of its organisation's slots (an
+    # attacker round: eight half-sent bodies per worker, with an analyst's token, held all
+    # of them, and its admins got 503 `busy` on every route)
+    await read_within(request, settings.http_body_timeout_s)
     slots = _inflight.setdefault(
         principal.organization_id, asyncio.Semaphore(settings.org_inflight)
     )

@@ -8,6 +8,7 @@ request the language refuses, an organisation PostgreSQL does not know.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import Callable
@@ -80,6 +81,32 @@ async def read_body(request: web.Request, max_bytes: int = MAX_BODY_BYTES) -> by
     if len(raw) > max_bytes:
         raise ApiError(413, "too_large", f"body is over {max_bytes} bytes", field="$")
     return raw
+
+
+async def read_within(request: web.Request, timeout_s: float) -> None:
+    """Read the request's body into aiohttp's cache (:func:`read_body` then takes it from
+    there) within ``timeout_s``; nothing when it has none.
+
+    Raises:
+        ApiError: 408 ``request_timeout`` naming ``$`` when the body has not arrived in time;
+            413 ``too_large`` naming ``$`` over aiohttp's ``client_max_size``.
+    """
+    if not request.body_exists:
+        return
+    try:
+        async with asyncio.timeout(timeout_s):
+            await request.read()
+    except TimeoutError:
+        raise ApiError(
+            408,
+            "request_timeout",
+            f"the body did not arrive within {timeout_s:g} s (WEDDING_HTTP_BODY_TIMEOUT_S)",
+            field="$",
+        ) from None
+    except web.HTTPRequestEntityTooLarge:
+        raise ApiError(
+            413, "too_large", f"body is over {request.client_max_size} bytes", field="$"
+        ) from None
 
 
 def json_value(raw: bytes) -> Any:

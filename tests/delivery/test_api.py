@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -147,6 +148,41 @@ def test_links_only_reach_the_organisations_files(signer: LinkSigner, tmp_path: 
         long_jti = jwt.encode({**payload, "jti": jti}, SECRET, algorithm="HS256")
         with pytest.raises(LinkError, match="jti is not 1-128 printable ASCII"):
             verify_link(long_jti, SECRET, now=NOW)
+
+
+def test_forged_claims_are_refused_as_invalid_links_not_500s() -> None:
+    """An attacker round with links signed by the (development) secret: a ``rid`` breaking
+    the id rule beside another report's path was served, revocable by nothing; a NUL in the
+    path and a 5,000-character ``rid`` were 500s; an ``iat`` in the future escaped every
+    revocation."""
+    base: dict[str, object] = {
+        "org": "org-1",
+        "path": "org-1/r1/report.csv",
+        "aud": "wedding-download",
+        "rid": "r1",
+        "jti": "j1",
+        "iat": int(NOW.timestamp()),
+        "exp": int(NOW.timestamp()) + 600,
+    }
+    ok = verify_link(jwt.encode(base, SECRET, algorithm="HS256"), SECRET, now=NOW)
+    assert (ok.report_id, ok.path) == ("r1", "org-1/r1/report.csv")
+    refused: list[tuple[dict[str, object], str]] = [
+        ({"rid": "../org-2/r1"}, "an id claim breaks the id rule"),
+        ({"rid": "r" * 5000}, "an id claim breaks the id rule"),
+        ({"sid": "s/1"}, "an id claim breaks the id rule"),
+        ({"rid": "r2"}, "path 'org-1/r1/report.csv' is not a file of report 'r2'"),
+        ({"path": "org-1/r1/report.csv\x00"}, "is not a file of report 'r1'"),
+        ({"path": "org-1/r1/sub/report.csv"}, "is not a file of report 'r1'"),
+        ({"path": "org-1/r1/.."}, "is not a file of organisation"),
+        ({"iat": int(NOW.timestamp()) + 61}, "issued in the future"),
+    ]
+    for change, reason in refused:
+        token = jwt.encode({**base, **change}, SECRET, algorithm="HS256")
+        with pytest.raises(LinkError, match=re.escape(reason)):
+            verify_link(token, SECRET, now=NOW)
+    # a signing clock a little ahead is allowed
+    ahead = jwt.encode({**base, "iat": int(NOW.timestamp()) + 59}, SECRET, algorithm="HS256")
+    assert verify_link(ahead, SECRET, now=NOW).report_id == "r1"
 
 
 def test_short_secret_is_refused() -> None:

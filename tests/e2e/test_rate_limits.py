@@ -351,12 +351,27 @@ async def test_a_token_older_than_its_organisation_is_refused_even_with_its_revo
                     "token_revoked",
                     f"the token's organisation was deleted ({deleted.isoformat()})",
                 )
-        # and registered again now
+        # and registered again at once (by SQL: `wedding-engine org` refuses a deleted id):
+        # the tokens issued before the deletion stay refused, the one issued within a minute
+        # of it too (an attacker round: the registration time alone let it through)
         await conn.execute(
             "INSERT INTO organizations (id, name, time_zone, currency)"
             " VALUES ($1, $1, 'UTC', 'EUR')",
             REBORN,
         )
+        await asyncio.sleep(REVOCATION_CACHE_S + 0.2)
+        for worker in (a, b):
+            for token in (fresh, old):
+                status, _, body = await get(worker, REBORN, token, REBORN_SOURCE)
+                assert (status, body["error"]["code"], body["error"]["reason"]) == (
+                    401,
+                    "token_revoked",
+                    f"the token was issued before its organisation was deleted"
+                    f" ({deleted.isoformat()}): it belongs to the deleted organisation",
+                )
+        # a registration by hand with no tombstone (an id deleted before migration 026): the
+        # registration time decides
+        await conn.execute("DELETE FROM deleted_organizations WHERE organization_id = $1", REBORN)
         created = await conn.fetchval("SELECT created_at FROM organizations WHERE id = $1", REBORN)
     finally:
         await conn.close()
