@@ -99,6 +99,7 @@ async def test_pod_0_serves_with_its_manifest_s_environment(
             "kafka": True,
             "postgres": True,
             "keys": True,
+            "ratelimits": True,
         }
     finally:
         code = await asyncio.to_thread(worker.stop, 60)
