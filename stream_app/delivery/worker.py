@@ -224,6 +224,18 @@ class DeliveryWorker:
                 f"delivery of report {item.report_id} ({item.source})",
                 retry_for_s=self.config.lease_s / 3,
             )
+        except asyncpg.ForeignKeyViolationError as exc:
+            # what the outcome refers to was deleted while the delivery was in flight (its
+            # organisation offboarded): it has nowhere to go (an attacker round: an ERROR and
+            # a traceback per delivery in flight at an offboarding)
+            log.warning(
+                "delivery of report %s (%s) of %r: its outcome refers to rows deleted meanwhile"
+                " (%s; the organisation offboarded?); dropped",
+                item.report_id,
+                item.source,
+                item.organization_id,
+                exc.constraint_name,
+            )
         except Exception:  # logged; the lease runs out and the row is attempted again
             log.exception("delivery of report %s (%s) failed", item.report_id, item.source)
         finally:

@@ -149,7 +149,13 @@ def schedule_from_json(
                 body["output_formats"], tuple[str, ...], "$.output_formats"
             ),
             cron=str(body["cron"]),
-            time_zone=str(body.get("time_zone") or default_zone),
+            # left out or null: the organisation's; "" is refused as the preview refuses it
+            # (an attacker round: it was taken for the organisation's zone)
+            time_zone=(
+                default_zone
+                if body.get("time_zone") is None
+                else convert_field(body["time_zone"], str, "$.time_zone")
+            ),
             delivery=target,
             retry=retry,
             expires_at=convert_field(expires_at, datetime, "$.expires_at") if expires_at else None,

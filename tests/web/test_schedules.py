@@ -126,3 +126,24 @@ def test_upcoming_fire_times_stay_within_their_budget() -> None:
     assert [t.hour for t in listed] == [1, 2, 3, 4, 5]
     assert schedules._upcoming(hourly, now, budget_s=0.0) == []  # the list's budget spent
     assert schedules._upcoming(hourly, now, budget_s=1.0) == listed  # capped at 5 ms, enough
+
+
+@pytest.mark.parametrize("zone", ["", "Mars/Olympus", 5])
+def test_an_empty_or_bad_time_zone_is_a_400_naming_it(zone: object) -> None:
+    """An attacker round: ``"time_zone": ""`` was taken for the organisation's zone (201),
+    while the preview refused the same value; left out (or null) it still is the
+    organisation's."""
+    principal = Principal(user_id="u", organization_id="o", role="admin")
+    with pytest.raises(ApiError) as caught:
+        schedule_from_json(
+            {**SCHEDULE_BODY, "time_zone": zone},
+            organization_id="o",
+            principal=principal,
+            default_zone="Europe/Lisbon",
+        )
+    assert (caught.value.status, caught.value.field) == (400, "$.time_zone")
+    for body in (SCHEDULE_BODY, {**SCHEDULE_BODY, "time_zone": None}):
+        made = schedule_from_json(
+            body, organization_id="o", principal=principal, default_zone="Europe/Lisbon"
+        )
+        assert made.time_zone == "Europe/Lisbon"
