@@ -215,7 +215,12 @@ def _session() -> aiohttp.ClientSession:
     key = id(asyncio.get_running_loop())
     found = _sessions.get(key)
     if found is None or found.closed:
-        found = _sessions[key] = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
+        # a connect that does not complete in 2 s fails (and is retried) at once: an owner
+        # out of file descriptors accepted nothing, and each of 6 attempts waited its whole
+        # 10 s (an attacker round: a 503 after 77 s, holding an organisation slot)
+        found = _sessions[key] = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=10, sock_connect=2)
+        )
     return found
 
 
