@@ -15,15 +15,14 @@ batch of one partition (the records one fetch returned, no per-message wait). Pe
    fold raises, the events it fails on are found with the stream's probe
    (:mod:`stream_app.agents.poison`), copied to the dead-letter topic with the error, and
    the rest folded (a poison event costs its own count, not its partition's);
-5. **write behind**: send the changed rows to the changelog and, right after them on a
-   producer of their own (:mod:`stream_app.agents.updates_producer`: not behind the
-   changelog's request in flight), the changes on ``realtime-metrics-updates`` (absolute
-   values, at-least-once: an update is out one broker round trip after its fold, as Kafka
-   Streams' at-least-once sends its results before the changelog is acknowledged); await the
-   changelog's acknowledgements, together with the updates' and whatever must be durable
-   before the input is acknowledged (dead-letter and late-event copies, final window
-   values), then write the rows and the changelog offset to RocksDB in one write batch
-   (:class:`stream_app.runtime.state.WriteBehindTable`);
+5. **write behind**: send the changed rows to the changelog and, right behind them on the
+   same producer, the changes on ``realtime-metrics-updates`` (absolute values,
+   at-least-once: they share the changelog's produce requests, so an update is out one
+   broker round trip after its fold, as Kafka Streams' at-least-once sends its results before
+   the changelog is acknowledged); await the changelog's acknowledgements, together with
+   whatever must be durable before the input is acknowledged (dead-letter and late-event
+   copies, final window values), then write the rows and the changelog offset to RocksDB in
+   one write batch (:class:`stream_app.runtime.state.WriteBehindTable`);
 6. **announce** durability: mark the changed organisations' cached reports stale (reports
    read RocksDB), while the next batch is decoded and folded;
 7. acknowledge the batch's offsets (in order, after its announcement); faust commits them
@@ -254,9 +253,7 @@ class BatchStream(Generic[E]):
         prepare: awaited with the decoded events of a batch before it is folded (e.g. loads
             the organisations' zones); optional.
         publish: awaited right after a batch's changelog records are queued (sends the
-            changes recorded by :attr:`Folded.publish`, without waiting); what it returns
-            (the sends' acknowledgements) is awaited with the changelog's before the input
-            is acknowledged; optional.
+            changes recorded by :attr:`Folded.publish`, without waiting); optional.
         announce: awaited after the rows are durable (marks cached reports stale); optional.
         on_partition: called with a partition the first time a batch of it is folded after
             an assignment, before the fold (e.g. rebuilds in-memory indexes); optional.
@@ -270,7 +267,7 @@ class BatchStream(Generic[E]):
     table: Any
     fold: Fold
     prepare: Callable[[Sequence[E]], Awaitable[None]] | None = None
-    publish: Callable[[], Awaitable[Awaitable[Any] | None]] | None = None
+    publish: Callable[[], Awaitable[None]] | None = None
     announce: Callable[[], Awaitable[None]] | None = None
     on_partition: Callable[[int], Awaitable[None]] | None = None
     probe: Probe | None = None
@@ -668,7 +665,6 @@ class BatchStream(Generic[E]):
         only, ``overlaid`` leave the overlay once durable."""
         partition = message.partition
         client = producer_client(app)
-        published: Awaitable[Any] | None = None
         try:
             sent = (
                 await self.state.send_encoded(
@@ -683,13 +679,11 @@ class BatchStream(Generic[E]):
                 with gc_tuning.paused():
                     folded.publish()
             if self.publish is not None:
-                published = await self.publish()  # after the changelog records, in batch order
+                await self.publish()  # behind the changelog records, in batch order
         finally:
             self._queued.done(seq)
         await asyncio.gather(
-            self.state.acknowledged(sent) if sent is not None else asyncio.sleep(0),
-            *durable,
-            *([published] if published is not None else []),
+            self.state.acknowledged(sent) if sent is not None else asyncio.sleep(0), *durable
         )
         if previous is not None:
             await previous

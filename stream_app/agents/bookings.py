@@ -11,9 +11,8 @@ co-partitioned with ``wedding-bookings``; key ``org/venue/grain/period``, value 
 "o"}`` (window rows gain ``"final": true`` once closed); ``~watermark/<partition>/<org>`` rows
 hold each organisation's watermark; ``~e/<digest>`` rows the dedupe records.
 
-Updates on ``realtime-metrics-updates``: every changed row of each batch, right after the
-batch's changelog records, on the updates' own producer (early values, absolute, coalesced
-per batch); and once per
+Updates on ``realtime-metrics-updates``: every changed row of each batch, right behind the
+batch's changelog records (early values, absolute, coalesced per batch); and once per
 event-time window, when the organisation's watermark passes its end plus the grace period
 (``WEDDING_GRACE_S``), its final value with ``"final": true``
 (:class:`stream_app.schemas.updates.MetricUpdate`). A final value is sent and acknowledged
@@ -25,7 +24,6 @@ closed (the watermark moves with event time only, as in Kafka Streams' suppressi
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 from typing import Any
@@ -33,7 +31,6 @@ from typing import Any
 from stream_app.agents.batch import Batch, Folded, RawRecord, RowLookup
 from stream_app.agents.fold import FoldAgent, FoldSpec
 from stream_app.agents.publisher import MetricPublisher
-from stream_app.agents.updates_producer import updates_producer
 from stream_app.agents.zones import OrganizationZones
 from stream_app.app import app, settings
 from stream_app.observability import FINAL_WINDOWS, LATE_EVENTS
@@ -133,17 +130,6 @@ class BookingsAgent(FoldAgent[BookingEvent]):
         spec = FoldSpec(WEDDING_BOOKINGS, BookingEvent, "venue_id", venue_bookings, METRIC)
         super().__init__(spec, self.updates)
 
-    async def _publish_finals(self) -> None:
-        """Send the closed windows' final values on the updates' producer (the one their
-        early values went on: a window's final value follows its early ones on the same
-        partition and connection) and await the acknowledgements."""
-        producer = (
-            producer_client(app)
-            if os.environ.get("WEDDING_EXP_SHARED_PRODUCER") == "1"
-            else await updates_producer.get()
-        )
-        await self.finals.publish(producer, REALTIME_METRICS_UPDATES, wait=True)
-
     def fold(
         self, partition: int, get: RowLookup, batch: Batch[BookingEvent], raw: RawRecord
     ) -> Folded:
@@ -159,7 +145,9 @@ class BookingsAgent(FoldAgent[BookingEvent]):
             for c in closed:
                 _record(self.finals, c)
                 FINAL_WINDOWS.labels(WEDDING_BOOKINGS, c.grain).inc()
-            durable.append(self._publish_finals())
+            durable.append(
+                self.finals.publish(producer_client(app), REALTIME_METRICS_UPDATES, wait=True)
+            )
 
         # the next batch may be folded before this one is durable: it must see these windows
         for org, key, closes_at in result.opened:

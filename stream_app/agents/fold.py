@@ -25,10 +25,8 @@ adds event-time windows.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import os
-from collections.abc import AsyncIterable, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -37,7 +35,6 @@ import msgspec
 from stream_app.agents.batch import Batch, BatchStream, Folded, RawRecord, RowLookup
 from stream_app.agents.data_versions import DataVersions
 from stream_app.agents.publisher import GenericMetricPublisher, MetricPublisher
-from stream_app.agents.updates_producer import updates_producer
 from stream_app.agents.zones import OrganizationZones
 from stream_app.app import app, settings
 from stream_app.observability import FOLD_CRASHES
@@ -125,20 +122,10 @@ class FoldAgent(Generic[E]):
     async def on_partition(self, partition: int) -> None:
         """Awaited when a partition is first folded after an assignment (nothing by default)."""
 
-    async def publish(self) -> Awaitable[Any] | None:
-        """Publish the changes recorded so far (absolute values, at-least-once) on the
-        updates' own producer (:mod:`stream_app.agents.updates_producer`), not waiting for
-        the acknowledgements; returns what to await for them (done, failed or not) before
-        the batch's input is acknowledged, or None when nothing was sent."""
-        if os.environ.get("WEDDING_EXP_SHARED_PRODUCER") == "1":  # the A/B's other arm
-            futures = await self.publisher.send(producer_client(app), REALTIME_METRICS_UPDATES)
-        else:
-            futures = await self.publisher.send(
-                await updates_producer.get(), REALTIME_METRICS_UPDATES
-            )
-        if not futures:
-            return None
-        return asyncio.gather(*futures, return_exceptions=True)
+    async def publish(self) -> None:
+        """Publish the changes recorded so far (absolute values, at-least-once), right behind
+        the batch's changelog records on the same producer (not waiting for acknowledgements)."""
+        await self.publisher.publish(producer_client(app), REALTIME_METRICS_UPDATES)
 
     async def announce(self) -> None:
         """Mark the cached reports of the organisations recorded so far stale, once the

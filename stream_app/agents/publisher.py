@@ -105,24 +105,6 @@ class _CoalescingPublisher(Generic[V]):
         METRIC_UPDATES_PUBLISHED.inc(len(out))
         return out
 
-    async def send(self, producer: Any, topic: str) -> list[asyncio.Future[Any]]:
-        """Produce every pending change to ``topic`` (see :meth:`publish`); the futures of
-        the record batches sent, each done when the broker answered (a failure is logged and
-        counted, and the future holds it)."""
-        with gc_tuning.paused():
-            messages = self.drain()
-        if not messages:
-            return []
-        partitions = await producer.partitions_for(topic)
-        n = len(partitions)
-        by_partition: dict[int, list[Record]] = {}
-        for key, value in messages:
-            by_partition.setdefault(partition_for(key, n), []).append((key, value))
-        sent = await send_records(producer, topic, by_partition)
-        for _, count, fut in sent:
-            fut.add_done_callback(functools.partial(_on_delivered, count=count))
-        return [fut for _, _, fut in sent]
-
     async def publish(self, producer: Any, topic: str, *, wait: bool = False) -> int:
         """Produce every pending change to ``topic`` without waiting for the acknowledgements.
 
@@ -139,11 +121,22 @@ class _CoalescingPublisher(Generic[V]):
         Returns:
             The number of messages handed to the producer.
         """
-        pending = len(self._pending)
-        futures = await self.send(producer, topic)
+        with gc_tuning.paused():
+            messages = self.drain()
+        if not messages:
+            return 0
+        client = producer
+        partitions = await client.partitions_for(topic)
+        n = len(partitions)
+        by_partition: dict[int, list[Record]] = {}
+        for key, value in messages:
+            by_partition.setdefault(partition_for(key, n), []).append((key, value))
+        sent = await send_records(client, topic, by_partition)
+        for _, count, fut in sent:
+            fut.add_done_callback(functools.partial(_on_delivered, count=count))
         if wait:
-            await asyncio.gather(*futures)
-        return pending
+            await asyncio.gather(*(fut for _, _, fut in sent))
+        return len(messages)
 
 
 class MetricPublisher(_CoalescingPublisher[MetricValues]):
