@@ -131,6 +131,16 @@ METRIC_UPDATES_FAILED = Counter(
     "Messages to realtime-metrics-updates whose delivery failed.",
     registry=REGISTRY,
 )
+DELIVERY_ATTEMPTS = Counter(
+    "wedding_delivery_attempts_total",
+    "Delivery attempts recorded, by method (email, webhook, sftp, api) and outcome (delivered,"
+    " retrying, failed, skipped); no organisation label.",
+    ["method", "outcome"],
+    registry=REGISTRY,
+)
+for _method in ("email", "webhook", "sftp", "api"):  # series at 0 from the start
+    for _outcome in ("delivered", "retrying", "failed", "skipped"):
+        DELIVERY_ATTEMPTS.labels(_method, _outcome)
 HTTP_CONNECTIONS_REFUSED = Counter(
     "wedding_http_connections_refused_total",
     "HTTP connections closed at once because a connection cap was reached"

@@ -70,6 +70,7 @@ from stream_app.delivery.targets import (
     WebhookTarget,
 )
 from stream_app.delivery.webhook import WebhookMethod
+from stream_app.observability import DELIVERY_ATTEMPTS
 from stream_app.reports.artifacts import (
     ArtifactIntegrityError,
     ArtifactMissingError,
@@ -370,6 +371,7 @@ async def deliver(
                     await settle(conn, order, result)
 
         await retry_transient(record, f"delivery of report {order.report_id}: recording {outcome}")
+        DELIVERY_ATTEMPTS.labels(method.name, outcome).inc()
         return result
 
     async with pool.acquire() as conn, tenant_transaction(conn, org):

@@ -204,6 +204,20 @@ async def test_failing_tenant_does_not_stop_another_tenants_delivery(
         assert 3600 <= (due - tried).total_seconds() < 3605  # base_backoff_s after the attempt
         assert attempt["outcome"] == "retrying" and "attempt 2 due at" in attempt["detail"]
     assert len({d["report_id"] for d in first_tries}) == len(first_tries)  # none sent twice
+    # each attempt counted by method and outcome on /metrics (no organisation label)
+    async with (
+        aiohttp.ClientSession(scenario.worker.url) as s,
+        s.get("/metrics") as r,
+    ):
+        text = await r.text()
+    counted = {
+        line.split("{", 1)[1].split("}", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("wedding_delivery_attempts_total{")
+    }
+    assert counted['method="webhook",outcome="retrying"'] >= 4  # A's four first tries
+    assert counted['method="webhook",outcome="delivered"'] >= 1  # B's
+    assert counted['method="email",outcome="delivered"'] == 0
 
 
 async def test_webhook_name_resolving_to_loopback_is_refused(

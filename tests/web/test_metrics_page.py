@@ -100,3 +100,8 @@ def test_the_stream_counters_are_series_at_zero_before_any_event() -> None:
             line = f'wedding_events_outcome_total{{outcome="{outcome}",topic="{topic}"}} 0.0'
             assert line in text
     assert 'wedding_changelog_interleaved_total{table="venue-bookings"} 0.0' in text
+    # deliveries too (a new user's trial: nothing on /metrics said a webhook kept failing)
+    for method in ("email", "webhook", "sftp", "api"):
+        for outcome in ("delivered", "retrying", "failed", "skipped"):
+            line = f'wedding_delivery_attempts_total{{method="{method}",outcome="{outcome}"}} 0.0'
+            assert line in text
