@@ -99,6 +99,11 @@ def validate_cron(expr: str, time_zone: str = "UTC") -> None:
             minute``), a wrong number of fields, or an expression that never fires (such as
             ``0 0 31 2 *``) within 50 years of 2001.
     """
+    if not expr.isascii():  # str.split() took a no-break space for a field separator
+        raise CronExpressionError(
+            "expression",
+            f"{expr!r} holds a character that is not ASCII; fields are separated by spaces",
+        )
     parts = expr.split()
     if len(parts) == 1 and parts[0].startswith("@"):
         fields = _MACROS.get(parts[0].lower())

@@ -15,6 +15,7 @@ from stream_app.db import audit_events
 from stream_app.db.pool import get_pool
 from stream_app.web.auth import authenticate
 from stream_app.web.errors import ApiError
+from stream_app.web.numbers import ascii_int
 from stream_app.web.permissions import Permission
 from stream_app.web.responses import json_response
 from stream_app.web.views import page
@@ -32,12 +33,7 @@ def _int_param(request: web.Request, name: str, default: int, lo: int, hi: int) 
     raw = request.query.get(name)
     if raw is None:
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ApiError(
-            400, "invalid_field", f"{name}: {raw[:32]!r} is not an integer", field=name
-        ) from None
+    value = ascii_int(raw, name)
     if not lo <= value <= hi:
         raise ApiError(400, "invalid_field", f"{name}: must be in {lo}..{hi}", field=name)
     return value

@@ -24,3 +24,26 @@ def positive_int(raw: str, field: str, *, maximum: int | None = None) -> int:
         bound = f"1..{maximum}" if maximum is not None else "a positive integer (ASCII digits)"
         raise ApiError(400, "invalid_field", f"{field}: {raw[:32]!r} is not {bound}", field=field)
     return int(raw)
+
+
+_INTEGER = re.compile(r"-?(?:0|[1-9][0-9]{0,17})")
+
+
+def ascii_int(raw: str, field: str) -> int:
+    """``raw`` as an integer written in ASCII digits (an optional ``-``, no ``+``, no
+    leading zero, no spaces or underscores, at most 18 digits).
+
+    ``int()`` reads "１" (fullwidth) and " 1_0 " too: an attacker round sent
+    ``after_seq=１`` and was answered as for 1.
+
+    Raises:
+        ApiError: 400 ``invalid_field`` naming ``field`` otherwise.
+    """
+    if _INTEGER.fullmatch(raw) is None:
+        raise ApiError(
+            400,
+            "invalid_field",
+            f"{field}: {raw[:32]!r} is not an integer (ASCII digits)",
+            field=field,
+        )
+    return int(raw)

@@ -74,6 +74,7 @@ from stream_app.web.delivery_targets import (
 )
 from stream_app.web.errors import ApiError, report_not_found
 from stream_app.web.inputs import allow_query, json_value, read_body, require_query
+from stream_app.web.numbers import ascii_int
 from stream_app.web.permissions import PUBLIC, Permission
 from stream_app.web.responses import json_response
 from stream_app.web.views import media_type, page
@@ -483,12 +484,7 @@ def _int_query(request: web.Request, name: str, default: int) -> int:
     raw = request.query.get(name)
     if raw is None:
         return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise ApiError(
-            400, "invalid_field", f"{name}: {raw!r} is not an integer", field=name
-        ) from None
+    return ascii_int(raw, name)
 
 
 async def _one(org: str, schedule_id: str) -> store.StoredSchedule:

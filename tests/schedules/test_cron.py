@@ -286,6 +286,9 @@ def test_bad_cron_names_the_field(expr: str, part: str) -> None:
         ("@daily", "'@daily' is a macro; give the 5 fields"),
         ("@weekly", "write '0 0 * * 0' instead"),
         ("@reboot", "'@reboot' is a macro; give the 5 fields (minute hour"),
+        # an attacker round: a no-break space was taken for a field separator
+        ("0\u00a08 * * *", "'0\\xa08 * * *' holds a character that is not ASCII"),
+        ("0 \uff18 * * *", "holds a character that is not ASCII; fields are separated by spaces"),
     ],
 )
 def test_a_date_that_never_occurs_and_a_macro_are_named(expr: str, reason: str) -> None:
