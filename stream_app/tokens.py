@@ -107,15 +107,25 @@ may differ by that much. Later is refused: "every token issued before 9999-01-01
 refuse every token issued from now on, and nothing could undo it but the database."""
 
 
+MAX_UTC_OFFSET = timedelta(hours=14)
+"""The furthest any time zone is from UTC (Kiribati's Line Islands, UTC+14)."""
+
+
 def check_revocation_time(issued_before: datetime) -> datetime:
-    """``issued_before`` if a revocation may name it: with a time zone, not before 1970
-    (UTC), and not later than now plus :data:`REVOCATION_CLOCK_SKEW_S`.
+    """``issued_before`` if a revocation may name it: with a time zone whose offset is within
+    ±14:00 (:data:`MAX_UTC_OFFSET`), not before 1970 (UTC), and not later than now plus
+    :data:`REVOCATION_CLOCK_SKEW_S`.
 
     Raises:
         ValueError: the reason (the caller names its field: ``$.before``, ``--before``).
     """
-    if issued_before.tzinfo is None:
+    offset = issued_before.utcoffset()
+    if offset is None:
         raise ValueError("give a time zone (e.g. 2026-12-05T08:00:00+00:00)")
+    if abs(offset) > MAX_UTC_OFFSET:  # no zone is further from UTC (an attacker round: +14:01)
+        raise ValueError(
+            f"{issued_before.isoformat()}: the offset is beyond ±14:00, no place's offset"
+        )
     in_utc: datetime | None
     try:  # 0001-01-01T00:00:00+14:00 is before year 1 in UTC (an attacker round's 500)
         in_utc = issued_before.astimezone(UTC)

@@ -30,6 +30,19 @@ def test_a_revocation_time_before_1970_is_refused(before: datetime) -> None:
     assert check_revocation_time(datetime(1970, 1, 1, tzinfo=UTC)).year == 1970
 
 
+@pytest.mark.parametrize("minutes", [14 * 60 + 1, -(14 * 60 + 1), 23 * 60])
+def test_a_revocation_time_with_an_offset_no_place_has_is_refused(minutes: int) -> None:
+    """An attacker round: ``+14:01`` was accepted (the aggregation filters refuse such)."""
+    before = datetime(2026, 12, 7, 22, 0, tzinfo=timezone(timedelta(minutes=minutes)))
+    with pytest.raises(ValueError) as refused:
+        check_revocation_time(before)
+    assert str(refused.value) == (
+        f"{before.isoformat()}: the offset is beyond ±14:00, no place's offset"
+    )
+    ok = datetime(2026, 1, 1, tzinfo=timezone(timedelta(hours=14)))
+    assert check_revocation_time(ok) == ok
+
+
 def test_a_revocation_time_past_the_end_of_the_calendar_in_utc_is_in_the_future() -> None:
     """A fresh user's finding: 9999-12-31T23:59:59-14:00 (after year 9999 in UTC) was
     refused as "before 1970"."""
