@@ -352,3 +352,66 @@ async def test_a_link_of_a_deleted_organisation_downloads_nothing(
                 )
     finally:
         await conn.close()
+
+
+async def test_an_organisation_deleted_while_its_delivery_is_in_flight_logs_one_warning(
+    scenario: Scenario, settings: Settings
+) -> None:
+    """An attacker round: deleting an organisation by hand while its webhook delivery was
+    in flight logged an ERROR with a traceback (the outcome's foreign key); now one warning,
+    and the worker goes on delivering for the others."""
+    org = "atk-gone"
+    arrived = asyncio.Event()
+    release = asyncio.Event()
+
+    async def hold(request: web.Request) -> web.Response:
+        arrived.set()
+        await release.wait()
+        return web.Response(status=200)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", hold)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.2", 0).start()
+    port = int(runner.addresses[0][1])
+    conn = await asyncpg.connect(settings.postgres_dsn)
+    try:
+        await upsert_organization(conn, Organization(org, org, "UTC", "GBP"))
+        await upsert_venue(conn, org, Venue("hall", "Hall", capacity=1))
+        body = {
+            "report_id": "in-flight",
+            "report_type": "monthly_booking_summary",
+            "date_from": "2026-01-01",
+            "date_to": "2026-01-31",
+            "output_formats": ["csv"],
+            "delivery": {
+                "method": "webhook",
+                "url": f"http://127.0.0.2:{port}/h",
+                "secret": SECRET,
+            },
+        }
+        async with (
+            aiohttp.ClientSession(scenario.worker.url) as s,
+            s.post(f"/orgs/{org}/reports", json=body, headers=auth(settings, org)) as r,
+        ):
+            assert r.status == 202, await r.text()
+        await asyncio.wait_for(arrived.wait(), 60)
+        await conn.execute("DELETE FROM organizations WHERE id = $1", org)
+        release.set()
+        log_path = scenario.worker.log_path
+        deadline = time.monotonic() + 30
+        said = ""
+        while time.monotonic() < deadline:
+            said = log_path.read_text(errors="replace")
+            if "delivery of report in-flight (adhoc)" in said:
+                break
+            await asyncio.sleep(0.5)
+        lines = [x for x in said.splitlines() if "delivery of report in-flight (adhoc)" in x]
+        assert len(lines) == 1, lines
+        assert "[WARNING]" in lines[0], lines[0]
+        assert f"of {org!r}: its outcome refers to rows deleted meanwhile" in lines[0]
+    finally:
+        release.set()
+        await conn.close()
+        await runner.cleanup()
