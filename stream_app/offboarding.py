@@ -26,6 +26,7 @@ from pathlib import Path
 import asyncpg
 
 from stream_app.db.audit_events import record as audit
+from stream_app.errors import WeddingError
 
 COUNTED = ("venues", "reports", "schedules", "tokens", "bookings", "payments", "clients")
 """The tables :func:`footprint` counts rows of (all cascade with the organisation)."""
@@ -46,9 +47,11 @@ class Footprint:
     file_bytes: int
 
 
-class OffboardingError(ValueError):
+class OffboardingError(WeddingError, ValueError):
     """The organisation cannot be offboarded: it does not exist, or it is already deleted
     (the message says which, naming ``ORG``)."""
+
+    retriable = False
 
 
 def org_folder(artifact_dir: Path, organization_id: str) -> Path:

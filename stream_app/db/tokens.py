@@ -34,8 +34,7 @@ class Revocations:
             (``deleted_organizations``, migration 026), or None. With no row left every token
             of the id is refused: an operator's trial deleted an organisation by hand and its
             tokens went on reading its live tables, no longer revocable. A token issued before
-            it (within :data:`CLOCK_SKEW` after it: the minting host's clock may run ahead) is
-            refused even when the id was registered again.
+            it is refused even when the id was registered again.
     """
 
     jtis: frozenset[str]
@@ -54,10 +53,16 @@ class Revocations:
         deleted = self.organization_deleted_at
         if created is None and deleted is not None:
             return f"the token's organisation was deleted ({deleted.isoformat()})"
-        if deleted is not None and issued_at is not None and issued_at < deleted + CLOCK_SKEW:
-            # issued before the deletion (up to the clocks' skew): the deleted organisation's,
-            # whatever registered the id since (an attacker round: re-registered within a
-            # minute of the token's issue, its created_at alone let it through)
+        if (
+            deleted is not None
+            and issued_at is not None
+            and issued_at < deleted.replace(microsecond=0)
+        ):
+            # issued before the deletion (``iat`` is whole seconds: one of the deletion's own
+            # second is not refused): the deleted organisation's, whatever registered the id
+            # since (an attacker round: re-registered within a minute of the token's issue,
+            # its created_at alone let it through; a re-registration right after the deletion,
+            # as the synthetic loader's, keeps the tokens issued after it)
             return (
                 f"the token was issued before its organisation was deleted"
                 f" ({deleted.isoformat()}): it belongs to the deleted organisation"

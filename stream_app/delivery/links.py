@@ -95,12 +95,12 @@ async def check_not_revoked(conn: asyncpg.Connection, claims: LinkClaims) -> Non
     Raises:
         LinkError: the link was issued at or before a revocation of its report or schedule.
         LinkTargetGoneError: the link's organisation was deleted (a tombstone of migration
-            026 and no row), or the link was signed before the last deletion of its id (up to
-            a minute after: the signing host's clock may run ahead), or before its id was
-            registered (the link belongs to an earlier organisation of that id). Attacker
-            rounds: a link of a deleted organisation still downloaded its file from a worker
-            holding its unwrapped data key; then, with the id registered again within a
-            minute of the link's signing, the registration time alone let it through.
+            026 and no row), or the link was signed before the last deletion of its id, or
+            before its id was registered (the link belongs to an earlier organisation of that
+            id). Attacker rounds: a link of a deleted organisation still downloaded its file
+            from a worker holding its unwrapped data key; then, with the id registered again
+            within a minute of the link's signing, the registration time alone let it
+            through.
     """
     async with tenant_transaction(conn, claims.organization_id):
         rows = await conn.fetch(
@@ -124,7 +124,7 @@ async def check_not_revoked(conn: asyncpg.Connection, claims: LinkClaims) -> Non
         raise LinkError(f"link revoked: its {r['scope']}'s links were revoked at {r['revoked_at']}")
     if created is None:
         raise LinkTargetGoneError("the link's organisation was deleted")
-    if deleted is not None and claims.issued_at < deleted + CLOCK_SKEW:
+    if deleted is not None and claims.issued_at < deleted:
         raise LinkTargetGoneError(
             f"the link was signed before its organisation was deleted ({deleted.isoformat()}):"
             " it belongs to the deleted organisation"

@@ -214,8 +214,9 @@ async def test_key_rotation_keeps_old_files_readable(
     for link in (v1, v2):
         assert (await open_artifact(tmp_path, org, link.path, ring_a)).read_all() == expected
 
-    # master rotation: without the previous key nothing is re-wrapped
-    with pytest.raises(MasterKeyError, match="wrapped by master key"):
+    # master rotation: without the previous key nothing is re-wrapped (refused before it
+    # starts: the new key alone wraps none of the stored data keys)
+    with pytest.raises(MasterKeyError, match="wraps none of the stored data keys"):
         await rotate(pg_dsn, MasterKeys(MASTER_B), organization_id=org, data=False, master=True)
     (result,) = await rotate(
         pg_dsn, MasterKeys(MASTER_B, MASTER_A), organization_id=org, data=False, master=True
