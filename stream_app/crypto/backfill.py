@@ -24,7 +24,7 @@ from pathlib import Path
 import asyncpg
 import orjson
 
-from stream_app.crypto.keys import DataKey, MasterKeys, current_data_key
+from stream_app.crypto.keys import DataKey, MasterKeys, check_master_key, current_data_key
 from stream_app.crypto.sealed import is_sealed, seal
 from stream_app.crypto.segmented import MAGIC, FileContext, SegmentedEncryptor
 from stream_app.db.tenancy import tenant_transaction
@@ -89,7 +89,8 @@ async def seal_existing(
     ``system_dsn`` (default ``dsn``) lists the organisations and the schedules with secrets.
 
     Raises:
-        MasterKeyError: an organisation's key cannot be unwrapped.
+        MasterKeyError: an organisation's key cannot be unwrapped, or ``masters`` wrap none of
+            the stored data keys while some exist (:func:`check_master_key`).
         OSError: a file cannot be read or replaced.
     """
     sealed = already = skipped = schedules = 0
@@ -101,6 +102,9 @@ async def seal_existing(
             " WHERE delivery_method = ANY($1::text[]) ORDER BY organization_id, id",
             list(_SECRET_FIELDS),
         )
+        # before any file: a key it would create must be one the workers can unwrap (the
+        # development key left on in an operator's shell, as `keys rotate` met it)
+        await check_master_key(lister, masters, holder="keys seal-existing")
     finally:
         await lister.close()
     conn = await asyncpg.connect(dsn)

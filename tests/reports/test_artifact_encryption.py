@@ -351,3 +351,10 @@ async def test_seal_existing_encrypts_what_was_stored_in_plaintext(
     assert await unseal_schedule(stored.schedule, ring) == schedule
     again = await seal_existing(pg_dsn, masters, tmp_path)  # idempotent
     assert (again.files_sealed, again.files_already, again.schedules_sealed) == (0, 1, 0)
+    # a master key that wraps none of the stored data keys is refused before any file is
+    # touched (`keys rotate` wrapped a deployment's new data key under the development key
+    # left on in a new user's shell; this command would have done the same)
+    stray = MasterKeys(MasterKey.of(hashlib.sha256(b"a master key nobody used").digest()))
+    with pytest.raises(MasterKeyError, match=r"keys seal-existing's master key .* wraps none"):
+        await seal_existing(pg_dsn, stray, tmp_path)
+    assert (tmp_path / link.path).read_bytes() == raw
